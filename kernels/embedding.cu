@@ -1,0 +1,42 @@
+// Embedding gather (word + position + token type) fused with layernorm.
+//
+// out[t, :] = LN(word[ids[t]] + pos[pos_ids[t]] + type[type_ids[t]]) * gamma + beta
+//
+// One block per token; the summed row lives in shared memory as f32 so the statistics are
+// computed in two passes (mean, then centred variance) without re-reading global memory.
+// Ids are validated on the host (the kernel trusts them to be in range).
+#include "common.cuh"
+
+// CPU reference: src/model/reference.rs (embeddings) and kernels.rs tests.
+extern "C" __global__ void embedding_layernorm_f16(
+    const uint32_t* __restrict__ ids, const uint32_t* __restrict__ pos_ids,
+    const uint32_t* __restrict__ type_ids, const __half* __restrict__ word,
+    const __half* __restrict__ pos, const __half* __restrict__ type,
+    const __half* __restrict__ gamma, const __half* __restrict__ beta,
+    __half* __restrict__ out, uint32_t hidden, float eps) {
+    extern __shared__ float row[];  // [hidden] f32, then 32 floats of reduction scratch
+    float* scratch = row + hidden;
+    const uint32_t t = blockIdx.x;
+    const __half* w = word + (size_t)ids[t] * hidden;
+    const __half* p = pos + (size_t)pos_ids[t] * hidden;
+    const __half* y = type + (size_t)type_ids[t] * hidden;
+
+    float local = 0.f;
+    for (uint32_t i = threadIdx.x; i < hidden; i += blockDim.x) {
+        float v = __half2float(w[i]) + __half2float(p[i]) + __half2float(y[i]);
+        row[i] = v;
+        local += v;
+    }
+    const float mean = block_sum(local, scratch) / (float)hidden;
+    float sq = 0.f;
+    for (uint32_t i = threadIdx.x; i < hidden; i += blockDim.x) {
+        float d = row[i] - mean;
+        sq += d * d;
+    }
+    const float rstd = rsqrtf(block_sum(sq, scratch) / (float)hidden + eps);
+    __half* o = out + (size_t)t * hidden;
+    for (uint32_t i = threadIdx.x; i < hidden; i += blockDim.x) {
+        float v = (row[i] - mean) * rstd * __half2float(gamma[i]) + __half2float(beta[i]);
+        o[i] = __float2half_rn(v);
+    }
+}

@@ -1,0 +1,1 @@
+//! PTX emulator: parse -> IR -> execute blocks/warps, with sanitizers and counters.

@@ -1,0 +1,14 @@
+//! fusebert: BERT-family encoder inference on hand-written CUDA kernels.
+//!
+//! Layers, bottom up: [`ptx`] (embedded kernels), [`device`] (one launch API over CUDA and the
+//! PTX emulator [`emu`]), [`kernels`] (typed, checked launches), [`model`] (config, weights,
+//! CPU reference and device forward pass), [`tokenize`].
+pub mod device;
+pub mod emu;
+pub mod error;
+pub mod model;
+pub mod ptx;
+pub mod tokenize;
+
+pub use device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
+pub use error::{Error, Result};

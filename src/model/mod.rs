@@ -1,0 +1,4 @@
+//! BERT models: configuration, weights, the CPU reference forward pass.
+pub mod config;
+pub mod reference;
+pub mod weights;
