@@ -119,3 +119,123 @@ fn saxpy_counts_coalesced_traffic() {
     assert_eq!(c.global_load_bytes, 2 * 4 * n as u64);
     assert!(c.global_load_efficiency() > 0.99, "{}", c.to_json());
 }
+
+const SAN_PTX: &str = include_str!("../src/emu/testdata/sanitize_cases.ptx");
+
+fn san_dev(opts: fusebert::device::emulator::EmulatorOptions) -> Device {
+    let dev = Device::emulator_with(opts).unwrap();
+    dev.load_module("san", SAN_PTX).unwrap();
+    dev
+}
+
+fn run_err(kernel: &str, cfg: LaunchConfig, args: &[KernelArg], dev: &Device) -> String {
+    match dev.launch_in("san", kernel, cfg, args) {
+        Ok(()) => panic!("{kernel}: expected a sanitizer report, the launch succeeded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn sanitizer_reports_oob_with_location_and_allocation() {
+    let dev = san_dev(Default::default());
+    let p = dev.alloc_filled::<f32>(40, 0).unwrap();
+    let msg = run_err("oob_store", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&p), KernelArg::I32(40)], &dev);
+    for want in ["out-of-bounds", "oob_store", "block (0,0,0)", "thread (40,0,0)", "PTX line", "sanitize_cases.cu:6", "past the end of allocation", "160 bytes"] {
+        assert!(msg.contains(want), "missing `{want}` in: {msg}");
+    }
+}
+
+#[test]
+fn sanitizer_reports_shared_race_uninit_and_hazards() {
+    let dev = san_dev(Default::default());
+    let out = dev.alloc_filled::<f32>(128, 0).unwrap();
+    let a = [KernelArg::from(&out)];
+    let msg = run_err("smem_race", LaunchConfig::linear(1, 64, 0), &a, &dev);
+    assert!(msg.contains("shared-memory race") && msg.contains("sanitize_cases.cu:13"), "{msg}");
+    let msg = run_err("smem_uninit", LaunchConfig::linear(1, 64, 0), &a, &dev);
+    assert!(msg.contains("uninitialised read") && msg.contains("thread (32,0,0)"), "{msg}");
+    let msg = run_err("divergent_barrier", LaunchConfig::linear(1, 32, 0), &a, &dev);
+    assert!(msg.contains("divergent barrier"), "{msg}");
+    let msg = run_err("shfl_partial", LaunchConfig::linear(1, 32, 0), &a, &dev);
+    assert!(msg.contains("partial-warp collective"), "{msg}");
+    let bytes = dev.alloc_filled::<u8>(256, 0).unwrap();
+    let msg = run_err("misaligned_load", LaunchConfig::linear(1, 32, 0), &[KernelArg::from(&bytes), KernelArg::from(&out)], &dev);
+    assert!(msg.contains("misaligned"), "{msg}");
+    let inp = dev.upload(&[1.0f32; 32]).unwrap();
+    let msg = run_err("cp_async_hazard", LaunchConfig::linear(1, 32, 0), &[KernelArg::from(&inp), KernelArg::from(&out)], &dev);
+    assert!(msg.contains("cp.async"), "{msg}");
+    let msg = run_err("barrier_deadlock", LaunchConfig::linear(1, 64, 0), &a, &dev);
+    assert!(msg.contains("deadlock"), "{msg}");
+}
+
+#[test]
+fn sanitizer_step_limit_stops_spin() {
+    let dev = san_dev(fusebert::device::emulator::EmulatorOptions { step_limit: 10_000, ..Default::default() });
+    let flag = dev.alloc_filled::<i32>(1, 0).unwrap();
+    let msg = run_err("spin_forever", LaunchConfig::linear(1, 32, 0), &[KernelArg::from(&flag)], &dev);
+    assert!(msg.contains("step limit"), "{msg}");
+}
+
+#[test]
+fn sanitizers_off_lets_racy_kernel_run() {
+    let dev = san_dev(fusebert::device::emulator::EmulatorOptions { sanitize: false, ..Default::default() });
+    let out = dev.alloc_filled::<f32>(64, 0).unwrap();
+    dev.launch_in("san", "smem_race", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&out)]).unwrap();
+}
+
+#[test]
+fn early_exit_before_barrier_is_legal() {
+    let dev = san_dev(Default::default());
+    let n = 45usize;
+    let out = dev.alloc_filled::<f32>(128, 0xFF).unwrap();
+    dev.launch_in("san", "early_exit_barrier", LaunchConfig::linear(1, 128, 0), &[KernelArg::from(&out), KernelArg::I32(n as i32)]).unwrap();
+    let got = out.to_host().unwrap();
+    for t in 0..n {
+        assert_eq!(got[t], (n - 1 - t) as f32);
+    }
+    assert!(got[n..].iter().all(|v| v.is_nan()), "threads past n must not write");
+}
+
+#[test]
+fn divergence_reconverges_before_warp_collectives() {
+    let dev = san_dev(Default::default());
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let x: Vec<i32> = (0..64).map(|_| rng.gen_range(-50..50)).collect();
+    let inp = dev.upload(&x).unwrap();
+    let out = dev.alloc_filled::<i32>(64, 0xFF).unwrap();
+    dev.launch_in("san", "diverge_reconverge", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&inp), KernelArg::from(&out)]).unwrap();
+    let got = out.to_host().unwrap();
+    let acc: Vec<i32> = x
+        .iter()
+        .map(|&x| {
+            let mut acc = 0i32;
+            if x & 1 != 0 {
+                for i in 0..(x & 7) {
+                    acc = acc.wrapping_add(i * x);
+                }
+                if x & 2 != 0 {
+                    acc ^= 0x55;
+                }
+            } else {
+                acc = x * 3;
+                if x & 4 != 0 {
+                    for i in 0..3 {
+                        acc -= i;
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    for w in 0..2 {
+        let lanes = &acc[w * 32..w * 32 + 32];
+        let ballot: u32 = lanes.iter().enumerate().map(|(l, a)| ((a & 1 != 0) as u32) << l).sum();
+        let sum: i32 = lanes.iter().fold(0i32, |s, a| s.wrapping_add(*a));
+        for l in 0..32 {
+            let want = lanes[l].wrapping_add((ballot & 0xff) as i32).wrapping_add(sum);
+            assert_eq!(got[w * 32 + l], want, "thread {}", w * 32 + l);
+        }
+    }
+    let c = dev.emulator_backend().unwrap().last_counters().unwrap();
+    assert!(c.simt_efficiency() < 1.0 && c.simt_efficiency() > 0.3, "{}", c.simt_efficiency());
+}

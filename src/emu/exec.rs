@@ -554,6 +554,16 @@ impl<'l, 'a> Block<'l, 'a> {
                         }
                         let live = w.valid & !w.exited;
                         if mask != live {
+                            // Lanes whose only remaining path is `ret` (an early `return` that
+                            // nvcc compiles as a branch to the shared exit block) have in effect
+                            // exited: ptxas turns that path into EXIT, so they do not hold the
+                            // barrier. Anything else is a diverged arrival.
+                            if let Some(others) = self.trivially_exiting(w, mask) {
+                                self.exit_lanes(w, others)?;
+                            }
+                        }
+                        let live = w.valid & !w.exited;
+                        if mask != live {
                             return Err(self.err(
                                 w,
                                 None,
@@ -601,6 +611,48 @@ impl<'l, 'a> Block<'l, 'a> {
                 }
             }
         }
+    }
+
+    /// The live lanes other than `mask` (which reached a barrier in the top frame), if every one
+    /// of them waits at a point from which only unconditional `bra`s lead to `ret`/`exit`.
+    fn trivially_exiting(&self, w: &Warp, mask: u32) -> Option<u32> {
+        let live = w.valid & !w.exited;
+        let top = w.stack.len().checked_sub(1)?;
+        if w.stack[top].mask & live & !mask != 0 {
+            return None;
+        }
+        let mut covered = w.stack[top].mask;
+        let mut others = 0;
+        for f in w.stack[..top].iter().rev() {
+            let here = f.mask & live & !covered;
+            if here != 0 {
+                if !self.exits_trivially(f.pc) {
+                    return None;
+                }
+                others |= here;
+            }
+            covered |= f.mask;
+        }
+        if live & !covered != 0 || others == 0 {
+            return None;
+        }
+        Some(others)
+    }
+
+    fn exits_trivially(&self, mut pc: u32) -> bool {
+        let insts = &self.l.kernel.insts;
+        for _ in 0..16 {
+            let Some(i) = insts.get(pc as usize) else { return true };
+            if i.guard != NONE {
+                return false;
+            }
+            match i.op {
+                Op::Ret | Op::Exit => return true,
+                Op::Bra => pc = i.target,
+                _ => return false,
+            }
+        }
+        false
     }
 
     fn exit_lanes(&mut self, w: &mut Warp, mask: u32) -> Result<(), Error> {
