@@ -224,9 +224,9 @@ fn check_config(k: &Kernel, cfg: &LaunchConfig, m: &Module) -> Result<()> {
             return Err(bad(format!("block {b:?} exceeds .maxntid {mx:?}")));
         }
     }
-    let smem = m.shared_static.div_ceil(16) * 16 + cfg.shared_mem_bytes;
+    let smem = k.shared_static.div_ceil(16) * 16 + cfg.shared_mem_bytes;
     if smem > MAX_SHARED_BYTES {
-        return Err(bad(format!("{} bytes of shared memory ({} static + {} dynamic) exceed {MAX_SHARED_BYTES}", smem, m.shared_static, cfg.shared_mem_bytes)));
+        return Err(bad(format!("{} bytes of shared memory ({} static + {} dynamic) exceed {MAX_SHARED_BYTES}", smem, k.shared_static, cfg.shared_mem_bytes)));
     }
     Ok(())
 }

@@ -97,7 +97,7 @@ impl<'a> Launch<'a> {
         global_var_base: u64,
         opts: ExecOpts,
     ) -> Launch<'a> {
-        let dyn_off = module.shared_static.div_ceil(16) * 16;
+        let dyn_off = kernel.shared_static.div_ceil(16) * 16;
         let smem_total = dyn_off + dyn_smem;
         let nthreads = block.0 * block.1 * block.2;
         let nwarps = nthreads.div_ceil(32);

@@ -66,7 +66,7 @@ impl<'l, 'a> Block<'l, 'a> {
                         format!(
                             "shared {what} of {size} bytes at offset {addr:#x}: the block's shared memory is {} bytes ({} static + {} dynamic at offset {})",
                             self.shared.len(),
-                            self.l.module.shared_static,
+                            self.l.kernel.shared_static,
                             self.l.dyn_smem,
                             self.l.dyn_off
                         ),

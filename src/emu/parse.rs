@@ -355,6 +355,8 @@ struct FnState<'m> {
     loc_index: HashMap<(u32, u32), u32>,
     cur_loc: u32,
     local_bytes: u32,
+    /// End of this kernel's static shared layout.
+    shared_bytes: u32,
     local_vars: HashMap<String, u32>,
     reg_names: HashMap<u32, String>,
     has_atomics: bool,
@@ -392,6 +394,7 @@ fn parse_dims(c: &mut Cursor) -> PResult<(u32, u32, u32)> {
 
 fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult<Kernel> {
     let name = c.ident()?.to_string();
+    let module_shared = ms.shared_off;
     let mut fs = FnState {
         ms,
         scopes: vec![HashMap::new()],
@@ -412,6 +415,7 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
         loc_index: HashMap::new(),
         cur_loc: NONE,
         local_bytes: 0,
+        shared_bytes: module_shared,
         local_vars: HashMap::new(),
         reg_names: HashMap::new(),
         has_atomics: false,
@@ -548,6 +552,7 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
         specials,
         lists: fs.lists,
         local_bytes: fs.local_bytes,
+        shared_static: fs.shared_bytes,
         locs: fs.locs,
         has_atomics: fs.has_atomics,
         maxntid,
@@ -648,6 +653,18 @@ fn parse_body(c: &mut Cursor, fs: &mut FnState) -> PResult<()> {
                             fs.local_bytes = fs.local_bytes.div_ceil(a) * a;
                             fs.local_vars.insert(v.name.clone(), fs.local_bytes);
                             fs.local_bytes += v.size;
+                        } else if space == Space::Shared {
+                            // function-scope shared: laid out per kernel after the module-scope
+                            // shared variables, so kernels of one module do not add up
+                            let a = v.align.max(1);
+                            fs.shared_bytes = fs.shared_bytes.div_ceil(a) * a;
+                            let mut v = v;
+                            v.offset = fs.shared_bytes;
+                            fs.shared_bytes += v.size;
+                            let name = v.name.clone();
+                            let idx = fs.ms.vars.len();
+                            fs.ms.var_index.insert(name, idx);
+                            fs.ms.vars.push(v);
                         } else {
                             fs.ms.add_var(v);
                         }
