@@ -824,6 +824,30 @@ impl<'l, 'a> Block<'l, 'a> {
                 }
             }
             Op::Add if ty == Ty::S64 || ty == Ty::U64 || ty == Ty::B64 => map2!(|x, y| x.wrapping_add(y)),
+            // fast paths of the most frequent integer forms
+            Op::And | Op::Or | Op::Xor if ty != Ty::Pred => {
+                let m = ty.mask();
+                match i.op {
+                    Op::And => map2!(|x, y| ext(ty, x & y & m)),
+                    Op::Or => map2!(|x, y| ext(ty, (x | y) & m)),
+                    _ => map2!(|x, y| ext(ty, (x ^ y) & m)),
+                }
+            }
+            Op::Shl if ty.bits() == 32 => map2!(|x, y| if y as u32 >= 32 { 0 } else { ((x as u32) << (y as u32)) as u64 }),
+            Op::Shr if ty == Ty::U32 || ty == Ty::B32 => map2!(|x, y| if y as u32 >= 32 { 0 } else { ((x as u32) >> (y as u32)) as u64 }),
+            Op::Shl if ty.bits() == 64 => map2!(|x, y| if y as u32 >= 64 { 0 } else { x << (y as u32) }),
+            Op::Mul if i.flags & (fl::HI | fl::WIDE) == 0 && i.sub != 24 && (ty == Ty::S32 || ty == Ty::U32) => {
+                map2!(|x, y| ext(ty, (x as u32).wrapping_mul(y as u32) as u64))
+            }
+            Op::Mul if i.flags & fl::WIDE != 0 && ty == Ty::U32 => map2!(|x, y| (x as u32 as u64) * (y as u32 as u64)),
+            Op::Mul if i.flags & fl::WIDE != 0 && ty == Ty::S32 => map2!(|x, y| ((x as u32 as i32 as i64) * (y as u32 as i32 as i64)) as u64),
+            Op::Sub if ty == Ty::S32 || ty == Ty::U32 || ty == Ty::B32 => {
+                if i.has(fl::SAT) {
+                    map2!(|x, y| alu::ibin(Op::Sub, ty, i.flags, false, x, y))
+                } else {
+                    map2!(|x, y| ext(ty, (x as u32).wrapping_sub(y as u32) as u64))
+                }
+            }
             Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Rem | Op::Min | Op::Max | Op::And | Op::Or | Op::Xor | Op::Shl | Op::Shr => {
                 let (op, f, s24) = (i.op, i.flags, i.sub == 24);
                 map2!(|x, y| alu::ibin(op, ty, f, s24, x, y))
@@ -919,6 +943,26 @@ impl<'l, 'a> Block<'l, 'a> {
             Op::Lop3 => {
                 let lut = i.off as u8;
                 map3!(|x, y, z| alu::lop3(x, y, z, lut))
+            }
+            Op::Setp if i.sub2 == sub::B_NONE && i.d[1] == NONE && matches!(ty, Ty::S32 | Ty::U32 | Ty::B32 | Ty::S64 | Ty::U64) => {
+                macro_rules! cmpfast {
+                    ($t:ty) => {
+                        match i.cmp {
+                            Cmp::Eq => map2!(|x, y| (x as $t == y as $t) as u64),
+                            Cmp::Ne => map2!(|x, y| (x as $t != y as $t) as u64),
+                            Cmp::Lt | Cmp::Lo => map2!(|x, y| ((x as $t) < (y as $t)) as u64),
+                            Cmp::Le | Cmp::Ls => map2!(|x, y| (x as $t <= y as $t) as u64),
+                            Cmp::Gt | Cmp::Hi => map2!(|x, y| (x as $t > y as $t) as u64),
+                            _ => map2!(|x, y| (x as $t >= y as $t) as u64),
+                        }
+                    };
+                }
+                match ty {
+                    Ty::S32 => cmpfast!(i32),
+                    Ty::U32 | Ty::B32 => cmpfast!(u32),
+                    Ty::S64 => cmpfast!(i64),
+                    _ => cmpfast!(u64),
+                }
             }
             Op::Setp | Op::Set => {
                 let (cmp, f, bop) = (i.cmp, i.flags, i.sub2);

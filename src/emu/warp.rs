@@ -343,14 +343,20 @@ impl<'l, 'a> Block<'l, 'a> {
                 }
             }
             let sat = i.has(fl::SATFINITE);
+            let mut acc = ci;
+            for m in 0..16 {
+                for kk in 0..k {
+                    let av = a[m][kk] as i64;
+                    for n in 0..8 {
+                        acc[m][n] += av * b[kk][n] as i64;
+                    }
+                }
+            }
             let mut out = [[0u64; 8]; 16];
             for m in 0..16 {
                 for n in 0..8 {
-                    let mut acc = ci[m][n];
-                    for kk in 0..k {
-                        acc += a[m][kk] as i64 * b[kk][n] as i64;
-                    }
-                    out[m][n] = if sat { acc.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32 as u64 } else { acc as i32 as u32 as u64 };
+                    let v = acc[m][n];
+                    out[m][n] = if sat { v.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32 as u64 } else { v as i32 as u32 as u64 };
                 }
             }
             let ds = ds.to_vec();
@@ -394,14 +400,16 @@ impl<'l, 'a> Block<'l, 'a> {
                     b[kk + 1][g] = conv(v >> 16);
                 }
             }
-            let mut out = [[0f32; 8]; 16];
+            // n innermost so the 8 columns vectorise; each output still sums k in order
+            let mut out = cf;
             for m in 0..16 {
-                for n in 0..8 {
-                    let mut acc = cf[m][n];
-                    for kk in 0..k {
-                        acc += a[m][kk] * b[kk][n];
+                let row = &mut out[m];
+                for kk in 0..k {
+                    let av = a[m][kk];
+                    let br = &b[kk];
+                    for n in 0..8 {
+                        row[n] += av * br[n];
                     }
-                    out[m][n] = acc;
                 }
             }
             let ds = ds.to_vec();
