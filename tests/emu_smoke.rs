@@ -239,3 +239,40 @@ fn divergence_reconverges_before_warp_collectives() {
     let c = dev.emulator_backend().unwrap().last_counters().unwrap();
     assert!(c.simt_efficiency() < 1.0 && c.simt_efficiency() > 0.3, "{}", c.simt_efficiency());
 }
+
+#[test]
+fn cli_runs_kernel_from_safetensors() {
+    use safetensors::tensor::TensorView;
+    let dir = std::env::temp_dir().join(format!("fusebert-emu-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ptx = dir.join("cases.ptx");
+    std::fs::write(&ptx, SAN_PTX).unwrap();
+    let n = 77usize;
+    let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let xb: Vec<u8> = bytemuck::cast_slice(&x).to_vec();
+    let inputs = dir.join("in.safetensors");
+    let bytes = safetensors::serialize(vec![("x", TensorView::new(safetensors::Dtype::F32, vec![n], &xb).unwrap())], None).unwrap();
+    std::fs::write(&inputs, bytes).unwrap();
+    let output = dir.join("out.safetensors");
+    let args = fusebert::emu::cli::EmuRunArgs {
+        file: ptx,
+        kernel: "scale_f32".into(),
+        grid: "1".into(),
+        block: "128".into(),
+        shared: 0,
+        inputs: Some(inputs),
+        output: Some(output.clone()),
+        args: vec!["buf:x".into(), "out:y:f32:77".into(), "f32:2".into(), "i32:77".into()],
+        counters: true,
+        no_sanitize: false,
+    };
+    fusebert::emu::cli::run(&args).unwrap();
+    let out = std::fs::read(&output).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&out).unwrap();
+    let y: Vec<f32> = bytemuck::cast_slice(st.tensor("y").unwrap().data()).to_vec();
+    assert_eq!(y.len(), n);
+    for i in 0..n {
+        assert_eq!(y[i], 2.0 * x[i], "y[{i}]");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

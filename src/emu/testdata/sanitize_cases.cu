@@ -88,3 +88,9 @@ extern "C" __global__ void diverge_reconverge(const int* in, int* out) {
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
     out[threadIdx.x] = acc + (int)(b & 0xff) + s;
 }
+
+// Plain y = a * x (for the CLI test).
+extern "C" __global__ void scale_f32(const float* x, float* y, float a, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = a * x[i];
+}
