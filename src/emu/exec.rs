@@ -487,7 +487,12 @@ impl<'l, 'a> Block<'l, 'a> {
                     w.stack.last_mut().unwrap().pc = pc;
                     break;
                 }
-                let i = &insts[pc as usize];
+                let Some(i) = insts.get(pc as usize) else {
+                    // ran past the last instruction (only reachable through EXIT reconvergence)
+                    self.exit_lanes(w, active)?;
+                    w.stack.last_mut().unwrap().pc = pc;
+                    break;
+                };
                 let mut mask = active;
                 if i.guard != NONE {
                     let g = i.guard as usize * 32;
