@@ -276,3 +276,20 @@ fn cli_runs_kernel_from_safetensors() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn sanitizer_reports_reads_of_never_written_global_memory() {
+    let dev = san_dev(Default::default());
+    let n = 50usize;
+    let mut x = dev.alloc::<f32>(n).unwrap(); // never written
+    let y = dev.alloc::<f32>(n).unwrap();
+    let args = [KernelArg::from(&x), KernelArg::from(&y), KernelArg::F32(2.0), KernelArg::I32(n as i32)];
+    let msg = run_err("scale_f32", LaunchConfig::linear(1, 64, 0), &args, &dev);
+    assert!(msg.contains("uninitialised read") && msg.contains("never written"), "{msg}");
+    // once written by the host, the same launch is clean, and its stores initialise y
+    x.copy_from_host(&vec![1.5f32; n]).unwrap();
+    dev.launch_in("san", "scale_f32", LaunchConfig::linear(1, 64, 0), &args).unwrap();
+    let args2 = [KernelArg::from(&y), KernelArg::from(&x), KernelArg::F32(2.0), KernelArg::I32(n as i32)];
+    dev.launch_in("san", "scale_f32", LaunchConfig::linear(1, 64, 0), &args2).unwrap();
+    assert_eq!(x.to_host().unwrap(), vec![6.0f32; n]);
+}

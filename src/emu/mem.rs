@@ -219,6 +219,28 @@ impl<'l, 'a> Block<'l, 'a> {
         Ok(())
     }
 
+    /// Uninitialised-read check / init marking of a global access just resolved by `resolve`
+    /// (which left the allocation in `last_alloc`).
+    fn global_shadow(&self, w: &Warp, i: &Inst, lane: usize, addr: u64, size: u32, write: bool, what: &str) -> R<()> {
+        if !self.l.opts.uninit {
+            return Ok(());
+        }
+        let a = &self.l.view.allocs[self.last_alloc];
+        let off = addr - a.base;
+        if write {
+            a.mark_init(off, size as u64);
+        } else if let Some(b) = a.first_uninit(off, size as u64) {
+            return Err(self.err(
+                w,
+                Some(lane),
+                i,
+                "uninitialised read",
+                format!("global {what} of {size} bytes at address {addr:#x} reads byte {:#x} (offset {} of {}) that was never written by the host or a kernel", a.base + b, b, a.describe()),
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn mem_op(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
         match i.op {
             Op::Ld | Op::St => self.ld_st(w, i, mask),
@@ -260,7 +282,10 @@ impl<'l, 'a> Block<'l, 'a> {
                     shared_offs[l] = o;
                     kind = Space::Shared;
                 }
-                Loc::Global(_) => kind = Space::Global,
+                Loc::Global(_) => {
+                    self.global_shadow(w, i, l, addr, total, !is_ld, what)?;
+                    kind = Space::Global
+                }
                 Loc::Local(o) => {
                     self.check_local(w, i, l, o, total, !is_ld)?;
                     kind = Space::Local;
@@ -327,6 +352,10 @@ impl<'l, 'a> Block<'l, 'a> {
             let loc = self.resolve(w, i, l, i.space, addr, size, size, "atomic")?;
             let b = w.regs[i.s[1] as usize * 32 + l];
             let c = if i.s[2] != NONE { w.regs[i.s[2] as usize * 32 + l] } else { 0 };
+            if let Loc::Global(_) = loc {
+                self.global_shadow(w, i, l, addr, size, false, "atomic")?;
+                self.global_shadow(w, i, l, addr, size, true, "atomic")?;
+            }
             let old = match loc {
                 Loc::Global(p) => unsafe {
                     if size == 4 {
@@ -397,6 +426,7 @@ impl<'l, 'a> Block<'l, 'a> {
             let mut data = [0u8; 16];
             if src_size > 0 {
                 let sloc = self.resolve(w, i, l, Space::Global, src, src_size, size, "cp.async source read")?;
+                self.global_shadow(w, i, l, src, src_size, false, "cp.async source read")?;
                 if let Loc::Global(p) = sloc {
                     unsafe { std::ptr::copy_nonoverlapping(p, data.as_mut_ptr(), src_size as usize) };
                 }

@@ -3,6 +3,7 @@
 //! Global allocations live at distinct, never-reused addresses (so use-after-free and
 //! out-of-bounds accesses land outside every live allocation and are reported). Shared, local
 //! and const memory are windows of the generic space.
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::RwLock;
 
 use crate::error::{Error, Result};
@@ -24,6 +25,8 @@ pub struct Alloc {
     pub base: u64,
     pub size: u64,
     pub ptr: *mut u8,
+    /// One bit per byte: written since allocation (host write/memset or kernel store).
+    pub init: Box<[AtomicU8]>,
     /// Module variables are tagged with their module name.
     pub label: Option<String>,
 }
@@ -42,6 +45,33 @@ impl Drop for Alloc {
 }
 
 impl Alloc {
+    /// Marks bytes [off, off+len) as initialised.
+    pub fn mark_init(&self, off: u64, len: u64) {
+        let (mut b, end) = (off, off + len);
+        while b < end {
+            if b % 8 == 0 && end - b >= 8 {
+                // whole shadow bytes at a time
+                let n = (end - b) / 8;
+                for k in 0..n {
+                    self.init[(b / 8 + k) as usize].store(0xff, Ordering::Relaxed);
+                }
+                b += n * 8;
+                continue;
+            }
+            let bits = ((1u32 << (8 - b % 8).min(end - b) as u32) - 1) << (b % 8);
+            self.init[(b / 8) as usize].fetch_or(bits as u8, Ordering::Relaxed);
+            b = (b / 8 + 1) * 8;
+        }
+    }
+    /// Whether every byte of [off, off+len) was written; otherwise the first unwritten offset.
+    pub fn first_uninit(&self, off: u64, len: u64) -> Option<u64> {
+        for b in off..off + len {
+            if self.init[(b / 8) as usize].load(Ordering::Relaxed) >> (b % 8) & 1 == 0 {
+                return Some(b);
+            }
+        }
+        None
+    }
     pub fn describe(&self) -> String {
         match &self.label {
             Some(l) => format!("allocation #{} `{}` [{:#x}, {:#x}) of {} bytes", self.id, l, self.base, self.base + self.size, self.size),
@@ -138,8 +168,9 @@ impl GlobalMem {
         };
         let id = st.next_id;
         st.next_id += 1;
+        let init = (0..size.div_ceil(8)).map(|_| AtomicU8::new(0)).collect();
         let pos = st.allocs.partition_point(|a| a.base < base);
-        st.allocs.insert(pos, Alloc { id, base, size, ptr, label });
+        st.allocs.insert(pos, Alloc { id, base, size, ptr, init, label });
         Ok(base)
     }
 
@@ -161,12 +192,15 @@ impl GlobalMem {
         Ok(f(&AllocView { allocs: &st.allocs, freed: &st.freed }))
     }
 
-    fn host_range(&self, addr: u64, len: usize, what: &str, f: impl FnOnce(*mut u8)) -> Result<()> {
+    fn host_range(&self, addr: u64, len: usize, what: &str, marks: bool, f: impl FnOnce(*mut u8)) -> Result<()> {
         self.with_view(|v| match v.find(addr, len as u64) {
             Some(i) => {
                 let a = &v.allocs[i];
                 if len > 0 {
                     f(unsafe { a.ptr.add((addr - a.base) as usize) });
+                    if marks {
+                        a.mark_init(addr - a.base, len as u64);
+                    }
                 }
                 Ok(())
             }
@@ -176,14 +210,14 @@ impl GlobalMem {
     }
 
     pub fn write(&self, dst: u64, src: &[u8]) -> Result<()> {
-        self.host_range(dst, src.len(), "host write", |p| unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) })
+        self.host_range(dst, src.len(), "host write", true, |p| unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) })
     }
     pub fn read(&self, src: u64, dst: &mut [u8]) -> Result<()> {
         let n = dst.len();
         let dp = dst.as_mut_ptr();
-        self.host_range(src, n, "host read", |p| unsafe { std::ptr::copy_nonoverlapping(p, dp, n) })
+        self.host_range(src, n, "host read", false, |p| unsafe { std::ptr::copy_nonoverlapping(p, dp, n) })
     }
     pub fn memset(&self, dst: u64, byte: u8, bytes: usize) -> Result<()> {
-        self.host_range(dst, bytes, "memset", |p| unsafe { std::ptr::write_bytes(p, byte, bytes) })
+        self.host_range(dst, bytes, "memset", true, |p| unsafe { std::ptr::write_bytes(p, byte, bytes) })
     }
 }
