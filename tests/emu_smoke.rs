@@ -121,6 +121,13 @@ fn saxpy_counts_coalesced_traffic() {
 }
 
 const SAN_PTX: &str = include_str!("../src/emu/testdata/sanitize_cases.ptx");
+const SAN_CU: &str = include_str!("../src/emu/testdata/sanitize_cases.cu");
+
+/// `sanitize_cases.cu:LINE` of the first source line containing `marker`.
+fn cu_line(marker: &str) -> String {
+    let n = SAN_CU.lines().position(|l| l.contains(marker)).expect("marker in sanitize_cases.cu") + 1;
+    format!("sanitize_cases.cu:{n}")
+}
 
 fn san_dev(opts: fusebert::device::emulator::EmulatorOptions) -> Device {
     let dev = Device::emulator_with(opts).unwrap();
@@ -140,7 +147,8 @@ fn sanitizer_reports_oob_with_location_and_allocation() {
     let dev = san_dev(Default::default());
     let p = dev.alloc_filled::<f32>(40, 0).unwrap();
     let msg = run_err("oob_store", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&p), KernelArg::I32(40)], &dev);
-    for want in ["out-of-bounds", "oob_store", "block (0,0,0)", "thread (40,0,0)", "PTX line", "sanitize_cases.cu:6", "past the end of allocation", "160 bytes"] {
+    let line = cu_line("p[threadIdx.x] = (float)n;");
+    for want in ["out-of-bounds", "oob_store", "block (0,0,0)", "thread (40,0,0)", "PTX line", line.as_str(), "past the end of allocation", "160 bytes"] {
         assert!(msg.contains(want), "missing `{want}` in: {msg}");
     }
 }
@@ -151,7 +159,7 @@ fn sanitizer_reports_shared_race_uninit_and_hazards() {
     let out = dev.alloc_filled::<f32>(128, 0).unwrap();
     let a = [KernelArg::from(&out)];
     let msg = run_err("smem_race", LaunchConfig::linear(1, 64, 0), &a, &dev);
-    assert!(msg.contains("shared-memory race") && msg.contains("sanitize_cases.cu:13"), "{msg}");
+    assert!(msg.contains("shared-memory race") && msg.contains(&cu_line("s[threadIdx.x] = (float)threadIdx.x;")), "{msg}");
     let msg = run_err("smem_uninit", LaunchConfig::linear(1, 64, 0), &a, &dev);
     assert!(msg.contains("uninitialised read") && msg.contains("thread (32,0,0)"), "{msg}");
     let msg = run_err("divergent_barrier", LaunchConfig::linear(1, 32, 0), &a, &dev);
@@ -292,4 +300,20 @@ fn sanitizer_reports_reads_of_never_written_global_memory() {
     let args2 = [KernelArg::from(&y), KernelArg::from(&x), KernelArg::F32(2.0), KernelArg::I32(n as i32)];
     dev.launch_in("san", "scale_f32", LaunchConfig::linear(1, 64, 0), &args2).unwrap();
     assert_eq!(x.to_host().unwrap(), vec![6.0f32; n]);
+}
+
+#[test]
+fn device_functions_are_inlined_and_assert_traps() {
+    let dev = san_dev(Default::default());
+    let n = 40usize;
+    let y0: Vec<f32> = (0..n).map(|i| 0.25 * i as f32 - 3.0).collect();
+    let y = dev.upload(&y0).unwrap();
+    dev.launch_in("san", "call_and_assert", LaunchConfig::linear(1, n as u32, 0), &[KernelArg::from(&y), KernelArg::I32(n as i32)]).unwrap();
+    let got = y.to_host().unwrap();
+    let ws = |x: f32, k: usize| (0..k).fold(0f32, |s, i| x.mul_add(i as f32, s));
+    for i in 0..n {
+        assert_eq!(got[i], ws(y0[i], i & 7) + ws(1.0, 3), "y[{i}]");
+    }
+    let msg = run_err("call_and_assert", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&y), KernelArg::I32(n as i32)], &dev);
+    assert!(msg.contains("assert") && msg.contains("thread (40,0,0)"), "{msg}");
 }

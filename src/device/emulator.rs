@@ -201,7 +201,7 @@ pub fn build_params(k: &Kernel, args: &[KernelArg]) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn check_config(k: &Kernel, cfg: &LaunchConfig, m: &Module) -> Result<()> {
+fn check_config(k: &Kernel, cfg: &LaunchConfig) -> Result<()> {
     let bad = |msg: String| Error::Kernel { kernel: k.name.clone(), msg };
     let (b, g) = (cfg.block, cfg.grid);
     if b.0 == 0 || b.1 == 0 || b.2 == 0 || g.0 == 0 || g.1 == 0 || g.2 == 0 {
@@ -254,7 +254,7 @@ impl Backend for EmulatorBackend {
         let l = self.loaded(module)?;
         let m = &*l.module;
         let k = m.kernel(kernel).ok_or_else(|| Error::Kernel { kernel: kernel.to_string(), msg: format!("module `{module}` has no entry `{kernel}`") })?;
-        check_config(k, cfg, m)?;
+        check_config(k, cfg)?;
         let params = build_params(k, args)?;
         let serial = self.opts.deterministic_atomics && k.has_atomics;
         let opts = self.exec_opts(serial);

@@ -252,8 +252,6 @@ pub(crate) enum Loc {
     Local(u32),
     Const(u32),
     Param(u32),
-    /// call-scratch param (vprintf): reads 0, writes ignored
-    Scratch,
 }
 
 macro_rules! lanes {
@@ -603,7 +601,8 @@ impl<'l, 'a> Block<'l, 'a> {
                     }
                     Op::Trap => {
                         if mask != 0 {
-                            return Err(self.err(w, Some(mask.trailing_zeros() as usize), i, "trap", "the kernel executed `trap`".into()));
+                            let what = if i.sub == 1 { "device-side assert() failed" } else { "the kernel executed `trap`" };
+                            return Err(self.err(w, Some(mask.trailing_zeros() as usize), i, "trap", what.into()));
                         }
                         pc += 1;
                     }

@@ -89,9 +89,6 @@ impl<'l, 'a> Block<'l, 'a> {
                 Ok(Loc::Const(addr as u32))
             }
             Space::Param => {
-                if i.sub2 == 1 {
-                    return Ok(Loc::Scratch);
-                }
                 if addr + sz > self.l.params.len() as u64 {
                     return Err(self.err(w, Some(lane), i, "out-of-bounds access", format!("param {what} at offset {addr}: the kernel has {} bytes of parameters", self.l.params.len())));
                 }
@@ -110,7 +107,6 @@ impl<'l, 'a> Block<'l, 'a> {
                 Loc::Local(o) => self.local.as_ptr().add((o + k) as usize),
                 Loc::Const(o) => self.l.const_bank.as_ptr().add((o + k) as usize),
                 Loc::Param(o) => self.l.params.as_ptr().add((o + k) as usize),
-                Loc::Scratch => return 0,
             };
             match size {
                 1 => *p as u64,
@@ -128,7 +124,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 Loc::Global(p) => p.add(k as usize),
                 Loc::Shared(o) => self.shared.as_mut_ptr().add((o + k) as usize),
                 Loc::Local(o) => self.local.as_mut_ptr().add((o + k) as usize),
-                Loc::Const(_) | Loc::Param(_) | Loc::Scratch => return,
+                Loc::Const(_) | Loc::Param(_) => return,
             };
             match size {
                 1 => *p = v as u8,

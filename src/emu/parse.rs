@@ -101,7 +101,17 @@ impl<'a> Cursor<'a> {
 }
 
 /// Module-level state shared by all functions while parsing.
+/// A `.func` definition, inlined at every call site.
+#[derive(Clone)]
+struct FuncDef {
+    rets: Vec<String>,
+    params: Vec<String>,
+    /// Token index just after the body's opening `{`.
+    body: usize,
+}
+
 struct ModState {
+    funcs: HashMap<String, FuncDef>,
     vars: Vec<Var>,
     var_index: HashMap<String, usize>,
     shared_off: u32,
@@ -135,6 +145,7 @@ pub fn parse_module(name: &str, src: &str) -> PResult<Module> {
     let toks = tokenize(src)?;
     let mut c = Cursor { t: &toks, i: 0 };
     let mut ms = ModState {
+        funcs: scan_funcs(&toks),
         vars: Vec::new(),
         var_index: HashMap::new(),
         shared_off: 0,
@@ -215,9 +226,17 @@ pub fn parse_module(name: &str, src: &str) -> PResult<Module> {
                                 _ => {}
                             }
                         }
-                        if has_body && !is_extern {
-                            return Err((start_line, "non-inlined device function (.func with a body) is not supported by the emulator".into()));
+                        if has_body {
+                            let mut depth = 1;
+                            while depth > 0 {
+                                match c.next()? {
+                                    Tok::Punct('{') => depth += 1,
+                                    Tok::Punct('}') => depth -= 1,
+                                    _ => {}
+                                }
+                            }
                         }
+                        let _ = (start_line, is_extern);
                         funcs_pending.push((String::new(), 0));
                     }
                     ".global" | ".const" | ".shared" => {
@@ -246,6 +265,66 @@ pub fn parse_module(name: &str, src: &str) -> PResult<Module> {
         global_bytes: ms.global_off,
         files: ms.files,
     })
+}
+
+/// Finds every `.func` definition: `.func [(.param ret...)] name(.param p, ...) {body}`.
+fn scan_funcs(t: &[Token]) -> HashMap<String, FuncDef> {
+    let mut out = HashMap::new();
+    let mut i = 0;
+    let names = |from: usize, to: usize| -> Vec<String> {
+        // param names: the identifier right before each ',' or the closing ')'
+        let mut v = Vec::new();
+        let mut last: Option<String> = None;
+        for k in from..to {
+            match &t[k].tok {
+                Tok::Ident(s) if !s.starts_with('.') => last = Some(s.clone()),
+                Tok::Punct(',') => v.extend(last.take()),
+                Tok::Punct('[') => {}
+                _ => {}
+            }
+        }
+        v.extend(last.take());
+        v
+    };
+    let close = |from: usize| -> usize {
+        let mut k = from;
+        while k < t.len() && t[k].tok != Tok::Punct(')') {
+            k += 1;
+        }
+        k
+    };
+    while i < t.len() {
+        if t[i].tok == Tok::Ident(".func".into()) {
+            let mut k = i + 1;
+            let mut rets = Vec::new();
+            if t.get(k).map(|x| &x.tok) == Some(&Tok::Punct('(')) {
+                let e = close(k);
+                rets = names(k + 1, e);
+                k = e + 1;
+            }
+            let Some(Tok::Ident(name)) = t.get(k).map(|x| &x.tok) else {
+                i += 1;
+                continue;
+            };
+            k += 1;
+            let mut params = Vec::new();
+            if t.get(k).map(|x| &x.tok) == Some(&Tok::Punct('(')) {
+                let e = close(k);
+                params = names(k + 1, e);
+                k = e + 1;
+            }
+            // skip performance directives up to `{` or `;`
+            while k < t.len() && t[k].tok != Tok::Punct('{') && t[k].tok != Tok::Punct(';') {
+                k += 1;
+            }
+            if k < t.len() && t[k].tok == Tok::Punct('{') {
+                out.insert(name.clone(), FuncDef { rets, params, body: k + 1 });
+            }
+            i = k;
+        }
+        i += 1;
+    }
+    out
 }
 
 /// `.space [.align N] [.ptr ...] .type name[N][= {init}] ;` (the space keyword already consumed).
@@ -362,6 +441,13 @@ struct FnState<'m> {
     has_atomics: bool,
     sink: u32,
     cc: u32,
+    /// Inlining state: callee .param names -> caller local offsets, label prefix, the label a
+    /// `ret` jumps to, and the chain of functions being inlined (recursion guard).
+    param_alias: HashMap<String, u32>,
+    label_prefix: String,
+    ret_label: Option<String>,
+    inline_stack: Vec<String>,
+    inline_count: u32,
 }
 
 
@@ -421,6 +507,11 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
         has_atomics: false,
         sink: 0,
         cc: 0,
+        param_alias: HashMap::new(),
+        label_prefix: String::new(),
+        ret_label: None,
+        inline_stack: Vec::new(),
+        inline_count: 0,
     };
     // parameters
     let mut param_off = 0u32;
@@ -592,13 +683,14 @@ fn special_slot(fs: &mut FnState, name: &str, sp: Special) -> u32 {
 }
 
 fn parse_body(c: &mut Cursor, fs: &mut FnState) -> PResult<()> {
+    let base = fs.scopes.len();
     loop {
         let line = c.line();
         let t = c.next()?;
         match t {
             Tok::Punct('{') => fs.scopes.push(HashMap::new()),
             Tok::Punct('}') => {
-                if fs.scopes.len() == 1 {
+                if fs.scopes.len() == base {
                     return Ok(());
                 }
                 fs.scopes.pop();
@@ -620,7 +712,7 @@ fn parse_body(c: &mut Cursor, fs: &mut FnState) -> PResult<()> {
                 let id = id.as_str();
                 if c.is_punct(':') && !id.starts_with('.') {
                     c.i += 1;
-                    fs.labels.insert(id.to_string(), fs.insts.len() as u32);
+                    fs.labels.insert(format!("{}{id}", fs.label_prefix), fs.insts.len() as u32);
                     continue;
                 }
                 match id {
@@ -671,9 +763,12 @@ fn parse_body(c: &mut Cursor, fs: &mut FnState) -> PResult<()> {
                     }
                     ".param" => {
                         // call argument scratch: `.param .b64 param0;`
+                        // call arguments live in the thread's local frame
                         let v = parse_var(c, Space::Param, false)?;
-                        let off = 0x1000 + fs.local_params.len() as u32 * 16;
-                        fs.local_params.insert(v.name, off);
+                        let a = v.align.max(1);
+                        fs.local_bytes = fs.local_bytes.div_ceil(a) * a;
+                        fs.local_params.insert(v.name, fs.local_bytes);
+                        fs.local_bytes += v.size.max(1);
                     }
                     ".file" | ".section" => return Err((line, format!("`{id}` inside a function body"))),
                     op if !op.starts_with('.') => {
@@ -1065,19 +1160,19 @@ fn resolve_addr(fs: &mut FnState, o: &Opnd, line: u32, inst: &mut Inst) -> PResu
         }
         return Ok(());
     }
+    if let Some(&o) = fs.param_alias.get(&b).or_else(|| fs.local_params.get(&b)) {
+        // callee parameters/return values and call arguments: the caller's local frame
+        inst.s[0] = const_slot(fs, 0);
+        inst.off += o as i64;
+        inst.space = Space::Local;
+        return Ok(());
+    }
     if let Some(&pi) = fs.param_index.get(&b) {
         if inst.space != Space::Param {
             return Err((line, format!("kernel parameter `{b}` used outside ld.param")));
         }
         inst.s[0] = const_slot(fs, 0);
         inst.off += fs.params[pi].offset as i64;
-        return Ok(());
-    }
-    if let Some(&o) = fs.local_params.get(&b) {
-        inst.s[0] = const_slot(fs, 0);
-        inst.off += o as i64;
-        inst.space = Space::Param;
-        inst.sub2 = 1; // call-scratch param
         return Ok(());
     }
     if let Some(&o) = fs.local_vars.get(&b) {
@@ -1633,35 +1728,90 @@ fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, line: u32) 
             };
             let idx = fs.insts.len();
             push(fs, mk(Op::Bra));
-            fs.fixups.push((idx, label, line));
+            fs.fixups.push((idx, format!("{}{label}", fs.label_prefix), line));
+        }
+        "ret" if fs.ret_label.is_some() => {
+            // `ret` of an inlined device function: jump to the end of the inlined body
+            let idx = fs.insts.len();
+            push(fs, mk(Op::Bra));
+            let l = fs.ret_label.clone().unwrap_or_default();
+            fs.fixups.push((idx, l, line));
         }
         "ret" => push(fs, mk(Op::Ret)),
         "exit" => push(fs, mk(Op::Exit)),
         "trap" | "brkpt" => push(fs, mk(Op::Trap)),
         "call" => {
-            // Only `vprintf` is understood (a no-op returning 0).
-            let callee = ops.iter().find_map(|o| if let Opnd::Name(n) = o { Some(n.clone()) } else { None });
-            match callee.as_deref() {
-                Some("vprintf") => {
-                    if let Some(Opnd::Vec(rv)) = ops.first() {
-                        if let Some(Opnd::Name(r)) = rv.first() {
-                            if let Some(&o) = fs.local_params.get(r) {
-                                let mut i = mk(Op::St);
-                                i.space = Space::Param;
-                                i.sub2 = 1;
-                                i.ty = Ty::B32;
-                                i.s[0] = const_slot(fs, 0);
-                                i.off = o as i64;
-                                let z = const_slot(fs, 0);
-                                let li = fs.lists.len() as u32;
-                                fs.lists.push(vec![z]);
-                                i.list = li;
-                                push(fs, i);
-                            }
+            // call[.uni] [(rets),] callee[, (args)];
+            let mut rets: Vec<String> = Vec::new();
+            let mut args: Vec<String> = Vec::new();
+            let mut callee = None;
+            for o in &ops {
+                match o {
+                    Opnd::Name(n) if callee.is_none() => callee = Some(n.clone()),
+                    Opnd::Vec(v) => {
+                        let names: Vec<String> = v.iter().filter_map(|e| if let Opnd::Name(n) = e { Some(n.clone()) } else { None }).collect();
+                        if callee.is_none() {
+                            rets = names;
+                        } else {
+                            args = names;
                         }
                     }
+                    _ => {}
                 }
-                other => return Err((line, format!("call of `{}` is not supported", other.unwrap_or("?")))),
+            }
+            let callee = callee.ok_or((line, "call without a callee".to_string()))?;
+            match callee.as_str() {
+                // printf: output is not emulated; returns 0
+                "vprintf" => {
+                    if let Some(&o) = rets.first().and_then(|r| fs.local_params.get(r)) {
+                        let mut i = mk(Op::St);
+                        i.space = Space::Local;
+                        i.ty = Ty::B32;
+                        i.s[0] = const_slot(fs, 0);
+                        i.off = o as i64;
+                        let z = const_slot(fs, 0);
+                        let li = fs.lists.len() as u32;
+                        fs.lists.push(vec![z]);
+                        i.list = li;
+                        push(fs, i);
+                    }
+                }
+                // device-side assert(): a trap that names the assertion
+                "__assertfail" => {
+                    let mut i = mk(Op::Trap);
+                    i.sub = 1;
+                    push(fs, i);
+                }
+                name => {
+                    let f = fs.ms.funcs.get(name).cloned().ok_or((line, format!("call of `{name}`: no definition in this module (only vprintf and __assertfail are built in)")))?;
+                    if fs.inline_stack.iter().any(|n| n == name) || fs.inline_stack.len() > 16 {
+                        return Err((line, format!("recursive call of `{name}` is not supported")));
+                    }
+                    if f.params.len() != args.len() || f.rets.len() != rets.len() {
+                        return Err((line, format!("call of `{name}` passes {} arguments / {} results, the function takes {} / {}", args.len(), rets.len(), f.params.len(), f.rets.len())));
+                    }
+                    let mut alias = HashMap::new();
+                    for (p, a) in f.params.iter().zip(&args).chain(f.rets.iter().zip(&rets)) {
+                        let off = *fs.local_params.get(a).or_else(|| fs.param_alias.get(a)).ok_or((line, format!("call argument `{a}` is not a declared .param")))?;
+                        alias.insert(p.clone(), off);
+                    }
+                    fs.inline_count += 1;
+                    let end_label = format!("%%inl{}_end", fs.inline_count);
+                    let saved_alias = std::mem::replace(&mut fs.param_alias, alias);
+                    let saved_prefix = std::mem::replace(&mut fs.label_prefix, format!("%%inl{}_", fs.inline_count));
+                    let saved_ret = std::mem::replace(&mut fs.ret_label, Some(end_label.clone()));
+                    fs.inline_stack.push(name.to_string());
+                    fs.scopes.push(HashMap::new());
+                    let mut body = Cursor { t: c.t, i: f.body };
+                    let r = parse_body(&mut body, fs);
+                    fs.scopes.pop();
+                    fs.inline_stack.pop();
+                    fs.param_alias = saved_alias;
+                    fs.label_prefix = saved_prefix;
+                    fs.ret_label = saved_ret;
+                    r?;
+                    fs.labels.insert(end_label, fs.insts.len() as u32);
+                }
             }
         }
         "bar" | "barrier" => {

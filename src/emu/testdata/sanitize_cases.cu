@@ -1,6 +1,7 @@
 // Small kernels with deliberate bugs (and one legal corner case) for the emulator's sanitizer
 // tests (tests/emu_smoke.rs). PTX checked in: sanitize_cases.ptx (nvcc -ptx -arch=sm_80 -lineinfo -O3).
 #include <stdint.h>
+#include <assert.h>
 
 extern "C" __global__ void oob_store(float* p, int n) {
     p[threadIdx.x] = (float)n;  // no bounds check: threads >= n write past the end
@@ -93,4 +94,17 @@ extern "C" __global__ void diverge_reconverge(const int* in, int* out) {
 extern "C" __global__ void scale_f32(const float* x, float* y, float a, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = a * x[i];
+}
+
+// A device function nvcc keeps out of line (inlined by the emulator's loader) and an assert.
+__device__ __noinline__ float weighted_sum(float x, int k) {
+    float s = 0.f;
+    for (int i = 0; i < k; ++i) s += x * (float)i;
+    return s;
+}
+
+extern "C" __global__ void call_and_assert(float* y, int n) {
+    int i = threadIdx.x;
+    assert(i < n);
+    y[i] = weighted_sum(y[i], i & 7) + weighted_sum(1.f, 3);
 }
