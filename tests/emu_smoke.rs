@@ -317,3 +317,25 @@ fn device_functions_are_inlined_and_assert_traps() {
     let msg = run_err("call_and_assert", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&y), KernelArg::I32(n as i32)], &dev);
     assert!(msg.contains("assert") && msg.contains("thread (40,0,0)"), "{msg}");
 }
+
+#[test]
+fn wmma_m16n16k16_matches_cpu() {
+    let dev = san_dev(Default::default());
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let (lda, ldb) = (24usize, 20usize);
+    let a = rand_f16(&mut rng, 16 * lda, 1.0); // A[m][k] at m*lda + k
+    let b = rand_f16(&mut rng, 16 * ldb, 1.0); // B[k][n] at n*ldb + k (col-major)
+    let c: Vec<f32> = (0..256).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let (da, db, dc) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap(), dev.upload(&c).unwrap());
+    let dd = dev.alloc_filled::<f32>(256, 0xFF).unwrap();
+    let args = [KernelArg::from(&da), KernelArg::from(&db), KernelArg::from(&dc), KernelArg::from(&dd), KernelArg::I32(lda as i32), KernelArg::I32(ldb as i32)];
+    dev.launch_in("san", "wmma_tile", LaunchConfig::linear(1, 32, 0), &args).unwrap();
+    let got = dd.to_host().unwrap();
+    for m in 0..16 {
+        for n in 0..16 {
+            let want = c[m * 16 + n] + (0..16).map(|k| a[m * lda + k].to_f32() * b[n * ldb + k].to_f32()).sum::<f32>();
+            let g = got[n * 16 + m];
+            assert!((g - want).abs() <= 1e-4 * (1.0 + want.abs()), "D[{m}][{n}] = {g}, want {want}");
+        }
+    }
+}

@@ -68,6 +68,8 @@ fn classify(i: &Inst) -> u8 {
     match i.op {
         Op::Ld | Op::St | Op::Atom | Op::Red | Op::CpAsync | Op::CpAsyncCommit | Op::CpAsyncWait | Op::Ldmatrix | Op::Stmatrix | Op::Prefetch => MEM,
         Op::Mma => TENSOR,
+        Op::Wmma if i.sub == sub::WMMA_MMA => TENSOR,
+        Op::Wmma => MEM,
         Op::Bra | Op::Ret | Op::Exit | Op::Call | Op::Bar | Op::BarRed | Op::BarWarp | Op::Membar | Op::Trap => CTRL,
         Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::ReadClock => SPECIAL,
         Op::Rcp | Op::Sqrt | Op::Rsqrt | Op::Ex2 | Op::Lg2 | Op::Sin | Op::Cos | Op::Tanh if i.ty != Ty::F64 => SPECIAL,
@@ -1063,7 +1065,7 @@ impl<'l, 'a> Block<'l, 'a> {
             Op::Ld | Op::St | Op::Atom | Op::Red | Op::CpAsync | Op::CpAsyncCommit | Op::CpAsyncWait => {
                 return self.mem_op(w, i, mask);
             }
-            Op::Ldmatrix | Op::Stmatrix | Op::Mma | Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::BarWarp => {
+            Op::Ldmatrix | Op::Stmatrix | Op::Mma | Op::Wmma | Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::BarWarp => {
                 return self.warp_op(w, i, mask, active);
             }
             Op::Call => return Err(self.err(w, None, i, "unsupported", "call".into())),

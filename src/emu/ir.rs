@@ -226,6 +226,8 @@ pub enum Op {
     Ldmatrix,
     Stmatrix,
     Mma,
+    /// wmma m16n16k16: sub = WMMA_* (load a/b/c, store d, mma); sub2 = 1 for col-major memory.
+    Wmma,
     Bra,
     Ret,
     Exit,
@@ -320,6 +322,12 @@ pub mod sub {
     pub const MMA_BF16_M16N8K8: u8 = 5;
     pub const MMA_S8_M16N8K16: u8 = 6;
     pub const MMA_TF32_M16N8K8: u8 = 7;
+    // wmma operations
+    pub const WMMA_LOAD_A: u8 = 0;
+    pub const WMMA_LOAD_B: u8 = 1;
+    pub const WMMA_LOAD_C: u8 = 2;
+    pub const WMMA_STORE_D: u8 = 3;
+    pub const WMMA_MMA: u8 = 4;
 }
 
 /// One lowered instruction.

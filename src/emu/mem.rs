@@ -237,6 +237,16 @@ impl<'l, 'a> Block<'l, 'a> {
         Ok(())
     }
 
+    pub(crate) fn load_loc(&self, loc: Loc, size: u32) -> u64 {
+        self.read_raw(loc, 0, size)
+    }
+    pub(crate) fn store_loc(&mut self, loc: Loc, size: u32, v: u64) {
+        self.write_raw(loc, 0, size, v)
+    }
+    pub(crate) fn wmma_global_shadow(&self, w: &Warp, i: &Inst, lane: usize, addr: u64, size: u32, write: bool) -> R<()> {
+        self.global_shadow(w, i, lane, addr, size, write, if write { "wmma store" } else { "wmma load" })
+    }
+
     pub(crate) fn mem_op(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
         match i.op {
             Op::Ld | Op::St => self.ld_st(w, i, mask),

@@ -1666,6 +1666,78 @@ fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, line: u32) 
             i.list = li;
             push(fs, i);
         }
+        "wmma" => {
+            if !m.has("m16n16k16") {
+                return Err((line, format!("`{opname}`: only the m16n16k16 wmma shape is supported")));
+            }
+            let mut i = mk(Op::Wmma);
+            i.space = m.space();
+            if m.has("mma") {
+                need(&ops, 4, line, opname)?;
+                i.sub = sub::WMMA_MMA;
+                // wmma.mma.sync.aligned.alayout.blayout.shape.dtype.ctype (f16 inputs) or
+                // .dtype.atype.btype.ctype (bf16)
+                let (dt, at, ct) = match types.as_slice() {
+                    [d, c] => (*d, Ty::F16, *c),
+                    [d, a, _, c] => (*d, *a, *c),
+                    _ => return Err((line, "wmma.mma: cannot read the types".into())),
+                };
+                if !matches!(at, Ty::F16 | Ty::BF16) {
+                    return Err((line, format!("wmma.mma with {at:?} inputs is not supported")));
+                }
+                i.ty = dt;
+                i.ty2 = ct;
+                i.n = (at == Ty::BF16) as u8;
+                let nd = if dt == Ty::F16 { 4 } else { 8 };
+                let nc = if ct == Ty::F16 { 4 } else { 8 };
+                let d = vec_slots(fs, &ops[0], dt, line, true)?;
+                let a = vec_slots(fs, &ops[1], Ty::B32, line, false)?;
+                let b = vec_slots(fs, &ops[2], Ty::B32, line, false)?;
+                let cc = vec_slots(fs, &ops[3], ct, line, false)?;
+                if d.len() != nd || a.len() != 8 || b.len() != 8 || cc.len() != nc {
+                    return Err((line, "wmma.mma: wrong number of fragment registers".into()));
+                }
+                let mut l = d;
+                l.extend(a);
+                l.extend(b);
+                l.extend(cc);
+                let li = fs.lists.len() as u32;
+                fs.lists.push(l);
+                i.list = li;
+            } else {
+                let is_store = m.has("store");
+                i.sub = if is_store {
+                    sub::WMMA_STORE_D
+                } else if m.has("a") {
+                    sub::WMMA_LOAD_A
+                } else if m.has("b") {
+                    sub::WMMA_LOAD_B
+                } else {
+                    sub::WMMA_LOAD_C
+                };
+                i.sub2 = m.has("col") as u8;
+                if ops.len() != 2 && ops.len() != 3 {
+                    return Err((line, format!("`{opname}` expects 2 or 3 operands")));
+                }
+                let (vop, aop) = if is_store { (&ops[1], &ops[0]) } else { (&ops[0], &ops[1]) };
+                resolve_addr(fs, aop, line, &mut i)?;
+                let regs = vec_slots(fs, vop, ty, line, !is_store)?;
+                let want = match (i.sub, ty) {
+                    (sub::WMMA_LOAD_A | sub::WMMA_LOAD_B, _) => 8,
+                    (_, Ty::F16) => 4,
+                    _ => 8,
+                };
+                if regs.len() != want {
+                    return Err((line, format!("`{opname}` needs {want} registers, got {}", regs.len())));
+                }
+                let li = fs.lists.len() as u32;
+                fs.lists.push(regs);
+                i.list = li;
+                // leading dimension in elements (default 16)
+                i.s[1] = if ops.len() == 3 { resolve(fs, &ops[2], Ty::U32, line)? } else { const_slot(fs, 16) };
+            }
+            push(fs, i);
+        }
         "mma" => {
             need(&ops, 4, line, opname)?;
             let mut i = mk(Op::Mma);

@@ -2,6 +2,7 @@
 // tests (tests/emu_smoke.rs). PTX checked in: sanitize_cases.ptx (nvcc -ptx -arch=sm_80 -lineinfo -O3).
 #include <stdint.h>
 #include <assert.h>
+#include <cuda_fp16.h>
 
 extern "C" __global__ void oob_store(float* p, int n) {
     p[threadIdx.x] = (float)n;  // no bounds check: threads >= n write past the end
@@ -107,4 +108,18 @@ extern "C" __global__ void call_and_assert(float* y, int n) {
     int i = threadIdx.x;
     assert(i < n);
     y[i] = weighted_sum(y[i], i & 7) + weighted_sum(1.f, 3);
+}
+
+// wmma 16x16x16: D = A (row-major, lda) * B (col-major, ldb) + C; D stored column-major.
+#include <mma.h>
+extern "C" __global__ void wmma_tile(const half* a, const half* b, const float* c, float* d, int lda, int ldb) {
+    using namespace nvcuda;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, half, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, half, wmma::col_major> fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> fc;
+    wmma::load_matrix_sync(fa, a, lda);
+    wmma::load_matrix_sync(fb, b, ldb);
+    wmma::load_matrix_sync(fc, c, 16, wmma::mem_row_major);
+    wmma::mma_sync(fc, fa, fb, fc);
+    wmma::store_matrix_sync(d, fc, 16, wmma::mem_col_major);
 }
