@@ -45,33 +45,46 @@ impl Drop for Alloc {
 }
 
 impl Alloc {
-    /// Marks bytes [off, off+len) as initialised.
-    pub fn mark_init(&self, off: u64, len: u64) {
-        let (mut b, end) = (off, off + len);
+    /// Calls `f(shadow byte index, bit mask)` for the shadow bits of [off, off+len).
+    #[inline(always)]
+    fn shadow_spans(off: u64, len: u64, mut f: impl FnMut(usize, u8) -> bool) -> bool {
+        let end = off + len;
+        let mut b = off;
         while b < end {
-            if b % 8 == 0 && end - b >= 8 {
-                // whole shadow bytes at a time
-                let n = (end - b) / 8;
-                for k in 0..n {
-                    self.init[(b / 8 + k) as usize].store(0xff, Ordering::Relaxed);
-                }
-                b += n * 8;
-                continue;
+            let first = b % 8;
+            let n = (8 - first).min(end - b);
+            let bits = (((1u32 << n) - 1) << first) as u8;
+            if !f((b / 8) as usize, bits) {
+                return false;
             }
-            let bits = ((1u32 << (8 - b % 8).min(end - b) as u32) - 1) << (b % 8);
-            self.init[(b / 8) as usize].fetch_or(bits as u8, Ordering::Relaxed);
-            b = (b / 8 + 1) * 8;
+            b += n;
         }
+        true
     }
-    /// Whether every byte of [off, off+len) was written; otherwise the first unwritten offset.
+
+    /// Marks bytes [off, off+len) as initialised.
+    #[inline]
+    pub fn mark_init(&self, off: u64, len: u64) {
+        Self::shadow_spans(off, len, |i, bits| {
+            let s = &self.init[i];
+            // plain load first: re-writing initialised memory needs no read-modify-write
+            if s.load(Ordering::Relaxed) & bits != bits {
+                s.fetch_or(bits, Ordering::Relaxed);
+            }
+            true
+        });
+    }
+
+    /// The first byte of [off, off+len) never written, if any.
+    #[inline]
     pub fn first_uninit(&self, off: u64, len: u64) -> Option<u64> {
-        for b in off..off + len {
-            if self.init[(b / 8) as usize].load(Ordering::Relaxed) >> (b % 8) & 1 == 0 {
-                return Some(b);
-            }
+        let ok = Self::shadow_spans(off, len, |i, bits| self.init[i].load(Ordering::Relaxed) & bits == bits);
+        if ok {
+            return None;
         }
-        None
+        (off..off + len).find(|b| self.init[(b / 8) as usize].load(Ordering::Relaxed) >> (b % 8) & 1 == 0)
     }
+
     pub fn describe(&self) -> String {
         match &self.label {
             Some(l) => format!("allocation #{} `{}` [{:#x}, {:#x}) of {} bytes", self.id, l, self.base, self.base + self.size, self.size),
