@@ -339,3 +339,24 @@ fn wmma_m16n16k16_matches_cpu() {
         }
     }
 }
+
+#[test]
+fn unsupported_ptx_is_a_load_time_error_naming_the_line() {
+    let dev = Device::emulator().unwrap();
+    let ok = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k(.param .u64 p)\n{\n.reg .b64 %rd<3>;\n.reg .b32 %r<3>;\nld.param.u64 %rd1, [p];\n";
+    for (body, line, what) in [
+        ("frobnicate.b32 %r1, %r2;\nret;\n}\n", 9, "frobnicate"),
+        ("ld.shared::cluster.u32 %r1, [%rd1];\nret;\n}\n", 9, "shared::cluster"),
+        ("add.s32 %r1, %r2;\nret;\n}\n", 9, "operands"),
+        ("bra $L__missing;\nret;\n}\n", 9, "label"),
+    ] {
+        let src = format!("{ok}{body}");
+        match dev.load_module("bad", &src) {
+            Err(fusebert::Error::PtxParse { line: l, msg, .. }) => {
+                assert_eq!(l, line, "{msg}");
+                assert!(msg.contains(what), "{msg}");
+            }
+            other => panic!("expected a PtxParse error for {body:?}, got {other:?}"),
+        }
+    }
+}

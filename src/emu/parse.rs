@@ -1224,9 +1224,42 @@ fn pred_src(fs: &mut FnState, o: &Opnd, line: u32) -> PResult<(u32, bool)> {
     }
 }
 
+/// Modifiers the lowering understands (or that do not change emulated semantics: cache and
+/// memory-ordering hints). Anything else is rejected so it can never be silently ignored.
+const KNOWN_MODS: &[&str] = &[
+    // rounding, flags
+    "rn", "rz", "rm", "rp", "rni", "rzi", "rmi", "rpi", "rna", "sat", "ftz", "approx", "full", "hi", "lo", "wide", "nc",
+    "uni", "trans", "shiftamt", "wrap", "clamp", "l", "r", "cc", "relu", "satfinite", "NaN", "xorsign", "abs", "noftz",
+    // comparisons and boolean combine
+    "eq", "ne", "lt", "le", "gt", "ge", "ls", "hs", "equ", "neu", "ltu", "leu", "gtu", "geu", "num", "nan", "and", "or", "xor",
+    // testp
+    "finite", "infinite", "number", "notanumber", "normal", "subnormal",
+    // spaces, vectors, ordering/cache hints
+    "global", "shared", "shared::cta", "local", "param", "const", "to", "v2", "v4", "volatile", "relaxed", "acquire",
+    "release", "weak", "sc", "acq_rel", "cta", "gpu", "sys", "ca", "cg", "cs", "lu", "cv", "wb", "wt", "L1::evict_normal",
+    "L1::evict_unchanged", "L1::evict_first", "L1::evict_last", "L1::no_allocate", "L2::64B", "L2::128B", "L2::256B",
+    "L2::evict_normal", "L2::evict_first", "L2::evict_last", "L2", "L1",
+    // warp / barrier / async / tensor
+    "sync", "aligned", "up", "down", "bfly", "idx", "all", "any", "ballot", "async", "commit_group", "wait_group", "wait_all",
+    "warp", "red", "popc", "arrive", "m8n8", "x1", "x2", "x4", "row", "col", "m16n8k16", "m16n8k32", "m16n8k8", "m16n16k16",
+    "a", "b", "c", "d", "load", "store", "mma", "f4e", "b4e", "rc8", "ecl", "ecr", "rc16",
+    // atomics
+    "add", "min", "max", "inc", "dec", "cas", "exch",
+];
+
+fn check_mods(m: &Mods, opname: &str, line: u32) -> PResult<()> {
+    for p in &m.parts {
+        if Ty::parse(p).is_none() && !KNOWN_MODS.contains(p) {
+            return Err((line, format!("`{opname}`: unsupported modifier `.{p}`")));
+        }
+    }
+    Ok(())
+}
+
 fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, line: u32) -> PResult<()> {
     let ops = read_operands(c)?;
     let m = Mods::new(opname);
+    check_mods(&m, opname, line)?;
     let types = m.types();
     let ty = types.first().copied().unwrap_or(Ty::None);
     let flags = m.flags();
