@@ -303,7 +303,7 @@ fn sanitizer_reports_reads_of_never_written_global_memory() {
 }
 
 #[test]
-fn device_functions_are_inlined_and_assert_traps() {
+fn device_functions_are_called_and_assert_traps() {
     let dev = san_dev(Default::default());
     let n = 40usize;
     let y0: Vec<f32> = (0..n).map(|i| 0.25 * i as f32 - 3.0).collect();

@@ -194,6 +194,18 @@ struct Frame {
     rpc: u32,
 }
 
+/// rpc of a frame that runs a called device function (never equal to a pc).
+const CALL_RPC: u32 = u32::MAX - 1;
+
+/// An active device-function call: what to restore on return.
+struct CallRec {
+    mask: u32,
+    list: u32,
+    saved_retmask: u32,
+    regs: Vec<u64>,
+    local: Vec<u8>,
+}
+
 /// A pending cp.async copy of one lane.
 pub(crate) struct CpPending {
     lane: u8,
@@ -210,6 +222,9 @@ pub(crate) struct Warp {
     /// Lanes that exist (partial last warp).
     pub valid: u32,
     pub exited: u32,
+    /// Lanes that returned from the device function being executed (until the call ends).
+    retmask: u32,
+    calls: Vec<CallRec>,
     state: WState,
     steps: u64,
     pending: Vec<CpPending>,
@@ -308,6 +323,8 @@ impl<'l, 'a> Block<'l, 'a> {
                 stack: vec![Frame { pc: 0, mask: valid, rpc: EXIT_PC }],
                 valid,
                 exited: !valid,
+                retmask: 0,
+                calls: Vec::new(),
                 state: WState::Run,
                 steps: 0,
                 pending: Vec::new(),
@@ -470,9 +487,12 @@ impl<'l, 'a> Block<'l, 'a> {
                 self.finish_warp(w)?;
                 return Ok(());
             };
-            let active = top.mask & !w.exited;
+            let active = top.mask & !w.exited & !w.retmask;
             if active == 0 || top.pc == top.rpc {
                 w.stack.pop();
+                if top.rpc == CALL_RPC {
+                    self.return_from_call(w);
+                }
                 if w.stack.is_empty() {
                     self.finish_warp(w)?;
                     return Ok(());
@@ -541,6 +561,25 @@ impl<'l, 'a> Block<'l, 'a> {
                         if budget == 0 {
                             return Ok(());
                         }
+                        break;
+                    }
+                    Op::Ret if i.sub == 1 => {
+                        // return from a device function: these lanes wait for the call to end
+                        w.retmask |= mask;
+                        w.stack.last_mut().unwrap().pc = pc + 1;
+                        break;
+                    }
+                    Op::Call => {
+                        if mask == 0 {
+                            pc += 1;
+                            continue;
+                        }
+                        if w.calls.len() >= 64 {
+                            return Err(self.err(w, None, i, "call depth", "more than 64 nested device-function calls".into()));
+                        }
+                        self.call(w, i, mask);
+                        w.stack.last_mut().unwrap().pc = pc + 1;
+                        w.stack.push(Frame { pc: i.target, mask, rpc: CALL_RPC });
                         break;
                     }
                     Op::Ret | Op::Exit => {
@@ -659,6 +698,83 @@ impl<'l, 'a> Block<'l, 'a> {
             }
         }
         false
+    }
+
+    /// Local-frame byte range of lane `l` for [lo, hi).
+    fn local_range(&self, w: &Warp, l: usize, lo: u32, hi: u32) -> std::ops::Range<usize> {
+        let base = (w.id as usize * 32 + l) * self.l.kernel.local_bytes as usize;
+        base + lo as usize..base + hi as usize
+    }
+
+    /// Copies `bytes` from local offset `src` to `dst` for the lanes in `mask`.
+    fn local_copy(&mut self, w: &Warp, mask: u32, src: u32, dst: u32, bytes: u32) {
+        lanes!(mask, l, {
+            let s = self.local_range(w, l, src, src + bytes);
+            let d = self.local_range(w, l, dst, dst + bytes);
+            self.local.copy_within(s.clone(), d.start);
+            if !self.local_init.is_empty() {
+                self.local_init.copy_within(s, d.start);
+            }
+        });
+    }
+
+    /// Enters a device function: saves its registers and local frame (recursion), passes the
+    /// arguments into its parameter area.
+    fn call(&mut self, w: &mut Warp, i: &Inst, mask: u32) {
+        let l = &self.l.kernel.lists[i.list as usize];
+        let save = &self.l.kernel.lists[l[0] as usize];
+        let (slo, shi) = (save[0] as usize * 32, save[1] as usize * 32);
+        let regs = w.regs[slo..shi].to_vec();
+        let mut local = Vec::new();
+        let nr = save[2] as usize;
+        for lane in 0..32 {
+            if w.valid >> lane & 1 == 0 {
+                continue;
+            }
+            for r in 0..nr {
+                let rg = self.local_range(w, lane, save[3 + 2 * r], save[4 + 2 * r]);
+                local.extend_from_slice(&self.local[rg]);
+            }
+        }
+        let nargs = l[1] as usize;
+        for k in 0..nargs {
+            let (src, dst, n) = (l[2 + 3 * k], l[3 + 3 * k], l[4 + 3 * k]);
+            self.local_copy(w, mask, src, dst, n);
+        }
+        w.calls.push(CallRec { mask, list: i.list, saved_retmask: w.retmask, regs, local });
+    }
+
+    /// Leaves a device function: copies the results out, restores the saved state.
+    fn return_from_call(&mut self, w: &mut Warp) {
+        let Some(rec) = w.calls.pop() else { return };
+        let l = &self.l.kernel.lists[rec.list as usize];
+        let nargs = l[1] as usize;
+        let rbase = 2 + 3 * nargs;
+        let nrets = l[rbase] as usize;
+        let live = rec.mask & !w.exited;
+        let save = &self.l.kernel.lists[l[0] as usize];
+        let slo = save[0] as usize * 32;
+        w.regs[slo..slo + rec.regs.len()].copy_from_slice(&rec.regs);
+        let nr = save[2] as usize;
+        let mut pos = 0;
+        for lane in 0..32 {
+            if w.valid >> lane & 1 == 0 {
+                continue;
+            }
+            for r in 0..nr {
+                let rg = self.local_range(w, lane, save[3 + 2 * r], save[4 + 2 * r]);
+                let n = rg.len();
+                self.local[rg].copy_from_slice(&rec.local[pos..pos + n]);
+                pos += n;
+            }
+        }
+        // results last: the return area is not part of the restored frame, and the caller's
+        // destination may be (recursion)
+        for k in 0..nrets {
+            let (src, dst, n) = (l[rbase + 1 + 3 * k], l[rbase + 2 + 3 * k], l[rbase + 3 + 3 * k]);
+            self.local_copy(w, live, src, dst, n);
+        }
+        w.retmask = rec.saved_retmask;
     }
 
     fn exit_lanes(&mut self, w: &mut Warp, mask: u32) -> Result<(), Error> {
@@ -1068,8 +1184,7 @@ impl<'l, 'a> Block<'l, 'a> {
             Op::Ldmatrix | Op::Stmatrix | Op::Mma | Op::Wmma | Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::BarWarp => {
                 return self.warp_op(w, i, mask, active);
             }
-            Op::Call => return Err(self.err(w, None, i, "unsupported", "call".into())),
-            Op::Bra | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => unreachable!("control handled by run_warp"),
+            Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => unreachable!("control handled by run_warp"),
         }
         Ok(())
     }

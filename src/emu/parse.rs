@@ -104,8 +104,8 @@ impl<'a> Cursor<'a> {
 /// A `.func` definition, inlined at every call site.
 #[derive(Clone)]
 struct FuncDef {
-    rets: Vec<String>,
-    params: Vec<String>,
+    rets: Vec<(String, u32)>,
+    params: Vec<(String, u32)>,
     /// Token index just after the body's opening `{`.
     body: usize,
 }
@@ -271,19 +271,38 @@ pub fn parse_module(name: &str, src: &str) -> PResult<Module> {
 fn scan_funcs(t: &[Token]) -> HashMap<String, FuncDef> {
     let mut out = HashMap::new();
     let mut i = 0;
-    let names = |from: usize, to: usize| -> Vec<String> {
-        // param names: the identifier right before each ',' or the closing ')'
+    let names = |from: usize, to: usize| -> Vec<(String, u32)> {
+        // `.param [.align N] .type name[dims]` separated by commas: (name, bytes)
         let mut v = Vec::new();
-        let mut last: Option<String> = None;
-        for k in from..to {
+        let mut name: Option<String> = None;
+        let mut size = 0u32;
+        let mut k = from;
+        while k < to {
             match &t[k].tok {
-                Tok::Ident(s) if !s.starts_with('.') => last = Some(s.clone()),
-                Tok::Punct(',') => v.extend(last.take()),
-                Tok::Punct('[') => {}
+                Tok::Ident(s) if s == ".align" => k += 1,
+                Tok::Ident(s) if s.starts_with('.') => {
+                    if let Some(ty) = Ty::parse(&s[1..]) {
+                        size = ty.bytes();
+                    }
+                }
+                Tok::Ident(s) => name = Some(s.clone()),
+                Tok::Punct('[') => {
+                    if let Some(Tok::Int(n)) = t.get(k + 1).map(|x| &x.tok) {
+                        size *= *n as u32;
+                    }
+                }
+                Tok::Punct(',') => {
+                    if let Some(n) = name.take() {
+                        v.push((n, size));
+                    }
+                }
                 _ => {}
             }
+            k += 1;
         }
-        v.extend(last.take());
+        if let Some(n) = name.take() {
+            v.push((n, size));
+        }
         v
     };
     let close = |from: usize| -> usize {
@@ -441,13 +460,24 @@ struct FnState<'m> {
     has_atomics: bool,
     sink: u32,
     cc: u32,
-    /// Inlining state: callee .param names -> caller local offsets, label prefix, the label a
-    /// `ret` jumps to, and the chain of functions being inlined (recursion guard).
+    /// While compiling a device function: its .param names -> local offsets, label prefix.
     param_alias: HashMap<String, u32>,
     label_prefix: String,
-    ret_label: Option<String>,
-    inline_stack: Vec<String>,
-    inline_count: u32,
+    in_func: bool,
+    /// Device functions called from this kernel: layout, and those still to compile.
+    funcs: HashMap<String, FuncLayout>,
+    pending_funcs: Vec<String>,
+}
+
+/// Where a device function lives in a kernel: its entry label, parameter and return areas in
+/// the thread's local frame, and what a call saves/restores (its registers and local frame) so
+/// recursion works.
+#[derive(Clone, Default)]
+struct FuncLayout {
+    params: Vec<(u32, u32)>,
+    rets: Vec<(u32, u32)>,
+    /// Index into `FnState::lists` of the save description, filled when the body is compiled.
+    save_list: u32,
 }
 
 
@@ -509,9 +539,9 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
         cc: 0,
         param_alias: HashMap::new(),
         label_prefix: String::new(),
-        ret_label: None,
-        inline_stack: Vec::new(),
-        inline_count: 0,
+        in_func: false,
+        funcs: HashMap::new(),
+        pending_funcs: Vec::new(),
     };
     // parameters
     let mut param_off = 0u32;
@@ -594,15 +624,19 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
     fs.sink = fs.new_reg("_", Ty::B64);
     fs.cc = fs.new_reg("%%cc", Ty::B32);
     parse_body(c, &mut fs)?;
-    // resolve labels
-    for (idx, label, line) in std::mem::take(&mut fs.fixups) {
-        let t = *fs.labels.get(&label).ok_or((line, format!("unknown label `{label}`")))?;
-        fs.insts[idx].target = t;
-    }
     // Ensure the kernel ends with a terminator so the executor never falls off the end.
     let needs_ret = fs.insts.last().map(|i| !(matches!(i.op, Op::Ret | Op::Exit | Op::Bra) && i.guard == NONE)).unwrap_or(true);
     if needs_ret {
         fs.insts.push(Inst::new(Op::Ret, c.line()));
+    }
+    // device functions called (transitively) by the kernel, compiled after its body
+    while let Some(name) = fs.pending_funcs.pop() {
+        compile_func(c, &mut fs, &name)?;
+    }
+    // resolve labels
+    for (idx, label, line) in std::mem::take(&mut fs.fixups) {
+        let t = *fs.labels.get(&label).ok_or((line, format!("unknown label `{label}`")))?;
+        fs.insts[idx].target = t;
     }
     let nregs = fs.nregs;
     // specials and constants get slots after registers
@@ -680,6 +714,70 @@ fn special_slot(fs: &mut FnState, name: &str, sp: Special) -> u32 {
     fs.specials.insert(name.to_string(), s);
     fs.special_list.push((s, sp));
     s
+}
+
+/// The layout of device function `name` in this kernel, allocating it on first use.
+fn func_layout(fs: &mut FnState, name: &str, line: u32) -> PResult<FuncLayout> {
+    if let Some(l) = fs.funcs.get(name) {
+        return Ok(l.clone());
+    }
+    let f = fs.ms.funcs.get(name).cloned().ok_or((line, format!("call of `{name}`: no definition in this module (only vprintf and __assertfail are built in)")))?;
+    let alloc = |size: u32, fs: &mut FnState| {
+        fs.local_bytes = fs.local_bytes.div_ceil(8) * 8;
+        let o = fs.local_bytes;
+        fs.local_bytes += size.max(1);
+        o
+    };
+    let params = f.params.iter().map(|(_, sz)| (alloc(*sz, fs), *sz)).collect();
+    let rets = f.rets.iter().map(|(_, sz)| (alloc(*sz, fs), *sz)).collect();
+    let l = FuncLayout { params, rets, save_list: fs.lists.len() as u32 };
+    fs.lists.push(Vec::new());
+    fs.funcs.insert(name.to_string(), l.clone());
+    fs.pending_funcs.push(name.to_string());
+    Ok(l)
+}
+
+/// Compiles the body of device function `name` at the end of the kernel's instructions.
+fn compile_func(c: &Cursor, fs: &mut FnState, name: &str) -> PResult<()> {
+    let f = fs.ms.funcs.get(name).cloned().ok_or((0, format!("no device function `{name}`")))?;
+    let layout = fs.funcs[name].clone();
+    fs.labels.insert(format!("%%func_{name}"), fs.insts.len() as u32);
+    let mut alias = HashMap::new();
+    for ((pn, _), (off, _)) in f.params.iter().zip(&layout.params).chain(f.rets.iter().zip(&layout.rets)) {
+        alias.insert(pn.clone(), *off);
+    }
+    let slot_lo = fs.nregs;
+    let local_lo = fs.local_bytes;
+    fs.param_alias = alias;
+    fs.label_prefix = format!("%%f_{name}_");
+    fs.in_func = true;
+    fs.scopes.push(HashMap::new());
+    let saved_params = std::mem::take(&mut fs.local_params);
+    let saved_locals = fs.local_vars.clone();
+    let mut body = Cursor { t: c.t, i: f.body };
+    let r = parse_body(&mut body, fs);
+    fs.scopes.pop();
+    fs.local_params = saved_params;
+    fs.local_vars = saved_locals;
+    fs.in_func = false;
+    fs.param_alias.clear();
+    fs.label_prefix.clear();
+    r?;
+    // make sure the body cannot fall through into the next function
+    let mut ret = Inst::new(Op::Ret, body.line());
+    ret.sub = 1;
+    fs.insts.push(ret);
+    // what a call saves: the function's registers and its local frame (params + depot)
+    let mut save = vec![slot_lo, fs.nregs];
+    let mut ranges: Vec<(u32, u32)> = layout.params.iter().map(|&(o, sz)| (o, o + sz.max(1))).collect();
+    ranges.push((local_lo, fs.local_bytes));
+    save.push(ranges.len() as u32);
+    for (lo, hi) in ranges {
+        save.push(lo);
+        save.push(hi);
+    }
+    fs.lists[layout.save_list as usize] = save;
+    Ok(())
 }
 
 fn parse_body(c: &mut Cursor, fs: &mut FnState) -> PResult<()> {
@@ -1240,7 +1338,7 @@ const KNOWN_MODS: &[&str] = &[
     "L1::evict_unchanged", "L1::evict_first", "L1::evict_last", "L1::no_allocate", "L2::64B", "L2::128B", "L2::256B",
     "L2::evict_normal", "L2::evict_first", "L2::evict_last", "L2", "L1",
     // warp / barrier / async / tensor
-    "sync", "aligned", "up", "down", "bfly", "idx", "all", "any", "ballot", "async", "commit_group", "wait_group", "wait_all",
+    "gl", "proxy", "alias", "sync", "aligned", "up", "down", "bfly", "idx", "all", "any", "ballot", "async", "commit_group", "wait_group", "wait_all",
     "warp", "red", "popc", "arrive", "m8n8", "x1", "x2", "x4", "row", "col", "m16n8k16", "m16n8k32", "m16n8k8", "m16n16k16",
     "a", "b", "c", "d", "load", "store", "mma", "f4e", "b4e", "rc8", "ecl", "ecr", "rc16",
     // atomics
@@ -1835,14 +1933,12 @@ fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, line: u32) 
             push(fs, mk(Op::Bra));
             fs.fixups.push((idx, format!("{}{label}", fs.label_prefix), line));
         }
-        "ret" if fs.ret_label.is_some() => {
-            // `ret` of an inlined device function: jump to the end of the inlined body
-            let idx = fs.insts.len();
-            push(fs, mk(Op::Bra));
-            let l = fs.ret_label.clone().unwrap_or_default();
-            fs.fixups.push((idx, l, line));
+        "ret" => {
+            let mut i = mk(Op::Ret);
+            // sub = 1: return from a device function (not a thread exit)
+            i.sub = fs.in_func as u8;
+            push(fs, i);
         }
-        "ret" => push(fs, mk(Op::Ret)),
         "exit" => push(fs, mk(Op::Exit)),
         "trap" | "brkpt" => push(fs, mk(Op::Trap)),
         "call" => {
@@ -1888,34 +1984,28 @@ fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, line: u32) 
                     push(fs, i);
                 }
                 name => {
-                    let f = fs.ms.funcs.get(name).cloned().ok_or((line, format!("call of `{name}`: no definition in this module (only vprintf and __assertfail are built in)")))?;
-                    if fs.inline_stack.iter().any(|n| n == name) || fs.inline_stack.len() > 16 {
-                        return Err((line, format!("recursive call of `{name}` is not supported")));
+                    let layout = func_layout(fs, name, line)?;
+                    if layout.params.len() != args.len() || layout.rets.len() != rets.len() {
+                        return Err((line, format!("call of `{name}` passes {} arguments / {} results, the function takes {} / {}", args.len(), rets.len(), layout.params.len(), layout.rets.len())));
                     }
-                    if f.params.len() != args.len() || f.rets.len() != rets.len() {
-                        return Err((line, format!("call of `{name}` passes {} arguments / {} results, the function takes {} / {}", args.len(), rets.len(), f.params.len(), f.rets.len())));
+                    let off_of = |fs: &FnState, a: &str| -> PResult<u32> {
+                        fs.local_params.get(a).or_else(|| fs.param_alias.get(a)).copied().ok_or((line, format!("call argument `{a}` is not a declared .param")))
+                    };
+                    // [save-list index, nargs, (src, dst, bytes)*, nrets, (src, dst, bytes)*]
+                    let mut l = vec![layout.save_list, args.len() as u32];
+                    for (a, &(dst, sz)) in args.iter().zip(&layout.params) {
+                        l.extend([off_of(fs, a)?, dst, sz]);
                     }
-                    let mut alias = HashMap::new();
-                    for (p, a) in f.params.iter().zip(&args).chain(f.rets.iter().zip(&rets)) {
-                        let off = *fs.local_params.get(a).or_else(|| fs.param_alias.get(a)).ok_or((line, format!("call argument `{a}` is not a declared .param")))?;
-                        alias.insert(p.clone(), off);
+                    l.push(rets.len() as u32);
+                    for (r, &(src, sz)) in rets.iter().zip(&layout.rets) {
+                        l.extend([src, off_of(fs, r)?, sz]);
                     }
-                    fs.inline_count += 1;
-                    let end_label = format!("%%inl{}_end", fs.inline_count);
-                    let saved_alias = std::mem::replace(&mut fs.param_alias, alias);
-                    let saved_prefix = std::mem::replace(&mut fs.label_prefix, format!("%%inl{}_", fs.inline_count));
-                    let saved_ret = std::mem::replace(&mut fs.ret_label, Some(end_label.clone()));
-                    fs.inline_stack.push(name.to_string());
-                    fs.scopes.push(HashMap::new());
-                    let mut body = Cursor { t: c.t, i: f.body };
-                    let r = parse_body(&mut body, fs);
-                    fs.scopes.pop();
-                    fs.inline_stack.pop();
-                    fs.param_alias = saved_alias;
-                    fs.label_prefix = saved_prefix;
-                    fs.ret_label = saved_ret;
-                    r?;
-                    fs.labels.insert(end_label, fs.insts.len() as u32);
+                    let mut i = mk(Op::Call);
+                    i.list = fs.lists.len() as u32;
+                    fs.lists.push(l);
+                    let idx = fs.insts.len();
+                    push(fs, i);
+                    fs.fixups.push((idx, format!("%%func_{name}"), line));
                 }
             }
         }

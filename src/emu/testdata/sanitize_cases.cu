@@ -97,7 +97,7 @@ extern "C" __global__ void scale_f32(const float* x, float* y, float a, int n) {
     if (i < n) y[i] = a * x[i];
 }
 
-// A device function nvcc keeps out of line (inlined by the emulator's loader) and an assert.
+// A device function nvcc keeps out of line (a real call in the emulator) and an assert.
 __device__ __noinline__ float weighted_sum(float x, int k) {
     float s = 0.f;
     for (int i = 0; i < k; ++i) s += x * (float)i;
