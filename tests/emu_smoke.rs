@@ -119,3 +119,244 @@ fn saxpy_counts_coalesced_traffic() {
     assert_eq!(c.global_load_bytes, 2 * 4 * n as u64);
     assert!(c.global_load_efficiency() > 0.99, "{}", c.to_json());
 }
+
+const SAN_PTX: &str = include_str!("../src/emu/testdata/sanitize_cases.ptx");
+const SAN_CU: &str = include_str!("../src/emu/testdata/sanitize_cases.cu");
+
+/// `sanitize_cases.cu:LINE` of the first source line containing `marker`.
+fn cu_line(marker: &str) -> String {
+    let n = SAN_CU.lines().position(|l| l.contains(marker)).expect("marker in sanitize_cases.cu") + 1;
+    format!("sanitize_cases.cu:{n}")
+}
+
+fn san_dev(opts: fusebert::device::emulator::EmulatorOptions) -> Device {
+    let dev = Device::emulator_with(opts).unwrap();
+    dev.load_module("san", SAN_PTX).unwrap();
+    dev
+}
+
+fn run_err(kernel: &str, cfg: LaunchConfig, args: &[KernelArg], dev: &Device) -> String {
+    match dev.launch_in("san", kernel, cfg, args) {
+        Ok(()) => panic!("{kernel}: expected a sanitizer report, the launch succeeded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn sanitizer_reports_oob_with_location_and_allocation() {
+    let dev = san_dev(Default::default());
+    let p = dev.alloc_filled::<f32>(40, 0).unwrap();
+    let msg = run_err("oob_store", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&p), KernelArg::I32(40)], &dev);
+    let line = cu_line("p[threadIdx.x] = (float)n;");
+    for want in ["out-of-bounds", "oob_store", "block (0,0,0)", "thread (40,0,0)", "PTX line", line.as_str(), "past the end of allocation", "160 bytes"] {
+        assert!(msg.contains(want), "missing `{want}` in: {msg}");
+    }
+}
+
+#[test]
+fn sanitizer_reports_shared_race_uninit_and_hazards() {
+    let dev = san_dev(Default::default());
+    let out = dev.alloc_filled::<f32>(128, 0).unwrap();
+    let a = [KernelArg::from(&out)];
+    let msg = run_err("smem_race", LaunchConfig::linear(1, 64, 0), &a, &dev);
+    assert!(msg.contains("shared-memory race") && msg.contains(&cu_line("s[threadIdx.x] = (float)threadIdx.x;")), "{msg}");
+    let msg = run_err("smem_uninit", LaunchConfig::linear(1, 64, 0), &a, &dev);
+    assert!(msg.contains("uninitialised read") && msg.contains("thread (32,0,0)"), "{msg}");
+    let msg = run_err("divergent_barrier", LaunchConfig::linear(1, 32, 0), &a, &dev);
+    assert!(msg.contains("divergent barrier"), "{msg}");
+    let msg = run_err("shfl_partial", LaunchConfig::linear(1, 32, 0), &a, &dev);
+    assert!(msg.contains("partial-warp collective"), "{msg}");
+    let bytes = dev.alloc_filled::<u8>(256, 0).unwrap();
+    let msg = run_err("misaligned_load", LaunchConfig::linear(1, 32, 0), &[KernelArg::from(&bytes), KernelArg::from(&out)], &dev);
+    assert!(msg.contains("misaligned"), "{msg}");
+    let inp = dev.upload(&[1.0f32; 32]).unwrap();
+    let msg = run_err("cp_async_hazard", LaunchConfig::linear(1, 32, 0), &[KernelArg::from(&inp), KernelArg::from(&out)], &dev);
+    assert!(msg.contains("cp.async"), "{msg}");
+    let msg = run_err("barrier_deadlock", LaunchConfig::linear(1, 64, 0), &a, &dev);
+    assert!(msg.contains("deadlock"), "{msg}");
+}
+
+#[test]
+fn sanitizer_step_limit_stops_spin() {
+    let dev = san_dev(fusebert::device::emulator::EmulatorOptions { step_limit: 10_000, ..Default::default() });
+    let flag = dev.alloc_filled::<i32>(1, 0).unwrap();
+    let msg = run_err("spin_forever", LaunchConfig::linear(1, 32, 0), &[KernelArg::from(&flag)], &dev);
+    assert!(msg.contains("step limit"), "{msg}");
+}
+
+#[test]
+fn sanitizers_off_lets_racy_kernel_run() {
+    let dev = san_dev(fusebert::device::emulator::EmulatorOptions { sanitize: false, ..Default::default() });
+    let out = dev.alloc_filled::<f32>(64, 0).unwrap();
+    dev.launch_in("san", "smem_race", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&out)]).unwrap();
+}
+
+#[test]
+fn early_exit_before_barrier_is_legal() {
+    let dev = san_dev(Default::default());
+    let n = 45usize;
+    let out = dev.alloc_filled::<f32>(128, 0xFF).unwrap();
+    dev.launch_in("san", "early_exit_barrier", LaunchConfig::linear(1, 128, 0), &[KernelArg::from(&out), KernelArg::I32(n as i32)]).unwrap();
+    let got = out.to_host().unwrap();
+    for t in 0..n {
+        assert_eq!(got[t], (n - 1 - t) as f32);
+    }
+    assert!(got[n..].iter().all(|v| v.is_nan()), "threads past n must not write");
+}
+
+#[test]
+fn divergence_reconverges_before_warp_collectives() {
+    let dev = san_dev(Default::default());
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let x: Vec<i32> = (0..64).map(|_| rng.gen_range(-50..50)).collect();
+    let inp = dev.upload(&x).unwrap();
+    let out = dev.alloc_filled::<i32>(64, 0xFF).unwrap();
+    dev.launch_in("san", "diverge_reconverge", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&inp), KernelArg::from(&out)]).unwrap();
+    let got = out.to_host().unwrap();
+    let acc: Vec<i32> = x
+        .iter()
+        .map(|&x| {
+            let mut acc = 0i32;
+            if x & 1 != 0 {
+                for i in 0..(x & 7) {
+                    acc = acc.wrapping_add(i * x);
+                }
+                if x & 2 != 0 {
+                    acc ^= 0x55;
+                }
+            } else {
+                acc = x * 3;
+                if x & 4 != 0 {
+                    for i in 0..3 {
+                        acc -= i;
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    for w in 0..2 {
+        let lanes = &acc[w * 32..w * 32 + 32];
+        let ballot: u32 = lanes.iter().enumerate().map(|(l, a)| ((a & 1 != 0) as u32) << l).sum();
+        let sum: i32 = lanes.iter().fold(0i32, |s, a| s.wrapping_add(*a));
+        for l in 0..32 {
+            let want = lanes[l].wrapping_add((ballot & 0xff) as i32).wrapping_add(sum);
+            assert_eq!(got[w * 32 + l], want, "thread {}", w * 32 + l);
+        }
+    }
+    let c = dev.emulator_backend().unwrap().last_counters().unwrap();
+    assert!(c.simt_efficiency() < 1.0 && c.simt_efficiency() > 0.3, "{}", c.simt_efficiency());
+}
+
+#[test]
+fn cli_runs_kernel_from_safetensors() {
+    use safetensors::tensor::TensorView;
+    let dir = std::env::temp_dir().join(format!("fusebert-emu-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ptx = dir.join("cases.ptx");
+    std::fs::write(&ptx, SAN_PTX).unwrap();
+    let n = 77usize;
+    let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let xb: Vec<u8> = bytemuck::cast_slice(&x).to_vec();
+    let inputs = dir.join("in.safetensors");
+    let bytes = safetensors::serialize(vec![("x", TensorView::new(safetensors::Dtype::F32, vec![n], &xb).unwrap())], None).unwrap();
+    std::fs::write(&inputs, bytes).unwrap();
+    let output = dir.join("out.safetensors");
+    let args = fusebert::emu::cli::EmuRunArgs {
+        file: ptx,
+        kernel: "scale_f32".into(),
+        grid: "1".into(),
+        block: "128".into(),
+        shared: 0,
+        inputs: Some(inputs),
+        output: Some(output.clone()),
+        args: vec!["buf:x".into(), "out:y:f32:77".into(), "f32:2".into(), "i32:77".into()],
+        counters: true,
+        no_sanitize: false,
+    };
+    fusebert::emu::cli::run(&args).unwrap();
+    let out = std::fs::read(&output).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&out).unwrap();
+    let y: Vec<f32> = bytemuck::cast_slice(st.tensor("y").unwrap().data()).to_vec();
+    assert_eq!(y.len(), n);
+    for i in 0..n {
+        assert_eq!(y[i], 2.0 * x[i], "y[{i}]");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn sanitizer_reports_reads_of_never_written_global_memory() {
+    let dev = san_dev(Default::default());
+    let n = 50usize;
+    let mut x = dev.alloc::<f32>(n).unwrap(); // never written
+    let y = dev.alloc::<f32>(n).unwrap();
+    let args = [KernelArg::from(&x), KernelArg::from(&y), KernelArg::F32(2.0), KernelArg::I32(n as i32)];
+    let msg = run_err("scale_f32", LaunchConfig::linear(1, 64, 0), &args, &dev);
+    assert!(msg.contains("uninitialised read") && msg.contains("never written"), "{msg}");
+    // once written by the host, the same launch is clean, and its stores initialise y
+    x.copy_from_host(&vec![1.5f32; n]).unwrap();
+    dev.launch_in("san", "scale_f32", LaunchConfig::linear(1, 64, 0), &args).unwrap();
+    let args2 = [KernelArg::from(&y), KernelArg::from(&x), KernelArg::F32(2.0), KernelArg::I32(n as i32)];
+    dev.launch_in("san", "scale_f32", LaunchConfig::linear(1, 64, 0), &args2).unwrap();
+    assert_eq!(x.to_host().unwrap(), vec![6.0f32; n]);
+}
+
+#[test]
+fn device_functions_are_inlined_and_assert_traps() {
+    let dev = san_dev(Default::default());
+    let n = 40usize;
+    let y0: Vec<f32> = (0..n).map(|i| 0.25 * i as f32 - 3.0).collect();
+    let y = dev.upload(&y0).unwrap();
+    dev.launch_in("san", "call_and_assert", LaunchConfig::linear(1, n as u32, 0), &[KernelArg::from(&y), KernelArg::I32(n as i32)]).unwrap();
+    let got = y.to_host().unwrap();
+    let ws = |x: f32, k: usize| (0..k).fold(0f32, |s, i| x.mul_add(i as f32, s));
+    for i in 0..n {
+        assert_eq!(got[i], ws(y0[i], i & 7) + ws(1.0, 3), "y[{i}]");
+    }
+    let msg = run_err("call_and_assert", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&y), KernelArg::I32(n as i32)], &dev);
+    assert!(msg.contains("assert") && msg.contains("thread (40,0,0)"), "{msg}");
+}
+
+#[test]
+fn wmma_m16n16k16_matches_cpu() {
+    let dev = san_dev(Default::default());
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let (lda, ldb) = (24usize, 20usize);
+    let a = rand_f16(&mut rng, 16 * lda, 1.0); // A[m][k] at m*lda + k
+    let b = rand_f16(&mut rng, 16 * ldb, 1.0); // B[k][n] at n*ldb + k (col-major)
+    let c: Vec<f32> = (0..256).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let (da, db, dc) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap(), dev.upload(&c).unwrap());
+    let dd = dev.alloc_filled::<f32>(256, 0xFF).unwrap();
+    let args = [KernelArg::from(&da), KernelArg::from(&db), KernelArg::from(&dc), KernelArg::from(&dd), KernelArg::I32(lda as i32), KernelArg::I32(ldb as i32)];
+    dev.launch_in("san", "wmma_tile", LaunchConfig::linear(1, 32, 0), &args).unwrap();
+    let got = dd.to_host().unwrap();
+    for m in 0..16 {
+        for n in 0..16 {
+            let want = c[m * 16 + n] + (0..16).map(|k| a[m * lda + k].to_f32() * b[n * ldb + k].to_f32()).sum::<f32>();
+            let g = got[n * 16 + m];
+            assert!((g - want).abs() <= 1e-4 * (1.0 + want.abs()), "D[{m}][{n}] = {g}, want {want}");
+        }
+    }
+}
+
+#[test]
+fn unsupported_ptx_is_a_load_time_error_naming_the_line() {
+    let dev = Device::emulator().unwrap();
+    let ok = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k(.param .u64 p)\n{\n.reg .b64 %rd<3>;\n.reg .b32 %r<3>;\nld.param.u64 %rd1, [p];\n";
+    for (body, line, what) in [
+        ("frobnicate.b32 %r1, %r2;\nret;\n}\n", 9, "frobnicate"),
+        ("ld.shared::cluster.u32 %r1, [%rd1];\nret;\n}\n", 9, "shared::cluster"),
+        ("add.s32 %r1, %r2;\nret;\n}\n", 9, "operands"),
+        ("bra $L__missing;\nret;\n}\n", 9, "label"),
+    ] {
+        let src = format!("{ok}{body}");
+        match dev.load_module("bad", &src) {
+            Err(fusebert::Error::PtxParse { line: l, msg, .. }) => {
+                assert_eq!(l, line, "{msg}");
+                assert!(msg.contains(what), "{msg}");
+            }
+            other => panic!("expected a PtxParse error for {body:?}, got {other:?}"),
+        }
+    }
+}

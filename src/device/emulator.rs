@@ -201,7 +201,7 @@ pub fn build_params(k: &Kernel, args: &[KernelArg]) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn check_config(k: &Kernel, cfg: &LaunchConfig, m: &Module) -> Result<()> {
+fn check_config(k: &Kernel, cfg: &LaunchConfig) -> Result<()> {
     let bad = |msg: String| Error::Kernel { kernel: k.name.clone(), msg };
     let (b, g) = (cfg.block, cfg.grid);
     if b.0 == 0 || b.1 == 0 || b.2 == 0 || g.0 == 0 || g.1 == 0 || g.2 == 0 {
@@ -224,9 +224,9 @@ fn check_config(k: &Kernel, cfg: &LaunchConfig, m: &Module) -> Result<()> {
             return Err(bad(format!("block {b:?} exceeds .maxntid {mx:?}")));
         }
     }
-    let smem = m.shared_static.div_ceil(16) * 16 + cfg.shared_mem_bytes;
+    let smem = k.shared_static.div_ceil(16) * 16 + cfg.shared_mem_bytes;
     if smem > MAX_SHARED_BYTES {
-        return Err(bad(format!("{} bytes of shared memory ({} static + {} dynamic) exceed {MAX_SHARED_BYTES}", smem, m.shared_static, cfg.shared_mem_bytes)));
+        return Err(bad(format!("{} bytes of shared memory ({} static + {} dynamic) exceed {MAX_SHARED_BYTES}", smem, k.shared_static, cfg.shared_mem_bytes)));
     }
     Ok(())
 }
@@ -254,7 +254,7 @@ impl Backend for EmulatorBackend {
         let l = self.loaded(module)?;
         let m = &*l.module;
         let k = m.kernel(kernel).ok_or_else(|| Error::Kernel { kernel: kernel.to_string(), msg: format!("module `{module}` has no entry `{kernel}`") })?;
-        check_config(k, cfg, m)?;
+        check_config(k, cfg)?;
         let params = build_params(k, args)?;
         let serial = self.opts.deterministic_atomics && k.has_atomics;
         let opts = self.exec_opts(serial);

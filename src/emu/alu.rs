@@ -134,7 +134,10 @@ pub fn fbin(op: Op, ty: Ty, rnd: Rnd, flags: u32, a: u64, b: u64) -> u64 {
             Op::Sub => fp::add_n(x, -y, rnd, fmt),
             Op::Mul => fp::mul_n(x, y, rnd, fmt),
             Op::Div => {
-                if flags & (fl::APPROX | fl::FULL) != 0 {
+                if flags & fl::APPROX != 0 && ty == Ty::F32 && y.abs() > 2f64.powi(126) && y.abs() < 2f64.powi(128) && x.is_finite() {
+                    // ISA: div.approx.f32 computes a * (1/b); for 2^126 < |b| < 2^128 it gives 0
+                    fmt.rn(0.0f64.copysign(x) * y.signum())
+                } else if flags & (fl::APPROX | fl::FULL) != 0 {
                     fmt.rn(x / y)
                 } else {
                     fp::div_n(x, y, rnd, fmt)

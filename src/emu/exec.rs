@@ -68,6 +68,8 @@ fn classify(i: &Inst) -> u8 {
     match i.op {
         Op::Ld | Op::St | Op::Atom | Op::Red | Op::CpAsync | Op::CpAsyncCommit | Op::CpAsyncWait | Op::Ldmatrix | Op::Stmatrix | Op::Prefetch => MEM,
         Op::Mma => TENSOR,
+        Op::Wmma if i.sub == sub::WMMA_MMA => TENSOR,
+        Op::Wmma => MEM,
         Op::Bra | Op::Ret | Op::Exit | Op::Call | Op::Bar | Op::BarRed | Op::BarWarp | Op::Membar | Op::Trap => CTRL,
         Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::ReadClock => SPECIAL,
         Op::Rcp | Op::Sqrt | Op::Rsqrt | Op::Ex2 | Op::Lg2 | Op::Sin | Op::Cos | Op::Tanh if i.ty != Ty::F64 => SPECIAL,
@@ -97,7 +99,7 @@ impl<'a> Launch<'a> {
         global_var_base: u64,
         opts: ExecOpts,
     ) -> Launch<'a> {
-        let dyn_off = module.shared_static.div_ceil(16) * 16;
+        let dyn_off = kernel.shared_static.div_ceil(16) * 16;
         let smem_total = dyn_off + dyn_smem;
         let nthreads = block.0 * block.1 * block.2;
         let nwarps = nthreads.div_ceil(32);
@@ -252,8 +254,6 @@ pub(crate) enum Loc {
     Local(u32),
     Const(u32),
     Param(u32),
-    /// call-scratch param (vprintf): reads 0, writes ignored
-    Scratch,
 }
 
 macro_rules! lanes {
@@ -487,7 +487,12 @@ impl<'l, 'a> Block<'l, 'a> {
                     w.stack.last_mut().unwrap().pc = pc;
                     break;
                 }
-                let i = &insts[pc as usize];
+                let Some(i) = insts.get(pc as usize) else {
+                    // ran past the last instruction (only reachable through EXIT reconvergence)
+                    self.exit_lanes(w, active)?;
+                    w.stack.last_mut().unwrap().pc = pc;
+                    break;
+                };
                 let mut mask = active;
                 if i.guard != NONE {
                     let g = i.guard as usize * 32;
@@ -554,6 +559,16 @@ impl<'l, 'a> Block<'l, 'a> {
                         }
                         let live = w.valid & !w.exited;
                         if mask != live {
+                            // Lanes whose only remaining path is `ret` (an early `return` that
+                            // nvcc compiles as a branch to the shared exit block) have in effect
+                            // exited: ptxas turns that path into EXIT, so they do not hold the
+                            // barrier. Anything else is a diverged arrival.
+                            if let Some(others) = self.trivially_exiting(w, mask) {
+                                self.exit_lanes(w, others)?;
+                            }
+                        }
+                        let live = w.valid & !w.exited;
+                        if mask != live {
                             return Err(self.err(
                                 w,
                                 None,
@@ -588,7 +603,8 @@ impl<'l, 'a> Block<'l, 'a> {
                     }
                     Op::Trap => {
                         if mask != 0 {
-                            return Err(self.err(w, Some(mask.trailing_zeros() as usize), i, "trap", "the kernel executed `trap`".into()));
+                            let what = if i.sub == 1 { "device-side assert() failed" } else { "the kernel executed `trap`" };
+                            return Err(self.err(w, Some(mask.trailing_zeros() as usize), i, "trap", what.into()));
                         }
                         pc += 1;
                     }
@@ -601,6 +617,48 @@ impl<'l, 'a> Block<'l, 'a> {
                 }
             }
         }
+    }
+
+    /// The live lanes other than `mask` (which reached a barrier in the top frame), if every one
+    /// of them waits at a point from which only unconditional `bra`s lead to `ret`/`exit`.
+    fn trivially_exiting(&self, w: &Warp, mask: u32) -> Option<u32> {
+        let live = w.valid & !w.exited;
+        let top = w.stack.len().checked_sub(1)?;
+        if w.stack[top].mask & live & !mask != 0 {
+            return None;
+        }
+        let mut covered = w.stack[top].mask;
+        let mut others = 0;
+        for f in w.stack[..top].iter().rev() {
+            let here = f.mask & live & !covered;
+            if here != 0 {
+                if !self.exits_trivially(f.pc) {
+                    return None;
+                }
+                others |= here;
+            }
+            covered |= f.mask;
+        }
+        if live & !covered != 0 || others == 0 {
+            return None;
+        }
+        Some(others)
+    }
+
+    fn exits_trivially(&self, mut pc: u32) -> bool {
+        let insts = &self.l.kernel.insts;
+        for _ in 0..16 {
+            let Some(i) = insts.get(pc as usize) else { return true };
+            if i.guard != NONE {
+                return false;
+            }
+            match i.op {
+                Op::Ret | Op::Exit => return true,
+                Op::Bra => pc = i.target,
+                _ => return false,
+            }
+        }
+        false
     }
 
     fn exit_lanes(&mut self, w: &mut Warp, mask: u32) -> Result<(), Error> {
@@ -772,6 +830,30 @@ impl<'l, 'a> Block<'l, 'a> {
                 }
             }
             Op::Add if ty == Ty::S64 || ty == Ty::U64 || ty == Ty::B64 => map2!(|x, y| x.wrapping_add(y)),
+            // fast paths of the most frequent integer forms
+            Op::And | Op::Or | Op::Xor if ty != Ty::Pred => {
+                let m = ty.mask();
+                match i.op {
+                    Op::And => map2!(|x, y| ext(ty, x & y & m)),
+                    Op::Or => map2!(|x, y| ext(ty, (x | y) & m)),
+                    _ => map2!(|x, y| ext(ty, (x ^ y) & m)),
+                }
+            }
+            Op::Shl if ty.bits() == 32 => map2!(|x, y| if y as u32 >= 32 { 0 } else { ((x as u32) << (y as u32)) as u64 }),
+            Op::Shr if ty == Ty::U32 || ty == Ty::B32 => map2!(|x, y| if y as u32 >= 32 { 0 } else { ((x as u32) >> (y as u32)) as u64 }),
+            Op::Shl if ty.bits() == 64 => map2!(|x, y| if y as u32 >= 64 { 0 } else { x << (y as u32) }),
+            Op::Mul if i.flags & (fl::HI | fl::WIDE) == 0 && i.sub != 24 && (ty == Ty::S32 || ty == Ty::U32) => {
+                map2!(|x, y| ext(ty, (x as u32).wrapping_mul(y as u32) as u64))
+            }
+            Op::Mul if i.flags & fl::WIDE != 0 && ty == Ty::U32 => map2!(|x, y| (x as u32 as u64) * (y as u32 as u64)),
+            Op::Mul if i.flags & fl::WIDE != 0 && ty == Ty::S32 => map2!(|x, y| ((x as u32 as i32 as i64) * (y as u32 as i32 as i64)) as u64),
+            Op::Sub if ty == Ty::S32 || ty == Ty::U32 || ty == Ty::B32 => {
+                if i.has(fl::SAT) {
+                    map2!(|x, y| alu::ibin(Op::Sub, ty, i.flags, false, x, y))
+                } else {
+                    map2!(|x, y| ext(ty, (x as u32).wrapping_sub(y as u32) as u64))
+                }
+            }
             Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Rem | Op::Min | Op::Max | Op::And | Op::Or | Op::Xor | Op::Shl | Op::Shr => {
                 let (op, f, s24) = (i.op, i.flags, i.sub == 24);
                 map2!(|x, y| alu::ibin(op, ty, f, s24, x, y))
@@ -868,6 +950,26 @@ impl<'l, 'a> Block<'l, 'a> {
                 let lut = i.off as u8;
                 map3!(|x, y, z| alu::lop3(x, y, z, lut))
             }
+            Op::Setp if i.sub2 == sub::B_NONE && i.d[1] == NONE && matches!(ty, Ty::S32 | Ty::U32 | Ty::B32 | Ty::S64 | Ty::U64) => {
+                macro_rules! cmpfast {
+                    ($t:ty) => {
+                        match i.cmp {
+                            Cmp::Eq => map2!(|x, y| (x as $t == y as $t) as u64),
+                            Cmp::Ne => map2!(|x, y| (x as $t != y as $t) as u64),
+                            Cmp::Lt | Cmp::Lo => map2!(|x, y| ((x as $t) < (y as $t)) as u64),
+                            Cmp::Le | Cmp::Ls => map2!(|x, y| (x as $t <= y as $t) as u64),
+                            Cmp::Gt | Cmp::Hi => map2!(|x, y| (x as $t > y as $t) as u64),
+                            _ => map2!(|x, y| (x as $t >= y as $t) as u64),
+                        }
+                    };
+                }
+                match ty {
+                    Ty::S32 => cmpfast!(i32),
+                    Ty::U32 | Ty::B32 => cmpfast!(u32),
+                    Ty::S64 => cmpfast!(i64),
+                    _ => cmpfast!(u64),
+                }
+            }
             Op::Setp | Op::Set => {
                 let (cmp, f, bop) = (i.cmp, i.flags, i.sub2);
                 let negc = i.has(fl::NEG_PRED_SRC);
@@ -963,7 +1065,7 @@ impl<'l, 'a> Block<'l, 'a> {
             Op::Ld | Op::St | Op::Atom | Op::Red | Op::CpAsync | Op::CpAsyncCommit | Op::CpAsyncWait => {
                 return self.mem_op(w, i, mask);
             }
-            Op::Ldmatrix | Op::Stmatrix | Op::Mma | Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::BarWarp => {
+            Op::Ldmatrix | Op::Stmatrix | Op::Mma | Op::Wmma | Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::BarWarp => {
                 return self.warp_op(w, i, mask, active);
             }
             Op::Call => return Err(self.err(w, None, i, "unsupported", "call".into())),

@@ -399,9 +399,15 @@ pub fn cos(x: f32) -> f32 {
     (x as f64).cos() as f32
 }
 
+/// f16 -> f32 for every bit pattern (the hot path of mma and cvt.f32.f16).
+fn f16_table() -> &'static [f32] {
+    static T: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    T.get_or_init(|| (0..=u16::MAX).map(|b| half::f16::from_bits(b).to_f32()).collect())
+}
+
 #[inline]
 pub fn f16_to_f64(b: u64) -> f64 {
-    half::f16::from_bits(b as u16).to_f64()
+    f16_to_f32(b) as f64
 }
 #[inline]
 pub fn bf16_to_f64(b: u64) -> f64 {
@@ -409,7 +415,7 @@ pub fn bf16_to_f64(b: u64) -> f64 {
 }
 #[inline]
 pub fn f16_to_f32(b: u64) -> f32 {
-    half::f16::from_bits(b as u16).to_f32()
+    f16_table()[(b & 0xffff) as usize]
 }
 #[inline]
 pub fn bf16_to_f32(b: u64) -> f32 {

@@ -226,6 +226,8 @@ pub enum Op {
     Ldmatrix,
     Stmatrix,
     Mma,
+    /// wmma m16n16k16: sub = WMMA_* (load a/b/c, store d, mma); sub2 = 1 for col-major memory.
+    Wmma,
     Bra,
     Ret,
     Exit,
@@ -320,6 +322,12 @@ pub mod sub {
     pub const MMA_BF16_M16N8K8: u8 = 5;
     pub const MMA_S8_M16N8K16: u8 = 6;
     pub const MMA_TF32_M16N8K8: u8 = 7;
+    // wmma operations
+    pub const WMMA_LOAD_A: u8 = 0;
+    pub const WMMA_LOAD_B: u8 = 1;
+    pub const WMMA_LOAD_C: u8 = 2;
+    pub const WMMA_STORE_D: u8 = 3;
+    pub const WMMA_MMA: u8 = 4;
 }
 
 /// One lowered instruction.
@@ -471,9 +479,11 @@ pub struct Kernel {
     pub specials: Vec<(u32, Special)>,
     /// Operand lists referenced by `Inst::list`.
     pub lists: Vec<Vec<u32>>,
-    /// Static shared bytes used by this kernel's own `.shared` declarations (module-level shared
-    /// variables are in the module layout); dynamic shared starts at `Module::shared_static`.
+    /// Bytes of `.local` memory per thread (`__local_depot`).
     pub local_bytes: u32,
+    /// Static shared bytes of this kernel (module-scope shared variables first, then its own);
+    /// the dynamic (`extern .shared`) region starts at this rounded up to 16.
+    pub shared_static: u32,
     /// .cu locations: (file index, line).
     pub locs: Vec<(u32, u32)>,
     /// Whether the kernel contains float atomics (deterministic mode serialises blocks).
@@ -505,8 +515,7 @@ pub struct Module {
     pub name: String,
     pub kernels: Vec<Kernel>,
     pub vars: Vec<Var>,
-    /// Bytes of static shared memory (all module `.shared` vars + function-level ones); the
-    /// dynamic region starts here (aligned to 16).
+    /// Bytes of module-scope static shared variables (each kernel adds its own after them).
     pub shared_static: u32,
     pub const_bytes: u32,
     pub global_bytes: u32,

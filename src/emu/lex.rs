@@ -131,7 +131,9 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, (u32, String)> {
         if is_ident_start(c) {
             let start = i;
             i += 1;
-            while i < b.len() && is_ident_char(b[i]) {
+            // a directive (`.reg`) ends at the next dot: `.reg.b16` is two tokens
+            let directive = c == b'.';
+            while i < b.len() && is_ident_char(b[i]) && !(directive && b[i] == b'.') {
                 // a ':' only belongs to the identifier inside `::` qualifiers (`.shared::cta`)
                 if b[i] == b':' {
                     if i + 1 < b.len() && b[i + 1] == b':' {

@@ -66,7 +66,7 @@ impl<'l, 'a> Block<'l, 'a> {
                         format!(
                             "shared {what} of {size} bytes at offset {addr:#x}: the block's shared memory is {} bytes ({} static + {} dynamic at offset {})",
                             self.shared.len(),
-                            self.l.module.shared_static,
+                            self.l.kernel.shared_static,
                             self.l.dyn_smem,
                             self.l.dyn_off
                         ),
@@ -89,9 +89,6 @@ impl<'l, 'a> Block<'l, 'a> {
                 Ok(Loc::Const(addr as u32))
             }
             Space::Param => {
-                if i.sub2 == 1 {
-                    return Ok(Loc::Scratch);
-                }
                 if addr + sz > self.l.params.len() as u64 {
                     return Err(self.err(w, Some(lane), i, "out-of-bounds access", format!("param {what} at offset {addr}: the kernel has {} bytes of parameters", self.l.params.len())));
                 }
@@ -110,7 +107,6 @@ impl<'l, 'a> Block<'l, 'a> {
                 Loc::Local(o) => self.local.as_ptr().add((o + k) as usize),
                 Loc::Const(o) => self.l.const_bank.as_ptr().add((o + k) as usize),
                 Loc::Param(o) => self.l.params.as_ptr().add((o + k) as usize),
-                Loc::Scratch => return 0,
             };
             match size {
                 1 => *p as u64,
@@ -128,7 +124,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 Loc::Global(p) => p.add(k as usize),
                 Loc::Shared(o) => self.shared.as_mut_ptr().add((o + k) as usize),
                 Loc::Local(o) => self.local.as_mut_ptr().add((o + k) as usize),
-                Loc::Const(_) | Loc::Param(_) | Loc::Scratch => return,
+                Loc::Const(_) | Loc::Param(_) => return,
             };
             match size {
                 1 => *p = v as u8,
@@ -219,6 +215,38 @@ impl<'l, 'a> Block<'l, 'a> {
         Ok(())
     }
 
+    /// Uninitialised-read check / init marking of a global access just resolved by `resolve`
+    /// (which left the allocation in `last_alloc`).
+    fn global_shadow(&self, w: &Warp, i: &Inst, lane: usize, addr: u64, size: u32, write: bool, what: &str) -> R<()> {
+        if !self.l.opts.uninit {
+            return Ok(());
+        }
+        let a = &self.l.view.allocs[self.last_alloc];
+        let off = addr - a.base;
+        if write {
+            a.mark_init(off, size as u64);
+        } else if let Some(b) = a.first_uninit(off, size as u64) {
+            return Err(self.err(
+                w,
+                Some(lane),
+                i,
+                "uninitialised read",
+                format!("global {what} of {size} bytes at address {addr:#x} reads byte {:#x} (offset {} of {}) that was never written by the host or a kernel", a.base + b, b, a.describe()),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn load_loc(&self, loc: Loc, size: u32) -> u64 {
+        self.read_raw(loc, 0, size)
+    }
+    pub(crate) fn store_loc(&mut self, loc: Loc, size: u32, v: u64) {
+        self.write_raw(loc, 0, size, v)
+    }
+    pub(crate) fn wmma_global_shadow(&self, w: &Warp, i: &Inst, lane: usize, addr: u64, size: u32, write: bool) -> R<()> {
+        self.global_shadow(w, i, lane, addr, size, write, if write { "wmma store" } else { "wmma load" })
+    }
+
     pub(crate) fn mem_op(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
         match i.op {
             Op::Ld | Op::St => self.ld_st(w, i, mask),
@@ -260,7 +288,10 @@ impl<'l, 'a> Block<'l, 'a> {
                     shared_offs[l] = o;
                     kind = Space::Shared;
                 }
-                Loc::Global(_) => kind = Space::Global,
+                Loc::Global(_) => {
+                    self.global_shadow(w, i, l, addr, total, !is_ld, what)?;
+                    kind = Space::Global
+                }
                 Loc::Local(o) => {
                     self.check_local(w, i, l, o, total, !is_ld)?;
                     kind = Space::Local;
@@ -327,6 +358,10 @@ impl<'l, 'a> Block<'l, 'a> {
             let loc = self.resolve(w, i, l, i.space, addr, size, size, "atomic")?;
             let b = w.regs[i.s[1] as usize * 32 + l];
             let c = if i.s[2] != NONE { w.regs[i.s[2] as usize * 32 + l] } else { 0 };
+            if let Loc::Global(_) = loc {
+                self.global_shadow(w, i, l, addr, size, false, "atomic")?;
+                self.global_shadow(w, i, l, addr, size, true, "atomic")?;
+            }
             let old = match loc {
                 Loc::Global(p) => unsafe {
                     if size == 4 {
@@ -397,6 +432,7 @@ impl<'l, 'a> Block<'l, 'a> {
             let mut data = [0u8; 16];
             if src_size > 0 {
                 let sloc = self.resolve(w, i, l, Space::Global, src, src_size, size, "cp.async source read")?;
+                self.global_shadow(w, i, l, src, src_size, false, "cp.async source read")?;
                 if let Loc::Global(p) = sloc {
                     unsafe { std::ptr::copy_nonoverlapping(p, data.as_mut_ptr(), src_size as usize) };
                 }

@@ -3,6 +3,7 @@
 //! Global allocations live at distinct, never-reused addresses (so use-after-free and
 //! out-of-bounds accesses land outside every live allocation and are reported). Shared, local
 //! and const memory are windows of the generic space.
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::RwLock;
 
 use crate::error::{Error, Result};
@@ -24,6 +25,8 @@ pub struct Alloc {
     pub base: u64,
     pub size: u64,
     pub ptr: *mut u8,
+    /// One bit per byte: written since allocation (host write/memset or kernel store).
+    pub init: Box<[AtomicU8]>,
     /// Module variables are tagged with their module name.
     pub label: Option<String>,
 }
@@ -42,6 +45,46 @@ impl Drop for Alloc {
 }
 
 impl Alloc {
+    /// Calls `f(shadow byte index, bit mask)` for the shadow bits of [off, off+len).
+    #[inline(always)]
+    fn shadow_spans(off: u64, len: u64, mut f: impl FnMut(usize, u8) -> bool) -> bool {
+        let end = off + len;
+        let mut b = off;
+        while b < end {
+            let first = b % 8;
+            let n = (8 - first).min(end - b);
+            let bits = (((1u32 << n) - 1) << first) as u8;
+            if !f((b / 8) as usize, bits) {
+                return false;
+            }
+            b += n;
+        }
+        true
+    }
+
+    /// Marks bytes [off, off+len) as initialised.
+    #[inline]
+    pub fn mark_init(&self, off: u64, len: u64) {
+        Self::shadow_spans(off, len, |i, bits| {
+            let s = &self.init[i];
+            // plain load first: re-writing initialised memory needs no read-modify-write
+            if s.load(Ordering::Relaxed) & bits != bits {
+                s.fetch_or(bits, Ordering::Relaxed);
+            }
+            true
+        });
+    }
+
+    /// The first byte of [off, off+len) never written, if any.
+    #[inline]
+    pub fn first_uninit(&self, off: u64, len: u64) -> Option<u64> {
+        let ok = Self::shadow_spans(off, len, |i, bits| self.init[i].load(Ordering::Relaxed) & bits == bits);
+        if ok {
+            return None;
+        }
+        (off..off + len).find(|b| self.init[(b / 8) as usize].load(Ordering::Relaxed) >> (b % 8) & 1 == 0)
+    }
+
     pub fn describe(&self) -> String {
         match &self.label {
             Some(l) => format!("allocation #{} `{}` [{:#x}, {:#x}) of {} bytes", self.id, l, self.base, self.base + self.size, self.size),
@@ -138,8 +181,9 @@ impl GlobalMem {
         };
         let id = st.next_id;
         st.next_id += 1;
+        let init = (0..size.div_ceil(8)).map(|_| AtomicU8::new(0)).collect();
         let pos = st.allocs.partition_point(|a| a.base < base);
-        st.allocs.insert(pos, Alloc { id, base, size, ptr, label });
+        st.allocs.insert(pos, Alloc { id, base, size, ptr, init, label });
         Ok(base)
     }
 
@@ -161,12 +205,15 @@ impl GlobalMem {
         Ok(f(&AllocView { allocs: &st.allocs, freed: &st.freed }))
     }
 
-    fn host_range(&self, addr: u64, len: usize, what: &str, f: impl FnOnce(*mut u8)) -> Result<()> {
+    fn host_range(&self, addr: u64, len: usize, what: &str, marks: bool, f: impl FnOnce(*mut u8)) -> Result<()> {
         self.with_view(|v| match v.find(addr, len as u64) {
             Some(i) => {
                 let a = &v.allocs[i];
                 if len > 0 {
                     f(unsafe { a.ptr.add((addr - a.base) as usize) });
+                    if marks {
+                        a.mark_init(addr - a.base, len as u64);
+                    }
                 }
                 Ok(())
             }
@@ -176,14 +223,14 @@ impl GlobalMem {
     }
 
     pub fn write(&self, dst: u64, src: &[u8]) -> Result<()> {
-        self.host_range(dst, src.len(), "host write", |p| unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) })
+        self.host_range(dst, src.len(), "host write", true, |p| unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) })
     }
     pub fn read(&self, src: u64, dst: &mut [u8]) -> Result<()> {
         let n = dst.len();
         let dp = dst.as_mut_ptr();
-        self.host_range(src, n, "host read", |p| unsafe { std::ptr::copy_nonoverlapping(p, dp, n) })
+        self.host_range(src, n, "host read", false, |p| unsafe { std::ptr::copy_nonoverlapping(p, dp, n) })
     }
     pub fn memset(&self, dst: u64, byte: u8, bytes: usize) -> Result<()> {
-        self.host_range(dst, bytes, "memset", |p| unsafe { std::ptr::write_bytes(p, byte, bytes) })
+        self.host_range(dst, bytes, "memset", true, |p| unsafe { std::ptr::write_bytes(p, byte, bytes) })
     }
 }

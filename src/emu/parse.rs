@@ -101,7 +101,17 @@ impl<'a> Cursor<'a> {
 }
 
 /// Module-level state shared by all functions while parsing.
+/// A `.func` definition, inlined at every call site.
+#[derive(Clone)]
+struct FuncDef {
+    rets: Vec<String>,
+    params: Vec<String>,
+    /// Token index just after the body's opening `{`.
+    body: usize,
+}
+
 struct ModState {
+    funcs: HashMap<String, FuncDef>,
     vars: Vec<Var>,
     var_index: HashMap<String, usize>,
     shared_off: u32,
@@ -135,6 +145,7 @@ pub fn parse_module(name: &str, src: &str) -> PResult<Module> {
     let toks = tokenize(src)?;
     let mut c = Cursor { t: &toks, i: 0 };
     let mut ms = ModState {
+        funcs: scan_funcs(&toks),
         vars: Vec::new(),
         var_index: HashMap::new(),
         shared_off: 0,
@@ -215,9 +226,17 @@ pub fn parse_module(name: &str, src: &str) -> PResult<Module> {
                                 _ => {}
                             }
                         }
-                        if has_body && !is_extern {
-                            return Err((start_line, "non-inlined device function (.func with a body) is not supported by the emulator".into()));
+                        if has_body {
+                            let mut depth = 1;
+                            while depth > 0 {
+                                match c.next()? {
+                                    Tok::Punct('{') => depth += 1,
+                                    Tok::Punct('}') => depth -= 1,
+                                    _ => {}
+                                }
+                            }
                         }
+                        let _ = (start_line, is_extern);
                         funcs_pending.push((String::new(), 0));
                     }
                     ".global" | ".const" | ".shared" => {
@@ -246,6 +265,66 @@ pub fn parse_module(name: &str, src: &str) -> PResult<Module> {
         global_bytes: ms.global_off,
         files: ms.files,
     })
+}
+
+/// Finds every `.func` definition: `.func [(.param ret...)] name(.param p, ...) {body}`.
+fn scan_funcs(t: &[Token]) -> HashMap<String, FuncDef> {
+    let mut out = HashMap::new();
+    let mut i = 0;
+    let names = |from: usize, to: usize| -> Vec<String> {
+        // param names: the identifier right before each ',' or the closing ')'
+        let mut v = Vec::new();
+        let mut last: Option<String> = None;
+        for k in from..to {
+            match &t[k].tok {
+                Tok::Ident(s) if !s.starts_with('.') => last = Some(s.clone()),
+                Tok::Punct(',') => v.extend(last.take()),
+                Tok::Punct('[') => {}
+                _ => {}
+            }
+        }
+        v.extend(last.take());
+        v
+    };
+    let close = |from: usize| -> usize {
+        let mut k = from;
+        while k < t.len() && t[k].tok != Tok::Punct(')') {
+            k += 1;
+        }
+        k
+    };
+    while i < t.len() {
+        if t[i].tok == Tok::Ident(".func".into()) {
+            let mut k = i + 1;
+            let mut rets = Vec::new();
+            if t.get(k).map(|x| &x.tok) == Some(&Tok::Punct('(')) {
+                let e = close(k);
+                rets = names(k + 1, e);
+                k = e + 1;
+            }
+            let Some(Tok::Ident(name)) = t.get(k).map(|x| &x.tok) else {
+                i += 1;
+                continue;
+            };
+            k += 1;
+            let mut params = Vec::new();
+            if t.get(k).map(|x| &x.tok) == Some(&Tok::Punct('(')) {
+                let e = close(k);
+                params = names(k + 1, e);
+                k = e + 1;
+            }
+            // skip performance directives up to `{` or `;`
+            while k < t.len() && t[k].tok != Tok::Punct('{') && t[k].tok != Tok::Punct(';') {
+                k += 1;
+            }
+            if k < t.len() && t[k].tok == Tok::Punct('{') {
+                out.insert(name.clone(), FuncDef { rets, params, body: k + 1 });
+            }
+            i = k;
+        }
+        i += 1;
+    }
+    out
 }
 
 /// `.space [.align N] [.ptr ...] .type name[N][= {init}] ;` (the space keyword already consumed).
@@ -355,11 +434,20 @@ struct FnState<'m> {
     loc_index: HashMap<(u32, u32), u32>,
     cur_loc: u32,
     local_bytes: u32,
+    /// End of this kernel's static shared layout.
+    shared_bytes: u32,
     local_vars: HashMap<String, u32>,
     reg_names: HashMap<u32, String>,
     has_atomics: bool,
     sink: u32,
     cc: u32,
+    /// Inlining state: callee .param names -> caller local offsets, label prefix, the label a
+    /// `ret` jumps to, and the chain of functions being inlined (recursion guard).
+    param_alias: HashMap<String, u32>,
+    label_prefix: String,
+    ret_label: Option<String>,
+    inline_stack: Vec<String>,
+    inline_count: u32,
 }
 
 
@@ -392,6 +480,7 @@ fn parse_dims(c: &mut Cursor) -> PResult<(u32, u32, u32)> {
 
 fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult<Kernel> {
     let name = c.ident()?.to_string();
+    let module_shared = ms.shared_off;
     let mut fs = FnState {
         ms,
         scopes: vec![HashMap::new()],
@@ -412,11 +501,17 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
         loc_index: HashMap::new(),
         cur_loc: NONE,
         local_bytes: 0,
+        shared_bytes: module_shared,
         local_vars: HashMap::new(),
         reg_names: HashMap::new(),
         has_atomics: false,
         sink: 0,
         cc: 0,
+        param_alias: HashMap::new(),
+        label_prefix: String::new(),
+        ret_label: None,
+        inline_stack: Vec::new(),
+        inline_count: 0,
     };
     // parameters
     let mut param_off = 0u32;
@@ -548,6 +643,7 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
         specials,
         lists: fs.lists,
         local_bytes: fs.local_bytes,
+        shared_static: fs.shared_bytes,
         locs: fs.locs,
         has_atomics: fs.has_atomics,
         maxntid,
@@ -587,13 +683,14 @@ fn special_slot(fs: &mut FnState, name: &str, sp: Special) -> u32 {
 }
 
 fn parse_body(c: &mut Cursor, fs: &mut FnState) -> PResult<()> {
+    let base = fs.scopes.len();
     loop {
         let line = c.line();
         let t = c.next()?;
         match t {
             Tok::Punct('{') => fs.scopes.push(HashMap::new()),
             Tok::Punct('}') => {
-                if fs.scopes.len() == 1 {
+                if fs.scopes.len() == base {
                     return Ok(());
                 }
                 fs.scopes.pop();
@@ -615,7 +712,7 @@ fn parse_body(c: &mut Cursor, fs: &mut FnState) -> PResult<()> {
                 let id = id.as_str();
                 if c.is_punct(':') && !id.starts_with('.') {
                     c.i += 1;
-                    fs.labels.insert(id.to_string(), fs.insts.len() as u32);
+                    fs.labels.insert(format!("{}{id}", fs.label_prefix), fs.insts.len() as u32);
                     continue;
                 }
                 match id {
@@ -648,15 +745,30 @@ fn parse_body(c: &mut Cursor, fs: &mut FnState) -> PResult<()> {
                             fs.local_bytes = fs.local_bytes.div_ceil(a) * a;
                             fs.local_vars.insert(v.name.clone(), fs.local_bytes);
                             fs.local_bytes += v.size;
+                        } else if space == Space::Shared {
+                            // function-scope shared: laid out per kernel after the module-scope
+                            // shared variables, so kernels of one module do not add up
+                            let a = v.align.max(1);
+                            fs.shared_bytes = fs.shared_bytes.div_ceil(a) * a;
+                            let mut v = v;
+                            v.offset = fs.shared_bytes;
+                            fs.shared_bytes += v.size;
+                            let name = v.name.clone();
+                            let idx = fs.ms.vars.len();
+                            fs.ms.var_index.insert(name, idx);
+                            fs.ms.vars.push(v);
                         } else {
                             fs.ms.add_var(v);
                         }
                     }
                     ".param" => {
                         // call argument scratch: `.param .b64 param0;`
+                        // call arguments live in the thread's local frame
                         let v = parse_var(c, Space::Param, false)?;
-                        let off = 0x1000 + fs.local_params.len() as u32 * 16;
-                        fs.local_params.insert(v.name, off);
+                        let a = v.align.max(1);
+                        fs.local_bytes = fs.local_bytes.div_ceil(a) * a;
+                        fs.local_params.insert(v.name, fs.local_bytes);
+                        fs.local_bytes += v.size.max(1);
                     }
                     ".file" | ".section" => return Err((line, format!("`{id}` inside a function body"))),
                     op if !op.starts_with('.') => {
@@ -1048,19 +1160,19 @@ fn resolve_addr(fs: &mut FnState, o: &Opnd, line: u32, inst: &mut Inst) -> PResu
         }
         return Ok(());
     }
+    if let Some(&o) = fs.param_alias.get(&b).or_else(|| fs.local_params.get(&b)) {
+        // callee parameters/return values and call arguments: the caller's local frame
+        inst.s[0] = const_slot(fs, 0);
+        inst.off += o as i64;
+        inst.space = Space::Local;
+        return Ok(());
+    }
     if let Some(&pi) = fs.param_index.get(&b) {
         if inst.space != Space::Param {
             return Err((line, format!("kernel parameter `{b}` used outside ld.param")));
         }
         inst.s[0] = const_slot(fs, 0);
         inst.off += fs.params[pi].offset as i64;
-        return Ok(());
-    }
-    if let Some(&o) = fs.local_params.get(&b) {
-        inst.s[0] = const_slot(fs, 0);
-        inst.off += o as i64;
-        inst.space = Space::Param;
-        inst.sub2 = 1; // call-scratch param
         return Ok(());
     }
     if let Some(&o) = fs.local_vars.get(&b) {
@@ -1112,9 +1224,42 @@ fn pred_src(fs: &mut FnState, o: &Opnd, line: u32) -> PResult<(u32, bool)> {
     }
 }
 
+/// Modifiers the lowering understands (or that do not change emulated semantics: cache and
+/// memory-ordering hints). Anything else is rejected so it can never be silently ignored.
+const KNOWN_MODS: &[&str] = &[
+    // rounding, flags
+    "rn", "rz", "rm", "rp", "rni", "rzi", "rmi", "rpi", "rna", "sat", "ftz", "approx", "full", "hi", "lo", "wide", "nc",
+    "uni", "trans", "shiftamt", "wrap", "clamp", "l", "r", "cc", "relu", "satfinite", "NaN", "xorsign", "abs", "noftz",
+    // comparisons and boolean combine
+    "eq", "ne", "lt", "le", "gt", "ge", "ls", "hs", "equ", "neu", "ltu", "leu", "gtu", "geu", "num", "nan", "and", "or", "xor",
+    // testp
+    "finite", "infinite", "number", "notanumber", "normal", "subnormal",
+    // spaces, vectors, ordering/cache hints
+    "global", "shared", "shared::cta", "local", "param", "const", "to", "v2", "v4", "volatile", "relaxed", "acquire",
+    "release", "weak", "sc", "acq_rel", "cta", "gpu", "sys", "ca", "cg", "cs", "lu", "cv", "wb", "wt", "L1::evict_normal",
+    "L1::evict_unchanged", "L1::evict_first", "L1::evict_last", "L1::no_allocate", "L2::64B", "L2::128B", "L2::256B",
+    "L2::evict_normal", "L2::evict_first", "L2::evict_last", "L2", "L1",
+    // warp / barrier / async / tensor
+    "sync", "aligned", "up", "down", "bfly", "idx", "all", "any", "ballot", "async", "commit_group", "wait_group", "wait_all",
+    "warp", "red", "popc", "arrive", "m8n8", "x1", "x2", "x4", "row", "col", "m16n8k16", "m16n8k32", "m16n8k8", "m16n16k16",
+    "a", "b", "c", "d", "load", "store", "mma", "f4e", "b4e", "rc8", "ecl", "ecr", "rc16",
+    // atomics
+    "add", "min", "max", "inc", "dec", "cas", "exch",
+];
+
+fn check_mods(m: &Mods, opname: &str, line: u32) -> PResult<()> {
+    for p in &m.parts {
+        if Ty::parse(p).is_none() && !KNOWN_MODS.contains(p) {
+            return Err((line, format!("`{opname}`: unsupported modifier `.{p}`")));
+        }
+    }
+    Ok(())
+}
+
 fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, line: u32) -> PResult<()> {
     let ops = read_operands(c)?;
     let m = Mods::new(opname);
+    check_mods(&m, opname, line)?;
     let types = m.types();
     let ty = types.first().copied().unwrap_or(Ty::None);
     let flags = m.flags();
@@ -1554,6 +1699,78 @@ fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, line: u32) 
             i.list = li;
             push(fs, i);
         }
+        "wmma" => {
+            if !m.has("m16n16k16") {
+                return Err((line, format!("`{opname}`: only the m16n16k16 wmma shape is supported")));
+            }
+            let mut i = mk(Op::Wmma);
+            i.space = m.space();
+            if m.has("mma") {
+                need(&ops, 4, line, opname)?;
+                i.sub = sub::WMMA_MMA;
+                // wmma.mma.sync.aligned.alayout.blayout.shape.dtype.ctype (f16 inputs) or
+                // .dtype.atype.btype.ctype (bf16)
+                let (dt, at, ct) = match types.as_slice() {
+                    [d, c] => (*d, Ty::F16, *c),
+                    [d, a, _, c] => (*d, *a, *c),
+                    _ => return Err((line, "wmma.mma: cannot read the types".into())),
+                };
+                if !matches!(at, Ty::F16 | Ty::BF16) {
+                    return Err((line, format!("wmma.mma with {at:?} inputs is not supported")));
+                }
+                i.ty = dt;
+                i.ty2 = ct;
+                i.n = (at == Ty::BF16) as u8;
+                let nd = if dt == Ty::F16 { 4 } else { 8 };
+                let nc = if ct == Ty::F16 { 4 } else { 8 };
+                let d = vec_slots(fs, &ops[0], dt, line, true)?;
+                let a = vec_slots(fs, &ops[1], Ty::B32, line, false)?;
+                let b = vec_slots(fs, &ops[2], Ty::B32, line, false)?;
+                let cc = vec_slots(fs, &ops[3], ct, line, false)?;
+                if d.len() != nd || a.len() != 8 || b.len() != 8 || cc.len() != nc {
+                    return Err((line, "wmma.mma: wrong number of fragment registers".into()));
+                }
+                let mut l = d;
+                l.extend(a);
+                l.extend(b);
+                l.extend(cc);
+                let li = fs.lists.len() as u32;
+                fs.lists.push(l);
+                i.list = li;
+            } else {
+                let is_store = m.has("store");
+                i.sub = if is_store {
+                    sub::WMMA_STORE_D
+                } else if m.has("a") {
+                    sub::WMMA_LOAD_A
+                } else if m.has("b") {
+                    sub::WMMA_LOAD_B
+                } else {
+                    sub::WMMA_LOAD_C
+                };
+                i.sub2 = m.has("col") as u8;
+                if ops.len() != 2 && ops.len() != 3 {
+                    return Err((line, format!("`{opname}` expects 2 or 3 operands")));
+                }
+                let (vop, aop) = if is_store { (&ops[1], &ops[0]) } else { (&ops[0], &ops[1]) };
+                resolve_addr(fs, aop, line, &mut i)?;
+                let regs = vec_slots(fs, vop, ty, line, !is_store)?;
+                let want = match (i.sub, ty) {
+                    (sub::WMMA_LOAD_A | sub::WMMA_LOAD_B, _) => 8,
+                    (_, Ty::F16) => 4,
+                    _ => 8,
+                };
+                if regs.len() != want {
+                    return Err((line, format!("`{opname}` needs {want} registers, got {}", regs.len())));
+                }
+                let li = fs.lists.len() as u32;
+                fs.lists.push(regs);
+                i.list = li;
+                // leading dimension in elements (default 16)
+                i.s[1] = if ops.len() == 3 { resolve(fs, &ops[2], Ty::U32, line)? } else { const_slot(fs, 16) };
+            }
+            push(fs, i);
+        }
         "mma" => {
             need(&ops, 4, line, opname)?;
             let mut i = mk(Op::Mma);
@@ -1616,35 +1833,90 @@ fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, line: u32) 
             };
             let idx = fs.insts.len();
             push(fs, mk(Op::Bra));
-            fs.fixups.push((idx, label, line));
+            fs.fixups.push((idx, format!("{}{label}", fs.label_prefix), line));
+        }
+        "ret" if fs.ret_label.is_some() => {
+            // `ret` of an inlined device function: jump to the end of the inlined body
+            let idx = fs.insts.len();
+            push(fs, mk(Op::Bra));
+            let l = fs.ret_label.clone().unwrap_or_default();
+            fs.fixups.push((idx, l, line));
         }
         "ret" => push(fs, mk(Op::Ret)),
         "exit" => push(fs, mk(Op::Exit)),
         "trap" | "brkpt" => push(fs, mk(Op::Trap)),
         "call" => {
-            // Only `vprintf` is understood (a no-op returning 0).
-            let callee = ops.iter().find_map(|o| if let Opnd::Name(n) = o { Some(n.clone()) } else { None });
-            match callee.as_deref() {
-                Some("vprintf") => {
-                    if let Some(Opnd::Vec(rv)) = ops.first() {
-                        if let Some(Opnd::Name(r)) = rv.first() {
-                            if let Some(&o) = fs.local_params.get(r) {
-                                let mut i = mk(Op::St);
-                                i.space = Space::Param;
-                                i.sub2 = 1;
-                                i.ty = Ty::B32;
-                                i.s[0] = const_slot(fs, 0);
-                                i.off = o as i64;
-                                let z = const_slot(fs, 0);
-                                let li = fs.lists.len() as u32;
-                                fs.lists.push(vec![z]);
-                                i.list = li;
-                                push(fs, i);
-                            }
+            // call[.uni] [(rets),] callee[, (args)];
+            let mut rets: Vec<String> = Vec::new();
+            let mut args: Vec<String> = Vec::new();
+            let mut callee = None;
+            for o in &ops {
+                match o {
+                    Opnd::Name(n) if callee.is_none() => callee = Some(n.clone()),
+                    Opnd::Vec(v) => {
+                        let names: Vec<String> = v.iter().filter_map(|e| if let Opnd::Name(n) = e { Some(n.clone()) } else { None }).collect();
+                        if callee.is_none() {
+                            rets = names;
+                        } else {
+                            args = names;
                         }
                     }
+                    _ => {}
                 }
-                other => return Err((line, format!("call of `{}` is not supported", other.unwrap_or("?")))),
+            }
+            let callee = callee.ok_or((line, "call without a callee".to_string()))?;
+            match callee.as_str() {
+                // printf: output is not emulated; returns 0
+                "vprintf" => {
+                    if let Some(&o) = rets.first().and_then(|r| fs.local_params.get(r)) {
+                        let mut i = mk(Op::St);
+                        i.space = Space::Local;
+                        i.ty = Ty::B32;
+                        i.s[0] = const_slot(fs, 0);
+                        i.off = o as i64;
+                        let z = const_slot(fs, 0);
+                        let li = fs.lists.len() as u32;
+                        fs.lists.push(vec![z]);
+                        i.list = li;
+                        push(fs, i);
+                    }
+                }
+                // device-side assert(): a trap that names the assertion
+                "__assertfail" => {
+                    let mut i = mk(Op::Trap);
+                    i.sub = 1;
+                    push(fs, i);
+                }
+                name => {
+                    let f = fs.ms.funcs.get(name).cloned().ok_or((line, format!("call of `{name}`: no definition in this module (only vprintf and __assertfail are built in)")))?;
+                    if fs.inline_stack.iter().any(|n| n == name) || fs.inline_stack.len() > 16 {
+                        return Err((line, format!("recursive call of `{name}` is not supported")));
+                    }
+                    if f.params.len() != args.len() || f.rets.len() != rets.len() {
+                        return Err((line, format!("call of `{name}` passes {} arguments / {} results, the function takes {} / {}", args.len(), rets.len(), f.params.len(), f.rets.len())));
+                    }
+                    let mut alias = HashMap::new();
+                    for (p, a) in f.params.iter().zip(&args).chain(f.rets.iter().zip(&rets)) {
+                        let off = *fs.local_params.get(a).or_else(|| fs.param_alias.get(a)).ok_or((line, format!("call argument `{a}` is not a declared .param")))?;
+                        alias.insert(p.clone(), off);
+                    }
+                    fs.inline_count += 1;
+                    let end_label = format!("%%inl{}_end", fs.inline_count);
+                    let saved_alias = std::mem::replace(&mut fs.param_alias, alias);
+                    let saved_prefix = std::mem::replace(&mut fs.label_prefix, format!("%%inl{}_", fs.inline_count));
+                    let saved_ret = std::mem::replace(&mut fs.ret_label, Some(end_label.clone()));
+                    fs.inline_stack.push(name.to_string());
+                    fs.scopes.push(HashMap::new());
+                    let mut body = Cursor { t: c.t, i: f.body };
+                    let r = parse_body(&mut body, fs);
+                    fs.scopes.pop();
+                    fs.inline_stack.pop();
+                    fs.param_alias = saved_alias;
+                    fs.label_prefix = saved_prefix;
+                    fs.ret_label = saved_ret;
+                    r?;
+                    fs.labels.insert(end_label, fs.insts.len() as u32);
+                }
             }
         }
         "bar" | "barrier" => {

@@ -134,6 +134,7 @@ impl<'l, 'a> Block<'l, 'a> {
             }
             Op::Ldmatrix | Op::Stmatrix => self.ldmatrix(w, i, mask),
             Op::Mma => self.mma(w, i, mask),
+            Op::Wmma => self.wmma(w, i, mask),
             _ => unreachable!(),
         }
     }
@@ -343,14 +344,20 @@ impl<'l, 'a> Block<'l, 'a> {
                 }
             }
             let sat = i.has(fl::SATFINITE);
+            let mut acc = ci;
+            for m in 0..16 {
+                for kk in 0..k {
+                    let av = a[m][kk] as i64;
+                    for n in 0..8 {
+                        acc[m][n] += av * b[kk][n] as i64;
+                    }
+                }
+            }
             let mut out = [[0u64; 8]; 16];
             for m in 0..16 {
                 for n in 0..8 {
-                    let mut acc = ci[m][n];
-                    for kk in 0..k {
-                        acc += a[m][kk] as i64 * b[kk][n] as i64;
-                    }
-                    out[m][n] = if sat { acc.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32 as u64 } else { acc as i32 as u32 as u64 };
+                    let v = acc[m][n];
+                    out[m][n] = if sat { v.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32 as u64 } else { v as i32 as u32 as u64 };
                 }
             }
             let ds = ds.to_vec();
@@ -394,14 +401,16 @@ impl<'l, 'a> Block<'l, 'a> {
                     b[kk + 1][g] = conv(v >> 16);
                 }
             }
-            let mut out = [[0f32; 8]; 16];
+            // n innermost so the 8 columns vectorise; each output still sums k in order
+            let mut out = cf;
             for m in 0..16 {
-                for n in 0..8 {
-                    let mut acc = cf[m][n];
-                    for kk in 0..k {
-                        acc += a[m][kk] * b[kk][n];
+                let row = &mut out[m];
+                for kk in 0..k {
+                    let av = a[m][kk];
+                    let br = &b[kk];
+                    for n in 0..8 {
+                        row[n] += av * br[n];
                     }
-                    out[m][n] = acc;
                 }
             }
             let ds = ds.to_vec();
@@ -422,6 +431,122 @@ impl<'l, 'a> Block<'l, 'a> {
             }
         }
         self.c.tensor_macs += 16 * 8 * k as u64;
+        Ok(())
+    }
+
+    /// wmma m16n16k16 with this emulator's fragment layout (the ISA leaves it unspecified): A and
+    /// B use the mma.m16n8k16 fragments (B as two n-tiles), registers 4..7 duplicate 0..3;
+    /// accumulators are two m16n8 C fragments (n-tile 0 then 1).
+    fn wmma(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
+        self.require_full(w, i, mask, "wmma")?;
+        let list = self.l.kernel.lists[i.list as usize].clone();
+        // (row, col) of element `e` (0..16 for A/B halves, 0..8 for C) of lane `l`
+        let a_pos = |l: usize, e: usize| {
+            let (g, t, r, h) = (l >> 2, l & 3, (e / 2) % 4, e % 2);
+            (g + 8 * (r & 1), 2 * t + 8 * (r >> 1) + h)
+        };
+        let b_pos = |l: usize, e: usize| {
+            let (g, t, r, h) = (l >> 2, l & 3, (e / 2) % 4, e % 2);
+            (2 * t + 8 * (r & 1) + h, g + 8 * (r >> 1))
+        };
+        let c_pos = |l: usize, e: usize| {
+            let (g, t, tile, e4) = (l >> 2, l & 3, e >> 2, e & 3);
+            (g + 8 * (e4 >> 1), 2 * t + (e4 & 1) + 8 * tile)
+        };
+        if i.sub == sub::WMMA_MMA {
+            let nd = if i.ty == Ty::F16 { 4 } else { 8 };
+            let nc = if i.ty2 == Ty::F16 { 4 } else { 8 };
+            let (ds, rest) = list.split_at(nd);
+            let (as_, rest) = rest.split_at(8);
+            let (bs, cs) = rest.split_at(8);
+            let conv = |v: u64| if i.n == 1 { fp::bf16_to_f32(v & 0xffff) } else { fp::f16_to_f32(v & 0xffff) };
+            let mut a = [[0f32; 16]; 16];
+            let mut b = [[0f32; 16]; 16];
+            let mut c = [[0f32; 16]; 16];
+            for l in 0..32 {
+                for e in 0..8 {
+                    let va = w.regs[as_[e / 2] as usize * 32 + l] >> (16 * (e % 2));
+                    let (r, k) = a_pos(l, e);
+                    a[r][k] = conv(va);
+                    let vb = w.regs[bs[e / 2] as usize * 32 + l] >> (16 * (e % 2));
+                    let (k, n) = b_pos(l, e);
+                    b[k][n] = conv(vb);
+                    let (r, n) = c_pos(l, e);
+                    c[r][n] = if nc == 4 {
+                        fp::f16_to_f32(w.regs[cs[e / 2] as usize * 32 + l] >> (16 * (e % 2)))
+                    } else {
+                        f32::from_bits(w.regs[cs[e] as usize * 32 + l] as u32)
+                    };
+                }
+            }
+            for m in 0..16 {
+                for k in 0..16 {
+                    let av = a[m][k];
+                    for n in 0..16 {
+                        c[m][n] += av * b[k][n];
+                    }
+                }
+            }
+            for l in 0..32 {
+                if nd == 4 {
+                    for r in 0..4 {
+                        let (m0, n0) = c_pos(l, 2 * r);
+                        let (m1, n1) = c_pos(l, 2 * r + 1);
+                        let lo = fp::Fmt::F16.rn(c[m0][n0] as f64) as u64;
+                        let hi = fp::Fmt::F16.rn(c[m1][n1] as f64) as u64;
+                        w.regs[ds[r] as usize * 32 + l] = lo | (hi << 16);
+                    }
+                } else {
+                    for e in 0..8 {
+                        let (m, n) = c_pos(l, e);
+                        w.regs[ds[e] as usize * 32 + l] = c[m][n].to_bits() as u64;
+                    }
+                }
+            }
+            self.c.tensor_macs += 16 * 16 * 16;
+            return Ok(());
+        }
+        // loads and stores: element (row, col) at base + (row*ld + col)*esz (col-major: col*ld + row)
+        let col_major = i.sub2 == 1;
+        let half = matches!(i.sub, sub::WMMA_LOAD_A | sub::WMMA_LOAD_B) || i.ty == Ty::F16;
+        let esz = if half { 2u32 } else { 4 };
+        let n_el = if matches!(i.sub, sub::WMMA_LOAD_A | sub::WMMA_LOAD_B) { 8 } else { 8 };
+        let is_store = i.sub == sub::WMMA_STORE_D;
+        for l in 0..32usize {
+            let base = Self::addr_of(w, i, l);
+            let ld = w.regs[i.s[1] as usize * 32 + l] & 0xffff_ffff;
+            for e in 0..n_el {
+                let (r, cidx) = match i.sub {
+                    sub::WMMA_LOAD_A => a_pos(l, e),
+                    sub::WMMA_LOAD_B => b_pos(l, e),
+                    _ => c_pos(l, e),
+                };
+                let idx = if col_major { cidx as u64 * ld + r as u64 } else { r as u64 * ld + cidx as u64 };
+                let addr = base.wrapping_add(idx * esz as u64);
+                let loc = self.resolve(w, i, l, i.space, addr, esz, esz, if is_store { "wmma store" } else { "wmma load" })?;
+                match loc {
+                    Loc::Shared(o) => self.check_shared(w, i, l, o, esz, is_store, false)?,
+                    Loc::Global(_) => self.wmma_global_shadow(w, i, l, addr, esz, is_store)?,
+                    _ => {}
+                }
+                let (slot, shift) = if half { (list[e / 2], 16 * (e % 2)) } else { (list[e], 0) };
+                let s = slot as usize * 32 + l;
+                if is_store {
+                    let v = (w.regs[s] >> shift) & if half { 0xffff } else { 0xffff_ffff };
+                    self.store_loc(loc, esz, v);
+                } else {
+                    let v = self.load_loc(loc, esz);
+                    w.regs[s] = if half { (w.regs[s] & !(0xffffu64 << shift)) | (v << shift) } else { v };
+                }
+            }
+            if matches!(i.sub, sub::WMMA_LOAD_A | sub::WMMA_LOAD_B) {
+                // registers 4..7 duplicate 0..3
+                for r in 0..4 {
+                    let v = w.regs[list[r] as usize * 32 + l];
+                    w.regs[list[r + 4] as usize * 32 + l] = v;
+                }
+            }
+        }
         Ok(())
     }
 }
