@@ -90,7 +90,7 @@ fn diverge_input() -> Vec<i32> {
 }
 
 #[test]
-fn divergence_nested_if_loops_break_call_reconverge() {
+fn divergence_nested_if_loops_break_reconverge() {
     let ptx = compile_cu("diverge", DIVERGE_CU);
     let input = diverge_input();
     let got = run_diverge(&emu(), &ptx, &input);
