@@ -360,3 +360,14 @@ fn unsupported_ptx_is_a_load_time_error_naming_the_line() {
         }
     }
 }
+
+#[test]
+fn named_barrier_arrive_then_sync() {
+    let dev = san_dev(Default::default());
+    let out = dev.alloc_filled::<f32>(32, 0xFF).unwrap();
+    dev.launch_in("san", "named_barrier_pc", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&out)]).unwrap();
+    let got = out.to_host().unwrap();
+    for l in 0..32 {
+        assert_eq!(got[l], ((31 - l) * 3) as f32 + 1.0);
+    }
+}

@@ -258,6 +258,8 @@ pub(crate) struct Block<'l, 'a> {
     pub c: Counters,
     pub last_alloc: usize,
     pub clock: u64,
+    /// Threads that passed `bar.arrive` per barrier since its last completion.
+    arrivals: [u32; 16],
     warps: Vec<Warp>,
 }
 
@@ -348,6 +350,7 @@ impl<'l, 'a> Block<'l, 'a> {
             c: Counters::default(),
             last_alloc: 0,
             clock: 0,
+            arrivals: [0; 16],
             warps,
         }
     }
@@ -390,7 +393,7 @@ impl<'l, 'a> Block<'l, 'a> {
             if waiting.is_empty() {
                 continue;
             }
-            let arrived: u32 = waiting.iter().map(|&i| (warps[i].valid & !warps[i].exited).count_ones()).sum();
+            let arrived: u32 = waiting.iter().map(|&i| (warps[i].valid & !warps[i].exited).count_ones()).sum::<u32>() + self.arrivals[id as usize];
             let need = waiting.iter().map(|&i| warps[i].bar_count).max().unwrap_or(0);
             let need = if need == 0 { live_threads } else { need };
             if arrived < need {
@@ -418,6 +421,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 w.state = WState::Run;
                 w.stack.last_mut().unwrap().pc = w.bar_pc + 1;
             }
+            self.arrivals[id as usize] = 0;
             self.epoch += 1;
             released = true;
         }
@@ -620,6 +624,13 @@ impl<'l, 'a> Block<'l, 'a> {
                         let count = if i.s[1] != NONE { w.regs[i.s[1] as usize * 32 + mask.trailing_zeros() as usize] as u32 } else { 0 };
                         if id >= 16 {
                             return Err(self.err(w, None, i, "bad barrier", format!("barrier id {id} >= 16")));
+                        }
+                        if i.sub2 == 1 {
+                            // bar.arrive: counted, no wait
+                            self.c.barriers += 1;
+                            self.arrivals[id as usize] += mask.count_ones();
+                            pc += 1;
+                            continue;
                         }
                         let mut pm = 0u32;
                         if i.op == Op::BarRed {

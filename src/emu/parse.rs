@@ -2034,7 +2034,15 @@ fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, line: u32) 
                 }
                 push(fs, i);
             } else if m.has("arrive") {
-                return Err((line, "bar.arrive is not supported".into()));
+                // bar.arrive a, b: count this warp's threads at barrier a (expecting b), no wait
+                if ops.len() != 2 {
+                    return Err((line, "bar.arrive expects a barrier and a thread count".into()));
+                }
+                let mut i = mk(Op::Bar);
+                i.sub2 = 1;
+                i.s[0] = resolve(fs, &ops[0], Ty::U32, line)?;
+                i.s[1] = resolve(fs, &ops[1], Ty::U32, line)?;
+                push(fs, i);
             } else {
                 let mut i = mk(Op::Bar);
                 if ops.is_empty() || ops.len() > 2 {

@@ -123,3 +123,17 @@ extern "C" __global__ void wmma_tile(const half* a, const half* b, const float* 
     wmma::mma_sync(fc, fa, fb, fc);
     wmma::store_matrix_sync(d, fc, 16, wmma::mem_col_major);
 }
+
+// Producer/consumer with a named barrier: warp 0 fills shared memory and arrives on barrier 1;
+// warp 1 waits on it (bar.sync 1, 64) and consumes.
+extern "C" __global__ void named_barrier_pc(float* out) {
+    __shared__ float buf[32];
+    int lane = threadIdx.x & 31;
+    if (threadIdx.x < 32) {
+        buf[lane] = (float)(lane * 3);
+        asm volatile("bar.arrive 1, 64;\n" ::: "memory");
+    } else {
+        asm volatile("bar.sync 1, 64;\n" ::: "memory");
+        out[lane] = buf[31 - lane] + 1.0f;
+    }
+}
