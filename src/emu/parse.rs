@@ -102,7 +102,6 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Module-level state shared by all functions while parsing.
 /// A `.func` definition (compiled into each kernel that calls it; see `compile_func`).
 #[derive(Clone)]
 pub(super) struct FuncDef {
@@ -112,6 +111,7 @@ pub(super) struct FuncDef {
     pub(super) body: usize,
 }
 
+/// Module-level state shared by all functions while parsing.
 pub(super) struct ModState {
     pub(super) funcs: HashMap<String, FuncDef>,
     pub(super) vars: Vec<Var>,
