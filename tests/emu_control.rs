@@ -101,8 +101,10 @@ const CALL_CU: &str = r#"
 __device__ __noinline__ int helper(int a, int b) {   // stays a .func: call.uni
     return a * 5 - b;
 }
-__device__ __noinline__ float fhelper(float x, int k) {
-    return k > 0 ? x * 0.5f + fhelper(x, k - 1) : x;      // recursion: a real call stack
+__device__ __noinline__ float fhelper(float x, int k) {   // nested call, loop inside
+    float s = x;
+    for (int j = 0; j < k; ++j) s += x * 0.5f;
+    return s + (float)helper(k, 1);
 }
 extern "C" __global__ void caller(const int* in, float* out) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -125,13 +127,53 @@ fn device_function_calls() {
     launch_ok(&dev, "call", "caller", lin(3, 64), &[ptr(&din), ptr(&out)]);
     let got = out.to_host().unwrap();
     fn fh(x: f32, k: i32) -> f32 {
-        if k > 0 { x * 0.5 + fh(x, k - 1) } else { x }
+        let mut s = x;
+        for _ in 0..k {
+            s += x * 0.5;
+        }
+        s + (k * 5 - 1) as f32
     }
     for i in 0..192 {
         let v = input[i];
         let h = if v & 1 != 0 { v * 5 - (i % 64) as i32 } else { v };
         let want = h as f32 + fh(v as f32, v & 3);
         assert_eq!(got[i], want, "element {i}");
+    }
+}
+
+const RECURSE_CU: &str = r#"
+__device__ __noinline__ int fib(int k) { return k < 2 ? k : fib(k - 1) + fib(k - 2); }
+extern "C" __global__ void recurse(const int* in, int* out) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    out[i] = fib(in[i]);
+}
+"#;
+
+/// Recursion needs a real call stack. The emulator may support it or refuse it, but only with a
+/// typed error (never a panic or a wrong answer).
+#[test]
+fn recursive_device_function_runs_or_is_refused_with_a_typed_error() {
+    let ptx = compile_cu("recurse", RECURSE_CU);
+    let input: Vec<i32> = (0..64).map(|i| i % 12).collect();
+    let dev = emu();
+    let loaded = dev.load_module("rec", &ptx);
+    let run = loaded.and_then(|_| {
+        let din = dev.upload(&input)?;
+        let out = dev.alloc_filled::<i32>(64, 0xFF)?;
+        dev.launch_in("rec", "recurse", lin(2, 32), &[ptr(&din), ptr(&out)])?;
+        out.to_host()
+    });
+    match run {
+        Ok(got) => {
+            fn fib(k: i32) -> i32 {
+                if k < 2 { k } else { fib(k - 1) + fib(k - 2) }
+            }
+            assert_eq!(got, input.iter().map(|&k| fib(k)).collect::<Vec<_>>());
+        }
+        Err(fusebert::Error::PtxParse { msg, .. }) | Err(fusebert::Error::Emulator(msg)) => {
+            assert!(msg.contains("recurs"), "refusal should say why: {msg}");
+        }
+        Err(e) => panic!("unexpected error kind: {e:?}"),
     }
 }
 
