@@ -274,6 +274,9 @@ fn f16_and_bf16_arith() {
     check_x2(&mut ck, "fma.rn.bf16x2", &x2("fma.rn.bf16x2", 3), &ba, &bb, &bc, "sm_80", true, |a, b, c| bb16(bv(a) * bv(b) + bv(c)));
     check_x2(&mut ck, "min.bf16x2", &x2("min.bf16x2", 2), &ba, &bb, &bc, "sm_80", true, |a, b, _| if bv(a) < bv(b) { a } else { b });
     check_x2(&mut ck, "max.bf16x2", &x2("max.bf16x2", 2), &ba, &bb, &bc, "sm_80", true, |a, b, _| if bv(a) > bv(b) { a } else { b });
+    // scalar bf16 fma on the low halves (high half of the result: a second fma on the highs)
+    let sb = "\tmov.b32 \t{%rs1, %rs2}, %r10;\n\tmov.b32 \t{%rs3, %rs4}, %r11;\n\tmov.b32 \t{%rs5, %rs6}, %r12;\n\tfma.rn.bf16 \t%rs7, %rs1, %rs3, %rs5;\n\tfma.rn.bf16 \t%rs8, %rs2, %rs4, %rs6;\n\tmov.b32 \t%r20, {%rs7, %rs8};";
+    check_x2(&mut ck, "fma.rn.bf16 (scalar)", sb, &ba, &bb, &bc, "sm_80", true, |a, b, c| bb16(bv(a) * bv(b) + bv(c)));
     check_x2(&mut ck, "add.rn.bf16x2 (sm_90)", &x2("add.rn.bf16x2", 2), &ba, &bb, &bc, "sm_90", true, |a, b, _| bb16(bv(a) + bv(b)));
     check_x2(&mut ck, "mul.rn.bf16x2 (sm_90)", &x2("mul.rn.bf16x2", 2), &ba, &bb, &bc, "sm_90", true, |a, b, _| bb16(bv(a) * bv(b)));
     ck.finish();

@@ -586,7 +586,7 @@ const CPASYNC_PTX: &str = r#"
 	cp.async.ca.shared.global 	[%r10+8], [%rd5+8], 8;
 	cp.async.commit_group;
 	rem.u32 	%r13, %r2, 17;
-	cp.async.cg.shared.global 	[%r8], [%rd5], 16, %r13;
+	cp.async.cg.shared.global.L2::128B 	[%r8], [%rd5], 16, %r13;
 	cp.async.ca.shared.global 	[%r12], [%rd2], 16, 0;
 	cp.async.commit_group;
 	cp.async.wait_group 	1;

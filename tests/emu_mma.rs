@@ -532,3 +532,22 @@ fn mma_m16n8k16_f16_accumulator_fragments() {
     }
     assert!(bad.is_empty(), "f16-accumulator mma: {} wrong:\n{}", bad.len(), bad[..bad.len().min(12)].join("\n"));
 }
+
+/// The GEMM tile gives the same bits with one worker thread and with the default pool.
+#[test]
+fn gemm_tile_bits_independent_of_worker_threads() {
+    let mut r = rng(22);
+    let a: Vec<u16> = (0..128 * 64).map(|_| f16_bits(r.gen_range(-1.0..1.0), Rnd::N)).collect();
+    let b: Vec<u16> = (0..64 * 64).map(|_| f16_bits(r.gen_range(-1.0..1.0), Rnd::N)).collect();
+    let ptx = compile_cu("gemm_tile", GEMM_CU);
+    let run = |threads: usize| -> Vec<u32> {
+        let dev = emu_with(|o| o.threads = threads);
+        dev.load_module("gemm", &ptx).unwrap();
+        let (da, db) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap());
+        let c = dev.alloc_filled::<f32>(128 * 64, 0xFF).unwrap();
+        let c2 = dev.alloc_filled::<f32>(128 * 64, 0xFF).unwrap();
+        launch_ok(&dev, "gemm", "gemm_tile", lin(2, 128), &[ptr(&da), ptr(&db), ptr(&db), ptr(&c), ptr(&c2)]);
+        c.to_host().unwrap().iter().chain(c2.to_host().unwrap().iter()).map(|x| x.to_bits()).collect()
+    };
+    assert_eq!(run(1), run(0));
+}
