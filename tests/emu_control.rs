@@ -101,8 +101,10 @@ const CALL_CU: &str = r#"
 __device__ __noinline__ int helper(int a, int b) {   // stays a .func: call.uni
     return a * 5 - b;
 }
-__device__ __noinline__ float fhelper(float x, int k) {
-    return k > 0 ? x * 0.5f + fhelper(x, k - 1) : x;      // recursion: a real call stack
+__device__ __noinline__ float fhelper(float x, int k) {   // nested call, loop inside
+    float s = x;
+    for (int j = 0; j < k; ++j) s += x * 0.5f;
+    return s + (float)helper(k, 1);
 }
 extern "C" __global__ void caller(const int* in, float* out) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -125,13 +127,53 @@ fn device_function_calls() {
     launch_ok(&dev, "call", "caller", lin(3, 64), &[ptr(&din), ptr(&out)]);
     let got = out.to_host().unwrap();
     fn fh(x: f32, k: i32) -> f32 {
-        if k > 0 { x * 0.5 + fh(x, k - 1) } else { x }
+        let mut s = x;
+        for _ in 0..k {
+            s += x * 0.5;
+        }
+        s + (k * 5 - 1) as f32
     }
     for i in 0..192 {
         let v = input[i];
         let h = if v & 1 != 0 { v * 5 - (i % 64) as i32 } else { v };
         let want = h as f32 + fh(v as f32, v & 3);
         assert_eq!(got[i], want, "element {i}");
+    }
+}
+
+const RECURSE_CU: &str = r#"
+__device__ __noinline__ int fib(int k) { return k < 2 ? k : fib(k - 1) + fib(k - 2); }
+extern "C" __global__ void recurse(const int* in, int* out) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    out[i] = fib(in[i]);
+}
+"#;
+
+/// Recursion needs a real call stack. The emulator may support it or refuse it, but only with a
+/// typed error (never a panic or a wrong answer).
+#[test]
+fn recursive_device_function_runs_or_is_refused_with_a_typed_error() {
+    let ptx = compile_cu("recurse", RECURSE_CU);
+    let input: Vec<i32> = (0..64).map(|i| i % 12).collect();
+    let dev = emu();
+    let loaded = dev.load_module("rec", &ptx);
+    let run = loaded.and_then(|_| {
+        let din = dev.upload(&input)?;
+        let out = dev.alloc_filled::<i32>(64, 0xFF)?;
+        dev.launch_in("rec", "recurse", lin(2, 32), &[ptr(&din), ptr(&out)])?;
+        out.to_host()
+    });
+    match run {
+        Ok(got) => {
+            fn fib(k: i32) -> i32 {
+                if k < 2 { k } else { fib(k - 1) + fib(k - 2) }
+            }
+            assert_eq!(got, input.iter().map(|&k| fib(k)).collect::<Vec<_>>());
+        }
+        Err(fusebert::Error::PtxParse { msg, .. }) | Err(fusebert::Error::Emulator(msg)) => {
+            assert!(msg.contains("recurs"), "refusal should say why: {msg}");
+        }
+        Err(e) => panic!("unexpected error kind: {e:?}"),
     }
 }
 
@@ -367,4 +409,106 @@ fn results_independent_of_worker_thread_count() {
     assert_eq!(one.0, many.0, "diverge output");
     assert_eq!(one.1, many.1, "early_exit output bytes");
     assert_eq!(one.2, many.2, "counters");
+}
+
+/// The same divergent kernel compiled with `-G` (no optimisation, `.section .debug_*` blocks,
+/// many more branches and local traffic) must give the same answers.
+#[test]
+fn debug_build_with_dwarf_sections_runs_the_same() {
+    let ptx = compile_cu_with("diverge_g", DIVERGE_CU, &["-G"]);
+    assert!(ptx.contains(".section"), "-G output should carry debug sections");
+    let input = diverge_input();
+    let got = run_diverge(&emu(), &ptx, &input);
+    assert_eq!(got, diverge_ref(&input));
+}
+
+const DIRECTIVES_PTX: &str = r#"
+.visible .entry fixed_block(
+	.param .u64 p_out
+)
+.reqntid 64, 1, 1
+.minnctapersm 2
+{
+	.reg .pred 	%p<4>;
+	.reg .b32 	%r<8>;
+	.reg .b64 	%rd<8>;
+	ld.param.u64 	%rd1, [p_out];
+	cvta.to.global.u64 	%rd1, %rd1;
+	mov.u64 	%rd2, %clock64;
+	mov.u32 	%r1, %tid.x;
+	mov.u32 	%r2, %clock;
+	// inline-asm style scope with local register names (no %)
+	{
+	.reg .b32 t1;
+	.reg .pred q;
+	add.s32 	t1, %r1, 3;
+	setp.gt.u32 	q, t1, 40;
+	selp.b32 	%r3, t1, 0, q;
+	}
+	.pragma "nounroll";
+	mov.u64 	%rd3, %clock64;
+	sub.s64 	%rd4, %rd3, %rd2;
+	setp.lt.s64 	%p1, %rd4, 0;
+	selp.u32 	%r4, 1000000, 0, %p1;
+	add.s32 	%r5, %r3, %r4;
+	mul.wide.u32 	%rd5, %r1, 4;
+	add.s64 	%rd6, %rd1, %rd5;
+	st.global.u32 	[%rd6], %r5;
+	ret;
+}
+
+.visible .entry max_block(
+	.param .u64 p_out
+)
+.maxntid 128, 1, 1
+{
+	.reg .b32 	%r<4>;
+	.reg .b64 	%rd<4>;
+	ld.param.u64 	%rd1, [p_out];
+	cvta.to.global.u64 	%rd1, %rd1;
+	mov.u32 	%r1, %tid.x;
+	mul.wide.u32 	%rd2, %r1, 4;
+	add.s64 	%rd3, %rd1, %rd2;
+	st.global.u32 	[%rd3], %r1;
+	ret;
+}
+"#;
+
+#[test]
+fn entry_directives_clock_and_scoped_registers() {
+    let dev = emu();
+    load_ptx(&dev, "dir", &format!("{PTX_HEADER}{DIRECTIVES_PTX}"));
+    let out = dev.alloc_filled::<u32>(64, 0xFF).unwrap();
+    launch_ok(&dev, "dir", "fixed_block", lin(1, 64), &[ptr(&out)]);
+    // %clock64 never runs backwards; t1 = tid + 3 kept when > 40
+    let want: Vec<u32> = (0..64).map(|t| if t + 3 > 40 { t + 3 } else { 0 }).collect();
+    assert_eq!(out.to_host().unwrap(), want);
+    let out = dev.alloc_filled::<u32>(128, 0xFF).unwrap();
+    launch_ok(&dev, "dir", "max_block", lin(1, 128), &[ptr(&out)]);
+    assert_eq!(out.to_host().unwrap(), (0..128).collect::<Vec<u32>>());
+}
+
+/// Launch shapes the hardware would refuse give a typed error naming the kernel, not a panic.
+#[test]
+fn invalid_launch_shapes_are_typed_errors() {
+    let dev = emu();
+    load_ptx(&dev, "dir", &format!("{PTX_HEADER}{DIRECTIVES_PTX}"));
+    let out = dev.alloc_filled::<u32>(2048, 0xFF).unwrap();
+    let cases: Vec<(&str, LaunchConfig)> = vec![
+        ("fixed_block", lin(1, 32)),                                                            // .reqntid 64
+        ("max_block", lin(1, 256)),                                                             // .maxntid 128
+        ("max_block", LaunchConfig { grid: (1, 1, 1), block: (2048, 1, 1), shared_mem_bytes: 0 }), // > 1024 threads
+        ("max_block", LaunchConfig { grid: (0, 1, 1), block: (32, 1, 1), shared_mem_bytes: 0 }),   // empty grid
+        ("max_block", LaunchConfig { grid: (1, 1, 1), block: (32, 1, 1), shared_mem_bytes: 1 << 30 }), // 1 GiB smem
+    ];
+    for (k, cfg) in cases {
+        match dev.launch_in("dir", k, cfg, &[ptr(&out)]) {
+            Err(fusebert::Error::Kernel { kernel, .. }) | Err(fusebert::Error::KernelArgs { kernel, .. }) => assert_eq!(kernel, k),
+            Err(fusebert::Error::Emulator(m)) => assert!(m.contains(k), "error should name the kernel: {m}"),
+            other => panic!("{k} with {cfg:?}: expected a typed launch error, got {other:?}"),
+        }
+    }
+    // an unknown kernel name in a loaded module, and an unknown module
+    assert!(dev.launch_in("dir", "nope", lin(1, 32), &[ptr(&out)]).is_err());
+    assert!(dev.launch_in("no_such_module", "max_block", lin(1, 32), &[ptr(&out)]).is_err());
 }

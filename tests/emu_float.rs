@@ -274,6 +274,9 @@ fn f16_and_bf16_arith() {
     check_x2(&mut ck, "fma.rn.bf16x2", &x2("fma.rn.bf16x2", 3), &ba, &bb, &bc, "sm_80", true, |a, b, c| bb16(bv(a) * bv(b) + bv(c)));
     check_x2(&mut ck, "min.bf16x2", &x2("min.bf16x2", 2), &ba, &bb, &bc, "sm_80", true, |a, b, _| if bv(a) < bv(b) { a } else { b });
     check_x2(&mut ck, "max.bf16x2", &x2("max.bf16x2", 2), &ba, &bb, &bc, "sm_80", true, |a, b, _| if bv(a) > bv(b) { a } else { b });
+    // scalar bf16 fma on the low halves (high half of the result: a second fma on the highs)
+    let sb = "\tmov.b32 \t{%rs1, %rs2}, %r10;\n\tmov.b32 \t{%rs3, %rs4}, %r11;\n\tmov.b32 \t{%rs5, %rs6}, %r12;\n\tfma.rn.bf16 \t%rs7, %rs1, %rs3, %rs5;\n\tfma.rn.bf16 \t%rs8, %rs2, %rs4, %rs6;\n\tmov.b32 \t%r20, {%rs7, %rs8};";
+    check_x2(&mut ck, "fma.rn.bf16 (scalar)", sb, &ba, &bb, &bc, "sm_80", true, |a, b, c| bb16(bv(a) * bv(b) + bv(c)));
     check_x2(&mut ck, "add.rn.bf16x2 (sm_90)", &x2("add.rn.bf16x2", 2), &ba, &bb, &bc, "sm_90", true, |a, b, _| bb16(bv(a) + bv(b)));
     check_x2(&mut ck, "mul.rn.bf16x2 (sm_90)", &x2("mul.rn.bf16x2", 2), &ba, &bb, &bc, "sm_90", true, |a, b, _| bb16(bv(a) * bv(b)));
     ck.finish();
@@ -343,5 +346,58 @@ fn f32_approx_math_within_tolerance() {
         let got = run32(&fbody(op, nargs), &a, &a, &a);
         ck.cmp(&format!("{op}({x})"), got, &[want.to_bits(); 3], |_| format!("x={x}"), same_f32);
     }
+    ck.finish();
+}
+
+#[test]
+fn ftz_applies_to_compares_and_special_functions() {
+    let mut r = rng(18);
+    // pairs of subnormals: without .ftz they compare by value, with .ftz both are zero
+    let a: Vec<u32> = (0..N).map(|_| r.gen_range(1..(1u32 << 23)) | if r.gen::<bool>() { 1 << 31 } else { 0 }).collect();
+    let b: Vec<u32> = (0..N).map(|i| if i % 4 == 0 { rand_f32(&mut r, -3, 3).to_bits() } else { r.gen_range(1..(1u32 << 23)) | if r.gen::<bool>() { 1 << 31 } else { 0 } }).collect();
+    let mut ck = Check::new();
+    for (ftz_on, op) in [(false, "setp.lt.f32"), (true, "setp.lt.ftz.f32")] {
+        let body = format!("\tmov.b32 \t%f1, %r10;\n\tmov.b32 \t%f2, %r11;\n\t{op} \t%p1, %f1, %f2;\n\tselp.u32 \t%r20, 1, 0, %p1;");
+        let want: Vec<u32> = (0..N).map(|i| {
+            let (x, y) = (f32::from_bits(a[i]), f32::from_bits(b[i]));
+            (if ftz_on { ftz(x) < ftz(y) } else { x < y }) as u32
+        }).collect();
+        ck.cmp(op, run32(&body, &a, &b, &b), &want, |i| format!("a={:e} b={:e}", f32::from_bits(a[i]), f32::from_bits(b[i])), |g, w| g == w);
+    }
+    // lg2.approx.ftz of a subnormal: input flushed to zero -> -inf; rcp.approx.ftz -> +-inf
+    let want: Vec<u32> = a.iter().map(|_| f32::NEG_INFINITY.to_bits()).collect();
+    let pos: Vec<u32> = a.iter().map(|x| x & 0x7fff_ffff).collect();
+    ck.cmp("lg2.approx.ftz.f32(subnormal)", run32(&fbody("lg2.approx.ftz.f32", 1), &pos, &pos, &pos), &want, |i| format!("x={:e}", f32::from_bits(pos[i])), same_f32);
+    let want: Vec<u32> = a.iter().map(|&x| if x >> 31 == 1 { f32::NEG_INFINITY } else { f32::INFINITY }.to_bits()).collect();
+    ck.cmp("rcp.approx.ftz.f32(subnormal)", run32(&fbody("rcp.approx.ftz.f32", 1), &a, &a, &a), &want, |i| format!("x={:e}", f32::from_bits(a[i])), same_f32);
+    ck.finish();
+}
+
+#[test]
+fn f16_compares_and_relu() {
+    let mut r = rng(19);
+    let pair = |r: &mut rand_chacha::ChaCha8Rng| rand_h(r, -4, 4) as u32 | ((rand_h(r, -4, 4) as u32) << 16);
+    let a: Vec<u32> = (0..N).map(|_| pair(&mut r)).collect();
+    let mut b: Vec<u32> = (0..N).map(|_| pair(&mut r)).collect();
+    let c: Vec<u32> = (0..N).map(|_| pair(&mut r)).collect();
+    for i in (0..N).step_by(5) {
+        b[i] = (b[i] & 0xffff0000) | (a[i] & 0xffff); // some equal low halves
+    }
+    let h = f16_val;
+    let mut ck = Check::new();
+    // setp.f16x2 sets two predicates: low half -> first, high half -> second
+    let body = "\tsetp.lt.f16x2 \t%p1|%p2, %r10, %r11;\n\tselp.u32 \t%r21, 1, 0, %p1;\n\tselp.u32 \t%r22, 2, 0, %p2;\n\tor.b32 \t%r20, %r21, %r22;";
+    let want: Vec<u32> = (0..N).map(|i| (h(a[i] as u16) < h(b[i] as u16)) as u32 | (((h((a[i] >> 16) as u16) < h((b[i] >> 16) as u16)) as u32) << 1)).collect();
+    ck.cmp("setp.lt.f16x2", run32(body, &a, &b, &c), &want, |i| format!("a={:#x} b={:#x}", a[i], b[i]), |g, w| g == w);
+    let body = "\tmov.b32 \t{%rs1, %rs2}, %r10;\n\tmov.b32 \t{%rs3, %rs4}, %r11;\n\tsetp.ge.f16 \t%p1, %rs1, %rs3;\n\tselp.u32 \t%r20, 1, 0, %p1;";
+    let want: Vec<u32> = (0..N).map(|i| (h(a[i] as u16) >= h(b[i] as u16)) as u32).collect();
+    ck.cmp("setp.ge.f16", run32(body, &a, &b, &c), &want, |i| format!("a={:#x} b={:#x}", a[i], b[i]), |g, w| g == w);
+    // fma.rn.relu.f16x2: negative results clamp to +0
+    let body = "\tfma.rn.relu.f16x2 \t%r20, %r10, %r11, %r12;";
+    let want: Vec<u32> = (0..N).map(|i| {
+        let one = |x: u16, y: u16, z: u16| { let v = f16_bits(h(x) * h(y) + h(z), Rnd::N); if v & 0x8000 != 0 { 0 } else { v } };
+        one(a[i] as u16, b[i] as u16, c[i] as u16) as u32 | ((one((a[i] >> 16) as u16, (b[i] >> 16) as u16, (c[i] >> 16) as u16) as u32) << 16)
+    }).collect();
+    ck.cmp("fma.rn.relu.f16x2", run32(body, &a, &b, &c), &want, |i| format!("a={:#x} b={:#x} c={:#x}", a[i], b[i], c[i]), |g, w| g == w);
     ck.finish();
 }

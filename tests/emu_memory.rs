@@ -586,7 +586,7 @@ const CPASYNC_PTX: &str = r#"
 	cp.async.ca.shared.global 	[%r10+8], [%rd5+8], 8;
 	cp.async.commit_group;
 	rem.u32 	%r13, %r2, 17;
-	cp.async.cg.shared.global 	[%r8], [%rd5], 16, %r13;
+	cp.async.cg.shared.global.L2::128B 	[%r8], [%rd5], 16, %r13;
 	cp.async.ca.shared.global 	[%r12], [%rd2], 16, 0;
 	cp.async.commit_group;
 	cp.async.wait_group 	1;
@@ -656,4 +656,110 @@ fn cp_async_groups_zero_fill_and_src_size_zero() {
             assert_eq!(&row[12..16], &[g[4 * ngid]; 4], "after cp.async.wait_all");
         }
     }
+}
+
+/// Cache-policy qualifiers nvcc can emit change nothing about the values moved; prefetch and
+/// 64-bit vector accesses, and 64-bit atomics.
+const QUALIFIERS_PTX: &str = r#"
+.visible .entry quals(
+	.param .u64 p_in,
+	.param .u64 p_out
+)
+{
+	.reg .b32 	%r<40>;
+	.reg .f32 	%f<8>;
+	.reg .b64 	%rd<30>;
+	ld.param.u64 	%rd1, [p_in];
+	ld.param.u64 	%rd2, [p_out];
+	cvta.to.global.u64 	%rd1, %rd1;
+	cvta.to.global.u64 	%rd2, %rd2;
+	mov.u32 	%r1, %ctaid.x;
+	mov.u32 	%r2, %ntid.x;
+	mov.u32 	%r3, %tid.x;
+	mad.lo.s32 	%r4, %r1, %r2, %r3;
+	mul.wide.u32 	%rd3, %r4, 32;
+	add.s64 	%rd4, %rd1, %rd3;
+	add.s64 	%rd5, %rd2, %rd3;
+	prefetch.global.L2 	[%rd4];
+	ld.global.ca.u32 	%r10, [%rd4];
+	ld.global.cg.u32 	%r11, [%rd4+4];
+	ld.global.cs.u32 	%r12, [%rd4+8];
+	ld.global.lu.u32 	%r13, [%rd4+12];
+	ld.global.cv.u32 	%r14, [%rd4+16];
+	ld.global.nc.L1::no_allocate.u32 	%r15, [%rd4+20];
+	ld.global.L1::evict_last.u32 	%r16, [%rd4+24];
+	ld.global.nc.L2::128B.u32 	%r17, [%rd4+28];
+	st.global.wb.u32 	[%rd5], %r17;
+	st.global.cg.u32 	[%rd5+4], %r16;
+	st.global.cs.u32 	[%rd5+8], %r15;
+	st.global.wt.u32 	[%rd5+12], %r14;
+	st.global.L1::no_allocate.u32 	[%rd5+16], %r13;
+	st.global.v2.u32 	[%rd5+24], {%r10, %r11};
+	st.global.u32 	[%rd5+20], %r12;
+	ret;
+}
+
+.visible .entry wide(
+	.param .u64 p_in,
+	.param .u64 p_out,
+	.param .u64 p_acc
+)
+{
+	.reg .b32 	%r<8>;
+	.reg .b64 	%rd<30>;
+	.reg .f64 	%fd<4>;
+	ld.param.u64 	%rd1, [p_in];
+	ld.param.u64 	%rd2, [p_out];
+	ld.param.u64 	%rd3, [p_acc];
+	cvta.to.global.u64 	%rd1, %rd1;
+	cvta.to.global.u64 	%rd2, %rd2;
+	cvta.to.global.u64 	%rd3, %rd3;
+	mov.u32 	%r1, %ctaid.x;
+	mov.u32 	%r2, %ntid.x;
+	mov.u32 	%r3, %tid.x;
+	mad.lo.s32 	%r4, %r1, %r2, %r3;
+	mul.wide.u32 	%rd4, %r4, 16;
+	add.s64 	%rd5, %rd1, %rd4;
+	add.s64 	%rd6, %rd2, %rd4;
+	ld.global.v2.u64 	{%rd10, %rd11}, [%rd5];
+	ld.global.v2.f64 	{%fd1, %fd2}, [%rd5];
+	add.s64 	%rd12, %rd10, %rd11;
+	st.global.v2.u64 	[%rd6], {%rd12, %rd10};
+	atom.global.add.u64 	%rd13, [%rd3], %rd11;
+	atom.global.exch.b64 	%rd14, [%rd3+8], %rd10;
+	atom.global.cas.b64 	%rd15, [%rd3+16], 0, %rd12;
+	atom.global.max.u64 	%rd16, [%rd3+24], %rd10;
+	ret;
+}
+"#;
+
+#[test]
+fn cache_qualifiers_prefetch_and_64bit_vectors_atomics() {
+    let n = 96usize;
+    let mut r = rng(7);
+    let input: Vec<u32> = (0..8 * n).map(|_| r.gen()).collect();
+    let dev = emu();
+    load_ptx(&dev, "q", &format!("{PTX_HEADER}{QUALIFIERS_PTX}"));
+    let din = dev.upload(&input).unwrap();
+    let out = dev.alloc_filled::<u32>(8 * n, 0xFF).unwrap();
+    launch_ok(&dev, "q", "quals", lin(3, 32), &[ptr(&din), ptr(&out)]);
+    let o = out.to_host().unwrap();
+    for i in 0..n {
+        let x = &input[8 * i..8 * i + 8];
+        assert_eq!(&o[8 * i..8 * i + 8], &[x[7], x[6], x[5], x[4], x[3], x[2], x[0], x[1]], "thread {i}");
+    }
+    let w: Vec<u64> = (0..2 * n).map(|_| r.gen::<u64>() >> 8).collect();
+    let dw = dev.upload(&w).unwrap();
+    let out = dev.alloc_filled::<u64>(2 * n, 0xFF).unwrap();
+    let acc = dev.upload(&[0u64, 7, 0, 0]).unwrap();
+    launch_ok(&dev, "q", "wide", lin(3, 32), &[ptr(&dw), ptr(&out), ptr(&acc)]);
+    let o = out.to_host().unwrap();
+    for i in 0..n {
+        assert_eq!(&o[2 * i..2 * i + 2], &[w[2 * i].wrapping_add(w[2 * i + 1]), w[2 * i]], "v2.u64 thread {i}");
+    }
+    let a = acc.to_host().unwrap();
+    assert_eq!(a[0], (0..n).map(|i| w[2 * i + 1]).fold(0u64, |s, x| s.wrapping_add(x)), "atom.add.u64");
+    assert!((0..n).any(|i| w[2 * i] == a[1]), "atom.exch.b64 leaves one of the values written");
+    assert!((0..n).any(|i| w[2 * i].wrapping_add(w[2 * i + 1]) == a[2]), "atom.cas.b64: exactly one thread stored");
+    assert_eq!(a[3], (0..n).map(|i| w[2 * i]).max().unwrap(), "atom.max.u64");
 }

@@ -431,3 +431,123 @@ fn gemm_tile_ldmatrix_mma_matches_matmul() {
     }
     eprintln!("gemm tile 128x64x64: max |err| = {max_err:e}");
 }
+
+/// m16n8k16 with f16 accumulators: C/D are 2 f16x2 registers, reg0 = {(g,2t), (g,2t+1)},
+/// reg1 = {(g+8,2t), (g+8,2t+1)} [9.7.13.4.x]. The accumulation precision is unspecified, so
+/// the tolerance is f16 rounding of every partial sum (a layout error is off by whole units).
+#[test]
+fn mma_m16n8k16_f16_accumulator_fragments() {
+    let ptx = format!(
+        r#"{PTX_HEADER}
+.visible .entry mma_h(
+	.param .u64 pa,
+	.param .u64 pb,
+	.param .u64 pc,
+	.param .u64 pd
+)
+{{
+	.reg .b32 	%r<40>;
+	.reg .b64 	%rd<20>;
+	ld.param.u64 	%rd1, [pa];
+	ld.param.u64 	%rd2, [pb];
+	ld.param.u64 	%rd3, [pc];
+	ld.param.u64 	%rd4, [pd];
+	cvta.to.global.u64 	%rd1, %rd1;
+	cvta.to.global.u64 	%rd2, %rd2;
+	cvta.to.global.u64 	%rd3, %rd3;
+	cvta.to.global.u64 	%rd4, %rd4;
+	mov.u32 	%r1, %ctaid.x;
+	mov.u32 	%r2, %ntid.x;
+	mov.u32 	%r3, %tid.x;
+	mad.lo.s32 	%r4, %r1, %r2, %r3;
+	mul.wide.u32 	%rd5, %r4, 16;
+	add.s64 	%rd6, %rd1, %rd5;
+	ld.global.v4.u32 	{{%r10, %r11, %r12, %r13}}, [%rd6];
+	mul.wide.u32 	%rd7, %r4, 8;
+	add.s64 	%rd8, %rd2, %rd7;
+	ld.global.v2.u32 	{{%r14, %r15}}, [%rd8];
+	add.s64 	%rd9, %rd3, %rd7;
+	ld.global.v2.u32 	{{%r16, %r17}}, [%rd9];
+	mma.sync.aligned.m16n8k16.row.col.f16.f16.f16.f16 	{{%r20, %r21}}, {{%r10, %r11, %r12, %r13}}, {{%r14, %r15}}, {{%r16, %r17}};
+	add.s64 	%rd10, %rd4, %rd7;
+	st.global.v2.u32 	[%rd10], {{%r20, %r21}};
+	ret;
+}}
+"#
+    );
+    let mut r = rng(5);
+    let mut afr = vec![0u32; WARPS * 32 * 4];
+    let mut bfr = vec![0u32; WARPS * 32 * 2];
+    let mut cfr = vec![0u32; WARPS * 32 * 2];
+    let mut want = vec![0f64; WARPS * 32 * 4];
+    let mut scale = vec![0f64; WARPS * 32 * 4];
+    let h = |r: &mut rand_chacha::ChaCha8Rng| f16_bits(r.gen_range(0.05..1.0) * if r.gen::<bool>() { -1.0 } else { 1.0 }, Rnd::N);
+    let pk = |lo: u16, hi: u16| lo as u32 | ((hi as u32) << 16);
+    for w in 0..WARPS {
+        let am: Vec<Vec<u16>> = (0..16).map(|_| (0..16).map(|_| h(&mut r)).collect()).collect();
+        let bm: Vec<Vec<u16>> = (0..16).map(|_| (0..8).map(|_| h(&mut r)).collect()).collect();
+        let cm: Vec<Vec<u16>> = (0..16).map(|_| (0..8).map(|_| f16_bits(r.gen_range(-2.0..2.0), Rnd::N)).collect()).collect();
+        for lane in 0..32 {
+            let (g, t) = (lane >> 2, lane & 3);
+            let base = (w * 32 + lane) * 4;
+            afr[base] = pk(am[g][2 * t], am[g][2 * t + 1]);
+            afr[base + 1] = pk(am[g + 8][2 * t], am[g + 8][2 * t + 1]);
+            afr[base + 2] = pk(am[g][2 * t + 8], am[g][2 * t + 9]);
+            afr[base + 3] = pk(am[g + 8][2 * t + 8], am[g + 8][2 * t + 9]);
+            let bb = (w * 32 + lane) * 2;
+            bfr[bb] = pk(bm[2 * t][g], bm[2 * t + 1][g]);
+            bfr[bb + 1] = pk(bm[2 * t + 8][g], bm[2 * t + 9][g]);
+            cfr[bb] = pk(cm[g][2 * t], cm[g][2 * t + 1]);
+            cfr[bb + 1] = pk(cm[g + 8][2 * t], cm[g + 8][2 * t + 1]);
+            for rr in 0..4 {
+                let (row, col) = cd_pos(lane, rr);
+                let mut s = f16_val(cm[row][col]);
+                let mut sabs = s.abs();
+                for k in 0..16 {
+                    let p = f16_val(am[row][k]) * f16_val(bm[k][col]);
+                    s += p;
+                    sabs += p.abs();
+                }
+                want[base + rr] = s;
+                scale[base + rr] = sabs;
+            }
+        }
+    }
+    let dev = emu();
+    load_ptx(&dev, "mmah", &ptx);
+    let (da, db, dc) = (dev.upload(&afr).unwrap(), dev.upload(&bfr).unwrap(), dev.upload(&cfr).unwrap());
+    let d = dev.alloc_filled::<u32>(cfr.len(), 0xFF).unwrap();
+    launch_ok(&dev, "mmah", "mma_h", lin(2, 64), &[ptr(&da), ptr(&db), ptr(&dc), ptr(&d)]);
+    let got = d.to_host().unwrap();
+    let mut bad = Vec::new();
+    for i in 0..want.len() {
+        let word = got[i / 2];
+        let g = f16_val(if i % 2 == 0 { word as u16 } else { (word >> 16) as u16 });
+        let tol = 17.0 * 2f64.powi(-11) * scale[i];
+        if !((g - want[i]).abs() <= tol) {
+            let lane = (i / 4) % 32;
+            let (row, col) = cd_pos(lane, i % 4);
+            bad.push(format!("warp {} lane {lane} d{} = D[{row}][{col}]: got {g}, want {}", i / 128, i % 4, want[i]));
+        }
+    }
+    assert!(bad.is_empty(), "f16-accumulator mma: {} wrong:\n{}", bad.len(), bad[..bad.len().min(12)].join("\n"));
+}
+
+/// The GEMM tile gives the same bits with one worker thread and with the default pool.
+#[test]
+fn gemm_tile_bits_independent_of_worker_threads() {
+    let mut r = rng(22);
+    let a: Vec<u16> = (0..128 * 64).map(|_| f16_bits(r.gen_range(-1.0..1.0), Rnd::N)).collect();
+    let b: Vec<u16> = (0..64 * 64).map(|_| f16_bits(r.gen_range(-1.0..1.0), Rnd::N)).collect();
+    let ptx = compile_cu("gemm_tile", GEMM_CU);
+    let run = |threads: usize| -> Vec<u32> {
+        let dev = emu_with(|o| o.threads = threads);
+        dev.load_module("gemm", &ptx).unwrap();
+        let (da, db) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap());
+        let c = dev.alloc_filled::<f32>(128 * 64, 0xFF).unwrap();
+        let c2 = dev.alloc_filled::<f32>(128 * 64, 0xFF).unwrap();
+        launch_ok(&dev, "gemm", "gemm_tile", lin(2, 128), &[ptr(&da), ptr(&db), ptr(&db), ptr(&c), ptr(&c2)]);
+        c.to_host().unwrap().iter().chain(c2.to_host().unwrap().iter()).map(|x| x.to_bits()).collect()
+    };
+    assert_eq!(run(1), run(0));
+}

@@ -379,3 +379,27 @@ fn report_matcher_self_check() {
     assert!(names_index("blockIdx=(1, 2, 0) threadIdx = 7", "block", (1, 2, 0)));
     assert!(names_index("blockIdx=(1, 2, 0) threadIdx = 7", "thread", (7, 0, 0)));
 }
+
+/// The option switches: with a check off its planted bug runs through (the kernels are the
+/// same, so this proves the report came from that checker); `sanitize: false` turns all off.
+#[test]
+fn sanitizer_switches_disable_their_checks() {
+    let mut r = rng(5);
+    let input: Vec<f32> = (0..178).map(|_| r.gen_range(-1.0f32..1.0)).collect();
+    let run = |dev: &Device, k: &str, grid: u32, n: usize| -> fusebert::Result<()> {
+        dev.load_module("san", ptx())?;
+        let din = dev.upload(&input[..n])?;
+        let out = dev.alloc_filled::<f32>(n, 0xFF)?;
+        let args = if k == "reverse_bug" { vec![ptr(&din), ptr(&out)] } else { vec![ptr(&din), ptr(&out), KernelArg::I32(n as i32)] };
+        dev.launch_in("san", k, lin(grid, 64), &args)
+    };
+    let no_races = emu_with(|o| o.check_races = false);
+    run(&no_races, "reverse_bug", 1, 64).expect("race check off: reverse_bug runs");
+    assert!(matches!(run(&no_races, "stencil_bug", 3, 178), Err(Error::Sanitizer(_))), "uninit check still on");
+    let no_uninit = emu_with(|o| o.check_uninit = false);
+    run(&no_uninit, "stencil_bug", 3, 178).expect("uninit check off: stencil_bug runs");
+    assert!(matches!(run(&no_uninit, "reverse_bug", 1, 64), Err(Error::Sanitizer(_))), "race check still on");
+    let off = emu_with(|o| o.sanitize = false);
+    run(&off, "reverse_bug", 1, 64).expect("sanitize=false: no race report");
+    run(&off, "stencil_bug", 3, 178).expect("sanitize=false: no uninit report");
+}

@@ -193,3 +193,28 @@ fn redux_sync_ops() {
     ck.cmp("%lanemask_lt / %laneid", run32(body, &a, &a, &a), &want, |i| format!("lane {}", i % 32), |g, w| g == w);
     ck.finish();
 }
+
+/// Collectives with a partial membermask inside a branch: lanes 0-15 shuffle among themselves
+/// (width 16, so no lane reads outside the mask) and vote; lanes 16-31 take another path.
+#[test]
+fn shfl_and_vote_with_partial_membermask_in_a_branch() {
+    let mut r = rng(6);
+    let a: Vec<u32> = (0..N).map(|_| r.gen()).collect();
+    let body = "\tmov.u32 \t%r21, %laneid;\n\tsetp.lt.u32 \t%p1, %r21, 16;\n\tmov.u32 \t%r20, 99;\n\t@!%p1 bra \t$L__HI;\n\tshfl.sync.bfly.b32 \t%r22, %r10, 5, 4127, 65535;\n\tshfl.sync.down.b32 \t%r23, %r10, 3, 4127, 65535;\n\tsetp.gt.u32 \t%p2, %r10, %r22;\n\tvote.sync.ballot.b32 \t%r24, %p2, 65535;\n\txor.b32 \t%r20, %r22, %r23;\n\tadd.s32 \t%r20, %r20, %r24;\n\tbra.uni \t$L__END;\n$L__HI:\n\tshfl.sync.idx.b32 \t%r20, %r10, 2, 4127, -65536;\n$L__END:";
+    // c = 4127 = 0x101f: segmask 0x10 (width 16), cval 31
+    let want: Vec<u32> = (0..N).map(|i| {
+        let w = i / 32 * 32;
+        let lane = i % 32;
+        if lane < 16 {
+            let bf = a[w + (lane ^ 5)];
+            let dn = if lane + 3 <= 15 { a[w + lane + 3] } else { a[i] };
+            let ballot = (0..16).filter(|&l| a[w + l] > a[w + (l ^ 5)]).fold(0u32, |m, l| m | (1 << l));
+            (bf ^ dn).wrapping_add(ballot)
+        } else {
+            a[w + 16 + 2]
+        }
+    }).collect();
+    let mut ck = Check::new();
+    ck.cmp("partial-mask shfl/vote", run32(body, &a, &a, &a), &want, |i| format!("lane {}", i % 32), |g, w| g == w);
+    ck.finish();
+}

@@ -93,12 +93,19 @@ impl Drop for TempDir {
 /// Compiles CUDA source `src` (saved as `<file_stem>.cu`) with `nvcc -ptx -arch=sm_80 -lineinfo`
 /// and returns the PTX text. Panics with nvcc's output on failure.
 pub fn compile_cu(file_stem: &str, src: &str) -> String {
+    compile_cu_with(file_stem, src, &[])
+}
+
+/// `compile_cu` with extra nvcc flags (e.g. `-G` for device debug info).
+pub fn compile_cu_with(file_stem: &str, src: &str, extra: &[&str]) -> String {
     let dir = TempDir::new(file_stem);
     let cu = dir.0.join(format!("{file_stem}.cu"));
     let ptx = dir.0.join(format!("{file_stem}.ptx"));
     std::fs::write(&cu, src).expect("write .cu");
     let out = Command::new(nvcc_path())
-        .args(["-ptx", "-arch=sm_80", "-lineinfo", "-o"])
+        .args(["-ptx", "-arch=sm_80", "-lineinfo"])
+        .args(extra)
+        .arg("-o")
         .arg(&ptx)
         .arg(&cu)
         .output()
