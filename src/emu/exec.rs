@@ -171,6 +171,14 @@ impl<'a> Launch<'a> {
     }
 
     fn run_block(&self, b: u64) -> Result<Counters, Error> {
+        // an emulator bug must surface as an error naming the kernel, not abort the caller
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_block_inner(b))).unwrap_or_else(|p| {
+            let what = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            Err(Error::Emulator(format!("internal emulator error in kernel `{}` block {b}: {what}", self.kernel.name)))
+        })
+    }
+
+    fn run_block_inner(&self, b: u64) -> Result<Counters, Error> {
         let gx = self.grid.0 as u64;
         let gy = self.grid.1 as u64;
         let ctaid = [(b % gx) as u32, ((b / gx) % gy) as u32, (b / (gx * gy)) as u32];
