@@ -371,3 +371,10 @@ fn named_barrier_arrive_then_sync() {
         assert_eq!(got[l], ((31 - l) * 3) as f32 + 1.0);
     }
 }
+
+#[test]
+fn device_printf_runs() {
+    let dev = san_dev(Default::default());
+    // prints "thread 0 of 32: k=7 x=0.00 ok" and the line of thread 1 (captured by the harness)
+    dev.launch_in("san", "hello_printf", LaunchConfig::linear(1, 32, 0), &[KernelArg::I32(7)]).unwrap();
+}

@@ -71,7 +71,7 @@ fn classify(i: &Inst) -> u8 {
         Op::Wmma if i.sub == sub::WMMA_MMA => TENSOR,
         Op::Wmma => MEM,
         Op::Bra | Op::Ret | Op::Exit | Op::Call | Op::Bar | Op::BarRed | Op::BarWarp | Op::Membar | Op::Trap => CTRL,
-        Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::ReadClock => SPECIAL,
+        Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::ReadClock | Op::Printf => SPECIAL,
         Op::Rcp | Op::Sqrt | Op::Rsqrt | Op::Ex2 | Op::Lg2 | Op::Sin | Op::Cos | Op::Tanh if i.ty != Ty::F64 => SPECIAL,
         _ => {
             let t = if matches!(i.op, Op::Cvt | Op::CvtPack) { if i.ty.is_float() { i.ty } else { i.ty2 } } else { i.ty };
@@ -1200,6 +1200,7 @@ impl<'l, 'a> Block<'l, 'a> {
             Op::Ld | Op::St | Op::Atom | Op::Red | Op::CpAsync | Op::CpAsyncCommit | Op::CpAsyncWait => {
                 return self.mem_op(w, i, mask);
             }
+            Op::Printf => return self.printf(w, i, mask),
             Op::Ldmatrix | Op::Stmatrix | Op::Mma | Op::Wmma | Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::BarWarp => {
                 return self.warp_op(w, i, mask, active);
             }
