@@ -375,6 +375,7 @@ fn named_barrier_arrive_then_sync() {
 #[test]
 fn device_printf_runs() {
     let dev = san_dev(Default::default());
-    // prints "thread 0 of 32: k=7 x=0.00 ok" and the line of thread 1 (captured by the harness)
     dev.launch_in("san", "hello_printf", LaunchConfig::linear(1, 32, 0), &[KernelArg::I32(7)]).unwrap();
+    let text = dev.emulator_backend().unwrap().take_printf_output();
+    assert_eq!(text, "thread 0 of 32: k=7 x=0.00 ok\nthread 1 of 32: k=7 x=1.50 ok\n");
 }

@@ -49,6 +49,8 @@ pub struct Launch<'a> {
     pub nwarps: u32,
     pub template: Vec<u64>,
     pub classes: Vec<u8>,
+    /// Text printed by device printf during this launch.
+    pub printed: std::sync::Mutex<String>,
 }
 
 /// Instruction classes for counters.
@@ -130,6 +132,7 @@ impl<'a> Launch<'a> {
             nwarps,
             template,
             classes,
+            printed: std::sync::Mutex::new(String::new()),
         }
     }
 

@@ -581,6 +581,9 @@ impl<'l, 'a> Block<'l, 'a> {
             }
             let text = self.format_printf(w, i, lane, &String::from_utf8_lossy(&fmt), args_ptr)?;
             print!("{text}");
+            if let Ok(mut p) = self.l.printed.lock() {
+                p.push_str(&text);
+            }
             if l[2] != NONE {
                 // CUDA's printf returns the number of arguments it parsed
                 let fmt_s = String::from_utf8_lossy(&fmt).replace("%%", "");
