@@ -130,6 +130,8 @@ fn out_of_bounds_write_is_reported_and_clean_version_runs() {
     let r = dev.launch_in("san", "oob_write_bug", lin(4, 64), &[ptr(&out), KernelArg::I32(n as i32)]);
     let rep = report_of(r, false);
     assert_located(&rep, "oob_write_bug", (3, 0, 0), Some((8, 0, 0)), &[loc("BUG:oob")]);
+    // the faulting address: one element past the end of `out`
+    assert!(rep.to_lowercase().contains(&format!("{:#x}", out.addr() + 4 * n as u64)), "report should give the address: {rep}");
     let out = dev.alloc_filled::<f32>(n, 0xFF).unwrap();
     launch_ok(&dev, "san", "oob_write_clean", lin(4, 64), &[ptr(&out), KernelArg::I32(n as i32)]);
     let got = out.to_host().unwrap();
@@ -402,4 +404,66 @@ fn sanitizer_switches_disable_their_checks() {
     let off = emu_with(|o| o.sanitize = false);
     run(&off, "reverse_bug", 1, 64).expect("sanitize=false: no race report");
     run(&off, "stencil_bug", 3, 178).expect("sanitize=false: no uninit report");
+}
+
+/// Collective misuse the spec says to report: a shuffle sourcing a lane outside membermask,
+/// and an mma executed by half a warp (.aligned). Clean variants run.
+#[test]
+fn collective_misuse_is_reported() {
+    let kernel = |shfl_src: u32, mma_lanes: u32| {
+        format!(
+            r#"{PTX_HEADER}
+.visible .entry misuse(
+	.param .u64 p_out
+)
+{{
+	.reg .pred 	%p<4>;
+	.reg .b32 	%r<32>;
+	.reg .f32 	%f<12>;
+	.reg .b64 	%rd<6>;
+	ld.param.u64 	%rd1, [p_out];
+	cvta.to.global.u64 	%rd1, %rd1;
+	mov.u32 	%r1, %laneid;
+	mov.u32 	%r2, %tid.x;
+	mul.wide.u32 	%rd2, %r2, 4;
+	add.s64 	%rd3, %rd1, %rd2;
+	mov.u32 	%r20, 0;
+	setp.lt.u32 	%p1, %r1, 16;
+	@!%p1 bra 	$L__A;
+	shfl.sync.idx.b32 	%r20, %r2, {shfl_src}, 31, 65535; // SHFL
+$L__A:
+	setp.lt.u32 	%p2, %r1, {mma_lanes};
+	@!%p2 bra 	$L__B;
+	mov.b32 	%r3, 1006648320;
+	mov.f32 	%f1, 0f00000000;
+	mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 	{{%f2, %f3, %f4, %f5}}, {{%r3, %r3, %r3, %r3}}, {{%r3, %r3}}, {{%f1, %f1, %f1, %f1}}; // MMA
+	cvt.rzi.s32.f32 	%r4, %f2;
+	add.s32 	%r20, %r20, %r4;
+$L__B:
+	st.global.u32 	[%rd3], %r20;
+	ret;
+}}
+"#
+        )
+    };
+    let dev = emu();
+    let clean = kernel(7, 32);
+    load_ptx(&dev, "ok", &clean);
+    let out = dev.alloc_filled::<u32>(64, 0xFF).unwrap();
+    launch_ok(&dev, "ok", "misuse", lin(1, 64), &[ptr(&out)]);
+    let got = out.to_host().unwrap();
+    for t in 0..64u32 {
+        let shfl = if t % 32 < 16 { t / 32 * 32 + 7 } else { 0 };
+        assert_eq!(got[t as usize], shfl + 16, "clean thread {t}");
+    }
+    // source lane 20 is not in membermask 0x0000ffff
+    let bad = kernel(20, 32);
+    load_ptx(&dev, "bad_shfl", &bad);
+    let rep = report_of(dev.launch_in("bad_shfl", "misuse", lin(1, 64), &[ptr(&out)]), true);
+    assert_located(&rep, "misuse", (0, 0, 0), None, &[ptx_loc(&bad, "// SHFL")]);
+    // mma by lanes 0-15 only
+    let bad = kernel(7, 16);
+    load_ptx(&dev, "bad_mma", &bad);
+    let rep = report_of(dev.launch_in("bad_mma", "misuse", lin(1, 64), &[ptr(&out)]), true);
+    assert_located(&rep, "misuse", (0, 0, 0), None, &[ptx_loc(&bad, "// MMA")]);
 }
