@@ -303,7 +303,7 @@ fn sanitizer_reports_reads_of_never_written_global_memory() {
 }
 
 #[test]
-fn device_functions_are_inlined_and_assert_traps() {
+fn device_functions_are_called_and_assert_traps() {
     let dev = san_dev(Default::default());
     let n = 40usize;
     let y0: Vec<f32> = (0..n).map(|i| 0.25 * i as f32 - 3.0).collect();
@@ -358,5 +358,16 @@ fn unsupported_ptx_is_a_load_time_error_naming_the_line() {
             }
             other => panic!("expected a PtxParse error for {body:?}, got {other:?}"),
         }
+    }
+}
+
+#[test]
+fn named_barrier_arrive_then_sync() {
+    let dev = san_dev(Default::default());
+    let out = dev.alloc_filled::<f32>(32, 0xFF).unwrap();
+    dev.launch_in("san", "named_barrier_pc", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&out)]).unwrap();
+    let got = out.to_host().unwrap();
+    for l in 0..32 {
+        assert_eq!(got[l], ((31 - l) * 3) as f32 + 1.0);
     }
 }

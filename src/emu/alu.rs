@@ -81,7 +81,7 @@ fn finish(ty: Ty, flags: u32, bits: u32) -> u64 {
     }
     if flags & fl::RELU != 0 {
         let v = fmt.to_f64(b);
-        if v < 0.0 || v.is_nan() && false {
+        if v < 0.0 {
             b = 0;
         }
     }

@@ -194,6 +194,18 @@ struct Frame {
     rpc: u32,
 }
 
+/// rpc of a frame that runs a called device function (never equal to a pc).
+const CALL_RPC: u32 = u32::MAX - 1;
+
+/// An active device-function call: what to restore on return.
+struct CallRec {
+    mask: u32,
+    list: u32,
+    saved_retmask: u32,
+    regs: Vec<u64>,
+    local: Vec<u8>,
+}
+
 /// A pending cp.async copy of one lane.
 pub(crate) struct CpPending {
     lane: u8,
@@ -210,6 +222,9 @@ pub(crate) struct Warp {
     /// Lanes that exist (partial last warp).
     pub valid: u32,
     pub exited: u32,
+    /// Lanes that returned from the device function being executed (until the call ends).
+    retmask: u32,
+    calls: Vec<CallRec>,
     state: WState,
     steps: u64,
     pending: Vec<CpPending>,
@@ -243,6 +258,8 @@ pub(crate) struct Block<'l, 'a> {
     pub c: Counters,
     pub last_alloc: usize,
     pub clock: u64,
+    /// Threads that passed `bar.arrive` per barrier since its last completion.
+    arrivals: [u32; 16],
     warps: Vec<Warp>,
 }
 
@@ -308,6 +325,8 @@ impl<'l, 'a> Block<'l, 'a> {
                 stack: vec![Frame { pc: 0, mask: valid, rpc: EXIT_PC }],
                 valid,
                 exited: !valid,
+                retmask: 0,
+                calls: Vec::new(),
                 state: WState::Run,
                 steps: 0,
                 pending: Vec::new(),
@@ -331,6 +350,7 @@ impl<'l, 'a> Block<'l, 'a> {
             c: Counters::default(),
             last_alloc: 0,
             clock: 0,
+            arrivals: [0; 16],
             warps,
         }
     }
@@ -373,7 +393,7 @@ impl<'l, 'a> Block<'l, 'a> {
             if waiting.is_empty() {
                 continue;
             }
-            let arrived: u32 = waiting.iter().map(|&i| (warps[i].valid & !warps[i].exited).count_ones()).sum();
+            let arrived: u32 = waiting.iter().map(|&i| (warps[i].valid & !warps[i].exited).count_ones()).sum::<u32>() + self.arrivals[id as usize];
             let need = waiting.iter().map(|&i| warps[i].bar_count).max().unwrap_or(0);
             let need = if need == 0 { live_threads } else { need };
             if arrived < need {
@@ -401,6 +421,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 w.state = WState::Run;
                 w.stack.last_mut().unwrap().pc = w.bar_pc + 1;
             }
+            self.arrivals[id as usize] = 0;
             self.epoch += 1;
             released = true;
         }
@@ -470,9 +491,12 @@ impl<'l, 'a> Block<'l, 'a> {
                 self.finish_warp(w)?;
                 return Ok(());
             };
-            let active = top.mask & !w.exited;
+            let active = top.mask & !w.exited & !w.retmask;
             if active == 0 || top.pc == top.rpc {
                 w.stack.pop();
+                if top.rpc == CALL_RPC {
+                    self.return_from_call(w);
+                }
                 if w.stack.is_empty() {
                     self.finish_warp(w)?;
                     return Ok(());
@@ -543,6 +567,25 @@ impl<'l, 'a> Block<'l, 'a> {
                         }
                         break;
                     }
+                    Op::Ret if i.sub == 1 => {
+                        // return from a device function: these lanes wait for the call to end
+                        w.retmask |= mask;
+                        w.stack.last_mut().unwrap().pc = pc + 1;
+                        break;
+                    }
+                    Op::Call => {
+                        if mask == 0 {
+                            pc += 1;
+                            continue;
+                        }
+                        if w.calls.len() >= 64 {
+                            return Err(self.err(w, None, i, "call depth", "more than 64 nested device-function calls".into()));
+                        }
+                        self.call(w, i, mask);
+                        w.stack.last_mut().unwrap().pc = pc + 1;
+                        w.stack.push(Frame { pc: i.target, mask, rpc: CALL_RPC });
+                        break;
+                    }
                     Op::Ret | Op::Exit => {
                         if mask == 0 {
                             pc += 1;
@@ -581,6 +624,13 @@ impl<'l, 'a> Block<'l, 'a> {
                         let count = if i.s[1] != NONE { w.regs[i.s[1] as usize * 32 + mask.trailing_zeros() as usize] as u32 } else { 0 };
                         if id >= 16 {
                             return Err(self.err(w, None, i, "bad barrier", format!("barrier id {id} >= 16")));
+                        }
+                        if i.sub2 == 1 {
+                            // bar.arrive: counted, no wait
+                            self.c.barriers += 1;
+                            self.arrivals[id as usize] += mask.count_ones();
+                            pc += 1;
+                            continue;
                         }
                         let mut pm = 0u32;
                         if i.op == Op::BarRed {
@@ -659,6 +709,83 @@ impl<'l, 'a> Block<'l, 'a> {
             }
         }
         false
+    }
+
+    /// Local-frame byte range of lane `l` for [lo, hi).
+    fn local_range(&self, w: &Warp, l: usize, lo: u32, hi: u32) -> std::ops::Range<usize> {
+        let base = (w.id as usize * 32 + l) * self.l.kernel.local_bytes as usize;
+        base + lo as usize..base + hi as usize
+    }
+
+    /// Copies `bytes` from local offset `src` to `dst` for the lanes in `mask`.
+    fn local_copy(&mut self, w: &Warp, mask: u32, src: u32, dst: u32, bytes: u32) {
+        lanes!(mask, l, {
+            let s = self.local_range(w, l, src, src + bytes);
+            let d = self.local_range(w, l, dst, dst + bytes);
+            self.local.copy_within(s.clone(), d.start);
+            if !self.local_init.is_empty() {
+                self.local_init.copy_within(s, d.start);
+            }
+        });
+    }
+
+    /// Enters a device function: saves its registers and local frame (recursion), passes the
+    /// arguments into its parameter area.
+    fn call(&mut self, w: &mut Warp, i: &Inst, mask: u32) {
+        let l = &self.l.kernel.lists[i.list as usize];
+        let save = &self.l.kernel.lists[l[0] as usize];
+        let (slo, shi) = (save[0] as usize * 32, save[1] as usize * 32);
+        let regs = w.regs[slo..shi].to_vec();
+        let mut local = Vec::new();
+        let nr = save[2] as usize;
+        for lane in 0..32 {
+            if w.valid >> lane & 1 == 0 {
+                continue;
+            }
+            for r in 0..nr {
+                let rg = self.local_range(w, lane, save[3 + 2 * r], save[4 + 2 * r]);
+                local.extend_from_slice(&self.local[rg]);
+            }
+        }
+        let nargs = l[1] as usize;
+        for k in 0..nargs {
+            let (src, dst, n) = (l[2 + 3 * k], l[3 + 3 * k], l[4 + 3 * k]);
+            self.local_copy(w, mask, src, dst, n);
+        }
+        w.calls.push(CallRec { mask, list: i.list, saved_retmask: w.retmask, regs, local });
+    }
+
+    /// Leaves a device function: copies the results out, restores the saved state.
+    fn return_from_call(&mut self, w: &mut Warp) {
+        let Some(rec) = w.calls.pop() else { return };
+        let l = &self.l.kernel.lists[rec.list as usize];
+        let nargs = l[1] as usize;
+        let rbase = 2 + 3 * nargs;
+        let nrets = l[rbase] as usize;
+        let live = rec.mask & !w.exited;
+        let save = &self.l.kernel.lists[l[0] as usize];
+        let slo = save[0] as usize * 32;
+        w.regs[slo..slo + rec.regs.len()].copy_from_slice(&rec.regs);
+        let nr = save[2] as usize;
+        let mut pos = 0;
+        for lane in 0..32 {
+            if w.valid >> lane & 1 == 0 {
+                continue;
+            }
+            for r in 0..nr {
+                let rg = self.local_range(w, lane, save[3 + 2 * r], save[4 + 2 * r]);
+                let n = rg.len();
+                self.local[rg].copy_from_slice(&rec.local[pos..pos + n]);
+                pos += n;
+            }
+        }
+        // results last: the return area is not part of the restored frame, and the caller's
+        // destination may be (recursion)
+        for k in 0..nrets {
+            let (src, dst, n) = (l[rbase + 1 + 3 * k], l[rbase + 2 + 3 * k], l[rbase + 3 + 3 * k]);
+            self.local_copy(w, live, src, dst, n);
+        }
+        w.retmask = rec.saved_retmask;
     }
 
     fn exit_lanes(&mut self, w: &mut Warp, mask: u32) -> Result<(), Error> {
@@ -1068,8 +1195,7 @@ impl<'l, 'a> Block<'l, 'a> {
             Op::Ldmatrix | Op::Stmatrix | Op::Mma | Op::Wmma | Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::BarWarp => {
                 return self.warp_op(w, i, mask, active);
             }
-            Op::Call => return Err(self.err(w, None, i, "unsupported", "call".into())),
-            Op::Bra | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => unreachable!("control handled by run_warp"),
+            Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => unreachable!("control handled by run_warp"),
         }
         Ok(())
     }

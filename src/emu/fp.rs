@@ -240,18 +240,35 @@ pub fn dir64(r: f64, e: f64, mode: Rnd) -> f64 {
         return r;
     }
     match mode {
-        Rnd::Rm if e < 0.0 => r.next_down(),
-        Rnd::Rp if e > 0.0 => r.next_up(),
-        Rnd::Rz if e < 0.0 && r > 0.0 => r.next_down(),
-        Rnd::Rz if e > 0.0 && r < 0.0 => r.next_up(),
+        Rnd::Rm if e < 0.0 => next_down64(r),
+        Rnd::Rp if e > 0.0 => next_up64(r),
+        Rnd::Rz if e < 0.0 && r > 0.0 => next_down64(r),
+        Rnd::Rz if e > 0.0 && r < 0.0 => next_up64(r),
         _ => r,
     }
 }
 
+/// Next f64 toward +inf (finite input; `f64::next_up` needs Rust 1.86, above our MSRV).
+fn next_up64(x: f64) -> f64 {
+    let b = x.to_bits();
+    if x == 0.0 {
+        f64::from_bits(1)
+    } else if x > 0.0 {
+        f64::from_bits(b + 1)
+    } else {
+        f64::from_bits(b - 1)
+    }
+}
+
+fn next_down64(x: f64) -> f64 {
+    -next_up64(-x)
+}
+
 pub fn add64(a: f64, b: f64, mode: Rnd) -> f64 {
     let (r, e) = two_sum(a, b);
-    if r == 0.0 && e == 0.0 && mode == Rnd::Rm && !(a == 0.0 && b == 0.0 && !a.is_sign_negative() && !b.is_sign_negative()) {
-        return if a == 0.0 && b == 0.0 { if a.is_sign_negative() || b.is_sign_negative() { -0.0 } else { 0.0 } } else { -0.0 };
+    // an exact zero sum is -0 in round-down unless both operands are +0
+    if r == 0.0 && e == 0.0 && mode == Rnd::Rm && !(a.to_bits() == 0 && b.to_bits() == 0) {
+        return -0.0;
     }
     dir64(r, e, mode)
 }
@@ -342,11 +359,7 @@ pub fn f2i(x: f64, mode: Rnd, bits: u32, signed: bool) -> u64 {
     } else {
         let hi = 2f64.powi(bits as i32) - 1.0;
         let v = if r < 0.0 { 0.0 } else if r > hi { hi } else { r };
-        if bits == 64 {
-            v as u64
-        } else {
-            v as u64
-        }
+        v as u64
     }
 }
 

@@ -505,6 +505,23 @@ pub(crate) fn shared_wavefronts(offs: &[u32; 32], mask: u32, size: u32) -> (u64,
             continue;
         }
         ideal += 1;
+        // fast path: every word in a distinct bank -> one wavefront
+        let mut banks = 0u32;
+        let mut clash = false;
+        lanes!(pm, k, {
+            let o = offs[ph * per_phase + k];
+            let mut wd = o / 4;
+            while wd * 4 < o + size.max(1) {
+                let bit = 1u32 << (wd % 32);
+                clash |= banks & bit != 0;
+                banks |= bit;
+                wd += 1;
+            }
+        });
+        if !clash {
+            total += 1;
+            continue;
+        }
         let mut words = [0u32; 128];
         let mut n = 0;
         lanes!(pm, k, {

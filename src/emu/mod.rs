@@ -1,6 +1,6 @@
 //! PTX emulator: parse -> IR -> execute blocks/warps, with sanitizers and counters.
 //!
-//! Layers: [`lex`]/[`parse`] turn PTX text into the slot-based IR of [`ir`] (once per module,
+//! Layers: [`lex`]/[`parse`]/[`lower`] turn PTX text into the slot-based IR of [`ir`] (once per module,
 //! cached); [`cfg`] computes branch reconvergence points; [`exec`] runs a launch (blocks in
 //! parallel, warps in lockstep), with [`alu`]/[`fp`] for arithmetic, [`mem`] for memory
 //! instructions and sanitizers, [`warp`] for warp-wide instructions; [`memory`] is the
@@ -14,6 +14,7 @@ pub mod exec;
 pub mod fp;
 pub mod ir;
 pub mod lex;
+pub mod lower;
 pub mod mem;
 pub mod memory;
 pub mod parse;

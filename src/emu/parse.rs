@@ -1,17 +1,19 @@
-//! PTX parser: module directives, variables, entries, and lowering of every instruction into the
-//! slot-based IR of [`super::ir`]. Anything not understood is an error naming the line.
+//! PTX parser: module directives, variables, entries, device functions, registers and operand
+//! resolution into the slot-based IR of [`super::ir`] (per-opcode lowering: [`super::lower`]).
+//! Anything not understood is an error naming the line.
 use std::collections::HashMap;
 
 use super::ir::*;
 use super::lex::{tokenize, Tok, Token};
+use super::lower::parse_instruction;
 
 /// Parse error: (PTX line, message).
 pub type PErr = (u32, String);
-type PResult<T> = Result<T, PErr>;
+pub(super) type PResult<T> = Result<T, PErr>;
 
 /// Parsed operand before slot resolution.
 #[derive(Debug, Clone)]
-enum Opnd {
+pub(super) enum Opnd {
     /// Register, special register, variable, label or param name.
     Name(String),
     Int(i128),
@@ -29,31 +31,31 @@ enum Opnd {
     Sink,
 }
 
-struct Cursor<'a> {
-    t: &'a [Token],
-    i: usize,
+pub(super) struct Cursor<'a> {
+    pub(super) t: &'a [Token],
+    pub(super) i: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn peek(&self) -> Option<&'a Tok> {
+    pub(super) fn peek(&self) -> Option<&'a Tok> {
         self.t.get(self.i).map(|t| &t.tok)
     }
-    fn peek_at(&self, k: usize) -> Option<&'a Tok> {
+    pub(super) fn peek_at(&self, k: usize) -> Option<&'a Tok> {
         self.t.get(self.i + k).map(|t| &t.tok)
     }
-    fn line(&self) -> u32 {
+    pub(super) fn line(&self) -> u32 {
         self.t.get(self.i).or(self.t.last()).map(|t| t.line).unwrap_or(0)
     }
-    fn next(&mut self) -> PResult<&'a Tok> {
+    pub(super) fn next(&mut self) -> PResult<&'a Tok> {
         let l = self.line();
         let t = self.t.get(self.i).map(|t| &t.tok).ok_or((l, "unexpected end of PTX".to_string()))?;
         self.i += 1;
         Ok(t)
     }
-    fn is_punct(&self, c: char) -> bool {
+    pub(super) fn is_punct(&self, c: char) -> bool {
         matches!(self.peek(), Some(Tok::Punct(p)) if *p == c)
     }
-    fn eat_punct(&mut self, c: char) -> bool {
+    pub(super) fn eat_punct(&mut self, c: char) -> bool {
         if self.is_punct(c) {
             self.i += 1;
             true
@@ -61,21 +63,21 @@ impl<'a> Cursor<'a> {
             false
         }
     }
-    fn expect_punct(&mut self, c: char) -> PResult<()> {
+    pub(super) fn expect_punct(&mut self, c: char) -> PResult<()> {
         if self.eat_punct(c) {
             Ok(())
         } else {
             Err((self.line(), format!("expected `{c}`, found {:?}", self.peek())))
         }
     }
-    fn ident(&mut self) -> PResult<&'a str> {
+    pub(super) fn ident(&mut self) -> PResult<&'a str> {
         let l = self.line();
         match self.next()? {
             Tok::Ident(s) => Ok(s),
             t => Err((l, format!("expected a name, found {t:?}"))),
         }
     }
-    fn int(&mut self) -> PResult<i128> {
+    pub(super) fn int(&mut self) -> PResult<i128> {
         let l = self.line();
         let neg = self.eat_punct('-');
         match self.next()? {
@@ -84,12 +86,12 @@ impl<'a> Cursor<'a> {
         }
     }
     /// Skips the rest of the current source line.
-    fn skip_line(&mut self, line: u32) {
+    pub(super) fn skip_line(&mut self, line: u32) {
         while self.i < self.t.len() && self.t[self.i].line == line {
             self.i += 1;
         }
     }
-    fn skip_to_semicolon(&mut self) {
+    pub(super) fn skip_to_semicolon(&mut self) {
         while self.i < self.t.len() {
             let semi = matches!(self.t[self.i].tok, Tok::Punct(';'));
             self.i += 1;
@@ -100,24 +102,24 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Module-level state shared by all functions while parsing.
-/// A `.func` definition, inlined at every call site.
+/// A `.func` definition (compiled into each kernel that calls it; see `compile_func`).
 #[derive(Clone)]
-struct FuncDef {
-    rets: Vec<String>,
-    params: Vec<String>,
+pub(super) struct FuncDef {
+    pub(super) rets: Vec<(String, u32)>,
+    pub(super) params: Vec<(String, u32)>,
     /// Token index just after the body's opening `{`.
-    body: usize,
+    pub(super) body: usize,
 }
 
-struct ModState {
-    funcs: HashMap<String, FuncDef>,
-    vars: Vec<Var>,
-    var_index: HashMap<String, usize>,
-    shared_off: u32,
-    const_off: u32,
-    global_off: u32,
-    files: HashMap<u32, String>,
+/// Module-level state shared by all functions while parsing.
+pub(super) struct ModState {
+    pub(super) funcs: HashMap<String, FuncDef>,
+    pub(super) vars: Vec<Var>,
+    pub(super) var_index: HashMap<String, usize>,
+    pub(super) shared_off: u32,
+    pub(super) const_off: u32,
+    pub(super) global_off: u32,
+    pub(super) files: HashMap<u32, String>,
 }
 
 impl ModState {
@@ -271,19 +273,38 @@ pub fn parse_module(name: &str, src: &str) -> PResult<Module> {
 fn scan_funcs(t: &[Token]) -> HashMap<String, FuncDef> {
     let mut out = HashMap::new();
     let mut i = 0;
-    let names = |from: usize, to: usize| -> Vec<String> {
-        // param names: the identifier right before each ',' or the closing ')'
+    let names = |from: usize, to: usize| -> Vec<(String, u32)> {
+        // `.param [.align N] .type name[dims]` separated by commas: (name, bytes)
         let mut v = Vec::new();
-        let mut last: Option<String> = None;
-        for k in from..to {
+        let mut name: Option<String> = None;
+        let mut size = 0u32;
+        let mut k = from;
+        while k < to {
             match &t[k].tok {
-                Tok::Ident(s) if !s.starts_with('.') => last = Some(s.clone()),
-                Tok::Punct(',') => v.extend(last.take()),
-                Tok::Punct('[') => {}
+                Tok::Ident(s) if s == ".align" => k += 1,
+                Tok::Ident(s) if s.starts_with('.') => {
+                    if let Some(ty) = Ty::parse(&s[1..]) {
+                        size = ty.bytes();
+                    }
+                }
+                Tok::Ident(s) => name = Some(s.clone()),
+                Tok::Punct('[') => {
+                    if let Some(Tok::Int(n)) = t.get(k + 1).map(|x| &x.tok) {
+                        size *= *n as u32;
+                    }
+                }
+                Tok::Punct(',') => {
+                    if let Some(n) = name.take() {
+                        v.push((n, size));
+                    }
+                }
                 _ => {}
             }
+            k += 1;
         }
-        v.extend(last.take());
+        if let Some(n) = name.take() {
+            v.push((n, size));
+        }
         v
     };
     let close = |from: usize| -> usize {
@@ -412,42 +433,53 @@ fn parse_var(c: &mut Cursor, space: Space, is_extern: bool) -> PResult<Var> {
 }
 
 /// Per-function lowering state.
-struct FnState<'m> {
-    ms: &'m mut ModState,
-    scopes: Vec<HashMap<String, u32>>,
-    reg_ty: Vec<Ty>,
-    nregs: u32,
-    consts: HashMap<(u64, u8), u32>,
-    const_list: Vec<(u32, u64, u8)>,
+pub(super) struct FnState<'m> {
+    pub(super) ms: &'m mut ModState,
+    pub(super) scopes: Vec<HashMap<String, u32>>,
+    pub(super) reg_ty: Vec<Ty>,
+    pub(super) nregs: u32,
+    pub(super) consts: HashMap<(u64, u8), u32>,
+    pub(super) const_list: Vec<(u32, u64, u8)>,
     /// (slot, global-var offset): constant slots relocated by the module's global base.
-    specials: HashMap<String, u32>,
-    special_list: Vec<(u32, Special)>,
-    params: Vec<Param>,
-    param_index: HashMap<String, usize>,
+    pub(super) specials: HashMap<String, u32>,
+    pub(super) special_list: Vec<(u32, Special)>,
+    pub(super) params: Vec<Param>,
+    pub(super) param_index: HashMap<String, usize>,
     /// Body-local `.param` declarations (call sequences): name -> offset in a scratch area.
-    local_params: HashMap<String, u32>,
-    labels: HashMap<String, u32>,
-    fixups: Vec<(usize, String, u32)>,
-    insts: Vec<Inst>,
-    lists: Vec<Vec<u32>>,
-    locs: Vec<(u32, u32)>,
-    loc_index: HashMap<(u32, u32), u32>,
-    cur_loc: u32,
-    local_bytes: u32,
+    pub(super) local_params: HashMap<String, u32>,
+    pub(super) labels: HashMap<String, u32>,
+    pub(super) fixups: Vec<(usize, String, u32)>,
+    pub(super) insts: Vec<Inst>,
+    pub(super) lists: Vec<Vec<u32>>,
+    pub(super) locs: Vec<(u32, u32)>,
+    pub(super) loc_index: HashMap<(u32, u32), u32>,
+    pub(super) cur_loc: u32,
+    pub(super) local_bytes: u32,
     /// End of this kernel's static shared layout.
-    shared_bytes: u32,
-    local_vars: HashMap<String, u32>,
-    reg_names: HashMap<u32, String>,
-    has_atomics: bool,
-    sink: u32,
-    cc: u32,
-    /// Inlining state: callee .param names -> caller local offsets, label prefix, the label a
-    /// `ret` jumps to, and the chain of functions being inlined (recursion guard).
-    param_alias: HashMap<String, u32>,
-    label_prefix: String,
-    ret_label: Option<String>,
-    inline_stack: Vec<String>,
-    inline_count: u32,
+    pub(super) shared_bytes: u32,
+    pub(super) local_vars: HashMap<String, u32>,
+    pub(super) reg_names: HashMap<u32, String>,
+    pub(super) has_atomics: bool,
+    pub(super) sink: u32,
+    pub(super) cc: u32,
+    /// While compiling a device function: its .param names -> local offsets, label prefix.
+    pub(super) param_alias: HashMap<String, u32>,
+    pub(super) label_prefix: String,
+    pub(super) in_func: bool,
+    /// Device functions called from this kernel: layout, and those still to compile.
+    pub(super) funcs: HashMap<String, FuncLayout>,
+    pub(super) pending_funcs: Vec<String>,
+}
+
+/// Where a device function lives in a kernel: its entry label, parameter and return areas in
+/// the thread's local frame, and what a call saves/restores (its registers and local frame) so
+/// recursion works.
+#[derive(Clone, Default)]
+pub(super) struct FuncLayout {
+    pub(super) params: Vec<(u32, u32)>,
+    pub(super) rets: Vec<(u32, u32)>,
+    /// Index into `FnState::lists` of the save description, filled when the body is compiled.
+    pub(super) save_list: u32,
 }
 
 
@@ -509,9 +541,9 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
         cc: 0,
         param_alias: HashMap::new(),
         label_prefix: String::new(),
-        ret_label: None,
-        inline_stack: Vec::new(),
-        inline_count: 0,
+        in_func: false,
+        funcs: HashMap::new(),
+        pending_funcs: Vec::new(),
     };
     // parameters
     let mut param_off = 0u32;
@@ -594,15 +626,19 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
     fs.sink = fs.new_reg("_", Ty::B64);
     fs.cc = fs.new_reg("%%cc", Ty::B32);
     parse_body(c, &mut fs)?;
-    // resolve labels
-    for (idx, label, line) in std::mem::take(&mut fs.fixups) {
-        let t = *fs.labels.get(&label).ok_or((line, format!("unknown label `{label}`")))?;
-        fs.insts[idx].target = t;
-    }
     // Ensure the kernel ends with a terminator so the executor never falls off the end.
     let needs_ret = fs.insts.last().map(|i| !(matches!(i.op, Op::Ret | Op::Exit | Op::Bra) && i.guard == NONE)).unwrap_or(true);
     if needs_ret {
         fs.insts.push(Inst::new(Op::Ret, c.line()));
+    }
+    // device functions called (transitively) by the kernel, compiled after its body
+    while let Some(name) = fs.pending_funcs.pop() {
+        compile_func(c, &mut fs, &name)?;
+    }
+    // resolve labels
+    for (idx, label, line) in std::mem::take(&mut fs.fixups) {
+        let t = *fs.labels.get(&label).ok_or((line, format!("unknown label `{label}`")))?;
+        fs.insts[idx].target = t;
     }
     let nregs = fs.nregs;
     // specials and constants get slots after registers
@@ -657,12 +693,12 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
 /// Temporary slot numbers for constants/specials until registers are counted.
 const TMP_BASE: u32 = 0x4000_0000;
 
-fn const_slot(fs: &mut FnState, v: u64) -> u32 {
+pub(super) fn const_slot(fs: &mut FnState, v: u64) -> u32 {
     const_slot_kind(fs, v, RELOC_NONE)
 }
 
 /// A constant slot whose value is relocated at launch (`kind`: see `RELOC_*`).
-fn const_slot_kind(fs: &mut FnState, v: u64, kind: u8) -> u32 {
+pub(super) fn const_slot_kind(fs: &mut FnState, v: u64, kind: u8) -> u32 {
     if let Some(&s) = fs.consts.get(&(v, kind)) {
         return s;
     }
@@ -672,7 +708,7 @@ fn const_slot_kind(fs: &mut FnState, v: u64, kind: u8) -> u32 {
     s
 }
 
-fn special_slot(fs: &mut FnState, name: &str, sp: Special) -> u32 {
+pub(super) fn special_slot(fs: &mut FnState, name: &str, sp: Special) -> u32 {
     if let Some(&s) = fs.specials.get(name) {
         return s;
     }
@@ -682,7 +718,71 @@ fn special_slot(fs: &mut FnState, name: &str, sp: Special) -> u32 {
     s
 }
 
-fn parse_body(c: &mut Cursor, fs: &mut FnState) -> PResult<()> {
+/// The layout of device function `name` in this kernel, allocating it on first use.
+pub(super) fn func_layout(fs: &mut FnState, name: &str, line: u32) -> PResult<FuncLayout> {
+    if let Some(l) = fs.funcs.get(name) {
+        return Ok(l.clone());
+    }
+    let f = fs.ms.funcs.get(name).cloned().ok_or((line, format!("call of `{name}`: no definition in this module (only vprintf and __assertfail are built in)")))?;
+    let alloc = |size: u32, fs: &mut FnState| {
+        fs.local_bytes = fs.local_bytes.div_ceil(8) * 8;
+        let o = fs.local_bytes;
+        fs.local_bytes += size.max(1);
+        o
+    };
+    let params = f.params.iter().map(|(_, sz)| (alloc(*sz, fs), *sz)).collect();
+    let rets = f.rets.iter().map(|(_, sz)| (alloc(*sz, fs), *sz)).collect();
+    let l = FuncLayout { params, rets, save_list: fs.lists.len() as u32 };
+    fs.lists.push(Vec::new());
+    fs.funcs.insert(name.to_string(), l.clone());
+    fs.pending_funcs.push(name.to_string());
+    Ok(l)
+}
+
+/// Compiles the body of device function `name` at the end of the kernel's instructions.
+fn compile_func(c: &Cursor, fs: &mut FnState, name: &str) -> PResult<()> {
+    let f = fs.ms.funcs.get(name).cloned().ok_or((0, format!("no device function `{name}`")))?;
+    let layout = fs.funcs[name].clone();
+    fs.labels.insert(format!("%%func_{name}"), fs.insts.len() as u32);
+    let mut alias = HashMap::new();
+    for ((pn, _), (off, _)) in f.params.iter().zip(&layout.params).chain(f.rets.iter().zip(&layout.rets)) {
+        alias.insert(pn.clone(), *off);
+    }
+    let slot_lo = fs.nregs;
+    let local_lo = fs.local_bytes;
+    fs.param_alias = alias;
+    fs.label_prefix = format!("%%f_{name}_");
+    fs.in_func = true;
+    fs.scopes.push(HashMap::new());
+    let saved_params = std::mem::take(&mut fs.local_params);
+    let saved_locals = fs.local_vars.clone();
+    let mut body = Cursor { t: c.t, i: f.body };
+    let r = parse_body(&mut body, fs);
+    fs.scopes.pop();
+    fs.local_params = saved_params;
+    fs.local_vars = saved_locals;
+    fs.in_func = false;
+    fs.param_alias.clear();
+    fs.label_prefix.clear();
+    r?;
+    // make sure the body cannot fall through into the next function
+    let mut ret = Inst::new(Op::Ret, body.line());
+    ret.sub = 1;
+    fs.insts.push(ret);
+    // what a call saves: the function's registers and its local frame (params + depot)
+    let mut save = vec![slot_lo, fs.nregs];
+    let mut ranges: Vec<(u32, u32)> = layout.params.iter().map(|&(o, sz)| (o, o + sz.max(1))).collect();
+    ranges.push((local_lo, fs.local_bytes));
+    save.push(ranges.len() as u32);
+    for (lo, hi) in ranges {
+        save.push(lo);
+        save.push(hi);
+    }
+    fs.lists[layout.save_list as usize] = save;
+    Ok(())
+}
+
+pub(super) fn parse_body(c: &mut Cursor, fs: &mut FnState) -> PResult<()> {
     let base = fs.scopes.len();
     loop {
         let line = c.line();
@@ -816,7 +916,7 @@ fn parse_reg_decl(c: &mut Cursor, fs: &mut FnState, line: u32) -> PResult<()> {
     }
 }
 
-fn parse_operand(c: &mut Cursor) -> PResult<Opnd> {
+pub(super) fn parse_operand(c: &mut Cursor) -> PResult<Opnd> {
     let line = c.line();
     if c.eat_punct('{') {
         let mut v = Vec::new();
@@ -905,136 +1005,7 @@ impl Opnd {
     }
 }
 
-/// Modifiers of an opcode, split by '.'.
-struct Mods<'a> {
-    base: &'a str,
-    parts: Vec<&'a str>,
-}
-
-impl<'a> Mods<'a> {
-    fn new(op: &'a str) -> Self {
-        let mut it = op.split('.');
-        let base = it.next().unwrap_or("");
-        Mods { base, parts: it.collect() }
-    }
-    fn has(&self, m: &str) -> bool {
-        self.parts.iter().any(|p| *p == m)
-    }
-    fn types(&self) -> Vec<Ty> {
-        self.parts.iter().filter_map(|p| Ty::parse(p)).collect()
-    }
-    fn rnd(&self) -> Rnd {
-        for p in &self.parts {
-            let r = match *p {
-                "rn" => Rnd::Rn,
-                "rz" => Rnd::Rz,
-                "rm" => Rnd::Rm,
-                "rp" => Rnd::Rp,
-                "rni" => Rnd::Rni,
-                "rzi" => Rnd::Rzi,
-                "rmi" => Rnd::Rmi,
-                "rpi" => Rnd::Rpi,
-                "rna" => Rnd::Rna,
-                _ => continue,
-            };
-            return r;
-        }
-        Rnd::None
-    }
-    fn space(&self) -> Space {
-        for p in &self.parts {
-            let s = match *p {
-                "global" => Space::Global,
-                "shared" | "shared::cta" => Space::Shared,
-                "local" => Space::Local,
-                "param" => Space::Param,
-                "const" => Space::Const,
-                _ => continue,
-            };
-            return s;
-        }
-        Space::Generic
-    }
-    fn cmp(&self) -> Option<Cmp> {
-        for p in &self.parts {
-            let c = match *p {
-                "eq" => Cmp::Eq,
-                "ne" => Cmp::Ne,
-                "lt" => Cmp::Lt,
-                "le" => Cmp::Le,
-                "gt" => Cmp::Gt,
-                "ge" => Cmp::Ge,
-                "lo" => Cmp::Lo,
-                "ls" => Cmp::Ls,
-                "hi" => Cmp::Hi,
-                "hs" => Cmp::Hs,
-                "equ" => Cmp::Equ,
-                "neu" => Cmp::Neu,
-                "ltu" => Cmp::Ltu,
-                "leu" => Cmp::Leu,
-                "gtu" => Cmp::Gtu,
-                "geu" => Cmp::Geu,
-                "num" => Cmp::Num,
-                "nan" => Cmp::Nan,
-                _ => continue,
-            };
-            return Some(c);
-        }
-        None
-    }
-    fn flags(&self) -> u32 {
-        let mut f = 0;
-        for p in &self.parts {
-            f |= match *p {
-                "sat" => fl::SAT,
-                "ftz" => fl::FTZ,
-                "approx" => fl::APPROX,
-                "full" => fl::FULL,
-                "hi" => fl::HI,
-                "lo" => fl::LO,
-                "wide" => fl::WIDE,
-                "nc" => fl::NC,
-                "uni" => fl::UNI,
-                "trans" => fl::TRANS,
-                "shiftamt" => fl::SHIFTAMT,
-                "wrap" => fl::WRAP,
-                "clamp" => fl::CLAMP,
-                "l" => fl::LEFT,
-                "cc" => fl::CC,
-                "relu" => fl::RELU,
-                "satfinite" => fl::SATFINITE,
-                "NaN" => fl::NAN,
-                "xorsign" => fl::XORSIGN,
-                "abs" => fl::ABS,
-                _ => 0,
-            };
-        }
-        f
-    }
-}
-
-fn atom_op(m: &Mods) -> Option<u8> {
-    for p in &m.parts {
-        let o = match *p {
-            "add" => sub::A_ADD,
-            "min" => sub::A_MIN,
-            "max" => sub::A_MAX,
-            "inc" => sub::A_INC,
-            "dec" => sub::A_DEC,
-            "cas" => sub::A_CAS,
-            "exch" => sub::A_EXCH,
-            "and" => sub::A_AND,
-            "or" => sub::A_OR,
-            "xor" => sub::A_XOR,
-            "popc" => sub::A_POPC,
-            _ => continue,
-        };
-        return Some(o);
-    }
-    None
-}
-
-fn read_operands(c: &mut Cursor) -> PResult<Vec<Opnd>> {
+pub(super) fn read_operands(c: &mut Cursor) -> PResult<Vec<Opnd>> {
     let mut ops = Vec::new();
     loop {
         if c.eat_punct(';') {
@@ -1060,7 +1031,7 @@ fn read_operands(c: &mut Cursor) -> PResult<Vec<Opnd>> {
 }
 
 /// Resolves an operand to a slot. `ty` types immediates (float literals convert between widths).
-fn resolve(fs: &mut FnState, o: &Opnd, ty: Ty, line: u32) -> PResult<u32> {
+pub(super) fn resolve(fs: &mut FnState, o: &Opnd, ty: Ty, line: u32) -> PResult<u32> {
     Ok(match o {
         Opnd::Name(n) => {
             if let Some(s) = fs.lookup_reg(n) {
@@ -1110,7 +1081,7 @@ fn resolve(fs: &mut FnState, o: &Opnd, ty: Ty, line: u32) -> PResult<u32> {
 }
 
 /// The value of a symbol used as an operand: a variable's address in its window.
-fn sym_value(fs: &mut FnState, n: &str, off: i64, line: u32) -> PResult<u32> {
+pub(super) fn sym_value(fs: &mut FnState, n: &str, off: i64, line: u32) -> PResult<u32> {
     if let Some(&i) = fs.ms.var_index.get(n) {
         let v = &fs.ms.vars[i];
         let (val, kind) = match v.space {
@@ -1138,12 +1109,12 @@ pub const RELOC_GLOBAL: u8 = 1;
 /// value += the dynamic shared region's offset (extern .shared arrays)
 pub const RELOC_DYN_SHARED: u8 = 2;
 
-fn reg_is_32(fs: &FnState, slot: u32) -> bool {
+pub(super) fn reg_is_32(fs: &FnState, slot: u32) -> bool {
     (slot as usize) < fs.reg_ty.len() && fs.reg_ty[slot as usize].bytes() <= 4
 }
 
 /// Resolves an address operand into (base slot or NONE, offset, space override for params).
-fn resolve_addr(fs: &mut FnState, o: &Opnd, line: u32, inst: &mut Inst) -> PResult<()> {
+pub(super) fn resolve_addr(fs: &mut FnState, o: &Opnd, line: u32, inst: &mut Inst) -> PResult<()> {
     let (base, off) = match o {
         Opnd::Addr(b, off) => (b.clone(), *off),
         o => return Err((line, format!("expected an address, found {o:?}"))),
@@ -1186,7 +1157,7 @@ fn resolve_addr(fs: &mut FnState, o: &Opnd, line: u32, inst: &mut Inst) -> PResu
     Ok(())
 }
 
-fn dst(fs: &mut FnState, o: &Opnd, line: u32) -> PResult<u32> {
+pub(super) fn dst(fs: &mut FnState, o: &Opnd, line: u32) -> PResult<u32> {
     match o {
         Opnd::Name(n) => fs.lookup_reg(n).ok_or((line, format!("unknown destination register `{n}`"))),
         Opnd::Sink => Ok(fs.sink),
@@ -1194,19 +1165,19 @@ fn dst(fs: &mut FnState, o: &Opnd, line: u32) -> PResult<u32> {
     }
 }
 
-fn need(ops: &[Opnd], n: usize, line: u32, op: &str) -> PResult<()> {
+pub(super) fn need(ops: &[Opnd], n: usize, line: u32, op: &str) -> PResult<()> {
     if ops.len() != n {
         return Err((line, format!("`{op}` expects {n} operands, got {}", ops.len())));
     }
     Ok(())
 }
 
-fn push(fs: &mut FnState, mut inst: Inst) {
+pub(super) fn push(fs: &mut FnState, mut inst: Inst) {
     inst.loc = fs.cur_loc;
     fs.insts.push(inst);
 }
 
-fn vec_slots(fs: &mut FnState, o: &Opnd, ty: Ty, line: u32, is_dst: bool) -> PResult<Vec<u32>> {
+pub(super) fn vec_slots(fs: &mut FnState, o: &Opnd, ty: Ty, line: u32, is_dst: bool) -> PResult<Vec<u32>> {
     match o {
         Opnd::Vec(v) => v
             .iter()
@@ -1217,844 +1188,9 @@ fn vec_slots(fs: &mut FnState, o: &Opnd, ty: Ty, line: u32, is_dst: bool) -> PRe
 }
 
 /// Resolves a predicate source that may be negated (`!p`): returns (slot, negated).
-fn pred_src(fs: &mut FnState, o: &Opnd, line: u32) -> PResult<(u32, bool)> {
+pub(super) fn pred_src(fs: &mut FnState, o: &Opnd, line: u32) -> PResult<(u32, bool)> {
     match o {
         Opnd::Not(n) => Ok((fs.lookup_reg(n).ok_or((line, format!("unknown predicate `{n}`")))?, true)),
         o => Ok((resolve(fs, o, Ty::Pred, line)?, false)),
-    }
-}
-
-/// Modifiers the lowering understands (or that do not change emulated semantics: cache and
-/// memory-ordering hints). Anything else is rejected so it can never be silently ignored.
-const KNOWN_MODS: &[&str] = &[
-    // rounding, flags
-    "rn", "rz", "rm", "rp", "rni", "rzi", "rmi", "rpi", "rna", "sat", "ftz", "approx", "full", "hi", "lo", "wide", "nc",
-    "uni", "trans", "shiftamt", "wrap", "clamp", "l", "r", "cc", "relu", "satfinite", "NaN", "xorsign", "abs", "noftz",
-    // comparisons and boolean combine
-    "eq", "ne", "lt", "le", "gt", "ge", "ls", "hs", "equ", "neu", "ltu", "leu", "gtu", "geu", "num", "nan", "and", "or", "xor",
-    // testp
-    "finite", "infinite", "number", "notanumber", "normal", "subnormal",
-    // spaces, vectors, ordering/cache hints
-    "global", "shared", "shared::cta", "local", "param", "const", "to", "v2", "v4", "volatile", "relaxed", "acquire",
-    "release", "weak", "sc", "acq_rel", "cta", "gpu", "sys", "ca", "cg", "cs", "lu", "cv", "wb", "wt", "L1::evict_normal",
-    "L1::evict_unchanged", "L1::evict_first", "L1::evict_last", "L1::no_allocate", "L2::64B", "L2::128B", "L2::256B",
-    "L2::evict_normal", "L2::evict_first", "L2::evict_last", "L2", "L1",
-    // warp / barrier / async / tensor
-    "sync", "aligned", "up", "down", "bfly", "idx", "all", "any", "ballot", "async", "commit_group", "wait_group", "wait_all",
-    "warp", "red", "popc", "arrive", "m8n8", "x1", "x2", "x4", "row", "col", "m16n8k16", "m16n8k32", "m16n8k8", "m16n16k16",
-    "a", "b", "c", "d", "load", "store", "mma", "f4e", "b4e", "rc8", "ecl", "ecr", "rc16",
-    // atomics
-    "add", "min", "max", "inc", "dec", "cas", "exch",
-];
-
-fn check_mods(m: &Mods, opname: &str, line: u32) -> PResult<()> {
-    for p in &m.parts {
-        if Ty::parse(p).is_none() && !KNOWN_MODS.contains(p) {
-            return Err((line, format!("`{opname}`: unsupported modifier `.{p}`")));
-        }
-    }
-    Ok(())
-}
-
-fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, line: u32) -> PResult<()> {
-    let ops = read_operands(c)?;
-    let m = Mods::new(opname);
-    check_mods(&m, opname, line)?;
-    let types = m.types();
-    let ty = types.first().copied().unwrap_or(Ty::None);
-    let flags = m.flags();
-    let mk = |op: Op| {
-        let mut i = Inst::new(op, line);
-        i.ty = ty;
-        i.flags = flags;
-        i.rnd = m.rnd();
-        i
-    };
-    let unsupported = || Err((line, format!("unsupported instruction `{opname}`")));
-    match m.base {
-        "mov" => {
-            need(&ops, 2, line, opname)?;
-            match (&ops[0], &ops[1]) {
-                (Opnd::Vec(ds), src) => {
-                    let mut i = mk(Op::Unpack);
-                    i.n = ds.len() as u8;
-                    i.s[0] = resolve(fs, src, ty, line)?;
-                    let d = vec_slots(fs, &ops[0], ty, line, true)?;
-                    if d.len() > 4 {
-                        return unsupported();
-                    }
-                    i.d[..d.len()].copy_from_slice(&d);
-                    push(fs, i);
-                }
-                (d, Opnd::Vec(ss)) if !(ss.len() == 5 && matches!(ss[2], Opnd::Sink)) => {
-                    let mut i = mk(Op::Pack);
-                    i.n = ss.len() as u8;
-                    i.d[0] = dst(fs, d, line)?;
-                    let elt = match (ty.bits() / ss.len() as u32, ty) {
-                        (8, _) => Ty::B8,
-                        (16, _) => Ty::B16,
-                        (32, _) => Ty::B32,
-                        _ => Ty::B64,
-                    };
-                    let s = vec_slots(fs, &ops[1], elt, line, false)?;
-                    if s.len() > 4 {
-                        return unsupported();
-                    }
-                    i.s[..s.len()].copy_from_slice(&s);
-                    push(fs, i);
-                }
-                (d, Opnd::Name(n)) if n.starts_with("%clock") || n == "%globaltimer" => {
-                    let mut i = mk(Op::ReadClock);
-                    i.d[0] = dst(fs, d, line)?;
-                    push(fs, i);
-                }
-                (d, s) => {
-                    let mut i = mk(Op::Mov);
-                    i.d[0] = dst(fs, d, line)?;
-                    i.s[0] = resolve(fs, s, ty, line)?;
-                    push(fs, i);
-                }
-            }
-        }
-        "add" | "sub" | "mul" | "div" | "rem" | "min" | "max" | "and" | "or" | "xor" | "shl" | "shr" | "copysign"
-        | "addc" | "subc" | "mul24" => {
-            need(&ops, 3, line, opname)?;
-            let op = match m.base {
-                "add" | "addc" => Op::Add,
-                "sub" | "subc" => Op::Sub,
-                "mul" | "mul24" => Op::Mul,
-                "div" => Op::Div,
-                "rem" => Op::Rem,
-                "min" => Op::Min,
-                "max" => Op::Max,
-                "and" => Op::And,
-                "or" => Op::Or,
-                "xor" => Op::Xor,
-                "shl" => Op::Shl,
-                "shr" => Op::Shr,
-                _ => Op::Copysign,
-            };
-            let mut i = mk(op);
-            if m.base == "addc" || m.base == "subc" {
-                i.flags |= fl::CARRY_IN;
-            }
-            if m.base == "mul24" {
-                i.sub = 24;
-            }
-            i.d[0] = dst(fs, &ops[0], line)?;
-            let sty = if op == Op::Shl || op == Op::Shr { Ty::U32 } else { ty };
-            i.s[0] = resolve(fs, &ops[1], ty, line)?;
-            i.s[1] = resolve(fs, &ops[2], sty, line)?;
-            if (op == Op::And || op == Op::Or || op == Op::Xor) && ty == Ty::Pred {
-                // predicate logic may use !p sources
-                if let Opnd::Not(_) = &ops[1] {
-                    return unsupported();
-                }
-            }
-            if flags & fl::CC != 0 || flags & fl::CARRY_IN != 0 {
-                i.d[1] = fs.cc;
-                i.s[3] = fs.cc;
-            }
-            push(fs, i);
-        }
-        "mad" | "fma" | "madc" | "mad24" => {
-            need(&ops, 4, line, opname)?;
-            let mut i = mk(if m.base == "fma" { Op::Fma } else { Op::Mad });
-            if m.base == "madc" {
-                i.flags |= fl::CARRY_IN;
-            }
-            if m.base == "mad24" {
-                i.sub = 24;
-            }
-            i.d[0] = dst(fs, &ops[0], line)?;
-            i.s[0] = resolve(fs, &ops[1], ty, line)?;
-            i.s[1] = resolve(fs, &ops[2], ty, line)?;
-            let cty = if i.has(fl::WIDE) { wide_ty(ty) } else { ty };
-            i.s[2] = resolve(fs, &ops[3], cty, line)?;
-            if flags & fl::CC != 0 || i.has(fl::CARRY_IN) {
-                i.d[1] = fs.cc;
-                i.s[3] = fs.cc;
-            }
-            push(fs, i);
-        }
-        "neg" | "abs" | "not" | "cnot" | "popc" | "clz" | "brev" | "bfind" | "rcp" | "sqrt" | "rsqrt" | "ex2" | "lg2"
-        | "sin" | "cos" | "tanh" => {
-            need(&ops, 2, line, opname)?;
-            let op = match m.base {
-                "neg" => Op::Neg,
-                "abs" => Op::Abs,
-                "not" => Op::Not,
-                "cnot" => Op::Cnot,
-                "popc" => Op::Popc,
-                "clz" => Op::Clz,
-                "brev" => Op::Brev,
-                "bfind" => Op::Bfind,
-                "rcp" => Op::Rcp,
-                "sqrt" => Op::Sqrt,
-                "rsqrt" => Op::Rsqrt,
-                "ex2" => Op::Ex2,
-                "lg2" => Op::Lg2,
-                "sin" => Op::Sin,
-                "cos" => Op::Cos,
-                _ => Op::Tanh,
-            };
-            let mut i = mk(op);
-            i.d[0] = dst(fs, &ops[0], line)?;
-            i.s[0] = resolve(fs, &ops[1], ty, line)?;
-            push(fs, i);
-        }
-        "testp" => {
-            need(&ops, 2, line, opname)?;
-            let mut i = mk(Op::Testp);
-            i.sub = ["finite", "infinite", "number", "notanumber", "normal", "subnormal"]
-                .iter()
-                .position(|t| m.has(t))
-                .ok_or((line, "testp without a test".to_string()))? as u8;
-            i.d[0] = dst(fs, &ops[0], line)?;
-            i.s[0] = resolve(fs, &ops[1], ty, line)?;
-            push(fs, i);
-        }
-        "sad" | "bfe" | "shf" | "prmt" | "dp4a" | "dp2a" | "slct" | "selp" => {
-            let op = match m.base {
-                "sad" => Op::Sad,
-                "bfe" => Op::Bfe,
-                "shf" => Op::Shf,
-                "prmt" => Op::Prmt,
-                "dp4a" => Op::Dp4a,
-                "dp2a" => Op::Dp2a,
-                "slct" => Op::Slct,
-                _ => Op::Selp,
-            };
-            let mut i = mk(op);
-            if op == Op::Prmt {
-                i.sub = if m.has("f4e") {
-                    sub::PRMT_F4E
-                } else if m.has("b4e") {
-                    sub::PRMT_B4E
-                } else if m.has("rc8") {
-                    sub::PRMT_RC8
-                } else if m.has("ecl") {
-                    sub::PRMT_ECL
-                } else if m.has("ecr") {
-                    sub::PRMT_ECR
-                } else if m.has("rc16") {
-                    sub::PRMT_RC16
-                } else {
-                    0
-                };
-            }
-            if op == Op::Dp4a || op == Op::Dp2a || op == Op::Slct {
-                i.ty = types.first().copied().unwrap_or(Ty::S32);
-                i.ty2 = types.get(1).copied().unwrap_or(i.ty);
-                if op == Op::Dp2a {
-                    i.sub = m.has("hi") as u8;
-                }
-            }
-            need(&ops, 4, line, opname)?;
-            i.d[0] = dst(fs, &ops[0], line)?;
-            let (t1, t3) = match op {
-                Op::Selp => (ty, Ty::Pred),
-                Op::Slct => (i.ty, i.ty2),
-                Op::Bfe => (ty, Ty::U32),
-                Op::Dp4a | Op::Dp2a => (Ty::B32, Ty::B32),
-                _ => (ty, ty),
-            };
-            i.s[0] = resolve(fs, &ops[1], t1, line)?;
-            i.s[1] = resolve(fs, &ops[2], if op == Op::Bfe { Ty::U32 } else { t1 }, line)?;
-            if op == Op::Selp {
-                let (p, neg) = pred_src(fs, &ops[3], line)?;
-                i.s[2] = p;
-                if neg {
-                    i.flags |= fl::NEG_PRED_SRC;
-                }
-            } else {
-                i.s[2] = resolve(fs, &ops[3], t3, line)?;
-            }
-            push(fs, i);
-        }
-        "bfi" => {
-            need(&ops, 5, line, opname)?;
-            let mut i = mk(Op::Bfi);
-            i.d[0] = dst(fs, &ops[0], line)?;
-            i.s[0] = resolve(fs, &ops[1], ty, line)?;
-            i.s[1] = resolve(fs, &ops[2], ty, line)?;
-            i.s[2] = resolve(fs, &ops[3], Ty::U32, line)?;
-            i.s[3] = resolve(fs, &ops[4], Ty::U32, line)?;
-            push(fs, i);
-        }
-        "lop3" => {
-            need(&ops, 5, line, opname)?;
-            let mut i = mk(Op::Lop3);
-            i.d[0] = dst(fs, &ops[0], line)?;
-            for k in 0..3 {
-                i.s[k] = resolve(fs, &ops[k + 1], ty, line)?;
-            }
-            i.off = match &ops[4] {
-                Opnd::Int(v) => *v as i64,
-                _ => return Err((line, "lop3 needs an immediate LUT".into())),
-            };
-            push(fs, i);
-        }
-        "setp" | "set" => {
-            if ops.len() != 3 && ops.len() != 4 {
-                return Err((line, format!("`{opname}` expects 3 or 4 operands")));
-            }
-            let mut i = mk(if m.base == "setp" { Op::Setp } else { Op::Set });
-            i.cmp = m.cmp().ok_or((line, format!("`{opname}` without a comparison")))?;
-            i.sub2 = if m.has("and") {
-                sub::B_AND
-            } else if m.has("or") {
-                sub::B_OR
-            } else if m.has("xor") {
-                sub::B_XOR
-            } else {
-                sub::B_NONE
-            };
-            if m.base == "set" {
-                // set.cmp.dtype.stype
-                i.ty2 = types.first().copied().unwrap_or(Ty::U32);
-                i.ty = types.get(1).copied().unwrap_or(Ty::U32);
-            }
-            let sty = i.ty;
-            match &ops[0] {
-                Opnd::Pair(a, b) => {
-                    i.d[0] = dst(fs, &Opnd::Name(a.clone()), line)?;
-                    i.d[1] = dst(fs, &Opnd::Name(b.clone()), line)?;
-                }
-                o => i.d[0] = dst(fs, o, line)?,
-            }
-            i.s[0] = resolve(fs, &ops[1], sty, line)?;
-            i.s[1] = resolve(fs, &ops[2], sty, line)?;
-            if ops.len() == 4 {
-                let (p, neg) = pred_src(fs, &ops[3], line)?;
-                i.s[2] = p;
-                if neg {
-                    i.flags |= fl::NEG_PRED_SRC;
-                }
-                if i.sub2 == sub::B_NONE {
-                    return Err((line, "setp with a predicate source needs .and/.or/.xor".into()));
-                }
-            }
-            push(fs, i);
-        }
-        "cvt" => {
-            let (dt, st) = match types.as_slice() {
-                [d, s] => (*d, *s),
-                _ => return Err((line, format!("`{opname}` needs a destination and a source type"))),
-            };
-            let mut i = mk(Op::Cvt);
-            i.ty = dt;
-            i.ty2 = st;
-            if (dt == Ty::F16x2 || dt == Ty::BF16x2) && st == Ty::F32 {
-                need(&ops, 3, line, opname)?;
-                i.op = Op::CvtPack;
-                i.d[0] = dst(fs, &ops[0], line)?;
-                i.s[0] = resolve(fs, &ops[1], st, line)?;
-                i.s[1] = resolve(fs, &ops[2], st, line)?;
-            } else {
-                need(&ops, 2, line, opname)?;
-                i.d[0] = dst(fs, &ops[0], line)?;
-                i.s[0] = resolve(fs, &ops[1], st, line)?;
-            }
-            push(fs, i);
-        }
-        "cvta" => {
-            need(&ops, 2, line, opname)?;
-            let mut i = mk(if m.has("to") { Op::CvtaTo } else { Op::Cvta });
-            i.space = m.space();
-            i.d[0] = dst(fs, &ops[0], line)?;
-            i.s[0] = resolve(fs, &ops[1], ty, line)?;
-            push(fs, i);
-        }
-        "ld" | "ldu" | "st" => {
-            need(&ops, 2, line, opname)?;
-            let is_ld = m.base != "st";
-            let mut i = mk(if is_ld { Op::Ld } else { Op::St });
-            i.space = m.space();
-            i.n = if m.has("v4") {
-                4
-            } else if m.has("v2") {
-                2
-            } else if m.has("v8") {
-                8
-            } else {
-                1
-            };
-            if i.n == 8 {
-                return unsupported();
-            }
-            let (vop, aop) = if is_ld { (&ops[0], &ops[1]) } else { (&ops[1], &ops[0]) };
-            resolve_addr(fs, aop, line, &mut i)?;
-            let regs = vec_slots(fs, vop, ty, line, is_ld)?;
-            if regs.len() != i.n as usize {
-                return Err((line, format!("vector width {} but {} registers", i.n, regs.len())));
-            }
-            if is_ld {
-                i.d[..regs.len()].copy_from_slice(&regs);
-            } else {
-                // stores: s[0] = address base; values in list
-                let li = fs.lists.len() as u32;
-                fs.lists.push(regs);
-                i.list = li;
-            }
-            push(fs, i);
-        }
-        "atom" | "red" => {
-            let mut i = mk(if m.base == "atom" { Op::Atom } else { Op::Red });
-            fs.has_atomics = true;
-            i.space = m.space();
-            i.sub = atom_op(&m).ok_or((line, format!("`{opname}`: unknown atomic operation")))?;
-            if m.has("v2") || m.has("v4") || m.has("v8") {
-                return unsupported();
-            }
-            let mut k = 0;
-            if m.base == "atom" {
-                i.d[0] = dst(fs, &ops[0], line)?;
-                k = 1;
-            }
-            let want = k + if i.sub == sub::A_CAS { 3 } else { 2 };
-            need(&ops, want, line, opname)?;
-            resolve_addr(fs, &ops[k], line, &mut i)?;
-            i.s[1] = resolve(fs, &ops[k + 1], ty, line)?;
-            if i.sub == sub::A_CAS {
-                i.s[2] = resolve(fs, &ops[k + 2], ty, line)?;
-            }
-            push(fs, i);
-        }
-        "cp" => {
-            if m.parts.first() != Some(&"async") {
-                return unsupported();
-            }
-            if m.has("commit_group") {
-                push(fs, mk(Op::CpAsyncCommit));
-            } else if m.has("wait_group") {
-                need(&ops, 1, line, opname)?;
-                let mut i = mk(Op::CpAsyncWait);
-                i.off = match &ops[0] {
-                    Opnd::Int(v) => *v as i64,
-                    _ => return Err((line, "wait_group needs an immediate".into())),
-                };
-                push(fs, i);
-            } else if m.has("wait_all") {
-                push(fs, mk(Op::CpAsyncCommit));
-                let mut i = mk(Op::CpAsyncWait);
-                i.off = 0;
-                push(fs, i);
-            } else if m.has("bulk") || m.has("mbarrier") {
-                return unsupported();
-            } else {
-                if ops.len() != 3 && ops.len() != 4 {
-                    return Err((line, "cp.async expects 3 or 4 operands".into()));
-                }
-                let mut i = mk(Op::CpAsync);
-                if m.has("cg") {
-                    i.flags |= fl::CG;
-                }
-                // destination shared address
-                let mut di = Inst::new(Op::Nop, line);
-                di.space = Space::Shared;
-                resolve_addr(fs, &ops[0], line, &mut di)?;
-                i.s[0] = di.s[0];
-                i.flags |= di.flags & fl::ADDR32;
-                i.off = di.off;
-                let mut si = Inst::new(Op::Nop, line);
-                si.space = Space::Global;
-                resolve_addr(fs, &ops[1], line, &mut si)?;
-                i.s[1] = si.s[0];
-                i.target = si.off as u32; // source offset (small)
-                i.n = match &ops[2] {
-                    Opnd::Int(v) => *v as u8,
-                    _ => return Err((line, "cp.async size must be an immediate".into())),
-                };
-                if ops.len() == 4 {
-                    i.s[2] = resolve(fs, &ops[3], Ty::U32, line)?;
-                    i.flags |= fl::HAS_SRCSIZE;
-                }
-                push(fs, i);
-            }
-        }
-        "ldmatrix" | "stmatrix" => {
-            need(&ops, 2, line, opname)?;
-            let is_ld = m.base == "ldmatrix";
-            let mut i = mk(if is_ld { Op::Ldmatrix } else { Op::Stmatrix });
-            i.space = m.space();
-            if !m.has("m8n8") {
-                return unsupported();
-            }
-            i.n = if m.has("x4") {
-                4
-            } else if m.has("x2") {
-                2
-            } else {
-                1
-            };
-            let (vop, aop) = if is_ld { (&ops[0], &ops[1]) } else { (&ops[1], &ops[0]) };
-            resolve_addr(fs, aop, line, &mut i)?;
-            let regs = vec_slots(fs, vop, Ty::B32, line, is_ld)?;
-            if regs.len() != i.n as usize {
-                return Err((line, "ldmatrix register count does not match .xN".into()));
-            }
-            let li = fs.lists.len() as u32;
-            fs.lists.push(regs);
-            i.list = li;
-            push(fs, i);
-        }
-        "wmma" => {
-            if !m.has("m16n16k16") {
-                return Err((line, format!("`{opname}`: only the m16n16k16 wmma shape is supported")));
-            }
-            let mut i = mk(Op::Wmma);
-            i.space = m.space();
-            if m.has("mma") {
-                need(&ops, 4, line, opname)?;
-                i.sub = sub::WMMA_MMA;
-                // wmma.mma.sync.aligned.alayout.blayout.shape.dtype.ctype (f16 inputs) or
-                // .dtype.atype.btype.ctype (bf16)
-                let (dt, at, ct) = match types.as_slice() {
-                    [d, c] => (*d, Ty::F16, *c),
-                    [d, a, _, c] => (*d, *a, *c),
-                    _ => return Err((line, "wmma.mma: cannot read the types".into())),
-                };
-                if !matches!(at, Ty::F16 | Ty::BF16) {
-                    return Err((line, format!("wmma.mma with {at:?} inputs is not supported")));
-                }
-                i.ty = dt;
-                i.ty2 = ct;
-                i.n = (at == Ty::BF16) as u8;
-                let nd = if dt == Ty::F16 { 4 } else { 8 };
-                let nc = if ct == Ty::F16 { 4 } else { 8 };
-                let d = vec_slots(fs, &ops[0], dt, line, true)?;
-                let a = vec_slots(fs, &ops[1], Ty::B32, line, false)?;
-                let b = vec_slots(fs, &ops[2], Ty::B32, line, false)?;
-                let cc = vec_slots(fs, &ops[3], ct, line, false)?;
-                if d.len() != nd || a.len() != 8 || b.len() != 8 || cc.len() != nc {
-                    return Err((line, "wmma.mma: wrong number of fragment registers".into()));
-                }
-                let mut l = d;
-                l.extend(a);
-                l.extend(b);
-                l.extend(cc);
-                let li = fs.lists.len() as u32;
-                fs.lists.push(l);
-                i.list = li;
-            } else {
-                let is_store = m.has("store");
-                i.sub = if is_store {
-                    sub::WMMA_STORE_D
-                } else if m.has("a") {
-                    sub::WMMA_LOAD_A
-                } else if m.has("b") {
-                    sub::WMMA_LOAD_B
-                } else {
-                    sub::WMMA_LOAD_C
-                };
-                i.sub2 = m.has("col") as u8;
-                if ops.len() != 2 && ops.len() != 3 {
-                    return Err((line, format!("`{opname}` expects 2 or 3 operands")));
-                }
-                let (vop, aop) = if is_store { (&ops[1], &ops[0]) } else { (&ops[0], &ops[1]) };
-                resolve_addr(fs, aop, line, &mut i)?;
-                let regs = vec_slots(fs, vop, ty, line, !is_store)?;
-                let want = match (i.sub, ty) {
-                    (sub::WMMA_LOAD_A | sub::WMMA_LOAD_B, _) => 8,
-                    (_, Ty::F16) => 4,
-                    _ => 8,
-                };
-                if regs.len() != want {
-                    return Err((line, format!("`{opname}` needs {want} registers, got {}", regs.len())));
-                }
-                let li = fs.lists.len() as u32;
-                fs.lists.push(regs);
-                i.list = li;
-                // leading dimension in elements (default 16)
-                i.s[1] = if ops.len() == 3 { resolve(fs, &ops[2], Ty::U32, line)? } else { const_slot(fs, 16) };
-            }
-            push(fs, i);
-        }
-        "mma" => {
-            need(&ops, 4, line, opname)?;
-            let mut i = mk(Op::Mma);
-            let shape = m.parts.iter().find(|p| p.starts_with('m')).copied().unwrap_or("");
-            if !(m.has("row") && m.has("col")) {
-                return Err((line, "mma: only .row.col layouts are supported".into()));
-            }
-            // types: dtype, atype, btype, ctype
-            let (dt, at, _bt, ct) = match types.as_slice() {
-                [d, a, b, c] => (*d, *a, *b, *c),
-                [d, c] => (*d, Ty::None, Ty::None, *c),
-                _ => return Err((line, "mma: cannot read the types".into())),
-            };
-            i.sub = match (shape, at) {
-                ("m16n8k16", Ty::F16) => sub::MMA_F16_M16N8K16,
-                ("m16n8k16", Ty::BF16) => sub::MMA_BF16_M16N8K16,
-                ("m16n8k8", Ty::F16) => sub::MMA_F16_M16N8K8,
-                ("m16n8k8", Ty::BF16) => sub::MMA_BF16_M16N8K8,
-                ("m16n8k8", Ty::TF32) => sub::MMA_TF32_M16N8K8,
-                ("m16n8k32", Ty::S8) => sub::MMA_S8_M16N8K32,
-                ("m16n8k32", Ty::U8) => sub::MMA_U8_M16N8K32,
-                ("m16n8k16", Ty::S8) => sub::MMA_S8_M16N8K16,
-                _ => return Err((line, format!("unsupported mma shape/type `{opname}`"))),
-            };
-            i.ty = dt;
-            i.ty2 = ct;
-            if types.len() == 4 && types[1] != types[2] {
-                return Err((line, "mma: mixed A/B types are not supported".into()));
-            }
-            let d = vec_slots(fs, &ops[0], dt, line, true)?;
-            let a = vec_slots(fs, &ops[1], Ty::B32, line, false)?;
-            let b = vec_slots(fs, &ops[2], Ty::B32, line, false)?;
-            let cc = vec_slots(fs, &ops[3], ct, line, false)?;
-            let (na, nb, ncd) = match i.sub {
-                sub::MMA_F16_M16N8K16 | sub::MMA_BF16_M16N8K16 | sub::MMA_S8_M16N8K32 | sub::MMA_U8_M16N8K32 | sub::MMA_TF32_M16N8K8 => (4, 2, 4),
-                _ => (2, 1, 4),
-            };
-            let ncd = if dt == Ty::F16 { 2 } else { ncd };
-            if a.len() != na || b.len() != nb || d.len() != ncd || cc.len() != (if ct == Ty::F16 { 2 } else { 4 }) {
-                return Err((line, "mma: wrong number of fragment registers".into()));
-            }
-            let mut l = d;
-            l.extend(a);
-            l.extend(b);
-            l.extend(cc);
-            let li = fs.lists.len() as u32;
-            fs.lists.push(l);
-            i.list = li;
-            i.n = na as u8;
-            push(fs, i);
-        }
-        "bra" | "brx" => {
-            if m.base == "brx" {
-                return unsupported();
-            }
-            need(&ops, 1, line, opname)?;
-            let label = match &ops[0] {
-                Opnd::Name(n) => n.clone(),
-                _ => return Err((line, "bra needs a label".into())),
-            };
-            let idx = fs.insts.len();
-            push(fs, mk(Op::Bra));
-            fs.fixups.push((idx, format!("{}{label}", fs.label_prefix), line));
-        }
-        "ret" if fs.ret_label.is_some() => {
-            // `ret` of an inlined device function: jump to the end of the inlined body
-            let idx = fs.insts.len();
-            push(fs, mk(Op::Bra));
-            let l = fs.ret_label.clone().unwrap_or_default();
-            fs.fixups.push((idx, l, line));
-        }
-        "ret" => push(fs, mk(Op::Ret)),
-        "exit" => push(fs, mk(Op::Exit)),
-        "trap" | "brkpt" => push(fs, mk(Op::Trap)),
-        "call" => {
-            // call[.uni] [(rets),] callee[, (args)];
-            let mut rets: Vec<String> = Vec::new();
-            let mut args: Vec<String> = Vec::new();
-            let mut callee = None;
-            for o in &ops {
-                match o {
-                    Opnd::Name(n) if callee.is_none() => callee = Some(n.clone()),
-                    Opnd::Vec(v) => {
-                        let names: Vec<String> = v.iter().filter_map(|e| if let Opnd::Name(n) = e { Some(n.clone()) } else { None }).collect();
-                        if callee.is_none() {
-                            rets = names;
-                        } else {
-                            args = names;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let callee = callee.ok_or((line, "call without a callee".to_string()))?;
-            match callee.as_str() {
-                // printf: output is not emulated; returns 0
-                "vprintf" => {
-                    if let Some(&o) = rets.first().and_then(|r| fs.local_params.get(r)) {
-                        let mut i = mk(Op::St);
-                        i.space = Space::Local;
-                        i.ty = Ty::B32;
-                        i.s[0] = const_slot(fs, 0);
-                        i.off = o as i64;
-                        let z = const_slot(fs, 0);
-                        let li = fs.lists.len() as u32;
-                        fs.lists.push(vec![z]);
-                        i.list = li;
-                        push(fs, i);
-                    }
-                }
-                // device-side assert(): a trap that names the assertion
-                "__assertfail" => {
-                    let mut i = mk(Op::Trap);
-                    i.sub = 1;
-                    push(fs, i);
-                }
-                name => {
-                    let f = fs.ms.funcs.get(name).cloned().ok_or((line, format!("call of `{name}`: no definition in this module (only vprintf and __assertfail are built in)")))?;
-                    if fs.inline_stack.iter().any(|n| n == name) || fs.inline_stack.len() > 16 {
-                        return Err((line, format!("recursive call of `{name}` is not supported")));
-                    }
-                    if f.params.len() != args.len() || f.rets.len() != rets.len() {
-                        return Err((line, format!("call of `{name}` passes {} arguments / {} results, the function takes {} / {}", args.len(), rets.len(), f.params.len(), f.rets.len())));
-                    }
-                    let mut alias = HashMap::new();
-                    for (p, a) in f.params.iter().zip(&args).chain(f.rets.iter().zip(&rets)) {
-                        let off = *fs.local_params.get(a).or_else(|| fs.param_alias.get(a)).ok_or((line, format!("call argument `{a}` is not a declared .param")))?;
-                        alias.insert(p.clone(), off);
-                    }
-                    fs.inline_count += 1;
-                    let end_label = format!("%%inl{}_end", fs.inline_count);
-                    let saved_alias = std::mem::replace(&mut fs.param_alias, alias);
-                    let saved_prefix = std::mem::replace(&mut fs.label_prefix, format!("%%inl{}_", fs.inline_count));
-                    let saved_ret = std::mem::replace(&mut fs.ret_label, Some(end_label.clone()));
-                    fs.inline_stack.push(name.to_string());
-                    fs.scopes.push(HashMap::new());
-                    let mut body = Cursor { t: c.t, i: f.body };
-                    let r = parse_body(&mut body, fs);
-                    fs.scopes.pop();
-                    fs.inline_stack.pop();
-                    fs.param_alias = saved_alias;
-                    fs.label_prefix = saved_prefix;
-                    fs.ret_label = saved_ret;
-                    r?;
-                    fs.labels.insert(end_label, fs.insts.len() as u32);
-                }
-            }
-        }
-        "bar" | "barrier" => {
-            if m.has("warp") {
-                let mut i = mk(Op::BarWarp);
-                if let Some(o) = ops.first() {
-                    i.s[0] = resolve(fs, o, Ty::U32, line)?;
-                }
-                push(fs, i);
-            } else if m.has("red") {
-                let mut i = mk(Op::BarRed);
-                i.sub = atom_op(&m).ok_or((line, "bar.red needs popc/and/or".to_string()))?;
-                if !(ops.len() == 3 || ops.len() == 4) {
-                    return Err((line, "bar.red expects 3 or 4 operands".into()));
-                }
-                i.d[0] = dst(fs, &ops[0], line)?;
-                i.s[0] = resolve(fs, &ops[1], Ty::U32, line)?;
-                if ops.len() == 4 {
-                    i.s[1] = resolve(fs, &ops[2], Ty::U32, line)?;
-                }
-                let (p, neg) = pred_src(fs, ops.last().unwrap(), line)?;
-                i.s[2] = p;
-                if neg {
-                    i.flags |= fl::NEG_PRED_SRC;
-                }
-                push(fs, i);
-            } else if m.has("arrive") {
-                return Err((line, "bar.arrive is not supported".into()));
-            } else {
-                let mut i = mk(Op::Bar);
-                if ops.is_empty() || ops.len() > 2 {
-                    return Err((line, "bar.sync expects 1 or 2 operands".into()));
-                }
-                i.s[0] = resolve(fs, &ops[0], Ty::U32, line)?;
-                if ops.len() == 2 {
-                    i.s[1] = resolve(fs, &ops[1], Ty::U32, line)?;
-                }
-                push(fs, i);
-            }
-        }
-        "membar" | "fence" => push(fs, mk(Op::Membar)),
-        "prefetch" | "prefetchu" | "discard" | "applypriority" | "nanosleep" | "pmevent" => push(fs, mk(Op::Prefetch)),
-        "shfl" => {
-            need(&ops, 5, line, opname)?;
-            let mut i = mk(Op::Shfl);
-            i.sub = if m.has("up") {
-                sub::SHFL_UP
-            } else if m.has("down") {
-                sub::SHFL_DOWN
-            } else if m.has("bfly") {
-                sub::SHFL_BFLY
-            } else if m.has("idx") {
-                sub::SHFL_IDX
-            } else {
-                return Err((line, "shfl without a mode".into()));
-            };
-            if !m.has("sync") {
-                return Err((line, "shfl without .sync (pre-Volta) is not supported".into()));
-            }
-            match &ops[0] {
-                Opnd::Pair(a, b) => {
-                    i.d[0] = dst(fs, &Opnd::Name(a.clone()), line)?;
-                    i.d[1] = dst(fs, &Opnd::Name(b.clone()), line)?;
-                }
-                o => i.d[0] = dst(fs, o, line)?,
-            }
-            i.s[0] = resolve(fs, &ops[1], Ty::B32, line)?;
-            i.s[1] = resolve(fs, &ops[2], Ty::U32, line)?;
-            i.s[2] = resolve(fs, &ops[3], Ty::U32, line)?;
-            i.s[3] = resolve(fs, &ops[4], Ty::U32, line)?;
-            push(fs, i);
-        }
-        "vote" => {
-            let mut i = mk(Op::Vote);
-            i.sub = if m.has("all") {
-                sub::VOTE_ALL
-            } else if m.has("any") {
-                sub::VOTE_ANY
-            } else if m.has("uni") {
-                sub::VOTE_UNI
-            } else if m.has("ballot") {
-                sub::VOTE_BALLOT
-            } else {
-                return Err((line, "vote without a mode".into()));
-            };
-            if !(ops.len() == 3 || (ops.len() == 2 && !m.has("sync"))) {
-                return Err((line, "vote.sync expects 3 operands".into()));
-            }
-            i.d[0] = dst(fs, &ops[0], line)?;
-            let (p, neg) = pred_src(fs, &ops[1], line)?;
-            i.s[0] = p;
-            if neg {
-                i.flags |= fl::NEG_PRED_SRC;
-            }
-            i.s[1] = if ops.len() == 3 { resolve(fs, &ops[2], Ty::U32, line)? } else { const_slot(fs, 0xffff_ffff) };
-            push(fs, i);
-        }
-        "match" => {
-            let mut i = mk(Op::Match);
-            i.sub = if m.has("all") { 1 } else { 0 };
-            need(&ops, 3, line, opname)?;
-            match &ops[0] {
-                Opnd::Pair(a, b) => {
-                    i.d[0] = dst(fs, &Opnd::Name(a.clone()), line)?;
-                    i.d[1] = dst(fs, &Opnd::Name(b.clone()), line)?;
-                }
-                o => i.d[0] = dst(fs, o, line)?,
-            }
-            i.s[0] = resolve(fs, &ops[1], ty, line)?;
-            i.s[1] = resolve(fs, &ops[2], Ty::U32, line)?;
-            push(fs, i);
-        }
-        "redux" => {
-            need(&ops, 3, line, opname)?;
-            let mut i = mk(Op::Redux);
-            i.sub = atom_op(&m).ok_or((line, "redux: unknown operation".to_string()))?;
-            i.d[0] = dst(fs, &ops[0], line)?;
-            i.s[0] = resolve(fs, &ops[1], ty, line)?;
-            i.s[1] = resolve(fs, &ops[2], Ty::U32, line)?;
-            push(fs, i);
-        }
-        "activemask" => {
-            need(&ops, 1, line, opname)?;
-            let mut i = mk(Op::Activemask);
-            i.d[0] = dst(fs, &ops[0], line)?;
-            push(fs, i);
-        }
-        _ => return unsupported(),
-    }
-    Ok(())
-}
-
-fn wide_ty(t: Ty) -> Ty {
-    match t {
-        Ty::U16 => Ty::U32,
-        Ty::S16 => Ty::S32,
-        Ty::U32 => Ty::U64,
-        Ty::S32 => Ty::S64,
-        t => t,
     }
 }

@@ -510,7 +510,7 @@ impl<'l, 'a> Block<'l, 'a> {
         let col_major = i.sub2 == 1;
         let half = matches!(i.sub, sub::WMMA_LOAD_A | sub::WMMA_LOAD_B) || i.ty == Ty::F16;
         let esz = if half { 2u32 } else { 4 };
-        let n_el = if matches!(i.sub, sub::WMMA_LOAD_A | sub::WMMA_LOAD_B) { 8 } else { 8 };
+        let n_el = 8; // A/B: 8 of the 16 duplicated halves; C/D: 8 elements
         let is_store = i.sub == sub::WMMA_STORE_D;
         for l in 0..32usize {
             let base = Self::addr_of(w, i, l);

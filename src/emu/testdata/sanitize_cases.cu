@@ -97,7 +97,7 @@ extern "C" __global__ void scale_f32(const float* x, float* y, float a, int n) {
     if (i < n) y[i] = a * x[i];
 }
 
-// A device function nvcc keeps out of line (inlined by the emulator's loader) and an assert.
+// A device function nvcc keeps out of line (a real call in the emulator) and an assert.
 __device__ __noinline__ float weighted_sum(float x, int k) {
     float s = 0.f;
     for (int i = 0; i < k; ++i) s += x * (float)i;
@@ -122,4 +122,18 @@ extern "C" __global__ void wmma_tile(const half* a, const half* b, const float* 
     wmma::load_matrix_sync(fc, c, 16, wmma::mem_row_major);
     wmma::mma_sync(fc, fa, fb, fc);
     wmma::store_matrix_sync(d, fc, 16, wmma::mem_col_major);
+}
+
+// Producer/consumer with a named barrier: warp 0 fills shared memory and arrives on barrier 1;
+// warp 1 waits on it (bar.sync 1, 64) and consumes.
+extern "C" __global__ void named_barrier_pc(float* out) {
+    __shared__ float buf[32];
+    int lane = threadIdx.x & 31;
+    if (threadIdx.x < 32) {
+        buf[lane] = (float)(lane * 3);
+        asm volatile("bar.arrive 1, 64;\n" ::: "memory");
+    } else {
+        asm volatile("bar.sync 1, 64;\n" ::: "memory");
+        out[lane] = buf[31 - lane] + 1.0f;
+    }
 }
