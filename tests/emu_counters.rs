@@ -296,3 +296,54 @@ fn launch_records_totals_and_json() {
     emu.clear_launches();
     assert!(emu.launches().is_empty());
 }
+
+/// Divergence shows in simt_efficiency: 8 lanes of each warp run a 10-iteration loop the other
+/// 24 skip. Straight-line part: every lane; loop part: 8 of 32 lanes.
+#[test]
+fn divergence_lowers_simt_efficiency() {
+    let ptx = format!(
+        r#"{PTX_HEADER}
+.visible .entry div_loop(
+	.param .u64 p_out
+)
+{{
+	.reg .pred 	%p<4>;
+	.reg .b32 	%r<12>;
+	.reg .b64 	%rd<4>;
+	ld.param.u64 	%rd1, [p_out];
+	cvta.to.global.u64 	%rd1, %rd1;
+	mov.u32 	%r1, %tid.x;
+	and.b32 	%r2, %r1, 31;
+	mov.u32 	%r3, 0;
+	setp.ge.u32 	%p1, %r2, 8;
+	@%p1 bra 	$L__SKIP;
+	mov.u32 	%r4, 0;
+$L__LOOP:
+	add.s32 	%r3, %r3, %r4;
+	add.s32 	%r4, %r4, 1;
+	setp.lt.u32 	%p2, %r4, 10;
+	@%p2 bra 	$L__LOOP;
+$L__SKIP:
+	mul.wide.u32 	%rd2, %r1, 4;
+	add.s64 	%rd3, %rd1, %rd2;
+	st.global.u32 	[%rd3], %r3;
+	ret;
+}}
+"#
+    );
+    let dev = emu();
+    load_ptx(&dev, "dl", &ptx);
+    let out = dev.alloc_filled::<u32>(128, 0xFF).unwrap();
+    launch_ok(&dev, "dl", "div_loop", lin(2, 64), &[ptr(&out)]);
+    let got = out.to_host().unwrap();
+    for t in 0..128 {
+        assert_eq!(got[t], if t % 32 < 8 { 45 } else { 0 }, "thread {t}");
+    }
+    let c = last_counters(&dev);
+    let warps = 4u64;
+    // the loop body (4 instructions x 10 iterations) is issued once per warp for 8 lanes only
+    assert!(c.warp_instructions >= warps * (12 + 40), "warp instructions {}", c.warp_instructions);
+    assert!(c.thread_instructions <= 32 * c.warp_instructions - warps * 40 * 24, "inactive lanes must not count as thread instructions");
+    let e = c.simt_efficiency();
+    assert!(e > 0.3 && e < 0.75, "simt efficiency {e}");
+}
