@@ -324,7 +324,10 @@ $L__LOOP:
 	setp.lt.u32 	%p2, %r4, 10;
 	@%p2 bra 	$L__LOOP;
 $L__SKIP:
-	mul.wide.u32 	%rd2, %r1, 4;
+	mov.u32 	%r5, %ctaid.x;
+	mov.u32 	%r6, %ntid.x;
+	mad.lo.s32 	%r7, %r5, %r6, %r1;
+	mul.wide.u32 	%rd2, %r7, 4;
 	add.s64 	%rd3, %rd1, %rd2;
 	st.global.u32 	[%rd3], %r3;
 	ret;
