@@ -134,6 +134,27 @@ $L__FILL:
 }
 
 // one mma.m16n8k16 (f16) and one mma.m16n8k32 (s8) per warp
+// only the f16 m16n8k16 mma
+.visible .entry mma16(
+	.param .u64 p_out
+)
+{
+	.reg .b32 	%r<8>;
+	.reg .f32 	%f<8>;
+	.reg .b64 	%rd<4>;
+	ld.param.u64 	%rd1, [p_out];
+	cvta.to.global.u64 	%rd1, %rd1;
+	mov.u32 	%r1, %tid.x;
+	mov.b32 	%r2, 1006648320;
+	mov.f32 	%f1, 0f3F800000;
+	mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 	{%f2, %f3, %f4, %f5}, {%r2, %r2, %r2, %r2}, {%r2, %r2}, {%f1, %f1, %f1, %f1};
+	cvt.rzi.s32.f32 	%r3, %f5;
+	mul.wide.u32 	%rd2, %r1, 4;
+	add.s64 	%rd3, %rd1, %rd2;
+	st.global.u32 	[%rd3], %r3;
+	ret;
+}
+
 .visible .entry mmas(
 	.param .u64 p_out
 )
@@ -260,6 +281,10 @@ fn tensor_macs_and_cp_async_traffic() {
     assert_eq!(out.to_host().unwrap(), vec![48u32; 96]);
     assert_eq!(c.tensor_macs, 3 * (16 * 8 * 16 + 16 * 8 * 32), "3 warps x (m16n8k16 + m16n8k32)");
     assert_eq!(c.inst_tensor, 3 * 2);
+    let c = run(&dev, "mma16", lin(2, 64), &[ptr(&out)]);
+    assert_eq!(&out.to_host().unwrap()[..64], &vec![17u32; 64][..], "16 products of 1*1 plus C = 1");
+    assert_eq!(c.tensor_macs, 4 * 16 * 8 * 16, "one m16n8k16 per warp = 16*8*16 MACs");
+    assert_eq!(c.inst_tensor, 4);
     let input = dev.upload(&vec![7u32; 4 * 128]).unwrap();
     let c = run(&dev, "cpa", lin(1, 128), &[ptr(&input)]);
     assert_eq!(c.global_load_requests, 4, "cp.async: one global load request per warp");
