@@ -134,6 +134,27 @@ $L__FILL:
 }
 
 // one mma.m16n8k16 (f16) and one mma.m16n8k32 (s8) per warp
+// only the f16 m16n8k16 mma
+.visible .entry mma16(
+	.param .u64 p_out
+)
+{
+	.reg .b32 	%r<8>;
+	.reg .f32 	%f<8>;
+	.reg .b64 	%rd<4>;
+	ld.param.u64 	%rd1, [p_out];
+	cvta.to.global.u64 	%rd1, %rd1;
+	mov.u32 	%r1, %tid.x;
+	mov.b32 	%r2, 1006648320;
+	mov.f32 	%f1, 0f3F800000;
+	mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 	{%f2, %f3, %f4, %f5}, {%r2, %r2, %r2, %r2}, {%r2, %r2}, {%f1, %f1, %f1, %f1};
+	cvt.rzi.s32.f32 	%r3, %f5;
+	mul.wide.u32 	%rd2, %r1, 4;
+	add.s64 	%rd3, %rd1, %rd2;
+	st.global.u32 	[%rd3], %r3;
+	ret;
+}
+
 .visible .entry mmas(
 	.param .u64 p_out
 )
@@ -260,6 +281,10 @@ fn tensor_macs_and_cp_async_traffic() {
     assert_eq!(out.to_host().unwrap(), vec![48u32; 96]);
     assert_eq!(c.tensor_macs, 3 * (16 * 8 * 16 + 16 * 8 * 32), "3 warps x (m16n8k16 + m16n8k32)");
     assert_eq!(c.inst_tensor, 3 * 2);
+    let c = run(&dev, "mma16", lin(2, 64), &[ptr(&out)]);
+    assert_eq!(&out.to_host().unwrap()[..64], &vec![17u32; 64][..], "16 products of 1*1 plus C = 1");
+    assert_eq!(c.tensor_macs, 4 * 16 * 8 * 16, "one m16n8k16 per warp = 16*8*16 MACs");
+    assert_eq!(c.inst_tensor, 4);
     let input = dev.upload(&vec![7u32; 4 * 128]).unwrap();
     let c = run(&dev, "cpa", lin(1, 128), &[ptr(&input)]);
     assert_eq!(c.global_load_requests, 4, "cp.async: one global load request per warp");
@@ -295,4 +320,58 @@ fn launch_records_totals_and_json() {
     assert_eq!(j["global_load_efficiency"].as_f64(), Some(1.0));
     emu.clear_launches();
     assert!(emu.launches().is_empty());
+}
+
+/// Divergence shows in simt_efficiency: 8 lanes of each warp run a 10-iteration loop the other
+/// 24 skip. Straight-line part: every lane; loop part: 8 of 32 lanes.
+#[test]
+fn divergence_lowers_simt_efficiency() {
+    let ptx = format!(
+        r#"{PTX_HEADER}
+.visible .entry div_loop(
+	.param .u64 p_out
+)
+{{
+	.reg .pred 	%p<4>;
+	.reg .b32 	%r<12>;
+	.reg .b64 	%rd<4>;
+	ld.param.u64 	%rd1, [p_out];
+	cvta.to.global.u64 	%rd1, %rd1;
+	mov.u32 	%r1, %tid.x;
+	and.b32 	%r2, %r1, 31;
+	mov.u32 	%r3, 0;
+	setp.ge.u32 	%p1, %r2, 8;
+	@%p1 bra 	$L__SKIP;
+	mov.u32 	%r4, 0;
+$L__LOOP:
+	add.s32 	%r3, %r3, %r4;
+	add.s32 	%r4, %r4, 1;
+	setp.lt.u32 	%p2, %r4, 10;
+	@%p2 bra 	$L__LOOP;
+$L__SKIP:
+	mov.u32 	%r5, %ctaid.x;
+	mov.u32 	%r6, %ntid.x;
+	mad.lo.s32 	%r7, %r5, %r6, %r1;
+	mul.wide.u32 	%rd2, %r7, 4;
+	add.s64 	%rd3, %rd1, %rd2;
+	st.global.u32 	[%rd3], %r3;
+	ret;
+}}
+"#
+    );
+    let dev = emu();
+    load_ptx(&dev, "dl", &ptx);
+    let out = dev.alloc_filled::<u32>(128, 0xFF).unwrap();
+    launch_ok(&dev, "dl", "div_loop", lin(2, 64), &[ptr(&out)]);
+    let got = out.to_host().unwrap();
+    for t in 0..128 {
+        assert_eq!(got[t], if t % 32 < 8 { 45 } else { 0 }, "thread {t}");
+    }
+    let c = last_counters(&dev);
+    let warps = 4u64;
+    // the loop body (4 instructions x 10 iterations) is issued once per warp for 8 lanes only
+    assert!(c.warp_instructions >= warps * (12 + 40), "warp instructions {}", c.warp_instructions);
+    assert!(c.thread_instructions <= 32 * c.warp_instructions - warps * 40 * 24, "inactive lanes must not count as thread instructions");
+    let e = c.simt_efficiency();
+    assert!(e > 0.3 && e < 0.75, "simt efficiency {e}");
 }

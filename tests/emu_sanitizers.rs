@@ -130,6 +130,8 @@ fn out_of_bounds_write_is_reported_and_clean_version_runs() {
     let r = dev.launch_in("san", "oob_write_bug", lin(4, 64), &[ptr(&out), KernelArg::I32(n as i32)]);
     let rep = report_of(r, false);
     assert_located(&rep, "oob_write_bug", (3, 0, 0), Some((8, 0, 0)), &[loc("BUG:oob")]);
+    // the faulting address: one element past the end of `out`
+    assert!(rep.to_lowercase().contains(&format!("{:#x}", out.addr() + 4 * n as u64)), "report should give the address: {rep}");
     let out = dev.alloc_filled::<f32>(n, 0xFF).unwrap();
     launch_ok(&dev, "san", "oob_write_clean", lin(4, 64), &[ptr(&out), KernelArg::I32(n as i32)]);
     let got = out.to_host().unwrap();
@@ -402,4 +404,139 @@ fn sanitizer_switches_disable_their_checks() {
     let off = emu_with(|o| o.sanitize = false);
     run(&off, "reverse_bug", 1, 64).expect("sanitize=false: no race report");
     run(&off, "stencil_bug", 3, 178).expect("sanitize=false: no uninit report");
+}
+
+/// Collective misuse the spec says to report: a shuffle sourcing a lane outside membermask,
+/// and an mma executed by half a warp (.aligned). Clean variants run.
+#[test]
+fn collective_misuse_is_reported() {
+    let kernel = |shfl_src: u32, mma_lanes: u32| {
+        format!(
+            r#"{PTX_HEADER}
+.visible .entry misuse(
+	.param .u64 p_out
+)
+{{
+	.reg .pred 	%p<4>;
+	.reg .b32 	%r<32>;
+	.reg .f32 	%f<12>;
+	.reg .b64 	%rd<6>;
+	ld.param.u64 	%rd1, [p_out];
+	cvta.to.global.u64 	%rd1, %rd1;
+	mov.u32 	%r1, %laneid;
+	mov.u32 	%r2, %tid.x;
+	mul.wide.u32 	%rd2, %r2, 4;
+	add.s64 	%rd3, %rd1, %rd2;
+	mov.u32 	%r20, 0;
+	setp.lt.u32 	%p1, %r1, 16;
+	@!%p1 bra 	$L__A;
+	shfl.sync.idx.b32 	%r20, %r2, {shfl_src}, 31, 65535; // SHFL
+$L__A:
+	setp.lt.u32 	%p2, %r1, {mma_lanes};
+	@!%p2 bra 	$L__B;
+	mov.b32 	%r3, 1006648320;
+	mov.f32 	%f1, 0f00000000;
+	mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 	{{%f2, %f3, %f4, %f5}}, {{%r3, %r3, %r3, %r3}}, {{%r3, %r3}}, {{%f1, %f1, %f1, %f1}}; // MMA
+	cvt.rzi.s32.f32 	%r4, %f2;
+	add.s32 	%r20, %r20, %r4;
+$L__B:
+	st.global.u32 	[%rd3], %r20;
+	ret;
+}}
+"#
+        )
+    };
+    let dev = emu();
+    let clean = kernel(7, 32);
+    load_ptx(&dev, "ok", &clean);
+    let out = dev.alloc_filled::<u32>(64, 0xFF).unwrap();
+    launch_ok(&dev, "ok", "misuse", lin(1, 64), &[ptr(&out)]);
+    let got = out.to_host().unwrap();
+    for t in 0..64u32 {
+        let shfl = if t % 32 < 16 { t / 32 * 32 + 7 } else { 0 };
+        assert_eq!(got[t as usize], shfl + 16, "clean thread {t}");
+    }
+    // source lane 20 is not in membermask 0x0000ffff
+    let bad = kernel(20, 32);
+    load_ptx(&dev, "bad_shfl", &bad);
+    let rep = report_of(dev.launch_in("bad_shfl", "misuse", lin(1, 64), &[ptr(&out)]), true);
+    assert_located(&rep, "misuse", (0, 0, 0), None, &[ptx_loc(&bad, "// SHFL")]);
+    // mma by lanes 0-15 only
+    let bad = kernel(7, 16);
+    load_ptx(&dev, "bad_mma", &bad);
+    let rep = report_of(dev.launch_in("bad_mma", "misuse", lin(1, 64), &[ptr(&out)]), true);
+    assert_located(&rep, "misuse", (0, 0, 0), None, &[ptx_loc(&bad, "// MMA")]);
+}
+
+/// More located faults in hand-written PTX: a v4 shared load at an 8-byte-aligned address, and
+/// a global read past the end of its allocation (one thread each; clean variants run).
+#[test]
+fn shared_misalignment_and_global_oob_read_are_reported() {
+    let kernel = |shared_off: u32, bad_thread: u32| {
+        format!(
+            r#"{PTX_HEADER}
+.visible .entry faults(
+	.param .u64 p_in,
+	.param .u64 p_out
+)
+{{
+	.reg .pred 	%p<4>;
+	.reg .b32 	%r<24>;
+	.reg .b64 	%rd<8>;
+	.shared .align 16 .b8 sm[1040];
+	ld.param.u64 	%rd1, [p_in];
+	ld.param.u64 	%rd2, [p_out];
+	cvta.to.global.u64 	%rd1, %rd1;
+	cvta.to.global.u64 	%rd2, %rd2;
+	mov.u32 	%r1, %tid.x;
+	mov.u32 	%r2, %ctaid.x;
+	mad.lo.s32 	%r3, %r2, 64, %r1;
+	// thread {bad_thread} of block 1 reads element 100000 instead of its own
+	setp.eq.u32 	%p1, %r3, {bad_thread};
+	selp.u32 	%r4, 100000, %r3, %p1;
+	mul.wide.u32 	%rd3, %r4, 4;
+	add.s64 	%rd4, %rd1, %rd3;
+	ld.global.u32 	%r5, [%rd4]; // GLOBAL_READ
+	mov.u32 	%r6, sm;
+	shl.b32 	%r7, %r1, 4;
+	add.s32 	%r8, %r6, %r7;
+	st.shared.v4.u32 	[%r8], {{%r5, %r5, %r5, %r5}};
+	bar.sync 	0;
+	// thread 5 of block 0 reads 16 bytes at offset 16*5 + {shared_off}
+	setp.eq.u32 	%p2, %r3, 5;
+	selp.u32 	%r9, {shared_off}, 0, %p2;
+	add.s32 	%r10, %r8, %r9;
+	ld.shared.v4.u32 	{{%r11, %r12, %r13, %r14}}, [%r10]; // SHARED_V4
+	add.s32 	%r15, %r11, %r14;
+	mul.wide.u32 	%rd5, %r3, 4;
+	add.s64 	%rd6, %rd2, %rd5;
+	st.global.u32 	[%rd6], %r15;
+	ret;
+}}
+"#
+        )
+    };
+    let mut r = rng(6);
+    let input: Vec<u32> = (0..128).map(|_| r.gen_range(0..1_000_000)).collect();
+    let dev = emu();
+    let clean = kernel(16, 1000);
+    load_ptx(&dev, "clean", &clean);
+    let din = dev.upload(&input).unwrap();
+    let out = dev.alloc_filled::<u32>(128, 0xFF).unwrap();
+    launch_ok(&dev, "clean", "faults", lin(2, 64), &[ptr(&din), ptr(&out)]);
+    let got = out.to_host().unwrap();
+    for i in 0..128 {
+        // thread 5 of block 0 reads thread 6's slot (offset +16)
+        let src = if i == 5 { 6 } else { i };
+        assert_eq!(got[i], input[src].wrapping_mul(2), "clean thread {i}");
+    }
+    let bad = kernel(8, 1000);
+    load_ptx(&dev, "mis", &bad);
+    let rep = report_of(dev.launch_in("mis", "faults", lin(2, 64), &[ptr(&din), ptr(&out)]), false);
+    assert_located(&rep, "faults", (0, 0, 0), Some((5, 0, 0)), &[ptx_loc(&bad, "// SHARED_V4")]);
+    let bad = kernel(16, 64 + 9);
+    load_ptx(&dev, "oob", &bad);
+    let rep = report_of(dev.launch_in("oob", "faults", lin(2, 64), &[ptr(&din), ptr(&out)]), false);
+    assert_located(&rep, "faults", (1, 0, 0), Some((9, 0, 0)), &[ptx_loc(&bad, "// GLOBAL_READ")]);
+    assert!(rep.to_lowercase().contains(&format!("{:#x}", din.addr() + 400_000)), "report should give the address: {rep}");
 }
