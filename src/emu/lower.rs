@@ -139,7 +139,7 @@ fn atom_op(m: &Mods) -> Option<u8> {
 const KNOWN_MODS: &[&str] = &[
     // rounding, flags
     "rn", "rz", "rm", "rp", "rni", "rzi", "rmi", "rpi", "rna", "sat", "ftz", "approx", "full", "hi", "lo", "wide", "nc",
-    "uni", "trans", "shiftamt", "wrap", "clamp", "l", "r", "cc", "relu", "satfinite", "NaN", "xorsign", "abs", "noftz",
+    "uni", "trans", "shiftamt", "wrap", "clamp", "l", "r", "cc", "relu", "satfinite", "NaN", "noftz",
     // comparisons and boolean combine
     "eq", "ne", "lt", "le", "gt", "ge", "ls", "hs", "equ", "neu", "ltu", "leu", "gtu", "geu", "num", "nan", "and", "or", "xor",
     // testp
