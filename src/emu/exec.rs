@@ -714,7 +714,9 @@ impl<'l, 'a> Block<'l, 'a> {
                 return false;
             }
             match i.op {
-                Op::Ret | Op::Exit => return true,
+                // (a device-function `ret` returns to the caller: not an exit)
+                Op::Ret if i.sub == 0 => return true,
+                Op::Exit => return true,
                 Op::Bra => pc = i.target,
                 _ => return false,
             }
