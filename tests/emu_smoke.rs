@@ -379,3 +379,14 @@ fn device_printf_runs() {
     let text = dev.emulator_backend().unwrap().take_printf_output();
     assert_eq!(text, "thread 0 of 32: k=7 x=0.00 ok\nthread 1 of 32: k=7 x=1.50 ok\n");
 }
+
+#[test]
+fn ptr_align_params_are_checked() {
+    let dev = Device::emulator().unwrap();
+    let src = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k(.param .u64 .ptr .global .align 16 p)\n{\n.reg .b64 %rd<3>;\nld.param.u64 %rd1, [p];\nret;\n}\n";
+    dev.load_module("ptr", src).unwrap();
+    let buf = dev.alloc_filled::<u8>(64, 0).unwrap();
+    dev.launch_in("ptr", "k", LaunchConfig::linear(1, 32, 0), &[KernelArg::Ptr(buf.addr())]).unwrap();
+    let e = dev.launch_in("ptr", "k", LaunchConfig::linear(1, 32, 0), &[KernelArg::Ptr(buf.addr() + 4)]).unwrap_err();
+    assert!(matches!(&e, fusebert::Error::KernelArgs { msg, .. } if msg.contains(".align 16")), "{e}");
+}

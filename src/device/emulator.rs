@@ -201,6 +201,11 @@ pub fn build_params(k: &Kernel, args: &[KernelArg]) -> Result<Vec<u8>> {
         if p.offset % p.align != 0 || (p.offset as usize) % a.size() != 0 {
             return Err(bad(format!("parameter {n} (`{}`) sits at offset {} which is not {}-byte aligned", p.name, p.offset, a.size())));
         }
+        if let (Some(al), KernelArg::Ptr(addr)) = (p.ptr_align, a) {
+            if addr % al as u64 != 0 {
+                return Err(bad(format!("parameter {n} (`{}`) is declared `.ptr .align {al}` but the pointer {addr:#x} is not {al}-byte aligned", p.name)));
+            }
+        }
         let b = a.bytes();
         buf[p.offset as usize..p.offset as usize + b.len()].copy_from_slice(&b);
     }

@@ -464,6 +464,8 @@ pub struct Param {
     pub size: u32,
     pub align: u32,
     pub offset: u32,
+    /// `.ptr .align N`: the pointer argument must be N-byte aligned.
+    pub ptr_align: Option<u32>,
 }
 
 /// A kernel (or device function) lowered to IR.

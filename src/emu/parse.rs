@@ -559,12 +559,14 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
             }
             let mut align = 0;
             let mut ty = Ty::B8;
+            let mut is_ptr = false;
             let pname;
             loop {
                 let id = c.ident()?;
                 match id {
                     ".align" => align = c.int()? as u32,
-                    ".ptr" | ".global" | ".shared" | ".const" | ".local" => {}
+                    ".ptr" => is_ptr = true,
+                    ".global" | ".shared" | ".const" | ".local" => {}
                     s if s.starts_with('.') => {
                         ty = Ty::parse(&s[1..]).ok_or((line, format!("unknown param type `{s}`")))?;
                     }
@@ -584,7 +586,8 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
             let palign = if size > ty.bytes() && align > 0 { align } else { ty.bytes().max(1) };
             param_off = param_off.div_ceil(palign) * palign;
             fs.param_index.insert(pname.clone(), fs.params.len());
-            fs.params.push(Param { name: pname, ty, size, align: palign, offset: param_off });
+            let ptr_align = if is_ptr && align > 0 { Some(align) } else { None };
+            fs.params.push(Param { name: pname, ty, size, align: palign, offset: param_off, ptr_align });
             param_off += size;
         }
     }
