@@ -371,3 +371,11 @@ fn named_barrier_arrive_then_sync() {
         assert_eq!(got[l], ((31 - l) * 3) as f32 + 1.0);
     }
 }
+
+#[test]
+fn device_printf_runs() {
+    let dev = san_dev(Default::default());
+    dev.launch_in("san", "hello_printf", LaunchConfig::linear(1, 32, 0), &[KernelArg::I32(7)]).unwrap();
+    let text = dev.emulator_backend().unwrap().take_printf_output();
+    assert_eq!(text, "thread 0 of 32: k=7 x=0.00 ok\nthread 1 of 32: k=7 x=1.50 ok\n");
+}

@@ -68,6 +68,7 @@ pub struct EmulatorBackend {
     mem: GlobalMem,
     modules: Mutex<HashMap<String, Arc<Loaded>>>,
     launches: Mutex<Vec<LaunchRecord>>,
+    printed: Mutex<String>,
     pool: Option<rayon::ThreadPool>,
 }
 
@@ -86,7 +87,7 @@ impl EmulatorBackend {
         } else {
             None
         };
-        Ok(EmulatorBackend { opts, mem: GlobalMem::default(), modules: Mutex::new(HashMap::new()), launches: Mutex::new(Vec::new()), pool })
+        Ok(EmulatorBackend { opts, mem: GlobalMem::default(), modules: Mutex::new(HashMap::new()), launches: Mutex::new(Vec::new()), printed: Mutex::new(String::new()), pool })
     }
 
     pub fn options(&self) -> &EmulatorOptions {
@@ -110,6 +111,11 @@ impl EmulatorBackend {
         }
         c
     }
+    /// Text printed by device `printf` since the last call (it also goes to stdout).
+    pub fn take_printf_output(&self) -> String {
+        self.printed.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
+    }
+
     /// Counters of the most recent launch.
     pub fn last_counters(&self) -> Option<Counters> {
         self.launches.lock().ok().and_then(|l| l.last().map(|r| r.counters.clone()))
@@ -260,7 +266,12 @@ impl Backend for EmulatorBackend {
         let opts = self.exec_opts(serial);
         let run = || {
             self.mem.with_view(|view| {
-                Launch::new(m, k, view, &params, &l.const_bank, cfg.grid, cfg.block, cfg.shared_mem_bytes, l.global_base, opts.clone()).run()
+                let launch = Launch::new(m, k, view, &params, &l.const_bank, cfg.grid, cfg.block, cfg.shared_mem_bytes, l.global_base, opts.clone());
+                let r = launch.run();
+                if let (Ok(text), Ok(mut p)) = (launch.printed.lock(), self.printed.lock()) {
+                    p.push_str(&text);
+                }
+                r
             })
         };
         let mut counters = match &self.pool {

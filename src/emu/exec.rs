@@ -49,6 +49,8 @@ pub struct Launch<'a> {
     pub nwarps: u32,
     pub template: Vec<u64>,
     pub classes: Vec<u8>,
+    /// Text printed by device printf during this launch.
+    pub printed: std::sync::Mutex<String>,
 }
 
 /// Instruction classes for counters.
@@ -71,7 +73,7 @@ fn classify(i: &Inst) -> u8 {
         Op::Wmma if i.sub == sub::WMMA_MMA => TENSOR,
         Op::Wmma => MEM,
         Op::Bra | Op::Ret | Op::Exit | Op::Call | Op::Bar | Op::BarRed | Op::BarWarp | Op::Membar | Op::Trap => CTRL,
-        Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::ReadClock => SPECIAL,
+        Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::ReadClock | Op::Printf => SPECIAL,
         Op::Rcp | Op::Sqrt | Op::Rsqrt | Op::Ex2 | Op::Lg2 | Op::Sin | Op::Cos | Op::Tanh if i.ty != Ty::F64 => SPECIAL,
         _ => {
             let t = if matches!(i.op, Op::Cvt | Op::CvtPack) { if i.ty.is_float() { i.ty } else { i.ty2 } } else { i.ty };
@@ -130,6 +132,7 @@ impl<'a> Launch<'a> {
             nwarps,
             template,
             classes,
+            printed: std::sync::Mutex::new(String::new()),
         }
     }
 
@@ -171,6 +174,14 @@ impl<'a> Launch<'a> {
     }
 
     fn run_block(&self, b: u64) -> Result<Counters, Error> {
+        // an emulator bug must surface as an error naming the kernel, not abort the caller
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_block_inner(b))).unwrap_or_else(|p| {
+            let what = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            Err(Error::Emulator(format!("internal emulator error in kernel `{}` block {b}: {what}", self.kernel.name)))
+        })
+    }
+
+    fn run_block_inner(&self, b: u64) -> Result<Counters, Error> {
         let gx = self.grid.0 as u64;
         let gy = self.grid.1 as u64;
         let ctaid = [(b % gx) as u32, ((b / gx) % gy) as u32, (b / (gx * gy)) as u32];
@@ -703,7 +714,9 @@ impl<'l, 'a> Block<'l, 'a> {
                 return false;
             }
             match i.op {
-                Op::Ret | Op::Exit => return true,
+                // (a device-function `ret` returns to the caller: not an exit)
+                Op::Ret if i.sub == 0 => return true,
+                Op::Exit => return true,
                 Op::Bra => pc = i.target,
                 _ => return false,
             }
@@ -1192,6 +1205,7 @@ impl<'l, 'a> Block<'l, 'a> {
             Op::Ld | Op::St | Op::Atom | Op::Red | Op::CpAsync | Op::CpAsyncCommit | Op::CpAsyncWait => {
                 return self.mem_op(w, i, mask);
             }
+            Op::Printf => return self.printf(w, i, mask),
             Op::Ldmatrix | Op::Stmatrix | Op::Mma | Op::Wmma | Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::BarWarp => {
                 return self.warp_op(w, i, mask, active);
             }

@@ -243,6 +243,8 @@ pub enum Op {
     Activemask,
     Prefetch,
     Trap,
+    /// vprintf: list = [format-pointer param, argument-buffer param, result param] (local offsets)
+    Printf,
 }
 
 /// Modifier flag bits in `Inst::flags`.

@@ -139,7 +139,7 @@ fn atom_op(m: &Mods) -> Option<u8> {
 const KNOWN_MODS: &[&str] = &[
     // rounding, flags
     "rn", "rz", "rm", "rp", "rni", "rzi", "rmi", "rpi", "rna", "sat", "ftz", "approx", "full", "hi", "lo", "wide", "nc",
-    "uni", "trans", "shiftamt", "wrap", "clamp", "l", "r", "cc", "relu", "satfinite", "NaN", "xorsign", "abs", "noftz",
+    "uni", "trans", "shiftamt", "wrap", "clamp", "l", "r", "cc", "relu", "satfinite", "NaN", "noftz",
     // comparisons and boolean combine
     "eq", "ne", "lt", "le", "gt", "ge", "ls", "hs", "equ", "neu", "ltu", "leu", "gtu", "geu", "num", "nan", "and", "or", "xor",
     // testp
@@ -775,19 +775,20 @@ pub(super) fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, 
             let callee = callee.ok_or((line, "call without a callee".to_string()))?;
             match callee.as_str() {
                 // printf: output is not emulated; returns 0
+                // printf: formatted by the emulator, printed to stdout lane by lane
                 "vprintf" => {
-                    if let Some(&o) = rets.first().and_then(|r| fs.local_params.get(r)) {
-                        let mut i = mk(Op::St);
-                        i.space = Space::Local;
-                        i.ty = Ty::B32;
-                        i.s[0] = const_slot(fs, 0);
-                        i.off = o as i64;
-                        let z = const_slot(fs, 0);
-                        let li = fs.lists.len() as u32;
-                        fs.lists.push(vec![z]);
-                        i.list = li;
-                        push(fs, i);
+                    if args.len() != 2 {
+                        return Err((line, "vprintf expects 2 arguments".into()));
                     }
+                    let off = |fs: &FnState, a: &str| fs.local_params.get(a).or_else(|| fs.param_alias.get(a)).copied();
+                    let (Some(fmt), Some(argbuf)) = (off(fs, &args[0]), off(fs, &args[1])) else {
+                        return Err((line, "vprintf arguments are not declared .param".into()));
+                    };
+                    let ret = rets.first().and_then(|r| off(fs, r)).unwrap_or(NONE);
+                    let mut i = mk(Op::Printf);
+                    i.list = fs.lists.len() as u32;
+                    fs.lists.push(vec![fmt, argbuf, ret]);
+                    push(fs, i);
                 }
                 // device-side assert(): a trap that names the assertion
                 "__assertfail" => {

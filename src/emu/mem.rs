@@ -545,3 +545,110 @@ pub(crate) fn shared_wavefronts(offs: &[u32; 32], mask: u32, size: u32) -> (u64,
     }
     (total.max(ideal), ideal)
 }
+
+impl<'l, 'a> Block<'l, 'a> {
+    /// Reads `n` bytes at a generic address (global, const or this lane's local memory).
+    fn read_generic(&mut self, w: &Warp, i: &Inst, lane: usize, addr: u64, n: u32) -> R<Vec<u8>> {
+        let mut out = Vec::with_capacity(n as usize);
+        for k in 0..n as u64 {
+            let loc = self.resolve(w, i, lane, Space::Generic, addr + k, 1, 1, "printf read")?;
+            out.push(self.read_raw(loc, 0, 1) as u8);
+        }
+        Ok(out)
+    }
+
+    /// vprintf(format, args): formats like the CUDA device printf and prints per lane.
+    pub(crate) fn printf(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
+        let l = self.l.kernel.lists[i.list as usize].clone();
+        let lb = self.l.kernel.local_bytes as u64;
+        lanes!(mask, lane, {
+            // the frame pointer is per thread; read params straight from the local frame
+            let fmt_ptr = {
+                let t = (w.id as u64 * 32 + lane as u64) * lb + l[0] as u64;
+                u64::from_le_bytes(self.local[t as usize..t as usize + 8].try_into().unwrap_or([0; 8]))
+            };
+            let args_ptr = {
+                let t = (w.id as u64 * 32 + lane as u64) * lb + l[1] as u64;
+                u64::from_le_bytes(self.local[t as usize..t as usize + 8].try_into().unwrap_or([0; 8]))
+            };
+            let mut fmt = Vec::new();
+            for k in 0..4096u64 {
+                let c = self.read_generic(w, i, lane, fmt_ptr + k, 1)?[0];
+                if c == 0 {
+                    break;
+                }
+                fmt.push(c);
+            }
+            let text = self.format_printf(w, i, lane, &String::from_utf8_lossy(&fmt), args_ptr)?;
+            print!("{text}");
+            if let Ok(mut p) = self.l.printed.lock() {
+                p.push_str(&text);
+            }
+            if l[2] != NONE {
+                // CUDA's printf returns the number of arguments it parsed
+                let fmt_s = String::from_utf8_lossy(&fmt).replace("%%", "");
+                let nargs = fmt_s.matches('%').count() as u32;
+                let t = ((w.id as u64 * 32 + lane as u64) * lb + l[2] as u64) as usize;
+                self.local[t..t + 4].copy_from_slice(&nargs.to_le_bytes());
+                if !self.local_init.is_empty() {
+                    self.local_init[t..t + 4].fill(1);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn format_printf(&mut self, w: &Warp, i: &Inst, lane: usize, fmt: &str, mut argp: u64) -> R<String> {
+        let mut out = String::new();
+        let mut it = fmt.chars().peekable();
+        while let Some(ch) = it.next() {
+            if ch != '%' {
+                out.push(ch);
+                continue;
+            }
+            let mut spec = String::from("%");
+            let conv = loop {
+                match it.next() {
+                    Some(c) if "diouxXcspfFeEgGaA%".contains(c) => break c,
+                    Some(c) => spec.push(c),
+                    None => break '%',
+                }
+            };
+            if conv == '%' {
+                out.push('%');
+                continue;
+            }
+            let long = spec.contains('l') || matches!(conv, 'f' | 'F' | 'e' | 'E' | 'g' | 'G' | 'a' | 'A' | 'p' | 's');
+            let size = if long { 8 } else { 4 };
+            argp = argp.div_ceil(size) * size;
+            let b = self.read_generic(w, i, lane, argp, size as u32)?;
+            argp += size;
+            let v = if size == 8 { u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) } else { u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as u64 };
+            let prec = spec.split('.').nth(1).and_then(|p| p.trim_end_matches(|c: char| c.is_alphabetic()).parse::<usize>().ok());
+            match conv {
+                'd' | 'i' => out += &(if size == 8 { v as i64 } else { v as u32 as i32 as i64 }).to_string(),
+                'u' => out += &v.to_string(),
+                'x' => out += &format!("{v:x}"),
+                'X' => out += &format!("{v:X}"),
+                'o' => out += &format!("{v:o}"),
+                'c' => out.push(v as u8 as char),
+                'p' => out += &format!("{v:#x}"),
+                's' => {
+                    let mut s = Vec::new();
+                    for k in 0..4096u64 {
+                        let c = self.read_generic(w, i, lane, v + k, 1)?[0];
+                        if c == 0 {
+                            break;
+                        }
+                        s.push(c);
+                    }
+                    out += &String::from_utf8_lossy(&s);
+                }
+                'e' | 'E' => out += &format!("{:.*e}", prec.unwrap_or(6), f64::from_bits(v)),
+                'g' | 'G' => out += &format!("{}", f64::from_bits(v)),
+                _ => out += &format!("{:.*}", prec.unwrap_or(6), f64::from_bits(v)),
+            }
+        }
+        Ok(out)
+    }
+}

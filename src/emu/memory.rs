@@ -175,7 +175,10 @@ impl GlobalMem {
         st.next = base + size.max(1) + GUARD;
         let ptr = if size > 0 {
             // fresh allocations are poisoned (0xCD) so reads of never-written data stand out
-            Box::into_raw(vec![0xCDu8; bytes].into_boxed_slice()) as *mut u8
+            let mut v: Vec<u8> = Vec::new();
+            v.try_reserve_exact(bytes).map_err(|_| Error::Memory(format!("host memory exhausted allocating {bytes} bytes of emulated device memory")))?;
+            v.resize(bytes, 0xCD);
+            Box::into_raw(v.into_boxed_slice()) as *mut u8
         } else {
             std::ptr::null_mut()
         };

@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <assert.h>
 #include <cuda_fp16.h>
+#include <cstdio>
 
 extern "C" __global__ void oob_store(float* p, int n) {
     p[threadIdx.x] = (float)n;  // no bounds check: threads >= n write past the end
@@ -136,4 +137,9 @@ extern "C" __global__ void named_barrier_pc(float* out) {
         asm volatile("bar.sync 1, 64;\n" ::: "memory");
         out[lane] = buf[31 - lane] + 1.0f;
     }
+}
+
+// Device printf (the emulator formats and prints it).
+extern "C" __global__ void hello_printf(int k) {
+    if (threadIdx.x < 2) printf("thread %d of %d: k=%d x=%.2f %s\n", threadIdx.x, blockDim.x, k, 1.5f * threadIdx.x, "ok");
 }
