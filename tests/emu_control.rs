@@ -597,3 +597,81 @@ fn named_barriers_arrive_and_sync() {
         }
     }
 }
+
+const DIVERGE2_CU: &str = r#"
+// Lanes return at different iterations of an outer loop; the inner loop has lane-dependent
+// trip counts, break and continue. Survivors meet at a barrier (exited threads release it)
+// and read their neighbour's result through shared memory when the neighbour survived.
+extern "C" __global__ void diverge2(const int* in, int* out, int* survivors) {
+    __shared__ int s[128];
+    __shared__ int alive[128];
+    int t = threadIdx.x, i = blockIdx.x * blockDim.x + t;
+    alive[t] = 0;
+    __syncthreads();
+    int v = in[i];
+    int acc = 0;
+    for (int a = 0; a < 6; ++a) {
+        if (((v >> a) & 7) == 5) return;
+        for (int b = 0; b < (v + a) % 5; ++b) {
+            if (b == 3 && (v & 64)) break;
+            if ((b ^ a) & 1) continue;
+            acc += a * 10 + b;
+        }
+    }
+    s[t] = acc;
+    alive[t] = 1;
+    atomicAdd(survivors, 1);
+    __syncthreads();
+    int nb = t ^ 1;
+    out[i] = acc * 1000 + (alive[nb] ? s[nb] : -1);
+}
+"#;
+
+#[test]
+fn early_return_inside_loops_with_break_continue() {
+    let ptx = compile_cu("diverge2", DIVERGE2_CU);
+    let mut r = rng(9);
+    let n = 128 * 3;
+    let input: Vec<i32> = (0..n).map(|_| r.gen_range(0..1 << 12)).collect();
+    // reference: per thread, Some(acc) if it survives
+    let res: Vec<Option<i32>> = input
+        .iter()
+        .map(|&v| {
+            let mut acc = 0;
+            for a in 0..6 {
+                if (v >> a) & 7 == 5 {
+                    return None;
+                }
+                for b in 0..(v + a) % 5 {
+                    if b == 3 && v & 64 != 0 {
+                        break;
+                    }
+                    if (b ^ a) & 1 != 0 {
+                        continue;
+                    }
+                    acc += a * 10 + b;
+                }
+            }
+            Some(acc)
+        })
+        .collect();
+    let alive = res.iter().filter(|x| x.is_some()).count();
+    assert!(alive > n / 4 && alive < n, "inputs should mix survivors and early returns ({alive})");
+    let dev = emu();
+    dev.load_module("d2", &ptx).unwrap();
+    let din = dev.upload(&input).unwrap();
+    let out = dev.alloc_filled::<i32>(n, 0xFF).unwrap();
+    let cnt = dev.upload(&[0i32]).unwrap();
+    launch_ok(&dev, "d2", "diverge2", lin(3, 128), &[ptr(&din), ptr(&out), ptr(&cnt)]);
+    let got = out.to_host().unwrap();
+    for i in 0..n {
+        match res[i] {
+            None => assert_eq!(got[i], -1, "thread {i} returned early: output untouched"),
+            Some(acc) => {
+                let nb = res[i ^ 1].unwrap_or(-1);
+                assert_eq!(got[i], acc * 1000 + nb, "thread {i}");
+            }
+        }
+    }
+    assert_eq!(cnt.to_host().unwrap()[0] as usize, alive);
+}

@@ -763,3 +763,98 @@ fn cache_qualifiers_prefetch_and_64bit_vectors_atomics() {
     assert!((0..n).any(|i| w[2 * i].wrapping_add(w[2 * i + 1]) == a[2]), "atom.cas.b64: exactly one thread stored");
     assert_eq!(a[3], (0..n).map(|i| w[2 * i]).max().unwrap(), "atom.max.u64");
 }
+
+/// Kernel parameters of mixed sizes (padding before 8-byte ones), f32/f64/i64 values read back
+/// with ld.param; 16-bit global loads/stores (zero- and sign-extension).
+const PARAMS_PTX: &str = r#"
+.visible .entry params(
+	.param .u32 a_u32,
+	.param .u64 b_ptr,
+	.param .f32 c_f32,
+	.param .f64 d_f64,
+	.param .s32 e_s32,
+	.param .s64 f_s64,
+	.param .u64 g_halves
+)
+{
+	.reg .b16 	%rs<4>;
+	.reg .b32 	%r<16>;
+	.reg .f32 	%f<2>;
+	.reg .b64 	%rd<16>;
+	.reg .f64 	%fd<2>;
+	ld.param.u32 	%r1, [a_u32];
+	ld.param.u64 	%rd1, [b_ptr];
+	ld.param.f32 	%f1, [c_f32];
+	ld.param.f64 	%fd1, [d_f64];
+	ld.param.s32 	%r2, [e_s32];
+	ld.param.s64 	%rd2, [f_s64];
+	ld.param.u64 	%rd3, [g_halves];
+	cvta.to.global.u64 	%rd1, %rd1;
+	cvta.to.global.u64 	%rd3, %rd3;
+	mov.u32 	%r3, %tid.x;
+	setp.ne.u32 	%p1, %r3, 0;
+	@%p1 bra 	$L__HALVES;
+	mov.b32 	%r4, %f1;
+	mov.b64 	%rd4, %fd1;
+	st.global.u32 	[%rd1], %r1;
+	st.global.u32 	[%rd1+4], %r4;
+	st.global.u64 	[%rd1+8], %rd4;
+	st.global.u32 	[%rd1+16], %r2;
+	st.global.u32 	[%rd1+20], %r3;
+	st.global.u64 	[%rd1+24], %rd2;
+$L__HALVES:
+	// element t of a (read-only: .nc) u16 array: zero-/sign-extended; element + 1 stored as u16
+	mul.wide.u32 	%rd5, %r3, 2;
+	add.s64 	%rd6, %rd3, %rd5;
+	ld.global.nc.u16 	%rs1, [%rd6];
+	ld.global.u16 	%r5, [%rd6];
+	ld.global.s16 	%r6, [%rd6];
+	cvt.u32.u16 	%r7, %rs1;
+	xor.b32 	%r8, %r5, %r7;
+	add.s16 	%rs2, %rs1, 1;
+	add.s64 	%rd9, %rd1, %rd5;
+	st.global.u16 	[%rd9+288], %rs2;
+	mul.wide.u32 	%rd7, %r3, 8;
+	add.s64 	%rd8, %rd1, %rd7;
+	st.global.v2.u32 	[%rd8+32], {%r6, %r8};
+	ret;
+}
+"#;
+
+#[test]
+fn mixed_size_params_and_16bit_memory() {
+    let ptx = format!("{PTX_HEADER}{}", PARAMS_PTX.replace("\t.reg .b16 \t%rs<4>;", "\t.reg .pred \t%p<2>;\n\t.reg .b16 \t%rs<4>;"));
+    let dev = emu();
+    load_ptx(&dev, "params", &ptx);
+    let out = dev.alloc_filled::<u32>(8 + 2 * 32 + 16, 0xFF).unwrap();
+    let mut r = rng(8);
+    let halves: Vec<u16> = (0..32).map(|i| if i % 4 == 0 { 0x8000 | r.gen::<u16>() } else { r.gen() }).collect();
+    let dh = dev.upload(&halves).unwrap();
+    let args = [
+        KernelArg::U32(0xdead_beef),
+        ptr(&out),
+        KernelArg::F32(-1.25e-3),
+        KernelArg::F64(std::f64::consts::PI),
+        KernelArg::I32(-123_456),
+        KernelArg::I64(-9_876_543_210_123),
+        ptr(&dh),
+    ];
+    launch_ok(&dev, "params", "params", lin(1, 32), &args);
+    let o = out.to_host().unwrap();
+    assert_eq!(o[0], 0xdead_beef);
+    assert_eq!(f32::from_bits(o[1]), -1.25e-3);
+    assert_eq!(f64::from_bits(o[2] as u64 | ((o[3] as u64) << 32)), std::f64::consts::PI);
+    assert_eq!(o[4] as i32, -123_456);
+    assert_eq!(o[5], 0, "tid of thread 0");
+    assert_eq!((o[6] as u64 | ((o[7] as u64) << 32)) as i64, -9_876_543_210_123);
+    for t in 0..32 {
+        assert_eq!(o[8 + 2 * t], halves[t] as i16 as i32 as u32, "ld.global.s16 sign-extends (t={t})");
+        assert_eq!(o[8 + 2 * t + 1], 0, "ld.global.u16 into .b32 and .b16 agree (t={t})");
+    }
+    for t in 0..32 {
+        let w = o[72 + t / 2];
+        let h = if t % 2 == 0 { w as u16 } else { (w >> 16) as u16 };
+        assert_eq!(h, halves[t].wrapping_add(1), "st.global.u16 t={t}");
+    }
+    assert_eq!(dh.to_host().unwrap(), halves, "the .nc input is untouched");
+}
