@@ -390,3 +390,46 @@ fn ptr_align_params_are_checked() {
     let e = dev.launch_in("ptr", "k", LaunchConfig::linear(1, 32, 0), &[KernelArg::Ptr(buf.addr() + 4)]).unwrap_err();
     assert!(matches!(&e, fusebert::Error::KernelArgs { msg, .. } if msg.contains(".align 16")), "{e}");
 }
+
+/// cp.async with an `ignore-src` predicate: true lanes zero-fill and read nothing (their source
+/// address is out of bounds on purpose), false lanes copy.
+#[test]
+fn cp_async_ignore_src_predicate() {
+    let src = r#".version 8.0
+.target sm_80
+.address_size 64
+.visible .entry k(.param .u64 inp, .param .u64 out)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<8>;
+    .shared .align 16 .b8 buf[128];
+    ld.param.u64 %rd1, [inp];
+    ld.param.u64 %rd2, [out];
+    mov.u32 %r1, %tid.x;
+    setp.ge.u32 %p1, %r1, 16;
+    mul.wide.u32 %rd3, %r1, 4;
+    add.s64 %rd4, %rd1, %rd3;
+    selp.b64 %rd5, 4096, 0, %p1;
+    add.s64 %rd4, %rd4, %rd5;
+    mov.u32 %r2, buf;
+    shl.b32 %r3, %r1, 2;
+    add.s32 %r4, %r2, %r3;
+    cp.async.ca.shared.global [%r4], [%rd4], 4, %p1;
+    cp.async.wait_all;
+    ld.shared.u32 %r5, [%r4];
+    add.s64 %rd6, %rd2, %rd3;
+    st.global.u32 [%rd6], %r5;
+    ret;
+}
+"#;
+    let dev = Device::emulator().unwrap();
+    dev.load_module("ign", src).unwrap();
+    let inp = dev.upload(&(1..=32u32).collect::<Vec<_>>()).unwrap();
+    let out = dev.alloc_filled::<u32>(32, 0xFF).unwrap();
+    dev.launch_in("ign", "k", LaunchConfig::linear(1, 32, 0), &[KernelArg::from(&inp), KernelArg::from(&out)]).unwrap();
+    let got = out.to_host().unwrap();
+    for l in 0..32 {
+        assert_eq!(got[l], if l < 16 { l as u32 + 1 } else { 0 }, "lane {l}");
+    }
+}

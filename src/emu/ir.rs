@@ -277,6 +277,8 @@ pub mod fl {
     pub const HAS_SRCSIZE: u32 = 1 << 24;
     pub const NEG_PRED_SRC: u32 = 1 << 25;
     pub const XORSIGN: u32 = 1 << 26;
+    /// cp.async with an ignore-src predicate (instead of a src-size operand)
+    pub const IGNORE_SRC: u32 = 1 << 27;
 }
 
 /// Sub-operation codes (in `Inst::sub`) for families with a mode.

@@ -578,7 +578,9 @@ pub(super) fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, 
                 };
                 if ops.len() == 4 {
                     i.s[2] = resolve(fs, &ops[3], Ty::U32, line)?;
-                    i.flags |= fl::HAS_SRCSIZE;
+                    // a predicate here is `ignore-src` (true: read nothing, zero-fill)
+                    let is_pred = (i.s[2] as usize) < fs.reg_ty.len() && fs.reg_ty[i.s[2] as usize] == Ty::Pred;
+                    i.flags |= if is_pred { fl::IGNORE_SRC } else { fl::HAS_SRCSIZE };
                 }
                 push(fs, i);
             }

@@ -424,8 +424,14 @@ impl<'l, 'a> Block<'l, 'a> {
                 let base = if i.has(fl::ADDR32) { base & 0xffff_ffff } else { base };
                 base.wrapping_add(i.off as u64)
             };
-            let src = w.regs[i.s[1] as usize * 32 + l].wrapping_add(i.target as u64);
-            let src_size = if i.has(fl::HAS_SRCSIZE) { (w.regs[i.s[2] as usize * 32 + l] as u32).min(size) } else { size };
+            let src = w.regs[i.s[1] as usize * 32 + l].wrapping_add(i.target as i32 as i64 as u64);
+            let src_size = if i.has(fl::HAS_SRCSIZE) {
+                (w.regs[i.s[2] as usize * 32 + l] as u32).min(size)
+            } else if i.has(fl::IGNORE_SRC) && w.regs[i.s[2] as usize * 32 + l] & 1 != 0 {
+                0
+            } else {
+                size
+            };
             let dloc = self.resolve(w, i, l, Space::Shared, dst, size, size, "cp.async destination write")?;
             let Loc::Shared(doff) = dloc else { unreachable!() };
             self.check_shared(w, i, l, doff, size, true, false)?;
