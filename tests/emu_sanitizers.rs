@@ -380,6 +380,8 @@ fn report_matcher_self_check() {
     assert!(!names_index("block 31 thread 2", "block", (3, 0, 0)));
     assert!(names_index("blockIdx=(1, 2, 0) threadIdx = 7", "block", (1, 2, 0)));
     assert!(names_index("blockIdx=(1, 2, 0) threadIdx = 7", "thread", (7, 0, 0)));
+    assert!(contains_whole("atptxline25,x.cu:8", "line25") && !contains_whole("atptxline25", "line2"));
+    assert!(contains_whole("x.cu:8:", "x.cu:8") && !contains_whole("x.cu:80", "x.cu:8"));
 }
 
 /// The option switches: with a check off its planted bug runs through (the kernels are the
