@@ -380,6 +380,8 @@ fn report_matcher_self_check() {
     assert!(!names_index("block 31 thread 2", "block", (3, 0, 0)));
     assert!(names_index("blockIdx=(1, 2, 0) threadIdx = 7", "block", (1, 2, 0)));
     assert!(names_index("blockIdx=(1, 2, 0) threadIdx = 7", "thread", (7, 0, 0)));
+    assert!(contains_whole("atptxline25,x.cu:8", "line25") && !contains_whole("atptxline25", "line2"));
+    assert!(contains_whole("x.cu:8:", "x.cu:8") && !contains_whole("x.cu:80", "x.cu:8"));
 }
 
 /// The option switches: with a check off its planted bug runs through (the kernels are the
@@ -539,4 +541,64 @@ fn shared_misalignment_and_global_oob_read_are_reported() {
     let rep = report_of(dev.launch_in("oob", "faults", lin(2, 64), &[ptr(&din), ptr(&out)]), false);
     assert_located(&rep, "faults", (1, 0, 0), Some((9, 0, 0)), &[ptx_loc(&bad, "// GLOBAL_READ")]);
     assert!(rep.to_lowercase().contains(&format!("{:#x}", din.addr() + 400_000)), "report should give the address: {rep}");
+}
+
+/// cp.async data is visible to other threads only after a barrier that follows the wait
+/// (ptx-semantics.md, Async copy): reading the neighbour's destination after only this
+/// thread's wait_group is a race; with bar.sync after the wait it is clean.
+#[test]
+fn cp_async_neighbour_read_without_barrier_is_a_race() {
+    let body = |barrier: bool| {
+        format!(
+            r#"{PTX_HEADER}
+.visible .entry cpn(
+	.param .u64 p_g,
+	.param .u64 p_out
+)
+{{
+	.reg .b32 	%r<16>;
+	.reg .b64 	%rd<8>;
+	.shared .align 16 .b8 buf[1024];
+	ld.param.u64 	%rd1, [p_g];
+	ld.param.u64 	%rd2, [p_out];
+	cvta.to.global.u64 	%rd1, %rd1;
+	cvta.to.global.u64 	%rd2, %rd2;
+	mov.u32 	%r1, %tid.x;
+	mul.wide.u32 	%rd3, %r1, 16;
+	add.s64 	%rd4, %rd1, %rd3;
+	shl.b32 	%r2, %r1, 4;
+	mov.u32 	%r3, buf;
+	add.s32 	%r4, %r3, %r2;
+	cp.async.ca.shared.global 	[%r4], [%rd4], 16;
+	cp.async.wait_all;
+	{}
+	add.s32 	%r5, %r1, 32;
+	and.b32 	%r6, %r5, 63;
+	shl.b32 	%r7, %r6, 4;
+	add.s32 	%r8, %r3, %r7;
+	ld.shared.u32 	%r9, [%r8]; // NEIGHBOUR
+	mul.wide.u32 	%rd5, %r1, 4;
+	add.s64 	%rd6, %rd2, %rd5;
+	st.global.u32 	[%rd6], %r9;
+	ret;
+}}
+"#,
+            if barrier { "bar.sync 0;" } else { "// (no barrier)" }
+        )
+    };
+    let mut r = rng(7);
+    let g: Vec<u32> = (0..256).map(|_| r.gen()).collect();
+    let dev = emu();
+    let bad = body(false);
+    load_ptx(&dev, "cpn_bad", &bad);
+    load_ptx(&dev, "cpn_ok", &body(true));
+    let dg = dev.upload(&g).unwrap();
+    let out = dev.alloc_filled::<u32>(64, 0xFF).unwrap();
+    let rep = report_of(dev.launch_in("cpn_bad", "cpn", lin(1, 64), &[ptr(&dg), ptr(&out)]), false);
+    assert_located(&rep, "cpn", (0, 0, 0), None, &[ptx_loc(&bad, "// NEIGHBOUR"), ptx_loc(&bad, "cp.async.ca.shared")]);
+    launch_ok(&dev, "cpn_ok", "cpn", lin(1, 64), &[ptr(&dg), ptr(&out)]);
+    let got = out.to_host().unwrap();
+    for t in 0..64 {
+        assert_eq!(got[t], g[4 * ((t + 32) % 64)], "thread {t}");
+    }
 }

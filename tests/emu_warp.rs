@@ -218,3 +218,25 @@ fn shfl_and_vote_with_partial_membermask_in_a_branch() {
     ck.cmp("partial-mask shfl/vote", run32(body, &a, &a, &a), &want, |i| format!("lane {}", i % 32), |g, w| g == w);
     ck.finish();
 }
+
+/// The packed control word c can come from a register (uniform per warp here: one width per
+/// warp), and b can be a per-lane register, for every mode.
+#[test]
+fn shfl_sync_with_register_control_word() {
+    let mut r = rng(7);
+    let a: Vec<u32> = (0..N).map(|_| r.gen()).collect();
+    let b: Vec<u32> = (0..N).map(|_| r.gen_range(0..34)).collect();
+    let widths = [32u32, 16, 8, 4, 2, 1, 16, 8];
+    let mut ck = Check::new();
+    for mode in ["up", "down", "bfly", "idx"] {
+        let c: Vec<u32> = (0..N).map(|i| ((32 - widths[i / 32]) << 8) | if mode == "up" { 0 } else { 0x1f }).collect();
+        let mut want = vec![0u32; N];
+        for w in 0..N / 32 {
+            let (d, _) = shfl_ref(mode, &a[w * 32..w * 32 + 32], &b[w * 32..w * 32 + 32], c[w * 32]);
+            want[w * 32..w * 32 + 32].copy_from_slice(&d);
+        }
+        let body = format!("\tshfl.sync.{mode}.b32 \t%r20, %r10, %r11, %r12, -1;");
+        ck.cmp(&format!("shfl.sync.{mode} (register c)"), run32(&body, &a, &b, &c), &want, |i| format!("warp {} lane {} b={}", i / 32, i % 32, b[i]), |g, w| g == w);
+    }
+    ck.finish();
+}

@@ -224,9 +224,22 @@ pub fn assert_located(report: &str, kernel: &str, block: (u32, u32, u32), thread
         ),
     }
     assert!(
-        needles.iter().any(|n| squash(report).contains(&squash(n))),
+        needles.iter().any(|n| contains_whole(&squash(report), &squash(n))),
         "report does not name the source location (any of {needles:?}):\n{report}"
     );
+}
+
+/// `hay` contains `needle` not followed by another digit (so `line 2` does not match `line 25`).
+pub fn contains_whole(hay: &str, needle: &str) -> bool {
+    let mut from = 0;
+    while let Some(p) = hay[from..].find(needle) {
+        let end = from + p + needle.len();
+        if !hay[end..].starts_with(|c: char| c.is_ascii_digit()) {
+            return true;
+        }
+        from = from + p + 1;
+    }
+    false
 }
 
 /// `file.cu:LINE` needle for the line of `src` containing `marker`.
