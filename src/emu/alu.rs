@@ -586,8 +586,17 @@ pub fn cvt(dt: Ty, st: Ty, rnd: Rnd, flags: u32, a: u64) -> u64 {
         return ext(dt, fp::f2i(x, rnd, dt.bits(), dt.is_signed()));
     }
     if !st.is_float() && dt.is_float() {
-        let v: i128 = if st.is_signed() { sx(st, a) as i128 } else { (a & st.mask()) as i128 };
         let rnd = if rnd == Rnd::None { Rnd::Rn } else { rnd };
+        if rnd == Rnd::Rn && flags == 0 && matches!(dt, Ty::F32 | Ty::F64) {
+            // Rust's integer -> float `as` is round-to-nearest-even
+            return match (dt, st.is_signed()) {
+                (Ty::F32, true) => (sx(st, a) as f32).to_bits() as u64,
+                (Ty::F32, false) => ((a & st.mask()) as f32).to_bits() as u64,
+                (_, true) => (sx(st, a) as f64).to_bits(),
+                (_, false) => ((a & st.mask()) as f64).to_bits(),
+            };
+        }
+        let v: i128 = if st.is_signed() { sx(st, a) as i128 } else { (a & st.mask()) as i128 };
         if dt == Ty::F64 {
             let r = fp::i2f64(v, rnd);
             return (if sat { fp::sat01(r) } else { r }).to_bits();
