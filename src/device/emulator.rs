@@ -22,7 +22,9 @@ pub struct EmulatorOptions {
     pub check_races: bool,
     /// Reads of never-written shared/local memory.
     pub check_uninit: bool,
-    /// Instructions per warp before a launch is declared runaway.
+    /// Instructions per warp (= per thread in lockstep) before a launch is declared runaway.
+    /// Default 2^28: far above any real kernel (a GEMM warp runs ~10^4), and a hung test fails
+    /// within about half a minute instead of hours.
     pub step_limit: u64,
     /// Worker threads for blocks (0 = rayon's default pool).
     pub threads: usize,
@@ -38,7 +40,7 @@ impl Default for EmulatorOptions {
             check_bounds: true,
             check_races: true,
             check_uninit: true,
-            step_limit: 1 << 32,
+            step_limit: 1 << 28,
             threads: 0,
             deterministic_atomics: true,
         }

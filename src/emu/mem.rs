@@ -22,7 +22,9 @@ impl<'l, 'a> Block<'l, 'a> {
     /// Resolves an access of `size` bytes at `addr` in `space` to a location, checking
     /// alignment (`align` bytes) and bounds.
     pub(crate) fn resolve(&mut self, w: &Warp, i: &Inst, lane: usize, space: Space, addr: u64, size: u32, align: u32, what: &str) -> R<Loc> {
-        if align > 1 && addr % align as u64 != 0 && (self.l.opts.align || matches!(i.op, Op::Atom | Op::Red)) {
+        // (alignments are powers of two: a mask instead of a 64-bit division)
+        let misaligned = if align.is_power_of_two() { addr & (align as u64 - 1) != 0 } else { align > 1 && addr % align as u64 != 0 };
+        if misaligned && (self.l.opts.align || matches!(i.op, Op::Atom | Op::Red)) {
             return Err(self.err(w, Some(lane), i, "misaligned access", format!("{what} of {size} bytes at address {addr:#x} is not {align}-byte aligned ({:?} space)", space)));
         }
         let space = if space == Space::Generic {
