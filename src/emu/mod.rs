@@ -1,11 +1,22 @@
 //! PTX emulator: parse -> IR -> execute blocks/warps, with sanitizers and counters.
 //!
-//! Layers: [`lex`]/[`parse`]/[`lower`] turn PTX text into the slot-based IR of [`ir`] (once per module,
-//! cached); [`cfg`] computes branch reconvergence points; [`exec`] runs a launch (blocks in
-//! parallel, warps in lockstep), with [`alu`]/[`fp`] for arithmetic, [`mem`] for memory
-//! instructions and sanitizers, [`warp`] for warp-wide instructions; [`memory`] is the
-//! allocation-aware global memory; [`counters`] the per-launch statistics; [`cli`] the
-//! research command line. The backend is `crate::device::emulator::EmulatorBackend`.
+//! Layers: [`lex`]/[`parse`]/[`lower`] turn PTX text into the slot-based IR of [`ir`] (once per
+//! module, cached); [`cfg`] computes branch reconvergence points (immediate post-dominators);
+//! [`exec`] runs a launch (blocks in parallel with rayon, warps of 32 lanes in lockstep with a
+//! SIMT reconvergence stack and a call stack), with [`alu`]/[`fp`] for arithmetic, [`mem`] for
+//! memory instructions and the sanitizers, [`warp`] for warp-wide instructions (shfl, vote,
+//! ldmatrix, mma, wmma); [`memory`] is the allocation-aware global memory; [`counters`] the
+//! per-launch statistics; [`cli`] the research command line. The backend implementing
+//! `device::Backend` is `crate::device::emulator::EmulatorBackend`.
+//!
+//! Sanitizers (all on by default, see `EmulatorOptions`): out-of-bounds and misaligned accesses
+//! (global: against live allocations, never-reused addresses catch use-after-free; shared, local,
+//! const, param), shared-memory races between barriers (per 4-byte word, warp granularity),
+//! reads of never-written shared/local/global bytes, touching a cp.async destination still in
+//! flight, divergent (non-.aligned) barrier arrival, partial-warp collectives (shfl/vote/match/
+//! redux membermask, mma/ldmatrix/wmma need the whole warp), deadlock, step limit, device
+//! assert. Reports name kernel, module, block, thread, PTX line, .cu file:line, address and the
+//! allocation missed.
 pub mod alu;
 pub mod cfg;
 pub mod cli;
