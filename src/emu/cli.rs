@@ -19,10 +19,10 @@ pub struct EmuRunArgs {
     /// Entry name.
     #[arg(long)]
     pub kernel: String,
-    /// Grid size X[,Y,Z].
+    /// Grid size `X[,Y,Z]`.
     #[arg(long)]
     pub grid: String,
-    /// Block size X[,Y,Z].
+    /// Block size `X[,Y,Z]`.
     #[arg(long)]
     pub block: String,
     /// Dynamic shared memory bytes.

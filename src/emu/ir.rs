@@ -352,7 +352,7 @@ pub struct Inst {
     /// Guard predicate slot (NONE = unguarded) and its negation.
     pub guard: u32,
     pub gneg: bool,
-    /// Destination slots (d[1] = second destination of `a|p` forms).
+    /// Destination slots (`d[1]` = second destination of `a|p` forms).
     pub d: [u32; 4],
     /// Source slots.
     pub s: [u32; 4],
