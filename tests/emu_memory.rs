@@ -858,3 +858,57 @@ fn mixed_size_params_and_16bit_memory() {
     }
     assert_eq!(dh.to_host().unwrap(), halves, "the .nc input is untouched");
 }
+
+/// cp.async with the ignore-src predicate [9.7.9.25]: when true the source is not read and the
+/// destination is zero-filled (so an out-of-bounds source is fine); when false it copies.
+#[test]
+fn cp_async_ignore_src_predicate() {
+    let ptx = format!(
+        r#"{PTX_HEADER}
+.visible .entry cpi(
+	.param .u64 p_g,
+	.param .u64 p_out,
+	.param .u32 p_n
+)
+{{
+	.reg .pred 	%p<2>;
+	.reg .b32 	%r<16>;
+	.reg .b64 	%rd<8>;
+	.shared .align 16 .b8 buf[1024];
+	ld.param.u64 	%rd1, [p_g];
+	ld.param.u64 	%rd2, [p_out];
+	ld.param.u32 	%r1, [p_n];
+	cvta.to.global.u64 	%rd2, %rd2;
+	mov.u32 	%r2, %tid.x;
+	// rows >= n are past the end of g: ignore the source for them
+	setp.ge.u32 	%p1, %r2, %r1;
+	mul.wide.u32 	%rd3, %r2, 16;
+	add.s64 	%rd4, %rd1, %rd3;
+	shl.b32 	%r3, %r2, 4;
+	mov.u32 	%r4, buf;
+	add.s32 	%r5, %r4, %r3;
+	cp.async.ca.shared.global 	[%r5], [%rd4], 16, %p1;
+	cp.async.commit_group;
+	cp.async.wait_group 	0;
+	ld.shared.v4.u32 	{{%r6, %r7, %r8, %r9}}, [%r5];
+	mul.wide.u32 	%rd5, %r2, 16;
+	add.s64 	%rd6, %rd2, %rd5;
+	st.global.v4.u32 	[%rd6], {{%r6, %r7, %r8, %r9}};
+	ret;
+}}
+"#
+    );
+    let n = 40usize; // 64 threads, the last 24 rows do not exist in g
+    let mut r = rng(9);
+    let g: Vec<u32> = (0..4 * n).map(|_| r.gen::<u32>() | 1).collect();
+    let dev = emu();
+    load_ptx(&dev, "cpi", &ptx);
+    let dg = dev.upload(&g).unwrap();
+    let out = dev.alloc_filled::<u32>(4 * 64, 0xFF).unwrap();
+    launch_ok(&dev, "cpi", "cpi", lin(1, 64), &[ptr(&dg), ptr(&out), KernelArg::U32(n as u32)]);
+    let o = out.to_host().unwrap();
+    for t in 0..64 {
+        let want: Vec<u32> = if t < n { g[4 * t..4 * t + 4].to_vec() } else { vec![0; 4] };
+        assert_eq!(&o[4 * t..4 * t + 4], &want[..], "row {t}");
+    }
+}
