@@ -1,7 +1,7 @@
 //! PTX emulator: parse -> IR -> execute blocks/warps, with sanitizers and counters.
 //!
 //! Layers: [`lex`]/[`parse`]/[`lower`] turn PTX text into the slot-based IR of [`ir`] (once per
-//! module, cached); [`cfg`](self::cfg) computes branch reconvergence points (immediate post-dominators);
+//! module, cached); [`cfg`](mod@self::cfg) computes branch reconvergence points (immediate post-dominators);
 //! [`exec`] runs a launch (blocks in parallel with rayon, warps of 32 lanes in lockstep with a
 //! SIMT reconvergence stack and a call stack), with [`alu`]/[`fp`] for arithmetic, [`mem`] for
 //! memory instructions and the sanitizers, [`warp`] for warp-wide instructions (shfl, vote,
