@@ -327,6 +327,8 @@ impl<'l, 'a> Block<'l, 'a> {
                         Special::DynSmem => l.dyn_smem as u64,
                         Special::TotalSmem => l.smem_total as u64,
                         Special::SmId | Special::GridId => 0,
+                        // one emulated SM (blocks run in parallel on host threads instead)
+                        Special::NSmId => 1,
                     };
                 }
             }

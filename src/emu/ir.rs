@@ -419,6 +419,7 @@ pub enum Special {
     DynSmem,
     TotalSmem,
     SmId,
+    NSmId,
     GridId,
 }
 
@@ -452,6 +453,7 @@ impl Special {
             "%dynamic_smem_size" => Special::DynSmem,
             "%total_smem_size" => Special::TotalSmem,
             "%smid" => Special::SmId,
+            "%nsmid" => Special::NSmId,
             "%gridid" => Special::GridId,
             _ => return None,
         })
