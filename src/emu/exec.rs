@@ -369,7 +369,6 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     fn run(&mut self) -> Result<(), Error> {
-        let nw = self.warps.len();
         let mut warps = std::mem::take(&mut self.warps);
         let result = (|| {
             loop {
@@ -392,7 +391,6 @@ impl<'l, 'a> Block<'l, 'a> {
                 }
             }
         })();
-        let _ = nw;
         self.warps = warps;
         result
     }

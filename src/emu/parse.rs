@@ -155,9 +155,8 @@ pub fn parse_module(name: &str, src: &str) -> PResult<Module> {
         global_off: 0,
         files: HashMap::new(),
     };
-    // First pass over functions is done in order; functions are lowered as met.
+    // entries are lowered in order; device functions are compiled into the kernels calling them
     let mut kernels = Vec::new();
-    let mut funcs_pending: Vec<(String, usize)> = Vec::new();
     while let Some(t) = c.peek() {
         let line = c.line();
         let id = match t {
@@ -211,9 +210,8 @@ pub fn parse_module(name: &str, src: &str) -> PResult<Module> {
                         kernels.push(k);
                     }
                     ".func" => {
-                        // Device functions: declarations are skipped; definitions are not
-                        // supported (nvcc inlines our __forceinline__ helpers).
-                        let start_line = line;
+                        // Device functions: skipped here; `scan_funcs` found their bodies and
+                        // each calling kernel compiles them (`compile_func`).
                         let mut depth = 0;
                         let mut has_body = false;
                         loop {
@@ -238,8 +236,6 @@ pub fn parse_module(name: &str, src: &str) -> PResult<Module> {
                                 }
                             }
                         }
-                        let _ = (start_line, is_extern);
-                        funcs_pending.push((String::new(), 0));
                     }
                     ".global" | ".const" | ".shared" => {
                         let space = match kw {
@@ -257,7 +253,6 @@ pub fn parse_module(name: &str, src: &str) -> PResult<Module> {
         }
     }
     let shared_static = ms.shared_off;
-    let _ = funcs_pending;
     Ok(Module {
         name: name.to_string(),
         kernels,
@@ -1098,8 +1093,7 @@ pub(super) fn sym_value(fs: &mut FnState, n: &str, off: i64, line: u32) -> PResu
         // address of a local array: an offset in the local window
         return Ok(const_slot(fs, (o as i64 + off) as u64));
     }
-    if let Some(&pi) = fs.param_index.get(n) {
-        let _ = pi;
+    if fs.param_index.contains_key(n) {
         return Err((line, format!("taking the address of kernel parameter `{n}` is not supported")));
     }
     Err((line, format!("unknown symbol `{n}`")))
