@@ -118,8 +118,8 @@ FB_DEVICE void stage_acc(const Acc (&acc)[2][4][4], uint32_t* st) {
         for (int ni = 0; ni < 4; ni++) {
             const uint32_t* w = reinterpret_cast<const uint32_t*>(acc[mi][ni]);
             const int r = wm + mi * 16 + g, c = wn + ni * 8 + 2 * t;
-            *reinterpret_cast<uint2*>(&st[r * EPI_LD + c]) = make_uint2(w[0], w[1]);
-            *reinterpret_cast<uint2*>(&st[(r + 8) * EPI_LD + c]) = make_uint2(w[2], w[3]);
+            st_shared_v2(smem_u32(&st[r * EPI_LD + c]), w[0], w[1]);
+            st_shared_v2(smem_u32(&st[(r + 8) * EPI_LD + c]), w[2], w[3]);
         }
     __syncthreads();
 }
@@ -133,8 +133,9 @@ FB_DEVICE float epilogue(float v, const __half* bias, const __half* residual, ui
     return v;
 }
 
-// Vectorised epilogue: 4 consecutive outputs per thread per step. `deq(acc_word, j)` turns
-// staged accumulator word j of the group into f32 (for int8: times a_scale * w_scale).
+// Vectorised epilogue: 4 consecutive outputs per thread per step. `deq(words, m, n, v)` turns
+// the 4 staged accumulator words of row m, columns n..n+3 into f32 (int8: times the scales,
+// read as one float4 of w_scale so every global load stays 16/8 bytes per lane).
 template <typename Deq>
 FB_DEVICE void store_tile(const uint32_t* st, Deq deq, const __half* bias, const __half* residual, uint32_t epi,
                           __half* C, int M, int N, int m0, int n0) {
@@ -143,7 +144,8 @@ FB_DEVICE void store_tile(const uint32_t* st, Deq deq, const __half* bias, const
         const int r = i >> 4, c = (i & 15) * 4, gm = m0 + r, gn = n0 + c;
         if (gm >= M || gn >= N) continue;
         const uint4 w = *reinterpret_cast<const uint4*>(&st[r * EPI_LD + c]);
-        float v[4] = {deq(w.x, gm, gn), deq(w.y, gm, gn + 1), deq(w.z, gm, gn + 2), deq(w.w, gm, gn + 3)};
+        float v[4];
+        deq(w, gm, gn, v);
         if (bias) {
             const uint2 b = *reinterpret_cast<const uint2*>(bias + gn);
             const float2 b0 = __half22float2(*reinterpret_cast<const __half2*>(&b.x));

@@ -16,7 +16,12 @@ extern "C" __global__ void __launch_bounds__(THREADS) gemm_f16(
     mainloop<false>(acc, smem, (const char*)A, (const char*)W, M, N, K * 2, m0, n0);
     uint32_t* st = reinterpret_cast<uint32_t*>(smem);
     stage_acc(acc, st);
-    auto deq = [](uint32_t w, int, int) { return __uint_as_float(w); };
+    auto deq = [](uint4 w, int, int, float* v) {
+        v[0] = __uint_as_float(w.x);
+        v[1] = __uint_as_float(w.y);
+        v[2] = __uint_as_float(w.z);
+        v[3] = __uint_as_float(w.w);
+    };
     store_tile(st, deq, bias, residual, epi, C, M, N, m0, n0);
 }
 

@@ -30,9 +30,9 @@ __device__ __forceinline__ void layernorm_vec(const __half* __restrict__ x, cons
     half8* sb = params + nvec;
     half8* sbi = params + 2 * nvec;
     for (uint32_t v = threadIdx.x; v < nvec; v += blockDim.x) {
-        sg[v] = reinterpret_cast<const half8*>(gamma)[v];
-        sb[v] = reinterpret_cast<const half8*>(beta)[v];
-        if (bias) sbi[v] = reinterpret_cast<const half8*>(bias)[v];
+        st_half8(&sg[v], ld_half8(gamma + 8 * v));
+        st_half8(&sb[v], ld_half8(beta + 8 * v));
+        if (bias) st_half8(&sbi[v], ld_half8(bias + 8 * v));
     }
     __syncthreads();
     const float inv_h = 1.f / (float)hidden;
@@ -45,15 +45,15 @@ __device__ __forceinline__ void layernorm_vec(const __half* __restrict__ x, cons
         for (int i = 0; i < LN_VPT; i++) {
             const uint32_t v = threadIdx.x + i * blockDim.x;
             if (v < nvec) {
-                half8_to_float(xr[v], f[i]);
+                half8_to_float(ld_half8(&xr[v]), f[i]);
                 float t[8];
                 if (residual) {
-                    half8_to_float(rr[v], t);
+                    half8_to_float(ld_half8(&rr[v]), t);
 #pragma unroll
                     for (int j = 0; j < 8; j++) f[i][j] += t[j];
                 }
                 if (bias) {
-                    half8_to_float(sbi[v], t);
+                    half8_to_float(ld_half8(&sbi[v]), t);
 #pragma unroll
                     for (int j = 0; j < 8; j++) f[i][j] += t[j];
                 }
@@ -79,12 +79,12 @@ __device__ __forceinline__ void layernorm_vec(const __half* __restrict__ x, cons
             const uint32_t v = threadIdx.x + i * blockDim.x;
             if (v < nvec) {
                 float gf[8], bf[8];
-                half8_to_float(sg[v], gf);
-                half8_to_float(sb[v], bf);
+                half8_to_float(ld_half8(&sg[v]), gf);
+                half8_to_float(ld_half8(&sb[v]), bf);
 #pragma unroll
                 for (int j = 0; j < 8; j++) f[i][j] = (f[i][j] - mean) * rstd * gf[j] + bf[j];
                 y[i] = float_to_half8(f[i]);
-                reinterpret_cast<half8*>(out + (size_t)row * hidden)[v] = y[i];
+                st_half8(out + (size_t)row * hidden + 8 * v, y[i]);
                 if (Q8) {
                     half8_to_float(y[i], f[i]);  // quantise what was stored
 #pragma unroll

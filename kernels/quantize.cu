@@ -18,7 +18,7 @@ extern "C" __global__ void quantize_i8_f16(const __half* __restrict__ x, int8_t*
         for (int i = 0; i < VPT; i++) {
             const uint32_t v = threadIdx.x + i * blockDim.x;
             if (v < nvec) {
-                half8_to_float(xr[v], f[i]);
+                half8_to_float(ld_half8(&xr[v]), f[i]);
 #pragma unroll
                 for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(f[i][j]));
             }
