@@ -5,7 +5,9 @@
 // One block per token; the summed row lives in shared memory as f32 so the statistics are
 // computed in two passes (mean, then centred variance) without re-reading global memory.
 // Ids are validated on the host (the kernel trusts them to be in range).
-// hidden % 8 == 0 (and 16-byte aligned tables): 16-byte vector loads/stores; otherwise scalar.
+// hidden % 8 == 0 (and 16-byte aligned tables): 16-byte vector loads/stores, the f32 row kept
+// transposed in shared memory (element j of vector v at j * hidden/8 + v: conflict-free);
+// otherwise scalar.
 #include "common.cuh"
 
 // CPU reference: src/model/reference.rs (embeddings) and kernels.rs tests.
@@ -33,7 +35,7 @@ extern "C" __global__ void embedding_layernorm_f16(
 #pragma unroll
             for (int j = 0; j < 8; j++) {
                 const float s = a[j] + b[j] + c[j];
-                row[8 * v + j] = s;
+                row[j * (hidden / 8) + v] = s;  // transposed: lanes hit consecutive banks
                 local += s;
             }
         }
@@ -58,7 +60,7 @@ extern "C" __global__ void embedding_layernorm_f16(
             half8_to_float(ld_half8(gamma + 8 * v), g);
             half8_to_float(ld_half8(beta + 8 * v), b);
 #pragma unroll
-            for (int j = 0; j < 8; j++) a[j] = (row[8 * v + j] - mean) * rstd * g[j] + b[j];
+            for (int j = 0; j < 8; j++) a[j] = (row[j * (hidden / 8) + v] - mean) * rstd * g[j] + b[j];
             st_half8(o + 8 * v, float_to_half8(a));
         }
     } else {

@@ -21,15 +21,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) gemm_int8_f16(
     mainloop<true>(acc, smem, (const char*)A, (const char*)W, M, N, K, m0, n0);
     uint32_t* st = reinterpret_cast<uint32_t*>(smem);
     stage_acc(acc, st);
-    auto deq = [&](uint4 w, int m, int n, float* v) {
-        const float as = a_scale[m];
-        const float4 ws = *reinterpret_cast<const float4*>(w_scale + n);
-        v[0] = (float)(int)w.x * as * ws.x;
-        v[1] = (float)(int)w.y * as * ws.y;
-        v[2] = (float)(int)w.z * as * ws.z;
-        v[3] = (float)(int)w.w * as * ws.w;
-    };
-    store_tile(st, deq, bias, residual, epi, C, M, N, m0, n0);
+    store_tile<true>(st, a_scale, w_scale, bias, residual, epi, C, M, N, m0, n0);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS) gemm_int8_i32(

@@ -1,9 +1,10 @@
 //! Fused attention vs the f64-softmax CPU reference, every head dim, ragged packed sequences.
 //!
-//! Tolerance 2.5e-3 absolute on unit-scale data (q, k, v uniform in [-1, 1]): the output is a
-//! convex combination of v, and the kernel rounds P to fp16 before P.V (relative 2^-11 on each
-//! weight: <= 2^-11 * max|v|) and rounds O to fp16 (2^-11 * |o|); ex2.approx and f32
-//! accumulation add ~1e-6. Sum: ~1e-3; 2.5e-3 leaves room for the accumulation order only.
+//! Tolerance 1e-3 absolute on unit-scale data (q, k, v uniform in [-1, 1]): the output is a
+//! convex combination of v; the kernel rounds P to fp16 before P.V (relative 2^-11 on each
+//! weight, while the normaliser l sums the unrounded weights: <= 2^-11 * max|v| = 4.9e-4) and
+//! rounds O to fp16 (<= 2^-11 * |o| <= 4.9e-4); ex2.approx (2^-22) and f32 accumulation add
+//! ~1e-6. Measured max: ~2.2e-4.
 mod kernels_util;
 use fusebert::kernels::{self, reference, AttentionShape};
 use half::f16;
@@ -26,7 +27,7 @@ fn case(dev: &fusebert::Device, seed: u64, d: usize, heads: usize, lens: &[u32])
     kernels::attention(dev, &dq, &dc, &mut out, shape).unwrap();
     let want = reference::attention(&qkv, &cu, heads, d, 1.0 / (d as f32).sqrt());
     let what = format!("attention d {d} heads {heads} lens {lens:?}");
-    let err = check_close(&what, &to_f32(&out.to_host().unwrap()), &want, |_, _| 2.5e-3);
+    let err = check_close(&what, &to_f32(&out.to_host().unwrap()), &want, |_, _| 1e-3);
     if let Some(c) = last_counters(dev) {
         assert_no_local(&c, &what);
         assert_eq!(c.global_store_bytes, (t * h * 2) as u64, "{what}: store bytes = output size");
@@ -40,7 +41,8 @@ fn case(dev: &fusebert::Device, seed: u64, d: usize, heads: usize, lens: &[u32])
 fn attention_d64_ragged() {
     let mut max = 0f32;
     for dev in devices() {
-        max = max.max(case(&dev, 1, 64, 2, &[1, 17, 128, 500]));
+        max = max.max(case(&dev, 1, 64, 4, &[1, 17, 128, 500]));
+        max = max.max(case(&dev, 4, 64, 3, &[64, 65, 63, 2]));
     }
     eprintln!("attention d64: max |err| = {max:e}");
 }

@@ -78,6 +78,8 @@ fn int8_fp16_output_with_every_epilogue() {
                 max = max.max(int8_case(&dev, &mut r, m, n, k, ((m + i) % 4) as u32, Variant::Fast));
             }
         }
+        // a BERT-FFN-sized reduction
+        max = max.max(int8_case(&dev, &mut r, 129, 768, 1536, 2, Variant::Fast));
         for epi in 0..4 {
             max = max.max(int8_case(&dev, &mut r, 7, 96, 384, epi, Variant::Fast));
             max = max.max(int8_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple));
@@ -131,6 +133,7 @@ fn f16_gemm_with_every_epilogue() {
                 max = max.max(f16_case(&dev, &mut r, m, n, k, ((m + i) % 4) as u32, Variant::Fast));
             }
         }
+        max = max.max(f16_case(&dev, &mut r, 129, 768, 1536, 1, Variant::Fast));
         for epi in 0..4 {
             max = max.max(f16_case(&dev, &mut r, 7, 96, 384, epi, Variant::Fast));
             max = max.max(f16_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple));
