@@ -173,10 +173,10 @@ fn classifier_head_with_labels() {
     assert!((scores.iter().sum::<f32>() - 1.0).abs() < 1e-6);
     // logits = W pooler + b, recomputed here in f64.
     let p = s.pooler_output.as_ref().unwrap();
-    for c in 0..3 {
+    for (c, &logit) in logits.iter().enumerate() {
         let want: f64 = head.linear.bias.data[c] as f64
             + (0..HIDDEN).map(|j| head.linear.weight.data[c * HIDDEN + j] as f64 * p[j] as f64).sum::<f64>();
-        assert!((logits[c] as f64 - want).abs() < 1e-5);
+        assert!((logit as f64 - want).abs() < 1e-5, "logit {c}: {logit} vs {want}");
     }
 }
 

@@ -1,7 +1,7 @@
 //! `fusebert info`: the embedded kernels, their ptxas resource usage, and CUDA devices.
 use clap::Args;
 
-use fusebert::{ptx, Device, Result};
+use fusebert::{ptx, Device, Error, Result};
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
@@ -20,15 +20,29 @@ pub fn run(a: InfoArgs) -> Result<i32> {
             }
         });
     }
-    println!("fusebert {}", env!("CARGO_PKG_VERSION"));
-    println!("PTX arch: {}", ptx::PTX_ARCH);
-    println!("kernel modules ({}):", ptx::MODULES.len());
-    for m in ptx::MODULES {
-        println!("  {}: {}", m.name, m.kernels.join(", "));
+    let mut out = String::new();
+    report(&mut out);
+    // Written in one go; a closed pipe is an error, not a panic.
+    std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes()).map_err(|e| Error::io("<stdout>", e))?;
+    Ok(0)
+}
+
+/// The human-readable report of `fusebert info`.
+fn report(out: &mut String) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    macro_rules! w {
+        ($($t:tt)*) => {{ let _ = writeln!(out, $($t)*); }};
     }
-    println!("ptxas (per kernel and target):");
+    w!("fusebert {}", env!("CARGO_PKG_VERSION"));
+    w!("PTX arch: {}", ptx::PTX_ARCH);
+    w!("kernel modules ({}):", ptx::MODULES.len());
+    for m in ptx::MODULES {
+        w!("  {}: {}", m.name, m.kernels.join(", "));
+    }
+    w!("ptxas (per kernel and target):");
     for r in parse_ptxas_report(ptx::PTXAS_REPORT) {
-        println!(
+        w!(
             "  {:<40} {}: {:>3} registers, {} B stack, {} B spill stores, {} B spill loads{}",
             format!("{}::{}", r.module, r.kernel),
             r.arch,
@@ -40,19 +54,18 @@ pub fn run(a: InfoArgs) -> Result<i32> {
         );
     }
     match fusebert::device::cuda::device_count() {
-        Ok(0) => println!("CUDA: driver present, no device found"),
+        Ok(0) => w!("CUDA: driver present, no device found"),
         Ok(n) => {
-            println!("CUDA: {n} device(s)");
+            w!("CUDA: {n} device(s)");
             for i in 0..n {
                 match Device::cuda(i) {
-                    Ok(d) => println!("  {i}: {}", d.name()),
-                    Err(e) => println!("  {i}: cannot open: {e}"),
+                    Ok(d) => w!("  {i}: {}", d.name()),
+                    Err(e) => w!("  {i}: cannot open: {e}"),
                 }
             }
         }
-        Err(e) => println!("CUDA: none ({e})"),
+        Err(e) => w!("CUDA: none ({e})"),
     }
-    Ok(0)
 }
 
 /// Resources of one kernel for one target, from `ptxas -v`.
@@ -96,7 +109,7 @@ pub fn parse_ptxas_report(report: &str) -> Vec<KernelResources> {
 fn number_before(text: &str, label: &str) -> u32 {
     text.split(label)
         .next()
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).last())
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).rfind(|w| !w.is_empty()))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }

@@ -6,7 +6,7 @@
 //! Original notice: Copyright (C) 1993 by Sun Microsystems, Inc. All rights reserved.
 //! Developed at SunPro, a Sun Microsystems, Inc. business. Permission to use, copy, modify, and
 //! distribute this software is freely granted, provided that this notice is preserved.
-#![allow(clippy::excessive_precision, clippy::approx_constant, clippy::unreadable_literal)]
+#![allow(clippy::excessive_precision, clippy::approx_constant, clippy::unreadable_literal, clippy::needless_late_init)]
 
 /// High 32 bits of an f64.
 fn get_high_word(x: f64) -> u32 {
