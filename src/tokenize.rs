@@ -1,7 +1,7 @@
 //! Text -> token ids -> a packed batch.
 //!
 //! The `tokenizer.json` of a model is used for normalisation, WordPiece and the special tokens
-//! ([CLS] ... [SEP]), with the file's own padding and truncation turned off: shipped files often
+//! (`[CLS]` ... `[SEP]`), with the file's own padding and truncation turned off: shipped files often
 //! pad and truncate to 128, and a user's input must never be silently cut. Batching is ours:
 //! sequences are packed end to end (no padding), with `cu_seqlens` offsets.
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ pub struct PackedBatch {
     pub input_ids: Vec<u32>,
     /// All token type ids, `total_tokens` long.
     pub token_type_ids: Vec<u32>,
-    /// Position of each token inside its own sequence (0 at each [CLS]).
+    /// Position of each token inside its own sequence (0 at each `[CLS]`).
     pub position_ids: Vec<u32>,
     /// Prefix sums of the lengths: `B + 1` entries, `cu_seqlens[0] == 0`.
     pub cu_seqlens: Vec<u32>,
@@ -136,7 +136,7 @@ impl Tokenizer {
 
     /// Tokenises `texts` with special tokens. A sequence longer than `max_len` is an
     /// [`Error::InputTooLong`] naming its index, unless `truncate`: then it is cut to `max_len`
-    /// tokens, keeping its final [SEP].
+    /// tokens, keeping its final `[SEP]`.
     pub fn encode_batch<S: AsRef<str>>(&self, texts: &[S], truncate: bool) -> Result<Batch> {
         let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
         let encodings = self
@@ -161,7 +161,7 @@ impl Tokenizer {
     }
 }
 
-/// Shortens `v` to `len` items, keeping its last item (the closing [SEP]) at the end.
+/// Shortens `v` to `len` items, keeping its last item (the closing `[SEP]`) at the end.
 fn cut_keeping_last(v: &mut Vec<u32>, len: usize) {
     let last = *v.last().expect("cut of an empty sequence");
     v.truncate(len - 1);

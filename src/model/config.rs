@@ -14,9 +14,9 @@ use crate::error::{Error, Result};
 /// The activation of the feed-forward network (`hidden_act`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HiddenAct {
-    /// `gelu`: exact GELU, `0.5 x (1 + erf(x / sqrt 2))`.
+    /// `gelu`, `gelu_python`: exact GELU, `0.5 x (1 + erf(x / sqrt 2))`.
     Gelu,
-    /// `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`: the tanh approximation
+    /// `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`, `gelu_accurate`: the tanh approximation
     /// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
     GeluTanh,
     /// `relu`.
@@ -29,8 +29,8 @@ impl HiddenAct {
     /// Parses a `hidden_act` string; `None` for names we do not implement.
     pub fn parse(name: &str) -> Option<HiddenAct> {
         Some(match name {
-            "gelu" => HiddenAct::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => HiddenAct::GeluTanh,
+            "gelu" | "gelu_python" => HiddenAct::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" | "gelu_accurate" => HiddenAct::GeluTanh,
             "relu" => HiddenAct::Relu,
             "silu" | "swish" => HiddenAct::Silu,
             _ => return None,
@@ -46,7 +46,7 @@ pub struct BertConfig {
     pub num_attention_heads: usize,
     pub intermediate_size: usize,
     pub vocab_size: usize,
-    /// Longest input in tokens, [CLS] and [SEP] included (default 512).
+    /// Longest input in tokens, `[CLS]` and `[SEP]` included (default 512).
     pub max_position_embeddings: usize,
     /// Number of token types (default 2).
     pub type_vocab_size: usize,
@@ -153,7 +153,7 @@ impl RawConfig {
         let act_name = self.hidden_act.unwrap_or_else(|| "gelu".to_string());
         let hidden_act = HiddenAct::parse(&act_name).ok_or_else(|| {
             err(format!(
-                "unknown hidden_act `{act_name}` (supported: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, silu, swish)"
+                "unknown hidden_act `{act_name}` (supported: gelu, gelu_python, gelu_new, gelu_pytorch_tanh, gelu_fast, gelu_accurate, relu, silu, swish)"
             ))
         })?;
         let mut id2label = BTreeMap::new();

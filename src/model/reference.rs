@@ -27,14 +27,14 @@ pub struct Options {
 /// The outputs for one sequence of the batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SequenceOutput {
-    /// Tokens in this sequence, [CLS] and [SEP] included.
+    /// Tokens in this sequence, `[CLS]` and `[SEP]` included.
     pub len: usize,
     /// Final hidden states, `[len, hidden]` row-major.
     pub last_hidden_state: Vec<f32>,
     /// Mean of `last_hidden_state` over the tokens, `[hidden]`; L2-normalised when
     /// [`Options::normalize`].
     pub mean_pooled: Vec<f32>,
-    /// `tanh(W h[CLS] + b)`, `[hidden]`; `None` when the model has no pooler.
+    /// `tanh(W h_cls + b)` on the `[CLS]` state, `[hidden]`; `None` when the model has no pooler.
     pub pooler_output: Option<Vec<f32>>,
     /// Classifier logits, `[num_labels]`; `None` when the model has no classifier head.
     pub logits: Option<Vec<f32>>,
@@ -385,7 +385,7 @@ pub fn l2_normalize(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
 }
 
-/// BERT pooler on `[B, H]` [CLS] rows: `tanh(cls W^T + b)`.
+/// BERT pooler on `[B, H]` `[CLS]` rows: `tanh(cls W^T + b)`.
 pub fn pooler(w: &Linear, cls: &[f32]) -> Vec<f32> {
     let mut y = linear_layer(w, cls);
     y.iter_mut().for_each(|v| *v = v.tanh());
