@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 
 pub mod config;
 pub mod erf;
+pub mod quant;
 pub mod reference;
 pub mod weights;
 
