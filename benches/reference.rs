@@ -27,7 +27,7 @@ fn batch_of(tok: &Tokenizer, tokens: usize, copies: usize) -> Batch {
 fn bench(c: &mut Criterion) {
     let dir = model_dir();
     let model = BertModel::load(&dir).unwrap();
-    let tok = Tokenizer::from_model_dir(&dir, model.config.max_position_embeddings).unwrap();
+    let tok = Tokenizer::for_model(&model).unwrap();
     let mut g = c.benchmark_group("reference_forward");
     g.sample_size(20);
     for copies in [1usize, 8] {

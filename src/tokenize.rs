@@ -124,6 +124,12 @@ impl Tokenizer {
         Self::from_file(&dir.join("tokenizer.json"), max_position_embeddings)
     }
 
+    /// The tokenizer of a loaded model: `model.dir/tokenizer.json`, limited to its
+    /// `max_position_embeddings`.
+    pub fn for_model(model: &crate::model::BertModel) -> Result<Tokenizer> {
+        Self::from_model_dir(&model.dir, model.config.max_position_embeddings)
+    }
+
     /// The longest sequence this tokenizer lets through.
     pub fn max_len(&self) -> usize {
         self.max_len

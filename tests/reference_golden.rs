@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use fusebert::model::reference::{self, Options};
 use fusebert::model::BertModel;
 use fusebert::tokenize::{Batch, Tokenizer};
-use golden_support::{max_abs_diff, model_dir, Golden};
+use golden_support::{max_abs_diff, max_abs_diff_f64, model_dir, Golden};
 
 fn model() -> &'static BertModel {
     static M: OnceLock<BertModel> = OnceLock::new();
@@ -32,20 +32,31 @@ fn check_case(case: &str) {
     let out = reference::forward(model(), &batch, &Options::default()).unwrap();
     let normed = reference::forward(model(), &batch, &Options { normalize: true }).unwrap();
     let (mut e_hidden, mut e_mean, mut e_pool, mut e_norm) = (0f32, 0f32, 0f32, 0f32);
+    let (mut e_hidden64, mut e_mean64) = (0f64, 0f64);
     for (i, s) in out.sequences.iter().enumerate() {
         let n = g.valid_len(i);
         assert_eq!(s.len, n);
         let gold_rows = &g.last_hidden_state[i * g.padded_len * h..][..n * h];
         e_hidden = e_hidden.max(max_abs_diff(&s.last_hidden_state, gold_rows));
         e_mean = e_mean.max(max_abs_diff(&s.mean_pooled, &g.mean_pooled[i * h..][..h]));
+        let gold64 = &g.last_hidden_state_f64[i * g.padded_len * h..][..n * h];
+        e_hidden64 = e_hidden64.max(max_abs_diff_f64(&s.last_hidden_state, gold64));
+        e_mean64 = e_mean64.max(max_abs_diff_f64(&s.mean_pooled, &g.mean_pooled_f64[i * h..][..h]));
         e_pool = e_pool.max(max_abs_diff(s.pooler_output.as_ref().unwrap(), &g.pooler_output[i * h..][..h]));
         e_norm = e_norm.max(max_abs_diff(&normed.sequences[i].mean_pooled, &g.sentence_embedding_l2norm[i * h..][..h]));
     }
-    println!("{case}: max abs error last_hidden_state {e_hidden:.2e}, mean_pooled {e_mean:.2e}, pooler_output {e_pool:.2e}, l2norm {e_norm:.2e}");
+    println!(
+        "{case}: max abs error vs torch f32: last_hidden_state {e_hidden:.2e}, mean_pooled {e_mean:.2e}, \
+         pooler_output {e_pool:.2e}, l2norm {e_norm:.2e}; vs torch f64: last_hidden_state {e_hidden64:.2e}, \
+         mean_pooled {e_mean64:.2e}"
+    );
     assert!(e_hidden <= 1e-4, "{case}: last_hidden_state error {e_hidden}");
     assert!(e_mean <= 5e-5, "{case}: mean_pooled error {e_mean}");
     assert!(e_pool <= 1e-4, "{case}: pooler_output error {e_pool}");
     assert!(e_norm <= 5e-5, "{case}: sentence_embedding_l2norm error {e_norm}");
+    // Same bounds against the float64 run: an f32 pass is ~1e-6 from the exact answer.
+    assert!(e_hidden64 <= 1e-4, "{case}: last_hidden_state vs f64 error {e_hidden64}");
+    assert!(e_mean64 <= 5e-5, "{case}: mean_pooled vs f64 error {e_mean64}");
 }
 
 #[test]

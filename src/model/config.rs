@@ -41,10 +41,15 @@ impl HiddenAct {
 /// A validated BERT configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BertConfig {
+    /// Width of the hidden states (H).
     pub hidden_size: usize,
+    /// Number of encoder layers.
     pub num_hidden_layers: usize,
+    /// Attention heads; divides `hidden_size`.
     pub num_attention_heads: usize,
+    /// Width of the FFN (FFN1 output, FFN2 input).
     pub intermediate_size: usize,
+    /// Rows of the word embedding table.
     pub vocab_size: usize,
     /// Longest input in tokens, `[CLS]` and `[SEP]` included (default 512).
     pub max_position_embeddings: usize,

@@ -36,6 +36,9 @@ pub struct Golden {
     pub mean_pooled: Vec<f32>,
     pub pooler_output: Vec<f32>,
     pub sentence_embedding_l2norm: Vec<f32>,
+    /// The same model run in float64 (the closest thing to the exact answer).
+    pub last_hidden_state_f64: Vec<f64>,
+    pub mean_pooled_f64: Vec<f64>,
 }
 
 impl Golden {
@@ -50,6 +53,11 @@ impl Golden {
             let t = st.tensor(name).unwrap();
             assert_eq!(t.dtype(), Dtype::F32, "{name}");
             t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+        };
+        let f64s = |name: &str| -> Vec<f64> {
+            let t = st.tensor(name).unwrap();
+            assert_eq!(t.dtype(), Dtype::F64, "{name}");
+            t.data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
         };
         let ids = st.tensor("input_ids").unwrap();
         let (b, l) = (ids.shape()[0], ids.shape()[1]);
@@ -71,6 +79,8 @@ impl Golden {
             mean_pooled: f32s("mean_pooled"),
             pooler_output: f32s("pooler_output"),
             sentence_embedding_l2norm: f32s("sentence_embedding_l2norm"),
+            last_hidden_state_f64: f64s("last_hidden_state_f64"),
+            mean_pooled_f64: f64s("mean_pooled_f64"),
         }
     }
 
@@ -91,4 +101,10 @@ pub const CASES: [&str; 5] = ["fox", "hello", "paragraph", "empty", "batch3"];
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Largest |a - b| against a float64 reference.
+pub fn max_abs_diff_f64(a: &[f32], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter().zip(b).map(|(&x, y)| (x as f64 - y).abs()).fold(0.0, f64::max)
 }
