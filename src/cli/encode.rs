@@ -26,7 +26,7 @@ pub struct RunArgs {
     /// Precision of the device forward pass (default f16; not for --device cpu).
     #[arg(long, value_enum)]
     pub precision: Option<PrecisionArg>,
-    /// Cut inputs longer than the model's position limit (keeping `[SEP]`) instead of failing.
+    /// Cut inputs longer than the model's position limit (keeping the closing SEP token) instead of failing.
     #[arg(long)]
     pub truncate: bool,
     /// Input texts; one per line of stdin when none is given.
