@@ -1,5 +1,6 @@
+//! The `fusebert` command line: see `fusebert --help` and [`cli`].
+mod cli;
+
 fn main() {
-    for m in fusebert::ptx::MODULES {
-        println!("{}: {:?}", m.name, m.kernels);
-    }
+    std::process::exit(cli::main());
 }

@@ -1,1 +1,175 @@
-//! tokenizer
+//! Text -> token ids -> a packed batch.
+//!
+//! The `tokenizer.json` of a model is used for normalisation, WordPiece and the special tokens
+//! (`[CLS]` ... `[SEP]`), with the file's own padding and truncation turned off: shipped files often
+//! pad and truncate to 128, and a user's input must never be silently cut. Batching is ours:
+//! sequences are packed end to end (no padding), with `cu_seqlens` offsets.
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A batch of tokenised sequences, per sequence and packed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Token ids of each sequence, special tokens included.
+    pub input_ids: Vec<Vec<u32>>,
+    /// Token type (segment) ids of each sequence, same lengths as `input_ids`.
+    pub token_type_ids: Vec<Vec<u32>>,
+    /// Length of each sequence in tokens.
+    pub lengths: Vec<usize>,
+    /// The same sequences concatenated.
+    pub packed: PackedBatch,
+}
+
+/// Sequences concatenated with no padding: sequence `i` is tokens
+/// `cu_seqlens[i] .. cu_seqlens[i + 1]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedBatch {
+    /// All token ids, `total_tokens` long.
+    pub input_ids: Vec<u32>,
+    /// All token type ids, `total_tokens` long.
+    pub token_type_ids: Vec<u32>,
+    /// Position of each token inside its own sequence (0 at each `[CLS]`).
+    pub position_ids: Vec<u32>,
+    /// Prefix sums of the lengths: `B + 1` entries, `cu_seqlens[0] == 0`.
+    pub cu_seqlens: Vec<u32>,
+}
+
+impl Batch {
+    /// Builds a batch from token ids and token types (same shapes).
+    pub fn new(input_ids: Vec<Vec<u32>>, token_type_ids: Vec<Vec<u32>>) -> Result<Batch> {
+        if input_ids.len() != token_type_ids.len()
+            || input_ids.iter().zip(&token_type_ids).any(|(a, b)| a.len() != b.len())
+        {
+            return Err(Error::Input("token_type_ids do not have the shape of input_ids".into()));
+        }
+        let lengths: Vec<usize> = input_ids.iter().map(Vec::len).collect();
+        let mut cu_seqlens = Vec::with_capacity(lengths.len() + 1);
+        cu_seqlens.push(0u32);
+        for &l in &lengths {
+            let next = *cu_seqlens.last().unwrap() as usize + l;
+            let next = u32::try_from(next).map_err(|_| Error::Input("batch has more than 2^32 tokens".into()))?;
+            cu_seqlens.push(next);
+        }
+        let packed = PackedBatch {
+            input_ids: input_ids.concat(),
+            token_type_ids: token_type_ids.concat(),
+            position_ids: lengths.iter().flat_map(|&l| 0..l as u32).collect(),
+            cu_seqlens,
+        };
+        Ok(Batch { input_ids, token_type_ids, lengths, packed })
+    }
+
+    /// A batch of single-segment sequences (all token types 0).
+    pub fn from_ids(input_ids: Vec<Vec<u32>>) -> Result<Batch> {
+        let types = input_ids.iter().map(|s| vec![0; s.len()]).collect();
+        Self::new(input_ids, types)
+    }
+
+    /// Number of sequences.
+    pub fn len(&self) -> usize {
+        self.lengths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lengths.is_empty()
+    }
+
+    /// Sum of the lengths.
+    pub fn total_tokens(&self) -> usize {
+        self.packed.input_ids.len()
+    }
+
+    /// Longest sequence (0 for an empty batch).
+    pub fn max_len(&self) -> usize {
+        self.lengths.iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// A BERT tokenizer with our batching and length policy.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    path: PathBuf,
+    /// Longest allowed sequence, special tokens included (`max_position_embeddings`).
+    max_len: usize,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokenizer({}, max_len {})", self.path.display(), self.max_len)
+    }
+}
+
+impl Tokenizer {
+    /// Loads a `tokenizer.json`; sequences longer than `max_len` tokens are rejected (or cut).
+    pub fn from_file(path: &Path, max_len: usize) -> Result<Tokenizer> {
+        if !path.is_file() {
+            return Err(Error::FileMissing { path: path.to_path_buf() });
+        }
+        let err = |msg: String| Error::Tokenizer { path: path.to_path_buf(), msg };
+        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(|e| err(e.to_string()))?;
+        if max_len < 2 {
+            return Err(err(format!("max_len must leave room for [CLS] and [SEP], got {max_len}")));
+        }
+        Ok(Tokenizer { inner, path: path.to_path_buf(), max_len })
+    }
+
+    /// `dir/tokenizer.json`, limited to `max_position_embeddings` tokens.
+    pub fn from_model_dir(dir: &Path, max_position_embeddings: usize) -> Result<Tokenizer> {
+        if !dir.is_dir() {
+            return Err(Error::ModelDirMissing(dir.to_path_buf()));
+        }
+        Self::from_file(&dir.join("tokenizer.json"), max_position_embeddings)
+    }
+
+    /// The tokenizer of a loaded model: `model.dir/tokenizer.json`, limited to its
+    /// `max_position_embeddings`.
+    pub fn for_model(model: &crate::model::BertModel) -> Result<Tokenizer> {
+        Self::from_model_dir(&model.dir, model.config.max_position_embeddings)
+    }
+
+    /// The longest sequence this tokenizer lets through.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// The wrapped `tokenizers` tokenizer (padding and truncation off).
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    /// Tokenises `texts` with special tokens. A sequence longer than `max_len` is an
+    /// [`Error::InputTooLong`] naming its index, unless `truncate`: then it is cut to `max_len`
+    /// tokens, keeping its final `[SEP]`.
+    pub fn encode_batch<S: AsRef<str>>(&self, texts: &[S], truncate: bool) -> Result<Batch> {
+        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        let encodings = self
+            .inner
+            .encode_batch(inputs, true)
+            .map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: e.to_string() })?;
+        let mut ids = Vec::with_capacity(encodings.len());
+        let mut types = Vec::with_capacity(encodings.len());
+        for (index, enc) in encodings.iter().enumerate() {
+            let (mut i, mut t) = (enc.get_ids().to_vec(), enc.get_type_ids().to_vec());
+            if i.len() > self.max_len {
+                if !truncate {
+                    return Err(Error::InputTooLong { index, tokens: i.len(), limit: self.max_len });
+                }
+                cut_keeping_last(&mut i, self.max_len);
+                cut_keeping_last(&mut t, self.max_len);
+            }
+            ids.push(i);
+            types.push(t);
+        }
+        Batch::new(ids, types)
+    }
+}
+
+/// Shortens `v` to `len` items, keeping its last item (the closing `[SEP]`) at the end.
+fn cut_keeping_last(v: &mut Vec<u32>, len: usize) {
+    let last = *v.last().expect("cut of an empty sequence");
+    v.truncate(len - 1);
+    v.push(last);
+}

@@ -1,1 +1,489 @@
-//! reference
+//! The CPU reference forward pass: plain f32 BERT, the oracle every device path is tested
+//! against.
+//!
+//! Activations are packed (`[total_tokens, hidden]`, sequences end to end, no padding), and
+//! attention runs per sequence, which is exactly the padded computation with its mask. Matmuls
+//! use `matrixmultiply::sgemm`, split over rows with rayon; each output row is computed by the
+//! same arithmetic whatever else is in the batch, so a text gives bit-identical results alone or
+//! batched. Statistics (LayerNorm, softmax sums, pooling) accumulate in f64.
+//!
+//! The small building blocks ([`linear`], [`layernorm_rows`], [`gelu_erf`], [`attention`], ...)
+//! are public: kernel tests use them as their CPU references.
+use rayon::prelude::*;
+
+use super::config::{BertConfig, HiddenAct};
+use super::weights::{EmbeddingWeights, EncoderLayerWeights, LayerNormWeights, Linear};
+use super::BertModel;
+use crate::error::{Error, Result};
+use crate::tokenize::{Batch, PackedBatch};
+
+/// What to compute besides the hidden states.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// L2-normalise `mean_pooled` (what sentence-transformers' `encode()` returns).
+    pub normalize: bool,
+}
+
+/// The outputs for one sequence of the batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SequenceOutput {
+    /// Tokens in this sequence, `[CLS]` and `[SEP]` included.
+    pub len: usize,
+    /// Final hidden states, `[len, hidden]` row-major.
+    pub last_hidden_state: Vec<f32>,
+    /// Mean of `last_hidden_state` over the tokens, `[hidden]`; L2-normalised when
+    /// [`Options::normalize`].
+    pub mean_pooled: Vec<f32>,
+    /// `tanh(W h_cls + b)` on the `[CLS]` state, `[hidden]`; `None` when the model has no pooler.
+    pub pooler_output: Option<Vec<f32>>,
+    /// Classifier logits, `[num_labels]`; `None` when the model has no classifier head.
+    pub logits: Option<Vec<f32>>,
+    /// `softmax(logits)`.
+    pub scores: Option<Vec<f32>>,
+}
+
+/// The outputs for a batch, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub hidden_size: usize,
+    pub sequences: Vec<SequenceOutput>,
+}
+
+/// Hidden states after the embeddings and after every encoder layer, packed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HiddenStates {
+    pub hidden_size: usize,
+    /// The batch's `cu_seqlens` (`B + 1` offsets into the token rows).
+    pub cu_seqlens: Vec<u32>,
+    /// `num_hidden_layers + 1` entries, each `[total_tokens, hidden]`: entry 0 is the
+    /// embedding LayerNorm output, entry `i + 1` the output of encoder layer `i`.
+    pub layers: Vec<Vec<f32>>,
+}
+
+impl HiddenStates {
+    /// `[len, hidden]` rows of sequence `seq` in entry `layer`.
+    pub fn sequence(&self, layer: usize, seq: usize) -> &[f32] {
+        let (a, b) = (self.cu_seqlens[seq] as usize, self.cu_seqlens[seq + 1] as usize);
+        &self.layers[layer][a * self.hidden_size..b * self.hidden_size]
+    }
+}
+
+/// Runs the model on `batch`.
+pub fn forward(model: &BertModel, batch: &Batch, opts: &Options) -> Result<Output> {
+    check_batch(&model.config, batch)?;
+    let mut x = embed(&model.weights.embeddings, model.config.layer_norm_eps, &batch.packed);
+    for layer in &model.weights.layers {
+        x = encoder_layer(layer, &model.config, &x, &batch.packed.cu_seqlens);
+    }
+    Ok(heads(model, &x, batch, opts))
+}
+
+/// As [`forward`], also returning the hidden states after the embeddings and every layer
+/// (for per-layer comparisons with the device forward pass).
+pub fn forward_with_hidden_states(model: &BertModel, batch: &Batch, opts: &Options) -> Result<(Output, HiddenStates)> {
+    check_batch(&model.config, batch)?;
+    let mut layers = Vec::with_capacity(model.weights.layers.len() + 1);
+    layers.push(embed(&model.weights.embeddings, model.config.layer_norm_eps, &batch.packed));
+    for layer in &model.weights.layers {
+        let next = encoder_layer(layer, &model.config, layers.last().unwrap(), &batch.packed.cu_seqlens);
+        layers.push(next);
+    }
+    let out = heads(model, layers.last().unwrap(), batch, opts);
+    let states = HiddenStates {
+        hidden_size: model.config.hidden_size,
+        cu_seqlens: batch.packed.cu_seqlens.clone(),
+        layers,
+    };
+    Ok((out, states))
+}
+
+/// Token ids, types and lengths must fit the model's tables (user input: typed errors).
+fn check_batch(config: &BertConfig, batch: &Batch) -> Result<()> {
+    for (i, (ids, types)) in batch.input_ids.iter().zip(&batch.token_type_ids).enumerate() {
+        if ids.is_empty() {
+            return Err(Error::Input(format!("sequence {i} has no tokens")));
+        }
+        if ids.len() > config.max_position_embeddings {
+            return Err(Error::InputTooLong { index: i, tokens: ids.len(), limit: config.max_position_embeddings });
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
+            return Err(Error::Input(format!("sequence {i}: token id {id} >= vocab_size {}", config.vocab_size)));
+        }
+        if let Some(&t) = types.iter().find(|&&t| t as usize >= config.type_vocab_size) {
+            return Err(Error::Input(format!(
+                "sequence {i}: token type {t} >= type_vocab_size {}",
+                config.type_vocab_size
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Pooling, pooler and classifier over the final packed hidden states.
+fn heads(model: &BertModel, x: &[f32], batch: &Batch, opts: &Options) -> Output {
+    let h = model.config.hidden_size;
+    let cu = &batch.packed.cu_seqlens;
+    // [CLS] is the first token of each sequence.
+    let cls: Vec<f32> = (0..batch.len()).flat_map(|i| x[cu[i] as usize * h..][..h].iter().copied()).collect();
+    let pooled = model.weights.pooler.as_ref().map(|p| pooler(p, &cls));
+    let logits = match (&model.weights.classifier, &pooled) {
+        (Some(c), Some(p)) => Some(linear_layer(&c.linear, p)),
+        _ => None,
+    };
+    let sequences = (0..batch.len())
+        .map(|i| {
+            let rows = &x[cu[i] as usize * h..cu[i + 1] as usize * h];
+            let mut mean_pooled = mean_pool(rows, h);
+            if opts.normalize {
+                l2_normalize(&mut mean_pooled);
+            }
+            let logits = logits.as_ref().map(|l| {
+                let n = l.len() / batch.len();
+                l[i * n..(i + 1) * n].to_vec()
+            });
+            SequenceOutput {
+                len: batch.lengths[i],
+                last_hidden_state: rows.to_vec(),
+                mean_pooled,
+                pooler_output: pooled.as_ref().map(|p| p[i * h..(i + 1) * h].to_vec()),
+                scores: logits.as_deref().map(softmax),
+                logits,
+            }
+        })
+        .collect();
+    Output { hidden_size: h, sequences }
+}
+
+/// Word + token type + position embeddings of every packed token, then LayerNorm: `[T, H]`.
+pub fn embed(w: &EmbeddingWeights, eps: f32, packed: &PackedBatch) -> Vec<f32> {
+    let h = w.word.shape[1];
+    let mut x = vec![0f32; packed.input_ids.len() * h];
+    for (t, row) in x.chunks_exact_mut(h).enumerate() {
+        let word = &w.word.data[packed.input_ids[t] as usize * h..][..h];
+        let typ = &w.token_type.data[packed.token_type_ids[t] as usize * h..][..h];
+        let pos = &w.position.data[packed.position_ids[t] as usize * h..][..h];
+        // Same summation order as transformers: (word + type) + position.
+        for j in 0..h {
+            row[j] = (word[j] + typ[j]) + pos[j];
+        }
+    }
+    layernorm(&x, &w.layer_norm, eps)
+}
+
+/// One post-LN encoder layer on packed rows `x` (`[T, H]`).
+pub fn encoder_layer(w: &EncoderLayerWeights, config: &BertConfig, x: &[f32], cu_seqlens: &[u32]) -> Vec<f32> {
+    let (heads, d) = (config.num_attention_heads, config.head_dim());
+    let q = linear_layer(&w.query, x);
+    let k = linear_layer(&w.key, x);
+    let v = linear_layer(&w.value, x);
+    let ctx = attention_packed(&q, &k, &v, cu_seqlens, heads, d);
+    let mut attn = linear_layer(&w.attn_output, &ctx);
+    add_assign(&mut attn, x);
+    let h1 = layernorm(&attn, &w.attn_layer_norm, config.layer_norm_eps);
+    let mut inter = linear_layer(&w.ffn1, &h1);
+    inter.par_iter_mut().for_each(|v| *v = activation(config.hidden_act, *v));
+    let mut out = linear_layer(&w.ffn2, &inter);
+    add_assign(&mut out, &h1);
+    layernorm(&out, &w.ffn_layer_norm, config.layer_norm_eps)
+}
+
+fn add_assign(a: &mut [f32], b: &[f32]) {
+    a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+}
+
+fn linear_layer(l: &Linear, x: &[f32]) -> Vec<f32> {
+    linear(x, l.in_features(), &l.weight.data, Some(&l.bias.data))
+}
+
+fn layernorm(x: &[f32], ln: &LayerNormWeights, eps: f32) -> Vec<f32> {
+    layernorm_rows(x, &ln.gamma.data, &ln.beta.data, eps)
+}
+
+/// `y = x W^T + b` for row-major `x` (`[rows, in_features]`) and `weight` (`[out, in_features]`,
+/// PyTorch layout): returns `[rows, out]`. Panics if the slices do not fit together.
+pub fn linear(x: &[f32], in_features: usize, weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    assert!(in_features > 0 && x.len() % in_features == 0, "linear: x is not [rows, {in_features}]");
+    assert!(weight.len() % in_features == 0, "linear: weight is not [out, {in_features}]");
+    let (rows, out) = (x.len() / in_features, weight.len() / in_features);
+    if let Some(b) = bias {
+        assert_eq!(b.len(), out, "linear: bias length");
+    }
+    let mut y = vec![0f32; rows * out];
+    if rows == 0 || out == 0 {
+        return y;
+    }
+    // Row blocks in parallel; every row's arithmetic is the same whatever block it is in.
+    let block = rows.div_ceil(rayon::current_num_threads()).clamp(8, 64);
+    y.par_chunks_mut(block * out).zip(x.par_chunks(block * in_features)).for_each(|(yc, xc)| {
+        let m = xc.len() / in_features;
+        let beta = match bias {
+            Some(b) => {
+                yc.chunks_exact_mut(out).for_each(|r| r.copy_from_slice(b));
+                1.0
+            }
+            None => 0.0,
+        };
+        // SAFETY: the pointers and strides describe xc ([m, in]), weight^T ([in, out], read as
+        // column-major rows of weight) and yc ([m, out]), all in bounds.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                in_features,
+                out,
+                1.0,
+                xc.as_ptr(),
+                in_features as isize,
+                1,
+                weight.as_ptr(),
+                1,
+                in_features as isize,
+                beta,
+                yc.as_mut_ptr(),
+                out as isize,
+                1,
+            );
+        }
+    });
+    y
+}
+
+/// LayerNorm of every row of `x` (row length `gamma.len()`), statistics in f64, biased
+/// variance as PyTorch.
+pub fn layernorm_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
+    let h = gamma.len();
+    assert!(h > 0 && beta.len() == h && x.len() % h == 0, "layernorm_rows: shapes");
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(h).zip(x.par_chunks(h)).for_each(|(yr, xr)| {
+        let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / h as f64;
+        let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / h as f64;
+        let rstd = 1.0 / (var + eps as f64).sqrt();
+        for j in 0..h {
+            yr[j] = ((xr[j] as f64 - mean) * rstd) as f32 * gamma[j] + beta[j];
+        }
+    });
+    y
+}
+
+/// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, computed in f64 (as `0.5 x erfc(-x / sqrt 2)`,
+/// which stays accurate for large negative `x`) and rounded once to f32.
+pub fn gelu_erf(x: f32) -> f32 {
+    let x = x as f64;
+    (0.5 * x * super::erf::erfc(-x * std::f64::consts::FRAC_1_SQRT_2)) as f32
+}
+
+/// The tanh approximation of GELU (`gelu_new`, `gelu_pytorch_tanh`), in f64.
+pub fn gelu_tanh(x: f32) -> f32 {
+    let x = x as f64;
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    (0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())) as f32
+}
+
+/// The configured FFN activation.
+pub fn activation(act: HiddenAct, x: f32) -> f32 {
+    match act {
+        HiddenAct::Gelu => gelu_erf(x),
+        HiddenAct::GeluTanh => gelu_tanh(x),
+        HiddenAct::Relu => x.max(0.0),
+        HiddenAct::Silu => (x as f64 / (1.0 + (-x as f64).exp())) as f32,
+    }
+}
+
+/// Multi-head self-attention of one sequence, no mask: `q`, `k`, `v` are `[seq_len, heads *
+/// head_dim]` row-major (head `h` in columns `h*head_dim ..`), the result has the same layout:
+/// `softmax(q k^T / sqrt(head_dim)) v` per head.
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], seq_len: usize, num_heads: usize, head_dim: usize) -> Vec<f32> {
+    attention_packed(q, k, v, &[0, seq_len as u32], num_heads, head_dim)
+}
+
+/// [`attention`] for every sequence of a packed batch (`[T, heads * head_dim]` inputs,
+/// sequence `i` in rows `cu_seqlens[i] .. cu_seqlens[i + 1]`); tokens attend only within their
+/// own sequence.
+pub fn attention_packed(q: &[f32], k: &[f32], v: &[f32], cu_seqlens: &[u32], num_heads: usize, head_dim: usize) -> Vec<f32> {
+    let hid = num_heads * head_dim;
+    let total = *cu_seqlens.last().unwrap_or(&0) as usize;
+    assert!(q.len() == total * hid && k.len() == q.len() && v.len() == q.len(), "attention: q/k/v are not [T, H]");
+    let tasks: Vec<(usize, usize)> =
+        (0..cu_seqlens.len().saturating_sub(1)).flat_map(|s| (0..num_heads).map(move |h| (s, h))).collect();
+    let results: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map(|&(s, h)| {
+            let (a, b) = (cu_seqlens[s] as usize, cu_seqlens[s + 1] as usize);
+            let off = a * hid + h * head_dim;
+            head_attention(&q[off..], &k[off..], &v[off..], b - a, hid, head_dim)
+        })
+        .collect();
+    let mut out = vec![0f32; q.len()];
+    for (&(s, h), r) in tasks.iter().zip(&results) {
+        let a = cu_seqlens[s] as usize;
+        for (i, row) in r.chunks_exact(head_dim).enumerate() {
+            out[(a + i) * hid + h * head_dim..][..head_dim].copy_from_slice(row);
+        }
+    }
+    out
+}
+
+/// One head of one sequence: rows of `q`, `k`, `v` are `stride` apart, `d` wide. Returns `[n, d]`.
+fn head_attention(q: &[f32], k: &[f32], v: &[f32], n: usize, stride: usize, d: usize) -> Vec<f32> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let need = (n - 1) * stride + d;
+    assert!(q.len() >= need && k.len() >= need && v.len() >= need);
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut p = vec![0f32; n * n];
+    // SAFETY: q, k, v hold n rows of d values `stride` apart (checked above); p is [n, n].
+    unsafe {
+        // p = scale * q k^T ; k^T read with row stride 1 and column stride `stride`.
+        matrixmultiply::sgemm(
+            n, d, n, scale, q.as_ptr(), stride as isize, 1, k.as_ptr(), 1, stride as isize, 0.0,
+            p.as_mut_ptr(), n as isize, 1,
+        );
+    }
+    p.chunks_exact_mut(n).for_each(softmax_in_place);
+    let mut o = vec![0f32; n * d];
+    // SAFETY: p is [n, n], v is n rows of d values `stride` apart, o is [n, d].
+    unsafe {
+        matrixmultiply::sgemm(
+            n, n, d, 1.0, p.as_ptr(), n as isize, 1, v.as_ptr(), stride as isize, 1, 0.0, o.as_mut_ptr(),
+            d as isize, 1,
+        );
+    }
+    o
+}
+
+/// Numerically stable softmax (max subtracted, f64 sum).
+pub fn softmax(x: &[f32]) -> Vec<f32> {
+    let mut y = x.to_vec();
+    softmax_in_place(&mut y);
+    y
+}
+
+fn softmax_in_place(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let sum = sum as f32;
+    x.iter_mut().for_each(|v| *v /= sum);
+}
+
+/// Mean over the rows of `x` (`[n, h]`), f64 sums; empty input gives zeros.
+pub fn mean_pool(x: &[f32], h: usize) -> Vec<f32> {
+    let n = x.len() / h;
+    let mut acc = vec![0f64; h];
+    for row in x.chunks_exact(h) {
+        acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
+    }
+    acc.iter().map(|&a| (a / n.max(1) as f64) as f32).collect()
+}
+
+/// `v / max(||v||_2, 1e-12)`, as `torch.nn.functional.normalize`.
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
+}
+
+/// BERT pooler on `[B, H]` `[CLS]` rows: `tanh(cls W^T + b)`.
+pub fn pooler(w: &Linear, cls: &[f32]) -> Vec<f32> {
+    let mut y = linear_layer(w, cls);
+    y.iter_mut().for_each(|v| *v = v.tanh());
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// erf against values computed with mpmath at 30 digits (kept in full as the source).
+    #[allow(clippy::excessive_precision)]
+    #[test]
+    fn erf_matches_high_precision_values() {
+        let cases = [
+            (0.1, 0.112462916018284892203275071744),
+            (0.5, 0.520499877813046537682746653892),
+            (1.0, 0.842700792949714869341220635083),
+            (1.5, 0.966105146475310713936933729949),
+            (2.0, 0.995322265018952734162069256367),
+            (3.0, 0.999977909503001414558627223870),
+            (-0.7, -0.677801193837418472975628809245),
+        ];
+        for (x, want) in cases {
+            let got = super::super::erf::erf(x);
+            assert!((got - want).abs() <= 2e-16, "erf({x}) = {got}, want {want}");
+        }
+        // erfc(5) = 1.5374597944280348502e-12: relative accuracy where 1 - erf underflows in f64.
+        let got = super::super::erf::erfc(5.0);
+        assert!((got / 1.5374597944280348502e-12 - 1.0).abs() < 1e-14, "erfc(5) = {got}");
+    }
+
+    #[test]
+    #[allow(clippy::excessive_precision)]
+    fn gelu_values() {
+        // 0.5 x (1 + erf(x / sqrt 2)) at 30 digits.
+        let cases = [(1.0f32, 0.841344746068542948585232545632f64), (-1.0, -0.158655253931457051414767454368), (3.0, 2.99595049822839109366931046478)];
+        for (x, want) in cases {
+            let got = gelu_erf(x);
+            assert!((got as f64 - want).abs() <= 1e-7 * want.abs(), "gelu({x}) = {got}, want {want}");
+        }
+        assert_eq!(gelu_erf(0.0), 0.0);
+        assert!(gelu_erf(-10.0).abs() < 1e-20);
+    }
+
+    /// `linear` against a naive triple loop, on ragged shapes with and without bias.
+    #[test]
+    fn linear_matches_naive() {
+        let (rows, inf, outf) = (37, 13, 11);
+        let x: Vec<f32> = (0..rows * inf).map(|i| ((i * 7 % 23) as f32 - 11.0) / 7.0).collect();
+        let w: Vec<f32> = (0..outf * inf).map(|i| ((i * 5 % 17) as f32 - 8.0) / 9.0).collect();
+        let b: Vec<f32> = (0..outf).map(|i| i as f32 * 0.25 - 1.0).collect();
+        for bias in [None, Some(&b[..])] {
+            let y = linear(&x, inf, &w, bias);
+            for r in 0..rows {
+                for o in 0..outf {
+                    let mut acc = bias.map_or(0.0, |b| b[o] as f64);
+                    for i in 0..inf {
+                        acc += x[r * inf + i] as f64 * w[o * inf + i] as f64;
+                    }
+                    assert!((y[r * outf + o] as f64 - acc).abs() < 1e-4, "row {r} col {o}");
+                }
+            }
+        }
+    }
+
+    /// `attention` against a naive per-head loop (3 heads of 5, 7 tokens).
+    #[test]
+    fn attention_matches_naive() {
+        let (n, heads, d) = (7, 3, 5);
+        let hid = heads * d;
+        let gen = |s: usize| -> Vec<f32> { (0..n * hid).map(|i| (((i + s) * 31 % 41) as f32 - 20.0) / 13.0).collect() };
+        let (q, k, v) = (gen(1), gen(2), gen(3));
+        let got = attention(&q, &k, &v, n, heads, d);
+        for h in 0..heads {
+            for i in 0..n {
+                let s: Vec<f64> = (0..n)
+                    .map(|j| (0..d).map(|c| q[i * hid + h * d + c] as f64 * k[j * hid + h * d + c] as f64).sum::<f64>() / (d as f64).sqrt())
+                    .collect();
+                let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for c in 0..d {
+                    let want: f64 = (0..n).map(|j| e[j] / z * v[j * hid + h * d + c] as f64).sum();
+                    assert!((got[i * hid + h * d + c] as f64 - want).abs() < 1e-5, "head {h} row {i} col {c}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn layernorm_rows_normalises() {
+        let x = [1.0f32, 2.0, 3.0, 4.0, -1.0, 0.0, 1.0, 2.0];
+        let y = layernorm_rows(&x, &[1.0; 4], &[0.0; 4], 1e-12);
+        for row in y.chunks(4) {
+            let mean: f32 = row.iter().sum::<f32>() / 4.0;
+            let var: f32 = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 4.0;
+            assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5);
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Which engine runs the forward pass: the CPU reference, or a device (CUDA or the PTX
+//! emulator) through [`run_device_forward`].
+use clap::ValueEnum;
+
+use fusebert::model::reference::{self, Options, Output};
+use fusebert::model::{BertModel, Precision};
+use fusebert::tokenize::Batch;
+use fusebert::{Device, Error, Result};
+
+/// `--device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceKind {
+    /// The f32 CPU reference forward pass.
+    Cpu,
+    /// The first CUDA GPU.
+    Cuda,
+    /// The PTX emulator (the kernels' exact PTX, run on the CPU).
+    Emu,
+}
+
+/// `--precision` (device forward pass only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    F16,
+    Int8,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Precision {
+        match p {
+            PrecisionArg::F16 => Precision::F16,
+            PrecisionArg::Int8 => Precision::Int8,
+        }
+    }
+}
+
+/// Runs `model` on `batch` on the chosen engine.
+pub fn run_forward(
+    device: DeviceKind,
+    precision: Option<PrecisionArg>,
+    model: &BertModel,
+    batch: &Batch,
+    opts: &Options,
+) -> Result<Output> {
+    match device {
+        DeviceKind::Cpu => {
+            if let Some(p) = precision {
+                return Err(Error::Input(format!(
+                    "--precision {p:?} applies to --device cuda|emu; the cpu reference computes in f32"
+                )));
+            }
+            reference::forward(model, batch, opts)
+        }
+        DeviceKind::Cuda | DeviceKind::Emu => {
+            run_device_forward(device, precision.map_or(Precision::F16, Into::into), model, batch, opts)
+        }
+    }
+}
+
+/// Opens the device (a typed error when there is no GPU), then runs the device forward pass.
+pub fn run_device_forward(
+    device: DeviceKind,
+    precision: Precision,
+    model: &BertModel,
+    batch: &Batch,
+    opts: &Options,
+) -> Result<Output> {
+    let (dev, name) = match device {
+        DeviceKind::Cuda => (Device::cuda(0)?, "cuda"),
+        DeviceKind::Emu => (Device::emulator()?, "emu"),
+        DeviceKind::Cpu => return reference::forward(model, batch, opts),
+    };
+    let _ = (dev, precision);
+    Err(Error::Other(format!(
+        "device forward pass for {name} is not built yet (issue: BERT forward pass on the kernels)"
+    )))
+}

@@ -1,0 +1,55 @@
+//! Subcommands of the `fusebert` binary. Each lives in its own module and returns
+//! `fusebert::Result<()>`; [`main`] prints errors as `error: <message>` and maps them to exit
+//! code 1 (clap's usage errors exit with 2).
+//!
+//! To add a subcommand: a variant in [`Command`], a module with its `run`, a match arm in
+//! [`dispatch`].
+use clap::{Parser, Subcommand};
+
+mod encode;
+mod forward;
+mod info;
+mod input;
+
+/// BERT-family encoder inference on hand-written CUDA kernels, with a PTX emulator.
+#[derive(Debug, Parser)]
+#[command(name = "fusebert", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sentence embeddings (mean pooling), one JSON object per input.
+    Embed(encode::EmbedArgs),
+    /// Sequence classification with the model's classifier head, one JSON object per input.
+    Classify(encode::ClassifyArgs),
+    /// Compiled kernels, ptxas resource usage and CUDA devices.
+    Info(info::InfoArgs),
+}
+
+/// Parses the command line, runs it, returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // --help / --version print and exit 0; usage errors exit 2.
+        Err(e) => e.exit(),
+    };
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// Runs one subcommand; `Ok` carries the exit code (`info --cuda-available` uses 1 for "no").
+fn dispatch(cmd: Command) -> fusebert::Result<i32> {
+    match cmd {
+        Command::Embed(a) => encode::embed(a).map(|()| 0),
+        Command::Classify(a) => encode::classify(a).map(|()| 0),
+        Command::Info(a) => info::run(a),
+    }
+}
