@@ -36,3 +36,93 @@ FB_DEVICE float block_sum(float v, float* scratch) {
     __syncthreads();
     return t;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Async copies, ldmatrix and tensor-core mma (inline PTX; fragment layouts: ptx-semantics.md).
+
+// Shared-window address of a shared-memory pointer (what cp.async/ldmatrix .shared take).
+FB_DEVICE uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+// 16-byte global->shared copy; src_bytes < 16 zero-fills the rest (0 = read nothing: the
+// predicated tail idiom). .cg bypasses L1 (operands are streamed once per block).
+FB_DEVICE void cp_async16(uint32_t dst, const void* src, uint32_t src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+FB_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+FB_DEVICE void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+FB_DEVICE void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+FB_DEVICE void ldmatrix_x4_trans(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+
+// D = A(16x32 s8) . B(32x8 s8) + D, s32 accumulators.
+FB_DEVICE void mma_s8_16832(int* d, const uint32_t* a, const uint32_t* b) {
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+// D = A(16x16 f16) . B(16x8 f16) + D, f32 accumulators.
+FB_DEVICE void mma_f16_16816(float* d, const uint32_t* a, const uint32_t* b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+FB_DEVICE float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+FB_DEVICE uint32_t pack_half2(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+}
+
+// Exact GELU (erf form, as BERT uses).
+FB_DEVICE float gelu_erf(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); }
+
+// Per-token symmetric int8: q = round_half_even(v * (127 / absmax)), scale = absmax / 127.
+// The CPU references compute the same f32 operations, so the int8 codes match exactly.
+FB_DEVICE float q8_inv_scale(float absmax) { return absmax > 0.f ? 127.f / absmax : 0.f; }
+FB_DEVICE int q8(float v, float inv) {
+    int q = __float2int_rn(v * inv);
+    return max(-127, min(127, q));
+}
+FB_DEVICE uint32_t pack_s8x4(int a, int b, int c, int d) {
+    return (uint32_t)(a & 0xff) | ((uint32_t)(b & 0xff) << 8) | ((uint32_t)(c & 0xff) << 16) | ((uint32_t)d << 24);
+}
+
+// Max over the whole block; same contract as block_sum.
+FB_DEVICE float block_max(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = warp_max(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    const int nwarps = blockDim.x >> 5;
+    float t = lane < nwarps ? scratch[lane] : 0.f;
+    t = warp_max(t);
+    __syncthreads();
+    return t;
+}
+
+FB_DEVICE void half8_to_float(const half8& h, float* f) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        float2 p = __half22float2(h.h[j]);
+        f[2 * j] = p.x;
+        f[2 * j + 1] = p.y;
+    }
+}
+FB_DEVICE half8 float_to_half8(const float* f) {
+    half8 h;
+#pragma unroll
+    for (int j = 0; j < 4; j++) h.h[j] = __floats2half2_rn(f[2 * j], f[2 * j + 1]);
+    return h;
+}

@@ -6,6 +6,7 @@
 pub mod device;
 pub mod emu;
 pub mod error;
+pub mod kernels;
 pub mod model;
 pub mod ptx;
 pub mod tokenize;

@@ -1,54 +1,310 @@
-//! The PTX emulator backend (see `crate::emu`): same API as CUDA.
+//! The PTX emulator backend (see `crate::emu`): same API as CUDA. Launches run synchronously;
+//! every launch's counters are recorded.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use super::{Backend, KernelArg, LaunchConfig};
+use crate::emu::exec::{ExecOpts, Launch};
+use crate::emu::ir::{Kernel, Module, Ty};
+use crate::emu::memory::GlobalMem;
+use crate::emu::Counters;
 use crate::error::{Error, Result};
 
 /// Emulator switches. Defaults: every sanitizer on.
 #[derive(Debug, Clone)]
 pub struct EmulatorOptions {
+    /// Master switch for the sanitizers below (global/shared bounds are always enforced: the
+    /// emulator never touches memory outside an allocation).
     pub sanitize: bool,
+    /// Misaligned-access reports (with `sanitize`).
+    pub check_bounds: bool,
+    /// Shared-memory races between barriers and cp.async hazards.
+    pub check_races: bool,
+    /// Reads of never-written shared/local memory.
+    pub check_uninit: bool,
+    /// Instructions per warp (= per thread in lockstep) before a launch is declared runaway.
+    /// Default 2^28: far above any real kernel (a GEMM warp runs ~10^4), and a hung test fails
+    /// within about half a minute instead of hours.
+    pub step_limit: u64,
+    /// Worker threads for blocks (0 = rayon's default pool).
+    pub threads: usize,
+    /// Kernels with atomics run their blocks in order, so float atomics give the same bits
+    /// every run whatever the thread count.
+    pub deterministic_atomics: bool,
 }
 
 impl Default for EmulatorOptions {
     fn default() -> Self {
-        EmulatorOptions { sanitize: true }
+        EmulatorOptions {
+            sanitize: true,
+            check_bounds: true,
+            check_races: true,
+            check_uninit: true,
+            step_limit: 1 << 28,
+            threads: 0,
+            deterministic_atomics: true,
+        }
     }
+}
+
+/// One recorded launch.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LaunchRecord {
+    pub module: String,
+    pub kernel: String,
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+    pub shared_mem_bytes: u32,
+    pub counters: Counters,
+}
+
+/// A module loaded into this backend: its IR plus its global variables and const bank.
+struct Loaded {
+    module: Arc<Module>,
+    global_base: u64,
+    const_bank: Vec<u8>,
 }
 
 pub struct EmulatorBackend {
-    _opts: EmulatorOptions,
+    opts: EmulatorOptions,
+    mem: GlobalMem,
+    modules: Mutex<HashMap<String, Arc<Loaded>>>,
+    launches: Mutex<Vec<LaunchRecord>>,
+    printed: Mutex<String>,
+    pool: Option<rayon::ThreadPool>,
 }
+
+/// Largest dynamic + static shared memory per block (sm_80: 163 KiB, sm_90: 227 KiB).
+pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
 
 impl EmulatorBackend {
     pub fn new(opts: EmulatorOptions) -> Result<Self> {
-        Ok(EmulatorBackend { _opts: opts })
+        let pool = if opts.threads > 0 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(opts.threads)
+                    .build()
+                    .map_err(|e| Error::Emulator(format!("cannot start {} worker threads: {e}", opts.threads)))?,
+            )
+        } else {
+            None
+        };
+        Ok(EmulatorBackend { opts, mem: GlobalMem::default(), modules: Mutex::new(HashMap::new()), launches: Mutex::new(Vec::new()), printed: Mutex::new(String::new()), pool })
     }
+
+    pub fn options(&self) -> &EmulatorOptions {
+        &self.opts
+    }
+
+    /// Every launch since creation (or the last `clear_launches`).
+    pub fn launches(&self) -> Vec<LaunchRecord> {
+        self.launches.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+    pub fn clear_launches(&self) {
+        if let Ok(mut l) = self.launches.lock() {
+            l.clear();
+        }
+    }
+    /// Sum of the counters of every recorded launch.
+    pub fn total_counters(&self) -> Counters {
+        let mut c = Counters::default();
+        for r in self.launches() {
+            c.add(&r.counters);
+        }
+        c
+    }
+    /// Text printed by device `printf` since the last call (it also goes to stdout).
+    pub fn take_printf_output(&self) -> String {
+        self.printed.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
+    }
+
+    /// Counters of the most recent launch.
+    pub fn last_counters(&self) -> Option<Counters> {
+        self.launches.lock().ok().and_then(|l| l.last().map(|r| r.counters.clone()))
+    }
+
+    /// The parsed module `name` (loading an embedded one on first use).
+    pub fn module(&self, name: &str) -> Result<Arc<Module>> {
+        Ok(self.loaded(name)?.module.clone())
+    }
+
+    fn loaded(&self, name: &str) -> Result<Arc<Loaded>> {
+        if let Some(m) = self.modules.lock().map_err(|_| Error::Emulator("module table poisoned".into()))?.get(name) {
+            return Ok(m.clone());
+        }
+        let src = crate::ptx::module(name).ok_or_else(|| Error::Emulator(format!("no PTX module named `{name}` (neither embedded nor loaded)")))?;
+        self.install(name, crate::emu::cached_module(name, src.ptx)?)
+    }
+
+    fn install(&self, name: &str, module: Arc<Module>) -> Result<Arc<Loaded>> {
+        let global_base = self.mem.alloc(module.global_bytes.max(1) as usize, Some(format!("globals of module {name}")))?;
+        let mut zeros = vec![0u8; module.global_bytes as usize];
+        let mut const_bank = vec![0u8; module.const_bytes as usize];
+        for v in &module.vars {
+            let init = v.init.clone().unwrap_or_else(|| vec![0u8; v.size as usize]);
+            let (o, n) = (v.offset as usize, v.size as usize);
+            match v.space {
+                crate::emu::ir::Space::Const => const_bank[o..o + n].copy_from_slice(&init[..n]),
+                crate::emu::ir::Space::Global => zeros[o..o + n].copy_from_slice(&init[..n]),
+                _ => {}
+            }
+        }
+        self.mem.write(global_base, &zeros)?;
+        let l = Arc::new(Loaded { module, global_base, const_bank });
+        self.modules.lock().map_err(|_| Error::Emulator("module table poisoned".into()))?.insert(name.to_string(), l.clone());
+        Ok(l)
+    }
+
+    /// Overwrites bytes of a module's `.const` variable (like cudaMemcpyToSymbol).
+    pub fn set_const(&self, module: &str, var: &str, bytes: &[u8]) -> Result<()> {
+        let l = self.loaded(module)?;
+        let v = l.module.vars.iter().find(|v| v.name == var && v.space == crate::emu::ir::Space::Const).ok_or_else(|| Error::Emulator(format!("module `{module}` has no .const variable `{var}`")))?;
+        if bytes.len() > v.size as usize {
+            return Err(Error::Memory(format!("{} bytes written to .const `{var}` of {} bytes", bytes.len(), v.size)));
+        }
+        let mut bank = l.const_bank.clone();
+        bank[v.offset as usize..v.offset as usize + bytes.len()].copy_from_slice(bytes);
+        let nl = Arc::new(Loaded { module: l.module.clone(), global_base: l.global_base, const_bank: bank });
+        self.modules.lock().map_err(|_| Error::Emulator("module table poisoned".into()))?.insert(module.to_string(), nl);
+        Ok(())
+    }
+
+    fn exec_opts(&self, serial: bool) -> ExecOpts {
+        let s = self.opts.sanitize;
+        ExecOpts {
+            bounds: true,
+            align: s && self.opts.check_bounds,
+            races: s && self.opts.check_races,
+            uninit: s && self.opts.check_uninit,
+            collectives: s,
+            step_limit: self.opts.step_limit,
+            serial,
+        }
+    }
+}
+
+/// Checks the host arguments against the kernel's `.param` list and builds the parameter buffer.
+pub fn build_params(k: &Kernel, args: &[KernelArg]) -> Result<Vec<u8>> {
+    let bad = |msg: String| Error::KernelArgs { kernel: k.name.clone(), msg };
+    if args.len() != k.params.len() {
+        return Err(bad(format!("the PTX signature has {} parameters, {} arguments were passed", k.params.len(), args.len())));
+    }
+    let mut buf = vec![0u8; k.param_bytes as usize];
+    for (n, (p, a)) in k.params.iter().zip(args).enumerate() {
+        if a.size() as u32 != p.size {
+            return Err(bad(format!("parameter {n} (`{}`, .{:?}) is {} bytes, argument {:?} is {} bytes", p.name, p.ty, p.size, a, a.size())));
+        }
+        let arg_float = matches!(a, KernelArg::F32(_) | KernelArg::F64(_));
+        let param_float = matches!(p.ty, Ty::F32 | Ty::F64);
+        let param_int = matches!(p.ty, Ty::U32 | Ty::S32 | Ty::U64 | Ty::S64);
+        if (param_float && !arg_float) || (param_int && arg_float) {
+            return Err(bad(format!("parameter {n} (`{}`) has type .{:?} but the argument is {:?}", p.name, p.ty, a)));
+        }
+        if p.offset % p.align != 0 || (p.offset as usize) % a.size() != 0 {
+            return Err(bad(format!("parameter {n} (`{}`) sits at offset {} which is not {}-byte aligned", p.name, p.offset, a.size())));
+        }
+        if let (Some(al), KernelArg::Ptr(addr)) = (p.ptr_align, a) {
+            if addr % al as u64 != 0 {
+                return Err(bad(format!("parameter {n} (`{}`) is declared `.ptr .align {al}` but the pointer {addr:#x} is not {al}-byte aligned", p.name)));
+            }
+        }
+        let b = a.bytes();
+        buf[p.offset as usize..p.offset as usize + b.len()].copy_from_slice(&b);
+    }
+    Ok(buf)
+}
+
+fn check_config(k: &Kernel, cfg: &LaunchConfig) -> Result<()> {
+    let bad = |msg: String| Error::Kernel { kernel: k.name.clone(), msg };
+    let (b, g) = (cfg.block, cfg.grid);
+    if b.0 == 0 || b.1 == 0 || b.2 == 0 || g.0 == 0 || g.1 == 0 || g.2 == 0 {
+        return Err(bad(format!("empty launch: grid {g:?}, block {b:?}")));
+    }
+    let nt = b.0 as u64 * b.1 as u64 * b.2 as u64;
+    if nt > 1024 || b.2 > 64 {
+        return Err(bad(format!("block {b:?} has {nt} threads (at most 1024, z at most 64)")));
+    }
+    if g.1 > 65535 || g.2 > 65535 {
+        return Err(bad(format!("grid {g:?}: y and z must be at most 65535")));
+    }
+    if let Some(r) = k.reqntid {
+        if r != b {
+            return Err(bad(format!("kernel requires block {r:?} (.reqntid), launched with {b:?}")));
+        }
+    }
+    if let Some(mx) = k.maxntid {
+        if nt > mx.0 as u64 * mx.1 as u64 * mx.2 as u64 {
+            return Err(bad(format!("block {b:?} exceeds .maxntid {mx:?}")));
+        }
+    }
+    let smem = k.shared_static.div_ceil(16) * 16 + cfg.shared_mem_bytes;
+    if smem > MAX_SHARED_BYTES {
+        return Err(bad(format!("{} bytes of shared memory ({} static + {} dynamic) exceed {MAX_SHARED_BYTES}", smem, k.shared_static, cfg.shared_mem_bytes)));
+    }
+    Ok(())
 }
 
 impl Backend for EmulatorBackend {
     fn name(&self) -> String {
         "PTX emulator".into()
     }
-    fn alloc(&self, _bytes: usize) -> Result<u64> {
-        Err(Error::Emulator("not built yet".into()))
+    fn alloc(&self, bytes: usize) -> Result<u64> {
+        self.mem.alloc(bytes, None)
     }
-    fn free(&self, _addr: u64) {}
-    fn write(&self, _dst: u64, _src: &[u8]) -> Result<()> {
-        Err(Error::Emulator("not built yet".into()))
+    fn free(&self, addr: u64) {
+        self.mem.free(addr)
     }
-    fn read(&self, _src: u64, _dst: &mut [u8]) -> Result<()> {
-        Err(Error::Emulator("not built yet".into()))
+    fn write(&self, dst: u64, src: &[u8]) -> Result<()> {
+        self.mem.write(dst, src)
     }
-    fn memset(&self, _dst: u64, _byte: u8, _bytes: usize) -> Result<()> {
-        Err(Error::Emulator("not built yet".into()))
+    fn read(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        self.mem.read(src, dst)
     }
-    fn launch(&self, _m: &str, _k: &str, _c: &LaunchConfig, _a: &[KernelArg]) -> Result<()> {
-        Err(Error::Emulator("not built yet".into()))
+    fn memset(&self, dst: u64, byte: u8, bytes: usize) -> Result<()> {
+        self.mem.memset(dst, byte, bytes)
+    }
+    fn launch(&self, module: &str, kernel: &str, cfg: &LaunchConfig, args: &[KernelArg]) -> Result<()> {
+        let l = self.loaded(module)?;
+        let m = &*l.module;
+        let k = m.kernel(kernel).ok_or_else(|| Error::Kernel { kernel: kernel.to_string(), msg: format!("module `{module}` has no entry `{kernel}`") })?;
+        check_config(k, cfg)?;
+        let params = build_params(k, args)?;
+        let serial = self.opts.deterministic_atomics && k.has_atomics;
+        let opts = self.exec_opts(serial);
+        let run = || {
+            self.mem.with_view(|view| {
+                let launch = Launch::new(m, k, view, &params, &l.const_bank, cfg.grid, cfg.block, cfg.shared_mem_bytes, l.global_base, opts.clone());
+                let r = launch.run();
+                if let (Ok(text), Ok(mut p)) = (launch.printed.lock(), self.printed.lock()) {
+                    p.push_str(&text);
+                }
+                r
+            })
+        };
+        let mut counters = match &self.pool {
+            Some(p) => p.install(run),
+            None => run(),
+        }??;
+        counters.launches = 1;
+        if let Ok(mut ls) = self.launches.lock() {
+            ls.push(LaunchRecord {
+                module: module.to_string(),
+                kernel: kernel.to_string(),
+                grid: cfg.grid,
+                block: cfg.block,
+                shared_mem_bytes: cfg.shared_mem_bytes,
+                counters,
+            });
+        }
+        Ok(())
     }
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
-    fn load_module(&self, _name: &str, _ptx: &str) -> Result<()> {
-        Err(Error::Emulator("not built yet".into()))
+    fn load_module(&self, name: &str, ptx: &str) -> Result<()> {
+        let m = crate::emu::cached_module(name, ptx)?;
+        self.install(name, m)?;
+        Ok(())
     }
     fn as_emulator(&self) -> Option<&EmulatorBackend> {
         Some(self)

@@ -1,0 +1,196 @@
+// Fused multi-head self-attention forward over packed variable-length sequences
+// (FlashAttention-2 style). No padding: sequence b owns tokens cu_seqlens[b] .. cu_seqlens[b+1].
+//
+// Input qkv [T, 3H] fp16, read in place: q | k | v, head h at columns h*D .. h*D+D of each part.
+// Output out [T, H] fp16 (head h at columns h*D..). H = heads * D.
+//
+// Grid (ceil(max_seqlen / 64), heads, batch), 128 threads. Block = 64 query rows of one
+// (sequence, head); each warp owns 16 query rows. Blocks past their sequence's end exit at once.
+// K/V tiles of BN keys stream through shared memory by cp.async, double-buffered (the next tile
+// loads while this one is used). S = Q K^T and O += P V run on tensor cores (mma m16n8k16,
+// f32 accumulation); the softmax is online in registers in base 2 (scale * log2(e) folded into
+// one multiply, ex2.approx), P is re-packed from the S accumulators straight into A fragments.
+// The score matrix never leaves registers. Shared rows are XOR-swizzled by 16-byte chunk, so
+// ldmatrix (plain for Q, K; .trans for V), cp.async and the output staging are conflict-free.
+// The output tile is staged in the Q buffer and leaves as 16-byte stores of valid rows only.
+#include "common.cuh"
+
+namespace attn {
+constexpr int BM = 64, THREADS = 128;
+
+// Byte offset of 16-byte chunk `ch` of row `row` in a tile whose rows hold NCH chunks.
+template <int NCH>
+FB_DEVICE uint32_t swz(int row, int ch) {
+    const int x = NCH >= 8 ? (ch ^ (row & 7)) : (ch ^ ((row >> 1) & 3));
+    return (uint32_t)(row * NCH * 16 + (x << 4));
+}
+
+// cp.async of `rows` rows (D halves each) starting at token `tok0`; rows at or past `valid`
+// are zero-filled without reading.
+template <int D>
+FB_DEVICE void load_rows(uint32_t dst, const __half* src, size_t ld, int rows, int valid) {
+    constexpr int NCH = D / 8;
+    for (int c = threadIdx.x; c < rows * NCH; c += THREADS) {
+        const int r = c / NCH, ch = c % NCH;
+        const bool ok = r < valid;
+        cp_async16(dst + swz<NCH>(r, ch), src + (size_t)(ok ? r : 0) * ld + ch * 8, ok ? 16 : 0);
+    }
+}
+
+template <int D, int BN>
+FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restrict__ cu_seqlens,
+                       __half* __restrict__ out, uint32_t heads, float scale_log2) {
+    constexpr int NCH = D / 8, KD = D / 16, NT = BN / 8, ND = D / 8;
+    extern __shared__ __align__(128) char smem[];
+    const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * BM;
+    const int start = cu_seqlens[b], len = (int)cu_seqlens[b + 1] - start;
+    if (q0 >= len) return;  // whole block: before any barrier
+    const int H = heads * D;
+    const size_t ld = 3 * (size_t)H;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+
+    const uint32_t sQ = smem_u32(smem);
+    const uint32_t sKV = sQ + BM * D * 2;  // [stage][K|V][BN][D]
+    auto sK = [&](int s) { return sKV + (2 * s) * BN * D * 2; };
+    auto sV = [&](int s) { return sKV + (2 * s + 1) * BN * D * 2; };
+    const __half* qbase = qkv + (size_t)start * ld + h * D;
+    const __half* kbase = qbase + H;
+    const __half* vbase = qbase + 2 * H;
+
+    const int ntiles = (len + BN - 1) / BN;
+    load_rows<D>(sQ, qbase + (size_t)q0 * ld, ld, BM, len - q0);
+    load_rows<D>(sK(0), kbase, ld, BN, len);
+    load_rows<D>(sV(0), vbase, ld, BN, len);
+    cp_async_commit();
+
+    uint32_t qf[KD][4];
+    float o[ND][4];
+#pragma unroll
+    for (int i = 0; i < ND; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // rows g and g+8
+
+    for (int j = 0; j < ntiles; j++) {
+        cp_async_wait<0>();
+        __syncthreads();  // tile j visible to all; every warp is done with tile j-1's buffer
+        if (j == 0) {
+#pragma unroll
+            for (int kk = 0; kk < KD; kk++)
+                ldmatrix_x4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3],
+                            sQ + swz<NCH>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4)));
+        }
+        if (j + 1 < ntiles) {
+            const int n1 = (j + 1) * BN, s1 = (j + 1) & 1;
+            load_rows<D>(sK(s1), kbase + (size_t)n1 * ld, ld, BN, len - n1);
+            load_rows<D>(sV(s1), vbase + (size_t)n1 * ld, ld, BN, len - n1);
+        }
+        cp_async_commit();
+        const int s = j & 1, n0 = j * BN;
+
+        // S = Q K^T (16 x BN per warp)
+        float sc[NT][4];
+#pragma unroll
+        for (int i = 0; i < NT; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++)
+#pragma unroll
+            for (int p = 0; p < NT / 2; p++) {
+                uint32_t b0[2], b1[2];
+                ldmatrix_x4(b0[0], b0[1], b1[0], b1[1],
+                            sK(s) + swz<NCH>(p * 16 + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)));
+                mma_f16_16816(sc[2 * p], qf[kk], b0);
+                mma_f16_16816(sc[2 * p + 1], qf[kk], b1);
+            }
+
+        // online softmax (base 2), masking keys past the sequence end
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < NT; i++) {
+            const int c = n0 + i * 8 + 2 * t;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const bool ok = c + (e & 1) < len;
+                sc[i][e] = ok ? sc[i][e] * scale_log2 : -INFINITY;
+            }
+            mx0 = fmaxf(mx0, fmaxf(sc[i][0], sc[i][1]));
+            mx1 = fmaxf(mx1, fmaxf(sc[i][2], sc[i][3]));
+        }
+#pragma unroll
+        for (int off = 1; off < 4; off <<= 1) {
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+        }
+        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);  // finite: tile has a valid key
+        const float a0 = fast_exp2(m0 - mn0), a1 = fast_exp2(m1 - mn1);
+        m0 = mn0;
+        m1 = mn1;
+        float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+        for (int i = 0; i < NT; i++) {
+            sc[i][0] = fast_exp2(sc[i][0] - mn0);
+            sc[i][1] = fast_exp2(sc[i][1] - mn0);
+            sc[i][2] = fast_exp2(sc[i][2] - mn1);
+            sc[i][3] = fast_exp2(sc[i][3] - mn1);
+            rs0 += sc[i][0] + sc[i][1];
+            rs1 += sc[i][2] + sc[i][3];
+        }
+        l0 = l0 * a0 + rs0;
+        l1 = l1 * a1 + rs1;
+#pragma unroll
+        for (int i = 0; i < ND; i++) {
+            o[i][0] *= a0;
+            o[i][1] *= a0;
+            o[i][2] *= a1;
+            o[i][3] *= a1;
+        }
+
+        // O += P V: P's accumulator layout is the A fragment layout (two n8 tiles = one k16)
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) {
+            const uint32_t pa[4] = {pack_half2(sc[2 * kk][0], sc[2 * kk][1]), pack_half2(sc[2 * kk][2], sc[2 * kk][3]),
+                                    pack_half2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
+                                    pack_half2(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+#pragma unroll
+            for (int dp = 0; dp < D / 16; dp++) {
+                uint32_t b0[2], b1[2];
+                ldmatrix_x4_trans(b0[0], b0[1], b1[0], b1[1],
+                                  sV(s) + swz<NCH>(kk * 16 + (lane & 15), dp * 2 + (lane >> 4)));
+                mma_f16_16816(o[2 * dp], pa, b0);
+                mma_f16_16816(o[2 * dp + 1], pa, b1);
+            }
+        }
+    }
+
+    // normalise, stage this warp's 16 rows in its own part of the Q buffer, store valid rows
+#pragma unroll
+    for (int off = 1; off < 4; off <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+    }
+    const float il0 = 1.f / l0, il1 = 1.f / l1;
+    char* sq = smem;
+#pragma unroll
+    for (int i = 0; i < ND; i++) {
+        const int r = warp * 16 + g, ch = i, within = 4 * t;
+        *reinterpret_cast<uint32_t*>(sq + swz<NCH>(r, ch) + within) = pack_half2(o[i][0] * il0, o[i][1] * il0);
+        *reinterpret_cast<uint32_t*>(sq + swz<NCH>(r + 8, ch) + within) = pack_half2(o[i][2] * il1, o[i][3] * il1);
+    }
+    __syncwarp();
+    for (int c = lane; c < 16 * NCH; c += 32) {
+        const int r = c / NCH, ch = c % NCH, q = q0 + warp * 16 + r;
+        if (q < len)
+            *reinterpret_cast<uint4*>(out + (size_t)(start + q) * H + h * D + ch * 8) =
+                *reinterpret_cast<const uint4*>(sq + swz<NCH>(warp * 16 + r, ch));
+    }
+}
+}  // namespace attn
+
+#define ATTN_ENTRY(D, BN)                                                                                     \
+    extern "C" __global__ void __launch_bounds__(attn::THREADS, 2) attention_f16_d##D(                           \
+        const __half* __restrict__ qkv, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,   \
+        uint32_t heads, float scale_log2) {                                                                   \
+        attn::forward<D, BN>(qkv, cu_seqlens, out, heads, scale_log2);                                        \
+    }
+// Key tile sizes keep shared memory (Q + 2 stages of K and V) within 48 KiB.
+ATTN_ENTRY(32, 64)
+ATTN_ENTRY(64, 64)
+ATTN_ENTRY(128, 32)

@@ -1,0 +1,37 @@
+// fp16 GEMM: C[M,N] = A_f16[M,K] . W_f16[N,K]^T + bias[n] (+ GELU, + residual or tanh), f32
+// accumulation on tensor cores (mma.sync m16n8k16), fp16 out. Core and layout: gemm_core.cuh.
+//
+// Entries: gemm_f16 (pipelined tensor-core kernel), gemm_f16_simple (one thread per output,
+// f32 fma: the baseline). Requirements (host-checked): K % 16 == 0, N % 16 == 0; bias may be null.
+#include "gemm_core.cuh"
+
+using namespace gemm;
+
+extern "C" __global__ void __launch_bounds__(THREADS) gemm_f16(
+    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
+    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
+    __shared__ __align__(128) char smem[SMEM];
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    float acc[2][4][4];
+    mainloop<false>(acc, smem, (const char*)A, (const char*)W, M, N, K * 2, m0, n0);
+    uint32_t* st = reinterpret_cast<uint32_t*>(smem);
+    stage_acc(acc, st);
+    auto deq = [](uint32_t w, int, int) { return __uint_as_float(w); };
+    store_tile(st, deq, bias, residual, epi, C, M, N, m0, n0);
+}
+
+extern "C" __global__ void gemm_f16_simple(
+    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
+    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
+    const uint32_t n = blockIdx.x * blockDim.x + threadIdx.x, m = blockIdx.y * blockDim.y + threadIdx.y;
+    if (m >= M || n >= N) return;
+    const __half2* a = reinterpret_cast<const __half2*>(A + (size_t)m * K);
+    const __half2* w = reinterpret_cast<const __half2*>(W + (size_t)n * K);
+    float acc = 0.f;
+    for (uint32_t k = 0; k < K / 2; k++) {
+        const float2 x = __half22float2(a[k]), y = __half22float2(w[k]);
+        acc = fmaf(x.x, y.x, acc);
+        acc = fmaf(x.y, y.y, acc);
+    }
+    C[(size_t)m * N + n] = __float2half_rn(epilogue(acc, bias, residual, epi, m, n, N));
+}

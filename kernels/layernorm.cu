@@ -1,0 +1,165 @@
+// LayerNorm over rows of fp16: y = LN(x + residual + bias) * gamma + beta, f32 statistics.
+//
+// layernorm_f16 / layernorm_f16_q8 (the fast path, hidden % 8 == 0, hidden <= 4096):
+//   the block walks rows (grid-stride); each thread owns up to VPT=4 vectors of 8 halves
+//   (16-byte loads/stores) at columns (tid + i*blockDim)*8, so a row is read once and kept in
+//   registers; mean and centred variance are two block reductions over registers (no second
+//   pass over memory). bias/gamma/beta are loaded once per block into shared memory (dynamic
+//   shared = 3 * hidden halves), so the global traffic is the row data plus one parameter read
+//   per block.
+//   _q8 also writes int8 codes of the fp16-rounded output and a per-row scale absmax/127
+//   (what quantize_i8_f16 would compute from `out`), for the next W8A8 GEMM.
+// layernorm_f16_simple: one block per row, scalar loads, the row in shared f32: any hidden;
+//   the baseline and the path for hidden % 8 != 0. q_out may be null.
+// residual and bias may be null (0).
+#include "common.cuh"
+
+constexpr int LN_VPT = 4;
+
+template <bool Q8>
+__device__ __forceinline__ void layernorm_vec(const __half* __restrict__ x, const __half* __restrict__ residual,
+                                              const __half* __restrict__ bias, const __half* __restrict__ gamma,
+                                              const __half* __restrict__ beta, __half* __restrict__ out,
+                                              int8_t* __restrict__ q_out, float* __restrict__ q_scale,
+                                              uint32_t rows, uint32_t hidden, float eps) {
+    __shared__ float scratch[32];
+    // gamma | beta | bias, read from global once per block (dynamic shared: 3 * hidden halves)
+    extern __shared__ half8 params[];
+    const uint32_t nvec = hidden / 8;
+    half8* sg = params;
+    half8* sb = params + nvec;
+    half8* sbi = params + 2 * nvec;
+    for (uint32_t v = threadIdx.x; v < nvec; v += blockDim.x) {
+        sg[v] = reinterpret_cast<const half8*>(gamma)[v];
+        sb[v] = reinterpret_cast<const half8*>(beta)[v];
+        if (bias) sbi[v] = reinterpret_cast<const half8*>(bias)[v];
+    }
+    __syncthreads();
+    const float inv_h = 1.f / (float)hidden;
+    for (uint32_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        const half8* xr = reinterpret_cast<const half8*>(x + (size_t)row * hidden);
+        const half8* rr = reinterpret_cast<const half8*>(residual + (size_t)row * hidden);
+        float f[LN_VPT][8];
+        float sum = 0.f;
+#pragma unroll
+        for (int i = 0; i < LN_VPT; i++) {
+            const uint32_t v = threadIdx.x + i * blockDim.x;
+            if (v < nvec) {
+                half8_to_float(xr[v], f[i]);
+                float t[8];
+                if (residual) {
+                    half8_to_float(rr[v], t);
+#pragma unroll
+                    for (int j = 0; j < 8; j++) f[i][j] += t[j];
+                }
+                if (bias) {
+                    half8_to_float(sbi[v], t);
+#pragma unroll
+                    for (int j = 0; j < 8; j++) f[i][j] += t[j];
+                }
+#pragma unroll
+                for (int j = 0; j < 8; j++) sum += f[i][j];
+            }
+        }
+        const float mean = block_sum(sum, scratch) * inv_h;
+        float sq = 0.f;
+#pragma unroll
+        for (int i = 0; i < LN_VPT; i++)
+            if (threadIdx.x + i * blockDim.x < nvec)
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    const float d = f[i][j] - mean;
+                    sq += d * d;
+                }
+        const float rstd = rsqrtf(block_sum(sq, scratch) * inv_h + eps);
+        half8 y[LN_VPT];
+        float amax = 0.f;
+#pragma unroll
+        for (int i = 0; i < LN_VPT; i++) {
+            const uint32_t v = threadIdx.x + i * blockDim.x;
+            if (v < nvec) {
+                float gf[8], bf[8];
+                half8_to_float(sg[v], gf);
+                half8_to_float(sb[v], bf);
+#pragma unroll
+                for (int j = 0; j < 8; j++) f[i][j] = (f[i][j] - mean) * rstd * gf[j] + bf[j];
+                y[i] = float_to_half8(f[i]);
+                reinterpret_cast<half8*>(out + (size_t)row * hidden)[v] = y[i];
+                if (Q8) {
+                    half8_to_float(y[i], f[i]);  // quantise what was stored
+#pragma unroll
+                    for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(f[i][j]));
+                }
+            }
+        }
+        if (Q8) {
+            amax = block_max(amax, scratch);
+            const float inv = q8_inv_scale(amax);
+#pragma unroll
+            for (int i = 0; i < LN_VPT; i++) {
+                const uint32_t v = threadIdx.x + i * blockDim.x;
+                if (v < nvec) {
+                    const float* h = f[i];
+                    uint2 q = make_uint2(pack_s8x4(q8(h[0], inv), q8(h[1], inv), q8(h[2], inv), q8(h[3], inv)),
+                                         pack_s8x4(q8(h[4], inv), q8(h[5], inv), q8(h[6], inv), q8(h[7], inv)));
+                    reinterpret_cast<uint2*>(q_out + (size_t)row * hidden)[v] = q;
+                }
+            }
+            if (threadIdx.x == 0) q_scale[row] = amax / 127.f;
+        }
+    }
+}
+
+extern "C" __global__ void layernorm_f16(const __half* __restrict__ x, const __half* __restrict__ residual,
+                                         const __half* __restrict__ bias, const __half* __restrict__ gamma,
+                                         const __half* __restrict__ beta, __half* __restrict__ out, uint32_t rows,
+                                         uint32_t hidden, float eps) {
+    layernorm_vec<false>(x, residual, bias, gamma, beta, out, nullptr, nullptr, rows, hidden, eps);
+}
+
+extern "C" __global__ void layernorm_f16_q8(const __half* __restrict__ x, const __half* __restrict__ residual,
+                                            const __half* __restrict__ bias, const __half* __restrict__ gamma,
+                                            const __half* __restrict__ beta, __half* __restrict__ out,
+                                            int8_t* __restrict__ q_out, float* __restrict__ q_scale, uint32_t rows,
+                                            uint32_t hidden, float eps) {
+    layernorm_vec<true>(x, residual, bias, gamma, beta, out, q_out, q_scale, rows, hidden, eps);
+}
+
+// Baseline / any hidden: one block per row; dynamic shared = hidden floats.
+extern "C" __global__ void layernorm_f16_simple(const __half* __restrict__ x, const __half* __restrict__ residual,
+                                                const __half* __restrict__ bias, const __half* __restrict__ gamma,
+                                                const __half* __restrict__ beta, __half* __restrict__ out,
+                                                int8_t* __restrict__ q_out, float* __restrict__ q_scale,
+                                                uint32_t hidden, float eps) {
+    extern __shared__ float rowbuf[];
+    __shared__ float scratch[32];
+    const size_t base = (size_t)blockIdx.x * hidden;
+    float sum = 0.f;
+    for (uint32_t i = threadIdx.x; i < hidden; i += blockDim.x) {
+        float v = __half2float(x[base + i]);
+        if (residual) v += __half2float(residual[base + i]);
+        if (bias) v += __half2float(bias[i]);
+        rowbuf[i] = v;
+        sum += v;
+    }
+    const float mean = block_sum(sum, scratch) / (float)hidden;
+    float sq = 0.f;
+    for (uint32_t i = threadIdx.x; i < hidden; i += blockDim.x) {
+        const float d = rowbuf[i] - mean;
+        sq += d * d;
+    }
+    const float rstd = rsqrtf(block_sum(sq, scratch) / (float)hidden + eps);
+    float amax = 0.f;
+    for (uint32_t i = threadIdx.x; i < hidden; i += blockDim.x) {
+        const __half h = __float2half_rn((rowbuf[i] - mean) * rstd * __half2float(gamma[i]) + __half2float(beta[i]));
+        out[base + i] = h;
+        rowbuf[i] = __half2float(h);
+        amax = fmaxf(amax, fabsf(rowbuf[i]));
+    }
+    if (q_out) {
+        amax = block_max(amax, scratch);
+        const float inv = q8_inv_scale(amax);
+        for (uint32_t i = threadIdx.x; i < hidden; i += blockDim.x) q_out[base + i] = (int8_t)q8(rowbuf[i], inv);
+        if (threadIdx.x == 0) q_scale[blockIdx.x] = amax / 127.f;
+    }
+}

@@ -1,0 +1,662 @@
+//! Memory instructions of the executor: ld/st in every state space, atomics, cp.async; address
+//! resolution with bounds/alignment checks, and the shared-memory shadow (races, uninitialised
+//! reads, pending async copies); coalescing and bank-conflict counters.
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::alu::{self, ext};
+use super::exec::*;
+use super::ir::*;
+use super::memory::*;
+use crate::error::Error;
+
+type R<T> = Result<T, Error>;
+
+impl<'l, 'a> Block<'l, 'a> {
+    #[inline(always)]
+    pub(crate) fn addr_of(w: &Warp, i: &Inst, lane: usize) -> u64 {
+        let base = w.regs[i.s[0] as usize * 32 + lane];
+        let base = if i.has(fl::ADDR32) { base & 0xffff_ffff } else { base };
+        base.wrapping_add(i.off as u64)
+    }
+
+    /// Resolves an access of `size` bytes at `addr` in `space` to a location, checking
+    /// alignment (`align` bytes) and bounds.
+    pub(crate) fn resolve(&mut self, w: &Warp, i: &Inst, lane: usize, space: Space, addr: u64, size: u32, align: u32, what: &str) -> R<Loc> {
+        // (alignments are powers of two: a mask instead of a 64-bit division)
+        let misaligned = if align.is_power_of_two() { addr & (align as u64 - 1) != 0 } else { align > 1 && addr % align as u64 != 0 };
+        if misaligned && (self.l.opts.align || matches!(i.op, Op::Atom | Op::Red)) {
+            return Err(self.err(w, Some(lane), i, "misaligned access", format!("{what} of {size} bytes at address {addr:#x} is not {align}-byte aligned ({:?} space)", space)));
+        }
+        let space = if space == Space::Generic {
+            if (SHARED_WIN..SHARED_WIN + WIN_SIZE).contains(&addr) {
+                return self.resolve(w, i, lane, Space::Shared, addr - SHARED_WIN, size, 0, what);
+            } else if (LOCAL_WIN..LOCAL_WIN + WIN_SIZE).contains(&addr) {
+                return self.resolve(w, i, lane, Space::Local, addr - LOCAL_WIN, size, 0, what);
+            } else if (CONST_WIN..CONST_WIN + WIN_SIZE).contains(&addr) {
+                return self.resolve(w, i, lane, Space::Const, addr - CONST_WIN, size, 0, what);
+            }
+            Space::Global
+        } else {
+            space
+        };
+        let sz = size as u64;
+        match space {
+            Space::Global => {
+                let v = self.l.view;
+                let idx = match v.allocs.get(self.last_alloc) {
+                    Some(a) if addr >= a.base && addr.wrapping_add(sz) <= a.base + a.size => self.last_alloc,
+                    _ => match v.find(addr, sz) {
+                        Some(k) => {
+                            self.last_alloc = k;
+                            k
+                        }
+                        None => {
+                            return Err(self.err(w, Some(lane), i, "out-of-bounds access", format!("global {what} of {size} bytes at address {addr:#x}: {}", v.explain_miss(addr, sz))));
+                        }
+                    },
+                };
+                let a = &v.allocs[idx];
+                Ok(Loc::Global(unsafe { a.ptr.add((addr - a.base) as usize) }))
+            }
+            Space::Shared => {
+                if addr + sz > self.shared.len() as u64 {
+                    return Err(self.err(
+                        w,
+                        Some(lane),
+                        i,
+                        "out-of-bounds access",
+                        format!(
+                            "shared {what} of {size} bytes at offset {addr:#x}: the block's shared memory is {} bytes ({} static + {} dynamic at offset {})",
+                            self.shared.len(),
+                            self.l.kernel.shared_static,
+                            self.l.dyn_smem,
+                            self.l.dyn_off
+                        ),
+                    ));
+                }
+                Ok(Loc::Shared(addr as u32))
+            }
+            Space::Local => {
+                let lb = self.l.kernel.local_bytes as u64;
+                if addr + sz > lb {
+                    return Err(self.err(w, Some(lane), i, "out-of-bounds access", format!("local {what} of {size} bytes at offset {addr:#x}: the thread's local frame is {lb} bytes")));
+                }
+                let t = (w.id as u64 * 32 + lane as u64) * lb;
+                Ok(Loc::Local((t + addr) as u32))
+            }
+            Space::Const => {
+                if addr + sz > self.l.const_bank.len() as u64 {
+                    return Err(self.err(w, Some(lane), i, "out-of-bounds access", format!("const {what} of {size} bytes at offset {addr:#x}: the module's const bank is {} bytes", self.l.const_bank.len())));
+                }
+                Ok(Loc::Const(addr as u32))
+            }
+            Space::Param => {
+                if addr + sz > self.l.params.len() as u64 {
+                    return Err(self.err(w, Some(lane), i, "out-of-bounds access", format!("param {what} at offset {addr}: the kernel has {} bytes of parameters", self.l.params.len())));
+                }
+                Ok(Loc::Param(addr as u32))
+            }
+            Space::Generic => unreachable!(),
+        }
+    }
+
+    #[inline(always)]
+    fn read_raw(&self, loc: Loc, k: u32, size: u32) -> u64 {
+        unsafe {
+            let p: *const u8 = match loc {
+                Loc::Global(p) => p.add(k as usize),
+                Loc::Shared(o) => self.shared.as_ptr().add((o + k) as usize),
+                Loc::Local(o) => self.local.as_ptr().add((o + k) as usize),
+                Loc::Const(o) => self.l.const_bank.as_ptr().add((o + k) as usize),
+                Loc::Param(o) => self.l.params.as_ptr().add((o + k) as usize),
+            };
+            match size {
+                1 => *p as u64,
+                2 => std::ptr::read_unaligned(p as *const u16) as u64,
+                4 => std::ptr::read_unaligned(p as *const u32) as u64,
+                _ => std::ptr::read_unaligned(p as *const u64),
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn write_raw(&mut self, loc: Loc, k: u32, size: u32, v: u64) {
+        unsafe {
+            let p: *mut u8 = match loc {
+                Loc::Global(p) => p.add(k as usize),
+                Loc::Shared(o) => self.shared.as_mut_ptr().add((o + k) as usize),
+                Loc::Local(o) => self.local.as_mut_ptr().add((o + k) as usize),
+                Loc::Const(_) | Loc::Param(_) => return,
+            };
+            match size {
+                1 => *p = v as u8,
+                2 => std::ptr::write_unaligned(p as *mut u16, v as u16),
+                4 => std::ptr::write_unaligned(p as *mut u32, v as u32),
+                _ => std::ptr::write_unaligned(p as *mut u64, v),
+            }
+        }
+    }
+
+    /// Shadow bookkeeping of a shared access by warp `w`: races between barriers, reads of
+    /// never-written bytes, touching a cp.async destination still in flight.
+    pub(crate) fn check_shared(&mut self, w: &Warp, i: &Inst, lane: usize, off: u32, size: u32, write: bool, atomic: bool) -> R<()> {
+        if self.shadow.is_empty() {
+            return Ok(());
+        }
+        let (races, uninit) = (self.l.opts.races, self.l.opts.uninit);
+        let wid = w.id as u16;
+        let epoch = self.epoch;
+        let end = off + size;
+        let mut word = off / 4;
+        while word * 4 < end {
+            let lo = (word * 4).max(off) - word * 4;
+            let hi = ((word * 4 + 4).min(end)) - word * 4;
+            let bm: u8 = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u8;
+            let s = self.shadow[word as usize];
+            if s.pending != 0 {
+                return Err(self.err(w, Some(lane), i, "cp.async hazard", format!("shared offset {:#x} is the destination of a cp.async still in flight (missing cp.async.wait_group / bar.sync)", word * 4)));
+            }
+            if write {
+                if races && !atomic {
+                    if s.w_epoch == epoch && s.w_warp != wid {
+                        return Err(self.race(w, i, lane, word, "write", "written", s.w_warp));
+                    }
+                    if s.r_epoch == epoch && s.r_warp != wid {
+                        return Err(self.race(w, i, lane, word, "write", "read", s.r_warp));
+                    }
+                }
+                let s = &mut self.shadow[word as usize];
+                s.w_epoch = epoch;
+                s.w_warp = wid;
+                s.init |= bm;
+                if atomic {
+                    s.r_epoch = epoch;
+                    s.r_warp = wid;
+                }
+            } else {
+                if uninit && s.init & bm != bm {
+                    return Err(self.err(w, Some(lane), i, "uninitialised read", format!("shared load of {size} bytes at offset {off:#x} reads bytes never written since the block started")));
+                }
+                if races && !atomic && s.w_epoch == epoch && s.w_warp != wid {
+                    return Err(self.race(w, i, lane, word, "read", "written", s.w_warp));
+                }
+                let s = &mut self.shadow[word as usize];
+                if s.r_epoch != epoch {
+                    s.r_epoch = epoch;
+                    s.r_warp = wid;
+                } else if s.r_warp != wid {
+                    s.r_warp = MULTI_READERS;
+                }
+            }
+            word += 1;
+        }
+        Ok(())
+    }
+
+    fn race(&self, w: &Warp, i: &Inst, lane: usize, word: u32, what: &str, other: &str, other_warp: u16) -> Error {
+        let who = if other_warp == MULTI_READERS { "several other warps".to_string() } else { format!("warp {other_warp} (threads {}..{})", other_warp as u32 * 32, other_warp as u32 * 32 + 31) };
+        self.err(
+            w,
+            Some(lane),
+            i,
+            "shared-memory race",
+            format!("{what} of shared offset {:#x} (warp {}), which {who} {other} in the same barrier interval (missing __syncthreads?)", word * 4, w.id),
+        )
+    }
+
+    fn check_local(&mut self, w: &Warp, i: &Inst, lane: usize, off: u32, size: u32, write: bool) -> R<()> {
+        if self.local_init.is_empty() {
+            return Ok(());
+        }
+        let r = off as usize..(off + size) as usize;
+        if write {
+            self.local_init[r].fill(1);
+        } else if self.local_init[r].iter().any(|&b| b == 0) {
+            return Err(self.err(w, Some(lane), i, "uninitialised read", format!("local load of {size} bytes reads bytes never written by this thread")));
+        }
+        Ok(())
+    }
+
+    /// Uninitialised-read check / init marking of a global access just resolved by `resolve`
+    /// (which left the allocation in `last_alloc`).
+    fn global_shadow(&self, w: &Warp, i: &Inst, lane: usize, addr: u64, size: u32, write: bool, what: &str) -> R<()> {
+        if !self.l.opts.uninit {
+            return Ok(());
+        }
+        let a = &self.l.view.allocs[self.last_alloc];
+        let off = addr - a.base;
+        if write {
+            a.mark_init(off, size as u64);
+        } else if let Some(b) = a.first_uninit(off, size as u64) {
+            return Err(self.err(
+                w,
+                Some(lane),
+                i,
+                "uninitialised read",
+                format!("global {what} of {size} bytes at address {addr:#x} reads byte {:#x} (offset {} of {}) that was never written by the host or a kernel", a.base + b, b, a.describe()),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn load_loc(&self, loc: Loc, size: u32) -> u64 {
+        self.read_raw(loc, 0, size)
+    }
+    pub(crate) fn store_loc(&mut self, loc: Loc, size: u32, v: u64) {
+        self.write_raw(loc, 0, size, v)
+    }
+    pub(crate) fn wmma_global_shadow(&self, w: &Warp, i: &Inst, lane: usize, addr: u64, size: u32, write: bool) -> R<()> {
+        self.global_shadow(w, i, lane, addr, size, write, if write { "wmma store" } else { "wmma load" })
+    }
+
+    pub(crate) fn mem_op(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
+        match i.op {
+            Op::Ld | Op::St => self.ld_st(w, i, mask),
+            Op::Atom | Op::Red => self.atomic(w, i, mask),
+            Op::CpAsync => self.cp_async(w, i, mask),
+            Op::CpAsyncCommit => {
+                w.commit();
+                Ok(())
+            }
+            Op::CpAsyncWait => {
+                let n = i.off as u32;
+                let committed = w.committed();
+                if w.pending_groups().any(|g| g + n < committed) {
+                    self.complete_cp(w, |p| cp_group(p) + n < committed);
+                }
+                Ok(())
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    fn ld_st(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
+        let is_ld = i.op == Op::Ld;
+        let esz = i.ty.bytes();
+        let n = i.n as u32;
+        let total = esz * n;
+        let what = if is_ld { "load" } else { "store" };
+        let vals: &[u32] = if is_ld { &i.d[..n as usize] } else { &self.l.kernel.lists[i.list as usize] };
+        let mut addrs = [0u64; 32];
+        let mut kind = Space::Generic;
+        let mut shared_offs = [0u32; 32];
+        lanes!(mask, l, {
+            let addr = Self::addr_of(w, i, l);
+            addrs[l] = addr;
+            let loc = self.resolve(w, i, l, i.space, addr, total, total, what)?;
+            match loc {
+                Loc::Shared(o) => {
+                    self.check_shared(w, i, l, o, total, !is_ld, false)?;
+                    shared_offs[l] = o;
+                    kind = Space::Shared;
+                }
+                Loc::Global(_) => {
+                    self.global_shadow(w, i, l, addr, total, !is_ld, what)?;
+                    kind = Space::Global
+                }
+                Loc::Local(o) => {
+                    self.check_local(w, i, l, o, total, !is_ld)?;
+                    kind = Space::Local;
+                }
+                _ => {}
+            }
+            for k in 0..n {
+                let slot = vals[k as usize] as usize * 32 + l;
+                if is_ld {
+                    let v = self.read_raw(loc, k * esz, esz);
+                    w.regs[slot] = ext(i.ty, v);
+                } else {
+                    let v = w.regs[slot];
+                    self.write_raw(loc, k * esz, esz, v);
+                }
+            }
+        });
+        let active = mask.count_ones() as u64;
+        match kind {
+            Space::Global => {
+                let sectors = count_sectors(&addrs, mask, total);
+                if is_ld {
+                    self.c.global_load_requests += 1;
+                    self.c.global_load_bytes += active * total as u64;
+                    self.c.global_load_sectors += sectors;
+                } else {
+                    self.c.global_store_requests += 1;
+                    self.c.global_store_bytes += active * total as u64;
+                    self.c.global_store_sectors += sectors;
+                }
+            }
+            Space::Shared => {
+                if is_ld {
+                    self.c.shared_load_requests += 1;
+                } else {
+                    self.c.shared_store_requests += 1;
+                }
+                let (wf, ideal) = shared_wavefronts(&shared_offs, mask, total);
+                self.c.shared_wavefronts += wf;
+                self.c.shared_bank_conflicts += wf - ideal;
+            }
+            Space::Local => {
+                if is_ld {
+                    self.c.local_load_bytes += active * total as u64;
+                } else {
+                    self.c.local_store_bytes += active * total as u64;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn atomic(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
+        let ty = i.ty;
+        let size = ty.bytes();
+        if size != 4 && size != 8 {
+            return Err(self.err(w, None, i, "unsupported", format!("{}-byte atomics", size)));
+        }
+        let has_d = i.op == Op::Atom;
+        self.c.atomics += 1;
+        lanes!(mask, l, {
+            let addr = Self::addr_of(w, i, l);
+            let loc = self.resolve(w, i, l, i.space, addr, size, size, "atomic")?;
+            let b = w.regs[i.s[1] as usize * 32 + l];
+            let c = if i.s[2] != NONE { w.regs[i.s[2] as usize * 32 + l] } else { 0 };
+            if let Loc::Global(_) = loc {
+                self.global_shadow(w, i, l, addr, size, false, "atomic")?;
+                self.global_shadow(w, i, l, addr, size, true, "atomic")?;
+            }
+            let old = match loc {
+                Loc::Global(p) => unsafe {
+                    if size == 4 {
+                        let at = AtomicU32::from_ptr(p as *mut u32);
+                        let mut cur = at.load(Ordering::Relaxed);
+                        loop {
+                            let new = alu::atom_apply(i.sub, ty, cur as u64, b, c) as u32;
+                            match at.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
+                                Ok(_) => break cur as u64,
+                                Err(x) => cur = x,
+                            }
+                        }
+                    } else {
+                        let at = AtomicU64::from_ptr(p as *mut u64);
+                        let mut cur = at.load(Ordering::Relaxed);
+                        loop {
+                            let new = alu::atom_apply(i.sub, ty, cur, b, c);
+                            match at.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
+                                Ok(_) => break cur,
+                                Err(x) => cur = x,
+                            }
+                        }
+                    }
+                },
+                Loc::Shared(o) => {
+                    if self.l.opts.uninit && !self.shadow.is_empty() {
+                        // the read half of the RMW must see initialised data
+                        let s = self.shadow[(o / 4) as usize];
+                        if s.init & 0xf != 0xf && size == 4 {
+                            return Err(self.err(w, Some(l), i, "uninitialised read", format!("atomic on shared offset {o:#x} that was never written since the block started")));
+                        }
+                    }
+                    self.check_shared(w, i, l, o, size, true, true)?;
+                    let cur = self.read_raw(loc, 0, size);
+                    let new = alu::atom_apply(i.sub, ty, cur, b, c);
+                    self.write_raw(loc, 0, size, new);
+                    cur
+                }
+                _ => return Err(self.err(w, Some(l), i, "bad atomic", format!("atomic on address {addr:#x} outside global/shared memory"))),
+            };
+            if has_d {
+                w.regs[i.d[0] as usize * 32 + l] = ext(ty, old);
+            }
+        });
+        Ok(())
+    }
+
+    fn cp_async(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
+        let size = i.n as u32;
+        if !matches!(size, 4 | 8 | 16) || (i.has(fl::CG) && size != 16) {
+            return Err(self.err(w, None, i, "bad cp.async", format!("cp.async size {size} (must be 4, 8 or 16; .cg only 16)")));
+        }
+        let mut gaddrs = [0u64; 32];
+        let mut gmask = 0u32;
+        let mut soffs = [0u32; 32];
+        let group = w.committed();
+        lanes!(mask, l, {
+            let dst = {
+                let base = w.regs[i.s[0] as usize * 32 + l];
+                let base = if i.has(fl::ADDR32) { base & 0xffff_ffff } else { base };
+                base.wrapping_add(i.off as u64)
+            };
+            let src = w.regs[i.s[1] as usize * 32 + l].wrapping_add(i.target as i32 as i64 as u64);
+            let src_size = if i.has(fl::HAS_SRCSIZE) {
+                (w.regs[i.s[2] as usize * 32 + l] as u32).min(size)
+            } else if i.has(fl::IGNORE_SRC) && w.regs[i.s[2] as usize * 32 + l] & 1 != 0 {
+                0
+            } else {
+                size
+            };
+            let dloc = self.resolve(w, i, l, Space::Shared, dst, size, size, "cp.async destination write")?;
+            let Loc::Shared(doff) = dloc else { unreachable!() };
+            self.check_shared(w, i, l, doff, size, true, false)?;
+            let mut data = [0u8; 16];
+            if src_size > 0 {
+                let sloc = self.resolve(w, i, l, Space::Global, src, src_size, size, "cp.async source read")?;
+                self.global_shadow(w, i, l, src, src_size, false, "cp.async source read")?;
+                if let Loc::Global(p) = sloc {
+                    unsafe { std::ptr::copy_nonoverlapping(p, data.as_mut_ptr(), src_size as usize) };
+                }
+                gaddrs[l] = src;
+                gmask |= 1 << l;
+            }
+            if !self.shadow.is_empty() {
+                for word in doff / 4..(doff + size) / 4 {
+                    self.shadow[word as usize].pending = 1;
+                }
+            }
+            soffs[l] = doff;
+            w.pending_mut().push(CpPending::new(l as u8, group, doff, size as u8, data));
+        });
+        if gmask != 0 {
+            self.c.global_load_requests += 1;
+            self.c.global_load_bytes += gmask.count_ones() as u64 * size as u64;
+            self.c.global_load_sectors += count_sectors(&gaddrs, gmask, size);
+        }
+        self.c.shared_store_requests += 1;
+        let (wf, ideal) = shared_wavefronts(&soffs, mask, size);
+        self.c.shared_wavefronts += wf;
+        self.c.shared_bank_conflicts += wf - ideal;
+        Ok(())
+    }
+}
+
+pub(crate) const MULTI_READERS: u16 = 0xffff;
+
+/// Distinct 32-byte sectors touched by the lanes' accesses.
+pub(crate) fn count_sectors(addrs: &[u64; 32], mask: u32, size: u32) -> u64 {
+    let mut s = [0u64; 64];
+    let mut n = 0;
+    lanes!(mask, l, {
+        let a = addrs[l];
+        let first = a >> 5;
+        let last = (a + size as u64 - 1) >> 5;
+        let mut x = first;
+        while x <= last && n < 64 {
+            s[n] = x;
+            n += 1;
+            x += 1;
+        }
+    });
+    let s = &mut s[..n];
+    s.sort_unstable();
+    let mut count = 0;
+    for k in 0..s.len() {
+        if k == 0 || s[k] != s[k - 1] {
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Shared-memory wavefronts of one request and the conflict-free ideal. Lanes are served in
+/// phases (32 lanes for <=32-bit accesses, 16 for 64-bit, 8 for 128-bit); in a phase each of the
+/// 32 banks delivers one distinct 4-byte word per wavefront (same word = broadcast).
+pub(crate) fn shared_wavefronts(offs: &[u32; 32], mask: u32, size: u32) -> (u64, u64) {
+    let per_phase = match size {
+        0..=4 => 32,
+        5..=8 => 16,
+        _ => 8,
+    };
+    let mut total = 0u64;
+    let mut ideal = 0u64;
+    for ph in 0..(32 / per_phase) {
+        let pm = (mask >> (ph * per_phase)) & (if per_phase == 32 { FULL } else { (1u32 << per_phase) - 1 });
+        if pm == 0 {
+            continue;
+        }
+        ideal += 1;
+        // fast path: every word in a distinct bank -> one wavefront
+        let mut banks = 0u32;
+        let mut clash = false;
+        lanes!(pm, k, {
+            let o = offs[ph * per_phase + k];
+            let mut wd = o / 4;
+            while wd * 4 < o + size.max(1) {
+                let bit = 1u32 << (wd % 32);
+                clash |= banks & bit != 0;
+                banks |= bit;
+                wd += 1;
+            }
+        });
+        if !clash {
+            total += 1;
+            continue;
+        }
+        let mut words = [0u32; 128];
+        let mut n = 0;
+        lanes!(pm, k, {
+            let o = offs[ph * per_phase + k];
+            let mut wd = o / 4;
+            while wd * 4 < o + size.max(1) && n < 128 {
+                words[n] = wd;
+                n += 1;
+                wd += 1;
+            }
+        });
+        let ws = &mut words[..n];
+        ws.sort_unstable();
+        let mut per_bank = [0u8; 32];
+        for k in 0..ws.len() {
+            if k == 0 || ws[k] != ws[k - 1] {
+                per_bank[(ws[k] % 32) as usize] += 1;
+            }
+        }
+        total += *per_bank.iter().max().unwrap_or(&1) as u64;
+    }
+    (total.max(ideal), ideal)
+}
+
+impl<'l, 'a> Block<'l, 'a> {
+    /// Reads `n` bytes at a generic address (global, const or this lane's local memory).
+    fn read_generic(&mut self, w: &Warp, i: &Inst, lane: usize, addr: u64, n: u32) -> R<Vec<u8>> {
+        let mut out = Vec::with_capacity(n as usize);
+        for k in 0..n as u64 {
+            let loc = self.resolve(w, i, lane, Space::Generic, addr + k, 1, 1, "printf read")?;
+            out.push(self.read_raw(loc, 0, 1) as u8);
+        }
+        Ok(out)
+    }
+
+    /// vprintf(format, args): formats like the CUDA device printf and prints per lane.
+    pub(crate) fn printf(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
+        let l = self.l.kernel.lists[i.list as usize].clone();
+        let lb = self.l.kernel.local_bytes as u64;
+        lanes!(mask, lane, {
+            // the frame pointer is per thread; read params straight from the local frame
+            let fmt_ptr = {
+                let t = (w.id as u64 * 32 + lane as u64) * lb + l[0] as u64;
+                u64::from_le_bytes(self.local[t as usize..t as usize + 8].try_into().unwrap_or([0; 8]))
+            };
+            let args_ptr = {
+                let t = (w.id as u64 * 32 + lane as u64) * lb + l[1] as u64;
+                u64::from_le_bytes(self.local[t as usize..t as usize + 8].try_into().unwrap_or([0; 8]))
+            };
+            let mut fmt = Vec::new();
+            for k in 0..4096u64 {
+                let c = self.read_generic(w, i, lane, fmt_ptr + k, 1)?[0];
+                if c == 0 {
+                    break;
+                }
+                fmt.push(c);
+            }
+            let text = self.format_printf(w, i, lane, &String::from_utf8_lossy(&fmt), args_ptr)?;
+            print!("{text}");
+            if let Ok(mut p) = self.l.printed.lock() {
+                p.push_str(&text);
+            }
+            if l[2] != NONE {
+                // CUDA's printf returns the number of arguments it parsed
+                let fmt_s = String::from_utf8_lossy(&fmt).replace("%%", "");
+                let nargs = fmt_s.matches('%').count() as u32;
+                let t = ((w.id as u64 * 32 + lane as u64) * lb + l[2] as u64) as usize;
+                self.local[t..t + 4].copy_from_slice(&nargs.to_le_bytes());
+                if !self.local_init.is_empty() {
+                    self.local_init[t..t + 4].fill(1);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn format_printf(&mut self, w: &Warp, i: &Inst, lane: usize, fmt: &str, mut argp: u64) -> R<String> {
+        let mut out = String::new();
+        let mut it = fmt.chars().peekable();
+        while let Some(ch) = it.next() {
+            if ch != '%' {
+                out.push(ch);
+                continue;
+            }
+            let mut spec = String::from("%");
+            let conv = loop {
+                match it.next() {
+                    Some(c) if "diouxXcspfFeEgGaA%".contains(c) => break c,
+                    Some(c) => spec.push(c),
+                    None => break '%',
+                }
+            };
+            if conv == '%' {
+                out.push('%');
+                continue;
+            }
+            let long = spec.contains('l') || matches!(conv, 'f' | 'F' | 'e' | 'E' | 'g' | 'G' | 'a' | 'A' | 'p' | 's');
+            let size = if long { 8 } else { 4 };
+            argp = argp.div_ceil(size) * size;
+            let b = self.read_generic(w, i, lane, argp, size as u32)?;
+            argp += size;
+            let v = if size == 8 { u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) } else { u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as u64 };
+            let prec = spec.split('.').nth(1).and_then(|p| p.trim_end_matches(|c: char| c.is_alphabetic()).parse::<usize>().ok());
+            match conv {
+                'd' | 'i' => out += &(if size == 8 { v as i64 } else { v as u32 as i32 as i64 }).to_string(),
+                'u' => out += &v.to_string(),
+                'x' => out += &format!("{v:x}"),
+                'X' => out += &format!("{v:X}"),
+                'o' => out += &format!("{v:o}"),
+                'c' => out.push(v as u8 as char),
+                'p' => out += &format!("{v:#x}"),
+                's' => {
+                    let mut s = Vec::new();
+                    for k in 0..4096u64 {
+                        let c = self.read_generic(w, i, lane, v + k, 1)?[0];
+                        if c == 0 {
+                            break;
+                        }
+                        s.push(c);
+                    }
+                    out += &String::from_utf8_lossy(&s);
+                }
+                'e' | 'E' => out += &format!("{:.*e}", prec.unwrap_or(6), f64::from_bits(v)),
+                'g' | 'G' => out += &format!("{}", f64::from_bits(v)),
+                _ => out += &format!("{:.*}", prec.unwrap_or(6), f64::from_bits(v)),
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,552 @@
+//! Warp-wide instructions: shfl/vote/match/redux/activemask/bar.warp.sync, ldmatrix/stmatrix and
+//! mma.sync, with the fragment layouts of ptx-semantics.md. `.aligned` ones need the whole warp.
+use super::exec::*;
+use super::fp;
+use super::ir::*;
+use crate::error::Error;
+
+type R<T> = Result<T, Error>;
+
+impl<'l, 'a> Block<'l, 'a> {
+    pub(crate) fn warp_op(&mut self, w: &mut Warp, i: &Inst, mask: u32, _active: u32) -> R<()> {
+        match i.op {
+            Op::Shfl => self.shfl(w, i, mask),
+            Op::Vote => {
+                let m = self.membermask(w, i, mask, i.s[1])?;
+                let neg = i.has(fl::NEG_PRED_SRC);
+                let p = i.s[0] as usize * 32;
+                let mut ballot = 0u32;
+                lanes!(mask, l, {
+                    if (w.regs[p + l] & 1 != 0) != neg {
+                        ballot |= 1 << l;
+                    }
+                });
+                let ballot = ballot & m;
+                let v = match i.sub {
+                    sub::VOTE_ALL => (ballot == (mask & m)) as u64,
+                    sub::VOTE_ANY => (ballot != 0) as u64,
+                    sub::VOTE_UNI => (ballot == 0 || ballot == (mask & m)) as u64,
+                    _ => ballot as u64,
+                };
+                let d = i.d[0] as usize * 32;
+                lanes!(mask, l, {
+                    w.regs[d + l] = v;
+                });
+                Ok(())
+            }
+            Op::Match => {
+                let m = self.membermask(w, i, mask, i.s[1])?;
+                let a = i.s[0] as usize * 32;
+                let d = i.d[0] as usize * 32;
+                let vm = i.ty.mask();
+                let mut vals = [0u64; 32];
+                lanes!(mask, l, {
+                    vals[l] = w.regs[a + l] & vm;
+                });
+                let eff = mask & m;
+                let first = vals[eff.trailing_zeros() as usize & 31];
+                let all_same = {
+                    let mut same = true;
+                    lanes!(eff, l, {
+                        if vals[l] != first {
+                            same = false;
+                        }
+                    });
+                    same
+                };
+                lanes!(mask, l, {
+                    let r = if i.sub == 1 {
+                        if all_same {
+                            eff
+                        } else {
+                            0
+                        }
+                    } else {
+                        let mut r = 0u32;
+                        lanes!(eff, k, {
+                            if vals[k] == vals[l] {
+                                r |= 1 << k;
+                            }
+                        });
+                        r
+                    };
+                    w.regs[d + l] = r as u64;
+                    if i.d[1] != NONE {
+                        w.regs[i.d[1] as usize * 32 + l] = all_same as u64;
+                    }
+                });
+                Ok(())
+            }
+            Op::Redux => {
+                let m = self.membermask(w, i, mask, i.s[1])?;
+                let eff = mask & m;
+                let a = i.s[0] as usize * 32;
+                let signed = i.ty.is_signed();
+                let mut acc: i64 = match i.sub {
+                    sub::A_MIN => {
+                        if signed {
+                            i32::MAX as i64
+                        } else {
+                            u32::MAX as i64
+                        }
+                    }
+                    sub::A_MAX => {
+                        if signed {
+                            i32::MIN as i64
+                        } else {
+                            0
+                        }
+                    }
+                    sub::A_AND => u32::MAX as i64,
+                    _ => 0,
+                };
+                lanes!(eff, l, {
+                    let x = w.regs[a + l];
+                    let v = if signed { x as u32 as i32 as i64 } else { x as u32 as i64 };
+                    acc = match i.sub {
+                        sub::A_ADD => acc.wrapping_add(v),
+                        sub::A_MIN => acc.min(v),
+                        sub::A_MAX => acc.max(v),
+                        sub::A_AND => acc & v,
+                        sub::A_OR => acc | v,
+                        _ => acc ^ v,
+                    };
+                });
+                let r = super::alu::ext(i.ty, acc as u32 as u64);
+                let d = i.d[0] as usize * 32;
+                lanes!(mask, l, {
+                    w.regs[d + l] = r;
+                });
+                Ok(())
+            }
+            Op::Activemask => {
+                let d = i.d[0] as usize * 32;
+                lanes!(mask, l, {
+                    w.regs[d + l] = mask as u64;
+                });
+                Ok(())
+            }
+            Op::BarWarp => {
+                if i.s[0] != NONE {
+                    self.membermask(w, i, mask, i.s[0])?;
+                }
+                Ok(())
+            }
+            Op::Ldmatrix | Op::Stmatrix => self.ldmatrix(w, i, mask),
+            Op::Mma => self.mma(w, i, mask),
+            Op::Wmma => self.wmma(w, i, mask),
+            _ => unreachable!(),
+        }
+    }
+
+    /// Reads the membermask operand and checks that exactly the member lanes execute.
+    fn membermask(&self, w: &Warp, i: &Inst, mask: u32, slot: u32) -> R<u32> {
+        let m = w.regs[slot as usize * 32 + mask.trailing_zeros() as usize] as u32;
+        if self.l.opts.collectives {
+            let missing = m & !mask;
+            if missing != 0 {
+                let exited = missing & w.exited;
+                return Err(self.err(
+                    w,
+                    None,
+                    i,
+                    "partial-warp collective",
+                    format!(
+                        "membermask {m:#010x} names lanes {missing:#010x} that are not executing this instruction ({}); executing lanes: {mask:#010x}",
+                        if exited != 0 { format!("lanes {exited:#010x} have exited or do not exist") } else { "they are on another branch".to_string() }
+                    ),
+                ));
+            }
+            let extra = mask & !m;
+            if extra != 0 {
+                return Err(self.err(w, None, i, "partial-warp collective", format!("lanes {extra:#010x} execute it but are not in membermask {m:#010x}")));
+            }
+        }
+        Ok(m)
+    }
+
+    fn shfl(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
+        let m = self.membermask(w, i, mask, i.s[3])?;
+        let a = i.s[0] as usize * 32;
+        let b = i.s[1] as usize * 32;
+        let c = i.s[2] as usize * 32;
+        let mut vals = [0u64; 32];
+        vals.copy_from_slice(&w.regs[a..a + 32]);
+        let mut out = [0u64; 32];
+        let mut ok = [false; 32];
+        let readable = mask & m;
+        lanes!(mask, l, {
+            let bval = (w.regs[b + l] & 0x1f) as i32;
+            let cv = w.regs[c + l] as u32;
+            let seg = ((cv >> 8) & 0x1f) as i32;
+            let cval = (cv & 0x1f) as i32;
+            let lane = l as i32;
+            let max_lane = (lane & seg) | (cval & !seg);
+            let min_lane = lane & seg;
+            let (j, p) = match i.sub {
+                sub::SHFL_UP => {
+                    let j = lane - bval;
+                    (j, j >= max_lane)
+                }
+                sub::SHFL_DOWN => {
+                    let j = lane + bval;
+                    (j, j <= max_lane)
+                }
+                sub::SHFL_BFLY => {
+                    let j = lane ^ bval;
+                    (j, j <= max_lane)
+                }
+                _ => {
+                    let j = min_lane | (bval & !seg);
+                    (j, j <= max_lane)
+                }
+            };
+            let j = if p { j } else { lane };
+            if p && self.l.opts.collectives && (readable >> j) & 1 == 0 {
+                return Err(self.err(w, Some(l), i, "partial-warp collective", format!("shfl reads lane {j}, which is not executing this shfl.sync or not in membermask {m:#010x}")));
+            }
+            out[l] = vals[j as usize & 31];
+            ok[l] = p;
+        });
+        let d = i.d[0] as usize * 32;
+        lanes!(mask, l, {
+            w.regs[d + l] = out[l] & 0xffff_ffff;
+            if i.d[1] != NONE {
+                w.regs[i.d[1] as usize * 32 + l] = ok[l] as u64;
+            }
+        });
+        Ok(())
+    }
+
+    fn require_full(&self, w: &Warp, i: &Inst, mask: u32, what: &str) -> R<()> {
+        if mask != FULL {
+            let missing = !mask;
+            return Err(self.err(
+                w,
+                None,
+                i,
+                "partial-warp collective",
+                format!("{what} is .sync.aligned: all 32 lanes must execute it together, but lanes {missing:#010x} do not (diverged, exited or beyond the block size)"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn ldmatrix(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
+        let is_ld = i.op == Op::Ldmatrix;
+        self.require_full(w, i, mask, if is_ld { "ldmatrix" } else { "stmatrix" })?;
+        let n = i.n as usize;
+        let regs: Vec<u32> = self.l.kernel.lists[i.list as usize].clone();
+        let mut rows = [0u32; 32];
+        for r in 0..8 * n {
+            let addr = Self::addr_of(w, i, r);
+            let loc = self.resolve(w, i, r, i.space, addr, 16, 16, if is_ld { "ldmatrix row read" } else { "stmatrix row write" })?;
+            let Loc::Shared(o) = loc else {
+                return Err(self.err(w, Some(r), i, "bad address", format!("ldmatrix row address {addr:#x} is not in shared memory")));
+            };
+            self.check_shared(w, i, r, o, 16, !is_ld, false)?;
+            rows[r] = o;
+        }
+        let trans = i.has(fl::TRANS);
+        let rd16 = |s: &Self, off: u32| u16::from_le_bytes([s.shared[off as usize], s.shared[off as usize + 1]]) as u64;
+        for (mi, &slot) in regs.iter().enumerate() {
+            for l in 0..32usize {
+                let (g, t) = ((l >> 2) as u32, (l & 3) as u32);
+                let base = 8 * mi as u32;
+                let (o0, o1) = if !trans {
+                    let r = rows[(base + g) as usize];
+                    (r + 4 * t, r + 4 * t + 2)
+                } else {
+                    (rows[(base + 2 * t) as usize] + 2 * g, rows[(base + 2 * t + 1) as usize] + 2 * g)
+                };
+                let s = slot as usize * 32 + l;
+                if is_ld {
+                    w.regs[s] = rd16(self, o0) | (rd16(self, o1) << 16);
+                } else {
+                    let v = w.regs[s];
+                    self.shared[o0 as usize..o0 as usize + 2].copy_from_slice(&(v as u16).to_le_bytes());
+                    self.shared[o1 as usize..o1 as usize + 2].copy_from_slice(&((v >> 16) as u16).to_le_bytes());
+                }
+            }
+        }
+        if is_ld {
+            self.c.shared_load_requests += 1;
+        } else {
+            self.c.shared_store_requests += 1;
+        }
+        let used = if n == 4 { FULL } else { (1u32 << (8 * n)) - 1 };
+        let (wf, ideal) = super::mem::shared_wavefronts(&rows, used, 16);
+        self.c.shared_wavefronts += wf;
+        self.c.shared_bank_conflicts += wf - ideal;
+        Ok(())
+    }
+
+    fn mma(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
+        self.require_full(w, i, mask, "mma.sync")?;
+        let list = &self.l.kernel.lists[i.list as usize];
+        let (k, na, nb) = match i.sub {
+            sub::MMA_F16_M16N8K16 | sub::MMA_BF16_M16N8K16 => (16, 4, 2),
+            sub::MMA_F16_M16N8K8 | sub::MMA_BF16_M16N8K8 => (8, 2, 1),
+            sub::MMA_TF32_M16N8K8 => (8, 4, 2),
+            sub::MMA_S8_M16N8K32 | sub::MMA_U8_M16N8K32 => (32, 4, 2),
+            _ => (16, 2, 1),
+        };
+        let nd = if i.ty == Ty::F16 { 2 } else { 4 };
+        let nc = if i.ty2 == Ty::F16 { 2 } else { 4 };
+        let (ds, rest) = list.split_at(nd);
+        let (as_, rest) = rest.split_at(na);
+        let (bs, cs) = rest.split_at(nb);
+        let r = |slot: u32, l: usize| w.regs[slot as usize * 32 + l];
+        let int = matches!(i.sub, sub::MMA_S8_M16N8K32 | sub::MMA_U8_M16N8K32 | sub::MMA_S8_M16N8K16);
+        // C in f32 or i32 [16][8]
+        let mut cf = [[0f32; 8]; 16];
+        let mut ci = [[0i64; 8]; 16];
+        for l in 0..32usize {
+            let (g, t) = (l >> 2, l & 3);
+            for e in 0..4 {
+                let (row, col) = (g + 8 * (e >> 1), 2 * t + (e & 1));
+                if int {
+                    ci[row][col] = r(cs[e], l) as u32 as i32 as i64;
+                } else if nc == 2 {
+                    let v = r(cs[e >> 1], l) >> (16 * (e & 1));
+                    cf[row][col] = fp::f16_to_f32(v & 0xffff);
+                } else {
+                    cf[row][col] = f32::from_bits(r(cs[e], l) as u32);
+                }
+            }
+        }
+        if int {
+            let signed = i.sub != sub::MMA_U8_M16N8K32;
+            let mut a = [[0i32; 32]; 16];
+            let mut b = [[0i32; 8]; 32];
+            let byte = |v: u64, j: usize| -> i32 {
+                let x = (v >> (8 * j)) as u8;
+                if signed {
+                    x as i8 as i32
+                } else {
+                    x as i32
+                }
+            };
+            for l in 0..32usize {
+                let (g, t) = (l >> 2, l & 3);
+                for (ri, &s) in as_.iter().enumerate() {
+                    let v = r(s, l);
+                    let row = g + 8 * (ri & 1);
+                    for j in 0..4 {
+                        a[row][4 * t + 16 * (ri >> 1) + j] = byte(v, j);
+                    }
+                }
+                for (ri, &s) in bs.iter().enumerate() {
+                    let v = r(s, l);
+                    for j in 0..4 {
+                        b[4 * t + 16 * ri + j][g] = byte(v, j);
+                    }
+                }
+            }
+            let sat = i.has(fl::SATFINITE);
+            let mut acc = ci;
+            for m in 0..16 {
+                for kk in 0..k {
+                    let av = a[m][kk] as i64;
+                    for n in 0..8 {
+                        acc[m][n] += av * b[kk][n] as i64;
+                    }
+                }
+            }
+            let mut out = [[0u64; 8]; 16];
+            for m in 0..16 {
+                for n in 0..8 {
+                    let v = acc[m][n];
+                    out[m][n] = if sat { v.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32 as u64 } else { v as i32 as u32 as u64 };
+                }
+            }
+            let ds = ds.to_vec();
+            for l in 0..32usize {
+                let (g, t) = (l >> 2, l & 3);
+                for e in 0..4 {
+                    w.regs[ds[e] as usize * 32 + l] = super::alu::ext(Ty::S32, out[g + 8 * (e >> 1)][2 * t + (e & 1)]);
+                }
+            }
+        } else {
+            let mut a = [[0f32; 16]; 16];
+            let mut b = [[0f32; 8]; 16];
+            let conv = |v: u64| -> f32 {
+                match i.sub {
+                    sub::MMA_BF16_M16N8K16 | sub::MMA_BF16_M16N8K8 => fp::bf16_to_f32(v & 0xffff),
+                    _ => fp::f16_to_f32(v & 0xffff),
+                }
+            };
+            for l in 0..32usize {
+                let (g, t) = (l >> 2, l & 3);
+                if i.sub == sub::MMA_TF32_M16N8K8 {
+                    let tf = |v: u64| f32::from_bits(v as u32 & 0xffff_e000);
+                    for (ri, &s) in as_.iter().enumerate() {
+                        a[g + 8 * (ri & 1)][t + 4 * (ri >> 1)] = tf(r(s, l));
+                    }
+                    for (ri, &s) in bs.iter().enumerate() {
+                        b[t + 4 * ri][g] = tf(r(s, l));
+                    }
+                    continue;
+                }
+                for (ri, &s) in as_.iter().enumerate() {
+                    let v = r(s, l);
+                    let (row, col) = (g + 8 * (ri & 1), 2 * t + 8 * (ri >> 1));
+                    a[row][col] = conv(v);
+                    a[row][col + 1] = conv(v >> 16);
+                }
+                for (ri, &s) in bs.iter().enumerate() {
+                    let v = r(s, l);
+                    let kk = 2 * t + 8 * ri;
+                    b[kk][g] = conv(v);
+                    b[kk + 1][g] = conv(v >> 16);
+                }
+            }
+            // n innermost so the 8 columns vectorise; each output still sums k in order
+            let mut out = cf;
+            for m in 0..16 {
+                let row = &mut out[m];
+                for kk in 0..k {
+                    let av = a[m][kk];
+                    let br = &b[kk];
+                    for n in 0..8 {
+                        row[n] += av * br[n];
+                    }
+                }
+            }
+            let ds = ds.to_vec();
+            for l in 0..32usize {
+                let (g, t) = (l >> 2, l & 3);
+                if nd == 2 {
+                    for e in 0..2 {
+                        let row = g + 8 * e;
+                        let lo = fp::Fmt::F16.rn(out[row][2 * t] as f64) as u64;
+                        let hi = fp::Fmt::F16.rn(out[row][2 * t + 1] as f64) as u64;
+                        w.regs[ds[e] as usize * 32 + l] = lo | (hi << 16);
+                    }
+                } else {
+                    for e in 0..4 {
+                        w.regs[ds[e] as usize * 32 + l] = out[g + 8 * (e >> 1)][2 * t + (e & 1)].to_bits() as u64;
+                    }
+                }
+            }
+        }
+        self.c.tensor_macs += 16 * 8 * k as u64;
+        Ok(())
+    }
+
+    /// wmma m16n16k16 with this emulator's fragment layout (the ISA leaves it unspecified): A and
+    /// B use the mma.m16n8k16 fragments (B as two n-tiles), registers 4..7 duplicate 0..3;
+    /// accumulators are two m16n8 C fragments (n-tile 0 then 1).
+    fn wmma(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
+        self.require_full(w, i, mask, "wmma")?;
+        let list = self.l.kernel.lists[i.list as usize].clone();
+        // (row, col) of element `e` (0..16 for A/B halves, 0..8 for C) of lane `l`
+        let a_pos = |l: usize, e: usize| {
+            let (g, t, r, h) = (l >> 2, l & 3, (e / 2) % 4, e % 2);
+            (g + 8 * (r & 1), 2 * t + 8 * (r >> 1) + h)
+        };
+        let b_pos = |l: usize, e: usize| {
+            let (g, t, r, h) = (l >> 2, l & 3, (e / 2) % 4, e % 2);
+            (2 * t + 8 * (r & 1) + h, g + 8 * (r >> 1))
+        };
+        let c_pos = |l: usize, e: usize| {
+            let (g, t, tile, e4) = (l >> 2, l & 3, e >> 2, e & 3);
+            (g + 8 * (e4 >> 1), 2 * t + (e4 & 1) + 8 * tile)
+        };
+        if i.sub == sub::WMMA_MMA {
+            let nd = if i.ty == Ty::F16 { 4 } else { 8 };
+            let nc = if i.ty2 == Ty::F16 { 4 } else { 8 };
+            let (ds, rest) = list.split_at(nd);
+            let (as_, rest) = rest.split_at(8);
+            let (bs, cs) = rest.split_at(8);
+            let conv = |v: u64| if i.n == 1 { fp::bf16_to_f32(v & 0xffff) } else { fp::f16_to_f32(v & 0xffff) };
+            let mut a = [[0f32; 16]; 16];
+            let mut b = [[0f32; 16]; 16];
+            let mut c = [[0f32; 16]; 16];
+            for l in 0..32 {
+                for e in 0..8 {
+                    let va = w.regs[as_[e / 2] as usize * 32 + l] >> (16 * (e % 2));
+                    let (r, k) = a_pos(l, e);
+                    a[r][k] = conv(va);
+                    let vb = w.regs[bs[e / 2] as usize * 32 + l] >> (16 * (e % 2));
+                    let (k, n) = b_pos(l, e);
+                    b[k][n] = conv(vb);
+                    let (r, n) = c_pos(l, e);
+                    c[r][n] = if nc == 4 {
+                        fp::f16_to_f32(w.regs[cs[e / 2] as usize * 32 + l] >> (16 * (e % 2)))
+                    } else {
+                        f32::from_bits(w.regs[cs[e] as usize * 32 + l] as u32)
+                    };
+                }
+            }
+            for m in 0..16 {
+                for k in 0..16 {
+                    let av = a[m][k];
+                    for n in 0..16 {
+                        c[m][n] += av * b[k][n];
+                    }
+                }
+            }
+            for l in 0..32 {
+                if nd == 4 {
+                    for r in 0..4 {
+                        let (m0, n0) = c_pos(l, 2 * r);
+                        let (m1, n1) = c_pos(l, 2 * r + 1);
+                        let lo = fp::Fmt::F16.rn(c[m0][n0] as f64) as u64;
+                        let hi = fp::Fmt::F16.rn(c[m1][n1] as f64) as u64;
+                        w.regs[ds[r] as usize * 32 + l] = lo | (hi << 16);
+                    }
+                } else {
+                    for e in 0..8 {
+                        let (m, n) = c_pos(l, e);
+                        w.regs[ds[e] as usize * 32 + l] = c[m][n].to_bits() as u64;
+                    }
+                }
+            }
+            self.c.tensor_macs += 16 * 16 * 16;
+            return Ok(());
+        }
+        // loads and stores: element (row, col) at base + (row*ld + col)*esz (col-major: col*ld + row)
+        let col_major = i.sub2 == 1;
+        let half = matches!(i.sub, sub::WMMA_LOAD_A | sub::WMMA_LOAD_B) || i.ty == Ty::F16;
+        let esz = if half { 2u32 } else { 4 };
+        let n_el = 8; // A/B: 8 of the 16 duplicated halves; C/D: 8 elements
+        let is_store = i.sub == sub::WMMA_STORE_D;
+        for l in 0..32usize {
+            let base = Self::addr_of(w, i, l);
+            let ld = w.regs[i.s[1] as usize * 32 + l] & 0xffff_ffff;
+            for e in 0..n_el {
+                let (r, cidx) = match i.sub {
+                    sub::WMMA_LOAD_A => a_pos(l, e),
+                    sub::WMMA_LOAD_B => b_pos(l, e),
+                    _ => c_pos(l, e),
+                };
+                let idx = if col_major { cidx as u64 * ld + r as u64 } else { r as u64 * ld + cidx as u64 };
+                let addr = base.wrapping_add(idx * esz as u64);
+                let loc = self.resolve(w, i, l, i.space, addr, esz, esz, if is_store { "wmma store" } else { "wmma load" })?;
+                match loc {
+                    Loc::Shared(o) => self.check_shared(w, i, l, o, esz, is_store, false)?,
+                    Loc::Global(_) => self.wmma_global_shadow(w, i, l, addr, esz, is_store)?,
+                    _ => {}
+                }
+                let (slot, shift) = if half { (list[e / 2], 16 * (e % 2)) } else { (list[e], 0) };
+                let s = slot as usize * 32 + l;
+                if is_store {
+                    let v = (w.regs[s] >> shift) & if half { 0xffff } else { 0xffff_ffff };
+                    self.store_loc(loc, esz, v);
+                } else {
+                    let v = self.load_loc(loc, esz);
+                    w.regs[s] = if half { (w.regs[s] & !(0xffffu64 << shift)) | (v << shift) } else { v };
+                }
+            }
+            if matches!(i.sub, sub::WMMA_LOAD_A | sub::WMMA_LOAD_B) {
+                // registers 4..7 duplicate 0..3
+                for r in 0..4 {
+                    let v = w.regs[list[r] as usize * 32 + l];
+                    w.regs[list[r + 4] as usize * 32 + l] = v;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! Fused multi-head self-attention over packed variable-length sequences
+//! (`kernels/attention.cu`, FlashAttention-2 style, tensor cores, online softmax).
+use half::f16;
+
+use super::{check_align, check_len, check_u32, kerr, launch};
+use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
+use crate::error::Result;
+
+/// Query rows per block.
+pub const TILE_Q: usize = 64;
+
+/// Shape of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionShape {
+    /// Number of sequences (`cu_seqlens` has `batch + 1` entries).
+    pub batch: usize,
+    /// Total packed tokens `T` (= `cu_seqlens[batch]`).
+    pub tokens: usize,
+    /// Longest sequence (sizes the grid; blocks past a sequence's end exit at once).
+    pub max_seqlen: usize,
+    pub heads: usize,
+    /// 32, 64 or 128.
+    pub head_dim: usize,
+    /// Softmax scale; `None` = `1 / sqrt(head_dim)`.
+    pub scale: Option<f32>,
+}
+
+/// `out[T, H] = softmax(Q K^T * scale) V` per sequence and head, with `qkv` `[T, 3H]` holding
+/// q | k | v (head `h` at columns `h*head_dim..` of each part), `H = heads * head_dim`.
+/// `cu_seqlens` is trusted to be monotone with last entry `tokens` and no gap longer than
+/// `max_seqlen` (the packer builds it).
+pub fn attention(
+    dev: &Device, qkv: &DeviceBuffer<f16>, cu_seqlens: &DeviceBuffer<u32>, out: &mut DeviceBuffer<f16>,
+    s: AttentionShape,
+) -> Result<()> {
+    let kernel = match s.head_dim {
+        32 => "attention_f16_d32",
+        64 => "attention_f16_d64",
+        128 => "attention_f16_d128",
+        d => return Err(kerr("attention_f16", format!("head_dim = {d}, expected 32, 64 or 128"))),
+    };
+    let block_n = if s.head_dim == 128 { 32 } else { 64 };
+    if s.batch == 0 || s.heads == 0 || s.max_seqlen == 0 || s.tokens == 0 {
+        return Err(kerr(kernel, format!("batch, heads, tokens and max_seqlen must be positive: {s:?}")));
+    }
+    let h = s.heads * s.head_dim;
+    check_len(kernel, "qkv", qkv, s.tokens * 3 * h)?;
+    check_len(kernel, "cu_seqlens", cu_seqlens, s.batch + 1)?;
+    check_len(kernel, "out", out, s.tokens * h)?;
+    check_align(kernel, "qkv", qkv, 16)?;
+    check_align(kernel, "out", out, 16)?;
+    let scale = s.scale.unwrap_or(1.0 / (s.head_dim as f32).sqrt());
+    let smem = (TILE_Q + 4 * block_n) * s.head_dim * 2;
+    let cfg = LaunchConfig {
+        grid: (
+            check_u32(kernel, "max_seqlen", s.max_seqlen.div_ceil(TILE_Q))?,
+            check_u32(kernel, "heads", s.heads)?,
+            check_u32(kernel, "batch", s.batch)?,
+        ),
+        block: (128, 1, 1),
+        shared_mem_bytes: smem as u32,
+    };
+    let args = [
+        KernelArg::from(qkv),
+        KernelArg::from(cu_seqlens),
+        KernelArg::from(&*out),
+        KernelArg::U32(s.heads as u32),
+        KernelArg::F32(scale * std::f32::consts::LOG2_E),
+    ];
+    launch(dev, kernel, cfg, &args)
+}

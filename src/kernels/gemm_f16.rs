@@ -1,0 +1,49 @@
+//! fp16 GEMM (`kernels/gemm_f16.cu`): `C[M,N] = A[M,K] . W[N,K]^T + bias[n]` then the
+//! [`Epilogue`], f32 accumulation on tensor cores (mma m16n8k16), fp16 out. Same tiles and
+//! pipeline as the int8 GEMM (`kernels/gemm_core.cuh`).
+use half::f16;
+
+use super::gemm_int8::{check_epilogue, check_shape, simple_grid, tiled_grid};
+use super::{check_align, check_len, launch, opt_ptr, Epilogue, Variant};
+use crate::device::{Device, DeviceBuffer, KernelArg};
+use crate::error::Result;
+
+/// `a` `[m, k]`, `w` `[n, k]` (Linear layout), `bias` `[n]`, `out` `[m, n]`; `n`, `k` multiples
+/// of 16, any `m >= 1`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f16(
+    dev: &Device, a: &DeviceBuffer<f16>, w: &DeviceBuffer<f16>, bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize,
+) -> Result<()> {
+    gemm_f16_with(dev, a, w, bias, epilogue, out, m, n, k, Variant::Fast)
+}
+
+/// [`gemm_f16`] with a choice of implementation ([`Variant::Simple`]: one thread per output).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f16_with(
+    dev: &Device, a: &DeviceBuffer<f16>, w: &DeviceBuffer<f16>, bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize, variant: Variant,
+) -> Result<()> {
+    let kernel = if variant == Variant::Fast { "gemm_f16" } else { "gemm_f16_simple" };
+    let (m32, n32, k32) = check_shape(kernel, m, n, k)?;
+    check_len(kernel, "a", a, m * k)?;
+    check_len(kernel, "w", w, n * k)?;
+    check_len(kernel, "out", out, m * n)?;
+    check_epilogue(kernel, bias, &epilogue, m, n)?;
+    check_align(kernel, "a", a, 16)?;
+    check_align(kernel, "w", w, 16)?;
+    check_align(kernel, "out", out, 8)?;
+    let args = [
+        KernelArg::from(a),
+        KernelArg::from(w),
+        opt_ptr(bias),
+        epilogue.residual_arg(),
+        KernelArg::from(&*out),
+        KernelArg::U32(m32),
+        KernelArg::U32(n32),
+        KernelArg::U32(k32),
+        KernelArg::U32(epilogue.code()),
+    ];
+    let cfg = if variant == Variant::Fast { tiled_grid(m, n) } else { simple_grid(m, n) };
+    launch(dev, kernel, cfg, &args)
+}

@@ -1,0 +1,152 @@
+//! LayerNorm of fp16 rows with f32 statistics: `y = LN(x + residual + bias) * gamma + beta`,
+//! optionally also int8 codes with a per-row scale for the next W8A8 GEMM.
+//!
+//! Fast path (`layernorm_f16`, `layernorm_f16_q8` in `kernels/layernorm.cu`): hidden a multiple
+//! of 8 up to 4096, 16-byte vectors, one pass over memory, parameters read once per block.
+//! Any other hidden (or [`Variant::Simple`]) uses `layernorm_f16_simple`.
+use half::f16;
+
+use super::{check_align, check_len, check_u32, kerr, launch, opt_ptr, Variant};
+use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
+use crate::error::Result;
+
+/// Largest hidden size of the register-resident fast path (4 vectors of 8 per thread, 128 threads).
+pub const MAX_FAST_HIDDEN: usize = 4096;
+/// Rows each block of the fast path walks: amortises the per-block parameter read (<= 1/32 of
+/// the row traffic) while keeping thousands of tokens spread over >= 100 blocks.
+pub const ROWS_PER_BLOCK: usize = 32;
+
+/// Int8 side output of [`layernorm_f16_q8`].
+pub struct Q8Out<'a> {
+    /// `[rows, hidden]` int8 codes of the fp16 output.
+    pub q: &'a mut DeviceBuffer<i8>,
+    /// `[rows]` scales (absmax / 127).
+    pub scale: &'a mut DeviceBuffer<f32>,
+}
+
+/// `out[r] = LN(x[r] + residual[r] + bias) * gamma + beta` over `rows` rows of `hidden`.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_f16(
+    dev: &Device, x: &DeviceBuffer<f16>, residual: Option<&DeviceBuffer<f16>>, bias: Option<&DeviceBuffer<f16>>,
+    gamma: &DeviceBuffer<f16>, beta: &DeviceBuffer<f16>, out: &mut DeviceBuffer<f16>, rows: usize, hidden: usize,
+    eps: f32,
+) -> Result<()> {
+    layernorm_f16_with(dev, x, residual, bias, gamma, beta, out, rows, hidden, eps, Variant::Fast)
+}
+
+/// [`layernorm_f16`] with a choice of implementation.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_f16_with(
+    dev: &Device, x: &DeviceBuffer<f16>, residual: Option<&DeviceBuffer<f16>>, bias: Option<&DeviceBuffer<f16>>,
+    gamma: &DeviceBuffer<f16>, beta: &DeviceBuffer<f16>, out: &mut DeviceBuffer<f16>, rows: usize, hidden: usize,
+    eps: f32, variant: Variant,
+) -> Result<()> {
+    run(dev, x, residual, bias, gamma, beta, out, None, rows, hidden, eps, variant)
+}
+
+/// [`layernorm_f16`] that also writes int8 codes of the (fp16-rounded) output and per-row
+/// scales, exactly what [`super::quantize_i8`] would compute from `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_f16_q8(
+    dev: &Device, x: &DeviceBuffer<f16>, residual: Option<&DeviceBuffer<f16>>, bias: Option<&DeviceBuffer<f16>>,
+    gamma: &DeviceBuffer<f16>, beta: &DeviceBuffer<f16>, out: &mut DeviceBuffer<f16>, q8: Q8Out<'_>, rows: usize,
+    hidden: usize, eps: f32,
+) -> Result<()> {
+    run(dev, x, residual, bias, gamma, beta, out, Some(q8), rows, hidden, eps, Variant::Fast)
+}
+
+/// [`layernorm_f16_q8`] with a choice of implementation.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_f16_q8_with(
+    dev: &Device, x: &DeviceBuffer<f16>, residual: Option<&DeviceBuffer<f16>>, bias: Option<&DeviceBuffer<f16>>,
+    gamma: &DeviceBuffer<f16>, beta: &DeviceBuffer<f16>, out: &mut DeviceBuffer<f16>, q8: Q8Out<'_>, rows: usize,
+    hidden: usize, eps: f32, variant: Variant,
+) -> Result<()> {
+    run(dev, x, residual, bias, gamma, beta, out, Some(q8), rows, hidden, eps, variant)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    dev: &Device, x: &DeviceBuffer<f16>, residual: Option<&DeviceBuffer<f16>>, bias: Option<&DeviceBuffer<f16>>,
+    gamma: &DeviceBuffer<f16>, beta: &DeviceBuffer<f16>, out: &mut DeviceBuffer<f16>, q8: Option<Q8Out<'_>>,
+    rows: usize, hidden: usize, eps: f32, variant: Variant,
+) -> Result<()> {
+    let fast = variant == Variant::Fast && hidden % 8 == 0 && hidden <= MAX_FAST_HIDDEN;
+    let kernel = match (fast, q8.is_some()) {
+        (true, false) => "layernorm_f16",
+        (true, true) => "layernorm_f16_q8",
+        (false, _) => "layernorm_f16_simple",
+    };
+    if rows == 0 || hidden == 0 {
+        return Err(kerr(kernel, format!("rows = {rows} and hidden = {hidden} must be positive")));
+    }
+    if !(eps > 0.0 && eps.is_finite()) {
+        return Err(kerr(kernel, format!("eps = {eps} must be positive and finite")));
+    }
+    let n = rows * hidden;
+    check_len(kernel, "x", x, n)?;
+    check_len(kernel, "out", out, n)?;
+    check_len(kernel, "gamma", gamma, hidden)?;
+    check_len(kernel, "beta", beta, hidden)?;
+    if let Some(r) = residual {
+        check_len(kernel, "residual", r, n)?;
+    }
+    if let Some(b) = bias {
+        check_len(kernel, "bias", b, hidden)?;
+    }
+    if let Some(q) = &q8 {
+        check_len(kernel, "q", q.q, n)?;
+        check_len(kernel, "scale", q.scale, rows)?;
+    }
+    let rows32 = check_u32(kernel, "rows", rows)?;
+    let hidden32 = check_u32(kernel, "hidden", hidden)?;
+    if fast {
+        for (name, b) in [("x", Some(x)), ("residual", residual), ("bias", bias), ("gamma", Some(gamma)), ("beta", Some(beta))] {
+            if let Some(b) = b {
+                check_align(kernel, name, b, 16)?;
+            }
+        }
+        check_align(kernel, "out", out, 16)?;
+        if let Some(q) = &q8 {
+            check_align(kernel, "q", q.q, 8)?;
+        }
+        // threads: enough for <= 4 vectors each, whole warps
+        let nvec = hidden / 8;
+        let threads = (nvec.div_ceil(4).div_ceil(32) * 32).max(32) as u32;
+        let grid = rows.div_ceil(ROWS_PER_BLOCK) as u32;
+        let cfg = LaunchConfig::linear(grid, threads, (3 * hidden * 2) as u32);
+        let mut args = vec![
+            KernelArg::from(x),
+            opt_ptr(residual),
+            opt_ptr(bias),
+            KernelArg::from(gamma),
+            KernelArg::from(beta),
+            KernelArg::from(&*out),
+        ];
+        if let Some(q) = &q8 {
+            args.push(KernelArg::from(&*q.q));
+            args.push(KernelArg::from(&*q.scale));
+        }
+        args.extend([KernelArg::U32(rows32), KernelArg::U32(hidden32), KernelArg::F32(eps)]);
+        launch(dev, kernel, cfg, &args)
+    } else {
+        let cfg = LaunchConfig::linear(rows32, 256, (hidden * 4) as u32);
+        let (qa, sa) = match &q8 {
+            Some(q) => (KernelArg::from(&*q.q), KernelArg::from(&*q.scale)),
+            None => (KernelArg::Ptr(0), KernelArg::Ptr(0)),
+        };
+        let args = [
+            KernelArg::from(x),
+            opt_ptr(residual),
+            opt_ptr(bias),
+            KernelArg::from(gamma),
+            KernelArg::from(beta),
+            KernelArg::from(&*out),
+            qa,
+            sa,
+            KernelArg::U32(hidden32),
+            KernelArg::F32(eps),
+        ];
+        launch(dev, kernel, cfg, &args)
+    }
+}

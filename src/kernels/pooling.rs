@@ -1,0 +1,45 @@
+//! Sentence pooling over packed sequences (`kernels/pooling.cu`), f32 out.
+use half::f16;
+
+use super::{check_align, check_len, check_multiple, check_u32, launch};
+use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
+use crate::error::Result;
+
+/// How a sequence's token states become one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over the sequence's tokens.
+    Mean,
+    /// The first ([CLS]) token.
+    Cls,
+}
+
+/// `out[b, :] = pool(x[cu_seqlens[b] .. cu_seqlens[b+1], :])`, optionally L2-normalised
+/// (`x / max(|x|, 1e-12)`). `x` is `[tokens, hidden]`, `cu_seqlens` has `batch + 1` entries
+/// (monotone, last <= tokens: trusted, as they come from the packer); empty sequences give 0.
+#[allow(clippy::too_many_arguments)]
+pub fn pool(
+    dev: &Device, x: &DeviceBuffer<f16>, cu_seqlens: &DeviceBuffer<u32>, out: &mut DeviceBuffer<f32>, batch: usize,
+    tokens: usize, hidden: usize, mode: Pooling, l2norm: bool,
+) -> Result<()> {
+    const K: &str = "pool_f16";
+    check_multiple(K, "hidden", hidden, 2)?;
+    check_len(K, "x", x, tokens * hidden)?;
+    check_len(K, "cu_seqlens", cu_seqlens, batch + 1)?;
+    check_len(K, "out", out, batch * hidden)?;
+    check_align(K, "x", x, 4)?;
+    check_align(K, "out", out, 8)?;
+    if batch == 0 {
+        return Err(super::kerr(K, "batch must be positive"));
+    }
+    let args = [
+        KernelArg::from(x),
+        KernelArg::from(cu_seqlens),
+        KernelArg::from(&*out),
+        KernelArg::U32(check_u32(K, "hidden", hidden)?),
+        KernelArg::U32((mode == Pooling::Cls) as u32),
+        KernelArg::U32(l2norm as u32),
+    ];
+    let threads = (hidden / 2).clamp(32, 256).div_ceil(32) as u32 * 32;
+    launch(dev, K, LaunchConfig::linear(batch as u32, threads, (hidden * 4) as u32), &args)
+}

@@ -1,0 +1,212 @@
+//! Plain f32 CPU references of every kernel (inputs are the exact fp16/int8 values the kernels
+//! read). Tests and the report compare device results against these.
+use half::f16;
+
+fn f(x: &[f16]) -> Vec<f32> {
+    x.iter().map(|v| v.to_f32()).collect()
+}
+
+/// `LN(x + residual + bias) * gamma + beta` per row, f32 (two-pass statistics in f64).
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm(
+    x: &[f16], residual: Option<&[f16]>, bias: Option<&[f16]>, gamma: &[f16], beta: &[f16], rows: usize, hidden: usize,
+    eps: f32,
+) -> Vec<f32> {
+    let mut out = vec![0f32; rows * hidden];
+    for r in 0..rows {
+        let v: Vec<f64> = (0..hidden)
+            .map(|i| {
+                let mut s = x[r * hidden + i].to_f32() as f64;
+                if let Some(res) = residual {
+                    s += res[r * hidden + i].to_f32() as f64;
+                }
+                if let Some(b) = bias {
+                    s += b[i].to_f32() as f64;
+                }
+                s
+            })
+            .collect();
+        let mean = v.iter().sum::<f64>() / hidden as f64;
+        let var = v.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / hidden as f64;
+        let rstd = 1.0 / (var + eps as f64).sqrt();
+        for i in 0..hidden {
+            out[r * hidden + i] = ((v[i] - mean) * rstd * gamma[i].to_f32() as f64 + beta[i].to_f32() as f64) as f32;
+        }
+    }
+    out
+}
+
+/// The kernels' per-row int8 rule on already-fp16 values: `(codes, scales)`; exact f32 ops.
+pub fn quantize(x: &[f16], rows: usize, hidden: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut q = vec![0i8; rows * hidden];
+    let mut s = vec![0f32; rows];
+    for r in 0..rows {
+        let row = &x[r * hidden..(r + 1) * hidden];
+        let amax = row.iter().fold(0f32, |m, v| m.max(v.to_f32().abs()));
+        let inv = if amax > 0.0 { 127.0f32 / amax } else { 0.0 };
+        for (i, v) in row.iter().enumerate() {
+            q[r * hidden + i] = (v.to_f32() * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+        }
+        s[r] = amax / 127.0;
+    }
+    (q, s)
+}
+
+/// Exact int32 `A[m,k] . W[n,k]^T`.
+pub fn gemm_i32(a: &[i8], w: &[i8], m: usize, n: usize, k: usize) -> Vec<i32> {
+    let mut c = vec![0i32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let (ar, wr) = (&a[i * k..(i + 1) * k], &w[j * k..(j + 1) * k]);
+            c[i * n + j] = ar.iter().zip(wr).map(|(&x, &y)| x as i32 * y as i32).sum();
+        }
+    }
+    c
+}
+
+/// `A[m,k] . W[n,k]^T` in f64 accumulation, returned as f32.
+pub fn gemm_f32(a: &[f16], w: &[f16], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let (a, w) = (f(a), f(w));
+    let mut c = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let (ar, wr) = (&a[i * k..(i + 1) * k], &w[j * k..(j + 1) * k]);
+            c[i * n + j] = ar.iter().zip(wr).map(|(&x, &y)| x as f64 * y as f64).sum::<f64>() as f32;
+        }
+    }
+    c
+}
+
+/// The GEMM epilogue of the kernels: 0 none, 1 GELU, 2 residual, 3 tanh (after + bias).
+pub fn epilogue(acc: &[f32], bias: Option<&[f16]>, epi: u32, residual: Option<&[f16]>, n: usize) -> Vec<f32> {
+    acc.iter()
+        .enumerate()
+        .map(|(idx, &v)| {
+            let mut v = v + bias.map_or(0.0, |b| b[idx % n].to_f32());
+            match epi {
+                1 => v = gelu(v),
+                2 => v += residual.expect("residual epilogue needs a residual")[idx].to_f32(),
+                3 => v = v.tanh(),
+                _ => {}
+            }
+            v
+        })
+        .collect()
+}
+
+/// Dequantised int8 GEMM before the epilogue: `acc * a_scale[m] * w_scale[n]` (same f32 ops
+/// as the kernel).
+pub fn dequant(acc: &[i32], a_scale: &[f32], w_scale: &[f32], n: usize) -> Vec<f32> {
+    acc.iter().enumerate().map(|(i, &c)| c as f32 * a_scale[i / n] * w_scale[i % n]).collect()
+}
+
+/// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`.
+pub fn gelu(x: f32) -> f32 {
+    let x = x as f64;
+    (0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))) as f32
+}
+
+/// erf to ~1e-15 (series for |x| < 2.5, continued fraction of erfc beyond).
+pub fn erf(x: f64) -> f64 {
+    let ax = x.abs();
+    let r = if ax < 2.5 {
+        // erf x = 2/sqrt(pi) * sum_n (-1)^n x^(2n+1) / (n! (2n+1))
+        let (mut term, mut sum, x2) = (ax, ax, ax * ax);
+        let mut n = 0.0;
+        while term.abs() > 1e-17 * sum.abs() {
+            n += 1.0;
+            term *= -x2 / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // erfc x = exp(-x^2)/sqrt(pi) * 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...))))
+        let mut cf = ax;
+        for k in (1..60).rev() {
+            cf = ax + (k as f64 / 2.0) / cf;
+        }
+        1.0 - (-ax * ax).exp() / std::f64::consts::PI.sqrt() / cf
+    };
+    r.copysign(x)
+}
+
+/// Attention over packed sequences, f64 softmax; `qkv` `[T, 3H]`, returns `[T, H]`.
+pub fn attention(qkv: &[f16], cu_seqlens: &[u32], heads: usize, d: usize, scale: f32) -> Vec<f32> {
+    let h = heads * d;
+    let t = *cu_seqlens.last().unwrap() as usize;
+    let x = f(qkv);
+    let mut out = vec![0f32; t * h];
+    for w in cu_seqlens.windows(2) {
+        let (s0, s1) = (w[0] as usize, w[1] as usize);
+        for hd in 0..heads {
+            for qi in s0..s1 {
+                let q = &x[qi * 3 * h + hd * d..][..d];
+                let sc: Vec<f64> = (s0..s1)
+                    .map(|ki| {
+                        let k = &x[ki * 3 * h + h + hd * d..][..d];
+                        q.iter().zip(k).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale as f64
+                    })
+                    .collect();
+                let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let p: Vec<f64> = sc.iter().map(|s| (s - mx).exp()).collect();
+                let l: f64 = p.iter().sum();
+                for c in 0..d {
+                    let mut acc = 0f64;
+                    for (j, ki) in (s0..s1).enumerate() {
+                        acc += p[j] * x[ki * 3 * h + 2 * h + hd * d + c] as f64;
+                    }
+                    out[qi * h + hd * d + c] = (acc / l) as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Mean (or CLS) pooling per sequence, optional L2 norm; f32 `[batch, hidden]`.
+pub fn pool(x: &[f16], cu_seqlens: &[u32], hidden: usize, cls: bool, l2norm: bool) -> Vec<f32> {
+    let mut out = Vec::new();
+    for w in cu_seqlens.windows(2) {
+        let (s0, s1) = (w[0] as usize, w[1] as usize);
+        let toks = if cls { s0..(s0 + 1).min(s1) } else { s0..s1 };
+        let n = toks.len();
+        let mut v = vec![0f64; hidden];
+        for t in toks {
+            for c in 0..hidden {
+                v[c] += x[t * hidden + c].to_f32() as f64;
+            }
+        }
+        if n > 0 {
+            v.iter_mut().for_each(|a| *a /= n as f64);
+        }
+        if l2norm {
+            let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|a| *a /= norm);
+        }
+        out.extend(v.iter().map(|&a| a as f32));
+    }
+    out
+}
+
+/// Embedding sum + layernorm (the three fp16 rows are summed without intermediate rounding).
+#[allow(clippy::too_many_arguments)]
+pub fn embedding_layernorm(
+    ids: &[u32], pos_ids: &[u32], type_ids: &[u32], word: &[f16], pos: &[f16], typ: &[f16], gamma: &[f16], beta: &[f16],
+    hidden: usize, eps: f32,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(ids.len() * hidden);
+    for i in 0..ids.len() {
+        let row: Vec<f64> = (0..hidden)
+            .map(|c| {
+                word[ids[i] as usize * hidden + c].to_f32() as f64
+                    + pos[pos_ids[i] as usize * hidden + c].to_f32() as f64
+                    + typ[type_ids[i] as usize * hidden + c].to_f32() as f64
+            })
+            .collect();
+        let mean = row.iter().sum::<f64>() / hidden as f64;
+        let var = row.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / hidden as f64;
+        let rstd = 1.0 / (var + eps as f64).sqrt();
+        out.extend((0..hidden).map(|c| ((row[c] - mean) * rstd * gamma[c].to_f32() as f64 + beta[c].to_f32() as f64) as f32));
+    }
+    out
+}
