@@ -1,5 +1,5 @@
 //! Shared by the integration tests: the bundled model and the golden outputs of
-//! `../shared/golden/all-MiniLM-L6-v2` (made by PyTorch + transformers, see its README).
+//! `tests/golden/all-MiniLM-L6-v2` (a copy of the shared golden files, made by PyTorch + transformers, see its README).
 #![allow(dead_code)]
 use std::path::PathBuf;
 
@@ -13,12 +13,13 @@ pub fn model_dir() -> PathBuf {
     fusebert::model::bundled_model_dir().expect("bundled model not installed: run `bash scripts/setup.sh`")
 }
 
-/// The golden folder: `FUSEBERT_GOLDEN`, else `<crate>/../shared/golden/all-MiniLM-L6-v2`.
+/// The golden folder: `FUSEBERT_GOLDEN`, else the copy kept in the repository
+/// (`tests/golden/`, byte-identical to the team's shared golden files, never regenerated).
 pub fn golden_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("FUSEBERT_GOLDEN") {
         return PathBuf::from(p);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/all-MiniLM-L6-v2")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/all-MiniLM-L6-v2")
 }
 
 /// One golden case: `B` texts padded to `L` tokens, hidden size `H`.
