@@ -43,6 +43,9 @@ pub fn attention(
     if s.batch == 0 || s.heads == 0 || s.max_seqlen == 0 || s.tokens == 0 {
         return Err(kerr(kernel, format!("batch, heads, tokens and max_seqlen must be positive: {s:?}")));
     }
+    if s.batch > 65_535 || s.heads > 65_535 {
+        return Err(kerr(kernel, format!("batch = {} and heads = {} must be <= 65535 (grid y/z)", s.batch, s.heads)));
+    }
     let h = s.heads * s.head_dim;
     check_len(kernel, "qkv", qkv, s.tokens * 3 * h)?;
     check_len(kernel, "cu_seqlens", cu_seqlens, s.batch + 1)?;
