@@ -21,9 +21,9 @@ fn case(dev: &fusebert::Device, seed: u64, d: usize, heads: usize, lens: &[u32])
     let qkv = rand_f16(&mut r, t * 3 * h, 1.0);
     let (dq, dc) = (dev.upload(&qkv).unwrap(), dev.upload(&cu).unwrap());
     let mut out = poisoned::<f16>(dev, t * h);
-    let max_seqlen = *lens.iter().max().unwrap() as usize;
     clear(dev);
-    let shape = AttentionShape { batch: lens.len(), tokens: t, max_seqlen, heads, head_dim: d, scale: None };
+    let shape = AttentionShape::from_cu_seqlens(&cu, heads, d).unwrap();
+    assert_eq!((shape.batch, shape.tokens, shape.max_seqlen), (lens.len(), t, *lens.iter().max().unwrap() as usize));
     kernels::attention(dev, &dq, &dc, &mut out, shape).unwrap();
     let want = reference::attention(&qkv, &cu, heads, d, 1.0 / (d as f32).sqrt());
     let what = format!("attention d {d} heads {heads} lens {lens:?}");
@@ -75,4 +75,6 @@ fn attention_rejects_bad_head_dim() {
     assert_kernel_err(kernels::attention(&dev, &qkv, &cu, &mut out, s), "attention");
     let s = AttentionShape { head_dim: 32, tokens: 2, ..s };
     assert_kernel_err(kernels::attention(&dev, &qkv, &cu, &mut out, s), "attention_f16_d32");
+    assert_kernel_err(AttentionShape::from_cu_seqlens(&[0, 5, 3], 1, 32), "attention");
+    assert_kernel_err(AttentionShape::from_cu_seqlens(&[1, 5], 1, 32), "attention");
 }

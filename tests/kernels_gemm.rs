@@ -14,13 +14,15 @@ use kernels_util::*;
 
 const MS: [usize; 4] = [1, 7, 129, 300];
 const NKS: [(usize, usize); 3] = [(64, 96), (96, 384), (384, 64)];
+/// K tails inside a 64-byte stage (int8 K 16/48/80; fp16 K 16 = one 32-byte k-step) and N = 16, 48.
+const TAILS: [(usize, usize); 3] = [(16, 16), (48, 80), (16, 48)];
 
 #[test]
 fn int8_accumulators_bit_exact_on_ragged_shapes() {
     let mut r = rng(1);
     for dev in devices() {
         for &m in &MS {
-            for &(n, k) in &NKS {
+            for &(n, k) in NKS.iter().chain(&TAILS) {
                 let a = rand_i8(&mut r, m * k);
                 let w = rand_i8(&mut r, n * k);
                 let (da, dw) = (dev.upload(&a).unwrap(), dev.upload(&w).unwrap());
@@ -134,6 +136,10 @@ fn f16_gemm_with_every_epilogue() {
             }
         }
         max = max.max(f16_case(&dev, &mut r, 129, 768, 1536, 1, Variant::Fast));
+        for &(n, k) in &TAILS {
+            max = max.max(f16_case(&dev, &mut r, 7, n, k, 0, Variant::Fast));
+            max = max.max(f16_case(&dev, &mut r, 65, n, k, 2, Variant::Fast));
+        }
         for epi in 0..4 {
             max = max.max(f16_case(&dev, &mut r, 7, 96, 384, epi, Variant::Fast));
             max = max.max(f16_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple));

@@ -25,6 +25,32 @@ pub struct AttentionShape {
     pub scale: Option<f32>,
 }
 
+impl AttentionShape {
+    /// The shape of a packed batch from its host-side `cu_seqlens` (validated: starts at 0,
+    /// non-decreasing, at least one sequence, no sequence longer than 65535 * 64).
+    pub fn from_cu_seqlens(cu_seqlens: &[u32], heads: usize, head_dim: usize) -> Result<Self> {
+        let k = "attention_f16";
+        if cu_seqlens.len() < 2 || cu_seqlens[0] != 0 {
+            return Err(kerr(k, format!("cu_seqlens must start at 0 and have >= 2 entries, got {cu_seqlens:?}")));
+        }
+        let mut max_seqlen = 0usize;
+        for (i, w) in cu_seqlens.windows(2).enumerate() {
+            if w[1] < w[0] {
+                return Err(kerr(k, format!("cu_seqlens decreases at sequence {i}: {} -> {}", w[0], w[1])));
+            }
+            max_seqlen = max_seqlen.max((w[1] - w[0]) as usize);
+        }
+        Ok(AttentionShape {
+            batch: cu_seqlens.len() - 1,
+            tokens: *cu_seqlens.last().unwrap_or(&0) as usize,
+            max_seqlen,
+            heads,
+            head_dim,
+            scale: None,
+        })
+    }
+}
+
 /// `out[T, H] = softmax(Q K^T * scale) V` per sequence and head, with `qkv` `[T, 3H]` holding
 /// q | k | v (head `h` at columns `h*head_dim..` of each part), `H = heads * head_dim`.
 /// `cu_seqlens` is trusted to be monotone with last entry `tokens` and no gap longer than
