@@ -65,12 +65,14 @@ fn bench(c: &mut Criterion) {
     let cu: Vec<u32> = (0..=batch as u32).map(|i| i * seq as u32).collect();
     let dcu = dev.upload(&cu).unwrap();
     let shape = kernels::AttentionShape { batch, tokens, max_seqlen: seq, heads: 12, head_dim: 64, scale: None };
-    g.bench_function(format!("attention_d64_{batch}x{seq}"), |b| {
-        b.iter(|| {
-            kernels::attention(&dev, &qkv, &dcu, &mut y, shape).unwrap();
-            dev.synchronize().unwrap();
-        })
-    });
+    for v in [Variant::Fast, Variant::Simple] {
+        g.bench_function(format!("attention_d64_{v:?}_{batch}x{seq}"), |b| {
+            b.iter(|| {
+                kernels::attention_with(&dev, &qkv, &dcu, &mut y, shape, v).unwrap();
+                dev.synchronize().unwrap();
+            })
+        });
+    }
     g.finish();
 }
 

@@ -66,6 +66,27 @@ fn attention_d128_ragged() {
 }
 
 #[test]
+fn attention_simple_baseline_matches_reference() {
+    for dev in devices() {
+        let mut r = rng(9);
+        let (d, heads, lens) = (64usize, 2usize, [1u32, 17, 130]);
+        let mut cu = vec![0u32];
+        for l in lens {
+            cu.push(cu.last().unwrap() + l);
+        }
+        let t = *cu.last().unwrap() as usize;
+        let qkv = rand_f16(&mut r, t * 3 * heads * d, 1.0);
+        let (dq, dc) = (dev.upload(&qkv).unwrap(), dev.upload(&cu).unwrap());
+        let mut out = poisoned::<f16>(&dev, t * heads * d);
+        let shape = AttentionShape::from_cu_seqlens(&cu, heads, d).unwrap();
+        kernels::attention_with(&dev, &dq, &dc, &mut out, shape, kernels::Variant::Simple).unwrap();
+        let want = reference::attention(&qkv, &cu, heads, d, 1.0 / (d as f32).sqrt());
+        // exact-exp f32 softmax, one fp16 rounding of O: 2^-11 |o| + 1e-5
+        check_close("attention simple", &to_f32(&out.to_host().unwrap()), &want, |w, _| half_ulp(w) + 1e-5);
+    }
+}
+
+#[test]
 fn attention_rejects_bad_head_dim() {
     let dev = fusebert::Device::emulator().unwrap();
     let qkv = dev.upload(&vec![f16::ONE; 3 * 48]).unwrap();

@@ -2,7 +2,7 @@
 //! (`kernels/attention.cu`, FlashAttention-2 style, tensor cores, online softmax).
 use half::f16;
 
-use super::{check_align, check_len, check_u32, kerr, launch};
+use super::{check_align, check_len, check_u32, kerr, launch, Variant};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 use crate::error::Result;
 
@@ -59,6 +59,18 @@ pub fn attention(
     dev: &Device, qkv: &DeviceBuffer<f16>, cu_seqlens: &DeviceBuffer<u32>, out: &mut DeviceBuffer<f16>,
     s: AttentionShape,
 ) -> Result<()> {
+    attention_with(dev, qkv, cu_seqlens, out, s, Variant::Fast)
+}
+
+/// [`attention`] with a choice of implementation ([`Variant::Simple`]: one block per
+/// (token, head), scores in shared memory, exact `expf`; `max_seqlen` <= 12288).
+pub fn attention_with(
+    dev: &Device, qkv: &DeviceBuffer<f16>, cu_seqlens: &DeviceBuffer<u32>, out: &mut DeviceBuffer<f16>,
+    s: AttentionShape, variant: Variant,
+) -> Result<()> {
+    if variant == Variant::Simple {
+        return simple(dev, qkv, cu_seqlens, out, s);
+    }
     let kernel = match s.head_dim {
         32 => "attention_f16_d32",
         64 => "attention_f16_d64",
@@ -97,4 +109,33 @@ pub fn attention(
         KernelArg::F32(scale * std::f32::consts::LOG2_E),
     ];
     launch(dev, kernel, cfg, &args)
+}
+
+fn simple(
+    dev: &Device, qkv: &DeviceBuffer<f16>, cu_seqlens: &DeviceBuffer<u32>, out: &mut DeviceBuffer<f16>,
+    s: AttentionShape,
+) -> Result<()> {
+    const K: &str = "attention_f16_simple";
+    if s.batch == 0 || s.heads == 0 || s.tokens == 0 || s.head_dim == 0 || s.max_seqlen == 0 || s.max_seqlen > 12288 {
+        return Err(kerr(K, format!("batch, heads, tokens, head_dim positive and 0 < max_seqlen <= 12288: {s:?}")));
+    }
+    let h = s.heads * s.head_dim;
+    check_len(K, "qkv", qkv, s.tokens * 3 * h)?;
+    check_len(K, "cu_seqlens", cu_seqlens, s.batch + 1)?;
+    check_len(K, "out", out, s.tokens * h)?;
+    let cfg = LaunchConfig {
+        grid: (check_u32(K, "tokens", s.tokens)?, check_u32(K, "heads", s.heads)?, 1),
+        block: (128, 1, 1),
+        shared_mem_bytes: (s.max_seqlen * 4) as u32,
+    };
+    let args = [
+        KernelArg::from(qkv),
+        KernelArg::from(cu_seqlens),
+        KernelArg::U32(s.batch as u32),
+        KernelArg::from(&*out),
+        KernelArg::U32(s.heads as u32),
+        KernelArg::U32(s.head_dim as u32),
+        KernelArg::F32(s.scale.unwrap_or(1.0 / (s.head_dim as f32).sqrt())),
+    ];
+    launch(dev, K, cfg, &args)
 }

@@ -45,7 +45,7 @@ pub mod quantize;
 pub mod reference;
 pub mod report;
 
-pub use attention::{attention, AttentionShape};
+pub use attention::{attention, attention_with, AttentionShape};
 pub use embedding::{embedding_layernorm, EmbeddingTables};
 pub use gemm_f16::{gemm_f16, gemm_f16_with};
 pub use gemm_int8::{gemm_int8, gemm_int8_i32, gemm_int8_with};
