@@ -79,6 +79,8 @@ fn layernorm_q8_codes_are_exact() {
             case(&dev, 20 + i as u64, h, true, true, Variant::Fast);
             case(&dev, 30 + i as u64, h, true, true, Variant::Simple);
         }
+        // block-per-row (`_wide`) kernel
+        case(&dev, 32, 2048, true, true, Variant::Fast);
     }
 }
 
