@@ -97,7 +97,7 @@ fn layernorm_simple_and_odd_hidden() {
 #[test]
 fn quantize_matches_reference_exactly() {
     for dev in devices() {
-        for (i, &h) in [128usize, 384, 768].iter().enumerate() {
+        for (i, &h) in [128usize, 384, 768, 3072].iter().enumerate() {
             let mut r = rng(50 + i as u64);
             let rows = 19;
             let mut x = rand_f16(&mut r, rows * h, 3.0);
