@@ -89,7 +89,7 @@ fn attention_simple_baseline_matches_reference() {
 #[test]
 fn attention_rejects_bad_head_dim() {
     let dev = fusebert::Device::emulator().unwrap();
-    let qkv = dev.upload(&vec![f16::ONE; 3 * 48]).unwrap();
+    let qkv = dev.upload(&[f16::ONE; 3 * 48]).unwrap();
     let cu = dev.upload(&[0u32, 1]).unwrap();
     let mut out = dev.alloc::<f16>(48).unwrap();
     let s = AttentionShape { batch: 1, tokens: 1, max_seqlen: 1, heads: 1, head_dim: 48, scale: None };

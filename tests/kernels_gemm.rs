@@ -151,17 +151,17 @@ fn f16_gemm_with_every_epilogue() {
 #[test]
 fn gemm_shape_errors_name_the_kernel() {
     let dev = fusebert::Device::emulator().unwrap();
-    let a = dev.upload(&vec![1i8; 8 * 40]).unwrap();
-    let w = dev.upload(&vec![1i8; 40 * 40]).unwrap();
-    let s = dev.upload(&vec![1f32; 40]).unwrap();
+    let a = dev.upload(&[1i8; 8 * 40]).unwrap();
+    let w = dev.upload(&[1i8; 40 * 40]).unwrap();
+    let s = dev.upload(&[1f32; 40]).unwrap();
     let mut c = dev.alloc::<f16>(8 * 40).unwrap();
     // N = 40 is not a multiple of 16
     assert_kernel_err(kernels::gemm_int8(&dev, &a, &s, &w, &s, None, Epilogue::None, &mut c, 8, 40, 32), "gemm_int8_f16");
     // output too short
     let mut small = dev.alloc::<f16>(10).unwrap();
     assert_kernel_err(kernels::gemm_int8(&dev, &a, &s, &w, &s, None, Epilogue::None, &mut small, 8, 32, 32), "gemm_int8_f16");
-    let a16 = dev.upload(&vec![f16::ONE; 8 * 40]).unwrap();
-    let w16 = dev.upload(&vec![f16::ONE; 40 * 40]).unwrap();
+    let a16 = dev.upload(&[f16::ONE; 8 * 40]).unwrap();
+    let w16 = dev.upload(&[f16::ONE; 40 * 40]).unwrap();
     // K = 40 not a multiple of 16
     assert_kernel_err(kernels::gemm_f16(&dev, &a16, &w16, None, Epilogue::None, &mut c, 8, 32, 40), "gemm_f16");
     let mut c32 = dev.alloc::<i32>(1).unwrap();

@@ -115,7 +115,7 @@ fn quantize_matches_reference_exactly() {
                 assert!(c.global_load_efficiency() >= 0.9);
             }
         }
-        let x = dev.upload(&vec![f16::ONE; 30]).unwrap();
+        let x = dev.upload(&[f16::ONE; 30]).unwrap();
         let mut q = dev.alloc::<i8>(30).unwrap();
         let mut s = dev.alloc::<f32>(3).unwrap();
         assert_kernel_err(kernels::quantize_i8(&dev, &x, &mut q, &mut s, 3, 10), "quantize_i8_f16");
@@ -125,8 +125,8 @@ fn quantize_matches_reference_exactly() {
 #[test]
 fn layernorm_errors_name_the_kernel() {
     let dev = fusebert::Device::emulator().unwrap();
-    let x = dev.upload(&vec![f16::ONE; 64]).unwrap();
-    let g = dev.upload(&vec![f16::ONE; 32]).unwrap();
+    let x = dev.upload(&[f16::ONE; 64]).unwrap();
+    let g = dev.upload(&[f16::ONE; 32]).unwrap();
     let mut out = dev.alloc::<f16>(64).unwrap();
     // 3 rows of 32 need 96 elements
     assert_kernel_err(kernels::layernorm_f16(&dev, &x, None, None, &g, &g, &mut out, 3, 32, 1e-5), "layernorm_f16");
