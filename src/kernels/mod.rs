@@ -9,7 +9,7 @@
 //! function takes a [`Variant`].
 //!
 //! Families: [`layernorm`], [`quantize`], [`gemm_int8`](mod@gemm_int8), [`gemm_f16`](mod@gemm_f16),
-//! [`attention`](mod@attention), [`pooling`], [`embedding`]; CPU references in [`reference`];
+//! [`attention`](mod@attention), [`pooling`], [`embedding`]; CPU references in [`reference`](mod@reference);
 //! emulator counter reports in [`report`].
 //!
 //! ```no_run
