@@ -12,7 +12,7 @@
 //! [`attention`](mod@attention), [`pooling`], [`embedding`]; CPU references in [`reference`](mod@reference);
 //! emulator counter reports in [`report`].
 //!
-//! ```no_run
+//! ```
 //! use fusebert::{kernels, Device};
 //! use half::f16;
 //! let dev = Device::emulator()?;
@@ -30,6 +30,8 @@
 //! let ws = dev.upload(&vec![0.01f32; 64])?;
 //! let mut y2 = dev.alloc::<f16>(rows * 64)?;
 //! kernels::gemm_int8(&dev, &q, &qs, &w, &ws, None, kernels::Epilogue::Gelu, &mut y2, rows, 64, hidden)?;
+//! // a constant row normalises to beta = 0, so everything downstream is 0
+//! assert!(y2.to_host()?.iter().all(|v| v.to_f32() == 0.0));
 //! # Ok::<(), fusebert::Error>(())
 //! ```
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
