@@ -187,7 +187,17 @@ impl<'a> Launch<'a> {
         let ctaid = [(b % gx) as u32, ((b / gx) % gy) as u32, (b / (gx * gy)) as u32];
         let mut blk = Block::new(self, ctaid);
         blk.run()?;
-        Ok(blk.c)
+        let k = blk.class_count;
+        let c = &mut blk.c;
+        c.inst_integer += k[class::INT as usize];
+        c.inst_fp32 += k[class::FP32 as usize];
+        c.inst_fp16 += k[class::FP16 as usize];
+        c.inst_fp64 += k[class::FP64 as usize];
+        c.inst_tensor += k[class::TENSOR as usize];
+        c.inst_memory += k[class::MEM as usize];
+        c.inst_control += k[class::CTRL as usize];
+        c.inst_special += k[class::SPECIAL as usize];
+        Ok(std::mem::take(&mut blk.c))
     }
 }
 
@@ -271,7 +281,40 @@ pub(crate) struct Block<'l, 'a> {
     pub clock: u64,
     /// Threads that passed `bar.arrive` per barrier since its last completion.
     arrivals: [u32; 16],
+    /// Warp instructions per class (`class::*`), folded into `c` when the block ends.
+    class_count: [u64; 8],
     warps: Vec<Warp>,
+}
+
+thread_local! {
+    /// Register files of finished blocks, reused by the next block on this worker thread (no
+    /// allocation or page faults per block; registers are re-zeroed, constants re-copied).
+    static REG_POOL: std::cell::RefCell<Vec<Vec<u64>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A register file for one warp: registers zeroed, constant slots from the launch template.
+fn take_regs(l: &Launch) -> Vec<u64> {
+    let n = l.template.len();
+    let r0 = l.kernel.nregs as usize * 32;
+    let mut regs = REG_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    regs.clear();
+    regs.resize(r0.min(n), 0);
+    regs.extend_from_slice(&l.template[r0.min(n)..]);
+    regs
+}
+
+impl Drop for Block<'_, '_> {
+    fn drop(&mut self) {
+        let warps = std::mem::take(&mut self.warps);
+        REG_POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            for w in warps {
+                if p.len() < 64 {
+                    p.push(w.regs);
+                }
+            }
+        });
+    }
 }
 
 /// Location of a resolved memory access.
@@ -302,7 +345,7 @@ impl<'l, 'a> Block<'l, 'a> {
         let checks = l.opts.races || l.opts.uninit;
         let mut warps = Vec::with_capacity(l.nwarps as usize);
         for w in 0..l.nwarps {
-            let mut regs = l.template.clone();
+            let mut regs = take_regs(l);
             let nvalid = (l.nthreads - w * 32).min(32);
             let valid = if nvalid == 32 { FULL } else { (1u32 << nvalid) - 1 };
             for &(slot, sp) in &k.specials {
@@ -364,6 +407,7 @@ impl<'l, 'a> Block<'l, 'a> {
             last_alloc: 0,
             clock: 0,
             arrivals: [0; 16],
+            class_count: [0; 8],
             warps,
         }
     }
@@ -540,16 +584,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 w.steps += 1;
                 self.c.warp_instructions += 1;
                 self.c.thread_instructions += mask.count_ones() as u64;
-                match classes[pc as usize] {
-                    class::INT => self.c.inst_integer += 1,
-                    class::FP32 => self.c.inst_fp32 += 1,
-                    class::FP16 => self.c.inst_fp16 += 1,
-                    class::FP64 => self.c.inst_fp64 += 1,
-                    class::TENSOR => self.c.inst_tensor += 1,
-                    class::MEM => self.c.inst_memory += 1,
-                    class::CTRL => self.c.inst_control += 1,
-                    _ => self.c.inst_special += 1,
-                }
+                self.class_count[classes[pc as usize] as usize & 7] += 1;
                 if w.steps > limit {
                     return Err(self.err(w, None, i, "step limit", format!("warp executed more than {limit} instructions (infinite loop?)")));
                 }
