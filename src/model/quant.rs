@@ -4,6 +4,9 @@
 //! Scale = absmax / 127 and q = round_half_even(x / scale) clamped to [-127, 127], so the
 //! representable range is symmetric and -128 never appears (keeps `-q` exact). An all-zero row
 //! gets scale 0 and all-zero codes; dequantisation multiplies by the scale, giving exact zeros.
+use rayon::prelude::*;
+
+use super::weights::Linear;
 
 /// An int8 matrix [rows, cols] with one f32 scale per row: x[r][c] ≈ q[r][c] * scale[r].
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +53,28 @@ pub fn quantize_row(row: &[f32]) -> (f32, Vec<i8>) {
     let scale = absmax / 127.0;
     let codes = row.iter().map(|&v| (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8).collect();
     (scale, codes)
+}
+
+/// The W8A8 GEMM in plain f32 arithmetic: activations quantised per token, weights per output
+/// channel, exact integer dot products, dequantised, plus the f32 bias. With
+/// [`crate::model::reference::forward_with_encoder_linear`] this simulates the device int8 path
+/// on the CPU, separating what the int8 scheme costs (vs the f32 reference) from what the
+/// kernels add (vs this simulation).
+pub fn w8a8_linear(l: &Linear, x: &[f32]) -> Vec<f32> {
+    let (inp, out) = (l.in_features(), l.out_features());
+    let rows = x.len() / inp;
+    let xq = quantize_rows(x, rows, inp);
+    let wq = quantize_rows(&l.weight.data, out, inp);
+    let mut y = vec![0f32; rows * out];
+    y.par_chunks_mut(out).enumerate().for_each(|(r, yr)| {
+        let a = &xq.q[r * inp..(r + 1) * inp];
+        for (n, yv) in yr.iter_mut().enumerate() {
+            let w = &wq.q[n * inp..(n + 1) * inp];
+            let acc: i32 = a.iter().zip(w).map(|(&p, &q)| p as i32 * q as i32).sum();
+            *yv = acc as f32 * xq.scale[r] * wq.scale[n] + l.bias.data[n];
+        }
+    });
+    y
 }
 
 #[cfg(test)]

@@ -81,11 +81,24 @@ pub fn forward(model: &BertModel, batch: &Batch, opts: &Options) -> Result<Outpu
 /// As [`forward`], also returning the hidden states after the embeddings and every layer
 /// (for per-layer comparisons with the device forward pass).
 pub fn forward_with_hidden_states(model: &BertModel, batch: &Batch, opts: &Options) -> Result<(Output, HiddenStates)> {
+    forward_with_encoder_linear(model, batch, opts, &linear_layer)
+}
+
+/// The encoder's linear layers (QKV, attention output, FFN1, FFN2) as a function, so that
+/// other numerics can be simulated on top of this reference (e.g. `quant::w8a8_linear`).
+pub type EncoderLinear<'a> = &'a (dyn Fn(&Linear, &[f32]) -> Vec<f32> + Sync);
+
+/// [`forward_with_hidden_states`] with the encoder's four GEMMs computed by `encoder_linear`
+/// (the pooler and classifier stay f32).
+pub fn forward_with_encoder_linear(
+    model: &BertModel, batch: &Batch, opts: &Options, encoder_linear: EncoderLinear<'_>,
+) -> Result<(Output, HiddenStates)> {
     check_batch(&model.config, batch)?;
     let mut layers = Vec::with_capacity(model.weights.layers.len() + 1);
     layers.push(embed(&model.weights.embeddings, model.config.layer_norm_eps, &batch.packed));
     for layer in &model.weights.layers {
-        let next = encoder_layer(layer, &model.config, layers.last().unwrap(), &batch.packed.cu_seqlens);
+        let next =
+            encoder_layer_with(layer, &model.config, layers.last().unwrap(), &batch.packed.cu_seqlens, encoder_linear);
         layers.push(next);
     }
     let out = heads(model, layers.last().unwrap(), batch, opts);
@@ -172,17 +185,24 @@ pub fn embed(w: &EmbeddingWeights, eps: f32, packed: &PackedBatch) -> Vec<f32> {
 
 /// One post-LN encoder layer on packed rows `x` (`[T, H]`).
 pub fn encoder_layer(w: &EncoderLayerWeights, config: &BertConfig, x: &[f32], cu_seqlens: &[u32]) -> Vec<f32> {
+    encoder_layer_with(w, config, x, cu_seqlens, &linear_layer)
+}
+
+/// [`encoder_layer`] with its four linear layers computed by `lin`.
+pub fn encoder_layer_with(
+    w: &EncoderLayerWeights, config: &BertConfig, x: &[f32], cu_seqlens: &[u32], lin: EncoderLinear<'_>,
+) -> Vec<f32> {
     let (heads, d) = (config.num_attention_heads, config.head_dim());
-    let q = linear_layer(&w.query, x);
-    let k = linear_layer(&w.key, x);
-    let v = linear_layer(&w.value, x);
+    let q = lin(&w.query, x);
+    let k = lin(&w.key, x);
+    let v = lin(&w.value, x);
     let ctx = attention_packed(&q, &k, &v, cu_seqlens, heads, d);
-    let mut attn = linear_layer(&w.attn_output, &ctx);
+    let mut attn = lin(&w.attn_output, &ctx);
     add_assign(&mut attn, x);
     let h1 = layernorm(&attn, &w.attn_layer_norm, config.layer_norm_eps);
-    let mut inter = linear_layer(&w.ffn1, &h1);
+    let mut inter = lin(&w.ffn1, &h1);
     inter.par_iter_mut().for_each(|v| *v = activation(config.hidden_act, *v));
-    let mut out = linear_layer(&w.ffn2, &inter);
+    let mut out = lin(&w.ffn2, &inter);
     add_assign(&mut out, &h1);
     layernorm(&out, &w.ffn_layer_norm, config.layer_norm_eps)
 }

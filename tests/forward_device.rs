@@ -1,0 +1,159 @@
+//! The device forward pass (fp16 and int8, packed batches) against the f32 CPU reference, on the
+//! emulator (and on CUDA when a GPU is present), for random small models.
+//!
+//! Tolerances: fp16 activations carry a relative rounding error of 2^-11 ≈ 4.9e-4 per stored
+//! value; after a few layers of unit-scale hidden states the mean-pooled embedding keeps a
+//! cosine >= 0.9999 with the reference. int8 (W8A8, per-channel weights, per-token activations)
+//! quantises every GEMM input to 8 bits (~0.4% relative step), so cosine >= 0.995.
+mod forward_support;
+
+use forward_support::{cosine, devices, max_abs, random_batch, random_model, Shape};
+use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::reference::{self, Options};
+use fusebert::model::Precision;
+use fusebert::tokenize::Batch;
+
+const F16_MIN_COS: f64 = 0.9999;
+const INT8_MIN_COS: f64 = 0.995;
+/// Max abs error of fp16 hidden states vs f32 (unit-scale layernormed states, |x| up to ~6):
+/// a few fp16 ulps at that magnitude (measured: <= 6.4e-3).
+const F16_MAX_HIDDEN_ERR: f32 = 1.5e-2;
+
+fn shapes() -> Vec<(Shape, &'static [usize])> {
+    vec![
+        // head_dim 32, one layer; lengths not multiples of any tile
+        (Shape { hidden: 64, heads: 2, layers: 1, intermediate: 256, vocab: 97, max_pos: 80, labels: 3 }, &[1, 17, 70, 5]),
+        // head_dim 64, two layers
+        (Shape { hidden: 128, heads: 2, layers: 2, intermediate: 512, vocab: 101, max_pos: 160, labels: 0 }, &[130, 9]),
+        // head_dim 32, three layers, hidden 96 (not a power of two)
+        (Shape { hidden: 96, heads: 3, layers: 3, intermediate: 384, vocab: 50, max_pos: 64, labels: 2 }, &[33, 2, 64]),
+    ]
+}
+
+fn check_precision(precision: Precision, min_cos: f64) {
+    for dev in devices() {
+        for (i, (shape, lengths)) in shapes().into_iter().enumerate() {
+            let model = random_model(shape, 100 + i as u64);
+            let batch = random_batch(shape.vocab, lengths, 7 + i as u64);
+            let (want, states) = reference::forward_with_hidden_states(&model, &batch, &Options::default()).unwrap();
+            let mut bert = DeviceBert::new(&dev, &model, precision).unwrap();
+            let opts = ForwardOptions { normalize: false, hidden_states: true };
+            let (got, got_states) = bert.forward(&batch, opts).unwrap();
+            let got_states = got_states.unwrap();
+            assert_eq!(got.sequences.len(), want.sequences.len());
+            for (s, (g, w)) in got.sequences.iter().zip(&want.sequences).enumerate() {
+                let cos = cosine(&g.mean_pooled, &w.mean_pooled);
+                assert!(cos >= min_cos, "{dev:?} {precision:?} shape {i} seq {s}: mean-pooled cosine {cos}");
+                let pc = cosine(g.pooler_output.as_ref().unwrap(), w.pooler_output.as_ref().unwrap());
+                assert!(pc >= min_cos, "{dev:?} {precision:?} shape {i} seq {s}: pooler cosine {pc}");
+                if let (Some(gl), Some(wl)) = (&g.logits, &w.logits) {
+                    assert_eq!(gl.len(), shape.labels);
+                    let err = max_abs(gl, wl);
+                    assert!(err < 0.1, "{dev:?} {precision:?} shape {i} seq {s}: logits err {err}");
+                }
+            }
+            let worst_pooled = got.sequences.iter().zip(&want.sequences).map(|(g, w)| cosine(&g.mean_pooled, &w.mean_pooled)).fold(1.0, f64::min);
+            let worst_hidden = got_states.layers.iter().zip(&states.layers).map(|(g, w)| max_abs(g, w)).fold(0.0, f32::max);
+            eprintln!("{dev:?} {precision:?} shape {i}: min mean-pooled cosine {worst_pooled:.7}, max hidden err {worst_hidden:.2e}");
+            for (l, (g, w)) in got_states.layers.iter().zip(&states.layers).enumerate() {
+                let cos = cosine(g, w);
+                assert!(cos >= min_cos, "{dev:?} {precision:?} shape {i} layer {l}: hidden cosine {cos}");
+                if precision == Precision::F16 {
+                    let err = max_abs(g, w);
+                    assert!(err <= F16_MAX_HIDDEN_ERR, "{dev:?} shape {i} layer {l}: hidden max err {err}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn f16_forward_matches_reference_on_random_models() {
+    check_precision(Precision::F16, F16_MIN_COS);
+}
+
+#[test]
+fn int8_forward_matches_reference_on_random_models() {
+    check_precision(Precision::Int8, INT8_MIN_COS);
+}
+
+/// A sequence's result does not depend on what it is packed with, and runs repeat bit for bit.
+#[test]
+fn packing_is_invisible_and_runs_are_bitwise_repeatable() {
+    let shape = Shape { hidden: 64, heads: 2, layers: 2, intermediate: 128, vocab: 60, max_pos: 100, labels: 0 };
+    let model = random_model(shape, 5);
+    let batch = random_batch(shape.vocab, &[23, 90, 4], 11);
+    let alone = Batch::new(vec![batch.input_ids[1].clone()], vec![batch.token_type_ids[1].clone()]).unwrap();
+    for precision in [Precision::F16, Precision::Int8] {
+        for dev in devices() {
+            let mut bert = DeviceBert::new(&dev, &model, precision).unwrap();
+            let (packed, _) = bert.forward(&batch, ForwardOptions::default()).unwrap();
+            let (single, _) = bert.forward(&alone, ForwardOptions::default()).unwrap();
+            let (again, _) = bert.forward(&batch, ForwardOptions::default()).unwrap();
+            let err = max_abs(&packed.sequences[1].mean_pooled, &single.sequences[0].mean_pooled);
+            assert!(err <= 1e-5, "{precision:?}: packed vs alone differ by {err}");
+            for (a, b) in packed.sequences.iter().zip(&again.sequences) {
+                assert_eq!(a.mean_pooled, b.mean_pooled, "{precision:?}: repeated run differs");
+                assert_eq!(a.last_hidden_state, b.last_hidden_state, "{precision:?}: repeated run differs");
+            }
+        }
+    }
+}
+
+#[test]
+fn empty_batch_gives_empty_output_and_bad_batches_are_typed_errors() {
+    let shape = Shape { hidden: 64, heads: 2, layers: 1, intermediate: 128, vocab: 60, max_pos: 16, labels: 0 };
+    let model = random_model(shape, 9);
+    let dev = fusebert::Device::emulator().unwrap();
+    let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
+    let (out, _) = bert.forward(&Batch::new(vec![], vec![]).unwrap(), ForwardOptions::default()).unwrap();
+    assert!(out.sequences.is_empty());
+    let too_long = random_batch(shape.vocab, &[17], 1);
+    match bert.forward(&too_long, ForwardOptions::default()) {
+        Err(fusebert::Error::InputTooLong { index: 0, tokens: 17, limit: 16 }) => {}
+        other => panic!("expected InputTooLong, got {other:?}"),
+    }
+    let bad_id = Batch::new(vec![vec![1, 60]], vec![vec![0, 0]]).unwrap();
+    assert!(matches!(bert.forward(&bad_id, ForwardOptions::default()), Err(fusebert::Error::Input(_))));
+}
+
+/// The workspace grows for a larger batch and is reused (no allocation) for smaller ones; the
+/// results do not depend on the workspace's history.
+#[test]
+fn workspace_grows_and_results_do_not_depend_on_it() {
+    let shape = Shape { hidden: 64, heads: 2, layers: 1, intermediate: 128, vocab: 60, max_pos: 100, labels: 0 };
+    let model = random_model(shape, 3);
+    let small = random_batch(shape.vocab, &[5], 2);
+    let large = random_batch(shape.vocab, &[40, 60, 7], 4);
+    let dev = fusebert::Device::emulator().unwrap();
+    let mut fresh = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
+    let (want_small, _) = fresh.forward(&small, ForwardOptions::default()).unwrap();
+    let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
+    bert.forward(&small, ForwardOptions::default()).unwrap();
+    let (l1, _) = bert.forward(&large, ForwardOptions::default()).unwrap();
+    let (s2, _) = bert.forward(&small, ForwardOptions::default()).unwrap();
+    assert_eq!(s2.sequences[0].mean_pooled, want_small.sequences[0].mean_pooled);
+    assert_eq!(l1.sequences.len(), 3);
+}
+
+/// The forward pass is the documented fixed sequence of launches.
+#[test]
+fn launch_count_is_2_plus_7_per_layer_for_f16_and_3_plus_9_per_layer_for_int8() {
+    let shape = Shape { hidden: 64, heads: 2, layers: 2, intermediate: 128, vocab: 60, max_pos: 100, labels: 2 };
+    let model = random_model(shape, 3);
+    let batch = random_batch(shape.vocab, &[12, 3], 2);
+    let dev = fusebert::Device::emulator().unwrap();
+    let emu = dev.emulator_backend().unwrap();
+    for (precision, body) in [(Precision::F16, 2 + 7 * 2), (Precision::Int8, 3 + 9 * 2)] {
+        let mut bert = DeviceBert::new(&dev, &model, precision).unwrap();
+        emu.clear_launches();
+        bert.forward(&batch, ForwardOptions::default()).unwrap();
+        let launches = emu.launches();
+        // + gather [CLS] + pooler GEMM + classifier GEMM
+        assert_eq!(launches.len(), body + 3, "{precision:?}: {:?}", launches.iter().map(|l| &l.kernel).collect::<Vec<_>>());
+        assert_eq!(bert.launches_per_forward(), body + 3);
+        for l in &launches {
+            assert_eq!(l.counters.local_load_bytes + l.counters.local_store_bytes, 0, "{} spills", l.kernel);
+        }
+    }
+}

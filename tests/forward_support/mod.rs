@@ -1,0 +1,123 @@
+//! Shared pieces of the device forward-pass tests: devices to run on, random small BERT models,
+//! random packed batches, and error measures.
+#![allow(dead_code)]
+use fusebert::model::weights::{
+    BertWeights, ClassifierHead, EmbeddingWeights, EncoderLayerWeights, HostTensor, LayerNormWeights, Linear,
+};
+use fusebert::model::{BertConfig, BertModel, HiddenAct};
+use fusebert::tokenize::Batch;
+use fusebert::Device;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The emulator always; a CUDA GPU too when one opens (one test body, two devices).
+pub fn devices() -> Vec<Device> {
+    let mut d = vec![Device::emulator().expect("emulator")];
+    if let Ok(g) = Device::cuda(0) {
+        d.push(g);
+    }
+    d
+}
+
+/// Shape of a random model.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub hidden: usize,
+    pub heads: usize,
+    pub layers: usize,
+    pub intermediate: usize,
+    pub vocab: usize,
+    pub max_pos: usize,
+    pub labels: usize,
+}
+
+fn tensor(rng: &mut ChaCha8Rng, name: &str, shape: Vec<usize>, center: f32, spread: f32) -> HostTensor {
+    let n = shape.iter().product();
+    let data = (0..n).map(|_| center + rng.gen_range(-spread..spread)).collect();
+    HostTensor::new(name, shape, data)
+}
+
+fn linear(rng: &mut ChaCha8Rng, name: &str, out: usize, inp: usize) -> Linear {
+    // Uniform(-a, a) with a = sqrt(3 / in): unit-variance outputs for unit-variance inputs,
+    // the scale trained BERT layers have.
+    let a = (3.0 / inp as f32).sqrt();
+    Linear {
+        weight: tensor(rng, &format!("{name}.weight"), vec![out, inp], 0.0, a),
+        bias: tensor(rng, &format!("{name}.bias"), vec![out], 0.0, 0.1),
+    }
+}
+
+fn ln(rng: &mut ChaCha8Rng, name: &str, h: usize) -> LayerNormWeights {
+    LayerNormWeights {
+        gamma: tensor(rng, &format!("{name}.weight"), vec![h], 1.0, 0.2),
+        beta: tensor(rng, &format!("{name}.bias"), vec![h], 0.0, 0.1),
+    }
+}
+
+/// A BERT model with random weights of realistic scale (deterministic in `seed`).
+pub fn random_model(s: Shape, seed: u64) -> BertModel {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let h = s.hidden;
+    let config = BertConfig {
+        hidden_size: h,
+        num_hidden_layers: s.layers,
+        num_attention_heads: s.heads,
+        intermediate_size: s.intermediate,
+        vocab_size: s.vocab,
+        max_position_embeddings: s.max_pos,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        hidden_act: HiddenAct::Gelu,
+        pad_token_id: 0,
+        id2label: (0..s.labels).map(|i| (i, format!("label_{i}"))).collect(),
+        label2id: (0..s.labels).map(|i| (format!("label_{i}"), i)).collect(),
+    };
+    let embeddings = EmbeddingWeights {
+        word: tensor(&mut rng, "word", vec![s.vocab, h], 0.0, 1.0),
+        position: tensor(&mut rng, "position", vec![s.max_pos, h], 0.0, 0.3),
+        token_type: tensor(&mut rng, "type", vec![2, h], 0.0, 0.3),
+        layer_norm: ln(&mut rng, "emb.ln", h),
+    };
+    let layers = (0..s.layers)
+        .map(|l| EncoderLayerWeights {
+            query: linear(&mut rng, &format!("l{l}.q"), h, h),
+            key: linear(&mut rng, &format!("l{l}.k"), h, h),
+            value: linear(&mut rng, &format!("l{l}.v"), h, h),
+            attn_output: linear(&mut rng, &format!("l{l}.o"), h, h),
+            attn_layer_norm: ln(&mut rng, &format!("l{l}.ln1"), h),
+            ffn1: linear(&mut rng, &format!("l{l}.ffn1"), s.intermediate, h),
+            ffn2: linear(&mut rng, &format!("l{l}.ffn2"), h, s.intermediate),
+            ffn_layer_norm: ln(&mut rng, &format!("l{l}.ln2"), h),
+        })
+        .collect();
+    let pooler = Some(linear(&mut rng, "pooler", h, h));
+    let classifier = (s.labels > 0).then(|| ClassifierHead {
+        linear: linear(&mut rng, "classifier", s.labels, h),
+        labels: (0..s.labels).map(|i| format!("label_{i}")).collect(),
+    });
+    BertModel {
+        dir: std::path::PathBuf::from("<random>"),
+        config,
+        weights: BertWeights { embeddings, layers, pooler, classifier },
+    }
+}
+
+/// A batch of random sequences of the given lengths ([CLS]-free random ids; types 0/1).
+pub fn random_batch(vocab: usize, lengths: &[usize], seed: u64) -> Batch {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let ids: Vec<Vec<u32>> = lengths.iter().map(|&n| (0..n).map(|_| rng.gen_range(0..vocab as u32)).collect()).collect();
+    let types: Vec<Vec<u32>> = lengths.iter().map(|&n| (0..n).map(|i| u32::from(i >= n / 2)).collect()).collect();
+    Batch::new(ids, types).unwrap()
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
