@@ -6,8 +6,9 @@
 //
 // Grid (ceil(max_seqlen / 64), heads, batch), 128 threads. Block = 64 query rows of one
 // (sequence, head); each warp owns 16 query rows. Blocks past their sequence's end exit at once.
-// K/V tiles of BN keys stream through shared memory by cp.async, double-buffered (the next tile
-// loads while this one is used). S = Q K^T and O += P V run on tensor cores (mma m16n8k16,
+// K/V tiles of BN keys stream through shared memory by cp.async, double-buffered, K and V in
+// separate groups (K(j+1) loads during this tile's softmax and P V, V(j+1) during P V; V(j)
+// may still be landing while S = Q K(j)^T is computed). S = Q K^T and O += P V run on tensor cores (mma m16n8k16,
 // f32 accumulation); the softmax is online in registers in base 2 (scale * log2(e) folded into
 // one multiply, ex2.approx), P is re-packed from the S accumulators straight into A fragments.
 // The score matrix never leaves registers. Shared rows are XOR-swizzled by 16-byte chunk, so
@@ -57,9 +58,12 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
     const __half* kbase = qbase + H;
     const __half* vbase = qbase + 2 * H;
 
+    // cp.async groups, in commit order: {Q, K0}, {V0}, then per tile j: {K(j+1)}, {V(j+1)}.
+    // K and V travel in separate groups so V(j) can still be landing while S = Q K(j)^T runs.
     const int ntiles = (len + BN - 1) / BN;
     load_rows<D>(sQ, qbase + (size_t)q0 * ld, ld, BM, len - q0);
     load_rows<D>(sK(0), kbase, ld, BN, len);
+    cp_async_commit();
     load_rows<D>(sV(0), vbase, ld, BN, len);
     cp_async_commit();
 
@@ -70,19 +74,16 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // rows g and g+8
 
     for (int j = 0; j < ntiles; j++) {
-        cp_async_wait<0>();
-        __syncthreads();  // tile j visible to all; every warp is done with tile j-1's buffer
+        cp_async_wait<1>();  // K(j) (and Q) landed; V(j) may still be in flight
+        __syncthreads();     // ... for every thread; and every warp is done with tile j-1
         if (j == 0) {
 #pragma unroll
             for (int kk = 0; kk < KD; kk++)
                 ldmatrix_x4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3],
                             sQ + swz<NCH>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4)));
         }
-        if (j + 1 < ntiles) {
-            const int n1 = (j + 1) * BN, s1 = (j + 1) & 1;
-            load_rows<D>(sK(s1), kbase + (size_t)n1 * ld, ld, BN, len - n1);
-            load_rows<D>(sV(s1), vbase + (size_t)n1 * ld, ld, BN, len - n1);
-        }
+        const int n1 = (j + 1) * BN, s1 = (j + 1) & 1;
+        if (j + 1 < ntiles) load_rows<D>(sK(s1), kbase + (size_t)n1 * ld, ld, BN, len - n1);
         cp_async_commit();
         const int s = j & 1, n0 = j * BN;
 
@@ -142,6 +143,11 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
             o[i][2] *= a1;
             o[i][3] *= a1;
         }
+
+        cp_async_wait<1>();  // V(j) landed (only K(j+1) may be pending)
+        __syncthreads();
+        if (j + 1 < ntiles) load_rows<D>(sV(s1), vbase + (size_t)n1 * ld, ld, BN, len - n1);
+        cp_async_commit();
 
         // O += P V: P's accumulator layout is the A fragment layout (two n8 tiles = one k16)
 #pragma unroll
