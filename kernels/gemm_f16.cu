@@ -1,22 +1,36 @@
 // fp16 GEMM: C[M,N] = A_f16[M,K] . W_f16[N,K]^T + bias[n] (+ GELU, + residual or tanh), f32
 // accumulation on tensor cores (mma.sync m16n8k16), fp16 out. Core and layout: gemm_core.cuh.
 //
-// Entries: gemm_f16 (pipelined tensor-core kernel), gemm_f16_simple (one thread per output,
-// f32 fma: the baseline). Requirements (host-checked): K % 16 == 0, N % 16 == 0; bias may be null.
+// Entries: gemm_f16 (64x64 Small tile, 128 threads), gemm_f16_l (128x128 Large tile, 256
+// threads), both with dynamic shared memory = Cfg::SMEM; gemm_f16_simple (one thread per
+// output, f32 fma: the baseline). Requirements (host-checked): K % 16 == 0, N % 16 == 0; bias
+// may be null.
 #include "gemm_core.cuh"
 
 using namespace gemm;
 
-extern "C" __global__ void __launch_bounds__(THREADS) gemm_f16(
+template <class C>
+__device__ __forceinline__ void f16_gemm(const __half* A, const __half* W, const __half* bias, const __half* residual,
+                                         __half* Cout, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
+    extern __shared__ __align__(128) char smem[];
+    const int m0 = blockIdx.y * C::BM, n0 = blockIdx.x * C::BN;
+    float acc[C::MI][C::NI][4];
+    mainloop<C, false>(acc, smem, (const char*)A, (const char*)W, M, N, K * 2, m0, n0);
+    uint32_t* st = reinterpret_cast<uint32_t*>(smem);
+    stage_acc<C>(acc, st);
+    store_tile<C, false>(st, nullptr, nullptr, bias, residual, epi, Cout, M, N, m0, n0);
+}
+
+extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16(
     const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
     const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
-    __shared__ __align__(128) char smem[SMEM];
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    float acc[2][4][4];
-    mainloop<false>(acc, smem, (const char*)A, (const char*)W, M, N, K * 2, m0, n0);
-    uint32_t* st = reinterpret_cast<uint32_t*>(smem);
-    stage_acc(acc, st);
-    store_tile<false>(st, nullptr, nullptr, bias, residual, epi, C, M, N, m0, n0);
+    f16_gemm<Small>(A, W, bias, residual, C, M, N, K, epi);
+}
+
+extern "C" __global__ void __launch_bounds__(Large::THREADS) gemm_f16_l(
+    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
+    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
+    f16_gemm<Large>(A, W, bias, residual, C, M, N, K, epi);
 }
 
 extern "C" __global__ void gemm_f16_simple(

@@ -1,44 +1,56 @@
 // W8A8 GEMM: C[M,N] = (A_s8[M,K] . W_s8[N,K]^T) * a_scale[m] * w_scale[n] + bias[n]
 // (+ GELU, + residual or tanh), fp16 out; int32 accumulation on tensor cores
-// (mma.sync m16n8k32.s8). Core and layout notes: gemm_core.cuh.
+// (mma.sync m16n8k32.s8). Core, tiles and layout notes: gemm_core.cuh.
 //
-// Entries:
-//  - gemm_int8_f16:    the pipelined tensor-core kernel, fp16 out with the epilogue.
-//  - gemm_int8_i32:    the same main loop, raw int32 accumulators out (bit-exact checks).
-//  - gemm_int8_simple: one thread per output with dp4a: the obviously-right baseline.
+// Entries (suffix _l = the 128x128 Large tile, 256 threads; none = 64x64 Small, 128 threads;
+// dynamic shared memory = Cfg::SMEM):
+//  - gemm_int8_f16[_l]: the pipelined tensor-core kernel, fp16 out with the epilogue.
+//  - gemm_int8_i32[_l]: the same main loop, raw int32 accumulators out (bit-exact checks).
+//  - gemm_int8_simple:  one thread per output with dp4a: the obviously-right baseline.
 // Requirements (checked on the host): K % 16 == 0, N % 16 == 0, M >= 1; bias may be null.
 #include "gemm_core.cuh"
 
 using namespace gemm;
 
-extern "C" __global__ void __launch_bounds__(THREADS) gemm_int8_f16(
-    const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int8_t* __restrict__ W,
-    const float* __restrict__ w_scale, const __half* __restrict__ bias, const __half* __restrict__ residual,
-    __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
-    __shared__ __align__(128) char smem[SMEM];
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    int acc[2][4][4];
-    mainloop<true>(acc, smem, (const char*)A, (const char*)W, M, N, K, m0, n0);
+template <class C>
+__device__ __forceinline__ void int8_f16(const int8_t* A, const float* a_scale, const int8_t* W, const float* w_scale,
+                                         const __half* bias, const __half* residual, __half* Cout, uint32_t M,
+                                         uint32_t N, uint32_t K, uint32_t epi) {
+    extern __shared__ __align__(128) char smem[];
+    const int m0 = blockIdx.y * C::BM, n0 = blockIdx.x * C::BN;
+    int acc[C::MI][C::NI][4];
+    mainloop<C, true>(acc, smem, (const char*)A, (const char*)W, M, N, K, m0, n0);
     uint32_t* st = reinterpret_cast<uint32_t*>(smem);
-    stage_acc(acc, st);
-    store_tile<true>(st, a_scale, w_scale, bias, residual, epi, C, M, N, m0, n0);
+    stage_acc<C>(acc, st);
+    store_tile<C, true>(st, a_scale, w_scale, bias, residual, epi, Cout, M, N, m0, n0);
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) gemm_int8_i32(
-    const int8_t* __restrict__ A, const int8_t* __restrict__ W, int32_t* __restrict__ C, uint32_t M,
-    uint32_t N, uint32_t K) {
-    __shared__ __align__(128) char smem[SMEM];
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    int acc[2][4][4];
-    mainloop<true>(acc, smem, (const char*)A, (const char*)W, M, N, K, m0, n0);
+template <class C>
+__device__ __forceinline__ void int8_i32(const int8_t* A, const int8_t* W, int32_t* Cout, uint32_t M, uint32_t N,
+                                         uint32_t K) {
+    extern __shared__ __align__(128) char smem[];
+    const int m0 = blockIdx.y * C::BM, n0 = blockIdx.x * C::BN;
+    int acc[C::MI][C::NI][4];
+    mainloop<C, true>(acc, smem, (const char*)A, (const char*)W, M, N, K, m0, n0);
     uint32_t* st = reinterpret_cast<uint32_t*>(smem);
-    stage_acc(acc, st);
-    for (int i = threadIdx.x; i < BM * BN / 4; i += THREADS) {
-        const int r = i >> 4, c = (i & 15) * 4, gm = m0 + r, gn = n0 + c;
-        if (gm < (int)M && gn < (int)N)
-            *reinterpret_cast<uint4*>(C + (size_t)gm * N + gn) = *reinterpret_cast<const uint4*>(&st[r * EPI_LD + c]);
-    }
+    stage_acc<C>(acc, st);
+    store_raw<C>(st, Cout, M, N, m0, n0);
 }
+
+#define GEMM_INT8_ENTRIES(SUFFIX, CFG, MINB)                                                                     \
+    extern "C" __global__ void __launch_bounds__(CFG::THREADS, MINB) gemm_int8_f16##SUFFIX(                     \
+        const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int8_t* __restrict__ W,           \
+        const float* __restrict__ w_scale, const __half* __restrict__ bias, const __half* __restrict__ residual, \
+        __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {                             \
+        int8_f16<CFG>(A, a_scale, W, w_scale, bias, residual, C, M, N, K, epi);                                 \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(CFG::THREADS, MINB) gemm_int8_i32##SUFFIX(                     \
+        const int8_t* __restrict__ A, const int8_t* __restrict__ W, int32_t* __restrict__ C, uint32_t M,         \
+        uint32_t N, uint32_t K) {                                                                                \
+        int8_i32<CFG>(A, W, C, M, N, K);                                                                         \
+    }
+GEMM_INT8_ENTRIES(, Small, 1)
+GEMM_INT8_ENTRIES(_l, Large, 1)
 
 // Baseline: one thread per output, 4 int8 per dp4a. Block 16x16 over (n, m).
 extern "C" __global__ void gemm_int8_simple(

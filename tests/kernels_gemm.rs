@@ -8,7 +8,7 @@
 //! - fp16: f32 accumulation in a different order than the f64 reference: the recursive-summation
 //!   bound 2*K*2^-24*sum_k|a_k w_k| plus one fp16 rounding |ref|*2^-11 (+1e-5 for the epilogue).
 mod kernels_util;
-use fusebert::kernels::{self, reference, Epilogue, Variant};
+use fusebert::kernels::{self, reference, Epilogue, Tile, Variant};
 use half::f16;
 use kernels_util::*;
 
@@ -26,20 +26,29 @@ fn int8_accumulators_bit_exact_on_ragged_shapes() {
                 let a = rand_i8(&mut r, m * k);
                 let w = rand_i8(&mut r, n * k);
                 let (da, dw) = (dev.upload(&a).unwrap(), dev.upload(&w).unwrap());
-                let mut c = poisoned::<i32>(&dev, m * n);
-                clear(&dev);
-                kernels::gemm_int8_i32(&dev, &da, &dw, &mut c, m, n, k).unwrap();
-                assert_eq!(c.to_host().unwrap(), reference::gemm_i32(&a, &w, m, n, k), "{} M {m} N {n} K {k}", dev.name());
-                if let Some(cn) = last_counters(&dev) {
-                    assert_eq!(cn.shared_bank_conflicts, 0, "bank conflicts M {m} N {n} K {k}");
-                    assert_no_local(&cn, "gemm_int8_i32");
+                let want = reference::gemm_i32(&a, &w, m, n, k);
+                for tile in [Tile::Small, Tile::Large] {
+                    let mut c = poisoned::<i32>(&dev, m * n);
+                    clear(&dev);
+                    kernels::gemm_int8_i32_tiled(&dev, &da, &dw, &mut c, m, n, k, tile).unwrap();
+                    assert_eq!(c.to_host().unwrap(), want, "{} {tile:?} M {m} N {n} K {k}", dev.name());
+                    if let Some(cn) = last_counters(&dev) {
+                        assert_eq!(cn.shared_bank_conflicts, 0, "bank conflicts {tile:?} M {m} N {n} K {k}");
+                        // rows whose pitch is a whole number of 32-byte sectors (K = 16/48/80 int8
+                        // rows straddle sectors whatever the kernel does)
+                        if k % 32 == 0 {
+                            assert!(cn.global_load_efficiency() >= 0.9, "load efficiency {tile:?} M {m} N {n} K {k}");
+                        }
+                        assert_no_local(&cn, "gemm_int8_i32");
+                    }
                 }
             }
         }
     }
 }
 
-fn int8_case(dev: &fusebert::Device, r: &mut rand_chacha::ChaCha8Rng, m: usize, n: usize, k: usize, epi: u32, variant: Variant) -> f32 {
+#[allow(clippy::too_many_arguments)]
+fn int8_case(dev: &fusebert::Device, r: &mut rand_chacha::ChaCha8Rng, m: usize, n: usize, k: usize, epi: u32, variant: Variant, tile: Tile) -> f32 {
     let a = rand_i8(r, m * k);
     let w = rand_i8(r, n * k);
     let asc: Vec<f32> = (0..m).map(|i| 0.002 + 0.0001 * (i % 7) as f32).collect();
@@ -56,11 +65,14 @@ fn int8_case(dev: &fusebert::Device, r: &mut rand_chacha::ChaCha8Rng, m: usize, 
         _ => Epilogue::None,
     };
     clear(dev);
-    kernels::gemm_int8_with(dev, &da, &das, &dw, &dws, Some(&db), e, &mut c, m, n, k, variant).unwrap();
+    match variant {
+        Variant::Fast => kernels::gemm_int8_tiled(dev, &da, &das, &dw, &dws, Some(&db), e, &mut c, m, n, k, tile).unwrap(),
+        Variant::Simple => kernels::gemm_int8_with(dev, &da, &das, &dw, &dws, Some(&db), e, &mut c, m, n, k, variant).unwrap(),
+    }
     let acc = reference::dequant(&reference::gemm_i32(&a, &w, m, n, k), &asc, &wsc, n);
     let want = reference::epilogue(&acc, Some(&bias), epi, Some(&res), n);
     let got = to_f32(&c.to_host().unwrap());
-    let what = format!("gemm_int8 {variant:?} M {m} N {n} K {k} epi {epi}");
+    let what = format!("gemm_int8 {variant:?} {tile:?} M {m} N {n} K {k} epi {epi}");
     let err = check_close(&what, &got, &want, |w, _| half_ulp(w) + 1e-5);
     if let (Some(cn), Variant::Fast) = (last_counters(dev), variant) {
         assert_eq!(cn.shared_bank_conflicts, 0, "{what}: bank conflicts");
@@ -77,20 +89,23 @@ fn int8_fp16_output_with_every_epilogue() {
     for dev in devices() {
         for &m in &MS {
             for (i, &(n, k)) in NKS.iter().enumerate() {
-                max = max.max(int8_case(&dev, &mut r, m, n, k, ((m + i) % 4) as u32, Variant::Fast));
+                for tile in [Tile::Small, Tile::Large] {
+                    max = max.max(int8_case(&dev, &mut r, m, n, k, ((m + i) % 4) as u32, Variant::Fast, tile));
+                }
             }
         }
         // a BERT-FFN-sized reduction
-        max = max.max(int8_case(&dev, &mut r, 129, 768, 1536, 2, Variant::Fast));
+        max = max.max(int8_case(&dev, &mut r, 129, 768, 1536, 2, Variant::Fast, Tile::Large));
         for epi in 0..4 {
-            max = max.max(int8_case(&dev, &mut r, 7, 96, 384, epi, Variant::Fast));
-            max = max.max(int8_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple));
+            max = max.max(int8_case(&dev, &mut r, 7, 96, 384, epi, Variant::Fast, Tile::Auto));
+            max = max.max(int8_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple, Tile::Auto));
         }
     }
     eprintln!("gemm_int8 fp16 out: max |err| = {max:e}");
 }
 
-fn f16_case(dev: &fusebert::Device, r: &mut rand_chacha::ChaCha8Rng, m: usize, n: usize, k: usize, epi: u32, variant: Variant) -> f32 {
+#[allow(clippy::too_many_arguments)]
+fn f16_case(dev: &fusebert::Device, r: &mut rand_chacha::ChaCha8Rng, m: usize, n: usize, k: usize, epi: u32, variant: Variant, tile: Tile) -> f32 {
     let a = rand_f16(r, m * k, 1.0);
     let w = rand_f16(r, n * k, 1.0);
     let bias = rand_f16(r, n, 1.0);
@@ -104,7 +119,10 @@ fn f16_case(dev: &fusebert::Device, r: &mut rand_chacha::ChaCha8Rng, m: usize, n
         _ => Epilogue::None,
     };
     clear(dev);
-    kernels::gemm_f16_with(dev, &da, &dw, Some(&db), e, &mut c, m, n, k, variant).unwrap();
+    match variant {
+        Variant::Fast => kernels::gemm_f16_tiled(dev, &da, &dw, Some(&db), e, &mut c, m, n, k, tile).unwrap(),
+        Variant::Simple => kernels::gemm_f16_with(dev, &da, &dw, Some(&db), e, &mut c, m, n, k, variant).unwrap(),
+    }
     let acc = reference::gemm_f32(&a, &w, m, n, k);
     // sum_k |a w| per output, for the accumulation-order bound
     let abs: Vec<f32> = (0..m * n)
@@ -115,7 +133,7 @@ fn f16_case(dev: &fusebert::Device, r: &mut rand_chacha::ChaCha8Rng, m: usize, n
         .collect();
     let want = reference::epilogue(&acc, Some(&bias), epi, Some(&res), n);
     let got = to_f32(&c.to_host().unwrap());
-    let what = format!("gemm_f16 {variant:?} M {m} N {n} K {k} epi {epi}");
+    let what = format!("gemm_f16 {variant:?} {tile:?} M {m} N {n} K {k} epi {epi}");
     let err = check_close(&what, &got, &want, |w, i| half_ulp(w) + 2.0 * k as f32 * abs[i] / 16_777_216.0 + 1e-5);
     if let (Some(cn), Variant::Fast) = (last_counters(dev), variant) {
         assert_eq!(cn.shared_bank_conflicts, 0, "{what}: bank conflicts");
@@ -132,17 +150,19 @@ fn f16_gemm_with_every_epilogue() {
     for dev in devices() {
         for &m in &MS {
             for (i, &(n, k)) in NKS.iter().enumerate() {
-                max = max.max(f16_case(&dev, &mut r, m, n, k, ((m + i) % 4) as u32, Variant::Fast));
+                for tile in [Tile::Small, Tile::Large] {
+                    max = max.max(f16_case(&dev, &mut r, m, n, k, ((m + i) % 4) as u32, Variant::Fast, tile));
+                }
             }
         }
-        max = max.max(f16_case(&dev, &mut r, 129, 768, 1536, 1, Variant::Fast));
+        max = max.max(f16_case(&dev, &mut r, 129, 768, 1536, 1, Variant::Fast, Tile::Large));
         for &(n, k) in &TAILS {
-            max = max.max(f16_case(&dev, &mut r, 7, n, k, 0, Variant::Fast));
-            max = max.max(f16_case(&dev, &mut r, 65, n, k, 2, Variant::Fast));
+            max = max.max(f16_case(&dev, &mut r, 7, n, k, 0, Variant::Fast, Tile::Small));
+            max = max.max(f16_case(&dev, &mut r, 65, n, k, 2, Variant::Fast, Tile::Large));
         }
         for epi in 0..4 {
-            max = max.max(f16_case(&dev, &mut r, 7, 96, 384, epi, Variant::Fast));
-            max = max.max(f16_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple));
+            max = max.max(f16_case(&dev, &mut r, 7, 96, 384, epi, Variant::Fast, Tile::Auto));
+            max = max.max(f16_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple, Tile::Auto));
         }
     }
     eprintln!("gemm_f16: max |err| = {max:e}");

@@ -1,9 +1,9 @@
 //! fp16 GEMM (`kernels/gemm_f16.cu`): `C[M,N] = A[M,K] . W[N,K]^T + bias[n]` then the
-//! [`Epilogue`], f32 accumulation on tensor cores (mma m16n8k16), fp16 out. Same tiles and
-//! pipeline as the int8 GEMM (`kernels/gemm_core.cuh`).
+//! [`Epilogue`], f32 accumulation on tensor cores (mma m16n8k16), fp16 out. Same tiles
+//! ([`Tile`]) and pipeline as the int8 GEMM (`kernels/gemm_core.cuh`).
 use half::f16;
 
-use super::gemm_int8::{check_epilogue, check_shape, simple_grid, tiled_grid};
+use super::gemm_int8::{check_epilogue, check_shape, simple_grid, tiled_grid, Tile};
 use super::{check_align, check_len, launch, opt_ptr, Epilogue, Variant};
 use crate::device::{Device, DeviceBuffer, KernelArg};
 use crate::error::Result;
@@ -24,7 +24,26 @@ pub fn gemm_f16_with(
     dev: &Device, a: &DeviceBuffer<f16>, w: &DeviceBuffer<f16>, bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>,
     out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize, variant: Variant,
 ) -> Result<()> {
-    let kernel = if variant == Variant::Fast { "gemm_f16" } else { "gemm_f16_simple" };
+    f16_impl(dev, a, w, bias, epilogue, out, m, n, k, variant, Tile::Auto)
+}
+
+/// [`gemm_f16`] with an explicit block tile.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f16_tiled(
+    dev: &Device, a: &DeviceBuffer<f16>, w: &DeviceBuffer<f16>, bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize, tile: Tile,
+) -> Result<()> {
+    f16_impl(dev, a, w, bias, epilogue, out, m, n, k, Variant::Fast, tile)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn f16_impl(
+    dev: &Device, a: &DeviceBuffer<f16>, w: &DeviceBuffer<f16>, bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize, variant: Variant, tile: Tile,
+) -> Result<()> {
+    let tile = tile.resolve(m, n);
+    let name = format!("gemm_f16{}", tile.suffix());
+    let kernel = if variant == Variant::Fast { name.as_str() } else { "gemm_f16_simple" };
     let (m32, n32, k32) = check_shape(kernel, m, n, k)?;
     check_len(kernel, "a", a, m * k)?;
     check_len(kernel, "w", w, n * k)?;
@@ -44,6 +63,6 @@ pub fn gemm_f16_with(
         KernelArg::U32(k32),
         KernelArg::U32(epilogue.code()),
     ];
-    let cfg = if variant == Variant::Fast { tiled_grid(m, n) } else { simple_grid(m, n) };
+    let cfg = if variant == Variant::Fast { tiled_grid(m, n, tile) } else { simple_grid(m, n) };
     launch(dev, kernel, cfg, &args)
 }

@@ -1,15 +1,50 @@
 //! W8A8 GEMM (`kernels/gemm_int8.cu`), fp16 out, int32 accumulation on tensor cores:
 //! `C[M,N] = (A[M,K] . W[N,K]^T) * a_scale[m] * w_scale[n] + bias[n]`, then the [`Epilogue`].
-//! Tiles 64x64x64 bytes, 3-stage cp.async pipeline, 128 threads (see `kernels/gemm_core.cuh`).
+//! 3-stage cp.async pipeline, ldmatrix, swizzled conflict-free shared tiles; block tile 64x64
+//! (128 threads) or 128x128 (256 threads), see [`Tile`] and `kernels/gemm_core.cuh`.
 use half::f16;
 
 use super::{check_align, check_len, check_multiple, check_u32, kerr, launch, opt_ptr, Epilogue, Variant};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 use crate::error::Result;
 
-/// Block tile of the tensor-core kernels (rows, columns).
-pub const TILE_M: usize = 64;
-pub const TILE_N: usize = 64;
+/// Block tile of the tensor-core GEMMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tile {
+    /// `Large` when it still gives at least [`LARGE_TILE_MIN_BLOCKS`] blocks (about two waves
+    /// on a 108-132 SM GPU), else `Small`.
+    #[default]
+    Auto,
+    /// 64x64 block tile, 4 warps of 32x32, 24 KiB shared memory.
+    Small,
+    /// 128x128 block tile, 8 warps of 64x32, 68 KiB dynamic shared memory (epilogue staging;
+    /// the pipeline itself is 48 KiB): half the operand traffic per MAC of `Small`.
+    Large,
+}
+
+/// Fewest 128x128 blocks for which [`Tile::Auto`] picks [`Tile::Large`].
+pub const LARGE_TILE_MIN_BLOCKS: usize = 256;
+
+impl Tile {
+    pub(crate) fn resolve(self, m: usize, n: usize) -> Tile {
+        match self {
+            Tile::Auto if m.div_ceil(128) * n.div_ceil(128) >= LARGE_TILE_MIN_BLOCKS => Tile::Large,
+            Tile::Auto => Tile::Small,
+            t => t,
+        }
+    }
+    /// (block rows, block cols, threads, dynamic shared bytes) — must match `gemm_core.cuh`.
+    fn dims(self) -> (usize, usize, u32, u32) {
+        match self {
+            Tile::Large => (128, 128, 256, 128 * 136 * 4),
+            _ => (64, 64, 128, 3 * 2 * 64 * 64),
+        }
+    }
+    /// Kernel name suffix.
+    pub(crate) fn suffix(self) -> &'static str {
+        if self == Tile::Large { "_l" } else { "" }
+    }
+}
 
 pub(crate) fn check_shape(kernel: &str, m: usize, n: usize, k: usize) -> Result<(u32, u32, u32)> {
     if m == 0 {
@@ -20,8 +55,9 @@ pub(crate) fn check_shape(kernel: &str, m: usize, n: usize, k: usize) -> Result<
     Ok((check_u32(kernel, "M", m)?, check_u32(kernel, "N", n)?, check_u32(kernel, "K", k)?))
 }
 
-pub(crate) fn tiled_grid(m: usize, n: usize) -> LaunchConfig {
-    LaunchConfig { grid: (n.div_ceil(TILE_N) as u32, m.div_ceil(TILE_M) as u32, 1), block: (128, 1, 1), shared_mem_bytes: 0 }
+pub(crate) fn tiled_grid(m: usize, n: usize, tile: Tile) -> LaunchConfig {
+    let (bm, bn, threads, smem) = tile.dims();
+    LaunchConfig { grid: (n.div_ceil(bn) as u32, m.div_ceil(bm) as u32, 1), block: (threads, 1, 1), shared_mem_bytes: smem }
 }
 
 pub(crate) fn simple_grid(m: usize, n: usize) -> LaunchConfig {
@@ -57,7 +93,28 @@ pub fn gemm_int8_with(
     bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize,
     variant: Variant,
 ) -> Result<()> {
-    let kernel = if variant == Variant::Fast { "gemm_int8_f16" } else { "gemm_int8_simple" };
+    int8_impl(dev, a, a_scale, w, w_scale, bias, epilogue, out, m, n, k, variant, Tile::Auto)
+}
+
+/// [`gemm_int8`] with an explicit block tile.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_int8_tiled(
+    dev: &Device, a: &DeviceBuffer<i8>, a_scale: &DeviceBuffer<f32>, w: &DeviceBuffer<i8>, w_scale: &DeviceBuffer<f32>,
+    bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize,
+    tile: Tile,
+) -> Result<()> {
+    int8_impl(dev, a, a_scale, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, tile)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn int8_impl(
+    dev: &Device, a: &DeviceBuffer<i8>, a_scale: &DeviceBuffer<f32>, w: &DeviceBuffer<i8>, w_scale: &DeviceBuffer<f32>,
+    bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize,
+    variant: Variant, tile: Tile,
+) -> Result<()> {
+    let tile = tile.resolve(m, n);
+    let name = format!("gemm_int8_f16{}", tile.suffix());
+    let kernel = if variant == Variant::Fast { name.as_str() } else { "gemm_int8_simple" };
     let (m32, n32, k32) = check_shape(kernel, m, n, k)?;
     check_len(kernel, "a", a, m * k)?;
     check_len(kernel, "a_scale", a_scale, m)?;
@@ -85,7 +142,7 @@ pub fn gemm_int8_with(
         KernelArg::U32(k32),
         KernelArg::U32(epilogue.code()),
     ];
-    let cfg = if variant == Variant::Fast { tiled_grid(m, n) } else { simple_grid(m, n) };
+    let cfg = if variant == Variant::Fast { tiled_grid(m, n, tile) } else { simple_grid(m, n) };
     launch(dev, kernel, cfg, &args)
 }
 
@@ -94,14 +151,25 @@ pub fn gemm_int8_with(
 pub fn gemm_int8_i32(
     dev: &Device, a: &DeviceBuffer<i8>, w: &DeviceBuffer<i8>, out: &mut DeviceBuffer<i32>, m: usize, n: usize, k: usize,
 ) -> Result<()> {
-    const K: &str = "gemm_int8_i32";
-    let (m32, n32, k32) = check_shape(K, m, n, k)?;
-    check_len(K, "a", a, m * k)?;
-    check_len(K, "w", w, n * k)?;
-    check_len(K, "out", out, m * n)?;
-    check_align(K, "a", a, 16)?;
-    check_align(K, "w", w, 16)?;
-    check_align(K, "out", out, 16)?;
+    gemm_int8_i32_tiled(dev, a, w, out, m, n, k, Tile::Auto)
+}
+
+/// [`gemm_int8_i32`] with an explicit block tile.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_int8_i32_tiled(
+    dev: &Device, a: &DeviceBuffer<i8>, w: &DeviceBuffer<i8>, out: &mut DeviceBuffer<i32>, m: usize, n: usize, k: usize,
+    tile: Tile,
+) -> Result<()> {
+    let tile = tile.resolve(m, n);
+    let name = format!("gemm_int8_i32{}", tile.suffix());
+    let kernel: &str = &name;
+    let (m32, n32, k32) = check_shape(kernel, m, n, k)?;
+    check_len(kernel, "a", a, m * k)?;
+    check_len(kernel, "w", w, n * k)?;
+    check_len(kernel, "out", out, m * n)?;
+    check_align(kernel, "a", a, 16)?;
+    check_align(kernel, "w", w, 16)?;
+    check_align(kernel, "out", out, 16)?;
     let args = [KernelArg::from(a), KernelArg::from(w), KernelArg::from(&*out), KernelArg::U32(m32), KernelArg::U32(n32), KernelArg::U32(k32)];
-    launch(dev, K, tiled_grid(m, n), &args)
+    launch(dev, kernel, tiled_grid(m, n, tile), &args)
 }

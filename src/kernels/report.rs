@@ -1,14 +1,16 @@
 //! Runs each kernel once on BERT-base-like shapes and reports its emulator counters, FLOPs and
 //! the minimum bytes it must move (inputs read once + outputs written once).
 //!
-//! Shapes (each entry states its own in `shape`): BERT-base widths (hidden 768, 12 heads of 64)
-//! with the token count scaled down to 128 (two sequences of 64) so the whole report runs in
-//! seconds on the emulator; the GEMM is the 768 x 768 attention-output projection. On a GPU the
-//! same launches run, without counters.
+//! Shapes (each entry states its own in `shape`): BERT-base widths (hidden 768, 12 heads of 64,
+//! FFN 3072) with the token count scaled down to 512 (four sequences of 128) so the whole report
+//! runs in seconds on the emulator: int8 GEMM = FFN1 (N 3072, K 768, GELU), int32 GEMM = QKV
+//! (N 2304, K 768), fp16 GEMM = FFN2 (N 768, K 3072, + residual); the two epilogue GEMMs run
+//! with both block tiles (`..._l` = 128x128). On a GPU the same launches run, without
+//! counters.
 use half::f16;
 use serde::Serialize;
 
-use super::{AttentionShape, Epilogue, Pooling, Q8Out};
+use super::{AttentionShape, Epilogue, Pooling, Q8Out, Tile};
 use crate::device::Device;
 use crate::emu::Counters;
 use crate::error::{Error, Result};
@@ -44,17 +46,19 @@ fn rand_i8(n: usize, seed: &mut u64) -> Vec<i8> {
 pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     let mut out = Vec::new();
     let mut seed = 0x5eed_u64;
-    let (t, h, heads, d) = (128usize, 768usize, 12usize, 64usize);
+    let (t, h, heads, d, ffn, seq) = (512usize, 768usize, 12usize, 64usize, 3072usize, 128usize);
+    let batch = t / seq;
     let eps = 1e-12f32;
     let mut record = |dev: &Device, kernel: &str, shape: String, flops: u64, min_bytes: u64| -> Result<()> {
-        let (grid, block, smem, counters) = match dev.emulator_backend() {
+        // on the emulator, the kernel actually launched (e.g. the tile variant Auto picked)
+        let (kernel, grid, block, smem, counters) = match dev.emulator_backend() {
             Some(e) => {
                 let l = e.launches().pop().ok_or_else(|| Error::Other(format!("report: no launch recorded for {kernel}")))?;
-                (l.grid, l.block, l.shared_mem_bytes, Some(l.counters))
+                (l.kernel, l.grid, l.block, l.shared_mem_bytes, Some(l.counters))
             }
-            None => ((0, 0, 0), (0, 0, 0), 0, None),
+            None => (kernel.to_string(), (0, 0, 0), (0, 0, 0), 0, None),
         };
-        out.push(KernelReport { kernel: kernel.into(), shape, grid, block, shared_mem_bytes: smem, flops, min_bytes, counters });
+        out.push(KernelReport { kernel, shape, grid, block, shared_mem_bytes: smem, flops, min_bytes, counters });
         Ok(())
     };
 
@@ -75,40 +79,47 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     super::quantize_i8(dev, &y, &mut q, &mut qs, t, h)?;
     record(dev, "quantize_i8_f16", format!("rows {t}, hidden {h}"), 2 * th, th2 + th + 4 * t as u64)?;
 
-    // GEMMs: [t, 768] x [768, 768]
-    let (m, n, k) = (t, h, h);
-    let w8 = dev.upload(&rand_i8(n * k, &mut seed))?;
-    let ws = dev.upload(&(0..n).map(|_| 0.01 + lcg(&mut seed).abs() * 0.01).collect::<Vec<f32>>())?;
-    let mut c = dev.alloc::<f16>(m * n)?;
-    let gflops = (2 * m * n * k) as u64;
-    super::gemm_int8(dev, &q, &qs, &w8, &ws, Some(&bias), Epilogue::Gelu, &mut c, m, n, k)?;
-    record(dev, "gemm_int8_f16", format!("M {m}, N {n}, K {k}, bias + GELU"), gflops, (m * k + n * k + 2 * m * n + 4 * m + 6 * n) as u64)?;
+    // GEMMs: FFN1 int8 [t, 768] x [3072, 768]^T + GELU; QKV int32 [t, 768] x [2304, 768]^T;
+    // FFN2 fp16 [t, 3072] x [768, 3072]^T + residual
+    let w8 = dev.upload(&rand_i8(ffn * h, &mut seed))?;
+    let ws = dev.upload(&(0..ffn).map(|_| 0.01 + lcg(&mut seed).abs() * 0.01).collect::<Vec<f32>>())?;
+    let bias_ffn = dev.upload(&rand_f16(ffn, &mut seed))?;
+    let mut c = dev.alloc::<f16>(t * ffn)?;
+    let (m, n, k) = (t, ffn, h);
+    for tile in [Tile::Small, Tile::Large] {
+        super::gemm_int8_tiled(dev, &q, &qs, &w8, &ws, Some(&bias_ffn), Epilogue::Gelu, &mut c, m, n, k, tile)?;
+        record(dev, "gemm_int8_f16", format!("M {m}, N {n}, K {k}, bias + GELU (FFN1)"), (2 * m * n * k) as u64, (m * k + n * k + 2 * m * n + 4 * m + 6 * n) as u64)?;
+    }
+    let n = 3 * h;
     let mut c32 = dev.alloc::<i32>(m * n)?;
     super::gemm_int8_i32(dev, &q, &w8, &mut c32, m, n, k)?;
-    record(dev, "gemm_int8_i32", format!("M {m}, N {n}, K {k}"), gflops, (m * k + n * k + 4 * m * n) as u64)?;
+    record(dev, "gemm_int8_i32", format!("M {m}, N {n}, K {k} (QKV)"), (2 * m * n * k) as u64, (m * k + n * k + 4 * m * n) as u64)?;
+    let (n, k) = (h, ffn);
     let w16 = dev.upload(&rand_f16(n * k, &mut seed))?;
-    super::gemm_f16(dev, &y, &w16, Some(&bias), Epilogue::Residual(&res), &mut c, m, n, k)?;
-    record(dev, "gemm_f16", format!("M {m}, N {n}, K {k}, bias + residual"), gflops, (2 * (m * k + n * k + 2 * m * n + n)) as u64)?;
+    for tile in [Tile::Small, Tile::Large] {
+        super::gemm_f16_tiled(dev, &c, &w16, Some(&bias), Epilogue::Residual(&res), &mut y, m, n, k, tile)?;
+        record(dev, "gemm_f16", format!("M {m}, N {n}, K {k}, bias + residual (FFN2)"), (2 * m * n * k) as u64, (2 * (m * k + n * k + 2 * m * n + n)) as u64)?;
+    }
 
-    // attention: two sequences (64 + 64 tokens), 12 heads of 64, over a [t, 3h] qkv
+    // attention: four sequences of 128, 12 heads of 64, over a [t, 3h] qkv
     let qkv = dev.upload(&rand_f16(t * 3 * h, &mut seed))?;
-    let cu = dev.upload(&[0u32, 64, t as u32])?;
+    let cu_host: Vec<u32> = (0..=batch as u32).map(|i| i * seq as u32).collect();
+    let cu = dev.upload(&cu_host)?;
     let mut o = dev.alloc::<f16>(t * h)?;
-    let shape = AttentionShape { batch: 2, tokens: t, max_seqlen: 64, heads, head_dim: d, scale: None };
-    super::attention(dev, &qkv, &cu, &mut o, shape)?;
-    let aflops = (2 * 2 * 64 * 64 * d * heads * 2) as u64;
-    record(dev, "attention_f16_d64", format!("2 sequences x 64 tokens, {heads} heads x {d}"), aflops, (t * 3 * h * 2 + t * h * 2 + 12) as u64)?;
+    super::attention(dev, &qkv, &cu, &mut o, AttentionShape::from_cu_seqlens(&cu_host, heads, d)?)?;
+    let aflops = (batch * heads * 2 * 2 * seq * seq * d) as u64;
+    record(dev, "attention_f16_d64", format!("{batch} sequences x {seq} tokens, {heads} heads x {d}"), aflops, (t * 3 * h * 2 + t * h * 2 + 4 * (batch + 1)) as u64)?;
 
     // pooling (mean + L2) and the embedding
-    let mut pooled = dev.alloc::<f32>(2 * h)?;
-    super::pool(dev, &y, &cu, &mut pooled, 2, t, h, Pooling::Mean, true)?;
-    record(dev, "pool_f16", format!("2 sequences x 64 tokens, hidden {h}, mean + L2"), th + 4 * h as u64, th2 + 12 + 8 * h as u64)?;
+    let mut pooled = dev.alloc::<f32>(batch * h)?;
+    super::pool(dev, &y, &cu, &mut pooled, batch, t, h, Pooling::Mean, true)?;
+    record(dev, "pool_f16", format!("{batch} sequences x {seq} tokens, hidden {h}, mean + L2"), th + 4 * (batch * h) as u64, th2 + 4 * (batch + 1) as u64 + 4 * (batch * h) as u64)?;
     let vocab = 1000;
     let word = dev.upload(&rand_f16(vocab * h, &mut seed))?;
     let posv = dev.upload(&rand_f16(512 * h, &mut seed))?;
     let typ = dev.upload(&rand_f16(2 * h, &mut seed))?;
     let ids = dev.upload(&(0..t as u32).map(|i| (i * 7919) % vocab as u32).collect::<Vec<_>>())?;
-    let pids = dev.upload(&(0..t as u32).map(|i| i % 64).collect::<Vec<_>>())?;
+    let pids = dev.upload(&(0..t as u32).map(|i| i % seq as u32).collect::<Vec<_>>())?;
     let tids = dev.upload(&vec![0u32; t])?;
     let tables = super::EmbeddingTables { word: &word, position: &posv, token_type: &typ, gamma: &gamma, beta: &beta };
     super::embedding_layernorm(dev, &ids, &pids, &tids, &tables, &mut y, t, h, eps)?;
