@@ -433,3 +433,16 @@ fn cp_async_ignore_src_predicate() {
         assert_eq!(got[l], if l < 16 { l as u32 + 1 } else { 0 }, "lane {l}");
     }
 }
+
+/// Every embedded module (kernels/*.cu) parses, and defines exactly the entries build.rs listed.
+#[test]
+fn every_embedded_module_parses() {
+    for m in fusebert::ptx::MODULES {
+        let parsed = fusebert::emu::parse_module(m.name, m.ptx).unwrap_or_else(|e| panic!("{e}"));
+        let mut got: Vec<&str> = parsed.kernels.iter().map(|k| k.name.as_str()).collect();
+        let mut want: Vec<&str> = m.kernels.to_vec();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "module {}", m.name);
+    }
+}

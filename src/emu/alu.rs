@@ -606,6 +606,16 @@ pub fn cvt(dt: Ty, st: Ty, rnd: Rnd, flags: u32, a: u64) -> u64 {
         return finish(dt, flags, b);
     }
     // float -> float
+    if flags == 0 && matches!(rnd, Rnd::None | Rnd::Rn) {
+        // fast paths (single correct rounding): f32 -> f16 in hardware, widenings exact
+        match (dt, st) {
+            (Ty::F16, Ty::F32) => return half::f16::from_f32(f32::from_bits(a as u32)).to_bits() as u64,
+            (Ty::F32, Ty::F16) => return fp::f16_to_f32(a).to_bits() as u64,
+            (Ty::F64, Ty::F32) => return (f32::from_bits(a as u32) as f64).to_bits(),
+            (Ty::F32, Ty::F64) => return (f64::from_bits(a) as f32).to_bits() as u64,
+            _ => {}
+        }
+    }
     let x = src_float(st, ftz, a);
     let int_round = matches!(rnd, Rnd::Rni | Rnd::Rzi | Rnd::Rmi | Rnd::Rpi);
     let x = if int_round { fp::round_int(x, rnd) } else { x };

@@ -187,6 +187,16 @@ impl<'a> Launch<'a> {
         let ctaid = [(b % gx) as u32, ((b / gx) % gy) as u32, (b / (gx * gy)) as u32];
         let mut blk = Block::new(self, ctaid);
         blk.run()?;
+        let k = blk.class_count;
+        let c = &mut blk.c;
+        c.inst_integer += k[class::INT as usize];
+        c.inst_fp32 += k[class::FP32 as usize];
+        c.inst_fp16 += k[class::FP16 as usize];
+        c.inst_fp64 += k[class::FP64 as usize];
+        c.inst_tensor += k[class::TENSOR as usize];
+        c.inst_memory += k[class::MEM as usize];
+        c.inst_control += k[class::CTRL as usize];
+        c.inst_special += k[class::SPECIAL as usize];
         Ok(blk.c)
     }
 }
@@ -271,6 +281,8 @@ pub(crate) struct Block<'l, 'a> {
     pub clock: u64,
     /// Threads that passed `bar.arrive` per barrier since its last completion.
     arrivals: [u32; 16],
+    /// Warp instructions per class (`class::*`), folded into `c` when the block ends.
+    class_count: [u64; 8],
     warps: Vec<Warp>,
 }
 
@@ -364,6 +376,7 @@ impl<'l, 'a> Block<'l, 'a> {
             last_alloc: 0,
             clock: 0,
             arrivals: [0; 16],
+            class_count: [0; 8],
             warps,
         }
     }
@@ -540,16 +553,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 w.steps += 1;
                 self.c.warp_instructions += 1;
                 self.c.thread_instructions += mask.count_ones() as u64;
-                match classes[pc as usize] {
-                    class::INT => self.c.inst_integer += 1,
-                    class::FP32 => self.c.inst_fp32 += 1,
-                    class::FP16 => self.c.inst_fp16 += 1,
-                    class::FP64 => self.c.inst_fp64 += 1,
-                    class::TENSOR => self.c.inst_tensor += 1,
-                    class::MEM => self.c.inst_memory += 1,
-                    class::CTRL => self.c.inst_control += 1,
-                    _ => self.c.inst_special += 1,
-                }
+                self.class_count[classes[pc as usize] as usize & 7] += 1;
                 if w.steps > limit {
                     return Err(self.err(w, None, i, "step limit", format!("warp executed more than {limit} instructions (infinite loop?)")));
                 }

@@ -20,8 +20,22 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     /// Resolves an access of `size` bytes at `addr` in `space` to a location, checking
-    /// alignment (`align` bytes) and bounds.
+    /// alignment (`align` bytes) and bounds. Fast path: an aligned global access inside the
+    /// allocation hit last.
+    #[inline(always)]
     pub(crate) fn resolve(&mut self, w: &Warp, i: &Inst, lane: usize, space: Space, addr: u64, size: u32, align: u32, what: &str) -> R<Loc> {
+        if matches!(space, Space::Global | Space::Generic) && addr & (align.max(1) as u64 - 1) == 0 && addr < SHARED_WIN && align.is_power_of_two() {
+            if let Some(a) = self.l.view.allocs.get(self.last_alloc) {
+                if addr >= a.base && addr + size as u64 <= a.base + a.size {
+                    return Ok(Loc::Global(unsafe { a.ptr.add((addr - a.base) as usize) }));
+                }
+            }
+        }
+        self.resolve_slow(w, i, lane, space, addr, size, align, what)
+    }
+
+    #[inline(never)]
+    pub(crate) fn resolve_slow(&mut self, w: &Warp, i: &Inst, lane: usize, space: Space, addr: u64, size: u32, align: u32, what: &str) -> R<Loc> {
         // (alignments are powers of two: a mask instead of a 64-bit division)
         let misaligned = if align.is_power_of_two() { addr & (align as u64 - 1) != 0 } else { align > 1 && addr % align as u64 != 0 };
         if misaligned && (self.l.opts.align || matches!(i.op, Op::Atom | Op::Red)) {
@@ -219,10 +233,16 @@ impl<'l, 'a> Block<'l, 'a> {
 
     /// Uninitialised-read check / init marking of a global access just resolved by `resolve`
     /// (which left the allocation in `last_alloc`).
+    #[inline(always)]
     fn global_shadow(&self, w: &Warp, i: &Inst, lane: usize, addr: u64, size: u32, write: bool, what: &str) -> R<()> {
-        if !self.l.opts.uninit {
+        if !self.l.opts.uninit || self.l.view.allocs[self.last_alloc].full.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
+        self.global_shadow_slow(w, i, lane, addr, size, write, what)
+    }
+
+    #[inline(never)]
+    fn global_shadow_slow(&self, w: &Warp, i: &Inst, lane: usize, addr: u64, size: u32, write: bool, what: &str) -> R<()> {
         let a = &self.l.view.allocs[self.last_alloc];
         let off = addr - a.base;
         if write {
@@ -486,7 +506,10 @@ pub(crate) fn count_sectors(addrs: &[u64; 32], mask: u32, size: u32) -> u64 {
         }
     });
     let s = &mut s[..n];
-    s.sort_unstable();
+    // lanes usually walk memory upwards: sort only when they do not
+    if s.windows(2).any(|p| p[0] > p[1]) {
+        s.sort_unstable();
+    }
     let mut count = 0;
     for k in 0..s.len() {
         if k == 0 || s[k] != s[k - 1] {

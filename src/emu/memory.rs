@@ -27,6 +27,8 @@ pub struct Alloc {
     pub ptr: *mut u8,
     /// One bit per byte: written since allocation (host write/memset or kernel store).
     pub init: Box<[AtomicU8]>,
+    /// Every byte is initialised (e.g. a full upload): the per-byte checks can be skipped.
+    pub full: std::sync::atomic::AtomicBool,
     /// Module variables are tagged with their module name.
     pub label: Option<String>,
 }
@@ -65,6 +67,12 @@ impl Alloc {
     /// Marks bytes [off, off+len) as initialised.
     #[inline]
     pub fn mark_init(&self, off: u64, len: u64) {
+        if self.full.load(Ordering::Relaxed) {
+            return;
+        }
+        if off == 0 && len == self.size {
+            self.full.store(true, Ordering::Relaxed);
+        }
         Self::shadow_spans(off, len, |i, bits| {
             let s = &self.init[i];
             // plain load first: re-writing initialised memory needs no read-modify-write
@@ -78,6 +86,9 @@ impl Alloc {
     /// The first byte of [off, off+len) never written, if any.
     #[inline]
     pub fn first_uninit(&self, off: u64, len: u64) -> Option<u64> {
+        if self.full.load(Ordering::Relaxed) {
+            return None;
+        }
         let ok = Self::shadow_spans(off, len, |i, bits| self.init[i].load(Ordering::Relaxed) & bits == bits);
         if ok {
             return None;
@@ -186,7 +197,7 @@ impl GlobalMem {
         st.next_id += 1;
         let init = (0..size.div_ceil(8)).map(|_| AtomicU8::new(0)).collect();
         let pos = st.allocs.partition_point(|a| a.base < base);
-        st.allocs.insert(pos, Alloc { id, base, size, ptr, init, label });
+        st.allocs.insert(pos, Alloc { id, base, size, ptr, init, full: std::sync::atomic::AtomicBool::new(false), label });
         Ok(base)
     }
 
