@@ -3,6 +3,7 @@
 use clap::ValueEnum;
 
 use fusebert::model::reference::{self, Options, Output};
+use fusebert::model::bert::{DeviceBert, ForwardOptions};
 use fusebert::model::{BertModel, Precision};
 use fusebert::tokenize::Batch;
 use fusebert::{Device, Error, Result};
@@ -57,7 +58,8 @@ pub fn run_forward(
     }
 }
 
-/// Opens the device (a typed error when there is no GPU), then runs the device forward pass.
+/// Opens the device (a typed error when there is no GPU), uploads the model and runs the
+/// device forward pass.
 pub fn run_device_forward(
     device: DeviceKind,
     precision: Precision,
@@ -65,13 +67,12 @@ pub fn run_device_forward(
     batch: &Batch,
     opts: &Options,
 ) -> Result<Output> {
-    let (dev, name) = match device {
-        DeviceKind::Cuda => (Device::cuda(0)?, "cuda"),
-        DeviceKind::Emu => (Device::emulator()?, "emu"),
+    let dev = match device {
+        DeviceKind::Cuda => Device::cuda(0)?,
+        DeviceKind::Emu => Device::emulator()?,
         DeviceKind::Cpu => return reference::forward(model, batch, opts),
     };
-    let _ = (dev, precision);
-    Err(Error::Other(format!(
-        "device forward pass for {name} is not built yet (issue: BERT forward pass on the kernels)"
-    )))
+    let mut bert = DeviceBert::new(&dev, model, precision)?;
+    let (out, _) = bert.forward(batch, ForwardOptions { normalize: opts.normalize, hidden_states: false })?;
+    Ok(out)
 }

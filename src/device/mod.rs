@@ -258,6 +258,23 @@ impl<T: Pod> DeviceBuffer<T> {
         }
         self.device.backend.write(self.addr, bytemuck::cast_slice(data))
     }
+    /// Writes `data` into the first `data.len()` elements (workspaces larger than one batch).
+    pub fn write_prefix(&mut self, data: &[T]) -> Result<()> {
+        if data.len() > self.len {
+            return Err(Error::Memory(format!("write of {} elements into a buffer of {}", data.len(), self.len)));
+        }
+        self.device.backend.write(self.addr, bytemuck::cast_slice(data))
+    }
+    /// Copies the first `n` elements to the host (synchronising first).
+    pub fn read_prefix(&self, n: usize) -> Result<Vec<T>> {
+        if n > self.len {
+            return Err(Error::Memory(format!("read of {n} elements from a buffer of {}", self.len)));
+        }
+        self.device.synchronize()?;
+        let mut out = vec![T::zeroed(); n];
+        self.device.backend.read(self.addr, bytemuck::cast_slice_mut(&mut out))?;
+        Ok(out)
+    }
     /// Fills every byte with `byte`.
     pub fn fill_bytes(&mut self, byte: u8) -> Result<()> {
         self.device.backend.memset(self.addr, byte, self.bytes())

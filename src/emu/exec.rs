@@ -197,7 +197,7 @@ impl<'a> Launch<'a> {
         c.inst_memory += k[class::MEM as usize];
         c.inst_control += k[class::CTRL as usize];
         c.inst_special += k[class::SPECIAL as usize];
-        Ok(blk.c)
+        Ok(std::mem::take(&mut blk.c))
     }
 }
 
@@ -286,6 +286,37 @@ pub(crate) struct Block<'l, 'a> {
     warps: Vec<Warp>,
 }
 
+thread_local! {
+    /// Register files of finished blocks, reused by the next block on this worker thread (no
+    /// allocation or page faults per block; registers are re-zeroed, constants re-copied).
+    static REG_POOL: std::cell::RefCell<Vec<Vec<u64>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A register file for one warp: registers zeroed, constant slots from the launch template.
+fn take_regs(l: &Launch) -> Vec<u64> {
+    let n = l.template.len();
+    let r0 = l.kernel.nregs as usize * 32;
+    let mut regs = REG_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    regs.clear();
+    regs.resize(r0.min(n), 0);
+    regs.extend_from_slice(&l.template[r0.min(n)..]);
+    regs
+}
+
+impl Drop for Block<'_, '_> {
+    fn drop(&mut self) {
+        let warps = std::mem::take(&mut self.warps);
+        REG_POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            for w in warps {
+                if p.len() < 64 {
+                    p.push(w.regs);
+                }
+            }
+        });
+    }
+}
+
 /// Location of a resolved memory access.
 #[derive(Clone, Copy)]
 pub(crate) enum Loc {
@@ -314,7 +345,7 @@ impl<'l, 'a> Block<'l, 'a> {
         let checks = l.opts.races || l.opts.uninit;
         let mut warps = Vec::with_capacity(l.nwarps as usize);
         for w in 0..l.nwarps {
-            let mut regs = l.template.clone();
+            let mut regs = take_regs(l);
             let nvalid = (l.nthreads - w * 32).min(32);
             let valid = if nvalid == 32 { FULL } else { (1u32 << nvalid) - 1 };
             for &(slot, sp) in &k.specials {

@@ -481,6 +481,9 @@ pub struct Kernel {
     pub insts: Vec<Inst>,
     /// Total slots (registers + specials + constants + scratch).
     pub nslots: u32,
+    /// Slots below this are registers (written by instructions); from here on, specials and
+    /// constants (filled at warp start, never written).
+    pub nregs: u32,
     /// Constant slots, their values and relocation kind (`parse::RELOC_*`).
     pub consts: Vec<(u32, u64, u8)>,
     /// Special-register slots.

@@ -673,6 +673,7 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
         param_bytes: param_off,
         insts: fs.insts,
         nslots: next,
+        nregs,
         consts,
         specials,
         lists: fs.lists,

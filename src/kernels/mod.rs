@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 
 pub mod attention;
 pub mod embedding;
+pub mod gather;
 pub mod gemm_f16;
 pub mod gemm_int8;
 pub mod layernorm;
@@ -47,6 +48,7 @@ pub mod report;
 
 pub use attention::{attention, AttentionShape};
 pub use embedding::{embedding_layernorm, EmbeddingTables};
+pub use gather::gather_first_rows;
 pub use gemm_f16::{gemm_f16, gemm_f16_with};
 pub use gemm_int8::{gemm_int8, gemm_int8_i32, gemm_int8_with};
 pub use layernorm::{Q8Out, layernorm_f16, layernorm_f16_q8, layernorm_f16_q8_with, layernorm_f16_with};

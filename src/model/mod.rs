@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+pub mod bert;
 pub mod config;
 pub mod erf;
 pub mod quant;

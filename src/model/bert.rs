@@ -1,0 +1,423 @@
+//! The device forward pass: weights uploaded once, a reusable workspace, and a fixed sequence
+//! of kernel launches over a packed batch (sequences concatenated, `cu_seqlens` offsets, no
+//! padding anywhere).
+//!
+//! Per layer (fp16): QKV GEMM (+bias) -> attention -> output GEMM (+bias +residual) ->
+//! layernorm -> FFN1 GEMM (+bias, GELU) -> FFN2 GEMM (+bias +residual) -> layernorm:
+//! 7 launches, plus embedding+layernorm before the layers and mean pooling after (2 + 7 L).
+//! The int8 path (W8A8 on the four GEMMs) also needs int8 activations: the layernorms emit them
+//! directly (`layernorm_f16_q8`), the attention output and the GELU output are quantised by a
+//! separate `quantize_i8` launch each, and the embedding output once: 3 + 9 L launches.
+//! The pooler (gather [CLS] rows + GEMM with tanh) and the classifier GEMM add 2 and 1.
+use half::f16;
+
+use super::config::HiddenAct;
+use super::quant::quantize_rows;
+use super::reference::{softmax, Output, SequenceOutput};
+use super::weights::{LayerNormWeights, Linear};
+use super::{BertModel, Precision};
+use crate::device::{Device, DeviceBuffer};
+use crate::error::{Error, Result};
+use crate::kernels::{self, AttentionShape, EmbeddingTables, Epilogue, Pooling, Q8Out};
+use crate::tokenize::Batch;
+
+/// GEMM N and K must be multiples of this (the kernels' contract); the classifier's label count
+/// is padded up to it with zero rows.
+const GEMM_ALIGN: usize = 16;
+
+/// A GEMM weight on the device in the precision of the forward pass, with its fp16 bias.
+enum DeviceLinear {
+    F16 { w: DeviceBuffer<f16>, b: DeviceBuffer<f16> },
+    /// Per-output-channel symmetric int8 weights and their f32 scales.
+    Int8 { w: DeviceBuffer<i8>, scale: DeviceBuffer<f32>, b: DeviceBuffer<f16> },
+}
+
+struct DeviceLayerNorm {
+    gamma: DeviceBuffer<f16>,
+    beta: DeviceBuffer<f16>,
+}
+
+struct DeviceLayer {
+    qkv: DeviceLinear,
+    attn_out: DeviceLinear,
+    ln1: DeviceLayerNorm,
+    ffn1: DeviceLinear,
+    ffn2: DeviceLinear,
+    ln2: DeviceLayerNorm,
+}
+
+/// Activation buffers sized for `tokens` packed tokens and `batch` sequences; grown, never
+/// shrunk, so steady-state forward passes allocate nothing on the device.
+struct Workspace {
+    tokens: usize,
+    batch: usize,
+    ids: DeviceBuffer<u32>,
+    pos_ids: DeviceBuffer<u32>,
+    type_ids: DeviceBuffer<u32>,
+    cu_seqlens: DeviceBuffer<u32>,
+    x: DeviceBuffer<f16>,
+    qkv: DeviceBuffer<f16>,
+    ctx: DeviceBuffer<f16>,
+    y: DeviceBuffer<f16>,
+    h: DeviceBuffer<f16>,
+    ffn: DeviceBuffer<f16>,
+    /// int8 activations (largest K: intermediate size) and their per-token scales.
+    q8: DeviceBuffer<i8>,
+    q8_scale: DeviceBuffer<f32>,
+    pooled: DeviceBuffer<f32>,
+    cls: DeviceBuffer<f16>,
+    pooler_out: DeviceBuffer<f16>,
+    logits: DeviceBuffer<f16>,
+}
+
+/// A BERT model resident on a device.
+pub struct DeviceBert {
+    dev: Device,
+    precision: Precision,
+    hidden: usize,
+    heads: usize,
+    head_dim: usize,
+    intermediate: usize,
+    eps: f32,
+    max_positions: usize,
+    vocab: usize,
+    type_vocab: usize,
+    word: DeviceBuffer<f16>,
+    position: DeviceBuffer<f16>,
+    token_type: DeviceBuffer<f16>,
+    emb_ln: DeviceLayerNorm,
+    layers: Vec<DeviceLayer>,
+    pooler: Option<DeviceLinear>,
+    /// Classifier (always fp16: tiny), label count before padding.
+    classifier: Option<(DeviceLinear, usize)>,
+    workspace: Option<Workspace>,
+}
+
+/// Options of one device forward pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ForwardOptions {
+    /// L2-normalise the mean-pooled embedding.
+    pub normalize: bool,
+    /// Also return the hidden states after the embeddings and after every layer.
+    pub hidden_states: bool,
+}
+
+/// Per-layer hidden states of a device forward pass: `layers[0]` is the embedding output,
+/// `layers[l]` the output of layer `l`, each packed `[T, H]`, converted to f32.
+#[derive(Debug, Clone)]
+pub struct DeviceHiddenStates {
+    pub layers: Vec<Vec<f32>>,
+}
+
+fn to_f16(v: &[f32]) -> Vec<f16> {
+    v.iter().map(|&x| f16::from_f32(x)).collect()
+}
+
+fn upload_f16(dev: &Device, v: &[f32]) -> Result<DeviceBuffer<f16>> {
+    dev.upload(&to_f16(v))
+}
+
+fn upload_ln(dev: &Device, ln: &LayerNormWeights) -> Result<DeviceLayerNorm> {
+    Ok(DeviceLayerNorm { gamma: upload_f16(dev, &ln.gamma.data)?, beta: upload_f16(dev, &ln.beta.data)? })
+}
+
+/// Uploads `[out, in]` weights (concatenated along `out` when several) in `precision`.
+fn upload_linear(dev: &Device, parts: &[&Linear], precision: Precision, pad_out_to: usize) -> Result<DeviceLinear> {
+    let inp = parts[0].in_features();
+    let mut w: Vec<f32> = parts.iter().flat_map(|l| l.weight.data.iter().copied()).collect();
+    let mut b: Vec<f32> = parts.iter().flat_map(|l| l.bias.data.iter().copied()).collect();
+    let out = b.len().next_multiple_of(pad_out_to);
+    w.resize(out * inp, 0.0);
+    b.resize(out, 0.0);
+    let b = upload_f16(dev, &b)?;
+    Ok(match precision {
+        Precision::F16 => DeviceLinear::F16 { w: upload_f16(dev, &w)?, b },
+        Precision::Int8 => {
+            let q = quantize_rows(&w, out, inp);
+            DeviceLinear::Int8 { w: dev.upload(&q.q)?, scale: dev.upload(&q.scale)?, b }
+        }
+    })
+}
+
+impl DeviceBert {
+    /// Uploads `model` to `dev` (int8: weights quantised per output channel, deterministically).
+    pub fn new(dev: &Device, model: &BertModel, precision: Precision) -> Result<DeviceBert> {
+        let c = &model.config;
+        if c.hidden_act != HiddenAct::Gelu {
+            return Err(Error::Input(format!(
+                "the device forward pass implements hidden_act = gelu (erf); this model uses {:?}",
+                c.hidden_act
+            )));
+        }
+        let w = &model.weights;
+        let layers = w
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(DeviceLayer {
+                    qkv: upload_linear(dev, &[&l.query, &l.key, &l.value], precision, 1)?,
+                    attn_out: upload_linear(dev, &[&l.attn_output], precision, 1)?,
+                    ln1: upload_ln(dev, &l.attn_layer_norm)?,
+                    ffn1: upload_linear(dev, &[&l.ffn1], precision, 1)?,
+                    ffn2: upload_linear(dev, &[&l.ffn2], precision, 1)?,
+                    ln2: upload_ln(dev, &l.ffn_layer_norm)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pooler = w.pooler.as_ref().map(|p| upload_linear(dev, &[p], Precision::F16, 1)).transpose()?;
+        let classifier = match &w.classifier {
+            Some(cl) => Some((
+                upload_linear(dev, &[&cl.linear], Precision::F16, GEMM_ALIGN)?,
+                cl.linear.out_features(),
+            )),
+            None => None,
+        };
+        Ok(DeviceBert {
+            dev: dev.clone(),
+            precision,
+            hidden: c.hidden_size,
+            heads: c.num_attention_heads,
+            head_dim: c.head_dim(),
+            intermediate: c.intermediate_size,
+            eps: c.layer_norm_eps,
+            max_positions: c.max_position_embeddings,
+            vocab: c.vocab_size,
+            type_vocab: c.type_vocab_size,
+            word: upload_f16(dev, &w.embeddings.word.data)?,
+            position: upload_f16(dev, &w.embeddings.position.data)?,
+            token_type: upload_f16(dev, &w.embeddings.token_type.data)?,
+            emb_ln: upload_ln(dev, &w.embeddings.layer_norm)?,
+            layers,
+            pooler,
+            classifier,
+            workspace: None,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.dev
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Kernel launches of one forward pass over `batch` sequences (see the module docs).
+    pub fn launches_per_forward(&self) -> usize {
+        let l = self.layers.len();
+        let body = match self.precision {
+            Precision::F16 => 2 + 7 * l,
+            Precision::Int8 => 3 + 9 * l,
+        };
+        body + if self.pooler.is_some() { 2 } else { 0 } + if self.classifier.is_some() { 1 } else { 0 }
+    }
+
+    /// Token ids, types and lengths must fit the model's tables (user input: typed errors).
+    fn check_batch(&self, batch: &Batch) -> Result<()> {
+        for (i, (ids, types)) in batch.input_ids.iter().zip(&batch.token_type_ids).enumerate() {
+            if ids.is_empty() {
+                return Err(Error::Input(format!("sequence {i} has no tokens")));
+            }
+            if ids.len() > self.max_positions {
+                return Err(Error::InputTooLong { index: i, tokens: ids.len(), limit: self.max_positions });
+            }
+            if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab) {
+                return Err(Error::Input(format!("sequence {i}: token id {id} >= vocab_size {}", self.vocab)));
+            }
+            if let Some(&t) = types.iter().find(|&&t| t as usize >= self.type_vocab) {
+                return Err(Error::Input(format!("sequence {i}: token type {t} >= type_vocab_size {}", self.type_vocab)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure the workspace holds `tokens` tokens and `batch` sequences.
+    fn reserve(&mut self, tokens: usize, batch: usize) -> Result<()> {
+        if let Some(ws) = &self.workspace {
+            if ws.tokens >= tokens && ws.batch >= batch {
+                return Ok(());
+            }
+        }
+        let (old_t, old_b) = self.workspace.as_ref().map_or((0, 0), |w| (w.tokens, w.batch));
+        let (t, b) = (tokens.max(old_t), batch.max(old_b));
+        self.workspace = None; // free before allocating the larger one
+        let d = &self.dev;
+        let (h, i) = (self.hidden, self.intermediate);
+        let labels = self.classifier.as_ref().map_or(0, |_| GEMM_ALIGN.max(self.classifier_padded()));
+        self.workspace = Some(Workspace {
+            tokens: t,
+            batch: b,
+            ids: d.alloc(t)?,
+            pos_ids: d.alloc(t)?,
+            type_ids: d.alloc(t)?,
+            cu_seqlens: d.alloc(b + 1)?,
+            x: d.alloc(t * h)?,
+            qkv: d.alloc(t * 3 * h)?,
+            ctx: d.alloc(t * h)?,
+            y: d.alloc(t * h)?,
+            h: d.alloc(t * h)?,
+            ffn: d.alloc(t * i)?,
+            q8: d.alloc(t * i.max(h))?,
+            q8_scale: d.alloc(t)?,
+            pooled: d.alloc(b * h)?,
+            cls: d.alloc(b * h)?,
+            pooler_out: d.alloc(b * h)?,
+            logits: d.alloc(b * labels.max(1))?,
+        });
+        Ok(())
+    }
+
+    fn classifier_padded(&self) -> usize {
+        self.classifier.as_ref().map_or(0, |(_, n)| n.next_multiple_of(GEMM_ALIGN))
+    }
+
+    /// Runs the encoder on `batch`; an empty batch gives an empty output.
+    pub fn forward(&mut self, batch: &Batch, opts: ForwardOptions) -> Result<(Output, Option<DeviceHiddenStates>)> {
+        let h = self.hidden;
+        if batch.is_empty() {
+            return Ok((Output { hidden_size: h, sequences: Vec::new() }, None));
+        }
+        self.check_batch(batch)?;
+        let (t, b) = (batch.total_tokens(), batch.len());
+        self.reserve(t, b)?;
+        let mut ws = self.workspace.take().expect("reserved");
+        let result = self.run(&mut ws, batch, opts);
+        self.workspace = Some(ws);
+        result
+    }
+
+    fn run(&self, ws: &mut Workspace, batch: &Batch, opts: ForwardOptions) -> Result<(Output, Option<DeviceHiddenStates>)> {
+        let (t, b, h) = (batch.total_tokens(), batch.len(), self.hidden);
+        let p = &batch.packed;
+        write_prefix(&mut ws.ids, &p.input_ids)?;
+        write_prefix(&mut ws.pos_ids, &p.position_ids)?;
+        write_prefix(&mut ws.type_ids, &p.token_type_ids)?;
+        write_prefix(&mut ws.cu_seqlens, &p.cu_seqlens)?;
+        let d = &self.dev;
+        let tables = EmbeddingTables {
+            word: &self.word,
+            position: &self.position,
+            token_type: &self.token_type,
+            gamma: &self.emb_ln.gamma,
+            beta: &self.emb_ln.beta,
+        };
+        kernels::embedding_layernorm(d, &ws.ids, &ws.pos_ids, &ws.type_ids, &tables, &mut ws.x, t, h, self.eps)?;
+        if self.precision == Precision::Int8 {
+            kernels::quantize_i8(d, &ws.x, &mut ws.q8, &mut ws.q8_scale, t, h)?;
+        }
+        let mut states = opts.hidden_states.then(|| DeviceHiddenStates { layers: Vec::new() });
+        if let Some(s) = &mut states {
+            s.layers.push(read_f32(&ws.x, t * h)?);
+        }
+        let max_seqlen = batch.max_len();
+        for layer in &self.layers {
+            self.layer(ws, layer, t, b, max_seqlen)?;
+            if let Some(s) = &mut states {
+                s.layers.push(read_f32(&ws.x, t * h)?);
+            }
+        }
+        let out = self.heads(ws, batch, opts)?;
+        Ok((out, states))
+    }
+
+    /// One encoder layer: ws.x (and, for int8, ws.q8 = quantised ws.x) -> ws.x (and ws.q8).
+    fn layer(&self, ws: &mut Workspace, l: &DeviceLayer, t: usize, b: usize, max_seqlen: usize) -> Result<()> {
+        let d = &self.dev;
+        let (h, i, eps) = (self.hidden, self.intermediate, self.eps);
+        let int8 = self.precision == Precision::Int8;
+        let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_scale, cu_seqlens, .. } = ws;
+        self.gemm(&l.qkv, x, q8, q8_scale, Epilogue::None, qkv, t, 3 * h, h)?;
+        let shape = AttentionShape { batch: b, tokens: t, max_seqlen, heads: self.heads, head_dim: self.head_dim, scale: None };
+        kernels::attention(d, qkv, cu_seqlens, ctx, shape)?;
+        if int8 {
+            kernels::quantize_i8(d, ctx, q8, q8_scale, t, h)?;
+        }
+        self.gemm(&l.attn_out, ctx, q8, q8_scale, Epilogue::Residual(x), y, t, h, h)?;
+        self.layernorm(&l.ln1, y, hbuf, q8, q8_scale, t, h, eps)?;
+        self.gemm(&l.ffn1, hbuf, q8, q8_scale, Epilogue::Gelu, ffn, t, i, h)?;
+        if int8 {
+            kernels::quantize_i8(d, ffn, q8, q8_scale, t, i)?;
+        }
+        self.gemm(&l.ffn2, ffn, q8, q8_scale, Epilogue::Residual(hbuf), y, t, h, i)?;
+        self.layernorm(&l.ln2, y, x, q8, q8_scale, t, h, eps)
+    }
+
+    /// out = LN(y); on the int8 path also its int8 copy into q8 (for the next GEMM).
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm(
+        &self, ln: &DeviceLayerNorm, y: &DeviceBuffer<f16>, out: &mut DeviceBuffer<f16>, q8: &mut DeviceBuffer<i8>,
+        q8_scale: &mut DeviceBuffer<f32>, t: usize, h: usize, eps: f32,
+    ) -> Result<()> {
+        if self.precision == Precision::Int8 {
+            let q8 = Q8Out { q: q8, scale: q8_scale };
+            kernels::layernorm_f16_q8(&self.dev, y, None, None, &ln.gamma, &ln.beta, out, q8, t, h, eps)
+        } else {
+            kernels::layernorm_f16(&self.dev, y, None, None, &ln.gamma, &ln.beta, out, t, h, eps)
+        }
+    }
+
+    /// out[m, n] = epilogue(a[m, :] . W[n, :] + bias[n]). The int8 path reads `q8`/`q8_scale`,
+    /// the quantised copy of `a` made by the previous launch, instead of `a`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self, lin: &DeviceLinear, a: &DeviceBuffer<f16>, q8: &DeviceBuffer<i8>, q8_scale: &DeviceBuffer<f32>,
+        epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize,
+    ) -> Result<()> {
+        match lin {
+            DeviceLinear::F16 { w, b } => kernels::gemm_f16(&self.dev, a, w, Some(b), epilogue, out, m, n, k),
+            DeviceLinear::Int8 { w, scale, b } => {
+                kernels::gemm_int8(&self.dev, q8, q8_scale, w, scale, Some(b), epilogue, out, m, n, k)
+            }
+        }
+    }
+
+    /// Mean pooling, pooler and classifier; downloads the results.
+    fn heads(&self, ws: &mut Workspace, batch: &Batch, opts: ForwardOptions) -> Result<Output> {
+        let d = &self.dev;
+        let (t, b, h) = (batch.total_tokens(), batch.len(), self.hidden);
+        kernels::pool(d, &ws.x, &ws.cu_seqlens, &mut ws.pooled, b, t, h, Pooling::Mean, opts.normalize)?;
+        let mut pooler_out = None;
+        let mut logits = None;
+        if let Some(DeviceLinear::F16 { w, b: bias }) = &self.pooler {
+            kernels::gather_first_rows(d, &ws.x, &ws.cu_seqlens, &mut ws.cls, b, t, h)?;
+            kernels::gemm_f16(d, &ws.cls, w, Some(bias), Epilogue::Tanh, &mut ws.pooler_out, b, h, h)?;
+            pooler_out = Some(read_f32(&ws.pooler_out, b * h)?);
+            if let Some((DeviceLinear::F16 { w, b: bias }, n)) = &self.classifier {
+                let np = self.classifier_padded();
+                kernels::gemm_f16(d, &ws.pooler_out, w, Some(bias), Epilogue::None, &mut ws.logits, b, np, h)?;
+                let all = read_f32(&ws.logits, b * np)?;
+                logits = Some((all, np, *n));
+            }
+        }
+        let pooled = read_f32_exact(&ws.pooled, b * h)?;
+        let hidden = read_f32(&ws.x, t * h)?;
+        let cu = &batch.packed.cu_seqlens;
+        let sequences = (0..b)
+            .map(|s| {
+                let rows = &hidden[cu[s] as usize * h..cu[s + 1] as usize * h];
+                let lg = logits.as_ref().map(|(all, np, n)| all[s * np..s * np + n].to_vec());
+                SequenceOutput {
+                    len: batch.lengths[s],
+                    last_hidden_state: rows.to_vec(),
+                    mean_pooled: pooled[s * h..(s + 1) * h].to_vec(),
+                    pooler_output: pooler_out.as_ref().map(|p| p[s * h..(s + 1) * h].to_vec()),
+                    scores: lg.as_deref().map(softmax),
+                    logits: lg,
+                }
+            })
+            .collect();
+        Ok(Output { hidden_size: h, sequences })
+    }
+}
+
+fn write_prefix<T: bytemuck::Pod>(buf: &mut DeviceBuffer<T>, data: &[T]) -> Result<()> {
+    buf.write_prefix(data)
+}
+
+fn read_f32(buf: &DeviceBuffer<f16>, n: usize) -> Result<Vec<f32>> {
+    Ok(buf.read_prefix(n)?.into_iter().map(f16::to_f32).collect())
+}
+
+fn read_f32_exact(buf: &DeviceBuffer<f32>, n: usize) -> Result<Vec<f32>> {
+    buf.read_prefix(n)
+}
