@@ -194,3 +194,38 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
 ATTN_ENTRY(32, 64)
 ATTN_ENTRY(64, 64)
 ATTN_ENTRY(128, 32)
+
+// Baseline: one block per (token, head), any head_dim <= 256 (even) and seqlen <= smem.
+// Scores of the token's row in shared f32 (dynamic: max_seqlen floats), exact expf softmax,
+// then each thread owns output columns. Grid (tokens, heads), blockDim 128.
+extern "C" __global__ void attention_f16_simple(const __half* __restrict__ qkv, const uint32_t* __restrict__ cu_seqlens,
+                                                uint32_t batch, __half* __restrict__ out, uint32_t heads,
+                                                uint32_t head_dim, float scale) {
+    extern __shared__ float sc[];
+    __shared__ float scratch[32];
+    const uint32_t t = blockIdx.x, h = blockIdx.y, H = heads * head_dim;
+    uint32_t b = 0;
+    while (b + 1 < batch && cu_seqlens[b + 1] <= t) b++;  // the sequence holding token t
+    const uint32_t s0 = cu_seqlens[b], len = cu_seqlens[b + 1] - s0;
+    const __half* q = qkv + (size_t)t * 3 * H + h * head_dim;
+    float mx = -INFINITY;
+    for (uint32_t j = threadIdx.x; j < len; j += blockDim.x) {
+        const __half* k = qkv + (size_t)(s0 + j) * 3 * H + H + h * head_dim;
+        float s = 0.f;
+        for (uint32_t c = 0; c < head_dim; c++) s += __half2float(q[c]) * __half2float(k[c]);
+        sc[j] = s * scale;
+        mx = fmaxf(mx, sc[j]);
+    }
+    mx = block_max(mx, scratch);  // scores visible to all after its barrier
+    float l = 0.f;
+    for (uint32_t j = threadIdx.x; j < len; j += blockDim.x) {
+        sc[j] = expf(sc[j] - mx);
+        l += sc[j];
+    }
+    l = block_sum(l, scratch);
+    for (uint32_t c = threadIdx.x; c < head_dim; c += blockDim.x) {
+        float o = 0.f;
+        for (uint32_t j = 0; j < len; j++) o += sc[j] * __half2float(qkv[(size_t)(s0 + j) * 3 * H + 2 * H + h * head_dim + c]);
+        out[(size_t)t * H + h * head_dim + c] = __float2half_rn(o / l);
+    }
+}

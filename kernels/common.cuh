@@ -52,6 +52,12 @@ FB_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); 
 template <int N>
 FB_DEVICE void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
+// 64-bit shared store, explicit so the compiler cannot split it into two 32-bit stores (which
+// would turn a conflict-free 16-lane phase into a 2-way conflicted 32-lane one).
+FB_DEVICE void st_shared_v2(uint32_t addr, uint32_t a, uint32_t b) {
+    asm volatile("st.shared.v2.u32 [%0], {%1, %2};\n" ::"r"(addr), "r"(a), "r"(b) : "memory");
+}
+
 FB_DEVICE void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, uint32_t addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
@@ -111,6 +117,15 @@ FB_DEVICE float block_max(float v, float* scratch) {
     __syncthreads();
     return t;
 }
+
+// 128-bit load/store of a half8 (a plain struct copy compiles to four 32-bit accesses).
+FB_DEVICE half8 ld_half8(const void* p) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    half8 h;
+    *reinterpret_cast<uint4*>(&h) = u;
+    return h;
+}
+FB_DEVICE void st_half8(void* p, const half8& h) { *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&h); }
 
 FB_DEVICE void half8_to_float(const half8& h, float* f) {
 #pragma unroll

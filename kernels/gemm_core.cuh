@@ -118,8 +118,8 @@ FB_DEVICE void stage_acc(const Acc (&acc)[2][4][4], uint32_t* st) {
         for (int ni = 0; ni < 4; ni++) {
             const uint32_t* w = reinterpret_cast<const uint32_t*>(acc[mi][ni]);
             const int r = wm + mi * 16 + g, c = wn + ni * 8 + 2 * t;
-            *reinterpret_cast<uint2*>(&st[r * EPI_LD + c]) = make_uint2(w[0], w[1]);
-            *reinterpret_cast<uint2*>(&st[(r + 8) * EPI_LD + c]) = make_uint2(w[2], w[3]);
+            st_shared_v2(smem_u32(&st[r * EPI_LD + c]), w[0], w[1]);
+            st_shared_v2(smem_u32(&st[(r + 8) * EPI_LD + c]), w[2], w[3]);
         }
     __syncthreads();
 }
@@ -133,23 +133,45 @@ FB_DEVICE float epilogue(float v, const __half* bias, const __half* residual, ui
     return v;
 }
 
-// Vectorised epilogue: 4 consecutive outputs per thread per step. `deq(acc_word, j)` turns
-// staged accumulator word j of the group into f32 (for int8: times a_scale * w_scale).
-template <typename Deq>
-FB_DEVICE void store_tile(const uint32_t* st, Deq deq, const __half* bias, const __half* residual, uint32_t epi,
-                          __half* C, int M, int N, int m0, int n0) {
+// Vectorised epilogue: 4 consecutive outputs per thread per step, 16 threads per 64-column row
+// segment. A thread's columns are the same in every step (THREADS % 16 == 0), so its w_scale
+// (one float4) and bias (one 8-byte vector) are read once; a_scale once per row.
+// INT8: staged words are s32 accumulators, v = (float)acc * a_scale[m] * w_scale[n];
+// otherwise they are f32 sums. Then + bias, then the epilogue op, then one fp16 rounding.
+template <bool INT8>
+FB_DEVICE void store_tile(const uint32_t* st, const float* a_scale, const float* w_scale, const __half* bias,
+                          const __half* residual, uint32_t epi, __half* C, int M, int N, int m0, int n0) {
+    const int c = (threadIdx.x & 15) * 4, gn = n0 + c;
+    if (gn >= N) return;  // no barrier follows
+    float4 ws = make_float4(1.f, 1.f, 1.f, 1.f);
+    if (INT8) ws = *reinterpret_cast<const float4*>(w_scale + gn);
+    float bv[4] = {0.f, 0.f, 0.f, 0.f};
+    if (bias) {
+        const uint2 b = *reinterpret_cast<const uint2*>(bias + gn);
+        const float2 b0 = __half22float2(*reinterpret_cast<const __half2*>(&b.x));
+        const float2 b1 = __half22float2(*reinterpret_cast<const __half2*>(&b.y));
+        bv[0] = b0.x; bv[1] = b0.y; bv[2] = b1.x; bv[3] = b1.y;
+    }
 #pragma unroll 2
-    for (int i = threadIdx.x; i < BM * BN / 4; i += THREADS) {
-        const int r = i >> 4, c = (i & 15) * 4, gm = m0 + r, gn = n0 + c;
-        if (gm >= M || gn >= N) continue;
+    for (int r = threadIdx.x >> 4; r < BM; r += THREADS / 16) {
+        const int gm = m0 + r;
+        if (gm >= M) break;
         const uint4 w = *reinterpret_cast<const uint4*>(&st[r * EPI_LD + c]);
-        float v[4] = {deq(w.x, gm, gn), deq(w.y, gm, gn + 1), deq(w.z, gm, gn + 2), deq(w.w, gm, gn + 3)};
-        if (bias) {
-            const uint2 b = *reinterpret_cast<const uint2*>(bias + gn);
-            const float2 b0 = __half22float2(*reinterpret_cast<const __half2*>(&b.x));
-            const float2 b1 = __half22float2(*reinterpret_cast<const __half2*>(&b.y));
-            v[0] += b0.x; v[1] += b0.y; v[2] += b1.x; v[3] += b1.y;
+        float v[4];
+        if (INT8) {
+            const float as = a_scale[gm];
+            v[0] = (float)(int)w.x * as * ws.x;
+            v[1] = (float)(int)w.y * as * ws.y;
+            v[2] = (float)(int)w.z * as * ws.z;
+            v[3] = (float)(int)w.w * as * ws.w;
+        } else {
+            v[0] = __uint_as_float(w.x);
+            v[1] = __uint_as_float(w.y);
+            v[2] = __uint_as_float(w.z);
+            v[3] = __uint_as_float(w.w);
         }
+#pragma unroll
+        for (int j = 0; j < 4; j++) v[j] += bv[j];
         if (epi == EPI_GELU) {
 #pragma unroll
             for (int j = 0; j < 4; j++) v[j] = gelu_erf(v[j]);

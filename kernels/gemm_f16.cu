@@ -16,8 +16,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) gemm_f16(
     mainloop<false>(acc, smem, (const char*)A, (const char*)W, M, N, K * 2, m0, n0);
     uint32_t* st = reinterpret_cast<uint32_t*>(smem);
     stage_acc(acc, st);
-    auto deq = [](uint32_t w, int, int) { return __uint_as_float(w); };
-    store_tile(st, deq, bias, residual, epi, C, M, N, m0, n0);
+    store_tile<false>(st, nullptr, nullptr, bias, residual, epi, C, M, N, m0, n0);
 }
 
 extern "C" __global__ void gemm_f16_simple(

@@ -21,8 +21,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) gemm_int8_f16(
     mainloop<true>(acc, smem, (const char*)A, (const char*)W, M, N, K, m0, n0);
     uint32_t* st = reinterpret_cast<uint32_t*>(smem);
     stage_acc(acc, st);
-    auto deq = [&](uint32_t w, int m, int n) { return (float)(int)w * a_scale[m] * w_scale[n]; };
-    store_tile(st, deq, bias, residual, epi, C, M, N, m0, n0);
+    store_tile<true>(st, a_scale, w_scale, bias, residual, epi, C, M, N, m0, n0);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS) gemm_int8_i32(

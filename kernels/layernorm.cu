@@ -1,10 +1,13 @@
 // LayerNorm over rows of fp16: y = LN(x + residual + bias) * gamma + beta, f32 statistics.
 //
-// layernorm_f16 / layernorm_f16_q8 (the fast path, hidden % 8 == 0, hidden <= 4096):
-//   the block walks rows (grid-stride); each thread owns up to VPT=4 vectors of 8 halves
-//   (16-byte loads/stores) at columns (tid + i*blockDim)*8, so a row is read once and kept in
-//   registers; mean and centred variance are two block reductions over registers (no second
-//   pass over memory). bias/gamma/beta are loaded once per block into shared memory (dynamic
+// The fast path, hidden % 8 == 0: a row is owned by a group of threads, each holding up to
+//   VPT=4 vectors of 8 halves (16-byte loads/stores) at columns (gt + i*gs)*8, so a row is read
+//   once and kept in registers; mean and centred variance are two reductions over registers
+//   (no second pass over memory).
+//   layernorm_f16 / layernorm_f16_q8 (hidden <= 1024, BERT-base/large): one WARP per row,
+//   shuffle reductions, no barriers in the row loop, 8 warps per block walking rows.
+//   layernorm_f16_wide / layernorm_f16_q8_wide (hidden <= 4096): the whole block per row,
+//   block reductions. bias/gamma/beta are loaded once per block into shared memory (dynamic
 //   shared = 3 * hidden halves), so the global traffic is the row data plus one parameter read
 //   per block.
 //   _q8 also writes int8 codes of the fp16-rounded output and a per-row scale absmax/127
@@ -16,7 +19,7 @@
 
 constexpr int LN_VPT = 4;
 
-template <bool Q8>
+template <bool Q8, bool WARP_ROW>
 __device__ __forceinline__ void layernorm_vec(const __half* __restrict__ x, const __half* __restrict__ residual,
                                               const __half* __restrict__ bias, const __half* __restrict__ gamma,
                                               const __half* __restrict__ beta, __half* __restrict__ out,
@@ -30,30 +33,36 @@ __device__ __forceinline__ void layernorm_vec(const __half* __restrict__ x, cons
     half8* sb = params + nvec;
     half8* sbi = params + 2 * nvec;
     for (uint32_t v = threadIdx.x; v < nvec; v += blockDim.x) {
-        sg[v] = reinterpret_cast<const half8*>(gamma)[v];
-        sb[v] = reinterpret_cast<const half8*>(beta)[v];
-        if (bias) sbi[v] = reinterpret_cast<const half8*>(bias)[v];
+        st_half8(&sg[v], ld_half8(gamma + 8 * v));
+        st_half8(&sb[v], ld_half8(beta + 8 * v));
+        if (bias) st_half8(&sbi[v], ld_half8(bias + 8 * v));
     }
     __syncthreads();
     const float inv_h = 1.f / (float)hidden;
-    for (uint32_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    // a row belongs to one warp (WARP_ROW) or to the whole block; gt/gs: index/size in the group
+    const uint32_t gt = WARP_ROW ? (threadIdx.x & 31) : threadIdx.x, gs = WARP_ROW ? 32 : blockDim.x;
+    const uint32_t groups = WARP_ROW ? blockDim.x / 32 : 1, group = WARP_ROW ? threadIdx.x / 32 : 0;
+    auto red_sum = [&](float v) { return WARP_ROW ? warp_sum(v) : block_sum(v, scratch); };
+    auto red_max = [&](float v) { return WARP_ROW ? warp_max(v) : block_max(v, scratch); };
+    // no block barrier below in the WARP_ROW case: warps may walk different numbers of rows
+    for (uint32_t row = blockIdx.x * groups + group; row < rows; row += gridDim.x * groups) {
         const half8* xr = reinterpret_cast<const half8*>(x + (size_t)row * hidden);
         const half8* rr = reinterpret_cast<const half8*>(residual + (size_t)row * hidden);
         float f[LN_VPT][8];
         float sum = 0.f;
 #pragma unroll
         for (int i = 0; i < LN_VPT; i++) {
-            const uint32_t v = threadIdx.x + i * blockDim.x;
+            const uint32_t v = gt + i * gs;
             if (v < nvec) {
-                half8_to_float(xr[v], f[i]);
+                half8_to_float(ld_half8(&xr[v]), f[i]);
                 float t[8];
                 if (residual) {
-                    half8_to_float(rr[v], t);
+                    half8_to_float(ld_half8(&rr[v]), t);
 #pragma unroll
                     for (int j = 0; j < 8; j++) f[i][j] += t[j];
                 }
                 if (bias) {
-                    half8_to_float(sbi[v], t);
+                    half8_to_float(ld_half8(&sbi[v]), t);
 #pragma unroll
                     for (int j = 0; j < 8; j++) f[i][j] += t[j];
                 }
@@ -61,30 +70,30 @@ __device__ __forceinline__ void layernorm_vec(const __half* __restrict__ x, cons
                 for (int j = 0; j < 8; j++) sum += f[i][j];
             }
         }
-        const float mean = block_sum(sum, scratch) * inv_h;
+        const float mean = red_sum(sum) * inv_h;
         float sq = 0.f;
 #pragma unroll
         for (int i = 0; i < LN_VPT; i++)
-            if (threadIdx.x + i * blockDim.x < nvec)
+            if (gt + i * gs < nvec)
 #pragma unroll
                 for (int j = 0; j < 8; j++) {
                     const float d = f[i][j] - mean;
                     sq += d * d;
                 }
-        const float rstd = rsqrtf(block_sum(sq, scratch) * inv_h + eps);
+        const float rstd = rsqrtf(red_sum(sq) * inv_h + eps);
         half8 y[LN_VPT];
         float amax = 0.f;
 #pragma unroll
         for (int i = 0; i < LN_VPT; i++) {
-            const uint32_t v = threadIdx.x + i * blockDim.x;
+            const uint32_t v = gt + i * gs;
             if (v < nvec) {
                 float gf[8], bf[8];
-                half8_to_float(sg[v], gf);
-                half8_to_float(sb[v], bf);
+                half8_to_float(ld_half8(&sg[v]), gf);
+                half8_to_float(ld_half8(&sb[v]), bf);
 #pragma unroll
                 for (int j = 0; j < 8; j++) f[i][j] = (f[i][j] - mean) * rstd * gf[j] + bf[j];
                 y[i] = float_to_half8(f[i]);
-                reinterpret_cast<half8*>(out + (size_t)row * hidden)[v] = y[i];
+                st_half8(out + (size_t)row * hidden + 8 * v, y[i]);
                 if (Q8) {
                     half8_to_float(y[i], f[i]);  // quantise what was stored
 #pragma unroll
@@ -93,11 +102,11 @@ __device__ __forceinline__ void layernorm_vec(const __half* __restrict__ x, cons
             }
         }
         if (Q8) {
-            amax = block_max(amax, scratch);
+            amax = red_max(amax);
             const float inv = q8_inv_scale(amax);
 #pragma unroll
             for (int i = 0; i < LN_VPT; i++) {
-                const uint32_t v = threadIdx.x + i * blockDim.x;
+                const uint32_t v = gt + i * gs;
                 if (v < nvec) {
                     const float* h = f[i];
                     uint2 q = make_uint2(pack_s8x4(q8(h[0], inv), q8(h[1], inv), q8(h[2], inv), q8(h[3], inv)),
@@ -105,24 +114,33 @@ __device__ __forceinline__ void layernorm_vec(const __half* __restrict__ x, cons
                     reinterpret_cast<uint2*>(q_out + (size_t)row * hidden)[v] = q;
                 }
             }
-            if (threadIdx.x == 0) q_scale[row] = amax / 127.f;
+            if (gt == 0) q_scale[row] = amax / 127.f;
         }
     }
 }
 
 extern "C" __global__ void layernorm_f16(const __half* __restrict__ x, const __half* __restrict__ residual,
-                                         const __half* __restrict__ bias, const __half* __restrict__ gamma,
-                                         const __half* __restrict__ beta, __half* __restrict__ out, uint32_t rows,
-                                         uint32_t hidden, float eps) {
-    layernorm_vec<false>(x, residual, bias, gamma, beta, out, nullptr, nullptr, rows, hidden, eps);
+    const __half* __restrict__ bias, const __half* __restrict__ gamma, const __half* __restrict__ beta,
+    __half* __restrict__ out, uint32_t rows, uint32_t hidden, float eps) {
+    layernorm_vec<false, true>(x, residual, bias, gamma, beta, out, nullptr, nullptr, rows, hidden, eps);
+}
+
+extern "C" __global__ void layernorm_f16_wide(const __half* __restrict__ x, const __half* __restrict__ residual,
+    const __half* __restrict__ bias, const __half* __restrict__ gamma, const __half* __restrict__ beta,
+    __half* __restrict__ out, uint32_t rows, uint32_t hidden, float eps) {
+    layernorm_vec<false, false>(x, residual, bias, gamma, beta, out, nullptr, nullptr, rows, hidden, eps);
 }
 
 extern "C" __global__ void layernorm_f16_q8(const __half* __restrict__ x, const __half* __restrict__ residual,
-                                            const __half* __restrict__ bias, const __half* __restrict__ gamma,
-                                            const __half* __restrict__ beta, __half* __restrict__ out,
-                                            int8_t* __restrict__ q_out, float* __restrict__ q_scale, uint32_t rows,
-                                            uint32_t hidden, float eps) {
-    layernorm_vec<true>(x, residual, bias, gamma, beta, out, q_out, q_scale, rows, hidden, eps);
+    const __half* __restrict__ bias, const __half* __restrict__ gamma, const __half* __restrict__ beta,
+    __half* __restrict__ out, int8_t* __restrict__ q_out, float* __restrict__ q_scale, uint32_t rows, uint32_t hidden, float eps) {
+    layernorm_vec<true, true>(x, residual, bias, gamma, beta, out, q_out, q_scale, rows, hidden, eps);
+}
+
+extern "C" __global__ void layernorm_f16_q8_wide(const __half* __restrict__ x, const __half* __restrict__ residual,
+    const __half* __restrict__ bias, const __half* __restrict__ gamma, const __half* __restrict__ beta,
+    __half* __restrict__ out, int8_t* __restrict__ q_out, float* __restrict__ q_scale, uint32_t rows, uint32_t hidden, float eps) {
+    layernorm_vec<true, false>(x, residual, bias, gamma, beta, out, q_out, q_scale, rows, hidden, eps);
 }
 
 // Baseline / any hidden: one block per row; dynamic shared = hidden floats.

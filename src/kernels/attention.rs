@@ -2,7 +2,7 @@
 //! (`kernels/attention.cu`, FlashAttention-2 style, tensor cores, online softmax).
 use half::f16;
 
-use super::{check_align, check_len, check_u32, kerr, launch};
+use super::{check_align, check_len, check_u32, kerr, launch, Variant};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 use crate::error::Result;
 
@@ -25,6 +25,32 @@ pub struct AttentionShape {
     pub scale: Option<f32>,
 }
 
+impl AttentionShape {
+    /// The shape of a packed batch from its host-side `cu_seqlens` (validated: starts at 0,
+    /// non-decreasing, at least one sequence, no sequence longer than 65535 * 64).
+    pub fn from_cu_seqlens(cu_seqlens: &[u32], heads: usize, head_dim: usize) -> Result<Self> {
+        let k = "attention_f16";
+        if cu_seqlens.len() < 2 || cu_seqlens[0] != 0 {
+            return Err(kerr(k, format!("cu_seqlens must start at 0 and have >= 2 entries, got {cu_seqlens:?}")));
+        }
+        let mut max_seqlen = 0usize;
+        for (i, w) in cu_seqlens.windows(2).enumerate() {
+            if w[1] < w[0] {
+                return Err(kerr(k, format!("cu_seqlens decreases at sequence {i}: {} -> {}", w[0], w[1])));
+            }
+            max_seqlen = max_seqlen.max((w[1] - w[0]) as usize);
+        }
+        Ok(AttentionShape {
+            batch: cu_seqlens.len() - 1,
+            tokens: *cu_seqlens.last().unwrap_or(&0) as usize,
+            max_seqlen,
+            heads,
+            head_dim,
+            scale: None,
+        })
+    }
+}
+
 /// `out[T, H] = softmax(Q K^T * scale) V` per sequence and head, with `qkv` `[T, 3H]` holding
 /// q | k | v (head `h` at columns `h*head_dim..` of each part), `H = heads * head_dim`.
 /// `cu_seqlens` is trusted to be monotone with last entry `tokens` and no gap longer than
@@ -33,6 +59,18 @@ pub fn attention(
     dev: &Device, qkv: &DeviceBuffer<f16>, cu_seqlens: &DeviceBuffer<u32>, out: &mut DeviceBuffer<f16>,
     s: AttentionShape,
 ) -> Result<()> {
+    attention_with(dev, qkv, cu_seqlens, out, s, Variant::Fast)
+}
+
+/// [`attention`] with a choice of implementation ([`Variant::Simple`]: one block per
+/// (token, head), scores in shared memory, exact `expf`; `max_seqlen` <= 12288).
+pub fn attention_with(
+    dev: &Device, qkv: &DeviceBuffer<f16>, cu_seqlens: &DeviceBuffer<u32>, out: &mut DeviceBuffer<f16>,
+    s: AttentionShape, variant: Variant,
+) -> Result<()> {
+    if variant == Variant::Simple {
+        return simple(dev, qkv, cu_seqlens, out, s);
+    }
     let kernel = match s.head_dim {
         32 => "attention_f16_d32",
         64 => "attention_f16_d64",
@@ -42,6 +80,9 @@ pub fn attention(
     let block_n = if s.head_dim == 128 { 32 } else { 64 };
     if s.batch == 0 || s.heads == 0 || s.max_seqlen == 0 || s.tokens == 0 {
         return Err(kerr(kernel, format!("batch, heads, tokens and max_seqlen must be positive: {s:?}")));
+    }
+    if s.batch > 65_535 || s.heads > 65_535 {
+        return Err(kerr(kernel, format!("batch = {} and heads = {} must be <= 65535 (grid y/z)", s.batch, s.heads)));
     }
     let h = s.heads * s.head_dim;
     check_len(kernel, "qkv", qkv, s.tokens * 3 * h)?;
@@ -68,4 +109,33 @@ pub fn attention(
         KernelArg::F32(scale * std::f32::consts::LOG2_E),
     ];
     launch(dev, kernel, cfg, &args)
+}
+
+fn simple(
+    dev: &Device, qkv: &DeviceBuffer<f16>, cu_seqlens: &DeviceBuffer<u32>, out: &mut DeviceBuffer<f16>,
+    s: AttentionShape,
+) -> Result<()> {
+    const K: &str = "attention_f16_simple";
+    if s.batch == 0 || s.heads == 0 || s.tokens == 0 || s.head_dim == 0 || s.max_seqlen == 0 || s.max_seqlen > 12288 {
+        return Err(kerr(K, format!("batch, heads, tokens, head_dim positive and 0 < max_seqlen <= 12288: {s:?}")));
+    }
+    let h = s.heads * s.head_dim;
+    check_len(K, "qkv", qkv, s.tokens * 3 * h)?;
+    check_len(K, "cu_seqlens", cu_seqlens, s.batch + 1)?;
+    check_len(K, "out", out, s.tokens * h)?;
+    let cfg = LaunchConfig {
+        grid: (check_u32(K, "tokens", s.tokens)?, check_u32(K, "heads", s.heads)?, 1),
+        block: (128, 1, 1),
+        shared_mem_bytes: (s.max_seqlen * 4) as u32,
+    };
+    let args = [
+        KernelArg::from(qkv),
+        KernelArg::from(cu_seqlens),
+        KernelArg::U32(s.batch as u32),
+        KernelArg::from(&*out),
+        KernelArg::U32(s.heads as u32),
+        KernelArg::U32(s.head_dim as u32),
+        KernelArg::F32(s.scale.unwrap_or(1.0 / (s.head_dim as f32).sqrt())),
+    ];
+    launch(dev, K, cfg, &args)
 }

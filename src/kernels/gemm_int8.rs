@@ -1,5 +1,5 @@
-//! W8A8 GEMM (`kernels/gemm_int8.cu`): `C[M,N] = (A[M,K] . W[N,K]^T) * a_scale[m] * w_scale[n]
-//! + bias[n]` then the [`Epilogue`], fp16 out, int32 accumulation on tensor cores.
+//! W8A8 GEMM (`kernels/gemm_int8.cu`), fp16 out, int32 accumulation on tensor cores:
+//! `C[M,N] = (A[M,K] . W[N,K]^T) * a_scale[m] * w_scale[n] + bias[n]`, then the [`Epilogue`].
 //! Tiles 64x64x64 bytes, 3-stage cp.async pipeline, 128 threads (see `kernels/gemm_core.cuh`).
 use half::f16;
 

@@ -1,8 +1,9 @@
 //! LayerNorm of fp16 rows with f32 statistics: `y = LN(x + residual + bias) * gamma + beta`,
 //! optionally also int8 codes with a per-row scale for the next W8A8 GEMM.
 //!
-//! Fast path (`layernorm_f16`, `layernorm_f16_q8` in `kernels/layernorm.cu`): hidden a multiple
-//! of 8 up to 4096, 16-byte vectors, one pass over memory, parameters read once per block.
+//! Fast path (`kernels/layernorm.cu`): hidden a multiple of 8, 16-byte vectors, one pass over
+//! memory, parameters read once per block; a warp per row up to hidden 1024 (`layernorm_f16`,
+//! `layernorm_f16_q8`), a block per row up to 4096 (`..._wide`).
 //! Any other hidden (or [`Variant::Simple`]) uses `layernorm_f16_simple`.
 use half::f16;
 
@@ -12,8 +13,11 @@ use crate::error::Result;
 
 /// Largest hidden size of the register-resident fast path (4 vectors of 8 per thread, 128 threads).
 pub const MAX_FAST_HIDDEN: usize = 4096;
-/// Rows each block of the fast path walks: amortises the per-block parameter read (<= 1/32 of
-/// the row traffic) while keeping thousands of tokens spread over >= 100 blocks.
+/// Largest hidden size of the warp-per-row kernels (4 vectors of 8 per lane).
+pub const MAX_WARP_HIDDEN: usize = 1024;
+/// Rows each block of the fast path walks (8 warps x 4 rows in the warp-per-row kernels):
+/// amortises the per-block parameter read (<= 1/32 of the row traffic) while 4096 tokens still
+/// spread over 128 blocks of 8 warps.
 pub const ROWS_PER_BLOCK: usize = 32;
 
 /// Int8 side output of [`layernorm_f16_q8`].
@@ -72,10 +76,13 @@ fn run(
     rows: usize, hidden: usize, eps: f32, variant: Variant,
 ) -> Result<()> {
     let fast = variant == Variant::Fast && hidden % 8 == 0 && hidden <= MAX_FAST_HIDDEN;
-    let kernel = match (fast, q8.is_some()) {
-        (true, false) => "layernorm_f16",
-        (true, true) => "layernorm_f16_q8",
-        (false, _) => "layernorm_f16_simple",
+    let warp_row = hidden <= MAX_WARP_HIDDEN;
+    let kernel = match (fast, q8.is_some(), warp_row) {
+        (true, false, true) => "layernorm_f16",
+        (true, true, true) => "layernorm_f16_q8",
+        (true, false, false) => "layernorm_f16_wide",
+        (true, true, false) => "layernorm_f16_q8_wide",
+        (false, _, _) => "layernorm_f16_simple",
     };
     if rows == 0 || hidden == 0 {
         return Err(kerr(kernel, format!("rows = {rows} and hidden = {hidden} must be positive")));
@@ -110,9 +117,9 @@ fn run(
         if let Some(q) = &q8 {
             check_align(kernel, "q", q.q, 8)?;
         }
-        // threads: enough for <= 4 vectors each, whole warps
+        // warp per row: 8 warps per block; block per row: whole warps, <= 4 vectors per thread
         let nvec = hidden / 8;
-        let threads = (nvec.div_ceil(4).div_ceil(32) * 32).max(32) as u32;
+        let threads = if warp_row { 256 } else { (nvec.div_ceil(4).div_ceil(32) * 32).max(32) as u32 };
         let grid = rows.div_ceil(ROWS_PER_BLOCK) as u32;
         let cfg = LaunchConfig::linear(grid, threads, (3 * hidden * 2) as u32);
         let mut args = vec![

@@ -9,10 +9,10 @@
 //! function takes a [`Variant`].
 //!
 //! Families: [`layernorm`], [`quantize`], [`gemm_int8`](mod@gemm_int8), [`gemm_f16`](mod@gemm_f16),
-//! [`attention`](mod@attention), [`pooling`], [`embedding`]; CPU references in [`reference`];
+//! [`attention`](mod@attention), [`pooling`], [`embedding`]; CPU references in [`reference`](mod@reference);
 //! emulator counter reports in [`report`].
 //!
-//! ```no_run
+//! ```
 //! use fusebert::{kernels, Device};
 //! use half::f16;
 //! let dev = Device::emulator()?;
@@ -30,6 +30,8 @@
 //! let ws = dev.upload(&vec![0.01f32; 64])?;
 //! let mut y2 = dev.alloc::<f16>(rows * 64)?;
 //! kernels::gemm_int8(&dev, &q, &qs, &w, &ws, None, kernels::Epilogue::Gelu, &mut y2, rows, 64, hidden)?;
+//! // a constant row normalises to beta = 0, so everything downstream is 0
+//! assert!(y2.to_host()?.iter().all(|v| v.to_f32() == 0.0));
 //! # Ok::<(), fusebert::Error>(())
 //! ```
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
@@ -46,7 +48,7 @@ pub mod quantize;
 pub mod reference;
 pub mod report;
 
-pub use attention::{attention, AttentionShape};
+pub use attention::{attention, attention_with, AttentionShape};
 pub use embedding::{embedding_layernorm, EmbeddingTables};
 pub use gather::gather_first_rows;
 pub use gemm_f16::{gemm_f16, gemm_f16_with};

@@ -10,7 +10,7 @@ use crate::error::Result;
 pub enum Pooling {
     /// Mean over the sequence's tokens.
     Mean,
-    /// The first ([CLS]) token.
+    /// The first (`[CLS]`) token.
     Cls,
 }
 

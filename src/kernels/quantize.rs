@@ -6,29 +6,32 @@ use super::{check_align, check_len, check_multiple, check_u32, launch};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 use crate::error::Result;
 
-/// Quantises `rows` rows of `hidden` (a multiple of 8, at most 4096).
+/// Quantises `rows` rows of `hidden` (a multiple of 8, at most 4096): a warp per row up to
+/// hidden 1024 (`quantize_i8_f16`), a block per row beyond (`quantize_i8_f16_wide`).
 pub fn quantize_i8(
     dev: &Device, x: &DeviceBuffer<f16>, q: &mut DeviceBuffer<i8>, scale: &mut DeviceBuffer<f32>, rows: usize,
     hidden: usize,
 ) -> Result<()> {
-    const K: &str = "quantize_i8_f16";
-    check_multiple(K, "hidden", hidden, 8)?;
+    let warp_row = hidden <= 1024;
+    let kernel = if warp_row { "quantize_i8_f16" } else { "quantize_i8_f16_wide" };
+    check_multiple(kernel, "hidden", hidden, 8)?;
     if hidden > 4096 || rows == 0 {
-        return Err(super::kerr(K, format!("hidden = {hidden} must be <= 4096 and rows = {rows} positive")));
+        return Err(super::kerr(kernel, format!("hidden = {hidden} must be <= 4096 and rows = {rows} positive")));
     }
-    check_len(K, "x", x, rows * hidden)?;
-    check_len(K, "q", q, rows * hidden)?;
-    check_len(K, "scale", scale, rows)?;
-    check_align(K, "x", x, 16)?;
-    check_align(K, "q", q, 8)?;
-    let threads = ((hidden / 8).div_ceil(4).div_ceil(32) * 32).max(32) as u32;
-    let grid = rows.div_ceil(8) as u32;
+    check_len(kernel, "x", x, rows * hidden)?;
+    check_len(kernel, "q", q, rows * hidden)?;
+    check_len(kernel, "scale", scale, rows)?;
+    check_align(kernel, "x", x, 16)?;
+    check_align(kernel, "q", q, 8)?;
+    // warp per row: 8 warps x 2 rows per block; block per row: <= 4 vectors per thread, 8 rows
+    let threads = if warp_row { 256 } else { ((hidden / 8).div_ceil(4).div_ceil(32) * 32).max(32) as u32 };
+    let grid = rows.div_ceil(if warp_row { 16 } else { 8 }) as u32;
     let args = [
         KernelArg::from(x),
         KernelArg::from(&*q),
         KernelArg::from(&*scale),
-        KernelArg::U32(check_u32(K, "rows", rows)?),
+        KernelArg::U32(check_u32(kernel, "rows", rows)?),
         KernelArg::U32(hidden as u32),
     ];
-    launch(dev, K, LaunchConfig::linear(grid, threads, 0), &args)
+    launch(dev, kernel, LaunchConfig::linear(grid, threads, 0), &args)
 }

@@ -1,0 +1,169 @@
+//! W8A8 and fp16 tensor-core GEMMs vs CPU references on ragged shapes.
+//!
+//! Tolerances:
+//! - int8: the int32 accumulators are compared bit-exactly (`gemm_int8_i32`); the fp16 output
+//!   is compared with the f32 epilogue applied to the exact accumulators: |err| <= |ref|*2^-11
+//!   (one fp16 rounding) + 1e-5 (f32 evaluation-order/fma differences and erf/tanh
+//!   implementations, ~1e-6 relative on unit-scale values).
+//! - fp16: f32 accumulation in a different order than the f64 reference: the recursive-summation
+//!   bound 2*K*2^-24*sum_k|a_k w_k| plus one fp16 rounding |ref|*2^-11 (+1e-5 for the epilogue).
+mod kernels_util;
+use fusebert::kernels::{self, reference, Epilogue, Variant};
+use half::f16;
+use kernels_util::*;
+
+const MS: [usize; 4] = [1, 7, 129, 300];
+const NKS: [(usize, usize); 3] = [(64, 96), (96, 384), (384, 64)];
+/// K tails inside a 64-byte stage (int8 K 16/48/80; fp16 K 16 = one 32-byte k-step) and N = 16, 48.
+const TAILS: [(usize, usize); 3] = [(16, 16), (48, 80), (16, 48)];
+
+#[test]
+fn int8_accumulators_bit_exact_on_ragged_shapes() {
+    let mut r = rng(1);
+    for dev in devices() {
+        for &m in &MS {
+            for &(n, k) in NKS.iter().chain(&TAILS) {
+                let a = rand_i8(&mut r, m * k);
+                let w = rand_i8(&mut r, n * k);
+                let (da, dw) = (dev.upload(&a).unwrap(), dev.upload(&w).unwrap());
+                let mut c = poisoned::<i32>(&dev, m * n);
+                clear(&dev);
+                kernels::gemm_int8_i32(&dev, &da, &dw, &mut c, m, n, k).unwrap();
+                assert_eq!(c.to_host().unwrap(), reference::gemm_i32(&a, &w, m, n, k), "{} M {m} N {n} K {k}", dev.name());
+                if let Some(cn) = last_counters(&dev) {
+                    assert_eq!(cn.shared_bank_conflicts, 0, "bank conflicts M {m} N {n} K {k}");
+                    assert_no_local(&cn, "gemm_int8_i32");
+                }
+            }
+        }
+    }
+}
+
+fn int8_case(dev: &fusebert::Device, r: &mut rand_chacha::ChaCha8Rng, m: usize, n: usize, k: usize, epi: u32, variant: Variant) -> f32 {
+    let a = rand_i8(r, m * k);
+    let w = rand_i8(r, n * k);
+    let asc: Vec<f32> = (0..m).map(|i| 0.002 + 0.0001 * (i % 7) as f32).collect();
+    let wsc: Vec<f32> = (0..n).map(|i| 0.0005 + 0.00003 * (i % 11) as f32).collect();
+    let bias = rand_f16(r, n, 1.0);
+    let res = rand_f16(r, m * n, 1.0);
+    let (da, dw, das, dws) = (dev.upload(&a).unwrap(), dev.upload(&w).unwrap(), dev.upload(&asc).unwrap(), dev.upload(&wsc).unwrap());
+    let (db, dr) = (dev.upload(&bias).unwrap(), dev.upload(&res).unwrap());
+    let mut c = poisoned::<f16>(dev, m * n);
+    let e = match epi {
+        1 => Epilogue::Gelu,
+        2 => Epilogue::Residual(&dr),
+        3 => Epilogue::Tanh,
+        _ => Epilogue::None,
+    };
+    clear(dev);
+    kernels::gemm_int8_with(dev, &da, &das, &dw, &dws, Some(&db), e, &mut c, m, n, k, variant).unwrap();
+    let acc = reference::dequant(&reference::gemm_i32(&a, &w, m, n, k), &asc, &wsc, n);
+    let want = reference::epilogue(&acc, Some(&bias), epi, Some(&res), n);
+    let got = to_f32(&c.to_host().unwrap());
+    let what = format!("gemm_int8 {variant:?} M {m} N {n} K {k} epi {epi}");
+    let err = check_close(&what, &got, &want, |w, _| half_ulp(w) + 1e-5);
+    if let (Some(cn), Variant::Fast) = (last_counters(dev), variant) {
+        assert_eq!(cn.shared_bank_conflicts, 0, "{what}: bank conflicts");
+        assert!(cn.global_load_efficiency() >= 0.9, "{what}: load efficiency {}", cn.global_load_efficiency());
+        assert_no_local(&cn, &what);
+    }
+    err
+}
+
+#[test]
+fn int8_fp16_output_with_every_epilogue() {
+    let mut r = rng(2);
+    let mut max = 0f32;
+    for dev in devices() {
+        for &m in &MS {
+            for (i, &(n, k)) in NKS.iter().enumerate() {
+                max = max.max(int8_case(&dev, &mut r, m, n, k, ((m + i) % 4) as u32, Variant::Fast));
+            }
+        }
+        // a BERT-FFN-sized reduction
+        max = max.max(int8_case(&dev, &mut r, 129, 768, 1536, 2, Variant::Fast));
+        for epi in 0..4 {
+            max = max.max(int8_case(&dev, &mut r, 7, 96, 384, epi, Variant::Fast));
+            max = max.max(int8_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple));
+        }
+    }
+    eprintln!("gemm_int8 fp16 out: max |err| = {max:e}");
+}
+
+fn f16_case(dev: &fusebert::Device, r: &mut rand_chacha::ChaCha8Rng, m: usize, n: usize, k: usize, epi: u32, variant: Variant) -> f32 {
+    let a = rand_f16(r, m * k, 1.0);
+    let w = rand_f16(r, n * k, 1.0);
+    let bias = rand_f16(r, n, 1.0);
+    let res = rand_f16(r, m * n, 1.0);
+    let (da, dw, db, dr) = (dev.upload(&a).unwrap(), dev.upload(&w).unwrap(), dev.upload(&bias).unwrap(), dev.upload(&res).unwrap());
+    let mut c = poisoned::<f16>(dev, m * n);
+    let e = match epi {
+        1 => Epilogue::Gelu,
+        2 => Epilogue::Residual(&dr),
+        3 => Epilogue::Tanh,
+        _ => Epilogue::None,
+    };
+    clear(dev);
+    kernels::gemm_f16_with(dev, &da, &dw, Some(&db), e, &mut c, m, n, k, variant).unwrap();
+    let acc = reference::gemm_f32(&a, &w, m, n, k);
+    // sum_k |a w| per output, for the accumulation-order bound
+    let abs: Vec<f32> = (0..m * n)
+        .map(|i| {
+            let (mi, ni) = (i / n, i % n);
+            (0..k).map(|kk| (a[mi * k + kk].to_f32() * w[ni * k + kk].to_f32()).abs()).sum()
+        })
+        .collect();
+    let want = reference::epilogue(&acc, Some(&bias), epi, Some(&res), n);
+    let got = to_f32(&c.to_host().unwrap());
+    let what = format!("gemm_f16 {variant:?} M {m} N {n} K {k} epi {epi}");
+    let err = check_close(&what, &got, &want, |w, i| half_ulp(w) + 2.0 * k as f32 * abs[i] / 16_777_216.0 + 1e-5);
+    if let (Some(cn), Variant::Fast) = (last_counters(dev), variant) {
+        assert_eq!(cn.shared_bank_conflicts, 0, "{what}: bank conflicts");
+        assert!(cn.global_load_efficiency() >= 0.9, "{what}: load efficiency {}", cn.global_load_efficiency());
+        assert_no_local(&cn, &what);
+    }
+    err
+}
+
+#[test]
+fn f16_gemm_with_every_epilogue() {
+    let mut r = rng(3);
+    let mut max = 0f32;
+    for dev in devices() {
+        for &m in &MS {
+            for (i, &(n, k)) in NKS.iter().enumerate() {
+                max = max.max(f16_case(&dev, &mut r, m, n, k, ((m + i) % 4) as u32, Variant::Fast));
+            }
+        }
+        max = max.max(f16_case(&dev, &mut r, 129, 768, 1536, 1, Variant::Fast));
+        for &(n, k) in &TAILS {
+            max = max.max(f16_case(&dev, &mut r, 7, n, k, 0, Variant::Fast));
+            max = max.max(f16_case(&dev, &mut r, 65, n, k, 2, Variant::Fast));
+        }
+        for epi in 0..4 {
+            max = max.max(f16_case(&dev, &mut r, 7, 96, 384, epi, Variant::Fast));
+            max = max.max(f16_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple));
+        }
+    }
+    eprintln!("gemm_f16: max |err| = {max:e}");
+}
+
+#[test]
+fn gemm_shape_errors_name_the_kernel() {
+    let dev = fusebert::Device::emulator().unwrap();
+    let a = dev.upload(&[1i8; 8 * 40]).unwrap();
+    let w = dev.upload(&[1i8; 40 * 40]).unwrap();
+    let s = dev.upload(&[1f32; 40]).unwrap();
+    let mut c = dev.alloc::<f16>(8 * 40).unwrap();
+    // N = 40 is not a multiple of 16
+    assert_kernel_err(kernels::gemm_int8(&dev, &a, &s, &w, &s, None, Epilogue::None, &mut c, 8, 40, 32), "gemm_int8_f16");
+    // output too short
+    let mut small = dev.alloc::<f16>(10).unwrap();
+    assert_kernel_err(kernels::gemm_int8(&dev, &a, &s, &w, &s, None, Epilogue::None, &mut small, 8, 32, 32), "gemm_int8_f16");
+    let a16 = dev.upload(&[f16::ONE; 8 * 40]).unwrap();
+    let w16 = dev.upload(&[f16::ONE; 40 * 40]).unwrap();
+    // K = 40 not a multiple of 16
+    assert_kernel_err(kernels::gemm_f16(&dev, &a16, &w16, None, Epilogue::None, &mut c, 8, 32, 40), "gemm_f16");
+    let mut c32 = dev.alloc::<i32>(1).unwrap();
+    assert_kernel_err(kernels::gemm_int8_i32(&dev, &a, &w, &mut c32, 0, 32, 32), "gemm_int8_i32");
+}

@@ -1,0 +1,134 @@
+//! LayerNorm (fast vectorised and simple variants, with and without the int8 side output) and
+//! per-token quantisation vs CPU references.
+//!
+//! Tolerance: the kernel computes in f32 (rsqrt.approx: 2^-22 relative) and rounds once to
+//! fp16, so |out - ref| <= |ref| * 2^-11 (half an fp16 ulp) + 2e-5 (f32 statistics error on
+//! unit-scale rows, amplified by |gamma| <= 1 and rstd ~ 1.7). Int8 codes are compared exactly
+//! with `reference::quantize` of the kernel's own fp16 output (the rule is exact f32 math).
+mod kernels_util;
+use fusebert::kernels::{self, reference, Q8Out, Variant};
+use half::f16;
+use kernels_util::*;
+
+const ROWS: usize = 37;
+const EPS: f32 = 1e-12;
+
+fn case(dev: &fusebert::Device, seed: u64, hidden: usize, with_res: bool, q8: bool, variant: Variant) -> f32 {
+    let mut r = rng(seed);
+    let n = ROWS * hidden;
+    let x = rand_f16(&mut r, n, 2.0);
+    let res = rand_f16(&mut r, n, 1.0);
+    let bias = rand_f16(&mut r, hidden, 0.5);
+    let gamma = rand_f16(&mut r, hidden, 1.0);
+    let beta = rand_f16(&mut r, hidden, 0.5);
+    let (dx, dr, db, dg, dbe) =
+        (dev.upload(&x).unwrap(), dev.upload(&res).unwrap(), dev.upload(&bias).unwrap(), dev.upload(&gamma).unwrap(), dev.upload(&beta).unwrap());
+    let mut out = poisoned::<f16>(dev, n);
+    let mut q = poisoned::<i8>(dev, n);
+    let mut qs = poisoned::<f32>(dev, ROWS);
+    let (ro, bo) = if with_res { (Some(&dr), Some(&db)) } else { (None, None) };
+    clear(dev);
+    if q8 {
+        kernels::layernorm_f16_q8_with(dev, &dx, ro, bo, &dg, &dbe, &mut out, Q8Out { q: &mut q, scale: &mut qs }, ROWS, hidden, EPS, variant).unwrap();
+    } else {
+        kernels::layernorm_f16_with(dev, &dx, ro, bo, &dg, &dbe, &mut out, ROWS, hidden, EPS, variant).unwrap();
+    }
+    let what = format!("layernorm {variant:?} hidden {hidden} residual {with_res} q8 {q8}");
+    let want = reference::layernorm(&x, with_res.then_some(&res[..]), with_res.then_some(&bias[..]), &gamma, &beta, ROWS, hidden, EPS);
+    let got_h = out.to_host().unwrap();
+    let err = check_close(&what, &to_f32(&got_h), &want, |w, _| half_ulp(w) + 2e-5);
+    if q8 {
+        let (wq, ws) = reference::quantize(&got_h, ROWS, hidden);
+        assert_eq!(q.to_host().unwrap(), wq, "{what}: int8 codes");
+        assert_eq!(qs.to_host().unwrap(), ws, "{what}: scales");
+    }
+    if let (Some(c), true) = (last_counters(dev), variant == Variant::Fast && hidden % 8 == 0) {
+        assert_no_local(&c, &what);
+        assert!(c.global_load_efficiency() >= 0.9, "{what}: load efficiency {}", c.global_load_efficiency());
+        // minimum traffic: rows of x (+ residual) read once, out (+ q8 + scales) written once,
+        // the parameter vectors read once
+        let row_bytes = (n * 2 * if with_res { 2 } else { 1 }) as u64;
+        let params = (hidden * 2 * if with_res { 3 } else { 2 }) as u64;
+        let out_bytes = (n * 2) as u64 + if q8 { (n + ROWS * 4) as u64 } else { 0 };
+        let min = row_bytes + params + out_bytes;
+        let got = c.global_load_bytes + c.global_store_bytes;
+        assert!(got as f64 <= 1.05 * min as f64, "{what}: global bytes {got} > 1.05 x minimum {min}");
+        assert_eq!(c.global_store_bytes, out_bytes, "{what}: store bytes");
+    }
+    err
+}
+
+#[test]
+fn layernorm_fast_matches_reference() {
+    let mut max = 0f32;
+    for dev in devices() {
+        for (i, &h) in [128usize, 384, 768].iter().enumerate() {
+            max = max.max(case(&dev, i as u64, h, true, false, Variant::Fast));
+            max = max.max(case(&dev, 10 + i as u64, h, false, false, Variant::Fast));
+        }
+        // the largest register-resident row: 4 vectors of 8 per thread, 128 threads
+        max = max.max(case(&dev, 13, 4096, true, false, Variant::Fast));
+    }
+    eprintln!("layernorm fast: max |err| = {max:e}");
+}
+
+#[test]
+fn layernorm_q8_codes_are_exact() {
+    for dev in devices() {
+        for (i, &h) in [128usize, 768].iter().enumerate() {
+            case(&dev, 20 + i as u64, h, true, true, Variant::Fast);
+            case(&dev, 30 + i as u64, h, true, true, Variant::Simple);
+        }
+        // block-per-row (`_wide`) kernel
+        case(&dev, 32, 2048, true, true, Variant::Fast);
+    }
+}
+
+#[test]
+fn layernorm_simple_and_odd_hidden() {
+    for dev in devices() {
+        case(&dev, 40, 384, true, false, Variant::Simple);
+        // 100 % 8 != 0: the fast entry point falls back to the scalar kernel
+        case(&dev, 41, 100, true, false, Variant::Fast);
+        case(&dev, 42, 100, false, true, Variant::Fast);
+    }
+}
+
+#[test]
+fn quantize_matches_reference_exactly() {
+    for dev in devices() {
+        for (i, &h) in [128usize, 384, 768, 3072].iter().enumerate() {
+            let mut r = rng(50 + i as u64);
+            let rows = 19;
+            let mut x = rand_f16(&mut r, rows * h, 3.0);
+            x[h..2 * h].iter_mut().for_each(|v| *v = f16::ZERO); // an all-zero row: scale 0
+            let dx = dev.upload(&x).unwrap();
+            let mut q = poisoned::<i8>(&dev, rows * h);
+            let mut s = poisoned::<f32>(&dev, rows);
+            clear(&dev);
+            kernels::quantize_i8(&dev, &dx, &mut q, &mut s, rows, h).unwrap();
+            let (wq, ws) = reference::quantize(&x, rows, h);
+            assert_eq!(q.to_host().unwrap(), wq, "hidden {h}");
+            assert_eq!(s.to_host().unwrap(), ws, "hidden {h}");
+            if let Some(c) = last_counters(&dev) {
+                assert_no_local(&c, "quantize");
+                assert!(c.global_load_efficiency() >= 0.9);
+            }
+        }
+        let x = dev.upload(&[f16::ONE; 30]).unwrap();
+        let mut q = dev.alloc::<i8>(30).unwrap();
+        let mut s = dev.alloc::<f32>(3).unwrap();
+        assert_kernel_err(kernels::quantize_i8(&dev, &x, &mut q, &mut s, 3, 10), "quantize_i8_f16");
+    }
+}
+
+#[test]
+fn layernorm_errors_name_the_kernel() {
+    let dev = fusebert::Device::emulator().unwrap();
+    let x = dev.upload(&[f16::ONE; 64]).unwrap();
+    let g = dev.upload(&[f16::ONE; 32]).unwrap();
+    let mut out = dev.alloc::<f16>(64).unwrap();
+    // 3 rows of 32 need 96 elements
+    assert_kernel_err(kernels::layernorm_f16(&dev, &x, None, None, &g, &g, &mut out, 3, 32, 1e-5), "layernorm_f16");
+    assert_kernel_err(kernels::layernorm_f16(&dev, &x, None, None, &g, &g, &mut out, 2, 32, 0.0), "layernorm_f16");
+}
