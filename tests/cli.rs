@@ -169,3 +169,68 @@ fn info_lists_kernels() {
     }
     assert!(out.contains("registers") && out.contains("CUDA"), "{out}");
 }
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+/// The device path end to end through the CLI: the emulator runs the kernels' PTX.
+#[test]
+fn embed_on_the_emulator_matches_golden_in_fp16_and_int8() {
+    let g = Golden::load("fox");
+    let dir = model_dir();
+    let dir = dir.to_str().unwrap();
+    for (precision, min_cos) in [("f16", 0.9999), ("int8", 0.98)] {
+        let out = json_lines(&fusebert(&["embed", "--model", dir, "--device", "emu", "--precision", precision, &g.texts[0]], None));
+        assert_eq!(out[0]["tokens"], g.valid_len(0));
+        let c = cosine(&floats(&out[0]["embedding"]), &g.mean_pooled);
+        assert!(c >= min_cos, "{precision}: cosine vs golden {c}");
+    }
+}
+
+#[test]
+fn verify_passes_on_the_emulator_and_reports_launches() {
+    let o = fusebert(&["verify", "--device", "emu", "--counters", "Hello!"], None);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "verify failed: {text}{}", stderr(&o));
+    assert!(text.contains("layer 6") && text.contains("PASS"), "{text}");
+    assert!(text.contains("launches: 46 (expected 46"), "{text}");
+}
+
+/// `fusebert emu run` through the binary: a kernel from a PTX file with safetensors in and out,
+/// counters as JSON, and a sanitizer finding (out-of-bounds) as a non-zero exit with the report.
+#[test]
+fn emu_run_executes_a_ptx_kernel_and_reports_findings() {
+    use safetensors::tensor::TensorView;
+    let dir = tiny_model::TempDir::new("emu-run");
+    let ptx = dir.path().join("cases.ptx");
+    std::fs::write(&ptx, include_str!("../src/emu/testdata/sanitize_cases.ptx")).unwrap();
+    let x: Vec<f32> = (0..50).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let xb: Vec<u8> = bytemuck::cast_slice(&x).to_vec();
+    let inputs = dir.path().join("in.safetensors");
+    let view = TensorView::new(safetensors::Dtype::F32, vec![50], &xb).unwrap();
+    std::fs::write(&inputs, safetensors::serialize(vec![("x", view)], None).unwrap()).unwrap();
+    let output = dir.path().join("out.safetensors");
+    let run = |n: &str| {
+        let (p, i, o) = (ptx.to_str().unwrap(), inputs.to_str().unwrap(), output.to_str().unwrap());
+        fusebert(
+            &["emu", "run", p, "--kernel", "scale_f32", "--grid", "2", "--block", "32", "--inputs", i, "--output", o,
+              "--arg", "buf:x", "--arg", "out:y:F32:50", "--arg", "f32:-2", "--arg", &format!("i32:{n}"), "--counters"],
+            None,
+        )
+    };
+    let ok = run("50");
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("global_load_bytes"));
+    let st_bytes = std::fs::read(&output).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&st_bytes).unwrap();
+    let y: Vec<f32> = bytemuck::cast_slice(st.tensor("y").unwrap().data()).to_vec();
+    assert_eq!(y, x.iter().map(|v| -2.0 * v).collect::<Vec<_>>());
+    // n = 64 > 50 elements: threads 50..63 read and write past both buffers
+    let bad = run("64");
+    assert!(!bad.status.success());
+    let msg = stderr(&bad);
+    assert!(msg.contains("scale_f32") && msg.contains("out-of-bounds"), "{msg}");
+}

@@ -366,3 +366,27 @@ fn int_setp_selp_pred_logic() {
     check32(&mut ck, "mov.b32 unpack/pack", "\tmov.b32 \t{%rs1, %rs2}, %r10;\n\tmov.b32 \t%r20, {%rs2, %rs1};", &a, &b, &c, |a, _, _| a.rotate_left(16));
     ck.finish();
 }
+
+/// Odd corners the project's kernels use: 16-bit and/shr, mul.wide.u16, 64-bit or, setp on
+/// 64-bit values, selp.b64 / selp.f32.
+#[test]
+fn int_16bit_ops_wide_u16_and_64bit_selects() {
+    let (a, b, c) = operands(10);
+    let mut ck = Check::new();
+    let body = "\tcvt.u16.u32 \t%rs1, %r10;\n\tcvt.u16.u32 \t%rs2, %r11;\n\tand.b16 \t%rs3, %rs1, %rs2;\n\tand.b32 \t%r21, %r12, 15;\n\tshr.u16 \t%rs4, %rs1, %r21;\n\tmul.wide.u16 \t%r22, %rs1, %rs2;\n\tcvt.u32.u16 \t%r23, %rs3;\n\tcvt.u32.u16 \t%r24, %rs4;\n\tshl.b32 \t%r25, %r24, 16;\n\tor.b32 \t%r26, %r23, %r25;\n\txor.b32 \t%r20, %r26, %r22;";
+    check32(&mut ck, "and.b16/shr.u16/mul.wide.u16", body, &a, &b, &c, |a, b, c| {
+        let (x, y) = (a as u16, b as u16);
+        let and = (x & y) as u32;
+        let shr = (x >> (c & 15)) as u32;
+        (and | (shr << 16)) ^ (x as u32 * y as u32)
+    });
+    let mut r = rng(11);
+    let a64: Vec<u64> = (0..N).map(|i| if i % 3 == 0 { 42 } else { r.gen() }).collect();
+    let b64: Vec<u64> = (0..N).map(|i| if i % 3 == 0 { 42 } else { r.gen() }).collect();
+    let c64: Vec<u64> = (0..N).map(|_| r.gen()).collect();
+    let body = "\tsetp.eq.s64 \t%p1, %rd10, %rd11;\n\tor.b64 \t%rd21, %rd10, %rd12;\n\tselp.b64 \t%rd20, %rd21, %rd12, %p1;";
+    check64(&mut ck, "setp.eq.s64/or.b64/selp.b64", body, &a64, &b64, &c64, |a, b, c| if a == b { a | c } else { c });
+    let body = "\tsetp.lt.s64 \t%p1, %rd10, %rd11;\n\tmov.b32 \t%f1, %r12;\n\tmov.f32 \t%f2, 0fBF800000;\n\tselp.f32 \t%f3, %f1, %f2, %p1;\n\tmov.b32 \t%r21, %f3;\n\tcvt.u64.u32 \t%rd20, %r21;";
+    check64(&mut ck, "setp.lt.s64/selp.f32", body, &a64, &b64, &c64, |a, b, c| if (a as i64) < (b as i64) { c as u32 as u64 } else { (-1.0f32).to_bits() as u64 });
+    ck.finish();
+}

@@ -6,10 +6,14 @@
 //! [`dispatch`].
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod emu;
 mod encode;
 mod forward;
 mod info;
 mod input;
+mod kernels;
+mod verify;
 
 /// BERT-family encoder inference on hand-written CUDA kernels, with a PTX emulator.
 #[derive(Debug, Parser)]
@@ -27,6 +31,14 @@ pub enum Command {
     Classify(encode::ClassifyArgs),
     /// Compiled kernels, ptxas resource usage and CUDA devices.
     Info(info::InfoArgs),
+    /// Device forward pass vs the f32 CPU reference, per layer; non-zero exit past tolerance.
+    Verify(verify::VerifyArgs),
+    /// Time the device forward pass (CUDA: wall-clock latency and throughput).
+    Bench(bench::BenchArgs),
+    /// Kernel reports on the emulator.
+    Kernels(kernels::KernelsArgs),
+    /// The PTX emulator as a tool: run any kernel of any PTX file.
+    Emu(emu::EmuArgs),
 }
 
 /// Parses the command line, runs it, returns the process exit code.
@@ -51,5 +63,9 @@ fn dispatch(cmd: Command) -> fusebert::Result<i32> {
         Command::Embed(a) => encode::embed(a).map(|()| 0),
         Command::Classify(a) => encode::classify(a).map(|()| 0),
         Command::Info(a) => info::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Bench(a) => bench::run(a).map(|()| 0),
+        Command::Kernels(a) => kernels::run(a).map(|()| 0),
+        Command::Emu(a) => emu::run(a).map(|()| 0),
     }
 }

@@ -56,8 +56,9 @@ fn dims(s: &str) -> Result<(u32, u32, u32)> {
     }
 }
 
+/// A safetensors dtype name (`F16`, `BF16`, `F32`, `I8`, ...), case-insensitive.
 fn dtype_of(s: &str) -> Result<Dtype> {
-    Ok(match s {
+    Ok(match s.to_ascii_lowercase().as_str() {
         "f32" => Dtype::F32,
         "f16" => Dtype::F16,
         "bf16" => Dtype::BF16,

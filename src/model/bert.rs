@@ -202,6 +202,26 @@ impl DeviceBert {
         self.precision
     }
 
+    /// Bytes of every weight resident on the device (what one forward pass must read at least).
+    pub fn weight_bytes(&self) -> u64 {
+        fn lin(l: &DeviceLinear) -> usize {
+            match l {
+                DeviceLinear::F16 { w, b } => w.bytes() + b.bytes(),
+                DeviceLinear::Int8 { w, scale, b } => w.bytes() + scale.bytes() + b.bytes(),
+            }
+        }
+        fn ln(l: &DeviceLayerNorm) -> usize {
+            l.gamma.bytes() + l.beta.bytes()
+        }
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| lin(&l.qkv) + lin(&l.attn_out) + lin(&l.ffn1) + lin(&l.ffn2) + ln(&l.ln1) + ln(&l.ln2))
+            .sum();
+        let heads = self.pooler.as_ref().map_or(0, lin) + self.classifier.as_ref().map_or(0, |(l, _)| lin(l));
+        (self.word.bytes() + self.position.bytes() + self.token_type.bytes() + ln(&self.emb_ln) + layers + heads) as u64
+    }
+
     /// Kernel launches of one forward pass over `batch` sequences (see the module docs).
     pub fn launches_per_forward(&self) -> usize {
         let l = self.layers.len();

@@ -1,0 +1,152 @@
+//! `fusebert verify`: the device forward pass against the f32 CPU reference, per layer and at
+//! the output; exit code 1 past the documented tolerances.
+use clap::Args;
+use std::path::PathBuf;
+
+use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::reference::{self, Options};
+use fusebert::model::{BertModel, Precision};
+use fusebert::tokenize::Tokenizer;
+use fusebert::{Device, Error, Result};
+
+use super::forward::{DeviceKind, PrecisionArg};
+use super::input;
+
+/// The golden texts (the same inputs as tests/golden): used when no TEXT is given.
+const GOLDEN_CASES: &str = include_str!("../../tests/golden/all-MiniLM-L6-v2/cases.json");
+
+/// Mean-pooled (and per-layer hidden state) cosine bounds: fp16 storage of unit-scale states,
+/// and the measured floor of per-token W8A8 on all-MiniLM-L6-v2 (see README, Accuracy).
+pub const F16_MIN_COSINE: f64 = 0.9999;
+pub const INT8_MIN_COSINE: f64 = 0.98;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Model folder (default: $FUSEBERT_MODEL, else the bundled all-MiniLM-L6-v2).
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// The device to verify (cpu is the reference itself).
+    #[arg(long, value_enum, default_value_t = DeviceKind::Emu)]
+    pub device: DeviceKind,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F16)]
+    pub precision: PrecisionArg,
+    /// Print the emulator's counters for the forward pass (launches, global traffic).
+    #[arg(long)]
+    pub counters: bool,
+    #[arg(long)]
+    pub truncate: bool,
+    /// Texts to run (default: the golden texts, as one batch).
+    #[arg(value_name = "TEXT")]
+    pub texts: Vec<String>,
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        return if na == nb { 1.0 } else { 0.0 };
+    }
+    dot / (na * nb)
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn golden_texts() -> Vec<String> {
+    let cases: serde_json::Map<String, serde_json::Value> = serde_json::from_str(GOLDEN_CASES).expect("cases.json");
+    let mut texts: Vec<String> = Vec::new();
+    for v in cases.values() {
+        for t in v.as_array().into_iter().flatten() {
+            let t = t.as_str().unwrap_or_default().to_string();
+            if !texts.contains(&t) {
+                texts.push(t);
+            }
+        }
+    }
+    texts
+}
+
+pub fn run(a: VerifyArgs) -> Result<i32> {
+    let dir = input::model_dir(a.model)?;
+    let model = BertModel::load(&dir)?;
+    let tokenizer = Tokenizer::from_model_dir(&dir, model.config.max_position_embeddings)?;
+    let texts = if a.texts.is_empty() { golden_texts() } else { a.texts };
+    let batch = tokenizer.encode_batch(&texts, a.truncate)?;
+    let dev = match a.device {
+        DeviceKind::Cuda => Device::cuda(0)?,
+        DeviceKind::Emu => Device::emulator()?,
+        DeviceKind::Cpu => return Err(Error::Input("verify compares a device (--device emu|cuda) with the cpu reference".into())),
+    };
+    let precision: Precision = a.precision.into();
+    let min_cos = match precision {
+        Precision::F16 => F16_MIN_COSINE,
+        Precision::Int8 => INT8_MIN_COSINE,
+    };
+    let (want, states) = reference::forward_with_hidden_states(&model, &batch, &Options::default())?;
+    let mut bert = DeviceBert::new(&dev, &model, precision)?;
+    if let Some(emu) = dev.emulator_backend() {
+        emu.clear_launches();
+    }
+    let (got, got_states) = bert.forward(&batch, ForwardOptions { normalize: false, hidden_states: true })?;
+    let mut ok = true;
+    println!("device: {}, precision: {precision:?}, {} texts, {} tokens", dev.name(), texts.len(), batch.total_tokens());
+    println!("{:<14} {:>12} {:>12}", "stage", "max abs err", "cosine");
+    if let Some(gs) = &got_states {
+        for (l, (g, w)) in gs.layers.iter().zip(&states.layers).enumerate() {
+            let name = if l == 0 { "embeddings".to_string() } else { format!("layer {l}") };
+            let c = cosine(g, w);
+            ok &= c >= min_cos;
+            println!("{name:<14} {:>12.3e} {:>12.7}", max_abs(g, w), c);
+        }
+    }
+    for (i, (g, w)) in got.sequences.iter().zip(&want.sequences).enumerate() {
+        let c = cosine(&g.mean_pooled, &w.mean_pooled);
+        ok &= c >= min_cos;
+        println!("{:<14} {:>12.3e} {:>12.7}", format!("mean_pooled {i}"), max_abs(&g.mean_pooled, &w.mean_pooled), c);
+        if let (Some(gp), Some(wp)) = (&g.pooler_output, &w.pooler_output) {
+            println!("{:<14} {:>12.3e} {:>12.7}", format!("pooler {i}"), max_abs(gp, wp), cosine(gp, wp));
+        }
+    }
+    if a.counters {
+        print_counters(&dev, &bert);
+    }
+    println!("tolerance: cosine >= {min_cos} on mean-pooled embeddings and every layer: {}", if ok { "PASS" } else { "FAIL" });
+    Ok(if ok { 0 } else { 1 })
+}
+
+fn print_counters(dev: &Device, bert: &DeviceBert) {
+    let Some(emu) = dev.emulator_backend() else {
+        println!("counters: only on the emulator (--device emu)");
+        return;
+    };
+    let launches = emu.launches();
+    let mut per_kernel: std::collections::BTreeMap<String, (usize, u64, u64)> = Default::default();
+    let mut total = fusebert::emu::Counters::default();
+    for l in &launches {
+        total.add(&l.counters);
+        let e = per_kernel.entry(l.kernel.clone()).or_default();
+        e.0 += 1;
+        e.1 += l.counters.global_load_bytes;
+        e.2 += l.counters.global_store_bytes;
+    }
+    println!(
+        "launches: {} (expected {} for this model and precision)",
+        launches.len(),
+        bert.launches_per_forward()
+    );
+    println!("{:<28} {:>8} {:>14} {:>14}", "kernel", "launches", "load bytes", "store bytes");
+    for (k, (n, ld, st)) in &per_kernel {
+        println!("{k:<28} {n:>8} {ld:>14} {st:>14}");
+    }
+    println!(
+        "total: {} global load bytes, {} store bytes, {} resident weight bytes (each weight read once = the minimum \
+         for weights); shared bank conflicts {}, local (spill) bytes {}",
+        total.global_load_bytes,
+        total.global_store_bytes,
+        bert.weight_bytes(),
+        total.shared_bank_conflicts,
+        total.local_load_bytes + total.local_store_bytes
+    );
+}
