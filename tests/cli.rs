@@ -170,11 +170,7 @@ fn info_lists_kernels() {
     assert!(out.contains("registers") && out.contains("CUDA"), "{out}");
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (n(a) * n(b))
-}
+use fusebert::model::compare::cosine;
 
 /// The device path end to end through the CLI: the emulator runs the kernels' PTX.
 #[test]

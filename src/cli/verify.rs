@@ -4,6 +4,7 @@ use clap::Args;
 use std::path::PathBuf;
 
 use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::compare::{cosine, max_abs_diff as max_abs};
 use fusebert::model::reference::{self, Options};
 use fusebert::model::{BertModel, Precision};
 use fusebert::tokenize::Tokenizer;
@@ -38,20 +39,6 @@ pub struct VerifyArgs {
     /// Texts to run (default: the golden texts, as one batch).
     #[arg(value_name = "TEXT")]
     pub texts: Vec<String>,
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    if na == 0.0 || nb == 0.0 {
-        return if na == nb { 1.0 } else { 0.0 };
-    }
-    dot / (na * nb)
-}
-
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 fn golden_texts() -> Vec<String> {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 pub mod bert;
+pub mod compare;
 pub mod config;
 pub mod erf;
 pub mod quant;
