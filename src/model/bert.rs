@@ -263,7 +263,7 @@ impl DeviceBert {
         self.workspace = None; // free before allocating the larger one
         let d = &self.dev;
         let (h, i) = (self.hidden, self.intermediate);
-        let labels = self.classifier.as_ref().map_or(0, |_| GEMM_ALIGN.max(self.classifier_padded()));
+        let labels = self.classifier_padded();
         self.workspace = Some(Workspace {
             tokens: t,
             batch: b,
