@@ -5,7 +5,7 @@ use super::{check_align, check_len, check_multiple, check_u32, launch};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 use crate::error::Result;
 
-/// `out[b, :] = x[cu_seqlens[b], :]` for `b < batch`: the first ([CLS]) row of every packed
+/// `out[b, :] = x[cu_seqlens[b], :]` for `b < batch`: the first (`[CLS]`) row of every packed
 /// sequence, as a contiguous `[batch, hidden]` fp16 matrix. `hidden % 8 == 0`.
 pub fn gather_first_rows(
     dev: &Device, x: &DeviceBuffer<f16>, cu_seqlens: &DeviceBuffer<u32>, out: &mut DeviceBuffer<f16>, batch: usize,

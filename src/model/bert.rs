@@ -8,7 +8,7 @@
 //! The int8 path (W8A8 on the four GEMMs) also needs int8 activations: the layernorms emit them
 //! directly (`layernorm_f16_q8`), the attention output and the GELU output are quantised by a
 //! separate `quantize_i8` launch each, and the embedding output once: 3 + 9 L launches.
-//! The pooler (gather [CLS] rows + GEMM with tanh) and the classifier GEMM add 2 and 1.
+//! The pooler (gather `[CLS]` rows + GEMM with tanh) and the classifier GEMM add 2 and 1.
 use half::f16;
 
 use super::config::HiddenAct;

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::weights::Linear;
 
-/// An int8 matrix [rows, cols] with one f32 scale per row: x[r][c] ≈ q[r][c] * scale[r].
+/// An int8 matrix `[rows, cols]` with one f32 scale per row: `x[r][c] ≈ q[r][c] * scale[r]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedRows {
     pub rows: usize,
