@@ -11,7 +11,9 @@
 //   shared = 3 * hidden halves), so the global traffic is the row data plus one parameter read
 //   per block.
 //   _q8 also writes int8 codes of the fp16-rounded output and a per-row scale absmax/127
-//   (what quantize_i8_f16 would compute from `out`), for the next W8A8 GEMM.
+//   (what quantize_i8_f16 would compute from `out`), for the next W8A8 GEMM. With `q_smooth`
+//   (per-column fp16 multipliers, may be null) the codes quantise out[r, j] * q_smooth[j]:
+//   SmoothQuant-style smoothing, whose inverse the host folds into the next GEMM's weights.
 // layernorm_f16_simple: one block per row, scalar loads, the row in shared f32: any hidden;
 //   the baseline and the path for hidden % 8 != 0. q_out may be null.
 // residual and bias may be null (0).
@@ -24,18 +26,22 @@ __device__ __forceinline__ void layernorm_vec(const __half* __restrict__ x, cons
                                               const __half* __restrict__ bias, const __half* __restrict__ gamma,
                                               const __half* __restrict__ beta, __half* __restrict__ out,
                                               int8_t* __restrict__ q_out, float* __restrict__ q_scale,
-                                              uint32_t rows, uint32_t hidden, float eps) {
+                                              const __half* __restrict__ q_smooth, uint32_t rows, uint32_t hidden,
+                                              float eps) {
     __shared__ float scratch[32];
-    // gamma | beta | bias, read from global once per block (dynamic shared: 3 * hidden halves)
+    // gamma | beta | bias | q_smooth, read from global once per block (dynamic shared: 3 * hidden
+    // halves, 4 * hidden for the _q8 kernels)
     extern __shared__ half8 params[];
     const uint32_t nvec = hidden / 8;
     half8* sg = params;
     half8* sb = params + nvec;
     half8* sbi = params + 2 * nvec;
+    half8* ssm = params + 3 * nvec;
     for (uint32_t v = threadIdx.x; v < nvec; v += blockDim.x) {
         st_half8(&sg[v], ld_half8(gamma + 8 * v));
         st_half8(&sb[v], ld_half8(beta + 8 * v));
         if (bias) st_half8(&sbi[v], ld_half8(bias + 8 * v));
+        if (Q8 && q_smooth) st_half8(&ssm[v], ld_half8(q_smooth + 8 * v));
     }
     __syncthreads();
     const float inv_h = 1.f / (float)hidden;
@@ -96,6 +102,12 @@ __device__ __forceinline__ void layernorm_vec(const __half* __restrict__ x, cons
                 st_half8(out + (size_t)row * hidden + 8 * v, y[i]);
                 if (Q8) {
                     half8_to_float(y[i], f[i]);  // quantise what was stored
+                    if (q_smooth) {
+                        float m[8];
+                        half8_to_float(ld_half8(&ssm[v]), m);
+#pragma unroll
+                        for (int j = 0; j < 8; j++) f[i][j] *= m[j];
+                    }
 #pragma unroll
                     for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(f[i][j]));
                 }
@@ -122,25 +134,27 @@ __device__ __forceinline__ void layernorm_vec(const __half* __restrict__ x, cons
 extern "C" __global__ void layernorm_f16(const __half* __restrict__ x, const __half* __restrict__ residual,
     const __half* __restrict__ bias, const __half* __restrict__ gamma, const __half* __restrict__ beta,
     __half* __restrict__ out, uint32_t rows, uint32_t hidden, float eps) {
-    layernorm_vec<false, true>(x, residual, bias, gamma, beta, out, nullptr, nullptr, rows, hidden, eps);
+    layernorm_vec<false, true>(x, residual, bias, gamma, beta, out, nullptr, nullptr, nullptr, rows, hidden, eps);
 }
 
 extern "C" __global__ void layernorm_f16_wide(const __half* __restrict__ x, const __half* __restrict__ residual,
     const __half* __restrict__ bias, const __half* __restrict__ gamma, const __half* __restrict__ beta,
     __half* __restrict__ out, uint32_t rows, uint32_t hidden, float eps) {
-    layernorm_vec<false, false>(x, residual, bias, gamma, beta, out, nullptr, nullptr, rows, hidden, eps);
+    layernorm_vec<false, false>(x, residual, bias, gamma, beta, out, nullptr, nullptr, nullptr, rows, hidden, eps);
 }
 
 extern "C" __global__ void layernorm_f16_q8(const __half* __restrict__ x, const __half* __restrict__ residual,
     const __half* __restrict__ bias, const __half* __restrict__ gamma, const __half* __restrict__ beta,
-    __half* __restrict__ out, int8_t* __restrict__ q_out, float* __restrict__ q_scale, uint32_t rows, uint32_t hidden, float eps) {
-    layernorm_vec<true, true>(x, residual, bias, gamma, beta, out, q_out, q_scale, rows, hidden, eps);
+    __half* __restrict__ out, int8_t* __restrict__ q_out, float* __restrict__ q_scale, const __half* __restrict__ q_smooth,
+    uint32_t rows, uint32_t hidden, float eps) {
+    layernorm_vec<true, true>(x, residual, bias, gamma, beta, out, q_out, q_scale, q_smooth, rows, hidden, eps);
 }
 
 extern "C" __global__ void layernorm_f16_q8_wide(const __half* __restrict__ x, const __half* __restrict__ residual,
     const __half* __restrict__ bias, const __half* __restrict__ gamma, const __half* __restrict__ beta,
-    __half* __restrict__ out, int8_t* __restrict__ q_out, float* __restrict__ q_scale, uint32_t rows, uint32_t hidden, float eps) {
-    layernorm_vec<true, false>(x, residual, bias, gamma, beta, out, q_out, q_scale, rows, hidden, eps);
+    __half* __restrict__ out, int8_t* __restrict__ q_out, float* __restrict__ q_scale, const __half* __restrict__ q_smooth,
+    uint32_t rows, uint32_t hidden, float eps) {
+    layernorm_vec<true, false>(x, residual, bias, gamma, beta, out, q_out, q_scale, q_smooth, rows, hidden, eps);
 }
 
 // Baseline / any hidden: one block per row; dynamic shared = hidden floats.
@@ -148,7 +162,7 @@ extern "C" __global__ void layernorm_f16_simple(const __half* __restrict__ x, co
                                                 const __half* __restrict__ bias, const __half* __restrict__ gamma,
                                                 const __half* __restrict__ beta, __half* __restrict__ out,
                                                 int8_t* __restrict__ q_out, float* __restrict__ q_scale,
-                                                uint32_t hidden, float eps) {
+                                                const __half* __restrict__ q_smooth, uint32_t hidden, float eps) {
     extern __shared__ float rowbuf[];
     __shared__ float scratch[32];
     const size_t base = (size_t)blockIdx.x * hidden;
@@ -171,7 +185,7 @@ extern "C" __global__ void layernorm_f16_simple(const __half* __restrict__ x, co
     for (uint32_t i = threadIdx.x; i < hidden; i += blockDim.x) {
         const __half h = __float2half_rn((rowbuf[i] - mean) * rstd * __half2float(gamma[i]) + __half2float(beta[i]));
         out[base + i] = h;
-        rowbuf[i] = __half2float(h);
+        rowbuf[i] = __half2float(h) * (q_smooth ? __half2float(q_smooth[i]) : 1.f);
         amax = fmaxf(amax, fabsf(rowbuf[i]));
     }
     if (q_out) {

@@ -30,13 +30,18 @@ fn shapes() -> Vec<(Shape, &'static [usize])> {
     ]
 }
 
-fn check_precision(precision: Precision, min_cos: f64) {
+fn check_precision(precision: Precision, min_cos: f64, calibrated: bool) {
     for dev in devices() {
         for (i, (shape, lengths)) in shapes().into_iter().enumerate() {
             let model = random_model(shape, 100 + i as u64);
             let batch = random_batch(shape.vocab, lengths, 7 + i as u64);
             let (want, states) = reference::forward_with_hidden_states(&model, &batch, &Options::default()).unwrap();
-            let mut bert = DeviceBert::new(&dev, &model, precision).unwrap();
+            let mut bert = if calibrated {
+                let calibration = random_batch(shape.vocab, &[9, 40], 99);
+                DeviceBert::new_calibrated(&dev, &model, precision, &calibration).unwrap()
+            } else {
+                DeviceBert::new(&dev, &model, precision).unwrap()
+            };
             let opts = ForwardOptions { normalize: false, hidden_states: true };
             let (got, got_states) = bert.forward(&batch, opts).unwrap();
             let got_states = got_states.unwrap();
@@ -54,7 +59,7 @@ fn check_precision(precision: Precision, min_cos: f64) {
             }
             let worst_pooled = got.sequences.iter().zip(&want.sequences).map(|(g, w)| cosine(&g.mean_pooled, &w.mean_pooled)).fold(1.0, f64::min);
             let worst_hidden = got_states.layers.iter().zip(&states.layers).map(|(g, w)| max_abs(g, w)).fold(0.0, f32::max);
-            eprintln!("{dev:?} {precision:?} shape {i}: min mean-pooled cosine {worst_pooled:.7}, max hidden err {worst_hidden:.2e}");
+            eprintln!("{dev:?} {precision:?} calibrated {calibrated} shape {i}: min mean-pooled cosine {worst_pooled:.7}, max hidden err {worst_hidden:.2e}");
             for (l, (g, w)) in got_states.layers.iter().zip(&states.layers).enumerate() {
                 let cos = cosine(g, w);
                 assert!(cos >= min_cos, "{dev:?} {precision:?} shape {i} layer {l}: hidden cosine {cos}");
@@ -69,12 +74,18 @@ fn check_precision(precision: Precision, min_cos: f64) {
 
 #[test]
 fn f16_forward_matches_reference_on_random_models() {
-    check_precision(Precision::F16, F16_MIN_COS);
+    check_precision(Precision::F16, F16_MIN_COS, false);
 }
 
 #[test]
 fn int8_forward_matches_reference_on_random_models() {
-    check_precision(Precision::Int8, INT8_MIN_COS);
+    check_precision(Precision::Int8, INT8_MIN_COS, false);
+}
+
+/// The SmoothQuant-calibrated int8 path (calibrated on a different random batch).
+#[test]
+fn int8_calibrated_forward_matches_reference_on_random_models() {
+    check_precision(Precision::Int8, INT8_MIN_COS, true);
 }
 
 /// A sequence's result does not depend on what it is packed with, and runs repeat bit for bit.

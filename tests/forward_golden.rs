@@ -3,15 +3,13 @@
 //! golden outputs, and, for int8, the CPU simulation of the same W8A8 arithmetic.
 //!
 //! fp16: cosine >= 0.9999 on mean-pooled embeddings, pooler and every layer's hidden states.
-//! int8: the W8A8 scheme itself (per-token activations, per-channel weights), simulated exactly
-//! on the CPU (`quant::w8a8_linear`), reaches a mean-pooled cosine of only ~0.992 on the short
-//! "Hello, world!" case and ~0.986 on the two-token "empty" case with this model (0.997-0.998
-//! on the longer ones): short inputs average less quantisation noise away. So the f32 bound is
-//! 0.98, below the 0.995 target, which this scheme cannot meet on this model.
-//! The device and the simulation are two samples of the same quantisation noise (the device
-//! rounds activations to fp16 before quantising, which flips a few codes, and the errors then
-//! decorrelate), so the kernels' share is checked as: the device's cosine deficit vs f32 is at
-//! most 1.5x the simulation's plus 1e-3.
+//! int8 (W8A8: per-channel weights, per-token activations, SmoothQuant-calibrated QKV and FFN1
+//! inputs): the target is cosine >= 0.995; measured 0.9973-0.9991, but 0.9940 on the two-token
+//! "empty" case, where per-token quantisation of just [CLS] and [SEP] leaves no averaging (int8
+//! weights alone already cost 0.0035 there). So the bound is 0.99, and the kernels' own share is
+//! checked against exact CPU simulations of the same arithmetic (smoothed and unsmoothed): the
+//! device's cosine deficit is at most 1.5x the simulation's plus 1e-3 (the device rounds
+//! activations to fp16 before quantising, which flips a few codes; the errors then decorrelate).
 mod forward_support;
 mod golden_support;
 
@@ -19,7 +17,7 @@ use std::sync::OnceLock;
 
 use forward_support::{cosine, devices, max_abs};
 use fusebert::model::bert::{DeviceBert, ForwardOptions};
-use fusebert::model::quant::w8a8_linear;
+use fusebert::model::quant;
 use fusebert::model::reference::{self, Options};
 use fusebert::model::{BertModel, Precision};
 use fusebert::tokenize::Tokenizer;
@@ -67,37 +65,50 @@ fn minilm_f16_on_device_matches_reference_and_golden() {
     }
 }
 
+/// See the module docs: the measured floor (0.9940) of the smoothed int8 path, short of the
+/// 0.995 target on two-token inputs.
+const MIN_COS_VS_F32: f64 = 0.99;
+
 #[test]
 fn minilm_int8_on_device_matches_the_w8a8_simulation_and_reference() {
-    const MIN_COS_VS_F32: f64 = 0.98;
     let tok = Tokenizer::from_model_dir(&model_dir(), model().config.max_position_embeddings).unwrap();
+    let calibration = tok.encode_batch(&quant::CALIBRATION_TEXTS, true).unwrap();
+    let ranges = quant::calibrate(model(), &calibration).unwrap();
+    let smoothed = quant::w8a8_smoothed(model(), &ranges);
+    let mut worst = 1f64;
     for dev in devices() {
-        let mut bert = DeviceBert::new(&dev, model(), Precision::Int8).unwrap();
+        let mut plain = DeviceBert::new(&dev, model(), Precision::Int8).unwrap();
+        let mut bert = DeviceBert::new_calibrated(&dev, model(), Precision::Int8, &calibration).unwrap();
         for case in CASES {
             let g = Golden::load(case);
             let batch = tok.encode_batch(&g.texts, false).unwrap();
             let want = reference::forward(model(), &batch, &Options::default()).unwrap();
-            let (sim, _) =
-                reference::forward_with_encoder_linear(model(), &batch, &Options::default(), &w8a8_linear).unwrap();
+            let (sim, _) = reference::forward_with_encoder_linear(model(), &batch, &Options::default(), &smoothed).unwrap();
+            let (sim_plain, _) =
+                reference::forward_with_encoder_linear(model(), &batch, &Options::default(), &quant::w8a8_linear).unwrap();
             let (got, _) = bert.forward(&batch, ForwardOptions::default()).unwrap();
-            let (mut vs_sim, mut vs_f32, mut sim_vs_f32, mut pooler_vs_sim) = (1f64, 1f64, 1f64, 1f64);
-            for ((gs, ss), ws) in got.sequences.iter().zip(&sim.sequences).zip(&want.sequences) {
-                vs_sim = vs_sim.min(cosine(&gs.mean_pooled, &ss.mean_pooled));
-                vs_f32 = vs_f32.min(cosine(&gs.mean_pooled, &ws.mean_pooled));
-                sim_vs_f32 = sim_vs_f32.min(cosine(&ss.mean_pooled, &ws.mean_pooled));
-                pooler_vs_sim = pooler_vs_sim.min(cosine(gs.pooler_output.as_ref().unwrap(), ss.pooler_output.as_ref().unwrap()));
-            }
+            let (got_plain, _) = plain.forward(&batch, ForwardOptions::default()).unwrap();
+            let min_cos = |a: &[fusebert::model::reference::SequenceOutput]| {
+                a.iter().zip(&want.sequences).map(|(x, w)| cosine(&x.mean_pooled, &w.mean_pooled)).fold(1f64, f64::min)
+            };
+            let (vs_f32, sim_vs_f32) = (min_cos(&got.sequences), min_cos(&sim.sequences));
+            let (plain_vs_f32, sim_plain_vs_f32) = (min_cos(&got_plain.sequences), min_cos(&sim_plain.sequences));
+            worst = worst.min(vs_f32);
             eprintln!(
-                "{dev:?} int8 {case}: mean-pooled cosine vs W8A8 simulation {vs_sim:.7}, vs f32 {vs_f32:.7} \
-                 (simulation vs f32 {sim_vs_f32:.7}); pooler vs simulation {pooler_vs_sim:.7}"
+                "{dev:?} int8 {case}: mean-pooled cosine vs f32: smoothed {vs_f32:.7} (CPU simulation {sim_vs_f32:.7}), \
+                 unsmoothed {plain_vs_f32:.7} (CPU simulation {sim_plain_vs_f32:.7})"
             );
             assert!(vs_f32 >= MIN_COS_VS_F32, "{dev:?} int8 {case}: vs f32 {vs_f32}");
-            assert!(
-                1.0 - vs_f32 <= 1.5 * (1.0 - sim_vs_f32) + 1e-3,
-                "{dev:?} int8 {case}: device deficit {} vs simulation deficit {}",
-                1.0 - vs_f32,
-                1.0 - sim_vs_f32
-            );
+            // the kernels add at most a fraction of what the scheme itself loses
+            for (d, s, what) in [(vs_f32, sim_vs_f32, "smoothed"), (plain_vs_f32, sim_plain_vs_f32, "unsmoothed")] {
+                assert!(
+                    1.0 - d <= 1.5 * (1.0 - s) + 1e-3,
+                    "{dev:?} int8 {what} {case}: device deficit {} vs simulation deficit {}",
+                    1.0 - d,
+                    1.0 - s
+                );
+            }
         }
     }
+    eprintln!("int8 (smoothed): worst mean-pooled cosine over the golden cases {worst:.7}");
 }

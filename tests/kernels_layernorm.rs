@@ -29,7 +29,7 @@ fn case(dev: &fusebert::Device, seed: u64, hidden: usize, with_res: bool, q8: bo
     let (ro, bo) = if with_res { (Some(&dr), Some(&db)) } else { (None, None) };
     clear(dev);
     if q8 {
-        kernels::layernorm_f16_q8_with(dev, &dx, ro, bo, &dg, &dbe, &mut out, Q8Out { q: &mut q, scale: &mut qs }, ROWS, hidden, EPS, variant).unwrap();
+        kernels::layernorm_f16_q8_with(dev, &dx, ro, bo, &dg, &dbe, &mut out, Q8Out { q: &mut q, scale: &mut qs, smooth: None }, ROWS, hidden, EPS, variant).unwrap();
     } else {
         kernels::layernorm_f16_with(dev, &dx, ro, bo, &dg, &dbe, &mut out, ROWS, hidden, EPS, variant).unwrap();
     }
@@ -131,4 +131,38 @@ fn layernorm_errors_name_the_kernel() {
     // 3 rows of 32 need 96 elements
     assert_kernel_err(kernels::layernorm_f16(&dev, &x, None, None, &g, &g, &mut out, 3, 32, 1e-5), "layernorm_f16");
     assert_kernel_err(kernels::layernorm_f16(&dev, &x, None, None, &g, &g, &mut out, 2, 32, 0.0), "layernorm_f16");
+}
+
+/// SmoothQuant-style multipliers: layernorm_q8 (warp, wide and simple kernels) and quantize
+/// quantise `out[r, j] * smooth[j]`; codes and scales exact against the reference rule.
+#[test]
+fn smoothed_q8_codes_are_exact() {
+    for dev in devices() {
+        for (i, (h, variant)) in [(384usize, Variant::Fast), (2048, Variant::Fast), (384, Variant::Simple)].into_iter().enumerate() {
+            let mut r = rng(70 + i as u64);
+            let n = ROWS * h;
+            let x = rand_f16(&mut r, n, 2.0);
+            let gamma = rand_f16(&mut r, h, 1.0);
+            let beta = rand_f16(&mut r, h, 0.5);
+            // positive multipliers spanning two decades, like real smoothing factors
+            let smooth: Vec<f16> = rand_f16(&mut r, h, 1.0).iter().map(|v| f16::from_f32(10f32.powf(v.to_f32()))).collect();
+            let (dx, dg, dbe, dm) = (dev.upload(&x).unwrap(), dev.upload(&gamma).unwrap(), dev.upload(&beta).unwrap(), dev.upload(&smooth).unwrap());
+            let mut out = poisoned::<f16>(&dev, n);
+            let mut q = poisoned::<i8>(&dev, n);
+            let mut qs = poisoned::<f32>(&dev, ROWS);
+            let q8 = Q8Out { q: &mut q, scale: &mut qs, smooth: Some(&dm) };
+            kernels::layernorm_f16_q8_with(&dev, &dx, None, None, &dg, &dbe, &mut out, q8, ROWS, h, EPS, variant).unwrap();
+            let got_h = out.to_host().unwrap();
+            let (wq, ws) = reference::quantize_smoothed(&got_h, Some(&smooth), ROWS, h);
+            assert_eq!(q.to_host().unwrap(), wq, "layernorm {variant:?} hidden {h}: smoothed codes");
+            assert_eq!(qs.to_host().unwrap(), ws, "layernorm {variant:?} hidden {h}: smoothed scales");
+            // the same multipliers through the standalone quantize kernel
+            let mut q2 = poisoned::<i8>(&dev, n);
+            let mut qs2 = poisoned::<f32>(&dev, ROWS);
+            kernels::quantize_i8_smoothed(&dev, &dx, Some(&dm), &mut q2, &mut qs2, ROWS, h).unwrap();
+            let (wq2, ws2) = reference::quantize_smoothed(&x, Some(&smooth), ROWS, h);
+            assert_eq!(q2.to_host().unwrap(), wq2, "quantize hidden {h}: smoothed codes");
+            assert_eq!(qs2.to_host().unwrap(), ws2, "quantize hidden {h}: smoothed scales");
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::Args;
 use serde::Serialize;
 
-use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::bert::ForwardOptions;
 use fusebert::model::BertModel;
 use fusebert::tokenize::Batch;
 use fusebert::{Device, Error, Result};
@@ -62,7 +62,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .map(|b| (0..a.tokens).map(|i| if i == 0 { 101 % vocab } else { (1000 + 7 * i as u32 + b as u32) % vocab }).collect())
         .collect();
     let batch = Batch::from_ids(ids)?;
-    let mut bert = DeviceBert::new(&dev, &model, a.precision.into())?;
+    let mut bert = super::forward::device_bert(&dev, &model, a.precision.into())?;
     bert.forward(&batch, ForwardOptions::default())?; // warm-up: workspace, module load
     let mut times = Vec::with_capacity(a.iters);
     for _ in 0..a.iters {

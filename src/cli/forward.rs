@@ -72,7 +72,17 @@ pub fn run_device_forward(
         DeviceKind::Emu => Device::emulator()?,
         DeviceKind::Cpu => return reference::forward(model, batch, opts),
     };
-    let mut bert = DeviceBert::new(&dev, model, precision)?;
+    let mut bert = device_bert(&dev, model, precision)?;
     let (out, _) = bert.forward(batch, ForwardOptions { normalize: opts.normalize, hidden_states: false })?;
     Ok(out)
+}
+
+/// The model on `dev`; int8 is calibrated (SmoothQuant) on the built-in calibration texts.
+pub fn device_bert(dev: &Device, model: &BertModel, precision: Precision) -> Result<DeviceBert> {
+    if precision != Precision::Int8 {
+        return DeviceBert::new(dev, model, precision);
+    }
+    let tokenizer = fusebert::tokenize::Tokenizer::for_model(model)?;
+    let calibration = tokenizer.encode_batch(&fusebert::model::quant::CALIBRATION_TEXTS, true)?;
+    DeviceBert::new_calibrated(dev, model, precision, &calibration)
 }

@@ -26,6 +26,9 @@ pub struct Q8Out<'a> {
     pub q: &'a mut DeviceBuffer<i8>,
     /// `[rows]` scales (absmax / 127).
     pub scale: &'a mut DeviceBuffer<f32>,
+    /// Optional `[hidden]` per-column fp16 multipliers: the codes quantise `out[r, j] * smooth[j]`
+    /// (SmoothQuant-style smoothing; the next GEMM's weights carry `W[n, j] / smooth[j]`).
+    pub smooth: Option<&'a DeviceBuffer<f16>>,
 }
 
 /// `out[r] = LN(x[r] + residual[r] + bias) * gamma + beta` over `rows` rows of `hidden`.
@@ -104,6 +107,10 @@ fn run(
     if let Some(q) = &q8 {
         check_len(kernel, "q", q.q, n)?;
         check_len(kernel, "scale", q.scale, rows)?;
+        if let Some(m) = q.smooth {
+            check_len(kernel, "smooth", m, hidden)?;
+            check_align(kernel, "smooth", m, 16)?;
+        }
     }
     let rows32 = check_u32(kernel, "rows", rows)?;
     let hidden32 = check_u32(kernel, "hidden", hidden)?;
@@ -121,7 +128,8 @@ fn run(
         let nvec = hidden / 8;
         let threads = if warp_row { 256 } else { (nvec.div_ceil(4).div_ceil(32) * 32).max(32) as u32 };
         let grid = rows.div_ceil(ROWS_PER_BLOCK) as u32;
-        let cfg = LaunchConfig::linear(grid, threads, (3 * hidden * 2) as u32);
+        let params = if q8.is_some() { 4 } else { 3 };
+        let cfg = LaunchConfig::linear(grid, threads, (params * hidden * 2) as u32);
         let mut args = vec![
             KernelArg::from(x),
             opt_ptr(residual),
@@ -133,14 +141,15 @@ fn run(
         if let Some(q) = &q8 {
             args.push(KernelArg::from(&*q.q));
             args.push(KernelArg::from(&*q.scale));
+            args.push(opt_ptr(q.smooth));
         }
         args.extend([KernelArg::U32(rows32), KernelArg::U32(hidden32), KernelArg::F32(eps)]);
         launch(dev, kernel, cfg, &args)
     } else {
         let cfg = LaunchConfig::linear(rows32, 256, (hidden * 4) as u32);
-        let (qa, sa) = match &q8 {
-            Some(q) => (KernelArg::from(&*q.q), KernelArg::from(&*q.scale)),
-            None => (KernelArg::Ptr(0), KernelArg::Ptr(0)),
+        let (qa, sa, ma) = match &q8 {
+            Some(q) => (KernelArg::from(&*q.q), KernelArg::from(&*q.scale), opt_ptr(q.smooth)),
+            None => (KernelArg::Ptr(0), KernelArg::Ptr(0), KernelArg::Ptr(0)),
         };
         let args = [
             KernelArg::from(x),
@@ -151,6 +160,7 @@ fn run(
             KernelArg::from(&*out),
             qa,
             sa,
+            ma,
             KernelArg::U32(hidden32),
             KernelArg::F32(eps),
         ];

@@ -12,6 +12,16 @@ pub fn quantize_i8(
     dev: &Device, x: &DeviceBuffer<f16>, q: &mut DeviceBuffer<i8>, scale: &mut DeviceBuffer<f32>, rows: usize,
     hidden: usize,
 ) -> Result<()> {
+    quantize_i8_smoothed(dev, x, None, q, scale, rows, hidden)
+}
+
+/// [`quantize_i8`] of `x[r, j] * smooth[j]` (per-column fp16 multipliers, `None` = ones): the
+/// activation side of SmoothQuant-style smoothing; the next GEMM's weights carry
+/// `W[n, j] / smooth[j]`.
+pub fn quantize_i8_smoothed(
+    dev: &Device, x: &DeviceBuffer<f16>, smooth: Option<&DeviceBuffer<f16>>, q: &mut DeviceBuffer<i8>,
+    scale: &mut DeviceBuffer<f32>, rows: usize, hidden: usize,
+) -> Result<()> {
     let warp_row = hidden <= 1024;
     let kernel = if warp_row { "quantize_i8_f16" } else { "quantize_i8_f16_wide" };
     check_multiple(kernel, "hidden", hidden, 8)?;
@@ -23,6 +33,10 @@ pub fn quantize_i8(
     check_len(kernel, "scale", scale, rows)?;
     check_align(kernel, "x", x, 16)?;
     check_align(kernel, "q", q, 8)?;
+    if let Some(m) = smooth {
+        check_len(kernel, "smooth", m, hidden)?;
+        check_align(kernel, "smooth", m, 16)?;
+    }
     // warp per row: 8 warps x 2 rows per block; block per row: <= 4 vectors per thread, 8 rows
     let threads = if warp_row { 256 } else { ((hidden / 8).div_ceil(4).div_ceil(32) * 32).max(32) as u32 };
     let grid = rows.div_ceil(if warp_row { 16 } else { 8 }) as u32;
@@ -30,6 +44,7 @@ pub fn quantize_i8(
         KernelArg::from(x),
         KernelArg::from(&*q),
         KernelArg::from(&*scale),
+        super::opt_ptr(smooth),
         KernelArg::U32(check_u32(kernel, "rows", rows)?),
         KernelArg::U32(hidden as u32),
     ];

@@ -38,14 +38,20 @@ pub fn layernorm(
 
 /// The kernels' per-row int8 rule on already-fp16 values: `(codes, scales)`; exact f32 ops.
 pub fn quantize(x: &[f16], rows: usize, hidden: usize) -> (Vec<i8>, Vec<f32>) {
+    quantize_smoothed(x, None, rows, hidden)
+}
+
+/// [`quantize`] of `x[r, j] * smooth[j]` (one f32 product, as the kernels compute it).
+pub fn quantize_smoothed(x: &[f16], smooth: Option<&[f16]>, rows: usize, hidden: usize) -> (Vec<i8>, Vec<f32>) {
     let mut q = vec![0i8; rows * hidden];
     let mut s = vec![0f32; rows];
+    let m = |i: usize| smooth.map_or(1.0, |m| m[i].to_f32());
     for r in 0..rows {
-        let row = &x[r * hidden..(r + 1) * hidden];
-        let amax = row.iter().fold(0f32, |m, v| m.max(v.to_f32().abs()));
+        let row: Vec<f32> = x[r * hidden..(r + 1) * hidden].iter().enumerate().map(|(i, v)| v.to_f32() * m(i)).collect();
+        let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
         let inv = if amax > 0.0 { 127.0f32 / amax } else { 0.0 };
         for (i, v) in row.iter().enumerate() {
-            q[r * hidden + i] = (v.to_f32() * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+            q[r * hidden + i] = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
         }
         s[r] = amax / 127.0;
     }

@@ -74,7 +74,7 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     record(dev, "layernorm_f16", format!("rows {t}, hidden {h}, + residual + bias"), 8 * th, 3 * th2 + 6 * h as u64)?;
     let mut q = dev.alloc::<i8>(t * h)?;
     let mut qs = dev.alloc::<f32>(t)?;
-    super::layernorm_f16_q8(dev, &x, Some(&res), Some(&bias), &gamma, &beta, &mut y, Q8Out { q: &mut q, scale: &mut qs }, t, h, eps)?;
+    super::layernorm_f16_q8(dev, &x, Some(&res), Some(&bias), &gamma, &beta, &mut y, Q8Out { q: &mut q, scale: &mut qs, smooth: None }, t, h, eps)?;
     record(dev, "layernorm_f16_q8", format!("rows {t}, hidden {h}, + residual + bias"), 10 * th, 3 * th2 + th + 4 * t as u64 + 6 * h as u64)?;
     super::quantize_i8(dev, &y, &mut q, &mut qs, t, h)?;
     record(dev, "quantize_i8_f16", format!("rows {t}, hidden {h}"), 2 * th, th2 + th + 4 * t as u64)?;

@@ -4,9 +4,15 @@
 //! Scale = absmax / 127 and q = round_half_even(x / scale) clamped to [-127, 127], so the
 //! representable range is symmetric and -128 never appears (keeps `-q` exact). An all-zero row
 //! gets scale 0 and all-zero codes; dequantisation multiplies by the scale, giving exact zeros.
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
+use super::reference::{forward_with_encoder_linear, linear, Options};
 use super::weights::Linear;
+use super::BertModel;
+use crate::error::Result;
+use crate::tokenize::Batch;
 
 /// An int8 matrix `[rows, cols]` with one f32 scale per row: `x[r][c] ≈ q[r][c] * scale[r]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,20 +67,122 @@ pub fn quantize_row(row: &[f32]) -> (f32, Vec<i8>) {
 /// on the CPU, separating what the int8 scheme costs (vs the f32 reference) from what the
 /// kernels add (vs this simulation).
 pub fn w8a8_linear(l: &Linear, x: &[f32]) -> Vec<f32> {
-    let (inp, out) = (l.in_features(), l.out_features());
-    let rows = x.len() / inp;
+    w8a8(x, &l.weight.data, &l.bias.data, l.in_features())
+}
+
+/// `x W^T + b` with x quantised per row and W per output channel (exact integer dot products).
+fn w8a8(x: &[f32], w: &[f32], bias: &[f32], inp: usize) -> Vec<f32> {
+    let (out, rows) = (bias.len(), x.len() / inp);
     let xq = quantize_rows(x, rows, inp);
-    let wq = quantize_rows(&l.weight.data, out, inp);
+    let wq = quantize_rows(w, out, inp);
     let mut y = vec![0f32; rows * out];
     y.par_chunks_mut(out).enumerate().for_each(|(r, yr)| {
         let a = &xq.q[r * inp..(r + 1) * inp];
         for (n, yv) in yr.iter_mut().enumerate() {
             let w = &wq.q[n * inp..(n + 1) * inp];
             let acc: i32 = a.iter().zip(w).map(|(&p, &q)| p as i32 * q as i32).sum();
-            *yv = acc as f32 * xq.scale[r] * wq.scale[n] + l.bias.data[n];
+            *yv = acc as f32 * xq.scale[r] * wq.scale[n] + bias[n];
         }
     });
     y
+}
+
+/// The device's smoothed int8 path on the CPU: [`w8a8_linear`] for every GEMM, with the QKV and
+/// FFN1 inputs smoothed by the multipliers the device derives from `ranges` (QKV multipliers
+/// over the concatenated q|k|v weights, as the device's fused QKV GEMM uses them).
+pub fn w8a8_smoothed<'a>(
+    model: &'a BertModel, ranges: &[LayerInputRanges],
+) -> impl Fn(&Linear, &[f32]) -> Vec<f32> + Sync + 'a {
+    let h = model.config.hidden_size;
+    let mults: Vec<(Vec<half::f16>, Vec<half::f16>)> = model
+        .weights
+        .layers
+        .iter()
+        .zip(ranges)
+        .map(|(l, r)| {
+            let wqkv: Vec<f32> = [&l.query, &l.key, &l.value].iter().flat_map(|x| x.weight.data.iter().copied()).collect();
+            let ffn1 = &l.ffn1.weight.data;
+            (smoothing_multipliers(&r.qkv, &wqkv, 3 * h, h), smoothing_multipliers(&r.ffn1, ffn1, ffn1.len() / h, h))
+        })
+        .collect();
+    move |l: &Linear, x: &[f32]| {
+        let m = model.weights.layers.iter().zip(&mults).find_map(|(layer, (qkv, ffn1))| {
+            if [&layer.query, &layer.key, &layer.value].iter().any(|q| std::ptr::eq(l, *q)) {
+                Some(qkv)
+            } else if std::ptr::eq(l, &layer.ffn1) {
+                Some(ffn1)
+            } else {
+                None
+            }
+        });
+        let Some(m) = m else { return w8a8_linear(l, x) };
+        let inp = l.in_features();
+        let xs: Vec<f32> = x.iter().enumerate().map(|(i, v)| v * m[i % inp].to_f32()).collect();
+        let ws: Vec<f32> = l.weight.data.iter().enumerate().map(|(i, v)| v / m[i % inp].to_f32()).collect();
+        w8a8(&xs, &ws, &l.bias.data, inp)
+    }
+}
+
+/// Texts for int8 calibration (SmoothQuant scales): short and long, with the special tokens the
+/// tokenizer adds. Kept in the crate so int8 results are deterministic.
+pub const CALIBRATION_TEXTS: [&str; 3] = [
+    "Hi.",
+    "fusebert runs BERT encoders on fused CUDA kernels: flash-style attention over packed batches, \
+     int8 and fp16 tensor-core GEMMs with fused epilogues, and fused residual plus layernorm.",
+    "What is the capital of France? Paris, a city of 2.1 million people on the Seine, 450 km from London.",
+];
+
+/// Column absmax of the inputs of the two LayerNorm-fed GEMMs of every layer (QKV, FFN1), from
+/// the f32 reference on a calibration batch.
+#[derive(Debug, Clone)]
+pub struct LayerInputRanges {
+    pub qkv: Vec<f32>,
+    pub ffn1: Vec<f32>,
+}
+
+/// Runs the f32 reference on `batch`, recording [`LayerInputRanges`] per layer.
+pub fn calibrate(model: &BertModel, batch: &Batch) -> Result<Vec<LayerInputRanges>> {
+    let layers = &model.weights.layers;
+    let (h, i) = (model.config.hidden_size, model.config.intermediate_size);
+    let ranges = Mutex::new(vec![LayerInputRanges { qkv: vec![0.0; h], ffn1: vec![0.0; i.max(h)] }; layers.len()]);
+    let record = |l: &Linear, x: &[f32]| {
+        for (li, layer) in layers.iter().enumerate() {
+            let slot = if std::ptr::eq(l, &layer.query) {
+                Some(0)
+            } else if std::ptr::eq(l, &layer.ffn1) {
+                Some(1)
+            } else {
+                None
+            };
+            if let Some(slot) = slot {
+                let mut r = ranges.lock().unwrap();
+                let m = if slot == 0 { &mut r[li].qkv } else { &mut r[li].ffn1 };
+                for row in x.chunks_exact(l.in_features()) {
+                    m.iter_mut().zip(row).for_each(|(m, v)| *m = m.max(v.abs()));
+                }
+            }
+        }
+        linear(x, l.in_features(), &l.weight.data, Some(&l.bias.data))
+    };
+    forward_with_encoder_linear(model, batch, &Options::default(), &record)?;
+    let mut r = ranges.into_inner().unwrap();
+    r.iter_mut().for_each(|l| l.ffn1.truncate(h));
+    Ok(r)
+}
+
+/// SmoothQuant multipliers (alpha = 0.5) for a GEMM with `[out, inp]` weights whose input
+/// columns reach `amax`: the activations are quantised as `x[j] * m[j]` and the weights as
+/// `W[n, j] / m[j]` with m_j = sqrt(wmax_j / amax_j), which balances the two ranges so a few
+/// outlier input columns no longer set every token's scale. Rounded to fp16 (what the kernels
+/// read); the weights must be divided by exactly these values.
+pub fn smoothing_multipliers(amax: &[f32], w: &[f32], out: usize, inp: usize) -> Vec<half::f16> {
+    (0..inp)
+        .map(|j| {
+            let wmax = (0..out).map(|n| w[n * inp + j].abs()).fold(0f32, f32::max);
+            let m = if amax[j] > 0.0 && wmax > 0.0 { (wmax / amax[j]).sqrt().clamp(1e-3, 1e3) } else { 1.0 };
+            half::f16::from_f32(m)
+        })
+        .collect()
 }
 
 #[cfg(test)]
