@@ -106,34 +106,10 @@ pub fn dequant(acc: &[i32], a_scale: &[f32], w_scale: &[f32], n: usize) -> Vec<f
     acc.iter().enumerate().map(|(i, &c)| c as f32 * a_scale[i / n] * w_scale[i % n]).collect()
 }
 
-/// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`.
+/// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, in f64 (erf from `model::erf`, the reference's).
 pub fn gelu(x: f32) -> f32 {
     let x = x as f64;
-    (0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))) as f32
-}
-
-/// erf to ~1e-15 (series for |x| < 2.5, continued fraction of erfc beyond).
-pub fn erf(x: f64) -> f64 {
-    let ax = x.abs();
-    let r = if ax < 2.5 {
-        // erf x = 2/sqrt(pi) * sum_n (-1)^n x^(2n+1) / (n! (2n+1))
-        let (mut term, mut sum, x2) = (ax, ax, ax * ax);
-        let mut n = 0.0;
-        while term.abs() > 1e-17 * sum.abs() {
-            n += 1.0;
-            term *= -x2 / n;
-            sum += term / (2.0 * n + 1.0);
-        }
-        sum * 2.0 / std::f64::consts::PI.sqrt()
-    } else {
-        // erfc x = exp(-x^2)/sqrt(pi) * 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...))))
-        let mut cf = ax;
-        for k in (1..60).rev() {
-            cf = ax + (k as f64 / 2.0) / cf;
-        }
-        1.0 - (-ax * ax).exp() / std::f64::consts::PI.sqrt() / cf
-    };
-    r.copysign(x)
+    (0.5 * x * (1.0 + crate::model::erf::erf(x / std::f64::consts::SQRT_2))) as f32
 }
 
 /// Attention over packed sequences, f64 softmax; `qkv` `[T, 3H]`, returns `[T, H]`.

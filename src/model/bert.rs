@@ -11,9 +11,9 @@
 //! The pooler (gather `[CLS]` rows + GEMM with tanh) and the classifier GEMM add 2 and 1.
 use half::f16;
 
-use super::config::HiddenAct;
+use super::config::{BertConfig, HiddenAct};
 use super::quant::{self, quantize_rows};
-use super::reference::{softmax, Output, SequenceOutput};
+use super::reference::{check_batch, softmax, Output, SequenceOutput};
 use super::weights::{LayerNormWeights, Linear};
 use super::{BertModel, Precision};
 use crate::device::{Device, DeviceBuffer};
@@ -85,14 +85,7 @@ struct Workspace {
 pub struct DeviceBert {
     dev: Device,
     precision: Precision,
-    hidden: usize,
-    heads: usize,
-    head_dim: usize,
-    intermediate: usize,
-    eps: f32,
-    max_positions: usize,
-    vocab: usize,
-    type_vocab: usize,
+    config: BertConfig,
     word: DeviceBuffer<f16>,
     position: DeviceBuffer<f16>,
     token_type: DeviceBuffer<f16>,
@@ -218,14 +211,7 @@ impl DeviceBert {
         Ok(DeviceBert {
             dev: dev.clone(),
             precision,
-            hidden: c.hidden_size,
-            heads: c.num_attention_heads,
-            head_dim: c.head_dim(),
-            intermediate: c.intermediate_size,
-            eps: c.layer_norm_eps,
-            max_positions: c.max_position_embeddings,
-            vocab: c.vocab_size,
-            type_vocab: c.type_vocab_size,
+            config: c.clone(),
             word: upload_f16(dev, &w.embeddings.word.data)?,
             position: upload_f16(dev, &w.embeddings.position.data)?,
             token_type: upload_f16(dev, &w.embeddings.token_type.data)?,
@@ -277,25 +263,6 @@ impl DeviceBert {
         body + if self.pooler.is_some() { 2 } else { 0 } + if self.classifier.is_some() { 1 } else { 0 }
     }
 
-    /// Token ids, types and lengths must fit the model's tables (user input: typed errors).
-    fn check_batch(&self, batch: &Batch) -> Result<()> {
-        for (i, (ids, types)) in batch.input_ids.iter().zip(&batch.token_type_ids).enumerate() {
-            if ids.is_empty() {
-                return Err(Error::Input(format!("sequence {i} has no tokens")));
-            }
-            if ids.len() > self.max_positions {
-                return Err(Error::InputTooLong { index: i, tokens: ids.len(), limit: self.max_positions });
-            }
-            if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab) {
-                return Err(Error::Input(format!("sequence {i}: token id {id} >= vocab_size {}", self.vocab)));
-            }
-            if let Some(&t) = types.iter().find(|&&t| t as usize >= self.type_vocab) {
-                return Err(Error::Input(format!("sequence {i}: token type {t} >= type_vocab_size {}", self.type_vocab)));
-            }
-        }
-        Ok(())
-    }
-
     /// Makes sure the workspace holds `tokens` tokens and `batch` sequences.
     fn reserve(&mut self, tokens: usize, batch: usize) -> Result<()> {
         if let Some(ws) = &self.workspace {
@@ -307,7 +274,7 @@ impl DeviceBert {
         let (t, b) = (tokens.max(old_t), batch.max(old_b));
         self.workspace = None; // free before allocating the larger one
         let d = &self.dev;
-        let (h, i) = (self.hidden, self.intermediate);
+        let (h, i) = (self.config.hidden_size, self.config.intermediate_size);
         let labels = self.classifier_padded();
         self.workspace = Some(Workspace {
             tokens: t,
@@ -338,11 +305,11 @@ impl DeviceBert {
 
     /// Runs the encoder on `batch`; an empty batch gives an empty output.
     pub fn forward(&mut self, batch: &Batch, opts: ForwardOptions) -> Result<(Output, Option<DeviceHiddenStates>)> {
-        let h = self.hidden;
+        let h = self.config.hidden_size;
         if batch.is_empty() {
             return Ok((Output { hidden_size: h, sequences: Vec::new() }, None));
         }
-        self.check_batch(batch)?;
+        check_batch(&self.config, batch)?;
         let (t, b) = (batch.total_tokens(), batch.len());
         self.reserve(t, b)?;
         let mut ws = self.workspace.take().expect("reserved");
@@ -352,7 +319,7 @@ impl DeviceBert {
     }
 
     fn run(&self, ws: &mut Workspace, batch: &Batch, opts: ForwardOptions) -> Result<(Output, Option<DeviceHiddenStates>)> {
-        let (t, b, h) = (batch.total_tokens(), batch.len(), self.hidden);
+        let (t, b, h) = (batch.total_tokens(), batch.len(), self.config.hidden_size);
         let p = &batch.packed;
         write_prefix(&mut ws.ids, &p.input_ids)?;
         write_prefix(&mut ws.pos_ids, &p.position_ids)?;
@@ -366,7 +333,7 @@ impl DeviceBert {
             gamma: &self.emb_ln.gamma,
             beta: &self.emb_ln.beta,
         };
-        kernels::embedding_layernorm(d, &ws.ids, &ws.pos_ids, &ws.type_ids, &tables, &mut ws.x, t, h, self.eps)?;
+        kernels::embedding_layernorm(d, &ws.ids, &ws.pos_ids, &ws.type_ids, &tables, &mut ws.x, t, h, self.config.layer_norm_eps)?;
         if self.precision == Precision::Int8 {
             let smooth = self.layers.first().and_then(|l| l.qkv.smooth());
             kernels::quantize_i8_smoothed(d, &ws.x, smooth, &mut ws.q8, &mut ws.q8_scale, t, h)?;
@@ -392,11 +359,11 @@ impl DeviceBert {
         &self, ws: &mut Workspace, l: &DeviceLayer, next: Option<&DeviceLayer>, t: usize, b: usize, max_seqlen: usize,
     ) -> Result<()> {
         let d = &self.dev;
-        let (h, i, eps) = (self.hidden, self.intermediate, self.eps);
+        let (h, i, eps) = (self.config.hidden_size, self.config.intermediate_size, self.config.layer_norm_eps);
         let int8 = self.precision == Precision::Int8;
         let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_scale, cu_seqlens, .. } = ws;
         self.gemm(&l.qkv, x, q8, q8_scale, Epilogue::None, qkv, t, 3 * h, h)?;
-        let shape = AttentionShape { batch: b, tokens: t, max_seqlen, heads: self.heads, head_dim: self.head_dim, scale: None };
+        let shape = AttentionShape { batch: b, tokens: t, max_seqlen, heads: self.config.num_attention_heads, head_dim: self.config.head_dim(), scale: None };
         kernels::attention(d, qkv, cu_seqlens, ctx, shape)?;
         if int8 {
             kernels::quantize_i8(d, ctx, q8, q8_scale, t, h)?;
@@ -443,7 +410,7 @@ impl DeviceBert {
     /// Mean pooling, pooler and classifier; downloads the results.
     fn heads(&self, ws: &mut Workspace, batch: &Batch, opts: ForwardOptions) -> Result<Output> {
         let d = &self.dev;
-        let (t, b, h) = (batch.total_tokens(), batch.len(), self.hidden);
+        let (t, b, h) = (batch.total_tokens(), batch.len(), self.config.hidden_size);
         kernels::pool(d, &ws.x, &ws.cu_seqlens, &mut ws.pooled, b, t, h, Pooling::Mean, opts.normalize)?;
         let mut pooler_out = None;
         let mut logits = None;

@@ -111,7 +111,7 @@ pub fn forward_with_encoder_linear(
 }
 
 /// Token ids, types and lengths must fit the model's tables (user input: typed errors).
-fn check_batch(config: &BertConfig, batch: &Batch) -> Result<()> {
+pub fn check_batch(config: &BertConfig, batch: &Batch) -> Result<()> {
     for (i, (ids, types)) in batch.input_ids.iter().zip(&batch.token_type_ids).enumerate() {
         if ids.is_empty() {
             return Err(Error::Input(format!("sequence {i} has no tokens")));
