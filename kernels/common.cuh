@@ -101,6 +101,11 @@ FB_DEVICE int q8(float v, float inv) {
     int q = __float2int_rn(v * inv);
     return max(-127, min(127, q));
 }
+// Asymmetric code: x * inv rounded, shifted by the row's zero point, all 256 codes usable.
+FB_DEVICE int q8_asym(float v, float inv, int zero) {
+    const int q = __float2int_rn(v * inv) + zero;
+    return max(-128, min(127, q));
+}
 FB_DEVICE uint32_t pack_s8x4(int a, int b, int c, int d) {
     return (uint32_t)(a & 0xff) | ((uint32_t)(b & 0xff) << 8) | ((uint32_t)(c & 0xff) << 16) | ((uint32_t)d << 24);
 }

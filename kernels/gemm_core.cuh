@@ -153,15 +153,20 @@ FB_DEVICE float epilogue(float v, const __half* bias, const __half* residual, ui
 // A thread's columns are the same in every step (THREADS % (BN/4) == 0), so its w_scale (one
 // float4) and bias (one 8-byte vector) are read once; a_scale once per row.
 // INT8: staged words are s32 accumulators, v = (float)acc * a_scale[m] * w_scale[n];
+// with asymmetric activations (a_zero non-null) acc - a_zero[m] * w_sum[n] first, exact in
+// int32 (|acc| <= K * 128 * 127 and |zero * w_sum| <= 128 * K * 127, so K <= 65536 is safe);
 // otherwise they are f32 sums. Then + bias, then the epilogue op, then one fp16 rounding.
 template <class C, bool INT8>
-FB_DEVICE void store_tile(const uint32_t* st, const float* a_scale, const float* w_scale, const __half* bias,
-                          const __half* residual, uint32_t epi, __half* Cout, int M, int N, int m0, int n0) {
+FB_DEVICE void store_tile(const uint32_t* st, const float* a_scale, const float* w_scale, const int* a_zero,
+                          const int* w_sum, const __half* bias, const __half* residual, uint32_t epi, __half* Cout,
+                          int M, int N, int m0, int n0) {
     constexpr int TPR = C::BN / 4;  // threads per row
     const int c = (threadIdx.x % TPR) * 4, gn = n0 + c;
     if (gn >= N) return;  // no barrier follows
     float4 ws = make_float4(1.f, 1.f, 1.f, 1.f);
     if (INT8) ws = *reinterpret_cast<const float4*>(w_scale + gn);
+    int4 wsum = make_int4(0, 0, 0, 0);
+    if (INT8 && a_zero) wsum = *reinterpret_cast<const int4*>(w_sum + gn);
     float bv[4] = {0.f, 0.f, 0.f, 0.f};
     if (bias) {
         const uint2 b = *reinterpret_cast<const uint2*>(bias + gn);
@@ -177,10 +182,11 @@ FB_DEVICE void store_tile(const uint32_t* st, const float* a_scale, const float*
         float v[4];
         if (INT8) {
             const float as = a_scale[gm];
-            v[0] = (float)(int)w.x * as * ws.x;
-            v[1] = (float)(int)w.y * as * ws.y;
-            v[2] = (float)(int)w.z * as * ws.z;
-            v[3] = (float)(int)w.w * as * ws.w;
+            const int z = a_zero ? a_zero[gm] : 0;
+            v[0] = (float)((int)w.x - z * wsum.x) * as * ws.x;
+            v[1] = (float)((int)w.y - z * wsum.y) * as * ws.y;
+            v[2] = (float)((int)w.z - z * wsum.z) * as * ws.z;
+            v[3] = (float)((int)w.w - z * wsum.w) * as * ws.w;
         } else {
             v[0] = __uint_as_float(w.x);
             v[1] = __uint_as_float(w.y);

@@ -18,7 +18,7 @@ __device__ __forceinline__ void f16_gemm(const __half* A, const __half* W, const
     mainloop<C, false>(acc, smem, (const char*)A, (const char*)W, M, N, K * 2, m0, n0);
     uint32_t* st = reinterpret_cast<uint32_t*>(smem);
     stage_acc<C>(acc, st);
-    store_tile<C, false>(st, nullptr, nullptr, bias, residual, epi, Cout, M, N, m0, n0);
+    store_tile<C, false>(st, nullptr, nullptr, nullptr, nullptr, bias, residual, epi, Cout, M, N, m0, n0);
 }
 
 extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16(

@@ -1,5 +1,6 @@
 // W8A8 GEMM: C[M,N] = (A_s8[M,K] . W_s8[N,K]^T) * a_scale[m] * w_scale[n] + bias[n]
-// (+ GELU, + residual or tanh), fp16 out; int32 accumulation on tensor cores
+// (+ GELU, + residual or tanh), fp16 out; with asymmetric activations (a_zero non-null, see
+// quantize.cu) the accumulator is acc[m,n] - a_zero[m] * w_sum[n], w_sum[n] = sum_k W[n,k]; int32 accumulation on tensor cores
 // (mma.sync m16n8k32.s8). Core, tiles and layout notes: gemm_core.cuh.
 //
 // Entries (suffix _l = the 128x128 Large tile, 256 threads; none = 64x64 Small, 128 threads;
@@ -13,8 +14,8 @@
 using namespace gemm;
 
 template <class C>
-__device__ __forceinline__ void int8_f16(const int8_t* A, const float* a_scale, const int8_t* W, const float* w_scale,
-                                         const __half* bias, const __half* residual, __half* Cout, uint32_t M,
+__device__ __forceinline__ void int8_f16(const int8_t* A, const float* a_scale, const int* a_zero, const int8_t* W,
+                                         const float* w_scale, const int* w_sum, const __half* bias, const __half* residual, __half* Cout, uint32_t M,
                                          uint32_t N, uint32_t K, uint32_t epi) {
     extern __shared__ __align__(128) char smem[];
     const int m0 = blockIdx.y * C::BM, n0 = blockIdx.x * C::BN;
@@ -22,7 +23,7 @@ __device__ __forceinline__ void int8_f16(const int8_t* A, const float* a_scale, 
     mainloop<C, true>(acc, smem, (const char*)A, (const char*)W, M, N, K, m0, n0);
     uint32_t* st = reinterpret_cast<uint32_t*>(smem);
     stage_acc<C>(acc, st);
-    store_tile<C, true>(st, a_scale, w_scale, bias, residual, epi, Cout, M, N, m0, n0);
+    store_tile<C, true>(st, a_scale, w_scale, a_zero, w_sum, bias, residual, epi, Cout, M, N, m0, n0);
 }
 
 template <class C>
@@ -39,10 +40,11 @@ __device__ __forceinline__ void int8_i32(const int8_t* A, const int8_t* W, int32
 
 #define GEMM_INT8_ENTRIES(SUFFIX, CFG, MINB)                                                                     \
     extern "C" __global__ void __launch_bounds__(CFG::THREADS, MINB) gemm_int8_f16##SUFFIX(                     \
-        const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int8_t* __restrict__ W,           \
-        const float* __restrict__ w_scale, const __half* __restrict__ bias, const __half* __restrict__ residual, \
-        __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {                             \
-        int8_f16<CFG>(A, a_scale, W, w_scale, bias, residual, C, M, N, K, epi);                                 \
+        const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,         \
+        const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,          \
+        const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, \
+        uint32_t N, uint32_t K, uint32_t epi) {                                                                  \
+        int8_f16<CFG>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi);                   \
     }                                                                                                            \
     extern "C" __global__ void __launch_bounds__(CFG::THREADS, MINB) gemm_int8_i32##SUFFIX(                     \
         const int8_t* __restrict__ A, const int8_t* __restrict__ W, int32_t* __restrict__ C, uint32_t M,         \
@@ -54,15 +56,17 @@ GEMM_INT8_ENTRIES(_l, Large, 1)
 
 // Baseline: one thread per output, 4 int8 per dp4a. Block 16x16 over (n, m).
 extern "C" __global__ void gemm_int8_simple(
-    const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int8_t* __restrict__ W,
-    const float* __restrict__ w_scale, const __half* __restrict__ bias, const __half* __restrict__ residual,
-    __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
+    const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
+    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
+    uint32_t N, uint32_t K, uint32_t epi) {
     const uint32_t n = blockIdx.x * blockDim.x + threadIdx.x, m = blockIdx.y * blockDim.y + threadIdx.y;
     if (m >= M || n >= N) return;
     const int* a = reinterpret_cast<const int*>(A + (size_t)m * K);
     const int* w = reinterpret_cast<const int*>(W + (size_t)n * K);
     int acc = 0;
     for (uint32_t k = 0; k < K / 4; k++) acc = __dp4a(a[k], w[k], acc);
+    if (a_zero) acc -= a_zero[m] * w_sum[n];
     const float v = epilogue((float)acc * a_scale[m] * w_scale[n], bias, residual, epi, m, n, N);
     C[(size_t)m * N + n] = __float2half_rn(v);
 }

@@ -104,6 +104,76 @@ fn int8_fp16_output_with_every_epilogue() {
     eprintln!("gemm_int8 fp16 out: max |err| = {max:e}");
 }
 
+/// The asymmetric-activation GEMM (zero points subtracted in the epilogue) vs the exact
+/// reference `(acc - zero[m] * w_sum[n]) * a_scale * w_scale`, then the epilogue: same bound as
+/// the symmetric GEMM (one fp16 rounding + 1e-5), full code range [-128, 127] in A.
+#[allow(clippy::too_many_arguments)]
+fn int8_asym_case(dev: &fusebert::Device, r: &mut rand_chacha::ChaCha8Rng, m: usize, n: usize, k: usize, epi: u32, variant: Variant, tile: Tile) -> f32 {
+    use rand::Rng;
+    let a: Vec<i8> = (0..m * k).map(|_| r.gen_range(-128..=127)).collect();
+    let w = rand_i8(r, n * k);
+    let zero: Vec<i32> = (0..m).map(|_| r.gen_range(-128..=127)).collect();
+    let w_sum = kernels::weight_sums(&w, n, k);
+    let asc: Vec<f32> = (0..m).map(|i| 0.001 + 0.0001 * (i % 5) as f32).collect();
+    let wsc: Vec<f32> = (0..n).map(|i| 0.0005 + 0.00003 * (i % 11) as f32).collect();
+    let bias = rand_f16(r, n, 1.0);
+    let res = rand_f16(r, m * n, 1.0);
+    let up = |v: &[i32]| dev.upload(v).unwrap();
+    let (dz, dsum) = (up(&zero), up(&w_sum));
+    let (da, dw, das, dws) = (dev.upload(&a).unwrap(), dev.upload(&w).unwrap(), dev.upload(&asc).unwrap(), dev.upload(&wsc).unwrap());
+    let (db, dr) = (dev.upload(&bias).unwrap(), dev.upload(&res).unwrap());
+    let mut c = poisoned::<f16>(dev, m * n);
+    let e = match epi {
+        1 => Epilogue::Gelu,
+        2 => Epilogue::Residual(&dr),
+        3 => Epilogue::Tanh,
+        _ => Epilogue::None,
+    };
+    let zp = kernels::ZeroPoint { zero: &dz, w_sum: &dsum };
+    clear(dev);
+    kernels::gemm_int8_asym_with(dev, &da, &das, zp, &dw, &dws, Some(&db), e, &mut c, m, n, k, variant, tile).unwrap();
+    let acc = reference::dequant_asym(&reference::gemm_i32(&a, &w, m, n, k), &zero, &w_sum, &asc, &wsc, n);
+    let want = reference::epilogue(&acc, Some(&bias), epi, Some(&res), n);
+    let got = to_f32(&c.to_host().unwrap());
+    let what = format!("gemm_int8_asym {variant:?} {tile:?} M {m} N {n} K {k} epi {epi}");
+    let err = check_close(&what, &got, &want, |w, _| half_ulp(w) + 1e-5);
+    if let (Some(cn), Variant::Fast) = (last_counters(dev), variant) {
+        assert_eq!(cn.shared_bank_conflicts, 0, "{what}: bank conflicts");
+        assert_no_local(&cn, &what);
+    }
+    err
+}
+
+#[test]
+fn int8_asymmetric_activations_with_every_epilogue() {
+    let mut r = rng(5);
+    let mut max = 0f32;
+    for dev in devices() {
+        for (i, &m) in MS.iter().enumerate() {
+            for tile in [Tile::Small, Tile::Large] {
+                let (n, k) = NKS[i % NKS.len()];
+                max = max.max(int8_asym_case(&dev, &mut r, m, n, k, (i % 4) as u32, Variant::Fast, tile));
+            }
+        }
+        // the FFN2 shape of MiniLM (K = 1536) and a K tail
+        max = max.max(int8_asym_case(&dev, &mut r, 33, 384, 1536, 2, Variant::Fast, Tile::Auto));
+        max = max.max(int8_asym_case(&dev, &mut r, 9, 48, 80, 0, Variant::Fast, Tile::Auto));
+        for epi in 0..4 {
+            max = max.max(int8_asym_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple, Tile::Auto));
+        }
+        // zero points need w_sum for every column
+        let a = dev.upload(&[1i8; 8 * 32]).unwrap();
+        let s = dev.upload(&[1f32; 32]).unwrap();
+        let short = dev.upload(&[0i32; 16]).unwrap();
+        let z = dev.upload(&[0i32; 8]).unwrap();
+        let mut c = dev.alloc::<f16>(8 * 32).unwrap();
+        let zp = kernels::ZeroPoint { zero: &z, w_sum: &short };
+        let w = dev.upload(&[1i8; 32 * 32]).unwrap();
+        assert_kernel_err(kernels::gemm_int8_asym(&dev, &a, &s, zp, &w, &s, None, Epilogue::None, &mut c, 8, 32, 32), "gemm_int8_f16");
+    }
+    eprintln!("gemm_int8_asym fp16 out: max |err| = {max:e}");
+}
+
 #[allow(clippy::too_many_arguments)]
 fn f16_case(dev: &fusebert::Device, r: &mut rand_chacha::ChaCha8Rng, m: usize, n: usize, k: usize, epi: u32, variant: Variant, tile: Tile) -> f32 {
     let a = rand_f16(r, m * k, 1.0);

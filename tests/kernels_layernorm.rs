@@ -166,3 +166,68 @@ fn smoothed_q8_codes_are_exact() {
         }
     }
 }
+
+/// Asymmetric per-token quantisation (the FFN2 input): codes, scales and zero points exact
+/// against the reference rule, on the warp-per-row and block-per-row kernels, with and without
+/// smoothing, on rows that are one-sided like GELU outputs, all negative, all positive, all zero
+/// and a single non-zero value; and every row dequantises to within one step of its input.
+#[test]
+fn asymmetric_quantize_is_exact_and_uses_the_whole_code_range() {
+    for dev in devices() {
+        for (i, (h, smoothed)) in [(384usize, false), (1536, true), (3072, false), (128, true)].into_iter().enumerate() {
+            let mut r = rng(90 + i as u64);
+            let rows = 13;
+            // GELU-like rows: mostly in [-0.17, 0] with a positive tail
+            let mut x: Vec<f16> =
+                rand_f16(&mut r, rows * h, 2.0).iter().map(|v| f16::from_f32(reference::gelu(v.to_f32()))).collect();
+            x[h..2 * h].iter_mut().for_each(|v| *v = f16::ZERO);
+            x[2 * h..3 * h].iter_mut().for_each(|v| *v = f16::from_f32(-v.to_f32().abs() - 0.01));
+            x[3 * h..4 * h].iter_mut().for_each(|v| *v = f16::from_f32(v.to_f32().abs() + 0.01));
+            x[4 * h..5 * h].iter_mut().enumerate().for_each(|(j, v)| *v = if j == 7 { f16::from_f32(-0.5) } else { f16::ZERO });
+            let smooth: Option<Vec<f16>> =
+                smoothed.then(|| rand_f16(&mut r, h, 1.0).iter().map(|v| f16::from_f32(10f32.powf(v.to_f32()))).collect());
+            let dx = dev.upload(&x).unwrap();
+            let dm = smooth.as_ref().map(|m| dev.upload(m).unwrap());
+            let mut q = poisoned::<i8>(&dev, rows * h);
+            let mut s = poisoned::<f32>(&dev, rows);
+            let mut z = poisoned::<i32>(&dev, rows);
+            clear(&dev);
+            kernels::quantize_i8_asym(&dev, &dx, dm.as_ref(), &mut q, &mut s, &mut z, rows, h).unwrap();
+            let what = format!("{} hidden {h} smoothed {smoothed}", dev.name());
+            let (wq, ws, wz) = reference::quantize_asym(&x, smooth.as_deref(), rows, h);
+            let (gq, gs, gz) = (q.to_host().unwrap(), s.to_host().unwrap(), z.to_host().unwrap());
+            assert_eq!(gq, wq, "{what}: codes");
+            assert_eq!(gs, ws, "{what}: scales");
+            assert_eq!(gz, wz, "{what}: zero points");
+            assert_eq!((gs[1], gz[1]), (0.0, 0), "{what}: all-zero row");
+            assert!(gq[h..2 * h].iter().all(|&c| c == 0), "{what}: all-zero row codes");
+            for row in 0..rows {
+                let codes = &gq[row * h..(row + 1) * h];
+                // the range is [min(0, x), max(0, x)]: a row's negative extreme takes the lowest
+                // code and its positive extreme the highest (within a rounding of the zero point)
+                let xr = &x[row * h..(row + 1) * h];
+                if xr.iter().any(|v| v.to_f32() < 0.0) {
+                    assert!(*codes.iter().min().unwrap() <= -127, "{what}: row {row} lowest code");
+                }
+                if xr.iter().any(|v| v.to_f32() > 0.0) {
+                    assert!(*codes.iter().max().unwrap() >= 126, "{what}: row {row} highest code");
+                }
+                for (j, &c) in codes.iter().enumerate() {
+                    let v = x[row * h + j].to_f32() * smooth.as_ref().map_or(1.0, |m| m[j].to_f32());
+                    let d = (c as i32 - gz[row]) as f32 * gs[row];
+                    assert!((d - v).abs() <= gs[row] * 1.0001, "{what}: row {row} col {j}: {d} vs {v}");
+                }
+            }
+            if let Some(c) = last_counters(&dev) {
+                assert_no_local(&c, "quantize_i8_asym");
+                assert!(c.global_load_efficiency() >= 0.9);
+            }
+        }
+        let x = dev.upload(&[f16::ONE; 32]).unwrap();
+        let mut q = dev.alloc::<i8>(32).unwrap();
+        let mut s = dev.alloc::<f32>(4).unwrap();
+        let mut z = dev.alloc::<i32>(3).unwrap();
+        // 4 rows need 4 zero points
+        assert_kernel_err(kernels::quantize_i8_asym(&dev, &x, None, &mut q, &mut s, &mut z, 4, 8), "quantize_i8_asym_f16");
+    }
+}

@@ -17,9 +17,10 @@ use super::input;
 const GOLDEN_CASES: &str = include_str!("../../tests/golden/all-MiniLM-L6-v2/cases.json");
 
 /// Mean-pooled (and per-layer hidden state) cosine bounds: fp16 storage of unit-scale states,
-/// and the measured floor of per-token W8A8 on all-MiniLM-L6-v2 (see README, Accuracy).
+/// and the int8 target (per-token W8A8 with SmoothQuant calibration and asymmetric FFN2
+/// inputs measures >= 0.9959 on all-MiniLM-L6-v2; see README, Accuracy).
 pub const F16_MIN_COSINE: f64 = 0.9999;
-pub const INT8_MIN_COSINE: f64 = 0.99;
+pub const INT8_MIN_COSINE: f64 = 0.995;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {

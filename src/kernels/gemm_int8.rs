@@ -76,6 +76,24 @@ pub(crate) fn check_epilogue(kernel: &str, bias: Option<&DeviceBuffer<f16>>, epi
     Ok(())
 }
 
+/// Zero points of asymmetric activations (from [`crate::kernels::quantize_i8_asym`]):
+/// `a[m, k] ≈ (q[m, k] - zero[m]) * a_scale[m]`. The GEMM subtracts `zero[m] * w_sum[n]` from
+/// its int32 accumulators (exact), with `w_sum` the per-output-channel code sums of the weights
+/// ([`weight_sums`], computed once on load).
+#[derive(Debug, Clone, Copy)]
+pub struct ZeroPoint<'a> {
+    /// `[m]`
+    pub zero: &'a DeviceBuffer<i32>,
+    /// `[n]`
+    pub w_sum: &'a DeviceBuffer<i32>,
+}
+
+/// `w_sum[n] = Σ_k w[n, k]` of an int8 weight `[n, k]` (for [`ZeroPoint`]).
+pub fn weight_sums(w: &[i8], n: usize, k: usize) -> Vec<i32> {
+    assert_eq!(w.len(), n * k, "weight_sums: {} codes for [{n}, {k}]", w.len());
+    w.chunks_exact(k.max(1)).take(n).map(|r| r.iter().map(|&c| c as i32).sum()).collect()
+}
+
 /// The W8A8 GEMM on tensor cores. `a` `[m, k]`, `a_scale` `[m]`, `w` `[n, k]` (Linear layout),
 /// `w_scale` `[n]`, `bias` `[n]`, `out` `[m, n]`. `n`, `k` multiples of 16; any `m >= 1`.
 #[allow(clippy::too_many_arguments)]
@@ -93,7 +111,29 @@ pub fn gemm_int8_with(
     bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize,
     variant: Variant,
 ) -> Result<()> {
-    int8_impl(dev, a, a_scale, w, w_scale, bias, epilogue, out, m, n, k, variant, Tile::Auto)
+    int8_impl(dev, a, a_scale, None, w, w_scale, bias, epilogue, out, m, n, k, variant, Tile::Auto)
+}
+
+/// [`gemm_int8`] on asymmetric activations: `C = ((q - zero[m]) . W^T) * a_scale[m] * w_scale[n]
+/// + bias[n]`, then the epilogue (see [`ZeroPoint`]).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_int8_asym(
+    dev: &Device, a: &DeviceBuffer<i8>, a_scale: &DeviceBuffer<f32>, zp: ZeroPoint<'_>, w: &DeviceBuffer<i8>,
+    w_scale: &DeviceBuffer<f32>, bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>,
+    m: usize, n: usize, k: usize,
+) -> Result<()> {
+    gemm_int8_asym_with(dev, a, a_scale, zp, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, Tile::Auto)
+}
+
+/// [`gemm_int8_asym`] with a choice of implementation and block tile (the tile only applies to
+/// [`Variant::Fast`]).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_int8_asym_with(
+    dev: &Device, a: &DeviceBuffer<i8>, a_scale: &DeviceBuffer<f32>, zp: ZeroPoint<'_>, w: &DeviceBuffer<i8>,
+    w_scale: &DeviceBuffer<f32>, bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>,
+    m: usize, n: usize, k: usize, variant: Variant, tile: Tile,
+) -> Result<()> {
+    int8_impl(dev, a, a_scale, Some(zp), w, w_scale, bias, epilogue, out, m, n, k, variant, tile)
 }
 
 /// [`gemm_int8`] with an explicit block tile.
@@ -103,12 +143,12 @@ pub fn gemm_int8_tiled(
     bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize,
     tile: Tile,
 ) -> Result<()> {
-    int8_impl(dev, a, a_scale, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, tile)
+    int8_impl(dev, a, a_scale, None, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, tile)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn int8_impl(
-    dev: &Device, a: &DeviceBuffer<i8>, a_scale: &DeviceBuffer<f32>, w: &DeviceBuffer<i8>, w_scale: &DeviceBuffer<f32>,
+    dev: &Device, a: &DeviceBuffer<i8>, a_scale: &DeviceBuffer<f32>, zp: Option<ZeroPoint<'_>>, w: &DeviceBuffer<i8>, w_scale: &DeviceBuffer<f32>,
     bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize,
     variant: Variant, tile: Tile,
 ) -> Result<()> {
@@ -129,11 +169,22 @@ fn int8_impl(
     }
     check_align(kernel, "w_scale", w_scale, 16)?;
     check_align(kernel, "out", out, 8)?;
+    if let Some(zp) = zp {
+        // |acc| and |zero * w_sum| are each at most 128 * 128 * K: their difference fits int32
+        if k > 65536 {
+            return Err(kerr(kernel, format!("K = {k} must be <= 65536 with zero points (int32 accumulators)")));
+        }
+        check_len(kernel, "zero", zp.zero, m)?;
+        check_len(kernel, "w_sum", zp.w_sum, n)?;
+        check_align(kernel, "w_sum", zp.w_sum, 16)?;
+    }
     let args = [
         KernelArg::from(a),
         KernelArg::from(a_scale),
+        opt_ptr(zp.map(|z| z.zero)),
         KernelArg::from(w),
         KernelArg::from(w_scale),
+        opt_ptr(zp.map(|z| z.w_sum)),
         opt_ptr(bias),
         epilogue.residual_arg(),
         KernelArg::from(&*out),

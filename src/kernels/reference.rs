@@ -58,6 +58,27 @@ pub fn quantize_smoothed(x: &[f16], smooth: Option<&[f16]>, rows: usize, hidden:
     (q, s)
 }
 
+/// The kernels' asymmetric per-row rule (`quantize_i8_asym`) on `x[r, j] * smooth[j]`:
+/// `(codes, scales, zero points)`, exact f32 ops in the kernel's order.
+pub fn quantize_asym(x: &[f16], smooth: Option<&[f16]>, rows: usize, hidden: usize) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
+    let mut q = vec![0i8; rows * hidden];
+    let (mut s, mut z) = (vec![0f32; rows], vec![0i32; rows]);
+    let m = |i: usize| smooth.map_or(1.0, |m| m[i].to_f32());
+    for r in 0..rows {
+        let row: Vec<f32> = x[r * hidden..(r + 1) * hidden].iter().enumerate().map(|(i, v)| v.to_f32() * m(i)).collect();
+        let max = row.iter().fold(0f32, |m, &v| m.max(v));
+        let nmin = row.iter().fold(0f32, |m, &v| m.max(-v));
+        let range = max + nmin;
+        let inv = if range > 0.0 { 255.0f32 / range } else { 0.0 };
+        z[r] = if range > 0.0 { (nmin * inv - 128.0).round_ties_even() as i32 } else { 0 };
+        for (i, v) in row.iter().enumerate() {
+            q[r * hidden + i] = ((v * inv).round_ties_even() as i32 + z[r]).clamp(-128, 127) as i8;
+        }
+        s[r] = range / 255.0;
+    }
+    (q, s, z)
+}
+
 /// Exact int32 `A[m,k] . W[n,k]^T`.
 pub fn gemm_i32(a: &[i8], w: &[i8], m: usize, n: usize, k: usize) -> Vec<i32> {
     let mut c = vec![0i32; m * n];
@@ -104,6 +125,12 @@ pub fn epilogue(acc: &[f32], bias: Option<&[f16]>, epi: u32, residual: Option<&[
 /// as the kernel).
 pub fn dequant(acc: &[i32], a_scale: &[f32], w_scale: &[f32], n: usize) -> Vec<f32> {
     acc.iter().enumerate().map(|(i, &c)| c as f32 * a_scale[i / n] * w_scale[i % n]).collect()
+}
+
+/// [`dequant`] of asymmetric activations: `(acc - zero[m] * w_sum[n]) * a_scale[m] * w_scale[n]`.
+pub fn dequant_asym(acc: &[i32], zero: &[i32], w_sum: &[i32], a_scale: &[f32], w_scale: &[f32], n: usize) -> Vec<f32> {
+    let acc: Vec<i32> = acc.iter().enumerate().map(|(i, &c)| c - zero[i / n] * w_sum[i % n]).collect();
+    dequant(&acc, a_scale, w_scale, n)
 }
 
 /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, in f64 (erf from `model::erf`, the reference's).

@@ -84,6 +84,13 @@ pub struct EncoderLayerWeights {
     pub ffn_layer_norm: LayerNormWeights,
 }
 
+impl EncoderLayerWeights {
+    /// The six linear layers: query, key, value, attention output, FFN1, FFN2.
+    pub fn linears(&self) -> [&Linear; 6] {
+        [&self.query, &self.key, &self.value, &self.attn_output, &self.ffn1, &self.ffn2]
+    }
+}
+
 /// A sequence-classification head: `logits = W pooler_output + b`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassifierHead {
