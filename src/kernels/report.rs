@@ -78,6 +78,9 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     record(dev, "layernorm_f16_q8", format!("rows {t}, hidden {h}, + residual + bias"), 10 * th, 3 * th2 + th + 4 * t as u64 + 6 * h as u64)?;
     super::quantize_i8(dev, &y, &mut q, &mut qs, t, h)?;
     record(dev, "quantize_i8_f16", format!("rows {t}, hidden {h}"), 2 * th, th2 + th + 4 * t as u64)?;
+    let mut qz = dev.alloc::<i32>(t)?;
+    super::quantize_i8_asym(dev, &y, None, &mut q, &mut qs, &mut qz, t, h)?;
+    record(dev, "quantize_i8_asym_f16", format!("rows {t}, hidden {h}, zero points"), 3 * th, th2 + th + 8 * t as u64)?;
 
     // GEMMs: FFN1 int8 [t, 768] x [3072, 768]^T + GELU; QKV int32 [t, 768] x [2304, 768]^T;
     // FFN2 fp16 [t, 3072] x [768, 3072]^T + residual
