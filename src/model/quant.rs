@@ -95,10 +95,17 @@ fn w8a8(x: &[f32], w: &[f32], bias: &[f32], inp: usize, asym: bool) -> Vec<f32> 
     let (out, rows) = (bias.len(), x.len() / inp);
     let xq: Vec<(f32, i32, Vec<i8>)> = x
         .chunks_exact(inp)
-        .map(|r| if asym { quantize_row_asym(r) } else { (|(s, q)| (s, 0, q))(quantize_row(r)) })
+        .map(|r| {
+            if asym {
+                quantize_row_asym(r)
+            } else {
+                let (scale, codes) = quantize_row(r);
+                (scale, 0, codes)
+            }
+        })
         .collect();
     let wq = quantize_rows(w, out, inp);
-    let w_sum: Vec<i32> = wq.q.chunks_exact(inp).map(|r| r.iter().map(|&c| c as i32).sum()).collect();
+    let w_sum = crate::kernels::weight_sums(&wq.q, out, inp);
     let mut y = vec![0f32; rows * out];
     y.par_chunks_mut(out).zip(&xq).for_each(|(yr, (xs, zero, a))| {
         for (n, yv) in yr.iter_mut().enumerate() {
