@@ -61,20 +61,14 @@ pub fn quantize_smoothed(x: &[f16], smooth: Option<&[f16]>, rows: usize, hidden:
 /// The kernels' asymmetric per-row rule (`quantize_i8_asym`) on `x[r, j] * smooth[j]`:
 /// `(codes, scales, zero points)`, exact f32 ops in the kernel's order.
 pub fn quantize_asym(x: &[f16], smooth: Option<&[f16]>, rows: usize, hidden: usize) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
-    let mut q = vec![0i8; rows * hidden];
-    let (mut s, mut z) = (vec![0f32; rows], vec![0i32; rows]);
     let m = |i: usize| smooth.map_or(1.0, |m| m[i].to_f32());
+    let (mut q, mut s, mut z) = (Vec::with_capacity(rows * hidden), Vec::with_capacity(rows), Vec::with_capacity(rows));
     for r in 0..rows {
         let row: Vec<f32> = x[r * hidden..(r + 1) * hidden].iter().enumerate().map(|(i, v)| v.to_f32() * m(i)).collect();
-        let max = row.iter().fold(0f32, |m, &v| m.max(v));
-        let nmin = row.iter().fold(0f32, |m, &v| m.max(-v));
-        let range = max + nmin;
-        let inv = if range > 0.0 { 255.0f32 / range } else { 0.0 };
-        z[r] = if range > 0.0 { (nmin * inv - 128.0).round_ties_even() as i32 } else { 0 };
-        for (i, v) in row.iter().enumerate() {
-            q[r * hidden + i] = ((v * inv).round_ties_even() as i32 + z[r]).clamp(-128, 127) as i8;
-        }
-        s[r] = range / 255.0;
+        let (scale, zero, codes) = crate::model::quant::quantize_row_asym(&row);
+        q.extend(codes);
+        s.push(scale);
+        z.push(zero);
     }
     (q, s, z)
 }
