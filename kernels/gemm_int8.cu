@@ -1,7 +1,8 @@
 // W8A8 GEMM: C[M,N] = (A_s8[M,K] . W_s8[N,K]^T) * a_scale[m] * w_scale[n] + bias[n]
-// (+ GELU, + residual or tanh), fp16 out; with asymmetric activations (a_zero non-null, see
-// quantize.cu) the accumulator is acc[m,n] - a_zero[m] * w_sum[n], w_sum[n] = sum_k W[n,k]; int32 accumulation on tensor cores
+// (+ GELU, + residual or tanh), fp16 out; int32 accumulation on tensor cores
 // (mma.sync m16n8k32.s8). Core, tiles and layout notes: gemm_core.cuh.
+// Asymmetric activations (a_zero non-null, see quantize.cu): the accumulator becomes
+// acc[m,n] - a_zero[m] * w_sum[n] with w_sum[n] = sum_k W[n,k]; a_zero = null for symmetric.
 //
 // Entries (suffix _l = the 128x128 Large tile, 256 threads; none = 64x64 Small, 128 threads;
 // dynamic shared memory = Cfg::SMEM):
@@ -15,7 +16,8 @@ using namespace gemm;
 
 template <class C>
 __device__ __forceinline__ void int8_f16(const int8_t* A, const float* a_scale, const int* a_zero, const int8_t* W,
-                                         const float* w_scale, const int* w_sum, const __half* bias, const __half* residual, __half* Cout, uint32_t M,
+                                         const float* w_scale, const int* w_sum, const __half* bias,
+                                         const __half* residual, __half* Cout, uint32_t M,
                                          uint32_t N, uint32_t K, uint32_t epi) {
     extern __shared__ __align__(128) char smem[];
     const int m0 = blockIdx.y * C::BM, n0 = blockIdx.x * C::BN;

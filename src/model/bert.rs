@@ -212,12 +212,15 @@ impl DeviceBert {
             .enumerate()
             .map(|(i, l)| {
                 let r = ranges.map(|r| &r[i]);
+                // smoothed LayerNorm outputs (when calibrated); the GELU output asymmetric
+                let qkv_in = Int8Input { amax: r.map(|r| &r.qkv[..]), asym: false };
+                let ffn1_in = Int8Input { amax: r.map(|r| &r.ffn1[..]), asym: false };
                 let ffn2_in = Int8Input { amax: None, asym: true };
                 Ok(DeviceLayer {
-                    qkv: upload_linear(dev, &[&l.query, &l.key, &l.value], precision, 1, Int8Input { amax: r.map(|r| &r.qkv[..]), asym: false })?,
+                    qkv: upload_linear(dev, &[&l.query, &l.key, &l.value], precision, 1, qkv_in)?,
                     attn_out: upload_linear(dev, &[&l.attn_output], precision, 1, SYMMETRIC)?,
                     ln1: upload_ln(dev, &l.attn_layer_norm)?,
-                    ffn1: upload_linear(dev, &[&l.ffn1], precision, 1, Int8Input { amax: r.map(|r| &r.ffn1[..]), asym: false })?,
+                    ffn1: upload_linear(dev, &[&l.ffn1], precision, 1, ffn1_in)?,
                     ffn2: upload_linear(dev, &[&l.ffn2], precision, 1, ffn2_in)?,
                     ln2: upload_ln(dev, &l.ffn_layer_norm)?,
                 })
