@@ -44,6 +44,31 @@ extern "C" __global__ void reverse_clean(const float* in, float* out) {
     out[i] = s[blockDim.x - 1 - t];
 }
 
+// ---- intra-warp race: warp-synchronous reduction through shared memory without __syncwarp
+// (correct only while a warp runs in lockstep, which Volta's independent scheduling ended) ----
+extern "C" __global__ void warpsum_bug(const float* in, float* out) {
+    __shared__ float s[32];
+    volatile float* v = s;
+    int t = threadIdx.x;
+    v[t] = in[blockIdx.x * 32 + t];
+    for (int o = 16; o > 0; o >>= 1)
+        if (t < o) v[t] += v[t + o];        // LANE:read
+    if (t == 0) out[blockIdx.x] = v[0];
+}
+extern "C" __global__ void warpsum_clean(const float* in, float* out) {
+    __shared__ float s[32];
+    int t = threadIdx.x;
+    s[t] = in[blockIdx.x * 32 + t];
+    __syncwarp();
+    for (int o = 16; o > 0; o >>= 1) {
+        float x = t < o ? s[t + o] : 0.0f;
+        __syncwarp();
+        if (t < o) s[t] += x;
+        __syncwarp();
+    }
+    if (t == 0) out[blockIdx.x] = s[0];
+}
+
 // ---- uninitialised shared read: the partial last tile's halo is never written ----
 extern "C" __global__ void stencil_bug(const float* in, float* out, int n) {
     __shared__ float s[64];
@@ -182,6 +207,42 @@ fn shared_race_without_syncthreads_is_reported_and_synced_version_runs() {
     let got = out.to_host().unwrap();
     for i in 0..192 {
         assert_eq!(got[i], input[i / 64 * 64 + 63 - i % 64], "clean reverse {i}");
+    }
+}
+
+/// Races between the lanes of one warp: the lockstep emulator computes the right sum either
+/// way, but on a GPU with independent thread scheduling the unsynchronised version may not.
+#[test]
+fn intra_warp_race_without_syncwarp_is_reported_and_synced_version_runs() {
+    let dev = dev_loaded();
+    let mut r = rng(9);
+    let input: Vec<f32> = (0..96).map(|_| r.gen_range(-1.0f32..1.0)).collect();
+    let din = dev.upload(&input).unwrap();
+    let out = dev.alloc_filled::<f32>(3, 0xFF).unwrap();
+    let res = dev.launch_in("san", "warpsum_bug", lin(3, 32), &[ptr(&din), ptr(&out)]);
+    let rep = report_of(res, false);
+    assert_located(&rep, "warpsum_bug", (0, 0, 0), None, &[loc("LANE:read")]);
+    assert!(rep.contains("intra-warp") && rep.contains("__syncwarp"), "report should name the missing __syncwarp: {rep}");
+    // the same kernel with the race check off runs (the report came from that checker)
+    let no_races = emu_with(|o| o.check_races = false);
+    no_races.load_module("san", ptx()).unwrap();
+    let out2 = no_races.alloc_filled::<f32>(3, 0xFF).unwrap();
+    let din2 = no_races.upload(&input).unwrap();
+    no_races.launch_in("san", "warpsum_bug", lin(3, 32), &[ptr(&din2), ptr(&out2)]).expect("race check off: runs");
+    // clean: the same tree of additions, synchronised
+    launch_ok(&dev, "san", "warpsum_clean", lin(3, 32), &[ptr(&din), ptr(&out)]);
+    let got = out.to_host().unwrap();
+    for b in 0..3 {
+        let mut v = input[b * 32..(b + 1) * 32].to_vec();
+        let mut o = 16;
+        while o > 0 {
+            for t in 0..o {
+                v[t] += v[t + o];
+            }
+            o >>= 1;
+        }
+        assert_eq!(got[b], v[0], "block {b} sum");
+        assert_eq!(out2.to_host().unwrap()[b], v[0], "block {b} sum, unchecked racy version");
     }
 }
 

@@ -18,7 +18,8 @@ pub struct EmulatorOptions {
     pub sanitize: bool,
     /// Misaligned-access reports (with `sanitize`).
     pub check_bounds: bool,
-    /// Shared-memory races between barriers and cp.async hazards.
+    /// Shared-memory races (between warps in a barrier interval, between lanes of a warp without
+    /// `__syncwarp`) and cp.async hazards.
     pub check_races: bool,
     /// Reads of never-written shared/local memory.
     pub check_uninit: bool,

@@ -247,7 +247,10 @@ pub(crate) struct Warp {
     retmask: u32,
     calls: Vec<CallRec>,
     state: WState,
-    steps: u64,
+    pub(crate) steps: u64,
+    /// `steps` at this warp's last `bar.warp.sync` (or 0): shared accesses by different lanes
+    /// after it are unordered until the next one (intra-warp race checking).
+    pub(crate) sync_step: u64,
     pending: Vec<CpPending>,
     committed: u32,
     // barrier arrival
@@ -258,12 +261,21 @@ pub(crate) struct Warp {
 }
 
 /// Shadow state of one 4-byte shared word for the race / uninitialised / cp.async checkers.
+/// Last writer and reader: block barrier epoch, warp, and for races between the lanes of one
+/// warp the lane (`MULTI_LANES` when several, or unknown), the bytes touched and the warp's
+/// instruction count (low 32 bits) at the access.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct ShWord {
     pub w_epoch: u32,
     pub r_epoch: u32,
+    pub w_step: u32,
+    pub r_step: u32,
     pub w_warp: u16,
     pub r_warp: u16,
+    pub w_lane: u8,
+    pub r_lane: u8,
+    pub w_bytes: u8,
+    pub r_bytes: u8,
     pub init: u8,
     pub pending: u8,
 }
@@ -385,6 +397,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 calls: Vec::new(),
                 state: WState::Run,
                 steps: 0,
+                sync_step: 0,
                 pending: Vec::new(),
                 committed: 0,
                 bar_id: 0,
@@ -872,6 +885,7 @@ impl<'l, 'a> Block<'l, 'a> {
                     s.init = 0xf;
                     s.w_epoch = self.epoch;
                     s.w_warp = w.id as u16;
+                    s.w_lane = crate::emu::mem::MULTI_LANES;
                 }
             }
         }

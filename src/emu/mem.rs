@@ -151,7 +151,8 @@ impl<'l, 'a> Block<'l, 'a> {
         }
     }
 
-    /// Shadow bookkeeping of a shared access by warp `w`: races between barriers, reads of
+    /// Shadow bookkeeping of a shared access by warp `w`: races between barriers (between warps,
+    /// and between lanes of one warp without a `bar.warp.sync` in between), reads of
     /// never-written bytes, touching a cp.async destination still in flight.
     pub(crate) fn check_shared(&mut self, w: &Warp, i: &Inst, lane: usize, off: u32, size: u32, write: bool, atomic: bool) -> R<()> {
         if self.shadow.is_empty() {
@@ -162,6 +163,7 @@ impl<'l, 'a> Block<'l, 'a> {
         let epoch = self.epoch;
         let end = off + size;
         let mut word = off / 4;
+        let (step, lane8) = (w.steps as u32, lane as u8);
         while word * 4 < end {
             let lo = (word * 4).max(off) - word * 4;
             let hi = ((word * 4 + 4).min(end)) - word * 4;
@@ -170,6 +172,11 @@ impl<'l, 'a> Block<'l, 'a> {
             if s.pending != 0 {
                 return Err(self.err(w, Some(lane), i, "cp.async hazard", format!("shared offset {:#x} is the destination of a cp.async still in flight (missing cp.async.wait_group / bar.sync)", word * 4)));
             }
+            // the last write / read was by another lane of this warp, since its last __syncwarp,
+            // by an earlier instruction, on some of these bytes
+            let unordered = |e: u32, wp: u16, st: u32, ln: u8, by: u8| {
+                e == epoch && wp == wid && ln != MULTI_LANES && ln != lane8 && st != step && by & bm != 0 && Self::after_sync(w, st)
+            };
             if write {
                 if races && !atomic {
                     if s.w_epoch == epoch && s.w_warp != wid {
@@ -178,33 +185,61 @@ impl<'l, 'a> Block<'l, 'a> {
                     if s.r_epoch == epoch && s.r_warp != wid {
                         return Err(self.race(w, i, lane, word, "write", "read", s.r_warp));
                     }
+                    if unordered(s.w_epoch, s.w_warp, s.w_step, s.w_lane, s.w_bytes) {
+                        return Err(self.lane_race(w, i, lane, word, "write", "wrote", s.w_lane));
+                    }
+                    if unordered(s.r_epoch, s.r_warp, s.r_step, s.r_lane, s.r_bytes) {
+                        return Err(self.lane_race(w, i, lane, word, "write", "read", s.r_lane));
+                    }
                 }
                 let s = &mut self.shadow[word as usize];
+                // several lanes writing one word in one instruction (e.g. adjacent bytes)
+                let same_inst = s.w_epoch == epoch && s.w_warp == wid && s.w_step == step && s.w_lane != lane8;
+                s.w_lane = if same_inst || atomic { MULTI_LANES } else { lane8 };
+                s.w_bytes = if same_inst { s.w_bytes | bm } else { bm };
                 s.w_epoch = epoch;
                 s.w_warp = wid;
+                s.w_step = step;
                 s.init |= bm;
                 if atomic {
                     s.r_epoch = epoch;
                     s.r_warp = wid;
+                    s.r_lane = MULTI_LANES;
                 }
             } else {
                 if uninit && s.init & bm != bm {
                     return Err(self.err(w, Some(lane), i, "uninitialised read", format!("shared load of {size} bytes at offset {off:#x} reads bytes never written since the block started")));
                 }
-                if races && !atomic && s.w_epoch == epoch && s.w_warp != wid {
-                    return Err(self.race(w, i, lane, word, "read", "written", s.w_warp));
+                if races && !atomic {
+                    if s.w_epoch == epoch && s.w_warp != wid {
+                        return Err(self.race(w, i, lane, word, "read", "written", s.w_warp));
+                    }
+                    if unordered(s.w_epoch, s.w_warp, s.w_step, s.w_lane, s.w_bytes) {
+                        return Err(self.lane_race(w, i, lane, word, "read", "wrote", s.w_lane));
+                    }
                 }
                 let s = &mut self.shadow[word as usize];
                 if s.r_epoch != epoch {
                     s.r_epoch = epoch;
                     s.r_warp = wid;
+                    (s.r_lane, s.r_step, s.r_bytes) = (lane8, step, bm);
                 } else if s.r_warp != wid {
                     s.r_warp = MULTI_READERS;
+                } else if s.r_lane != lane8 && Self::after_sync(w, s.r_step) {
+                    s.r_lane = MULTI_LANES; // several lanes read since the last __syncwarp
+                } else {
+                    (s.r_lane, s.r_step, s.r_bytes) = (lane8, step, bm);
                 }
             }
             word += 1;
         }
         Ok(())
+    }
+
+    /// Whether an access at warp step `st` (low 32 bits) came after `w`'s last __syncwarp.
+    fn after_sync(w: &Warp, st: u32) -> bool {
+        let back = (w.steps as u32).wrapping_sub(st) as u64;
+        back < w.steps - w.sync_step
     }
 
     fn race(&self, w: &Warp, i: &Inst, lane: usize, word: u32, what: &str, other: &str, other_warp: u16) -> Error {
@@ -215,6 +250,21 @@ impl<'l, 'a> Block<'l, 'a> {
             i,
             "shared-memory race",
             format!("{what} of shared offset {:#x} (warp {}), which {who} {other} in the same barrier interval (missing __syncthreads?)", word * 4, w.id),
+        )
+    }
+
+    fn lane_race(&self, w: &Warp, i: &Inst, lane: usize, word: u32, what: &str, other: &str, other_lane: u8) -> Error {
+        self.err(
+            w,
+            Some(lane),
+            i,
+            "intra-warp shared-memory race",
+            format!(
+                "{what} of shared offset {:#x} by lane {lane} of warp {}, which lane {other_lane} of the same warp {other} \
+                 earlier with no __syncwarp (bar.warp.sync) or barrier in between: lanes are not in lockstep since Volta",
+                word * 4,
+                w.id
+            ),
         )
     }
 
@@ -489,6 +539,8 @@ impl<'l, 'a> Block<'l, 'a> {
 }
 
 pub(crate) const MULTI_READERS: u16 = 0xffff;
+/// `ShWord::{w,r}_lane` when several lanes (or an atomic, or cp.async) touched the word.
+pub(crate) const MULTI_LANES: u8 = 0xff;
 
 /// Distinct 32-byte sectors touched by the lanes' accesses.
 pub(crate) fn count_sectors(addrs: &[u64; 32], mask: u32, size: u32) -> u64 {

@@ -11,7 +11,8 @@
 //!
 //! Sanitizers (all on by default, see `EmulatorOptions`): out-of-bounds and misaligned accesses
 //! (global: against live allocations, never-reused addresses catch use-after-free; shared, local,
-//! const, param), shared-memory races between barriers (per 4-byte word, warp granularity),
+//! const, param), shared-memory races between barriers (per 4-byte word, warp granularity) and
+//! between the lanes of one warp with no `bar.warp.sync` in between (last writer/reader lane),
 //! reads of never-written shared/local/global bytes, touching a cp.async destination still in
 //! flight, divergent (non-.aligned) barrier arrival, partial-warp collectives (shfl/vote/match/
 //! redux membermask, mma/ldmatrix/wmma need the whole warp), deadlock, step limit, device

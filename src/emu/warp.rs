@@ -130,6 +130,8 @@ impl<'l, 'a> Block<'l, 'a> {
                 if i.s[0] != NONE {
                     self.membermask(w, i, mask, i.s[0])?;
                 }
+                // orders the shared accesses of the warp's lanes (__syncwarp)
+                w.sync_step = w.steps;
                 Ok(())
             }
             Op::Ldmatrix | Op::Stmatrix => self.ldmatrix(w, i, mask),
