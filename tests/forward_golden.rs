@@ -112,3 +112,39 @@ fn minilm_int8_on_device_matches_the_w8a8_simulation_and_reference() {
     }
     eprintln!("int8 (smoothed): worst mean-pooled cosine over the golden cases {worst:.7}");
 }
+
+/// Beyond the golden cases: texts that are not calibration texts, through the device int8 path.
+/// One- and two-word inputs (3-4 tokens) are the scheme's weak spot (README, Accuracy): measured
+/// 0.9933-0.9957 on the device ("Thanks!" is below the 0.995 target; CPU simulation 0.9947-0.9960),
+/// so the tight check is the relation to the exact simulation (as for the golden cases: device
+/// deficit at most 1.5x the simulation's plus 1e-3), with an absolute floor of 0.99. Five words or more measured
+/// >= 0.9992 and are held to 0.998.
+#[test]
+fn minilm_int8_on_texts_beyond_the_golden_cases() {
+    let tok = Tokenizer::from_model_dir(&model_dir(), model().config.max_position_embeddings).unwrap();
+    let calibration = tok.encode_batch(&quant::CALIBRATION_TEXTS, true).unwrap();
+    let ranges = quant::calibrate(model(), &calibration).unwrap();
+    let sim_linear = quant::w8a8_device(model(), Some(&ranges));
+    let short = ["OK", "Thanks!", "yes"];
+    let long = [
+        "How do I reset my password?",
+        "SELECT * FROM users WHERE id = 42;",
+        "In 1969, Apollo 11 landed on the Moon and Neil Armstrong walked on its surface.",
+        "Il fait beau aujourd'hui à Paris.",
+    ];
+    for dev in devices() {
+        let mut bert = DeviceBert::new_calibrated(&dev, model(), Precision::Int8, &calibration).unwrap();
+        for (texts, min_cos) in [(&short[..], 0.99), (&long[..], 0.998)] {
+            let batch = tok.encode_batch(texts, false).unwrap();
+            let want = reference::forward(model(), &batch, &Options::default()).unwrap();
+            let (sim, _) = reference::forward_with_encoder_linear(model(), &batch, &Options::default(), &sim_linear).unwrap();
+            let (got, _) = bert.forward(&batch, ForwardOptions::default()).unwrap();
+            for (((t, g), w), s) in texts.iter().zip(&got.sequences).zip(&want.sequences).zip(&sim.sequences) {
+                let (c, cs) = (cosine(&g.mean_pooled, &w.mean_pooled), cosine(&s.mean_pooled, &w.mean_pooled));
+                eprintln!("{dev:?} int8 {t:?} ({} tokens): mean-pooled cosine vs f32 {c:.7} (CPU simulation {cs:.7})", g.len);
+                assert!(c >= min_cos, "{dev:?} int8 {t:?}: cosine {c} < {min_cos}");
+                assert!(1.0 - c <= 1.5 * (1.0 - cs) + 1e-3, "{dev:?} int8 {t:?}: device deficit {} vs simulation {}", 1.0 - c, 1.0 - cs);
+            }
+        }
+    }
+}
