@@ -169,6 +169,39 @@ fn launch_count_is_2_plus_7_per_layer_for_f16_and_3_plus_9_per_layer_for_int8() 
     }
 }
 
+/// The emulator's global traffic for one forward pass against `DeviceBert::minimum_traffic`:
+/// every output is written exactly once (stores equal the minimum), and loads are at least the
+/// minimum (each weight and activation once) and at most a few times it at this size.
+#[test]
+fn forward_traffic_stores_each_output_once_and_loads_at_least_the_minimum() {
+    let shape = Shape { hidden: 64, heads: 2, layers: 2, intermediate: 128, vocab: 60, max_pos: 100, labels: 2 };
+    let model = random_model(shape, 4);
+    let batch = random_batch(shape.vocab, &[12, 3, 30], 3);
+    let dev = fusebert::Device::emulator().unwrap();
+    let emu = dev.emulator_backend().unwrap();
+    let calibration = random_batch(shape.vocab, &[9, 20], 5);
+    for (precision, calibrated) in [(Precision::F16, false), (Precision::Int8, false), (Precision::Int8, true)] {
+        let mut bert = if calibrated {
+            DeviceBert::new_calibrated(&dev, &model, precision, &calibration).unwrap()
+        } else {
+            DeviceBert::new(&dev, &model, precision).unwrap()
+        };
+        bert.forward(&batch, ForwardOptions::default()).unwrap(); // warm-up (workspace)
+        emu.clear_launches();
+        bert.forward(&batch, ForwardOptions::default()).unwrap();
+        let (mut loads, mut stores) = (0u64, 0u64);
+        for l in emu.launches() {
+            loads += l.counters.global_load_bytes;
+            stores += l.counters.global_store_bytes;
+        }
+        let min = bert.minimum_traffic(&batch);
+        let what = format!("{precision:?} calibrated {calibrated}");
+        eprintln!("{what}: loads {loads} = {:.3}x minimum {}, stores {stores} (minimum {})", loads as f64 / min.load_bytes as f64, min.load_bytes, min.store_bytes);
+        assert_eq!(stores, min.store_bytes, "{what}: stores");
+        assert!(loads >= min.load_bytes && loads <= 3 * min.load_bytes, "{what}: loads {loads} vs minimum {}", min.load_bytes);
+    }
+}
+
 /// A backend that counts allocations, delegating everything to the emulator.
 struct CountingBackend {
     inner: fusebert::device::emulator::EmulatorBackend,

@@ -98,13 +98,13 @@ pub fn run(a: VerifyArgs) -> Result<i32> {
         }
     }
     if a.counters {
-        print_counters(&dev, &bert);
+        print_counters(&dev, &bert, &batch);
     }
     println!("tolerance: cosine >= {min_cos} on mean-pooled embeddings and every layer: {}", if ok { "PASS" } else { "FAIL" });
     Ok(if ok { 0 } else { 1 })
 }
 
-fn print_counters(dev: &Device, bert: &DeviceBert) {
+fn print_counters(dev: &Device, bert: &DeviceBert, batch: &fusebert::tokenize::Batch) {
     let Some(emu) = dev.emulator_backend() else {
         println!("counters: only on the emulator (--device emu)");
         return;
@@ -128,11 +128,21 @@ fn print_counters(dev: &Device, bert: &DeviceBert) {
     for (k, (n, ld, st)) in &per_kernel {
         println!("{k:<28} {n:>8} {ld:>14} {st:>14}");
     }
+    let min = bert.minimum_traffic(batch);
+    let ratio = |a: u64, b: u64| a as f64 / b.max(1) as f64;
     println!(
-        "total: {} global load bytes, {} store bytes, {} resident weight bytes (each weight read once = the minimum \
-         for weights); shared bank conflicts {}, local (spill) bytes {}",
+        "total: {} global load bytes = {:.2}x the minimum {} (each weight and activation read once; the excess is \
+         GEMM-tile and attention K/V re-reads and per-block parameter reloads)",
         total.global_load_bytes,
+        ratio(total.global_load_bytes, min.load_bytes),
+        min.load_bytes
+    );
+    println!(
+        "       {} global store bytes = {:.2}x the minimum {} (each output written once); {} weight bytes resident; \
+         shared bank conflicts {}, local (spill) bytes {}",
         total.global_store_bytes,
+        ratio(total.global_store_bytes, min.store_bytes),
+        min.store_bytes,
         bert.weight_bytes(),
         total.shared_bank_conflicts,
         total.local_load_bytes + total.local_store_bytes

@@ -6,7 +6,7 @@
 //! layernorm -> FFN1 GEMM (+bias, GELU) -> FFN2 GEMM (+bias +residual) -> layernorm:
 //! 7 launches, plus embedding+layernorm before the layers and mean pooling after (2 + 7 L).
 //! The int8 path (W8A8 on the four GEMMs) also needs int8 activations: the layernorms emit them
-//! directly (`layernorm_f16_q8`), the attention output and the GELU output are quantised by a
+//! directly (`layernorm_f16_q8`; not the last one, whose output only the heads read), the attention output and the GELU output are quantised by a
 //! separate launch each (the GELU output asymmetrically, `quantize_i8_asym`: it spans
 //! [-0.17, max], so a symmetric scale would waste half the codes), and the embedding output
 //! once: 3 + 9 L launches.
@@ -44,6 +44,26 @@ enum DeviceLinear {
 }
 
 impl DeviceLinear {
+    /// Bytes the GEMM itself reads: weights, scales, bias, code sums (not the smoothing
+    /// multipliers, which the kernel producing its input reads).
+    fn gemm_bytes(&self) -> usize {
+        match self {
+            DeviceLinear::F16 { w, b } => w.bytes() + b.bytes(),
+            DeviceLinear::Int8 { w, scale, b, w_sum, .. } => {
+                w.bytes() + scale.bytes() + b.bytes() + w_sum.as_ref().map_or(0, |s| s.bytes())
+            }
+        }
+    }
+
+    /// Bytes of the GEMM's input activations for `tokens` rows of `k`: fp16 rows, or int8
+    /// codes with per-token scales (and zero points when asymmetric).
+    fn input_bytes(&self, tokens: usize, k: usize) -> usize {
+        match self {
+            DeviceLinear::F16 { .. } => tokens * k * 2,
+            DeviceLinear::Int8 { w_sum, .. } => tokens * k + 4 * tokens + if w_sum.is_some() { 4 * tokens } else { 0 },
+        }
+    }
+
     fn smooth(&self) -> Option<&DeviceBuffer<f16>> {
         match self {
             DeviceLinear::Int8 { smooth, .. } => smooth.as_ref(),
@@ -55,6 +75,26 @@ impl DeviceLinear {
 struct DeviceLayerNorm {
     gamma: DeviceBuffer<f16>,
     beta: DeviceBuffer<f16>,
+}
+
+impl DeviceLayerNorm {
+    fn bytes(&self) -> usize {
+        self.gamma.bytes() + self.beta.bytes()
+    }
+}
+
+/// Global memory traffic of kernels, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Traffic {
+    pub load_bytes: u64,
+    pub store_bytes: u64,
+}
+
+impl Traffic {
+    fn add(&mut self, load: usize, store: usize) {
+        self.load_bytes += load as u64;
+        self.store_bytes += store as u64;
+    }
 }
 
 struct DeviceLayer {
@@ -259,28 +299,62 @@ impl DeviceBert {
 
     /// Bytes of every weight resident on the device (what one forward pass must read at least).
     pub fn weight_bytes(&self) -> u64 {
-        fn lin(l: &DeviceLinear) -> usize {
-            match l {
-                DeviceLinear::F16 { w, b } => w.bytes() + b.bytes(),
-                DeviceLinear::Int8 { w, scale, b, smooth, w_sum } => {
-                    w.bytes()
-                        + scale.bytes()
-                        + b.bytes()
-                        + smooth.as_ref().map_or(0, |m| m.bytes())
-                        + w_sum.as_ref().map_or(0, |s| s.bytes())
-                }
-            }
-        }
-        fn ln(l: &DeviceLayerNorm) -> usize {
-            l.gamma.bytes() + l.beta.bytes()
-        }
+        let lin = |l: &DeviceLinear| l.gemm_bytes() + l.smooth().map_or(0, |m| m.bytes());
         let layers: usize = self
             .layers
             .iter()
-            .map(|l| lin(&l.qkv) + lin(&l.attn_out) + lin(&l.ffn1) + lin(&l.ffn2) + ln(&l.ln1) + ln(&l.ln2))
+            .map(|l| lin(&l.qkv) + lin(&l.attn_out) + lin(&l.ffn1) + lin(&l.ffn2) + l.ln1.bytes() + l.ln2.bytes())
             .sum();
         let heads = self.pooler.as_ref().map_or(0, lin) + self.classifier.as_ref().map_or(0, |(l, _)| lin(l));
-        (self.word.bytes() + self.position.bytes() + self.token_type.bytes() + ln(&self.emb_ln) + layers + heads) as u64
+        (self.word.bytes() + self.position.bytes() + self.token_type.bytes() + self.emb_ln.bytes() + layers + heads) as u64
+    }
+
+    /// The least global traffic this launch sequence can have on `batch`: every kernel reads
+    /// each weight, scale and bias it uses once and its input activations once, and writes its
+    /// outputs once (the embedding reads each token's three table rows). The emulator's counters
+    /// give the real traffic (`fusebert verify --counters`): stores match this exactly (tested);
+    /// loads exceed it by the GEMM tiles' re-reads of activations and weights, attention's K/V
+    /// re-reads per query tile, and per-block parameter reloads (served by L1/L2 on a GPU).
+    pub fn minimum_traffic(&self, batch: &Batch) -> Traffic {
+        let (t, b) = (batch.total_tokens(), batch.len());
+        let (h, i) = (self.config.hidden_size, self.config.intermediate_size);
+        let (cu, int8) = (4 * (b + 1), self.precision == Precision::Int8);
+        let smooth_bytes = |m: Option<&DeviceBuffer<f16>>| m.map_or(0, |m| m.bytes());
+        // int8 copy of [t, k] written next to an fp16 output (layernorm_q8) or by quantize
+        let q8_out = |k: usize, asym: bool| if int8 { t * k + 4 * t + if asym { 4 * t } else { 0 } } else { 0 };
+        let mut tr = Traffic::default();
+        tr.add(3 * 4 * t + 3 * t * h * 2 + self.emb_ln.bytes(), t * h * 2);
+        if int8 {
+            let m = self.layers.first().and_then(|l| l.qkv.smooth());
+            tr.add(t * h * 2 + smooth_bytes(m), q8_out(h, false));
+        }
+        for (li, l) in self.layers.iter().enumerate() {
+            let next_qkv = self.layers.get(li + 1).map(|n| &n.qkv);
+            tr.add(l.qkv.input_bytes(t, h) + l.qkv.gemm_bytes(), t * 3 * h * 2);
+            tr.add(t * 3 * h * 2 + cu, t * h * 2);
+            if int8 {
+                tr.add(t * h * 2, q8_out(h, false));
+            }
+            tr.add(l.attn_out.input_bytes(t, h) + l.attn_out.gemm_bytes() + t * h * 2, t * h * 2);
+            tr.add(t * h * 2 + l.ln1.bytes() + smooth_bytes(l.ffn1.smooth()), t * h * 2 + q8_out(h, false));
+            tr.add(l.ffn1.input_bytes(t, h) + l.ffn1.gemm_bytes(), t * i * 2);
+            if int8 {
+                tr.add(t * i * 2 + smooth_bytes(l.ffn2.smooth()), q8_out(i, true));
+            }
+            tr.add(l.ffn2.input_bytes(t, i) + l.ffn2.gemm_bytes() + t * h * 2, t * h * 2);
+            // the last layer's output feeds only the heads: no int8 copy
+            let q8 = if next_qkv.is_some() { q8_out(h, false) } else { 0 };
+            tr.add(t * h * 2 + l.ln2.bytes() + smooth_bytes(next_qkv.and_then(|n| n.smooth())), t * h * 2 + q8);
+        }
+        tr.add(t * h * 2 + cu, b * h * 4);
+        if let Some(p) = &self.pooler {
+            tr.add(b * h * 2 + cu, b * h * 2);
+            tr.add(b * h * 2 + p.gemm_bytes(), b * h * 2);
+            if let Some((c, _)) = &self.classifier {
+                tr.add(b * h * 2 + c.gemm_bytes(), b * self.classifier_padded() * 2);
+            }
+        }
+        tr
     }
 
     /// Kernel launches of one forward pass over `batch` sequences (see the module docs).
@@ -406,7 +480,11 @@ impl DeviceBert {
             kernels::quantize_i8_asym(d, ffn, l.ffn2.smooth(), q8, q8_scale, q8_zero, t, i)?;
         }
         self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, Epilogue::Residual(hbuf), y, t, h, i)?;
-        self.layernorm(&l.ln2, y, x, q8, q8_scale, next.and_then(|n| n.qkv.smooth()), t, h, eps)
+        match next {
+            Some(n) => self.layernorm(&l.ln2, y, x, q8, q8_scale, n.qkv.smooth(), t, h, eps),
+            // the last layer's output feeds only pooling and the fp16 heads
+            None => kernels::layernorm_f16(d, y, None, None, &l.ln2.gamma, &l.ln2.beta, x, t, h, eps),
+        }
     }
 
     /// out = LN(y); on the int8 path also its int8 copy into q8 (for the next GEMM).
