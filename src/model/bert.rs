@@ -6,10 +6,10 @@
 //! layernorm -> FFN1 GEMM (+bias, GELU) -> FFN2 GEMM (+bias +residual) -> layernorm:
 //! 7 launches, plus embedding+layernorm before the layers and mean pooling after (2 + 7 L).
 //! The int8 path (W8A8 on the four GEMMs) also needs int8 activations: the layernorms emit them
-//! directly (`layernorm_f16_q8`; not the last one, whose output only the heads read), the attention output and the GELU output are quantised by a
-//! separate launch each (the GELU output asymmetrically, `quantize_i8_asym`: it spans
-//! [-0.17, max], so a symmetric scale would waste half the codes), and the embedding output
-//! once: 3 + 9 L launches.
+//! directly (`layernorm_f16_q8`; not the last one, whose output only the heads read), the
+//! attention output and the GELU output are quantised by a separate launch each (the GELU output
+//! asymmetrically, `quantize_i8_asym`: it spans [-0.17, max], so a symmetric scale would waste
+//! half the codes), and the embedding output once: 3 + 9 L launches.
 //! The pooler (gather `[CLS]` rows + GEMM with tanh) and the classifier GEMM add 2 and 1.
 use half::f16;
 
