@@ -79,7 +79,10 @@ fn main() {
         );
     }
     generated.push_str("];\n");
-    let _ = writeln!(generated, "/// The nvcc `-arch` the embedded PTX was compiled for.\npub const PTX_ARCH: &str = {arch:?};");
+    let _ = writeln!(
+        generated,
+        "/// The nvcc `-arch` the embedded PTX was compiled for.\npub const PTX_ARCH: &str = {arch:?};"
+    );
     let _ = writeln!(
         generated,
         "/// `ptxas -v` output for every module and target (registers, shared memory, spills).\npub const PTXAS_REPORT: &str = {report:?};"

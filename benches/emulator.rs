@@ -30,7 +30,9 @@ fn saxpy(c: &mut Criterion) {
         let mut g = c.benchmark_group("saxpy_f32");
         g.throughput(Throughput::Elements(thread_insts(&dev)));
         g.sample_size(10);
-        g.bench_function(if sanitize { "sanitize" } else { "no_sanitize" }, |b| b.iter(|| dev.launch_in("bench", "saxpy_f32", cfg, &args).unwrap()));
+        g.bench_function(if sanitize { "sanitize" } else { "no_sanitize" }, |b| {
+            b.iter(|| dev.launch_in("bench", "saxpy_f32", cfg, &args).unwrap())
+        });
         g.finish();
     }
 }
@@ -43,12 +45,21 @@ fn gemm(c: &mut Criterion) {
         let b = dev.upload(&vec![f16::from_f32(0.25); n * k]).unwrap();
         let out = dev.alloc::<f32>(m * n).unwrap();
         let cfg = LaunchConfig { grid: ((n / 32) as u32, (m / 64) as u32, 1), block: (128, 1, 1), shared_mem_bytes: 0 };
-        let args = [KernelArg::from(&a), KernelArg::from(&b), KernelArg::from(&out), KernelArg::I32(m as i32), KernelArg::I32(n as i32), KernelArg::I32(k as i32)];
+        let args = [
+            KernelArg::from(&a),
+            KernelArg::from(&b),
+            KernelArg::from(&out),
+            KernelArg::I32(m as i32),
+            KernelArg::I32(n as i32),
+            KernelArg::I32(k as i32),
+        ];
         dev.launch_in("bench", "gemm_tile_f16", cfg, &args).unwrap();
         let mut g = c.benchmark_group("gemm_tile_f16");
         g.throughput(Throughput::Elements(thread_insts(&dev)));
         g.sample_size(10);
-        g.bench_function(if sanitize { "sanitize" } else { "no_sanitize" }, |b| b.iter(|| dev.launch_in("bench", "gemm_tile_f16", cfg, &args).unwrap()));
+        g.bench_function(if sanitize { "sanitize" } else { "no_sanitize" }, |b| {
+            b.iter(|| dev.launch_in("bench", "gemm_tile_f16", cfg, &args).unwrap())
+        });
         g.finish();
     }
 }

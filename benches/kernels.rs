@@ -16,7 +16,14 @@ fn data_i8(n: usize) -> Vec<i8> {
 fn bench(c: &mut Criterion) {
     let (dev, tokens) = match Device::cuda(0) {
         Ok(d) => (d, 4096usize),
-        Err(_) => (Device::emulator_with(fusebert::device::emulator::EmulatorOptions { sanitize: false, ..Default::default() }).unwrap(), 64usize),
+        Err(_) => (
+            Device::emulator_with(fusebert::device::emulator::EmulatorOptions {
+                sanitize: false,
+                ..Default::default()
+            })
+            .unwrap(),
+            64usize,
+        ),
     };
     let tag = if dev.is_emulator() { "emu" } else { "gpu" };
     let (h, ffn) = (768usize, 3072usize);
@@ -29,7 +36,20 @@ fn bench(c: &mut Criterion) {
     for v in [Variant::Fast, Variant::Simple] {
         g.bench_function(format!("layernorm_{v:?}_{tokens}x{h}"), |b| {
             b.iter(|| {
-                kernels::layernorm_f16_with(&dev, &x, Some(&x), Some(&gamma), &gamma, &gamma, &mut y, tokens, h, 1e-12, v).unwrap();
+                kernels::layernorm_f16_with(
+                    &dev,
+                    &x,
+                    Some(&x),
+                    Some(&gamma),
+                    &gamma,
+                    &gamma,
+                    &mut y,
+                    tokens,
+                    h,
+                    1e-12,
+                    v,
+                )
+                .unwrap();
                 dev.synchronize().unwrap();
             })
         });
@@ -44,7 +64,21 @@ fn bench(c: &mut Criterion) {
     for v in [Variant::Fast, Variant::Simple] {
         g.bench_function(format!("gemm_int8_gelu_{v:?}_{tokens}x{ffn}x{h}"), |b| {
             b.iter(|| {
-                kernels::gemm_int8_with(&dev, &a8, &asc, &w8, &wsc, Some(&bias), Epilogue::Gelu, &mut c8, tokens, ffn, h, v).unwrap();
+                kernels::gemm_int8_with(
+                    &dev,
+                    &a8,
+                    &asc,
+                    &w8,
+                    &wsc,
+                    Some(&bias),
+                    Epilogue::Gelu,
+                    &mut c8,
+                    tokens,
+                    ffn,
+                    h,
+                    v,
+                )
+                .unwrap();
                 dev.synchronize().unwrap();
             })
         });
@@ -53,7 +87,8 @@ fn bench(c: &mut Criterion) {
     for v in [Variant::Fast, Variant::Simple] {
         g.bench_function(format!("gemm_f16_gelu_{v:?}_{tokens}x{ffn}x{h}"), |b| {
             b.iter(|| {
-                kernels::gemm_f16_with(&dev, &x, &w16, Some(&bias), Epilogue::Gelu, &mut c8, tokens, ffn, h, v).unwrap();
+                kernels::gemm_f16_with(&dev, &x, &w16, Some(&bias), Epilogue::Gelu, &mut c8, tokens, ffn, h, v)
+                    .unwrap();
                 dev.synchronize().unwrap();
             })
         });

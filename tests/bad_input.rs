@@ -20,7 +20,8 @@ fn tiny_model_loads_and_runs() {
     let m = BertModel::load(dir.path()).unwrap();
     assert_eq!(m.weights.layers.len(), 1);
     assert!(m.weights.pooler.is_some() && m.weights.classifier.is_none());
-    let out = reference::forward(&m, &Batch::from_ids(vec![vec![1, 5, 2], vec![3, 2]]).unwrap(), &Options::default()).unwrap();
+    let out = reference::forward(&m, &Batch::from_ids(vec![vec![1, 5, 2], vec![3, 2]]).unwrap(), &Options::default())
+        .unwrap();
     assert_eq!(out.sequences[0].last_hidden_state.len(), 3 * HIDDEN);
     assert!(out.sequences.iter().all(|s| s.mean_pooled.iter().all(|v| v.is_finite())));
 }

@@ -153,7 +153,11 @@ fn usage_errors_exit_2() {
     let o = fusebert(&["frobnicate"], None);
     assert_eq!(o.status.code(), Some(2));
     let dir = model_dir();
-    assert_error(&fusebert(&["embed", "--model", dir.to_str().unwrap(), "--precision", "int8", "hi"], None), 1, "--precision");
+    assert_error(
+        &fusebert(&["embed", "--model", dir.to_str().unwrap(), "--precision", "int8", "hi"], None),
+        1,
+        "--precision",
+    );
 }
 
 #[test]
@@ -179,7 +183,10 @@ fn embed_on_the_emulator_matches_golden_in_fp16_and_int8() {
     let dir = model_dir();
     let dir = dir.to_str().unwrap();
     for (precision, min_cos) in [("f16", 0.9999), ("int8", 0.995)] {
-        let out = json_lines(&fusebert(&["embed", "--model", dir, "--device", "emu", "--precision", precision, &g.texts[0]], None));
+        let out = json_lines(&fusebert(
+            &["embed", "--model", dir, "--device", "emu", "--precision", precision, &g.texts[0]],
+            None,
+        ));
         assert_eq!(out[0]["tokens"], g.valid_len(0));
         let c = cosine(&floats(&out[0]["embedding"]), &g.mean_pooled);
         assert!(c >= min_cos, "{precision}: cosine vs golden {c}");
@@ -212,8 +219,30 @@ fn emu_run_executes_a_ptx_kernel_and_reports_findings() {
     let run = |n: &str| {
         let (p, i, o) = (ptx.to_str().unwrap(), inputs.to_str().unwrap(), output.to_str().unwrap());
         fusebert(
-            &["emu", "run", p, "--kernel", "scale_f32", "--grid", "2", "--block", "32", "--inputs", i, "--output", o,
-              "--arg", "buf:x", "--arg", "out:y:F32:50", "--arg", "f32:-2", "--arg", &format!("i32:{n}"), "--counters"],
+            &[
+                "emu",
+                "run",
+                p,
+                "--kernel",
+                "scale_f32",
+                "--grid",
+                "2",
+                "--block",
+                "32",
+                "--inputs",
+                i,
+                "--output",
+                o,
+                "--arg",
+                "buf:x",
+                "--arg",
+                "out:y:F32:50",
+                "--arg",
+                "f32:-2",
+                "--arg",
+                &format!("i32:{n}"),
+                "--counters",
+            ],
             None,
         )
     };

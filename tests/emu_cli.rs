@@ -79,7 +79,12 @@ fn emu_run_saxpy_with_safetensors_and_counters() {
     let ptx = format!("{PTX_HEADER}{}", SAXPY.replace("GUARD", "ge"));
     ptxas_check(&ptx, "sm_80");
     let out = run_cli(&dir.0, &ptx, n, &["--arg", &format!("u32:{n}"), "--counters"]);
-    assert!(out.status.success(), "emu run failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "emu run failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bytes = std::fs::read(dir.0.join("out.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let z = st.tensor("z").unwrap();

@@ -166,12 +166,19 @@ fn recursive_device_function_runs_or_is_refused_with_a_typed_error() {
     match run {
         Ok(got) => {
             fn fib(k: i32) -> i32 {
-                if k < 2 { k } else { fib(k - 1) + fib(k - 2) }
+                if k < 2 {
+                    k
+                } else {
+                    fib(k - 1) + fib(k - 2)
+                }
             }
             assert_eq!(got, input.iter().map(|&k| fib(k)).collect::<Vec<_>>());
         }
         Err(fusebert::Error::PtxParse { msg, .. }) | Err(fusebert::Error::Emulator(msg)) => {
-            assert!(msg.contains("recurs") || msg.contains("fib") || msg.contains("call"), "refusal should say why: {msg}");
+            assert!(
+                msg.contains("recurs") || msg.contains("fib") || msg.contains("call"),
+                "refusal should say why: {msg}"
+            );
         }
         Err(e) => panic!("unexpected error kind: {e:?}"),
     }
@@ -495,15 +502,17 @@ fn invalid_launch_shapes_are_typed_errors() {
     load_ptx(&dev, "dir", &format!("{PTX_HEADER}{DIRECTIVES_PTX}"));
     let out = dev.alloc_filled::<u32>(2048, 0xFF).unwrap();
     let cases: Vec<(&str, LaunchConfig)> = vec![
-        ("fixed_block", lin(1, 32)),                                                            // .reqntid 64
-        ("max_block", lin(1, 256)),                                                             // .maxntid 128
+        ("fixed_block", lin(1, 32)), // .reqntid 64
+        ("max_block", lin(1, 256)),  // .maxntid 128
         ("max_block", LaunchConfig { grid: (1, 1, 1), block: (2048, 1, 1), shared_mem_bytes: 0 }), // > 1024 threads
-        ("max_block", LaunchConfig { grid: (0, 1, 1), block: (32, 1, 1), shared_mem_bytes: 0 }),   // empty grid
+        ("max_block", LaunchConfig { grid: (0, 1, 1), block: (32, 1, 1), shared_mem_bytes: 0 }), // empty grid
         ("max_block", LaunchConfig { grid: (1, 1, 1), block: (32, 1, 1), shared_mem_bytes: 1 << 30 }), // 1 GiB smem
     ];
     for (k, cfg) in cases {
         match dev.launch_in("dir", k, cfg, &[ptr(&out)]) {
-            Err(fusebert::Error::Kernel { kernel, .. }) | Err(fusebert::Error::KernelArgs { kernel, .. }) => assert_eq!(kernel, k),
+            Err(fusebert::Error::Kernel { kernel, .. }) | Err(fusebert::Error::KernelArgs { kernel, .. }) => {
+                assert_eq!(kernel, k)
+            }
             Err(fusebert::Error::Emulator(m)) => assert!(m.contains(k), "error should name the kernel: {m}"),
             other => panic!("{k} with {cfg:?}: expected a typed launch error, got {other:?}"),
         }

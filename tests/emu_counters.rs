@@ -210,7 +210,16 @@ fn coalesced_copy_has_full_efficiency_and_exact_bytes() {
     assert_eq!(c.global_store_bytes, (n * 4) as u64);
     assert_eq!(c.global_store_efficiency(), 1.0);
     assert_eq!(c.simt_efficiency(), 1.0, "no divergence, whole warps");
-    assert_eq!(c.shared_load_requests + c.shared_store_requests + c.local_load_bytes + c.local_store_bytes + c.atomics + c.tensor_macs + c.barriers, 0);
+    assert_eq!(
+        c.shared_load_requests
+            + c.shared_store_requests
+            + c.local_load_bytes
+            + c.local_store_bytes
+            + c.atomics
+            + c.tensor_macs
+            + c.barriers,
+        0
+    );
     assert!(c.warp_instructions >= 17 * (n / 32) as u64 && c.thread_instructions == 32 * c.warp_instructions);
 }
 
@@ -302,7 +311,13 @@ fn launch_records_totals_and_json() {
     let input = dev.upload(&vec![2.0f32; n]).unwrap();
     let out = dev.alloc_filled::<f32>(n, 0xFF).unwrap();
     launch_ok(&dev, "cnt", "copy", lin(2, 128), &[ptr(&input), ptr(&out), KernelArg::U32(1)]);
-    launch_ok(&dev, "cnt", "copy", LaunchConfig { grid: (4, 1, 1), block: (64, 1, 1), shared_mem_bytes: 16 }, &[ptr(&input), ptr(&out), KernelArg::U32(1)]);
+    launch_ok(
+        &dev,
+        "cnt",
+        "copy",
+        LaunchConfig { grid: (4, 1, 1), block: (64, 1, 1), shared_mem_bytes: 16 },
+        &[ptr(&input), ptr(&out), KernelArg::U32(1)],
+    );
     let ls = emu.launches();
     assert_eq!(ls.len(), 2);
     assert_eq!((ls[1].module.as_str(), ls[1].kernel.as_str()), ("cnt", "copy"));
@@ -314,7 +329,16 @@ fn launch_records_totals_and_json() {
     sum.add(&ls[1].counters);
     assert_eq!(sum.to_json(), tot.to_json());
     let j = tot.to_json();
-    for field in ["warp_instructions", "thread_instructions", "global_load_sectors", "shared_bank_conflicts", "tensor_macs", "simt_efficiency", "global_load_efficiency", "global_store_efficiency"] {
+    for field in [
+        "warp_instructions",
+        "thread_instructions",
+        "global_load_sectors",
+        "shared_bank_conflicts",
+        "tensor_macs",
+        "simt_efficiency",
+        "global_load_efficiency",
+        "global_store_efficiency",
+    ] {
         assert!(j.get(field).is_some(), "to_json lacks `{field}`");
     }
     assert_eq!(j["global_load_efficiency"].as_f64(), Some(1.0));
@@ -371,7 +395,10 @@ $L__SKIP:
     let warps = 4u64;
     // the loop body (4 instructions x 10 iterations) is issued once per warp for 8 lanes only
     assert!(c.warp_instructions >= warps * (12 + 40), "warp instructions {}", c.warp_instructions);
-    assert!(c.thread_instructions <= 32 * c.warp_instructions - warps * 40 * 24, "inactive lanes must not count as thread instructions");
+    assert!(
+        c.thread_instructions <= 32 * c.warp_instructions - warps * 40 * 24,
+        "inactive lanes must not count as thread instructions"
+    );
     let e = c.simt_efficiency();
     assert!(e > 0.3 && e < 0.75, "simt efficiency {e}");
 }

@@ -50,14 +50,22 @@ fn int_add_sub_mul_mad() {
     let mut ck = Check::new();
     check32(&mut ck, "add.s32", &bin("add.s32"), &a, &b, &c, |a, b, _| a.wrapping_add(b));
     check32(&mut ck, "sub.s32", &bin("sub.s32"), &a, &b, &c, |a, b, _| a.wrapping_sub(b));
-    check32(&mut ck, "add.sat.s32", &bin("add.sat.s32"), &a, &b, &c, |a, b, _| (a as i32).saturating_add(b as i32) as u32);
-    check32(&mut ck, "sub.sat.s32", &bin("sub.sat.s32"), &a, &b, &c, |a, b, _| (a as i32).saturating_sub(b as i32) as u32);
+    check32(&mut ck, "add.sat.s32", &bin("add.sat.s32"), &a, &b, &c, |a, b, _| {
+        (a as i32).saturating_add(b as i32) as u32
+    });
+    check32(&mut ck, "sub.sat.s32", &bin("sub.sat.s32"), &a, &b, &c, |a, b, _| {
+        (a as i32).saturating_sub(b as i32) as u32
+    });
     check32(&mut ck, "mul.lo.s32", &bin("mul.lo.s32"), &a, &b, &c, |a, b, _| a.wrapping_mul(b));
     check32(&mut ck, "mul.lo.u32", &bin("mul.lo.u32"), &a, &b, &c, |a, b, _| a.wrapping_mul(b));
-    check32(&mut ck, "mul.hi.s32", &bin("mul.hi.s32"), &a, &b, &c, |a, b, _| ((a as i32 as i64 * b as i32 as i64) >> 32) as u32);
+    check32(&mut ck, "mul.hi.s32", &bin("mul.hi.s32"), &a, &b, &c, |a, b, _| {
+        ((a as i32 as i64 * b as i32 as i64) >> 32) as u32
+    });
     check32(&mut ck, "mul.hi.u32", &bin("mul.hi.u32"), &a, &b, &c, |a, b, _| ((a as u64 * b as u64) >> 32) as u32);
     check32(&mut ck, "mad.lo.s32", &tern("mad.lo.s32"), &a, &b, &c, |a, b, c| a.wrapping_mul(b).wrapping_add(c));
-    check32(&mut ck, "mad.hi.u32", &tern("mad.hi.u32"), &a, &b, &c, |a, b, c| (((a as u64 * b as u64) >> 32) as u32).wrapping_add(c));
+    check32(&mut ck, "mad.hi.u32", &tern("mad.hi.u32"), &a, &b, &c, |a, b, c| {
+        (((a as u64 * b as u64) >> 32) as u32).wrapping_add(c)
+    });
     check32(&mut ck, "mad.hi.s32", &tern("mad.hi.s32"), &a, &b, &c, |a, b, c| {
         (((a as i32 as i64 * b as i32 as i64) >> 32) as u32).wrapping_add(c)
     });
@@ -79,12 +87,15 @@ fn int_wide_and_64bit() {
     let (a32, b32, c32) = operands(2);
     let mut r = rng(22);
     let a: Vec<u64> = (0..N).map(|i| if i % 5 == 0 { a32[i] as u64 } else { r.gen() }).collect();
-    let b: Vec<u64> = (0..N).map(|i| if i % 7 == 0 { b32[i] as u64 | 0xffff_ffff_0000_0000 } else { r.gen() }).collect();
+    let b: Vec<u64> =
+        (0..N).map(|i| if i % 7 == 0 { b32[i] as u64 | 0xffff_ffff_0000_0000 } else { r.gen() }).collect();
     let c: Vec<u64> = (0..N).map(|i| ((c32[i] as u64) << 17) ^ r.gen::<u64>()).collect();
     let lo = |x: u64| x as u32;
     let mut ck = Check::new();
     let w = |op: &str| format!("\t{op} \t%rd20, %r10, %r11;");
-    check64(&mut ck, "mul.wide.s32", &w("mul.wide.s32"), &a, &b, &c, |a, b, _| (lo(a) as i32 as i64 * lo(b) as i32 as i64) as u64);
+    check64(&mut ck, "mul.wide.s32", &w("mul.wide.s32"), &a, &b, &c, |a, b, _| {
+        (lo(a) as i32 as i64 * lo(b) as i32 as i64) as u64
+    });
     check64(&mut ck, "mul.wide.u32", &w("mul.wide.u32"), &a, &b, &c, |a, b, _| lo(a) as u64 * lo(b) as u64);
     check64(&mut ck, "mad.wide.s32", "\tmad.wide.s32 \t%rd20, %r10, %r11, %rd12;", &a, &b, &c, |a, b, c| {
         ((lo(a) as i32 as i64 * lo(b) as i32 as i64) as u64).wrapping_add(c)
@@ -94,8 +105,12 @@ fn int_wide_and_64bit() {
     check64(&mut ck, "sub.s64", &b64("sub.s64"), &a, &b, &c, |a, b, _| a.wrapping_sub(b));
     check64(&mut ck, "mul.lo.s64", &b64("mul.lo.s64"), &a, &b, &c, |a, b, _| a.wrapping_mul(b));
     check64(&mut ck, "mul.hi.u64", &b64("mul.hi.u64"), &a, &b, &c, |a, b, _| ((a as u128 * b as u128) >> 64) as u64);
-    check64(&mut ck, "mul.hi.s64", &b64("mul.hi.s64"), &a, &b, &c, |a, b, _| ((a as i64 as i128 * b as i64 as i128) >> 64) as u64);
-    check64(&mut ck, "mad.lo.s64", "\tmad.lo.s64 \t%rd20, %rd10, %rd11, %rd12;", &a, &b, &c, |a, b, c| a.wrapping_mul(b).wrapping_add(c));
+    check64(&mut ck, "mul.hi.s64", &b64("mul.hi.s64"), &a, &b, &c, |a, b, _| {
+        ((a as i64 as i128 * b as i64 as i128) >> 64) as u64
+    });
+    check64(&mut ck, "mad.lo.s64", "\tmad.lo.s64 \t%rd20, %rd10, %rd11, %rd12;", &a, &b, &c, |a, b, c| {
+        a.wrapping_mul(b).wrapping_add(c)
+    });
     check64(&mut ck, "min.s64", &b64("min.s64"), &a, &b, &c, |a, b, _| (a as i64).min(b as i64) as u64);
     check64(&mut ck, "max.u64", &b64("max.u64"), &a, &b, &c, |a, b, _| a.max(b));
     // shift amount is a u32 operand; amounts beyond the width clamp to the width [9.7.7.7-8]
@@ -107,14 +122,32 @@ fn int_wide_and_64bit() {
     let u = |op: &str| format!("\t{op} \t%r21, %rd10;\n\tcvt.u64.u32 \t%rd20, %r21;");
     check64(&mut ck, "popc.b64", &u("popc.b64"), &a, &b, &c, |a, _, _| a.count_ones() as u64);
     check64(&mut ck, "clz.b64", &u("clz.b64"), &a, &b, &c, |a, _, _| a.leading_zeros() as u64);
-    check64(&mut ck, "bfind.u64", &u("bfind.u64"), &a, &b, &c, |a, _, _| if a == 0 { 0xffff_ffff } else { 63 - a.leading_zeros() as u64 });
+    check64(&mut ck, "bfind.u64", &u("bfind.u64"), &a, &b, &c, |a, _, _| {
+        if a == 0 {
+            0xffff_ffff
+        } else {
+            63 - a.leading_zeros() as u64
+        }
+    });
     check64(&mut ck, "bfind.s64", &u("bfind.s64"), &a, &b, &c, |a, _, _| {
         let x = if (a as i64) < 0 { !a } else { a };
-        if x == 0 { 0xffff_ffff } else { 63 - x.leading_zeros() as u64 }
+        if x == 0 {
+            0xffff_ffff
+        } else {
+            63 - x.leading_zeros() as u64
+        }
     });
     check64(&mut ck, "brev.b64", "\tbrev.b64 \t%rd20, %rd10;", &a, &b, &c, |a, _, _| a.reverse_bits());
     // vector pack/unpack of 64-bit registers: {lo32, hi32}
-    check64(&mut ck, "mov.b64 unpack/pack", "\tmov.b64 \t{%r21, %r22}, %rd10;\n\tmov.b64 \t%rd20, {%r22, %r21};", &a, &b, &c, |a, _, _| a.rotate_left(32));
+    check64(
+        &mut ck,
+        "mov.b64 unpack/pack",
+        "\tmov.b64 \t{%r21, %r22}, %rd10;\n\tmov.b64 \t%rd20, {%r22, %r21};",
+        &a,
+        &b,
+        &c,
+        |a, _, _| a.rotate_left(32),
+    );
     check64(&mut ck, "cvt.s64.s32", "\tcvt.s64.s32 \t%rd20, %r10;", &a, &b, &c, |a, _, _| lo(a) as i32 as i64 as u64);
     check64(&mut ck, "cvt.u64.u32", "\tcvt.u64.u32 \t%rd20, %r10;", &a, &b, &c, |a, _, _| lo(a) as u64);
     ck.finish();
@@ -124,7 +157,11 @@ fn int_wide_and_64bit() {
 fn int_div_rem() {
     let (a, b0, c) = operands(3);
     // divisors never 0, and never the overflowing MIN / -1 pair (both undefined in the ISA)
-    let b: Vec<u32> = b0.iter().zip(&a).map(|(&b, &a)| if b == 0 || (a == 0x8000_0000 && b == 0xffff_ffff) { 7 } else { b }).collect();
+    let b: Vec<u32> = b0
+        .iter()
+        .zip(&a)
+        .map(|(&b, &a)| if b == 0 || (a == 0x8000_0000 && b == 0xffff_ffff) { 7 } else { b })
+        .collect();
     let mut ck = Check::new();
     check32(&mut ck, "div.s32", &bin("div.s32"), &a, &b, &c, |a, b, _| (a as i32).wrapping_div(b as i32) as u32);
     check32(&mut ck, "div.u32", &bin("div.u32"), &a, &b, &c, |a, b, _| a / b);
@@ -132,7 +169,9 @@ fn int_div_rem() {
     check32(&mut ck, "rem.u32", &bin("rem.u32"), &a, &b, &c, |a, b, _| a % b);
     let mut r = rng(33);
     let a64: Vec<u64> = (0..N).map(|_| r.gen()).collect();
-    let b64: Vec<u64> = (0..N).map(|i| if i % 3 == 0 { r.gen_range(1..1000) } else { r.gen::<u64>() >> r.gen_range(0..60) | 1 }).collect();
+    let b64: Vec<u64> = (0..N)
+        .map(|i| if i % 3 == 0 { r.gen_range(1..1000) } else { r.gen::<u64>() >> r.gen_range(0..60) | 1 })
+        .collect();
     let bb = |op: &str| format!("\t{op} \t%rd20, %rd10, %rd11;");
     check64(&mut ck, "div.s64", &bb("div.s64"), &a64, &b64, &a64, |a, b, _| (a as i64).wrapping_div(b as i64) as u64);
     check64(&mut ck, "div.u64", &bb("div.u64"), &a64, &b64, &a64, |a, b, _| a / b);
@@ -156,12 +195,22 @@ fn int_min_max_logic() {
     check32(&mut ck, "cnot.b32", "\tcnot.b32 \t%r20, %r10;", &a, &b, &c, |a, _, _| (a == 0) as u32);
     // lop3: result bit = immLut[(a<<2)|(b<<1)|c] with a->0xF0, b->0xCC, c->0xAA [9.7.7.6]
     for imm in [0x96u32, 0xE8, 0x80, 0xFE, 0x40, 0x1A, 0x3C, 0x5A, 0xCA, 0x01] {
-        check32(&mut ck, &format!("lop3.b32 {imm:#x}"), &format!("\tlop3.b32 \t%r20, %r10, %r11, %r12, {imm};"), &a, &b, &c, move |a, b, c| {
-            (0..32).map(|k| {
-                let idx = (((a >> k) & 1) << 2) | (((b >> k) & 1) << 1) | ((c >> k) & 1);
-                ((imm >> idx) & 1) << k
-            }).sum()
-        });
+        check32(
+            &mut ck,
+            &format!("lop3.b32 {imm:#x}"),
+            &format!("\tlop3.b32 \t%r20, %r10, %r11, %r12, {imm};"),
+            &a,
+            &b,
+            &c,
+            move |a, b, c| {
+                (0..32)
+                    .map(|k| {
+                        let idx = (((a >> k) & 1) << 2) | (((b >> k) & 1) << 1) | ((c >> k) & 1);
+                        ((imm >> idx) & 1) << k
+                    })
+                    .sum()
+            },
+        );
     }
     ck.finish();
 }
@@ -230,19 +279,41 @@ fn int_bitfield_ops() {
     check32(&mut ck, "brev.b32", "\tbrev.b32 \t%r20, %r10;", &a, &b, &c, |a, _, _| a.reverse_bits());
     check32(&mut ck, "clz.b32", "\tclz.b32 \t%r20, %r10;", &a, &b, &c, |a, _, _| a.leading_zeros());
     check32(&mut ck, "popc.b32", "\tpopc.b32 \t%r20, %r10;", &a, &b, &c, |a, _, _| a.count_ones());
-    check32(&mut ck, "bfind.u32", "\tbfind.u32 \t%r20, %r10;", &a, &b, &c, |a, _, _| if a == 0 { u32::MAX } else { 31 - a.leading_zeros() });
+    check32(&mut ck, "bfind.u32", "\tbfind.u32 \t%r20, %r10;", &a, &b, &c, |a, _, _| {
+        if a == 0 {
+            u32::MAX
+        } else {
+            31 - a.leading_zeros()
+        }
+    });
     check32(&mut ck, "bfind.s32", "\tbfind.s32 \t%r20, %r10;", &a, &b, &c, |a, _, _| {
         let x = if (a as i32) < 0 { !a } else { a };
-        if x == 0 { u32::MAX } else { 31 - x.leading_zeros() }
+        if x == 0 {
+            u32::MAX
+        } else {
+            31 - x.leading_zeros()
+        }
     });
-    check32(&mut ck, "bfind.shiftamt.u32", "\tbfind.shiftamt.u32 \t%r20, %r10;", &a, &b, &c, |a, _, _| if a == 0 { u32::MAX } else { a.leading_zeros() });
+    check32(&mut ck, "bfind.shiftamt.u32", "\tbfind.shiftamt.u32 \t%r20, %r10;", &a, &b, &c, |a, _, _| {
+        if a == 0 {
+            u32::MAX
+        } else {
+            a.leading_zeros()
+        }
+    });
     let mut r2 = rng(67);
     let a64: Vec<u64> = (0..N).map(|_| r2.gen()).collect();
     let b64: Vec<u64> = (0..N).map(|_| r2.gen_range(0..=70)).collect();
     let c64: Vec<u64> = (0..N).map(|_| r2.gen_range(0..=70)).collect();
-    check64(&mut ck, "bfe.u64", "\tbfe.u64 \t%rd20, %rd10, %r11, %r12;", &a64, &b64, &c64, |a, b, c| bfe_ref(a, b as u32, c as u32, 64, false));
-    check64(&mut ck, "bfe.s64", "\tbfe.s64 \t%rd20, %rd10, %r11, %r12;", &a64, &b64, &c64, |a, b, c| bfe_ref(a, b as u32, c as u32, 64, true));
-    check64(&mut ck, "bfi.b64", "\tbfi.b64 \t%rd20, %rd10, %rd11, %r12, %r11;", &a64, &b64, &c64, |a, b, c| bfi_ref(a, b, c as u32 & 0xff, b as u32 & 0xff, 64));
+    check64(&mut ck, "bfe.u64", "\tbfe.u64 \t%rd20, %rd10, %r11, %r12;", &a64, &b64, &c64, |a, b, c| {
+        bfe_ref(a, b as u32, c as u32, 64, false)
+    });
+    check64(&mut ck, "bfe.s64", "\tbfe.s64 \t%rd20, %rd10, %r11, %r12;", &a64, &b64, &c64, |a, b, c| {
+        bfe_ref(a, b as u32, c as u32, 64, true)
+    });
+    check64(&mut ck, "bfi.b64", "\tbfi.b64 \t%rd20, %rd10, %rd11, %r12, %r11;", &a64, &b64, &c64, |a, b, c| {
+        bfi_ref(a, b, c as u32 & 0xff, b as u32 & 0xff, 64)
+    });
     ck.finish();
 }
 
@@ -257,7 +328,15 @@ fn prmt_ref(a: u32, b: u32, c: u32, mode: Option<&str>) -> u32 {
             None => {
                 let sel = (c >> (4 * i)) & 0xf;
                 let x = byte(sel & 7);
-                if sel & 8 != 0 { if x & 0x80 != 0 { 0xff } else { 0 } } else { x }
+                if sel & 8 != 0 {
+                    if x & 0x80 != 0 {
+                        0xff
+                    } else {
+                        0
+                    }
+                } else {
+                    x
+                }
             }
             Some(m) => {
                 let s = c & 3;
@@ -287,10 +366,20 @@ fn int_prmt_generic_and_modes() {
     check32(&mut ck, "prmt.b32", &tern("prmt.b32"), &a, &b, &sel, |a, b, c| prmt_ref(a, b, c, None));
     // the sign-replicate idiom nvcc emits for s8 unpacking (selectors 0x8880, 0x9991, ...)
     for imm in [0x8880u32, 0x9991, 0xAAA2, 0xBBB3, 0x3210, 0x7654, 0x0123, 0x5140] {
-        check32(&mut ck, &format!("prmt.b32 imm {imm:#x}"), &format!("\tprmt.b32 \t%r20, %r10, %r11, {imm};"), &a, &b, &c, move |a, b, _| prmt_ref(a, b, imm, None));
+        check32(
+            &mut ck,
+            &format!("prmt.b32 imm {imm:#x}"),
+            &format!("\tprmt.b32 \t%r20, %r10, %r11, {imm};"),
+            &a,
+            &b,
+            &c,
+            move |a, b, _| prmt_ref(a, b, imm, None),
+        );
     }
     for m in ["f4e", "b4e", "rc8", "ecl", "ecr", "rc16"] {
-        check32(&mut ck, &format!("prmt.b32.{m}"), &tern(&format!("prmt.b32.{m}")), &a, &b, &sel, move |a, b, c| prmt_ref(a, b, c, Some(m)));
+        check32(&mut ck, &format!("prmt.b32.{m}"), &tern(&format!("prmt.b32.{m}")), &a, &b, &sel, move |a, b, c| {
+            prmt_ref(a, b, c, Some(m))
+        });
     }
     ck.finish();
 }
@@ -301,7 +390,11 @@ fn int_dp4a() {
     let dp = |a: u32, b: u32, c: u32, sa: bool, sb: bool| -> u32 {
         let ext = |x: u32, i: u32, s: bool| -> i64 {
             let v = (x >> (8 * i)) & 0xff;
-            if s { v as u8 as i8 as i64 } else { v as i64 }
+            if s {
+                v as u8 as i8 as i64
+            } else {
+                v as i64
+            }
         };
         let mut d = c as i64;
         for i in 0..4 {
@@ -341,11 +434,21 @@ fn int_setp_selp_pred_logic() {
     ];
     for (cmp, f) in cmps {
         let body = format!("\tsetp.{cmp} \t%p1, %r10, %r11;\n\tselp.b32 \t%r20, %r12, 12345, %p1;");
-        check32(&mut ck, &format!("setp.{cmp}+selp"), &body, &a, &b, &c, move |a, b, c| if f(a, b) { c } else { 12345 });
+        check32(
+            &mut ck,
+            &format!("setp.{cmp}+selp"),
+            &body,
+            &a,
+            &b,
+            &c,
+            move |a, b, c| if f(a, b) { c } else { 12345 },
+        );
     }
     // combining form: setp.CmpOp.BoolOp d|q, a, b, c  =>  d = cmp BoolOp c, q = !cmp BoolOp c
     let pc = "\tand.b32 \t%r21, %r12, 1;\n\tsetp.ne.u32 \t%p3, %r21, 0;\n";
-    for (bop, f) in [("and", (|x: bool, y: bool| x && y) as fn(bool, bool) -> bool), ("or", |x, y| x || y), ("xor", |x, y| x ^ y)] {
+    for (bop, f) in
+        [("and", (|x: bool, y: bool| x && y) as fn(bool, bool) -> bool), ("or", |x, y| x || y), ("xor", |x, y| x ^ y)]
+    {
         let body = format!("{pc}\tsetp.lt.{bop}.s32 \t%p1|%p2, %r10, %r11, %p3;\n\tselp.u32 \t%r22, 1, 0, %p1;\n\tselp.u32 \t%r23, 2, 0, %p2;\n\tor.b32 \t%r20, %r22, %r23;");
         check32(&mut ck, &format!("setp.lt.{bop}.s32 p|q"), &body, &a, &b, &c, move |a, b, c| {
             let t = (a as i32) < (b as i32);
@@ -360,10 +463,25 @@ fn int_setp_selp_pred_logic() {
         (p && q) as u32 | (((p || q) as u32) << 1) | (((p ^ q) as u32) << 2) | (((!q) as u32) << 3)
     });
     // guarded execution: @p / @!p
-    let body = format!("{pc}\tmov.u32 \t%r20, %r10;\n\t@%p3 add.s32 \t%r20, %r20, %r11;\n\t@!%p3 sub.s32 \t%r20, %r20, 7;");
-    check32(&mut ck, "@p/@!p guards", &body, &a, &b, &c, |a, b, c| if c & 1 != 0 { a.wrapping_add(b) } else { a.wrapping_sub(7) });
+    let body =
+        format!("{pc}\tmov.u32 \t%r20, %r10;\n\t@%p3 add.s32 \t%r20, %r20, %r11;\n\t@!%p3 sub.s32 \t%r20, %r20, 7;");
+    check32(&mut ck, "@p/@!p guards", &body, &a, &b, &c, |a, b, c| {
+        if c & 1 != 0 {
+            a.wrapping_add(b)
+        } else {
+            a.wrapping_sub(7)
+        }
+    });
     // mov.b32 {lo16, hi16} unpack / pack
-    check32(&mut ck, "mov.b32 unpack/pack", "\tmov.b32 \t{%rs1, %rs2}, %r10;\n\tmov.b32 \t%r20, {%rs2, %rs1};", &a, &b, &c, |a, _, _| a.rotate_left(16));
+    check32(
+        &mut ck,
+        "mov.b32 unpack/pack",
+        "\tmov.b32 \t{%rs1, %rs2}, %r10;\n\tmov.b32 \t%r20, {%rs2, %rs1};",
+        &a,
+        &b,
+        &c,
+        |a, _, _| a.rotate_left(16),
+    );
     ck.finish();
 }
 
@@ -384,9 +502,16 @@ fn int_16bit_ops_wide_u16_and_64bit_selects() {
     let a64: Vec<u64> = (0..N).map(|i| if i % 3 == 0 { 42 } else { r.gen() }).collect();
     let b64: Vec<u64> = (0..N).map(|i| if i % 3 == 0 { 42 } else { r.gen() }).collect();
     let c64: Vec<u64> = (0..N).map(|_| r.gen()).collect();
-    let body = "\tsetp.eq.s64 \t%p1, %rd10, %rd11;\n\tor.b64 \t%rd21, %rd10, %rd12;\n\tselp.b64 \t%rd20, %rd21, %rd12, %p1;";
+    let body =
+        "\tsetp.eq.s64 \t%p1, %rd10, %rd11;\n\tor.b64 \t%rd21, %rd10, %rd12;\n\tselp.b64 \t%rd20, %rd21, %rd12, %p1;";
     check64(&mut ck, "setp.eq.s64/or.b64/selp.b64", body, &a64, &b64, &c64, |a, b, c| if a == b { a | c } else { c });
     let body = "\tsetp.lt.s64 \t%p1, %rd10, %rd11;\n\tmov.b32 \t%f1, %r12;\n\tmov.f32 \t%f2, 0fBF800000;\n\tselp.f32 \t%f3, %f1, %f2, %p1;\n\tmov.b32 \t%r21, %f3;\n\tcvt.u64.u32 \t%rd20, %r21;";
-    check64(&mut ck, "setp.lt.s64/selp.f32", body, &a64, &b64, &c64, |a, b, c| if (a as i64) < (b as i64) { c as u32 as u64 } else { (-1.0f32).to_bits() as u64 });
+    check64(&mut ck, "setp.lt.s64/selp.f32", body, &a64, &b64, &c64, |a, b, c| {
+        if (a as i64) < (b as i64) {
+            c as u32 as u64
+        } else {
+            (-1.0f32).to_bits() as u64
+        }
+    });
     ck.finish();
 }

@@ -72,13 +72,26 @@ fn check(kernel: &str, xs: &[f32], ys: &[f32], exact: impl Fn(f64, f64) -> f64, 
     let n = xs.len();
     let (dx, dy) = (dev.upload(xs).unwrap(), dev.upload(ys).unwrap());
     let out = dev.alloc_filled::<f32>(n, 0xFF).unwrap();
-    launch_ok(&dev, "libm", kernel, lin((n as u32).div_ceil(128), 128), &[ptr(&dx), ptr(&dy), ptr(&out), KernelArg::I32(n as i32)]);
+    launch_ok(
+        &dev,
+        "libm",
+        kernel,
+        lin((n as u32).div_ceil(128), 128),
+        &[ptr(&dx), ptr(&dy), ptr(&out), KernelArg::I32(n as i32)],
+    );
     let got = out.to_host().unwrap();
     let mut worst = 0f64;
     for i in 0..n {
         let ex = exact(xs[i] as f64, ys[i] as f64);
         let u = ulps(got[i], ex);
-        assert!(u <= max_ulps, "{kernel}(x={:e}, y={:e}) = {:e}, exact {:e}: {u:.2} ulp > {max_ulps}", xs[i], ys[i], got[i], ex);
+        assert!(
+            u <= max_ulps,
+            "{kernel}(x={:e}, y={:e}) = {:e}, exact {:e}: {u:.2} ulp > {max_ulps}",
+            xs[i],
+            ys[i],
+            got[i],
+            ex
+        );
         worst = worst.max(u);
     }
     eprintln!("{kernel}: worst {worst:.3} ulp over {n} inputs");
@@ -121,7 +134,13 @@ fn tanhf_erff_gelu() {
     let dev = emu();
     dev.load_module("libm", ptx()).unwrap();
     let (dx, out) = (dev.upload(&x).unwrap(), dev.alloc_filled::<f32>(N, 0xFF).unwrap());
-    launch_ok(&dev, "libm", "k_gelu", lin((N as u32).div_ceil(128), 128), &[ptr(&dx), ptr(&dx), ptr(&out), KernelArg::I32(N as i32)]);
+    launch_ok(
+        &dev,
+        "libm",
+        "k_gelu",
+        lin((N as u32).div_ceil(128), 128),
+        &[ptr(&dx), ptr(&dx), ptr(&out), KernelArg::I32(N as i32)],
+    );
     for (i, g) in out.to_host().unwrap().into_iter().enumerate() {
         let a = x[i] as f64;
         let exact = 0.5 * a * (1.0 + erf64(a / 2f64.sqrt()));

@@ -88,11 +88,25 @@ fn ld_st_vectors_nc_and_subword() {
     let dbytes = dev.upload(&bytes).unwrap();
     let out = dev.alloc_filled::<u32>(4 * n, 0xFF).unwrap();
     let out2 = dev.alloc_filled::<u32>(4 * n, 0xFF).unwrap();
-    launch_ok(&dev, "ldst", "ldst", lin(4, 64), &[ptr(&din), ptr(&out), ptr(&dbytes), ptr(&out2), KernelArg::U32(n as u32)]);
+    launch_ok(
+        &dev,
+        "ldst",
+        "ldst",
+        lin(4, 64),
+        &[ptr(&din), ptr(&out), ptr(&dbytes), ptr(&out2), KernelArg::U32(n as u32)],
+    );
     let (o, o2, b2) = (out.to_host().unwrap(), out2.to_host().unwrap(), dbytes.to_host().unwrap());
     for i in 0..n {
-        assert_eq!(&o[4 * i..4 * i + 4], &[input[4 * i + 3], input[4 * i + 2], input[4 * i + 1], input[4 * i]], "v4 load / v2 stores, thread {i}");
-        assert_eq!(&o2[4 * i..4 * i + 3], &[input[4 * i + 2], input[4 * i + 3], input[4 * i + 1]], ".nc loads, thread {i}");
+        assert_eq!(
+            &o[4 * i..4 * i + 4],
+            &[input[4 * i + 3], input[4 * i + 2], input[4 * i + 1], input[4 * i]],
+            "v4 load / v2 stores, thread {i}"
+        );
+        assert_eq!(
+            &o2[4 * i..4 * i + 3],
+            &[input[4 * i + 2], input[4 * i + 3], input[4 * i + 1]],
+            ".nc loads, thread {i}"
+        );
         let b = bytes[i];
         let want = ((b as u32) << 16) ^ (b as i8 as i32 as u32);
         assert_eq!(o2[4 * i + 3], want, "ld.u8 / ld.s8 extension, byte {b:#x}");
@@ -246,7 +260,13 @@ fn shared_dynamic_local_generic_and_module_variables() {
     let din = dev.upload(&input).unwrap();
     let out = dev.alloc_filled::<u32>(8 * n, 0xFF).unwrap();
     let dyn_bytes = block * 4 + 48; // more than needed: %dynamic_smem_size must report it
-    launch_ok(&dev, "spaces", "spaces", fusebert::LaunchConfig::linear(blocks, block, dyn_bytes), &[ptr(&din), ptr(&out)]);
+    launch_ok(
+        &dev,
+        "spaces",
+        "spaces",
+        fusebert::LaunchConfig::linear(blocks, block, dyn_bytes),
+        &[ptr(&din), ptr(&out)],
+    );
     let o = out.to_host().unwrap();
     let ctab = [1.0f32, 2.0, -3.0];
     for b in 0..blocks as usize {
@@ -445,7 +465,13 @@ fn atomics_global_and_shared() {
     let acc = dev.upload(&init).unwrap();
     let olds = dev.alloc_filled::<u32>(8 * n, 0xFF).unwrap();
     let shout = dev.alloc_filled::<u32>(8 * blocks, 0xFF).unwrap();
-    launch_ok(&dev, "atoms", "atoms", lin(blocks as u32, block as u32), &[ptr(&dv), ptr(&acc), ptr(&olds), ptr(&shout)]);
+    launch_ok(
+        &dev,
+        "atoms",
+        "atoms",
+        lin(blocks as u32, block as u32),
+        &[ptr(&dv), ptr(&acc), ptr(&olds), ptr(&shout)],
+    );
     let (a, o, s) = (acc.to_host().unwrap(), olds.to_host().unwrap(), shout.to_host().unwrap());
     let old = |i: usize, k: usize| o[8 * i + k];
     // add
@@ -493,7 +519,8 @@ fn atomics_global_and_shared() {
         assert_eq!(sb[3], block as u32 % 11, "atom.shared.inc.u32 limit 10");
         assert!(ids.iter().any(|&i| i as u32 == sb[4]), "atom.shared.exch final is one of the block's ids");
         for parity in 0..2 {
-            let winners: Vec<usize> = ids.iter().copied().filter(|&i| (i % block) % 2 == parity && old(i, 7) == 0).collect();
+            let winners: Vec<usize> =
+                ids.iter().copied().filter(|&i| (i % block) % 2 == parity && old(i, 7) == 0).collect();
             assert_eq!(winners.len(), 1, "atom.shared.cas slot {parity} of block {b}");
             assert_eq!(sb[5 + parity], winners[0] as u32 + 1);
         }
@@ -531,9 +558,17 @@ extern "C" __global__ void fsum(const float* x, float* out, int n) {
     for k in 0..3 {
         let exact: f64 = (k..n).step_by(3).map(|i| x[i] as f64).sum();
         let abs: f64 = (k..n).step_by(3).map(|i| (x[i] as f64).abs()).sum();
-        assert!((results[0][k] as f64 - exact).abs() <= 400.0 * 2f64.powi(-24) * abs, "sum {k}: {} vs {exact}", results[0][k]);
+        assert!(
+            (results[0][k] as f64 - exact).abs() <= 400.0 * 2f64.powi(-24) * abs,
+            "sum {k}: {} vs {exact}",
+            results[0][k]
+        );
         for r in &results[1..] {
-            assert_eq!(r[k].to_bits(), results[0][k].to_bits(), "deterministic_atomics: same bits whatever the thread count");
+            assert_eq!(
+                r[k].to_bits(),
+                results[0][k].to_bits(),
+                "deterministic_atomics: same bits whatever the thread count"
+            );
         }
     }
 }
@@ -630,7 +665,8 @@ fn cp_async_groups_zero_fill_and_src_size_zero() {
     let dg = dev.upload(&g).unwrap();
     let oob = dg.addr() + (4 * n * 4) as u64 + (1 << 20); // far past the end of the allocation
     let out = dev.alloc_filled::<u32>(16 * n, 0xFF).unwrap();
-    if let Err(e) = dev.launch_in("cpa", "cpasync", lin(blocks as u32, 64), &[ptr(&dg), KernelArg::U64(oob), ptr(&out)]) {
+    if let Err(e) = dev.launch_in("cpa", "cpasync", lin(blocks as u32, 64), &[ptr(&dg), KernelArg::U64(oob), ptr(&out)])
+    {
         panic!("cp.async kernel must run clean (src_size 0 reads nothing, so its address is not checked): {e}");
     }
     let o = out.to_host().unwrap();
@@ -639,7 +675,11 @@ fn cp_async_groups_zero_fill_and_src_size_zero() {
         for t in 0..64 {
             let gid = b * 64 + t;
             let row = &o[16 * gid..16 * gid + 16];
-            assert_eq!(&row[0..4], &g[4 * gid..4 * gid + 4], "ca 16: own data after wait_group 1 (block {b} thread {t})");
+            assert_eq!(
+                &row[0..4],
+                &g[4 * gid..4 * gid + 4],
+                "ca 16: own data after wait_group 1 (block {b} thread {t})"
+            );
             let nt = (t + 1) % 64;
             let ngid = b * 64 + nt;
             // zero-filled tail: src_size = nt % 17 bytes copied
@@ -823,7 +863,10 @@ $L__HALVES:
 
 #[test]
 fn mixed_size_params_and_16bit_memory() {
-    let ptx = format!("{PTX_HEADER}{}", PARAMS_PTX.replace("\t.reg .b16 \t%rs<4>;", "\t.reg .pred \t%p<2>;\n\t.reg .b16 \t%rs<4>;"));
+    let ptx = format!(
+        "{PTX_HEADER}{}",
+        PARAMS_PTX.replace("\t.reg .b16 \t%rs<4>;", "\t.reg .pred \t%p<2>;\n\t.reg .b16 \t%rs<4>;")
+    );
     let dev = emu();
     load_ptx(&dev, "params", &ptx);
     let out = dev.alloc_filled::<u32>(8 + 2 * 32 + 16, 0xFF).unwrap();

@@ -12,10 +12,38 @@ const WARPS: usize = 4; // 2 blocks x 2 warps, each warp its own matrices
 
 fn mma_ptx(kind: &str) -> String {
     let (mma, cty, dregs, cregs, cld, dst) = match kind {
-        "f16" => ("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", "f32", "{%f5, %f6, %f7, %f8}", "{%f1, %f2, %f3, %f4}", "ld.global.v4.f32 \t{%f1, %f2, %f3, %f4}, [%rd9];", "st.global.v4.f32 \t[%rd10], {%f5, %f6, %f7, %f8};"),
-        "bf16" => ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", "f32", "{%f5, %f6, %f7, %f8}", "{%f1, %f2, %f3, %f4}", "ld.global.v4.f32 \t{%f1, %f2, %f3, %f4}, [%rd9];", "st.global.v4.f32 \t[%rd10], {%f5, %f6, %f7, %f8};"),
-        "s8" => ("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32", "s32", "{%r20, %r21, %r22, %r23}", "{%r16, %r17, %r18, %r19}", "ld.global.v4.u32 \t{%r16, %r17, %r18, %r19}, [%rd9];", "st.global.v4.u32 \t[%rd10], {%r20, %r21, %r22, %r23};"),
-        "s8sat" => ("mma.sync.aligned.m16n8k32.row.col.satfinite.s32.s8.s8.s32", "s32", "{%r20, %r21, %r22, %r23}", "{%r16, %r17, %r18, %r19}", "ld.global.v4.u32 \t{%r16, %r17, %r18, %r19}, [%rd9];", "st.global.v4.u32 \t[%rd10], {%r20, %r21, %r22, %r23};"),
+        "f16" => (
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
+            "f32",
+            "{%f5, %f6, %f7, %f8}",
+            "{%f1, %f2, %f3, %f4}",
+            "ld.global.v4.f32 \t{%f1, %f2, %f3, %f4}, [%rd9];",
+            "st.global.v4.f32 \t[%rd10], {%f5, %f6, %f7, %f8};",
+        ),
+        "bf16" => (
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+            "f32",
+            "{%f5, %f6, %f7, %f8}",
+            "{%f1, %f2, %f3, %f4}",
+            "ld.global.v4.f32 \t{%f1, %f2, %f3, %f4}, [%rd9];",
+            "st.global.v4.f32 \t[%rd10], {%f5, %f6, %f7, %f8};",
+        ),
+        "s8" => (
+            "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32",
+            "s32",
+            "{%r20, %r21, %r22, %r23}",
+            "{%r16, %r17, %r18, %r19}",
+            "ld.global.v4.u32 \t{%r16, %r17, %r18, %r19}, [%rd9];",
+            "st.global.v4.u32 \t[%rd10], {%r20, %r21, %r22, %r23};",
+        ),
+        "s8sat" => (
+            "mma.sync.aligned.m16n8k32.row.col.satfinite.s32.s8.s8.s32",
+            "s32",
+            "{%r20, %r21, %r22, %r23}",
+            "{%r16, %r17, %r18, %r19}",
+            "ld.global.v4.u32 \t{%r16, %r17, %r18, %r19}, [%rd9];",
+            "st.global.v4.u32 \t[%rd10], {%r20, %r21, %r22, %r23};",
+        ),
         _ => unreachable!(),
     };
     let _ = cty;
@@ -87,8 +115,12 @@ fn check_mma_16bit(kind: &str, enc: fn(f64) -> u16, dec: fn(u16) -> f64, seed: u
     let mut scale = vec![0f64; WARPS * 32 * 4];
     for w in 0..WARPS {
         // random non-zero values, representable exactly in the 16-bit format
-        let am: Vec<Vec<u16>> = (0..16).map(|_| (0..16).map(|_| enc(r.gen_range(0.05..1.0) * if r.gen::<bool>() { -1.0 } else { 1.0 })).collect()).collect();
-        let bm: Vec<Vec<u16>> = (0..16).map(|_| (0..8).map(|_| enc(r.gen_range(0.05..1.0) * if r.gen::<bool>() { -1.0 } else { 1.0 })).collect()).collect(); // [k][n]
+        let am: Vec<Vec<u16>> = (0..16)
+            .map(|_| (0..16).map(|_| enc(r.gen_range(0.05..1.0) * if r.gen::<bool>() { -1.0 } else { 1.0 })).collect())
+            .collect();
+        let bm: Vec<Vec<u16>> = (0..16)
+            .map(|_| (0..8).map(|_| enc(r.gen_range(0.05..1.0) * if r.gen::<bool>() { -1.0 } else { 1.0 })).collect())
+            .collect(); // [k][n]
         let cm: Vec<Vec<f32>> = (0..16).map(|_| (0..8).map(|_| r.gen_range(-2.0f32..2.0)).collect()).collect();
         let pk = |lo: u16, hi: u16| lo as u32 | ((hi as u32) << 16);
         for lane in 0..32 {
@@ -130,7 +162,13 @@ fn check_mma_16bit(kind: &str, enc: fn(f64) -> u16, dec: fn(u16) -> f64, seed: u
             bad.push(format!("warp {} lane {lane} d{} = D[{row}][{col}]: got {g}, want {}", i / 128, i % 4, want[i]));
         }
     }
-    assert!(bad.is_empty(), "{kind} mma: {} wrong of {}:\n{}", bad.len(), want.len(), bad[..bad.len().min(12)].join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{kind} mma: {} wrong of {}:\n{}",
+        bad.len(),
+        want.len(),
+        bad[..bad.len().min(12)].join("\n")
+    );
 }
 
 #[test]
@@ -153,14 +191,29 @@ fn check_mma_s8(sat: bool, seed: u64) {
     let mut want = vec![0u32; WARPS * 32 * 4];
     let mut overflowed = 0;
     for w in 0..WARPS {
-        let am: Vec<Vec<i8>> = (0..16).map(|_| (0..32).map(|_| r.gen_range(-128i32..=127).max(-127) as i8).map(|v| if v == 0 { 1 } else { v }).collect()).collect();
-        let bm: Vec<Vec<i8>> = (0..32).map(|_| (0..8).map(|_| r.gen_range(-128i32..=127) as i8).map(|v| if v == 0 { -3 } else { v }).collect()).collect();
+        let am: Vec<Vec<i8>> = (0..16)
+            .map(|_| {
+                (0..32)
+                    .map(|_| r.gen_range(-128i32..=127).max(-127) as i8)
+                    .map(|v| if v == 0 { 1 } else { v })
+                    .collect()
+            })
+            .collect();
+        let bm: Vec<Vec<i8>> = (0..32)
+            .map(|_| (0..8).map(|_| r.gen_range(-128i32..=127) as i8).map(|v| if v == 0 { -3 } else { v }).collect())
+            .collect();
         // warps 2 and 3 start near the i32 limits so some sums overflow
-        let cm: Vec<Vec<i32>> = (0..16).map(|_| (0..8).map(|_| match w {
-            2 => i32::MAX - r.gen_range(0..40_000),
-            3 => i32::MIN + r.gen_range(0..40_000),
-            _ => r.gen_range(-1_000_000..1_000_000),
-        }).collect()).collect();
+        let cm: Vec<Vec<i32>> = (0..16)
+            .map(|_| {
+                (0..8)
+                    .map(|_| match w {
+                        2 => i32::MAX - r.gen_range(0..40_000),
+                        3 => i32::MIN + r.gen_range(0..40_000),
+                        _ => r.gen_range(-1_000_000..1_000_000),
+                    })
+                    .collect()
+            })
+            .collect();
         let pk4 = |v: [i8; 4]| u32::from_le_bytes([v[0] as u8, v[1] as u8, v[2] as u8, v[3] as u8]);
         for lane in 0..32 {
             let (g, t) = (lane >> 2, lane & 3);
@@ -177,11 +230,13 @@ fn check_mma_s8(sat: bool, seed: u64) {
             for rr in 0..4 {
                 let (row, col) = cd_pos(lane, rr);
                 cfr[base + rr] = cm[row][col] as u32;
-                let exact: i64 = cm[row][col] as i64 + (0..32).map(|k| am[row][k] as i64 * bm[k][col] as i64).sum::<i64>();
+                let exact: i64 =
+                    cm[row][col] as i64 + (0..32).map(|k| am[row][k] as i64 * bm[k][col] as i64).sum::<i64>();
                 if exact > i32::MAX as i64 || exact < i32::MIN as i64 {
                     overflowed += 1;
                 }
-                want[base + rr] = if sat { exact.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32 } else { exact as i32 as u32 };
+                want[base + rr] =
+                    if sat { exact.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32 } else { exact as i32 as u32 };
             }
         }
     }
@@ -192,10 +247,22 @@ fn check_mma_s8(sat: bool, seed: u64) {
         if got[i] != want[i] {
             let lane = (i / 4) % 32;
             let (row, col) = cd_pos(lane, i % 4);
-            bad.push(format!("warp {} lane {lane} d{} = D[{row}][{col}]: got {}, want {}", i / 128, i % 4, got[i] as i32, want[i] as i32));
+            bad.push(format!(
+                "warp {} lane {lane} d{} = D[{row}][{col}]: got {}, want {}",
+                i / 128,
+                i % 4,
+                got[i] as i32,
+                want[i] as i32
+            ));
         }
     }
-    assert!(bad.is_empty(), "s8 mma (satfinite={sat}): {} wrong of {}:\n{}", bad.len(), want.len(), bad[..bad.len().min(12)].join("\n"));
+    assert!(
+        bad.is_empty(),
+        "s8 mma (satfinite={sat}): {} wrong of {}:\n{}",
+        bad.len(),
+        want.len(),
+        bad[..bad.len().min(12)].join("\n")
+    );
 }
 
 #[test]
@@ -278,7 +345,8 @@ fn check_ldmatrix(num: usize, trans: bool, seed: u64) {
             let stride = [32usize, 48, 16, 32][(i + b) % 4];
             for j in 0..8 {
                 let lane = 8 * i + j;
-                offs[b * 32 + lane] = if i < num { (base + j * stride) as u32 } else { 0xfff0 + lane as u32 * 16 }; // unused lanes: garbage, must be ignored
+                offs[b * 32 + lane] = if i < num { (base + j * stride) as u32 } else { 0xfff0 + lane as u32 * 16 };
+                // unused lanes: garbage, must be ignored
             }
         }
     }
@@ -292,11 +360,13 @@ fn check_ldmatrix(num: usize, trans: bool, seed: u64) {
     let mut bad = Vec::new();
     for b in 0..blocks {
         // M_i[row][col] = the 16-bit element `col` of the row whose address lane 8i+row gave
-        let m = |i: usize, row: usize, col: usize| img[b * IMG_BYTES / 2 + offs[b * 32 + 8 * i + row] as usize / 2 + col];
+        let m =
+            |i: usize, row: usize, col: usize| img[b * IMG_BYTES / 2 + offs[b * 32 + 8 * i + row] as usize / 2 + col];
         for lane in 0..32 {
             for i in 0..num {
                 let (g, t) = (lane >> 2, lane & 3);
-                let (lo, hi) = if trans { (m(i, 2 * t, g), m(i, 2 * t + 1, g)) } else { (m(i, g, 2 * t), m(i, g, 2 * t + 1)) };
+                let (lo, hi) =
+                    if trans { (m(i, 2 * t, g), m(i, 2 * t + 1, g)) } else { (m(i, g, 2 * t), m(i, g, 2 * t + 1)) };
                 let want = lo as u32 | ((hi as u32) << 16);
                 let gv = got[(b * 32 + lane) * 4 + i];
                 if gv != want {
@@ -481,12 +551,15 @@ fn mma_m16n8k16_f16_accumulator_fragments() {
     let mut cfr = vec![0u32; WARPS * 32 * 2];
     let mut want = vec![0f64; WARPS * 32 * 4];
     let mut scale = vec![0f64; WARPS * 32 * 4];
-    let h = |r: &mut rand_chacha::ChaCha8Rng| f16_bits(r.gen_range(0.05..1.0) * if r.gen::<bool>() { -1.0 } else { 1.0 }, Rnd::N);
+    let h = |r: &mut rand_chacha::ChaCha8Rng| {
+        f16_bits(r.gen_range(0.05..1.0) * if r.gen::<bool>() { -1.0 } else { 1.0 }, Rnd::N)
+    };
     let pk = |lo: u16, hi: u16| lo as u32 | ((hi as u32) << 16);
     for w in 0..WARPS {
         let am: Vec<Vec<u16>> = (0..16).map(|_| (0..16).map(|_| h(&mut r)).collect()).collect();
         let bm: Vec<Vec<u16>> = (0..16).map(|_| (0..8).map(|_| h(&mut r)).collect()).collect();
-        let cm: Vec<Vec<u16>> = (0..16).map(|_| (0..8).map(|_| f16_bits(r.gen_range(-2.0..2.0), Rnd::N)).collect()).collect();
+        let cm: Vec<Vec<u16>> =
+            (0..16).map(|_| (0..8).map(|_| f16_bits(r.gen_range(-2.0..2.0), Rnd::N)).collect()).collect();
         for lane in 0..32 {
             let (g, t) = (lane >> 2, lane & 3);
             let base = (w * 32 + lane) * 4;

@@ -156,7 +156,10 @@ fn out_of_bounds_write_is_reported_and_clean_version_runs() {
     let rep = report_of(r, false);
     assert_located(&rep, "oob_write_bug", (3, 0, 0), Some((8, 0, 0)), &[loc("BUG:oob")]);
     // the faulting address: one element past the end of `out`
-    assert!(rep.to_lowercase().contains(&format!("{:#x}", out.addr() + 4 * n as u64)), "report should give the address: {rep}");
+    assert!(
+        rep.to_lowercase().contains(&format!("{:#x}", out.addr() + 4 * n as u64)),
+        "report should give the address: {rep}"
+    );
     let out = dev.alloc_filled::<f32>(n, 0xFF).unwrap();
     launch_ok(&dev, "san", "oob_write_clean", lin(4, 64), &[ptr(&out), KernelArg::I32(n as i32)]);
     let got = out.to_host().unwrap();
@@ -222,7 +225,10 @@ fn intra_warp_race_without_syncwarp_is_reported_and_synced_version_runs() {
     let res = dev.launch_in("san", "warpsum_bug", lin(3, 32), &[ptr(&din), ptr(&out)]);
     let rep = report_of(res, false);
     assert_located(&rep, "warpsum_bug", (0, 0, 0), None, &[loc("LANE:read")]);
-    assert!(rep.contains("intra-warp") && rep.contains("__syncwarp"), "report should name the missing __syncwarp: {rep}");
+    assert!(
+        rep.contains("intra-warp") && rep.contains("__syncwarp"),
+        "report should name the missing __syncwarp: {rep}"
+    );
     // the same kernel with the race check off runs (the report came from that checker)
     let no_races = emu_with(|o| o.check_races = false);
     no_races.load_module("san", ptx()).unwrap();
@@ -455,7 +461,11 @@ fn sanitizer_switches_disable_their_checks() {
         dev.load_module("san", ptx())?;
         let din = dev.upload(&input[..n])?;
         let out = dev.alloc_filled::<f32>(n, 0xFF)?;
-        let args = if k == "reverse_bug" { vec![ptr(&din), ptr(&out)] } else { vec![ptr(&din), ptr(&out), KernelArg::I32(n as i32)] };
+        let args = if k == "reverse_bug" {
+            vec![ptr(&din), ptr(&out)]
+        } else {
+            vec![ptr(&din), ptr(&out), KernelArg::I32(n as i32)]
+        };
         dev.launch_in("san", k, lin(grid, 64), &args)
     };
     let no_races = emu_with(|o| o.check_races = false);
@@ -601,7 +611,10 @@ fn shared_misalignment_and_global_oob_read_are_reported() {
     load_ptx(&dev, "oob", &bad);
     let rep = report_of(dev.launch_in("oob", "faults", lin(2, 64), &[ptr(&din), ptr(&out)]), false);
     assert_located(&rep, "faults", (1, 0, 0), Some((9, 0, 0)), &[ptx_loc(&bad, "// GLOBAL_READ")]);
-    assert!(rep.to_lowercase().contains(&format!("{:#x}", din.addr() + 400_000)), "report should give the address: {rep}");
+    assert!(
+        rep.to_lowercase().contains(&format!("{:#x}", din.addr() + 400_000)),
+        "report should give the address: {rep}"
+    );
 }
 
 /// cp.async data is visible to other threads only after a barrier that follows the wait

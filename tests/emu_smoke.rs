@@ -47,7 +47,9 @@ fn embedding_layernorm_matches_cpu() {
     for t in 0..tokens {
         let v: Vec<f32> = (0..hidden)
             .map(|i| {
-                word[ids[t] as usize * hidden + i].to_f32() + pos[pos_ids[t] as usize * hidden + i].to_f32() + typ[type_ids[t] as usize * hidden + i].to_f32()
+                word[ids[t] as usize * hidden + i].to_f32()
+                    + pos[pos_ids[t] as usize * hidden + i].to_f32()
+                    + typ[type_ids[t] as usize * hidden + i].to_f32()
             })
             .collect();
         let mean = v.iter().sum::<f32>() / hidden as f32;
@@ -87,7 +89,14 @@ fn gemm_tile_mma_matches_cpu() {
     let (da, db) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap());
     let c = dev.alloc_filled::<f32>(m * n, 0xFF).unwrap();
     let cfg = LaunchConfig { grid: ((n / 32) as u32, (m / 64) as u32, 1), block: (128, 1, 1), shared_mem_bytes: 0 };
-    let args = [KernelArg::from(&da), KernelArg::from(&db), KernelArg::from(&c), KernelArg::I32(m as i32), KernelArg::I32(n as i32), KernelArg::I32(k as i32)];
+    let args = [
+        KernelArg::from(&da),
+        KernelArg::from(&db),
+        KernelArg::from(&c),
+        KernelArg::I32(m as i32),
+        KernelArg::I32(n as i32),
+        KernelArg::I32(k as i32),
+    ];
     dev.launch_in("bench", "gemm_tile_f16", cfg, &args).unwrap();
     let got = c.to_host().unwrap();
     for i in 0..m {
@@ -109,7 +118,13 @@ fn saxpy_counts_coalesced_traffic() {
     let x: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
     let y: Vec<f32> = (0..n).map(|i| 1.0 - i as f32).collect();
     let (dx, dy) = (dev.upload(&x).unwrap(), dev.upload(&y).unwrap());
-    dev.launch_in("bench", "saxpy_f32", LaunchConfig::linear(3, 128, 0), &[KernelArg::from(&dx), KernelArg::from(&dy), KernelArg::F32(2.0), KernelArg::I32(n as i32)]).unwrap();
+    dev.launch_in(
+        "bench",
+        "saxpy_f32",
+        LaunchConfig::linear(3, 128, 0),
+        &[KernelArg::from(&dx), KernelArg::from(&dy), KernelArg::F32(2.0), KernelArg::I32(n as i32)],
+    )
+    .unwrap();
     let got = dy.to_host().unwrap();
     for i in 0..n {
         assert_eq!(got[i], 2.0 * x[i] + y[i], "y[{i}]");
@@ -148,7 +163,16 @@ fn sanitizer_reports_oob_with_location_and_allocation() {
     let p = dev.alloc_filled::<f32>(40, 0).unwrap();
     let msg = run_err("oob_store", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&p), KernelArg::I32(40)], &dev);
     let line = cu_line("p[threadIdx.x] = (float)n;");
-    for want in ["out-of-bounds", "oob_store", "block (0,0,0)", "thread (40,0,0)", "PTX line", line.as_str(), "past the end of allocation", "160 bytes"] {
+    for want in [
+        "out-of-bounds",
+        "oob_store",
+        "block (0,0,0)",
+        "thread (40,0,0)",
+        "PTX line",
+        line.as_str(),
+        "past the end of allocation",
+        "160 bytes",
+    ] {
         assert!(msg.contains(want), "missing `{want}` in: {msg}");
     }
 }
@@ -159,7 +183,10 @@ fn sanitizer_reports_shared_race_uninit_and_hazards() {
     let out = dev.alloc_filled::<f32>(128, 0).unwrap();
     let a = [KernelArg::from(&out)];
     let msg = run_err("smem_race", LaunchConfig::linear(1, 64, 0), &a, &dev);
-    assert!(msg.contains("shared-memory race") && msg.contains(&cu_line("s[threadIdx.x] = (float)threadIdx.x;")), "{msg}");
+    assert!(
+        msg.contains("shared-memory race") && msg.contains(&cu_line("s[threadIdx.x] = (float)threadIdx.x;")),
+        "{msg}"
+    );
     let msg = run_err("smem_uninit", LaunchConfig::linear(1, 64, 0), &a, &dev);
     assert!(msg.contains("uninitialised read") && msg.contains("thread (32,0,0)"), "{msg}");
     let msg = run_err("divergent_barrier", LaunchConfig::linear(1, 32, 0), &a, &dev);
@@ -167,10 +194,20 @@ fn sanitizer_reports_shared_race_uninit_and_hazards() {
     let msg = run_err("shfl_partial", LaunchConfig::linear(1, 32, 0), &a, &dev);
     assert!(msg.contains("partial-warp collective"), "{msg}");
     let bytes = dev.alloc_filled::<u8>(256, 0).unwrap();
-    let msg = run_err("misaligned_load", LaunchConfig::linear(1, 32, 0), &[KernelArg::from(&bytes), KernelArg::from(&out)], &dev);
+    let msg = run_err(
+        "misaligned_load",
+        LaunchConfig::linear(1, 32, 0),
+        &[KernelArg::from(&bytes), KernelArg::from(&out)],
+        &dev,
+    );
     assert!(msg.contains("misaligned"), "{msg}");
     let inp = dev.upload(&[1.0f32; 32]).unwrap();
-    let msg = run_err("cp_async_hazard", LaunchConfig::linear(1, 32, 0), &[KernelArg::from(&inp), KernelArg::from(&out)], &dev);
+    let msg = run_err(
+        "cp_async_hazard",
+        LaunchConfig::linear(1, 32, 0),
+        &[KernelArg::from(&inp), KernelArg::from(&out)],
+        &dev,
+    );
     assert!(msg.contains("cp.async"), "{msg}");
     let msg = run_err("barrier_deadlock", LaunchConfig::linear(1, 64, 0), &a, &dev);
     assert!(msg.contains("deadlock"), "{msg}");
@@ -196,7 +233,13 @@ fn early_exit_before_barrier_is_legal() {
     let dev = san_dev(Default::default());
     let n = 45usize;
     let out = dev.alloc_filled::<f32>(128, 0xFF).unwrap();
-    dev.launch_in("san", "early_exit_barrier", LaunchConfig::linear(1, 128, 0), &[KernelArg::from(&out), KernelArg::I32(n as i32)]).unwrap();
+    dev.launch_in(
+        "san",
+        "early_exit_barrier",
+        LaunchConfig::linear(1, 128, 0),
+        &[KernelArg::from(&out), KernelArg::I32(n as i32)],
+    )
+    .unwrap();
     let got = out.to_host().unwrap();
     for t in 0..n {
         assert_eq!(got[t], (n - 1 - t) as f32);
@@ -211,7 +254,13 @@ fn divergence_reconverges_before_warp_collectives() {
     let x: Vec<i32> = (0..64).map(|_| rng.gen_range(-50..50)).collect();
     let inp = dev.upload(&x).unwrap();
     let out = dev.alloc_filled::<i32>(64, 0xFF).unwrap();
-    dev.launch_in("san", "diverge_reconverge", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&inp), KernelArg::from(&out)]).unwrap();
+    dev.launch_in(
+        "san",
+        "diverge_reconverge",
+        LaunchConfig::linear(1, 64, 0),
+        &[KernelArg::from(&inp), KernelArg::from(&out)],
+    )
+    .unwrap();
     let got = out.to_host().unwrap();
     let acc: Vec<i32> = x
         .iter()
@@ -259,7 +308,9 @@ fn cli_runs_kernel_from_safetensors() {
     let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
     let xb: Vec<u8> = bytemuck::cast_slice(&x).to_vec();
     let inputs = dir.join("in.safetensors");
-    let bytes = safetensors::serialize(vec![("x", TensorView::new(safetensors::Dtype::F32, vec![n], &xb).unwrap())], None).unwrap();
+    let bytes =
+        safetensors::serialize(vec![("x", TensorView::new(safetensors::Dtype::F32, vec![n], &xb).unwrap())], None)
+            .unwrap();
     std::fs::write(&inputs, bytes).unwrap();
     let output = dir.join("out.safetensors");
     let args = fusebert::emu::cli::EmuRunArgs {
@@ -308,13 +359,24 @@ fn device_functions_are_called_and_assert_traps() {
     let n = 40usize;
     let y0: Vec<f32> = (0..n).map(|i| 0.25 * i as f32 - 3.0).collect();
     let y = dev.upload(&y0).unwrap();
-    dev.launch_in("san", "call_and_assert", LaunchConfig::linear(1, n as u32, 0), &[KernelArg::from(&y), KernelArg::I32(n as i32)]).unwrap();
+    dev.launch_in(
+        "san",
+        "call_and_assert",
+        LaunchConfig::linear(1, n as u32, 0),
+        &[KernelArg::from(&y), KernelArg::I32(n as i32)],
+    )
+    .unwrap();
     let got = y.to_host().unwrap();
     let ws = |x: f32, k: usize| (0..k).fold(0f32, |s, i| x.mul_add(i as f32, s));
     for i in 0..n {
         assert_eq!(got[i], ws(y0[i], i & 7) + ws(1.0, 3), "y[{i}]");
     }
-    let msg = run_err("call_and_assert", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&y), KernelArg::I32(n as i32)], &dev);
+    let msg = run_err(
+        "call_and_assert",
+        LaunchConfig::linear(1, 64, 0),
+        &[KernelArg::from(&y), KernelArg::I32(n as i32)],
+        &dev,
+    );
     assert!(msg.contains("assert") && msg.contains("thread (40,0,0)"), "{msg}");
 }
 
@@ -328,7 +390,14 @@ fn wmma_m16n16k16_matches_cpu() {
     let c: Vec<f32> = (0..256).map(|_| rng.gen_range(-1.0..1.0)).collect();
     let (da, db, dc) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap(), dev.upload(&c).unwrap());
     let dd = dev.alloc_filled::<f32>(256, 0xFF).unwrap();
-    let args = [KernelArg::from(&da), KernelArg::from(&db), KernelArg::from(&dc), KernelArg::from(&dd), KernelArg::I32(lda as i32), KernelArg::I32(ldb as i32)];
+    let args = [
+        KernelArg::from(&da),
+        KernelArg::from(&db),
+        KernelArg::from(&dc),
+        KernelArg::from(&dd),
+        KernelArg::I32(lda as i32),
+        KernelArg::I32(ldb as i32),
+    ];
     dev.launch_in("san", "wmma_tile", LaunchConfig::linear(1, 32, 0), &args).unwrap();
     let got = dd.to_host().unwrap();
     for m in 0..16 {

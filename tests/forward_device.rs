@@ -22,7 +22,10 @@ const F16_MAX_HIDDEN_ERR: f32 = 1.5e-2;
 fn shapes() -> Vec<(Shape, &'static [usize])> {
     vec![
         // head_dim 32, one layer; lengths not multiples of any tile
-        (Shape { hidden: 64, heads: 2, layers: 1, intermediate: 256, vocab: 97, max_pos: 80, labels: 3 }, &[1, 17, 70, 5]),
+        (
+            Shape { hidden: 64, heads: 2, layers: 1, intermediate: 256, vocab: 97, max_pos: 80, labels: 3 },
+            &[1, 17, 70, 5],
+        ),
         // head_dim 64, two layers
         (Shape { hidden: 128, heads: 2, layers: 2, intermediate: 512, vocab: 101, max_pos: 160, labels: 0 }, &[130, 9]),
         // head_dim 32, three layers, hidden 96 (not a power of two)
@@ -57,8 +60,14 @@ fn check_precision(precision: Precision, min_cos: f64, calibrated: bool) {
                     assert!(err < 0.1, "{dev:?} {precision:?} shape {i} seq {s}: logits err {err}");
                 }
             }
-            let worst_pooled = got.sequences.iter().zip(&want.sequences).map(|(g, w)| cosine(&g.mean_pooled, &w.mean_pooled)).fold(1.0, f64::min);
-            let worst_hidden = got_states.layers.iter().zip(&states.layers).map(|(g, w)| max_abs(g, w)).fold(0.0, f32::max);
+            let worst_pooled = got
+                .sequences
+                .iter()
+                .zip(&want.sequences)
+                .map(|(g, w)| cosine(&g.mean_pooled, &w.mean_pooled))
+                .fold(1.0, f64::min);
+            let worst_hidden =
+                got_states.layers.iter().zip(&states.layers).map(|(g, w)| max_abs(g, w)).fold(0.0, f32::max);
             eprintln!("{dev:?} {precision:?} calibrated {calibrated} shape {i}: min mean-pooled cosine {worst_pooled:.7}, max hidden err {worst_hidden:.2e}");
             for (l, (g, w)) in got_states.layers.iter().zip(&states.layers).enumerate() {
                 let cos = cosine(g, w);
@@ -161,7 +170,12 @@ fn launch_count_is_2_plus_7_per_layer_for_f16_and_3_plus_9_per_layer_for_int8() 
         bert.forward(&batch, ForwardOptions::default()).unwrap();
         let launches = emu.launches();
         // + gather [CLS] + pooler GEMM + classifier GEMM
-        assert_eq!(launches.len(), body + 3, "{precision:?}: {:?}", launches.iter().map(|l| &l.kernel).collect::<Vec<_>>());
+        assert_eq!(
+            launches.len(),
+            body + 3,
+            "{precision:?}: {:?}",
+            launches.iter().map(|l| &l.kernel).collect::<Vec<_>>()
+        );
         assert_eq!(bert.launches_per_forward(), body + 3);
         for l in &launches {
             assert_eq!(l.counters.local_load_bytes + l.counters.local_store_bytes, 0, "{} spills", l.kernel);
@@ -196,9 +210,18 @@ fn forward_traffic_stores_each_output_once_and_loads_at_least_the_minimum() {
         }
         let min = bert.minimum_traffic(&batch);
         let what = format!("{precision:?} calibrated {calibrated}");
-        eprintln!("{what}: loads {loads} = {:.3}x minimum {}, stores {stores} (minimum {})", loads as f64 / min.load_bytes as f64, min.load_bytes, min.store_bytes);
+        eprintln!(
+            "{what}: loads {loads} = {:.3}x minimum {}, stores {stores} (minimum {})",
+            loads as f64 / min.load_bytes as f64,
+            min.load_bytes,
+            min.store_bytes
+        );
         assert_eq!(stores, min.store_bytes, "{what}: stores");
-        assert!(loads >= min.load_bytes && loads <= 3 * min.load_bytes, "{what}: loads {loads} vs minimum {}", min.load_bytes);
+        assert!(
+            loads >= min.load_bytes && loads <= 3 * min.load_bytes,
+            "{what}: loads {loads} vs minimum {}",
+            min.load_bytes
+        );
     }
 }
 
@@ -229,7 +252,11 @@ impl fusebert::device::Backend for CountingBackend {
         self.inner.memset(dst, byte, bytes)
     }
     fn launch(
-        &self, module: &str, kernel: &str, cfg: &fusebert::LaunchConfig, args: &[fusebert::KernelArg],
+        &self,
+        module: &str,
+        kernel: &str,
+        cfg: &fusebert::LaunchConfig,
+        args: &[fusebert::KernelArg],
     ) -> fusebert::Result<()> {
         self.inner.launch(module, kernel, cfg, args)
     }

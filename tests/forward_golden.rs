@@ -44,12 +44,14 @@ fn minilm_f16_on_device_matches_reference_and_golden() {
             let g = Golden::load(case);
             let batch = tok.encode_batch(&g.texts, false).unwrap();
             let (want, states) = reference::forward_with_hidden_states(model(), &batch, &Options::default()).unwrap();
-            let (got, got_states) = bert.forward(&batch, ForwardOptions { normalize: false, hidden_states: true }).unwrap();
+            let (got, got_states) =
+                bert.forward(&batch, ForwardOptions { normalize: false, hidden_states: true }).unwrap();
             let (mut cos, mut gold_cos, mut pooler_cos, mut hidden_err) = (1f64, 1f64, 1f64, 0f32);
             for (i, (gs, ws)) in got.sequences.iter().zip(&want.sequences).enumerate() {
                 cos = cos.min(cosine(&gs.mean_pooled, &ws.mean_pooled));
                 gold_cos = gold_cos.min(cosine(&gs.mean_pooled, &g.mean_pooled[i * h..(i + 1) * h]));
-                pooler_cos = pooler_cos.min(cosine(gs.pooler_output.as_ref().unwrap(), &g.pooler_output[i * h..(i + 1) * h]));
+                pooler_cos =
+                    pooler_cos.min(cosine(gs.pooler_output.as_ref().unwrap(), &g.pooler_output[i * h..(i + 1) * h]));
                 hidden_err = hidden_err.max(max_abs(&gs.last_hidden_state, &ws.last_hidden_state));
             }
             let layer_cos: Vec<f64> =
@@ -83,7 +85,8 @@ fn minilm_int8_on_device_matches_the_w8a8_simulation_and_reference() {
             let g = Golden::load(case);
             let batch = tok.encode_batch(&g.texts, false).unwrap();
             let want = reference::forward(model(), &batch, &Options::default()).unwrap();
-            let (sim, _) = reference::forward_with_encoder_linear(model(), &batch, &Options::default(), &smoothed).unwrap();
+            let (sim, _) =
+                reference::forward_with_encoder_linear(model(), &batch, &Options::default(), &smoothed).unwrap();
             let (sim_plain, _) =
                 reference::forward_with_encoder_linear(model(), &batch, &Options::default(), &unsmoothed).unwrap();
             let (got, _) = bert.forward(&batch, ForwardOptions::default()).unwrap();
@@ -137,13 +140,22 @@ fn minilm_int8_on_texts_beyond_the_golden_cases() {
         for (texts, min_cos) in [(&short[..], 0.99), (&long[..], 0.998)] {
             let batch = tok.encode_batch(texts, false).unwrap();
             let want = reference::forward(model(), &batch, &Options::default()).unwrap();
-            let (sim, _) = reference::forward_with_encoder_linear(model(), &batch, &Options::default(), &sim_linear).unwrap();
+            let (sim, _) =
+                reference::forward_with_encoder_linear(model(), &batch, &Options::default(), &sim_linear).unwrap();
             let (got, _) = bert.forward(&batch, ForwardOptions::default()).unwrap();
             for (((t, g), w), s) in texts.iter().zip(&got.sequences).zip(&want.sequences).zip(&sim.sequences) {
                 let (c, cs) = (cosine(&g.mean_pooled, &w.mean_pooled), cosine(&s.mean_pooled, &w.mean_pooled));
-                eprintln!("{dev:?} int8 {t:?} ({} tokens): mean-pooled cosine vs f32 {c:.7} (CPU simulation {cs:.7})", g.len);
+                eprintln!(
+                    "{dev:?} int8 {t:?} ({} tokens): mean-pooled cosine vs f32 {c:.7} (CPU simulation {cs:.7})",
+                    g.len
+                );
                 assert!(c >= min_cos, "{dev:?} int8 {t:?}: cosine {c} < {min_cos}");
-                assert!(1.0 - c <= 1.5 * (1.0 - cs) + 1e-3, "{dev:?} int8 {t:?}: device deficit {} vs simulation {}", 1.0 - c, 1.0 - cs);
+                assert!(
+                    1.0 - c <= 1.5 * (1.0 - cs) + 1e-3,
+                    "{dev:?} int8 {t:?}: device deficit {} vs simulation {}",
+                    1.0 - c,
+                    1.0 - cs
+                );
             }
         }
     }

@@ -51,7 +51,17 @@ fn int8_accumulators_bit_exact_on_ragged_shapes() {
 /// [-128, 127] with per-row zero points (`gemm_int8_asym`), and the reference is
 /// `(acc - zero[m] * w_sum[n]) * a_scale * w_scale`. Same bound either way.
 #[allow(clippy::too_many_arguments)]
-fn int8_case(dev: &fusebert::Device, r: &mut rand_chacha::ChaCha8Rng, m: usize, n: usize, k: usize, epi: u32, variant: Variant, tile: Tile, asym: bool) -> f32 {
+fn int8_case(
+    dev: &fusebert::Device,
+    r: &mut rand_chacha::ChaCha8Rng,
+    m: usize,
+    n: usize,
+    k: usize,
+    epi: u32,
+    variant: Variant,
+    tile: Tile,
+    asym: bool,
+) -> f32 {
     use rand::Rng;
     let a: Vec<i8> = if asym { (0..m * k).map(|_| r.gen_range(-128..=127)).collect() } else { rand_i8(r, m * k) };
     let w = rand_i8(r, n * k);
@@ -61,7 +71,8 @@ fn int8_case(dev: &fusebert::Device, r: &mut rand_chacha::ChaCha8Rng, m: usize, 
     let wsc: Vec<f32> = (0..n).map(|i| 0.0005 + 0.00003 * (i % 11) as f32).collect();
     let bias = rand_f16(r, n, 1.0);
     let res = rand_f16(r, m * n, 1.0);
-    let (da, dw, das, dws) = (dev.upload(&a).unwrap(), dev.upload(&w).unwrap(), dev.upload(&asc).unwrap(), dev.upload(&wsc).unwrap());
+    let (da, dw, das, dws) =
+        (dev.upload(&a).unwrap(), dev.upload(&w).unwrap(), dev.upload(&asc).unwrap(), dev.upload(&wsc).unwrap());
     let (db, dr) = (dev.upload(&bias).unwrap(), dev.upload(&res).unwrap());
     let (dz, dsum) = (dev.upload(&zero).unwrap(), dev.upload(&w_sum).unwrap());
     let mut c = poisoned::<f16>(dev, m * n);
@@ -74,9 +85,16 @@ fn int8_case(dev: &fusebert::Device, r: &mut rand_chacha::ChaCha8Rng, m: usize, 
     clear(dev);
     let zp = kernels::ZeroPoint { zero: &dz, w_sum: &dsum };
     match (asym, variant) {
-        (true, _) => kernels::gemm_int8_asym_with(dev, &da, &das, zp, &dw, &dws, Some(&db), e, &mut c, m, n, k, variant, tile).unwrap(),
-        (false, Variant::Fast) => kernels::gemm_int8_tiled(dev, &da, &das, &dw, &dws, Some(&db), e, &mut c, m, n, k, tile).unwrap(),
-        (false, Variant::Simple) => kernels::gemm_int8_with(dev, &da, &das, &dw, &dws, Some(&db), e, &mut c, m, n, k, variant).unwrap(),
+        (true, _) => {
+            kernels::gemm_int8_asym_with(dev, &da, &das, zp, &dw, &dws, Some(&db), e, &mut c, m, n, k, variant, tile)
+                .unwrap()
+        }
+        (false, Variant::Fast) => {
+            kernels::gemm_int8_tiled(dev, &da, &das, &dw, &dws, Some(&db), e, &mut c, m, n, k, tile).unwrap()
+        }
+        (false, Variant::Simple) => {
+            kernels::gemm_int8_with(dev, &da, &das, &dw, &dws, Some(&db), e, &mut c, m, n, k, variant).unwrap()
+        }
     }
     let acc = reference::dequant_asym(&reference::gemm_i32(&a, &w, m, n, k), &zero, &w_sum, &asc, &wsc, n);
     let want = reference::epilogue(&acc, Some(&bias), epi, Some(&res), n);
@@ -141,18 +159,31 @@ fn int8_asymmetric_activations_with_every_epilogue() {
         let mut c = dev.alloc::<f16>(8 * 32).unwrap();
         let zp = kernels::ZeroPoint { zero: &z, w_sum: &short };
         let w = dev.upload(&[1i8; 32 * 32]).unwrap();
-        assert_kernel_err(kernels::gemm_int8_asym(&dev, &a, &s, zp, &w, &s, None, Epilogue::None, &mut c, 8, 32, 32), "gemm_int8_f16");
+        assert_kernel_err(
+            kernels::gemm_int8_asym(&dev, &a, &s, zp, &w, &s, None, Epilogue::None, &mut c, 8, 32, 32),
+            "gemm_int8_f16",
+        );
     }
     eprintln!("gemm_int8_asym fp16 out: max |err| = {max:e}");
 }
 
 #[allow(clippy::too_many_arguments)]
-fn f16_case(dev: &fusebert::Device, r: &mut rand_chacha::ChaCha8Rng, m: usize, n: usize, k: usize, epi: u32, variant: Variant, tile: Tile) -> f32 {
+fn f16_case(
+    dev: &fusebert::Device,
+    r: &mut rand_chacha::ChaCha8Rng,
+    m: usize,
+    n: usize,
+    k: usize,
+    epi: u32,
+    variant: Variant,
+    tile: Tile,
+) -> f32 {
     let a = rand_f16(r, m * k, 1.0);
     let w = rand_f16(r, n * k, 1.0);
     let bias = rand_f16(r, n, 1.0);
     let res = rand_f16(r, m * n, 1.0);
-    let (da, dw, db, dr) = (dev.upload(&a).unwrap(), dev.upload(&w).unwrap(), dev.upload(&bias).unwrap(), dev.upload(&res).unwrap());
+    let (da, dw, db, dr) =
+        (dev.upload(&a).unwrap(), dev.upload(&w).unwrap(), dev.upload(&bias).unwrap(), dev.upload(&res).unwrap());
     let mut c = poisoned::<f16>(dev, m * n);
     let e = match epi {
         1 => Epilogue::Gelu,
@@ -221,10 +252,16 @@ fn gemm_shape_errors_name_the_kernel() {
     let s = dev.upload(&[1f32; 40]).unwrap();
     let mut c = dev.alloc::<f16>(8 * 40).unwrap();
     // N = 40 is not a multiple of 16
-    assert_kernel_err(kernels::gemm_int8(&dev, &a, &s, &w, &s, None, Epilogue::None, &mut c, 8, 40, 32), "gemm_int8_f16");
+    assert_kernel_err(
+        kernels::gemm_int8(&dev, &a, &s, &w, &s, None, Epilogue::None, &mut c, 8, 40, 32),
+        "gemm_int8_f16",
+    );
     // output too short
     let mut small = dev.alloc::<f16>(10).unwrap();
-    assert_kernel_err(kernels::gemm_int8(&dev, &a, &s, &w, &s, None, Epilogue::None, &mut small, 8, 32, 32), "gemm_int8_f16");
+    assert_kernel_err(
+        kernels::gemm_int8(&dev, &a, &s, &w, &s, None, Epilogue::None, &mut small, 8, 32, 32),
+        "gemm_int8_f16",
+    );
     let a16 = dev.upload(&[f16::ONE; 8 * 40]).unwrap();
     let w16 = dev.upload(&[f16::ONE; 40 * 40]).unwrap();
     // K = 40 not a multiple of 16

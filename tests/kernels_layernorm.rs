@@ -21,20 +21,48 @@ fn case(dev: &fusebert::Device, seed: u64, hidden: usize, with_res: bool, q8: bo
     let bias = rand_f16(&mut r, hidden, 0.5);
     let gamma = rand_f16(&mut r, hidden, 1.0);
     let beta = rand_f16(&mut r, hidden, 0.5);
-    let (dx, dr, db, dg, dbe) =
-        (dev.upload(&x).unwrap(), dev.upload(&res).unwrap(), dev.upload(&bias).unwrap(), dev.upload(&gamma).unwrap(), dev.upload(&beta).unwrap());
+    let (dx, dr, db, dg, dbe) = (
+        dev.upload(&x).unwrap(),
+        dev.upload(&res).unwrap(),
+        dev.upload(&bias).unwrap(),
+        dev.upload(&gamma).unwrap(),
+        dev.upload(&beta).unwrap(),
+    );
     let mut out = poisoned::<f16>(dev, n);
     let mut q = poisoned::<i8>(dev, n);
     let mut qs = poisoned::<f32>(dev, ROWS);
     let (ro, bo) = if with_res { (Some(&dr), Some(&db)) } else { (None, None) };
     clear(dev);
     if q8 {
-        kernels::layernorm_f16_q8_with(dev, &dx, ro, bo, &dg, &dbe, &mut out, Q8Out { q: &mut q, scale: &mut qs, smooth: None }, ROWS, hidden, EPS, variant).unwrap();
+        kernels::layernorm_f16_q8_with(
+            dev,
+            &dx,
+            ro,
+            bo,
+            &dg,
+            &dbe,
+            &mut out,
+            Q8Out { q: &mut q, scale: &mut qs, smooth: None },
+            ROWS,
+            hidden,
+            EPS,
+            variant,
+        )
+        .unwrap();
     } else {
         kernels::layernorm_f16_with(dev, &dx, ro, bo, &dg, &dbe, &mut out, ROWS, hidden, EPS, variant).unwrap();
     }
     let what = format!("layernorm {variant:?} hidden {hidden} residual {with_res} q8 {q8}");
-    let want = reference::layernorm(&x, with_res.then_some(&res[..]), with_res.then_some(&bias[..]), &gamma, &beta, ROWS, hidden, EPS);
+    let want = reference::layernorm(
+        &x,
+        with_res.then_some(&res[..]),
+        with_res.then_some(&bias[..]),
+        &gamma,
+        &beta,
+        ROWS,
+        hidden,
+        EPS,
+    );
     let got_h = out.to_host().unwrap();
     let err = check_close(&what, &to_f32(&got_h), &want, |w, _| half_ulp(w) + 2e-5);
     if q8 {
@@ -138,20 +166,29 @@ fn layernorm_errors_name_the_kernel() {
 #[test]
 fn smoothed_q8_codes_are_exact() {
     for dev in devices() {
-        for (i, (h, variant)) in [(384usize, Variant::Fast), (2048, Variant::Fast), (384, Variant::Simple)].into_iter().enumerate() {
+        for (i, (h, variant)) in
+            [(384usize, Variant::Fast), (2048, Variant::Fast), (384, Variant::Simple)].into_iter().enumerate()
+        {
             let mut r = rng(70 + i as u64);
             let n = ROWS * h;
             let x = rand_f16(&mut r, n, 2.0);
             let gamma = rand_f16(&mut r, h, 1.0);
             let beta = rand_f16(&mut r, h, 0.5);
             // positive multipliers spanning two decades, like real smoothing factors
-            let smooth: Vec<f16> = rand_f16(&mut r, h, 1.0).iter().map(|v| f16::from_f32(10f32.powf(v.to_f32()))).collect();
-            let (dx, dg, dbe, dm) = (dev.upload(&x).unwrap(), dev.upload(&gamma).unwrap(), dev.upload(&beta).unwrap(), dev.upload(&smooth).unwrap());
+            let smooth: Vec<f16> =
+                rand_f16(&mut r, h, 1.0).iter().map(|v| f16::from_f32(10f32.powf(v.to_f32()))).collect();
+            let (dx, dg, dbe, dm) = (
+                dev.upload(&x).unwrap(),
+                dev.upload(&gamma).unwrap(),
+                dev.upload(&beta).unwrap(),
+                dev.upload(&smooth).unwrap(),
+            );
             let mut out = poisoned::<f16>(&dev, n);
             let mut q = poisoned::<i8>(&dev, n);
             let mut qs = poisoned::<f32>(&dev, ROWS);
             let q8 = Q8Out { q: &mut q, scale: &mut qs, smooth: Some(&dm) };
-            kernels::layernorm_f16_q8_with(&dev, &dx, None, None, &dg, &dbe, &mut out, q8, ROWS, h, EPS, variant).unwrap();
+            kernels::layernorm_f16_q8_with(&dev, &dx, None, None, &dg, &dbe, &mut out, q8, ROWS, h, EPS, variant)
+                .unwrap();
             let got_h = out.to_host().unwrap();
             let (wq, ws) = reference::quantize_smoothed(&got_h, Some(&smooth), ROWS, h);
             assert_eq!(q.to_host().unwrap(), wq, "layernorm {variant:?} hidden {h}: smoothed codes");
@@ -174,7 +211,8 @@ fn smoothed_q8_codes_are_exact() {
 #[test]
 fn asymmetric_quantize_is_exact_and_uses_the_whole_code_range() {
     for dev in devices() {
-        for (i, (h, smoothed)) in [(384usize, false), (1536, true), (3072, false), (128, true)].into_iter().enumerate() {
+        for (i, (h, smoothed)) in [(384usize, false), (1536, true), (3072, false), (128, true)].into_iter().enumerate()
+        {
             let mut r = rng(90 + i as u64);
             let rows = 13;
             // GELU-like rows: mostly in [-0.17, 0] with a positive tail
@@ -183,9 +221,12 @@ fn asymmetric_quantize_is_exact_and_uses_the_whole_code_range() {
             x[h..2 * h].iter_mut().for_each(|v| *v = f16::ZERO);
             x[2 * h..3 * h].iter_mut().for_each(|v| *v = f16::from_f32(-v.to_f32().abs() - 0.01));
             x[3 * h..4 * h].iter_mut().for_each(|v| *v = f16::from_f32(v.to_f32().abs() + 0.01));
-            x[4 * h..5 * h].iter_mut().enumerate().for_each(|(j, v)| *v = if j == 7 { f16::from_f32(-0.5) } else { f16::ZERO });
-            let smooth: Option<Vec<f16>> =
-                smoothed.then(|| rand_f16(&mut r, h, 1.0).iter().map(|v| f16::from_f32(10f32.powf(v.to_f32()))).collect());
+            x[4 * h..5 * h]
+                .iter_mut()
+                .enumerate()
+                .for_each(|(j, v)| *v = if j == 7 { f16::from_f32(-0.5) } else { f16::ZERO });
+            let smooth: Option<Vec<f16>> = smoothed
+                .then(|| rand_f16(&mut r, h, 1.0).iter().map(|v| f16::from_f32(10f32.powf(v.to_f32()))).collect());
             let dx = dev.upload(&x).unwrap();
             let dm = smooth.as_ref().map(|m| dev.upload(m).unwrap());
             let mut q = poisoned::<i8>(&dev, rows * h);
@@ -228,6 +269,9 @@ fn asymmetric_quantize_is_exact_and_uses_the_whole_code_range() {
         let mut s = dev.alloc::<f32>(4).unwrap();
         let mut z = dev.alloc::<i32>(3).unwrap();
         // 4 rows need 4 zero points
-        assert_kernel_err(kernels::quantize_i8_asym(&dev, &x, None, &mut q, &mut s, &mut z, 4, 8), "quantize_i8_asym_f16");
+        assert_kernel_err(
+            kernels::quantize_i8_asym(&dev, &x, None, &mut q, &mut s, &mut z, 4, 8),
+            "quantize_i8_asym_f16",
+        );
     }
 }

@@ -24,7 +24,9 @@ fn pooling_mean_cls_l2() {
             clear(&dev);
             kernels::pool(&dev, &dx, &dc, &mut out, lens.len(), t, h, mode, l2).unwrap();
             let want = reference::pool(&x, &cu, h, mode == Pooling::Cls, l2);
-            check_close(&format!("pool {mode:?} l2 {l2}"), &out.to_host().unwrap(), &want, |w, _| w.abs() * 1e-5 + 1e-6);
+            check_close(&format!("pool {mode:?} l2 {l2}"), &out.to_host().unwrap(), &want, |w, _| {
+                w.abs() * 1e-5 + 1e-6
+            });
             if let Some(c) = last_counters(&dev) {
                 assert_no_local(&c, "pool");
             }

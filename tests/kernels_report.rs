@@ -6,7 +6,20 @@ fn report_covers_every_kernel_with_counters() {
     let dev = fusebert::Device::emulator().unwrap();
     let reps = report::report(&dev).unwrap();
     let names: Vec<&str> = reps.iter().map(|r| r.kernel.as_str()).collect();
-    for k in ["layernorm_f16", "layernorm_f16_q8", "quantize_i8_f16", "quantize_i8_asym_f16", "gemm_int8_f16", "gemm_int8_f16_l", "gemm_int8_i32", "gemm_f16", "gemm_f16_l", "attention_f16_d64", "pool_f16", "embedding_layernorm_f16"] {
+    for k in [
+        "layernorm_f16",
+        "layernorm_f16_q8",
+        "quantize_i8_f16",
+        "quantize_i8_asym_f16",
+        "gemm_int8_f16",
+        "gemm_int8_f16_l",
+        "gemm_int8_i32",
+        "gemm_f16",
+        "gemm_f16_l",
+        "attention_f16_d64",
+        "pool_f16",
+        "embedding_layernorm_f16",
+    ] {
         assert!(names.contains(&k), "report lacks {k}: {names:?}");
     }
     for r in &reps {

@@ -89,9 +89,12 @@ fn golden_batch3() {
 #[test]
 fn alone_equals_batched() {
     let g = Golden::load("batch3");
-    let batched = reference::forward(model(), &tokenizer().encode_batch(&g.texts, false).unwrap(), &Options::default()).unwrap();
+    let batched =
+        reference::forward(model(), &tokenizer().encode_batch(&g.texts, false).unwrap(), &Options::default()).unwrap();
     for (i, text) in g.texts.iter().enumerate() {
-        let alone = reference::forward(model(), &tokenizer().encode_batch(&[text], false).unwrap(), &Options::default()).unwrap();
+        let alone =
+            reference::forward(model(), &tokenizer().encode_batch(&[text], false).unwrap(), &Options::default())
+                .unwrap();
         let (a, b) = (&alone.sequences[0], &batched.sequences[i]);
         assert_eq!(a.last_hidden_state, b.last_hidden_state, "text {i}: hidden states differ");
         assert_eq!(a.mean_pooled, b.mean_pooled, "text {i}: mean_pooled differs");

@@ -59,7 +59,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     let vocab = model.config.vocab_size as u32;
     let ids: Vec<Vec<u32>> = (0..a.batch)
-        .map(|b| (0..a.tokens).map(|i| if i == 0 { 101 % vocab } else { (1000 + 7 * i as u32 + b as u32) % vocab }).collect())
+        .map(|b| {
+            (0..a.tokens).map(|i| if i == 0 { 101 % vocab } else { (1000 + 7 * i as u32 + b as u32) % vocab }).collect()
+        })
         .collect();
     let batch = Batch::from_ids(ids)?;
     let mut bert = super::forward::device_bert(&dev, &model, a.precision.into())?;

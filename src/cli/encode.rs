@@ -93,9 +93,11 @@ struct LabelScore<'a> {
 
 pub fn embed(a: EmbedArgs) -> Result<()> {
     let (texts, out, _) = encode(a.run, &Options { normalize: a.normalize }, false)?;
-    print_lines(
-        texts.iter().zip(&out.sequences).map(|(text, s)| EmbedLine { text, tokens: s.len, embedding: &s.mean_pooled }),
-    )
+    print_lines(texts.iter().zip(&out.sequences).map(|(text, s)| EmbedLine {
+        text,
+        tokens: s.len,
+        embedding: &s.mean_pooled,
+    }))
 }
 
 pub fn classify(a: ClassifyArgs) -> Result<()> {

@@ -2,8 +2,8 @@
 //! emulator) through [`run_device_forward`].
 use clap::ValueEnum;
 
-use fusebert::model::reference::{self, Options, Output};
 use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::reference::{self, Options, Output};
 use fusebert::model::{BertModel, Precision};
 use fusebert::tokenize::Batch;
 use fusebert::{Device, Error, Result};

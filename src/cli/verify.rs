@@ -65,7 +65,9 @@ pub fn run(a: VerifyArgs) -> Result<i32> {
     let dev = match a.device {
         DeviceKind::Cuda => Device::cuda(0)?,
         DeviceKind::Emu => Device::emulator()?,
-        DeviceKind::Cpu => return Err(Error::Input("verify compares a device (--device emu|cuda) with the cpu reference".into())),
+        DeviceKind::Cpu => {
+            return Err(Error::Input("verify compares a device (--device emu|cuda) with the cpu reference".into()))
+        }
     };
     let precision: Precision = a.precision.into();
     let min_cos = match precision {
@@ -79,7 +81,12 @@ pub fn run(a: VerifyArgs) -> Result<i32> {
     }
     let (got, got_states) = bert.forward(&batch, ForwardOptions { normalize: false, hidden_states: true })?;
     let mut ok = true;
-    println!("device: {}, precision: {precision:?}, {} texts, {} tokens", dev.name(), texts.len(), batch.total_tokens());
+    println!(
+        "device: {}, precision: {precision:?}, {} texts, {} tokens",
+        dev.name(),
+        texts.len(),
+        batch.total_tokens()
+    );
     println!("{:<14} {:>12} {:>12}", "stage", "max abs err", "cosine");
     if let Some(gs) = &got_states {
         for (l, (g, w)) in gs.layers.iter().zip(&states.layers).enumerate() {
@@ -100,7 +107,10 @@ pub fn run(a: VerifyArgs) -> Result<i32> {
     if a.counters {
         print_counters(&dev, &bert, &batch);
     }
-    println!("tolerance: cosine >= {min_cos} on mean-pooled embeddings and every layer: {}", if ok { "PASS" } else { "FAIL" });
+    println!(
+        "tolerance: cosine >= {min_cos} on mean-pooled embeddings and every layer: {}",
+        if ok { "PASS" } else { "FAIL" }
+    );
     Ok(if ok { 0 } else { 1 })
 }
 
@@ -119,11 +129,7 @@ fn print_counters(dev: &Device, bert: &DeviceBert, batch: &fusebert::tokenize::B
         e.1 += l.counters.global_load_bytes;
         e.2 += l.counters.global_store_bytes;
     }
-    println!(
-        "launches: {} (expected {} for this model and precision)",
-        launches.len(),
-        bert.launches_per_forward()
-    );
+    println!("launches: {} (expected {} for this model and precision)", launches.len(), bert.launches_per_forward());
     println!("{:<28} {:>8} {:>14} {:>14}", "kernel", "launches", "load bytes", "store bytes");
     for (k, (n, ld, st)) in &per_kernel {
         println!("{k:<28} {n:>8} {ld:>14} {st:>14}");

@@ -71,14 +71,13 @@ impl CudaBackend {
 
     fn function(&self, module: &str, kernel: &str) -> Result<sys::CUfunction> {
         let mods = self.modules.lock().unwrap();
-        let m = mods.get(module).ok_or_else(|| Error::Kernel {
-            kernel: kernel.into(),
-            msg: format!("module `{module}` is not loaded"),
-        })?;
-        m.functions.get(kernel).copied().ok_or_else(|| Error::Kernel {
-            kernel: kernel.into(),
-            msg: format!("not an entry of module `{module}`"),
-        })
+        let m = mods
+            .get(module)
+            .ok_or_else(|| Error::Kernel { kernel: kernel.into(), msg: format!("module `{module}` is not loaded") })?;
+        m.functions
+            .get(kernel)
+            .copied()
+            .ok_or_else(|| Error::Kernel { kernel: kernel.into(), msg: format!("not an entry of module `{module}`") })
     }
 }
 
@@ -159,7 +158,8 @@ impl Backend for CudaBackend {
 
     fn load_module(&self, name: &str, ptx: &str) -> Result<()> {
         self.bind()?;
-        let image = CString::new(ptx).map_err(|_| Error::Kernel { kernel: name.into(), msg: "PTX contains NUL".into() })?;
+        let image =
+            CString::new(ptx).map_err(|_| Error::Kernel { kernel: name.into(), msg: "PTX contains NUL".into() })?;
         let module = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }
             .map_err(|e| cuda_err(&format!("load PTX module `{name}`"), e))?;
         let mut functions = HashMap::new();

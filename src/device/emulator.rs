@@ -90,7 +90,14 @@ impl EmulatorBackend {
         } else {
             None
         };
-        Ok(EmulatorBackend { opts, mem: GlobalMem::default(), modules: Mutex::new(HashMap::new()), launches: Mutex::new(Vec::new()), printed: Mutex::new(String::new()), pool })
+        Ok(EmulatorBackend {
+            opts,
+            mem: GlobalMem::default(),
+            modules: Mutex::new(HashMap::new()),
+            launches: Mutex::new(Vec::new()),
+            printed: Mutex::new(String::new()),
+            pool,
+        })
     }
 
     pub fn options(&self) -> &EmulatorOptions {
@@ -133,12 +140,14 @@ impl EmulatorBackend {
         if let Some(m) = self.modules.lock().map_err(|_| Error::Emulator("module table poisoned".into()))?.get(name) {
             return Ok(m.clone());
         }
-        let src = crate::ptx::module(name).ok_or_else(|| Error::Emulator(format!("no PTX module named `{name}` (neither embedded nor loaded)")))?;
+        let src = crate::ptx::module(name)
+            .ok_or_else(|| Error::Emulator(format!("no PTX module named `{name}` (neither embedded nor loaded)")))?;
         self.install(name, crate::emu::cached_module(name, src.ptx)?)
     }
 
     fn install(&self, name: &str, module: Arc<Module>) -> Result<Arc<Loaded>> {
-        let global_base = self.mem.alloc(module.global_bytes.max(1) as usize, Some(format!("globals of module {name}")))?;
+        let global_base =
+            self.mem.alloc(module.global_bytes.max(1) as usize, Some(format!("globals of module {name}")))?;
         let mut zeros = vec![0u8; module.global_bytes as usize];
         let mut const_bank = vec![0u8; module.const_bytes as usize];
         for v in &module.vars {
@@ -152,21 +161,32 @@ impl EmulatorBackend {
         }
         self.mem.write(global_base, &zeros)?;
         let l = Arc::new(Loaded { module, global_base, const_bank });
-        self.modules.lock().map_err(|_| Error::Emulator("module table poisoned".into()))?.insert(name.to_string(), l.clone());
+        self.modules
+            .lock()
+            .map_err(|_| Error::Emulator("module table poisoned".into()))?
+            .insert(name.to_string(), l.clone());
         Ok(l)
     }
 
     /// Overwrites bytes of a module's `.const` variable (like cudaMemcpyToSymbol).
     pub fn set_const(&self, module: &str, var: &str, bytes: &[u8]) -> Result<()> {
         let l = self.loaded(module)?;
-        let v = l.module.vars.iter().find(|v| v.name == var && v.space == crate::emu::ir::Space::Const).ok_or_else(|| Error::Emulator(format!("module `{module}` has no .const variable `{var}`")))?;
+        let v = l
+            .module
+            .vars
+            .iter()
+            .find(|v| v.name == var && v.space == crate::emu::ir::Space::Const)
+            .ok_or_else(|| Error::Emulator(format!("module `{module}` has no .const variable `{var}`")))?;
         if bytes.len() > v.size as usize {
             return Err(Error::Memory(format!("{} bytes written to .const `{var}` of {} bytes", bytes.len(), v.size)));
         }
         let mut bank = l.const_bank.clone();
         bank[v.offset as usize..v.offset as usize + bytes.len()].copy_from_slice(bytes);
         let nl = Arc::new(Loaded { module: l.module.clone(), global_base: l.global_base, const_bank: bank });
-        self.modules.lock().map_err(|_| Error::Emulator("module table poisoned".into()))?.insert(module.to_string(), nl);
+        self.modules
+            .lock()
+            .map_err(|_| Error::Emulator("module table poisoned".into()))?
+            .insert(module.to_string(), nl);
         Ok(())
     }
 
@@ -188,12 +208,23 @@ impl EmulatorBackend {
 pub fn build_params(k: &Kernel, args: &[KernelArg]) -> Result<Vec<u8>> {
     let bad = |msg: String| Error::KernelArgs { kernel: k.name.clone(), msg };
     if args.len() != k.params.len() {
-        return Err(bad(format!("the PTX signature has {} parameters, {} arguments were passed", k.params.len(), args.len())));
+        return Err(bad(format!(
+            "the PTX signature has {} parameters, {} arguments were passed",
+            k.params.len(),
+            args.len()
+        )));
     }
     let mut buf = vec![0u8; k.param_bytes as usize];
     for (n, (p, a)) in k.params.iter().zip(args).enumerate() {
         if a.size() as u32 != p.size {
-            return Err(bad(format!("parameter {n} (`{}`, .{:?}) is {} bytes, argument {:?} is {} bytes", p.name, p.ty, p.size, a, a.size())));
+            return Err(bad(format!(
+                "parameter {n} (`{}`, .{:?}) is {} bytes, argument {:?} is {} bytes",
+                p.name,
+                p.ty,
+                p.size,
+                a,
+                a.size()
+            )));
         }
         let arg_float = matches!(a, KernelArg::F32(_) | KernelArg::F64(_));
         let param_float = matches!(p.ty, Ty::F32 | Ty::F64);
@@ -202,7 +233,12 @@ pub fn build_params(k: &Kernel, args: &[KernelArg]) -> Result<Vec<u8>> {
             return Err(bad(format!("parameter {n} (`{}`) has type .{:?} but the argument is {:?}", p.name, p.ty, a)));
         }
         if p.offset % p.align != 0 || (p.offset as usize) % a.size() != 0 {
-            return Err(bad(format!("parameter {n} (`{}`) sits at offset {} which is not {}-byte aligned", p.name, p.offset, a.size())));
+            return Err(bad(format!(
+                "parameter {n} (`{}`) sits at offset {} which is not {}-byte aligned",
+                p.name,
+                p.offset,
+                a.size()
+            )));
         }
         if let (Some(al), KernelArg::Ptr(addr)) = (p.ptr_align, a) {
             if addr % al as u64 != 0 {
@@ -240,7 +276,10 @@ fn check_config(k: &Kernel, cfg: &LaunchConfig) -> Result<()> {
     }
     let smem = k.shared_static.div_ceil(16) * 16 + cfg.shared_mem_bytes;
     if smem > MAX_SHARED_BYTES {
-        return Err(bad(format!("{} bytes of shared memory ({} static + {} dynamic) exceed {MAX_SHARED_BYTES}", smem, k.shared_static, cfg.shared_mem_bytes)));
+        return Err(bad(format!(
+            "{} bytes of shared memory ({} static + {} dynamic) exceed {MAX_SHARED_BYTES}",
+            smem, k.shared_static, cfg.shared_mem_bytes
+        )));
     }
     Ok(())
 }
@@ -267,14 +306,28 @@ impl Backend for EmulatorBackend {
     fn launch(&self, module: &str, kernel: &str, cfg: &LaunchConfig, args: &[KernelArg]) -> Result<()> {
         let l = self.loaded(module)?;
         let m = &*l.module;
-        let k = m.kernel(kernel).ok_or_else(|| Error::Kernel { kernel: kernel.to_string(), msg: format!("module `{module}` has no entry `{kernel}`") })?;
+        let k = m.kernel(kernel).ok_or_else(|| Error::Kernel {
+            kernel: kernel.to_string(),
+            msg: format!("module `{module}` has no entry `{kernel}`"),
+        })?;
         check_config(k, cfg)?;
         let params = build_params(k, args)?;
         let serial = self.opts.deterministic_atomics && k.has_atomics;
         let opts = self.exec_opts(serial);
         let run = || {
             self.mem.with_view(|view| {
-                let launch = Launch::new(m, k, view, &params, &l.const_bank, cfg.grid, cfg.block, cfg.shared_mem_bytes, l.global_base, opts.clone());
+                let launch = Launch::new(
+                    m,
+                    k,
+                    view,
+                    &params,
+                    &l.const_bank,
+                    cfg.grid,
+                    cfg.block,
+                    cfg.shared_mem_bytes,
+                    l.global_base,
+                    opts.clone(),
+                );
                 let r = launch.run();
                 if let (Ok(text), Ok(mut p)) = (launch.printed.lock(), self.printed.lock()) {
                     p.push_str(&text);

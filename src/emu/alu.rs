@@ -101,7 +101,19 @@ fn min_max(fmt: Fmt, a: u64, b: u64, is_max: bool, nan_prop: bool) -> u64 {
         // -0 < +0 for min/max
         let xneg = x.is_sign_negative();
         let yneg = y.is_sign_negative();
-        return if is_max { if xneg { b } else { a } } else if xneg { a } else if yneg { b } else { a };
+        return if is_max {
+            if xneg {
+                b
+            } else {
+                a
+            }
+        } else if xneg {
+            a
+        } else if yneg {
+            b
+        } else {
+            a
+        };
     }
     if (x < y) != is_max {
         a
@@ -134,7 +146,12 @@ pub fn fbin(op: Op, ty: Ty, rnd: Rnd, flags: u32, a: u64, b: u64) -> u64 {
             Op::Sub => fp::add_n(x, -y, rnd, fmt),
             Op::Mul => fp::mul_n(x, y, rnd, fmt),
             Op::Div => {
-                if flags & fl::APPROX != 0 && ty == Ty::F32 && y.abs() > 2f64.powi(126) && y.abs() < 2f64.powi(128) && x.is_finite() {
+                if flags & fl::APPROX != 0
+                    && ty == Ty::F32
+                    && y.abs() > 2f64.powi(126)
+                    && y.abs() < 2f64.powi(128)
+                    && x.is_finite()
+                {
                     // ISA: div.approx.f32 computes a * (1/b); for 2^126 < |b| < 2^128 it gives 0
                     fmt.rn(0.0f64.copysign(x) * y.signum())
                 } else if flags & (fl::APPROX | fl::FULL) != 0 {
@@ -164,7 +181,17 @@ fn min_max64(x: f64, y: f64, is_max: bool, nan_prop: bool) -> u64 {
         return if x.is_nan() { y.to_bits() } else { x.to_bits() };
     }
     if x == y {
-        let r = if is_max { if x.is_sign_negative() { y } else { x } } else if x.is_sign_negative() { x } else { y };
+        let r = if is_max {
+            if x.is_sign_negative() {
+                y
+            } else {
+                x
+            }
+        } else if x.is_sign_negative() {
+            x
+        } else {
+            y
+        };
         return r.to_bits();
     }
     (if (x < y) != is_max { x } else { y }).to_bits()
@@ -205,11 +232,16 @@ pub fn ibin(op: Op, ty: Ty, flags: u32, sub24: bool, a: u64, b: u64) -> u64 {
         }
         Op::Mul => {
             if sub24 {
-                let (x, y) = if signed { (ext_signed(24, a) as i128, ext_signed(24, b) as i128) } else { ((a & 0xffffff) as i128, (b & 0xffffff) as i128) };
+                let (x, y) = if signed {
+                    (ext_signed(24, a) as i128, ext_signed(24, b) as i128)
+                } else {
+                    ((a & 0xffffff) as i128, (b & 0xffffff) as i128)
+                };
                 let p = x * y;
                 return ext(ty, if flags & fl::HI != 0 { (p >> 16) as u64 } else { p as u64 });
             }
-            let (x, y) = if signed { (sx(ty, a) as i128, sx(ty, b) as i128) } else { ((a & m) as i128, (b & m) as i128) };
+            let (x, y) =
+                if signed { (sx(ty, a) as i128, sx(ty, b) as i128) } else { ((a & m) as i128, (b & m) as i128) };
             let p = x.wrapping_mul(y);
             if flags & fl::WIDE != 0 {
                 let wt = match ty {
@@ -336,7 +368,15 @@ pub fn prmt(mode: u8, a: u64, b: u64, c: u64) -> u64 {
         for i in 0..4 {
             let sel = (c >> (4 * i)) & 0xf;
             let v = byte(sel & 7);
-            let v = if sel & 8 != 0 { if v & 0x80 != 0 { 0xff } else { 0 } } else { v };
+            let v = if sel & 8 != 0 {
+                if v & 0x80 != 0 {
+                    0xff
+                } else {
+                    0
+                }
+            } else {
+                v
+            };
             d |= v << (8 * i);
         }
         return d;
@@ -474,8 +514,20 @@ fn funary(op: Op, ty: Ty, rnd: Rnd, flags: u32, a: u64) -> u64 {
     packed(ty, a, 0, 0, |a, _, _| {
         let sign = if fmt == Fmt::F32 { 1u64 << 31 } else { 1u64 << 15 };
         match op {
-            Op::Neg => return if ty == Ty::F32 && flags & fl::FTZ != 0 { (fp::ftz32(f32::from_bits(a as u32)) * -1.0).to_bits() as u64 } else { a ^ sign },
-            Op::Abs => return if ty == Ty::F32 && flags & fl::FTZ != 0 { fp::ftz32(f32::from_bits(a as u32)).abs().to_bits() as u64 } else { a & !sign },
+            Op::Neg => {
+                return if ty == Ty::F32 && flags & fl::FTZ != 0 {
+                    (fp::ftz32(f32::from_bits(a as u32)) * -1.0).to_bits() as u64
+                } else {
+                    a ^ sign
+                }
+            }
+            Op::Abs => {
+                return if ty == Ty::F32 && flags & fl::FTZ != 0 {
+                    fp::ftz32(f32::from_bits(a as u32)).abs().to_bits() as u64
+                } else {
+                    a & !sign
+                }
+            }
             _ => {}
         }
         let x = flush_in(ty, flags, a);
@@ -552,10 +604,34 @@ pub fn compare(cmp: Cmp, ty: Ty, flags: u32, a: u64, b: u64) -> bool {
     match cmp {
         Cmp::Eq => ua == ub,
         Cmp::Ne => ua != ub,
-        Cmp::Lt => if signed { sa < sb } else { ua < ub },
-        Cmp::Le => if signed { sa <= sb } else { ua <= ub },
-        Cmp::Gt => if signed { sa > sb } else { ua > ub },
-        Cmp::Ge => if signed { sa >= sb } else { ua >= ub },
+        Cmp::Lt => {
+            if signed {
+                sa < sb
+            } else {
+                ua < ub
+            }
+        }
+        Cmp::Le => {
+            if signed {
+                sa <= sb
+            } else {
+                ua <= ub
+            }
+        }
+        Cmp::Gt => {
+            if signed {
+                sa > sb
+            } else {
+                ua > ub
+            }
+        }
+        Cmp::Ge => {
+            if signed {
+                sa >= sb
+            } else {
+                ua >= ub
+            }
+        }
         Cmp::Lo => ua < ub,
         Cmp::Ls => ua <= ub,
         Cmp::Hi => ua > ub,

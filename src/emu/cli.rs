@@ -91,7 +91,9 @@ pub fn run(args: &EmuRunArgs) -> Result<()> {
         None => None,
     };
     let inputs = match (&input_bytes, &args.inputs) {
-        (Some(b), Some(p)) => Some(SafeTensors::deserialize(b).map_err(|e| Error::Safetensors { path: p.clone(), msg: e.to_string() })?),
+        (Some(b), Some(p)) => {
+            Some(SafeTensors::deserialize(b).map_err(|e| Error::Safetensors { path: p.clone(), msg: e.to_string() })?)
+        }
         _ => None,
     };
     let mut kargs = Vec::new();
@@ -127,7 +129,11 @@ pub fn run(args: &EmuRunArgs) -> Result<()> {
             ["i64", v] => kargs.push(KernelArg::I64(num(v, "i64")?)),
             ["f32", v] => kargs.push(KernelArg::F32(num(v, "f32")?)),
             ["f64", v] => kargs.push(KernelArg::F64(num(v, "f64")?)),
-            _ => return Err(Error::Input(format!("bad --arg `{a}` (buf:NAME, out:NAME:DTYPE:LEN, u32:V, i32:V, f32:V, u64:V, i64:V, f64:V)"))),
+            _ => {
+                return Err(Error::Input(format!(
+                    "bad --arg `{a}` (buf:NAME, out:NAME:DTYPE:LEN, u32:V, i32:V, f32:V, u64:V, i64:V, f64:V)"
+                )))
+            }
         }
     }
     let cfg = LaunchConfig { grid: dims(&args.grid)?, block: dims(&args.block)?, shared_mem_bytes: args.shared };
@@ -147,7 +153,8 @@ pub fn run(args: &EmuRunArgs) -> Result<()> {
                     .map_err(|e| Error::Safetensors { path: path.clone(), msg: e.to_string() })
             })
             .collect::<Result<_>>()?;
-        let bytes = safetensors::serialize(views, None).map_err(|e| Error::Safetensors { path: path.clone(), msg: e.to_string() })?;
+        let bytes = safetensors::serialize(views, None)
+            .map_err(|e| Error::Safetensors { path: path.clone(), msg: e.to_string() })?;
         std::fs::write(path, bytes).map_err(|e| Error::io(path, e))?;
     } else if !outs.is_empty() {
         return Err(Error::Input("out: arguments given without --output".into()));

@@ -68,7 +68,16 @@ mod class {
 fn classify(i: &Inst) -> u8 {
     use class::*;
     match i.op {
-        Op::Ld | Op::St | Op::Atom | Op::Red | Op::CpAsync | Op::CpAsyncCommit | Op::CpAsyncWait | Op::Ldmatrix | Op::Stmatrix | Op::Prefetch => MEM,
+        Op::Ld
+        | Op::St
+        | Op::Atom
+        | Op::Red
+        | Op::CpAsync
+        | Op::CpAsyncCommit
+        | Op::CpAsyncWait
+        | Op::Ldmatrix
+        | Op::Stmatrix
+        | Op::Prefetch => MEM,
         Op::Mma => TENSOR,
         Op::Wmma if i.sub == sub::WMMA_MMA => TENSOR,
         Op::Wmma => MEM,
@@ -76,7 +85,15 @@ fn classify(i: &Inst) -> u8 {
         Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::ReadClock | Op::Printf => SPECIAL,
         Op::Rcp | Op::Sqrt | Op::Rsqrt | Op::Ex2 | Op::Lg2 | Op::Sin | Op::Cos | Op::Tanh if i.ty != Ty::F64 => SPECIAL,
         _ => {
-            let t = if matches!(i.op, Op::Cvt | Op::CvtPack) { if i.ty.is_float() { i.ty } else { i.ty2 } } else { i.ty };
+            let t = if matches!(i.op, Op::Cvt | Op::CvtPack) {
+                if i.ty.is_float() {
+                    i.ty
+                } else {
+                    i.ty2
+                }
+            } else {
+                i.ty
+            };
             match t {
                 Ty::F32 => FP32,
                 Ty::F16 | Ty::F16x2 | Ty::BF16 | Ty::BF16x2 => FP16,
@@ -176,7 +193,11 @@ impl<'a> Launch<'a> {
     fn run_block(&self, b: u64) -> Result<Counters, Error> {
         // an emulator bug must surface as an error naming the kernel, not abort the caller
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_block_inner(b))).unwrap_or_else(|p| {
-            let what = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            let what = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
             Err(Error::Emulator(format!("internal emulator error in kernel `{}` block {b}: {what}", self.kernel.name)))
         })
     }
@@ -454,14 +475,17 @@ impl<'l, 'a> Block<'l, 'a> {
 
     /// Releases complete barriers. Returns whether any warp was released.
     fn release_barriers(&mut self, warps: &mut [Warp]) -> Result<bool, Error> {
-        let live_threads: u32 = warps.iter().filter(|w| w.state != WState::Done).map(|w| (w.valid & !w.exited).count_ones()).sum();
+        let live_threads: u32 =
+            warps.iter().filter(|w| w.state != WState::Done).map(|w| (w.valid & !w.exited).count_ones()).sum();
         let mut released = false;
         for id in 0..16u32 {
-            let waiting: Vec<usize> = (0..warps.len()).filter(|&i| warps[i].state == WState::Bar && warps[i].bar_id == id).collect();
+            let waiting: Vec<usize> =
+                (0..warps.len()).filter(|&i| warps[i].state == WState::Bar && warps[i].bar_id == id).collect();
             if waiting.is_empty() {
                 continue;
             }
-            let arrived: u32 = waiting.iter().map(|&i| (warps[i].valid & !warps[i].exited).count_ones()).sum::<u32>() + self.arrivals[id as usize];
+            let arrived: u32 = waiting.iter().map(|&i| (warps[i].valid & !warps[i].exited).count_ones()).sum::<u32>()
+                + self.arrivals[id as usize];
             let need = waiting.iter().map(|&i| warps[i].bar_count).max().unwrap_or(0);
             let need = if need == 0 { live_threads } else { need };
             if arrived < need {
@@ -497,12 +521,19 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     fn deadlock(&self, warps: &[Warp]) -> Error {
-        let mut s = format!("deadlock in kernel `{}` block {:?}: no warp can make progress;", self.l.kernel.name, self.ctaid);
+        let mut s =
+            format!("deadlock in kernel `{}` block {:?}: no warp can make progress;", self.l.kernel.name, self.ctaid);
         for w in warps {
             match w.state {
                 WState::Bar => {
                     let i = &self.l.kernel.insts[w.bar_pc as usize];
-                    s += &format!(" warp {} waits at barrier {} (PTX line {}{});", w.id, w.bar_id, i.line, self.cu_loc(i));
+                    s += &format!(
+                        " warp {} waits at barrier {} (PTX line {}{});",
+                        w.id,
+                        w.bar_id,
+                        i.line,
+                        self.cu_loc(i)
+                    );
                 }
                 WState::Done => s += &format!(" warp {} exited;", w.id),
                 WState::Run => {}
@@ -599,7 +630,13 @@ impl<'l, 'a> Block<'l, 'a> {
                 self.c.thread_instructions += mask.count_ones() as u64;
                 self.class_count[classes[pc as usize] as usize & 7] += 1;
                 if w.steps > limit {
-                    return Err(self.err(w, None, i, "step limit", format!("warp executed more than {limit} instructions (infinite loop?)")));
+                    return Err(self.err(
+                        w,
+                        None,
+                        i,
+                        "step limit",
+                        format!("warp executed more than {limit} instructions (infinite loop?)"),
+                    ));
                 }
                 match i.op {
                     Op::Bra => {
@@ -638,7 +675,13 @@ impl<'l, 'a> Block<'l, 'a> {
                             continue;
                         }
                         if w.calls.len() >= 64 {
-                            return Err(self.err(w, None, i, "call depth", "more than 64 nested device-function calls".into()));
+                            return Err(self.err(
+                                w,
+                                None,
+                                i,
+                                "call depth",
+                                "more than 64 nested device-function calls".into(),
+                            ));
                         }
                         self.call(w, i, mask);
                         w.stack.last_mut().unwrap().pc = pc + 1;
@@ -680,7 +723,11 @@ impl<'l, 'a> Block<'l, 'a> {
                             ));
                         }
                         let id = w.regs[i.s[0] as usize * 32 + mask.trailing_zeros() as usize] as u32;
-                        let count = if i.s[1] != NONE { w.regs[i.s[1] as usize * 32 + mask.trailing_zeros() as usize] as u32 } else { 0 };
+                        let count = if i.s[1] != NONE {
+                            w.regs[i.s[1] as usize * 32 + mask.trailing_zeros() as usize] as u32
+                        } else {
+                            0
+                        };
                         if id >= 16 {
                             return Err(self.err(w, None, i, "bad barrier", format!("barrier id {id} >= 16")));
                         }
@@ -712,7 +759,8 @@ impl<'l, 'a> Block<'l, 'a> {
                     }
                     Op::Trap => {
                         if mask != 0 {
-                            let what = if i.sub == 1 { "device-side assert() failed" } else { "the kernel executed `trap`" };
+                            let what =
+                                if i.sub == 1 { "device-side assert() failed" } else { "the kernel executed `trap`" };
                             return Err(self.err(w, Some(mask.trailing_zeros() as usize), i, "trap", what.into()));
                         }
                         pc += 1;
@@ -892,7 +940,6 @@ impl<'l, 'a> Block<'l, 'a> {
         w.pending = keep;
     }
 
-
     /// Executes one non-control instruction for the lanes in `mask`.
     fn exec(&mut self, w: &mut Warp, i: &Inst, mask: u32, active: u32) -> Result<(), Error> {
         let regs = &mut w.regs;
@@ -993,8 +1040,16 @@ impl<'l, 'a> Block<'l, 'a> {
                 let neg = if i.op == Op::Sub { 0x8000_0000u64 } else { 0 };
                 map2!(|x, y| (f32::from_bits(x as u32) + f32::from_bits((y ^ neg) as u32)).to_bits() as u64)
             }
-            Op::Mul if plain_f32 => map2!(|x, y| (f32::from_bits(x as u32) * f32::from_bits(y as u32)).to_bits() as u64),
-            Op::Fma | Op::Mad if plain_f32 => map3!(|x, y, z| super::fp::fma_n(f32::from_bits(x as u32) as f64, f32::from_bits(y as u32) as f64, f32::from_bits(z as u32) as f64, Rnd::Rn, super::fp::Fmt::F32) as u64),
+            Op::Mul if plain_f32 => {
+                map2!(|x, y| (f32::from_bits(x as u32) * f32::from_bits(y as u32)).to_bits() as u64)
+            }
+            Op::Fma | Op::Mad if plain_f32 => map3!(|x, y, z| super::fp::fma_n(
+                f32::from_bits(x as u32) as f64,
+                f32::from_bits(y as u32) as f64,
+                f32::from_bits(z as u32) as f64,
+                Rnd::Rn,
+                super::fp::Fmt::F32
+            ) as u64),
             Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Min | Op::Max | Op::Copysign if ty.is_float() => {
                 let (op, rnd, f) = (i.op, i.rnd, i.flags);
                 map2!(|x, y| alu::fbin(op, ty, rnd, f, x, y))
@@ -1028,14 +1083,20 @@ impl<'l, 'a> Block<'l, 'a> {
                     _ => map2!(|x, y| ext(ty, (x ^ y) & m)),
                 }
             }
-            Op::Shl if ty.bits() == 32 => map2!(|x, y| if y as u32 >= 32 { 0 } else { ((x as u32) << (y as u32)) as u64 }),
-            Op::Shr if ty == Ty::U32 || ty == Ty::B32 => map2!(|x, y| if y as u32 >= 32 { 0 } else { ((x as u32) >> (y as u32)) as u64 }),
+            Op::Shl if ty.bits() == 32 => {
+                map2!(|x, y| if y as u32 >= 32 { 0 } else { ((x as u32) << (y as u32)) as u64 })
+            }
+            Op::Shr if ty == Ty::U32 || ty == Ty::B32 => {
+                map2!(|x, y| if y as u32 >= 32 { 0 } else { ((x as u32) >> (y as u32)) as u64 })
+            }
             Op::Shl if ty.bits() == 64 => map2!(|x, y| if y as u32 >= 64 { 0 } else { x << (y as u32) }),
             Op::Mul if i.flags & (fl::HI | fl::WIDE) == 0 && i.sub != 24 && (ty == Ty::S32 || ty == Ty::U32) => {
                 map2!(|x, y| ext(ty, (x as u32).wrapping_mul(y as u32) as u64))
             }
             Op::Mul if i.flags & fl::WIDE != 0 && ty == Ty::U32 => map2!(|x, y| (x as u32 as u64) * (y as u32 as u64)),
-            Op::Mul if i.flags & fl::WIDE != 0 && ty == Ty::S32 => map2!(|x, y| ((x as u32 as i32 as i64) * (y as u32 as i32 as i64)) as u64),
+            Op::Mul if i.flags & fl::WIDE != 0 && ty == Ty::S32 => {
+                map2!(|x, y| ((x as u32 as i32 as i64) * (y as u32 as i32 as i64)) as u64)
+            }
             Op::Sub if ty == Ty::S32 || ty == Ty::U32 || ty == Ty::B32 => {
                 if i.has(fl::SAT) {
                     map2!(|x, y| alu::ibin(Op::Sub, ty, i.flags, false, x, y))
@@ -1043,7 +1104,18 @@ impl<'l, 'a> Block<'l, 'a> {
                     map2!(|x, y| ext(ty, (x as u32).wrapping_sub(y as u32) as u64))
                 }
             }
-            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Rem | Op::Min | Op::Max | Op::And | Op::Or | Op::Xor | Op::Shl | Op::Shr => {
+            Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Rem
+            | Op::Min
+            | Op::Max
+            | Op::And
+            | Op::Or
+            | Op::Xor
+            | Op::Shl
+            | Op::Shr => {
                 let (op, f, s24) = (i.op, i.flags, i.sub == 24);
                 map2!(|x, y| alu::ibin(op, ty, f, s24, x, y))
             }
@@ -1060,7 +1132,14 @@ impl<'l, 'a> Block<'l, 'a> {
                     let cc = i.d[1] as usize * 32;
                     let wide = i.has(fl::WIDE);
                     lanes!(mask, l, {
-                        let p = alu::ibin(Op::Mul, ty, i.flags & (fl::HI | fl::WIDE), i.sub == 24, regs[a + l], regs[b + l]);
+                        let p = alu::ibin(
+                            Op::Mul,
+                            ty,
+                            i.flags & (fl::HI | fl::WIDE),
+                            i.sub == 24,
+                            regs[a + l],
+                            regs[b + l],
+                        );
                         let rt = if wide { wide_of(ty) } else { ty };
                         let cin = if i.has(fl::CARRY_IN) { regs[cc + l] } else { 0 };
                         let (r, cout) = alu::add_carry(false, rt, p, regs[c + l], cin);
@@ -1073,7 +1152,9 @@ impl<'l, 'a> Block<'l, 'a> {
                     let f = i.flags;
                     let s24 = i.sub == 24;
                     let rt = if i.has(fl::WIDE) { wide_of(ty) } else { ty };
-                    if ty == Ty::S32 && f & (fl::HI | fl::WIDE | fl::SAT) == 0 && !s24 || (ty == Ty::U32 && f & (fl::HI | fl::WIDE) == 0 && !s24) {
+                    if ty == Ty::S32 && f & (fl::HI | fl::WIDE | fl::SAT) == 0 && !s24
+                        || (ty == Ty::U32 && f & (fl::HI | fl::WIDE) == 0 && !s24)
+                    {
                         map3!(|x, y, z| ext(ty, (x as u32).wrapping_mul(y as u32).wrapping_add(z as u32) as u64))
                     } else {
                         map3!(|x, y, z| {
@@ -1087,7 +1168,22 @@ impl<'l, 'a> Block<'l, 'a> {
                     }
                 }
             }
-            Op::Neg | Op::Abs | Op::Not | Op::Cnot | Op::Popc | Op::Clz | Op::Brev | Op::Bfind | Op::Rcp | Op::Sqrt | Op::Rsqrt | Op::Ex2 | Op::Lg2 | Op::Sin | Op::Cos | Op::Tanh => {
+            Op::Neg
+            | Op::Abs
+            | Op::Not
+            | Op::Cnot
+            | Op::Popc
+            | Op::Clz
+            | Op::Brev
+            | Op::Bfind
+            | Op::Rcp
+            | Op::Sqrt
+            | Op::Rsqrt
+            | Op::Ex2
+            | Op::Lg2
+            | Op::Sin
+            | Op::Cos
+            | Op::Tanh => {
                 let (op, rnd, f) = (i.op, i.rnd, i.flags);
                 map1!(|x| alu::unary(op, ty, rnd, f, x))
             }
@@ -1139,7 +1235,11 @@ impl<'l, 'a> Block<'l, 'a> {
                 let lut = i.off as u8;
                 map3!(|x, y, z| alu::lop3(x, y, z, lut))
             }
-            Op::Setp if i.sub2 == sub::B_NONE && i.d[1] == NONE && matches!(ty, Ty::S32 | Ty::U32 | Ty::B32 | Ty::S64 | Ty::U64) => {
+            Op::Setp
+                if i.sub2 == sub::B_NONE
+                    && i.d[1] == NONE
+                    && matches!(ty, Ty::S32 | Ty::U32 | Ty::B32 | Ty::S64 | Ty::U64) =>
+            {
                 macro_rules! cmpfast {
                     ($t:ty) => {
                         match i.cmp {
@@ -1170,7 +1270,10 @@ impl<'l, 'a> Block<'l, 'a> {
                     let (x, y) = (regs[a + l], regs[b + l]);
                     let (t, t_hi) = if x2 {
                         let et = if ty == Ty::F16x2 { Ty::F16 } else { Ty::BF16 };
-                        (alu::compare(cmp, et, f, x & 0xffff, y & 0xffff), alu::compare(cmp, et, f, (x >> 16) & 0xffff, (y >> 16) & 0xffff))
+                        (
+                            alu::compare(cmp, et, f, x & 0xffff, y & 0xffff),
+                            alu::compare(cmp, et, f, (x >> 16) & 0xffff, (y >> 16) & 0xffff),
+                        )
                     } else {
                         let t = alu::compare(cmp, ty, f, x, y);
                         (t, !t)
@@ -1187,7 +1290,11 @@ impl<'l, 'a> Block<'l, 'a> {
                     let p = comb(t);
                     if is_set {
                         regs[d + l] = if dty == Ty::F32 {
-                            if p { 1.0f32.to_bits() as u64 } else { 0 }
+                            if p {
+                                1.0f32.to_bits() as u64
+                            } else {
+                                0
+                            }
                         } else if p {
                             ext(dty, u64::MAX)
                         } else {
@@ -1213,7 +1320,11 @@ impl<'l, 'a> Block<'l, 'a> {
                 let f = i.flags;
                 map3!(|x, y, z| {
                     let ge = if t2 == Ty::F32 {
-                        let v = if f & fl::FTZ != 0 { super::fp::ftz32(f32::from_bits(z as u32)) } else { f32::from_bits(z as u32) };
+                        let v = if f & fl::FTZ != 0 {
+                            super::fp::ftz32(f32::from_bits(z as u32))
+                        } else {
+                            f32::from_bits(z as u32)
+                        };
                         v >= 0.0
                     } else {
                         z as u32 as i32 >= 0
@@ -1255,10 +1366,21 @@ impl<'l, 'a> Block<'l, 'a> {
                 return self.mem_op(w, i, mask);
             }
             Op::Printf => return self.printf(w, i, mask),
-            Op::Ldmatrix | Op::Stmatrix | Op::Mma | Op::Wmma | Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::BarWarp => {
+            Op::Ldmatrix
+            | Op::Stmatrix
+            | Op::Mma
+            | Op::Wmma
+            | Op::Shfl
+            | Op::Vote
+            | Op::Match
+            | Op::Redux
+            | Op::Activemask
+            | Op::BarWarp => {
                 return self.warp_op(w, i, mask, active);
             }
-            Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => unreachable!("control handled by run_warp"),
+            Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => {
+                unreachable!("control handled by run_warp")
+            }
         }
         Ok(())
     }

@@ -354,11 +354,23 @@ pub fn f2i(x: f64, mode: Rnd, bits: u32, signed: bool) -> u64 {
     let r = round_int(x, mode);
     if signed {
         let (lo, hi) = (-(2f64.powi(bits as i32 - 1)), 2f64.powi(bits as i32 - 1) - 1.0);
-        let v = if r < lo { lo } else if r > hi { hi } else { r };
+        let v = if r < lo {
+            lo
+        } else if r > hi {
+            hi
+        } else {
+            r
+        };
         (v as i64) as u64
     } else {
         let hi = 2f64.powi(bits as i32) - 1.0;
-        let v = if r < 0.0 { 0.0 } else if r > hi { hi } else { r };
+        let v = if r < 0.0 {
+            0.0
+        } else if r > hi {
+            hi
+        } else {
+            r
+        };
         v as u64
     }
 }

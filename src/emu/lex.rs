@@ -74,7 +74,10 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, (u32, String)> {
         if c.is_ascii_digit() {
             let start = i;
             // hex float forms 0f / 0d
-            if c == b'0' && i + 1 < b.len() && (b[i + 1] == b'f' || b[i + 1] == b'F' || b[i + 1] == b'd' || b[i + 1] == b'D') {
+            if c == b'0'
+                && i + 1 < b.len()
+                && (b[i + 1] == b'f' || b[i + 1] == b'F' || b[i + 1] == b'd' || b[i + 1] == b'D')
+            {
                 let is_d = b[i + 1] == b'd' || b[i + 1] == b'D';
                 let hs = i + 2;
                 let mut j = hs;
@@ -96,7 +99,8 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, (u32, String)> {
                 while j < b.len() && b[j].is_ascii_hexdigit() {
                     j += 1;
                 }
-                let v = u128::from_str_radix(&src[i + 2..j], 16).map_err(|e| (line, format!("bad hex literal: {e}")))?;
+                let v =
+                    u128::from_str_radix(&src[i + 2..j], 16).map_err(|e| (line, format!("bad hex literal: {e}")))?;
                 if j < b.len() && (b[j] == b'U' || b[j] == b'u') {
                     j += 1;
                 }
@@ -108,14 +112,24 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, (u32, String)> {
             while j < b.len() && b[j].is_ascii_digit() {
                 j += 1;
             }
-            let is_float = j < b.len() && (b[j] == b'.' || b[j] == b'e' || b[j] == b'E')
-                && j + 1 < b.len() && (b[j + 1].is_ascii_digit() || b[j + 1] == b'-' || b[j + 1] == b'+');
+            let is_float = j < b.len()
+                && (b[j] == b'.' || b[j] == b'e' || b[j] == b'E')
+                && j + 1 < b.len()
+                && (b[j + 1].is_ascii_digit() || b[j + 1] == b'-' || b[j + 1] == b'+');
             if is_float {
                 let mut k = j + 1;
-                while k < b.len() && (b[k].is_ascii_digit() || b[k] == b'e' || b[k] == b'E' || b[k] == b'-' || b[k] == b'+' || b[k] == b'.') {
+                while k < b.len()
+                    && (b[k].is_ascii_digit()
+                        || b[k] == b'e'
+                        || b[k] == b'E'
+                        || b[k] == b'-'
+                        || b[k] == b'+'
+                        || b[k] == b'.')
+                {
                     k += 1;
                 }
-                let v: f64 = src[start..k].parse().map_err(|_| (line, format!("bad float literal `{}`", &src[start..k])))?;
+                let v: f64 =
+                    src[start..k].parse().map_err(|_| (line, format!("bad float literal `{}`", &src[start..k])))?;
                 out.push(Token { tok: Tok::F64(v.to_bits()), line });
                 i = k;
                 continue;
@@ -148,8 +162,8 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, (u32, String)> {
             continue;
         }
         match c {
-            b',' | b';' | b'[' | b']' | b'{' | b'}' | b'(' | b')' | b'+' | b'-' | b'|' | b'!' | b'@' | b'<' | b'>' | b':'
-            | b'=' | b'*' => {
+            b',' | b';' | b'[' | b']' | b'{' | b'}' | b'(' | b')' | b'+' | b'-' | b'|' | b'!' | b'@' | b'<' | b'>'
+            | b':' | b'=' | b'*' => {
                 out.push(Token { tok: Tok::Punct(c as char), line });
                 i += 1;
             }

@@ -138,23 +138,154 @@ fn atom_op(m: &Mods) -> Option<u8> {
 /// memory-ordering hints). Anything else is rejected so it can never be silently ignored.
 const KNOWN_MODS: &[&str] = &[
     // rounding, flags
-    "rn", "rz", "rm", "rp", "rni", "rzi", "rmi", "rpi", "rna", "sat", "ftz", "approx", "full", "hi", "lo", "wide", "nc",
-    "uni", "trans", "shiftamt", "wrap", "clamp", "l", "r", "cc", "relu", "satfinite", "NaN", "noftz",
+    "rn",
+    "rz",
+    "rm",
+    "rp",
+    "rni",
+    "rzi",
+    "rmi",
+    "rpi",
+    "rna",
+    "sat",
+    "ftz",
+    "approx",
+    "full",
+    "hi",
+    "lo",
+    "wide",
+    "nc",
+    "uni",
+    "trans",
+    "shiftamt",
+    "wrap",
+    "clamp",
+    "l",
+    "r",
+    "cc",
+    "relu",
+    "satfinite",
+    "NaN",
+    "noftz",
     // comparisons and boolean combine
-    "eq", "ne", "lt", "le", "gt", "ge", "ls", "hs", "equ", "neu", "ltu", "leu", "gtu", "geu", "num", "nan", "and", "or", "xor",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "ls",
+    "hs",
+    "equ",
+    "neu",
+    "ltu",
+    "leu",
+    "gtu",
+    "geu",
+    "num",
+    "nan",
+    "and",
+    "or",
+    "xor",
     // testp
-    "finite", "infinite", "number", "notanumber", "normal", "subnormal",
+    "finite",
+    "infinite",
+    "number",
+    "notanumber",
+    "normal",
+    "subnormal",
     // spaces, vectors, ordering/cache hints
-    "global", "shared", "shared::cta", "local", "param", "const", "to", "v2", "v4", "volatile", "relaxed", "acquire",
-    "release", "weak", "sc", "acq_rel", "cta", "gpu", "sys", "ca", "cg", "cs", "lu", "cv", "wb", "wt", "L1::evict_normal",
-    "L1::evict_unchanged", "L1::evict_first", "L1::evict_last", "L1::no_allocate", "L2::64B", "L2::128B", "L2::256B",
-    "L2::evict_normal", "L2::evict_first", "L2::evict_last", "L2", "L1",
+    "global",
+    "shared",
+    "shared::cta",
+    "local",
+    "param",
+    "const",
+    "to",
+    "v2",
+    "v4",
+    "volatile",
+    "relaxed",
+    "acquire",
+    "release",
+    "weak",
+    "sc",
+    "acq_rel",
+    "cta",
+    "gpu",
+    "sys",
+    "ca",
+    "cg",
+    "cs",
+    "lu",
+    "cv",
+    "wb",
+    "wt",
+    "L1::evict_normal",
+    "L1::evict_unchanged",
+    "L1::evict_first",
+    "L1::evict_last",
+    "L1::no_allocate",
+    "L2::64B",
+    "L2::128B",
+    "L2::256B",
+    "L2::evict_normal",
+    "L2::evict_first",
+    "L2::evict_last",
+    "L2",
+    "L1",
     // warp / barrier / async / tensor
-    "gl", "proxy", "alias", "sync", "aligned", "up", "down", "bfly", "idx", "all", "any", "ballot", "async", "commit_group", "wait_group", "wait_all",
-    "warp", "red", "popc", "arrive", "m8n8", "x1", "x2", "x4", "row", "col", "m16n8k16", "m16n8k32", "m16n8k8", "m16n16k16",
-    "a", "b", "c", "d", "load", "store", "mma", "f4e", "b4e", "rc8", "ecl", "ecr", "rc16",
+    "gl",
+    "proxy",
+    "alias",
+    "sync",
+    "aligned",
+    "up",
+    "down",
+    "bfly",
+    "idx",
+    "all",
+    "any",
+    "ballot",
+    "async",
+    "commit_group",
+    "wait_group",
+    "wait_all",
+    "warp",
+    "red",
+    "popc",
+    "arrive",
+    "m8n8",
+    "x1",
+    "x2",
+    "x4",
+    "row",
+    "col",
+    "m16n8k16",
+    "m16n8k32",
+    "m16n8k8",
+    "m16n16k16",
+    "a",
+    "b",
+    "c",
+    "d",
+    "load",
+    "store",
+    "mma",
+    "f4e",
+    "b4e",
+    "rc8",
+    "ecl",
+    "ecr",
+    "rc16",
     // atomics
-    "add", "min", "max", "inc", "dec", "cas", "exch",
+    "add",
+    "min",
+    "max",
+    "inc",
+    "dec",
+    "cas",
+    "exch",
 ];
 
 fn check_mods(m: &Mods, opname: &str, line: u32) -> PResult<()> {
@@ -287,8 +418,8 @@ pub(super) fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, 
             }
             push(fs, i);
         }
-        "neg" | "abs" | "not" | "cnot" | "popc" | "clz" | "brev" | "bfind" | "rcp" | "sqrt" | "rsqrt" | "ex2" | "lg2"
-        | "sin" | "cos" | "tanh" => {
+        "neg" | "abs" | "not" | "cnot" | "popc" | "clz" | "brev" | "bfind" | "rcp" | "sqrt" | "rsqrt" | "ex2"
+        | "lg2" | "sin" | "cos" | "tanh" => {
             need(&ops, 2, line, opname)?;
             let op = match m.base {
                 "neg" => Op::Neg,
@@ -717,7 +848,11 @@ pub(super) fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, 
             let b = vec_slots(fs, &ops[2], Ty::B32, line, false)?;
             let cc = vec_slots(fs, &ops[3], ct, line, false)?;
             let (na, nb, ncd) = match i.sub {
-                sub::MMA_F16_M16N8K16 | sub::MMA_BF16_M16N8K16 | sub::MMA_S8_M16N8K32 | sub::MMA_U8_M16N8K32 | sub::MMA_TF32_M16N8K8 => (4, 2, 4),
+                sub::MMA_F16_M16N8K16
+                | sub::MMA_BF16_M16N8K16
+                | sub::MMA_S8_M16N8K32
+                | sub::MMA_U8_M16N8K32
+                | sub::MMA_TF32_M16N8K8 => (4, 2, 4),
                 _ => (2, 1, 4),
             };
             let ncd = if dt == Ty::F16 { 2 } else { ncd };
@@ -764,7 +899,10 @@ pub(super) fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, 
                 match o {
                     Opnd::Name(n) if callee.is_none() => callee = Some(n.clone()),
                     Opnd::Vec(v) => {
-                        let names: Vec<String> = v.iter().filter_map(|e| if let Opnd::Name(n) = e { Some(n.clone()) } else { None }).collect();
+                        let names: Vec<String> = v
+                            .iter()
+                            .filter_map(|e| if let Opnd::Name(n) = e { Some(n.clone()) } else { None })
+                            .collect();
                         if callee.is_none() {
                             rets = names;
                         } else {
@@ -801,10 +939,23 @@ pub(super) fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, 
                 name => {
                     let layout = func_layout(fs, name, line)?;
                     if layout.params.len() != args.len() || layout.rets.len() != rets.len() {
-                        return Err((line, format!("call of `{name}` passes {} arguments / {} results, the function takes {} / {}", args.len(), rets.len(), layout.params.len(), layout.rets.len())));
+                        return Err((
+                            line,
+                            format!(
+                                "call of `{name}` passes {} arguments / {} results, the function takes {} / {}",
+                                args.len(),
+                                rets.len(),
+                                layout.params.len(),
+                                layout.rets.len()
+                            ),
+                        ));
                     }
                     let off_of = |fs: &FnState, a: &str| -> PResult<u32> {
-                        fs.local_params.get(a).or_else(|| fs.param_alias.get(a)).copied().ok_or((line, format!("call argument `{a}` is not a declared .param")))
+                        fs.local_params
+                            .get(a)
+                            .or_else(|| fs.param_alias.get(a))
+                            .copied()
+                            .ok_or((line, format!("call argument `{a}` is not a declared .param")))
                     };
                     // [save-list index, nargs, (src, dst, bytes)*, nrets, (src, dst, bytes)*]
                     let mut l = vec![layout.save_list, args.len() as u32];

@@ -23,8 +23,22 @@ impl<'l, 'a> Block<'l, 'a> {
     /// alignment (`align` bytes) and bounds. Fast path: an aligned global access inside the
     /// allocation hit last.
     #[inline(always)]
-    pub(crate) fn resolve(&mut self, w: &Warp, i: &Inst, lane: usize, space: Space, addr: u64, size: u32, align: u32, what: &str) -> R<Loc> {
-        if matches!(space, Space::Global | Space::Generic) && addr & (align.max(1) as u64 - 1) == 0 && addr < SHARED_WIN && align.is_power_of_two() {
+    pub(crate) fn resolve(
+        &mut self,
+        w: &Warp,
+        i: &Inst,
+        lane: usize,
+        space: Space,
+        addr: u64,
+        size: u32,
+        align: u32,
+        what: &str,
+    ) -> R<Loc> {
+        if matches!(space, Space::Global | Space::Generic)
+            && addr & (align.max(1) as u64 - 1) == 0
+            && addr < SHARED_WIN
+            && align.is_power_of_two()
+        {
             if let Some(a) = self.l.view.allocs.get(self.last_alloc) {
                 if addr >= a.base && addr + size as u64 <= a.base + a.size {
                     return Ok(Loc::Global(unsafe { a.ptr.add((addr - a.base) as usize) }));
@@ -35,11 +49,31 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     #[inline(never)]
-    pub(crate) fn resolve_slow(&mut self, w: &Warp, i: &Inst, lane: usize, space: Space, addr: u64, size: u32, align: u32, what: &str) -> R<Loc> {
+    pub(crate) fn resolve_slow(
+        &mut self,
+        w: &Warp,
+        i: &Inst,
+        lane: usize,
+        space: Space,
+        addr: u64,
+        size: u32,
+        align: u32,
+        what: &str,
+    ) -> R<Loc> {
         // (alignments are powers of two: a mask instead of a 64-bit division)
-        let misaligned = if align.is_power_of_two() { addr & (align as u64 - 1) != 0 } else { align > 1 && addr % align as u64 != 0 };
+        let misaligned = if align.is_power_of_two() {
+            addr & (align as u64 - 1) != 0
+        } else {
+            align > 1 && addr % align as u64 != 0
+        };
         if misaligned && (self.l.opts.align || matches!(i.op, Op::Atom | Op::Red)) {
-            return Err(self.err(w, Some(lane), i, "misaligned access", format!("{what} of {size} bytes at address {addr:#x} is not {align}-byte aligned ({:?} space)", space)));
+            return Err(self.err(
+                w,
+                Some(lane),
+                i,
+                "misaligned access",
+                format!("{what} of {size} bytes at address {addr:#x} is not {align}-byte aligned ({:?} space)", space),
+            ));
         }
         let space = if space == Space::Generic {
             if (SHARED_WIN..SHARED_WIN + WIN_SIZE).contains(&addr) {
@@ -65,7 +99,16 @@ impl<'l, 'a> Block<'l, 'a> {
                             k
                         }
                         None => {
-                            return Err(self.err(w, Some(lane), i, "out-of-bounds access", format!("global {what} of {size} bytes at address {addr:#x}: {}", v.explain_miss(addr, sz))));
+                            return Err(self.err(
+                                w,
+                                Some(lane),
+                                i,
+                                "out-of-bounds access",
+                                format!(
+                                    "global {what} of {size} bytes at address {addr:#x}: {}",
+                                    v.explain_miss(addr, sz)
+                                ),
+                            ));
                         }
                     },
                 };
@@ -93,20 +136,46 @@ impl<'l, 'a> Block<'l, 'a> {
             Space::Local => {
                 let lb = self.l.kernel.local_bytes as u64;
                 if addr + sz > lb {
-                    return Err(self.err(w, Some(lane), i, "out-of-bounds access", format!("local {what} of {size} bytes at offset {addr:#x}: the thread's local frame is {lb} bytes")));
+                    return Err(self.err(
+                        w,
+                        Some(lane),
+                        i,
+                        "out-of-bounds access",
+                        format!(
+                            "local {what} of {size} bytes at offset {addr:#x}: the thread's local frame is {lb} bytes"
+                        ),
+                    ));
                 }
                 let t = (w.id as u64 * 32 + lane as u64) * lb;
                 Ok(Loc::Local((t + addr) as u32))
             }
             Space::Const => {
                 if addr + sz > self.l.const_bank.len() as u64 {
-                    return Err(self.err(w, Some(lane), i, "out-of-bounds access", format!("const {what} of {size} bytes at offset {addr:#x}: the module's const bank is {} bytes", self.l.const_bank.len())));
+                    return Err(self.err(
+                        w,
+                        Some(lane),
+                        i,
+                        "out-of-bounds access",
+                        format!(
+                            "const {what} of {size} bytes at offset {addr:#x}: the module's const bank is {} bytes",
+                            self.l.const_bank.len()
+                        ),
+                    ));
                 }
                 Ok(Loc::Const(addr as u32))
             }
             Space::Param => {
                 if addr + sz > self.l.params.len() as u64 {
-                    return Err(self.err(w, Some(lane), i, "out-of-bounds access", format!("param {what} at offset {addr}: the kernel has {} bytes of parameters", self.l.params.len())));
+                    return Err(self.err(
+                        w,
+                        Some(lane),
+                        i,
+                        "out-of-bounds access",
+                        format!(
+                            "param {what} at offset {addr}: the kernel has {} bytes of parameters",
+                            self.l.params.len()
+                        ),
+                    ));
                 }
                 Ok(Loc::Param(addr as u32))
             }
@@ -154,7 +223,16 @@ impl<'l, 'a> Block<'l, 'a> {
     /// Shadow bookkeeping of a shared access by warp `w`: races between barriers (between warps,
     /// and between lanes of one warp without a `bar.warp.sync` in between), reads of
     /// never-written bytes, touching a cp.async destination still in flight.
-    pub(crate) fn check_shared(&mut self, w: &Warp, i: &Inst, lane: usize, off: u32, size: u32, write: bool, atomic: bool) -> R<()> {
+    pub(crate) fn check_shared(
+        &mut self,
+        w: &Warp,
+        i: &Inst,
+        lane: usize,
+        off: u32,
+        size: u32,
+        write: bool,
+        atomic: bool,
+    ) -> R<()> {
         if self.shadow.is_empty() {
             return Ok(());
         }
@@ -175,7 +253,13 @@ impl<'l, 'a> Block<'l, 'a> {
             // the last write / read was by another lane of this warp, since its last __syncwarp,
             // by an earlier instruction, on some of these bytes
             let unordered = |e: u32, wp: u16, st: u32, ln: u8, by: u8| {
-                e == epoch && wp == wid && ln != MULTI_LANES && ln != lane8 && st != step && by & bm != 0 && Self::after_sync(w, st)
+                e == epoch
+                    && wp == wid
+                    && ln != MULTI_LANES
+                    && ln != lane8
+                    && st != step
+                    && by & bm != 0
+                    && Self::after_sync(w, st)
             };
             if write {
                 if races && !atomic {
@@ -243,7 +327,11 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     fn race(&self, w: &Warp, i: &Inst, lane: usize, word: u32, what: &str, other: &str, other_warp: u16) -> Error {
-        let who = if other_warp == MULTI_READERS { "several other warps".to_string() } else { format!("warp {other_warp} (threads {}..{})", other_warp as u32 * 32, other_warp as u32 * 32 + 31) };
+        let who = if other_warp == MULTI_READERS {
+            "several other warps".to_string()
+        } else {
+            format!("warp {other_warp} (threads {}..{})", other_warp as u32 * 32, other_warp as u32 * 32 + 31)
+        };
         self.err(
             w,
             Some(lane),
@@ -276,7 +364,13 @@ impl<'l, 'a> Block<'l, 'a> {
         if write {
             self.local_init[r].fill(1);
         } else if self.local_init[r].iter().any(|&b| b == 0) {
-            return Err(self.err(w, Some(lane), i, "uninitialised read", format!("local load of {size} bytes reads bytes never written by this thread")));
+            return Err(self.err(
+                w,
+                Some(lane),
+                i,
+                "uninitialised read",
+                format!("local load of {size} bytes reads bytes never written by this thread"),
+            ));
         }
         Ok(())
     }
@@ -292,7 +386,16 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     #[inline(never)]
-    fn global_shadow_slow(&self, w: &Warp, i: &Inst, lane: usize, addr: u64, size: u32, write: bool, what: &str) -> R<()> {
+    fn global_shadow_slow(
+        &self,
+        w: &Warp,
+        i: &Inst,
+        lane: usize,
+        addr: u64,
+        size: u32,
+        write: bool,
+        what: &str,
+    ) -> R<()> {
         let a = &self.l.view.allocs[self.last_alloc];
         let off = addr - a.base;
         if write {
@@ -315,7 +418,15 @@ impl<'l, 'a> Block<'l, 'a> {
     pub(crate) fn store_loc(&mut self, loc: Loc, size: u32, v: u64) {
         self.write_raw(loc, 0, size, v)
     }
-    pub(crate) fn wmma_global_shadow(&self, w: &Warp, i: &Inst, lane: usize, addr: u64, size: u32, write: bool) -> R<()> {
+    pub(crate) fn wmma_global_shadow(
+        &self,
+        w: &Warp,
+        i: &Inst,
+        lane: usize,
+        addr: u64,
+        size: u32,
+        write: bool,
+    ) -> R<()> {
         self.global_shadow(w, i, lane, addr, size, write, if write { "wmma store" } else { "wmma load" })
     }
 
@@ -463,7 +574,15 @@ impl<'l, 'a> Block<'l, 'a> {
                         // the read half of the RMW must see initialised data
                         let s = self.shadow[(o / 4) as usize];
                         if s.init & 0xf != 0xf && size == 4 {
-                            return Err(self.err(w, Some(l), i, "uninitialised read", format!("atomic on shared offset {o:#x} that was never written since the block started")));
+                            return Err(self.err(
+                                w,
+                                Some(l),
+                                i,
+                                "uninitialised read",
+                                format!(
+                                    "atomic on shared offset {o:#x} that was never written since the block started"
+                                ),
+                            ));
                         }
                     }
                     self.check_shared(w, i, l, o, size, true, true)?;
@@ -472,7 +591,15 @@ impl<'l, 'a> Block<'l, 'a> {
                     self.write_raw(loc, 0, size, new);
                     cur
                 }
-                _ => return Err(self.err(w, Some(l), i, "bad atomic", format!("atomic on address {addr:#x} outside global/shared memory"))),
+                _ => {
+                    return Err(self.err(
+                        w,
+                        Some(l),
+                        i,
+                        "bad atomic",
+                        format!("atomic on address {addr:#x} outside global/shared memory"),
+                    ))
+                }
             };
             if has_d {
                 w.regs[i.d[0] as usize * 32 + l] = ext(ty, old);
@@ -484,7 +611,13 @@ impl<'l, 'a> Block<'l, 'a> {
     fn cp_async(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
         let size = i.n as u32;
         if !matches!(size, 4 | 8 | 16) || (i.has(fl::CG) && size != 16) {
-            return Err(self.err(w, None, i, "bad cp.async", format!("cp.async size {size} (must be 4, 8 or 16; .cg only 16)")));
+            return Err(self.err(
+                w,
+                None,
+                i,
+                "bad cp.async",
+                format!("cp.async size {size} (must be 4, 8 or 16; .cg only 16)"),
+            ));
         }
         let mut gaddrs = [0u64; 32];
         let mut gmask = 0u32;
@@ -706,8 +839,15 @@ impl<'l, 'a> Block<'l, 'a> {
             argp = argp.div_ceil(size) * size;
             let b = self.read_generic(w, i, lane, argp, size as u32)?;
             argp += size;
-            let v = if size == 8 { u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) } else { u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as u64 };
-            let prec = spec.split('.').nth(1).and_then(|p| p.trim_end_matches(|c: char| c.is_alphabetic()).parse::<usize>().ok());
+            let v = if size == 8 {
+                u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
+            } else {
+                u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as u64
+            };
+            let prec = spec
+                .split('.')
+                .nth(1)
+                .and_then(|p| p.trim_end_matches(|c: char| c.is_alphabetic()).parse::<usize>().ok());
             match conv {
                 'd' | 'i' => out += &(if size == 8 { v as i64 } else { v as u32 as i32 as i64 }).to_string(),
                 'u' => out += &v.to_string(),

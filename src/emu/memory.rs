@@ -98,8 +98,21 @@ impl Alloc {
 
     pub fn describe(&self) -> String {
         match &self.label {
-            Some(l) => format!("allocation #{} `{}` [{:#x}, {:#x}) of {} bytes", self.id, l, self.base, self.base + self.size, self.size),
-            None => format!("allocation #{} [{:#x}, {:#x}) of {} bytes", self.id, self.base, self.base + self.size, self.size),
+            Some(l) => format!(
+                "allocation #{} `{}` [{:#x}, {:#x}) of {} bytes",
+                self.id,
+                l,
+                self.base,
+                self.base + self.size,
+                self.size
+            ),
+            None => format!(
+                "allocation #{} [{:#x}, {:#x}) of {} bytes",
+                self.id,
+                self.base,
+                self.base + self.size,
+                self.size
+            ),
         }
     }
 }
@@ -187,7 +200,9 @@ impl GlobalMem {
         let ptr = if size > 0 {
             // fresh allocations are poisoned (0xCD) so reads of never-written data stand out
             let mut v: Vec<u8> = Vec::new();
-            v.try_reserve_exact(bytes).map_err(|_| Error::Memory(format!("host memory exhausted allocating {bytes} bytes of emulated device memory")))?;
+            v.try_reserve_exact(bytes).map_err(|_| {
+                Error::Memory(format!("host memory exhausted allocating {bytes} bytes of emulated device memory"))
+            })?;
             v.resize(bytes, 0xCD);
             Box::into_raw(v.into_boxed_slice()) as *mut u8
         } else {
@@ -197,7 +212,8 @@ impl GlobalMem {
         st.next_id += 1;
         let init = (0..size.div_ceil(8)).map(|_| AtomicU8::new(0)).collect();
         let pos = st.allocs.partition_point(|a| a.base < base);
-        st.allocs.insert(pos, Alloc { id, base, size, ptr, init, full: std::sync::atomic::AtomicBool::new(false), label });
+        st.allocs
+            .insert(pos, Alloc { id, base, size, ptr, init, full: std::sync::atomic::AtomicBool::new(false), label });
         Ok(base)
     }
 
@@ -232,12 +248,16 @@ impl GlobalMem {
                 Ok(())
             }
             None if len == 0 => Ok(()),
-            None => Err(Error::Memory(format!("{what} of {len} bytes at {addr:#x}: {}", v.explain_miss(addr, len as u64)))),
+            None => {
+                Err(Error::Memory(format!("{what} of {len} bytes at {addr:#x}: {}", v.explain_miss(addr, len as u64))))
+            }
         })?
     }
 
     pub fn write(&self, dst: u64, src: &[u8]) -> Result<()> {
-        self.host_range(dst, src.len(), "host write", true, |p| unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) })
+        self.host_range(dst, src.len(), "host write", true, |p| unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len())
+        })
     }
     pub fn read(&self, src: u64, dst: &mut [u8]) -> Result<()> {
         let n = dst.len();

@@ -41,7 +41,11 @@ use crate::error::{Error, Result};
 
 /// Parses and lowers a PTX module (no caching).
 pub fn parse_module(name: &str, ptx: &str) -> Result<ir::Module> {
-    parse::parse_module(name, ptx).map_err(|(line, msg)| Error::PtxParse { module: name.to_string(), line: line as usize, msg })
+    parse::parse_module(name, ptx).map_err(|(line, msg)| Error::PtxParse {
+        module: name.to_string(),
+        line: line as usize,
+        msg,
+    })
 }
 
 /// Parses a module once per process (keyed by name and text) and shares the result.

@@ -477,7 +477,6 @@ pub(super) struct FuncLayout {
     pub(super) save_list: u32,
 }
 
-
 impl<'m> FnState<'m> {
     fn new_reg(&mut self, name: &str, ty: Ty) -> u32 {
         let slot = self.nregs;
@@ -599,7 +598,9 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
                 c.i += 1;
                 reqntid = Some(parse_dims(c)?);
             }
-            Some(Tok::Ident(s)) if s == ".minnctapersm" || s == ".maxnreg" || s == ".maxnctapersm" || s == ".maxclusterrank" => {
+            Some(Tok::Ident(s))
+                if s == ".minnctapersm" || s == ".maxnreg" || s == ".maxnctapersm" || s == ".maxclusterrank" =>
+            {
                 c.i += 1;
                 parse_dims(c)?;
             }
@@ -625,7 +626,8 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
     fs.cc = fs.new_reg("%%cc", Ty::B32);
     parse_body(c, &mut fs)?;
     // Ensure the kernel ends with a terminator so the executor never falls off the end.
-    let needs_ret = fs.insts.last().map(|i| !(matches!(i.op, Op::Ret | Op::Exit | Op::Bra) && i.guard == NONE)).unwrap_or(true);
+    let needs_ret =
+        fs.insts.last().map(|i| !(matches!(i.op, Op::Ret | Op::Exit | Op::Bra) && i.guard == NONE)).unwrap_or(true);
     if needs_ret {
         fs.insts.push(Inst::new(Op::Ret, c.line()));
     }
@@ -722,7 +724,10 @@ pub(super) fn func_layout(fs: &mut FnState, name: &str, line: u32) -> PResult<Fu
     if let Some(l) = fs.funcs.get(name) {
         return Ok(l.clone());
     }
-    let f = fs.ms.funcs.get(name).cloned().ok_or((line, format!("call of `{name}`: no definition in this module (only vprintf and __assertfail are built in)")))?;
+    let f = fs.ms.funcs.get(name).cloned().ok_or((
+        line,
+        format!("call of `{name}`: no definition in this module (only vprintf and __assertfail are built in)"),
+    ))?;
     let alloc = |size: u32, fs: &mut FnState| {
         fs.local_bytes = fs.local_bytes.div_ceil(8) * 8;
         let o = fs.local_bytes;
@@ -998,7 +1003,9 @@ impl Opnd {
     fn into_symoff(self) -> Opnd {
         // represented as an Addr with a marker: handled by resolve() for symbols only
         match self {
-            Opnd::Addr(Some(n), off) => Opnd::Vec(vec![Opnd::Name(n), Opnd::Int(off as i128), Opnd::Sink, Opnd::Sink, Opnd::Sink]),
+            Opnd::Addr(Some(n), off) => {
+                Opnd::Vec(vec![Opnd::Name(n), Opnd::Int(off as i128), Opnd::Sink, Opnd::Sink, Opnd::Sink])
+            }
             o => o,
         }
     }
@@ -1177,10 +1184,7 @@ pub(super) fn push(fs: &mut FnState, mut inst: Inst) {
 
 pub(super) fn vec_slots(fs: &mut FnState, o: &Opnd, ty: Ty, line: u32, is_dst: bool) -> PResult<Vec<u32>> {
     match o {
-        Opnd::Vec(v) => v
-            .iter()
-            .map(|e| if is_dst { dst(fs, e, line) } else { resolve(fs, e, ty, line) })
-            .collect(),
+        Opnd::Vec(v) => v.iter().map(|e| if is_dst { dst(fs, e, line) } else { resolve(fs, e, ty, line) }).collect(),
         o => Ok(vec![if is_dst { dst(fs, o, line)? } else { resolve(fs, o, ty, line)? }]),
     }
 }

@@ -161,7 +161,13 @@ impl<'l, 'a> Block<'l, 'a> {
             }
             let extra = mask & !m;
             if extra != 0 {
-                return Err(self.err(w, None, i, "partial-warp collective", format!("lanes {extra:#010x} execute it but are not in membermask {m:#010x}")));
+                return Err(self.err(
+                    w,
+                    None,
+                    i,
+                    "partial-warp collective",
+                    format!("lanes {extra:#010x} execute it but are not in membermask {m:#010x}"),
+                ));
             }
         }
         Ok(m)
@@ -205,7 +211,15 @@ impl<'l, 'a> Block<'l, 'a> {
             };
             let j = if p { j } else { lane };
             if p && self.l.opts.collectives && (readable >> j) & 1 == 0 {
-                return Err(self.err(w, Some(l), i, "partial-warp collective", format!("shfl reads lane {j}, which is not executing this shfl.sync or not in membermask {m:#010x}")));
+                return Err(self.err(
+                    w,
+                    Some(l),
+                    i,
+                    "partial-warp collective",
+                    format!(
+                        "shfl reads lane {j}, which is not executing this shfl.sync or not in membermask {m:#010x}"
+                    ),
+                ));
             }
             out[l] = vals[j as usize & 31];
             ok[l] = p;
@@ -242,9 +256,24 @@ impl<'l, 'a> Block<'l, 'a> {
         let mut rows = [0u32; 32];
         for r in 0..8 * n {
             let addr = Self::addr_of(w, i, r);
-            let loc = self.resolve(w, i, r, i.space, addr, 16, 16, if is_ld { "ldmatrix row read" } else { "stmatrix row write" })?;
+            let loc = self.resolve(
+                w,
+                i,
+                r,
+                i.space,
+                addr,
+                16,
+                16,
+                if is_ld { "ldmatrix row read" } else { "stmatrix row write" },
+            )?;
             let Loc::Shared(o) = loc else {
-                return Err(self.err(w, Some(r), i, "bad address", format!("ldmatrix row address {addr:#x} is not in shared memory")));
+                return Err(self.err(
+                    w,
+                    Some(r),
+                    i,
+                    "bad address",
+                    format!("ldmatrix row address {addr:#x} is not in shared memory"),
+                ));
             };
             self.check_shared(w, i, r, o, 16, !is_ld, false)?;
             rows[r] = o;
@@ -359,7 +388,11 @@ impl<'l, 'a> Block<'l, 'a> {
             for m in 0..16 {
                 for n in 0..8 {
                     let v = acc[m][n];
-                    out[m][n] = if sat { v.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32 as u64 } else { v as i32 as u32 as u64 };
+                    out[m][n] = if sat {
+                        v.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32 as u64
+                    } else {
+                        v as i32 as u32 as u64
+                    };
                 }
             }
             let ds = ds.to_vec();
@@ -525,7 +558,8 @@ impl<'l, 'a> Block<'l, 'a> {
                 };
                 let idx = if col_major { cidx as u64 * ld + r as u64 } else { r as u64 * ld + cidx as u64 };
                 let addr = base.wrapping_add(idx * esz as u64);
-                let loc = self.resolve(w, i, l, i.space, addr, esz, esz, if is_store { "wmma store" } else { "wmma load" })?;
+                let loc =
+                    self.resolve(w, i, l, i.space, addr, esz, esz, if is_store { "wmma store" } else { "wmma load" })?;
                 match loc {
                     Loc::Shared(o) => self.check_shared(w, i, l, o, esz, is_store, false)?,
                     Loc::Global(_) => self.wmma_global_shadow(w, i, l, addr, esz, is_store)?,

@@ -56,7 +56,10 @@ impl AttentionShape {
 /// `cu_seqlens` is trusted to be monotone with last entry `tokens` and no gap longer than
 /// `max_seqlen` (the packer builds it).
 pub fn attention(
-    dev: &Device, qkv: &DeviceBuffer<f16>, cu_seqlens: &DeviceBuffer<u32>, out: &mut DeviceBuffer<f16>,
+    dev: &Device,
+    qkv: &DeviceBuffer<f16>,
+    cu_seqlens: &DeviceBuffer<u32>,
+    out: &mut DeviceBuffer<f16>,
     s: AttentionShape,
 ) -> Result<()> {
     attention_with(dev, qkv, cu_seqlens, out, s, Variant::Fast)
@@ -65,8 +68,12 @@ pub fn attention(
 /// [`attention`] with a choice of implementation ([`Variant::Simple`]: one block per
 /// (token, head), scores in shared memory, exact `expf`; `max_seqlen` <= 12288).
 pub fn attention_with(
-    dev: &Device, qkv: &DeviceBuffer<f16>, cu_seqlens: &DeviceBuffer<u32>, out: &mut DeviceBuffer<f16>,
-    s: AttentionShape, variant: Variant,
+    dev: &Device,
+    qkv: &DeviceBuffer<f16>,
+    cu_seqlens: &DeviceBuffer<u32>,
+    out: &mut DeviceBuffer<f16>,
+    s: AttentionShape,
+    variant: Variant,
 ) -> Result<()> {
     if variant == Variant::Simple {
         return simple(dev, qkv, cu_seqlens, out, s);
@@ -112,7 +119,10 @@ pub fn attention_with(
 }
 
 fn simple(
-    dev: &Device, qkv: &DeviceBuffer<f16>, cu_seqlens: &DeviceBuffer<u32>, out: &mut DeviceBuffer<f16>,
+    dev: &Device,
+    qkv: &DeviceBuffer<f16>,
+    cu_seqlens: &DeviceBuffer<u32>,
+    out: &mut DeviceBuffer<f16>,
     s: AttentionShape,
 ) -> Result<()> {
     const K: &str = "attention_f16_simple";

@@ -23,8 +23,15 @@ pub struct EmbeddingTables<'a> {
 /// table sizes (this function checks every buffer length).
 #[allow(clippy::too_many_arguments)]
 pub fn embedding_layernorm(
-    dev: &Device, ids: &DeviceBuffer<u32>, pos_ids: &DeviceBuffer<u32>, type_ids: &DeviceBuffer<u32>,
-    t: &EmbeddingTables<'_>, out: &mut DeviceBuffer<f16>, tokens: usize, hidden: usize, eps: f32,
+    dev: &Device,
+    ids: &DeviceBuffer<u32>,
+    pos_ids: &DeviceBuffer<u32>,
+    type_ids: &DeviceBuffer<u32>,
+    t: &EmbeddingTables<'_>,
+    out: &mut DeviceBuffer<f16>,
+    tokens: usize,
+    hidden: usize,
+    eps: f32,
 ) -> Result<()> {
     const K: &str = "embedding_layernorm_f16";
     if tokens == 0 || hidden == 0 {
@@ -36,7 +43,10 @@ pub fn embedding_layernorm(
     for (name, b) in [("word", t.word), ("position", t.position), ("token_type", t.token_type)] {
         check_len(K, name, b, hidden)?;
         if b.len() % hidden != 0 {
-            return Err(kerr(K, format!("table `{name}` has {} elements, not a multiple of hidden = {hidden}", b.len())));
+            return Err(kerr(
+                K,
+                format!("table `{name}` has {} elements, not a multiple of hidden = {hidden}", b.len()),
+            ));
         }
     }
     check_len(K, "gamma", t.gamma, hidden)?;

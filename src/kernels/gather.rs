@@ -8,8 +8,13 @@ use crate::error::Result;
 /// `out[b, :] = x[cu_seqlens[b], :]` for `b < batch`: the first (`[CLS]`) row of every packed
 /// sequence, as a contiguous `[batch, hidden]` fp16 matrix. `hidden % 8 == 0`.
 pub fn gather_first_rows(
-    dev: &Device, x: &DeviceBuffer<f16>, cu_seqlens: &DeviceBuffer<u32>, out: &mut DeviceBuffer<f16>, batch: usize,
-    tokens: usize, hidden: usize,
+    dev: &Device,
+    x: &DeviceBuffer<f16>,
+    cu_seqlens: &DeviceBuffer<u32>,
+    out: &mut DeviceBuffer<f16>,
+    batch: usize,
+    tokens: usize,
+    hidden: usize,
 ) -> Result<()> {
     const K: &str = "gather_first_rows_f16";
     check_multiple(K, "hidden", hidden, 8)?;

@@ -12,8 +12,15 @@ use crate::error::Result;
 /// of 16, any `m >= 1`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_f16(
-    dev: &Device, a: &DeviceBuffer<f16>, w: &DeviceBuffer<f16>, bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>,
-    out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize,
+    dev: &Device,
+    a: &DeviceBuffer<f16>,
+    w: &DeviceBuffer<f16>,
+    bias: Option<&DeviceBuffer<f16>>,
+    epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
 ) -> Result<()> {
     gemm_f16_with(dev, a, w, bias, epilogue, out, m, n, k, Variant::Fast)
 }
@@ -21,8 +28,16 @@ pub fn gemm_f16(
 /// [`gemm_f16`] with a choice of implementation ([`Variant::Simple`]: one thread per output).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_f16_with(
-    dev: &Device, a: &DeviceBuffer<f16>, w: &DeviceBuffer<f16>, bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>,
-    out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize, variant: Variant,
+    dev: &Device,
+    a: &DeviceBuffer<f16>,
+    w: &DeviceBuffer<f16>,
+    bias: Option<&DeviceBuffer<f16>>,
+    epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
+    variant: Variant,
 ) -> Result<()> {
     f16_impl(dev, a, w, bias, epilogue, out, m, n, k, variant, Tile::Auto)
 }
@@ -30,16 +45,33 @@ pub fn gemm_f16_with(
 /// [`gemm_f16`] with an explicit block tile.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_f16_tiled(
-    dev: &Device, a: &DeviceBuffer<f16>, w: &DeviceBuffer<f16>, bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>,
-    out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize, tile: Tile,
+    dev: &Device,
+    a: &DeviceBuffer<f16>,
+    w: &DeviceBuffer<f16>,
+    bias: Option<&DeviceBuffer<f16>>,
+    epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
+    tile: Tile,
 ) -> Result<()> {
     f16_impl(dev, a, w, bias, epilogue, out, m, n, k, Variant::Fast, tile)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn f16_impl(
-    dev: &Device, a: &DeviceBuffer<f16>, w: &DeviceBuffer<f16>, bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>,
-    out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize, variant: Variant, tile: Tile,
+    dev: &Device,
+    a: &DeviceBuffer<f16>,
+    w: &DeviceBuffer<f16>,
+    bias: Option<&DeviceBuffer<f16>>,
+    epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
+    variant: Variant,
+    tile: Tile,
 ) -> Result<()> {
     let tile = tile.resolve(m, n);
     let name = format!("gemm_f16{}", tile.suffix());

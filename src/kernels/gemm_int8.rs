@@ -42,7 +42,11 @@ impl Tile {
     }
     /// Kernel name suffix.
     pub(crate) fn suffix(self) -> &'static str {
-        if self == Tile::Large { "_l" } else { "" }
+        if self == Tile::Large {
+            "_l"
+        } else {
+            ""
+        }
     }
 }
 
@@ -57,14 +61,24 @@ pub(crate) fn check_shape(kernel: &str, m: usize, n: usize, k: usize) -> Result<
 
 pub(crate) fn tiled_grid(m: usize, n: usize, tile: Tile) -> LaunchConfig {
     let (bm, bn, threads, smem) = tile.dims();
-    LaunchConfig { grid: (n.div_ceil(bn) as u32, m.div_ceil(bm) as u32, 1), block: (threads, 1, 1), shared_mem_bytes: smem }
+    LaunchConfig {
+        grid: (n.div_ceil(bn) as u32, m.div_ceil(bm) as u32, 1),
+        block: (threads, 1, 1),
+        shared_mem_bytes: smem,
+    }
 }
 
 pub(crate) fn simple_grid(m: usize, n: usize) -> LaunchConfig {
     LaunchConfig { grid: (n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1), block: (16, 16, 1), shared_mem_bytes: 0 }
 }
 
-pub(crate) fn check_epilogue(kernel: &str, bias: Option<&DeviceBuffer<f16>>, epi: &Epilogue<'_>, m: usize, n: usize) -> Result<()> {
+pub(crate) fn check_epilogue(
+    kernel: &str,
+    bias: Option<&DeviceBuffer<f16>>,
+    epi: &Epilogue<'_>,
+    m: usize,
+    n: usize,
+) -> Result<()> {
     if let Some(b) = bias {
         check_len(kernel, "bias", b, n)?;
         check_align(kernel, "bias", b, 8)?;
@@ -98,8 +112,17 @@ pub fn weight_sums(w: &[i8], n: usize, k: usize) -> Vec<i32> {
 /// `w_scale` `[n]`, `bias` `[n]`, `out` `[m, n]`. `n`, `k` multiples of 16; any `m >= 1`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_int8(
-    dev: &Device, a: &DeviceBuffer<i8>, a_scale: &DeviceBuffer<f32>, w: &DeviceBuffer<i8>, w_scale: &DeviceBuffer<f32>,
-    bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize,
+    dev: &Device,
+    a: &DeviceBuffer<i8>,
+    a_scale: &DeviceBuffer<f32>,
+    w: &DeviceBuffer<i8>,
+    w_scale: &DeviceBuffer<f32>,
+    bias: Option<&DeviceBuffer<f16>>,
+    epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
 ) -> Result<()> {
     gemm_int8_with(dev, a, a_scale, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast)
 }
@@ -107,8 +130,17 @@ pub fn gemm_int8(
 /// [`gemm_int8`] with a choice of implementation ([`Variant::Simple`]: one thread per output, dp4a).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_int8_with(
-    dev: &Device, a: &DeviceBuffer<i8>, a_scale: &DeviceBuffer<f32>, w: &DeviceBuffer<i8>, w_scale: &DeviceBuffer<f32>,
-    bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize,
+    dev: &Device,
+    a: &DeviceBuffer<i8>,
+    a_scale: &DeviceBuffer<f32>,
+    w: &DeviceBuffer<i8>,
+    w_scale: &DeviceBuffer<f32>,
+    bias: Option<&DeviceBuffer<f16>>,
+    epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
     variant: Variant,
 ) -> Result<()> {
     int8_impl(dev, a, a_scale, None, w, w_scale, bias, epilogue, out, m, n, k, variant, Tile::Auto)
@@ -118,9 +150,18 @@ pub fn gemm_int8_with(
 /// + bias[n]`, then the epilogue (see [`ZeroPoint`]).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_int8_asym(
-    dev: &Device, a: &DeviceBuffer<i8>, a_scale: &DeviceBuffer<f32>, zp: ZeroPoint<'_>, w: &DeviceBuffer<i8>,
-    w_scale: &DeviceBuffer<f32>, bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>,
-    m: usize, n: usize, k: usize,
+    dev: &Device,
+    a: &DeviceBuffer<i8>,
+    a_scale: &DeviceBuffer<f32>,
+    zp: ZeroPoint<'_>,
+    w: &DeviceBuffer<i8>,
+    w_scale: &DeviceBuffer<f32>,
+    bias: Option<&DeviceBuffer<f16>>,
+    epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
 ) -> Result<()> {
     gemm_int8_asym_with(dev, a, a_scale, zp, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, Tile::Auto)
 }
@@ -129,9 +170,20 @@ pub fn gemm_int8_asym(
 /// [`Variant::Fast`]).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_int8_asym_with(
-    dev: &Device, a: &DeviceBuffer<i8>, a_scale: &DeviceBuffer<f32>, zp: ZeroPoint<'_>, w: &DeviceBuffer<i8>,
-    w_scale: &DeviceBuffer<f32>, bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>,
-    m: usize, n: usize, k: usize, variant: Variant, tile: Tile,
+    dev: &Device,
+    a: &DeviceBuffer<i8>,
+    a_scale: &DeviceBuffer<f32>,
+    zp: ZeroPoint<'_>,
+    w: &DeviceBuffer<i8>,
+    w_scale: &DeviceBuffer<f32>,
+    bias: Option<&DeviceBuffer<f16>>,
+    epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
+    variant: Variant,
+    tile: Tile,
 ) -> Result<()> {
     int8_impl(dev, a, a_scale, Some(zp), w, w_scale, bias, epilogue, out, m, n, k, variant, tile)
 }
@@ -139,8 +191,17 @@ pub fn gemm_int8_asym_with(
 /// [`gemm_int8`] with an explicit block tile.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_int8_tiled(
-    dev: &Device, a: &DeviceBuffer<i8>, a_scale: &DeviceBuffer<f32>, w: &DeviceBuffer<i8>, w_scale: &DeviceBuffer<f32>,
-    bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize,
+    dev: &Device,
+    a: &DeviceBuffer<i8>,
+    a_scale: &DeviceBuffer<f32>,
+    w: &DeviceBuffer<i8>,
+    w_scale: &DeviceBuffer<f32>,
+    bias: Option<&DeviceBuffer<f16>>,
+    epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
     tile: Tile,
 ) -> Result<()> {
     int8_impl(dev, a, a_scale, None, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, tile)
@@ -148,9 +209,20 @@ pub fn gemm_int8_tiled(
 
 #[allow(clippy::too_many_arguments)]
 fn int8_impl(
-    dev: &Device, a: &DeviceBuffer<i8>, a_scale: &DeviceBuffer<f32>, zp: Option<ZeroPoint<'_>>, w: &DeviceBuffer<i8>, w_scale: &DeviceBuffer<f32>,
-    bias: Option<&DeviceBuffer<f16>>, epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize,
-    variant: Variant, tile: Tile,
+    dev: &Device,
+    a: &DeviceBuffer<i8>,
+    a_scale: &DeviceBuffer<f32>,
+    zp: Option<ZeroPoint<'_>>,
+    w: &DeviceBuffer<i8>,
+    w_scale: &DeviceBuffer<f32>,
+    bias: Option<&DeviceBuffer<f16>>,
+    epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
+    variant: Variant,
+    tile: Tile,
 ) -> Result<()> {
     let tile = tile.resolve(m, n);
     let name = format!("gemm_int8_f16{}", tile.suffix());
@@ -200,7 +272,13 @@ fn int8_impl(
 /// The same tensor-core main loop writing the raw int32 accumulators `out[m, n] = A . W^T`
 /// (for bit-exact verification of the integer path).
 pub fn gemm_int8_i32(
-    dev: &Device, a: &DeviceBuffer<i8>, w: &DeviceBuffer<i8>, out: &mut DeviceBuffer<i32>, m: usize, n: usize, k: usize,
+    dev: &Device,
+    a: &DeviceBuffer<i8>,
+    w: &DeviceBuffer<i8>,
+    out: &mut DeviceBuffer<i32>,
+    m: usize,
+    n: usize,
+    k: usize,
 ) -> Result<()> {
     gemm_int8_i32_tiled(dev, a, w, out, m, n, k, Tile::Auto)
 }
@@ -208,7 +286,13 @@ pub fn gemm_int8_i32(
 /// [`gemm_int8_i32`] with an explicit block tile.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_int8_i32_tiled(
-    dev: &Device, a: &DeviceBuffer<i8>, w: &DeviceBuffer<i8>, out: &mut DeviceBuffer<i32>, m: usize, n: usize, k: usize,
+    dev: &Device,
+    a: &DeviceBuffer<i8>,
+    w: &DeviceBuffer<i8>,
+    out: &mut DeviceBuffer<i32>,
+    m: usize,
+    n: usize,
+    k: usize,
     tile: Tile,
 ) -> Result<()> {
     let tile = tile.resolve(m, n);
@@ -221,6 +305,13 @@ pub fn gemm_int8_i32_tiled(
     check_align(kernel, "a", a, 16)?;
     check_align(kernel, "w", w, 16)?;
     check_align(kernel, "out", out, 16)?;
-    let args = [KernelArg::from(a), KernelArg::from(w), KernelArg::from(&*out), KernelArg::U32(m32), KernelArg::U32(n32), KernelArg::U32(k32)];
+    let args = [
+        KernelArg::from(a),
+        KernelArg::from(w),
+        KernelArg::from(&*out),
+        KernelArg::U32(m32),
+        KernelArg::U32(n32),
+        KernelArg::U32(k32),
+    ];
     launch(dev, kernel, tiled_grid(m, n, tile), &args)
 }

@@ -34,8 +34,15 @@ pub struct Q8Out<'a> {
 /// `out[r] = LN(x[r] + residual[r] + bias) * gamma + beta` over `rows` rows of `hidden`.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_f16(
-    dev: &Device, x: &DeviceBuffer<f16>, residual: Option<&DeviceBuffer<f16>>, bias: Option<&DeviceBuffer<f16>>,
-    gamma: &DeviceBuffer<f16>, beta: &DeviceBuffer<f16>, out: &mut DeviceBuffer<f16>, rows: usize, hidden: usize,
+    dev: &Device,
+    x: &DeviceBuffer<f16>,
+    residual: Option<&DeviceBuffer<f16>>,
+    bias: Option<&DeviceBuffer<f16>>,
+    gamma: &DeviceBuffer<f16>,
+    beta: &DeviceBuffer<f16>,
+    out: &mut DeviceBuffer<f16>,
+    rows: usize,
+    hidden: usize,
     eps: f32,
 ) -> Result<()> {
     layernorm_f16_with(dev, x, residual, bias, gamma, beta, out, rows, hidden, eps, Variant::Fast)
@@ -44,9 +51,17 @@ pub fn layernorm_f16(
 /// [`layernorm_f16`] with a choice of implementation.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_f16_with(
-    dev: &Device, x: &DeviceBuffer<f16>, residual: Option<&DeviceBuffer<f16>>, bias: Option<&DeviceBuffer<f16>>,
-    gamma: &DeviceBuffer<f16>, beta: &DeviceBuffer<f16>, out: &mut DeviceBuffer<f16>, rows: usize, hidden: usize,
-    eps: f32, variant: Variant,
+    dev: &Device,
+    x: &DeviceBuffer<f16>,
+    residual: Option<&DeviceBuffer<f16>>,
+    bias: Option<&DeviceBuffer<f16>>,
+    gamma: &DeviceBuffer<f16>,
+    beta: &DeviceBuffer<f16>,
+    out: &mut DeviceBuffer<f16>,
+    rows: usize,
+    hidden: usize,
+    eps: f32,
+    variant: Variant,
 ) -> Result<()> {
     run(dev, x, residual, bias, gamma, beta, out, None, rows, hidden, eps, variant)
 }
@@ -55,9 +70,17 @@ pub fn layernorm_f16_with(
 /// scales, exactly what [`super::quantize_i8`] would compute from `out`.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_f16_q8(
-    dev: &Device, x: &DeviceBuffer<f16>, residual: Option<&DeviceBuffer<f16>>, bias: Option<&DeviceBuffer<f16>>,
-    gamma: &DeviceBuffer<f16>, beta: &DeviceBuffer<f16>, out: &mut DeviceBuffer<f16>, q8: Q8Out<'_>, rows: usize,
-    hidden: usize, eps: f32,
+    dev: &Device,
+    x: &DeviceBuffer<f16>,
+    residual: Option<&DeviceBuffer<f16>>,
+    bias: Option<&DeviceBuffer<f16>>,
+    gamma: &DeviceBuffer<f16>,
+    beta: &DeviceBuffer<f16>,
+    out: &mut DeviceBuffer<f16>,
+    q8: Q8Out<'_>,
+    rows: usize,
+    hidden: usize,
+    eps: f32,
 ) -> Result<()> {
     run(dev, x, residual, bias, gamma, beta, out, Some(q8), rows, hidden, eps, Variant::Fast)
 }
@@ -65,18 +88,36 @@ pub fn layernorm_f16_q8(
 /// [`layernorm_f16_q8`] with a choice of implementation.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_f16_q8_with(
-    dev: &Device, x: &DeviceBuffer<f16>, residual: Option<&DeviceBuffer<f16>>, bias: Option<&DeviceBuffer<f16>>,
-    gamma: &DeviceBuffer<f16>, beta: &DeviceBuffer<f16>, out: &mut DeviceBuffer<f16>, q8: Q8Out<'_>, rows: usize,
-    hidden: usize, eps: f32, variant: Variant,
+    dev: &Device,
+    x: &DeviceBuffer<f16>,
+    residual: Option<&DeviceBuffer<f16>>,
+    bias: Option<&DeviceBuffer<f16>>,
+    gamma: &DeviceBuffer<f16>,
+    beta: &DeviceBuffer<f16>,
+    out: &mut DeviceBuffer<f16>,
+    q8: Q8Out<'_>,
+    rows: usize,
+    hidden: usize,
+    eps: f32,
+    variant: Variant,
 ) -> Result<()> {
     run(dev, x, residual, bias, gamma, beta, out, Some(q8), rows, hidden, eps, variant)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn run(
-    dev: &Device, x: &DeviceBuffer<f16>, residual: Option<&DeviceBuffer<f16>>, bias: Option<&DeviceBuffer<f16>>,
-    gamma: &DeviceBuffer<f16>, beta: &DeviceBuffer<f16>, out: &mut DeviceBuffer<f16>, q8: Option<Q8Out<'_>>,
-    rows: usize, hidden: usize, eps: f32, variant: Variant,
+    dev: &Device,
+    x: &DeviceBuffer<f16>,
+    residual: Option<&DeviceBuffer<f16>>,
+    bias: Option<&DeviceBuffer<f16>>,
+    gamma: &DeviceBuffer<f16>,
+    beta: &DeviceBuffer<f16>,
+    out: &mut DeviceBuffer<f16>,
+    q8: Option<Q8Out<'_>>,
+    rows: usize,
+    hidden: usize,
+    eps: f32,
+    variant: Variant,
 ) -> Result<()> {
     let fast = variant == Variant::Fast && hidden % 8 == 0 && hidden <= MAX_FAST_HIDDEN;
     let warp_row = hidden <= MAX_WARP_HIDDEN;
@@ -115,7 +156,9 @@ fn run(
     let rows32 = check_u32(kernel, "rows", rows)?;
     let hidden32 = check_u32(kernel, "hidden", hidden)?;
     if fast {
-        for (name, b) in [("x", Some(x)), ("residual", residual), ("bias", bias), ("gamma", Some(gamma)), ("beta", Some(beta))] {
+        for (name, b) in
+            [("x", Some(x)), ("residual", residual), ("bias", bias), ("gamma", Some(gamma)), ("beta", Some(beta))]
+        {
             if let Some(b) = b {
                 check_align(kernel, name, b, 16)?;
             }

@@ -53,10 +53,10 @@ pub use embedding::{embedding_layernorm, EmbeddingTables};
 pub use gather::gather_first_rows;
 pub use gemm_f16::{gemm_f16, gemm_f16_tiled, gemm_f16_with};
 pub use gemm_int8::{
-    gemm_int8, gemm_int8_asym, gemm_int8_asym_with, gemm_int8_i32, gemm_int8_i32_tiled, gemm_int8_tiled, gemm_int8_with,
-    weight_sums, Tile, ZeroPoint,
+    gemm_int8, gemm_int8_asym, gemm_int8_asym_with, gemm_int8_i32, gemm_int8_i32_tiled, gemm_int8_tiled,
+    gemm_int8_with, weight_sums, Tile, ZeroPoint,
 };
-pub use layernorm::{Q8Out, layernorm_f16, layernorm_f16_q8, layernorm_f16_q8_with, layernorm_f16_with};
+pub use layernorm::{layernorm_f16, layernorm_f16_q8, layernorm_f16_q8_with, layernorm_f16_with, Q8Out};
 pub use pooling::{pool, Pooling};
 pub use quantize::{quantize_i8, quantize_i8_asym, quantize_i8_smoothed};
 
@@ -109,7 +109,11 @@ pub(crate) fn check_len<T: bytemuck::Pod>(kernel: &str, name: &str, buf: &Device
     if buf.len() < need {
         return Err(kerr(
             kernel,
-            format!("buffer `{name}` has {} elements of {}, expected at least {need}", buf.len(), std::any::type_name::<T>()),
+            format!(
+                "buffer `{name}` has {} elements of {}, expected at least {need}",
+                buf.len(),
+                std::any::type_name::<T>()
+            ),
         ));
     }
     Ok(())

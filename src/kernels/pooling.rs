@@ -19,8 +19,15 @@ pub enum Pooling {
 /// (monotone, last <= tokens: trusted, as they come from the packer); empty sequences give 0.
 #[allow(clippy::too_many_arguments)]
 pub fn pool(
-    dev: &Device, x: &DeviceBuffer<f16>, cu_seqlens: &DeviceBuffer<u32>, out: &mut DeviceBuffer<f32>, batch: usize,
-    tokens: usize, hidden: usize, mode: Pooling, l2norm: bool,
+    dev: &Device,
+    x: &DeviceBuffer<f16>,
+    cu_seqlens: &DeviceBuffer<u32>,
+    out: &mut DeviceBuffer<f32>,
+    batch: usize,
+    tokens: usize,
+    hidden: usize,
+    mode: Pooling,
+    l2norm: bool,
 ) -> Result<()> {
     const K: &str = "pool_f16";
     check_multiple(K, "hidden", hidden, 2)?;

@@ -11,7 +11,11 @@ use crate::error::Result;
 /// Quantises `rows` rows of `hidden` (a multiple of 8, at most 4096): a warp per row up to
 /// hidden 1024 (`quantize_i8_f16`), a block per row beyond (`quantize_i8_f16_wide`).
 pub fn quantize_i8(
-    dev: &Device, x: &DeviceBuffer<f16>, q: &mut DeviceBuffer<i8>, scale: &mut DeviceBuffer<f32>, rows: usize,
+    dev: &Device,
+    x: &DeviceBuffer<f16>,
+    q: &mut DeviceBuffer<i8>,
+    scale: &mut DeviceBuffer<f32>,
+    rows: usize,
     hidden: usize,
 ) -> Result<()> {
     quantize_i8_smoothed(dev, x, None, q, scale, rows, hidden)
@@ -21,8 +25,13 @@ pub fn quantize_i8(
 /// activation side of SmoothQuant-style smoothing; the next GEMM's weights carry
 /// `W[n, j] / smooth[j]`.
 pub fn quantize_i8_smoothed(
-    dev: &Device, x: &DeviceBuffer<f16>, smooth: Option<&DeviceBuffer<f16>>, q: &mut DeviceBuffer<i8>,
-    scale: &mut DeviceBuffer<f32>, rows: usize, hidden: usize,
+    dev: &Device,
+    x: &DeviceBuffer<f16>,
+    smooth: Option<&DeviceBuffer<f16>>,
+    q: &mut DeviceBuffer<i8>,
+    scale: &mut DeviceBuffer<f32>,
+    rows: usize,
+    hidden: usize,
 ) -> Result<()> {
     quantize_impl(dev, x, smooth, q, scale, None, rows, hidden)
 }
@@ -34,16 +43,28 @@ pub fn quantize_i8_smoothed(
 /// All-zero rows get scale 0, zero 0, codes 0.
 #[allow(clippy::too_many_arguments)]
 pub fn quantize_i8_asym(
-    dev: &Device, x: &DeviceBuffer<f16>, smooth: Option<&DeviceBuffer<f16>>, q: &mut DeviceBuffer<i8>,
-    scale: &mut DeviceBuffer<f32>, zero: &mut DeviceBuffer<i32>, rows: usize, hidden: usize,
+    dev: &Device,
+    x: &DeviceBuffer<f16>,
+    smooth: Option<&DeviceBuffer<f16>>,
+    q: &mut DeviceBuffer<i8>,
+    scale: &mut DeviceBuffer<f32>,
+    zero: &mut DeviceBuffer<i32>,
+    rows: usize,
+    hidden: usize,
 ) -> Result<()> {
     quantize_impl(dev, x, smooth, q, scale, Some(zero), rows, hidden)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn quantize_impl(
-    dev: &Device, x: &DeviceBuffer<f16>, smooth: Option<&DeviceBuffer<f16>>, q: &mut DeviceBuffer<i8>,
-    scale: &mut DeviceBuffer<f32>, zero: Option<&mut DeviceBuffer<i32>>, rows: usize, hidden: usize,
+    dev: &Device,
+    x: &DeviceBuffer<f16>,
+    smooth: Option<&DeviceBuffer<f16>>,
+    q: &mut DeviceBuffer<i8>,
+    scale: &mut DeviceBuffer<f32>,
+    zero: Option<&mut DeviceBuffer<i32>>,
+    rows: usize,
+    hidden: usize,
 ) -> Result<()> {
     let warp_row = hidden <= 1024;
     let kernel = match (zero.is_some(), warp_row) {

@@ -9,7 +9,13 @@ fn f(x: &[f16]) -> Vec<f32> {
 /// `LN(x + residual + bias) * gamma + beta` per row, f32 (two-pass statistics in f64).
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm(
-    x: &[f16], residual: Option<&[f16]>, bias: Option<&[f16]>, gamma: &[f16], beta: &[f16], rows: usize, hidden: usize,
+    x: &[f16],
+    residual: Option<&[f16]>,
+    bias: Option<&[f16]>,
+    gamma: &[f16],
+    beta: &[f16],
+    rows: usize,
+    hidden: usize,
     eps: f32,
 ) -> Vec<f32> {
     let mut out = vec![0f32; rows * hidden];
@@ -47,7 +53,8 @@ pub fn quantize_smoothed(x: &[f16], smooth: Option<&[f16]>, rows: usize, hidden:
     let mut s = vec![0f32; rows];
     let m = |i: usize| smooth.map_or(1.0, |m| m[i].to_f32());
     for r in 0..rows {
-        let row: Vec<f32> = x[r * hidden..(r + 1) * hidden].iter().enumerate().map(|(i, v)| v.to_f32() * m(i)).collect();
+        let row: Vec<f32> =
+            x[r * hidden..(r + 1) * hidden].iter().enumerate().map(|(i, v)| v.to_f32() * m(i)).collect();
         let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
         let inv = if amax > 0.0 { 127.0f32 / amax } else { 0.0 };
         for (i, v) in row.iter().enumerate() {
@@ -64,7 +71,8 @@ pub fn quantize_asym(x: &[f16], smooth: Option<&[f16]>, rows: usize, hidden: usi
     let m = |i: usize| smooth.map_or(1.0, |m| m[i].to_f32());
     let (mut q, mut s, mut z) = (Vec::with_capacity(rows * hidden), Vec::with_capacity(rows), Vec::with_capacity(rows));
     for r in 0..rows {
-        let row: Vec<f32> = x[r * hidden..(r + 1) * hidden].iter().enumerate().map(|(i, v)| v.to_f32() * m(i)).collect();
+        let row: Vec<f32> =
+            x[r * hidden..(r + 1) * hidden].iter().enumerate().map(|(i, v)| v.to_f32() * m(i)).collect();
         let (scale, zero, codes) = crate::model::quant::quantize_row_asym(&row);
         q.extend(codes);
         s.push(scale);
@@ -194,8 +202,16 @@ pub fn pool(x: &[f16], cu_seqlens: &[u32], hidden: usize, cls: bool, l2norm: boo
 /// Embedding sum + layernorm (the three fp16 rows are summed without intermediate rounding).
 #[allow(clippy::too_many_arguments)]
 pub fn embedding_layernorm(
-    ids: &[u32], pos_ids: &[u32], type_ids: &[u32], word: &[f16], pos: &[f16], typ: &[f16], gamma: &[f16], beta: &[f16],
-    hidden: usize, eps: f32,
+    ids: &[u32],
+    pos_ids: &[u32],
+    type_ids: &[u32],
+    word: &[f16],
+    pos: &[f16],
+    typ: &[f16],
+    gamma: &[f16],
+    beta: &[f16],
+    hidden: usize,
+    eps: f32,
 ) -> Vec<f32> {
     let mut out = Vec::with_capacity(ids.len() * hidden);
     for i in 0..ids.len() {
@@ -209,7 +225,9 @@ pub fn embedding_layernorm(
         let mean = row.iter().sum::<f64>() / hidden as f64;
         let var = row.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / hidden as f64;
         let rstd = 1.0 / (var + eps as f64).sqrt();
-        out.extend((0..hidden).map(|c| ((row[c] - mean) * rstd * gamma[c].to_f32() as f64 + beta[c].to_f32() as f64) as f32));
+        out.extend(
+            (0..hidden).map(|c| ((row[c] - mean) * rstd * gamma[c].to_f32() as f64 + beta[c].to_f32() as f64) as f32),
+        );
     }
     out
 }

@@ -53,7 +53,10 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
         // on the emulator, the kernel actually launched (e.g. the tile variant Auto picked)
         let (kernel, grid, block, smem, counters) = match dev.emulator_backend() {
             Some(e) => {
-                let l = e.launches().pop().ok_or_else(|| Error::Other(format!("report: no launch recorded for {kernel}")))?;
+                let l = e
+                    .launches()
+                    .pop()
+                    .ok_or_else(|| Error::Other(format!("report: no launch recorded for {kernel}")))?;
                 (l.kernel, l.grid, l.block, l.shared_mem_bytes, Some(l.counters))
             }
             None => (kernel.to_string(), (0, 0, 0), (0, 0, 0), 0, None),
@@ -74,8 +77,26 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     record(dev, "layernorm_f16", format!("rows {t}, hidden {h}, + residual + bias"), 8 * th, 3 * th2 + 6 * h as u64)?;
     let mut q = dev.alloc::<i8>(t * h)?;
     let mut qs = dev.alloc::<f32>(t)?;
-    super::layernorm_f16_q8(dev, &x, Some(&res), Some(&bias), &gamma, &beta, &mut y, Q8Out { q: &mut q, scale: &mut qs, smooth: None }, t, h, eps)?;
-    record(dev, "layernorm_f16_q8", format!("rows {t}, hidden {h}, + residual + bias"), 10 * th, 3 * th2 + th + 4 * t as u64 + 6 * h as u64)?;
+    super::layernorm_f16_q8(
+        dev,
+        &x,
+        Some(&res),
+        Some(&bias),
+        &gamma,
+        &beta,
+        &mut y,
+        Q8Out { q: &mut q, scale: &mut qs, smooth: None },
+        t,
+        h,
+        eps,
+    )?;
+    record(
+        dev,
+        "layernorm_f16_q8",
+        format!("rows {t}, hidden {h}, + residual + bias"),
+        10 * th,
+        3 * th2 + th + 4 * t as u64 + 6 * h as u64,
+    )?;
     super::quantize_i8(dev, &y, &mut q, &mut qs, t, h)?;
     record(dev, "quantize_i8_f16", format!("rows {t}, hidden {h}"), 2 * th, th2 + th + 4 * t as u64)?;
     let mut qz = dev.alloc::<i32>(t)?;
@@ -91,17 +112,35 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     let (m, n, k) = (t, ffn, h);
     for tile in [Tile::Small, Tile::Large] {
         super::gemm_int8_tiled(dev, &q, &qs, &w8, &ws, Some(&bias_ffn), Epilogue::Gelu, &mut c, m, n, k, tile)?;
-        record(dev, "gemm_int8_f16", format!("M {m}, N {n}, K {k}, bias + GELU (FFN1)"), (2 * m * n * k) as u64, (m * k + n * k + 2 * m * n + 4 * m + 6 * n) as u64)?;
+        record(
+            dev,
+            "gemm_int8_f16",
+            format!("M {m}, N {n}, K {k}, bias + GELU (FFN1)"),
+            (2 * m * n * k) as u64,
+            (m * k + n * k + 2 * m * n + 4 * m + 6 * n) as u64,
+        )?;
     }
     let n = 3 * h;
     let mut c32 = dev.alloc::<i32>(m * n)?;
     super::gemm_int8_i32(dev, &q, &w8, &mut c32, m, n, k)?;
-    record(dev, "gemm_int8_i32", format!("M {m}, N {n}, K {k} (QKV)"), (2 * m * n * k) as u64, (m * k + n * k + 4 * m * n) as u64)?;
+    record(
+        dev,
+        "gemm_int8_i32",
+        format!("M {m}, N {n}, K {k} (QKV)"),
+        (2 * m * n * k) as u64,
+        (m * k + n * k + 4 * m * n) as u64,
+    )?;
     let (n, k) = (h, ffn);
     let w16 = dev.upload(&rand_f16(n * k, &mut seed))?;
     for tile in [Tile::Small, Tile::Large] {
         super::gemm_f16_tiled(dev, &c, &w16, Some(&bias), Epilogue::Residual(&res), &mut y, m, n, k, tile)?;
-        record(dev, "gemm_f16", format!("M {m}, N {n}, K {k}, bias + residual (FFN2)"), (2 * m * n * k) as u64, (2 * (m * k + n * k + 2 * m * n + n)) as u64)?;
+        record(
+            dev,
+            "gemm_f16",
+            format!("M {m}, N {n}, K {k}, bias + residual (FFN2)"),
+            (2 * m * n * k) as u64,
+            (2 * (m * k + n * k + 2 * m * n + n)) as u64,
+        )?;
     }
 
     // attention: four sequences of 128, 12 heads of 64, over a [t, 3h] qkv
@@ -111,12 +150,24 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     let mut o = dev.alloc::<f16>(t * h)?;
     super::attention(dev, &qkv, &cu, &mut o, AttentionShape::from_cu_seqlens(&cu_host, heads, d)?)?;
     let aflops = (batch * heads * 2 * 2 * seq * seq * d) as u64;
-    record(dev, "attention_f16_d64", format!("{batch} sequences x {seq} tokens, {heads} heads x {d}"), aflops, (t * 3 * h * 2 + t * h * 2 + 4 * (batch + 1)) as u64)?;
+    record(
+        dev,
+        "attention_f16_d64",
+        format!("{batch} sequences x {seq} tokens, {heads} heads x {d}"),
+        aflops,
+        (t * 3 * h * 2 + t * h * 2 + 4 * (batch + 1)) as u64,
+    )?;
 
     // pooling (mean + L2) and the embedding
     let mut pooled = dev.alloc::<f32>(batch * h)?;
     super::pool(dev, &y, &cu, &mut pooled, batch, t, h, Pooling::Mean, true)?;
-    record(dev, "pool_f16", format!("{batch} sequences x {seq} tokens, hidden {h}, mean + L2"), th + 4 * (batch * h) as u64, th2 + 4 * (batch + 1) as u64 + 4 * (batch * h) as u64)?;
+    record(
+        dev,
+        "pool_f16",
+        format!("{batch} sequences x {seq} tokens, hidden {h}, mean + L2"),
+        th + 4 * (batch * h) as u64,
+        th2 + 4 * (batch + 1) as u64 + 4 * (batch * h) as u64,
+    )?;
     let vocab = 1000;
     let word = dev.upload(&rand_f16(vocab * h, &mut seed))?;
     let posv = dev.upload(&rand_f16(512 * h, &mut seed))?;
@@ -126,7 +177,13 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     let tids = dev.upload(&vec![0u32; t])?;
     let tables = super::EmbeddingTables { word: &word, position: &posv, token_type: &typ, gamma: &gamma, beta: &beta };
     super::embedding_layernorm(dev, &ids, &pids, &tids, &tables, &mut y, t, h, eps)?;
-    record(dev, "embedding_layernorm_f16", format!("tokens {t}, hidden {h}"), 10 * th, 4 * th2 + 12 * t as u64 + 4 * h as u64)?;
+    record(
+        dev,
+        "embedding_layernorm_f16",
+        format!("tokens {t}, hidden {h}"),
+        10 * th,
+        4 * th2 + 12 * t as u64 + 4 * h as u64,
+    )?;
     Ok(out)
 }
 

@@ -29,7 +29,10 @@ const GEMM_ALIGN: usize = 16;
 
 /// A GEMM weight on the device in the precision of the forward pass, with its fp16 bias.
 enum DeviceLinear {
-    F16 { w: DeviceBuffer<f16>, b: DeviceBuffer<f16> },
+    F16 {
+        w: DeviceBuffer<f16>,
+        b: DeviceBuffer<f16>,
+    },
     /// Per-output-channel symmetric int8 weights and their f32 scales; `smooth` are the
     /// per-input-column multipliers its int8 activations are quantised with (SmoothQuant,
     /// see [`quant::smoothing_multipliers`]), already divided out of `w`; `w_sum` (the code
@@ -190,7 +193,11 @@ const SYMMETRIC: Int8Input<'static> = Int8Input { amax: None, asym: false };
 /// Uploads `[out, in]` weights (concatenated along `out` when several) in `precision`; int8
 /// weights are quantised per output channel for an input quantised as `input` says.
 fn upload_linear(
-    dev: &Device, parts: &[&Linear], precision: Precision, pad_out_to: usize, input: Int8Input<'_>,
+    dev: &Device,
+    parts: &[&Linear],
+    precision: Precision,
+    pad_out_to: usize,
+    input: Int8Input<'_>,
 ) -> Result<DeviceLinear> {
     let inp = parts[0].in_features();
     let mut w: Vec<f32> = parts.iter().flat_map(|l| l.weight.data.iter().copied()).collect();
@@ -227,7 +234,12 @@ impl DeviceBert {
     /// the column ranges of the LayerNorm-fed GEMMs' inputs (QKV, FFN1) and smooths them
     /// (SmoothQuant, alpha 0.5): on all-MiniLM-L6-v2 this lifts the worst int8 cosine on the
     /// golden cases from 0.987 to 0.996. fp16 ignores the calibration.
-    pub fn new_calibrated(dev: &Device, model: &BertModel, precision: Precision, calibration: &Batch) -> Result<DeviceBert> {
+    pub fn new_calibrated(
+        dev: &Device,
+        model: &BertModel,
+        precision: Precision,
+        calibration: &Batch,
+    ) -> Result<DeviceBert> {
         if precision != Precision::Int8 || calibration.is_empty() {
             return Self::build(dev, model, precision, None);
         }
@@ -236,7 +248,10 @@ impl DeviceBert {
     }
 
     fn build(
-        dev: &Device, model: &BertModel, precision: Precision, ranges: Option<&[quant::LayerInputRanges]>,
+        dev: &Device,
+        model: &BertModel,
+        precision: Precision,
+        ranges: Option<&[quant::LayerInputRanges]>,
     ) -> Result<DeviceBert> {
         let c = &model.config;
         if c.hidden_act != HiddenAct::Gelu {
@@ -306,7 +321,8 @@ impl DeviceBert {
             .map(|l| lin(&l.qkv) + lin(&l.attn_out) + lin(&l.ffn1) + lin(&l.ffn2) + l.ln1.bytes() + l.ln2.bytes())
             .sum();
         let heads = self.pooler.as_ref().map_or(0, lin) + self.classifier.as_ref().map_or(0, |(l, _)| lin(l));
-        (self.word.bytes() + self.position.bytes() + self.token_type.bytes() + self.emb_ln.bytes() + layers + heads) as u64
+        (self.word.bytes() + self.position.bytes() + self.token_type.bytes() + self.emb_ln.bytes() + layers + heads)
+            as u64
     }
 
     /// The least global traffic this launch sequence can have on `batch`: every kernel reads
@@ -423,7 +439,12 @@ impl DeviceBert {
         result
     }
 
-    fn run(&self, ws: &mut Workspace, batch: &Batch, opts: ForwardOptions) -> Result<(Output, Option<DeviceHiddenStates>)> {
+    fn run(
+        &self,
+        ws: &mut Workspace,
+        batch: &Batch,
+        opts: ForwardOptions,
+    ) -> Result<(Output, Option<DeviceHiddenStates>)> {
         let (t, b, h) = (batch.total_tokens(), batch.len(), self.config.hidden_size);
         let p = &batch.packed;
         write_prefix(&mut ws.ids, &p.input_ids)?;
@@ -438,7 +459,17 @@ impl DeviceBert {
             gamma: &self.emb_ln.gamma,
             beta: &self.emb_ln.beta,
         };
-        kernels::embedding_layernorm(d, &ws.ids, &ws.pos_ids, &ws.type_ids, &tables, &mut ws.x, t, h, self.config.layer_norm_eps)?;
+        kernels::embedding_layernorm(
+            d,
+            &ws.ids,
+            &ws.pos_ids,
+            &ws.type_ids,
+            &tables,
+            &mut ws.x,
+            t,
+            h,
+            self.config.layer_norm_eps,
+        )?;
         if self.precision == Precision::Int8 {
             let smooth = self.layers.first().and_then(|l| l.qkv.smooth());
             kernels::quantize_i8_smoothed(d, &ws.x, smooth, &mut ws.q8, &mut ws.q8_scale, t, h)?;
@@ -461,14 +492,27 @@ impl DeviceBert {
     /// One encoder layer: ws.x (and, for int8, ws.q8 = quantised ws.x) -> ws.x (and ws.q8,
     /// quantised with the smoothing of `next`'s QKV GEMM).
     fn layer(
-        &self, ws: &mut Workspace, l: &DeviceLayer, next: Option<&DeviceLayer>, t: usize, b: usize, max_seqlen: usize,
+        &self,
+        ws: &mut Workspace,
+        l: &DeviceLayer,
+        next: Option<&DeviceLayer>,
+        t: usize,
+        b: usize,
+        max_seqlen: usize,
     ) -> Result<()> {
         let d = &self.dev;
         let (h, i, eps) = (self.config.hidden_size, self.config.intermediate_size, self.config.layer_norm_eps);
         let int8 = self.precision == Precision::Int8;
         let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_scale, q8_zero, cu_seqlens, .. } = ws;
         self.gemm(&l.qkv, x, q8, q8_scale, q8_zero, Epilogue::None, qkv, t, 3 * h, h)?;
-        let shape = AttentionShape { batch: b, tokens: t, max_seqlen, heads: self.config.num_attention_heads, head_dim: self.config.head_dim(), scale: None };
+        let shape = AttentionShape {
+            batch: b,
+            tokens: t,
+            max_seqlen,
+            heads: self.config.num_attention_heads,
+            head_dim: self.config.head_dim(),
+            scale: None,
+        };
         kernels::attention(d, qkv, cu_seqlens, ctx, shape)?;
         if int8 {
             kernels::quantize_i8(d, ctx, q8, q8_scale, t, h)?;
@@ -490,8 +534,16 @@ impl DeviceBert {
     /// out = LN(y); on the int8 path also its int8 copy into q8 (for the next GEMM).
     #[allow(clippy::too_many_arguments)]
     fn layernorm(
-        &self, ln: &DeviceLayerNorm, y: &DeviceBuffer<f16>, out: &mut DeviceBuffer<f16>, q8: &mut DeviceBuffer<i8>,
-        q8_scale: &mut DeviceBuffer<f32>, smooth: Option<&DeviceBuffer<f16>>, t: usize, h: usize, eps: f32,
+        &self,
+        ln: &DeviceLayerNorm,
+        y: &DeviceBuffer<f16>,
+        out: &mut DeviceBuffer<f16>,
+        q8: &mut DeviceBuffer<i8>,
+        q8_scale: &mut DeviceBuffer<f32>,
+        smooth: Option<&DeviceBuffer<f16>>,
+        t: usize,
+        h: usize,
+        eps: f32,
     ) -> Result<()> {
         if self.precision == Precision::Int8 {
             let q8 = Q8Out { q: q8, scale: q8_scale, smooth };
@@ -506,8 +558,17 @@ impl DeviceBert {
     /// launch, instead of `a`.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
-        &self, lin: &DeviceLinear, a: &DeviceBuffer<f16>, q8: &DeviceBuffer<i8>, q8_scale: &DeviceBuffer<f32>,
-        q8_zero: &DeviceBuffer<i32>, epilogue: Epilogue<'_>, out: &mut DeviceBuffer<f16>, m: usize, n: usize, k: usize,
+        &self,
+        lin: &DeviceLinear,
+        a: &DeviceBuffer<f16>,
+        q8: &DeviceBuffer<i8>,
+        q8_scale: &DeviceBuffer<f32>,
+        q8_zero: &DeviceBuffer<i32>,
+        epilogue: Epilogue<'_>,
+        out: &mut DeviceBuffer<f16>,
+        m: usize,
+        n: usize,
+        k: usize,
     ) -> Result<()> {
         let d = &self.dev;
         match lin {

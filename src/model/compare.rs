@@ -16,7 +16,10 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 /// Largest `|a[i] - b[i]|` (NaN anywhere gives NaN, so it never passes a `<=` bound).
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "max_abs_diff of vectors of different lengths");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, |m: f32, d| if d.is_nan() || m.is_nan() { f32::NAN } else { m.max(d) })
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, |m: f32, d| if d.is_nan() || m.is_nan() { f32::NAN } else { m.max(d) })
 }
 
 #[cfg(test)]

@@ -191,7 +191,8 @@ mod tests {
         BertConfig::from_json(json, Path::new("config.json"))
     }
 
-    const MIN: &str = r#""hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,"intermediate_size":16,"vocab_size":10"#;
+    const MIN: &str =
+        r#""hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,"intermediate_size":16,"vocab_size":10"#;
 
     #[test]
     fn defaults_follow_hugging_face() {

@@ -114,14 +114,11 @@ fn erfc2(ix: u32, mut x: f64) -> f64 {
     if ix < 0x4006db6d {
         /* |x| < 1/.35 ~ 2.85714 */
         r = RA0 + s * (RA1 + s * (RA2 + s * (RA3 + s * (RA4 + s * (RA5 + s * (RA6 + s * RA7))))));
-        big_s = 1.0
-            + s * (SA1
-                + s * (SA2 + s * (SA3 + s * (SA4 + s * (SA5 + s * (SA6 + s * (SA7 + s * SA8)))))));
+        big_s = 1.0 + s * (SA1 + s * (SA2 + s * (SA3 + s * (SA4 + s * (SA5 + s * (SA6 + s * (SA7 + s * SA8)))))));
     } else {
         /* |x| > 1/.35 */
         r = RB0 + s * (RB1 + s * (RB2 + s * (RB3 + s * (RB4 + s * (RB5 + s * RB6)))));
-        big_s =
-            1.0 + s * (SB1 + s * (SB2 + s * (SB3 + s * (SB4 + s * (SB5 + s * (SB6 + s * SB7))))));
+        big_s = 1.0 + s * (SB1 + s * (SB2 + s * (SB3 + s * (SB4 + s * (SB5 + s * (SB6 + s * SB7))))));
     }
     z = with_set_low_word(x, 0);
 
@@ -170,7 +167,11 @@ pub fn erf(x: f64) -> f64 {
         y = 1.0 - x1p_1022;
     }
 
-    if sign != 0 { -y } else { y }
+    if sign != 0 {
+        -y
+    } else {
+        y
+    }
 }
 
 /// Complementary error function (f64)

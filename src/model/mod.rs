@@ -15,7 +15,9 @@ pub mod reference;
 pub mod weights;
 
 pub use config::{BertConfig, HiddenAct};
-pub use weights::{BertWeights, ClassifierHead, EmbeddingWeights, EncoderLayerWeights, HostTensor, LayerNormWeights, Linear};
+pub use weights::{
+    BertWeights, ClassifierHead, EmbeddingWeights, EncoderLayerWeights, HostTensor, LayerNormWeights, Linear,
+};
 
 /// Numeric precision of the device forward pass (the CPU reference is always f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

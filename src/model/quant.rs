@@ -123,7 +123,8 @@ fn w8a8(x: &[f32], w: &[f32], bias: &[f32], inp: usize, asym: bool) -> Vec<f32> 
 /// inputs are smoothed by the multipliers the device derives from them (QKV multipliers
 /// over the concatenated q|k|v weights, as the device's fused QKV GEMM uses them).
 pub fn w8a8_device<'a>(
-    model: &'a BertModel, ranges: Option<&[LayerInputRanges]>,
+    model: &'a BertModel,
+    ranges: Option<&[LayerInputRanges]>,
 ) -> impl Fn(&Linear, &[f32]) -> Vec<f32> + Sync + 'a {
     let mults: Vec<LayerMultipliers> = match ranges {
         Some(r) => model.weights.layers.iter().zip(r).map(|(l, r)| LayerMultipliers::new(l, r)).collect(),

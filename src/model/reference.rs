@@ -91,7 +91,10 @@ pub type EncoderLinear<'a> = &'a (dyn Fn(&Linear, &[f32]) -> Vec<f32> + Sync);
 /// [`forward_with_hidden_states`] with the encoder's four GEMMs computed by `encoder_linear`
 /// (the pooler and classifier stay f32).
 pub fn forward_with_encoder_linear(
-    model: &BertModel, batch: &Batch, opts: &Options, encoder_linear: EncoderLinear<'_>,
+    model: &BertModel,
+    batch: &Batch,
+    opts: &Options,
+    encoder_linear: EncoderLinear<'_>,
 ) -> Result<(Output, HiddenStates)> {
     check_batch(&model.config, batch)?;
     let mut layers = Vec::with_capacity(model.weights.layers.len() + 1);
@@ -102,11 +105,8 @@ pub fn forward_with_encoder_linear(
         layers.push(next);
     }
     let out = heads(model, layers.last().unwrap(), batch, opts);
-    let states = HiddenStates {
-        hidden_size: model.config.hidden_size,
-        cu_seqlens: batch.packed.cu_seqlens.clone(),
-        layers,
-    };
+    let states =
+        HiddenStates { hidden_size: model.config.hidden_size, cu_seqlens: batch.packed.cu_seqlens.clone(), layers };
     Ok((out, states))
 }
 
@@ -190,7 +190,11 @@ pub fn encoder_layer(w: &EncoderLayerWeights, config: &BertConfig, x: &[f32], cu
 
 /// [`encoder_layer`] with its four linear layers computed by `lin`.
 pub fn encoder_layer_with(
-    w: &EncoderLayerWeights, config: &BertConfig, x: &[f32], cu_seqlens: &[u32], lin: EncoderLinear<'_>,
+    w: &EncoderLayerWeights,
+    config: &BertConfig,
+    x: &[f32],
+    cu_seqlens: &[u32],
+    lin: EncoderLinear<'_>,
 ) -> Vec<f32> {
     let (heads, d) = (config.num_attention_heads, config.head_dim());
     let q = lin(&w.query, x);
@@ -318,7 +322,14 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], seq_len: usize, num_heads: usi
 /// [`attention`] for every sequence of a packed batch (`[T, heads * head_dim]` inputs,
 /// sequence `i` in rows `cu_seqlens[i] .. cu_seqlens[i + 1]`); tokens attend only within their
 /// own sequence.
-pub fn attention_packed(q: &[f32], k: &[f32], v: &[f32], cu_seqlens: &[u32], num_heads: usize, head_dim: usize) -> Vec<f32> {
+pub fn attention_packed(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    cu_seqlens: &[u32],
+    num_heads: usize,
+    head_dim: usize,
+) -> Vec<f32> {
     let hid = num_heads * head_dim;
     let total = *cu_seqlens.last().unwrap_or(&0) as usize;
     assert!(q.len() == total * hid && k.len() == q.len() && v.len() == q.len(), "attention: q/k/v are not [T, H]");
@@ -355,8 +366,20 @@ fn head_attention(q: &[f32], k: &[f32], v: &[f32], n: usize, stride: usize, d: u
     unsafe {
         // p = scale * q k^T ; k^T read with row stride 1 and column stride `stride`.
         matrixmultiply::sgemm(
-            n, d, n, scale, q.as_ptr(), stride as isize, 1, k.as_ptr(), 1, stride as isize, 0.0,
-            p.as_mut_ptr(), n as isize, 1,
+            n,
+            d,
+            n,
+            scale,
+            q.as_ptr(),
+            stride as isize,
+            1,
+            k.as_ptr(),
+            1,
+            stride as isize,
+            0.0,
+            p.as_mut_ptr(),
+            n as isize,
+            1,
         );
     }
     p.chunks_exact_mut(n).for_each(softmax_in_place);
@@ -364,8 +387,20 @@ fn head_attention(q: &[f32], k: &[f32], v: &[f32], n: usize, stride: usize, d: u
     // SAFETY: p is [n, n], v is n rows of d values `stride` apart, o is [n, d].
     unsafe {
         matrixmultiply::sgemm(
-            n, n, d, 1.0, p.as_ptr(), n as isize, 1, v.as_ptr(), stride as isize, 1, 0.0, o.as_mut_ptr(),
-            d as isize, 1,
+            n,
+            n,
+            d,
+            1.0,
+            p.as_ptr(),
+            n as isize,
+            1,
+            v.as_ptr(),
+            stride as isize,
+            1,
+            0.0,
+            o.as_mut_ptr(),
+            d as isize,
+            1,
         );
     }
     o
@@ -442,7 +477,11 @@ mod tests {
     #[allow(clippy::excessive_precision)]
     fn gelu_values() {
         // 0.5 x (1 + erf(x / sqrt 2)) at 30 digits.
-        let cases = [(1.0f32, 0.841344746068542948585232545632f64), (-1.0, -0.158655253931457051414767454368), (3.0, 2.99595049822839109366931046478)];
+        let cases = [
+            (1.0f32, 0.841344746068542948585232545632f64),
+            (-1.0, -0.158655253931457051414767454368),
+            (3.0, 2.99595049822839109366931046478),
+        ];
         for (x, want) in cases {
             let got = gelu_erf(x);
             assert!((got as f64 - want).abs() <= 1e-7 * want.abs(), "gelu({x}) = {got}, want {want}");
@@ -483,7 +522,10 @@ mod tests {
         for h in 0..heads {
             for i in 0..n {
                 let s: Vec<f64> = (0..n)
-                    .map(|j| (0..d).map(|c| q[i * hid + h * d + c] as f64 * k[j * hid + h * d + c] as f64).sum::<f64>() / (d as f64).sqrt())
+                    .map(|j| {
+                        (0..d).map(|c| q[i * hid + h * d + c] as f64 * k[j * hid + h * d + c] as f64).sum::<f64>()
+                            / (d as f64).sqrt()
+                    })
                     .collect();
                 let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();

@@ -249,11 +249,13 @@ impl BertWeights {
         };
         // BertForSequenceClassification classifies the pooler output.
         if !has_pooler {
-            return Err(Error::TensorMissing { path: r.path.to_path_buf(), name: format!("{}pooler.dense.weight", r.prefix) });
+            return Err(Error::TensorMissing {
+                path: r.path.to_path_buf(),
+                name: format!("{}pooler.dense.weight", r.prefix),
+            });
         }
-        let labels = (0..num_labels)
-            .map(|i| config.id2label.get(&i).cloned().unwrap_or_else(|| format!("LABEL_{i}")))
-            .collect();
+        let labels =
+            (0..num_labels).map(|i| config.id2label.get(&i).cloned().unwrap_or_else(|| format!("LABEL_{i}"))).collect();
         Ok(Some(ClassifierHead { linear, labels }))
     }
 }

@@ -73,7 +73,8 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let p = std::env::temp_dir().join(format!(
             "fusebert-emutest-{tag}-{}-{}-{nanos}",
             std::process::id(),
@@ -179,7 +180,9 @@ pub fn report_of(r: fusebert::Result<()>, allow_emulator: bool) -> String {
         Ok(()) => panic!("the planted bug was NOT detected (launch returned Ok)"),
         Err(Error::Sanitizer(s)) => s,
         Err(Error::Emulator(s)) if allow_emulator => s,
-        Err(e) => panic!("expected Error::Sanitizer{}, got {e:?}", if allow_emulator { " or Error::Emulator" } else { "" }),
+        Err(e) => {
+            panic!("expected Error::Sanitizer{}, got {e:?}", if allow_emulator { " or Error::Emulator" } else { "" })
+        }
     }
 }
 
@@ -213,7 +216,13 @@ pub fn names_index(report: &str, what: &str, idx: (u32, u32, u32)) -> bool {
 
 /// Asserts a located report: kernel name, block, thread and one of the expected source
 /// locations (each `needle` is e.g. `oob.cu:12` or `line 42`).
-pub fn assert_located(report: &str, kernel: &str, block: (u32, u32, u32), thread: Option<(u32, u32, u32)>, needles: &[String]) {
+pub fn assert_located(
+    report: &str,
+    kernel: &str,
+    block: (u32, u32, u32),
+    thread: Option<(u32, u32, u32)>,
+    needles: &[String],
+) {
     assert!(report.contains(kernel), "report does not name kernel `{kernel}`:\n{report}");
     assert!(names_index(report, "block", block), "report does not name block {block:?}:\n{report}");
     match thread {
@@ -289,7 +298,15 @@ pub fn last_counters(dev: &Device) -> fusebert::emu::Counters {
 const BLOCK: u32 = 64;
 
 fn elementwise_ptx(body: &str, wide: bool, target: &str) -> String {
-    let (sz, ld, st) = if wide { (8, "ld.global.u64 \t%rd10, [%rd13];\n\tld.global.u64 \t%rd11, [%rd14];\n\tld.global.u64 \t%rd12, [%rd15];\n\tcvt.u32.u64 \t%r10, %rd10;\n\tcvt.u32.u64 \t%r11, %rd11;\n\tcvt.u32.u64 \t%r12, %rd12;", "st.global.u64 \t[%rd16], %rd20;") } else { (4, "ld.global.u32 \t%r10, [%rd13];\n\tld.global.u32 \t%r11, [%rd14];\n\tld.global.u32 \t%r12, [%rd15];", "st.global.u32 \t[%rd16], %r20;") };
+    let (sz, ld, st) = if wide {
+        (8, "ld.global.u64 \t%rd10, [%rd13];\n\tld.global.u64 \t%rd11, [%rd14];\n\tld.global.u64 \t%rd12, [%rd15];\n\tcvt.u32.u64 \t%r10, %rd10;\n\tcvt.u32.u64 \t%r11, %rd11;\n\tcvt.u32.u64 \t%r12, %rd12;", "st.global.u64 \t[%rd16], %rd20;")
+    } else {
+        (
+            4,
+            "ld.global.u32 \t%r10, [%rd13];\n\tld.global.u32 \t%r11, [%rd14];\n\tld.global.u32 \t%r12, [%rd15];",
+            "st.global.u32 \t[%rd16], %r20;",
+        )
+    };
     format!(
         r#".version 8.0
 .target {target}
@@ -367,8 +384,13 @@ fn run_elementwise<T: bytemuck::Pod>(ptx: &str, a: &[T], b: &[T], c: &[T], arch:
     let (da, db, dc) = (dev.upload(a).unwrap(), dev.upload(b).unwrap(), dev.upload(c).unwrap());
     let out = dev.alloc_filled::<T>(n, 0xFF).unwrap();
     let grid = (n as u32).div_ceil(BLOCK);
-    dev.launch_in("ops", "op_kernel", lin(grid, BLOCK), &[ptr(&da), ptr(&db), ptr(&dc), ptr(&out), KernelArg::U32(n as u32)])
-        .map_err(|e| format!("launch: {e}"))?;
+    dev.launch_in(
+        "ops",
+        "op_kernel",
+        lin(grid, BLOCK),
+        &[ptr(&da), ptr(&db), ptr(&dc), ptr(&out), KernelArg::U32(n as u32)],
+    )
+    .map_err(|e| format!("launch: {e}"))?;
     out.to_host().map_err(|e| format!("read back: {e}"))
 }
 
@@ -478,13 +500,29 @@ fn direct32(rn: f32, err_sign: f64, mode: Rnd, zero_sum: bool) -> f32 {
         Rnd::N => rn,
         Rnd::Z => {
             if err_sign != 0.0 && (err_sign > 0.0) != (rn > 0.0) && rn != 0.0 {
-                if rn > 0.0 { next_down32(rn) } else { next_up32(rn) }
+                if rn > 0.0 {
+                    next_down32(rn)
+                } else {
+                    next_up32(rn)
+                }
             } else {
                 rn
             }
         }
-        Rnd::M => if err_sign < 0.0 { next_down32(rn) } else { rn },
-        Rnd::P => if err_sign > 0.0 { next_up32(rn) } else { rn },
+        Rnd::M => {
+            if err_sign < 0.0 {
+                next_down32(rn)
+            } else {
+                rn
+            }
+        }
+        Rnd::P => {
+            if err_sign > 0.0 {
+                next_up32(rn)
+            } else {
+                rn
+            }
+        }
     }
 }
 
@@ -541,13 +579,29 @@ fn direct64(rn: f64, err: f64, mode: Rnd) -> f64 {
         Rnd::N => rn,
         Rnd::Z => {
             if err != 0.0 && (err > 0.0) != (rn > 0.0) {
-                if rn > 0.0 { next_down64(rn) } else { next_up64(rn) }
+                if rn > 0.0 {
+                    next_down64(rn)
+                } else {
+                    next_up64(rn)
+                }
             } else {
                 rn
             }
         }
-        Rnd::M => if err < 0.0 { next_down64(rn) } else { rn },
-        Rnd::P => if err > 0.0 { next_up64(rn) } else { rn },
+        Rnd::M => {
+            if err < 0.0 {
+                next_down64(rn)
+            } else {
+                rn
+            }
+        }
+        Rnd::P => {
+            if err > 0.0 {
+                next_up64(rn)
+            } else {
+                rn
+            }
+        }
     }
 }
 
@@ -587,7 +641,14 @@ pub fn round_bits(x: f64, fmt: Fmt, mode: Rnd) -> u32 {
     // quantum: ulp at this magnitude (subnormal range shares the minimum exponent)
     let e = (ax.log2().floor() as i32).max(1 - bias);
     // fix log2 rounding at exact powers of two
-    let e = if 2f64.powi(e) > ax { e - 1 } else if 2f64.powi(e + 1) <= ax { e + 1 } else { e }.max(1 - bias);
+    let e = if 2f64.powi(e) > ax {
+        e - 1
+    } else if 2f64.powi(e + 1) <= ax {
+        e + 1
+    } else {
+        e
+    }
+    .max(1 - bias);
     let q = 2f64.powi(e - fmt.man); // exact power of two
     let m = ax / q; // exact scaling
     let fl = m.floor();
@@ -615,7 +676,13 @@ pub fn round_bits(x: f64, fmt: Fmt, mode: Rnd) -> u32 {
         return s | ((mag / 2f64.powi(1 - bias - fmt.man)) as u32);
     }
     let me = mag.log2().floor() as i32;
-    let me = if 2f64.powi(me) > mag { me - 1 } else if 2f64.powi(me + 1) <= mag { me + 1 } else { me };
+    let me = if 2f64.powi(me) > mag {
+        me - 1
+    } else if 2f64.powi(me + 1) <= mag {
+        me + 1
+    } else {
+        me
+    };
     let frac_bits = ((mag / 2f64.powi(me) - 1.0) * 2f64.powi(fmt.man)) as u32;
     s | (((me + bias) as u32) << fmt.man) | frac_bits
 }
@@ -672,7 +739,11 @@ pub fn same_bf16(a: u16, b: u16) -> bool {
 /// Flushes an f32 subnormal to sign-preserving zero (the `.ftz` rule).
 pub fn ftz(x: f32) -> f32 {
     if x != 0.0 && x.abs() < f32::MIN_POSITIVE {
-        if x < 0.0 { -0.0 } else { 0.0 }
+        if x < 0.0 {
+            -0.0
+        } else {
+            0.0
+        }
     } else {
         x
     }

@@ -105,7 +105,8 @@ pub fn random_model(s: Shape, seed: u64) -> BertModel {
 /// A batch of random sequences of the given lengths ([CLS]-free random ids; types 0/1).
 pub fn random_batch(vocab: usize, lengths: &[usize], seed: u64) -> Batch {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let ids: Vec<Vec<u32>> = lengths.iter().map(|&n| (0..n).map(|_| rng.gen_range(0..vocab as u32)).collect()).collect();
+    let ids: Vec<Vec<u32>> =
+        lengths.iter().map(|&n| (0..n).map(|_| rng.gen_range(0..vocab as u32)).collect()).collect();
     let types: Vec<Vec<u32>> = lengths.iter().map(|&n| (0..n).map(|i| u32::from(i >= n / 2)).collect()).collect();
     Batch::new(ids, types).unwrap()
 }

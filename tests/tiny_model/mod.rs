@@ -123,8 +123,18 @@ impl Spec {
             })
             .collect();
         if self.labels > 0 {
-            out.push(T { name: "classifier.weight".into(), shape: vec![self.labels, h], data: values(90, self.labels * h), dtype: self.dtype });
-            out.push(T { name: "classifier.bias".into(), shape: vec![self.labels], data: values(91, self.labels), dtype: self.dtype });
+            out.push(T {
+                name: "classifier.weight".into(),
+                shape: vec![self.labels, h],
+                data: values(90, self.labels * h),
+                dtype: self.dtype,
+            });
+            out.push(T {
+                name: "classifier.bias".into(),
+                shape: vec![self.labels],
+                data: values(91, self.labels),
+                dtype: self.dtype,
+            });
         }
         out
     }
