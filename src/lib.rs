@@ -8,6 +8,7 @@ pub mod emu;
 pub mod error;
 pub mod kernels;
 pub mod model;
+pub mod numerics;
 pub mod ptx;
 pub mod tokenize;
 

@@ -236,7 +236,7 @@ fn bar_red_popc_and_or() {
             let blk = &p[i / 64 * 64..i / 64 * 64 + 64];
             let popc = blk.iter().filter(|&&x| x != 0).count() as u32;
             let all = blk.iter().all(|&x| x != 0) as u32;
-            let any_not = blk.iter().any(|&x| x == 0) as u32;
+            let any_not = blk.contains(&0) as u32;
             popc | (all << 10) | (any_not << 11)
         })
         .collect();
@@ -385,8 +385,8 @@ fn exit_mid_warp_then_barrier() {
     launch_ok(&dev, "ex", "partial_exit", lin(1, 100), &[ptr(&out)]);
     let o = out.to_host().unwrap();
     let live = (0..100).filter(|t| t % 3 != 0).count() as u32;
-    for t in 0..100 {
-        assert_eq!(o[t], if t % 3 == 0 { u32::MAX } else { live }, "thread {t}");
+    for (t, &o) in o.iter().enumerate().take(100) {
+        assert_eq!(o, if t % 3 == 0 { u32::MAX } else { live }, "thread {t}");
     }
 }
 

@@ -388,8 +388,8 @@ $L__SKIP:
     let out = dev.alloc_filled::<u32>(128, 0xFF).unwrap();
     launch_ok(&dev, "dl", "div_loop", lin(2, 64), &[ptr(&out)]);
     let got = out.to_host().unwrap();
-    for t in 0..128 {
-        assert_eq!(got[t], if t % 32 < 8 { 45 } else { 0 }, "thread {t}");
+    for (t, &g) in got.iter().enumerate().take(128) {
+        assert_eq!(g, if t % 32 < 8 { 45 } else { 0 }, "thread {t}");
     }
     let c = last_counters(&dev);
     let warps = 4u64;

@@ -416,7 +416,8 @@ fn int_setp_selp_pred_logic() {
     // make equality frequent
     let b: Vec<u32> = b0.iter().zip(&a).enumerate().map(|(i, (&b, &a))| if i % 6 == 0 { a } else { b }).collect();
     let mut ck = Check::new();
-    let cmps: [(&str, fn(u32, u32) -> bool); 14] = [
+    type Cmp = (&'static str, fn(u32, u32) -> bool);
+    let cmps: [Cmp; 14] = [
         ("eq.s32", |a, b| a == b),
         ("ne.s32", |a, b| a != b),
         ("lt.s32", |a, b| (a as i32) < (b as i32)),

@@ -685,8 +685,8 @@ fn cp_async_groups_zero_fill_and_src_size_zero() {
             // zero-filled tail: src_size = nt % 17 bytes copied
             let keep = nt % 17;
             let mut want = [0u8; 16];
-            for k in 0..keep {
-                want[k] = gb(4 * ngid + k / 4)[k % 4];
+            for (k, w) in want.iter_mut().enumerate().take(keep) {
+                *w = gb(4 * ngid + k / 4)[k % 4];
             }
             let got: Vec<u8> = row[4..8].iter().flat_map(|w| w.to_le_bytes()).collect();
             assert_eq!(got, want.to_vec(), "cg 16 with src_size {keep}: copy then zero-fill (neighbour {nt})");

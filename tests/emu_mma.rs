@@ -156,7 +156,7 @@ fn check_mma_16bit(kind: &str, enc: fn(f64) -> u16, dec: fn(u16) -> f64, seed: u
         let g = f32::from_bits(got[i]) as f64;
         // f32 accumulation of 16 exact products: |err| <= 17 * 2^-24 * sum|terms|
         let tol = 17.0 * 2f64.powi(-24) * scale[i] + 1e-7;
-        if !((g - want[i]).abs() <= tol) {
+        if (g - want[i]).abs() > tol || (g - want[i]).is_nan() {
             let lane = (i / 4) % 32;
             let (row, col) = cd_pos(lane, i % 4);
             bad.push(format!("warp {} lane {lane} d{} = D[{row}][{col}]: got {g}, want {}", i / 128, i % 4, want[i]));
@@ -597,7 +597,7 @@ fn mma_m16n8k16_f16_accumulator_fragments() {
         let word = got[i / 2];
         let g = f16_val(if i % 2 == 0 { word as u16 } else { (word >> 16) as u16 });
         let tol = 17.0 * 2f64.powi(-11) * scale[i];
-        if !((g - want[i]).abs() <= tol) {
+        if (g - want[i]).abs() > tol || (g - want[i]).is_nan() {
             let lane = (i / 4) % 32;
             let (row, col) = cd_pos(lane, i % 4);
             bad.push(format!("warp {} lane {lane} d{} = D[{row}][{col}]: got {g}, want {}", i / 128, i % 4, want[i]));

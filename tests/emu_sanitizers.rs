@@ -284,9 +284,9 @@ fn barrier_in_divergent_code_is_reported_and_uniform_version_runs() {
     let out = dev.alloc_filled::<f32>(128, 0xFF).unwrap();
     launch_ok(&dev, "san", "divbar_clean", lin(2, 64), &[ptr(&out)]);
     let got = out.to_host().unwrap();
-    for i in 0..128 {
+    for (i, &g) in got.iter().enumerate().take(128) {
         let src = 63 - i % 64;
-        assert_eq!(got[i], src as f32 + 1.0, "clean divbar {i}");
+        assert_eq!(g, src as f32 + 1.0, "clean divbar {i}");
     }
 }
 
@@ -598,10 +598,10 @@ fn shared_misalignment_and_global_oob_read_are_reported() {
     let out = dev.alloc_filled::<u32>(128, 0xFF).unwrap();
     launch_ok(&dev, "clean", "faults", lin(2, 64), &[ptr(&din), ptr(&out)]);
     let got = out.to_host().unwrap();
-    for i in 0..128 {
+    for (i, &g) in got.iter().enumerate().take(128) {
         // thread 5 of block 0 reads thread 6's slot (offset +16)
         let src = if i == 5 { 6 } else { i };
-        assert_eq!(got[i], input[src].wrapping_mul(2), "clean thread {i}");
+        assert_eq!(g, input[src].wrapping_mul(2), "clean thread {i}");
     }
     let bad = kernel(8, 1000);
     load_ptx(&dev, "mis", &bad);

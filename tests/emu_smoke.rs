@@ -241,8 +241,8 @@ fn early_exit_before_barrier_is_legal() {
     )
     .unwrap();
     let got = out.to_host().unwrap();
-    for t in 0..n {
-        assert_eq!(got[t], (n - 1 - t) as f32);
+    for (t, &g) in got.iter().enumerate().take(n) {
+        assert_eq!(g, (n - 1 - t) as f32);
     }
     assert!(got[n..].iter().all(|v| v.is_nan()), "threads past n must not write");
 }
@@ -313,19 +313,18 @@ fn cli_runs_kernel_from_safetensors() {
             .unwrap();
     std::fs::write(&inputs, bytes).unwrap();
     let output = dir.join("out.safetensors");
-    let args = fusebert::emu::cli::EmuRunArgs {
-        file: ptx,
-        kernel: "scale_f32".into(),
-        grid: "1".into(),
-        block: "128".into(),
-        shared: 0,
-        inputs: Some(inputs),
-        output: Some(output.clone()),
-        args: vec!["buf:x".into(), "out:y:f32:77".into(), "f32:2".into(), "i32:77".into()],
-        counters: true,
-        no_sanitize: false,
-    };
-    fusebert::emu::cli::run(&args).unwrap();
+    // The research CLI lives in the binary (the emulator knows no device layer): run it there.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_fusebert"))
+        .args(["emu", "run"])
+        .arg(&ptx)
+        .args(["--kernel", "scale_f32", "--grid", "1", "--block", "128", "--counters", "--inputs"])
+        .arg(&inputs)
+        .arg("--output")
+        .arg(&output)
+        .args(["--arg", "buf:x", "--arg", "out:y:f32:77", "--arg", "f32:2", "--arg", "i32:77"])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "emu run failed: {}", String::from_utf8_lossy(&status.stderr));
     let out = std::fs::read(&output).unwrap();
     let st = safetensors::SafeTensors::deserialize(&out).unwrap();
     let y: Vec<f32> = bytemuck::cast_slice(st.tensor("y").unwrap().data()).to_vec();
@@ -436,8 +435,8 @@ fn named_barrier_arrive_then_sync() {
     let out = dev.alloc_filled::<f32>(32, 0xFF).unwrap();
     dev.launch_in("san", "named_barrier_pc", LaunchConfig::linear(1, 64, 0), &[KernelArg::from(&out)]).unwrap();
     let got = out.to_host().unwrap();
-    for l in 0..32 {
-        assert_eq!(got[l], ((31 - l) * 3) as f32 + 1.0);
+    for (l, &g) in got.iter().enumerate().take(32) {
+        assert_eq!(g, ((31 - l) * 3) as f32 + 1.0);
     }
 }
 
@@ -498,8 +497,8 @@ fn cp_async_ignore_src_predicate() {
     let out = dev.alloc_filled::<u32>(32, 0xFF).unwrap();
     dev.launch_in("ign", "k", LaunchConfig::linear(1, 32, 0), &[KernelArg::from(&inp), KernelArg::from(&out)]).unwrap();
     let got = out.to_host().unwrap();
-    for l in 0..32 {
-        assert_eq!(got[l], if l < 16 { l as u32 + 1 } else { 0 }, "lane {l}");
+    for (l, &g) in got.iter().enumerate().take(32) {
+        assert_eq!(g, if l < 16 { l as u32 + 1 } else { 0 }, "lane {l}");
     }
 }
 

@@ -50,7 +50,7 @@ fn int8_accumulators_bit_exact_on_ragged_shapes() {
 /// One W8A8 GEMM vs the exact reference; with `asym`, activations use the full code range
 /// [-128, 127] with per-row zero points (`gemm_int8_asym`), and the reference is
 /// `(acc - zero[m] * w_sum[n]) * a_scale * w_scale`. Same bound either way.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // mirrors the kernel wrapper it checks: every tensor and dimension
 fn int8_case(
     dev: &fusebert::Device,
     r: &mut rand_chacha::ChaCha8Rng,
@@ -167,7 +167,7 @@ fn int8_asymmetric_activations_with_every_epilogue() {
     eprintln!("gemm_int8_asym fp16 out: max |err| = {max:e}");
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // mirrors the kernel wrapper it checks: every tensor and dimension
 fn f16_case(
     dev: &fusebert::Device,
     r: &mut rand_chacha::ChaCha8Rng,

@@ -1,7 +1,7 @@
 //! `fusebert emu run`: run any PTX kernel on the emulator (the kernel researcher's tool).
 use clap::{Args, Subcommand};
 
-use fusebert::emu::cli::EmuRunArgs;
+use super::emu_run::EmuRunArgs;
 use fusebert::Result;
 
 #[derive(Debug, Args)]
@@ -18,6 +18,6 @@ pub enum EmuCommand {
 
 pub fn run(a: EmuArgs) -> Result<()> {
     match a.command {
-        EmuCommand::Run(r) => fusebert::emu::cli::run(&r),
+        EmuCommand::Run(r) => super::emu_run::run(&r),
     }
 }

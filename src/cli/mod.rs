@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod emu;
+mod emu_run;
 mod encode;
 mod forward;
 mod info;

@@ -392,8 +392,8 @@ pub fn prmt(mode: u8, a: u64, b: u64, c: u64) -> u64 {
         _ => [[0, 1, 0, 1], [2, 3, 2, 3], [0, 1, 0, 1], [2, 3, 2, 3]],
     };
     let mut d = 0u64;
-    for i in 0..4 {
-        d |= byte(tab[s][i]) << (8 * i);
+    for (i, &sel) in tab[s].iter().enumerate() {
+        d |= byte(sel) << (8 * i);
     }
     d
 }
@@ -516,7 +516,7 @@ fn funary(op: Op, ty: Ty, rnd: Rnd, flags: u32, a: u64) -> u64 {
         match op {
             Op::Neg => {
                 return if ty == Ty::F32 && flags & fl::FTZ != 0 {
-                    (fp::ftz32(f32::from_bits(a as u32)) * -1.0).to_bits() as u64
+                    (-fp::ftz32(f32::from_bits(a as u32))).to_bits() as u64
                 } else {
                     a ^ sign
                 }

@@ -35,31 +35,31 @@ pub fn compute_reconvergence(k: &mut Kernel) {
     let exit = nb;
     let block_end = |b: usize| if b + 1 < nb { block_start[b + 1] - 1 } else { n - 1 };
     let mut succ: Vec<Vec<usize>> = vec![Vec::new(); nb + 1];
-    for b in 0..nb {
+    for (b, out) in succ.iter_mut().enumerate().take(nb) {
         let last = block_end(b);
         let inst = &k.insts[last];
         let next = if last + 1 < n { block_of[last + 1] } else { exit };
         let guarded = inst.guard != NONE;
         match inst.op {
             Op::Bra => {
-                succ[b].push(block_of[inst.target as usize]);
+                out.push(block_of[inst.target as usize]);
                 if guarded {
-                    succ[b].push(next);
+                    out.push(next);
                 }
             }
             Op::Ret | Op::Exit | Op::Trap => {
-                succ[b].push(exit);
+                out.push(exit);
                 if guarded {
-                    succ[b].push(next);
+                    out.push(next);
                 }
             }
-            _ => succ[b].push(next),
+            _ => out.push(next),
         }
     }
     // reverse graph: edges s -> b for every b -> s
     let mut rsucc: Vec<Vec<usize>> = vec![Vec::new(); nb + 1];
-    for b in 0..nb {
-        for &s in &succ[b] {
+    for (b, ss) in succ.iter().enumerate().take(nb) {
+        for &s in ss {
             rsucc[s].push(b);
         }
     }
@@ -117,11 +117,10 @@ pub fn compute_reconvergence(k: &mut Kernel) {
             }
         }
     }
-    for i in 0..n {
-        if k.insts[i].op == Op::Bra {
-            let b = block_of[i];
+    for (inst, &b) in k.insts.iter_mut().zip(&block_of).take(n) {
+        if inst.op == Op::Bra {
             let p = ipdom[b];
-            k.insts[i].rpc = if p == usize::MAX || p == exit { EXIT_PC } else { block_start[p] as u32 };
+            inst.rpc = if p == usize::MAX || p == exit { EXIT_PC } else { block_start[p] as u32 };
         }
     }
 }

@@ -105,7 +105,7 @@ fn classify(i: &Inst) -> u8 {
 }
 
 impl<'a> Launch<'a> {
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // the launch geometry, module and options travel together into the block runner
     pub fn new(
         module: &'a Module,
         kernel: &'a Kernel,

@@ -18,7 +18,7 @@ impl<'a> Mods<'a> {
         Mods { base, parts: it.collect() }
     }
     fn has(&self, m: &str) -> bool {
-        self.parts.iter().any(|p| *p == m)
+        self.parts.contains(&m)
     }
     fn types(&self) -> Vec<Ty> {
         self.parts.iter().filter_map(|p| Ty::parse(p)).collect()

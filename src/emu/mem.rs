@@ -22,6 +22,7 @@ impl<'l, 'a> Block<'l, 'a> {
     /// Resolves an access of `size` bytes at `addr` in `space` to a location, checking
     /// alignment (`align` bytes) and bounds. Fast path: an aligned global access inside the
     /// allocation hit last.
+    #[allow(clippy::too_many_arguments)] // hot path: the warp, instruction, lane and access tuple stay scalar arguments
     #[inline(always)]
     pub(crate) fn resolve(
         &mut self,
@@ -48,6 +49,7 @@ impl<'l, 'a> Block<'l, 'a> {
         self.resolve_slow(w, i, lane, space, addr, size, align, what)
     }
 
+    #[allow(clippy::too_many_arguments)] // hot path: the warp, instruction, lane and access tuple stay scalar arguments
     #[inline(never)]
     pub(crate) fn resolve_slow(
         &mut self,
@@ -223,6 +225,7 @@ impl<'l, 'a> Block<'l, 'a> {
     /// Shadow bookkeeping of a shared access by warp `w`: races between barriers (between warps,
     /// and between lanes of one warp without a `bar.warp.sync` in between), reads of
     /// never-written bytes, touching a cp.async destination still in flight.
+    #[allow(clippy::too_many_arguments)] // hot path: the warp, instruction, lane and access tuple stay scalar arguments
     pub(crate) fn check_shared(
         &mut self,
         w: &Warp,
@@ -326,6 +329,7 @@ impl<'l, 'a> Block<'l, 'a> {
         back < w.steps - w.sync_step
     }
 
+    #[allow(clippy::too_many_arguments)] // hot path: the warp, instruction, lane and access tuple stay scalar arguments
     fn race(&self, w: &Warp, i: &Inst, lane: usize, word: u32, what: &str, other: &str, other_warp: u16) -> Error {
         let who = if other_warp == MULTI_READERS {
             "several other warps".to_string()
@@ -341,6 +345,7 @@ impl<'l, 'a> Block<'l, 'a> {
         )
     }
 
+    #[allow(clippy::too_many_arguments)] // hot path: the warp, instruction, lane and access tuple stay scalar arguments
     fn lane_race(&self, w: &Warp, i: &Inst, lane: usize, word: u32, what: &str, other: &str, other_lane: u8) -> Error {
         self.err(
             w,
@@ -363,7 +368,7 @@ impl<'l, 'a> Block<'l, 'a> {
         let r = off as usize..(off + size) as usize;
         if write {
             self.local_init[r].fill(1);
-        } else if self.local_init[r].iter().any(|&b| b == 0) {
+        } else if self.local_init[r].contains(&0) {
             return Err(self.err(
                 w,
                 Some(lane),
@@ -377,6 +382,7 @@ impl<'l, 'a> Block<'l, 'a> {
 
     /// Uninitialised-read check / init marking of a global access just resolved by `resolve`
     /// (which left the allocation in `last_alloc`).
+    #[allow(clippy::too_many_arguments)] // hot path: the warp, instruction, lane and access tuple stay scalar arguments
     #[inline(always)]
     fn global_shadow(&self, w: &Warp, i: &Inst, lane: usize, addr: u64, size: u32, write: bool, what: &str) -> R<()> {
         if !self.l.opts.uninit || self.l.view.allocs[self.last_alloc].full.load(std::sync::atomic::Ordering::Relaxed) {
@@ -385,6 +391,7 @@ impl<'l, 'a> Block<'l, 'a> {
         self.global_shadow_slow(w, i, lane, addr, size, write, what)
     }
 
+    #[allow(clippy::too_many_arguments)] // hot path: the warp, instruction, lane and access tuple stay scalar arguments
     #[inline(never)]
     fn global_shadow_slow(
         &self,

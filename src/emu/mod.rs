@@ -6,8 +6,8 @@
 //! SIMT reconvergence stack and a call stack), with [`alu`]/[`fp`] for arithmetic, [`mem`] for
 //! memory instructions and the sanitizers, [`warp`] for warp-wide instructions (shfl, vote,
 //! ldmatrix, mma, wmma); [`memory`] is the allocation-aware global memory; [`counters`] the
-//! per-launch statistics; [`cli`] the research command line. The backend implementing
-//! `device::Backend` is `crate::device::emulator::EmulatorBackend`.
+//! per-launch statistics. The emulator knows no device layer: `device::emulator` wraps it, and
+//! the research command line (`fusebert emu run`) lives in the binary's CLI.
 //!
 //! Sanitizers (all on by default, see `EmulatorOptions`): out-of-bounds and misaligned accesses
 //! (global: against live allocations, never-reused addresses catch use-after-free; shared, local,
@@ -20,7 +20,6 @@
 //! allocation missed.
 pub mod alu;
 pub mod cfg;
-pub mod cli;
 pub mod counters;
 pub mod exec;
 pub mod fp;
@@ -51,7 +50,8 @@ pub fn parse_module(name: &str, ptx: &str) -> Result<ir::Module> {
 /// Parses a module once per process (keyed by name and text) and shares the result.
 pub fn cached_module(name: &str, ptx: &str) -> Result<Arc<ir::Module>> {
     use std::hash::{Hash, Hasher};
-    static CACHE: OnceLock<Mutex<HashMap<(String, u64, usize), Arc<ir::Module>>>> = OnceLock::new();
+    type ModuleKey = (String, u64, usize);
+    static CACHE: OnceLock<Mutex<HashMap<ModuleKey, Arc<ir::Module>>>> = OnceLock::new();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     ptx.hash(&mut h);
     let key = (name.to_string(), h.finish(), ptx.len());

@@ -83,20 +83,10 @@ impl<'l, 'a> Block<'l, 'a> {
                 let a = i.s[0] as usize * 32;
                 let signed = i.ty.is_signed();
                 let mut acc: i64 = match i.sub {
-                    sub::A_MIN => {
-                        if signed {
-                            i32::MAX as i64
-                        } else {
-                            u32::MAX as i64
-                        }
-                    }
-                    sub::A_MAX => {
-                        if signed {
-                            i32::MIN as i64
-                        } else {
-                            0
-                        }
-                    }
+                    sub::A_MIN if signed => i32::MAX as i64,
+                    sub::A_MIN => u32::MAX as i64,
+                    sub::A_MAX if signed => i32::MIN as i64,
+                    sub::A_MAX => 0,
                     sub::A_AND => u32::MAX as i64,
                     _ => 0,
                 };
@@ -248,6 +238,7 @@ impl<'l, 'a> Block<'l, 'a> {
         Ok(())
     }
 
+    #[allow(clippy::needless_range_loop)] // lane and fragment indices address several parallel arrays
     fn ldmatrix(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
         let is_ld = i.op == Op::Ldmatrix;
         self.require_full(w, i, mask, if is_ld { "ldmatrix" } else { "stmatrix" })?;
@@ -312,6 +303,7 @@ impl<'l, 'a> Block<'l, 'a> {
         Ok(())
     }
 
+    #[allow(clippy::needless_range_loop)] // lane and fragment indices address several parallel arrays
     fn mma(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
         self.require_full(w, i, mask, "mma.sync")?;
         let list = &self.l.kernel.lists[i.list as usize];
@@ -472,6 +464,7 @@ impl<'l, 'a> Block<'l, 'a> {
     /// wmma m16n16k16 with this emulator's fragment layout (the ISA leaves it unspecified): A and
     /// B use the mma.m16n8k16 fragments (B as two n-tiles), registers 4..7 duplicate 0..3;
     /// accumulators are two m16n8 C fragments (n-tile 0 then 1).
+    #[allow(clippy::needless_range_loop)] // lane and fragment indices address several parallel arrays
     fn wmma(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
         self.require_full(w, i, mask, "wmma")?;
         let list = self.l.kernel.lists[i.list as usize].clone();

@@ -21,7 +21,7 @@ pub struct EmbeddingTables<'a> {
 /// `out[t] = LN(word[ids[t]] + position[pos_ids[t]] + token_type[type_ids[t]])`.
 /// Ids are read on the device and trusted: the tokenizer/packer validates them against the
 /// table sizes (this function checks every buffer length).
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn embedding_layernorm(
     dev: &Device,
     ids: &DeviceBuffer<u32>,

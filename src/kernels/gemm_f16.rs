@@ -10,7 +10,7 @@ use crate::error::Result;
 
 /// `a` `[m, k]`, `w` `[n, k]` (Linear layout), `bias` `[n]`, `out` `[m, n]`; `n`, `k` multiples
 /// of 16, any `m >= 1`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn gemm_f16(
     dev: &Device,
     a: &DeviceBuffer<f16>,
@@ -26,7 +26,7 @@ pub fn gemm_f16(
 }
 
 /// [`gemm_f16`] with a choice of implementation ([`Variant::Simple`]: one thread per output).
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn gemm_f16_with(
     dev: &Device,
     a: &DeviceBuffer<f16>,
@@ -43,7 +43,7 @@ pub fn gemm_f16_with(
 }
 
 /// [`gemm_f16`] with an explicit block tile.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn gemm_f16_tiled(
     dev: &Device,
     a: &DeviceBuffer<f16>,
@@ -59,7 +59,7 @@ pub fn gemm_f16_tiled(
     f16_impl(dev, a, w, bias, epilogue, out, m, n, k, Variant::Fast, tile)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 fn f16_impl(
     dev: &Device,
     a: &DeviceBuffer<f16>,

@@ -110,7 +110,7 @@ pub fn weight_sums(w: &[i8], n: usize, k: usize) -> Vec<i32> {
 
 /// The W8A8 GEMM on tensor cores. `a` `[m, k]`, `a_scale` `[m]`, `w` `[n, k]` (Linear layout),
 /// `w_scale` `[n]`, `bias` `[n]`, `out` `[m, n]`. `n`, `k` multiples of 16; any `m >= 1`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn gemm_int8(
     dev: &Device,
     a: &DeviceBuffer<i8>,
@@ -128,7 +128,7 @@ pub fn gemm_int8(
 }
 
 /// [`gemm_int8`] with a choice of implementation ([`Variant::Simple`]: one thread per output, dp4a).
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn gemm_int8_with(
     dev: &Device,
     a: &DeviceBuffer<i8>,
@@ -146,9 +146,9 @@ pub fn gemm_int8_with(
     int8_impl(dev, a, a_scale, None, w, w_scale, bias, epilogue, out, m, n, k, variant, Tile::Auto)
 }
 
-/// [`gemm_int8`] on asymmetric activations: `C = ((q - zero[m]) . W^T) * a_scale[m] * w_scale[n]
-/// + bias[n]`, then the epilogue (see [`ZeroPoint`]).
-#[allow(clippy::too_many_arguments)]
+/// [`gemm_int8`] on asymmetric activations:
+/// `C = ((q - zero[m]) . W^T) * a_scale[m] * w_scale[n] + bias[n]`, then the epilogue (see [`ZeroPoint`]).
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn gemm_int8_asym(
     dev: &Device,
     a: &DeviceBuffer<i8>,
@@ -168,7 +168,7 @@ pub fn gemm_int8_asym(
 
 /// [`gemm_int8_asym`] with a choice of implementation and block tile (the tile only applies to
 /// [`Variant::Fast`]).
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn gemm_int8_asym_with(
     dev: &Device,
     a: &DeviceBuffer<i8>,
@@ -189,7 +189,7 @@ pub fn gemm_int8_asym_with(
 }
 
 /// [`gemm_int8`] with an explicit block tile.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn gemm_int8_tiled(
     dev: &Device,
     a: &DeviceBuffer<i8>,
@@ -207,7 +207,7 @@ pub fn gemm_int8_tiled(
     int8_impl(dev, a, a_scale, None, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, tile)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 fn int8_impl(
     dev: &Device,
     a: &DeviceBuffer<i8>,
@@ -284,7 +284,7 @@ pub fn gemm_int8_i32(
 }
 
 /// [`gemm_int8_i32`] with an explicit block tile.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn gemm_int8_i32_tiled(
     dev: &Device,
     a: &DeviceBuffer<i8>,

@@ -32,7 +32,7 @@ pub struct Q8Out<'a> {
 }
 
 /// `out[r] = LN(x[r] + residual[r] + bias) * gamma + beta` over `rows` rows of `hidden`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn layernorm_f16(
     dev: &Device,
     x: &DeviceBuffer<f16>,
@@ -49,7 +49,7 @@ pub fn layernorm_f16(
 }
 
 /// [`layernorm_f16`] with a choice of implementation.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn layernorm_f16_with(
     dev: &Device,
     x: &DeviceBuffer<f16>,
@@ -68,7 +68,7 @@ pub fn layernorm_f16_with(
 
 /// [`layernorm_f16`] that also writes int8 codes of the (fp16-rounded) output and per-row
 /// scales, exactly what [`super::quantize_i8`] would compute from `out`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn layernorm_f16_q8(
     dev: &Device,
     x: &DeviceBuffer<f16>,
@@ -86,7 +86,7 @@ pub fn layernorm_f16_q8(
 }
 
 /// [`layernorm_f16_q8`] with a choice of implementation.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn layernorm_f16_q8_with(
     dev: &Device,
     x: &DeviceBuffer<f16>,
@@ -104,7 +104,7 @@ pub fn layernorm_f16_q8_with(
     run(dev, x, residual, bias, gamma, beta, out, Some(q8), rows, hidden, eps, variant)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 fn run(
     dev: &Device,
     x: &DeviceBuffer<f16>,

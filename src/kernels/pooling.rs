@@ -17,7 +17,7 @@ pub enum Pooling {
 /// `out[b, :] = pool(x[cu_seqlens[b] .. cu_seqlens[b+1], :])`, optionally L2-normalised
 /// (`x / max(|x|, 1e-12)`). `x` is `[tokens, hidden]`, `cu_seqlens` has `batch + 1` entries
 /// (monotone, last <= tokens: trusted, as they come from the packer); empty sequences give 0.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn pool(
     dev: &Device,
     x: &DeviceBuffer<f16>,

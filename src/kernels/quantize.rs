@@ -41,7 +41,7 @@ pub fn quantize_i8_smoothed(
 /// `q = clamp(round_half_even(x * inv) + zero[r], -128, 127)`, `scale[r] = range / 255`, so
 /// `x ≈ (q - zero[r]) * scale[r]`; consume with [`crate::kernels::gemm_int8_asym`].
 /// All-zero rows get scale 0, zero 0, codes 0.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn quantize_i8_asym(
     dev: &Device,
     x: &DeviceBuffer<f16>,
@@ -55,7 +55,7 @@ pub fn quantize_i8_asym(
     quantize_impl(dev, x, smooth, q, scale, Some(zero), rows, hidden)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 fn quantize_impl(
     dev: &Device,
     x: &DeviceBuffer<f16>,

@@ -7,7 +7,7 @@ fn f(x: &[f16]) -> Vec<f32> {
 }
 
 /// `LN(x + residual + bias) * gamma + beta` per row, f32 (two-pass statistics in f64).
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn layernorm(
     x: &[f16],
     residual: Option<&[f16]>,
@@ -73,7 +73,7 @@ pub fn quantize_asym(x: &[f16], smooth: Option<&[f16]>, rows: usize, hidden: usi
     for r in 0..rows {
         let row: Vec<f32> =
             x[r * hidden..(r + 1) * hidden].iter().enumerate().map(|(i, v)| v.to_f32() * m(i)).collect();
-        let (scale, zero, codes) = crate::model::quant::quantize_row_asym(&row);
+        let (scale, zero, codes) = crate::numerics::int8::quantize_row_asym(&row);
         q.extend(codes);
         s.push(scale);
         z.push(zero);
@@ -135,10 +135,10 @@ pub fn dequant_asym(acc: &[i32], zero: &[i32], w_sum: &[i32], a_scale: &[f32], w
     dequant(&acc, a_scale, w_scale, n)
 }
 
-/// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, in f64 (erf from `model::erf`, the reference's).
+/// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, in f64 (erf from `numerics::erf`, the reference's).
 pub fn gelu(x: f32) -> f32 {
     let x = x as f64;
-    (0.5 * x * (1.0 + crate::model::erf::erf(x / std::f64::consts::SQRT_2))) as f32
+    (0.5 * x * (1.0 + crate::numerics::erf::erf(x / std::f64::consts::SQRT_2))) as f32
 }
 
 /// Attention over packed sequences, f64 softmax; `qkv` `[T, 3H]`, returns `[T, H]`.
@@ -200,7 +200,7 @@ pub fn pool(x: &[f16], cu_seqlens: &[u32], hidden: usize, cls: bool, l2norm: boo
 }
 
 /// Embedding sum + layernorm (the three fp16 rows are summed without intermediate rounding).
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn embedding_layernorm(
     ids: &[u32],
     pos_ids: &[u32],

@@ -532,7 +532,7 @@ impl DeviceBert {
     }
 
     /// out = LN(y); on the int8 path also its int8 copy into q8 (for the next GEMM).
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // one GEMM step: inputs, weights, outputs and the epilogue operands
     fn layernorm(
         &self,
         ln: &DeviceLayerNorm,
@@ -556,7 +556,7 @@ impl DeviceBert {
     /// out[m, n] = epilogue(a[m, :] . W[n, :] + bias[n]). The int8 path reads `q8`/`q8_scale`
     /// (and `q8_zero` for an asymmetric input), the quantised copy of `a` made by the previous
     /// launch, instead of `a`.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // one GEMM step: inputs, weights, outputs and the epilogue operands
     fn gemm(
         &self,
         lin: &DeviceLinear,

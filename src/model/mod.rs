@@ -9,7 +9,6 @@ use crate::error::{Error, Result};
 pub mod bert;
 pub mod compare;
 pub mod config;
-pub mod erf;
 pub mod quant;
 pub mod reference;
 pub mod weights;

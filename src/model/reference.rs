@@ -292,7 +292,7 @@ pub fn layernorm_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f
 /// which stays accurate for large negative `x`) and rounded once to f32.
 pub fn gelu_erf(x: f32) -> f32 {
     let x = x as f64;
-    (0.5 * x * super::erf::erfc(-x * std::f64::consts::FRAC_1_SQRT_2)) as f32
+    (0.5 * x * crate::numerics::erf::erfc(-x * std::f64::consts::FRAC_1_SQRT_2)) as f32
 }
 
 /// The tanh approximation of GELU (`gelu_new`, `gelu_pytorch_tanh`), in f64.
@@ -452,7 +452,7 @@ mod tests {
     use super::*;
 
     /// erf against values computed with mpmath at 30 digits (kept in full as the source).
-    #[allow(clippy::excessive_precision)]
+    #[allow(clippy::excessive_precision)] // reference values kept as printed by mpmath
     #[test]
     fn erf_matches_high_precision_values() {
         let cases = [
@@ -465,16 +465,16 @@ mod tests {
             (-0.7, -0.677801193837418472975628809245),
         ];
         for (x, want) in cases {
-            let got = super::super::erf::erf(x);
+            let got = crate::numerics::erf::erf(x);
             assert!((got - want).abs() <= 2e-16, "erf({x}) = {got}, want {want}");
         }
         // erfc(5) = 1.5374597944280348502e-12: relative accuracy where 1 - erf underflows in f64.
-        let got = super::super::erf::erfc(5.0);
+        let got = crate::numerics::erf::erfc(5.0);
         assert!((got / 1.5374597944280348502e-12 - 1.0).abs() < 1e-14, "erfc(5) = {got}");
     }
 
     #[test]
-    #[allow(clippy::excessive_precision)]
+    #[allow(clippy::excessive_precision)] // reference values kept as printed by mpmath
     fn gelu_values() {
         // 0.5 x (1 + erf(x / sqrt 2)) at 30 digits.
         let cases = [

@@ -6,7 +6,7 @@
 //! - `.cu` sources are compiled by nvcc at test time into a fresh temporary folder (nothing is
 //!   cached across runs);
 //! - expected values come from plain Rust loops over the ISA formulas, never from the emulator.
-#![allow(dead_code)]
+#![allow(dead_code)] // shared by several test binaries; each uses a subset
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

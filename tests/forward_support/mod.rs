@@ -1,6 +1,6 @@
 //! Shared pieces of the device forward-pass tests: devices to run on, random small BERT models,
 //! random packed batches, and error measures.
-#![allow(dead_code)]
+#![allow(dead_code)] // shared by several test binaries; each uses a subset
 use fusebert::model::weights::{
     BertWeights, ClassifierHead, EmbeddingWeights, EncoderLayerWeights, HostTensor, LayerNormWeights, Linear,
 };

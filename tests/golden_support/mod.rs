@@ -1,6 +1,6 @@
 //! Shared by the integration tests: the bundled model and the golden outputs of
 //! `tests/golden/all-MiniLM-L6-v2` (a copy of the shared golden files, made by PyTorch + transformers, see its README).
-#![allow(dead_code)]
+#![allow(dead_code)] // shared by several test binaries; each uses a subset
 use std::path::PathBuf;
 
 use safetensors::{Dtype, SafeTensors};

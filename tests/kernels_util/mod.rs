@@ -1,5 +1,5 @@
 //! Shared helpers of the kernel tests: devices, random data, counters, error checks.
-#![allow(dead_code)]
+#![allow(dead_code)] // shared by several test binaries; each uses a subset
 use fusebert::emu::Counters;
 use fusebert::{Device, DeviceBuffer};
 use half::f16;

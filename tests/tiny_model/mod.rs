@@ -1,6 +1,6 @@
 //! Builds small BERT model folders in temporary directories, for load and CLI tests: a valid
 //! tiny model (hidden 8, 2 heads, 1 layer), which tests then break one thing at a time.
-#![allow(dead_code)]
+#![allow(dead_code)] // shared by several test binaries; each uses a subset
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::TensorView;

@@ -6,6 +6,7 @@
 //! Original notice: Copyright (C) 1993 by Sun Microsystems, Inc. All rights reserved.
 //! Developed at SunPro, a Sun Microsystems, Inc. business. Permission to use, copy, modify, and
 //! distribute this software is freely granted, provided that this notice is preserved.
+// The coefficients are kept digit for digit as in the original source.
 #![allow(clippy::excessive_precision, clippy::approx_constant, clippy::unreadable_literal, clippy::needless_late_init)]
 
 /// High 32 bits of an f64.

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use safetensors::{Dtype, SafeTensors};
 
-use crate::device::emulator::{EmulatorBackend, EmulatorOptions};
-use crate::device::{Backend, KernelArg, LaunchConfig};
-use crate::error::{Error, Result};
+use fusebert::device::emulator::{EmulatorBackend, EmulatorOptions};
+use fusebert::device::{Backend, KernelArg, LaunchConfig};
+use fusebert::error::{Error, Result};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EmuRunArgs {
