@@ -556,7 +556,6 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::excessive_precision)] // reference values kept as printed by mpmath
     fn gelu_f32_is_within_its_stated_bound_of_the_exact_gelu() {
         let mut worst = 0f64;
         for i in -120_000..=120_000 {
@@ -571,6 +570,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::excessive_precision)] // reference values kept as printed by mpmath
     fn gelu_values() {
         // 0.5 x (1 + erf(x / sqrt 2)) at 30 digits.
         let cases = [
