@@ -3,6 +3,8 @@
 //! Layers, bottom up: [`ptx`] (embedded kernels), [`device`] (one launch API over CUDA and the
 //! PTX emulator [`emu`]), [`kernels`] (typed, checked launches), [`model`] (config, weights,
 //! CPU reference and device forward pass), [`tokenize`].
+pub mod corpus;
+pub mod corpus;
 pub mod device;
 pub mod emu;
 pub mod error;
