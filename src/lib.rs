@@ -4,7 +4,6 @@
 //! PTX emulator [`emu`]), [`kernels`] (typed, checked launches), [`model`] (config, weights,
 //! CPU reference and device forward pass), [`tokenize`].
 pub mod corpus;
-pub mod corpus;
 pub mod device;
 pub mod emu;
 pub mod error;
