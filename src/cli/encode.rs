@@ -5,13 +5,15 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
-use fusebert::model::reference::{Options, Output};
+use fusebert::corpus::{open_output, Row};
+use fusebert::model::reference::Options;
 use fusebert::model::BertModel;
 use fusebert::tokenize::Tokenizer;
 use fusebert::{Error, Result};
 
-use super::forward::{run_forward, DeviceKind, PrecisionArg};
+use super::forward::{DeviceKind, PrecisionArg};
 use super::input;
+use super::stream::{self, Encoding, Engine, StreamArgs};
 
 /// Options shared by every command that runs the model.
 #[derive(Debug, Args)]
@@ -29,9 +31,11 @@ pub struct RunArgs {
     /// Cut inputs longer than the model's position limit (keeping the closing SEP token) instead of failing.
     #[arg(long)]
     pub truncate: bool,
-    /// Input texts; one per line of stdin when none is given.
+    /// Input texts; one per line of stdin (or of --input) when none is given.
     #[arg(value_name = "TEXT")]
     pub texts: Vec<String>,
+    #[command(flatten)]
+    pub stream: StreamArgs,
 }
 
 #[derive(Debug, Args)]
@@ -41,6 +45,13 @@ pub struct EmbedArgs {
     /// L2-normalise the embeddings (what sentence-transformers returns for this model).
     #[arg(long)]
     pub normalize: bool,
+    /// Write the embeddings to FILE instead of stdout, by extension: .jsonl (the stdout lines),
+    /// .npy (float32 [N, D]), .safetensors (`embeddings` [N, D] f32, `tokens` [N] i64).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Continue an interrupted run: keep the rows --output already holds and encode the rest.
+    #[arg(long, requires = "output")]
+    pub resume: bool,
 }
 
 #[derive(Debug, Args)]
@@ -49,9 +60,9 @@ pub struct ClassifyArgs {
     pub run: RunArgs,
 }
 
-/// Loads the model, tokenises the texts and runs the forward pass.
-fn encode(run: RunArgs, opts: &Options, need_classifier: bool) -> Result<(Vec<String>, Output, BertModel)> {
-    let dir = input::model_dir(run.model)?;
+/// Loads the model (checking it has a classifier head when one is needed) and its tokenizer.
+fn load(run: &RunArgs, need_classifier: bool) -> Result<(BertModel, Tokenizer)> {
+    let dir = input::model_dir(run.model.clone())?;
     let model = BertModel::load(&dir)?;
     if need_classifier && model.weights.classifier.is_none() {
         return Err(Error::Input(format!(
@@ -60,18 +71,7 @@ fn encode(run: RunArgs, opts: &Options, need_classifier: bool) -> Result<(Vec<St
         )));
     }
     let tokenizer = Tokenizer::from_model_dir(&dir, model.config.max_position_embeddings)?;
-    let texts = input::texts(run.texts)?;
-    let batch = tokenizer.encode_batch(&texts, run.truncate)?;
-    let out = run_forward(run.device, run.precision, &model, &batch, opts)?;
-    Ok((texts, out, model))
-}
-
-/// One line of `embed` output. f32 fields print in their shortest exact form.
-#[derive(Serialize)]
-struct EmbedLine<'a> {
-    text: &'a str,
-    tokens: usize,
-    embedding: &'a [f32],
+    Ok((model, tokenizer))
 }
 
 /// One line of `classify` output: the best label and every label's logit and score.
@@ -92,32 +92,42 @@ struct LabelScore<'a> {
 }
 
 pub fn embed(a: EmbedArgs) -> Result<()> {
-    let (texts, out, _) = encode(a.run, &Options { normalize: a.normalize }, false)?;
-    print_lines(texts.iter().zip(&out.sequences).map(|(text, s)| EmbedLine {
-        text,
-        tokens: s.len,
-        embedding: &s.mean_pooled,
-    }))
+    let (model, tokenizer) = load(&a.run, false)?;
+    let mut engine = Engine::new(a.run.device, a.run.precision, &model)?;
+    let mut out = open_output(a.output.as_deref(), model.config.hidden_size, a.resume)?;
+    let enc = Encoding { tokenizer: &tokenizer, truncate: a.run.truncate, opts: Options { normalize: a.normalize } };
+    let skip = out.rows_done();
+    stream::run(a.run.texts, &a.run.stream, &enc, &mut engine, skip, |done| {
+        let rows: Vec<Row> = (done.texts.iter().zip(&done.output.sequences))
+            .map(|(text, s)| Row { text, tokens: s.len, embedding: &s.mean_pooled })
+            .collect();
+        out.write(&rows)
+    })?;
+    out.finish()
 }
 
 pub fn classify(a: ClassifyArgs) -> Result<()> {
-    let (texts, out, model) = encode(a.run, &Options::default(), true)?;
-    let labels = &model.weights.classifier.as_ref().expect("checked in encode").labels;
-    let mut lines = Vec::with_capacity(texts.len());
-    for (text, s) in texts.iter().zip(&out.sequences) {
-        let (Some(logits), Some(scores)) = (s.logits.as_deref(), s.scores.as_deref()) else {
-            return Err(Error::Other("the forward pass returned no logits".into()));
-        };
-        // argmax; the first of equal scores wins, as torch.argmax.
-        let best = (0..scores.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
-        let per_label = labels
-            .iter()
-            .zip(logits.iter().zip(scores))
-            .map(|(l, (&logit, &score))| LabelScore { label: l, logit, score })
-            .collect();
-        lines.push(ClassifyLine { text, tokens: s.len, label: &labels[best], score: scores[best], labels: per_label });
-    }
-    print_lines(lines.into_iter())
+    let (model, tokenizer) = load(&a.run, true)?;
+    let mut engine = Engine::new(a.run.device, a.run.precision, &model)?;
+    let labels = &model.weights.classifier.as_ref().expect("checked in load").labels;
+    let enc = Encoding { tokenizer: &tokenizer, truncate: a.run.truncate, opts: Options::default() };
+    stream::run(a.run.texts, &a.run.stream, &enc, &mut engine, 0, |done| {
+        let mut lines = Vec::with_capacity(done.texts.len());
+        for (text, s) in done.texts.iter().zip(&done.output.sequences) {
+            let (Some(logits), Some(scores)) = (s.logits.as_deref(), s.scores.as_deref()) else {
+                return Err(Error::Other("the forward pass returned no logits".into()));
+            };
+            // argmax; the first of equal scores wins, as torch.argmax.
+            let best = (0..scores.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
+            let per_label = labels
+                .iter()
+                .zip(logits.iter().zip(scores))
+                .map(|(l, (&logit, &score))| LabelScore { label: l, logit, score })
+                .collect();
+            lines.push(ClassifyLine { text, tokens: s.len, label: &labels[best], score: scores[best], labels: per_label });
+        }
+        print_lines(lines.into_iter())
+    })
 }
 
 /// One compact JSON object per line on stdout.

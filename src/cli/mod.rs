@@ -14,6 +14,7 @@ mod forward;
 mod info;
 mod input;
 mod kernels;
+mod stream;
 mod verify;
 
 /// BERT-family encoder inference on hand-written CUDA kernels, with a PTX emulator.

@@ -1,0 +1,260 @@
+//! Corpus-scale runs of `embed` and `classify`: texts are read incrementally (arguments,
+//! stdin or `--input`), encoded in packed batches under a token budget, and each batch's
+//! results are written before the next batch is read, in input order; memory stays flat in the
+//! number of texts. `--resume` continues from what `--output` already holds.
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+
+use fusebert::corpus::{BatchPlanner, Budget, InputFormat, TextReader};
+use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::reference::{self, Options, Output};
+use fusebert::model::{BertModel, Precision};
+use fusebert::tokenize::{Batch, Tokenizer};
+use fusebert::{Device, Error, Result};
+
+use super::forward::{device_bert, DeviceKind, PrecisionArg};
+
+/// Where texts come from and how they are batched.
+#[derive(Debug, Args, Clone)]
+pub struct StreamArgs {
+    /// Read texts from FILE (one per line; JSON lines when it ends in .jsonl/.ndjson or with
+    /// --field) instead of the arguments or stdin.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// JSON lines input: the field holding the text (default `text`).
+    #[arg(long, value_name = "NAME")]
+    pub field: Option<String>,
+    /// Most tokens in one packed batch (a longer single text forms its own batch).
+    #[arg(long, value_name = "N", default_value_t = Budget::default().tokens)]
+    pub batch_tokens: usize,
+    /// Print a one-line summary (texts, tokens, seconds, tokens/s) on stderr at the end.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+/// The forward pass, set up once for the whole run.
+pub enum Engine<'m> {
+    Cpu(&'m BertModel),
+    Device(Box<DeviceBert>),
+}
+
+impl<'m> Engine<'m> {
+    pub fn new(device: DeviceKind, precision: Option<PrecisionArg>, model: &'m BertModel) -> Result<Engine<'m>> {
+        match device {
+            DeviceKind::Cpu => {
+                if let Some(p) = precision {
+                    return Err(Error::Input(format!(
+                        "--precision {p:?} applies to --device cuda|emu; the cpu reference computes in f32"
+                    )));
+                }
+                Ok(Engine::Cpu(model))
+            }
+            DeviceKind::Cuda | DeviceKind::Emu => {
+                let dev = if device == DeviceKind::Cuda { Device::cuda(0)? } else { Device::emulator()? };
+                let precision = precision.map_or(Precision::F16, Into::into);
+                Ok(Engine::Device(Box::new(device_bert(&dev, model, precision)?)))
+            }
+        }
+    }
+
+    pub fn forward(&mut self, batch: &Batch, opts: &Options) -> Result<Output> {
+        match self {
+            Engine::Cpu(model) => reference::forward(model, batch, opts),
+            Engine::Device(bert) => {
+                Ok(bert.forward(batch, ForwardOptions { normalize: opts.normalize, hidden_states: false })?.0)
+            }
+        }
+    }
+}
+
+/// One finished batch: its texts (in input order) and the forward pass's outputs.
+pub struct Done<'a> {
+    pub texts: &'a [String],
+    pub output: &'a Output,
+}
+
+/// Source of texts: the arguments, or a reader.
+enum Source {
+    Args(std::vec::IntoIter<String>),
+    Reader(TextReader<Box<dyn BufRead>>),
+}
+
+impl Source {
+    fn open(texts: Vec<String>, args: &StreamArgs) -> Result<(Source, Option<usize>)> {
+        if let Some(path) = &args.input {
+            if !texts.is_empty() {
+                return Err(Error::Input("give texts as arguments or with --input, not both".into()));
+            }
+            let jsonl = args.field.is_some()
+                || matches!(path.extension().and_then(|e| e.to_str()), Some("jsonl" | "ndjson"));
+            let format =
+                if jsonl { InputFormat::Jsonl { field: args.field.clone().unwrap_or("text".into()) } } else { InputFormat::Lines };
+            let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            let total = count_lines(path)?;
+            let reader: Box<dyn BufRead> = Box::new(BufReader::new(file));
+            return Ok((Source::Reader(TextReader::new(reader, format, path.display().to_string())), Some(total)));
+        }
+        if !texts.is_empty() {
+            let n = texts.len();
+            return Ok((Source::Args(texts.into_iter()), Some(n)));
+        }
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            return Err(Error::Input("no TEXT given: pass texts as arguments, --input FILE, or lines on stdin".into()));
+        }
+        let format = match &args.field {
+            Some(f) => InputFormat::Jsonl { field: f.clone() },
+            None => InputFormat::Lines,
+        };
+        let reader: Box<dyn BufRead> = Box::new(BufReader::new(stdin));
+        Ok((Source::Reader(TextReader::new(reader, format, "<stdin>")), None))
+    }
+
+    fn next(&mut self) -> Result<Option<String>> {
+        match self {
+            Source::Args(it) => Ok(it.next()),
+            Source::Reader(r) => r.next_text(),
+        }
+    }
+}
+
+/// Lines in a file (for the progress bar's total), read in blocks.
+fn count_lines(path: &Path) -> Result<usize> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let (mut n, mut buf, mut last) = (0, vec![0u8; 1 << 16], b'\n');
+    loop {
+        let k = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if k == 0 {
+            break;
+        }
+        n += buf[..k].iter().filter(|&&b| b == b'\n').count();
+        last = buf[k - 1];
+    }
+    Ok(n + usize::from(last != b'\n'))
+}
+
+/// How texts become batches and outputs.
+pub struct Encoding<'a> {
+    pub tokenizer: &'a Tokenizer,
+    /// `--truncate`: cut over-long inputs instead of failing.
+    pub truncate: bool,
+    pub opts: Options,
+}
+
+/// Runs the whole input through `engine` in budgeted batches, skipping the first `skip` texts
+/// (already in a resumed output), calling `sink` with each finished batch.
+pub fn run(
+    texts: Vec<String>,
+    args: &StreamArgs,
+    enc: &Encoding<'_>,
+    engine: &mut Engine<'_>,
+    skip: usize,
+    mut sink: impl FnMut(Done<'_>) -> Result<()>,
+) -> Result<()> {
+    let (tokenizer, truncate, opts) = (enc.tokenizer, enc.truncate, &enc.opts);
+    let (mut source, total) = Source::open(texts, args)?;
+    if args.batch_tokens == 0 {
+        return Err(Error::Input("--batch-tokens must be at least 1".into()));
+    }
+    let start = Instant::now();
+    let progress = Progress::new(total, skip);
+    let mut index = 0usize;
+    let mut skipped = 0usize;
+    while skipped < skip {
+        if source.next()?.is_none() {
+            return Err(Error::Input(format!(
+                "--resume: the output already holds {skip} rows but the input has only {skipped} texts"
+            )));
+        }
+        skipped += 1;
+        index += 1;
+    }
+    let budget = Budget { tokens: args.batch_tokens, ..Budget::default() };
+    let mut planner = BatchPlanner::new(budget);
+    let (mut pending, mut ids, mut types) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut n_texts, mut n_tokens) = (0usize, 0usize);
+    let mut flush = |pending: &mut Vec<String>, ids: &mut Vec<Vec<u32>>, types: &mut Vec<Vec<u32>>| -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let batch = Batch::new(std::mem::take(ids), std::mem::take(types))?;
+        let output = engine.forward(&batch, opts)?;
+        sink(Done { texts: pending, output: &output })?;
+        n_texts += pending.len();
+        n_tokens += batch.total_tokens();
+        progress.advance(pending.len(), batch.total_tokens());
+        pending.clear();
+        Ok(())
+    };
+    while let Some(text) = source.next()? {
+        let one = tokenizer.encode_batch(&[&text], truncate).map_err(|e| match e {
+            Error::InputTooLong { tokens, limit, .. } => Error::InputTooLong { index, tokens, limit },
+            other => other,
+        })?;
+        let len = one.lengths[0];
+        if !planner.fits(len) {
+            flush(&mut pending, &mut ids, &mut types)?;
+            planner.reset();
+        }
+        planner.push(len);
+        let (mut i, mut t) = (one.input_ids, one.token_type_ids);
+        ids.push(i.swap_remove(0));
+        types.push(t.swap_remove(0));
+        pending.push(text);
+        index += 1;
+    }
+    flush(&mut pending, &mut ids, &mut types)?;
+    progress.finish();
+    if args.stats {
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!(
+            "{n_texts} texts, {n_tokens} tokens in {secs:.2} s: {:.0} tokens/s, {:.1} texts/s",
+            n_tokens as f64 / secs.max(1e-9),
+            n_texts as f64 / secs.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr when it is a terminal; nothing otherwise.
+struct Progress(Option<indicatif::ProgressBar>, std::cell::Cell<usize>);
+
+impl Progress {
+    fn new(total: Option<usize>, done: usize) -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress(None, Default::default());
+        }
+        let bar = match total {
+            Some(n) => indicatif::ProgressBar::new(n as u64),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        let style = indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} texts, {msg} (ETA {eta})",
+        )
+        .map(|s| s.progress_chars("=> "));
+        if let Ok(s) = style {
+            bar.set_style(s);
+        }
+        bar.set_position(done as u64);
+        Progress(Some(bar), Default::default())
+    }
+
+    fn advance(&self, texts: usize, tokens: usize) {
+        self.1.set(self.1.get() + tokens);
+        if let Some(bar) = &self.0 {
+            bar.inc(texts as u64);
+            let secs = bar.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{:.0} tokens/s", self.1.get() as f64 / secs));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
