@@ -33,13 +33,18 @@ fn json_lines(text: &str) -> Vec<Value> {
 }
 
 fn embeddings(lines: &[Value]) -> Vec<Vec<f32>> {
-    lines.iter().map(|v| v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()).collect()
+    lines
+        .iter()
+        .map(|v| v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .collect()
 }
 
 /// Deterministic sentences of 1-40 words.
 fn corpus(n: usize) -> Vec<String> {
     let words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "search", "vector", "embedding"];
-    (0..n).map(|i| (0..1 + (i * 7) % 40).map(|j| words[(i * 3 + j * 5) % words.len()]).collect::<Vec<_>>().join(" ")).collect()
+    (0..n)
+        .map(|i| (0..1 + (i * 7) % 40).map(|j| words[(i * 3 + j * 5) % words.len()]).collect::<Vec<_>>().join(" "))
+        .collect()
 }
 
 /// A tiny random-weight BERT (32 positions: runs pass --truncate) with the bundled tokenizer:
@@ -57,7 +62,8 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
     assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
     let shape_text = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = shape_text.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let shape: Vec<usize> =
+        shape_text.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
     let data: Vec<f32> = bytes[10 + hlen..].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(data.len(), shape.iter().product::<usize>(), "data length vs header shape");
     (shape, data)
@@ -76,7 +82,9 @@ fn streamed_batches_equal_each_text_alone() {
     let got = embeddings(&lines);
     for (i, t) in texts.iter().enumerate() {
         assert_eq!(lines[i]["text"], t.as_str(), "input order");
-        let alone = embeddings(&json_lines(&String::from_utf8(ok(fusebert(&["embed", "--normalize", t], None)).stdout).unwrap()));
+        let alone = embeddings(&json_lines(
+            &String::from_utf8(ok(fusebert(&["embed", "--normalize", t], None)).stdout).unwrap(),
+        ));
         let err = alone[0].iter().zip(&got[i]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(err <= 1e-5, "text {i}: max abs diff {err} vs alone");
     }
@@ -110,11 +118,16 @@ fn npy_and_safetensors_outputs_equal_the_json_lines() {
 fn jsonl_input_reads_the_named_field() {
     let model = tiny_model();
     let input = "{\"id\": 1, \"body\": \"hello there\"}\n{\"id\": 2, \"body\": \"\"}\n";
-    let out = ok(fusebert(&["embed", "--model", model.path().to_str().unwrap(), "--field", "body"], Some(input.as_bytes())));
+    let out =
+        ok(fusebert(&["embed", "--model", model.path().to_str().unwrap(), "--field", "body"], Some(input.as_bytes())));
     let lines = json_lines(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["text"], "hello there");
-    let bad = fusebert(&["embed", "--model", model.path().to_str().unwrap(), "--field", "text"], Some(input.as_bytes()));
+    let empty = fusebert(&["embed", "--model", model.path().to_str().unwrap()], Some(b""));
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no input"));
+    let bad =
+        fusebert(&["embed", "--model", model.path().to_str().unwrap(), "--field", "text"], Some(input.as_bytes()));
     let err = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(1), "{err}");
     assert!(err.contains("line 1") && err.contains("`text`") && !err.contains("panicked"), "{err}");
@@ -132,12 +145,24 @@ fn resume_after_a_kill_gives_the_uninterrupted_file() {
     for ext in ["npy", "jsonl"] {
         let (full, cut) = (dir.path().join(format!("full.{ext}")), dir.path().join(format!("cut.{ext}")));
         let args = |out: &Path| {
-            ["embed", "--model", m, "--truncate", "--batch-tokens", "64", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()]
-                .map(String::from)
-                .to_vec()
+            [
+                "embed",
+                "--model",
+                m,
+                "--truncate",
+                "--batch-tokens",
+                "64",
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ]
+            .map(String::from)
+            .to_vec()
         };
         ok(Command::new(env!("CARGO_BIN_EXE_fusebert")).args(args(&full)).output().unwrap());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fusebert")).args(args(&cut)).stderr(Stdio::null()).spawn().unwrap();
+        let mut child =
+            Command::new(env!("CARGO_BIN_EXE_fusebert")).args(args(&cut)).stderr(Stdio::null()).spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let full_len = std::fs::metadata(&full).unwrap().len();
         loop {

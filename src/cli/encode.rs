@@ -124,7 +124,13 @@ pub fn classify(a: ClassifyArgs) -> Result<()> {
                 .zip(logits.iter().zip(scores))
                 .map(|(l, (&logit, &score))| LabelScore { label: l, logit, score })
                 .collect();
-            lines.push(ClassifyLine { text, tokens: s.len, label: &labels[best], score: scores[best], labels: per_label });
+            lines.push(ClassifyLine {
+                text,
+                tokens: s.len,
+                label: &labels[best],
+                score: scores[best],
+                labels: per_label,
+            });
         }
         print_lines(lines.into_iter())
     })

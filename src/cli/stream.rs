@@ -88,10 +88,13 @@ impl Source {
             if !texts.is_empty() {
                 return Err(Error::Input("give texts as arguments or with --input, not both".into()));
             }
-            let jsonl = args.field.is_some()
-                || matches!(path.extension().and_then(|e| e.to_str()), Some("jsonl" | "ndjson"));
-            let format =
-                if jsonl { InputFormat::Jsonl { field: args.field.clone().unwrap_or("text".into()) } } else { InputFormat::Lines };
+            let jsonl =
+                args.field.is_some() || matches!(path.extension().and_then(|e| e.to_str()), Some("jsonl" | "ndjson"));
+            let format = if jsonl {
+                InputFormat::Jsonl { field: args.field.clone().unwrap_or("text".into()) }
+            } else {
+                InputFormat::Lines
+            };
             let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
             let total = count_lines(path)?;
             let reader: Box<dyn BufRead> = Box::new(BufReader::new(file));
@@ -209,6 +212,9 @@ pub fn run(
     }
     flush(&mut pending, &mut ids, &mut types)?;
     progress.finish();
+    if index == 0 {
+        return Err(Error::Input("no input: no text in the arguments, --input or stdin".into()));
+    }
     if args.stats {
         let secs = start.elapsed().as_secs_f64();
         eprintln!(
