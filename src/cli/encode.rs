@@ -13,7 +13,7 @@ use fusebert::{Error, Result};
 
 use super::forward::{DeviceKind, PrecisionArg};
 use super::input;
-use super::stream::{self, Encoding, Engine, StreamArgs};
+use super::stream::{self, Engine, StreamArgs};
 
 /// Options shared by every command that runs the model.
 #[derive(Debug, Args)]
@@ -95,14 +95,22 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
     let (model, tokenizer) = load(&a.run, false)?;
     let mut engine = Engine::new(a.run.device, a.run.precision, &model)?;
     let mut out = open_output(a.output.as_deref(), model.config.hidden_size, a.resume)?;
-    let enc = Encoding { tokenizer: &tokenizer, truncate: a.run.truncate, opts: Options { normalize: a.normalize } };
+    let opts = Options { normalize: a.normalize };
+    let encode = |text: &str| tokenizer.encode_batch(&[text], a.run.truncate);
     let skip = out.rows_done();
-    stream::run(a.run.texts, &a.run.stream, &enc, &mut engine, skip, |done| {
-        let rows: Vec<Row> = (done.texts.iter().zip(&done.output.sequences))
-            .map(|(text, s)| Row { text, tokens: s.len, embedding: &s.mean_pooled })
-            .collect();
-        out.write(&rows)
-    })?;
+    stream::run(
+        a.run.texts,
+        &a.run.stream,
+        encode,
+        |b| engine.forward(b, &opts),
+        skip,
+        |done| {
+            let rows: Vec<Row> = (done.texts.iter().zip(&done.output.sequences))
+                .map(|(text, s)| Row { text, tokens: s.len, embedding: &s.mean_pooled })
+                .collect();
+            out.write(&rows)
+        },
+    )?;
     out.finish()
 }
 
@@ -110,8 +118,9 @@ pub fn classify(a: ClassifyArgs) -> Result<()> {
     let (model, tokenizer) = load(&a.run, true)?;
     let mut engine = Engine::new(a.run.device, a.run.precision, &model)?;
     let labels = &model.weights.classifier.as_ref().expect("checked in load").labels;
-    let enc = Encoding { tokenizer: &tokenizer, truncate: a.run.truncate, opts: Options::default() };
-    stream::run(a.run.texts, &a.run.stream, &enc, &mut engine, 0, |done| {
+    let encode = |text: &str| tokenizer.encode_batch(&[text], a.run.truncate);
+    let forward = |b: &_| engine.forward(b, &Options::default());
+    stream::run(a.run.texts, &a.run.stream, encode, forward, 0, |done| {
         let mut lines = Vec::with_capacity(done.texts.len());
         for (text, s) in done.texts.iter().zip(&done.output.sequences) {
             let (Some(logits), Some(scores)) = (s.logits.as_deref(), s.scores.as_deref()) else {

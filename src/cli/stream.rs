@@ -12,7 +12,7 @@ use fusebert::corpus::{BatchPlanner, Budget, InputFormat, TextReader};
 use fusebert::model::bert::{DeviceBert, ForwardOptions};
 use fusebert::model::reference::{self, Options, Output};
 use fusebert::model::{BertModel, Precision};
-use fusebert::tokenize::{Batch, Tokenizer};
+use fusebert::tokenize::Batch;
 use fusebert::{Device, Error, Result};
 
 use super::forward::{device_bert, DeviceKind, PrecisionArg};
@@ -140,25 +140,18 @@ fn count_lines(path: &Path) -> Result<usize> {
     Ok(n + usize::from(last != b'\n'))
 }
 
-/// How texts become batches and outputs.
-pub struct Encoding<'a> {
-    pub tokenizer: &'a Tokenizer,
-    /// `--truncate`: cut over-long inputs instead of failing.
-    pub truncate: bool,
-    pub opts: Options,
-}
-
 /// Runs the whole input through `engine` in budgeted batches, skipping the first `skip` texts
-/// (already in a resumed output), calling `sink` with each finished batch.
+/// (already in a resumed output), calling `sink` with each finished batch. `encode` turns one
+/// input into a one-sequence batch (tokenizer, prompt, pairs, truncation: the caller's choice).
 pub fn run(
     texts: Vec<String>,
     args: &StreamArgs,
-    enc: &Encoding<'_>,
-    engine: &mut Engine<'_>,
+    encode: impl Fn(&str) -> Result<Batch>,
+    forward: impl FnMut(&Batch) -> Result<Output>,
     skip: usize,
     mut sink: impl FnMut(Done<'_>) -> Result<()>,
 ) -> Result<()> {
-    let (tokenizer, truncate, opts) = (enc.tokenizer, enc.truncate, &enc.opts);
+    let mut forward = forward;
     let (mut source, total) = Source::open(texts, args)?;
     if args.batch_tokens == 0 {
         return Err(Error::Input("--batch-tokens must be at least 1".into()));
@@ -185,7 +178,7 @@ pub fn run(
             return Ok(());
         }
         let batch = Batch::new(std::mem::take(ids), std::mem::take(types))?;
-        let output = engine.forward(&batch, opts)?;
+        let output = forward(&batch)?;
         sink(Done { texts: pending, output: &output })?;
         n_texts += pending.len();
         n_tokens += batch.total_tokens();
@@ -194,7 +187,7 @@ pub fn run(
         Ok(())
     };
     while let Some(text) = source.next()? {
-        let one = tokenizer.encode_batch(&[&text], truncate).map_err(|e| match e {
+        let one = encode(&text).map_err(|e| match e {
             Error::InputTooLong { tokens, limit, .. } => Error::InputTooLong { index, tokens, limit },
             other => other,
         })?;
