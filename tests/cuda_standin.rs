@@ -385,3 +385,30 @@ fn cli_verify_on_cuda_passes_under_the_stand_in() {
         assert!(text.contains("stand-in"), "{text}");
     }
 }
+
+/// `bench --device cuda` replays a graph by default and says so; `--no-graph` does not.
+/// `embed --device cuda` equals the emulator device path exactly (same PTX, same emulator).
+#[test]
+fn cli_bench_reports_graphs_and_embed_matches_the_emulator() {
+    let exe = env!("CARGO_BIN_EXE_fusebert");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(exe).args(args).env("FUSEBERT_CUDA_DRIVER", "emulator").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{args:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    let bench = ["bench", "--device", "cuda", "--batch", "2", "--tokens", "9", "--iters", "2"];
+    let json: serde_json::Value = serde_json::from_str(run(&bench).trim()).unwrap();
+    assert_eq!(json["cuda_graph"], serde_json::Value::Bool(true), "{json}");
+    let mut no_graph = bench.to_vec();
+    no_graph.push("--no-graph");
+    let json: serde_json::Value = serde_json::from_str(run(&no_graph).trim()).unwrap();
+    assert_eq!(json["cuda_graph"], serde_json::Value::Bool(false), "{json}");
+    let texts = ["The quick brown fox jumps over the lazy dog.", "Hello!"];
+    for precision in ["f16", "int8"] {
+        let cuda = run(&[&["embed", "--device", "cuda", "--precision", precision][..], &texts[..]].concat());
+        let emu = run(&[&["embed", "--device", "emu", "--precision", precision][..], &texts[..]].concat());
+        assert_eq!(cuda, emu, "{precision}");
+        assert_eq!(cuda.lines().count(), 2);
+    }
+}
