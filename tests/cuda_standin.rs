@@ -412,3 +412,18 @@ fn cli_bench_reports_graphs_and_embed_matches_the_emulator() {
         assert_eq!(cuda.lines().count(), 2);
     }
 }
+
+/// scripts/gpu-check.sh on a machine without a GPU: says what it would do, runs nothing, exits
+/// non-zero.
+#[test]
+fn gpu_check_dry_run_without_a_gpu_exits_non_zero() {
+    let has_gpu = std::process::Command::new("nvidia-smi").output().is_ok_and(|o| o.status.success());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gpu-check.sh");
+    let out = std::process::Command::new("bash").args([script, "--dry-run"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("fusebert verify --device cuda") && text.contains("32x384"), "{text}");
+    if !has_gpu {
+        assert_eq!(out.status.code(), Some(3), "{text}");
+        assert!(text.contains("nothing was run"), "{text}");
+    }
+}

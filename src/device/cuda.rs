@@ -352,6 +352,12 @@ impl Backend for CudaBackend {
     /// in between fails the capture) and instantiates the graph once.
     fn graph_create(&self, launches: &[RecordedLaunch]) -> Result<u64> {
         self.bind()?;
+        // Shared-memory opt-ins are function attributes, not stream work: set them before the
+        // capture so that nothing but launches happens inside it.
+        for l in launches {
+            let f = self.function(&l.module, &l.kernel)?;
+            self.allow_shared(&l.module, &l.kernel, f, l.cfg.shared_mem_bytes)?;
+        }
         let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL;
         unsafe { result::stream::begin_capture(self.stream, mode) }.map_err(|e| cuda_err("begin capture", e))?;
         let mut failed = None;

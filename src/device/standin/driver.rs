@@ -1,7 +1,7 @@
 //! The driver model behind the stand-in's exports: one primary context on one emulated device,
 //! memory, modules, functions, streams (one global FIFO), events, stream capture and graphs.
 //!
-//! Every export lands in [`dispatch`], which never lets a panic out (it becomes
+//! Every export lands in `dispatch`, which never lets a panic out (it becomes
 //! `CUDA_ERROR_UNKNOWN`) and only returns codes that exist in cudarc's `CUresult`.
 //!
 //! Semantics, as a driver has them:
@@ -252,7 +252,7 @@ thread_local! {
 }
 
 /// The one entry point of every export. Never unwinds.
-pub extern "C" fn dispatch(name: *const u8, args: *const u64, nargs: usize) -> u32 {
+pub(crate) extern "C" fn dispatch(name: *const u8, args: *const u64, nargs: usize) -> u32 {
     let r = std::panic::catch_unwind(|| {
         // SAFETY: the trampoline passes a static NUL-terminated name and `nargs` u64s.
         let name = unsafe { CStr::from_ptr(name as *const c_char) }.to_str().unwrap_or("?");
@@ -589,11 +589,11 @@ impl Driver {
             "cuStreamEndCapture" => self.end_capture(a[0], a[1]),
             "cuStreamIsCapturing" => {
                 let st = match self.streams.get(&a[0]) {
-                    Some(Stream { capture: Some(_), invalidated: true }) => 2,
+                    Some(Stream { capture: Some(_), invalidated: true }) => 2i32,
                     Some(Stream { capture: Some(_), .. }) => 1,
                     _ => 0,
                 };
-                put!(a[1], st as i32);
+                put!(a[1], st);
                 SUCCESS
             }
             "cuGraphInstantiateWithFlags" => {
@@ -864,7 +864,7 @@ impl Driver {
         }
         let s = stream.unwrap_or(0);
         if stream.is_some() && self.pinned_range(dst, len) {
-            if self.opts.mode == Mode::Deferred && !self.streams.get(&s).is_some_and(|s| s.capture.is_some()) {
+            if self.opts.mode == Mode::Deferred && self.streams.get(&s).is_none_or(|s| s.capture.is_none()) {
                 // Undefined until the copy runs: make an early read visible.
                 // SAFETY: inside a live pinned allocation (checked above).
                 unsafe { std::ptr::write_bytes(dst as *mut u8, 0xCD, len) };
