@@ -427,3 +427,39 @@ fn gpu_check_dry_run_without_a_gpu_exits_non_zero() {
         assert!(text.contains("nothing was run"), "{text}");
     }
 }
+
+/// After the first pass (workspace sized, graph captured), a forward pass of the same or a
+/// smaller shape allocates nothing on the device, with graphs and without.
+#[test]
+fn no_device_allocation_after_warm_up() {
+    let _g = setup(Mode::Deferred, (8, 0));
+    let model = random_model(SHAPE, 14);
+    let dev = Device::cuda(0).unwrap();
+    for graphs in [true, false] {
+        let mut bert = DeviceBert::new(&dev, &model, Precision::Int8).unwrap();
+        bert.set_graphs(graphs);
+        outputs(&mut bert, &[30, 12], 1);
+        standin::reset_call_counts();
+        outputs(&mut bert, &[30, 12], 2);
+        outputs(&mut bert, &[5, 9], 3);
+        let allocs = ["cuMemAlloc_v2", "cuMemAllocAsync", "cuMemHostAlloc", "cuMemFree_v2"].map(standin::call_count);
+        assert_eq!(allocs, [0; 4], "graphs {graphs}");
+    }
+}
+
+/// The stand-in can never shadow a real driver: its file is not named like one, and the folder
+/// it sits in is on no library search path (cargo puts target/*/deps on LD_LIBRARY_PATH).
+#[test]
+fn the_stand_in_library_cannot_shadow_a_real_libcuda() {
+    let path = std::path::Path::new(fusebert::ptx::STANDIN_TRAMPOLINE);
+    assert_eq!(path.file_name().unwrap(), "libfusebert_cudaemu.so");
+    let dir = path.parent().unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with("libcuda") && !name.starts_with("libnvcuda"), "{name} next to the stand-in");
+    }
+    let search = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    for p in std::env::split_paths(&search) {
+        assert_ne!(p.canonicalize().ok(), dir.canonicalize().ok(), "the stand-in's folder is on LD_LIBRARY_PATH");
+    }
+}
