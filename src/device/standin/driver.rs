@@ -410,8 +410,9 @@ impl Driver {
                 SUCCESS
             }),
             "cuDeviceGetName" => self.with_device(a[2], |d| {
-                let (maj, min) = d.cc();
-                let n = format!("fusebert CUDA stand-in on the PTX emulator, {:?}, sm_{maj}{min}\0", d.opts.mode);
+                // The backend appends the compute capability itself.
+                let mode = if d.opts.mode == Mode::Eager { "eager" } else { "deferred" };
+                let n = format!("fusebert CUDA stand-in on the PTX emulator, {mode}\0");
                 let len = (a[1] as i32).max(0) as usize;
                 if a[0] == 0 || len == 0 {
                     return fail(INVALID_VALUE, "no room for the device name");
