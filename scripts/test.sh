@@ -17,3 +17,12 @@ if [ "${FUSEBERT_SKIP_LINT:-0}" != 1 ]; then
   RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
 fi
 cargo test --locked "$@"
+# The "on CUDA when present" tests once more with the CUDA backend on the driver stand-in
+# (deferred mode: work runs only when the host observes it), so the CUDA path runs in CI too.
+# On a GPU machine they already ran on the real driver above. tests/cuda_standin.rs (part of
+# the run above) covers eager mode, graphs, faults and the CLI.
+if [ "$#" -eq 0 ]; then
+  echo "== CUDA-path tests on the driver stand-in (FUSEBERT_CUDA_DRIVER=emulator:deferred)"
+  FUSEBERT_CUDA_DRIVER=emulator:deferred cargo test --locked --test device_cuda --test forward_device \
+    --test kernels_attention --test kernels_gemm --test kernels_layernorm --test kernels_misc
+fi

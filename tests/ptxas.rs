@@ -43,3 +43,23 @@ fn ptx_isa_version_is_at_most_9_0() {
         assert!((maj, min) <= (9, 0), "module {} is PTX {v}", m.name);
     }
 }
+
+/// Every module is embedded for sm_80 and sm_90, each variant's `.target` its own, and the CUDA
+/// backend's choice for a device is the newest variant the device can run.
+#[test]
+fn every_module_has_an_sm80_and_an_sm90_variant_and_devices_get_the_matching_one() {
+    for m in MODULES {
+        for arch in ["sm_80", "sm_90"] {
+            let (_, ptx) =
+                m.by_arch.iter().find(|(a, _)| *a == arch).unwrap_or_else(|| panic!("{}: no {arch}", m.name));
+            let target = ptx.lines().find_map(|l| l.trim().strip_prefix(".target ")).unwrap();
+            assert_eq!(target.trim(), arch, "module {}", m.name);
+        }
+        let pick = |maj, min| m.for_compute_capability(maj, min).map(|(a, _)| a);
+        assert_eq!(pick(8, 0), Some("sm_80"));
+        assert_eq!(pick(8, 9), Some("sm_80"), "Ada runs the sm_80 PTX");
+        assert_eq!(pick(9, 0), Some("sm_90"));
+        assert_eq!(pick(12, 0), Some("sm_90"), "newer GPUs JIT the newest PTX");
+        assert_eq!(pick(7, 5), None, "older than every variant");
+    }
+}

