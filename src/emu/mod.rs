@@ -19,8 +19,10 @@
 //! assert. Reports name kernel, module, block, thread, PTX line, .cu file:line, address and the
 //! allocation missed.
 pub mod alu;
+pub mod arch;
 pub mod cfg;
 pub mod counters;
+pub mod envelope;
 pub mod exec;
 pub mod fp;
 pub mod ir;
@@ -28,7 +30,9 @@ pub mod lex;
 pub mod lower;
 pub mod mem;
 pub mod memory;
+pub mod tensor;
 pub mod parse;
+pub mod regdef;
 pub mod warp;
 
 use std::collections::HashMap;
