@@ -12,7 +12,9 @@
 //! `lg2.approx.f32` absolute 2^-22.6; `sin/cos.approx.f32` absolute 2^-20.9 (documented for
 //! |x| <= 100 pi; larger arguments are left exact, the ISA gives no bound there).
 //! Special values (NaN, infinities, zeros and results that are exactly zero or infinite) keep
-//! their exact, ISA-tabulated result.
+//! their exact, ISA-tabulated result; tanh/sin/cos stay within [-1, 1]; where a bound is
+//! narrower than the f32 spacing (lg2 of large results) the correctly rounded value is used.
+//! The f16/bf16 forms (`ex2.approx.f16`, `tanh.approx.f16`, ...) stay exact.
 use super::fp;
 use super::ir::{fl, Op};
 
@@ -87,8 +89,13 @@ pub fn perturb(op: Op, flags: u32, bound: Bound, a: u32, b: u32, t: f64, exact: 
     }
     let w = bound.width(t);
     let mut c = (t + deviation(op, a, b) * w) as f32;
-    // the f32 rounding may carry the value past the bound: step back toward t
-    while (c as f64 - t).abs() > w {
+    // tanh, sin and cos never leave [-1, 1]
+    if matches!(op, Op::Tanh | Op::Sin | Op::Cos) {
+        c = c.clamp(-1.0, 1.0);
+    }
+    // the f32 rounding may carry the value past the bound: step back toward t; the correctly
+    // rounded value is the last resort (an absolute bound can be narrower than an ulp)
+    while (c as f64 - t).abs() > w && c.to_bits() != exact {
         c = step_toward(c, t);
     }
     if c == 0.0 || !c.is_finite() {

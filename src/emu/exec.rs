@@ -55,6 +55,10 @@ pub struct Launch<'a> {
     pub classes: Vec<u8>,
     /// Register operands per instruction, when reads of undefined registers are checked.
     pub reg_use: Option<super::regdef::RegUse>,
+    /// Whether plain global stores are recorded for the cross-block write-write check.
+    pub global_ww: bool,
+    /// The recorded stores of every finished block.
+    pub global_writes: std::sync::Mutex<Vec<super::global_race::Written>>,
     /// Text printed by device printf during this launch.
     pub printed: std::sync::Mutex<String>,
 }
@@ -139,6 +143,7 @@ impl<'a> Launch<'a> {
         }
         let classes = kernel.insts.iter().map(classify).collect();
         let reg_use = opts.uninit.then(|| super::regdef::RegUse::new(kernel));
+        let global_ww = opts.races && !kernel.insts.iter().any(|i| i.op == Op::Membar);
         Launch {
             module,
             kernel,
@@ -157,6 +162,8 @@ impl<'a> Launch<'a> {
             template,
             classes,
             reg_use,
+            global_ww,
+            global_writes: std::sync::Mutex::new(Vec::new()),
             printed: std::sync::Mutex::new(String::new()),
         }
     }
@@ -195,7 +202,50 @@ impl<'a> Launch<'a> {
         } else {
             (0..nb).into_par_iter().map(run_one).reduce(|| Ok(Counters::default()), merge)
         };
-        res.map_err(|(_, e)| e)
+        let counters = res.map_err(|(_, e)| e)?;
+        if self.global_ww {
+            let all = std::mem::take(&mut *self.global_writes.lock().map_err(|_| Error::Emulator("write log poisoned".into()))?);
+            if let Some((a, b)) = super::global_race::find_overlap(all) {
+                return Err(self.global_race_error(&a, &b));
+            }
+        }
+        Ok(counters)
+    }
+
+    fn global_race_error(&self, a: &super::global_race::Written, b: &super::global_race::Written) -> Error {
+        let lo = a.start.max(b.start);
+        let site = |w: &super::global_race::Written| {
+            format!(
+                "block ({},{},{}), thread ({},{},{}), PTX line {}{}",
+                w.block[0],
+                w.block[1],
+                w.block[2],
+                w.thread[0],
+                w.thread[1],
+                w.thread[2],
+                w.line,
+                self.cu_loc_of(w.cu)
+            )
+        };
+        Error::Sanitizer(format!(
+            "global write-write race in kernel `{}` (module `{}`), {}: global byte {lo:#x} is also written by {} with \
+             no ordering between the two blocks (blocks of a grid run in any order; the result depends on which \
+             writes last)",
+            self.kernel.name,
+            self.module.name,
+            site(b),
+            site(a)
+        ))
+    }
+
+    /// ", file.cu:line" for a `.loc` index, when the PTX has line info.
+    pub fn cu_loc_of(&self, loc: u32) -> String {
+        if loc == NONE {
+            return String::new();
+        }
+        let (f, line) = self.kernel.locs[loc as usize];
+        let file = self.module.files.get(&f).map(|s| s.as_str()).unwrap_or("?");
+        format!(", {}:{}", file, line)
     }
 
     fn run_block(&self, b: u64) -> Result<Counters, Error> {
@@ -216,6 +266,11 @@ impl<'a> Launch<'a> {
         let ctaid = [(b % gx) as u32, ((b / gx) % gy) as u32, (b / (gx * gy)) as u32];
         let mut blk = Block::new(self, ctaid);
         blk.run()?;
+        if self.global_ww && !blk.gw.ranges.is_empty() {
+            if let Ok(mut all) = self.global_writes.lock() {
+                all.append(&mut blk.gw.ranges);
+            }
+        }
         let k = blk.class_count;
         let c = &mut blk.c;
         c.inst_integer += k[class::INT as usize];
@@ -329,6 +384,8 @@ pub(crate) struct Block<'l, 'a> {
     pub c: Counters,
     pub last_alloc: usize,
     pub clock: u64,
+    /// Plain global stores of this block (cross-block write-write check).
+    pub gw: super::global_race::BlockWrites,
     /// Threads that passed `bar.arrive` per barrier since its last completion.
     arrivals: [u32; 16],
     /// Warp instructions per class (`class::*`), folded into `c` when the block ends.
@@ -458,6 +515,7 @@ impl<'l, 'a> Block<'l, 'a> {
             c: Counters::default(),
             last_alloc: 0,
             clock: 0,
+            gw: Default::default(),
             arrivals: [0; 16],
             class_count: [0; 8],
             warps,
@@ -595,12 +653,14 @@ impl<'l, 'a> Block<'l, 'a> {
 
     /// ", file.cu:line" for an instruction, when the PTX has line info.
     pub fn cu_loc(&self, i: &Inst) -> String {
-        if i.loc == NONE {
-            return String::new();
-        }
-        let (f, line) = self.l.kernel.locs[i.loc as usize];
-        let file = self.l.module.files.get(&f).map(|s| s.as_str()).unwrap_or("?");
-        format!(", {}:{}", file, line)
+        self.l.cu_loc_of(i.loc)
+    }
+
+    /// Thread index (x, y, z) of lane `l` of warp `w`.
+    pub fn thread_of(&self, w: &Warp, l: usize) -> [u32; 3] {
+        let b = self.l.block;
+        let lin = w.id * 32 + l as u32;
+        [lin % b.0, (lin / b.0) % b.1, lin / (b.0 * b.1)]
     }
 
     /// A located error message: kernel, block, thread, PTX line, .cu line.

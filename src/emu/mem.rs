@@ -494,6 +494,11 @@ impl<'l, 'a> Block<'l, 'a> {
                 }
                 Loc::Global(_) => {
                     self.global_shadow(w, i, l, addr, total, !is_ld, what)?;
+                    if !is_ld && self.l.global_ww {
+                        let thread = self.thread_of(w, l);
+                        let (block, line, cu) = (self.ctaid, i.line, i.loc);
+                        self.gw.record(super::global_race::Written { start: addr, end: addr + total as u64, block, thread, line, cu });
+                    }
                     kind = Space::Global
                 }
                 Loc::Local(o) => {

@@ -25,6 +25,7 @@ pub mod counters;
 pub mod envelope;
 pub mod exec;
 pub mod fp;
+pub mod global_race;
 pub mod ir;
 pub mod lex;
 pub mod lower;
