@@ -130,11 +130,7 @@ fn partially_written_vector_is_reported_and_full_twin_runs() {
 
 /// A predicate set only by the lanes that passed an earlier guard, then used as a guard by all.
 fn pred_ptx(all_lanes: bool) -> String {
-    let set = if all_lanes {
-        "setp.lt.u32 \t%p2, %r1, 8;"
-    } else {
-        "@%p1 setp.lt.u32 \t%p2, %r1, 8;"
-    };
+    let set = if all_lanes { "setp.lt.u32 \t%p2, %r1, 8;" } else { "@%p1 setp.lt.u32 \t%p2, %r1, 8;" };
     format!(
         r#".visible .entry pred(.param .u64 pout)
 {{
@@ -400,7 +396,10 @@ fn cross_block_write_write_race_is_reported_and_twin_runs() {
     let args = [ptr(&din), ptr(&out), KernelArg::I32(n as i32)];
     let rep = report_of(dev.launch_in("gr", "partial_sums_bug", lin(3, 64), &args), false);
     assert!(rep.contains("global write-write race") && rep.contains("partial_sums_bug"), "{rep}");
-    assert!(contains_whole(&rep.replace(' ', ""), &cu_loc("globalrace", RACE_SRC, "BUG:ww")), "names the .cu line: {rep}");
+    assert!(
+        contains_whole(&rep.replace(' ', ""), &cu_loc("globalrace", RACE_SRC, "BUG:ww")),
+        "names the .cu line: {rep}"
+    );
     assert!(rep.matches("block (").count() == 2, "names both blocks: {rep}");
     launch_ok(&dev, "gr", "partial_sums_clean", lin(3, 64), &args);
     let got = out.to_host().unwrap();
@@ -545,7 +544,13 @@ fn run_unary(math: MathMode, inst: &str, xs: &[f32]) -> Vec<f32> {
     let dev = dev_with(|o| o.math = math);
     module(&dev, "un", &unary_ptx(inst));
     let (din, out) = (dev.upload(xs).unwrap(), dev.alloc_filled::<f32>(xs.len(), 0xFF).unwrap());
-    launch_ok(&dev, "un", "un", lin((xs.len() as u32).div_ceil(64), 64), &[ptr(&din), ptr(&out), KernelArg::U32(xs.len() as u32)]);
+    launch_ok(
+        &dev,
+        "un",
+        "un",
+        lin((xs.len() as u32).div_ceil(64), 64),
+        &[ptr(&din), ptr(&out), KernelArg::U32(xs.len() as u32)],
+    );
     out.to_host().unwrap()
 }
 
@@ -609,7 +614,10 @@ fn nan_to_integer_and_saturation_follow_the_isa() {
     assert_eq!(one("cvt.rzi.s32.f32 \t%r20, %r10;", f32::NEG_INFINITY.to_bits()), i32::MIN as u32);
     assert_eq!(one("cvt.rzi.u32.f32 \t%r20, %r10;", (-1.5f32).to_bits()), 0);
     assert_eq!(one("cvt.rni.u8.f32 \t%rs1, %r10;\n\tcvt.u32.u16 \t%r20, %rs1;", 300.0f32.to_bits()), 255);
-    assert_eq!(one("cvt.rni.s8.f32 \t%rs1, %r10;\n\tcvt.s32.s16 \t%r20, %rs1;", (-300.0f32).to_bits()), (-128i32) as u32);
+    assert_eq!(
+        one("cvt.rni.s8.f32 \t%rs1, %r10;\n\tcvt.s32.s16 \t%r20, %rs1;", (-300.0f32).to_bits()),
+        (-128i32) as u32
+    );
     // f32 source into 64 bits: the most negative value; f64 source: the most negative value of
     // the destination width, 32-bit included
     let z64 = vec![0u64; 1];

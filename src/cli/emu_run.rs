@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use safetensors::{Dtype, SafeTensors};
 
 use fusebert::device::emulator::{EmulatorBackend, EmulatorOptions};
-use fusebert::emu::arch::{Arch, MathMode};
 use fusebert::device::{Backend, KernelArg, LaunchConfig};
+use fusebert::emu::arch::{Arch, MathMode};
 use fusebert::error::{Error, Result};
 
 #[derive(clap::Args, Debug, Clone)]

@@ -194,7 +194,10 @@ mod tests {
         let b = bound_of(Op::Ex2, fl::APPROX).unwrap();
         let t = 1.5f64.exp2();
         let x = 1.5f32.to_bits();
-        assert_eq!(perturb(Op::Ex2, 0, b, x, 0, t, (t as f32).to_bits()), perturb(Op::Ex2, 0, b, x, 0, t, (t as f32).to_bits()));
+        assert_eq!(
+            perturb(Op::Ex2, 0, b, x, 0, t, (t as f32).to_bits()),
+            perturb(Op::Ex2, 0, b, x, 0, t, (t as f32).to_bits())
+        );
         assert_eq!(perturb(Op::Ex2, 0, b, 0, 0, f64::INFINITY, f32::INFINITY.to_bits()), f32::INFINITY.to_bits());
         assert_eq!(perturb(Op::Tanh, 0, b, 0, 0, 0.0, 0), 0);
     }

@@ -204,7 +204,9 @@ impl<'a> Launch<'a> {
         };
         let counters = res.map_err(|(_, e)| e)?;
         if self.global_ww {
-            let all = std::mem::take(&mut *self.global_writes.lock().map_err(|_| Error::Emulator("write log poisoned".into()))?);
+            let all = std::mem::take(
+                &mut *self.global_writes.lock().map_err(|_| Error::Emulator("write log poisoned".into()))?,
+            );
             if let Some((a, b)) = super::global_race::find_overlap(all) {
                 return Err(self.global_race_error(&a, &b));
             }
@@ -611,7 +613,8 @@ impl<'l, 'a> Block<'l, 'a> {
         let Some(&other) = waiting.iter().find(|&&i| checked(i) && warps[i].bar_pc != warps[first].bar_pc) else {
             return Ok(());
         };
-        let (a, b) = (&self.l.kernel.insts[warps[first].bar_pc as usize], &self.l.kernel.insts[warps[other].bar_pc as usize]);
+        let (a, b) =
+            (&self.l.kernel.insts[warps[first].bar_pc as usize], &self.l.kernel.insts[warps[other].bar_pc as usize]);
         Err(self.err(
             &warps[other],
             None,
@@ -1216,7 +1219,9 @@ impl<'l, 'a> Block<'l, 'a> {
                 map2!(|x, y| {
                     let exact = alu::fbin(Op::Div, ty, rnd, f, x, y);
                     match super::envelope::true_div(f, x as u32, y as u32) {
-                        Some(t) => super::envelope::perturb(Op::Div, f, bound, x as u32, y as u32, t, exact as u32) as u64,
+                        Some(t) => {
+                            super::envelope::perturb(Op::Div, f, bound, x as u32, y as u32, t, exact as u32) as u64
+                        }
                         None => exact,
                     }
                 })

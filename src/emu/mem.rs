@@ -256,7 +256,13 @@ impl<'l, 'a> Block<'l, 'a> {
                     CP_ORPHAN => "issued by a thread that exited with the copy in flight: nothing orders it for other threads (missing cp.async.wait_group / wait_all before the exit)",
                     _ => "still in flight (missing cp.async.wait_group / bar.sync)",
                 };
-                return Err(self.err(w, Some(lane), i, "cp.async hazard", format!("shared offset {:#x} is the destination of a cp.async {why}", word * 4)));
+                return Err(self.err(
+                    w,
+                    Some(lane),
+                    i,
+                    "cp.async hazard",
+                    format!("shared offset {:#x} is the destination of a cp.async {why}", word * 4),
+                ));
             }
             // the last write / read was by another lane of this warp, since its last __syncwarp,
             // by an earlier instruction, on some of these bytes
@@ -497,7 +503,14 @@ impl<'l, 'a> Block<'l, 'a> {
                     if !is_ld && self.l.global_ww {
                         let thread = self.thread_of(w, l);
                         let (block, line, cu) = (self.ctaid, i.line, i.loc);
-                        self.gw.record(super::global_race::Written { start: addr, end: addr + total as u64, block, thread, line, cu });
+                        self.gw.record(super::global_race::Written {
+                            start: addr,
+                            end: addr + total as u64,
+                            block,
+                            thread,
+                            line,
+                            cu,
+                        });
                     }
                     kind = Space::Global
                 }

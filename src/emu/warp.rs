@@ -1,7 +1,7 @@
 //! Warp-wide instructions: shfl/vote/match/redux/activemask/bar.warp.sync, ldmatrix/stmatrix and
 //! mma.sync, with the fragment layouts of ptx-semantics.md. `.aligned` ones need the whole warp.
-use super::exec::*;
 use super::arch::TensorAccum;
+use super::exec::*;
 use super::fp;
 use super::ir::*;
 use crate::error::Error;
