@@ -67,7 +67,7 @@ fn register_read_before_write_is_reported_and_initialised_twin_runs() {
     let (din, out) = (dev.upload(&input).unwrap(), dev.alloc_filled::<f32>(64, 0xFF).unwrap());
     let args = [ptr(&din), ptr(&out), KernelArg::U32(n)];
     let rep = report_of(dev.launch_in("acc_bug", "accum", lin(1, 64), &args), false);
-    assert_located(&rep, "accum", (0, 0, 0), Some((0, 0, 0)), &[ptx_loc(&&bug, "BUG:acc")]);
+    assert_located(&rep, "accum", (0, 0, 0), Some((0, 0, 0)), &[ptx_loc(&bug, "BUG:acc")]);
     assert!(rep.contains("%f1") && rep.contains("uninitialised register"), "names the register: {rep}");
     // the twin: same loop with the zero-init
     let dev = emu();
@@ -115,7 +115,7 @@ fn partially_written_vector_is_reported_and_full_twin_runs() {
     let bug = module(&dev, "v_bug", &vec4_ptx(false));
     let (din, out) = (dev.upload(&input).unwrap(), dev.alloc_filled::<f32>(128, 0xFF).unwrap());
     let rep = report_of(dev.launch_in("v_bug", "vec4", lin(1, 32), &[ptr(&din), ptr(&out)]), false);
-    assert_located(&rep, "vec4", (0, 0, 0), Some((0, 0, 0)), &[ptx_loc(&&bug, "BUG:vec")]);
+    assert_located(&rep, "vec4", (0, 0, 0), Some((0, 0, 0)), &[ptx_loc(&bug, "BUG:vec")]);
     assert!(rep.contains("%f4") && !rep.contains("%f3"), "names exactly the unwritten element: {rep}");
     let dev = emu();
     module(&dev, "v_ok", &vec4_ptx(true));
@@ -159,7 +159,7 @@ fn predicate_set_on_some_lanes_only_is_reported_and_twin_runs() {
     let out = dev.alloc_filled::<u32>(32, 0xFF).unwrap();
     let rep = report_of(dev.launch_in("p_bug", "pred", lin(1, 32), &[ptr(&out)]), false);
     // lanes 16..31 never wrote %p2: the first of them is named
-    assert_located(&rep, "pred", (0, 0, 0), Some((16, 0, 0)), &[ptx_loc(&&bug, "BUG:pred")]);
+    assert_located(&rep, "pred", (0, 0, 0), Some((16, 0, 0)), &[ptx_loc(&bug, "BUG:pred")]);
     assert!(rep.contains("%p2") && rep.contains("guard"), "names the predicate: {rep}");
     let dev = emu();
     module(&dev, "p_ok", &pred_ptx(true));
@@ -226,7 +226,7 @@ fn warps_at_different_barrier_instructions_are_reported_and_twin_runs() {
     let out = dev.alloc_filled::<u32>(64, 0xFF).unwrap();
     let rep = report_of(dev.launch_in("b_bug", "bars", lin(2, 64), &[ptr(&out)]), false);
     let src = &bug;
-    assert_located(&rep, "bars", (0, 0, 0), None, &[ptx_loc(&src, "BUG:bar_a"), ptx_loc(&src, "BUG:bar_b")]);
+    assert_located(&rep, "bars", (0, 0, 0), None, &[ptx_loc(src, "BUG:bar_a"), ptx_loc(src, "BUG:bar_b")]);
     assert!(rep.contains("divergent barrier") && rep.contains("different barrier instruction"), "{rep}");
     let dev = emu();
     module(&dev, "b_ok", &barrier_ptx(false));
@@ -293,7 +293,7 @@ fn cp_async_copy_in_flight_at_thread_exit_is_reported() {
     let input: Vec<u32> = (0..32).map(|i| i * 7 + 1).collect();
     let (din, out) = (dev.upload(&input).unwrap(), dev.alloc_filled::<u32>(64, 0xFF).unwrap());
     let rep = report_of(dev.launch_in("cp_exit", "cp", lin(1, 64), &[ptr(&din), ptr(&out)]), false);
-    assert_located(&rep, "cp", (0, 0, 0), Some((32, 0, 0)), &[ptx_loc(&&bug, "BUG:read")]);
+    assert_located(&rep, "cp", (0, 0, 0), Some((32, 0, 0)), &[ptx_loc(&bug, "BUG:read")]);
     assert!(rep.contains("exited with the copy in flight"), "{rep}");
 }
 
@@ -304,7 +304,7 @@ fn cp_async_wait_group_on_uncommitted_copies_is_reported() {
     let input: Vec<u32> = (0..32).map(|i| i * 7 + 1).collect();
     let (din, out) = (dev.upload(&input).unwrap(), dev.alloc_filled::<u32>(64, 0xFF).unwrap());
     let rep = report_of(dev.launch_in("cp_nc", "cp", lin(1, 64), &[ptr(&din), ptr(&out)]), false);
-    assert_located(&rep, "cp", (0, 0, 0), Some((32, 0, 0)), &[ptx_loc(&&bug, "BUG:read")]);
+    assert_located(&rep, "cp", (0, 0, 0), Some((32, 0, 0)), &[ptx_loc(&bug, "BUG:read")]);
     assert!(rep.contains("never committed"), "{rep}");
 }
 

@@ -15,25 +15,32 @@
 /// among the nonzero terms; the sum of those is exact and is normalised to f32 by truncation.
 /// NaN or infinite terms give the IEEE result (the study did not characterise them).
 pub fn fused_truncate(c: f32, products: &[f64], extra_bits: u32) -> f32 {
-    let terms = std::iter::once(c as f64).chain(products.iter().copied());
-    let mut emax = i32::MIN;
-    let mut special = false;
-    for x in terms.clone() {
-        if !x.is_finite() {
-            special = true;
-        } else if x != 0.0 {
+    let c = c as f64;
+    let mut emax = if c != 0.0 { exponent(c) } else { i32::MIN };
+    let mut special = !c.is_finite();
+    for &x in products {
+        special |= !x.is_finite();
+        if x != 0.0 {
             emax = emax.max(exponent(x));
         }
     }
     if special || emax == i32::MIN {
         // IEEE: specials propagate; all-zero terms keep the sign rules of ordinary addition
-        return products.iter().fold(c as f64, |s, &x| s + x) as f32;
+        return products.iter().fold(c, |s, &x| s + x) as f32;
     }
-    let q = 2f64.powi(emax - 23 - extra_bits as i32);
+    // q = 2^(emax - 23 - extra) and 1/q, built from their exponent bits (both are normal f64:
+    // emax >= -300 for f16/bf16 products and f32 accumulators)
+    let e = emax - 23 - extra_bits as i32;
+    let (q, inv_q) = (pow2(e), pow2(-e));
     // multiples of q below 2^(emax+1) have at most 25 + extra_bits significant bits, and nine of
     // them sum exactly in f64's 53 bits
-    let s: f64 = terms.map(|x| (x / q).trunc() * q).sum();
+    let s = products.iter().fold((c * inv_q).trunc() * q, |s, &x| s + (x * inv_q).trunc() * q);
     truncate_to_f32(s)
+}
+
+/// 2^e for a normal f64 exponent.
+fn pow2(e: i32) -> f64 {
+    f64::from_bits(((e + 1023) as u64) << 52)
 }
 
 /// The unbiased binary exponent of a finite nonzero f64 (products of f16/bf16 are normal in f64).
