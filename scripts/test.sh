@@ -26,3 +26,13 @@ if [ "$#" -eq 0 ]; then
   FUSEBERT_CUDA_DRIVER=emulator:deferred cargo test --locked --test device_cuda --test forward_device \
     --test kernels_attention --test kernels_gemm --test kernels_layernorm --test kernels_misc
 fi
+# Second pass (issue 15): the kernel and forward-pass tests again with every approximate
+# instruction (ex2/rcp/rsqrt/... .approx) returning values anywhere inside the PTX ISA's error
+# bound (hashed per input) instead of the correctly rounded one: accuracy must hold against what
+# hardware may return. Same binaries as above (no rebuild); about 1.2 minutes on 2 cores
+# (forward_golden, ~3 minutes on its own, is left to the first pass).
+if [ "$#" -eq 0 ]; then
+  echo "== FUSEBERT_EMU_MATH=envelope: kernel and forward-pass tests"
+  FUSEBERT_EMU_MATH=envelope cargo test --locked --test kernels_gemm --test kernels_attention \
+    --test kernels_layernorm --test kernels_misc --test forward_device
+fi

@@ -58,6 +58,11 @@ fn write_inputs(path: &std::path::Path, x: &[f32], y: &[f32]) {
 }
 
 fn run_cli(dir: &std::path::Path, ptx: &str, n: usize, extra: &[&str]) -> std::process::Output {
+    run_cli_env(dir, ptx, n, extra, None)
+}
+
+/// `run_cli` with `FUSEBERT_EMU_MATH` set to `math` (or removed).
+fn run_cli_env(dir: &std::path::Path, ptx: &str, n: usize, extra: &[&str], math: Option<&str>) -> std::process::Output {
     let file = dir.join("k.ptx");
     std::fs::write(&file, ptx).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fusebert"));
@@ -65,7 +70,88 @@ fn run_cli(dir: &std::path::Path, ptx: &str, n: usize, extra: &[&str]) -> std::p
     cmd.arg("--inputs").arg(dir.join("in.safetensors")).arg("--output").arg(dir.join("out.safetensors"));
     cmd.args(["--arg", "buf:x", "--arg", "buf:y", "--arg", &format!("out:z:f32:{n}"), "--arg", "f32:2.5"]);
     cmd.args(extra);
+    match math {
+        Some(m) => cmd.env("FUSEBERT_EMU_MATH", m),
+        None => cmd.env_remove("FUSEBERT_EMU_MATH"),
+    };
     cmd.output().expect("run fusebert")
+}
+
+fn read_z(dir: &std::path::Path) -> Vec<f32> {
+    let bytes = std::fs::read(dir.join("out.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor("z").unwrap().data().chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+fn ok_or_dump(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "emu run failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `--math exact|envelope` and `FUSEBERT_EMU_MATH`: z = ex2.approx(x), correctly rounded in exact
+/// mode, within 2 ulp (and mostly not correctly rounded) in envelope mode, the same bits from the
+/// flag and from the variable; a bad mode is an error.
+#[test]
+fn emu_run_math_modes_and_env_var() {
+    let n = 150usize;
+    let x: Vec<f32> = (0..n).map(|i| i as f32 * 0.173 - 11.0).collect();
+    let dir = TempDir::new("cli_math");
+    write_inputs(&dir.0.join("in.safetensors"), &x, &vec![0.0; n]);
+    let ptx = format!("{PTX_HEADER}{}", SAXPY.replace("GUARD", "ge"))
+        .replace("fma.rn.f32 \t%f4, %f1, %f2, %f3;", "ex2.approx.f32 \t%f4, %f2;");
+    assert!(ptx.contains("ex2.approx"));
+    ptxas_check(&ptx, "sm_80");
+    let u = format!("u32:{n}");
+    let run = |extra: &[&str], env: Option<&str>| {
+        let out = run_cli_env(&dir.0, &ptx, n, &[&["--arg", u.as_str()], extra].concat(), env);
+        ok_or_dump(&out);
+        read_z(&dir.0)
+    };
+    let exact = run(&["--math", "exact"], Some("envelope"));
+    let env_flag = run(&["--math", "envelope"], None);
+    let env_var = run(&[], Some("envelope"));
+    let default = run(&[], None);
+    assert_eq!(default, exact, "no flag, no variable: exact");
+    assert_eq!(env_var, env_flag, "the variable and the flag give the same bits");
+    let mut moved = 0;
+    for i in 0..n {
+        let t = (x[i] as f64).exp2();
+        assert_eq!(exact[i], t as f32, "exact ex2({})", x[i]);
+        let ulp = 2f64.powi(((t as f32).to_bits() >> 23) as i32 - 127 - 23);
+        assert!((env_flag[i] as f64 - t).abs() <= 2.0 * ulp, "envelope ex2({}) = {} outside 2 ulp", x[i], env_flag[i]);
+        moved += (env_flag[i] != exact[i]) as usize;
+    }
+    assert!(moved > n / 2, "envelope moved only {moved} of {n} results");
+    let bad = run_cli_env(&dir.0, &ptx, n, &["--arg", u.as_str()], Some("fast"));
+    assert!(!bad.status.success(), "a bad FUSEBERT_EMU_MATH must fail");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("FUSEBERT_EMU_MATH"), "names the variable");
+    let bad = run_cli_env(&dir.0, &ptx, n, &["--arg", u.as_str(), "--math", "fast"], None);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("envelope"));
+}
+
+/// `--arch`: the per-architecture shared-memory cap is enforced at launch with a clear error.
+#[test]
+fn emu_run_arch_limits() {
+    let n = 150usize;
+    let dir = TempDir::new("cli_arch");
+    write_inputs(&dir.0.join("in.safetensors"), &vec![1.0; n], &vec![2.0; n]);
+    let ptx = format!("{PTX_HEADER}{}", SAXPY.replace("GUARD", "ge"));
+    let u = format!("u32:{n}");
+    let shared = (100 * 1024).to_string();
+    for (arch, ok) in [("sm_80", true), ("sm_86", false), ("sm_89", false), ("sm_90", true)] {
+        let out = run_cli(&dir.0, &ptx, n, &["--arg", &u, "--arch", arch, "--shared", &shared]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.success(), ok, "{arch} with 100 KiB of shared memory: {err}");
+        if !ok {
+            assert!(err.contains(arch) && err.contains("saxpy") && err.contains("101376"), "{err}");
+        }
+    }
+    let out = run_cli(&dir.0, &ptx, n, &["--arg", &u, "--arch", "sm_75"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("sm_90"));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! cvt [PTX ISA 9.7.9.21]: every rounding mode and saturation rule our kernels rely on.
 //! - float -> int: round (.rni ties-to-even, .rzi, .rmi, .rpi), then clamp to the destination
-//!   range (saturation is the default for float -> int), NaN -> 0;
+//!   range (saturation is the default for float -> int), NaN -> 0 from f32 into 32 bits or
+//!   fewer, the most negative value (`1 << (bits-1)`) from f64 or into 64 bits (ISA 9.7.9.21);
 //! - .sat with a float destination clamps to [0, 1], NaN -> +0;
 //! - cvt.rn.f16x2.f32 d, a, b: a -> d[31:16] (HIGH half), b -> d[15:0];
 //! - f32 -> f16: .rn overflows to inf, .rz clamps to 65504 (IEEE directed-rounding overflow);
@@ -39,10 +40,20 @@ fn round_int(x: f64, m: &str) -> f64 {
     }
 }
 
-/// Saturating float -> integer of `bits` width (NaN -> 0).
+/// Saturating float -> integer of `bits` width from an f32 source (NaN -> 0, or the most
+/// negative value into 64 bits).
 fn f2i(x: f64, m: &str, signed: bool, width: u32) -> i128 {
+    f2i_from(x, m, signed, width, false)
+}
+
+/// `f2i` from an f64 source when `f64_src`: NaN gives the most negative value at any width.
+fn f2i_from(x: f64, m: &str, signed: bool, width: u32, f64_src: bool) -> i128 {
     if x.is_nan() {
-        return 0;
+        return match (f64_src || width == 64, signed) {
+            (false, _) => 0,
+            (true, true) => -(1i128 << (width - 1)),
+            (true, false) => 1i128 << (width - 1),
+        };
     }
     let v = round_int(x, m);
     let (lo, hi) =
@@ -102,7 +113,7 @@ fn cvt_float_to_int_rounding_saturation_nan() {
         let d: Vec<f64> = xs.iter().map(|&x| x as f64 * 3.0 + 0.25).collect();
         let d64: Vec<u64> = d.iter().map(|x| x.to_bits()).collect();
         let body = format!("\tmov.b64 \t%fd1, %rd10;\n\tcvt.{m}.s32.f64 \t%r21, %fd1;\n\tcvt.s64.s32 \t%rd20, %r21;");
-        let want: Vec<u64> = d.iter().map(|&x| f2i(x, m, true, 32) as i64 as u64).collect();
+        let want: Vec<u64> = d.iter().map(|&x| f2i_from(x, m, true, 32, true) as i64 as u64).collect();
         ck.cmp(
             &format!("cvt.{m}.s32.f64"),
             run64(&body, &d64, &d64, &d64),

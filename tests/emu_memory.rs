@@ -229,8 +229,10 @@ $L__FILL:
 	atom.global.add.u32 	%r1, [gcount], 1;
 	ld.volatile.global.u32 	%r2, [gtab];
 	mov.u32 	%r3, %tid.x;
+	mov.u32 	%r4, %ctaid.x;
+	or.b32 	%r3, %r3, %r4;
 	setp.eq.u32 	%p1, %r3, 0;
-	@%p1 st.global.u32 	[%rd1], %r2;
+	@%p1 st.global.u32 	[%rd1], %r2;   // thread 0 of block 0 only: blocks storing to one word would race
 	ret;
 }
 

@@ -3,13 +3,15 @@
 //!
 //! `fusebert emu run FILE.ptx --kernel NAME --grid X[,Y,Z] --block X[,Y,Z] [--shared BYTES]
 //!  --inputs IN.safetensors --output OUT.safetensors --arg buf:NAME --arg out:NAME:DTYPE:LEN
-//!  --arg u32:V --arg i32:V --arg f32:V --arg u64:V [--counters]`
+//!  --arg u32:V --arg i32:V --arg f32:V --arg u64:V [--counters] [--arch sm_80|sm_86|sm_89|sm_90]
+//!  [--math exact|envelope]`
 use std::path::PathBuf;
 
 use safetensors::{Dtype, SafeTensors};
 
 use fusebert::device::emulator::{EmulatorBackend, EmulatorOptions};
 use fusebert::device::{Backend, KernelArg, LaunchConfig};
+use fusebert::emu::arch::{Arch, MathMode};
 use fusebert::error::{Error, Result};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -43,6 +45,13 @@ pub struct EmuRunArgs {
     /// Turn the sanitizers off.
     #[arg(long)]
     pub no_sanitize: bool,
+    /// Target architecture (sm_80, sm_86, sm_89, sm_90): launch limits and tensor-core numerics.
+    #[arg(long, default_value = "sm_80")]
+    pub arch: String,
+    /// Approximate math: `exact` (correctly rounded) or `envelope` (anywhere in the ISA's error
+    /// bound, hashed per input). Default: `$FUSEBERT_EMU_MATH`, else exact.
+    #[arg(long)]
+    pub math: Option<String>,
 }
 
 fn dims(s: &str) -> Result<(u32, u32, u32)> {
@@ -82,7 +91,12 @@ fn num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T> {
 /// Runs the command.
 pub fn run(args: &EmuRunArgs) -> Result<()> {
     let ptx = std::fs::read_to_string(&args.file).map_err(|e| Error::io(&args.file, e))?;
-    let opts = EmulatorOptions { sanitize: !args.no_sanitize, ..Default::default() };
+    let arch = args.arch.parse::<Arch>().map_err(Error::Input)?;
+    let math = match &args.math {
+        Some(m) => m.parse::<MathMode>().map_err(Error::Input)?,
+        None => MathMode::from_env().map_err(Error::Input)?,
+    };
+    let opts = EmulatorOptions { sanitize: !args.no_sanitize, arch, math, ..Default::default() };
     let emu = EmulatorBackend::new(opts)?;
     let name = args.file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "module".into());
     emu.load_module(&name, &ptx)?;

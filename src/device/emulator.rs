@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{Backend, KernelArg, LaunchConfig};
+use crate::emu::arch::{self, Arch, MathMode, TensorAccum};
 use crate::emu::exec::{ExecOpts, Launch};
 use crate::emu::ir::{Kernel, Module, Ty};
 use crate::emu::memory::GlobalMem;
@@ -32,6 +33,14 @@ pub struct EmulatorOptions {
     /// Kernels with atomics run their blocks in order, so float atomics give the same bits
     /// every run whatever the thread count.
     pub deterministic_atomics: bool,
+    /// Target architecture: per-block limits enforced at launch, tensor-core numerics.
+    pub arch: Arch,
+    /// Approximate math: correctly rounded (`Exact`) or anywhere in the ISA's error bound
+    /// (`Envelope`). The default comes from `FUSEBERT_EMU_MATH` (see [`arch::MATH_ENV`]).
+    pub math: MathMode,
+    /// Tensor-core accumulation of floating-point `mma`; `None` = the arch's model
+    /// ([`Arch::tensor_accum`]).
+    pub tensor_accum: Option<TensorAccum>,
 }
 
 impl Default for EmulatorOptions {
@@ -44,6 +53,10 @@ impl Default for EmulatorOptions {
             step_limit: 1 << 28,
             threads: 0,
             deterministic_atomics: true,
+            arch: Arch::default(),
+            // a bad value is reported by `EmulatorBackend::new` (Default cannot fail)
+            math: MathMode::from_env().unwrap_or_default(),
+            tensor_accum: None,
         }
     }
 }
@@ -73,13 +86,15 @@ pub struct EmulatorBackend {
     launches: Mutex<Vec<LaunchRecord>>,
     printed: Mutex<String>,
     pool: Option<rayon::ThreadPool>,
+    /// Per-function MAX_DYNAMIC_SHARED_SIZE_BYTES attributes ((module, kernel) -> bytes), as the
+    /// driver keeps them: set once, kept for later launches.
+    max_dynamic_shared: Mutex<HashMap<(String, String), u32>>,
 }
-
-/// Largest dynamic + static shared memory per block (sm_80: 163 KiB, sm_90: 227 KiB).
-pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
 
 impl EmulatorBackend {
     pub fn new(opts: EmulatorOptions) -> Result<Self> {
+        // a misspelt FUSEBERT_EMU_MATH must not silently run a suite in the wrong mode
+        MathMode::from_env().map_err(Error::Input)?;
         let pool = if opts.threads > 0 {
             Some(
                 rayon::ThreadPoolBuilder::new()
@@ -97,7 +112,35 @@ impl EmulatorBackend {
             launches: Mutex::new(Vec::new()),
             printed: Mutex::new(String::new()),
             pool,
+            max_dynamic_shared: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Sets a kernel's MAX_DYNAMIC_SHARED_SIZE_BYTES attribute (the opt-in to more than 48 KiB
+    /// of shared memory per block), refused like `cuFuncSetAttribute` when static + `bytes`
+    /// exceed the architecture's opt-in limit.
+    pub fn set_max_dynamic_shared(&self, module: &str, kernel: &str, bytes: u32) -> Result<()> {
+        let l = self.loaded(module)?;
+        let k = find_kernel(&l.module, module, kernel)?;
+        let cap = self.opts.arch.limits().shared_per_block_optin;
+        if k.shared_static as u64 + bytes as u64 > cap as u64 {
+            return Err(Error::Kernel {
+                kernel: kernel.to_string(),
+                msg: format!(
+                    "MAX_DYNAMIC_SHARED_SIZE_BYTES = {bytes} plus {} static bytes exceeds {}'s opt-in limit of {cap} bytes",
+                    k.shared_static, self.opts.arch
+                ),
+            });
+        }
+        self.max_dynamic_shared
+            .lock()
+            .map_err(|_| Error::Emulator("attribute table poisoned".into()))?
+            .insert((module.to_string(), kernel.to_string()), bytes);
+        Ok(())
+    }
+
+    fn max_dynamic_shared(&self, module: &str, kernel: &str) -> Option<u32> {
+        self.max_dynamic_shared.lock().ok()?.get(&(module.to_string(), kernel.to_string())).copied()
     }
 
     pub fn options(&self) -> &EmulatorOptions {
@@ -200,6 +243,8 @@ impl EmulatorBackend {
             collectives: s,
             step_limit: self.opts.step_limit,
             serial,
+            math: self.opts.math,
+            tensor: self.opts.tensor_accum.unwrap_or_else(|| self.opts.arch.tensor_accum()),
         }
     }
 }
@@ -251,15 +296,29 @@ pub fn build_params(k: &Kernel, args: &[KernelArg]) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn check_config(k: &Kernel, cfg: &LaunchConfig) -> Result<()> {
+fn find_kernel<'m>(m: &'m Module, module: &str, kernel: &str) -> Result<&'m Kernel> {
+    m.kernel(kernel).ok_or_else(|| Error::Kernel {
+        kernel: kernel.to_string(),
+        msg: format!("module `{module}` has no entry `{kernel}`"),
+    })
+}
+
+/// The launch checks a driver makes, against `arch`'s limits: geometry, `.reqntid`/`.maxntid`,
+/// shared memory (with the function's opt-in attribute `max_dynamic`), registers per block
+/// (from ptxas, for the embedded kernels).
+fn check_config(k: &Kernel, module: &str, cfg: &LaunchConfig, arch: Arch, max_dynamic: Option<u32>) -> Result<()> {
     let bad = |msg: String| Error::Kernel { kernel: k.name.clone(), msg };
+    let lim = arch.limits();
     let (b, g) = (cfg.block, cfg.grid);
     if b.0 == 0 || b.1 == 0 || b.2 == 0 || g.0 == 0 || g.1 == 0 || g.2 == 0 {
         return Err(bad(format!("empty launch: grid {g:?}, block {b:?}")));
     }
     let nt = b.0 as u64 * b.1 as u64 * b.2 as u64;
-    if nt > 1024 || b.2 > 64 {
-        return Err(bad(format!("block {b:?} has {nt} threads (at most 1024, z at most 64)")));
+    if nt > lim.max_threads_per_block as u64 || b.2 > 64 {
+        return Err(bad(format!(
+            "block {b:?} has {nt} threads (at most {} on {arch}, z at most 64)",
+            lim.max_threads_per_block
+        )));
     }
     if g.1 > 65535 || g.2 > 65535 {
         return Err(bad(format!("grid {g:?}: y and z must be at most 65535")));
@@ -274,12 +333,18 @@ fn check_config(k: &Kernel, cfg: &LaunchConfig) -> Result<()> {
             return Err(bad(format!("block {b:?} exceeds .maxntid {mx:?}")));
         }
     }
-    let smem = k.shared_static.div_ceil(16) * 16 + cfg.shared_mem_bytes;
-    if smem > MAX_SHARED_BYTES {
-        return Err(bad(format!(
-            "{} bytes of shared memory ({} static + {} dynamic) exceed {MAX_SHARED_BYTES}",
-            smem, k.shared_static, cfg.shared_mem_bytes
-        )));
+    arch::check_shared(arch, k.shared_static, cfg.shared_mem_bytes, max_dynamic)
+        .map_err(|m| bad(format!("launch refused on {arch}: {m}")))?;
+    let embedded = crate::ptx::module(module).is_some();
+    if let Some(regs) = crate::ptx::kernel_registers(module, &k.name, arch.ptxas_target()).filter(|_| embedded) {
+        let need = arch::registers_per_block(regs, nt as u32);
+        if need > lim.max_registers_per_block {
+            return Err(bad(format!(
+                "launch refused on {arch}: {nt} threads x {regs} registers (ptxas) need {need} registers per block, \
+                 more than the {}",
+                lim.max_registers_per_block
+            )));
+        }
     }
     Ok(())
 }
@@ -306,11 +371,14 @@ impl Backend for EmulatorBackend {
     fn launch(&self, module: &str, kernel: &str, cfg: &LaunchConfig, args: &[KernelArg]) -> Result<()> {
         let l = self.loaded(module)?;
         let m = &*l.module;
-        let k = m.kernel(kernel).ok_or_else(|| Error::Kernel {
-            kernel: kernel.to_string(),
-            msg: format!("module `{module}` has no entry `{kernel}`"),
-        })?;
-        check_config(k, cfg)?;
+        let k = find_kernel(m, module, kernel)?;
+        // What `CudaBackend::launch` does before launching: opt in when the dynamic part alone
+        // exceeds 48 KiB (a kernel whose static + dynamic total passes 48 KiB with a smaller
+        // dynamic part is therefore refused here, as the driver would refuse it).
+        if cfg.shared_mem_bytes > arch::DEFAULT_SHARED_PER_BLOCK {
+            self.set_max_dynamic_shared(module, kernel, cfg.shared_mem_bytes)?;
+        }
+        check_config(k, module, cfg, self.opts.arch, self.max_dynamic_shared(module, kernel))?;
         let params = build_params(k, args)?;
         let serial = self.opts.deterministic_atomics && k.has_atomics;
         let opts = self.exec_opts(serial);

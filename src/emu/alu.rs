@@ -659,6 +659,12 @@ pub fn cvt(dt: Ty, st: Ty, rnd: Rnd, flags: u32, a: u64) -> u64 {
     }
     if st.is_float() && !dt.is_float() {
         let x = src_float(st, ftz, a);
+        if x.is_nan() {
+            // ISA (cvt, float to integer): NaN becomes 0, except from an f64 source or into a
+            // 64-bit destination, where it becomes the most negative value (bit pattern 1 << (n-1))
+            let v = if st == Ty::F64 || dt.bits() == 64 { 1u64 << (dt.bits() - 1) } else { 0 };
+            return ext(dt, v);
+        }
         return ext(dt, fp::f2i(x, rnd, dt.bits(), dt.is_signed()));
     }
     if !st.is_float() && dt.is_float() {
@@ -749,6 +755,17 @@ pub fn cvt_pack(dt: Ty, rnd: Rnd, flags: u32, a: u64, b: u64) -> u64 {
 }
 
 /// Atomic read-modify-write: returns the new value for op applied to `old`.
+/// `atom_apply` for global memory: `atom.add.f32` there flushes subnormal inputs and results to
+/// sign-preserving zero (ISA, atom: "atom.add.f32 on global memory flushes subnormal inputs and
+/// results to sign-preserving zero"); shared-memory atomics keep subnormals.
+pub fn atom_apply_global(op: u8, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
+    if op == sub::A_ADD && ty == Ty::F32 {
+        let (x, y) = (fp::ftz32(f32::from_bits(old as u32)), fp::ftz32(f32::from_bits(b as u32)));
+        return fp::ftz32(x + y).to_bits() as u64;
+    }
+    atom_apply(op, ty, old, b, c)
+}
+
 pub fn atom_apply(op: u8, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
     let m = ty.mask();
     match op {

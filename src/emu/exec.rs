@@ -28,6 +28,10 @@ pub struct ExecOpts {
     pub collectives: bool,
     pub step_limit: u64,
     pub serial: bool,
+    /// Approximate math: exact or anywhere in the ISA's error bound.
+    pub math: super::arch::MathMode,
+    /// Floating-point `mma` accumulation model.
+    pub tensor: super::arch::TensorAccum,
 }
 
 /// Everything a launch shares between its blocks (read-only).
@@ -49,6 +53,12 @@ pub struct Launch<'a> {
     pub nwarps: u32,
     pub template: Vec<u64>,
     pub classes: Vec<u8>,
+    /// Register operands per instruction, when reads of undefined registers are checked.
+    pub reg_use: Option<super::regdef::RegUse>,
+    /// Whether plain global stores are recorded for the cross-block write-write check.
+    pub global_ww: bool,
+    /// The recorded stores of every finished block.
+    pub global_writes: std::sync::Mutex<Vec<super::global_race::Written>>,
     /// Text printed by device printf during this launch.
     pub printed: std::sync::Mutex<String>,
 }
@@ -132,6 +142,8 @@ impl<'a> Launch<'a> {
             template[slot as usize * 32..slot as usize * 32 + 32].fill(v);
         }
         let classes = kernel.insts.iter().map(classify).collect();
+        let reg_use = opts.uninit.then(|| super::regdef::RegUse::new(kernel));
+        let global_ww = opts.races && !kernel.insts.iter().any(|i| i.op == Op::Membar);
         Launch {
             module,
             kernel,
@@ -149,6 +161,9 @@ impl<'a> Launch<'a> {
             nwarps,
             template,
             classes,
+            reg_use,
+            global_ww,
+            global_writes: std::sync::Mutex::new(Vec::new()),
             printed: std::sync::Mutex::new(String::new()),
         }
     }
@@ -187,7 +202,52 @@ impl<'a> Launch<'a> {
         } else {
             (0..nb).into_par_iter().map(run_one).reduce(|| Ok(Counters::default()), merge)
         };
-        res.map_err(|(_, e)| e)
+        let counters = res.map_err(|(_, e)| e)?;
+        if self.global_ww {
+            let all = std::mem::take(
+                &mut *self.global_writes.lock().map_err(|_| Error::Emulator("write log poisoned".into()))?,
+            );
+            if let Some((a, b)) = super::global_race::find_overlap(all) {
+                return Err(self.global_race_error(&a, &b));
+            }
+        }
+        Ok(counters)
+    }
+
+    fn global_race_error(&self, a: &super::global_race::Written, b: &super::global_race::Written) -> Error {
+        let lo = a.start.max(b.start);
+        let site = |w: &super::global_race::Written| {
+            format!(
+                "block ({},{},{}), thread ({},{},{}), PTX line {}{}",
+                w.block[0],
+                w.block[1],
+                w.block[2],
+                w.thread[0],
+                w.thread[1],
+                w.thread[2],
+                w.line,
+                self.cu_loc_of(w.cu)
+            )
+        };
+        Error::Sanitizer(format!(
+            "global write-write race in kernel `{}` (module `{}`), {}: global byte {lo:#x} is also written by {} with \
+             no ordering between the two blocks (blocks of a grid run in any order; the result depends on which \
+             writes last)",
+            self.kernel.name,
+            self.module.name,
+            site(b),
+            site(a)
+        ))
+    }
+
+    /// ", file.cu:line" for a `.loc` index, when the PTX has line info.
+    pub fn cu_loc_of(&self, loc: u32) -> String {
+        if loc == NONE {
+            return String::new();
+        }
+        let (f, line) = self.kernel.locs[loc as usize];
+        let file = self.module.files.get(&f).map(|s| s.as_str()).unwrap_or("?");
+        format!(", {}:{}", file, line)
     }
 
     fn run_block(&self, b: u64) -> Result<Counters, Error> {
@@ -208,6 +268,11 @@ impl<'a> Launch<'a> {
         let ctaid = [(b % gx) as u32, ((b / gx) % gy) as u32, (b / (gx * gy)) as u32];
         let mut blk = Block::new(self, ctaid);
         blk.run()?;
+        if self.global_ww && !blk.gw.ranges.is_empty() {
+            if let Ok(mut all) = self.global_writes.lock() {
+                all.append(&mut blk.gw.ranges);
+            }
+        }
         let k = blk.class_count;
         let c = &mut blk.c;
         c.inst_integer += k[class::INT as usize];
@@ -248,6 +313,13 @@ struct CallRec {
     local: Vec<u8>,
 }
 
+/// `ShWord::pending` values: a copy in flight; one in flight that a `cp.async.wait_group` of
+/// its thread passed over because it was never committed; one whose thread exited before
+/// waiting for it (landed, but unordered for every other thread).
+pub(crate) const CP_IN_FLIGHT: u8 = 1;
+pub(crate) const CP_UNCOMMITTED: u8 = 2;
+pub(crate) const CP_ORPHAN: u8 = 3;
+
 /// A pending cp.async copy of one lane.
 pub(crate) struct CpPending {
     lane: u8,
@@ -260,6 +332,8 @@ pub(crate) struct CpPending {
 pub(crate) struct Warp {
     pub id: u32,
     pub regs: Vec<u64>,
+    /// Per register slot (below `Kernel::nregs`), the lanes that wrote it (empty when unchecked).
+    pub def: Vec<u32>,
     stack: Vec<Frame>,
     /// Lanes that exist (partial last warp).
     pub valid: u32,
@@ -312,6 +386,8 @@ pub(crate) struct Block<'l, 'a> {
     pub c: Counters,
     pub last_alloc: usize,
     pub clock: u64,
+    /// Plain global stores of this block (cross-block write-write check).
+    pub gw: super::global_race::BlockWrites,
     /// Threads that passed `bar.arrive` per barrier since its last completion.
     arrivals: [u32; 16],
     /// Warp instructions per class (`class::*`), folded into `c` when the block ends.
@@ -411,6 +487,7 @@ impl<'l, 'a> Block<'l, 'a> {
             warps.push(Warp {
                 id: w,
                 regs,
+                def: if l.opts.uninit { vec![0; k.nregs as usize] } else { Vec::new() },
                 stack: vec![Frame { pc: 0, mask: valid, rpc: EXIT_PC }],
                 valid,
                 exited: !valid,
@@ -440,6 +517,7 @@ impl<'l, 'a> Block<'l, 'a> {
             c: Counters::default(),
             last_alloc: 0,
             clock: 0,
+            gw: Default::default(),
             arrivals: [0; 16],
             class_count: [0; 8],
             warps,
@@ -491,6 +569,7 @@ impl<'l, 'a> Block<'l, 'a> {
             if arrived < need {
                 continue;
             }
+            self.check_barrier_sites(warps, &waiting)?;
             // bar.red reduction over the arrived threads
             let popc: u32 = waiting.iter().map(|&i| warps[i].bar_pred.count_ones()).sum();
             let all = waiting.iter().all(|&i| warps[i].bar_pred == (warps[i].valid & !warps[i].exited));
@@ -520,6 +599,39 @@ impl<'l, 'a> Block<'l, 'a> {
         Ok(released)
     }
 
+    /// `.aligned` barriers (`bar.sync`, `bar.red`, `__syncthreads()`): every warp must wait at
+    /// the same instruction, not merely the same barrier id. On hardware, warps at different
+    /// `bar.sync` sites may be released together or hang; the ISA calls it undefined. Named
+    /// barriers with an explicit thread count (producer/consumer) and the non-aligned
+    /// `barrier.sync` may legally differ and are not checked.
+    fn check_barrier_sites(&self, warps: &[Warp], waiting: &[usize]) -> Result<(), Error> {
+        let checked = |i: usize| {
+            let inst = &self.l.kernel.insts[warps[i].bar_pc as usize];
+            warps[i].bar_count == 0 && !inst.has(fl::UNALIGNED)
+        };
+        let Some(&first) = waiting.iter().find(|&&i| checked(i)) else { return Ok(()) };
+        let Some(&other) = waiting.iter().find(|&&i| checked(i) && warps[i].bar_pc != warps[first].bar_pc) else {
+            return Ok(());
+        };
+        let (a, b) =
+            (&self.l.kernel.insts[warps[first].bar_pc as usize], &self.l.kernel.insts[warps[other].bar_pc as usize]);
+        Err(self.err(
+            &warps[other],
+            None,
+            b,
+            "divergent barrier",
+            format!(
+                "warp {} waits at this barrier {} while warp {} waits at a different barrier instruction (PTX line {}{}); \
+                 bar.sync is .aligned: every warp of the block must execute the same bar.sync",
+                warps[other].id,
+                warps[other].bar_id,
+                warps[first].id,
+                a.line,
+                self.cu_loc(a)
+            ),
+        ))
+    }
+
     fn deadlock(&self, warps: &[Warp]) -> Error {
         let mut s =
             format!("deadlock in kernel `{}` block {:?}: no warp can make progress;", self.l.kernel.name, self.ctaid);
@@ -544,12 +656,14 @@ impl<'l, 'a> Block<'l, 'a> {
 
     /// ", file.cu:line" for an instruction, when the PTX has line info.
     pub fn cu_loc(&self, i: &Inst) -> String {
-        if i.loc == NONE {
-            return String::new();
-        }
-        let (f, line) = self.l.kernel.locs[i.loc as usize];
-        let file = self.l.module.files.get(&f).map(|s| s.as_str()).unwrap_or("?");
-        format!(", {}:{}", file, line)
+        self.l.cu_loc_of(i.loc)
+    }
+
+    /// Thread index (x, y, z) of lane `l` of warp `w`.
+    pub fn thread_of(&self, w: &Warp, l: usize) -> [u32; 3] {
+        let b = self.l.block;
+        let lin = w.id * 32 + l as u32;
+        [lin % b.0, (lin / b.0) % b.1, lin / (b.0 * b.1)]
     }
 
     /// A located error message: kernel, block, thread, PTX line, .cu line.
@@ -637,6 +751,9 @@ impl<'l, 'a> Block<'l, 'a> {
                         "step limit",
                         format!("warp executed more than {limit} instructions (infinite loop?)"),
                     ));
+                }
+                if let Some(ru) = &self.l.reg_use {
+                    self.check_defined(w, ru, pc as usize, i, mask, active)?;
                 }
                 match i.op {
                     Op::Bra => {
@@ -776,6 +893,49 @@ impl<'l, 'a> Block<'l, 'a> {
         }
     }
 
+    /// Reports a read of a register no instruction has written in that lane (the guard by every
+    /// active lane, the sources by the executing lanes), then marks the destinations written.
+    fn check_defined(
+        &self,
+        w: &mut Warp,
+        ru: &super::regdef::RegUse,
+        pc: usize,
+        i: &Inst,
+        mask: u32,
+        active: u32,
+    ) -> Result<(), Error> {
+        let undefined = |slot: u32, lanes: u32| lanes & !w.def[slot as usize];
+        if i.guard != NONE && i.guard < self.l.kernel.nregs && undefined(i.guard, active) != 0 {
+            return Err(self.undefined_read(w, i, i.guard, undefined(i.guard, active), "guard predicate"));
+        }
+        if mask == 0 {
+            return Ok(());
+        }
+        for &slot in ru.reads(pc) {
+            if undefined(slot, mask) != 0 {
+                return Err(self.undefined_read(w, i, slot, undefined(slot, mask), "register"));
+            }
+        }
+        for &slot in ru.writes(pc) {
+            w.def[slot as usize] |= mask;
+        }
+        Ok(())
+    }
+
+    fn undefined_read(&self, w: &Warp, i: &Inst, slot: u32, lanes: u32, what: &str) -> Error {
+        let name = self.l.kernel.reg_names.get(&slot).map(|s| s.as_str()).unwrap_or("?");
+        self.err(
+            w,
+            Some(lanes.trailing_zeros() as usize),
+            i,
+            "uninitialised register",
+            format!(
+                "{what} `{name}` is read before any instruction wrote it (lanes {lanes:#010x}); on a GPU it holds \
+                 whatever the physical register held before"
+            ),
+        )
+    }
+
     /// The live lanes other than `mask` (which reached a barrier in the top frame), if every one
     /// of them waits at a point from which only unconditional `bra`s lead to `ret`/`exit`.
     fn trivially_exiting(&self, w: &Warp, mask: u32) -> Option<u32> {
@@ -899,9 +1059,10 @@ impl<'l, 'a> Block<'l, 'a> {
 
     fn exit_lanes(&mut self, w: &mut Warp, mask: u32) -> Result<(), Error> {
         w.exited |= mask;
-        // copies still in flight complete when their thread exits
+        // copies still in flight land when their thread exits, but nothing orders them for the
+        // other threads: their destinations stay flagged (`CP_ORPHAN`)
         if w.pending.iter().any(|p| mask >> p.lane & 1 != 0) {
-            self.complete_cp(w, |p| mask >> p.lane & 1 != 0);
+            self.complete_cp(w, |p| mask >> p.lane & 1 != 0, true);
         }
         Ok(())
     }
@@ -909,15 +1070,16 @@ impl<'l, 'a> Block<'l, 'a> {
     fn finish_warp(&mut self, w: &mut Warp) -> Result<(), Error> {
         w.exited = FULL;
         if !w.pending.is_empty() {
-            self.complete_cp(w, |_| true);
+            self.complete_cp(w, |_| true, true);
         }
         w.state = WState::Done;
         Ok(())
     }
 
     /// Completes pending cp.async copies selected by `pick`: data lands in shared memory and
-    /// counts as a write by this warp in the current barrier interval.
-    pub(crate) fn complete_cp(&mut self, w: &mut Warp, pick: impl Fn(&CpPending) -> bool) {
+    /// counts as a write by this warp in the current barrier interval. `orphan`: the issuing
+    /// thread exited without waiting, so the words stay flagged for every later access.
+    pub(crate) fn complete_cp(&mut self, w: &mut Warp, pick: impl Fn(&CpPending) -> bool, orphan: bool) {
         let mut keep = Vec::new();
         for p in std::mem::take(&mut w.pending) {
             if !pick(&p) {
@@ -929,7 +1091,7 @@ impl<'l, 'a> Block<'l, 'a> {
             if !self.shadow.is_empty() {
                 for word in (off / 4)..(off + p.len as usize).div_ceil(4) {
                     let s = &mut self.shadow[word];
-                    s.pending = 0;
+                    s.pending = if orphan { CP_ORPHAN } else { 0 };
                     s.init = 0xf;
                     s.w_epoch = self.epoch;
                     s.w_warp = w.id as u16;
@@ -942,6 +1104,7 @@ impl<'l, 'a> Block<'l, 'a> {
 
     /// Executes one non-control instruction for the lanes in `mask`.
     fn exec(&mut self, w: &mut Warp, i: &Inst, mask: u32, active: u32) -> Result<(), Error> {
+        let envelope = self.l.opts.math == super::arch::MathMode::Envelope;
         let regs = &mut w.regs;
         let d = i.d[0] as usize * 32;
         let a = i.s[0] as usize * 32;
@@ -1050,6 +1213,19 @@ impl<'l, 'a> Block<'l, 'a> {
                 Rnd::Rn,
                 super::fp::Fmt::F32
             ) as u64),
+            Op::Div if ty == Ty::F32 && envelope && super::envelope::bound_of(i.op, i.flags).is_some() => {
+                let (rnd, f) = (i.rnd, i.flags);
+                let bound = super::envelope::bound_of(i.op, f).unwrap_or(super::envelope::Bound::Ulps(0.0));
+                map2!(|x, y| {
+                    let exact = alu::fbin(Op::Div, ty, rnd, f, x, y);
+                    match super::envelope::true_div(f, x as u32, y as u32) {
+                        Some(t) => {
+                            super::envelope::perturb(Op::Div, f, bound, x as u32, y as u32, t, exact as u32) as u64
+                        }
+                        None => exact,
+                    }
+                })
+            }
             Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Min | Op::Max | Op::Copysign if ty.is_float() => {
                 let (op, rnd, f) = (i.op, i.rnd, i.flags);
                 map2!(|x, y| alu::fbin(op, ty, rnd, f, x, y))
@@ -1185,7 +1361,16 @@ impl<'l, 'a> Block<'l, 'a> {
             | Op::Cos
             | Op::Tanh => {
                 let (op, rnd, f) = (i.op, i.rnd, i.flags);
-                map1!(|x| alu::unary(op, ty, rnd, f, x))
+                match super::envelope::bound_of(op, f).filter(|_| envelope && ty == Ty::F32) {
+                    Some(bound) => map1!(|x| {
+                        let exact = alu::unary(op, ty, rnd, f, x);
+                        match super::envelope::true_unary(op, f, x as u32) {
+                            Some(t) => super::envelope::perturb(op, f, bound, x as u32, 0, t, exact as u32) as u64,
+                            None => exact,
+                        }
+                    }),
+                    None => map1!(|x| alu::unary(op, ty, rnd, f, x)),
+                }
             }
             Op::Testp => {
                 let k = i.sub;
@@ -1423,6 +1608,15 @@ impl Warp {
     }
     pub(crate) fn pending_groups(&self) -> impl Iterator<Item = u32> + '_ {
         self.pending.iter().map(|p| p.group)
+    }
+    /// Destination ranges (shared offset, bytes) of this warp's copies of the lanes in `mask`
+    /// that are not yet committed.
+    pub(crate) fn uncommitted(&self, mask: u32) -> Vec<(u32, u32)> {
+        self.pending
+            .iter()
+            .filter(|p| p.group >= self.committed && mask >> p.lane & 1 != 0)
+            .map(|p| (p.dst, p.len as u32))
+            .collect()
     }
 }
 

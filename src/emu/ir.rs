@@ -279,6 +279,8 @@ pub mod fl {
     pub const XORSIGN: u32 = 1 << 26;
     /// cp.async with an ignore-src predicate (instead of a src-size operand)
     pub const IGNORE_SRC: u32 = 1 << 27;
+    /// `barrier.sync` without `.aligned`: threads may wait at different instructions.
+    pub const UNALIGNED: u32 = 1 << 28;
 }
 
 /// Sub-operation codes (in `Inst::sub`) for families with a mode.

@@ -976,6 +976,8 @@ pub(super) fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, 
             }
         }
         "bar" | "barrier" => {
+            // `bar.sync` is `barrier.sync.aligned`; plain `barrier.*` is the non-aligned form
+            let unaligned = if m.base == "barrier" && !m.has("aligned") { fl::UNALIGNED } else { 0 };
             if m.has("warp") {
                 let mut i = mk(Op::BarWarp);
                 if let Some(o) = ops.first() {
@@ -998,6 +1000,7 @@ pub(super) fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, 
                 if neg {
                     i.flags |= fl::NEG_PRED_SRC;
                 }
+                i.flags |= unaligned;
                 push(fs, i);
             } else if m.has("arrive") {
                 // bar.arrive a, b: count this warp's threads at barrier a (expecting b), no wait
@@ -1011,6 +1014,7 @@ pub(super) fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, 
                 push(fs, i);
             } else {
                 let mut i = mk(Op::Bar);
+                i.flags |= unaligned;
                 if ops.is_empty() || ops.len() > 2 {
                     return Err((line, "bar.sync expects 1 or 2 operands".into()));
                 }

@@ -251,7 +251,18 @@ impl<'l, 'a> Block<'l, 'a> {
             let bm: u8 = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u8;
             let s = self.shadow[word as usize];
             if s.pending != 0 {
-                return Err(self.err(w, Some(lane), i, "cp.async hazard", format!("shared offset {:#x} is the destination of a cp.async still in flight (missing cp.async.wait_group / bar.sync)", word * 4)));
+                let why = match s.pending {
+                    CP_UNCOMMITTED => "still in flight: a cp.async.wait_group passed over it because it was never committed (missing cp.async.commit_group before the wait)",
+                    CP_ORPHAN => "issued by a thread that exited with the copy in flight: nothing orders it for other threads (missing cp.async.wait_group / wait_all before the exit)",
+                    _ => "still in flight (missing cp.async.wait_group / bar.sync)",
+                };
+                return Err(self.err(
+                    w,
+                    Some(lane),
+                    i,
+                    "cp.async hazard",
+                    format!("shared offset {:#x} is the destination of a cp.async {why}", word * 4),
+                ));
             }
             // the last write / read was by another lane of this warp, since its last __syncwarp,
             // by an earlier instruction, on some of these bytes
@@ -450,7 +461,16 @@ impl<'l, 'a> Block<'l, 'a> {
                 let n = i.off as u32;
                 let committed = w.committed();
                 if w.pending_groups().any(|g| g + n < committed) {
-                    self.complete_cp(w, |p| cp_group(p) + n < committed);
+                    self.complete_cp(w, |p| cp_group(p) + n < committed, false);
+                }
+                // copies never committed are not waited for: flag their destinations, so that
+                // touching them names the missing commit_group (legal as long as nobody does)
+                if !self.shadow.is_empty() {
+                    for (dst, len) in w.uncommitted(mask) {
+                        for word in dst / 4..(dst + len).div_ceil(4) {
+                            self.shadow[word as usize].pending = CP_UNCOMMITTED;
+                        }
+                    }
                 }
                 Ok(())
             }
@@ -480,6 +500,18 @@ impl<'l, 'a> Block<'l, 'a> {
                 }
                 Loc::Global(_) => {
                     self.global_shadow(w, i, l, addr, total, !is_ld, what)?;
+                    if !is_ld && self.l.global_ww {
+                        let thread = self.thread_of(w, l);
+                        let (block, line, cu) = (self.ctaid, i.line, i.loc);
+                        self.gw.record(super::global_race::Written {
+                            start: addr,
+                            end: addr + total as u64,
+                            block,
+                            thread,
+                            line,
+                            cu,
+                        });
+                    }
                     kind = Space::Global
                 }
                 Loc::Local(o) => {
@@ -558,7 +590,7 @@ impl<'l, 'a> Block<'l, 'a> {
                         let at = AtomicU32::from_ptr(p as *mut u32);
                         let mut cur = at.load(Ordering::Relaxed);
                         loop {
-                            let new = alu::atom_apply(i.sub, ty, cur as u64, b, c) as u32;
+                            let new = alu::atom_apply_global(i.sub, ty, cur as u64, b, c) as u32;
                             match at.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
                                 Ok(_) => break cur as u64,
                                 Err(x) => cur = x,
@@ -568,7 +600,7 @@ impl<'l, 'a> Block<'l, 'a> {
                         let at = AtomicU64::from_ptr(p as *mut u64);
                         let mut cur = at.load(Ordering::Relaxed);
                         loop {
-                            let new = alu::atom_apply(i.sub, ty, cur, b, c);
+                            let new = alu::atom_apply_global(i.sub, ty, cur, b, c);
                             match at.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
                                 Ok(_) => break cur,
                                 Err(x) => cur = x,
@@ -638,7 +670,17 @@ impl<'l, 'a> Block<'l, 'a> {
             };
             let src = w.regs[i.s[1] as usize * 32 + l].wrapping_add(i.target as i32 as i64 as u64);
             let src_size = if i.has(fl::HAS_SRCSIZE) {
-                (w.regs[i.s[2] as usize * 32 + l] as u32).min(size)
+                let n = w.regs[i.s[2] as usize * 32 + l] as u32;
+                if n > size {
+                    return Err(self.err(
+                        w,
+                        Some(l),
+                        i,
+                        "bad cp.async",
+                        format!("src-size {n} is larger than the copy size {size} (undefined behaviour in the ISA)"),
+                    ));
+                }
+                n
             } else if i.has(fl::IGNORE_SRC) && w.regs[i.s[2] as usize * 32 + l] & 1 != 0 {
                 0
             } else {
@@ -659,7 +701,7 @@ impl<'l, 'a> Block<'l, 'a> {
             }
             if !self.shadow.is_empty() {
                 for word in doff / 4..(doff + size) / 4 {
-                    self.shadow[word as usize].pending = 1;
+                    self.shadow[word as usize].pending = CP_IN_FLIGHT;
                 }
             }
             soffs[l] = doff;

@@ -6,7 +6,10 @@
 //! SIMT reconvergence stack and a call stack), with [`alu`]/[`fp`] for arithmetic, [`mem`] for
 //! memory instructions and the sanitizers, [`warp`] for warp-wide instructions (shfl, vote,
 //! ldmatrix, mma, wmma); [`memory`] is the allocation-aware global memory; [`counters`] the
-//! per-launch statistics. The emulator knows no device layer: `device::emulator` wraps it, and
+//! per-launch statistics. [`arch`] holds the per-architecture launch limits and math modes,
+//! [`envelope`] the approximate-math error envelopes, [`tensor`] the tensor-core accumulation
+//! model, [`regdef`] the register read/write sets for definedness checking, [`global_race`] the
+//! cross-block write-write check (docs/emulator-fidelity.md). The emulator knows no device layer: `device::emulator` wraps it, and
 //! the research command line (`fusebert emu run`) lives in the binary's CLI.
 //!
 //! Sanitizers (all on by default, see `EmulatorOptions`): out-of-bounds and misaligned accesses
@@ -16,19 +19,26 @@
 //! reads of never-written shared/local/global bytes, touching a cp.async destination still in
 //! flight, divergent (non-.aligned) barrier arrival, partial-warp collectives (shfl/vote/match/
 //! redux membermask, mma/ldmatrix/wmma need the whole warp), deadlock, step limit, device
-//! assert. Reports name kernel, module, block, thread, PTX line, .cu file:line, address and the
+//! assert; reads of never-written registers, warps at different `bar.sync` instructions,
+//! cp.async misuse (copy in flight at thread exit, waits over uncommitted copies, src-size >
+//! size), cross-block global write-write races. Reports name kernel, module, block, thread, PTX line, .cu file:line, address and the
 //! allocation missed.
 pub mod alu;
+pub mod arch;
 pub mod cfg;
 pub mod counters;
+pub mod envelope;
 pub mod exec;
 pub mod fp;
+pub mod global_race;
 pub mod ir;
 pub mod lex;
 pub mod lower;
 pub mod mem;
 pub mod memory;
 pub mod parse;
+pub mod regdef;
+pub mod tensor;
 pub mod warp;
 
 use std::collections::HashMap;

@@ -1,5 +1,6 @@
 //! Warp-wide instructions: shfl/vote/match/redux/activemask/bar.warp.sync, ldmatrix/stmatrix and
 //! mma.sync, with the fragment layouts of ptx-semantics.md. `.aligned` ones need the whole warp.
+use super::arch::TensorAccum;
 use super::exec::*;
 use super::fp;
 use super::ir::*;
@@ -428,9 +429,32 @@ impl<'l, 'a> Block<'l, 'a> {
                     b[kk + 1][g] = conv(v >> 16);
                 }
             }
-            // n innermost so the 8 columns vectorise; each output still sums k in order
+            let fused = match self.l.opts.tensor {
+                TensorAccum::FusedTruncate { block, extra_bits } if i.sub != sub::MMA_TF32_M16N8K8 => {
+                    Some((block as usize, extra_bits))
+                }
+                _ => None,
+            };
             let mut out = cf;
-            for m in 0..16 {
+            if let Some((block, extra)) = fused {
+                // blocks of `block` consecutive k, each one fused add into the accumulator
+                let mut prods = [0f64; 32];
+                for m in 0..16 {
+                    for n in 0..8 {
+                        let mut acc = out[m][n];
+                        for k0 in (0..k).step_by(block.max(1)) {
+                            let k1 = (k0 + block.max(1)).min(k);
+                            for kk in k0..k1 {
+                                prods[kk - k0] = a[m][kk] as f64 * b[kk][n] as f64;
+                            }
+                            acc = super::tensor::fused_truncate(acc, &prods[..k1 - k0], extra);
+                        }
+                        out[m][n] = acc;
+                    }
+                }
+            }
+            // n innermost so the 8 columns vectorise; each output still sums k in order
+            for m in (0..16).filter(|_| fused.is_none()) {
                 let row = &mut out[m];
                 for kk in 0..k {
                     let av = a[m][kk];

@@ -1,0 +1,88 @@
+//! Cross-block write-write races on global memory, found cheaply after the launch.
+//!
+//! Blocks of one grid are unordered: two blocks storing to the same global byte leave a result
+//! that depends on scheduling (the emulator runs blocks in an order of its own, which would
+//! hide it). Each block records the byte ranges its plain stores wrote (merged while recording:
+//! coalesced stores become one range per row); after the launch all ranges are sorted and
+//! swept for an overlap between two different blocks. Atomics never race, and kernels with a
+//! `membar`/`fence` are skipped: they may order blocks through flags (the split-K "last block"
+//! pattern), which this check does not model. Loads are not recorded (read-write races between
+//! blocks are not checked).
+
+/// One range of global bytes written by one block, with the first store that wrote it.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    pub start: u64,
+    pub end: u64,
+    pub block: [u32; 3],
+    /// Thread (x, y, z) in its block, PTX line and .cu location of the first store.
+    pub thread: [u32; 3],
+    pub line: u32,
+    pub cu: u32,
+}
+
+/// A block's recorded stores.
+#[derive(Default)]
+pub struct BlockWrites {
+    pub ranges: Vec<Written>,
+}
+
+impl BlockWrites {
+    /// Records `[addr, addr + len)`, extending the previous range when contiguous.
+    pub fn record(&mut self, w: Written) {
+        if let Some(last) = self.ranges.last_mut() {
+            if w.start == last.end || (w.start >= last.start && w.end <= last.end) {
+                last.end = last.end.max(w.end);
+                return;
+            }
+        }
+        self.ranges.push(w);
+    }
+}
+
+/// The first pair of ranges from different blocks that overlap, if any (earlier-starting first).
+pub fn find_overlap(mut all: Vec<Written>) -> Option<(Written, Written)> {
+    all.sort_by_key(|r| (r.start, r.end));
+    // ranges still open at the sweep position; few at a time, since stores rarely overlap
+    let mut open: Vec<Written> = Vec::new();
+    for r in all {
+        open.retain(|o| o.end > r.start);
+        if let Some(o) = open.iter().find(|o| o.block != r.block) {
+            return Some((*o, r));
+        }
+        open.push(r);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(start: u64, end: u64, b: u32) -> Written {
+        Written { start, end, block: [b, 0, 0], thread: [0; 3], line: 1, cu: u32::MAX }
+    }
+
+    #[test]
+    fn disjoint_and_same_block_overlaps_are_fine() {
+        assert!(find_overlap(vec![w(0, 16, 0), w(16, 32, 1), w(8, 12, 0), w(32, 64, 2)]).is_none());
+    }
+
+    #[test]
+    fn overlap_between_blocks_is_found() {
+        let (a, b) = find_overlap(vec![w(0, 64, 0), w(100, 120, 1), w(60, 68, 2)]).unwrap();
+        assert_eq!((a.block[0], b.block[0]), (0, 2));
+    }
+
+    #[test]
+    fn recording_merges_contiguous_ranges() {
+        let mut b = BlockWrites::default();
+        for k in 0..32 {
+            b.record(w(k * 4, k * 4 + 4, 0));
+        }
+        b.record(w(8, 12, 0));
+        b.record(w(200, 204, 0));
+        assert_eq!(b.ranges.len(), 2);
+        assert_eq!((b.ranges[0].start, b.ranges[0].end), (0, 128));
+    }
+}
