@@ -22,3 +22,75 @@ pub fn module(name: &str) -> Option<&'static PtxModule> {
 pub fn module_of_kernel(kernel: &str) -> Option<&'static PtxModule> {
     MODULES.iter().find(|m| m.kernels.contains(&kernel))
 }
+
+/// Resources of one kernel for one target, from `ptxas -v`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KernelResources {
+    pub module: String,
+    pub arch: String,
+    pub kernel: String,
+    pub registers: u32,
+    pub stack_bytes: u32,
+    pub spill_store_bytes: u32,
+    pub spill_load_bytes: u32,
+    /// Static shared memory (`bytes smem`; dynamic shared memory is a launch parameter).
+    pub static_shared_bytes: u32,
+}
+
+/// Parses [`PTXAS_REPORT`] (lines `"<module> <arch>: <ptxas -v line>"`).
+pub fn parse_ptxas_report(report: &str) -> Vec<KernelResources> {
+    let mut out: Vec<KernelResources> = Vec::new();
+    for line in report.lines() {
+        let Some((head, text)) = line.split_once(": ") else { continue };
+        let Some((module, arch)) = head.split_once(' ') else { continue };
+        let text = text.trim();
+        if let Some(rest) = text.strip_prefix("ptxas info    : Compiling entry function '") {
+            let kernel = rest.split('\'').next().unwrap_or("").to_string();
+            out.push(KernelResources { module: module.into(), arch: arch.into(), kernel, ..Default::default() });
+            continue;
+        }
+        // Every other line belongs to the latest entry of the same module and arch.
+        let Some(cur) = out.last_mut().filter(|c| c.module == module && c.arch == arch) else { continue };
+        if text.contains("bytes stack frame") {
+            cur.stack_bytes = number_before(text, "bytes stack frame");
+            cur.spill_store_bytes = number_before(text, "bytes spill stores");
+            cur.spill_load_bytes = number_before(text, "bytes spill loads");
+        } else if let Some(rest) = text.split("Used ").nth(1) {
+            cur.registers = rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            cur.static_shared_bytes = number_before(text, "bytes smem");
+        }
+    }
+    out
+}
+
+/// The integer just before `label` in `text` (0 if absent).
+fn number_before(text: &str, label: &str) -> u32 {
+    text.split(label)
+        .next()
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).rfind(|w| !w.is_empty()))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// ptxas' figures for `kernel` on `arch` (`"sm_80"` or `"sm_90"`), if compiled in.
+pub fn kernel_resources(kernel: &str, arch: &str) -> Option<KernelResources> {
+    parse_ptxas_report(PTXAS_REPORT).into_iter().find(|r| r.kernel == kernel && r.arch == arch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ptxas_lines() {
+        let report = "m sm_80: ptxas info    : Compiling entry function 'k' for 'sm_80'\n\
+                      m sm_80: ptxas info    : Function properties for k\n\
+                      m sm_80:     8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads\n\
+                      m sm_80: ptxas info    : Used 25 registers, used 1 barriers, 1024 bytes smem, 432 bytes cmem[0]\n";
+        let r = parse_ptxas_report(report);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].registers, r[0].stack_bytes, r[0].spill_store_bytes, r[0].spill_load_bytes), (25, 8, 4, 12));
+        assert_eq!(r[0].kernel, "k");
+        assert_eq!(r[0].static_shared_bytes, 1024);
+    }
+}

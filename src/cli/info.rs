@@ -41,7 +41,7 @@ fn report(out: &mut String) {
         w!("  {}: {}", m.name, m.kernels.join(", "));
     }
     w!("ptxas (per kernel and target):");
-    for r in parse_ptxas_report(ptx::PTXAS_REPORT) {
+    for r in ptx::parse_ptxas_report(ptx::PTXAS_REPORT) {
         w!(
             "  {:<40} {}: {:>3} registers, {} B stack, {} B spill stores, {} B spill loads{}",
             format!("{}::{}", r.module, r.kernel),
@@ -65,68 +65,5 @@ fn report(out: &mut String) {
             }
         }
         Err(e) => w!("CUDA: none ({e})"),
-    }
-}
-
-/// Resources of one kernel for one target, from `ptxas -v`.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct KernelResources {
-    pub module: String,
-    pub arch: String,
-    pub kernel: String,
-    pub registers: u32,
-    pub stack_bytes: u32,
-    pub spill_store_bytes: u32,
-    pub spill_load_bytes: u32,
-}
-
-/// Parses `ptx::PTXAS_REPORT` (lines `"<module> <arch>: <ptxas -v line>"`).
-pub fn parse_ptxas_report(report: &str) -> Vec<KernelResources> {
-    let mut out: Vec<KernelResources> = Vec::new();
-    for line in report.lines() {
-        let Some((head, text)) = line.split_once(": ") else { continue };
-        let Some((module, arch)) = head.split_once(' ') else { continue };
-        let text = text.trim();
-        if let Some(rest) = text.strip_prefix("ptxas info    : Compiling entry function '") {
-            let kernel = rest.split('\'').next().unwrap_or("").to_string();
-            out.push(KernelResources { module: module.into(), arch: arch.into(), kernel, ..Default::default() });
-            continue;
-        }
-        // Every other line belongs to the latest entry of the same module and arch.
-        let Some(cur) = out.last_mut().filter(|c| c.module == module && c.arch == arch) else { continue };
-        if text.contains("bytes stack frame") {
-            cur.stack_bytes = number_before(text, "bytes stack frame");
-            cur.spill_store_bytes = number_before(text, "bytes spill stores");
-            cur.spill_load_bytes = number_before(text, "bytes spill loads");
-        } else if let Some(rest) = text.split("Used ").nth(1) {
-            cur.registers = rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
-        }
-    }
-    out
-}
-
-/// The integer just before `label` in `text` (0 if absent).
-fn number_before(text: &str, label: &str) -> u32 {
-    text.split(label)
-        .next()
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).rfind(|w| !w.is_empty()))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_ptxas_lines() {
-        let report = "m sm_80: ptxas info    : Compiling entry function 'k' for 'sm_80'\n\
-                      m sm_80: ptxas info    : Function properties for k\n\
-                      m sm_80:     8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads\n\
-                      m sm_80: ptxas info    : Used 25 registers, used 1 barriers, 432 bytes cmem[0]\n";
-        let r = parse_ptxas_report(report);
-        assert_eq!(r.len(), 1);
-        assert_eq!((r[0].registers, r[0].stack_bytes, r[0].spill_store_bytes, r[0].spill_load_bytes), (25, 8, 4, 12));
-        assert_eq!(r[0].kernel, "k");
     }
 }
