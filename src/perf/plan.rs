@@ -161,10 +161,12 @@ fn launch(
     }
 }
 
-/// Gather of word/position/type rows + layernorm: a block per token.
+/// Gather of word/position/type rows + layernorm: a block per token, whose 256 threads each
+/// read the token's three ids and which reads gamma and beta itself.
 fn embedding(t: usize, h: usize) -> PlannedLaunch {
     let min = 3 * 4 * t + 3 * t * h * 2 + 2 * h * 2;
-    launch("embedding_layernorm_f16", "embedding", None, linear(t, 256, (h + 32) * 4), 0, min, min, t * h * 2)
+    let load = t * (256 * 3 * 4 + 3 * h * 2 + 2 * h * 2);
+    launch("embedding_layernorm_f16", "embedding", None, linear(t, 256, (h + 32) * 4), 0, min, load, t * h * 2)
 }
 
 /// Per-token int8 quantisation of `[t, k]` (asymmetric: + zero points).
@@ -179,9 +181,11 @@ fn quantize(t: usize, k: usize, asym: bool, smooth: bool, layer: Option<usize>) 
     let threads = if warp_row { 256 } else { ((k / 8).div_ceil(4).div_ceil(32) * 32).max(32) as u32 };
     let grid = t.div_ceil(if warp_row { 16 } else { 8 });
     let min = t * k * 2 + if smooth { k * 2 } else { 0 };
+    // each row's warp (or block) reads the multipliers again
+    let load = t * k * 2 + if smooth { t * k * 2 } else { 0 };
     let store = t * k + 4 * t + if asym { 4 * t } else { 0 };
     let step = if asym { "quantize_ffn" } else if layer.is_some() { "quantize_ctx" } else { "quantize_emb" };
-    launch(name, step, layer, linear(grid, threads, 0), 0, min, min, store)
+    launch(name, step, layer, linear(grid, threads, 0), 0, min, load, store)
 }
 
 /// Layernorm of `[t, h]`, optionally also emitting int8 codes + scales (with smoothing when
@@ -199,20 +203,26 @@ fn layernorm(q8: bool, smooth: bool, t: usize, h: usize, step: &'static str, lay
     let grid = t.div_ceil(ROWS_PER_BLOCK);
     let smooth_bytes = if q8 && smooth { h * 2 } else { 0 };
     let min = t * h * 2 + 2 * h * 2 + smooth_bytes;
+    // every block stages gamma, beta (and the multipliers) in shared memory
+    let load = t * h * 2 + grid * (2 * h * 2 + smooth_bytes);
     let store = t * h * 2 + if q8 { t * h + 4 * t } else { 0 };
-    launch(name, step, layer, linear(grid, threads, params * h * 2), 0, min, min, store)
+    launch(name, step, layer, linear(grid, threads, params * h * 2), 0, min, load, store)
 }
 
 fn pool(b: usize, t: usize, h: usize) -> PlannedLaunch {
     let threads = (h / 2).clamp(32, 256).div_ceil(32) as u32 * 32;
     let min = t * h * 2 + 4 * (b + 1);
-    launch("pool_f16", "pool", None, linear(b, threads, h * 4), 0, min, min, b * h * 4)
+    // every thread reads its sequence's two offsets
+    let load = t * h * 2 + b * threads as usize * 8;
+    launch("pool_f16", "pool", None, linear(b, threads, h * 4), 0, min, load, b * h * 4)
 }
 
 fn gather(b: usize, h: usize) -> PlannedLaunch {
     let threads = (h / 8).next_multiple_of(32).min(256) as u32;
     let min = b * h * 2 + 4 * (b + 1);
-    launch("gather_first_rows_f16", "gather_cls", None, linear(b, threads, 0), 0, min, min, b * h * 2)
+    // the threads that copy a 16-byte vector read the two offsets
+    let load = b * h * 2 + b * (h / 8).min(threads as usize) * 8;
+    launch("gather_first_rows_f16", "gather_cls", None, linear(b, threads, 0), 0, min, load, b * h * 2)
 }
 
 /// FlashAttention over packed sequences: a block per (64-query tile, head, sequence).
@@ -280,7 +290,7 @@ fn gemm(p: Prec, step: &'static str, layer: Option<usize>, m: usize, n: usize, k
     // operand tiles: A once per column block, W once per row block; epilogue: each of the 8
     // thread rows of a block reads its 4 columns' parameters once, and every (row, 4 columns)
     // its row's scale/zero point and residual
-    let load = gn * m * k * e + gm * n * k * e + gm * 8 * n * col_bytes + m * (n / 4) * row_bytes * 4 + residual;
+    let load = gn * m * k * e + gm * n * k * e + gm * 8 * n * col_bytes + m * (n / 4) * row_bytes + residual;
     let flops = 2 * m * n * k;
     let tensor = 2 * gm * bm * gn * bn * k;
     let mut l = launch(&name, step, layer, ((gn as u32, gm as u32, 1), (threads, 1, 1), smem), flops as u64, min, load, m * n * 2);
