@@ -8,14 +8,34 @@ use serde_json::Value;
 
 fn fusebert(args: &[&str]) -> (i32, String, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_fusebert")).args(args).output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
 }
 
 fn bench_on_emulator(precision: &str, p: Precision) {
     let plot = std::env::temp_dir().join(format!("fusebert-bench-{}-{precision}.svg", std::process::id()));
     let (code, out, err) = fusebert(&[
-        "bench", "--device", "emu", "--config", "minilm-l6", "--precision", precision, "--batch", "1,2", "--tokens",
-        "9", "--warmup", "0", "--iters", "2", "--json", "--plot", plot.to_str().unwrap(),
+        "bench",
+        "--device",
+        "emu",
+        "--config",
+        "minilm-l6",
+        "--precision",
+        precision,
+        "--batch",
+        "1,2",
+        "--tokens",
+        "9",
+        "--warmup",
+        "0",
+        "--iters",
+        "2",
+        "--json",
+        "--plot",
+        plot.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.is_empty(), "stderr is not a terminal: no progress output expected, got {err}");
@@ -23,7 +43,9 @@ fn bench_on_emulator(precision: &str, p: Precision) {
     assert_eq!(lines.len(), 2);
     let c = synthetic::shape_config("minilm-l6").unwrap();
     for (v, b) in lines.iter().zip([1usize, 2]) {
-        for f in ["device", "precision", "batch", "tokens", "iterations", "latency_ms", "sequences_per_s", "tokens_per_s"] {
+        for f in
+            ["device", "precision", "batch", "tokens", "iterations", "latency_ms", "sequences_per_s", "tokens_per_s"]
+        {
             assert!(!v[f].is_null(), "missing {f}: {v}");
         }
         assert_eq!(v["batch"], b);
@@ -31,7 +53,12 @@ fn bench_on_emulator(precision: &str, p: Precision) {
         assert_eq!(v["iterations"], 2);
         assert_eq!(v["precision"], precision);
         let lat = &v["latency_ms"];
-        let (min, p50, p90, p99) = (lat["min"].as_f64().unwrap(), lat["p50"].as_f64().unwrap(), lat["p90"].as_f64().unwrap(), lat["p99"].as_f64().unwrap());
+        let (min, p50, p90, p99) = (
+            lat["min"].as_f64().unwrap(),
+            lat["p50"].as_f64().unwrap(),
+            lat["p90"].as_f64().unwrap(),
+            lat["p99"].as_f64().unwrap(),
+        );
         assert!(min > 0.0 && min <= p50 && p50 <= p90 && p90 <= p99, "{lat}");
         let tps = v["tokens_per_s"].as_f64().unwrap();
         assert!((tps - (9 * b) as f64 / (lat["mean"].as_f64().unwrap() / 1e3)).abs() < 1e-6 * tps);
@@ -48,14 +75,20 @@ fn bench_on_emulator(precision: &str, p: Precision) {
         assert_eq!(total as usize, plan.launches.len());
         // GEMM FLOPs: measured tensor FLOPs = the plan's executed count; useful = 2mnk closed form
         let gemm = |f: &str| -> u64 {
-            kernels.iter().filter(|k| k["name"].as_str().unwrap().starts_with("gemm")).map(|k| k[f].as_u64().unwrap()).sum()
+            kernels
+                .iter()
+                .filter(|k| k["name"].as_str().unwrap().starts_with("gemm"))
+                .map(|k| k[f].as_u64().unwrap())
+                .sum()
         };
         let planned_tensor: u64 = plan.launches.iter().filter(|l| l.gemm.is_some()).map(|l| l.tensor_flops).sum();
         assert_eq!(gemm("flops"), planned_tensor);
         let t = 9 * b;
         let closed = 2 * t * 6 * (4 * 384 * 384 + 2 * 384 * 1536) + 2 * b * 384 * 384;
         assert_eq!(gemm("useful_flops"), closed as u64);
-        assert!(kernels.iter().all(|k| k["load_bytes"].as_u64().unwrap() > 0 && k["store_bytes"].as_u64().unwrap() > 0));
+        assert!(kernels
+            .iter()
+            .all(|k| k["load_bytes"].as_u64().unwrap() > 0 && k["store_bytes"].as_u64().unwrap() > 0));
     }
     let svg = std::fs::read_to_string(&plot).unwrap();
     let _ = std::fs::remove_file(&plot);
@@ -81,7 +114,8 @@ fn bench_bad_arguments_are_errors() {
     let (code, _, err) = fusebert(&["bench", "--device", "emu", "--config", "minilm-l6", "--batch", "0"]);
     assert_eq!(code, 1);
     assert!(err.contains("positive"), "{err}");
-    let (code, _, err) = fusebert(&["bench", "--device", "emu", "--config", "minilm-l6", "--tokens", "513", "--iters", "1"]);
+    let (code, _, err) =
+        fusebert(&["bench", "--device", "emu", "--config", "minilm-l6", "--tokens", "513", "--iters", "1"]);
     assert_eq!(code, 1);
     assert!(err.contains("max_position_embeddings"), "{err}");
 }
@@ -90,8 +124,18 @@ fn bench_bad_arguments_are_errors() {
 fn roofline_json_and_plot() {
     let plot = std::env::temp_dir().join(format!("fusebert-roofline-{}.svg", std::process::id()));
     let (code, out, err) = fusebert(&[
-        "roofline", "--gpu", "a100-80gb", "--config", "bert-base", "--batch", "32", "--tokens", "128", "--json",
-        "--plot", plot.to_str().unwrap(),
+        "roofline",
+        "--gpu",
+        "a100-80gb",
+        "--config",
+        "bert-base",
+        "--batch",
+        "32",
+        "--tokens",
+        "128",
+        "--json",
+        "--plot",
+        plot.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(out.trim()).unwrap();

@@ -175,7 +175,12 @@ fn roofline_svg_is_well_formed_and_names_every_kernel() {
 fn bench_svg_is_well_formed() {
     let pts: Vec<svg::BenchPoint> = [(1, 128, 0.5), (8, 128, 1.0), (32, 128, 3.0), (1, 384, 0.9), (32, 384, 9.0)]
         .iter()
-        .map(|&(b, t, ms)| svg::BenchPoint { batch: b, tokens: t, latency_ms: ms, tokens_per_s: (b * t) as f64 / ms * 1e3 })
+        .map(|&(b, t, ms)| svg::BenchPoint {
+            batch: b,
+            tokens: t,
+            latency_ms: ms,
+            tokens_per_s: (b * t) as f64 / ms * 1e3,
+        })
         .collect();
     let s = svg::bench_svg(&pts, "test");
     check_xmlish(&s);

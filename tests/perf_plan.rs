@@ -40,14 +40,24 @@ fn check(model: &BertModel, precision: Precision, lengths: &[usize]) {
     bert.forward(&batch, ForwardOptions::default()).unwrap();
     let rec = emu.launches();
     let labels = model.weights.classifier.as_ref().map_or(0, |c| c.labels.len());
-    let plan = forward_plan(&model.config, precision, lengths, Heads { pooler: model.weights.pooler.is_some(), labels });
+    let plan =
+        forward_plan(&model.config, precision, lengths, Heads { pooler: model.weights.pooler.is_some(), labels });
     assert_eq!(rec.len(), plan.launches.len(), "launch count: emulator vs plan");
     assert_eq!(rec.len(), bert.launches_per_forward());
     let mut bad = Vec::new();
     for (i, (r, p)) in rec.iter().zip(&plan.launches).enumerate() {
         let c = &r.counters;
-        let got = (r.kernel.as_str(), r.grid, r.block, r.shared_mem_bytes, 2 * c.tensor_macs, c.global_load_bytes, c.global_store_bytes);
-        let want = (p.kernel.as_str(), p.grid, p.block, p.shared_mem_bytes, p.tensor_flops, p.load_bytes, p.store_bytes);
+        let got = (
+            r.kernel.as_str(),
+            r.grid,
+            r.block,
+            r.shared_mem_bytes,
+            2 * c.tensor_macs,
+            c.global_load_bytes,
+            c.global_store_bytes,
+        );
+        let want =
+            (p.kernel.as_str(), p.grid, p.block, p.shared_mem_bytes, p.tensor_flops, p.load_bytes, p.store_bytes);
         if got != want {
             bad.push(format!("#{i} {} {:?}:\n  emulator {got:?}\n  plan     {want:?}", p.step, p.layer));
         }
@@ -56,7 +66,8 @@ fn check(model: &BertModel, precision: Precision, lengths: &[usize]) {
     }
     assert!(bad.is_empty(), "{precision:?} {lengths:?}: {} launches differ:\n{}", bad.len(), bad.join("\n"));
     // useful FLOPs: the GEMMs' 2mnk summed equals the closed form of the pass
-    let (t, h, f, l) = (plan.tokens, model.config.hidden_size, model.config.intermediate_size, model.config.num_hidden_layers);
+    let (t, h, f, l) =
+        (plan.tokens, model.config.hidden_size, model.config.intermediate_size, model.config.num_hidden_layers);
     let b = lengths.len();
     let mut expect = 2 * t * l * (3 * h * h + h * h + 2 * h * f) + 2 * b * h * h;
     if labels > 0 {

@@ -23,7 +23,10 @@ pub fn shape_config(name: &str) -> Result<BertConfig> {
         "bert-large" => (24, 1024, 16, 4096),
         "minilm-l6" => (6, 384, 12, 1536),
         other => {
-            return Err(Error::Input(format!("unknown model shape `{other}`, expected one of {}", SHAPE_NAMES.join(", "))))
+            return Err(Error::Input(format!(
+                "unknown model shape `{other}`, expected one of {}",
+                SHAPE_NAMES.join(", ")
+            )))
         }
     };
     Ok(config(layers, hidden, heads, ffn, 30522, 512))
@@ -111,7 +114,7 @@ pub fn random_model(config: &BertConfig, seed: u64) -> BertModel {
         })
         .collect();
     let emb_ln = ln("embeddings.LayerNorm");
-    let mut r = SplitMix(seed ^ 0xE3B_ED);
+    let mut r = SplitMix(seed ^ 0x000E_3BED);
     let embeddings = EmbeddingWeights {
         word: r.tensor("embeddings.word_embeddings.weight", vec![config.vocab_size, h], 0.0, 0.1),
         position: r.tensor("embeddings.position_embeddings.weight", vec![config.max_position_embeddings, h], 0.0, 0.05),

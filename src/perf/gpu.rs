@@ -156,8 +156,6 @@ pub fn gpu(name: &str) -> Result<GpuSpec> {
                       L2 bandwidth ~4 TB/s an estimate",
             ..base
         },
-        other => {
-            return Err(Error::Input(format!("unknown GPU `{other}`, expected one of {}", GPU_NAMES.join(", "))))
-        }
+        other => return Err(Error::Input(format!("unknown GPU `{other}`, expected one of {}", GPU_NAMES.join(", ")))),
     })
 }

@@ -184,7 +184,13 @@ fn quantize(t: usize, k: usize, asym: bool, smooth: bool, layer: Option<usize>) 
     // each row's warp (or block) reads the multipliers again
     let load = t * k * 2 + if smooth { t * k * 2 } else { 0 };
     let store = t * k + 4 * t + if asym { 4 * t } else { 0 };
-    let step = if asym { "quantize_ffn" } else if layer.is_some() { "quantize_ctx" } else { "quantize_emb" };
+    let step = if asym {
+        "quantize_ffn"
+    } else if layer.is_some() {
+        "quantize_ctx"
+    } else {
+        "quantize_emb"
+    };
     launch(name, step, layer, linear(grid, threads, 0), 0, min, load, store)
 }
 
@@ -235,10 +241,15 @@ fn attention(lengths: &[usize], heads: usize, d: usize, layer: Option<usize>) ->
     let block_n = if d == 128 { 32 } else { 64 };
     let max_len = lengths.iter().copied().max().unwrap_or(0);
     let (b, h, t) = (lengths.len(), heads * d, lengths.iter().sum::<usize>());
-    let cfg = ((max_len.div_ceil(TILE_Q) as u32, heads as u32, b as u32), (128, 1, 1), ((TILE_Q + 4 * block_n) * d * 2) as u32);
+    let cfg = (
+        (max_len.div_ceil(TILE_Q) as u32, heads as u32, b as u32),
+        (128, 1, 1),
+        ((TILE_Q + 4 * block_n) * d * 2) as u32,
+    );
     let flops: usize = lengths.iter().map(|&s| 4 * heads * d * s * s).sum();
     // executed: each live block runs QK^T and PV over whole 64-row query tiles and whole key tiles
-    let tensor: usize = lengths.iter().map(|&s| s.div_ceil(TILE_Q) * heads * 4 * TILE_Q * s.next_multiple_of(block_n) * d).sum();
+    let tensor: usize =
+        lengths.iter().map(|&s| s.div_ceil(TILE_Q) * heads * 4 * TILE_Q * s.next_multiple_of(block_n) * d).sum();
     let min = t * 3 * h * 2 + 4 * (b + 1);
     let load = attention_loads(lengths, heads, d, max_len);
     let mut l = launch(name, "attention", layer, cfg, flops as u64, min, load, t * h * 2);
@@ -273,7 +284,16 @@ enum Epi {
 /// A tensor-core GEMM `[m, k] x [n, k]^T` with bias and epilogue; `asym` (int8 only): the input
 /// has per-token zero points.
 #[allow(clippy::too_many_arguments)] // one GEMM: shape, precision and epilogue
-fn gemm(p: Prec, step: &'static str, layer: Option<usize>, m: usize, n: usize, k: usize, epi: Epi, asym: bool) -> PlannedLaunch {
+fn gemm(
+    p: Prec,
+    step: &'static str,
+    layer: Option<usize>,
+    m: usize,
+    n: usize,
+    k: usize,
+    epi: Epi,
+    asym: bool,
+) -> PlannedLaunch {
     let asym = asym && p.int8;
     let tile = Tile::Auto.resolve(m, n);
     let large = tile == Tile::Large;
@@ -293,7 +313,16 @@ fn gemm(p: Prec, step: &'static str, layer: Option<usize>, m: usize, n: usize, k
     let load = gn * m * k * e + gm * n * k * e + gm * 8 * n * col_bytes + m * (n / 4) * row_bytes + residual;
     let flops = 2 * m * n * k;
     let tensor = 2 * gm * bm * gn * bn * k;
-    let mut l = launch(&name, step, layer, ((gn as u32, gm as u32, 1), (threads, 1, 1), smem), flops as u64, min, load, m * n * 2);
+    let mut l = launch(
+        &name,
+        step,
+        layer,
+        ((gn as u32, gm as u32, 1), (threads, 1, 1), smem),
+        flops as u64,
+        min,
+        load,
+        m * n * 2,
+    );
     l.tensor_flops = tensor as u64;
     l.gemm = Some((m, n, k));
     l

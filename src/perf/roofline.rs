@@ -211,7 +211,10 @@ pub fn floor_bytes(plan: &LaunchPlan, int8: bool) -> u64 {
     let weights: usize = plan
         .launches
         .iter()
-        .filter_map(|l| l.gemm.map(|(_, n, k)| if l.kernel.starts_with("gemm_int8") { n * k * e + 6 * n } else { n * k * 2 + 2 * n }))
+        .filter_map(|l| {
+            l.gemm
+                .map(|(_, n, k)| if l.kernel.starts_with("gemm_int8") { n * k * e + 6 * n } else { n * k * 2 + 2 * n })
+        })
         .sum();
     let emb = plan.launches.first().map_or(0, |l| l.min_load_bytes + l.store_bytes);
     (weights as u64) + emb

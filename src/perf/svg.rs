@@ -190,6 +190,9 @@ pub struct BenchPoint {
     pub tokens_per_s: f64,
 }
 
+/// One panel of [`bench_svg`]: label, the value plotted, left edge.
+type Panel = (&'static str, fn(&BenchPoint) -> f64, f64);
+
 /// Latency (left panel) and tokens/s (right panel) against batch size, one line per
 /// sequence length, log-log.
 pub fn bench_svg(points: &[BenchPoint], title: &str) -> String {
@@ -200,7 +203,7 @@ pub fn bench_svg(points: &[BenchPoint], title: &str) -> String {
     let mut lens: Vec<usize> = points.iter().map(|p| p.tokens).collect();
     lens.sort_unstable();
     lens.dedup();
-    let panels: [(&str, fn(&BenchPoint) -> f64, f64); 2] =
+    let panels: [Panel; 2] =
         [("latency (ms)", |p| p.latency_ms, LEFT), ("tokens / s", |p| p.tokens_per_s, LEFT + half + 40.0)];
     for (label, f, x0) in panels {
         let lo = points.iter().map(f).fold(f64::INFINITY, f64::min);
