@@ -4,14 +4,15 @@
 //!             DRAM bytes / min(DRAM bandwidth * efficiency, SM bandwidth),
 //!             L2 bytes / min(L2 bandwidth, SM bandwidth), minimum kernel time)`
 //!
-//! then launch overhead: without graphs a launch costs at least `launch_us` (the host enqueues
-//! one kernel while the previous runs, so short kernels are launch bound); with a CUDA graph,
-//! `graph_node_us` per kernel is added instead.
+//! then launch overhead: every kernel pays the GPU's dependent-launch gap `graph_node_us`;
+//! without a graph a launch also costs at least `launch_us` (the host enqueues one kernel while
+//! the previous runs, so short kernels are launch bound); a graph replay adds a fixed
+//! `GRAPH_REPLAY_US` instead.
 //!
 //! - **Wave quantisation**: blocks per SM from ptxas' register count (sm_90 for Hopper, sm_80
 //!   otherwise), the block's shared memory and threads; a grid of `B` blocks on `S` SMs of `k`
 //!   resident blocks runs `ceil(B / (S k))` waves; the compute term is stretched by
-//!   `waves / (B / (S k))`.
+//!   `ceil(B / S) * S / B` (the busiest SM's blocks; see [`waves`]).
 //! - **Small grids**: a grid of fewer blocks than SMs cannot pull the whole memory bandwidth;
 //!   its memory terms use at most `min(B, S) * sm_gbps` (64 bytes per clock per SM).
 //! - **L2 estimate** (not a simulation): every issued global load and store goes through L2
@@ -56,12 +57,16 @@ pub fn blocks_per_sm(g: &GpuSpec, threads: u32, regs_per_thread: u32, shared_byt
     g.max_blocks_per_sm.min(by_threads).min(by_regs).min(by_smem)
 }
 
-/// `(waves, wave factor)`: full waves needed for `blocks`, and how much longer than a perfectly
-/// divided grid they take (>= 1).
+/// `(waves, wave factor)`: waves of `sms * per_sm` resident blocks needed for `blocks`, and how
+/// much longer than a perfectly divided grid the work takes (>= 1). Blocks resident on one SM
+/// share its tensor cores, so the busiest SM's `ceil(blocks / sms)` blocks set the time
+/// whatever the occupancy: the factor is `ceil(B / S) * S / B`. (Occupancy buys latency
+/// hiding, which this model does not see; it sets the wave count reported.)
 pub fn waves(blocks: u64, sms: u32, per_sm: u32) -> (u64, f64) {
     let slots = (sms as u64 * per_sm.max(1) as u64).max(1);
     let w = blocks.div_ceil(slots).max(1);
-    (w, w as f64 * slots as f64 / blocks.max(1) as f64)
+    let per_sm_blocks = blocks.max(1).div_ceil(sms.max(1) as u64);
+    (w, (per_sm_blocks * sms as u64) as f64 / blocks.max(1) as f64)
 }
 
 /// DRAM bytes of a launch under the L2 estimate (see the module docs).
@@ -173,8 +178,11 @@ pub fn predict_launch(g: &GpuSpec, l: &PlannedLaunch, graphs: bool) -> LaunchPre
     let dram_us = dram as f64 / ((g.dram_gbps * g.dram_efficiency).min(active_gbps) * 1e9) * 1e6;
     let l2_us = l2 as f64 / (g.l2_gbps.min(active_gbps) * 1e9) * 1e6;
     let kernel_us = compute_us.max(dram_us).max(l2_us).max(MIN_KERNEL_US);
-    let time_us = if graphs { kernel_us + g.graph_node_us } else { kernel_us.max(g.launch_us) };
-    let bound = if time_us > kernel_us.max(compute_us).max(dram_us).max(l2_us) || kernel_us == MIN_KERNEL_US {
+    // the GPU's gap between dependent kernels (graph_node_us) is paid either way; on a stream
+    // the host must also enqueue each launch, which bounds short kernels
+    let time_us = if graphs { kernel_us + g.graph_node_us } else { (kernel_us + g.graph_node_us).max(g.launch_us) };
+    let launch_bound = !graphs && g.launch_us > kernel_us + g.graph_node_us;
+    let bound = if launch_bound || kernel_us == MIN_KERNEL_US {
         Bound::Latency
     } else if compute_us >= dram_us.max(l2_us) {
         Bound::Compute
