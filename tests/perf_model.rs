@@ -38,9 +38,9 @@ fn occupancy_from_registers_shared_memory_and_threads() {
 
 #[test]
 fn l2_estimate_serves_rereads_when_the_working_set_fits() {
-    assert_eq!(dram_bytes(1000, 5000, 4096), 1000);
-    // working set 100 B, L2 50 B: half the 200 re-read bytes miss
-    assert_eq!(dram_bytes(100, 300, 50), 200);
+    assert_eq!(dram_bytes(1000, 5000, 4096, 4096), 1000);
+    // reused set 100 B, L2 50 B: half the 200 re-read bytes miss
+    assert_eq!(dram_bytes(100, 300, 100, 50), 200);
 }
 
 fn launch(flops: u64, bytes: u64, blocks: u32) -> PlannedLaunch {
@@ -57,6 +57,8 @@ fn launch(flops: u64, bytes: u64, blocks: u32) -> PlannedLaunch {
         min_load_bytes: bytes,
         load_bytes: bytes,
         store_bytes: 0,
+        reuse_bytes: bytes,
+        reuse_bytes_per_block: 0,
     }
 }
 

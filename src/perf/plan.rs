@@ -45,6 +45,13 @@ pub struct PlannedLaunch {
     pub load_bytes: u64,
     /// Bytes stored (each output once: the kernels store nothing twice).
     pub store_bytes: u64,
+    /// Bytes that must stay in L2 for the re-reads (`load_bytes - min_load_bytes`) to hit,
+    /// whatever the grid: a GEMM's weight matrix (blocks sweep N fastest, so a weight tile is
+    /// next read one row block later); 0 elsewhere (per-block parameters are tiny).
+    pub reuse_bytes: u64,
+    /// Re-read bytes each resident block adds: a GEMM block's share of its A row strip
+    /// (`bm k / grid_n`), an attention block's share of its sequence's K/V.
+    pub reuse_bytes_per_block: u64,
 }
 
 impl PlannedLaunch {
@@ -158,6 +165,8 @@ fn launch(
         min_load_bytes: min_load as u64,
         load_bytes: load as u64,
         store_bytes: store as u64,
+        reuse_bytes: 0,
+        reuse_bytes_per_block: 0,
     }
 }
 
@@ -254,6 +263,8 @@ fn attention(lengths: &[usize], heads: usize, d: usize, layer: Option<usize>) ->
     let load = attention_loads(lengths, heads, d, max_len);
     let mut l = launch(name, "attention", layer, cfg, flops as u64, min, load, t * h * 2);
     l.tensor_flops = tensor as u64;
+    // a query tile's share of its (sequence, head)'s K and V
+    l.reuse_bytes_per_block = (2 * TILE_Q * d * 2) as u64;
     l
 }
 
@@ -325,5 +336,7 @@ fn gemm(
     );
     l.tensor_flops = tensor as u64;
     l.gemm = Some((m, n, k));
+    l.reuse_bytes = (n * k * e + n * col_bytes) as u64;
+    l.reuse_bytes_per_block = (bm * k * e).div_ceil(gn) as u64;
     l
 }

@@ -17,7 +17,8 @@
 //!   its memory terms use at most `min(B, S) * sm_gbps` (64 bytes per clock per SM).
 //! - **L2 estimate** (not a simulation): every issued global load and store goes through L2
 //!   (the plan's load bytes, tile re-reads included); DRAM sees each byte once (the plan's
-//!   minimum) when the launch's working set fits in L2, and the re-reads in proportion to the
+//!   minimum) when the set of bytes that are re-read while one wave runs (a GEMM's weights
+//!   and the activation rows of its resident blocks, attention's K/V) fits in L2, and the re-reads in proportion to the
 //!   part that does not fit otherwise. Reuse *between* launches (an activation still in L2
 //!   when the next kernel reads it, MiniLM's weights staying resident across passes) is not
 //!   counted, so DRAM time is an upper estimate.
@@ -69,13 +70,14 @@ pub fn waves(blocks: u64, sms: u32, per_sm: u32) -> (u64, f64) {
     (w, (per_sm_blocks * sms as u64) as f64 / blocks.max(1) as f64)
 }
 
-/// DRAM bytes of a launch under the L2 estimate (see the module docs).
-pub fn dram_bytes(min_bytes: u64, issued_bytes: u64, l2_bytes: u64) -> u64 {
+/// DRAM bytes of a launch under the L2 estimate (see the module docs): the compulsory bytes,
+/// plus the re-reads in the proportion of the reused set that does not fit in L2.
+pub fn dram_bytes(min_bytes: u64, issued_bytes: u64, reuse_bytes: u64, l2_bytes: u64) -> u64 {
     let rereads = issued_bytes.saturating_sub(min_bytes);
-    if min_bytes <= l2_bytes {
+    if reuse_bytes <= l2_bytes {
         return min_bytes;
     }
-    let spill = 1.0 - l2_bytes as f64 / min_bytes as f64;
+    let spill = 1.0 - l2_bytes as f64 / reuse_bytes as f64;
     min_bytes + (rereads as f64 * spill) as u64
 }
 
@@ -172,7 +174,9 @@ pub fn predict_launch(g: &GpuSpec, l: &PlannedLaunch, graphs: bool) -> LaunchPre
     let (w, factor) = waves(blocks, g.sms, per_sm);
     // a grid smaller than the GPU pulls at most its SMs' own bandwidth
     let active_gbps = blocks.min(g.sms as u64) as f64 * g.sm_gbps;
-    let dram = dram_bytes(l.min_bytes(), l.load_bytes + l.store_bytes, g.l2_bytes);
+    let resident = blocks.min(g.sms as u64 * per_sm as u64);
+    let reuse = l.reuse_bytes + resident * l.reuse_bytes_per_block;
+    let dram = dram_bytes(l.min_bytes(), l.load_bytes + l.store_bytes, reuse, g.l2_bytes);
     let l2 = l.load_bytes + l.store_bytes;
     let compute_us = l.tensor_flops as f64 / (peak(g, int8) * g.mma_sync_fraction) * factor * 1e6;
     let dram_us = dram as f64 / ((g.dram_gbps * g.dram_efficiency).min(active_gbps) * 1e9) * 1e6;
