@@ -1,7 +1,7 @@
 //! The roofline model's arithmetic on hand-computed cases: occupancy, wave quantisation, the L2
 //! estimate, bound classification, floor_ms; its answer for BERT-base 32x128; the SVG plot.
 use fusebert::model::{synthetic, Precision};
-use fusebert::perf::gpu::{gpu, GPU_NAMES};
+use fusebert::perf::gpu::{gpu, gpu_for_device_name, GPU_NAMES};
 use fusebert::perf::roofline::{blocks_per_sm, dram_bytes, predict_launch, waves, Bound, MIN_KERNEL_US};
 use fusebert::perf::{forward_plan, predict, svg, Heads, PlannedLaunch};
 
@@ -127,6 +127,17 @@ fn every_gpu_is_known_and_unknown_names_are_typed_errors() {
         let g = gpu(n).unwrap();
         assert!(g.sms > 0 && g.peak_tflops_f16 > 0.0 && g.peak_tops_int8 >= g.peak_tflops_f16 && g.dram_gbps > 0.0);
         assert!(!g.sources.is_empty());
+    }
+    for (device, name) in [
+        ("NVIDIA H100 80GB HBM3", Some("h100-sxm")),
+        ("NVIDIA H200", Some("h200")),
+        ("NVIDIA A100-SXM4-80GB", Some("a100-80gb")),
+        ("NVIDIA L40S", Some("l40s")),
+        ("NVIDIA H100 PCIe", None),
+        ("NVIDIA A100-SXM4-40GB", None),
+        ("PTX emulator", None),
+    ] {
+        assert_eq!(gpu_for_device_name(device).map(|g| g.name), name, "{device}");
     }
     let e = gpu("v100").unwrap_err().to_string();
     assert!(e.contains("v100") && e.contains("h100-sxm"), "{e}");

@@ -91,6 +91,10 @@ struct BenchLine {
     /// Useful FLOPs and global bytes of the pass over the mean latency.
     achieved_tflops: f64,
     achieved_gbps: f64,
+    /// On a known GPU (`fusebert::perf::gpu`): achieved over the dense tensor peak of the
+    /// precision, and over the DRAM bandwidth, in %; null elsewhere (the emulator included).
+    percent_of_peak_flops: Option<f64>,
+    percent_of_dram_bandwidth: Option<f64>,
 }
 
 /// Percentile `q` (0..=1) of sorted `v`, nearest rank.
@@ -250,6 +254,9 @@ fn bench_line(
     }
     let secs = lat.mean / 1e3;
     let bytes: u64 = kernels.iter().map(|k| k.load_bytes + k.store_bytes).sum();
+    let (tflops, gbps) = (plan.flops() as f64 / secs / 1e12, bytes as f64 / secs / 1e9);
+    let spec = if dev.is_emulator() { None } else { perf::gpu::gpu_for_device_name(&dev.name()) };
+    let peak = |g: &perf::GpuSpec| if precision == Precision::Int8 { g.peak_tops_int8 } else { g.peak_tflops_f16 };
     BenchLine {
         device: dev.name(),
         model: name.into(),
@@ -261,8 +268,10 @@ fn bench_line(
         sequences_per_s: b as f64 / secs,
         tokens_per_s: (b * t) as f64 / secs,
         counts,
-        achieved_tflops: plan.flops() as f64 / secs / 1e12,
-        achieved_gbps: bytes as f64 / secs / 1e9,
+        achieved_tflops: tflops,
+        achieved_gbps: gbps,
+        percent_of_peak_flops: spec.as_ref().map(|g| 100.0 * tflops / peak(g)),
+        percent_of_dram_bandwidth: spec.as_ref().map(|g| 100.0 * gbps / g.dram_gbps),
         kernels,
     }
 }

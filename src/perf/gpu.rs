@@ -56,6 +56,24 @@ const GRAPH_NODE_US: f64 = 0.6;
 /// The GPUs `roofline --gpu` knows.
 pub const GPU_NAMES: [&str; 4] = ["a100-80gb", "h100-sxm", "h200", "l40s"];
 
+/// The spec matching a CUDA device name such as "NVIDIA H100 80GB HBM3", if it is one of ours
+/// (H100 PCIe and other variants are not: their clocks and bandwidths differ).
+pub fn gpu_for_device_name(device: &str) -> Option<GpuSpec> {
+    let d = device.to_ascii_uppercase();
+    let name = if d.contains("H200") {
+        "h200"
+    } else if d.contains("H100") && (d.contains("SXM") || d.contains("HBM3")) {
+        "h100-sxm"
+    } else if d.contains("A100") && d.contains("80GB") {
+        "a100-80gb"
+    } else if d.contains("L40S") {
+        "l40s"
+    } else {
+        return None;
+    };
+    gpu(name).ok()
+}
+
 /// The spec of `name` (one of [`GPU_NAMES`]).
 pub fn gpu(name: &str) -> Result<GpuSpec> {
     let base = GpuSpec {
