@@ -10,6 +10,7 @@ pub mod error;
 pub mod kernels;
 pub mod model;
 pub mod numerics;
+pub mod perf;
 pub mod ptx;
 pub mod tokenize;
 

@@ -51,9 +51,11 @@ pub struct KernelResources {
     pub stack_bytes: u32,
     pub spill_store_bytes: u32,
     pub spill_load_bytes: u32,
+    /// Static shared memory (`bytes smem`; dynamic shared memory is a launch parameter).
+    pub static_shared_bytes: u32,
 }
 
-/// Parses `ptx::PTXAS_REPORT` (lines `"<module> <arch>: <ptxas -v line>"`).
+/// Parses [`PTXAS_REPORT`] (lines `"<module> <arch>: <ptxas -v line>"`).
 pub fn parse_ptxas_report(report: &str) -> Vec<KernelResources> {
     let mut out: Vec<KernelResources> = Vec::new();
     for line in report.lines() {
@@ -73,6 +75,7 @@ pub fn parse_ptxas_report(report: &str) -> Vec<KernelResources> {
             cur.spill_load_bytes = number_before(text, "bytes spill loads");
         } else if let Some(rest) = text.split("Used ").nth(1) {
             cur.registers = rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            cur.static_shared_bytes = number_before(text, "bytes smem");
         }
     }
     out
@@ -98,6 +101,11 @@ pub fn kernel_registers(module: &str, kernel: &str, target: &str) -> Option<u32>
         .map(|r| r.registers)
 }
 
+/// ptxas' figures for `kernel` on `arch` (`"sm_80"` or `"sm_90"`), if compiled in.
+pub fn kernel_resources(kernel: &str, arch: &str) -> Option<KernelResources> {
+    parse_ptxas_report(PTXAS_REPORT).into_iter().find(|r| r.kernel == kernel && r.arch == arch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,10 +115,11 @@ mod tests {
         let report = "m sm_80: ptxas info    : Compiling entry function 'k' for 'sm_80'\n\
                       m sm_80: ptxas info    : Function properties for k\n\
                       m sm_80:     8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads\n\
-                      m sm_80: ptxas info    : Used 25 registers, used 1 barriers, 432 bytes cmem[0]\n";
+                      m sm_80: ptxas info    : Used 25 registers, used 1 barriers, 1024 bytes smem, 432 bytes cmem[0]\n";
         let r = parse_ptxas_report(report);
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].registers, r[0].stack_bytes, r[0].spill_store_bytes, r[0].spill_load_bytes), (25, 8, 4, 12));
         assert_eq!(r[0].kernel, "k");
+        assert_eq!(r[0].static_shared_bytes, 1024);
     }
 }

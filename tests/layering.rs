@@ -52,7 +52,7 @@ fn kernels_and_device_know_no_model() {
 fn library_never_imports_the_cli() {
     let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
     assert!(!lib.lines().any(|l| l.trim_start().starts_with("pub mod cli") || l.trim_start().starts_with("mod cli")));
-    for layer in ["emu", "device", "kernels", "model", "numerics"] {
+    for layer in ["emu", "device", "kernels", "model", "numerics", "perf"] {
         let found = crossings(layer, &["cli"]);
         assert!(found.is_empty(), "src/{layer} imports the CLI:\n{}", found.join("\n"));
     }

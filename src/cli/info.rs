@@ -1,7 +1,6 @@
 //! `fusebert info`: the embedded kernels, their ptxas resource usage, and CUDA devices.
 use clap::Args;
 
-use fusebert::ptx::parse_ptxas_report;
 use fusebert::{ptx, Device, Error, Result};
 
 #[derive(Debug, Args)]
@@ -42,7 +41,7 @@ fn report(out: &mut String) {
         w!("  {}: {}", m.name, m.kernels.join(", "));
     }
     w!("ptxas (per kernel and target):");
-    for r in parse_ptxas_report(ptx::PTXAS_REPORT) {
+    for r in ptx::parse_ptxas_report(ptx::PTXAS_REPORT) {
         w!(
             "  {:<40} {}: {:>3} registers, {} B stack, {} B spill stores, {} B spill loads{}",
             format!("{}::{}", r.module, r.kernel),

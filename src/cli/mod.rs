@@ -15,6 +15,7 @@ mod info;
 mod input;
 mod kernels;
 mod stream;
+mod roofline;
 mod verify;
 
 /// BERT-family encoder inference on hand-written CUDA kernels, with a PTX emulator.
@@ -35,8 +36,10 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Device forward pass vs the f32 CPU reference, per layer; non-zero exit past tolerance.
     Verify(verify::VerifyArgs),
-    /// Time the device forward pass (CUDA: wall-clock latency and throughput).
+    /// Time the device forward pass over a matrix of shapes, with per-kernel counts.
     Bench(bench::BenchArgs),
+    /// Predicted time of one forward pass on a named GPU (roofline model), per kernel.
+    Roofline(roofline::RooflineArgs),
     /// Kernel reports on the emulator.
     Kernels(kernels::KernelsArgs),
     /// The PTX emulator as a tool: run any kernel of any PTX file.
@@ -67,6 +70,7 @@ fn dispatch(cmd: Command) -> fusebert::Result<i32> {
         Command::Info(a) => info::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Bench(a) => bench::run(a).map(|()| 0),
+        Command::Roofline(a) => roofline::run(a).map(|()| 0),
         Command::Kernels(a) => kernels::run(a).map(|()| 0),
         Command::Emu(a) => emu::run(a).map(|()| 0),
     }

@@ -11,6 +11,7 @@ pub mod compare;
 pub mod config;
 pub mod quant;
 pub mod reference;
+pub mod synthetic;
 pub mod weights;
 
 pub use config::{BertConfig, HiddenAct};

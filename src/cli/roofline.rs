@@ -1,0 +1,124 @@
+//! `fusebert roofline`: predicted time of one forward pass on a named GPU, per kernel, from the
+//! analytic launch plan (no GPU, no emulator run: see `fusebert::perf`).
+use std::path::PathBuf;
+
+use clap::Args;
+
+use fusebert::model::{synthetic, BertConfig};
+use fusebert::perf::{self, gpu, Heads};
+use fusebert::{Error, Result};
+
+use super::forward::PrecisionArg;
+
+#[derive(Debug, Args)]
+pub struct RooflineArgs {
+    /// GPU: a100-80gb, h100-sxm, h200, l40s.
+    #[arg(long, default_value = "h100-sxm")]
+    pub gpu: String,
+    /// Built-in model shape: bert-base, bert-large, minilm-l6 (default bert-base).
+    #[arg(long, value_name = "NAME", conflicts_with = "model")]
+    pub config: Option<String>,
+    /// A model folder (only its config.json is read; a pooler and no classifier are assumed).
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    pub tokens: usize,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F16)]
+    pub precision: PrecisionArg,
+    /// Replay the pass as a CUDA graph (per-node cost instead of per-launch overhead).
+    #[arg(long)]
+    pub graphs: bool,
+    /// One JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write an SVG roofline plot here.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+/// The config of `--config` or `--model` (default: bert-base), and its display name.
+pub fn config_of(config: Option<&str>, model: Option<&PathBuf>) -> Result<(BertConfig, String)> {
+    match (config, model) {
+        (_, Some(dir)) => Ok((BertConfig::from_file(&dir.join("config.json"))?, dir.display().to_string())),
+        (name, None) => {
+            let name = name.unwrap_or("bert-base");
+            Ok((synthetic::shape_config(name)?, name.to_string()))
+        }
+    }
+}
+
+pub fn run(a: RooflineArgs) -> Result<()> {
+    if a.batch == 0 || a.tokens == 0 {
+        return Err(Error::Input("--batch and --tokens must be positive".into()));
+    }
+    let g = gpu::gpu(&a.gpu)?;
+    let (c, name) = config_of(a.config.as_deref(), a.model.as_ref())?;
+    if a.tokens > c.max_position_embeddings {
+        return Err(Error::Input(format!(
+            "--tokens {} exceeds the model's max_position_embeddings {}",
+            a.tokens, c.max_position_embeddings
+        )));
+    }
+    let lengths = vec![a.tokens; a.batch];
+    let plan = perf::forward_plan(&c, a.precision.into(), &lengths, Heads { pooler: true, labels: 0 });
+    let p = perf::predict(&g, &plan, a.precision.into(), a.graphs);
+    if let Some(path) = &a.plot {
+        let title = format!("{name} {}x{} {} on {} (predicted)", a.batch, a.tokens, p.precision, g.name);
+        std::fs::write(path, perf::svg::roofline_svg(&p, &title)).map_err(|e| Error::io(path, e))?;
+    }
+    if a.json {
+        let mut v = serde_json::to_value(&p).map_err(|e| Error::Other(e.to_string()))?;
+        v["model"] = name.into();
+        v["batch"] = a.batch.into();
+        v["tokens_per_sequence"] = a.tokens.into();
+        println!("{v}");
+    } else {
+        print!("{}", table(&p, &name, a.batch, a.tokens));
+    }
+    Ok(())
+}
+
+fn table(p: &perf::Prediction, name: &str, batch: usize, tokens: usize) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{name} {batch}x{tokens} {} on {} (PREDICTED by the roofline model, not measured){}",
+        p.precision,
+        p.gpu.name,
+        if p.graphs { ", CUDA graph" } else { "" }
+    );
+    let _ = writeln!(
+        s,
+        "{:<26} {:<13} {:>4} {:>10} {:>9} {:>9} {:>9} {:>8} {:>7}",
+        "kernel", "step", "n", "GFLOP", "DRAM MB", "time us", "TFLOP/s", "bound", "of roof"
+    );
+    for k in &p.kernels {
+        let _ = writeln!(
+            s,
+            "{:<26} {:<13} {:>4} {:>10.2} {:>9.2} {:>9.1} {:>9.1} {:>8} {:>6.0}%",
+            k.name,
+            k.step,
+            k.launches,
+            k.flops as f64 / 1e9,
+            k.dram_bytes as f64 / 1e6,
+            k.time_us,
+            k.tflops,
+            format!("{:?}", k.bound).to_lowercase(),
+            k.fraction_of_roof * 100.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "total {:.3} ms; floor {:.3} ms (FLOPs at dense peak {:.3} ms, weights+I/O at DRAM bandwidth {:.3} ms); {} launches",
+        p.total_ms,
+        p.floor_ms,
+        p.flop_floor_ms,
+        p.byte_floor_ms,
+        p.launches.len()
+    );
+    s
+}

@@ -1,0 +1,342 @@
+//! The forward pass's launch plan, computed from the config and the sequence lengths alone:
+//! every launch `DeviceBert::forward` makes, in order, with its grid, block and shared memory
+//! (the launch wrappers' rules, restated), its useful FLOPs, the tensor-core FLOPs it executes
+//! (tiles padded past the matrix edges included), the bytes it must move at least, and the
+//! global loads it issues (tile re-reads included). No weights, no device: BERT-large at
+//! 32x384 plans in microseconds. `tests/perf_plan.rs` checks every field against the
+//! emulator's counters on small shapes, launch by launch.
+use serde::Serialize;
+
+use crate::kernels::{attention::TILE_Q, gemm_int8::Tile, layernorm::ROWS_PER_BLOCK};
+use crate::model::{BertConfig, Precision};
+
+/// What the forward pass runs besides the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heads {
+    /// The model has a pooler (gather `[CLS]` rows + GEMM with tanh).
+    pub pooler: bool,
+    /// Classifier labels (0: none); padded to 16 on the device.
+    pub labels: usize,
+}
+
+/// One planned kernel launch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedLaunch {
+    pub kernel: String,
+    /// What it computes, e.g. `"qkv"`, `"attention"`, `"ln1"`.
+    pub step: &'static str,
+    /// Encoder layer, or `None` for the embeddings and the heads.
+    pub layer: Option<usize>,
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+    /// Dynamic shared memory per block.
+    pub shared_mem_bytes: u32,
+    /// `(m, n, k)` of a GEMM.
+    pub gemm: Option<(usize, usize, usize)>,
+    /// Useful FLOPs of the matrix products (2 per multiply-add): `2 m n k` for a GEMM,
+    /// `4 heads d sum(len^2)` for attention; elementwise work is not counted.
+    pub flops: u64,
+    /// Tensor-core FLOPs executed: the matrix products over whole tiles (the emulator's
+    /// `2 * tensor_macs`).
+    pub tensor_flops: u64,
+    /// Least bytes loaded: each weight and input activation once.
+    pub min_load_bytes: u64,
+    /// Global loads issued by the kernel (what the emulator counts), tile re-reads included.
+    pub load_bytes: u64,
+    /// Bytes stored (each output once: the kernels store nothing twice).
+    pub store_bytes: u64,
+    /// Bytes that must stay in L2 for the re-reads (`load_bytes - min_load_bytes`) to hit,
+    /// whatever the grid: a GEMM's weight matrix (blocks sweep N fastest, so a weight tile is
+    /// next read one row block later); 0 elsewhere (per-block parameters are tiny).
+    pub reuse_bytes: u64,
+    /// Re-read bytes each resident block adds: a GEMM block's share of its A row strip
+    /// (`bm k / grid_n`), an attention block's share of its sequence's K/V.
+    pub reuse_bytes_per_block: u64,
+}
+
+impl PlannedLaunch {
+    pub fn blocks(&self) -> u64 {
+        self.grid.0 as u64 * self.grid.1 as u64 * self.grid.2 as u64
+    }
+    pub fn threads_per_block(&self) -> u32 {
+        self.block.0 * self.block.1 * self.block.2
+    }
+    /// Bytes of the working set this launch touches once (inputs and outputs).
+    pub fn min_bytes(&self) -> u64 {
+        self.min_load_bytes + self.store_bytes
+    }
+}
+
+/// The launch plan of one forward pass.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LaunchPlan {
+    pub launches: Vec<PlannedLaunch>,
+    pub tokens: usize,
+    pub sequences: usize,
+}
+
+impl LaunchPlan {
+    pub fn flops(&self) -> u64 {
+        self.launches.iter().map(|l| l.flops).sum()
+    }
+    /// FLOPs of the GEMM launches only.
+    pub fn gemm_flops(&self) -> u64 {
+        self.launches.iter().filter(|l| l.gemm.is_some()).map(|l| l.flops).sum()
+    }
+    pub fn min_bytes(&self) -> u64 {
+        self.launches.iter().map(|l| l.min_bytes()).sum()
+    }
+}
+
+/// Element sizes and flags of the precision.
+#[derive(Clone, Copy)]
+struct Prec {
+    int8: bool,
+}
+
+/// Builds the plan of `DeviceBert::forward` over sequences of `lengths` tokens. Mirrors
+/// `model::bert` step by step; the calibrated int8 path (what the CLI builds) is assumed, with
+/// SmoothQuant multipliers on the QKV and FFN1 inputs.
+pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], heads: Heads) -> LaunchPlan {
+    let p = Prec { int8: precision == Precision::Int8 };
+    let t: usize = lengths.iter().sum();
+    let b = lengths.len();
+    let (h, f) = (c.hidden_size, c.intermediate_size);
+    let mut v = Vec::new();
+    v.push(embedding(t, h));
+    if p.int8 {
+        v.push(quantize(t, h, false, true, None));
+    }
+    let layers = c.num_hidden_layers;
+    for l in 0..layers {
+        let li = Some(l);
+        v.push(gemm(p, "qkv", li, t, 3 * h, h, Epi::None, false));
+        v.push(attention(lengths, c.num_attention_heads, c.head_dim(), li));
+        if p.int8 {
+            v.push(quantize(t, h, false, false, li));
+        }
+        v.push(gemm(p, "attn_out", li, t, h, h, Epi::Residual, false));
+        v.push(layernorm(p.int8, true, t, h, "ln1", li));
+        v.push(gemm(p, "ffn1", li, t, f, h, Epi::Gelu, false));
+        if p.int8 {
+            v.push(quantize(t, f, true, false, li));
+        }
+        v.push(gemm(p, "ffn2", li, t, h, f, Epi::Residual, true));
+        let last = l + 1 == layers;
+        v.push(layernorm(p.int8 && !last, !last, t, h, "ln2", li));
+    }
+    v.push(pool(b, t, h));
+    if heads.pooler {
+        v.push(gather(b, h));
+        let fp16 = Prec { int8: false };
+        v.push(gemm(fp16, "pooler", None, b, h, h, Epi::Tanh, false));
+        if heads.labels > 0 {
+            v.push(gemm(fp16, "classifier", None, b, heads.labels.next_multiple_of(16), h, Epi::None, false));
+        }
+    }
+    LaunchPlan { launches: v, tokens: t, sequences: b }
+}
+
+fn linear(grid: usize, threads: u32, shared: usize) -> ((u32, u32, u32), (u32, u32, u32), u32) {
+    ((grid as u32, 1, 1), (threads, 1, 1), shared as u32)
+}
+
+#[allow(clippy::too_many_arguments)] // one record: every field of a launch
+fn launch(
+    kernel: &str,
+    step: &'static str,
+    layer: Option<usize>,
+    cfg: ((u32, u32, u32), (u32, u32, u32), u32),
+    flops: u64,
+    min_load: usize,
+    load: usize,
+    store: usize,
+) -> PlannedLaunch {
+    PlannedLaunch {
+        kernel: kernel.into(),
+        step,
+        layer,
+        grid: cfg.0,
+        block: cfg.1,
+        shared_mem_bytes: cfg.2,
+        gemm: None,
+        flops,
+        tensor_flops: 0,
+        min_load_bytes: min_load as u64,
+        load_bytes: load as u64,
+        store_bytes: store as u64,
+        reuse_bytes: 0,
+        reuse_bytes_per_block: 0,
+    }
+}
+
+/// Gather of word/position/type rows + layernorm: a block per token, whose 256 threads each
+/// read the token's three ids and which reads gamma and beta itself.
+fn embedding(t: usize, h: usize) -> PlannedLaunch {
+    let min = 3 * 4 * t + 3 * t * h * 2 + 2 * h * 2;
+    let load = t * (256 * 3 * 4 + 3 * h * 2 + 2 * h * 2);
+    launch("embedding_layernorm_f16", "embedding", None, linear(t, 256, (h + 32) * 4), 0, min, load, t * h * 2)
+}
+
+/// Per-token int8 quantisation of `[t, k]` (asymmetric: + zero points).
+fn quantize(t: usize, k: usize, asym: bool, smooth: bool, layer: Option<usize>) -> PlannedLaunch {
+    let warp_row = k <= 1024;
+    let name = match (asym, warp_row) {
+        (false, true) => "quantize_i8_f16",
+        (false, false) => "quantize_i8_f16_wide",
+        (true, true) => "quantize_i8_asym_f16",
+        (true, false) => "quantize_i8_asym_f16_wide",
+    };
+    let threads = if warp_row { 256 } else { ((k / 8).div_ceil(4).div_ceil(32) * 32).max(32) as u32 };
+    let grid = t.div_ceil(if warp_row { 16 } else { 8 });
+    let min = t * k * 2 + if smooth { k * 2 } else { 0 };
+    // each row's warp (or block) reads the multipliers again
+    let load = t * k * 2 + if smooth { t * k * 2 } else { 0 };
+    let store = t * k + 4 * t + if asym { 4 * t } else { 0 };
+    let step = if asym {
+        "quantize_ffn"
+    } else if layer.is_some() {
+        "quantize_ctx"
+    } else {
+        "quantize_emb"
+    };
+    launch(name, step, layer, linear(grid, threads, 0), 0, min, load, store)
+}
+
+/// Layernorm of `[t, h]`, optionally also emitting int8 codes + scales (with smoothing when
+/// `smooth`: the next GEMM's multipliers).
+fn layernorm(q8: bool, smooth: bool, t: usize, h: usize, step: &'static str, layer: Option<usize>) -> PlannedLaunch {
+    let warp_row = h <= 1024;
+    let name = match (q8, warp_row) {
+        (false, true) => "layernorm_f16",
+        (true, true) => "layernorm_f16_q8",
+        (false, false) => "layernorm_f16_wide",
+        (true, false) => "layernorm_f16_q8_wide",
+    };
+    let threads = if warp_row { 256 } else { ((h / 8).div_ceil(4).div_ceil(32) * 32).max(32) as u32 };
+    let params = if q8 { 4 } else { 3 };
+    let grid = t.div_ceil(ROWS_PER_BLOCK);
+    let smooth_bytes = if q8 && smooth { h * 2 } else { 0 };
+    let min = t * h * 2 + 2 * h * 2 + smooth_bytes;
+    // every block stages gamma, beta (and the multipliers) in shared memory
+    let load = t * h * 2 + grid * (2 * h * 2 + smooth_bytes);
+    let store = t * h * 2 + if q8 { t * h + 4 * t } else { 0 };
+    launch(name, step, layer, linear(grid, threads, params * h * 2), 0, min, load, store)
+}
+
+fn pool(b: usize, t: usize, h: usize) -> PlannedLaunch {
+    let threads = (h / 2).clamp(32, 256).div_ceil(32) as u32 * 32;
+    let min = t * h * 2 + 4 * (b + 1);
+    // every thread reads its sequence's two offsets
+    let load = t * h * 2 + b * threads as usize * 8;
+    launch("pool_f16", "pool", None, linear(b, threads, h * 4), 0, min, load, b * h * 4)
+}
+
+fn gather(b: usize, h: usize) -> PlannedLaunch {
+    let threads = (h / 8).next_multiple_of(32).min(256) as u32;
+    let min = b * h * 2 + 4 * (b + 1);
+    // the threads that copy a 16-byte vector read the two offsets
+    let load = b * h * 2 + b * (h / 8).min(threads as usize) * 8;
+    launch("gather_first_rows_f16", "gather_cls", None, linear(b, threads, 0), 0, min, load, b * h * 2)
+}
+
+/// FlashAttention over packed sequences: a block per (64-query tile, head, sequence).
+fn attention(lengths: &[usize], heads: usize, d: usize, layer: Option<usize>) -> PlannedLaunch {
+    let name = match d {
+        32 => "attention_f16_d32",
+        64 => "attention_f16_d64",
+        _ => "attention_f16_d128",
+    };
+    let block_n = if d == 128 { 32 } else { 64 };
+    let max_len = lengths.iter().copied().max().unwrap_or(0);
+    let (b, h, t) = (lengths.len(), heads * d, lengths.iter().sum::<usize>());
+    let cfg = (
+        (max_len.div_ceil(TILE_Q) as u32, heads as u32, b as u32),
+        (128, 1, 1),
+        ((TILE_Q + 4 * block_n) * d * 2) as u32,
+    );
+    let flops: usize = lengths.iter().map(|&s| 4 * heads * d * s * s).sum();
+    // executed: each live block runs QK^T and PV over whole 64-row query tiles and whole key tiles
+    let tensor: usize =
+        lengths.iter().map(|&s| s.div_ceil(TILE_Q) * heads * 4 * TILE_Q * s.next_multiple_of(block_n) * d).sum();
+    let min = t * 3 * h * 2 + 4 * (b + 1);
+    let load = attention_loads(lengths, heads, d, max_len);
+    let mut l = launch(name, "attention", layer, cfg, flops as u64, min, load, t * h * 2);
+    l.tensor_flops = tensor as u64;
+    // a query tile's share of its (sequence, head)'s K and V
+    l.reuse_bytes_per_block = (2 * TILE_Q * d * 2) as u64;
+    l
+}
+
+/// Global loads of the attention kernel: every thread of every block reads its sequence's two
+/// `cu_seqlens` entries; a live block loads its query rows once and all of its sequence's K and
+/// V rows (one 16-byte chunk per 8 elements; rows past the end are zero-filled, not loaded).
+fn attention_loads(lengths: &[usize], heads: usize, d: usize, max_len: usize) -> usize {
+    let blocks = max_len.div_ceil(TILE_Q) * heads * lengths.len();
+    let per_block_cu = 128 * 8;
+    let rows: usize = lengths
+        .iter()
+        .map(|&s| {
+            let tiles = s.div_ceil(TILE_Q);
+            heads * (s + tiles * 2 * s)
+        })
+        .sum();
+    blocks * per_block_cu + rows * d * 2
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Epi {
+    None,
+    Gelu,
+    Tanh,
+    Residual,
+}
+
+/// A tensor-core GEMM `[m, k] x [n, k]^T` with bias and epilogue; `asym` (int8 only): the input
+/// has per-token zero points.
+#[allow(clippy::too_many_arguments)] // one GEMM: shape, precision and epilogue
+fn gemm(
+    p: Prec,
+    step: &'static str,
+    layer: Option<usize>,
+    m: usize,
+    n: usize,
+    k: usize,
+    epi: Epi,
+    asym: bool,
+) -> PlannedLaunch {
+    let asym = asym && p.int8;
+    let tile = Tile::Auto.resolve(m, n);
+    let large = tile == Tile::Large;
+    let (bm, bn, threads, smem) = if large { (128, 128, 256, 128 * 136 * 4) } else { (64, 64, 128, 3 * 2 * 64 * 64) };
+    let name = format!("{}{}", if p.int8 { "gemm_int8_f16" } else { "gemm_f16" }, if large { "_l" } else { "" });
+    let (gm, gn) = (m.div_ceil(bm), n.div_ceil(bn));
+    let e = if p.int8 { 1 } else { 2 };
+    // per output column: bias (fp16), int8 weight scales (f32) and code sums (i32)
+    let col_bytes = 2 + if p.int8 { 4 } else { 0 } + if asym { 4 } else { 0 };
+    // per input row: int8 activation scale and zero point
+    let row_bytes = if p.int8 { 4 } else { 0 } + if asym { 4 } else { 0 };
+    let residual = if epi == Epi::Residual { m * n * 2 } else { 0 };
+    let min = m * k * e + n * k * e + n * col_bytes + m * row_bytes + residual;
+    // operand tiles: A once per column block, W once per row block; epilogue: each of the 8
+    // thread rows of a block reads its 4 columns' parameters once, and every (row, 4 columns)
+    // its row's scale/zero point and residual
+    let load = gn * m * k * e + gm * n * k * e + gm * 8 * n * col_bytes + m * (n / 4) * row_bytes + residual;
+    let flops = 2 * m * n * k;
+    let tensor = 2 * gm * bm * gn * bn * k;
+    let mut l = launch(
+        &name,
+        step,
+        layer,
+        ((gn as u32, gm as u32, 1), (threads, 1, 1), smem),
+        flops as u64,
+        min,
+        load,
+        m * n * 2,
+    );
+    l.tensor_flops = tensor as u64;
+    l.gemm = Some((m, n, k));
+    l.reuse_bytes = (n * k * e + n * col_bytes) as u64;
+    l.reuse_bytes_per_block = (bm * k * e).div_ceil(gn) as u64;
+    l
+}

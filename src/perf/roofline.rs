@@ -1,0 +1,313 @@
+//! Roofline prediction of one forward pass on a named GPU, per launch:
+//!
+//! `time = max(tensor FLOPs / (peak * mma_sync_fraction) * wave factor,
+//!             DRAM bytes / min(DRAM bandwidth * efficiency, SM bandwidth),
+//!             L2 bytes / min(L2 bandwidth, SM bandwidth), minimum kernel time)`
+//!
+//! then launch overhead: every kernel pays the GPU's dependent-launch gap `graph_node_us`;
+//! without a graph a launch also costs at least `launch_us` (the host enqueues one kernel while
+//! the previous runs, so short kernels are launch bound); a graph replay adds a fixed
+//! `GRAPH_REPLAY_US` instead.
+//!
+//! - **Wave quantisation**: blocks per SM from ptxas' register count (sm_90 for Hopper, sm_80
+//!   otherwise), the block's shared memory and threads; a grid of `B` blocks on `S` SMs of `k`
+//!   resident blocks runs `ceil(B / (S k))` waves; the compute term is stretched by
+//!   `ceil(B / S) * S / B` (the busiest SM's blocks; see [`waves`]).
+//! - **Small grids**: a grid of fewer blocks than SMs cannot pull the whole memory bandwidth;
+//!   its memory terms use at most `min(B, S) * sm_gbps` (64 bytes per clock per SM).
+//! - **L2 estimate** (not a simulation): every issued global load and store goes through L2
+//!   (the plan's load bytes, tile re-reads included); DRAM sees each byte once (the plan's
+//!   minimum) when the set of bytes that are re-read while one wave runs (a GEMM's weights
+//!   and the activation rows of its resident blocks, attention's K/V) fits in L2, and the re-reads in proportion to the
+//!   part that does not fit otherwise. Reuse *between* launches (an activation still in L2
+//!   when the next kernel reads it, MiniLM's weights staying resident across passes) is not
+//!   counted, so DRAM time is an upper estimate.
+//! - **Bound**: the largest of the terms: `compute`, `memory` (DRAM or L2), or `latency` (the
+//!   minimum kernel time or the launch cost).
+//!
+//! Blind spots: instruction issue (epilogues, softmax, layernorm arithmetic are not counted),
+//! latency hiding and pipeline depth, clocks under power limits, cache hit rates measured.
+use serde::Serialize;
+
+use super::gpu::GpuSpec;
+use super::plan::{LaunchPlan, PlannedLaunch};
+use crate::model::Precision;
+use crate::ptx;
+
+/// Shortest time any launch takes on the GPU (dispatch, ramp-up, drain), microseconds.
+pub const MIN_KERNEL_US: f64 = 2.0;
+
+/// What bounds a kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bound {
+    Compute,
+    Memory,
+    Latency,
+}
+
+/// Resident blocks per SM from threads, registers and shared memory (the CUDA occupancy
+/// rules: registers allocated per warp in units of 256, 1 KiB of shared memory reserved per
+/// block).
+pub fn blocks_per_sm(g: &GpuSpec, threads: u32, regs_per_thread: u32, shared_bytes: u32) -> u32 {
+    let warps = threads.div_ceil(32).max(1);
+    let by_threads = g.max_threads_per_sm / (warps * 32);
+    let regs_per_warp = (regs_per_thread.max(1) * 32).div_ceil(256) * 256;
+    let by_regs = (g.regs_per_sm / regs_per_warp) / warps;
+    let by_smem = if shared_bytes == 0 { u32::MAX } else { g.smem_per_sm / (shared_bytes + 1024) };
+    g.max_blocks_per_sm.min(by_threads).min(by_regs).min(by_smem)
+}
+
+/// `(waves, wave factor)`: waves of `sms * per_sm` resident blocks needed for `blocks`, and how
+/// much longer than a perfectly divided grid the work takes (>= 1). Blocks resident on one SM
+/// share its tensor cores, so the busiest SM's `ceil(blocks / sms)` blocks set the time
+/// whatever the occupancy: the factor is `ceil(B / S) * S / B`. (Occupancy buys latency
+/// hiding, which this model does not see; it sets the wave count reported.)
+pub fn waves(blocks: u64, sms: u32, per_sm: u32) -> (u64, f64) {
+    let slots = (sms as u64 * per_sm.max(1) as u64).max(1);
+    let w = blocks.div_ceil(slots).max(1);
+    let per_sm_blocks = blocks.max(1).div_ceil(sms.max(1) as u64);
+    (w, (per_sm_blocks * sms as u64) as f64 / blocks.max(1) as f64)
+}
+
+/// DRAM bytes of a launch under the L2 estimate (see the module docs): the compulsory bytes,
+/// plus the re-reads in the proportion of the reused set that does not fit in L2.
+pub fn dram_bytes(min_bytes: u64, issued_bytes: u64, reuse_bytes: u64, l2_bytes: u64) -> u64 {
+    let rereads = issued_bytes.saturating_sub(min_bytes);
+    if reuse_bytes <= l2_bytes {
+        return min_bytes;
+    }
+    let spill = 1.0 - l2_bytes as f64 / reuse_bytes as f64;
+    min_bytes + (rereads as f64 * spill) as u64
+}
+
+/// One launch's prediction.
+#[derive(Debug, Clone, Serialize)]
+pub struct LaunchPrediction {
+    pub kernel: String,
+    pub step: &'static str,
+    pub layer: Option<usize>,
+    pub blocks: u64,
+    pub threads: u32,
+    pub registers: u32,
+    pub blocks_per_sm: u32,
+    pub waves: u64,
+    pub wave_factor: f64,
+    pub flops: u64,
+    pub tensor_flops: u64,
+    pub dram_bytes: u64,
+    pub l2_bytes: u64,
+    pub compute_us: f64,
+    pub dram_us: f64,
+    pub l2_us: f64,
+    /// GPU time (the largest term).
+    pub kernel_us: f64,
+    /// Time it adds to the pass, launch overhead included.
+    pub time_us: f64,
+    pub bound: Bound,
+}
+
+/// Launches of one kernel name and step summed over layers (what the plot and tables show).
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelSummary {
+    pub name: String,
+    pub step: &'static str,
+    pub launches: usize,
+    pub flops: u64,
+    pub dram_bytes: u64,
+    pub l2_bytes: u64,
+    pub time_us: f64,
+    /// The bound of most of its time.
+    pub bound: Bound,
+    /// Useful FLOPs per DRAM byte.
+    pub intensity: f64,
+    /// Useful TFLOP/s at the predicted time.
+    pub tflops: f64,
+    /// The roof at its intensity: min(dense peak, intensity x DRAM bandwidth), TFLOP/s.
+    pub roof_tflops: f64,
+    /// Time at its roof (useful FLOPs at the dense peak or its DRAM bytes at full bandwidth,
+    /// whichever is longer) over the predicted time: 1.0 is on the roofline.
+    pub fraction_of_roof: f64,
+}
+
+/// Prediction of one forward pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub gpu: GpuSpec,
+    pub precision: &'static str,
+    pub graphs: bool,
+    pub tokens: usize,
+    pub sequences: usize,
+    pub total_ms: f64,
+    /// All useful FLOPs at the dense peak, or the weights and the output once at the DRAM
+    /// bandwidth, whichever is larger.
+    pub floor_ms: f64,
+    pub flop_floor_ms: f64,
+    pub byte_floor_ms: f64,
+    pub flops: u64,
+    pub floor_bytes: u64,
+    pub kernels: Vec<KernelSummary>,
+    pub launches: Vec<LaunchPrediction>,
+}
+
+/// The dense tensor peak of `precision`'s GEMMs in FLOP/s (attention is fp16 in both).
+fn peak(g: &GpuSpec, int8: bool) -> f64 {
+    if int8 {
+        g.peak_tops_int8 * 1e12
+    } else {
+        g.peak_tflops_f16 * 1e12
+    }
+}
+
+fn registers(kernel: &str, g: &GpuSpec) -> u32 {
+    let arch = if g.mma_sync_fraction < 1.0 { "sm_90" } else { "sm_80" };
+    ptx::kernel_resources(kernel, arch).map_or(64, |r| r.registers)
+}
+
+/// Predicts one launch.
+pub fn predict_launch(g: &GpuSpec, l: &PlannedLaunch, graphs: bool) -> LaunchPrediction {
+    let int8 = l.kernel.starts_with("gemm_int8");
+    let regs = registers(&l.kernel, g);
+    let threads = l.threads_per_block();
+    let per_sm = blocks_per_sm(g, threads, regs, l.shared_mem_bytes);
+    let blocks = l.blocks();
+    let (w, factor) = waves(blocks, g.sms, per_sm);
+    // a grid smaller than the GPU pulls at most its SMs' own bandwidth
+    let active_gbps = blocks.min(g.sms as u64) as f64 * g.sm_gbps;
+    let resident = blocks.min(g.sms as u64 * per_sm as u64);
+    let reuse = l.reuse_bytes + resident * l.reuse_bytes_per_block;
+    let dram = dram_bytes(l.min_bytes(), l.load_bytes + l.store_bytes, reuse, g.l2_bytes);
+    let l2 = l.load_bytes + l.store_bytes;
+    let compute_us = l.tensor_flops as f64 / (peak(g, int8) * g.mma_sync_fraction) * factor * 1e6;
+    let dram_us = dram as f64 / ((g.dram_gbps * g.dram_efficiency).min(active_gbps) * 1e9) * 1e6;
+    let l2_us = l2 as f64 / (g.l2_gbps.min(active_gbps) * 1e9) * 1e6;
+    let kernel_us = compute_us.max(dram_us).max(l2_us).max(MIN_KERNEL_US);
+    // the GPU's gap between dependent kernels (graph_node_us) is paid either way; on a stream
+    // the host must also enqueue each launch, which bounds short kernels
+    let time_us = if graphs { kernel_us + g.graph_node_us } else { (kernel_us + g.graph_node_us).max(g.launch_us) };
+    let launch_bound = !graphs && g.launch_us > kernel_us + g.graph_node_us;
+    let bound = if launch_bound || kernel_us == MIN_KERNEL_US {
+        Bound::Latency
+    } else if compute_us >= dram_us.max(l2_us) {
+        Bound::Compute
+    } else {
+        Bound::Memory
+    };
+    LaunchPrediction {
+        kernel: l.kernel.clone(),
+        step: l.step,
+        layer: l.layer,
+        blocks,
+        threads,
+        registers: regs,
+        blocks_per_sm: per_sm,
+        waves: w,
+        wave_factor: factor,
+        flops: l.flops,
+        tensor_flops: l.tensor_flops,
+        dram_bytes: dram,
+        l2_bytes: l2,
+        compute_us,
+        dram_us,
+        l2_us,
+        kernel_us,
+        time_us,
+        bound,
+    }
+}
+
+/// Bytes no implementation can avoid: every GEMM weight (with its per-column parameters) once,
+/// the embedding rows of the tokens, and the final hidden states written once.
+pub fn floor_bytes(plan: &LaunchPlan, int8: bool) -> u64 {
+    let e = if int8 { 1 } else { 2 };
+    let weights: usize = plan
+        .launches
+        .iter()
+        .filter_map(|l| {
+            l.gemm
+                .map(|(_, n, k)| if l.kernel.starts_with("gemm_int8") { n * k * e + 6 * n } else { n * k * 2 + 2 * n })
+        })
+        .sum();
+    let emb = plan.launches.first().map_or(0, |l| l.min_load_bytes + l.store_bytes);
+    (weights as u64) + emb
+}
+
+/// Predicts the whole pass of `plan` on `g`.
+pub fn predict(g: &GpuSpec, plan: &LaunchPlan, precision: Precision, graphs: bool) -> Prediction {
+    let int8 = precision == Precision::Int8;
+    let launches: Vec<LaunchPrediction> = plan.launches.iter().map(|l| predict_launch(g, l, graphs)).collect();
+    let graph_fixed_us = if graphs { GRAPH_REPLAY_US } else { 0.0 };
+    let total_ms = (launches.iter().map(|l| l.time_us).sum::<f64>() + graph_fixed_us) / 1e3;
+    let flops = plan.flops();
+    let flop_floor_ms = flops as f64 / peak(g, int8) * 1e3;
+    let fb = floor_bytes(plan, int8);
+    let byte_floor_ms = fb as f64 / (g.dram_gbps * 1e9) * 1e3;
+    Prediction {
+        gpu: g.clone(),
+        precision: if int8 { "int8" } else { "f16" },
+        graphs,
+        tokens: plan.tokens,
+        sequences: plan.sequences,
+        total_ms,
+        floor_ms: flop_floor_ms.max(byte_floor_ms),
+        flop_floor_ms,
+        byte_floor_ms,
+        flops,
+        floor_bytes: fb,
+        kernels: summarize(g, &launches, int8),
+        launches,
+    }
+}
+
+/// Fixed cost of one CUDA graph replay (host launch of the graph), microseconds.
+pub const GRAPH_REPLAY_US: f64 = 10.0;
+
+/// Sums launches by (kernel, step), in first-launch order.
+pub fn summarize(g: &GpuSpec, launches: &[LaunchPrediction], int8: bool) -> Vec<KernelSummary> {
+    let mut out: Vec<(KernelSummary, [f64; 3])> = Vec::new();
+    for l in launches {
+        let i = match out.iter().position(|(k, _)| k.name == l.kernel && k.step == l.step) {
+            Some(i) => i,
+            None => {
+                out.push((
+                    KernelSummary {
+                        name: l.kernel.clone(),
+                        step: l.step,
+                        launches: 0,
+                        flops: 0,
+                        dram_bytes: 0,
+                        l2_bytes: 0,
+                        time_us: 0.0,
+                        bound: l.bound,
+                        intensity: 0.0,
+                        tflops: 0.0,
+                        roof_tflops: 0.0,
+                        fraction_of_roof: 0.0,
+                    },
+                    [0.0; 3],
+                ));
+                out.len() - 1
+            }
+        };
+        let (k, by_bound) = &mut out[i];
+        k.launches += 1;
+        k.flops += l.flops;
+        k.dram_bytes += l.dram_bytes;
+        k.l2_bytes += l.l2_bytes;
+        k.time_us += l.time_us;
+        by_bound[l.bound as usize] += l.time_us;
+    }
+    out.into_iter()
+        .map(|(mut k, by_bound)| {
+            let top = (0..3).max_by(|&a, &b| by_bound[a].total_cmp(&by_bound[b])).unwrap_or(0);
+            k.bound = [Bound::Compute, Bound::Memory, Bound::Latency][top];
+            let p = if k.name.starts_with("gemm_int8") && int8 { g.peak_tops_int8 } else { g.peak_tflops_f16 };
+            k.intensity = k.flops as f64 / k.dram_bytes.max(1) as f64;
+            k.tflops = k.flops as f64 / (k.time_us * 1e-6) / 1e12;
+            k.roof_tflops = p.min(k.intensity * g.dram_gbps * 1e9 / 1e12);
+            let roof_us = (k.flops as f64 / (p * 1e12)).max(k.dram_bytes as f64 / (g.dram_gbps * 1e9)) * 1e6;
+            k.fraction_of_roof = roof_us / k.time_us;
+            k
+        })
+        .collect()
+}

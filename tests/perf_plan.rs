@@ -1,0 +1,107 @@
+//! The analytic launch plan (`fusebert::perf::plan`) against the emulator's counters, launch by
+//! launch: kernel, grid, block, shared memory, tensor-core FLOPs, global load and store bytes
+//! must all be equal, on a MiniLM-shaped random model and a tiny one with a classifier, in fp16
+//! and int8, on ragged batches (lengths not multiples of any tile).
+use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::weights::ClassifierHead;
+use fusebert::model::{synthetic, BertModel, Precision};
+use fusebert::perf::{forward_plan, Heads};
+use fusebert::tokenize::Batch;
+use fusebert::Device;
+
+fn ids(lengths: &[usize], vocab: usize, salt: u32) -> Batch {
+    let seqs = lengths
+        .iter()
+        .enumerate()
+        .map(|(b, &n)| (0..n).map(|i| (7 + 31 * i as u32 + 101 * b as u32 + salt) % vocab as u32).collect())
+        .collect();
+    Batch::from_ids(seqs).unwrap()
+}
+
+fn with_classifier(mut m: BertModel, labels: usize) -> BertModel {
+    let h = m.config.hidden_size;
+    let mut lin = m.weights.pooler.clone().unwrap();
+    lin.weight.shape = vec![labels, h];
+    lin.weight.data.truncate(labels * h);
+    lin.bias.shape = vec![labels];
+    lin.bias.data.truncate(labels);
+    m.weights.classifier = Some(ClassifierHead { linear: lin, labels: (0..labels).map(|i| format!("L{i}")).collect() });
+    m
+}
+
+/// Runs one forward pass on the emulator and compares every launch with the plan.
+fn check(model: &BertModel, precision: Precision, lengths: &[usize]) {
+    let dev = Device::emulator().unwrap();
+    let calib = ids(&[9, 14], model.config.vocab_size, 3);
+    let mut bert = DeviceBert::new_calibrated(&dev, model, precision, &calib).unwrap();
+    let batch = ids(lengths, model.config.vocab_size, 0);
+    let emu = dev.emulator_backend().unwrap();
+    emu.clear_launches();
+    bert.forward(&batch, ForwardOptions::default()).unwrap();
+    let rec = emu.launches();
+    let labels = model.weights.classifier.as_ref().map_or(0, |c| c.labels.len());
+    let plan =
+        forward_plan(&model.config, precision, lengths, Heads { pooler: model.weights.pooler.is_some(), labels });
+    assert_eq!(rec.len(), plan.launches.len(), "launch count: emulator vs plan");
+    assert_eq!(rec.len(), bert.launches_per_forward());
+    let mut bad = Vec::new();
+    for (i, (r, p)) in rec.iter().zip(&plan.launches).enumerate() {
+        let c = &r.counters;
+        let got = (
+            r.kernel.as_str(),
+            r.grid,
+            r.block,
+            r.shared_mem_bytes,
+            2 * c.tensor_macs,
+            c.global_load_bytes,
+            c.global_store_bytes,
+        );
+        let want =
+            (p.kernel.as_str(), p.grid, p.block, p.shared_mem_bytes, p.tensor_flops, p.load_bytes, p.store_bytes);
+        if got != want {
+            bad.push(format!("#{i} {} {:?}:\n  emulator {got:?}\n  plan     {want:?}", p.step, p.layer));
+        }
+        assert!(p.load_bytes >= p.min_load_bytes, "#{i}: load < minimum");
+        assert!(p.tensor_flops >= p.flops, "#{i}: executed < useful FLOPs");
+    }
+    assert!(bad.is_empty(), "{precision:?} {lengths:?}: {} launches differ:\n{}", bad.len(), bad.join("\n"));
+    // useful FLOPs: the GEMMs' 2mnk summed equals the closed form of the pass
+    let (t, h, f, l) =
+        (plan.tokens, model.config.hidden_size, model.config.intermediate_size, model.config.num_hidden_layers);
+    let b = lengths.len();
+    let mut expect = 2 * t * l * (3 * h * h + h * h + 2 * h * f) + 2 * b * h * h;
+    if labels > 0 {
+        expect += 2 * b * h * labels.next_multiple_of(16);
+    }
+    assert_eq!(plan.gemm_flops(), expect as u64);
+}
+
+fn minilm() -> BertModel {
+    let mut c = synthetic::shape_config("minilm-l6").unwrap();
+    c.vocab_size = 1000; // the table's size does not change any launch; keeps the upload small
+    synthetic::random_model(&c, 1)
+}
+
+fn tiny() -> BertModel {
+    with_classifier(synthetic::random_model(&synthetic::config(2, 64, 2, 128, 500, 160), 2), 3)
+}
+
+#[test]
+fn plan_matches_emulator_minilm_shape_f16() {
+    check(&minilm(), Precision::F16, &[17, 30]);
+}
+
+#[test]
+fn plan_matches_emulator_minilm_shape_int8() {
+    check(&minilm(), Precision::Int8, &[17, 30]);
+}
+
+#[test]
+fn plan_matches_emulator_tiny_with_classifier_f16() {
+    check(&tiny(), Precision::F16, &[1, 70, 5]);
+}
+
+#[test]
+fn plan_matches_emulator_tiny_with_classifier_int8() {
+    check(&tiny(), Precision::Int8, &[1, 70, 5]);
+}
