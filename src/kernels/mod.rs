@@ -81,6 +81,12 @@ pub enum Epilogue<'a> {
     Residual(&'a DeviceBuffer<half::f16>),
     /// `y = tanh(acc + bias)` (BERT's pooler)
     Tanh,
+    /// `y = gelu_tanh(acc + bias)`, the tanh approximation (`gelu_new`, `gelu_pytorch_tanh`)
+    GeluTanh,
+    /// `y = max(acc + bias, 0)`
+    Relu,
+    /// `y = silu(acc + bias)`, `x sigmoid(x)` (`silu`, `swish`)
+    Silu,
 }
 
 impl Epilogue<'_> {
@@ -90,6 +96,9 @@ impl Epilogue<'_> {
             Epilogue::Gelu => 1,
             Epilogue::Residual(_) => 2,
             Epilogue::Tanh => 3,
+            Epilogue::GeluTanh => 4,
+            Epilogue::Relu => 5,
+            Epilogue::Silu => 6,
         }
     }
     pub(crate) fn residual_arg(&self) -> KernelArg {

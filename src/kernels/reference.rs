@@ -106,7 +106,8 @@ pub fn gemm_f32(a: &[f16], w: &[f16], m: usize, n: usize, k: usize) -> Vec<f32> 
     c
 }
 
-/// The GEMM epilogue of the kernels: 0 none, 1 GELU, 2 residual, 3 tanh (after + bias).
+/// The GEMM epilogue of the kernels (after + bias): 0 none, 1 GELU, 2 residual, 3 tanh,
+/// 4 GELU (tanh form), 5 ReLU, 6 SiLU ([`Epilogue::code`](super::Epilogue)).
 pub fn epilogue(acc: &[f32], bias: Option<&[f16]>, epi: u32, residual: Option<&[f16]>, n: usize) -> Vec<f32> {
     acc.iter()
         .enumerate()
@@ -116,6 +117,9 @@ pub fn epilogue(acc: &[f32], bias: Option<&[f16]>, epi: u32, residual: Option<&[
                 1 => v = gelu(v),
                 2 => v += residual.expect("residual epilogue needs a residual")[idx].to_f32(),
                 3 => v = v.tanh(),
+                4 => v = gelu_tanh(v),
+                5 => v = v.max(0.0),
+                6 => v = silu(v),
                 _ => {}
             }
             v
@@ -139,6 +143,19 @@ pub fn dequant_asym(acc: &[i32], zero: &[i32], w_sum: &[i32], a_scale: &[f32], w
 pub fn gelu(x: f32) -> f32 {
     let x = x as f64;
     (0.5 * x * (1.0 + crate::numerics::erf::erf(x / std::f64::consts::SQRT_2))) as f32
+}
+
+/// GELU, tanh approximation, `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`, in f64.
+pub fn gelu_tanh(x: f32) -> f32 {
+    let x = x as f64;
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    (0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())) as f32
+}
+
+/// SiLU, `x sigmoid(x)`, in f64.
+pub fn silu(x: f32) -> f32 {
+    let x = x as f64;
+    (x / (1.0 + (-x).exp())) as f32
 }
 
 /// Attention over packed sequences, f64 softmax; `qkv` `[T, 3H]`, returns `[T, H]`.
