@@ -7,8 +7,13 @@ use fusebert::kernels::{self, reference, EmbeddingTables, Pooling};
 use half::f16;
 use kernels_util::*;
 
+const MODES: [Pooling; 6] =
+    [Pooling::Mean, Pooling::Cls, Pooling::Max, Pooling::MeanSqrtLen, Pooling::WeightedMean, Pooling::LastToken];
+
+/// Every mode, with and without L2 norm and a masked prompt (skip 0, 3: the 1-token sequence
+/// is fully masked), on ragged sequences including an empty one.
 #[test]
-fn pooling_mean_cls_l2() {
+fn pooling_every_mode_ragged() {
     for dev in devices() {
         let mut r = rng(7);
         let (h, lens) = (384usize, [1u32, 17, 0, 130]);
@@ -19,19 +24,37 @@ fn pooling_mean_cls_l2() {
         let t = *cu.last().unwrap() as usize;
         let x = rand_f16(&mut r, t * h, 1.0);
         let (dx, dc) = (dev.upload(&x).unwrap(), dev.upload(&cu).unwrap());
-        for (mode, l2) in [(Pooling::Mean, false), (Pooling::Mean, true), (Pooling::Cls, false), (Pooling::Cls, true)] {
-            let mut out = poisoned::<f32>(&dev, lens.len() * h);
-            clear(&dev);
-            kernels::pool(&dev, &dx, &dc, &mut out, lens.len(), t, h, mode, l2).unwrap();
-            let want = reference::pool(&x, &cu, h, mode == Pooling::Cls, l2);
-            check_close(&format!("pool {mode:?} l2 {l2}"), &out.to_host().unwrap(), &want, |w, _| {
-                w.abs() * 1e-5 + 1e-6
-            });
-            if let Some(c) = last_counters(&dev) {
-                assert_no_local(&c, "pool");
+        for mode in MODES {
+            for (skip, l2) in [(0, false), (0, true), (3, false), (3, true)] {
+                let mut out = poisoned::<f32>(&dev, lens.len() * h);
+                clear(&dev);
+                kernels::pool_skipping(&dev, &dx, &dc, &mut out, lens.len(), t, h, mode, skip, l2).unwrap();
+                let want = reference::pool(&x, &cu, h, mode, skip, l2);
+                check_close(&format!("pool {mode:?} skip {skip} l2 {l2}"), &out.to_host().unwrap(), &want, |w, _| {
+                    w.abs() * 1e-5 + 1e-6
+                });
+                if let Some(c) = last_counters(&dev) {
+                    assert_no_local(&c, "pool");
+                }
             }
         }
     }
+}
+
+/// Hand-computed values, so the reference itself is pinned: tokens [1, -2], [3, 4], [-5, 0.5].
+#[test]
+fn pooling_reference_by_hand() {
+    let x: Vec<f16> = [1.0, -2.0, 3.0, 4.0, -5.0, 0.5].map(f16::from_f32).to_vec();
+    let p = |m, skip| reference::pool(&x, &[0, 3], 2, m, skip, false);
+    assert_eq!(p(Pooling::Cls, 2), vec![1.0, -2.0]);
+    assert_eq!(p(Pooling::LastToken, 0), vec![-5.0, 0.5]);
+    assert_eq!(p(Pooling::Max, 0), vec![3.0, 4.0]);
+    assert_eq!(p(Pooling::Max, 3), vec![-1e9, -1e9]);
+    assert_eq!(p(Pooling::Mean, 1), vec![-1.0, 2.25]);
+    assert_eq!(p(Pooling::Mean, 3), vec![0.0, 0.0]);
+    let s3 = 3f64.sqrt();
+    assert_eq!(p(Pooling::MeanSqrtLen, 0), vec![(-1.0 / s3) as f32, (2.5 / s3) as f32]);
+    assert_eq!(p(Pooling::WeightedMean, 0), vec![(1.0 + 6.0 - 15.0) / 6.0, (-2.0 + 8.0 + 1.5) / 6.0]);
 }
 
 #[test]

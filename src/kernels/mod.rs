@@ -57,7 +57,7 @@ pub use gemm_int8::{
     gemm_int8_with, weight_sums, Tile, ZeroPoint,
 };
 pub use layernorm::{layernorm_f16, layernorm_f16_q8, layernorm_f16_q8_with, layernorm_f16_with, Q8Out};
-pub use pooling::{pool, Pooling};
+pub use pooling::{pool, pool_skipping, Pooling};
 pub use quantize::{quantize_i8, quantize_i8_asym, quantize_i8_smoothed};
 
 /// Which implementation of a kernel to launch.

@@ -2,6 +2,8 @@
 //! read). Tests and the report compare device results against these.
 use half::f16;
 
+use super::Pooling;
+
 fn f(x: &[f16]) -> Vec<f32> {
     x.iter().map(|v| v.to_f32()).collect()
 }
@@ -191,22 +193,33 @@ pub fn attention(qkv: &[f16], cu_seqlens: &[u32], heads: usize, d: usize, scale:
     out
 }
 
-/// Mean (or CLS) pooling per sequence, optional L2 norm; f32 `[batch, hidden]`.
-pub fn pool(x: &[f16], cu_seqlens: &[u32], hidden: usize, cls: bool, l2norm: bool) -> Vec<f32> {
+/// Pooling per sequence (the semantics of [`pool_skipping`](super::pool_skipping): the first
+/// `skip` tokens masked in the mean/max modes, divisors clamped at 1e-9, max of nothing = -1e9,
+/// empty sequences 0), optional L2 norm; f64 sums, f32 `[batch, hidden]`.
+pub fn pool(x: &[f16], cu_seqlens: &[u32], hidden: usize, mode: Pooling, skip: usize, l2norm: bool) -> Vec<f32> {
     let mut out = Vec::new();
     for w in cu_seqlens.windows(2) {
-        let (s0, s1) = (w[0] as usize, w[1] as usize);
-        let toks = if cls { s0..(s0 + 1).min(s1) } else { s0..s1 };
-        let n = toks.len();
-        let mut v = vec![0f64; hidden];
-        for t in toks {
-            for c in 0..hidden {
-                v[c] += x[t * hidden + c].to_f32() as f64;
+        let (s0, len) = (w[0] as usize, (w[1] - w[0]) as usize);
+        let toks = match mode {
+            Pooling::Cls => 0..len.min(1),
+            Pooling::LastToken => len.saturating_sub(1)..len,
+            _ => skip.min(len)..len,
+        };
+        let weight = |i: usize| if mode == Pooling::WeightedMean { (i + 1) as f64 } else { 1.0 };
+        let total: f64 = toks.clone().map(weight).sum();
+        let mut v = vec![if mode == Pooling::Max { -1e9f64 } else { 0.0 }; hidden];
+        for i in toks {
+            for (c, a) in v.iter_mut().enumerate() {
+                let e = x[(s0 + i) * hidden + c].to_f32() as f64;
+                *a = if mode == Pooling::Max { a.max(e) } else { *a + weight(i) * e };
             }
         }
-        if n > 0 {
-            v.iter_mut().for_each(|a| *a /= n as f64);
-        }
+        let div = match mode {
+            Pooling::Mean | Pooling::WeightedMean => total.max(1e-9),
+            Pooling::MeanSqrtLen => total.max(1e-9).sqrt(),
+            Pooling::Cls | Pooling::LastToken | Pooling::Max => 1.0,
+        };
+        v.iter_mut().for_each(|a| *a /= div);
         if l2norm {
             let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
             v.iter_mut().for_each(|a| *a /= norm);
