@@ -230,6 +230,8 @@ pub fn pool(x: &[f16], cu_seqlens: &[u32], hidden: usize, mode: Pooling, skip: u
 }
 
 /// Embedding sum + layernorm (the three fp16 rows are summed without intermediate rounding).
+/// `pos_ids` are the table rows (any position offset already added); `typ: None` adds nothing
+/// (models without token types).
 #[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn embedding_layernorm(
     ids: &[u32],
@@ -237,7 +239,7 @@ pub fn embedding_layernorm(
     type_ids: &[u32],
     word: &[f16],
     pos: &[f16],
-    typ: &[f16],
+    typ: Option<&[f16]>,
     gamma: &[f16],
     beta: &[f16],
     hidden: usize,
@@ -249,7 +251,7 @@ pub fn embedding_layernorm(
             .map(|c| {
                 word[ids[i] as usize * hidden + c].to_f32() as f64
                     + pos[pos_ids[i] as usize * hidden + c].to_f32() as f64
-                    + typ[type_ids[i] as usize * hidden + c].to_f32() as f64
+                    + typ.map_or(0.0, |y| y[type_ids[i] as usize * hidden + c].to_f32() as f64)
             })
             .collect();
         let mean = row.iter().sum::<f64>() / hidden as f64;

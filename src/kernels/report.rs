@@ -175,7 +175,14 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     let ids = dev.upload(&(0..t as u32).map(|i| (i * 7919) % vocab as u32).collect::<Vec<_>>())?;
     let pids = dev.upload(&(0..t as u32).map(|i| i % seq as u32).collect::<Vec<_>>())?;
     let tids = dev.upload(&vec![0u32; t])?;
-    let tables = super::EmbeddingTables { word: &word, position: &posv, token_type: &typ, gamma: &gamma, beta: &beta };
+    let tables = super::EmbeddingTables {
+        word: &word,
+        position: &posv,
+        token_type: Some(&typ),
+        position_offset: 0,
+        gamma: &gamma,
+        beta: &beta,
+    };
     super::embedding_layernorm(dev, &ids, &pids, &tids, &tables, &mut y, t, h, eps)?;
     record(
         dev,

@@ -455,7 +455,8 @@ impl DeviceBert {
         let tables = EmbeddingTables {
             word: &self.word,
             position: &self.position,
-            token_type: &self.token_type,
+            token_type: Some(&self.token_type),
+            position_offset: 0,
             gamma: &self.emb_ln.gamma,
             beta: &self.emb_ln.beta,
         };
