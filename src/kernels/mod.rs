@@ -101,6 +101,17 @@ impl Epilogue<'_> {
             Epilogue::Silu => 6,
         }
     }
+    /// The FFN1 epilogue of a model's `hidden_act`.
+    pub fn activation(act: crate::numerics::activation::HiddenAct) -> Epilogue<'static> {
+        use crate::numerics::activation::HiddenAct;
+        match act {
+            HiddenAct::Gelu => Epilogue::Gelu,
+            HiddenAct::GeluTanh => Epilogue::GeluTanh,
+            HiddenAct::Relu => Epilogue::Relu,
+            HiddenAct::Silu => Epilogue::Silu,
+        }
+    }
+
     pub(crate) fn residual_arg(&self) -> KernelArg {
         match self {
             Epilogue::Residual(r) => KernelArg::from(*r),

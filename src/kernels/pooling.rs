@@ -5,34 +5,20 @@ use super::{check_align, check_len, check_multiple, check_u32, launch};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 use crate::error::Result;
 
-/// How a sequence's token states become one vector (sentence-transformers' pooling modes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pooling {
-    /// Mean over the sequence's tokens.
-    Mean,
-    /// The first (`[CLS]`) token.
-    Cls,
-    /// Elementwise maximum over the tokens.
-    Max,
-    /// Sum over the tokens divided by `sqrt(token count)` (`mean_sqrt_len_tokens`).
-    MeanSqrtLen,
-    /// Mean weighted by position: token `i` (from 0 at the sequence start) weighs `i + 1`.
-    WeightedMean,
-    /// The last token.
-    LastToken,
-}
+/// How a sequence's token states become one vector: sentence-transformers' pooling modes,
+/// one definition shared with the model layer (`numerics::pooling`, which also holds the CPU
+/// semantics the kernel follows).
+pub use crate::numerics::pooling::Pooling;
 
-impl Pooling {
-    /// The kernel's mode code (`PoolMode` in `kernels/pooling.cu`).
-    fn code(self) -> u32 {
-        match self {
-            Pooling::Mean => 0,
-            Pooling::Cls => 1,
-            Pooling::Max => 2,
-            Pooling::MeanSqrtLen => 3,
-            Pooling::WeightedMean => 4,
-            Pooling::LastToken => 5,
-        }
+/// The kernel's mode code (`PoolMode` in `kernels/pooling.cu`).
+fn mode_code(mode: Pooling) -> u32 {
+    match mode {
+        Pooling::Mean => 0,
+        Pooling::Cls => 1,
+        Pooling::Max => 2,
+        Pooling::MeanSqrtLen => 3,
+        Pooling::WeightedMean => 4,
+        Pooling::LastToken => 5,
     }
 }
 
@@ -86,7 +72,7 @@ pub fn pool_skipping(
         KernelArg::from(cu_seqlens),
         KernelArg::from(&*out),
         KernelArg::U32(check_u32(K, "hidden", hidden)?),
-        KernelArg::U32(mode.code()),
+        KernelArg::U32(mode_code(mode)),
         KernelArg::U32(check_u32(K, "skip", skip)?),
         KernelArg::U32(l2norm as u32),
     ];

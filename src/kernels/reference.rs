@@ -3,6 +3,7 @@
 use half::f16;
 
 use super::Pooling;
+use crate::numerics::pooling;
 
 fn f(x: &[f16]) -> Vec<f32> {
     x.iter().map(|v| v.to_f32()).collect()
@@ -119,9 +120,9 @@ pub fn epilogue(acc: &[f32], bias: Option<&[f16]>, epi: u32, residual: Option<&[
                 1 => v = gelu(v),
                 2 => v += residual.expect("residual epilogue needs a residual")[idx].to_f32(),
                 3 => v = v.tanh(),
-                4 => v = gelu_tanh(v),
+                4 => v = crate::numerics::activation::gelu_tanh(v),
                 5 => v = v.max(0.0),
-                6 => v = silu(v),
+                6 => v = crate::numerics::activation::silu(v),
                 _ => {}
             }
             v
@@ -145,19 +146,6 @@ pub fn dequant_asym(acc: &[i32], zero: &[i32], w_sum: &[i32], a_scale: &[f32], w
 pub fn gelu(x: f32) -> f32 {
     let x = x as f64;
     (0.5 * x * (1.0 + crate::numerics::erf::erf(x / std::f64::consts::SQRT_2))) as f32
-}
-
-/// GELU, tanh approximation, `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`, in f64.
-pub fn gelu_tanh(x: f32) -> f32 {
-    let x = x as f64;
-    let c = (2.0 / std::f64::consts::PI).sqrt();
-    (0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())) as f32
-}
-
-/// SiLU, `x sigmoid(x)`, in f64.
-pub fn silu(x: f32) -> f32 {
-    let x = x as f64;
-    (x / (1.0 + (-x).exp())) as f32
 }
 
 /// Attention over packed sequences, f64 softmax; `qkv` `[T, 3H]`, returns `[T, H]`.
@@ -193,38 +181,19 @@ pub fn attention(qkv: &[f16], cu_seqlens: &[u32], heads: usize, d: usize, scale:
     out
 }
 
-/// Pooling per sequence (the semantics of [`pool_skipping`](super::pool_skipping): the first
-/// `skip` tokens masked in the mean/max modes, divisors clamped at 1e-9, max of nothing = -1e9,
-/// empty sequences 0), optional L2 norm; f64 sums, f32 `[batch, hidden]`.
+/// Pooling per sequence, optional L2 norm, f32 `[batch, hidden]`: the model layer's
+/// definition ([`numerics::pooling::pool`](crate::numerics::pooling::pool), f64 sums: the first
+/// `skip` tokens masked in the mean/max modes, divisors clamped at 1e-9, max of nothing = -1e9)
+/// on each sequence; an empty sequence gives zeros (the kernel's contract).
 pub fn pool(x: &[f16], cu_seqlens: &[u32], hidden: usize, mode: Pooling, skip: usize, l2norm: bool) -> Vec<f32> {
     let mut out = Vec::new();
     for w in cu_seqlens.windows(2) {
-        let (s0, len) = (w[0] as usize, (w[1] - w[0]) as usize);
-        let toks = match mode {
-            Pooling::Cls => 0..len.min(1),
-            Pooling::LastToken => len.saturating_sub(1)..len,
-            _ => skip.min(len)..len,
-        };
-        let weight = |i: usize| if mode == Pooling::WeightedMean { (i + 1) as f64 } else { 1.0 };
-        let total: f64 = toks.clone().map(weight).sum();
-        let mut v = vec![if mode == Pooling::Max { -1e9f64 } else { 0.0 }; hidden];
-        for i in toks {
-            for (c, a) in v.iter_mut().enumerate() {
-                let e = x[(s0 + i) * hidden + c].to_f32() as f64;
-                *a = if mode == Pooling::Max { a.max(e) } else { *a + weight(i) * e };
-            }
-        }
-        let div = match mode {
-            Pooling::Mean | Pooling::WeightedMean => total.max(1e-9),
-            Pooling::MeanSqrtLen => total.max(1e-9).sqrt(),
-            Pooling::Cls | Pooling::LastToken | Pooling::Max => 1.0,
-        };
-        v.iter_mut().for_each(|a| *a /= div);
+        let rows = f(&x[w[0] as usize * hidden..w[1] as usize * hidden]);
+        let mut v = if rows.is_empty() { vec![0.0; hidden] } else { pooling::pool(&rows, hidden, mode, skip) };
         if l2norm {
-            let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
-            v.iter_mut().for_each(|a| *a /= norm);
+            pooling::l2_normalize(&mut v);
         }
-        out.extend(v.iter().map(|&a| a as f32));
+        out.extend(v);
     }
     out
 }
