@@ -144,7 +144,9 @@ impl Tokenizer {
     pub fn for_model(model: &crate::model::BertModel) -> Result<Tokenizer> {
         let mut t = Self::from_model_dir(&model.dir, model.max_input_tokens())?;
         t.position_offset = model.config.position_offset as u32;
-        t.single_type = !model.config.has_token_types || model.config.type_vocab_size == 1;
+        t.single_type = !model.config.has_token_types
+            || model.config.type_vocab_size == 1
+            || !feeds_token_types(&model.dir.join("tokenizer_config.json"))?;
         Ok(t)
     }
 
@@ -178,6 +180,17 @@ impl Tokenizer {
             .encode_batch(inputs, true)
             .map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: e.to_string() })?;
         self.finish(encodings, truncate)
+    }
+
+    /// How many leading tokens `prompt` takes in front of a text, the opening special token
+    /// included: its own encoding minus the closing special token (sentence-transformers'
+    /// `prompt_length`, used to mask the prompt out of pooling).
+    pub fn prompt_tokens(&self, prompt: &str) -> Result<usize> {
+        let enc = self
+            .inner
+            .encode(prompt, true)
+            .map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: e.to_string() })?;
+        Ok(enc.get_ids().len().saturating_sub(1))
     }
 
     /// Tokenises text pairs (`[CLS] a [SEP] b [SEP]`, or the model's own pair template) with
@@ -225,6 +238,25 @@ impl Tokenizer {
         }
         Ok(Batch::new(ids, types)?.with_position_offset(self.position_offset))
     }
+}
+
+/// Whether transformers feeds this tokenizer's token types to the model, per
+/// `tokenizer_config.json`: `model_input_names` when it is given; else not for the generic
+/// `TokenizersBackend` class (transformers 5: its inputs are `input_ids` and `attention_mask`
+/// only, so a pair's second segment reaches the model as type 0, which the golden outputs of
+/// the tiny cross-encoder fixture confirm); else yes (model-specific classes such as
+/// `BertTokenizer` return `token_type_ids`). No file: yes.
+fn feeds_token_types(path: &Path) -> Result<bool> {
+    if !path.is_file() {
+        return Ok(true);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::Tokenizer { path: path.to_path_buf(), msg: e.to_string() })?;
+    if let Some(names) = v.get("model_input_names").and_then(|n| n.as_array()) {
+        return Ok(names.iter().any(|n| n == "token_type_ids"));
+    }
+    Ok(v.get("tokenizer_class").and_then(|c| c.as_str()) != Some("TokenizersBackend"))
 }
 
 /// Shortens `v` to `len` items, keeping its last item (the closing `[SEP]`) at the end.

@@ -202,6 +202,23 @@ impl SentenceConfig {
         v
     }
 
+    /// [`embed`](Self::embed) for every sequence of a forward pass's output (CPU or device: both
+    /// return the final hidden states).
+    pub fn embed_all(&self, out: &super::reference::Output, prompt_tokens: usize) -> Vec<Vec<f32>> {
+        out.sequences.iter().map(|s| self.embed(&s.last_hidden_state, out.hidden_size, prompt_tokens)).collect()
+    }
+
+    /// The prompt to prepend: `text` when given, else the prompt named `name`, else the folder's
+    /// `default_prompt_name`, else none. Both given is an error.
+    pub fn choose_prompt(&self, text: Option<&str>, name: Option<&str>) -> Result<Option<String>> {
+        match (text, name) {
+            (Some(_), Some(_)) => Err(Error::Input("give a prompt by text or by name, not both".into())),
+            (Some(t), None) => Ok(Some(t.to_string())),
+            (None, Some(n)) => self.prompt(n).map(|p| Some(p.to_string())),
+            (None, None) => self.default_prompt_name.as_deref().map(|n| self.prompt(n).map(str::to_string)).transpose(),
+        }
+    }
+
     /// The output width: the last Dense module's, else the encoder's `hidden`.
     pub fn output_dim(&self, hidden: usize) -> usize {
         self.dense.last().map_or(hidden, |d| d.linear.out_features())
