@@ -7,7 +7,8 @@
 //! - head dim 112, BERT layout, exact GELU.
 //!
 //! and every pooling mode on the device (with L2 and with masked prompt tokens), and the
-//! sentence-transformers pipeline (`DeviceBert::sentence_embeddings`, Dense on the host).
+//! sentence-transformers pipeline (`DeviceBert::sentence_embeddings`, Dense on the host); launch
+//! counts and stores (= `DeviceBert::minimum_traffic`) per variant.
 //! Tolerances are forward_device.rs's: fp16 cosine >= 0.9999 and hidden max abs error
 //! <= 1.5e-2 (a few fp16 ulps of |x| ~ 6), int8 cosine >= 0.995; logits of random heads 0.1.
 mod forward_support;
@@ -182,6 +183,14 @@ fn check(precision: Precision, min_cos: f64) {
                 e.clear_launches();
                 bert.forward(&b, ForwardOptions::default()).unwrap();
                 assert_eq!(e.launches().len(), launches, "{what}: launch count");
+                // every output written once (stores = the minimum exactly), every input read
+                let (loads, stores) = e
+                    .launches()
+                    .iter()
+                    .fold((0, 0), |(l, s), k| (l + k.counters.global_load_bytes, s + k.counters.global_store_bytes));
+                let min = bert.minimum_traffic(&b);
+                assert_eq!(stores, min.store_bytes, "{what}: stores");
+                assert!(loads >= min.load_bytes, "{what}: loads {loads} < minimum {}", min.load_bytes);
             }
         }
     }
