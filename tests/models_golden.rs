@@ -154,3 +154,38 @@ fn max_seq_length_is_the_limit() {
     let (m, _) = load("tiny-roberta-cls");
     assert_eq!((m.max_input_tokens(), m.config.max_input_tokens()), (128, 512));
 }
+
+/// A file missing tensors: one typed error listing every missing name under the resolved prefix.
+#[test]
+fn missing_weights_are_listed_together() {
+    let src = root().join("models/tiny-roberta-classifier");
+    let dir = std::env::temp_dir().join(format!("fusebert-missing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let drop = ["roberta.encoder.layer.1.output.dense.bias", "classifier.dense.weight"];
+    let kept: Vec<(String, safetensors::tensor::TensorView)> =
+        st.tensors().into_iter().filter(|(n, _)| !drop.contains(&n.as_str())).collect();
+    safetensors::serialize_to_file(kept, None, &dir.join("model.safetensors")).unwrap();
+    let e = BertModel::load(&dir).unwrap_err();
+    match &e {
+        fusebert::Error::WeightsMissing { prefix, missing, .. } => {
+            assert_eq!(prefix, "roberta.");
+            assert_eq!(missing, &drop.map(String::from).to_vec());
+        }
+        other => panic!("expected WeightsMissing, got {other}"),
+    }
+    assert!(e.to_string().contains("2 tensor(s) missing"), "{e}");
+}
+
+/// A batch built without the model's position offset is refused, not silently shifted.
+#[test]
+fn roberta_batch_needs_the_position_offset() {
+    let (m, tok) = load("tiny-roberta-cls");
+    let b = tok.encode_batch(&["Hello world."], false).unwrap();
+    assert_eq!(b.packed.position_ids[0], 2, "RoBERTa positions start at pad_token_id + 1");
+    let plain = fusebert::tokenize::Batch::from_ids(b.input_ids.clone()).unwrap();
+    let e = reference::forward(&m, &plain, &Options::default()).unwrap_err();
+    assert!(e.to_string().contains("position ids start at 0"), "{e}");
+}

@@ -335,7 +335,7 @@ fn read_max_seq_length(dir: &Path) -> Result<Option<usize>> {
     if tc.is_file() {
         let v: serde_json::Value = read_json(&tc)?;
         // as_u64 is None for the ~1e30 "no limit" value, which JSON parses as a float.
-        if let Some(n) = v.get("model_max_length").and_then(|n| n.as_u64()).filter(|&n| n >= 2 && n < 1 << 40) {
+        if let Some(n) = v.get("model_max_length").and_then(|n| n.as_u64()).filter(|n| (2..1 << 40).contains(n)) {
             return Ok(Some(n as usize));
         }
     }
@@ -349,4 +349,102 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::Config { path: PathBuf::from(path), msg: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch folder with these files (relative path, contents).
+    fn folder(tag: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fusebert-sentence-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (rel, text) in files {
+            let p = dir.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        dir
+    }
+
+    const MODULES: &str = r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
+        {"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"}]"#;
+
+    #[test]
+    fn plain_folder_has_no_pipeline() {
+        let dir = folder("plain", &[("config.json", "{}")]);
+        assert_eq!(SentenceConfig::load(&dir).unwrap(), None);
+    }
+
+    #[test]
+    fn boolean_and_string_pooling_modes() {
+        for (mode, json) in [
+            (Pooling::WeightedMean, r#"{"pooling_mode_weightedmean_tokens":true,"include_prompt":false}"#),
+            (Pooling::MeanSqrtLen, r#"{"pooling_mode":"mean_sqrt_len_tokens","include_prompt":false}"#),
+            (Pooling::LastToken, r#"{"pooling_mode":"lasttoken","include_prompt":false}"#),
+        ] {
+            let dir = folder(mode.name(), &[("modules.json", MODULES), ("1_Pooling/config.json", json)]);
+            let c = SentenceConfig::load(&dir).unwrap().unwrap();
+            assert_eq!((c.pooling, c.include_prompt, c.normalize), (mode, false, false));
+            assert_eq!(c.max_seq_length, None);
+        }
+    }
+
+    #[test]
+    fn unsupported_folders_are_typed_errors() {
+        let cases = [
+            (
+                "two",
+                r#"{"pooling_mode_cls_token":true,"pooling_mode_mean_tokens":true}"#,
+                MODULES,
+                "several pooling modes",
+            ),
+            ("none", r#"{"pooling_mode_cls_token":false}"#, MODULES, "no pooling mode"),
+            ("bad", r#"{"pooling_mode":"median"}"#, MODULES, "pooling_mode `median`"),
+            (
+                "module",
+                r#"{"pooling_mode":"cls"}"#,
+                r#"[{"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
+                    {"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"},
+                    {"name":"2","path":"2_LayerNorm","type":"sentence_transformers.models.LayerNorm"}]"#,
+                "not supported",
+            ),
+        ];
+        for (tag, pooling, modules, want) in cases {
+            let dir = folder(tag, &[("modules.json", modules), ("1_Pooling/config.json", pooling)]);
+            let e = SentenceConfig::load(&dir).unwrap_err();
+            assert!(matches!(e, Error::Config { .. }) && e.to_string().contains(want), "{tag}: {e}");
+        }
+    }
+
+    #[test]
+    fn limits_and_prompts() {
+        let dir = folder(
+            "limits",
+            &[
+                ("modules.json", MODULES),
+                ("1_Pooling/config.json", r#"{"pooling_mode":"cls"}"#),
+                ("tokenizer_config.json", r#"{"model_max_length":1000000000000000019884624838656}"#),
+                ("config_sentence_transformers.json", r#"{"prompts":{"q":"query: "},"default_prompt_name":"q"}"#),
+            ],
+        );
+        let c = SentenceConfig::load(&dir).unwrap().unwrap();
+        assert_eq!(c.max_seq_length, None, "~1e30 means no limit");
+        assert_eq!(c.choose_prompt(None, None).unwrap().as_deref(), Some("query: "));
+        assert_eq!(c.choose_prompt(Some("x: "), None).unwrap().as_deref(), Some("x: "));
+        assert!(c.choose_prompt(None, Some("d")).unwrap_err().to_string().contains("prompts: q"));
+    }
+
+    #[test]
+    fn dense_then_normalize() {
+        let mut c = SentenceConfig::plain();
+        let w = HostTensor::new("w", vec![1, 2], vec![1.0, -1.0]);
+        let b = HostTensor::new("b", vec![1], vec![0.5]);
+        c.dense.push(DenseModule { linear: Linear { weight: w, bias: b }, activation: DenseActivation::Tanh });
+        // mean of [[1, 2], [3, 2]] = [2, 2]; W x + b = 0.5; tanh
+        assert_eq!(c.embed(&[1.0, 2.0, 3.0, 2.0], 2, 0), vec![(0.5f64).tanh() as f32]);
+        c.normalize = true;
+        assert_eq!(c.embed(&[1.0, 2.0, 3.0, 2.0], 2, 0), vec![1.0]);
+        assert_eq!(c.output_dim(2), 1);
+    }
 }
