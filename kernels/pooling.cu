@@ -36,7 +36,10 @@ extern "C" __global__ void pool_f16(const __half* __restrict__ x, const uint32_t
     const __half2* rows = reinterpret_cast<const __half2*>(x + (size_t)start * hidden);
     float sq = 0.f;
     for (uint32_t c = threadIdx.x; c < hidden / 2; c += blockDim.x) {
-        float2 s = is_max ? make_float2(-1e9f, -1e9f) : make_float2(0.f, 0.f);
+        // max of a sequence whose tokens are all masked: -1e9 (sentence-transformers' fill);
+        // an empty sequence (len 0) gives zeros in every mode
+        const float init = is_max && len > 0 ? -1e9f : 0.f;
+        float2 s = make_float2(init, init);
         for (uint32_t t = t0; t < t1; t++) {
             const float2 v = __half22float2(rows[(size_t)t * (hidden / 2) + c]);
             if (is_max) {
