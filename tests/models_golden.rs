@@ -227,7 +227,7 @@ fn electra_projection_loads_and_applies() {
         .enumerate()
         .map(|(k, (_, s))| {
             (0..s.iter().product::<usize>())
-                .flat_map(|j| ((((j * 7919 + k * 104_729) % 1000) as f32 / 1000.0 - 0.5).to_le_bytes()))
+                .flat_map(|j| (((j * 7919 + k * 104_729) % 1000) as f32 / 1000.0 - 0.5).to_le_bytes())
                 .collect()
         })
         .collect();
