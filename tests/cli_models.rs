@@ -147,10 +147,13 @@ fn classify_and_rerank_on_cpu() {
     assert_eq!(logits_cases("tiny-bert-crossencoder", &[], 1e-4), 3);
 }
 
-/// The fixtures the device path implements today (head dim 32, GELU erf): DistilBERT (no
-/// token types), RoBERTa positions and head, BERT pairs.
+/// Every fixture through the device path (the kernels' PTX on the emulator), fp16: RoBERTa head
+/// dim 16 with CLS + Normalize + prompts, DistilBERT (no token types), tanh GELU + max pooling
+/// at head dim 48, RoBERTa's classification head, BERT pairs.
 #[test]
 fn fixtures_on_the_emulator_in_fp16() {
+    assert_eq!(embed_cases("tiny-roberta-cls", &EMU_F16, cosine_1e4), 8);
+    assert_eq!(embed_cases("tiny-bert-max-hd48", &EMU_F16, cosine_1e4), 5);
     assert_eq!(embed_cases("tiny-distilbert-mean", &EMU_F16, cosine_1e4), 5);
     assert_eq!(logits_cases("tiny-roberta-classifier", &EMU_F16, 5e-3), 5);
     assert_eq!(logits_cases("tiny-bert-crossencoder", &EMU_F16, 5e-3), 3);

@@ -189,3 +189,78 @@ fn roberta_batch_needs_the_position_offset() {
     let e = reference::forward(&m, &plain, &Options::default()).unwrap_err();
     assert!(e.to_string().contains("position ids start at 0"), "{e}");
 }
+
+/// ELECTRA: embedding tables of `embedding_size`, `embeddings_project` to `hidden_size` after
+/// the embedding LayerNorm, encoder under the `electra.` prefix. No public golden fixture: the
+/// check is that the loader maps every name and that the reference applies the projection.
+#[test]
+fn electra_projection_loads_and_applies() {
+    let (v, p, e, h, ff) = (50usize, 16usize, 8usize, 16usize, 32usize);
+    let mut specs: Vec<(String, Vec<usize>)> = vec![
+        ("electra.embeddings.word_embeddings.weight".into(), vec![v, e]),
+        ("electra.embeddings.position_embeddings.weight".into(), vec![p, e]),
+        ("electra.embeddings.token_type_embeddings.weight".into(), vec![2, e]),
+        ("electra.embeddings.LayerNorm.weight".into(), vec![e]),
+        ("electra.embeddings.LayerNorm.bias".into(), vec![e]),
+        ("electra.embeddings_project.weight".into(), vec![h, e]),
+        ("electra.embeddings_project.bias".into(), vec![h]),
+    ];
+    let l = "electra.encoder.layer.0";
+    for (n, o, i) in [
+        ("attention.self.query", h, h),
+        ("attention.self.key", h, h),
+        ("attention.self.value", h, h),
+        ("attention.output.dense", h, h),
+        ("intermediate.dense", ff, h),
+        ("output.dense", h, ff),
+    ] {
+        specs.push((format!("{l}.{n}.weight"), vec![o, i]));
+        specs.push((format!("{l}.{n}.bias"), vec![o]));
+    }
+    for n in ["attention.output.LayerNorm", "output.LayerNorm"] {
+        specs.push((format!("{l}.{n}.weight"), vec![h]));
+        specs.push((format!("{l}.{n}.bias"), vec![h]));
+    }
+    // Deterministic non-zero values in [-0.5, 0.5).
+    let bytes: Vec<Vec<u8>> = specs
+        .iter()
+        .enumerate()
+        .map(|(k, (_, s))| {
+            (0..s.iter().product::<usize>())
+                .flat_map(|j| (((j * 7919 + k * 104_729) % 1000) as f32 / 1000.0 - 0.5).to_le_bytes())
+                .collect()
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = specs
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s), b)| (n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("fusebert-electra-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    let config = format!(
+        r#"{{"model_type":"electra","vocab_size":{v},"embedding_size":{e},"hidden_size":{h},"num_hidden_layers":1,
+            "num_attention_heads":2,"intermediate_size":{ff},"max_position_embeddings":{p}}}"#
+    );
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    let m = BertModel::load(&dir).unwrap();
+    let proj = m.weights.embeddings.projection.as_ref().expect("ELECTRA projection");
+    assert_eq!((proj.out_features(), proj.in_features()), (h, e));
+    assert_eq!(m.weights.embeddings.word.shape, vec![v, e]);
+    let batch = fusebert::tokenize::Batch::from_ids(vec![vec![1, 5, 9, 2], vec![3, 4]]).unwrap();
+    // The embedding output is the LayerNorm of the E-wide sum, projected to H.
+    let x = reference::embed(&m.weights.embeddings, m.config.layer_norm_eps, &batch.packed);
+    assert_eq!(x.len(), batch.total_tokens() * h);
+    let w = &m.weights.embeddings;
+    let (id, pos) = (5usize, 1usize);
+    let sum: Vec<f32> =
+        (0..e).map(|j| (w.word.data[id * e + j] + w.token_type.data[j]) + w.position.data[pos * e + j]).collect();
+    let ln =
+        reference::layernorm_rows(&sum, &w.layer_norm.gamma.data, &w.layer_norm.beta.data, m.config.layer_norm_eps);
+    let want = reference::linear(&ln, e, &proj.weight.data, Some(&proj.bias.data));
+    let err = x[h..2 * h].iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(err < 1e-6, "token 1: {err}");
+    let out = reference::forward(&m, &batch, &Options::default()).unwrap();
+    assert_eq!(out.sequences[1].last_hidden_state.len(), 2 * h);
+}

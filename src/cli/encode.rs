@@ -10,7 +10,7 @@ use fusebert::model::{BertModel, Pooling};
 use fusebert::tokenize::Tokenizer;
 use fusebert::{Error, Result};
 
-use super::forward::{run_forward, DeviceKind, PrecisionArg};
+use super::forward::{run_embeddings, run_forward, DeviceKind, PrecisionArg};
 use super::input;
 
 /// Options shared by every command that runs the model.
@@ -177,11 +177,11 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         Some(p) => (texts.iter().map(|t| format!("{p}{t}")).collect(), tokenizer.prompt_tokens(p)?),
         None => (texts.clone(), 0),
     };
-    let out = forward(&a.run, &model, &tokenizer, Inputs::Texts(&prompted))?;
-    let embeddings = pipeline.embed_all(&out, prompt_tokens);
-    print_lines(texts.iter().zip(&out.sequences).zip(&embeddings).map(|((text, s), e)| EmbedLine {
+    let batch = tokenizer.encode_batch(&prompted, a.run.truncate)?;
+    let embeddings = run_embeddings(a.run.device, a.run.precision, &model, &batch, &pipeline, prompt_tokens)?;
+    print_lines(texts.iter().zip(&batch.lengths).zip(&embeddings).map(|((text, &tokens), e)| EmbedLine {
         text,
-        tokens: s.len,
+        tokens,
         embedding: e,
     }))
 }

@@ -4,7 +4,7 @@ use clap::ValueEnum;
 
 use fusebert::model::bert::{DeviceBert, ForwardOptions};
 use fusebert::model::reference::{self, Options, Output};
-use fusebert::model::{BertModel, Precision};
+use fusebert::model::{BertModel, Precision, SentenceConfig};
 use fusebert::tokenize::Batch;
 use fusebert::{Device, Error, Result};
 
@@ -75,6 +75,29 @@ pub fn run_device_forward(
     let mut bert = device_bert(&dev, model, precision)?;
     let (out, _) = bert.forward(batch, ForwardOptions { normalize: opts.normalize, hidden_states: false })?;
     Ok(out)
+}
+
+/// Sentence embeddings of `batch` (the pipeline's pooling, Dense, Normalize) on the chosen
+/// engine: the CPU reference pools its f32 hidden states; a device pools (and normalises) with
+/// its own kernels.
+pub fn run_embeddings(
+    device: DeviceKind,
+    precision: Option<PrecisionArg>,
+    model: &BertModel,
+    batch: &Batch,
+    pipeline: &SentenceConfig,
+    prompt_tokens: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let dev = match device {
+        DeviceKind::Cpu => {
+            let out = run_forward(device, precision, model, batch, &Options::default())?;
+            return Ok(pipeline.embed_all(&out, prompt_tokens));
+        }
+        DeviceKind::Cuda => Device::cuda(0)?,
+        DeviceKind::Emu => Device::emulator()?,
+    };
+    let mut bert = device_bert(&dev, model, precision.map_or(Precision::F16, Into::into))?;
+    bert.sentence_embeddings(batch, pipeline, prompt_tokens)
 }
 
 /// The model on `dev`; int8 is calibrated (SmoothQuant) on the built-in calibration texts.
