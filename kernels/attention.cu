@@ -4,6 +4,7 @@
 // Input qkv [T, 3H] fp16, read in place: q | k | v, head h at columns h*D .. h*D+D of each part.
 // Output out [T, H] fp16 (head h at columns h*D..). H = heads * D.
 //
+// Head dim D: any multiple of 16 up to 128.
 // Grid (ceil(max_seqlen / 64), heads, batch), 128 threads. Block = 64 query rows of one
 // (sequence, head); each warp owns 16 query rows. Blocks past their sequence's end exit at once.
 // K/V tiles of BN keys stream through shared memory by cp.async, double-buffered, K and V in
@@ -19,11 +20,19 @@
 namespace attn {
 constexpr int BM = 64, THREADS = 128;
 
-// Byte offset of 16-byte chunk `ch` of row `row` in a tile whose rows hold NCH chunks.
+// Byte offset of 16-byte chunk `ch` of row `row` in a tile whose rows hold NCH chunks
+// (NCH = D / 8, even). XOR swizzle inside aligned groups of G chunks, G the largest power of two
+// dividing NCH (capped at 8), so the XOR never leaves the row: consecutive rows start in
+// 8 / G different bank groups (stride NCH = G * odd, or a multiple of 8), and XORing the low
+// bits with row / (8 / G) separates the rows that would share one. So the 8 aligned rows an
+// ldmatrix phase reads hit 8 different bank groups, and 8 consecutive chunks of the row-major
+// order (cp.async, output stores) stay a permutation of 8 consecutive positions: no conflicts
+// for every D that is a multiple of 16. (D = 32, 64, 128: the classic swizzles.)
 template <int NCH>
 FB_DEVICE uint32_t swz(int row, int ch) {
-    const int x = NCH >= 8 ? (ch ^ (row & 7)) : (ch ^ ((row >> 1) & 3));
-    return (uint32_t)(row * NCH * 16 + (x << 4));
+    constexpr int G = NCH % 8 == 0 ? 8 : NCH % 4 == 0 ? 4 : 2;
+    const int x = ch ^ ((row / (8 / G)) & (G - 1));
+    return (uint32_t)((row * NCH + x) << 4);
 }
 
 // cp.async of `rows` rows (D halves each) starting at token `tok0`; rows at or past `valid`
@@ -50,10 +59,11 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
     const size_t ld = 3 * (size_t)H;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
 
+    constexpr int ROW = D * 2;  // bytes per shared row
     const uint32_t sQ = smem_u32(smem);
-    const uint32_t sKV = sQ + BM * D * 2;  // [stage][K|V][BN][D]
-    auto sK = [&](int s) { return sKV + (2 * s) * BN * D * 2; };
-    auto sV = [&](int s) { return sKV + (2 * s + 1) * BN * D * 2; };
+    const uint32_t sKV = sQ + BM * ROW;  // [stage][K|V][BN][row]
+    auto sK = [&](int s) { return sKV + (2 * s) * BN * ROW; };
+    auto sV = [&](int s) { return sKV + (2 * s + 1) * BN * ROW; };
     const __half* qbase = qkv + (size_t)start * ld + h * D;
     const __half* kbase = qbase + H;
     const __half* vbase = qbase + 2 * H;
@@ -196,9 +206,16 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
         uint32_t heads, float scale_log2) {                                                                   \
         attn::forward<D, BN>(qkv, cu_seqlens, out, heads, scale_log2);                                        \
     }
-// Key tile sizes keep shared memory (Q + 2 stages of K and V) within 48 KiB.
+// Every head dim that is a multiple of 16 up to 128. Key tile sizes keep shared memory
+// (Q + 2 stages of K and V) within 48 KiB; src/kernels/attention.rs mirrors this table
+// (key_tile).
+ATTN_ENTRY(16, 64)
 ATTN_ENTRY(32, 64)
+ATTN_ENTRY(48, 64)
 ATTN_ENTRY(64, 64)
+ATTN_ENTRY(80, 32)
+ATTN_ENTRY(96, 32)
+ATTN_ENTRY(112, 32)
 ATTN_ENTRY(128, 32)
 
 // Baseline: one block per (token, head), any head_dim <= 256 (even) and seqlen <= smem.

@@ -93,6 +93,12 @@ FB_DEVICE uint32_t pack_half2(float lo, float hi) {
 
 // Exact GELU (erf form, as BERT uses).
 FB_DEVICE float gelu_erf(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); }
+// GELU, tanh approximation (gelu_new / gelu_pytorch_tanh): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+FB_DEVICE float gelu_tanh(float x) {
+    return 0.5f * x * (1.f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+}
+// SiLU, x * sigmoid(x); x -> -inf gives x / inf = -0, no NaN.
+FB_DEVICE float silu(float x) { return x / (1.f + expf(-x)); }
 
 // Per-token symmetric int8: q = round_half_even(v * (127 / absmax)), scale = absmax / 127.
 // The CPU references compute the same f32 operations, so the int8 codes match exactly.

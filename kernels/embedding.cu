@@ -1,6 +1,10 @@
 // Embedding gather (word + position + token type) fused with layernorm.
 //
-// out[t, :] = LN(word[ids[t]] + pos[pos_ids[t]] + type[type_ids[t]]) * gamma + beta
+// out[t, :] = LN(word[ids[t]] + pos[pos_offset + pos_ids[t]] + type[type_ids[t]]) * gamma + beta
+//
+// pos_offset: 0 for BERT; RoBERTa / XLM-R number positions from pad_token_id + 1, so the packer's
+// 0-based positions are shifted here. type == null: a model without token types (DistilBERT),
+// nothing added (type_ids is then not read).
 //
 // One block per token; the summed row lives in shared memory as f32 so the statistics are
 // computed in two passes (mean, then centred variance) without re-reading global memory.
@@ -16,13 +20,13 @@ extern "C" __global__ void embedding_layernorm_f16(
     const uint32_t* __restrict__ type_ids, const __half* __restrict__ word,
     const __half* __restrict__ pos, const __half* __restrict__ type,
     const __half* __restrict__ gamma, const __half* __restrict__ beta,
-    __half* __restrict__ out, uint32_t hidden, float eps) {
+    __half* __restrict__ out, uint32_t hidden, float eps, uint32_t pos_offset) {
     extern __shared__ float row[];  // [hidden] f32, then 32 floats of reduction scratch
     float* scratch = row + hidden;
     const uint32_t t = blockIdx.x;
     const __half* w = word + (size_t)ids[t] * hidden;
-    const __half* p = pos + (size_t)pos_ids[t] * hidden;
-    const __half* y = type + (size_t)type_ids[t] * hidden;
+    const __half* p = pos + ((size_t)pos_offset + pos_ids[t]) * hidden;
+    const __half* y = type ? type + (size_t)type_ids[t] * hidden : nullptr;
 
     float local = 0.f;
     const bool vec = (hidden & 7) == 0;  // 16-byte loads when rows are whole half8 vectors
@@ -31,7 +35,8 @@ extern "C" __global__ void embedding_layernorm_f16(
             float a[8], b[8], c[8];
             half8_to_float(ld_half8(w + 8 * v), a);
             half8_to_float(ld_half8(p + 8 * v), b);
-            half8_to_float(ld_half8(y + 8 * v), c);
+            if (y) half8_to_float(ld_half8(y + 8 * v), c);
+            else for (int j = 0; j < 8; j++) c[j] = 0.f;
 #pragma unroll
             for (int j = 0; j < 8; j++) {
                 const float s = a[j] + b[j] + c[j];
@@ -41,7 +46,7 @@ extern "C" __global__ void embedding_layernorm_f16(
         }
     } else {
         for (uint32_t i = threadIdx.x; i < hidden; i += blockDim.x) {
-            float v = __half2float(w[i]) + __half2float(p[i]) + __half2float(y[i]);
+            float v = __half2float(w[i]) + __half2float(p[i]) + (y ? __half2float(y[i]) : 0.f);
             row[i] = v;
             local += v;
         }

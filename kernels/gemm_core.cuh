@@ -43,7 +43,29 @@ struct Cfg {
 using Small = Cfg<64, 64, 32, 32>;
 using Large = Cfg<128, 128, 64, 32>;
 
-enum Epilogue : uint32_t { EPI_NONE = 0, EPI_GELU = 1, EPI_RESIDUAL = 2, EPI_TANH = 3 };
+// Codes shared with src/kernels/mod.rs (Epilogue::code). Every code but NONE and RESIDUAL is
+// an activation applied after + bias (FFN1: GELU and its tanh form, ReLU, SiLU; pooler: tanh).
+enum Epilogue : uint32_t {
+    EPI_NONE = 0,
+    EPI_GELU = 1,
+    EPI_RESIDUAL = 2,
+    EPI_TANH = 3,
+    EPI_GELU_TANH = 4,
+    EPI_RELU = 5,
+    EPI_SILU = 6
+};
+
+// The activation of epilogue `epi` on one value (identity for NONE and RESIDUAL).
+FB_DEVICE float activate(float v, uint32_t epi) {
+    switch (epi) {
+        case EPI_GELU: return gelu_erf(v);
+        case EPI_TANH: return tanhf(v);
+        case EPI_GELU_TANH: return gelu_tanh(v);
+        case EPI_RELU: return fmaxf(v, 0.f);
+        case EPI_SILU: return silu(v);
+        default: return v;
+    }
+}
 
 FB_DEVICE uint32_t swz(int row, int chunk) { return row * BKB + ((chunk ^ ((row >> 1) & 3)) << 4); }
 
@@ -143,10 +165,8 @@ FB_DEVICE void stage_acc(const Acc (&acc)[C::MI][C::NI][4], uint32_t* st) {
 // Elementwise epilogue on one value (f32), shared with the simple kernels.
 FB_DEVICE float epilogue(float v, const __half* bias, const __half* residual, uint32_t epi, int m, int n, int N) {
     if (bias) v += __half2float(bias[n]);
-    if (epi == EPI_GELU) v = gelu_erf(v);
-    else if (epi == EPI_TANH) v = tanhf(v);
-    else if (epi == EPI_RESIDUAL) v += __half2float(residual[(size_t)m * N + n]);
-    return v;
+    if (epi == EPI_RESIDUAL) return v + __half2float(residual[(size_t)m * N + n]);
+    return activate(v, epi);
 }
 
 // Vectorised epilogue: 4 consecutive outputs per thread per step, BN/4 threads per row segment.
@@ -195,12 +215,22 @@ FB_DEVICE void store_tile(const uint32_t* st, const float* a_scale, const float*
         }
 #pragma unroll
         for (int j = 0; j < 4; j++) v[j] += bv[j];
+        // one loop per activation (a switch inside the unrolled loop costs sm_90 a spill)
         if (epi == EPI_GELU) {
 #pragma unroll
             for (int j = 0; j < 4; j++) v[j] = gelu_erf(v[j]);
         } else if (epi == EPI_TANH) {
 #pragma unroll
             for (int j = 0; j < 4; j++) v[j] = tanhf(v[j]);
+        } else if (epi == EPI_GELU_TANH) {
+#pragma unroll
+            for (int j = 0; j < 4; j++) v[j] = gelu_tanh(v[j]);
+        } else if (epi == EPI_RELU) {
+#pragma unroll
+            for (int j = 0; j < 4; j++) v[j] = fmaxf(v[j], 0.f);
+        } else if (epi == EPI_SILU) {
+#pragma unroll
+            for (int j = 0; j < 4; j++) v[j] = silu(v[j]);
         } else if (epi == EPI_RESIDUAL) {
             const uint2 q = *reinterpret_cast<const uint2*>(residual + (size_t)gm * N + gn);
             const float2 r0 = __half22float2(*reinterpret_cast<const __half2*>(&q.x));

@@ -29,6 +29,10 @@ pub enum Error {
     #[error("{path}: tensor `{name}` is missing")]
     TensorMissing { path: PathBuf, name: String },
 
+    /// Every tensor the config implies that the file lacks (names with the resolved prefix).
+    #[error("{path}: {} tensor(s) missing (weight-name prefix `{prefix}`): {}", missing.len(), list_some(missing))]
+    WeightsMissing { path: PathBuf, prefix: String, missing: Vec<String> },
+
     #[error("{path}: tensor `{name}` has shape {got:?}, expected {expected:?}")]
     TensorShape { path: PathBuf, name: String, expected: Vec<usize>, got: Vec<usize> },
 
@@ -38,7 +42,7 @@ pub enum Error {
     #[error("{path}: tokenizer: {msg}")]
     Tokenizer { path: PathBuf, msg: String },
 
-    #[error("input {index} has {tokens} tokens, more than the model's limit of {limit} (pass --truncate to cut it)")]
+    #[error("input {index} has {tokens} tokens, more than the input limit of {limit} (pass --truncate to cut it there, or --max-length N up to the position limit)")]
     InputTooLong { index: usize, tokens: usize, limit: usize },
 
     #[error("invalid input: {0}")]
@@ -70,6 +74,16 @@ pub enum Error {
 
     #[error("{0}")]
     Other(String),
+}
+
+/// The first names of a list, then how many more (error messages stay one readable line).
+fn list_some(names: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut s = names.iter().take(SHOWN).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        s += &format!(" and {} more", names.len() - SHOWN);
+    }
+    s
 }
 
 impl Error {

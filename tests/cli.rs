@@ -52,16 +52,20 @@ fn embed_fox_matches_golden() {
     let g = Golden::load("fox");
     let dir = model_dir();
     let dir = dir.to_str().unwrap();
-    let plain = json_lines(&fusebert(&["embed", "--model", dir, &g.texts[0]], None));
-    assert_eq!(plain.len(), 1);
-    assert_eq!(plain[0]["text"], g.texts[0].as_str());
-    assert_eq!(plain[0]["tokens"], g.valid_len(0));
+    // The folder has a Normalize module: unit vectors by default, as sentence-transformers.
+    let folder = json_lines(&fusebert(&["embed", "--model", dir, &g.texts[0]], None));
+    assert_eq!(folder.len(), 1);
+    assert_eq!(folder[0]["text"], g.texts[0].as_str());
+    assert_eq!(folder[0]["tokens"], g.valid_len(0));
+    let e = max_diff(&floats(&folder[0]["embedding"]), &g.sentence_embedding_l2norm);
+    assert!(e <= 1e-5, "embed vs golden sentence_embedding_l2norm: {e}");
+
+    let plain = json_lines(&fusebert(&["embed", "--model", dir, "--no-normalize", &g.texts[0]], None));
     let e = max_diff(&floats(&plain[0]["embedding"]), &g.mean_pooled);
-    assert!(e <= 1e-5, "embed vs golden mean_pooled: {e}");
+    assert!(e <= 1e-5, "embed --no-normalize vs golden mean_pooled: {e}");
 
     let normed = json_lines(&fusebert(&["embed", "--model", dir, "--normalize", &g.texts[0]], None));
-    let e = max_diff(&floats(&normed[0]["embedding"]), &g.sentence_embedding_l2norm);
-    assert!(e <= 1e-5, "embed --normalize vs golden sentence_embedding_l2norm: {e}");
+    assert_eq!(normed, folder);
 }
 
 /// No TEXT: one input per stdin line (`\r\n` accepted), same results as arguments.
@@ -102,10 +106,21 @@ fn cuda_without_gpu() {
 fn too_long_input_needs_truncate() {
     let dir = model_dir();
     let dir = dir.to_str().unwrap();
+    // The limit is the folder's max_seq_length (256), as sentence-transformers and TEI.
     let long = "token ".repeat(600);
-    assert_error(&fusebert(&["embed", "--model", dir, "ok", &long], None), 1, "input 1 has 602 tokens");
+    assert_error(
+        &fusebert(&["embed", "--model", dir, "ok", &long], None),
+        1,
+        "input 1 has 602 tokens, more than the input limit of 256",
+    );
     let out = json_lines(&fusebert(&["embed", "--model", dir, "--truncate", "ok", &long], None));
-    assert_eq!(out[1]["tokens"], 512);
+    assert_eq!(out[1]["tokens"], 256);
+    // --max-length raises it up to the position limit: a 500-token text is embedded whole.
+    let five_hundred = "token ".repeat(498);
+    let out = json_lines(&fusebert(&["embed", "--model", dir, "--max-length", "512", &five_hundred], None));
+    assert_eq!(out[0]["tokens"], 500);
+    let out = json_lines(&fusebert(&["embed", "--model", dir, "--max-length", "512", "--truncate", &long], None));
+    assert_eq!(out[0]["tokens"], 512);
 }
 
 #[test]

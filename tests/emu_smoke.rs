@@ -39,6 +39,7 @@ fn embedding_layernorm_matches_cpu() {
         KernelArg::from(&out),
         KernelArg::U32(hidden as u32),
         KernelArg::F32(eps),
+        KernelArg::U32(0), // position offset
     ];
     let smem = ((hidden + 32) * 4) as u32;
     dev.launch("embedding_layernorm_f16", LaunchConfig::linear(tokens as u32, 64, smem), &args).unwrap();

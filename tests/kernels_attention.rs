@@ -65,6 +65,18 @@ fn attention_d128_ragged() {
     eprintln!("attention d128: max |err| = {max:e}");
 }
 
+/// The head dims beyond 32/64/128 (real small models use 16; 48, 80, 96, 112 exist too): ragged
+/// lengths crossing the 64-row query tile and the key tile (32 or 64), several heads.
+#[test]
+fn attention_other_head_dims_ragged() {
+    for dev in devices() {
+        for (i, d) in [16usize, 48, 80, 96, 112].into_iter().enumerate() {
+            let err = case(&dev, 20 + i as u64, d, 3, &[1, 17, 130, 65]);
+            eprintln!("attention d{d}: max |err| = {err:e}");
+        }
+    }
+}
+
 #[test]
 fn attention_simple_baseline_matches_reference() {
     for dev in devices() {
@@ -89,12 +101,15 @@ fn attention_simple_baseline_matches_reference() {
 #[test]
 fn attention_rejects_bad_head_dim() {
     let dev = fusebert::Device::emulator().unwrap();
-    let qkv = dev.upload(&[f16::ONE; 3 * 48]).unwrap();
+    let qkv = dev.upload(&[f16::ONE; 3 * 144]).unwrap();
     let cu = dev.upload(&[0u32, 1]).unwrap();
-    let mut out = dev.alloc::<f16>(48).unwrap();
+    let mut out = dev.alloc::<f16>(144).unwrap();
+    for head_dim in [8, 40, 144] {
+        let s = AttentionShape { batch: 1, tokens: 1, max_seqlen: 1, heads: 1, head_dim, scale: None };
+        assert_kernel_err(kernels::attention(&dev, &qkv, &cu, &mut out, s), "attention");
+    }
     let s = AttentionShape { batch: 1, tokens: 1, max_seqlen: 1, heads: 1, head_dim: 48, scale: None };
-    assert_kernel_err(kernels::attention(&dev, &qkv, &cu, &mut out, s), "attention");
-    let s = AttentionShape { head_dim: 32, tokens: 2, ..s };
+    let s = AttentionShape { head_dim: 32, tokens: 5, ..s };
     assert_kernel_err(kernels::attention(&dev, &qkv, &cu, &mut out, s), "attention_f16_d32");
     assert_kernel_err(AttentionShape::from_cu_seqlens(&[0, 5, 3], 1, 32), "attention");
     assert_kernel_err(AttentionShape::from_cu_seqlens(&[1, 5], 1, 32), "attention");

@@ -17,6 +17,21 @@ const NKS: [(usize, usize); 3] = [(64, 96), (96, 384), (384, 64)];
 /// K tails inside a 64-byte stage (int8 K 16/48/80; fp16 K 16 = one 32-byte k-step) and N = 16, 48.
 const TAILS: [(usize, usize); 3] = [(16, 16), (48, 80), (16, 48)];
 
+/// Epilogue codes: 0 none, 1 GELU, 2 residual, 3 tanh, 4 GELU (tanh form), 5 ReLU, 6 SiLU.
+const EPILOGUES: u32 = 7;
+
+fn epilogue(code: u32, residual: &fusebert::DeviceBuffer<f16>) -> Epilogue<'_> {
+    match code {
+        1 => Epilogue::Gelu,
+        2 => Epilogue::Residual(residual),
+        3 => Epilogue::Tanh,
+        4 => Epilogue::GeluTanh,
+        5 => Epilogue::Relu,
+        6 => Epilogue::Silu,
+        _ => Epilogue::None,
+    }
+}
+
 #[test]
 fn int8_accumulators_bit_exact_on_ragged_shapes() {
     let mut r = rng(1);
@@ -76,12 +91,7 @@ fn int8_case(
     let (db, dr) = (dev.upload(&bias).unwrap(), dev.upload(&res).unwrap());
     let (dz, dsum) = (dev.upload(&zero).unwrap(), dev.upload(&w_sum).unwrap());
     let mut c = poisoned::<f16>(dev, m * n);
-    let e = match epi {
-        1 => Epilogue::Gelu,
-        2 => Epilogue::Residual(&dr),
-        3 => Epilogue::Tanh,
-        _ => Epilogue::None,
-    };
+    let e = epilogue(epi, &dr);
     clear(dev);
     let zp = kernels::ZeroPoint { zero: &dz, w_sum: &dsum };
     match (asym, variant) {
@@ -120,13 +130,23 @@ fn int8_fp16_output_with_every_epilogue() {
         for &m in &MS {
             for (i, &(n, k)) in NKS.iter().enumerate() {
                 for tile in [Tile::Small, Tile::Large] {
-                    max = max.max(int8_case(&dev, &mut r, m, n, k, ((m + i) % 4) as u32, Variant::Fast, tile, false));
+                    max = max.max(int8_case(
+                        &dev,
+                        &mut r,
+                        m,
+                        n,
+                        k,
+                        ((m + i) % EPILOGUES as usize) as u32,
+                        Variant::Fast,
+                        tile,
+                        false,
+                    ));
                 }
             }
         }
         // a BERT-FFN-sized reduction
         max = max.max(int8_case(&dev, &mut r, 129, 768, 1536, 2, Variant::Fast, Tile::Large, false));
-        for epi in 0..4 {
+        for epi in 0..EPILOGUES {
             max = max.max(int8_case(&dev, &mut r, 7, 96, 384, epi, Variant::Fast, Tile::Auto, false));
             max = max.max(int8_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple, Tile::Auto, false));
         }
@@ -148,7 +168,7 @@ fn int8_asymmetric_activations_with_every_epilogue() {
         // the FFN2 shape of MiniLM (K = 1536) and a K tail
         max = max.max(int8_case(&dev, &mut r, 33, 384, 1536, 2, Variant::Fast, Tile::Auto, true));
         max = max.max(int8_case(&dev, &mut r, 9, 48, 80, 0, Variant::Fast, Tile::Auto, true));
-        for epi in 0..4 {
+        for epi in 0..EPILOGUES {
             max = max.max(int8_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple, Tile::Auto, true));
         }
         // zero points need w_sum for every column
@@ -185,12 +205,7 @@ fn f16_case(
     let (da, dw, db, dr) =
         (dev.upload(&a).unwrap(), dev.upload(&w).unwrap(), dev.upload(&bias).unwrap(), dev.upload(&res).unwrap());
     let mut c = poisoned::<f16>(dev, m * n);
-    let e = match epi {
-        1 => Epilogue::Gelu,
-        2 => Epilogue::Residual(&dr),
-        3 => Epilogue::Tanh,
-        _ => Epilogue::None,
-    };
+    let e = epilogue(epi, &dr);
     clear(dev);
     match variant {
         Variant::Fast => kernels::gemm_f16_tiled(dev, &da, &dw, Some(&db), e, &mut c, m, n, k, tile).unwrap(),
@@ -227,7 +242,16 @@ fn f16_gemm_with_every_epilogue() {
         for &m in &MS {
             for (i, &(n, k)) in NKS.iter().enumerate() {
                 for tile in [Tile::Small, Tile::Large] {
-                    max = max.max(f16_case(&dev, &mut r, m, n, k, ((m + i) % 4) as u32, Variant::Fast, tile));
+                    max = max.max(f16_case(
+                        &dev,
+                        &mut r,
+                        m,
+                        n,
+                        k,
+                        ((m + i) % EPILOGUES as usize) as u32,
+                        Variant::Fast,
+                        tile,
+                    ));
                 }
             }
         }
@@ -236,7 +260,7 @@ fn f16_gemm_with_every_epilogue() {
             max = max.max(f16_case(&dev, &mut r, 7, n, k, 0, Variant::Fast, Tile::Small));
             max = max.max(f16_case(&dev, &mut r, 65, n, k, 2, Variant::Fast, Tile::Large));
         }
-        for epi in 0..4 {
+        for epi in 0..EPILOGUES {
             max = max.max(f16_case(&dev, &mut r, 7, 96, 384, epi, Variant::Fast, Tile::Auto));
             max = max.max(f16_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple, Tile::Auto));
         }

@@ -5,20 +5,22 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
-use fusebert::corpus::{open_output, Row};
-use fusebert::model::reference::Options;
-use fusebert::model::BertModel;
+use fusebert::model::reference::{Options, Output};
+use fusebert::model::{BertModel, Pooling};
 use fusebert::tokenize::Tokenizer;
 use fusebert::{Error, Result};
 
-use super::forward::{DeviceKind, PrecisionArg};
+use super::forward::{run_forward, DeviceKind, PrecisionArg};
 use super::input;
 use super::stream::{self, Engine, StreamArgs};
+use fusebert::corpus::{open_output, Row};
+use fusebert::tokenize::Batch;
 
 /// Options shared by every command that runs the model.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Hugging Face model folder (config.json, model.safetensors, tokenizer.json).
+    /// Hugging Face model folder (config.json, model.safetensors, tokenizer.json; the
+    /// sentence-transformers files when it is an embedding model).
     /// Default: $FUSEBERT_MODEL, else the bundled all-MiniLM-L6-v2.
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
@@ -28,10 +30,15 @@ pub struct RunArgs {
     /// Precision of the device forward pass (default f16; not for --device cpu).
     #[arg(long, value_enum)]
     pub precision: Option<PrecisionArg>,
-    /// Cut inputs longer than the model's position limit (keeping the closing SEP token) instead of failing.
+    /// Cut inputs longer than the input limit (the folder's max_seq_length, else the position
+    /// table, else --max-length) instead of failing, keeping the closing special token.
     #[arg(long)]
     pub truncate: bool,
-    /// Input texts; one per line of stdin (or of --input) when none is given.
+    /// The input limit in tokens, special tokens included (default: the folder's max_seq_length,
+    /// else the position table's limit, which is also the most it may be).
+    #[arg(long, value_name = "N")]
+    pub max_length: Option<usize>,
+    /// Input texts; one per line of stdin when none is given.
     #[arg(value_name = "TEXT")]
     pub texts: Vec<String>,
     #[command(flatten)]
@@ -42,9 +49,22 @@ pub struct RunArgs {
 pub struct EmbedArgs {
     #[command(flatten)]
     pub run: RunArgs,
-    /// L2-normalise the embeddings (what sentence-transformers returns for this model).
-    #[arg(long)]
+    /// Pooling mode (default: the folder's 1_Pooling/config.json, else mean): cls, mean, max,
+    /// mean_sqrt_len_tokens, weightedmean, lasttoken.
+    #[arg(long, value_name = "MODE", value_parser = parse_pooling)]
+    pub pooling: Option<Pooling>,
+    /// L2-normalise the embeddings (default: when the folder has a Normalize module).
+    #[arg(long, conflicts_with = "no_normalize")]
     pub normalize: bool,
+    /// Do not L2-normalise, even when the folder has a Normalize module.
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// Prepend the folder's prompt NAME (config_sentence_transformers.json `prompts`).
+    #[arg(long, value_name = "NAME", conflicts_with = "prompt")]
+    pub prompt_name: Option<String>,
+    /// Prepend this prompt text.
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Option<String>,
     /// Write the embeddings to FILE instead of stdout, by extension: .jsonl (the stdout lines),
     /// .npy (float32 [N, D]), .safetensors (`embeddings` [N, D] f32, `tokens` [N] i64).
     #[arg(long, value_name = "FILE")]
@@ -58,26 +78,73 @@ pub struct EmbedArgs {
 pub struct ClassifyArgs {
     #[command(flatten)]
     pub run: RunArgs,
+    /// Every TEXT (or stdin line) is a pair `FIRST<TAB>SECOND`, encoded as two segments.
+    #[arg(long)]
+    pub pairs: bool,
 }
 
-/// Loads the model (checking it has a classifier head when one is needed) and its tokenizer.
-fn load(run: &RunArgs, need_classifier: bool) -> Result<(BertModel, Tokenizer)> {
+#[derive(Debug, Args)]
+pub struct RerankArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The query every TEXT is scored against (the pair's first segment).
+    #[arg(long, value_name = "Q")]
+    pub query: String,
+}
+
+fn parse_pooling(s: &str) -> std::result::Result<Pooling, String> {
+    Pooling::parse(s).ok_or_else(|| format!("unknown pooling mode `{s}` (supported: {})", Pooling::names()))
+}
+
+/// What to feed the model: single texts or pairs.
+enum Inputs<'a> {
+    Texts(&'a [String]),
+    Pairs(&'a [(String, String)]),
+}
+
+/// The model and its tokenizer with the input limit of `--max-length` (checked against the
+/// position table).
+fn load(run: &RunArgs) -> Result<(BertModel, Tokenizer)> {
     let dir = input::model_dir(run.model.clone())?;
     let model = BertModel::load(&dir)?;
-    if need_classifier && model.weights.classifier.is_none() {
-        return Err(Error::Input(format!(
-            "model {} has no classifier head (no classifier.weight / classifier.bias): use `fusebert embed`",
-            dir.display()
-        )));
+    let mut tokenizer = Tokenizer::for_model(&model)?;
+    if let Some(n) = run.max_length {
+        let limit = model.config.max_input_tokens();
+        if n > limit {
+            return Err(Error::Input(format!(
+                "--max-length {n} is more than this model's position limit of {limit} tokens"
+            )));
+        }
+        tokenizer = tokenizer.with_max_len(n)?;
     }
-    let tokenizer = Tokenizer::from_model_dir(&dir, model.config.max_position_embeddings)?;
     Ok((model, tokenizer))
+}
+
+/// Tokenises the inputs and runs the forward pass.
+fn forward(run: &RunArgs, model: &BertModel, tokenizer: &Tokenizer, inputs: Inputs) -> Result<Output> {
+    let batch = match inputs {
+        Inputs::Texts(t) => tokenizer.encode_batch(t, run.truncate)?,
+        Inputs::Pairs(p) => tokenizer.encode_pairs(p, run.truncate)?,
+    };
+    run_forward(run.device, run.precision, model, &batch, &Options::default())
+}
+
+/// The classifier head, or a typed error saying the model has none.
+fn classifier(model: &BertModel) -> Result<&fusebert::model::ClassifierHead> {
+    model.weights.classifier.as_ref().ok_or_else(|| {
+        Error::Input(format!(
+            "model {} has no classifier head (no classifier.weight / classifier.out_proj.weight): use `fusebert embed`",
+            model.dir.display()
+        ))
+    })
 }
 
 /// One line of `classify` output: the best label and every label's logit and score.
 #[derive(Serialize)]
 struct ClassifyLine<'a> {
     text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text_pair: Option<&'a str>,
     tokens: usize,
     label: &'a str,
     score: f32,
@@ -91,58 +158,135 @@ struct LabelScore<'a> {
     score: f32,
 }
 
+/// One line of `rerank` output (TEI's `/rerank` fields).
+#[derive(Serialize)]
+struct RerankLine {
+    index: usize,
+    score: f32,
+    logit: f32,
+}
+
 pub fn embed(a: EmbedArgs) -> Result<()> {
-    let (model, tokenizer) = load(&a.run, false)?;
+    let (model, tokenizer) = load(&a.run)?;
+    let mut pipeline = model.sentence_config();
+    if let Some(p) = a.pooling {
+        pipeline.pooling = p;
+    }
+    if a.normalize || a.no_normalize {
+        pipeline.normalize = a.normalize;
+    }
+    let prompt = pipeline.choose_prompt(a.prompt.as_deref(), a.prompt_name.as_deref())?;
+    let prompt_tokens = match &prompt {
+        Some(p) => tokenizer.prompt_tokens(p)?,
+        None => 0,
+    };
+    let width = pipeline.dense.last().map_or(model.config.hidden_size, |d| d.linear.out_features());
     let mut engine = Engine::new(a.run.device, a.run.precision, &model)?;
-    let mut out = open_output(a.output.as_deref(), model.config.hidden_size, a.resume)?;
-    let opts = Options { normalize: a.normalize };
-    let encode = |text: &str| tokenizer.encode_batch(&[text], a.run.truncate);
+    let mut out = open_output(a.output.as_deref(), width, a.resume)?;
+    let encode = |text: &str| match &prompt {
+        Some(p) => tokenizer.encode_batch(&[format!("{p}{text}")], a.run.truncate),
+        None => tokenizer.encode_batch(&[text], a.run.truncate),
+    };
+    let forward = |b: &Batch| engine.embeddings(b, &pipeline, prompt_tokens);
     let skip = out.rows_done();
-    stream::run(
-        a.run.texts,
-        &a.run.stream,
-        encode,
-        |b| engine.forward(b, &opts),
-        skip,
-        |done| {
-            let rows: Vec<Row> = (done.texts.iter().zip(&done.output.sequences))
-                .map(|(text, s)| Row { text, tokens: s.len, embedding: &s.mean_pooled })
-                .collect();
-            out.write(&rows)
-        },
-    )?;
+    stream::run(a.run.texts.clone(), &a.run.stream, encode, forward, skip, |done| {
+        let rows: Vec<Row> = (done.texts.iter().zip(done.tokens).zip(done.output))
+            .map(|((text, &tokens), e)| Row { text, tokens, embedding: e })
+            .collect();
+        out.write(&rows)
+    })?;
     out.finish()
 }
 
+/// Per-label scores: softmax over the labels, or the sigmoid of a single logit (a one-label
+/// head has no softmax worth printing; transformers' pipelines use the sigmoid there too).
+fn label_scores(logits: &[f32]) -> Vec<f32> {
+    match logits {
+        [one] => vec![sigmoid(*one)],
+        many => fusebert::model::reference::softmax(many),
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    (1.0 / (1.0 + (-(x as f64)).exp())) as f32
+}
+
+/// Splits `FIRST<TAB>SECOND` inputs (a typed error naming the input without a tab).
+fn split_pairs(texts: &[String]) -> Result<Vec<(String, String)>> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.split_once('\t')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| Error::Input(format!("--pairs: input {i} has no TAB between its two texts: {t:?}")))
+        })
+        .collect()
+}
+
 pub fn classify(a: ClassifyArgs) -> Result<()> {
-    let (model, tokenizer) = load(&a.run, true)?;
-    let mut engine = Engine::new(a.run.device, a.run.precision, &model)?;
-    let labels = &model.weights.classifier.as_ref().expect("checked in load").labels;
-    let encode = |text: &str| tokenizer.encode_batch(&[text], a.run.truncate);
-    let forward = |b: &_| engine.forward(b, &Options::default());
-    stream::run(a.run.texts, &a.run.stream, encode, forward, 0, |done| {
-        let mut lines = Vec::with_capacity(done.texts.len());
-        for (text, s) in done.texts.iter().zip(&done.output.sequences) {
-            let (Some(logits), Some(scores)) = (s.logits.as_deref(), s.scores.as_deref()) else {
-                return Err(Error::Other("the forward pass returned no logits".into()));
-            };
-            // argmax; the first of equal scores wins, as torch.argmax.
-            let best = (0..scores.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
-            let per_label = labels
-                .iter()
-                .zip(logits.iter().zip(scores))
-                .map(|(l, (&logit, &score))| LabelScore { label: l, logit, score })
-                .collect();
-            lines.push(ClassifyLine {
-                text,
-                tokens: s.len,
-                label: &labels[best],
-                score: scores[best],
-                labels: per_label,
-            });
-        }
-        print_lines(lines.into_iter())
-    })
+    let (model, tokenizer) = load(&a.run)?;
+    let labels = &classifier(&model)?.labels;
+    let texts = input::texts(a.run.texts.clone())?;
+    let pairs = if a.pairs { Some(split_pairs(&texts)?) } else { None };
+    let inputs = match &pairs {
+        Some(p) => Inputs::Pairs(p),
+        None => Inputs::Texts(&texts),
+    };
+    let out = forward(&a.run, &model, &tokenizer, inputs)?;
+    let mut lines = Vec::with_capacity(texts.len());
+    for (i, s) in out.sequences.iter().enumerate() {
+        let Some(logits) = s.logits.as_deref() else {
+            return Err(Error::Other("the forward pass returned no logits".into()));
+        };
+        let scores = label_scores(logits);
+        // argmax; the first of equal scores wins, as torch.argmax.
+        let best = (0..scores.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
+        let per_label = labels
+            .iter()
+            .zip(logits.iter().zip(&scores))
+            .map(|(l, (&logit, &score))| LabelScore { label: l, logit, score })
+            .collect();
+        let (text, text_pair) = match &pairs {
+            Some(p) => (p[i].0.as_str(), Some(p[i].1.as_str())),
+            None => (texts[i].as_str(), None),
+        };
+        lines.push(ClassifyLine {
+            text,
+            text_pair,
+            tokens: s.len,
+            label: &labels[best],
+            score: scores[best],
+            labels: per_label,
+        });
+    }
+    print_lines(lines.into_iter())
+}
+
+pub fn rerank(a: RerankArgs) -> Result<()> {
+    let (model, tokenizer) = load(&a.run)?;
+    let n = classifier(&model)?.labels.len();
+    if n != 1 {
+        return Err(Error::Input(format!(
+            "rerank needs a cross-encoder with one logit; model {} has {n} labels: use `fusebert classify --pairs`",
+            model.dir.display()
+        )));
+    }
+    let texts = input::texts(a.run.texts.clone())?;
+    let pairs: Vec<(String, String)> = texts.iter().map(|t| (a.query.clone(), t.clone())).collect();
+    let out = forward(&a.run, &model, &tokenizer, Inputs::Pairs(&pairs))?;
+    let mut lines = out
+        .sequences
+        .iter()
+        .enumerate()
+        .map(|(index, s)| {
+            let logit = s.logits.as_ref().map(|l| l[0]).ok_or_else(|| Error::Other("no logits".into()))?;
+            Ok(RerankLine { index, score: sigmoid(logit), logit })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Best first; equal scores keep input order (a stable sort).
+    lines.sort_by(|a, b| b.score.total_cmp(&a.score));
+    print_lines(lines.into_iter())
 }
 
 /// One compact JSON object per line on stdout.

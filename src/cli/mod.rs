@@ -28,10 +28,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Sentence embeddings (mean pooling), one JSON object per input.
+    /// Sentence embeddings (the folder's pooling / Dense / Normalize), one JSON object per input.
     Embed(encode::EmbedArgs),
-    /// Sequence classification with the model's classifier head, one JSON object per input.
+    /// Sequence classification with the model's classifier head (texts or pairs), one JSON object per input.
     Classify(encode::ClassifyArgs),
+    /// Score texts against a query with a cross-encoder, best first (TEI's /rerank).
+    Rerank(encode::RerankArgs),
     /// Compiled kernels, ptxas resource usage and CUDA devices.
     Info(info::InfoArgs),
     /// Device forward pass vs the f32 CPU reference, per layer; non-zero exit past tolerance.
@@ -67,6 +69,7 @@ fn dispatch(cmd: Command) -> fusebert::Result<i32> {
     match cmd {
         Command::Embed(a) => encode::embed(a).map(|()| 0),
         Command::Classify(a) => encode::classify(a).map(|()| 0),
+        Command::Rerank(a) => encode::rerank(a).map(|()| 0),
         Command::Info(a) => info::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Bench(a) => bench::run(a).map(|()| 0),

@@ -11,7 +11,7 @@ use clap::Args;
 use fusebert::corpus::{BatchPlanner, Budget, InputFormat, TextReader};
 use fusebert::model::bert::{DeviceBert, ForwardOptions};
 use fusebert::model::reference::{self, Options, Output};
-use fusebert::model::{BertModel, Precision};
+use fusebert::model::{BertModel, Precision, SentenceConfig};
 use fusebert::tokenize::Batch;
 use fusebert::{Device, Error, Result};
 
@@ -60,6 +60,16 @@ impl<'m> Engine<'m> {
         }
     }
 
+    /// What `SentenceTransformer.encode` returns for the folder's `pipeline` (pooling, Dense,
+    /// Normalize): the CPU reference pools its f32 hidden states, a device pools with its kernels.
+    pub fn embeddings(&mut self, batch: &Batch, pipeline: &SentenceConfig, prompt_tokens: usize) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Engine::Cpu(model) => Ok(pipeline.embed_all(&reference::forward(model, batch, &Options::default())?, prompt_tokens)),
+            Engine::Device(bert) => bert.sentence_embeddings(batch, pipeline, prompt_tokens),
+        }
+    }
+
+    #[allow(dead_code)] // the classifier path of the engine; classify/rerank still run one batch
     pub fn forward(&mut self, batch: &Batch, opts: &Options) -> Result<Output> {
         match self {
             Engine::Cpu(model) => reference::forward(model, batch, opts),
@@ -70,10 +80,12 @@ impl<'m> Engine<'m> {
     }
 }
 
-/// One finished batch: its texts (in input order) and the forward pass's outputs.
-pub struct Done<'a> {
+/// One finished batch: its texts (in input order), their token counts and the forward pass's
+/// results.
+pub struct Done<'a, R> {
     pub texts: &'a [String],
-    pub output: &'a Output,
+    pub tokens: &'a [usize],
+    pub output: &'a R,
 }
 
 /// Source of texts: the arguments, or a reader.
@@ -143,13 +155,13 @@ fn count_lines(path: &Path) -> Result<usize> {
 /// Runs the whole input through `engine` in budgeted batches, skipping the first `skip` texts
 /// (already in a resumed output), calling `sink` with each finished batch. `encode` turns one
 /// input into a one-sequence batch (tokenizer, prompt, pairs, truncation: the caller's choice).
-pub fn run(
+pub fn run<R>(
     texts: Vec<String>,
     args: &StreamArgs,
     encode: impl Fn(&str) -> Result<Batch>,
-    forward: impl FnMut(&Batch) -> Result<Output>,
+    forward: impl FnMut(&Batch) -> Result<R>,
     skip: usize,
-    mut sink: impl FnMut(Done<'_>) -> Result<()>,
+    mut sink: impl FnMut(Done<'_, R>) -> Result<()>,
 ) -> Result<()> {
     let mut forward = forward;
     let (mut source, total) = Source::open(texts, args)?;
@@ -179,7 +191,7 @@ pub fn run(
         }
         let batch = Batch::new(std::mem::take(ids), std::mem::take(types))?;
         let output = forward(&batch)?;
-        sink(Done { texts: pending, output: &output })?;
+        sink(Done { texts: pending, tokens: &batch.lengths, output: &output })?;
         n_texts += pending.len();
         n_tokens += batch.total_tokens();
         progress.advance(pending.len(), batch.total_tokens());

@@ -19,7 +19,7 @@ pub struct AttentionShape {
     /// Longest sequence (sizes the grid; blocks past a sequence's end exit at once).
     pub max_seqlen: usize,
     pub heads: usize,
-    /// 32, 64 or 128.
+    /// A multiple of 16 up to 128 (16, 32, 48, 64, 80, 96, 112, 128).
     pub head_dim: usize,
     /// Softmax scale; `None` = `1 / sqrt(head_dim)`.
     pub scale: Option<f32>,
@@ -78,13 +78,8 @@ pub fn attention_with(
     if variant == Variant::Simple {
         return simple(dev, qkv, cu_seqlens, out, s);
     }
-    let kernel = match s.head_dim {
-        32 => "attention_f16_d32",
-        64 => "attention_f16_d64",
-        128 => "attention_f16_d128",
-        d => return Err(kerr("attention_f16", format!("head_dim = {d}, expected 32, 64 or 128"))),
-    };
-    let block_n = if s.head_dim == 128 { 32 } else { 64 };
+    let kernel = kernel_name(s.head_dim)?;
+    let block_n = key_tile(s.head_dim);
     if s.batch == 0 || s.heads == 0 || s.max_seqlen == 0 || s.tokens == 0 {
         return Err(kerr(kernel, format!("batch, heads, tokens and max_seqlen must be positive: {s:?}")));
     }
@@ -116,6 +111,39 @@ pub fn attention_with(
         KernelArg::F32(scale * std::f32::consts::LOG2_E),
     ];
     launch(dev, kernel, cfg, &args)
+}
+
+/// Head dims the fast kernel is compiled for (`ATTN_ENTRY` in `kernels/attention.cu`).
+pub const HEAD_DIMS: [usize; 8] = [16, 32, 48, 64, 80, 96, 112, 128];
+
+/// The fast kernel's entry point for `head_dim`, or a typed error listing the supported ones.
+fn kernel_name(head_dim: usize) -> Result<&'static str> {
+    Ok(match head_dim {
+        16 => "attention_f16_d16",
+        32 => "attention_f16_d32",
+        48 => "attention_f16_d48",
+        64 => "attention_f16_d64",
+        80 => "attention_f16_d80",
+        96 => "attention_f16_d96",
+        112 => "attention_f16_d112",
+        128 => "attention_f16_d128",
+        d => {
+            return Err(kerr(
+                "attention_f16",
+                format!("head_dim = {d}, expected a multiple of 16 up to 128 {HEAD_DIMS:?}"),
+            ))
+        }
+    })
+}
+
+/// Keys per shared K/V tile: 64 while Q plus two stages of K and V fit 48 KiB, else 32
+/// (mirrors the `ATTN_ENTRY` table).
+fn key_tile(head_dim: usize) -> usize {
+    if head_dim <= 64 {
+        64
+    } else {
+        32
+    }
 }
 
 fn simple(

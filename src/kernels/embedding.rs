@@ -12,13 +12,17 @@ pub struct EmbeddingTables<'a> {
     pub word: &'a DeviceBuffer<f16>,
     /// `[max_positions, hidden]`
     pub position: &'a DeviceBuffer<f16>,
-    /// `[type_vocab, hidden]`
-    pub token_type: &'a DeviceBuffer<f16>,
+    /// `[type_vocab, hidden]`; `None` for models without token types (DistilBERT): nothing
+    /// is added and `type_ids` is not read.
+    pub token_type: Option<&'a DeviceBuffer<f16>>,
+    /// Added to every position id on the device: 0 for BERT, `pad_token_id + 1` for RoBERTa /
+    /// XLM-R, whose position rows start there (the packer's ids are 0-based per sequence).
+    pub position_offset: usize,
     pub gamma: &'a DeviceBuffer<f16>,
     pub beta: &'a DeviceBuffer<f16>,
 }
 
-/// `out[t] = LN(word[ids[t]] + position[pos_ids[t]] + token_type[type_ids[t]])`.
+/// `out[t] = LN(word[ids[t]] + position[position_offset + pos_ids[t]] + token_type[type_ids[t]])`.
 /// Ids are read on the device and trusted: the tokenizer/packer validates them against the
 /// table sizes (this function checks every buffer length).
 #[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
@@ -40,7 +44,8 @@ pub fn embedding_layernorm(
     for (name, b) in [("ids", ids), ("pos_ids", pos_ids), ("type_ids", type_ids)] {
         check_len(K, name, b, tokens)?;
     }
-    for (name, b) in [("word", t.word), ("position", t.position), ("token_type", t.token_type)] {
+    let tables = [("word", Some(t.word)), ("position", Some(t.position)), ("token_type", t.token_type)];
+    for (name, b) in tables.into_iter().filter_map(|(n, b)| b.map(|b| (n, b))) {
         check_len(K, name, b, hidden)?;
         if b.len() % hidden != 0 {
             return Err(kerr(
@@ -58,12 +63,13 @@ pub fn embedding_layernorm(
         KernelArg::from(type_ids),
         KernelArg::from(t.word),
         KernelArg::from(t.position),
-        KernelArg::from(t.token_type),
+        super::opt_ptr(t.token_type),
         KernelArg::from(t.gamma),
         KernelArg::from(t.beta),
         KernelArg::from(&*out),
         KernelArg::U32(check_u32(K, "hidden", hidden)?),
         KernelArg::F32(eps),
+        KernelArg::U32(check_u32(K, "position_offset", t.position_offset)?),
     ];
     let cfg = LaunchConfig::linear(check_u32(K, "tokens", tokens)?, 256, ((hidden + 32) * 4) as u32);
     launch(dev, K, cfg, &args)

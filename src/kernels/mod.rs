@@ -57,7 +57,7 @@ pub use gemm_int8::{
     gemm_int8_with, weight_sums, Tile, ZeroPoint,
 };
 pub use layernorm::{layernorm_f16, layernorm_f16_q8, layernorm_f16_q8_with, layernorm_f16_with, Q8Out};
-pub use pooling::{pool, Pooling};
+pub use pooling::{pool, pool_skipping, Pooling};
 pub use quantize::{quantize_i8, quantize_i8_asym, quantize_i8_smoothed};
 
 /// Which implementation of a kernel to launch.
@@ -81,6 +81,12 @@ pub enum Epilogue<'a> {
     Residual(&'a DeviceBuffer<half::f16>),
     /// `y = tanh(acc + bias)` (BERT's pooler)
     Tanh,
+    /// `y = gelu_tanh(acc + bias)`, the tanh approximation (`gelu_new`, `gelu_pytorch_tanh`)
+    GeluTanh,
+    /// `y = max(acc + bias, 0)`
+    Relu,
+    /// `y = silu(acc + bias)`, `x sigmoid(x)` (`silu`, `swish`)
+    Silu,
 }
 
 impl Epilogue<'_> {
@@ -90,8 +96,22 @@ impl Epilogue<'_> {
             Epilogue::Gelu => 1,
             Epilogue::Residual(_) => 2,
             Epilogue::Tanh => 3,
+            Epilogue::GeluTanh => 4,
+            Epilogue::Relu => 5,
+            Epilogue::Silu => 6,
         }
     }
+    /// The FFN1 epilogue of a model's `hidden_act`.
+    pub fn activation(act: crate::numerics::activation::HiddenAct) -> Epilogue<'static> {
+        use crate::numerics::activation::HiddenAct;
+        match act {
+            HiddenAct::Gelu => Epilogue::Gelu,
+            HiddenAct::GeluTanh => Epilogue::GeluTanh,
+            HiddenAct::Relu => Epilogue::Relu,
+            HiddenAct::Silu => Epilogue::Silu,
+        }
+    }
+
     pub(crate) fn residual_arg(&self) -> KernelArg {
         match self {
             Epilogue::Residual(r) => KernelArg::from(*r),

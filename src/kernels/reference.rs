@@ -2,6 +2,9 @@
 //! read). Tests and the report compare device results against these.
 use half::f16;
 
+use super::Pooling;
+use crate::numerics::pooling;
+
 fn f(x: &[f16]) -> Vec<f32> {
     x.iter().map(|v| v.to_f32()).collect()
 }
@@ -106,7 +109,8 @@ pub fn gemm_f32(a: &[f16], w: &[f16], m: usize, n: usize, k: usize) -> Vec<f32> 
     c
 }
 
-/// The GEMM epilogue of the kernels: 0 none, 1 GELU, 2 residual, 3 tanh (after + bias).
+/// The GEMM epilogue of the kernels (after + bias): 0 none, 1 GELU, 2 residual, 3 tanh,
+/// 4 GELU (tanh form), 5 ReLU, 6 SiLU ([`Epilogue::code`](super::Epilogue)).
 pub fn epilogue(acc: &[f32], bias: Option<&[f16]>, epi: u32, residual: Option<&[f16]>, n: usize) -> Vec<f32> {
     acc.iter()
         .enumerate()
@@ -116,6 +120,9 @@ pub fn epilogue(acc: &[f32], bias: Option<&[f16]>, epi: u32, residual: Option<&[
                 1 => v = gelu(v),
                 2 => v += residual.expect("residual epilogue needs a residual")[idx].to_f32(),
                 3 => v = v.tanh(),
+                4 => v = crate::numerics::activation::gelu_tanh(v),
+                5 => v = v.max(0.0),
+                6 => v = crate::numerics::activation::silu(v),
                 _ => {}
             }
             v
@@ -174,32 +181,26 @@ pub fn attention(qkv: &[f16], cu_seqlens: &[u32], heads: usize, d: usize, scale:
     out
 }
 
-/// Mean (or CLS) pooling per sequence, optional L2 norm; f32 `[batch, hidden]`.
-pub fn pool(x: &[f16], cu_seqlens: &[u32], hidden: usize, cls: bool, l2norm: bool) -> Vec<f32> {
+/// Pooling per sequence, optional L2 norm, f32 `[batch, hidden]`: the model layer's
+/// definition ([`numerics::pooling::pool`](crate::numerics::pooling::pool), f64 sums: the first
+/// `skip` tokens masked in the mean/max modes, divisors clamped at 1e-9, max of nothing = -1e9)
+/// on each sequence; an empty sequence gives zeros (the kernel's contract).
+pub fn pool(x: &[f16], cu_seqlens: &[u32], hidden: usize, mode: Pooling, skip: usize, l2norm: bool) -> Vec<f32> {
     let mut out = Vec::new();
     for w in cu_seqlens.windows(2) {
-        let (s0, s1) = (w[0] as usize, w[1] as usize);
-        let toks = if cls { s0..(s0 + 1).min(s1) } else { s0..s1 };
-        let n = toks.len();
-        let mut v = vec![0f64; hidden];
-        for t in toks {
-            for c in 0..hidden {
-                v[c] += x[t * hidden + c].to_f32() as f64;
-            }
-        }
-        if n > 0 {
-            v.iter_mut().for_each(|a| *a /= n as f64);
-        }
+        let rows = f(&x[w[0] as usize * hidden..w[1] as usize * hidden]);
+        let mut v = if rows.is_empty() { vec![0.0; hidden] } else { pooling::pool(&rows, hidden, mode, skip) };
         if l2norm {
-            let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
-            v.iter_mut().for_each(|a| *a /= norm);
+            pooling::l2_normalize(&mut v);
         }
-        out.extend(v.iter().map(|&a| a as f32));
+        out.extend(v);
     }
     out
 }
 
 /// Embedding sum + layernorm (the three fp16 rows are summed without intermediate rounding).
+/// `pos_ids` are the table rows (any position offset already added); `typ: None` adds nothing
+/// (models without token types).
 #[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn embedding_layernorm(
     ids: &[u32],
@@ -207,7 +208,7 @@ pub fn embedding_layernorm(
     type_ids: &[u32],
     word: &[f16],
     pos: &[f16],
-    typ: &[f16],
+    typ: Option<&[f16]>,
     gamma: &[f16],
     beta: &[f16],
     hidden: usize,
@@ -219,7 +220,7 @@ pub fn embedding_layernorm(
             .map(|c| {
                 word[ids[i] as usize * hidden + c].to_f32() as f64
                     + pos[pos_ids[i] as usize * hidden + c].to_f32() as f64
-                    + typ[type_ids[i] as usize * hidden + c].to_f32() as f64
+                    + typ.map_or(0.0, |y| y[type_ids[i] as usize * hidden + c].to_f32() as f64)
             })
             .collect();
         let mean = row.iter().sum::<f64>() / hidden as f64;

@@ -4,7 +4,8 @@
 //! Shapes (each entry states its own in `shape`): BERT-base widths (hidden 768, 12 heads of 64,
 //! FFN 3072) with the token count scaled down to 512 (four sequences of 128) so the whole report
 //! runs in seconds on the emulator: int8 GEMM = FFN1 (N 3072, K 768, GELU), int32 GEMM = QKV
-//! (N 2304, K 768), fp16 GEMM = FFN2 (N 768, K 3072, + residual); the two epilogue GEMMs run
+//! (N 2304, K 768), fp16 GEMM = FFN2 (N 768, K 3072, + residual), attention for every head dim
+//! (heads * head_dim ~ 768); the two epilogue GEMMs run
 //! with both block tiles (`..._l` = 128x128). On a GPU the same launches run, without
 //! counters.
 use half::f16;
@@ -46,7 +47,7 @@ fn rand_i8(n: usize, seed: &mut u64) -> Vec<i8> {
 pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     let mut out = Vec::new();
     let mut seed = 0x5eed_u64;
-    let (t, h, heads, d, ffn, seq) = (512usize, 768usize, 12usize, 64usize, 3072usize, 128usize);
+    let (t, h, ffn, seq) = (512usize, 768usize, 3072usize, 128usize);
     let batch = t / seq;
     let eps = 1e-12f32;
     let mut record = |dev: &Device, kernel: &str, shape: String, flops: u64, min_bytes: u64| -> Result<()> {
@@ -143,20 +144,25 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
         )?;
     }
 
-    // attention: four sequences of 128, 12 heads of 64, over a [t, 3h] qkv
-    let qkv = dev.upload(&rand_f16(t * 3 * h, &mut seed))?;
+    // attention: four sequences of 128 over a [t, 3 * heads * d] qkv, every head dim, heads
+    // chosen so that heads * d is close to BERT-base's 768 (12 heads of 64)
     let cu_host: Vec<u32> = (0..=batch as u32).map(|i| i * seq as u32).collect();
     let cu = dev.upload(&cu_host)?;
-    let mut o = dev.alloc::<f16>(t * h)?;
-    super::attention(dev, &qkv, &cu, &mut o, AttentionShape::from_cu_seqlens(&cu_host, heads, d)?)?;
-    let aflops = (batch * heads * 2 * 2 * seq * seq * d) as u64;
-    record(
-        dev,
-        "attention_f16_d64",
-        format!("{batch} sequences x {seq} tokens, {heads} heads x {d}"),
-        aflops,
-        (t * 3 * h * 2 + t * h * 2 + 4 * (batch + 1)) as u64,
-    )?;
+    for d in super::attention::HEAD_DIMS {
+        let heads = (h + d / 2) / d;
+        let hd = heads * d;
+        let qkv = dev.upload(&rand_f16(t * 3 * hd, &mut seed))?;
+        let mut o = dev.alloc::<f16>(t * hd)?;
+        super::attention(dev, &qkv, &cu, &mut o, AttentionShape::from_cu_seqlens(&cu_host, heads, d)?)?;
+        let aflops = (batch * heads * 2 * 2 * seq * seq * d) as u64;
+        record(
+            dev,
+            &format!("attention_f16_d{d}"),
+            format!("{batch} sequences x {seq} tokens, {heads} heads x {d}"),
+            aflops,
+            (t * 3 * hd * 2 + t * hd * 2 + 4 * (batch + 1)) as u64,
+        )?;
+    }
 
     // pooling (mean + L2) and the embedding
     let mut pooled = dev.alloc::<f32>(batch * h)?;
@@ -175,7 +181,14 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     let ids = dev.upload(&(0..t as u32).map(|i| (i * 7919) % vocab as u32).collect::<Vec<_>>())?;
     let pids = dev.upload(&(0..t as u32).map(|i| i % seq as u32).collect::<Vec<_>>())?;
     let tids = dev.upload(&vec![0u32; t])?;
-    let tables = super::EmbeddingTables { word: &word, position: &posv, token_type: &typ, gamma: &gamma, beta: &beta };
+    let tables = super::EmbeddingTables {
+        word: &word,
+        position: &posv,
+        token_type: Some(&typ),
+        position_offset: 0,
+        gamma: &gamma,
+        beta: &beta,
+    };
     super::embedding_layernorm(dev, &ids, &pids, &tids, &tables, &mut y, t, h, eps)?;
     record(
         dev,

@@ -11,11 +11,21 @@
 //! asymmetrically, `quantize_i8_asym`: it spans [-0.17, max], so a symmetric scale would waste
 //! half the codes), and the embedding output once: 3 + 9 L launches.
 //! The pooler (gather `[CLS]` rows + GEMM with tanh) and the classifier GEMM add 2 and 1.
+//!
+//! The model config drives the variants: the FFN1 epilogue is the model's `hidden_act` (GELU,
+//! its tanh form, ReLU, SiLU); attention takes any head dim that is a multiple of 16 up to 128;
+//! models without token types (DistilBERT) skip that table; positions come from the batch, which
+//! carries the model's offset (RoBERTa: `pad_token_id + 1`, checked by `check_batch`); ELECTRA's
+//! embedding projection (`embedding_size != hidden_size`) is one more fp16 GEMM after the
+//! embedding layernorm (+1 launch); the pooling is any sentence-transformers mode
+//! ([`DeviceBert::forward_pooled`]). A RoBERTa classification head (dense + tanh + out_proj)
+//! runs as the pooler + classifier pair, which the weights hold it as.
 use half::f16;
 
-use super::config::{BertConfig, HiddenAct};
+use super::config::BertConfig;
 use super::quant::{self, quantize_rows};
 use super::reference::{check_batch, softmax, Output, SequenceOutput};
+use super::sentence::SentenceConfig;
 use super::weights::{LayerNormWeights, Linear};
 use super::{BertModel, Precision};
 use crate::device::{Device, DeviceBuffer, GraphCache, GraphStats};
@@ -129,6 +139,8 @@ struct Workspace {
     q8_scale: DeviceBuffer<f32>,
     /// Zero points of the asymmetric int8 activations (FFN2 input).
     q8_zero: DeviceBuffer<i32>,
+    /// ELECTRA: the embedding layernorm's `[T, embedding_size]` output, before the projection.
+    emb: Option<DeviceBuffer<f16>>,
     pooled: DeviceBuffer<f32>,
     cls: DeviceBuffer<f16>,
     pooler_out: DeviceBuffer<f16>,
@@ -142,8 +154,13 @@ pub struct DeviceBert {
     config: BertConfig,
     word: DeviceBuffer<f16>,
     position: DeviceBuffer<f16>,
-    token_type: DeviceBuffer<f16>,
+    /// `None` for models without token types (DistilBERT): nothing is added.
+    token_type: Option<DeviceBuffer<f16>>,
     emb_ln: DeviceLayerNorm,
+    /// ELECTRA's `embeddings_project` (fp16 in both precisions: `[hidden, embedding_size]`).
+    projection: Option<DeviceLinear>,
+    /// The FFN1 epilogue: the model's `hidden_act`.
+    ffn_act: Epilogue<'static>,
     layers: Vec<DeviceLayer>,
     pooler: Option<DeviceLinear>,
     /// Classifier (always fp16: tiny), label count before padding.
@@ -163,10 +180,26 @@ const GRAPH_CACHE: usize = 8;
 /// Options of one device forward pass.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ForwardOptions {
-    /// L2-normalise the mean-pooled embedding.
+    /// L2-normalise the pooled embedding.
     pub normalize: bool,
     /// Also return the hidden states after the embeddings and after every layer.
     pub hidden_states: bool,
+}
+
+/// How [`DeviceBert::forward_pooled`] pools each sequence into `SequenceOutput::mean_pooled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DevicePooling {
+    pub mode: Pooling,
+    /// Leading tokens of every sequence masked out of the modes that honour a mask (a prompt's
+    /// tokens, `[CLS]` included, when the folder says `include_prompt: false`).
+    pub skip: usize,
+}
+
+impl Default for DevicePooling {
+    /// Mean over all tokens (what [`DeviceBert::forward`] does).
+    fn default() -> Self {
+        DevicePooling { mode: Pooling::Mean, skip: 0 }
+    }
 }
 
 /// Per-layer hidden states of a device forward pass: `layers[0]` is the embedding output,
@@ -263,10 +296,14 @@ impl DeviceBert {
         ranges: Option<&[quant::LayerInputRanges]>,
     ) -> Result<DeviceBert> {
         let c = &model.config;
-        if c.hidden_act != HiddenAct::Gelu {
+        if !kernels::attention::HEAD_DIMS.contains(&c.head_dim()) {
             return Err(Error::Input(format!(
-                "the device forward pass implements hidden_act = gelu (erf); this model uses {:?}",
-                c.hidden_act
+                "the device forward pass needs a head dim that is a multiple of 16 up to 128 {:?}; this model's is {} \
+                 (hidden_size {} / num_attention_heads {}); use --device cpu",
+                kernels::attention::HEAD_DIMS,
+                c.head_dim(),
+                c.hidden_size,
+                c.num_attention_heads
             )));
         }
         let w = &model.weights;
@@ -304,8 +341,15 @@ impl DeviceBert {
             config: c.clone(),
             word: upload_f16(dev, &w.embeddings.word.data)?,
             position: upload_f16(dev, &w.embeddings.position.data)?,
-            token_type: upload_f16(dev, &w.embeddings.token_type.data)?,
+            token_type: c.has_token_types.then(|| upload_f16(dev, &w.embeddings.token_type.data)).transpose()?,
             emb_ln: upload_ln(dev, &w.embeddings.layer_norm)?,
+            projection: w
+                .embeddings
+                .projection
+                .as_ref()
+                .map(|p| upload_linear(dev, &[p], Precision::F16, 1, SYMMETRIC))
+                .transpose()?,
+            ffn_act: Epilogue::activation(c.hidden_act),
             layers,
             pooler,
             classifier,
@@ -355,8 +399,8 @@ impl DeviceBert {
             .map(|l| lin(&l.qkv) + lin(&l.attn_out) + lin(&l.ffn1) + lin(&l.ffn2) + l.ln1.bytes() + l.ln2.bytes())
             .sum();
         let heads = self.pooler.as_ref().map_or(0, lin) + self.classifier.as_ref().map_or(0, |(l, _)| lin(l));
-        (self.word.bytes() + self.position.bytes() + self.token_type.bytes() + self.emb_ln.bytes() + layers + heads)
-            as u64
+        let tables = self.word.bytes() + self.position.bytes() + self.token_type.as_ref().map_or(0, |y| y.bytes());
+        (tables + self.emb_ln.bytes() + self.projection.as_ref().map_or(0, lin) + layers + heads) as u64
     }
 
     /// The least global traffic this launch sequence can have on `batch`: every kernel reads
@@ -373,7 +417,12 @@ impl DeviceBert {
         // int8 copy of [t, k] written next to an fp16 output (layernorm_q8) or by quantize
         let q8_out = |k: usize, asym: bool| if int8 { t * k + 4 * t + if asym { 4 * t } else { 0 } } else { 0 };
         let mut tr = Traffic::default();
-        tr.add(3 * 4 * t + 3 * t * h * 2 + self.emb_ln.bytes(), t * h * 2);
+        // ids, positions (and token types) of each token, and one row of each table
+        let (e, tables) = (self.config.embedding_size, if self.token_type.is_some() { 3 } else { 2 });
+        tr.add(tables * 4 * t + tables * t * e * 2 + self.emb_ln.bytes(), t * e * 2);
+        if let Some(p) = &self.projection {
+            tr.add(t * e * 2 + p.gemm_bytes(), t * h * 2);
+        }
         if int8 {
             let m = self.layers.first().and_then(|l| l.qkv.smooth());
             tr.add(t * h * 2 + smooth_bytes(m), q8_out(h, false));
@@ -396,7 +445,7 @@ impl DeviceBert {
             let q8 = if next_qkv.is_some() { q8_out(h, false) } else { 0 };
             tr.add(t * h * 2 + l.ln2.bytes() + smooth_bytes(next_qkv.and_then(|n| n.smooth())), t * h * 2 + q8);
         }
-        tr.add(t * h * 2 + cu, b * h * 4);
+        tr.add(t * h * 2 + cu, b * h * 4); // pooling (mean: every row; the counters show the others' less)
         if let Some(p) = &self.pooler {
             tr.add(b * h * 2 + cu, b * h * 2);
             tr.add(b * h * 2 + p.gemm_bytes(), b * h * 2);
@@ -414,7 +463,9 @@ impl DeviceBert {
             Precision::F16 => 2 + 7 * l,
             Precision::Int8 => 3 + 9 * l,
         };
-        body + if self.pooler.is_some() { 2 } else { 0 } + if self.classifier.is_some() { 1 } else { 0 }
+        body + usize::from(self.projection.is_some())
+            + if self.pooler.is_some() { 2 } else { 0 }
+            + usize::from(self.classifier.is_some())
     }
 
     /// Makes sure the workspace holds `tokens` tokens and `batch` sequences.
@@ -448,6 +499,7 @@ impl DeviceBert {
             q8: d.alloc(t * i.max(h))?,
             q8_scale: d.alloc(t)?,
             q8_zero: d.alloc(t)?,
+            emb: self.projection.as_ref().map(|_| d.alloc(t * self.config.embedding_size)).transpose()?,
             pooled: d.alloc(b * h)?,
             cls: d.alloc(b * h)?,
             pooler_out: d.alloc(b * h)?,
@@ -460,8 +512,41 @@ impl DeviceBert {
         self.classifier.as_ref().map_or(0, |(_, n)| n.next_multiple_of(GEMM_ALIGN))
     }
 
-    /// Runs the encoder on `batch`; an empty batch gives an empty output.
+    /// Runs the encoder on `batch`, mean pooling; an empty batch gives an empty output.
     pub fn forward(&mut self, batch: &Batch, opts: ForwardOptions) -> Result<(Output, Option<DeviceHiddenStates>)> {
+        self.forward_pooled(batch, opts, DevicePooling::default())
+    }
+
+    /// The sentence embedding of every sequence of `batch` as `SentenceTransformer.encode` gives
+    /// it for a folder with this `sentence` pipeline: pooling (and, when no Dense module
+    /// follows, the Normalize module) on the device, then the Dense modules and Normalize on the
+    /// host (a `[hidden] x [out, hidden]` product per text). `prompt_tokens` is how many leading
+    /// tokens (`[CLS]` included) belong to a prompt (0 without one).
+    pub fn sentence_embeddings(
+        &mut self,
+        batch: &Batch,
+        sentence: &SentenceConfig,
+        prompt_tokens: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        let skip = if sentence.include_prompt { 0 } else { prompt_tokens };
+        let on_device = sentence.dense.is_empty();
+        let opts = ForwardOptions { normalize: sentence.normalize && on_device, hidden_states: false };
+        let (out, _) = self.forward_pooled(batch, opts, DevicePooling { mode: sentence.pooling, skip })?;
+        Ok(out
+            .sequences
+            .into_iter()
+            .map(|s| if on_device { s.mean_pooled } else { dense_then_normalize(sentence, s.mean_pooled) })
+            .collect())
+    }
+
+    /// [`DeviceBert::forward`] with another pooling: `SequenceOutput::mean_pooled` then holds
+    /// the `pooling.mode` vector (L2-normalised when `opts.normalize`).
+    pub fn forward_pooled(
+        &mut self,
+        batch: &Batch,
+        opts: ForwardOptions,
+        pooling: DevicePooling,
+    ) -> Result<(Output, Option<DeviceHiddenStates>)> {
         let h = self.config.hidden_size;
         if batch.is_empty() {
             return Ok((Output { hidden_size: h, sequences: Vec::new() }, None));
@@ -470,7 +555,7 @@ impl DeviceBert {
         let (t, b) = (batch.total_tokens(), batch.len());
         self.reserve(t, b)?;
         let mut ws = self.workspace.take().expect("reserved");
-        let result = self.run(&mut ws, batch, opts);
+        let result = self.run(&mut ws, batch, opts, pooling);
         self.workspace = Some(ws);
         result
     }
@@ -480,6 +565,7 @@ impl DeviceBert {
         ws: &mut Workspace,
         batch: &Batch,
         opts: ForwardOptions,
+        pooling: DevicePooling,
     ) -> Result<(Output, Option<DeviceHiddenStates>)> {
         let (t, h) = (batch.total_tokens(), self.config.hidden_size);
         let p = &batch.packed;
@@ -490,7 +576,7 @@ impl DeviceBert {
         if opts.hidden_states {
             // The hidden states are read between launches: no graph.
             let mut states = DeviceHiddenStates { layers: Vec::new() };
-            self.launch_all(ws, batch, opts.normalize, |x| {
+            self.launch_all(ws, batch, opts.normalize, pooling, |x| {
                 states.layers.push(read_f32(x, t * h)?);
                 Ok(())
             })?;
@@ -498,10 +584,10 @@ impl DeviceBert {
             return Ok((out, Some(states)));
         }
         if self.use_graphs {
-            let ((), launches) = self.dev.record(|| self.launch_all(ws, batch, opts.normalize, |_| Ok(())))?;
+            let ((), launches) = self.dev.record(|| self.launch_all(ws, batch, opts.normalize, pooling, |_| Ok(())))?;
             self.graph_cache().replay(&self.dev, launches)?;
         } else {
-            self.launch_all(ws, batch, opts.normalize, |_| Ok(()))?;
+            self.launch_all(ws, batch, opts.normalize, pooling, |_| Ok(()))?;
         }
         Ok((self.read_outputs(ws, batch)?, None))
     }
@@ -513,6 +599,7 @@ impl DeviceBert {
         ws: &mut Workspace,
         batch: &Batch,
         normalize: bool,
+        pooling: DevicePooling,
         mut after: impl FnMut(&DeviceBuffer<f16>) -> Result<()>,
     ) -> Result<()> {
         let (t, b, h) = (batch.total_tokens(), batch.len(), self.config.hidden_size);
@@ -520,21 +607,23 @@ impl DeviceBert {
         let tables = EmbeddingTables {
             word: &self.word,
             position: &self.position,
-            token_type: &self.token_type,
+            token_type: self.token_type.as_ref(),
+            // the batch's position ids already carry the model's offset (check_batch)
+            position_offset: 0,
             gamma: &self.emb_ln.gamma,
             beta: &self.emb_ln.beta,
         };
-        kernels::embedding_layernorm(
-            d,
-            &ws.ids,
-            &ws.pos_ids,
-            &ws.type_ids,
-            &tables,
-            &mut ws.x,
-            t,
-            h,
-            self.config.layer_norm_eps,
-        )?;
+        let (e, eps) = (self.config.embedding_size, self.config.layer_norm_eps);
+        match (&self.projection, &mut ws.emb) {
+            (Some(DeviceLinear::F16 { w, b }), Some(emb)) => {
+                kernels::embedding_layernorm(d, &ws.ids, &ws.pos_ids, &ws.type_ids, &tables, emb, t, e, eps)?;
+                kernels::gemm_f16(d, emb, w, Some(b), Epilogue::None, &mut ws.x, t, h, e)?;
+            }
+            (None, _) => {
+                kernels::embedding_layernorm(d, &ws.ids, &ws.pos_ids, &ws.type_ids, &tables, &mut ws.x, t, h, eps)?
+            }
+            _ => return Err(Error::Other("DeviceBert: projection without its workspace buffer".into())),
+        }
         if self.precision == Precision::Int8 {
             let smooth = self.layers.first().and_then(|l| l.qkv.smooth());
             kernels::quantize_i8_smoothed(d, &ws.x, smooth, &mut ws.q8, &mut ws.q8_scale, t, h)?;
@@ -545,7 +634,7 @@ impl DeviceBert {
             self.layer(ws, layer, self.layers.get(i + 1), t, b, max_seqlen)?;
             after(&ws.x)?;
         }
-        self.launch_heads(ws, batch, normalize)
+        self.launch_heads(ws, batch, normalize, pooling)
     }
 
     /// One encoder layer: ws.x (and, for int8, ws.q8 = quantised ws.x) -> ws.x (and ws.q8,
@@ -578,7 +667,7 @@ impl DeviceBert {
         }
         self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, Epilogue::Residual(x), y, t, h, h)?;
         self.layernorm(&l.ln1, y, hbuf, q8, q8_scale, l.ffn1.smooth(), t, h, eps)?;
-        self.gemm(&l.ffn1, hbuf, q8, q8_scale, q8_zero, Epilogue::Gelu, ffn, t, i, h)?;
+        self.gemm(&l.ffn1, hbuf, q8, q8_scale, q8_zero, self.ffn_act, ffn, t, i, h)?;
         if int8 {
             kernels::quantize_i8_asym(d, ffn, l.ffn2.smooth(), q8, q8_scale, q8_zero, t, i)?;
         }
@@ -642,11 +731,12 @@ impl DeviceBert {
         }
     }
 
-    /// Mean pooling, pooler and classifier launches.
-    fn launch_heads(&self, ws: &mut Workspace, batch: &Batch, normalize: bool) -> Result<()> {
+    /// Pooling (any mode, optionally L2-normalised), pooler and classifier launches.
+    fn launch_heads(&self, ws: &mut Workspace, batch: &Batch, normalize: bool, pooling: DevicePooling) -> Result<()> {
         let d = &self.dev;
         let (t, b, h) = (batch.total_tokens(), batch.len(), self.config.hidden_size);
-        kernels::pool(d, &ws.x, &ws.cu_seqlens, &mut ws.pooled, b, t, h, Pooling::Mean, normalize)?;
+        let (mode, skip) = (pooling.mode, pooling.skip);
+        kernels::pool_skipping(d, &ws.x, &ws.cu_seqlens, &mut ws.pooled, b, t, h, mode, skip, normalize)?;
         if let Some(DeviceLinear::F16 { w, b: bias }) = &self.pooler {
             kernels::gather_first_rows(d, &ws.x, &ws.cu_seqlens, &mut ws.cls, b, t, h)?;
             kernels::gemm_f16(d, &ws.cls, w, Some(bias), Epilogue::Tanh, &mut ws.pooler_out, b, h, h)?;
@@ -690,6 +780,19 @@ impl DeviceBert {
             .collect();
         Ok(Output { hidden_size: h, sequences })
     }
+}
+
+/// The sentence-transformers modules after pooling, on the host: each Dense module
+/// (`activation(W v + b)`), then Normalize when the folder has it (as `SentenceConfig::embed`).
+fn dense_then_normalize(sentence: &SentenceConfig, mut v: Vec<f32>) -> Vec<f32> {
+    for d in &sentence.dense {
+        v = super::reference::linear(&v, d.linear.in_features(), &d.linear.weight.data, Some(&d.linear.bias.data));
+        v.iter_mut().for_each(|x| *x = d.activation.apply(*x));
+    }
+    if sentence.normalize {
+        crate::numerics::pooling::l2_normalize(&mut v);
+    }
+    v
 }
 
 fn write_prefix<T: bytemuck::Pod>(buf: &mut DeviceBuffer<T>, data: &[T]) -> Result<()> {

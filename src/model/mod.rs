@@ -1,7 +1,9 @@
-//! BERT models: configuration, weights, the CPU reference forward pass.
+//! BERT-family models: configuration, weights, sentence-transformers pipelines, the CPU
+//! reference forward pass.
 //!
-//! [`BertModel::load`] reads a Hugging Face model folder (`config.json` + `model.safetensors`);
-//! the tokenizer (`tokenizer.json`) is loaded separately by [`crate::tokenize::Tokenizer`].
+//! [`BertModel::load`] reads a Hugging Face model folder (`config.json` + `model.safetensors`,
+//! and the sentence-transformers files when there are some); the tokenizer (`tokenizer.json`) is
+//! loaded separately by [`crate::tokenize::Tokenizer`].
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -12,11 +14,13 @@ pub mod config;
 pub mod quant;
 pub mod reference;
 pub mod synthetic;
+pub mod sentence;
 pub mod weights;
 
-pub use config::{BertConfig, HiddenAct};
+pub use config::{Architecture, BertConfig, HiddenAct};
+pub use sentence::{Pooling, SentenceConfig};
 pub use weights::{
-    BertWeights, ClassifierHead, EmbeddingWeights, EncoderLayerWeights, HostTensor, LayerNormWeights, Linear,
+    BertWeights, ClassifierHead, EmbeddingWeights, EncoderLayerWeights, HeadKind, HostTensor, LayerNormWeights, Linear,
 };
 
 /// Numeric precision of the device forward pass (the CPU reference is always f32).
@@ -35,17 +39,36 @@ pub struct BertModel {
     pub dir: PathBuf,
     pub config: BertConfig,
     pub weights: BertWeights,
+    /// The folder's sentence-transformers pipeline (pooling, Dense, Normalize, length limit,
+    /// prompts); `None` for a plain encoder folder.
+    pub sentence: Option<SentenceConfig>,
 }
 
 impl BertModel {
-    /// Loads `dir/config.json` and `dir/model.safetensors`, checking every tensor.
+    /// Loads `dir/config.json`, `dir/model.safetensors` (checking every tensor) and the
+    /// sentence-transformers files, if any.
     pub fn load(dir: &Path) -> Result<BertModel> {
         if !dir.is_dir() {
             return Err(Error::ModelDirMissing(dir.to_path_buf()));
         }
         let config = BertConfig::from_file(&dir.join("config.json"))?;
         let weights = BertWeights::from_file(&dir.join("model.safetensors"), &config)?;
-        Ok(BertModel { dir: dir.to_path_buf(), config, weights })
+        let sentence = SentenceConfig::load(dir)?;
+        Ok(BertModel { dir: dir.to_path_buf(), config, weights, sentence })
+    }
+
+    /// The sentence pipeline: the folder's, or [`SentenceConfig::plain`] (mean pooling, no
+    /// Normalize) for a plain encoder folder.
+    pub fn sentence_config(&self) -> SentenceConfig {
+        self.sentence.clone().unwrap_or_else(SentenceConfig::plain)
+    }
+
+    /// The default input limit in tokens: the folder's `max_seq_length` when it has one (what
+    /// sentence-transformers and TEI use), capped by the position table, else the position
+    /// table's limit ([`BertConfig::max_input_tokens`]).
+    pub fn max_input_tokens(&self) -> usize {
+        let positions = self.config.max_input_tokens();
+        self.sentence.as_ref().and_then(|s| s.max_seq_length).map_or(positions, |m| m.min(positions))
     }
 }
 

@@ -116,8 +116,16 @@ pub fn check_batch(config: &BertConfig, batch: &Batch) -> Result<()> {
         if ids.is_empty() {
             return Err(Error::Input(format!("sequence {i} has no tokens")));
         }
-        if ids.len() > config.max_position_embeddings {
-            return Err(Error::InputTooLong { index: i, tokens: ids.len(), limit: config.max_position_embeddings });
+        if ids.len() > config.max_input_tokens() {
+            return Err(Error::InputTooLong { index: i, tokens: ids.len(), limit: config.max_input_tokens() });
+        }
+        // Position ids come from the batch: a RoBERTa model needs them offset (Tokenizer::for_model does it).
+        let first_pos = batch.packed.position_ids[batch.packed.cu_seqlens[i] as usize] as usize;
+        if first_pos != config.position_offset {
+            return Err(Error::Input(format!(
+                "sequence {i}: position ids start at {first_pos}, this model's start at {} (build the batch with Tokenizer::for_model or Batch::with_position_offset)",
+                config.position_offset
+            )));
         }
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
             return Err(Error::Input(format!("sequence {i}: token id {id} >= vocab_size {}", config.vocab_size)));
@@ -167,8 +175,18 @@ fn heads(model: &BertModel, x: &[f32], batch: &Batch, opts: &Options) -> Output 
     Output { hidden_size: h, sequences }
 }
 
-/// Word + token type + position embeddings of every packed token, then LayerNorm: `[T, H]`.
+/// Word + token type + position embeddings of every packed token, then LayerNorm (and
+/// ELECTRA's projection, when the model has one): `[T, H]`.
 pub fn embed(w: &EmbeddingWeights, eps: f32, packed: &PackedBatch) -> Vec<f32> {
+    let x = embed_tables(w, eps, packed);
+    match &w.projection {
+        Some(p) => linear_layer(p, &x),
+        None => x,
+    }
+}
+
+/// The embedding sum and LayerNorm, `[T, embedding_size]`.
+fn embed_tables(w: &EmbeddingWeights, eps: f32, packed: &PackedBatch) -> Vec<f32> {
     let h = w.word.shape[1];
     let mut x = vec![0f32; packed.input_ids.len() * h];
     for (t, row) in x.chunks_exact_mut(h).enumerate() {
@@ -331,28 +349,11 @@ pub fn layernorm_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f
     y
 }
 
-/// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, computed in f64 (as `0.5 x erfc(-x / sqrt 2)`,
-/// which stays accurate for large negative `x`) and rounded once to f32.
-pub fn gelu_erf(x: f32) -> f32 {
-    let x = x as f64;
-    (0.5 * x * crate::numerics::erf::erfc(-x * std::f64::consts::FRAC_1_SQRT_2)) as f32
-}
-
-/// The tanh approximation of GELU (`gelu_new`, `gelu_pytorch_tanh`), in f64.
-pub fn gelu_tanh(x: f32) -> f32 {
-    let x = x as f64;
-    let c = (2.0 / std::f64::consts::PI).sqrt();
-    (0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())) as f32
-}
+pub use crate::numerics::activation::{gelu_erf, gelu_tanh};
 
 /// The configured FFN activation.
 pub fn activation(act: HiddenAct, x: f32) -> f32 {
-    match act {
-        HiddenAct::Gelu => gelu_erf(x),
-        HiddenAct::GeluTanh => gelu_tanh(x),
-        HiddenAct::Relu => x.max(0.0),
-        HiddenAct::Silu => (x as f64 / (1.0 + (-x as f64).exp())) as f32,
-    }
+    act.apply(x)
 }
 
 /// Applies the FFN activation to every element, in parallel chunks whose inner loops the compiler
@@ -516,11 +517,7 @@ pub fn mean_pool(x: &[f32], h: usize) -> Vec<f32> {
     acc.iter().map(|&a| (a / n.max(1) as f64) as f32).collect()
 }
 
-/// `v / max(||v||_2, 1e-12)`, as `torch.nn.functional.normalize`.
-pub fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
-    v.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
-}
+pub use crate::numerics::pooling::l2_normalize;
 
 /// BERT pooler on `[B, H]` `[CLS]` rows: `tanh(cls W^T + b)`.
 pub fn pooler(w: &Linear, cls: &[f32]) -> Vec<f32> {

@@ -3,10 +3,9 @@
 //! deterministic (a seeded SplitMix64) and scaled like a trained BERT's (uniform +-0.05 for
 //! matrices, LayerNorm gamma ~1), so the kernels see realistic magnitudes; the outputs mean
 //! nothing.
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::config::{BertConfig, HiddenAct};
+use super::config::BertConfig;
 use super::weights::{BertWeights, EmbeddingWeights, EncoderLayerWeights, HostTensor, LayerNormWeights, Linear};
 use super::BertModel;
 use crate::error::{Error, Result};
@@ -34,20 +33,9 @@ pub fn shape_config(name: &str) -> Result<BertConfig> {
 
 /// A BERT config with the Hugging Face defaults for everything but the sizes.
 pub fn config(layers: usize, hidden: usize, heads: usize, ffn: usize, vocab: usize, max_pos: usize) -> BertConfig {
-    BertConfig {
-        hidden_size: hidden,
-        num_hidden_layers: layers,
-        num_attention_heads: heads,
-        intermediate_size: ffn,
-        vocab_size: vocab,
-        max_position_embeddings: max_pos,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-        hidden_act: HiddenAct::Gelu,
-        pad_token_id: 0,
-        id2label: BTreeMap::new(),
-        label2id: BTreeMap::new(),
-    }
+    let mut c = BertConfig::bert(hidden, layers, heads, ffn, vocab);
+    c.max_position_embeddings = max_pos;
+    c
 }
 
 /// SplitMix64: tiny, seeded, good enough for test weights (no `rand` in the library).
@@ -120,11 +108,13 @@ pub fn random_model(config: &BertConfig, seed: u64) -> BertModel {
         position: r.tensor("embeddings.position_embeddings.weight", vec![config.max_position_embeddings, h], 0.0, 0.05),
         token_type: r.tensor("embeddings.token_type_embeddings.weight", vec![config.type_vocab_size, h], 0.0, 0.05),
         layer_norm: emb_ln,
+        projection: None,
     };
     BertModel {
         dir: PathBuf::from(format!("<random {} layers, hidden {h}, seed {seed}>", config.num_hidden_layers)),
         config: config.clone(),
         weights: BertWeights { embeddings, layers, pooler: Some(pooler), classifier: None },
+        sentence: None,
     }
 }
 

@@ -59,24 +59,18 @@ pub fn random_model(s: Shape, seed: u64) -> BertModel {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let h = s.hidden;
     let config = BertConfig {
-        hidden_size: h,
-        num_hidden_layers: s.layers,
-        num_attention_heads: s.heads,
-        intermediate_size: s.intermediate,
-        vocab_size: s.vocab,
         max_position_embeddings: s.max_pos,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
         hidden_act: HiddenAct::Gelu,
-        pad_token_id: 0,
         id2label: (0..s.labels).map(|i| (i, format!("label_{i}"))).collect(),
         label2id: (0..s.labels).map(|i| (format!("label_{i}"), i)).collect(),
+        ..BertConfig::bert(h, s.layers, s.heads, s.intermediate, s.vocab)
     };
     let embeddings = EmbeddingWeights {
         word: tensor(&mut rng, "word", vec![s.vocab, h], 0.0, 1.0),
         position: tensor(&mut rng, "position", vec![s.max_pos, h], 0.0, 0.3),
         token_type: tensor(&mut rng, "type", vec![2, h], 0.0, 0.3),
         layer_norm: ln(&mut rng, "emb.ln", h),
+        projection: None,
     };
     let layers = (0..s.layers)
         .map(|l| EncoderLayerWeights {
@@ -94,11 +88,13 @@ pub fn random_model(s: Shape, seed: u64) -> BertModel {
     let classifier = (s.labels > 0).then(|| ClassifierHead {
         linear: linear(&mut rng, "classifier", s.labels, h),
         labels: (0..s.labels).map(|i| format!("label_{i}")).collect(),
+        kind: fusebert::model::HeadKind::BertPooler,
     });
     BertModel {
         dir: std::path::PathBuf::from("<random>"),
         config,
         weights: BertWeights { embeddings, layers, pooler, classifier },
+        sentence: None,
     }
 }
 
