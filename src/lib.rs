@@ -2,7 +2,7 @@
 //!
 //! Layers, bottom up: [`ptx`] (embedded kernels), [`device`] (one launch API over CUDA and the
 //! PTX emulator [`emu`]), [`kernels`] (typed, checked launches), [`model`] (config, weights,
-//! CPU reference and device forward pass), [`tokenize`].
+//! CPU reference and device forward pass), [`tokenize`]; [`serve`], the HTTP server, on top.
 pub mod device;
 pub mod emu;
 pub mod error;
@@ -10,6 +10,7 @@ pub mod kernels;
 pub mod model;
 pub mod numerics;
 pub mod ptx;
+pub mod serve;
 pub mod tokenize;
 
 pub use device::{Device, DeviceBuffer, KernelArg, LaunchConfig};

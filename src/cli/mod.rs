@@ -14,6 +14,7 @@ mod forward;
 mod info;
 mod input;
 mod kernels;
+mod serve;
 mod verify;
 
 /// BERT-family encoder inference on hand-written CUDA kernels, with a PTX emulator.
@@ -40,6 +41,8 @@ pub enum Command {
     Kernels(kernels::KernelsArgs),
     /// The PTX emulator as a tool: run any kernel of any PTX file.
     Emu(emu::EmuArgs),
+    /// HTTP embedding server (TEI's API and OpenAI's /v1/embeddings).
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the command line, runs it, returns the process exit code.
@@ -68,5 +71,6 @@ fn dispatch(cmd: Command) -> fusebert::Result<i32> {
         Command::Bench(a) => bench::run(a).map(|()| 0),
         Command::Kernels(a) => kernels::run(a).map(|()| 0),
         Command::Emu(a) => emu::run(a).map(|()| 0),
+        Command::Serve(a) => serve::run(a).map(|()| 0),
     }
 }
