@@ -58,7 +58,12 @@ async fn embed_all_returns_each_tokens_final_hidden_state() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     let v = reply.json();
     for i in 0..2 {
-        let want = reference::forward(&model, &Tokenizer::for_model(&model).unwrap().encode_batch(&[TEXTS[i]], false).unwrap(), &Options::default()).unwrap();
+        let want = reference::forward(
+            &model,
+            &Tokenizer::for_model(&model).unwrap().encode_batch(&[TEXTS[i]], false).unwrap(),
+            &Options::default(),
+        )
+        .unwrap();
         let rows = v[i].as_array().unwrap();
         assert_eq!(rows.len(), batch.lengths[i], "one row per token");
         let got: Vec<f32> = rows.iter().flat_map(floats).collect();
@@ -100,7 +105,8 @@ async fn openai_embeddings_float_base64_ids_dimensions_usage() {
     assert_eq!(decoded, floats(&f["data"][0]["embedding"]));
 
     // Token ids: the same tokens as the text give the same embedding, with or without [CLS]/[SEP].
-    let ids: Vec<u32> = Tokenizer::for_model(&model).unwrap().encode_batch(&["Hello!"], false).unwrap().input_ids[0].clone();
+    let ids: Vec<u32> =
+        Tokenizer::for_model(&model).unwrap().encode_batch(&["Hello!"], false).unwrap().input_ids[0].clone();
     let inner = &ids[1..ids.len() - 1];
     let t = http.post("/v1/embeddings", &json!({ "input": [inner, ids] })).await.json();
     assert_eq!(floats(&t["data"][0]["embedding"]), decoded);
@@ -167,7 +173,10 @@ async fn every_bad_request_is_a_json_error() {
 
     assert_eq!(tei_error(&http.post("/embed", &json!({ "inputs": "a", "dimensions": 0 })).await), (422, v.clone()));
     assert_eq!(tei_error(&http.post("/embed", &json!({ "inputs": "a", "dimensions": 385 })).await), (422, v.clone()));
-    assert_eq!(tei_error(&http.post("/embed", &json!({ "inputs": "a", "prompt_name": "query" })).await), (422, v.clone()));
+    assert_eq!(
+        tei_error(&http.post("/embed", &json!({ "inputs": "a", "prompt_name": "query" })).await),
+        (422, v.clone())
+    );
     let left = json!({ "inputs": "a", "truncation_direction": "left" });
     assert_eq!(tei_error(&http.post("/embed", &left).await), (422, v.clone()));
 
@@ -204,7 +213,10 @@ async fn tokenize_info_health_ready() {
     assert_eq!(ids, [101, 7592, 2088, 999, 102]);
     assert_eq!(toks[0]["special"], true);
     assert_eq!(toks[0]["start"], Value::Null);
-    assert_eq!((toks[2]["text"].as_str(), toks[2]["start"].as_u64(), toks[2]["stop"].as_u64()), (Some("world"), Some(6), Some(11)));
+    assert_eq!(
+        (toks[2]["text"].as_str(), toks[2]["start"].as_u64(), toks[2]["stop"].as_u64()),
+        (Some("world"), Some(6), Some(11))
+    );
     let t = http.post("/tokenize", &json!({ "inputs": ["a", "b"], "add_special_tokens": false })).await.json();
     assert_eq!(t[1].as_array().unwrap().len(), 1);
 
@@ -309,19 +321,25 @@ async fn rerank_and_predict_on_a_cross_encoder() {
     let model = BertModel::load(&dir).unwrap();
     let tok = Tokenizer::for_model(&model).unwrap();
     let query = "what does layer normalization do";
-    let texts = ["Layer normalization rescales each token's features.", "Paris is the capital of France.", "A GEMM multiplies two matrices."];
+    let texts = [
+        "Layer normalization rescales each token's features.",
+        "Paris is the capital of France.",
+        "A GEMM multiplies two matrices.",
+    ];
     // The reference logit of each (query, text) pair, token types 0 then 1.
     let want: Vec<f32> = texts
         .iter()
         .map(|t| {
             let enc = tok.inner().encode((query, *t), true).unwrap();
             assert!(enc.get_type_ids().contains(&1));
-            let batch = fusebert::tokenize::Batch::new(vec![enc.get_ids().to_vec()], vec![enc.get_type_ids().to_vec()]).unwrap();
+            let batch = fusebert::tokenize::Batch::new(vec![enc.get_ids().to_vec()], vec![enc.get_type_ids().to_vec()])
+                .unwrap();
             reference::forward(&model, &batch, &Options::default()).unwrap().sequences[0].logits.as_ref().unwrap()[0]
         })
         .collect();
 
-    let r = http.post("/rerank", &json!({ "query": query, "texts": texts, "raw_scores": true, "return_text": true })).await;
+    let r =
+        http.post("/rerank", &json!({ "query": query, "texts": texts, "raw_scores": true, "return_text": true })).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let ranks = r.json();
     let ranks = ranks.as_array().unwrap();
@@ -340,13 +358,17 @@ async fn rerank_and_predict_on_a_cross_encoder() {
     let i = r[0]["index"].as_u64().unwrap() as usize;
     assert!(r[0].get("text").is_none());
     assert!((r[0]["score"].as_f64().unwrap() as f32 - 1.0 / (1.0 + (-want[i]).exp())).abs() <= 1e-6);
-    assert_eq!(tei_error(&http.post("/rerank", &json!({ "query": query, "texts": [] })).await), (422, "Validation".into()));
+    assert_eq!(
+        tei_error(&http.post("/rerank", &json!({ "query": query, "texts": [] })).await),
+        (422, "Validation".into())
+    );
 
     // /predict: a pair, and a batch of [text] / [text, pair].
     let p = http.post("/predict", &json!({ "inputs": [query, texts[1]], "raw_scores": true })).await.json();
     assert_eq!(p[0]["label"], "LABEL_0");
     assert!((p[0]["score"].as_f64().unwrap() as f32 - want[1]).abs() <= 1e-6);
-    let p = http.post("/predict", &json!({ "inputs": [[query, texts[2]], ["alone"]], "raw_scores": true })).await.json();
+    let p =
+        http.post("/predict", &json!({ "inputs": [[query, texts[2]], ["alone"]], "raw_scores": true })).await.json();
     assert!((p[0][0]["score"].as_f64().unwrap() as f32 - want[2]).abs() <= 1e-6);
     assert_eq!(p[1].as_array().unwrap().len(), 1);
     let bad = http.post("/predict", &json!({ "inputs": [["a", "b", "c"]] })).await;

@@ -76,7 +76,11 @@ async fn a_client_batch_is_split_across_device_batches() {
     // 11 inputs at most 4 per batch, within 300 tokens: at least 3 batches, then 11 singles.
     assert!(m("fusebert_batch_requests_count") >= 3.0 + 11.0);
     assert_eq!(m("fusebert_batch_requests_bucket{le=\"4\"}"), m("fusebert_batch_requests_count"), "no batch over 4");
-    assert_eq!(m("fusebert_batch_tokens_bucket{le=\"512\"}"), m("fusebert_batch_tokens_count"), "no batch over 300 tokens");
+    assert_eq!(
+        m("fusebert_batch_tokens_bucket{le=\"512\"}"),
+        m("fusebert_batch_tokens_count"),
+        "no batch over 300 tokens"
+    );
     server.begin_shutdown();
     server.wait().await.unwrap();
 }

@@ -75,7 +75,11 @@ pub struct ServeArgs {
 /// Redacted: the arguments hold API keys, which must never reach a log.
 impl std::fmt::Debug for ServeArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ServeArgs {{ model: {:?}, device: {:?}, port: {}, api keys: redacted }}", self.model, self.device, self.port)
+        write!(
+            f,
+            "ServeArgs {{ model: {:?}, device: {:?}, port: {}, api keys: redacted }}",
+            self.model, self.device, self.port
+        )
     }
 }
 

@@ -104,7 +104,8 @@ impl Batcher {
                     self.metrics.dropped("cancelled");
                     continue;
                 }
-                let full = batch.len() >= limits.max_batch_requests || tokens + job.tokens.len() > limits.max_batch_tokens;
+                let full =
+                    batch.len() >= limits.max_batch_requests || tokens + job.tokens.len() > limits.max_batch_tokens;
                 // An input alone always fits (the encoder caps lengths at the token budget).
                 if full && !batch.is_empty() {
                     break;

@@ -301,7 +301,5 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| Error::Config { path: path.to_path_buf(), msg: e.to_string() })
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::Config { path: path.to_path_buf(), msg: e.to_string() })
 }

@@ -41,7 +41,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    let e = ApiError::new(StatusCode::NOT_FOUND, Kind::NotFound, format!("no route {} {}", req.method(), req.uri().path()));
+    let e =
+        ApiError::new(StatusCode::NOT_FOUND, Kind::NotFound, format!("no route {} {}", req.method(), req.uri().path()));
     if req.uri().path().starts_with("/v1/") {
         e.openai()
     } else {

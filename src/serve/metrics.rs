@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Upper bounds (seconds) of the duration histograms: 50 us to 60 s, roughly x2.5 apart.
-const DURATION_BUCKETS: &[f64] =
-    &[5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const DURATION_BUCKETS: &[f64] = &[
+    5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 /// Upper bounds of the batch-size histograms (requests per batch).
 const REQUEST_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 /// Upper bounds of the batch-token histograms.
@@ -140,7 +141,11 @@ impl Metrics {
             h.render(&mut out, "fusebert_request_duration_seconds", &format!("route=\"{route}\""));
         }
         let hists = [
-            ("fusebert_queue_duration_seconds", "time an input waits before its device batch starts", &self.queue_duration),
+            (
+                "fusebert_queue_duration_seconds",
+                "time an input waits before its device batch starts",
+                &self.queue_duration,
+            ),
             ("fusebert_device_duration_seconds", "forward-pass time per device batch", &self.device_duration),
             ("fusebert_batch_tokens", "tokens per device batch", &self.batch_tokens),
             ("fusebert_batch_requests", "inputs per device batch", &self.batch_requests),
@@ -154,8 +159,18 @@ impl Metrics {
             let _ = writeln!(out, "fusebert_dropped_total{{reason=\"{reason}\"}} {n}");
         }
         let gauges = [
-            ("fusebert_queue_tokens", "gauge", "tokens waiting in the queue", self.queue_tokens.load(Ordering::Relaxed)),
-            ("fusebert_in_flight_requests", "gauge", "HTTP requests being handled", self.in_flight.load(Ordering::Relaxed)),
+            (
+                "fusebert_queue_tokens",
+                "gauge",
+                "tokens waiting in the queue",
+                self.queue_tokens.load(Ordering::Relaxed),
+            ),
+            (
+                "fusebert_in_flight_requests",
+                "gauge",
+                "HTTP requests being handled",
+                self.in_flight.load(Ordering::Relaxed),
+            ),
         ];
         for (name, kind, help, v) in gauges {
             header(&mut out, name, kind, help);

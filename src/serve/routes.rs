@@ -91,7 +91,11 @@ pub async fn infer(
             Ok(Ok(seq)) => out.push(seq),
             Ok(Err(msg)) => return Err(ApiError::backend(format!("forward pass failed: {msg}"))),
             Err(_) => {
-                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Kind::Unavailable, "server is shutting down"))
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Kind::Unavailable,
+                    "server is shutting down",
+                ))
             }
         }
     }
@@ -106,11 +110,7 @@ fn input_bytes(i: &Input) -> usize {
     }
 }
 
-fn encode_all(
-    state: &AppState,
-    inputs: &[Input],
-    truncate: bool,
-) -> Result<Vec<super::engine::Tokens>, ApiError> {
+fn encode_all(state: &AppState, inputs: &[Input], truncate: bool) -> Result<Vec<super::engine::Tokens>, ApiError> {
     inputs
         .iter()
         .enumerate()
@@ -193,10 +193,10 @@ fn yes() -> bool {
 fn check_direction(d: Option<&str>) -> Result<(), ApiError> {
     match d {
         None | Some("right" | "Right") => Ok(()),
-        Some(other) => Err(ApiError::validation(format!(
-            "truncation_direction `{other}` is not supported: only \"right\""
-        ))
-        .with_param("truncation_direction")),
+        Some(other) => {
+            Err(ApiError::validation(format!("truncation_direction `{other}` is not supported: only \"right\""))
+                .with_param("truncation_direction"))
+        }
     }
 }
 
@@ -216,10 +216,10 @@ pub fn check_dimensions(state: &AppState, dimensions: Option<usize>) -> Result<(
     let h = state.encoder.info().hidden_size;
     match dimensions {
         Some(0) => Err(ApiError::validation("`dimensions` should be positive").with_param("dimensions")),
-        Some(d) if d > h => Err(ApiError::validation(format!(
-            "`dimensions` should be at most the embedding size {h}, got {d}"
-        ))
-        .with_param("dimensions")),
+        Some(d) if d > h => {
+            Err(ApiError::validation(format!("`dimensions` should be at most the embedding size {h}, got {d}"))
+                .with_param("dimensions"))
+        }
         _ => Ok(()),
     }
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use fusebert::model::reference::{self, Options};
 use fusebert::model::BertModel;
-use fusebert::serve::{Server, ServeOptions};
+use fusebert::serve::{ServeOptions, Server};
 use fusebert::tokenize::Tokenizer;
 
 /// The bundled all-MiniLM-L6-v2 (scripts/setup.sh installs it).
@@ -105,7 +105,8 @@ impl Http {
 }
 
 pub fn parse_metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.parse().unwrap()))
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.parse().unwrap()))
 }
 
 /// `v` as f32s.
