@@ -237,7 +237,7 @@ pub struct Outputs {
 
 /// The forward pass; owned by the batcher thread (a device is used from one thread).
 pub enum Engine {
-    Cpu(BertModel),
+    Cpu(Box<BertModel>),
     Device(Box<DeviceBert>),
 }
 
@@ -254,7 +254,7 @@ impl Engine {
     /// Opens the backend and uploads the model (int8 is calibrated, as the CLI does).
     pub fn new(model: BertModel, backend: Backend, precision: Precision) -> Result<Engine> {
         let dev = match backend {
-            Backend::Cpu => return Ok(Engine::Cpu(model)),
+            Backend::Cpu => return Ok(Engine::Cpu(Box::new(model))),
             Backend::Cuda => Device::cuda(0)?,
             Backend::Emu => Device::emulator()?,
         };
