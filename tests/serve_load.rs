@@ -178,3 +178,34 @@ async fn a_client_that_disconnects_has_its_queued_work_dropped() {
     server.begin_shutdown();
     server.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_past_the_shutdown_timeout_drops_the_queue() {
+    let mut opts = options(minilm());
+    opts.max_batch_requests = 1;
+    opts.shutdown_timeout = Duration::from_millis(200);
+    let server = start(opts).await;
+    let http = Http::new(server.addr());
+    let slow = {
+        let http = http.clone();
+        tokio::spawn(async move { http.post("/embed", &slow_body()).await })
+    };
+    for _ in 0..200 {
+        if http.metric("fusebert_queue_tokens").await.unwrap() > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let state = server.state().clone();
+    server.begin_shutdown();
+    server.wait().await.unwrap();
+    let text = state.metrics.render();
+    let ran = parse_metric(&text, "fusebert_batch_requests_count").unwrap();
+    let dropped = parse_metric(&text, "fusebert_dropped_total{reason=\"shutdown\"}").unwrap();
+    assert!(ran < 32.0 && dropped > 0.0, "ran {ran}, dropped {dropped}: the queue was not dropped");
+    assert_eq!(parse_metric(&text, "fusebert_queue_tokens"), Some(0.0));
+    // The client gets a 503 (its handler saw its inputs dropped) or a closed connection; never a 200.
+    if let Ok(r) = slow.await {
+        assert_eq!(r.status, 503, "{}", r.body);
+    }
+}

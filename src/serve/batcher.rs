@@ -84,6 +84,20 @@ impl Batcher {
         cv.notify_all();
     }
 
+    /// Like [`Batcher::close`], but drops what is still queued (the drain ran out of time):
+    /// each waiting client's channel closes, which its handler answers with a 503.
+    pub fn abort(&self) {
+        let (lock, cv) = &*self.shared;
+        let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+        st.closed = true;
+        for job in st.jobs.drain(..) {
+            self.metrics.add_queue_tokens(-(job.tokens.len() as i64));
+            self.metrics.dropped("shutdown");
+        }
+        drop(st);
+        cv.notify_all();
+    }
+
     fn run(self, mut engine: Engine, limits: BatchLimits) {
         while let Some(batch) = self.next_batch(limits) {
             self.execute(&mut engine, batch);

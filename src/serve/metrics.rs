@@ -116,7 +116,7 @@ impl Metrics {
     }
 
     /// Queued work dropped before it reached the device (`reason`: `cancelled` = the client went
-    /// away or its request timed out).
+    /// away or its request timed out; `shutdown` = the drain ran out of time).
     pub fn dropped(&self, reason: &'static str) {
         *lock(&self.dropped).entry(reason).or_default() += 1;
     }

@@ -124,7 +124,8 @@ pub struct Server {
     addr: SocketAddr,
     state: Arc<AppState>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The accept loop; `Ok(true)` when the drain ran past `--shutdown-timeout`.
+    task: tokio::task::JoinHandle<std::io::Result<bool>>,
     batcher_thread: std::thread::JoinHandle<()>,
 }
 
@@ -153,13 +154,13 @@ impl Server {
                 let _ = stopped.wait_for(|s| *s).await;
             });
             tokio::select! {
-                r = std::future::IntoFuture::into_future(graceful) => r,
+                r = std::future::IntoFuture::into_future(graceful) => r.map(|()| false),
                 _ = async move {
                     let _ = stopped2.wait_for(|s| *s).await;
                     tokio::time::sleep(drain).await;
                 } => {
                     eprintln!("fusebert serve: drain took longer than --shutdown-timeout; stopping");
-                    Ok(())
+                    Ok(true)
                 }
             }
         });
@@ -185,10 +186,14 @@ impl Server {
     /// [`Server::begin_shutdown`]), then stops the batcher.
     pub async fn wait(self) -> Result<()> {
         let served = self.task.await.map_err(|e| Error::Other(format!("server task: {e}")))?;
-        self.state.batcher.close();
+        match served {
+            // Out of time: what is queued is not run (at most the running batch finishes).
+            Ok(true) => self.state.batcher.abort(),
+            _ => self.state.batcher.close(),
+        }
         let thread = self.batcher_thread;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        served.map_err(|e| Error::Other(format!("server: {e}")))
+        served.map(|_| ()).map_err(|e| Error::Other(format!("server: {e}")))
     }
 }
 
