@@ -14,8 +14,9 @@ mod forward;
 mod info;
 mod input;
 mod kernels;
-mod stream;
 mod roofline;
+mod serve;
+mod stream;
 mod verify;
 
 /// BERT-family encoder inference on hand-written CUDA kernels, with a PTX emulator.
@@ -46,6 +47,8 @@ pub enum Command {
     Kernels(kernels::KernelsArgs),
     /// The PTX emulator as a tool: run any kernel of any PTX file.
     Emu(emu::EmuArgs),
+    /// HTTP embedding server (TEI's API and OpenAI's /v1/embeddings).
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the command line, runs it, returns the process exit code.
@@ -76,5 +79,6 @@ fn dispatch(cmd: Command) -> fusebert::Result<i32> {
         Command::Roofline(a) => roofline::run(a).map(|()| 0),
         Command::Kernels(a) => kernels::run(a).map(|()| 0),
         Command::Emu(a) => emu::run(a).map(|()| 0),
+        Command::Serve(a) => serve::run(a).map(|()| 0),
     }
 }

@@ -62,9 +62,16 @@ impl<'m> Engine<'m> {
 
     /// What `SentenceTransformer.encode` returns for the folder's `pipeline` (pooling, Dense,
     /// Normalize): the CPU reference pools its f32 hidden states, a device pools with its kernels.
-    pub fn embeddings(&mut self, batch: &Batch, pipeline: &SentenceConfig, prompt_tokens: usize) -> Result<Vec<Vec<f32>>> {
+    pub fn embeddings(
+        &mut self,
+        batch: &Batch,
+        pipeline: &SentenceConfig,
+        prompt_tokens: usize,
+    ) -> Result<Vec<Vec<f32>>> {
         match self {
-            Engine::Cpu(model) => Ok(pipeline.embed_all(&reference::forward(model, batch, &Options::default())?, prompt_tokens)),
+            Engine::Cpu(model) => {
+                Ok(pipeline.embed_all(&reference::forward(model, batch, &Options::default())?, prompt_tokens))
+            }
             Engine::Device(bert) => bert.sentence_embeddings(batch, pipeline, prompt_tokens),
         }
     }

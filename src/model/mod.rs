@@ -13,8 +13,8 @@ pub mod compare;
 pub mod config;
 pub mod quant;
 pub mod reference;
-pub mod synthetic;
 pub mod sentence;
+pub mod synthetic;
 pub mod weights;
 
 pub use config::{Architecture, BertConfig, HiddenAct};

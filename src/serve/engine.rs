@@ -1,0 +1,305 @@
+//! The one place where the server meets the model: what an input becomes (tokens), how long it
+//! may be, which routes the model can serve, and what a device batch returns.
+//!
+//! Everything model-specific the server does goes through [`Encoder`] (tokenisation and limits,
+//! shared by the request handlers, `Sync`) and [`Engine`] (the forward pass, owned by the batcher
+//! thread). Pooling, normalisation, prompts and pair handling can change here without touching
+//! the HTTP layer.
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::model::bert::{DeviceBert, ForwardOptions};
+use crate::model::reference::{self, Options, SequenceOutput};
+use crate::model::{BertModel, Precision};
+use crate::tokenize::{Batch, Tokenizer};
+use crate::{Device, Error, Result};
+
+/// Where the forward pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The f32 CPU reference.
+    Cpu,
+    /// The first CUDA GPU.
+    Cuda,
+    /// The PTX emulator.
+    Emu,
+}
+
+/// One tokenised input, ready for a device batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokens {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+}
+
+impl Tokens {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// One input as a client sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Text(String),
+    /// Two segments (cross-encoders: query and passage).
+    Pair(String, String),
+    /// Token ids (OpenAI's `input: [int]`); `[CLS]` / `[SEP]` are added unless already there.
+    Ids(Vec<u32>),
+}
+
+/// Why an input cannot be encoded: the server turns it into a 422.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncodeError {
+    /// Longer than [`Encoder::max_input_length`] and truncation is off.
+    TooLong { tokens: usize, limit: usize },
+    /// Anything else wrong with the input (message for the client).
+    Invalid(String),
+}
+
+/// What the model is, for `/info` and for deciding which routes it can serve.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// The folder name (or `--served-model-name`).
+    pub model_id: String,
+    pub hidden_size: usize,
+    /// Classifier labels; `None` for a plain encoder.
+    pub labels: Option<Vec<String>>,
+    /// Sentence-transformers prompts (`config_sentence_transformers.json`), name -> prefix.
+    pub prompts: Vec<(String, String)>,
+    /// `"float32"` on the CPU reference, `"float16"` / `"int8"` on a device.
+    pub dtype: &'static str,
+}
+
+/// Tokenisation and length policy; shared by every request handler.
+pub struct Encoder {
+    tokenizer: Tokenizer,
+    /// The same tokenizer with longest-first truncation to `max_input_length`.
+    truncating: tokenizers::Tokenizer,
+    max_input_length: usize,
+    vocab_size: usize,
+    cls: u32,
+    sep: u32,
+    info: ModelInfo,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Encoder({:?}, max_input_length {})", self.tokenizer, self.max_input_length)
+    }
+}
+
+impl Encoder {
+    /// The encoder of `model`; inputs are limited to sentence-transformers' `max_seq_length` when
+    /// the folder has one (256 for all-MiniLM-L6-v2, as TEI), else `max_position_embeddings`,
+    /// and never more than `cap` tokens (the batch token budget).
+    pub fn new(model: &BertModel, backend: Backend, precision: Precision, cap: usize) -> Result<Encoder> {
+        let tokenizer = Tokenizer::for_model(model)?;
+        let positions = model.config.max_position_embeddings;
+        let max_input_length = st_max_seq_length(&model.dir)?.unwrap_or(positions).min(positions).min(cap);
+        let mut truncating = tokenizer.inner().clone();
+        truncating
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: max_input_length,
+                strategy: tokenizers::TruncationStrategy::LongestFirst,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::Tokenizer { path: model.dir.join("tokenizer.json"), msg: e.to_string() })?;
+        let special = |name: &str| {
+            tokenizer.inner().token_to_id(name).ok_or_else(|| Error::Tokenizer {
+                path: model.dir.join("tokenizer.json"),
+                msg: format!("no {name} token in the vocabulary"),
+            })
+        };
+        let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
+        let model_id = model.dir.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+        let info = ModelInfo {
+            model_id,
+            hidden_size: model.config.hidden_size,
+            labels: model.weights.classifier.as_ref().map(|c| c.labels.clone()),
+            prompts: st_prompts(&model.dir)?,
+            dtype: match (backend, precision) {
+                (Backend::Cpu, _) => "float32",
+                (_, Precision::F16) => "float16",
+                (_, Precision::Int8) => "int8",
+            },
+        };
+        let vocab_size = model.config.vocab_size;
+        Ok(Encoder { tokenizer, truncating, max_input_length, vocab_size, cls, sep, info })
+    }
+
+    /// Longest input in tokens, `[CLS]` and `[SEP]` included.
+    pub fn max_input_length(&self) -> usize {
+        self.max_input_length
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn info_mut(&mut self) -> &mut ModelInfo {
+        &mut self.info
+    }
+
+    /// The prefix of prompt `name`, or an error naming the prompts the model has.
+    pub fn prompt(&self, name: &str) -> std::result::Result<&str, EncodeError> {
+        self.info.prompts.iter().find(|(n, _)| n == name).map(|(_, p)| p.as_str()).ok_or_else(|| {
+            let known: Vec<&str> = self.info.prompts.iter().map(|(n, _)| n.as_str()).collect();
+            EncodeError::Invalid(format!("unknown prompt_name `{name}`: the model's prompts are {known:?}"))
+        })
+    }
+
+    /// Tokenises one input with special tokens; past the length limit it is cut when `truncate`,
+    /// else an [`EncodeError::TooLong`].
+    pub fn encode(&self, input: &Input, truncate: bool) -> std::result::Result<Tokens, EncodeError> {
+        let tokens = match input {
+            Input::Ids(ids) => self.wrap_ids(ids)?,
+            Input::Text(t) => self.encode_with(t.as_str().into(), truncate)?,
+            Input::Pair(a, b) => self.encode_with((a.as_str(), b.as_str()).into(), truncate)?,
+        };
+        // Text is cut by the truncating tokenizer when `truncate`; token ids are never cut.
+        if tokens.len() > self.max_input_length {
+            return Err(EncodeError::TooLong { tokens: tokens.len(), limit: self.max_input_length });
+        }
+        Ok(tokens)
+    }
+
+    /// The token pieces of `text` for `/tokenize`: (id, piece, special, byte offsets).
+    pub fn pieces(&self, text: &str, add_special: bool) -> std::result::Result<Vec<Piece>, EncodeError> {
+        let enc = self.tokenizer.inner().encode(text, add_special).map_err(|e| EncodeError::Invalid(e.to_string()))?;
+        let pieces = (0..enc.len())
+            .map(|i| {
+                let special = enc.get_special_tokens_mask()[i] == 1;
+                let (start, stop) = enc.get_offsets()[i];
+                Piece {
+                    id: enc.get_ids()[i],
+                    text: enc.get_tokens()[i].clone(),
+                    special,
+                    start: (!special).then_some(start),
+                    stop: (!special).then_some(stop),
+                }
+            })
+            .collect();
+        Ok(pieces)
+    }
+
+    fn encode_with(
+        &self,
+        input: tokenizers::EncodeInput<'_>,
+        truncate: bool,
+    ) -> std::result::Result<Tokens, EncodeError> {
+        let tok = if truncate { &self.truncating } else { self.tokenizer.inner() };
+        let enc = tok.encode(input, true).map_err(|e| EncodeError::Invalid(e.to_string()))?;
+        Ok(Tokens { ids: enc.get_ids().to_vec(), type_ids: enc.get_type_ids().to_vec() })
+    }
+
+    /// Token ids as given, checked against the vocabulary, wrapped in `[CLS] ... [SEP]` unless
+    /// they already are (a BERT encoder needs both; nothing is decoded and re-tokenised).
+    fn wrap_ids(&self, ids: &[u32]) -> std::result::Result<Tokens, EncodeError> {
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            return Err(EncodeError::Invalid(format!("token id {bad} is not below vocab_size {}", self.vocab_size)));
+        }
+        let mut v = Vec::with_capacity(ids.len() + 2);
+        if ids.first() != Some(&self.cls) {
+            v.push(self.cls);
+        }
+        v.extend_from_slice(ids);
+        if ids.last() != Some(&self.sep) || ids.len() < 2 {
+            v.push(self.sep);
+        }
+        let n = v.len();
+        Ok(Tokens { ids: v, type_ids: vec![0; n] })
+    }
+}
+
+/// One token of `/tokenize` (TEI's shape: byte offsets, `null` for special tokens).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Piece {
+    pub id: u32,
+    pub text: String,
+    pub special: bool,
+    pub start: Option<usize>,
+    pub stop: Option<usize>,
+}
+
+/// The per-input outputs of a device batch.
+pub struct Outputs {
+    pub sequences: Vec<SequenceOutput>,
+    /// Wall time of the forward pass.
+    pub device_seconds: f64,
+}
+
+/// The forward pass; owned by the batcher thread (a device is used from one thread).
+pub enum Engine {
+    Cpu(Box<BertModel>),
+    Device(Box<DeviceBert>),
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Engine::Cpu(_) => write!(f, "Engine(cpu reference)"),
+            Engine::Device(b) => write!(f, "Engine({:?}, {:?})", b.device(), b.precision()),
+        }
+    }
+}
+
+impl Engine {
+    /// Opens the backend and uploads the model (int8 is calibrated, as the CLI does).
+    pub fn new(model: BertModel, backend: Backend, precision: Precision) -> Result<Engine> {
+        let dev = match backend {
+            Backend::Cpu => return Ok(Engine::Cpu(Box::new(model))),
+            Backend::Cuda => Device::cuda(0)?,
+            Backend::Emu => Device::emulator()?,
+        };
+        let bert = if precision == Precision::Int8 {
+            let tokenizer = Tokenizer::for_model(&model)?;
+            let calibration = tokenizer.encode_batch(&crate::model::quant::CALIBRATION_TEXTS, true)?;
+            DeviceBert::new_calibrated(&dev, &model, precision, &calibration)?
+        } else {
+            DeviceBert::new(&dev, &model, precision)?
+        };
+        Ok(Engine::Device(Box::new(bert)))
+    }
+
+    /// Runs one packed batch. Pooled vectors come back un-normalised: normalisation is per
+    /// request (`normalize`), on the host, so it is the same whatever the batch.
+    pub fn run(&mut self, inputs: &[&Tokens]) -> Result<Outputs> {
+        let ids = inputs.iter().map(|t| t.ids.clone()).collect();
+        let types = inputs.iter().map(|t| t.type_ids.clone()).collect();
+        let batch = Batch::new(ids, types)?;
+        let start = Instant::now();
+        let out = match self {
+            Engine::Cpu(model) => reference::forward(model, &batch, &Options { normalize: false })?,
+            Engine::Device(bert) => bert.forward(&batch, ForwardOptions { normalize: false, hidden_states: false })?.0,
+        };
+        Ok(Outputs { sequences: out.sequences, device_seconds: start.elapsed().as_secs_f64() })
+    }
+}
+
+/// `max_seq_length` of `sentence_bert_config.json`, if the folder has one.
+fn st_max_seq_length(dir: &Path) -> Result<Option<usize>> {
+    let Some(v) = read_json(&dir.join("sentence_bert_config.json"))? else { return Ok(None) };
+    Ok(v.get("max_seq_length").and_then(Value::as_u64).map(|n| n as usize))
+}
+
+/// `prompts` of `config_sentence_transformers.json` (empty when absent).
+fn st_prompts(dir: &Path) -> Result<Vec<(String, String)>> {
+    let Some(v) = read_json(&dir.join("config_sentence_transformers.json"))? else { return Ok(Vec::new()) };
+    let Some(map) = v.get("prompts").and_then(Value::as_object) else { return Ok(Vec::new()) };
+    Ok(map.iter().filter_map(|(k, p)| p.as_str().map(|p| (k.clone(), p.to_string()))).collect())
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::Config { path: path.to_path_buf(), msg: e.to_string() })
+}
