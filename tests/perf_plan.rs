@@ -3,7 +3,7 @@
 //! must all be equal, on a MiniLM-shaped random model and a tiny one with a classifier, in fp16
 //! and int8, on ragged batches (lengths not multiples of any tile).
 use fusebert::model::bert::{DeviceBert, ForwardOptions};
-use fusebert::model::weights::ClassifierHead;
+use fusebert::model::weights::{ClassifierHead, HeadKind};
 use fusebert::model::{synthetic, BertModel, Precision};
 use fusebert::perf::{forward_plan, Heads};
 use fusebert::tokenize::Batch;
@@ -25,7 +25,8 @@ fn with_classifier(mut m: BertModel, labels: usize) -> BertModel {
     lin.weight.data.truncate(labels * h);
     lin.bias.shape = vec![labels];
     lin.bias.data.truncate(labels);
-    m.weights.classifier = Some(ClassifierHead { linear: lin, labels: (0..labels).map(|i| format!("L{i}")).collect() });
+    let labels = (0..labels).map(|i| format!("L{i}")).collect();
+    m.weights.classifier = Some(ClassifierHead { linear: lin, labels, kind: HeadKind::BertPooler });
     m
 }
 

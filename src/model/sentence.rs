@@ -191,7 +191,13 @@ impl SentenceConfig {
     /// masked out of pooling when `include_prompt` is false (0 when no prompt was used).
     pub fn embed(&self, last_hidden_state: &[f32], hidden: usize, prompt_tokens: usize) -> Vec<f32> {
         let skip = if self.include_prompt { 0 } else { prompt_tokens };
-        let mut v = crate::numerics::pooling::pool(last_hidden_state, hidden, self.pooling, skip);
+        self.after_pooling(&crate::numerics::pooling::pool(last_hidden_state, hidden, self.pooling, skip))
+    }
+
+    /// The modules after pooling: each Dense module (`activation(W v + b)`), then Normalize when
+    /// the folder has it.
+    pub fn after_pooling(&self, pooled: &[f32]) -> Vec<f32> {
+        let mut v = pooled.to_vec();
         for d in &self.dense {
             v = super::reference::linear(&v, d.linear.in_features(), &d.linear.weight.data, Some(&d.linear.bias.data));
             v.iter_mut().for_each(|x| *x = d.activation.apply(*x));

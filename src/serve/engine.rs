@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::model::bert::{DeviceBert, ForwardOptions};
+use crate::model::bert::{DeviceBert, DevicePooling, ForwardOptions};
 use crate::model::reference::{self, Options, SequenceOutput};
-use crate::model::{BertModel, Precision};
+use crate::model::{BertModel, Precision, SentenceConfig};
 use crate::tokenize::{Batch, Tokenizer};
 use crate::{Device, Error, Result};
 
@@ -235,17 +235,27 @@ pub struct Outputs {
     pub device_seconds: f64,
 }
 
-/// The forward pass; owned by the batcher thread (a device is used from one thread).
-pub enum Engine {
+/// The forward pass; owned by the batcher thread (a device is used from one thread). It pools
+/// as the folder's sentence-transformers pipeline says (pooling mode, Dense modules), leaving
+/// normalisation to each request.
+pub struct Engine {
+    backend: EngineBackend,
+    /// The folder's pipeline with its Normalize module off (`normalize` is per request).
+    pipeline: SentenceConfig,
+    /// Position offset of the model (RoBERTa: `pad_token_id + 1`), added to every batch.
+    position_offset: u32,
+}
+
+enum EngineBackend {
     Cpu(Box<BertModel>),
     Device(Box<DeviceBert>),
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Engine::Cpu(_) => write!(f, "Engine(cpu reference)"),
-            Engine::Device(b) => write!(f, "Engine({:?}, {:?})", b.device(), b.precision()),
+        match &self.backend {
+            EngineBackend::Cpu(_) => write!(f, "Engine(cpu reference)"),
+            EngineBackend::Device(b) => write!(f, "Engine({:?}, {:?})", b.device(), b.precision()),
         }
     }
 }
@@ -253,8 +263,13 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Opens the backend and uploads the model (int8 is calibrated, as the CLI does).
     pub fn new(model: BertModel, backend: Backend, precision: Precision) -> Result<Engine> {
+        let mut pipeline = model.sentence_config();
+        pipeline.normalize = false;
+        let position_offset = model.config.position_offset as u32;
         let dev = match backend {
-            Backend::Cpu => return Ok(Engine::Cpu(Box::new(model))),
+            Backend::Cpu => {
+                return Ok(Engine { backend: EngineBackend::Cpu(Box::new(model)), pipeline, position_offset })
+            }
             Backend::Cuda => Device::cuda(0)?,
             Backend::Emu => Device::emulator()?,
         };
@@ -265,20 +280,33 @@ impl Engine {
         } else {
             DeviceBert::new(&dev, &model, precision)?
         };
-        Ok(Engine::Device(Box::new(bert)))
+        Ok(Engine { backend: EngineBackend::Device(Box::new(bert)), pipeline, position_offset })
     }
 
-    /// Runs one packed batch. Pooled vectors come back un-normalised: normalisation is per
-    /// request (`normalize`), on the host, so it is the same whatever the batch.
+    /// Runs one packed batch. `mean_pooled` of each sequence holds the pipeline's (un-normalised)
+    /// sentence embedding: normalisation is per request (`normalize`), on the host, so it is the
+    /// same whatever the batch.
     pub fn run(&mut self, inputs: &[&Tokens]) -> Result<Outputs> {
         let ids = inputs.iter().map(|t| t.ids.clone()).collect();
         let types = inputs.iter().map(|t| t.type_ids.clone()).collect();
-        let batch = Batch::new(ids, types)?;
+        let batch = Batch::new(ids, types)?.with_position_offset(self.position_offset);
         let start = Instant::now();
-        let out = match self {
-            Engine::Cpu(model) => reference::forward(model, &batch, &Options { normalize: false })?,
-            Engine::Device(bert) => bert.forward(&batch, ForwardOptions { normalize: false, hidden_states: false })?.0,
+        let mut out = match &mut self.backend {
+            EngineBackend::Cpu(model) => reference::forward(model, &batch, &Options { normalize: false })?,
+            EngineBackend::Device(bert) => {
+                let pooling = DevicePooling { mode: self.pipeline.pooling, skip: 0 };
+                bert.forward_pooled(&batch, ForwardOptions { normalize: false, hidden_states: false }, pooling)?.0
+            }
         };
+        let pooled: Vec<Vec<f32>> = match &self.backend {
+            EngineBackend::Cpu(_) => self.pipeline.embed_all(&out, 0),
+            EngineBackend::Device(_) => {
+                out.sequences.iter().map(|s| self.pipeline.after_pooling(&s.mean_pooled)).collect()
+            }
+        };
+        for (s, p) in out.sequences.iter_mut().zip(pooled) {
+            s.mean_pooled = p;
+        }
         Ok(Outputs { sequences: out.sequences, device_seconds: start.elapsed().as_secs_f64() })
     }
 }
