@@ -397,7 +397,7 @@ fn cli_bench_reports_graphs_and_embed_matches_the_emulator() {
         assert!(out.status.success(), "{args:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
         text
     };
-    let bench = ["bench", "--device", "cuda", "--batch", "2", "--tokens", "9", "--iters", "2"];
+    let bench = ["bench", "--device", "cuda", "--batch", "2", "--tokens", "9", "--iters", "2", "--json"];
     let json: serde_json::Value = serde_json::from_str(run(&bench).trim()).unwrap();
     assert_eq!(json["cuda_graph"], serde_json::Value::Bool(true), "{json}");
     let mut no_graph = bench.to_vec();

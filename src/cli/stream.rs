@@ -192,11 +192,13 @@ pub fn run<R>(
     let mut planner = BatchPlanner::new(budget);
     let (mut pending, mut ids, mut types) = (Vec::new(), Vec::new(), Vec::new());
     let (mut n_texts, mut n_tokens) = (0usize, 0usize);
+    let offset = std::cell::Cell::new(0u32);
     let mut flush = |pending: &mut Vec<String>, ids: &mut Vec<Vec<u32>>, types: &mut Vec<Vec<u32>>| -> Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
-        let batch = Batch::new(std::mem::take(ids), std::mem::take(types))?;
+        // The one-sequence batches carried the model's position offset (RoBERTa): keep it.
+        let batch = Batch::new(std::mem::take(ids), std::mem::take(types))?.with_position_offset(offset.get());
         let output = forward(&batch)?;
         sink(Done { texts: pending, tokens: &batch.lengths, output: &output })?;
         n_texts += pending.len();
@@ -211,6 +213,7 @@ pub fn run<R>(
             other => other,
         })?;
         let len = one.lengths[0];
+        offset.set(one.packed.position_ids.first().copied().unwrap_or(0));
         if !planner.fits(len) {
             flush(&mut pending, &mut ids, &mut types)?;
             planner.reset();

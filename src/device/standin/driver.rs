@@ -162,6 +162,8 @@ struct Driver {
     opts: StandinOptions,
     configured: bool,
     emu: Option<EmulatorBackend>,
+    /// The architecture `emu` enforces the limits of (follows the reported device).
+    emu_arch: Option<crate::emu::arch::Arch>,
     ctx_refs: u32,
     next_handle: u64,
     allocs: BTreeMap<u64, u64>,
@@ -184,6 +186,7 @@ impl Driver {
             opts: StandinOptions::default(),
             configured: false,
             emu: None,
+            emu_arch: None,
             ctx_refs: 0,
             next_handle: 0x1000,
             allocs: BTreeMap::new(),
@@ -334,9 +337,18 @@ impl Driver {
     }
 
     fn init(&mut self) -> u32 {
-        if self.emu.is_none() {
-            match EmulatorBackend::new(EmulatorOptions::default()) {
-                Ok(e) => self.emu = Some(e),
+        // The emulator enforces the same per-arch limits as the device reported here.
+        let arch = if self.opts.compute_capability.0 >= 9 {
+            crate::emu::arch::Arch::Sm90
+        } else {
+            crate::emu::arch::Arch::Sm80
+        };
+        if self.emu.is_none() || self.emu_arch != Some(arch) {
+            match EmulatorBackend::new(EmulatorOptions { arch, ..EmulatorOptions::default() }) {
+                Ok(e) => {
+                    self.emu = Some(e);
+                    self.emu_arch = Some(arch);
+                }
                 Err(e) => return fail(NOT_INITIALIZED, e.to_string()),
             }
         }
@@ -1016,7 +1028,12 @@ impl Driver {
                     );
                 }
                 func.max_dynamic = value as u32;
-                SUCCESS
+                let (module, kernel) = (func.module.clone(), func.kernel.clone());
+                // The emulator checks the launch against the opt-in as the driver does: mirror it.
+                match self.emu().set_max_dynamic_shared(&module, &kernel, value as u32) {
+                    Ok(()) => SUCCESS,
+                    Err(e) => fail(INVALID_VALUE, e.to_string()),
+                }
             }
             // PREFERRED_SHARED_MEMORY_CARVEOUT: a hint
             9 if (-1..=100).contains(&value) => SUCCESS,
