@@ -535,7 +535,7 @@ impl DeviceBert {
         Ok(out
             .sequences
             .into_iter()
-            .map(|s| if on_device { s.mean_pooled } else { dense_then_normalize(sentence, s.mean_pooled) })
+            .map(|s| if on_device { s.mean_pooled } else { sentence.after_pooling(&s.mean_pooled) })
             .collect())
     }
 
@@ -780,19 +780,6 @@ impl DeviceBert {
             .collect();
         Ok(Output { hidden_size: h, sequences })
     }
-}
-
-/// The sentence-transformers modules after pooling, on the host: each Dense module
-/// (`activation(W v + b)`), then Normalize when the folder has it (as `SentenceConfig::embed`).
-fn dense_then_normalize(sentence: &SentenceConfig, mut v: Vec<f32>) -> Vec<f32> {
-    for d in &sentence.dense {
-        v = super::reference::linear(&v, d.linear.in_features(), &d.linear.weight.data, Some(&d.linear.bias.data));
-        v.iter_mut().for_each(|x| *x = d.activation.apply(*x));
-    }
-    if sentence.normalize {
-        crate::numerics::pooling::l2_normalize(&mut v);
-    }
-    v
 }
 
 fn write_prefix<T: bytemuck::Pod>(buf: &mut DeviceBuffer<T>, data: &[T]) -> Result<()> {

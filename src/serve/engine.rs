@@ -5,10 +5,7 @@
 //! shared by the request handlers, `Sync`) and [`Engine`] (the forward pass, owned by the batcher
 //! thread). Pooling, normalisation, prompts and pair handling can change here without touching
 //! the HTTP layer.
-use std::path::Path;
 use std::time::Instant;
-
-use serde_json::Value;
 
 use crate::model::bert::{DeviceBert, DevicePooling, ForwardOptions};
 use crate::model::reference::{self, Options, SequenceOutput};
@@ -101,8 +98,8 @@ impl Encoder {
     /// and never more than `cap` tokens (the batch token budget).
     pub fn new(model: &BertModel, backend: Backend, precision: Precision, cap: usize) -> Result<Encoder> {
         let tokenizer = Tokenizer::for_model(model)?;
-        let positions = model.config.max_position_embeddings;
-        let max_input_length = st_max_seq_length(&model.dir)?.unwrap_or(positions).min(positions).min(cap);
+        // The folder's max_seq_length, else the position table (model::sentence parses both).
+        let max_input_length = model.max_input_tokens().min(cap);
         let mut truncating = tokenizer.inner().clone();
         truncating
             .with_truncation(Some(tokenizers::TruncationParams {
@@ -123,7 +120,7 @@ impl Encoder {
             model_id,
             hidden_size: model.config.hidden_size,
             labels: model.weights.classifier.as_ref().map(|c| c.labels.clone()),
-            prompts: st_prompts(&model.dir)?,
+            prompts: model.sentence_config().prompts.into_iter().collect(),
             dtype: match (backend, precision) {
                 (Backend::Cpu, _) => "float32",
                 (_, Precision::F16) => "float16",
@@ -309,25 +306,4 @@ impl Engine {
         }
         Ok(Outputs { sequences: out.sequences, device_seconds: start.elapsed().as_secs_f64() })
     }
-}
-
-/// `max_seq_length` of `sentence_bert_config.json`, if the folder has one.
-fn st_max_seq_length(dir: &Path) -> Result<Option<usize>> {
-    let Some(v) = read_json(&dir.join("sentence_bert_config.json"))? else { return Ok(None) };
-    Ok(v.get("max_seq_length").and_then(Value::as_u64).map(|n| n as usize))
-}
-
-/// `prompts` of `config_sentence_transformers.json` (empty when absent).
-fn st_prompts(dir: &Path) -> Result<Vec<(String, String)>> {
-    let Some(v) = read_json(&dir.join("config_sentence_transformers.json"))? else { return Ok(Vec::new()) };
-    let Some(map) = v.get("prompts").and_then(Value::as_object) else { return Ok(Vec::new()) };
-    Ok(map.iter().filter_map(|(k, p)| p.as_str().map(|p| (k.clone(), p.to_string()))).collect())
-}
-
-fn read_json(path: &Path) -> Result<Option<Value>> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::Config { path: path.to_path_buf(), msg: e.to_string() })
 }
