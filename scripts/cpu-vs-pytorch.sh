@@ -3,8 +3,9 @@
 # same machine, in the same run: a deterministic 2,000-line corpus of 5-60 words
 # (scripts/make-corpus.py), all-MiniLM-L6-v2 (the bundled model), normalised embeddings.
 # Installs torch + sentence-transformers (with PyTorch's CUDA wheels: ~3 GB) into a throwaway venv
-# ($FUSEBERT_ST_VENV, default /tmp/fusebert-st-venv), builds fusebert, times both (model loading
-# excluded on both sides), checks they agree, and prints texts/s for each and the ratio.
+# ($FUSEBERT_ST_VENV, default /tmp/fusebert-st-venv), builds fusebert, times both (fusebert's
+# whole command, start-up and model loading included; sentence-transformers' encode call only),
+# checks they agree, and prints texts/s for each and the ratio.
 # Usage: bash scripts/cpu-vs-pytorch.sh [LINES]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -223,3 +223,83 @@ fn memory_is_flat_in_the_number_of_texts() {
     // a few MB of the small run's peak.
     assert!(b <= a + 8 * 1024, "peak RSS grew from {a} KiB (500 texts) to {b} KiB (10k texts)");
 }
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models").join(name).to_str().unwrap().to_string()
+}
+
+/// Every label's logit of each `classify` line.
+fn label_logits(lines: &[Value]) -> Vec<Vec<f32>> {
+    lines
+        .iter()
+        .map(|l| l["labels"].as_array().unwrap().iter().map(|x| x["logit"].as_f64().unwrap() as f32).collect())
+        .collect()
+}
+
+#[test]
+fn classify_streams_its_input_in_batches_equal_to_each_text_alone() {
+    let model = fixture("tiny-roberta-classifier");
+    let texts = corpus(11);
+    let dir = tiny_model::TempDir::new("corpus-classify");
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, texts.join("\n") + "\n").unwrap();
+    let args =
+        ["classify", "--model", &model, "--truncate", "--batch-tokens", "40", "--input", input.to_str().unwrap()];
+    let lines = json_lines(&String::from_utf8(ok(fusebert(&args, None)).stdout).unwrap());
+    assert_eq!(lines.len(), texts.len());
+    let got = label_logits(&lines);
+    for (i, t) in texts.iter().enumerate() {
+        assert_eq!(lines[i]["text"], t.as_str(), "input order");
+        let alone = json_lines(
+            &String::from_utf8(ok(fusebert(&["classify", "--model", &model, "--truncate", t], None)).stdout).unwrap(),
+        );
+        assert_eq!(lines[i]["label"], alone[0]["label"], "text {i}");
+        let err = label_logits(&alone)[0].iter().zip(&got[i]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(err <= 1e-5, "text {i}: max abs logit diff {err} vs alone");
+    }
+}
+
+#[test]
+fn classify_pairs_stream_from_stdin_and_name_the_line_without_a_tab() {
+    let model = fixture("tiny-bert-crossencoder");
+    let stdin = b"query one\tfirst text\nquery two\tsecond text\n";
+    let out = ok(fusebert(&["classify", "--pairs", "--model", &model, "--batch-tokens", "8"], Some(stdin)));
+    let lines = json_lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(lines.len(), 2);
+    assert_eq!((lines[1]["text"].as_str(), lines[1]["text_pair"].as_str()), (Some("query two"), Some("second text")));
+    let bad = fusebert(&["classify", "--pairs", "--model", &model], Some(b"a\tb\nc\td\nno tab here\n"));
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("input 2 has no TAB"), "{err}");
+}
+
+#[test]
+fn rerank_streams_its_input_and_ranks_every_text() {
+    let model = fixture("tiny-bert-crossencoder");
+    let texts = corpus(9);
+    let dir = tiny_model::TempDir::new("corpus-rerank");
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, texts.join("\n") + "\n").unwrap();
+    let q = ["--query", "lazy dog"];
+    let base = ["rerank", "--model", &model, "--truncate", q[0], q[1]];
+    let streamed = json_lines(
+        &String::from_utf8(
+            ok(fusebert(&[&base[..], &["--batch-tokens", "40", "--input", input.to_str().unwrap()]].concat(), None))
+                .stdout,
+        )
+        .unwrap(),
+    );
+    let args: Vec<&str> = base.iter().copied().chain(texts.iter().map(String::as_str)).collect();
+    let at_once = json_lines(&String::from_utf8(ok(fusebert(&args, None)).stdout).unwrap());
+    assert_eq!(streamed.len(), texts.len());
+    let mut seen: Vec<u64> = streamed.iter().map(|l| l["index"].as_u64().unwrap()).collect();
+    let scores: Vec<f64> = streamed.iter().map(|l| l["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+    for (s, a) in streamed.iter().zip(&at_once) {
+        assert_eq!(s["index"], a["index"]);
+        let diff = (s["logit"].as_f64().unwrap() - a["logit"].as_f64().unwrap()).abs();
+        assert!(diff <= 1e-5, "index {}: logit diff {diff}", s["index"]);
+    }
+    seen.sort();
+    assert_eq!(seen, (0..texts.len() as u64).collect::<Vec<_>>(), "every text once");
+}

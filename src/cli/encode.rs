@@ -1,4 +1,5 @@
-//! `fusebert embed` and `fusebert classify`: texts -> tokens -> forward pass -> JSON lines.
+//! `fusebert embed`, `classify` and `rerank`: texts -> tokens -> forward pass -> JSON lines (or an
+//! embeddings file), streamed in budgeted batches (`super::stream`).
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -10,7 +11,7 @@ use fusebert::model::{BertModel, Pooling};
 use fusebert::tokenize::Tokenizer;
 use fusebert::{Error, Result};
 
-use super::forward::{run_forward, DeviceKind, PrecisionArg};
+use super::forward::{DeviceKind, PrecisionArg};
 use super::input;
 use super::stream::{self, Engine, StreamArgs};
 use fusebert::corpus::{open_output, Row};
@@ -96,12 +97,6 @@ fn parse_pooling(s: &str) -> std::result::Result<Pooling, String> {
     Pooling::parse(s).ok_or_else(|| format!("unknown pooling mode `{s}` (supported: {})", Pooling::names()))
 }
 
-/// What to feed the model: single texts or pairs.
-enum Inputs<'a> {
-    Texts(&'a [String]),
-    Pairs(&'a [(String, String)]),
-}
-
 /// The model and its tokenizer with the input limit of `--max-length` (checked against the
 /// position table).
 fn load(run: &RunArgs) -> Result<(BertModel, Tokenizer)> {
@@ -118,15 +113,6 @@ fn load(run: &RunArgs) -> Result<(BertModel, Tokenizer)> {
         tokenizer = tokenizer.with_max_len(n)?;
     }
     Ok((model, tokenizer))
-}
-
-/// Tokenises the inputs and runs the forward pass.
-fn forward(run: &RunArgs, model: &BertModel, tokenizer: &Tokenizer, inputs: Inputs) -> Result<Output> {
-    let batch = match inputs {
-        Inputs::Texts(t) => tokenizer.encode_batch(t, run.truncate)?,
-        Inputs::Pairs(p) => tokenizer.encode_pairs(p, run.truncate)?,
-    };
-    run_forward(run.device, run.precision, model, &batch, &Options::default())
 }
 
 /// The classifier head, or a typed error saying the model has none.
@@ -183,7 +169,7 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
     let width = pipeline.dense.last().map_or(model.config.hidden_size, |d| d.linear.out_features());
     let mut engine = Engine::new(a.run.device, a.run.precision, &model)?;
     let mut out = open_output(a.output.as_deref(), width, a.resume)?;
-    let encode = |text: &str| match &prompt {
+    let encode = |_: usize, text: &str| match &prompt {
         Some(p) => tokenizer.encode_batch(&[format!("{p}{text}")], a.run.truncate),
         None => tokenizer.encode_batch(&[text], a.run.truncate),
     };
@@ -211,58 +197,63 @@ fn sigmoid(x: f32) -> f32 {
     (1.0 / (1.0 + (-(x as f64)).exp())) as f32
 }
 
-/// Splits `FIRST<TAB>SECOND` inputs (a typed error naming the input without a tab).
-fn split_pairs(texts: &[String]) -> Result<Vec<(String, String)>> {
-    texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            t.split_once('\t')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .ok_or_else(|| Error::Input(format!("--pairs: input {i} has no TAB between its two texts: {t:?}")))
-        })
-        .collect()
+/// Splits input `index`, `FIRST<TAB>SECOND`, in two (a typed error naming the input without a
+/// tab).
+fn split_pair(index: usize, text: &str) -> Result<(&str, &str)> {
+    text.split_once('\t')
+        .ok_or_else(|| Error::Input(format!("--pairs: input {index} has no TAB between its two texts: {text:?}")))
 }
 
+/// The logits of every sequence of a classifier forward pass.
+fn logits(out: &Output) -> Result<impl Iterator<Item = &[f32]>> {
+    if out.sequences.iter().any(|s| s.logits.is_none()) {
+        return Err(Error::Other("the forward pass returned no logits".into()));
+    }
+    Ok(out.sequences.iter().filter_map(|s| s.logits.as_deref()))
+}
+
+/// `classify`: streamed like `embed` (budgeted batches, input order); each batch's lines are
+/// printed as it finishes.
 pub fn classify(a: ClassifyArgs) -> Result<()> {
     let (model, tokenizer) = load(&a.run)?;
     let labels = &classifier(&model)?.labels;
-    let texts = input::texts(a.run.texts.clone())?;
-    let pairs = if a.pairs { Some(split_pairs(&texts)?) } else { None };
-    let inputs = match &pairs {
-        Some(p) => Inputs::Pairs(p),
-        None => Inputs::Texts(&texts),
+    let mut engine = Engine::new(a.run.device, a.run.precision, &model)?;
+    let encode = |index: usize, text: &str| {
+        if a.pairs {
+            let (first, second) = split_pair(index, text)?;
+            tokenizer.encode_pairs(&[(first, second)], a.run.truncate)
+        } else {
+            tokenizer.encode_batch(&[text], a.run.truncate)
+        }
     };
-    let out = forward(&a.run, &model, &tokenizer, inputs)?;
-    let mut lines = Vec::with_capacity(texts.len());
-    for (i, s) in out.sequences.iter().enumerate() {
-        let Some(logits) = s.logits.as_deref() else {
-            return Err(Error::Other("the forward pass returned no logits".into()));
-        };
-        let scores = label_scores(logits);
-        // argmax; the first of equal scores wins, as torch.argmax.
-        let best = (0..scores.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
-        let per_label = labels
-            .iter()
-            .zip(logits.iter().zip(&scores))
-            .map(|(l, (&logit, &score))| LabelScore { label: l, logit, score })
-            .collect();
-        let (text, text_pair) = match &pairs {
-            Some(p) => (p[i].0.as_str(), Some(p[i].1.as_str())),
-            None => (texts[i].as_str(), None),
-        };
-        lines.push(ClassifyLine {
-            text,
-            text_pair,
-            tokens: s.len,
-            label: &labels[best],
-            score: scores[best],
-            labels: per_label,
-        });
-    }
-    print_lines(lines.into_iter())
+    let forward = |b: &Batch| engine.forward(b, &Options::default());
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    stream::run(a.run.texts.clone(), &a.run.stream, encode, forward, 0, |done| {
+        for ((text, &tokens), logits) in done.texts.iter().zip(done.tokens).zip(logits(done.output)?) {
+            let scores = label_scores(logits);
+            // argmax; the first of equal scores wins, as torch.argmax.
+            let best = (0..scores.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
+            let per_label = labels
+                .iter()
+                .zip(logits.iter().zip(&scores))
+                .map(|(l, (&logit, &score))| LabelScore { label: l, logit, score })
+                .collect();
+            // the pair was checked when it was encoded
+            let (text, text_pair) = match text.split_once('\t') {
+                Some((first, second)) if a.pairs => (first, Some(second)),
+                _ => (text.as_str(), None),
+            };
+            let line =
+                ClassifyLine { text, text_pair, tokens, label: &labels[best], score: scores[best], labels: per_label };
+            write_line(&mut w, &line)?;
+        }
+        w.flush().map_err(|e| Error::io("<stdout>", e))
+    })
 }
 
+/// `rerank`: the texts stream through the model like `embed`'s; only each text's index and
+/// score are kept (12 bytes a text) to print them best first at the end.
 pub fn rerank(a: RerankArgs) -> Result<()> {
     let (model, tokenizer) = load(&a.run)?;
     let n = classifier(&model)?.labels.len();
@@ -272,30 +263,29 @@ pub fn rerank(a: RerankArgs) -> Result<()> {
             model.dir.display()
         )));
     }
-    let texts = input::texts(a.run.texts.clone())?;
-    let pairs: Vec<(String, String)> = texts.iter().map(|t| (a.query.clone(), t.clone())).collect();
-    let out = forward(&a.run, &model, &tokenizer, Inputs::Pairs(&pairs))?;
-    let mut lines = out
-        .sequences
-        .iter()
-        .enumerate()
-        .map(|(index, s)| {
-            let logit = s.logits.as_ref().map(|l| l[0]).ok_or_else(|| Error::Other("no logits".into()))?;
-            Ok(RerankLine { index, score: sigmoid(logit), logit })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut engine = Engine::new(a.run.device, a.run.precision, &model)?;
+    let encode = |_: usize, text: &str| tokenizer.encode_pairs(&[(a.query.as_str(), text)], a.run.truncate);
+    let forward = |b: &Batch| engine.forward(b, &Options::default());
+    let mut lines = Vec::new();
+    stream::run(a.run.texts.clone(), &a.run.stream, encode, forward, 0, |done| {
+        for logits in logits(done.output)? {
+            let logit = logits[0];
+            lines.push(RerankLine { index: lines.len(), score: sigmoid(logit), logit });
+        }
+        Ok(())
+    })?;
     // Best first; equal scores keep input order (a stable sort).
     lines.sort_by(|a, b| b.score.total_cmp(&a.score));
-    print_lines(lines.into_iter())
-}
-
-/// One compact JSON object per line on stdout.
-fn print_lines<T: Serialize>(values: impl Iterator<Item = T>) -> Result<()> {
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::new(stdout.lock());
-    for v in values {
-        let line = serde_json::to_string(&v).map_err(|e| Error::Other(format!("JSON output: {e}")))?;
-        writeln!(w, "{line}").map_err(|e| Error::io("<stdout>", e))?;
+    for line in &lines {
+        write_line(&mut w, line)?;
     }
     w.flush().map_err(|e| Error::io("<stdout>", e))
+}
+
+/// One compact JSON object and a newline.
+fn write_line<T: Serialize>(w: &mut impl Write, value: &T) -> Result<()> {
+    let line = serde_json::to_string(value).map_err(|e| Error::Other(format!("JSON output: {e}")))?;
+    writeln!(w, "{line}").map_err(|e| Error::io("<stdout>", e))
 }

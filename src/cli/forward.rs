@@ -2,11 +2,9 @@
 //! (`device_bert`); the per-run engine is `stream::Engine`.
 use clap::ValueEnum;
 
-use fusebert::model::bert::{DeviceBert, ForwardOptions};
-use fusebert::model::reference::{self, Options, Output};
+use fusebert::model::bert::DeviceBert;
 use fusebert::model::{BertModel, Precision};
-use fusebert::tokenize::Batch;
-use fusebert::{Device, Error, Result};
+use fusebert::{Device, Result};
 
 /// `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -33,48 +31,6 @@ impl From<PrecisionArg> for Precision {
             PrecisionArg::Int8 => Precision::Int8,
         }
     }
-}
-
-/// Runs `model` on `batch` on the chosen engine.
-pub fn run_forward(
-    device: DeviceKind,
-    precision: Option<PrecisionArg>,
-    model: &BertModel,
-    batch: &Batch,
-    opts: &Options,
-) -> Result<Output> {
-    match device {
-        DeviceKind::Cpu => {
-            if let Some(p) = precision {
-                return Err(Error::Input(format!(
-                    "--precision {p:?} applies to --device cuda|emu; the cpu reference computes in f32"
-                )));
-            }
-            reference::forward(model, batch, opts)
-        }
-        DeviceKind::Cuda | DeviceKind::Emu => {
-            run_device_forward(device, precision.map_or(Precision::F16, Into::into), model, batch, opts)
-        }
-    }
-}
-
-/// Opens the device (a typed error when there is no GPU), uploads the model and runs the
-/// device forward pass.
-pub fn run_device_forward(
-    device: DeviceKind,
-    precision: Precision,
-    model: &BertModel,
-    batch: &Batch,
-    opts: &Options,
-) -> Result<Output> {
-    let dev = match device {
-        DeviceKind::Cuda => Device::cuda(0)?,
-        DeviceKind::Emu => Device::emulator()?,
-        DeviceKind::Cpu => return reference::forward(model, batch, opts),
-    };
-    let mut bert = device_bert(&dev, model, precision)?;
-    let (out, _) = bert.forward(batch, ForwardOptions { normalize: opts.normalize, hidden_states: false })?;
-    Ok(out)
 }
 
 /// The model on `dev`; int8 is calibrated (SmoothQuant) on the built-in calibration texts.

@@ -76,7 +76,7 @@ impl<'m> Engine<'m> {
         }
     }
 
-    #[allow(dead_code)] // the classifier path of the engine; classify/rerank still run one batch
+    /// The forward pass with the classifier head (`classify`, `rerank`).
     pub fn forward(&mut self, batch: &Batch, opts: &Options) -> Result<Output> {
         match self {
             Engine::Cpu(model) => reference::forward(model, batch, opts),
@@ -160,12 +160,13 @@ fn count_lines(path: &Path) -> Result<usize> {
 }
 
 /// Runs the whole input through `engine` in budgeted batches, skipping the first `skip` texts
-/// (already in a resumed output), calling `sink` with each finished batch. `encode` turns one
-/// input into a one-sequence batch (tokenizer, prompt, pairs, truncation: the caller's choice).
+/// (already in a resumed output), calling `sink` with each finished batch. `encode` turns input
+/// number `index` (counted from 0, skipped inputs included) into a one-sequence batch
+/// (tokenizer, prompt, pairs, truncation: the caller's choice).
 pub fn run<R>(
     texts: Vec<String>,
     args: &StreamArgs,
-    encode: impl Fn(&str) -> Result<Batch>,
+    encode: impl Fn(usize, &str) -> Result<Batch>,
     forward: impl FnMut(&Batch) -> Result<R>,
     skip: usize,
     mut sink: impl FnMut(Done<'_, R>) -> Result<()>,
@@ -208,7 +209,7 @@ pub fn run<R>(
         Ok(())
     };
     while let Some(text) = source.next()? {
-        let one = encode(&text).map_err(|e| match e {
+        let one = encode(index, &text).map_err(|e| match e {
             Error::InputTooLong { tokens, limit, .. } => Error::InputTooLong { index, tokens, limit },
             other => other,
         })?;
