@@ -378,3 +378,31 @@ async fn rerank_and_predict_on_a_cross_encoder() {
     server.begin_shutdown();
     server.wait().await.unwrap();
 }
+
+/// A RoBERTa sentence-transformers folder (`<s>`/`</s>`, position offset, cls pooling): served,
+/// its token-id inputs wrapped in the template's own special tokens, /info naming its pooling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roberta_folder_is_served_with_its_own_special_tokens() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/models/tiny-roberta-cls");
+    let server = start(options(dir.clone())).await;
+    let http = Http::new(server.addr());
+    let text = "hello world";
+    let by_text = http.post("/embed", &json!({ "inputs": text, "normalize": false })).await.json();
+    let pieces = http.post("/tokenize", &json!({ "inputs": text })).await.json();
+    let ids: Vec<u64> = pieces[0].as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    let bare = &ids[1..ids.len() - 1];
+    assert!(pieces[0][0]["special"].as_bool().unwrap(), "{pieces}");
+    // token ids without the specials: the server adds <s> and </s>; with them: taken as given
+    for input in [bare, &ids[..]] {
+        let by_ids = http.post("/embed", &json!({ "inputs": [input], "normalize": false })).await.json();
+        let (a, b) = (by_text[0].as_array().unwrap(), by_ids[0].as_array().unwrap());
+        assert_eq!(a.len(), b.len());
+        let diff = a.iter().zip(b).map(|(x, y)| (x.as_f64().unwrap() - y.as_f64().unwrap()).abs()).fold(0.0, f64::max);
+        assert!(diff <= 1e-6, "ids {input:?}: max abs diff {diff}");
+    }
+    let info = http.send(hyper::Method::GET, "/info", None, &[]).await.json();
+    let pooling = fusebert::model::BertModel::load(&dir).unwrap().sentence_config().pooling;
+    assert_eq!(info["model_type"]["embedding"]["pooling"], pooling.name(), "{info}");
+    server.begin_shutdown();
+    server.wait().await.unwrap();
+}

@@ -65,7 +65,12 @@ pub enum EncodeError {
 pub struct ModelInfo {
     /// The folder name (or `--served-model-name`).
     pub model_id: String,
+    /// The encoder's width (rows of `/embed_all`).
     pub hidden_size: usize,
+    /// The sentence embedding's width (after the folder's Dense modules, if any).
+    pub embedding_size: usize,
+    /// The folder's pooling mode (`1_Pooling/config.json`, else mean).
+    pub pooling: &'static str,
     /// Classifier labels; `None` for a plain encoder.
     pub labels: Option<Vec<String>>,
     /// Sentence-transformers prompts (`config_sentence_transformers.json`), name -> prefix.
@@ -81,8 +86,9 @@ pub struct Encoder {
     truncating: tokenizers::Tokenizer,
     max_input_length: usize,
     vocab_size: usize,
-    cls: u32,
-    sep: u32,
+    /// The first and last special tokens the tokenizer's template adds to a single sequence
+    /// (`[CLS]`/`[SEP]`, RoBERTa's `<s>`/`</s>`); `None` when it adds none.
+    wrap: Option<(u32, u32)>,
     info: ModelInfo,
 }
 
@@ -108,19 +114,16 @@ impl Encoder {
                 ..Default::default()
             }))
             .map_err(|e| Error::Tokenizer { path: model.dir.join("tokenizer.json"), msg: e.to_string() })?;
-        let special = |name: &str| {
-            tokenizer.inner().token_to_id(name).ok_or_else(|| Error::Tokenizer {
-                path: model.dir.join("tokenizer.json"),
-                msg: format!("no {name} token in the vocabulary"),
-            })
-        };
-        let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
+        let wrap = template_specials(&tokenizer, &model.dir)?;
+        let sentence = model.sentence_config();
         let model_id = model.dir.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
         let info = ModelInfo {
             model_id,
             hidden_size: model.config.hidden_size,
+            embedding_size: sentence.dense.last().map_or(model.config.hidden_size, |d| d.linear.out_features()),
+            pooling: sentence.pooling.name(),
             labels: model.weights.classifier.as_ref().map(|c| c.labels.clone()),
-            prompts: model.sentence_config().prompts.into_iter().collect(),
+            prompts: sentence.prompts.into_iter().collect(),
             dtype: match (backend, precision) {
                 (Backend::Cpu, _) => "float32",
                 (_, Precision::F16) => "float16",
@@ -128,7 +131,7 @@ impl Encoder {
             },
         };
         let vocab_size = model.config.vocab_size;
-        Ok(Encoder { tokenizer, truncating, max_input_length, vocab_size, cls, sep, info })
+        Ok(Encoder { tokenizer, truncating, max_input_length, vocab_size, wrap, info })
     }
 
     /// Longest input in tokens, `[CLS]` and `[SEP]` included.
@@ -196,22 +199,43 @@ impl Encoder {
         Ok(Tokens { ids: enc.get_ids().to_vec(), type_ids: enc.get_type_ids().to_vec() })
     }
 
-    /// Token ids as given, checked against the vocabulary, wrapped in `[CLS] ... [SEP]` unless
-    /// they already are (a BERT encoder needs both; nothing is decoded and re-tokenised).
+    /// Token ids as given, checked against the vocabulary, wrapped in the template's first and
+    /// last special tokens (`[CLS] ... [SEP]`, `<s> ... </s>`) unless they already are (the
+    /// encoder was trained with both; nothing is decoded and re-tokenised).
     fn wrap_ids(&self, ids: &[u32]) -> std::result::Result<Tokens, EncodeError> {
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
             return Err(EncodeError::Invalid(format!("token id {bad} is not below vocab_size {}", self.vocab_size)));
         }
         let mut v = Vec::with_capacity(ids.len() + 2);
-        if ids.first() != Some(&self.cls) {
-            v.push(self.cls);
+        let Some((first, last)) = self.wrap else {
+            let n = ids.len();
+            return Ok(Tokens { ids: ids.to_vec(), type_ids: vec![0; n] });
+        };
+        if ids.first() != Some(&first) {
+            v.push(first);
         }
         v.extend_from_slice(ids);
-        if ids.last() != Some(&self.sep) || ids.len() < 2 {
-            v.push(self.sep);
+        if ids.last() != Some(&last) || ids.len() < 2 {
+            v.push(last);
         }
         let n = v.len();
         Ok(Tokens { ids: v, type_ids: vec![0; n] })
+    }
+}
+
+/// The special tokens the tokenizer's post-processor puts around one sequence: what it adds to
+/// an empty text. A template that adds something other than one token on each side is a typed
+/// error naming the file.
+fn template_specials(tokenizer: &Tokenizer, dir: &std::path::Path) -> Result<Option<(u32, u32)>> {
+    let err = |msg: String| Error::Tokenizer { path: dir.join("tokenizer.json"), msg };
+    let empty = tokenizer.inner().encode("", true).map_err(|e| err(e.to_string()))?;
+    match empty.get_ids() {
+        [] => Ok(None),
+        &[first, last] => Ok(Some((first, last))),
+        other => Err(err(format!(
+            "the post-processor adds {} special tokens to one sequence; token-id inputs need one before and one after",
+            other.len()
+        ))),
     }
 }
 

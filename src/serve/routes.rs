@@ -213,7 +213,7 @@ pub fn finish_embedding(mut v: Vec<f32>, dimensions: Option<usize>, normalize: b
 
 /// Checks `dimensions` against the hidden size.
 pub fn check_dimensions(state: &AppState, dimensions: Option<usize>) -> Result<(), ApiError> {
-    let h = state.encoder.info().hidden_size;
+    let h = state.encoder.info().embedding_size;
     match dimensions {
         Some(0) => Err(ApiError::validation("`dimensions` should be positive").with_param("dimensions")),
         Some(d) if d > h => {
@@ -436,7 +436,7 @@ pub async fn tokenize(State(state): Shared, body: Body) -> Response {
 pub async fn info(State(state): Shared) -> Response {
     let i = state.encoder.info();
     let model_type = match &i.labels {
-        None => json!({ "embedding": { "pooling": "mean" } }),
+        None => json!({ "embedding": { "pooling": i.pooling } }),
         Some(labels) => {
             let id2label: serde_json::Map<String, serde_json::Value> =
                 labels.iter().enumerate().map(|(k, l)| (k.to_string(), json!(l))).collect();
