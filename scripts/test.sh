@@ -24,7 +24,7 @@ cargo test --locked "$@"
 if [ "$#" -eq 0 ]; then
   echo "== CUDA-path tests on the driver stand-in (FUSEBERT_CUDA_DRIVER=emulator:deferred)"
   FUSEBERT_CUDA_DRIVER=emulator:deferred cargo test --locked --test device_cuda --test forward_device \
-    --test kernels_attention --test kernels_gemm --test kernels_layernorm --test kernels_misc
+    --test kernels_attention --test kernels_gemm --test kernels_layernorm --test kernels_misc --test serve_device
 fi
 # Second pass (issue 15): the kernel and forward-pass tests again with every approximate
 # instruction (ex2/rcp/rsqrt/... .approx) returning values anywhere inside the PTX ISA's error

@@ -30,7 +30,8 @@ use crate::model::{BertModel, Precision};
 use crate::{Error, Result};
 use auth::ApiKeys;
 use batcher::{BatchLimits, Batcher};
-use engine::{Backend, Encoder, Engine, Input};
+pub use engine::Backend;
+use engine::{Encoder, Engine, Input};
 use metrics::Metrics;
 
 /// Everything the server is configured with (the CLI's flags).
