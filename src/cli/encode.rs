@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
+use fusebert::model::bert::Outputs;
 use fusebert::model::reference::{Options, Output};
 use fusebert::model::{BertModel, Pooling};
 use fusebert::tokenize::Tokenizer;
@@ -126,7 +127,8 @@ fn forward(run: &RunArgs, model: &BertModel, tokenizer: &Tokenizer, inputs: Inpu
         Inputs::Texts(t) => tokenizer.encode_batch(t, run.truncate)?,
         Inputs::Pairs(p) => tokenizer.encode_pairs(p, run.truncate)?,
     };
-    run_forward(run.device, run.precision, model, &batch, &Options::default())
+    // classify and rerank read the logits only
+    run_forward(run.device, run.precision, model, &batch, &Options::default(), Outputs::LOGITS)
 }
 
 /// The classifier head, or a typed error saying the model has none.

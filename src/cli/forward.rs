@@ -2,7 +2,7 @@
 //! (`device_bert`); the per-run engine is `stream::Engine`.
 use clap::ValueEnum;
 
-use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::bert::{DeviceBert, ForwardOptions, Outputs};
 use fusebert::model::reference::{self, Options, Output};
 use fusebert::model::{BertModel, Precision};
 use fusebert::tokenize::Batch;
@@ -35,13 +35,15 @@ impl From<PrecisionArg> for Precision {
     }
 }
 
-/// Runs `model` on `batch` on the chosen engine.
+/// Runs `model` on `batch` on the chosen engine; a device reads back only `outputs` (the CPU
+/// reference computes everything).
 pub fn run_forward(
     device: DeviceKind,
     precision: Option<PrecisionArg>,
     model: &BertModel,
     batch: &Batch,
     opts: &Options,
+    outputs: Outputs,
 ) -> Result<Output> {
     match device {
         DeviceKind::Cpu => {
@@ -53,19 +55,20 @@ pub fn run_forward(
             reference::forward(model, batch, opts)
         }
         DeviceKind::Cuda | DeviceKind::Emu => {
-            run_device_forward(device, precision.map_or(Precision::F16, Into::into), model, batch, opts)
+            run_device_forward(device, precision.map_or(Precision::F16, Into::into), model, batch, opts, outputs)
         }
     }
 }
 
 /// Opens the device (a typed error when there is no GPU), uploads the model and runs the
-/// device forward pass.
+/// device forward pass, reading back `outputs`.
 pub fn run_device_forward(
     device: DeviceKind,
     precision: Precision,
     model: &BertModel,
     batch: &Batch,
     opts: &Options,
+    outputs: Outputs,
 ) -> Result<Output> {
     let dev = match device {
         DeviceKind::Cuda => Device::cuda(0)?,
@@ -73,7 +76,7 @@ pub fn run_device_forward(
         DeviceKind::Cpu => return reference::forward(model, batch, opts),
     };
     let mut bert = device_bert(&dev, model, precision)?;
-    let (out, _) = bert.forward(batch, ForwardOptions { normalize: opts.normalize, hidden_states: false })?;
+    let (out, _) = bert.forward(batch, ForwardOptions { normalize: opts.normalize, outputs })?;
     Ok(out)
 }
 

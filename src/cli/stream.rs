@@ -81,7 +81,7 @@ impl<'m> Engine<'m> {
         match self {
             Engine::Cpu(model) => reference::forward(model, batch, opts),
             Engine::Device(bert) => {
-                Ok(bert.forward(batch, ForwardOptions { normalize: opts.normalize, hidden_states: false })?.0)
+                Ok(bert.forward(batch, ForwardOptions { normalize: opts.normalize, ..Default::default() })?.0)
             }
         }
     }
