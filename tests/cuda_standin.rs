@@ -485,8 +485,8 @@ fn a_forward_pass_is_one_upload_one_synchronisation_and_only_the_requested_bytes
         bert.set_graphs(graphs);
         for (opts, parts, d2h) in [
             (ForwardOptions::embeddings(true), 1, b * h * 4),
-            (ForwardOptions::classification(), 1, b * 3 * 2),
-            (ForwardOptions::default(), 2, b * h * 4 + b * 3 * 2),
+            (ForwardOptions::classification(), 1, b * 16 * 2),
+            (ForwardOptions::default(), 2, b * h * 4 + b * 16 * 2),
         ] {
             bert.forward(&batch, opts).unwrap(); // captures the graph
             standin::reset_call_counts();

@@ -207,7 +207,7 @@ pub struct Outputs {
     /// `SequenceOutput::pooler_output` (models with a pooler): runs the pooler.
     pub pooler: bool,
     /// `SequenceOutput::logits` and `scores` (models with a classifier): runs the pooler and
-    /// the classifier.
+    /// the classifier (`B * labels * 2` bytes read back, the labels padded to 16).
     pub logits: bool,
     /// `SequenceOutput::last_hidden_state`, `[len, hidden]` per sequence (`T * hidden * 2`
     /// bytes read back).
