@@ -106,7 +106,8 @@ fn packing_is_invisible_and_runs_are_bitwise_repeatable() {
     for precision in [Precision::F16, Precision::Int8] {
         for dev in devices() {
             let mut bert = DeviceBert::new(&dev, &model, precision).unwrap();
-            let opts = ForwardOptions { outputs: Outputs { last_hidden_state: true, ..Outputs::POOLED }, normalize: false };
+            let opts =
+                ForwardOptions { outputs: Outputs { last_hidden_state: true, ..Outputs::POOLED }, normalize: false };
             let (packed, _) = bert.forward(&batch, opts).unwrap();
             let (single, _) = bert.forward(&alone, opts).unwrap();
             let (again, _) = bert.forward(&batch, opts).unwrap();

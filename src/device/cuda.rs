@@ -327,7 +327,15 @@ impl Backend for CudaBackend {
         let slices: Vec<&[u8]> = parts
             .iter()
             .zip(&offsets)
-            .map(|(p, &o)| if p.bytes == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(base.add(o), p.bytes) } })
+            .map(
+                |(p, &o)| {
+                    if p.bytes == 0 {
+                        &[][..]
+                    } else {
+                        unsafe { std::slice::from_raw_parts(base.add(o), p.bytes) }
+                    }
+                },
+            )
             .collect();
         sink(&slices)
     }

@@ -472,9 +472,8 @@ pub struct DeviceBuffer<T> {
 
 /// Views the bytes of one [`Device::read_back`] part as elements of `T` (no copy).
 pub fn as_elements<T: Pod>(bytes: &[u8]) -> Result<&[T]> {
-    bytemuck::try_cast_slice(bytes).map_err(|e| {
-        Error::Memory(format!("{} bytes viewed as {}: {e}", bytes.len(), std::any::type_name::<T>()))
-    })
+    bytemuck::try_cast_slice(bytes)
+        .map_err(|e| Error::Memory(format!("{} bytes viewed as {}: {e}", bytes.len(), std::any::type_name::<T>())))
 }
 
 impl<T> std::fmt::Debug for DeviceBuffer<T> {

@@ -862,7 +862,13 @@ impl DeviceBert {
 
     /// Pooling (any mode, optionally L2-normalised); the pooler and classifier launches when
     /// `opts.outputs` needs them.
-    fn launch_heads(&self, ws: &mut Workspace, batch: &Batch, opts: ForwardOptions, pooling: DevicePooling) -> Result<()> {
+    fn launch_heads(
+        &self,
+        ws: &mut Workspace,
+        batch: &Batch,
+        opts: ForwardOptions,
+        pooling: DevicePooling,
+    ) -> Result<()> {
         let d = &self.dev;
         let (t, b, h) = (batch.total_tokens(), batch.len(), self.config.hidden_size);
         let (mode, skip, normalize) = (pooling.mode, pooling.skip, opts.normalize);
