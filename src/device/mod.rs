@@ -373,12 +373,6 @@ impl Device {
         Ok(())
     }
 
-    fn read(&self, src: u64, dst: &mut [u8]) -> Result<()> {
-        self.backend.read(src, dst)?;
-        self.transfers.d2h(dst.len(), 1);
-        Ok(())
-    }
-
     /// Launches a kernel by name; its module is found among the embedded ones.
     pub fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> Result<()> {
         let module = module_of_kernel(kernel).ok_or_else(|| Error::Kernel {
@@ -543,10 +537,8 @@ impl<T: Pod> DeviceBuffer<T> {
         if n > self.len {
             return Err(Error::Memory(format!("read of {n} elements from a buffer of {}", self.len)));
         }
-        self.device().synchronize()?;
-        let mut out = vec![T::zeroed(); n];
-        self.device().read(self.addr, bytemuck::cast_slice_mut(&mut out))?;
-        Ok(out)
+        // behind the queued work, one synchronisation (on CUDA through pinned memory)
+        self.device().read_back(&[self.read_part(n)?], |bytes| Ok(as_elements::<T>(bytes[0])?.to_vec()))
     }
     /// Fills every byte with `byte`.
     pub fn fill_bytes(&mut self, byte: u8) -> Result<()> {
