@@ -208,13 +208,13 @@ pub struct Transfers {
 
 impl std::ops::Sub for Transfers {
     type Output = Transfers;
-    /// What moved between two snapshots (`later - earlier`).
+    /// What moved between two snapshots (`later - earlier`; 0 where `earlier` is larger).
     fn sub(self, earlier: Transfers) -> Transfers {
         Transfers {
-            h2d_bytes: self.h2d_bytes - earlier.h2d_bytes,
-            h2d_copies: self.h2d_copies - earlier.h2d_copies,
-            d2h_bytes: self.d2h_bytes - earlier.d2h_bytes,
-            d2h_copies: self.d2h_copies - earlier.d2h_copies,
+            h2d_bytes: self.h2d_bytes.saturating_sub(earlier.h2d_bytes),
+            h2d_copies: self.h2d_copies.saturating_sub(earlier.h2d_copies),
+            d2h_bytes: self.d2h_bytes.saturating_sub(earlier.d2h_bytes),
+            d2h_copies: self.d2h_copies.saturating_sub(earlier.d2h_copies),
         }
     }
 }

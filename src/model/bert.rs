@@ -134,7 +134,7 @@ struct Workspace {
     batch: usize,
     /// The inputs of a forward pass packed for one upload: ids, positions, token types (`T`
     /// each) and `cu_seqlens` (`B + 1`) of the current batch, back to back; the four buffers
-    /// below are views into it, laid out for the current batch by `DeviceBert::upload_inputs`.
+    /// below are views into it, laid out for the current batch by `upload_inputs`.
     inputs: DeviceBuffer<u32>,
     /// Host side of `inputs`, reused.
     host_inputs: Vec<u32>,
