@@ -63,7 +63,8 @@ fn bench_on_emulator(precision: &str, p: Precision) {
         let tps = v["tokens_per_s"].as_f64().unwrap();
         assert!((tps - (9 * b) as f64 / (lat["mean"].as_f64().unwrap() / 1e3)).abs() < 1e-6 * tps);
         assert_eq!(v["counts"], "emulator counters");
-        let plan = forward_plan(&c, p, &vec![9; b], Heads { pooler: true, labels: 0 });
+        // an embedding model asked for the default outputs: no pooler, no classifier
+        let plan = forward_plan(&c, p, &vec![9; b], Heads::NONE);
         let kernels = v["kernels"].as_array().unwrap();
         // launch counts per kernel name equal the plan's
         for k in kernels {
@@ -84,16 +85,55 @@ fn bench_on_emulator(precision: &str, p: Precision) {
         let planned_tensor: u64 = plan.launches.iter().filter(|l| l.gemm.is_some()).map(|l| l.tensor_flops).sum();
         assert_eq!(gemm("flops"), planned_tensor);
         let t = 9 * b;
-        let closed = 2 * t * 6 * (4 * 384 * 384 + 2 * 384 * 1536) + 2 * b * 384 * 384;
+        let closed = 2 * t * 6 * (4 * 384 * 384 + 2 * 384 * 1536);
         assert_eq!(gemm("useful_flops"), closed as u64);
         assert!(kernels
             .iter()
             .all(|k| k["load_bytes"].as_u64().unwrap() > 0 && k["store_bytes"].as_u64().unwrap() > 0));
+        assert_host_bytes(v, b, 9);
     }
     let svg = std::fs::read_to_string(&plot).unwrap();
     let _ = std::fs::remove_file(&plot);
     assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"));
     assert_eq!(svg.matches("<circle").count(), 4, "two shapes, two panels");
+}
+
+/// The bytes one `embed`-style pass (default outputs of an embedding model) moves: up, one
+/// copy of the packed ids, positions, token types and cu_seqlens; down, the pooled f32
+/// embeddings and nothing else (minilm-l6: hidden 384).
+fn assert_host_bytes(v: &Value, b: usize, t: usize) {
+    let n = |f: &str| v[f].as_u64().unwrap_or_else(|| panic!("missing {f}: {v}")) as usize;
+    assert_eq!((n("h2d_copies"), n("h2d_bytes")), (1, 4 * (3 * b * t + b + 1)), "{v}");
+    assert_eq!((n("d2h_copies"), n("d2h_bytes")), (1, b * 384 * 4), "{v}");
+}
+
+/// `bench` through the CUDA backend on the driver stand-in: the same bytes each way, and the
+/// plain table says them too.
+#[test]
+fn bench_on_the_cuda_stand_in_reports_the_host_bytes() {
+    let run = |json: bool| {
+        let mut args = vec!["bench", "--device", "cuda", "--config", "minilm-l6", "--batch", "2", "--tokens", "7"];
+        args.extend(["--warmup", "1", "--iters", "1"]);
+        if json {
+            args.push("--json");
+        }
+        let o = Command::new(env!("CARGO_BIN_EXE_fusebert"))
+            .args(&args)
+            .env("FUSEBERT_CUDA_DRIVER", "emulator:deferred")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let v: Value = serde_json::from_str(run(true).trim()).unwrap();
+    assert!(v["device"].as_str().unwrap().contains("stand-in"), "{v}");
+    assert_eq!(v["cuda_graph"], true);
+    assert_host_bytes(&v, 2, 7);
+    let table = run(false);
+    let (head, row) = (table.lines().next().unwrap(), table.lines().nth(1).unwrap());
+    assert!(head.contains("h2d B") && head.contains("d2h B"), "{table}");
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[cols.len() - 2..], [(4 * (3 * 2 * 7 + 3)).to_string(), (2 * 384 * 4).to_string()], "{table}");
 }
 
 #[test]

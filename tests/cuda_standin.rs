@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use cudarc::driver::{result, sys};
 use forward_support::{random_batch, random_model, Shape};
 use fusebert::device::standin::{self, Mode, StandinOptions};
-use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::bert::{DeviceBert, ForwardOptions, Outputs};
 use fusebert::model::Precision;
 use fusebert::{Device, Error, KernelArg, LaunchConfig};
 
@@ -29,7 +29,9 @@ const SHAPE: Shape = Shape { hidden: 64, heads: 2, layers: 2, intermediate: 128,
 /// Every output of a forward pass, flattened (for bit-for-bit comparison).
 fn outputs(bert: &mut DeviceBert, lengths: &[usize], seed: u64) -> Vec<f32> {
     let batch = random_batch(SHAPE.vocab, lengths, seed);
-    let (out, _) = bert.forward(&batch, ForwardOptions { normalize: true, hidden_states: false }).unwrap();
+    // everything but the per-layer states (which would turn the graphs off)
+    let opts = ForwardOptions { normalize: true, outputs: Outputs { hidden_states: false, ..Outputs::ALL } };
+    let (out, _) = bert.forward(&batch, opts).unwrap();
     let mut v = Vec::new();
     for s in &out.sequences {
         v.extend_from_slice(&s.last_hidden_state);
@@ -93,7 +95,7 @@ fn graph_replay_is_one_host_call_and_bit_identical() {
         let mut with = DeviceBert::new(&dev, &model, precision).unwrap();
         let mut without = DeviceBert::new(&dev, &model, precision).unwrap();
         without.set_graphs(false);
-        let per_forward = with.launches_per_forward() as u64;
+        let per_forward = with.launches_for(Outputs::ALL) as u64;
 
         let a0 = outputs(&mut with, &lengths, 5); // captures
         standin::reset_call_counts();
@@ -461,5 +463,46 @@ fn the_stand_in_library_cannot_shadow_a_real_libcuda() {
     let search = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
     for p in std::env::split_paths(&search) {
         assert_ne!(p.canonicalize().ok(), dir.canonicalize().ok(), "the stand-in's folder is on LD_LIBRARY_PATH");
+    }
+}
+
+/// The host path of one forward pass through cudarc: one cuMemcpyHtoDAsync of the packed
+/// inputs, one cuMemcpyDtoHAsync per requested output into pinned memory, one
+/// cuStreamSynchronize, no blocking copy, and exactly the requested bytes (embeddings: `B *
+/// hidden * 4`); in deferred mode, so a result read before its copy ran would show.
+#[test]
+fn a_forward_pass_is_one_upload_one_synchronisation_and_only_the_requested_bytes() {
+    let _g = setup(Mode::Deferred, (8, 0));
+    let model = random_model(SHAPE, 14);
+    let dev = Device::cuda(0).unwrap();
+    let emu = Device::emulator().unwrap();
+    let lengths = [9usize, 33, 2];
+    let batch = random_batch(SHAPE.vocab, &lengths, 7);
+    let (t, b, h) = (44u64, 3u64, SHAPE.hidden as u64);
+    for graphs in [true, false] {
+        let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
+        let mut reference = DeviceBert::new(&emu, &model, Precision::F16).unwrap();
+        bert.set_graphs(graphs);
+        for (opts, parts, d2h) in [
+            (ForwardOptions::embeddings(true), 1, b * h * 4),
+            (ForwardOptions::classification(), 1, b * 16 * 2),
+            (ForwardOptions::default(), 2, b * h * 4 + b * 16 * 2),
+        ] {
+            bert.forward(&batch, opts).unwrap(); // captures the graph
+            standin::reset_call_counts();
+            let before = dev.transfers();
+            let (got, _) = bert.forward(&batch, opts).unwrap();
+            let moved = dev.transfers() - before;
+            let calls = |n| standin::call_count(n);
+            let what = format!("graphs {graphs} {opts:?}");
+            assert_eq!(calls("cuMemcpyHtoDAsync_v2"), 1, "{what}");
+            assert_eq!(calls("cuMemcpyDtoHAsync_v2"), parts, "{what}");
+            assert_eq!(calls("cuStreamSynchronize"), 1, "{what}");
+            assert_eq!(calls("cuMemcpyDtoH_v2") + calls("cuMemcpyHtoD_v2"), 0, "{what}: blocking copies");
+            assert_eq!((moved.h2d_copies, moved.h2d_bytes), (1, 4 * (3 * t + b + 1)), "{what}");
+            assert_eq!((moved.d2h_copies, moved.d2h_bytes), (parts, d2h), "{what}");
+            let (want, _) = reference.forward(&batch, opts).unwrap();
+            assert_eq!(got, want, "{what}: the stand-in equals the emulator backend");
+        }
     }
 }

@@ -8,7 +8,7 @@
 mod forward_support;
 
 use forward_support::{cosine, devices, max_abs, random_batch, random_model, Shape};
-use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::bert::{DeviceBert, ForwardOptions, Outputs};
 use fusebert::model::reference::{self, Options};
 use fusebert::model::Precision;
 use fusebert::tokenize::Batch;
@@ -45,8 +45,7 @@ fn check_precision(precision: Precision, min_cos: f64, calibrated: bool) {
             } else {
                 DeviceBert::new(&dev, &model, precision).unwrap()
             };
-            let opts = ForwardOptions { normalize: false, hidden_states: true };
-            let (got, got_states) = bert.forward(&batch, opts).unwrap();
+            let (got, got_states) = bert.forward(&batch, ForwardOptions::all()).unwrap();
             let got_states = got_states.unwrap();
             assert_eq!(got.sequences.len(), want.sequences.len());
             for (s, (g, w)) in got.sequences.iter().zip(&want.sequences).enumerate() {
@@ -107,9 +106,12 @@ fn packing_is_invisible_and_runs_are_bitwise_repeatable() {
     for precision in [Precision::F16, Precision::Int8] {
         for dev in devices() {
             let mut bert = DeviceBert::new(&dev, &model, precision).unwrap();
-            let (packed, _) = bert.forward(&batch, ForwardOptions::default()).unwrap();
-            let (single, _) = bert.forward(&alone, ForwardOptions::default()).unwrap();
-            let (again, _) = bert.forward(&batch, ForwardOptions::default()).unwrap();
+            let opts =
+                ForwardOptions { outputs: Outputs { last_hidden_state: true, ..Outputs::POOLED }, normalize: false };
+            let (packed, _) = bert.forward(&batch, opts).unwrap();
+            let (single, _) = bert.forward(&alone, opts).unwrap();
+            let (again, _) = bert.forward(&batch, opts).unwrap();
+            assert_eq!(packed.sequences[1].last_hidden_state.len(), 90 * shape.hidden);
             let err = max_abs(&packed.sequences[1].mean_pooled, &single.sequences[0].mean_pooled);
             assert!(err <= 1e-5, "{precision:?}: packed vs alone differ by {err}");
             for (a, b) in packed.sequences.iter().zip(&again.sequences) {
@@ -291,5 +293,100 @@ fn no_device_allocation_per_forward_pass_after_warm_up() {
         // more tokens or more sequences grow the workspace (results checked elsewhere)
         bert.forward(&random_batch(shape.vocab, &[90, 90], 3), ForwardOptions::default()).unwrap();
         assert!(backend.allocs.load(Ordering::Relaxed) > after_warm_up);
+    }
+}
+
+/// Every kind of output request against the pass asking for everything: what was asked for is
+/// bit-identical to it, what was not is empty (`Vec::new()` / `None`); the pooler and the
+/// classifier run only when their outputs are asked for (launches = `launches_for`, stores =
+/// `minimum_traffic_for`, on the emulator); one host-to-device copy of the packed inputs and
+/// exactly the requested bytes back (counted by the device layer, on every device).
+#[test]
+fn outputs_select_what_runs_and_what_is_read_back() {
+    let shape = Shape { hidden: 64, heads: 2, layers: 1, intermediate: 128, vocab: 60, max_pos: 100, labels: 3 };
+    let model = random_model(shape, 21);
+    let lengths = [13usize, 1, 40];
+    let batch = random_batch(shape.vocab, &lengths, 22);
+    let (t, b, h) = (54u64, 3u64, shape.hidden as u64);
+    let pooler_only = Outputs { pooler: true, ..Outputs::NONE };
+    let hidden_only = Outputs { last_hidden_state: true, ..Outputs::NONE };
+    let everything = Outputs { hidden_states: false, ..Outputs::ALL };
+    // (request, launches of the heads beyond pooling, d2h bytes; fp16 logits padded to 16 labels)
+    let cases = [
+        (Outputs::POOLED, 0, b * h * 4),
+        (Outputs::LOGITS, 3, b * 16 * 2),
+        (pooler_only, 2, b * h * 2),
+        (hidden_only, 0, t * h * 2),
+        (Outputs::NONE, 0, 0),
+        (Outputs::default(), 3, b * h * 4 + b * 16 * 2),
+        (everything, 3, b * h * 4 + b * h * 2 + b * 16 * 2 + t * h * 2),
+    ];
+    for precision in [Precision::F16, Precision::Int8] {
+        for dev in devices() {
+            let mut bert = DeviceBert::new(&dev, &model, precision).unwrap();
+            let body = bert.launches_for(Outputs::NONE);
+            let opts = |outputs| ForwardOptions { normalize: true, outputs };
+            let (all, _) = bert.forward(&batch, opts(everything)).unwrap();
+            for (outputs, heads, d2h) in cases {
+                let what = format!("{dev:?} {precision:?} {outputs:?}");
+                if let Some(e) = dev.emulator_backend() {
+                    e.clear_launches();
+                }
+                let before = dev.transfers();
+                let (got, states) = bert.forward(&batch, opts(outputs)).unwrap();
+                let moved = dev.transfers() - before;
+                assert!(states.is_none());
+                // one packed upload: ids, positions, token types (t each) and cu_seqlens (b + 1)
+                assert_eq!((moved.h2d_copies, moved.h2d_bytes), (1, 4 * (3 * t + b + 1)), "{what}: uploads");
+                assert_eq!(moved.d2h_bytes, d2h, "{what}: bytes read back");
+                assert_eq!(bert.launches_for(outputs), body + heads, "{what}");
+                if let Some(e) = dev.emulator_backend() {
+                    let launches = e.launches();
+                    assert_eq!(launches.len(), body + heads, "{what}: launches");
+                    let stores: u64 = launches.iter().map(|l| l.counters.global_store_bytes).sum();
+                    assert_eq!(stores, bert.minimum_traffic_for(&batch, outputs).store_bytes, "{what}: stores");
+                }
+                for (s, (g, a)) in got.sequences.iter().zip(&all.sequences).enumerate() {
+                    assert_eq!(g.len, lengths[s]);
+                    let pick = |want: bool, v: &Vec<f32>| if want { v.clone() } else { Vec::new() };
+                    assert_eq!(g.mean_pooled, pick(outputs.pooled, &a.mean_pooled), "{what} seq {s}: pooled");
+                    let hidden = pick(outputs.last_hidden_state, &a.last_hidden_state);
+                    assert_eq!(g.last_hidden_state, hidden, "{what} seq {s}: last hidden state");
+                    let opt = |want: bool, v: &Option<Vec<f32>>| if want { v.clone() } else { None };
+                    assert_eq!(g.pooler_output, opt(outputs.pooler, &a.pooler_output), "{what} seq {s}: pooler");
+                    assert_eq!(g.logits, opt(outputs.logits, &a.logits), "{what} seq {s}: logits");
+                    assert_eq!(g.scores, opt(outputs.logits, &a.scores), "{what} seq {s}: scores");
+                }
+            }
+            // the reference agrees with the everything pass (so the comparisons above compare
+            // right answers, not two equal wrong ones)
+            let want = reference::forward(&model, &batch, &Options { normalize: true }).unwrap();
+            for (g, w) in all.sequences.iter().zip(&want.sequences) {
+                assert_eq!(g.last_hidden_state.len(), w.last_hidden_state.len());
+                assert!(cosine(&g.mean_pooled, &w.mean_pooled) >= INT8_MIN_COS);
+                assert!(cosine(g.logits.as_ref().unwrap(), w.logits.as_ref().unwrap()) >= 0.99);
+            }
+        }
+    }
+}
+
+/// A model without a classifier: asking for logits runs neither head and reads nothing back
+/// for them (`None`, as the reference); embeddings read back exactly `B * hidden * 4` bytes.
+#[test]
+fn embedding_model_reads_back_only_the_pooled_embeddings() {
+    let shape = Shape { hidden: 96, heads: 3, layers: 1, intermediate: 128, vocab: 60, max_pos: 100, labels: 0 };
+    let model = random_model(shape, 23);
+    let batch = random_batch(shape.vocab, &[7, 31], 24);
+    for dev in devices() {
+        let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
+        assert_eq!(bert.launches_per_forward(), bert.launches_for(Outputs::NONE), "no pooler by default");
+        assert_eq!(bert.launches_for(Outputs::ALL), bert.launches_for(Outputs::NONE) + 2, "gather + pooler");
+        for (opts, d2h) in [(ForwardOptions::default(), 2 * 96 * 4), (ForwardOptions::classification(), 0)] {
+            let before = dev.transfers();
+            let (out, _) = bert.forward(&batch, opts).unwrap();
+            let moved = dev.transfers() - before;
+            assert_eq!(moved.d2h_bytes, d2h, "{dev:?} {opts:?}");
+            assert!(out.sequences.iter().all(|s| s.logits.is_none() && s.pooler_output.is_none()));
+        }
     }
 }

@@ -44,8 +44,7 @@ fn minilm_f16_on_device_matches_reference_and_golden() {
             let g = Golden::load(case);
             let batch = tok.encode_batch(&g.texts, false).unwrap();
             let (want, states) = reference::forward_with_hidden_states(model(), &batch, &Options::default()).unwrap();
-            let (got, got_states) =
-                bert.forward(&batch, ForwardOptions { normalize: false, hidden_states: true }).unwrap();
+            let (got, got_states) = bert.forward(&batch, ForwardOptions::all()).unwrap();
             let (mut cos, mut gold_cos, mut pooler_cos, mut hidden_err) = (1f64, 1f64, 1f64, 0f32);
             for (i, (gs, ws)) in got.sequences.iter().zip(&want.sequences).enumerate() {
                 cos = cos.min(cosine(&gs.mean_pooled, &ws.mean_pooled));

@@ -156,7 +156,7 @@ fn check(precision: Precision, min_cos: f64) {
             let b = batch(v, &LENGTHS, 50 + i as u64);
             let (want, states) = reference::forward_with_hidden_states(&m, &b, &Options::default()).unwrap();
             let mut bert = DeviceBert::new(&dev, &m, precision).unwrap();
-            let (got, got_states) = bert.forward(&b, ForwardOptions { normalize: false, hidden_states: true }).unwrap();
+            let (got, got_states) = bert.forward(&b, ForwardOptions::all()).unwrap();
             let what = format!("{dev:?} {precision:?} {}", v.name);
             let mut worst_hidden = 0f32;
             for (l, (g, w)) in got_states.unwrap().layers.iter().zip(&states.layers).enumerate() {
@@ -219,7 +219,7 @@ fn every_pooling_mode_on_the_device() {
         let mut bert = DeviceBert::new(&dev, &m, Precision::F16).unwrap();
         for mode in MODES {
             for (skip, normalize) in [(0, false), (0, true), (3, true)] {
-                let opts = ForwardOptions { normalize, hidden_states: false };
+                let opts = ForwardOptions::embeddings(normalize);
                 let (got, _) = bert.forward_pooled(&b, opts, DevicePooling { mode, skip }).unwrap();
                 for (s, (g, w)) in got.sequences.iter().zip(&want.sequences).enumerate() {
                     let mut r = pooling::pool(&w.last_hidden_state, h, mode, skip);

@@ -2,7 +2,7 @@
 //! launch: kernel, grid, block, shared memory, tensor-core FLOPs, global load and store bytes
 //! must all be equal, on a MiniLM-shaped random model and a tiny one with a classifier, in fp16
 //! and int8, on ragged batches (lengths not multiples of any tile).
-use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::bert::{DeviceBert, ForwardOptions, Outputs};
 use fusebert::model::weights::{ClassifierHead, HeadKind};
 use fusebert::model::{synthetic, BertModel, Precision};
 use fusebert::perf::{forward_plan, Heads};
@@ -38,13 +38,13 @@ fn check(model: &BertModel, precision: Precision, lengths: &[usize]) {
     let batch = ids(lengths, model.config.vocab_size, 0);
     let emu = dev.emulator_backend().unwrap();
     emu.clear_launches();
-    bert.forward(&batch, ForwardOptions::default()).unwrap();
+    // every head the model has runs (the pooler and the classifier only run when asked for)
+    bert.forward(&batch, ForwardOptions::all()).unwrap();
     let rec = emu.launches();
     let labels = model.weights.classifier.as_ref().map_or(0, |c| c.labels.len());
-    let plan =
-        forward_plan(&model.config, precision, lengths, Heads { pooler: model.weights.pooler.is_some(), labels });
+    let plan = forward_plan(&model.config, precision, lengths, Heads::of(model, Outputs::ALL));
     assert_eq!(rec.len(), plan.launches.len(), "launch count: emulator vs plan");
-    assert_eq!(rec.len(), bert.launches_per_forward());
+    assert_eq!(rec.len(), bert.launches_for(Outputs::ALL));
     let mut bad = Vec::new();
     for (i, (r, p)) in rec.iter().zip(&plan.launches).enumerate() {
         let c = &r.counters;

@@ -2,7 +2,9 @@
 //! shapes (`--batch` x `--tokens`), for a model folder or a built-in shape with random weights
 //! (`--config bert-base`), with per-kernel counts: the emulator's counters on `--device emu`,
 //! the analytic launch plan (`fusebert::perf::plan`) on CUDA. On the emulator the times are
-//! the emulator's (useful for its own speed, not the GPU's).
+//! the emulator's (useful for its own speed, not the GPU's). Each pass asks for the default
+//! outputs (the pooled embeddings, and the logits of a model with a classifier) and reports
+//! the bytes it copied each way (`h2d_bytes`, `d2h_bytes`), counted by the device layer.
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -10,6 +12,7 @@ use std::time::Instant;
 use clap::Args;
 use serde::Serialize;
 
+use fusebert::device::Transfers;
 use fusebert::model::bert::{DeviceBert, ForwardOptions};
 use fusebert::model::{synthetic, BertModel, Precision};
 use fusebert::perf::{self, Heads, LaunchPlan};
@@ -102,6 +105,14 @@ struct BenchLine {
     /// Whether each forward pass replayed a CUDA graph (one host call) instead of launching
     /// every kernel.
     cuda_graph: bool,
+    /// Bytes copied host to device per forward pass (the packed ids, positions, token types
+    /// and `cu_seqlens`: one copy) and device to host (the outputs asked for: for an
+    /// embedding model the pooled f32 embeddings, `batch * hidden * 4`).
+    h2d_bytes: u64,
+    d2h_bytes: u64,
+    /// Copies per forward pass each way.
+    h2d_copies: u64,
+    d2h_copies: u64,
 }
 
 /// Percentile `q` (0..=1) of sorted `v`, nearest rank.
@@ -168,26 +179,31 @@ pub fn run(a: BenchArgs) -> Result<()> {
             )));
         }
         let batch = synthetic::id_batch(&model.config, b, t, 0)?;
+        let opts = ForwardOptions::default();
         for _ in 0..a.warmup {
-            bert.forward(&batch, ForwardOptions::default())?;
+            bert.forward(&batch, opts)?;
             progress.tick(b, t);
         }
         let mut times = Vec::with_capacity(a.iters);
+        let mut moved = Transfers::default();
         for _ in 0..a.iters {
             if let Some(e) = dev.emulator_backend() {
                 e.clear_launches();
             }
+            let before = dev.transfers();
             let start = Instant::now();
-            bert.forward(&batch, ForwardOptions::default())?;
+            bert.forward(&batch, opts)?;
             dev.synchronize()?;
             times.push(start.elapsed().as_secs_f64() * 1e3);
+            // the last pass's (the first may also size the workspace: no copies there either)
+            moved = dev.transfers() - before;
             progress.tick(b, t);
         }
-        let labels = model.weights.classifier.as_ref().map_or(0, |c| c.labels.len());
-        let heads = Heads { pooler: model.weights.pooler.is_some(), labels };
-        let plan = perf::forward_plan(&model.config, precision, &vec![t; b], heads);
+        let plan = perf::forward_plan(&model.config, precision, &vec![t; b], Heads::of(&model, opts.outputs));
         let mut line = bench_line(&dev, &name, precision, b, t, &times, &plan);
         line.cuda_graph = bert.graphs_enabled() && bert.graph_stats().replays > 0;
+        (line.h2d_bytes, line.d2h_bytes) = (moved.h2d_bytes, moved.d2h_bytes);
+        (line.h2d_copies, line.d2h_copies) = (moved.h2d_copies, moved.d2h_copies);
         points.push(perf::svg::BenchPoint {
             batch: b,
             tokens: t,
@@ -283,19 +299,23 @@ fn bench_line(
         percent_of_dram_bandwidth: spec.as_ref().map(|g| 100.0 * gbps / g.dram_gbps),
         kernels,
         cuda_graph: false,
+        h2d_bytes: 0,
+        d2h_bytes: 0,
+        h2d_copies: 0,
+        d2h_copies: 0,
     }
 }
 
 fn header() -> String {
     format!(
-        "{:>5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>12} {:>9}",
-        "batch", "tokens", "mean ms", "p50 ms", "p99 ms", "min ms", "tokens/s", "TFLOP/s"
+        "{:>5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>12} {:>9} {:>10} {:>10}",
+        "batch", "tokens", "mean ms", "p50 ms", "p99 ms", "min ms", "tokens/s", "TFLOP/s", "h2d B", "d2h B"
     )
 }
 
 fn row(l: &BenchLine) -> String {
     format!(
-        "{:>5} {:>6} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>12.0} {:>9.4}",
+        "{:>5} {:>6} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>12.0} {:>9.4} {:>10} {:>10}",
         l.batch,
         l.tokens,
         l.latency_ms.mean,
@@ -303,7 +323,9 @@ fn row(l: &BenchLine) -> String {
         l.latency_ms.p99,
         l.latency_ms.min,
         l.tokens_per_s,
-        l.achieved_tflops
+        l.achieved_tflops,
+        l.h2d_bytes,
+        l.d2h_bytes
     )
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
-use fusebert::model::reference::{Options, Output};
+use fusebert::model::reference::Output;
 use fusebert::model::{BertModel, Pooling};
 use fusebert::tokenize::Tokenizer;
 use fusebert::{Error, Result};
@@ -226,7 +226,7 @@ pub fn classify(a: ClassifyArgs) -> Result<()> {
             tokenizer.encode_batch(&[text], a.run.truncate)
         }
     };
-    let forward = |b: &Batch| engine.forward(b, &Options::default());
+    let forward = |b: &Batch| engine.logits(b);
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::new(stdout.lock());
     stream::run(a.run.texts.clone(), &a.run.stream, encode, forward, 0, |done| {
@@ -265,7 +265,7 @@ pub fn rerank(a: RerankArgs) -> Result<()> {
     }
     let mut engine = Engine::new(a.run.device, a.run.precision, &model)?;
     let encode = |_: usize, text: &str| tokenizer.encode_pairs(&[(a.query.as_str(), text)], a.run.truncate);
-    let forward = |b: &Batch| engine.forward(b, &Options::default());
+    let forward = |b: &Batch| engine.logits(b);
     let mut lines = Vec::new();
     stream::run(a.run.texts.clone(), &a.run.stream, encode, forward, 0, |done| {
         for logits in logits(done.output)? {

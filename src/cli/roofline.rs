@@ -18,7 +18,8 @@ pub struct RooflineArgs {
     /// Built-in model shape: bert-base, bert-large, minilm-l6 (default bert-base).
     #[arg(long, value_name = "NAME", conflicts_with = "model")]
     pub config: Option<String>,
-    /// A model folder (only its config.json is read; a pooler and no classifier are assumed).
+    /// A model folder (only its config.json is read). The pass predicted is an embedding pass:
+    /// the encoder and the pooling; no pooler, no classifier (nobody asked for their outputs).
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
@@ -63,7 +64,7 @@ pub fn run(a: RooflineArgs) -> Result<()> {
         )));
     }
     let lengths = vec![a.tokens; a.batch];
-    let plan = perf::forward_plan(&c, a.precision.into(), &lengths, Heads { pooler: true, labels: 0 });
+    let plan = perf::forward_plan(&c, a.precision.into(), &lengths, Heads::NONE);
     let p = perf::predict(&g, &plan, a.precision.into(), a.graphs);
     if let Some(path) = &a.plot {
         let title = format!("{name} {}x{} {} on {} (predicted)", a.batch, a.tokens, p.precision, g.name);

@@ -76,13 +76,11 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// The forward pass with the classifier head (`classify`, `rerank`).
-    pub fn forward(&mut self, batch: &Batch, opts: &Options) -> Result<Output> {
+    /// The classifier head's logits (`classify`, `rerank`): a device reads back only those.
+    pub fn logits(&mut self, batch: &Batch) -> Result<Output> {
         match self {
-            Engine::Cpu(model) => reference::forward(model, batch, opts),
-            Engine::Device(bert) => {
-                Ok(bert.forward(batch, ForwardOptions { normalize: opts.normalize, hidden_states: false })?.0)
-            }
+            Engine::Cpu(model) => reference::forward(model, batch, &Options::default()),
+            Engine::Device(bert) => Ok(bert.forward(batch, ForwardOptions::classification())?.0),
         }
     }
 }

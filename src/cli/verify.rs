@@ -3,7 +3,7 @@
 use clap::Args;
 use std::path::PathBuf;
 
-use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::bert::{DeviceBert, ForwardOptions, Outputs};
 use fusebert::model::compare::{cosine, max_abs_diff as max_abs};
 use fusebert::model::reference::{self, Options};
 use fusebert::model::{BertModel, Precision};
@@ -79,7 +79,7 @@ pub fn run(a: VerifyArgs) -> Result<i32> {
     if let Some(emu) = dev.emulator_backend() {
         emu.clear_launches();
     }
-    let (got, got_states) = bert.forward(&batch, ForwardOptions { normalize: false, hidden_states: true })?;
+    let (got, got_states) = bert.forward(&batch, ForwardOptions::all())?;
     let mut ok = true;
     println!(
         "device: {}, precision: {precision:?}, {} texts, {} tokens",
@@ -129,12 +129,13 @@ fn print_counters(dev: &Device, bert: &DeviceBert, batch: &fusebert::tokenize::B
         e.1 += l.counters.global_load_bytes;
         e.2 += l.counters.global_store_bytes;
     }
-    println!("launches: {} (expected {} for this model and precision)", launches.len(), bert.launches_per_forward());
+    let expected = bert.launches_for(Outputs::ALL);
+    println!("launches: {} (expected {expected} for this model and precision)", launches.len());
     println!("{:<28} {:>8} {:>14} {:>14}", "kernel", "launches", "load bytes", "store bytes");
     for (k, (n, ld, st)) in &per_kernel {
         println!("{k:<28} {n:>8} {ld:>14} {st:>14}");
     }
-    let min = bert.minimum_traffic(batch);
+    let min = bert.minimum_traffic_for(batch, Outputs::ALL);
     let ratio = |a: u64, b: u64| a as f64 / b.max(1) as f64;
     println!(
         "total: {} global load bytes = {:.2}x the minimum {} (each weight and activation read once; the excess is \

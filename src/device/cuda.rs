@@ -11,14 +11,20 @@
 //! Ordering: everything goes on `stream` in program order, so launches see the copies before
 //! them. A host write is staged into pinned memory and copied asynchronously; the staging
 //! buffer is reused only after the event recorded behind its last copy has completed. A host
-//! read copies into pinned memory and synchronises the stream before touching it.
+//! read copies into pinned memory and synchronises the stream before touching it; a batched
+//! read (`read_parts`) queues all its copies into one pinned buffer, synchronises once, and
+//! lets the caller read (convert) the results there, without another host copy.
+//!
+//! Function handles and their attributes (static shared memory, the dynamic shared memory
+//! limit) are resolved once, when a module loads; a launch looks its function up in that table
+//! and only calls the driver to raise the shared-memory opt-in the first time a size needs it.
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{result, sys, CudaContext};
 
-use super::{Backend, KernelArg, LaunchConfig, RecordedLaunch};
+use super::{read_layout, Backend, KernelArg, LaunchConfig, ReadPart, RecordedLaunch};
 use crate::error::{Error, Result};
 
 pub struct CudaBackend {
@@ -208,8 +214,7 @@ impl CudaBackend {
             .iter()
             .map(|a| {
                 let mut s = [0u8; 8];
-                let b = a.bytes();
-                s[..b.len()].copy_from_slice(&b);
+                a.write_le(&mut s);
                 s
             })
             .collect();
@@ -296,6 +301,43 @@ impl Backend for CudaBackend {
         unsafe { result::stream::synchronize(self.stream) }.map_err(|e| cuda_err("synchronize", e))?;
         dst.copy_from_slice(staged);
         Ok(())
+    }
+
+    /// Every copy queued into one pinned buffer (behind the work on the stream), one stream
+    /// synchronisation, and `sink` reads the pinned bytes in place.
+    fn read_parts(&self, parts: &[ReadPart], sink: &mut dyn FnMut(&[&[u8]]) -> Result<()>) -> Result<()> {
+        self.bind()?;
+        let (offsets, total) = read_layout(parts);
+        let mut st = self.staging.lock().map_err(|_| Error::Other("staging poisoned".into()))?;
+        Self::ready(&mut st.down, total)?;
+        let base = st.down.ptr;
+        for (p, &o) in parts.iter().zip(&offsets) {
+            if p.bytes == 0 {
+                continue;
+            }
+            // SAFETY: [o, o + bytes) lies inside the pinned buffer (ready made it `total` long),
+            // and the parts do not overlap.
+            let staged = unsafe { std::slice::from_raw_parts_mut(base.add(o), p.bytes) };
+            unsafe { result::memcpy_dtoh_async(staged, p.src, self.stream) }
+                .map_err(|e| cuda_err("copy device to host", e))?;
+        }
+        unsafe { result::stream::synchronize(self.stream) }.map_err(|e| cuda_err("synchronize", e))?;
+        // SAFETY: the copies above have completed and nothing else writes the buffer while the
+        // staging lock is held.
+        let slices: Vec<&[u8]> = parts
+            .iter()
+            .zip(&offsets)
+            .map(
+                |(p, &o)| {
+                    if p.bytes == 0 {
+                        &[][..]
+                    } else {
+                        unsafe { std::slice::from_raw_parts(base.add(o), p.bytes) }
+                    }
+                },
+            )
+            .collect();
+        sink(&slices)
     }
 
     fn memset(&self, dst: u64, byte: u8, bytes: usize) -> Result<()> {

@@ -2,7 +2,13 @@
 //!
 //! Memory is addressed by raw 64-bit device addresses on both backends, so a kernel argument is
 //! the same `u64` whether it points into GPU memory or into the emulator's global space.
-//! [`DeviceBuffer`] owns an allocation and frees it on drop.
+//! [`DeviceBuffer`] owns an allocation (or a view into one, see [`DeviceBuffer::view`]) and
+//! frees it when the last buffer using it drops.
+//!
+//! Every host-device copy goes through [`Device`], which counts them ([`Device::transfers`]):
+//! that is how `fusebert bench` reports the bytes one forward pass moves. Results come back
+//! with [`Device::read_back`]: several ranges, one synchronisation, read in place (on CUDA
+//! straight from pinned memory).
 //!
 //! ```no_run
 //! use fusebert::device::{Device, LaunchConfig, KernelArg};
@@ -11,8 +17,10 @@
 //! let back: Vec<f32> = x.to_host()?;
 //! # Ok::<(), fusebert::Error>(())
 //! ```
+use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytemuck::Pod;
 
@@ -63,14 +71,22 @@ impl KernelArg {
     }
     /// Little-endian bytes as they sit in the parameter buffer.
     pub fn bytes(&self) -> Vec<u8> {
+        let mut slot = [0u8; 8];
+        let n = self.write_le(&mut slot);
+        slot[..n].to_vec()
+    }
+    /// Writes the little-endian bytes into the front of an 8-byte slot (no allocation: the
+    /// CUDA backend fills its parameter slots with this on every launch); returns the size.
+    pub fn write_le(&self, slot: &mut [u8; 8]) -> usize {
         match *self {
-            KernelArg::Ptr(v) | KernelArg::U64(v) => v.to_le_bytes().to_vec(),
-            KernelArg::I64(v) => v.to_le_bytes().to_vec(),
-            KernelArg::U32(v) => v.to_le_bytes().to_vec(),
-            KernelArg::I32(v) => v.to_le_bytes().to_vec(),
-            KernelArg::F32(v) => v.to_le_bytes().to_vec(),
-            KernelArg::F64(v) => v.to_le_bytes().to_vec(),
+            KernelArg::Ptr(v) | KernelArg::U64(v) => slot.copy_from_slice(&v.to_le_bytes()),
+            KernelArg::I64(v) => slot.copy_from_slice(&v.to_le_bytes()),
+            KernelArg::F64(v) => slot.copy_from_slice(&v.to_le_bytes()),
+            KernelArg::U32(v) => slot[..4].copy_from_slice(&v.to_le_bytes()),
+            KernelArg::I32(v) => slot[..4].copy_from_slice(&v.to_le_bytes()),
+            KernelArg::F32(v) => slot[..4].copy_from_slice(&v.to_le_bytes()),
         }
+        self.size()
     }
 }
 
@@ -109,6 +125,22 @@ pub trait Backend: Send + Sync {
     fn free(&self, addr: u64);
     fn write(&self, dst: u64, src: &[u8]) -> Result<()>;
     fn read(&self, src: u64, dst: &mut [u8]) -> Result<()>;
+    /// Copies every part to the host behind the work already queued, with one
+    /// synchronisation, and hands `sink` the bytes of each part, in order, each starting at a
+    /// [`READ_ALIGN`]-aligned address. The default synchronises, then `read`s each part into
+    /// aligned host memory; CUDA queues the copies into one pinned buffer and lets `sink` read
+    /// them there.
+    fn read_parts(&self, parts: &[ReadPart], sink: &mut dyn FnMut(&[&[u8]]) -> Result<()>) -> Result<()> {
+        self.synchronize()?;
+        let (offsets, total) = read_layout(parts);
+        let mut host = vec![0u128; total / READ_ALIGN];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut host);
+        for (p, &o) in parts.iter().zip(&offsets) {
+            self.read(p.src, &mut bytes[o..o + p.bytes])?;
+        }
+        let slices: Vec<&[u8]> = parts.iter().zip(&offsets).map(|(p, &o)| &bytes[o..o + p.bytes]).collect();
+        sink(&slices)
+    }
     fn memset(&self, dst: u64, byte: u8, bytes: usize) -> Result<()>;
     /// Launches `kernel` of PTX module `module` (a `ptx::MODULES` name, or one loaded with
     /// `load_module`). The backend checks the argument list where it can.
@@ -138,12 +170,101 @@ pub trait Backend: Send + Sync {
     fn graph_destroy(&self, _id: u64) {}
 }
 
+/// One range of a batched device-to-host read ([`Device::read_back`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPart {
+    /// Device address of the first byte.
+    pub src: u64,
+    pub bytes: usize,
+}
+
+/// Alignment of every part handed to a [`Backend::read_parts`] sink: enough to view the bytes
+/// as any element type without copying.
+pub const READ_ALIGN: usize = 16;
+
+/// Where each part of a batched read starts in one host buffer, and the buffer's size (a
+/// multiple of [`READ_ALIGN`]).
+pub fn read_layout(parts: &[ReadPart]) -> (Vec<usize>, usize) {
+    let mut total = 0;
+    let offsets = parts
+        .iter()
+        .map(|p| {
+            let o = total;
+            total += p.bytes.next_multiple_of(READ_ALIGN);
+            o
+        })
+        .collect();
+    (offsets, total)
+}
+
+/// Bytes and copies between host and device, counted by [`Device`] on every backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Transfers {
+    pub h2d_bytes: u64,
+    pub h2d_copies: u64,
+    pub d2h_bytes: u64,
+    pub d2h_copies: u64,
+}
+
+impl std::ops::Sub for Transfers {
+    type Output = Transfers;
+    /// What moved between two snapshots (`later - earlier`; 0 where `earlier` is larger).
+    fn sub(self, earlier: Transfers) -> Transfers {
+        Transfers {
+            h2d_bytes: self.h2d_bytes.saturating_sub(earlier.h2d_bytes),
+            h2d_copies: self.h2d_copies.saturating_sub(earlier.h2d_copies),
+            d2h_bytes: self.d2h_bytes.saturating_sub(earlier.d2h_bytes),
+            d2h_copies: self.d2h_copies.saturating_sub(earlier.d2h_copies),
+        }
+    }
+}
+
+#[derive(Default)]
+struct TransferCounters {
+    h2d_bytes: AtomicU64,
+    h2d_copies: AtomicU64,
+    d2h_bytes: AtomicU64,
+    d2h_copies: AtomicU64,
+}
+
+impl TransferCounters {
+    fn h2d(&self, bytes: usize) {
+        self.h2d_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.h2d_copies.fetch_add(1, Ordering::Relaxed);
+    }
+    fn d2h(&self, bytes: usize, copies: usize) {
+        self.d2h_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.d2h_copies.fetch_add(copies as u64, Ordering::Relaxed);
+    }
+}
+
+/// The embedded module defining each kernel, built once: `Device::launch` looks kernels up by
+/// name on every launch.
+fn module_of_kernel(kernel: &str) -> Option<&'static str> {
+    static INDEX: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
+    INDEX
+        .get_or_init(|| {
+            let mut m = HashMap::new();
+            for module in crate::ptx::MODULES {
+                for k in module.kernels {
+                    // the first module defining a name wins, as `ptx::module_of_kernel` has it
+                    m.entry(*k).or_insert(module.name);
+                }
+            }
+            m
+        })
+        .get(kernel)
+        .copied()
+}
+
 /// A handle to a GPU or to the emulator. Cheap to clone.
 #[derive(Clone)]
 pub struct Device {
     backend: Arc<dyn Backend>,
     /// While [`Device::record`] runs: the launches, recorded instead of executed.
     recording: Arc<Mutex<Option<Vec<RecordedLaunch>>>>,
+    /// Host-device copies since creation (shared by every clone).
+    transfers: Arc<TransferCounters>,
 }
 
 impl std::fmt::Debug for Device {
@@ -170,7 +291,7 @@ impl Device {
 
     /// Wraps any backend (for tests and custom backends).
     pub fn from_backend(backend: Arc<dyn Backend>) -> Device {
-        Device { backend, recording: Arc::new(Mutex::new(None)) }
+        Device { backend, recording: Arc::new(Mutex::new(None)), transfers: Arc::default() }
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -197,7 +318,8 @@ impl Device {
             .checked_mul(std::mem::size_of::<T>())
             .ok_or_else(|| Error::Memory(format!("allocation of {len} elements overflows")))?;
         let addr = self.backend.alloc(bytes)?;
-        Ok(DeviceBuffer { addr, len, device: self.clone(), _t: PhantomData })
+        let alloc = Arc::new(Allocation { addr, device: self.clone() });
+        Ok(DeviceBuffer { addr, len, alloc, _t: PhantomData })
     }
 
     /// Allocates and fills every byte with `byte` (0xFF poisons f16/f32 buffers with NaN).
@@ -212,17 +334,52 @@ impl Device {
     pub fn upload<T: Pod>(&self, data: &[T]) -> Result<DeviceBuffer<T>> {
         let b = self.alloc::<T>(data.len())?;
         self.not_recording("upload")?;
-        self.backend.write(b.addr, bytemuck::cast_slice(data))?;
+        self.write(b.addr, bytemuck::cast_slice(data))?;
         Ok(b)
+    }
+
+    /// Host-device copies so far (all clones of this device together). Take two snapshots and
+    /// subtract them to get what one operation moved.
+    pub fn transfers(&self) -> Transfers {
+        let t = &self.transfers;
+        Transfers {
+            h2d_bytes: t.h2d_bytes.load(Ordering::Relaxed),
+            h2d_copies: t.h2d_copies.load(Ordering::Relaxed),
+            d2h_bytes: t.d2h_bytes.load(Ordering::Relaxed),
+            d2h_copies: t.d2h_copies.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Reads several device ranges back with one synchronisation: the copies are queued
+    /// behind the launches already queued (on CUDA, asynchronously into one pinned buffer)
+    /// and `f` gets the bytes of each part, in order, in place (aligned for any element type:
+    /// view them with [`as_elements`]). Counts one device-to-host copy per part.
+    pub fn read_back<R>(&self, parts: &[ReadPart], f: impl FnOnce(&[&[u8]]) -> Result<R>) -> Result<R> {
+        self.not_recording("copy to host")?;
+        let mut f = Some(f);
+        let mut out = None;
+        self.backend.read_parts(parts, &mut |bytes| {
+            let f = f.take().ok_or_else(|| Error::Other("read_parts called its sink twice".into()))?;
+            out = Some(f(bytes)?);
+            Ok(())
+        })?;
+        self.transfers.d2h(parts.iter().map(|p| p.bytes).sum(), parts.len());
+        out.ok_or_else(|| Error::Other(format!("{}: read_parts never called its sink", self.name())))
+    }
+
+    fn write(&self, dst: u64, src: &[u8]) -> Result<()> {
+        self.backend.write(dst, src)?;
+        self.transfers.h2d(src.len());
+        Ok(())
     }
 
     /// Launches a kernel by name; its module is found among the embedded ones.
     pub fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[KernelArg]) -> Result<()> {
-        let module = crate::ptx::module_of_kernel(kernel).ok_or_else(|| Error::Kernel {
+        let module = module_of_kernel(kernel).ok_or_else(|| Error::Kernel {
             kernel: kernel.to_string(),
             msg: "no embedded PTX module defines this kernel".into(),
         })?;
-        self.launch_in(module.name, kernel, cfg, args)
+        self.launch_in(module, kernel, cfg, args)
     }
 
     /// Launches a kernel of a named module (embedded or loaded with `load_module`).
@@ -286,12 +443,31 @@ impl Device {
     }
 }
 
-/// An owned device allocation of `len` elements of `T`.
+/// One device allocation, freed when the last [`DeviceBuffer`] using it drops.
+struct Allocation {
+    addr: u64,
+    device: Device,
+}
+
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        self.device.backend.free(self.addr);
+    }
+}
+
+/// `len` elements of `T` in device memory: a whole allocation ([`Device::alloc`]) or a view
+/// into one ([`DeviceBuffer::view`]); either keeps the allocation alive.
 pub struct DeviceBuffer<T> {
     addr: u64,
     len: usize,
-    device: Device,
+    alloc: Arc<Allocation>,
     _t: PhantomData<T>,
+}
+
+/// Views the bytes of one [`Device::read_back`] part as elements of `T` (no copy).
+pub fn as_elements<T: Pod>(bytes: &[u8]) -> Result<&[T]> {
+    bytemuck::try_cast_slice(bytes)
+        .map_err(|e| Error::Memory(format!("{} bytes viewed as {}: {e}", bytes.len(), std::any::type_name::<T>())))
 }
 
 impl<T> std::fmt::Debug for DeviceBuffer<T> {
@@ -314,54 +490,63 @@ impl<T: Pod> DeviceBuffer<T> {
         self.len * std::mem::size_of::<T>()
     }
     pub fn device(&self) -> &Device {
-        &self.device
+        &self.alloc.device
+    }
+    /// `len` elements from element `offset`: a buffer sharing this one's allocation (which
+    /// stays alive while either exists), e.g. one input of several packed into one upload.
+    /// Kernel wrappers check their arguments against the view's length; the emulator's bounds
+    /// sanitizer still sees the whole allocation.
+    pub fn view(&self, offset: usize, len: usize) -> Result<DeviceBuffer<T>> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(Error::Memory(format!(
+                "view of {len} elements at {offset} of a buffer of {} elements",
+                self.len
+            )));
+        }
+        Ok(DeviceBuffer { addr: self.addr_at(offset), len, alloc: self.alloc.clone(), _t: PhantomData })
+    }
+    /// The first `n` elements as one part of a [`Device::read_back`].
+    pub fn read_part(&self, n: usize) -> Result<ReadPart> {
+        if n > self.len {
+            return Err(Error::Memory(format!("read of {n} elements from a buffer of {}", self.len)));
+        }
+        Ok(ReadPart { src: self.addr, bytes: n * std::mem::size_of::<T>() })
     }
     /// Copies the whole buffer to the host (synchronising first).
     pub fn to_host(&self) -> Result<Vec<T>> {
-        self.device.synchronize()?;
-        let mut out = vec![T::zeroed(); self.len];
-        self.device.backend.read(self.addr, bytemuck::cast_slice_mut(&mut out))?;
-        Ok(out)
+        self.read_prefix(self.len)
     }
     /// Overwrites the buffer (whose length must match) with `data`.
     pub fn copy_from_host(&mut self, data: &[T]) -> Result<()> {
         if data.len() != self.len {
             return Err(Error::Memory(format!("copy of {} elements into a buffer of {}", data.len(), self.len)));
         }
-        self.device.not_recording("copy to device")?;
-        self.device.backend.write(self.addr, bytemuck::cast_slice(data))
+        self.device().not_recording("copy to device")?;
+        self.device().write(self.addr, bytemuck::cast_slice(data))
     }
     /// Writes `data` into the first `data.len()` elements (workspaces larger than one batch).
     pub fn write_prefix(&mut self, data: &[T]) -> Result<()> {
         if data.len() > self.len {
             return Err(Error::Memory(format!("write of {} elements into a buffer of {}", data.len(), self.len)));
         }
-        self.device.not_recording("copy to device")?;
-        self.device.backend.write(self.addr, bytemuck::cast_slice(data))
+        self.device().not_recording("copy to device")?;
+        self.device().write(self.addr, bytemuck::cast_slice(data))
     }
     /// Copies the first `n` elements to the host (synchronising first).
     pub fn read_prefix(&self, n: usize) -> Result<Vec<T>> {
         if n > self.len {
             return Err(Error::Memory(format!("read of {n} elements from a buffer of {}", self.len)));
         }
-        self.device.synchronize()?;
-        let mut out = vec![T::zeroed(); n];
-        self.device.backend.read(self.addr, bytemuck::cast_slice_mut(&mut out))?;
-        Ok(out)
+        // behind the queued work, one synchronisation (on CUDA through pinned memory)
+        self.device().read_back(&[self.read_part(n)?], |bytes| Ok(as_elements::<T>(bytes[0])?.to_vec()))
     }
     /// Fills every byte with `byte`.
     pub fn fill_bytes(&mut self, byte: u8) -> Result<()> {
-        self.device.not_recording("memset")?;
-        self.device.backend.memset(self.addr, byte, self.bytes())
+        self.device().not_recording("memset")?;
+        self.device().backend.memset(self.addr, byte, self.bytes())
     }
     /// The address of element `offset` (for views into a workspace).
     pub fn addr_at(&self, offset: usize) -> u64 {
         self.addr + (offset * std::mem::size_of::<T>()) as u64
-    }
-}
-
-impl<T> Drop for DeviceBuffer<T> {
-    fn drop(&mut self) {
-        self.device.backend.free(self.addr);
     }
 }

@@ -10,7 +10,14 @@
 //! attention output and the GELU output are quantised by a separate launch each (the GELU output
 //! asymmetrically, `quantize_i8_asym`: it spans [-0.17, max], so a symmetric scale would waste
 //! half the codes), and the embedding output once: 3 + 9 L launches.
-//! The pooler (gather `[CLS]` rows + GEMM with tanh) and the classifier GEMM add 2 and 1.
+//! The pooler (gather `[CLS]` rows + GEMM with tanh) and the classifier GEMM add 2 and 1, when
+//! the caller asks for their outputs ([`Outputs`]).
+//!
+//! Host path: the ids, positions, token types and `cu_seqlens` go up in one copy (one packed
+//! buffer, viewed per input); only the requested outputs come back ([`Outputs`]: pooled
+//! embeddings and logits by default, hidden states on request), with one synchronisation
+//! ([`Device::read_back`]: on CUDA, asynchronous copies into pinned memory), converted from
+//! fp16 with the `half` crate's vectorised slice conversion.
 //!
 //! The model config drives the variants: the FFN1 epilogue is the model's `hidden_act` (GELU,
 //! its tanh form, ReLU, SiLU); attention takes any head dim that is a multiple of 16 up to 128;
@@ -21,6 +28,7 @@
 //! ([`DeviceBert::forward_pooled`]). A RoBERTa classification head (dense + tanh + out_proj)
 //! runs as the pooler + classifier pair, which the weights hold it as.
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use super::config::BertConfig;
 use super::quant::{self, quantize_rows};
@@ -28,7 +36,7 @@ use super::reference::{check_batch, softmax, Output, SequenceOutput};
 use super::sentence::SentenceConfig;
 use super::weights::{LayerNormWeights, Linear};
 use super::{BertModel, Precision};
-use crate::device::{Device, DeviceBuffer, GraphCache, GraphStats};
+use crate::device::{as_elements, Device, DeviceBuffer, GraphCache, GraphStats, ReadPart};
 use crate::error::{Error, Result};
 use crate::kernels::{self, AttentionShape, EmbeddingTables, Epilogue, Pooling, Q8Out};
 use crate::tokenize::Batch;
@@ -124,6 +132,12 @@ struct DeviceLayer {
 struct Workspace {
     tokens: usize,
     batch: usize,
+    /// The inputs of a forward pass packed for one upload: ids, positions, token types (`T`
+    /// each) and `cu_seqlens` (`B + 1`) of the current batch, back to back; the four buffers
+    /// below are views into it, laid out for the current batch by `upload_inputs`.
+    inputs: DeviceBuffer<u32>,
+    /// Host side of `inputs`, reused.
+    host_inputs: Vec<u32>,
     ids: DeviceBuffer<u32>,
     pos_ids: DeviceBuffer<u32>,
     type_ids: DeviceBuffer<u32>,
@@ -177,13 +191,103 @@ pub struct DeviceBert {
 /// Graphs kept per model: a server's few recurring batch shapes.
 const GRAPH_CACHE: usize = 8;
 
+/// Which results a device forward pass returns. Only these are copied back to the host, and
+/// the pooler and classifier launches run only when their outputs are asked for. A result
+/// not asked for is left empty in [`SequenceOutput`] (an empty `Vec`, or `None`); one the
+/// model has no head for is `None`, as in the reference.
+///
+/// The default is what an application usually wants: the pooled embeddings and, for a model
+/// with a classifier, the logits. [`Outputs::POOLED`] and [`Outputs::LOGITS`] ask for one of
+/// them; verification asks for [`Outputs::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outputs {
+    /// `SequenceOutput::mean_pooled`: the embedding pooled as [`DevicePooling`] says, f32,
+    /// `[hidden]` per sequence (`B * hidden * 4` bytes read back).
+    pub pooled: bool,
+    /// `SequenceOutput::pooler_output` (models with a pooler): runs the pooler.
+    pub pooler: bool,
+    /// `SequenceOutput::logits` and `scores` (models with a classifier): runs the pooler and
+    /// the classifier (`B * labels * 2` bytes read back, the labels padded to 16).
+    pub logits: bool,
+    /// `SequenceOutput::last_hidden_state`, `[len, hidden]` per sequence (`T * hidden * 2`
+    /// bytes read back).
+    pub last_hidden_state: bool,
+    /// The hidden states after the embeddings and after every layer ([`DeviceHiddenStates`]);
+    /// read between launches, so the pass is not replayed as a graph.
+    pub hidden_states: bool,
+}
+
+impl Outputs {
+    /// Nothing but the pooled embeddings (`sentence_embeddings`, `embed`).
+    pub const POOLED: Outputs =
+        Outputs { pooled: true, pooler: false, logits: false, last_hidden_state: false, hidden_states: false };
+    /// Nothing but the logits and scores (`classify`, `rerank`).
+    pub const LOGITS: Outputs =
+        Outputs { pooled: false, pooler: false, logits: true, last_hidden_state: false, hidden_states: false };
+    /// Everything the model can give, per-layer hidden states included (`verify`).
+    pub const ALL: Outputs =
+        Outputs { pooled: true, pooler: true, logits: true, last_hidden_state: true, hidden_states: true };
+    /// Nothing: the encoder runs, nothing is read back (a warm-up).
+    pub const NONE: Outputs =
+        Outputs { pooled: false, pooler: false, logits: false, last_hidden_state: false, hidden_states: false };
+}
+
+impl std::ops::BitOr for Outputs {
+    type Output = Outputs;
+    /// Everything either asks for (a server batch serving several requests).
+    fn bitor(self, o: Outputs) -> Outputs {
+        Outputs {
+            pooled: self.pooled || o.pooled,
+            pooler: self.pooler || o.pooler,
+            logits: self.logits || o.logits,
+            last_hidden_state: self.last_hidden_state || o.last_hidden_state,
+            hidden_states: self.hidden_states || o.hidden_states,
+        }
+    }
+}
+
+impl Default for Outputs {
+    /// The pooled embeddings, and the logits when the model has a classifier.
+    fn default() -> Self {
+        Outputs { logits: true, ..Outputs::POOLED }
+    }
+}
+
 /// Options of one device forward pass.
-#[derive(Debug, Clone, Copy, Default)]
+///
+/// ```no_run
+/// # use fusebert::model::{BertModel, Precision, bert::{DeviceBert, ForwardOptions, Outputs}};
+/// # fn f(bert: &mut DeviceBert, batch: &fusebert::tokenize::Batch) -> fusebert::Result<()> {
+/// // sentence embeddings, L2-normalised: B x hidden floats come back, nothing else
+/// let (out, _) = bert.forward(batch, ForwardOptions::embeddings(true))?;
+/// // logits of a cross-encoder
+/// let (out, _) = bert.forward(batch, ForwardOptions::classification())?;
+/// // the last hidden state too
+/// let opts = ForwardOptions { outputs: Outputs { last_hidden_state: true, ..Outputs::POOLED }, ..Default::default() };
+/// let (out, _) = bert.forward(batch, opts)?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ForwardOptions {
     /// L2-normalise the pooled embedding.
     pub normalize: bool,
-    /// Also return the hidden states after the embeddings and after every layer.
-    pub hidden_states: bool,
+    /// What to compute and read back.
+    pub outputs: Outputs,
+}
+
+impl ForwardOptions {
+    /// The pooled embeddings only ([`Outputs::POOLED`]), L2-normalised when `normalize`.
+    pub fn embeddings(normalize: bool) -> Self {
+        ForwardOptions { normalize, outputs: Outputs::POOLED }
+    }
+    /// The logits (and scores) only ([`Outputs::LOGITS`]).
+    pub fn classification() -> Self {
+        ForwardOptions { normalize: false, outputs: Outputs::LOGITS }
+    }
+    /// Every output, per-layer hidden states included ([`Outputs::ALL`]).
+    pub fn all() -> Self {
+        ForwardOptions { normalize: false, outputs: Outputs::ALL }
+    }
 }
 
 /// How [`DeviceBert::forward_pooled`] pools each sequence into `SequenceOutput::mean_pooled`.
@@ -409,7 +513,15 @@ impl DeviceBert {
     /// give the real traffic (`fusebert verify --counters`): stores match this exactly (tested);
     /// loads exceed it by the GEMM tiles' re-reads of activations and weights, attention's K/V
     /// re-reads per query tile, and per-block parameter reloads (served by L1/L2 on a GPU).
+    ///
+    /// For the default [`Outputs`]; see [`DeviceBert::minimum_traffic_for`].
     pub fn minimum_traffic(&self, batch: &Batch) -> Traffic {
+        self.minimum_traffic_for(batch, Outputs::default())
+    }
+
+    /// [`DeviceBert::minimum_traffic`] of a pass asking for `outputs` (which decide whether the
+    /// pooler and the classifier run).
+    pub fn minimum_traffic_for(&self, batch: &Batch, outputs: Outputs) -> Traffic {
         let (t, b) = (batch.total_tokens(), batch.len());
         let (h, i) = (self.config.hidden_size, self.config.intermediate_size);
         let (cu, int8) = (4 * (b + 1), self.precision == Precision::Int8);
@@ -446,26 +558,39 @@ impl DeviceBert {
             tr.add(t * h * 2 + l.ln2.bytes() + smooth_bytes(next_qkv.and_then(|n| n.smooth())), t * h * 2 + q8);
         }
         tr.add(t * h * 2 + cu, b * h * 4); // pooling (mean: every row; the counters show the others' less)
-        if let Some(p) = &self.pooler {
+        let (pooler, classifier) = self.heads_run(outputs);
+        if let (Some(p), true) = (&self.pooler, pooler) {
             tr.add(b * h * 2 + cu, b * h * 2);
             tr.add(b * h * 2 + p.gemm_bytes(), b * h * 2);
-            if let Some((c, _)) = &self.classifier {
+            if let (Some((c, _)), true) = (&self.classifier, classifier) {
                 tr.add(b * h * 2 + c.gemm_bytes(), b * self.classifier_padded() * 2);
             }
         }
         tr
     }
 
-    /// Kernel launches of one forward pass over `batch` sequences (see the module docs).
+    /// Kernel launches of one forward pass with the default [`Outputs`] (see the module docs).
     pub fn launches_per_forward(&self) -> usize {
+        self.launches_for(Outputs::default())
+    }
+
+    /// Kernel launches of one forward pass asking for `outputs`.
+    pub fn launches_for(&self, outputs: Outputs) -> usize {
+        let (pooler, classifier) = self.heads_run(outputs);
         let l = self.layers.len();
         let body = match self.precision {
             Precision::F16 => 2 + 7 * l,
             Precision::Int8 => 3 + 9 * l,
         };
-        body + usize::from(self.projection.is_some())
-            + if self.pooler.is_some() { 2 } else { 0 }
-            + usize::from(self.classifier.is_some())
+        body + usize::from(self.projection.is_some()) + if pooler { 2 } else { 0 } + usize::from(classifier)
+    }
+
+    /// Whether a pass asking for `outputs` runs the pooler and the classifier: the pooler for
+    /// its own output or for the logits, the classifier for the logits, each only when the
+    /// model has it (the classifier reads the pooler's output, so it needs both).
+    fn heads_run(&self, o: Outputs) -> (bool, bool) {
+        let classifier = o.logits && self.pooler.is_some() && self.classifier.is_some();
+        (self.pooler.is_some() && (o.pooler || classifier), classifier)
     }
 
     /// Makes sure the workspace holds `tokens` tokens and `batch` sequences.
@@ -483,13 +608,19 @@ impl DeviceBert {
         let d = &self.dev;
         let (h, i) = (self.config.hidden_size, self.config.intermediate_size);
         let labels = self.classifier_padded();
+        // laid out for a full workspace here; `upload_inputs` lays them out per batch
+        let inputs = d.alloc::<u32>(3 * t + b + 1)?;
+        let (ids, pos_ids, type_ids) = (inputs.view(0, t)?, inputs.view(t, t)?, inputs.view(2 * t, t)?);
+        let cu_seqlens = inputs.view(3 * t, b + 1)?;
         self.workspace = Some(Workspace {
             tokens: t,
             batch: b,
-            ids: d.alloc(t)?,
-            pos_ids: d.alloc(t)?,
-            type_ids: d.alloc(t)?,
-            cu_seqlens: d.alloc(b + 1)?,
+            inputs,
+            host_inputs: Vec::with_capacity(3 * t + b + 1),
+            ids,
+            pos_ids,
+            type_ids,
+            cu_seqlens,
             x: d.alloc(t * h)?,
             qkv: d.alloc(t * 3 * h)?,
             ctx: d.alloc(t * h)?,
@@ -512,7 +643,9 @@ impl DeviceBert {
         self.classifier.as_ref().map_or(0, |(_, n)| n.next_multiple_of(GEMM_ALIGN))
     }
 
-    /// Runs the encoder on `batch`, mean pooling; an empty batch gives an empty output.
+    /// Runs the encoder on `batch`, mean pooling; an empty batch gives an empty output. Only
+    /// the outputs `opts.outputs` asks for are computed and read back; the per-layer hidden
+    /// states come back when asked for.
     pub fn forward(&mut self, batch: &Batch, opts: ForwardOptions) -> Result<(Output, Option<DeviceHiddenStates>)> {
         self.forward_pooled(batch, opts, DevicePooling::default())
     }
@@ -530,7 +663,7 @@ impl DeviceBert {
     ) -> Result<Vec<Vec<f32>>> {
         let skip = if sentence.include_prompt { 0 } else { prompt_tokens };
         let on_device = sentence.dense.is_empty();
-        let opts = ForwardOptions { normalize: sentence.normalize && on_device, hidden_states: false };
+        let opts = ForwardOptions::embeddings(sentence.normalize && on_device);
         let (out, _) = self.forward_pooled(batch, opts, DevicePooling { mode: sentence.pooling, skip })?;
         Ok(out
             .sequences
@@ -568,28 +701,24 @@ impl DeviceBert {
         pooling: DevicePooling,
     ) -> Result<(Output, Option<DeviceHiddenStates>)> {
         let (t, h) = (batch.total_tokens(), self.config.hidden_size);
-        let p = &batch.packed;
-        write_prefix(&mut ws.ids, &p.input_ids)?;
-        write_prefix(&mut ws.pos_ids, &p.position_ids)?;
-        write_prefix(&mut ws.type_ids, &p.token_type_ids)?;
-        write_prefix(&mut ws.cu_seqlens, &p.cu_seqlens)?;
-        if opts.hidden_states {
+        upload_inputs(ws, batch)?;
+        if opts.outputs.hidden_states {
             // The hidden states are read between launches: no graph.
             let mut states = DeviceHiddenStates { layers: Vec::new() };
-            self.launch_all(ws, batch, opts.normalize, pooling, |x| {
+            self.launch_all(ws, batch, opts, pooling, |x| {
                 states.layers.push(read_f32(x, t * h)?);
                 Ok(())
             })?;
-            let out = self.read_outputs(ws, batch)?;
+            let out = self.read_outputs(ws, batch, opts.outputs)?;
             return Ok((out, Some(states)));
         }
         if self.use_graphs {
-            let ((), launches) = self.dev.record(|| self.launch_all(ws, batch, opts.normalize, pooling, |_| Ok(())))?;
+            let ((), launches) = self.dev.record(|| self.launch_all(ws, batch, opts, pooling, |_| Ok(())))?;
             self.graph_cache().replay(&self.dev, launches)?;
         } else {
-            self.launch_all(ws, batch, opts.normalize, pooling, |_| Ok(()))?;
+            self.launch_all(ws, batch, opts, pooling, |_| Ok(()))?;
         }
-        Ok((self.read_outputs(ws, batch)?, None))
+        Ok((self.read_outputs(ws, batch, opts.outputs)?, None))
     }
 
     /// Every launch of one forward pass, in order (the inputs are already in the workspace);
@@ -598,7 +727,7 @@ impl DeviceBert {
         &self,
         ws: &mut Workspace,
         batch: &Batch,
-        normalize: bool,
+        opts: ForwardOptions,
         pooling: DevicePooling,
         mut after: impl FnMut(&DeviceBuffer<f16>) -> Result<()>,
     ) -> Result<()> {
@@ -634,7 +763,7 @@ impl DeviceBert {
             self.layer(ws, layer, self.layers.get(i + 1), t, b, max_seqlen)?;
             after(&ws.x)?;
         }
-        self.launch_heads(ws, batch, normalize, pooling)
+        self.launch_heads(ws, batch, opts, pooling)
     }
 
     /// One encoder layer: ws.x (and, for int8, ws.q8 = quantised ws.x) -> ws.x (and ws.q8,
@@ -731,16 +860,24 @@ impl DeviceBert {
         }
     }
 
-    /// Pooling (any mode, optionally L2-normalised), pooler and classifier launches.
-    fn launch_heads(&self, ws: &mut Workspace, batch: &Batch, normalize: bool, pooling: DevicePooling) -> Result<()> {
+    /// Pooling (any mode, optionally L2-normalised); the pooler and classifier launches when
+    /// `opts.outputs` needs them.
+    fn launch_heads(
+        &self,
+        ws: &mut Workspace,
+        batch: &Batch,
+        opts: ForwardOptions,
+        pooling: DevicePooling,
+    ) -> Result<()> {
         let d = &self.dev;
         let (t, b, h) = (batch.total_tokens(), batch.len(), self.config.hidden_size);
-        let (mode, skip) = (pooling.mode, pooling.skip);
+        let (mode, skip, normalize) = (pooling.mode, pooling.skip, opts.normalize);
         kernels::pool_skipping(d, &ws.x, &ws.cu_seqlens, &mut ws.pooled, b, t, h, mode, skip, normalize)?;
-        if let Some(DeviceLinear::F16 { w, b: bias }) = &self.pooler {
+        let (pooler, classifier) = self.heads_run(opts.outputs);
+        if let (Some(DeviceLinear::F16 { w, b: bias }), true) = (&self.pooler, pooler) {
             kernels::gather_first_rows(d, &ws.x, &ws.cu_seqlens, &mut ws.cls, b, t, h)?;
             kernels::gemm_f16(d, &ws.cls, w, Some(bias), Epilogue::Tanh, &mut ws.pooler_out, b, h, h)?;
-            if let Some((DeviceLinear::F16 { w, b: bias }, _)) = &self.classifier {
+            if let (Some((DeviceLinear::F16 { w, b: bias }, _)), true) = (&self.classifier, classifier) {
                 let np = self.classifier_padded();
                 kernels::gemm_f16(d, &ws.pooler_out, w, Some(bias), Epilogue::None, &mut ws.logits, b, np, h)?;
             }
@@ -748,48 +885,84 @@ impl DeviceBert {
         Ok(())
     }
 
-    /// Downloads the results of the launches above.
-    fn read_outputs(&self, ws: &Workspace, batch: &Batch) -> Result<Output> {
+    /// Downloads what `o` asks for, in one [`Device::read_back`] (one synchronisation), and
+    /// converts it straight from the read buffer into each sequence's vectors.
+    fn read_outputs(&self, ws: &Workspace, batch: &Batch, o: Outputs) -> Result<Output> {
         let (t, b, h) = (batch.total_tokens(), batch.len(), self.config.hidden_size);
-        let mut pooler_out = None;
-        let mut logits = None;
-        if let Some(DeviceLinear::F16 { .. }) = &self.pooler {
-            pooler_out = Some(read_f32(&ws.pooler_out, b * h)?);
-            if let Some((DeviceLinear::F16 { .. }, n)) = &self.classifier {
-                let np = self.classifier_padded();
-                let all = read_f32(&ws.logits, b * np)?;
-                logits = Some((all, np, *n));
-            }
-        }
-        let pooled = read_f32_exact(&ws.pooled, b * h)?;
-        let hidden = read_f32(&ws.x, t * h)?;
-        let cu = &batch.packed.cu_seqlens;
-        let sequences = (0..b)
-            .map(|s| {
-                let rows = &hidden[cu[s] as usize * h..cu[s + 1] as usize * h];
-                let lg = logits.as_ref().map(|(all, np, n)| all[s * np..s * np + n].to_vec());
-                SequenceOutput {
-                    len: batch.lengths[s],
-                    last_hidden_state: rows.to_vec(),
-                    mean_pooled: pooled[s * h..(s + 1) * h].to_vec(),
-                    pooler_output: pooler_out.as_ref().map(|p| p[s * h..(s + 1) * h].to_vec()),
-                    scores: lg.as_deref().map(softmax),
-                    logits: lg,
-                }
+        let (pooler, classifier) = self.heads_run(o);
+        let np = self.classifier_padded();
+        let labels = self.classifier.as_ref().map_or(0, |(_, n)| *n);
+        let mut parts: Vec<ReadPart> = Vec::new();
+        let mut part = |want: bool, p: Result<ReadPart>| -> Result<Option<usize>> {
+            Ok(if want {
+                parts.push(p?);
+                Some(parts.len() - 1)
+            } else {
+                None
             })
-            .collect();
-        Ok(Output { hidden_size: h, sequences })
+        };
+        let pooled = part(o.pooled, ws.pooled.read_part(b * h))?;
+        let pooler_out = part(o.pooler && pooler, ws.pooler_out.read_part(b * h))?;
+        let logits = part(classifier, ws.logits.read_part(b * np))?;
+        let hidden = part(o.last_hidden_state, ws.x.read_part(t * h))?;
+        let cu = &batch.packed.cu_seqlens;
+        self.dev.read_back(&parts, |bytes| {
+            let f32s = |i: Option<usize>| i.map(|i| as_elements::<f32>(bytes[i])).transpose();
+            let f16s = |i: Option<usize>| i.map(|i| as_elements::<f16>(bytes[i])).transpose();
+            let (pooled, pooler_out, logits, hidden) = (f32s(pooled)?, f16s(pooler_out)?, f16s(logits)?, f16s(hidden)?);
+            let sequences = (0..b)
+                .map(|s| {
+                    let lg = logits.map(|l| to_f32(&l[s * np..s * np + labels]));
+                    SequenceOutput {
+                        len: batch.lengths[s],
+                        last_hidden_state: hidden
+                            .map_or_else(Vec::new, |x| to_f32(&x[cu[s] as usize * h..cu[s + 1] as usize * h])),
+                        mean_pooled: pooled.map_or_else(Vec::new, |p| p[s * h..(s + 1) * h].to_vec()),
+                        pooler_output: pooler_out.map(|p| to_f32(&p[s * h..(s + 1) * h])),
+                        scores: lg.as_deref().map(softmax),
+                        logits: lg,
+                    }
+                })
+                .collect();
+            Ok(Output { hidden_size: h, sequences })
+        })
     }
 }
 
-fn write_prefix<T: bytemuck::Pod>(buf: &mut DeviceBuffer<T>, data: &[T]) -> Result<()> {
-    buf.write_prefix(data)
+/// Packs the batch's ids, positions, token types and `cu_seqlens` into `ws.inputs` with one
+/// host-to-device copy, and points the four input views at their parts.
+fn upload_inputs(ws: &mut Workspace, batch: &Batch) -> Result<()> {
+    let (t, b, p) = (batch.total_tokens(), batch.len(), &batch.packed);
+    let host = &mut ws.host_inputs;
+    host.clear();
+    for part in [&p.input_ids, &p.position_ids, &p.token_type_ids, &p.cu_seqlens] {
+        host.extend_from_slice(part);
+    }
+    if host.len() != 3 * t + b + 1 {
+        return Err(Error::Input(format!(
+            "packed batch: {} ids, {} positions, {} token types and {} cu_seqlens for {t} tokens in {b} sequences",
+            p.input_ids.len(),
+            p.position_ids.len(),
+            p.token_type_ids.len(),
+            p.cu_seqlens.len()
+        )));
+    }
+    ws.inputs.write_prefix(host)?;
+    ws.ids = ws.inputs.view(0, t)?;
+    ws.pos_ids = ws.inputs.view(t, t)?;
+    ws.type_ids = ws.inputs.view(2 * t, t)?;
+    ws.cu_seqlens = ws.inputs.view(3 * t, b + 1)?;
+    Ok(())
 }
 
+/// fp16 to f32 with the `half` crate's vectorised conversion (F16C where the CPU has it).
+fn to_f32(v: &[f16]) -> Vec<f32> {
+    let mut out = vec![0f32; v.len()];
+    v.convert_to_f32_slice(&mut out);
+    out
+}
+
+/// The first `n` elements of `buf`, read back (one synchronisation) and converted to f32.
 fn read_f32(buf: &DeviceBuffer<f16>, n: usize) -> Result<Vec<f32>> {
-    Ok(buf.read_prefix(n)?.into_iter().map(f16::to_f32).collect())
-}
-
-fn read_f32_exact(buf: &DeviceBuffer<f32>, n: usize) -> Result<Vec<f32>> {
-    buf.read_prefix(n)
+    buf.device().read_back(&[buf.read_part(n)?], |bytes| Ok(to_f32(as_elements(bytes[0])?)))
 }

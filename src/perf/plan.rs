@@ -8,15 +8,33 @@
 use serde::Serialize;
 
 use crate::kernels::{attention::TILE_Q, gemm_int8::Tile, layernorm::ROWS_PER_BLOCK};
-use crate::model::{BertConfig, Precision};
+use crate::model::bert::Outputs;
+use crate::model::{BertConfig, BertModel, Precision};
 
-/// What the forward pass runs besides the encoder.
+/// What the forward pass runs besides the encoder and the pooling: the heads whose outputs
+/// were asked for ([`Heads::of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heads {
-    /// The model has a pooler (gather `[CLS]` rows + GEMM with tanh).
+    /// The pooler runs (gather `[CLS]` rows + GEMM with tanh).
     pub pooler: bool,
-    /// Classifier labels (0: none); padded to 16 on the device.
+    /// Labels of the classifier, which runs after the pooler when non-zero; padded to 16 on
+    /// the device.
     pub labels: usize,
+}
+
+impl Heads {
+    /// What `DeviceBert` runs for `model` when asked for `outputs`: the pooler for its own
+    /// output or for the logits, the classifier for the logits, each only when the model has
+    /// it. Embeddings (the default of `roofline`) run neither.
+    pub fn of(model: &BertModel, outputs: Outputs) -> Heads {
+        let pooler = model.weights.pooler.is_some();
+        let labels = model.weights.classifier.as_ref().map_or(0, |c| c.labels.len());
+        let classifier = outputs.logits && pooler && labels > 0;
+        Heads { pooler: pooler && (outputs.pooler || classifier), labels: if classifier { labels } else { 0 } }
+    }
+
+    /// Neither the pooler nor a classifier: a pass asking for embeddings (or hidden states).
+    pub const NONE: Heads = Heads { pooler: false, labels: 0 };
 }
 
 /// One planned kernel launch.

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use super::engine::{Engine, Tokens};
 use super::metrics::Metrics;
+use crate::model::bert::Outputs;
 use crate::model::reference::SequenceOutput;
 
 /// What one input gets back: its outputs, or the batch's error message.
@@ -24,6 +25,8 @@ pub type Reply = Result<SequenceOutput, String>;
 /// One queued input.
 struct Job {
     tokens: Tokens,
+    /// What its request reads from the output (a batch reads back the union).
+    wanted: Outputs,
     enqueued: Instant,
     reply: oneshot::Sender<Reply>,
 }
@@ -60,9 +63,9 @@ impl Batcher {
         (batcher, handle)
     }
 
-    /// Queues one input; the answer arrives on the returned channel. After [`Batcher::close`]
-    /// the receiver reports a closed channel at once.
-    pub fn submit(&self, tokens: Tokens) -> oneshot::Receiver<Reply> {
+    /// Queues one input whose request reads `wanted` from its output; the answer arrives on the
+    /// returned channel. After [`Batcher::close`] the receiver reports a closed channel at once.
+    pub fn submit(&self, tokens: Tokens, wanted: Outputs) -> oneshot::Receiver<Reply> {
         let (tx, rx) = oneshot::channel();
         let n = tokens.len() as i64;
         let (lock, cv) = &*self.shared;
@@ -70,7 +73,7 @@ impl Batcher {
         if st.closed {
             return rx; // tx dropped: the caller sees the channel closed
         }
-        st.jobs.push_back(Job { tokens, enqueued: Instant::now(), reply: tx });
+        st.jobs.push_back(Job { tokens, wanted, enqueued: Instant::now(), reply: tx });
         self.metrics.add_queue_tokens(n);
         drop(st);
         cv.notify_one();
@@ -147,7 +150,8 @@ impl Batcher {
         }
         let inputs: Vec<&Tokens> = batch.iter().map(|j| &j.tokens).collect();
         let tokens = inputs.iter().map(|t| t.len()).sum();
-        match engine.run(&inputs) {
+        let wanted = batch.iter().fold(Outputs::NONE, |w, j| w | j.wanted);
+        match engine.run(&inputs, wanted) {
             Ok(out) => {
                 self.metrics.batch(batch.len(), tokens, out.device_seconds);
                 for (job, seq) in batch.into_iter().zip(out.sequences) {

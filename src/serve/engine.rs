@@ -7,7 +7,7 @@
 //! the HTTP layer.
 use std::time::Instant;
 
-use crate::model::bert::{DeviceBert, DevicePooling, ForwardOptions};
+use crate::model::bert::{DeviceBert, DevicePooling, ForwardOptions, Outputs as Wanted};
 use crate::model::reference::{self, Options, SequenceOutput};
 use crate::model::{BertModel, Precision, SentenceConfig};
 use crate::tokenize::{Batch, Tokenizer};
@@ -306,8 +306,9 @@ impl Engine {
 
     /// Runs one packed batch. `mean_pooled` of each sequence holds the pipeline's (un-normalised)
     /// sentence embedding: normalisation is per request (`normalize`), on the host, so it is the
-    /// same whatever the batch.
-    pub fn run(&mut self, inputs: &[&Tokens]) -> Result<Outputs> {
+    /// same whatever the batch. The device reads back only what `wanted` asks for (what the
+    /// batch's requests need); the CPU reference computes everything.
+    pub fn run(&mut self, inputs: &[&Tokens], wanted: Wanted) -> Result<Outputs> {
         let ids = inputs.iter().map(|t| t.ids.clone()).collect();
         let types = inputs.iter().map(|t| t.type_ids.clone()).collect();
         let batch = Batch::new(ids, types)?.with_position_offset(self.position_offset);
@@ -316,14 +317,16 @@ impl Engine {
             EngineBackend::Cpu(model) => reference::forward(model, &batch, &Options { normalize: false })?,
             EngineBackend::Device(bert) => {
                 let pooling = DevicePooling { mode: self.pipeline.pooling, skip: 0 };
-                bert.forward_pooled(&batch, ForwardOptions { normalize: false, hidden_states: false }, pooling)?.0
+                let wanted = Wanted { hidden_states: false, ..wanted };
+                bert.forward_pooled(&batch, ForwardOptions { normalize: false, outputs: wanted }, pooling)?.0
             }
         };
         let pooled: Vec<Vec<f32>> = match &self.backend {
             EngineBackend::Cpu(_) => self.pipeline.embed_all(&out, 0),
-            EngineBackend::Device(_) => {
+            EngineBackend::Device(_) if wanted.pooled => {
                 out.sequences.iter().map(|s| self.pipeline.after_pooling(&s.mean_pooled)).collect()
             }
+            EngineBackend::Device(_) => vec![Vec::new(); out.sequences.len()],
         };
         for (s, p) in out.sequences.iter_mut().zip(pooled) {
             s.mean_pooled = p;

@@ -213,7 +213,7 @@ fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<(Encoder, Batcher,
         .map(|i| encoder.encode(i, true))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::Other(format!("warm-up input: {e:?}")))?;
-    engine.run(&warm.iter().collect::<Vec<_>>())?;
+    engine.run(&warm.iter().collect::<Vec<_>>(), crate::model::bert::Outputs::default())?;
     let limits = BatchLimits { max_batch_tokens: opts.max_batch_tokens, max_batch_requests: opts.max_batch_requests };
     let (batcher, thread) = Batcher::start(engine, limits, metrics);
     Ok((encoder, batcher, thread))

@@ -15,6 +15,7 @@ use super::error::{ApiError, Flavor};
 use super::http::read_json;
 use super::routes::{check_count, check_dimensions, finish_embedding, guarded, infer};
 use super::AppState;
+use crate::model::bert::Outputs;
 
 /// `input`: a string, a list of strings, token ids, or a list of token-id lists.
 #[derive(Debug, Deserialize)]
@@ -87,7 +88,7 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, body: Body) -> Respo
         check_dimensions(&state, req.dimensions)?;
         let inputs = req.input.into_inputs();
         check_count(&state, inputs.len(), "input")?;
-        let (out, tokens) = infer(&state, inputs, state.opts.auto_truncate).await?;
+        let (out, tokens) = infer(&state, inputs, state.opts.auto_truncate, Outputs::POOLED).await?;
         let data: Vec<Value> = out
             .into_iter()
             .enumerate()

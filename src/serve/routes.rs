@@ -18,6 +18,7 @@ use super::engine::{EncodeError, Input};
 use super::error::{ApiError, Flavor, Kind};
 use super::http::read_json;
 use super::AppState;
+use crate::model::bert::Outputs;
 use crate::model::reference::SequenceOutput;
 
 type Shared = State<Arc<AppState>>;
@@ -73,6 +74,7 @@ pub async fn infer(
     state: &Arc<AppState>,
     inputs: Vec<Input>,
     truncate: bool,
+    wanted: Outputs,
 ) -> Result<(Vec<SequenceOutput>, usize), ApiError> {
     let bytes: usize = inputs.iter().map(input_bytes).sum();
     let tokens = if bytes < 16 * 1024 {
@@ -84,7 +86,7 @@ pub async fn infer(
             .map_err(|e| ApiError::backend(format!("tokenization task: {e}")))??
     };
     let total = tokens.iter().map(|t| t.len()).sum();
-    let receivers: Vec<_> = tokens.into_iter().map(|t| state.batcher.submit(t)).collect();
+    let receivers: Vec<_> = tokens.into_iter().map(|t| state.batcher.submit(t, wanted)).collect();
     let mut out = Vec::with_capacity(receivers.len());
     for rx in receivers {
         match rx.await {
@@ -235,7 +237,8 @@ pub async fn embed(State(state): Shared, body: Body) -> Response {
         check_direction(req.truncation_direction.as_deref())?;
         check_dimensions(&state, req.dimensions)?;
         let inputs = req.inputs.into_inputs(&state, req.prompt_name.as_deref())?;
-        let (out, tokens) = infer(&state, inputs, req.truncate.unwrap_or(state.opts.auto_truncate)).await?;
+        let truncate = req.truncate.unwrap_or(state.opts.auto_truncate);
+        let (out, tokens) = infer(&state, inputs, truncate, Outputs::POOLED).await?;
         let vectors: Vec<Vec<f32>> =
             out.into_iter().map(|s| finish_embedding(s.mean_pooled, req.dimensions, req.normalize)).collect();
         Ok(with_tokens(Json(vectors).into_response(), tokens))
@@ -256,7 +259,8 @@ pub async fn embed_all(State(state): Shared, body: Body) -> Response {
         let req: EmbedAllRequest = read_json(&state, body, Flavor::Tei).await?;
         check_direction(req.truncation_direction.as_deref())?;
         let inputs = req.inputs.into_inputs(&state, req.prompt_name.as_deref())?;
-        let (out, tokens) = infer(&state, inputs, req.truncate.unwrap_or(state.opts.auto_truncate)).await?;
+        let wanted = Outputs { last_hidden_state: true, ..Outputs::NONE };
+        let (out, tokens) = infer(&state, inputs, req.truncate.unwrap_or(state.opts.auto_truncate), wanted).await?;
         let h = state.encoder.info().hidden_size;
         let all: Vec<Vec<&[f32]>> = out.iter().map(|s| s.last_hidden_state.chunks(h).collect()).collect();
         Ok(with_tokens(Json(all).into_response(), tokens))
@@ -339,7 +343,8 @@ pub async fn predict(State(state): Shared, body: Body) -> Response {
             PredictInputs::Many(v) => (false, v.into_iter().map(sequence).collect::<Result<Vec<_>, _>>()?),
         };
         check_count(&state, inputs.len(), "inputs")?;
-        let (out, tokens) = infer(&state, inputs, req.truncate.unwrap_or(state.opts.auto_truncate)).await?;
+        let truncate = req.truncate.unwrap_or(state.opts.auto_truncate);
+        let (out, tokens) = infer(&state, inputs, truncate, Outputs::LOGITS).await?;
         let mut all = Vec::with_capacity(out.len());
         for s in &out {
             let sc = scores(logits_of(s)?, req.raw_scores);
@@ -386,7 +391,8 @@ pub async fn rerank(State(state): Shared, body: Body) -> Response {
         }
         check_count(&state, req.texts.len(), "texts")?;
         let inputs = req.texts.iter().map(|t| Input::Pair(req.query.clone(), t.clone())).collect();
-        let (out, tokens) = infer(&state, inputs, req.truncate.unwrap_or(state.opts.auto_truncate)).await?;
+        let truncate = req.truncate.unwrap_or(state.opts.auto_truncate);
+        let (out, tokens) = infer(&state, inputs, truncate, Outputs::LOGITS).await?;
         let mut ranks = Vec::with_capacity(out.len());
         for (index, s) in out.iter().enumerate() {
             let score = scores(logits_of(s)?, req.raw_scores)[0];
