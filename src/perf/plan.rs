@@ -7,7 +7,7 @@
 //! emulator's counters on small shapes, launch by launch.
 use serde::Serialize;
 
-use crate::kernels::{attention as attn, gemm_int8::Tile, layernorm::ROWS_PER_BLOCK};
+use crate::kernels::{attention as attn, embedding as emb, gemm_int8::Tile, layernorm::ROWS_PER_BLOCK};
 use crate::model::{BertConfig, Precision};
 
 /// What the forward pass runs besides the encoder.
@@ -103,7 +103,7 @@ pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], hea
     let b = lengths.len();
     let (h, f) = (c.hidden_size, c.intermediate_size);
     let mut v = Vec::new();
-    v.push(embedding(t, h));
+    v.push(embedding(c, lengths));
     if p.int8 {
         v.push(quantize(t, h, false, true, None));
     }
@@ -170,12 +170,27 @@ fn launch(
     }
 }
 
-/// Gather of word/position/type rows + layernorm: a block per token, whose 256 threads each
-/// read the token's three ids and which reads gamma and beta itself.
-fn embedding(t: usize, h: usize) -> PlannedLaunch {
-    let min = 3 * 4 * t + 3 * t * h * 2 + 2 * h * 2;
-    let load = t * (256 * 3 * 4 + 3 * h * 2 + 2 * h * 2);
-    launch("embedding_layernorm_f16", "embedding", None, linear(t, 256, (h + 32) * 4), 0, min, load, t * h * 2)
+/// Gather of word/position/type rows + layernorm, in the launch wrapper's geometry
+/// (`embedding::geometry`): a warp per token, whose lane 0 reads the ids, and gamma/beta read
+/// once per block (block per token on the wide path: all 256 threads read the ids, and each
+/// block reads gamma and beta). The least bytes count each position row and token-type row
+/// once (a batch uses `max_len` positions and at most `type_vocab_size` types: the same rows
+/// for every sequence, which stay in L2).
+fn embedding(c: &BertConfig, lengths: &[usize]) -> PlannedLaunch {
+    let (t, h) = (lengths.iter().sum::<usize>(), c.hidden_size);
+    let max_len = lengths.iter().copied().max().unwrap_or(0);
+    let g = emb::geometry(t, h);
+    let tables = if c.has_token_types { 3 } else { 2 };
+    let type_rows = if c.has_token_types { c.type_vocab_size.min(t) } else { 0 };
+    let shared_rows = (max_len + type_rows) * h * 2;
+    let min = tables * 4 * t + t * h * 2 + shared_rows + 2 * h * 2;
+    let ids = if g.warp_per_token { tables * 4 } else { g.threads as usize * tables * 4 };
+    let params = if g.warp_per_token { g.blocks * 2 * h * 2 } else { t * 2 * h * 2 };
+    let load = t * (ids + tables * h * 2) + params;
+    let cfg = linear(g.blocks, g.threads, g.shared_bytes);
+    let mut l = launch(g.kernel, "embedding", None, cfg, 0, min, load, t * h * 2);
+    l.reuse_bytes = shared_rows as u64;
+    l
 }
 
 /// Per-token int8 quantisation of `[t, k]` (asymmetric: + zero points).
