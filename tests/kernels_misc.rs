@@ -61,7 +61,8 @@ fn pooling_reference_by_hand() {
 /// and DistilBERT (no token types: type_ids poisoned, so a read would be an out-of-bounds
 /// report), on the warp-per-token kernel (hidden % 8 == 0, <= 1024: rows of 256, 264 (33
 /// vectors: one lane holds two), 1024 (four vectors per lane)) and the wide block-per-token one
-/// (vectorised at 1040, scalar at 100); ragged packed sequences over two blocks of 32 tokens.
+/// (vectorised at 1040, scalar at 100); 62 ragged packed tokens (8 per warp-kernel block: the
+/// last block has 6).
 #[test]
 fn embedding_layernorm_matches_reference() {
     let cases = [

@@ -90,9 +90,8 @@ pub fn embedding_layernorm(
     launch(dev, k, cfg, &args)
 }
 
-/// Tokens one block of `embedding_layernorm_f16` covers: 8 warps walking 4 tokens each
-/// (`EMB_TOKENS_PER_WARP` in `kernels/embedding.cu`).
-pub const TOKENS_PER_BLOCK: usize = 32;
+/// Tokens one block of `embedding_layernorm_f16` covers: a warp each.
+pub const TOKENS_PER_BLOCK: usize = 8;
 
 /// Launch geometry of the embedding kernel: one rule, shared by [`embedding_layernorm`] and
 /// `perf::plan`.
@@ -114,7 +113,7 @@ pub fn geometry(tokens: usize, hidden: usize) -> Geometry {
             kernel: "embedding_layernorm_f16",
             warp_per_token: true,
             blocks: tokens.div_ceil(TOKENS_PER_BLOCK),
-            threads: 256,
+            threads: 32 * TOKENS_PER_BLOCK as u32,
             // gamma | beta, fp16
             shared_bytes: 2 * hidden * 2,
         }
