@@ -5,8 +5,11 @@
 // Output out [T, H] fp16 (head h at columns h*D..). H = heads * D.
 //
 // Head dim D: any multiple of 16 up to 128.
-// Grid (ceil(max_seqlen / 64), heads, batch), 128 threads. Block = 64 query rows of one
-// (sequence, head); each warp owns 16 query rows. Blocks past their sequence's end exit at once.
+// Grid (ceil(max_seqlen / BM), heads, batch), 32 * WARPS threads. Block = BM = 16 * WARPS query
+// rows of one (sequence, head); each warp owns 16 query rows. Blocks past their sequence's end
+// exit at once. Two geometries (the host picks one per batch, src/kernels/attention.rs
+// `geometry`): 4 warps / 64 rows, and for batches whose longest sequence fits 32 tokens 2 warps /
+// 32 rows with 32-key tiles (`_short`), so a 20-token text pads to 32x32 instead of 64x64.
 // K/V tiles of BN keys stream through shared memory by cp.async, double-buffered, K and V in
 // separate groups (K(j+1) loads during this tile's softmax and P V, V(j+1) during P V; V(j)
 // may still be landing while S = Q K(j)^T is computed). S = Q K^T and O += P V run on tensor cores (mma m16n8k16,
@@ -18,7 +21,6 @@
 #include "common.cuh"
 
 namespace attn {
-constexpr int BM = 64, THREADS = 128;
 
 // Byte offset of 16-byte chunk `ch` of row `row` in a tile whose rows hold NCH chunks
 // (NCH = D / 8, even). XOR swizzle inside aligned groups of G chunks, G the largest power of two
@@ -36,8 +38,8 @@ FB_DEVICE uint32_t swz(int row, int ch) {
 }
 
 // cp.async of `rows` rows (D halves each) starting at token `tok0`; rows at or past `valid`
-// are zero-filled without reading.
-template <int D>
+// are zero-filled without reading. THREADS: the block size.
+template <int D, int THREADS>
 FB_DEVICE void load_rows(uint32_t dst, const __half* src, size_t ld, int rows, int valid) {
     constexpr int NCH = D / 8;
     for (int c = threadIdx.x; c < rows * NCH; c += THREADS) {
@@ -47,9 +49,10 @@ FB_DEVICE void load_rows(uint32_t dst, const __half* src, size_t ld, int rows, i
     }
 }
 
-template <int D, int BN>
+template <int D, int BN, int WARPS>
 FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restrict__ cu_seqlens,
                        __half* __restrict__ out, uint32_t heads, float scale_log2) {
+    constexpr int BM = 16 * WARPS, THREADS = 32 * WARPS;
     constexpr int NCH = D / 8, KD = D / 16, NT = BN / 8, ND = D / 8;
     extern __shared__ __align__(128) char smem[];
     const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * BM;
@@ -71,10 +74,10 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
     // cp.async groups, in commit order: {Q, K0}, {V0}, then per tile j: {K(j+1)}, {V(j+1)}.
     // K and V travel in separate groups so V(j) can still be landing while S = Q K(j)^T runs.
     const int ntiles = (len + BN - 1) / BN;
-    load_rows<D>(sQ, qbase + (size_t)q0 * ld, ld, BM, len - q0);
-    load_rows<D>(sK(0), kbase, ld, BN, len);
+    load_rows<D, THREADS>(sQ, qbase + (size_t)q0 * ld, ld, BM, len - q0);
+    load_rows<D, THREADS>(sK(0), kbase, ld, BN, len);
     cp_async_commit();
-    load_rows<D>(sV(0), vbase, ld, BN, len);
+    load_rows<D, THREADS>(sV(0), vbase, ld, BN, len);
     cp_async_commit();
 
     uint32_t qf[KD][4];
@@ -93,7 +96,7 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
                             sQ + swz<NCH>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4)));
         }
         const int n1 = (j + 1) * BN, s1 = (j + 1) & 1;
-        if (j + 1 < ntiles) load_rows<D>(sK(s1), kbase + (size_t)n1 * ld, ld, BN, len - n1);
+        if (j + 1 < ntiles) load_rows<D, THREADS>(sK(s1), kbase + (size_t)n1 * ld, ld, BN, len - n1);
         cp_async_commit();
         const int s = j & 1, n0 = j * BN;
 
@@ -156,7 +159,7 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
 
         cp_async_wait<1>();  // V(j) landed (only K(j+1) may be pending)
         __syncthreads();
-        if (j + 1 < ntiles) load_rows<D>(sV(s1), vbase + (size_t)n1 * ld, ld, BN, len - n1);
+        if (j + 1 < ntiles) load_rows<D, THREADS>(sV(s1), vbase + (size_t)n1 * ld, ld, BN, len - n1);
         cp_async_commit();
 
         // O += P V: P's accumulator layout is the A fragment layout (two n8 tiles = one k16)
@@ -200,15 +203,22 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
 }
 }  // namespace attn
 
+// Both geometries keep the register ceiling at 255 (65536 / (threads * min blocks)).
 #define ATTN_ENTRY(D, BN)                                                                                     \
-    extern "C" __global__ void __launch_bounds__(attn::THREADS, 2) attention_f16_d##D(                           \
+    extern "C" __global__ void __launch_bounds__(128, 2) attention_f16_d##D(                                     \
         const __half* __restrict__ qkv, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,   \
         uint32_t heads, float scale_log2) {                                                                   \
-        attn::forward<D, BN>(qkv, cu_seqlens, out, heads, scale_log2);                                        \
+        attn::forward<D, BN, 4>(qkv, cu_seqlens, out, heads, scale_log2);                                     \
+    }                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(64, 4) attention_f16_short_d##D(                                \
+        const __half* __restrict__ qkv, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,   \
+        uint32_t heads, float scale_log2) {                                                                   \
+        attn::forward<D, 32, 2>(qkv, cu_seqlens, out, heads, scale_log2);                                     \
     }
-// Every head dim that is a multiple of 16 up to 128. Key tile sizes keep shared memory
-// (Q + 2 stages of K and V) within 48 KiB; src/kernels/attention.rs mirrors this table
-// (key_tile).
+// Every head dim that is a multiple of 16 up to 128, each in both geometries. Key tile sizes
+// keep shared memory (Q + 2 stages of K and V) within 48 KiB: BN below for the 64-row blocks,
+// 32 for the short ones ((32 + 4 * 32) * 128 * 2 = 40 KiB at D = 128); src/kernels/attention.rs
+// mirrors this table (`geometry`).
 ATTN_ENTRY(16, 64)
 ATTN_ENTRY(32, 64)
 ATTN_ENTRY(48, 64)

@@ -42,7 +42,7 @@ fn embedding_layernorm_matches_cpu() {
         KernelArg::U32(0), // position offset
     ];
     let smem = ((hidden + 32) * 4) as u32;
-    dev.launch("embedding_layernorm_f16", LaunchConfig::linear(tokens as u32, 64, smem), &args).unwrap();
+    dev.launch("embedding_layernorm_f16_wide", LaunchConfig::linear(tokens as u32, 64, smem), &args).unwrap();
     let got = out.to_host().unwrap();
     let mut max_err = 0f32;
     for t in 0..tokens {

@@ -6,11 +6,18 @@
 //! rounds O to fp16 (<= 2^-11 * |o| <= 4.9e-4); ex2.approx (2^-22) and f32 accumulation add
 //! ~1e-6. Measured max: ~2.2e-4.
 mod kernels_util;
+use fusebert::kernels::attention::{attention_tiled, QueryTile, HEAD_DIMS, SHORT_MAX_SEQLEN};
 use fusebert::kernels::{self, reference, AttentionShape};
 use half::f16;
 use kernels_util::*;
 
 fn case(dev: &fusebert::Device, seed: u64, d: usize, heads: usize, lens: &[u32]) -> f32 {
+    case_tiled(dev, seed, d, heads, lens, QueryTile::Auto)
+}
+
+/// One ragged batch through the fast kernel in geometry `tile`, against the reference; checks
+/// the entry point the geometry names was the one launched.
+fn case_tiled(dev: &fusebert::Device, seed: u64, d: usize, heads: usize, lens: &[u32], tile: QueryTile) -> f32 {
     let mut r = rng(seed);
     let mut cu = vec![0u32];
     for &l in lens {
@@ -24,10 +31,15 @@ fn case(dev: &fusebert::Device, seed: u64, d: usize, heads: usize, lens: &[u32])
     clear(dev);
     let shape = AttentionShape::from_cu_seqlens(&cu, heads, d).unwrap();
     assert_eq!((shape.batch, shape.tokens, shape.max_seqlen), (lens.len(), t, *lens.iter().max().unwrap() as usize));
-    kernels::attention(dev, &dq, &dc, &mut out, shape).unwrap();
+    attention_tiled(dev, &dq, &dc, &mut out, shape, tile).unwrap();
     let want = reference::attention(&qkv, &cu, heads, d, 1.0 / (d as f32).sqrt());
-    let what = format!("attention d {d} heads {heads} lens {lens:?}");
+    let what = format!("attention {tile:?} d {d} heads {heads} lens {lens:?}");
     let err = check_close(&what, &to_f32(&out.to_host().unwrap()), &want, |_, _| 1e-3);
+    if let Some(emu) = dev.emulator_backend() {
+        let short = tile.resolve(shape.max_seqlen) == QueryTile::Rows32;
+        let want = format!("attention_f16{}_d{d}", if short { "_short" } else { "" });
+        assert_eq!(emu.launches().last().unwrap().kernel, want, "{what}: entry point");
+    }
     if let Some(c) = last_counters(dev) {
         assert_no_local(&c, &what);
         assert_eq!(c.global_store_bytes, (t * h * 2) as u64, "{what}: store bytes = output size");
@@ -110,7 +122,53 @@ fn attention_rejects_bad_head_dim() {
     }
     let s = AttentionShape { batch: 1, tokens: 1, max_seqlen: 1, heads: 1, head_dim: 48, scale: None };
     let s = AttentionShape { head_dim: 32, tokens: 5, ..s };
+    assert_kernel_err(kernels::attention(&dev, &qkv, &cu, &mut out, s), "attention_f16_short_d32");
+    let s = AttentionShape { max_seqlen: 40, ..s };
     assert_kernel_err(kernels::attention(&dev, &qkv, &cu, &mut out, s), "attention_f16_d32");
     assert_kernel_err(AttentionShape::from_cu_seqlens(&[0, 5, 3], 1, 32), "attention");
     assert_kernel_err(AttentionShape::from_cu_seqlens(&[1, 5], 1, 32), "attention");
+}
+
+/// Batches whose longest text fits 32 tokens run the short geometry (32 query rows, 2 warps,
+/// 32-key tiles): every head dim, ragged lengths 1..32 (warp 1 idle for the shorter ones).
+#[test]
+fn attention_short_geometry_every_head_dim() {
+    for dev in devices() {
+        for (i, d) in HEAD_DIMS.into_iter().enumerate() {
+            let err = case(&dev, 40 + i as u64, d, 2, &[1, 3, 17, 31, SHORT_MAX_SEQLEN as u32, 9]);
+            eprintln!("attention short d{d}: max |err| = {err:e}");
+        }
+    }
+}
+
+/// The short geometry forced onto lengths past one tile (several 32-row query tiles and 32-key
+/// tiles, the online softmax across them) and the 64-row geometry onto short batches: both
+/// match the reference on the same ragged batches.
+#[test]
+fn attention_both_geometries_on_ragged_lengths() {
+    for dev in devices() {
+        for (i, d) in [16usize, 32, 64, 128].into_iter().enumerate() {
+            let lens: &[u32] = &[1, 3, 17, 31, 33, 70, 2];
+            let seed = 60 + i as u64;
+            let a = case_tiled(&dev, seed, d, 2, lens, QueryTile::Rows32);
+            let b = case_tiled(&dev, seed, d, 2, lens, QueryTile::Rows64);
+            let c = case_tiled(&dev, seed, d, 3, &[5, 20, 1, 12], QueryTile::Rows64);
+            eprintln!("attention d{d} lens {lens:?}: rows32 {a:e}, rows64 {b:e}; short batch rows64 {c:e}");
+        }
+    }
+}
+
+/// `Auto` picks the short geometry exactly up to `SHORT_MAX_SEQLEN` (one function decides for
+/// the launch and for `perf::plan`).
+#[test]
+fn attention_geometry_selection_rule() {
+    use fusebert::kernels::attention::geometry;
+    for (max_len, rows) in [(1, 32), (20, 32), (32, 32), (33, 64), (128, 64)] {
+        let g = geometry(QueryTile::Auto.resolve(max_len), 64).unwrap();
+        assert_eq!(g.tile_q, rows, "max_len {max_len}");
+        assert_eq!(g.threads as usize, rows * 2, "one warp per 16 rows");
+    }
+    let g = geometry(QueryTile::Rows32, 128).unwrap();
+    assert_eq!((g.kernel, g.block_n, g.shared_bytes), ("attention_f16_short_d128", 32, 160 * 128 * 2));
+    assert_kernel_err(geometry(QueryTile::Rows32, 40), "attention");
 }

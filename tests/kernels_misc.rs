@@ -59,13 +59,24 @@ fn pooling_reference_by_hand() {
 
 /// BERT (token types, positions from 0), RoBERTa (positions offset by pad_token_id + 1 = 2)
 /// and DistilBERT (no token types: type_ids poisoned, so a read would be an out-of-bounds
-/// report), on the vectorised (hidden % 8 == 0) and scalar paths; ragged packed sequences.
+/// report), on the warp-per-token kernel (hidden % 8 == 0, <= 1024: rows of 256, 264 (33
+/// vectors: one lane holds two), 1024 (four vectors per lane)) and the wide block-per-token one
+/// (vectorised at 1040, scalar at 100); 62 ragged packed tokens (8 per warp-kernel block: the
+/// last block has 6).
 #[test]
 fn embedding_layernorm_matches_reference() {
+    let cases = [
+        (256usize, 0usize, true),
+        (256, 2, true),
+        (256, 0, false),
+        (264, 0, true),
+        (1024, 2, true),
+        (100, 2, false),
+        (1040, 0, true),
+        (1040, 1, false),
+    ];
     for dev in devices() {
-        for (i, (h, offset, types)) in
-            [(256usize, 0usize, true), (256, 2, true), (256, 0, false), (100, 2, false)].into_iter().enumerate()
-        {
+        for (i, (h, offset, types)) in cases.into_iter().enumerate() {
             embedding_case(&dev, 8 + i as u64, h, offset, types);
         }
     }
@@ -73,7 +84,7 @@ fn embedding_layernorm_matches_reference() {
 
 fn embedding_case(dev: &fusebert::Device, seed: u64, h: usize, offset: usize, types: bool) {
     let mut r = rng(seed);
-    let (vocab, lens) = (50usize, [1u32, 17, 5]);
+    let (vocab, lens) = (50usize, [1u32, 17, 5, 20, 19]);
     let pids: Vec<u32> = lens.iter().flat_map(|&l| 0..l).collect();
     let t = pids.len();
     let word = rand_f16(&mut r, vocab * h, 1.0);
@@ -99,7 +110,13 @@ fn embedding_case(dev: &fusebert::Device, seed: u64, h: usize, offset: usize, ty
     let what = format!("embedding h {h} offset {offset} types {types}");
     let err = check_close(&what, &to_f32(&out.to_host().unwrap()), &want, |w, _| half_ulp(w) + 2e-5);
     eprintln!("{what}: max |err| = {err:e}");
+    if let Some(e) = dev.emulator_backend() {
+        let want = kernels::embedding::geometry(t, h).kernel;
+        assert_eq!(e.launches().last().unwrap().kernel, want, "{what}");
+        assert_eq!(want.ends_with("_wide"), h % 8 != 0 || h > 1024, "{what}");
+    }
     if let Some(c) = last_counters(dev) {
         assert_no_local(&c, "embedding");
+        assert_eq!(c.global_store_bytes, (t * h * 2) as u64, "{what}: store bytes = output size");
     }
 }

@@ -30,7 +30,8 @@ fn with_classifier(mut m: BertModel, labels: usize) -> BertModel {
     m
 }
 
-/// Runs one forward pass on the emulator and compares every launch with the plan.
+/// Runs one forward pass on the emulator and compares every launch with the plan (attention:
+/// batches up to 32 tokens take the short geometry, e.g. `[17, 30]`; longer ones the 64-row one).
 fn check(model: &BertModel, precision: Precision, lengths: &[usize]) {
     let dev = Device::emulator().unwrap();
     let calib = ids(&[9, 14], model.config.vocab_size, 3);
@@ -105,4 +106,17 @@ fn plan_matches_emulator_tiny_with_classifier_f16() {
 #[test]
 fn plan_matches_emulator_tiny_with_classifier_int8() {
     check(&tiny(), Precision::Int8, &[1, 70, 5]);
+}
+
+/// Batches of texts of at most 32 tokens run attention's short geometry (32-row blocks of two
+/// warps): the plan follows the same selection rule.
+#[test]
+fn plan_matches_emulator_short_texts_f16() {
+    check(&tiny(), Precision::F16, &[1, 3, 17, 31, 32]);
+    check(&minilm(), Precision::F16, &[20]);
+}
+
+#[test]
+fn plan_matches_emulator_short_texts_int8() {
+    check(&tiny(), Precision::Int8, &[3, 32, 9]);
 }

@@ -6,8 +6,14 @@ use super::{check_align, check_len, check_u32, kerr, launch, Variant};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 use crate::error::Result;
 
-/// Query rows per block.
+/// Query rows per block of the default geometry.
 pub const TILE_Q: usize = 64;
+/// Query rows per block of the short-sequence geometry (`attention_f16_short_d*`).
+pub const SHORT_TILE_Q: usize = 32;
+/// Longest sequence for which [`QueryTile::Auto`] picks the short geometry: one 32-row query tile and one
+/// 32-key tile cover it, so a 20-token text pads to 32 x 32 (not 64 x 64) and no warp of the
+/// block is past every sequence's end before its first row.
+pub const SHORT_MAX_SEQLEN: usize = 32;
 
 /// Shape of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -78,8 +84,21 @@ pub fn attention_with(
     if variant == Variant::Simple {
         return simple(dev, qkv, cu_seqlens, out, s);
     }
-    let kernel = kernel_name(s.head_dim)?;
-    let block_n = key_tile(s.head_dim);
+    attention_tiled(dev, qkv, cu_seqlens, out, s, QueryTile::Auto)
+}
+
+/// The fast kernel in a chosen geometry ([`QueryTile::Auto`]: what [`attention`] runs). Both
+/// geometries compute the same thing for any lengths; only the padding and the grid differ.
+pub fn attention_tiled(
+    dev: &Device,
+    qkv: &DeviceBuffer<f16>,
+    cu_seqlens: &DeviceBuffer<u32>,
+    out: &mut DeviceBuffer<f16>,
+    s: AttentionShape,
+    tile: QueryTile,
+) -> Result<()> {
+    let g = geometry(tile.resolve(s.max_seqlen), s.head_dim)?;
+    let kernel = g.kernel;
     if s.batch == 0 || s.heads == 0 || s.max_seqlen == 0 || s.tokens == 0 {
         return Err(kerr(kernel, format!("batch, heads, tokens and max_seqlen must be positive: {s:?}")));
     }
@@ -93,15 +112,14 @@ pub fn attention_with(
     check_align(kernel, "qkv", qkv, 16)?;
     check_align(kernel, "out", out, 16)?;
     let scale = s.scale.unwrap_or(1.0 / (s.head_dim as f32).sqrt());
-    let smem = (TILE_Q + 4 * block_n) * s.head_dim * 2;
     let cfg = LaunchConfig {
         grid: (
-            check_u32(kernel, "max_seqlen", s.max_seqlen.div_ceil(TILE_Q))?,
+            check_u32(kernel, "max_seqlen", s.max_seqlen.div_ceil(g.tile_q))?,
             check_u32(kernel, "heads", s.heads)?,
             check_u32(kernel, "batch", s.batch)?,
         ),
-        block: (128, 1, 1),
-        shared_mem_bytes: smem as u32,
+        block: (g.threads, 1, 1),
+        shared_mem_bytes: g.shared_bytes as u32,
     };
     let args = [
         KernelArg::from(qkv),
@@ -116,35 +134,85 @@ pub fn attention_with(
 /// Head dims the fast kernel is compiled for (`ATTN_ENTRY` in `kernels/attention.cu`).
 pub const HEAD_DIMS: [usize; 8] = [16, 32, 48, 64, 80, 96, 112, 128];
 
-/// The fast kernel's entry point for `head_dim`, or a typed error listing the supported ones.
-fn kernel_name(head_dim: usize) -> Result<&'static str> {
-    Ok(match head_dim {
-        16 => "attention_f16_d16",
-        32 => "attention_f16_d32",
-        48 => "attention_f16_d48",
-        64 => "attention_f16_d64",
-        80 => "attention_f16_d80",
-        96 => "attention_f16_d96",
-        112 => "attention_f16_d112",
-        128 => "attention_f16_d128",
-        d => {
-            return Err(kerr(
-                "attention_f16",
-                format!("head_dim = {d}, expected a multiple of 16 up to 128 {HEAD_DIMS:?}"),
-            ))
-        }
-    })
+/// Query rows per block of the fast kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueryTile {
+    /// [`QueryTile::Rows32`] when the batch's longest sequence is at most
+    /// [`SHORT_MAX_SEQLEN`] tokens, else [`QueryTile::Rows64`].
+    #[default]
+    Auto,
+    /// 64 query rows, 4 warps, key tiles of 64 (head dim <= 64) or 32.
+    Rows64,
+    /// 32 query rows, 2 warps, key tiles of 32 (`attention_f16_short_d*`).
+    Rows32,
 }
 
-/// Keys per shared K/V tile: 64 while Q plus two stages of K and V fit 48 KiB, else 32
-/// (mirrors the `ATTN_ENTRY` table).
-fn key_tile(head_dim: usize) -> usize {
-    if head_dim <= 64 {
-        64
-    } else {
-        32
+impl QueryTile {
+    /// The concrete tile for a batch whose longest sequence is `max_seqlen` tokens: the one
+    /// selection rule, shared by the launch wrapper and `perf::plan`.
+    pub fn resolve(self, max_seqlen: usize) -> QueryTile {
+        match self {
+            QueryTile::Auto if max_seqlen <= SHORT_MAX_SEQLEN => QueryTile::Rows32,
+            QueryTile::Auto => QueryTile::Rows64,
+            t => t,
+        }
     }
 }
+
+/// Launch geometry of the fast kernel (mirrors `ATTN_ENTRY` in `kernels/attention.cu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Entry point (`attention_f16_d{D}` or `attention_f16_short_d{D}`).
+    pub kernel: &'static str,
+    /// Query rows per block (16 per warp).
+    pub tile_q: usize,
+    /// Keys per shared K/V tile.
+    pub block_n: usize,
+    /// Threads per block.
+    pub threads: u32,
+    /// Dynamic shared memory: Q plus two stages of K and V, fp16.
+    pub shared_bytes: usize,
+}
+
+/// The geometry of `tile` (resolved: `Auto` counts as `Rows64`) at `head_dim`: 64-row blocks
+/// use 64-key tiles while Q plus two stages of K and V fit 48 KiB, else 32. A typed error for
+/// a head dim the kernels are not compiled for.
+pub fn geometry(tile: QueryTile, head_dim: usize) -> Result<Geometry> {
+    let Some(i) = HEAD_DIMS.iter().position(|&d| d == head_dim) else {
+        return Err(kerr(
+            "attention_f16",
+            format!("head_dim = {head_dim}, expected a multiple of 16 up to 128 {HEAD_DIMS:?}"),
+        ));
+    };
+    let (kernel, tile_q, block_n, threads) = match tile {
+        QueryTile::Rows32 => (SHORT_KERNELS[i], SHORT_TILE_Q, 32, 64),
+        _ => (KERNELS[i], TILE_Q, if head_dim <= 64 { 64 } else { 32 }, 128),
+    };
+    Ok(Geometry { kernel, tile_q, block_n, threads, shared_bytes: (tile_q + 4 * block_n) * head_dim * 2 })
+}
+
+/// Entry points of the 64-row geometry, by [`HEAD_DIMS`] index (`ATTN_ENTRY` in `kernels/attention.cu`).
+const KERNELS: [&str; 8] = [
+    "attention_f16_d16",
+    "attention_f16_d32",
+    "attention_f16_d48",
+    "attention_f16_d64",
+    "attention_f16_d80",
+    "attention_f16_d96",
+    "attention_f16_d112",
+    "attention_f16_d128",
+];
+/// Entry points of the short geometry, by [`HEAD_DIMS`] index.
+const SHORT_KERNELS: [&str; 8] = [
+    "attention_f16_short_d16",
+    "attention_f16_short_d32",
+    "attention_f16_short_d48",
+    "attention_f16_short_d64",
+    "attention_f16_short_d80",
+    "attention_f16_short_d96",
+    "attention_f16_short_d112",
+    "attention_f16_short_d128",
+];
 
 fn simple(
     dev: &Device,

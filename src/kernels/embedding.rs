@@ -2,7 +2,7 @@
 //! (`kernels/embedding.cu`).
 use half::f16;
 
-use super::{check_len, check_u32, kerr, launch};
+use super::{check_align, check_len, check_u32, kerr, launch};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 use crate::error::Result;
 
@@ -57,7 +57,9 @@ pub fn embedding_layernorm(
     check_len(K, "gamma", t.gamma, hidden)?;
     check_len(K, "beta", t.beta, hidden)?;
     check_len(K, "out", out, tokens * hidden)?;
-    let args = [
+    let g = geometry(tokens, hidden);
+    let k = g.kernel;
+    let mut args = vec![
         KernelArg::from(ids),
         KernelArg::from(pos_ids),
         KernelArg::from(type_ids),
@@ -67,10 +69,62 @@ pub fn embedding_layernorm(
         KernelArg::from(t.gamma),
         KernelArg::from(t.beta),
         KernelArg::from(&*out),
-        KernelArg::U32(check_u32(K, "hidden", hidden)?),
-        KernelArg::F32(eps),
-        KernelArg::U32(check_u32(K, "position_offset", t.position_offset)?),
     ];
-    let cfg = LaunchConfig::linear(check_u32(K, "tokens", tokens)?, 256, ((hidden + 32) * 4) as u32);
-    launch(dev, K, cfg, &args)
+    if g.warp_per_token {
+        // 16-byte vector loads of every row and of gamma/beta, 16-byte stores
+        let tables = [("word", Some(t.word)), ("position", Some(t.position)), ("token_type", t.token_type)];
+        for (name, b) in tables.into_iter().chain([("gamma", Some(t.gamma)), ("beta", Some(t.beta))]) {
+            if let Some(b) = b {
+                check_align(k, name, b, 16)?;
+            }
+        }
+        check_align(k, "out", out, 16)?;
+        args.push(KernelArg::U32(check_u32(k, "tokens", tokens)?));
+    }
+    args.extend([
+        KernelArg::U32(check_u32(k, "hidden", hidden)?),
+        KernelArg::F32(eps),
+        KernelArg::U32(check_u32(k, "position_offset", t.position_offset)?),
+    ]);
+    let cfg = LaunchConfig::linear(check_u32(k, "blocks", g.blocks)?, g.threads, g.shared_bytes as u32);
+    launch(dev, k, cfg, &args)
+}
+
+/// Tokens one block of `embedding_layernorm_f16` covers: a warp each.
+pub const TOKENS_PER_BLOCK: usize = 8;
+
+/// Launch geometry of the embedding kernel: one rule, shared by [`embedding_layernorm`] and
+/// `perf::plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub kernel: &'static str,
+    /// A warp per token (`embedding_layernorm_f16`: hidden % 8 == 0 and hidden <= 1024), or a
+    /// block per token (`embedding_layernorm_f16_wide`).
+    pub warp_per_token: bool,
+    pub blocks: usize,
+    pub threads: u32,
+    pub shared_bytes: usize,
+}
+
+/// The geometry for `tokens` rows of `hidden`.
+pub fn geometry(tokens: usize, hidden: usize) -> Geometry {
+    if hidden % 8 == 0 && hidden <= 1024 {
+        Geometry {
+            kernel: "embedding_layernorm_f16",
+            warp_per_token: true,
+            blocks: tokens.div_ceil(TOKENS_PER_BLOCK),
+            threads: 32 * TOKENS_PER_BLOCK as u32,
+            // gamma | beta, fp16
+            shared_bytes: 2 * hidden * 2,
+        }
+    } else {
+        Geometry {
+            kernel: "embedding_layernorm_f16_wide",
+            warp_per_token: false,
+            blocks: tokens,
+            threads: 256,
+            // the summed row in f32, then 32 floats of reduction scratch
+            shared_bytes: (hidden + 32) * 4,
+        }
+    }
 }

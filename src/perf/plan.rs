@@ -7,7 +7,7 @@
 //! emulator's counters on small shapes, launch by launch.
 use serde::Serialize;
 
-use crate::kernels::{attention::TILE_Q, gemm_int8::Tile, layernorm::ROWS_PER_BLOCK};
+use crate::kernels::{attention as attn, embedding as emb, gemm_int8::Tile, layernorm::ROWS_PER_BLOCK};
 use crate::model::bert::Outputs;
 use crate::model::{BertConfig, BertModel, Precision};
 
@@ -121,7 +121,7 @@ pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], hea
     let b = lengths.len();
     let (h, f) = (c.hidden_size, c.intermediate_size);
     let mut v = Vec::new();
-    v.push(embedding(t, h));
+    v.push(embedding(c, lengths));
     if p.int8 {
         v.push(quantize(t, h, false, true, None));
     }
@@ -188,12 +188,27 @@ fn launch(
     }
 }
 
-/// Gather of word/position/type rows + layernorm: a block per token, whose 256 threads each
-/// read the token's three ids and which reads gamma and beta itself.
-fn embedding(t: usize, h: usize) -> PlannedLaunch {
-    let min = 3 * 4 * t + 3 * t * h * 2 + 2 * h * 2;
-    let load = t * (256 * 3 * 4 + 3 * h * 2 + 2 * h * 2);
-    launch("embedding_layernorm_f16", "embedding", None, linear(t, 256, (h + 32) * 4), 0, min, load, t * h * 2)
+/// Gather of word/position/type rows + layernorm, in the launch wrapper's geometry
+/// (`embedding::geometry`): a warp per token, whose lane 0 reads the ids, and gamma/beta read
+/// once per block (block per token on the wide path: all 256 threads read the ids, and each
+/// block reads gamma and beta). The least bytes count each position row and token-type row
+/// once (a batch uses `max_len` positions and at most `type_vocab_size` types: the same rows
+/// for every sequence, which stay in L2).
+fn embedding(c: &BertConfig, lengths: &[usize]) -> PlannedLaunch {
+    let (t, h) = (lengths.iter().sum::<usize>(), c.hidden_size);
+    let max_len = lengths.iter().copied().max().unwrap_or(0);
+    let g = emb::geometry(t, h);
+    let tables = if c.has_token_types { 3 } else { 2 };
+    let type_rows = if c.has_token_types { c.type_vocab_size.min(t) } else { 0 };
+    let shared_rows = (max_len + type_rows) * h * 2;
+    let min = tables * 4 * t + t * h * 2 + shared_rows + 2 * h * 2;
+    let ids = if g.warp_per_token { tables * 4 } else { g.threads as usize * tables * 4 };
+    let params = if g.warp_per_token { g.blocks * 2 * h * 2 } else { t * 2 * h * 2 };
+    let load = t * (ids + tables * h * 2) + params;
+    let cfg = linear(g.blocks, g.threads, g.shared_bytes);
+    let mut l = launch(g.kernel, "embedding", None, cfg, 0, min, load, t * h * 2);
+    l.reuse_bytes = shared_rows as u64;
+    l
 }
 
 /// Per-token int8 quantisation of `[t, k]` (asymmetric: + zero points).
@@ -258,44 +273,40 @@ fn gather(b: usize, h: usize) -> PlannedLaunch {
     launch("gather_first_rows_f16", "gather_cls", None, linear(b, threads, 0), 0, min, load, b * h * 2)
 }
 
-/// FlashAttention over packed sequences: a block per (64-query tile, head, sequence).
+/// FlashAttention over packed sequences: a block per (query tile, head, sequence), in the
+/// geometry the launch wrapper picks from the longest sequence (`attn::QueryTile::Auto`).
+/// A head dim the device refuses (`DeviceBert` checks `attn::HEAD_DIMS`) is planned as
+/// the next supported one.
 fn attention(lengths: &[usize], heads: usize, d: usize, layer: Option<usize>) -> PlannedLaunch {
-    let name = match d {
-        32 => "attention_f16_d32",
-        64 => "attention_f16_d64",
-        _ => "attention_f16_d128",
-    };
-    let block_n = if d == 128 { 32 } else { 64 };
     let max_len = lengths.iter().copied().max().unwrap_or(0);
+    let tile = attn::QueryTile::Auto.resolve(max_len);
+    let supported = d.next_multiple_of(16).clamp(16, 128);
+    let g = attn::geometry(tile, d).or_else(|_| attn::geometry(tile, supported)).expect("a supported head dim");
+    let (tq, bn) = (g.tile_q, g.block_n);
     let (b, h, t) = (lengths.len(), heads * d, lengths.iter().sum::<usize>());
-    let cfg = (
-        (max_len.div_ceil(TILE_Q) as u32, heads as u32, b as u32),
-        (128, 1, 1),
-        ((TILE_Q + 4 * block_n) * d * 2) as u32,
-    );
+    let cfg = ((max_len.div_ceil(tq) as u32, heads as u32, b as u32), (g.threads, 1, 1), g.shared_bytes as u32);
     let flops: usize = lengths.iter().map(|&s| 4 * heads * d * s * s).sum();
-    // executed: each live block runs QK^T and PV over whole 64-row query tiles and whole key tiles
-    let tensor: usize =
-        lengths.iter().map(|&s| s.div_ceil(TILE_Q) * heads * 4 * TILE_Q * s.next_multiple_of(block_n) * d).sum();
+    // executed: each live block runs QK^T and PV over whole query tiles and whole key tiles
+    let tensor: usize = lengths.iter().map(|&s| s.div_ceil(tq) * heads * 4 * tq * s.next_multiple_of(bn) * d).sum();
     let min = t * 3 * h * 2 + 4 * (b + 1);
-    let load = attention_loads(lengths, heads, d, max_len);
-    let mut l = launch(name, "attention", layer, cfg, flops as u64, min, load, t * h * 2);
+    let load = attention_loads(lengths, heads, d, max_len, &g);
+    let mut l = launch(g.kernel, "attention", layer, cfg, flops as u64, min, load, t * h * 2);
     l.tensor_flops = tensor as u64;
     // a query tile's share of its (sequence, head)'s K and V
-    l.reuse_bytes_per_block = (2 * TILE_Q * d * 2) as u64;
+    l.reuse_bytes_per_block = (2 * tq * d * 2) as u64;
     l
 }
 
 /// Global loads of the attention kernel: every thread of every block reads its sequence's two
 /// `cu_seqlens` entries; a live block loads its query rows once and all of its sequence's K and
 /// V rows (one 16-byte chunk per 8 elements; rows past the end are zero-filled, not loaded).
-fn attention_loads(lengths: &[usize], heads: usize, d: usize, max_len: usize) -> usize {
-    let blocks = max_len.div_ceil(TILE_Q) * heads * lengths.len();
-    let per_block_cu = 128 * 8;
+fn attention_loads(lengths: &[usize], heads: usize, d: usize, max_len: usize, g: &attn::Geometry) -> usize {
+    let blocks = max_len.div_ceil(g.tile_q) * heads * lengths.len();
+    let per_block_cu = g.threads as usize * 8;
     let rows: usize = lengths
         .iter()
         .map(|&s| {
-            let tiles = s.div_ceil(TILE_Q);
+            let tiles = s.div_ceil(g.tile_q);
             heads * (s + tiles * 2 * s)
         })
         .sum();
