@@ -48,7 +48,7 @@ pub mod quantize;
 pub mod reference;
 pub mod report;
 
-pub use attention::{attention, attention_with, AttentionShape};
+pub use attention::{attention, attention_tiled, attention_with, AttentionShape, QueryTile};
 pub use embedding::{embedding_layernorm, EmbeddingTables};
 pub use gather::gather_first_rows;
 pub use gemm_f16::{gemm_f16, gemm_f16_tiled, gemm_f16_with};
