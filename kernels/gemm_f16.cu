@@ -27,7 +27,8 @@ extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16(
     f16_gemm<Small>(A, W, bias, residual, C, M, N, K, epi);
 }
 
-extern "C" __global__ void __launch_bounds__(Large::THREADS) gemm_f16_l(
+// two blocks per SM (at most 128 registers, no spills: see ptxas -v)
+extern "C" __global__ void __launch_bounds__(Large::THREADS, 2) gemm_f16_l(
     const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
     const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
     f16_gemm<Large>(A, W, bias, residual, C, M, N, K, epi);

@@ -73,7 +73,7 @@ fn f16_impl(
     variant: Variant,
     tile: Tile,
 ) -> Result<()> {
-    let tile = tile.resolve(m, n);
+    let tile = tile.resolve(m, n, k, false);
     let name = format!("gemm_f16{}", tile.suffix());
     let kernel = if variant == Variant::Fast { name.as_str() } else { "gemm_f16_simple" };
     let (m32, n32, k32) = check_shape(kernel, m, n, k)?;

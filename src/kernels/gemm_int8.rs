@@ -11,42 +11,116 @@ use crate::error::Result;
 /// Block tile of the tensor-core GEMMs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Tile {
-    /// `Large` when it still gives at least [`LARGE_TILE_MIN_BLOCKS`] blocks (about two waves
-    /// on a 108-132 SM GPU), else `Small`.
+    /// The tile [`choose_tile`] predicts fastest for the shape.
     #[default]
     Auto,
     /// 64x64 block tile, 4 warps of 32x32, 24 KiB shared memory.
     Small,
     /// 128x128 block tile, 8 warps of 64x32, 68 KiB dynamic shared memory (epilogue staging;
-    /// the pipeline itself is 48 KiB): half the operand traffic per MAC of `Small`.
+    /// the pipeline itself is 48 KiB): half the operand traffic per MAC of `Small`. Compiled
+    /// with `__launch_bounds__(256, 2)` (at most 128 registers) so two blocks fit on an SM.
     Large,
 }
 
-/// Fewest 128x128 blocks for which [`Tile::Auto`] picks [`Tile::Large`].
-pub const LARGE_TILE_MIN_BLOCKS: usize = 256;
-
 impl Tile {
-    pub(crate) fn resolve(self, m: usize, n: usize) -> Tile {
+    /// The concrete tile: [`choose_tile`] for [`Tile::Auto`], else `self`.
+    pub fn resolve(self, m: usize, n: usize, k: usize, int8: bool) -> Tile {
         match self {
-            Tile::Auto if m.div_ceil(128) * n.div_ceil(128) >= LARGE_TILE_MIN_BLOCKS => Tile::Large,
-            Tile::Auto => Tile::Small,
+            Tile::Auto => choose_tile(m, n, k, int8),
             t => t,
         }
     }
-    /// (block rows, block cols, threads, dynamic shared bytes) — must match `gemm_core.cuh`.
-    fn dims(self) -> (usize, usize, u32, u32) {
+    /// (block rows, block cols, threads, dynamic shared bytes) — must match `gemm_core.cuh`
+    /// (`Cfg::BM`, `BN`, `THREADS`, `SMEM`).
+    pub fn dims(self) -> (usize, usize, u32, u32) {
         match self {
             Tile::Large => (128, 128, 256, 128 * 136 * 4),
             _ => (64, 64, 128, 3 * 2 * 64 * 64),
         }
     }
     /// Kernel name suffix.
-    pub(crate) fn suffix(self) -> &'static str {
+    pub fn suffix(self) -> &'static str {
         if self == Tile::Large {
             "_l"
         } else {
             ""
         }
+    }
+}
+
+/// The reference machine of the tile model: an A100-class GPU in clocks (108 SMs; per SM and
+/// clock 1024 fp16 / 2048 int8 tensor MACs, 64 bytes from L2; the whole L2 ~3500 bytes per
+/// clock; 64 K registers, 164 KiB shared memory and 2048 threads per SM). The choice must not
+/// depend on the device (the launch plan, the emulator and a real GPU must agree, and a text's
+/// tile must be a function of the shape alone), so one machine stands for all; H100's ratios
+/// (more SMs, higher L2 bandwidth per SM) make the same choices on the shapes that matter.
+mod reference_gpu {
+    pub const SMS: u64 = 108;
+    pub const MACS_PER_CLK_F16: u64 = 1024;
+    pub const L2_BYTES_PER_CLK: u64 = 3500;
+    pub const SM_BYTES_PER_CLK: u64 = 64;
+    pub const REGS_PER_SM: u32 = 65536;
+    pub const SMEM_PER_SM: u32 = 164 << 10;
+    pub const THREADS_PER_SM: u32 = 2048;
+    /// Shortest kernel: ~2 us at 1.41 GHz (dispatch, ramp-up, drain).
+    pub const MIN_CLK: u64 = 2800;
+}
+
+/// Resident blocks per SM of `tile` on the reference machine, from ptxas' register count of its
+/// kernel (`sm_80`), its threads and its shared memory (1 KiB reserved per block); 0 when a
+/// block does not fit.
+pub fn tile_blocks_per_sm(tile: Tile, int8: bool) -> u32 {
+    let (_, _, threads, smem) = tile.dims();
+    let kernel = format!("{}{}", if int8 { "gemm_int8_f16" } else { "gemm_f16" }, tile.suffix());
+    let regs = crate::ptx::kernel_registers(if int8 { "gemm_int8" } else { "gemm_f16" }, &kernel, "sm_80").unwrap_or(128);
+    let warps = threads / 32;
+    let regs_per_warp = (regs.max(1) * 32).div_ceil(256) * 256;
+    let by_regs = reference_gpu::REGS_PER_SM / regs_per_warp / warps;
+    let by_smem = reference_gpu::SMEM_PER_SM / (smem + 1024);
+    let by_threads = reference_gpu::THREADS_PER_SM / threads;
+    by_regs.min(by_smem).min(by_threads)
+}
+
+/// Predicted clocks of an `m x n x k` GEMM on `tile` on the reference machine (`reference_gpu` in this module):
+/// the larger of
+/// - compute: the busiest SM's blocks (`ceil(blocks / SMs)`, the wave quantisation) times one
+///   block's MACs (whole tiles, the padding past the matrix edges included) at the SM's rate;
+/// - L2 traffic: every block loads its A row strip and W column strip once
+///   (`grid_n m k + grid_m n k` elements: a smaller tile re-reads more), at the whole L2's
+///   bandwidth or, for a grid smaller than the GPU, its SMs' share;
+///
+/// and the shortest kernel time. `u64::MAX` when a block does not fit on an SM.
+pub fn tile_clocks(tile: Tile, m: usize, n: usize, k: usize, int8: bool) -> u64 {
+    if tile_blocks_per_sm(tile, int8) == 0 {
+        return u64::MAX;
+    }
+    let (bm, bn, _, _) = tile.dims();
+    // saturating: the wrappers resolve the tile before they reject bad shapes (M = 0, huge K)
+    let (gm, gn) = (m.div_ceil(bm) as u64, n.div_ceil(bn) as u64);
+    let blocks = gm.saturating_mul(gn).max(1);
+    let (m, n, k) = (m as u64, n as u64, k as u64);
+    let macs_per_clk = reference_gpu::MACS_PER_CLK_F16 * if int8 { 2 } else { 1 };
+    let block_macs = ((bm * bn) as u64).saturating_mul(k.next_multiple_of(32));
+    let compute = blocks.div_ceil(reference_gpu::SMS).saturating_mul(block_macs) / macs_per_clk;
+    let e = if int8 { 1 } else { 2 };
+    let operands = gn.saturating_mul(m).saturating_add(gm.saturating_mul(n)).saturating_mul(k).saturating_mul(e);
+    let bytes = operands.saturating_add(m.saturating_mul(n).saturating_mul(2));
+    let bandwidth = reference_gpu::L2_BYTES_PER_CLK.min(blocks.min(reference_gpu::SMS) * reference_gpu::SM_BYTES_PER_CLK);
+    let l2 = bytes.div_ceil(bandwidth);
+    compute.max(l2).max(reference_gpu::MIN_CLK)
+}
+
+/// The block tile of an `m x n x k` GEMM (`int8`: the W8A8 kernel, else fp16): the candidate
+/// with the fewest predicted clocks ([`tile_clocks`]), `Small` on a tie (less padding, more
+/// blocks to hide latency). A pure function of the shape and precision: the launch wrappers
+/// ([`Tile::Auto`]) and the launch plan (`perf::plan`) both call it.
+pub fn choose_tile(m: usize, n: usize, k: usize, int8: bool) -> Tile {
+    let small = tile_clocks(Tile::Small, m, n, k, int8);
+    let large = tile_clocks(Tile::Large, m, n, k, int8);
+    if large < small {
+        Tile::Large
+    } else {
+        Tile::Small
     }
 }
 
@@ -224,7 +298,7 @@ fn int8_impl(
     variant: Variant,
     tile: Tile,
 ) -> Result<()> {
-    let tile = tile.resolve(m, n);
+    let tile = tile.resolve(m, n, k, true);
     let name = format!("gemm_int8_f16{}", tile.suffix());
     let kernel = if variant == Variant::Fast { name.as_str() } else { "gemm_int8_simple" };
     let (m32, n32, k32) = check_shape(kernel, m, n, k)?;
@@ -295,7 +369,7 @@ pub fn gemm_int8_i32_tiled(
     k: usize,
     tile: Tile,
 ) -> Result<()> {
-    let tile = tile.resolve(m, n);
+    let tile = tile.resolve(m, n, k, true);
     let name = format!("gemm_int8_i32{}", tile.suffix());
     let kernel: &str = &name;
     let (m32, n32, k32) = check_shape(kernel, m, n, k)?;

@@ -306,10 +306,9 @@ fn gemm(
     asym: bool,
 ) -> PlannedLaunch {
     let asym = asym && p.int8;
-    let tile = Tile::Auto.resolve(m, n);
-    let large = tile == Tile::Large;
-    let (bm, bn, threads, smem) = if large { (128, 128, 256, 128 * 136 * 4) } else { (64, 64, 128, 3 * 2 * 64 * 64) };
-    let name = format!("{}{}", if p.int8 { "gemm_int8_f16" } else { "gemm_f16" }, if large { "_l" } else { "" });
+    let tile = Tile::Auto.resolve(m, n, k, p.int8);
+    let (bm, bn, threads, smem) = tile.dims();
+    let name = format!("{}{}", if p.int8 { "gemm_int8_f16" } else { "gemm_f16" }, tile.suffix());
     let (gm, gn) = (m.div_ceil(bm), n.div_ceil(bn));
     let e = if p.int8 { 1 } else { 2 };
     // per output column: bias (fp16), int8 weight scales (f32) and code sums (i32)
