@@ -2,7 +2,9 @@
 // accumulation on tensor cores (mma.sync m16n8k16), fp16 out. Core and layout: gemm_core.cuh.
 //
 // Entries: gemm_f16 (64x64 Small tile, 128 threads), gemm_f16_l (128x128 Large tile, 256
-// threads), both with dynamic shared memory = Cfg::SMEM; gemm_f16_simple (one thread per
+// threads), gemm_f16_sk (Small tile, split-K over gridDim.z = the K chunk count, f32 partials
+// + per-tile arrival counters in a workspace), all with dynamic shared memory = Cfg::SMEM; all
+// sum K in the same chunk order (gemm_core.cuh), so their results are bit-identical; gemm_f16_simple (one thread per
 // output, f32 fma: the baseline). Requirements (host-checked): K % 16 == 0, N % 16 == 0; bias
 // may be null.
 #include "gemm_core.cuh"
@@ -15,9 +17,26 @@ __device__ __forceinline__ void f16_gemm(const __half* A, const __half* W, const
     extern __shared__ __align__(128) char smem[];
     const int m0 = blockIdx.y * C::BM, n0 = blockIdx.x * C::BN;
     float acc[C::MI][C::NI][4];
-    mainloop<C, false>(acc, smem, (const char*)A, (const char*)W, M, N, K * 2, m0, n0);
+    f16_chunked<C>(acc, smem, (const char*)A, (const char*)W, M, N, K * 2, m0, n0);
     uint32_t* st = reinterpret_cast<uint32_t*>(smem);
     stage_acc<C>(acc, st);
+    store_tile<C, false>(st, nullptr, nullptr, nullptr, nullptr, bias, residual, epi, Cout, M, N, m0, n0);
+}
+
+// Split-K (Small tile): block z sums K chunk z; the last block of a tile sums the chunks in
+// order and runs the epilogue (gemm_core.cuh: split_k_reduce).
+template <class C>
+__device__ __forceinline__ void f16_split(const __half* A, const __half* W, const __half* bias,
+                                          const __half* residual, __half* Cout, uint32_t M, uint32_t N, uint32_t K,
+                                          uint32_t epi, uint32_t* partials, uint32_t* counters) {
+    extern __shared__ __align__(128) char smem[];
+    const int m0 = blockIdx.y * C::BM, n0 = blockIdx.x * C::BN;
+    const int KT = (K * 2 + BKB - 1) / BKB, CT = chunk_tiles(KT), kt0 = blockIdx.z * CT;
+    float acc[C::MI][C::NI][4];
+    mainloop<C, false>(acc, smem, (const char*)A, (const char*)W, M, N, K * 2, m0, n0, kt0,
+                       kt0 + CT < KT ? kt0 + CT : KT);
+    uint32_t* st = reinterpret_cast<uint32_t*>(smem);
+    if (!split_k_reduce<C, false>(acc, st, partials, counters, M, m0)) return;
     store_tile<C, false>(st, nullptr, nullptr, nullptr, nullptr, bias, residual, epi, Cout, M, N, m0, n0);
 }
 
@@ -27,11 +46,20 @@ extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16(
     f16_gemm<Small>(A, W, bias, residual, C, M, N, K, epi);
 }
 
-// two blocks per SM (at most 128 registers, no spills: see ptxas -v)
-extern "C" __global__ void __launch_bounds__(Large::THREADS, 2) gemm_f16_l(
+// One block per SM: the chunk-order fold (a second set of 64 accumulators per thread, the
+// price of batch-invariant split-K) needs ~170 registers; capped at 128 for two blocks per SM,
+// ptxas spills 464 bytes. The int8 kernels (exact, no fold) keep two blocks per SM.
+extern "C" __global__ void __launch_bounds__(Large::THREADS, 1) gemm_f16_l(
     const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
     const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
     f16_gemm<Large>(A, W, bias, residual, C, M, N, K, epi);
+}
+
+extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16_sk(
+    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
+    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
+    uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
+    f16_split<Small>(A, W, bias, residual, C, M, N, K, epi, partials, counters);
 }
 
 extern "C" __global__ void gemm_f16_simple(

@@ -30,7 +30,7 @@ use super::weights::{LayerNormWeights, Linear};
 use super::{BertModel, Precision};
 use crate::device::{Device, DeviceBuffer, GraphCache, GraphStats};
 use crate::error::{Error, Result};
-use crate::kernels::{self, AttentionShape, EmbeddingTables, Epilogue, Pooling, Q8Out};
+use crate::kernels::{self, AttentionShape, EmbeddingTables, Epilogue, GemmPlan, Pooling, Q8Out, SplitWorkspace};
 use crate::tokenize::Batch;
 
 /// GEMM N and K must be multiples of this (the kernels' contract); the classifier's label count
@@ -141,6 +141,8 @@ struct Workspace {
     q8_zero: DeviceBuffer<i32>,
     /// ELECTRA: the embedding layernorm's `[T, embedding_size]` output, before the projection.
     emb: Option<DeviceBuffer<f16>>,
+    /// Partial sums and arrival counters of the split-K layer GEMMs (`GemmPlan::choose`).
+    split: SplitWorkspace,
     pooled: DeviceBuffer<f32>,
     cls: DeviceBuffer<f16>,
     pooler_out: DeviceBuffer<f16>,
@@ -483,6 +485,11 @@ impl DeviceBert {
         let d = &self.dev;
         let (h, i) = (self.config.hidden_size, self.config.intermediate_size);
         let labels = self.classifier_padded();
+        let int8 = self.precision == Precision::Int8;
+        // every token count up to t may run: size for the largest split launch of each shape
+        let split_shapes: Vec<_> =
+            (1..=t).flat_map(|m| [(m, 3 * h, h, int8), (m, h, h, int8), (m, i, h, int8), (m, h, i, int8)]).collect();
+        let split = SplitWorkspace::for_shapes(d, &split_shapes)?;
         self.workspace = Some(Workspace {
             tokens: t,
             batch: b,
@@ -500,6 +507,7 @@ impl DeviceBert {
             q8_scale: d.alloc(t)?,
             q8_zero: d.alloc(t)?,
             emb: self.projection.as_ref().map(|_| d.alloc(t * self.config.embedding_size)).transpose()?,
+            split,
             pooled: d.alloc(b * h)?,
             cls: d.alloc(b * h)?,
             pooler_out: d.alloc(b * h)?,
@@ -651,8 +659,9 @@ impl DeviceBert {
         let d = &self.dev;
         let (h, i, eps) = (self.config.hidden_size, self.config.intermediate_size, self.config.layer_norm_eps);
         let int8 = self.precision == Precision::Int8;
-        let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_scale, q8_zero, cu_seqlens, .. } = ws;
-        self.gemm(&l.qkv, x, q8, q8_scale, q8_zero, Epilogue::None, qkv, t, 3 * h, h)?;
+        let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_scale, q8_zero, cu_seqlens, split, .. } = ws;
+        let sp = &*split;
+        self.gemm(&l.qkv, x, q8, q8_scale, q8_zero, sp, Epilogue::None, qkv, t, 3 * h, h)?;
         let shape = AttentionShape {
             batch: b,
             tokens: t,
@@ -665,13 +674,13 @@ impl DeviceBert {
         if int8 {
             kernels::quantize_i8(d, ctx, q8, q8_scale, t, h)?;
         }
-        self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, Epilogue::Residual(x), y, t, h, h)?;
+        self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h)?;
         self.layernorm(&l.ln1, y, hbuf, q8, q8_scale, l.ffn1.smooth(), t, h, eps)?;
-        self.gemm(&l.ffn1, hbuf, q8, q8_scale, q8_zero, self.ffn_act, ffn, t, i, h)?;
+        self.gemm(&l.ffn1, hbuf, q8, q8_scale, q8_zero, sp, self.ffn_act, ffn, t, i, h)?;
         if int8 {
             kernels::quantize_i8_asym(d, ffn, l.ffn2.smooth(), q8, q8_scale, q8_zero, t, i)?;
         }
-        self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, Epilogue::Residual(hbuf), y, t, h, i)?;
+        self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, sp, Epilogue::Residual(hbuf), y, t, h, i)?;
         match next {
             Some(n) => self.layernorm(&l.ln2, y, x, q8, q8_scale, n.qkv.smooth(), t, h, eps),
             // the last layer's output feeds only pooling and the fp16 heads
@@ -701,7 +710,8 @@ impl DeviceBert {
         }
     }
 
-    /// out[m, n] = epilogue(a[m, :] . W[n, :] + bias[n]). The int8 path reads `q8`/`q8_scale`
+    /// out[m, n] = epilogue(a[m, :] . W[n, :] + bias[n]), launched as `GemmPlan::choose` says
+    /// (split over K into `split` when that is faster). The int8 path reads `q8`/`q8_scale`
     /// (and `q8_zero` for an asymmetric input), the quantised copy of `a` made by the previous
     /// launch, instead of `a`.
     #[allow(clippy::too_many_arguments)] // one GEMM step: inputs, weights, outputs and the epilogue operands
@@ -712,6 +722,7 @@ impl DeviceBert {
         q8: &DeviceBuffer<i8>,
         q8_scale: &DeviceBuffer<f32>,
         q8_zero: &DeviceBuffer<i32>,
+        split: &SplitWorkspace,
         epilogue: Epilogue<'_>,
         out: &mut DeviceBuffer<f16>,
         m: usize,
@@ -719,14 +730,16 @@ impl DeviceBert {
         k: usize,
     ) -> Result<()> {
         let d = &self.dev;
+        let ws = Some(split);
         match lin {
-            DeviceLinear::F16 { w, b } => kernels::gemm_f16(d, a, w, Some(b), epilogue, out, m, n, k),
-            DeviceLinear::Int8 { w, scale, b, w_sum: None, .. } => {
-                kernels::gemm_int8(d, q8, q8_scale, w, scale, Some(b), epilogue, out, m, n, k)
+            DeviceLinear::F16 { w, b } => {
+                let plan = GemmPlan::choose(m, n, k, false);
+                kernels::gemm_f16_planned(d, a, w, Some(b), epilogue, out, m, n, k, plan, ws)
             }
-            DeviceLinear::Int8 { w, scale, b, w_sum: Some(w_sum), .. } => {
-                let zp = kernels::ZeroPoint { zero: q8_zero, w_sum };
-                kernels::gemm_int8_asym(d, q8, q8_scale, zp, w, scale, Some(b), epilogue, out, m, n, k)
+            DeviceLinear::Int8 { w, scale, b, w_sum, .. } => {
+                let zp = w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum });
+                let plan = GemmPlan::choose(m, n, k, true);
+                kernels::gemm_int8_planned(d, q8, q8_scale, zp, w, scale, Some(b), epilogue, out, m, n, k, plan, ws)
             }
         }
     }

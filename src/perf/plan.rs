@@ -7,7 +7,7 @@
 //! emulator's counters on small shapes, launch by launch.
 use serde::Serialize;
 
-use crate::kernels::{attention::TILE_Q, gemm_int8::Tile, layernorm::ROWS_PER_BLOCK};
+use crate::kernels::{attention::TILE_Q, gemm_int8::Tile, gemm_plan::GemmPlan, layernorm::ROWS_PER_BLOCK};
 use crate::model::{BertConfig, Precision};
 
 /// What the forward pass runs besides the encoder.
@@ -52,6 +52,9 @@ pub struct PlannedLaunch {
     /// Re-read bytes each resident block adds: a GEMM block's share of its A row strip
     /// (`bm k / grid_n`), an attention block's share of its sequence's K/V.
     pub reuse_bytes_per_block: u64,
+    /// Bytes one block moves alone after the rest of the grid is done (a serial tail no other
+    /// block overlaps): a split-K GEMM's last block per tile reading its tile's partial sums.
+    pub tail_bytes: u64,
 }
 
 impl PlannedLaunch {
@@ -110,18 +113,18 @@ pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], hea
     let layers = c.num_hidden_layers;
     for l in 0..layers {
         let li = Some(l);
-        v.push(gemm(p, "qkv", li, t, 3 * h, h, Epi::None, false));
+        v.push(layer_gemm(p, "qkv", li, t, 3 * h, h, Epi::None, false));
         v.push(attention(lengths, c.num_attention_heads, c.head_dim(), li));
         if p.int8 {
             v.push(quantize(t, h, false, false, li));
         }
-        v.push(gemm(p, "attn_out", li, t, h, h, Epi::Residual, false));
+        v.push(layer_gemm(p, "attn_out", li, t, h, h, Epi::Residual, false));
         v.push(layernorm(p.int8, true, t, h, "ln1", li));
-        v.push(gemm(p, "ffn1", li, t, f, h, Epi::Gelu, false));
+        v.push(layer_gemm(p, "ffn1", li, t, f, h, Epi::Gelu, false));
         if p.int8 {
             v.push(quantize(t, f, true, false, li));
         }
-        v.push(gemm(p, "ffn2", li, t, h, f, Epi::Residual, true));
+        v.push(layer_gemm(p, "ffn2", li, t, h, f, Epi::Residual, true));
         let last = l + 1 == layers;
         v.push(layernorm(p.int8 && !last, !last, t, h, "ln2", li));
     }
@@ -167,6 +170,7 @@ fn launch(
         store_bytes: store as u64,
         reuse_bytes: 0,
         reuse_bytes_per_block: 0,
+        tail_bytes: 0,
     }
 }
 
@@ -292,8 +296,8 @@ enum Epi {
     Residual,
 }
 
-/// A tensor-core GEMM `[m, k] x [n, k]^T` with bias and epilogue; `asym` (int8 only): the input
-/// has per-token zero points.
+/// A tensor-core GEMM `[m, k] x [n, k]^T` with bias and epilogue, unsplit (`kernels::gemm_f16`,
+/// the heads); `asym` (int8 only): the input has per-token zero points.
 #[allow(clippy::too_many_arguments)] // one GEMM: shape, precision and epilogue
 fn gemm(
     p: Prec,
@@ -305,10 +309,44 @@ fn gemm(
     epi: Epi,
     asym: bool,
 ) -> PlannedLaunch {
+    let plan = GemmPlan::unsplit(Tile::Auto, m, n, k, p.int8);
+    planned_gemm(p, step, layer, m, n, k, epi, asym, plan)
+}
+
+/// An encoder layer's GEMM (`DeviceBert::gemm`): launched as [`GemmPlan::choose`] says, split
+/// over K when that is predicted faster.
+#[allow(clippy::too_many_arguments)] // one GEMM: shape, precision and epilogue
+fn layer_gemm(
+    p: Prec,
+    step: &'static str,
+    layer: Option<usize>,
+    m: usize,
+    n: usize,
+    k: usize,
+    epi: Epi,
+    asym: bool,
+) -> PlannedLaunch {
+    planned_gemm(p, step, layer, m, n, k, epi, asym, GemmPlan::choose(m, n, k, p.int8))
+}
+
+/// A GEMM launched as `plan` says. A split-K launch loads the operands once over its splits
+/// like an unsplit one; the last block per tile runs the epilogue, after reading the tile's
+/// partial sums, which every block stored (rows < m), and storing a zero to its counter.
+#[allow(clippy::too_many_arguments)] // one GEMM: shape, precision, epilogue and launch plan
+fn planned_gemm(
+    p: Prec,
+    step: &'static str,
+    layer: Option<usize>,
+    m: usize,
+    n: usize,
+    k: usize,
+    epi: Epi,
+    asym: bool,
+    plan: GemmPlan,
+) -> PlannedLaunch {
     let asym = asym && p.int8;
-    let tile = Tile::Auto.resolve(m, n, k, p.int8);
-    let (bm, bn, threads, smem) = tile.dims();
-    let name = format!("{}{}", if p.int8 { "gemm_int8_f16" } else { "gemm_f16" }, tile.suffix());
+    let (bm, bn, threads, smem) = plan.tile.dims();
+    let name = format!("{}{}", if p.int8 { "gemm_int8_f16" } else { "gemm_f16" }, plan.suffix());
     let (gm, gn) = (m.div_ceil(bm), n.div_ceil(bn));
     let e = if p.int8 { 1 } else { 2 };
     // per output column: bias (fp16), int8 weight scales (f32) and code sums (i32)
@@ -323,16 +361,13 @@ fn gemm(
     let load = gn * m * k * e + gm * n * k * e + gm * 8 * n * col_bytes + m * (n / 4) * row_bytes + residual;
     let flops = 2 * m * n * k;
     let tensor = 2 * gm * bm * gn * bn * k;
-    let mut l = launch(
-        &name,
-        step,
-        layer,
-        ((gn as u32, gm as u32, 1), (threads, 1, 1), smem),
-        flops as u64,
-        min,
-        load,
-        m * n * 2,
-    );
+    let partials = plan.partial_bytes(m, n);
+    let store = m * n * 2 + partials + 4 * plan.counters(m, n);
+    let cfg = ((gn as u32, gm as u32, plan.splits as u32), (threads, 1, 1), smem);
+    let mut l = launch(&name, step, layer, cfg, flops as u64, min, load + partials, store);
+    if plan.splits > 1 {
+        l.tail_bytes = (plan.splits * bm * bn * 4) as u64;
+    }
     l.tensor_flops = tensor as u64;
     l.gemm = Some((m, n, k));
     l.reuse_bytes = (n * k * e + n * col_bytes) as u64;
