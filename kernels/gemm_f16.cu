@@ -11,9 +11,10 @@
 
 using namespace gemm;
 
-template <class C>
+template <class C, bool LN = false>
 __device__ __forceinline__ void f16_gemm(const __half* A, const __half* W, const __half* bias, const __half* residual,
-                                         __half* Cout, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
+                                         __half* Cout, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
+                                         const LnArgs* ln = nullptr) {
     extern __shared__ __align__(128) char smem[];
     const int m0 = blockIdx.y * C::BM, n0 = blockIdx.x * C::BN;
     float acc[C::MI][C::NI][4];
@@ -21,14 +22,16 @@ __device__ __forceinline__ void f16_gemm(const __half* A, const __half* W, const
     uint32_t* st = reinterpret_cast<uint32_t*>(smem);
     stage_acc<C>(acc, st);
     store_tile<C, false>(st, nullptr, nullptr, nullptr, nullptr, bias, residual, epi, Cout, M, N, m0, n0);
+    if constexpr (LN) ln_strip_epilogue<C>(Cout, *ln, M, N, m0);
 }
 
 // Split-K (Small tile): block z sums K chunk z; the last block of a tile sums the chunks in
 // order and runs the epilogue (gemm_core.cuh: split_k_reduce).
-template <class C>
+template <class C, bool LN = false>
 __device__ __forceinline__ void f16_split(const __half* A, const __half* W, const __half* bias,
                                           const __half* residual, __half* Cout, uint32_t M, uint32_t N, uint32_t K,
-                                          uint32_t epi, uint32_t* partials, uint32_t* counters) {
+                                          uint32_t epi, uint32_t* partials, uint32_t* counters,
+                                          const LnArgs* ln = nullptr) {
     extern __shared__ __align__(128) char smem[];
     const int m0 = blockIdx.y * C::BM, n0 = blockIdx.x * C::BN;
     const int KT = (K * 2 + BKB - 1) / BKB, CT = chunk_tiles(KT), kt0 = blockIdx.z * CT;
@@ -38,7 +41,9 @@ __device__ __forceinline__ void f16_split(const __half* A, const __half* W, cons
     uint32_t* st = reinterpret_cast<uint32_t*>(smem);
     if (!split_k_reduce<C, false>(acc, st, partials, counters, M, m0)) return;
     store_tile<C, false>(st, nullptr, nullptr, nullptr, nullptr, bias, residual, epi, Cout, M, N, m0, n0);
+    if constexpr (LN) ln_strip_epilogue<C>(Cout, *ln, M, N, m0);
 }
+
 
 extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16(
     const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
@@ -60,6 +65,23 @@ extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16_sk(
     const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
     uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
     f16_split<Small>(A, W, bias, residual, C, M, N, K, epi, partials, counters);
+}
+
+// Residual GEMM + layernorm of its rows (Small tile; _sk_ln: split over K): out = LN(C).
+extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16_ln(
+    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
+    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
+    LN_PARAMS) {
+    const LnArgs ln = LN_ARGS;
+    f16_gemm<Small, true>(A, W, bias, residual, C, M, N, K, epi, &ln);
+}
+
+extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16_sk_ln(
+    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
+    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
+    uint32_t* __restrict__ partials, uint32_t* __restrict__ counters, LN_PARAMS) {
+    const LnArgs ln = LN_ARGS;
+    f16_split<Small, true>(A, W, bias, residual, C, M, N, K, epi, partials, counters, &ln);
 }
 
 extern "C" __global__ void gemm_f16_simple(

@@ -16,11 +16,11 @@
 
 using namespace gemm;
 
-template <class C>
+template <class C, bool LN = false>
 __device__ __forceinline__ void int8_f16(const int8_t* A, const float* a_scale, const int* a_zero, const int8_t* W,
                                          const float* w_scale, const int* w_sum, const __half* bias,
                                          const __half* residual, __half* Cout, uint32_t M,
-                                         uint32_t N, uint32_t K, uint32_t epi) {
+                                         uint32_t N, uint32_t K, uint32_t epi, const LnArgs* ln = nullptr) {
     extern __shared__ __align__(128) char smem[];
     const int m0 = blockIdx.y * C::BM, n0 = blockIdx.x * C::BN;
     int acc[C::MI][C::NI][4];
@@ -28,6 +28,7 @@ __device__ __forceinline__ void int8_f16(const int8_t* A, const float* a_scale, 
     uint32_t* st = reinterpret_cast<uint32_t*>(smem);
     stage_acc<C>(acc, st);
     store_tile<C, true>(st, a_scale, w_scale, a_zero, w_sum, bias, residual, epi, Cout, M, N, m0, n0);
+    if constexpr (LN) ln_strip_epilogue<C>(Cout, *ln, M, N, m0);
 }
 
 template <class C>
@@ -54,17 +55,18 @@ __device__ __forceinline__ bool int8_split(int (&acc)[C::MI][C::NI][4], char* sm
     return split_k_reduce<C, true>(acc, reinterpret_cast<uint32_t*>(smem), partials, counters, M, m0);
 }
 
-template <class C>
+template <class C, bool LN = false>
 __device__ __forceinline__ void int8_f16_sk(const int8_t* A, const float* a_scale, const int* a_zero,
                                             const int8_t* W, const float* w_scale, const int* w_sum,
                                             const __half* bias, const __half* residual, __half* Cout, uint32_t M,
                                             uint32_t N, uint32_t K, uint32_t epi, uint32_t* partials,
-                                            uint32_t* counters) {
+                                            uint32_t* counters, const LnArgs* ln = nullptr) {
     extern __shared__ __align__(128) char smem[];
     int acc[C::MI][C::NI][4];
     if (!int8_split<C>(acc, smem, A, W, M, N, K, partials, counters)) return;
     store_tile<C, true>(reinterpret_cast<uint32_t*>(smem), a_scale, w_scale, a_zero, w_sum, bias, residual, epi, Cout,
                         M, N, blockIdx.y * C::BM, blockIdx.x * C::BN);
+    if constexpr (LN) ln_strip_epilogue<C>(Cout, *ln, M, N, blockIdx.y * C::BM);
 }
 
 template <class C>
@@ -88,6 +90,28 @@ extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_i32_sk(
     const int8_t* __restrict__ A, const int8_t* __restrict__ W, int32_t* __restrict__ C, uint32_t M, uint32_t N,
     uint32_t K, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
     int8_i32_sk<Small>(A, W, C, M, N, K, partials, counters);
+}
+
+// Residual GEMM + layernorm of its rows, with the layernorm's int8 output when q_out is non-null
+// (Small tile; _sk_ln: split over K).
+extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_ln(
+    const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
+    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
+    uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
+    const LnArgs ln = LN_ARGS;
+    int8_f16<Small, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, &ln);
+}
+
+extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_sk_ln(
+    const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
+    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
+    uint32_t N, uint32_t K, uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters,
+    LN_PARAMS) {
+    const LnArgs ln = LN_ARGS;
+    int8_f16_sk<Small, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials,
+                             counters, &ln);
 }
 
 #define GEMM_INT8_ENTRIES(SUFFIX, CFG, MINB)                                                                     \

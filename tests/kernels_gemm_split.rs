@@ -88,7 +88,7 @@ fn f16_split_k_matches_the_reference_and_every_unsplit_tile_bit_for_bit() {
             let c = f16_case(&mut r, m, n, k);
             let residual = i % 2 == 0;
             let plan = split_plan(k, false);
-            let ws = SplitWorkspace::new(&dev, plan.partial_words(m, n), plan.counters(m, n)).unwrap();
+            let ws = SplitWorkspace::new(&dev, plan.partial_words(m, n), plan.counters(m, n), m).unwrap();
             let split = run_f16(&dev, &c, m, n, k, residual, plan, &ws);
             // the counters were reset: the same launch again writes the same output
             assert_eq!(run_f16(&dev, &c, m, n, k, residual, plan, &ws), split, "second split launch M {m} N {n} K {k}");
@@ -135,7 +135,7 @@ fn int8_split_k_accumulators_are_exact_and_fp16_output_matches_unsplit() {
             );
             let (dz, dsum) = (dev.upload(&zero).unwrap(), dev.upload(&w_sum).unwrap());
             let plan = split_plan(k, true);
-            let ws = SplitWorkspace::new(&dev, plan.partial_words(m, n), plan.counters(m, n)).unwrap();
+            let ws = SplitWorkspace::new(&dev, plan.partial_words(m, n), plan.counters(m, n), m).unwrap();
             let exact = reference::gemm_i32(&a, &w, m, n, k);
             for _ in 0..2 {
                 let mut c = poisoned::<i32>(&dev, m * n);
@@ -260,7 +260,7 @@ fn bad_split_plans_are_typed_errors_naming_the_kernel() {
     let w = dev.upload(&vec![f16::ONE; n * k]).unwrap();
     let mut out = dev.alloc::<f16>(m * n).unwrap();
     let plan = split_plan(k, false);
-    let small = SplitWorkspace::new(&dev, 16, 1).unwrap();
+    let small = SplitWorkspace::new(&dev, 16, 1, 1).unwrap();
     let e = Epilogue::None;
     assert_kernel_err(kernels::gemm_f16_planned(&dev, &a, &w, None, e, &mut out, m, n, k, plan, None), "gemm_f16_sk");
     assert_kernel_err(

@@ -6,7 +6,7 @@
 use half::f16;
 
 pub use super::gemm_plan::Tile;
-use super::gemm_plan::{k_chunks, GemmPlan, SplitWorkspace};
+use super::gemm_plan::{fuses_layernorm, k_chunks, GemmPlan, SplitWorkspace};
 use super::{check_align, check_len, check_multiple, check_u32, kerr, launch, opt_ptr, Epilogue, Variant};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 use crate::error::Result;
@@ -61,6 +61,67 @@ pub(crate) fn split_args(
         ));
     }
     Ok(vec![KernelArg::from(&ws.partials), KernelArg::from(&ws.counters)])
+}
+
+/// A layernorm fused into a residual GEMM's epilogue (`*_ln` kernels): `out = LN(C) * gamma +
+/// beta` over rows of `n` ([`fuses_layernorm`]), bit-identical to [`crate::kernels::layernorm_f16`]
+/// on `C`; with `q8`, also its int8 codes and scales as [`crate::kernels::layernorm_f16_q8`]
+/// writes them (for the next W8A8 GEMM). `q8` must not alias the GEMM's own int8 input unless
+/// it has the same `[m, n]` layout (each row strip is normalised after its own tiles are done).
+pub struct FusedLayerNorm<'a> {
+    pub gamma: &'a DeviceBuffer<f16>,
+    pub beta: &'a DeviceBuffer<f16>,
+    /// `[m, n]`
+    pub out: &'a DeviceBuffer<f16>,
+    /// `[m, n]` codes, `[m]` scales, and the next GEMM's smoothing multipliers `[n]` (optional).
+    pub q8: Option<(&'a DeviceBuffer<i8>, &'a DeviceBuffer<f32>, Option<&'a DeviceBuffer<f16>>)>,
+    pub eps: f32,
+}
+
+/// Checks a fused layernorm and returns its kernel arguments (after the split ones).
+pub(crate) fn ln_args(
+    kernel: &str,
+    ln: &FusedLayerNorm<'_>,
+    plan: GemmPlan,
+    m: usize,
+    n: usize,
+    ws: Option<&SplitWorkspace>,
+) -> Result<Vec<KernelArg>> {
+    if !fuses_layernorm(&plan, n) {
+        return Err(kerr(kernel, format!("no fused layernorm for rows of {n} on {:?}", plan.tile)));
+    }
+    let Some(ws) = ws else { return Err(kerr(kernel, "a fused layernorm needs a SplitWorkspace (strip counters)")) };
+    if ws.strips.len() < m.div_ceil(64) {
+        return Err(kerr(
+            kernel,
+            format!("workspace has {} strip counters, M {m} needs {}", ws.strips.len(), m.div_ceil(64)),
+        ));
+    }
+    check_len(kernel, "gamma", ln.gamma, n)?;
+    check_len(kernel, "beta", ln.beta, n)?;
+    check_len(kernel, "ln_out", ln.out, m * n)?;
+    check_align(kernel, "gamma", ln.gamma, 16)?;
+    check_align(kernel, "beta", ln.beta, 16)?;
+    check_align(kernel, "ln_out", ln.out, 16)?;
+    if let Some((q, scale, smooth)) = ln.q8 {
+        check_len(kernel, "q_out", q, m * n)?;
+        check_align(kernel, "q_out", q, 8)?;
+        check_len(kernel, "q_scale", scale, m)?;
+        if let Some(sm) = smooth {
+            check_len(kernel, "q_smooth", sm, n)?;
+            check_align(kernel, "q_smooth", sm, 16)?;
+        }
+    }
+    Ok(vec![
+        KernelArg::from(ln.gamma),
+        KernelArg::from(ln.beta),
+        KernelArg::from(ln.out),
+        opt_ptr(ln.q8.map(|q| q.0)),
+        opt_ptr(ln.q8.map(|q| q.1)),
+        opt_ptr(ln.q8.and_then(|q| q.2)),
+        KernelArg::from(&ws.strips),
+        KernelArg::F32(ln.eps),
+    ])
 }
 
 pub(crate) fn simple_grid(m: usize, n: usize) -> LaunchConfig {
@@ -154,6 +215,7 @@ pub fn gemm_int8_with(
         variant,
         GemmPlan::unsplit(Tile::Auto, m, n, k, true),
         None,
+        None,
     )
 }
 
@@ -212,6 +274,7 @@ pub fn gemm_int8_asym_with(
         variant,
         GemmPlan::unsplit(tile, m, n, k, true),
         None,
+        None,
     )
 }
 
@@ -247,6 +310,7 @@ pub fn gemm_int8_tiled(
         Variant::Fast,
         GemmPlan::unsplit(tile, m, n, k, true),
         None,
+        None,
     )
 }
 
@@ -267,8 +331,9 @@ fn int8_impl(
     variant: Variant,
     plan: GemmPlan,
     ws: Option<&SplitWorkspace>,
+    ln: Option<&FusedLayerNorm<'_>>,
 ) -> Result<()> {
-    let name = format!("gemm_int8_f16{}", plan.suffix());
+    let name = format!("gemm_int8_f16{}{}", plan.suffix(), if ln.is_some() { "_ln" } else { "" });
     let kernel = if variant == Variant::Fast { name.as_str() } else { "gemm_int8_simple" };
     let (m32, n32, k32) = check_shape(kernel, m, n, k)?;
     check_len(kernel, "a", a, m * k)?;
@@ -310,8 +375,34 @@ fn int8_impl(
         KernelArg::U32(epilogue.code()),
     ];
     args.extend(split);
+    if let Some(ln) = ln {
+        args.extend(ln_args(kernel, ln, plan, m, n, ws)?);
+    }
     let cfg = if variant == Variant::Fast { plan.launch_config(m, n) } else { simple_grid(m, n) };
     launch(dev, kernel, cfg, &args)
+}
+
+/// [`gemm_int8_planned`] with the layernorm of its output rows fused in (see [`FusedLayerNorm`]):
+/// `out` = the GEMM (+ epilogue), `ln.out` = its layernorm; one launch.
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
+pub fn gemm_int8_ln(
+    dev: &Device,
+    a: &DeviceBuffer<i8>,
+    a_scale: &DeviceBuffer<f32>,
+    zp: Option<ZeroPoint<'_>>,
+    w: &DeviceBuffer<i8>,
+    w_scale: &DeviceBuffer<f32>,
+    bias: Option<&DeviceBuffer<f16>>,
+    epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
+    plan: GemmPlan,
+    ws: &SplitWorkspace,
+    ln: &FusedLayerNorm<'_>,
+) -> Result<()> {
+    int8_impl(dev, a, a_scale, zp, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, plan, Some(ws), Some(ln))
 }
 
 /// The W8A8 GEMM launched as `plan` says ([`GemmPlan::choose`] picks the fastest; a split-K
@@ -334,7 +425,7 @@ pub fn gemm_int8_planned(
     plan: GemmPlan,
     ws: Option<&SplitWorkspace>,
 ) -> Result<()> {
-    int8_impl(dev, a, a_scale, zp, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, plan, ws)
+    int8_impl(dev, a, a_scale, zp, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, plan, ws, None)
 }
 
 /// The same tensor-core main loop writing the raw int32 accumulators `out[m, n] = A . W^T`

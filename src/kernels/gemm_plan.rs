@@ -246,17 +246,22 @@ pub fn plan_clocks(plan: GemmPlan, m: usize, n: usize, k: usize, int8: bool) -> 
 /// enough for (launches on one stream run one after the other). The counters are zeroed once
 /// here; every split launch leaves them at zero (its last block per tile resets its counter),
 /// so CUDA-graph replays need no memset.
+/// It also holds the row-strip arrival counters of the GEMMs with a fused layernorm (one per
+/// 64-row strip, same reset rule).
 pub struct SplitWorkspace {
     pub(crate) partials: DeviceBuffer<u32>,
     pub(crate) counters: DeviceBuffer<u32>,
+    pub(crate) strips: DeviceBuffer<u32>,
 }
 
 impl SplitWorkspace {
-    /// Room for `partial_words` partial sums and `counters` output tiles.
-    pub fn new(dev: &Device, partial_words: usize, counters: usize) -> Result<Self> {
+    /// Room for `partial_words` partial sums and `counters` output tiles, and layernorm-fused
+    /// GEMMs of up to `max_rows` rows.
+    pub fn new(dev: &Device, partial_words: usize, counters: usize, max_rows: usize) -> Result<Self> {
         Ok(SplitWorkspace {
             partials: dev.alloc(partial_words.max(1))?,
             counters: dev.alloc_filled(counters.max(1), 0)?,
+            strips: dev.alloc_filled(max_rows.div_ceil(64).max(1), 0)?,
         })
     }
     /// Room for the plans of every `(m, n, k, int8)` shape in `shapes` ([`GemmPlan::choose`]).
@@ -264,10 +269,22 @@ impl SplitWorkspace {
         let plans = shapes.iter().map(|&(m, n, k, i)| (GemmPlan::choose(m, n, k, i), m, n));
         let (words, counters) =
             plans.fold((0, 0), |(w, c), (p, m, n)| (w.max(p.partial_words(m, n)), c.max(p.counters(m, n))));
-        SplitWorkspace::new(dev, words, counters)
+        let rows = shapes.iter().map(|s| s.0).max().unwrap_or(0);
+        SplitWorkspace::new(dev, words, counters, rows)
     }
     /// Whether `plan` fits on an `m x n` output.
     pub fn fits(&self, plan: &GemmPlan, m: usize, n: usize) -> bool {
         self.partials.len() >= plan.partial_words(m, n) && self.counters.len() >= plan.counters(m, n)
     }
+}
+
+/// Largest row a layernorm fused into a GEMM handles (a warp per row, 4 vectors of 8 per lane:
+/// `LN_FUSED_VPT` in `gemm_core.cuh`).
+pub const FUSED_LN_MAX: usize = 1024;
+
+/// Whether a layernorm over rows of `n` fits the fused GEMM epilogue and `plan` has a fused
+/// variant: the 64x64 tile, split or not (the small-grid regime, where a launch saved matters;
+/// a 128-row strip's serial layernorm tail would be twice as long).
+pub fn fuses_layernorm(plan: &GemmPlan, n: usize) -> bool {
+    n % 8 == 0 && n <= FUSED_LN_MAX && plan.tile == Tile::Small
 }

@@ -52,12 +52,12 @@ pub mod report;
 pub use attention::{attention, attention_with, AttentionShape};
 pub use embedding::{embedding_layernorm, EmbeddingTables};
 pub use gather::gather_first_rows;
-pub use gemm_f16::{gemm_f16, gemm_f16_planned, gemm_f16_tiled, gemm_f16_with};
+pub use gemm_f16::{gemm_f16, gemm_f16_ln, gemm_f16_planned, gemm_f16_tiled, gemm_f16_with};
 pub use gemm_int8::{
     gemm_int8, gemm_int8_asym, gemm_int8_asym_with, gemm_int8_i32, gemm_int8_i32_tiled, gemm_int8_tiled,
     gemm_int8_with, weight_sums, Tile, ZeroPoint,
 };
-pub use gemm_int8::{gemm_int8_i32_planned, gemm_int8_planned};
+pub use gemm_int8::{gemm_int8_i32_planned, gemm_int8_ln, gemm_int8_planned, FusedLayerNorm};
 pub use gemm_plan::{GemmPlan, SplitWorkspace};
 pub use layernorm::{layernorm_f16, layernorm_f16_q8, layernorm_f16_q8_with, layernorm_f16_with, Q8Out};
 pub use pooling::{pool, pool_skipping, Pooling};
