@@ -286,7 +286,7 @@ FB_DEVICE void f16_chunked(float (&tot)[C::MI][C::NI][4], char* smem, const char
 // Every block stages its accumulators, writes them (rows < M) to its slot of `partials`
 // ([tile][z][BM][BN] words), fences, and counts itself in with an atomic on counters[tile]; the
 // last to arrive reads the slots in order z = 0..S-1, sums them (f32 or s32 adds: the chunk
-// order above) into the staging tile, resets the counter to 0 (the next launch, or the next
+// order above) into the staging tile, resets the counter to 0 with an atomic exchange (the next launch, or the next
 // replay of a CUDA graph, starts from zero; the buffer is zeroed once at allocation) and
 // returns true: it runs the epilogue. Partials bypass L1 (ld/st.cg): other blocks wrote them.
 template <class C, bool INT8, typename Acc>
@@ -325,7 +325,7 @@ FB_DEVICE bool split_k_reduce(const Acc (&acc)[C::MI][C::NI][4], uint32_t* st, u
         }
         *reinterpret_cast<uint4*>(&st[r * C::EPI_LD + c]) = sum;
     }
-    if (threadIdx.x == 0) counters[tile] = 0;
+    if (threadIdx.x == 0) atomicExch(&counters[tile], 0u);  // (an atomic: no plain store races a block's read)
     __syncthreads();
     return true;
 }
@@ -438,6 +438,6 @@ FB_DEVICE void ln_strip_epilogue(const __half* y, const LnArgs& p, int M, int N,
     __threadfence();  // acquire: the strip's other tiles
     const int end = m0 + C::BM < M ? m0 + C::BM : M;
     for (int row = m0 + (threadIdx.x >> 5); row < end; row += C::WARPS) ln_row<C>(y, p, row, N);
-    if (threadIdx.x == 0) p.strips[blockIdx.y] = 0;
+    if (threadIdx.x == 0) atomicExch(&p.strips[blockIdx.y], 0u);
 }
 }  // namespace gemm

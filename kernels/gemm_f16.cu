@@ -67,13 +67,22 @@ extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16_sk(
     f16_split<Small>(A, W, bias, residual, C, M, N, K, epi, partials, counters);
 }
 
-// Residual GEMM + layernorm of its rows (Small tile; _sk_ln: split over K): out = LN(C).
+// Residual GEMM + layernorm of its rows (_ln: Small tile, _l_ln: Large, _sk_ln: Small split over
+// K): ln_out = LN(C).
 extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16_ln(
     const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
     const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
     LN_PARAMS) {
     const LnArgs ln = LN_ARGS;
     f16_gemm<Small, true>(A, W, bias, residual, C, M, N, K, epi, &ln);
+}
+
+extern "C" __global__ void __launch_bounds__(Large::THREADS, 1) gemm_f16_l_ln(
+    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
+    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
+    LN_PARAMS) {
+    const LnArgs ln = LN_ARGS;
+    f16_gemm<Large, true>(A, W, bias, residual, C, M, N, K, epi, &ln);
 }
 
 extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16_sk_ln(

@@ -93,7 +93,7 @@ extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_i32_sk(
 }
 
 // Residual GEMM + layernorm of its rows, with the layernorm's int8 output when q_out is non-null
-// (Small tile; _sk_ln: split over K).
+// (_ln: Small tile, _l_ln: Large, _sk_ln: Small split over K).
 extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_ln(
     const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
     const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
@@ -101,6 +101,15 @@ extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_ln(
     uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
     const LnArgs ln = LN_ARGS;
     int8_f16<Small, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, &ln);
+}
+
+extern "C" __global__ void __launch_bounds__(Large::THREADS, 2) gemm_int8_f16_l_ln(
+    const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
+    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
+    uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
+    const LnArgs ln = LN_ARGS;
+    int8_f16<Large, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, &ln);
 }
 
 extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_sk_ln(

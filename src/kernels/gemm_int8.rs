@@ -6,7 +6,7 @@
 use half::f16;
 
 pub use super::gemm_plan::Tile;
-use super::gemm_plan::{fuses_layernorm, k_chunks, GemmPlan, SplitWorkspace};
+use super::gemm_plan::{fuses_layernorm, k_chunks, GemmPlan, SplitWorkspace, FUSED_LN_MAX};
 use super::{check_align, check_len, check_multiple, check_u32, kerr, launch, opt_ptr, Epilogue, Variant};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 use crate::error::Result;
@@ -82,13 +82,15 @@ pub struct FusedLayerNorm<'a> {
 pub(crate) fn ln_args(
     kernel: &str,
     ln: &FusedLayerNorm<'_>,
-    plan: GemmPlan,
     m: usize,
     n: usize,
     ws: Option<&SplitWorkspace>,
 ) -> Result<Vec<KernelArg>> {
-    if !fuses_layernorm(&plan, n) {
-        return Err(kerr(kernel, format!("no fused layernorm for rows of {n} on {:?}", plan.tile)));
+    if !fuses_layernorm(n) {
+        return Err(kerr(
+            kernel,
+            format!("no fused layernorm for rows of {n} (at most {FUSED_LN_MAX}, a multiple of 8)"),
+        ));
     }
     let Some(ws) = ws else { return Err(kerr(kernel, "a fused layernorm needs a SplitWorkspace (strip counters)")) };
     if ws.strips.len() < m.div_ceil(64) {
@@ -376,7 +378,7 @@ fn int8_impl(
     ];
     args.extend(split);
     if let Some(ln) = ln {
-        args.extend(ln_args(kernel, ln, plan, m, n, ws)?);
+        args.extend(ln_args(kernel, ln, m, n, ws)?);
     }
     let cfg = if variant == Variant::Fast { plan.launch_config(m, n) } else { simple_grid(m, n) };
     launch(dev, kernel, cfg, &args)

@@ -282,9 +282,8 @@ impl SplitWorkspace {
 /// `LN_FUSED_VPT` in `gemm_core.cuh`).
 pub const FUSED_LN_MAX: usize = 1024;
 
-/// Whether a layernorm over rows of `n` fits the fused GEMM epilogue and `plan` has a fused
-/// variant: the 64x64 tile, split or not (the small-grid regime, where a launch saved matters;
-/// a 128-row strip's serial layernorm tail would be twice as long).
-pub fn fuses_layernorm(plan: &GemmPlan, n: usize) -> bool {
-    n % 8 == 0 && n <= FUSED_LN_MAX && plan.tile == Tile::Small
+/// Whether a layernorm over rows of `n` fits the fused GEMM epilogue (`*_ln` kernels, every
+/// plan: the last tile of a row strip normalises the strip).
+pub fn fuses_layernorm(n: usize) -> bool {
+    n % 8 == 0 && n <= FUSED_LN_MAX
 }

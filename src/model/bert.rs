@@ -30,7 +30,9 @@ use super::weights::{LayerNormWeights, Linear};
 use super::{BertModel, Precision};
 use crate::device::{Device, DeviceBuffer, GraphCache, GraphStats};
 use crate::error::{Error, Result};
-use crate::kernels::{self, AttentionShape, EmbeddingTables, Epilogue, GemmPlan, Pooling, Q8Out, SplitWorkspace};
+use crate::kernels::{
+    self, AttentionShape, EmbeddingTables, Epilogue, FusedLayerNorm, GemmPlan, Pooling, Q8Out, SplitWorkspace,
+};
 use crate::tokenize::Batch;
 
 /// GEMM N and K must be multiples of this (the kernels' contract); the classifier's label count
@@ -461,9 +463,13 @@ impl DeviceBert {
     /// Kernel launches of one forward pass over `batch` sequences (see the module docs).
     pub fn launches_per_forward(&self) -> usize {
         let l = self.layers.len();
-        let body = match self.precision {
-            Precision::F16 => 2 + 7 * l,
-            Precision::Int8 => 3 + 9 * l,
+        // the layernorms fused into the residual GEMMs (DeviceBert::layer): both in fp16, LN1 in int8
+        let fused = kernels::gemm_plan::fuses_layernorm(self.config.hidden_size);
+        let body = match (self.precision, fused) {
+            (Precision::F16, false) => 2 + 7 * l,
+            (Precision::F16, true) => 2 + 5 * l,
+            (Precision::Int8, false) => 3 + 9 * l,
+            (Precision::Int8, true) => 3 + 8 * l,
         };
         body + usize::from(self.projection.is_some())
             + if self.pooler.is_some() { 2 } else { 0 }
@@ -661,7 +667,11 @@ impl DeviceBert {
         let int8 = self.precision == Precision::Int8;
         let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_scale, q8_zero, cu_seqlens, split, .. } = ws;
         let sp = &*split;
-        self.gemm(&l.qkv, x, q8, q8_scale, q8_zero, sp, Epilogue::None, qkv, t, 3 * h, h)?;
+        // attn_out -> LN1 and (fp16) ffn2 -> LN2 run as one launch each when the row fits the
+        // fused epilogue; int8 keeps LN2 apart (its int8 output would overwrite FFN2's own
+        // [t, intermediate] int8 input while other row strips still read it)
+        let fuse = kernels::gemm_plan::fuses_layernorm(h);
+        self.gemm(&l.qkv, x, q8, q8_scale, q8_zero, sp, Epilogue::None, qkv, t, 3 * h, h, None)?;
         let shape = AttentionShape {
             batch: b,
             tokens: t,
@@ -674,13 +684,25 @@ impl DeviceBert {
         if int8 {
             kernels::quantize_i8(d, ctx, q8, q8_scale, t, h)?;
         }
-        self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h)?;
-        self.layernorm(&l.ln1, y, hbuf, q8, q8_scale, l.ffn1.smooth(), t, h, eps)?;
-        self.gemm(&l.ffn1, hbuf, q8, q8_scale, q8_zero, sp, self.ffn_act, ffn, t, i, h)?;
+        if fuse {
+            // LN1's int8 codes go to q8 (attn_out's own [t, h] input: each strip is normalised
+            // after its own tiles have read it)
+            let q = int8.then_some((&*q8, &*q8_scale, l.ffn1.smooth()));
+            let ln = FusedLayerNorm { gamma: &l.ln1.gamma, beta: &l.ln1.beta, out: hbuf, q8: q, eps };
+            self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h, Some(&ln))?;
+        } else {
+            self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h, None)?;
+            self.layernorm(&l.ln1, y, hbuf, q8, q8_scale, l.ffn1.smooth(), t, h, eps)?;
+        }
+        self.gemm(&l.ffn1, hbuf, q8, q8_scale, q8_zero, sp, self.ffn_act, ffn, t, i, h, None)?;
         if int8 {
             kernels::quantize_i8_asym(d, ffn, l.ffn2.smooth(), q8, q8_scale, q8_zero, t, i)?;
         }
-        self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, sp, Epilogue::Residual(hbuf), y, t, h, i)?;
+        if fuse && !int8 {
+            let ln = FusedLayerNorm { gamma: &l.ln2.gamma, beta: &l.ln2.beta, out: x, q8: None, eps };
+            return self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, sp, Epilogue::Residual(hbuf), y, t, h, i, Some(&ln));
+        }
+        self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, sp, Epilogue::Residual(hbuf), y, t, h, i, None)?;
         match next {
             Some(n) => self.layernorm(&l.ln2, y, x, q8, q8_scale, n.qkv.smooth(), t, h, eps),
             // the last layer's output feeds only pooling and the fp16 heads
@@ -728,18 +750,57 @@ impl DeviceBert {
         m: usize,
         n: usize,
         k: usize,
+        ln: Option<&FusedLayerNorm<'_>>,
     ) -> Result<()> {
         let d = &self.dev;
         let ws = Some(split);
-        match lin {
-            DeviceLinear::F16 { w, b } => {
+        match (lin, ln) {
+            (DeviceLinear::F16 { w, b }, None) => {
                 let plan = GemmPlan::choose(m, n, k, false);
                 kernels::gemm_f16_planned(d, a, w, Some(b), epilogue, out, m, n, k, plan, ws)
             }
-            DeviceLinear::Int8 { w, scale, b, w_sum, .. } => {
+            (DeviceLinear::F16 { w, b }, Some(ln)) => {
+                let plan = GemmPlan::choose(m, n, k, false);
+                kernels::gemm_f16_ln(d, a, w, Some(b), epilogue, out, m, n, k, plan, split, ln)
+            }
+            (DeviceLinear::Int8 { w, scale, b, w_sum, .. }, ln) => {
                 let zp = w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum });
                 let plan = GemmPlan::choose(m, n, k, true);
-                kernels::gemm_int8_planned(d, q8, q8_scale, zp, w, scale, Some(b), epilogue, out, m, n, k, plan, ws)
+                match ln {
+                    None => kernels::gemm_int8_planned(
+                        d,
+                        q8,
+                        q8_scale,
+                        zp,
+                        w,
+                        scale,
+                        Some(b),
+                        epilogue,
+                        out,
+                        m,
+                        n,
+                        k,
+                        plan,
+                        ws,
+                    ),
+                    Some(ln) => kernels::gemm_int8_ln(
+                        d,
+                        q8,
+                        q8_scale,
+                        zp,
+                        w,
+                        scale,
+                        Some(b),
+                        epilogue,
+                        out,
+                        m,
+                        n,
+                        k,
+                        plan,
+                        split,
+                        ln,
+                    ),
+                }
             }
         }
     }

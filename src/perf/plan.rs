@@ -7,7 +7,8 @@
 //! emulator's counters on small shapes, launch by launch.
 use serde::Serialize;
 
-use crate::kernels::{attention::TILE_Q, gemm_int8::Tile, gemm_plan::GemmPlan, layernorm::ROWS_PER_BLOCK};
+use crate::kernels::gemm_plan::{fuses_layernorm, GemmPlan};
+use crate::kernels::{attention::TILE_Q, gemm_int8::Tile, layernorm::ROWS_PER_BLOCK};
 use crate::model::{BertConfig, Precision};
 
 /// What the forward pass runs besides the encoder.
@@ -118,15 +119,28 @@ pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], hea
         if p.int8 {
             v.push(quantize(t, h, false, false, li));
         }
-        v.push(layer_gemm(p, "attn_out", li, t, h, h, Epi::Residual, false));
-        v.push(layernorm(p.int8, true, t, h, "ln1", li));
+        // the layernorms fused into the residual GEMMs where the row fits (LN1 with its int8
+        // output in int8; LN2 in fp16 only)
+        let fuse = fuses_layernorm(h);
+        let attn_out = layer_gemm(p, "attn_out", li, t, h, h, Epi::Residual, false);
+        if fuse {
+            v.push(with_layernorm(attn_out, t, h, p.int8, true));
+        } else {
+            v.push(attn_out);
+            v.push(layernorm(p.int8, true, t, h, "ln1", li));
+        }
         v.push(layer_gemm(p, "ffn1", li, t, f, h, Epi::Gelu, false));
         if p.int8 {
             v.push(quantize(t, f, true, false, li));
         }
-        v.push(layer_gemm(p, "ffn2", li, t, h, f, Epi::Residual, true));
+        let ffn2 = layer_gemm(p, "ffn2", li, t, h, f, Epi::Residual, true);
         let last = l + 1 == layers;
-        v.push(layernorm(p.int8 && !last, !last, t, h, "ln2", li));
+        if fuse && !p.int8 {
+            v.push(with_layernorm(ffn2, t, h, false, false));
+        } else {
+            v.push(ffn2);
+            v.push(layernorm(p.int8 && !last, !last, t, h, "ln2", li));
+        }
     }
     v.push(pool(b, t, h));
     if heads.pooler {
@@ -331,7 +345,8 @@ fn layer_gemm(
 
 /// A GEMM launched as `plan` says. A split-K launch loads the operands once over its splits
 /// like an unsplit one; the last block per tile runs the epilogue, after reading the tile's
-/// partial sums, which every block stored (rows < m), and storing a zero to its counter.
+/// partial sums, which every block stored (rows < m); its counter reset is an atomic (not a
+/// store).
 #[allow(clippy::too_many_arguments)] // one GEMM: shape, precision, epilogue and launch plan
 fn planned_gemm(
     p: Prec,
@@ -362,7 +377,7 @@ fn planned_gemm(
     let flops = 2 * m * n * k;
     let tensor = 2 * gm * bm * gn * bn * k;
     let partials = plan.partial_bytes(m, n);
-    let store = m * n * 2 + partials + 4 * plan.counters(m, n);
+    let store = m * n * 2 + partials;
     let cfg = ((gn as u32, gm as u32, plan.splits as u32), (threads, 1, 1), smem);
     let mut l = launch(&name, step, layer, cfg, flops as u64, min, load + partials, store);
     if plan.splits > 1 {
@@ -373,4 +388,26 @@ fn planned_gemm(
     l.reuse_bytes = (n * k * e + n * col_bytes) as u64;
     l.reuse_bytes_per_block = (bm * k * e).div_ceil(gn) as u64;
     l
+}
+
+/// `g` (a residual GEMM over rows of `h`) with the layernorm of its output fused in (`*_ln`):
+/// the last tile of each row strip reads the strip's rows back (`h` halves each, through L2)
+/// and, per row, gamma and beta (and the smoothing multipliers with `q8 && smooth`), and stores
+/// the normalised row (and its int8 codes and scale with `q8`). The last strip's layernorm runs
+/// after every other block is done: a serial tail of its rows' bytes at one SM's bandwidth.
+fn with_layernorm(mut g: PlannedLaunch, t: usize, h: usize, q8: bool, smooth: bool) -> PlannedLaunch {
+    g.kernel.push_str("_ln");
+    g.step = match g.step {
+        "attn_out" => "attn_out_ln1",
+        _ => "ffn2_ln2",
+    };
+    let params = if q8 && smooth { 3 } else { 2 };
+    let row_load = h * 2 + params * h * 2;
+    let row_store = h * 2 + if q8 { h + 4 } else { 0 };
+    g.load_bytes += (t * row_load) as u64;
+    g.store_bytes += (t * row_store) as u64;
+    g.min_load_bytes += (params * h * 2) as u64;
+    let strip = t.min(g.gemm.map_or(64, |_| if g.block.0 == 256 { 128 } else { 64 }));
+    g.tail_bytes += (strip * (row_load + row_store)) as u64;
+    g
 }
