@@ -333,7 +333,8 @@ FB_DEVICE bool split_k_reduce(const Acc (&acc)[C::MI][C::NI][4], uint32_t* st, u
 // y = GEMM + bias + residual is stored by every output tile as usual; the tile then counts itself
 // in on its row strip (strips[blockIdx.y], atomic). The last tile of a strip to arrive runs the
 // layernorm of the strip's rows (a warp per row, rows walked in order) exactly as layernorm_f16
-// / layernorm_f16_q8 do (same per-lane vectors, reductions and rounding: bit-identical output),
+// / layernorm_f16_q8 do (same per-lane vectors, reductions and rounding: bit-identical output;
+// each warp loads its lanes' gamma/beta/smoothing vectors once per strip),
 // reading y through L2 (other blocks wrote it), and resets the strip counter for the next launch.
 struct LnArgs {
     const __half* gamma;
@@ -353,15 +354,33 @@ constexpr int LN_FUSED_VPT = 4;  // vectors of 8 per lane: N <= 1024
         uint32_t *__restrict__ strips, float eps
 #define LN_ARGS LnArgs{gamma, beta, ln_out, q_out, q_scale, q_smooth, strips, eps}
 
-template <class C>
-FB_DEVICE void ln_row(const __half* y, const LnArgs& p, int row, int N) {
+// gamma, beta (and the smoothing multipliers) of one lane: the same vectors for every row, so a
+// warp loads them once per strip.
+struct LnParams {
+    half8 g[LN_FUSED_VPT], b[LN_FUSED_VPT], sm[LN_FUSED_VPT];  // halves: a third of the registers
+};
+
+FB_DEVICE void ln_load_params(LnParams& q, const LnArgs& p, int N) {
+    const int lane = threadIdx.x & 31;
+    const uint32_t nvec = N / 8;
+#pragma unroll
+    for (int i = 0; i < LN_FUSED_VPT; i++) {
+        const uint32_t v = lane + i * 32;
+        const half8 zero = {};
+        q.g[i] = q.b[i] = q.sm[i] = zero;  // (lanes past the row keep defined registers)
+        if (v < nvec) {
+            q.g[i] = ld_half8(p.gamma + 8 * v);
+            q.b[i] = ld_half8(p.beta + 8 * v);
+            if (p.q_out && p.q_smooth) q.sm[i] = ld_half8(p.q_smooth + 8 * v);
+        }
+    }
+}
+
+FB_DEVICE void ln_row(const __half* y, const LnArgs& p, const LnParams& q, int row, int N) {
     const int lane = threadIdx.x & 31;
     const uint32_t nvec = N / 8;
     const float inv_h = 1.f / (float)N;
     const uint4* yr = reinterpret_cast<const uint4*>(y + (size_t)row * N);
-    const half8* sg = reinterpret_cast<const half8*>(p.gamma);
-    const half8* sb = reinterpret_cast<const half8*>(p.beta);
-    const half8* ssm = reinterpret_cast<const half8*>(p.q_smooth);
     float f[LN_FUSED_VPT][8];
     float sum = 0.f;
 #pragma unroll
@@ -392,17 +411,17 @@ FB_DEVICE void ln_row(const __half* y, const LnArgs& p, int row, int N) {
         const uint32_t v = lane + i * 32;
         if (v < nvec) {
             float gf[8], bf[8];
-            half8_to_float(ld_half8(&sg[v]), gf);
-            half8_to_float(ld_half8(&sb[v]), bf);
+            half8_to_float(q.g[i], gf);
+            half8_to_float(q.b[i], bf);
 #pragma unroll
             for (int j = 0; j < 8; j++) f[i][j] = (f[i][j] - mean) * rstd * gf[j] + bf[j];
             const half8 h = float_to_half8(f[i]);
             st_half8(p.out + (size_t)row * N + 8 * v, h);
             if (q8out) {
                 half8_to_float(h, f[i]);  // quantise what was stored
-                if (ssm) {
+                if (p.q_smooth) {
                     float m[8];
-                    half8_to_float(ld_half8(&ssm[v]), m);
+                    half8_to_float(q.sm[i], m);
 #pragma unroll
                     for (int j = 0; j < 8; j++) f[i][j] *= m[j];
                 }
@@ -419,9 +438,9 @@ FB_DEVICE void ln_row(const __half* y, const LnArgs& p, int row, int N) {
             const uint32_t v = lane + i * 32;
             if (v < nvec) {
                 const float* h = f[i];
-                uint2 q = make_uint2(pack_s8x4(q8(h[0], inv), q8(h[1], inv), q8(h[2], inv), q8(h[3], inv)),
-                                     pack_s8x4(q8(h[4], inv), q8(h[5], inv), q8(h[6], inv), q8(h[7], inv)));
-                reinterpret_cast<uint2*>(p.q_out + (size_t)row * N)[v] = q;
+                uint2 qv = make_uint2(pack_s8x4(q8(h[0], inv), q8(h[1], inv), q8(h[2], inv), q8(h[3], inv)),
+                                      pack_s8x4(q8(h[4], inv), q8(h[5], inv), q8(h[6], inv), q8(h[7], inv)));
+                reinterpret_cast<uint2*>(p.q_out + (size_t)row * N)[v] = qv;
             }
         }
         if (lane == 0) p.q_scale[row] = amax / 127.f;
@@ -437,7 +456,11 @@ FB_DEVICE void ln_strip_epilogue(const __half* y, const LnArgs& p, int M, int N,
     if (!last) return;
     __threadfence();  // acquire: the strip's other tiles
     const int end = m0 + C::BM < M ? m0 + C::BM : M;
-    for (int row = m0 + (threadIdx.x >> 5); row < end; row += C::WARPS) ln_row<C>(y, p, row, N);
+    const int first = m0 + (threadIdx.x >> 5);
+    if (first >= end) return;  // (no barrier follows; the counter reset is thread 0's, whose warp has rows)
+    LnParams q;
+    ln_load_params(q, p, N);
+    for (int row = first; row < end; row += C::WARPS) ln_row(y, p, q, row, N);
     if (threadIdx.x == 0) atomicExch(&p.strips[blockIdx.y], 0u);
 }
 }  // namespace gemm

@@ -103,7 +103,8 @@ extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_ln(
     int8_f16<Small, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, &ln);
 }
 
-extern "C" __global__ void __launch_bounds__(Large::THREADS, 2) gemm_int8_f16_l_ln(
+// (one block per SM: the layernorm's cached parameters spill at 128 registers)
+extern "C" __global__ void __launch_bounds__(Large::THREADS, 1) gemm_int8_f16_l_ln(
     const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
     const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
     const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,

@@ -319,7 +319,8 @@ fn tile_model_picks_large_for_big_grids_and_small_for_streaming_shapes() {
 }
 
 /// ptxas' figures for the tensor-core kernels: no spills on either target; the int8 128x128
-/// kernels within 128 registers (two 256-thread blocks per SM), the fp16 one within 255 (one).
+/// kernels within 128 registers (two 256-thread blocks per SM), the fp16 one within 255 (one);
+/// the fused-layernorm variants within their stated budgets.
 #[test]
 fn large_tile_kernels_fit_two_blocks_per_sm_without_spills() {
     let kernels = [
@@ -330,6 +331,13 @@ fn large_tile_kernels_fit_two_blocks_per_sm_without_spills() {
         ("gemm_f16_sk", 128),
         ("gemm_int8_f16_sk", 128),
         ("gemm_int8_i32_sk", 128),
+        // fused layernorm: one block per SM for the 128x128 tiles, the 64x64 ones within 3 per SM
+        ("gemm_f16_l_ln", 255),
+        ("gemm_int8_f16_l_ln", 255),
+        ("gemm_f16_ln", 168),
+        ("gemm_f16_sk_ln", 168),
+        ("gemm_int8_f16_ln", 168),
+        ("gemm_int8_f16_sk_ln", 168),
     ];
     for (kernel, max_regs) in kernels {
         for arch in ["sm_80", "sm_90"] {

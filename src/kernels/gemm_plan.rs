@@ -239,7 +239,7 @@ pub fn plan_clocks(plan: GemmPlan, m: usize, n: usize, k: usize, int8: bool) -> 
     let bandwidth =
         reference_gpu::L2_BYTES_PER_CLK.min(blocks.min(reference_gpu::SMS) * reference_gpu::SM_BYTES_PER_CLK);
     let tail = (s * (bm * bn) as u64 * 4).div_ceil(reference_gpu::SM_BYTES_PER_CLK);
-    compute.max(bytes.div_ceil(bandwidth)).max(reference_gpu::MIN_CLK) + tail
+    (compute.max(bytes.div_ceil(bandwidth)) + tail).max(reference_gpu::MIN_CLK)
 }
 
 /// Partial sums and arrival counters of split-K launches, reusable by any launch it is large

@@ -391,23 +391,26 @@ fn planned_gemm(
 }
 
 /// `g` (a residual GEMM over rows of `h`) with the layernorm of its output fused in (`*_ln`):
-/// the last tile of each row strip reads the strip's rows back (`h` halves each, through L2)
-/// and, per row, gamma and beta (and the smoothing multipliers with `q8 && smooth`), and stores
-/// the normalised row (and its int8 codes and scale with `q8`). The last strip's layernorm runs
-/// after every other block is done: a serial tail of its rows' bytes at one SM's bandwidth.
+/// the last tile of each row strip (64 rows, 128 on the 128x128 tile) reads the strip's rows
+/// back (`h` halves each, through L2), each of its warps with rows loads gamma and beta (and the
+/// smoothing multipliers with `q8 && smooth`) once, and it stores the normalised rows (and
+/// their int8 codes and scales with `q8`). The last strip's layernorm runs after every other
+/// block is done: a serial tail of that strip's bytes at one SM's bandwidth.
 fn with_layernorm(mut g: PlannedLaunch, t: usize, h: usize, q8: bool, smooth: bool) -> PlannedLaunch {
     g.kernel.push_str("_ln");
     g.step = match g.step {
         "attn_out" => "attn_out_ln1",
         _ => "ffn2_ln2",
     };
-    let params = if q8 && smooth { 3 } else { 2 };
-    let row_load = h * 2 + params * h * 2;
+    let (strip, warps) = if g.block.0 == 256 { (128, 8) } else { (64, 4) };
+    let params = (if q8 && smooth { 3 } else { 2 }) * h * 2;
+    let strips: Vec<usize> = (0..t.div_ceil(strip)).map(|i| (t - i * strip).min(strip)).collect();
+    let param_loads: usize = strips.iter().map(|&rows| rows.min(warps) * params).sum();
     let row_store = h * 2 + if q8 { h + 4 } else { 0 };
-    g.load_bytes += (t * row_load) as u64;
+    g.load_bytes += (t * h * 2 + param_loads) as u64;
     g.store_bytes += (t * row_store) as u64;
-    g.min_load_bytes += (params * h * 2) as u64;
-    let strip = t.min(g.gemm.map_or(64, |_| if g.block.0 == 256 { 128 } else { 64 }));
-    g.tail_bytes += (strip * (row_load + row_store)) as u64;
+    g.min_load_bytes += params as u64;
+    let last = strips.first().copied().unwrap_or(0);
+    g.tail_bytes += (last * (h * 2 + row_store) + last.min(warps) * params) as u64;
     g
 }

@@ -23,8 +23,9 @@
 //!   when the next kernel reads it, MiniLM's weights staying resident across passes) is not
 //!   counted, so DRAM time is an upper estimate.
 //! - **Serial tails**: bytes one block moves alone after the rest of its grid is done (the plan's
-//!   `tail_bytes`: a split-K GEMM's last block per tile reading the tile's partial sums) add
-//!   their time at one SM's bandwidth `sm_gbps` to the kernel's, overlapping nothing.
+//!   `tail_bytes`: a split-K GEMM's last block per tile reading the tile's partial sums, a
+//!   fused layernorm's last row strip) add their time at one SM's bandwidth `sm_gbps` to the
+//!   parallel part's, overlapping nothing; the minimum kernel time bounds the sum.
 //! - **Bound**: the largest of the terms: `compute`, `memory` (DRAM or L2), or `latency` (the
 //!   minimum kernel time or the launch cost).
 //!
@@ -186,7 +187,7 @@ pub fn predict_launch(g: &GpuSpec, l: &PlannedLaunch, graphs: bool) -> LaunchPre
     let l2_us = l2 as f64 / (g.l2_gbps.min(active_gbps) * 1e9) * 1e6;
     // a serial tail (one block alone after the grid, e.g. a split-K reduction) at one SM's bandwidth
     let tail_us = l.tail_bytes as f64 / (g.sm_gbps * 1e9) * 1e6;
-    let kernel_us = compute_us.max(dram_us).max(l2_us).max(MIN_KERNEL_US) + tail_us;
+    let kernel_us = (compute_us.max(dram_us).max(l2_us) + tail_us).max(MIN_KERNEL_US);
     // the GPU's gap between dependent kernels (graph_node_us) is paid either way; on a stream
     // the host must also enqueue each launch, which bounds short kernels
     let time_us = if graphs { kernel_us + g.graph_node_us } else { (kernel_us + g.graph_node_us).max(g.launch_us) };
