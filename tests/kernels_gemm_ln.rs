@@ -30,72 +30,74 @@ fn plans(k: usize, int8: bool) -> Vec<GemmPlan> {
 #[test]
 fn f16_fused_layernorm_equals_gemm_then_layernorm_bit_for_bit() {
     let mut r = rng(51);
-    let dev = Device::emulator().unwrap();
-    for &(m, n, k) in &SHAPES {
-        let (a, w, bias, res) = (
-            rand_f16(&mut r, m * k, 1.0),
-            rand_f16(&mut r, n * k, 1.0),
-            rand_f16(&mut r, n, 1.0),
-            rand_f16(&mut r, m * n, 1.0),
-        );
-        let gamma: Vec<f16> = rand_f16(&mut r, n, 1.0).iter().map(|g| f16::from_f32(1.0 + 0.5 * g.to_f32())).collect();
-        let beta = rand_f16(&mut r, n, 0.5);
-        let (da, dw, db, dr, dg, dbe) = (
-            dev.upload(&a).unwrap(),
-            dev.upload(&w).unwrap(),
-            dev.upload(&bias).unwrap(),
-            dev.upload(&res).unwrap(),
-            dev.upload(&gamma).unwrap(),
-            dev.upload(&beta).unwrap(),
-        );
-        for plan in plans(k, false) {
-            assert!(fuses_layernorm(n));
-            let ws = SplitWorkspace::new(&dev, plan.partial_words(m, n), plan.counters(m, n), m).unwrap();
-            // unfused: GEMM, then layernorm_f16
-            let mut y0 = poisoned::<f16>(&dev, m * n);
-            kernels::gemm_f16_planned(
-                &dev,
-                &da,
-                &dw,
-                Some(&db),
-                Epilogue::Residual(&dr),
-                &mut y0,
-                m,
-                n,
-                k,
-                plan,
-                Some(&ws),
-            )
-            .unwrap();
-            let mut x0 = poisoned::<f16>(&dev, m * n);
-            kernels::layernorm_f16(&dev, &y0, None, None, &dg, &dbe, &mut x0, m, n, EPS).unwrap();
-            for _ in 0..2 {
-                let mut y = poisoned::<f16>(&dev, m * n);
-                let x = poisoned::<f16>(&dev, m * n);
-                let ln = FusedLayerNorm { gamma: &dg, beta: &dbe, out: &x, q8: None, eps: EPS };
-                clear(&dev);
-                kernels::gemm_f16_ln(
+    for dev in devices() {
+        for &(m, n, k) in &SHAPES {
+            let (a, w, bias, res) = (
+                rand_f16(&mut r, m * k, 1.0),
+                rand_f16(&mut r, n * k, 1.0),
+                rand_f16(&mut r, n, 1.0),
+                rand_f16(&mut r, m * n, 1.0),
+            );
+            let gamma: Vec<f16> =
+                rand_f16(&mut r, n, 1.0).iter().map(|g| f16::from_f32(1.0 + 0.5 * g.to_f32())).collect();
+            let beta = rand_f16(&mut r, n, 0.5);
+            let (da, dw, db, dr, dg, dbe) = (
+                dev.upload(&a).unwrap(),
+                dev.upload(&w).unwrap(),
+                dev.upload(&bias).unwrap(),
+                dev.upload(&res).unwrap(),
+                dev.upload(&gamma).unwrap(),
+                dev.upload(&beta).unwrap(),
+            );
+            for plan in plans(k, false) {
+                assert!(fuses_layernorm(n));
+                let ws = SplitWorkspace::new(&dev, plan.partial_words(m, n), plan.counters(m, n), m).unwrap();
+                // unfused: GEMM, then layernorm_f16
+                let mut y0 = poisoned::<f16>(&dev, m * n);
+                kernels::gemm_f16_planned(
                     &dev,
                     &da,
                     &dw,
                     Some(&db),
                     Epilogue::Residual(&dr),
-                    &mut y,
+                    &mut y0,
                     m,
                     n,
                     k,
                     plan,
-                    &ws,
-                    &ln,
+                    Some(&ws),
                 )
                 .unwrap();
-                if let Some(cn) = last_counters(&dev) {
-                    assert_eq!(cn.shared_bank_conflicts, 0, "{plan:?} M {m} N {n} K {k}");
-                    assert_no_local(&cn, "gemm_f16 ln");
+                let mut x0 = poisoned::<f16>(&dev, m * n);
+                kernels::layernorm_f16(&dev, &y0, None, None, &dg, &dbe, &mut x0, m, n, EPS).unwrap();
+                for _ in 0..2 {
+                    let mut y = poisoned::<f16>(&dev, m * n);
+                    let x = poisoned::<f16>(&dev, m * n);
+                    let ln = FusedLayerNorm { gamma: &dg, beta: &dbe, out: &x, q8: None, eps: EPS };
+                    clear(&dev);
+                    kernels::gemm_f16_ln(
+                        &dev,
+                        &da,
+                        &dw,
+                        Some(&db),
+                        Epilogue::Residual(&dr),
+                        &mut y,
+                        m,
+                        n,
+                        k,
+                        plan,
+                        &ws,
+                        &ln,
+                    )
+                    .unwrap();
+                    if let Some(cn) = last_counters(&dev) {
+                        assert_eq!(cn.shared_bank_conflicts, 0, "{plan:?} M {m} N {n} K {k}");
+                        assert_no_local(&cn, "gemm_f16 ln");
+                    }
+                    let what = format!("gemm_f16 ln {plan:?} M {m} N {n} K {k}");
+                    assert_eq!(bits(&y), bits(&y0), "{what}: GEMM output");
+                    assert_eq!(bits(&x), bits(&x0), "{what}: layernorm output");
                 }
-                let what = format!("gemm_f16 ln {plan:?} M {m} N {n} K {k}");
-                assert_eq!(bits(&y), bits(&y0), "{what}: GEMM output");
-                assert_eq!(bits(&x), bits(&x0), "{what}: layernorm output");
             }
         }
     }
@@ -105,55 +107,36 @@ fn f16_fused_layernorm_equals_gemm_then_layernorm_bit_for_bit() {
 fn int8_fused_layernorm_with_codes_equals_gemm_then_layernorm_q8_bit_for_bit() {
     use rand::Rng;
     let mut r = rng(52);
-    let dev = Device::emulator().unwrap();
-    for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
-        let a: Vec<i8> = (0..m * k).map(|_| r.gen_range(-127..=127)).collect();
-        let w = rand_i8(&mut r, n * k);
-        let asc: Vec<f32> = (0..m).map(|i| 0.002 + 0.0001 * (i % 7) as f32).collect();
-        let wsc: Vec<f32> = (0..n).map(|i| 0.0005 + 0.00003 * (i % 11) as f32).collect();
-        let (bias, res) = (rand_f16(&mut r, n, 1.0), rand_f16(&mut r, m * n, 1.0));
-        let gamma: Vec<f16> = rand_f16(&mut r, n, 1.0).iter().map(|g| f16::from_f32(1.0 + 0.5 * g.to_f32())).collect();
-        let beta = rand_f16(&mut r, n, 0.5);
-        let smooth: Vec<f16> = rand_f16(&mut r, n, 1.0).iter().map(|g| f16::from_f32(1.0 + 0.4 * g.to_f32())).collect();
-        let (da, dw, das, dws) =
-            (dev.upload(&a).unwrap(), dev.upload(&w).unwrap(), dev.upload(&asc).unwrap(), dev.upload(&wsc).unwrap());
-        let (db, dr, dg, dbe, dsm) = (
-            dev.upload(&bias).unwrap(),
-            dev.upload(&res).unwrap(),
-            dev.upload(&gamma).unwrap(),
-            dev.upload(&beta).unwrap(),
-            dev.upload(&smooth).unwrap(),
-        );
-        let sm = (i % 2 == 0).then_some(&dsm);
-        for plan in plans(k, true) {
-            let ws = SplitWorkspace::new(&dev, plan.partial_words(m, n), plan.counters(m, n), m).unwrap();
-            let mut y0 = poisoned::<f16>(&dev, m * n);
-            kernels::gemm_int8_planned(
-                &dev,
-                &da,
-                &das,
-                None,
-                &dw,
-                &dws,
-                Some(&db),
-                Epilogue::Residual(&dr),
-                &mut y0,
-                m,
-                n,
-                k,
-                plan,
-                Some(&ws),
-            )
-            .unwrap();
-            let (mut x0, mut q0, mut s0) =
-                (poisoned::<f16>(&dev, m * n), poisoned::<i8>(&dev, m * n), poisoned::<f32>(&dev, m));
-            let q8 = Q8Out { q: &mut q0, scale: &mut s0, smooth: sm };
-            kernels::layernorm_f16_q8(&dev, &y0, None, None, &dg, &dbe, &mut x0, q8, m, n, EPS).unwrap();
-            for _ in 0..2 {
-                let mut y = poisoned::<f16>(&dev, m * n);
-                let (x, q, s) = (poisoned::<f16>(&dev, m * n), poisoned::<i8>(&dev, m * n), poisoned::<f32>(&dev, m));
-                let ln = FusedLayerNorm { gamma: &dg, beta: &dbe, out: &x, q8: Some((&q, &s, sm)), eps: EPS };
-                kernels::gemm_int8_ln(
+    for dev in devices() {
+        for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
+            let a: Vec<i8> = (0..m * k).map(|_| r.gen_range(-127..=127)).collect();
+            let w = rand_i8(&mut r, n * k);
+            let asc: Vec<f32> = (0..m).map(|i| 0.002 + 0.0001 * (i % 7) as f32).collect();
+            let wsc: Vec<f32> = (0..n).map(|i| 0.0005 + 0.00003 * (i % 11) as f32).collect();
+            let (bias, res) = (rand_f16(&mut r, n, 1.0), rand_f16(&mut r, m * n, 1.0));
+            let gamma: Vec<f16> =
+                rand_f16(&mut r, n, 1.0).iter().map(|g| f16::from_f32(1.0 + 0.5 * g.to_f32())).collect();
+            let beta = rand_f16(&mut r, n, 0.5);
+            let smooth: Vec<f16> =
+                rand_f16(&mut r, n, 1.0).iter().map(|g| f16::from_f32(1.0 + 0.4 * g.to_f32())).collect();
+            let (da, dw, das, dws) = (
+                dev.upload(&a).unwrap(),
+                dev.upload(&w).unwrap(),
+                dev.upload(&asc).unwrap(),
+                dev.upload(&wsc).unwrap(),
+            );
+            let (db, dr, dg, dbe, dsm) = (
+                dev.upload(&bias).unwrap(),
+                dev.upload(&res).unwrap(),
+                dev.upload(&gamma).unwrap(),
+                dev.upload(&beta).unwrap(),
+                dev.upload(&smooth).unwrap(),
+            );
+            let sm = (i % 2 == 0).then_some(&dsm);
+            for plan in plans(k, true) {
+                let ws = SplitWorkspace::new(&dev, plan.partial_words(m, n), plan.counters(m, n), m).unwrap();
+                let mut y0 = poisoned::<f16>(&dev, m * n);
+                kernels::gemm_int8_planned(
                     &dev,
                     &da,
                     &das,
@@ -162,24 +145,51 @@ fn int8_fused_layernorm_with_codes_equals_gemm_then_layernorm_q8_bit_for_bit() {
                     &dws,
                     Some(&db),
                     Epilogue::Residual(&dr),
-                    &mut y,
+                    &mut y0,
                     m,
                     n,
                     k,
                     plan,
-                    &ws,
-                    &ln,
+                    Some(&ws),
                 )
                 .unwrap();
-                let what = format!("gemm_int8 ln {plan:?} M {m} N {n} K {k} smooth {}", sm.is_some());
-                assert_eq!(bits(&y), bits(&y0), "{what}: GEMM output");
-                assert_eq!(bits(&x), bits(&x0), "{what}: layernorm output");
-                assert_eq!(bits(&q), bits(&q0), "{what}: codes");
-                assert_eq!(
-                    bits(&s).iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    bits(&s0).iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    "{what}: scales"
-                );
+                let (mut x0, mut q0, mut s0) =
+                    (poisoned::<f16>(&dev, m * n), poisoned::<i8>(&dev, m * n), poisoned::<f32>(&dev, m));
+                let q8 = Q8Out { q: &mut q0, scale: &mut s0, smooth: sm };
+                kernels::layernorm_f16_q8(&dev, &y0, None, None, &dg, &dbe, &mut x0, q8, m, n, EPS).unwrap();
+                for _ in 0..2 {
+                    let mut y = poisoned::<f16>(&dev, m * n);
+                    let (x, q, s) =
+                        (poisoned::<f16>(&dev, m * n), poisoned::<i8>(&dev, m * n), poisoned::<f32>(&dev, m));
+                    let ln = FusedLayerNorm { gamma: &dg, beta: &dbe, out: &x, q8: Some((&q, &s, sm)), eps: EPS };
+                    kernels::gemm_int8_ln(
+                        &dev,
+                        &da,
+                        &das,
+                        None,
+                        &dw,
+                        &dws,
+                        Some(&db),
+                        Epilogue::Residual(&dr),
+                        &mut y,
+                        m,
+                        n,
+                        k,
+                        plan,
+                        &ws,
+                        &ln,
+                    )
+                    .unwrap();
+                    let what = format!("gemm_int8 ln {plan:?} M {m} N {n} K {k} smooth {}", sm.is_some());
+                    assert_eq!(bits(&y), bits(&y0), "{what}: GEMM output");
+                    assert_eq!(bits(&x), bits(&x0), "{what}: layernorm output");
+                    assert_eq!(bits(&q), bits(&q0), "{what}: codes");
+                    assert_eq!(
+                        bits(&s).iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        bits(&s0).iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{what}: scales"
+                    );
+                }
             }
         }
     }
