@@ -7,7 +7,7 @@
 //! split chunk), outputs poisoned, sanitizers on; every launch twice (the strip counters reset).
 mod kernels_util;
 use fusebert::kernels::gemm_plan::{fuses_layernorm, k_chunks, GemmPlan, SplitWorkspace, Tile};
-use fusebert::kernels::{self, Epilogue, FusedLayerNorm, Q8Out};
+use fusebert::kernels::{self, Epilogue, FusedLayerNorm, FusedQ8, Q8Out};
 use fusebert::{Device, DeviceBuffer};
 use half::f16;
 use kernels_util::*;
@@ -161,7 +161,13 @@ fn int8_fused_layernorm_with_codes_equals_gemm_then_layernorm_q8_bit_for_bit() {
                     let mut y = poisoned::<f16>(&dev, m * n);
                     let (x, q, s) =
                         (poisoned::<f16>(&dev, m * n), poisoned::<i8>(&dev, m * n), poisoned::<f32>(&dev, m));
-                    let ln = FusedLayerNorm { gamma: &dg, beta: &dbe, out: &x, q8: Some((&q, &s, sm)), eps: EPS };
+                    let ln = FusedLayerNorm {
+                        gamma: &dg,
+                        beta: &dbe,
+                        out: &x,
+                        q8: Some(FusedQ8 { q: &q, scale: &s, smooth: sm }),
+                        eps: EPS,
+                    };
                     kernels::gemm_int8_ln(
                         &dev,
                         &da,

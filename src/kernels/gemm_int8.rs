@@ -73,9 +73,20 @@ pub struct FusedLayerNorm<'a> {
     pub beta: &'a DeviceBuffer<f16>,
     /// `[m, n]`
     pub out: &'a DeviceBuffer<f16>,
-    /// `[m, n]` codes, `[m]` scales, and the next GEMM's smoothing multipliers `[n]` (optional).
-    pub q8: Option<(&'a DeviceBuffer<i8>, &'a DeviceBuffer<f32>, Option<&'a DeviceBuffer<f16>>)>,
+    /// The int8 copy of `out` for the next W8A8 GEMM, if wanted.
+    pub q8: Option<FusedQ8<'a>>,
     pub eps: f32,
+}
+
+/// Int8 output of a [`FusedLayerNorm`] (as [`crate::kernels::Q8Out`]).
+#[derive(Clone, Copy)]
+pub struct FusedQ8<'a> {
+    /// `[m, n]` codes.
+    pub q: &'a DeviceBuffer<i8>,
+    /// `[m]` scales (absmax / 127).
+    pub scale: &'a DeviceBuffer<f32>,
+    /// The next GEMM's smoothing multipliers `[n]` (optional).
+    pub smooth: Option<&'a DeviceBuffer<f16>>,
 }
 
 /// Checks a fused layernorm and returns its kernel arguments (after the split ones).
@@ -105,7 +116,7 @@ pub(crate) fn ln_args(
     check_align(kernel, "gamma", ln.gamma, 16)?;
     check_align(kernel, "beta", ln.beta, 16)?;
     check_align(kernel, "ln_out", ln.out, 16)?;
-    if let Some((q, scale, smooth)) = ln.q8 {
+    if let Some(FusedQ8 { q, scale, smooth }) = ln.q8 {
         check_len(kernel, "q_out", q, m * n)?;
         check_align(kernel, "q_out", q, 8)?;
         check_len(kernel, "q_scale", scale, m)?;
@@ -118,9 +129,9 @@ pub(crate) fn ln_args(
         KernelArg::from(ln.gamma),
         KernelArg::from(ln.beta),
         KernelArg::from(ln.out),
-        opt_ptr(ln.q8.map(|q| q.0)),
-        opt_ptr(ln.q8.map(|q| q.1)),
-        opt_ptr(ln.q8.and_then(|q| q.2)),
+        opt_ptr(ln.q8.map(|q| q.q)),
+        opt_ptr(ln.q8.map(|q| q.scale)),
+        opt_ptr(ln.q8.and_then(|q| q.smooth)),
         KernelArg::from(&ws.strips),
         KernelArg::F32(ln.eps),
     ])

@@ -57,7 +57,7 @@ pub use gemm_int8::{
     gemm_int8, gemm_int8_asym, gemm_int8_asym_with, gemm_int8_i32, gemm_int8_i32_tiled, gemm_int8_tiled,
     gemm_int8_with, weight_sums, Tile, ZeroPoint,
 };
-pub use gemm_int8::{gemm_int8_i32_planned, gemm_int8_ln, gemm_int8_planned, FusedLayerNorm};
+pub use gemm_int8::{gemm_int8_i32_planned, gemm_int8_ln, gemm_int8_planned, FusedLayerNorm, FusedQ8};
 pub use gemm_plan::{GemmPlan, SplitWorkspace};
 pub use layernorm::{layernorm_f16, layernorm_f16_q8, layernorm_f16_q8_with, layernorm_f16_with, Q8Out};
 pub use pooling::{pool, pool_skipping, Pooling};

@@ -31,7 +31,7 @@ use super::{BertModel, Precision};
 use crate::device::{Device, DeviceBuffer, GraphCache, GraphStats};
 use crate::error::{Error, Result};
 use crate::kernels::{
-    self, AttentionShape, EmbeddingTables, Epilogue, FusedLayerNorm, GemmPlan, Pooling, Q8Out, SplitWorkspace,
+    self, AttentionShape, EmbeddingTables, Epilogue, FusedLayerNorm, FusedQ8, GemmPlan, Pooling, Q8Out, SplitWorkspace,
 };
 use crate::tokenize::Batch;
 
@@ -687,7 +687,7 @@ impl DeviceBert {
         if fuse {
             // LN1's int8 codes go to q8 (attn_out's own [t, h] input: each strip is normalised
             // after its own tiles have read it)
-            let q = int8.then_some((&*q8, &*q8_scale, l.ffn1.smooth()));
+            let q = int8.then_some(FusedQ8 { q: q8, scale: q8_scale, smooth: l.ffn1.smooth() });
             let ln = FusedLayerNorm { gamma: &l.ln1.gamma, beta: &l.ln1.beta, out: hbuf, q8: q, eps };
             self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h, Some(&ln))?;
         } else {
