@@ -296,3 +296,24 @@ fn plan_splits_small_grids_with_long_k_only() {
     assert_eq!(k_chunks(400, false), 4); // 12.5 k-tiles: chunks of 4
     assert_eq!(k_chunks(64, false), 1);
 }
+
+/// With a fused layernorm the strip's serial tail counts: the plan is one with a fused kernel
+/// (never a split 128x128 tile), Large for large grids, and the cheapest under that model.
+#[test]
+fn layernorm_aware_plan_is_a_fused_variant_and_the_cheapest() {
+    use fusebert::kernels::gemm_plan::plan_clocks_with_layernorm;
+    for int8 in [false, true] {
+        for (m, n, k) in [(1, 384, 1536), (20, 384, 384), (128, 768, 768), (128, 768, 3072), (4096, 768, 3072)] {
+            let p = GemmPlan::choose_with_layernorm(m, n, k, int8);
+            assert!(p.splits == 1 || p.tile == Tile::Small, "{p:?}");
+            let best = plan_clocks_with_layernorm(p, m, n, k, int8);
+            for q in [GemmPlan { tile: Tile::Small, splits: 1 }, GemmPlan { tile: Tile::Large, splits: 1 }] {
+                assert!(
+                    best <= plan_clocks_with_layernorm(q, m, n, k, int8),
+                    "{m}x{n}x{k} int8 {int8}: {p:?} vs {q:?}"
+                );
+            }
+        }
+        assert_eq!(GemmPlan::choose_with_layernorm(4096, 768, 3072, int8).tile, Tile::Large);
+    }
+}

@@ -95,6 +95,11 @@ pub fn tile_blocks_per_sm(tile: Tile, int8: bool) -> u32 {
 ///
 /// and the shortest kernel time. `u64::MAX` when a block does not fit on an SM.
 pub fn tile_clocks(tile: Tile, m: usize, n: usize, k: usize, int8: bool) -> u64 {
+    tile_work_clocks(tile, m, n, k, int8).max(reference_gpu::MIN_CLK)
+}
+
+/// [`tile_clocks`] without the shortest kernel time.
+fn tile_work_clocks(tile: Tile, m: usize, n: usize, k: usize, int8: bool) -> u64 {
     if tile_blocks_per_sm(tile, int8) == 0 {
         return u64::MAX;
     }
@@ -112,7 +117,7 @@ pub fn tile_clocks(tile: Tile, m: usize, n: usize, k: usize, int8: bool) -> u64 
     let bandwidth =
         reference_gpu::L2_BYTES_PER_CLK.min(blocks.min(reference_gpu::SMS) * reference_gpu::SM_BYTES_PER_CLK);
     let l2 = bytes.div_ceil(bandwidth);
-    compute.max(l2).max(reference_gpu::MIN_CLK)
+    compute.max(l2)
 }
 
 /// The block tile of an `m x n x k` GEMM (`int8`: the W8A8 kernel, else fp16): the candidate
@@ -171,6 +176,22 @@ impl GemmPlan {
             unsplit
         }
     }
+    /// The fastest plan of a GEMM with a layernorm over its rows fused in
+    /// ([`plan_clocks_with_layernorm`]: the strip's serial tail counts, so a smaller tile or a
+    /// split that finishes the parallel part sooner can win where [`GemmPlan::choose`], under
+    /// the shortest kernel time, sees no difference). Pure, shared like [`GemmPlan::choose`].
+    pub fn choose_with_layernorm(m: usize, n: usize, k: usize, int8: bool) -> GemmPlan {
+        let s = k_chunks(k, int8);
+        let mut candidates = vec![GemmPlan { tile: Tile::Small, splits: 1 }, GemmPlan { tile: Tile::Large, splits: 1 }];
+        if s > 1 {
+            candidates.push(GemmPlan { tile: Tile::Small, splits: s });
+        }
+        // first of the cheapest: Small before Large before split
+        candidates
+            .into_iter()
+            .min_by_key(|&p| plan_clocks_with_layernorm(p, m, n, k, int8))
+            .unwrap_or(GemmPlan { tile: Tile::Small, splits: 1 })
+    }
     /// The plan without a K split: `tile` resolved with [`Tile::resolve`].
     pub fn unsplit(tile: Tile, m: usize, n: usize, k: usize, int8: bool) -> GemmPlan {
         GemmPlan { tile: tile.resolve(m, n, k, int8), splits: 1 }
@@ -222,8 +243,13 @@ impl GemmPlan {
 /// partial sums written and read back through L2, plus the serial tail of a split launch: the
 /// last block of a tile reads all its partials alone, at one SM's bandwidth.
 pub fn plan_clocks(plan: GemmPlan, m: usize, n: usize, k: usize, int8: bool) -> u64 {
+    plan_work_clocks(plan, m, n, k, int8).max(reference_gpu::MIN_CLK)
+}
+
+/// [`plan_clocks`] without the shortest kernel time.
+fn plan_work_clocks(plan: GemmPlan, m: usize, n: usize, k: usize, int8: bool) -> u64 {
     if plan.splits <= 1 {
-        return tile_clocks(plan.tile, m, n, k, int8);
+        return tile_work_clocks(plan.tile, m, n, k, int8);
     }
     let (bm, bn, _, _) = plan.tile.dims();
     let (gm, gn) = (m.div_ceil(bm) as u64, n.div_ceil(bn) as u64);
@@ -239,7 +265,16 @@ pub fn plan_clocks(plan: GemmPlan, m: usize, n: usize, k: usize, int8: bool) -> 
     let bandwidth =
         reference_gpu::L2_BYTES_PER_CLK.min(blocks.min(reference_gpu::SMS) * reference_gpu::SM_BYTES_PER_CLK);
     let tail = (s * (bm * bn) as u64 * 4).div_ceil(reference_gpu::SM_BYTES_PER_CLK);
-    (compute.max(bytes.div_ceil(bandwidth)) + tail).max(reference_gpu::MIN_CLK)
+    compute.max(bytes.div_ceil(bandwidth)) + tail
+}
+
+/// Predicted clocks of `plan` with a layernorm over rows of `n` fused in: [`plan_clocks`] plus
+/// the serial tail of the last row strip (64 rows, 128 on the 128x128 tile): its rows read back
+/// and written (4 bytes per element) at one SM's bandwidth, under the shortest kernel time.
+pub fn plan_clocks_with_layernorm(plan: GemmPlan, m: usize, n: usize, k: usize, int8: bool) -> u64 {
+    let rows = m.min(plan.tile.dims().0) as u64;
+    let tail = (rows * n as u64 * 4).div_ceil(reference_gpu::SM_BYTES_PER_CLK);
+    plan_work_clocks(plan, m, n, k, int8).saturating_add(tail).max(reference_gpu::MIN_CLK)
 }
 
 /// Partial sums and arrival counters of split-K launches, reusable by any launch it is large

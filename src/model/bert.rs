@@ -760,12 +760,15 @@ impl DeviceBert {
                 kernels::gemm_f16_planned(d, a, w, Some(b), epilogue, out, m, n, k, plan, ws)
             }
             (DeviceLinear::F16 { w, b }, Some(ln)) => {
-                let plan = GemmPlan::choose(m, n, k, false);
+                let plan = GemmPlan::choose_with_layernorm(m, n, k, false);
                 kernels::gemm_f16_ln(d, a, w, Some(b), epilogue, out, m, n, k, plan, split, ln)
             }
             (DeviceLinear::Int8 { w, scale, b, w_sum, .. }, ln) => {
                 let zp = w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum });
-                let plan = GemmPlan::choose(m, n, k, true);
+                let plan = match ln {
+                    None => GemmPlan::choose(m, n, k, true),
+                    Some(_) => GemmPlan::choose_with_layernorm(m, n, k, true),
+                };
                 match ln {
                     None => kernels::gemm_int8_planned(
                         d,

@@ -122,23 +122,25 @@ pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], hea
         // the layernorms fused into the residual GEMMs where the row fits (LN1 with its int8
         // output in int8; LN2 in fp16 only)
         let fuse = fuses_layernorm(h);
-        let attn_out = layer_gemm(p, "attn_out", li, t, h, h, Epi::Residual, false);
         if fuse {
-            v.push(with_layernorm(attn_out, t, h, p.int8, true));
+            let plan = GemmPlan::choose_with_layernorm(t, h, h, p.int8);
+            let g = planned_gemm(p, "attn_out", li, t, h, h, Epi::Residual, false, plan);
+            v.push(with_layernorm(g, t, h, p.int8, true));
         } else {
-            v.push(attn_out);
+            v.push(layer_gemm(p, "attn_out", li, t, h, h, Epi::Residual, false));
             v.push(layernorm(p.int8, true, t, h, "ln1", li));
         }
         v.push(layer_gemm(p, "ffn1", li, t, f, h, Epi::Gelu, false));
         if p.int8 {
             v.push(quantize(t, f, true, false, li));
         }
-        let ffn2 = layer_gemm(p, "ffn2", li, t, h, f, Epi::Residual, true);
         let last = l + 1 == layers;
         if fuse && !p.int8 {
-            v.push(with_layernorm(ffn2, t, h, false, false));
+            let plan = GemmPlan::choose_with_layernorm(t, h, f, false);
+            let g = planned_gemm(p, "ffn2", li, t, h, f, Epi::Residual, true, plan);
+            v.push(with_layernorm(g, t, h, false, false));
         } else {
-            v.push(ffn2);
+            v.push(layer_gemm(p, "ffn2", li, t, h, f, Epi::Residual, true));
             v.push(layernorm(p.int8 && !last, !last, t, h, "ln2", li));
         }
     }
