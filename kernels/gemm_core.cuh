@@ -347,10 +347,11 @@ struct LnArgs {
     float eps;
 };
 constexpr int LN_FUSED_VPT = 4;  // vectors of 8 per lane: N <= 1024
-// The layernorm operands of the _ln entries (gemm_core.cuh: LnArgs).
+// The layernorm operands of the _ln entries (LnArgs). q_out/q_scale are not __restrict__: the
+// int8 attention-output GEMM writes LN1's codes over its own input rows (after reading them).
 #define LN_PARAMS                                                                                                \
     const __half *__restrict__ gamma, const __half *__restrict__ beta, __half *__restrict__ ln_out,             \
-        int8_t *__restrict__ q_out, float *__restrict__ q_scale, const __half *__restrict__ q_smooth,            \
+        int8_t *q_out, float *q_scale, const __half *__restrict__ q_smooth,                                    \
         uint32_t *__restrict__ strips, float eps
 #define LN_ARGS LnArgs{gamma, beta, ln_out, q_out, q_scale, q_smooth, strips, eps}
 

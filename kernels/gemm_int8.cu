@@ -95,7 +95,7 @@ extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_i32_sk(
 // Residual GEMM + layernorm of its rows, with the layernorm's int8 output when q_out is non-null
 // (_ln: Small tile, _l_ln: Large, _sk_ln: Small split over K).
 extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_ln(
-    const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
+    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
     const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
     const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
     uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
@@ -105,7 +105,7 @@ extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_ln(
 
 // (one block per SM: the layernorm's cached parameters spill at 128 registers)
 extern "C" __global__ void __launch_bounds__(Large::THREADS, 1) gemm_int8_f16_l_ln(
-    const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
+    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
     const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
     const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
     uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
@@ -114,7 +114,7 @@ extern "C" __global__ void __launch_bounds__(Large::THREADS, 1) gemm_int8_f16_l_
 }
 
 extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_sk_ln(
-    const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
+    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
     const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
     const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
     uint32_t N, uint32_t K, uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters,
