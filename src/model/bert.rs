@@ -138,6 +138,9 @@ struct Workspace {
     ffn: DeviceBuffer<f16>,
     /// int8 activations (largest K: intermediate size) and their per-token scales.
     q8: DeviceBuffer<i8>,
+    /// Where a fused FFN2 + LN2 writes LN2's int8 codes (FFN2 still reads its own
+    /// `[T, intermediate]` input from `q8`); swapped with `q8` after the layer.
+    q8_next: DeviceBuffer<i8>,
     q8_scale: DeviceBuffer<f32>,
     /// Zero points of the asymmetric int8 activations (FFN2 input).
     q8_zero: DeviceBuffer<i32>,
@@ -463,13 +466,13 @@ impl DeviceBert {
     /// Kernel launches of one forward pass over `batch` sequences (see the module docs).
     pub fn launches_per_forward(&self) -> usize {
         let l = self.layers.len();
-        // the layernorms fused into the residual GEMMs (DeviceBert::layer): both in fp16, LN1 in int8
+        // the layernorms fused into the residual GEMMs (DeviceBert::layer)
         let fused = kernels::gemm_plan::fuses_layernorm(self.config.hidden_size);
         let body = match (self.precision, fused) {
             (Precision::F16, false) => 2 + 7 * l,
             (Precision::F16, true) => 2 + 5 * l,
             (Precision::Int8, false) => 3 + 9 * l,
-            (Precision::Int8, true) => 3 + 8 * l,
+            (Precision::Int8, true) => 3 + 7 * l,
         };
         body + usize::from(self.projection.is_some())
             + if self.pooler.is_some() { 2 } else { 0 }
@@ -510,6 +513,7 @@ impl DeviceBert {
             h: d.alloc(t * h)?,
             ffn: d.alloc(t * i)?,
             q8: d.alloc(t * i.max(h))?,
+            q8_next: d.alloc(t * i.max(h))?,
             q8_scale: d.alloc(t)?,
             q8_zero: d.alloc(t)?,
             emb: self.projection.as_ref().map(|_| d.alloc(t * self.config.embedding_size)).transpose()?,
@@ -665,11 +669,10 @@ impl DeviceBert {
         let d = &self.dev;
         let (h, i, eps) = (self.config.hidden_size, self.config.intermediate_size, self.config.layer_norm_eps);
         let int8 = self.precision == Precision::Int8;
-        let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_scale, q8_zero, cu_seqlens, split, .. } = ws;
+        let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_next, q8_scale, q8_zero, cu_seqlens, split, .. } = ws;
         let sp = &*split;
-        // attn_out -> LN1 and (fp16) ffn2 -> LN2 run as one launch each when the row fits the
-        // fused epilogue; int8 keeps LN2 apart (its int8 output would overwrite FFN2's own
-        // [t, intermediate] int8 input while other row strips still read it)
+        // attn_out -> LN1 and ffn2 -> LN2 run as one launch each when the row fits the fused
+        // epilogue
         let fuse = kernels::gemm_plan::fuses_layernorm(h);
         self.gemm(&l.qkv, x, q8, q8_scale, q8_zero, sp, Epilogue::None, qkv, t, 3 * h, h, None)?;
         let shape = AttentionShape {
@@ -698,9 +701,20 @@ impl DeviceBert {
         if int8 {
             kernels::quantize_i8_asym(d, ffn, l.ffn2.smooth(), q8, q8_scale, q8_zero, t, i)?;
         }
-        if fuse && !int8 {
-            let ln = FusedLayerNorm { gamma: &l.ln2.gamma, beta: &l.ln2.beta, out: x, q8: None, eps };
-            return self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, sp, Epilogue::Residual(hbuf), y, t, h, i, Some(&ln));
+        if fuse {
+            // int8: LN2's codes (for the next layer's QKV, smoothed for it) go to q8_next; its
+            // scales overwrite q8_scale rows only after their strip's tiles read them. The last
+            // layer's output feeds only pooling and the fp16 heads: no codes.
+            let q = next.filter(|_| int8).map(|n| FusedQ8 { q: &*q8_next, scale: q8_scale, smooth: n.qkv.smooth() });
+            let ln = FusedLayerNorm { gamma: &l.ln2.gamma, beta: &l.ln2.beta, out: x, q8: q, eps };
+            self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, sp, Epilogue::Residual(hbuf), y, t, h, i, Some(&ln))?;
+            // the next layer reads LN2's codes from q8; an even number of swaps per pass keeps
+            // every pass's launch sequence (and so its captured graph) the same
+            let swaps = self.layers.len() - 1;
+            if int8 && (next.is_some() || swaps % 2 == 1) {
+                std::mem::swap(&mut ws.q8, &mut ws.q8_next);
+            }
+            return Ok(());
         }
         self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, sp, Epilogue::Residual(hbuf), y, t, h, i, None)?;
         match next {

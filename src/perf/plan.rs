@@ -119,8 +119,8 @@ pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], hea
         if p.int8 {
             v.push(quantize(t, h, false, false, li));
         }
-        // the layernorms fused into the residual GEMMs where the row fits (LN1 with its int8
-        // output in int8; LN2 in fp16 only)
+        // the layernorms fused into the residual GEMMs where the row fits (with their int8
+        // output in int8)
         let fuse = fuses_layernorm(h);
         if fuse {
             let plan = GemmPlan::choose_with_layernorm(t, h, h, p.int8);
@@ -135,10 +135,11 @@ pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], hea
             v.push(quantize(t, f, true, false, li));
         }
         let last = l + 1 == layers;
-        if fuse && !p.int8 {
-            let plan = GemmPlan::choose_with_layernorm(t, h, f, false);
+        if fuse {
+            // int8: LN2's codes for the next layer's QKV (smoothed), none after the last layer
+            let plan = GemmPlan::choose_with_layernorm(t, h, f, p.int8);
             let g = planned_gemm(p, "ffn2", li, t, h, f, Epi::Residual, true, plan);
-            v.push(with_layernorm(g, t, h, false, false));
+            v.push(with_layernorm(g, t, h, p.int8 && !last, !last));
         } else {
             v.push(layer_gemm(p, "ffn2", li, t, h, f, Epi::Residual, true));
             v.push(layernorm(p.int8 && !last, !last, t, h, "ln2", li));
