@@ -1,7 +1,8 @@
 // The tensor-core GEMM core shared by gemm_int8.cu and gemm_f16.cu.
 //
 // C[M,N] = A[M,K] . W[N,K]^T (W in PyTorch Linear layout, both operands K-contiguous).
-// Two tile configurations (Cfg below), chosen by the host from the grid size:
+// Two tile configurations (Cfg below), chosen by the host's wave/L2 model (GemmPlan in
+// src/kernels/gemm_plan.rs), with or without a K split:
 //   Small: block 64x64, 4 warps (2x2), warp tile 32x32, 24 KiB shared    (many small grids)
 //   Large: block 128x128, 8 warps (2x4), warp tile 64x32, 48 KiB pipeline + 68 KiB epilogue
 //          staging (dynamic shared), half the L2->SM traffic per MAC of Small.

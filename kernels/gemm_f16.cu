@@ -3,10 +3,11 @@
 //
 // Entries: gemm_f16 (64x64 Small tile, 128 threads), gemm_f16_l (128x128 Large tile, 256
 // threads), gemm_f16_sk (Small tile, split-K over gridDim.z = the K chunk count, f32 partials
-// + per-tile arrival counters in a workspace), all with dynamic shared memory = Cfg::SMEM; all
-// sum K in the same chunk order (gemm_core.cuh), so their results are bit-identical; gemm_f16_simple (one thread per
-// output, f32 fma: the baseline). Requirements (host-checked): K % 16 == 0, N % 16 == 0; bias
-// may be null.
+// + per-tile arrival counters in a workspace), and the same three with a layernorm of the
+// output rows fused in (gemm_f16_ln, gemm_f16_l_ln, gemm_f16_sk_ln; gemm_core.cuh), all with
+// dynamic shared memory = Cfg::SMEM. All sum K in the same chunk order (gemm_core.cuh), so
+// their results are bit-identical. gemm_f16_simple: one thread per output, f32 fma, the
+// baseline. Requirements (host-checked): K % 16 == 0, N % 16 == 0; bias may be null.
 #include "gemm_core.cuh"
 
 using namespace gemm;

@@ -10,6 +10,8 @@
 //  - gemm_int8_i32[_l]: the same main loop, raw int32 accumulators out (bit-exact checks).
 //  - gemm_int8_f16_sk / gemm_int8_i32_sk: Small tile, split-K over gridDim.z = the K chunk
 //    count (int32 partials + per-tile arrival counters in a workspace; gemm_core.cuh).
+//  - gemm_int8_f16_ln / _l_ln / _sk_ln: gemm_int8_f16 / _l / _sk with a layernorm of the output
+//    rows fused in (and its int8 codes for the next GEMM; gemm_core.cuh).
 //  - gemm_int8_simple:  one thread per output with dp4a: the obviously-right baseline.
 // Requirements (checked on the host): K % 16 == 0, N % 16 == 0, M >= 1; bias may be null.
 #include "gemm_core.cuh"
