@@ -1,7 +1,8 @@
 // The tensor-core GEMM core shared by gemm_int8.cu and gemm_f16.cu.
 //
 // C[M,N] = A[M,K] . W[N,K]^T (W in PyTorch Linear layout, both operands K-contiguous).
-// Two tile configurations (Cfg below), chosen by the host from the grid size:
+// Two tile configurations (Cfg below), chosen by the host's wave/L2 model (GemmPlan in
+// src/kernels/gemm_plan.rs), with or without a K split:
 //   Small: block 64x64, 4 warps (2x2), warp tile 32x32, 24 KiB shared    (many small grids)
 //   Large: block 128x128, 8 warps (2x4), warp tile 64x32, 48 KiB pipeline + 68 KiB epilogue
 //          staging (dynamic shared), half the L2->SM traffic per MAC of Small.
@@ -9,7 +10,8 @@
 // shared-memory layout: rows of 64 bytes = 4 chunks of 16 bytes. A k-step is 32 bytes (mma
 // m16n8k32.s8 or m16n8k16.f16): 2 chunks per row.
 //
-// Pipeline: STAGES-deep cp.async ring, one __syncthreads per k-tile. Tail rows (m >= M, n >= N)
+// Pipeline: STAGES-deep cp.async ring, one __syncthreads per k-tile, over a range of k-tiles
+// (K chunks and split-K: see the end of this file). Tail rows (m >= M, n >= N)
 // and tail chunks (k >= K) are zero-filled by cp.async with src-size 0 (nothing is read).
 //
 // Bank conflicts: chunk c of row r is stored at chunk c ^ ((r >> 1) & 3). An 8x8 ldmatrix
@@ -83,10 +85,10 @@ FB_DEVICE void load_rows(uint32_t s, const char* X, int R, int Kb, int r0, int k
     }
 }
 
-// The main loop: acc[mi][ni][4] of the warp's WM x WN tile.
+// The main loop over k-tiles [kt0, kt1): acc[mi][ni][4] of the warp's WM x WN tile, from zero.
 template <class C, bool INT8, typename Acc>
 FB_DEVICE void mainloop(Acc (&acc)[C::MI][C::NI][4], char* smem, const char* A, const char* W, int M, int N,
-                        int Kb, int m0, int n0) {
+                        int Kb, int m0, int n0, int kt0, int kt1) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = (warp / C::WARPS_N) * C::WM, wn = (warp % C::WARPS_N) * C::WN;
     const uint32_t s0 = smem_u32(smem);
@@ -96,7 +98,6 @@ FB_DEVICE void mainloop(Acc (&acc)[C::MI][C::NI][4], char* smem, const char* A, 
         load_rows<C::BM, C::THREADS>(sa(st), A, M, Kb, m0, kt, tid);
         load_rows<C::BN, C::THREADS>(sb(st), W, N, Kb, n0, kt, tid);
     };
-    const int KT = (Kb + BKB - 1) / BKB;
 #pragma unroll
     for (int mi = 0; mi < C::MI; mi++)
 #pragma unroll
@@ -106,18 +107,18 @@ FB_DEVICE void mainloop(Acc (&acc)[C::MI][C::NI][4], char* smem, const char* A, 
 
 #pragma unroll
     for (int s = 0; s < STAGES - 1; s++) {
-        if (s < KT) load(s, s);
+        if (kt0 + s < kt1) load(s, kt0 + s);
         cp_async_commit();
     }
-    for (int kt = 0; kt < KT; kt++) {
+    for (int kt = kt0; kt < kt1; kt++) {
         cp_async_wait<STAGES - 2>();
         // k-tile kt has landed for every thread, and every warp is done with k-tile kt-1,
         // whose stage the prefetch below overwrites.
         __syncthreads();
         const int pf = kt + STAGES - 1;
-        if (pf < KT) load(pf % STAGES, pf);
+        if (pf < kt1) load((pf - kt0) % STAGES, pf);
         cp_async_commit();
-        const int st = kt % STAGES;
+        const int st = (kt - kt0) % STAGES;
         const uint32_t sA = sa(st), sB = sb(st);
 #pragma unroll
         for (int ks = 0; ks < BKB / 32; ks++) {
@@ -249,5 +250,219 @@ FB_DEVICE void store_raw(const uint32_t* st, int32_t* Cout, int M, int N, int m0
         if (gm < M && gn < N)
             *reinterpret_cast<uint4*>(Cout + (size_t)gm * N + gn) = *reinterpret_cast<const uint4*>(&st[r * C::EPI_LD + c]);
     }
+}
+// ---- K chunks and split-K ----
+// K's k-tiles are cut into chunks, a function of K alone (mirrored by `k_chunks` in
+// src/kernels/gemm_int8.rs): at most MAX_SPLIT chunks of at least MIN_CHUNK_TILES k-tiles.
+// fp16 (f32 accumulation, not associative) always sums in this order, whatever the launch:
+// each chunk from fresh zero accumulators, then the chunk partials in chunk order
+// (p0 + p1) + p2 ... — in registers when one block walks all of K (f16_gemm_chunked), through
+// the workspace when blocks split K (split_k_reduce) — so a row's result does not depend on the
+// split count, the tile, or the other rows of the batch. int32 sums are exact in any order.
+constexpr int MAX_SPLIT = 4, MIN_CHUNK_TILES = 4;
+FB_DEVICE int chunk_tiles(int KT) {
+    const int c = (KT + MAX_SPLIT - 1) / MAX_SPLIT;
+    return c > MIN_CHUNK_TILES ? c : MIN_CHUNK_TILES;
+}
+
+// fp16 over all of K in chunk order: tot = p0, then tot += p_c (see above).
+template <class C>
+FB_DEVICE void f16_chunked(float (&tot)[C::MI][C::NI][4], char* smem, const char* A, const char* W, int M, int N,
+                           int Kb, int m0, int n0) {
+    const int KT = (Kb + BKB - 1) / BKB, CT = chunk_tiles(KT);
+    mainloop<C, false>(tot, smem, A, W, M, N, Kb, m0, n0, 0, CT < KT ? CT : KT);
+    for (int kt0 = CT; kt0 < KT; kt0 += CT) {
+        float acc[C::MI][C::NI][4];
+        mainloop<C, false>(acc, smem, A, W, M, N, Kb, m0, n0, kt0, kt0 + CT < KT ? kt0 + CT : KT);
+#pragma unroll
+        for (int mi = 0; mi < C::MI; mi++)
+#pragma unroll
+            for (int ni = 0; ni < C::NI; ni++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) tot[mi][ni][j] += acc[mi][ni][j];
+    }
+}
+
+// Split-K in one launch: block z of gridDim.z = chunk count computes chunk z of its output tile.
+// Every block stages its accumulators, writes them (rows < M) to its slot of `partials`
+// ([tile][z][BM][BN] words), fences, and counts itself in with an atomic on counters[tile]; the
+// last to arrive reads the slots in order z = 0..S-1, sums them (f32 or s32 adds: the chunk
+// order above) into the staging tile, resets the counter to 0 with an atomic exchange (the next launch, or the next
+// replay of a CUDA graph, starts from zero; the buffer is zeroed once at allocation) and
+// returns true: it runs the epilogue. Partials bypass L1 (ld/st.cg): other blocks wrote them.
+template <class C, bool INT8, typename Acc>
+FB_DEVICE bool split_k_reduce(const Acc (&acc)[C::MI][C::NI][4], uint32_t* st, uint32_t* partials,
+                              uint32_t* counters, int M, int m0) {
+    constexpr int TILE = C::BM * C::BN, V = C::BN / 4;  // words per tile, uint4 per row
+    stage_acc<C>(acc, st);
+    const int S = gridDim.z, tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const int rows = M - m0 < C::BM ? M - m0 : C::BM;
+    uint32_t* slots = partials + (size_t)tile * S * TILE;
+    uint4* mine = reinterpret_cast<uint4*>(slots + (size_t)blockIdx.z * TILE);
+    for (int i = threadIdx.x; i < rows * V; i += C::THREADS) {
+        const int r = i / V, c = (i % V) * 4;
+        __stcg(&mine[i], *reinterpret_cast<const uint4*>(&st[r * C::EPI_LD + c]));
+    }
+    __threadfence();  // release: this block's partial is visible before its arrival is
+    const int last = __syncthreads_or(threadIdx.x == 0 && atomicAdd(&counters[tile], 1u) == (uint32_t)(S - 1));
+    if (!last) return false;
+    __threadfence();  // acquire: the other blocks' partials, after their arrivals
+    for (int i = threadIdx.x; i < rows * V; i += C::THREADS) {
+        const int r = i / V, c = (i % V) * 4;
+        uint4 sum = __ldcg(reinterpret_cast<const uint4*>(slots) + i);
+        for (int z = 1; z < S; z++) {
+            const uint4 p = __ldcg(reinterpret_cast<const uint4*>(slots + (size_t)z * TILE) + i);
+            if constexpr (INT8) {
+                sum.x = (uint32_t)((int)sum.x + (int)p.x);
+                sum.y = (uint32_t)((int)sum.y + (int)p.y);
+                sum.z = (uint32_t)((int)sum.z + (int)p.z);
+                sum.w = (uint32_t)((int)sum.w + (int)p.w);
+            } else {
+                sum.x = __float_as_uint(__uint_as_float(sum.x) + __uint_as_float(p.x));
+                sum.y = __float_as_uint(__uint_as_float(sum.y) + __uint_as_float(p.y));
+                sum.z = __float_as_uint(__uint_as_float(sum.z) + __uint_as_float(p.z));
+                sum.w = __float_as_uint(__uint_as_float(sum.w) + __uint_as_float(p.w));
+            }
+        }
+        *reinterpret_cast<uint4*>(&st[r * C::EPI_LD + c]) = sum;
+    }
+    if (threadIdx.x == 0) atomicExch(&counters[tile], 0u);  // (an atomic: no plain store races a block's read)
+    __syncthreads();
+    return true;
+}
+// ---- Layernorm fused into a residual GEMM (hidden = N <= 1024, N % 8 == 0) ----
+// y = GEMM + bias + residual is stored by every output tile as usual; the tile then counts itself
+// in on its row strip (strips[blockIdx.y], atomic). The last tile of a strip to arrive runs the
+// layernorm of the strip's rows (a warp per row, rows walked in order) exactly as layernorm_f16
+// / layernorm_f16_q8 do (same per-lane vectors, reductions and rounding: bit-identical output;
+// each warp loads its lanes' gamma/beta/smoothing vectors once per strip),
+// reading y through L2 (other blocks wrote it), and resets the strip counter for the next launch.
+struct LnArgs {
+    const __half* gamma;
+    const __half* beta;
+    __half* out;         // [M, N] fp16 layernorm output
+    int8_t* q_out;       // [M, N] int8 codes of out (* q_smooth), or null: no int8 output
+    float* q_scale;      // [M] their scales
+    const __half* q_smooth;  // [N] smoothing multipliers of the next GEMM, or null
+    uint32_t* strips;    // [grid rows] arrival counters, zero between launches
+    float eps;
+};
+constexpr int LN_FUSED_VPT = 4;  // vectors of 8 per lane: N <= 1024
+// The layernorm operands of the _ln entries (LnArgs). q_out/q_scale are not __restrict__: the
+// int8 attention-output GEMM writes LN1's codes over its own input rows (after reading them).
+#define LN_PARAMS                                                                                                \
+    const __half *__restrict__ gamma, const __half *__restrict__ beta, __half *__restrict__ ln_out,             \
+        int8_t *q_out, float *q_scale, const __half *__restrict__ q_smooth,                                    \
+        uint32_t *__restrict__ strips, float eps
+#define LN_ARGS LnArgs{gamma, beta, ln_out, q_out, q_scale, q_smooth, strips, eps}
+
+// gamma, beta (and the smoothing multipliers) of one lane: the same vectors for every row, so a
+// warp loads them once per strip.
+struct LnParams {
+    half8 g[LN_FUSED_VPT], b[LN_FUSED_VPT], sm[LN_FUSED_VPT];  // halves: a third of the registers
+};
+
+FB_DEVICE void ln_load_params(LnParams& q, const LnArgs& p, int N) {
+    const int lane = threadIdx.x & 31;
+    const uint32_t nvec = N / 8;
+#pragma unroll
+    for (int i = 0; i < LN_FUSED_VPT; i++) {
+        const uint32_t v = lane + i * 32;
+        const half8 zero = {};
+        q.g[i] = q.b[i] = q.sm[i] = zero;  // (lanes past the row keep defined registers)
+        if (v < nvec) {
+            q.g[i] = ld_half8(p.gamma + 8 * v);
+            q.b[i] = ld_half8(p.beta + 8 * v);
+            if (p.q_out && p.q_smooth) q.sm[i] = ld_half8(p.q_smooth + 8 * v);
+        }
+    }
+}
+
+FB_DEVICE void ln_row(const __half* y, const LnArgs& p, const LnParams& q, int row, int N) {
+    const int lane = threadIdx.x & 31;
+    const uint32_t nvec = N / 8;
+    const float inv_h = 1.f / (float)N;
+    const uint4* yr = reinterpret_cast<const uint4*>(y + (size_t)row * N);
+    float f[LN_FUSED_VPT][8];
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < LN_FUSED_VPT; i++) {
+        const uint32_t v = lane + i * 32;
+        if (v < nvec) {
+            const uint4 raw = __ldcg(&yr[v]);
+            half8_to_float(*reinterpret_cast<const half8*>(&raw), f[i]);
+#pragma unroll
+            for (int j = 0; j < 8; j++) sum += f[i][j];
+        }
+    }
+    const float mean = warp_sum(sum) * inv_h;
+    float sq = 0.f;
+#pragma unroll
+    for (int i = 0; i < LN_FUSED_VPT; i++)
+        if (lane + i * 32 < nvec)
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const float d = f[i][j] - mean;
+                sq += d * d;
+            }
+    const float rstd = rsqrtf(warp_sum(sq) * inv_h + p.eps);
+    const bool q8out = p.q_out != nullptr;
+    float amax = 0.f;
+#pragma unroll
+    for (int i = 0; i < LN_FUSED_VPT; i++) {
+        const uint32_t v = lane + i * 32;
+        if (v < nvec) {
+            float gf[8], bf[8];
+            half8_to_float(q.g[i], gf);
+            half8_to_float(q.b[i], bf);
+#pragma unroll
+            for (int j = 0; j < 8; j++) f[i][j] = (f[i][j] - mean) * rstd * gf[j] + bf[j];
+            const half8 h = float_to_half8(f[i]);
+            st_half8(p.out + (size_t)row * N + 8 * v, h);
+            if (q8out) {
+                half8_to_float(h, f[i]);  // quantise what was stored
+                if (p.q_smooth) {
+                    float m[8];
+                    half8_to_float(q.sm[i], m);
+#pragma unroll
+                    for (int j = 0; j < 8; j++) f[i][j] *= m[j];
+                }
+#pragma unroll
+                for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(f[i][j]));
+            }
+        }
+    }
+    if (q8out) {
+        amax = warp_max(amax);
+        const float inv = q8_inv_scale(amax);
+#pragma unroll
+        for (int i = 0; i < LN_FUSED_VPT; i++) {
+            const uint32_t v = lane + i * 32;
+            if (v < nvec) {
+                const float* h = f[i];
+                uint2 qv = make_uint2(pack_s8x4(q8(h[0], inv), q8(h[1], inv), q8(h[2], inv), q8(h[3], inv)),
+                                      pack_s8x4(q8(h[4], inv), q8(h[5], inv), q8(h[6], inv), q8(h[7], inv)));
+                reinterpret_cast<uint2*>(p.q_out + (size_t)row * N)[v] = qv;
+            }
+        }
+        if (lane == 0) p.q_scale[row] = amax / 127.f;
+    }
+}
+
+// After this tile's y is stored: arrival on the row strip; the last tile runs its layernorm.
+template <class C>
+FB_DEVICE void ln_strip_epilogue(const __half* y, const LnArgs& p, int M, int N, int m0) {
+    __threadfence();  // release: this tile's y before its arrival
+    const int last =
+        __syncthreads_or(threadIdx.x == 0 && atomicAdd(&p.strips[blockIdx.y], 1u) == gridDim.x - 1);
+    if (!last) return;
+    __threadfence();  // acquire: the strip's other tiles
+    const int end = m0 + C::BM < M ? m0 + C::BM : M;
+    const int first = m0 + (threadIdx.x >> 5);
+    if (first >= end) return;  // (no barrier follows; the counter reset is thread 0's, whose warp has rows)
+    LnParams q;
+    ln_load_params(q, p, N);
+    for (int row = first; row < end; row += C::WARPS) ln_row(y, p, q, row, N);
+    if (threadIdx.x == 0) atomicExch(&p.strips[blockIdx.y], 0u);
 }
 }  // namespace gemm

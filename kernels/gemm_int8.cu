@@ -8,24 +8,29 @@
 // dynamic shared memory = Cfg::SMEM):
 //  - gemm_int8_f16[_l]: the pipelined tensor-core kernel, fp16 out with the epilogue.
 //  - gemm_int8_i32[_l]: the same main loop, raw int32 accumulators out (bit-exact checks).
+//  - gemm_int8_f16_sk / gemm_int8_i32_sk: Small tile, split-K over gridDim.z = the K chunk
+//    count (int32 partials + per-tile arrival counters in a workspace; gemm_core.cuh).
+//  - gemm_int8_f16_ln / _l_ln / _sk_ln: gemm_int8_f16 / _l / _sk with a layernorm of the output
+//    rows fused in (and its int8 codes for the next GEMM; gemm_core.cuh).
 //  - gemm_int8_simple:  one thread per output with dp4a: the obviously-right baseline.
 // Requirements (checked on the host): K % 16 == 0, N % 16 == 0, M >= 1; bias may be null.
 #include "gemm_core.cuh"
 
 using namespace gemm;
 
-template <class C>
+template <class C, bool LN = false>
 __device__ __forceinline__ void int8_f16(const int8_t* A, const float* a_scale, const int* a_zero, const int8_t* W,
                                          const float* w_scale, const int* w_sum, const __half* bias,
                                          const __half* residual, __half* Cout, uint32_t M,
-                                         uint32_t N, uint32_t K, uint32_t epi) {
+                                         uint32_t N, uint32_t K, uint32_t epi, const LnArgs* ln = nullptr) {
     extern __shared__ __align__(128) char smem[];
     const int m0 = blockIdx.y * C::BM, n0 = blockIdx.x * C::BN;
     int acc[C::MI][C::NI][4];
-    mainloop<C, true>(acc, smem, (const char*)A, (const char*)W, M, N, K, m0, n0);
+    mainloop<C, true>(acc, smem, (const char*)A, (const char*)W, M, N, K, m0, n0, 0, (K + BKB - 1) / BKB);
     uint32_t* st = reinterpret_cast<uint32_t*>(smem);
     stage_acc<C>(acc, st);
     store_tile<C, true>(st, a_scale, w_scale, a_zero, w_sum, bias, residual, epi, Cout, M, N, m0, n0);
+    if constexpr (LN) ln_strip_epilogue<C>(Cout, *ln, M, N, m0);
 }
 
 template <class C>
@@ -34,10 +39,91 @@ __device__ __forceinline__ void int8_i32(const int8_t* A, const int8_t* W, int32
     extern __shared__ __align__(128) char smem[];
     const int m0 = blockIdx.y * C::BM, n0 = blockIdx.x * C::BN;
     int acc[C::MI][C::NI][4];
-    mainloop<C, true>(acc, smem, (const char*)A, (const char*)W, M, N, K, m0, n0);
+    mainloop<C, true>(acc, smem, (const char*)A, (const char*)W, M, N, K, m0, n0, 0, (K + BKB - 1) / BKB);
     uint32_t* st = reinterpret_cast<uint32_t*>(smem);
     stage_acc<C>(acc, st);
     store_raw<C>(st, Cout, M, N, m0, n0);
+}
+
+// Split-K (Small tile): block z sums K chunk z (exact in int32); the last block of a tile adds
+// the chunks and runs the epilogue (gemm_core.cuh: split_k_reduce). False: not the last block.
+template <class C>
+__device__ __forceinline__ bool int8_split(int (&acc)[C::MI][C::NI][4], char* smem, const int8_t* A,
+                                           const int8_t* W, uint32_t M, uint32_t N, uint32_t K, uint32_t* partials,
+                                           uint32_t* counters) {
+    const int m0 = blockIdx.y * C::BM, n0 = blockIdx.x * C::BN;
+    const int KT = (K + BKB - 1) / BKB, CT = chunk_tiles(KT), kt0 = blockIdx.z * CT;
+    mainloop<C, true>(acc, smem, (const char*)A, (const char*)W, M, N, K, m0, n0, kt0, kt0 + CT < KT ? kt0 + CT : KT);
+    return split_k_reduce<C, true>(acc, reinterpret_cast<uint32_t*>(smem), partials, counters, M, m0);
+}
+
+template <class C, bool LN = false>
+__device__ __forceinline__ void int8_f16_sk(const int8_t* A, const float* a_scale, const int* a_zero,
+                                            const int8_t* W, const float* w_scale, const int* w_sum,
+                                            const __half* bias, const __half* residual, __half* Cout, uint32_t M,
+                                            uint32_t N, uint32_t K, uint32_t epi, uint32_t* partials,
+                                            uint32_t* counters, const LnArgs* ln = nullptr) {
+    extern __shared__ __align__(128) char smem[];
+    int acc[C::MI][C::NI][4];
+    if (!int8_split<C>(acc, smem, A, W, M, N, K, partials, counters)) return;
+    store_tile<C, true>(reinterpret_cast<uint32_t*>(smem), a_scale, w_scale, a_zero, w_sum, bias, residual, epi, Cout,
+                        M, N, blockIdx.y * C::BM, blockIdx.x * C::BN);
+    if constexpr (LN) ln_strip_epilogue<C>(Cout, *ln, M, N, blockIdx.y * C::BM);
+}
+
+template <class C>
+__device__ __forceinline__ void int8_i32_sk(const int8_t* A, const int8_t* W, int32_t* Cout, uint32_t M, uint32_t N,
+                                            uint32_t K, uint32_t* partials, uint32_t* counters) {
+    extern __shared__ __align__(128) char smem[];
+    int acc[C::MI][C::NI][4];
+    if (!int8_split<C>(acc, smem, A, W, M, N, K, partials, counters)) return;
+    store_raw<C>(reinterpret_cast<uint32_t*>(smem), Cout, M, N, blockIdx.y * C::BM, blockIdx.x * C::BN);
+}
+
+extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_sk(
+    const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
+    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
+    uint32_t N, uint32_t K, uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
+    int8_f16_sk<Small>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials, counters);
+}
+
+extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_i32_sk(
+    const int8_t* __restrict__ A, const int8_t* __restrict__ W, int32_t* __restrict__ C, uint32_t M, uint32_t N,
+    uint32_t K, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
+    int8_i32_sk<Small>(A, W, C, M, N, K, partials, counters);
+}
+
+// Residual GEMM + layernorm of its rows, with the layernorm's int8 output when q_out is non-null
+// (_ln: Small tile, _l_ln: Large, _sk_ln: Small split over K).
+extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_ln(
+    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
+    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
+    uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
+    const LnArgs ln = LN_ARGS;
+    int8_f16<Small, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, &ln);
+}
+
+// (one block per SM: the layernorm's cached parameters spill at 128 registers)
+extern "C" __global__ void __launch_bounds__(Large::THREADS, 1) gemm_int8_f16_l_ln(
+    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
+    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
+    uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
+    const LnArgs ln = LN_ARGS;
+    int8_f16<Large, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, &ln);
+}
+
+extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_sk_ln(
+    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
+    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
+    uint32_t N, uint32_t K, uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters,
+    LN_PARAMS) {
+    const LnArgs ln = LN_ARGS;
+    int8_f16_sk<Small, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials,
+                             counters, &ln);
 }
 
 #define GEMM_INT8_ENTRIES(SUFFIX, CFG, MINB)                                                                     \
@@ -54,7 +140,8 @@ __device__ __forceinline__ void int8_i32(const int8_t* A, const int8_t* W, int32
         int8_i32<CFG>(A, W, C, M, N, K);                                                                         \
     }
 GEMM_INT8_ENTRIES(, Small, 1)
-GEMM_INT8_ENTRIES(_l, Large, 1)
+// two 128x128 blocks per SM: caps ptxas at 128 registers (checked: no spills, `fusebert kernels report`)
+GEMM_INT8_ENTRIES(_l, Large, 2)
 
 // Baseline: one thread per output, 4 int8 per dp4a. Block 16x16 over (n, m).
 extern "C" __global__ void gemm_int8_simple(

@@ -293,3 +293,57 @@ fn gemm_shape_errors_name_the_kernel() {
     let mut c32 = dev.alloc::<i32>(1).unwrap();
     assert_kernel_err(kernels::gemm_int8_i32(&dev, &a, &w, &mut c32, 0, 32, 32), "gemm_int8_i32");
 }
+
+/// The tile model: large grids that re-read operands through L2 get the 128x128 tile (BERT-base
+/// at 32x128: FFN2 and the attention output included, which the old fixed 256-block threshold
+/// left on 64x64); weight-streaming small grids keep 64x64 (more blocks, less padding). Both
+/// tiles fit on an SM, and the 128x128 tile fits twice (launch bounds cap it at 128 registers).
+#[test]
+fn tile_model_picks_large_for_big_grids_and_small_for_streaming_shapes() {
+    use fusebert::kernels::gemm_plan::{choose_tile, tile_blocks_per_sm, tile_clocks};
+    for int8 in [false, true] {
+        // int8: two 128x128 blocks per SM; fp16: one (the chunk-order fold of batch-invariant
+        // split-K keeps a second accumulator set: ~210 registers)
+        assert_eq!(tile_blocks_per_sm(Tile::Large, int8), if int8 { 2 } else { 1 }, "int8 {int8}");
+        assert!(tile_blocks_per_sm(Tile::Small, int8) >= 4, "int8 {int8}");
+        for (n, k) in [(2304, 768), (768, 768), (3072, 768), (768, 3072)] {
+            assert_eq!(choose_tile(4096, n, k, int8), Tile::Large, "4096 x {n} x {k} int8 {int8}");
+            assert_eq!(choose_tile(128, n, k, int8), Tile::Small, "128 x {n} x {k} int8 {int8}");
+            assert_eq!(choose_tile(20, n / 2, k / 2, int8), Tile::Small, "20 x {n} x {k} int8 {int8}");
+            // the choice is the cheaper prediction, and Auto resolves to it
+            let (s, l) = (tile_clocks(Tile::Small, 4096, n, k, int8), tile_clocks(Tile::Large, 4096, n, k, int8));
+            assert!(l < s, "4096 x {n} x {k}: large {l} small {s}");
+            assert_eq!(Tile::Auto.resolve(4096, n, k, int8), Tile::Large);
+        }
+    }
+}
+
+/// ptxas' figures for the tensor-core kernels: no spills on either target; the int8 128x128
+/// kernels within 128 registers (two 256-thread blocks per SM), the fp16 one within 255 (one);
+/// the fused-layernorm variants within their stated budgets.
+#[test]
+fn large_tile_kernels_fit_two_blocks_per_sm_without_spills() {
+    let kernels = [
+        ("gemm_f16_l", 255),
+        ("gemm_int8_f16_l", 128),
+        ("gemm_int8_i32_l", 128),
+        ("gemm_f16", 128),
+        ("gemm_f16_sk", 128),
+        ("gemm_int8_f16_sk", 128),
+        ("gemm_int8_i32_sk", 128),
+        // fused layernorm: one block per SM for the 128x128 tiles, the 64x64 ones within 3 per SM
+        ("gemm_f16_l_ln", 255),
+        ("gemm_int8_f16_l_ln", 255),
+        ("gemm_f16_ln", 168),
+        ("gemm_f16_sk_ln", 168),
+        ("gemm_int8_f16_ln", 168),
+        ("gemm_int8_f16_sk_ln", 168),
+    ];
+    for (kernel, max_regs) in kernels {
+        for arch in ["sm_80", "sm_90"] {
+            let r = fusebert::ptx::kernel_resources(kernel, arch).unwrap_or_else(|| panic!("{kernel} {arch}"));
+            assert!(r.registers <= max_regs, "{kernel} {arch}: {} registers", r.registers);
+            assert_eq!((r.spill_store_bytes, r.spill_load_bytes, r.stack_bytes), (0, 0, 0), "{kernel} {arch}");
+        }
+    }
+}

@@ -120,3 +120,16 @@ fn plan_matches_emulator_short_texts_f16() {
 fn plan_matches_emulator_short_texts_int8() {
     check(&tiny(), Precision::Int8, &[3, 32, 9]);
 }
+
+/// Few tokens: the layer GEMMs split over K (`*_sk` kernels, grid z = the K chunks), FFN2 with
+/// the fused layernorm (`gemm_f16_sk_ln`); the plan restates their partial-sum stores and loads
+/// and the layernorm's traffic exactly.
+#[test]
+fn plan_matches_emulator_with_split_k_gemms_f16() {
+    let m = minilm();
+    let plan = forward_plan(&m.config, Precision::F16, &[20], Heads::of(&m, Outputs::ALL));
+    let split: Vec<_> = plan.launches.iter().filter(|l| l.kernel.contains("_sk")).map(|l| l.step).collect();
+    assert!(!split.is_empty(), "no split-K launch planned for 20 tokens");
+    assert!(plan.launches.iter().any(|l| l.kernel.ends_with("_sk_ln")), "no split-K launch with a fused layernorm");
+    check(&m, Precision::F16, &[20]);
+}

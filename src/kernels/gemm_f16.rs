@@ -3,7 +3,8 @@
 //! ([`Tile`]) and pipeline as the int8 GEMM (`kernels/gemm_core.cuh`).
 use half::f16;
 
-use super::gemm_int8::{check_epilogue, check_shape, simple_grid, tiled_grid, Tile};
+use super::gemm_int8::{check_epilogue, check_shape, ln_args, simple_grid, split_args, FusedLayerNorm, Tile};
+use super::gemm_plan::{GemmPlan, SplitWorkspace};
 use super::{check_align, check_len, launch, opt_ptr, Epilogue, Variant};
 use crate::device::{Device, DeviceBuffer, KernelArg};
 use crate::error::Result;
@@ -39,7 +40,21 @@ pub fn gemm_f16_with(
     k: usize,
     variant: Variant,
 ) -> Result<()> {
-    f16_impl(dev, a, w, bias, epilogue, out, m, n, k, variant, Tile::Auto)
+    f16_impl(
+        dev,
+        a,
+        w,
+        bias,
+        epilogue,
+        out,
+        m,
+        n,
+        k,
+        variant,
+        GemmPlan::unsplit(Tile::Auto, m, n, k, false),
+        None,
+        None,
+    )
 }
 
 /// [`gemm_f16`] with an explicit block tile.
@@ -56,7 +71,21 @@ pub fn gemm_f16_tiled(
     k: usize,
     tile: Tile,
 ) -> Result<()> {
-    f16_impl(dev, a, w, bias, epilogue, out, m, n, k, Variant::Fast, tile)
+    f16_impl(
+        dev,
+        a,
+        w,
+        bias,
+        epilogue,
+        out,
+        m,
+        n,
+        k,
+        Variant::Fast,
+        GemmPlan::unsplit(tile, m, n, k, false),
+        None,
+        None,
+    )
 }
 
 #[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
@@ -71,10 +100,11 @@ fn f16_impl(
     n: usize,
     k: usize,
     variant: Variant,
-    tile: Tile,
+    plan: GemmPlan,
+    ws: Option<&SplitWorkspace>,
+    ln: Option<&FusedLayerNorm<'_>>,
 ) -> Result<()> {
-    let tile = tile.resolve(m, n);
-    let name = format!("gemm_f16{}", tile.suffix());
+    let name = format!("gemm_f16{}{}", plan.suffix(), if ln.is_some() { "_ln" } else { "" });
     let kernel = if variant == Variant::Fast { name.as_str() } else { "gemm_f16_simple" };
     let (m32, n32, k32) = check_shape(kernel, m, n, k)?;
     check_len(kernel, "a", a, m * k)?;
@@ -84,7 +114,8 @@ fn f16_impl(
     check_align(kernel, "a", a, 16)?;
     check_align(kernel, "w", w, 16)?;
     check_align(kernel, "out", out, 8)?;
-    let args = [
+    let split = if variant == Variant::Fast { split_args(kernel, plan, m, n, k, false, ws)? } else { Vec::new() };
+    let mut args = vec![
         KernelArg::from(a),
         KernelArg::from(w),
         opt_ptr(bias),
@@ -95,6 +126,49 @@ fn f16_impl(
         KernelArg::U32(k32),
         KernelArg::U32(epilogue.code()),
     ];
-    let cfg = if variant == Variant::Fast { tiled_grid(m, n, tile) } else { simple_grid(m, n) };
+    args.extend(split);
+    if let Some(ln) = ln {
+        args.extend(ln_args(kernel, ln, m, n, ws)?);
+    }
+    let cfg = if variant == Variant::Fast { plan.launch_config(m, n) } else { simple_grid(m, n) };
     launch(dev, kernel, cfg, &args)
+}
+
+/// [`gemm_f16`] launched as `plan` says ([`GemmPlan::choose`] picks the fastest; a split-K plan
+/// needs `ws`). Bit-identical whatever the plan: every variant sums K in the same chunk order.
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
+pub fn gemm_f16_planned(
+    dev: &Device,
+    a: &DeviceBuffer<f16>,
+    w: &DeviceBuffer<f16>,
+    bias: Option<&DeviceBuffer<f16>>,
+    epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
+    plan: GemmPlan,
+    ws: Option<&SplitWorkspace>,
+) -> Result<()> {
+    f16_impl(dev, a, w, bias, epilogue, out, m, n, k, Variant::Fast, plan, ws, None)
+}
+
+/// [`gemm_f16_planned`] with the layernorm of its output rows fused in (see [`FusedLayerNorm`]):
+/// `out` = the GEMM (+ epilogue), `ln.out` = its layernorm; one launch.
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
+pub fn gemm_f16_ln(
+    dev: &Device,
+    a: &DeviceBuffer<f16>,
+    w: &DeviceBuffer<f16>,
+    bias: Option<&DeviceBuffer<f16>>,
+    epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
+    plan: GemmPlan,
+    ws: &SplitWorkspace,
+    ln: &FusedLayerNorm<'_>,
+) -> Result<()> {
+    f16_impl(dev, a, w, bias, epilogue, out, m, n, k, Variant::Fast, plan, Some(ws), Some(ln))
 }

@@ -1,54 +1,15 @@
 //! W8A8 GEMM (`kernels/gemm_int8.cu`), fp16 out, int32 accumulation on tensor cores:
 //! `C[M,N] = (A[M,K] . W[N,K]^T) * a_scale[m] * w_scale[n] + bias[n]`, then the [`Epilogue`].
 //! 3-stage cp.async pipeline, ldmatrix, swizzled conflict-free shared tiles; block tile 64x64
-//! (128 threads) or 128x128 (256 threads), see [`Tile`] and `kernels/gemm_core.cuh`.
+//! (128 threads) or 128x128 (256 threads), or 64x64 split over K, see [`GemmPlan`] and
+//! `kernels/gemm_core.cuh`.
 use half::f16;
 
+pub use super::gemm_plan::Tile;
+use super::gemm_plan::{fuses_layernorm, k_chunks, GemmPlan, SplitWorkspace, FUSED_LN_MAX};
 use super::{check_align, check_len, check_multiple, check_u32, kerr, launch, opt_ptr, Epilogue, Variant};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 use crate::error::Result;
-
-/// Block tile of the tensor-core GEMMs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Tile {
-    /// `Large` when it still gives at least [`LARGE_TILE_MIN_BLOCKS`] blocks (about two waves
-    /// on a 108-132 SM GPU), else `Small`.
-    #[default]
-    Auto,
-    /// 64x64 block tile, 4 warps of 32x32, 24 KiB shared memory.
-    Small,
-    /// 128x128 block tile, 8 warps of 64x32, 68 KiB dynamic shared memory (epilogue staging;
-    /// the pipeline itself is 48 KiB): half the operand traffic per MAC of `Small`.
-    Large,
-}
-
-/// Fewest 128x128 blocks for which [`Tile::Auto`] picks [`Tile::Large`].
-pub const LARGE_TILE_MIN_BLOCKS: usize = 256;
-
-impl Tile {
-    pub(crate) fn resolve(self, m: usize, n: usize) -> Tile {
-        match self {
-            Tile::Auto if m.div_ceil(128) * n.div_ceil(128) >= LARGE_TILE_MIN_BLOCKS => Tile::Large,
-            Tile::Auto => Tile::Small,
-            t => t,
-        }
-    }
-    /// (block rows, block cols, threads, dynamic shared bytes) — must match `gemm_core.cuh`.
-    fn dims(self) -> (usize, usize, u32, u32) {
-        match self {
-            Tile::Large => (128, 128, 256, 128 * 136 * 4),
-            _ => (64, 64, 128, 3 * 2 * 64 * 64),
-        }
-    }
-    /// Kernel name suffix.
-    pub(crate) fn suffix(self) -> &'static str {
-        if self == Tile::Large {
-            "_l"
-        } else {
-            ""
-        }
-    }
-}
 
 pub(crate) fn check_shape(kernel: &str, m: usize, n: usize, k: usize) -> Result<(u32, u32, u32)> {
     if m == 0 {
@@ -59,13 +20,121 @@ pub(crate) fn check_shape(kernel: &str, m: usize, n: usize, k: usize) -> Result<
     Ok((check_u32(kernel, "M", m)?, check_u32(kernel, "N", n)?, check_u32(kernel, "K", k)?))
 }
 
-pub(crate) fn tiled_grid(m: usize, n: usize, tile: Tile) -> LaunchConfig {
-    let (bm, bn, threads, smem) = tile.dims();
-    LaunchConfig {
-        grid: (n.div_ceil(bn) as u32, m.div_ceil(bm) as u32, 1),
-        block: (threads, 1, 1),
-        shared_mem_bytes: smem,
+/// Checks `plan` for an `m x n x k` launch of `kernel` and returns the split-K arguments
+/// (partials, counters) its `_sk` kernel takes; none unsplit.
+pub(crate) fn split_args(
+    kernel: &str,
+    plan: GemmPlan,
+    m: usize,
+    n: usize,
+    k: usize,
+    int8: bool,
+    ws: Option<&SplitWorkspace>,
+) -> Result<Vec<KernelArg>> {
+    if plan.tile == Tile::Auto {
+        return Err(kerr(kernel, "the plan's tile must be concrete (GemmPlan::choose or GemmPlan::unsplit)"));
     }
+    if plan.splits <= 1 {
+        return Ok(Vec::new());
+    }
+    let chunks = k_chunks(k, int8);
+    if plan.tile != Tile::Small || plan.splits != chunks {
+        return Err(kerr(
+            kernel,
+            format!(
+                "split-K runs the Small tile over the {chunks} K chunks of K = {k}, not {:?} x {}",
+                plan.tile, plan.splits
+            ),
+        ));
+    }
+    let Some(ws) = ws else { return Err(kerr(kernel, "a split-K launch needs a SplitWorkspace")) };
+    if !ws.fits(&plan, m, n) {
+        return Err(kerr(
+            kernel,
+            format!(
+                "split workspace holds {} partial words and {} counters; M {m} N {n} needs {} and {}",
+                ws.partials.len(),
+                ws.counters.len(),
+                plan.partial_words(m, n),
+                plan.counters(m, n)
+            ),
+        ));
+    }
+    Ok(vec![KernelArg::from(&ws.partials), KernelArg::from(&ws.counters)])
+}
+
+/// A layernorm fused into a residual GEMM's epilogue (`*_ln` kernels): `out = LN(C) * gamma +
+/// beta` over rows of `n` ([`fuses_layernorm`]), bit-identical to [`crate::kernels::layernorm_f16`]
+/// on `C`; with `q8`, also its int8 codes and scales as [`crate::kernels::layernorm_f16_q8`]
+/// writes them (for the next W8A8 GEMM). `q8` must not alias the GEMM's own int8 input unless
+/// it has the same `[m, n]` layout (each row strip is normalised after its own tiles are done).
+pub struct FusedLayerNorm<'a> {
+    pub gamma: &'a DeviceBuffer<f16>,
+    pub beta: &'a DeviceBuffer<f16>,
+    /// `[m, n]`
+    pub out: &'a DeviceBuffer<f16>,
+    /// The int8 copy of `out` for the next W8A8 GEMM, if wanted.
+    pub q8: Option<FusedQ8<'a>>,
+    pub eps: f32,
+}
+
+/// Int8 output of a [`FusedLayerNorm`] (as [`crate::kernels::Q8Out`]).
+#[derive(Clone, Copy)]
+pub struct FusedQ8<'a> {
+    /// `[m, n]` codes.
+    pub q: &'a DeviceBuffer<i8>,
+    /// `[m]` scales (absmax / 127).
+    pub scale: &'a DeviceBuffer<f32>,
+    /// The next GEMM's smoothing multipliers `[n]` (optional).
+    pub smooth: Option<&'a DeviceBuffer<f16>>,
+}
+
+/// Checks a fused layernorm and returns its kernel arguments (after the split ones).
+pub(crate) fn ln_args(
+    kernel: &str,
+    ln: &FusedLayerNorm<'_>,
+    m: usize,
+    n: usize,
+    ws: Option<&SplitWorkspace>,
+) -> Result<Vec<KernelArg>> {
+    if !fuses_layernorm(n) {
+        return Err(kerr(
+            kernel,
+            format!("no fused layernorm for rows of {n} (at most {FUSED_LN_MAX}, a multiple of 8)"),
+        ));
+    }
+    let Some(ws) = ws else { return Err(kerr(kernel, "a fused layernorm needs a SplitWorkspace (strip counters)")) };
+    if ws.strips.len() < m.div_ceil(64) {
+        return Err(kerr(
+            kernel,
+            format!("workspace has {} strip counters, M {m} needs {}", ws.strips.len(), m.div_ceil(64)),
+        ));
+    }
+    check_len(kernel, "gamma", ln.gamma, n)?;
+    check_len(kernel, "beta", ln.beta, n)?;
+    check_len(kernel, "ln_out", ln.out, m * n)?;
+    check_align(kernel, "gamma", ln.gamma, 16)?;
+    check_align(kernel, "beta", ln.beta, 16)?;
+    check_align(kernel, "ln_out", ln.out, 16)?;
+    if let Some(FusedQ8 { q, scale, smooth }) = ln.q8 {
+        check_len(kernel, "q_out", q, m * n)?;
+        check_align(kernel, "q_out", q, 8)?;
+        check_len(kernel, "q_scale", scale, m)?;
+        if let Some(sm) = smooth {
+            check_len(kernel, "q_smooth", sm, n)?;
+            check_align(kernel, "q_smooth", sm, 16)?;
+        }
+    }
+    Ok(vec![
+        KernelArg::from(ln.gamma),
+        KernelArg::from(ln.beta),
+        KernelArg::from(ln.out),
+        opt_ptr(ln.q8.map(|q| q.q)),
+        opt_ptr(ln.q8.map(|q| q.scale)),
+        opt_ptr(ln.q8.and_then(|q| q.smooth)),
+        KernelArg::from(&ws.strips),
+        KernelArg::F32(ln.eps),
+    ])
 }
 
 pub(crate) fn simple_grid(m: usize, n: usize) -> LaunchConfig {
@@ -143,7 +212,24 @@ pub fn gemm_int8_with(
     k: usize,
     variant: Variant,
 ) -> Result<()> {
-    int8_impl(dev, a, a_scale, None, w, w_scale, bias, epilogue, out, m, n, k, variant, Tile::Auto)
+    int8_impl(
+        dev,
+        a,
+        a_scale,
+        None,
+        w,
+        w_scale,
+        bias,
+        epilogue,
+        out,
+        m,
+        n,
+        k,
+        variant,
+        GemmPlan::unsplit(Tile::Auto, m, n, k, true),
+        None,
+        None,
+    )
 }
 
 /// [`gemm_int8`] on asymmetric activations:
@@ -185,7 +271,24 @@ pub fn gemm_int8_asym_with(
     variant: Variant,
     tile: Tile,
 ) -> Result<()> {
-    int8_impl(dev, a, a_scale, Some(zp), w, w_scale, bias, epilogue, out, m, n, k, variant, tile)
+    int8_impl(
+        dev,
+        a,
+        a_scale,
+        Some(zp),
+        w,
+        w_scale,
+        bias,
+        epilogue,
+        out,
+        m,
+        n,
+        k,
+        variant,
+        GemmPlan::unsplit(tile, m, n, k, true),
+        None,
+        None,
+    )
 }
 
 /// [`gemm_int8`] with an explicit block tile.
@@ -204,7 +307,24 @@ pub fn gemm_int8_tiled(
     k: usize,
     tile: Tile,
 ) -> Result<()> {
-    int8_impl(dev, a, a_scale, None, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, tile)
+    int8_impl(
+        dev,
+        a,
+        a_scale,
+        None,
+        w,
+        w_scale,
+        bias,
+        epilogue,
+        out,
+        m,
+        n,
+        k,
+        Variant::Fast,
+        GemmPlan::unsplit(tile, m, n, k, true),
+        None,
+        None,
+    )
 }
 
 #[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
@@ -222,10 +342,11 @@ fn int8_impl(
     n: usize,
     k: usize,
     variant: Variant,
-    tile: Tile,
+    plan: GemmPlan,
+    ws: Option<&SplitWorkspace>,
+    ln: Option<&FusedLayerNorm<'_>>,
 ) -> Result<()> {
-    let tile = tile.resolve(m, n);
-    let name = format!("gemm_int8_f16{}", tile.suffix());
+    let name = format!("gemm_int8_f16{}{}", plan.suffix(), if ln.is_some() { "_ln" } else { "" });
     let kernel = if variant == Variant::Fast { name.as_str() } else { "gemm_int8_simple" };
     let (m32, n32, k32) = check_shape(kernel, m, n, k)?;
     check_len(kernel, "a", a, m * k)?;
@@ -250,7 +371,8 @@ fn int8_impl(
         check_len(kernel, "w_sum", zp.w_sum, n)?;
         check_align(kernel, "w_sum", zp.w_sum, 16)?;
     }
-    let args = [
+    let split = if variant == Variant::Fast { split_args(kernel, plan, m, n, k, true, ws)? } else { Vec::new() };
+    let mut args = vec![
         KernelArg::from(a),
         KernelArg::from(a_scale),
         opt_ptr(zp.map(|z| z.zero)),
@@ -265,8 +387,58 @@ fn int8_impl(
         KernelArg::U32(k32),
         KernelArg::U32(epilogue.code()),
     ];
-    let cfg = if variant == Variant::Fast { tiled_grid(m, n, tile) } else { simple_grid(m, n) };
+    args.extend(split);
+    if let Some(ln) = ln {
+        args.extend(ln_args(kernel, ln, m, n, ws)?);
+    }
+    let cfg = if variant == Variant::Fast { plan.launch_config(m, n) } else { simple_grid(m, n) };
     launch(dev, kernel, cfg, &args)
+}
+
+/// [`gemm_int8_planned`] with the layernorm of its output rows fused in (see [`FusedLayerNorm`]):
+/// `out` = the GEMM (+ epilogue), `ln.out` = its layernorm; one launch.
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
+pub fn gemm_int8_ln(
+    dev: &Device,
+    a: &DeviceBuffer<i8>,
+    a_scale: &DeviceBuffer<f32>,
+    zp: Option<ZeroPoint<'_>>,
+    w: &DeviceBuffer<i8>,
+    w_scale: &DeviceBuffer<f32>,
+    bias: Option<&DeviceBuffer<f16>>,
+    epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
+    plan: GemmPlan,
+    ws: &SplitWorkspace,
+    ln: &FusedLayerNorm<'_>,
+) -> Result<()> {
+    int8_impl(dev, a, a_scale, zp, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, plan, Some(ws), Some(ln))
+}
+
+/// The W8A8 GEMM launched as `plan` says ([`GemmPlan::choose`] picks the fastest; a split-K
+/// plan needs `ws`), symmetric or, with `zp`, asymmetric activations. Same result whatever the
+/// plan (int32 sums are exact).
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
+pub fn gemm_int8_planned(
+    dev: &Device,
+    a: &DeviceBuffer<i8>,
+    a_scale: &DeviceBuffer<f32>,
+    zp: Option<ZeroPoint<'_>>,
+    w: &DeviceBuffer<i8>,
+    w_scale: &DeviceBuffer<f32>,
+    bias: Option<&DeviceBuffer<f16>>,
+    epilogue: Epilogue<'_>,
+    out: &mut DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
+    plan: GemmPlan,
+    ws: Option<&SplitWorkspace>,
+) -> Result<()> {
+    int8_impl(dev, a, a_scale, zp, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, plan, ws, None)
 }
 
 /// The same tensor-core main loop writing the raw int32 accumulators `out[m, n] = A . W^T`
@@ -295,8 +467,23 @@ pub fn gemm_int8_i32_tiled(
     k: usize,
     tile: Tile,
 ) -> Result<()> {
-    let tile = tile.resolve(m, n);
-    let name = format!("gemm_int8_i32{}", tile.suffix());
+    gemm_int8_i32_planned(dev, a, w, out, m, n, k, GemmPlan::unsplit(tile, m, n, k, true), None)
+}
+
+/// [`gemm_int8_i32`] launched as `plan` says (a split-K plan needs `ws`).
+#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
+pub fn gemm_int8_i32_planned(
+    dev: &Device,
+    a: &DeviceBuffer<i8>,
+    w: &DeviceBuffer<i8>,
+    out: &mut DeviceBuffer<i32>,
+    m: usize,
+    n: usize,
+    k: usize,
+    plan: GemmPlan,
+    ws: Option<&SplitWorkspace>,
+) -> Result<()> {
+    let name = format!("gemm_int8_i32{}", plan.suffix());
     let kernel: &str = &name;
     let (m32, n32, k32) = check_shape(kernel, m, n, k)?;
     check_len(kernel, "a", a, m * k)?;
@@ -305,7 +492,8 @@ pub fn gemm_int8_i32_tiled(
     check_align(kernel, "a", a, 16)?;
     check_align(kernel, "w", w, 16)?;
     check_align(kernel, "out", out, 16)?;
-    let args = [
+    let split = split_args(kernel, plan, m, n, k, true, ws)?;
+    let mut args = vec![
         KernelArg::from(a),
         KernelArg::from(w),
         KernelArg::from(&*out),
@@ -313,5 +501,6 @@ pub fn gemm_int8_i32_tiled(
         KernelArg::U32(n32),
         KernelArg::U32(k32),
     ];
-    launch(dev, kernel, tiled_grid(m, n, tile), &args)
+    args.extend(split);
+    launch(dev, kernel, plan.launch_config(m, n), &args)
 }

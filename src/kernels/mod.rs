@@ -42,6 +42,7 @@ pub mod embedding;
 pub mod gather;
 pub mod gemm_f16;
 pub mod gemm_int8;
+pub mod gemm_plan;
 pub mod layernorm;
 pub mod pooling;
 pub mod quantize;
@@ -51,11 +52,13 @@ pub mod report;
 pub use attention::{attention, attention_tiled, attention_with, AttentionShape, QueryTile};
 pub use embedding::{embedding_layernorm, EmbeddingTables};
 pub use gather::gather_first_rows;
-pub use gemm_f16::{gemm_f16, gemm_f16_tiled, gemm_f16_with};
+pub use gemm_f16::{gemm_f16, gemm_f16_ln, gemm_f16_planned, gemm_f16_tiled, gemm_f16_with};
 pub use gemm_int8::{
     gemm_int8, gemm_int8_asym, gemm_int8_asym_with, gemm_int8_i32, gemm_int8_i32_tiled, gemm_int8_tiled,
     gemm_int8_with, weight_sums, Tile, ZeroPoint,
 };
+pub use gemm_int8::{gemm_int8_i32_planned, gemm_int8_ln, gemm_int8_planned, FusedLayerNorm, FusedQ8};
+pub use gemm_plan::{GemmPlan, SplitWorkspace};
 pub use layernorm::{layernorm_f16, layernorm_f16_q8, layernorm_f16_q8_with, layernorm_f16_with, Q8Out};
 pub use pooling::{pool, pool_skipping, Pooling};
 pub use quantize::{quantize_i8, quantize_i8_asym, quantize_i8_smoothed};

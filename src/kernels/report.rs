@@ -123,7 +123,7 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     }
     let n = 3 * h;
     let mut c32 = dev.alloc::<i32>(m * n)?;
-    super::gemm_int8_i32(dev, &q, &w8, &mut c32, m, n, k)?;
+    super::gemm_int8_i32_tiled(dev, &q, &w8, &mut c32, m, n, k, Tile::Small)?;
     record(
         dev,
         "gemm_int8_i32",

@@ -38,7 +38,9 @@ use super::weights::{LayerNormWeights, Linear};
 use super::{BertModel, Precision};
 use crate::device::{as_elements, Device, DeviceBuffer, GraphCache, GraphStats, ReadPart};
 use crate::error::{Error, Result};
-use crate::kernels::{self, AttentionShape, EmbeddingTables, Epilogue, Pooling, Q8Out};
+use crate::kernels::{
+    self, AttentionShape, EmbeddingTables, Epilogue, FusedLayerNorm, FusedQ8, GemmPlan, Pooling, Q8Out, SplitWorkspace,
+};
 use crate::tokenize::Batch;
 
 /// GEMM N and K must be multiples of this (the kernels' contract); the classifier's label count
@@ -150,11 +152,16 @@ struct Workspace {
     ffn: DeviceBuffer<f16>,
     /// int8 activations (largest K: intermediate size) and their per-token scales.
     q8: DeviceBuffer<i8>,
+    /// Where a fused FFN2 + LN2 writes LN2's int8 codes (FFN2 still reads its own
+    /// `[T, intermediate]` input from `q8`); swapped with `q8` after the layer.
+    q8_next: DeviceBuffer<i8>,
     q8_scale: DeviceBuffer<f32>,
     /// Zero points of the asymmetric int8 activations (FFN2 input).
     q8_zero: DeviceBuffer<i32>,
     /// ELECTRA: the embedding layernorm's `[T, embedding_size]` output, before the projection.
     emb: Option<DeviceBuffer<f16>>,
+    /// Partial sums and arrival counters of the split-K layer GEMMs (`GemmPlan::choose`).
+    split: SplitWorkspace,
     pooled: DeviceBuffer<f32>,
     cls: DeviceBuffer<f16>,
     pooler_out: DeviceBuffer<f16>,
@@ -578,9 +585,13 @@ impl DeviceBert {
     pub fn launches_for(&self, outputs: Outputs) -> usize {
         let (pooler, classifier) = self.heads_run(outputs);
         let l = self.layers.len();
-        let body = match self.precision {
-            Precision::F16 => 2 + 7 * l,
-            Precision::Int8 => 3 + 9 * l,
+        // the layernorms fused into the residual GEMMs (DeviceBert::layer)
+        let fused = kernels::gemm_plan::fuses_layernorm(self.config.hidden_size);
+        let body = match (self.precision, fused) {
+            (Precision::F16, false) => 2 + 7 * l,
+            (Precision::F16, true) => 2 + 5 * l,
+            (Precision::Int8, false) => 3 + 9 * l,
+            (Precision::Int8, true) => 3 + 7 * l,
         };
         body + usize::from(self.projection.is_some()) + if pooler { 2 } else { 0 } + usize::from(classifier)
     }
@@ -612,6 +623,11 @@ impl DeviceBert {
         let inputs = d.alloc::<u32>(3 * t + b + 1)?;
         let (ids, pos_ids, type_ids) = (inputs.view(0, t)?, inputs.view(t, t)?, inputs.view(2 * t, t)?);
         let cu_seqlens = inputs.view(3 * t, b + 1)?;
+        let int8 = self.precision == Precision::Int8;
+        // every token count up to t may run: size for the largest split launch of each shape
+        let split_shapes: Vec<_> =
+            (1..=t).flat_map(|m| [(m, 3 * h, h, int8), (m, h, h, int8), (m, i, h, int8), (m, h, i, int8)]).collect();
+        let split = SplitWorkspace::for_shapes(d, &split_shapes)?;
         self.workspace = Some(Workspace {
             tokens: t,
             batch: b,
@@ -628,9 +644,11 @@ impl DeviceBert {
             h: d.alloc(t * h)?,
             ffn: d.alloc(t * i)?,
             q8: d.alloc(t * i.max(h))?,
+            q8_next: d.alloc(t * i.max(h))?,
             q8_scale: d.alloc(t)?,
             q8_zero: d.alloc(t)?,
             emb: self.projection.as_ref().map(|_| d.alloc(t * self.config.embedding_size)).transpose()?,
+            split,
             pooled: d.alloc(b * h)?,
             cls: d.alloc(b * h)?,
             pooler_out: d.alloc(b * h)?,
@@ -780,8 +798,12 @@ impl DeviceBert {
         let d = &self.dev;
         let (h, i, eps) = (self.config.hidden_size, self.config.intermediate_size, self.config.layer_norm_eps);
         let int8 = self.precision == Precision::Int8;
-        let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_scale, q8_zero, cu_seqlens, .. } = ws;
-        self.gemm(&l.qkv, x, q8, q8_scale, q8_zero, Epilogue::None, qkv, t, 3 * h, h)?;
+        let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_next, q8_scale, q8_zero, cu_seqlens, split, .. } = ws;
+        let sp = &*split;
+        // attn_out -> LN1 and ffn2 -> LN2 run as one launch each when the row fits the fused
+        // epilogue
+        let fuse = kernels::gemm_plan::fuses_layernorm(h);
+        self.gemm(&l.qkv, x, q8, q8_scale, q8_zero, sp, Epilogue::None, qkv, t, 3 * h, h, None)?;
         let shape = AttentionShape {
             batch: b,
             tokens: t,
@@ -794,13 +816,36 @@ impl DeviceBert {
         if int8 {
             kernels::quantize_i8(d, ctx, q8, q8_scale, t, h)?;
         }
-        self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, Epilogue::Residual(x), y, t, h, h)?;
-        self.layernorm(&l.ln1, y, hbuf, q8, q8_scale, l.ffn1.smooth(), t, h, eps)?;
-        self.gemm(&l.ffn1, hbuf, q8, q8_scale, q8_zero, self.ffn_act, ffn, t, i, h)?;
+        if fuse {
+            // LN1's int8 codes go to q8 (attn_out's own [t, h] input: each strip is normalised
+            // after its own tiles have read it)
+            let q = int8.then_some(FusedQ8 { q: q8, scale: q8_scale, smooth: l.ffn1.smooth() });
+            let ln = FusedLayerNorm { gamma: &l.ln1.gamma, beta: &l.ln1.beta, out: hbuf, q8: q, eps };
+            self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h, Some(&ln))?;
+        } else {
+            self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h, None)?;
+            self.layernorm(&l.ln1, y, hbuf, q8, q8_scale, l.ffn1.smooth(), t, h, eps)?;
+        }
+        self.gemm(&l.ffn1, hbuf, q8, q8_scale, q8_zero, sp, self.ffn_act, ffn, t, i, h, None)?;
         if int8 {
             kernels::quantize_i8_asym(d, ffn, l.ffn2.smooth(), q8, q8_scale, q8_zero, t, i)?;
         }
-        self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, Epilogue::Residual(hbuf), y, t, h, i)?;
+        if fuse {
+            // int8: LN2's codes (for the next layer's QKV, smoothed for it) go to q8_next; its
+            // scales overwrite q8_scale rows only after their strip's tiles read them. The last
+            // layer's output feeds only pooling and the fp16 heads: no codes.
+            let q = next.filter(|_| int8).map(|n| FusedQ8 { q: &*q8_next, scale: q8_scale, smooth: n.qkv.smooth() });
+            let ln = FusedLayerNorm { gamma: &l.ln2.gamma, beta: &l.ln2.beta, out: x, q8: q, eps };
+            self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, sp, Epilogue::Residual(hbuf), y, t, h, i, Some(&ln))?;
+            // the next layer reads LN2's codes from q8; an even number of swaps per pass keeps
+            // every pass's launch sequence (and so its captured graph) the same
+            let swaps = self.layers.len() - 1;
+            if int8 && (next.is_some() || swaps % 2 == 1) {
+                std::mem::swap(&mut ws.q8, &mut ws.q8_next);
+            }
+            return Ok(());
+        }
+        self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, sp, Epilogue::Residual(hbuf), y, t, h, i, None)?;
         match next {
             Some(n) => self.layernorm(&l.ln2, y, x, q8, q8_scale, n.qkv.smooth(), t, h, eps),
             // the last layer's output feeds only pooling and the fp16 heads
@@ -830,7 +875,8 @@ impl DeviceBert {
         }
     }
 
-    /// out[m, n] = epilogue(a[m, :] . W[n, :] + bias[n]). The int8 path reads `q8`/`q8_scale`
+    /// out[m, n] = epilogue(a[m, :] . W[n, :] + bias[n]), launched as `GemmPlan::choose` says
+    /// (split over K into `split` when that is faster). The int8 path reads `q8`/`q8_scale`
     /// (and `q8_zero` for an asymmetric input), the quantised copy of `a` made by the previous
     /// launch, instead of `a`.
     #[allow(clippy::too_many_arguments)] // one GEMM step: inputs, weights, outputs and the epilogue operands
@@ -841,21 +887,66 @@ impl DeviceBert {
         q8: &DeviceBuffer<i8>,
         q8_scale: &DeviceBuffer<f32>,
         q8_zero: &DeviceBuffer<i32>,
+        split: &SplitWorkspace,
         epilogue: Epilogue<'_>,
         out: &mut DeviceBuffer<f16>,
         m: usize,
         n: usize,
         k: usize,
+        ln: Option<&FusedLayerNorm<'_>>,
     ) -> Result<()> {
         let d = &self.dev;
-        match lin {
-            DeviceLinear::F16 { w, b } => kernels::gemm_f16(d, a, w, Some(b), epilogue, out, m, n, k),
-            DeviceLinear::Int8 { w, scale, b, w_sum: None, .. } => {
-                kernels::gemm_int8(d, q8, q8_scale, w, scale, Some(b), epilogue, out, m, n, k)
+        let ws = Some(split);
+        match (lin, ln) {
+            (DeviceLinear::F16 { w, b }, None) => {
+                let plan = GemmPlan::choose(m, n, k, false);
+                kernels::gemm_f16_planned(d, a, w, Some(b), epilogue, out, m, n, k, plan, ws)
             }
-            DeviceLinear::Int8 { w, scale, b, w_sum: Some(w_sum), .. } => {
-                let zp = kernels::ZeroPoint { zero: q8_zero, w_sum };
-                kernels::gemm_int8_asym(d, q8, q8_scale, zp, w, scale, Some(b), epilogue, out, m, n, k)
+            (DeviceLinear::F16 { w, b }, Some(ln)) => {
+                let plan = GemmPlan::choose_with_layernorm(m, n, k, false);
+                kernels::gemm_f16_ln(d, a, w, Some(b), epilogue, out, m, n, k, plan, split, ln)
+            }
+            (DeviceLinear::Int8 { w, scale, b, w_sum, .. }, ln) => {
+                let zp = w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum });
+                let plan = match ln {
+                    None => GemmPlan::choose(m, n, k, true),
+                    Some(_) => GemmPlan::choose_with_layernorm(m, n, k, true),
+                };
+                match ln {
+                    None => kernels::gemm_int8_planned(
+                        d,
+                        q8,
+                        q8_scale,
+                        zp,
+                        w,
+                        scale,
+                        Some(b),
+                        epilogue,
+                        out,
+                        m,
+                        n,
+                        k,
+                        plan,
+                        ws,
+                    ),
+                    Some(ln) => kernels::gemm_int8_ln(
+                        d,
+                        q8,
+                        q8_scale,
+                        zp,
+                        w,
+                        scale,
+                        Some(b),
+                        epilogue,
+                        out,
+                        m,
+                        n,
+                        k,
+                        plan,
+                        split,
+                        ln,
+                    ),
+                }
             }
         }
     }

@@ -7,6 +7,7 @@
 //! emulator's counters on small shapes, launch by launch.
 use serde::Serialize;
 
+use crate::kernels::gemm_plan::{fuses_layernorm, GemmPlan};
 use crate::kernels::{attention as attn, embedding as emb, gemm_int8::Tile, layernorm::ROWS_PER_BLOCK};
 use crate::model::bert::Outputs;
 use crate::model::{BertConfig, BertModel, Precision};
@@ -70,6 +71,9 @@ pub struct PlannedLaunch {
     /// Re-read bytes each resident block adds: a GEMM block's share of its A row strip
     /// (`bm k / grid_n`), an attention block's share of its sequence's K/V.
     pub reuse_bytes_per_block: u64,
+    /// Bytes one block moves alone after the rest of the grid is done (a serial tail no other
+    /// block overlaps): a split-K GEMM's last block per tile reading its tile's partial sums.
+    pub tail_bytes: u64,
 }
 
 impl PlannedLaunch {
@@ -128,20 +132,36 @@ pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], hea
     let layers = c.num_hidden_layers;
     for l in 0..layers {
         let li = Some(l);
-        v.push(gemm(p, "qkv", li, t, 3 * h, h, Epi::None, false));
+        v.push(layer_gemm(p, "qkv", li, t, 3 * h, h, Epi::None, false));
         v.push(attention(lengths, c.num_attention_heads, c.head_dim(), li));
         if p.int8 {
             v.push(quantize(t, h, false, false, li));
         }
-        v.push(gemm(p, "attn_out", li, t, h, h, Epi::Residual, false));
-        v.push(layernorm(p.int8, true, t, h, "ln1", li));
-        v.push(gemm(p, "ffn1", li, t, f, h, Epi::Gelu, false));
+        // the layernorms fused into the residual GEMMs where the row fits (with their int8
+        // output in int8)
+        let fuse = fuses_layernorm(h);
+        if fuse {
+            let plan = GemmPlan::choose_with_layernorm(t, h, h, p.int8);
+            let g = planned_gemm(p, "attn_out", li, t, h, h, Epi::Residual, false, plan);
+            v.push(with_layernorm(g, t, h, p.int8, true));
+        } else {
+            v.push(layer_gemm(p, "attn_out", li, t, h, h, Epi::Residual, false));
+            v.push(layernorm(p.int8, true, t, h, "ln1", li));
+        }
+        v.push(layer_gemm(p, "ffn1", li, t, f, h, Epi::Gelu, false));
         if p.int8 {
             v.push(quantize(t, f, true, false, li));
         }
-        v.push(gemm(p, "ffn2", li, t, h, f, Epi::Residual, true));
         let last = l + 1 == layers;
-        v.push(layernorm(p.int8 && !last, !last, t, h, "ln2", li));
+        if fuse {
+            // int8: LN2's codes for the next layer's QKV (smoothed), none after the last layer
+            let plan = GemmPlan::choose_with_layernorm(t, h, f, p.int8);
+            let g = planned_gemm(p, "ffn2", li, t, h, f, Epi::Residual, true, plan);
+            v.push(with_layernorm(g, t, h, p.int8 && !last, !last));
+        } else {
+            v.push(layer_gemm(p, "ffn2", li, t, h, f, Epi::Residual, true));
+            v.push(layernorm(p.int8 && !last, !last, t, h, "ln2", li));
+        }
     }
     v.push(pool(b, t, h));
     if heads.pooler {
@@ -185,6 +205,7 @@ fn launch(
         store_bytes: store as u64,
         reuse_bytes: 0,
         reuse_bytes_per_block: 0,
+        tail_bytes: 0,
     }
 }
 
@@ -321,8 +342,8 @@ enum Epi {
     Residual,
 }
 
-/// A tensor-core GEMM `[m, k] x [n, k]^T` with bias and epilogue; `asym` (int8 only): the input
-/// has per-token zero points.
+/// A tensor-core GEMM `[m, k] x [n, k]^T` with bias and epilogue, unsplit (`kernels::gemm_f16`,
+/// the heads); `asym` (int8 only): the input has per-token zero points.
 #[allow(clippy::too_many_arguments)] // one GEMM: shape, precision and epilogue
 fn gemm(
     p: Prec,
@@ -334,11 +355,45 @@ fn gemm(
     epi: Epi,
     asym: bool,
 ) -> PlannedLaunch {
+    let plan = GemmPlan::unsplit(Tile::Auto, m, n, k, p.int8);
+    planned_gemm(p, step, layer, m, n, k, epi, asym, plan)
+}
+
+/// An encoder layer's GEMM (`DeviceBert::gemm`): launched as [`GemmPlan::choose`] says, split
+/// over K when that is predicted faster.
+#[allow(clippy::too_many_arguments)] // one GEMM: shape, precision and epilogue
+fn layer_gemm(
+    p: Prec,
+    step: &'static str,
+    layer: Option<usize>,
+    m: usize,
+    n: usize,
+    k: usize,
+    epi: Epi,
+    asym: bool,
+) -> PlannedLaunch {
+    planned_gemm(p, step, layer, m, n, k, epi, asym, GemmPlan::choose(m, n, k, p.int8))
+}
+
+/// A GEMM launched as `plan` says. A split-K launch loads the operands once over its splits
+/// like an unsplit one; the last block per tile runs the epilogue, after reading the tile's
+/// partial sums, which every block stored (rows < m); its counter reset is an atomic (not a
+/// store).
+#[allow(clippy::too_many_arguments)] // one GEMM: shape, precision, epilogue and launch plan
+fn planned_gemm(
+    p: Prec,
+    step: &'static str,
+    layer: Option<usize>,
+    m: usize,
+    n: usize,
+    k: usize,
+    epi: Epi,
+    asym: bool,
+    plan: GemmPlan,
+) -> PlannedLaunch {
     let asym = asym && p.int8;
-    let tile = Tile::Auto.resolve(m, n);
-    let large = tile == Tile::Large;
-    let (bm, bn, threads, smem) = if large { (128, 128, 256, 128 * 136 * 4) } else { (64, 64, 128, 3 * 2 * 64 * 64) };
-    let name = format!("{}{}", if p.int8 { "gemm_int8_f16" } else { "gemm_f16" }, if large { "_l" } else { "" });
+    let (bm, bn, threads, smem) = plan.tile.dims();
+    let name = format!("{}{}", if p.int8 { "gemm_int8_f16" } else { "gemm_f16" }, plan.suffix());
     let (gm, gn) = (m.div_ceil(bm), n.div_ceil(bn));
     let e = if p.int8 { 1 } else { 2 };
     // per output column: bias (fp16), int8 weight scales (f32) and code sums (i32)
@@ -353,19 +408,41 @@ fn gemm(
     let load = gn * m * k * e + gm * n * k * e + gm * 8 * n * col_bytes + m * (n / 4) * row_bytes + residual;
     let flops = 2 * m * n * k;
     let tensor = 2 * gm * bm * gn * bn * k;
-    let mut l = launch(
-        &name,
-        step,
-        layer,
-        ((gn as u32, gm as u32, 1), (threads, 1, 1), smem),
-        flops as u64,
-        min,
-        load,
-        m * n * 2,
-    );
+    let partials = plan.partial_bytes(m, n);
+    let store = m * n * 2 + partials;
+    let cfg = ((gn as u32, gm as u32, plan.splits as u32), (threads, 1, 1), smem);
+    let mut l = launch(&name, step, layer, cfg, flops as u64, min, load + partials, store);
+    if plan.splits > 1 {
+        l.tail_bytes = (plan.splits * bm * bn * 4) as u64;
+    }
     l.tensor_flops = tensor as u64;
     l.gemm = Some((m, n, k));
     l.reuse_bytes = (n * k * e + n * col_bytes) as u64;
     l.reuse_bytes_per_block = (bm * k * e).div_ceil(gn) as u64;
     l
+}
+
+/// `g` (a residual GEMM over rows of `h`) with the layernorm of its output fused in (`*_ln`):
+/// the last tile of each row strip (64 rows, 128 on the 128x128 tile) reads the strip's rows
+/// back (`h` halves each, through L2), each of its warps with rows loads gamma and beta (and the
+/// smoothing multipliers with `q8 && smooth`) once, and it stores the normalised rows (and
+/// their int8 codes and scales with `q8`). The last strip's layernorm runs after every other
+/// block is done: a serial tail of that strip's bytes at one SM's bandwidth.
+fn with_layernorm(mut g: PlannedLaunch, t: usize, h: usize, q8: bool, smooth: bool) -> PlannedLaunch {
+    g.kernel.push_str("_ln");
+    g.step = match g.step {
+        "attn_out" => "attn_out_ln1",
+        _ => "ffn2_ln2",
+    };
+    let (strip, warps) = if g.block.0 == 256 { (128, 8) } else { (64, 4) };
+    let params = (if q8 && smooth { 3 } else { 2 }) * h * 2;
+    let strips: Vec<usize> = (0..t.div_ceil(strip)).map(|i| (t - i * strip).min(strip)).collect();
+    let param_loads: usize = strips.iter().map(|&rows| rows.min(warps) * params).sum();
+    let row_store = h * 2 + if q8 { h + 4 } else { 0 };
+    g.load_bytes += (t * h * 2 + param_loads) as u64;
+    g.store_bytes += (t * row_store) as u64;
+    g.min_load_bytes += params as u64;
+    let last = strips.first().copied().unwrap_or(0);
+    g.tail_bytes += (last * (h * 2 + row_store) + last.min(warps) * params) as u64;
+    g
 }

@@ -22,6 +22,10 @@
 //!   part that does not fit otherwise. Reuse *between* launches (an activation still in L2
 //!   when the next kernel reads it, MiniLM's weights staying resident across passes) is not
 //!   counted, so DRAM time is an upper estimate.
+//! - **Serial tails**: bytes one block moves alone after the rest of its grid is done (the plan's
+//!   `tail_bytes`: a split-K GEMM's last block per tile reading the tile's partial sums, a
+//!   fused layernorm's last row strip) add their time at one SM's bandwidth `sm_gbps` to the
+//!   parallel part's, overlapping nothing; the minimum kernel time bounds the sum.
 //! - **Bound**: the largest of the terms: `compute`, `memory` (DRAM or L2), or `latency` (the
 //!   minimum kernel time or the launch cost).
 //!
@@ -181,7 +185,9 @@ pub fn predict_launch(g: &GpuSpec, l: &PlannedLaunch, graphs: bool) -> LaunchPre
     let compute_us = l.tensor_flops as f64 / (peak(g, int8) * g.mma_sync_fraction) * factor * 1e6;
     let dram_us = dram as f64 / ((g.dram_gbps * g.dram_efficiency).min(active_gbps) * 1e9) * 1e6;
     let l2_us = l2 as f64 / (g.l2_gbps.min(active_gbps) * 1e9) * 1e6;
-    let kernel_us = compute_us.max(dram_us).max(l2_us).max(MIN_KERNEL_US);
+    // a serial tail (one block alone after the grid, e.g. a split-K reduction) at one SM's bandwidth
+    let tail_us = l.tail_bytes as f64 / (g.sm_gbps * 1e9) * 1e6;
+    let kernel_us = (compute_us.max(dram_us).max(l2_us) + tail_us).max(MIN_KERNEL_US);
     // the GPU's gap between dependent kernels (graph_node_us) is paid either way; on a stream
     // the host must also enqueue each launch, which bounds short kernels
     let time_us = if graphs { kernel_us + g.graph_node_us } else { (kernel_us + g.graph_node_us).max(g.launch_us) };
