@@ -4,13 +4,13 @@
 // Asymmetric activations (a_zero non-null, see quantize.cu): the accumulator becomes
 // acc[m,n] - a_zero[m] * w_sum[n] with w_sum[n] = sum_k W[n,k]; a_zero = null for symmetric.
 //
-// Entries (suffix _l = the 128x128 Large tile, 256 threads; none = 64x64 Small, 128 threads;
-// dynamic shared memory = Cfg::SMEM):
-//  - gemm_int8_f16[_l]: the pipelined tensor-core kernel, fp16 out with the epilogue.
-//  - gemm_int8_i32[_l]: the same main loop, raw int32 accumulators out (bit-exact checks).
-//  - gemm_int8_f16_sk / gemm_int8_i32_sk: Small tile, split-K over gridDim.z = the K chunk
+// Entries (suffix _l = the 128x128 Large tile, 256 threads; _n = the 32x64 Narrow tile, 128
+// threads; none = 64x64 Small, 128 threads; dynamic shared memory = Cfg::SMEM):
+//  - gemm_int8_f16[_l|_n]: the pipelined tensor-core kernel, fp16 out with the epilogue.
+//  - gemm_int8_i32[_l|_n]: the same main loop, raw int32 accumulators out (bit-exact checks).
+//  - gemm_int8_f16[_n]_sk / gemm_int8_i32[_n]_sk: Small (Narrow) tile, split-K over gridDim.z = the K chunk
 //    count (int32 partials + per-tile arrival counters in a workspace; gemm_core.cuh).
-//  - gemm_int8_f16_ln / _l_ln / _sk_ln: gemm_int8_f16 / _l / _sk with a layernorm of the output
+//  - gemm_int8_f16_ln / _l_ln / _sk_ln / _n_ln / _n_sk_ln: the entries above with a layernorm of the output
 //    rows fused in (and its int8 codes for the next GEMM; gemm_core.cuh).
 //  - gemm_int8_simple:  one thread per output with dp4a: the obviously-right baseline.
 // Requirements (checked on the host): K % 16 == 0, N % 16 == 0, M >= 1; bias may be null.
@@ -45,7 +45,7 @@ __device__ __forceinline__ void int8_i32(const int8_t* A, const int8_t* W, int32
     store_raw<C>(st, Cout, M, N, m0, n0);
 }
 
-// Split-K (Small tile): block z sums K chunk z (exact in int32); the last block of a tile adds
+// Split-K (Small or Narrow tile): block z sums K chunk z (exact in int32); the last block of a tile adds
 // the chunks and runs the epilogue (gemm_core.cuh: split_k_reduce). False: not the last block.
 template <class C>
 __device__ __forceinline__ bool int8_split(int (&acc)[C::MI][C::NI][4], char* smem, const int8_t* A,
@@ -142,6 +142,44 @@ extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_sk_ln
 GEMM_INT8_ENTRIES(, Small, 1)
 // two 128x128 blocks per SM: caps ptxas at 128 registers (checked: no spills, `fusebert kernels report`)
 GEMM_INT8_ENTRIES(_l, Large, 2)
+
+// The Narrow tile (32x64, 128 threads) for a few row strips: plain, split-K and fused-layernorm
+// entries as for Small.
+GEMM_INT8_ENTRIES(_n, Narrow, 1)
+
+extern "C" __global__ void __launch_bounds__(Narrow::THREADS) gemm_int8_f16_n_sk(
+    const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
+    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
+    uint32_t N, uint32_t K, uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
+    int8_f16_sk<Narrow>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials, counters);
+}
+
+extern "C" __global__ void __launch_bounds__(Narrow::THREADS) gemm_int8_i32_n_sk(
+    const int8_t* __restrict__ A, const int8_t* __restrict__ W, int32_t* __restrict__ C, uint32_t M, uint32_t N,
+    uint32_t K, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
+    int8_i32_sk<Narrow>(A, W, C, M, N, K, partials, counters);
+}
+
+extern "C" __global__ void __launch_bounds__(Narrow::THREADS) gemm_int8_f16_n_ln(
+    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
+    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
+    uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
+    const LnArgs ln = LN_ARGS;
+    int8_f16<Narrow, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, &ln);
+}
+
+extern "C" __global__ void __launch_bounds__(Narrow::THREADS) gemm_int8_f16_n_sk_ln(
+    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
+    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
+    uint32_t N, uint32_t K, uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters,
+    LN_PARAMS) {
+    const LnArgs ln = LN_ARGS;
+    int8_f16_sk<Narrow, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials,
+                              counters, &ln);
+}
 
 // Baseline: one thread per output, 4 int8 per dp4a. Block 16x16 over (n, m).
 extern "C" __global__ void gemm_int8_simple(

@@ -1,8 +1,10 @@
 //! Batch invariance of the device forward pass: a text's outputs do not depend on the batch it
 //! is in, bit for bit, in fp16 and int8 — although the batch's token count changes how the
-//! layer GEMMs launch (`GemmPlan::choose`: split over K for few tokens, unsplit for many). And
+//! layer GEMMs launch (`GemmPlan::choose`: split over K for few tokens, unsplit for many; the
+//! fused residual GEMMs on 32-row tiles for few tokens). And
 //! replaying the same pass (graph replay included: the split-K counters reset themselves)
 //! repeats it bit for bit.
+use fusebert::kernels::gemm_plan::Tile;
 use fusebert::kernels::GemmPlan;
 use fusebert::model::bert::{DeviceBert, ForwardOptions};
 use fusebert::model::{synthetic, Precision};
@@ -32,6 +34,10 @@ fn a_text_gives_the_same_bits_alone_and_in_a_batch() {
         let differ = shapes.iter().any(|&(n, k)| GemmPlan::choose(20, n, k, int8) != GemmPlan::choose(t, n, k, int8));
         // (int8 sums are exact whatever the plan; at these widths its plans are the same anyway)
         assert!(differ || int8, "{precision:?}: 20 and {t} tokens launch the same GEMM plans");
+        // the 32x64 tile is among the fused residual GEMMs' launches
+        let ln = |m: usize| [(h, h), (h, f)].map(|(n, k)| GemmPlan::choose_with_layernorm(m, n, k, int8));
+        assert!(ln(20).iter().any(|p| p.tile == Tile::Narrow), "{precision:?}: {:?}", ln(20));
+        assert!(ln(20) != ln(t) || int8, "{precision:?}: {:?}", ln(t));
         let calib = Batch::from_ids(vec![text(9, 3, c.vocab_size), text(14, 4, c.vocab_size)]).unwrap();
         let mut bert = DeviceBert::new_calibrated(&dev, &model, precision, &calib).unwrap();
         bert.set_graphs(true);

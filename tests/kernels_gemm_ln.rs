@@ -1,9 +1,10 @@
 //! Layernorm fused into the residual GEMMs (`gemm_f16_ln`, `gemm_f16_l_ln`, `gemm_f16_sk_ln`,
-//! `gemm_int8_f16_ln`, `gemm_int8_f16_l_ln`, `gemm_int8_f16_sk_ln`): the GEMM output equals the unfused GEMM's and
+//! `gemm_int8_f16_ln`, `gemm_int8_f16_l_ln`, `gemm_int8_f16_sk_ln`, and the 32x64 `_n_ln`,
+//! `_n_sk_ln` of both): the GEMM output equals the unfused GEMM's and
 //! the layernorm output (and, for int8, its codes and scales) equals `layernorm_f16` /
 //! `layernorm_f16_q8` run on that output, bit for bit — so the fused forward pass is the unfused
 //! one, whose accuracy `tests/forward_*.rs` checks against the CPU reference. Ragged shapes
-//! (M = 1, 17, 70, 129: partial and several row strips; N = 48, 96, 384; K not a multiple of the
+//! (M = 1, 17, 33, 70, 129: partial and several row strips of 32, 64 and 128 rows; N = 48, 96, 384; K not a multiple of the
 //! split chunk), outputs poisoned, sanitizers on; every launch twice (the strip counters reset).
 mod kernels_util;
 use fusebert::kernels::gemm_plan::{fuses_layernorm, k_chunks, GemmPlan, SplitWorkspace, Tile};
@@ -12,7 +13,8 @@ use fusebert::{Device, DeviceBuffer};
 use half::f16;
 use kernels_util::*;
 
-const SHAPES: [(usize, usize, usize); 5] = [(1, 96, 400), (17, 384, 400), (70, 48, 784), (129, 96, 96), (17, 384, 96)];
+const SHAPES: [(usize, usize, usize); 6] =
+    [(1, 96, 400), (17, 384, 400), (70, 48, 784), (129, 96, 96), (17, 384, 96), (33, 96, 400)];
 const EPS: f32 = 1e-12;
 
 fn bits<T: bytemuck::Pod>(b: &DeviceBuffer<T>) -> Vec<T> {
@@ -20,9 +22,11 @@ fn bits<T: bytemuck::Pod>(b: &DeviceBuffer<T>) -> Vec<T> {
 }
 
 fn plans(k: usize, int8: bool) -> Vec<GemmPlan> {
-    let mut p = vec![GemmPlan { tile: Tile::Small, splits: 1 }, GemmPlan { tile: Tile::Large, splits: 1 }];
+    let mut p: Vec<GemmPlan> =
+        [Tile::Small, Tile::Large, Tile::Narrow].iter().map(|&tile| GemmPlan { tile, splits: 1 }).collect();
     if k_chunks(k, int8) > 1 {
         p.push(GemmPlan { tile: Tile::Small, splits: k_chunks(k, int8) });
+        p.push(GemmPlan { tile: Tile::Narrow, splits: k_chunks(k, int8) });
     }
     p
 }

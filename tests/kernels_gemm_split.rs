@@ -19,15 +19,23 @@ use kernels_util::*;
 
 /// (m, n, k) fp16: K = 400 is 12.5 k-tiles (chunks of 4: the last is half a k-tile), 784 =
 /// 24.5, 3072 = 96 (4 chunks of 24); N = 48 and 80 leave partial 64-column tiles.
-const F16_SHAPES: [(usize, usize, usize); 5] =
-    [(1, 48, 400), (17, 80, 784), (70, 64, 400), (1, 96, 3072), (17, 48, 656)];
+const F16_SHAPES: [(usize, usize, usize); 6] =
+    [(1, 48, 400), (17, 80, 784), (70, 64, 400), (1, 96, 3072), (17, 48, 656), (33, 80, 400)];
 /// (m, n, k) int8: K = 784 is 12.25 k-tiles (4 chunks: 4, 4, 4, 0.25), 656 = 10.25 (3 chunks).
-const I8_SHAPES: [(usize, usize, usize); 4] = [(1, 48, 784), (17, 80, 656), (70, 64, 784), (1, 96, 3072)];
+const I8_SHAPES: [(usize, usize, usize); 5] =
+    [(1, 48, 784), (17, 80, 656), (70, 64, 784), (1, 96, 3072), (33, 80, 656)];
+/// The tiles with split-K kernels, and every concrete tile.
+const SPLIT_TILES: [Tile; 2] = [Tile::Small, Tile::Narrow];
+const TILES: [Tile; 3] = [Tile::Small, Tile::Large, Tile::Narrow];
 
 fn split_plan(k: usize, int8: bool) -> GemmPlan {
+    split_plan_on(Tile::Small, k, int8)
+}
+
+fn split_plan_on(tile: Tile, k: usize, int8: bool) -> GemmPlan {
     let s = k_chunks(k, int8);
     assert!(s > 1, "K = {k} must have several chunks for this test");
-    GemmPlan { tile: Tile::Small, splits: s }
+    GemmPlan { tile, splits: s }
 }
 
 fn f16_bits(c: &DeviceBuffer<f16>) -> Vec<u16> {
@@ -92,7 +100,13 @@ fn f16_split_k_matches_the_reference_and_every_unsplit_tile_bit_for_bit() {
             let split = run_f16(&dev, &c, m, n, k, residual, plan, &ws);
             // the counters were reset: the same launch again writes the same output
             assert_eq!(run_f16(&dev, &c, m, n, k, residual, plan, &ws), split, "second split launch M {m} N {n} K {k}");
-            for tile in [Tile::Small, Tile::Large] {
+            let narrow = split_plan_on(Tile::Narrow, k, false);
+            let nws = SplitWorkspace::new(&dev, narrow.partial_words(m, n), narrow.counters(m, n), m).unwrap();
+            for _ in 0..2 {
+                let got = run_f16(&dev, &c, m, n, k, residual, narrow, &nws);
+                assert_eq!(got, split, "{} Narrow split vs Small split: M {m} N {n} K {k}", dev.name());
+            }
+            for tile in TILES {
                 let unsplit = run_f16(&dev, &c, m, n, k, residual, GemmPlan { tile, splits: 1 }, &ws);
                 assert_eq!(unsplit, split, "{} {tile:?} vs split x{}: M {m} N {n} K {k}", dev.name(), plan.splits);
             }
@@ -135,12 +149,18 @@ fn int8_split_k_accumulators_are_exact_and_fp16_output_matches_unsplit() {
             );
             let (dz, dsum) = (dev.upload(&zero).unwrap(), dev.upload(&w_sum).unwrap());
             let plan = split_plan(k, true);
-            let ws = SplitWorkspace::new(&dev, plan.partial_words(m, n), plan.counters(m, n), m).unwrap();
+            // room for the split plans of both tiles (the Narrow one has more, smaller tiles)
+            let plans = SPLIT_TILES.map(|t| split_plan_on(t, k, true));
+            let words = plans.iter().map(|p| p.partial_words(m, n)).max().unwrap();
+            let counters = plans.iter().map(|p| p.counters(m, n)).max().unwrap();
+            let ws = SplitWorkspace::new(&dev, words, counters, m).unwrap();
             let exact = reference::gemm_i32(&a, &w, m, n, k);
-            for _ in 0..2 {
-                let mut c = poisoned::<i32>(&dev, m * n);
-                kernels::gemm_int8_i32_planned(&dev, &da, &dw, &mut c, m, n, k, plan, Some(&ws)).unwrap();
-                assert_eq!(c.to_host().unwrap(), exact, "gemm_int8_i32_sk M {m} N {n} K {k}");
+            for p in plans {
+                for _ in 0..2 {
+                    let mut c = poisoned::<i32>(&dev, m * n);
+                    kernels::gemm_int8_i32_planned(&dev, &da, &dw, &mut c, m, n, k, p, Some(&ws)).unwrap();
+                    assert_eq!(c.to_host().unwrap(), exact, "gemm_int8_i32 {p:?} M {m} N {n} K {k}");
+                }
             }
             let run = |plan: GemmPlan| {
                 let zp = asym.then_some(kernels::ZeroPoint { zero: &dz, w_sum: &dsum });
@@ -171,8 +191,17 @@ fn int8_split_k_accumulators_are_exact_and_fp16_output_matches_unsplit() {
             };
             let split = run(plan);
             assert_eq!(run(plan), split, "second split launch M {m} N {n} K {k}");
-            for tile in [Tile::Small, Tile::Large] {
+            let narrow = split_plan_on(Tile::Narrow, k, true);
+            for _ in 0..2 {
+                assert_eq!(run(narrow), split, "Narrow split vs Small split: M {m} N {n} K {k}");
+            }
+            for tile in TILES {
                 assert_eq!(run(GemmPlan { tile, splits: 1 }), split, "{tile:?} vs split: M {m} N {n} K {k}");
+                // the raw int32 entries of the unsplit tiles too
+                let mut c = poisoned::<i32>(&dev, m * n);
+                kernels::gemm_int8_i32_planned(&dev, &da, &dw, &mut c, m, n, k, GemmPlan { tile, splits: 1 }, None)
+                    .unwrap();
+                assert_eq!(c.to_host().unwrap(), exact, "gemm_int8_i32 {tile:?} M {m} N {n} K {k}");
             }
             let acc = reference::dequant_asym(&exact, &zero, &w_sum, &asc, &wsc, n);
             let want = reference::epilogue(&acc, Some(&bias), 2, Some(&res), n);
@@ -192,14 +221,18 @@ fn rows_give_the_same_bits_alone_and_inside_a_larger_gemm() {
     let dev = Device::emulator().unwrap();
     let mut r = rng(43);
     let (n, k, big) = (96, 1536, 300);
-    let plans =
-        [GemmPlan { tile: Tile::Large, splits: 1 }, GemmPlan { tile: Tile::Small, splits: 1 }, split_plan(k, false)];
+    let plans = [
+        GemmPlan { tile: Tile::Large, splits: 1 },
+        GemmPlan { tile: Tile::Small, splits: 1 },
+        split_plan(k, false),
+        GemmPlan { tile: Tile::Narrow, splits: 1 },
+        split_plan_on(Tile::Narrow, k, false),
+    ];
     let c = f16_case(&mut r, big, n, k);
-    let ws =
-        SplitWorkspace::for_shapes(&dev, &[(1, n, k, false), (17, n, k, false), (1, n, k, true), (17, n, k, true)])
-            .unwrap();
+    let narrow = split_plan_on(Tile::Narrow, k, false);
+    let ws = SplitWorkspace::new(&dev, narrow.partial_words(big, n), narrow.counters(big, n), big).unwrap();
     let whole = run_f16(&dev, &c, big, n, k, true, plans[0], &ws);
-    for (m, plan) in [(17, plans[1]), (1, plans[2])] {
+    for (m, plan) in [(17, plans[1]), (1, plans[2]), (33, plans[3]), (33, plans[4]), (70, plans[4])] {
         let part =
             F16Case { a: c.a[..m * k].to_vec(), w: c.w.clone(), bias: c.bias.clone(), res: c.res[..m * n].to_vec() };
         assert_eq!(
@@ -243,10 +276,15 @@ fn rows_give_the_same_bits_alone_and_inside_a_larger_gemm() {
         .unwrap();
         (plan, f16_bits(&out))
     };
-    let i8_plans =
-        [GemmPlan { tile: Tile::Large, splits: 1 }, GemmPlan { tile: Tile::Small, splits: 1 }, split_plan(k, true)];
+    let i8_plans = [
+        GemmPlan { tile: Tile::Large, splits: 1 },
+        GemmPlan { tile: Tile::Small, splits: 1 },
+        split_plan(k, true),
+        GemmPlan { tile: Tile::Narrow, splits: 1 },
+        split_plan_on(Tile::Narrow, k, true),
+    ];
     let (big_plan, whole) = run(big, i8_plans[0]);
-    for (m, plan) in [(17, i8_plans[1]), (1, i8_plans[2])] {
+    for (m, plan) in [(17, i8_plans[1]), (1, i8_plans[2]), (33, i8_plans[3]), (70, i8_plans[4])] {
         let (plan, part) = run(m, plan);
         assert_eq!(part, whole[..m * n], "int8 {m} rows ({plan:?}) vs {big} ({big_plan:?})");
     }
@@ -285,9 +323,18 @@ fn bad_split_plans_are_typed_errors_naming_the_kernel() {
 /// and short K alone.
 #[test]
 fn plan_splits_small_grids_with_long_k_only() {
+    use fusebert::kernels::gemm_plan::plan_clocks;
     for int8 in [false, true] {
+        // bert-base 1x128 FFN2: fp16 splits the 64x64 tile; int8 (half the operand bytes) runs
+        // the 32x64 tile unsplit; either way the cheapest candidate
         let p = GemmPlan::choose(128, 768, 3072, int8);
-        assert_eq!((p.tile, p.splits), (Tile::Small, k_chunks(3072, int8)), "bert-base 1x128 ffn2 int8 {int8}");
+        let want = if int8 { (Tile::Narrow, 1) } else { (Tile::Small, k_chunks(3072, int8)) };
+        assert_eq!((p.tile, p.splits), want, "bert-base 1x128 ffn2 int8 {int8}");
+        let mut all: Vec<GemmPlan> = TILES.iter().map(|&tile| GemmPlan { tile, splits: 1 }).collect();
+        all.extend(SPLIT_TILES.map(|t| split_plan_on(t, 3072, int8)));
+        for q in all {
+            assert!(plan_clocks(p, 128, 768, 3072, int8) <= plan_clocks(q, 128, 768, 3072, int8), "{p:?} vs {q:?}");
+        }
         assert_eq!(GemmPlan::choose(4096, 768, 3072, int8).splits, 1, "32x128 ffn2 int8 {int8}");
         assert_eq!(GemmPlan::choose(4096, 768, 3072, int8).tile, Tile::Large);
         assert_eq!(GemmPlan::choose(128, 768, 64, int8).splits, 1, "K of one chunk");
@@ -305,9 +352,14 @@ fn layernorm_aware_plan_is_a_fused_variant_and_the_cheapest() {
     for int8 in [false, true] {
         for (m, n, k) in [(1, 384, 1536), (20, 384, 384), (128, 768, 768), (128, 768, 3072), (4096, 768, 3072)] {
             let p = GemmPlan::choose_with_layernorm(m, n, k, int8);
-            assert!(p.splits == 1 || p.tile == Tile::Small, "{p:?}");
+            assert!(p.splits == 1 || p.tile.splits_k(), "{p:?}");
             let best = plan_clocks_with_layernorm(p, m, n, k, int8);
-            for q in [GemmPlan { tile: Tile::Small, splits: 1 }, GemmPlan { tile: Tile::Large, splits: 1 }] {
+            let s = k_chunks(k, int8);
+            let mut others: Vec<GemmPlan> = TILES.iter().map(|&tile| GemmPlan { tile, splits: 1 }).collect();
+            if s > 1 {
+                others.extend(SPLIT_TILES.map(|tile| GemmPlan { tile, splits: s }));
+            }
+            for q in others {
                 assert!(
                     best <= plan_clocks_with_layernorm(q, m, n, k, int8),
                     "{m}x{n}x{k} int8 {int8}: {p:?} vs {q:?}"

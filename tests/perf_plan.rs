@@ -88,14 +88,24 @@ fn tiny() -> BertModel {
     with_classifier(synthetic::random_model(&synthetic::config(2, 64, 2, 128, 500, 160), 2), 3)
 }
 
+/// 47 tokens: the fused residual GEMMs run the 32x64 tile (`*_n*_ln`) over two row strips, one
+/// partial; the plan restates their launches exactly.
 #[test]
 fn plan_matches_emulator_minilm_shape_f16() {
+    assert_narrow_ln(&minilm(), Precision::F16, &[17, 30]);
     check(&minilm(), Precision::F16, &[17, 30]);
 }
 
 #[test]
 fn plan_matches_emulator_minilm_shape_int8() {
+    assert_narrow_ln(&minilm(), Precision::Int8, &[17, 30]);
     check(&minilm(), Precision::Int8, &[17, 30]);
+}
+
+fn assert_narrow_ln(m: &BertModel, precision: Precision, lengths: &[usize]) {
+    let plan = forward_plan(&m.config, precision, lengths, Heads::of(m, Outputs::ALL));
+    let narrow = plan.launches.iter().any(|l| l.kernel.contains("_n_") && l.kernel.ends_with("_ln"));
+    assert!(narrow, "{precision:?} {lengths:?}: no 32x64 fused launch");
 }
 
 #[test]

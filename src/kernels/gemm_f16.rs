@@ -128,7 +128,7 @@ fn f16_impl(
     ];
     args.extend(split);
     if let Some(ln) = ln {
-        args.extend(ln_args(kernel, ln, m, n, ws)?);
+        args.extend(ln_args(kernel, ln, plan, m, n, ws)?);
     }
     let cfg = if variant == Variant::Fast { plan.launch_config(m, n) } else { simple_grid(m, n) };
     launch(dev, kernel, cfg, &args)

@@ -1,7 +1,7 @@
 //! W8A8 GEMM (`kernels/gemm_int8.cu`), fp16 out, int32 accumulation on tensor cores:
 //! `C[M,N] = (A[M,K] . W[N,K]^T) * a_scale[m] * w_scale[n] + bias[n]`, then the [`Epilogue`].
 //! 3-stage cp.async pipeline, ldmatrix, swizzled conflict-free shared tiles; block tile 64x64
-//! (128 threads) or 128x128 (256 threads), or 64x64 split over K, see [`GemmPlan`] and
+//! (128 threads), 128x128 (256 threads) or 32x64 (128 threads), 64x64 or 32x64 split over K, see [`GemmPlan`] and
 //! `kernels/gemm_core.cuh`.
 use half::f16;
 
@@ -38,11 +38,11 @@ pub(crate) fn split_args(
         return Ok(Vec::new());
     }
     let chunks = k_chunks(k, int8);
-    if plan.tile != Tile::Small || plan.splits != chunks {
+    if !plan.tile.splits_k() || plan.splits != chunks {
         return Err(kerr(
             kernel,
             format!(
-                "split-K runs the Small tile over the {chunks} K chunks of K = {k}, not {:?} x {}",
+                "split-K runs the Small or Narrow tile over the {chunks} K chunks of K = {k}, not {:?} x {}",
                 plan.tile, plan.splits
             ),
         ));
@@ -89,10 +89,12 @@ pub struct FusedQ8<'a> {
     pub smooth: Option<&'a DeviceBuffer<f16>>,
 }
 
-/// Checks a fused layernorm and returns its kernel arguments (after the split ones).
+/// Checks a fused layernorm of a GEMM launched as `plan` and returns its kernel arguments
+/// (after the split ones).
 pub(crate) fn ln_args(
     kernel: &str,
     ln: &FusedLayerNorm<'_>,
+    plan: GemmPlan,
     m: usize,
     n: usize,
     ws: Option<&SplitWorkspace>,
@@ -104,11 +106,9 @@ pub(crate) fn ln_args(
         ));
     }
     let Some(ws) = ws else { return Err(kerr(kernel, "a fused layernorm needs a SplitWorkspace (strip counters)")) };
-    if ws.strips.len() < m.div_ceil(64) {
-        return Err(kerr(
-            kernel,
-            format!("workspace has {} strip counters, M {m} needs {}", ws.strips.len(), m.div_ceil(64)),
-        ));
+    let strips = m.div_ceil(plan.tile.dims().0);
+    if ws.strips.len() < strips {
+        return Err(kerr(kernel, format!("workspace has {} strip counters, M {m} needs {strips}", ws.strips.len())));
     }
     check_len(kernel, "gamma", ln.gamma, n)?;
     check_len(kernel, "beta", ln.beta, n)?;
@@ -389,7 +389,7 @@ fn int8_impl(
     ];
     args.extend(split);
     if let Some(ln) = ln {
-        args.extend(ln_args(kernel, ln, m, n, ws)?);
+        args.extend(ln_args(kernel, ln, plan, m, n, ws)?);
     }
     let cfg = if variant == Variant::Fast { plan.launch_config(m, n) } else { simple_grid(m, n) };
     launch(dev, kernel, cfg, &args)

@@ -23,6 +23,10 @@ pub enum Tile {
     /// the pipeline itself is 48 KiB): half the operand traffic per MAC of `Small`. Compiled
     /// with `__launch_bounds__(256, 2)` (at most 128 registers) so two blocks fit on an SM.
     Large,
+    /// 32x64 block tile, 4 warps of 32x16, 18 KiB shared memory: for a few row strips, twice
+    /// the blocks of `Small` on a small grid and half the rows in a fused layernorm's serial
+    /// tail (the last tile of a row strip normalises the strip alone).
+    Narrow,
 }
 
 impl Tile {
@@ -38,16 +42,21 @@ impl Tile {
     pub fn dims(self) -> (usize, usize, u32, u32) {
         match self {
             Tile::Large => (128, 128, 256, 128 * 136 * 4),
+            Tile::Narrow => (32, 64, 128, 3 * (32 + 64) * 64),
             _ => (64, 64, 128, 3 * 2 * 64 * 64),
         }
     }
     /// Kernel name suffix.
     pub fn suffix(self) -> &'static str {
-        if self == Tile::Large {
-            "_l"
-        } else {
-            ""
+        match self {
+            Tile::Large => "_l",
+            Tile::Narrow => "_n",
+            _ => "",
         }
+    }
+    /// Whether the tile has split-K kernels (`*_sk`).
+    pub fn splits_k(self) -> bool {
+        matches!(self, Tile::Small | Tile::Narrow)
     }
 }
 
@@ -121,18 +130,16 @@ fn tile_work_clocks(tile: Tile, m: usize, n: usize, k: usize, int8: bool) -> u64
 }
 
 /// The block tile of an `m x n x k` GEMM (`int8`: the W8A8 kernel, else fp16): the candidate
-/// with the fewest predicted clocks ([`tile_clocks`]), `Small` on a tie (less padding, more
-/// blocks to hide latency). A pure function of the shape and precision: the launch wrappers
-/// ([`Tile::Auto`]) and the launch plan (`perf::plan`) both call it.
+/// with the fewest predicted clocks ([`tile_clocks`]), the first of `Small`, `Large`, `Narrow`
+/// on a tie (`Small`: less padding than `Large`, less re-read weight traffic than `Narrow`). A
+/// pure function of the shape and precision: the launch wrappers ([`Tile::Auto`]) and the
+/// launch plan (`perf::plan`) both call it.
 pub fn choose_tile(m: usize, n: usize, k: usize, int8: bool) -> Tile {
-    let small = tile_clocks(Tile::Small, m, n, k, int8);
-    let large = tile_clocks(Tile::Large, m, n, k, int8);
-    if large < small {
-        Tile::Large
-    } else {
-        Tile::Small
-    }
+    UNSPLIT_TILES.into_iter().min_by_key(|&t| tile_clocks(t, m, n, k, int8)).unwrap_or(Tile::Small)
 }
+
+/// The concrete tiles, in tie-break order.
+const UNSPLIT_TILES: [Tile; 3] = [Tile::Small, Tile::Large, Tile::Narrow];
 
 /// Most K chunks, so the most blocks one output tile is split over — `MAX_SPLIT` in
 /// `gemm_core.cuh`.
@@ -157,23 +164,30 @@ pub fn k_chunks(k: usize, int8: bool) -> usize {
 pub struct GemmPlan {
     /// A concrete tile (never [`Tile::Auto`]).
     pub tile: Tile,
-    /// Blocks per output tile along K (`gridDim.z`): 1, or [`k_chunks`] with the `Small` tile
-    /// (the `*_sk` kernels).
+    /// Blocks per output tile along K (`gridDim.z`): 1, or [`k_chunks`] with the `Small` or
+    /// `Narrow` tile (the `*_sk` kernels).
     pub splits: usize,
 }
 
 impl GemmPlan {
     /// The fastest plan on the reference machine ([`plan_clocks`]): the best unsplit tile
-    /// ([`choose_tile`]) or the `Small` tile split over the K chunks. A pure function of the
-    /// shape and precision, shared by the launch wrappers and `perf::plan`.
+    /// ([`choose_tile`]) or the `Small` or `Narrow` tile split over the K chunks (the first
+    /// of the cheapest in that order). A pure function of the shape and precision, shared by
+    /// the launch wrappers and `perf::plan`.
     pub fn choose(m: usize, n: usize, k: usize, int8: bool) -> GemmPlan {
         let unsplit = GemmPlan { tile: choose_tile(m, n, k, int8), splits: 1 };
+        let cost = |p: GemmPlan| plan_clocks(p, m, n, k, int8);
+        GemmPlan::split_candidates(k, int8)
+            .into_iter()
+            .fold(unsplit, |best, p| if cost(p) < cost(best) { p } else { best })
+    }
+    /// The split-K plans of a GEMM of depth `k` (none when K is one chunk).
+    fn split_candidates(k: usize, int8: bool) -> Vec<GemmPlan> {
         let s = k_chunks(k, int8);
-        let split = GemmPlan { tile: Tile::Small, splits: s };
-        if s > 1 && plan_clocks(split, m, n, k, int8) < plan_clocks(unsplit, m, n, k, int8) {
-            split
+        if s > 1 {
+            vec![GemmPlan { tile: Tile::Small, splits: s }, GemmPlan { tile: Tile::Narrow, splits: s }]
         } else {
-            unsplit
+            Vec::new()
         }
     }
     /// The fastest plan of a GEMM with a layernorm over its rows fused in
@@ -181,12 +195,9 @@ impl GemmPlan {
     /// split that finishes the parallel part sooner can win where [`GemmPlan::choose`], under
     /// the shortest kernel time, sees no difference). Pure, shared like [`GemmPlan::choose`].
     pub fn choose_with_layernorm(m: usize, n: usize, k: usize, int8: bool) -> GemmPlan {
-        let s = k_chunks(k, int8);
-        let mut candidates = vec![GemmPlan { tile: Tile::Small, splits: 1 }, GemmPlan { tile: Tile::Large, splits: 1 }];
-        if s > 1 {
-            candidates.push(GemmPlan { tile: Tile::Small, splits: s });
-        }
-        // first of the cheapest: Small before Large before split
+        let mut candidates: Vec<GemmPlan> = UNSPLIT_TILES.iter().map(|&tile| GemmPlan { tile, splits: 1 }).collect();
+        candidates.extend(GemmPlan::split_candidates(k, int8));
+        // first of the cheapest: Small before Large before Narrow, unsplit before split
         candidates
             .into_iter()
             .min_by_key(|&p| plan_clocks_with_layernorm(p, m, n, k, int8))
@@ -198,10 +209,10 @@ impl GemmPlan {
     }
     /// Kernel name suffix after `gemm_f16` / `gemm_int8_f16` / `gemm_int8_i32`.
     pub fn suffix(&self) -> &'static str {
-        if self.splits > 1 {
-            "_sk"
-        } else {
-            self.tile.suffix()
+        match (self.splits > 1, self.tile) {
+            (true, Tile::Narrow) => "_n_sk",
+            (true, _) => "_sk",
+            (false, t) => t.suffix(),
         }
     }
     /// Grid (column blocks, row blocks, splits), block and dynamic shared memory.
@@ -269,7 +280,7 @@ fn plan_work_clocks(plan: GemmPlan, m: usize, n: usize, k: usize, int8: bool) ->
 }
 
 /// Predicted clocks of `plan` with a layernorm over rows of `n` fused in: [`plan_clocks`] plus
-/// the serial tail of the last row strip (64 rows, 128 on the 128x128 tile): its rows read back
+/// the serial tail of the last row strip (the tile's rows: 32, 64 or 128): its rows read back
 /// and written (4 bytes per element) at one SM's bandwidth, under the shortest kernel time.
 pub fn plan_clocks_with_layernorm(plan: GemmPlan, m: usize, n: usize, k: usize, int8: bool) -> u64 {
     let rows = m.min(plan.tile.dims().0) as u64;
@@ -282,7 +293,7 @@ pub fn plan_clocks_with_layernorm(plan: GemmPlan, m: usize, n: usize, k: usize, 
 /// here; every split launch leaves them at zero (its last block per tile resets its counter),
 /// so CUDA-graph replays need no memset.
 /// It also holds the row-strip arrival counters of the GEMMs with a fused layernorm (one per
-/// 64-row strip, same reset rule).
+/// row strip of the shortest tile, [`MIN_STRIP_ROWS`]; same reset rule).
 pub struct SplitWorkspace {
     pub(crate) partials: DeviceBuffer<u32>,
     pub(crate) counters: DeviceBuffer<u32>,
@@ -296,12 +307,15 @@ impl SplitWorkspace {
         Ok(SplitWorkspace {
             partials: dev.alloc(partial_words.max(1))?,
             counters: dev.alloc_filled(counters.max(1), 0)?,
-            strips: dev.alloc_filled(max_rows.div_ceil(64).max(1), 0)?,
+            strips: dev.alloc_filled(max_rows.div_ceil(MIN_STRIP_ROWS).max(1), 0)?,
         })
     }
-    /// Room for the plans of every `(m, n, k, int8)` shape in `shapes` ([`GemmPlan::choose`]).
+    /// Room for the plans of every `(m, n, k, int8)` shape in `shapes` ([`GemmPlan::choose`]
+    /// and, a layernorm fused in, [`GemmPlan::choose_with_layernorm`]).
     pub fn for_shapes(dev: &Device, shapes: &[(usize, usize, usize, bool)]) -> Result<Self> {
-        let plans = shapes.iter().map(|&(m, n, k, i)| (GemmPlan::choose(m, n, k, i), m, n));
+        let plans = shapes.iter().flat_map(|&(m, n, k, i)| {
+            [(GemmPlan::choose(m, n, k, i), m, n), (GemmPlan::choose_with_layernorm(m, n, k, i), m, n)]
+        });
         let (words, counters) =
             plans.fold((0, 0), |(w, c), (p, m, n)| (w.max(p.partial_words(m, n)), c.max(p.counters(m, n))));
         let rows = shapes.iter().map(|s| s.0).max().unwrap_or(0);
@@ -312,6 +326,9 @@ impl SplitWorkspace {
         self.partials.len() >= plan.partial_words(m, n) && self.counters.len() >= plan.counters(m, n)
     }
 }
+
+/// Rows of the shortest tile (`Narrow`): one strip counter per this many rows covers every tile.
+pub const MIN_STRIP_ROWS: usize = 32;
 
 /// Largest row a layernorm fused into a GEMM handles (a warp per row, 4 vectors of 8 per lane:
 /// `LN_FUSED_VPT` in `gemm_core.cuh`).

@@ -143,7 +143,7 @@ pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], hea
         if fuse {
             let plan = GemmPlan::choose_with_layernorm(t, h, h, p.int8);
             let g = planned_gemm(p, "attn_out", li, t, h, h, Epi::Residual, false, plan);
-            v.push(with_layernorm(g, t, h, p.int8, true));
+            v.push(with_layernorm(g, plan, t, h, p.int8, true));
         } else {
             v.push(layer_gemm(p, "attn_out", li, t, h, h, Epi::Residual, false));
             v.push(layernorm(p.int8, true, t, h, "ln1", li));
@@ -157,7 +157,7 @@ pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], hea
             // int8: LN2's codes for the next layer's QKV (smoothed), none after the last layer
             let plan = GemmPlan::choose_with_layernorm(t, h, f, p.int8);
             let g = planned_gemm(p, "ffn2", li, t, h, f, Epi::Residual, true, plan);
-            v.push(with_layernorm(g, t, h, p.int8 && !last, !last));
+            v.push(with_layernorm(g, plan, t, h, p.int8 && !last, !last));
         } else {
             v.push(layer_gemm(p, "ffn2", li, t, h, f, Epi::Residual, true));
             v.push(layernorm(p.int8 && !last, !last, t, h, "ln2", li));
@@ -422,19 +422,20 @@ fn planned_gemm(
     l
 }
 
-/// `g` (a residual GEMM over rows of `h`) with the layernorm of its output fused in (`*_ln`):
-/// the last tile of each row strip (64 rows, 128 on the 128x128 tile) reads the strip's rows
+/// `g` (a residual GEMM over rows of `h`, launched as `plan`) with the layernorm of its output
+/// fused in (`*_ln`): the last tile of each row strip (the tile's rows) reads the strip's rows
 /// back (`h` halves each, through L2), each of its warps with rows loads gamma and beta (and the
 /// smoothing multipliers with `q8 && smooth`) once, and it stores the normalised rows (and
 /// their int8 codes and scales with `q8`). The last strip's layernorm runs after every other
 /// block is done: a serial tail of that strip's bytes at one SM's bandwidth.
-fn with_layernorm(mut g: PlannedLaunch, t: usize, h: usize, q8: bool, smooth: bool) -> PlannedLaunch {
+fn with_layernorm(mut g: PlannedLaunch, plan: GemmPlan, t: usize, h: usize, q8: bool, smooth: bool) -> PlannedLaunch {
     g.kernel.push_str("_ln");
     g.step = match g.step {
         "attn_out" => "attn_out_ln1",
         _ => "ffn2_ln2",
     };
-    let (strip, warps) = if g.block.0 == 256 { (128, 8) } else { (64, 4) };
+    let (strip, _, threads, _) = plan.tile.dims();
+    let warps = threads as usize / 32;
     let params = (if q8 && smooth { 3 } else { 2 }) * h * 2;
     let strips: Vec<usize> = (0..t.div_ceil(strip)).map(|i| (t - i * strip).min(strip)).collect();
     let param_loads: usize = strips.iter().map(|&rows| rows.min(warps) * params).sum();
