@@ -1,12 +1,13 @@
 // The tensor-core GEMM core shared by gemm_int8.cu and gemm_f16.cu.
 //
 // C[M,N] = A[M,K] . W[N,K]^T (W in PyTorch Linear layout, both operands K-contiguous).
-// Three tile configurations (Cfg below), chosen by the host's wave/L2 model (GemmPlan in
+// Four tile configurations (Cfg below), chosen by the host's wave/L2 model (GemmPlan in
 // src/kernels/gemm_plan.rs), with or without a K split:
 //   Small: block 64x64, 4 warps (2x2), warp tile 32x32, 24 KiB shared    (many small grids)
 //   Large: block 128x128, 8 warps (2x4), warp tile 64x32, 48 KiB pipeline + 68 KiB epilogue
 //          staging (dynamic shared), half the L2->SM traffic per MAC of Small.
 //   Narrow: block 32x64, 4 warps (1x4), warp tile 32x16, 18 KiB shared (M of a few strips)
+//   NarrowWide: block 32x128, 4 warps (1x4), warp tile 32x32, 30 KiB shared
 // K is staged 64 BYTES at a time (64 int8 or 32 fp16), so both element types share one
 // shared-memory layout: rows of 64 bytes = 4 chunks of 16 bytes. A k-step is 32 bytes (mma
 // m16n8k32.s8 or m16n8k16.f16): 2 chunks per row.
@@ -48,6 +49,9 @@ using Large = Cfg<128, 128, 64, 32>;
 // 32-row strips for few tokens: twice the blocks of Small on a small grid, and half the rows in
 // a fused layernorm's serial tail (the strip's last tile normalises it alone).
 using Narrow = Cfg<32, 64, 32, 16>;
+// 32-row strips with Small's warp tile: half Narrow's A re-reads (a weight-streaming GEMM whose
+// A is re-read per column block) for the same short layernorm tail.
+using NarrowWide = Cfg<32, 128, 32, 32>;
 
 // Codes shared with src/kernels/mod.rs (Epilogue::code). Every code but NONE and RESIDUAL is
 // an activation applied after + bias (FFN1: GELU and its tanh form, ReLU, SiLU; pooler: tanh).

@@ -2,12 +2,13 @@
 // accumulation on tensor cores (mma.sync m16n8k16), fp16 out. Core and layout: gemm_core.cuh.
 //
 // Entries: gemm_f16 (64x64 Small tile, 128 threads), gemm_f16_l (128x128 Large tile, 256
-// threads), gemm_f16_n (32x64 Narrow tile, 128 threads), gemm_f16_sk / gemm_f16_n_sk (Small / Narrow tile, split-K over gridDim.z = the K chunk count, f32 partials
-// + per-tile arrival counters in a workspace), and the same three with a layernorm of the
-// output rows fused in (gemm_f16_ln, gemm_f16_l_ln, gemm_f16_sk_ln, gemm_f16_n_ln, gemm_f16_n_sk_ln; gemm_core.cuh), all with
-// dynamic shared memory = Cfg::SMEM. All sum K in the same chunk order (gemm_core.cuh), so
-// their results are bit-identical. gemm_f16_simple: one thread per output, f32 fma, the
-// baseline. Requirements (host-checked): K % 16 == 0, N % 16 == 0; bias may be null.
+// threads), gemm_f16_n / gemm_f16_nw (32x64 Narrow / 32x128 NarrowWide tile, 128 threads), the
+// split-K gemm_f16_sk / _n_sk / _nw_sk (split over gridDim.z = the K chunk count, f32 partials
+// + per-tile arrival counters in a workspace), and each of them with a layernorm of the output
+// rows fused in (gemm_f16_ln, _l_ln, _sk_ln, _n_ln, _n_sk_ln, _nw_ln, _nw_sk_ln; gemm_core.cuh),
+// all with dynamic shared memory = Cfg::SMEM. All sum K in the same chunk order
+// (gemm_core.cuh), so their results are bit-identical. gemm_f16_simple: one thread per output,
+// f32 fma, the baseline. Requirements (host-checked): K % 16 == 0, N % 16 == 0; bias may be null.
 #include "gemm_core.cuh"
 
 using namespace gemm;
@@ -26,8 +27,8 @@ __device__ __forceinline__ void f16_gemm(const __half* A, const __half* W, const
     if constexpr (LN) ln_strip_epilogue<C>(Cout, *ln, M, N, m0);
 }
 
-// Split-K (Small or Narrow tile): block z sums K chunk z; the last block of a tile sums the chunks in
-// order and runs the epilogue (gemm_core.cuh: split_k_reduce).
+// Split-K (Small, Narrow or NarrowWide tile): block z sums K chunk z; the last block of a tile
+// sums the chunks in order and runs the epilogue (gemm_core.cuh: split_k_reduce).
 template <class C, bool LN = false>
 __device__ __forceinline__ void f16_split(const __half* A, const __half* W, const __half* bias,
                                           const __half* residual, __half* Cout, uint32_t M, uint32_t N, uint32_t K,
@@ -122,6 +123,36 @@ extern "C" __global__ void __launch_bounds__(Narrow::THREADS) gemm_f16_n_sk_ln(
     uint32_t* __restrict__ partials, uint32_t* __restrict__ counters, LN_PARAMS) {
     const LnArgs ln = LN_ARGS;
     f16_split<Narrow, true>(A, W, bias, residual, C, M, N, K, epi, partials, counters, &ln);
+}
+
+// The NarrowWide tile (32x128, 128 threads): the same four entries.
+extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_f16_nw(
+    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
+    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
+    f16_gemm<NarrowWide>(A, W, bias, residual, C, M, N, K, epi);
+}
+
+extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_f16_nw_sk(
+    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
+    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
+    uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
+    f16_split<NarrowWide>(A, W, bias, residual, C, M, N, K, epi, partials, counters);
+}
+
+extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_f16_nw_ln(
+    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
+    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
+    LN_PARAMS) {
+    const LnArgs ln = LN_ARGS;
+    f16_gemm<NarrowWide, true>(A, W, bias, residual, C, M, N, K, epi, &ln);
+}
+
+extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_f16_nw_sk_ln(
+    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
+    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
+    uint32_t* __restrict__ partials, uint32_t* __restrict__ counters, LN_PARAMS) {
+    const LnArgs ln = LN_ARGS;
+    f16_split<NarrowWide, true>(A, W, bias, residual, C, M, N, K, epi, partials, counters, &ln);
 }
 
 extern "C" __global__ void gemm_f16_simple(

@@ -4,14 +4,15 @@
 // Asymmetric activations (a_zero non-null, see quantize.cu): the accumulator becomes
 // acc[m,n] - a_zero[m] * w_sum[n] with w_sum[n] = sum_k W[n,k]; a_zero = null for symmetric.
 //
-// Entries (suffix _l = the 128x128 Large tile, 256 threads; _n = the 32x64 Narrow tile, 128
-// threads; none = 64x64 Small, 128 threads; dynamic shared memory = Cfg::SMEM):
-//  - gemm_int8_f16[_l|_n]: the pipelined tensor-core kernel, fp16 out with the epilogue.
-//  - gemm_int8_i32[_l|_n]: the same main loop, raw int32 accumulators out (bit-exact checks).
-//  - gemm_int8_f16[_n]_sk / gemm_int8_i32[_n]_sk: Small (Narrow) tile, split-K over gridDim.z = the K chunk
-//    count (int32 partials + per-tile arrival counters in a workspace; gemm_core.cuh).
-//  - gemm_int8_f16_ln / _l_ln / _sk_ln / _n_ln / _n_sk_ln: the entries above with a layernorm of the output
-//    rows fused in (and its int8 codes for the next GEMM; gemm_core.cuh).
+// Entries (suffix _l = the 128x128 Large tile, 256 threads; _n / _nw = the 32x64 Narrow / 32x128
+// NarrowWide tile, 128 threads; none = 64x64 Small, 128 threads; dynamic shared = Cfg::SMEM):
+//  - gemm_int8_f16[_l|_n|_nw]: the pipelined tensor-core kernel, fp16 out with the epilogue.
+//  - gemm_int8_i32[_l|_n|_nw]: the same main loop, raw int32 accumulators out (bit-exact checks).
+//  - gemm_int8_f16[_n|_nw]_sk / gemm_int8_i32[_n|_nw]_sk: Small (Narrow, NarrowWide) tile,
+//    split-K over gridDim.z = the K chunk count (int32 partials + per-tile arrival counters in
+//    a workspace; gemm_core.cuh).
+//  - gemm_int8_f16_ln / _l_ln / _sk_ln / _n[w]_ln / _n[w]_sk_ln: the entries above with a
+//    layernorm of the output rows fused in (and its int8 codes for the next GEMM; gemm_core.cuh).
 //  - gemm_int8_simple:  one thread per output with dp4a: the obviously-right baseline.
 // Requirements (checked on the host): K % 16 == 0, N % 16 == 0, M >= 1; bias may be null.
 #include "gemm_core.cuh"
@@ -45,8 +46,8 @@ __device__ __forceinline__ void int8_i32(const int8_t* A, const int8_t* W, int32
     store_raw<C>(st, Cout, M, N, m0, n0);
 }
 
-// Split-K (Small or Narrow tile): block z sums K chunk z (exact in int32); the last block of a tile adds
-// the chunks and runs the epilogue (gemm_core.cuh: split_k_reduce). False: not the last block.
+// Split-K (Small, Narrow or NarrowWide tile): block z sums K chunk z (exact in int32); the last
+// block of a tile adds the chunks and runs the epilogue (gemm_core.cuh: split_k_reduce). False: not the last block.
 template <class C>
 __device__ __forceinline__ bool int8_split(int (&acc)[C::MI][C::NI][4], char* smem, const int8_t* A,
                                            const int8_t* W, uint32_t M, uint32_t N, uint32_t K, uint32_t* partials,
@@ -178,6 +179,44 @@ extern "C" __global__ void __launch_bounds__(Narrow::THREADS) gemm_int8_f16_n_sk
     LN_PARAMS) {
     const LnArgs ln = LN_ARGS;
     int8_f16_sk<Narrow, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials,
+                              counters, &ln);
+}
+
+// The NarrowWide tile (32x128, 128 threads): the same entries.
+GEMM_INT8_ENTRIES(_nw, NarrowWide, 1)
+
+extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_int8_f16_nw_sk(
+    const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
+    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
+    uint32_t N, uint32_t K, uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
+    int8_f16_sk<NarrowWide>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials,
+                            counters);
+}
+
+extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_int8_i32_nw_sk(
+    const int8_t* __restrict__ A, const int8_t* __restrict__ W, int32_t* __restrict__ C, uint32_t M, uint32_t N,
+    uint32_t K, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
+    int8_i32_sk<NarrowWide>(A, W, C, M, N, K, partials, counters);
+}
+
+extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_int8_f16_nw_ln(
+    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
+    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
+    uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
+    const LnArgs ln = LN_ARGS;
+    int8_f16<NarrowWide, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, &ln);
+}
+
+extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_int8_f16_nw_sk_ln(
+    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
+    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
+    uint32_t N, uint32_t K, uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters,
+    LN_PARAMS) {
+    const LnArgs ln = LN_ARGS;
+    int8_f16_sk<NarrowWide, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials,
                               counters, &ln);
 }
 

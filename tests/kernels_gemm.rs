@@ -42,7 +42,7 @@ fn int8_accumulators_bit_exact_on_ragged_shapes() {
                 let w = rand_i8(&mut r, n * k);
                 let (da, dw) = (dev.upload(&a).unwrap(), dev.upload(&w).unwrap());
                 let want = reference::gemm_i32(&a, &w, m, n, k);
-                for tile in [Tile::Small, Tile::Large, Tile::Narrow] {
+                for tile in [Tile::Small, Tile::Large, Tile::Narrow, Tile::NarrowWide] {
                     let mut c = poisoned::<i32>(&dev, m * n);
                     clear(&dev);
                     kernels::gemm_int8_i32_tiled(&dev, &da, &dw, &mut c, m, n, k, tile).unwrap();
@@ -129,7 +129,7 @@ fn int8_fp16_output_with_every_epilogue() {
     for dev in devices() {
         for &m in &MS {
             for (i, &(n, k)) in NKS.iter().enumerate() {
-                for tile in [Tile::Small, Tile::Large, Tile::Narrow] {
+                for tile in [Tile::Small, Tile::Large, Tile::Narrow, Tile::NarrowWide] {
                     max = max.max(int8_case(
                         &dev,
                         &mut r,
@@ -160,7 +160,7 @@ fn int8_asymmetric_activations_with_every_epilogue() {
     let mut max = 0f32;
     for dev in devices() {
         for (i, &m) in MS.iter().enumerate() {
-            for tile in [Tile::Small, Tile::Large, Tile::Narrow] {
+            for tile in [Tile::Small, Tile::Large, Tile::Narrow, Tile::NarrowWide] {
                 let (n, k) = NKS[i % NKS.len()];
                 max = max.max(int8_case(&dev, &mut r, m, n, k, (i % 4) as u32, Variant::Fast, tile, true));
             }
@@ -241,7 +241,7 @@ fn f16_gemm_with_every_epilogue() {
     for dev in devices() {
         for &m in &MS {
             for (i, &(n, k)) in NKS.iter().enumerate() {
-                for tile in [Tile::Small, Tile::Large, Tile::Narrow] {
+                for tile in [Tile::Small, Tile::Large, Tile::Narrow, Tile::NarrowWide] {
                     max = max.max(f16_case(
                         &dev,
                         &mut r,
@@ -307,13 +307,14 @@ fn tile_model_picks_large_for_big_grids_and_small_for_streaming_shapes() {
         assert_eq!(tile_blocks_per_sm(Tile::Large, int8), if int8 { 2 } else { 1 }, "int8 {int8}");
         assert!(tile_blocks_per_sm(Tile::Small, int8) >= 4, "int8 {int8}");
         assert!(tile_blocks_per_sm(Tile::Narrow, int8) >= 4, "int8 {int8}");
+        assert!(tile_blocks_per_sm(Tile::NarrowWide, int8) >= 4, "int8 {int8}");
         for (n, k) in [(2304, 768), (768, 768), (3072, 768), (768, 3072)] {
             assert_eq!(choose_tile(4096, n, k, int8), Tile::Large, "4096 x {n} x {k} int8 {int8}");
             // few tokens: a small tile (Narrow where twice the blocks beat its extra weight reads)
             for (m, n, k) in [(128, n, k), (20, n / 2, k / 2)] {
                 let t = choose_tile(m, n, k, int8);
                 assert_ne!(t, Tile::Large, "{m} x {n} x {k} int8 {int8}");
-                for other in [Tile::Small, Tile::Large, Tile::Narrow] {
+                for other in [Tile::Small, Tile::Large, Tile::Narrow, Tile::NarrowWide] {
                     assert!(
                         tile_clocks(t, m, n, k, int8) <= tile_clocks(other, m, n, k, int8),
                         "{m}x{n}x{k} {other:?}"
@@ -359,6 +360,17 @@ fn large_tile_kernels_fit_two_blocks_per_sm_without_spills() {
         ("gemm_f16_n_sk_ln", 168),
         ("gemm_int8_f16_n_ln", 168),
         ("gemm_int8_f16_n_sk_ln", 168),
+        // the 32x128 tile (Small's warp tile)
+        ("gemm_f16_nw", 128),
+        ("gemm_f16_nw_sk", 128),
+        ("gemm_int8_f16_nw", 128),
+        ("gemm_int8_i32_nw", 128),
+        ("gemm_int8_f16_nw_sk", 128),
+        ("gemm_int8_i32_nw_sk", 128),
+        ("gemm_f16_nw_ln", 168),
+        ("gemm_f16_nw_sk_ln", 168),
+        ("gemm_int8_f16_nw_ln", 168),
+        ("gemm_int8_f16_nw_sk_ln", 168),
     ];
     for (kernel, max_regs) in kernels {
         for arch in ["sm_80", "sm_90"] {

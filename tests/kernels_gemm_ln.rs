@@ -1,6 +1,6 @@
 //! Layernorm fused into the residual GEMMs (`gemm_f16_ln`, `gemm_f16_l_ln`, `gemm_f16_sk_ln`,
-//! `gemm_int8_f16_ln`, `gemm_int8_f16_l_ln`, `gemm_int8_f16_sk_ln`, and the 32x64 `_n_ln`,
-//! `_n_sk_ln` of both): the GEMM output equals the unfused GEMM's and
+//! `gemm_int8_f16_ln`, `gemm_int8_f16_l_ln`, `gemm_int8_f16_sk_ln`, and the 32-row `_n_ln`,
+//! `_n_sk_ln`, `_nw_ln`, `_nw_sk_ln` of both): the GEMM output equals the unfused GEMM's and
 //! the layernorm output (and, for int8, its codes and scales) equals `layernorm_f16` /
 //! `layernorm_f16_q8` run on that output, bit for bit — so the fused forward pass is the unfused
 //! one, whose accuracy `tests/forward_*.rs` checks against the CPU reference. Ragged shapes
@@ -22,11 +22,14 @@ fn bits<T: bytemuck::Pod>(b: &DeviceBuffer<T>) -> Vec<T> {
 }
 
 fn plans(k: usize, int8: bool) -> Vec<GemmPlan> {
-    let mut p: Vec<GemmPlan> =
-        [Tile::Small, Tile::Large, Tile::Narrow].iter().map(|&tile| GemmPlan { tile, splits: 1 }).collect();
+    let mut p: Vec<GemmPlan> = [Tile::Small, Tile::Large, Tile::Narrow, Tile::NarrowWide]
+        .iter()
+        .map(|&tile| GemmPlan { tile, splits: 1 })
+        .collect();
     if k_chunks(k, int8) > 1 {
-        p.push(GemmPlan { tile: Tile::Small, splits: k_chunks(k, int8) });
-        p.push(GemmPlan { tile: Tile::Narrow, splits: k_chunks(k, int8) });
+        for tile in [Tile::Small, Tile::Narrow, Tile::NarrowWide] {
+            p.push(GemmPlan { tile, splits: k_chunks(k, int8) });
+        }
     }
     p
 }

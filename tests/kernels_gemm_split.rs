@@ -25,8 +25,8 @@ const F16_SHAPES: [(usize, usize, usize); 6] =
 const I8_SHAPES: [(usize, usize, usize); 5] =
     [(1, 48, 784), (17, 80, 656), (70, 64, 784), (1, 96, 3072), (33, 80, 656)];
 /// The tiles with split-K kernels, and every concrete tile.
-const SPLIT_TILES: [Tile; 2] = [Tile::Small, Tile::Narrow];
-const TILES: [Tile; 3] = [Tile::Small, Tile::Large, Tile::Narrow];
+const SPLIT_TILES: [Tile; 3] = [Tile::Small, Tile::Narrow, Tile::NarrowWide];
+const TILES: [Tile; 4] = [Tile::Small, Tile::Large, Tile::Narrow, Tile::NarrowWide];
 
 fn split_plan(k: usize, int8: bool) -> GemmPlan {
     split_plan_on(Tile::Small, k, int8)
@@ -100,11 +100,13 @@ fn f16_split_k_matches_the_reference_and_every_unsplit_tile_bit_for_bit() {
             let split = run_f16(&dev, &c, m, n, k, residual, plan, &ws);
             // the counters were reset: the same launch again writes the same output
             assert_eq!(run_f16(&dev, &c, m, n, k, residual, plan, &ws), split, "second split launch M {m} N {n} K {k}");
-            let narrow = split_plan_on(Tile::Narrow, k, false);
-            let nws = SplitWorkspace::new(&dev, narrow.partial_words(m, n), narrow.counters(m, n), m).unwrap();
-            for _ in 0..2 {
-                let got = run_f16(&dev, &c, m, n, k, residual, narrow, &nws);
-                assert_eq!(got, split, "{} Narrow split vs Small split: M {m} N {n} K {k}", dev.name());
+            for tile in [Tile::Narrow, Tile::NarrowWide] {
+                let p = split_plan_on(tile, k, false);
+                let pws = SplitWorkspace::new(&dev, p.partial_words(m, n), p.counters(m, n), m).unwrap();
+                for _ in 0..2 {
+                    let got = run_f16(&dev, &c, m, n, k, residual, p, &pws);
+                    assert_eq!(got, split, "{} {tile:?} split vs Small split: M {m} N {n} K {k}", dev.name());
+                }
             }
             for tile in TILES {
                 let unsplit = run_f16(&dev, &c, m, n, k, residual, GemmPlan { tile, splits: 1 }, &ws);
@@ -191,9 +193,11 @@ fn int8_split_k_accumulators_are_exact_and_fp16_output_matches_unsplit() {
             };
             let split = run(plan);
             assert_eq!(run(plan), split, "second split launch M {m} N {n} K {k}");
-            let narrow = split_plan_on(Tile::Narrow, k, true);
-            for _ in 0..2 {
-                assert_eq!(run(narrow), split, "Narrow split vs Small split: M {m} N {n} K {k}");
+            for tile in [Tile::Narrow, Tile::NarrowWide] {
+                for _ in 0..2 {
+                    let got = run(split_plan_on(tile, k, true));
+                    assert_eq!(got, split, "{tile:?} split vs Small split: M {m} N {n} K {k}");
+                }
             }
             for tile in TILES {
                 assert_eq!(run(GemmPlan { tile, splits: 1 }), split, "{tile:?} vs split: M {m} N {n} K {k}");
@@ -227,12 +231,16 @@ fn rows_give_the_same_bits_alone_and_inside_a_larger_gemm() {
         split_plan(k, false),
         GemmPlan { tile: Tile::Narrow, splits: 1 },
         split_plan_on(Tile::Narrow, k, false),
+        GemmPlan { tile: Tile::NarrowWide, splits: 1 },
+        split_plan_on(Tile::NarrowWide, k, false),
     ];
     let c = f16_case(&mut r, big, n, k);
     let narrow = split_plan_on(Tile::Narrow, k, false);
     let ws = SplitWorkspace::new(&dev, narrow.partial_words(big, n), narrow.counters(big, n), big).unwrap();
     let whole = run_f16(&dev, &c, big, n, k, true, plans[0], &ws);
-    for (m, plan) in [(17, plans[1]), (1, plans[2]), (33, plans[3]), (33, plans[4]), (70, plans[4])] {
+    for (m, plan) in
+        [(17, plans[1]), (1, plans[2]), (33, plans[3]), (33, plans[4]), (70, plans[4]), (17, plans[5]), (70, plans[6])]
+    {
         let part =
             F16Case { a: c.a[..m * k].to_vec(), w: c.w.clone(), bias: c.bias.clone(), res: c.res[..m * n].to_vec() };
         assert_eq!(
@@ -282,9 +290,10 @@ fn rows_give_the_same_bits_alone_and_inside_a_larger_gemm() {
         split_plan(k, true),
         GemmPlan { tile: Tile::Narrow, splits: 1 },
         split_plan_on(Tile::Narrow, k, true),
+        split_plan_on(Tile::NarrowWide, k, true),
     ];
     let (big_plan, whole) = run(big, i8_plans[0]);
-    for (m, plan) in [(17, i8_plans[1]), (1, i8_plans[2]), (33, i8_plans[3]), (70, i8_plans[4])] {
+    for (m, plan) in [(17, i8_plans[1]), (1, i8_plans[2]), (33, i8_plans[3]), (70, i8_plans[4]), (33, i8_plans[5])] {
         let (plan, part) = run(m, plan);
         assert_eq!(part, whole[..m * n], "int8 {m} rows ({plan:?}) vs {big} ({big_plan:?})");
     }

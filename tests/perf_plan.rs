@@ -143,3 +143,15 @@ fn plan_matches_emulator_with_split_k_gemms_f16() {
     assert!(plan.launches.iter().any(|l| l.kernel.ends_with("_sk_ln")), "no split-K launch with a fused layernorm");
     check(&m, Precision::F16, &[20]);
 }
+
+/// BERT-base widths at 128 tokens: FFN2 + LN2 runs the 32x128 tile split over K
+/// (`gemm_f16_nw_sk_ln`, 4 thread rows per block in its epilogue) and the attention output + LN1
+/// the 32x64 one (`gemm_f16_n_ln`); the plan restates both exactly.
+#[test]
+fn plan_matches_emulator_with_32_row_tiles_at_bert_base_widths() {
+    let m = synthetic::random_model(&synthetic::config(1, 768, 12, 3072, 500, 160), 3);
+    let plan = forward_plan(&m.config, Precision::F16, &[128], Heads::of(&m, Outputs::ALL));
+    let kernels: Vec<&str> = plan.launches.iter().map(|l| l.kernel.as_str()).collect();
+    assert!(kernels.contains(&"gemm_f16_nw_sk_ln") && kernels.contains(&"gemm_f16_n_ln"), "{kernels:?}");
+    check(&m, Precision::F16, &[128]);
+}

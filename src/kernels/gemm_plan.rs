@@ -27,6 +27,10 @@ pub enum Tile {
     /// the blocks of `Small` on a small grid and half the rows in a fused layernorm's serial
     /// tail (the last tile of a row strip normalises the strip alone).
     Narrow,
+    /// 32x128 block tile, 4 warps of 32x32 (Small's warp tile), 30 KiB shared memory: 32-row
+    /// strips that re-read the activations half as often as `Narrow` (weight-streaming GEMMs
+    /// with a fused layernorm, split over K).
+    NarrowWide,
 }
 
 impl Tile {
@@ -43,6 +47,7 @@ impl Tile {
         match self {
             Tile::Large => (128, 128, 256, 128 * 136 * 4),
             Tile::Narrow => (32, 64, 128, 3 * (32 + 64) * 64),
+            Tile::NarrowWide => (32, 128, 128, 3 * (32 + 128) * 64),
             _ => (64, 64, 128, 3 * 2 * 64 * 64),
         }
     }
@@ -51,12 +56,13 @@ impl Tile {
         match self {
             Tile::Large => "_l",
             Tile::Narrow => "_n",
+            Tile::NarrowWide => "_nw",
             _ => "",
         }
     }
     /// Whether the tile has split-K kernels (`*_sk`).
     pub fn splits_k(self) -> bool {
-        matches!(self, Tile::Small | Tile::Narrow)
+        matches!(self, Tile::Small | Tile::Narrow | Tile::NarrowWide)
     }
 }
 
@@ -130,8 +136,8 @@ fn tile_work_clocks(tile: Tile, m: usize, n: usize, k: usize, int8: bool) -> u64
 }
 
 /// The block tile of an `m x n x k` GEMM (`int8`: the W8A8 kernel, else fp16): the candidate
-/// with the fewest predicted clocks ([`tile_clocks`]), the first of `Small`, `Large`, `Narrow`
-/// on a tie (`Small`: less padding than `Large`, less re-read weight traffic than `Narrow`). A
+/// with the fewest predicted clocks ([`tile_clocks`]), the first of `Small`, `Large`, `Narrow`,
+/// `NarrowWide` on a tie (`Small`: less padding than `Large`, less re-read weight traffic than `Narrow`). A
 /// pure function of the shape and precision: the launch wrappers ([`Tile::Auto`]) and the
 /// launch plan (`perf::plan`) both call it.
 pub fn choose_tile(m: usize, n: usize, k: usize, int8: bool) -> Tile {
@@ -139,7 +145,9 @@ pub fn choose_tile(m: usize, n: usize, k: usize, int8: bool) -> Tile {
 }
 
 /// The concrete tiles, in tie-break order.
-const UNSPLIT_TILES: [Tile; 3] = [Tile::Small, Tile::Large, Tile::Narrow];
+const UNSPLIT_TILES: [Tile; 4] = [Tile::Small, Tile::Large, Tile::Narrow, Tile::NarrowWide];
+/// The tiles with split-K kernels, in tie-break order.
+const SPLIT_TILES: [Tile; 3] = [Tile::Small, Tile::Narrow, Tile::NarrowWide];
 
 /// Most K chunks, so the most blocks one output tile is split over — `MAX_SPLIT` in
 /// `gemm_core.cuh`.
@@ -164,15 +172,15 @@ pub fn k_chunks(k: usize, int8: bool) -> usize {
 pub struct GemmPlan {
     /// A concrete tile (never [`Tile::Auto`]).
     pub tile: Tile,
-    /// Blocks per output tile along K (`gridDim.z`): 1, or [`k_chunks`] with the `Small` or
-    /// `Narrow` tile (the `*_sk` kernels).
+    /// Blocks per output tile along K (`gridDim.z`): 1, or [`k_chunks`] with a tile that has
+    /// split-K kernels ([`Tile::splits_k`]: the `*_sk` kernels).
     pub splits: usize,
 }
 
 impl GemmPlan {
     /// The fastest plan on the reference machine ([`plan_clocks`]): the best unsplit tile
-    /// ([`choose_tile`]) or the `Small` or `Narrow` tile split over the K chunks (the first
-    /// of the cheapest in that order). A pure function of the shape and precision, shared by
+    /// ([`choose_tile`]) or a tile with split-K kernels split over the K chunks (the first of
+    /// the cheapest: unsplit, then `Small`, `Narrow`, `NarrowWide`). A pure function of the shape and precision, shared by
     /// the launch wrappers and `perf::plan`.
     pub fn choose(m: usize, n: usize, k: usize, int8: bool) -> GemmPlan {
         let unsplit = GemmPlan { tile: choose_tile(m, n, k, int8), splits: 1 };
@@ -185,7 +193,7 @@ impl GemmPlan {
     fn split_candidates(k: usize, int8: bool) -> Vec<GemmPlan> {
         let s = k_chunks(k, int8);
         if s > 1 {
-            vec![GemmPlan { tile: Tile::Small, splits: s }, GemmPlan { tile: Tile::Narrow, splits: s }]
+            SPLIT_TILES.iter().map(|&tile| GemmPlan { tile, splits: s }).collect()
         } else {
             Vec::new()
         }
@@ -197,7 +205,7 @@ impl GemmPlan {
     pub fn choose_with_layernorm(m: usize, n: usize, k: usize, int8: bool) -> GemmPlan {
         let mut candidates: Vec<GemmPlan> = UNSPLIT_TILES.iter().map(|&tile| GemmPlan { tile, splits: 1 }).collect();
         candidates.extend(GemmPlan::split_candidates(k, int8));
-        // first of the cheapest: Small before Large before Narrow, unsplit before split
+        // first of the cheapest: unsplit before split, each in tile order
         candidates
             .into_iter()
             .min_by_key(|&p| plan_clocks_with_layernorm(p, m, n, k, int8))
@@ -211,6 +219,7 @@ impl GemmPlan {
     pub fn suffix(&self) -> &'static str {
         match (self.splits > 1, self.tile) {
             (true, Tile::Narrow) => "_n_sk",
+            (true, Tile::NarrowWide) => "_nw_sk",
             (true, _) => "_sk",
             (false, t) => t.suffix(),
         }

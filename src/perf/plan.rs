@@ -402,10 +402,11 @@ fn planned_gemm(
     let row_bytes = if p.int8 { 4 } else { 0 } + if asym { 4 } else { 0 };
     let residual = if epi == Epi::Residual { m * n * 2 } else { 0 };
     let min = m * k * e + n * k * e + n * col_bytes + m * row_bytes + residual;
-    // operand tiles: A once per column block, W once per row block; epilogue: each of the 8
-    // thread rows of a block reads its 4 columns' parameters once, and every (row, 4 columns)
-    // its row's scale/zero point and residual
-    let load = gn * m * k * e + gm * n * k * e + gm * 8 * n * col_bytes + m * (n / 4) * row_bytes + residual;
+    // operand tiles: A once per column block, W once per row block; epilogue: each thread row
+    // of a block (threads / (bn / 4): 8, or 4 on the 32x128 tile) reads its 4 columns'
+    // parameters once, and every (row, 4 columns) its row's scale/zero point and residual
+    let thread_rows = threads as usize / (bn / 4);
+    let load = gn * m * k * e + gm * n * k * e + gm * thread_rows * n * col_bytes + m * (n / 4) * row_bytes + residual;
     let flops = 2 * m * n * k;
     let tensor = 2 * gm * bm * gn * bn * k;
     let partials = plan.partial_bytes(m, n);
