@@ -4,8 +4,9 @@
 //! the layernorm output (and, for int8, its codes and scales) equals `layernorm_f16` /
 //! `layernorm_f16_q8` run on that output, bit for bit — so the fused forward pass is the unfused
 //! one, whose accuracy `tests/forward_*.rs` checks against the CPU reference. Ragged shapes
-//! (M = 1, 17, 33, 70, 129: partial and several row strips of 32, 64 and 128 rows; N = 48, 96, 384; K not a multiple of the
-//! split chunk), outputs poisoned, sanitizers on; every launch twice (the strip counters reset).
+//! (M = 1, 17, 33, 70, 129: partial and several row strips of 32, 64 and 128 rows; N = 48, 96,
+//! 384; K not a multiple of the split chunk), outputs poisoned, sanitizers on; every launch
+//! twice (the strip counters reset).
 mod kernels_util;
 use fusebert::kernels::gemm_plan::{fuses_layernorm, k_chunks, GemmPlan, SplitWorkspace, Tile};
 use fusebert::kernels::{self, Epilogue, FusedLayerNorm, FusedQ8, Q8Out};

@@ -4,10 +4,11 @@
 //!   tile (atomic counter) sums them in split order and runs the epilogue. Checked against the
 //!   CPU references with the bounds of `tests/kernels_gemm.rs` (fp16: recursive-summation bound
 //!   plus one fp16 rounding; int8: exact int32 accumulators, one fp16 rounding after the f32
-//!   epilogue), on ragged shapes: M = 1, 17, 70; N not a multiple of 64; K not a multiple of the
-//!   chunk (nor of the 64-byte k-tile); outputs poisoned; the emulator's sanitizers on.
-//! - fp16 sums K in the same chunk order in every kernel, so split, 64x64 and 128x128 launches
-//!   are bit-identical, and a row's result does not depend on the other rows of its GEMM.
+//!   epilogue), on ragged shapes: M = 1, 17, 33, 70; N not a multiple of 64; K not a multiple of
+//!   the chunk (nor of the 64-byte k-tile); outputs poisoned; the emulator's sanitizers on.
+//!   Every tile with split kernels (64x64, 32x64, 32x128) is split and checked.
+//! - fp16 sums K in the same chunk order in every kernel, so split and unsplit launches on every
+//!   tile (64x64, 128x128, 32x64, 32x128) are bit-identical, and a row's result does not depend on the other rows of its GEMM.
 //! - The counters are left at zero: the same launch twice in a row (a graph replay) writes the
 //!   same output again (a stale counter would leave the poisoned output unwritten).
 mod kernels_util;
@@ -217,9 +218,10 @@ fn int8_split_k_accumulators_are_exact_and_fp16_output_matches_unsplit() {
     eprintln!("gemm_int8_f16_sk: max |err| = {max:e}");
 }
 
-/// A row's result does not depend on the GEMM it is in: rows 0..17 of a 300-row GEMM on 128x128
-/// tiles equal the same 17 rows alone on 64x64 tiles and the first row alone split over K, bit
-/// for bit, fp16 and int8 (`GemmPlan::choose` picks by M; every pick must agree).
+/// A row's result does not depend on the GEMM it is in: the first rows of a 300-row GEMM on
+/// 128x128 tiles equal the same rows alone (1, 17, 33, 70) on 64x64, 32x64 and 32x128 tiles,
+/// unsplit and split over K, bit for bit, fp16 and int8 (`GemmPlan::choose` picks by M; every
+/// pick must agree).
 #[test]
 fn rows_give_the_same_bits_alone_and_inside_a_larger_gemm() {
     let dev = Device::emulator().unwrap();

@@ -137,9 +137,9 @@ fn tile_work_clocks(tile: Tile, m: usize, n: usize, k: usize, int8: bool) -> u64
 
 /// The block tile of an `m x n x k` GEMM (`int8`: the W8A8 kernel, else fp16): the candidate
 /// with the fewest predicted clocks ([`tile_clocks`]), the first of `Small`, `Large`, `Narrow`,
-/// `NarrowWide` on a tie (`Small`: less padding than `Large`, less re-read weight traffic than `Narrow`). A
-/// pure function of the shape and precision: the launch wrappers ([`Tile::Auto`]) and the
-/// launch plan (`perf::plan`) both call it.
+/// `NarrowWide` on a tie (`Small`: less padding than `Large`, fewer weight re-reads than the
+/// 32-row tiles). A pure function of the shape and precision: the launch wrappers
+/// ([`Tile::Auto`]) and the launch plan (`perf::plan`) both call it.
 pub fn choose_tile(m: usize, n: usize, k: usize, int8: bool) -> Tile {
     UNSPLIT_TILES.into_iter().min_by_key(|&t| tile_clocks(t, m, n, k, int8)).unwrap_or(Tile::Small)
 }
@@ -180,8 +180,8 @@ pub struct GemmPlan {
 impl GemmPlan {
     /// The fastest plan on the reference machine ([`plan_clocks`]): the best unsplit tile
     /// ([`choose_tile`]) or a tile with split-K kernels split over the K chunks (the first of
-    /// the cheapest: unsplit, then `Small`, `Narrow`, `NarrowWide`). A pure function of the shape and precision, shared by
-    /// the launch wrappers and `perf::plan`.
+    /// the cheapest: unsplit, then `Small`, `Narrow`, `NarrowWide`). A pure function of the
+    /// shape and precision, shared by the launch wrappers and `perf::plan`.
     pub fn choose(m: usize, n: usize, k: usize, int8: bool) -> GemmPlan {
         let unsplit = GemmPlan { tile: choose_tile(m, n, k, int8), splits: 1 };
         let cost = |p: GemmPlan| plan_clocks(p, m, n, k, int8);
