@@ -345,6 +345,32 @@ fn capture_refuses_the_legacy_stream_and_synchronisation() {
     unsafe { result::stream::destroy(s) }.unwrap();
 }
 
+/// Thread-local capture mode (what the backend captures graphs in): a synchronisation from
+/// another thread leaves the capture alone, one from the capturing thread still fails it.
+#[test]
+fn thread_local_capture_ignores_other_threads() {
+    let _g = setup(Mode::Deferred, (8, 0));
+    let _dev = Device::cuda(0).unwrap();
+    let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+    let s = result::stream::create(result::stream::StreamKind::NonBlocking).unwrap();
+    unsafe { result::stream::begin_capture(s, mode) }.unwrap();
+    // the context handle crosses the thread as an address (raw pointers are not Send)
+    let ctx = unsafe { result::ctx::get_current() }.unwrap().expect("a current context") as usize;
+    let other = std::thread::spawn(move || {
+        unsafe { result::ctx::set_current(ctx as sys::CUcontext) }.unwrap();
+        result::ctx::synchronize()
+    });
+    assert!(other.join().unwrap().is_ok(), "another thread's synchronisation is allowed");
+    assert_eq!(
+        unsafe { result::stream::is_capturing(s) }.unwrap(),
+        sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE
+    );
+    assert_eq!(result::ctx::synchronize().unwrap_err().0, sys::CUresult::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+    let e = unsafe { result::stream::end_capture(s) }.unwrap_err();
+    assert_eq!(e.0, sys::CUresult::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED);
+    unsafe { result::stream::destroy(s) }.unwrap();
+}
+
 /// PTX newer than the device is refused with NO_BINARY_FOR_GPU, as a driver's JIT would: the
 /// backend must pick the variant for the device (the forward test above runs both).
 #[test]

@@ -390,8 +390,10 @@ impl Backend for CudaBackend {
         true
     }
 
-    /// Captures the launches on the stream (global capture mode: any stray synchronising call
-    /// in between fails the capture) and instantiates the graph once.
+    /// Captures the launches on the stream and instantiates the graph once. Thread-local capture
+    /// mode: a stray synchronising call from this thread fails the capture, while other threads
+    /// (other models, other devices' work) may synchronise meanwhile; in global mode one
+    /// thread's synchronisation would invalidate another thread's capture.
     fn graph_create(&self, launches: &[RecordedLaunch]) -> Result<u64> {
         self.bind()?;
         // Shared-memory opt-ins are function attributes, not stream work: set them before the
@@ -400,7 +402,7 @@ impl Backend for CudaBackend {
             let f = self.function(&l.module, &l.kernel)?;
             self.allow_shared(&l.module, &l.kernel, f, l.cfg.shared_mem_bytes)?;
         }
-        let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL;
+        let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
         unsafe { result::stream::begin_capture(self.stream, mode) }.map_err(|e| cuda_err("begin capture", e))?;
         let mut failed = None;
         for l in launches {

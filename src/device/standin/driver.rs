@@ -148,7 +148,13 @@ struct Function {
 struct Stream {
     capture: Option<Vec<Op>>,
     invalidated: bool,
+    /// Who captures and in which `CUstreamCaptureMode` (see [`Driver::refuse_during_capture`]).
+    captured_by: Option<(std::thread::ThreadId, u64)>,
 }
+
+/// `CUstreamCaptureMode` values.
+const CAPTURE_MODE_GLOBAL: u64 = 0;
+const CAPTURE_MODE_THREAD_LOCAL: u64 = 1;
 
 struct Event {
     timing: bool,
@@ -598,11 +604,11 @@ impl Driver {
                 Some(_) => SUCCESS,
                 None => INVALID_HANDLE,
             },
-            "cuStreamBeginCapture_v2" => self.begin_capture(a[0]),
+            "cuStreamBeginCapture_v2" => self.begin_capture(a[0], a[1]),
             "cuStreamEndCapture" => self.end_capture(a[0], a[1]),
             "cuStreamIsCapturing" => {
                 let st = match self.streams.get(&a[0]) {
-                    Some(Stream { capture: Some(_), invalidated: true }) => 2i32,
+                    Some(Stream { capture: Some(_), invalidated: true, .. }) => 2i32,
                     Some(Stream { capture: Some(_), .. }) => 1,
                     _ => 0,
                 };
@@ -644,18 +650,26 @@ impl Driver {
         stream <= 2
     }
 
-    fn capturing(&self) -> bool {
-        self.streams.values().any(|s| s.capture.is_some())
+    /// Whether a potentially unsafe call (a synchronisation, a blocking copy, legacy-stream
+    /// work) made by the current thread falls under `s`'s capture: always in global mode, only
+    /// from the capturing thread in thread-local mode, never in relaxed mode (the driver's
+    /// `cuStreamBeginCapture` rules).
+    fn guards(s: &Stream) -> bool {
+        match (s.capture.is_some(), s.captured_by) {
+            (true, Some((_, CAPTURE_MODE_GLOBAL))) => true,
+            (true, Some((thread, CAPTURE_MODE_THREAD_LOCAL))) => thread == std::thread::current().id(),
+            _ => false,
+        }
     }
 
-    /// A call that the host would block on while any stream captures: unsupported, and it
-    /// invalidates the capture (what the driver does in the default, global capture mode).
+    /// A potentially unsafe call while a capture guards against it: unsupported, and it
+    /// invalidates those captures.
     fn refuse_during_capture(&mut self, what: &str) -> Option<u32> {
-        if !self.capturing() {
+        if !self.streams.values().any(Self::guards) {
             return None;
         }
         for s in self.streams.values_mut() {
-            if s.capture.is_some() {
+            if Self::guards(s) {
                 s.invalidated = true;
             }
         }
@@ -1165,7 +1179,7 @@ impl Driver {
 
     // ----- capture and graphs -----
 
-    fn begin_capture(&mut self, stream: u64) -> u32 {
+    fn begin_capture(&mut self, stream: u64, mode: u64) -> u32 {
         if Self::is_legacy(stream) {
             return fail(CAPTURE_UNSUPPORTED, "the legacy (NULL) stream cannot be captured");
         }
@@ -1175,6 +1189,7 @@ impl Driver {
             Some(s) => {
                 s.capture = Some(Vec::new());
                 s.invalidated = false;
+                s.captured_by = Some((std::thread::current().id(), mode));
                 SUCCESS
             }
         }
