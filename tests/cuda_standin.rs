@@ -355,7 +355,7 @@ fn thread_local_capture_ignores_other_threads() {
     let s = result::stream::create(result::stream::StreamKind::NonBlocking).unwrap();
     unsafe { result::stream::begin_capture(s, mode) }.unwrap();
     // the context handle crosses the thread as an address (raw pointers are not Send)
-    let ctx = unsafe { result::ctx::get_current() }.unwrap().expect("a current context") as usize;
+    let ctx = result::ctx::get_current().unwrap().expect("a current context") as usize;
     let other = std::thread::spawn(move || {
         unsafe { result::ctx::set_current(ctx as sys::CUcontext) }.unwrap();
         result::ctx::synchronize()
