@@ -47,113 +47,51 @@ __device__ __forceinline__ void f16_split(const __half* A, const __half* W, cons
 }
 
 
-extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16(
-    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
-    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
-    f16_gemm<Small>(A, W, bias, residual, C, M, N, K, epi);
-}
+// Entries of one tile (SUFFIX names it; BOUNDS are its launch bounds): the plain GEMM and the
+// GEMM with the layernorm of its rows fused in (ln_out = LN(C)).
+#define GEMM_F16_ENTRIES(SUFFIX, CFG, BOUNDS)                                                                    \
+    extern "C" __global__ void __launch_bounds__ BOUNDS gemm_f16##SUFFIX(                                        \
+        const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,            \
+        const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K,        \
+        uint32_t epi) {                                                                                          \
+        f16_gemm<CFG>(A, W, bias, residual, C, M, N, K, epi);                                                    \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__ BOUNDS gemm_f16##SUFFIX##_ln(                                   \
+        const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,            \
+        const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K,        \
+        uint32_t epi, LN_PARAMS) {                                                                               \
+        const LnArgs ln = LN_ARGS;                                                                               \
+        f16_gemm<CFG, true>(A, W, bias, residual, C, M, N, K, epi, &ln);                                         \
+    }
 
+// The split-K entries of one tile: plain (_sk) and with the fused layernorm (_sk_ln).
+#define GEMM_F16_SPLIT_ENTRIES(SUFFIX, CFG)                                                                      \
+    extern "C" __global__ void __launch_bounds__(CFG::THREADS) gemm_f16##SUFFIX##_sk(                            \
+        const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,            \
+        const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K,        \
+        uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {                        \
+        f16_split<CFG>(A, W, bias, residual, C, M, N, K, epi, partials, counters);                               \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(CFG::THREADS) gemm_f16##SUFFIX##_sk_ln(                         \
+        const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,            \
+        const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K,        \
+        uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters, LN_PARAMS) {             \
+        const LnArgs ln = LN_ARGS;                                                                               \
+        f16_split<CFG, true>(A, W, bias, residual, C, M, N, K, epi, partials, counters, &ln);                    \
+    }
+
+GEMM_F16_ENTRIES(, Small, (Small::THREADS))
+GEMM_F16_SPLIT_ENTRIES(, Small)
 // One block per SM: the chunk-order fold (a second set of 64 accumulators per thread, the
 // price of batch-invariant split-K) needs ~170 registers; capped at 128 for two blocks per SM,
-// ptxas spills 464 bytes. The int8 kernels (exact, no fold) keep two blocks per SM.
-extern "C" __global__ void __launch_bounds__(Large::THREADS, 1) gemm_f16_l(
-    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
-    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
-    f16_gemm<Large>(A, W, bias, residual, C, M, N, K, epi);
-}
-
-extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16_sk(
-    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
-    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
-    uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
-    f16_split<Small>(A, W, bias, residual, C, M, N, K, epi, partials, counters);
-}
-
-// Residual GEMM + layernorm of its rows (_ln: Small tile, _l_ln: Large, _sk_ln: Small split over
-// K): ln_out = LN(C).
-extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16_ln(
-    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
-    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
-    LN_PARAMS) {
-    const LnArgs ln = LN_ARGS;
-    f16_gemm<Small, true>(A, W, bias, residual, C, M, N, K, epi, &ln);
-}
-
-extern "C" __global__ void __launch_bounds__(Large::THREADS, 1) gemm_f16_l_ln(
-    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
-    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
-    LN_PARAMS) {
-    const LnArgs ln = LN_ARGS;
-    f16_gemm<Large, true>(A, W, bias, residual, C, M, N, K, epi, &ln);
-}
-
-extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_f16_sk_ln(
-    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
-    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
-    uint32_t* __restrict__ partials, uint32_t* __restrict__ counters, LN_PARAMS) {
-    const LnArgs ln = LN_ARGS;
-    f16_split<Small, true>(A, W, bias, residual, C, M, N, K, epi, partials, counters, &ln);
-}
-
-// The Narrow tile (32x64, 128 threads): the same four entries for a few row strips.
-extern "C" __global__ void __launch_bounds__(Narrow::THREADS) gemm_f16_n(
-    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
-    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
-    f16_gemm<Narrow>(A, W, bias, residual, C, M, N, K, epi);
-}
-
-extern "C" __global__ void __launch_bounds__(Narrow::THREADS) gemm_f16_n_sk(
-    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
-    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
-    uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
-    f16_split<Narrow>(A, W, bias, residual, C, M, N, K, epi, partials, counters);
-}
-
-extern "C" __global__ void __launch_bounds__(Narrow::THREADS) gemm_f16_n_ln(
-    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
-    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
-    LN_PARAMS) {
-    const LnArgs ln = LN_ARGS;
-    f16_gemm<Narrow, true>(A, W, bias, residual, C, M, N, K, epi, &ln);
-}
-
-extern "C" __global__ void __launch_bounds__(Narrow::THREADS) gemm_f16_n_sk_ln(
-    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
-    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
-    uint32_t* __restrict__ partials, uint32_t* __restrict__ counters, LN_PARAMS) {
-    const LnArgs ln = LN_ARGS;
-    f16_split<Narrow, true>(A, W, bias, residual, C, M, N, K, epi, partials, counters, &ln);
-}
-
-// The NarrowWide tile (32x128, 128 threads): the same four entries.
-extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_f16_nw(
-    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
-    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
-    f16_gemm<NarrowWide>(A, W, bias, residual, C, M, N, K, epi);
-}
-
-extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_f16_nw_sk(
-    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
-    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
-    uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
-    f16_split<NarrowWide>(A, W, bias, residual, C, M, N, K, epi, partials, counters);
-}
-
-extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_f16_nw_ln(
-    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
-    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
-    LN_PARAMS) {
-    const LnArgs ln = LN_ARGS;
-    f16_gemm<NarrowWide, true>(A, W, bias, residual, C, M, N, K, epi, &ln);
-}
-
-extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_f16_nw_sk_ln(
-    const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,
-    const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K, uint32_t epi,
-    uint32_t* __restrict__ partials, uint32_t* __restrict__ counters, LN_PARAMS) {
-    const LnArgs ln = LN_ARGS;
-    f16_split<NarrowWide, true>(A, W, bias, residual, C, M, N, K, epi, partials, counters, &ln);
-}
+// ptxas spills 464 bytes. The int8 kernels (exact, no fold) keep two blocks per SM. (No split-K
+// entries for this tile: GemmPlan splits the small tiles only.)
+GEMM_F16_ENTRIES(_l, Large, (Large::THREADS, 1))
+// The 32-row tiles (32x64 Narrow, 32x128 NarrowWide; 128 threads) for a few row strips.
+GEMM_F16_ENTRIES(_n, Narrow, (Narrow::THREADS))
+GEMM_F16_SPLIT_ENTRIES(_n, Narrow)
+GEMM_F16_ENTRIES(_nw, NarrowWide, (NarrowWide::THREADS))
+GEMM_F16_SPLIT_ENTRIES(_nw, NarrowWide)
 
 extern "C" __global__ void gemm_f16_simple(
     const __half* __restrict__ A, const __half* __restrict__ W, const __half* __restrict__ bias,

@@ -81,51 +81,44 @@ __device__ __forceinline__ void int8_i32_sk(const int8_t* A, const int8_t* W, in
     store_raw<C>(reinterpret_cast<uint32_t*>(smem), Cout, M, N, blockIdx.y * C::BM, blockIdx.x * C::BN);
 }
 
-extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_sk(
-    const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
-    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
-    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
-    uint32_t N, uint32_t K, uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
-    int8_f16_sk<Small>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials, counters);
-}
+// The layernorm-fused entry of one tile (_ln: residual GEMM + layernorm of its rows, with the
+// layernorm's int8 output when q_out is non-null). A and a_scale are not __restrict__: LN1's
+// int8 codes overwrite the GEMM's own input rows once their strip is done.
+#define GEMM_INT8_LN_ENTRY(SUFFIX, CFG, BOUNDS)                                                                  \
+    extern "C" __global__ void __launch_bounds__ BOUNDS gemm_int8_f16##SUFFIX##_ln(                              \
+        const int8_t* A, const float* a_scale, const int* __restrict__ a_zero, const int8_t* __restrict__ W,     \
+        const float* __restrict__ w_scale, const int* __restrict__ w_sum, const __half* __restrict__ bias,      \
+        const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K,        \
+        uint32_t epi, LN_PARAMS) {                                                                               \
+        const LnArgs ln = LN_ARGS;                                                                               \
+        int8_f16<CFG, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, &ln);        \
+    }
 
-extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_i32_sk(
-    const int8_t* __restrict__ A, const int8_t* __restrict__ W, int32_t* __restrict__ C, uint32_t M, uint32_t N,
-    uint32_t K, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
-    int8_i32_sk<Small>(A, W, C, M, N, K, partials, counters);
-}
-
-// Residual GEMM + layernorm of its rows, with the layernorm's int8 output when q_out is non-null
-// (_ln: Small tile, _l_ln: Large, _sk_ln: Small split over K).
-extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_ln(
-    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
-    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
-    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
-    uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
-    const LnArgs ln = LN_ARGS;
-    int8_f16<Small, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, &ln);
-}
-
-// (one block per SM: the layernorm's cached parameters spill at 128 registers)
-extern "C" __global__ void __launch_bounds__(Large::THREADS, 1) gemm_int8_f16_l_ln(
-    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
-    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
-    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
-    uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
-    const LnArgs ln = LN_ARGS;
-    int8_f16<Large, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, &ln);
-}
-
-extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_sk_ln(
-    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
-    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
-    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
-    uint32_t N, uint32_t K, uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters,
-    LN_PARAMS) {
-    const LnArgs ln = LN_ARGS;
-    int8_f16_sk<Small, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials,
-                             counters, &ln);
-}
+// The split-K entries of one tile: fp16 out (_sk), raw int32 out (i32 _sk), and with the fused
+// layernorm (_sk_ln).
+#define GEMM_INT8_SPLIT_ENTRIES(SUFFIX, CFG)                                                                     \
+    extern "C" __global__ void __launch_bounds__(CFG::THREADS) gemm_int8_f16##SUFFIX##_sk(                       \
+        const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,         \
+        const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,          \
+        const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, \
+        uint32_t N, uint32_t K, uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) { \
+        int8_f16_sk<CFG>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials,       \
+                         counters);                                                                              \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(CFG::THREADS) gemm_int8_i32##SUFFIX##_sk(                       \
+        const int8_t* __restrict__ A, const int8_t* __restrict__ W, int32_t* __restrict__ C, uint32_t M,         \
+        uint32_t N, uint32_t K, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {              \
+        int8_i32_sk<CFG>(A, W, C, M, N, K, partials, counters);                                                  \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(CFG::THREADS) gemm_int8_f16##SUFFIX##_sk_ln(                    \
+        const int8_t* A, const float* a_scale, const int* __restrict__ a_zero, const int8_t* __restrict__ W,     \
+        const float* __restrict__ w_scale, const int* __restrict__ w_sum, const __half* __restrict__ bias,      \
+        const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K,        \
+        uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters, LN_PARAMS) {             \
+        const LnArgs ln = LN_ARGS;                                                                               \
+        int8_f16_sk<CFG, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials, \
+                               counters, &ln);                                                                   \
+    }
 
 #define GEMM_INT8_ENTRIES(SUFFIX, CFG, MINB)                                                                     \
     extern "C" __global__ void __launch_bounds__(CFG::THREADS, MINB) gemm_int8_f16##SUFFIX(                     \
@@ -140,85 +133,21 @@ extern "C" __global__ void __launch_bounds__(Small::THREADS) gemm_int8_f16_sk_ln
         uint32_t N, uint32_t K) {                                                                                \
         int8_i32<CFG>(A, W, C, M, N, K);                                                                         \
     }
+
 GEMM_INT8_ENTRIES(, Small, 1)
+GEMM_INT8_SPLIT_ENTRIES(, Small)
+GEMM_INT8_LN_ENTRY(, Small, (Small::THREADS))
 // two 128x128 blocks per SM: caps ptxas at 128 registers (checked: no spills, `fusebert kernels report`)
 GEMM_INT8_ENTRIES(_l, Large, 2)
-
-// The Narrow tile (32x64, 128 threads) for a few row strips: plain, split-K and fused-layernorm
-// entries as for Small.
+// one block per SM: the layernorm's cached parameters spill at 128 registers
+GEMM_INT8_LN_ENTRY(_l, Large, (Large::THREADS, 1))
+// The 32-row tiles (32x64 Narrow, 32x128 NarrowWide; 128 threads) for a few row strips.
 GEMM_INT8_ENTRIES(_n, Narrow, 1)
-
-extern "C" __global__ void __launch_bounds__(Narrow::THREADS) gemm_int8_f16_n_sk(
-    const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
-    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
-    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
-    uint32_t N, uint32_t K, uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
-    int8_f16_sk<Narrow>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials, counters);
-}
-
-extern "C" __global__ void __launch_bounds__(Narrow::THREADS) gemm_int8_i32_n_sk(
-    const int8_t* __restrict__ A, const int8_t* __restrict__ W, int32_t* __restrict__ C, uint32_t M, uint32_t N,
-    uint32_t K, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
-    int8_i32_sk<Narrow>(A, W, C, M, N, K, partials, counters);
-}
-
-extern "C" __global__ void __launch_bounds__(Narrow::THREADS) gemm_int8_f16_n_ln(
-    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
-    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
-    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
-    uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
-    const LnArgs ln = LN_ARGS;
-    int8_f16<Narrow, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, &ln);
-}
-
-extern "C" __global__ void __launch_bounds__(Narrow::THREADS) gemm_int8_f16_n_sk_ln(
-    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
-    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
-    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
-    uint32_t N, uint32_t K, uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters,
-    LN_PARAMS) {
-    const LnArgs ln = LN_ARGS;
-    int8_f16_sk<Narrow, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials,
-                              counters, &ln);
-}
-
-// The NarrowWide tile (32x128, 128 threads): the same entries.
+GEMM_INT8_SPLIT_ENTRIES(_n, Narrow)
+GEMM_INT8_LN_ENTRY(_n, Narrow, (Narrow::THREADS))
 GEMM_INT8_ENTRIES(_nw, NarrowWide, 1)
-
-extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_int8_f16_nw_sk(
-    const int8_t* __restrict__ A, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
-    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
-    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
-    uint32_t N, uint32_t K, uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
-    int8_f16_sk<NarrowWide>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials,
-                            counters);
-}
-
-extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_int8_i32_nw_sk(
-    const int8_t* __restrict__ A, const int8_t* __restrict__ W, int32_t* __restrict__ C, uint32_t M, uint32_t N,
-    uint32_t K, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters) {
-    int8_i32_sk<NarrowWide>(A, W, C, M, N, K, partials, counters);
-}
-
-extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_int8_f16_nw_ln(
-    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
-    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
-    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
-    uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
-    const LnArgs ln = LN_ARGS;
-    int8_f16<NarrowWide, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, &ln);
-}
-
-extern "C" __global__ void __launch_bounds__(NarrowWide::THREADS) gemm_int8_f16_nw_sk_ln(
-    const int8_t* A, const float* a_scale, const int* __restrict__ a_zero,
-    const int8_t* __restrict__ W, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
-    const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M,
-    uint32_t N, uint32_t K, uint32_t epi, uint32_t* __restrict__ partials, uint32_t* __restrict__ counters,
-    LN_PARAMS) {
-    const LnArgs ln = LN_ARGS;
-    int8_f16_sk<NarrowWide, true>(A, a_scale, a_zero, W, w_scale, w_sum, bias, residual, C, M, N, K, epi, partials,
-                              counters, &ln);
-}
+GEMM_INT8_SPLIT_ENTRIES(_nw, NarrowWide)
+GEMM_INT8_LN_ENTRY(_nw, NarrowWide, (NarrowWide::THREADS))
 
 // Baseline: one thread per output, 4 int8 per dp4a. Block 16x16 over (n, m).
 extern "C" __global__ void gemm_int8_simple(
