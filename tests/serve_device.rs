@@ -6,15 +6,10 @@ mod serve_common;
 
 use serde_json::json;
 
+use fusebert::model::compare::cosine;
 use fusebert::model::{BertModel, Precision};
 use fusebert::serve::Backend;
 use serve_common::*;
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (n(a) * n(b))
-}
 
 /// A small sentence-transformers folder (DistilBERT, mean pooling, hidden 64, head dim 32): the
 /// emulator runs its forward pass in well under a second.
