@@ -112,15 +112,15 @@ step() { # name limit_s command...   (each step's limit is cut to what is left o
 }
 
 if [ -z "$bin" ]; then
-  step build 240 cargo build --release --locked && bin="target/release/fusebert"
+  step build 240 cargo build --release --locked -p fusebert-cli && bin="target/release/fusebert"
 fi
 if [ -n "$bin" ] && [ -x "$bin" ]; then
   step info 30 "$bin" info
   if [ -n "$tests_dir" ]; then
     step tests 180 bash -c 'rc=0; for t in "$0"/*; do [ -x "$t" ] && [ -f "$t" ] || continue; echo "== $t"; "$t" || rc=1; done; exit $rc' "$tests_dir"
   elif [ $have_cargo = 1 ]; then
-    step tests 180 cargo test --release --locked --test device_cuda --test forward_device --test kernels_attention \
-      --test kernels_gemm --test kernels_layernorm --test kernels_misc
+    step tests 180 bash -c 'cargo test --release --locked -p fusebert-kernels --test device_cuda --test kernels_attention \
+      --test kernels_gemm --test kernels_layernorm --test kernels_misc && cargo test --release --locked -p fusebert --test forward_device'
   fi
   step verify_f16 60 "$bin" verify --device cuda --precision f16
   step verify_int8 60 "$bin" verify --device cuda --precision int8

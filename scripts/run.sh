@@ -6,7 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
-cargo build --release --locked --quiet
+cargo build --release --locked --quiet -p fusebert-cli
 bin=target/release/fusebert
 texts=("The quick brown fox jumps over the lazy dog." "Hello, world!")
 "$bin" info

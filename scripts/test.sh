@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a machine with no GPU: installs the project-local toolchain
 # and model (scripts/setup.sh, quick when present), checks formatting, clippy and rustdoc
-# (warnings are errors), then `cargo test` (optimised test profile). Kernel tests run on the PTX
-# emulator; GPU tests also run on CUDA when a GPU is present.
+# (warnings are errors) and the build promises (scripts/check-build.sh: shipped PTX, dependency
+# trees, packaging), then `cargo test --workspace` (optimised test profile). Kernel tests run on
+# the PTX emulator; GPU tests also run on CUDA when a GPU is present.
 # FUSEBERT_SKIP_LINT=1 skips the three checks (for quick local runs; CI never sets it).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,27 +13,33 @@ if [ "${FUSEBERT_SKIP_LINT:-0}" != 1 ]; then
   echo "== cargo fmt --check"
   cargo fmt --all -- --check
   echo "== cargo clippy --all-targets -D warnings"
-  cargo clippy --locked --all-targets --quiet -- -D warnings
+  cargo clippy --locked --workspace --all-targets --quiet -- -D warnings
   echo "== cargo doc -D warnings"
-  RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
+  RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
+  bash scripts/check-build.sh
 fi
-cargo test --locked "$@"
+cargo test --locked --workspace "$@"
 # The "on CUDA when present" tests once more with the CUDA backend on the driver stand-in
 # (deferred mode: work runs only when the host observes it), so the CUDA path runs in CI too.
-# On a GPU machine they already ran on the real driver above. tests/cuda_standin.rs (part of
-# the run above) covers eager mode, graphs, faults and the CLI.
+# On a GPU machine they already ran on the real driver above. The fusebert-cuda-standin tests
+# (part of the run above) cover eager mode, graphs and faults; cli_standin the binary's opt-in.
 if [ "$#" -eq 0 ]; then
   echo "== CUDA-path tests on the driver stand-in (FUSEBERT_CUDA_DRIVER=emulator:deferred)"
-  FUSEBERT_CUDA_DRIVER=emulator:deferred cargo test --locked --test device_cuda --test forward_device \
-    --test kernels_attention --test kernels_gemm --test kernels_layernorm --test kernels_misc --test serve_device
+  export FUSEBERT_CUDA_DRIVER=emulator:deferred
+  cargo test --locked -p fusebert-kernels --test device_cuda --test kernels_attention --test kernels_gemm \
+    --test kernels_layernorm --test kernels_misc
+  cargo test --locked -p fusebert --test forward_device
+  cargo test --locked -p fusebert-server --test serve_device
+  unset FUSEBERT_CUDA_DRIVER
 fi
-# Second pass (issue 15): the kernel and forward-pass tests again with every approximate
+# Second pass: the kernel and forward-pass tests again with every approximate
 # instruction (ex2/rcp/rsqrt/... .approx) returning values anywhere inside the PTX ISA's error
 # bound (hashed per input) instead of the correctly rounded one: accuracy must hold against what
 # hardware may return. Same binaries as above (no rebuild); about 1.2 minutes on 2 cores
 # (forward_golden, ~3 minutes on its own, is left to the first pass).
 if [ "$#" -eq 0 ]; then
   echo "== FUSEBERT_EMU_MATH=envelope: kernel and forward-pass tests"
-  FUSEBERT_EMU_MATH=envelope cargo test --locked --test kernels_gemm --test kernels_attention \
-    --test kernels_layernorm --test kernels_misc --test forward_device
+  FUSEBERT_EMU_MATH=envelope cargo test --locked -p fusebert-kernels --test kernels_gemm \
+    --test kernels_attention --test kernels_layernorm --test kernels_misc
+  FUSEBERT_EMU_MATH=envelope cargo test --locked -p fusebert --test forward_device
 fi

@@ -1,0 +1,80 @@
+//! The real `fusebert serve` binary: SIGTERM drains (the in-flight request completes, new
+//! connections are refused) and the process exits 0; bad flags are a typed error.
+#![cfg(unix)]
+#[path = "../../fusebert-server/tests/serve_common/mod.rs"]
+mod serve_common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use serve_common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_then_exits_0() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fusebert"))
+        .args(["serve", "--hostname", "127.0.0.1", "--port", "0", "--max-batch-requests", "1", "--json-output"])
+        .arg("--model")
+        .arg(minilm())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server printed its address").unwrap();
+        if let Some(a) = line.strip_prefix("fusebert serve: listening on http://") {
+            break a.parse().unwrap();
+        }
+    };
+    let http = Http::new(addr);
+    let slow = {
+        let http = http.clone();
+        let body = json!({ "inputs": vec![long_text(300); 12], "truncate": true });
+        tokio::spawn(async move { http.post("/embed", &body).await })
+    };
+    for _ in 0..200 {
+        if http.metric("fusebert_queue_tokens").await.unwrap() > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let done = slow.await.unwrap();
+    assert_eq!(done.status, 200, "the in-flight request completes: {}", done.body);
+    assert_eq!(done.json().as_array().unwrap().len(), 12);
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let log = rest.join("\n");
+    assert!(log.contains("shutting down"), "{log}");
+    // --json-output: the request's log line is JSON with its id and status.
+    let line = rest.iter().find(|l| l.contains("\"path\":\"/embed\"")).unwrap_or_else(|| panic!("{log}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["status"], 200);
+    assert!(v["request_id"].is_string());
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "nothing listens after exit");
+}
+
+#[test]
+fn bad_flags_are_typed_errors() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_fusebert")).arg("serve").args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run(&["--hostname", "not a host!", "--port", "0"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--hostname not a host!"), "{err}");
+    let (code, err) = run(&["--max-batch-tokens", "0", "--port", "0"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--max-batch-tokens must be at least 1"), "{err}");
+    let (code, err) = run(&["--device", "cpu", "--precision", "int8"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--precision"), "{err}");
+    let (code, err) = run(&["--model", "/nonexistent/model", "--port", "0"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("/nonexistent/model"), "{err}");
+}

@@ -1,0 +1,1625 @@
+//! The executor: a launch is a grid of blocks (run in parallel with rayon, each independently);
+//! a block is a set of warps of 32 lanes run in lockstep with an active mask and a SIMT
+//! reconvergence stack (reconvergence at the immediate post-dominator of each branch). Warps of
+//! a block run one at a time until they block on a barrier, exit, or use up a time slice.
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+
+use super::alu::{self, ext};
+use super::counters::Counters;
+use super::ir::*;
+use super::memory::*;
+use super::parse::{RELOC_DYN_SHARED, RELOC_GLOBAL};
+use crate::error::Error;
+
+pub const FULL: u32 = 0xffff_ffff;
+/// Instructions a warp runs before the scheduler moves to the next warp (lets spin-waits on
+/// shared flags make progress, and bounds the work between deadlock checks).
+const SLICE: u64 = 1 << 16;
+
+/// Switches of one launch (from `EmulatorOptions`).
+#[derive(Debug, Clone)]
+pub struct ExecOpts {
+    pub bounds: bool,
+    pub races: bool,
+    pub uninit: bool,
+    pub align: bool,
+    pub collectives: bool,
+    pub step_limit: u64,
+    pub serial: bool,
+    /// Approximate math: exact or anywhere in the ISA's error bound.
+    pub math: super::arch::MathMode,
+    /// Floating-point `mma` accumulation model.
+    pub tensor: super::arch::TensorAccum,
+}
+
+/// Everything a launch shares between its blocks (read-only).
+pub struct Launch<'a> {
+    pub module: &'a Module,
+    pub kernel: &'a Kernel,
+    pub view: &'a AllocView<'a>,
+    pub params: &'a [u8],
+    pub const_bank: &'a [u8],
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+    pub dyn_smem: u32,
+    pub global_var_base: u64,
+    pub opts: ExecOpts,
+    // derived
+    pub dyn_off: u32,
+    pub smem_total: u32,
+    pub nthreads: u32,
+    pub nwarps: u32,
+    pub template: Vec<u64>,
+    pub classes: Vec<u8>,
+    /// Register operands per instruction, when reads of undefined registers are checked.
+    pub reg_use: Option<super::regdef::RegUse>,
+    /// Whether plain global stores are recorded for the cross-block write-write check.
+    pub global_ww: bool,
+    /// The recorded stores of every finished block.
+    pub global_writes: std::sync::Mutex<Vec<super::global_race::Written>>,
+    /// Text printed by device printf during this launch.
+    pub printed: std::sync::Mutex<String>,
+}
+
+/// Instruction classes for counters.
+mod class {
+    pub const INT: u8 = 0;
+    pub const FP32: u8 = 1;
+    pub const FP16: u8 = 2;
+    pub const FP64: u8 = 3;
+    pub const TENSOR: u8 = 4;
+    pub const MEM: u8 = 5;
+    pub const CTRL: u8 = 6;
+    pub const SPECIAL: u8 = 7;
+}
+
+fn classify(i: &Inst) -> u8 {
+    use class::*;
+    match i.op {
+        Op::Ld
+        | Op::St
+        | Op::Atom
+        | Op::Red
+        | Op::CpAsync
+        | Op::CpAsyncCommit
+        | Op::CpAsyncWait
+        | Op::Ldmatrix
+        | Op::Stmatrix
+        | Op::Prefetch => MEM,
+        Op::Mma => TENSOR,
+        Op::Wmma if i.sub == sub::WMMA_MMA => TENSOR,
+        Op::Wmma => MEM,
+        Op::Bra | Op::Ret | Op::Exit | Op::Call | Op::Bar | Op::BarRed | Op::BarWarp | Op::Membar | Op::Trap => CTRL,
+        Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::ReadClock | Op::Printf => SPECIAL,
+        Op::Rcp | Op::Sqrt | Op::Rsqrt | Op::Ex2 | Op::Lg2 | Op::Sin | Op::Cos | Op::Tanh if i.ty != Ty::F64 => SPECIAL,
+        _ => {
+            let t = if matches!(i.op, Op::Cvt | Op::CvtPack) {
+                if i.ty.is_float() {
+                    i.ty
+                } else {
+                    i.ty2
+                }
+            } else {
+                i.ty
+            };
+            match t {
+                Ty::F32 => FP32,
+                Ty::F16 | Ty::F16x2 | Ty::BF16 | Ty::BF16x2 => FP16,
+                Ty::F64 => FP64,
+                _ => INT,
+            }
+        }
+    }
+}
+
+impl<'a> Launch<'a> {
+    #[allow(clippy::too_many_arguments)] // the launch geometry, module and options travel together into the block runner
+    pub fn new(
+        module: &'a Module,
+        kernel: &'a Kernel,
+        view: &'a AllocView<'a>,
+        params: &'a [u8],
+        const_bank: &'a [u8],
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        dyn_smem: u32,
+        global_var_base: u64,
+        opts: ExecOpts,
+    ) -> Launch<'a> {
+        let dyn_off = kernel.shared_static.div_ceil(16) * 16;
+        let smem_total = dyn_off + dyn_smem;
+        let nthreads = block.0 * block.1 * block.2;
+        let nwarps = nthreads.div_ceil(32);
+        let mut template = vec![0u64; kernel.nslots as usize * 32];
+        for &(slot, v, kind) in &kernel.consts {
+            let v = match kind {
+                RELOC_GLOBAL => v.wrapping_add(global_var_base),
+                RELOC_DYN_SHARED => v.wrapping_add(dyn_off as u64),
+                _ => v,
+            };
+            template[slot as usize * 32..slot as usize * 32 + 32].fill(v);
+        }
+        let classes = kernel.insts.iter().map(classify).collect();
+        let reg_use = opts.uninit.then(|| super::regdef::RegUse::new(kernel));
+        let global_ww = opts.races && !kernel.insts.iter().any(|i| i.op == Op::Membar);
+        Launch {
+            module,
+            kernel,
+            view,
+            params,
+            const_bank,
+            grid,
+            block,
+            dyn_smem,
+            global_var_base,
+            opts,
+            dyn_off,
+            smem_total,
+            nthreads,
+            nwarps,
+            template,
+            classes,
+            reg_use,
+            global_ww,
+            global_writes: std::sync::Mutex::new(Vec::new()),
+            printed: std::sync::Mutex::new(String::new()),
+        }
+    }
+
+    /// Runs every block; returns the summed counters or the error of the lowest failing block.
+    pub fn run(&self) -> Result<Counters, Error> {
+        let nb = self.grid.0 as u64 * self.grid.1 as u64 * self.grid.2 as u64;
+        let first_fail = AtomicU64::new(u64::MAX);
+        let run_one = |b: u64| -> Result<Counters, (u64, Error)> {
+            if b > first_fail.load(Ordering::Relaxed) {
+                return Ok(Counters::default());
+            }
+            let r = self.run_block(b);
+            if r.is_err() {
+                first_fail.fetch_min(b, Ordering::Relaxed);
+            }
+            r.map_err(|e| (b, e))
+        };
+        let merge = |a: Result<Counters, (u64, Error)>, b: Result<Counters, (u64, Error)>| match (a, b) {
+            (Ok(mut x), Ok(y)) => {
+                x.add(&y);
+                Ok(x)
+            }
+            (Err(e1), Err(e2)) => Err(if e1.0 <= e2.0 { e1 } else { e2 }),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        let res = if self.opts.serial || nb == 1 {
+            let mut acc = Ok(Counters::default());
+            for b in 0..nb {
+                acc = merge(acc, run_one(b));
+                if acc.is_err() {
+                    break;
+                }
+            }
+            acc
+        } else {
+            (0..nb).into_par_iter().map(run_one).reduce(|| Ok(Counters::default()), merge)
+        };
+        let counters = res.map_err(|(_, e)| e)?;
+        if self.global_ww {
+            let all = std::mem::take(
+                &mut *self.global_writes.lock().map_err(|_| Error::Emulator("write log poisoned".into()))?,
+            );
+            if let Some((a, b)) = super::global_race::find_overlap(all) {
+                return Err(self.global_race_error(&a, &b));
+            }
+        }
+        Ok(counters)
+    }
+
+    fn global_race_error(&self, a: &super::global_race::Written, b: &super::global_race::Written) -> Error {
+        let lo = a.start.max(b.start);
+        let site = |w: &super::global_race::Written| {
+            format!(
+                "block ({},{},{}), thread ({},{},{}), PTX line {}{}",
+                w.block[0],
+                w.block[1],
+                w.block[2],
+                w.thread[0],
+                w.thread[1],
+                w.thread[2],
+                w.line,
+                self.cu_loc_of(w.cu)
+            )
+        };
+        Error::Sanitizer(format!(
+            "global write-write race in kernel `{}` (module `{}`), {}: global byte {lo:#x} is also written by {} with \
+             no ordering between the two blocks (blocks of a grid run in any order; the result depends on which \
+             writes last)",
+            self.kernel.name,
+            self.module.name,
+            site(b),
+            site(a)
+        ))
+    }
+
+    /// ", file.cu:line" for a `.loc` index, when the PTX has line info.
+    pub fn cu_loc_of(&self, loc: u32) -> String {
+        if loc == NONE {
+            return String::new();
+        }
+        let (f, line) = self.kernel.locs[loc as usize];
+        let file = self.module.files.get(&f).map(|s| s.as_str()).unwrap_or("?");
+        format!(", {}:{}", file, line)
+    }
+
+    fn run_block(&self, b: u64) -> Result<Counters, Error> {
+        // an emulator bug must surface as an error naming the kernel, not abort the caller
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_block_inner(b))).unwrap_or_else(|p| {
+            let what = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(Error::Emulator(format!("internal emulator error in kernel `{}` block {b}: {what}", self.kernel.name)))
+        })
+    }
+
+    fn run_block_inner(&self, b: u64) -> Result<Counters, Error> {
+        let gx = self.grid.0 as u64;
+        let gy = self.grid.1 as u64;
+        let ctaid = [(b % gx) as u32, ((b / gx) % gy) as u32, (b / (gx * gy)) as u32];
+        let mut blk = Block::new(self, ctaid);
+        blk.run()?;
+        if self.global_ww && !blk.gw.ranges.is_empty() {
+            if let Ok(mut all) = self.global_writes.lock() {
+                all.append(&mut blk.gw.ranges);
+            }
+        }
+        let k = blk.class_count;
+        let c = &mut blk.c;
+        c.inst_integer += k[class::INT as usize];
+        c.inst_fp32 += k[class::FP32 as usize];
+        c.inst_fp16 += k[class::FP16 as usize];
+        c.inst_fp64 += k[class::FP64 as usize];
+        c.inst_tensor += k[class::TENSOR as usize];
+        c.inst_memory += k[class::MEM as usize];
+        c.inst_control += k[class::CTRL as usize];
+        c.inst_special += k[class::SPECIAL as usize];
+        Ok(std::mem::take(&mut blk.c))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum WState {
+    Run,
+    Bar,
+    Done,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    pc: u32,
+    mask: u32,
+    rpc: u32,
+}
+
+/// rpc of a frame that runs a called device function (never equal to a pc).
+const CALL_RPC: u32 = u32::MAX - 1;
+
+/// An active device-function call: what to restore on return.
+struct CallRec {
+    mask: u32,
+    list: u32,
+    saved_retmask: u32,
+    regs: Vec<u64>,
+    local: Vec<u8>,
+}
+
+/// `ShWord::pending` values: a copy in flight; one in flight that a `cp.async.wait_group` of
+/// its thread passed over because it was never committed; one whose thread exited before
+/// waiting for it (landed, but unordered for every other thread).
+pub(crate) const CP_IN_FLIGHT: u8 = 1;
+pub(crate) const CP_UNCOMMITTED: u8 = 2;
+pub(crate) const CP_ORPHAN: u8 = 3;
+
+/// A pending cp.async copy of one lane.
+pub(crate) struct CpPending {
+    lane: u8,
+    group: u32,
+    dst: u32,
+    len: u8,
+    data: [u8; 16],
+}
+
+pub(crate) struct Warp {
+    pub id: u32,
+    pub regs: Vec<u64>,
+    /// Per register slot (below `Kernel::nregs`), the lanes that wrote it (empty when unchecked).
+    pub def: Vec<u32>,
+    stack: Vec<Frame>,
+    /// Lanes that exist (partial last warp).
+    pub valid: u32,
+    pub exited: u32,
+    /// Lanes that returned from the device function being executed (until the call ends).
+    retmask: u32,
+    calls: Vec<CallRec>,
+    state: WState,
+    pub(crate) steps: u64,
+    /// `steps` at this warp's last `bar.warp.sync` (or 0): shared accesses by different lanes
+    /// after it are unordered until the next one (intra-warp race checking).
+    pub(crate) sync_step: u64,
+    pending: Vec<CpPending>,
+    committed: u32,
+    // barrier arrival
+    bar_id: u32,
+    bar_count: u32,
+    bar_pc: u32,
+    bar_pred: u32,
+}
+
+/// Shadow state of one 4-byte shared word for the race / uninitialised / cp.async checkers.
+/// Last writer and reader: block barrier epoch, warp, and for races between the lanes of one
+/// warp the lane (`MULTI_LANES` when several, or unknown), the bytes touched and the warp's
+/// instruction count (low 32 bits) at the access.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct ShWord {
+    pub w_epoch: u32,
+    pub r_epoch: u32,
+    pub w_step: u32,
+    pub r_step: u32,
+    pub w_warp: u16,
+    pub r_warp: u16,
+    pub w_lane: u8,
+    pub r_lane: u8,
+    pub w_bytes: u8,
+    pub r_bytes: u8,
+    pub init: u8,
+    pub pending: u8,
+}
+
+pub(crate) struct Block<'l, 'a> {
+    pub l: &'l Launch<'a>,
+    pub ctaid: [u32; 3],
+    pub shared: Vec<u8>,
+    pub shadow: Vec<ShWord>,
+    pub local: Vec<u8>,
+    pub local_init: Vec<u8>,
+    pub epoch: u32,
+    pub c: Counters,
+    pub last_alloc: usize,
+    pub clock: u64,
+    /// Plain global stores of this block (cross-block write-write check).
+    pub gw: super::global_race::BlockWrites,
+    /// Threads that passed `bar.arrive` per barrier since its last completion.
+    arrivals: [u32; 16],
+    /// Warp instructions per class (`class::*`), folded into `c` when the block ends.
+    class_count: [u64; 8],
+    warps: Vec<Warp>,
+}
+
+thread_local! {
+    /// Register files of finished blocks, reused by the next block on this worker thread (no
+    /// allocation or page faults per block; registers are re-zeroed, constants re-copied).
+    static REG_POOL: std::cell::RefCell<Vec<Vec<u64>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A register file for one warp: registers zeroed, constant slots from the launch template.
+fn take_regs(l: &Launch) -> Vec<u64> {
+    let n = l.template.len();
+    let r0 = l.kernel.nregs as usize * 32;
+    let mut regs = REG_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    regs.clear();
+    regs.resize(r0.min(n), 0);
+    regs.extend_from_slice(&l.template[r0.min(n)..]);
+    regs
+}
+
+impl Drop for Block<'_, '_> {
+    fn drop(&mut self) {
+        let warps = std::mem::take(&mut self.warps);
+        REG_POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            for w in warps {
+                if p.len() < 64 {
+                    p.push(w.regs);
+                }
+            }
+        });
+    }
+}
+
+/// Location of a resolved memory access.
+#[derive(Clone, Copy)]
+pub(crate) enum Loc {
+    Global(*mut u8),
+    Shared(u32),
+    Local(u32),
+    Const(u32),
+    Param(u32),
+}
+
+macro_rules! lanes {
+    ($mask:expr, $l:ident, $body:block) => {{
+        let mut __m: u32 = $mask;
+        while __m != 0 {
+            let $l = __m.trailing_zeros() as usize;
+            __m &= __m - 1;
+            $body
+        }
+    }};
+}
+pub(crate) use lanes;
+
+impl<'l, 'a> Block<'l, 'a> {
+    fn new(l: &'l Launch<'a>, ctaid: [u32; 3]) -> Self {
+        let k = l.kernel;
+        let checks = l.opts.races || l.opts.uninit;
+        let mut warps = Vec::with_capacity(l.nwarps as usize);
+        for w in 0..l.nwarps {
+            let mut regs = take_regs(l);
+            let nvalid = (l.nthreads - w * 32).min(32);
+            let valid = if nvalid == 32 { FULL } else { (1u32 << nvalid) - 1 };
+            for &(slot, sp) in &k.specials {
+                let base = slot as usize * 32;
+                for lane in 0..32u32 {
+                    let lin = w * 32 + lane;
+                    let tid = [lin % l.block.0, (lin / l.block.0) % l.block.1, lin / (l.block.0 * l.block.1)];
+                    let dims = |d: u8, v: [u32; 3]| v[d as usize] as u64;
+                    regs[base + lane as usize] = match sp {
+                        Special::Tid(d) => dims(d, tid),
+                        Special::Ntid(d) => dims(d, [l.block.0, l.block.1, l.block.2]),
+                        Special::Ctaid(d) => dims(d, ctaid),
+                        Special::Nctaid(d) => dims(d, [l.grid.0, l.grid.1, l.grid.2]),
+                        Special::LaneId => lane as u64,
+                        Special::WarpId => w as u64,
+                        Special::NWarpId => l.nwarps as u64,
+                        Special::LanemaskEq => 1u64 << lane,
+                        Special::LanemaskLe => ((2u64 << lane) - 1) & 0xffff_ffff,
+                        Special::LanemaskLt => (1u64 << lane) - 1,
+                        Special::LanemaskGe => (0xffff_ffffu64 << lane) & 0xffff_ffff,
+                        Special::LanemaskGt => (0xffff_fffeu64 << lane) & 0xffff_ffff,
+                        Special::DynSmem => l.dyn_smem as u64,
+                        Special::TotalSmem => l.smem_total as u64,
+                        Special::SmId | Special::GridId => 0,
+                        // one emulated SM (blocks run in parallel on host threads instead)
+                        Special::NSmId => 1,
+                    };
+                }
+            }
+            warps.push(Warp {
+                id: w,
+                regs,
+                def: if l.opts.uninit { vec![0; k.nregs as usize] } else { Vec::new() },
+                stack: vec![Frame { pc: 0, mask: valid, rpc: EXIT_PC }],
+                valid,
+                exited: !valid,
+                retmask: 0,
+                calls: Vec::new(),
+                state: WState::Run,
+                steps: 0,
+                sync_step: 0,
+                pending: Vec::new(),
+                committed: 0,
+                bar_id: 0,
+                bar_count: 0,
+                bar_pc: 0,
+                bar_pred: 0,
+            });
+        }
+        let local_total = k.local_bytes as usize * l.nthreads as usize;
+        Block {
+            l,
+            ctaid,
+            // poison: 0xFF reads as NaN in f16/f32
+            shared: vec![0xFF; l.smem_total as usize],
+            shadow: if checks { vec![ShWord::default(); (l.smem_total as usize).div_ceil(4)] } else { Vec::new() },
+            local: vec![0xFF; local_total],
+            local_init: if l.opts.uninit { vec![0; local_total] } else { Vec::new() },
+            epoch: 1,
+            c: Counters::default(),
+            last_alloc: 0,
+            clock: 0,
+            gw: Default::default(),
+            arrivals: [0; 16],
+            class_count: [0; 8],
+            warps,
+        }
+    }
+
+    fn run(&mut self) -> Result<(), Error> {
+        let mut warps = std::mem::take(&mut self.warps);
+        let result = (|| {
+            loop {
+                let mut any_run = false;
+                for w in warps.iter_mut() {
+                    if w.state == WState::Run {
+                        self.run_warp(w)?;
+                        any_run = true;
+                    }
+                }
+                if warps.iter().all(|w| w.state == WState::Done) {
+                    return Ok(());
+                }
+                if any_run && warps.iter().any(|w| w.state == WState::Run) {
+                    continue;
+                }
+                // every live warp waits at a barrier: release those whose barrier is complete
+                if !self.release_barriers(&mut warps)? {
+                    return Err(self.deadlock(&warps));
+                }
+            }
+        })();
+        self.warps = warps;
+        result
+    }
+
+    /// Releases complete barriers. Returns whether any warp was released.
+    fn release_barriers(&mut self, warps: &mut [Warp]) -> Result<bool, Error> {
+        let live_threads: u32 =
+            warps.iter().filter(|w| w.state != WState::Done).map(|w| (w.valid & !w.exited).count_ones()).sum();
+        let mut released = false;
+        for id in 0..16u32 {
+            let waiting: Vec<usize> =
+                (0..warps.len()).filter(|&i| warps[i].state == WState::Bar && warps[i].bar_id == id).collect();
+            if waiting.is_empty() {
+                continue;
+            }
+            let arrived: u32 = waiting.iter().map(|&i| (warps[i].valid & !warps[i].exited).count_ones()).sum::<u32>()
+                + self.arrivals[id as usize];
+            let need = waiting.iter().map(|&i| warps[i].bar_count).max().unwrap_or(0);
+            let need = if need == 0 { live_threads } else { need };
+            if arrived < need {
+                continue;
+            }
+            self.check_barrier_sites(warps, &waiting)?;
+            // bar.red reduction over the arrived threads
+            let popc: u32 = waiting.iter().map(|&i| warps[i].bar_pred.count_ones()).sum();
+            let all = waiting.iter().all(|&i| warps[i].bar_pred == (warps[i].valid & !warps[i].exited));
+            let any = popc > 0;
+            for &i in &waiting {
+                let w = &mut warps[i];
+                let inst = &self.l.kernel.insts[w.bar_pc as usize];
+                if inst.op == Op::BarRed {
+                    let v = match inst.sub {
+                        sub::A_POPC => popc as u64,
+                        sub::A_AND => all as u64,
+                        _ => any as u64,
+                    };
+                    let d = inst.d[0] as usize * 32;
+                    let active = w.valid & !w.exited;
+                    lanes!(active, l, {
+                        w.regs[d + l] = v;
+                    });
+                }
+                w.state = WState::Run;
+                w.stack.last_mut().unwrap().pc = w.bar_pc + 1;
+            }
+            self.arrivals[id as usize] = 0;
+            self.epoch += 1;
+            released = true;
+        }
+        Ok(released)
+    }
+
+    /// `.aligned` barriers (`bar.sync`, `bar.red`, `__syncthreads()`): every warp must wait at
+    /// the same instruction, not merely the same barrier id. On hardware, warps at different
+    /// `bar.sync` sites may be released together or hang; the ISA calls it undefined. Named
+    /// barriers with an explicit thread count (producer/consumer) and the non-aligned
+    /// `barrier.sync` may legally differ and are not checked.
+    fn check_barrier_sites(&self, warps: &[Warp], waiting: &[usize]) -> Result<(), Error> {
+        let checked = |i: usize| {
+            let inst = &self.l.kernel.insts[warps[i].bar_pc as usize];
+            warps[i].bar_count == 0 && !inst.has(fl::UNALIGNED)
+        };
+        let Some(&first) = waiting.iter().find(|&&i| checked(i)) else { return Ok(()) };
+        let Some(&other) = waiting.iter().find(|&&i| checked(i) && warps[i].bar_pc != warps[first].bar_pc) else {
+            return Ok(());
+        };
+        let (a, b) =
+            (&self.l.kernel.insts[warps[first].bar_pc as usize], &self.l.kernel.insts[warps[other].bar_pc as usize]);
+        Err(self.err(
+            &warps[other],
+            None,
+            b,
+            "divergent barrier",
+            format!(
+                "warp {} waits at this barrier {} while warp {} waits at a different barrier instruction (PTX line {}{}); \
+                 bar.sync is .aligned: every warp of the block must execute the same bar.sync",
+                warps[other].id,
+                warps[other].bar_id,
+                warps[first].id,
+                a.line,
+                self.cu_loc(a)
+            ),
+        ))
+    }
+
+    fn deadlock(&self, warps: &[Warp]) -> Error {
+        let mut s =
+            format!("deadlock in kernel `{}` block {:?}: no warp can make progress;", self.l.kernel.name, self.ctaid);
+        for w in warps {
+            match w.state {
+                WState::Bar => {
+                    let i = &self.l.kernel.insts[w.bar_pc as usize];
+                    s += &format!(
+                        " warp {} waits at barrier {} (PTX line {}{});",
+                        w.id,
+                        w.bar_id,
+                        i.line,
+                        self.cu_loc(i)
+                    );
+                }
+                WState::Done => s += &format!(" warp {} exited;", w.id),
+                WState::Run => {}
+            }
+        }
+        Error::Sanitizer(s)
+    }
+
+    /// ", file.cu:line" for an instruction, when the PTX has line info.
+    pub fn cu_loc(&self, i: &Inst) -> String {
+        self.l.cu_loc_of(i.loc)
+    }
+
+    /// Thread index (x, y, z) of lane `l` of warp `w`.
+    pub fn thread_of(&self, w: &Warp, l: usize) -> [u32; 3] {
+        let b = self.l.block;
+        let lin = w.id * 32 + l as u32;
+        [lin % b.0, (lin / b.0) % b.1, lin / (b.0 * b.1)]
+    }
+
+    /// A located error message: kernel, block, thread, PTX line, .cu line.
+    pub fn err(&self, w: &Warp, lane: Option<usize>, i: &Inst, kind: &str, msg: String) -> Error {
+        let b = self.l.block;
+        let thread = match lane {
+            Some(l) => {
+                let lin = w.id * 32 + l as u32;
+                format!("thread ({},{},{})", lin % b.0, (lin / b.0) % b.1, lin / (b.0 * b.1))
+            }
+            None => format!("warp {}", w.id),
+        };
+        let text = format!(
+            "{kind} in kernel `{}` (module `{}`), block ({},{},{}), {thread}, at PTX line {}{}: {msg}",
+            self.l.kernel.name,
+            self.l.module.name,
+            self.ctaid[0],
+            self.ctaid[1],
+            self.ctaid[2],
+            i.line,
+            self.cu_loc(i)
+        );
+        match kind {
+            "unsupported" | "trap" => Error::Emulator(text),
+            _ => Error::Sanitizer(text),
+        }
+    }
+
+    /// Runs one warp until it blocks, exits or its slice ends.
+    fn run_warp(&mut self, w: &mut Warp) -> Result<(), Error> {
+        let insts = &self.l.kernel.insts;
+        let classes = &self.l.classes;
+        let limit = self.l.opts.step_limit;
+        let mut budget = SLICE;
+        loop {
+            // pick the frame to run
+            let Some(top) = w.stack.last().copied() else {
+                self.finish_warp(w)?;
+                return Ok(());
+            };
+            let active = top.mask & !w.exited & !w.retmask;
+            if active == 0 || top.pc == top.rpc {
+                w.stack.pop();
+                if top.rpc == CALL_RPC {
+                    self.return_from_call(w);
+                }
+                if w.stack.is_empty() {
+                    self.finish_warp(w)?;
+                    return Ok(());
+                }
+                continue;
+            }
+            let mut pc = top.pc;
+            let rpc = top.rpc;
+            // straight-line run inside this frame
+            loop {
+                if pc == rpc {
+                    w.stack.last_mut().unwrap().pc = pc;
+                    break;
+                }
+                let Some(i) = insts.get(pc as usize) else {
+                    // ran past the last instruction (only reachable through EXIT reconvergence)
+                    self.exit_lanes(w, active)?;
+                    w.stack.last_mut().unwrap().pc = pc;
+                    break;
+                };
+                let mut mask = active;
+                if i.guard != NONE {
+                    let g = i.guard as usize * 32;
+                    let mut pm = 0u32;
+                    lanes!(active, l, {
+                        pm |= ((w.regs[g + l] & 1) as u32) << l;
+                    });
+                    mask = if i.gneg { active & !pm } else { pm };
+                }
+                w.steps += 1;
+                self.c.warp_instructions += 1;
+                self.c.thread_instructions += mask.count_ones() as u64;
+                self.class_count[classes[pc as usize] as usize & 7] += 1;
+                if w.steps > limit {
+                    return Err(self.err(
+                        w,
+                        None,
+                        i,
+                        "step limit",
+                        format!("warp executed more than {limit} instructions (infinite loop?)"),
+                    ));
+                }
+                if let Some(ru) = &self.l.reg_use {
+                    self.check_defined(w, ru, pc as usize, i, mask, active)?;
+                }
+                match i.op {
+                    Op::Bra => {
+                        let taken = mask;
+                        let not_taken = active & !taken;
+                        let top = w.stack.last_mut().unwrap();
+                        if not_taken == 0 {
+                            top.pc = i.target;
+                        } else if taken == 0 {
+                            top.pc = pc + 1;
+                        } else {
+                            // diverge: the current frame waits at the reconvergence point
+                            top.pc = i.rpc;
+                            if pc + 1 != i.rpc {
+                                w.stack.push(Frame { pc: pc + 1, mask: not_taken, rpc: i.rpc });
+                            }
+                            if i.target != i.rpc {
+                                w.stack.push(Frame { pc: i.target, mask: taken, rpc: i.rpc });
+                            }
+                        }
+                        budget = budget.saturating_sub(1);
+                        if budget == 0 {
+                            return Ok(());
+                        }
+                        break;
+                    }
+                    Op::Ret if i.sub == 1 => {
+                        // return from a device function: these lanes wait for the call to end
+                        w.retmask |= mask;
+                        w.stack.last_mut().unwrap().pc = pc + 1;
+                        break;
+                    }
+                    Op::Call => {
+                        if mask == 0 {
+                            pc += 1;
+                            continue;
+                        }
+                        if w.calls.len() >= 64 {
+                            return Err(self.err(
+                                w,
+                                None,
+                                i,
+                                "call depth",
+                                "more than 64 nested device-function calls".into(),
+                            ));
+                        }
+                        self.call(w, i, mask);
+                        w.stack.last_mut().unwrap().pc = pc + 1;
+                        w.stack.push(Frame { pc: i.target, mask, rpc: CALL_RPC });
+                        break;
+                    }
+                    Op::Ret | Op::Exit => {
+                        if mask == 0 {
+                            pc += 1;
+                            continue;
+                        }
+                        self.exit_lanes(w, mask)?;
+                        w.stack.last_mut().unwrap().pc = pc + 1;
+                        break;
+                    }
+                    Op::Bar | Op::BarRed => {
+                        if mask == 0 {
+                            pc += 1;
+                            continue;
+                        }
+                        let live = w.valid & !w.exited;
+                        if mask != live {
+                            // Lanes whose only remaining path is `ret` (an early `return` that
+                            // nvcc compiles as a branch to the shared exit block) have in effect
+                            // exited: ptxas turns that path into EXIT, so they do not hold the
+                            // barrier. Anything else is a diverged arrival.
+                            if let Some(others) = self.trivially_exiting(w, mask) {
+                                self.exit_lanes(w, others)?;
+                            }
+                        }
+                        let live = w.valid & !w.exited;
+                        if mask != live {
+                            return Err(self.err(
+                                w,
+                                None,
+                                i,
+                                "divergent barrier",
+                                format!("bar.sync reached by lanes {mask:#010x} of the warp while its live lanes are {live:#010x} (the barrier is .aligned: all threads of a warp must execute the same barrier)"),
+                            ));
+                        }
+                        let id = w.regs[i.s[0] as usize * 32 + mask.trailing_zeros() as usize] as u32;
+                        let count = if i.s[1] != NONE {
+                            w.regs[i.s[1] as usize * 32 + mask.trailing_zeros() as usize] as u32
+                        } else {
+                            0
+                        };
+                        if id >= 16 {
+                            return Err(self.err(w, None, i, "bad barrier", format!("barrier id {id} >= 16")));
+                        }
+                        if i.sub2 == 1 {
+                            // bar.arrive: counted, no wait
+                            self.c.barriers += 1;
+                            self.arrivals[id as usize] += mask.count_ones();
+                            pc += 1;
+                            continue;
+                        }
+                        let mut pm = 0u32;
+                        if i.op == Op::BarRed {
+                            let p = i.s[2] as usize * 32;
+                            lanes!(mask, l, {
+                                pm |= ((w.regs[p + l] & 1) as u32) << l;
+                            });
+                            if i.has(fl::NEG_PRED_SRC) {
+                                pm = !pm & mask;
+                            }
+                        }
+                        self.c.barriers += 1;
+                        w.bar_id = id;
+                        w.bar_count = count;
+                        w.bar_pc = pc;
+                        w.bar_pred = pm;
+                        w.state = WState::Bar;
+                        w.stack.last_mut().unwrap().pc = pc;
+                        return Ok(());
+                    }
+                    Op::Trap => {
+                        if mask != 0 {
+                            let what =
+                                if i.sub == 1 { "device-side assert() failed" } else { "the kernel executed `trap`" };
+                            return Err(self.err(w, Some(mask.trailing_zeros() as usize), i, "trap", what.into()));
+                        }
+                        pc += 1;
+                    }
+                    _ => {
+                        if mask != 0 {
+                            self.exec(w, i, mask, active)?;
+                        }
+                        pc += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports a read of a register no instruction has written in that lane (the guard by every
+    /// active lane, the sources by the executing lanes), then marks the destinations written.
+    fn check_defined(
+        &self,
+        w: &mut Warp,
+        ru: &super::regdef::RegUse,
+        pc: usize,
+        i: &Inst,
+        mask: u32,
+        active: u32,
+    ) -> Result<(), Error> {
+        let undefined = |slot: u32, lanes: u32| lanes & !w.def[slot as usize];
+        if i.guard != NONE && i.guard < self.l.kernel.nregs && undefined(i.guard, active) != 0 {
+            return Err(self.undefined_read(w, i, i.guard, undefined(i.guard, active), "guard predicate"));
+        }
+        if mask == 0 {
+            return Ok(());
+        }
+        for &slot in ru.reads(pc) {
+            if undefined(slot, mask) != 0 {
+                return Err(self.undefined_read(w, i, slot, undefined(slot, mask), "register"));
+            }
+        }
+        for &slot in ru.writes(pc) {
+            w.def[slot as usize] |= mask;
+        }
+        Ok(())
+    }
+
+    fn undefined_read(&self, w: &Warp, i: &Inst, slot: u32, lanes: u32, what: &str) -> Error {
+        let name = self.l.kernel.reg_names.get(&slot).map(|s| s.as_str()).unwrap_or("?");
+        self.err(
+            w,
+            Some(lanes.trailing_zeros() as usize),
+            i,
+            "uninitialised register",
+            format!(
+                "{what} `{name}` is read before any instruction wrote it (lanes {lanes:#010x}); on a GPU it holds \
+                 whatever the physical register held before"
+            ),
+        )
+    }
+
+    /// The live lanes other than `mask` (which reached a barrier in the top frame), if every one
+    /// of them waits at a point from which only unconditional `bra`s lead to `ret`/`exit`.
+    fn trivially_exiting(&self, w: &Warp, mask: u32) -> Option<u32> {
+        let live = w.valid & !w.exited;
+        let top = w.stack.len().checked_sub(1)?;
+        if w.stack[top].mask & live & !mask != 0 {
+            return None;
+        }
+        let mut covered = w.stack[top].mask;
+        let mut others = 0;
+        for f in w.stack[..top].iter().rev() {
+            let here = f.mask & live & !covered;
+            if here != 0 {
+                if !self.exits_trivially(f.pc) {
+                    return None;
+                }
+                others |= here;
+            }
+            covered |= f.mask;
+        }
+        if live & !covered != 0 || others == 0 {
+            return None;
+        }
+        Some(others)
+    }
+
+    fn exits_trivially(&self, mut pc: u32) -> bool {
+        let insts = &self.l.kernel.insts;
+        for _ in 0..16 {
+            let Some(i) = insts.get(pc as usize) else { return true };
+            if i.guard != NONE {
+                return false;
+            }
+            match i.op {
+                // (a device-function `ret` returns to the caller: not an exit)
+                Op::Ret if i.sub == 0 => return true,
+                Op::Exit => return true,
+                Op::Bra => pc = i.target,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// Local-frame byte range of lane `l` for [lo, hi).
+    fn local_range(&self, w: &Warp, l: usize, lo: u32, hi: u32) -> std::ops::Range<usize> {
+        let base = (w.id as usize * 32 + l) * self.l.kernel.local_bytes as usize;
+        base + lo as usize..base + hi as usize
+    }
+
+    /// Copies `bytes` from local offset `src` to `dst` for the lanes in `mask`.
+    fn local_copy(&mut self, w: &Warp, mask: u32, src: u32, dst: u32, bytes: u32) {
+        lanes!(mask, l, {
+            let s = self.local_range(w, l, src, src + bytes);
+            let d = self.local_range(w, l, dst, dst + bytes);
+            self.local.copy_within(s.clone(), d.start);
+            if !self.local_init.is_empty() {
+                self.local_init.copy_within(s, d.start);
+            }
+        });
+    }
+
+    /// Enters a device function: saves its registers and local frame (recursion), passes the
+    /// arguments into its parameter area.
+    fn call(&mut self, w: &mut Warp, i: &Inst, mask: u32) {
+        let l = &self.l.kernel.lists[i.list as usize];
+        let save = &self.l.kernel.lists[l[0] as usize];
+        let (slo, shi) = (save[0] as usize * 32, save[1] as usize * 32);
+        let regs = w.regs[slo..shi].to_vec();
+        let mut local = Vec::new();
+        let nr = save[2] as usize;
+        for lane in 0..32 {
+            if w.valid >> lane & 1 == 0 {
+                continue;
+            }
+            for r in 0..nr {
+                let rg = self.local_range(w, lane, save[3 + 2 * r], save[4 + 2 * r]);
+                local.extend_from_slice(&self.local[rg]);
+            }
+        }
+        let nargs = l[1] as usize;
+        for k in 0..nargs {
+            let (src, dst, n) = (l[2 + 3 * k], l[3 + 3 * k], l[4 + 3 * k]);
+            self.local_copy(w, mask, src, dst, n);
+        }
+        w.calls.push(CallRec { mask, list: i.list, saved_retmask: w.retmask, regs, local });
+    }
+
+    /// Leaves a device function: copies the results out, restores the saved state.
+    fn return_from_call(&mut self, w: &mut Warp) {
+        let Some(rec) = w.calls.pop() else { return };
+        let l = &self.l.kernel.lists[rec.list as usize];
+        let nargs = l[1] as usize;
+        let rbase = 2 + 3 * nargs;
+        let nrets = l[rbase] as usize;
+        let live = rec.mask & !w.exited;
+        let save = &self.l.kernel.lists[l[0] as usize];
+        let slo = save[0] as usize * 32;
+        w.regs[slo..slo + rec.regs.len()].copy_from_slice(&rec.regs);
+        let nr = save[2] as usize;
+        let mut pos = 0;
+        for lane in 0..32 {
+            if w.valid >> lane & 1 == 0 {
+                continue;
+            }
+            for r in 0..nr {
+                let rg = self.local_range(w, lane, save[3 + 2 * r], save[4 + 2 * r]);
+                let n = rg.len();
+                self.local[rg].copy_from_slice(&rec.local[pos..pos + n]);
+                pos += n;
+            }
+        }
+        // results last: the return area is not part of the restored frame, and the caller's
+        // destination may be (recursion)
+        for k in 0..nrets {
+            let (src, dst, n) = (l[rbase + 1 + 3 * k], l[rbase + 2 + 3 * k], l[rbase + 3 + 3 * k]);
+            self.local_copy(w, live, src, dst, n);
+        }
+        w.retmask = rec.saved_retmask;
+    }
+
+    fn exit_lanes(&mut self, w: &mut Warp, mask: u32) -> Result<(), Error> {
+        w.exited |= mask;
+        // copies still in flight land when their thread exits, but nothing orders them for the
+        // other threads: their destinations stay flagged (`CP_ORPHAN`)
+        if w.pending.iter().any(|p| mask >> p.lane & 1 != 0) {
+            self.complete_cp(w, |p| mask >> p.lane & 1 != 0, true);
+        }
+        Ok(())
+    }
+
+    fn finish_warp(&mut self, w: &mut Warp) -> Result<(), Error> {
+        w.exited = FULL;
+        if !w.pending.is_empty() {
+            self.complete_cp(w, |_| true, true);
+        }
+        w.state = WState::Done;
+        Ok(())
+    }
+
+    /// Completes pending cp.async copies selected by `pick`: data lands in shared memory and
+    /// counts as a write by this warp in the current barrier interval. `orphan`: the issuing
+    /// thread exited without waiting, so the words stay flagged for every later access.
+    pub(crate) fn complete_cp(&mut self, w: &mut Warp, pick: impl Fn(&CpPending) -> bool, orphan: bool) {
+        let mut keep = Vec::new();
+        for p in std::mem::take(&mut w.pending) {
+            if !pick(&p) {
+                keep.push(p);
+                continue;
+            }
+            let off = p.dst as usize;
+            self.shared[off..off + p.len as usize].copy_from_slice(&p.data[..p.len as usize]);
+            if !self.shadow.is_empty() {
+                for word in (off / 4)..(off + p.len as usize).div_ceil(4) {
+                    let s = &mut self.shadow[word];
+                    s.pending = if orphan { CP_ORPHAN } else { 0 };
+                    s.init = 0xf;
+                    s.w_epoch = self.epoch;
+                    s.w_warp = w.id as u16;
+                    s.w_lane = crate::mem::MULTI_LANES;
+                }
+            }
+        }
+        w.pending = keep;
+    }
+
+    /// Executes one non-control instruction for the lanes in `mask`.
+    fn exec(&mut self, w: &mut Warp, i: &Inst, mask: u32, active: u32) -> Result<(), Error> {
+        let envelope = self.l.opts.math == super::arch::MathMode::Envelope;
+        let regs = &mut w.regs;
+        let d = i.d[0] as usize * 32;
+        let a = i.s[0] as usize * 32;
+        let b = i.s[1] as usize * 32;
+        let c = i.s[2] as usize * 32;
+        let ty = i.ty;
+        macro_rules! map1 {
+            (|$x:ident| $e:expr) => {{
+                if mask == FULL {
+                    for l in 0..32 {
+                        let $x = regs[a + l];
+                        regs[d + l] = $e;
+                    }
+                } else {
+                    lanes!(mask, l, {
+                        let $x = regs[a + l];
+                        regs[d + l] = $e;
+                    });
+                }
+            }};
+        }
+        macro_rules! map2 {
+            (|$x:ident, $y:ident| $e:expr) => {{
+                if mask == FULL {
+                    for l in 0..32 {
+                        let $x = regs[a + l];
+                        let $y = regs[b + l];
+                        regs[d + l] = $e;
+                    }
+                } else {
+                    lanes!(mask, l, {
+                        let $x = regs[a + l];
+                        let $y = regs[b + l];
+                        regs[d + l] = $e;
+                    });
+                }
+            }};
+        }
+        macro_rules! map3 {
+            (|$x:ident, $y:ident, $z:ident| $e:expr) => {{
+                if mask == FULL {
+                    for l in 0..32 {
+                        let $x = regs[a + l];
+                        let $y = regs[b + l];
+                        let $z = regs[c + l];
+                        regs[d + l] = $e;
+                    }
+                } else {
+                    lanes!(mask, l, {
+                        let $x = regs[a + l];
+                        let $y = regs[b + l];
+                        let $z = regs[c + l];
+                        regs[d + l] = $e;
+                    });
+                }
+            }};
+        }
+        let plain_f32 = ty == Ty::F32 && i.flags & (fl::FTZ | fl::SAT) == 0 && matches!(i.rnd, Rnd::None | Rnd::Rn);
+        match i.op {
+            Op::Nop | Op::Membar | Op::Prefetch => {}
+            Op::Mov => {
+                let m = if ty == Ty::Pred { 1 } else { ty.mask() };
+                map1!(|x| x & m)
+            }
+            Op::Pack => {
+                let n = i.n as usize;
+                let ew = ty.bits() / n as u32;
+                let em = if ew >= 64 { u64::MAX } else { (1u64 << ew) - 1 };
+                lanes!(mask, l, {
+                    let mut v = 0u64;
+                    for k in 0..n {
+                        v |= (regs[i.s[k] as usize * 32 + l] & em) << (ew * k as u32);
+                    }
+                    regs[d + l] = v;
+                });
+            }
+            Op::Unpack => {
+                let n = i.n as usize;
+                let ew = ty.bits() / n as u32;
+                let em = if ew >= 64 { u64::MAX } else { (1u64 << ew) - 1 };
+                lanes!(mask, l, {
+                    let v = regs[a + l];
+                    for k in 0..n {
+                        regs[i.d[k] as usize * 32 + l] = (v >> (ew * k as u32)) & em;
+                    }
+                });
+            }
+            Op::ReadClock => {
+                self.clock += 1;
+                let t = self.c.warp_instructions;
+                lanes!(mask, l, {
+                    regs[d + l] = ext(ty, t);
+                });
+            }
+            Op::Add | Op::Sub if plain_f32 => {
+                let neg = if i.op == Op::Sub { 0x8000_0000u64 } else { 0 };
+                map2!(|x, y| (f32::from_bits(x as u32) + f32::from_bits((y ^ neg) as u32)).to_bits() as u64)
+            }
+            Op::Mul if plain_f32 => {
+                map2!(|x, y| (f32::from_bits(x as u32) * f32::from_bits(y as u32)).to_bits() as u64)
+            }
+            Op::Fma | Op::Mad if plain_f32 => map3!(|x, y, z| super::fp::fma_n(
+                f32::from_bits(x as u32) as f64,
+                f32::from_bits(y as u32) as f64,
+                f32::from_bits(z as u32) as f64,
+                Rnd::Rn,
+                super::fp::Fmt::F32
+            ) as u64),
+            Op::Div if ty == Ty::F32 && envelope && super::envelope::bound_of(i.op, i.flags).is_some() => {
+                let (rnd, f) = (i.rnd, i.flags);
+                let bound = super::envelope::bound_of(i.op, f).unwrap_or(super::envelope::Bound::Ulps(0.0));
+                map2!(|x, y| {
+                    let exact = alu::fbin(Op::Div, ty, rnd, f, x, y);
+                    match super::envelope::true_div(f, x as u32, y as u32) {
+                        Some(t) => {
+                            super::envelope::perturb(Op::Div, f, bound, x as u32, y as u32, t, exact as u32) as u64
+                        }
+                        None => exact,
+                    }
+                })
+            }
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Min | Op::Max | Op::Copysign if ty.is_float() => {
+                let (op, rnd, f) = (i.op, i.rnd, i.flags);
+                map2!(|x, y| alu::fbin(op, ty, rnd, f, x, y))
+            }
+            Op::Add | Op::Sub if i.flags & (fl::CC | fl::CARRY_IN) != 0 => {
+                let cc = i.d[1] as usize * 32;
+                let use_cin = i.has(fl::CARRY_IN);
+                lanes!(mask, l, {
+                    let cin = if use_cin { regs[cc + l] } else { 0 };
+                    let (r, cout) = alu::add_carry(i.op == Op::Sub, ty, regs[a + l], regs[b + l], cin);
+                    regs[d + l] = r;
+                    if i.has(fl::CC) {
+                        regs[cc + l] = cout;
+                    }
+                });
+            }
+            Op::Add if ty == Ty::S32 || ty == Ty::U32 || ty == Ty::B32 => {
+                if i.has(fl::SAT) {
+                    map2!(|x, y| alu::ibin(Op::Add, ty, i.flags, false, x, y))
+                } else {
+                    map2!(|x, y| ext(ty, (x as u32).wrapping_add(y as u32) as u64))
+                }
+            }
+            Op::Add if ty == Ty::S64 || ty == Ty::U64 || ty == Ty::B64 => map2!(|x, y| x.wrapping_add(y)),
+            // fast paths of the most frequent integer forms
+            Op::And | Op::Or | Op::Xor if ty != Ty::Pred => {
+                let m = ty.mask();
+                match i.op {
+                    Op::And => map2!(|x, y| ext(ty, x & y & m)),
+                    Op::Or => map2!(|x, y| ext(ty, (x | y) & m)),
+                    _ => map2!(|x, y| ext(ty, (x ^ y) & m)),
+                }
+            }
+            Op::Shl if ty.bits() == 32 => {
+                map2!(|x, y| if y as u32 >= 32 { 0 } else { ((x as u32) << (y as u32)) as u64 })
+            }
+            Op::Shr if ty == Ty::U32 || ty == Ty::B32 => {
+                map2!(|x, y| if y as u32 >= 32 { 0 } else { ((x as u32) >> (y as u32)) as u64 })
+            }
+            Op::Shl if ty.bits() == 64 => map2!(|x, y| if y as u32 >= 64 { 0 } else { x << (y as u32) }),
+            Op::Mul if i.flags & (fl::HI | fl::WIDE) == 0 && i.sub != 24 && (ty == Ty::S32 || ty == Ty::U32) => {
+                map2!(|x, y| ext(ty, (x as u32).wrapping_mul(y as u32) as u64))
+            }
+            Op::Mul if i.flags & fl::WIDE != 0 && ty == Ty::U32 => map2!(|x, y| (x as u32 as u64) * (y as u32 as u64)),
+            Op::Mul if i.flags & fl::WIDE != 0 && ty == Ty::S32 => {
+                map2!(|x, y| ((x as u32 as i32 as i64) * (y as u32 as i32 as i64)) as u64)
+            }
+            Op::Sub if ty == Ty::S32 || ty == Ty::U32 || ty == Ty::B32 => {
+                if i.has(fl::SAT) {
+                    map2!(|x, y| alu::ibin(Op::Sub, ty, i.flags, false, x, y))
+                } else {
+                    map2!(|x, y| ext(ty, (x as u32).wrapping_sub(y as u32) as u64))
+                }
+            }
+            Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Rem
+            | Op::Min
+            | Op::Max
+            | Op::And
+            | Op::Or
+            | Op::Xor
+            | Op::Shl
+            | Op::Shr => {
+                let (op, f, s24) = (i.op, i.flags, i.sub == 24);
+                map2!(|x, y| alu::ibin(op, ty, f, s24, x, y))
+            }
+            Op::Copysign => map2!(|x, y| alu::fbin(Op::Copysign, Ty::F32, Rnd::None, 0, x, y)),
+            Op::Fma => {
+                let (rnd, f) = (i.rnd, i.flags);
+                map3!(|x, y, z| alu::ffma(ty, rnd, f, x, y, z))
+            }
+            Op::Mad => {
+                if ty.is_float() {
+                    let (rnd, f) = (i.rnd, i.flags);
+                    map3!(|x, y, z| alu::ffma(ty, rnd, f, x, y, z))
+                } else if i.flags & (fl::CC | fl::CARRY_IN) != 0 {
+                    let cc = i.d[1] as usize * 32;
+                    let wide = i.has(fl::WIDE);
+                    lanes!(mask, l, {
+                        let p = alu::ibin(
+                            Op::Mul,
+                            ty,
+                            i.flags & (fl::HI | fl::WIDE),
+                            i.sub == 24,
+                            regs[a + l],
+                            regs[b + l],
+                        );
+                        let rt = if wide { wide_of(ty) } else { ty };
+                        let cin = if i.has(fl::CARRY_IN) { regs[cc + l] } else { 0 };
+                        let (r, cout) = alu::add_carry(false, rt, p, regs[c + l], cin);
+                        regs[d + l] = r;
+                        if i.has(fl::CC) {
+                            regs[cc + l] = cout;
+                        }
+                    });
+                } else {
+                    let f = i.flags;
+                    let s24 = i.sub == 24;
+                    let rt = if i.has(fl::WIDE) { wide_of(ty) } else { ty };
+                    if ty == Ty::S32 && f & (fl::HI | fl::WIDE | fl::SAT) == 0 && !s24
+                        || (ty == Ty::U32 && f & (fl::HI | fl::WIDE) == 0 && !s24)
+                    {
+                        map3!(|x, y, z| ext(ty, (x as u32).wrapping_mul(y as u32).wrapping_add(z as u32) as u64))
+                    } else {
+                        map3!(|x, y, z| {
+                            let p = alu::ibin(Op::Mul, ty, f & (fl::HI | fl::WIDE | fl::LO), s24, x, y);
+                            if f & fl::SAT != 0 && ty == Ty::S32 {
+                                ((p as i32 as i64) + (z as i32 as i64)).clamp(i32::MIN as i64, i32::MAX as i64) as u64
+                            } else {
+                                ext(rt, p.wrapping_add(z))
+                            }
+                        })
+                    }
+                }
+            }
+            Op::Neg
+            | Op::Abs
+            | Op::Not
+            | Op::Cnot
+            | Op::Popc
+            | Op::Clz
+            | Op::Brev
+            | Op::Bfind
+            | Op::Rcp
+            | Op::Sqrt
+            | Op::Rsqrt
+            | Op::Ex2
+            | Op::Lg2
+            | Op::Sin
+            | Op::Cos
+            | Op::Tanh => {
+                let (op, rnd, f) = (i.op, i.rnd, i.flags);
+                match super::envelope::bound_of(op, f).filter(|_| envelope && ty == Ty::F32) {
+                    Some(bound) => map1!(|x| {
+                        let exact = alu::unary(op, ty, rnd, f, x);
+                        match super::envelope::true_unary(op, f, x as u32) {
+                            Some(t) => super::envelope::perturb(op, f, bound, x as u32, 0, t, exact as u32) as u64,
+                            None => exact,
+                        }
+                    }),
+                    None => map1!(|x| alu::unary(op, ty, rnd, f, x)),
+                }
+            }
+            Op::Testp => {
+                let k = i.sub;
+                map1!(|x| alu::testp(ty, k, x))
+            }
+            Op::Sad => map3!(|x, y, z| {
+                let diff = if ty.is_signed() {
+                    (alu_sx(ty, x) - alu_sx(ty, y)).unsigned_abs() as u64
+                } else {
+                    (x & ty.mask()).abs_diff(y & ty.mask())
+                };
+                ext(ty, diff.wrapping_add(z))
+            }),
+            Op::Bfe => map3!(|x, y, z| alu::bfe(ty, x, y, z)),
+            Op::Bfi => {
+                let e = i.s[3] as usize * 32;
+                lanes!(mask, l, {
+                    regs[d + l] = alu::bfi(ty, regs[a + l], regs[b + l], regs[c + l], regs[e + l]);
+                });
+            }
+            Op::Shf => {
+                let left = i.has(fl::LEFT);
+                let clamp = i.has(fl::CLAMP);
+                map3!(|x, y, z| {
+                    let n = if clamp { (z as u32).min(32) } else { z as u32 & 31 };
+                    let v = ((y & 0xffff_ffff) << 32) | (x & 0xffff_ffff);
+                    if left {
+                        ((v << n) >> 32) & 0xffff_ffff
+                    } else {
+                        (v >> n) & 0xffff_ffff
+                    }
+                })
+            }
+            Op::Prmt => {
+                let mode = i.sub;
+                map3!(|x, y, z| alu::prmt(mode, x, y, z))
+            }
+            Op::Dp4a => {
+                let t2 = i.ty2;
+                map3!(|x, y, z| alu::dp4a(ty, t2, x, y, z))
+            }
+            Op::Dp2a => {
+                let (t2, hi) = (i.ty2, i.sub == 1);
+                map3!(|x, y, z| alu::dp2a(ty, t2, hi, x, y, z))
+            }
+            Op::Lop3 => {
+                let lut = i.off as u8;
+                map3!(|x, y, z| alu::lop3(x, y, z, lut))
+            }
+            Op::Setp
+                if i.sub2 == sub::B_NONE
+                    && i.d[1] == NONE
+                    && matches!(ty, Ty::S32 | Ty::U32 | Ty::B32 | Ty::S64 | Ty::U64) =>
+            {
+                macro_rules! cmpfast {
+                    ($t:ty) => {
+                        match i.cmp {
+                            Cmp::Eq => map2!(|x, y| (x as $t == y as $t) as u64),
+                            Cmp::Ne => map2!(|x, y| (x as $t != y as $t) as u64),
+                            Cmp::Lt | Cmp::Lo => map2!(|x, y| ((x as $t) < (y as $t)) as u64),
+                            Cmp::Le | Cmp::Ls => map2!(|x, y| (x as $t <= y as $t) as u64),
+                            Cmp::Gt | Cmp::Hi => map2!(|x, y| (x as $t > y as $t) as u64),
+                            _ => map2!(|x, y| (x as $t >= y as $t) as u64),
+                        }
+                    };
+                }
+                match ty {
+                    Ty::S32 => cmpfast!(i32),
+                    Ty::U32 | Ty::B32 => cmpfast!(u32),
+                    Ty::S64 => cmpfast!(i64),
+                    _ => cmpfast!(u64),
+                }
+            }
+            Op::Setp | Op::Set => {
+                let (cmp, f, bop) = (i.cmp, i.flags, i.sub2);
+                let negc = i.has(fl::NEG_PRED_SRC);
+                let d2 = if i.d[1] != NONE { Some(i.d[1] as usize * 32) } else { None };
+                let is_set = i.op == Op::Set;
+                let dty = i.ty2;
+                let x2 = matches!(ty, Ty::F16x2 | Ty::BF16x2);
+                lanes!(mask, l, {
+                    let (x, y) = (regs[a + l], regs[b + l]);
+                    let (t, t_hi) = if x2 {
+                        let et = if ty == Ty::F16x2 { Ty::F16 } else { Ty::BF16 };
+                        (
+                            alu::compare(cmp, et, f, x & 0xffff, y & 0xffff),
+                            alu::compare(cmp, et, f, (x >> 16) & 0xffff, (y >> 16) & 0xffff),
+                        )
+                    } else {
+                        let t = alu::compare(cmp, ty, f, x, y);
+                        (t, !t)
+                    };
+                    let cv = bop != sub::B_NONE && ((regs[c + l] & 1 != 0) != negc);
+                    let comb = |t: bool| -> bool {
+                        match bop {
+                            sub::B_NONE => t,
+                            sub::B_AND => t && cv,
+                            sub::B_OR => t || cv,
+                            _ => t ^ cv,
+                        }
+                    };
+                    let p = comb(t);
+                    if is_set {
+                        regs[d + l] = if dty == Ty::F32 {
+                            if p {
+                                1.0f32.to_bits() as u64
+                            } else {
+                                0
+                            }
+                        } else if p {
+                            ext(dty, u64::MAX)
+                        } else {
+                            0
+                        };
+                    } else {
+                        regs[d + l] = p as u64;
+                        if let Some(d2) = d2 {
+                            // x2 forms: d = low-half result, second dest = high half
+                            regs[d2 + l] = comb(t_hi) as u64;
+                        }
+                    }
+                });
+            }
+            Op::Selp => {
+                let neg = i.has(fl::NEG_PRED_SRC);
+                let m = ty.mask();
+                map3!(|x, y, z| if (z & 1 != 0) != neg { x & m } else { y & m })
+            }
+            Op::Slct => {
+                let t2 = i.ty2;
+                let m = ty.mask();
+                let f = i.flags;
+                map3!(|x, y, z| {
+                    let ge = if t2 == Ty::F32 {
+                        let v = if f & fl::FTZ != 0 {
+                            super::fp::ftz32(f32::from_bits(z as u32))
+                        } else {
+                            f32::from_bits(z as u32)
+                        };
+                        v >= 0.0
+                    } else {
+                        z as u32 as i32 >= 0
+                    };
+                    if ge {
+                        x & m
+                    } else {
+                        y & m
+                    }
+                })
+            }
+            Op::Cvt => {
+                let (t2, rnd, f) = (i.ty2, i.rnd, i.flags);
+                if ty == Ty::F32 && t2 == Ty::F16 && f == 0 {
+                    map1!(|x| super::fp::f16_to_f32(x).to_bits() as u64)
+                } else {
+                    map1!(|x| alu::cvt(ty, t2, rnd, f, x))
+                }
+            }
+            Op::CvtPack => {
+                let (rnd, f) = (i.rnd, i.flags);
+                map2!(|x, y| alu::cvt_pack(ty, rnd, f, x, y))
+            }
+            Op::Cvta | Op::CvtaTo => {
+                let base = match i.space {
+                    Space::Shared => SHARED_WIN,
+                    Space::Local => LOCAL_WIN,
+                    Space::Const => CONST_WIN,
+                    _ => 0,
+                };
+                let m = ty.mask();
+                if i.op == Op::Cvta {
+                    map1!(|x| (x & 0xffff_ffff_u64.max(m)).wrapping_add(base) & m)
+                } else {
+                    map1!(|x| x.wrapping_sub(base) & m)
+                }
+            }
+            Op::Ld | Op::St | Op::Atom | Op::Red | Op::CpAsync | Op::CpAsyncCommit | Op::CpAsyncWait => {
+                return self.mem_op(w, i, mask);
+            }
+            Op::Printf => return self.printf(w, i, mask),
+            Op::Ldmatrix
+            | Op::Stmatrix
+            | Op::Mma
+            | Op::Wmma
+            | Op::Shfl
+            | Op::Vote
+            | Op::Match
+            | Op::Redux
+            | Op::Activemask
+            | Op::BarWarp => {
+                return self.warp_op(w, i, mask, active);
+            }
+            Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => {
+                unreachable!("control handled by run_warp")
+            }
+        }
+        Ok(())
+    }
+}
+
+#[inline(always)]
+fn alu_sx(ty: Ty, v: u64) -> i128 {
+    let b = ty.bits();
+    (((v << (64 - b)) as i64) >> (64 - b)) as i128
+}
+
+pub(crate) fn wide_of(t: Ty) -> Ty {
+    match t {
+        Ty::U16 => Ty::U32,
+        Ty::S16 => Ty::S32,
+        Ty::U32 => Ty::U64,
+        Ty::S32 => Ty::S64,
+        t => t,
+    }
+}
+
+impl Warp {
+    pub(crate) fn pending_mut(&mut self) -> &mut Vec<CpPending> {
+        &mut self.pending
+    }
+}
+
+impl CpPending {
+    pub(crate) fn new(lane: u8, group: u32, dst: u32, len: u8, data: [u8; 16]) -> Self {
+        CpPending { lane, group, dst, len, data }
+    }
+}
+
+impl Warp {
+    pub(crate) fn committed(&self) -> u32 {
+        self.committed
+    }
+    pub(crate) fn commit(&mut self) {
+        self.committed += 1;
+    }
+    pub(crate) fn pending_groups(&self) -> impl Iterator<Item = u32> + '_ {
+        self.pending.iter().map(|p| p.group)
+    }
+    /// Destination ranges (shared offset, bytes) of this warp's copies of the lanes in `mask`
+    /// that are not yet committed.
+    pub(crate) fn uncommitted(&self, mask: u32) -> Vec<(u32, u32)> {
+        self.pending
+            .iter()
+            .filter(|p| p.group >= self.committed && mask >> p.lane & 1 != 0)
+            .map(|p| (p.dst, p.len as u32))
+            .collect()
+    }
+}
+
+pub(crate) fn cp_group(p: &CpPending) -> u32 {
+    p.group
+}

@@ -1,0 +1,298 @@
+//! Provides the PTX of every `kernels/*.cu` for each target architecture (sm_80 and sm_90), with
+//! the `ptxas -v` report of each, as `OUT_DIR/ptx_modules.rs`.
+//!
+//! The PTX ships with the crate in `ptx/` (made by nvcc 13.0, see `ptx/MANIFEST`), so a machine
+//! with no CUDA toolkit builds it. nvcc runs instead when
+//! - `FUSEBERT_BUILD_KERNELS=1`, or
+//! - the sources no longer match the content hashes in `ptx/MANIFEST` (an edited `.cu`), or an
+//!   architecture is asked for (`FUSEBERT_CUDA_ARCH`) that `ptx/` does not hold; without nvcc
+//!   that is a build error saying so, never stale PTX.
+//!
+//! `FUSEBERT_SHIP_PTX=<dir>` compiles with nvcc and writes the result in the shipped layout to
+//! `<dir>` (`scripts/build-ptx.sh` refreshes `ptx/`; CI compares the two).
+//!
+//! Each variant is validated with `ptxas -v` against its own architecture (nvcc -ptx does not
+//! check inline asm; ptxas does, and refuses PTX whose `.target` is above `-arch`).
+//!
+//! Environment:
+//! - `FUSEBERT_CUDA_ARCH`: the variant the emulator runs and `PtxModule::ptx` holds (default
+//!   `sm_80`; e.g. `sm_90`; any other arch is compiled as a third variant).
+//! - `NVCC`, `CUDA_HOME`/`CUDA_PATH`, `PATH`, or a `.venv-cuda` made by `scripts/setup.sh` in the
+//!   crate folder or above it locate nvcc (ptxas is taken from the same folder).
+use std::env;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Every module is compiled for each of these (and for `FUSEBERT_CUDA_ARCH` if it differs).
+const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
+/// nvcc flags besides `-arch`; part of the manifest, so a change of flags is a change of PTX.
+const NVCC_FLAGS: [&str; 3] = ["-std=c++17", "-lineinfo", "-O3"];
+
+/// The compiled modules: (stem, [(arch, path of the PTX file)]) and the ptxas report.
+struct Compiled {
+    modules: Vec<(String, Vec<(String, PathBuf)>)>,
+    report: String,
+}
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let kdir = manifest_dir.join("kernels");
+    let shipped = manifest_dir.join("ptx");
+    println!("cargo:rerun-if-changed=kernels");
+    println!("cargo:rerun-if-changed=ptx");
+    for v in ["NVCC", "CUDA_HOME", "CUDA_PATH", "FUSEBERT_CUDA_ARCH", "FUSEBERT_BUILD_KERNELS", "FUSEBERT_SHIP_PTX"] {
+        println!("cargo:rerun-if-env-changed={v}");
+    }
+    let arch = env::var("FUSEBERT_CUDA_ARCH").unwrap_or_else(|_| "sm_80".to_string());
+    let mut archs: Vec<String> = ARCHS.iter().map(|a| a.to_string()).collect();
+    if !archs.contains(&arch) {
+        archs.push(arch.clone());
+    }
+    let stems = kernel_stems(&kdir);
+    let manifest = source_manifest(&kdir, &archs);
+    let ship_to = env::var_os("FUSEBERT_SHIP_PTX").map(PathBuf::from);
+    let forced = env::var("FUSEBERT_BUILD_KERNELS").is_ok_and(|v| v == "1");
+    let shipped_matches = fs::read_to_string(shipped.join("MANIFEST")).is_ok_and(|m| m == manifest);
+
+    let compiled = if shipped_matches && !forced && ship_to.is_none() {
+        use_shipped(&shipped, &stems, &archs)
+    } else {
+        let why = if forced || ship_to.is_some() {
+            "FUSEBERT_BUILD_KERNELS=1 or FUSEBERT_SHIP_PTX asks for nvcc".to_string()
+        } else {
+            format!(
+                "the shipped PTX ({}) was not made from these sources for {archs:?}",
+                shipped.join("MANIFEST").display()
+            )
+        };
+        println!("cargo:rerun-if-env-changed=PATH");
+        let nvcc = find_nvcc(&manifest_dir).unwrap_or_else(|| {
+            fail(&format!(
+                "{why}, so the kernels must be compiled, and nvcc (CUDA 13.0) was not found. Install \
+                 the project-local toolchain with `bash scripts/setup.sh` (PyPI wheels into .venv-cuda, \
+                 no GPU needed), point NVCC / CUDA_HOME at a CUDA toolkit, or restore ptx/."
+            ))
+        });
+        let compiled = compile_all(&nvcc, &kdir, &out, &stems, &archs);
+        if let Some(dir) = &ship_to {
+            write_shipped(dir, &compiled, &manifest);
+        }
+        compiled
+    };
+    fs::write(out.join("ptx_modules.rs"), generate(&compiled, &arch)).unwrap();
+}
+
+/// The stems of `kernels/*.cu`, sorted.
+fn kernel_stems(kdir: &Path) -> Vec<String> {
+    let mut stems: Vec<String> = fs::read_dir(kdir)
+        .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", kdir.display())))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().to_string())
+        .collect();
+    stems.sort();
+    stems
+}
+
+/// What the PTX is made from: the flags, the architectures, and a content hash of every file in
+/// `kernels/` (headers included). Equal manifests mean the shipped PTX is what nvcc would make.
+fn source_manifest(kdir: &Path, archs: &[String]) -> String {
+    let mut files: Vec<PathBuf> = fs::read_dir(kdir).unwrap().filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    let mut m = String::from("# What ptx/ was made from; written by build.rs (FUSEBERT_SHIP_PTX), do not edit.\n");
+    let _ = writeln!(m, "compiler nvcc 13.0");
+    let _ = writeln!(m, "flags {}", NVCC_FLAGS.join(" "));
+    let _ = writeln!(m, "archs {}", archs.join(" "));
+    for f in files.iter().filter(|f| f.is_file()) {
+        let bytes = fs::read(f).unwrap();
+        let _ = writeln!(m, "source {} {:016x}", f.file_name().unwrap().to_string_lossy(), fnv1a64(&bytes));
+    }
+    m
+}
+
+/// FNV-1a, 64 bit: a content hash with no dependency (this is change detection, not security).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+fn use_shipped(shipped: &Path, stems: &[String], archs: &[String]) -> Compiled {
+    let modules = stems
+        .iter()
+        .map(|stem| {
+            let variants = archs.iter().map(|a| (a.clone(), shipped.join(format!("{stem}.{a}.ptx")))).collect();
+            (stem.clone(), variants)
+        })
+        .collect();
+    let report = fs::read_to_string(shipped.join("ptxas.txt"))
+        .unwrap_or_else(|e| fail(&format!("{}: {e}", shipped.join("ptxas.txt").display())));
+    Compiled { modules, report }
+}
+
+/// nvcc runs in `kernels/` on relative names, so the PTX (its `.file` lines) does not depend on
+/// where the crate was checked out.
+fn compile_all(nvcc: &Path, kdir: &Path, out: &Path, stems: &[String], archs: &[String]) -> Compiled {
+    let ptxas = nvcc.with_file_name("ptxas");
+    let mut modules = Vec::new();
+    let mut report = String::new();
+    for stem in stems {
+        let mut variants = Vec::new();
+        for a in archs {
+            let ptx_path = out.join(format!("{stem}.{a}.ptx"));
+            run(
+                Command::new(nvcc)
+                    .current_dir(kdir)
+                    .arg("-ptx")
+                    .arg(format!("-arch={a}"))
+                    .args(NVCC_FLAGS)
+                    .args(["-I", "."])
+                    .arg("-o")
+                    .arg(&ptx_path)
+                    .arg(format!("{stem}.cu")),
+                &format!("nvcc -arch={a} {stem}.cu"),
+            );
+            let ptx = fs::read_to_string(&ptx_path).unwrap();
+            fs::write(&ptx_path, portable_file_names(&ptx, kdir)).unwrap();
+            let stderr = run(
+                Command::new(&ptxas)
+                    .current_dir(out)
+                    .arg(format!("-arch={a}"))
+                    .arg("-v")
+                    .arg("-o")
+                    .arg(format!("{stem}.{a}.cubin"))
+                    .arg(format!("{stem}.{a}.ptx")),
+                &format!("ptxas -arch={a} {stem}.{a}.ptx"),
+            );
+            // "Compile time = ..." changes run to run; the rest is the kernel's resources.
+            for line in stderr.lines().filter(|l| !l.contains("Compile time")) {
+                let _ = writeln!(report, "{stem} {a}: {line}");
+            }
+            variants.push((a.clone(), ptx_path));
+        }
+        modules.push((stem.clone(), variants));
+    }
+    Compiled { modules, report }
+}
+
+/// nvcc writes absolute paths into `.file` (debug line info): our sources become their names in
+/// `kernels/`, CUDA's headers `cuda/include/<name>`, so the PTX is the same on every machine.
+fn portable_file_names(ptx: &str, kdir: &Path) -> String {
+    let kdir = kdir.canonicalize().unwrap_or_else(|_| kdir.to_path_buf());
+    let ours = format!("\"{}/", kdir.display());
+    let mut out = String::with_capacity(ptx.len());
+    for line in ptx.split_inclusive('\n') {
+        if !line.trim_start().starts_with(".file") {
+            out.push_str(line);
+        } else if let Some(i) = line.find(&ours) {
+            out.push_str(&line[..i + 1]);
+            out.push_str(&line[i + ours.len()..]);
+        } else if let (Some(q), Some(i)) = (line.find('"'), line.find("/include/")) {
+            out.push_str(&line[..q + 1]);
+            out.push_str("cuda/include/");
+            out.push_str(&line[i + "/include/".len()..]);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+fn write_shipped(dir: &Path, compiled: &Compiled, manifest: &str) {
+    fs::create_dir_all(dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
+    for (_, variants) in &compiled.modules {
+        for (_, path) in variants {
+            fs::copy(path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    fs::write(dir.join("ptxas.txt"), &compiled.report).unwrap();
+    fs::write(dir.join("MANIFEST"), manifest).unwrap();
+}
+
+fn generate(compiled: &Compiled, arch: &str) -> String {
+    let mut g = String::from("/// Every kernel module: (module name, PTX text, kernel entry names, per-arch PTX).\n");
+    g.push_str("pub static MODULES: &[PtxModule] = &[\n");
+    for (stem, variants) in &compiled.modules {
+        let default = &variants.iter().find(|(a, _)| a == arch).expect("default arch compiled").1;
+        let ptx = fs::read_to_string(default).unwrap_or_else(|e| fail(&format!("{}: {e}", default.display())));
+        let entries = entry_names(&ptx);
+        let by_arch: Vec<String> =
+            variants.iter().map(|(a, p)| format!("({a:?}, include_str!({:?}))", p.display().to_string())).collect();
+        let _ = writeln!(
+            g,
+            "    PtxModule {{ name: {stem:?}, ptx: include_str!({:?}), kernels: &{entries:?}, by_arch: &[{}] }},",
+            default.display().to_string(),
+            by_arch.join(", ")
+        );
+    }
+    g.push_str("];\n");
+    let _ = writeln!(
+        g,
+        "/// The nvcc `-arch` of `PtxModule::ptx` (what the emulator runs).\npub const PTX_ARCH: &str = {arch:?};"
+    );
+    let _ = writeln!(
+        g,
+        "/// `ptxas -v` output for every module and target (registers, shared memory, spills).\npub const PTXAS_REPORT: &str = {:?};",
+        compiled.report
+    );
+    g
+}
+
+/// `.visible .entry name(` lines of a PTX module.
+fn entry_names(ptx: &str) -> Vec<String> {
+    ptx.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let rest = l.strip_prefix(".visible .entry ").or_else(|| l.strip_prefix(".entry "))?;
+            Some(rest.split('(').next()?.trim().to_string())
+        })
+        .collect()
+}
+
+fn find_nvcc(manifest_dir: &Path) -> Option<PathBuf> {
+    let exe = |p: PathBuf| if p.is_file() { Some(p) } else { None };
+    if let Ok(p) = env::var("NVCC") {
+        return exe(PathBuf::from(p)).and_then(|p| p.canonicalize().ok());
+    }
+    for v in ["CUDA_HOME", "CUDA_PATH"] {
+        if let Ok(h) = env::var(v) {
+            if let Some(p) = exe(Path::new(&h).join("bin/nvcc")) {
+                return Some(p);
+            }
+        }
+    }
+    if let Ok(path) = env::var("PATH") {
+        for dir in env::split_paths(&path) {
+            if let Some(p) = exe(dir.join("nvcc")) {
+                // nvcc must be called by its real path to find its headers
+                return p.canonicalize().ok();
+            }
+        }
+    }
+    // scripts/setup.sh's .venv-cuda at the workspace root (or beside the crate)
+    for dir in manifest_dir.ancestors() {
+        let Ok(entries) = fs::read_dir(dir.join(".venv-cuda/lib")) else { continue };
+        for entry in entries.flatten() {
+            if let Some(p) = exe(entry.path().join("site-packages/nvidia/cu13/bin/nvcc")) {
+                return p.canonicalize().ok();
+            }
+        }
+    }
+    None
+}
+
+/// Runs a command, fails the build with its output on error; returns stderr+stdout.
+fn run(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| fail(&format!("{what}: cannot start: {e}")));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        fail(&format!("{what} failed:\n{text}"));
+    }
+    text
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("error: {msg}");
+    panic!("fusebert-kernels build: {msg}");
+}
