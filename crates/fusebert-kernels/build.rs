@@ -76,13 +76,37 @@ fn main() {
                  no GPU needed), point NVCC / CUDA_HOME at a CUDA toolkit, or restore ptx/."
             ))
         });
-        let compiled = compile_all(&nvcc, &kdir, &out, &stems, &archs);
+        let src = stable_source_dir(&kdir, &manifest);
+        let compiled = compile_all(&nvcc, &src, &out, &stems, &archs);
         if let Some(dir) = &ship_to {
             write_shipped(dir, &compiled, &manifest);
         }
         compiled
     };
     fs::write(out.join("ptx_modules.rs"), generate(&compiled, &arch)).unwrap();
+    fs::write(out.join("codes.rs"), codes(&kdir.join("codes.cuh"))).unwrap();
+}
+
+/// Rust constants for every `NAME = value` of the enums in `codes.cuh` (the one definition of
+/// the epilogue and pooling codes).
+fn codes(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+    let mut g = String::new();
+    let mut in_enum = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("enum ") {
+            in_enum = true;
+            let name = line.trim_start_matches("enum ").split([' ', ':']).next().unwrap_or("");
+            let _ = writeln!(g, "// enum {name}");
+        } else if line.starts_with('}') {
+            in_enum = false;
+        } else if let (true, Some((name, value))) = (in_enum, line.trim_end_matches(',').split_once('=')) {
+            let value: u32 =
+                value.trim().parse().unwrap_or_else(|_| fail(&format!("codes.cuh: bad value in `{line}`")));
+            let _ = writeln!(g, "pub const {}: u32 = {value};", name.trim());
+        }
+    }
+    g
 }
 
 /// The stems of `kernels/*.cu`, sorted.
@@ -131,8 +155,25 @@ fn use_shipped(shipped: &Path, stems: &[String], archs: &[String]) -> Compiled {
     Compiled { modules, report }
 }
 
-/// nvcc runs in `kernels/` on relative names, so the PTX (its `.file` lines) does not depend on
-/// where the crate was checked out.
+/// A copy of `kernels/` at a path that depends only on the sources: nvcc hashes the source's
+/// absolute path into the names of internal-linkage functions (`_INTERNAL_<hash>_...` in the
+/// line-info strings), so compiling in place would make the PTX depend on where the crate was
+/// checked out. Files are written under a temporary name and renamed (concurrent builds of the
+/// same sources write the same bytes).
+fn stable_source_dir(kdir: &Path, manifest: &str) -> PathBuf {
+    let base = if Path::new("/tmp").is_dir() { PathBuf::from("/tmp") } else { env::temp_dir() };
+    let dir = base.join(format!("fusebert-kernels-src-{:016x}", fnv1a64(manifest.as_bytes())));
+    fs::create_dir_all(&dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
+    for entry in fs::read_dir(kdir).unwrap().flatten().filter(|e| e.path().is_file()) {
+        let tmp = dir.join(format!(".{}.{}", entry.file_name().to_string_lossy(), std::process::id()));
+        fs::copy(entry.path(), &tmp).unwrap_or_else(|e| fail(&format!("{}: {e}", tmp.display())));
+        fs::rename(&tmp, dir.join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+/// nvcc runs in the source folder on relative names; `.file` lines are made relative too, so the
+/// PTX does not depend on where the crate was checked out.
 fn compile_all(nvcc: &Path, kdir: &Path, out: &Path, stems: &[String], archs: &[String]) -> Compiled {
     let ptxas = nvcc.with_file_name("ptxas");
     let mut modules = Vec::new();

@@ -42,7 +42,7 @@ pub enum Error {
     #[error("{path}: tokenizer: {msg}")]
     Tokenizer { path: PathBuf, msg: String },
 
-    #[error("input {index} has {tokens} tokens, more than the input limit of {limit} (pass --truncate to cut it there, or --max-length N up to the position limit)")]
+    #[error("input {index} has {tokens} tokens, more than the input limit of {limit} (truncate it there, or raise the limit up to the model's position table)")]
     InputTooLong { index: usize, tokens: usize, limit: usize },
 
     #[error("invalid input: {0}")]

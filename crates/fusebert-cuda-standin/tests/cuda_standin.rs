@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use cudarc::driver::{result, sys};
 use forward_support::{random_batch, random_model, Shape};
-use fusebert::model::bert::{DeviceBert, ForwardOptions, Outputs};
+use fusebert::model::forward::{DeviceBert, ForwardOptions, OutputSelection};
 use fusebert::model::Precision;
 use fusebert::{Device, Error, KernelArg, LaunchConfig};
 use fusebert_cuda_standin::{self as standin, Mode, StandinOptions};
@@ -31,12 +31,13 @@ const SHAPE: Shape = Shape { hidden: 64, heads: 2, layers: 2, intermediate: 128,
 fn outputs(bert: &mut DeviceBert, lengths: &[usize], seed: u64) -> Vec<f32> {
     let batch = random_batch(SHAPE.vocab, lengths, seed);
     // everything but the per-layer states (which would turn the graphs off)
-    let opts = ForwardOptions { normalize: true, outputs: Outputs { hidden_states: false, ..Outputs::ALL } };
+    let opts =
+        ForwardOptions { normalize: true, outputs: OutputSelection { hidden_states: false, ..OutputSelection::ALL } };
     let (out, _) = bert.forward(&batch, opts).unwrap();
     let mut v = Vec::new();
     for s in &out.sequences {
         v.extend_from_slice(&s.last_hidden_state);
-        v.extend_from_slice(&s.mean_pooled);
+        v.extend_from_slice(&s.pooled);
         v.extend(s.pooler_output.iter().flatten());
         v.extend(s.logits.iter().flatten());
     }
@@ -96,7 +97,7 @@ fn graph_replay_is_one_host_call_and_bit_identical() {
         let mut with = DeviceBert::new(&dev, &model, precision).unwrap();
         let mut without = DeviceBert::new(&dev, &model, precision).unwrap();
         without.set_graphs(false);
-        let per_forward = with.launches_for(Outputs::ALL) as u64;
+        let per_forward = with.launches_for(OutputSelection::ALL) as u64;
 
         let a0 = outputs(&mut with, &lengths, 5); // captures
         standin::reset_call_counts();

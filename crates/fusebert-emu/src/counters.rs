@@ -1,4 +1,4 @@
-//! Per-launch execution counters (see notes/emu-api.md): instruction mix, memory traffic,
+//! Per-launch execution counters (see docs/emu-api.md): instruction mix, memory traffic,
 //! coalescing (sectors) and shared-memory bank conflicts.
 use serde::Serialize;
 

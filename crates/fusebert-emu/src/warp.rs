@@ -1,5 +1,5 @@
 //! Warp-wide instructions: shfl/vote/match/redux/activemask/bar.warp.sync, ldmatrix/stmatrix and
-//! mma.sync, with the fragment layouts of ptx-semantics.md. `.aligned` ones need the whole warp.
+//! mma.sync, with the fragment layouts of docs/ptx-semantics.md. `.aligned` ones need the whole warp.
 use super::arch::TensorAccum;
 use super::exec::*;
 use super::fp;

@@ -1,4 +1,4 @@
-//! Counters (names from notes/emu-api.md): hand-written kernels whose exact memory traffic,
+//! Counters (names from docs/emu-api.md): hand-written kernels whose exact memory traffic,
 //! coalescing, bank conflicts, tensor work, barriers and local traffic are known by
 //! construction, so every expected number below is derived from the kernel text and launch
 //! shape (counted per warp-instruction; bytes = bytes requested by active lanes; sector = 32 B).

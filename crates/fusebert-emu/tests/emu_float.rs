@@ -1,7 +1,7 @@
 //! Floating-point instructions [PTX ISA 9.7.3 (f32/f64), 9.7.4 (f16/bf16), 9.7.3.x approx]:
 //! IEEE correctly rounded ops compared BIT-EXACTLY with references built from error-free
 //! transformations (directed roundings included); approximate ops within the hardware error
-//! bounds of ptx-semantics.md; min/max NaN rule; .ftz; setp on NaN.
+//! bounds of docs/ptx-semantics.md; min/max NaN rule; .ftz; setp on NaN.
 mod common;
 use common::*;
 use rand::Rng;
@@ -439,7 +439,7 @@ fn f16_and_bf16_arith() {
     ck.finish();
 }
 
-/// Approximate transcendental ops within the bounds listed in ptx-semantics.md (hardware error
+/// Approximate transcendental ops within the bounds listed in docs/ptx-semantics.md (hardware error
 /// bounds; an emulator that rounds the exact value correctly is well inside them).
 #[test]
 fn f32_approx_math_within_tolerance() {

@@ -1,4 +1,4 @@
-//! Tensor-core fragments [PTX ISA 9.7.13.4.x, ptx-semantics.md "Tensor-core fragments"]:
+//! Tensor-core fragments [PTX ISA 9.7.13.4.x, docs/ptx-semantics.md "Tensor-core fragments"]:
 //! every lane's registers are built on the host from the layout formulas, the warp runs one
 //! mma, and each output register is checked against the plain-loop product at the position
 //! the formula assigns to it. ldmatrix x1/x2/x4 (.trans) likewise, and an ldmatrix+mma GEMM

@@ -277,8 +277,8 @@ fn barrier_in_divergent_code_is_reported_and_uniform_version_runs() {
     let dev = dev_loaded();
     let out = dev.alloc_filled::<f32>(64, 0xFF).unwrap();
     let res = dev.launch_in("san", "divbar_bug", lin(1, 64), &[ptr(&out)]);
-    // ptx-semantics.md: diverged arrival at an .aligned barrier is an error to report (not a hang);
-    // emu-api.md allows Sanitizer or Emulator for it
+    // docs/ptx-semantics.md: diverged arrival at an .aligned barrier is an error to report (not a hang);
+    // docs/emu-api.md allows Sanitizer or Emulator for it
     let rep = report_of(res, true);
     assert_located(&rep, "divbar_bug", (0, 0, 0), None, &[loc("BUG:divbar"), loc("BUG:divbar2")]);
     let out = dev.alloc_filled::<f32>(128, 0xFF).unwrap();
@@ -618,7 +618,7 @@ fn shared_misalignment_and_global_oob_read_are_reported() {
 }
 
 /// cp.async data is visible to other threads only after a barrier that follows the wait
-/// (ptx-semantics.md, Async copy): reading the neighbour's destination after only this
+/// (docs/ptx-semantics.md, Async copy): reading the neighbour's destination after only this
 /// thread's wait_group is a race; with bar.sync after the wait it is clean.
 #[test]
 fn cp_async_neighbour_read_without_barrier_is_a_race() {

@@ -38,7 +38,7 @@ FB_DEVICE float block_sum(float v, float* scratch) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Async copies, ldmatrix and tensor-core mma (inline PTX; fragment layouts: ptx-semantics.md).
+// Async copies, ldmatrix and tensor-core mma (inline PTX; fragment layouts: docs/ptx-semantics.md).
 
 // Shared-window address of a shared-memory pointer (what cp.async/ldmatrix .shared take).
 FB_DEVICE uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }

@@ -25,6 +25,7 @@
 // writes) and leave as 8-byte vectors per thread, BN/4 threads per output row segment, so
 // residual/bias reads and output writes are fully coalesced.
 #pragma once
+#include "codes.cuh"
 #include "common.cuh"
 
 namespace gemm {
@@ -53,17 +54,7 @@ using Narrow = Cfg<32, 64, 32, 16>;
 // A is re-read per column block) for the same short layernorm tail.
 using NarrowWide = Cfg<32, 128, 32, 32>;
 
-// Codes shared with src/kernels/mod.rs (Epilogue::code). Every code but NONE and RESIDUAL is
-// an activation applied after + bias (FFN1: GELU and its tanh form, ReLU, SiLU; pooler: tanh).
-enum Epilogue : uint32_t {
-    EPI_NONE = 0,
-    EPI_GELU = 1,
-    EPI_RESIDUAL = 2,
-    EPI_TANH = 3,
-    EPI_GELU_TANH = 4,
-    EPI_RELU = 5,
-    EPI_SILU = 6
-};
+// Epilogue codes: codes.cuh.
 
 // The activation of epilogue `epi` on one value (identity for NONE and RESIDUAL).
 FB_DEVICE float activate(float v, uint32_t epi) {

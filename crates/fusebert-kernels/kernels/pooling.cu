@@ -1,7 +1,7 @@
 // Sentence pooling over packed sequences (sentence-transformers' Pooling module): out[b, :] (f32)
 // from the tokens of sequence b (cu_seqlens[b] .. cu_seqlens[b+1]), optionally L2-normalised
 // (x / max(||x||, 1e-12), as sentence-transformers' Normalize).
-// Modes (codes shared with src/kernels/pooling.rs):
+// Modes (codes.cuh):
 //   0 mean, 3 mean_sqrt_len_tokens (sum / sqrt(n)), 4 weightedmean (token i, counted from 0 at
 //   the sequence start, has weight i + 1), 2 max (elementwise; -1e9 when no token is left, as
 //   sentence-transformers' masked fill): over tokens skip .. len, the first `skip` tokens (a
@@ -11,9 +11,8 @@
 // One block per sequence; each thread owns column pairs (half2 loads: a warp reads 128
 // contiguous bytes per token); the pooled row waits in shared memory for the norm.
 // hidden % 2 == 0 (host-checked); dynamic shared = hidden floats.
+#include "codes.cuh"
 #include "common.cuh"
-
-enum PoolMode : uint32_t { POOL_MEAN = 0, POOL_CLS = 1, POOL_MAX = 2, POOL_MEAN_SQRT = 3, POOL_WMEAN = 4, POOL_LAST = 5 };
 
 extern "C" __global__ void pool_f16(const __half* __restrict__ x, const uint32_t* __restrict__ cu_seqlens,
                                     float* __restrict__ out, uint32_t hidden, uint32_t mode, uint32_t skip,

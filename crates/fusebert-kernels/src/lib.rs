@@ -38,6 +38,12 @@
 pub mod device;
 pub mod ptx;
 
+/// The codes kernels take as arguments (epilogues, pooling modes), generated from
+/// `kernels/codes.cuh`, their one definition.
+pub mod codes {
+    include!(concat!(env!("OUT_DIR"), "/codes.rs"));
+}
+
 pub use device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 pub use fusebert_core::{Error, Result};
 
@@ -100,13 +106,13 @@ pub enum Epilogue<'a> {
 impl Epilogue<'_> {
     pub(crate) fn code(&self) -> u32 {
         match self {
-            Epilogue::None => 0,
-            Epilogue::Gelu => 1,
-            Epilogue::Residual(_) => 2,
-            Epilogue::Tanh => 3,
-            Epilogue::GeluTanh => 4,
-            Epilogue::Relu => 5,
-            Epilogue::Silu => 6,
+            Epilogue::None => codes::EPI_NONE,
+            Epilogue::Gelu => codes::EPI_GELU,
+            Epilogue::Residual(_) => codes::EPI_RESIDUAL,
+            Epilogue::Tanh => codes::EPI_TANH,
+            Epilogue::GeluTanh => codes::EPI_GELU_TANH,
+            Epilogue::Relu => codes::EPI_RELU,
+            Epilogue::Silu => codes::EPI_SILU,
         }
     }
     /// The FFN1 epilogue of a model's `hidden_act`.

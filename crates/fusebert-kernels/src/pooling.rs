@@ -1,7 +1,7 @@
 //! Sentence pooling over packed sequences (`kernels/pooling.cu`), f32 out.
 use half::f16;
 
-use super::{check_align, check_len, check_multiple, check_u32, launch};
+use super::{check_align, check_len, check_multiple, check_u32, codes, launch};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 use fusebert_core::error::Result;
 
@@ -10,15 +10,15 @@ use fusebert_core::error::Result;
 /// semantics the kernel follows).
 pub use fusebert_core::numerics::pooling::Pooling;
 
-/// The kernel's mode code (`PoolMode` in `kernels/pooling.cu`).
+/// The kernel's mode code (`PoolMode`, `kernels/codes.cuh`).
 fn mode_code(mode: Pooling) -> u32 {
     match mode {
-        Pooling::Mean => 0,
-        Pooling::Cls => 1,
-        Pooling::Max => 2,
-        Pooling::MeanSqrtLen => 3,
-        Pooling::WeightedMean => 4,
-        Pooling::LastToken => 5,
+        Pooling::Mean => codes::POOL_MEAN,
+        Pooling::Cls => codes::POOL_CLS,
+        Pooling::Max => codes::POOL_MAX,
+        Pooling::MeanSqrtLen => codes::POOL_MEAN_SQRT,
+        Pooling::WeightedMean => codes::POOL_WMEAN,
+        Pooling::LastToken => codes::POOL_LAST,
     }
 }
 

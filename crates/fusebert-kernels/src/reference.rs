@@ -2,6 +2,8 @@
 //! read). Tests and the report compare device results against these.
 use half::f16;
 
+use crate::codes;
+
 use super::Pooling;
 use fusebert_core::numerics::pooling;
 
@@ -109,20 +111,20 @@ pub fn gemm_f32(a: &[f16], w: &[f16], m: usize, n: usize, k: usize) -> Vec<f32> 
     c
 }
 
-/// The GEMM epilogue of the kernels (after + bias): 0 none, 1 GELU, 2 residual, 3 tanh,
-/// 4 GELU (tanh form), 5 ReLU, 6 SiLU ([`Epilogue::code`](super::Epilogue)).
+/// The GEMM epilogue of the kernels (after + bias), by its code (`kernels/codes.cuh`,
+/// [`crate::codes`]).
 pub fn epilogue(acc: &[f32], bias: Option<&[f16]>, epi: u32, residual: Option<&[f16]>, n: usize) -> Vec<f32> {
     acc.iter()
         .enumerate()
         .map(|(idx, &v)| {
             let mut v = v + bias.map_or(0.0, |b| b[idx % n].to_f32());
             match epi {
-                1 => v = gelu(v),
-                2 => v += residual.expect("residual epilogue needs a residual")[idx].to_f32(),
-                3 => v = v.tanh(),
-                4 => v = fusebert_core::numerics::activation::gelu_tanh(v),
-                5 => v = v.max(0.0),
-                6 => v = fusebert_core::numerics::activation::silu(v),
+                codes::EPI_GELU => v = gelu(v),
+                codes::EPI_RESIDUAL => v += residual.expect("residual epilogue needs a residual")[idx].to_f32(),
+                codes::EPI_TANH => v = v.tanh(),
+                codes::EPI_GELU_TANH => v = fusebert_core::numerics::activation::gelu_tanh(v),
+                codes::EPI_RELU => v = v.max(0.0),
+                codes::EPI_SILU => v = fusebert_core::numerics::activation::silu(v),
                 _ => {}
             }
             v

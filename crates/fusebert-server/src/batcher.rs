@@ -14,9 +14,9 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::engine::{Engine, Tokens};
-use super::metrics::Metrics;
-use fusebert::model::bert::Outputs;
+use crate::engine::{Engine, Tokens};
+use crate::metrics::Metrics;
+use fusebert::model::forward::OutputSelection;
 use fusebert::model::reference::SequenceOutput;
 
 /// What one input gets back: its outputs, or the batch's error message.
@@ -26,7 +26,7 @@ pub type Reply = Result<SequenceOutput, String>;
 struct Job {
     tokens: Tokens,
     /// What its request reads from the output (a batch reads back the union).
-    wanted: Outputs,
+    wanted: OutputSelection,
     enqueued: Instant,
     reply: oneshot::Sender<Reply>,
 }
@@ -65,7 +65,7 @@ impl Batcher {
 
     /// Queues one input whose request reads `wanted` from its output; the answer arrives on the
     /// returned channel. After [`Batcher::close`] the receiver reports a closed channel at once.
-    pub fn submit(&self, tokens: Tokens, wanted: Outputs) -> oneshot::Receiver<Reply> {
+    pub fn submit(&self, tokens: Tokens, wanted: OutputSelection) -> oneshot::Receiver<Reply> {
         let (tx, rx) = oneshot::channel();
         let n = tokens.len() as i64;
         let (lock, cv) = &*self.shared;
@@ -150,7 +150,7 @@ impl Batcher {
         }
         let inputs: Vec<&Tokens> = batch.iter().map(|j| &j.tokens).collect();
         let tokens = inputs.iter().map(|t| t.len()).sum();
-        let wanted = batch.iter().fold(Outputs::NONE, |w, j| w | j.wanted);
+        let wanted = batch.iter().fold(OutputSelection::NONE, |w, j| w | j.wanted);
         match engine.run(&inputs, wanted) {
             Ok(out) => {
                 self.metrics.batch(batch.len(), tokens, out.device_seconds);

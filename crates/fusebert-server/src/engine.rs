@@ -7,7 +7,7 @@
 //! the HTTP layer.
 use std::time::Instant;
 
-use fusebert::model::bert::Outputs as Wanted;
+use fusebert::model::forward::OutputSelection as Wanted;
 use fusebert::model::reference::SequenceOutput;
 use fusebert::model::{BertModel, Precision};
 use fusebert::tokenize::{Batch, Tokenizer};
@@ -233,7 +233,7 @@ pub struct Piece {
 }
 
 /// The per-input outputs of a device batch.
-pub struct Outputs {
+pub struct BatchOutputs {
     pub sequences: Vec<SequenceOutput>,
     /// Wall time of the forward pass.
     pub device_seconds: f64,
@@ -261,16 +261,16 @@ impl Engine {
         Ok(Engine { pipeline: Pipeline::from_model(model, backend, precision)?, position_offset })
     }
 
-    /// Runs one packed batch. `mean_pooled` of each sequence holds the pipeline's (un-normalised)
+    /// Runs one packed batch. `pooled` of each sequence holds the pipeline's (un-normalised)
     /// sentence embedding: normalisation is per request (`normalize`), on the host, so it is the
     /// same whatever the batch. The device reads back only what `wanted` asks for (what the
     /// batch's requests need); the CPU reference computes everything.
-    pub fn run(&mut self, inputs: &[&Tokens], wanted: Wanted) -> Result<Outputs> {
+    pub fn run(&mut self, inputs: &[&Tokens], wanted: Wanted) -> Result<BatchOutputs> {
         let ids = inputs.iter().map(|t| t.ids.clone()).collect();
         let types = inputs.iter().map(|t| t.type_ids.clone()).collect();
         let batch = Batch::new(ids, types)?.with_position_offset(self.position_offset);
         let start = Instant::now();
         let out = self.pipeline.forward(&batch, wanted)?;
-        Ok(Outputs { sequences: out.sequences, device_seconds: start.elapsed().as_secs_f64() })
+        Ok(BatchOutputs { sequences: out.sequences, device_seconds: start.elapsed().as_secs_f64() })
     }
 }

@@ -4,17 +4,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use serde::de::DeserializeOwned;
 
-use super::error::{ApiError, Flavor, Kind};
-use super::{openai, routes, AppState};
+use crate::error::{ApiError, Kind};
+use crate::state::AppState;
+use crate::{openai, routes};
 
 /// All routes with their middleware.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -143,22 +142,4 @@ fn new_request_id() -> String {
     static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let start = *START.get_or_init(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
     format!("{start:x}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
-/// Reads the body (at most `--payload-limit` bytes, else 413) and parses it as `T` (400 for
-/// malformed JSON, 422 for the wrong shape), every error a JSON body of `flavor`.
-pub async fn read_json<T: DeserializeOwned>(state: &AppState, body: Body, flavor: Flavor) -> Result<T, ApiError> {
-    let limit = state.opts.payload_limit;
-    let flavored = |e: ApiError| if flavor == Flavor::OpenAi { e.openai() } else { e };
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        flavored(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Kind::Validation,
-            format!("request body is larger than the payload limit of {limit} bytes"),
-        ))
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        let msg = format!("invalid JSON body: {e}");
-        flavored(if e.is_data() { ApiError::validation(msg) } else { ApiError::bad_request(msg) })
-    })
 }

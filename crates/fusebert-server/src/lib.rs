@@ -1,9 +1,12 @@
 //! `fusebert serve`: an HTTP embedding server with TEI's API and OpenAI's `/v1/embeddings`.
 //!
-//! Layout: [`engine`] (the one place that knows the model: tokenisation, limits, forward pass),
+//! Layout, bottom up (each module uses only those before it): [`options`] (the flags),
+//! [`error`] (JSON error bodies), [`auth`], [`metrics`], [`engine`] (the one place that knows
+//! the model: tokenisation and limits, the forward pass through the library's `Pipeline`),
 //! [`batcher`] (the thread that owns the device and packs queued inputs into batches),
-//! [`routes`] and [`openai`] (request and response shapes), [`metrics`], [`auth`], [`error`]
-//! (JSON error bodies), [`http`] (request ids, logs, metrics and auth around every route).
+//! [`state`] (what handlers share), [`extract`] (reading requests, admission, deadlines,
+//! inference: what every handler does), the handlers [`routes`] (TEI) and [`openai`], and
+//! [`http`] (the router: request ids, logs, metrics and auth around every route).
 //!
 //! A request's life: admission (`--max-concurrent-requests` per HTTP request, else 429 with
 //! `Retry-After`), body read under `--payload-limit`, tokenisation on the request's task, one
@@ -13,112 +16,28 @@ pub mod auth;
 pub mod batcher;
 pub mod engine;
 pub mod error;
+pub mod extract;
 pub mod http;
 pub mod metrics;
 pub mod openai;
+pub mod options;
 pub mod routes;
+pub mod state;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
 
-use auth::ApiKeys;
 use batcher::{BatchLimits, Batcher};
 pub use engine::Backend;
 use engine::{Encoder, Engine, Input};
-use fusebert::model::{BertModel, Precision};
+use fusebert::model::BertModel;
 use fusebert::{Error, Result};
 use metrics::Metrics;
-
-/// Everything the server is configured with (the CLI's flags).
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    pub model: PathBuf,
-    /// `model` in OpenAI replies and `/info`; default: the folder name.
-    pub served_model_name: Option<String>,
-    pub backend: Backend,
-    pub precision: Precision,
-    /// Address to bind; port 0 picks a free port.
-    pub addr: SocketAddr,
-    pub api_keys: ApiKeys,
-    /// HTTP inference requests handled at once; one more is a 429.
-    pub max_concurrent_requests: usize,
-    /// Token budget of one device batch.
-    pub max_batch_tokens: usize,
-    /// Inputs per device batch.
-    pub max_batch_requests: usize,
-    /// Inputs per HTTP request.
-    pub max_client_batch_size: usize,
-    /// Request body limit, bytes.
-    pub payload_limit: usize,
-    /// Default of each request's `truncate`.
-    pub auto_truncate: bool,
-    pub request_timeout: Duration,
-    /// How long the drain after SIGTERM may take.
-    pub shutdown_timeout: Duration,
-    pub json_output: bool,
-    /// Write one log line per request to stderr.
-    pub log_requests: bool,
-}
-
-impl ServeOptions {
-    /// TEI's defaults for `model` on the CPU reference, bound to `addr`.
-    pub fn new(model: PathBuf, addr: SocketAddr) -> ServeOptions {
-        ServeOptions {
-            model,
-            served_model_name: None,
-            backend: Backend::Cpu,
-            precision: Precision::F16,
-            addr,
-            api_keys: ApiKeys::default(),
-            max_concurrent_requests: 512,
-            max_batch_tokens: 16384,
-            max_batch_requests: usize::MAX,
-            max_client_batch_size: 32,
-            payload_limit: 2_000_000,
-            auto_truncate: true,
-            request_timeout: Duration::from_secs(60),
-            shutdown_timeout: Duration::from_secs(30),
-            json_output: false,
-            log_requests: true,
-        }
-    }
-
-    fn check(&self) -> Result<()> {
-        let positive = [
-            ("--max-concurrent-requests", self.max_concurrent_requests),
-            ("--max-batch-tokens", self.max_batch_tokens),
-            ("--max-batch-requests", self.max_batch_requests),
-            ("--max-client-batch-size", self.max_client_batch_size),
-            ("--payload-limit", self.payload_limit),
-        ];
-        for (flag, v) in positive {
-            if v == 0 {
-                return Err(Error::Input(format!("{flag} must be at least 1, got 0")));
-            }
-        }
-        if self.request_timeout.is_zero() {
-            return Err(Error::Input("--request-timeout must be positive".into()));
-        }
-        Ok(())
-    }
-}
-
-/// What every handler shares.
-pub struct AppState {
-    pub opts: ServeOptions,
-    pub encoder: Encoder,
-    pub batcher: Batcher,
-    pub metrics: Arc<Metrics>,
-    /// One permit per HTTP inference request in flight.
-    pub permits: Arc<Semaphore>,
-    /// Model loaded and warmed up, not draining.
-    pub ready: AtomicBool,
-}
+pub use options::ServeOptions;
+pub use state::AppState;
 
 /// A running server.
 pub struct Server {
@@ -213,7 +132,7 @@ fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<(Encoder, Batcher,
         .map(|i| encoder.encode(i, true))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::Other(format!("warm-up input: {e:?}")))?;
-    engine.run(&warm.iter().collect::<Vec<_>>(), fusebert::model::bert::Outputs::default())?;
+    engine.run(&warm.iter().collect::<Vec<_>>(), fusebert::model::forward::OutputSelection::default())?;
     let limits = BatchLimits { max_batch_tokens: opts.max_batch_tokens, max_batch_requests: opts.max_batch_requests };
     let (batcher, thread) = Batcher::start(engine, limits, metrics);
     Ok((encoder, batcher, thread))

@@ -10,12 +10,11 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::engine::Input;
-use super::error::{ApiError, Flavor};
-use super::http::read_json;
-use super::routes::{check_count, check_dimensions, finish_embedding, guarded, infer};
-use super::AppState;
-use fusebert::model::bert::Outputs;
+use crate::engine::Input;
+use crate::error::{ApiError, Flavor};
+use crate::extract::{check_count, check_dimensions, finish_embedding, guarded, infer, read_json};
+use crate::state::AppState;
+use fusebert::model::forward::OutputSelection;
 
 /// `input`: a string, a list of strings, token ids, or a list of token-id lists.
 #[derive(Debug, Deserialize)]
@@ -88,13 +87,13 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, body: Body) -> Respo
         check_dimensions(&state, req.dimensions)?;
         let inputs = req.input.into_inputs();
         check_count(&state, inputs.len(), "input")?;
-        let (out, tokens) = infer(&state, inputs, state.opts.auto_truncate, Outputs::POOLED).await?;
+        let (out, tokens) = infer(&state, inputs, state.opts.auto_truncate, OutputSelection::POOLED).await?;
         let data: Vec<Value> = out
             .into_iter()
             .enumerate()
             .map(|(index, s)| {
                 // OpenAI embeddings are unit length; `dimensions` cuts, then renormalises.
-                let v = finish_embedding(s.mean_pooled, req.dimensions, true);
+                let v = finish_embedding(s.pooled, req.dimensions, true);
                 let embedding = if base64 { json!(base64_f32(&v)) } else { json!(v) };
                 json!({ "object": "embedding", "embedding": embedding, "index": index })
             })

@@ -1,10 +1,8 @@
 //! TEI's routes: `/embed`, `/embed_all`, `/predict`, `/rerank`, `/tokenize`, `/info`, and the
 //! open ones `/health`, `/ready`, `/metrics`. Request and reply shapes follow TEI
 //! (`router/src/http/types.rs`), so its clients work by changing the URL.
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -14,121 +12,14 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::engine::{EncodeError, Input};
-use super::error::{ApiError, Flavor, Kind};
-use super::http::read_json;
-use super::AppState;
-use fusebert::model::bert::Outputs;
+use crate::engine::Input;
+use crate::error::{ApiError, Flavor, Kind};
+use crate::extract::{check_count, check_dimensions, encode_error, finish_embedding, guarded, infer, read_json};
+use crate::state::AppState;
+use fusebert::model::forward::OutputSelection;
 use fusebert::model::reference::SequenceOutput;
 
 type Shared = State<Arc<AppState>>;
-
-/// Runs an inference handler: admission (429 with `Retry-After` when `--max-concurrent-requests`
-/// are in flight) and the `--request-timeout` deadline (503; dropping the handler's receivers
-/// drops its queued inputs).
-pub async fn guarded<F>(state: &Arc<AppState>, flavor: Flavor, work: F) -> Response
-where
-    F: Future<Output = Result<Response, ApiError>>,
-{
-    let flavored = |e: ApiError| if flavor == Flavor::OpenAi { e.openai() } else { e };
-    let Ok(_permit) = state.permits.clone().try_acquire_owned() else {
-        return flavored(ApiError::overloaded()).into_response();
-    };
-    let start = Instant::now();
-    match tokio::time::timeout(state.opts.request_timeout, work).await {
-        Ok(Ok(mut resp)) => {
-            let ms = format!("{:.3}", start.elapsed().as_secs_f64() * 1e3);
-            if let Ok(v) = HeaderValue::from_str(&ms) {
-                resp.headers_mut().insert("x-total-time", v);
-            }
-            resp
-        }
-        Ok(Err(e)) => flavored(e).into_response(),
-        Err(_) => flavored(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Kind::Unavailable,
-            format!("request timed out after {:?} (--request-timeout)", state.opts.request_timeout),
-        ))
-        .into_response(),
-    }
-}
-
-/// Checks the number of inputs of a request: at least one, at most `--max-client-batch-size`.
-pub fn check_count(state: &AppState, n: usize, field: &'static str) -> Result<(), ApiError> {
-    if n == 0 {
-        return Err(ApiError::validation(format!("`{field}` cannot be empty")).with_param(field));
-    }
-    let max = state.opts.max_client_batch_size;
-    if n > max {
-        return Err(ApiError::validation(format!(
-            "batch size {n} > maximum allowed batch size {max} (--max-client-batch-size)"
-        ))
-        .with_param(field));
-    }
-    Ok(())
-}
-
-/// Tokenises `inputs` (on a blocking thread when they are large), queues them and waits for
-/// every answer, in order. Also returns the number of tokens.
-pub async fn infer(
-    state: &Arc<AppState>,
-    inputs: Vec<Input>,
-    truncate: bool,
-    wanted: Outputs,
-) -> Result<(Vec<SequenceOutput>, usize), ApiError> {
-    let bytes: usize = inputs.iter().map(input_bytes).sum();
-    let tokens = if bytes < 16 * 1024 {
-        encode_all(state, &inputs, truncate)?
-    } else {
-        let st = state.clone();
-        tokio::task::spawn_blocking(move || encode_all(&st, &inputs, truncate))
-            .await
-            .map_err(|e| ApiError::backend(format!("tokenization task: {e}")))??
-    };
-    let total = tokens.iter().map(|t| t.len()).sum();
-    let receivers: Vec<_> = tokens.into_iter().map(|t| state.batcher.submit(t, wanted)).collect();
-    let mut out = Vec::with_capacity(receivers.len());
-    for rx in receivers {
-        match rx.await {
-            Ok(Ok(seq)) => out.push(seq),
-            Ok(Err(msg)) => return Err(ApiError::backend(format!("forward pass failed: {msg}"))),
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Kind::Unavailable,
-                    "server is shutting down",
-                ))
-            }
-        }
-    }
-    Ok((out, total))
-}
-
-fn input_bytes(i: &Input) -> usize {
-    match i {
-        Input::Text(t) => t.len(),
-        Input::Pair(a, b) => a.len() + b.len(),
-        Input::Ids(ids) => ids.len() * 4,
-    }
-}
-
-fn encode_all(state: &AppState, inputs: &[Input], truncate: bool) -> Result<Vec<super::engine::Tokens>, ApiError> {
-    inputs
-        .iter()
-        .enumerate()
-        .map(|(i, input)| state.encoder.encode(input, truncate).map_err(|e| encode_error(i, e)))
-        .collect()
-}
-
-fn encode_error(index: usize, e: EncodeError) -> ApiError {
-    match e {
-        EncodeError::TooLong { tokens, limit } => ApiError::validation(format!(
-            "input {index} has {tokens} tokens, more than the model's limit of {limit}: \
-             send `truncate: true` or start the server with --auto-truncate"
-        )),
-        EncodeError::Invalid(msg) => ApiError::validation(format!("input {index}: {msg}")),
-    }
-}
 
 /// Applies `prompt_name`'s prefix to every text.
 fn with_prompt(state: &AppState, texts: Vec<String>, prompt_name: Option<&str>) -> Result<Vec<Input>, ApiError> {
@@ -202,30 +93,7 @@ fn check_direction(d: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-/// Matryoshka `dimensions` (cut first) and L2 normalisation of a pooled embedding.
-pub fn finish_embedding(mut v: Vec<f32>, dimensions: Option<usize>, normalize: bool) -> Vec<f32> {
-    if let Some(d) = dimensions {
-        v.truncate(d);
-    }
-    if normalize {
-        fusebert::model::reference::l2_normalize(&mut v);
-    }
-    v
-}
-
-/// Checks `dimensions` against the hidden size.
-pub fn check_dimensions(state: &AppState, dimensions: Option<usize>) -> Result<(), ApiError> {
-    let h = state.encoder.info().embedding_size;
-    match dimensions {
-        Some(0) => Err(ApiError::validation("`dimensions` should be positive").with_param("dimensions")),
-        Some(d) if d > h => {
-            Err(ApiError::validation(format!("`dimensions` should be at most the embedding size {h}, got {d}"))
-                .with_param("dimensions"))
-        }
-        _ => Ok(()),
-    }
-}
-
+/// The response with its `x-compute-tokens` header (what TEI reports).
 fn with_tokens(mut resp: Response, tokens: usize) -> Response {
     resp.headers_mut().insert("x-compute-tokens", HeaderValue::from(tokens));
     resp
@@ -238,9 +106,9 @@ pub async fn embed(State(state): Shared, body: Body) -> Response {
         check_dimensions(&state, req.dimensions)?;
         let inputs = req.inputs.into_inputs(&state, req.prompt_name.as_deref())?;
         let truncate = req.truncate.unwrap_or(state.opts.auto_truncate);
-        let (out, tokens) = infer(&state, inputs, truncate, Outputs::POOLED).await?;
+        let (out, tokens) = infer(&state, inputs, truncate, OutputSelection::POOLED).await?;
         let vectors: Vec<Vec<f32>> =
-            out.into_iter().map(|s| finish_embedding(s.mean_pooled, req.dimensions, req.normalize)).collect();
+            out.into_iter().map(|s| finish_embedding(s.pooled, req.dimensions, req.normalize)).collect();
         Ok(with_tokens(Json(vectors).into_response(), tokens))
     })
     .await
@@ -259,7 +127,7 @@ pub async fn embed_all(State(state): Shared, body: Body) -> Response {
         let req: EmbedAllRequest = read_json(&state, body, Flavor::Tei).await?;
         check_direction(req.truncation_direction.as_deref())?;
         let inputs = req.inputs.into_inputs(&state, req.prompt_name.as_deref())?;
-        let wanted = Outputs { last_hidden_state: true, ..Outputs::NONE };
+        let wanted = OutputSelection { last_hidden_state: true, ..OutputSelection::NONE };
         let (out, tokens) = infer(&state, inputs, req.truncate.unwrap_or(state.opts.auto_truncate), wanted).await?;
         let h = state.encoder.info().hidden_size;
         let all: Vec<Vec<&[f32]>> = out.iter().map(|s| s.last_hidden_state.chunks(h).collect()).collect();
@@ -344,7 +212,7 @@ pub async fn predict(State(state): Shared, body: Body) -> Response {
         };
         check_count(&state, inputs.len(), "inputs")?;
         let truncate = req.truncate.unwrap_or(state.opts.auto_truncate);
-        let (out, tokens) = infer(&state, inputs, truncate, Outputs::LOGITS).await?;
+        let (out, tokens) = infer(&state, inputs, truncate, OutputSelection::LOGITS).await?;
         let mut all = Vec::with_capacity(out.len());
         for s in &out {
             let sc = scores(logits_of(s)?, req.raw_scores);
@@ -392,7 +260,7 @@ pub async fn rerank(State(state): Shared, body: Body) -> Response {
         check_count(&state, req.texts.len(), "texts")?;
         let inputs = req.texts.iter().map(|t| Input::Pair(req.query.clone(), t.clone())).collect();
         let truncate = req.truncate.unwrap_or(state.opts.auto_truncate);
-        let (out, tokens) = infer(&state, inputs, truncate, Outputs::LOGITS).await?;
+        let (out, tokens) = infer(&state, inputs, truncate, OutputSelection::LOGITS).await?;
         let mut ranks = Vec::with_capacity(out.len());
         for (index, s) in out.iter().enumerate() {
             let score = scores(logits_of(s)?, req.raw_scores)[0];

@@ -1,5 +1,5 @@
 //! The server's engine and batcher read back from the device only what the requests of a batch
-//! need (`Outputs`, the union over the batch's requests): an `/embed` batch gets the pooled
+//! need (`OutputSelection`, the union over the batch's requests): an `/embed` batch gets the pooled
 //! embeddings and no hidden states, an `/embed_all` one the hidden states, `/predict` the logits;
 //! each equal (fp16 tolerance) to the CPU reference engine's.
 #![allow(unused_imports)] // forward_support re-exports more than this file uses
@@ -9,7 +9,7 @@ mod forward_support;
 use std::sync::Arc;
 
 use forward_support::{cosine, random_model, Shape};
-use fusebert::model::bert::Outputs;
+use fusebert::model::forward::OutputSelection;
 use fusebert::model::Precision;
 use fusebert_server::batcher::{BatchLimits, Batcher};
 use fusebert_server::engine::{Backend, Engine, Tokens};
@@ -29,18 +29,18 @@ fn the_engine_reads_back_what_the_batch_asks_for() {
     let mut cpu = Engine::new(model, Backend::Cpu, Precision::F16).unwrap();
     let (a, b) = (tokens(9, 1), tokens(23, 5));
     let inputs = [&a, &b];
-    let want = cpu.run(&inputs, Outputs::NONE).unwrap().sequences; // the CPU computes everything
-    let hidden = Outputs { last_hidden_state: true, ..Outputs::NONE };
-    for wanted in [Outputs::POOLED, Outputs::LOGITS, hidden, Outputs::POOLED | hidden] {
+    let want = cpu.run(&inputs, OutputSelection::NONE).unwrap().sequences; // the CPU computes everything
+    let hidden = OutputSelection { last_hidden_state: true, ..OutputSelection::NONE };
+    for wanted in [OutputSelection::POOLED, OutputSelection::LOGITS, hidden, OutputSelection::POOLED | hidden] {
         let got = emu.run(&inputs, wanted).unwrap().sequences;
         for (s, (g, w)) in got.iter().zip(&want).enumerate() {
             let what = format!("{wanted:?} seq {s}");
-            assert_eq!(g.mean_pooled.is_empty(), !wanted.pooled, "{what}");
+            assert_eq!(g.pooled.is_empty(), !wanted.pooled, "{what}");
             assert_eq!(g.last_hidden_state.is_empty(), !wanted.last_hidden_state, "{what}");
             assert_eq!(g.logits.is_some(), wanted.logits, "{what}");
             assert!(g.pooler_output.is_none(), "{what}: nobody asked for the pooler");
             if wanted.pooled {
-                assert!(cosine(&g.mean_pooled, &w.mean_pooled) >= 0.9999, "{what}");
+                assert!(cosine(&g.pooled, &w.pooled) >= 0.9999, "{what}");
             }
             if wanted.last_hidden_state {
                 assert!(cosine(&g.last_hidden_state, &w.last_hidden_state) >= 0.9999, "{what}");
@@ -59,14 +59,14 @@ fn the_batcher_serves_each_request_what_it_asked_for() {
     let engine = Engine::new(model, Backend::Emulator, Precision::F16).unwrap();
     let limits = BatchLimits { max_batch_tokens: 1000, max_batch_requests: 8 };
     let (batcher, thread) = Batcher::start(engine, limits, Arc::new(Metrics::default()));
-    let hidden = Outputs { last_hidden_state: true, ..Outputs::NONE };
-    let asks = [Outputs::POOLED, hidden, Outputs::LOGITS, Outputs::POOLED];
+    let hidden = OutputSelection { last_hidden_state: true, ..OutputSelection::NONE };
+    let asks = [OutputSelection::POOLED, hidden, OutputSelection::LOGITS, OutputSelection::POOLED];
     let rxs: Vec<_> = asks.iter().enumerate().map(|(i, &w)| batcher.submit(tokens(5 + 3 * i, i as u32), w)).collect();
     for ((i, rx), wanted) in rxs.into_iter().enumerate().zip(asks) {
         let s = rx.blocking_recv().unwrap().unwrap();
         assert_eq!(s.len, 5 + 3 * i);
         if wanted.pooled {
-            assert_eq!(s.mean_pooled.len(), SHAPE.hidden, "request {i}");
+            assert_eq!(s.pooled.len(), SHAPE.hidden, "request {i}");
         }
         if wanted.last_hidden_state {
             assert_eq!(s.last_hidden_state.len(), s.len * SHAPE.hidden, "request {i}");

@@ -3,7 +3,7 @@
 //! and on CUDA when a GPU opens (the product's latency). Run: `cargo bench --bench forward`.
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::forward::{DeviceBert, ForwardOptions};
 use fusebert::model::{BertModel, Precision};
 use fusebert::tokenize::Batch;
 use fusebert::Device;

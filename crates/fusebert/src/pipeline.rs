@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use crate::device::Device;
-use crate::model::bert::{DeviceBert, DevicePooling, ForwardOptions, Outputs};
+use crate::model::forward::{DeviceBert, DevicePooling, ForwardOptions, OutputSelection};
 use crate::model::reference::{self, Options, Output};
 use crate::model::{BertModel, ClassifierHead, Precision, SentenceConfig};
 use crate::tokenize::{Batch, Tokenizer};
@@ -215,29 +215,30 @@ impl Pipeline {
     }
 
     /// One forward pass choosing its outputs (what a server batch serving several requests
-    /// needs). `mean_pooled` of each sequence holds the folder's embedding (pooling and Dense)
+    /// needs). `pooled` of each sequence holds the folder's embedding (pooling and Dense)
     /// **without** Normalize, so that normalisation can be chosen per request; the CPU
     /// reference computes every output.
-    pub fn forward(&mut self, batch: &Batch, outputs: Outputs) -> Result<Output> {
+    pub fn forward(&mut self, batch: &Batch, outputs: OutputSelection) -> Result<Output> {
         let mut sentence = self.sentence.clone();
         sentence.normalize = false;
         let mut out = match &mut self.engine {
             Engine::Cpu => reference::forward(&self.model, batch, &Options { normalize: false })?,
             Engine::Device(bert) => {
                 let pooling = DevicePooling { mode: sentence.pooling, skip: 0 };
-                let opts = ForwardOptions { normalize: false, outputs: Outputs { hidden_states: false, ..outputs } };
+                let opts =
+                    ForwardOptions { normalize: false, outputs: OutputSelection { hidden_states: false, ..outputs } };
                 bert.forward_pooled(batch, opts, pooling)?.0
             }
         };
         let pooled: Vec<Vec<f32>> = match &self.engine {
             Engine::Cpu => sentence.embed_all(&out, 0),
             Engine::Device(_) if outputs.pooled => {
-                out.sequences.iter().map(|s| sentence.after_pooling(&s.mean_pooled)).collect()
+                out.sequences.iter().map(|s| sentence.after_pooling(&s.pooled)).collect()
             }
             Engine::Device(_) => vec![Vec::new(); out.sequences.len()],
         };
         for (s, p) in out.sequences.iter_mut().zip(pooled) {
-            s.mean_pooled = p;
+            s.pooled = p;
         }
         Ok(out)
     }

@@ -23,7 +23,7 @@ fn tiny_model_loads_and_runs() {
     let out = reference::forward(&m, &Batch::from_ids(vec![vec![1, 5, 2], vec![3, 2]]).unwrap(), &Options::default())
         .unwrap();
     assert_eq!(out.sequences[0].last_hidden_state.len(), 3 * HIDDEN);
-    assert!(out.sequences.iter().all(|s| s.mean_pooled.iter().all(|v| v.is_finite())));
+    assert!(out.sequences.iter().all(|s| s.pooled.iter().all(|v| v.is_finite())));
 }
 
 #[test]
@@ -208,7 +208,7 @@ fn too_long_text_and_truncation() {
     assert_eq!(*batch.input_ids[1].last().unwrap(), 102);
     let out = reference::forward(&model, &batch, &Options::default()).unwrap();
     assert_eq!(out.sequences[1].len, limit);
-    assert!(out.sequences[1].mean_pooled.iter().all(|v| v.is_finite()));
+    assert!(out.sequences[1].pooled.iter().all(|v| v.is_finite()));
     // A hand-built batch over the limit is refused by the forward pass too.
     let too_long = Batch::from_ids(vec![vec![101; limit + 1]]).unwrap();
     let e = reference::forward(&model, &too_long, &Options::default()).unwrap_err();

@@ -6,7 +6,7 @@
 //! repeats it bit for bit.
 use fusebert::kernels::gemm_plan::Tile;
 use fusebert::kernels::GemmPlan;
-use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::forward::{DeviceBert, ForwardOptions};
 use fusebert::model::{synthetic, Precision};
 use fusebert::tokenize::Batch;
 use fusebert::Device;
@@ -45,7 +45,7 @@ fn a_text_gives_the_same_bits_alone_and_in_a_batch() {
         let (packed, _) = bert.forward(&batch, ForwardOptions::default()).unwrap();
         let (s, p) = (&single.sequences[0], &packed.sequences[0]);
         assert_eq!(s.last_hidden_state, p.last_hidden_state, "{precision:?}: hidden states alone vs in a batch of {t}");
-        assert_eq!(s.mean_pooled, p.mean_pooled, "{precision:?}: embedding alone vs in a batch of {t}");
+        assert_eq!(s.pooled, p.pooled, "{precision:?}: embedding alone vs in a batch of {t}");
         // again, twice (replays of the captured launch sequence)
         for _ in 0..2 {
             let (again, _) = bert.forward(&alone, ForwardOptions::default()).unwrap();

@@ -8,7 +8,7 @@
 mod forward_support;
 
 use forward_support::{cosine, devices, max_abs, random_batch, random_model, Shape};
-use fusebert::model::bert::{DeviceBert, ForwardOptions, Outputs};
+use fusebert::model::forward::{DeviceBert, ForwardOptions, OutputSelection};
 use fusebert::model::reference::{self, Options};
 use fusebert::model::Precision;
 use fusebert::tokenize::Batch;
@@ -49,7 +49,7 @@ fn check_precision(precision: Precision, min_cos: f64, calibrated: bool) {
             let got_states = got_states.unwrap();
             assert_eq!(got.sequences.len(), want.sequences.len());
             for (s, (g, w)) in got.sequences.iter().zip(&want.sequences).enumerate() {
-                let cos = cosine(&g.mean_pooled, &w.mean_pooled);
+                let cos = cosine(&g.pooled, &w.pooled);
                 assert!(cos >= min_cos, "{dev:?} {precision:?} shape {i} seq {s}: mean-pooled cosine {cos}");
                 let pc = cosine(g.pooler_output.as_ref().unwrap(), w.pooler_output.as_ref().unwrap());
                 assert!(pc >= min_cos, "{dev:?} {precision:?} shape {i} seq {s}: pooler cosine {pc}");
@@ -63,7 +63,7 @@ fn check_precision(precision: Precision, min_cos: f64, calibrated: bool) {
                 .sequences
                 .iter()
                 .zip(&want.sequences)
-                .map(|(g, w)| cosine(&g.mean_pooled, &w.mean_pooled))
+                .map(|(g, w)| cosine(&g.pooled, &w.pooled))
                 .fold(1.0, f64::min);
             let worst_hidden =
                 got_states.layers.iter().zip(&states.layers).map(|(g, w)| max_abs(g, w)).fold(0.0, f32::max);
@@ -106,16 +106,18 @@ fn packing_is_invisible_and_runs_are_bitwise_repeatable() {
     for precision in [Precision::F16, Precision::Int8] {
         for dev in devices() {
             let mut bert = DeviceBert::new(&dev, &model, precision).unwrap();
-            let opts =
-                ForwardOptions { outputs: Outputs { last_hidden_state: true, ..Outputs::POOLED }, normalize: false };
+            let opts = ForwardOptions {
+                outputs: OutputSelection { last_hidden_state: true, ..OutputSelection::POOLED },
+                normalize: false,
+            };
             let (packed, _) = bert.forward(&batch, opts).unwrap();
             let (single, _) = bert.forward(&alone, opts).unwrap();
             let (again, _) = bert.forward(&batch, opts).unwrap();
             assert_eq!(packed.sequences[1].last_hidden_state.len(), 90 * shape.hidden);
-            let err = max_abs(&packed.sequences[1].mean_pooled, &single.sequences[0].mean_pooled);
+            let err = max_abs(&packed.sequences[1].pooled, &single.sequences[0].pooled);
             assert!(err <= 1e-5, "{precision:?}: packed vs alone differ by {err}");
             for (a, b) in packed.sequences.iter().zip(&again.sequences) {
-                assert_eq!(a.mean_pooled, b.mean_pooled, "{precision:?}: repeated run differs");
+                assert_eq!(a.pooled, b.pooled, "{precision:?}: repeated run differs");
                 assert_eq!(a.last_hidden_state, b.last_hidden_state, "{precision:?}: repeated run differs");
             }
         }
@@ -154,7 +156,7 @@ fn workspace_grows_and_results_do_not_depend_on_it() {
     bert.forward(&small, ForwardOptions::default()).unwrap();
     let (l1, _) = bert.forward(&large, ForwardOptions::default()).unwrap();
     let (s2, _) = bert.forward(&small, ForwardOptions::default()).unwrap();
-    assert_eq!(s2.sequences[0].mean_pooled, want_small.sequences[0].mean_pooled);
+    assert_eq!(s2.sequences[0].pooled, want_small.sequences[0].pooled);
     assert_eq!(l1.sequences.len(), 3);
 }
 
@@ -228,7 +230,7 @@ fn forward_traffic_stores_each_output_once_and_loads_at_least_the_minimum() {
     }
 }
 
-use fusebert::device::Backend;
+use fusebert::device::DeviceBackend;
 
 /// A backend that counts allocations, delegating everything to the emulator.
 struct CountingBackend {
@@ -236,26 +238,26 @@ struct CountingBackend {
     allocs: std::sync::atomic::AtomicUsize,
 }
 
-impl fusebert::device::Backend for CountingBackend {
+impl fusebert::device::DeviceBackend for CountingBackend {
     // Through the device trait (the emulator's inherent methods speak its own types).
     fn name(&self) -> String {
         self.inner.name()
     }
     fn alloc(&self, bytes: usize) -> fusebert::Result<u64> {
         self.allocs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Backend::alloc(&self.inner, bytes)
+        DeviceBackend::alloc(&self.inner, bytes)
     }
     fn free(&self, addr: u64) {
         self.inner.free(addr)
     }
     fn write(&self, dst: u64, src: &[u8]) -> fusebert::Result<()> {
-        Backend::write(&self.inner, dst, src)
+        DeviceBackend::write(&self.inner, dst, src)
     }
     fn read(&self, src: u64, dst: &mut [u8]) -> fusebert::Result<()> {
-        Backend::read(&self.inner, src, dst)
+        DeviceBackend::read(&self.inner, src, dst)
     }
     fn memset(&self, dst: u64, byte: u8, bytes: usize) -> fusebert::Result<()> {
-        Backend::memset(&self.inner, dst, byte, bytes)
+        DeviceBackend::memset(&self.inner, dst, byte, bytes)
     }
     fn launch(
         &self,
@@ -264,13 +266,13 @@ impl fusebert::device::Backend for CountingBackend {
         cfg: &fusebert::LaunchConfig,
         args: &[fusebert::KernelArg],
     ) -> fusebert::Result<()> {
-        Backend::launch(&self.inner, module, kernel, cfg, args)
+        DeviceBackend::launch(&self.inner, module, kernel, cfg, args)
     }
     fn synchronize(&self) -> fusebert::Result<()> {
-        Backend::synchronize(&self.inner)
+        DeviceBackend::synchronize(&self.inner)
     }
     fn load_module(&self, name: &str, ptx: &str) -> fusebert::Result<()> {
-        Backend::load_module(&self.inner, name, ptx)
+        DeviceBackend::load_module(&self.inner, name, ptx)
     }
 }
 
@@ -312,23 +314,23 @@ fn outputs_select_what_runs_and_what_is_read_back() {
     let lengths = [13usize, 1, 40];
     let batch = random_batch(shape.vocab, &lengths, 22);
     let (t, b, h) = (54u64, 3u64, shape.hidden as u64);
-    let pooler_only = Outputs { pooler: true, ..Outputs::NONE };
-    let hidden_only = Outputs { last_hidden_state: true, ..Outputs::NONE };
-    let everything = Outputs { hidden_states: false, ..Outputs::ALL };
+    let pooler_only = OutputSelection { pooler: true, ..OutputSelection::NONE };
+    let hidden_only = OutputSelection { last_hidden_state: true, ..OutputSelection::NONE };
+    let everything = OutputSelection { hidden_states: false, ..OutputSelection::ALL };
     // (request, launches of the heads beyond pooling, d2h bytes; fp16 logits padded to 16 labels)
     let cases = [
-        (Outputs::POOLED, 0, b * h * 4),
-        (Outputs::LOGITS, 3, b * 16 * 2),
+        (OutputSelection::POOLED, 0, b * h * 4),
+        (OutputSelection::LOGITS, 3, b * 16 * 2),
         (pooler_only, 2, b * h * 2),
         (hidden_only, 0, t * h * 2),
-        (Outputs::NONE, 0, 0),
-        (Outputs::default(), 3, b * h * 4 + b * 16 * 2),
+        (OutputSelection::NONE, 0, 0),
+        (OutputSelection::default(), 3, b * h * 4 + b * 16 * 2),
         (everything, 3, b * h * 4 + b * h * 2 + b * 16 * 2 + t * h * 2),
     ];
     for precision in [Precision::F16, Precision::Int8] {
         for dev in devices() {
             let mut bert = DeviceBert::new(&dev, &model, precision).unwrap();
-            let body = bert.launches_for(Outputs::NONE);
+            let body = bert.launches_for(OutputSelection::NONE);
             let opts = |outputs| ForwardOptions { normalize: true, outputs };
             let (all, _) = bert.forward(&batch, opts(everything)).unwrap();
             for (outputs, heads, d2h) in cases {
@@ -353,7 +355,7 @@ fn outputs_select_what_runs_and_what_is_read_back() {
                 for (s, (g, a)) in got.sequences.iter().zip(&all.sequences).enumerate() {
                     assert_eq!(g.len, lengths[s]);
                     let pick = |want: bool, v: &Vec<f32>| if want { v.clone() } else { Vec::new() };
-                    assert_eq!(g.mean_pooled, pick(outputs.pooled, &a.mean_pooled), "{what} seq {s}: pooled");
+                    assert_eq!(g.pooled, pick(outputs.pooled, &a.pooled), "{what} seq {s}: pooled");
                     let hidden = pick(outputs.last_hidden_state, &a.last_hidden_state);
                     assert_eq!(g.last_hidden_state, hidden, "{what} seq {s}: last hidden state");
                     let opt = |want: bool, v: &Option<Vec<f32>>| if want { v.clone() } else { None };
@@ -367,7 +369,7 @@ fn outputs_select_what_runs_and_what_is_read_back() {
             let want = reference::forward(&model, &batch, &Options { normalize: true }).unwrap();
             for (g, w) in all.sequences.iter().zip(&want.sequences) {
                 assert_eq!(g.last_hidden_state.len(), w.last_hidden_state.len());
-                assert!(cosine(&g.mean_pooled, &w.mean_pooled) >= INT8_MIN_COS);
+                assert!(cosine(&g.pooled, &w.pooled) >= INT8_MIN_COS);
                 assert!(cosine(g.logits.as_ref().unwrap(), w.logits.as_ref().unwrap()) >= 0.99);
             }
         }
@@ -383,8 +385,12 @@ fn embedding_model_reads_back_only_the_pooled_embeddings() {
     let batch = random_batch(shape.vocab, &[7, 31], 24);
     for dev in devices() {
         let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
-        assert_eq!(bert.launches_per_forward(), bert.launches_for(Outputs::NONE), "no pooler by default");
-        assert_eq!(bert.launches_for(Outputs::ALL), bert.launches_for(Outputs::NONE) + 2, "gather + pooler");
+        assert_eq!(bert.launches_per_forward(), bert.launches_for(OutputSelection::NONE), "no pooler by default");
+        assert_eq!(
+            bert.launches_for(OutputSelection::ALL),
+            bert.launches_for(OutputSelection::NONE) + 2,
+            "gather + pooler"
+        );
         for (opts, d2h) in [(ForwardOptions::default(), 2 * 96 * 4), (ForwardOptions::classification(), 0)] {
             let before = dev.transfers();
             let (out, _) = bert.forward(&batch, opts).unwrap();

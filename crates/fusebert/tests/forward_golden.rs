@@ -16,7 +16,7 @@ mod golden_support;
 use std::sync::OnceLock;
 
 use forward_support::{cosine, devices, max_abs};
-use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::forward::{DeviceBert, ForwardOptions};
 use fusebert::model::quant;
 use fusebert::model::reference::{self, Options};
 use fusebert::model::{BertModel, Precision};
@@ -47,8 +47,8 @@ fn minilm_f16_on_device_matches_reference_and_golden() {
             let (got, got_states) = bert.forward(&batch, ForwardOptions::all()).unwrap();
             let (mut cos, mut gold_cos, mut pooler_cos, mut hidden_err) = (1f64, 1f64, 1f64, 0f32);
             for (i, (gs, ws)) in got.sequences.iter().zip(&want.sequences).enumerate() {
-                cos = cos.min(cosine(&gs.mean_pooled, &ws.mean_pooled));
-                gold_cos = gold_cos.min(cosine(&gs.mean_pooled, &g.mean_pooled[i * h..(i + 1) * h]));
+                cos = cos.min(cosine(&gs.pooled, &ws.pooled));
+                gold_cos = gold_cos.min(cosine(&gs.pooled, &g.pooled[i * h..(i + 1) * h]));
                 pooler_cos =
                     pooler_cos.min(cosine(gs.pooler_output.as_ref().unwrap(), &g.pooler_output[i * h..(i + 1) * h]));
                 hidden_err = hidden_err.max(max_abs(&gs.last_hidden_state, &ws.last_hidden_state));
@@ -91,7 +91,7 @@ fn minilm_int8_on_device_matches_the_w8a8_simulation_and_reference() {
             let (got, _) = bert.forward(&batch, ForwardOptions::default()).unwrap();
             let (got_plain, _) = plain.forward(&batch, ForwardOptions::default()).unwrap();
             let min_cos = |a: &[fusebert::model::reference::SequenceOutput]| {
-                a.iter().zip(&want.sequences).map(|(x, w)| cosine(&x.mean_pooled, &w.mean_pooled)).fold(1f64, f64::min)
+                a.iter().zip(&want.sequences).map(|(x, w)| cosine(&x.pooled, &w.pooled)).fold(1f64, f64::min)
             };
             let (vs_f32, sim_vs_f32) = (min_cos(&got.sequences), min_cos(&sim.sequences));
             let (plain_vs_f32, sim_plain_vs_f32) = (min_cos(&got_plain.sequences), min_cos(&sim_plain.sequences));
@@ -143,7 +143,7 @@ fn minilm_int8_on_texts_beyond_the_golden_cases() {
                 reference::forward_with_encoder_linear(model(), &batch, &Options::default(), &sim_linear).unwrap();
             let (got, _) = bert.forward(&batch, ForwardOptions::default()).unwrap();
             for (((t, g), w), s) in texts.iter().zip(&got.sequences).zip(&want.sequences).zip(&sim.sequences) {
-                let (c, cs) = (cosine(&g.mean_pooled, &w.mean_pooled), cosine(&s.mean_pooled, &w.mean_pooled));
+                let (c, cs) = (cosine(&g.pooled, &w.pooled), cosine(&s.pooled, &w.pooled));
                 eprintln!(
                     "{dev:?} int8 {t:?} ({} tokens): mean-pooled cosine vs f32 {c:.7} (CPU simulation {cs:.7})",
                     g.len

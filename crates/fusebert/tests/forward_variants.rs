@@ -14,7 +14,7 @@
 mod forward_support;
 
 use forward_support::{cosine, devices, max_abs, random_model, Shape};
-use fusebert::model::bert::{DeviceBert, DevicePooling, ForwardOptions};
+use fusebert::model::forward::{DeviceBert, DevicePooling, ForwardOptions};
 use fusebert::model::reference::{self, Options};
 use fusebert::model::sentence::{DenseActivation, DenseModule};
 use fusebert::model::weights::{HostTensor, Linear};
@@ -169,7 +169,7 @@ fn check(precision: Precision, min_cos: f64) {
             }
             let mut worst_logit = 0f32;
             for (s, (g, w)) in got.sequences.iter().zip(&want.sequences).enumerate() {
-                let cos = cosine(&g.mean_pooled, &w.mean_pooled);
+                let cos = cosine(&g.pooled, &w.pooled);
                 assert!(cos >= min_cos, "{what} seq {s}: mean-pooled cosine {cos}");
                 assert_eq!(g.logits.is_some(), v.shape.labels > 0, "{what}: classifier presence");
                 if let (Some(gl), Some(wl)) = (&g.logits, &w.logits) {
@@ -226,10 +226,10 @@ fn every_pooling_mode_on_the_device() {
                     if normalize {
                         pooling::l2_normalize(&mut r);
                     }
-                    let cos = cosine(&g.mean_pooled, &r);
+                    let cos = cosine(&g.pooled, &r);
                     // the 1-token sequence with skip 3 pools nothing: zeros (mean modes) or -1e9 (max)
                     if skip >= g.len && !matches!(mode, Pooling::Cls | Pooling::LastToken) {
-                        assert_eq!(g.mean_pooled, r, "{dev:?} {mode:?} skip {skip} seq {s}: fully masked");
+                        assert_eq!(g.pooled, r, "{dev:?} {mode:?} skip {skip} seq {s}: fully masked");
                         continue;
                     }
                     assert!(cos >= F16_MIN_COS, "{dev:?} {mode:?} skip {skip} l2 {normalize} seq {s}: cosine {cos}");

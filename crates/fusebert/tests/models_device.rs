@@ -12,7 +12,7 @@ mod forward_support;
 use std::path::PathBuf;
 
 use forward_support::{cosine, devices, max_abs};
-use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::forward::{DeviceBert, ForwardOptions};
 use fusebert::model::{quant, BertModel, Precision};
 use fusebert::tokenize::{Batch, Tokenizer};
 use fusebert::Device;

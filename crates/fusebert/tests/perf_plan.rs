@@ -2,7 +2,7 @@
 //! launch: kernel, grid, block, shared memory, tensor-core FLOPs, global load and store bytes
 //! must all be equal, on a MiniLM-shaped random model and a tiny one with a classifier, in fp16
 //! and int8, on ragged batches (lengths not multiples of any tile).
-use fusebert::model::bert::{DeviceBert, ForwardOptions, Outputs};
+use fusebert::model::forward::{DeviceBert, ForwardOptions, OutputSelection};
 use fusebert::model::weights::{ClassifierHead, HeadKind};
 use fusebert::model::{synthetic, BertModel, Precision};
 use fusebert::perf::{forward_plan, Heads};
@@ -43,9 +43,9 @@ fn check(model: &BertModel, precision: Precision, lengths: &[usize]) {
     bert.forward(&batch, ForwardOptions::all()).unwrap();
     let rec = emu.launches();
     let labels = model.weights.classifier.as_ref().map_or(0, |c| c.labels.len());
-    let plan = forward_plan(&model.config, precision, lengths, Heads::of(model, Outputs::ALL));
+    let plan = forward_plan(&model.config, precision, lengths, Heads::of(model, OutputSelection::ALL));
     assert_eq!(rec.len(), plan.launches.len(), "launch count: emulator vs plan");
-    assert_eq!(rec.len(), bert.launches_for(Outputs::ALL));
+    assert_eq!(rec.len(), bert.launches_for(OutputSelection::ALL));
     let mut bad = Vec::new();
     for (i, (r, p)) in rec.iter().zip(&plan.launches).enumerate() {
         let c = &r.counters;
@@ -103,7 +103,7 @@ fn plan_matches_emulator_minilm_shape_int8() {
 }
 
 fn assert_narrow_ln(m: &BertModel, precision: Precision, lengths: &[usize]) {
-    let plan = forward_plan(&m.config, precision, lengths, Heads::of(m, Outputs::ALL));
+    let plan = forward_plan(&m.config, precision, lengths, Heads::of(m, OutputSelection::ALL));
     let narrow = plan.launches.iter().any(|l| l.kernel.contains("_n_") && l.kernel.ends_with("_ln"));
     assert!(narrow, "{precision:?} {lengths:?}: no 32x64 fused launch");
 }
@@ -137,7 +137,7 @@ fn plan_matches_emulator_short_texts_int8() {
 #[test]
 fn plan_matches_emulator_with_split_k_gemms_f16() {
     let m = minilm();
-    let plan = forward_plan(&m.config, Precision::F16, &[20], Heads::of(&m, Outputs::ALL));
+    let plan = forward_plan(&m.config, Precision::F16, &[20], Heads::of(&m, OutputSelection::ALL));
     let split: Vec<_> = plan.launches.iter().filter(|l| l.kernel.contains("_sk")).map(|l| l.step).collect();
     assert!(!split.is_empty(), "no split-K launch planned for 20 tokens");
     assert!(plan.launches.iter().any(|l| l.kernel.ends_with("_sk_ln")), "no split-K launch with a fused layernorm");
@@ -150,7 +150,7 @@ fn plan_matches_emulator_with_split_k_gemms_f16() {
 #[test]
 fn plan_matches_emulator_with_32_row_tiles_at_bert_base_widths() {
     let m = synthetic::random_model(&synthetic::config(1, 768, 12, 3072, 500, 160), 3);
-    let plan = forward_plan(&m.config, Precision::F16, &[128], Heads::of(&m, Outputs::ALL));
+    let plan = forward_plan(&m.config, Precision::F16, &[128], Heads::of(&m, OutputSelection::ALL));
     let kernels: Vec<&str> = plan.launches.iter().map(|l| l.kernel.as_str()).collect();
     assert!(kernels.contains(&"gemm_f16_nw_sk_ln") && kernels.contains(&"gemm_f16_n_ln"), "{kernels:?}");
     check(&m, Precision::F16, &[128]);

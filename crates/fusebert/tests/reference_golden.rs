@@ -1,6 +1,6 @@
 //! The CPU reference forward pass against the golden outputs of PyTorch + transformers
 //! (all-MiniLM-L6-v2, f32). Tolerances from the golden README: independent f32 implementations
-//! agree to ~3e-6; we require last_hidden_state 1e-4, mean_pooled 5e-5, pooler 1e-4 and print
+//! agree to ~3e-6; we require last_hidden_state 1e-4, pooled 5e-5, pooler 1e-4 and print
 //! the errors actually seen (run with `--nocapture`).
 mod golden_support;
 
@@ -38,25 +38,25 @@ fn check_case(case: &str) {
         assert_eq!(s.len, n);
         let gold_rows = &g.last_hidden_state[i * g.padded_len * h..][..n * h];
         e_hidden = e_hidden.max(max_abs_diff(&s.last_hidden_state, gold_rows));
-        e_mean = e_mean.max(max_abs_diff(&s.mean_pooled, &g.mean_pooled[i * h..][..h]));
+        e_mean = e_mean.max(max_abs_diff(&s.pooled, &g.pooled[i * h..][..h]));
         let gold64 = &g.last_hidden_state_f64[i * g.padded_len * h..][..n * h];
         e_hidden64 = e_hidden64.max(max_abs_diff_f64(&s.last_hidden_state, gold64));
-        e_mean64 = e_mean64.max(max_abs_diff_f64(&s.mean_pooled, &g.mean_pooled_f64[i * h..][..h]));
+        e_mean64 = e_mean64.max(max_abs_diff_f64(&s.pooled, &g.mean_pooled_f64[i * h..][..h]));
         e_pool = e_pool.max(max_abs_diff(s.pooler_output.as_ref().unwrap(), &g.pooler_output[i * h..][..h]));
-        e_norm = e_norm.max(max_abs_diff(&normed.sequences[i].mean_pooled, &g.sentence_embedding_l2norm[i * h..][..h]));
+        e_norm = e_norm.max(max_abs_diff(&normed.sequences[i].pooled, &g.sentence_embedding_l2norm[i * h..][..h]));
     }
     println!(
-        "{case}: max abs error vs torch f32: last_hidden_state {e_hidden:.2e}, mean_pooled {e_mean:.2e}, \
+        "{case}: max abs error vs torch f32: last_hidden_state {e_hidden:.2e}, pooled {e_mean:.2e}, \
          pooler_output {e_pool:.2e}, l2norm {e_norm:.2e}; vs torch f64: last_hidden_state {e_hidden64:.2e}, \
-         mean_pooled {e_mean64:.2e}"
+         pooled {e_mean64:.2e}"
     );
     assert!(e_hidden <= 1e-4, "{case}: last_hidden_state error {e_hidden}");
-    assert!(e_mean <= 5e-5, "{case}: mean_pooled error {e_mean}");
+    assert!(e_mean <= 5e-5, "{case}: pooled error {e_mean}");
     assert!(e_pool <= 1e-4, "{case}: pooler_output error {e_pool}");
     assert!(e_norm <= 5e-5, "{case}: sentence_embedding_l2norm error {e_norm}");
     // Same bounds against the float64 run: an f32 pass is ~1e-6 from the exact answer.
     assert!(e_hidden64 <= 1e-4, "{case}: last_hidden_state vs f64 error {e_hidden64}");
-    assert!(e_mean64 <= 5e-5, "{case}: mean_pooled vs f64 error {e_mean64}");
+    assert!(e_mean64 <= 5e-5, "{case}: pooled vs f64 error {e_mean64}");
 }
 
 #[test]
@@ -97,7 +97,7 @@ fn alone_equals_batched() {
                 .unwrap();
         let (a, b) = (&alone.sequences[0], &batched.sequences[i]);
         assert_eq!(a.last_hidden_state, b.last_hidden_state, "text {i}: hidden states differ");
-        assert_eq!(a.mean_pooled, b.mean_pooled, "text {i}: mean_pooled differs");
+        assert_eq!(a.pooled, b.pooled, "text {i}: pooled differs");
         assert_eq!(a.pooler_output, b.pooler_output, "text {i}: pooler differs");
     }
 }

@@ -13,7 +13,7 @@ use clap::Args;
 use serde::Serialize;
 
 use fusebert::device::Transfers;
-use fusebert::model::bert::{DeviceBert, ForwardOptions};
+use fusebert::model::forward::{DeviceBert, ForwardOptions};
 use fusebert::model::{synthetic, BertModel, Precision};
 use fusebert::perf::{self, Heads, LaunchPlan};
 use fusebert::{Device, Error, Result};

@@ -1,8 +1,12 @@
 //! `fusebert kernels report`: every kernel on standard BERT shapes, on the emulator: counters,
-//! FLOPs and minimum bytes.
+//! FLOPs and minimum bytes. `fusebert kernels markdown`: the tables of docs/kernels.md (ptxas
+//! resources of every kernel, the forward pass's launches), generated from the shipped PTX and
+//! the launch schedule; scripts/check-docs.sh fails CI when the document differs.
 use clap::{Args, Subcommand};
 
 use fusebert::kernels::report;
+use fusebert::model::{synthetic, Precision};
+use fusebert::perf::{forward_plan, Heads};
 use fusebert::{Device, Result};
 
 #[derive(Debug, Args)]
@@ -19,6 +23,8 @@ pub enum KernelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The generated tables of docs/kernels.md (ptxas resources, launch schedule) as Markdown.
+    Markdown,
 }
 
 pub fn run(a: KernelsArgs) -> Result<()> {
@@ -33,5 +39,65 @@ pub fn run(a: KernelsArgs) -> Result<()> {
             }
             Ok(())
         }
+        KernelsCommand::Markdown => {
+            print!("{}", markdown()?);
+            Ok(())
+        }
     }
+}
+
+/// The generated part of docs/kernels.md.
+fn markdown() -> Result<String> {
+    let mut s = String::new();
+    s += "### Registers and shared memory (`ptxas -v`, shipped PTX)\n\n";
+    s += "| module | kernel | arch | registers | static shared (B) | stack (B) | spills (B, store/load) |\n";
+    s += "|---|---|---|---:|---:|---:|---|\n";
+    for r in fusebert::ptx::parse_ptxas_report(fusebert::ptx::PTXAS_REPORT) {
+        s += &format!(
+            "| {} | `{}` | {} | {} | {} | {} | {}/{} |\n",
+            r.module,
+            r.kernel,
+            r.arch,
+            r.registers,
+            r.static_shared_bytes,
+            r.stack_bytes,
+            r.spill_store_bytes,
+            r.spill_load_bytes
+        );
+    }
+    s += "\n### Launches of one forward pass (the schedule)\n\n";
+    s += "Launch counts per precision and requested outputs (embeddings only; with the pooler and a 2-label \
+          classifier), from `model::schedule`:\n\n";
+    s += "| model shape | precision | embeddings | + pooler + classifier |\n|---|---|---:|---:|\n";
+    for name in ["minilm-l6", "bert-base", "bert-large"] {
+        let c = synthetic::shape_config(name)?;
+        for precision in [Precision::F16, Precision::Int8] {
+            let count = |heads: Heads| forward_plan(&c, precision, &[128], heads).launches.len();
+            let both = count(Heads { pooler: true, labels: 2 });
+            s += &format!("| {name} | {precision:?} | {} | {both} |\n", count(Heads::NONE));
+        }
+    }
+    for precision in [Precision::F16, Precision::Int8] {
+        let c = synthetic::shape_config("minilm-l6")?;
+        let plan = forward_plan(&c, precision, &[128], Heads::NONE);
+        s += &format!("\nMiniLM-L6 {precision:?}, one sequence of 128 tokens (layer 0 and what is outside the layers; every layer repeats layer 0):\n\n");
+        s += "| # | step | layer | kernel | grid | block | dyn. shared (B) | GFLOP | min. bytes |\n";
+        s += "|---:|---|---:|---|---|---:|---:|---:|---:|\n";
+        for (i, l) in plan.launches.iter().enumerate().filter(|(_, l)| l.layer.is_none_or(|x| x == 0)) {
+            s += &format!(
+                "| {i} | {} | {} | `{}` | {}x{}x{} | {} | {} | {:.3} | {} |\n",
+                l.step,
+                l.layer.map_or("-".to_string(), |x| x.to_string()),
+                l.kernel,
+                l.grid.0,
+                l.grid.1,
+                l.grid.2,
+                l.threads_per_block(),
+                l.shared_mem_bytes,
+                l.flops as f64 / 1e9,
+                l.min_bytes()
+            );
+        }
+    }
+    Ok(s)
 }

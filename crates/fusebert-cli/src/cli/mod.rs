@@ -61,9 +61,19 @@ pub fn main() -> i32 {
     match fusebert_cuda_standin::install_from_env().and_then(|()| dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e}{}", flag_hint(&e));
             1
         }
+    }
+}
+
+/// The command-line way out of a library error, where there is one.
+fn flag_hint(e: &fusebert::Error) -> &'static str {
+    match e {
+        fusebert::Error::InputTooLong { .. } => {
+            "; pass --truncate to cut it, or --max-length N up to the position limit"
+        }
+        _ => "",
     }
 }
 

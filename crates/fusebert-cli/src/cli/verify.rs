@@ -3,8 +3,8 @@
 use clap::Args;
 use std::path::PathBuf;
 
-use fusebert::model::bert::{DeviceBert, ForwardOptions, Outputs};
 use fusebert::model::compare::{cosine, max_abs_diff as max_abs};
+use fusebert::model::forward::{DeviceBert, ForwardOptions, OutputSelection};
 use fusebert::model::reference::{self, Options};
 use fusebert::model::Precision;
 
@@ -92,9 +92,9 @@ pub fn run(a: VerifyArgs) -> Result<i32> {
         }
     }
     for (i, (g, w)) in got.sequences.iter().zip(&want.sequences).enumerate() {
-        let c = cosine(&g.mean_pooled, &w.mean_pooled);
+        let c = cosine(&g.pooled, &w.pooled);
         ok &= c >= min_cos;
-        println!("{:<14} {:>12.3e} {:>12.7}", format!("mean_pooled {i}"), max_abs(&g.mean_pooled, &w.mean_pooled), c);
+        println!("{:<14} {:>12.3e} {:>12.7}", format!("pooled {i}"), max_abs(&g.pooled, &w.pooled), c);
         if let (Some(gp), Some(wp)) = (&g.pooler_output, &w.pooler_output) {
             println!("{:<14} {:>12.3e} {:>12.7}", format!("pooler {i}"), max_abs(gp, wp), cosine(gp, wp));
         }
@@ -124,13 +124,13 @@ fn print_counters(dev: &Device, bert: &DeviceBert, batch: &fusebert::tokenize::B
         e.1 += l.counters.global_load_bytes;
         e.2 += l.counters.global_store_bytes;
     }
-    let expected = bert.launches_for(Outputs::ALL);
+    let expected = bert.launches_for(OutputSelection::ALL);
     println!("launches: {} (expected {expected} for this model and precision)", launches.len());
     println!("{:<28} {:>8} {:>14} {:>14}", "kernel", "launches", "load bytes", "store bytes");
     for (k, (n, ld, st)) in &per_kernel {
         println!("{k:<28} {n:>8} {ld:>14} {st:>14}");
     }
-    let min = bert.minimum_traffic_for(batch, Outputs::ALL);
+    let min = bert.minimum_traffic_for(batch, OutputSelection::ALL);
     let ratio = |a: u64, b: u64| a as f64 / b.max(1) as f64;
     println!(
         "total: {} global load bytes = {:.2}x the minimum {} (each weight and activation read once; the excess is \

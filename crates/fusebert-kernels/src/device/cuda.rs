@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{result, sys, CudaContext};
 
-use super::{read_layout, Backend, KernelArg, LaunchConfig, ReadPart, RecordedLaunch};
+use super::{read_layout, DeviceBackend, KernelArg, LaunchConfig, ReadPart, RecordedLaunch};
 use fusebert_core::error::{Error, Result};
 
 pub struct CudaBackend {
@@ -273,7 +273,7 @@ impl CudaBackend {
     }
 }
 
-impl Backend for CudaBackend {
+impl DeviceBackend for CudaBackend {
     fn name(&self) -> String {
         self.name.clone()
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 pub use fusebert_emu::engine::{Emulator, EmulatorOptions, LaunchRecord};
 use fusebert_emu::{LaunchDims, ModuleLibrary, Param};
 
-use super::{Backend, KernelArg, LaunchConfig};
+use super::{DeviceBackend, KernelArg, LaunchConfig};
 use fusebert_core::error::Result;
 
 /// The emulator as a device backend (the same type: the device API is implemented on it).
@@ -48,7 +48,7 @@ pub fn dims(cfg: &LaunchConfig) -> LaunchDims {
     LaunchDims { grid: cfg.grid, block: cfg.block, shared_mem_bytes: cfg.shared_mem_bytes }
 }
 
-impl Backend for Emulator {
+impl DeviceBackend for Emulator {
     fn name(&self) -> String {
         "PTX emulator".into()
     }

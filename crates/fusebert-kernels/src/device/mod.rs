@@ -118,7 +118,7 @@ impl From<u64> for KernelArg {
 }
 
 /// What a backend must provide. Addresses are raw device addresses; sizes are bytes.
-pub trait Backend: Send + Sync {
+pub trait DeviceBackend: Send + Sync {
     /// Human-readable name, e.g. "NVIDIA H100 (sm_90)" or "PTX emulator".
     fn name(&self) -> String;
     fn alloc(&self, bytes: usize) -> Result<u64>;
@@ -180,7 +180,7 @@ pub struct ReadPart {
     pub bytes: usize,
 }
 
-/// Alignment of every part handed to a [`Backend::read_parts`] sink: enough to view the bytes
+/// Alignment of every part handed to a [`DeviceBackend::read_parts`] sink: enough to view the bytes
 /// as any element type without copying.
 pub const READ_ALIGN: usize = 16;
 
@@ -262,7 +262,7 @@ fn module_of_kernel(kernel: &str) -> Option<&'static str> {
 /// A handle to a GPU or to the emulator. Cheap to clone.
 #[derive(Clone)]
 pub struct Device {
-    backend: Arc<dyn Backend>,
+    backend: Arc<dyn DeviceBackend>,
     /// While [`Device::record`] runs: the launches, recorded instead of executed.
     recording: Arc<Mutex<Option<Vec<RecordedLaunch>>>>,
     /// Host-device copies since creation (shared by every clone).
@@ -299,11 +299,11 @@ impl Device {
     }
 
     /// Wraps any backend (for tests and custom backends).
-    pub fn from_backend(backend: Arc<dyn Backend>) -> Device {
+    pub fn from_backend(backend: Arc<dyn DeviceBackend>) -> Device {
         Device { backend, recording: Arc::new(Mutex::new(None)), transfers: Arc::default() }
     }
 
-    pub fn backend(&self) -> &dyn Backend {
+    pub fn backend(&self) -> &dyn DeviceBackend {
         &*self.backend
     }
 

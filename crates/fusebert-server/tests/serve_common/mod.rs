@@ -126,7 +126,7 @@ pub fn reference_embeddings(model: &BertModel, texts: &[&str], normalize: bool) 
         .iter()
         .map(|t| {
             let batch = tok.encode_batch(&[*t], true).unwrap();
-            reference::forward(model, &batch, &Options { normalize }).unwrap().sequences.remove(0).mean_pooled
+            reference::forward(model, &batch, &Options { normalize }).unwrap().sequences.remove(0).pooled
         })
         .collect()
 }

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-pub mod bert;
 pub mod compare;
 pub mod config;
+pub mod forward;
 pub mod quant;
 pub mod reference;
+pub mod schedule;
 pub mod sentence;
 pub mod synthetic;
 pub mod weights;

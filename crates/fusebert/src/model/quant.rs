@@ -54,7 +54,7 @@ fn w8a8(x: &[f32], w: &[f32], bias: &[f32], inp: usize, asym: bool) -> Vec<f32> 
     y
 }
 
-/// The device's int8 scheme on the CPU (what [`crate::model::bert::DeviceBert`] computes, in
+/// The device's int8 scheme on the CPU (what [`crate::model::forward::DeviceBert`] computes, in
 /// exact integer arithmetic on f32 activations): symmetric W8A8 for the QKV, attention-output and
 /// FFN1 GEMMs, asymmetric activations for FFN2; with `ranges` (calibrated) the QKV and FFN1
 /// inputs are smoothed by the multipliers the device derives from them (QKV multipliers

@@ -20,7 +20,7 @@ use crate::tokenize::{Batch, PackedBatch};
 /// What to compute besides the hidden states.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Options {
-    /// L2-normalise `mean_pooled` (what sentence-transformers' `encode()` returns).
+    /// L2-normalise `pooled` (what sentence-transformers' `encode()` returns).
     pub normalize: bool,
 }
 
@@ -31,9 +31,10 @@ pub struct SequenceOutput {
     pub len: usize,
     /// Final hidden states, `[len, hidden]` row-major.
     pub last_hidden_state: Vec<f32>,
-    /// Mean of `last_hidden_state` over the tokens, `[hidden]`; L2-normalised when
+    /// The sentence embedding: `last_hidden_state` pooled (mean here; any sentence-transformers
+    /// mode on the device path and in a `Pipeline`), `[hidden]`; L2-normalised when
     /// [`Options::normalize`].
-    pub mean_pooled: Vec<f32>,
+    pub pooled: Vec<f32>,
     /// `tanh(W h_cls + b)` on the `[CLS]` state, `[hidden]`; `None` when the model has no pooler.
     pub pooler_output: Option<Vec<f32>>,
     /// Classifier logits, `[num_labels]`; `None` when the model has no classifier head.
@@ -154,9 +155,9 @@ fn heads(model: &BertModel, x: &[f32], batch: &Batch, opts: &Options) -> Output 
     let sequences = (0..batch.len())
         .map(|i| {
             let rows = &x[cu[i] as usize * h..cu[i + 1] as usize * h];
-            let mut mean_pooled = mean_pool(rows, h);
+            let mut embedding = mean_pool(rows, h);
             if opts.normalize {
-                l2_normalize(&mut mean_pooled);
+                l2_normalize(&mut embedding);
             }
             let logits = logits.as_ref().map(|l| {
                 let n = l.len() / batch.len();
@@ -165,7 +166,7 @@ fn heads(model: &BertModel, x: &[f32], batch: &Batch, opts: &Options) -> Output 
             SequenceOutput {
                 len: batch.lengths[i],
                 last_hidden_state: rows.to_vec(),
-                mean_pooled,
+                pooled: embedding,
                 pooler_output: pooled.as_ref().map(|p| p[i * h..(i + 1) * h].to_vec()),
                 scores: logits.as_deref().map(softmax),
                 logits,

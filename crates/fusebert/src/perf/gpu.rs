@@ -112,7 +112,7 @@ pub fn gpu(name: &str) -> Result<GpuSpec> {
             smem_per_block: 163 << 10,
             sources: "NVIDIA A100 datasheet and Ampere GA100 whitepaper (SMs, fp16/int8 dense peaks, HBM2e 2039 GB/s, \
                       40 MB L2, 164 KB smem/SM); L2 bandwidth ~5 TB/s is an estimate (not published); launch 4 us \
-                      and graph node 0.6 us from community measurements (perf-anchors.md 2.2); DRAM efficiency 0.85 \
+                      and graph node 0.6 us from community measurements (docs/perf-anchors.md 2.2); DRAM efficiency 0.85 \
                       (Accel-Sim: 85% attained on Volta HBM)",
             ..base
         },

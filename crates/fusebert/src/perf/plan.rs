@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::kernels::gemm_plan::{fuses_layernorm, GemmPlan};
 use crate::kernels::{attention as attn, embedding as emb, gemm_int8::Tile, layernorm::ROWS_PER_BLOCK};
-use crate::model::bert::Outputs;
+use crate::model::forward::OutputSelection;
+use crate::model::schedule::{schedule, LayerGemm, LayerNorm, Quantized, ScheduleShape, Step};
 use crate::model::{BertConfig, BertModel, Precision};
 
 /// What the forward pass runs besides the encoder and the pooling: the heads whose outputs
@@ -27,7 +28,7 @@ impl Heads {
     /// What `DeviceBert` runs for `model` when asked for `outputs`: the pooler for its own
     /// output or for the logits, the classifier for the logits, each only when the model has
     /// it. Embeddings (the default of `roofline`) run neither.
-    pub fn of(model: &BertModel, outputs: Outputs) -> Heads {
+    pub fn of(model: &BertModel, outputs: OutputSelection) -> Heads {
         let pooler = model.weights.pooler.is_some();
         let labels = model.weights.classifier.as_ref().map_or(0, |c| c.labels.len());
         let classifier = outputs.logits && pooler && labels > 0;
@@ -116,63 +117,67 @@ struct Prec {
     int8: bool,
 }
 
-/// Builds the plan of `DeviceBert::forward` over sequences of `lengths` tokens. Mirrors
-/// `model::bert` step by step; the calibrated int8 path (what the CLI builds) is assumed, with
-/// SmoothQuant multipliers on the QKV and FFN1 inputs.
+/// Builds the plan of `DeviceBert::forward` over sequences of `lengths` tokens: one planned
+/// launch per step of the forward pass's schedule (`model::schedule`, the list the device
+/// forward pass launches), with the launch wrappers' geometry. The calibrated int8 path (what
+/// every front end builds) is assumed, with SmoothQuant multipliers on the QKV and FFN1 inputs.
 pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], heads: Heads) -> LaunchPlan {
     let p = Prec { int8: precision == Precision::Int8 };
     let t: usize = lengths.iter().sum();
     let b = lengths.len();
-    let (h, f) = (c.hidden_size, c.intermediate_size);
-    let mut v = Vec::new();
-    v.push(embedding(c, lengths));
-    if p.int8 {
-        v.push(quantize(t, h, false, true, None));
+    let shape = ScheduleShape {
+        layers: c.num_hidden_layers,
+        precision,
+        fuse_layernorm: fuses_layernorm(c.hidden_size),
+        projection: c.embedding_size != c.hidden_size,
+        pooler: heads.pooler,
+        classifier: heads.pooler && heads.labels > 0,
+    };
+    let launches = schedule(shape).into_iter().map(|step| planned(c, p, lengths, heads, step)).collect();
+    LaunchPlan { launches, tokens: t, sequences: b }
+}
+
+/// The planned launch of one step.
+fn planned(c: &BertConfig, p: Prec, lengths: &[usize], heads: Heads, step: Step) -> PlannedLaunch {
+    let (t, b) = (lengths.iter().sum::<usize>(), lengths.len());
+    let (h, f, e) = (c.hidden_size, c.intermediate_size, c.embedding_size);
+    let fp16 = Prec { int8: false };
+    let not_last = |l: usize| l + 1 < c.num_hidden_layers;
+    match step {
+        Step::Embedding => embedding(c, lengths),
+        Step::Projection => gemm(fp16, "projection", None, t, h, e, Epi::None, false),
+        Step::Quantize { layer, what: Quantized::Embeddings } => quantize(t, h, false, true, layer),
+        Step::Quantize { layer, what: Quantized::Context } => quantize(t, h, false, false, layer),
+        Step::Quantize { layer, what: Quantized::Ffn } => quantize(t, f, true, false, layer),
+        Step::Gemm { layer, gemm: g, layernorm } => {
+            let li = Some(layer);
+            let (m, n, k, epi, asym) = match g {
+                LayerGemm::Qkv => (t, 3 * h, h, Epi::None, false),
+                LayerGemm::AttnOut => (t, h, h, Epi::Residual, false),
+                LayerGemm::Ffn1 => (t, f, h, Epi::Gelu, false),
+                LayerGemm::Ffn2 => (t, h, f, Epi::Residual, true),
+            };
+            match layernorm {
+                None => layer_gemm(p, g.name(), li, m, n, k, epi, asym),
+                Some(out) => {
+                    let plan = GemmPlan::choose_with_layernorm(m, n, k, p.int8);
+                    let planned = planned_gemm(p, g.name(), li, m, n, k, epi, asym, plan);
+                    // LN1's codes feed FFN1 (smoothed); LN2's the next layer's QKV (smoothed)
+                    let smooth = out.which == LayerNorm::Ln1 || not_last(layer);
+                    with_layernorm(planned, plan, t, h, out.q8, smooth)
+                }
+            }
+        }
+        Step::Attention { layer } => attention(lengths, c.num_attention_heads, c.head_dim(), Some(layer)),
+        Step::LayerNorm { layer, out } => {
+            let smooth = out.which == LayerNorm::Ln1 || not_last(layer);
+            layernorm(out.q8, smooth, t, h, out.which.name(), Some(layer))
+        }
+        Step::Pool => pool(b, t, h),
+        Step::GatherCls => gather(b, h),
+        Step::Pooler => gemm(fp16, "pooler", None, b, h, h, Epi::Tanh, false),
+        Step::Classifier => gemm(fp16, "classifier", None, b, heads.labels.next_multiple_of(16), h, Epi::None, false),
     }
-    let layers = c.num_hidden_layers;
-    for l in 0..layers {
-        let li = Some(l);
-        v.push(layer_gemm(p, "qkv", li, t, 3 * h, h, Epi::None, false));
-        v.push(attention(lengths, c.num_attention_heads, c.head_dim(), li));
-        if p.int8 {
-            v.push(quantize(t, h, false, false, li));
-        }
-        // the layernorms fused into the residual GEMMs where the row fits (with their int8
-        // output in int8)
-        let fuse = fuses_layernorm(h);
-        if fuse {
-            let plan = GemmPlan::choose_with_layernorm(t, h, h, p.int8);
-            let g = planned_gemm(p, "attn_out", li, t, h, h, Epi::Residual, false, plan);
-            v.push(with_layernorm(g, plan, t, h, p.int8, true));
-        } else {
-            v.push(layer_gemm(p, "attn_out", li, t, h, h, Epi::Residual, false));
-            v.push(layernorm(p.int8, true, t, h, "ln1", li));
-        }
-        v.push(layer_gemm(p, "ffn1", li, t, f, h, Epi::Gelu, false));
-        if p.int8 {
-            v.push(quantize(t, f, true, false, li));
-        }
-        let last = l + 1 == layers;
-        if fuse {
-            // int8: LN2's codes for the next layer's QKV (smoothed), none after the last layer
-            let plan = GemmPlan::choose_with_layernorm(t, h, f, p.int8);
-            let g = planned_gemm(p, "ffn2", li, t, h, f, Epi::Residual, true, plan);
-            v.push(with_layernorm(g, plan, t, h, p.int8 && !last, !last));
-        } else {
-            v.push(layer_gemm(p, "ffn2", li, t, h, f, Epi::Residual, true));
-            v.push(layernorm(p.int8 && !last, !last, t, h, "ln2", li));
-        }
-    }
-    v.push(pool(b, t, h));
-    if heads.pooler {
-        v.push(gather(b, h));
-        let fp16 = Prec { int8: false };
-        v.push(gemm(fp16, "pooler", None, b, h, h, Epi::Tanh, false));
-        if heads.labels > 0 {
-            v.push(gemm(fp16, "classifier", None, b, heads.labels.next_multiple_of(16), h, Epi::None, false));
-        }
-    }
-    LaunchPlan { launches: v, tokens: t, sequences: b }
 }
 
 fn linear(grid: usize, threads: u32, shared: usize) -> ((u32, u32, u32), (u32, u32, u32), u32) {

@@ -34,7 +34,7 @@ pub struct Golden {
     /// `[B * L * H]`.
     pub last_hidden_state: Vec<f32>,
     /// `[B * H]` each.
-    pub mean_pooled: Vec<f32>,
+    pub pooled: Vec<f32>,
     pub pooler_output: Vec<f32>,
     pub sentence_embedding_l2norm: Vec<f32>,
     /// The same model run in float64 (the closest thing to the exact answer).
@@ -77,7 +77,7 @@ impl Golden {
             attention_mask: i64s("attention_mask"),
             token_type_ids: i64s("token_type_ids"),
             last_hidden_state: f32s("last_hidden_state"),
-            mean_pooled: f32s("mean_pooled"),
+            pooled: f32s("mean_pooled"),
             pooler_output: f32s("pooler_output"),
             sentence_embedding_l2norm: f32s("sentence_embedding_l2norm"),
             last_hidden_state_f64: f64s("last_hidden_state_f64"),

@@ -11,10 +11,10 @@
 //! asymmetrically, `quantize_i8_asym`: it spans [-0.17, max], so a symmetric scale would waste
 //! half the codes), and the embedding output once: 3 + 9 L launches.
 //! The pooler (gather `[CLS]` rows + GEMM with tanh) and the classifier GEMM add 2 and 1, when
-//! the caller asks for their outputs ([`Outputs`]).
+//! the caller asks for their outputs ([`OutputSelection`]).
 //!
 //! Host path: the ids, positions, token types and `cu_seqlens` go up in one copy (one packed
-//! buffer, viewed per input); only the requested outputs come back ([`Outputs`]: pooled
+//! buffer, viewed per input); only the requested outputs come back ([`OutputSelection`]: pooled
 //! embeddings and logits by default, hidden states on request), with one synchronisation
 //! ([`Device::read_back`]: on CUDA, asynchronous copies into pinned memory), converted from
 //! fp16 with the `half` crate's vectorised slice conversion.
@@ -33,6 +33,7 @@ use half::slice::HalfFloatSliceExt;
 use super::config::BertConfig;
 use super::quant::{self, quantize_rows};
 use super::reference::{check_batch, softmax, Output, SequenceOutput};
+use super::schedule::{self, LayerGemm, LayerNorm, LayerNormOut, Quantized, ScheduleShape, Step};
 use super::sentence::SentenceConfig;
 use super::weights::{LayerNormWeights, Linear};
 use super::{BertModel, Precision};
@@ -204,11 +205,11 @@ const GRAPH_CACHE: usize = 8;
 /// model has no head for is `None`, as in the reference.
 ///
 /// The default is what an application usually wants: the pooled embeddings and, for a model
-/// with a classifier, the logits. [`Outputs::POOLED`] and [`Outputs::LOGITS`] ask for one of
-/// them; verification asks for [`Outputs::ALL`].
+/// with a classifier, the logits. [`OutputSelection::POOLED`] and [`OutputSelection::LOGITS`] ask for one of
+/// them; verification asks for [`OutputSelection::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outputs {
-    /// `SequenceOutput::mean_pooled`: the embedding pooled as [`DevicePooling`] says, f32,
+pub struct OutputSelection {
+    /// `SequenceOutput::pooled`: the embedding pooled as [`DevicePooling`] says, f32,
     /// `[hidden]` per sequence (`B * hidden * 4` bytes read back).
     pub pooled: bool,
     /// `SequenceOutput::pooler_output` (models with a pooler): runs the pooler.
@@ -224,26 +225,26 @@ pub struct Outputs {
     pub hidden_states: bool,
 }
 
-impl Outputs {
+impl OutputSelection {
     /// Nothing but the pooled embeddings (`sentence_embeddings`, `embed`).
-    pub const POOLED: Outputs =
-        Outputs { pooled: true, pooler: false, logits: false, last_hidden_state: false, hidden_states: false };
+    pub const POOLED: OutputSelection =
+        OutputSelection { pooled: true, pooler: false, logits: false, last_hidden_state: false, hidden_states: false };
     /// Nothing but the logits and scores (`classify`, `rerank`).
-    pub const LOGITS: Outputs =
-        Outputs { pooled: false, pooler: false, logits: true, last_hidden_state: false, hidden_states: false };
+    pub const LOGITS: OutputSelection =
+        OutputSelection { pooled: false, pooler: false, logits: true, last_hidden_state: false, hidden_states: false };
     /// Everything the model can give, per-layer hidden states included (`verify`).
-    pub const ALL: Outputs =
-        Outputs { pooled: true, pooler: true, logits: true, last_hidden_state: true, hidden_states: true };
+    pub const ALL: OutputSelection =
+        OutputSelection { pooled: true, pooler: true, logits: true, last_hidden_state: true, hidden_states: true };
     /// Nothing: the encoder runs, nothing is read back (a warm-up).
-    pub const NONE: Outputs =
-        Outputs { pooled: false, pooler: false, logits: false, last_hidden_state: false, hidden_states: false };
+    pub const NONE: OutputSelection =
+        OutputSelection { pooled: false, pooler: false, logits: false, last_hidden_state: false, hidden_states: false };
 }
 
-impl std::ops::BitOr for Outputs {
-    type Output = Outputs;
+impl std::ops::BitOr for OutputSelection {
+    type Output = OutputSelection;
     /// Everything either asks for (a server batch serving several requests).
-    fn bitor(self, o: Outputs) -> Outputs {
-        Outputs {
+    fn bitor(self, o: OutputSelection) -> OutputSelection {
+        OutputSelection {
             pooled: self.pooled || o.pooled,
             pooler: self.pooler || o.pooler,
             logits: self.logits || o.logits,
@@ -253,24 +254,24 @@ impl std::ops::BitOr for Outputs {
     }
 }
 
-impl Default for Outputs {
+impl Default for OutputSelection {
     /// The pooled embeddings, and the logits when the model has a classifier.
     fn default() -> Self {
-        Outputs { logits: true, ..Outputs::POOLED }
+        OutputSelection { logits: true, ..OutputSelection::POOLED }
     }
 }
 
 /// Options of one device forward pass.
 ///
 /// ```no_run
-/// # use fusebert::model::{BertModel, Precision, bert::{DeviceBert, ForwardOptions, Outputs}};
+/// # use fusebert::model::{BertModel, Precision, forward::{DeviceBert, ForwardOptions, OutputSelection}};
 /// # fn f(bert: &mut DeviceBert, batch: &fusebert::tokenize::Batch) -> fusebert::Result<()> {
 /// // sentence embeddings, L2-normalised: B x hidden floats come back, nothing else
 /// let (out, _) = bert.forward(batch, ForwardOptions::embeddings(true))?;
 /// // logits of a cross-encoder
 /// let (out, _) = bert.forward(batch, ForwardOptions::classification())?;
 /// // the last hidden state too
-/// let opts = ForwardOptions { outputs: Outputs { last_hidden_state: true, ..Outputs::POOLED }, ..Default::default() };
+/// let opts = ForwardOptions { outputs: OutputSelection { last_hidden_state: true, ..OutputSelection::POOLED }, ..Default::default() };
 /// let (out, _) = bert.forward(batch, opts)?;
 /// # Ok(()) }
 /// ```
@@ -279,25 +280,25 @@ pub struct ForwardOptions {
     /// L2-normalise the pooled embedding.
     pub normalize: bool,
     /// What to compute and read back.
-    pub outputs: Outputs,
+    pub outputs: OutputSelection,
 }
 
 impl ForwardOptions {
-    /// The pooled embeddings only ([`Outputs::POOLED`]), L2-normalised when `normalize`.
+    /// The pooled embeddings only ([`OutputSelection::POOLED`]), L2-normalised when `normalize`.
     pub fn embeddings(normalize: bool) -> Self {
-        ForwardOptions { normalize, outputs: Outputs::POOLED }
+        ForwardOptions { normalize, outputs: OutputSelection::POOLED }
     }
-    /// The logits (and scores) only ([`Outputs::LOGITS`]).
+    /// The logits (and scores) only ([`OutputSelection::LOGITS`]).
     pub fn classification() -> Self {
-        ForwardOptions { normalize: false, outputs: Outputs::LOGITS }
+        ForwardOptions { normalize: false, outputs: OutputSelection::LOGITS }
     }
-    /// Every output, per-layer hidden states included ([`Outputs::ALL`]).
+    /// Every output, per-layer hidden states included ([`OutputSelection::ALL`]).
     pub fn all() -> Self {
-        ForwardOptions { normalize: false, outputs: Outputs::ALL }
+        ForwardOptions { normalize: false, outputs: OutputSelection::ALL }
     }
 }
 
-/// How [`DeviceBert::forward_pooled`] pools each sequence into `SequenceOutput::mean_pooled`.
+/// How [`DeviceBert::forward_pooled`] pools each sequence into `SequenceOutput::pooled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DevicePooling {
     pub mode: Pooling,
@@ -470,7 +471,7 @@ impl DeviceBert {
         })
     }
 
-    /// Turns graph replay of the forward pass on or off (on by default on CUDA). Outputs are
+    /// Turns graph replay of the forward pass on or off (on by default on CUDA). OutputSelection are
     /// bit-identical either way; only the number of host calls changes.
     pub fn set_graphs(&mut self, on: bool) {
         self.use_graphs = on;
@@ -521,85 +522,109 @@ impl DeviceBert {
     /// loads exceed it by the GEMM tiles' re-reads of activations and weights, attention's K/V
     /// re-reads per query tile, and per-block parameter reloads (served by L1/L2 on a GPU).
     ///
-    /// For the default [`Outputs`]; see [`DeviceBert::minimum_traffic_for`].
+    /// For the default [`OutputSelection`]; see [`DeviceBert::minimum_traffic_for`].
     pub fn minimum_traffic(&self, batch: &Batch) -> Traffic {
-        self.minimum_traffic_for(batch, Outputs::default())
+        self.minimum_traffic_for(batch, OutputSelection::default())
     }
 
     /// [`DeviceBert::minimum_traffic`] of a pass asking for `outputs` (which decide whether the
     /// pooler and the classifier run).
-    pub fn minimum_traffic_for(&self, batch: &Batch, outputs: Outputs) -> Traffic {
-        let (t, b) = (batch.total_tokens(), batch.len());
-        let (h, i) = (self.config.hidden_size, self.config.intermediate_size);
-        let (cu, int8) = (4 * (b + 1), self.precision == Precision::Int8);
-        let smooth_bytes = |m: Option<&DeviceBuffer<f16>>| m.map_or(0, |m| m.bytes());
-        // int8 copy of [t, k] written next to an fp16 output (layernorm_q8) or by quantize
-        let q8_out = |k: usize, asym: bool| if int8 { t * k + 4 * t + if asym { 4 * t } else { 0 } } else { 0 };
+    pub fn minimum_traffic_for(&self, batch: &Batch, outputs: OutputSelection) -> Traffic {
         let mut tr = Traffic::default();
-        // ids, positions (and token types) of each token, and one row of each table
-        let (e, tables) = (self.config.embedding_size, if self.token_type.is_some() { 3 } else { 2 });
-        tr.add(tables * 4 * t + tables * t * e * 2 + self.emb_ln.bytes(), t * e * 2);
-        if let Some(p) = &self.projection {
-            tr.add(t * e * 2 + p.gemm_bytes(), t * h * 2);
-        }
-        if int8 {
-            let m = self.layers.first().and_then(|l| l.qkv.smooth());
-            tr.add(t * h * 2 + smooth_bytes(m), q8_out(h, false));
-        }
-        for (li, l) in self.layers.iter().enumerate() {
-            let next_qkv = self.layers.get(li + 1).map(|n| &n.qkv);
-            tr.add(l.qkv.input_bytes(t, h) + l.qkv.gemm_bytes(), t * 3 * h * 2);
-            tr.add(t * 3 * h * 2 + cu, t * h * 2);
-            if int8 {
-                tr.add(t * h * 2, q8_out(h, false));
-            }
-            tr.add(l.attn_out.input_bytes(t, h) + l.attn_out.gemm_bytes() + t * h * 2, t * h * 2);
-            tr.add(t * h * 2 + l.ln1.bytes() + smooth_bytes(l.ffn1.smooth()), t * h * 2 + q8_out(h, false));
-            tr.add(l.ffn1.input_bytes(t, h) + l.ffn1.gemm_bytes(), t * i * 2);
-            if int8 {
-                tr.add(t * i * 2 + smooth_bytes(l.ffn2.smooth()), q8_out(i, true));
-            }
-            tr.add(l.ffn2.input_bytes(t, i) + l.ffn2.gemm_bytes() + t * h * 2, t * h * 2);
-            // the last layer's output feeds only the heads: no int8 copy
-            let q8 = if next_qkv.is_some() { q8_out(h, false) } else { 0 };
-            tr.add(t * h * 2 + l.ln2.bytes() + smooth_bytes(next_qkv.and_then(|n| n.smooth())), t * h * 2 + q8);
-        }
-        tr.add(t * h * 2 + cu, b * h * 4); // pooling (mean: every row; the counters show the others' less)
-        let (pooler, classifier) = self.heads_run(outputs);
-        if let (Some(p), true) = (&self.pooler, pooler) {
-            tr.add(b * h * 2 + cu, b * h * 2);
-            tr.add(b * h * 2 + p.gemm_bytes(), b * h * 2);
-            if let (Some((c, _)), true) = (&self.classifier, classifier) {
-                tr.add(b * h * 2 + c.gemm_bytes(), b * self.classifier_padded() * 2);
-            }
+        for step in self.schedule(outputs) {
+            let (load, store) = self.step_traffic(step, batch);
+            tr.add(load, store);
         }
         tr
     }
 
-    /// Kernel launches of one forward pass with the default [`Outputs`] (see the module docs).
+    /// The least bytes one step loads and stores: each weight and activation once. A residual
+    /// GEMM with its layernorm fused counts both halves (the same bytes as unfused: the
+    /// counters show the fusion's savings against this).
+    fn step_traffic(&self, step: Step, batch: &Batch) -> (usize, usize) {
+        let (t, b) = (batch.total_tokens(), batch.len());
+        let (h, i, e) = (self.config.hidden_size, self.config.intermediate_size, self.config.embedding_size);
+        let (cu, int8) = (4 * (b + 1), self.precision == Precision::Int8);
+        let smooth_bytes = |m: Option<&DeviceBuffer<f16>>| m.map_or(0, |m| m.bytes());
+        // int8 copy of [t, k] written next to an fp16 output (layernorm_q8) or by quantize
+        let q8_out = |k: usize, asym: bool| if int8 { t * k + 4 * t + if asym { 4 * t } else { 0 } } else { 0 };
+        let layer = |l: usize| &self.layers[l];
+        // the layernorm after a residual GEMM: its input rows, gamma/beta and the multipliers
+        // of the GEMM its int8 codes feed
+        let ln = |l: usize, out: LayerNormOut| -> (usize, usize) {
+            let (w, smooth) = match out.which {
+                LayerNorm::Ln1 => (&layer(l).ln1, layer(l).ffn1.smooth()),
+                LayerNorm::Ln2 => (&layer(l).ln2, self.layers.get(l + 1).and_then(|n| n.qkv.smooth())),
+            };
+            (t * h * 2 + w.bytes() + smooth_bytes(smooth), t * h * 2 + if out.q8 { q8_out(h, false) } else { 0 })
+        };
+        let plus = |(a, b): (usize, usize), (c, d): (usize, usize)| (a + c, b + d);
+        match step {
+            // ids, positions (and token types) of each token, and one row of each table
+            Step::Embedding => {
+                let tables = if self.token_type.is_some() { 3 } else { 2 };
+                (tables * 4 * t + tables * t * e * 2 + self.emb_ln.bytes(), t * e * 2)
+            }
+            Step::Projection => (t * e * 2 + self.projection.as_ref().map_or(0, DeviceLinear::gemm_bytes), t * h * 2),
+            Step::Quantize { what: Quantized::Embeddings, .. } => {
+                (t * h * 2 + smooth_bytes(self.layers.first().and_then(|l| l.qkv.smooth())), q8_out(h, false))
+            }
+            Step::Quantize { what: Quantized::Context, .. } => (t * h * 2, q8_out(h, false)),
+            Step::Quantize { layer: l, what: Quantized::Ffn } => {
+                let smooth = l.and_then(|l| layer(l).ffn2.smooth());
+                (t * i * 2 + smooth_bytes(smooth), q8_out(i, true))
+            }
+            Step::Gemm { layer: l, gemm, layernorm } => {
+                let (lin, k, n, residual) = match gemm {
+                    LayerGemm::Qkv => (&layer(l).qkv, h, 3 * h, 0),
+                    LayerGemm::AttnOut => (&layer(l).attn_out, h, h, t * h * 2),
+                    LayerGemm::Ffn1 => (&layer(l).ffn1, h, i, 0),
+                    LayerGemm::Ffn2 => (&layer(l).ffn2, i, h, t * h * 2),
+                };
+                let g = (lin.input_bytes(t, k) + lin.gemm_bytes() + residual, t * n * 2);
+                layernorm.map_or(g, |out| plus(g, ln(l, out)))
+            }
+            Step::Attention { .. } => (t * 3 * h * 2 + cu, t * h * 2),
+            Step::LayerNorm { layer: l, out } => ln(l, out),
+            // pooling (mean: every row; the counters show the other modes' less)
+            Step::Pool => (t * h * 2 + cu, b * h * 4),
+            Step::GatherCls => (b * h * 2 + cu, b * h * 2),
+            Step::Pooler => (b * h * 2 + self.pooler.as_ref().map_or(0, DeviceLinear::gemm_bytes), b * h * 2),
+            Step::Classifier => {
+                let c = self.classifier.as_ref().map_or(0, |(c, _)| c.gemm_bytes());
+                (b * h * 2 + c, b * self.classifier_padded() * 2)
+            }
+        }
+    }
+
+    /// Kernel launches of one forward pass with the default [`OutputSelection`] (see the module docs).
     pub fn launches_per_forward(&self) -> usize {
-        self.launches_for(Outputs::default())
+        self.launches_for(OutputSelection::default())
     }
 
     /// Kernel launches of one forward pass asking for `outputs`.
-    pub fn launches_for(&self, outputs: Outputs) -> usize {
+    pub fn launches_for(&self, outputs: OutputSelection) -> usize {
+        self.schedule(outputs).len()
+    }
+
+    /// Every launch of a pass asking for `outputs`, in order: what [`DeviceBert::forward`]
+    /// launches, and what the launch count and the minimum traffic are counted over.
+    pub fn schedule(&self, outputs: OutputSelection) -> Vec<Step> {
         let (pooler, classifier) = self.heads_run(outputs);
-        let l = self.layers.len();
-        // the layernorms fused into the residual GEMMs (DeviceBert::layer)
-        let fused = kernels::gemm_plan::fuses_layernorm(self.config.hidden_size);
-        let body = match (self.precision, fused) {
-            (Precision::F16, false) => 2 + 7 * l,
-            (Precision::F16, true) => 2 + 5 * l,
-            (Precision::Int8, false) => 3 + 9 * l,
-            (Precision::Int8, true) => 3 + 7 * l,
-        };
-        body + usize::from(self.projection.is_some()) + if pooler { 2 } else { 0 } + usize::from(classifier)
+        schedule::schedule(ScheduleShape {
+            layers: self.layers.len(),
+            precision: self.precision,
+            fuse_layernorm: kernels::gemm_plan::fuses_layernorm(self.config.hidden_size),
+            projection: self.projection.is_some(),
+            pooler,
+            classifier,
+        })
     }
 
     /// Whether a pass asking for `outputs` runs the pooler and the classifier: the pooler for
     /// its own output or for the logits, the classifier for the logits, each only when the
     /// model has it (the classifier reads the pooler's output, so it needs both).
-    fn heads_run(&self, o: Outputs) -> (bool, bool) {
+    fn heads_run(&self, o: OutputSelection) -> (bool, bool) {
         let classifier = o.logits && self.pooler.is_some() && self.classifier.is_some();
         (self.pooler.is_some() && (o.pooler || classifier), classifier)
     }
@@ -686,11 +711,11 @@ impl DeviceBert {
         Ok(out
             .sequences
             .into_iter()
-            .map(|s| if on_device { s.mean_pooled } else { sentence.after_pooling(&s.mean_pooled) })
+            .map(|s| if on_device { s.pooled } else { sentence.after_pooling(&s.pooled) })
             .collect())
     }
 
-    /// [`DeviceBert::forward`] with another pooling: `SequenceOutput::mean_pooled` then holds
+    /// [`DeviceBert::forward`] with another pooling: `SequenceOutput::pooled` then holds
     /// the `pooling.mode` vector (L2-normalised when `opts.normalize`).
     pub fn forward_pooled(
         &mut self,
@@ -749,8 +774,95 @@ impl DeviceBert {
         pooling: DevicePooling,
         mut after: impl FnMut(&DeviceBuffer<f16>) -> Result<()>,
     ) -> Result<()> {
-        let (t, b, h) = (batch.total_tokens(), batch.len(), self.config.hidden_size);
+        for step in self.schedule(opts.outputs) {
+            // a layer's first launch and pooling read the hidden state the steps before made
+            if matches!(step, Step::Gemm { gemm: LayerGemm::Qkv, .. } | Step::Pool) {
+                after(&ws.x)?;
+            }
+            self.launch_step(ws, batch, opts, pooling, step)?;
+        }
+        Ok(())
+    }
+
+    /// One step of the schedule. Buffers: ws.x holds the hidden state between layers (and, for
+    /// int8, ws.q8 its quantised copy); qkv, ctx, y (residual sums), h (LN1's output) and ffn
+    /// are a layer's intermediates.
+    fn launch_step(
+        &self,
+        ws: &mut Workspace,
+        batch: &Batch,
+        opts: ForwardOptions,
+        pooling: DevicePooling,
+        step: Step,
+    ) -> Result<()> {
         let d = &self.dev;
+        let (t, b) = (batch.total_tokens(), batch.len());
+        let (h, i, eps) = (self.config.hidden_size, self.config.intermediate_size, self.config.layer_norm_eps);
+        match step {
+            Step::Embedding => self.embedding(ws, t),
+            Step::Projection => match (&self.projection, &ws.emb) {
+                (Some(DeviceLinear::F16 { w, b }), Some(emb)) => {
+                    kernels::gemm_f16(d, emb, w, Some(b), Epilogue::None, &mut ws.x, t, h, self.config.embedding_size)
+                }
+                _ => Err(Error::Other("DeviceBert: projection without its weights or workspace buffer".into())),
+            },
+            Step::Quantize { layer: _, what: Quantized::Embeddings } => {
+                let smooth = self.layers.first().and_then(|l| l.qkv.smooth());
+                kernels::quantize_i8_smoothed(d, &ws.x, smooth, &mut ws.q8, &mut ws.q8_scale, t, h)
+            }
+            Step::Quantize { layer: _, what: Quantized::Context } => {
+                kernels::quantize_i8(d, &ws.ctx, &mut ws.q8, &mut ws.q8_scale, t, h)
+            }
+            Step::Quantize { layer, what: Quantized::Ffn } => {
+                let smooth = layer.and_then(|l| self.layers[l].ffn2.smooth());
+                kernels::quantize_i8_asym(d, &ws.ffn, smooth, &mut ws.q8, &mut ws.q8_scale, &mut ws.q8_zero, t, i)
+            }
+            Step::Attention { .. } => {
+                let shape = AttentionShape {
+                    batch: b,
+                    tokens: t,
+                    max_seqlen: batch.max_len(),
+                    heads: self.config.num_attention_heads,
+                    head_dim: self.config.head_dim(),
+                    scale: None,
+                };
+                kernels::attention(d, &ws.qkv, &ws.cu_seqlens, &mut ws.ctx, shape)
+            }
+            Step::Gemm { layer, gemm, layernorm } => self.layer_gemm(ws, layer, gemm, layernorm, t),
+            Step::LayerNorm { layer, out } => {
+                let l = &self.layers[layer];
+                let Workspace { x, y, h: hbuf, q8, q8_scale, .. } = ws;
+                match out.which {
+                    LayerNorm::Ln1 => self.layernorm(&l.ln1, y, hbuf, out.q8, q8, q8_scale, l.ffn1.smooth(), t, h, eps),
+                    LayerNorm::Ln2 => {
+                        let smooth = self.layers.get(layer + 1).and_then(|n| n.qkv.smooth());
+                        self.layernorm(&l.ln2, y, x, out.q8, q8, q8_scale, smooth, t, h, eps)
+                    }
+                }
+            }
+            Step::Pool => {
+                let (mode, skip, normalize) = (pooling.mode, pooling.skip, opts.normalize);
+                kernels::pool_skipping(d, &ws.x, &ws.cu_seqlens, &mut ws.pooled, b, t, h, mode, skip, normalize)
+            }
+            Step::GatherCls => kernels::gather_first_rows(d, &ws.x, &ws.cu_seqlens, &mut ws.cls, b, t, h),
+            Step::Pooler => match &self.pooler {
+                Some(DeviceLinear::F16 { w, b: bias }) => {
+                    kernels::gemm_f16(d, &ws.cls, w, Some(bias), Epilogue::Tanh, &mut ws.pooler_out, b, h, h)
+                }
+                _ => Err(Error::Other("DeviceBert: the schedule runs a pooler the model does not have".into())),
+            },
+            Step::Classifier => match &self.classifier {
+                Some((DeviceLinear::F16 { w, b: bias }, _)) => {
+                    let np = self.classifier_padded();
+                    kernels::gemm_f16(d, &ws.pooler_out, w, Some(bias), Epilogue::None, &mut ws.logits, b, np, h)
+                }
+                _ => Err(Error::Other("DeviceBert: the schedule runs a classifier the model does not have".into())),
+            },
+        }
+    }
+
+    /// Word/position/type rows + layernorm into ws.x (or into ws.emb when a projection follows).
+    fn embedding(&self, ws: &mut Workspace, t: usize) -> Result<()> {
         let tables = EmbeddingTables {
             word: &self.word,
             position: &self.position,
@@ -760,106 +872,87 @@ impl DeviceBert {
             gamma: &self.emb_ln.gamma,
             beta: &self.emb_ln.beta,
         };
-        let (e, eps) = (self.config.embedding_size, self.config.layer_norm_eps);
-        match (&self.projection, &mut ws.emb) {
-            (Some(DeviceLinear::F16 { w, b }), Some(emb)) => {
-                kernels::embedding_layernorm(d, &ws.ids, &ws.pos_ids, &ws.type_ids, &tables, emb, t, e, eps)?;
-                kernels::gemm_f16(d, emb, w, Some(b), Epilogue::None, &mut ws.x, t, h, e)?;
+        let eps = self.config.layer_norm_eps;
+        let Workspace { ids, pos_ids, type_ids, x, emb, .. } = ws;
+        match emb {
+            Some(emb) => {
+                let e = self.config.embedding_size;
+                kernels::embedding_layernorm(&self.dev, ids, pos_ids, type_ids, &tables, emb, t, e, eps)
             }
-            (None, _) => {
-                kernels::embedding_layernorm(d, &ws.ids, &ws.pos_ids, &ws.type_ids, &tables, &mut ws.x, t, h, eps)?
-            }
-            _ => return Err(Error::Other("DeviceBert: projection without its workspace buffer".into())),
+            None => kernels::embedding_layernorm(
+                &self.dev,
+                ids,
+                pos_ids,
+                type_ids,
+                &tables,
+                x,
+                t,
+                self.config.hidden_size,
+                eps,
+            ),
         }
-        if self.precision == Precision::Int8 {
-            let smooth = self.layers.first().and_then(|l| l.qkv.smooth());
-            kernels::quantize_i8_smoothed(d, &ws.x, smooth, &mut ws.q8, &mut ws.q8_scale, t, h)?;
-        }
-        after(&ws.x)?;
-        let max_seqlen = batch.max_len();
-        for (i, layer) in self.layers.iter().enumerate() {
-            self.layer(ws, layer, self.layers.get(i + 1), t, b, max_seqlen)?;
-            after(&ws.x)?;
-        }
-        self.launch_heads(ws, batch, opts, pooling)
     }
 
-    /// One encoder layer: ws.x (and, for int8, ws.q8 = quantised ws.x) -> ws.x (and ws.q8,
-    /// quantised with the smoothing of `next`'s QKV GEMM).
-    fn layer(
+    /// One of a layer's four GEMMs, with its layernorm fused in when `layernorm` says so.
+    fn layer_gemm(
         &self,
         ws: &mut Workspace,
-        l: &DeviceLayer,
-        next: Option<&DeviceLayer>,
+        layer: usize,
+        gemm: LayerGemm,
+        layernorm: Option<LayerNormOut>,
         t: usize,
-        b: usize,
-        max_seqlen: usize,
     ) -> Result<()> {
-        let d = &self.dev;
         let (h, i, eps) = (self.config.hidden_size, self.config.intermediate_size, self.config.layer_norm_eps);
-        let int8 = self.precision == Precision::Int8;
-        let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_next, q8_scale, q8_zero, cu_seqlens, split, .. } = ws;
+        let l = &self.layers[layer];
+        let next = self.layers.get(layer + 1);
+        let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_next, q8_scale, q8_zero, split, .. } = ws;
         let sp = &*split;
-        // attn_out -> LN1 and ffn2 -> LN2 run as one launch each when the row fits the fused
-        // epilogue
-        let fuse = kernels::gemm_plan::fuses_layernorm(h);
-        self.gemm(&l.qkv, x, q8, q8_scale, q8_zero, sp, Epilogue::None, qkv, t, 3 * h, h, None)?;
-        let shape = AttentionShape {
-            batch: b,
-            tokens: t,
-            max_seqlen,
-            heads: self.config.num_attention_heads,
-            head_dim: self.config.head_dim(),
-            scale: None,
-        };
-        kernels::attention(d, qkv, cu_seqlens, ctx, shape)?;
-        if int8 {
-            kernels::quantize_i8(d, ctx, q8, q8_scale, t, h)?;
-        }
-        if fuse {
-            // LN1's int8 codes go to q8 (attn_out's own [t, h] input: each strip is normalised
-            // after its own tiles have read it)
-            let q = int8.then_some(FusedQ8 { q: q8, scale: q8_scale, smooth: l.ffn1.smooth() });
-            let ln = FusedLayerNorm { gamma: &l.ln1.gamma, beta: &l.ln1.beta, out: hbuf, q8: q, eps };
-            self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h, Some(&ln))?;
-        } else {
-            self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h, None)?;
-            self.layernorm(&l.ln1, y, hbuf, q8, q8_scale, l.ffn1.smooth(), t, h, eps)?;
-        }
-        self.gemm(&l.ffn1, hbuf, q8, q8_scale, q8_zero, sp, self.ffn_act, ffn, t, i, h, None)?;
-        if int8 {
-            kernels::quantize_i8_asym(d, ffn, l.ffn2.smooth(), q8, q8_scale, q8_zero, t, i)?;
-        }
-        if fuse {
-            // int8: LN2's codes (for the next layer's QKV, smoothed for it) go to q8_next; its
-            // scales overwrite q8_scale rows only after their strip's tiles read them. The last
-            // layer's output feeds only pooling and the fp16 heads: no codes.
-            let q = next.filter(|_| int8).map(|n| FusedQ8 { q: &*q8_next, scale: q8_scale, smooth: n.qkv.smooth() });
-            let ln = FusedLayerNorm { gamma: &l.ln2.gamma, beta: &l.ln2.beta, out: x, q8: q, eps };
-            self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, sp, Epilogue::Residual(hbuf), y, t, h, i, Some(&ln))?;
-            // the next layer reads LN2's codes from q8; an even number of swaps per pass keeps
-            // every pass's launch sequence (and so its captured graph) the same
-            let swaps = self.layers.len() - 1;
-            if int8 && (next.is_some() || swaps % 2 == 1) {
-                std::mem::swap(&mut ws.q8, &mut ws.q8_next);
+        match (gemm, layernorm) {
+            (LayerGemm::Qkv, _) => {
+                self.gemm(&l.qkv, x, q8, q8_scale, q8_zero, sp, Epilogue::None, qkv, t, 3 * h, h, None)
             }
-            return Ok(());
-        }
-        self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, sp, Epilogue::Residual(hbuf), y, t, h, i, None)?;
-        match next {
-            Some(n) => self.layernorm(&l.ln2, y, x, q8, q8_scale, n.qkv.smooth(), t, h, eps),
-            // the last layer's output feeds only pooling and the fp16 heads
-            None => kernels::layernorm_f16(d, y, None, None, &l.ln2.gamma, &l.ln2.beta, x, t, h, eps),
+            (LayerGemm::AttnOut, None) => {
+                self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h, None)
+            }
+            (LayerGemm::AttnOut, Some(out)) => {
+                // LN1's int8 codes go to q8 (attn_out's own [t, h] input: each strip is
+                // normalised after its own tiles have read it)
+                let q = out.q8.then_some(FusedQ8 { q: q8, scale: q8_scale, smooth: l.ffn1.smooth() });
+                let ln = FusedLayerNorm { gamma: &l.ln1.gamma, beta: &l.ln1.beta, out: hbuf, q8: q, eps };
+                self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h, Some(&ln))
+            }
+            (LayerGemm::Ffn1, _) => {
+                self.gemm(&l.ffn1, hbuf, q8, q8_scale, q8_zero, sp, self.ffn_act, ffn, t, i, h, None)
+            }
+            (LayerGemm::Ffn2, None) => {
+                self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, sp, Epilogue::Residual(hbuf), y, t, h, i, None)
+            }
+            (LayerGemm::Ffn2, Some(out)) => {
+                // int8: LN2's codes (for the next layer's QKV, smoothed for it) go to q8_next;
+                // its scales overwrite q8_scale rows only after their strip's tiles read them
+                let q =
+                    next.filter(|_| out.q8).map(|n| FusedQ8 { q: &*q8_next, scale: q8_scale, smooth: n.qkv.smooth() });
+                let ln = FusedLayerNorm { gamma: &l.ln2.gamma, beta: &l.ln2.beta, out: x, q8: q, eps };
+                self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, sp, Epilogue::Residual(hbuf), y, t, h, i, Some(&ln))?;
+                // the next layer reads LN2's codes from q8; an even number of swaps per pass
+                // keeps every pass's launch sequence (and so its captured graph) the same
+                let swaps = self.layers.len() - 1;
+                if self.precision == Precision::Int8 && (next.is_some() || swaps % 2 == 1) {
+                    std::mem::swap(&mut ws.q8, &mut ws.q8_next);
+                }
+                Ok(())
+            }
         }
     }
 
-    /// out = LN(y); on the int8 path also its int8 copy into q8 (for the next GEMM).
-    #[allow(clippy::too_many_arguments)] // one GEMM step: inputs, weights, outputs and the epilogue operands
+    /// out = LN(y); with `with_q8` also its int8 copy into q8 (for the next GEMM).
+    #[allow(clippy::too_many_arguments)] // one layernorm step: input, weights, outputs and their smoothing
     fn layernorm(
         &self,
         ln: &DeviceLayerNorm,
         y: &DeviceBuffer<f16>,
         out: &mut DeviceBuffer<f16>,
+        with_q8: bool,
         q8: &mut DeviceBuffer<i8>,
         q8_scale: &mut DeviceBuffer<f32>,
         smooth: Option<&DeviceBuffer<f16>>,
@@ -867,7 +960,7 @@ impl DeviceBert {
         h: usize,
         eps: f32,
     ) -> Result<()> {
-        if self.precision == Precision::Int8 {
+        if with_q8 {
             let q8 = Q8Out { q: q8, scale: q8_scale, smooth };
             kernels::layernorm_f16_q8(&self.dev, y, None, None, &ln.gamma, &ln.beta, out, q8, t, h, eps)
         } else {
@@ -951,34 +1044,9 @@ impl DeviceBert {
         }
     }
 
-    /// Pooling (any mode, optionally L2-normalised); the pooler and classifier launches when
-    /// `opts.outputs` needs them.
-    fn launch_heads(
-        &self,
-        ws: &mut Workspace,
-        batch: &Batch,
-        opts: ForwardOptions,
-        pooling: DevicePooling,
-    ) -> Result<()> {
-        let d = &self.dev;
-        let (t, b, h) = (batch.total_tokens(), batch.len(), self.config.hidden_size);
-        let (mode, skip, normalize) = (pooling.mode, pooling.skip, opts.normalize);
-        kernels::pool_skipping(d, &ws.x, &ws.cu_seqlens, &mut ws.pooled, b, t, h, mode, skip, normalize)?;
-        let (pooler, classifier) = self.heads_run(opts.outputs);
-        if let (Some(DeviceLinear::F16 { w, b: bias }), true) = (&self.pooler, pooler) {
-            kernels::gather_first_rows(d, &ws.x, &ws.cu_seqlens, &mut ws.cls, b, t, h)?;
-            kernels::gemm_f16(d, &ws.cls, w, Some(bias), Epilogue::Tanh, &mut ws.pooler_out, b, h, h)?;
-            if let (Some((DeviceLinear::F16 { w, b: bias }, _)), true) = (&self.classifier, classifier) {
-                let np = self.classifier_padded();
-                kernels::gemm_f16(d, &ws.pooler_out, w, Some(bias), Epilogue::None, &mut ws.logits, b, np, h)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Downloads what `o` asks for, in one [`Device::read_back`] (one synchronisation), and
     /// converts it straight from the read buffer into each sequence's vectors.
-    fn read_outputs(&self, ws: &Workspace, batch: &Batch, o: Outputs) -> Result<Output> {
+    fn read_outputs(&self, ws: &Workspace, batch: &Batch, o: OutputSelection) -> Result<Output> {
         let (t, b, h) = (batch.total_tokens(), batch.len(), self.config.hidden_size);
         let (pooler, classifier) = self.heads_run(o);
         let np = self.classifier_padded();
@@ -1008,7 +1076,7 @@ impl DeviceBert {
                         len: batch.lengths[s],
                         last_hidden_state: hidden
                             .map_or_else(Vec::new, |x| to_f32(&x[cu[s] as usize * h..cu[s + 1] as usize * h])),
-                        mean_pooled: pooled.map_or_else(Vec::new, |p| p[s * h..(s + 1) * h].to_vec()),
+                        pooled: pooled.map_or_else(Vec::new, |p| p[s * h..(s + 1) * h].to_vec()),
                         pooler_output: pooler_out.map(|p| to_f32(&p[s * h..(s + 1) * h])),
                         scores: lg.as_deref().map(softmax),
                         logits: lg,
