@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a machine with no GPU: installs the project-local toolchain
 # and model (scripts/setup.sh, quick when present), checks formatting, clippy and rustdoc
-# (warnings are errors) and the build promises (scripts/check-build.sh: shipped PTX, dependency
-# trees, packaging), then `cargo test --workspace` (optimised test profile). Kernel tests run on
+# (warnings are errors), the build promises (scripts/check-build.sh: shipped PTX, dependency
+# trees, packaging) and the docs (scripts/check-docs.sh: generated tables, links), then
+# `cargo test --workspace` (optimised test profile). Kernel tests run on
 # the PTX emulator; GPU tests also run on CUDA when a GPU is present.
-# FUSEBERT_SKIP_LINT=1 skips the three checks (for quick local runs; CI never sets it).
+# FUSEBERT_SKIP_LINT=1 skips these checks (for quick local runs; CI never sets it).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -17,6 +18,7 @@ if [ "${FUSEBERT_SKIP_LINT:-0}" != 1 ]; then
   echo "== cargo doc -D warnings"
   RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
   bash scripts/check-build.sh
+  bash scripts/check-docs.sh
 fi
 cargo test --locked --workspace "$@"
 # The "on CUDA when present" tests once more with the CUDA backend on the driver stand-in

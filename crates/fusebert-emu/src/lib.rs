@@ -80,3 +80,9 @@ pub fn cached_module(name: &str, ptx: &str) -> Result<Arc<ir::Module>> {
     cache.lock().map_err(|_| Error::Emulator("module cache poisoned".into()))?.insert(key, m.clone());
     Ok(m)
 }
+
+/// The examples of docs/emu-api.md, run as doc tests (only under `cargo test --doc`, so the
+/// packaged crate does not need the file).
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/emu-api.md")]
+pub struct EmuApiDoc;

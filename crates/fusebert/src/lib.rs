@@ -22,3 +22,9 @@ pub use fusebert_kernels::{device, ptx, Device, DeviceBuffer, KernelArg, LaunchC
 /// The PTX emulator (`fusebert-emu`), for counters and sanitizer settings.
 #[cfg(feature = "emulator")]
 pub use fusebert_emu as emu;
+
+/// The README's examples, compiled as doc tests (only under `cargo test --doc`, so the packaged
+/// crate does not need the file).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoc;
