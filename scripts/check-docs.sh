@@ -8,7 +8,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-cargo build --locked --quiet --profile test -p fusebert-cli
+# --workspace: the feature resolution `cargo test --workspace` uses, so the build is shared
+cargo build --locked --quiet --profile test --workspace --bin fusebert
 tables="$(mktemp)"
 trap 'rm -f "$tables"' EXIT
 target/debug/fusebert kernels markdown >"$tables"

@@ -27,12 +27,10 @@ cargo test --locked --workspace "$@"
 # (part of the run above) cover eager mode, graphs and faults; cli_standin the binary's opt-in.
 if [ "$#" -eq 0 ]; then
   echo "== CUDA-path tests on the driver stand-in (FUSEBERT_CUDA_DRIVER=emulator:deferred)"
-  export FUSEBERT_CUDA_DRIVER=emulator:deferred
-  cargo test --locked -p fusebert-kernels --test device_cuda --test kernels_attention --test kernels_gemm \
-    --test kernels_layernorm --test kernels_misc
-  cargo test --locked -p fusebert --test forward_device
-  cargo test --locked -p fusebert-server --test serve_device
-  unset FUSEBERT_CUDA_DRIVER
+  # --workspace: the same feature resolution as the run above, so nothing is rebuilt
+  FUSEBERT_CUDA_DRIVER=emulator:deferred cargo test --locked --workspace --test device_cuda \
+    --test kernels_attention --test kernels_gemm --test kernels_layernorm --test kernels_misc \
+    --test forward_device --test serve_device
 fi
 # Second pass: the kernel and forward-pass tests again with every approximate
 # instruction (ex2/rcp/rsqrt/... .approx) returning values anywhere inside the PTX ISA's error
@@ -41,7 +39,6 @@ fi
 # (forward_golden, ~3 minutes on its own, is left to the first pass).
 if [ "$#" -eq 0 ]; then
   echo "== FUSEBERT_EMU_MATH=envelope: kernel and forward-pass tests"
-  FUSEBERT_EMU_MATH=envelope cargo test --locked -p fusebert-kernels --test kernels_gemm \
-    --test kernels_attention --test kernels_layernorm --test kernels_misc
-  FUSEBERT_EMU_MATH=envelope cargo test --locked -p fusebert --test forward_device
+  FUSEBERT_EMU_MATH=envelope cargo test --locked --workspace --test kernels_gemm \
+    --test kernels_attention --test kernels_layernorm --test kernels_misc --test forward_device
 fi

@@ -36,17 +36,20 @@ fn bench(c: &mut Criterion) {
     for v in [Variant::Fast, Variant::Simple] {
         g.bench_function(format!("layernorm_{v:?}_{tokens}x{h}"), |b| {
             b.iter(|| {
-                fusebert_kernels::layernorm_f16_with(
+                fusebert_kernels::layernorm_f16(
                     &dev,
-                    &x,
-                    Some(&x),
-                    Some(&gamma),
-                    &gamma,
-                    &gamma,
+                    &fusebert_kernels::LayerNormF16 {
+                        x: &x,
+                        residual: Some(&x),
+                        bias: Some(&gamma),
+                        gamma: &gamma,
+                        beta: &gamma,
+                        rows: tokens,
+                        hidden: h,
+                        eps: 1e-12,
+                    },
                     &mut y,
-                    tokens,
-                    h,
-                    1e-12,
+                    None,
                     v,
                 )
                 .unwrap();
@@ -64,19 +67,20 @@ fn bench(c: &mut Criterion) {
     for v in [Variant::Fast, Variant::Simple] {
         g.bench_function(format!("gemm_int8_gelu_{v:?}_{tokens}x{ffn}x{h}"), |b| {
             b.iter(|| {
-                fusebert_kernels::gemm_int8_with(
+                fusebert_kernels::gemm_int8(
                     &dev,
-                    &a8,
-                    &asc,
-                    &w8,
-                    &wsc,
-                    Some(&bias),
-                    Epilogue::Gelu,
+                    &fusebert_kernels::GemmInt8 {
+                        a: &a8,
+                        a_scale: &asc,
+                        zero_point: None,
+                        w: &w8,
+                        w_scale: &wsc,
+                        bias: Some(&bias),
+                        epilogue: Epilogue::Gelu,
+                        shape: fusebert_kernels::GemmShape { m: tokens, n: ffn, k: h },
+                    },
                     &mut c8,
-                    tokens,
-                    ffn,
-                    h,
-                    v,
+                    fusebert_kernels::GemmLaunch::variant(v),
                 )
                 .unwrap();
                 dev.synchronize().unwrap();
@@ -87,17 +91,17 @@ fn bench(c: &mut Criterion) {
     for v in [Variant::Fast, Variant::Simple] {
         g.bench_function(format!("gemm_f16_gelu_{v:?}_{tokens}x{ffn}x{h}"), |b| {
             b.iter(|| {
-                fusebert_kernels::gemm_f16_with(
+                fusebert_kernels::gemm_f16(
                     &dev,
-                    &x,
-                    &w16,
-                    Some(&bias),
-                    Epilogue::Gelu,
+                    &fusebert_kernels::GemmF16 {
+                        a: &x,
+                        w: &w16,
+                        bias: Some(&bias),
+                        epilogue: Epilogue::Gelu,
+                        shape: fusebert_kernels::GemmShape { m: tokens, n: ffn, k: h },
+                    },
                     &mut c8,
-                    tokens,
-                    ffn,
-                    h,
-                    v,
+                    fusebert_kernels::GemmLaunch::variant(v),
                 )
                 .unwrap();
                 dev.synchronize().unwrap();
@@ -115,7 +119,15 @@ fn bench(c: &mut Criterion) {
     for v in [Variant::Fast, Variant::Simple] {
         g.bench_function(format!("attention_d64_{v:?}_{batch}x{seq}"), |b| {
             b.iter(|| {
-                fusebert_kernels::attention_with(&dev, &qkv, &dcu, &mut y, shape, v).unwrap();
+                fusebert_kernels::attention(
+                    &dev,
+                    &qkv,
+                    &dcu,
+                    &mut y,
+                    shape,
+                    fusebert_kernels::AttentionLaunch { variant: v, ..Default::default() },
+                )
+                .unwrap();
                 dev.synchronize().unwrap();
             })
         });

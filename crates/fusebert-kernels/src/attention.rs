@@ -57,6 +57,16 @@ impl AttentionShape {
     }
 }
 
+/// Which attention kernel runs: the fast one in a query-tile geometry ([`QueryTile::Auto`]:
+/// the one predicted faster for the batch's longest sequence), or [`Variant::Simple`] (one block
+/// per (token, head), scores in shared memory, exact `expf`; `max_seqlen` <= 12288). Both
+/// geometries compute the same thing for any lengths; only the padding and the grid differ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttentionLaunch {
+    pub variant: Variant,
+    pub tile: QueryTile,
+}
+
 /// `out[T, H] = softmax(Q K^T * scale) V` per sequence and head, with `qkv` `[T, 3H]` holding
 /// q | k | v (head `h` at columns `h*head_dim..` of each part), `H = heads * head_dim`.
 /// `cu_seqlens` is trusted to be monotone with last entry `tokens` and no gap longer than
@@ -67,36 +77,12 @@ pub fn attention(
     cu_seqlens: &DeviceBuffer<u32>,
     out: &mut DeviceBuffer<f16>,
     s: AttentionShape,
+    how: AttentionLaunch,
 ) -> Result<()> {
-    attention_with(dev, qkv, cu_seqlens, out, s, Variant::Fast)
-}
-
-/// [`attention`] with a choice of implementation ([`Variant::Simple`]: one block per
-/// (token, head), scores in shared memory, exact `expf`; `max_seqlen` <= 12288).
-pub fn attention_with(
-    dev: &Device,
-    qkv: &DeviceBuffer<f16>,
-    cu_seqlens: &DeviceBuffer<u32>,
-    out: &mut DeviceBuffer<f16>,
-    s: AttentionShape,
-    variant: Variant,
-) -> Result<()> {
-    if variant == Variant::Simple {
+    if how.variant == Variant::Simple {
         return simple(dev, qkv, cu_seqlens, out, s);
     }
-    attention_tiled(dev, qkv, cu_seqlens, out, s, QueryTile::Auto)
-}
-
-/// The fast kernel in a chosen geometry ([`QueryTile::Auto`]: what [`attention`] runs). Both
-/// geometries compute the same thing for any lengths; only the padding and the grid differ.
-pub fn attention_tiled(
-    dev: &Device,
-    qkv: &DeviceBuffer<f16>,
-    cu_seqlens: &DeviceBuffer<u32>,
-    out: &mut DeviceBuffer<f16>,
-    s: AttentionShape,
-    tile: QueryTile,
-) -> Result<()> {
+    let tile = how.tile;
     let g = geometry(tile.resolve(s.max_seqlen), s.head_dim)?;
     let kernel = g.kernel;
     if s.batch == 0 || s.heads == 0 || s.max_seqlen == 0 || s.tokens == 0 {

@@ -20,24 +20,31 @@ pub struct EmbeddingTables<'a> {
     pub position_offset: usize,
     pub gamma: &'a DeviceBuffer<f16>,
     pub beta: &'a DeviceBuffer<f16>,
+    /// The layernorm's epsilon.
+    pub eps: f32,
+}
+
+/// The token inputs of the embedding: word, position and token-type ids, one of each per token.
+pub struct TokenIds<'a> {
+    pub ids: &'a DeviceBuffer<u32>,
+    pub pos_ids: &'a DeviceBuffer<u32>,
+    pub type_ids: &'a DeviceBuffer<u32>,
 }
 
 /// `out[t] = LN(word[ids[t]] + position[position_offset + pos_ids[t]] + token_type[type_ids[t]])`.
 /// Ids are read on the device and trusted: the tokenizer/packer validates them against the
 /// table sizes (this function checks every buffer length).
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn embedding_layernorm(
     dev: &Device,
-    ids: &DeviceBuffer<u32>,
-    pos_ids: &DeviceBuffer<u32>,
-    type_ids: &DeviceBuffer<u32>,
+    token_ids: &TokenIds<'_>,
     t: &EmbeddingTables<'_>,
     out: &mut DeviceBuffer<f16>,
     tokens: usize,
     hidden: usize,
-    eps: f32,
 ) -> Result<()> {
     const K: &str = "embedding_layernorm_f16";
+    let TokenIds { ids, pos_ids, type_ids } = *token_ids;
+    let eps = t.eps;
     if tokens == 0 || hidden == 0 {
         return Err(kerr(K, "tokens and hidden must be positive"));
     }

@@ -65,7 +65,7 @@ pub(crate) fn split_args(
 
 /// A layernorm fused into a residual GEMM's epilogue (`*_ln` kernels): `out = LN(C) * gamma +
 /// beta` over rows of `n` ([`fuses_layernorm`]), bit-identical to [`crate::layernorm_f16`]
-/// on `C`; with `q8`, also its int8 codes and scales as [`crate::layernorm_f16_q8`]
+/// on `C`; with `q8`, also its int8 codes and scales as [`crate::layernorm_f16`] with a [`crate::Q8Out`]
 /// writes them (for the next W8A8 GEMM). `q8` must not alias the GEMM's own int8 input unless
 /// it has the same `[m, n]` layout (each row strip is normalised after its own tiles are done).
 pub struct FusedLayerNorm<'a> {
@@ -159,7 +159,7 @@ pub(crate) fn check_epilogue(
     Ok(())
 }
 
-/// Zero points of asymmetric activations (from [`crate::quantize_i8_asym`]):
+/// Zero points of asymmetric activations (from [`crate::quantize_i8`] with a zero-point buffer):
 /// `a[m, k] ≈ (q[m, k] - zero[m]) * a_scale[m]`. The GEMM subtracts `zero[m] * w_sum[n]` from
 /// its int32 accumulators (exact), with `w_sum` the per-output-channel code sums of the weights
 /// ([`weight_sums`], computed once on load).
@@ -177,192 +177,96 @@ pub fn weight_sums(w: &[i8], n: usize, k: usize) -> Vec<i32> {
     w.chunks_exact(k.max(1)).take(n).map(|r| r.iter().map(|&c| c as i32).sum()).collect()
 }
 
-/// The W8A8 GEMM on tensor cores. `a` `[m, k]`, `a_scale` `[m]`, `w` `[n, k]` (Linear layout),
-/// `w_scale` `[n]`, `bias` `[n]`, `out` `[m, n]`. `n`, `k` multiples of 16; any `m >= 1`.
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-pub fn gemm_int8(
-    dev: &Device,
-    a: &DeviceBuffer<i8>,
-    a_scale: &DeviceBuffer<f32>,
-    w: &DeviceBuffer<i8>,
-    w_scale: &DeviceBuffer<f32>,
-    bias: Option<&DeviceBuffer<f16>>,
-    epilogue: Epilogue<'_>,
-    out: &mut DeviceBuffer<f16>,
-    m: usize,
-    n: usize,
-    k: usize,
-) -> Result<()> {
-    gemm_int8_with(dev, a, a_scale, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast)
+/// A GEMM's shape: `out[m, n] = a[m, k] . w[n, k]^T`. `n`, `k` multiples of 16; any `m >= 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
 }
 
-/// [`gemm_int8`] with a choice of implementation ([`Variant::Simple`]: one thread per output, dp4a).
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-pub fn gemm_int8_with(
-    dev: &Device,
-    a: &DeviceBuffer<i8>,
-    a_scale: &DeviceBuffer<f32>,
-    w: &DeviceBuffer<i8>,
-    w_scale: &DeviceBuffer<f32>,
-    bias: Option<&DeviceBuffer<f16>>,
-    epilogue: Epilogue<'_>,
-    out: &mut DeviceBuffer<f16>,
-    m: usize,
-    n: usize,
-    k: usize,
-    variant: Variant,
-) -> Result<()> {
-    int8_impl(
-        dev,
-        a,
-        a_scale,
-        None,
-        w,
-        w_scale,
-        bias,
-        epilogue,
-        out,
-        m,
-        n,
-        k,
-        variant,
-        GemmPlan::unsplit(Tile::Auto, m, n, k, true),
-        None,
-        None,
-    )
+/// How a GEMM is launched: the implementation, the plan (block tile, split over K) and what the
+/// plan needs, and an optional fused layernorm. The default is the fast kernel on the tile
+/// [`Tile::Auto`] picks, unsplit.
+#[derive(Clone, Copy, Default)]
+pub struct GemmLaunch<'a> {
+    pub variant: Variant,
+    /// The block tile when `plan` is `None`.
+    pub tile: Tile,
+    /// The launch plan ([`GemmPlan::choose`] picks the fastest); `None`: unsplit on `tile`.
+    pub plan: Option<GemmPlan>,
+    /// Partial sums and counters of a split-K plan, strip counters of a fused layernorm.
+    pub workspace: Option<&'a SplitWorkspace>,
+    /// The layernorm of the output rows, fused into the epilogue (`ln.out` = LN(out)).
+    pub layernorm: Option<&'a FusedLayerNorm<'a>>,
 }
 
-/// [`gemm_int8`] on asymmetric activations:
-/// `C = ((q - zero[m]) . W^T) * a_scale[m] * w_scale[n] + bias[n]`, then the epilogue (see [`ZeroPoint`]).
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-pub fn gemm_int8_asym(
-    dev: &Device,
-    a: &DeviceBuffer<i8>,
-    a_scale: &DeviceBuffer<f32>,
-    zp: ZeroPoint<'_>,
-    w: &DeviceBuffer<i8>,
-    w_scale: &DeviceBuffer<f32>,
-    bias: Option<&DeviceBuffer<f16>>,
-    epilogue: Epilogue<'_>,
-    out: &mut DeviceBuffer<f16>,
-    m: usize,
-    n: usize,
-    k: usize,
-) -> Result<()> {
-    gemm_int8_asym_with(dev, a, a_scale, zp, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, Tile::Auto)
+impl<'a> GemmLaunch<'a> {
+    /// The plain, obviously-right kernel ([`Variant::Simple`]: one thread per output).
+    pub fn simple() -> Self {
+        GemmLaunch { variant: Variant::Simple, ..Default::default() }
+    }
+    /// `variant`, on the automatic tile.
+    pub fn variant(variant: Variant) -> Self {
+        GemmLaunch { variant, ..Default::default() }
+    }
+    /// The fast kernel on block tile `tile`, unsplit.
+    pub fn tiled(tile: Tile) -> Self {
+        GemmLaunch { tile, ..Default::default() }
+    }
+    /// As `plan` says (a split-K plan needs `workspace`).
+    pub fn planned(plan: GemmPlan, workspace: Option<&'a SplitWorkspace>) -> Self {
+        GemmLaunch { plan: Some(plan), workspace, ..Default::default() }
+    }
+    /// As `plan` says, with the layernorm of the output rows fused in.
+    pub fn fused(plan: GemmPlan, workspace: &'a SplitWorkspace, layernorm: &'a FusedLayerNorm<'a>) -> Self {
+        GemmLaunch { plan: Some(plan), workspace: Some(workspace), layernorm: Some(layernorm), ..Default::default() }
+    }
+
+    pub(crate) fn plan_for(&self, s: GemmShape, int8: bool) -> GemmPlan {
+        self.plan.unwrap_or_else(|| GemmPlan::unsplit(self.tile, s.m, s.n, s.k, int8))
+    }
 }
 
-/// [`gemm_int8_asym`] with a choice of implementation and block tile (the tile only applies to
-/// [`Variant::Fast`]).
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-pub fn gemm_int8_asym_with(
-    dev: &Device,
-    a: &DeviceBuffer<i8>,
-    a_scale: &DeviceBuffer<f32>,
-    zp: ZeroPoint<'_>,
-    w: &DeviceBuffer<i8>,
-    w_scale: &DeviceBuffer<f32>,
-    bias: Option<&DeviceBuffer<f16>>,
-    epilogue: Epilogue<'_>,
-    out: &mut DeviceBuffer<f16>,
-    m: usize,
-    n: usize,
-    k: usize,
-    variant: Variant,
-    tile: Tile,
-) -> Result<()> {
-    int8_impl(
-        dev,
-        a,
-        a_scale,
-        Some(zp),
-        w,
-        w_scale,
-        bias,
-        epilogue,
-        out,
-        m,
-        n,
-        k,
-        variant,
-        GemmPlan::unsplit(tile, m, n, k, true),
-        None,
-        None,
-    )
+/// The operands of the W8A8 GEMM:
+/// `out = epilogue(((a - zero) . w^T) * a_scale[m] * w_scale[n] + bias[n])`.
+/// `a` `[m, k]` int8 with per-token scales `a_scale` `[m]`; `w` `[n, k]` (Linear layout) with
+/// per-channel scales `w_scale` `[n]`; `bias` `[n]`.
+pub struct GemmInt8<'a> {
+    pub a: &'a DeviceBuffer<i8>,
+    pub a_scale: &'a DeviceBuffer<f32>,
+    /// Asymmetric activations: per-token zero points and the weights' code sums (see [`ZeroPoint`]).
+    pub zero_point: Option<ZeroPoint<'a>>,
+    pub w: &'a DeviceBuffer<i8>,
+    pub w_scale: &'a DeviceBuffer<f32>,
+    pub bias: Option<&'a DeviceBuffer<f16>>,
+    pub epilogue: Epilogue<'a>,
+    pub shape: GemmShape,
 }
 
-/// [`gemm_int8`] with an explicit block tile.
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-pub fn gemm_int8_tiled(
-    dev: &Device,
-    a: &DeviceBuffer<i8>,
-    a_scale: &DeviceBuffer<f32>,
-    w: &DeviceBuffer<i8>,
-    w_scale: &DeviceBuffer<f32>,
-    bias: Option<&DeviceBuffer<f16>>,
-    epilogue: Epilogue<'_>,
-    out: &mut DeviceBuffer<f16>,
-    m: usize,
-    n: usize,
-    k: usize,
-    tile: Tile,
-) -> Result<()> {
-    int8_impl(
-        dev,
-        a,
-        a_scale,
-        None,
-        w,
-        w_scale,
-        bias,
-        epilogue,
-        out,
-        m,
-        n,
-        k,
-        Variant::Fast,
-        GemmPlan::unsplit(tile, m, n, k, true),
-        None,
-        None,
-    )
-}
-
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-fn int8_impl(
-    dev: &Device,
-    a: &DeviceBuffer<i8>,
-    a_scale: &DeviceBuffer<f32>,
-    zp: Option<ZeroPoint<'_>>,
-    w: &DeviceBuffer<i8>,
-    w_scale: &DeviceBuffer<f32>,
-    bias: Option<&DeviceBuffer<f16>>,
-    epilogue: Epilogue<'_>,
-    out: &mut DeviceBuffer<f16>,
-    m: usize,
-    n: usize,
-    k: usize,
-    variant: Variant,
-    plan: GemmPlan,
-    ws: Option<&SplitWorkspace>,
-    ln: Option<&FusedLayerNorm<'_>>,
-) -> Result<()> {
-    let name = format!("gemm_int8_f16{}{}", plan.suffix(), if ln.is_some() { "_ln" } else { "" });
-    let kernel = if variant == Variant::Fast { name.as_str() } else { "gemm_int8_simple" };
+/// The W8A8 GEMM on tensor cores into `out` `[m, n]` (fp16), launched as `how` says. Same result
+/// whatever the tile or split (int32 sums are exact).
+pub fn gemm_int8(dev: &Device, g: &GemmInt8<'_>, out: &mut DeviceBuffer<f16>, how: GemmLaunch<'_>) -> Result<()> {
+    let GemmShape { m, n, k } = g.shape;
+    let plan = how.plan_for(g.shape, true);
+    let fast = how.variant == Variant::Fast;
+    let name = format!("gemm_int8_f16{}{}", plan.suffix(), if how.layernorm.is_some() { "_ln" } else { "" });
+    let kernel = if fast { name.as_str() } else { "gemm_int8_simple" };
     let (m32, n32, k32) = check_shape(kernel, m, n, k)?;
-    check_len(kernel, "a", a, m * k)?;
-    check_len(kernel, "a_scale", a_scale, m)?;
-    check_len(kernel, "w", w, n * k)?;
-    check_len(kernel, "w_scale", w_scale, n)?;
+    check_len(kernel, "a", g.a, m * k)?;
+    check_len(kernel, "a_scale", g.a_scale, m)?;
+    check_len(kernel, "w", g.w, n * k)?;
+    check_len(kernel, "w_scale", g.w_scale, n)?;
     check_len(kernel, "out", out, m * n)?;
-    check_epilogue(kernel, bias, &epilogue, m, n)?;
-    for (name, addr) in [("a", a.addr()), ("w", w.addr())] {
+    check_epilogue(kernel, g.bias, &g.epilogue, m, n)?;
+    for (name, addr) in [("a", g.a.addr()), ("w", g.w.addr())] {
         if addr % 16 != 0 {
             return Err(kerr(kernel, format!("buffer `{name}` at {addr:#x} is not 16-byte aligned")));
         }
     }
-    check_align(kernel, "w_scale", w_scale, 16)?;
+    check_align(kernel, "w_scale", g.w_scale, 16)?;
     check_align(kernel, "out", out, 8)?;
-    if let Some(zp) = zp {
+    if let Some(zp) = g.zero_point {
         // |acc| and |zero * w_sum| are each at most 128 * 128 * K: their difference fits int32
         if k > 65536 {
             return Err(kerr(kernel, format!("K = {k} must be <= 65536 with zero points (int32 accumulators)")));
@@ -371,118 +275,43 @@ fn int8_impl(
         check_len(kernel, "w_sum", zp.w_sum, n)?;
         check_align(kernel, "w_sum", zp.w_sum, 16)?;
     }
-    let split = if variant == Variant::Fast { split_args(kernel, plan, m, n, k, true, ws)? } else { Vec::new() };
+    let ws = how.workspace;
+    let split = if fast { split_args(kernel, plan, m, n, k, true, ws)? } else { Vec::new() };
     let mut args = vec![
-        KernelArg::from(a),
-        KernelArg::from(a_scale),
-        opt_ptr(zp.map(|z| z.zero)),
-        KernelArg::from(w),
-        KernelArg::from(w_scale),
-        opt_ptr(zp.map(|z| z.w_sum)),
-        opt_ptr(bias),
-        epilogue.residual_arg(),
+        KernelArg::from(g.a),
+        KernelArg::from(g.a_scale),
+        opt_ptr(g.zero_point.map(|z| z.zero)),
+        KernelArg::from(g.w),
+        KernelArg::from(g.w_scale),
+        opt_ptr(g.zero_point.map(|z| z.w_sum)),
+        opt_ptr(g.bias),
+        g.epilogue.residual_arg(),
         KernelArg::from(&*out),
         KernelArg::U32(m32),
         KernelArg::U32(n32),
         KernelArg::U32(k32),
-        KernelArg::U32(epilogue.code()),
+        KernelArg::U32(g.epilogue.code()),
     ];
     args.extend(split);
-    if let Some(ln) = ln {
+    if let Some(ln) = how.layernorm {
         args.extend(ln_args(kernel, ln, plan, m, n, ws)?);
     }
-    let cfg = if variant == Variant::Fast { plan.launch_config(m, n) } else { simple_grid(m, n) };
+    let cfg = if fast { plan.launch_config(m, n) } else { simple_grid(m, n) };
     launch(dev, kernel, cfg, &args)
 }
 
-/// [`gemm_int8_planned`] with the layernorm of its output rows fused in (see [`FusedLayerNorm`]):
-/// `out` = the GEMM (+ epilogue), `ln.out` = its layernorm; one launch.
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-pub fn gemm_int8_ln(
-    dev: &Device,
-    a: &DeviceBuffer<i8>,
-    a_scale: &DeviceBuffer<f32>,
-    zp: Option<ZeroPoint<'_>>,
-    w: &DeviceBuffer<i8>,
-    w_scale: &DeviceBuffer<f32>,
-    bias: Option<&DeviceBuffer<f16>>,
-    epilogue: Epilogue<'_>,
-    out: &mut DeviceBuffer<f16>,
-    m: usize,
-    n: usize,
-    k: usize,
-    plan: GemmPlan,
-    ws: &SplitWorkspace,
-    ln: &FusedLayerNorm<'_>,
-) -> Result<()> {
-    int8_impl(dev, a, a_scale, zp, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, plan, Some(ws), Some(ln))
-}
-
-/// The W8A8 GEMM launched as `plan` says ([`GemmPlan::choose`] picks the fastest; a split-K
-/// plan needs `ws`), symmetric or, with `zp`, asymmetric activations. Same result whatever the
-/// plan (int32 sums are exact).
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-pub fn gemm_int8_planned(
-    dev: &Device,
-    a: &DeviceBuffer<i8>,
-    a_scale: &DeviceBuffer<f32>,
-    zp: Option<ZeroPoint<'_>>,
-    w: &DeviceBuffer<i8>,
-    w_scale: &DeviceBuffer<f32>,
-    bias: Option<&DeviceBuffer<f16>>,
-    epilogue: Epilogue<'_>,
-    out: &mut DeviceBuffer<f16>,
-    m: usize,
-    n: usize,
-    k: usize,
-    plan: GemmPlan,
-    ws: Option<&SplitWorkspace>,
-) -> Result<()> {
-    int8_impl(dev, a, a_scale, zp, w, w_scale, bias, epilogue, out, m, n, k, Variant::Fast, plan, ws, None)
-}
-
-/// The same tensor-core main loop writing the raw int32 accumulators `out[m, n] = A . W^T`
-/// (for bit-exact verification of the integer path).
+/// The same tensor-core main loop writing the raw int32 accumulators `out[m, n] = a . w^T` (for
+/// bit-exact verification of the integer path), launched as `how` says (no fused layernorm).
 pub fn gemm_int8_i32(
     dev: &Device,
     a: &DeviceBuffer<i8>,
     w: &DeviceBuffer<i8>,
     out: &mut DeviceBuffer<i32>,
-    m: usize,
-    n: usize,
-    k: usize,
+    shape: GemmShape,
+    how: GemmLaunch<'_>,
 ) -> Result<()> {
-    gemm_int8_i32_tiled(dev, a, w, out, m, n, k, Tile::Auto)
-}
-
-/// [`gemm_int8_i32`] with an explicit block tile.
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-pub fn gemm_int8_i32_tiled(
-    dev: &Device,
-    a: &DeviceBuffer<i8>,
-    w: &DeviceBuffer<i8>,
-    out: &mut DeviceBuffer<i32>,
-    m: usize,
-    n: usize,
-    k: usize,
-    tile: Tile,
-) -> Result<()> {
-    gemm_int8_i32_planned(dev, a, w, out, m, n, k, GemmPlan::unsplit(tile, m, n, k, true), None)
-}
-
-/// [`gemm_int8_i32`] launched as `plan` says (a split-K plan needs `ws`).
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-pub fn gemm_int8_i32_planned(
-    dev: &Device,
-    a: &DeviceBuffer<i8>,
-    w: &DeviceBuffer<i8>,
-    out: &mut DeviceBuffer<i32>,
-    m: usize,
-    n: usize,
-    k: usize,
-    plan: GemmPlan,
-    ws: Option<&SplitWorkspace>,
-) -> Result<()> {
+    let GemmShape { m, n, k } = shape;
+    let (plan, ws) = (how.plan_for(shape, true), how.workspace);
     let name = format!("gemm_int8_i32{}", plan.suffix());
     let kernel: &str = &name;
     let (m32, n32, k32) = check_shape(kernel, m, n, k)?;

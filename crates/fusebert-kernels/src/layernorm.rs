@@ -20,7 +20,7 @@ pub const MAX_WARP_HIDDEN: usize = 1024;
 /// spread over 128 blocks of 8 warps.
 pub const ROWS_PER_BLOCK: usize = 32;
 
-/// Int8 side output of [`layernorm_f16_q8`].
+/// Int8 side output of [`layernorm_f16`] (for the next W8A8 GEMM).
 pub struct Q8Out<'a> {
     /// `[rows, hidden]` int8 codes of the fp16 output.
     pub q: &'a mut DeviceBuffer<i8>,
@@ -31,94 +31,30 @@ pub struct Q8Out<'a> {
     pub smooth: Option<&'a DeviceBuffer<f16>>,
 }
 
-/// `out[r] = LN(x[r] + residual[r] + bias) * gamma + beta` over `rows` rows of `hidden`.
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
+/// The inputs of a layernorm: `LN(x + residual + bias)` over rows of `hidden`, `x` and
+/// `residual` `[rows, hidden]`, `bias`, `gamma`, `beta` `[hidden]`, f32 statistics.
+pub struct LayerNormF16<'a> {
+    pub x: &'a DeviceBuffer<f16>,
+    pub residual: Option<&'a DeviceBuffer<f16>>,
+    pub bias: Option<&'a DeviceBuffer<f16>>,
+    pub gamma: &'a DeviceBuffer<f16>,
+    pub beta: &'a DeviceBuffer<f16>,
+    pub rows: usize,
+    pub hidden: usize,
+    pub eps: f32,
+}
+
+/// The layernorm into `out` `[rows, hidden]`; with `q8`, also its int8 codes and per-token
+/// scales (of `out * smooth` when smoothing multipliers are given) for the next int8 GEMM.
+/// [`Variant::Simple`] is the one-block-per-row baseline (no `q8`).
 pub fn layernorm_f16(
     dev: &Device,
-    x: &DeviceBuffer<f16>,
-    residual: Option<&DeviceBuffer<f16>>,
-    bias: Option<&DeviceBuffer<f16>>,
-    gamma: &DeviceBuffer<f16>,
-    beta: &DeviceBuffer<f16>,
-    out: &mut DeviceBuffer<f16>,
-    rows: usize,
-    hidden: usize,
-    eps: f32,
-) -> Result<()> {
-    layernorm_f16_with(dev, x, residual, bias, gamma, beta, out, rows, hidden, eps, Variant::Fast)
-}
-
-/// [`layernorm_f16`] with a choice of implementation.
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-pub fn layernorm_f16_with(
-    dev: &Device,
-    x: &DeviceBuffer<f16>,
-    residual: Option<&DeviceBuffer<f16>>,
-    bias: Option<&DeviceBuffer<f16>>,
-    gamma: &DeviceBuffer<f16>,
-    beta: &DeviceBuffer<f16>,
-    out: &mut DeviceBuffer<f16>,
-    rows: usize,
-    hidden: usize,
-    eps: f32,
-    variant: Variant,
-) -> Result<()> {
-    run(dev, x, residual, bias, gamma, beta, out, None, rows, hidden, eps, variant)
-}
-
-/// [`layernorm_f16`] that also writes int8 codes of the (fp16-rounded) output and per-row
-/// scales, exactly what [`super::quantize_i8`] would compute from `out`.
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-pub fn layernorm_f16_q8(
-    dev: &Device,
-    x: &DeviceBuffer<f16>,
-    residual: Option<&DeviceBuffer<f16>>,
-    bias: Option<&DeviceBuffer<f16>>,
-    gamma: &DeviceBuffer<f16>,
-    beta: &DeviceBuffer<f16>,
-    out: &mut DeviceBuffer<f16>,
-    q8: Q8Out<'_>,
-    rows: usize,
-    hidden: usize,
-    eps: f32,
-) -> Result<()> {
-    run(dev, x, residual, bias, gamma, beta, out, Some(q8), rows, hidden, eps, Variant::Fast)
-}
-
-/// [`layernorm_f16_q8`] with a choice of implementation.
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-pub fn layernorm_f16_q8_with(
-    dev: &Device,
-    x: &DeviceBuffer<f16>,
-    residual: Option<&DeviceBuffer<f16>>,
-    bias: Option<&DeviceBuffer<f16>>,
-    gamma: &DeviceBuffer<f16>,
-    beta: &DeviceBuffer<f16>,
-    out: &mut DeviceBuffer<f16>,
-    q8: Q8Out<'_>,
-    rows: usize,
-    hidden: usize,
-    eps: f32,
-    variant: Variant,
-) -> Result<()> {
-    run(dev, x, residual, bias, gamma, beta, out, Some(q8), rows, hidden, eps, variant)
-}
-
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-fn run(
-    dev: &Device,
-    x: &DeviceBuffer<f16>,
-    residual: Option<&DeviceBuffer<f16>>,
-    bias: Option<&DeviceBuffer<f16>>,
-    gamma: &DeviceBuffer<f16>,
-    beta: &DeviceBuffer<f16>,
+    ln: &LayerNormF16<'_>,
     out: &mut DeviceBuffer<f16>,
     q8: Option<Q8Out<'_>>,
-    rows: usize,
-    hidden: usize,
-    eps: f32,
     variant: Variant,
 ) -> Result<()> {
+    let LayerNormF16 { x, residual, bias, gamma, beta, rows, hidden, eps } = *ln;
     let fast = variant == Variant::Fast && hidden % 8 == 0 && hidden <= MAX_FAST_HIDDEN;
     let warp_row = hidden <= MAX_WARP_HIDDEN;
     let kernel = match (fast, q8.is_some(), warp_row) {

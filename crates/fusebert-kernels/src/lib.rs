@@ -22,15 +22,24 @@
 //! let gamma = dev.upload(&vec![f16::ONE; hidden])?;
 //! let beta = dev.upload(&vec![f16::ZERO; hidden])?;
 //! let mut y = dev.alloc::<f16>(rows * hidden)?;
-//! kernels::layernorm_f16(&dev, &x, None, None, &gamma, &beta, &mut y, rows, hidden, 1e-12)?;
+//! let ln = kernels::LayerNormF16 {
+//!     x: &x, residual: None, bias: None, gamma: &gamma, beta: &beta, rows, hidden, eps: 1e-12,
+//! };
+//! kernels::layernorm_f16(&dev, &ln, &mut y, None, kernels::Variant::Fast)?;
 //!
 //! // W8A8 GEMM: y2[4, 64] = (q . w^T) * a_scale * w_scale + bias, GELU epilogue
 //! let (mut q, mut qs) = (dev.alloc::<i8>(rows * hidden)?, dev.alloc::<f32>(rows)?);
-//! kernels::quantize_i8(&dev, &y, &mut q, &mut qs, rows, hidden)?;
+//! let input = kernels::QuantizeF16 { x: &y, smooth: None, rows, hidden };
+//! kernels::quantize_i8(&dev, &input, kernels::QuantizedI8 { q: &mut q, scale: &mut qs, zero: None })?;
 //! let w = dev.upload(&vec![1i8; 64 * hidden])?;
 //! let ws = dev.upload(&vec![0.01f32; 64])?;
 //! let mut y2 = dev.alloc::<f16>(rows * 64)?;
-//! kernels::gemm_int8(&dev, &q, &qs, &w, &ws, None, kernels::Epilogue::Gelu, &mut y2, rows, 64, hidden)?;
+//! let shape = kernels::GemmShape { m: rows, n: 64, k: hidden };
+//! let g = kernels::GemmInt8 {
+//!     a: &q, a_scale: &qs, zero_point: None, w: &w, w_scale: &ws, bias: None,
+//!     epilogue: kernels::Epilogue::Gelu, shape,
+//! };
+//! kernels::gemm_int8(&dev, &g, &mut y2, kernels::GemmLaunch::default())?;
 //! // a constant row normalises to beta = 0, so everything downstream is 0
 //! assert!(y2.to_host()?.iter().all(|v| v.to_f32() == 0.0));
 //! # Ok::<(), fusebert_kernels::Error>(())
@@ -60,19 +69,17 @@ pub mod reference;
 #[cfg(feature = "emulator")]
 pub mod report;
 
-pub use attention::{attention, attention_tiled, attention_with, AttentionShape, QueryTile};
-pub use embedding::{embedding_layernorm, EmbeddingTables};
+pub use attention::{attention, AttentionLaunch, AttentionShape, QueryTile};
+pub use embedding::{embedding_layernorm, EmbeddingTables, TokenIds};
 pub use gather::gather_first_rows;
-pub use gemm_f16::{gemm_f16, gemm_f16_ln, gemm_f16_planned, gemm_f16_tiled, gemm_f16_with};
+pub use gemm_f16::{gemm_f16, GemmF16};
 pub use gemm_int8::{
-    gemm_int8, gemm_int8_asym, gemm_int8_asym_with, gemm_int8_i32, gemm_int8_i32_tiled, gemm_int8_tiled,
-    gemm_int8_with, weight_sums, Tile, ZeroPoint,
+    gemm_int8, gemm_int8_i32, weight_sums, FusedLayerNorm, FusedQ8, GemmInt8, GemmLaunch, GemmShape, Tile, ZeroPoint,
 };
-pub use gemm_int8::{gemm_int8_i32_planned, gemm_int8_ln, gemm_int8_planned, FusedLayerNorm, FusedQ8};
 pub use gemm_plan::{GemmPlan, SplitWorkspace};
-pub use layernorm::{layernorm_f16, layernorm_f16_q8, layernorm_f16_q8_with, layernorm_f16_with, Q8Out};
-pub use pooling::{pool, pool_skipping, Pooling};
-pub use quantize::{quantize_i8, quantize_i8_asym, quantize_i8_smoothed};
+pub use layernorm::{layernorm_f16, LayerNormF16, Q8Out};
+pub use pooling::{pool, PoolF16, Pooling};
+pub use quantize::{quantize_i8, QuantizeF16, QuantizedI8};
 
 /// Which implementation of a kernel to launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

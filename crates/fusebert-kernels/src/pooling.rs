@@ -22,41 +22,23 @@ fn mode_code(mode: Pooling) -> u32 {
     }
 }
 
-/// `out[b, :] = pool(x[cu_seqlens[b] .. cu_seqlens[b+1], :])`, optionally L2-normalised
-/// (`x / max(|x|, 1e-12)`). `x` is `[tokens, hidden]`, `cu_seqlens` has `batch + 1` entries
-/// (monotone, last <= tokens: trusted, as they come from the packer); empty sequences give 0.
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-pub fn pool(
-    dev: &Device,
-    x: &DeviceBuffer<f16>,
-    cu_seqlens: &DeviceBuffer<u32>,
-    out: &mut DeviceBuffer<f32>,
-    batch: usize,
-    tokens: usize,
-    hidden: usize,
-    mode: Pooling,
-    l2norm: bool,
-) -> Result<()> {
-    pool_skipping(dev, x, cu_seqlens, out, batch, tokens, hidden, mode, 0, l2norm)
+/// The inputs of sentence pooling: `x` `[tokens, hidden]` (packed sequences, `cu_seqlens`
+/// `[batch + 1]`), the mode, the leading tokens of each sequence masked out (`skip`: a prompt's
+/// tokens; 0 for none), and whether to L2-normalise.
+pub struct PoolF16<'a> {
+    pub x: &'a DeviceBuffer<f16>,
+    pub cu_seqlens: &'a DeviceBuffer<u32>,
+    pub batch: usize,
+    pub tokens: usize,
+    pub hidden: usize,
+    pub mode: Pooling,
+    pub skip: usize,
+    pub l2norm: bool,
 }
 
-/// [`pool`] with the first `skip` tokens of every sequence masked out (a prompt, with
-/// sentence-transformers' `include_prompt = false`) in the modes that honour a mask (mean,
-/// max, mean_sqrt_len, weightedmean; not cls or lasttoken). A sequence with no token left pools
-/// to zeros (mean modes: sentence-transformers clamps the divisor) or to -1e9 (max).
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-pub fn pool_skipping(
-    dev: &Device,
-    x: &DeviceBuffer<f16>,
-    cu_seqlens: &DeviceBuffer<u32>,
-    out: &mut DeviceBuffer<f32>,
-    batch: usize,
-    tokens: usize,
-    hidden: usize,
-    mode: Pooling,
-    skip: usize,
-    l2norm: bool,
-) -> Result<()> {
+/// Pools every sequence into `out` `[batch, hidden]` (f32).
+pub fn pool(dev: &Device, p: &PoolF16<'_>, out: &mut DeviceBuffer<f32>) -> Result<()> {
+    let PoolF16 { x, cu_seqlens, batch, tokens, hidden, mode, skip, l2norm } = *p;
     const K: &str = "pool_f16";
     check_multiple(K, "hidden", hidden, 2)?;
     check_len(K, "x", x, tokens * hidden)?;

@@ -1,6 +1,6 @@
 //! Per-token int8 quantisation of fp16 activations (`kernels/quantize.cu`). Symmetric:
 //! `scale[r] = absmax(x[r]) / 127`, `q = clamp(round_half_even(x * (127 / absmax)), ±127)`.
-//! Asymmetric ([`quantize_i8_asym`]): the row's range `[min(0, x), max(0, x)]` onto all 256
+//! Asymmetric ([`quantize_i8`] with a zero-point buffer): the row's range `[min(0, x), max(0, x)]` onto all 256
 //! codes with a per-row zero point, for one-sided inputs such as GELU outputs.
 use half::f16;
 
@@ -8,64 +8,28 @@ use super::{check_align, check_len, check_multiple, check_u32, launch};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 use fusebert_core::error::Result;
 
-/// Quantises `rows` rows of `hidden` (a multiple of 8, at most 4096): a warp per row up to
-/// hidden 1024 (`quantize_i8_f16`), a block per row beyond (`quantize_i8_f16_wide`).
-pub fn quantize_i8(
-    dev: &Device,
-    x: &DeviceBuffer<f16>,
-    q: &mut DeviceBuffer<i8>,
-    scale: &mut DeviceBuffer<f32>,
-    rows: usize,
-    hidden: usize,
-) -> Result<()> {
-    quantize_i8_smoothed(dev, x, None, q, scale, rows, hidden)
+/// Per-token int8 codes of `x` `[rows, hidden]` (of `x * smooth` when smoothing multipliers
+/// `[hidden]` are given).
+pub struct QuantizeF16<'a> {
+    pub x: &'a DeviceBuffer<f16>,
+    pub smooth: Option<&'a DeviceBuffer<f16>>,
+    pub rows: usize,
+    pub hidden: usize,
 }
 
-/// [`quantize_i8`] of `x[r, j] * smooth[j]` (per-column fp16 multipliers, `None` = ones): the
-/// activation side of SmoothQuant-style smoothing; the next GEMM's weights carry
-/// `W[n, j] / smooth[j]`.
-pub fn quantize_i8_smoothed(
-    dev: &Device,
-    x: &DeviceBuffer<f16>,
-    smooth: Option<&DeviceBuffer<f16>>,
-    q: &mut DeviceBuffer<i8>,
-    scale: &mut DeviceBuffer<f32>,
-    rows: usize,
-    hidden: usize,
-) -> Result<()> {
-    quantize_impl(dev, x, smooth, q, scale, None, rows, hidden)
+/// Where the codes go: `q` `[rows, hidden]`, `scale` `[rows]`, and with `zero` `[rows]` the
+/// asymmetric form ([min, max] onto all 256 codes, a per-token zero point).
+pub struct QuantizedI8<'a> {
+    pub q: &'a mut DeviceBuffer<i8>,
+    pub scale: &'a mut DeviceBuffer<f32>,
+    pub zero: Option<&'a mut DeviceBuffer<i32>>,
 }
 
-/// Asymmetric per-token quantisation of `x[r, j] * smooth[j]`: `range = max(0, x) - min(0, x)`,
-/// `inv = 255 / range`, `zero[r] = round_half_even(-min(0, x) * inv - 128)`,
-/// `q = clamp(round_half_even(x * inv) + zero[r], -128, 127)`, `scale[r] = range / 255`, so
-/// `x ≈ (q - zero[r]) * scale[r]`; consume with [`crate::gemm_int8_asym`].
-/// All-zero rows get scale 0, zero 0, codes 0.
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-pub fn quantize_i8_asym(
-    dev: &Device,
-    x: &DeviceBuffer<f16>,
-    smooth: Option<&DeviceBuffer<f16>>,
-    q: &mut DeviceBuffer<i8>,
-    scale: &mut DeviceBuffer<f32>,
-    zero: &mut DeviceBuffer<i32>,
-    rows: usize,
-    hidden: usize,
-) -> Result<()> {
-    quantize_impl(dev, x, smooth, q, scale, Some(zero), rows, hidden)
-}
-
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
-fn quantize_impl(
-    dev: &Device,
-    x: &DeviceBuffer<f16>,
-    smooth: Option<&DeviceBuffer<f16>>,
-    q: &mut DeviceBuffer<i8>,
-    scale: &mut DeviceBuffer<f32>,
-    zero: Option<&mut DeviceBuffer<i32>>,
-    rows: usize,
-    hidden: usize,
-) -> Result<()> {
+/// Quantises every row (round half to even): symmetric (absmax / 127), or asymmetric when
+/// `out.zero` is given.
+pub fn quantize_i8(dev: &Device, input: &QuantizeF16<'_>, out: QuantizedI8<'_>) -> Result<()> {
+    let QuantizeF16 { x, smooth, rows, hidden } = *input;
+    let QuantizedI8 { q, scale, zero } = out;
     let warp_row = hidden <= 1024;
     let kernel = match (zero.is_some(), warp_row) {
         (false, true) => "quantize_i8_f16",

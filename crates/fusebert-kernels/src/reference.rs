@@ -11,18 +11,24 @@ fn f(x: &[f16]) -> Vec<f32> {
     x.iter().map(|v| v.to_f32()).collect()
 }
 
+/// A layernorm's parameters on the host.
+#[derive(Clone, Copy)]
+pub struct LayerNormParams<'a> {
+    pub gamma: &'a [f16],
+    pub beta: &'a [f16],
+    pub eps: f32,
+}
+
 /// `LN(x + residual + bias) * gamma + beta` per row, f32 (two-pass statistics in f64).
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
 pub fn layernorm(
     x: &[f16],
     residual: Option<&[f16]>,
     bias: Option<&[f16]>,
-    gamma: &[f16],
-    beta: &[f16],
+    p: LayerNormParams<'_>,
     rows: usize,
     hidden: usize,
-    eps: f32,
 ) -> Vec<f32> {
+    let LayerNormParams { gamma, beta, eps } = p;
     let mut out = vec![0f32; rows * hidden];
     for r in 0..rows {
         let v: Vec<f64> = (0..hidden)
@@ -203,19 +209,21 @@ pub fn pool(x: &[f16], cu_seqlens: &[u32], hidden: usize, mode: Pooling, skip: u
 /// Embedding sum + layernorm (the three fp16 rows are summed without intermediate rounding).
 /// `pos_ids` are the table rows (any position offset already added); `typ: None` adds nothing
 /// (models without token types).
-#[allow(clippy::too_many_arguments)] // a launch wrapper takes every tensor and dimension of the kernel
+/// The embedding tables on the host (`typ: None`: no token-type table).
+#[derive(Clone, Copy)]
+pub struct EmbeddingTablesRef<'a> {
+    pub word: &'a [f16],
+    pub pos: &'a [f16],
+    pub typ: Option<&'a [f16]>,
+    pub ln: LayerNormParams<'a>,
+}
+
 pub fn embedding_layernorm(
-    ids: &[u32],
-    pos_ids: &[u32],
-    type_ids: &[u32],
-    word: &[f16],
-    pos: &[f16],
-    typ: Option<&[f16]>,
-    gamma: &[f16],
-    beta: &[f16],
+    [ids, pos_ids, type_ids]: [&[u32]; 3],
+    tables: EmbeddingTablesRef<'_>,
     hidden: usize,
-    eps: f32,
 ) -> Vec<f32> {
+    let EmbeddingTablesRef { word, pos, typ, ln: LayerNormParams { gamma, beta, eps } } = tables;
     let mut out = Vec::with_capacity(ids.len() * hidden);
     for i in 0..ids.len() {
         let row: Vec<f64> = (0..hidden)

@@ -74,22 +74,40 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     let beta = dev.upload(&rand_f16(h, &mut seed))?;
     let mut y = dev.alloc::<f16>(t * h)?;
     let (th, th2) = ((t * h) as u64, (t * h * 2) as u64);
-    super::layernorm_f16(dev, &x, Some(&res), Some(&bias), &gamma, &beta, &mut y, t, h, eps)?;
+    super::layernorm_f16(
+        dev,
+        &super::LayerNormF16 {
+            x: &x,
+            residual: Some(&res),
+            bias: Some(&bias),
+            gamma: &gamma,
+            beta: &beta,
+            rows: t,
+            hidden: h,
+            eps,
+        },
+        &mut y,
+        None,
+        super::Variant::Fast,
+    )?;
     record(dev, "layernorm_f16", format!("rows {t}, hidden {h}, + residual + bias"), 8 * th, 3 * th2 + 6 * h as u64)?;
     let mut q = dev.alloc::<i8>(t * h)?;
     let mut qs = dev.alloc::<f32>(t)?;
-    super::layernorm_f16_q8(
+    super::layernorm_f16(
         dev,
-        &x,
-        Some(&res),
-        Some(&bias),
-        &gamma,
-        &beta,
+        &super::LayerNormF16 {
+            x: &x,
+            residual: Some(&res),
+            bias: Some(&bias),
+            gamma: &gamma,
+            beta: &beta,
+            rows: t,
+            hidden: h,
+            eps,
+        },
         &mut y,
-        Q8Out { q: &mut q, scale: &mut qs, smooth: None },
-        t,
-        h,
-        eps,
+        Some(Q8Out { q: &mut q, scale: &mut qs, smooth: None }),
+        super::Variant::Fast,
     )?;
     record(
         dev,
@@ -98,10 +116,18 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
         10 * th,
         3 * th2 + th + 4 * t as u64 + 6 * h as u64,
     )?;
-    super::quantize_i8(dev, &y, &mut q, &mut qs, t, h)?;
+    super::quantize_i8(
+        dev,
+        &super::QuantizeF16 { x: &y, smooth: None, rows: t, hidden: h },
+        super::QuantizedI8 { q: &mut q, scale: &mut qs, zero: None },
+    )?;
     record(dev, "quantize_i8_f16", format!("rows {t}, hidden {h}"), 2 * th, th2 + th + 4 * t as u64)?;
     let mut qz = dev.alloc::<i32>(t)?;
-    super::quantize_i8_asym(dev, &y, None, &mut q, &mut qs, &mut qz, t, h)?;
+    super::quantize_i8(
+        dev,
+        &super::QuantizeF16 { x: &y, smooth: None, rows: t, hidden: h },
+        super::QuantizedI8 { q: &mut q, scale: &mut qs, zero: Some(&mut qz) },
+    )?;
     record(dev, "quantize_i8_asym_f16", format!("rows {t}, hidden {h}, zero points"), 3 * th, th2 + th + 8 * t as u64)?;
 
     // GEMMs: FFN1 int8 [t, 768] x [3072, 768]^T + GELU; QKV int32 [t, 768] x [2304, 768]^T;
@@ -112,7 +138,21 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     let mut c = dev.alloc::<f16>(t * ffn)?;
     let (m, n, k) = (t, ffn, h);
     for tile in [Tile::Small, Tile::Large] {
-        super::gemm_int8_tiled(dev, &q, &qs, &w8, &ws, Some(&bias_ffn), Epilogue::Gelu, &mut c, m, n, k, tile)?;
+        super::gemm_int8(
+            dev,
+            &super::GemmInt8 {
+                a: &q,
+                a_scale: &qs,
+                zero_point: None,
+                w: &w8,
+                w_scale: &ws,
+                bias: Some(&bias_ffn),
+                epilogue: Epilogue::Gelu,
+                shape: super::GemmShape { m, n, k },
+            },
+            &mut c,
+            super::GemmLaunch::tiled(tile),
+        )?;
         record(
             dev,
             "gemm_int8_f16",
@@ -123,7 +163,7 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     }
     let n = 3 * h;
     let mut c32 = dev.alloc::<i32>(m * n)?;
-    super::gemm_int8_i32_tiled(dev, &q, &w8, &mut c32, m, n, k, Tile::Small)?;
+    super::gemm_int8_i32(dev, &q, &w8, &mut c32, super::GemmShape { m, n, k }, super::GemmLaunch::tiled(Tile::Small))?;
     record(
         dev,
         "gemm_int8_i32",
@@ -134,7 +174,18 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     let (n, k) = (h, ffn);
     let w16 = dev.upload(&rand_f16(n * k, &mut seed))?;
     for tile in [Tile::Small, Tile::Large] {
-        super::gemm_f16_tiled(dev, &c, &w16, Some(&bias), Epilogue::Residual(&res), &mut y, m, n, k, tile)?;
+        super::gemm_f16(
+            dev,
+            &super::GemmF16 {
+                a: &c,
+                w: &w16,
+                bias: Some(&bias),
+                epilogue: Epilogue::Residual(&res),
+                shape: super::GemmShape { m, n, k },
+            },
+            &mut y,
+            super::GemmLaunch::tiled(tile),
+        )?;
         record(
             dev,
             "gemm_f16",
@@ -153,7 +204,14 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
         let hd = heads * d;
         let qkv = dev.upload(&rand_f16(t * 3 * hd, &mut seed))?;
         let mut o = dev.alloc::<f16>(t * hd)?;
-        super::attention(dev, &qkv, &cu, &mut o, AttentionShape::from_cu_seqlens(&cu_host, heads, d)?)?;
+        super::attention(
+            dev,
+            &qkv,
+            &cu,
+            &mut o,
+            AttentionShape::from_cu_seqlens(&cu_host, heads, d)?,
+            super::AttentionLaunch::default(),
+        )?;
         let aflops = (batch * heads * 2 * 2 * seq * seq * d) as u64;
         record(
             dev,
@@ -166,7 +224,20 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
 
     // pooling (mean + L2) and the embedding
     let mut pooled = dev.alloc::<f32>(batch * h)?;
-    super::pool(dev, &y, &cu, &mut pooled, batch, t, h, Pooling::Mean, true)?;
+    super::pool(
+        dev,
+        &super::PoolF16 {
+            x: &y,
+            cu_seqlens: &cu,
+            batch,
+            tokens: t,
+            hidden: h,
+            mode: Pooling::Mean,
+            skip: 0,
+            l2norm: true,
+        },
+        &mut pooled,
+    )?;
     record(
         dev,
         "pool_f16",
@@ -188,8 +259,10 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
         position_offset: 0,
         gamma: &gamma,
         beta: &beta,
+        eps,
     };
-    super::embedding_layernorm(dev, &ids, &pids, &tids, &tables, &mut y, t, h, eps)?;
+    let token_ids = super::TokenIds { ids: &ids, pos_ids: &pids, type_ids: &tids };
+    super::embedding_layernorm(dev, &token_ids, &tables, &mut y, t, h)?;
     record(
         dev,
         "embedding_layernorm_f16",

@@ -6,7 +6,7 @@
 //! rounds O to fp16 (<= 2^-11 * |o| <= 4.9e-4); ex2.approx (2^-22) and f32 accumulation add
 //! ~1e-6. Measured max: ~2.2e-4.
 mod kernels_util;
-use fusebert_kernels::attention::{attention_tiled, QueryTile, HEAD_DIMS, SHORT_MAX_SEQLEN};
+use fusebert_kernels::attention::{attention, AttentionLaunch, QueryTile, HEAD_DIMS, SHORT_MAX_SEQLEN};
 use fusebert_kernels::{self, reference, AttentionShape};
 use half::f16;
 use kernels_util::*;
@@ -31,7 +31,7 @@ fn case_tiled(dev: &fusebert_kernels::Device, seed: u64, d: usize, heads: usize,
     clear(dev);
     let shape = AttentionShape::from_cu_seqlens(&cu, heads, d).unwrap();
     assert_eq!((shape.batch, shape.tokens, shape.max_seqlen), (lens.len(), t, *lens.iter().max().unwrap() as usize));
-    attention_tiled(dev, &dq, &dc, &mut out, shape, tile).unwrap();
+    attention(dev, &dq, &dc, &mut out, shape, AttentionLaunch { tile, ..Default::default() }).unwrap();
     let want = reference::attention(&qkv, &cu, heads, d, 1.0 / (d as f32).sqrt());
     let what = format!("attention {tile:?} d {d} heads {heads} lens {lens:?}");
     let err = check_close(&what, &to_f32(&out.to_host().unwrap()), &want, |_, _| 1e-3);
@@ -103,7 +103,15 @@ fn attention_simple_baseline_matches_reference() {
         let (dq, dc) = (dev.upload(&qkv).unwrap(), dev.upload(&cu).unwrap());
         let mut out = poisoned::<f16>(&dev, t * heads * d);
         let shape = AttentionShape::from_cu_seqlens(&cu, heads, d).unwrap();
-        fusebert_kernels::attention_with(&dev, &dq, &dc, &mut out, shape, fusebert_kernels::Variant::Simple).unwrap();
+        fusebert_kernels::attention(
+            &dev,
+            &dq,
+            &dc,
+            &mut out,
+            shape,
+            fusebert_kernels::AttentionLaunch { variant: fusebert_kernels::Variant::Simple, ..Default::default() },
+        )
+        .unwrap();
         let want = reference::attention(&qkv, &cu, heads, d, 1.0 / (d as f32).sqrt());
         // exact-exp f32 softmax, one fp16 rounding of O: 2^-11 |o| + 1e-5
         check_close("attention simple", &to_f32(&out.to_host().unwrap()), &want, |w, _| half_ulp(w) + 1e-5);
@@ -118,13 +126,22 @@ fn attention_rejects_bad_head_dim() {
     let mut out = dev.alloc::<f16>(144).unwrap();
     for head_dim in [8, 40, 144] {
         let s = AttentionShape { batch: 1, tokens: 1, max_seqlen: 1, heads: 1, head_dim, scale: None };
-        assert_kernel_err(fusebert_kernels::attention(&dev, &qkv, &cu, &mut out, s), "attention");
+        assert_kernel_err(
+            fusebert_kernels::attention(&dev, &qkv, &cu, &mut out, s, fusebert_kernels::AttentionLaunch::default()),
+            "attention",
+        );
     }
     let s = AttentionShape { batch: 1, tokens: 1, max_seqlen: 1, heads: 1, head_dim: 48, scale: None };
     let s = AttentionShape { head_dim: 32, tokens: 5, ..s };
-    assert_kernel_err(fusebert_kernels::attention(&dev, &qkv, &cu, &mut out, s), "attention_f16_short_d32");
+    assert_kernel_err(
+        fusebert_kernels::attention(&dev, &qkv, &cu, &mut out, s, fusebert_kernels::AttentionLaunch::default()),
+        "attention_f16_short_d32",
+    );
     let s = AttentionShape { max_seqlen: 40, ..s };
-    assert_kernel_err(fusebert_kernels::attention(&dev, &qkv, &cu, &mut out, s), "attention_f16_d32");
+    assert_kernel_err(
+        fusebert_kernels::attention(&dev, &qkv, &cu, &mut out, s, fusebert_kernels::AttentionLaunch::default()),
+        "attention_f16_d32",
+    );
     assert_kernel_err(AttentionShape::from_cu_seqlens(&[0, 5, 3], 1, 32), "attention");
     assert_kernel_err(AttentionShape::from_cu_seqlens(&[1, 5], 1, 32), "attention");
 }

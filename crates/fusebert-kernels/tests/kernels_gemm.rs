@@ -8,6 +8,7 @@
 //! - fp16: f32 accumulation in a different order than the f64 reference: the recursive-summation
 //!   bound 2*K*2^-24*sum_k|a_k w_k| plus one fp16 rounding |ref|*2^-11 (+1e-5 for the epilogue).
 mod kernels_util;
+use fusebert_kernels::GemmShape;
 use fusebert_kernels::{self, reference, Epilogue, Tile, Variant};
 use half::f16;
 use kernels_util::*;
@@ -45,7 +46,15 @@ fn int8_accumulators_bit_exact_on_ragged_shapes() {
                 for tile in [Tile::Small, Tile::Large, Tile::Narrow, Tile::NarrowWide] {
                     let mut c = poisoned::<i32>(&dev, m * n);
                     clear(&dev);
-                    fusebert_kernels::gemm_int8_i32_tiled(&dev, &da, &dw, &mut c, m, n, k, tile).unwrap();
+                    fusebert_kernels::gemm_int8_i32(
+                        &dev,
+                        &da,
+                        &dw,
+                        &mut c,
+                        fusebert_kernels::GemmShape { m, n, k },
+                        fusebert_kernels::GemmLaunch::tiled(tile),
+                    )
+                    .unwrap();
                     assert_eq!(c.to_host().unwrap(), want, "{} {tile:?} M {m} N {n} K {k}", dev.name());
                     if let Some(cn) = last_counters(&dev) {
                         assert_eq!(cn.shared_bank_conflicts, 0, "bank conflicts {tile:?} M {m} N {n} K {k}");
@@ -65,19 +74,17 @@ fn int8_accumulators_bit_exact_on_ragged_shapes() {
 /// One W8A8 GEMM vs the exact reference; with `asym`, activations use the full code range
 /// [-128, 127] with per-row zero points (`gemm_int8_asym`), and the reference is
 /// `(acc - zero[m] * w_sum[n]) * a_scale * w_scale`. Same bound either way.
-#[allow(clippy::too_many_arguments)] // mirrors the kernel wrapper it checks: every tensor and dimension
 fn int8_case(
     dev: &fusebert_kernels::Device,
     r: &mut rand_chacha::ChaCha8Rng,
-    m: usize,
-    n: usize,
-    k: usize,
+    s: GemmShape,
     epi: u32,
     variant: Variant,
     tile: Tile,
     asym: bool,
 ) -> f32 {
     use rand::Rng;
+    let GemmShape { m, n, k } = s;
     let a: Vec<i8> = if asym { (0..m * k).map(|_| r.gen_range(-128..=127)).collect() } else { rand_i8(r, m * k) };
     let w = rand_i8(r, n * k);
     let zero: Vec<i32> = (0..m).map(|_| if asym { r.gen_range(-128..=127) } else { 0 }).collect();
@@ -95,29 +102,54 @@ fn int8_case(
     clear(dev);
     let zp = fusebert_kernels::ZeroPoint { zero: &dz, w_sum: &dsum };
     match (asym, variant) {
-        (true, _) => fusebert_kernels::gemm_int8_asym_with(
+        (true, _) => fusebert_kernels::gemm_int8(
             dev,
-            &da,
-            &das,
-            zp,
-            &dw,
-            &dws,
-            Some(&db),
-            e,
+            &fusebert_kernels::GemmInt8 {
+                a: &da,
+                a_scale: &das,
+                zero_point: Some(zp),
+                w: &dw,
+                w_scale: &dws,
+                bias: Some(&db),
+                epilogue: e,
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            },
             &mut c,
-            m,
-            n,
-            k,
-            variant,
-            tile,
+            fusebert_kernels::GemmLaunch { variant, tile, ..Default::default() },
         )
         .unwrap(),
-        (false, Variant::Fast) => {
-            fusebert_kernels::gemm_int8_tiled(dev, &da, &das, &dw, &dws, Some(&db), e, &mut c, m, n, k, tile).unwrap()
-        }
-        (false, Variant::Simple) => {
-            fusebert_kernels::gemm_int8_with(dev, &da, &das, &dw, &dws, Some(&db), e, &mut c, m, n, k, variant).unwrap()
-        }
+        (false, Variant::Fast) => fusebert_kernels::gemm_int8(
+            dev,
+            &fusebert_kernels::GemmInt8 {
+                a: &da,
+                a_scale: &das,
+                zero_point: None,
+                w: &dw,
+                w_scale: &dws,
+                bias: Some(&db),
+                epilogue: e,
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            },
+            &mut c,
+            fusebert_kernels::GemmLaunch::tiled(tile),
+        )
+        .unwrap(),
+        (false, Variant::Simple) => fusebert_kernels::gemm_int8(
+            dev,
+            &fusebert_kernels::GemmInt8 {
+                a: &da,
+                a_scale: &das,
+                zero_point: None,
+                w: &dw,
+                w_scale: &dws,
+                bias: Some(&db),
+                epilogue: e,
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            },
+            &mut c,
+            fusebert_kernels::GemmLaunch::variant(variant),
+        )
+        .unwrap(),
     }
     let acc = reference::dequant_asym(&reference::gemm_i32(&a, &w, m, n, k), &zero, &w_sum, &asc, &wsc, n);
     let want = reference::epilogue(&acc, Some(&bias), epi, Some(&res), n);
@@ -146,9 +178,7 @@ fn int8_fp16_output_with_every_epilogue() {
                     max = max.max(int8_case(
                         &dev,
                         &mut r,
-                        m,
-                        n,
-                        k,
+                        GemmShape { m, n, k },
                         ((m + i) % EPILOGUES as usize) as u32,
                         Variant::Fast,
                         tile,
@@ -158,10 +188,34 @@ fn int8_fp16_output_with_every_epilogue() {
             }
         }
         // a BERT-FFN-sized reduction
-        max = max.max(int8_case(&dev, &mut r, 129, 768, 1536, 2, Variant::Fast, Tile::Large, false));
+        max = max.max(int8_case(
+            &dev,
+            &mut r,
+            GemmShape { m: 129, n: 768, k: 1536 },
+            2,
+            Variant::Fast,
+            Tile::Large,
+            false,
+        ));
         for epi in 0..EPILOGUES {
-            max = max.max(int8_case(&dev, &mut r, 7, 96, 384, epi, Variant::Fast, Tile::Auto, false));
-            max = max.max(int8_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple, Tile::Auto, false));
+            max = max.max(int8_case(
+                &dev,
+                &mut r,
+                GemmShape { m: 7, n: 96, k: 384 },
+                epi,
+                Variant::Fast,
+                Tile::Auto,
+                false,
+            ));
+            max = max.max(int8_case(
+                &dev,
+                &mut r,
+                GemmShape { m: 7, n: 96, k: 384 },
+                epi,
+                Variant::Simple,
+                Tile::Auto,
+                false,
+            ));
         }
     }
     eprintln!("gemm_int8 fp16 out: max |err| = {max:e}");
@@ -175,14 +229,24 @@ fn int8_asymmetric_activations_with_every_epilogue() {
         for (i, &m) in MS.iter().enumerate() {
             for tile in [Tile::Small, Tile::Large, Tile::Narrow, Tile::NarrowWide] {
                 let (n, k) = NKS[i % NKS.len()];
-                max = max.max(int8_case(&dev, &mut r, m, n, k, (i % 4) as u32, Variant::Fast, tile, true));
+                max =
+                    max.max(int8_case(&dev, &mut r, GemmShape { m, n, k }, (i % 4) as u32, Variant::Fast, tile, true));
             }
         }
         // the FFN2 shape of MiniLM (K = 1536) and a K tail
-        max = max.max(int8_case(&dev, &mut r, 33, 384, 1536, 2, Variant::Fast, Tile::Auto, true));
-        max = max.max(int8_case(&dev, &mut r, 9, 48, 80, 0, Variant::Fast, Tile::Auto, true));
+        max =
+            max.max(int8_case(&dev, &mut r, GemmShape { m: 33, n: 384, k: 1536 }, 2, Variant::Fast, Tile::Auto, true));
+        max = max.max(int8_case(&dev, &mut r, GemmShape { m: 9, n: 48, k: 80 }, 0, Variant::Fast, Tile::Auto, true));
         for epi in 0..EPILOGUES {
-            max = max.max(int8_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple, Tile::Auto, true));
+            max = max.max(int8_case(
+                &dev,
+                &mut r,
+                GemmShape { m: 7, n: 96, k: 384 },
+                epi,
+                Variant::Simple,
+                Tile::Auto,
+                true,
+            ));
         }
         // zero points need w_sum for every column
         let a = dev.upload(&[1i8; 8 * 32]).unwrap();
@@ -193,24 +257,36 @@ fn int8_asymmetric_activations_with_every_epilogue() {
         let zp = fusebert_kernels::ZeroPoint { zero: &z, w_sum: &short };
         let w = dev.upload(&[1i8; 32 * 32]).unwrap();
         assert_kernel_err(
-            fusebert_kernels::gemm_int8_asym(&dev, &a, &s, zp, &w, &s, None, Epilogue::None, &mut c, 8, 32, 32),
+            fusebert_kernels::gemm_int8(
+                &dev,
+                &fusebert_kernels::GemmInt8 {
+                    a: &a,
+                    a_scale: &s,
+                    zero_point: Some(zp),
+                    w: &w,
+                    w_scale: &s,
+                    bias: None,
+                    epilogue: Epilogue::None,
+                    shape: fusebert_kernels::GemmShape { m: 8, n: 32, k: 32 },
+                },
+                &mut c,
+                fusebert_kernels::GemmLaunch::default(),
+            ),
             "gemm_int8_f16",
         );
     }
     eprintln!("gemm_int8_asym fp16 out: max |err| = {max:e}");
 }
 
-#[allow(clippy::too_many_arguments)] // mirrors the kernel wrapper it checks: every tensor and dimension
 fn f16_case(
     dev: &fusebert_kernels::Device,
     r: &mut rand_chacha::ChaCha8Rng,
-    m: usize,
-    n: usize,
-    k: usize,
+    s: GemmShape,
     epi: u32,
     variant: Variant,
     tile: Tile,
 ) -> f32 {
+    let GemmShape { m, n, k } = s;
     let a = rand_f16(r, m * k, 1.0);
     let w = rand_f16(r, n * k, 1.0);
     let bias = rand_f16(r, n, 1.0);
@@ -221,10 +297,32 @@ fn f16_case(
     let e = epilogue(epi, &dr);
     clear(dev);
     match variant {
-        Variant::Fast => fusebert_kernels::gemm_f16_tiled(dev, &da, &dw, Some(&db), e, &mut c, m, n, k, tile).unwrap(),
-        Variant::Simple => {
-            fusebert_kernels::gemm_f16_with(dev, &da, &dw, Some(&db), e, &mut c, m, n, k, variant).unwrap()
-        }
+        Variant::Fast => fusebert_kernels::gemm_f16(
+            dev,
+            &fusebert_kernels::GemmF16 {
+                a: &da,
+                w: &dw,
+                bias: Some(&db),
+                epilogue: e,
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            },
+            &mut c,
+            fusebert_kernels::GemmLaunch::tiled(tile),
+        )
+        .unwrap(),
+        Variant::Simple => fusebert_kernels::gemm_f16(
+            dev,
+            &fusebert_kernels::GemmF16 {
+                a: &da,
+                w: &dw,
+                bias: Some(&db),
+                epilogue: e,
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            },
+            &mut c,
+            fusebert_kernels::GemmLaunch::variant(variant),
+        )
+        .unwrap(),
     }
     let acc = reference::gemm_f32(&a, &w, m, n, k);
     // sum_k |a w| per output, for the accumulation-order bound
@@ -260,9 +358,7 @@ fn f16_gemm_with_every_epilogue() {
                     max = max.max(f16_case(
                         &dev,
                         &mut r,
-                        m,
-                        n,
-                        k,
+                        GemmShape { m, n, k },
                         ((m + i) % EPILOGUES as usize) as u32,
                         Variant::Fast,
                         tile,
@@ -270,14 +366,14 @@ fn f16_gemm_with_every_epilogue() {
                 }
             }
         }
-        max = max.max(f16_case(&dev, &mut r, 129, 768, 1536, 1, Variant::Fast, Tile::Large));
+        max = max.max(f16_case(&dev, &mut r, GemmShape { m: 129, n: 768, k: 1536 }, 1, Variant::Fast, Tile::Large));
         for &(n, k) in &TAILS {
-            max = max.max(f16_case(&dev, &mut r, 7, n, k, 0, Variant::Fast, Tile::Small));
-            max = max.max(f16_case(&dev, &mut r, 65, n, k, 2, Variant::Fast, Tile::Large));
+            max = max.max(f16_case(&dev, &mut r, GemmShape { m: 7, n, k }, 0, Variant::Fast, Tile::Small));
+            max = max.max(f16_case(&dev, &mut r, GemmShape { m: 65, n, k }, 2, Variant::Fast, Tile::Large));
         }
         for epi in 0..EPILOGUES {
-            max = max.max(f16_case(&dev, &mut r, 7, 96, 384, epi, Variant::Fast, Tile::Auto));
-            max = max.max(f16_case(&dev, &mut r, 7, 96, 384, epi, Variant::Simple, Tile::Auto));
+            max = max.max(f16_case(&dev, &mut r, GemmShape { m: 7, n: 96, k: 384 }, epi, Variant::Fast, Tile::Auto));
+            max = max.max(f16_case(&dev, &mut r, GemmShape { m: 7, n: 96, k: 384 }, epi, Variant::Simple, Tile::Auto));
         }
     }
     eprintln!("gemm_f16: max |err| = {max:e}");
@@ -292,24 +388,73 @@ fn gemm_shape_errors_name_the_kernel() {
     let mut c = dev.alloc::<f16>(8 * 40).unwrap();
     // N = 40 is not a multiple of 16
     assert_kernel_err(
-        fusebert_kernels::gemm_int8(&dev, &a, &s, &w, &s, None, Epilogue::None, &mut c, 8, 40, 32),
+        fusebert_kernels::gemm_int8(
+            &dev,
+            &fusebert_kernels::GemmInt8 {
+                a: &a,
+                a_scale: &s,
+                zero_point: None,
+                w: &w,
+                w_scale: &s,
+                bias: None,
+                epilogue: Epilogue::None,
+                shape: fusebert_kernels::GemmShape { m: 8, n: 40, k: 32 },
+            },
+            &mut c,
+            fusebert_kernels::GemmLaunch::default(),
+        ),
         "gemm_int8_f16",
     );
     // output too short
     let mut small = dev.alloc::<f16>(10).unwrap();
     assert_kernel_err(
-        fusebert_kernels::gemm_int8(&dev, &a, &s, &w, &s, None, Epilogue::None, &mut small, 8, 32, 32),
+        fusebert_kernels::gemm_int8(
+            &dev,
+            &fusebert_kernels::GemmInt8 {
+                a: &a,
+                a_scale: &s,
+                zero_point: None,
+                w: &w,
+                w_scale: &s,
+                bias: None,
+                epilogue: Epilogue::None,
+                shape: fusebert_kernels::GemmShape { m: 8, n: 32, k: 32 },
+            },
+            &mut small,
+            fusebert_kernels::GemmLaunch::default(),
+        ),
         "gemm_int8_f16",
     );
     let a16 = dev.upload(&[f16::ONE; 8 * 40]).unwrap();
     let w16 = dev.upload(&[f16::ONE; 40 * 40]).unwrap();
     // K = 40 not a multiple of 16
     assert_kernel_err(
-        fusebert_kernels::gemm_f16(&dev, &a16, &w16, None, Epilogue::None, &mut c, 8, 32, 40),
+        fusebert_kernels::gemm_f16(
+            &dev,
+            &fusebert_kernels::GemmF16 {
+                a: &a16,
+                w: &w16,
+                bias: None,
+                epilogue: Epilogue::None,
+                shape: fusebert_kernels::GemmShape { m: 8, n: 32, k: 40 },
+            },
+            &mut c,
+            fusebert_kernels::GemmLaunch::default(),
+        ),
         "gemm_f16",
     );
     let mut c32 = dev.alloc::<i32>(1).unwrap();
-    assert_kernel_err(fusebert_kernels::gemm_int8_i32(&dev, &a, &w, &mut c32, 0, 32, 32), "gemm_int8_i32");
+    assert_kernel_err(
+        fusebert_kernels::gemm_int8_i32(
+            &dev,
+            &a,
+            &w,
+            &mut c32,
+            fusebert_kernels::GemmShape { m: 0, n: 32, k: 32 },
+            fusebert_kernels::GemmLaunch::default(),
+        ),
+        "gemm_int8_i32",
+    );
 }
 
 /// The tile model: large grids that re-read operands through L2 get the 128x128 tile (BERT-base

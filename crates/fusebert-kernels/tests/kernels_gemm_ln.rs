@@ -62,40 +62,53 @@ fn f16_fused_layernorm_equals_gemm_then_layernorm_bit_for_bit() {
                 let ws = SplitWorkspace::new(&dev, plan.partial_words(m, n), plan.counters(m, n), m).unwrap();
                 // unfused: GEMM, then layernorm_f16
                 let mut y0 = poisoned::<f16>(&dev, m * n);
-                fusebert_kernels::gemm_f16_planned(
+                fusebert_kernels::gemm_f16(
                     &dev,
-                    &da,
-                    &dw,
-                    Some(&db),
-                    Epilogue::Residual(&dr),
+                    &fusebert_kernels::GemmF16 {
+                        a: &da,
+                        w: &dw,
+                        bias: Some(&db),
+                        epilogue: Epilogue::Residual(&dr),
+                        shape: fusebert_kernels::GemmShape { m, n, k },
+                    },
                     &mut y0,
-                    m,
-                    n,
-                    k,
-                    plan,
-                    Some(&ws),
+                    fusebert_kernels::GemmLaunch::planned(plan, Some(&ws)),
                 )
                 .unwrap();
                 let mut x0 = poisoned::<f16>(&dev, m * n);
-                fusebert_kernels::layernorm_f16(&dev, &y0, None, None, &dg, &dbe, &mut x0, m, n, EPS).unwrap();
+                fusebert_kernels::layernorm_f16(
+                    &dev,
+                    &fusebert_kernels::LayerNormF16 {
+                        x: &y0,
+                        residual: None,
+                        bias: None,
+                        gamma: &dg,
+                        beta: &dbe,
+                        rows: m,
+                        hidden: n,
+                        eps: EPS,
+                    },
+                    &mut x0,
+                    None,
+                    fusebert_kernels::Variant::Fast,
+                )
+                .unwrap();
                 for _ in 0..2 {
                     let mut y = poisoned::<f16>(&dev, m * n);
                     let x = poisoned::<f16>(&dev, m * n);
                     let ln = FusedLayerNorm { gamma: &dg, beta: &dbe, out: &x, q8: None, eps: EPS };
                     clear(&dev);
-                    fusebert_kernels::gemm_f16_ln(
+                    fusebert_kernels::gemm_f16(
                         &dev,
-                        &da,
-                        &dw,
-                        Some(&db),
-                        Epilogue::Residual(&dr),
+                        &fusebert_kernels::GemmF16 {
+                            a: &da,
+                            w: &dw,
+                            bias: Some(&db),
+                            epilogue: Epilogue::Residual(&dr),
+                            shape: fusebert_kernels::GemmShape { m, n, k },
+                        },
                         &mut y,
-                        m,
-                        n,
-                        k,
-                        plan,
-                        &ws,
-                        &ln,
+                        fusebert_kernels::GemmLaunch::fused(plan, &ws, &ln),
                     )
                     .unwrap();
                     if let Some(cn) = last_counters(&dev) {
@@ -144,27 +157,42 @@ fn int8_fused_layernorm_with_codes_equals_gemm_then_layernorm_q8_bit_for_bit() {
             for plan in plans(k, true) {
                 let ws = SplitWorkspace::new(&dev, plan.partial_words(m, n), plan.counters(m, n), m).unwrap();
                 let mut y0 = poisoned::<f16>(&dev, m * n);
-                fusebert_kernels::gemm_int8_planned(
+                fusebert_kernels::gemm_int8(
                     &dev,
-                    &da,
-                    &das,
-                    None,
-                    &dw,
-                    &dws,
-                    Some(&db),
-                    Epilogue::Residual(&dr),
+                    &fusebert_kernels::GemmInt8 {
+                        a: &da,
+                        a_scale: &das,
+                        zero_point: None,
+                        w: &dw,
+                        w_scale: &dws,
+                        bias: Some(&db),
+                        epilogue: Epilogue::Residual(&dr),
+                        shape: fusebert_kernels::GemmShape { m, n, k },
+                    },
                     &mut y0,
-                    m,
-                    n,
-                    k,
-                    plan,
-                    Some(&ws),
+                    fusebert_kernels::GemmLaunch::planned(plan, Some(&ws)),
                 )
                 .unwrap();
                 let (mut x0, mut q0, mut s0) =
                     (poisoned::<f16>(&dev, m * n), poisoned::<i8>(&dev, m * n), poisoned::<f32>(&dev, m));
                 let q8 = Q8Out { q: &mut q0, scale: &mut s0, smooth: sm };
-                fusebert_kernels::layernorm_f16_q8(&dev, &y0, None, None, &dg, &dbe, &mut x0, q8, m, n, EPS).unwrap();
+                fusebert_kernels::layernorm_f16(
+                    &dev,
+                    &fusebert_kernels::LayerNormF16 {
+                        x: &y0,
+                        residual: None,
+                        bias: None,
+                        gamma: &dg,
+                        beta: &dbe,
+                        rows: m,
+                        hidden: n,
+                        eps: EPS,
+                    },
+                    &mut x0,
+                    Some(q8),
+                    fusebert_kernels::Variant::Fast,
+                )
+                .unwrap();
                 for _ in 0..2 {
                     let mut y = poisoned::<f16>(&dev, m * n);
                     let (x, q, s) =
@@ -176,22 +204,20 @@ fn int8_fused_layernorm_with_codes_equals_gemm_then_layernorm_q8_bit_for_bit() {
                         q8: Some(FusedQ8 { q: &q, scale: &s, smooth: sm }),
                         eps: EPS,
                     };
-                    fusebert_kernels::gemm_int8_ln(
+                    fusebert_kernels::gemm_int8(
                         &dev,
-                        &da,
-                        &das,
-                        None,
-                        &dw,
-                        &dws,
-                        Some(&db),
-                        Epilogue::Residual(&dr),
+                        &fusebert_kernels::GemmInt8 {
+                            a: &da,
+                            a_scale: &das,
+                            zero_point: None,
+                            w: &dw,
+                            w_scale: &dws,
+                            bias: Some(&db),
+                            epilogue: Epilogue::Residual(&dr),
+                            shape: fusebert_kernels::GemmShape { m, n, k },
+                        },
                         &mut y,
-                        m,
-                        n,
-                        k,
-                        plan,
-                        &ws,
-                        &ln,
+                        fusebert_kernels::GemmLaunch::fused(plan, &ws, &ln),
                     )
                     .unwrap();
                     let what = format!("gemm_int8 ln {plan:?} M {m} N {n} K {k} smooth {}", sm.is_some());
@@ -223,12 +249,34 @@ fn fused_layernorm_refuses_wide_rows_and_missing_counters() {
     let small = GemmPlan { tile: Tile::Small, splits: 1 };
     assert!(!fuses_layernorm(n) && fuses_layernorm(1024) && !fuses_layernorm(1020));
     assert_kernel_err(
-        fusebert_kernels::gemm_f16_ln(&dev, &a, &w, None, Epilogue::None, &mut y, m, n, k, small, &ws, &ln),
+        fusebert_kernels::gemm_f16(
+            &dev,
+            &fusebert_kernels::GemmF16 {
+                a: &a,
+                w: &w,
+                bias: None,
+                epilogue: Epilogue::None,
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            },
+            &mut y,
+            fusebert_kernels::GemmLaunch::fused(small, &ws, &ln),
+        ),
         "gemm_f16_ln",
     );
     let large = GemmPlan { tile: Tile::Large, splits: 1 };
     assert_kernel_err(
-        fusebert_kernels::gemm_f16_ln(&dev, &a, &w, None, Epilogue::None, &mut y, m, n, k, large, &ws, &ln),
+        fusebert_kernels::gemm_f16(
+            &dev,
+            &fusebert_kernels::GemmF16 {
+                a: &a,
+                w: &w,
+                bias: None,
+                epilogue: Epilogue::None,
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            },
+            &mut y,
+            fusebert_kernels::GemmLaunch::fused(large, &ws, &ln),
+        ),
         "gemm_f16_l_ln",
     );
     let (m, n) = (200, 64);
@@ -240,7 +288,18 @@ fn fused_layernorm_refuses_wide_rows_and_missing_counters() {
     let ln = FusedLayerNorm { gamma: &g, beta: &g, out: &x, q8: None, eps: EPS };
     // 200 rows need 4 strip counters; the workspace has 1
     assert_kernel_err(
-        fusebert_kernels::gemm_f16_ln(&dev, &a, &w, None, Epilogue::None, &mut y, m, n, k, small, &ws, &ln),
+        fusebert_kernels::gemm_f16(
+            &dev,
+            &fusebert_kernels::GemmF16 {
+                a: &a,
+                w: &w,
+                bias: None,
+                epilogue: Epilogue::None,
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            },
+            &mut y,
+            fusebert_kernels::GemmLaunch::fused(small, &ws, &ln),
+        ),
         "gemm_f16_ln",
     );
 }

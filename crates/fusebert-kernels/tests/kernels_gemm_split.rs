@@ -13,6 +13,7 @@
 //!   same output again (a stale counter would leave the poisoned output unwritten).
 mod kernels_util;
 use fusebert_kernels::gemm_plan::{k_chunks, GemmPlan, SplitWorkspace, Tile};
+use fusebert_kernels::GemmShape;
 use fusebert_kernels::{self, reference, Epilogue};
 use fusebert_kernels::{Device, DeviceBuffer};
 use half::f16;
@@ -60,17 +61,8 @@ fn f16_case(r: &mut rand_chacha::ChaCha8Rng, m: usize, n: usize, k: usize) -> F1
 }
 
 /// Runs `plan` on `case` (epilogue `residual` or GELU), returns the fp16 bits.
-#[allow(clippy::too_many_arguments)] // the GEMM's shape, plan and operands
-fn run_f16(
-    dev: &Device,
-    c: &F16Case,
-    m: usize,
-    n: usize,
-    k: usize,
-    residual: bool,
-    plan: GemmPlan,
-    ws: &SplitWorkspace,
-) -> Vec<u16> {
+fn run_f16(dev: &Device, c: &F16Case, s: GemmShape, residual: bool, plan: GemmPlan, ws: &SplitWorkspace) -> Vec<u16> {
+    let GemmShape { m, n, k } = s;
     let (da, dw, db, dr) = (
         dev.upload(&c.a).unwrap(),
         dev.upload(&c.w).unwrap(),
@@ -80,7 +72,19 @@ fn run_f16(
     let e = if residual { Epilogue::Residual(&dr) } else { Epilogue::Gelu };
     let mut out = poisoned::<f16>(dev, m * n);
     clear(dev);
-    fusebert_kernels::gemm_f16_planned(dev, &da, &dw, Some(&db), e, &mut out, m, n, k, plan, Some(ws)).unwrap();
+    fusebert_kernels::gemm_f16(
+        dev,
+        &fusebert_kernels::GemmF16 {
+            a: &da,
+            w: &dw,
+            bias: Some(&db),
+            epilogue: e,
+            shape: fusebert_kernels::GemmShape { m, n, k },
+        },
+        &mut out,
+        fusebert_kernels::GemmLaunch::planned(plan, Some(ws)),
+    )
+    .unwrap();
     if let Some(cn) = last_counters(dev) {
         assert_eq!(cn.shared_bank_conflicts, 0, "{plan:?} M {m} N {n} K {k}: bank conflicts");
         assert_no_local(&cn, "gemm_f16 split");
@@ -98,19 +102,23 @@ fn f16_split_k_matches_the_reference_and_every_unsplit_tile_bit_for_bit() {
             let residual = i % 2 == 0;
             let plan = split_plan(k, false);
             let ws = SplitWorkspace::new(&dev, plan.partial_words(m, n), plan.counters(m, n), m).unwrap();
-            let split = run_f16(&dev, &c, m, n, k, residual, plan, &ws);
+            let split = run_f16(&dev, &c, GemmShape { m, n, k }, residual, plan, &ws);
             // the counters were reset: the same launch again writes the same output
-            assert_eq!(run_f16(&dev, &c, m, n, k, residual, plan, &ws), split, "second split launch M {m} N {n} K {k}");
+            assert_eq!(
+                run_f16(&dev, &c, GemmShape { m, n, k }, residual, plan, &ws),
+                split,
+                "second split launch M {m} N {n} K {k}"
+            );
             for tile in [Tile::Narrow, Tile::NarrowWide] {
                 let p = split_plan_on(tile, k, false);
                 let pws = SplitWorkspace::new(&dev, p.partial_words(m, n), p.counters(m, n), m).unwrap();
                 for _ in 0..2 {
-                    let got = run_f16(&dev, &c, m, n, k, residual, p, &pws);
+                    let got = run_f16(&dev, &c, GemmShape { m, n, k }, residual, p, &pws);
                     assert_eq!(got, split, "{} {tile:?} split vs Small split: M {m} N {n} K {k}", dev.name());
                 }
             }
             for tile in TILES {
-                let unsplit = run_f16(&dev, &c, m, n, k, residual, GemmPlan { tile, splits: 1 }, &ws);
+                let unsplit = run_f16(&dev, &c, GemmShape { m, n, k }, residual, GemmPlan { tile, splits: 1 }, &ws);
                 assert_eq!(unsplit, split, "{} {tile:?} vs split x{}: M {m} N {n} K {k}", dev.name(), plan.splits);
             }
             let acc = reference::gemm_f32(&c.a, &c.w, m, n, k);
@@ -161,7 +169,15 @@ fn int8_split_k_accumulators_are_exact_and_fp16_output_matches_unsplit() {
             for p in plans {
                 for _ in 0..2 {
                     let mut c = poisoned::<i32>(&dev, m * n);
-                    fusebert_kernels::gemm_int8_i32_planned(&dev, &da, &dw, &mut c, m, n, k, p, Some(&ws)).unwrap();
+                    fusebert_kernels::gemm_int8_i32(
+                        &dev,
+                        &da,
+                        &dw,
+                        &mut c,
+                        fusebert_kernels::GemmShape { m, n, k },
+                        fusebert_kernels::GemmLaunch::planned(p, Some(&ws)),
+                    )
+                    .unwrap();
                     assert_eq!(c.to_host().unwrap(), exact, "gemm_int8_i32 {p:?} M {m} N {n} K {k}");
                 }
             }
@@ -169,21 +185,20 @@ fn int8_split_k_accumulators_are_exact_and_fp16_output_matches_unsplit() {
                 let zp = asym.then_some(fusebert_kernels::ZeroPoint { zero: &dz, w_sum: &dsum });
                 let mut c = poisoned::<f16>(&dev, m * n);
                 clear(&dev);
-                fusebert_kernels::gemm_int8_planned(
+                fusebert_kernels::gemm_int8(
                     &dev,
-                    &da,
-                    &das,
-                    zp,
-                    &dw,
-                    &dws,
-                    Some(&db),
-                    Epilogue::Residual(&dr),
+                    &fusebert_kernels::GemmInt8 {
+                        a: &da,
+                        a_scale: &das,
+                        zero_point: zp,
+                        w: &dw,
+                        w_scale: &dws,
+                        bias: Some(&db),
+                        epilogue: Epilogue::Residual(&dr),
+                        shape: fusebert_kernels::GemmShape { m, n, k },
+                    },
                     &mut c,
-                    m,
-                    n,
-                    k,
-                    plan,
-                    Some(&ws),
+                    fusebert_kernels::GemmLaunch::planned(plan, Some(&ws)),
                 )
                 .unwrap();
                 if let Some(cn) = last_counters(&dev) {
@@ -204,16 +219,13 @@ fn int8_split_k_accumulators_are_exact_and_fp16_output_matches_unsplit() {
                 assert_eq!(run(GemmPlan { tile, splits: 1 }), split, "{tile:?} vs split: M {m} N {n} K {k}");
                 // the raw int32 entries of the unsplit tiles too
                 let mut c = poisoned::<i32>(&dev, m * n);
-                fusebert_kernels::gemm_int8_i32_planned(
+                fusebert_kernels::gemm_int8_i32(
                     &dev,
                     &da,
                     &dw,
                     &mut c,
-                    m,
-                    n,
-                    k,
-                    GemmPlan { tile, splits: 1 },
-                    None,
+                    fusebert_kernels::GemmShape { m, n, k },
+                    fusebert_kernels::GemmLaunch::planned(GemmPlan { tile, splits: 1 }, None),
                 )
                 .unwrap();
                 assert_eq!(c.to_host().unwrap(), exact, "gemm_int8_i32 {tile:?} M {m} N {n} K {k}");
@@ -249,14 +261,14 @@ fn rows_give_the_same_bits_alone_and_inside_a_larger_gemm() {
     let c = f16_case(&mut r, big, n, k);
     let narrow = split_plan_on(Tile::Narrow, k, false);
     let ws = SplitWorkspace::new(&dev, narrow.partial_words(big, n), narrow.counters(big, n), big).unwrap();
-    let whole = run_f16(&dev, &c, big, n, k, true, plans[0], &ws);
+    let whole = run_f16(&dev, &c, GemmShape { m: big, n, k }, true, plans[0], &ws);
     for (m, plan) in
         [(17, plans[1]), (1, plans[2]), (33, plans[3]), (33, plans[4]), (70, plans[4]), (17, plans[5]), (70, plans[6])]
     {
         let part =
             F16Case { a: c.a[..m * k].to_vec(), w: c.w.clone(), bias: c.bias.clone(), res: c.res[..m * n].to_vec() };
         assert_eq!(
-            run_f16(&dev, &part, m, n, k, true, plan, &ws),
+            run_f16(&dev, &part, GemmShape { m, n, k }, true, plan, &ws),
             whole[..m * n],
             "fp16 {m} rows ({plan:?}) vs {big} ({:?})",
             plans[0]
@@ -277,21 +289,20 @@ fn rows_give_the_same_bits_alone_and_inside_a_larger_gemm() {
             (dev.upload(&a[..m * k]).unwrap(), dev.upload(&asc[..m]).unwrap(), dev.upload(&zero[..m]).unwrap());
         let zp = Some(fusebert_kernels::ZeroPoint { zero: &dz, w_sum: &dsum });
         let mut out = poisoned::<f16>(&dev, m * n);
-        fusebert_kernels::gemm_int8_planned(
+        fusebert_kernels::gemm_int8(
             &dev,
-            &da,
-            &das,
-            zp,
-            &dw,
-            &dws,
-            Some(&db),
-            Epilogue::Gelu,
+            &fusebert_kernels::GemmInt8 {
+                a: &da,
+                a_scale: &das,
+                zero_point: zp,
+                w: &dw,
+                w_scale: &dws,
+                bias: Some(&db),
+                epilogue: Epilogue::Gelu,
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            },
             &mut out,
-            m,
-            n,
-            k,
-            plan,
-            Some(&ws),
+            fusebert_kernels::GemmLaunch::planned(plan, Some(&ws)),
         )
         .unwrap();
         (plan, f16_bits(&out))
@@ -322,26 +333,81 @@ fn bad_split_plans_are_typed_errors_naming_the_kernel() {
     let small = SplitWorkspace::new(&dev, 16, 1, 1).unwrap();
     let e = Epilogue::None;
     assert_kernel_err(
-        fusebert_kernels::gemm_f16_planned(&dev, &a, &w, None, e, &mut out, m, n, k, plan, None),
+        fusebert_kernels::gemm_f16(
+            &dev,
+            &fusebert_kernels::GemmF16 {
+                a: &a,
+                w: &w,
+                bias: None,
+                epilogue: e,
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            },
+            &mut out,
+            fusebert_kernels::GemmLaunch::planned(plan, None),
+        ),
         "gemm_f16_sk",
     );
     assert_kernel_err(
-        fusebert_kernels::gemm_f16_planned(&dev, &a, &w, None, e, &mut out, m, n, k, plan, Some(&small)),
+        fusebert_kernels::gemm_f16(
+            &dev,
+            &fusebert_kernels::GemmF16 {
+                a: &a,
+                w: &w,
+                bias: None,
+                epilogue: e,
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            },
+            &mut out,
+            fusebert_kernels::GemmLaunch::planned(plan, Some(&small)),
+        ),
         "gemm_f16_sk",
     );
     let wrong = GemmPlan { tile: Tile::Small, splits: plan.splits + 1 };
     assert_kernel_err(
-        fusebert_kernels::gemm_f16_planned(&dev, &a, &w, None, e, &mut out, m, n, k, wrong, Some(&small)),
+        fusebert_kernels::gemm_f16(
+            &dev,
+            &fusebert_kernels::GemmF16 {
+                a: &a,
+                w: &w,
+                bias: None,
+                epilogue: e,
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            },
+            &mut out,
+            fusebert_kernels::GemmLaunch::planned(wrong, Some(&small)),
+        ),
         "gemm_f16_sk",
     );
     let large = GemmPlan { tile: Tile::Large, splits: plan.splits };
     assert_kernel_err(
-        fusebert_kernels::gemm_f16_planned(&dev, &a, &w, None, e, &mut out, m, n, k, large, Some(&small)),
+        fusebert_kernels::gemm_f16(
+            &dev,
+            &fusebert_kernels::GemmF16 {
+                a: &a,
+                w: &w,
+                bias: None,
+                epilogue: e,
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            },
+            &mut out,
+            fusebert_kernels::GemmLaunch::planned(large, Some(&small)),
+        ),
         "gemm_f16_sk",
     );
     let auto = GemmPlan { tile: Tile::Auto, splits: 1 };
     assert_kernel_err(
-        fusebert_kernels::gemm_f16_planned(&dev, &a, &w, None, e, &mut out, m, n, k, auto, None),
+        fusebert_kernels::gemm_f16(
+            &dev,
+            &fusebert_kernels::GemmF16 {
+                a: &a,
+                w: &w,
+                bias: None,
+                epilogue: e,
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            },
+            &mut out,
+            fusebert_kernels::GemmLaunch::planned(auto, None),
+        ),
         "gemm_f16",
     );
 }

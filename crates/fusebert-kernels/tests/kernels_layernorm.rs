@@ -34,36 +34,46 @@ fn case(dev: &fusebert_kernels::Device, seed: u64, hidden: usize, with_res: bool
     let (ro, bo) = if with_res { (Some(&dr), Some(&db)) } else { (None, None) };
     clear(dev);
     if q8 {
-        fusebert_kernels::layernorm_f16_q8_with(
+        fusebert_kernels::layernorm_f16(
             dev,
-            &dx,
-            ro,
-            bo,
-            &dg,
-            &dbe,
+            &fusebert_kernels::LayerNormF16 {
+                x: &dx,
+                residual: ro,
+                bias: bo,
+                gamma: &dg,
+                beta: &dbe,
+                rows: ROWS,
+                hidden,
+                eps: EPS,
+            },
             &mut out,
-            Q8Out { q: &mut q, scale: &mut qs, smooth: None },
-            ROWS,
-            hidden,
-            EPS,
+            Some(Q8Out { q: &mut q, scale: &mut qs, smooth: None }),
             variant,
         )
         .unwrap();
     } else {
-        fusebert_kernels::layernorm_f16_with(dev, &dx, ro, bo, &dg, &dbe, &mut out, ROWS, hidden, EPS, variant)
-            .unwrap();
+        fusebert_kernels::layernorm_f16(
+            dev,
+            &fusebert_kernels::LayerNormF16 {
+                x: &dx,
+                residual: ro,
+                bias: bo,
+                gamma: &dg,
+                beta: &dbe,
+                rows: ROWS,
+                hidden,
+                eps: EPS,
+            },
+            &mut out,
+            None,
+            variant,
+        )
+        .unwrap();
     }
     let what = format!("layernorm {variant:?} hidden {hidden} residual {with_res} q8 {q8}");
-    let want = reference::layernorm(
-        &x,
-        with_res.then_some(&res[..]),
-        with_res.then_some(&bias[..]),
-        &gamma,
-        &beta,
-        ROWS,
-        hidden,
-        EPS,
-    );
+    let params = reference::LayerNormParams { gamma: &gamma, beta: &beta, eps: EPS };
+    let want =
+        reference::layernorm(&x, with_res.then_some(&res[..]), with_res.then_some(&bias[..]), params, ROWS, hidden);
     let got_h = out.to_host().unwrap();
     let err = check_close(&what, &to_f32(&got_h), &want, |w, _| half_ulp(w) + 2e-5);
     if q8 {
@@ -135,7 +145,12 @@ fn quantize_matches_reference_exactly() {
             let mut q = poisoned::<i8>(&dev, rows * h);
             let mut s = poisoned::<f32>(&dev, rows);
             clear(&dev);
-            fusebert_kernels::quantize_i8(&dev, &dx, &mut q, &mut s, rows, h).unwrap();
+            fusebert_kernels::quantize_i8(
+                &dev,
+                &fusebert_kernels::QuantizeF16 { x: &dx, smooth: None, rows, hidden: h },
+                fusebert_kernels::QuantizedI8 { q: &mut q, scale: &mut s, zero: None },
+            )
+            .unwrap();
             let (wq, ws) = reference::quantize(&x, rows, h);
             assert_eq!(q.to_host().unwrap(), wq, "hidden {h}");
             assert_eq!(s.to_host().unwrap(), ws, "hidden {h}");
@@ -147,7 +162,14 @@ fn quantize_matches_reference_exactly() {
         let x = dev.upload(&[f16::ONE; 30]).unwrap();
         let mut q = dev.alloc::<i8>(30).unwrap();
         let mut s = dev.alloc::<f32>(3).unwrap();
-        assert_kernel_err(fusebert_kernels::quantize_i8(&dev, &x, &mut q, &mut s, 3, 10), "quantize_i8_f16");
+        assert_kernel_err(
+            fusebert_kernels::quantize_i8(
+                &dev,
+                &fusebert_kernels::QuantizeF16 { x: &x, smooth: None, rows: 3, hidden: 10 },
+                fusebert_kernels::QuantizedI8 { q: &mut q, scale: &mut s, zero: None },
+            ),
+            "quantize_i8_f16",
+        );
     }
 }
 
@@ -159,11 +181,41 @@ fn layernorm_errors_name_the_kernel() {
     let mut out = dev.alloc::<f16>(64).unwrap();
     // 3 rows of 32 need 96 elements
     assert_kernel_err(
-        fusebert_kernels::layernorm_f16(&dev, &x, None, None, &g, &g, &mut out, 3, 32, 1e-5),
+        fusebert_kernels::layernorm_f16(
+            &dev,
+            &fusebert_kernels::LayerNormF16 {
+                x: &x,
+                residual: None,
+                bias: None,
+                gamma: &g,
+                beta: &g,
+                rows: 3,
+                hidden: 32,
+                eps: 1e-5,
+            },
+            &mut out,
+            None,
+            fusebert_kernels::Variant::Fast,
+        ),
         "layernorm_f16",
     );
     assert_kernel_err(
-        fusebert_kernels::layernorm_f16(&dev, &x, None, None, &g, &g, &mut out, 2, 32, 0.0),
+        fusebert_kernels::layernorm_f16(
+            &dev,
+            &fusebert_kernels::LayerNormF16 {
+                x: &x,
+                residual: None,
+                bias: None,
+                gamma: &g,
+                beta: &g,
+                rows: 2,
+                hidden: 32,
+                eps: 0.0,
+            },
+            &mut out,
+            None,
+            fusebert_kernels::Variant::Fast,
+        ),
         "layernorm_f16",
     );
 }
@@ -194,8 +246,21 @@ fn smoothed_q8_codes_are_exact() {
             let mut q = poisoned::<i8>(&dev, n);
             let mut qs = poisoned::<f32>(&dev, ROWS);
             let q8 = Q8Out { q: &mut q, scale: &mut qs, smooth: Some(&dm) };
-            fusebert_kernels::layernorm_f16_q8_with(
-                &dev, &dx, None, None, &dg, &dbe, &mut out, q8, ROWS, h, EPS, variant,
+            fusebert_kernels::layernorm_f16(
+                &dev,
+                &fusebert_kernels::LayerNormF16 {
+                    x: &dx,
+                    residual: None,
+                    bias: None,
+                    gamma: &dg,
+                    beta: &dbe,
+                    rows: ROWS,
+                    hidden: h,
+                    eps: EPS,
+                },
+                &mut out,
+                Some(q8),
+                variant,
             )
             .unwrap();
             let got_h = out.to_host().unwrap();
@@ -205,7 +270,12 @@ fn smoothed_q8_codes_are_exact() {
             // the same multipliers through the standalone quantize kernel
             let mut q2 = poisoned::<i8>(&dev, n);
             let mut qs2 = poisoned::<f32>(&dev, ROWS);
-            fusebert_kernels::quantize_i8_smoothed(&dev, &dx, Some(&dm), &mut q2, &mut qs2, ROWS, h).unwrap();
+            fusebert_kernels::quantize_i8(
+                &dev,
+                &fusebert_kernels::QuantizeF16 { x: &dx, smooth: Some(&dm), rows: ROWS, hidden: h },
+                fusebert_kernels::QuantizedI8 { q: &mut q2, scale: &mut qs2, zero: None },
+            )
+            .unwrap();
             let (wq2, ws2) = reference::quantize_smoothed(&x, Some(&smooth), ROWS, h);
             assert_eq!(q2.to_host().unwrap(), wq2, "quantize hidden {h}: smoothed codes");
             assert_eq!(qs2.to_host().unwrap(), ws2, "quantize hidden {h}: smoothed scales");
@@ -242,7 +312,12 @@ fn asymmetric_quantize_is_exact_and_uses_the_whole_code_range() {
             let mut s = poisoned::<f32>(&dev, rows);
             let mut z = poisoned::<i32>(&dev, rows);
             clear(&dev);
-            fusebert_kernels::quantize_i8_asym(&dev, &dx, dm.as_ref(), &mut q, &mut s, &mut z, rows, h).unwrap();
+            fusebert_kernels::quantize_i8(
+                &dev,
+                &fusebert_kernels::QuantizeF16 { x: &dx, smooth: dm.as_ref(), rows, hidden: h },
+                fusebert_kernels::QuantizedI8 { q: &mut q, scale: &mut s, zero: Some(&mut z) },
+            )
+            .unwrap();
             let what = format!("{} hidden {h} smoothed {smoothed}", dev.name());
             let (wq, ws, wz) = reference::quantize_asym(&x, smooth.as_deref(), rows, h);
             let (gq, gs, gz) = (q.to_host().unwrap(), s.to_host().unwrap(), z.to_host().unwrap());
@@ -279,7 +354,11 @@ fn asymmetric_quantize_is_exact_and_uses_the_whole_code_range() {
         let mut z = dev.alloc::<i32>(3).unwrap();
         // 4 rows need 4 zero points
         assert_kernel_err(
-            fusebert_kernels::quantize_i8_asym(&dev, &x, None, &mut q, &mut s, &mut z, 4, 8),
+            fusebert_kernels::quantize_i8(
+                &dev,
+                &fusebert_kernels::QuantizeF16 { x: &x, smooth: None, rows: 4, hidden: 8 },
+                fusebert_kernels::QuantizedI8 { q: &mut q, scale: &mut s, zero: Some(&mut z) },
+            ),
             "quantize_i8_asym_f16",
         );
     }

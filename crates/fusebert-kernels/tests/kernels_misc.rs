@@ -28,7 +28,21 @@ fn pooling_every_mode_ragged() {
             for (skip, l2) in [(0, false), (0, true), (3, false), (3, true)] {
                 let mut out = poisoned::<f32>(&dev, lens.len() * h);
                 clear(&dev);
-                fusebert_kernels::pool_skipping(&dev, &dx, &dc, &mut out, lens.len(), t, h, mode, skip, l2).unwrap();
+                fusebert_kernels::pool(
+                    &dev,
+                    &fusebert_kernels::PoolF16 {
+                        x: &dx,
+                        cu_seqlens: &dc,
+                        batch: lens.len(),
+                        tokens: t,
+                        hidden: h,
+                        mode,
+                        skip,
+                        l2norm: l2,
+                    },
+                    &mut out,
+                )
+                .unwrap();
                 let want = reference::pool(&x, &cu, h, mode, skip, l2);
                 check_close(&format!("pool {mode:?} skip {skip} l2 {l2}"), &out.to_host().unwrap(), &want, |w, _| {
                     w.abs() * 1e-5 + 1e-6
@@ -97,16 +111,26 @@ fn embedding_case(dev: &fusebert_kernels::Device, seed: u64, h: usize, offset: u
     let d = |v: &[f16]| dev.upload(v).unwrap();
     let (dw, dp, dt, dg, db) = (d(&word), d(&pos), d(&typ), d(&gamma), d(&beta));
     let token_type = types.then_some(&dt);
-    let tables =
-        EmbeddingTables { word: &dw, position: &dp, token_type, position_offset: offset, gamma: &dg, beta: &db };
+    let tables = EmbeddingTables {
+        word: &dw,
+        position: &dp,
+        token_type,
+        position_offset: offset,
+        gamma: &dg,
+        beta: &db,
+        eps: 1e-12,
+    };
     let mut out = poisoned::<f16>(dev, t * h);
     clear(dev);
     let (di, dpi) = (dev.upload(&ids).unwrap(), dev.upload(&pids).unwrap());
     let dti = if types { dev.upload(&tids).unwrap() } else { poisoned::<u32>(dev, t) };
-    fusebert_kernels::embedding_layernorm(dev, &di, &dpi, &dti, &tables, &mut out, t, h, 1e-12).unwrap();
+    let token_ids = fusebert_kernels::TokenIds { ids: &di, pos_ids: &dpi, type_ids: &dti };
+    fusebert_kernels::embedding_layernorm(dev, &token_ids, &tables, &mut out, t, h).unwrap();
     let rows: Vec<u32> = pids.iter().map(|&p| p + offset as u32).collect();
     let typ_ref = types.then_some(&typ[..]);
-    let want = reference::embedding_layernorm(&ids, &rows, &tids, &word, &pos, typ_ref, &gamma, &beta, h, 1e-12);
+    let ln = reference::LayerNormParams { gamma: &gamma, beta: &beta, eps: 1e-12 };
+    let tables_ref = reference::EmbeddingTablesRef { word: &word, pos: &pos, typ: typ_ref, ln };
+    let want = reference::embedding_layernorm([&ids, &rows, &tids], tables_ref, h);
     let what = format!("embedding h {h} offset {offset} types {types}");
     let err = check_close(&what, &to_f32(&out.to_host().unwrap()), &want, |w, _| half_ulp(w) + 2e-5);
     eprintln!("{what}: max |err| = {err:e}");

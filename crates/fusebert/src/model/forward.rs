@@ -41,6 +41,7 @@ use crate::device::{as_elements, Device, DeviceBuffer, GraphCache, GraphStats, R
 use crate::error::{Error, Result};
 use crate::kernels::{
     self, AttentionShape, EmbeddingTables, Epilogue, FusedLayerNorm, FusedQ8, GemmPlan, Pooling, Q8Out, SplitWorkspace,
+    TokenIds,
 };
 use crate::tokenize::Batch;
 
@@ -801,21 +802,40 @@ impl DeviceBert {
         match step {
             Step::Embedding => self.embedding(ws, t),
             Step::Projection => match (&self.projection, &ws.emb) {
-                (Some(DeviceLinear::F16 { w, b }), Some(emb)) => {
-                    kernels::gemm_f16(d, emb, w, Some(b), Epilogue::None, &mut ws.x, t, h, self.config.embedding_size)
-                }
+                (Some(DeviceLinear::F16 { w, b }), Some(emb)) => kernels::gemm_f16(
+                    d,
+                    &kernels::GemmF16 {
+                        a: emb,
+                        w,
+                        bias: Some(b),
+                        epilogue: Epilogue::None,
+                        shape: kernels::GemmShape { m: t, n: h, k: self.config.embedding_size },
+                    },
+                    &mut ws.x,
+                    kernels::GemmLaunch::default(),
+                ),
                 _ => Err(Error::Other("DeviceBert: projection without its weights or workspace buffer".into())),
             },
             Step::Quantize { layer: _, what: Quantized::Embeddings } => {
                 let smooth = self.layers.first().and_then(|l| l.qkv.smooth());
-                kernels::quantize_i8_smoothed(d, &ws.x, smooth, &mut ws.q8, &mut ws.q8_scale, t, h)
+                kernels::quantize_i8(
+                    d,
+                    &kernels::QuantizeF16 { x: &ws.x, smooth, rows: t, hidden: h },
+                    kernels::QuantizedI8 { q: &mut ws.q8, scale: &mut ws.q8_scale, zero: None },
+                )
             }
-            Step::Quantize { layer: _, what: Quantized::Context } => {
-                kernels::quantize_i8(d, &ws.ctx, &mut ws.q8, &mut ws.q8_scale, t, h)
-            }
+            Step::Quantize { layer: _, what: Quantized::Context } => kernels::quantize_i8(
+                d,
+                &kernels::QuantizeF16 { x: &ws.ctx, smooth: None, rows: t, hidden: h },
+                kernels::QuantizedI8 { q: &mut ws.q8, scale: &mut ws.q8_scale, zero: None },
+            ),
             Step::Quantize { layer, what: Quantized::Ffn } => {
                 let smooth = layer.and_then(|l| self.layers[l].ffn2.smooth());
-                kernels::quantize_i8_asym(d, &ws.ffn, smooth, &mut ws.q8, &mut ws.q8_scale, &mut ws.q8_zero, t, i)
+                kernels::quantize_i8(
+                    d,
+                    &kernels::QuantizeF16 { x: &ws.ffn, smooth, rows: t, hidden: i },
+                    kernels::QuantizedI8 { q: &mut ws.q8, scale: &mut ws.q8_scale, zero: Some(&mut ws.q8_zero) },
+                )
             }
             Step::Attention { .. } => {
                 let shape = AttentionShape {
@@ -826,7 +846,7 @@ impl DeviceBert {
                     head_dim: self.config.head_dim(),
                     scale: None,
                 };
-                kernels::attention(d, &ws.qkv, &ws.cu_seqlens, &mut ws.ctx, shape)
+                kernels::attention(d, &ws.qkv, &ws.cu_seqlens, &mut ws.ctx, shape, kernels::AttentionLaunch::default())
             }
             Step::Gemm { layer, gemm, layernorm } => self.layer_gemm(ws, layer, gemm, layernorm, t),
             Step::LayerNorm { layer, out } => {
@@ -842,19 +862,52 @@ impl DeviceBert {
             }
             Step::Pool => {
                 let (mode, skip, normalize) = (pooling.mode, pooling.skip, opts.normalize);
-                kernels::pool_skipping(d, &ws.x, &ws.cu_seqlens, &mut ws.pooled, b, t, h, mode, skip, normalize)
+                kernels::pool(
+                    d,
+                    &kernels::PoolF16 {
+                        x: &ws.x,
+                        cu_seqlens: &ws.cu_seqlens,
+                        batch: b,
+                        tokens: t,
+                        hidden: h,
+                        mode,
+                        skip,
+                        l2norm: normalize,
+                    },
+                    &mut ws.pooled,
+                )
             }
             Step::GatherCls => kernels::gather_first_rows(d, &ws.x, &ws.cu_seqlens, &mut ws.cls, b, t, h),
             Step::Pooler => match &self.pooler {
-                Some(DeviceLinear::F16 { w, b: bias }) => {
-                    kernels::gemm_f16(d, &ws.cls, w, Some(bias), Epilogue::Tanh, &mut ws.pooler_out, b, h, h)
-                }
+                Some(DeviceLinear::F16 { w, b: bias }) => kernels::gemm_f16(
+                    d,
+                    &kernels::GemmF16 {
+                        a: &ws.cls,
+                        w,
+                        bias: Some(bias),
+                        epilogue: Epilogue::Tanh,
+                        shape: kernels::GemmShape { m: b, n: h, k: h },
+                    },
+                    &mut ws.pooler_out,
+                    kernels::GemmLaunch::default(),
+                ),
                 _ => Err(Error::Other("DeviceBert: the schedule runs a pooler the model does not have".into())),
             },
             Step::Classifier => match &self.classifier {
                 Some((DeviceLinear::F16 { w, b: bias }, _)) => {
                     let np = self.classifier_padded();
-                    kernels::gemm_f16(d, &ws.pooler_out, w, Some(bias), Epilogue::None, &mut ws.logits, b, np, h)
+                    kernels::gemm_f16(
+                        d,
+                        &kernels::GemmF16 {
+                            a: &ws.pooler_out,
+                            w,
+                            bias: Some(bias),
+                            epilogue: Epilogue::None,
+                            shape: kernels::GemmShape { m: b, n: np, k: h },
+                        },
+                        &mut ws.logits,
+                        kernels::GemmLaunch::default(),
+                    )
                 }
                 _ => Err(Error::Other("DeviceBert: the schedule runs a classifier the model does not have".into())),
             },
@@ -871,25 +924,18 @@ impl DeviceBert {
             position_offset: 0,
             gamma: &self.emb_ln.gamma,
             beta: &self.emb_ln.beta,
+            eps: self.config.layer_norm_eps,
         };
-        let eps = self.config.layer_norm_eps;
         let Workspace { ids, pos_ids, type_ids, x, emb, .. } = ws;
         match emb {
             Some(emb) => {
                 let e = self.config.embedding_size;
-                kernels::embedding_layernorm(&self.dev, ids, pos_ids, type_ids, &tables, emb, t, e, eps)
+                kernels::embedding_layernorm(&self.dev, &TokenIds { ids, pos_ids, type_ids }, &tables, emb, t, e)
             }
-            None => kernels::embedding_layernorm(
-                &self.dev,
-                ids,
-                pos_ids,
-                type_ids,
-                &tables,
-                x,
-                t,
-                self.config.hidden_size,
-                eps,
-            ),
+            None => {
+                let token_ids = TokenIds { ids, pos_ids, type_ids };
+                kernels::embedding_layernorm(&self.dev, &token_ids, &tables, x, t, self.config.hidden_size)
+            }
         }
     }
 
@@ -962,9 +1008,39 @@ impl DeviceBert {
     ) -> Result<()> {
         if with_q8 {
             let q8 = Q8Out { q: q8, scale: q8_scale, smooth };
-            kernels::layernorm_f16_q8(&self.dev, y, None, None, &ln.gamma, &ln.beta, out, q8, t, h, eps)
+            kernels::layernorm_f16(
+                &self.dev,
+                &kernels::LayerNormF16 {
+                    x: y,
+                    residual: None,
+                    bias: None,
+                    gamma: &ln.gamma,
+                    beta: &ln.beta,
+                    rows: t,
+                    hidden: h,
+                    eps,
+                },
+                out,
+                Some(q8),
+                kernels::Variant::Fast,
+            )
         } else {
-            kernels::layernorm_f16(&self.dev, y, None, None, &ln.gamma, &ln.beta, out, t, h, eps)
+            kernels::layernorm_f16(
+                &self.dev,
+                &kernels::LayerNormF16 {
+                    x: y,
+                    residual: None,
+                    bias: None,
+                    gamma: &ln.gamma,
+                    beta: &ln.beta,
+                    rows: t,
+                    hidden: h,
+                    eps,
+                },
+                out,
+                None,
+                kernels::Variant::Fast,
+            )
         }
     }
 
@@ -993,11 +1069,21 @@ impl DeviceBert {
         match (lin, ln) {
             (DeviceLinear::F16 { w, b }, None) => {
                 let plan = GemmPlan::choose(m, n, k, false);
-                kernels::gemm_f16_planned(d, a, w, Some(b), epilogue, out, m, n, k, plan, ws)
+                kernels::gemm_f16(
+                    d,
+                    &kernels::GemmF16 { a, w, bias: Some(b), epilogue, shape: kernels::GemmShape { m, n, k } },
+                    out,
+                    kernels::GemmLaunch::planned(plan, ws),
+                )
             }
             (DeviceLinear::F16 { w, b }, Some(ln)) => {
                 let plan = GemmPlan::choose_with_layernorm(m, n, k, false);
-                kernels::gemm_f16_ln(d, a, w, Some(b), epilogue, out, m, n, k, plan, split, ln)
+                kernels::gemm_f16(
+                    d,
+                    &kernels::GemmF16 { a, w, bias: Some(b), epilogue, shape: kernels::GemmShape { m, n, k } },
+                    out,
+                    kernels::GemmLaunch::fused(plan, split, ln),
+                )
             }
             (DeviceLinear::Int8 { w, scale, b, w_sum, .. }, ln) => {
                 let zp = w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum });
@@ -1006,38 +1092,35 @@ impl DeviceBert {
                     Some(_) => GemmPlan::choose_with_layernorm(m, n, k, true),
                 };
                 match ln {
-                    None => kernels::gemm_int8_planned(
+                    None => kernels::gemm_int8(
                         d,
-                        q8,
-                        q8_scale,
-                        zp,
-                        w,
-                        scale,
-                        Some(b),
-                        epilogue,
+                        &kernels::GemmInt8 {
+                            a: q8,
+                            a_scale: q8_scale,
+                            zero_point: zp,
+                            w,
+                            w_scale: scale,
+                            bias: Some(b),
+                            epilogue,
+                            shape: kernels::GemmShape { m, n, k },
+                        },
                         out,
-                        m,
-                        n,
-                        k,
-                        plan,
-                        ws,
+                        kernels::GemmLaunch::planned(plan, ws),
                     ),
-                    Some(ln) => kernels::gemm_int8_ln(
+                    Some(ln) => kernels::gemm_int8(
                         d,
-                        q8,
-                        q8_scale,
-                        zp,
-                        w,
-                        scale,
-                        Some(b),
-                        epilogue,
+                        &kernels::GemmInt8 {
+                            a: q8,
+                            a_scale: q8_scale,
+                            zero_point: zp,
+                            w,
+                            w_scale: scale,
+                            bias: Some(b),
+                            epilogue,
+                            shape: kernels::GemmShape { m, n, k },
+                        },
                         out,
-                        m,
-                        n,
-                        k,
-                        plan,
-                        split,
-                        ln,
+                        kernels::GemmLaunch::fused(plan, split, ln),
                     ),
                 }
             }
