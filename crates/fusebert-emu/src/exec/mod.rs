@@ -13,6 +13,8 @@ use super::memory::*;
 use super::parse::{RELOC_DYN_SHARED, RELOC_GLOBAL};
 use crate::error::Error;
 
+mod inst;
+
 pub const FULL: u32 = 0xffff_ffff;
 /// Instructions a warp runs before the scheduler moves to the next warp (lets spin-waits on
 /// shared flags make progress, and bounds the work between deadlock checks).
@@ -299,6 +301,19 @@ struct Frame {
     pc: u32,
     mask: u32,
     rpc: u32,
+}
+
+/// How the scheduler goes on after an instruction.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Flow {
+    /// The next instruction of the same frame.
+    Next,
+    /// The frame stack changed (call, return, exit): pick the frame to run again.
+    Leave,
+    /// A branch: pick the frame to run again, and count it against the time slice.
+    Branch,
+    /// The warp waits at a barrier: run the other warps.
+    Wait,
 }
 
 /// rpc of a frame that runs a called device function (never equal to a pc).
@@ -695,8 +710,6 @@ impl<'l, 'a> Block<'l, 'a> {
     /// Runs one warp until it blocks, exits or its slice ends.
     fn run_warp(&mut self, w: &mut Warp) -> Result<(), Error> {
         let insts = &self.l.kernel.insts;
-        let classes = &self.l.classes;
-        let limit = self.l.opts.step_limit;
         let mut budget = SLICE;
         loop {
             // pick the frame to run
@@ -730,167 +743,187 @@ impl<'l, 'a> Block<'l, 'a> {
                     w.stack.last_mut().unwrap().pc = pc;
                     break;
                 };
-                let mut mask = active;
-                if i.guard != NONE {
-                    let g = i.guard as usize * 32;
-                    let mut pm = 0u32;
-                    lanes!(active, l, {
-                        pm |= ((w.regs[g + l] & 1) as u32) << l;
-                    });
-                    mask = if i.gneg { active & !pm } else { pm };
-                }
-                w.steps += 1;
-                self.c.warp_instructions += 1;
-                self.c.thread_instructions += mask.count_ones() as u64;
-                self.class_count[classes[pc as usize] as usize & 7] += 1;
-                if w.steps > limit {
-                    return Err(self.err(
-                        w,
-                        None,
-                        i,
-                        "step limit",
-                        format!("warp executed more than {limit} instructions (infinite loop?)"),
-                    ));
-                }
-                if let Some(ru) = &self.l.reg_use {
-                    self.check_defined(w, ru, pc as usize, i, mask, active)?;
-                }
-                match i.op {
-                    Op::Bra => {
-                        let taken = mask;
-                        let not_taken = active & !taken;
-                        let top = w.stack.last_mut().unwrap();
-                        if not_taken == 0 {
-                            top.pc = i.target;
-                        } else if taken == 0 {
-                            top.pc = pc + 1;
-                        } else {
-                            // diverge: the current frame waits at the reconvergence point
-                            top.pc = i.rpc;
-                            if pc + 1 != i.rpc {
-                                w.stack.push(Frame { pc: pc + 1, mask: not_taken, rpc: i.rpc });
-                            }
-                            if i.target != i.rpc {
-                                w.stack.push(Frame { pc: i.target, mask: taken, rpc: i.rpc });
-                            }
+                let mask = self.issue(w, i, pc, active)?;
+                let flow = match i.op {
+                    Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => {
+                        self.control(w, i, pc, mask, active)?
+                    }
+                    _ => {
+                        if mask != 0 {
+                            self.exec(w, i, mask, active)?;
                         }
+                        Flow::Next
+                    }
+                };
+                match flow {
+                    Flow::Next => pc += 1,
+                    Flow::Leave => break,
+                    Flow::Branch => {
+                        // taken branches use up the slice (a spin-wait loop yields to other warps)
                         budget = budget.saturating_sub(1);
                         if budget == 0 {
                             return Ok(());
                         }
                         break;
                     }
-                    Op::Ret if i.sub == 1 => {
-                        // return from a device function: these lanes wait for the call to end
-                        w.retmask |= mask;
-                        w.stack.last_mut().unwrap().pc = pc + 1;
-                        break;
-                    }
-                    Op::Call => {
-                        if mask == 0 {
-                            pc += 1;
-                            continue;
-                        }
-                        if w.calls.len() >= 64 {
-                            return Err(self.err(
-                                w,
-                                None,
-                                i,
-                                "call depth",
-                                "more than 64 nested device-function calls".into(),
-                            ));
-                        }
-                        self.call(w, i, mask);
-                        w.stack.last_mut().unwrap().pc = pc + 1;
-                        w.stack.push(Frame { pc: i.target, mask, rpc: CALL_RPC });
-                        break;
-                    }
-                    Op::Ret | Op::Exit => {
-                        if mask == 0 {
-                            pc += 1;
-                            continue;
-                        }
-                        self.exit_lanes(w, mask)?;
-                        w.stack.last_mut().unwrap().pc = pc + 1;
-                        break;
-                    }
-                    Op::Bar | Op::BarRed => {
-                        if mask == 0 {
-                            pc += 1;
-                            continue;
-                        }
-                        let live = w.valid & !w.exited;
-                        if mask != live {
-                            // Lanes whose only remaining path is `ret` (an early `return` that
-                            // nvcc compiles as a branch to the shared exit block) have in effect
-                            // exited: ptxas turns that path into EXIT, so they do not hold the
-                            // barrier. Anything else is a diverged arrival.
-                            if let Some(others) = self.trivially_exiting(w, mask) {
-                                self.exit_lanes(w, others)?;
-                            }
-                        }
-                        let live = w.valid & !w.exited;
-                        if mask != live {
-                            return Err(self.err(
-                                w,
-                                None,
-                                i,
-                                "divergent barrier",
-                                format!("bar.sync reached by lanes {mask:#010x} of the warp while its live lanes are {live:#010x} (the barrier is .aligned: all threads of a warp must execute the same barrier)"),
-                            ));
-                        }
-                        let id = w.regs[i.s[0] as usize * 32 + mask.trailing_zeros() as usize] as u32;
-                        let count = if i.s[1] != NONE {
-                            w.regs[i.s[1] as usize * 32 + mask.trailing_zeros() as usize] as u32
-                        } else {
-                            0
-                        };
-                        if id >= 16 {
-                            return Err(self.err(w, None, i, "bad barrier", format!("barrier id {id} >= 16")));
-                        }
-                        if i.sub2 == 1 {
-                            // bar.arrive: counted, no wait
-                            self.c.barriers += 1;
-                            self.arrivals[id as usize] += mask.count_ones();
-                            pc += 1;
-                            continue;
-                        }
-                        let mut pm = 0u32;
-                        if i.op == Op::BarRed {
-                            let p = i.s[2] as usize * 32;
-                            lanes!(mask, l, {
-                                pm |= ((w.regs[p + l] & 1) as u32) << l;
-                            });
-                            if i.has(fl::NEG_PRED_SRC) {
-                                pm = !pm & mask;
-                            }
-                        }
-                        self.c.barriers += 1;
-                        w.bar_id = id;
-                        w.bar_count = count;
-                        w.bar_pc = pc;
-                        w.bar_pred = pm;
-                        w.state = WState::Bar;
-                        w.stack.last_mut().unwrap().pc = pc;
-                        return Ok(());
-                    }
-                    Op::Trap => {
-                        if mask != 0 {
-                            let what =
-                                if i.sub == 1 { "device-side assert() failed" } else { "the kernel executed `trap`" };
-                            return Err(self.err(w, Some(mask.trailing_zeros() as usize), i, "trap", what.into()));
-                        }
-                        pc += 1;
-                    }
-                    _ => {
-                        if mask != 0 {
-                            self.exec(w, i, mask, active)?;
-                        }
-                        pc += 1;
-                    }
+                    Flow::Wait => return Ok(()),
                 }
             }
         }
+    }
+
+    /// Issues the instruction at `pc`: the lanes its guard lets run, the counters, the step
+    /// limit and the definedness check. Returns the executing lanes.
+    fn issue(&mut self, w: &mut Warp, i: &Inst, pc: u32, active: u32) -> Result<u32, Error> {
+        let limit = self.l.opts.step_limit;
+        let mut mask = active;
+        if i.guard != NONE {
+            let g = i.guard as usize * 32;
+            let mut pm = 0u32;
+            lanes!(active, l, {
+                pm |= ((w.regs[g + l] & 1) as u32) << l;
+            });
+            mask = if i.gneg { active & !pm } else { pm };
+        }
+        w.steps += 1;
+        self.c.warp_instructions += 1;
+        self.c.thread_instructions += mask.count_ones() as u64;
+        self.class_count[self.l.classes[pc as usize] as usize & 7] += 1;
+        if w.steps > limit {
+            return Err(self.err(
+                w,
+                None,
+                i,
+                "step limit",
+                format!("warp executed more than {limit} instructions (infinite loop?)"),
+            ));
+        }
+        if let Some(ru) = &self.l.reg_use {
+            self.check_defined(w, ru, pc as usize, i, mask, active)?;
+        }
+        Ok(mask)
+    }
+
+    /// Runs a control instruction (`bra`, `call`, `ret`, `exit`, barriers, `trap`) for the lanes
+    /// in `mask` and says how the scheduler goes on.
+    fn control(&mut self, w: &mut Warp, i: &Inst, pc: u32, mask: u32, active: u32) -> Result<Flow, Error> {
+        match i.op {
+            Op::Bra => {
+                let taken = mask;
+                let not_taken = active & !taken;
+                let top = w.stack.last_mut().unwrap();
+                if not_taken == 0 {
+                    top.pc = i.target;
+                } else if taken == 0 {
+                    top.pc = pc + 1;
+                } else {
+                    // diverge: the current frame waits at the reconvergence point
+                    top.pc = i.rpc;
+                    if pc + 1 != i.rpc {
+                        w.stack.push(Frame { pc: pc + 1, mask: not_taken, rpc: i.rpc });
+                    }
+                    if i.target != i.rpc {
+                        w.stack.push(Frame { pc: i.target, mask: taken, rpc: i.rpc });
+                    }
+                }
+                Ok(Flow::Branch)
+            }
+            Op::Ret if i.sub == 1 => {
+                // return from a device function: these lanes wait for the call to end
+                w.retmask |= mask;
+                w.stack.last_mut().unwrap().pc = pc + 1;
+                Ok(Flow::Leave)
+            }
+            Op::Call => {
+                if mask == 0 {
+                    return Ok(Flow::Next);
+                }
+                if w.calls.len() >= 64 {
+                    return Err(self.err(w, None, i, "call depth", "more than 64 nested device-function calls".into()));
+                }
+                self.call(w, i, mask);
+                w.stack.last_mut().unwrap().pc = pc + 1;
+                w.stack.push(Frame { pc: i.target, mask, rpc: CALL_RPC });
+                Ok(Flow::Leave)
+            }
+            Op::Ret | Op::Exit => {
+                if mask == 0 {
+                    return Ok(Flow::Next);
+                }
+                self.exit_lanes(w, mask)?;
+                w.stack.last_mut().unwrap().pc = pc + 1;
+                Ok(Flow::Leave)
+            }
+            Op::Bar | Op::BarRed => {
+                if mask == 0 {
+                    return Ok(Flow::Next);
+                }
+                self.barrier(w, i, pc, mask)
+            }
+            Op::Trap => {
+                if mask != 0 {
+                    let what = if i.sub == 1 { "device-side assert() failed" } else { "the kernel executed `trap`" };
+                    return Err(self.err(w, Some(mask.trailing_zeros() as usize), i, "trap", what.into()));
+                }
+                Ok(Flow::Next)
+            }
+            _ => unreachable!("`{:?}` is not a control instruction", i.op),
+        }
+    }
+
+    /// `bar.sync`/`bar.red`/`bar.arrive` reached by the lanes in `mask` (not empty): checks the
+    /// whole warp arrived, then counts an arrival or parks the warp at the barrier.
+    fn barrier(&mut self, w: &mut Warp, i: &Inst, pc: u32, mask: u32) -> Result<Flow, Error> {
+        let live = w.valid & !w.exited;
+        if mask != live {
+            // Lanes whose only remaining path is `ret` (an early `return` that
+            // nvcc compiles as a branch to the shared exit block) have in effect
+            // exited: ptxas turns that path into EXIT, so they do not hold the
+            // barrier. Anything else is a diverged arrival.
+            if let Some(others) = self.trivially_exiting(w, mask) {
+                self.exit_lanes(w, others)?;
+            }
+        }
+        let live = w.valid & !w.exited;
+        if mask != live {
+            return Err(self.err(
+                w,
+                None,
+                i,
+                "divergent barrier",
+                format!("bar.sync reached by lanes {mask:#010x} of the warp while its live lanes are {live:#010x} (the barrier is .aligned: all threads of a warp must execute the same barrier)"),
+            ));
+        }
+        let id = w.regs[i.s[0] as usize * 32 + mask.trailing_zeros() as usize] as u32;
+        let count =
+            if i.s[1] != NONE { w.regs[i.s[1] as usize * 32 + mask.trailing_zeros() as usize] as u32 } else { 0 };
+        if id >= 16 {
+            return Err(self.err(w, None, i, "bad barrier", format!("barrier id {id} >= 16")));
+        }
+        if i.sub2 == 1 {
+            // bar.arrive: counted, no wait
+            self.c.barriers += 1;
+            self.arrivals[id as usize] += mask.count_ones();
+            return Ok(Flow::Next);
+        }
+        let mut pm = 0u32;
+        if i.op == Op::BarRed {
+            let p = i.s[2] as usize * 32;
+            lanes!(mask, l, {
+                pm |= ((w.regs[p + l] & 1) as u32) << l;
+            });
+            if i.has(fl::NEG_PRED_SRC) {
+                pm = !pm & mask;
+            }
+        }
+        self.c.barriers += 1;
+        w.bar_id = id;
+        w.bar_count = count;
+        w.bar_pc = pc;
+        w.bar_pred = pm;
+        w.state = WState::Bar;
+        w.stack.last_mut().unwrap().pc = pc;
+        Ok(Flow::Wait)
     }
 
     /// Reports a read of a register no instruction has written in that lane (the guard by every
@@ -1101,480 +1134,6 @@ impl<'l, 'a> Block<'l, 'a> {
         }
         w.pending = keep;
     }
-
-    /// Executes one non-control instruction for the lanes in `mask`.
-    fn exec(&mut self, w: &mut Warp, i: &Inst, mask: u32, active: u32) -> Result<(), Error> {
-        let envelope = self.l.opts.math == super::arch::MathMode::Envelope;
-        let regs = &mut w.regs;
-        let d = i.d[0] as usize * 32;
-        let a = i.s[0] as usize * 32;
-        let b = i.s[1] as usize * 32;
-        let c = i.s[2] as usize * 32;
-        let ty = i.ty;
-        macro_rules! map1 {
-            (|$x:ident| $e:expr) => {{
-                if mask == FULL {
-                    for l in 0..32 {
-                        let $x = regs[a + l];
-                        regs[d + l] = $e;
-                    }
-                } else {
-                    lanes!(mask, l, {
-                        let $x = regs[a + l];
-                        regs[d + l] = $e;
-                    });
-                }
-            }};
-        }
-        macro_rules! map2 {
-            (|$x:ident, $y:ident| $e:expr) => {{
-                if mask == FULL {
-                    for l in 0..32 {
-                        let $x = regs[a + l];
-                        let $y = regs[b + l];
-                        regs[d + l] = $e;
-                    }
-                } else {
-                    lanes!(mask, l, {
-                        let $x = regs[a + l];
-                        let $y = regs[b + l];
-                        regs[d + l] = $e;
-                    });
-                }
-            }};
-        }
-        macro_rules! map3 {
-            (|$x:ident, $y:ident, $z:ident| $e:expr) => {{
-                if mask == FULL {
-                    for l in 0..32 {
-                        let $x = regs[a + l];
-                        let $y = regs[b + l];
-                        let $z = regs[c + l];
-                        regs[d + l] = $e;
-                    }
-                } else {
-                    lanes!(mask, l, {
-                        let $x = regs[a + l];
-                        let $y = regs[b + l];
-                        let $z = regs[c + l];
-                        regs[d + l] = $e;
-                    });
-                }
-            }};
-        }
-        let plain_f32 = ty == Ty::F32 && i.flags & (fl::FTZ | fl::SAT) == 0 && matches!(i.rnd, Rnd::None | Rnd::Rn);
-        match i.op {
-            Op::Nop | Op::Membar | Op::Prefetch => {}
-            Op::Mov => {
-                let m = if ty == Ty::Pred { 1 } else { ty.mask() };
-                map1!(|x| x & m)
-            }
-            Op::Pack => {
-                let n = i.n as usize;
-                let ew = ty.bits() / n as u32;
-                let em = if ew >= 64 { u64::MAX } else { (1u64 << ew) - 1 };
-                lanes!(mask, l, {
-                    let mut v = 0u64;
-                    for k in 0..n {
-                        v |= (regs[i.s[k] as usize * 32 + l] & em) << (ew * k as u32);
-                    }
-                    regs[d + l] = v;
-                });
-            }
-            Op::Unpack => {
-                let n = i.n as usize;
-                let ew = ty.bits() / n as u32;
-                let em = if ew >= 64 { u64::MAX } else { (1u64 << ew) - 1 };
-                lanes!(mask, l, {
-                    let v = regs[a + l];
-                    for k in 0..n {
-                        regs[i.d[k] as usize * 32 + l] = (v >> (ew * k as u32)) & em;
-                    }
-                });
-            }
-            Op::ReadClock => {
-                self.clock += 1;
-                let t = self.c.warp_instructions;
-                lanes!(mask, l, {
-                    regs[d + l] = ext(ty, t);
-                });
-            }
-            Op::Add | Op::Sub if plain_f32 => {
-                let neg = if i.op == Op::Sub { 0x8000_0000u64 } else { 0 };
-                map2!(|x, y| (f32::from_bits(x as u32) + f32::from_bits((y ^ neg) as u32)).to_bits() as u64)
-            }
-            Op::Mul if plain_f32 => {
-                map2!(|x, y| (f32::from_bits(x as u32) * f32::from_bits(y as u32)).to_bits() as u64)
-            }
-            Op::Fma | Op::Mad if plain_f32 => map3!(|x, y, z| super::fp::fma_n(
-                f32::from_bits(x as u32) as f64,
-                f32::from_bits(y as u32) as f64,
-                f32::from_bits(z as u32) as f64,
-                Rnd::Rn,
-                super::fp::Fmt::F32
-            ) as u64),
-            Op::Div if ty == Ty::F32 && envelope && super::envelope::bound_of(i.op, i.flags).is_some() => {
-                let (rnd, f) = (i.rnd, i.flags);
-                let bound = super::envelope::bound_of(i.op, f).unwrap_or(super::envelope::Bound::Ulps(0.0));
-                map2!(|x, y| {
-                    let exact = alu::fbin(Op::Div, ty, rnd, f, x, y);
-                    match super::envelope::true_div(f, x as u32, y as u32) {
-                        Some(t) => {
-                            super::envelope::perturb(Op::Div, f, bound, x as u32, y as u32, t, exact as u32) as u64
-                        }
-                        None => exact,
-                    }
-                })
-            }
-            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Min | Op::Max | Op::Copysign if ty.is_float() => {
-                let (op, rnd, f) = (i.op, i.rnd, i.flags);
-                map2!(|x, y| alu::fbin(op, ty, rnd, f, x, y))
-            }
-            Op::Add | Op::Sub if i.flags & (fl::CC | fl::CARRY_IN) != 0 => {
-                let cc = i.d[1] as usize * 32;
-                let use_cin = i.has(fl::CARRY_IN);
-                lanes!(mask, l, {
-                    let cin = if use_cin { regs[cc + l] } else { 0 };
-                    let (r, cout) = alu::add_carry(i.op == Op::Sub, ty, regs[a + l], regs[b + l], cin);
-                    regs[d + l] = r;
-                    if i.has(fl::CC) {
-                        regs[cc + l] = cout;
-                    }
-                });
-            }
-            Op::Add if ty == Ty::S32 || ty == Ty::U32 || ty == Ty::B32 => {
-                if i.has(fl::SAT) {
-                    map2!(|x, y| alu::ibin(Op::Add, ty, i.flags, false, x, y))
-                } else {
-                    map2!(|x, y| ext(ty, (x as u32).wrapping_add(y as u32) as u64))
-                }
-            }
-            Op::Add if ty == Ty::S64 || ty == Ty::U64 || ty == Ty::B64 => map2!(|x, y| x.wrapping_add(y)),
-            // fast paths of the most frequent integer forms
-            Op::And | Op::Or | Op::Xor if ty != Ty::Pred => {
-                let m = ty.mask();
-                match i.op {
-                    Op::And => map2!(|x, y| ext(ty, x & y & m)),
-                    Op::Or => map2!(|x, y| ext(ty, (x | y) & m)),
-                    _ => map2!(|x, y| ext(ty, (x ^ y) & m)),
-                }
-            }
-            Op::Shl if ty.bits() == 32 => {
-                map2!(|x, y| if y as u32 >= 32 { 0 } else { ((x as u32) << (y as u32)) as u64 })
-            }
-            Op::Shr if ty == Ty::U32 || ty == Ty::B32 => {
-                map2!(|x, y| if y as u32 >= 32 { 0 } else { ((x as u32) >> (y as u32)) as u64 })
-            }
-            Op::Shl if ty.bits() == 64 => map2!(|x, y| if y as u32 >= 64 { 0 } else { x << (y as u32) }),
-            Op::Mul if i.flags & (fl::HI | fl::WIDE) == 0 && i.sub != 24 && (ty == Ty::S32 || ty == Ty::U32) => {
-                map2!(|x, y| ext(ty, (x as u32).wrapping_mul(y as u32) as u64))
-            }
-            Op::Mul if i.flags & fl::WIDE != 0 && ty == Ty::U32 => map2!(|x, y| (x as u32 as u64) * (y as u32 as u64)),
-            Op::Mul if i.flags & fl::WIDE != 0 && ty == Ty::S32 => {
-                map2!(|x, y| ((x as u32 as i32 as i64) * (y as u32 as i32 as i64)) as u64)
-            }
-            Op::Sub if ty == Ty::S32 || ty == Ty::U32 || ty == Ty::B32 => {
-                if i.has(fl::SAT) {
-                    map2!(|x, y| alu::ibin(Op::Sub, ty, i.flags, false, x, y))
-                } else {
-                    map2!(|x, y| ext(ty, (x as u32).wrapping_sub(y as u32) as u64))
-                }
-            }
-            Op::Add
-            | Op::Sub
-            | Op::Mul
-            | Op::Div
-            | Op::Rem
-            | Op::Min
-            | Op::Max
-            | Op::And
-            | Op::Or
-            | Op::Xor
-            | Op::Shl
-            | Op::Shr => {
-                let (op, f, s24) = (i.op, i.flags, i.sub == 24);
-                map2!(|x, y| alu::ibin(op, ty, f, s24, x, y))
-            }
-            Op::Copysign => map2!(|x, y| alu::fbin(Op::Copysign, Ty::F32, Rnd::None, 0, x, y)),
-            Op::Fma => {
-                let (rnd, f) = (i.rnd, i.flags);
-                map3!(|x, y, z| alu::ffma(ty, rnd, f, x, y, z))
-            }
-            Op::Mad => {
-                if ty.is_float() {
-                    let (rnd, f) = (i.rnd, i.flags);
-                    map3!(|x, y, z| alu::ffma(ty, rnd, f, x, y, z))
-                } else if i.flags & (fl::CC | fl::CARRY_IN) != 0 {
-                    let cc = i.d[1] as usize * 32;
-                    let wide = i.has(fl::WIDE);
-                    lanes!(mask, l, {
-                        let p = alu::ibin(
-                            Op::Mul,
-                            ty,
-                            i.flags & (fl::HI | fl::WIDE),
-                            i.sub == 24,
-                            regs[a + l],
-                            regs[b + l],
-                        );
-                        let rt = if wide { wide_of(ty) } else { ty };
-                        let cin = if i.has(fl::CARRY_IN) { regs[cc + l] } else { 0 };
-                        let (r, cout) = alu::add_carry(false, rt, p, regs[c + l], cin);
-                        regs[d + l] = r;
-                        if i.has(fl::CC) {
-                            regs[cc + l] = cout;
-                        }
-                    });
-                } else {
-                    let f = i.flags;
-                    let s24 = i.sub == 24;
-                    let rt = if i.has(fl::WIDE) { wide_of(ty) } else { ty };
-                    if ty == Ty::S32 && f & (fl::HI | fl::WIDE | fl::SAT) == 0 && !s24
-                        || (ty == Ty::U32 && f & (fl::HI | fl::WIDE) == 0 && !s24)
-                    {
-                        map3!(|x, y, z| ext(ty, (x as u32).wrapping_mul(y as u32).wrapping_add(z as u32) as u64))
-                    } else {
-                        map3!(|x, y, z| {
-                            let p = alu::ibin(Op::Mul, ty, f & (fl::HI | fl::WIDE | fl::LO), s24, x, y);
-                            if f & fl::SAT != 0 && ty == Ty::S32 {
-                                ((p as i32 as i64) + (z as i32 as i64)).clamp(i32::MIN as i64, i32::MAX as i64) as u64
-                            } else {
-                                ext(rt, p.wrapping_add(z))
-                            }
-                        })
-                    }
-                }
-            }
-            Op::Neg
-            | Op::Abs
-            | Op::Not
-            | Op::Cnot
-            | Op::Popc
-            | Op::Clz
-            | Op::Brev
-            | Op::Bfind
-            | Op::Rcp
-            | Op::Sqrt
-            | Op::Rsqrt
-            | Op::Ex2
-            | Op::Lg2
-            | Op::Sin
-            | Op::Cos
-            | Op::Tanh => {
-                let (op, rnd, f) = (i.op, i.rnd, i.flags);
-                match super::envelope::bound_of(op, f).filter(|_| envelope && ty == Ty::F32) {
-                    Some(bound) => map1!(|x| {
-                        let exact = alu::unary(op, ty, rnd, f, x);
-                        match super::envelope::true_unary(op, f, x as u32) {
-                            Some(t) => super::envelope::perturb(op, f, bound, x as u32, 0, t, exact as u32) as u64,
-                            None => exact,
-                        }
-                    }),
-                    None => map1!(|x| alu::unary(op, ty, rnd, f, x)),
-                }
-            }
-            Op::Testp => {
-                let k = i.sub;
-                map1!(|x| alu::testp(ty, k, x))
-            }
-            Op::Sad => map3!(|x, y, z| {
-                let diff = if ty.is_signed() {
-                    (alu_sx(ty, x) - alu_sx(ty, y)).unsigned_abs() as u64
-                } else {
-                    (x & ty.mask()).abs_diff(y & ty.mask())
-                };
-                ext(ty, diff.wrapping_add(z))
-            }),
-            Op::Bfe => map3!(|x, y, z| alu::bfe(ty, x, y, z)),
-            Op::Bfi => {
-                let e = i.s[3] as usize * 32;
-                lanes!(mask, l, {
-                    regs[d + l] = alu::bfi(ty, regs[a + l], regs[b + l], regs[c + l], regs[e + l]);
-                });
-            }
-            Op::Shf => {
-                let left = i.has(fl::LEFT);
-                let clamp = i.has(fl::CLAMP);
-                map3!(|x, y, z| {
-                    let n = if clamp { (z as u32).min(32) } else { z as u32 & 31 };
-                    let v = ((y & 0xffff_ffff) << 32) | (x & 0xffff_ffff);
-                    if left {
-                        ((v << n) >> 32) & 0xffff_ffff
-                    } else {
-                        (v >> n) & 0xffff_ffff
-                    }
-                })
-            }
-            Op::Prmt => {
-                let mode = i.sub;
-                map3!(|x, y, z| alu::prmt(mode, x, y, z))
-            }
-            Op::Dp4a => {
-                let t2 = i.ty2;
-                map3!(|x, y, z| alu::dp4a(ty, t2, x, y, z))
-            }
-            Op::Dp2a => {
-                let (t2, hi) = (i.ty2, i.sub == 1);
-                map3!(|x, y, z| alu::dp2a(ty, t2, hi, x, y, z))
-            }
-            Op::Lop3 => {
-                let lut = i.off as u8;
-                map3!(|x, y, z| alu::lop3(x, y, z, lut))
-            }
-            Op::Setp
-                if i.sub2 == sub::B_NONE
-                    && i.d[1] == NONE
-                    && matches!(ty, Ty::S32 | Ty::U32 | Ty::B32 | Ty::S64 | Ty::U64) =>
-            {
-                macro_rules! cmpfast {
-                    ($t:ty) => {
-                        match i.cmp {
-                            Cmp::Eq => map2!(|x, y| (x as $t == y as $t) as u64),
-                            Cmp::Ne => map2!(|x, y| (x as $t != y as $t) as u64),
-                            Cmp::Lt | Cmp::Lo => map2!(|x, y| ((x as $t) < (y as $t)) as u64),
-                            Cmp::Le | Cmp::Ls => map2!(|x, y| (x as $t <= y as $t) as u64),
-                            Cmp::Gt | Cmp::Hi => map2!(|x, y| (x as $t > y as $t) as u64),
-                            _ => map2!(|x, y| (x as $t >= y as $t) as u64),
-                        }
-                    };
-                }
-                match ty {
-                    Ty::S32 => cmpfast!(i32),
-                    Ty::U32 | Ty::B32 => cmpfast!(u32),
-                    Ty::S64 => cmpfast!(i64),
-                    _ => cmpfast!(u64),
-                }
-            }
-            Op::Setp | Op::Set => {
-                let (cmp, f, bop) = (i.cmp, i.flags, i.sub2);
-                let negc = i.has(fl::NEG_PRED_SRC);
-                let d2 = if i.d[1] != NONE { Some(i.d[1] as usize * 32) } else { None };
-                let is_set = i.op == Op::Set;
-                let dty = i.ty2;
-                let x2 = matches!(ty, Ty::F16x2 | Ty::BF16x2);
-                lanes!(mask, l, {
-                    let (x, y) = (regs[a + l], regs[b + l]);
-                    let (t, t_hi) = if x2 {
-                        let et = if ty == Ty::F16x2 { Ty::F16 } else { Ty::BF16 };
-                        (
-                            alu::compare(cmp, et, f, x & 0xffff, y & 0xffff),
-                            alu::compare(cmp, et, f, (x >> 16) & 0xffff, (y >> 16) & 0xffff),
-                        )
-                    } else {
-                        let t = alu::compare(cmp, ty, f, x, y);
-                        (t, !t)
-                    };
-                    let cv = bop != sub::B_NONE && ((regs[c + l] & 1 != 0) != negc);
-                    let comb = |t: bool| -> bool {
-                        match bop {
-                            sub::B_NONE => t,
-                            sub::B_AND => t && cv,
-                            sub::B_OR => t || cv,
-                            _ => t ^ cv,
-                        }
-                    };
-                    let p = comb(t);
-                    if is_set {
-                        regs[d + l] = if dty == Ty::F32 {
-                            if p {
-                                1.0f32.to_bits() as u64
-                            } else {
-                                0
-                            }
-                        } else if p {
-                            ext(dty, u64::MAX)
-                        } else {
-                            0
-                        };
-                    } else {
-                        regs[d + l] = p as u64;
-                        if let Some(d2) = d2 {
-                            // x2 forms: d = low-half result, second dest = high half
-                            regs[d2 + l] = comb(t_hi) as u64;
-                        }
-                    }
-                });
-            }
-            Op::Selp => {
-                let neg = i.has(fl::NEG_PRED_SRC);
-                let m = ty.mask();
-                map3!(|x, y, z| if (z & 1 != 0) != neg { x & m } else { y & m })
-            }
-            Op::Slct => {
-                let t2 = i.ty2;
-                let m = ty.mask();
-                let f = i.flags;
-                map3!(|x, y, z| {
-                    let ge = if t2 == Ty::F32 {
-                        let v = if f & fl::FTZ != 0 {
-                            super::fp::ftz32(f32::from_bits(z as u32))
-                        } else {
-                            f32::from_bits(z as u32)
-                        };
-                        v >= 0.0
-                    } else {
-                        z as u32 as i32 >= 0
-                    };
-                    if ge {
-                        x & m
-                    } else {
-                        y & m
-                    }
-                })
-            }
-            Op::Cvt => {
-                let (t2, rnd, f) = (i.ty2, i.rnd, i.flags);
-                if ty == Ty::F32 && t2 == Ty::F16 && f == 0 {
-                    map1!(|x| super::fp::f16_to_f32(x).to_bits() as u64)
-                } else {
-                    map1!(|x| alu::cvt(ty, t2, rnd, f, x))
-                }
-            }
-            Op::CvtPack => {
-                let (rnd, f) = (i.rnd, i.flags);
-                map2!(|x, y| alu::cvt_pack(ty, rnd, f, x, y))
-            }
-            Op::Cvta | Op::CvtaTo => {
-                let base = match i.space {
-                    Space::Shared => SHARED_WIN,
-                    Space::Local => LOCAL_WIN,
-                    Space::Const => CONST_WIN,
-                    _ => 0,
-                };
-                let m = ty.mask();
-                if i.op == Op::Cvta {
-                    map1!(|x| (x & 0xffff_ffff_u64.max(m)).wrapping_add(base) & m)
-                } else {
-                    map1!(|x| x.wrapping_sub(base) & m)
-                }
-            }
-            Op::Ld | Op::St | Op::Atom | Op::Red | Op::CpAsync | Op::CpAsyncCommit | Op::CpAsyncWait => {
-                return self.mem_op(w, i, mask);
-            }
-            Op::Printf => return self.printf(w, i, mask),
-            Op::Ldmatrix
-            | Op::Stmatrix
-            | Op::Mma
-            | Op::Wmma
-            | Op::Shfl
-            | Op::Vote
-            | Op::Match
-            | Op::Redux
-            | Op::Activemask
-            | Op::BarWarp => {
-                return self.warp_op(w, i, mask, active);
-            }
-            Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => {
-                unreachable!("control handled by run_warp")
-            }
-        }
-        Ok(())
-    }
-}
-
-#[inline(always)]
-fn alu_sx(ty: Ty, v: u64) -> i128 {
-    let b = ty.bits();
-    (((v << (64 - b)) as i64) >> (64 - b)) as i128
 }
 
 pub(crate) fn wide_of(t: Ty) -> Ty {
