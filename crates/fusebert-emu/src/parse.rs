@@ -504,42 +504,100 @@ fn parse_dims(c: &mut Cursor) -> PResult<(u32, u32, u32)> {
     Ok((x, y, z))
 }
 
+impl<'m> FnState<'m> {
+    /// The state of a function about to be parsed: its static shared memory starts where the
+    /// module's variables end.
+    fn new(ms: &'m mut ModState) -> Self {
+        let module_shared = ms.shared_off;
+        FnState {
+            ms,
+            scopes: vec![HashMap::new()],
+            reg_ty: Vec::new(),
+            nregs: 0,
+            consts: HashMap::new(),
+            const_list: Vec::new(),
+            specials: HashMap::new(),
+            special_list: Vec::new(),
+            params: Vec::new(),
+            param_index: HashMap::new(),
+            local_params: HashMap::new(),
+            labels: HashMap::new(),
+            fixups: Vec::new(),
+            insts: Vec::new(),
+            lists: Vec::new(),
+            locs: Vec::new(),
+            loc_index: HashMap::new(),
+            cur_loc: NONE,
+            local_bytes: 0,
+            shared_bytes: module_shared,
+            local_vars: HashMap::new(),
+            reg_names: HashMap::new(),
+            has_atomics: false,
+            sink: 0,
+            cc: 0,
+            param_alias: HashMap::new(),
+            label_prefix: String::new(),
+            in_func: false,
+            funcs: HashMap::new(),
+            pending_funcs: Vec::new(),
+        }
+    }
+}
+
 fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult<Kernel> {
     let name = c.ident()?.to_string();
-    let module_shared = ms.shared_off;
-    let mut fs = FnState {
-        ms,
-        scopes: vec![HashMap::new()],
-        reg_ty: Vec::new(),
-        nregs: 0,
-        consts: HashMap::new(),
-        const_list: Vec::new(),
-        specials: HashMap::new(),
-        special_list: Vec::new(),
-        params: Vec::new(),
-        param_index: HashMap::new(),
-        local_params: HashMap::new(),
-        labels: HashMap::new(),
-        fixups: Vec::new(),
-        insts: Vec::new(),
-        lists: Vec::new(),
-        locs: Vec::new(),
-        loc_index: HashMap::new(),
-        cur_loc: NONE,
-        local_bytes: 0,
-        shared_bytes: module_shared,
-        local_vars: HashMap::new(),
-        reg_names: HashMap::new(),
-        has_atomics: false,
-        sink: 0,
-        cc: 0,
-        param_alias: HashMap::new(),
-        label_prefix: String::new(),
-        in_func: false,
-        funcs: HashMap::new(),
-        pending_funcs: Vec::new(),
+    let mut fs = FnState::new(ms);
+    let param_off = parse_params(c, &mut fs)?;
+    let (maxntid, reqntid) = parse_directives(c)?;
+    if c.eat_punct(';') {
+        return Err((c.line(), format!("kernel `{name}` has no body")));
+    }
+    c.expect_punct('{')?;
+    // reserved slots: sink and carry flag
+    fs.sink = fs.new_reg("_", Ty::B64);
+    fs.cc = fs.new_reg("%%cc", Ty::B32);
+    parse_body(c, &mut fs)?;
+    // Ensure the kernel ends with a terminator so the executor never falls off the end.
+    let needs_ret =
+        fs.insts.last().map(|i| !(matches!(i.op, Op::Ret | Op::Exit | Op::Bra) && i.guard == NONE)).unwrap_or(true);
+    if needs_ret {
+        fs.insts.push(Inst::new(Op::Ret, c.line()));
+    }
+    // device functions called (transitively) by the kernel, compiled after its body
+    while let Some(name) = fs.pending_funcs.pop() {
+        compile_func(c, &mut fs, &name)?;
+    }
+    // resolve labels
+    for (idx, label, line) in std::mem::take(&mut fs.fixups) {
+        let t = *fs.labels.get(&label).ok_or((line, format!("unknown label `{label}`")))?;
+        fs.insts[idx].target = t;
+    }
+    let nregs = fs.nregs;
+    let PlacedSlots { consts, specials, nslots } = place_slots(&mut fs);
+    let mut k = Kernel {
+        name,
+        params: fs.params,
+        param_bytes: param_off,
+        insts: fs.insts,
+        nslots,
+        nregs,
+        consts,
+        specials,
+        lists: fs.lists,
+        local_bytes: fs.local_bytes,
+        shared_static: fs.shared_bytes,
+        locs: fs.locs,
+        has_atomics: fs.has_atomics,
+        maxntid,
+        reqntid,
+        reg_names: fs.reg_names,
     };
-    // parameters
+    super::cfg::compute_reconvergence(&mut k);
+    Ok(k)
+}
+
+/// The `(...)` parameter list of a kernel: fills `fs.params`, returns the parameter bytes.
+fn parse_params(c: &mut Cursor, fs: &mut FnState) -> PResult<u32> {
     let mut param_off = 0u32;
     if c.eat_punct('(') {
         while !c.eat_punct(')') {
@@ -585,7 +643,15 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
             param_off += size;
         }
     }
-    // performance directives
+    Ok(param_off)
+}
+
+/// A `.maxntid`/`.reqntid` triple, when given.
+type Dims = Option<(u32, u32, u32)>;
+
+/// Performance directives after the parameters: `.maxntid`/`.reqntid` are kept (launch checks),
+/// the others only parsed.
+fn parse_directives(c: &mut Cursor) -> PResult<(Dims, Dims)> {
     let mut maxntid = None;
     let mut reqntid = None;
     loop {
@@ -617,34 +683,16 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
             _ => break,
         }
     }
-    if c.eat_punct(';') {
-        return Err((c.line(), format!("kernel `{name}` has no body")));
-    }
-    c.expect_punct('{')?;
-    // reserved slots: sink and carry flag
-    fs.sink = fs.new_reg("_", Ty::B64);
-    fs.cc = fs.new_reg("%%cc", Ty::B32);
-    parse_body(c, &mut fs)?;
-    // Ensure the kernel ends with a terminator so the executor never falls off the end.
-    let needs_ret =
-        fs.insts.last().map(|i| !(matches!(i.op, Op::Ret | Op::Exit | Op::Bra) && i.guard == NONE)).unwrap_or(true);
-    if needs_ret {
-        fs.insts.push(Inst::new(Op::Ret, c.line()));
-    }
-    // device functions called (transitively) by the kernel, compiled after its body
-    while let Some(name) = fs.pending_funcs.pop() {
-        compile_func(c, &mut fs, &name)?;
-    }
-    // resolve labels
-    for (idx, label, line) in std::mem::take(&mut fs.fixups) {
-        let t = *fs.labels.get(&label).ok_or((line, format!("unknown label `{label}`")))?;
-        fs.insts[idx].target = t;
-    }
-    let nregs = fs.nregs;
+    Ok((maxntid, reqntid))
+}
+
+/// Gives the special-register and constant slots (numbered from `TMP_BASE` while parsing)
+/// their final numbers after the registers.
+fn place_slots(fs: &mut FnState) -> PlacedSlots {
     // specials and constants get slots after registers
     let mut consts = Vec::new();
     let mut specials = Vec::new();
-    let mut next = nregs;
+    let mut next = fs.nregs;
     let mut remap: HashMap<u32, u32> = HashMap::new();
     for (tmp, sp) in &fs.special_list {
         remap.insert(*tmp, next);
@@ -669,26 +717,14 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
     for l in fs.lists.iter_mut() {
         l.iter_mut().for_each(fix);
     }
-    let mut k = Kernel {
-        name,
-        params: fs.params,
-        param_bytes: param_off,
-        insts: fs.insts,
-        nslots: next,
-        nregs,
-        consts,
-        specials,
-        lists: fs.lists,
-        local_bytes: fs.local_bytes,
-        shared_static: fs.shared_bytes,
-        locs: fs.locs,
-        has_atomics: fs.has_atomics,
-        maxntid,
-        reqntid,
-        reg_names: fs.reg_names,
-    };
-    super::cfg::compute_reconvergence(&mut k);
-    Ok(k)
+    PlacedSlots { consts, specials, nslots: next }
+}
+
+/// The constant and special-register slots of a kernel after [`place_slots`], and the slot count.
+struct PlacedSlots {
+    consts: Vec<(u32, u64, u8)>,
+    specials: Vec<(u32, Special)>,
+    nslots: u32,
 }
 
 /// Temporary slot numbers for constants/specials until registers are counted.

@@ -304,7 +304,7 @@ impl<'l, 'a> Block<'l, 'a> {
         Ok(())
     }
 
-    #[allow(clippy::needless_range_loop)] // lane and fragment indices address several parallel arrays
+    /// `mma.sync` (m16n8k8/k16/k32): the whole warp's fragments as matrices, D = A * B + C.
     fn mma(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
         self.require_full(w, i, mask, "mma.sync")?;
         let list = &self.l.kernel.lists[i.list as usize];
@@ -316,170 +316,14 @@ impl<'l, 'a> Block<'l, 'a> {
             _ => (16, 2, 1),
         };
         let nd = if i.ty == Ty::F16 { 2 } else { 4 };
-        let nc = if i.ty2 == Ty::F16 { 2 } else { 4 };
         let (ds, rest) = list.split_at(nd);
         let (as_, rest) = rest.split_at(na);
         let (bs, cs) = rest.split_at(nb);
-        let r = |slot: u32, l: usize| w.regs[slot as usize * 32 + l];
-        let int = matches!(i.sub, sub::MMA_S8_M16N8K32 | sub::MMA_U8_M16N8K32 | sub::MMA_S8_M16N8K16);
-        // C in f32 or i32 [16][8]
-        let mut cf = [[0f32; 8]; 16];
-        let mut ci = [[0i64; 8]; 16];
-        for l in 0..32usize {
-            let (g, t) = (l >> 2, l & 3);
-            for e in 0..4 {
-                let (row, col) = (g + 8 * (e >> 1), 2 * t + (e & 1));
-                if int {
-                    ci[row][col] = r(cs[e], l) as u32 as i32 as i64;
-                } else if nc == 2 {
-                    let v = r(cs[e >> 1], l) >> (16 * (e & 1));
-                    cf[row][col] = fp::f16_to_f32(v & 0xffff);
-                } else {
-                    cf[row][col] = f32::from_bits(r(cs[e], l) as u32);
-                }
-            }
-        }
-        if int {
-            let signed = i.sub != sub::MMA_U8_M16N8K32;
-            let mut a = [[0i32; 32]; 16];
-            let mut b = [[0i32; 8]; 32];
-            let byte = |v: u64, j: usize| -> i32 {
-                let x = (v >> (8 * j)) as u8;
-                if signed {
-                    x as i8 as i32
-                } else {
-                    x as i32
-                }
-            };
-            for l in 0..32usize {
-                let (g, t) = (l >> 2, l & 3);
-                for (ri, &s) in as_.iter().enumerate() {
-                    let v = r(s, l);
-                    let row = g + 8 * (ri & 1);
-                    for j in 0..4 {
-                        a[row][4 * t + 16 * (ri >> 1) + j] = byte(v, j);
-                    }
-                }
-                for (ri, &s) in bs.iter().enumerate() {
-                    let v = r(s, l);
-                    for j in 0..4 {
-                        b[4 * t + 16 * ri + j][g] = byte(v, j);
-                    }
-                }
-            }
-            let sat = i.has(fl::SATFINITE);
-            let mut acc = ci;
-            for m in 0..16 {
-                for kk in 0..k {
-                    let av = a[m][kk] as i64;
-                    for n in 0..8 {
-                        acc[m][n] += av * b[kk][n] as i64;
-                    }
-                }
-            }
-            let mut out = [[0u64; 8]; 16];
-            for m in 0..16 {
-                for n in 0..8 {
-                    let v = acc[m][n];
-                    out[m][n] = if sat {
-                        v.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32 as u64
-                    } else {
-                        v as i32 as u32 as u64
-                    };
-                }
-            }
-            let ds = ds.to_vec();
-            for l in 0..32usize {
-                let (g, t) = (l >> 2, l & 3);
-                for e in 0..4 {
-                    w.regs[ds[e] as usize * 32 + l] = super::alu::ext(Ty::S32, out[g + 8 * (e >> 1)][2 * t + (e & 1)]);
-                }
-            }
+        let f = MmaFrags { ds, as_, bs, cs, k };
+        if matches!(i.sub, sub::MMA_S8_M16N8K32 | sub::MMA_U8_M16N8K32 | sub::MMA_S8_M16N8K16) {
+            mma_int(&mut w.regs, i, &f);
         } else {
-            let mut a = [[0f32; 16]; 16];
-            let mut b = [[0f32; 8]; 16];
-            let conv = |v: u64| -> f32 {
-                match i.sub {
-                    sub::MMA_BF16_M16N8K16 | sub::MMA_BF16_M16N8K8 => fp::bf16_to_f32(v & 0xffff),
-                    _ => fp::f16_to_f32(v & 0xffff),
-                }
-            };
-            for l in 0..32usize {
-                let (g, t) = (l >> 2, l & 3);
-                if i.sub == sub::MMA_TF32_M16N8K8 {
-                    let tf = |v: u64| f32::from_bits(v as u32 & 0xffff_e000);
-                    for (ri, &s) in as_.iter().enumerate() {
-                        a[g + 8 * (ri & 1)][t + 4 * (ri >> 1)] = tf(r(s, l));
-                    }
-                    for (ri, &s) in bs.iter().enumerate() {
-                        b[t + 4 * ri][g] = tf(r(s, l));
-                    }
-                    continue;
-                }
-                for (ri, &s) in as_.iter().enumerate() {
-                    let v = r(s, l);
-                    let (row, col) = (g + 8 * (ri & 1), 2 * t + 8 * (ri >> 1));
-                    a[row][col] = conv(v);
-                    a[row][col + 1] = conv(v >> 16);
-                }
-                for (ri, &s) in bs.iter().enumerate() {
-                    let v = r(s, l);
-                    let kk = 2 * t + 8 * ri;
-                    b[kk][g] = conv(v);
-                    b[kk + 1][g] = conv(v >> 16);
-                }
-            }
-            let fused = match self.l.opts.tensor {
-                TensorAccum::FusedTruncate { block, extra_bits } if i.sub != sub::MMA_TF32_M16N8K8 => {
-                    Some((block as usize, extra_bits))
-                }
-                _ => None,
-            };
-            let mut out = cf;
-            if let Some((block, extra)) = fused {
-                // blocks of `block` consecutive k, each one fused add into the accumulator
-                let mut prods = [0f64; 32];
-                for m in 0..16 {
-                    for n in 0..8 {
-                        let mut acc = out[m][n];
-                        for k0 in (0..k).step_by(block.max(1)) {
-                            let k1 = (k0 + block.max(1)).min(k);
-                            for kk in k0..k1 {
-                                prods[kk - k0] = a[m][kk] as f64 * b[kk][n] as f64;
-                            }
-                            acc = super::tensor::fused_truncate(acc, &prods[..k1 - k0], extra);
-                        }
-                        out[m][n] = acc;
-                    }
-                }
-            }
-            // n innermost so the 8 columns vectorise; each output still sums k in order
-            for m in (0..16).filter(|_| fused.is_none()) {
-                let row = &mut out[m];
-                for kk in 0..k {
-                    let av = a[m][kk];
-                    let br = &b[kk];
-                    for n in 0..8 {
-                        row[n] += av * br[n];
-                    }
-                }
-            }
-            let ds = ds.to_vec();
-            for l in 0..32usize {
-                let (g, t) = (l >> 2, l & 3);
-                if nd == 2 {
-                    for e in 0..2 {
-                        let row = g + 8 * e;
-                        let lo = fp::Fmt::F16.rn(out[row][2 * t] as f64) as u64;
-                        let hi = fp::Fmt::F16.rn(out[row][2 * t + 1] as f64) as u64;
-                        w.regs[ds[e] as usize * 32 + l] = lo | (hi << 16);
-                    }
-                } else {
-                    for e in 0..4 {
-                        w.regs[ds[e] as usize * 32 + l] = out[g + 8 * (e >> 1)][2 * t + (e & 1)].to_bits() as u64;
-                    }
-                }
-            }
+            mma_float(&mut w.regs, i, &f, self.l.opts.tensor);
         }
         self.c.tensor_macs += 16 * 8 * k as u64;
         Ok(())
@@ -601,5 +445,195 @@ impl<'l, 'a> Block<'l, 'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// The fragment register slots of one `mma` (D, A, B, C, from its operand list) and its k.
+struct MmaFrags<'k> {
+    ds: &'k [u32],
+    as_: &'k [u32],
+    bs: &'k [u32],
+    cs: &'k [u32],
+    k: usize,
+}
+
+/// The C fragment of every lane as a 16x8 matrix: f32 (from f16 or f32 registers) or i32.
+#[allow(clippy::needless_range_loop)] // lane and fragment indices address several parallel arrays
+fn mma_c(regs: &[u64], i: &Inst, cs: &[u32], int: bool) -> ([[f32; 8]; 16], [[i64; 8]; 16]) {
+    let nc = if i.ty2 == Ty::F16 { 2 } else { 4 };
+    let r = |slot: u32, l: usize| regs[slot as usize * 32 + l];
+    let mut cf = [[0f32; 8]; 16];
+    let mut ci = [[0i64; 8]; 16];
+    for l in 0..32usize {
+        let (g, t) = (l >> 2, l & 3);
+        for e in 0..4 {
+            let (row, col) = (g + 8 * (e >> 1), 2 * t + (e & 1));
+            if int {
+                ci[row][col] = r(cs[e], l) as u32 as i32 as i64;
+            } else if nc == 2 {
+                let v = r(cs[e >> 1], l) >> (16 * (e & 1));
+                cf[row][col] = fp::f16_to_f32(v & 0xffff);
+            } else {
+                cf[row][col] = f32::from_bits(r(cs[e], l) as u32);
+            }
+        }
+    }
+    (cf, ci)
+}
+
+/// Integer `mma` (s8/u8 inputs, s32 accumulators, optionally saturating).
+#[allow(clippy::needless_range_loop)] // lane and fragment indices address several parallel arrays
+fn mma_int(regs: &mut [u64], i: &Inst, f: &MmaFrags) {
+    let MmaFrags { ds, as_, bs, k, .. } = *f;
+    let (_, ci) = mma_c(regs, i, f.cs, true);
+    let r = |slot: u32, l: usize| regs[slot as usize * 32 + l];
+    let signed = i.sub != sub::MMA_U8_M16N8K32;
+    let mut a = [[0i32; 32]; 16];
+    let mut b = [[0i32; 8]; 32];
+    let byte = |v: u64, j: usize| -> i32 {
+        let x = (v >> (8 * j)) as u8;
+        if signed {
+            x as i8 as i32
+        } else {
+            x as i32
+        }
+    };
+    for l in 0..32usize {
+        let (g, t) = (l >> 2, l & 3);
+        for (ri, &s) in as_.iter().enumerate() {
+            let v = r(s, l);
+            let row = g + 8 * (ri & 1);
+            for j in 0..4 {
+                a[row][4 * t + 16 * (ri >> 1) + j] = byte(v, j);
+            }
+        }
+        for (ri, &s) in bs.iter().enumerate() {
+            let v = r(s, l);
+            for j in 0..4 {
+                b[4 * t + 16 * ri + j][g] = byte(v, j);
+            }
+        }
+    }
+    let sat = i.has(fl::SATFINITE);
+    let mut acc = ci;
+    for m in 0..16 {
+        for kk in 0..k {
+            let av = a[m][kk] as i64;
+            for n in 0..8 {
+                acc[m][n] += av * b[kk][n] as i64;
+            }
+        }
+    }
+    let mut out = [[0u64; 8]; 16];
+    for m in 0..16 {
+        for n in 0..8 {
+            let v = acc[m][n];
+            out[m][n] = if sat {
+                v.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32 as u64
+            } else {
+                v as i32 as u32 as u64
+            };
+        }
+    }
+    let ds = ds.to_vec();
+    for l in 0..32usize {
+        let (g, t) = (l >> 2, l & 3);
+        for e in 0..4 {
+            regs[ds[e] as usize * 32 + l] = super::alu::ext(Ty::S32, out[g + 8 * (e >> 1)][2 * t + (e & 1)]);
+        }
+    }
+}
+
+/// Floating-point `mma` (f16/bf16/tf32 inputs, f16 or f32 accumulators) under the tensor
+/// accumulation model of the launch.
+#[allow(clippy::needless_range_loop)] // lane and fragment indices address several parallel arrays
+fn mma_float(regs: &mut [u64], i: &Inst, f: &MmaFrags, tensor: TensorAccum) {
+    let MmaFrags { ds, as_, bs, k, .. } = *f;
+    let nd = ds.len();
+    let (cf, _) = mma_c(regs, i, f.cs, false);
+    let r = |slot: u32, l: usize| regs[slot as usize * 32 + l];
+    let mut a = [[0f32; 16]; 16];
+    let mut b = [[0f32; 8]; 16];
+    let conv = |v: u64| -> f32 {
+        match i.sub {
+            sub::MMA_BF16_M16N8K16 | sub::MMA_BF16_M16N8K8 => fp::bf16_to_f32(v & 0xffff),
+            _ => fp::f16_to_f32(v & 0xffff),
+        }
+    };
+    for l in 0..32usize {
+        let (g, t) = (l >> 2, l & 3);
+        if i.sub == sub::MMA_TF32_M16N8K8 {
+            let tf = |v: u64| f32::from_bits(v as u32 & 0xffff_e000);
+            for (ri, &s) in as_.iter().enumerate() {
+                a[g + 8 * (ri & 1)][t + 4 * (ri >> 1)] = tf(r(s, l));
+            }
+            for (ri, &s) in bs.iter().enumerate() {
+                b[t + 4 * ri][g] = tf(r(s, l));
+            }
+            continue;
+        }
+        for (ri, &s) in as_.iter().enumerate() {
+            let v = r(s, l);
+            let (row, col) = (g + 8 * (ri & 1), 2 * t + 8 * (ri >> 1));
+            a[row][col] = conv(v);
+            a[row][col + 1] = conv(v >> 16);
+        }
+        for (ri, &s) in bs.iter().enumerate() {
+            let v = r(s, l);
+            let kk = 2 * t + 8 * ri;
+            b[kk][g] = conv(v);
+            b[kk + 1][g] = conv(v >> 16);
+        }
+    }
+    let fused = match tensor {
+        TensorAccum::FusedTruncate { block, extra_bits } if i.sub != sub::MMA_TF32_M16N8K8 => {
+            Some((block as usize, extra_bits))
+        }
+        _ => None,
+    };
+    let mut out = cf;
+    if let Some((block, extra)) = fused {
+        // blocks of `block` consecutive k, each one fused add into the accumulator
+        let mut prods = [0f64; 32];
+        for m in 0..16 {
+            for n in 0..8 {
+                let mut acc = out[m][n];
+                for k0 in (0..k).step_by(block.max(1)) {
+                    let k1 = (k0 + block.max(1)).min(k);
+                    for kk in k0..k1 {
+                        prods[kk - k0] = a[m][kk] as f64 * b[kk][n] as f64;
+                    }
+                    acc = super::tensor::fused_truncate(acc, &prods[..k1 - k0], extra);
+                }
+                out[m][n] = acc;
+            }
+        }
+    }
+    // n innermost so the 8 columns vectorise; each output still sums k in order
+    for m in (0..16).filter(|_| fused.is_none()) {
+        let row = &mut out[m];
+        for kk in 0..k {
+            let av = a[m][kk];
+            let br = &b[kk];
+            for n in 0..8 {
+                row[n] += av * br[n];
+            }
+        }
+    }
+    let ds = ds.to_vec();
+    for l in 0..32usize {
+        let (g, t) = (l >> 2, l & 3);
+        if nd == 2 {
+            for e in 0..2 {
+                let row = g + 8 * e;
+                let lo = fp::Fmt::F16.rn(out[row][2 * t] as f64) as u64;
+                let hi = fp::Fmt::F16.rn(out[row][2 * t + 1] as f64) as u64;
+                regs[ds[e] as usize * 32 + l] = lo | (hi << 16);
+            }
+        } else {
+            for e in 0..4 {
+                regs[ds[e] as usize * 32 + l] = out[g + 8 * (e >> 1)][2 * t + (e & 1)].to_bits() as u64;
+            }
+        }
     }
 }
