@@ -486,7 +486,7 @@ pub struct Kernel {
     /// Slots below this are registers (written by instructions); from here on, specials and
     /// constants (filled at warp start, never written).
     pub nregs: u32,
-    /// Constant slots, their values and relocation kind (`parse::RELOC_*`).
+    /// Constant slots, their values and relocation kind (`RELOC_*`).
     pub consts: Vec<(u32, u64, u8)>,
     /// Special-register slots.
     pub specials: Vec<(u32, Special)>,
@@ -541,3 +541,10 @@ impl Module {
         self.kernels.iter().find(|k| k.name == name)
     }
 }
+
+/// Constant-slot relocation kinds, applied when a launch builds the register template.
+pub const RELOC_NONE: u8 = 0;
+/// value += the module's global-variable base address
+pub const RELOC_GLOBAL: u8 = 1;
+/// value += the dynamic shared region's offset (extern .shared arrays)
+pub const RELOC_DYN_SHARED: u8 = 2;

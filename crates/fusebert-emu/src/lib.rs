@@ -1,7 +1,8 @@
 //! fusebert-emu, a PTX emulator: parse -> IR -> execute blocks/warps, with sanitizers and counters.
 //!
-//! Layers: [`lex`]/[`parse`]/[`lower`] turn PTX text into the slot-based IR of [`ir`] (once per
-//! module, cached); [`cfg`](mod@self::cfg) computes branch reconvergence points (immediate post-dominators);
+//! Layers: [`lex`]/[`parse`]/[`lower`] (over [`syntax`], what the last two share) turn PTX
+//! text into the slot-based IR of [`ir`] (once per module, cached); [`cfg`](mod@self::cfg)
+//! computes branch reconvergence points (immediate post-dominators);
 //! [`exec`] runs a launch (blocks in parallel with rayon, warps of 32 lanes in lockstep with a
 //! SIMT reconvergence stack and a call stack), with [`alu`]/[`fp`] for arithmetic, [`mem`] for
 //! memory instructions and the sanitizers, [`warp`] for warp-wide instructions (shfl, vote,
@@ -42,6 +43,7 @@ pub mod mem;
 pub mod memory;
 pub mod parse;
 pub mod regdef;
+pub mod syntax;
 pub mod tensor;
 pub mod warp;
 

@@ -10,7 +10,7 @@ use super::alu::{self, ext};
 use super::counters::Counters;
 use super::ir::*;
 use super::memory::*;
-use super::parse::{RELOC_DYN_SHARED, RELOC_GLOBAL};
+
 use crate::error::Error;
 
 mod inst;

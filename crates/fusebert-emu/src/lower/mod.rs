@@ -1,6 +1,6 @@
 //! Lowering of one PTX instruction (opcode + modifiers + operands) into IR instructions: the
 //! per-opcode half of the parser. Operand resolution and the per-function state live in
-//! [`super::parse`]. [`parse_instruction`] reads the operands and modifiers once and dispatches
+//! [`super::syntax`]. [`parse_instruction`] reads the operands and modifiers once and dispatches
 //! on the opcode to one function per opcode, grouped by family in the submodules.
 
 mod arith;
@@ -11,7 +11,7 @@ mod tensor;
 mod warp;
 
 use super::ir::*;
-use super::parse::*;
+use super::syntax::*;
 
 /// Modifiers of an opcode, split by '.'.
 struct Mods<'a> {
