@@ -43,6 +43,7 @@ pub mod mem;
 pub mod memory;
 pub mod parse;
 pub mod regdef;
+mod state;
 pub mod syntax;
 pub mod tensor;
 pub mod warp;

@@ -4,10 +4,10 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::alu::{self, ext};
-use super::exec::*;
 use super::ir::*;
 use super::memory::*;
 use crate::error::Error;
+use crate::state::*;
 
 type R<T> = Result<T, Error>;
 
@@ -719,10 +719,6 @@ impl<'l, 'a> Block<'l, 'a> {
         Ok(())
     }
 }
-
-pub(crate) const MULTI_READERS: u16 = 0xffff;
-/// `ShWord::{w,r}_lane` when several lanes (or an atomic, or cp.async) touched the word.
-pub(crate) const MULTI_LANES: u8 = 0xff;
 
 /// Distinct 32-byte sectors touched by the lanes' accesses.
 pub(crate) fn count_sectors(addrs: &[u64; 32], mask: u32, size: u32) -> u64 {

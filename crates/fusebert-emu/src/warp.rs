@@ -1,10 +1,10 @@
 //! Warp-wide instructions: shfl/vote/match/redux/activemask/bar.warp.sync, ldmatrix/stmatrix and
 //! mma.sync, with the fragment layouts of docs/ptx-semantics.md. `.aligned` ones need the whole warp.
 use super::arch::TensorAccum;
-use super::exec::*;
 use super::fp;
 use super::ir::*;
 use crate::error::Error;
+use crate::state::*;
 
 type R<T> = Result<T, Error>;
 

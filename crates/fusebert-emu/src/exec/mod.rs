@@ -10,60 +10,16 @@ use super::alu::{self, ext};
 use super::counters::Counters;
 use super::ir::*;
 use super::memory::*;
-
 use crate::error::Error;
+use crate::state::*;
+/// The launch types keep their `exec::` paths.
+pub use crate::state::{ExecOpts, Launch, FULL};
 
 mod inst;
 
-pub const FULL: u32 = 0xffff_ffff;
 /// Instructions a warp runs before the scheduler moves to the next warp (lets spin-waits on
 /// shared flags make progress, and bounds the work between deadlock checks).
 const SLICE: u64 = 1 << 16;
-
-/// Switches of one launch (from `EmulatorOptions`).
-#[derive(Debug, Clone)]
-pub struct ExecOpts {
-    pub bounds: bool,
-    pub races: bool,
-    pub uninit: bool,
-    pub align: bool,
-    pub collectives: bool,
-    pub step_limit: u64,
-    pub serial: bool,
-    /// Approximate math: exact or anywhere in the ISA's error bound.
-    pub math: super::arch::MathMode,
-    /// Floating-point `mma` accumulation model.
-    pub tensor: super::arch::TensorAccum,
-}
-
-/// Everything a launch shares between its blocks (read-only).
-pub struct Launch<'a> {
-    pub module: &'a Module,
-    pub kernel: &'a Kernel,
-    pub view: &'a AllocView<'a>,
-    pub params: &'a [u8],
-    pub const_bank: &'a [u8],
-    pub grid: (u32, u32, u32),
-    pub block: (u32, u32, u32),
-    pub dyn_smem: u32,
-    pub global_var_base: u64,
-    pub opts: ExecOpts,
-    // derived
-    pub dyn_off: u32,
-    pub smem_total: u32,
-    pub nthreads: u32,
-    pub nwarps: u32,
-    pub template: Vec<u64>,
-    pub classes: Vec<u8>,
-    /// Register operands per instruction, when reads of undefined registers are checked.
-    pub reg_use: Option<super::regdef::RegUse>,
-    /// Whether plain global stores are recorded for the cross-block write-write check.
-    pub global_ww: bool,
-    /// The recorded stores of every finished block.
-    pub global_writes: std::sync::Mutex<Vec<super::global_race::Written>>,
-    /// Text printed by device printf during this launch.
-    pub printed: std::sync::Mutex<String>,
-}
 
 /// Instruction classes for counters.
 mod class {
@@ -242,16 +198,6 @@ impl<'a> Launch<'a> {
         ))
     }
 
-    /// ", file.cu:line" for a `.loc` index, when the PTX has line info.
-    pub fn cu_loc_of(&self, loc: u32) -> String {
-        if loc == NONE {
-            return String::new();
-        }
-        let (f, line) = self.kernel.locs[loc as usize];
-        let file = self.module.files.get(&f).map(|s| s.as_str()).unwrap_or("?");
-        format!(", {}:{}", file, line)
-    }
-
     fn run_block(&self, b: u64) -> Result<Counters, Error> {
         // an emulator bug must surface as an error naming the kernel, not abort the caller
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_block_inner(b))).unwrap_or_else(|p| {
@@ -289,20 +235,6 @@ impl<'a> Launch<'a> {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum WState {
-    Run,
-    Bar,
-    Done,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Frame {
-    pc: u32,
-    mask: u32,
-    rpc: u32,
-}
-
 /// How the scheduler goes on after an instruction.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Flow {
@@ -318,97 +250,6 @@ enum Flow {
 
 /// rpc of a frame that runs a called device function (never equal to a pc).
 const CALL_RPC: u32 = u32::MAX - 1;
-
-/// An active device-function call: what to restore on return.
-struct CallRec {
-    mask: u32,
-    list: u32,
-    saved_retmask: u32,
-    regs: Vec<u64>,
-    local: Vec<u8>,
-}
-
-/// `ShWord::pending` values: a copy in flight; one in flight that a `cp.async.wait_group` of
-/// its thread passed over because it was never committed; one whose thread exited before
-/// waiting for it (landed, but unordered for every other thread).
-pub(crate) const CP_IN_FLIGHT: u8 = 1;
-pub(crate) const CP_UNCOMMITTED: u8 = 2;
-pub(crate) const CP_ORPHAN: u8 = 3;
-
-/// A pending cp.async copy of one lane.
-pub(crate) struct CpPending {
-    lane: u8,
-    group: u32,
-    dst: u32,
-    len: u8,
-    data: [u8; 16],
-}
-
-pub(crate) struct Warp {
-    pub id: u32,
-    pub regs: Vec<u64>,
-    /// Per register slot (below `Kernel::nregs`), the lanes that wrote it (empty when unchecked).
-    pub def: Vec<u32>,
-    stack: Vec<Frame>,
-    /// Lanes that exist (partial last warp).
-    pub valid: u32,
-    pub exited: u32,
-    /// Lanes that returned from the device function being executed (until the call ends).
-    retmask: u32,
-    calls: Vec<CallRec>,
-    state: WState,
-    pub(crate) steps: u64,
-    /// `steps` at this warp's last `bar.warp.sync` (or 0): shared accesses by different lanes
-    /// after it are unordered until the next one (intra-warp race checking).
-    pub(crate) sync_step: u64,
-    pending: Vec<CpPending>,
-    committed: u32,
-    // barrier arrival
-    bar_id: u32,
-    bar_count: u32,
-    bar_pc: u32,
-    bar_pred: u32,
-}
-
-/// Shadow state of one 4-byte shared word for the race / uninitialised / cp.async checkers.
-/// Last writer and reader: block barrier epoch, warp, and for races between the lanes of one
-/// warp the lane (`MULTI_LANES` when several, or unknown), the bytes touched and the warp's
-/// instruction count (low 32 bits) at the access.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct ShWord {
-    pub w_epoch: u32,
-    pub r_epoch: u32,
-    pub w_step: u32,
-    pub r_step: u32,
-    pub w_warp: u16,
-    pub r_warp: u16,
-    pub w_lane: u8,
-    pub r_lane: u8,
-    pub w_bytes: u8,
-    pub r_bytes: u8,
-    pub init: u8,
-    pub pending: u8,
-}
-
-pub(crate) struct Block<'l, 'a> {
-    pub l: &'l Launch<'a>,
-    pub ctaid: [u32; 3],
-    pub shared: Vec<u8>,
-    pub shadow: Vec<ShWord>,
-    pub local: Vec<u8>,
-    pub local_init: Vec<u8>,
-    pub epoch: u32,
-    pub c: Counters,
-    pub last_alloc: usize,
-    pub clock: u64,
-    /// Plain global stores of this block (cross-block write-write check).
-    pub gw: super::global_race::BlockWrites,
-    /// Threads that passed `bar.arrive` per barrier since its last completion.
-    arrivals: [u32; 16],
-    /// Warp instructions per class (`class::*`), folded into `c` when the block ends.
-    class_count: [u64; 8],
-    warps: Vec<Warp>,
-}
 
 thread_local! {
     /// Register files of finished blocks, reused by the next block on this worker thread (no
@@ -440,28 +281,6 @@ impl Drop for Block<'_, '_> {
         });
     }
 }
-
-/// Location of a resolved memory access.
-#[derive(Clone, Copy)]
-pub(crate) enum Loc {
-    Global(*mut u8),
-    Shared(u32),
-    Local(u32),
-    Const(u32),
-    Param(u32),
-}
-
-macro_rules! lanes {
-    ($mask:expr, $l:ident, $body:block) => {{
-        let mut __m: u32 = $mask;
-        while __m != 0 {
-            let $l = __m.trailing_zeros() as usize;
-            __m &= __m - 1;
-            $body
-        }
-    }};
-}
-pub(crate) use lanes;
 
 impl<'l, 'a> Block<'l, 'a> {
     fn new(l: &'l Launch<'a>, ctaid: [u32; 3]) -> Self {
@@ -667,44 +486,6 @@ impl<'l, 'a> Block<'l, 'a> {
             }
         }
         Error::Sanitizer(s)
-    }
-
-    /// ", file.cu:line" for an instruction, when the PTX has line info.
-    pub fn cu_loc(&self, i: &Inst) -> String {
-        self.l.cu_loc_of(i.loc)
-    }
-
-    /// Thread index (x, y, z) of lane `l` of warp `w`.
-    pub fn thread_of(&self, w: &Warp, l: usize) -> [u32; 3] {
-        let b = self.l.block;
-        let lin = w.id * 32 + l as u32;
-        [lin % b.0, (lin / b.0) % b.1, lin / (b.0 * b.1)]
-    }
-
-    /// A located error message: kernel, block, thread, PTX line, .cu line.
-    pub fn err(&self, w: &Warp, lane: Option<usize>, i: &Inst, kind: &str, msg: String) -> Error {
-        let b = self.l.block;
-        let thread = match lane {
-            Some(l) => {
-                let lin = w.id * 32 + l as u32;
-                format!("thread ({},{},{})", lin % b.0, (lin / b.0) % b.1, lin / (b.0 * b.1))
-            }
-            None => format!("warp {}", w.id),
-        };
-        let text = format!(
-            "{kind} in kernel `{}` (module `{}`), block ({},{},{}), {thread}, at PTX line {}{}: {msg}",
-            self.l.kernel.name,
-            self.l.module.name,
-            self.ctaid[0],
-            self.ctaid[1],
-            self.ctaid[2],
-            i.line,
-            self.cu_loc(i)
-        );
-        match kind {
-            "unsupported" | "trap" => Error::Emulator(text),
-            _ => Error::Sanitizer(text),
-        }
     }
 
     /// Runs one warp until it blocks, exits or its slice ends.
@@ -1108,32 +889,6 @@ impl<'l, 'a> Block<'l, 'a> {
         w.state = WState::Done;
         Ok(())
     }
-
-    /// Completes pending cp.async copies selected by `pick`: data lands in shared memory and
-    /// counts as a write by this warp in the current barrier interval. `orphan`: the issuing
-    /// thread exited without waiting, so the words stay flagged for every later access.
-    pub(crate) fn complete_cp(&mut self, w: &mut Warp, pick: impl Fn(&CpPending) -> bool, orphan: bool) {
-        let mut keep = Vec::new();
-        for p in std::mem::take(&mut w.pending) {
-            if !pick(&p) {
-                keep.push(p);
-                continue;
-            }
-            let off = p.dst as usize;
-            self.shared[off..off + p.len as usize].copy_from_slice(&p.data[..p.len as usize]);
-            if !self.shadow.is_empty() {
-                for word in (off / 4)..(off + p.len as usize).div_ceil(4) {
-                    let s = &mut self.shadow[word];
-                    s.pending = if orphan { CP_ORPHAN } else { 0 };
-                    s.init = 0xf;
-                    s.w_epoch = self.epoch;
-                    s.w_warp = w.id as u16;
-                    s.w_lane = crate::mem::MULTI_LANES;
-                }
-            }
-        }
-        w.pending = keep;
-    }
 }
 
 pub(crate) fn wide_of(t: Ty) -> Ty {
@@ -1144,41 +899,4 @@ pub(crate) fn wide_of(t: Ty) -> Ty {
         Ty::S32 => Ty::S64,
         t => t,
     }
-}
-
-impl Warp {
-    pub(crate) fn pending_mut(&mut self) -> &mut Vec<CpPending> {
-        &mut self.pending
-    }
-}
-
-impl CpPending {
-    pub(crate) fn new(lane: u8, group: u32, dst: u32, len: u8, data: [u8; 16]) -> Self {
-        CpPending { lane, group, dst, len, data }
-    }
-}
-
-impl Warp {
-    pub(crate) fn committed(&self) -> u32 {
-        self.committed
-    }
-    pub(crate) fn commit(&mut self) {
-        self.committed += 1;
-    }
-    pub(crate) fn pending_groups(&self) -> impl Iterator<Item = u32> + '_ {
-        self.pending.iter().map(|p| p.group)
-    }
-    /// Destination ranges (shared offset, bytes) of this warp's copies of the lanes in `mask`
-    /// that are not yet committed.
-    pub(crate) fn uncommitted(&self, mask: u32) -> Vec<(u32, u32)> {
-        self.pending
-            .iter()
-            .filter(|p| p.group >= self.committed && mask >> p.lane & 1 != 0)
-            .map(|p| (p.dst, p.len as u32))
-            .collect()
-    }
-}
-
-pub(crate) fn cp_group(p: &CpPending) -> u32 {
-    p.group
 }

@@ -1,6 +1,6 @@
 //! Lowering of one PTX instruction (opcode + modifiers + operands) into IR instructions: the
 //! per-opcode half of the parser. Operand resolution and the per-function state live in
-//! [`super::syntax`]. [`parse_instruction`] reads the operands and modifiers once and dispatches
+//! [`super::syntax`]. `parse_instruction` reads the operands and modifiers once and dispatches
 //! on the opcode to one function per opcode, grouped by family in the submodules.
 
 mod arith;
