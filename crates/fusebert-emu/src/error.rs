@@ -54,3 +54,11 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 }
+
+/// A finding travels as its report text (the text `Error::Sanitizer` has always carried, which
+/// `fusebert-core` converts one to one).
+impl From<crate::finding::Finding> for Error {
+    fn from(f: crate::finding::Finding) -> Self {
+        Error::Sanitizer(f.to_string())
+    }
+}

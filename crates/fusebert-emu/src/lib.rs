@@ -34,6 +34,7 @@ pub mod engine;
 pub mod envelope;
 pub mod error;
 pub mod exec;
+pub mod finding;
 pub mod fp;
 pub mod global_race;
 pub mod ir;
@@ -57,6 +58,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub use counters::Counters;
 pub use engine::{Emulator, EmulatorOptions, LaunchDims, LaunchRecord, ModuleLibrary, Param};
 pub use error::{Error, Result};
+pub use finding::{Finding, FindingKind};
 
 /// Parses and lowers a PTX module (no caching).
 pub fn parse_module(name: &str, ptx: &str) -> Result<ir::Module> {

@@ -7,6 +7,7 @@ use super::alu::{self, ext};
 use super::ir::*;
 use super::memory::*;
 use crate::error::Error;
+use crate::finding::FindingKind;
 use crate::state::*;
 
 type R<T> = Result<T, Error>;
@@ -73,7 +74,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 w,
                 Some(lane),
                 i,
-                "misaligned access",
+                FindingKind::Misaligned,
                 format!("{what} of {size} bytes at address {addr:#x} is not {align}-byte aligned ({:?} space)", space),
             ));
         }
@@ -105,7 +106,7 @@ impl<'l, 'a> Block<'l, 'a> {
                                 w,
                                 Some(lane),
                                 i,
-                                "out-of-bounds access",
+                                FindingKind::OutOfBounds,
                                 format!(
                                     "global {what} of {size} bytes at address {addr:#x}: {}",
                                     v.explain_miss(addr, sz)
@@ -123,7 +124,7 @@ impl<'l, 'a> Block<'l, 'a> {
                         w,
                         Some(lane),
                         i,
-                        "out-of-bounds access",
+                        FindingKind::OutOfBounds,
                         format!(
                             "shared {what} of {size} bytes at offset {addr:#x}: the block's shared memory is {} bytes ({} static + {} dynamic at offset {})",
                             self.shared.len(),
@@ -142,7 +143,7 @@ impl<'l, 'a> Block<'l, 'a> {
                         w,
                         Some(lane),
                         i,
-                        "out-of-bounds access",
+                        FindingKind::OutOfBounds,
                         format!(
                             "local {what} of {size} bytes at offset {addr:#x}: the thread's local frame is {lb} bytes"
                         ),
@@ -157,7 +158,7 @@ impl<'l, 'a> Block<'l, 'a> {
                         w,
                         Some(lane),
                         i,
-                        "out-of-bounds access",
+                        FindingKind::OutOfBounds,
                         format!(
                             "const {what} of {size} bytes at offset {addr:#x}: the module's const bank is {} bytes",
                             self.l.const_bank.len()
@@ -172,7 +173,7 @@ impl<'l, 'a> Block<'l, 'a> {
                         w,
                         Some(lane),
                         i,
-                        "out-of-bounds access",
+                        FindingKind::OutOfBounds,
                         format!(
                             "param {what} at offset {addr}: the kernel has {} bytes of parameters",
                             self.l.params.len()
@@ -260,7 +261,7 @@ impl<'l, 'a> Block<'l, 'a> {
                     w,
                     Some(lane),
                     i,
-                    "cp.async hazard",
+                    FindingKind::CpAsyncHazard,
                     format!("shared offset {:#x} is the destination of a cp.async {why}", word * 4),
                 ));
             }
@@ -306,7 +307,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 }
             } else {
                 if uninit && s.init & bm != bm {
-                    return Err(self.err(w, Some(lane), i, "uninitialised read", format!("shared load of {size} bytes at offset {off:#x} reads bytes never written since the block started")));
+                    return Err(self.err(w, Some(lane), i, FindingKind::UninitialisedRead, format!("shared load of {size} bytes at offset {off:#x} reads bytes never written since the block started")));
                 }
                 if races && !atomic {
                     if s.w_epoch == epoch && s.w_warp != wid {
@@ -351,7 +352,7 @@ impl<'l, 'a> Block<'l, 'a> {
             w,
             Some(lane),
             i,
-            "shared-memory race",
+            FindingKind::SharedRace,
             format!("{what} of shared offset {:#x} (warp {}), which {who} {other} in the same barrier interval (missing __syncthreads?)", word * 4, w.id),
         )
     }
@@ -362,7 +363,7 @@ impl<'l, 'a> Block<'l, 'a> {
             w,
             Some(lane),
             i,
-            "intra-warp shared-memory race",
+            FindingKind::IntraWarpRace,
             format!(
                 "{what} of shared offset {:#x} by lane {lane} of warp {}, which lane {other_lane} of the same warp {other} \
                  earlier with no __syncwarp (bar.warp.sync) or barrier in between: lanes are not in lockstep since Volta",
@@ -384,7 +385,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 w,
                 Some(lane),
                 i,
-                "uninitialised read",
+                FindingKind::UninitialisedRead,
                 format!("local load of {size} bytes reads bytes never written by this thread"),
             ));
         }
@@ -423,7 +424,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 w,
                 Some(lane),
                 i,
-                "uninitialised read",
+                FindingKind::UninitialisedRead,
                 format!("global {what} of {size} bytes at address {addr:#x} reads byte {:#x} (offset {} of {}) that was never written by the host or a kernel", a.base + b, b, a.describe()),
             ));
         }
@@ -571,7 +572,7 @@ impl<'l, 'a> Block<'l, 'a> {
         let ty = i.ty;
         let size = ty.bytes();
         if size != 4 && size != 8 {
-            return Err(self.err(w, None, i, "unsupported", format!("{}-byte atomics", size)));
+            return Err(self.err(w, None, i, FindingKind::Unsupported, format!("{}-byte atomics", size)));
         }
         let has_d = i.op == Op::Atom;
         self.c.atomics += 1;
@@ -617,7 +618,7 @@ impl<'l, 'a> Block<'l, 'a> {
                                 w,
                                 Some(l),
                                 i,
-                                "uninitialised read",
+                                FindingKind::UninitialisedRead,
                                 format!(
                                     "atomic on shared offset {o:#x} that was never written since the block started"
                                 ),
@@ -635,7 +636,7 @@ impl<'l, 'a> Block<'l, 'a> {
                         w,
                         Some(l),
                         i,
-                        "bad atomic",
+                        FindingKind::BadAtomic,
                         format!("atomic on address {addr:#x} outside global/shared memory"),
                     ))
                 }
@@ -654,7 +655,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 w,
                 None,
                 i,
-                "bad cp.async",
+                FindingKind::BadCpAsync,
                 format!("cp.async size {size} (must be 4, 8 or 16; .cg only 16)"),
             ));
         }
@@ -676,7 +677,7 @@ impl<'l, 'a> Block<'l, 'a> {
                         w,
                         Some(l),
                         i,
-                        "bad cp.async",
+                        FindingKind::BadCpAsync,
                         format!("src-size {n} is larger than the copy size {size} (undefined behaviour in the ISA)"),
                     ));
                 }

@@ -7,6 +7,7 @@ use super::counters::Counters;
 use super::ir::*;
 use super::memory::AllocView;
 use crate::error::Error;
+use crate::finding::{Finding, FindingKind};
 
 pub const FULL: u32 = 0xffff_ffff;
 
@@ -58,12 +59,17 @@ pub struct Launch<'a> {
 impl Launch<'_> {
     /// ", file.cu:line" for a `.loc` index, when the PTX has line info.
     pub fn cu_loc_of(&self, loc: u32) -> String {
+        self.cu_location(loc).map(|c| format!(", {c}")).unwrap_or_default()
+    }
+
+    /// "file.cu:line" for a `.loc` index, when the PTX has line info.
+    pub fn cu_location(&self, loc: u32) -> Option<String> {
         if loc == NONE {
-            return String::new();
+            return None;
         }
         let (f, line) = self.kernel.locs[loc as usize];
         let file = self.module.files.get(&f).map(|s| s.as_str()).unwrap_or("?");
-        format!(", {}:{}", file, line)
+        Some(format!("{file}:{line}"))
     }
 }
 
@@ -207,29 +213,27 @@ impl Block<'_, '_> {
         [lin % b.0, (lin / b.0) % b.1, lin / (b.0 * b.1)]
     }
 
-    /// A located error message: kernel, block, thread, PTX line, .cu line.
-    pub fn err(&self, w: &Warp, lane: Option<usize>, i: &Inst, kind: &str, msg: String) -> Error {
-        let b = self.l.block;
-        let thread = match lane {
-            Some(l) => {
-                let lin = w.id * 32 + l as u32;
-                format!("thread ({},{},{})", lin % b.0, (lin / b.0) % b.1, lin / (b.0 * b.1))
-            }
-            None => format!("warp {}", w.id),
+    /// A located finding: kernel, block, thread (or the warp when no lane is to blame), PTX
+    /// line, .cu line. Traps and unsupported instructions are emulator errors, the rest
+    /// sanitizer findings.
+    pub fn err(&self, w: &Warp, lane: Option<usize>, i: &Inst, kind: FindingKind, msg: String) -> Error {
+        let finding = Finding {
+            kind,
+            kernel: self.l.kernel.name.clone(),
+            module: self.l.module.name.clone(),
+            block: (self.ctaid[0], self.ctaid[1], self.ctaid[2]),
+            thread: lane.map(|l| {
+                let t = self.thread_of(w, l);
+                (t[0], t[1], t[2])
+            }),
+            warp: Some(w.id),
+            ptx_line: Some(i.line),
+            cu_location: self.l.cu_location(i.loc),
+            detail: msg,
         };
-        let text = format!(
-            "{kind} in kernel `{}` (module `{}`), block ({},{},{}), {thread}, at PTX line {}{}: {msg}",
-            self.l.kernel.name,
-            self.l.module.name,
-            self.ctaid[0],
-            self.ctaid[1],
-            self.ctaid[2],
-            i.line,
-            self.cu_loc(i)
-        );
         match kind {
-            "unsupported" | "trap" => Error::Emulator(text),
-            _ => Error::Sanitizer(text),
+            FindingKind::Unsupported | FindingKind::Trap => Error::Emulator(finding.to_string()),
+            _ => finding.into(),
         }
     }
 

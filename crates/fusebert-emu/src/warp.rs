@@ -4,6 +4,7 @@ use super::arch::TensorAccum;
 use super::fp;
 use super::ir::*;
 use crate::error::Error;
+use crate::finding::FindingKind;
 use crate::state::*;
 
 type R<T> = Result<T, Error>;
@@ -143,7 +144,7 @@ impl<'l, 'a> Block<'l, 'a> {
                     w,
                     None,
                     i,
-                    "partial-warp collective",
+                    FindingKind::PartialWarpCollective,
                     format!(
                         "membermask {m:#010x} names lanes {missing:#010x} that are not executing this instruction ({}); executing lanes: {mask:#010x}",
                         if exited != 0 { format!("lanes {exited:#010x} have exited or do not exist") } else { "they are on another branch".to_string() }
@@ -156,7 +157,7 @@ impl<'l, 'a> Block<'l, 'a> {
                     w,
                     None,
                     i,
-                    "partial-warp collective",
+                    FindingKind::PartialWarpCollective,
                     format!("lanes {extra:#010x} execute it but are not in membermask {m:#010x}"),
                 ));
             }
@@ -206,7 +207,7 @@ impl<'l, 'a> Block<'l, 'a> {
                     w,
                     Some(l),
                     i,
-                    "partial-warp collective",
+                    FindingKind::PartialWarpCollective,
                     format!(
                         "shfl reads lane {j}, which is not executing this shfl.sync or not in membermask {m:#010x}"
                     ),
@@ -232,7 +233,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 w,
                 None,
                 i,
-                "partial-warp collective",
+                FindingKind::PartialWarpCollective,
                 format!("{what} is .sync.aligned: all 32 lanes must execute it together, but lanes {missing:#010x} do not (diverged, exited or beyond the block size)"),
             ));
         }
@@ -263,7 +264,7 @@ impl<'l, 'a> Block<'l, 'a> {
                     w,
                     Some(r),
                     i,
-                    "bad address",
+                    FindingKind::BadAddress,
                     format!("ldmatrix row address {addr:#x} is not in shared memory"),
                 ));
             };

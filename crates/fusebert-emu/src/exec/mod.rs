@@ -11,6 +11,7 @@ use super::counters::Counters;
 use super::ir::*;
 use super::memory::*;
 use crate::error::Error;
+use crate::finding::{Finding, FindingKind};
 use crate::state::*;
 /// The launch types keep their `exec::` paths.
 pub use crate::state::{ExecOpts, Launch, FULL};
@@ -187,15 +188,23 @@ impl<'a> Launch<'a> {
                 self.cu_loc_of(w.cu)
             )
         };
-        Error::Sanitizer(format!(
-            "global write-write race in kernel `{}` (module `{}`), {}: global byte {lo:#x} is also written by {} with \
-             no ordering between the two blocks (blocks of a grid run in any order; the result depends on which \
-             writes last)",
-            self.kernel.name,
-            self.module.name,
-            site(b),
-            site(a)
-        ))
+        // located at the later store (`b`); the detail names the earlier one
+        Finding {
+            kind: FindingKind::GlobalWriteRace,
+            kernel: self.kernel.name.clone(),
+            module: self.module.name.clone(),
+            block: (b.block[0], b.block[1], b.block[2]),
+            thread: Some((b.thread[0], b.thread[1], b.thread[2])),
+            warp: None,
+            ptx_line: Some(b.line),
+            cu_location: self.cu_location(b.cu),
+            detail: format!(
+                "global byte {lo:#x} is also written by {} with no ordering between the two blocks (blocks of a \
+                 grid run in any order; the result depends on which writes last)",
+                site(a)
+            ),
+        }
+        .into()
     }
 
     fn run_block(&self, b: u64) -> Result<Counters, Error> {
@@ -453,7 +462,7 @@ impl<'l, 'a> Block<'l, 'a> {
             &warps[other],
             None,
             b,
-            "divergent barrier",
+            FindingKind::DivergentBarrier,
             format!(
                 "warp {} waits at this barrier {} while warp {} waits at a different barrier instruction (PTX line {}{}); \
                  bar.sync is .aligned: every warp of the block must execute the same bar.sync",
@@ -467,8 +476,7 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     fn deadlock(&self, warps: &[Warp]) -> Error {
-        let mut s =
-            format!("deadlock in kernel `{}` block {:?}: no warp can make progress;", self.l.kernel.name, self.ctaid);
+        let mut s = "no warp can make progress;".to_string();
         for w in warps {
             match w.state {
                 WState::Bar => {
@@ -485,7 +493,18 @@ impl<'l, 'a> Block<'l, 'a> {
                 WState::Run => {}
             }
         }
-        Error::Sanitizer(s)
+        Finding {
+            kind: FindingKind::Deadlock,
+            kernel: self.l.kernel.name.clone(),
+            module: self.l.module.name.clone(),
+            block: (self.ctaid[0], self.ctaid[1], self.ctaid[2]),
+            thread: None,
+            warp: None,
+            ptx_line: None,
+            cu_location: None,
+            detail: s,
+        }
+        .into()
     }
 
     /// Runs one warp until it blocks, exits or its slice ends.
@@ -575,7 +594,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 w,
                 None,
                 i,
-                "step limit",
+                FindingKind::StepLimit,
                 format!("warp executed more than {limit} instructions (infinite loop?)"),
             ));
         }
@@ -620,7 +639,13 @@ impl<'l, 'a> Block<'l, 'a> {
                     return Ok(Flow::Next);
                 }
                 if w.calls.len() >= 64 {
-                    return Err(self.err(w, None, i, "call depth", "more than 64 nested device-function calls".into()));
+                    return Err(self.err(
+                        w,
+                        None,
+                        i,
+                        FindingKind::CallDepth,
+                        "more than 64 nested device-function calls".into(),
+                    ));
                 }
                 self.call(w, i, mask);
                 w.stack.last_mut().unwrap().pc = pc + 1;
@@ -644,7 +669,7 @@ impl<'l, 'a> Block<'l, 'a> {
             Op::Trap => {
                 if mask != 0 {
                     let what = if i.sub == 1 { "device-side assert() failed" } else { "the kernel executed `trap`" };
-                    return Err(self.err(w, Some(mask.trailing_zeros() as usize), i, "trap", what.into()));
+                    return Err(self.err(w, Some(mask.trailing_zeros() as usize), i, FindingKind::Trap, what.into()));
                 }
                 Ok(Flow::Next)
             }
@@ -671,7 +696,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 w,
                 None,
                 i,
-                "divergent barrier",
+                FindingKind::DivergentBarrier,
                 format!("bar.sync reached by lanes {mask:#010x} of the warp while its live lanes are {live:#010x} (the barrier is .aligned: all threads of a warp must execute the same barrier)"),
             ));
         }
@@ -679,7 +704,7 @@ impl<'l, 'a> Block<'l, 'a> {
         let count =
             if i.s[1] != NONE { w.regs[i.s[1] as usize * 32 + mask.trailing_zeros() as usize] as u32 } else { 0 };
         if id >= 16 {
-            return Err(self.err(w, None, i, "bad barrier", format!("barrier id {id} >= 16")));
+            return Err(self.err(w, None, i, FindingKind::BadBarrier, format!("barrier id {id} >= 16")));
         }
         if i.sub2 == 1 {
             // bar.arrive: counted, no wait
@@ -742,7 +767,7 @@ impl<'l, 'a> Block<'l, 'a> {
             w,
             Some(lanes.trailing_zeros() as usize),
             i,
-            "uninitialised register",
+            FindingKind::UninitialisedRegister,
             format!(
                 "{what} `{name}` is read before any instruction wrote it (lanes {lanes:#010x}); on a GPU it holds \
                  whatever the physical register held before"
