@@ -102,7 +102,7 @@ impl From<fusebert_emu::Error> for Error {
             E::Kernel { kernel, msg } => Error::Kernel { kernel, msg },
             E::KernelArgs { kernel, msg } => Error::KernelArgs { kernel, msg },
             E::Emulator(m) => Error::Emulator(m),
-            E::Sanitizer(m) => Error::Sanitizer(m),
+            E::Sanitizer(f) => Error::Sanitizer(f.to_string()),
             E::Memory(m) => Error::Memory(m),
             E::Input(m) => Error::Input(m),
             E::Io { path, source } => Error::Io { path, source },

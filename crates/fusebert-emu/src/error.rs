@@ -23,9 +23,10 @@ pub enum Error {
     #[error("emulator: {0}")]
     Emulator(String),
 
-    /// A sanitizer finding (out of bounds, race, uninitialised read, ...), fully located.
+    /// A sanitizer finding (out of bounds, race, uninitialised read, ...), fully located; it
+    /// prints as its report text.
     #[error("sanitizer: {0}")]
-    Sanitizer(String),
+    Sanitizer(Box<crate::finding::Finding>),
 
     /// Device memory: exhausted, freed twice, or an access outside every allocation.
     #[error("device memory: {0}")]
@@ -55,10 +56,8 @@ impl Error {
     }
 }
 
-/// A finding travels as its report text (the text `Error::Sanitizer` has always carried, which
-/// `fusebert-core` converts one to one).
 impl From<crate::finding::Finding> for Error {
     fn from(f: crate::finding::Finding) -> Self {
-        Error::Sanitizer(f.to_string())
+        Error::Sanitizer(Box::new(f))
     }
 }
