@@ -268,6 +268,7 @@ fn generate(compiled: &Compiled, arch: &str) -> String {
         );
     }
     g.push_str("];\n");
+    g.push_str(&kernel_ids(compiled));
     let _ = writeln!(
         g,
         "/// The nvcc `-arch` of `PtxModule::ptx` (what the emulator runs).\npub const PTX_ARCH: &str = {arch:?};"
@@ -277,6 +278,24 @@ fn generate(compiled: &Compiled, arch: &str) -> String {
         "/// `ptxas -v` output for every module and target (registers, shared memory, spills).\npub const PTXAS_REPORT: &str = {:?};",
         compiled.report
     );
+    g
+}
+
+/// One constant per kernel entry of the shipped PTX (`ids::GEMM_F16_N_SK_LN = "gemm_f16_n_sk_ln"`):
+/// launch code names kernels through these, so a kernel that does not exist is a compile error.
+fn kernel_ids(compiled: &Compiled) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for (_, variants) in &compiled.modules {
+        let ptx = fs::read_to_string(&variants[0].1).unwrap();
+        names.extend(entry_names(&ptx));
+    }
+    names.sort();
+    names.dedup();
+    let mut g = String::from("/// The kernel entry points of the shipped PTX, one constant each.\npub mod ids {\n");
+    for n in &names {
+        let _ = writeln!(g, "    pub const {}: &str = {n:?};", n.to_uppercase());
+    }
+    g.push_str("}\n");
     g
 }
 

@@ -4,6 +4,7 @@ use half::f16;
 
 use super::{check_align, check_len, check_u32, kerr, launch, Variant};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
+use crate::ptx::ids;
 use fusebert_core::error::Result;
 
 /// Query rows per block of the default geometry.
@@ -179,25 +180,25 @@ pub fn geometry(tile: QueryTile, head_dim: usize) -> Result<Geometry> {
 
 /// Entry points of the 64-row geometry, by [`HEAD_DIMS`] index (`ATTN_ENTRY` in `kernels/attention.cu`).
 const KERNELS: [&str; 8] = [
-    "attention_f16_d16",
-    "attention_f16_d32",
-    "attention_f16_d48",
-    "attention_f16_d64",
-    "attention_f16_d80",
-    "attention_f16_d96",
-    "attention_f16_d112",
-    "attention_f16_d128",
+    ids::ATTENTION_F16_D16,
+    ids::ATTENTION_F16_D32,
+    ids::ATTENTION_F16_D48,
+    ids::ATTENTION_F16_D64,
+    ids::ATTENTION_F16_D80,
+    ids::ATTENTION_F16_D96,
+    ids::ATTENTION_F16_D112,
+    ids::ATTENTION_F16_D128,
 ];
 /// Entry points of the short geometry, by [`HEAD_DIMS`] index.
 const SHORT_KERNELS: [&str; 8] = [
-    "attention_f16_short_d16",
-    "attention_f16_short_d32",
-    "attention_f16_short_d48",
-    "attention_f16_short_d64",
-    "attention_f16_short_d80",
-    "attention_f16_short_d96",
-    "attention_f16_short_d112",
-    "attention_f16_short_d128",
+    ids::ATTENTION_F16_SHORT_D16,
+    ids::ATTENTION_F16_SHORT_D32,
+    ids::ATTENTION_F16_SHORT_D48,
+    ids::ATTENTION_F16_SHORT_D64,
+    ids::ATTENTION_F16_SHORT_D80,
+    ids::ATTENTION_F16_SHORT_D96,
+    ids::ATTENTION_F16_SHORT_D112,
+    ids::ATTENTION_F16_SHORT_D128,
 ];
 
 fn simple(
@@ -207,7 +208,7 @@ fn simple(
     out: &mut DeviceBuffer<f16>,
     s: AttentionShape,
 ) -> Result<()> {
-    const K: &str = "attention_f16_simple";
+    const K: &str = ids::ATTENTION_F16_SIMPLE;
     if s.batch == 0 || s.heads == 0 || s.tokens == 0 || s.head_dim == 0 || s.max_seqlen == 0 || s.max_seqlen > 12288 {
         return Err(kerr(K, format!("batch, heads, tokens, head_dim positive and 0 < max_seqlen <= 12288: {s:?}")));
     }

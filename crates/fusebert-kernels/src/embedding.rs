@@ -4,6 +4,7 @@ use half::f16;
 
 use super::{check_align, check_len, check_u32, kerr, launch};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
+use crate::ptx::ids;
 use fusebert_core::error::Result;
 
 /// Embedding tables and the layernorm that follows them.
@@ -42,7 +43,7 @@ pub fn embedding_layernorm(
     tokens: usize,
     hidden: usize,
 ) -> Result<()> {
-    const K: &str = "embedding_layernorm_f16";
+    const K: &str = ids::EMBEDDING_LAYERNORM_F16;
     let TokenIds { ids, pos_ids, type_ids } = *token_ids;
     let eps = t.eps;
     if tokens == 0 || hidden == 0 {
@@ -117,7 +118,7 @@ pub struct Geometry {
 pub fn geometry(tokens: usize, hidden: usize) -> Geometry {
     if hidden % 8 == 0 && hidden <= 1024 {
         Geometry {
-            kernel: "embedding_layernorm_f16",
+            kernel: ids::EMBEDDING_LAYERNORM_F16,
             warp_per_token: true,
             blocks: tokens.div_ceil(TOKENS_PER_BLOCK),
             threads: 32 * TOKENS_PER_BLOCK as u32,
@@ -126,7 +127,7 @@ pub fn geometry(tokens: usize, hidden: usize) -> Geometry {
         }
     } else {
         Geometry {
-            kernel: "embedding_layernorm_f16_wide",
+            kernel: ids::EMBEDDING_LAYERNORM_F16_WIDE,
             warp_per_token: false,
             blocks: tokens,
             threads: 256,

@@ -3,6 +3,7 @@ use half::f16;
 
 use super::{check_align, check_len, check_multiple, check_u32, launch};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
+use crate::ptx::ids;
 use fusebert_core::error::Result;
 
 /// `out[b, :] = x[cu_seqlens[b], :]` for `b < batch`: the first (`[CLS]`) row of every packed
@@ -16,7 +17,7 @@ pub fn gather_first_rows(
     tokens: usize,
     hidden: usize,
 ) -> Result<()> {
-    const K: &str = "gather_first_rows_f16";
+    const K: &str = ids::GATHER_FIRST_ROWS_F16;
     check_multiple(K, "hidden", hidden, 8)?;
     check_len(K, "x", x, tokens * hidden)?;
     check_len(K, "cu_seqlens", cu_seqlens, batch + 1)?;

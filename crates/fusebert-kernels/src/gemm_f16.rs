@@ -3,9 +3,12 @@
 //! ([`Tile`](super::Tile)) and pipeline as the int8 GEMM (`kernels/gemm_core.cuh`).
 use half::f16;
 
-use super::gemm_int8::{check_epilogue, check_shape, ln_args, simple_grid, split_args, GemmLaunch, GemmShape};
+use super::gemm_int8::{
+    check_epilogue, check_shape, gemm_kernel, ln_args, simple_grid, split_args, GemmLaunch, GemmShape,
+};
 use super::{check_align, check_len, launch, opt_ptr, Epilogue, Variant};
 use crate::device::{Device, DeviceBuffer, KernelArg};
+use crate::ptx::ids;
 use fusebert_core::error::Result;
 
 /// The operands of the fp16 GEMM: `out = epilogue(a . w^T + bias[n])`, `a` `[m, k]`, `w`
@@ -24,8 +27,7 @@ pub fn gemm_f16(dev: &Device, g: &GemmF16<'_>, out: &mut DeviceBuffer<f16>, how:
     let GemmShape { m, n, k } = g.shape;
     let plan = how.plan_for(g.shape, false);
     let fast = how.variant == Variant::Fast;
-    let name = format!("gemm_f16{}{}", plan.suffix(), if how.layernorm.is_some() { "_ln" } else { "" });
-    let kernel = if fast { name.as_str() } else { "gemm_f16_simple" };
+    let kernel = if fast { gemm_kernel("gemm_f16", plan, how.layernorm.is_some())? } else { ids::GEMM_F16_SIMPLE };
     let (m32, n32, k32) = check_shape(kernel, m, n, k)?;
     check_len(kernel, "a", g.a, m * k)?;
     check_len(kernel, "w", g.w, n * k)?;

@@ -9,7 +9,18 @@ pub use super::gemm_plan::Tile;
 use super::gemm_plan::{fuses_layernorm, k_chunks, GemmPlan, SplitWorkspace, FUSED_LN_MAX};
 use super::{check_align, check_len, check_multiple, check_u32, kerr, launch, opt_ptr, Epilogue, Variant};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
+use crate::ptx::ids;
 use fusebert_core::error::Result;
+
+/// The GEMM kernel of family `base` for `plan` (`<base><tile>[_sk][_ln]`), as the id of an
+/// entry of the shipped PTX: a combination the kernels do not provide is a typed error here,
+/// not a failed launch.
+pub(crate) fn gemm_kernel(base: &str, plan: GemmPlan, layernorm: bool) -> Result<&'static str> {
+    let name = format!("{base}{}{}", plan.suffix(), if layernorm { "_ln" } else { "" });
+    crate::ptx::kernel_id(&name).ok_or_else(|| {
+        kerr(&name, "no such kernel in the shipped PTX: this tile, split and fused layernorm do not combine")
+    })
+}
 
 pub(crate) fn check_shape(kernel: &str, m: usize, n: usize, k: usize) -> Result<(u32, u32, u32)> {
     if m == 0 {
@@ -250,8 +261,8 @@ pub fn gemm_int8(dev: &Device, g: &GemmInt8<'_>, out: &mut DeviceBuffer<f16>, ho
     let GemmShape { m, n, k } = g.shape;
     let plan = how.plan_for(g.shape, true);
     let fast = how.variant == Variant::Fast;
-    let name = format!("gemm_int8_f16{}{}", plan.suffix(), if how.layernorm.is_some() { "_ln" } else { "" });
-    let kernel = if fast { name.as_str() } else { "gemm_int8_simple" };
+    let kernel =
+        if fast { gemm_kernel("gemm_int8_f16", plan, how.layernorm.is_some())? } else { ids::GEMM_INT8_SIMPLE };
     let (m32, n32, k32) = check_shape(kernel, m, n, k)?;
     check_len(kernel, "a", g.a, m * k)?;
     check_len(kernel, "a_scale", g.a_scale, m)?;
@@ -312,8 +323,7 @@ pub fn gemm_int8_i32(
 ) -> Result<()> {
     let GemmShape { m, n, k } = shape;
     let (plan, ws) = (how.plan_for(shape, true), how.workspace);
-    let name = format!("gemm_int8_i32{}", plan.suffix());
-    let kernel: &str = &name;
+    let kernel = gemm_kernel("gemm_int8_i32", plan, false)?;
     let (m32, n32, k32) = check_shape(kernel, m, n, k)?;
     check_len(kernel, "a", a, m * k)?;
     check_len(kernel, "w", w, n * k)?;

@@ -9,6 +9,7 @@ use half::f16;
 
 use super::{check_align, check_len, check_u32, kerr, launch, opt_ptr, Variant};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
+use crate::ptx::ids;
 use fusebert_core::error::Result;
 
 /// Largest hidden size of the register-resident fast path (4 vectors of 8 per thread, 128 threads).
@@ -58,11 +59,11 @@ pub fn layernorm_f16(
     let fast = variant == Variant::Fast && hidden % 8 == 0 && hidden <= MAX_FAST_HIDDEN;
     let warp_row = hidden <= MAX_WARP_HIDDEN;
     let kernel = match (fast, q8.is_some(), warp_row) {
-        (true, false, true) => "layernorm_f16",
-        (true, true, true) => "layernorm_f16_q8",
-        (true, false, false) => "layernorm_f16_wide",
-        (true, true, false) => "layernorm_f16_q8_wide",
-        (false, _, _) => "layernorm_f16_simple",
+        (true, false, true) => ids::LAYERNORM_F16,
+        (true, true, true) => ids::LAYERNORM_F16_Q8,
+        (true, false, false) => ids::LAYERNORM_F16_WIDE,
+        (true, true, false) => ids::LAYERNORM_F16_Q8_WIDE,
+        (false, _, _) => ids::LAYERNORM_F16_SIMPLE,
     };
     if rows == 0 || hidden == 0 {
         return Err(kerr(kernel, format!("rows = {rows} and hidden = {hidden} must be positive")));

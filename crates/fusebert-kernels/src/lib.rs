@@ -55,6 +55,7 @@ pub mod codes {
 
 pub use device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 pub use fusebert_core::{Error, Result};
+pub use ptx::ids;
 
 pub mod attention;
 pub mod embedding;

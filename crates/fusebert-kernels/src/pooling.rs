@@ -3,6 +3,7 @@ use half::f16;
 
 use super::{check_align, check_len, check_multiple, check_u32, codes, launch};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
+use crate::ptx::ids;
 use fusebert_core::error::Result;
 
 /// How a sequence's token states become one vector: sentence-transformers' pooling modes,
@@ -39,7 +40,7 @@ pub struct PoolF16<'a> {
 /// Pools every sequence into `out` `[batch, hidden]` (f32).
 pub fn pool(dev: &Device, p: &PoolF16<'_>, out: &mut DeviceBuffer<f32>) -> Result<()> {
     let PoolF16 { x, cu_seqlens, batch, tokens, hidden, mode, skip, l2norm } = *p;
-    const K: &str = "pool_f16";
+    const K: &str = ids::POOL_F16;
     check_multiple(K, "hidden", hidden, 2)?;
     check_len(K, "x", x, tokens * hidden)?;
     check_len(K, "cu_seqlens", cu_seqlens, batch + 1)?;

@@ -31,6 +31,13 @@ impl PtxModule {
 
 include!(concat!(env!("OUT_DIR"), "/ptx_modules.rs"));
 
+/// The entry `name` of the shipped PTX as its static id (one of [`ids`]), if it exists: how
+/// a name composed from a launch plan (tile, split, fused layernorm) is checked against the
+/// kernels that really exist.
+pub fn kernel_id(name: &str) -> Option<&'static str> {
+    MODULES.iter().flat_map(|m| m.kernels.iter()).find(|k| **k == name).copied()
+}
+
 /// The module with this name, if compiled in.
 pub fn module(name: &str) -> Option<&'static PtxModule> {
     MODULES.iter().find(|m| m.name == name)

@@ -6,6 +6,7 @@ use half::f16;
 
 use super::{check_align, check_len, check_multiple, check_u32, launch};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
+use crate::ptx::ids;
 use fusebert_core::error::Result;
 
 /// Per-token int8 codes of `x` `[rows, hidden]` (of `x * smooth` when smoothing multipliers
@@ -32,10 +33,10 @@ pub fn quantize_i8(dev: &Device, input: &QuantizeF16<'_>, out: QuantizedI8<'_>) 
     let QuantizedI8 { q, scale, zero } = out;
     let warp_row = hidden <= 1024;
     let kernel = match (zero.is_some(), warp_row) {
-        (false, true) => "quantize_i8_f16",
-        (false, false) => "quantize_i8_f16_wide",
-        (true, true) => "quantize_i8_asym_f16",
-        (true, false) => "quantize_i8_asym_f16_wide",
+        (false, true) => ids::QUANTIZE_I8_F16,
+        (false, false) => ids::QUANTIZE_I8_F16_WIDE,
+        (true, true) => ids::QUANTIZE_I8_ASYM_F16,
+        (true, false) => ids::QUANTIZE_I8_ASYM_F16_WIDE,
     };
     check_multiple(kernel, "hidden", hidden, 8)?;
     if hidden > 4096 || rows == 0 {
