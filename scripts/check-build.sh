@@ -13,7 +13,7 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 
 echo "== shipped PTX == nvcc 13.0's"
-CARGO_TARGET_DIR="$root/target/ptx-check" bash scripts/build-ptx.sh --check "$scratch/ptx" >/dev/null
+CARGO_TARGET_DIR="$root/target/check-build" bash scripts/build-ptx.sh --check "$scratch/ptx" >/dev/null
 if ! diff -r -q crates/fusebert-kernels/ptx "$scratch/ptx"; then
   echo "error: crates/fusebert-kernels/ptx differs from nvcc's output: run scripts/build-ptx.sh and commit ptx/" >&2
   exit 1
@@ -53,5 +53,5 @@ TOML
 cp Cargo.lock "$scratch/clean/Cargo.lock"
 cargo_bin="$(dirname "$(command -v cargo)")"
 (cd "$scratch/clean" && env -u CUDA_HOME -u CUDA_PATH NVCC=/nonexistent/nvcc PATH="$cargo_bin:/usr/bin:/bin" \
-  CARGO_TARGET_DIR="$root/target/package-check" cargo build --offline --quiet -p fusebert)
+  CARGO_TARGET_DIR="$root/target/check-build" cargo build --offline --quiet -p fusebert)
 echo "packaged fusebert builds without nvcc"

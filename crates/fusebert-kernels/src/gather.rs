@@ -27,8 +27,15 @@ pub fn gather_first_rows(
     if batch == 0 {
         return Ok(());
     }
-    let threads = (hidden / 8).next_multiple_of(32).min(256) as u32;
-    let cfg = LaunchConfig::linear(check_u32(K, "batch", batch)?, threads, 0);
+    check_u32(K, "batch", batch)?;
+    let cfg = geometry(batch, hidden);
     let args = [KernelArg::from(x), KernelArg::from(cu_seqlens), KernelArg::from(&*out), KernelArg::U32(hidden as u32)];
     launch(dev, K, cfg, &args)
+}
+
+/// The launch geometry of gathering `batch` rows of `hidden` (the launch's and the plan's): a
+/// block per row, a thread per 16-byte vector (whole warps, <= 256).
+pub fn geometry(batch: usize, hidden: usize) -> LaunchConfig {
+    let threads = (hidden / 8).next_multiple_of(32).min(256) as u32;
+    LaunchConfig::linear(batch as u32, threads, 0)
 }

@@ -15,7 +15,7 @@ use fusebert_core::error::Result;
 /// The GEMM kernel of family `base` for `plan` (`<base><tile>[_sk][_ln]`), as the id of an
 /// entry of the shipped PTX: a combination the kernels do not provide is a typed error here,
 /// not a failed launch.
-pub(crate) fn gemm_kernel(base: &str, plan: GemmPlan, layernorm: bool) -> Result<&'static str> {
+pub fn gemm_kernel(base: &str, plan: GemmPlan, layernorm: bool) -> Result<&'static str> {
     let name = format!("{base}{}{}", plan.suffix(), if layernorm { "_ln" } else { "" });
     crate::ptx::kernel_id(&name).ok_or_else(|| {
         kerr(&name, "no such kernel in the shipped PTX: this tile, split and fused layernorm do not combine")

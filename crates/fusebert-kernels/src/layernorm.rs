@@ -57,13 +57,9 @@ pub fn layernorm_f16(
 ) -> Result<()> {
     let LayerNormF16 { x, residual, bias, gamma, beta, rows, hidden, eps } = *ln;
     let fast = variant == Variant::Fast && hidden % 8 == 0 && hidden <= MAX_FAST_HIDDEN;
-    let warp_row = hidden <= MAX_WARP_HIDDEN;
-    let kernel = match (fast, q8.is_some(), warp_row) {
-        (true, false, true) => ids::LAYERNORM_F16,
-        (true, true, true) => ids::LAYERNORM_F16_Q8,
-        (true, false, false) => ids::LAYERNORM_F16_WIDE,
-        (true, true, false) => ids::LAYERNORM_F16_Q8_WIDE,
-        (false, _, _) => ids::LAYERNORM_F16_SIMPLE,
+    let kernel = match (fast, q8.is_some()) {
+        (true, q8) => fast_kernel(hidden, q8),
+        (false, _) => ids::LAYERNORM_F16_SIMPLE,
     };
     if rows == 0 || hidden == 0 {
         return Err(kerr(kernel, format!("rows = {rows} and hidden = {hidden} must be positive")));
@@ -104,12 +100,7 @@ pub fn layernorm_f16(
         if let Some(q) = &q8 {
             check_align(kernel, "q", q.q, 8)?;
         }
-        // warp per row: 8 warps per block; block per row: whole warps, <= 4 vectors per thread
-        let nvec = hidden / 8;
-        let threads = if warp_row { 256 } else { (nvec.div_ceil(4).div_ceil(32) * 32).max(32) as u32 };
-        let grid = rows.div_ceil(ROWS_PER_BLOCK) as u32;
-        let params = if q8.is_some() { 4 } else { 3 };
-        let cfg = LaunchConfig::linear(grid, threads, (params * hidden * 2) as u32);
+        let cfg = geometry(rows, hidden, q8.is_some());
         let mut args = vec![
             KernelArg::from(x),
             opt_ptr(residual),
@@ -145,5 +136,27 @@ pub fn layernorm_f16(
             KernelArg::F32(eps),
         ];
         launch(dev, kernel, cfg, &args)
+    }
+}
+
+/// The launch geometry of the fast layernorm of `[rows, hidden]` (what the launch and the
+/// performance plan both use): a warp per row (8 warps per block) up to 1024 columns, else a
+/// block per row (whole warps, <= 4 vectors per thread); [`ROWS_PER_BLOCK`] rows per block;
+/// gamma, beta (and the smoothing multipliers with `q8`) staged in shared memory.
+pub fn geometry(rows: usize, hidden: usize, q8: bool) -> LaunchConfig {
+    let nvec = hidden / 8;
+    let threads = if hidden <= MAX_WARP_HIDDEN { 256 } else { (nvec.div_ceil(4).div_ceil(32) * 32).max(32) as u32 };
+    let grid = rows.div_ceil(ROWS_PER_BLOCK) as u32;
+    let params = if q8 { 4 } else { 3 };
+    LaunchConfig::linear(grid, threads, (params * hidden * 2) as u32)
+}
+
+/// The fast layernorm kernel for rows of `hidden` (`q8`: with int8 codes).
+pub fn fast_kernel(hidden: usize, q8: bool) -> &'static str {
+    match (q8, hidden <= MAX_WARP_HIDDEN) {
+        (false, true) => ids::LAYERNORM_F16,
+        (true, true) => ids::LAYERNORM_F16_Q8,
+        (false, false) => ids::LAYERNORM_F16_WIDE,
+        (true, false) => ids::LAYERNORM_F16_Q8_WIDE,
     }
 }

@@ -59,6 +59,13 @@ pub fn pool(dev: &Device, p: &PoolF16<'_>, out: &mut DeviceBuffer<f32>) -> Resul
         KernelArg::U32(check_u32(K, "skip", skip)?),
         KernelArg::U32(l2norm as u32),
     ];
+    launch(dev, K, geometry(batch, hidden), &args)
+}
+
+/// The launch geometry of pooling `batch` sequences of `hidden` columns (the launch's and the
+/// performance plan's): a block per sequence, a thread per column pair (whole warps, <= 256),
+/// the pooled row in shared memory.
+pub fn geometry(batch: usize, hidden: usize) -> LaunchConfig {
     let threads = (hidden / 2).clamp(32, 256).div_ceil(32) as u32 * 32;
-    launch(dev, K, LaunchConfig::linear(batch as u32, threads, (hidden * 4) as u32), &args)
+    LaunchConfig::linear(batch as u32, threads, (hidden * 4) as u32)
 }

@@ -31,13 +31,7 @@ pub struct QuantizedI8<'a> {
 pub fn quantize_i8(dev: &Device, input: &QuantizeF16<'_>, out: QuantizedI8<'_>) -> Result<()> {
     let QuantizeF16 { x, smooth, rows, hidden } = *input;
     let QuantizedI8 { q, scale, zero } = out;
-    let warp_row = hidden <= 1024;
-    let kernel = match (zero.is_some(), warp_row) {
-        (false, true) => ids::QUANTIZE_I8_F16,
-        (false, false) => ids::QUANTIZE_I8_F16_WIDE,
-        (true, true) => ids::QUANTIZE_I8_ASYM_F16,
-        (true, false) => ids::QUANTIZE_I8_ASYM_F16_WIDE,
-    };
+    let (kernel, cfg) = geometry(rows, hidden, zero.is_some());
     check_multiple(kernel, "hidden", hidden, 8)?;
     if hidden > 4096 || rows == 0 {
         return Err(super::kerr(kernel, format!("hidden = {hidden} must be <= 4096 and rows = {rows} positive")));
@@ -54,9 +48,6 @@ pub fn quantize_i8(dev: &Device, input: &QuantizeF16<'_>, out: QuantizedI8<'_>) 
         check_len(kernel, "smooth", m, hidden)?;
         check_align(kernel, "smooth", m, 16)?;
     }
-    // warp per row: 8 warps x 2 rows per block; block per row: <= 4 vectors per thread, 8 rows
-    let threads = if warp_row { 256 } else { ((hidden / 8).div_ceil(4).div_ceil(32) * 32).max(32) as u32 };
-    let grid = rows.div_ceil(if warp_row { 16 } else { 8 }) as u32;
     let mut args = vec![KernelArg::from(x), KernelArg::from(&*q), KernelArg::from(&*scale)];
     if let Some(z) = &zero {
         args.push(KernelArg::from(&**z));
@@ -66,5 +57,21 @@ pub fn quantize_i8(dev: &Device, input: &QuantizeF16<'_>, out: QuantizedI8<'_>) 
         KernelArg::U32(check_u32(kernel, "rows", rows)?),
         KernelArg::U32(hidden as u32),
     ]);
-    launch(dev, kernel, LaunchConfig::linear(grid, threads, 0), &args)
+    launch(dev, kernel, cfg, &args)
+}
+
+/// The kernel and launch geometry of a quantisation of `[rows, hidden]` (what the launch and the
+/// performance plan both use): a warp per row (8 warps x 2 rows per block) up to 1024 columns,
+/// else a block per row (<= 4 vectors per thread, 8 rows per block).
+pub fn geometry(rows: usize, hidden: usize, asym: bool) -> (&'static str, LaunchConfig) {
+    let warp_row = hidden <= 1024;
+    let kernel = match (asym, warp_row) {
+        (false, true) => ids::QUANTIZE_I8_F16,
+        (false, false) => ids::QUANTIZE_I8_F16_WIDE,
+        (true, true) => ids::QUANTIZE_I8_ASYM_F16,
+        (true, false) => ids::QUANTIZE_I8_ASYM_F16_WIDE,
+    };
+    let threads = if warp_row { 256 } else { ((hidden / 8).div_ceil(4).div_ceil(32) * 32).max(32) as u32 };
+    let grid = rows.div_ceil(if warp_row { 16 } else { 8 }) as u32;
+    (kernel, LaunchConfig::linear(grid, threads, 0))
 }

@@ -7,8 +7,10 @@
 //! emulator's counters on small shapes, launch by launch.
 use serde::Serialize;
 
+use crate::kernels::gemm_int8::{gemm_kernel, Tile};
 use crate::kernels::gemm_plan::{fuses_layernorm, GemmPlan};
-use crate::kernels::{attention as attn, embedding as emb, gemm_int8::Tile, layernorm::ROWS_PER_BLOCK};
+use crate::kernels::quantize as kq;
+use crate::kernels::{attention as attn, embedding as emb, gather as kgather, ids, layernorm as kln, pooling as kpool};
 use crate::model::forward::OutputSelection;
 use crate::model::schedule::{schedule, LayerGemm, LayerNorm, Quantized, ScheduleShape, Step};
 use crate::model::{BertConfig, BertModel, Precision};
@@ -184,6 +186,11 @@ fn linear(grid: usize, threads: u32, shared: usize) -> ((u32, u32, u32), (u32, u
     ((grid as u32, 1, 1), (threads, 1, 1), shared as u32)
 }
 
+/// A launch configuration of the kernels crate as the plan's (grid, block, shared) triple.
+fn geom(c: &crate::LaunchConfig) -> ((u32, u32, u32), (u32, u32, u32), u32) {
+    (c.grid, c.block, c.shared_mem_bytes)
+}
+
 #[allow(clippy::too_many_arguments)] // one record: every field of a launch
 fn launch(
     kernel: &str,
@@ -239,15 +246,7 @@ fn embedding(c: &BertConfig, lengths: &[usize]) -> PlannedLaunch {
 
 /// Per-token int8 quantisation of `[t, k]` (asymmetric: + zero points).
 fn quantize(t: usize, k: usize, asym: bool, smooth: bool, layer: Option<usize>) -> PlannedLaunch {
-    let warp_row = k <= 1024;
-    let name = match (asym, warp_row) {
-        (false, true) => "quantize_i8_f16",
-        (false, false) => "quantize_i8_f16_wide",
-        (true, true) => "quantize_i8_asym_f16",
-        (true, false) => "quantize_i8_asym_f16_wide",
-    };
-    let threads = if warp_row { 256 } else { ((k / 8).div_ceil(4).div_ceil(32) * 32).max(32) as u32 };
-    let grid = t.div_ceil(if warp_row { 16 } else { 8 });
+    let (name, cfg) = kq::geometry(t, k, asym);
     let min = t * k * 2 + if smooth { k * 2 } else { 0 };
     // each row's warp (or block) reads the multipliers again
     let load = t * k * 2 + if smooth { t * k * 2 } else { 0 };
@@ -259,44 +258,38 @@ fn quantize(t: usize, k: usize, asym: bool, smooth: bool, layer: Option<usize>) 
     } else {
         "quantize_emb"
     };
-    launch(name, step, layer, linear(grid, threads, 0), 0, min, load, store)
+    launch(name, step, layer, geom(&cfg), 0, min, load, store)
 }
 
 /// Layernorm of `[t, h]`, optionally also emitting int8 codes + scales (with smoothing when
 /// `smooth`: the next GEMM's multipliers).
 fn layernorm(q8: bool, smooth: bool, t: usize, h: usize, step: &'static str, layer: Option<usize>) -> PlannedLaunch {
-    let warp_row = h <= 1024;
-    let name = match (q8, warp_row) {
-        (false, true) => "layernorm_f16",
-        (true, true) => "layernorm_f16_q8",
-        (false, false) => "layernorm_f16_wide",
-        (true, false) => "layernorm_f16_q8_wide",
-    };
-    let threads = if warp_row { 256 } else { ((h / 8).div_ceil(4).div_ceil(32) * 32).max(32) as u32 };
-    let params = if q8 { 4 } else { 3 };
-    let grid = t.div_ceil(ROWS_PER_BLOCK);
+    let (name, cfg) = (kln::fast_kernel(h, q8), kln::geometry(t, h, q8));
+    let grid = cfg.grid.0 as usize;
     let smooth_bytes = if q8 && smooth { h * 2 } else { 0 };
     let min = t * h * 2 + 2 * h * 2 + smooth_bytes;
     // every block stages gamma, beta (and the multipliers) in shared memory
     let load = t * h * 2 + grid * (2 * h * 2 + smooth_bytes);
     let store = t * h * 2 + if q8 { t * h + 4 * t } else { 0 };
-    launch(name, step, layer, linear(grid, threads, params * h * 2), 0, min, load, store)
+    launch(name, step, layer, geom(&cfg), 0, min, load, store)
 }
 
 fn pool(b: usize, t: usize, h: usize) -> PlannedLaunch {
-    let threads = (h / 2).clamp(32, 256).div_ceil(32) as u32 * 32;
+    let cfg = kpool::geometry(b, h);
+    let threads = cfg.block.0;
     let min = t * h * 2 + 4 * (b + 1);
     // every thread reads its sequence's two offsets
     let load = t * h * 2 + b * threads as usize * 8;
-    launch("pool_f16", "pool", None, linear(b, threads, h * 4), 0, min, load, b * h * 4)
+    launch(ids::POOL_F16, "pool", None, geom(&cfg), 0, min, load, b * h * 4)
 }
 
 fn gather(b: usize, h: usize) -> PlannedLaunch {
-    let threads = (h / 8).next_multiple_of(32).min(256) as u32;
+    let cfg = kgather::geometry(b, h);
+    let threads = cfg.block.0;
     let min = b * h * 2 + 4 * (b + 1);
     // the threads that copy a 16-byte vector read the two offsets
     let load = b * h * 2 + b * (h / 8).min(threads as usize) * 8;
-    launch("gather_first_rows_f16", "gather_cls", None, linear(b, threads, 0), 0, min, load, b * h * 2)
+    launch(ids::GATHER_FIRST_ROWS_F16, "gather_cls", None, geom(&cfg), 0, min, load, b * h * 2)
 }
 
 /// FlashAttention over packed sequences: a block per (query tile, head, sequence), in the
@@ -397,8 +390,9 @@ fn planned_gemm(
     plan: GemmPlan,
 ) -> PlannedLaunch {
     let asym = asym && p.int8;
-    let (bm, bn, threads, smem) = plan.tile.dims();
-    let name = format!("{}{}", if p.int8 { "gemm_int8_f16" } else { "gemm_f16" }, plan.suffix());
+    let (bm, bn, threads, _) = plan.tile.dims();
+    let base = if p.int8 { "gemm_int8_f16" } else { "gemm_f16" };
+    let name = gemm_kernel(base, plan, false).unwrap_or(base);
     let (gm, gn) = (m.div_ceil(bm), n.div_ceil(bn));
     let e = if p.int8 { 1 } else { 2 };
     // per output column: bias (fp16), int8 weight scales (f32) and code sums (i32)
@@ -416,8 +410,8 @@ fn planned_gemm(
     let tensor = 2 * gm * bm * gn * bn * k;
     let partials = plan.partial_bytes(m, n);
     let store = m * n * 2 + partials;
-    let cfg = ((gn as u32, gm as u32, plan.splits as u32), (threads, 1, 1), smem);
-    let mut l = launch(&name, step, layer, cfg, flops as u64, min, load + partials, store);
+    let cfg = geom(&plan.launch_config(m, n));
+    let mut l = launch(name, step, layer, cfg, flops as u64, min, load + partials, store);
     if plan.splits > 1 {
         l.tail_bytes = (plan.splits * bm * bn * 4) as u64;
     }
@@ -435,7 +429,8 @@ fn planned_gemm(
 /// their int8 codes and scales with `q8`). The last strip's layernorm runs after every other
 /// block is done: a serial tail of that strip's bytes at one SM's bandwidth.
 fn with_layernorm(mut g: PlannedLaunch, plan: GemmPlan, t: usize, h: usize, q8: bool, smooth: bool) -> PlannedLaunch {
-    g.kernel.push_str("_ln");
+    let base = if g.kernel.starts_with("gemm_int8") { "gemm_int8_f16" } else { "gemm_f16" };
+    g.kernel = gemm_kernel(base, plan, true).unwrap_or(base).to_string();
     g.step = match g.step {
         "attn_out" => "attn_out_ln1",
         _ => "ffn2_ln2",
