@@ -101,70 +101,38 @@ fn int8_case(
     let e = epilogue(epi, &dr);
     clear(dev);
     let zp = fusebert_kernels::ZeroPoint { zero: &dz, w_sum: &dsum };
-    match (asym, variant) {
-        (true, _) => fusebert_kernels::gemm_int8(
-            dev,
-            &fusebert_kernels::GemmInt8 {
-                a: &da,
-                a_scale: &das,
-                zero_point: Some(zp),
-                w: &dw,
-                w_scale: &dws,
-                bias: Some(&db),
-                epilogue: e,
-                shape: fusebert_kernels::GemmShape { m, n, k },
-            },
-            &mut c,
-            fusebert_kernels::GemmLaunch { variant, tile, ..Default::default() },
-        )
-        .unwrap(),
-        (false, Variant::Fast) => fusebert_kernels::gemm_int8(
-            dev,
-            &fusebert_kernels::GemmInt8 {
-                a: &da,
-                a_scale: &das,
-                zero_point: None,
-                w: &dw,
-                w_scale: &dws,
-                bias: Some(&db),
-                epilogue: e,
-                shape: fusebert_kernels::GemmShape { m, n, k },
-            },
-            &mut c,
-            fusebert_kernels::GemmLaunch::tiled(tile),
-        )
-        .unwrap(),
-        (false, Variant::Simple) => fusebert_kernels::gemm_int8(
-            dev,
-            &fusebert_kernels::GemmInt8 {
-                a: &da,
-                a_scale: &das,
-                zero_point: None,
-                w: &dw,
-                w_scale: &dws,
-                bias: Some(&db),
-                epilogue: e,
-                shape: fusebert_kernels::GemmShape { m, n, k },
-            },
-            &mut c,
-            fusebert_kernels::GemmLaunch::variant(variant),
-        )
-        .unwrap(),
-    }
+    let g = fusebert_kernels::GemmInt8 {
+        a: &da,
+        a_scale: &das,
+        zero_point: asym.then_some(zp),
+        w: &dw,
+        w_scale: &dws,
+        bias: Some(&db),
+        epilogue: e,
+        shape: s,
+    };
+    let how = fusebert_kernels::GemmLaunch { variant, tile, ..Default::default() };
+    fusebert_kernels::gemm_int8(dev, &g, &mut c, how).unwrap();
     let acc = reference::dequant_asym(&reference::gemm_i32(&a, &w, m, n, k), &zero, &w_sum, &asc, &wsc, n);
     let want = reference::epilogue(&acc, Some(&bias), epi, Some(&res), n);
     let got = to_f32(&c.to_host().unwrap());
     let what = format!("gemm_int8 asym {asym} {variant:?} {tile:?} M {m} N {n} K {k} epi {epi}");
     let err = check_close(&what, &got, &want, |w, _| half_ulp(w) + 1e-5);
+    assert_fast_gemm_counters(dev, variant, k, &what);
+    err
+}
+
+/// The fast GEMMs' counter invariants: no bank conflicts, no local memory, and (when K keeps
+/// rows sector-aligned) >= 90% load efficiency.
+fn assert_fast_gemm_counters(dev: &fusebert_kernels::Device, variant: Variant, k: usize, what: &str) {
     if let (Some(cn), Variant::Fast) = (last_counters(dev), variant) {
         assert_eq!(cn.shared_bank_conflicts, 0, "{what}: bank conflicts");
         // (K = 16/48/80 int8 rows straddle 32-byte sectors whatever the kernel does)
         if k % 32 == 0 {
             assert!(cn.global_load_efficiency() >= 0.9, "{what}: load efficiency {}", cn.global_load_efficiency());
         }
-        assert_no_local(&cn, &what);
+        assert_no_local(&cn, what);
     }
-    err
 }
 
 #[test]
@@ -296,34 +264,9 @@ fn f16_case(
     let mut c = poisoned::<f16>(dev, m * n);
     let e = epilogue(epi, &dr);
     clear(dev);
-    match variant {
-        Variant::Fast => fusebert_kernels::gemm_f16(
-            dev,
-            &fusebert_kernels::GemmF16 {
-                a: &da,
-                w: &dw,
-                bias: Some(&db),
-                epilogue: e,
-                shape: fusebert_kernels::GemmShape { m, n, k },
-            },
-            &mut c,
-            fusebert_kernels::GemmLaunch::tiled(tile),
-        )
-        .unwrap(),
-        Variant::Simple => fusebert_kernels::gemm_f16(
-            dev,
-            &fusebert_kernels::GemmF16 {
-                a: &da,
-                w: &dw,
-                bias: Some(&db),
-                epilogue: e,
-                shape: fusebert_kernels::GemmShape { m, n, k },
-            },
-            &mut c,
-            fusebert_kernels::GemmLaunch::variant(variant),
-        )
-        .unwrap(),
-    }
+    let g = fusebert_kernels::GemmF16 { a: &da, w: &dw, bias: Some(&db), epilogue: e, shape: s };
+    let how = fusebert_kernels::GemmLaunch { variant, tile, ..Default::default() };
+    fusebert_kernels::gemm_f16(dev, &g, &mut c, how).unwrap();
     let acc = reference::gemm_f32(&a, &w, m, n, k);
     // sum_k |a w| per output, for the accumulation-order bound
     let abs: Vec<f32> = (0..m * n)
@@ -336,14 +279,7 @@ fn f16_case(
     let got = to_f32(&c.to_host().unwrap());
     let what = format!("gemm_f16 {variant:?} {tile:?} M {m} N {n} K {k} epi {epi}");
     let err = check_close(&what, &got, &want, |w, i| half_ulp(w) + 2.0 * k as f32 * abs[i] / 16_777_216.0 + 1e-5);
-    if let (Some(cn), Variant::Fast) = (last_counters(dev), variant) {
-        assert_eq!(cn.shared_bank_conflicts, 0, "{what}: bank conflicts");
-        // (K = 16/48/80 int8 rows straddle 32-byte sectors whatever the kernel does)
-        if k % 32 == 0 {
-            assert!(cn.global_load_efficiency() >= 0.9, "{what}: load efficiency {}", cn.global_load_efficiency());
-        }
-        assert_no_local(&cn, &what);
-    }
+    assert_fast_gemm_counters(dev, variant, k, &what);
     err
 }
 

@@ -246,37 +246,22 @@ fn fused_layernorm_refuses_wide_rows_and_missing_counters() {
     let mut y = dev.alloc::<f16>(m * n).unwrap();
     let ws = SplitWorkspace::new(&dev, 1, 1, m).unwrap();
     let ln = FusedLayerNorm { gamma: &g, beta: &g, out: &x, q8: None, eps: EPS };
+    let gemm = fusebert_kernels::GemmF16 {
+        a: &a,
+        w: &w,
+        bias: None,
+        epilogue: Epilogue::None,
+        shape: fusebert_kernels::GemmShape { m, n, k },
+    };
     let small = GemmPlan { tile: Tile::Small, splits: 1 };
     assert!(!fuses_layernorm(n) && fuses_layernorm(1024) && !fuses_layernorm(1020));
     assert_kernel_err(
-        fusebert_kernels::gemm_f16(
-            &dev,
-            &fusebert_kernels::GemmF16 {
-                a: &a,
-                w: &w,
-                bias: None,
-                epilogue: Epilogue::None,
-                shape: fusebert_kernels::GemmShape { m, n, k },
-            },
-            &mut y,
-            fusebert_kernels::GemmLaunch::fused(small, &ws, &ln),
-        ),
+        fusebert_kernels::gemm_f16(&dev, &gemm, &mut y, fusebert_kernels::GemmLaunch::fused(small, &ws, &ln)),
         "gemm_f16_ln",
     );
     let large = GemmPlan { tile: Tile::Large, splits: 1 };
     assert_kernel_err(
-        fusebert_kernels::gemm_f16(
-            &dev,
-            &fusebert_kernels::GemmF16 {
-                a: &a,
-                w: &w,
-                bias: None,
-                epilogue: Epilogue::None,
-                shape: fusebert_kernels::GemmShape { m, n, k },
-            },
-            &mut y,
-            fusebert_kernels::GemmLaunch::fused(large, &ws, &ln),
-        ),
+        fusebert_kernels::gemm_f16(&dev, &gemm, &mut y, fusebert_kernels::GemmLaunch::fused(large, &ws, &ln)),
         "gemm_f16_l_ln",
     );
     let (m, n) = (200, 64);

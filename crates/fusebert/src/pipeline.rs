@@ -219,10 +219,15 @@ impl Pipeline {
     /// **without** Normalize, so that normalisation can be chosen per request; the CPU
     /// reference computes every output.
     pub fn forward(&mut self, batch: &Batch, outputs: OutputSelection) -> Result<Output> {
-        let mut sentence = self.sentence.clone();
-        sentence.normalize = false;
+        let (sentence, h) = (&self.sentence, self.model.config.hidden_size);
         let mut out = match &mut self.engine {
-            Engine::Cpu => reference::forward(&self.model, batch, &Options { normalize: false })?,
+            Engine::Cpu => {
+                let mut out = reference::forward(&self.model, batch, &Options { normalize: false })?;
+                for s in &mut out.sequences {
+                    s.pooled = sentence.dense(&sentence.pool(&s.last_hidden_state, h, 0));
+                }
+                return Ok(out);
+            }
             Engine::Device(bert) => {
                 let pooling = DevicePooling { mode: sentence.pooling, skip: 0 };
                 let opts =
@@ -230,15 +235,10 @@ impl Pipeline {
                 bert.forward_pooled(batch, opts, pooling)?.0
             }
         };
-        let pooled: Vec<Vec<f32>> = match &self.engine {
-            Engine::Cpu => sentence.embed_all(&out, 0),
-            Engine::Device(_) if outputs.pooled => {
-                out.sequences.iter().map(|s| sentence.after_pooling(&s.pooled)).collect()
+        if outputs.pooled && !sentence.dense.is_empty() {
+            for s in &mut out.sequences {
+                s.pooled = sentence.dense(&s.pooled);
             }
-            Engine::Device(_) => vec![Vec::new(); out.sequences.len()],
-        };
-        for (s, p) in out.sequences.iter_mut().zip(pooled) {
-            s.pooled = p;
         }
         Ok(out)
     }

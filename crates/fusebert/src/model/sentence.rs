@@ -190,18 +190,30 @@ impl SentenceConfig {
     /// `prompt_tokens` is how many leading tokens (`[CLS]` included) belong to a prompt: they are
     /// masked out of pooling when `include_prompt` is false (0 when no prompt was used).
     pub fn embed(&self, last_hidden_state: &[f32], hidden: usize, prompt_tokens: usize) -> Vec<f32> {
-        let skip = if self.include_prompt { 0 } else { prompt_tokens };
-        self.after_pooling(&crate::numerics::pooling::pool(last_hidden_state, hidden, self.pooling, skip))
+        self.after_pooling(&self.pool(last_hidden_state, hidden, prompt_tokens))
     }
 
-    /// The modules after pooling: each Dense module (`activation(W v + b)`), then Normalize when
-    /// the folder has it.
-    pub fn after_pooling(&self, pooled: &[f32]) -> Vec<f32> {
+    /// The folder's pooling of one sequence's final hidden states (`prompt_tokens` as in
+    /// [`embed`](Self::embed)).
+    pub fn pool(&self, last_hidden_state: &[f32], hidden: usize, prompt_tokens: usize) -> Vec<f32> {
+        let skip = if self.include_prompt { 0 } else { prompt_tokens };
+        crate::numerics::pooling::pool(last_hidden_state, hidden, self.pooling, skip)
+    }
+
+    /// Each Dense module in turn (`activation(W v + b)`): the modules after pooling but Normalize
+    /// (a server chooses normalisation per request).
+    pub fn dense(&self, pooled: &[f32]) -> Vec<f32> {
         let mut v = pooled.to_vec();
         for d in &self.dense {
             v = super::reference::linear(&v, d.linear.in_features(), &d.linear.weight.data, Some(&d.linear.bias.data));
             v.iter_mut().for_each(|x| *x = d.activation.apply(*x));
         }
+        v
+    }
+
+    /// The modules after pooling: each Dense module, then Normalize when the folder has it.
+    pub fn after_pooling(&self, pooled: &[f32]) -> Vec<f32> {
+        let mut v = self.dense(pooled);
         if self.normalize {
             crate::numerics::pooling::l2_normalize(&mut v);
         }
