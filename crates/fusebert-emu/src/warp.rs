@@ -482,21 +482,23 @@ fn mma_c(regs: &[u64], i: &Inst, cs: &[u32], int: bool) -> ([[f32; 8]; 16], [[i6
     (cf, ci)
 }
 
-/// Integer `mma` (s8/u8 inputs, s32 accumulators, optionally saturating).
+/// Integer `mma` (s8/u8 inputs, s32 accumulators, optionally saturating). A and B are held as
+/// i16 rows along k (B transposed, unused k zero) so each output is one fixed-length dot product
+/// the compiler vectorises (multiply-add of 16-bit pairs); a dot of 32 byte products fits i32.
 #[allow(clippy::needless_range_loop)] // lane and fragment indices address several parallel arrays
 fn mma_int(regs: &mut [u64], i: &Inst, f: &MmaFrags) {
-    let MmaFrags { ds, as_, bs, k, .. } = *f;
+    let MmaFrags { ds, as_, bs, .. } = *f;
     let (_, ci) = mma_c(regs, i, f.cs, true);
     let r = |slot: u32, l: usize| regs[slot as usize * 32 + l];
     let signed = i.sub != sub::MMA_U8_M16N8K32;
-    let mut a = [[0i32; 32]; 16];
-    let mut b = [[0i32; 8]; 32];
-    let byte = |v: u64, j: usize| -> i32 {
+    let mut a = [[0i16; 32]; 16];
+    let mut bt = [[0i16; 32]; 8];
+    let byte = |v: u64, j: usize| -> i16 {
         let x = (v >> (8 * j)) as u8;
         if signed {
-            x as i8 as i32
+            x as i8 as i16
         } else {
-            x as i32
+            x as i16
         }
     };
     for l in 0..32usize {
@@ -511,24 +513,16 @@ fn mma_int(regs: &mut [u64], i: &Inst, f: &MmaFrags) {
         for (ri, &s) in bs.iter().enumerate() {
             let v = r(s, l);
             for j in 0..4 {
-                b[4 * t + 16 * ri + j][g] = byte(v, j);
+                bt[g][4 * t + 16 * ri + j] = byte(v, j);
             }
         }
     }
     let sat = i.has(fl::SATFINITE);
-    let mut acc = ci;
-    for m in 0..16 {
-        for kk in 0..k {
-            let av = a[m][kk] as i64;
-            for n in 0..8 {
-                acc[m][n] += av * b[kk][n] as i64;
-            }
-        }
-    }
     let mut out = [[0u64; 8]; 16];
     for m in 0..16 {
         for n in 0..8 {
-            let v = acc[m][n];
+            let dot: i32 = a[m].iter().zip(&bt[n]).map(|(&x, &y)| x as i32 * y as i32).sum();
+            let v = ci[m][n] + dot as i64;
             out[m][n] = if sat {
                 v.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32 as u64
             } else {
@@ -536,7 +530,6 @@ fn mma_int(regs: &mut [u64], i: &Inst, f: &MmaFrags) {
             };
         }
     }
-    let ds = ds.to_vec();
     for l in 0..32usize {
         let (g, t) = (l >> 2, l & 3);
         for e in 0..4 {
@@ -594,20 +587,24 @@ fn mma_float(regs: &mut [u64], i: &Inst, f: &MmaFrags, tensor: TensorAccum) {
     };
     let mut out = cf;
     if let Some((block, extra)) = fused {
-        // blocks of `block` consecutive k, each one fused add into the accumulator
-        let mut prods = [0f64; 32];
+        // blocks of `block` consecutive k, each one fused add into the accumulator; a row's
+        // eight columns at once
+        let block = block.max(1);
+        let b64 = b.map(|row| row.map(|x| x as f64));
+        let mut prods = [[0f64; 8]; 16];
         for m in 0..16 {
-            for n in 0..8 {
-                let mut acc = out[m][n];
-                for k0 in (0..k).step_by(block.max(1)) {
-                    let k1 = (k0 + block.max(1)).min(k);
-                    for kk in k0..k1 {
-                        prods[kk - k0] = a[m][kk] as f64 * b[kk][n] as f64;
+            let mut acc = out[m];
+            for k0 in (0..k).step_by(block) {
+                let k1 = (k0 + block).min(k);
+                for kk in k0..k1 {
+                    let av = a[m][kk] as f64;
+                    for n in 0..8 {
+                        prods[kk - k0][n] = av * b64[kk][n];
                     }
-                    acc = super::tensor::fused_truncate(acc, &prods[..k1 - k0], extra);
                 }
-                out[m][n] = acc;
+                super::tensor::fused_truncate_cols(&mut acc, &prods[..k1 - k0], extra);
             }
+            out[m] = acc;
         }
     }
     // n innermost so the 8 columns vectorise; each output still sums k in order
@@ -621,7 +618,6 @@ fn mma_float(regs: &mut [u64], i: &Inst, f: &MmaFrags, tensor: TensorAccum) {
             }
         }
     }
-    let ds = ds.to_vec();
     for l in 0..32usize {
         let (g, t) = (l >> 2, l & 3);
         if nd == 2 {
