@@ -86,6 +86,95 @@ pub fn fused_truncate_cols(acc: &mut [f32; 8], products: &[[f64; 8]], extra_bits
     }
 }
 
+/// Whether `fused_truncate_f16_cols` is exact for blocks of `block` products: the grid
+/// integers of the accumulator and the products (each below 2^(24 + extra)) must sum in i32.
+pub fn f16_cols_fit(block: usize, extra_bits: u32) -> bool {
+    extra_bits <= 6 && ((block as u64 + 1) << (24 + extra_bits)) < 1 << 31
+}
+
+/// `fused_truncate_cols` for products of f16 values (exact in f32: 22-bit significands, exponents
+/// from 2^-48 to 2^32), in f32 and i32 lanes: each term scaled by 1/q (a power of two: exact) and
+/// truncated by the float-to-int conversion gives its grid integer, below 2^(24 + extra) in
+/// magnitude; their sum is exact in i32 (`f16_cols_fit`). Bit for bit `fused_truncate`.
+pub fn fused_truncate_f16_cols(acc: &mut [f32; 8], products: &[[f32; 8]], extra_bits: u32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked above); the function is the same safe code
+        // compiled for it (wider lanes, per-lane blends and integer max)
+        unsafe { f16_cols_avx2(acc, products, extra_bits) };
+        return;
+    }
+    f16_cols(acc, products, extra_bits)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn f16_cols_avx2(acc: &mut [f32; 8], products: &[[f32; 8]], extra_bits: u32) {
+    f16_cols(acc, products, extra_bits)
+}
+
+#[inline(always)]
+fn f16_cols(acc: &mut [f32; 8], products: &[[f32; 8]], extra_bits: u32) {
+    let mut big = acc.map(f32::abs);
+    let mut special = acc.map(|x| x - x);
+    for row in products {
+        for n in 0..8 {
+            let ax = row[n].abs();
+            big[n] = if ax > big[n] { ax } else { big[n] };
+            special[n] += row[n] - row[n];
+        }
+    }
+    // 1/q = 2^(23 + extra - emax) from the largest magnitude's exponent bits (garbage for the
+    // columns that take the exact path below: all zero, subnormal or special)
+    let tiny = f32::from_bits((24 + extra_bits) << 23);
+    let mut inv_q = [0f32; 8];
+    for n in 0..8 {
+        let e = big[n].to_bits() >> 23;
+        inv_q[n] = f32::from_bits((277 + extra_bits).wrapping_sub(e).min(254) << 23);
+    }
+    let mut sum = [0i32; 8];
+    for n in 0..8 {
+        sum[n] = grid_int(acc[n], inv_q[n]);
+    }
+    for row in products {
+        for n in 0..8 {
+            sum[n] = sum[n].wrapping_add(grid_int(row[n], inv_q[n]));
+        }
+    }
+    // the exact sum to f32 toward zero (`truncate_to_f32`, branch-free over the columns)
+    let mut out = [0f32; 8];
+    let mut exact = [0u32; 8];
+    for n in 0..8 {
+        // (below 2^(-103 + extra) 1/q would not be a normal f32)
+        exact[n] = ((big[n] < tiny) | (special[n] != 0.0)) as u32;
+        let q = f64::from_bits(((1023 + 127) as u64).wrapping_sub((inv_q[n].to_bits() >> 23) as u64) << 52);
+        let s = sum[n] as f64 * q;
+        let f = s as f32;
+        let up = ((f as f64).abs() > s.abs()) & (f.abs() != f32::INFINITY);
+        out[n] = f32::from_bits(f.to_bits() - up as u32);
+    }
+    if exact.iter().fold(0, |x, y| x | y) != 0 {
+        for n in 0..8 {
+            if exact[n] != 0 {
+                let col: Vec<f64> = products.iter().map(|r| r[n] as f64).collect();
+                out[n] = fused_truncate(acc[n], &col, extra_bits);
+            }
+        }
+    }
+    *acc = out;
+}
+
+/// `trunc(x / q)` as an integer, for |x / q| < 2^31; anything else (the columns that take the
+/// exact path: infinities, NaN, out of range) gives 0. A plain truncating conversion, where
+/// `as i32` would add saturation that keeps the loop from vectorising.
+#[inline(always)]
+fn grid_int(x: f32, inv_q: f32) -> i32 {
+    let y = x * inv_q;
+    let y = if y.abs() < 2_147_483_648.0 { y } else { 0.0 };
+    // SAFETY: y is finite and |y| < 2^31, so its truncation is representable in i32
+    unsafe { y.to_int_unchecked::<i32>() }
+}
+
 /// `trunc(x / q) * q` (a zero of x's sign below q): |x| rounded to the nearest multiple of q by
 /// `round` (whose ulp is q, and |x| is far below it), one q back where that rounded up, and x's
 /// sign put back.
@@ -170,6 +259,13 @@ mod tests {
                     *p = f16(a) * f16(if case % 97 == 0 { b } else { b & !0x4000 });
                 }
             }
+            if case % 5 == 0 {
+                // columns with no product: the accumulator alone (tiny ones included)
+                for row in prods.iter_mut() {
+                    row[1] = 0.0;
+                    row[6] = -0.0;
+                }
+            }
             let mut acc = [0f32; 8];
             for (n, x) in acc.iter_mut().enumerate() {
                 *x = match next() % 8 {
@@ -177,6 +273,8 @@ mod tests {
                     1 => -0.0,
                     // cancels the first product exactly
                     2 => -(prods[0][n] as f32),
+                    // subnormal or tiny accumulators
+                    3 => f32::from_bits(next() as u32 & 0x81ff_ffff),
                     _ => f32::from_bits((next() as u32 & 0x807f_ffff) | ((next() as u32 % 60 + 100) << 23)),
                 };
             }
@@ -184,15 +282,20 @@ mod tests {
                 for len in [8, 4, 1] {
                     let mut cols = acc;
                     fused_truncate_cols(&mut cols, &prods[..len], extra);
+                    let mut cols32 = acc;
+                    let prods32: Vec<[f32; 8]> = prods[..len].iter().map(|r| r.map(|x| x as f32)).collect();
+                    assert!(f16_cols_fit(len, extra));
+                    fused_truncate_f16_cols(&mut cols32, &prods32, extra);
                     for n in 0..8 {
                         let col: Vec<f64> = prods[..len].iter().map(|r| r[n]).collect();
                         let want = fused_truncate(acc[n], &col, extra);
-                        assert!(
-                            cols[n].to_bits() == want.to_bits() || (cols[n].is_nan() && want.is_nan()),
-                            "case {case} column {n}: {} vs {want} (c {}, products {col:?})",
-                            cols[n],
-                            acc[n]
-                        );
+                        for got in [cols[n], cols32[n]] {
+                            assert!(
+                                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                                "case {case} column {n}: {got} vs {want} (c {}, products {col:?})",
+                                acc[n]
+                            );
+                        }
                     }
                 }
             }

@@ -543,7 +543,6 @@ fn mma_int(regs: &mut [u64], i: &Inst, f: &MmaFrags) {
 #[allow(clippy::needless_range_loop)] // lane and fragment indices address several parallel arrays
 fn mma_float(regs: &mut [u64], i: &Inst, f: &MmaFrags, tensor: TensorAccum) {
     let MmaFrags { ds, as_, bs, k, .. } = *f;
-    let nd = ds.len();
     let (cf, _) = mma_c(regs, i, f.cs, false);
     let r = |slot: u32, l: usize| regs[slot as usize * 32 + l];
     let mut a = [[0f32; 16]; 16];
@@ -590,6 +589,26 @@ fn mma_float(regs: &mut [u64], i: &Inst, f: &MmaFrags, tensor: TensorAccum) {
         // blocks of `block` consecutive k, each one fused add into the accumulator; a row's
         // eight columns at once
         let block = block.max(1);
+        let f16_in = matches!(i.sub, sub::MMA_F16_M16N8K16 | sub::MMA_F16_M16N8K8);
+        if f16_in && super::tensor::f16_cols_fit(block.min(k), extra) {
+            // f16 products are exact in f32: the i32-lane form of the model
+            let mut prods = [[0f32; 8]; 16];
+            for m in 0..16 {
+                let mut acc = out[m];
+                for k0 in (0..k).step_by(block) {
+                    let k1 = (k0 + block).min(k);
+                    for kk in k0..k1 {
+                        let av = a[m][kk];
+                        for n in 0..8 {
+                            prods[kk - k0][n] = av * b[kk][n];
+                        }
+                    }
+                    super::tensor::fused_truncate_f16_cols(&mut acc, &prods[..k1 - k0], extra);
+                }
+                out[m] = acc;
+            }
+            return write_d(regs, ds, &out);
+        }
         let b64 = b.map(|row| row.map(|x| x as f64));
         let mut prods = [[0f64; 8]; 16];
         for m in 0..16 {
@@ -618,6 +637,12 @@ fn mma_float(regs: &mut [u64], i: &Inst, f: &MmaFrags, tensor: TensorAccum) {
             }
         }
     }
+    write_d(regs, ds, &out);
+}
+
+/// The D fragments of every lane from the 16x8 result: f16 pairs (two registers) or f32 (four).
+fn write_d(regs: &mut [u64], ds: &[u32], out: &[[f32; 8]; 16]) {
+    let nd = ds.len();
     for l in 0..32usize {
         let (g, t) = (l >> 2, l & 3);
         if nd == 2 {
