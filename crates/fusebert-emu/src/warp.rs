@@ -482,23 +482,23 @@ fn mma_c(regs: &[u64], i: &Inst, cs: &[u32], int: bool) -> ([[f32; 8]; 16], [[i6
     (cf, ci)
 }
 
-/// Integer `mma` (s8/u8 inputs, s32 accumulators, optionally saturating). A and B are held as
-/// i16 rows along k (B transposed, unused k zero) so each output is one fixed-length dot product
-/// the compiler vectorises (multiply-add of 16-bit pairs); a dot of 32 byte products fits i32.
+/// Integer `mma` (s8/u8 inputs, s32 accumulators, optionally saturating). A is held as i32
+/// rows along k and B as rows of eight columns, so a row of the result is eight lanes of
+/// multiply-adds (AVX2 when the CPU has it); a sum of 32 byte products fits i32.
 #[allow(clippy::needless_range_loop)] // lane and fragment indices address several parallel arrays
 fn mma_int(regs: &mut [u64], i: &Inst, f: &MmaFrags) {
-    let MmaFrags { ds, as_, bs, .. } = *f;
+    let MmaFrags { ds, as_, bs, k, .. } = *f;
     let (_, ci) = mma_c(regs, i, f.cs, true);
     let r = |slot: u32, l: usize| regs[slot as usize * 32 + l];
     let signed = i.sub != sub::MMA_U8_M16N8K32;
-    let mut a = [[0i16; 32]; 16];
-    let mut bt = [[0i16; 32]; 8];
-    let byte = |v: u64, j: usize| -> i16 {
+    let mut a = [[0i32; 32]; 16];
+    let mut b = [[0i32; 8]; 32];
+    let byte = |v: u64, j: usize| -> i32 {
         let x = (v >> (8 * j)) as u8;
         if signed {
-            x as i8 as i16
+            x as i8 as i32
         } else {
-            x as i16
+            x as i32
         }
     };
     for l in 0..32usize {
@@ -513,16 +513,16 @@ fn mma_int(regs: &mut [u64], i: &Inst, f: &MmaFrags) {
         for (ri, &s) in bs.iter().enumerate() {
             let v = r(s, l);
             for j in 0..4 {
-                bt[g][4 * t + 16 * ri + j] = byte(v, j);
+                b[4 * t + 16 * ri + j][g] = byte(v, j);
             }
         }
     }
+    let dots = int_dots(&a, &b, k);
     let sat = i.has(fl::SATFINITE);
     let mut out = [[0u64; 8]; 16];
     for m in 0..16 {
         for n in 0..8 {
-            let dot: i32 = a[m].iter().zip(&bt[n]).map(|(&x, &y)| x as i32 * y as i32).sum();
-            let v = ci[m][n] + dot as i64;
+            let v = ci[m][n] + dots[m][n] as i64;
             out[m][n] = if sat {
                 v.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32 as u64
             } else {
@@ -536,6 +536,35 @@ fn mma_int(regs: &mut [u64], i: &Inst, f: &MmaFrags) {
             regs[ds[e] as usize * 32 + l] = super::alu::ext(Ty::S32, out[g + 8 * (e >> 1)][2 * t + (e & 1)]);
         }
     }
+}
+
+/// The 16x8 products A x B over `k` (at most 32) of byte-valued operands.
+fn int_dots(a: &[[i32; 32]; 16], b: &[[i32; 8]; 32], k: usize) -> [[i32; 8]; 16] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked above); the same safe code compiled for it
+        return unsafe { int_dots_avx2(a, b, k) };
+    }
+    int_dots_any(a, b, k)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn int_dots_avx2(a: &[[i32; 32]; 16], b: &[[i32; 8]; 32], k: usize) -> [[i32; 8]; 16] {
+    int_dots_any(a, b, k)
+}
+
+#[inline(always)]
+fn int_dots_any(a: &[[i32; 32]; 16], b: &[[i32; 8]; 32], k: usize) -> [[i32; 8]; 16] {
+    let mut out = [[0i32; 8]; 16];
+    for (row, arow) in out.iter_mut().zip(a) {
+        for (&av, brow) in arow[..k].iter().zip(b) {
+            for n in 0..8 {
+                row[n] += av * brow[n];
+            }
+        }
+    }
+    out
 }
 
 /// Floating-point `mma` (f16/bf16/tf32 inputs, f16 or f32 accumulators) under the tensor
