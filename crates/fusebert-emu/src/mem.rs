@@ -41,8 +41,11 @@ impl<'l, 'a> Block<'l, 'a> {
             && addr < SHARED_WIN
             && align.is_power_of_two()
         {
-            if let Some(a) = self.l.view.allocs.get(self.last_alloc) {
+            // the allocation this instruction hit last (instructions keep to their buffers)
+            let hint = self.alloc_hint[i.line as usize % ALLOC_HINTS] as usize;
+            if let Some(a) = self.l.view.allocs.get(hint) {
                 if addr >= a.base && addr + size as u64 <= a.base + a.size {
+                    self.last_alloc = hint;
                     return Ok(Loc::Global(unsafe { a.ptr.add((addr - a.base) as usize) }));
                 }
             }
@@ -99,6 +102,7 @@ impl<'l, 'a> Block<'l, 'a> {
                     _ => match v.find(addr, sz) {
                         Some(k) => {
                             self.last_alloc = k;
+                            self.alloc_hint[i.line as usize % ALLOC_HINTS] = k as u32;
                             k
                         }
                         None => {
@@ -480,6 +484,9 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     fn ld_st(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
+        if mask == FULL && self.ld_st_global_warp(w, i)? {
+            return Ok(());
+        }
         let is_ld = i.op == Op::Ld;
         let esz = i.ty.bytes();
         let n = i.n as u32;
@@ -566,6 +573,70 @@ impl<'l, 'a> Block<'l, 'a> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The whole warp's global `ld`/`st` when every lane's access is aligned and inside the
+    /// allocation this instruction hit last, and that allocation needs no initialisation
+    /// tracking: one bounds check for the warp instead of one per lane. Returns false (nothing
+    /// done) when any of that does not hold; the per-lane path then reports what is wrong.
+    fn ld_st_global_warp(&mut self, w: &mut Warp, i: &Inst) -> R<bool> {
+        if !matches!(i.space, Space::Global | Space::Generic) {
+            return Ok(false);
+        }
+        let is_ld = i.op == Op::Ld;
+        let esz = i.ty.bytes();
+        let n = i.n as u32;
+        let total = esz * n;
+        let hint = self.alloc_hint[i.line as usize % ALLOC_HINTS] as usize;
+        let Some(a) = self.l.view.allocs.get(hint) else { return Ok(false) };
+        if self.l.opts.uninit && !a.full.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let mut addrs = [0u64; 32];
+        let (mut lo, mut hi, mut or) = (u64::MAX, 0u64, 0u64);
+        for (l, addr) in addrs.iter_mut().enumerate() {
+            let x = Self::addr_of(w, i, l);
+            *addr = x;
+            lo = lo.min(x);
+            hi = hi.max(x);
+            or |= x;
+        }
+        if !total.is_power_of_two() || or & (total as u64 - 1) != 0 || lo < a.base || hi + total as u64 > a.base + a.size {
+            return Ok(false);
+        }
+        self.last_alloc = hint;
+        let base = a.ptr;
+        let vals: &[u32] = if is_ld { &i.d[..n as usize] } else { &self.l.kernel.lists[i.list as usize] };
+        for (l, &addr) in addrs.iter().enumerate() {
+            // SAFETY: [addr, addr + total) lies inside the allocation (checked above)
+            let loc = Loc::Global(unsafe { base.add((addr - a.base) as usize) });
+            for k in 0..n {
+                let slot = vals[k as usize] as usize * 32 + l;
+                if is_ld {
+                    w.regs[slot] = ext(i.ty, self.read_raw(loc, k * esz, esz));
+                } else {
+                    self.write_raw(loc, k * esz, esz, w.regs[slot]);
+                }
+            }
+        }
+        if !is_ld && self.l.global_ww {
+            for (l, &addr) in addrs.iter().enumerate() {
+                let thread = self.thread_of(w, l);
+                let (block, line, cu) = (self.ctaid, i.line, i.loc);
+                self.gw.record(super::global_race::Written { start: addr, end: addr + total as u64, block, thread, line, cu });
+            }
+        }
+        let sectors = count_sectors(&addrs, FULL, total);
+        if is_ld {
+            self.c.global_load_requests += 1;
+            self.c.global_load_bytes += 32 * total as u64;
+            self.c.global_load_sectors += sectors;
+        } else {
+            self.c.global_store_requests += 1;
+            self.c.global_store_bytes += 32 * total as u64;
+            self.c.global_store_sectors += sectors;
+        }
+        Ok(true)
     }
 
     fn atomic(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
@@ -723,6 +794,10 @@ impl<'l, 'a> Block<'l, 'a> {
 
 /// Distinct 32-byte sectors touched by the lanes' accesses.
 pub(crate) fn count_sectors(addrs: &[u64; 32], mask: u32, size: u32) -> u64 {
+    // the coalesced case: the whole warp on consecutive elements
+    if mask == FULL && (1..32).all(|l| addrs[l] == addrs[0].wrapping_add(l as u64 * size as u64)) {
+        return ((addrs[0] + 32 * size as u64 - 1) >> 5) - (addrs[0] >> 5) + 1;
+    }
     let mut s = [0u64; 64];
     let mut n = 0;
     lanes!(mask, l, {

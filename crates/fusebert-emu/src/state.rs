@@ -10,6 +10,8 @@ use crate::error::Error;
 use crate::finding::{Finding, FindingKind};
 
 pub const FULL: u32 = 0xffff_ffff;
+/// Entries of `Block::alloc_hint`.
+pub const ALLOC_HINTS: usize = 64;
 
 /// Switches of one launch (from `EmulatorOptions`).
 #[derive(Debug, Clone)]
@@ -168,6 +170,8 @@ pub(crate) struct Block<'l, 'a> {
     pub epoch: u32,
     pub c: Counters,
     pub last_alloc: usize,
+    /// Per instruction (by PTX line, direct-mapped), the global allocation it hit last.
+    pub alloc_hint: [u32; ALLOC_HINTS],
     pub clock: u64,
     /// Plain global stores of this block (cross-block write-write check).
     pub gw: super::global_race::BlockWrites,

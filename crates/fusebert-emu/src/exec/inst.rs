@@ -298,13 +298,17 @@ fn fma(regs: &mut [u64], o: Lanes, i: &Inst) {
     let ty = i.ty;
     let plain_f32 = ty == Ty::F32 && i.flags & (fl::FTZ | fl::SAT) == 0 && matches!(i.rnd, Rnd::None | Rnd::Rn);
     match i.op {
-        Op::Fma | Op::Mad if plain_f32 => map3!(regs, o, |x, y, z| crate::fp::fma_n(
-            f32::from_bits(x as u32) as f64,
-            f32::from_bits(y as u32) as f64,
-            f32::from_bits(z as u32) as f64,
-            Rnd::Rn,
-            crate::fp::Fmt::F32
-        ) as u64),
+        Op::Fma | Op::Mad if plain_f32 => map3!(regs, o, |x, y, z| {
+            // the host's fused multiply-add is the correctly rounded one; NaN results take the
+            // general form (the canonical NaN the GPU returns)
+            let (x, y, z) = (f32::from_bits(x as u32), f32::from_bits(y as u32), f32::from_bits(z as u32));
+            let r = x.mul_add(y, z);
+            if r.is_nan() {
+                crate::fp::fma_n(x as f64, y as f64, z as f64, Rnd::Rn, crate::fp::Fmt::F32) as u64
+            } else {
+                r.to_bits() as u64
+            }
+        }),
         Op::Fma => {
             let (rnd, f) = (i.rnd, i.flags);
             map3!(regs, o, |x, y, z| alu::ffma(ty, rnd, f, x, y, z))

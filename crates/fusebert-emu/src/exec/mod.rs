@@ -359,6 +359,7 @@ impl<'l, 'a> Block<'l, 'a> {
             epoch: 1,
             c: Counters::default(),
             last_alloc: 0,
+            alloc_hint: [0; ALLOC_HINTS],
             clock: 0,
             gw: Default::default(),
             arrivals: [0; 16],
