@@ -102,7 +102,6 @@ impl<'l, 'a> Block<'l, 'a> {
                     _ => match v.find(addr, sz) {
                         Some(k) => {
                             self.last_alloc = k;
-                            self.alloc_hint[i.line as usize % ALLOC_HINTS] = k as u32;
                             k
                         }
                         None => {
@@ -119,6 +118,7 @@ impl<'l, 'a> Block<'l, 'a> {
                         }
                     },
                 };
+                self.alloc_hint[i.line as usize % ALLOC_HINTS] = idx as u32;
                 let a = &v.allocs[idx];
                 Ok(Loc::Global(unsafe { a.ptr.add((addr - a.base) as usize) }))
             }
