@@ -118,7 +118,11 @@ impl<'l, 'a> Block<'l, 'a> {
                         }
                     },
                 };
-                self.alloc_hint[i.line as usize % ALLOC_HINTS] = idx as u32;
+                let h = i.line as usize % ALLOC_HINTS;
+                if self.alloc_hint[h] != idx as u32 {
+                    self.alloc_hint[h] = idx as u32;
+                    self.l.alloc_hints[h].store(idx as u32, Ordering::Relaxed);
+                }
                 let a = &v.allocs[idx];
                 Ok(Loc::Global(unsafe { a.ptr.add((addr - a.base) as usize) }))
             }
@@ -619,7 +623,14 @@ impl<'l, 'a> Block<'l, 'a> {
                 }
             }
         }
-        if !is_ld && self.l.global_ww {
+        let contiguous = (1..32).all(|l| addrs[l] == addrs[l - 1] + total as u64);
+        if !is_ld && self.l.global_ww && contiguous {
+            // one range, as recording the lanes one by one would merge them (first lane's site)
+            let thread = self.thread_of(w, 0);
+            let (block, line, cu) = (self.ctaid, i.line, i.loc);
+            let end = addrs[31] + total as u64;
+            self.gw.record(super::global_race::Written { start: addrs[0], end, block, thread, line, cu });
+        } else if !is_ld && self.l.global_ww {
             for (l, &addr) in addrs.iter().enumerate() {
                 let thread = self.thread_of(w, l);
                 let (block, line, cu) = (self.ctaid, i.line, i.loc);

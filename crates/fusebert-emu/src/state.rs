@@ -54,6 +54,8 @@ pub struct Launch<'a> {
     pub global_ww: bool,
     /// The recorded stores of every finished block.
     pub global_writes: std::sync::Mutex<Vec<super::global_race::Written>>,
+    /// Allocation hints learnt by the blocks so far (each block starts from them).
+    pub alloc_hints: [std::sync::atomic::AtomicU32; ALLOC_HINTS],
     /// Text printed by device printf during this launch.
     pub printed: std::sync::Mutex<String>,
 }

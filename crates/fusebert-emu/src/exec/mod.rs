@@ -123,6 +123,7 @@ impl<'a> Launch<'a> {
             reg_use,
             global_ww,
             global_writes: std::sync::Mutex::new(Vec::new()),
+            alloc_hints: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0)),
             printed: std::sync::Mutex::new(String::new()),
         }
     }
@@ -359,7 +360,7 @@ impl<'l, 'a> Block<'l, 'a> {
             epoch: 1,
             c: Counters::default(),
             last_alloc: 0,
-            alloc_hint: [0; ALLOC_HINTS],
+            alloc_hint: std::array::from_fn(|k| l.alloc_hints[k].load(Ordering::Relaxed)),
             clock: 0,
             gw: Default::default(),
             arrivals: [0; 16],
@@ -581,9 +582,15 @@ impl<'l, 'a> Block<'l, 'a> {
         if i.guard != NONE {
             let g = i.guard as usize * 32;
             let mut pm = 0u32;
-            lanes!(active, l, {
-                pm |= ((w.regs[g + l] & 1) as u32) << l;
-            });
+            if active == FULL {
+                for (l, &v) in w.regs[g..g + 32].iter().enumerate() {
+                    pm |= ((v & 1) as u32) << l;
+                }
+            } else {
+                lanes!(active, l, {
+                    pm |= ((w.regs[g + l] & 1) as u32) << l;
+                });
+            }
             mask = if i.gneg { active & !pm } else { pm };
         }
         w.steps += 1;
