@@ -164,6 +164,96 @@ fn f16_cols(acc: &mut [f32; 8], products: &[[f32; 8]], extra_bits: u32) {
     *acc = out;
 }
 
+/// A whole m16n8 `mma` with f16 inputs under the block model (`fused_truncate` on every output,
+/// `block` products at a time): the f32/i32-lane form of `fused_truncate_f16_cols` over all rows,
+/// products recomputed instead of stored. `a`, `b` and `c` must be finite (the caller checks);
+/// returns None when a block leaves the fast form's range (an accumulator overflowing to
+/// infinity, or a nonzero one below 2^(-103 + extra)): the caller then takes the general path,
+/// which handles everything. Requires `f16_cols_fit(block, extra_bits)`.
+pub fn f16_tile_fused(
+    a: &[[f32; 16]; 16],
+    b: &[[f32; 8]; 16],
+    c: &[[f32; 8]; 16],
+    k: usize,
+    block: usize,
+    extra_bits: u32,
+) -> Option<[[f32; 8]; 16]> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked above); the same safe code compiled for it
+        return unsafe { f16_tile_avx2(a, b, c, k, block, extra_bits) };
+    }
+    f16_tile(a, b, c, k, block, extra_bits)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn f16_tile_avx2(
+    a: &[[f32; 16]; 16],
+    b: &[[f32; 8]; 16],
+    c: &[[f32; 8]; 16],
+    k: usize,
+    block: usize,
+    extra_bits: u32,
+) -> Option<[[f32; 8]; 16]> {
+    f16_tile(a, b, c, k, block, extra_bits)
+}
+
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // the column loops are the vector lanes
+fn f16_tile(
+    a: &[[f32; 16]; 16],
+    b: &[[f32; 8]; 16],
+    c: &[[f32; 8]; 16],
+    k: usize,
+    block: usize,
+    extra_bits: u32,
+) -> Option<[[f32; 8]; 16]> {
+    let tiny = f32::from_bits((24 + extra_bits) << 23);
+    let mut out = *c;
+    let mut bad = 0u32;
+    for (arow, acc) in a.iter().zip(out.iter_mut()) {
+        for k0 in (0..k).step_by(block) {
+            let k1 = (k0 + block).min(k);
+            // largest magnitude per column, and the IEEE sum (the answer for all-zero columns,
+            // whose zero signs follow the rules of addition)
+            let mut big = acc.map(f32::abs);
+            let mut ieee = *acc;
+            for kk in k0..k1 {
+                for n in 0..8 {
+                    let p = arow[kk] * b[kk][n];
+                    let ap = p.abs();
+                    big[n] = if ap > big[n] { ap } else { big[n] };
+                    ieee[n] += p;
+                }
+            }
+            let mut inv_q = [0f32; 8];
+            let mut sum = [0i32; 8];
+            for n in 0..8 {
+                let e = big[n].to_bits() >> 23;
+                inv_q[n] = f32::from_bits((277 + extra_bits).wrapping_sub(e).min(254) << 23);
+                sum[n] = grid_int(acc[n], inv_q[n]);
+            }
+            for kk in k0..k1 {
+                for n in 0..8 {
+                    sum[n] = sum[n].wrapping_add(grid_int(arow[kk] * b[kk][n], inv_q[n]));
+                }
+            }
+            for n in 0..8 {
+                let q = f64::from_bits(((1023 + 127) as u64).wrapping_sub((inv_q[n].to_bits() >> 23) as u64) << 52);
+                let s = sum[n] as f64 * q;
+                let f = s as f32;
+                let up = ((f as f64).abs() > s.abs()) & (f.abs() != f32::INFINITY);
+                let r = f32::from_bits(f.to_bits() - up as u32);
+                let zero = big[n] == 0.0;
+                bad |= ((!zero & (big[n] < tiny)) | (r.abs() == f32::INFINITY)) as u32;
+                acc[n] = if zero { ieee[n] } else { r };
+            }
+        }
+    }
+    (bad == 0).then_some(out)
+}
+
 /// `trunc(x / q)` as an integer, for |x / q| < 2^31; anything else (the columns that take the
 /// exact path: infinities, NaN, out of range) gives 0. A plain truncating conversion, where
 /// `as i32` would add saturation that keeps the loop from vectorising.
@@ -300,6 +390,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The whole-tile f16 form equals the row form of the general model, on random f16 tiles
+    /// with zero rows and columns, negative zeros and wide exponent spreads.
+    #[test]
+    fn f16_tile_equals_the_rows() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut f16 = |zero_odds: u64| -> f32 {
+            let r = next();
+            match r % zero_odds {
+                0 => 0.0,
+                1 => -0.0,
+                // finite f16: exponent field 0..30
+                _ => crate::fp::f16_to_f32((r >> 8) & 0x83ff | (((r >> 20) % 31) << 10)),
+            }
+        };
+        let mut checked = 0;
+        for case in 0..3000 {
+            let zero_odds = [3, 8, 1000][case % 3];
+            let mut a = [[0f32; 16]; 16];
+            let mut b = [[0f32; 8]; 16];
+            let mut c = [[0f32; 8]; 16];
+            a.iter_mut().flatten().for_each(|x| *x = f16(zero_odds));
+            b.iter_mut().flatten().for_each(|x| *x = f16(zero_odds));
+            c.iter_mut().flatten().for_each(|x| *x = f16(zero_odds) * 64.0);
+            if case % 7 == 0 {
+                a[3] = [0.0; 16];
+                c[3] = [-0.0; 8];
+            }
+            for k in [8, 16] {
+                let Some(tile) = f16_tile_fused(&a, &b, &c, k, 8, 3) else { continue };
+                checked += 1;
+                for m in 0..16 {
+                    let mut acc = c[m];
+                    for k0 in (0..k).step_by(8) {
+                        let prods: Vec<[f64; 8]> =
+                            (k0..k0 + 8).map(|kk| b[kk].map(|x| a[m][kk] as f64 * x as f64)).collect();
+                        fused_truncate_cols(&mut acc, &prods, 3);
+                    }
+                    for n in 0..8 {
+                        assert_eq!(tile[m][n].to_bits(), acc[n].to_bits(), "case {case} k {k} ({m}, {n})");
+                    }
+                }
+            }
+        }
+        // the fast form must take (nearly) every case, or this test proves little
+        assert!(checked > 5900, "only {checked} of 6000 tiles took the fast form");
     }
 
     #[test]

@@ -619,6 +619,17 @@ fn mma_float(regs: &mut [u64], i: &Inst, f: &MmaFrags, tensor: TensorAccum) {
         // eight columns at once
         let block = block.max(1);
         let f16_in = matches!(i.sub, sub::MMA_F16_M16N8K16 | sub::MMA_F16_M16N8K8);
+        let finite = |m: &[f32]| m.iter().all(|x| x.is_finite());
+        if f16_in
+            && super::tensor::f16_cols_fit(block.min(k), extra)
+            && finite(a.as_flattened())
+            && finite(b.as_flattened())
+            && finite(out.as_flattened())
+        {
+            if let Some(tile) = super::tensor::f16_tile_fused(&a, &b, &out, k, block, extra) {
+                return write_d(regs, ds, &tile);
+            }
+        }
         if f16_in && super::tensor::f16_cols_fit(block.min(k), extra) {
             // f16 products are exact in f32: the i32-lane form of the model
             let mut prods = [[0f32; 8]; 16];
