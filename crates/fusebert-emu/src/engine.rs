@@ -93,6 +93,9 @@ pub struct EmulatorOptions {
     /// Tensor-core accumulation of floating-point `mma`; `None` = the arch's model
     /// ([`Arch::tensor_accum`]).
     pub tensor_accum: Option<TensorAccum>,
+    /// Time every instruction by class ([`crate::profile`]; read with
+    /// [`Emulator::take_profile`]). Costs about two timer reads per warp instruction.
+    pub profile: bool,
 }
 
 impl Default for EmulatorOptions {
@@ -109,6 +112,7 @@ impl Default for EmulatorOptions {
             // a bad value is reported by `Emulator::new` (Default cannot fail)
             math: MathMode::from_env().unwrap_or_default(),
             tensor_accum: None,
+            profile: false,
         }
     }
 }
@@ -138,6 +142,7 @@ pub struct Emulator {
     modules: Mutex<HashMap<String, Arc<Loaded>>>,
     launches: Mutex<Vec<LaunchRecord>>,
     printed: Mutex<String>,
+    profile: Mutex<crate::profile::Profile>,
     pool: Option<rayon::ThreadPool>,
     /// Per-function MAX_DYNAMIC_SHARED_SIZE_BYTES attributes ((module, kernel) -> bytes), as the
     /// driver keeps them: set once, kept for later launches.
@@ -166,6 +171,7 @@ impl Emulator {
             modules: Mutex::new(HashMap::new()),
             launches: Mutex::new(Vec::new()),
             printed: Mutex::new(String::new()),
+            profile: Mutex::new(Default::default()),
             pool,
             max_dynamic_shared: Mutex::new(HashMap::new()),
             library: None,
@@ -228,6 +234,12 @@ impl Emulator {
     /// Text printed by device `printf` since the last call (it also goes to stdout).
     pub fn take_printf_output(&self) -> String {
         self.printed.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
+    }
+
+    /// The per-class profile of every launch since the last call (empty unless
+    /// `EmulatorOptions::profile`).
+    pub fn take_profile(&self) -> crate::profile::Profile {
+        self.profile.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
     }
 
     /// Counters of the most recent launch.
@@ -308,6 +320,7 @@ impl Emulator {
             serial,
             math: self.opts.math,
             tensor: self.opts.tensor_accum.unwrap_or_else(|| self.opts.arch.tensor_accum()),
+            profile: self.opts.profile,
         }
     }
 }
@@ -466,6 +479,11 @@ impl Emulator {
                 let r = launch.run();
                 if let (Ok(text), Ok(mut p)) = (launch.printed.lock(), self.printed.lock()) {
                     p.push_str(&text);
+                }
+                if self.opts.profile {
+                    if let (Ok(lp), Ok(mut p)) = (launch.profile.lock(), self.profile.lock()) {
+                        p.add(&lp);
+                    }
                 }
                 r
             })

@@ -43,6 +43,7 @@ pub mod lower;
 pub mod mem;
 pub mod memory;
 pub mod parse;
+pub mod profile;
 pub mod regdef;
 mod state;
 pub mod syntax;

@@ -27,6 +27,8 @@ pub struct ExecOpts {
     pub math: super::arch::MathMode,
     /// Floating-point `mma` accumulation model.
     pub tensor: super::arch::TensorAccum,
+    /// Per-class instruction time (`crate::profile`).
+    pub profile: bool,
 }
 
 /// Everything a launch shares between its blocks (read-only).
@@ -56,6 +58,8 @@ pub struct Launch<'a> {
     pub global_writes: std::sync::Mutex<Vec<super::global_race::Written>>,
     /// Allocation hints learnt by the blocks so far (each block starts from them).
     pub alloc_hints: [std::sync::atomic::AtomicU32; ALLOC_HINTS],
+    /// The blocks' per-class profile (when profiling).
+    pub profile: std::sync::Mutex<super::profile::Profile>,
     /// Text printed by device printf during this launch.
     pub printed: std::sync::Mutex<String>,
 }
@@ -181,6 +185,8 @@ pub(crate) struct Block<'l, 'a> {
     pub(crate) arrivals: [u32; 16],
     /// Warp instructions per class (`class::*`), folded into `c` when the block ends.
     pub(crate) class_count: [u64; 8],
+    /// Per-class ticks and instruction counts, when profiling.
+    pub(crate) prof: Option<Box<super::profile::BlockProfile>>,
     pub(crate) warps: Vec<Warp>,
 }
 

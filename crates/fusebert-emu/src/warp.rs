@@ -245,7 +245,8 @@ impl<'l, 'a> Block<'l, 'a> {
         let is_ld = i.op == Op::Ldmatrix;
         self.require_full(w, i, mask, if is_ld { "ldmatrix" } else { "stmatrix" })?;
         let n = i.n as usize;
-        let regs: Vec<u32> = self.l.kernel.lists[i.list as usize].clone();
+        let launch = self.l;
+        let regs: &[u32] = &launch.kernel.lists[i.list as usize];
         let mut rows = [0u32; 32];
         for r in 0..8 * n {
             let addr = Self::addr_of(w, i, r);
@@ -272,7 +273,11 @@ impl<'l, 'a> Block<'l, 'a> {
             rows[r] = o;
         }
         let trans = i.has(fl::TRANS);
-        let rd16 = |s: &Self, off: u32| u16::from_le_bytes([s.shared[off as usize], s.shared[off as usize + 1]]) as u64;
+        // (offsets were checked in bounds above, 16 bytes per row)
+        let rd16 = |s: &Self, off: u32| {
+            let o = off as usize;
+            u16::from_le_bytes(s.shared[o..o + 2].try_into().unwrap_or_default()) as u64
+        };
         for (mi, &slot) in regs.iter().enumerate() {
             for l in 0..32usize {
                 let (g, t) = ((l >> 2) as u32, (l & 3) as u32);
@@ -336,7 +341,8 @@ impl<'l, 'a> Block<'l, 'a> {
     #[allow(clippy::needless_range_loop)] // lane and fragment indices address several parallel arrays
     fn wmma(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
         self.require_full(w, i, mask, "wmma")?;
-        let list = self.l.kernel.lists[i.list as usize].clone();
+        let launch = self.l;
+        let list: &[u32] = &launch.kernel.lists[i.list as usize];
         // (row, col) of element `e` (0..16 for A/B halves, 0..8 for C) of lane `l`
         let a_pos = |l: usize, e: usize| {
             let (g, t, r, h) = (l >> 2, l & 3, (e / 2) % 4, e % 2);

@@ -124,6 +124,7 @@ impl<'a> Launch<'a> {
             global_ww,
             global_writes: std::sync::Mutex::new(Vec::new()),
             alloc_hints: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0)),
+            profile: Default::default(),
             printed: std::sync::Mutex::new(String::new()),
         }
     }
@@ -226,6 +227,11 @@ impl<'a> Launch<'a> {
         let ctaid = [(b % gx) as u32, ((b / gx) % gy) as u32, (b / (gx * gy)) as u32];
         let mut blk = Block::new(self, ctaid);
         blk.run()?;
+        if let Some(p) = &blk.prof {
+            if let Ok(mut all) = self.profile.lock() {
+                all.add(&p.finish());
+            }
+        }
         if self.global_ww && !blk.gw.ranges.is_empty() {
             if let Ok(mut all) = self.global_writes.lock() {
                 all.append(&mut blk.gw.ranges);
@@ -365,6 +371,7 @@ impl<'l, 'a> Block<'l, 'a> {
             gw: Default::default(),
             arrivals: [0; 16],
             class_count: [0; 8],
+            prof: l.opts.profile.then(crate::profile::BlockProfile::start),
             warps,
         }
     }
@@ -545,6 +552,7 @@ impl<'l, 'a> Block<'l, 'a> {
                     w.stack.last_mut().unwrap().pc = pc;
                     break;
                 };
+                let t0 = if self.prof.is_some() { crate::profile::ticks() } else { 0 };
                 let mask = self.issue(w, i, pc, active)?;
                 let flow = match i.op {
                     Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => {
@@ -557,6 +565,12 @@ impl<'l, 'a> Block<'l, 'a> {
                         Flow::Next
                     }
                 };
+                if let Some(p) = &mut self.prof {
+                    let c = self.l.classes[pc as usize] as usize & 7;
+                    p.ticks[c] += crate::profile::ticks().wrapping_sub(t0);
+                    p.warps[c] += 1;
+                    p.threads[c] += mask.count_ones() as u64;
+                }
                 match flow {
                     Flow::Next => pc += 1,
                     Flow::Leave => break,
