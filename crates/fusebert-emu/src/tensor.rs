@@ -179,10 +179,29 @@ pub fn f16_tile_fused(
     extra_bits: u32,
 ) -> Option<[[f32; 8]; 16]> {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked above); the same safe code compiled for it
-        return unsafe { f16_tile_avx2(a, b, c, k, block, extra_bits) };
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked above); the same safe code compiled for it
+            return unsafe { f16_tile_avx512(a, b, c, k, block, extra_bits) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked above); the same safe code compiled for it
+            return unsafe { f16_tile_avx2(a, b, c, k, block, extra_bits) };
+        }
     }
+    f16_tile(a, b, c, k, block, extra_bits)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn f16_tile_avx512(
+    a: &[[f32; 16]; 16],
+    b: &[[f32; 8]; 16],
+    c: &[[f32; 8]; 16],
+    k: usize,
+    block: usize,
+    extra_bits: u32,
+) -> Option<[[f32; 8]; 16]> {
     f16_tile(a, b, c, k, block, extra_bits)
 }
 
@@ -199,8 +218,10 @@ unsafe fn f16_tile_avx2(
     f16_tile(a, b, c, k, block, extra_bits)
 }
 
+/// Two rows of the tile side by side: 16 lanes (row m in 0..8, row m + 1 in 8..16), so one
+/// AVX-512 register or two AVX2 ones hold a step of the loops.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)] // the column loops are the vector lanes
+#[allow(clippy::needless_range_loop)] // the lane loops are the vector lanes
 fn f16_tile(
     a: &[[f32; 16]; 16],
     b: &[[f32; 8]; 16],
@@ -210,46 +231,62 @@ fn f16_tile(
     extra_bits: u32,
 ) -> Option<[[f32; 8]; 16]> {
     let tiny = f32::from_bits((24 + extra_bits) << 23);
+    // B's rows twice over (the two rows' lanes)
+    let mut b2 = [[0f32; 16]; 16];
+    for kk in 0..k {
+        b2[kk][..8].copy_from_slice(&b[kk]);
+        b2[kk][8..].copy_from_slice(&b[kk]);
+    }
     let mut out = *c;
     let mut bad = 0u32;
-    for (arow, acc) in a.iter().zip(out.iter_mut()) {
+    for m in (0..16).step_by(2) {
+        let mut acc = [0f32; 16];
+        acc[..8].copy_from_slice(&c[m]);
+        acc[8..].copy_from_slice(&c[m + 1]);
+        // A's values for the two rows, each over its eight lanes
+        let mut a2 = [[0f32; 16]; 16];
+        for kk in 0..k {
+            a2[kk] = std::array::from_fn(|j| a[m + j / 8][kk]);
+        }
         for k0 in (0..k).step_by(block) {
             let k1 = (k0 + block).min(k);
-            // largest magnitude per column, and the IEEE sum (the answer for all-zero columns,
+            // largest magnitude per lane, and the IEEE sum (the answer for all-zero lanes,
             // whose zero signs follow the rules of addition)
             let mut big = acc.map(f32::abs);
-            let mut ieee = *acc;
+            let mut ieee = acc;
             for kk in k0..k1 {
-                for n in 0..8 {
-                    let p = arow[kk] * b[kk][n];
+                for j in 0..16 {
+                    let p = a2[kk][j] * b2[kk][j];
                     let ap = p.abs();
-                    big[n] = if ap > big[n] { ap } else { big[n] };
-                    ieee[n] += p;
+                    big[j] = if ap > big[j] { ap } else { big[j] };
+                    ieee[j] += p;
                 }
             }
-            let mut inv_q = [0f32; 8];
-            let mut sum = [0i32; 8];
-            for n in 0..8 {
-                let e = big[n].to_bits() >> 23;
-                inv_q[n] = f32::from_bits((277 + extra_bits).wrapping_sub(e).min(254) << 23);
-                sum[n] = grid_int(acc[n], inv_q[n]);
+            let mut inv_q = [0f32; 16];
+            let mut sum = [0i32; 16];
+            for j in 0..16 {
+                let e = big[j].to_bits() >> 23;
+                inv_q[j] = f32::from_bits((277 + extra_bits).wrapping_sub(e).min(254) << 23);
+                sum[j] = grid_int(acc[j], inv_q[j]);
             }
             for kk in k0..k1 {
-                for n in 0..8 {
-                    sum[n] = sum[n].wrapping_add(grid_int(arow[kk] * b[kk][n], inv_q[n]));
+                for j in 0..16 {
+                    sum[j] = sum[j].wrapping_add(grid_int(a2[kk][j] * b2[kk][j], inv_q[j]));
                 }
             }
-            for n in 0..8 {
-                let q = f64::from_bits(((1023 + 127) as u64).wrapping_sub((inv_q[n].to_bits() >> 23) as u64) << 52);
-                let s = sum[n] as f64 * q;
+            for j in 0..16 {
+                let q = f64::from_bits(((1023 + 127) as u64).wrapping_sub((inv_q[j].to_bits() >> 23) as u64) << 52);
+                let s = sum[j] as f64 * q;
                 let f = s as f32;
                 let up = ((f as f64).abs() > s.abs()) & (f.abs() != f32::INFINITY);
                 let r = f32::from_bits(f.to_bits() - up as u32);
-                let zero = big[n] == 0.0;
-                bad |= ((!zero & (big[n] < tiny)) | (r.abs() == f32::INFINITY)) as u32;
-                acc[n] = if zero { ieee[n] } else { r };
+                let zero = big[j] == 0.0;
+                bad |= ((!zero & (big[j] < tiny)) | (r.abs() == f32::INFINITY)) as u32;
+                acc[j] = if zero { ieee[j] } else { r };
             }
         }
+        out[m].copy_from_slice(&acc[..8]);
+        out[m + 1].copy_from_slice(&acc[8..]);
     }
     (bad == 0).then_some(out)
 }
