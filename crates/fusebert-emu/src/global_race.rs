@@ -42,7 +42,8 @@ impl BlockWrites {
 
 /// The first pair of ranges from different blocks that overlap, if any (earlier-starting first).
 pub fn find_overlap(mut all: Vec<Written>) -> Option<(Written, Written)> {
-    all.sort_by_key(|r| (r.start, r.end));
+    // (the block and thread complete the key: the same order whatever order blocks finished in)
+    all.sort_unstable_by_key(|r| (r.start, r.end, r.block, r.thread));
     // ranges still open at the sweep position; few at a time, since stores rarely overlap
     let mut open: Vec<Written> = Vec::new();
     for r in all {

@@ -36,7 +36,11 @@ impl<'l, 'a> Block<'l, 'a> {
         align: u32,
         what: &str,
     ) -> R<Loc> {
-        if matches!(space, Space::Global | Space::Generic)
+        if space == Space::Shared && addr & (align.max(1) as u64 - 1) == 0 && align.is_power_of_two() {
+            if addr + size as u64 <= self.shared.len() as u64 {
+                return Ok(Loc::Shared(addr as u32));
+            }
+        } else if matches!(space, Space::Global | Space::Generic)
             && addr & (align.max(1) as u64 - 1) == 0
             && addr < SHARED_WIN
             && align.is_power_of_two()
