@@ -126,6 +126,8 @@ pub struct LaunchRecord {
     pub block: (u32, u32, u32),
     pub shared_mem_bytes: u32,
     pub counters: Counters,
+    /// Wall-clock seconds the launch took on the host.
+    pub seconds: f64,
 }
 
 /// A module loaded into this backend: its IR plus its global variables and const bank.
@@ -488,6 +490,7 @@ impl Emulator {
                 r
             })
         };
+        let start = std::time::Instant::now();
         let mut counters = match &self.pool {
             Some(p) => p.install(run),
             None => run(),
@@ -501,6 +504,7 @@ impl Emulator {
                 block: cfg.block,
                 shared_mem_bytes: cfg.shared_mem_bytes,
                 counters,
+                seconds: start.elapsed().as_secs_f64(),
             });
         }
         Ok(())

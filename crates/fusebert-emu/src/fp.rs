@@ -424,8 +424,9 @@ pub fn cos(x: f32) -> f32 {
     (x as f64).cos() as f32
 }
 
-/// f16 -> f32 for every bit pattern (the hot path of mma and cvt.f32.f16).
-fn f16_table() -> &'static [f32] {
+/// f16 -> f32 for every bit pattern (the hot path of mma and cvt.f32.f16; hot loops take the
+/// table once).
+pub fn f16_table() -> &'static [f32] {
     static T: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     T.get_or_init(|| (0..=u16::MAX).map(|b| half::f16::from_bits(b).to_f32()).collect())
 }

@@ -471,6 +471,7 @@ fn mma_c(regs: &[u64], i: &Inst, cs: &[u32], int: bool) -> ([[f32; 8]; 16], [[i6
     let r = |slot: u32, l: usize| regs[slot as usize * 32 + l];
     let mut cf = [[0f32; 8]; 16];
     let mut ci = [[0i64; 8]; 16];
+    let table = fp::f16_table();
     for l in 0..32usize {
         let (g, t) = (l >> 2, l & 3);
         for e in 0..4 {
@@ -479,7 +480,7 @@ fn mma_c(regs: &[u64], i: &Inst, cs: &[u32], int: bool) -> ([[f32; 8]; 16], [[i6
                 ci[row][col] = r(cs[e], l) as u32 as i32 as i64;
             } else if nc == 2 {
                 let v = r(cs[e >> 1], l) >> (16 * (e & 1));
-                cf[row][col] = fp::f16_to_f32(v & 0xffff);
+                cf[row][col] = table[(v & 0xffff) as usize];
             } else {
                 cf[row][col] = f32::from_bits(r(cs[e], l) as u32);
             }
@@ -582,10 +583,13 @@ fn mma_float(regs: &mut [u64], i: &Inst, f: &MmaFrags, tensor: TensorAccum) {
     let r = |slot: u32, l: usize| regs[slot as usize * 32 + l];
     let mut a = [[0f32; 16]; 16];
     let mut b = [[0f32; 8]; 16];
+    let bf16 = matches!(i.sub, sub::MMA_BF16_M16N8K16 | sub::MMA_BF16_M16N8K8);
+    let table = fp::f16_table();
     let conv = |v: u64| -> f32 {
-        match i.sub {
-            sub::MMA_BF16_M16N8K16 | sub::MMA_BF16_M16N8K8 => fp::bf16_to_f32(v & 0xffff),
-            _ => fp::f16_to_f32(v & 0xffff),
+        if bf16 {
+            fp::bf16_to_f32(v & 0xffff)
+        } else {
+            table[(v & 0xffff) as usize]
         }
     };
     for l in 0..32usize {

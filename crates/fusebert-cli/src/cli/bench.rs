@@ -55,6 +55,13 @@ pub struct BenchArgs {
     /// CUDA; the emulator never uses them).
     #[arg(long)]
     pub no_graph: bool,
+    /// Emulator only: after each shape, where the host time went: per kernel (launches,
+    /// seconds) and per instruction class (warp and thread instructions, seconds).
+    #[arg(long)]
+    pub profile: bool,
+    /// Emulator only: worker threads for blocks (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 #[derive(Serialize, Clone, Copy)]
@@ -157,9 +164,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     let dev = match a.device {
         DeviceKind::Cuda => Device::cuda(0)?,
-        DeviceKind::Emu => Device::emulator()?,
+        DeviceKind::Emu => Device::emulator_with(fusebert_emu::EmulatorOptions {
+            profile: a.profile,
+            threads: a.threads.unwrap_or(0),
+            ..Default::default()
+        })?,
         DeviceKind::Cpu => return Err(Error::Input("bench measures a device: --device cuda|emu".into())),
     };
+    if (a.profile || a.threads.is_some()) && !dev.is_emulator() {
+        return Err(Error::Input("--profile and --threads are emulator options (--device emu)".into()));
+    }
     let (model, name) = load_model(&a)?;
     let precision: Precision = a.precision.into();
     let mut bert = upload(&dev, &model, precision)?;
@@ -185,6 +199,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         let mut times = Vec::with_capacity(a.iters);
         let mut moved = Transfers::default();
+        if let Some(e) = dev.emulator_backend() {
+            e.take_profile();
+        }
         for _ in 0..a.iters {
             if let Some(e) = dev.emulator_backend() {
                 e.clear_launches();
@@ -214,6 +231,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
             println!("{}", serde_json::to_string(&line).map_err(|e| Error::Other(e.to_string()))?);
         } else {
             println!("{}", row(&line));
+        }
+        if a.profile && !a.json {
+            print_profile(&dev, a.iters);
         }
     }
     if let Some(path) = &a.plot {
@@ -352,4 +372,28 @@ impl Progress {
             eprint!("\r{:60}\r", "");
         }
     }
+}
+
+/// Host time per kernel (the last pass's launches) and per instruction class (every timed pass).
+fn print_profile(dev: &Device, passes: usize) {
+    let Some(emu) = dev.emulator_backend() else { return };
+    let mut per_kernel: Vec<(String, usize, f64)> = Vec::new();
+    for l in emu.launches() {
+        match per_kernel.iter_mut().find(|k| k.0 == l.kernel) {
+            Some(k) => {
+                k.1 += 1;
+                k.2 += l.seconds;
+            }
+            None => per_kernel.push((l.kernel.clone(), 1, l.seconds)),
+        }
+    }
+    per_kernel.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let total: f64 = per_kernel.iter().map(|k| k.2).sum();
+    println!("\nemulator host time per kernel (last pass, wall clock):");
+    println!("{:<36} {:>8} {:>10} {:>7}", "kernel", "launches", "seconds", "share");
+    for (k, n, secs) in &per_kernel {
+        println!("{k:<36} {n:>8} {secs:>10.3} {:>6.1}%", 100.0 * secs / total.max(f64::MIN_POSITIVE));
+    }
+    let p = emu.take_profile();
+    println!("\nper instruction class ({passes} timed pass(es); seconds summed over worker threads):\n{p}\n");
 }
