@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use fusebert::model::compare::{cosine, max_abs_diff as max_abs};
 use fusebert::model::forward::{DeviceBert, ForwardOptions, OutputSelection};
 use fusebert::model::reference::{self, Options};
-use fusebert::model::Precision;
+use fusebert::model::{synthetic, Precision};
 
 use fusebert::{Device, Error, Pipeline, Result};
 
@@ -44,6 +44,17 @@ pub struct VerifyArgs {
     pub counters: bool,
     #[arg(long)]
     pub truncate: bool,
+    /// A built-in shape with random weights instead of a model folder (bert-base, bert-large,
+    /// minilm-l6), run on --batch sequences of --tokens ids: the kernels at a model's real
+    /// shapes without its checkpoint.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["model", "texts", "truncate"])]
+    pub config: Option<String>,
+    /// Sequences of the --config batch.
+    #[arg(long, default_value_t = 1, requires = "config")]
+    pub batch: usize,
+    /// Tokens per sequence of the --config batch.
+    #[arg(long, default_value_t = 128, requires = "config")]
+    pub tokens: usize,
     /// Texts to run (default: the golden texts, as one batch).
     #[arg(value_name = "TEXT")]
     pub texts: Vec<String>,
@@ -54,32 +65,73 @@ fn golden_texts() -> Vec<String> {
 }
 
 pub fn run(a: VerifyArgs) -> Result<i32> {
-    let dir = input::model_dir(a.model)?;
-    let texts = if a.texts.is_empty() { golden_texts() } else { a.texts };
     if a.device == DeviceKind::Cpu {
         return Err(Error::Input("verify compares a device (--device emu|cuda) with the cpu reference".into()));
     }
     let precision: Precision = a.precision.into();
-    let min_cos = match precision {
-        Precision::F16 => F16_MIN_COSINE,
-        Precision::Int8 => INT8_MIN_COSINE,
-    };
+    if let Some(name) = &a.config {
+        return run_synthetic(&a, name, precision);
+    }
+    let dir = input::model_dir(a.model)?;
+    let texts = if a.texts.is_empty() { golden_texts() } else { a.texts };
     // The device model and the batch come from the pipeline every other command uses: the
     // model's own tokenisation (position offset, token types) on both sides of the comparison.
     let mut pipeline = Pipeline::open(&dir, a.device.backend(), precision)?;
     let batch = pipeline.tokenize(&texts, a.truncate)?;
-    let (want, states) = reference::forward_with_hidden_states(pipeline.model(), &batch, &Options::default())?;
+    let reference = reference::forward_with_hidden_states(pipeline.model(), &batch, &Options::default())?;
     let bert = pipeline.device_model().expect("a device backend");
+    compare(bert, &batch, reference, precision, &format!("{} texts", texts.len()), a.counters)
+}
+
+/// `--config`: a random model of a built-in shape on a batch of synthetic ids.
+fn run_synthetic(a: &VerifyArgs, name: &str, precision: Precision) -> Result<i32> {
+    if a.batch == 0 || a.tokens == 0 {
+        return Err(Error::Input("--batch and --tokens must be positive".into()));
+    }
+    let config = synthetic::shape_config(name)?;
+    if a.tokens > config.max_position_embeddings {
+        return Err(Error::Input(format!(
+            "--tokens {} exceeds {name}'s max_position_embeddings {}",
+            a.tokens, config.max_position_embeddings
+        )));
+    }
+    let model = synthetic::random_model(&config, 0);
+    let batch = synthetic::id_batch(&config, a.batch, a.tokens, 0)?;
+    let dev = match a.device {
+        DeviceKind::Cuda => Device::cuda(0)?,
+        _ => Device::emulator()?,
+    };
+    let reference = reference::forward_with_hidden_states(&model, &batch, &Options::default())?;
+    let mut bert = fusebert::pipeline::device_model(&dev, &model, precision)?;
+    let what = format!("{name} with random weights, {} x {} ids", a.batch, a.tokens);
+    compare(&mut bert, &batch, reference, precision, &what, a.counters)
+}
+
+/// Runs the device pass and prints it against the reference, per layer and pooled; 0 when every
+/// cosine is within the tolerance, else 1.
+fn compare(
+    bert: &mut DeviceBert,
+    batch: &fusebert::tokenize::Batch,
+    (want, states): (reference::Output, reference::HiddenStates),
+    precision: Precision,
+    what: &str,
+    counters: bool,
+) -> Result<i32> {
+    let min_cos = match precision {
+        Precision::F16 => F16_MIN_COSINE,
+        Precision::Int8 => INT8_MIN_COSINE,
+    };
     let dev = bert.device().clone();
     if let Some(emu) = dev.emulator_backend() {
         emu.clear_launches();
     }
-    let (got, got_states) = bert.forward(&batch, ForwardOptions::all())?;
+    let start = std::time::Instant::now();
+    let (got, got_states) = bert.forward(batch, ForwardOptions::all())?;
+    let device_secs = start.elapsed().as_secs_f64();
     let mut ok = true;
     println!(
-        "device: {}, precision: {precision:?}, {} texts, {} tokens",
+        "device: {}, precision: {precision:?}, {what}, {} tokens ({device_secs:.2} s on the device)",
         dev.name(),
-        texts.len(),
         batch.total_tokens()
     );
     println!("{:<14} {:>12} {:>12}", "stage", "max abs err", "cosine");
@@ -99,8 +151,8 @@ pub fn run(a: VerifyArgs) -> Result<i32> {
             println!("{:<14} {:>12.3e} {:>12.7}", format!("pooler {i}"), max_abs(gp, wp), cosine(gp, wp));
         }
     }
-    if a.counters {
-        print_counters(&dev, bert, &batch);
+    if counters {
+        print_counters(&dev, bert, batch);
     }
     println!(
         "tolerance: cosine >= {min_cos} on mean-pooled embeddings and every layer: {}",
