@@ -498,30 +498,27 @@ fn mma_int(regs: &mut [u64], i: &Inst, f: &MmaFrags) {
     let (_, ci) = mma_c(regs, i, f.cs, true);
     let r = |slot: u32, l: usize| regs[slot as usize * 32 + l];
     let signed = i.sub != sub::MMA_U8_M16N8K32;
-    let mut a = [[0i32; 32]; 16];
-    let mut b = [[0i32; 8]; 32];
-    let byte = |v: u64, j: usize| -> i32 {
-        let x = (v >> (8 * j)) as u8;
-        if signed {
-            x as i8 as i32
-        } else {
-            x as i32
-        }
-    };
+    // each register holds four consecutive k of one row of A (one column of B): copy the raw
+    // bytes as they lie, widen afterwards
+    let mut a8 = [[0u8; 32]; 16];
+    let mut bt8 = [[0u8; 32]; 8];
     for l in 0..32usize {
         let (g, t) = (l >> 2, l & 3);
         for (ri, &s) in as_.iter().enumerate() {
-            let v = r(s, l);
-            let row = g + 8 * (ri & 1);
-            for j in 0..4 {
-                a[row][4 * t + 16 * (ri >> 1) + j] = byte(v, j);
-            }
+            let col = 4 * t + 16 * (ri >> 1);
+            a8[g + 8 * (ri & 1)][col..col + 4].copy_from_slice(&(r(s, l) as u32).to_le_bytes());
         }
         for (ri, &s) in bs.iter().enumerate() {
-            let v = r(s, l);
-            for j in 0..4 {
-                b[4 * t + 16 * ri + j][g] = byte(v, j);
-            }
+            let kk = 4 * t + 16 * ri;
+            bt8[g][kk..kk + 4].copy_from_slice(&(r(s, l) as u32).to_le_bytes());
+        }
+    }
+    let widen = |x: u8| if signed { x as i8 as i32 } else { x as i32 };
+    let a = a8.map(|row| row.map(widen));
+    let mut b = [[0i32; 8]; 32];
+    for (n, col) in bt8.iter().enumerate() {
+        for (kk, &x) in col.iter().enumerate() {
+            b[kk][n] = widen(x);
         }
     }
     let dots = int_dots(&a, &b, k);
@@ -578,6 +575,13 @@ fn int_dots_any(a: &[[i32; 32]; 16], b: &[[i32; 8]; 32], k: usize) -> [[i32; 8];
 /// accumulation model of the launch.
 #[allow(clippy::needless_range_loop)] // lane and fragment indices address several parallel arrays
 fn mma_float(regs: &mut [u64], i: &Inst, f: &MmaFrags, tensor: TensorAccum) {
+    if let TensorAccum::FusedTruncate { block, extra_bits } = tensor {
+        if matches!(i.sub, sub::MMA_F16_M16N8K16 | sub::MMA_F16_M16N8K8)
+            && mma_f16_fast(regs, i, f, block.max(1) as usize, extra_bits)
+        {
+            return;
+        }
+    }
     let MmaFrags { ds, as_, bs, k, .. } = *f;
     let (cf, _) = mma_c(regs, i, f.cs, false);
     let r = |slot: u32, l: usize| regs[slot as usize * 32 + l];
@@ -629,17 +633,6 @@ fn mma_float(regs: &mut [u64], i: &Inst, f: &MmaFrags, tensor: TensorAccum) {
         // eight columns at once
         let block = block.max(1);
         let f16_in = matches!(i.sub, sub::MMA_F16_M16N8K16 | sub::MMA_F16_M16N8K8);
-        let finite = |m: &[f32]| m.iter().all(|x| x.is_finite());
-        if f16_in
-            && super::tensor::f16_cols_fit(block.min(k), extra)
-            && finite(a.as_flattened())
-            && finite(b.as_flattened())
-            && finite(out.as_flattened())
-        {
-            if let Some(tile) = super::tensor::f16_tile_fused(&a, &b, &out, k, block, extra) {
-                return write_d(regs, ds, &tile);
-            }
-        }
         if f16_in && super::tensor::f16_cols_fit(block.min(k), extra) {
             // f16 products are exact in f32: the i32-lane form of the model
             let mut prods = [[0f32; 8]; 16];
@@ -688,6 +681,60 @@ fn mma_float(regs: &mut [u64], i: &Inst, f: &MmaFrags, tensor: TensorAccum) {
         }
     }
     write_d(regs, ds, &out);
+}
+
+/// The common f16 `mma` under the block model: fragments gathered as raw halves (each register
+/// holds two consecutive k of a row of A or a column of B), converted in bulk, and the whole tile
+/// through `tensor::f16_tile_fused`. Returns false, having written nothing, when the model's
+/// fast form does not apply (an infinity or NaN among the inputs, grid integers that would not
+/// fit i32, an accumulator leaving the fast range): the general path then runs.
+fn mma_f16_fast(regs: &mut [u64], i: &Inst, f: &MmaFrags, block: usize, extra: u32) -> bool {
+    use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+    let MmaFrags { ds, as_, bs, k, .. } = *f;
+    if !super::tensor::f16_cols_fit(block.min(k), extra) {
+        return false;
+    }
+    let r = |slot: u32, l: usize| regs[slot as usize * 32 + l];
+    let mut ah = [[0u16; 16]; 16];
+    let mut bth = [[0u16; 16]; 8];
+    for l in 0..32usize {
+        let (g, t) = (l >> 2, l & 3);
+        for (ri, &s) in as_.iter().enumerate() {
+            let (row, col) = (g + 8 * (ri & 1), 2 * t + 8 * (ri >> 1));
+            let v = r(s, l);
+            (ah[row][col], ah[row][col + 1]) = (v as u16, (v >> 16) as u16);
+        }
+        for (ri, &s) in bs.iter().enumerate() {
+            let kk = 2 * t + 8 * ri;
+            let v = r(s, l);
+            (bth[g][kk], bth[g][kk + 1]) = (v as u16, (v >> 16) as u16);
+        }
+    }
+    let special = |h: &u16| h & 0x7c00 == 0x7c00;
+    if ah.as_flattened().iter().any(special) || bth.as_flattened().iter().any(special) {
+        return false;
+    }
+    let (c, _) = mma_c(regs, i, f.cs, false);
+    if !c.as_flattened().iter().all(|x| x.is_finite()) {
+        return false;
+    }
+    let mut a = [[0f32; 16]; 16];
+    let mut bt = [[0f32; 16]; 8];
+    ah.as_flattened().reinterpret_cast::<half::f16>().convert_to_f32_slice(a.as_flattened_mut());
+    bth.as_flattened().reinterpret_cast::<half::f16>().convert_to_f32_slice(bt.as_flattened_mut());
+    let mut b = [[0f32; 8]; 16];
+    for (n, col) in bt.iter().enumerate() {
+        for (kk, &x) in col.iter().enumerate() {
+            b[kk][n] = x;
+        }
+    }
+    match super::tensor::f16_tile_fused(&a, &b, &c, k, block, extra) {
+        Some(tile) => {
+            write_d(regs, ds, &tile);
+            true
+        }
+        None => false,
+    }
 }
 
 /// The D fragments of every lane from the 16x8 result: f16 pairs (two registers) or f32 (four).
