@@ -885,17 +885,37 @@ pub(crate) fn shared_wavefronts(offs: &[u32; 32], mask: u32, size: u32) -> (u64,
                 wd += 1;
             }
         });
-        let ws = &mut words[..n];
-        ws.sort_unstable();
-        let mut per_bank = [0u8; 32];
-        for k in 0..ws.len() {
-            if k == 0 || ws[k] != ws[k - 1] {
-                per_bank[(ws[k] % 32) as usize] += 1;
-            }
-        }
-        total += *per_bank.iter().max().unwrap_or(&1) as u64;
+        total += max_distinct_per_bank(&mut words[..n]) as u64;
     }
     (total.max(ideal), ideal)
+}
+
+/// The largest number of distinct words any one bank holds among `words` (the wavefronts a
+/// phase needs). Each bank keeps its distinct words in a short list (a few per bank in practice);
+/// a bank with more than 8 falls back to sorting.
+fn max_distinct_per_bank(words: &mut [u32]) -> u32 {
+    let mut seen = [[0u32; 8]; 32];
+    let mut count = [0u8; 32];
+    for &w in words.iter() {
+        let b = (w % 32) as usize;
+        let c = count[b] as usize;
+        if seen[b][..c.min(8)].contains(&w) {
+            continue;
+        }
+        if c == 8 {
+            words.sort_unstable();
+            let mut per_bank = [0u32; 32];
+            for k in 0..words.len() {
+                if k == 0 || words[k] != words[k - 1] {
+                    per_bank[(words[k] % 32) as usize] += 1;
+                }
+            }
+            return per_bank.into_iter().max().unwrap_or(1);
+        }
+        seen[b][c] = w;
+        count[b] += 1;
+    }
+    count.into_iter().max().unwrap_or(1) as u32
 }
 
 impl<'l, 'a> Block<'l, 'a> {
@@ -1009,5 +1029,37 @@ impl<'l, 'a> Block<'l, 'a> {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_distinct_per_bank;
+
+    /// The per-bank lists agree with sorting and counting, on random word sets with few and
+    /// with many distinct words per bank (the sorting fallback).
+    #[test]
+    fn distinct_words_per_bank_match_sorting() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for case in 0..2000 {
+            let n = 1 + (next() % 128) as usize;
+            let spread = [40u64, 300, 4096][case % 3];
+            let words: Vec<u32> = (0..n).map(|_| (next() % spread) as u32).collect();
+            let mut sorted = words.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            let mut per_bank = [0u32; 32];
+            for w in &sorted {
+                per_bank[(w % 32) as usize] += 1;
+            }
+            let want = per_bank.into_iter().max().unwrap();
+            assert_eq!(max_distinct_per_bank(&mut words.clone()), want, "case {case}: {words:?}");
+        }
     }
 }
