@@ -250,16 +250,22 @@ fn f16_tile(
         }
         for k0 in (0..k).step_by(block) {
             let k1 = (k0 + block).min(k);
-            // largest magnitude per lane, and the IEEE sum (the answer for all-zero lanes,
-            // whose zero signs follow the rules of addition)
+            // largest magnitude per lane
             let mut big = acc.map(f32::abs);
-            let mut ieee = acc;
             for kk in k0..k1 {
                 for j in 0..16 {
-                    let p = a2[kk][j] * b2[kk][j];
-                    let ap = p.abs();
+                    let ap = (a2[kk][j] * b2[kk][j]).abs();
                     big[j] = if ap > big[j] { ap } else { big[j] };
-                    ieee[j] += p;
+                }
+            }
+            // lanes whose terms are all zero take the IEEE sum (zero signs by the rules of
+            // addition); rare outside padding, so summed only when there are some
+            let mut ieee = acc;
+            if big.iter().any(|&x| x == 0.0) {
+                for kk in k0..k1 {
+                    for j in 0..16 {
+                        ieee[j] += a2[kk][j] * b2[kk][j];
+                    }
                 }
             }
             let mut inv_q = [0f32; 16];
