@@ -29,7 +29,10 @@ fn print_profile(name: &str, sanitize: bool, launch: impl Fn(&Device)) {
     dev.emulator_backend().unwrap().take_profile();
     launch(&dev);
     let p = dev.emulator_backend().unwrap().take_profile();
-    eprintln!("\n{name} ({}), per instruction class, one worker thread:\n{p}\n", if sanitize { "sanitize" } else { "no_sanitize" });
+    eprintln!(
+        "\n{name} ({}), per instruction class, one worker thread:\n{p}\n",
+        if sanitize { "sanitize" } else { "no_sanitize" }
+    );
 }
 
 fn thread_insts(dev: &Device) -> u64 {

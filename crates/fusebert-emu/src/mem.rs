@@ -609,7 +609,11 @@ impl<'l, 'a> Block<'l, 'a> {
             hi = hi.max(x);
             or |= x;
         }
-        if !total.is_power_of_two() || or & (total as u64 - 1) != 0 || lo < a.base || hi + total as u64 > a.base + a.size {
+        if !total.is_power_of_two()
+            || or & (total as u64 - 1) != 0
+            || lo < a.base
+            || hi + total as u64 > a.base + a.size
+        {
             return Ok(false);
         }
         self.last_alloc = hint;
@@ -638,7 +642,14 @@ impl<'l, 'a> Block<'l, 'a> {
             for (l, &addr) in addrs.iter().enumerate() {
                 let thread = self.thread_of(w, l);
                 let (block, line, cu) = (self.ctaid, i.line, i.loc);
-                self.gw.record(super::global_race::Written { start: addr, end: addr + total as u64, block, thread, line, cu });
+                self.gw.record(super::global_race::Written {
+                    start: addr,
+                    end: addr + total as u64,
+                    block,
+                    thread,
+                    line,
+                    cu,
+                });
             }
         }
         let sectors = count_sectors(&addrs, FULL, total);

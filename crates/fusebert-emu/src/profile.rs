@@ -54,7 +54,11 @@ impl Profile {
 impl fmt::Display for Profile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let total = self.seconds().max(f64::MIN_POSITIVE);
-        writeln!(f, "{:<8} {:>14} {:>16} {:>10} {:>7} {:>12}", "class", "warp insts", "thread insts", "seconds", "time", "M thr-inst/s")?;
+        writeln!(
+            f,
+            "{:<8} {:>14} {:>16} {:>10} {:>7} {:>12}",
+            "class", "warp insts", "thread insts", "seconds", "time", "M thr-inst/s"
+        )?;
         for (name, c) in CLASS_NAMES.iter().zip(&self.classes) {
             if c.warp_instructions == 0 {
                 continue;
@@ -70,7 +74,15 @@ impl fmt::Display for Profile {
                 c.thread_instructions as f64 / c.seconds.max(f64::MIN_POSITIVE) / 1e6
             )?;
         }
-        writeln!(f, "{:<8} {:>14} {:>16} {:>10.4} {:>6.1}%", "other", "", "", self.other_seconds, 100.0 * self.other_seconds / total)?;
+        writeln!(
+            f,
+            "{:<8} {:>14} {:>16} {:>10.4} {:>6.1}%",
+            "other",
+            "",
+            "",
+            self.other_seconds,
+            100.0 * self.other_seconds / total
+        )?;
         write!(
             f,
             "{:<8} {:>14} {:>16} {:>10.4} {:>6.1}% {:>12.1}",
@@ -95,7 +107,13 @@ pub(crate) struct BlockProfile {
 
 impl BlockProfile {
     pub(crate) fn start() -> Box<BlockProfile> {
-        Box::new(BlockProfile { ticks: [0; 8], warps: [0; 8], threads: [0; 8], start_ticks: ticks(), start: Instant::now() })
+        Box::new(BlockProfile {
+            ticks: [0; 8],
+            warps: [0; 8],
+            threads: [0; 8],
+            start_ticks: ticks(),
+            start: Instant::now(),
+        })
     }
 
     /// The block's profile in seconds (ticks scaled by the block's wall time).
@@ -105,8 +123,11 @@ impl BlockProfile {
         let mut p = Profile::default();
         let mut used = 0u64;
         for k in 0..8 {
-            p.classes[k] =
-                ClassProfile { warp_instructions: self.warps[k], thread_instructions: self.threads[k], seconds: self.ticks[k] as f64 * per_tick };
+            p.classes[k] = ClassProfile {
+                warp_instructions: self.warps[k],
+                thread_instructions: self.threads[k],
+                seconds: self.ticks[k] as f64 * per_tick,
+            };
             used += self.ticks[k];
         }
         p.other_seconds = (total_ticks - used as f64).max(0.0) * per_tick;

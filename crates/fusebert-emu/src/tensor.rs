@@ -49,12 +49,12 @@ pub fn fused_truncate_cols(acc: &mut [f32; 8], products: &[[f64; 8]], extra_bits
     // largest magnitude per column (its exponent is the alignment exponent) and a NaN marker
     // for non-finite terms (x - x is 0 for finite x, NaN for infinities and NaN)
     let mut big = c.map(f64::abs);
-    let mut special = c.map(|x| x - x);
+    let mut special = c.map(special_marker);
     for row in products {
         for n in 0..8 {
             let ax = row[n].abs();
             big[n] = if ax > big[n] { ax } else { big[n] };
-            special[n] += row[n] - row[n];
+            special[n] += special_marker(row[n]);
         }
     }
     // per column: the grid step q = 2^(emax - 23 - extra) and the rounding constant
@@ -116,12 +116,12 @@ unsafe fn f16_cols_avx2(acc: &mut [f32; 8], products: &[[f32; 8]], extra_bits: u
 #[inline(always)]
 fn f16_cols(acc: &mut [f32; 8], products: &[[f32; 8]], extra_bits: u32) {
     let mut big = acc.map(f32::abs);
-    let mut special = acc.map(|x| x - x);
+    let mut special = acc.map(special_marker);
     for row in products {
         for n in 0..8 {
             let ax = row[n].abs();
             big[n] = if ax > big[n] { ax } else { big[n] };
-            special[n] += row[n] - row[n];
+            special[n] += special_marker(row[n]);
         }
     }
     // 1/q = 2^(23 + extra - emax) from the largest magnitude's exponent bits (garbage for the
@@ -261,7 +261,7 @@ fn f16_tile(
             // lanes whose terms are all zero take the IEEE sum (zero signs by the rules of
             // addition); rare outside padding, so summed only when there are some
             let mut ieee = acc;
-            if big.iter().any(|&x| x == 0.0) {
+            if big.contains(&0.0) {
                 for kk in k0..k1 {
                     for j in 0..16 {
                         ieee[j] += a2[kk][j] * b2[kk][j];
@@ -317,6 +317,14 @@ fn truncate_to_grid(x: f64, q: f64, round: f64) -> f64 {
     let r = (ax + round) - round;
     let r = if r > ax { r - q } else { r };
     f64::from_bits(r.to_bits() | (x.to_bits() & (1 << 63)))
+}
+
+/// 0 for a finite value, NaN for an infinity or NaN (x - x): summed over terms, it says whether
+/// any was special without a branch.
+#[inline(always)]
+#[allow(clippy::eq_op)] // x - x is the point: 0 when finite, NaN otherwise
+fn special_marker<T: std::ops::Sub<Output = T> + Copy>(x: T) -> T {
+    x - x
 }
 
 /// 2^e for a normal f64 exponent.
