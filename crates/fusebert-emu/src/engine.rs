@@ -82,8 +82,9 @@ pub struct EmulatorOptions {
     pub step_limit: u64,
     /// Worker threads for blocks (0 = rayon's default pool).
     pub threads: usize,
-    /// Kernels with atomics run their blocks in order, so float atomics give the same bits
-    /// every run whatever the thread count.
+    /// Kernels with floating-point atomics run their blocks in order, so float atomics give the
+    /// same bits every run whatever the thread count (integer atomics are exact in any order:
+    /// kernels with only those, such as last-block-arrives counters, run in parallel).
     pub deterministic_atomics: bool,
     /// Target architecture: per-block limits enforced at launch, tensor-core numerics.
     pub arch: Arch,

@@ -303,6 +303,10 @@ FB_DEVICE bool split_k_reduce(const Acc (&acc)[C::MI][C::NI][4], uint32_t* st, u
         __stcg(&mine[i], *reinterpret_cast<const uint4*>(&st[r * C::EPI_LD + c]));
     }
     __threadfence();  // release: this block's partial is visible before its arrival is
+    // every thread's part of the partial is stored before thread 0 counts the block in (without
+    // this barrier another block could see the count complete while this block's other warps
+    // are still storing: the emulator, running blocks in parallel, caught exactly that)
+    __syncthreads();
     const int last = __syncthreads_or(threadIdx.x == 0 && atomicAdd(&counters[tile], 1u) == (uint32_t)(S - 1));
     if (!last) return false;
     __threadfence();  // acquire: the other blocks' partials, after their arrivals
@@ -452,6 +456,7 @@ FB_DEVICE void ln_row(const __half* y, const LnArgs& p, const LnParams& q, int r
 template <class C>
 FB_DEVICE void ln_strip_epilogue(const __half* y, const LnArgs& p, int M, int N, int m0) {
     __threadfence();  // release: this tile's y before its arrival
+    __syncthreads();  // every thread's y stored before thread 0 counts the tile in
     const int last =
         __syncthreads_or(threadIdx.x == 0 && atomicAdd(&p.strips[blockIdx.y], 1u) == gridDim.x - 1);
     if (!last) return;

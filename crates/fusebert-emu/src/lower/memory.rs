@@ -51,7 +51,10 @@ pub(super) fn atom(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     let line = cx.line;
     let opname = cx.opname;
     let mut i = cx.mk(if m.base == "atom" { Op::Atom } else { Op::Red });
-    fs.has_atomics = true;
+    // only floating-point atomics make the result depend on the order blocks run in (integer
+    // ones are exact in any order: a last-block-arrives counter gives the same memory whoever
+    // comes last), so only they make deterministic mode run the blocks in order
+    fs.has_atomics |= ty.is_float();
     i.space = m.space();
     i.sub = atom_op(m).ok_or((line, format!("`{opname}`: unknown atomic operation")))?;
     if m.has("v2") || m.has("v4") || m.has("v8") {
