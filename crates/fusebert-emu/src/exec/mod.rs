@@ -271,6 +271,22 @@ thread_local! {
     /// Register files of finished blocks, reused by the next block on this worker thread (no
     /// allocation or page faults per block; registers are re-zeroed, constants re-copied).
     static REG_POOL: std::cell::RefCell<Vec<Vec<u64>>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The shared memory and its shadow of the last finished block on this worker thread, reused
+    /// the same way (refilled, not reallocated).
+    static SHARED_POOL: std::cell::RefCell<(Vec<u8>, Vec<ShWord>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// A block's shared memory (poisoned with 0xFF: NaN in f16/f32) and, when checked, its shadow.
+fn take_shared(bytes: usize, checks: bool) -> (Vec<u8>, Vec<ShWord>) {
+    let (mut shared, mut shadow) = SHARED_POOL.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    shared.clear();
+    shared.resize(bytes, 0xFF);
+    shadow.clear();
+    if checks {
+        shadow.resize(bytes.div_ceil(4), ShWord::default());
+    }
+    (shared, shadow)
 }
 
 /// A register file for one warp: registers zeroed, constant slots from the launch template.
@@ -286,6 +302,8 @@ fn take_regs(l: &Launch) -> Vec<u64> {
 
 impl Drop for Block<'_, '_> {
     fn drop(&mut self) {
+        let buffers = (std::mem::take(&mut self.shared), std::mem::take(&mut self.shadow));
+        SHARED_POOL.with(|p| *p.borrow_mut() = buffers);
         let warps = std::mem::take(&mut self.warps);
         REG_POOL.with(|p| {
             let mut p = p.borrow_mut();
@@ -355,12 +373,13 @@ impl<'l, 'a> Block<'l, 'a> {
             });
         }
         let local_total = k.local_bytes as usize * l.nthreads as usize;
+        let (shared, shadow) = take_shared(l.smem_total as usize, checks);
         Block {
             l,
             ctaid,
             // poison: 0xFF reads as NaN in f16/f32
-            shared: vec![0xFF; l.smem_total as usize],
-            shadow: if checks { vec![ShWord::default(); (l.smem_total as usize).div_ceil(4)] } else { Vec::new() },
+            shared,
+            shadow,
             local: vec![0xFF; local_total],
             local_init: if l.opts.uninit { vec![0; local_total] } else { Vec::new() },
             epoch: 1,
