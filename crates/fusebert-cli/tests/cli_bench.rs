@@ -160,6 +160,52 @@ fn bench_bad_arguments_are_errors() {
     assert!(err.contains("max_position_embeddings"), "{err}");
 }
 
+/// `--profile` on the emulator: host time per kernel (the forward pass's kernels) and the
+/// per-class table; on another device it is a typed error.
+#[test]
+fn bench_profile_on_emulator_names_kernels_and_classes() {
+    let (code, out, err) = fusebert(&[
+        "bench",
+        "--device",
+        "emu",
+        "--config",
+        "minilm-l6",
+        "--tokens",
+        "16",
+        "--warmup",
+        "0",
+        "--iters",
+        "1",
+        "--profile",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("host time per kernel") && out.contains("gemm_f16") && out.contains("attention"), "{out}");
+    assert!(out.contains("per instruction class") && out.contains("tensor") && out.contains("total"), "{out}");
+    let (code, _, err) = fusebert(&["bench", "--device", "cpu", "--profile"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("device"), "{err}");
+}
+
+/// `verify --config`: a built-in shape with random weights against the CPU reference, on
+/// synthetic ids; bad shapes are typed errors.
+#[test]
+fn verify_a_builtin_shape_with_random_weights() {
+    let (code, out, err) =
+        fusebert(&["verify", "--config", "minilm-l6", "--batch", "2", "--tokens", "12", "--precision", "int8"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("random weights, 2 x 12 ids") && out.contains("layer 6") && out.contains("PASS"), "{out}");
+    let (code, _, err) = fusebert(&["verify", "--config", "minilm-l6", "--tokens", "0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("positive"), "{err}");
+    let (code, _, err) = fusebert(&["verify", "--config", "gpt2"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("gpt2"), "{err}");
+    let (code, _, _) = fusebert(&["verify", "--batch", "2"]);
+    assert_eq!(code, 2, "--batch needs --config (a usage error)");
+}
+
 #[test]
 fn roofline_json_and_plot() {
     let plot = std::env::temp_dir().join(format!("fusebert-roofline-{}.svg", std::process::id()));

@@ -407,3 +407,44 @@ $L__SKIP:
     let e = c.simt_efficiency();
     assert!(e > 0.3 && e < 0.75, "simt efficiency {e}");
 }
+
+/// The per-class profile counts what the counters count (warp instructions per class, thread
+/// instructions in total), over every launch since the last take, and is empty when off.
+#[test]
+fn profile_counts_match_the_counters() {
+    let off = setup();
+    let out = off.alloc_filled::<u32>(128, 0xFF).unwrap();
+    run(&off, "mma16", lin(2, 64), &[ptr(&out)]);
+    let empty = off.emulator_backend().unwrap().take_profile();
+    assert_eq!(empty.thread_instructions(), 0, "profile off: nothing recorded");
+
+    let dev = emu_with(|o| o.profile = true);
+    load_ptx(&dev, "cnt", &format!("{PTX_HEADER}{KERNELS}"));
+    let input = dev.upload(&(0..4096).map(|i| i as f32).collect::<Vec<_>>()).unwrap();
+    let copied = dev.alloc_filled::<f32>(4096, 0xFF).unwrap();
+    let a = run(&dev, "copy", lin(32, 128), &[ptr(&input), ptr(&copied), KernelArg::U32(1)]);
+    let out = dev.alloc_filled::<u32>(128, 0xFF).unwrap();
+    let b = run(&dev, "mma16", lin(2, 64), &[ptr(&out)]);
+    let mut c = a.clone();
+    c.add(&b);
+    let p = dev.emulator_backend().unwrap().take_profile();
+    let warps: Vec<u64> = p.classes.iter().map(|k| k.warp_instructions).collect();
+    assert_eq!(
+        warps,
+        vec![
+            c.inst_integer,
+            c.inst_fp32,
+            c.inst_fp16,
+            c.inst_fp64,
+            c.inst_tensor,
+            c.inst_memory,
+            c.inst_control,
+            c.inst_special
+        ]
+    );
+    assert_eq!(p.thread_instructions(), c.thread_instructions);
+    assert!(p.classes[4].seconds > 0.0 && p.seconds() > 0.0, "time recorded: {p}");
+    assert!(p.to_string().contains("tensor"), "the table names the classes:\n{p}");
+    let again = dev.emulator_backend().unwrap().take_profile();
+    assert_eq!(again.thread_instructions(), 0, "take_profile empties it");
+}
