@@ -124,6 +124,17 @@ async fn two_models_on_two_devices_under_load_and_a_device_failure() {
     check(&after);
     let on_1 = |t: &str| parse_metric(t, "fusebert_batch_requests_count{device=\"cuda:1\"}").unwrap();
     assert_eq!(on_1(&http.get("/metrics").await.body), on_1(&text), "nothing ran on the failed device");
+
+    // The last device fails too: its batch has nowhere to go (424), /ready turns 503, and new
+    // requests are answered at once instead of waiting in a queue nobody serves.
+    standin::install(StandinOptions { fail: Some((0, 0)), ..base }).unwrap();
+    let r = http.post("/embed", &json!({ "inputs": "the last device" })).await;
+    assert_eq!((r.status.as_u16(), r.json()["error_type"].as_str()), (424, Some("Backend")), "{}", r.body);
+    assert_eq!(http.get("/ready").await.status, 503);
+    let r = http.post("/v1/embeddings", &json!({ "input": "nobody left" })).await;
+    assert_eq!(r.status, 424, "{}", r.body);
+    assert!(r.body.contains("no device left"), "{}", r.body);
+    assert_eq!(http.get("/health").await.status, 200, "alive, though not ready");
     server.begin_shutdown();
     tokio::time::timeout(Duration::from_secs(60), server.wait()).await.expect("drains").unwrap();
 }
