@@ -39,8 +39,41 @@ impl FromRequestParts<Arc<AppState>> for Model {
         if !templated {
             return Ok(Model(state.default_model().clone()));
         }
-        let name = parts.uri.path().split('/').nth(2).unwrap_or_default();
-        state.model(name).map(|m| Model(m.clone()))
+        let name = percent_decode(parts.uri.path().split('/').nth(2).unwrap_or_default());
+        state.model(&name).map(|m| Model(m.clone()))
+    }
+}
+
+/// A URL path segment's `%XX` escapes decoded (a model named `bge small` is `/models/bge%20small/`);
+/// a malformed escape is kept as written.
+fn percent_decode(segment: &str) -> String {
+    let b = segment.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(super::percent_decode("bge%20small"), "bge small");
+        assert_eq!(super::percent_decode("plain-name_1.5"), "plain-name_1.5");
+        assert_eq!(super::percent_decode("bad%2"), "bad%2");
+        assert_eq!(super::percent_decode("%E2%82%AC"), "\u{20ac}");
     }
 }
 
