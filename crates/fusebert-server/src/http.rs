@@ -48,6 +48,7 @@ pub fn route_table() -> Vec<(&'static str, String, bool)> {
         t.push((method, format!("/models/{{name}}{p}"), true));
     }
     t.push(("POST", "/".into(), true));
+    t.push(("POST", "/models/{name}".into(), true));
     t.push(("POST", "/models/{name}/".into(), true));
     for p in ["/v1/embeddings", "/embeddings"] {
         t.push(("POST", p.into(), true));
@@ -66,6 +67,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         protected = protected.route(p, per_model(p)).route(&format!("/models/{{name}}{p}"), per_model(p));
     }
     let protected = protected
+        .route("/models/{name}", post(routes::dispatch))
         .route("/models/{name}/", post(routes::dispatch))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/embeddings", post(openai::embeddings))

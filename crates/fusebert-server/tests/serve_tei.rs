@@ -48,6 +48,7 @@ async fn root_and_invocations_dispatch_by_model_type() {
     assert_eq!(want.status, 200, "{}", want.body);
     assert_eq!(http.post("/models/ce/", &rr).await.json(), want.json());
     assert_eq!(http.post("/models/ce/invocations", &rr).await.json(), want.json());
+    assert_eq!(http.post("/models/ce", &rr).await.json(), want.json(), "without the trailing slash too");
     let p = json!({ "inputs": "I like it" });
     let want = http.post("/models/clf/predict", &p).await;
     assert_eq!(want.status, 200, "{}", want.body);

@@ -25,10 +25,10 @@ pub struct ServeArgs {
     pub device: DeviceKind,
     /// CUDA devices to serve on, comma-separated ordinals (default: every visible device; the
     /// driver applies CUDA_VISIBLE_DEVICES first). One engine and batcher per device.
-    #[arg(long, env = "DEVICES", value_delimiter = ',', value_name = "N,...")]
+    #[arg(long, env = "FUSEBERT_DEVICES", value_delimiter = ',', value_name = "N,...")]
     pub devices: Vec<usize>,
     /// Workers on --device cpu|emu, each with its own engine, all taking from the same queue.
-    #[arg(long, env = "REPLICAS", default_value_t = 1)]
+    #[arg(long, env = "FUSEBERT_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
     /// Precision of the device forward pass (cuda/emu; default f16).
     #[arg(long, value_enum, env = "PRECISION")]
