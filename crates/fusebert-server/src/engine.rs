@@ -151,7 +151,9 @@ impl Encoder {
                 ..Default::default()
             }))
             .map_err(tok_err)?;
-        let probe = tokenizer.encode_pairs(&[("a", "b")], false)?;
+        // Whether the library feeds a pair's second segment as type 1 (probed at the model's own
+        // length limit: this encoder's may be shorter than a pair).
+        let probe = Tokenizer::for_model(model)?.encode_pairs(&[("a", "b")], true)?;
         let zero_types = probe.token_type_ids[0].iter().all(|&t| t == 0);
         Ok(Encoder { tokenizer, max_input_length, vocab_size, wrap, left_pairs, zero_types, info })
     }
@@ -213,12 +215,13 @@ impl Encoder {
         let max = self.max_input_length;
         if ids.len() > max {
             ids = match self.wrap {
-                Some((first, last)) => {
+                // Room for the opening and closing tokens (a limit below 2 keeps the last tokens).
+                Some((first, last)) if max >= 2 => {
                     let body = &ids[1..ids.len() - 1];
                     let keep = &body[body.len() - (max - 2)..];
                     std::iter::once(first).chain(keep.iter().copied()).chain([last]).collect()
                 }
-                None => ids[ids.len() - max..].to_vec(),
+                _ => ids[ids.len() - max..].to_vec(),
             };
         }
         let n = ids.len();

@@ -82,8 +82,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A label value as the text format wants it: backslash, double quote and newline escaped.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 fn pair(model: &str, device: &str) -> (String, String) {
-    (model.to_string(), device.to_string())
+    (esc(model), esc(device))
 }
 
 impl Metrics {
@@ -117,7 +122,7 @@ impl Metrics {
     /// Time one input of `model` waited in the queue before its batch started.
     pub fn queued(&self, model: &str, seconds: f64) {
         lock(&self.queue_duration)
-            .entry(model.to_string())
+            .entry(esc(model))
             .or_insert_with(|| Histogram::new(DURATION_BUCKETS))
             .observe(seconds);
     }
@@ -129,18 +134,18 @@ impl Metrics {
     }
 
     pub fn add_queue_tokens(&self, model: &str, delta: i64) {
-        *lock(&self.queue_tokens).entry(model.to_string()).or_default() += delta;
+        *lock(&self.queue_tokens).entry(esc(model)).or_default() += delta;
     }
 
     /// A device joined (`true`) or left (`false`) the rotation.
     pub fn device_up(&self, device: &str, up: bool) {
-        lock(&self.device_up).insert(device.to_string(), i64::from(up));
+        lock(&self.device_up).insert(esc(device), i64::from(up));
     }
 
     /// A device failed and left the rotation.
     pub fn device_failed(&self, device: &str) {
         self.device_up(device, false);
-        *lock(&self.device_failures).entry(device.to_string()).or_default() += 1;
+        *lock(&self.device_failures).entry(esc(device)).or_default() += 1;
     }
 
     /// Inputs of a failed device's batch queued again for another device.
@@ -220,6 +225,13 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::default();
+        m.add_queue_tokens("a\"b\\c", 3);
+        assert!(m.render().contains("fusebert_queue_tokens{model=\"a\\\"b\\\\c\"} 3\n"), "{}", m.render());
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_and_count_everything() {

@@ -49,6 +49,20 @@ async fn root_and_invocations_dispatch_by_model_type() {
     assert_eq!(http.post("/models/ce/", &rr).await.json(), want.json());
     assert_eq!(http.post("/models/ce/invocations", &rr).await.json(), want.json());
     assert_eq!(http.post("/models/ce", &rr).await.json(), want.json(), "without the trailing slash too");
+    // Pairs cut from either end: the longer text loses tokens first, from the chosen end.
+    let long = long_text(2000);
+    let info = http.get("/models/ce/info").await.json();
+    let limit = info["max_input_length"].as_u64().unwrap().to_string();
+    let mut scores = Vec::new();
+    for direction in ["right", "left"] {
+        let body = json!({ "query": "q", "texts": [format!("start {long} end")], "truncate": true,
+                           "truncation_direction": direction, "raw_scores": true });
+        let r = http.post("/models/ce/rerank", &body).await;
+        assert_eq!(r.status, 200, "{direction}: {}", r.body);
+        assert_eq!(r.header("x-compute-tokens"), Some(limit.as_str()), "{direction}");
+        scores.push(r.json()[0]["score"].as_f64().unwrap());
+    }
+    assert_ne!(scores[0], scores[1], "left and right truncation kept the same tokens");
     let p = json!({ "inputs": "I like it" });
     let want = http.post("/models/clf/predict", &p).await;
     assert_eq!(want.status, 200, "{}", want.body);
@@ -200,6 +214,20 @@ async fn truncation_off_by_flag_and_from_either_end() {
         let by_ids = http.post("/embed", &json!({ "inputs": [kept] })).await.json();
         assert_eq!(floats(&by_text.json()[0]), floats(&by_ids[0]), "{direction}: not the expected tokens");
     }
+    // At the smallest limit (the two special tokens) left truncation keeps just them; below it
+    // the server refuses to start with a typed error.
+    let mut tiny_opts = options(minilm());
+    tiny_opts.max_batch_tokens = 1;
+    let err = fusebert_server::Server::start(tiny_opts.clone()).await.err().expect("refused");
+    assert!(err.to_string().contains("room for two special tokens"), "{err}");
+    tiny_opts.max_batch_tokens = 2;
+    let tiny_server = start(tiny_opts).await;
+    let r = Http::new(tiny_server.addr())
+        .post("/embed", &json!({ "inputs": "a b c", "truncate": true, "truncation_direction": "left" }))
+        .await;
+    assert_eq!((r.status.as_u16(), r.header("x-compute-tokens")), (200, Some("2")), "{}", r.body);
+    tiny_server.begin_shutdown();
+    tiny_server.wait().await.unwrap();
     // The OpenAI route follows --auto-truncate too.
     let r = http.post("/v1/embeddings", &json!({ "input": long })).await;
     assert_eq!(r.status, 422, "{}", r.body);
