@@ -107,5 +107,28 @@ fn embed_uses_every_gpu_and_keeps_the_order() {
     assert!(counts.iter().all(|&c| c > 0), "a device ran no batch: {stats}");
     let (chosen, _) = run("2", &["--devices", "1"]);
     assert_eq!(chosen, one, "--devices 1");
+    // CUDA_VISIBLE_DEVICES=1: the process sees only device 1 (device 0, set to fail at its
+    // first kernel, is never used).
+    let out = std::process::Command::new(exe)
+        .args(["embed", "--device", "cuda", "--model", model, "--batch-tokens", "64", "--input"])
+        .arg(&corpus)
+        .env("FUSEBERT_CUDA_DRIVER", "emulator")
+        .env("FUSEBERT_CUDA_STANDIN_DEVICES", "2")
+        .env("FUSEBERT_CUDA_STANDIN_FAIL", "0:0")
+        .env("CUDA_VISIBLE_DEVICES", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), one, "CUDA_VISIBLE_DEVICES=1");
+    let out = std::process::Command::new(exe)
+        .args(["embed", "--device", "cuda", "--model", model, "Hello!"])
+        .env("FUSEBERT_CUDA_DRIVER", "emulator")
+        .env("FUSEBERT_CUDA_STANDIN_DEVICES", "2")
+        .env("FUSEBERT_CUDA_STANDIN_FAIL", "0:0")
+        .env("CUDA_VISIBLE_DEVICES", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("injected failure"), "device 0 fails: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

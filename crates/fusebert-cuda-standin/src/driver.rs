@@ -235,26 +235,49 @@ fn state(ordinal: usize) -> MutexGuard<'static, Driver> {
     all[ordinal].lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// What holds for every device: the options and the per-entry-point call counts.
+/// What holds for every device: the options, which devices the process sees, the
+/// per-entry-point call counts.
 struct Global {
     opts: StandinOptions,
     configured: bool,
+    /// The devices this process sees, in ordinal order: `CUDA_VISIBLE_DEVICES` applied to the
+    /// reported ones, as a driver does (ordinal k is device `visible[k]`).
+    visible: Vec<usize>,
     calls: HashMap<String, u64>,
+}
+
+/// `CUDA_VISIBLE_DEVICES` as the driver reads it: comma-separated device numbers, the list
+/// ending at the first entry that is not one of the `devices` (unset or empty: all of them).
+pub(crate) fn visible_devices(var: Option<&str>, devices: usize) -> Vec<usize> {
+    match var.map(str::trim).filter(|v| !v.is_empty()) {
+        None => (0..devices).collect(),
+        Some(v) => {
+            let mut out = Vec::new();
+            for entry in v.split(',') {
+                match entry.trim().parse::<usize>() {
+                    Ok(k) if k < devices && !out.contains(&k) => out.push(k),
+                    _ => break,
+                }
+            }
+            out
+        }
+    }
 }
 
 fn global() -> MutexGuard<'static, Global> {
     static GLOBAL: OnceLock<Mutex<Global>> = OnceLock::new();
     GLOBAL
         .get_or_init(|| {
-            Mutex::new(Global { opts: StandinOptions::default(), configured: false, calls: HashMap::new() })
+            let (opts, calls) = (StandinOptions::default(), HashMap::new());
+            Mutex::new(Global { opts, configured: false, visible: vec![0], calls })
         })
         .lock()
         .unwrap_or_else(|p| p.into_inner())
 }
 
-/// The device of a context handle, if it is one of the reported devices' primary contexts.
-fn device_of(ctx: u64, devices: usize) -> Option<usize> {
-    ctx.checked_sub(PRIMARY_CTX).map(|k| k as usize).filter(|&k| k < devices)
+/// The device of a context handle, if it is the primary context of a device the process sees.
+fn device_of(ctx: u64, visible: &[usize]) -> Option<usize> {
+    ctx.checked_sub(PRIMARY_CTX).map(|k| k as usize).filter(|k| visible.contains(k))
 }
 
 /// Details of the last error per code, handed out by cuGetErrorString. Leaked: errors are rare
@@ -288,6 +311,8 @@ pub(crate) fn configure(opts: StandinOptions) {
     }
     g.opts = opts;
     g.configured = true;
+    let devices = opts.devices.clamp(1, MAX_DEVICES);
+    g.visible = visible_devices(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(), devices);
 }
 
 pub(crate) fn is_configured() -> bool {
@@ -351,18 +376,19 @@ fn call(name: &str, a: &[u64]) -> u32 {
         }
         _ => {}
     }
-    let devices = {
+    let visible = {
         let mut g = global();
         *g.calls.entry(name.to_string()).or_insert(0) += 1;
         if !g.configured {
             return NOT_INITIALIZED;
         }
-        g.opts.devices.clamp(1, MAX_DEVICES)
+        g.visible.clone()
     };
+    let devices = visible.len();
     // Which device the call is for: the one it names, else the current context's.
     let named = match name {
         "cuInit" => {
-            for i in 0..devices {
+            for &i in &visible {
                 let r = state(i).init();
                 if r != SUCCESS {
                     return r;
@@ -387,7 +413,7 @@ fn call(name: &str, a: &[u64]) -> u32 {
             return SUCCESS;
         }
         "cuCtxSetCurrent" => {
-            if a[0] != 0 && device_of(a[0], devices).is_none() {
+            if a[0] != 0 && device_of(a[0], &visible).is_none() {
                 return fail(INVALID_CONTEXT, "not one of the stand-in's primary contexts");
             }
             CURRENT.with(|c| c.set(a[0]));
@@ -398,17 +424,29 @@ fn call(name: &str, a: &[u64]) -> u32 {
         "cuDevicePrimaryCtxRelease_v2" => Some(a[0]),
         _ => None,
     };
+    // A named device is an ordinal among the visible ones: the call goes to that device, with
+    // the argument rewritten to the device's own number.
+    let mut args = a.to_vec();
     let ordinal = match named {
-        Some(dev) => match usize::try_from(dev as i32).ok().filter(|&k| k < devices) {
-            Some(k) => k,
+        Some(dev) => match usize::try_from(dev as i32).ok().and_then(|k| visible.get(k).copied()) {
+            Some(p) => {
+                let at = match name {
+                    "cuDeviceGetAttribute" | "cuDeviceGetName" => 2,
+                    "cuDevicePrimaryCtxRelease_v2" => 0,
+                    _ => 1,
+                };
+                args[at] = p as u64;
+                p
+            }
             None => return fail(INVALID_DEVICE, format!("device {}", dev as i32)),
         },
-        None => match device_of(CURRENT.with(|c| c.get()), devices) {
+        None => match device_of(CURRENT.with(|c| c.get()), &visible) {
             Some(k) => k,
-            None if name == "cuCtxGetStreamPriorityRange" => 0,
+            None if name == "cuCtxGetStreamPriorityRange" => visible.first().copied().unwrap_or(0),
             None => return fail(INVALID_CONTEXT, format!("{name} without a current context")),
         },
     };
+    let a = &args[..];
     let mut d = state(ordinal);
     if d.emu.is_none() {
         return NOT_INITIALIZED;

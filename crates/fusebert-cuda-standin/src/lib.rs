@@ -20,7 +20,8 @@
 //! reports an sm_90 device (default sm_80); `FUSEBERT_CUDA_STANDIN_DEVICES=N` reports N devices
 //! (default 1), each with its own emulator; `FUSEBERT_CUDA_STANDIN_FAIL=DEVICE:AFTER` makes
 //! device DEVICE fail for good (the sticky `CUDA_ERROR_ILLEGAL_ADDRESS`) once it has run AFTER
-//! kernels. Unset, nothing changes.
+//! kernels; `CUDA_VISIBLE_DEVICES` chooses among the reported devices as with a real driver.
+//! Unset, nothing changes.
 //!
 //! What it cannot tell you: timing (events measure a modelled clock, see [`driver`]), the real
 //! memory model (one global FIFO: streams never overlap, so missing cross-stream waits go
@@ -194,6 +195,13 @@ pub fn call_count(name: &str) -> u64 {
 /// Zeroes the per-entry-point call counts.
 pub fn reset_call_counts() {
     driver::reset_call_counts()
+}
+
+/// The devices a process sees under `CUDA_VISIBLE_DEVICES=var` when the stand-in reports
+/// `devices`, as the real driver applies it: comma-separated device numbers, ending at the first
+/// entry that is not one of them; unset or empty, all of them. Ordinal k is device `result[k]`.
+pub fn visible_devices(var: Option<&str>, devices: usize) -> Vec<usize> {
+    driver::visible_devices(var, devices)
 }
 
 /// Kernels device `ordinal` has run since the process started (or since the options last

@@ -58,6 +58,15 @@ fn several_devices_and_one_that_fails() {
 }
 
 #[test]
+fn cuda_visible_devices_is_applied_as_a_driver_does() {
+    assert_eq!(standin::visible_devices(None, 3), [0, 1, 2]);
+    assert_eq!(standin::visible_devices(Some(""), 3), [0, 1, 2]);
+    assert_eq!(standin::visible_devices(Some("2,0"), 3), [2, 0]);
+    assert_eq!(standin::visible_devices(Some("1, 7, 0"), 3), [1], "the list ends at a device that does not exist");
+    assert_eq!(standin::visible_devices(Some("GPU-1234"), 3), Vec::<usize>::new());
+}
+
+#[test]
 fn the_environment_selects_devices_and_failures() {
     // Parsing only (installing is process-wide and done by the test above).
     let cases = [
