@@ -38,7 +38,7 @@ for d in docs:
         if not os.path.exists(os.path.normpath(os.path.join(os.path.dirname(d), link))):
             bad.append(f"{d}: link to {link}, which does not exist")
 for dirpath, _, files in os.walk("."):
-    if dirpath.startswith(("./target", "./.git", "./.venv-cuda")):
+    if dirpath.startswith(("./target", "./.git", "./.venv-cuda", "./.venv-clients")):
         continue
     for f in files:
         if f.endswith((".rs", ".sh", ".cu", ".cuh", ".toml")):

@@ -71,3 +71,64 @@ fn gpu_check_dry_run_without_a_gpu_exits_non_zero() {
         assert!(text.contains("nothing was run"), "{text}");
     }
 }
+
+/// `embed --device cuda` over a corpus uses every device the driver shows (two stand-in
+/// devices here): both run batches, and the output is the single-device output, in input order.
+#[test]
+fn embed_uses_every_gpu_and_keeps_the_order() {
+    let exe = env!("CARGO_BIN_EXE_fusebert");
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/models/tiny-distilbert-mean");
+    let dir = std::env::temp_dir().join(format!("fusebert-embed-gpus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = dir.join("corpus.txt");
+    let lines: Vec<String> = (0..120).map(|i| format!("line {i}: {}", "word ".repeat(1 + i % 7))).collect();
+    std::fs::write(&corpus, lines.join("\n")).unwrap();
+    let run = |devices: &str, extra: &[&str]| {
+        let out = std::process::Command::new(exe)
+            .args(["embed", "--device", "cuda", "--model", model, "--batch-tokens", "64", "--stats", "--input"])
+            .arg(&corpus)
+            .args(extra)
+            .env("FUSEBERT_CUDA_DRIVER", "emulator")
+            .env("FUSEBERT_CUDA_STANDIN_DEVICES", devices)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{devices} devices: {err}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), err)
+    };
+    let (one, _) = run("1", &[]);
+    let (two, stats) = run("2", &[]);
+    assert_eq!(one.lines().count(), 120);
+    assert_eq!(two, one, "two devices: not the one-device output in the same order");
+    let per_device =
+        stats.lines().find_map(|l| l.strip_prefix("batches per device: ")).unwrap_or_else(|| panic!("{stats}"));
+    let counts: Vec<usize> = serde_json::from_str(per_device).unwrap();
+    assert_eq!(counts.len(), 2, "{stats}");
+    assert!(counts.iter().all(|&c| c > 0), "a device ran no batch: {stats}");
+    let (chosen, _) = run("2", &["--devices", "1"]);
+    assert_eq!(chosen, one, "--devices 1");
+    // CUDA_VISIBLE_DEVICES=1: the process sees only device 1 (device 0, set to fail at its
+    // first kernel, is never used).
+    let out = std::process::Command::new(exe)
+        .args(["embed", "--device", "cuda", "--model", model, "--batch-tokens", "64", "--input"])
+        .arg(&corpus)
+        .env("FUSEBERT_CUDA_DRIVER", "emulator")
+        .env("FUSEBERT_CUDA_STANDIN_DEVICES", "2")
+        .env("FUSEBERT_CUDA_STANDIN_FAIL", "0:0")
+        .env("CUDA_VISIBLE_DEVICES", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), one, "CUDA_VISIBLE_DEVICES=1");
+    let out = std::process::Command::new(exe)
+        .args(["embed", "--device", "cuda", "--model", model, "Hello!"])
+        .env("FUSEBERT_CUDA_DRIVER", "emulator")
+        .env("FUSEBERT_CUDA_STANDIN_DEVICES", "2")
+        .env("FUSEBERT_CUDA_STANDIN_FAIL", "0:0")
+        .env("CUDA_VISIBLE_DEVICES", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("injected failure"), "device 0 fails: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,5 +1,7 @@
-//! The driver model behind the stand-in's exports: one primary context on one emulated device,
-//! memory, modules, functions, streams (one global FIFO), events, stream capture and graphs.
+//! The driver model behind the stand-in's exports: N emulated devices (default 1), each with its
+//! own emulator, one primary context, memory, modules, functions, streams (one FIFO per device),
+//! events, stream capture and graphs. Calls that name no device go to the device of the calling
+//! thread's current context, as on a real driver. Devices run in parallel (one lock each).
 //!
 //! Every export lands in `dispatch`, which never lets a panic out (it becomes
 //! `CUDA_ERROR_UNKNOWN`) and only returns codes that exist in cudarc's `CUresult`.
@@ -55,6 +57,8 @@ const CAPTURE_INVALIDATED: u32 = 901;
 const UNKNOWN: u32 = 999;
 
 const PRIMARY_CTX: u64 = 0xC0DE_0000;
+/// Most devices the stand-in can report.
+pub const MAX_DEVICES: usize = 16;
 const TOTAL_MEM: u64 = 80 << 30;
 const DEFAULT_SHARED: u32 = 48 * 1024;
 
@@ -163,10 +167,14 @@ struct Event {
     recorded: bool,
 }
 
-/// The whole driver state (one device, one primary context).
+/// One device's state (its emulator, its primary context and everything in it).
 struct Driver {
+    ordinal: i32,
     opts: StandinOptions,
     configured: bool,
+    /// Kernels run on this device since the process started (kept across context resets: an
+    /// injected failure is permanent, as a dead GPU).
+    launches: u64,
     emu: Option<Emulator>,
     /// The architecture `emu` enforces the limits of (follows the reported device).
     emu_arch: Option<Arch>,
@@ -183,18 +191,20 @@ struct Driver {
     queue: VecDeque<Op>,
     sticky: Option<String>,
     clock_ns: u64,
-    calls: HashMap<String, u64>,
 }
 
 impl Driver {
-    fn new() -> Self {
+    fn new(ordinal: i32) -> Self {
         Driver {
+            ordinal,
             opts: StandinOptions::default(),
             configured: false,
+            launches: 0,
             emu: None,
             emu_arch: None,
             ctx_refs: 0,
-            next_handle: 0x1000,
+            // distinct handles per device
+            next_handle: 0x1000 + ((ordinal as u64) << 36),
             allocs: BTreeMap::new(),
             pinned: BTreeMap::new(),
             modules: HashMap::new(),
@@ -206,16 +216,68 @@ impl Driver {
             queue: VecDeque::new(),
             sticky: None,
             clock_ns: 0,
-            calls: HashMap::new(),
+        }
+    }
+
+    /// This device's primary context handle.
+    fn ctx(&self) -> u64 {
+        PRIMARY_CTX + self.ordinal as u64
+    }
+}
+
+/// Device `ordinal`'s state (every ordinal below [`MAX_DEVICES`] exists; how many are reported
+/// is the options' `devices`).
+fn state(ordinal: usize) -> MutexGuard<'static, Driver> {
+    static DRIVERS: OnceLock<Vec<Mutex<Driver>>> = OnceLock::new();
+    let all = DRIVERS.get_or_init(|| (0..MAX_DEVICES).map(|i| Mutex::new(Driver::new(i as i32))).collect());
+    // A poisoned lock only means an earlier call panicked (and returned UNKNOWN); the state
+    // itself is consistent at every await point, so keep going.
+    all[ordinal].lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What holds for every device: the options, which devices the process sees, the
+/// per-entry-point call counts.
+struct Global {
+    opts: StandinOptions,
+    configured: bool,
+    /// The devices this process sees, in ordinal order: `CUDA_VISIBLE_DEVICES` applied to the
+    /// reported ones, as a driver does (ordinal k is device `visible[k]`).
+    visible: Vec<usize>,
+    calls: HashMap<String, u64>,
+}
+
+/// `CUDA_VISIBLE_DEVICES` as the driver reads it: comma-separated device numbers, the list
+/// ending at the first entry that is not one of the `devices` (unset or empty: all of them).
+pub(crate) fn visible_devices(var: Option<&str>, devices: usize) -> Vec<usize> {
+    match var.map(str::trim).filter(|v| !v.is_empty()) {
+        None => (0..devices).collect(),
+        Some(v) => {
+            let mut out = Vec::new();
+            for entry in v.split(',') {
+                match entry.trim().parse::<usize>() {
+                    Ok(k) if k < devices && !out.contains(&k) => out.push(k),
+                    _ => break,
+                }
+            }
+            out
         }
     }
 }
 
-fn state() -> MutexGuard<'static, Driver> {
-    static DRIVER: OnceLock<Mutex<Driver>> = OnceLock::new();
-    // A poisoned lock only means an earlier call panicked (and returned UNKNOWN); the state
-    // itself is consistent at every await point, so keep going.
-    DRIVER.get_or_init(|| Mutex::new(Driver::new())).lock().unwrap_or_else(|p| p.into_inner())
+fn global() -> MutexGuard<'static, Global> {
+    static GLOBAL: OnceLock<Mutex<Global>> = OnceLock::new();
+    GLOBAL
+        .get_or_init(|| {
+            let (opts, calls) = (StandinOptions::default(), HashMap::new());
+            Mutex::new(Global { opts, configured: false, visible: vec![0], calls })
+        })
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// The device of a context handle, if it is the primary context of a device the process sees.
+fn device_of(ctx: u64, visible: &[usize]) -> Option<usize> {
+    ctx.checked_sub(PRIMARY_CTX).map(|k| k as usize).filter(|k| visible.contains(k))
 }
 
 /// Details of the last error per code, handed out by cuGetErrorString. Leaked: errors are rare
@@ -235,24 +297,39 @@ fn fail(code: u32, why: impl Into<String>) -> u32 {
 }
 
 pub(crate) fn configure(opts: StandinOptions) {
-    let mut d = state();
-    if d.configured && d.opts.mode != opts.mode {
-        let _ = d.flush();
+    let mut g = global();
+    for i in 0..MAX_DEVICES {
+        let mut d = state(i);
+        if d.configured && d.opts.mode != opts.mode {
+            let _ = d.flush();
+        }
+        if d.opts.fail != opts.fail {
+            d.launches = 0; // a new failure plan counts from now
+        }
+        d.opts = opts;
+        d.configured = true;
     }
-    d.opts = opts;
-    d.configured = true;
+    g.opts = opts;
+    g.configured = true;
+    let devices = opts.devices.clamp(1, MAX_DEVICES);
+    g.visible = visible_devices(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(), devices);
 }
 
 pub(crate) fn is_configured() -> bool {
-    state().configured
+    global().configured
 }
 
 pub(crate) fn call_count(name: &str) -> u64 {
-    state().calls.get(name).copied().unwrap_or(0)
+    global().calls.get(name).copied().unwrap_or(0)
 }
 
 pub(crate) fn reset_call_counts() {
-    state().calls.clear();
+    global().calls.clear();
+}
+
+/// Kernels run on device `ordinal` so far.
+pub(crate) fn launches(ordinal: usize) -> u64 {
+    state(ordinal).launches
 }
 
 thread_local! {
@@ -299,14 +376,78 @@ fn call(name: &str, a: &[u64]) -> u32 {
         }
         _ => {}
     }
-    let mut d = state();
-    *d.calls.entry(name.to_string()).or_insert(0) += 1;
-    if !d.configured {
-        return NOT_INITIALIZED;
-    }
-    if name == "cuInit" {
-        return d.init();
-    }
+    let visible = {
+        let mut g = global();
+        *g.calls.entry(name.to_string()).or_insert(0) += 1;
+        if !g.configured {
+            return NOT_INITIALIZED;
+        }
+        g.visible.clone()
+    };
+    let devices = visible.len();
+    // Which device the call is for: the one it names, else the current context's.
+    let named = match name {
+        "cuInit" => {
+            for &i in &visible {
+                let r = state(i).init();
+                if r != SUCCESS {
+                    return r;
+                }
+            }
+            return SUCCESS;
+        }
+        "cuDeviceGetCount" => {
+            put!(a[0], devices as i32);
+            return SUCCESS;
+        }
+        "cuDeviceGet" => {
+            let k = a[1] as i32;
+            if k < 0 || k as usize >= devices {
+                return fail(INVALID_DEVICE, format!("device {k} requested, the stand-in has {devices}"));
+            }
+            put!(a[0], k);
+            return SUCCESS;
+        }
+        "cuCtxGetCurrent" => {
+            put!(a[0], CURRENT.with(|c| c.get()) as usize);
+            return SUCCESS;
+        }
+        "cuCtxSetCurrent" => {
+            if a[0] != 0 && device_of(a[0], &visible).is_none() {
+                return fail(INVALID_CONTEXT, "not one of the stand-in's primary contexts");
+            }
+            CURRENT.with(|c| c.set(a[0]));
+            return SUCCESS;
+        }
+        "cuDeviceGetAttribute" | "cuDeviceGetName" => Some(a[2]),
+        "cuDeviceTotalMem_v2" | "cuDevicePrimaryCtxRetain" => Some(a[1]),
+        "cuDevicePrimaryCtxRelease_v2" => Some(a[0]),
+        _ => None,
+    };
+    // A named device is an ordinal among the visible ones: the call goes to that device, with
+    // the argument rewritten to the device's own number.
+    let mut args = a.to_vec();
+    let ordinal = match named {
+        Some(dev) => match usize::try_from(dev as i32).ok().and_then(|k| visible.get(k).copied()) {
+            Some(p) => {
+                let at = match name {
+                    "cuDeviceGetAttribute" | "cuDeviceGetName" => 2,
+                    "cuDevicePrimaryCtxRelease_v2" => 0,
+                    _ => 1,
+                };
+                args[at] = p as u64;
+                p
+            }
+            None => return fail(INVALID_DEVICE, format!("device {}", dev as i32)),
+        },
+        None => match device_of(CURRENT.with(|c| c.get()), &visible) {
+            Some(k) => k,
+            None if name == "cuCtxGetStreamPriorityRange" => visible.first().copied().unwrap_or(0),
+            None => return fail(INVALID_CONTEXT, format!("{name} without a current context")),
+        },
+    };
+    let a = &args[..];
+    let mut d = state(ordinal);
     if d.emu.is_none() {
         return NOT_INITIALIZED;
     }
@@ -408,17 +549,6 @@ impl Driver {
 
     fn call(&mut self, name: &str, a: &[u64]) -> u32 {
         match name {
-            "cuDeviceGetCount" => {
-                put!(a[0], 1i32);
-                SUCCESS
-            }
-            "cuDeviceGet" => {
-                if a[1] as i32 != 0 {
-                    return fail(INVALID_DEVICE, format!("device {} requested, the stand-in has one", a[1] as i32));
-                }
-                put!(a[0], 0i32);
-                SUCCESS
-            }
             "cuDeviceGetAttribute" => self.with_device(a[2], |d| {
                 put!(a[0], d.device_attribute(a[1] as i32));
                 SUCCESS
@@ -426,7 +556,7 @@ impl Driver {
             "cuDeviceGetName" => self.with_device(a[2], |d| {
                 // The backend appends the compute capability itself.
                 let mode = if d.opts.mode == Mode::Eager { "eager" } else { "deferred" };
-                let n = format!("fusebert CUDA stand-in on the PTX emulator, {mode}\0");
+                let n = format!("fusebert CUDA stand-in on the PTX emulator, {mode}, device {}\0", d.ordinal);
                 let len = (a[1] as i32).max(0) as usize;
                 if a[0] == 0 || len == 0 {
                     return fail(INVALID_VALUE, "no room for the device name");
@@ -445,27 +575,16 @@ impl Driver {
             }),
             "cuDevicePrimaryCtxRetain" => self.with_device(a[1], |d| {
                 d.ctx_refs += 1;
-                put!(a[0], PRIMARY_CTX as usize);
+                put!(a[0], d.ctx() as usize);
                 SUCCESS
             }),
-            "cuCtxGetCurrent" => {
-                put!(a[0], CURRENT.with(|c| c.get()) as usize);
-                SUCCESS
-            }
-            "cuCtxSetCurrent" => {
-                if a[0] != 0 && a[0] != PRIMARY_CTX {
-                    return fail(INVALID_CONTEXT, "not the stand-in's primary context");
-                }
-                CURRENT.with(|c| c.set(a[0]));
-                SUCCESS
-            }
             "cuCtxGetStreamPriorityRange" => {
                 out(a[0], 0i32);
                 out(a[1], 0i32);
                 SUCCESS
             }
             _ => {
-                if CURRENT.with(|c| c.get()) != PRIMARY_CTX || self.ctx_refs == 0 {
+                if CURRENT.with(|c| c.get()) != self.ctx() || self.ctx_refs == 0 {
                     return fail(INVALID_CONTEXT, format!("{name} without a current context"));
                 }
                 self.context_call(name, a)
@@ -474,14 +593,14 @@ impl Driver {
     }
 
     fn with_device(&mut self, dev: u64, f: impl FnOnce(&mut Self) -> u32) -> u32 {
-        if dev as i32 != 0 {
+        if dev as i32 != self.ordinal {
             return fail(INVALID_DEVICE, format!("device {}", dev as i32));
         }
         f(self)
     }
 
     fn ctx_release(&mut self, dev: i32) -> u32 {
-        if dev != 0 {
+        if dev != self.ordinal {
             return INVALID_DEVICE;
         }
         if self.ctx_refs == 0 {
@@ -492,12 +611,12 @@ impl Driver {
             // The last user is gone: the context is destroyed, and with it a sticky error,
             // every allocation and every handle (what cuDevicePrimaryCtxReset would do).
             let _ = self.flush();
-            let (opts, calls, clock) = (self.opts, std::mem::take(&mut self.calls), self.clock_ns);
-            *self = Driver::new();
+            let (opts, clock, launches) = (self.opts, self.clock_ns, self.launches);
+            *self = Driver::new(self.ordinal);
             self.opts = opts;
             self.configured = true;
-            self.calls = calls;
             self.clock_ns = clock;
+            self.launches = launches;
             let _ = self.init();
         }
         SUCCESS
@@ -749,6 +868,18 @@ impl Driver {
 
     fn run(&mut self, op: Op) -> std::result::Result<(), String> {
         self.clock_ns += 1000;
+        if let Op::Launch { kernel, .. } = &op {
+            self.launches += 1;
+            if let Some((dev, after)) = self.opts.fail {
+                if dev == self.ordinal as usize && self.launches > after {
+                    return Err(format!(
+                        "injected failure: device {dev} fails after {after} kernel launches \
+                         (FUSEBERT_CUDA_STANDIN_FAIL); kernel `{kernel}` was launch {}",
+                        self.launches
+                    ));
+                }
+            }
+        }
         let emu = self.emu.as_ref().ok_or("no emulator")?;
         let r = match op {
             Op::Launch { module, kernel, cfg, args } => {

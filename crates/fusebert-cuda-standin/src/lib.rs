@@ -17,7 +17,11 @@
 //! Selection: `FUSEBERT_CUDA_DRIVER=emulator` (= `emulator:deferred`), `emulator:eager` or
 //! `emulator:deferred` makes [`install_from_env`] (called by the `fusebert` binary at start-up
 //! and by the tests) install it; `FUSEBERT_CUDA_STANDIN_ARCH=sm_90`
-//! reports an sm_90 device (default sm_80). Unset, nothing changes.
+//! reports an sm_90 device (default sm_80); `FUSEBERT_CUDA_STANDIN_DEVICES=N` reports N devices
+//! (default 1), each with its own emulator; `FUSEBERT_CUDA_STANDIN_FAIL=DEVICE:AFTER` makes
+//! device DEVICE fail for good (the sticky `CUDA_ERROR_ILLEGAL_ADDRESS`) once it has run AFTER
+//! kernels; `CUDA_VISIBLE_DEVICES` chooses among the reported devices as with a real driver.
+//! Unset, nothing changes.
 //!
 //! What it cannot tell you: timing (events measure a modelled clock, see [`driver`]), the real
 //! memory model (one global FIFO: streams never overlap, so missing cross-stream waits go
@@ -46,11 +50,16 @@ pub struct StandinOptions {
     pub mode: Mode,
     /// Compute capability reported: (8, 0) or (9, 0).
     pub compute_capability: (u32, u32),
+    /// Devices reported (1 to [`driver::MAX_DEVICES`]), each with its own emulator.
+    pub devices: usize,
+    /// `(device, after)`: that device fails for good once it has run `after` kernels (every
+    /// later kernel faults: the sticky `CUDA_ERROR_ILLEGAL_ADDRESS`), as a GPU that dies.
+    pub fail: Option<(usize, u64)>,
 }
 
 impl Default for StandinOptions {
     fn default() -> Self {
-        StandinOptions { mode: Mode::Deferred, compute_capability: (8, 0) }
+        StandinOptions { mode: Mode::Deferred, compute_capability: (8, 0), devices: 1, fail: None }
     }
 }
 
@@ -61,6 +70,10 @@ pub const TRAMPOLINE: &str = env!("FUSEBERT_STANDIN_TRAMPOLINE");
 pub const DRIVER_ENV: &str = "FUSEBERT_CUDA_DRIVER";
 /// The environment variable that selects the reported architecture (`sm_80` or `sm_90`).
 pub const ARCH_ENV: &str = "FUSEBERT_CUDA_STANDIN_ARCH";
+/// The environment variable that sets the number of devices reported.
+pub const DEVICES_ENV: &str = "FUSEBERT_CUDA_STANDIN_DEVICES";
+/// The environment variable that makes a device fail: `DEVICE:AFTER_LAUNCHES`.
+pub const FAIL_ENV: &str = "FUSEBERT_CUDA_STANDIN_FAIL";
 
 /// Parses `FUSEBERT_CUDA_DRIVER` (and `FUSEBERT_CUDA_STANDIN_ARCH`): `None` when unset or empty
 /// (the real driver), the options for `emulator[:eager|:deferred]`, a typed error otherwise.
@@ -82,7 +95,39 @@ pub fn options_from_env() -> Result<Option<StandinOptions>> {
         "sm_90" => (9, 0),
         other => return Err(Error::Input(format!("{ARCH_ENV}={other:?}: expected sm_80 or sm_90"))),
     };
-    Ok(Some(StandinOptions { mode, compute_capability }))
+    let (devices, fail) = parse_devices_and_fail(
+        &std::env::var(DEVICES_ENV).unwrap_or_default(),
+        &std::env::var(FAIL_ENV).unwrap_or_default(),
+    )?;
+    Ok(Some(StandinOptions { mode, compute_capability, devices, fail }))
+}
+
+/// The values of `FUSEBERT_CUDA_STANDIN_DEVICES` (empty: 1) and `FUSEBERT_CUDA_STANDIN_FAIL`
+/// (empty: none; else `DEVICE:AFTER_LAUNCHES`, a device that exists).
+pub fn parse_devices_and_fail(devices: &str, fail: &str) -> Result<(usize, Option<(usize, u64)>)> {
+    let devices = match devices.trim() {
+        "" => 1,
+        v => v.parse::<usize>().ok().filter(|n| (1..=driver::MAX_DEVICES).contains(n)).ok_or_else(|| {
+            Error::Input(format!("{DEVICES_ENV}={v:?}: expected a number of devices from 1 to {}", driver::MAX_DEVICES))
+        })?,
+    };
+    let fail = match fail.trim() {
+        "" => None,
+        v => Some(parse_fail(v, devices)?),
+    };
+    Ok((devices, fail))
+}
+
+/// `DEVICE:AFTER_LAUNCHES`, the device below `devices`.
+fn parse_fail(v: &str, devices: usize) -> Result<(usize, u64)> {
+    let bad = |why: &str| Error::Input(format!("{FAIL_ENV}={v:?}: expected DEVICE:AFTER_LAUNCHES ({why})"));
+    let (d, n) = v.split_once(':').ok_or_else(|| bad("no colon"))?;
+    let d: usize = d.trim().parse().map_err(|_| bad("DEVICE is not a number"))?;
+    let n: u64 = n.trim().parse().map_err(|_| bad("AFTER_LAUNCHES is not a number"))?;
+    if d >= devices {
+        return Err(bad(&format!("device {d}, but {DEVICES_ENV} reports {devices}")));
+    }
+    Ok((d, n))
 }
 
 /// Opens the trampoline by absolute path and registers the driver model, once per process;
@@ -150,4 +195,17 @@ pub fn call_count(name: &str) -> u64 {
 /// Zeroes the per-entry-point call counts.
 pub fn reset_call_counts() {
     driver::reset_call_counts()
+}
+
+/// The devices a process sees under `CUDA_VISIBLE_DEVICES=var` when the stand-in reports
+/// `devices`, as the real driver applies it: comma-separated device numbers, ending at the first
+/// entry that is not one of them; unset or empty, all of them. Ordinal k is device `result[k]`.
+pub fn visible_devices(var: Option<&str>, devices: usize) -> Vec<usize> {
+    driver::visible_devices(var, devices)
+}
+
+/// Kernels device `ordinal` has run since the process started (or since the options last
+/// changed the failure plan).
+pub fn launches(ordinal: usize) -> u64 {
+    driver::launches(ordinal.min(driver::MAX_DEVICES - 1))
 }

@@ -21,7 +21,8 @@ static LOCK: Mutex<()> = Mutex::new(());
 /// Takes the lock and selects the stand-in with `mode` on an sm_XY device.
 fn setup(mode: Mode, cc: (u32, u32)) -> MutexGuard<'static, ()> {
     let g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    standin::install(StandinOptions { mode, compute_capability: cc }).expect("stand-in installs");
+    standin::install(StandinOptions { mode, compute_capability: cc, ..StandinOptions::default() })
+        .expect("stand-in installs");
     g
 }
 

@@ -4,7 +4,12 @@
 //! at one client the server's own overhead per request: mean latency minus mean device time
 //! (`fusebert_device_duration_seconds`; every batch holds one request there).
 //!
-//! Run: `cargo bench --bench serve` (`SERVE_BENCH_REQUESTS=N` scales the request counts).
+//! Then throughput with 1 and 2 replicas (`--replicas`: workers over one queue), 32 clients, on
+//! the CPU reference (all-MiniLM-L6-v2) and on the PTX emulator (the tiny DistilBERT of
+//! `testdata/models`).
+//!
+//! Run: `cargo bench --bench serve` (`SERVE_BENCH_REQUESTS=N` scales the request counts;
+//! `SERVE_BENCH=levels` or `SERVE_BENCH=replicas` runs one part).
 #[path = "../tests/serve_common/mod.rs"]
 mod serve_common;
 
@@ -53,9 +58,48 @@ async fn metric_sum_count(http: &Http, name: &str) -> (f64, f64) {
     (parse_metric(&text, &format!("{name}_sum")).unwrap(), parse_metric(&text, &format!("{name}_count")).unwrap())
 }
 
+/// Requests per second from 32 clients with 1 and 2 replicas of `backend` serving `model`.
+async fn replicas(label: &str, model: std::path::PathBuf, backend: fusebert_server::Backend, total: usize) {
+    println!("{label}: 32 clients, {total} requests, /embed of one 12-token sentence per request");
+    println!("{:>9} {:>10} {:>9} {:>9} {:>12}", "replicas", "req/s", "p50 ms", "p99 ms", "mean batch");
+    for n in [1, 2] {
+        let mut opts = options(model.clone());
+        opts.backend = backend;
+        opts.replicas = n;
+        let server = start(opts).await;
+        let http = Http::new(server.addr());
+        drive(server.addr(), 4, 40).await; // warm
+        let (req0, batches0) = metric_sum_count(&http, "fusebert_batch_requests").await;
+        let (mut lat, wall) = drive(server.addr(), 32, total).await;
+        let (req1, batches1) = metric_sum_count(&http, "fusebert_batch_requests").await;
+        lat.sort();
+        println!(
+            "{n:>9} {:>10.1} {:>9.3} {:>9.3} {:>12.2}",
+            lat.len() as f64 / wall.as_secs_f64(),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            (req1 - req0) / (batches1 - batches0)
+        );
+        server.begin_shutdown();
+        server.wait().await.unwrap();
+    }
+}
+
 fn main() {
     let scale: usize = std::env::var("SERVE_BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let part = std::env::var("SERVE_BENCH").unwrap_or_default();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    if part != "levels" {
+        rt.block_on(async {
+            let tiny =
+                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/models/tiny-distilbert-mean");
+            replicas("--device emu, tiny DistilBERT", tiny, fusebert_server::Backend::Emulator, 640 * scale).await;
+            replicas("--device cpu, all-MiniLM-L6-v2", minilm(), fusebert_server::Backend::Cpu, 640 * scale).await;
+        });
+    }
+    if part == "replicas" {
+        return;
+    }
     rt.block_on(async {
         let mut opts = options(minilm());
         opts.max_client_batch_size = 32;

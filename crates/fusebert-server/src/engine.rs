@@ -42,6 +42,27 @@ pub enum Input {
     Ids(Vec<u32>),
 }
 
+/// Which end of an over-long input truncation cuts (TEI's `truncation_direction`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Direction {
+    /// Keep the start, cut the end (the default).
+    #[default]
+    Right,
+    /// Keep the end, cut the start.
+    Left,
+}
+
+impl Direction {
+    /// TEI's spellings: `right`/`Right`, `left`/`Left`; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Direction> {
+        match s {
+            "right" | "Right" => Some(Direction::Right),
+            "left" | "Left" => Some(Direction::Left),
+            _ => None,
+        }
+    }
+}
+
 /// Why an input cannot be encoded: the server turns it into a 422.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EncodeError {
@@ -81,6 +102,10 @@ pub struct Encoder {
     /// The first and last special tokens the tokenizer's template adds to a single sequence
     /// (`[CLS]`/`[SEP]`, RoBERTa's `<s>`/`</s>`); `None` when it adds none.
     wrap: Option<(u32, u32)>,
+    /// The model's tokenizer truncating pairs from the left (`longest_first`), built once.
+    left_pairs: tokenizers::Tokenizer,
+    /// Whether the library zeroes token types (models that are not fed them).
+    zero_types: bool,
     info: ModelInfo,
 }
 
@@ -115,7 +140,22 @@ impl Encoder {
             },
         };
         let vocab_size = model.config.vocab_size;
-        Ok(Encoder { tokenizer, max_input_length, vocab_size, wrap, info })
+        let tok_err =
+            |e: tokenizers::Error| Error::Tokenizer { path: model.dir.join("tokenizer.json"), msg: e.to_string() };
+        let mut left_pairs = tokenizer.inner().clone();
+        left_pairs
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: max_input_length,
+                strategy: tokenizers::TruncationStrategy::LongestFirst,
+                direction: tokenizers::TruncationDirection::Left,
+                ..Default::default()
+            }))
+            .map_err(tok_err)?;
+        // Whether the library feeds a pair's second segment as type 1 (probed at the model's own
+        // length limit: this encoder's may be shorter than a pair).
+        let probe = Tokenizer::for_model(model)?.encode_pairs(&[("a", "b")], true)?;
+        let zero_types = probe.token_type_ids[0].iter().all(|&t| t == 0);
+        Ok(Encoder { tokenizer, max_input_length, vocab_size, wrap, left_pairs, zero_types, info })
     }
 
     /// Longest input in tokens, `[CLS]` and `[SEP]` included.
@@ -139,11 +179,24 @@ impl Encoder {
         })
     }
 
-    /// Tokenises one input with special tokens; past the length limit it is cut when `truncate`,
-    /// else an [`EncodeError::TooLong`].
+    /// Tokenises one input with special tokens; past the length limit it is cut when `truncate`
+    /// (keeping its start, or its end with [`Direction::Left`]), else an [`EncodeError::TooLong`].
     pub fn encode(&self, input: &Input, truncate: bool) -> std::result::Result<Tokens, EncodeError> {
+        self.encode_from(input, truncate, Direction::Right)
+    }
+
+    /// [`Encoder::encode`] with a truncation direction.
+    pub fn encode_from(
+        &self,
+        input: &Input,
+        truncate: bool,
+        direction: Direction,
+    ) -> std::result::Result<Tokens, EncodeError> {
+        let left = truncate && direction == Direction::Left;
         let tokens = match input {
             Input::Ids(ids) => self.wrap_ids(ids)?,
+            Input::Text(t) if left => self.text_cut_left(t)?,
+            Input::Pair(a, b) if left => self.pair_cut_left(a, b)?,
             Input::Text(t) => tokens_of(self.tokenizer.encode_batch(&[t], truncate))?,
             Input::Pair(a, b) => tokens_of(self.tokenizer.encode_pairs(&[(a, b)], truncate))?,
         };
@@ -152,6 +205,46 @@ impl Encoder {
             return Err(EncodeError::TooLong { tokens: tokens.len(), limit: self.max_input_length });
         }
         Ok(tokens)
+    }
+
+    /// A text whose start is cut when too long: the template's opening token, the last tokens
+    /// of the text that fit, the closing token (what the tokenizer's left truncation gives).
+    fn text_cut_left(&self, text: &str) -> std::result::Result<Tokens, EncodeError> {
+        let enc = self.tokenizer.inner().encode(text, true).map_err(|e| EncodeError::Invalid(e.to_string()))?;
+        let mut ids = enc.get_ids().to_vec();
+        let max = self.max_input_length;
+        if ids.len() > max {
+            ids = match self.wrap {
+                // Room for the opening and closing tokens (a limit below 2 keeps the last tokens).
+                Some((first, last)) if max >= 2 => {
+                    let body = &ids[1..ids.len() - 1];
+                    let keep = &body[body.len() - (max - 2)..];
+                    std::iter::once(first).chain(keep.iter().copied()).chain([last]).collect()
+                }
+                _ => ids[ids.len() - max..].to_vec(),
+            };
+        }
+        let n = ids.len();
+        Ok(Tokens { ids, type_ids: vec![0; n] })
+    }
+
+    /// A pair cut from the left (`longest_first`: the longer text loses its first tokens).
+    fn pair_cut_left(&self, a: &str, b: &str) -> std::result::Result<Tokens, EncodeError> {
+        let enc = self
+            .left_pairs
+            .encode((a.to_string(), b.to_string()), true)
+            .map_err(|e| EncodeError::Invalid(e.to_string()))?;
+        let ids = enc.get_ids().to_vec();
+        let type_ids = if self.zero_types { vec![0; ids.len()] } else { enc.get_type_ids().to_vec() };
+        Ok(Tokens { ids, type_ids })
+    }
+
+    /// The text of token ids (`/decode`), special tokens skipped when asked.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> std::result::Result<String, EncodeError> {
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            return Err(EncodeError::Invalid(format!("token id {bad} is not below vocab_size {}", self.vocab_size)));
+        }
+        self.tokenizer.inner().decode(ids, skip_special).map_err(|e| EncodeError::Invalid(e.to_string()))
     }
 
     /// The token pieces of `text` for `/tokenize`: (id, piece, special, byte offsets).

@@ -21,6 +21,8 @@ pub enum Kind {
     Unavailable,
     /// 404.
     NotFound,
+    /// 415: a body that is not declared JSON.
+    UnsupportedMediaType,
 }
 
 impl Kind {
@@ -33,13 +35,14 @@ impl Kind {
             Kind::Backend => "Backend",
             Kind::Unavailable => "Unavailable",
             Kind::NotFound => "NotFound",
+            Kind::UnsupportedMediaType => "UnsupportedMediaType",
         }
     }
 
     /// OpenAI's `type` for the same failure.
     fn openai_type(self) -> &'static str {
         match self {
-            Kind::Empty | Kind::Validation | Kind::NotFound => "invalid_request_error",
+            Kind::Empty | Kind::Validation | Kind::NotFound | Kind::UnsupportedMediaType => "invalid_request_error",
             Kind::Unauthorized => "authentication_error",
             Kind::Overloaded => "rate_limit_error",
             Kind::Backend | Kind::Unavailable => "server_error",

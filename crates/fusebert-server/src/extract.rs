@@ -10,15 +10,34 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use crate::engine::{EncodeError, Input, Tokens};
+use crate::engine::{Direction, EncodeError, Input, Tokens};
 use crate::error::{ApiError, Flavor, Kind};
-use crate::state::AppState;
+use crate::state::{AppState, ServedModel};
 use fusebert::model::forward::OutputSelection;
 use fusebert::model::reference::SequenceOutput;
 
 /// Reads the body (at most `--payload-limit` bytes, else 413) and parses it as `T` (400 for
 /// malformed JSON, 422 for the wrong shape), every error a JSON body of `flavor`.
 pub async fn read_json<T: DeserializeOwned>(state: &AppState, body: Body, flavor: Flavor) -> Result<T, ApiError> {
+    let v: serde_json::Value = read_value(state, body, flavor).await?;
+    from_value(v, flavor)
+}
+
+/// A parsed JSON body as `T` (422 for the wrong shape).
+pub fn from_value<T: DeserializeOwned>(v: serde_json::Value, flavor: Flavor) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| {
+        let e = ApiError::validation(format!("invalid JSON body: {e}"));
+        if flavor == Flavor::OpenAi {
+            e.openai()
+        } else {
+            e
+        }
+    })
+}
+
+/// Reads the body (at most `--payload-limit` bytes, else 413) as a JSON value (400 when it is
+/// not JSON).
+pub async fn read_value(state: &AppState, body: Body, flavor: Flavor) -> Result<serde_json::Value, ApiError> {
     let limit = state.opts.payload_limit;
     let flavored = |e: ApiError| if flavor == Flavor::OpenAi { e.openai() } else { e };
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
@@ -64,10 +83,11 @@ where
     }
 }
 
-/// Checks the number of inputs of a request: at least one, at most `--max-client-batch-size`.
+/// Checks the number of inputs of a request: at least one (else TEI's 400 `Empty`), at most
+/// `--max-client-batch-size` (422).
 pub fn check_count(state: &AppState, n: usize, field: &'static str) -> Result<(), ApiError> {
     if n == 0 {
-        return Err(ApiError::validation(format!("`{field}` cannot be empty")).with_param(field));
+        return Err(ApiError::bad_request(format!("`{field}` cannot be empty")).with_param(field));
     }
     let max = state.opts.max_client_batch_size;
     if n > max {
@@ -83,21 +103,22 @@ pub fn check_count(state: &AppState, n: usize, field: &'static str) -> Result<()
 /// every answer, in order. Also returns the number of tokens.
 pub async fn infer(
     state: &Arc<AppState>,
+    model: &Arc<ServedModel>,
     inputs: Vec<Input>,
-    truncate: bool,
+    truncation: Truncation,
     wanted: OutputSelection,
 ) -> Result<(Vec<SequenceOutput>, usize), ApiError> {
     let bytes: usize = inputs.iter().map(input_bytes).sum();
     let tokens = if bytes < 16 * 1024 {
-        encode_all(state, &inputs, truncate)?
+        encode_all(model, &inputs, truncation)?
     } else {
-        let st = state.clone();
-        tokio::task::spawn_blocking(move || encode_all(&st, &inputs, truncate))
+        let m = model.clone();
+        tokio::task::spawn_blocking(move || encode_all(&m, &inputs, truncation))
             .await
             .map_err(|e| ApiError::backend(format!("tokenization task: {e}")))??
     };
     let total = tokens.iter().map(|t| t.len()).sum();
-    let receivers: Vec<_> = tokens.into_iter().map(|t| state.batcher.submit(t, wanted)).collect();
+    let receivers: Vec<_> = tokens.into_iter().map(|t| state.batcher.submit(model.index, t, wanted)).collect();
     let mut out = Vec::with_capacity(receivers.len());
     for rx in receivers {
         match rx.await {
@@ -123,19 +144,42 @@ fn input_bytes(i: &Input) -> usize {
     }
 }
 
-fn encode_all(state: &AppState, inputs: &[Input], truncate: bool) -> Result<Vec<Tokens>, ApiError> {
+/// Whether and from which end over-long inputs are cut.
+#[derive(Debug, Clone, Copy)]
+pub struct Truncation {
+    pub truncate: bool,
+    pub direction: Direction,
+}
+
+impl Truncation {
+    /// A request's `truncate` (default `--auto-truncate`) and `truncation_direction` (default
+    /// right; TEI's spellings, anything else a 422).
+    pub fn of(state: &AppState, truncate: Option<bool>, direction: Option<&str>) -> Result<Truncation, ApiError> {
+        let direction = match direction {
+            None => Direction::Right,
+            Some(d) => Direction::parse(d).ok_or_else(|| {
+                ApiError::validation(format!("truncation_direction `{d}` is not one of \"left\", \"right\""))
+                    .with_param("truncation_direction")
+            })?,
+        };
+        Ok(Truncation { truncate: truncate.unwrap_or(state.opts.auto_truncate), direction })
+    }
+}
+
+fn encode_all(model: &ServedModel, inputs: &[Input], t: Truncation) -> Result<Vec<Tokens>, ApiError> {
     inputs
         .iter()
         .enumerate()
-        .map(|(i, input)| state.encoder.encode(input, truncate).map_err(|e| encode_error(i, e)))
+        .map(|(i, input)| model.encoder.encode_from(input, t.truncate, t.direction).map_err(|e| encode_error(i, e)))
         .collect()
 }
 
+/// TEI's messages: an over-long input names the limit and the length given.
 pub fn encode_error(index: usize, e: EncodeError) -> ApiError {
     match e {
         EncodeError::TooLong { tokens, limit } => ApiError::validation(format!(
-            "input {index} has {tokens} tokens, more than the model's limit of {limit}: \
-             send `truncate: true` or start the server with --auto-truncate"
+            "Input validation error: `inputs` must have less than {limit} tokens. Given: {tokens} \
+             (input {index}; send `truncate: true` or start the server with --auto-truncate)"
         )),
         EncodeError::Invalid(msg) => ApiError::validation(format!("input {index}: {msg}")),
     }
@@ -152,9 +196,9 @@ pub fn finish_embedding(mut v: Vec<f32>, dimensions: Option<usize>, normalize: b
     v
 }
 
-/// Checks `dimensions` against the hidden size.
-pub fn check_dimensions(state: &AppState, dimensions: Option<usize>) -> Result<(), ApiError> {
-    let h = state.encoder.info().embedding_size;
+/// Checks `dimensions` against the embedding size.
+pub fn check_dimensions(model: &ServedModel, dimensions: Option<usize>) -> Result<(), ApiError> {
+    let h = model.encoder.info().embedding_size;
     match dimensions {
         Some(0) => Err(ApiError::validation("`dimensions` should be positive").with_param("dimensions")),
         Some(d) if d > h => {

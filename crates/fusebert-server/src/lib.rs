@@ -8,6 +8,10 @@
 //! inference: what every handler does), the handlers [`routes`] (TEI) and [`openai`], and
 //! [`http`] (the router: request ids, logs, metrics and auth around every route).
 //!
+//! Several models can be served at once (one queue each, one engine per model on each device),
+//! on several devices or replicas (one worker thread each, all taking batches from the same
+//! queues: whichever is free takes the next batch).
+//!
 //! A request's life: admission (`--max-concurrent-requests` per HTTP request, else 429 with
 //! `Retry-After`), body read under `--payload-limit`, tokenisation on the request's task, one
 //! queue entry per input, the batcher runs them in packed batches, the handler gathers the
@@ -20,6 +24,7 @@ pub mod extract;
 pub mod http;
 pub mod metrics;
 pub mod openai;
+pub mod openapi;
 pub mod options;
 pub mod routes;
 pub mod state;
@@ -30,14 +35,14 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, Semaphore};
 
-use batcher::{BatchLimits, Batcher};
+use batcher::{device_label, BatchLimits, Batcher};
 pub use engine::Backend;
 use engine::{Encoder, Engine, Input};
 use fusebert::model::BertModel;
 use fusebert::{Error, Result};
 use metrics::Metrics;
-pub use options::ServeOptions;
-pub use state::AppState;
+pub use options::{ModelSpec, ServeOptions};
+pub use state::{AppState, ServedModel};
 
 /// A running server.
 pub struct Server {
@@ -46,7 +51,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     /// The accept loop; `Ok(true)` when the drain ran past `--shutdown-timeout`.
     task: tokio::task::JoinHandle<std::io::Result<bool>>,
-    batcher_thread: std::thread::JoinHandle<()>,
+    worker_threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -56,7 +61,7 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let load_opts = opts.clone();
         let m = metrics.clone();
-        let (encoder, batcher, batcher_thread) = tokio::task::spawn_blocking(move || load(&load_opts, m))
+        let (models, batcher, worker_threads) = tokio::task::spawn_blocking(move || load(&load_opts, m))
             .await
             .map_err(|e| Error::Other(format!("model loading task: {e}")))??;
         let listener = tokio::net::TcpListener::bind(opts.addr)
@@ -64,7 +69,7 @@ impl Server {
             .map_err(|e| Error::Other(format!("cannot bind {}: {e}", opts.addr)))?;
         let addr = listener.local_addr().map_err(|e| Error::Other(format!("local address: {e}")))?;
         let permits = Arc::new(Semaphore::new(opts.max_concurrent_requests));
-        let state = Arc::new(AppState { opts, encoder, batcher, metrics, permits, ready: AtomicBool::new(true) });
+        let state = Arc::new(AppState { opts, models, batcher, metrics, permits, ready: AtomicBool::new(true) });
         let (stop, mut stopped) = watch::channel(false);
         let app = http::router(state.clone());
         let drain = state.opts.shutdown_timeout;
@@ -84,7 +89,7 @@ impl Server {
                 }
             }
         });
-        Ok(Server { addr, state, stop, task, batcher_thread })
+        Ok(Server { addr, state, stop, task, worker_threads })
     }
 
     /// The bound address (the real port when asked for port 0).
@@ -111,31 +116,83 @@ impl Server {
             Ok(true) => self.state.batcher.abort(),
             _ => self.state.batcher.close(),
         }
-        let thread = self.batcher_thread;
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let threads = self.worker_threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
         served.map(|_| ()).map_err(|e| Error::Other(format!("server: {e}")))
     }
 }
 
-/// Loads the model, builds the encoder, starts the batcher (which opens the device) and warms
-/// it up with a short and a longest input.
-fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<(Encoder, Batcher, std::thread::JoinHandle<()>)> {
-    let model = BertModel::load(&opts.model)?;
-    let mut encoder = Encoder::new(&model, opts.backend, opts.precision, opts.max_batch_tokens)?;
-    if let Some(name) = &opts.served_model_name {
+type Loaded = (Vec<Arc<ServedModel>>, Batcher, Vec<std::thread::JoinHandle<()>>);
+
+/// Loads every model, builds their encoders, and starts one worker per device or replica, each
+/// opening its device, uploading every model and warming each up with a short and a longest
+/// input (the workers load in parallel; the server starts once all are ready).
+fn load(opts: &ServeOptions, metrics: Arc<Metrics>) -> Result<Loaded> {
+    let mut loaded = Vec::new();
+    for (index, spec) in opts.models.iter().enumerate() {
+        let model = BertModel::load(&spec.dir)?;
+        let mut encoder = Encoder::new(&model, opts.backend, opts.precision, opts.max_batch_tokens)?;
+        let name = match (&spec.name, index) {
+            (Some(n), _) => n.clone(),
+            (None, 0) => opts.served_model_name.clone().unwrap_or_else(|| encoder.info().model_id.clone()),
+            (None, _) => encoder.info().model_id.clone(),
+        };
         encoder.info_mut().model_id = name.clone();
+        if loaded.iter().any(|(m, _): &(ServedModel, BertModel)| m.name == name) {
+            return Err(Error::Input(format!("two models are served as `{name}`: name them (--model NAME=DIR)")));
+        }
+        loaded.push((ServedModel { name, index, encoder }, model));
     }
-    let mut engine = Engine::new(model, opts.backend, opts.precision)?;
-    let long = "warm ".repeat(encoder.max_input_length());
-    let warm: Vec<_> = [Input::Text("warm up".into()), Input::Text(long)]
+    let warm: Vec<Vec<engine::Tokens>> = loaded
         .iter()
-        .map(|i| encoder.encode(i, true))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::Other(format!("warm-up input: {e:?}")))?;
-    engine.run(&warm.iter().collect::<Vec<_>>(), fusebert::model::forward::OutputSelection::default())?;
+        .map(|(m, _)| {
+            let long = "warm ".repeat(m.encoder.max_input_length());
+            [Input::Text("warm up".into()), Input::Text(long)]
+                .iter()
+                .map(|i| m.encoder.encode(i, true))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| Error::Other(format!("warm-up input of {}: {e:?}", m.name)))
+        })
+        .collect::<Result<_>>()?;
     let limits = BatchLimits { max_batch_tokens: opts.max_batch_tokens, max_batch_requests: opts.max_batch_requests };
-    let (batcher, thread) = Batcher::start(engine, limits, metrics);
-    Ok((encoder, batcher, thread))
+    let names = loaded.iter().map(|(m, _)| m.name.clone()).collect();
+    let batcher = Batcher::new(names, limits, metrics);
+    let warm = Arc::new(warm);
+    // Each worker opens its device and its engines on its own thread, in parallel.
+    let openers: Vec<_> = opts
+        .workers()
+        .into_iter()
+        .enumerate()
+        .map(|(replica, backend)| {
+            let models: Vec<BertModel> = loaded.iter().map(|(_, m)| m.clone()).collect();
+            let (warm, precision) = (warm.clone(), opts.precision);
+            let label = device_label(backend, replica);
+            let h = std::thread::spawn(move || -> Result<Vec<Engine>> {
+                let mut engines = Vec::with_capacity(models.len());
+                for (model, warm) in models.into_iter().zip(warm.iter()) {
+                    let mut engine = Engine::new(model, backend, precision)?;
+                    engine
+                        .run(&warm.iter().collect::<Vec<_>>(), fusebert::model::forward::OutputSelection::default())?;
+                    engines.push(engine);
+                }
+                Ok(engines)
+            });
+            (label, h)
+        })
+        .collect();
+    let mut opened = Vec::new();
+    for (label, h) in openers {
+        let engines = h.join().map_err(|_| Error::Other(format!("{label}: loading panicked")))?;
+        opened.push((label, engines?));
+    }
+    let threads = opened.into_iter().map(|(label, engines)| batcher.add_worker(label, engines)).collect();
+    let models = loaded.into_iter().map(|(m, _)| Arc::new(m)).collect();
+    Ok((models, batcher, threads))
 }
 
 /// Runs the server until SIGTERM or SIGINT, then drains and returns (the CLI's `serve`).

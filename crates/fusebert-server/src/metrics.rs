@@ -56,40 +56,39 @@ impl Histogram {
 }
 
 /// Every metric of the server.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     request_duration: Mutex<BTreeMap<String, Histogram>>,
-    queue_duration: Mutex<Histogram>,
-    device_duration: Mutex<Histogram>,
-    batch_tokens: Mutex<Histogram>,
-    batch_requests: Mutex<Histogram>,
+    /// Per model.
+    queue_duration: Mutex<BTreeMap<String, Histogram>>,
+    /// Per (model, device).
+    device_duration: Mutex<BTreeMap<(String, String), Histogram>>,
+    batch_tokens: Mutex<BTreeMap<(String, String), Histogram>>,
+    batch_requests: Mutex<BTreeMap<(String, String), Histogram>>,
+    tokens_total: Mutex<BTreeMap<(String, String), u64>>,
     dropped: Mutex<BTreeMap<&'static str, u64>>,
-    queue_tokens: AtomicI64,
+    /// Per model.
+    queue_tokens: Mutex<BTreeMap<String, i64>>,
+    /// Per device: 1 in the rotation, 0 failed.
+    device_up: Mutex<BTreeMap<String, i64>>,
+    device_failures: Mutex<BTreeMap<String, u64>>,
+    retried_inputs: AtomicU64,
     in_flight: AtomicI64,
-    tokens_total: AtomicU64,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            requests: Mutex::default(),
-            request_duration: Mutex::default(),
-            queue_duration: Mutex::new(Histogram::new(DURATION_BUCKETS)),
-            device_duration: Mutex::new(Histogram::new(DURATION_BUCKETS)),
-            batch_tokens: Mutex::new(Histogram::new(TOKEN_BUCKETS)),
-            batch_requests: Mutex::new(Histogram::new(REQUEST_BUCKETS)),
-            dropped: Mutex::default(),
-            queue_tokens: AtomicI64::new(0),
-            in_flight: AtomicI64::new(0),
-            tokens_total: AtomicU64::new(0),
-        }
-    }
 }
 
 /// Locks a metric; a panic elsewhere while holding it cannot make a metric unusable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A label value as the text format wants it: backslash, double quote and newline escaped.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn pair(model: &str, device: &str) -> (String, String) {
+    (esc(model), esc(device))
 }
 
 impl Metrics {
@@ -102,17 +101,30 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// One device batch: its size, tokens and forward-pass time.
-    pub fn batch(&self, requests: usize, tokens: usize, device_seconds: f64) {
-        lock(&self.batch_requests).observe(requests as f64);
-        lock(&self.batch_tokens).observe(tokens as f64);
-        lock(&self.device_duration).observe(device_seconds);
-        self.tokens_total.fetch_add(tokens as u64, Ordering::Relaxed);
+    /// One device batch of `model` on `device`: its size, tokens and forward-pass time.
+    pub fn batch(&self, model: &str, device: &str, requests: usize, tokens: usize, device_seconds: f64) {
+        let key = pair(model, device);
+        lock(&self.batch_requests)
+            .entry(key.clone())
+            .or_insert_with(|| Histogram::new(REQUEST_BUCKETS))
+            .observe(requests as f64);
+        lock(&self.batch_tokens)
+            .entry(key.clone())
+            .or_insert_with(|| Histogram::new(TOKEN_BUCKETS))
+            .observe(tokens as f64);
+        lock(&self.device_duration)
+            .entry(key.clone())
+            .or_insert_with(|| Histogram::new(DURATION_BUCKETS))
+            .observe(device_seconds);
+        *lock(&self.tokens_total).entry(key).or_default() += tokens as u64;
     }
 
-    /// Time one input waited in the queue before its batch started.
-    pub fn queued(&self, seconds: f64) {
-        lock(&self.queue_duration).observe(seconds);
+    /// Time one input of `model` waited in the queue before its batch started.
+    pub fn queued(&self, model: &str, seconds: f64) {
+        lock(&self.queue_duration)
+            .entry(esc(model))
+            .or_insert_with(|| Histogram::new(DURATION_BUCKETS))
+            .observe(seconds);
     }
 
     /// Queued work dropped before it reached the device (`reason`: `cancelled` = the client went
@@ -121,8 +133,24 @@ impl Metrics {
         *lock(&self.dropped).entry(reason).or_default() += 1;
     }
 
-    pub fn add_queue_tokens(&self, delta: i64) {
-        self.queue_tokens.fetch_add(delta, Ordering::Relaxed);
+    pub fn add_queue_tokens(&self, model: &str, delta: i64) {
+        *lock(&self.queue_tokens).entry(esc(model)).or_default() += delta;
+    }
+
+    /// A device joined (`true`) or left (`false`) the rotation.
+    pub fn device_up(&self, device: &str, up: bool) {
+        lock(&self.device_up).insert(esc(device), i64::from(up));
+    }
+
+    /// A device failed and left the rotation.
+    pub fn device_failed(&self, device: &str) {
+        self.device_up(device, false);
+        *lock(&self.device_failures).entry(esc(device)).or_default() += 1;
+    }
+
+    /// Inputs of a failed device's batch queued again for another device.
+    pub fn retried(&self, inputs: usize) {
+        self.retried_inputs.fetch_add(inputs as u64, Ordering::Relaxed);
     }
 
     pub fn add_in_flight(&self, delta: i64) {
@@ -140,44 +168,51 @@ impl Metrics {
         for (route, h) in lock(&self.request_duration).iter() {
             h.render(&mut out, "fusebert_request_duration_seconds", &format!("route=\"{route}\""));
         }
+        let name = "fusebert_queue_duration_seconds";
+        header(&mut out, name, "histogram", "time an input waits before its device batch starts, by model");
+        for (model, h) in lock(&self.queue_duration).iter() {
+            h.render(&mut out, name, &format!("model=\"{model}\""));
+        }
         let hists = [
-            (
-                "fusebert_queue_duration_seconds",
-                "time an input waits before its device batch starts",
-                &self.queue_duration,
-            ),
             ("fusebert_device_duration_seconds", "forward-pass time per device batch", &self.device_duration),
             ("fusebert_batch_tokens", "tokens per device batch", &self.batch_tokens),
             ("fusebert_batch_requests", "inputs per device batch", &self.batch_requests),
         ];
         for (name, help, h) in hists {
-            header(&mut out, name, "histogram", help);
-            lock(h).render(&mut out, name, "");
+            header(&mut out, name, "histogram", &format!("{help}, by model and device"));
+            for ((model, device), h) in lock(h).iter() {
+                h.render(&mut out, name, &format!("model=\"{model}\",device=\"{device}\""));
+            }
+        }
+        header(&mut out, "fusebert_tokens_total", "counter", "tokens run through the model, by model and device");
+        for ((model, device), n) in lock(&self.tokens_total).iter() {
+            let _ = writeln!(out, "fusebert_tokens_total{{model=\"{model}\",device=\"{device}\"}} {n}");
         }
         header(&mut out, "fusebert_dropped_total", "counter", "queued inputs dropped before the device");
         for (reason, n) in lock(&self.dropped).iter() {
             let _ = writeln!(out, "fusebert_dropped_total{{reason=\"{reason}\"}} {n}");
         }
-        let gauges = [
-            (
-                "fusebert_queue_tokens",
-                "gauge",
-                "tokens waiting in the queue",
-                self.queue_tokens.load(Ordering::Relaxed),
-            ),
-            (
-                "fusebert_in_flight_requests",
-                "gauge",
-                "HTTP requests being handled",
-                self.in_flight.load(Ordering::Relaxed),
-            ),
-        ];
-        for (name, kind, help, v) in gauges {
-            header(&mut out, name, kind, help);
-            let _ = writeln!(out, "{name} {v}");
+        header(&mut out, "fusebert_queue_tokens", "gauge", "tokens waiting in the queue, by model");
+        for (model, n) in lock(&self.queue_tokens).iter() {
+            let _ = writeln!(out, "fusebert_queue_tokens{{model=\"{model}\"}} {n}");
         }
-        header(&mut out, "fusebert_tokens_total", "counter", "tokens run through the model");
-        let _ = writeln!(out, "fusebert_tokens_total {}", self.tokens_total.load(Ordering::Relaxed));
+        header(&mut out, "fusebert_device_up", "gauge", "1 while the device is in the rotation, 0 once it failed");
+        for (device, v) in lock(&self.device_up).iter() {
+            let _ = writeln!(out, "fusebert_device_up{{device=\"{device}\"}} {v}");
+        }
+        header(&mut out, "fusebert_device_failures_total", "counter", "devices that failed and left the rotation");
+        for (device, n) in lock(&self.device_failures).iter() {
+            let _ = writeln!(out, "fusebert_device_failures_total{{device=\"{device}\"}} {n}");
+        }
+        header(
+            &mut out,
+            "fusebert_retried_inputs_total",
+            "counter",
+            "inputs of a failed device's batch run again elsewhere",
+        );
+        let _ = writeln!(out, "fusebert_retried_inputs_total {}", self.retried_inputs.load(Ordering::Relaxed));
+        header(&mut out, "fusebert_in_flight_requests", "gauge", "HTTP requests being handled");
+        let _ = writeln!(out, "fusebert_in_flight_requests {}", self.in_flight.load(Ordering::Relaxed));
         out
     }
 }
@@ -190,6 +225,13 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::default();
+        m.add_queue_tokens("a\"b\\c", 3);
+        assert!(m.render().contains("fusebert_queue_tokens{model=\"a\\\"b\\\\c\"} 3\n"), "{}", m.render());
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_and_count_everything() {

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use crate::engine::Input;
 use crate::error::{ApiError, Flavor};
-use crate::extract::{check_count, check_dimensions, finish_embedding, guarded, infer, read_json};
-use crate::state::AppState;
+use crate::extract::{check_count, check_dimensions, finish_embedding, guarded, infer, read_json, Truncation};
+use crate::state::{AppState, ServedModel};
 use fusebert::model::forward::OutputSelection;
 
 /// `input`: a string, a list of strings, token ids, or a list of token-id lists.
@@ -35,9 +35,8 @@ pub enum OpenAiItem {
 #[derive(Debug, Deserialize)]
 pub struct EmbeddingsRequest {
     input: OpenAiInput,
-    /// Not checked against the served model (one model per server); echoed back as ours.
+    /// Selects the model by its served name; with one model any name is that model.
     #[serde(default)]
-    #[allow(dead_code)] // accepted for compatibility
     model: Option<String>,
     #[serde(default)]
     encoding_format: Option<String>,
@@ -71,9 +70,20 @@ pub fn base64_f32(v: &[f32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// The model `model` names; with one model served, any name (clients often send their usual
+/// model name) is that one; with several, an unknown name is a 404.
+fn select<'a>(state: &'a AppState, name: Option<&str>) -> Result<&'a Arc<ServedModel>, ApiError> {
+    match name {
+        Some(n) if state.models.len() > 1 => state.model(n).map_err(ApiError::openai),
+        Some(n) => Ok(state.models.iter().find(|m| m.name == n).unwrap_or(state.default_model())),
+        None => Ok(state.default_model()),
+    }
+}
+
 pub async fn embeddings(State(state): State<Arc<AppState>>, body: Body) -> Response {
     guarded(&state, Flavor::OpenAi, async {
         let req: EmbeddingsRequest = read_json(&state, body, Flavor::OpenAi).await?;
+        let model = select(&state, req.model.as_deref())?;
         let base64 = match req.encoding_format.as_deref() {
             None | Some("float") => false,
             Some("base64") => true,
@@ -84,10 +94,11 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, body: Body) -> Respo
                 .with_param("encoding_format"))
             }
         };
-        check_dimensions(&state, req.dimensions)?;
+        check_dimensions(model, req.dimensions)?;
         let inputs = req.input.into_inputs();
         check_count(&state, inputs.len(), "input")?;
-        let (out, tokens) = infer(&state, inputs, state.opts.auto_truncate, OutputSelection::POOLED).await?;
+        let t = Truncation::of(&state, None, None)?;
+        let (out, tokens) = infer(&state, model, inputs, t, OutputSelection::POOLED).await?;
         let data: Vec<Value> = out
             .into_iter()
             .enumerate()
@@ -101,7 +112,7 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, body: Body) -> Respo
         Ok(Json(json!({
             "object": "list",
             "data": data,
-            "model": state.encoder.info().model_id,
+            "model": model.name,
             "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
         }))
         .into_response())
@@ -109,10 +120,12 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, body: Body) -> Respo
     .await
 }
 
+/// Every served model, the default first.
 pub async fn models(State(state): State<Arc<AppState>>) -> Response {
-    Json(json!({
-        "object": "list",
-        "data": [{ "id": state.encoder.info().model_id, "object": "model", "created": 0, "owned_by": "fusebert" }],
-    }))
-    .into_response()
+    let data: Vec<Value> = state
+        .models
+        .iter()
+        .map(|m| json!({ "id": m.name, "object": "model", "created": 0, "owned_by": "fusebert" }))
+        .collect();
+    Json(json!({ "object": "list", "data": data })).into_response()
 }

@@ -209,3 +209,43 @@ async fn a_drain_past_the_shutdown_timeout_drops_the_queue() {
         assert_eq!(r.status, 503, "{}", r.body);
     }
 }
+
+/// `--replicas 2` on the CPU: two workers over one queue; both run batches under concurrent
+/// load, every answer is the single-request one, `/info` lists both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_the_queue() {
+    let mut opts = options(minilm());
+    opts.replicas = 2;
+    opts.max_batch_requests = 2;
+    let server = start(opts).await;
+    let http = Http::new(server.addr());
+    let info = http.get("/info").await.json();
+    assert_eq!(info["devices"], json!([{ "name": "cpu:0", "ready": true }, { "name": "cpu:1", "ready": true }]));
+    let texts = texts();
+    let mut alone = Vec::new();
+    for t in &texts[..8] {
+        alone.push(http.post("/embed", &json!({ "inputs": t })).await.json());
+    }
+    // Bursts of 16 concurrent clients until both replicas have run a batch (bounded).
+    for burst in 0..5 {
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let (t, addr) = (texts[i % 8].clone(), server.addr());
+                tokio::spawn(async move { (i, Http::new(addr).post("/embed", &json!({ "inputs": t })).await) })
+            })
+            .collect();
+        for task in tasks {
+            let (i, r) = task.await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.json(), alone[i % 8], "client {i}");
+        }
+        let text = http.get("/metrics").await.body;
+        let ran = |d: &str| parse_metric(&text, &format!("fusebert_batch_requests_count{{device=\"{d}\"}}")).unwrap();
+        if ran("cpu:0") > 0.0 && ran("cpu:1") > 0.0 {
+            break;
+        }
+        assert!(burst < 4, "a replica ran no batch in 5 bursts:\n{text}");
+    }
+    server.begin_shutdown();
+    server.wait().await.unwrap();
+}

@@ -61,7 +61,8 @@ fn the_batcher_serves_each_request_what_it_asked_for() {
     let (batcher, thread) = Batcher::start(engine, limits, Arc::new(Metrics::default()));
     let hidden = OutputSelection { last_hidden_state: true, ..OutputSelection::NONE };
     let asks = [OutputSelection::POOLED, hidden, OutputSelection::LOGITS, OutputSelection::POOLED];
-    let rxs: Vec<_> = asks.iter().enumerate().map(|(i, &w)| batcher.submit(tokens(5 + 3 * i, i as u32), w)).collect();
+    let rxs: Vec<_> =
+        asks.iter().enumerate().map(|(i, &w)| batcher.submit(0, tokens(5 + 3 * i, i as u32), w)).collect();
     for ((i, rx), wanted) in rxs.into_iter().enumerate().zip(asks) {
         let s = rx.blocking_recv().unwrap().unwrap();
         assert_eq!(s.len, 5 + 3 * i);

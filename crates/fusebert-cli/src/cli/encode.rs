@@ -72,6 +72,10 @@ pub struct EmbedArgs {
     /// Continue an interrupted run: keep the rows --output already holds and encode the rest.
     #[arg(long, requires = "output")]
     pub resume: bool,
+    /// CUDA devices to embed on, comma-separated (default with --device cuda: every visible
+    /// device). Batches go to whichever device is free; the output keeps the input order.
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    pub devices: Vec<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -101,8 +105,14 @@ fn parse_pooling(s: &str) -> std::result::Result<Pooling, String> {
 /// The model folder of `--model` as a pipeline on `--device` / `--precision`, inputs capped at
 /// `--max-length` when given.
 fn open(run: &RunArgs) -> Result<Pipeline> {
+    let (backend, _) = forward::backend(run.device, run.precision)?;
+    open_on(run, backend)
+}
+
+/// [`open`] on a given backend (one CUDA device of several).
+fn open_on(run: &RunArgs, backend: fusebert::Backend) -> Result<Pipeline> {
     let dir = input::model_dir(run.model.clone())?;
-    let (backend, precision) = forward::backend(run.device, run.precision)?;
+    let (_, precision) = forward::backend(run.device, run.precision)?;
     let mut pipeline = Pipeline::open(&dir, backend, precision)?;
     if let Some(n) = run.max_length {
         pipeline.set_max_length(n).map_err(|e| Error::Input(format!("--max-length: {e}")))?;
@@ -136,15 +146,32 @@ struct RerankLine {
     logit: f32,
 }
 
+/// The CUDA devices `embed` runs on: `--devices`, else every visible one.
+fn embed_devices(a: &EmbedArgs) -> Result<Vec<usize>> {
+    match (a.run.device, a.devices.is_empty()) {
+        (DeviceKind::Cuda, true) => Ok((0..fusebert::kernels::device::cuda::device_count()?.max(1)).collect()),
+        (DeviceKind::Cuda, false) => Ok(a.devices.clone()),
+        (_, true) => Ok(vec![0]),
+        (_, false) => Err(Error::Input("--devices applies to --device cuda".into())),
+    }
+}
+
 pub fn embed(a: EmbedArgs) -> Result<()> {
-    let mut pipeline = open(&a.run)?;
-    let sentence = pipeline.sentence_config_mut();
-    if let Some(p) = a.pooling {
-        sentence.pooling = p;
+    let devices = embed_devices(&a)?;
+    let mut pipelines = Vec::with_capacity(devices.len());
+    for &d in &devices {
+        let mut p =
+            if a.run.device == DeviceKind::Cuda { open_on(&a.run, fusebert::Backend::Cuda(d))? } else { open(&a.run)? };
+        let sentence = p.sentence_config_mut();
+        if let Some(mode) = a.pooling {
+            sentence.pooling = mode;
+        }
+        if a.normalize || a.no_normalize {
+            sentence.normalize = a.normalize;
+        }
+        pipelines.push(p);
     }
-    if a.normalize || a.no_normalize {
-        sentence.normalize = a.normalize;
-    }
+    let pipeline = &pipelines[0];
     let prompt = pipeline.sentence_config().choose_prompt(a.prompt.as_deref(), a.prompt_name.as_deref())?;
     let mut out = open_output(a.output.as_deref(), pipeline.embedding_size(), a.resume)?;
     // The tokenizer is the pipeline's (the same policy object), cloned so that encoding and the
@@ -158,9 +185,9 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         Some(p) => tokenizer.encode_batch(&[format!("{p}{text}")], a.run.truncate),
         None => tokenizer.encode_batch(&[text], a.run.truncate),
     };
-    let forward = |b: &Batch| pipeline.embed_batch(b, prompt_tokens);
+    let workers: Vec<_> = pipelines.iter_mut().map(|p| move |b: &Batch| p.embed_batch(b, prompt_tokens)).collect();
     let skip = out.rows_done();
-    stream::run(a.run.texts.clone(), &a.run.stream, encode, forward, skip, |done| {
+    stream::run(a.run.texts.clone(), &a.run.stream, encode, workers, skip, |done| {
         let rows: Vec<Row> = (done.texts.iter().zip(done.tokens).zip(done.output))
             .map(|((text, &tokens), e)| Row { text, tokens, embedding: e })
             .collect();
@@ -190,7 +217,7 @@ pub fn classify(a: ClassifyArgs) -> Result<()> {
     let forward = |b: &Batch| pipeline.logits_batch(b);
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::new(stdout.lock());
-    stream::run(a.run.texts.clone(), &a.run.stream, encode, forward, 0, |done| {
+    stream::run(a.run.texts.clone(), &a.run.stream, encode, vec![forward], 0, |done| {
         for ((text, &tokens), logits) in done.texts.iter().zip(done.tokens).zip(done.output) {
             let Classification { logits, scores, best } = Classification::from_logits(logits.clone());
             let per_label = labels
@@ -226,7 +253,7 @@ pub fn rerank(a: RerankArgs) -> Result<()> {
     let encode = |_: usize, text: &str| tokenizer.encode_pairs(&[(a.query.as_str(), text)], a.run.truncate);
     let forward = |b: &Batch| pipeline.logits_batch(b);
     let mut lines = Vec::new();
-    stream::run(a.run.texts.clone(), &a.run.stream, encode, forward, 0, |done| {
+    stream::run(a.run.texts.clone(), &a.run.stream, encode, vec![forward], 0, |done| {
         for logits in done.output {
             let logit = logits[0];
             lines.push(RerankLine { index: lines.len(), score: sigmoid(logit), logit });

@@ -8,19 +8,28 @@ use clap::Args;
 
 use fusebert::{Error, Result};
 use fusebert_server::auth::ApiKeys;
-use fusebert_server::{run_until_signal, ServeOptions};
+use fusebert_server::{run_until_signal, ModelSpec, ServeOptions};
 
 use super::forward::{DeviceKind, PrecisionArg};
 use super::input;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Hugging Face model folder. Default: $FUSEBERT_MODEL, else the bundled all-MiniLM-L6-v2.
-    #[arg(long, env = "MODEL_ID", value_name = "DIR")]
-    pub model: Option<PathBuf>,
-    /// Where the forward pass runs.
+    /// Hugging Face model folder, or NAME=DIR to serve it as NAME; repeat to serve several
+    /// (the first is the default of TEI's routes; the others at /models/NAME/..., all by the
+    /// OpenAI `model` field). Default: $FUSEBERT_MODEL, else the bundled all-MiniLM-L6-v2.
+    #[arg(long, env = "MODEL_ID", value_name = "[NAME=]DIR")]
+    pub model: Vec<String>,
+    /// Where the forward pass runs (cuda: every visible GPU unless --devices).
     #[arg(long, value_enum, env = "DEVICE", default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
+    /// CUDA devices to serve on, comma-separated ordinals (default: every visible device; the
+    /// driver applies CUDA_VISIBLE_DEVICES first). One engine and batcher per device.
+    #[arg(long, env = "FUSEBERT_DEVICES", value_delimiter = ',', value_name = "N,...")]
+    pub devices: Vec<usize>,
+    /// Workers on --device cpu|emu, each with its own engine, all taking from the same queue.
+    #[arg(long, env = "FUSEBERT_REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
     /// Precision of the device forward pass (cuda/emu; default f16).
     #[arg(long, value_enum, env = "PRECISION")]
     pub precision: Option<PrecisionArg>,
@@ -55,8 +64,9 @@ pub struct ServeArgs {
     /// Request body limit in bytes (more: 413).
     #[arg(long, env = "PAYLOAD_LIMIT", default_value_t = 2_000_000)]
     pub payload_limit: usize,
-    /// Default of each request's `truncate`: cut inputs past the model's limit instead of
-    /// answering 422 (`--auto-truncate false` to refuse them).
+    /// Default of each request's `truncate`, as TEI's flag (default true since TEI 1.9): cut
+    /// inputs past the model's limit; `--auto-truncate false` answers them with TEI's 422
+    /// validation error unless the request says `truncate: true`.
     #[arg(long, env = "AUTO_TRUNCATE", default_value_t = true, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
     pub auto_truncate: bool,
@@ -76,8 +86,8 @@ impl std::fmt::Debug for ServeArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "ServeArgs {{ model: {:?}, device: {:?}, port: {}, api keys: redacted }}",
-            self.model, self.device, self.port
+            "ServeArgs {{ model: {:?}, device: {:?}, devices: {:?}, port: {}, api keys: redacted }}",
+            self.model, self.device, self.devices, self.port
         )
     }
 }
@@ -88,7 +98,15 @@ pub fn run(a: ServeArgs) -> Result<()> {
 }
 
 fn options(a: ServeArgs) -> Result<ServeOptions> {
-    let model = input::model_dir(a.model)?;
+    let mut specs: Vec<ModelSpec> = a.model.iter().map(|m| ModelSpec::parse(m)).collect();
+    if specs.is_empty() {
+        specs.push(ModelSpec { name: None, dir: input::model_dir(None)? });
+    }
+    for s in &specs {
+        if !s.dir.is_dir() {
+            return Err(Error::Input(format!("--model {}: not a folder", s.dir.display())));
+        }
+    }
     let addr = bind_addr(&a.hostname, a.port)?;
     let mut keys = a.api_keys;
     if let Some(f) = &a.api_key_file {
@@ -99,7 +117,14 @@ fn options(a: ServeArgs) -> Result<ServeOptions> {
         }
     }
     let (backend, precision) = super::forward::backend(a.device, a.precision)?;
-    let mut o = ServeOptions::new(model, addr);
+    let mut o = ServeOptions::new(specs[0].dir.clone(), addr);
+    o.models = specs;
+    o.replicas = a.replicas;
+    o.devices = match (a.device, a.devices.is_empty()) {
+        (DeviceKind::Cuda, true) => Some((0..fusebert::kernels::device::cuda::device_count()?).collect()),
+        (_, true) => None,
+        (_, false) => Some(a.devices),
+    };
     o.served_model_name = a.served_model_name;
     o.backend = backend;
     o.precision = precision;

@@ -102,19 +102,113 @@ fn count_lines(path: &Path) -> Result<usize> {
     Ok(n + usize::from(last != b'\n'))
 }
 
-/// Runs the whole input through `forward` (a [`fusebert::Pipeline`] call) in budgeted batches, skipping the first `skip` texts
-/// (already in a resumed output), calling `sink` with each finished batch. `encode` turns input
-/// number `index` (counted from 0, skipped inputs included) into a one-sequence batch
-/// (tokenizer, prompt, pairs, truncation: the caller's choice).
-pub fn run<R>(
+/// Runs the whole input through `workers` (each a [`fusebert::Pipeline`] call, one per device) in
+/// budgeted batches, skipping the first `skip` texts (already in a resumed output), calling
+/// `sink` with each finished batch in input order. `encode` turns input number `index` (counted
+/// from 0, skipped inputs included) into a one-sequence batch (tokenizer, prompt, pairs,
+/// truncation: the caller's choice). With one worker the batches run on this thread; with
+/// several, each worker runs on its own thread and takes the next batch when it is free (at most
+/// two batches per worker in flight), and the results are put back in input order.
+pub fn run<R: Send, W: FnMut(&Batch) -> Result<R> + Send>(
     texts: Vec<String>,
     args: &StreamArgs,
     encode: impl Fn(usize, &str) -> Result<Batch>,
-    forward: impl FnMut(&Batch) -> Result<R>,
+    workers: Vec<W>,
     skip: usize,
     mut sink: impl FnMut(Done<'_, R>) -> Result<()>,
 ) -> Result<()> {
-    let mut forward = forward;
+    if workers.is_empty() {
+        return Err(Error::Other("no device to run on".into()));
+    }
+    if workers.len() == 1 {
+        let mut forward = workers.into_iter().next().expect("one worker");
+        return batches(texts, args, encode, skip, |batch, texts| {
+            let output = forward(&batch)?;
+            sink(Done { texts: &texts, tokens: &batch.lengths, output: &output })
+        });
+    }
+    use std::collections::BTreeMap;
+    use std::sync::{mpsc, Arc, Mutex};
+    let n = workers.len();
+    std::thread::scope(|scope| {
+        let (job_tx, job_rx) = mpsc::sync_channel::<(usize, Batch)>(n);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (res_tx, res_rx) = mpsc::channel::<(usize, Batch, Result<R>)>();
+        let handles: Vec<_> = workers
+            .into_iter()
+            .map(|mut w| {
+                let (rx, tx) = (job_rx.clone(), res_tx.clone());
+                scope.spawn(move || {
+                    let mut ran = 0usize;
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok((seq, batch)) = job else { break };
+                        let out = w(&batch);
+                        ran += 1;
+                        if tx.send((seq, batch, out)).is_err() {
+                            break;
+                        }
+                    }
+                    ran
+                })
+            })
+            .collect();
+        drop(res_tx);
+        let mut texts_of: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        let mut ready: BTreeMap<usize, (Batch, Result<R>)> = BTreeMap::new();
+        let (mut sent, mut emitted) = (0usize, 0usize);
+        // Writes every finished batch that is next in input order.
+        let mut emit = |ready: &mut BTreeMap<usize, (Batch, Result<R>)>,
+                        texts_of: &mut BTreeMap<usize, Vec<String>>,
+                        emitted: &mut usize|
+         -> Result<()> {
+            while let Some((batch, out)) = ready.remove(emitted) {
+                let texts = texts_of.remove(emitted).expect("texts of a sent batch");
+                sink(Done { texts: &texts, tokens: &batch.lengths, output: &out? })?;
+                *emitted += 1;
+            }
+            Ok(())
+        };
+        let lost = || Error::Other("a device thread stopped".into());
+        let read = batches(texts, args, encode, skip, |batch, texts| {
+            // Bound what is in flight or waiting to be written: two batches per worker.
+            while sent - emitted >= 2 * n {
+                let (seq, b, out) = res_rx.recv().map_err(|_| lost())?;
+                ready.insert(seq, (b, out));
+                emit(&mut ready, &mut texts_of, &mut emitted)?;
+            }
+            texts_of.insert(sent, texts);
+            job_tx.send((sent, batch)).map_err(|_| lost())?;
+            sent += 1;
+            while let Ok((seq, b, out)) = res_rx.try_recv() {
+                ready.insert(seq, (b, out));
+            }
+            emit(&mut ready, &mut texts_of, &mut emitted)
+        });
+        drop(job_tx);
+        read?;
+        while emitted < sent {
+            let (seq, b, out) = res_rx.recv().map_err(|_| lost())?;
+            ready.insert(seq, (b, out));
+            emit(&mut ready, &mut texts_of, &mut emitted)?;
+        }
+        let per_device: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap_or(0)).collect();
+        if args.stats {
+            eprintln!("batches per device: {per_device:?}");
+        }
+        Ok(())
+    })
+}
+
+/// Reads every input, encodes it and packs budgeted batches, handing each (with its texts) to
+/// `batch_done` in input order; progress and `--stats` as each batch is handed over.
+fn batches(
+    texts: Vec<String>,
+    args: &StreamArgs,
+    encode: impl Fn(usize, &str) -> Result<Batch>,
+    skip: usize,
+    mut batch_done: impl FnMut(Batch, Vec<String>) -> Result<()>,
+) -> Result<()> {
     let (mut source, total) = Source::open(texts, args)?;
     if args.batch_tokens == 0 {
         return Err(Error::Input("--batch-tokens must be at least 1".into()));
@@ -143,12 +237,11 @@ pub fn run<R>(
         }
         // The one-sequence batches carried the model's position offset (RoBERTa): keep it.
         let batch = Batch::new(std::mem::take(ids), std::mem::take(types))?.with_position_offset(offset.get());
-        let output = forward(&batch)?;
-        sink(Done { texts: pending, tokens: &batch.lengths, output: &output })?;
-        n_texts += pending.len();
-        n_tokens += batch.total_tokens();
-        progress.advance(pending.len(), batch.total_tokens());
-        pending.clear();
+        let (k, tokens) = (pending.len(), batch.total_tokens());
+        batch_done(batch, std::mem::take(pending))?;
+        n_texts += k;
+        n_tokens += tokens;
+        progress.advance(k, tokens);
         Ok(())
     };
     while let Some(text) = source.next()? {

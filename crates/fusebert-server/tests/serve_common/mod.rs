@@ -85,6 +85,22 @@ impl Http {
         Reply { status: parts.status, headers: parts.headers, body: String::from_utf8(bytes.to_vec()).unwrap() }
     }
 
+    /// A POST with exactly these headers (no Content-Type unless given).
+    pub async fn send_raw(&self, method: Method, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut b = Request::builder().method(method).uri(format!("http://{}{path}", self.addr));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(120), self.client.request(req))
+            .await
+            .expect("reply within 120 s")
+            .expect("HTTP request");
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        Reply { status: parts.status, headers: parts.headers, body: String::from_utf8(bytes.to_vec()).unwrap() }
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Reply {
         self.send(Method::POST, path, Some(body.to_string()), &[]).await
     }
@@ -104,9 +120,35 @@ impl Http {
     }
 }
 
+/// The value of `series` in a Prometheus text: `name` or `name{a="x",...}`, summed over every
+/// series of that name whose labels include the given ones (so `fusebert_batch_requests_count`
+/// adds up every model and device). `Some(0)` when the metric exists but has no such series yet.
 pub fn parse_metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.parse().unwrap()))
+    let (name, want) = match series.split_once('{') {
+        Some((n, rest)) => (n, labels_of(rest.trim_end_matches('}'))),
+        None => (series, Vec::new()),
+    };
+    let mut sum = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((head, value)) = line.rsplit_once(' ') else { continue };
+        let (n, labels) = match head.split_once('{') {
+            Some((n, rest)) => (n, labels_of(rest.trim_end_matches('}'))),
+            None => (head, Vec::new()),
+        };
+        if n == name && want.iter().all(|w| labels.contains(w)) {
+            *sum.get_or_insert(0.0) += value.parse::<f64>().unwrap();
+        }
+    }
+    let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+    sum.or_else(|| text.contains(&format!("# TYPE {base} ")).then_some(0.0))
+}
+
+fn labels_of(s: &str) -> Vec<(String, String)> {
+    s.split("\",")
+        .filter(|kv| !kv.is_empty())
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
 }
 
 /// `v` as f32s.
