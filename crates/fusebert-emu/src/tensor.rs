@@ -180,8 +180,9 @@ pub fn f16_tile_fused(
 ) -> Option<[[f32; 8]; 16]> {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked above); the same safe code compiled for it
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512cd") {
+            // SAFETY: the CPU has AVX-512F and CD (checked above); the same safe code compiled
+            // for them (CD: the lanes' leading-zero counts)
             return unsafe { f16_tile_avx512(a, b, c, k, block, extra_bits) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -193,7 +194,7 @@ pub fn f16_tile_fused(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512cd")]
 unsafe fn f16_tile_avx512(
     a: &[[f32; 16]; 16],
     b: &[[f32; 8]; 16],
@@ -231,6 +232,7 @@ fn f16_tile(
     extra_bits: u32,
 ) -> Option<[[f32; 8]; 16]> {
     let tiny = f32::from_bits((24 + extra_bits) << 23);
+    let top = f32::from_bits(254 << 23);
     // B's rows twice over (the two rows' lanes)
     let mut b2 = [[0f32; 16]; 16];
     for kk in 0..k {
@@ -281,13 +283,17 @@ fn f16_tile(
                 }
             }
             for j in 0..16 {
-                let q = f64::from_bits(((1023 + 127) as u64).wrapping_sub((inv_q[j].to_bits() >> 23) as u64) << 52);
-                let s = sum[j] as f64 * q;
-                let f = s as f32;
-                let up = ((f as f64).abs() > s.abs()) & (f.abs() != f32::INFINITY);
-                let r = f32::from_bits(f.to_bits() - up as u32);
+                // the sum times q, toward zero, in integers: the magnitude cut to 24 significant
+                // bits converts exactly, and q = 1 / inv_q is a normal f32 here (emax >= -100)
+                let q = f32::from_bits(254u32.wrapping_sub(inv_q[j].to_bits() >> 23) << 23);
+                let mag = sum[j].unsigned_abs();
+                let cut = 8u32.saturating_sub(mag.leading_zeros());
+                let r = ((mag >> cut << cut) as f32) * q;
+                let r = if sum[j] < 0 { -r } else { r };
                 let zero = big[j] == 0.0;
-                bad |= ((!zero & (big[j] < tiny)) | (r.abs() == f32::INFINITY)) as u32;
+                // (at 2^127 and above the general path decides: where rounding would overflow,
+                // the model gives infinity)
+                bad |= ((!zero & (big[j] < tiny)) | (r.abs() >= top)) as u32;
                 acc[j] = if zero { ieee[j] } else { r };
             }
         }
