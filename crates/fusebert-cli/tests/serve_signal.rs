@@ -22,13 +22,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server printed its address").unwrap();
-        if let Some(a) = line.strip_prefix("fusebert serve: listening on http://") {
-            break a.parse().unwrap();
-        }
-    };
+    let (addr, lines) = listening_address(&mut child);
     let http = Http::new(addr);
     let slow = {
         let http = http.clone();
@@ -107,13 +101,7 @@ async fn two_devices_two_models_drain_on_sigterm() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server printed its address").unwrap();
-        if let Some(a) = line.strip_prefix("fusebert serve: listening on http://") {
-            break a.parse().unwrap();
-        }
-    };
+    let (addr, lines) = listening_address(&mut child);
     let http = Http::new(addr);
     let info = http.get("/info").await.json();
     assert_eq!(info["devices"], json!([{ "name": "cuda:0", "ready": true }, { "name": "cuda:1", "ready": true }]));
@@ -154,6 +142,19 @@ async fn two_devices_two_models_drain_on_sigterm() {
     assert_eq!(status.code(), Some(0));
     let log: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(log.iter().any(|l| l.contains("shutting down")), "{log:?}");
+}
+
+type StderrLines = std::io::Lines<BufReader<std::process::ChildStderr>>;
+
+/// The address the spawned server prints on stderr once it listens, and the rest of its stderr.
+fn listening_address(child: &mut std::process::Child) -> (std::net::SocketAddr, StderrLines) {
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("server printed its address").unwrap();
+        if let Some(a) = line.strip_prefix("fusebert serve: listening on http://") {
+            return (a.parse().unwrap(), lines);
+        }
+    }
 }
 
 async fn futures_all<F: std::future::Future<Output = String>>(futs: impl Iterator<Item = F>) -> Vec<String> {

@@ -245,6 +245,19 @@ impl Emulator {
         self.profile.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
     }
 
+    /// Per kernel, busiest first: its name, launches and host seconds over the recorded launches.
+    pub fn time_per_kernel(&self) -> Vec<(String, usize, f64)> {
+        let mut per: Vec<(String, usize, f64)> = Vec::new();
+        for l in self.launches() {
+            match per.iter_mut().find(|k| k.0 == l.kernel) {
+                Some(k) => (k.1, k.2) = (k.1 + 1, k.2 + l.seconds),
+                None => per.push((l.kernel, 1, l.seconds)),
+            }
+        }
+        per.sort_by(|a, b| b.2.total_cmp(&a.2));
+        per
+    }
+
     /// Counters of the most recent launch.
     pub fn last_counters(&self) -> Option<Counters> {
         self.launches.lock().ok().and_then(|l| l.last().map(|r| r.counters.clone()))

@@ -28,15 +28,17 @@ pub struct BlockWrites {
 }
 
 impl BlockWrites {
-    /// Records `[addr, addr + len)`, extending the previous range when contiguous.
-    pub fn record(&mut self, w: Written) {
+    /// Records `[start, end)`, extending the previous range when contiguous; `site` (the store
+    /// that starts a new range) is only built when one is started, so a coalesced warp store costs
+    /// one range and one site.
+    pub fn record(&mut self, start: u64, end: u64, site: impl FnOnce() -> Written) {
         if let Some(last) = self.ranges.last_mut() {
-            if w.start == last.end || (w.start >= last.start && w.end <= last.end) {
-                last.end = last.end.max(w.end);
+            if start == last.end || (start >= last.start && end <= last.end) {
+                last.end = last.end.max(end);
                 return;
             }
         }
-        self.ranges.push(w);
+        self.ranges.push(Written { start, end, ..site() });
     }
 }
 
@@ -79,10 +81,10 @@ mod tests {
     fn recording_merges_contiguous_ranges() {
         let mut b = BlockWrites::default();
         for k in 0..32 {
-            b.record(w(k * 4, k * 4 + 4, 0));
+            b.record(k * 4, k * 4 + 4, || w(k * 4, k * 4 + 4, 0));
         }
-        b.record(w(8, 12, 0));
-        b.record(w(200, 204, 0));
+        b.record(8, 12, || w(8, 12, 0));
+        b.record(200, 204, || w(200, 204, 0));
         assert_eq!(b.ranges.len(), 2);
         assert_eq!((b.ranges[0].start, b.ranges[0].end), (0, 128));
     }

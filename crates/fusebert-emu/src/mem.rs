@@ -516,17 +516,8 @@ impl<'l, 'a> Block<'l, 'a> {
                 }
                 Loc::Global(_) => {
                     self.global_shadow(w, i, l, addr, total, !is_ld, what)?;
-                    if !is_ld && self.l.global_ww {
-                        let thread = self.thread_of(w, l);
-                        let (block, line, cu) = (self.ctaid, i.line, i.loc);
-                        self.gw.record(super::global_race::Written {
-                            start: addr,
-                            end: addr + total as u64,
-                            block,
-                            thread,
-                            line,
-                            cu,
-                        });
+                    if !is_ld {
+                        self.record_global_write(w, i, l, addr, total);
                     }
                     kind = Space::Global
                 }
@@ -549,18 +540,7 @@ impl<'l, 'a> Block<'l, 'a> {
         });
         let active = mask.count_ones() as u64;
         match kind {
-            Space::Global => {
-                let sectors = count_sectors(&addrs, mask, total);
-                if is_ld {
-                    self.c.global_load_requests += 1;
-                    self.c.global_load_bytes += active * total as u64;
-                    self.c.global_load_sectors += sectors;
-                } else {
-                    self.c.global_store_requests += 1;
-                    self.c.global_store_bytes += active * total as u64;
-                    self.c.global_store_sectors += sectors;
-                }
-            }
+            Space::Global => self.count_global(is_ld, active * total as u64, count_sectors(&addrs, mask, total)),
             Space::Shared => {
                 if is_ld {
                     self.c.shared_load_requests += 1;
@@ -581,6 +561,37 @@ impl<'l, 'a> Block<'l, 'a> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// A plain global store of `len` bytes by lane `lane`, for the cross-block write-write check
+    /// (when the launch runs it).
+    fn record_global_write(&mut self, w: &Warp, i: &Inst, lane: usize, addr: u64, len: u32) {
+        if !self.l.global_ww {
+            return;
+        }
+        let (dims, warp, block, line, cu) = (self.l.block, w.id, self.ctaid, i.line, i.loc);
+        let end = addr + len as u64;
+        self.gw.record(addr, end, || super::global_race::Written {
+            start: addr,
+            end,
+            block,
+            thread: thread_index(dims, warp, lane),
+            line,
+            cu,
+        });
+    }
+
+    /// One global request's counters: its bytes (active lanes x access size) and sectors.
+    fn count_global(&mut self, is_ld: bool, bytes: u64, sectors: u64) {
+        if is_ld {
+            self.c.global_load_requests += 1;
+            self.c.global_load_bytes += bytes;
+            self.c.global_load_sectors += sectors;
+        } else {
+            self.c.global_store_requests += 1;
+            self.c.global_store_bytes += bytes;
+            self.c.global_store_sectors += sectors;
+        }
     }
 
     /// The whole warp's global `ld`/`st` when every lane's access is aligned and inside the
@@ -631,37 +642,12 @@ impl<'l, 'a> Block<'l, 'a> {
                 }
             }
         }
-        let contiguous = (1..32).all(|l| addrs[l] == addrs[l - 1] + total as u64);
-        if !is_ld && self.l.global_ww && contiguous {
-            // one range, as recording the lanes one by one would merge them (first lane's site)
-            let thread = self.thread_of(w, 0);
-            let (block, line, cu) = (self.ctaid, i.line, i.loc);
-            let end = addrs[31] + total as u64;
-            self.gw.record(super::global_race::Written { start: addrs[0], end, block, thread, line, cu });
-        } else if !is_ld && self.l.global_ww {
+        if !is_ld {
             for (l, &addr) in addrs.iter().enumerate() {
-                let thread = self.thread_of(w, l);
-                let (block, line, cu) = (self.ctaid, i.line, i.loc);
-                self.gw.record(super::global_race::Written {
-                    start: addr,
-                    end: addr + total as u64,
-                    block,
-                    thread,
-                    line,
-                    cu,
-                });
+                self.record_global_write(w, i, l, addr, total);
             }
         }
-        let sectors = count_sectors(&addrs, FULL, total);
-        if is_ld {
-            self.c.global_load_requests += 1;
-            self.c.global_load_bytes += 32 * total as u64;
-            self.c.global_load_sectors += sectors;
-        } else {
-            self.c.global_store_requests += 1;
-            self.c.global_store_bytes += 32 * total as u64;
-            self.c.global_store_sectors += sectors;
-        }
+        self.count_global(is_ld, 32 * total as u64, count_sectors(&addrs, FULL, total));
         Ok(true)
     }
 
@@ -806,9 +792,7 @@ impl<'l, 'a> Block<'l, 'a> {
             w.pending_mut().push(CpPending::new(l as u8, group, doff, size as u8, data));
         });
         if gmask != 0 {
-            self.c.global_load_requests += 1;
-            self.c.global_load_bytes += gmask.count_ones() as u64 * size as u64;
-            self.c.global_load_sectors += count_sectors(&gaddrs, gmask, size);
+            self.count_global(true, gmask.count_ones() as u64 * size as u64, count_sectors(&gaddrs, gmask, size));
         }
         self.c.shared_store_requests += 1;
         let (wf, ideal) = shared_wavefronts(&soffs, mask, size);
@@ -1051,13 +1035,8 @@ mod tests {
     /// with many distinct words per bank (the sorting fallback).
     #[test]
     fn distinct_words_per_bank_match_sorting() {
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0x1234_5678_9abc_def1);
+        let mut next = move || rand::RngCore::next_u64(&mut rng);
         for case in 0..2000 {
             let n = 1 + (next() % 128) as usize;
             let spread = [40u64, 300, 4096][case % 3];

@@ -220,9 +220,7 @@ impl Block<'_, '_> {
 
     /// Thread index (x, y, z) of lane `l` of warp `w`.
     pub fn thread_of(&self, w: &Warp, l: usize) -> [u32; 3] {
-        let b = self.l.block;
-        let lin = w.id * 32 + l as u32;
-        [lin % b.0, (lin / b.0) % b.1, lin / (b.0 * b.1)]
+        thread_index(self.l.block, w.id, l)
     }
 
     /// A located finding: kernel, block, thread (or the warp when no lane is to blame), PTX
@@ -274,6 +272,12 @@ impl Block<'_, '_> {
         }
         w.pending = keep;
     }
+}
+
+/// Thread index (x, y, z) of lane `l` of warp `warp` in a block of `dims` threads.
+pub fn thread_index(dims: (u32, u32, u32), warp: u32, l: usize) -> [u32; 3] {
+    let lin = warp * 32 + l as u32;
+    [lin % dims.0, (lin / dims.0) % dims.1, lin / (dims.0 * dims.1)]
 }
 
 pub(crate) const MULTI_READERS: u16 = 0xffff;

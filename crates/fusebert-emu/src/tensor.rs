@@ -86,90 +86,20 @@ pub fn fused_truncate_cols(acc: &mut [f32; 8], products: &[[f64; 8]], extra_bits
     }
 }
 
-/// Whether `fused_truncate_f16_cols` is exact for blocks of `block` products: the grid
-/// integers of the accumulator and the products (each below 2^(24 + extra)) must sum in i32.
-pub fn f16_cols_fit(block: usize, extra_bits: u32) -> bool {
+/// Whether the f16 fast form (`f16_tile_fused`) is exact for blocks of `block` products: the
+/// grid integers of the accumulator and the products (each below 2^(24 + extra)) must sum in i32.
+pub fn f16_fast_fits(block: usize, extra_bits: u32) -> bool {
     extra_bits <= 6 && ((block as u64 + 1) << (24 + extra_bits)) < 1 << 31
 }
 
-/// `fused_truncate_cols` for products of f16 values (exact in f32: 22-bit significands, exponents
-/// from 2^-48 to 2^32), in f32 and i32 lanes: each term scaled by 1/q (a power of two: exact) and
-/// truncated by the float-to-int conversion gives its grid integer, below 2^(24 + extra) in
-/// magnitude; their sum is exact in i32 (`f16_cols_fit`). Bit for bit `fused_truncate`.
-pub fn fused_truncate_f16_cols(acc: &mut [f32; 8], products: &[[f32; 8]], extra_bits: u32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked above); the function is the same safe code
-        // compiled for it (wider lanes, per-lane blends and integer max)
-        unsafe { f16_cols_avx2(acc, products, extra_bits) };
-        return;
-    }
-    f16_cols(acc, products, extra_bits)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn f16_cols_avx2(acc: &mut [f32; 8], products: &[[f32; 8]], extra_bits: u32) {
-    f16_cols(acc, products, extra_bits)
-}
-
-#[inline(always)]
-fn f16_cols(acc: &mut [f32; 8], products: &[[f32; 8]], extra_bits: u32) {
-    let mut big = acc.map(f32::abs);
-    let mut special = acc.map(special_marker);
-    for row in products {
-        for n in 0..8 {
-            let ax = row[n].abs();
-            big[n] = if ax > big[n] { ax } else { big[n] };
-            special[n] += special_marker(row[n]);
-        }
-    }
-    // 1/q = 2^(23 + extra - emax) from the largest magnitude's exponent bits (garbage for the
-    // columns that take the exact path below: all zero, subnormal or special)
-    let tiny = f32::from_bits((24 + extra_bits) << 23);
-    let mut inv_q = [0f32; 8];
-    for n in 0..8 {
-        let e = big[n].to_bits() >> 23;
-        inv_q[n] = f32::from_bits((277 + extra_bits).wrapping_sub(e).min(254) << 23);
-    }
-    let mut sum = [0i32; 8];
-    for n in 0..8 {
-        sum[n] = grid_int(acc[n], inv_q[n]);
-    }
-    for row in products {
-        for n in 0..8 {
-            sum[n] = sum[n].wrapping_add(grid_int(row[n], inv_q[n]));
-        }
-    }
-    // the exact sum to f32 toward zero (`truncate_to_f32`, branch-free over the columns)
-    let mut out = [0f32; 8];
-    let mut exact = [0u32; 8];
-    for n in 0..8 {
-        // (below 2^(-103 + extra) 1/q would not be a normal f32)
-        exact[n] = ((big[n] < tiny) | (special[n] != 0.0)) as u32;
-        let q = f64::from_bits(((1023 + 127) as u64).wrapping_sub((inv_q[n].to_bits() >> 23) as u64) << 52);
-        let s = sum[n] as f64 * q;
-        let f = s as f32;
-        let up = ((f as f64).abs() > s.abs()) & (f.abs() != f32::INFINITY);
-        out[n] = f32::from_bits(f.to_bits() - up as u32);
-    }
-    if exact.iter().fold(0, |x, y| x | y) != 0 {
-        for n in 0..8 {
-            if exact[n] != 0 {
-                let col: Vec<f64> = products.iter().map(|r| r[n] as f64).collect();
-                out[n] = fused_truncate(acc[n], &col, extra_bits);
-            }
-        }
-    }
-    *acc = out;
-}
-
 /// A whole m16n8 `mma` with f16 inputs under the block model (`fused_truncate` on every output,
-/// `block` products at a time): the f32/i32-lane form of `fused_truncate_f16_cols` over all rows,
-/// products recomputed instead of stored. `a`, `b` and `c` must be finite (the caller checks);
+/// `block` products at a time) in f32 and i32 lanes: f16 products are exact in f32 (22-bit
+/// significands, exponents 2^-48 to 2^32); each term scaled by 1/q (a power of two: exact) and
+/// truncated by the float-to-int conversion gives its grid integer, below 2^(24 + extra) in
+/// magnitude, and their sum is exact in i32; products recomputed instead of stored. `a`, `b` and `c` must be finite (the caller checks);
 /// returns None when a block leaves the fast form's range (an accumulator overflowing to
 /// infinity, or a nonzero one below 2^(-103 + extra)): the caller then takes the general path,
-/// which handles everything. Requires `f16_cols_fit(block, extra_bits)`.
+/// which handles everything. Requires `f16_fast_fits(block, extra_bits)`.
 pub fn f16_tile_fused(
     a: &[[f32; 16]; 16],
     b: &[[f32; 8]; 16],
@@ -384,13 +314,8 @@ mod tests {
     /// of both signs, wide exponent spreads, cancellation and specials.
     #[test]
     fn columns_equal_the_scalar_model() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rand::RngCore::next_u64(&mut rng);
         let f16 = |bits: u64| crate::fp::f16_to_f32(bits) as f64;
         for case in 0..20_000 {
             let mut prods = [[0f64; 8]; 8];
@@ -429,20 +354,16 @@ mod tests {
                 for len in [8, 4, 1] {
                     let mut cols = acc;
                     fused_truncate_cols(&mut cols, &prods[..len], extra);
-                    let mut cols32 = acc;
-                    let prods32: Vec<[f32; 8]> = prods[..len].iter().map(|r| r.map(|x| x as f32)).collect();
-                    assert!(f16_cols_fit(len, extra));
-                    fused_truncate_f16_cols(&mut cols32, &prods32, extra);
+
                     for n in 0..8 {
                         let col: Vec<f64> = prods[..len].iter().map(|r| r[n]).collect();
                         let want = fused_truncate(acc[n], &col, extra);
-                        for got in [cols[n], cols32[n]] {
-                            assert!(
-                                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                                "case {case} column {n}: {got} vs {want} (c {}, products {col:?})",
-                                acc[n]
-                            );
-                        }
+                        let got = cols[n];
+                        assert!(
+                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                            "case {case} column {n}: {got} vs {want} (c {}, products {col:?})",
+                            acc[n]
+                        );
                     }
                 }
             }
@@ -453,13 +374,8 @@ mod tests {
     /// with zero rows and columns, negative zeros and wide exponent spreads.
     #[test]
     fn f16_tile_equals_the_rows() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rand::RngCore::next_u64(&mut rng);
         let mut f16 = |zero_odds: u64| -> f32 {
             let r = next();
             match r % zero_odds {

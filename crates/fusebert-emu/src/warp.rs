@@ -632,26 +632,6 @@ fn mma_float(regs: &mut [u64], i: &Inst, f: &MmaFrags, tensor: TensorAccum) {
         // blocks of `block` consecutive k, each one fused add into the accumulator; a row's
         // eight columns at once
         let block = block.max(1);
-        let f16_in = matches!(i.sub, sub::MMA_F16_M16N8K16 | sub::MMA_F16_M16N8K8);
-        if f16_in && super::tensor::f16_cols_fit(block.min(k), extra) {
-            // f16 products are exact in f32: the i32-lane form of the model
-            let mut prods = [[0f32; 8]; 16];
-            for m in 0..16 {
-                let mut acc = out[m];
-                for k0 in (0..k).step_by(block) {
-                    let k1 = (k0 + block).min(k);
-                    for kk in k0..k1 {
-                        let av = a[m][kk];
-                        for n in 0..8 {
-                            prods[kk - k0][n] = av * b[kk][n];
-                        }
-                    }
-                    super::tensor::fused_truncate_f16_cols(&mut acc, &prods[..k1 - k0], extra);
-                }
-                out[m] = acc;
-            }
-            return write_d(regs, ds, &out);
-        }
         let b64 = b.map(|row| row.map(|x| x as f64));
         let mut prods = [[0f64; 8]; 16];
         for m in 0..16 {
@@ -691,7 +671,7 @@ fn mma_float(regs: &mut [u64], i: &Inst, f: &MmaFrags, tensor: TensorAccum) {
 fn mma_f16_fast(regs: &mut [u64], i: &Inst, f: &MmaFrags, block: usize, extra: u32) -> bool {
     use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
     let MmaFrags { ds, as_, bs, k, .. } = *f;
-    if !super::tensor::f16_cols_fit(block.min(k), extra) {
+    if !super::tensor::f16_fast_fits(block.min(k), extra) {
         return false;
     }
     let r = |slot: u32, l: usize| regs[slot as usize * 32 + l];

@@ -74,14 +74,7 @@ fn main() {
         emu.take_profile();
         emu.clear_launches();
         bert.forward(&batch, ForwardOptions::default()).unwrap();
-        let mut per_kernel: Vec<(String, usize, f64)> = Vec::new();
-        for l in emu.launches() {
-            match per_kernel.iter_mut().find(|k| k.0 == l.kernel) {
-                Some(k) => (k.1, k.2) = (k.1 + 1, k.2 + l.seconds),
-                None => per_kernel.push((l.kernel.clone(), 1, l.seconds)),
-            }
-        }
-        per_kernel.sort_by(|a, b| b.2.total_cmp(&a.2));
+        let per_kernel = emu.time_per_kernel();
         println!("\nall-MiniLM-L6-v2 {precision:?}, one profiled pass on 1 thread: host seconds per kernel");
         for (k, n, s) in &per_kernel {
             println!("  {k:<34} {n:>4} launches {s:>8.3} s");

@@ -377,17 +377,7 @@ impl Progress {
 /// Host time per kernel (the last pass's launches) and per instruction class (every timed pass).
 fn print_profile(dev: &Device, passes: usize) {
     let Some(emu) = dev.emulator_backend() else { return };
-    let mut per_kernel: Vec<(String, usize, f64)> = Vec::new();
-    for l in emu.launches() {
-        match per_kernel.iter_mut().find(|k| k.0 == l.kernel) {
-            Some(k) => {
-                k.1 += 1;
-                k.2 += l.seconds;
-            }
-            None => per_kernel.push((l.kernel.clone(), 1, l.seconds)),
-        }
-    }
-    per_kernel.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let per_kernel = emu.time_per_kernel();
     let total: f64 = per_kernel.iter().map(|k| k.2).sum();
     println!("\nemulator host time per kernel (last pass, wall clock):");
     println!("{:<36} {:>8} {:>10} {:>7}", "kernel", "launches", "seconds", "share");

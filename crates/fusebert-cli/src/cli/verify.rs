@@ -95,16 +95,12 @@ fn run_synthetic(a: &VerifyArgs, name: &str, precision: Precision) -> Result<i32
             a.tokens, config.max_position_embeddings
         )));
     }
-    let model = synthetic::random_model(&config, 0);
     let batch = synthetic::id_batch(&config, a.batch, a.tokens, 0)?;
-    let dev = match a.device {
-        DeviceKind::Cuda => Device::cuda(0)?,
-        _ => Device::emulator()?,
-    };
-    let reference = reference::forward_with_hidden_states(&model, &batch, &Options::default())?;
-    let mut bert = fusebert::pipeline::device_model(&dev, &model, precision)?;
+    let mut pipeline = Pipeline::from_model(synthetic::random_model(&config, 0), a.device.backend(), precision)?;
+    let reference = reference::forward_with_hidden_states(pipeline.model(), &batch, &Options::default())?;
+    let bert = pipeline.device_model().expect("a device backend");
     let what = format!("{name} with random weights, {} x {} ids", a.batch, a.tokens);
-    compare(&mut bert, &batch, reference, precision, &what, a.counters)
+    compare(bert, &batch, reference, precision, &what, a.counters)
 }
 
 /// Runs the device pass and prints it against the reference, per layer and pooled; 0 when every

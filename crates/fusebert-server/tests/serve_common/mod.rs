@@ -76,6 +76,11 @@ impl Http {
             b = b.header("content-type", "application/json");
         }
         let req = b.body(Full::new(Bytes::from(body.unwrap_or_default()))).unwrap();
+        self.request(req).await
+    }
+
+    /// Sends a request and reads the whole reply (within 120 s).
+    async fn request(&self, req: Request<Full<Bytes>>) -> Reply {
         let resp = tokio::time::timeout(Duration::from_secs(120), self.client.request(req))
             .await
             .expect("reply within 120 s")
@@ -92,13 +97,7 @@ impl Http {
             b = b.header(*k, *v);
         }
         let req = b.body(Full::new(Bytes::from(body.to_string()))).unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(120), self.client.request(req))
-            .await
-            .expect("reply within 120 s")
-            .expect("HTTP request");
-        let (parts, body) = resp.into_parts();
-        let bytes = body.collect().await.expect("body").to_bytes();
-        Reply { status: parts.status, headers: parts.headers, body: String::from_utf8(bytes.to_vec()).unwrap() }
+        self.request(req).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Reply {
