@@ -9,6 +9,12 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# CI builds once from a clean clone: incremental caches would only cost disk (a full build's
+# incremental state is several GB and a CI disk once ran out).
+if [ "${CI:-}" = true ]; then
+  export CARGO_INCREMENTAL=0
+  df -h . | tail -1 | awk '{print "== disk: " $4 " free"}'
+fi
 bash scripts/setup.sh
 if [ "${FUSEBERT_SKIP_LINT:-0}" != 1 ]; then
   echo "== cargo fmt --check"
