@@ -126,6 +126,47 @@ pub enum MathMode {
     Envelope,
 }
 
+/// When asynchronous work (TMA copies) lands. Hardware lands it "some time later": an emulator
+/// that completes it at issue hides every missing wait, so the default is as late as possible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AsyncMode {
+    /// Land an operation only when every warp would otherwise wait forever (oldest first).
+    #[default]
+    Lazy,
+    /// Land every operation at issue (the optimistic model; hides hazards, for comparison).
+    Eager,
+    /// Land pending operations in a seeded random order at random scheduling points (CI).
+    Random(u64),
+}
+
+/// Environment variable that sets the default [`AsyncMode`] (`lazy`, `eager`, `random:SEED`).
+pub const ASYNC_ENV: &str = "FUSEBERT_EMU_ASYNC";
+
+impl AsyncMode {
+    /// The mode named by `FUSEBERT_EMU_ASYNC`, `Lazy` when unset.
+    pub fn from_env() -> Result<AsyncMode, String> {
+        match std::env::var(ASYNC_ENV) {
+            Ok(v) if !v.trim().is_empty() => v.parse().map_err(|e| format!("{ASYNC_ENV}: {e}")),
+            _ => Ok(AsyncMode::Lazy),
+        }
+    }
+}
+
+impl FromStr for AsyncMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("unknown async mode `{s}` (expected lazy, eager or random:SEED)");
+        match s.trim() {
+            "lazy" => Ok(AsyncMode::Lazy),
+            "eager" => Ok(AsyncMode::Eager),
+            r => match r.strip_prefix("random:") {
+                Some(seed) => seed.parse().map(AsyncMode::Random).map_err(|_| bad()),
+                None => Err(bad()),
+            },
+        }
+    }
+}
+
 /// Environment variable that sets the default [`MathMode`] (`exact` or `envelope`), so whole
 /// test suites can run in envelope mode.
 pub const MATH_ENV: &str = "FUSEBERT_EMU_MATH";

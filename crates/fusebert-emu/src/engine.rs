@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::arch::{self, Arch, MathMode, TensorAccum};
+use crate::arch::{self, Arch, AsyncMode, MathMode, TensorAccum};
 use crate::error::{Error, Result};
 use crate::exec::{ExecOpts, Launch};
 use crate::ir::{Kernel, Module, Ty};
@@ -97,6 +97,9 @@ pub struct EmulatorOptions {
     /// Time every instruction by class ([`crate::profile`]; read with
     /// [`Emulator::take_profile`]). Costs about two timer reads per warp instruction.
     pub profile: bool,
+    /// When TMA copies land: lazily (default), at issue, or in a seeded random order. The
+    /// default comes from `FUSEBERT_EMU_ASYNC` (see [`arch::ASYNC_ENV`]).
+    pub async_mode: AsyncMode,
 }
 
 impl Default for EmulatorOptions {
@@ -114,6 +117,7 @@ impl Default for EmulatorOptions {
             math: MathMode::from_env().unwrap_or_default(),
             tensor_accum: None,
             profile: false,
+            async_mode: AsyncMode::from_env().unwrap_or_default(),
         }
     }
 }
@@ -158,6 +162,7 @@ impl Emulator {
     pub fn new(opts: EmulatorOptions) -> Result<Self> {
         // a misspelt FUSEBERT_EMU_MATH must not silently run a suite in the wrong mode
         MathMode::from_env().map_err(Error::Input)?;
+        AsyncMode::from_env().map_err(Error::Input)?;
         let pool = if opts.threads > 0 {
             Some(
                 rayon::ThreadPoolBuilder::new()
@@ -193,12 +198,14 @@ impl Emulator {
         let l = self.loaded(module)?;
         let k = find_kernel(&l.module, module, kernel)?;
         let cap = self.opts.arch.limits().shared_per_block_optin;
-        if k.shared_static as u64 + bytes as u64 > cap as u64 {
+        // static bytes as ptxas counts them: with the extern region's alignment padding
+        let static_shared = l.module.dyn_shared_offset(k);
+        if static_shared as u64 + bytes as u64 > cap as u64 {
             return Err(Error::Kernel {
                 kernel: kernel.to_string(),
                 msg: format!(
-                    "MAX_DYNAMIC_SHARED_SIZE_BYTES = {bytes} plus {} static bytes exceeds {}'s opt-in limit of {cap} bytes",
-                    k.shared_static, self.opts.arch
+                    "MAX_DYNAMIC_SHARED_SIZE_BYTES = {bytes} plus {static_shared} static bytes exceeds {}'s opt-in limit of {cap} bytes",
+                    self.opts.arch
                 ),
             });
         }
@@ -337,6 +344,7 @@ impl Emulator {
             math: self.opts.math,
             tensor: self.opts.tensor_accum.unwrap_or_else(|| self.opts.arch.tensor_accum()),
             profile: self.opts.profile,
+            async_mode: self.opts.async_mode,
         }
     }
 }
@@ -398,8 +406,10 @@ fn find_kernel<'m>(m: &'m Module, module: &str, kernel: &str) -> Result<&'m Kern
 /// The launch checks a driver makes, against `arch`'s limits: geometry, `.reqntid`/`.maxntid`,
 /// shared memory (with the function's opt-in attribute `max_dynamic`), registers per block
 /// (from ptxas, for the embedded kernels).
+#[allow(clippy::too_many_arguments)] // the driver's launch checks read all of these
 fn check_config(
     k: &Kernel,
+    static_shared: u32,
     module: &str,
     cfg: &LaunchDims,
     arch: Arch,
@@ -432,7 +442,7 @@ fn check_config(
             return Err(bad(format!("block {b:?} exceeds .maxntid {mx:?}")));
         }
     }
-    arch::check_shared(arch, k.shared_static, cfg.shared_mem_bytes, max_dynamic)
+    arch::check_shared(arch, static_shared, cfg.shared_mem_bytes, max_dynamic)
         .map_err(|m| bad(format!("launch refused on {arch}: {m}")))?;
     if let Some(regs) = library.and_then(|l| l.registers(module, &k.name, arch.ptxas_target())) {
         let need = arch::registers_per_block(regs, nt as u32);
@@ -474,7 +484,10 @@ impl Emulator {
         if cfg.shared_mem_bytes > arch::DEFAULT_SHARED_PER_BLOCK {
             self.set_max_dynamic_shared(module, kernel, cfg.shared_mem_bytes)?;
         }
-        check_config(k, module, cfg, self.opts.arch, self.max_dynamic_shared(module, kernel), self.library.as_deref())?;
+        // ptxas counts the extern region's alignment padding as static shared memory
+        let static_shared = m.dyn_shared_offset(k);
+        let max_dyn = self.max_dynamic_shared(module, kernel);
+        check_config(k, static_shared, module, cfg, self.opts.arch, max_dyn, self.library.as_deref())?;
         let params = build_params(k, args)?;
         let serial = self.opts.deterministic_atomics && k.has_atomics;
         let opts = self.exec_opts(serial);

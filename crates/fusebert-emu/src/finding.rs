@@ -44,6 +44,19 @@ pub enum FindingKind {
     Trap,
     /// An instruction form the emulator does not run (reported as `Error::Emulator`).
     Unsupported,
+    /// mbarrier misuse: use before init, extra arrivals, a skipped phase, bytes delivered
+    /// beyond `expect_tx`.
+    MbarrierMisuse,
+    /// A generic access to shared memory the async proxy owns: a TMA destination before its
+    /// mbarrier phase completed, a TMA-store source before its `wait_group.read`.
+    AsyncHazard,
+    /// A tensor map not made by the encoder (or changed after), or outside param/const/global.
+    BadTensorMap,
+    /// Generic-proxy writes read by the async proxy with no `fence.proxy.async` in between.
+    MissingProxyFence,
+    /// A warpgroup instruction (`setmaxnreg`) not executed uniformly by its four warps, or out
+    /// of the register budget.
+    WarpgroupMisuse,
 }
 
 impl FindingKind {
@@ -69,6 +82,11 @@ impl FindingKind {
             FindingKind::CallDepth => "call depth",
             FindingKind::Trap => "trap",
             FindingKind::Unsupported => "unsupported",
+            FindingKind::MbarrierMisuse => "mbarrier misuse",
+            FindingKind::AsyncHazard => "async-proxy hazard",
+            FindingKind::BadTensorMap => "bad tensor map",
+            FindingKind::MissingProxyFence => "missing fence.proxy.async",
+            FindingKind::WarpgroupMisuse => "warpgroup misuse",
         }
     }
 }

@@ -245,6 +245,23 @@ pub enum Op {
     Trap,
     /// vprintf: list = [format-pointer param, argument-buffer param, result param] (local offsets)
     Printf,
+    /// `elect.sync d|p, membermask`: d[0] = elected lane (or the sink), d[1] = predicate,
+    /// s[0] = membermask.
+    Elect,
+    /// `setmaxnreg.{inc,dec}.sync.aligned.u32 n`: sub = 1 for inc, off = n.
+    SetMaxNReg,
+    /// `fence.proxy.async{.shared::cta|.global}`: orders this thread's generic-proxy accesses
+    /// before its later async-proxy ones.
+    FenceProxyAsync,
+    /// `mbarrier.*`: sub = `MBAR_*`; s[0] = barrier address, s[1] = count / bytes / parity /
+    /// state operand, d[0] = state token or wait predicate.
+    Mbar,
+    /// `cp.async.bulk.tensor` load or store: sub = `BULK_*`, n = rank, s[0] = shared address,
+    /// s[1] = tensor-map address, s[2] = mbarrier address (loads), list = the coordinates.
+    BulkTensor,
+    /// `cp.async.bulk.commit_group` (sub 0) and `cp.async.bulk.wait_group{.read} N` (sub 1,
+    /// off = N, `fl::READ` for `.read`).
+    BulkGroup,
 }
 
 /// Modifier flag bits in `Inst::flags`.
@@ -281,6 +298,10 @@ pub mod fl {
     pub const IGNORE_SRC: u32 = 1 << 27;
     /// `barrier.sync` without `.aligned`: threads may wait at different instructions.
     pub const UNALIGNED: u32 = 1 << 28;
+    /// `mbarrier.try_wait.parity` / `test_wait.parity`: s[1] is a phase parity, not a token.
+    pub const PARITY: u32 = 1 << 29;
+    /// `cp.async.bulk.wait_group.read`: wait until the sources are read, not the writes done.
+    pub const READ: u32 = 1 << 30;
 }
 
 /// Sub-operation codes (in `Inst::sub`) for families with a mode.
@@ -334,6 +355,21 @@ pub mod sub {
     pub const WMMA_LOAD_C: u8 = 2;
     pub const WMMA_STORE_D: u8 = 3;
     pub const WMMA_MMA: u8 = 4;
+    // mbarrier operations
+    pub const MBAR_INIT: u8 = 0;
+    pub const MBAR_ARRIVE: u8 = 1;
+    /// arrive.expect_tx: s[2] = the bytes
+    pub const MBAR_ARRIVE_TX: u8 = 2;
+    pub const MBAR_EXPECT_TX: u8 = 3;
+    pub const MBAR_COMPLETE_TX: u8 = 4;
+    pub const MBAR_TEST_WAIT: u8 = 5;
+    pub const MBAR_TRY_WAIT: u8 = 6;
+    pub const MBAR_INVAL: u8 = 7;
+    /// arrive.noComplete
+    pub const MBAR_ARRIVE_NOCOMPLETE: u8 = 8;
+    // cp.async.bulk.tensor directions
+    pub const BULK_LOAD: u8 = 0;
+    pub const BULK_STORE: u8 = 1;
 }
 
 /// One lowered instruction.
@@ -495,7 +531,8 @@ pub struct Kernel {
     /// Bytes of `.local` memory per thread (`__local_depot`).
     pub local_bytes: u32,
     /// Static shared bytes of this kernel (module-scope shared variables first, then its own);
-    /// the dynamic (`extern .shared`) region starts at this rounded up to 16.
+    /// the dynamic (`extern .shared`) region starts at this rounded up to the largest
+    /// `.align` of the module's `extern .shared` declarations (at least 16).
     pub shared_static: u32,
     /// .cu locations: (file index, line).
     pub locs: Vec<(u32, u32)>,
@@ -506,6 +543,9 @@ pub struct Kernel {
     pub reqntid: Option<(u32, u32, u32)>,
     /// Name of each declared register slot (for messages).
     pub reg_names: HashMap<u32, String>,
+    /// Whether the kernel uses Hopper's asynchronous machinery (mbarrier, TMA, proxy fences):
+    /// only such kernels pay for the async-proxy state and its checks.
+    pub uses_async: bool,
 }
 
 /// A module-level variable (.global/.const/.shared).
@@ -539,6 +579,20 @@ pub struct Module {
 impl Module {
     pub fn kernel(&self, name: &str) -> Option<&Kernel> {
         self.kernels.iter().find(|k| k.name == name)
+    }
+
+    /// Where kernel `k`'s dynamic shared memory starts: its static bytes rounded up to the
+    /// largest `.align` of an `extern .shared` declaration (16 at least). Swizzled TMA and
+    /// wgmma layouts are functions of absolute shared addresses, so a kernel declaring
+    /// `.extern .shared .align 1024` must get a 1024-byte-aligned region, as ptxas lays it out.
+    pub fn dyn_shared_offset(&self, k: &Kernel) -> u32 {
+        let align = self
+            .vars
+            .iter()
+            .filter(|v| v.is_extern && v.space == Space::Shared)
+            .map(|v| v.align.max(1))
+            .fold(16, u32::max);
+        k.shared_static.div_ceil(align) * align
     }
 }
 

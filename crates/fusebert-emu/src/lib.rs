@@ -28,6 +28,7 @@
 //! allocation missed.
 pub mod alu;
 pub mod arch;
+mod async_proxy;
 pub mod cfg;
 pub mod counters;
 pub mod engine;
@@ -40,6 +41,7 @@ pub mod global_race;
 pub mod ir;
 pub mod lex;
 pub mod lower;
+pub mod mbarrier;
 pub mod mem;
 pub mod memory;
 pub mod parse;
@@ -48,6 +50,7 @@ pub mod regdef;
 mod state;
 pub mod syntax;
 pub mod tensor;
+pub mod tma;
 pub mod warp;
 
 #[cfg(feature = "cli")]

@@ -92,6 +92,8 @@ impl<'l, 'a> Block<'l, 'a> {
                 return self.resolve(w, i, lane, Space::Local, addr - LOCAL_WIN, size, 0, what);
             } else if (CONST_WIN..CONST_WIN + WIN_SIZE).contains(&addr) {
                 return self.resolve(w, i, lane, Space::Const, addr - CONST_WIN, size, 0, what);
+            } else if (PARAM_WIN..PARAM_WIN + WIN_SIZE).contains(&addr) {
+                return self.resolve(w, i, lane, Space::Param, addr - PARAM_WIN, size, 0, what);
             }
             Space::Global
         } else {
@@ -467,14 +469,14 @@ impl<'l, 'a> Block<'l, 'a> {
             Op::Atom | Op::Red => self.atomic(w, i, mask),
             Op::CpAsync => self.cp_async(w, i, mask),
             Op::CpAsyncCommit => {
-                w.commit();
+                w.commit(mask);
                 Ok(())
             }
             Op::CpAsyncWait => {
                 let n = i.off as u32;
-                let committed = w.committed();
-                if w.pending_groups().any(|g| g + n < committed) {
-                    self.complete_cp(w, |p| cp_group(p) + n < committed, false);
+                if w.any_waited(mask, n) {
+                    let committed = w.committed;
+                    self.complete_cp(w, |p| cp_waited(p, mask, n, &committed), false);
                 }
                 // copies never committed are not waited for: flag their destinations, so that
                 // touching them names the missing commit_group (legal as long as nobody does)
@@ -511,6 +513,9 @@ impl<'l, 'a> Block<'l, 'a> {
             match loc {
                 Loc::Shared(o) => {
                     self.check_shared(w, i, l, o, total, !is_ld, false)?;
+                    if self.hop.is_some() {
+                        self.check_async_shared(w, i, l, o, total, !is_ld)?;
+                    }
                     shared_offs[l] = o;
                     kind = Space::Shared;
                 }
@@ -745,8 +750,8 @@ impl<'l, 'a> Block<'l, 'a> {
         let mut gaddrs = [0u64; 32];
         let mut gmask = 0u32;
         let mut soffs = [0u32; 32];
-        let group = w.committed();
         lanes!(mask, l, {
+            let group = w.committed(l);
             let dst = {
                 let base = w.regs[i.s[0] as usize * 32 + l];
                 let base = if i.has(fl::ADDR32) { base & 0xffff_ffff } else { base };

@@ -14,6 +14,8 @@ pub const GLOBAL_BASE: u64 = 0x0000_0001_0000_0000;
 pub const SHARED_WIN: u64 = 0x0000_7100_0000_0000;
 pub const LOCAL_WIN: u64 = 0x0000_7200_0000_0000;
 pub const CONST_WIN: u64 = 0x0000_7300_0000_0000;
+/// The kernel-parameter window (`cvta.param`): a generic address of a `.param` byte.
+pub const PARAM_WIN: u64 = 0x0000_7400_0000_0000;
 pub const WIN_SIZE: u64 = 1 << 32;
 /// Gap left after every allocation (so small overruns hit no allocation).
 const GUARD: u64 = 4096;

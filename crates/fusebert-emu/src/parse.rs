@@ -335,8 +335,11 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
         compile_func(c, &mut fs, &name)?;
     }
     // resolve labels
-    for (idx, label, line) in std::mem::take(&mut fs.fixups) {
-        let t = *fs.labels.get(&label).ok_or((line, format!("unknown label `{label}`")))?;
+    for (idx, keys, line) in std::mem::take(&mut fs.fixups) {
+        let t = *keys
+            .iter()
+            .find_map(|k| fs.labels.get(k))
+            .ok_or((line, format!("unknown label `{}`", keys.last().map(|k| k.as_str()).unwrap_or(""))))?;
         fs.insts[idx].target = t;
     }
     let nregs = fs.nregs;
@@ -358,7 +361,11 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
         maxntid,
         reqntid,
         reg_names: fs.reg_names,
+        uses_async: false,
     };
+    k.uses_async = k.insts.iter().any(|i| {
+        matches!(i.op, Op::Mbar | Op::BulkTensor | Op::BulkGroup | Op::FenceProxyAsync | Op::SetMaxNReg)
+    });
     super::cfg::compute_reconvergence(&mut k);
     Ok(k)
 }
@@ -543,12 +550,17 @@ pub(super) fn parse_body(c: &mut Cursor, fs: &mut FnState) -> PResult<()> {
         let line = c.line();
         let t = c.next()?;
         match t {
-            Tok::Punct('{') => fs.scopes.push(HashMap::new()),
+            Tok::Punct('{') => {
+                fs.scopes.push(HashMap::new());
+                fs.label_scopes.push(fs.next_label_scope);
+                fs.next_label_scope += 1;
+            }
             Tok::Punct('}') => {
                 if fs.scopes.len() == base {
                     return Ok(());
                 }
                 fs.scopes.pop();
+                fs.label_scopes.pop();
             }
             Tok::Punct(';') => {}
             Tok::Punct('@') => {
@@ -567,7 +579,10 @@ pub(super) fn parse_body(c: &mut Cursor, fs: &mut FnState) -> PResult<()> {
                 let id = id.as_str();
                 if c.is_punct(':') && !id.starts_with('.') {
                     c.i += 1;
-                    fs.labels.insert(format!("{}{id}", fs.label_prefix), fs.insts.len() as u32);
+                    let key = fs.label_key(id);
+                    if fs.labels.insert(key, fs.insts.len() as u32).is_some() {
+                        return Err((line, format!("label `{id}` is defined twice in one scope")));
+                    }
                     continue;
                 }
                 match id {

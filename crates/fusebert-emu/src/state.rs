@@ -29,6 +29,8 @@ pub struct ExecOpts {
     pub tensor: super::arch::TensorAccum,
     /// Per-class instruction time (`crate::profile`).
     pub profile: bool,
+    /// When asynchronous copies land.
+    pub async_mode: super::arch::AsyncMode,
 }
 
 /// Everything a launch shares between its blocks (read-only).
@@ -138,7 +140,12 @@ pub(crate) struct Warp {
     /// after it are unordered until the next one (intra-warp race checking).
     pub(crate) sync_step: u64,
     pub(crate) pending: Vec<CpPending>,
-    pub(crate) committed: u32,
+    /// cp.async groups each lane committed so far (groups are per thread in the ISA: a
+    /// commit on some lanes must not close the other lanes' copies).
+    pub(crate) committed: [u32; 32],
+    /// The async-event count (`MbarTable::events`) when this warp's last mbarrier wait failed,
+    /// or `NOT_SPINNING`: a warp whose wait failed with nothing changed since cannot progress.
+    pub(crate) spin: u64,
     // barrier arrival
     pub(crate) bar_id: u32,
     pub(crate) bar_count: u32,
@@ -188,6 +195,8 @@ pub(crate) struct Block<'l, 'a> {
     /// Per-class ticks and instruction counts, when profiling.
     pub(crate) prof: Option<Box<super::profile::BlockProfile>>,
     pub(crate) warps: Vec<Warp>,
+    /// mbarriers, TMA copies in flight and the async-proxy checks (kernels that use them).
+    pub(crate) hop: Option<Box<super::async_proxy::HopState>>,
 }
 
 /// Location of a resolved memory access.
@@ -296,27 +305,37 @@ impl CpPending {
     }
 }
 
+/// `Warp::spin` of a warp that is not waiting on an mbarrier.
+pub(crate) const NOT_SPINNING: u64 = u64::MAX;
+
 impl Warp {
-    pub(crate) fn committed(&self) -> u32 {
-        self.committed
+    /// The cp.async group lane `l`'s next copies join.
+    pub(crate) fn committed(&self, l: usize) -> u32 {
+        self.committed[l]
     }
-    pub(crate) fn commit(&mut self) {
-        self.committed += 1;
+    /// `cp.async.commit_group` by the lanes in `mask`.
+    pub(crate) fn commit(&mut self, mask: u32) {
+        lanes!(mask, l, {
+            self.committed[l] += 1;
+        });
     }
-    pub(crate) fn pending_groups(&self) -> impl Iterator<Item = u32> + '_ {
-        self.pending.iter().map(|p| p.group)
+    /// Whether a `wait_group n` by the lanes in `mask` completes any copy.
+    pub(crate) fn any_waited(&self, mask: u32, n: u32) -> bool {
+        self.pending.iter().any(|p| cp_waited(p, mask, n, &self.committed))
     }
     /// Destination ranges (shared offset, bytes) of this warp's copies of the lanes in `mask`
     /// that are not yet committed.
     pub(crate) fn uncommitted(&self, mask: u32) -> Vec<(u32, u32)> {
         self.pending
             .iter()
-            .filter(|p| p.group >= self.committed && mask >> p.lane & 1 != 0)
+            .filter(|p| p.group >= self.committed[p.lane as usize] && mask >> p.lane & 1 != 0)
             .map(|p| (p.dst, p.len as u32))
             .collect()
     }
 }
 
-pub(crate) fn cp_group(p: &CpPending) -> u32 {
-    p.group
+/// Whether `cp.async.wait_group n` executed by the lanes in `mask` completes copy `p`: the
+/// copy's own thread waits, and at most `n` of that thread's newer groups stay pending.
+pub(crate) fn cp_waited(p: &CpPending, mask: u32, n: u32, committed: &[u32; 32]) -> bool {
+    mask >> p.lane & 1 != 0 && p.group + n < committed[p.lane as usize]
 }

@@ -23,6 +23,8 @@ pub(super) enum Opnd {
     Vec(Vec<Opnd>),
     /// `[base + off]`
     Addr(Option<String>, i64),
+    /// `[tensorMap, {c0, c1, ...}]` (cp.async.bulk.tensor)
+    TensorAddr(String, Vec<Opnd>),
     /// `a|b`
     Pair(String, String),
     /// `!p`
@@ -158,7 +160,13 @@ pub(super) struct FnState<'m> {
     /// Body-local `.param` declarations (call sequences): name -> offset in a scratch area.
     pub(super) local_params: HashMap<String, u32>,
     pub(super) labels: HashMap<String, u32>,
-    pub(super) fixups: Vec<(usize, String, u32)>,
+    /// Branches to resolve once the body is parsed: instruction, the label's candidate keys
+    /// (innermost brace scope first), PTX line.
+    pub(super) fixups: Vec<(usize, Vec<String>, u32)>,
+    /// Ids of the `{ }` scopes open at this point (labels are local to their scope: inline-asm
+    /// blocks repeat the same label in every expansion), and the next id to give out.
+    pub(super) label_scopes: Vec<u32>,
+    pub(super) next_label_scope: u32,
     pub(super) insts: Vec<Inst>,
     pub(super) lists: Vec<Vec<u32>>,
     pub(super) locs: Vec<(u32, u32)>,
@@ -193,6 +201,20 @@ pub(super) struct FuncLayout {
 }
 
 impl<'m> FnState<'m> {
+    /// The key a label defined here is stored under (its innermost brace scope).
+    pub(super) fn label_key(&self, name: &str) -> String {
+        match self.label_scopes.last() {
+            Some(id) => format!("{}{name}#{id}", self.label_prefix),
+            None => format!("{}{name}", self.label_prefix),
+        }
+    }
+    /// The keys a branch to `name` may mean, innermost scope first.
+    pub(super) fn label_candidates(&self, name: &str) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.label_scopes.iter().rev().map(|id| format!("{}{name}#{id}", self.label_prefix)).collect();
+        v.push(format!("{}{name}", self.label_prefix));
+        v
+    }
     pub(super) fn new_reg(&mut self, name: &str, ty: Ty) -> u32 {
         let slot = self.nregs;
         self.nregs += 1;
@@ -225,6 +247,8 @@ impl<'m> FnState<'m> {
             local_params: HashMap::new(),
             labels: HashMap::new(),
             fixups: Vec::new(),
+            label_scopes: Vec::new(),
+            next_label_scope: 0,
             insts: Vec::new(),
             lists: Vec::new(),
             locs: Vec::new(),
@@ -321,6 +345,16 @@ pub(super) fn parse_operand(c: &mut Cursor) -> PResult<Opnd> {
                 break;
             }
             match c.peek() {
+                Some(Tok::Punct(',')) => {
+                    // `[tensorMap, {c0, ...}]`
+                    c.i += 1;
+                    let coords = parse_operand(c)?;
+                    c.expect_punct(']')?;
+                    let (Some(b), Opnd::Vec(v)) = (base, coords) else {
+                        return Err((line, "expected `[tensorMap, {coordinates}]`".into()));
+                    };
+                    return Ok(Opnd::TensorAddr(b, v));
+                }
                 Some(Tok::Ident(s)) => {
                     base = Some(s.clone());
                     c.i += 1;
@@ -356,6 +390,11 @@ pub(super) fn parse_operand(c: &mut Cursor) -> PResult<Opnd> {
         Tok::F32(b) => Ok(Opnd::F32(*b)),
         Tok::F64(b) => Ok(Opnd::F64(*b)),
         Tok::Ident(s) => {
+            if c.eat_punct('|') {
+                // `d|p` (the sink `_` may stand for d, as in `elect.sync _|p, mask`)
+                let p = c.ident()?;
+                return Ok(Opnd::Pair(s.clone(), p.to_string()));
+            }
             if s == "_" {
                 return Ok(Opnd::Sink);
             }
@@ -479,8 +518,10 @@ pub(super) fn sym_value(fs: &mut FnState, n: &str, off: i64, line: u32) -> PResu
         // address of a local array: an offset in the local window
         return Ok(const_slot(fs, (o as i64 + off) as u64));
     }
-    if fs.param_index.contains_key(n) {
-        return Err((line, format!("taking the address of kernel parameter `{n}` is not supported")));
+    if let Some(&pi) = fs.param_index.get(n) {
+        // a kernel parameter's address in the .param space (what `mov.b64 %rd, p` yields; nvcc
+        // takes a `__grid_constant__` tensor map's address this way, then `cvta.param`)
+        return Ok(const_slot(fs, (fs.params[pi].offset as i64 + off) as u64));
     }
     Err((line, format!("unknown symbol `{n}`")))
 }

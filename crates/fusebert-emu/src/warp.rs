@@ -134,7 +134,7 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     /// Reads the membermask operand and checks that exactly the member lanes execute.
-    fn membermask(&self, w: &Warp, i: &Inst, mask: u32, slot: u32) -> R<u32> {
+    pub(crate) fn membermask(&self, w: &Warp, i: &Inst, mask: u32, slot: u32) -> R<u32> {
         let m = w.regs[slot as usize * 32 + mask.trailing_zeros() as usize] as u32;
         if self.l.opts.collectives {
             let missing = m & !mask;

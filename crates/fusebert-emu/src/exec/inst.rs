@@ -150,6 +150,9 @@ impl Block<'_, '_> {
             Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => {
                 unreachable!("control handled by run_warp")
             }
+            Op::Elect | Op::SetMaxNReg | Op::FenceProxyAsync | Op::Mbar | Op::BulkTensor | Op::BulkGroup => {
+                unreachable!("Hopper instructions handled by run_warp")
+            }
         }
         Ok(())
     }
@@ -579,6 +582,7 @@ fn convert(regs: &mut [u64], o: Lanes, i: &Inst) {
                 Space::Shared => SHARED_WIN,
                 Space::Local => LOCAL_WIN,
                 Space::Const => CONST_WIN,
+                Space::Param => PARAM_WIN,
                 _ => 0,
             };
             let m = ty.mask();

@@ -16,6 +16,7 @@ use crate::state::*;
 /// The launch types keep their `exec::` paths.
 pub use crate::state::{ExecOpts, Launch, FULL};
 
+mod hopper;
 mod inst;
 
 /// Instructions a warp runs before the scheduler moves to the next warp (lets spin-waits on
@@ -51,6 +52,9 @@ fn classify(i: &Inst) -> u8 {
         Op::Wmma if i.sub == sub::WMMA_MMA => TENSOR,
         Op::Wmma => MEM,
         Op::Bra | Op::Ret | Op::Exit | Op::Call | Op::Bar | Op::BarRed | Op::BarWarp | Op::Membar | Op::Trap => CTRL,
+        Op::Mbar | Op::FenceProxyAsync | Op::SetMaxNReg => CTRL,
+        Op::BulkTensor | Op::BulkGroup => MEM,
+        Op::Elect => SPECIAL,
         Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::ReadClock | Op::Printf => SPECIAL,
         Op::Rcp | Op::Sqrt | Op::Rsqrt | Op::Ex2 | Op::Lg2 | Op::Sin | Op::Cos | Op::Tanh if i.ty != Ty::F64 => SPECIAL,
         _ => {
@@ -87,7 +91,7 @@ impl<'a> Launch<'a> {
         global_var_base: u64,
         opts: ExecOpts,
     ) -> Launch<'a> {
-        let dyn_off = kernel.shared_static.div_ceil(16) * 16;
+        let dyn_off = module.dyn_shared_offset(kernel);
         let smem_total = dyn_off + dyn_smem;
         let nthreads = block.0 * block.1 * block.2;
         let nwarps = nthreads.div_ceil(32);
@@ -262,6 +266,8 @@ enum Flow {
     Branch,
     /// The warp waits at a barrier: run the other warps.
     Wait,
+    /// An mbarrier wait failed: run the other warps (the warp stays runnable).
+    Yield,
 }
 
 /// rpc of a frame that runs a called device function (never equal to a pc).
@@ -365,7 +371,8 @@ impl<'l, 'a> Block<'l, 'a> {
                 steps: 0,
                 sync_step: 0,
                 pending: Vec::new(),
-                committed: 0,
+                committed: [0; 32],
+                spin: NOT_SPINNING,
                 bar_id: 0,
                 bar_count: 0,
                 bar_pc: 0,
@@ -392,6 +399,10 @@ impl<'l, 'a> Block<'l, 'a> {
             class_count: [0; 8],
             prof: l.opts.profile.then(crate::profile::BlockProfile::start),
             warps,
+            hop: k.uses_async.then(|| {
+                let b = ctaid[0] as u64 + l.grid.0 as u64 * (ctaid[1] as u64 + l.grid.1 as u64 * ctaid[2] as u64);
+                Box::new(crate::async_proxy::HopState::new(l.opts.async_mode, l.nthreads, l.nwarps, l.smem_total, b))
+            }),
         }
     }
 
@@ -407,9 +418,20 @@ impl<'l, 'a> Block<'l, 'a> {
                     }
                 }
                 if warps.iter().all(|w| w.state == WState::Done) {
-                    return Ok(());
+                    return self.drain_async();
                 }
-                if any_run && warps.iter().any(|w| w.state == WState::Run) {
+                if self.hop.is_some() {
+                    self.async_round()?;
+                    // a warp whose mbarrier wait failed with nothing changed since cannot progress
+                    let events = self.hop.as_ref().map_or(0, |h| h.mbar.events);
+                    if any_run && warps.iter().any(|w| w.state == WState::Run && w.spin != events) {
+                        continue;
+                    }
+                    // every runnable warp waits: the copies land now, at the latest
+                    if self.land_oldest()? {
+                        continue;
+                    }
+                } else if any_run && warps.iter().any(|w| w.state == WState::Run) {
                     continue;
                 }
                 // every live warp waits at a barrier: release those whose barrier is complete
@@ -518,9 +540,15 @@ impl<'l, 'a> Block<'l, 'a> {
                     );
                 }
                 WState::Done => s += &format!(" warp {} exited;", w.id),
-                WState::Run => {}
+                WState::Run => {
+                    // yielded at a failed mbarrier wait (the instruction before its pc)
+                    let pc = w.stack.last().map_or(0, |f| f.pc).saturating_sub(1);
+                    let i = &self.l.kernel.insts[pc as usize];
+                    s += &format!(" warp {} waits on an mbarrier (PTX line {}{});", w.id, i.line, self.cu_loc(i));
+                }
             }
         }
+        s += &self.async_deadlock_detail();
         Finding {
             kind: FindingKind::Deadlock,
             kernel: self.l.kernel.name.clone(),
@@ -538,6 +566,8 @@ impl<'l, 'a> Block<'l, 'a> {
     /// Runs one warp until it blocks, exits or its slice ends.
     fn run_warp(&mut self, w: &mut Warp) -> Result<(), Error> {
         let insts = &self.l.kernel.insts;
+        // (set again if this run ends at a failed mbarrier wait)
+        w.spin = NOT_SPINNING;
         let mut budget = SLICE;
         loop {
             // pick the frame to run
@@ -577,6 +607,13 @@ impl<'l, 'a> Block<'l, 'a> {
                     Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => {
                         self.control(w, i, pc, mask, active)?
                     }
+                    Op::Elect | Op::SetMaxNReg | Op::FenceProxyAsync | Op::Mbar | Op::BulkTensor | Op::BulkGroup => {
+                        if mask != 0 {
+                            self.hopper_op(w, i, pc, mask)?
+                        } else {
+                            Flow::Next
+                        }
+                    }
                     _ => {
                         if mask != 0 {
                             self.exec(w, i, mask, active)?;
@@ -602,6 +639,10 @@ impl<'l, 'a> Block<'l, 'a> {
                         break;
                     }
                     Flow::Wait => return Ok(()),
+                    Flow::Yield => {
+                        w.stack.last_mut().unwrap().pc = pc + 1;
+                        return Ok(());
+                    }
                 }
             }
         }

@@ -18,7 +18,8 @@ pub(super) fn bra(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     };
     let idx = fs.insts.len();
     push(fs, cx.mk(Op::Bra));
-    fs.fixups.push((idx, format!("{}{label}", fs.label_prefix), line));
+    let keys = fs.label_candidates(&label);
+    fs.fixups.push((idx, keys, line));
     Ok(())
 }
 
@@ -113,7 +114,7 @@ pub(super) fn call(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
             fs.lists.push(l);
             let idx = fs.insts.len();
             push(fs, i);
-            fs.fixups.push((idx, format!("%%func_{name}"), line));
+            fs.fixups.push((idx, vec![format!("%%func_{name}")], line));
         }
     }
     Ok(())

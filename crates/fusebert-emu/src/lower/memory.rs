@@ -100,7 +100,9 @@ pub(super) fn cp(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
         let mut i = cx.mk(Op::CpAsyncWait);
         i.off = 0;
         push(fs, i);
-    } else if m.has("bulk") || m.has("mbarrier") {
+    } else if m.has("bulk") {
+        return super::hopper::bulk(fs, cx);
+    } else if m.has("mbarrier") {
         return cx.unsupported();
     } else {
         if ops.len() != 3 && ops.len() != 4 {
@@ -137,9 +139,11 @@ pub(super) fn cp(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     Ok(())
 }
 
-/// `membar`/`fence`: memory ordering is sequentially consistent in the emulator.
+/// `membar`/`fence`: memory ordering is sequentially consistent in the emulator, except
+/// between the generic and the async proxy (`fence.proxy.async`, tracked).
 pub(super) fn fence(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
-    push(fs, cx.mk(Op::Membar));
+    let op = if cx.m.has("proxy") && cx.m.has("async") { Op::FenceProxyAsync } else { Op::Membar };
+    push(fs, cx.mk(op));
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 mod arith;
 mod control;
 mod convert;
+mod hopper;
 mod memory;
 mod tensor;
 mod warp;
@@ -53,7 +54,8 @@ impl<'a> Mods<'a> {
         for p in &self.parts {
             let s = match *p {
                 "global" => Space::Global,
-                "shared" | "shared::cta" => Space::Shared,
+                // a cluster of one CTA: its shared::cluster window is the CTA's own
+                "shared" | "shared::cta" | "shared::cluster" => Space::Shared,
                 "local" => Space::Local,
                 "param" => Space::Param,
                 "const" => Space::Const,
@@ -294,6 +296,29 @@ const KNOWN_MODS: &[&str] = &[
     "dec",
     "cas",
     "exch",
+    // Hopper: mbarrier, bulk copies, proxy fences, elect, setmaxnreg
+    "shared::cluster",
+    "cluster",
+    "init",
+    "expect_tx",
+    "complete_tx",
+    "test_wait",
+    "try_wait",
+    "parity",
+    "inval",
+    "noComplete",
+    "bulk",
+    "tensor",
+    "1d",
+    "2d",
+    "3d",
+    "tile",
+    "mbarrier::complete_tx::bytes",
+    "bulk_group",
+    "L2::cache_hint",
+    "read",
+    "tensormap",
+    "mbarrier_init",
 ];
 
 fn check_mods(m: &Mods, opname: &str, line: u32) -> PResult<()> {
@@ -360,6 +385,9 @@ pub(super) fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, 
         "atom" | "red" => memory::atom,
         "cp" => memory::cp,
         "membar" | "fence" => memory::fence,
+        "mbarrier" => hopper::mbarrier,
+        "elect" => hopper::elect,
+        "setmaxnreg" => hopper::setmaxnreg,
         "prefetch" | "prefetchu" | "discard" | "applypriority" | "nanosleep" | "pmevent" => memory::hint,
         "ldmatrix" | "stmatrix" => tensor::ldmatrix,
         "wmma" => tensor::wmma,

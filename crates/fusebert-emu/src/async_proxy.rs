@@ -1,0 +1,167 @@
+//! A block's asynchronous-proxy state (sm_90): its mbarriers, the TMA copies in flight, the
+//! shared ranges those copies own until the reader may touch them, TMA-store bulk groups,
+//! generic writes not yet ordered for the async proxy by `fence.proxy.async`, and the
+//! warpgroup `setmaxnreg` record. Only kernels that use these features have one
+//! ([`crate::ir::Kernel::uses_async`]), so the other kernels pay nothing.
+use std::collections::{HashMap, VecDeque};
+
+use crate::arch::AsyncMode;
+use crate::mbarrier::MbarTable;
+use crate::tma::Swizzle;
+
+/// Where an asynchronous operation was issued (for its reports).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Site {
+    pub pc: u32,
+    pub warp: u32,
+    pub lane: u8,
+}
+
+/// A TMA tile load issued and not yet landed: the box's bytes in shared (unswizzled) order.
+pub(crate) struct TmaLoad {
+    /// Shared offset of the box (before swizzling).
+    pub dst: u32,
+    pub data: Vec<u8>,
+    pub swizzle: Swizzle,
+    /// Shared offset of the mbarrier the bytes complete on.
+    pub mbar: u32,
+    pub site: Site,
+    /// Index of its guard in `HopState::guards`' id space.
+    pub guard: u64,
+}
+
+/// A TMA tile store issued by one thread: performed (source read, in-bounds elements written)
+/// when its thread's `cp.async.bulk.wait_group` covers its group, or at block exit.
+pub(crate) struct TmaStore {
+    pub thread: u32,
+    pub group: u32,
+    pub src: u32,
+    pub swizzle: Swizzle,
+    pub esize: u32,
+    /// (unswizzled byte offset in the box, global destination) of the in-bounds elements.
+    pub elems: Vec<(u32, u64)>,
+    pub site: Site,
+    pub guard: u64,
+}
+
+/// Why a shared range may not be touched by generic loads and stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GuardKind {
+    /// The destination of a TMA load: in flight (`landed` false), or landed while the mbarrier
+    /// phase it completes on (`phase`) has not completed yet.
+    Load { mbar: u32, phase: u32, landed: bool },
+    /// The source of a TMA store not yet covered by a `wait_group.read` of its thread.
+    Store,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Guard {
+    pub id: u64,
+    pub lo: u32,
+    pub hi: u32,
+    pub kind: GuardKind,
+    pub site: Site,
+}
+
+/// The per-block state.
+pub(crate) struct HopState {
+    pub mbar: MbarTable,
+    pub loads: VecDeque<TmaLoad>,
+    pub stores: Vec<TmaStore>,
+    pub guards: Vec<Guard>,
+    pub next_guard: u64,
+    /// Bulk (TMA store) groups committed per thread.
+    pub bulk_committed: Vec<u32>,
+    /// Per shared word: 1 + the thread whose generic write is not yet followed by its
+    /// `fence.proxy.async` (0: none).
+    pub unfenced: Vec<u32>,
+    /// Per (barrier, warp): the last phase a successful wait of that warp referred to.
+    pub seen_phase: HashMap<(u32, u32), i64>,
+    /// Per warp: the `setmaxnreg` instructions it executed (pc, count) in order.
+    pub maxnreg: Vec<Vec<(u32, u32)>>,
+    pub rng: u64,
+}
+
+impl HopState {
+    pub fn new(mode: AsyncMode, threads: u32, warps: u32, smem_bytes: u32, block_index: u64) -> Self {
+        let seed = match mode {
+            AsyncMode::Random(s) => s,
+            _ => 0,
+        };
+        HopState {
+            mbar: MbarTable::default(),
+            loads: VecDeque::new(),
+            stores: Vec::new(),
+            guards: Vec::new(),
+            next_guard: 0,
+            bulk_committed: vec![0; threads as usize],
+            unfenced: vec![0; smem_bytes.div_ceil(4) as usize],
+            seen_phase: HashMap::new(),
+            maxnreg: vec![Vec::new(); warps as usize],
+            // splitmix of seed and block: each block draws its own sequence
+            rng: (seed ^ block_index.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1,
+        }
+    }
+
+    /// A pseudo-random bit (xorshift64): the random completion order.
+    pub fn coin(&mut self) -> bool {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x >> 63 != 0
+    }
+
+    pub fn add_guard(&mut self, lo: u32, hi: u32, kind: GuardKind, site: Site) -> u64 {
+        let id = self.next_guard;
+        self.next_guard += 1;
+        self.guards.push(Guard { id, lo, hi, kind, site });
+        id
+    }
+
+    /// Drops the guards of loads whose mbarrier phase has completed (or whose barrier is gone).
+    pub fn lift_completed(&mut self) {
+        let bars = &self.mbar.bars;
+        self.guards.retain(|g| match g.kind {
+            GuardKind::Load { mbar, phase, landed } => {
+                !landed || bars.get(&mbar).is_some_and(|b| b.live && b.phase == phase)
+            }
+            GuardKind::Store => true,
+        });
+    }
+
+    /// The guard over any byte of [lo, hi), if one.
+    pub fn guard_over(&self, lo: u32, hi: u32) -> Option<Guard> {
+        self.guards.iter().find(|g| g.lo < hi && lo < g.hi).copied()
+    }
+
+    /// Records generic writes of thread `t` to [lo, hi) as not yet proxy-fenced.
+    pub fn generic_write(&mut self, t: u32, lo: u32, hi: u32) {
+        for w in lo / 4..hi.div_ceil(4) {
+            if let Some(x) = self.unfenced.get_mut(w as usize) {
+                *x = t + 1;
+            }
+        }
+    }
+
+    /// `fence.proxy.async` by the threads in `threads` (a warp's executing lanes).
+    pub fn fence(&mut self, first: u32, mask: u32) {
+        for x in self.unfenced.iter_mut() {
+            if *x != 0 {
+                let t = *x - 1;
+                if t >= first && t < first + 32 && mask >> (t - first) & 1 != 0 {
+                    *x = 0;
+                }
+            }
+        }
+    }
+
+    /// The first word of [lo, hi) written by the generic proxy and not fenced: (offset, thread).
+    pub fn unfenced_in(&self, lo: u32, hi: u32) -> Option<(u32, u32)> {
+        (lo / 4..hi.div_ceil(4)).find_map(|w| match self.unfenced.get(w as usize) {
+            Some(&x) if x != 0 => Some((w * 4, x - 1)),
+            _ => None,
+        })
+    }
+}

@@ -1,0 +1,197 @@
+//! Lowering of Hopper's (sm_90) asynchronous machinery: `mbarrier`, `cp.async.bulk(.tensor)`
+//! with its bulk groups, `elect.sync` and `setmaxnreg` (PTX ISA 9.7.13.15, 9.7.9.25, 9.7.12.x).
+
+use super::*;
+
+/// Resolves an address operand (`[reg]`, `[reg+off]`, `[symbol]`) of a Hopper instruction into
+/// (base slot, offset, 32-bit base?), the way `ld`/`st` addresses are resolved.
+fn addr(fs: &mut FnState, o: &Opnd, space: Space, line: u32) -> PResult<(u32, i64, bool)> {
+    let mut a = Inst::new(Op::Nop, line);
+    a.space = space;
+    resolve_addr(fs, o, line, &mut a)?;
+    Ok((a.s[0], a.off, a.has(fl::ADDR32)))
+}
+
+/// `mbarrier.{init,arrive,arrive.expect_tx,arrive.noComplete,expect_tx,complete_tx,test_wait,
+/// try_wait,inval}` on a barrier in shared memory (`.shared::cta`, or a generic address).
+pub(super) fn mbarrier(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
+    let (ops, m, line) = (&cx.ops[..], &cx.m, cx.line);
+    let mut i = cx.mk(Op::Mbar);
+    i.space = m.space();
+    // (operand index of the barrier address, of the count/bytes/parity operand)
+    let (sub, dst, at, val): (u8, bool, usize, Option<usize>) = if m.has("init") {
+        (sub::MBAR_INIT, false, 0, Some(1))
+    } else if m.has("arrive") && m.has("expect_tx") {
+        (sub::MBAR_ARRIVE_TX, true, 1, Some(2))
+    } else if m.has("arrive") && m.has("noComplete") {
+        (sub::MBAR_ARRIVE_NOCOMPLETE, true, 1, Some(2))
+    } else if m.has("arrive") {
+        (sub::MBAR_ARRIVE, true, 1, (ops.len() == 3).then_some(2))
+    } else if m.has("expect_tx") {
+        (sub::MBAR_EXPECT_TX, false, 0, Some(1))
+    } else if m.has("complete_tx") {
+        (sub::MBAR_COMPLETE_TX, false, 0, Some(1))
+    } else if m.has("test_wait") {
+        (sub::MBAR_TEST_WAIT, true, 1, Some(2))
+    } else if m.has("try_wait") {
+        (sub::MBAR_TRY_WAIT, true, 1, Some(2))
+    } else if m.has("inval") {
+        (sub::MBAR_INVAL, false, 0, None)
+    } else {
+        return cx.unsupported();
+    };
+    i.sub = sub;
+    let want = at + 1 + val.map_or(0, |_| 1);
+    // try_wait may carry a suspend-time hint (a scheduling hint: ignored)
+    if ops.len() != want && !(sub == sub::MBAR_TRY_WAIT && ops.len() == want + 1) {
+        return Err((line, format!("`{}` expects {want} operands, got {}", cx.opname, ops.len())));
+    }
+    if dst {
+        i.d[0] = super::dst(fs, &ops[0], line)?;
+    }
+    let (base, off, a32) = addr(fs, &ops[at], i.space, line)?;
+    i.s[0] = base;
+    i.off = off;
+    if a32 {
+        i.flags |= fl::ADDR32;
+    }
+    if let Some(v) = val {
+        i.s[1] = resolve(fs, &ops[v], Ty::U64, line)?;
+    }
+    if m.has("parity") {
+        i.flags |= fl::PARITY;
+    }
+    push(fs, i);
+    Ok(())
+}
+
+/// `cp.async.bulk.tensor.Nd` loads (shared <- global, completing on an mbarrier) and stores
+/// (global <- shared, in bulk groups); `cp.async.bulk.commit_group` / `wait_group{.read}`.
+pub(super) fn bulk(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
+    let (ops, m, line) = (&cx.ops[..], &cx.m, cx.line);
+    if m.has("commit_group") {
+        push(fs, cx.mk(Op::BulkGroup));
+        return Ok(());
+    }
+    if m.has("wait_group") {
+        need(ops, 1, line, cx.opname)?;
+        let mut i = cx.mk(Op::BulkGroup);
+        i.sub = 1;
+        i.off = match &ops[0] {
+            Opnd::Int(v) => *v as i64,
+            _ => return Err((line, "cp.async.bulk.wait_group needs an immediate".into())),
+        };
+        if m.has("read") {
+            i.flags |= fl::READ;
+        }
+        push(fs, i);
+        return Ok(());
+    }
+    if !m.has("tensor") {
+        return Err((line, format!("unsupported instruction `{}` (only the .tensor form of cp.async.bulk)", cx.opname)));
+    }
+    let rank = ["1d", "2d", "3d"].iter().position(|r| m.has(r)).map(|p| p as u8 + 1);
+    let rank = rank.ok_or((line, format!("`{}`: only 1d-3d tensor copies are supported", cx.opname)))?;
+    let mut i = cx.mk(Op::BulkTensor);
+    i.n = rank;
+    // which way: the destination space comes first in the modifiers
+    let dst_shared = m.parts.iter().find_map(|p| match *p {
+        "shared::cluster" | "shared::cta" | "shared" => Some(true),
+        "global" => Some(false),
+        _ => None,
+    });
+    let (tmap_at, smem_at) = match dst_shared {
+        Some(true) => {
+            if !m.has("mbarrier::complete_tx::bytes") {
+                return Err((line, "a tensor load must complete on an mbarrier (.mbarrier::complete_tx::bytes)".into()));
+            }
+            if ops.len() != 3 && ops.len() != 4 {
+                return Err((line, format!("`{}` expects 3 operands (and a cache policy)", cx.opname)));
+            }
+            i.sub = sub::BULK_LOAD;
+            (1, 0)
+        }
+        Some(false) => {
+            if !m.has("bulk_group") {
+                return Err((line, "a tensor store must complete in a bulk group (.bulk_group)".into()));
+            }
+            if ops.len() != 2 && ops.len() != 3 {
+                return Err((line, format!("`{}` expects 2 operands (and a cache policy)", cx.opname)));
+            }
+            i.sub = sub::BULK_STORE;
+            (0, 1)
+        }
+        None => return Err((line, format!("`{}`: no state spaces", cx.opname))),
+    };
+    let (sbase, soff, s32) = addr(fs, &ops[smem_at], Space::Shared, line)?;
+    i.s[0] = sbase;
+    i.off = soff;
+    if s32 {
+        i.flags |= fl::ADDR32;
+    }
+    let Opnd::TensorAddr(map, coords) = &ops[tmap_at] else {
+        return Err((line, "expected `[tensorMap, {coordinates}]`".into()));
+    };
+    if coords.len() != rank as usize {
+        return Err((line, format!("a {rank}d copy needs {rank} coordinates, got {}", coords.len())));
+    }
+    i.s[1] = match fs.param_index.get(map.as_str()) {
+        // a kernel parameter named directly: its generic address in the param window
+        Some(&pi) => const_slot(fs, crate::memory::PARAM_WIN + fs.params[pi].offset as u64),
+        None => resolve(fs, &Opnd::Name(map.clone()), Ty::U64, line)?,
+    };
+    let slots = coords.iter().map(|c| resolve(fs, c, Ty::S32, line)).collect::<PResult<Vec<u32>>>()?;
+    i.list = fs.lists.len() as u32;
+    fs.lists.push(slots);
+    if i.sub == sub::BULK_LOAD {
+        let (mb, moff, _) = addr(fs, &ops[2], Space::Shared, line)?;
+        i.s[2] = mb;
+        // the barrier's offset travels in `target` (the shared address's offset is in `off`)
+        i.target = moff as u32;
+    }
+    push(fs, i);
+    Ok(())
+}
+
+/// `elect.sync d|p, membermask`.
+pub(super) fn elect(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
+    let (ops, line) = (&cx.ops[..], cx.line);
+    need(ops, 2, line, cx.opname)?;
+    if !cx.m.has("sync") {
+        return Err((line, "elect without .sync".into()));
+    }
+    let mut i = cx.mk(Op::Elect);
+    match &ops[0] {
+        Opnd::Pair(d, p) => {
+            i.d[0] = dst(fs, &Opnd::Name(d.clone()), line)?;
+            i.d[1] = dst(fs, &Opnd::Name(p.clone()), line)?;
+        }
+        _ => return Err((line, "elect.sync needs `d|p` destinations".into())),
+    }
+    i.s[0] = resolve(fs, &ops[1], Ty::U32, line)?;
+    push(fs, i);
+    Ok(())
+}
+
+/// `setmaxnreg.{inc,dec}.sync.aligned.u32 n`: n in 24..=256, a multiple of 8 (checked here:
+/// ptxas rejects anything else too).
+pub(super) fn setmaxnreg(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
+    let (ops, line) = (&cx.ops[..], cx.line);
+    need(ops, 1, line, cx.opname)?;
+    let n = match &ops[0] {
+        Opnd::Int(v) => *v,
+        _ => return Err((line, "setmaxnreg needs an immediate register count".into())),
+    };
+    if !(24..=256).contains(&n) || n % 8 != 0 {
+        return Err((line, format!("setmaxnreg count {n}: must be a multiple of 8 in 24..=256")));
+    }
+    let mut i = cx.mk(Op::SetMaxNReg);
+    i.sub = match (cx.m.has("inc"), cx.m.has("dec")) {
+        (true, false) => 1,
+        (false, true) => 0,
+        _ => return Err((line, "setmaxnreg needs .inc or .dec".into())),
+    };
+    i.off = n as i64;
+    push(fs, i);
+    Ok(())
+}
