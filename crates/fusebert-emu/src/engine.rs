@@ -22,13 +22,45 @@ pub enum Param {
     I64(i64),
     F32(f32),
     F64(f64),
+    /// A parameter passed by value as raw bytes: a struct, a `CUtensorMap` (at the parameter's
+    /// declared size and alignment).
+    Bytes(ParamBytes),
+}
+
+/// Raw bytes of a by-value parameter (up to [`ParamBytes::MAX`]), kept inline so that
+/// [`Param`] stays `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ParamBytes {
+    len: u16,
+    data: [u8; ParamBytes::MAX],
+}
+
+impl ParamBytes {
+    /// Largest by-value parameter (a tensor map is 128 bytes).
+    pub const MAX: usize = 512;
+    /// The bytes, or `None` when longer than [`ParamBytes::MAX`].
+    pub fn new(b: &[u8]) -> Option<ParamBytes> {
+        let mut data = [0u8; Self::MAX];
+        data.get_mut(..b.len())?.copy_from_slice(b);
+        Some(ParamBytes { len: b.len() as u16, data })
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        &self.data[..self.len as usize]
+    }
+}
+
+impl std::fmt::Debug for ParamBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.len)
+    }
 }
 
 impl Param {
-    /// Size in bytes in the parameter buffer (also its natural alignment).
+    /// Size in bytes in the parameter buffer (also its natural alignment, except for raw bytes).
     pub fn size(&self) -> usize {
         match self {
             Param::U32(_) | Param::I32(_) | Param::F32(_) => 4,
+            Param::Bytes(b) => b.len as usize,
             _ => 8,
         }
     }
@@ -41,6 +73,7 @@ impl Param {
             Param::U32(v) => v.to_le_bytes().to_vec(),
             Param::I32(v) => v.to_le_bytes().to_vec(),
             Param::F32(v) => v.to_le_bytes().to_vec(),
+            Param::Bytes(b) => b.as_slice().to_vec(),
         }
     }
 }
@@ -377,12 +410,13 @@ pub fn build_params(k: &Kernel, args: &[Param]) -> Result<Vec<u8>> {
         if (param_float && !arg_float) || (param_int && arg_float) {
             return Err(bad(format!("parameter {n} (`{}`) has type .{:?} but the argument is {:?}", p.name, p.ty, a)));
         }
-        if p.offset % p.align != 0 || (p.offset as usize) % a.size() != 0 {
+        let natural = if let Param::Bytes(_) = a { p.align as usize } else { a.size() };
+        if p.offset % p.align != 0 || (p.offset as usize) % natural != 0 {
             return Err(bad(format!(
                 "parameter {n} (`{}`) sits at offset {} which is not {}-byte aligned",
                 p.name,
                 p.offset,
-                a.size()
+                natural
             )));
         }
         if let (Some(al), Param::Ptr(addr)) = (p.ptr_align, a) {
@@ -541,6 +575,20 @@ impl Emulator {
     }
     pub fn load_module(&self, name: &str, ptx: &str) -> Result<()> {
         let m = crate::cached_module(name, ptx)?;
+        // arch-specific PTX (`sm_90a`: wgmma, setmaxnreg) JITs on its exact compute capability only
+        if let Some(t) = m.target.as_deref().filter(|t| t.ends_with('a')) {
+            let arch = self.opts.arch;
+            if t.trim_end_matches('a') != arch.ptxas_target() {
+                return Err(Error::PtxParse {
+                    module: name.to_string(),
+                    line: 0,
+                    msg: format!(
+                        "`.target {t}` is arch-specific PTX: it loads only on that exact architecture, and the \
+                         emulated device is {arch}"
+                    ),
+                });
+            }
+        }
         self.install(name, m)?;
         Ok(())
     }

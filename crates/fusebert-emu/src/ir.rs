@@ -574,6 +574,8 @@ pub struct Module {
     pub global_bytes: u32,
     /// `.file` table: index -> path.
     pub files: HashMap<u32, String>,
+    /// The `.target` architecture (`sm_80`, `sm_90a`, ...), when declared.
+    pub target: Option<String>,
 }
 
 impl Module {

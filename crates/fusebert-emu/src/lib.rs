@@ -60,7 +60,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use counters::Counters;
-pub use engine::{Emulator, EmulatorOptions, LaunchDims, LaunchRecord, ModuleLibrary, Param};
+pub use engine::{Emulator, EmulatorOptions, LaunchDims, LaunchRecord, ModuleLibrary, Param, ParamBytes};
 pub use error::{Error, Result};
 pub use finding::{Finding, FindingKind};
 

@@ -512,10 +512,11 @@ impl<'l, 'a> Block<'l, 'a> {
             let loc = self.resolve(w, i, l, i.space, addr, total, total, what)?;
             match loc {
                 Loc::Shared(o) => {
-                    self.check_shared(w, i, l, o, total, !is_ld, false)?;
+                    // (the async proxy's ranges first: the more specific report)
                     if self.hop.is_some() {
                         self.check_async_shared(w, i, l, o, total, !is_ld)?;
                     }
+                    self.check_shared(w, i, l, o, total, !is_ld, false)?;
                     shared_offs[l] = o;
                     kind = Space::Shared;
                 }

@@ -28,6 +28,7 @@ pub fn parse_module(name: &str, src: &str) -> PResult<Module> {
     };
     // entries are lowered in order; device functions are compiled into the kernels calling them
     let mut kernels = Vec::new();
+    let mut target = None;
     while let Some(t) = c.peek() {
         let line = c.line();
         let id = match t {
@@ -39,7 +40,14 @@ pub fn parse_module(name: &str, src: &str) -> PResult<Module> {
             t => return Err((line, format!("unexpected {t:?} at module level"))),
         };
         match id {
-            ".version" | ".target" | ".address_size" => c.skip_line(line),
+            ".target" => {
+                c.i += 1;
+                if let Some(Tok::Ident(t)) = c.peek() {
+                    target = Some(t.clone());
+                }
+                c.skip_line(line);
+            }
+            ".version" | ".address_size" => c.skip_line(line),
             ".file" => {
                 c.i += 1;
                 let n = c.int()? as u32;
@@ -132,6 +140,7 @@ pub fn parse_module(name: &str, src: &str) -> PResult<Module> {
         const_bytes: ms.const_off,
         global_bytes: ms.global_off,
         files: ms.files,
+        target,
     })
 }
 

@@ -185,6 +185,15 @@ pub fn encode_tiled(
     if swz != Swizzle::None && inner > swz.span() {
         return Err(format!("the inner box ({inner} bytes) is wider than the {}-byte swizzle span", swz.span()));
     }
+    if swz != Swizzle::None && inner < swz.span() {
+        // legal for the driver, but where hardware puts such a box is unverified (nvFuser
+        // refuses it too): refused rather than emulated from a guess
+        return Err(format!(
+            "the inner box ({inner} bytes) is narrower than the {}-byte swizzle span (layout unverified on \
+             hardware; the emulator refuses it)",
+            swz.span()
+        ));
+    }
     for (d, &e) in estrides.iter().enumerate() {
         if !(1..=8).contains(&e) {
             return Err(format!("elementStrides[{d}] = {e} is outside 1..=8"));

@@ -1,0 +1,908 @@
+//! Hopper (sm_90a) in the emulator: mbarrier, TMA tile loads and stores through tensor maps,
+//! elect.sync, setmaxnreg, fence.proxy.async, kernel-parameter addresses, extern shared
+//! alignment, per-thread cp.async groups. Hand-written PTX, validated by ptxas for sm_90a;
+//! expected values come from plain loops over the ISA's formulas written here (not from the
+//! emulator's `tma` module); every semantic runs under lazy, eager and random completion; every
+//! finding has a planted bug and a clean twin.
+mod common;
+use common::*;
+use fusebert_emu::arch::{Arch, AsyncMode};
+use fusebert_emu::{Emulator, EmulatorOptions, LaunchDims, Param, ParamBytes};
+use rand::Rng;
+
+const MODES: [AsyncMode; 4] = [AsyncMode::Lazy, AsyncMode::Eager, AsyncMode::Random(1), AsyncMode::Random(7)];
+
+fn emu90(mode: AsyncMode) -> Emulator {
+    Emulator::new(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() }).unwrap()
+}
+
+fn dims1(block: u32, shared: u32) -> LaunchDims {
+    LaunchDims { grid: (1, 1, 1), block: (block, 1, 1), shared_mem_bytes: shared }
+}
+
+/// Loads `ptx` (checked by ptxas for sm_90a) as module `m`.
+fn load(emu: &Emulator, ptx: &str) {
+    ptxas_check(ptx, "sm_90a");
+    emu.load_module("m", ptx).unwrap_or_else(|e| panic!("load failed: {e}\n{}", numbered(ptx)));
+}
+
+fn read(emu: &Emulator, addr: u64, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    emu.read(addr, &mut v).unwrap();
+    v
+}
+
+/// The report of a failed launch (a sanitizer finding), panicking when it succeeded.
+fn finding<T>(r: fusebert_emu::Result<T>) -> String {
+    match r {
+        Ok(_) => panic!("the planted bug was NOT detected"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const HEADER: &str = ".version 8.0\n.target sm_90a\n.address_size 64\n";
+
+// ---------------------------------------------------------------------------------------------
+// Reference: the ISA's TMA box layout, written independently of the emulator
+// ---------------------------------------------------------------------------------------------
+
+/// A tiled tensor map's parameters (as given to the encoder).
+#[derive(Clone)]
+struct Map {
+    esize: usize,
+    dims: Vec<u64>,
+    /// byte strides of dims 1..
+    strides: Vec<u64>,
+    boxd: Vec<u32>,
+    /// 0 none, 1 = 32B, 2 = 64B, 3 = 128B (the driver's codes)
+    swizzle: u32,
+}
+
+impl Map {
+    fn dtype(&self) -> u32 {
+        match self.esize {
+            1 => 0,
+            2 => 6,
+            _ => 7,
+        }
+    }
+    fn encode(&self, gaddr: u64) -> [u8; 128] {
+        let ones = vec![1u32; self.dims.len()];
+        fusebert_emu::tma::encode_tiled(
+            self.dtype(),
+            self.dims.len() as u32,
+            gaddr,
+            &self.dims,
+            &self.strides,
+            &self.boxd,
+            &ones,
+            0,
+            self.swizzle,
+            false,
+        )
+        .unwrap()
+    }
+    fn box_bytes(&self) -> usize {
+        self.boxd.iter().map(|&b| b as usize).product::<usize>() * self.esize
+    }
+    fn global_bytes(&self) -> usize {
+        let r = self.dims.len();
+        if r == 1 {
+            self.dims[0] as usize * self.esize
+        } else {
+            self.strides[r - 2] as usize * self.dims[r - 1] as usize
+        }
+    }
+}
+
+/// The 16-byte chunk of a byte at absolute shared address `a` after swizzling: chunk bits [4,7)
+/// XOR the 128-byte row index bits [7,10), masked to the pattern's 2/4/8 rows.
+fn swizzled(code: u32, a: usize) -> usize {
+    let rows = match code {
+        0 => return a,
+        1 => 1,
+        2 => 3,
+        _ => 7,
+    };
+    let chunk = (a >> 4) & 7;
+    let row = (a >> 7) & rows;
+    (a & !0x70) | ((chunk ^ row) << 4)
+}
+
+/// The shared-memory image (relative to `base`) a tile load of `m` at `coords` produces, with
+/// out-of-bounds elements zero: nested loops, dimension 0 fastest.
+fn expected_box(m: &Map, g: &[u8], coords: &[i64], base: usize) -> Vec<u8> {
+    let mut out = vec![0u8; m.box_bytes()];
+    let b = |d: usize| m.boxd.get(d).copied().unwrap_or(1) as i64;
+    let dim = |d: usize| m.dims.get(d).copied().unwrap_or(1) as i64;
+    let c = |d: usize| coords.get(d).copied().unwrap_or(0);
+    let mut lin = 0usize;
+    for i2 in 0..b(2) {
+        for i1 in 0..b(1) {
+            for i0 in 0..b(0) {
+                let (x, y, z) = (c(0) + i0, c(1) + i1, c(2) + i2);
+                let inside = (0..dim(0)).contains(&x) && (0..dim(1)).contains(&y) && (0..dim(2)).contains(&z);
+                let dst = swizzled(m.swizzle, base + lin) - base;
+                if inside {
+                    let s1 = m.strides.first().copied().unwrap_or(0) as i64;
+                    let s2 = m.strides.get(1).copied().unwrap_or(0) as i64;
+                    let src = (x * m.esize as i64 + y * s1 + z * s2) as usize;
+                    out[dst..dst + m.esize].copy_from_slice(&g[src..src + m.esize]);
+                }
+                lin += m.esize;
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// TMA load: a box lands in swizzled shared memory, completion on an mbarrier
+// ---------------------------------------------------------------------------------------------
+
+/// One warp: thread 0 inits the barrier; the elected thread arrives with expect_tx (param 2)
+/// and issues the load; every thread waits (twice, in two brace scopes with the same label),
+/// then copies the raw shared bytes [0, param 3) of the box to `out`. `early` is inserted before
+/// the waits (planted bugs).
+fn tma_load_ptx(rank: usize, early: &str, parity: u32) -> String {
+    let coords = ["%r5", "%r6", "%r7"][..rank].join(", ");
+    format!(
+        r#"{HEADER}
+.extern .shared .align 1024 .b8 smem[];
+
+.visible .entry tma_load(
+    .param .align 128 .b8 tma_load_param_0[128],
+    .param .u64 tma_load_param_1,
+    .param .u32 tma_load_param_2,
+    .param .u32 tma_load_param_3,
+    .param .u32 tma_load_param_4,
+    .param .u32 tma_load_param_5,
+    .param .u32 tma_load_param_6
+)
+{{
+    .reg .pred %p<8>;
+    .reg .b32 %r<32>;
+    .reg .b64 %rd<16>;
+    .shared .align 8 .b64 bar;
+
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, bar;
+    mov.u32 %r4, smem;
+    ld.param.u32 %r8, [tma_load_param_2];
+    ld.param.u32 %r9, [tma_load_param_3];
+    ld.param.u32 %r5, [tma_load_param_4];
+    ld.param.u32 %r6, [tma_load_param_5];
+    ld.param.u32 %r7, [tma_load_param_6];
+    setp.eq.u32 %p1, %r1, 0;
+    @%p1 mbarrier.init.shared::cta.b64 [%r2], 1;
+    fence.mbarrier_init.release.cluster;
+    bar.sync 0;
+    mov.b64 %rd1, tma_load_param_0;
+    cvta.param.u64 %rd2, %rd1;
+    elect.sync %r3|%p2, -1;
+    @%p2 mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r2], %r8;
+    @%p2 cp.async.bulk.tensor.{rank}d.shared::cluster.global.mbarrier::complete_tx::bytes [%r4], [%rd2, {{{coords}}}], [%r2];
+{early}
+    {{
+    .reg .pred P1;
+    WAIT:
+    mbarrier.try_wait.parity.shared::cta.b64 P1, [%r2], {parity};
+    @!P1 bra WAIT;
+    }}
+    {{
+    .reg .pred P1;
+    WAIT:
+    mbarrier.try_wait.parity.shared::cta.b64 P1, [%r2], {parity};
+    @!P1 bra WAIT;
+    }}
+    ld.param.u64 %rd3, [tma_load_param_1];
+    cvta.to.global.u64 %rd3, %rd3;
+    mov.u32 %r20, %r1;
+LOOP:
+    setp.ge.u32 %p4, %r20, %r9;
+    @%p4 bra DONE;
+    add.u32 %r21, %r4, %r20;
+    ld.shared.u8 %r22, [%r21];
+    cvt.u64.u32 %rd4, %r20;
+    add.u64 %rd5, %rd3, %rd4;
+    st.global.u8 [%rd5], %r22;
+    add.u32 %r20, %r20, 32;
+    bra LOOP;
+DONE:
+    ret;
+}}
+"#
+    )
+}
+
+/// Runs one tile load of `m` at `coords` announcing `expect` bytes; returns the box image.
+fn run_tma_load(
+    mode: AsyncMode,
+    ptx: &str,
+    m: &Map,
+    g: &[u8],
+    coords: &[i64],
+    expect: usize,
+) -> fusebert_emu::Result<Vec<u8>> {
+    let emu = emu90(mode);
+    load(&emu, ptx);
+    let ga = emu.alloc(g.len()).unwrap();
+    emu.write(ga, g).unwrap();
+    let map = m.encode(ga);
+    let n = m.box_bytes();
+    let out = emu.alloc(n).unwrap();
+    emu.memset(out, 0xFF, n).unwrap();
+    let c = |d: usize| Param::I32(coords.get(d).copied().unwrap_or(0) as i32);
+    let args = [
+        Param::Bytes(ParamBytes::new(&map).unwrap()),
+        Param::Ptr(out),
+        Param::U32(expect as u32),
+        Param::U32(n as u32),
+        c(0),
+        c(1),
+        c(2),
+    ];
+    emu.launch("m", "tma_load", &dims1(32, n as u32), &args)?;
+    Ok(read(&emu, out, n))
+}
+
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut r = rng(seed);
+    (0..n).map(|_| r.gen_range(1..=255u8)).collect()
+}
+
+/// 2-D maps with every swizzle (the inner box as wide as the span), f16 and s8 and f32
+/// elements, padded row strides, dimensions that are not multiples of the box.
+fn maps_2d() -> Vec<Map> {
+    vec![
+        Map { esize: 2, dims: vec![40, 7], strides: vec![96], boxd: vec![24, 5], swizzle: 0 },
+        Map { esize: 2, dims: vec![40, 7], strides: vec![96], boxd: vec![16, 4], swizzle: 1 },
+        Map { esize: 2, dims: vec![70, 9], strides: vec![160], boxd: vec![32, 8], swizzle: 2 },
+        Map { esize: 2, dims: vec![100, 13], strides: vec![208], boxd: vec![64, 12], swizzle: 3 },
+        Map { esize: 1, dims: vec![200, 11], strides: vec![208], boxd: vec![128, 9], swizzle: 3 },
+        Map { esize: 4, dims: vec![20, 5], strides: vec![80], boxd: vec![8, 3], swizzle: 1 },
+    ]
+}
+
+#[test]
+fn tma_2d_tile_loads_match_the_isa_layout_in_every_completion_mode() {
+    let ptx = tma_load_ptx(2, "", 0);
+    for (k, m) in maps_2d().into_iter().enumerate() {
+        let g = random_bytes(m.global_bytes(), 10 + k as u64);
+        let (w, h) = (m.dims[0] as i64, m.dims[1] as i64);
+        let bw = m.boxd[0] as i64;
+        // inside, hanging over each edge, entirely outside
+        for coords in [[0, 0], [w - bw / 2, 1], [-bw / 2, -1], [3, h - 2], [w, 0]] {
+            let want = expected_box(&m, &g, &coords, 1024);
+            for mode in MODES {
+                let got = run_tma_load(mode, &ptx, &m, &g, &coords, m.box_bytes())
+                    .unwrap_or_else(|e| panic!("map {k} at {coords:?} ({mode:?}): {e}"));
+                assert!(got == want, "map {k} at {coords:?} ({mode:?}): box differs from the ISA layout");
+            }
+        }
+    }
+}
+
+#[test]
+fn tma_1d_and_3d_tile_loads() {
+    let m1 = Map { esize: 2, dims: vec![50], strides: vec![], boxd: vec![64], swizzle: 0 };
+    let g = random_bytes(m1.global_bytes(), 3);
+    for coords in [[0i64], [-8], [40]] {
+        let want = expected_box(&m1, &g, &coords, 1024);
+        for mode in MODES {
+            assert_eq!(run_tma_load(mode, &tma_load_ptx(1, "", 0), &m1, &g, &coords, m1.box_bytes()).unwrap(), want);
+        }
+    }
+    let m3 = Map { esize: 2, dims: vec![70, 5, 3], strides: vec![144, 144 * 6], boxd: vec![64, 4, 2], swizzle: 3 };
+    let g = random_bytes(m3.global_bytes(), 4);
+    for coords in [[0i64, 0, 0], [10, 3, 2], [-4, -2, -1]] {
+        let want = expected_box(&m3, &g, &coords, 1024);
+        for mode in MODES {
+            assert_eq!(run_tma_load(mode, &tma_load_ptx(3, "", 0), &m3, &g, &coords, m3.box_bytes()).unwrap(), want);
+        }
+    }
+}
+
+#[test]
+fn expect_tx_below_the_bytes_delivered_is_reported_and_above_deadlocks() {
+    // the classic bug: expect_tx computed from the clipped (in-bounds) part of a residue tile
+    let m = &maps_2d()[3];
+    let g = random_bytes(m.global_bytes(), 5);
+    let ptx = tma_load_ptx(2, "", 0);
+    let clipped = 36 * 12 * 2;
+    for mode in MODES {
+        let r = finding(run_tma_load(mode, &ptx, m, &g, &[64, 0], clipped).map(|_| ()));
+        assert!(r.contains("mbarrier misuse") && r.contains("expect_tx"), "{mode:?}: {r}");
+        assert!(r.contains(&format!("line {}", line_of(&ptx, "cp.async.bulk.tensor"))), "{r}");
+        assert!(r.contains("thread (0,0,0)") || r.contains("thread (31,0,0)"), "{r}");
+        // announcing more than the box: the phase never completes, every barrier is listed
+        let r = finding(run_tma_load(mode, &ptx, m, &g, &[0, 0], m.box_bytes() + 16).map(|_| ()));
+        assert!(r.contains("deadlock") && r.contains("16 transaction bytes outstanding"), "{mode:?}: {r}");
+        assert!(r.contains("no copy in flight"), "{r}");
+        // the clean twin
+        run_tma_load(mode, &ptx, m, &g, &[64, 0], m.box_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn reading_a_tma_destination_before_its_phase_completes_is_reported_when_late() {
+    let m = &maps_2d()[1];
+    let g = random_bytes(m.global_bytes(), 6);
+    let ptx = tma_load_ptx(2, "    ld.shared.u32 %r30, [%r4]; // BUG:early", 0);
+    for mode in [AsyncMode::Lazy, AsyncMode::Random(3)] {
+        let r = finding(run_tma_load(mode, &ptx, m, &g, &[0, 0], m.box_bytes()).map(|_| ()));
+        assert!(r.contains("async-proxy hazard") && r.contains("still in flight"), "{r}");
+        assert_located(&r, "tma_load", (0, 0, 0), Some((0, 0, 0)), &[ptx_loc(&ptx, "BUG:early")]);
+    }
+    // eager completion (the copy landing at issue) hides the bug: why lazy is the default
+    run_tma_load(AsyncMode::Eager, &ptx, m, &g, &[0, 0], m.box_bytes()).unwrap();
+    // a wrong parity (a fresh barrier passes parity 1 at once) reads before the data is there
+    let wrong = tma_load_ptx(2, "", 1);
+    let r = finding(run_tma_load(AsyncMode::Lazy, &wrong, m, &g, &[0, 0], m.box_bytes()).map(|_| ()));
+    assert!(r.contains("still in flight"), "{r}");
+}
+
+#[test]
+fn tensor_maps_not_made_by_the_encoder_or_larger_than_their_buffer_are_reported() {
+    let m = maps_2d()[0].clone();
+    let g = random_bytes(m.global_bytes(), 7);
+    let ptx = tma_load_ptx(2, "", 0);
+    let emu = emu90(AsyncMode::Lazy);
+    load(&emu, &ptx);
+    let ga = emu.alloc(g.len()).unwrap();
+    emu.write(ga, &g).unwrap();
+    let out = emu.alloc(m.box_bytes()).unwrap();
+    let launch = |map: &[u8], row: i32| {
+        let args = [
+            Param::Bytes(ParamBytes::new(map).unwrap()),
+            Param::Ptr(out),
+            Param::U32(m.box_bytes() as u32),
+            Param::U32(m.box_bytes() as u32),
+            Param::I32(0),
+            Param::I32(row),
+            Param::I32(0),
+        ];
+        emu.launch("m", "tma_load", &dims1(32, m.box_bytes() as u32), &args)
+    };
+    let mut tampered = m.encode(ga);
+    tampered[30] ^= 4;
+    let r = finding(launch(&tampered, 0));
+    assert!(r.contains("bad tensor map") && r.contains("changed after"), "{r}");
+    assert!(r.contains(&ptx_loc(&ptx, "cp.async.bulk.tensor")), "{r}");
+    let r = finding(launch(&[0u8; 128], 0));
+    assert!(r.contains("bad tensor map"), "{r}");
+    // a map that says the tensor has 9 rows where the buffer holds 7
+    let big = Map { dims: vec![40, 9], ..m.clone() };
+    let r = finding(launch(&big.encode(ga), 4));
+    assert!(r.contains("out-of-bounds") && r.contains("outside every allocation"), "{r}");
+    // the clean twin
+    launch(&m.encode(ga), 0).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// TMA store: in-bounds elements written, the rest clipped; fences and waits
+// ---------------------------------------------------------------------------------------------
+
+/// One warp fills the box in shared memory with byte codes (index * 7 + 1), fences (unless
+/// `fence` is empty), syncs, and the elected thread stores the box at (param 1, param 2) and
+/// waits. `after` is inserted after the store (planted bugs).
+fn tma_store_ptx(fence: &str, after: &str, wait: &str) -> String {
+    format!(
+        r#"{HEADER}
+.extern .shared .align 1024 .b8 smem[];
+
+.visible .entry tma_store(
+    .param .align 128 .b8 tma_store_param_0[128],
+    .param .u32 tma_store_param_1,
+    .param .u32 tma_store_param_2,
+    .param .u32 tma_store_param_3
+)
+{{
+    .reg .pred %p<8>;
+    .reg .b32 %r<32>;
+    .reg .b64 %rd<16>;
+
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r4, smem;
+    ld.param.u32 %r5, [tma_store_param_1];
+    ld.param.u32 %r6, [tma_store_param_2];
+    ld.param.u32 %r9, [tma_store_param_3];
+    mov.u32 %r20, %r1;
+FILL:
+    setp.ge.u32 %p4, %r20, %r9;
+    @%p4 bra FILLED;
+    mad.lo.u32 %r22, %r20, 7, 1;
+    add.u32 %r21, %r4, %r20;
+    st.shared.u8 [%r21], %r22;
+    add.u32 %r20, %r20, 32;
+    bra FILL;
+FILLED:
+{fence}
+    bar.sync 0;
+    mov.b64 %rd1, tma_store_param_0;
+    cvta.param.u64 %rd2, %rd1;
+    elect.sync %r3|%p2, -1;
+    @%p2 cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%rd2, {{%r5, %r6}}], [%r4];
+    @%p2 cp.async.bulk.commit_group;
+{after}
+{wait}
+    ret;
+}}
+"#
+    )
+}
+
+const FENCE: &str = "    fence.proxy.async.shared::cta;";
+const WAIT_READ: &str = "    @%p2 cp.async.bulk.wait_group.read 0;";
+
+fn run_tma_store(mode: AsyncMode, ptx: &str, m: &Map, coords: [i64; 2]) -> fusebert_emu::Result<(Vec<u8>, Vec<u8>)> {
+    let emu = emu90(mode);
+    load(&emu, ptx);
+    let n = m.global_bytes();
+    let ga = emu.alloc(n).unwrap();
+    let sentinel = random_bytes(n, 9);
+    emu.write(ga, &sentinel).unwrap();
+    let map = m.encode(ga);
+    let nb = m.box_bytes() as u32;
+    let args =
+        [Param::Bytes(ParamBytes::new(&map).unwrap()), Param::I32(coords[0] as i32), Param::I32(coords[1] as i32), Param::U32(nb)];
+    emu.launch("m", "tma_store", &dims1(32, nb), &args)?;
+    Ok((sentinel, read(&emu, ga, n)))
+}
+
+/// The global image after a store of the box filled with codes: every in-bounds element of the
+/// box replaced (read from its swizzled shared address), everything else untouched.
+fn expected_store(m: &Map, before: &[u8], coords: [i64; 2]) -> Vec<u8> {
+    let mut g = before.to_vec();
+    let code = |a: usize| (a * 7 + 1) as u8;
+    let mut lin = 0;
+    for i1 in 0..m.boxd[1] as i64 {
+        for i0 in 0..m.boxd[0] as i64 {
+            let (x, y) = (coords[0] + i0, coords[1] + i1);
+            if (0..m.dims[0] as i64).contains(&x) && (0..m.dims[1] as i64).contains(&y) {
+                let src = swizzled(m.swizzle, 1024 + lin) - 1024;
+                let dst = x as usize * m.esize + y as usize * m.strides[0] as usize;
+                for b in 0..m.esize {
+                    g[dst + b] = code(src + b);
+                }
+            }
+            lin += m.esize;
+        }
+    }
+    g
+}
+
+#[test]
+fn tma_stores_write_in_bounds_elements_only() {
+    let ptx = tma_store_ptx(FENCE, "", WAIT_READ);
+    for (k, m) in maps_2d().into_iter().enumerate() {
+        let (w, h) = (m.dims[0] as i64, m.dims[1] as i64);
+        for coords in [[0, 0], [w - 3, h - 2], [-5, -1]] {
+            for mode in MODES {
+                let (before, got) = run_tma_store(mode, &ptx, &m, coords).unwrap_or_else(|e| panic!("map {k}: {e}"));
+                assert!(got == expected_store(&m, &before, coords), "map {k} at {coords:?} ({mode:?})");
+            }
+        }
+    }
+}
+
+#[test]
+fn tma_store_misuse_is_reported() {
+    let m = &maps_2d()[3];
+    for mode in MODES {
+        // no fence.proxy.async between the generic writes and the async-proxy read
+        let ptx = tma_store_ptx("", "", WAIT_READ);
+        let r = finding(run_tma_store(mode, &ptx, m, [0, 0]).map(|_| ()));
+        assert!(r.contains("missing fence.proxy.async"), "{mode:?}: {r}");
+        assert!(r.contains(&ptx_loc(&ptx, "cp.async.bulk.tensor")), "{r}");
+        // the source overwritten before wait_group.read (eager completion has read it already)
+        let ptx = tma_store_ptx(FENCE, "    st.shared.u32 [%r4], %r1; // BUG:reuse", WAIT_READ);
+        if mode != AsyncMode::Eager {
+            let r = finding(run_tma_store(mode, &ptx, m, [0, 0]).map(|_| ()));
+            assert!(r.contains("async-proxy hazard") && r.contains("source of a TMA store"), "{mode:?}: {r}");
+            assert_located(&r, "tma_store", (0, 0, 0), Some((0, 0, 0)), &[ptx_loc(&ptx, "BUG:reuse")]);
+        }
+        // the block exits with the store never waited for
+        let ptx = tma_store_ptx(FENCE, "", "");
+        if mode != AsyncMode::Eager {
+            let r = finding(run_tma_store(mode, &ptx, m, [0, 0]).map(|_| ()));
+            assert!(r.contains("exits with this TMA store not waited for"), "{mode:?}: {r}");
+        }
+        // the clean twin (also: the reuse after the wait is fine)
+        let ptx = tma_store_ptx(FENCE, "", &format!("{WAIT_READ}\n    st.shared.u32 [%r4], %r1;"));
+        run_tma_store(mode, &ptx, m, [0, 0]).unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// mbarrier state machine and its misuse
+// ---------------------------------------------------------------------------------------------
+
+/// A kernel of one block whose body uses the barrier at `%r2` (init count from the body) and
+/// writes `%r10` of each thread to out[tid].
+fn mbar_ptx(body: &str) -> String {
+    format!(
+        r#"{HEADER}
+.visible .entry mb(
+    .param .u64 mb_param_0
+)
+{{
+    .reg .pred %p<8>;
+    .reg .b32 %r<32>;
+    .reg .b64 %rd<16>;
+    .shared .align 8 .b64 bar;
+
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, bar;
+    mov.u32 %r10, 0;
+    setp.eq.u32 %p1, %r1, 0;
+{body}
+    ld.param.u64 %rd3, [mb_param_0];
+    cvta.to.global.u64 %rd3, %rd3;
+    mul.wide.u32 %rd4, %r1, 4;
+    add.u64 %rd5, %rd3, %rd4;
+    st.global.u32 [%rd5], %r10;
+    ret;
+}}
+"#
+    )
+}
+
+fn run_mbar(mode: AsyncMode, ptx: &str, threads: u32) -> fusebert_emu::Result<Vec<u32>> {
+    let emu = emu90(mode);
+    load(&emu, ptx);
+    let out = emu.alloc(4 * threads as usize).unwrap();
+    emu.launch("m", "mb", &dims1(threads, 0), &[Param::Ptr(out)])?;
+    Ok(read(&emu, out, 4 * threads as usize).chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect())
+}
+
+/// Sets %p3 to try_wait.parity's answer for parity `par`, and adds (answer << bit) to %r10.
+fn probe(par: u32, bit: u32) -> String {
+    format!(
+        "    mbarrier.test_wait.parity.shared::cta.b64 %p3, [%r2], {par};\n    selp.u32 %r11, {}, 0, %p3;\n    add.u32 %r10, %r10, %r11;\n",
+        1u32 << bit
+    )
+}
+
+#[test]
+fn mbarrier_phases_parities_tokens_and_transaction_counts() {
+    // init 2 arrivals; thread 0 probes the parities after each step
+    let mut body = String::from("    @%p1 mbarrier.init.shared::cta.b64 [%r2], 2;\n    bar.sync 0;\n");
+    body += &probe(0, 0); // fresh: parity 0 incomplete -> 0
+    body += &probe(1, 1); // fresh: parity 1 (the phase before) complete -> 2
+    body += "    @%p1 mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%r2], 32;\n";
+    body += "    @%p1 mbarrier.arrive.shared::cta.b64 %rd6, [%r2];\n";
+    body += "    @%p1 mbarrier.arrive.shared::cta.b64 %rd7, [%r2];\n";
+    body += &probe(0, 2); // both arrived, 32 bytes outstanding -> 0
+    body += "    @%p1 mbarrier.complete_tx.relaxed.cta.shared::cta.b64 [%r2], 16;\n";
+    body += &probe(0, 3); // 16 outstanding -> 0
+    body += "    @%p1 mbarrier.complete_tx.relaxed.cta.shared::cta.b64 [%r2], 16;\n";
+    body += &probe(0, 4); // phase 0 complete -> 16
+    body += &probe(1, 5); // phase 1 incomplete -> 0
+    // the state token of phase 0 tests complete
+    body += "    @%p1 mbarrier.test_wait.shared::cta.b64 %p4, [%r2], %rd6;\n    @%p1 selp.u32 %r11, 64, 0, %p4;\n    @%p1 add.u32 %r10, %r10, %r11;\n";
+    body += "    @%p1 mbarrier.arrive.noComplete.shared::cta.b64 %rd8, [%r2], 1;\n";
+    body += &probe(1, 7); // one of two arrivals -> 0
+    body += "    @%p1 mbarrier.arrive.shared::cta.b64 %rd9, [%r2];\n";
+    body += &probe(1, 8); // phase 1 complete -> 256
+    body += "    @%p1 mbarrier.test_wait.shared::cta.b64 %p4, [%r2], %rd9;\n    @%p1 selp.u32 %r11, 512, 0, %p4;\n    @%p1 add.u32 %r10, %r10, %r11;\n";
+    body += "    bar.sync 0;\n    @%p1 mbarrier.inval.shared::cta.b64 [%r2];\n";
+    let ptx = mbar_ptx(&body);
+    for mode in MODES {
+        let got = run_mbar(mode, &ptx, 32).unwrap();
+        assert_eq!(got[0], 2 | 16 | 64 | 256 | 512, "{mode:?}");
+        // the other threads probed only the shared parity state, at their own pace: they run
+        // after thread 0 in lockstep, so they see the same answers for the unguarded probes
+        assert!(got[1..].iter().all(|&v| v == got[1]), "{got:?}");
+    }
+}
+
+#[test]
+fn mbarrier_misuse_is_reported_with_a_clean_twin() {
+    let cases: [(&str, &str, &str); 4] = [
+        (
+            // every lane arrives on a barrier expecting one arrival
+            "    @%p1 mbarrier.init.shared::cta.b64 [%r2], 1;\n    bar.sync 0;\n    mbarrier.arrive.shared::cta.b64 _, [%r2]; // BUG\n",
+            "    @%p1 mbarrier.init.shared::cta.b64 [%r2], 32;\n    bar.sync 0;\n    mbarrier.arrive.shared::cta.b64 _, [%r2]; // BUG\n",
+            "more arrivals than the init count",
+        ),
+        (
+            "    mbarrier.arrive.shared::cta.b64 _, [%r2]; // BUG\n",
+            "    @%p1 mbarrier.init.shared::cta.b64 [%r2], 32;\n    bar.sync 0;\n    mbarrier.arrive.shared::cta.b64 _, [%r2]; // BUG\n",
+            "used before mbarrier.init",
+        ),
+        (
+            // thread 0 completes phases 0, 1, 2 and waits on parity 0 twice: the second wait
+            // refers to phase 2, phase 1 went by unobserved
+            "    @%p1 mbarrier.init.shared::cta.b64 [%r2], 1;\n    @%p1 mbarrier.arrive.shared::cta.b64 _, [%r2];\n    @%p1 mbarrier.try_wait.parity.shared::cta.b64 %p3, [%r2], 0;\n    @%p1 mbarrier.arrive.shared::cta.b64 _, [%r2];\n    @%p1 mbarrier.arrive.shared::cta.b64 _, [%r2];\n    @%p1 mbarrier.try_wait.parity.shared::cta.b64 %p3, [%r2], 0; // BUG\n",
+            "    @%p1 mbarrier.init.shared::cta.b64 [%r2], 1;\n    @%p1 mbarrier.arrive.shared::cta.b64 _, [%r2];\n    @%p1 mbarrier.try_wait.parity.shared::cta.b64 %p3, [%r2], 0;\n    @%p1 mbarrier.arrive.shared::cta.b64 _, [%r2];\n    @%p1 mbarrier.try_wait.parity.shared::cta.b64 %p3, [%r2], 1;\n    @%p1 mbarrier.arrive.shared::cta.b64 _, [%r2];\n    @%p1 mbarrier.try_wait.parity.shared::cta.b64 %p3, [%r2], 0; // BUG\n",
+            "skipped phase",
+        ),
+        (
+            // init of a live barrier
+            "    @%p1 mbarrier.init.shared::cta.b64 [%r2], 1;\n    @%p1 mbarrier.init.shared::cta.b64 [%r2], 1; // BUG\n",
+            "    @%p1 mbarrier.init.shared::cta.b64 [%r2], 1;\n    @%p1 mbarrier.inval.shared::cta.b64 [%r2];\n    @%p1 mbarrier.init.shared::cta.b64 [%r2], 1; // BUG\n",
+            "already initialised",
+        ),
+    ];
+    for (bug, clean, what) in cases {
+        for mode in MODES {
+            let ptx = mbar_ptx(bug);
+            let r = finding(run_mbar(mode, &ptx, 32).map(|_| ()));
+            assert!(r.contains("mbarrier misuse") && r.contains(what), "{what} ({mode:?}): {r}");
+            assert!(r.contains(&ptx_loc(&ptx, "// BUG")), "{r}");
+            run_mbar(mode, &mbar_ptx(clean), 32).unwrap_or_else(|e| panic!("clean twin of `{what}`: {e}"));
+        }
+    }
+}
+
+#[test]
+fn a_wait_that_can_never_pass_is_a_deadlock_report_listing_every_barrier() {
+    // two barriers; the one waited on expects 2 arrivals and gets 1
+    let body = "    mov.u32 %r12, bar;\n    add.u32 %r3, %r12, 8;\n\
+        @%p1 mbarrier.init.shared::cta.b64 [%r2], 2;\n\
+        bar.sync 0;\n\
+        @%p1 mbarrier.arrive.shared::cta.b64 _, [%r2];\n\
+        WAIT:\n    mbarrier.try_wait.parity.shared::cta.b64 %p3, [%r2], 0;\n    @!%p3 bra WAIT;\n";
+    let ptx = mbar_ptx(body);
+    for mode in MODES {
+        let r = finding(run_mbar(mode, &ptx, 64));
+        assert!(r.contains("deadlock"), "{r}");
+        assert!(r.contains("warp 0 waits on an mbarrier") && r.contains("warp 1 waits on an mbarrier"), "{r}");
+        assert!(r.contains("phase 0 (parity 0), 1 of 2 arrivals pending"), "{r}");
+        assert!(r.contains(&format!("line {}", line_of(&ptx, "try_wait"))), "{r}");
+    }
+    // the clean twin: both warps' thread 0 arrive
+    let clean = body.replace("setp", "").replace(
+        "@%p1 mbarrier.arrive.shared::cta.b64 _, [%r2];",
+        "and.b32 %r13, %r1, 31;\n    setp.eq.u32 %p5, %r13, 0;\n    @%p5 mbarrier.arrive.shared::cta.b64 _, [%r2];",
+    );
+    for mode in MODES {
+        run_mbar(mode, &mbar_ptx(&clean), 64).unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Producer / consumer across warps: phases order shared memory between warps
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn producer_consumer_pipeline_over_two_stages_runs_clean() {
+    // warp 1 produces 6 tiles into 2 stages (full/empty barriers, parity from the lap), warp 0
+    // consumes: out[k] = sum of tile k's 32 values; all 64 threads take part
+    let body = r#"
+    .shared .align 8 .b64 full[2];
+    .shared .align 8 .b64 empty[2];
+    .shared .align 16 .b32 buf[64];
+    mov.u32 %r20, full;
+    mov.u32 %r21, empty;
+    mov.u32 %r22, buf;
+    @%p1 mbarrier.init.shared::cta.b64 [%r20], 32;
+    @%p1 mbarrier.init.shared::cta.b64 [%r20+8], 32;
+    @%p1 mbarrier.init.shared::cta.b64 [%r21], 32;
+    @%p1 mbarrier.init.shared::cta.b64 [%r21+8], 32;
+    bar.sync 0;
+    shr.u32 %r23, %r1, 5;
+    and.b32 %r24, %r1, 31;
+    mov.u32 %r25, 0;
+    setp.eq.u32 %p6, %r23, 1;
+    @%p6 bra PRODUCER;
+CONSUMER:
+    and.b32 %r26, %r25, 1;
+    shr.u32 %r27, %r25, 1;
+    and.b32 %r27, %r27, 1;
+    mad.lo.u32 %r28, %r26, 8, %r20;
+    {
+    .reg .pred P1;
+    W1:
+    mbarrier.try_wait.parity.shared::cta.b64 P1, [%r28], %r27;
+    @!P1 bra W1;
+    }
+    mad.lo.u32 %r29, %r26, 128, %r22;
+    shl.b32 %r30, %r24, 2;
+    add.u32 %r29, %r29, %r30;
+    ld.shared.u32 %r31, [%r29];
+    setp.eq.u32 %p7, %r24, %r25;
+    @%p7 mov.u32 %r10, %r31;
+    mad.lo.u32 %r28, %r26, 8, %r21;
+    mbarrier.arrive.shared::cta.b64 _, [%r28];
+    add.u32 %r25, %r25, 1;
+    setp.lt.u32 %p7, %r25, 6;
+    @%p7 bra CONSUMER;
+    bra END;
+PRODUCER:
+    and.b32 %r26, %r25, 1;
+    shr.u32 %r27, %r25, 1;
+    and.b32 %r27, %r27, 1;
+    xor.b32 %r27, %r27, 1;
+    mad.lo.u32 %r28, %r26, 8, %r21;
+    {
+    .reg .pred P1;
+    W1:
+    mbarrier.try_wait.parity.shared::cta.b64 P1, [%r28], %r27;
+    @!P1 bra W1;
+    }
+    mad.lo.u32 %r29, %r26, 128, %r22;
+    shl.b32 %r30, %r24, 2;
+    add.u32 %r29, %r29, %r30;
+    mad.lo.u32 %r31, %r25, 100, %r24;
+    st.shared.u32 [%r29], %r31;
+    mad.lo.u32 %r28, %r26, 8, %r20;
+    mbarrier.arrive.shared::cta.b64 _, [%r28];
+    add.u32 %r25, %r25, 1;
+    setp.lt.u32 %p7, %r25, 6;
+    @%p7 bra PRODUCER;
+END:
+"#;
+    let ptx = mbar_ptx(body);
+    for mode in MODES {
+        let got = run_mbar(mode, &ptx, 64).unwrap();
+        // consumer lane k < 6 kept tile k's value of lane k: 100 k + k
+        for k in 0..6u32 {
+            assert_eq!(got[k as usize], 101 * k, "{mode:?}: {got:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// elect.sync, setmaxnreg
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn elect_sync_picks_one_member_and_checks_the_mask() {
+    // lanes >= 4 elect under mask 0xfffffff0: %r10 = elected lane + 100 * is-leader
+    let body = "    and.b32 %r5, %r1, 31;\n    setp.ge.u32 %p5, %r5, 4;\n    @!%p5 bra SKIP;\n\
+        elect.sync %r6|%p6, 0xfffffff0; // ELECT\n    selp.u32 %r7, 100, 0, %p6;\n    add.u32 %r10, %r6, %r7;\nSKIP:\n";
+    let ptx = mbar_ptx(body);
+    for (mode, leader) in [(AsyncMode::Lazy, 4u32), (AsyncMode::Eager, 4), (AsyncMode::Random(1), 31)] {
+        let got = run_mbar(mode, &ptx, 32).unwrap();
+        for (l, &v) in got.iter().enumerate() {
+            let want = if l < 4 { 0 } else { leader + if l as u32 == leader { 100 } else { 0 } };
+            assert_eq!(v, want, "{mode:?} lane {l}");
+        }
+    }
+    // the whole warp executes it but the mask leaves lanes 0-3 out
+    let bug = mbar_ptx("    elect.sync %r6|%p6, 0xfffffff0; // ELECT\n");
+    let r = finding(run_mbar(AsyncMode::Lazy, &bug, 32).map(|_| ()));
+    assert!(r.contains("partial-warp collective") && r.contains("not in membermask"), "{r}");
+    assert!(r.contains(&ptx_loc(&bug, "ELECT")), "{r}");
+}
+
+#[test]
+fn setmaxnreg_must_be_warpgroup_uniform_and_monotonic() {
+    // a producer warpgroup decreases, a consumer warpgroup increases (CUTLASS's 40 / 232)
+    let clean = "    shr.u32 %r5, %r1, 7;\n    setp.eq.u32 %p5, %r5, 0;\n    @!%p5 bra CONS;\n\
+        setmaxnreg.dec.sync.aligned.u32 40;\n    bra END;\nCONS:\n    setmaxnreg.inc.sync.aligned.u32 232;\nEND:\n";
+    for mode in MODES {
+        run_mbar(mode, &mbar_ptx(clean), 256).unwrap();
+    }
+    // warp 0 takes another setmaxnreg than warps 1-3 of its warpgroup
+    let split = "    shr.u32 %r5, %r1, 5;\n    setp.eq.u32 %p5, %r5, 0;\n    @!%p5 bra OTHER;\n\
+        setmaxnreg.dec.sync.aligned.u32 40;\n    bra END;\nOTHER:\n    setmaxnreg.dec.sync.aligned.u32 40; // BUG\nEND:\n";
+    let ptx = mbar_ptx(split);
+    let r = finding(run_mbar(AsyncMode::Lazy, &ptx, 128).map(|_| ()));
+    assert!(r.contains("warpgroup misuse") && r.contains("different setmaxnreg"), "{r}");
+    // .inc below the count the warp already has
+    let down = "    setmaxnreg.dec.sync.aligned.u32 40;\n    setmaxnreg.inc.sync.aligned.u32 32; // BUG\n";
+    let ptx = mbar_ptx(down);
+    let r = finding(run_mbar(AsyncMode::Lazy, &ptx, 128).map(|_| ()));
+    assert!(r.contains("below the warp's current 40"), "{r}");
+    assert!(r.contains(&ptx_loc(&ptx, "// BUG")), "{r}");
+    // a block that is not whole warpgroups
+    let r = finding(run_mbar(AsyncMode::Lazy, &mbar_ptx("    setmaxnreg.dec.sync.aligned.u32 40;\n"), 96).map(|_| ()));
+    assert!(r.contains("whole warpgroups"), "{r}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ground rules: parameter addresses, extern shared alignment, per-thread cp.async groups, sm_90a
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_by_value_struct_is_read_through_its_parameter_address() {
+    let ptx = format!(
+        r#"{HEADER}
+.visible .entry st(
+    .param .u64 st_param_0,
+    .param .align 16 .b8 st_param_1[24]
+)
+{{
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<8>;
+    mov.b64 %rd1, st_param_1;
+    cvta.param.u64 %rd2, %rd1;
+    ld.u32 %r1, [%rd2+4];
+    ld.param.u32 %r2, [%rd1+16];
+    ld.param.u64 %rd3, [st_param_0];
+    cvta.to.global.u64 %rd3, %rd3;
+    st.global.u32 [%rd3], %r1;
+    st.global.u32 [%rd3+4], %r2;
+    ret;
+}}
+"#
+    );
+    let emu = emu90(AsyncMode::Lazy);
+    load(&emu, &ptx);
+    let out = emu.alloc(8).unwrap();
+    let s: Vec<u8> = (0..24u8).map(|b| b * 3 + 1).collect();
+    emu.launch("m", "st", &dims1(1, 0), &[Param::Ptr(out), Param::Bytes(ParamBytes::new(&s).unwrap())]).unwrap();
+    let got = read(&emu, out, 8);
+    assert_eq!(&got[..4], &s[4..8]);
+    assert_eq!(&got[4..], &s[16..20]);
+}
+
+#[test]
+fn extern_shared_starts_at_its_declared_alignment() {
+    for align in [16u32, 128, 1024] {
+        let ptx = format!(
+            "{HEADER}.extern .shared .align {align} .b8 dyn[];\n.visible .entry ex(.param .u64 p)\n{{\n    .reg .b32 %r<4>;\n    .reg .b64 %rd<4>;\n    .shared .align 4 .b32 x[5];\n    mov.u32 %r1, dyn;\n    mov.u32 %r2, x;\n    ld.param.u64 %rd1, [p];\n    cvta.to.global.u64 %rd1, %rd1;\n    st.global.u32 [%rd1], %r1;\n    st.global.u32 [%rd1+4], %r2;\n    st.shared.u32 [%r1], %r2;\n    ret;\n}}\n"
+        );
+        let emu = emu90(AsyncMode::Lazy);
+        load(&emu, &ptx);
+        let out = emu.alloc(8).unwrap();
+        emu.launch("m", "ex", &dims1(1, 64), &[Param::Ptr(out)]).unwrap();
+        let got = read(&emu, out, 8);
+        assert_eq!(u32::from_le_bytes(got[..4].try_into().unwrap()), 20u32.div_ceil(align) * align);
+    }
+}
+
+#[test]
+fn sm_90a_modules_load_on_sm_90_only() {
+    let ptx = mbar_ptx("");
+    ptxas_check(&ptx, "sm_90a");
+    let emu = Emulator::new(EmulatorOptions { arch: Arch::Sm80, ..Default::default() }).unwrap();
+    let e = emu.load_module("m", &ptx).unwrap_err().to_string();
+    assert!(e.contains("sm_90a") && e.contains("arch-specific"), "{e}");
+    emu90(AsyncMode::Lazy).load_module("m", &ptx).unwrap();
+}
+
+#[test]
+fn cp_async_groups_are_per_thread() {
+    // lanes 0-15 commit, then every lane waits for all its groups: lanes 16-31 never committed
+    // their copies, so reading them names the missing commit (a per-warp group would hide it)
+    let ptx = |commit_all: bool| {
+        let guard = if commit_all { "" } else { "@%p5 " };
+        format!(
+            r#"{HEADER}
+.visible .entry cpa(.param .u64 p, .param .u64 q)
+{{
+    .reg .pred %p<8>;
+    .reg .b32 %r<16>;
+    .reg .b64 %rd<8>;
+    .shared .align 16 .b32 s[32];
+    mov.u32 %r1, %tid.x;
+    setp.lt.u32 %p5, %r1, 16;
+    mov.u32 %r2, s;
+    shl.b32 %r3, %r1, 2;
+    add.u32 %r4, %r2, %r3;
+    ld.param.u64 %rd1, [p];
+    cvta.to.global.u64 %rd1, %rd1;
+    mul.wide.u32 %rd2, %r1, 4;
+    add.u64 %rd3, %rd1, %rd2;
+    cp.async.ca.shared.global [%r4], [%rd3], 4;
+    {guard}cp.async.commit_group;
+    cp.async.wait_group 0;
+    ld.shared.u32 %r5, [%r4]; // READ
+    ld.param.u64 %rd4, [q];
+    cvta.to.global.u64 %rd4, %rd4;
+    add.u64 %rd5, %rd4, %rd2;
+    st.global.u32 [%rd5], %r5;
+    ret;
+}}
+"#
+        )
+    };
+    let emu = emu90(AsyncMode::Lazy);
+    let src: Vec<u8> = (0..128u32).map(|b| (b * 5 + 3) as u8).collect();
+    let run = |text: &str| {
+        load(&emu, text);
+        let a = emu.alloc(128).unwrap();
+        emu.write(a, &src).unwrap();
+        let b = emu.alloc(128).unwrap();
+        emu.launch("m", "cpa", &dims1(32, 0), &[Param::Ptr(a), Param::Ptr(b)]).map(|_| read(&emu, b, 128))
+    };
+    let bug = ptx(false);
+    let r = finding(run(&bug).map(|_| ()));
+    assert!(r.contains("cp.async hazard") && r.contains("never committed"), "{r}");
+    assert_located(&r, "cpa", (0, 0, 0), Some((16, 0, 0)), &[ptx_loc(&bug, "// READ")]);
+    assert_eq!(run(&ptx(true)).unwrap(), src);
+}
