@@ -59,8 +59,8 @@ impl std::fmt::Display for MbarError {
             MbarError::BadCount(n) => write!(f, "mbarrier.init count {n} is outside 1..=1048575"),
             MbarError::ExtraArrival { count, pending } => write!(
                 f,
-                "{count} arrival(s) on an mbarrier whose current phase expects only {pending} more (more arrivals \
-                 than the init count: the extra ones would count towards the next phase on hardware)"
+                "{count} arrival(s) on an mbarrier whose current phase expects only {pending} more: more arrivals \
+                 than the init count (the extra ones would count towards the next phase on hardware)"
             ),
             MbarError::NoCompleteCompletes => write!(f, "mbarrier.arrive.noComplete would complete the phase"),
             MbarError::TxOverflow { expected, delivered } => write!(

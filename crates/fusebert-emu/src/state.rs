@@ -146,6 +146,9 @@ pub(crate) struct Warp {
     /// The async-event count (`MbarTable::events`) when this warp's last mbarrier wait failed,
     /// or `NOT_SPINNING`: a warp whose wait failed with nothing changed since cannot progress.
     pub(crate) spin: u64,
+    /// (pc, async-event count) of this warp's last failed `test_wait`: failing again there with
+    /// nothing changed is a spin loop (a first failure may be a non-blocking probe).
+    pub(crate) test_fail: (u32, u64),
     // barrier arrival
     pub(crate) bar_id: u32,
     pub(crate) bar_count: u32,

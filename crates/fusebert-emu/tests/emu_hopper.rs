@@ -770,26 +770,26 @@ fn elect_sync_picks_one_member_and_checks_the_mask() {
 
 #[test]
 fn setmaxnreg_must_be_warpgroup_uniform_and_monotonic() {
-    // a producer warpgroup decreases, a consumer warpgroup increases (CUTLASS's 40 / 232)
+    // a producer warpgroup decreases, a consumer warpgroup increases (CUTLASS's 40 / 232; smaller here: ptxas refuses counts above the program's own)
     let clean = "    shr.u32 %r5, %r1, 7;\n    setp.eq.u32 %p5, %r5, 0;\n    @!%p5 bra CONS;\n\
-        setmaxnreg.dec.sync.aligned.u32 40;\n    bra END;\nCONS:\n    setmaxnreg.inc.sync.aligned.u32 232;\nEND:\n";
+        setmaxnreg.dec.sync.aligned.u32 24;\n    bra END;\nCONS:\n    setmaxnreg.inc.sync.aligned.u32 32;\nEND:\n";
     for mode in MODES {
         run_mbar(mode, &mbar_ptx(clean), 256).unwrap();
     }
     // warp 0 takes another setmaxnreg than warps 1-3 of its warpgroup
     let split = "    shr.u32 %r5, %r1, 5;\n    setp.eq.u32 %p5, %r5, 0;\n    @!%p5 bra OTHER;\n\
-        setmaxnreg.dec.sync.aligned.u32 40;\n    bra END;\nOTHER:\n    setmaxnreg.dec.sync.aligned.u32 40; // BUG\nEND:\n";
+        setmaxnreg.dec.sync.aligned.u32 24;\n    bra END;\nOTHER:\n    setmaxnreg.dec.sync.aligned.u32 24; // BUG\nEND:\n";
     let ptx = mbar_ptx(split);
     let r = finding(run_mbar(AsyncMode::Lazy, &ptx, 128).map(|_| ()));
     assert!(r.contains("warpgroup misuse") && r.contains("different setmaxnreg"), "{r}");
     // .inc below the count the warp already has
-    let down = "    setmaxnreg.dec.sync.aligned.u32 40;\n    setmaxnreg.inc.sync.aligned.u32 32; // BUG\n";
+    let down = "    setmaxnreg.inc.sync.aligned.u32 32;\n    setmaxnreg.inc.sync.aligned.u32 24; // BUG\n";
     let ptx = mbar_ptx(down);
     let r = finding(run_mbar(AsyncMode::Lazy, &ptx, 128).map(|_| ()));
-    assert!(r.contains("below the warp's current 40"), "{r}");
+    assert!(r.contains("below the warp's current 32"), "{r}");
     assert!(r.contains(&ptx_loc(&ptx, "// BUG")), "{r}");
     // a block that is not whole warpgroups
-    let r = finding(run_mbar(AsyncMode::Lazy, &mbar_ptx("    setmaxnreg.dec.sync.aligned.u32 40;\n"), 96).map(|_| ()));
+    let r = finding(run_mbar(AsyncMode::Lazy, &mbar_ptx("    setmaxnreg.dec.sync.aligned.u32 24;\n"), 96).map(|_| ()));
     assert!(r.contains("whole warpgroups"), "{r}");
 }
 

@@ -46,7 +46,7 @@ impl Block<'_, '_> {
                 self.hop().fence(w.id * 32, mask);
                 Ok(Flow::Next)
             }
-            Op::Mbar => self.mbar(w, i, mask),
+            Op::Mbar => self.mbar(w, i, pc, mask),
             Op::BulkTensor => {
                 lanes!(mask, l, {
                     let site = Site { pc, warp: w.id, lane: l as u8 };
@@ -144,8 +144,11 @@ impl Block<'_, '_> {
 
     /// `mbarrier.*` for every executing lane. A wait that fails in every executing lane yields
     /// the warp (hardware suspends it), so spin loops cost one round each.
-    fn mbar(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<Flow> {
+    fn mbar(&mut self, w: &mut Warp, i: &Inst, pc: u32, mask: u32) -> R<Flow> {
         let (d, v) = (i.d[0] as usize * 32, i.s[1] as usize * 32);
+        if matches!(i.sub, sub::MBAR_ARRIVE | sub::MBAR_ARRIVE_TX | sub::MBAR_ARRIVE_NOCOMPLETE) {
+            self.check_warp_arrivals(w, i, mask)?;
+        }
         let mut any_true = false;
         let mut bumped = false;
         lanes!(mask, l, {
@@ -182,10 +185,41 @@ impl Block<'_, '_> {
         }
         let is_wait = matches!(i.sub, sub::MBAR_TEST_WAIT | sub::MBAR_TRY_WAIT);
         if is_wait && !any_true {
-            w.spin = self.hop().mbar.events;
+            // try_wait suspends; a test_wait that fails twice at one place with nothing
+            // changed in between is spinning. Either way the other warps run now.
+            let events = self.hop().mbar.events;
+            if i.sub == sub::MBAR_TRY_WAIT || w.test_fail == (pc, events) {
+                w.spin = events;
+            }
+            w.test_fail = (pc, events);
             return Ok(Flow::Yield);
         }
         Ok(Flow::Next)
+    }
+
+    /// The arrivals one warp instruction makes on each barrier must fit the phase: more than
+    /// its pending count would complete it and count the rest towards the next phase (the
+    /// classic bug: every lane arriving on a barrier initialised for one arrival per warp).
+    fn check_warp_arrivals(&mut self, w: &Warp, i: &Inst, mask: u32) -> R<()> {
+        let mut per_bar: Vec<(u32, u64, usize)> = Vec::new();
+        lanes!(mask, l, {
+            let off = self.mbar_offset(w, i, l, Self::addr_of(w, i, l))?;
+            let n = if i.s[1] != NONE && i.sub != sub::MBAR_ARRIVE_TX { w.regs[i.s[1] as usize * 32 + l] } else { 1 };
+            match per_bar.iter_mut().find(|e| e.0 == off) {
+                Some(e) => e.1 += n,
+                None => per_bar.push((off, n, l)),
+            }
+        });
+        for (off, n, l) in per_bar {
+            let pending = self.hop().mbar.bars.get(&off).filter(|b| b.live).map(|b| b.pending);
+            if let Some(p) = pending {
+                if n > p as u64 {
+                    let e = MbarError::ExtraArrival { count: n as u32, pending: p };
+                    return Err(self.mbar_err(w, i, l, off, e));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A completed phase orders every arrival and every byte delivered before it with each

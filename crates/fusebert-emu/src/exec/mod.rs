@@ -373,6 +373,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 pending: Vec::new(),
                 committed: [0; 32],
                 spin: NOT_SPINNING,
+                test_fail: (u32::MAX, 0),
                 bar_id: 0,
                 bar_count: 0,
                 bar_pc: 0,

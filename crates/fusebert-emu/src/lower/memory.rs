@@ -85,6 +85,10 @@ pub(super) fn cp(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     if m.parts.first() != Some(&"async") {
         return cx.unsupported();
     }
+    if m.has("bulk") {
+        // (before the cp.async group forms: `cp.async.bulk.commit_group` is the bulk one)
+        return super::hopper::bulk(fs, cx);
+    }
     if m.has("commit_group") {
         push(fs, cx.mk(Op::CpAsyncCommit));
     } else if m.has("wait_group") {
@@ -100,8 +104,6 @@ pub(super) fn cp(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
         let mut i = cx.mk(Op::CpAsyncWait);
         i.off = 0;
         push(fs, i);
-    } else if m.has("bulk") {
-        return super::hopper::bulk(fs, cx);
     } else if m.has("mbarrier") {
         return cx.unsupported();
     } else {
