@@ -3,14 +3,15 @@
 //!
 //! `ptxemu run FILE.ptx (also `fusebert emu run`) --kernel NAME --grid X[,Y,Z] --block X[,Y,Z] [--shared BYTES]
 //!  --inputs IN.safetensors --output OUT.safetensors --arg buf:NAME --arg out:NAME:DTYPE:LEN
-//!  --arg u32:V --arg i32:V --arg f32:V --arg u64:V [--counters] [--arch sm_80|sm_86|sm_89|sm_90]
-//!  [--math exact|envelope]`
+//!  --arg u32:V --arg i32:V --arg f32:V --arg u64:V --arg tmap:BUF:DTYPE:DIMS:STRIDES:BOX:SWIZZLE
+//!  --arg bytes:BUF [--counters] [--arch sm_80|sm_86|sm_89|sm_90] [--math exact|envelope]
+//!  [--async lazy|eager|random:SEED]`
 use std::path::PathBuf;
 
 use safetensors::{Dtype, SafeTensors};
 
-use crate::arch::{Arch, MathMode};
-use crate::engine::{Emulator, EmulatorOptions, LaunchDims, Param};
+use crate::arch::{Arch, AsyncMode, MathMode};
+use crate::engine::{Emulator, EmulatorOptions, LaunchDims, Param, ParamBytes};
 use crate::error::{Error, Result};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -35,7 +36,9 @@ pub struct EmuRunArgs {
     /// Where to write the `out:` buffers.
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Kernel arguments in order: buf:NAME, out:NAME:DTYPE:LEN, u32:V, i32:V, f32:V, u64:V, i64:V, f64:V.
+    /// Kernel arguments in order: buf:NAME, out:NAME:DTYPE:LEN, u32:V, i32:V, f32:V, u64:V, i64:V, f64:V,
+    /// tmap:BUF:DTYPE:DIMS:STRIDES:BOX:SWIZZLE (a tiled tensor map over input buffer BUF),
+    /// bytes:BUF (a by-value parameter's raw bytes from input buffer BUF).
     #[arg(long = "arg")]
     pub args: Vec<String>,
     /// Print the launch counters as JSON.
@@ -51,6 +54,42 @@ pub struct EmuRunArgs {
     /// bound, hashed per input). Default: `$FUSEBERT_EMU_MATH`, else exact.
     #[arg(long)]
     pub math: Option<String>,
+    /// When TMA copies land: `lazy` (as late as possible), `eager` (at issue) or `random:SEED`.
+    /// Default: `$FUSEBERT_EMU_ASYNC`, else lazy.
+    #[arg(long = "async")]
+    pub async_mode: Option<String>,
+}
+
+/// `X` or `AxBxC` (innermost first) as numbers; `-` for an empty list.
+fn xlist<T: std::str::FromStr>(s: &str, what: &str) -> Result<Vec<T>> {
+    if s == "-" {
+        return Ok(Vec::new());
+    }
+    s.split('x').map(|v| num(v, what)).collect()
+}
+
+/// `tmap:BUF:DTYPE:DIMS:STRIDES:BOX:SWIZZLE`: encodes a tiled tensor map over input buffer
+/// BUF (already uploaded at `addr`, `len` bytes) as `cuTensorMapEncodeTiled` would.
+fn tensor_map(spec: &[&str], addr: u64, len: usize) -> Result<[u8; crate::tma::TMAP_BYTES]> {
+    let bad = |m: String| Error::Input(format!("--arg tmap:{}: {m}", spec.join(":")));
+    let [_, dt, dims, strides, boxd, swz] = spec else {
+        return Err(bad("expected tmap:BUF:DTYPE:DIMS:STRIDES:BOX:SWIZZLE".into()));
+    };
+    let code = crate::tma::dtype_code(dt).ok_or_else(|| bad(format!("dtype `{dt}` (f16, s8, u8, f32)")))?;
+    let swz = crate::tma::Swizzle::parse(swz).ok_or_else(|| bad(format!("swizzle `{swz}` (none, 32b, 64b, 128b)")))?;
+    let dims: Vec<u64> = xlist(dims, "dimension")?;
+    let strides: Vec<u64> = xlist(strides, "stride")?;
+    let boxd: Vec<u32> = xlist(boxd, "box size")?;
+    let es = vec![1u32; dims.len()];
+    let map = crate::tma::encode_tiled(code, dims.len() as u32, addr, &dims, &strides, &boxd, &es, 0, swz as u32, false)
+        .map_err(|e| bad(format!("cuTensorMapEncodeTiled would refuse it: {e}")))?;
+    let m = crate::tma::decode(&map).map_err(bad)?;
+    let r = dims.len();
+    let extent = if r == 1 { dims[0] * m.esize() as u64 } else { strides[r - 2] * dims[r - 1] };
+    if extent > len as u64 {
+        return Err(bad(format!("the tensor spans {extent} bytes, the buffer has {len}")));
+    }
+    Ok(map)
 }
 
 fn dims(s: &str) -> Result<(u32, u32, u32)> {
@@ -95,7 +134,11 @@ pub fn run(args: &EmuRunArgs) -> Result<()> {
         Some(m) => m.parse::<MathMode>().map_err(Error::Input)?,
         None => MathMode::from_env().map_err(Error::Input)?,
     };
-    let opts = EmulatorOptions { sanitize: !args.no_sanitize, arch, math, ..Default::default() };
+    let async_mode = match &args.async_mode {
+        Some(m) => m.parse::<AsyncMode>().map_err(Error::Input)?,
+        None => AsyncMode::from_env().map_err(Error::Input)?,
+    };
+    let opts = EmulatorOptions { sanitize: !args.no_sanitize, arch, math, async_mode, ..Default::default() };
     let emu = Emulator::new(opts)?;
     let name = args.file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "module".into());
     emu.load_module(&name, &ptx)?;
@@ -112,19 +155,40 @@ pub fn run(args: &EmuRunArgs) -> Result<()> {
     let mut kargs = Vec::new();
     let mut outs: Vec<(String, Dtype, usize, u64, usize)> = Vec::new();
     let mut allocs = Vec::new();
+    let input = |a: &str, n: &str| -> Result<Vec<u8>> {
+        let (st, path) = match (&inputs, &args.inputs) {
+            (Some(s), Some(p)) => (s, p),
+            _ => return Err(Error::Input(format!("--arg {a} needs --inputs"))),
+        };
+        let t = st.tensor(n).map_err(|_| Error::TensorMissing { path: path.clone(), name: n.to_string() })?;
+        Ok(t.data().to_vec())
+    };
     for a in &args.args {
+        if let Some(rest) = a.strip_prefix("tmap:") {
+            let spec: Vec<&str> = rest.split(':').collect();
+            let data = input(a, spec[0])?;
+            let addr = emu.alloc(data.len())?;
+            emu.write(addr, &data)?;
+            allocs.push(addr);
+            let map = tensor_map(&spec, addr, data.len())?;
+            kargs.push(Param::Bytes(ParamBytes::new(&map).expect("128 bytes fit")));
+            continue;
+        }
         let parts: Vec<&str> = a.splitn(4, ':').collect();
         match parts.as_slice() {
             ["buf", n] => {
-                let (st, path) = match (&inputs, &args.inputs) {
-                    (Some(s), Some(p)) => (s, p),
-                    _ => return Err(Error::Input(format!("--arg {a} needs --inputs"))),
-                };
-                let t = st.tensor(n).map_err(|_| Error::TensorMissing { path: path.clone(), name: n.to_string() })?;
-                let addr = emu.alloc(t.data().len())?;
-                emu.write(addr, t.data())?;
+                let data = input(a, n)?;
+                let addr = emu.alloc(data.len())?;
+                emu.write(addr, &data)?;
                 allocs.push(addr);
                 kargs.push(Param::Ptr(addr));
+            }
+            ["bytes", n] => {
+                let data = input(a, n)?;
+                let b = ParamBytes::new(&data).ok_or_else(|| {
+                    Error::Input(format!("--arg {a}: {} bytes, at most {} by value", data.len(), ParamBytes::MAX))
+                })?;
+                kargs.push(Param::Bytes(b));
             }
             ["out", n, dt, len] => {
                 let dt = dtype_of(dt)?;
@@ -144,7 +208,8 @@ pub fn run(args: &EmuRunArgs) -> Result<()> {
             ["f64", v] => kargs.push(Param::F64(num(v, "f64")?)),
             _ => {
                 return Err(Error::Input(format!(
-                    "bad --arg `{a}` (buf:NAME, out:NAME:DTYPE:LEN, u32:V, i32:V, f32:V, u64:V, i64:V, f64:V)"
+                    "bad --arg `{a}` (buf:NAME, out:NAME:DTYPE:LEN, u32:V, i32:V, f32:V, u64:V, i64:V, f64:V, \
+                     tmap:BUF:DTYPE:DIMS:STRIDES:BOX:SWIZZLE, bytes:BUF)"
                 )))
             }
         }

@@ -323,6 +323,11 @@ const KNOWN_MODS: &[&str] = &[
 
 fn check_mods(m: &Mods, opname: &str, line: u32) -> PResult<()> {
     for p in &m.parts {
+        // a cluster of one CTA: TMA and mbarrier name their own CTA's barrier and buffer through
+        // the cluster window; other shared::cluster accesses (a peer's memory) are not emulated
+        if *p == "shared::cluster" && !matches!(m.base, "cp" | "mbarrier" | "fence") {
+            return Err((line, format!("`{opname}`: unsupported modifier `.{p}` (clusters are not emulated)")));
+        }
         if Ty::parse(p).is_none() && !KNOWN_MODS.contains(p) {
             return Err((line, format!("`{opname}`: unsupported modifier `.{p}`")));
         }
