@@ -906,3 +906,46 @@ fn cp_async_groups_are_per_thread() {
     assert_located(&r, "cpa", (0, 0, 0), Some((16, 0, 0)), &[ptx_loc(&bug, "// READ")]);
     assert_eq!(run(&ptx(true)).unwrap(), src);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The command line: `ptxemu run --arch sm_90 --arg tmap:...`
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn ptxemu_runs_a_tma_kernel_with_a_tensor_map_argument() {
+    let m = maps_2d()[3].clone();
+    let g = random_bytes(m.global_bytes(), 11);
+    let dir = TempDir::new("cli_tmap");
+    let ptx = tma_load_ptx(2, "", 0);
+    ptxas_check(&ptx, "sm_90a");
+    std::fs::write(dir.0.join("k.ptx"), &ptx).unwrap();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![g.len()], &g).unwrap();
+    safetensors::serialize_to_file(vec![("g".to_string(), view)], None, &dir.0.join("in.safetensors")).unwrap();
+    let n = m.box_bytes();
+    let run = |tmap: &str, mode: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ptxemu"))
+            .arg("run")
+            .arg(dir.0.join("k.ptx"))
+            .args(["--kernel", "tma_load", "--grid", "1", "--block", "32", "--arch", "sm_90", "--async", mode])
+            .args(["--shared", &n.to_string()])
+            .arg("--inputs")
+            .arg(dir.0.join("in.safetensors"))
+            .arg("--output")
+            .arg(dir.0.join("out.safetensors"))
+            .args(["--arg", tmap, "--arg", &format!("out:o:u8:{n}"), "--arg", &format!("u32:{n}")])
+            .args(["--arg", &format!("u32:{n}"), "--arg", "i32:60", "--arg", "i32:3", "--arg", "i32:0"])
+            .output()
+            .unwrap()
+    };
+    for mode in ["lazy", "eager", "random:5"] {
+        let out = run("tmap:g:f16:100x13:208:64x12:128b", mode);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let bytes = std::fs::read(dir.0.join("out.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.tensor("o").unwrap().data(), expected_box(&m, &g, &[60, 3], 1024).as_slice(), "{mode}");
+    }
+    // what the driver would refuse is refused, naming the rule
+    let out = run("tmap:g:f16:100x13:200:64x12:128b", "lazy");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("multiple of 16"), "{}", String::from_utf8_lossy(&out.stderr));
+}
