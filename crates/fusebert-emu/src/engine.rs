@@ -414,9 +414,7 @@ pub fn build_params(k: &Kernel, args: &[Param]) -> Result<Vec<u8>> {
         if p.offset % p.align != 0 || (p.offset as usize) % natural != 0 {
             return Err(bad(format!(
                 "parameter {n} (`{}`) sits at offset {} which is not {}-byte aligned",
-                p.name,
-                p.offset,
-                natural
+                p.name, p.offset, natural
             )));
         }
         if let (Some(al), Param::Ptr(addr)) = (p.ptr_align, a) {

@@ -52,7 +52,9 @@ pub enum MbarError {
 impl std::fmt::Display for MbarError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            MbarError::NotInitialised => write!(f, "the mbarrier is used before mbarrier.init (or after mbarrier.inval)"),
+            MbarError::NotInitialised => {
+                write!(f, "the mbarrier is used before mbarrier.init (or after mbarrier.inval)")
+            }
             MbarError::InitLive => {
                 write!(f, "mbarrier.init of a barrier that is already initialised (mbarrier.inval it first)")
             }

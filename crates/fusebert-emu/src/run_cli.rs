@@ -81,8 +81,9 @@ fn tensor_map(spec: &[&str], addr: u64, len: usize) -> Result<[u8; crate::tma::T
     let strides: Vec<u64> = xlist(strides, "stride")?;
     let boxd: Vec<u32> = xlist(boxd, "box size")?;
     let es = vec![1u32; dims.len()];
-    let map = crate::tma::encode_tiled(code, dims.len() as u32, addr, &dims, &strides, &boxd, &es, 0, swz as u32, false)
-        .map_err(|e| bad(format!("cuTensorMapEncodeTiled would refuse it: {e}")))?;
+    let map =
+        crate::tma::encode_tiled(code, dims.len() as u32, addr, &dims, &strides, &boxd, &es, 0, swz as u32, false)
+            .map_err(|e| bad(format!("cuTensorMapEncodeTiled would refuse it: {e}")))?;
     let m = crate::tma::decode(&map).map_err(bad)?;
     let r = dims.len();
     let extent = if r == 1 { dims[0] * m.esize() as u64 } else { strides[r - 2] * dims[r - 1] };

@@ -73,11 +73,11 @@ impl Swizzle {
 /// the same sizes; packed sub-byte types are not supported).
 pub fn dtype_size(code: u32) -> Option<u32> {
     Some(match code {
-        0 => 1,                 // UINT8
-        1 | 9 => 2,             // UINT16, BFLOAT16
+        0 => 1,                   // UINT8
+        1 | 9 => 2,               // UINT16, BFLOAT16
         2 | 3 | 7 | 10..=12 => 4, // UINT32, INT32, FLOAT32, FLOAT32_FTZ, TF32, TF32_FTZ
-        4 | 5 | 8 => 8,         // UINT64, INT64, FLOAT64
-        6 => 2,                 // FLOAT16
+        4 | 5 | 8 => 8,           // UINT64, INT64, FLOAT64
+        6 => 2,                   // FLOAT16
         _ => return None,
     })
 }

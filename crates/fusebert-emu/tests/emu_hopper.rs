@@ -444,8 +444,12 @@ fn run_tma_store(mode: AsyncMode, ptx: &str, m: &Map, coords: [i64; 2]) -> fuseb
     emu.write(ga, &sentinel).unwrap();
     let map = m.encode(ga);
     let nb = m.box_bytes() as u32;
-    let args =
-        [Param::Bytes(ParamBytes::new(&map).unwrap()), Param::I32(coords[0] as i32), Param::I32(coords[1] as i32), Param::U32(nb)];
+    let args = [
+        Param::Bytes(ParamBytes::new(&map).unwrap()),
+        Param::I32(coords[0] as i32),
+        Param::I32(coords[1] as i32),
+        Param::U32(nb),
+    ];
     emu.launch("m", "tma_store", &dims1(32, nb), &args)?;
     Ok((sentinel, read(&emu, ga, n)))
 }
@@ -579,7 +583,7 @@ fn mbarrier_phases_parities_tokens_and_transaction_counts() {
     body += "    @%p1 mbarrier.complete_tx.relaxed.cta.shared::cta.b64 [%r2], 16;\n";
     body += &probe(0, 4); // phase 0 complete -> 16
     body += &probe(1, 5); // phase 1 incomplete -> 0
-    // the state token of phase 0 tests complete
+                          // the state token of phase 0 tests complete
     body += "    @%p1 mbarrier.test_wait.shared::cta.b64 %p4, [%r2], %rd6;\n    @%p1 selp.u32 %r11, 64, 0, %p4;\n    @%p1 add.u32 %r10, %r10, %r11;\n";
     body += "    @%p1 mbarrier.arrive.noComplete.shared::cta.b64 %rd8, [%r2], 1;\n";
     body += &probe(1, 7); // one of two arrivals -> 0
@@ -947,5 +951,9 @@ fn ptxemu_runs_a_tma_kernel_with_a_tensor_map_argument() {
     // what the driver would refuse is refused, naming the rule
     let out = run("tmap:g:f16:100x13:200:64x12:128b", "lazy");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("multiple of 16"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("multiple of 16"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

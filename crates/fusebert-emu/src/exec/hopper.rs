@@ -91,11 +91,20 @@ impl Block<'_, '_> {
     fn setmaxnreg(&mut self, w: &mut Warp, i: &Inst, pc: u32, mask: u32) -> R<()> {
         let bad = |b: &Self, msg: String| b.err(w, None, i, FindingKind::WarpgroupMisuse, msg);
         if mask != FULL {
-            return Err(bad(self, format!("setmaxnreg is .sync.aligned over the warpgroup, but lanes {:#010x} of this warp do not execute it", !mask)));
+            return Err(bad(
+                self,
+                format!(
+                    "setmaxnreg is .sync.aligned over the warpgroup, but lanes {:#010x} of this warp do not execute it",
+                    !mask
+                ),
+            ));
         }
         let nwarps = self.l.nwarps;
         if nwarps % 4 != 0 {
-            return Err(bad(self, format!("setmaxnreg needs whole warpgroups (4 warps); the block has {nwarps} warps")));
+            return Err(bad(
+                self,
+                format!("setmaxnreg needs whole warpgroups (4 warps); the block has {nwarps} warps"),
+            ));
         }
         let n = i.off as u32;
         let h = self.hop();
@@ -103,15 +112,20 @@ impl Block<'_, '_> {
         let k = h.maxnreg[w.id as usize].len();
         h.maxnreg[w.id as usize].push((pc, n));
         let g0 = w.id / 4 * 4;
-        let other = (g0..g0 + 4).find_map(|o| h.maxnreg[o as usize].get(k).filter(|&&(p, _)| p != pc).map(|&(p, _)| (o, p)));
+        let other =
+            (g0..g0 + 4).find_map(|o| h.maxnreg[o as usize].get(k).filter(|&&(p, _)| p != pc).map(|&(p, _)| (o, p)));
         let pool: u32 = h.maxnreg.iter().map(|v| v.last().map_or(0, |&(_, c)| c) * 32).sum();
         if let Some((o, p)) = other {
             let line = self.l.kernel.insts[p as usize].line;
             return Err(bad(self, format!("warp {} of the same warpgroup executed a different setmaxnreg (PTX line {line}) as its setmaxnreg number {k}: the instruction is .sync.aligned over the warpgroup", o)));
         }
         match (i.sub, prev) {
-            (1, Some(c)) if n < c => return Err(bad(self, format!("setmaxnreg.inc {n} is below the warp's current {c} registers"))),
-            (0, Some(c)) if n > c => return Err(bad(self, format!("setmaxnreg.dec {n} is above the warp's current {c} registers"))),
+            (1, Some(c)) if n < c => {
+                return Err(bad(self, format!("setmaxnreg.inc {n} is below the warp's current {c} registers")))
+            }
+            (0, Some(c)) if n > c => {
+                return Err(bad(self, format!("setmaxnreg.dec {n} is above the warp's current {c} registers")))
+            }
             _ => {}
         }
         if pool > 65536 {
@@ -129,7 +143,13 @@ impl Block<'_, '_> {
         let space = if (SHARED_WIN..SHARED_WIN + WIN_SIZE).contains(&addr) { Space::Generic } else { Space::Shared };
         match self.resolve(w, i, l, space, addr, size, align, what)? {
             Loc::Shared(o) => Ok(o),
-            _ => Err(self.err(w, Some(l), i, FindingKind::BadAddress, format!("{what} address {addr:#x} is not in shared memory"))),
+            _ => Err(self.err(
+                w,
+                Some(l),
+                i,
+                FindingKind::BadAddress,
+                format!("{what} address {addr:#x} is not in shared memory"),
+            )),
         }
     }
 
@@ -164,9 +184,12 @@ impl Block<'_, '_> {
                 sub::MBAR_ARRIVE | sub::MBAR_ARRIVE_NOCOMPLETE => {
                     t.arrive(off, val as u32, i.sub == sub::MBAR_ARRIVE_NOCOMPLETE).map(|(tok, _)| tok)
                 }
-                sub::MBAR_ARRIVE_TX => t.expect_tx(off, val as u32 as i64).and_then(|_| t.arrive(off, 1, false)).map(|(tok, _)| tok),
+                sub::MBAR_ARRIVE_TX => {
+                    t.expect_tx(off, val as u32 as i64).and_then(|_| t.arrive(off, 1, false)).map(|(tok, _)| tok)
+                }
                 _ => {
-                    let (ok, phase) = t.wait(off, val, i.has(fl::PARITY)).map_err(|e| self.mbar_err(w, i, l, off, e))?;
+                    let (ok, phase) =
+                        t.wait(off, val, i.has(fl::PARITY)).map_err(|e| self.mbar_err(w, i, l, off, e))?;
                     any_true |= ok;
                     if ok && i.has(fl::PARITY) {
                         self.check_phase_skip(w, i, l, off, phase)?;
@@ -265,9 +288,18 @@ impl Block<'_, '_> {
             *x = self.load_loc(offset_loc(loc, k as u32), 1) as u8;
         }
         if let Loc::Shared(_) | Loc::Local(_) = loc {
-            return Err(self.err(w, Some(l), i, FindingKind::BadTensorMap, format!("tensor map at {addr:#x} is in shared/local memory (it must be in param, const or global memory)")));
+            return Err(self.err(
+                w,
+                Some(l),
+                i,
+                FindingKind::BadTensorMap,
+                format!(
+                    "tensor map at {addr:#x} is in shared/local memory (it must be in param, const or global memory)"
+                ),
+            ));
         }
-        tma::decode(&b).map_err(|e| self.err(w, Some(l), i, FindingKind::BadTensorMap, format!("tensor map at {addr:#x}: {e}")))
+        tma::decode(&b)
+            .map_err(|e| self.err(w, Some(l), i, FindingKind::BadTensorMap, format!("tensor map at {addr:#x}: {e}")))
     }
 
     /// The box's shared offset for lane `l`: inside shared memory, 128-byte aligned, and
@@ -357,11 +389,23 @@ impl Block<'_, '_> {
                 let a = &self.l.view.allocs[k];
                 if self.l.opts.uninit && !a.full.load(Ordering::Relaxed) {
                     if let Some(b) = a.first_uninit(src - a.base, es as u64) {
-                        return Err(self.err(w, Some(l), i, FindingKind::UninitialisedRead, format!("TMA load reads global byte {:#x} that was never written", a.base + b)));
+                        return Err(self.err(
+                            w,
+                            Some(l),
+                            i,
+                            FindingKind::UninitialisedRead,
+                            format!("TMA load reads global byte {:#x} that was never written", a.base + b),
+                        ));
                     }
                 }
                 // SAFETY: [src, src + es) lies inside allocation k (found above)
-                unsafe { std::ptr::copy_nonoverlapping(a.ptr.add((src - a.base) as usize), data.as_mut_ptr().add(e.lin as usize), es) };
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        a.ptr.add((src - a.base) as usize),
+                        data.as_mut_ptr().add(e.lin as usize),
+                        es,
+                    )
+                };
             }
         }
         let len = data.len() as u32;
@@ -417,10 +461,16 @@ impl Block<'_, '_> {
         let done = h.mbar.completions != before;
         r.map_err(|e| {
             let why = match e {
-                MbarError::TxOverflow { .. } => format!("{e} (expect_tx must count every byte of every box, out-of-bounds fill included)"),
+                MbarError::TxOverflow { .. } => {
+                    format!("{e} (expect_tx must count every byte of every box, out-of-bounds fill included)")
+                }
                 e => e.to_string(),
             };
-            self.site_err(op.site, FindingKind::MbarrierMisuse, format!("TMA load completing on the mbarrier at shared offset {:#x}: {why}", op.mbar))
+            self.site_err(
+                op.site,
+                FindingKind::MbarrierMisuse,
+                format!("TMA load completing on the mbarrier at shared offset {:#x}: {why}", op.mbar),
+            )
         })?;
         if done {
             self.phase_completed();
@@ -474,7 +524,9 @@ impl Block<'_, '_> {
             if let Some(idx) = self.l.view.find(g, es as u64) {
                 let al = &self.l.view.allocs[idx];
                 // SAFETY: [g, g + es) lies inside allocation idx; the source inside shared memory
-                unsafe { std::ptr::copy_nonoverlapping(self.shared.as_ptr().add(a), al.ptr.add((g - al.base) as usize), es) };
+                unsafe {
+                    std::ptr::copy_nonoverlapping(self.shared.as_ptr().add(a), al.ptr.add((g - al.base) as usize), es)
+                };
                 al.mark_init(g - al.base, es as u64);
             }
         }
@@ -498,7 +550,10 @@ impl Block<'_, '_> {
             let h = self.hop();
             let k = h.stores.iter().position(|s| {
                 let t = s.thread;
-                t >= first && t < first + 32 && mask >> (t - first) & 1 != 0 && s.group + n < h.bulk_committed[t as usize]
+                t >= first
+                    && t < first + 32
+                    && mask >> (t - first) & 1 != 0
+                    && s.group + n < h.bulk_committed[t as usize]
             });
             match k {
                 Some(k) => self.perform_store(k),
@@ -513,7 +568,15 @@ impl Block<'_, '_> {
     /// destination before its mbarrier phase completed, or a TMA-store source before its
     /// `wait_group.read`, is a finding; writes are remembered until `fence.proxy.async`.
     #[cold]
-    pub(crate) fn check_async_shared(&mut self, w: &Warp, i: &Inst, l: usize, off: u32, size: u32, write: bool) -> R<()> {
+    pub(crate) fn check_async_shared(
+        &mut self,
+        w: &Warp,
+        i: &Inst,
+        l: usize,
+        off: u32,
+        size: u32,
+        write: bool,
+    ) -> R<()> {
         let h = self.hop();
         h.lift_completed();
         if let Some(g) = h.guard_over(off, off + size) {
@@ -537,7 +600,13 @@ impl Block<'_, '_> {
                 ),
                 GuardKind::Store => return self.note_write(w, l, off, size, write),
             };
-            return Err(self.err(w, Some(l), i, FindingKind::AsyncHazard, format!("shared {what} at offset {off:#x} touches {why}")));
+            return Err(self.err(
+                w,
+                Some(l),
+                i,
+                FindingKind::AsyncHazard,
+                format!("shared {what} at offset {off:#x} touches {why}"),
+            ));
         }
         self.note_write(w, l, off, size, write)
     }

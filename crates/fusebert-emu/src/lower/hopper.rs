@@ -88,7 +88,10 @@ pub(super) fn bulk(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
         return Ok(());
     }
     if !m.has("tensor") {
-        return Err((line, format!("unsupported instruction `{}` (only the .tensor form of cp.async.bulk)", cx.opname)));
+        return Err((
+            line,
+            format!("unsupported instruction `{}` (only the .tensor form of cp.async.bulk)", cx.opname),
+        ));
     }
     let rank = ["1d", "2d", "3d"].iter().position(|r| m.has(r)).map(|p| p as u8 + 1);
     let rank = rank.ok_or((line, format!("`{}`: only 1d-3d tensor copies are supported", cx.opname)))?;
@@ -103,7 +106,10 @@ pub(super) fn bulk(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     let (tmap_at, smem_at) = match dst_shared {
         Some(true) => {
             if !m.has("mbarrier::complete_tx::bytes") {
-                return Err((line, "a tensor load must complete on an mbarrier (.mbarrier::complete_tx::bytes)".into()));
+                return Err((
+                    line,
+                    "a tensor load must complete on an mbarrier (.mbarrier::complete_tx::bytes)".into(),
+                ));
             }
             if ops.len() != 3 && ops.len() != 4 {
                 return Err((line, format!("`{}` expects 3 operands (and a cache policy)", cx.opname)));
