@@ -14,6 +14,8 @@ use crate::Counters;
 
 /// One kernel parameter as the host passes it (a device address or a scalar).
 #[derive(Debug, Clone, Copy, PartialEq)]
+// (raw bytes inline keep `Param` Copy, as every caller uses it; argument lists are short)
+#[allow(clippy::large_enum_variant)]
 pub enum Param {
     Ptr(u64),
     U32(u32),
