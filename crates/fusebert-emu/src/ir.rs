@@ -245,19 +245,19 @@ pub enum Op {
     Trap,
     /// vprintf: list = [format-pointer param, argument-buffer param, result param] (local offsets)
     Printf,
-    /// `elect.sync d|p, membermask`: d[0] = elected lane (or the sink), d[1] = predicate,
-    /// s[0] = membermask.
+    /// `elect.sync d|p, membermask`: `d[0]` = elected lane (or the sink), `d[1]` = predicate,
+    /// `s[0]` = membermask.
     Elect,
     /// `setmaxnreg.{inc,dec}.sync.aligned.u32 n`: sub = 1 for inc, off = n.
     SetMaxNReg,
     /// `fence.proxy.async{.shared::cta|.global}`: orders this thread's generic-proxy accesses
     /// before its later async-proxy ones.
     FenceProxyAsync,
-    /// `mbarrier.*`: sub = `MBAR_*`; s[0] = barrier address, s[1] = count / bytes / parity /
-    /// state operand, d[0] = state token or wait predicate.
+    /// `mbarrier.*`: sub = `MBAR_*`; `s[0]` = barrier address, `s[1]` = count / bytes / parity /
+    /// state operand, `d[0]` = state token or wait predicate.
     Mbar,
-    /// `cp.async.bulk.tensor` load or store: sub = `BULK_*`, n = rank, s[0] = shared address,
-    /// s[1] = tensor-map address, s[2] = mbarrier address (loads), list = the coordinates.
+    /// `cp.async.bulk.tensor` load or store: sub = `BULK_*`, n = rank, `s[0]` = shared address,
+    /// `s[1]` = tensor-map address, `s[2]` = mbarrier address (loads), list = the coordinates.
     BulkTensor,
     /// `cp.async.bulk.commit_group` (sub 0) and `cp.async.bulk.wait_group{.read} N` (sub 1,
     /// off = N, `fl::READ` for `.read`).
@@ -298,7 +298,7 @@ pub mod fl {
     pub const IGNORE_SRC: u32 = 1 << 27;
     /// `barrier.sync` without `.aligned`: threads may wait at different instructions.
     pub const UNALIGNED: u32 = 1 << 28;
-    /// `mbarrier.try_wait.parity` / `test_wait.parity`: s[1] is a phase parity, not a token.
+    /// `mbarrier.try_wait.parity` / `test_wait.parity`: `s[1]` is a phase parity, not a token.
     pub const PARITY: u32 = 1 << 29;
     /// `cp.async.bulk.wait_group.read`: wait until the sources are read, not the writes done.
     pub const READ: u32 = 1 << 30;
@@ -358,7 +358,7 @@ pub mod sub {
     // mbarrier operations
     pub const MBAR_INIT: u8 = 0;
     pub const MBAR_ARRIVE: u8 = 1;
-    /// arrive.expect_tx: s[2] = the bytes
+    /// arrive.expect_tx: `s[2]` = the bytes
     pub const MBAR_ARRIVE_TX: u8 = 2;
     pub const MBAR_EXPECT_TX: u8 = 3;
     pub const MBAR_COMPLETE_TX: u8 = 4;
