@@ -105,6 +105,9 @@ export! {
     cuGraphUpload(exec: P, s: P);
     cuGraphExecDestroy(exec: P);
     cuGraphDestroy(g: P);
+    cuTensorMapEncodeTiled(map: P, dtype: u32, rank: u32, gaddr: P, dims: *const u64, strides: *const u64,
+                           boxd: *const u32, estrides: *const u32, interleave: u32, swizzle: u32, l2: u32,
+                           oob: u32);
     cuGetErrorString(e: u32, s: *mut *const u8);
     cuGetErrorName(e: u32, s: *mut *const u8);
 }

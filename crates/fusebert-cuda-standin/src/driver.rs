@@ -400,6 +400,8 @@ fn call(name: &str, a: &[u64]) -> u32 {
             put!(a[0], devices as i32);
             return SUCCESS;
         }
+        // host-side: no context, no device (the map is plain bytes the kernel reads)
+        "cuTensorMapEncodeTiled" => return tensor_map_encode_tiled(a),
         "cuDeviceGet" => {
             let k = a[1] as i32;
             if k < 0 || k as usize >= devices {
@@ -1248,13 +1250,24 @@ impl Driver {
             if src.is_null() {
                 return bad(format!("kernelParams[{i}] is NULL"));
             }
-            let mut v = [0u8; 8];
             if p.size != 4 && p.size != 8 {
-                return bad(format!(
-                    "parameter {i} (`{}`) is {} bytes; the stand-in passes 4- and 8-byte scalars",
-                    p.name, p.size
-                ));
+                // by value as raw bytes: a struct, a `__grid_constant__ CUtensorMap`
+                // SAFETY: as above, `p.size` bytes.
+                let raw = unsafe { std::slice::from_raw_parts(src, p.size as usize) };
+                match fusebert_emu::ParamBytes::new(raw) {
+                    Some(b) => args.push(Param::Bytes(b)),
+                    None => {
+                        return bad(format!(
+                            "parameter {i} (`{}`) is {} bytes; the stand-in passes at most {} by value",
+                            p.name,
+                            p.size,
+                            fusebert_emu::ParamBytes::MAX
+                        ))
+                    }
+                }
+                continue;
             }
+            let mut v = [0u8; 8];
             // SAFETY: as above.
             unsafe { std::ptr::copy_nonoverlapping(src, v.as_mut_ptr(), p.size as usize) };
             let w = u64::from_le_bytes(v);
@@ -1350,5 +1363,52 @@ impl Driver {
             }
         }
         SUCCESS
+    }
+}
+
+/// `cuTensorMapEncodeTiled(map, dtype, rank, gaddr, dims, strides, box, elementStrides,
+/// interleave, swizzle, l2Promotion, oobFill)`: validated as the driver validates
+/// (CUDA_ERROR_INVALID_VALUE where it would refuse), encoded into the emulator's 128 opaque
+/// bytes, which its TMA instructions decode (`fusebert_emu::tma`).
+fn tensor_map_encode_tiled(a: &[u64]) -> u32 {
+    let (map, rank) = (a[0], a[2] as u32);
+    if map == 0 || map % 64 != 0 {
+        return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: tensorMap must be a 64-byte-aligned object");
+    }
+    if !(1..=5).contains(&rank) || a[4] == 0 || a[6] == 0 || a[7] == 0 || (rank > 1 && a[5] == 0) {
+        return fail(INVALID_VALUE, format!("cuTensorMapEncodeTiled: rank {rank} or a NULL array"));
+    }
+    if a[10] > 3 || a[11] > 1 {
+        return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: bad l2Promotion or oobFill");
+    }
+    let r = rank as usize;
+    // SAFETY: the driver API's arrays hold `rank` (strides: `rank - 1`) elements.
+    let (dims, strides, boxd, es) = unsafe {
+        (
+            std::slice::from_raw_parts(a[4] as *const u64, r).to_vec(),
+            if r > 1 { std::slice::from_raw_parts(a[5] as *const u64, r - 1).to_vec() } else { Vec::new() },
+            std::slice::from_raw_parts(a[6] as *const u32, r).to_vec(),
+            std::slice::from_raw_parts(a[7] as *const u32, r).to_vec(),
+        )
+    };
+    let encoded = fusebert_emu::tma::encode_tiled(
+        a[1] as u32,
+        rank,
+        a[3],
+        &dims,
+        &strides,
+        &boxd,
+        &es,
+        a[8] as u32,
+        a[9] as u32,
+        a[11] == 1,
+    );
+    match encoded {
+        Ok(bytes) => {
+            // SAFETY: a CUtensorMap is 128 bytes, 64-byte aligned (checked above).
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), map as *mut u8, bytes.len()) };
+            SUCCESS
+        }
+        Err(e) => fail(INVALID_VALUE, format!("cuTensorMapEncodeTiled: {e}")),
     }
 }

@@ -464,3 +464,41 @@ fn a_forward_pass_is_one_upload_one_synchronisation_and_only_the_requested_bytes
         }
     }
 }
+
+/// `cuTensorMapEncodeTiled` (context-free) writes the emulator's 128 opaque bytes and refuses
+/// what the driver refuses; `.target sm_90a` PTX loads on a 9.0 device.
+#[test]
+fn tensor_maps_are_encoded_and_refused_like_the_driver() {
+    let _g = setup(Mode::Eager, (9, 0));
+    let dev = Device::cuda(0).unwrap();
+    #[repr(C, align(128))]
+    struct Map([u8; 128]);
+    let mut map = Map([0; 128]);
+    let encode = |map: &mut Map, stride: u64| unsafe {
+        let dims = [100u64, 13];
+        let strides = [stride];
+        let boxd = [64u32, 12];
+        let es = [1u32, 1];
+        sys::cuTensorMapEncodeTiled(
+            map as *mut Map as *mut sys::CUtensorMap,
+            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+            2,
+            0x1_0000_0000 as *mut std::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            boxd.as_ptr(),
+            es.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_NONE,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    assert_eq!(encode(&mut map, 208), sys::CUresult::CUDA_SUCCESS);
+    let m = fusebert_emu::tma::decode(&map.0).unwrap();
+    assert_eq!((m.dims[0], m.dims[1], m.strides[0], m.boxd[0]), (100, 13, 208, 64));
+    // a row stride that is not a multiple of 16
+    assert_eq!(encode(&mut map, 200), sys::CUresult::CUDA_ERROR_INVALID_VALUE);
+    let sm90a = FAULT_PTX.replace(".target sm_80", ".target sm_90a");
+    dev.load_module("sm90a", &sm90a).unwrap();
+}
