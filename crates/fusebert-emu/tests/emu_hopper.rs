@@ -957,3 +957,35 @@ fn ptxemu_runs_a_tma_kernel_with_a_tensor_map_argument() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_swizzled_box_off_its_repeat_boundary_is_reported() {
+    // the box at smem + 128: 128-byte aligned (enough without swizzle), not 1024 (128B swizzle)
+    let m = &maps_2d()[3];
+    let g = random_bytes(m.global_bytes(), 12);
+    let ptx =
+        tma_load_ptx(2, "", 0).replace("    mov.u32 %r4, smem;", "    mov.u32 %r4, smem;\n    add.u32 %r4, %r4, 128;");
+    let emu = emu90(AsyncMode::Lazy);
+    load(&emu, &ptx);
+    let ga = emu.alloc(g.len()).unwrap();
+    emu.write(ga, &g).unwrap();
+    let n = m.box_bytes() as u32;
+    let out = emu.alloc(n as usize).unwrap();
+    let args = |map: &[u8]| {
+        [
+            Param::Bytes(ParamBytes::new(map).unwrap()),
+            Param::Ptr(out),
+            Param::U32(n),
+            Param::U32(n),
+            Param::I32(0),
+            Param::I32(0),
+            Param::I32(0),
+        ]
+    };
+    let r = finding(emu.launch("m", "tma_load", &dims1(32, n + 128), &args(&m.encode(ga))));
+    assert!(r.contains("bad address") && r.contains("not 1024-byte aligned"), "{r}");
+    assert!(r.contains(&ptx_loc(&ptx, "cp.async.bulk.tensor")), "{r}");
+    // the clean twin: the same offset without swizzle is fine
+    let plain = Map { swizzle: 0, ..m.clone() };
+    emu.launch("m", "tma_load", &dims1(32, n + 128), &args(&plain.encode(ga))).unwrap();
+}
