@@ -38,6 +38,7 @@ impl Block<'_, '_> {
 
     /// Runs `elect`, `setmaxnreg`, `fence.proxy.async`, `mbarrier.*`, `cp.async.bulk*` for the
     /// lanes in `mask` (not empty).
+    #[inline(never)] // off the interpreter loop's hot path (inlined, it cost the mma tile 10%)
     pub(super) fn hopper_op(&mut self, w: &mut Warp, i: &Inst, pc: u32, mask: u32) -> R<Flow> {
         match i.op {
             Op::Elect => self.elect(w, i, mask).map(|_| Flow::Next),
@@ -428,6 +429,7 @@ impl Block<'_, '_> {
 
     /// Lands the oldest TMA load in flight: its bytes at their swizzled shared addresses, then
     /// `complete_tx` on its mbarrier. Returns false when none is in flight.
+    #[inline(never)]
     pub(super) fn land_oldest(&mut self) -> R<bool> {
         let Some(op) = self.hop().loads.pop_front() else { return Ok(false) };
         self.land(op)?;
@@ -568,6 +570,7 @@ impl Block<'_, '_> {
     /// destination before its mbarrier phase completed, or a TMA-store source before its
     /// `wait_group.read`, is a finding; writes are remembered until `fence.proxy.async`.
     #[cold]
+    #[inline(never)]
     pub(crate) fn check_async_shared(
         &mut self,
         w: &Warp,
@@ -622,6 +625,7 @@ impl Block<'_, '_> {
 
     /// Between scheduling rounds under the random mode: lands each copy in flight with
     /// probability one half.
+    #[inline(never)]
     pub(super) fn async_round(&mut self) -> R<()> {
         if !matches!(self.l.opts.async_mode, AsyncMode::Random(_)) {
             return Ok(());
@@ -639,6 +643,7 @@ impl Block<'_, '_> {
     }
 
     /// At block exit: copies still in flight land, stores still pending are performed.
+    #[inline(never)]
     pub(super) fn drain_async(&mut self) -> R<()> {
         if self.hop.is_none() {
             return Ok(());
