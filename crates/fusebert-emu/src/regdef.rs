@@ -56,6 +56,8 @@ fn operands(k: &Kernel, i: &Inst) -> (Vec<u32>, Vec<u32>) {
         Op::Call | Op::Printf | Op::Bra | Op::Ret | Op::Exit | Op::Trap => (Vec::new(), Vec::new()),
         Op::St | Op::Stmatrix => ([s, list(i.list)].concat(), Vec::new()),
         Op::Ldmatrix => (s, list(i.list)),
+        // the tensor coordinates are a list
+        Op::BulkTensor => ([s, list(i.list)].concat(), Vec::new()),
         Op::Mma => {
             let l = list(i.list);
             let nd = if i.ty == Ty::F16 { 2 } else { 4 };

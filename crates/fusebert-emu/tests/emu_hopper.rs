@@ -989,3 +989,53 @@ fn a_swizzled_box_off_its_repeat_boundary_is_reported() {
     let plain = Map { swizzle: 0, ..m.clone() };
     emu.launch("m", "tma_load", &dims1(32, n + 128), &args(&plain.encode(ga))).unwrap();
 }
+
+#[test]
+fn linear_bulk_copies_land_late_on_their_mbarrier() {
+    // the TMA-load kernel with a plain pointer and `cp.async.bulk` of %r8 bytes
+    let base = tma_load_ptx(2, "", 0);
+    let cp = base.lines().find(|l| l.contains("cp.async.bulk.tensor")).unwrap().to_string();
+    let ptx = base
+        .replace(".param .align 128 .b8 tma_load_param_0[128]", ".param .u64 tma_load_param_0")
+        .replace(
+            "    mov.b64 %rd1, tma_load_param_0;\n    cvta.param.u64 %rd2, %rd1;",
+            "    ld.param.u64 %rd1, [tma_load_param_0];\n    cvta.to.global.u64 %rd2, %rd1;",
+        )
+        .replace(
+            &cp,
+            "    @%p2 cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%r4], [%rd2], %r8, [%r2];",
+        );
+    let g = random_bytes(4096, 13);
+    for n in [16usize, 272, 4096] {
+        for mode in MODES {
+            let emu = emu90(mode);
+            load(&emu, &ptx);
+            let ga = emu.alloc(g.len()).unwrap();
+            emu.write(ga, &g).unwrap();
+            let out = emu.alloc(n).unwrap();
+            let args = [
+                Param::Ptr(ga),
+                Param::Ptr(out),
+                Param::U32(n as u32),
+                Param::U32(n as u32),
+                Param::I32(0),
+                Param::I32(0),
+                Param::I32(0),
+            ];
+            emu.launch("m", "tma_load", &dims1(32, n as u32), &args).unwrap_or_else(|e| panic!("{n} {mode:?}: {e}"));
+            assert_eq!(read(&emu, out, n), g[..n], "{n} bytes, {mode:?}");
+        }
+    }
+    // reading the destination before the wait is reported (lazy)
+    let early = ptx
+        .replace("    {\n    .reg .pred P1;", "    ld.shared.u32 %r30, [%r4]; // BUG:early\n    {\n    .reg .pred P1;");
+    let emu = emu90(AsyncMode::Lazy);
+    load(&emu, &early);
+    let ga = emu.alloc(g.len()).unwrap();
+    emu.write(ga, &g).unwrap();
+    let out = emu.alloc(64).unwrap();
+    let args =
+        [Param::Ptr(ga), Param::Ptr(out), Param::U32(64), Param::U32(64), Param::I32(0), Param::I32(0), Param::I32(0)];
+    let r = finding(emu.launch("m", "tma_load", &dims1(32, 64), &args));
+    assert!(r.contains("still in flight") && r.contains(&ptx_loc(&early, "BUG:early")), "{r}");
+}

@@ -365,6 +365,9 @@ impl Block<'_, '_> {
     /// in shared memory later (see `AsyncMode`); meanwhile its bytes read as poison and touching
     /// them is a finding.
     fn tma_load(&mut self, w: &Warp, i: &Inst, l: usize, site: Site) -> R<()> {
+        if i.n == 0 {
+            return self.bulk_load(w, i, l, site);
+        }
         let m = self.read_tensor_map(w, i, l, w.regs[i.s[1] as usize * 32 + l])?;
         let dst = self.tma_smem(w, i, l, &m, "TMA load destination")?;
         let mbar_addr = w.regs[i.s[2] as usize * 32 + l].wrapping_add(i.target as i32 as i64 as u64);
@@ -409,6 +412,67 @@ impl Block<'_, '_> {
                 };
             }
         }
+        self.c.global_load_bytes += elems.iter().filter(|e| e.src.is_some()).count() as u64 * es as u64;
+        self.issue_load(w, i, l, site, dst, data, m.swizzle, mbar)
+    }
+
+    /// `cp.async.bulk` global -> shared by lane `l`: `size` bytes (a multiple of 16, both
+    /// addresses 16-byte aligned), read now, landing late like a tensor load.
+    fn bulk_load(&mut self, w: &Warp, i: &Inst, l: usize, site: Site) -> R<()> {
+        let size = w.regs[i.s[3] as usize * 32 + l] as u32;
+        let src = w.regs[i.s[1] as usize * 32 + l];
+        let dst_addr = Self::addr_of(w, i, l);
+        if size == 0 || size % 16 != 0 {
+            return Err(self.err(
+                w,
+                Some(l),
+                i,
+                FindingKind::BadAddress,
+                format!("cp.async.bulk size {size} is not a positive multiple of 16"),
+            ));
+        }
+        let dst = self.shared_off(w, i, l, dst_addr, size, 16, "cp.async.bulk destination")?;
+        let data = match self.resolve(w, i, l, Space::Generic, src, size, 16, "cp.async.bulk source")? {
+            Loc::Global(p) => {
+                let a = &self.l.view.allocs[self.last_alloc];
+                if self.l.opts.uninit && !a.full.load(Ordering::Relaxed) {
+                    if let Some(b) = a.first_uninit(src - a.base, size as u64) {
+                        let msg = format!("cp.async.bulk reads global byte {:#x} that was never written", a.base + b);
+                        return Err(self.err(w, Some(l), i, FindingKind::UninitialisedRead, msg));
+                    }
+                }
+                // SAFETY: resolve checked [src, src + size) lies inside one allocation
+                unsafe { std::slice::from_raw_parts(p, size as usize) }.to_vec()
+            }
+            _ => {
+                return Err(self.err(
+                    w,
+                    Some(l),
+                    i,
+                    FindingKind::BadAddress,
+                    format!("cp.async.bulk source {src:#x} is not global memory"),
+                ))
+            }
+        };
+        let mbar_addr = w.regs[i.s[2] as usize * 32 + l].wrapping_add(i.target as i32 as i64 as u64);
+        let mbar = self.mbar_offset(w, i, l, mbar_addr)?;
+        self.issue_load(w, i, l, site, dst, data, tma::Swizzle::None, mbar)
+    }
+
+    /// Queues a load of `data` to shared offset `dst` completing on `mbar`: the destination
+    /// is guarded and poisoned until it lands (at once under the eager mode).
+    #[allow(clippy::too_many_arguments)] // one load's description
+    fn issue_load(
+        &mut self,
+        w: &Warp,
+        i: &Inst,
+        l: usize,
+        site: Site,
+        dst: u32,
+        data: Vec<u8>,
+        swizzle: tma::Swizzle,
+        mbar: u32,
+    ) -> R<()> {
         let len = data.len() as u32;
         let h = self.hop();
         let phase = match h.mbar.bars.get(&mbar) {
@@ -416,11 +480,10 @@ impl Block<'_, '_> {
             _ => return Err(self.mbar_err(w, i, l, mbar, MbarError::NotInitialised)),
         };
         let guard = h.add_guard(dst, dst + len, GuardKind::Load { mbar, phase, landed: false }, site);
-        h.loads.push_back(TmaLoad { dst, data, swizzle: m.swizzle, mbar, site, guard });
+        h.loads.push_back(TmaLoad { dst, data, swizzle, mbar, site, guard });
         // in flight: the destination reads as poison until the copy lands
         self.shared[dst as usize..(dst + len) as usize].fill(0xFF);
         self.c.global_load_requests += 1;
-        self.c.global_load_bytes += elems.iter().filter(|e| e.src.is_some()).count() as u64 * es as u64;
         if self.l.opts.async_mode == AsyncMode::Eager {
             self.land_oldest()?;
         }

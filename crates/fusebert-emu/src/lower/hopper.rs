@@ -88,10 +88,7 @@ pub(super) fn bulk(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
         return Ok(());
     }
     if !m.has("tensor") {
-        return Err((
-            line,
-            format!("unsupported instruction `{}` (only the .tensor form of cp.async.bulk)", cx.opname),
-        ));
+        return bulk_linear(fs, cx);
     }
     let rank = ["1d", "2d", "3d"].iter().position(|r| m.has(r)).map(|p| p as u8 + 1);
     let rank = rank.ok_or((line, format!("`{}`: only 1d-3d tensor copies are supported", cx.opname)))?;
@@ -155,6 +152,43 @@ pub(super) fn bulk(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
         // the barrier's offset travels in `target` (the shared address's offset is in `off`)
         i.target = moff as u32;
     }
+    push(fs, i);
+    Ok(())
+}
+
+/// `cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [dst], [src], size, [mbar]`:
+/// a linear global-to-shared copy completing on an mbarrier (lowered as a rank-0 tensor load:
+/// s[1] = the global source, s[3] = the size).
+fn bulk_linear(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
+    let (ops, m, line) = (&cx.ops[..], &cx.m, cx.line);
+    let to_shared = m.parts.iter().position(|p| p.starts_with("shared")) < m.parts.iter().position(|p| *p == "global");
+    if !to_shared || !m.has("mbarrier::complete_tx::bytes") || !(ops.len() == 4 || ops.len() == 5) {
+        return Err((
+            line,
+            format!(
+                "unsupported instruction `{}` (of the non-tensor bulk copies, only global -> shared on an mbarrier)",
+                cx.opname
+            ),
+        ));
+    }
+    let mut i = cx.mk(Op::BulkTensor);
+    i.sub = sub::BULK_LOAD;
+    i.n = 0;
+    let (dbase, doff, d32) = addr(fs, &ops[0], Space::Shared, line)?;
+    i.s[0] = dbase;
+    i.off = doff;
+    if d32 {
+        i.flags |= fl::ADDR32;
+    }
+    let (sbase, soff, _) = addr(fs, &ops[1], Space::Global, line)?;
+    if soff != 0 {
+        return Err((line, "cp.async.bulk: an offset on the source address is not supported".into()));
+    }
+    i.s[1] = sbase;
+    i.s[3] = resolve(fs, &ops[2], Ty::U32, line)?;
+    let (mb, moff, _) = addr(fs, &ops[3], Space::Shared, line)?;
+    i.s[2] = mb;
+    i.target = moff as u32;
     push(fs, i);
     Ok(())
 }
