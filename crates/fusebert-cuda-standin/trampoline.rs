@@ -84,6 +84,7 @@ export! {
     cuMemsetD8Async(dst: u64, value: u8, bytes: usize, stream: P);
     cuLaunchKernel(f: P, gx: u32, gy: u32, gz: u32, bx: u32, by: u32, bz: u32, smem: u32, stream: P,
                    params: *mut P, extra: *mut P);
+    cuLaunchKernelEx(config: *const c_void, f: P, params: *mut P, extra: *mut P);
     cuStreamCreate(s: *mut P, flags: u32);
     cuStreamCreateWithPriority(s: *mut P, flags: u32, priority: i32);
     cuStreamDestroy_v2(s: P);

@@ -677,6 +677,7 @@ impl Driver {
             "cuMemcpyDtoDAsync_v2" => self.dtod(a[0], a[1], a[2] as usize, Some(a[3])),
             "cuMemsetD8Async" => self.memset(a[0], a[1] as u8, a[2] as usize, Some(a[3])),
             "cuLaunchKernel" => self.launch(a),
+            "cuLaunchKernelEx" => self.launch_ex(a[0], a[1], a[2], a[3]),
             "cuStreamCreate" | "cuStreamCreateWithPriority" => {
                 let h = self.handle();
                 self.streams.insert(h, Stream::default());
@@ -1200,6 +1201,66 @@ impl Driver {
         };
         put!(p, v);
         SUCCESS
+    }
+
+    /// `cuLaunchKernelEx(config, f, kernelParams, extra)`: the launch of `config` (its
+    /// `CUlaunchConfig`: grid, block, shared bytes, stream, attributes). The cluster-dimension
+    /// attribute is checked as the driver checks it (the grid a multiple of the cluster, at most
+    /// 8 CTAs, 16 with the non-portable opt-in); a cluster's CTAs then run as independent
+    /// blocks, which is exact for kernels without cluster instructions (the only ones the
+    /// emulator loads). Other attributes are refused rather than ignored.
+    fn launch_ex(&mut self, config: u64, f: u64, params: u64, extra: u64) -> u32 {
+        if config == 0 {
+            return fail(INVALID_VALUE, "cuLaunchKernelEx: NULL config");
+        }
+        // SAFETY: a CUlaunchConfig: 7 u32 (grid, block, sharedMemBytes), the stream at 32, the
+        // attribute array at 40, their count at 48.
+        let (dims, stream, attrs, nattrs) = unsafe {
+            let c = config as *const u8;
+            let dims: [u32; 7] = std::ptr::read_unaligned(c as *const [u32; 7]);
+            let stream = std::ptr::read_unaligned(c.add(32) as *const u64);
+            let attrs = std::ptr::read_unaligned(c.add(40) as *const u64);
+            let n = std::ptr::read_unaligned(c.add(48) as *const u32);
+            (dims, stream, attrs, n)
+        };
+        for k in 0..nattrs as usize {
+            // SAFETY: CUlaunchAttribute is 72 bytes: the id, padding, a 64-byte value union.
+            let (id, v) = unsafe {
+                let at = (attrs as *const u8).add(72 * k);
+                (std::ptr::read_unaligned(at as *const u32), std::ptr::read_unaligned(at.add(8) as *const [u32; 3]))
+            };
+            const CLUSTER_DIMENSION: u32 = 4;
+            if id != CLUSTER_DIMENSION {
+                return fail(NOT_SUPPORTED, format!("cuLaunchKernelEx: launch attribute {id} is not emulated"));
+            }
+            if self.cc().0 < 9 {
+                return fail(INVALID_VALUE, "cuLaunchKernelEx: clusters need compute capability 9.0");
+            }
+            let size = v[0] as u64 * v[1] as u64 * v[2] as u64;
+            if v.contains(&0) || dims[0] % v[0] != 0 || dims[1] % v[1] != 0 || dims[2] % v[2] != 0 || size > 8 {
+                return fail(
+                    INVALID_VALUE,
+                    format!(
+                        "cuLaunchKernelEx: cluster {v:?} does not divide grid {:?} or has more than 8 CTAs",
+                        &dims[..3]
+                    ),
+                );
+            }
+        }
+        let a = [
+            f,
+            dims[0] as u64,
+            dims[1] as u64,
+            dims[2] as u64,
+            dims[3] as u64,
+            dims[4] as u64,
+            dims[5] as u64,
+            dims[6] as u64,
+            stream,
+            params,
+            extra,
+        ];
+        self.launch(&a)
     }
 
     fn launch(&mut self, a: &[u64]) -> u32 {

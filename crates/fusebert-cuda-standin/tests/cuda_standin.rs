@@ -502,3 +502,37 @@ fn tensor_maps_are_encoded_and_refused_like_the_driver() {
     let sm90a = FAULT_PTX.replace(".target sm_80", ".target sm_90a");
     dev.load_module("sm90a", &sm90a).unwrap();
 }
+
+/// `cuLaunchKernelEx` with the cluster-dimension attribute: a cluster dividing the grid runs
+/// (its CTAs as independent blocks); one that does not divide it, or of more than 8 CTAs, is
+/// refused, as on a 9.0 device.
+#[test]
+fn launch_kernel_ex_takes_the_cluster_attribute() {
+    let _g = setup(Mode::Eager, (9, 0));
+    let dev = Device::cuda(0).unwrap();
+    dev.load_module("fault", FAULT_PTX).unwrap();
+    let out = dev.alloc::<u32>(8).unwrap();
+    let f = function(&dev, "store_at");
+    let launch = |cluster: u32, grid: u32| unsafe {
+        let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+        attr.value.clusterDim.x = cluster;
+        attr.value.clusterDim.y = 1;
+        attr.value.clusterDim.z = 1;
+        let mut cfg: sys::CUlaunchConfig = std::mem::zeroed();
+        (cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ) = (grid, 1, 1);
+        (cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ) = (1, 1, 1);
+        cfg.attrs = &mut attr;
+        cfg.numAttrs = 1;
+        let mut p = out.addr();
+        let mut i = 5u32;
+        let mut params = [&mut p as *mut u64 as *mut std::ffi::c_void, &mut i as *mut u32 as *mut std::ffi::c_void];
+        sys::cuLaunchKernelEx(&cfg, f, params.as_mut_ptr(), std::ptr::null_mut())
+    };
+    // (one block: every block of this kernel stores the same word, a race the emulator reports)
+    assert_eq!(launch(1, 1), sys::CUresult::CUDA_SUCCESS);
+    result::ctx::synchronize().unwrap();
+    assert_eq!(out.to_host().unwrap()[5], 5);
+    assert_eq!(launch(3, 4), sys::CUresult::CUDA_ERROR_INVALID_VALUE);
+    assert_eq!(launch(16, 16), sys::CUresult::CUDA_ERROR_INVALID_VALUE);
+}
