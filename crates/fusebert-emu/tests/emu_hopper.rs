@@ -1039,3 +1039,35 @@ fn linear_bulk_copies_land_late_on_their_mbarrier() {
     let r = finding(emu.launch("m", "tma_load", &dims1(32, 64), &args));
     assert!(r.contains("still in flight") && r.contains(&ptx_loc(&early, "BUG:early")), "{r}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// nvcc's own sm_90a PTX (checked in: src/testdata/tma_probe.{cu,ptx})
+// ---------------------------------------------------------------------------------------------
+
+const PROBE_PTX: &str = include_str!("../src/testdata/tma_probe.ptx");
+
+/// What nvcc 13 emits for a `__grid_constant__ CUtensorMap` kernel with inline-asm mbarrier
+/// waits (one label repeated in two scopes), elect.sync, setmaxnreg and a 2-D TMA load runs,
+/// and lands the box as the ISA lays it out, in every completion mode.
+#[test]
+fn nvcc_sm90a_probe_runs() {
+    let m = maps_2d()[3].clone();
+    let g = random_bytes(m.global_bytes(), 14);
+    let n = m.box_bytes();
+    for mode in MODES {
+        let emu = emu90(mode);
+        load(&emu, PROBE_PTX);
+        let ga = emu.alloc(g.len()).unwrap();
+        emu.write(ga, &g).unwrap();
+        let out = emu.alloc(n).unwrap();
+        let args = [
+            Param::Bytes(ParamBytes::new(&m.encode(ga)).unwrap()),
+            Param::Ptr(out),
+            Param::I32(40),
+            Param::I32(5),
+            Param::U32(n as u32),
+        ];
+        emu.launch("m", "tma_probe", &dims1(256, n as u32), &args).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        assert!(read(&emu, out, n) == expected_box(&m, &g, &[40, 5], 1024), "{mode:?}");
+    }
+}
