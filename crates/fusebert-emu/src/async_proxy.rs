@@ -44,6 +44,31 @@ pub(crate) struct TmaStore {
     pub guard: u64,
 }
 
+/// One `wgmma.mma_async` of a warp, issued and not yet waited for: its result lands (its
+/// operands are read) at the `wgmma.wait_group` that covers its group.
+#[derive(Debug, Clone)]
+pub(crate) struct WgOp {
+    pub pc: u32,
+    pub adesc: u64,
+    pub bdesc: u64,
+    pub scale_d: bool,
+    pub group: u32,
+    /// Guards over the shared ranges of A and B.
+    pub guards: [u64; 2],
+}
+
+/// A warp's wgmma state: operations in flight, groups committed, whether a `wgmma.fence`
+/// came since the last wait (or the start), the (pc, A, B descriptors) of every wgmma issued
+/// (compared across the warpgroup), the accumulator slots in flight.
+#[derive(Debug, Default)]
+pub(crate) struct WarpWgmma {
+    pub ops: Vec<WgOp>,
+    pub committed: u32,
+    pub fenced: bool,
+    pub issued: Vec<(u32, u64, u64)>,
+    pub inflight: Vec<u32>,
+}
+
 /// Why a shared range may not be touched by generic loads and stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GuardKind {
@@ -52,6 +77,8 @@ pub(crate) enum GuardKind {
     Load { mbar: u32, phase: u32, landed: bool },
     /// The source of a TMA store not yet covered by a `wait_group.read` of its thread.
     Store,
+    /// An operand of a wgmma in flight (writes are hazards, reads are fine).
+    Wgmma,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +106,8 @@ pub(crate) struct HopState {
     pub seen_phase: HashMap<(u32, u32), i64>,
     /// Per warp: the `setmaxnreg` instructions it executed (pc, count) in order.
     pub maxnreg: Vec<Vec<(u32, u32)>>,
+    /// Per warp: its wgmma state.
+    pub wg: Vec<WarpWgmma>,
     pub rng: u64,
 }
 
@@ -98,6 +127,7 @@ impl HopState {
             unfenced: vec![0; smem_bytes.div_ceil(4) as usize],
             seen_phase: HashMap::new(),
             maxnreg: vec![Vec::new(); warps as usize],
+            wg: (0..warps).map(|_| WarpWgmma::default()).collect(),
             // splitmix of seed and block: each block draws its own sequence
             rng: (seed ^ block_index.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1,
         }
@@ -127,7 +157,7 @@ impl HopState {
             GuardKind::Load { mbar, phase, landed } => {
                 !landed || bars.get(&mbar).is_some_and(|b| b.live && b.phase == phase)
             }
-            GuardKind::Store => true,
+            GuardKind::Store | GuardKind::Wgmma => true,
         });
     }
 

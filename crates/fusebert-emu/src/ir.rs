@@ -262,6 +262,10 @@ pub enum Op {
     /// `cp.async.bulk.commit_group` (sub 0) and `cp.async.bulk.wait_group{.read} N` (sub 1,
     /// off = N, `fl::READ` for `.read`).
     BulkGroup,
+    /// `wgmma.fence` (sub `WG_FENCE`), `commit_group` (`WG_COMMIT`), `wait_group N` (`WG_WAIT`,
+    /// off = N), `mma_async` (`WG_MMA`: list = the accumulators, s[0]/s[1] = the A/B
+    /// descriptors, s[2] = scale-d, n = N / 8, sub2 bit 0/1 = negate A/B).
+    Wgmma,
 }
 
 /// Modifier flag bits in `Inst::flags`.
@@ -370,6 +374,11 @@ pub mod sub {
     // cp.async.bulk.tensor directions
     pub const BULK_LOAD: u8 = 0;
     pub const BULK_STORE: u8 = 1;
+    // wgmma operations
+    pub const WG_FENCE: u8 = 0;
+    pub const WG_COMMIT: u8 = 1;
+    pub const WG_WAIT: u8 = 2;
+    pub const WG_MMA: u8 = 3;
 }
 
 /// One lowered instruction.

@@ -375,7 +375,7 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
     k.uses_async = k
         .insts
         .iter()
-        .any(|i| matches!(i.op, Op::Mbar | Op::BulkTensor | Op::BulkGroup | Op::FenceProxyAsync | Op::SetMaxNReg));
+        .any(|i| matches!(i.op, Op::Mbar | Op::BulkTensor | Op::BulkGroup | Op::FenceProxyAsync | Op::SetMaxNReg | Op::Wgmma));
     super::cfg::compute_reconvergence(&mut k);
     Ok(k)
 }

@@ -47,7 +47,7 @@ impl RegUse {
 
 /// (reads, writes) of one instruction, before filtering to register slots. The guard
 /// predicate is checked separately (it is read by every active lane, even where false).
-fn operands(k: &Kernel, i: &Inst) -> (Vec<u32>, Vec<u32>) {
+pub(crate) fn operands(k: &Kernel, i: &Inst) -> (Vec<u32>, Vec<u32>) {
     let list = |n: u32| if n == NONE { Vec::new() } else { k.lists[n as usize].clone() };
     let s: Vec<u32> = i.s.to_vec();
     let d: Vec<u32> = i.d.to_vec();
@@ -56,6 +56,8 @@ fn operands(k: &Kernel, i: &Inst) -> (Vec<u32>, Vec<u32>) {
         Op::Call | Op::Printf | Op::Bra | Op::Ret | Op::Exit | Op::Trap => (Vec::new(), Vec::new()),
         Op::St | Op::Stmatrix => ([s, list(i.list)].concat(), Vec::new()),
         Op::Ldmatrix => (s, list(i.list)),
+        // wgmma's accumulators are read and written (a list)
+        Op::Wgmma => ([s, list(i.list)].concat(), list(i.list)),
         // the tensor coordinates are a list
         Op::BulkTensor => ([s, list(i.list)].concat(), Vec::new()),
         Op::Mma => {

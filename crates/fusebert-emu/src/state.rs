@@ -149,6 +149,8 @@ pub(crate) struct Warp {
     /// (pc, async-event count) of this warp's last failed `test_wait`: failing again there with
     /// nothing changed is a spin loop (a first failure may be a non-blocking probe).
     pub(crate) test_fail: (u32, u64),
+    /// A wgmma of this warp is in flight: instructions touching its accumulators are checked.
+    pub(crate) wg_inflight: bool,
     // barrier arrival
     pub(crate) bar_id: u32,
     pub(crate) bar_count: u32,

@@ -13,13 +13,13 @@ type R<T> = Result<T, Error>;
 
 impl Block<'_, '_> {
     /// The async state (created at block start for kernels that use it).
-    fn hop(&mut self) -> &mut HopState {
+    pub(super) fn hop(&mut self) -> &mut HopState {
         self.hop.as_deref_mut().expect("async instruction in a kernel without async state")
     }
 
     /// A finding located at an asynchronous operation's issue site (the op may complete while
     /// another warp runs).
-    fn site_err(&self, site: Site, kind: FindingKind, msg: String) -> Error {
+    pub(super) fn site_err(&self, site: Site, kind: FindingKind, msg: String) -> Error {
         let i = &self.l.kernel.insts[site.pc as usize];
         let t = thread_index(self.l.block, site.warp, site.lane as usize);
         Finding {
@@ -61,6 +61,10 @@ impl Block<'_, '_> {
             }
             Op::BulkGroup => {
                 self.bulk_group(w, i, mask)?;
+                Ok(Flow::Next)
+            }
+            Op::Wgmma => {
+                self.wgmma(w, i, pc, mask)?;
                 Ok(Flow::Next)
             }
             _ => unreachable!("`{:?}` is not a Hopper instruction", i.op),
@@ -664,7 +668,11 @@ impl Block<'_, '_> {
                      before reusing the buffer)",
                     gi.line
                 ),
-                GuardKind::Store => return self.note_write(w, l, off, size, write),
+                GuardKind::Store | GuardKind::Wgmma if !write => return self.note_write(w, l, off, size, write),
+                GuardKind::Store | GuardKind::Wgmma => format!(
+                    "an operand of a wgmma (PTX line {}) still in flight: wgmma.wait_group before overwriting it",
+                    gi.line
+                ),
             };
             return Err(self.err(
                 w,

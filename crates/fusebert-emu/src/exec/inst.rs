@@ -150,7 +150,13 @@ impl Block<'_, '_> {
             Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => {
                 unreachable!("control handled by run_warp")
             }
-            Op::Elect | Op::SetMaxNReg | Op::FenceProxyAsync | Op::Mbar | Op::BulkTensor | Op::BulkGroup => {
+            Op::Elect
+            | Op::SetMaxNReg
+            | Op::FenceProxyAsync
+            | Op::Mbar
+            | Op::BulkTensor
+            | Op::BulkGroup
+            | Op::Wgmma => {
                 unreachable!("Hopper instructions handled by run_warp")
             }
         }

@@ -17,6 +17,7 @@ use crate::state::*;
 pub use crate::state::{ExecOpts, Launch, FULL};
 
 mod hopper;
+mod wgmma;
 mod inst;
 
 /// Instructions a warp runs before the scheduler moves to the next warp (lets spin-waits on
@@ -54,6 +55,7 @@ fn classify(i: &Inst) -> u8 {
         Op::Bra | Op::Ret | Op::Exit | Op::Call | Op::Bar | Op::BarRed | Op::BarWarp | Op::Membar | Op::Trap => CTRL,
         Op::Mbar | Op::FenceProxyAsync | Op::SetMaxNReg => CTRL,
         Op::BulkTensor | Op::BulkGroup => MEM,
+        Op::Wgmma => TENSOR,
         Op::Elect => SPECIAL,
         Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::ReadClock | Op::Printf => SPECIAL,
         Op::Rcp | Op::Sqrt | Op::Rsqrt | Op::Ex2 | Op::Lg2 | Op::Sin | Op::Cos | Op::Tanh if i.ty != Ty::F64 => SPECIAL,
@@ -374,6 +376,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 committed: [0; 32],
                 spin: NOT_SPINNING,
                 test_fail: (u32::MAX, 0),
+                wg_inflight: false,
                 bar_id: 0,
                 bar_count: 0,
                 bar_pc: 0,
@@ -604,11 +607,20 @@ impl<'l, 'a> Block<'l, 'a> {
                 };
                 let t0 = if self.prof.is_some() { crate::profile::ticks() } else { 0 };
                 let mask = self.issue(w, i, pc, active)?;
+                if w.wg_inflight && i.op != Op::Wgmma {
+                    self.check_wgmma_regs(w, i)?;
+                }
                 let flow = match i.op {
                     Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => {
                         self.control(w, i, pc, mask, active)?
                     }
-                    Op::Elect | Op::SetMaxNReg | Op::FenceProxyAsync | Op::Mbar | Op::BulkTensor | Op::BulkGroup => {
+                    Op::Elect
+                    | Op::SetMaxNReg
+                    | Op::FenceProxyAsync
+                    | Op::Mbar
+                    | Op::BulkTensor
+                    | Op::BulkGroup
+                    | Op::Wgmma => {
                         if mask != 0 {
                             self.hopper_op(w, i, pc, mask)?
                         } else {

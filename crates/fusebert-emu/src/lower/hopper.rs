@@ -235,3 +235,80 @@ pub(super) fn setmaxnreg(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     push(fs, i);
     Ok(())
 }
+
+/// `wgmma.fence/commit_group/wait_group.sync.aligned` and
+/// `wgmma.mma_async.sync.aligned.m64nNk16.f32.f16.f16 {d}, a-desc, b-desc, scale-d, imm-scale-a,
+/// imm-scale-b, imm-trans-a, imm-trans-b` (both operands from shared memory, K-major: the form
+/// emulated so far; anything else is refused here rather than run from a guess).
+pub(super) fn wgmma(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
+    let (ops, m, line) = (&cx.ops[..], &cx.m, cx.line);
+    let mut i = cx.mk(Op::Wgmma);
+    if !m.has("sync") || !m.has("aligned") {
+        return Err((line, format!("`{}` needs .sync.aligned", cx.opname)));
+    }
+    if m.has("fence") {
+        i.sub = sub::WG_FENCE;
+    } else if m.has("commit_group") {
+        i.sub = sub::WG_COMMIT;
+    } else if m.has("wait_group") {
+        need(ops, 1, line, cx.opname)?;
+        i.sub = sub::WG_WAIT;
+        i.off = match &ops[0] {
+            Opnd::Int(v) => *v as i64,
+            _ => return Err((line, "wgmma.wait_group needs an immediate".into())),
+        };
+    } else if m.has("mma_async") {
+        return wgmma_mma(fs, cx, i);
+    } else {
+        return cx.unsupported();
+    }
+    push(fs, i);
+    Ok(())
+}
+
+fn wgmma_mma(fs: &mut FnState, cx: &Ctx, mut i: Inst) -> PResult<()> {
+    let (ops, m, line) = (&cx.ops[..], &cx.m, cx.line);
+    let shape = m.parts.iter().find(|p| p.starts_with("m64n")).ok_or((line, "wgmma without a shape".to_string()))?;
+    let n: u32 = shape
+        .strip_prefix("m64n")
+        .and_then(|r| r.strip_suffix("k16"))
+        .and_then(|v| v.parse().ok())
+        .ok_or((line, format!("wgmma shape `{shape}`: only m64nNk16 (f16) is emulated")))?;
+    if n == 0 || n > 256 || n % 8 != 0 {
+        return Err((line, format!("wgmma N = {n}: must be a multiple of 8 in 8..=256")));
+    }
+    if cx.types != [Ty::F32, Ty::F16, Ty::F16] {
+        return Err((line, format!("`{}`: only .f32.f16.f16 is emulated so far", cx.opname)));
+    }
+    if ops.len() != 8 {
+        return Err((
+            line,
+            "wgmma with a register A operand or without the trans immediates is not emulated so far".into(),
+        ));
+    }
+    let d = vec_slots(fs, &ops[0], Ty::F32, line, true)?;
+    if d.len() != n as usize / 2 {
+        return Err((line, format!("m64n{n}k16 with f32 accumulators needs {} registers, got {}", n / 2, d.len())));
+    }
+    let imm = |o: &Opnd| match o {
+        Opnd::Int(v) => Ok(*v),
+        _ => Err((line, "wgmma scale/transpose operands must be immediates".to_string())),
+    };
+    let (sa, sb, ta, tb) = (imm(&ops[4])?, imm(&ops[5])?, imm(&ops[6])?, imm(&ops[7])?);
+    if ta != 0 || tb != 0 {
+        return Err((line, "wgmma with MN-major (transposed) operands is not emulated so far".into()));
+    }
+    if ![1, -1].contains(&sa) || ![1, -1].contains(&sb) {
+        return Err((line, "wgmma imm-scale-a/b must be 1 or -1".into()));
+    }
+    i.sub = sub::WG_MMA;
+    i.n = (n / 8) as u8;
+    i.sub2 = (sa == -1) as u8 | ((sb == -1) as u8) << 1;
+    i.s[0] = resolve(fs, &ops[1], Ty::U64, line)?;
+    i.s[1] = resolve(fs, &ops[2], Ty::U64, line)?;
+    i.s[2] = resolve(fs, &ops[3], Ty::Pred, line)?;
+    i.list = fs.lists.len() as u32;
+    fs.lists.push(d);
+    push(fs, i);
+    Ok(())
+}

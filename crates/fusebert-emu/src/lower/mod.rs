@@ -319,6 +319,7 @@ const KNOWN_MODS: &[&str] = &[
     "read",
     "tensormap",
     "mbarrier_init",
+    "mma_async",
 ];
 
 fn check_mods(m: &Mods, opname: &str, line: u32) -> PResult<()> {
@@ -393,6 +394,7 @@ pub(super) fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, 
         "mbarrier" => hopper::mbarrier,
         "elect" => hopper::elect,
         "setmaxnreg" => hopper::setmaxnreg,
+        "wgmma" => hopper::wgmma,
         "prefetch" | "prefetchu" | "discard" | "applypriority" | "nanosleep" | "pmevent" => memory::hint,
         "ldmatrix" | "stmatrix" => tensor::ldmatrix,
         "wmma" => tensor::wmma,
