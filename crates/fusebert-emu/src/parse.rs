@@ -372,10 +372,9 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
         reg_names: fs.reg_names,
         uses_async: false,
     };
-    k.uses_async = k
-        .insts
-        .iter()
-        .any(|i| matches!(i.op, Op::Mbar | Op::BulkTensor | Op::BulkGroup | Op::FenceProxyAsync | Op::SetMaxNReg | Op::Wgmma));
+    k.uses_async = k.insts.iter().any(|i| {
+        matches!(i.op, Op::Mbar | Op::BulkTensor | Op::BulkGroup | Op::FenceProxyAsync | Op::SetMaxNReg | Op::Wgmma)
+    });
     super::cfg::compute_reconvergence(&mut k);
     Ok(k)
 }

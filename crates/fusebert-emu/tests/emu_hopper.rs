@@ -1071,3 +1071,271 @@ fn nvcc_sm90a_probe_runs() {
         assert!(read(&emu, out, n) == expected_box(&m, &g, &[40, 5], 1024), "{mode:?}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// wgmma: m64nNk16, f32 += f16 x f16, both operands in shared memory through descriptors
+// ---------------------------------------------------------------------------------------------
+
+/// One warpgroup copies a shared-memory image (param 0, param 1 bytes) into shared memory,
+/// fences it for the async proxy, sets every accumulator to 1.0 and runs one wgmma with the
+/// descriptors of params 2 and 3 (scale-d = param 5 != 0), then stores the N/2 accumulators of
+/// each thread to out[tid * N/2 + i]. `marks` plants bugs: `fence` (fence.proxy.async line),
+/// `wgfence` (wgmma.fence line), `inflight` (inserted between commit and wait), `desc` (inserted
+/// before the wgmma).
+fn wgmma_ptx(n: u32, fence: &str, wgfence: &str, inflight: &str, desc: &str) -> String {
+    let nd = n / 2;
+    let regs: Vec<String> = (0..nd).map(|j| format!("%f{j}")).collect();
+    let init: String = (0..nd).map(|j| format!("    mov.f32 %f{j}, 0f3F800000;\n")).collect();
+    let store: String = (0..nd).map(|j| format!("    st.global.f32 [%rd9+{}], %f{j};\n", 4 * j)).collect();
+    format!(
+        r#"{HEADER}
+.extern .shared .align 1024 .b8 smem[];
+
+.visible .entry wg(
+    .param .u64 wg_param_0,
+    .param .u32 wg_param_1,
+    .param .u64 wg_param_2,
+    .param .u64 wg_param_3,
+    .param .u64 wg_param_4,
+    .param .u32 wg_param_5
+)
+{{
+    .reg .pred %p<8>;
+    .reg .b32 %r<32>;
+    .reg .b64 %rd<16>;
+    .reg .f32 %f<{nd}>;
+    .reg .f32 %g<4>;
+
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r4, smem;
+    ld.param.u64 %rd1, [wg_param_0];
+    cvta.to.global.u64 %rd1, %rd1;
+    ld.param.u32 %r9, [wg_param_1];
+    shl.b32 %r20, %r1, 2;
+COPY:
+    setp.ge.u32 %p4, %r20, %r9;
+    @%p4 bra COPIED;
+    cvt.u64.u32 %rd4, %r20;
+    add.u64 %rd5, %rd1, %rd4;
+    ld.global.u32 %r22, [%rd5];
+    add.u32 %r21, %r4, %r20;
+    st.shared.u32 [%r21], %r22;
+    add.u32 %r20, %r20, 512;
+    bra COPY;
+COPIED:
+{fence}
+    bar.sync 0;
+    ld.param.u64 %rd2, [wg_param_2];
+    ld.param.u64 %rd3, [wg_param_3];
+    ld.param.u32 %r5, [wg_param_5];
+    setp.ne.u32 %p1, %r5, 0;
+{init}{desc}{wgfence}
+    wgmma.mma_async.sync.aligned.m64n{n}k16.f32.f16.f16 {{{}}}, %rd2, %rd3, %p1, 1, 1, 0, 0; // MMA
+    wgmma.commit_group.sync.aligned;
+{inflight}
+    wgmma.wait_group.sync.aligned 0;
+    ld.param.u64 %rd6, [wg_param_4];
+    cvta.to.global.u64 %rd6, %rd6;
+    mul.lo.u32 %r6, %r1, {};
+    mul.wide.u32 %rd7, %r6, 4;
+    add.u64 %rd9, %rd6, %rd7;
+{store}    ret;
+}}
+"#,
+        regs.join(", "),
+        nd
+    )
+}
+
+const WG_FENCE_PROXY: &str = "    fence.proxy.async.shared::cta;";
+const WG_FENCE: &str = "    wgmma.fence.sync.aligned;";
+
+/// A K-major operand layout (the test's own reading of the ISA's canonical layouts).
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    /// 0 none, else the swizzle width in bytes (32, 64, 128)
+    swz: u32,
+    lbo: u32,
+    sbo: u32,
+    /// bytes added to the start address (a K step inside a swizzled row)
+    kofs: u32,
+}
+
+impl Layout {
+    /// Byte offset of element (r, k) from the operand's base (which is 1024-aligned).
+    fn offset(&self, base: u32, r: u32, k: u32) -> u32 {
+        if self.swz == 0 {
+            return base + (r / 8) * self.sbo + (r % 8) * 16 + (k / 8) * self.lbo + (k % 8) * 2;
+        }
+        let lin = base + self.kofs + (r / 8) * self.sbo + (r % 8) * self.swz + 2 * k;
+        // the 16-byte chunk index XOR the 128-byte row index, masked to the pattern's rows
+        let code = match self.swz {
+            32 => 1,
+            64 => 2,
+            _ => 3,
+        };
+        swizzled(code, lin as usize) as u32
+    }
+    fn desc(&self, base: u32) -> u64 {
+        let enc = |x: u32| ((x as u64 & 0x3ffff) >> 4) & 0x3fff;
+        let code: u64 = match self.swz {
+            0 => 0,
+            128 => 1,
+            64 => 2,
+            _ => 3,
+        };
+        enc(base + self.kofs) | enc(self.lbo) << 16 | enc(self.sbo) << 32 | code << 62
+    }
+    fn bytes(&self, rows: u32) -> u32 {
+        if self.swz == 0 {
+            (rows / 8 * self.sbo).max(2 * self.lbo).max(rows / 8 * self.sbo + self.lbo)
+        } else {
+            rows / 8 * self.sbo
+        }
+    }
+}
+
+struct WgCase {
+    n: u32,
+    la: Layout,
+    lb: Layout,
+}
+
+/// Runs one wgmma case; returns (out, expected) or the launch error.
+fn run_wgmma(
+    mode: AsyncMode,
+    ptx: &str,
+    c: &WgCase,
+    scale_d: bool,
+    seed: u64,
+) -> fusebert_emu::Result<(Vec<f32>, Vec<f32>)> {
+    let mut r = rng(seed);
+    let a: Vec<Vec<i32>> = (0..64).map(|_| (0..16).map(|_| r.gen_range(-3..=3)).collect()).collect();
+    let b: Vec<Vec<i32>> = (0..c.n).map(|_| (0..16).map(|_| r.gen_range(-3..=3)).collect()).collect();
+    let bbase = 16384u32;
+    let size = bbase + c.lb.bytes(c.n);
+    let mut img = random_bytes(size as usize, seed + 1); // noise where no element lives
+    let put = |img: &mut Vec<u8>, at: u32, v: i32| {
+        let h = half::f16::from_f32(v as f32).to_bits().to_le_bytes();
+        img[at as usize..at as usize + 2].copy_from_slice(&h);
+    };
+    for m in 0..64 {
+        for k in 0..16 {
+            put(&mut img, c.la.offset(0, m, k), a[m as usize][k as usize]);
+        }
+    }
+    for n in 0..c.n {
+        for k in 0..16 {
+            put(&mut img, c.lb.offset(bbase, n, k), b[n as usize][k as usize]);
+        }
+    }
+    let emu = emu90(mode);
+    load(&emu, ptx);
+    let ga = emu.alloc(img.len()).unwrap();
+    emu.write(ga, &img).unwrap();
+    let nd = c.n as usize / 2;
+    let out = emu.alloc(128 * nd * 4).unwrap();
+    let args = [
+        Param::Ptr(ga),
+        Param::U32(size),
+        Param::U64(c.la.desc(0)),
+        Param::U64(c.lb.desc(bbase)),
+        Param::Ptr(out),
+        Param::U32(scale_d as u32),
+    ];
+    emu.launch("m", "wg", &dims1(128, size), &args)?;
+    let got: Vec<f32> =
+        read(&emu, out, 128 * nd * 4).chunks(4).map(|x| f32::from_le_bytes(x.try_into().unwrap())).collect();
+    // the fragment: thread t = 32 w + 4 g + q holds d[i] = D[16 w + g + 8 ((i>>1)&1)][8 (i>>2) + 2 q + (i&1)]
+    let mut want = vec![0f32; got.len()];
+    for t in 0..128usize {
+        let (w, g, q) = (t / 32, (t % 32) / 4, t % 4);
+        for i in 0..nd {
+            let m = 16 * w + g + 8 * ((i >> 1) & 1);
+            let n = 8 * (i >> 2) + 2 * q + (i & 1);
+            let dot: i32 = (0..16).map(|k| a[m][k] * b[n][k]).sum();
+            want[t * nd + i] = dot as f32 + if scale_d { 1.0 } else { 0.0 };
+        }
+    }
+    Ok((got, want))
+}
+
+fn wg_cases() -> Vec<WgCase> {
+    let none = Layout { swz: 0, lbo: 128, sbo: 256, kofs: 0 };
+    // the same core matrices with the roles of the strides swapped (rows packed first)
+    let none_t = |rows: u32| Layout { swz: 0, lbo: rows * 16, sbo: 128, kofs: 0 };
+    let sw = |w: u32, kofs: u32| Layout { swz: w, lbo: 16, sbo: 8 * w, kofs };
+    vec![
+        WgCase { n: 8, la: none, lb: none },
+        WgCase { n: 64, la: none_t(64), lb: none_t(64) },
+        WgCase { n: 16, la: sw(32, 0), lb: sw(32, 0) },
+        WgCase { n: 24, la: sw(64, 32), lb: sw(64, 0) },
+        WgCase { n: 128, la: sw(128, 0), lb: sw(128, 64) },
+        WgCase { n: 256, la: sw(128, 96), lb: sw(128, 32) },
+    ]
+}
+
+#[test]
+fn wgmma_f16_products_match_the_isa_layouts_and_fragments() {
+    for (k, c) in wg_cases().iter().enumerate() {
+        let ptx = wgmma_ptx(c.n, WG_FENCE_PROXY, WG_FENCE, "", "");
+        for mode in [AsyncMode::Lazy, AsyncMode::Eager, AsyncMode::Random(2)] {
+            for scale_d in [true, false] {
+                let (got, want) = run_wgmma(mode, &ptx, c, scale_d, 20 + k as u64)
+                    .unwrap_or_else(|e| panic!("case {k} (N {}, {:?} / {:?}): {e}", c.n, c.la, c.lb));
+                assert!(got == want, "case {k} (N {}, {:?} / {:?}, scale-d {scale_d}, {mode:?})", c.n, c.la, c.lb);
+            }
+        }
+    }
+}
+
+#[test]
+fn wgmma_misuse_is_reported_with_a_clean_twin() {
+    let c = &wg_cases()[4];
+    let n = c.n;
+    let bugs = [
+        (
+            "inflight read",
+            wgmma_ptx(n, WG_FENCE_PROXY, WG_FENCE, "    mov.f32 %g0, %f3; // BUG", ""),
+            "accumulator of a wgmma still in flight",
+        ),
+        (
+            "inflight write",
+            wgmma_ptx(n, WG_FENCE_PROXY, WG_FENCE, "    mov.f32 %f5, 0f00000000; // BUG", ""),
+            "accumulator of a wgmma still in flight",
+        ),
+        ("no wgmma.fence", wgmma_ptx(n, WG_FENCE_PROXY, "", "", ""), "without a wgmma.fence"),
+        (
+            "operand overwritten",
+            wgmma_ptx(n, WG_FENCE_PROXY, WG_FENCE, "    st.shared.u32 [%r4+64], %r1; // BUG", ""),
+            "operand of a wgmma",
+        ),
+        ("no fence.proxy.async", wgmma_ptx(n, "", WG_FENCE, "", ""), "missing fence.proxy.async"),
+        (
+            "descriptor differs",
+            wgmma_ptx(
+                n,
+                WG_FENCE_PROXY,
+                WG_FENCE,
+                "",
+                "    shr.u32 %r7, %r1, 5;\n    setp.eq.u32 %p6, %r7, 1;\n    @%p6 add.u64 %rd2, %rd2, 2;\n",
+            ),
+            "differs from warp",
+        ),
+    ];
+    for (what, ptx, expect) in bugs {
+        let r = finding(run_wgmma(AsyncMode::Lazy, &ptx, c, true, 3));
+        assert!(r.contains(expect), "{what}: {r}");
+        let marker = if ptx.contains("// BUG") { "// BUG" } else { "// MMA" };
+        assert!(r.contains(&ptx_loc(&ptx, marker)), "{what}: {r}");
+    }
+    // the clean twin: the same accesses after the wait (the store after a barrier too: without
+    // it, warp 0 would overwrite the operand while warp 1's wgmma may still read it, which the
+    // emulator reports as the unfenced generic write it is)
+    let clean = wgmma_ptx(n, WG_FENCE_PROXY, WG_FENCE, "", "").replace(
+        "    ld.param.u64 %rd6, [wg_param_4];",
+        "    mov.f32 %g0, %f3;\n    bar.sync 0;\n    shl.b32 %r24, %r1, 2;\n    add.u32 %r24, %r24, %r4;\n    st.shared.u32 [%r24], %r1;\n    ld.param.u64 %rd6, [wg_param_4];",
+    );
+    let (got, want) = run_wgmma(AsyncMode::Lazy, &clean, c, true, 3).unwrap();
+    assert!(got == want);
+}

@@ -17,8 +17,8 @@ use crate::state::*;
 pub use crate::state::{ExecOpts, Launch, FULL};
 
 mod hopper;
-mod wgmma;
 mod inst;
+mod wgmma;
 
 /// Instructions a warp runs before the scheduler moves to the next warp (lets spin-waits on
 /// shared flags make progress, and bounds the work between deadlock checks).

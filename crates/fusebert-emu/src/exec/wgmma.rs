@@ -50,10 +50,25 @@ impl Block<'_, '_> {
     /// `wgmma.*` by the lanes in `mask`: the whole warp (and warpgroup) executes it.
     pub(super) fn wgmma(&mut self, w: &mut Warp, i: &Inst, pc: u32, mask: u32) -> R<()> {
         if mask != FULL {
-            return Err(self.err(w, None, i, FindingKind::PartialWarpCollective, format!("wgmma is .sync.aligned over the warpgroup, but lanes {:#010x} of this warp do not execute it", !mask)));
+            return Err(self.err(
+                w,
+                None,
+                i,
+                FindingKind::PartialWarpCollective,
+                format!(
+                    "wgmma is .sync.aligned over the warpgroup, but lanes {:#010x} of this warp do not execute it",
+                    !mask
+                ),
+            ));
         }
         if self.l.nwarps % 4 != 0 {
-            return Err(self.err(w, None, i, FindingKind::WarpgroupMisuse, format!("wgmma needs whole warpgroups (4 warps); the block has {} warps", self.l.nwarps)));
+            return Err(self.err(
+                w,
+                None,
+                i,
+                FindingKind::WarpgroupMisuse,
+                format!("wgmma needs whole warpgroups (4 warps); the block has {} warps", self.l.nwarps),
+            ));
         }
         let wid = w.id as usize;
         match i.sub {
@@ -85,14 +100,21 @@ impl Block<'_, '_> {
         // descriptors uniform in the warp, and across the warpgroup
         for l in 1..32 {
             if w.regs[i.s[0] as usize * 32 + l] != adesc || w.regs[i.s[1] as usize * 32 + l] != bdesc {
-                return Err(self.err(w, Some(l), i, FindingKind::WarpgroupMisuse, "the wgmma descriptors differ between the lanes of this warp".into()));
+                return Err(self.err(
+                    w,
+                    Some(l),
+                    i,
+                    FindingKind::WarpgroupMisuse,
+                    "the wgmma descriptors differ between the lanes of this warp".into(),
+                ));
             }
         }
         let h = self.hop();
         let k = h.wg[wid].issued.len();
         h.wg[wid].issued.push((pc, adesc, bdesc));
         let g0 = wid / 4 * 4;
-        let other = (g0..g0 + 4).find_map(|o| h.wg[o].issued.get(k).filter(|&&e| e != (pc, adesc, bdesc)).map(|&e| (o, e)));
+        let other =
+            (g0..g0 + 4).find_map(|o| h.wg[o].issued.get(k).filter(|&&e| e != (pc, adesc, bdesc)).map(|&e| (o, e)));
         if let Some((o, (opc, oa, ob))) = other {
             let line = self.l.kernel.insts[opc as usize].line;
             return Err(self.err(w, None, i, FindingKind::WarpgroupMisuse, format!(
@@ -102,7 +124,13 @@ impl Block<'_, '_> {
         }
         let (da, db) = (Desc::decode(adesc), Desc::decode(bdesc));
         if da.base_offset != 0 || db.base_offset != 0 {
-            return Err(self.err(w, None, i, FindingKind::Unsupported, "wgmma descriptor with a nonzero base offset: its hardware meaning is unverified, not emulated".into()));
+            return Err(self.err(
+                w,
+                None,
+                i,
+                FindingKind::Unsupported,
+                "wgmma descriptor with a nonzero base offset: its hardware meaning is unverified, not emulated".into(),
+            ));
         }
         // the operands' shared ranges: inside shared memory, fenced for the async proxy
         let mut guards = [0u64; 2];
@@ -117,13 +145,28 @@ impl Block<'_, '_> {
             }
             if hi as usize > self.shared.len() {
                 let what = if j == 0 { "A" } else { "B" };
-                return Err(self.err(w, None, i, FindingKind::OutOfBounds, format!("wgmma operand {what} reaches shared offset {hi:#x}, past the block's {} bytes", self.shared.len())));
+                return Err(self.err(
+                    w,
+                    None,
+                    i,
+                    FindingKind::OutOfBounds,
+                    format!(
+                        "wgmma operand {what} reaches shared offset {hi:#x}, past the block's {} bytes",
+                        self.shared.len()
+                    ),
+                ));
             }
             if let Some((off, t)) = self.hop().unfenced_in(lo, hi) {
-                return Err(self.err(w, None, i, FindingKind::MissingProxyFence, format!(
+                return Err(self.err(
+                    w,
+                    None,
+                    i,
+                    FindingKind::MissingProxyFence,
+                    format!(
                     "the wgmma reads shared offset {off:#x}, written by thread {t} (linear) through the generic proxy \
                      with no fence.proxy.async after the write: the async proxy may read stale data"
-                )));
+                ),
+                ));
             }
             let site = Site { pc, warp: w.id, lane: 0 };
             guards[j] = self.hop().add_guard(lo, hi, GuardKind::Wgmma, site);
@@ -207,9 +250,15 @@ impl Block<'_, '_> {
         let hit = reads.iter().chain(&writes).find(|s| inflight.contains(s)).copied();
         if let Some(s) = hit {
             let name = self.l.kernel.reg_names.get(&s).cloned().unwrap_or_default();
-            return Err(self.err(w, None, i, FindingKind::AsyncHazard, format!(
+            return Err(self.err(
+                w,
+                None,
+                i,
+                FindingKind::AsyncHazard,
+                format!(
                 "register `{name}` is an accumulator of a wgmma still in flight: wgmma.wait_group before touching it"
-            )));
+            ),
+            ));
         }
         Ok(())
     }

@@ -329,6 +329,10 @@ fn check_mods(m: &Mods, opname: &str, line: u32) -> PResult<()> {
         if *p == "shared::cluster" && !matches!(m.base, "cp" | "mbarrier" | "fence") {
             return Err((line, format!("`{opname}`: unsupported modifier `.{p}` (clusters are not emulated)")));
         }
+        // wgmma's own modifiers (the shape is checked by its lowering)
+        if m.base == "wgmma" && (*p == "fence" || p.starts_with("m64n")) {
+            continue;
+        }
         if Ty::parse(p).is_none() && !KNOWN_MODS.contains(p) {
             return Err((line, format!("`{opname}`: unsupported modifier `.{p}`")));
         }
