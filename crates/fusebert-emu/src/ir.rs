@@ -263,8 +263,8 @@ pub enum Op {
     /// off = N, `fl::READ` for `.read`).
     BulkGroup,
     /// `wgmma.fence` (sub `WG_FENCE`), `commit_group` (`WG_COMMIT`), `wait_group N` (`WG_WAIT`,
-    /// off = N), `mma_async` (`WG_MMA`: list = the accumulators, s[0]/s[1] = the A/B
-    /// descriptors, s[2] = scale-d, n = N / 8, sub2 bit 0/1 = negate A/B).
+    /// off = N), `mma_async` (`WG_MMA`: list = the accumulators, `s[0]`/`s[1]` = the A/B
+    /// descriptors, `s[2]` = scale-d, n = N / 8, sub2 bit 0/1 = negate A/B).
     Wgmma,
 }
 

@@ -158,7 +158,7 @@ pub(super) fn bulk(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
 
 /// `cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [dst], [src], size, [mbar]`:
 /// a linear global-to-shared copy completing on an mbarrier (lowered as a rank-0 tensor load:
-/// s[1] = the global source, s[3] = the size).
+/// `s[1]` = the global source, `s[3]` = the size).
 fn bulk_linear(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     let (ops, m, line) = (&cx.ops[..], &cx.m, cx.line);
     let to_shared = m.parts.iter().position(|p| p.starts_with("shared")) < m.parts.iter().position(|p| *p == "global");
