@@ -607,9 +607,6 @@ impl<'l, 'a> Block<'l, 'a> {
                 };
                 let t0 = if self.prof.is_some() { crate::profile::ticks() } else { 0 };
                 let mask = self.issue(w, i, pc, active)?;
-                if w.wg_inflight && i.op != Op::Wgmma {
-                    self.check_wgmma_regs(w, i)?;
-                }
                 let flow = match i.op {
                     Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => {
                         self.control(w, i, pc, mask, active)?
@@ -694,6 +691,10 @@ impl<'l, 'a> Block<'l, 'a> {
             ));
         }
         if let Some(ru) = &self.l.reg_use {
+            // (a register sanitizer, so on the checked path only: unsanitised runs pay nothing)
+            if w.wg_inflight && i.op != Op::Wgmma {
+                self.check_wgmma_regs(w, i)?;
+            }
             self.check_defined(w, ru, pc as usize, i, mask, active)?;
         }
         Ok(mask)
