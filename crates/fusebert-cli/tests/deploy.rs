@@ -239,6 +239,12 @@ fn the_corpus_job_runs_one_shard_per_index() {
     assert!(output.contains("$(JOB_COMPLETION_INDEX)"), "one output per index: {output}");
     assert!(flag(&args, "--input").is_some());
     check_pod_security(pod, c, "Job");
+    // $(JOB_COMPLETION_INDEX) in args expands from a variable the container declares: the index
+    let index = req(c, "env").as_vec().unwrap().iter().find(|e| e["name"].as_str() == Some("JOB_COMPLETION_INDEX"));
+    assert_eq!(
+        index.map(|e| at(e, "valueFrom.fieldRef.fieldPath")).and_then(Yaml::as_str),
+        Some("metadata.annotations['batch.kubernetes.io/job-completion-index']")
+    );
     // as the kubelet expands them, every index's arguments parse with the real binary
     for k in 0..n {
         let expanded: Vec<String> = args.iter().map(|a| a.replace("$(JOB_COMPLETION_INDEX)", &k.to_string())).collect();
