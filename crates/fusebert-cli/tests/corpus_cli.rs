@@ -409,7 +409,8 @@ fn a_killed_shard_resumes_and_the_shards_concatenate_to_the_unsharded_file() {
         if ext == "npy" {
             let (shape, data) = read_npy(&full);
             let parts: Vec<(Vec<usize>, Vec<f32>)> = (0..3).map(|k| read_npy(&part(k))).collect();
-            assert!(parts.iter().all(|(s, _)| s[0] > 1000 && s[1] == shape[1]), "balanced shards: {parts:?}");
+            let shapes: Vec<&Vec<usize>> = parts.iter().map(|(s, _)| s).collect();
+            assert!(shapes.iter().all(|s| s[0] > 1000 && s[1] == shape[1]), "balanced shards: {shapes:?}");
             assert_eq!(parts.iter().map(|(s, _)| s[0]).sum::<usize>(), shape[0], "every row exactly once");
             let joined: Vec<u32> = parts.iter().flat_map(|(_, d)| d.iter().map(|v| v.to_bits())).collect();
             let want: Vec<u32> = data.iter().map(|v| v.to_bits()).collect();
