@@ -470,6 +470,8 @@ fn serve_runs_unprivileged_on_a_read_only_model_folder() {
         }
     };
     let user = if prefix.is_empty() { euid() } else { NOBODY };
+    let how = if prefix.is_empty() { "directly (not root)" } else { "through setpriv" };
+    eprintln!("serve_runs_unprivileged_on_a_read_only_model_folder: the server runs as uid {user}, {how}");
     for e in ["models", "models/model", "models/model/config.json", "models/model/model.safetensors"] {
         let m = std::fs::metadata(scratch.join(e)).unwrap();
         assert!(m.mode() & 0o222 == 0, "{e}: writable");
