@@ -338,7 +338,7 @@ fn the_image_is_non_root_and_holds_no_cuda_library() {
             _ => {}
         }
     }
-    let last = |op: &str| stage.iter().filter(|(o, _)| o == op).map(|(_, v)| v.clone()).last();
+    let last = |op: &str| stage.iter().filter(|(o, _)| o == op).map(|(_, v)| v.clone()).next_back();
     assert_eq!(json_list(&last("ENTRYPOINT").unwrap()), ["/usr/local/bin/fusebert"]);
     let cmd = json_list(&last("CMD").unwrap());
     cli_accepts(&cmd).unwrap_or_else(|e| panic!("CMD {cmd:?}: {e}"));
