@@ -4,7 +4,8 @@
 //! every container's arguments parse with the real `fusebert` (for each Job index); the
 //! Dockerfile runs as a non-root numeric user and copies no CUDA library. And the contract the
 //! image relies on, run for real: `fusebert serve` as an unprivileged user on a read-only model
-//! folder answers `/ready` and the manifest's probes over HTTP, then drains on SIGTERM.
+//! folder answers `/ready` and the manifest's probes over HTTP, then drains on SIGTERM; and the
+//! corpus Job's pods, as processes with the manifest's arguments, cover the corpus once.
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -570,5 +571,85 @@ fn serve_runs_unprivileged_on_a_read_only_model_folder() {
     assert!(log.iter().any(|l| l.contains("shutting down")), "{log:?}");
     // leave nothing read-only behind
     let _ = Command::new("chmod").args(["-R", "u+w"]).arg(&scratch).status();
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// The rows of a `.npy` written by `embed --output` (float32 `[N, D]`), as bits.
+fn npy_rows(path: &Path) -> (usize, Vec<u32>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
+    let rows = header.split("'shape': (").nth(1).unwrap().split(',').next().unwrap().trim().parse().unwrap();
+    (rows, bytes[10 + hlen..].chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect())
+}
+
+/// The Job's pods as processes: each index runs the manifest's own arguments (as the kubelet
+/// expands them; the volumes' paths mapped to a scratch folder, the model to a test fixture,
+/// `--device cuda` to `cpu`), and the parts, read in index order, hold the unsharded run's rows
+/// bit for bit. A pod retried after its part is complete (`--resume`) adds nothing.
+#[test]
+fn the_corpus_jobs_pods_as_processes_cover_the_corpus_once() {
+    let job = &manifests("corpus-job.yaml")["Job"];
+    let n = req(job, "spec.completions").as_i64().unwrap();
+    let (_, args) = container(req(job, "spec.template.spec"), "Job");
+    let scratch = std::env::temp_dir().join(format!("fusebert-deploy-job-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let input = flag(&args, "--input").unwrap();
+    let data = Path::new(input).parent().unwrap().to_str().unwrap().to_string();
+    // short texts: the fixture's limit is 16 tokens and the Job's args do not --truncate
+    let texts: Vec<String> = (0..203).map(|i| format!("doc {i} {}", "dog ".repeat(i % 6))).collect();
+    std::fs::write(scratch.join(Path::new(input).file_name().unwrap()), texts.join("\n") + "\n").unwrap();
+    let model = repo().join("testdata/models/tiny-distilbert-mean");
+    let local = |a: &str, k: Option<i64>| -> String {
+        let a = match k {
+            Some(k) => a.replace("$(JOB_COMPLETION_INDEX)", &k.to_string()),
+            None => a.to_string(),
+        };
+        let a = a.replace(&data, scratch.to_str().unwrap());
+        if a == "/models/model" {
+            model.to_str().unwrap().to_string()
+        } else {
+            a
+        }
+    };
+    let run = |argv: Vec<String>| {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_fusebert")).args(&argv).env_remove("FUSEBERT_SHARD").output().unwrap();
+        assert!(out.status.success(), "fusebert {argv:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let pod = |k: i64| {
+        let mut a: Vec<String> = args.iter().map(|a| local(a, Some(k))).collect();
+        let d = a.iter().position(|a| a == "--device").unwrap();
+        a[d + 1] = "cpu".into();
+        a
+    };
+    let mut parts = Vec::new();
+    for k in 0..n {
+        run(pod(k));
+        let out = PathBuf::from(flag(&pod(k), "--output").unwrap());
+        assert!(out.starts_with(&scratch), "{}: the output is on the data volume", out.display());
+        parts.push(out);
+    }
+    // index 1 retried after it finished: --resume keeps its rows and adds none
+    let before = std::fs::read(&parts[1]).unwrap();
+    run(pod(1));
+    assert!(std::fs::read(&parts[1]).unwrap() == before, "a retried complete pod changed its part");
+    // the same arguments without --shard: one process over the whole corpus
+    let mut whole: Vec<String> = pod(0);
+    let s = whole.iter().position(|a| a == "--shard").unwrap();
+    whole.drain(s..s + 2);
+    let o = whole.iter().position(|a| a == "--output").unwrap();
+    whole[o + 1] = scratch.join("whole.npy").to_str().unwrap().into();
+    run(whole);
+    let (rows, want) = npy_rows(&scratch.join("whole.npy"));
+    assert_eq!(rows, texts.len());
+    let got: Vec<(usize, Vec<u32>)> = parts.iter().map(|p| npy_rows(p)).collect();
+    assert!(got.iter().all(|(r, _)| *r > 0), "every index has rows: {:?}", got.iter().map(|g| g.0).collect::<Vec<_>>());
+    assert_eq!(got.iter().map(|g| g.0).sum::<usize>(), rows, "every row exactly once");
+    assert!(
+        got.into_iter().flat_map(|g| g.1).collect::<Vec<_>>() == want,
+        "the parts in index order differ from the whole"
+    );
     let _ = std::fs::remove_dir_all(&scratch);
 }
