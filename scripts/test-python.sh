@@ -35,7 +35,9 @@ echo "== Python package: .venv-python"
 venv "$root/.venv-python" "$pkg/requirements-test.txt"
 echo "== Python package: extension module (cargo, test profile)"
 PYO3_BUILD_EXTENSION_MODULE=1 cargo build --locked --profile test -p fusebert-python --quiet
-cp "$root/target/debug/lib_fusebert.so" "$pkg/python/fusebert/_fusebert.abi3.so"
+# a new file renamed into place: a running Python that has the old one mapped is not disturbed
+cp "$root/target/debug/lib_fusebert.so" "$pkg/python/fusebert/_fusebert.abi3.so.tmp"
+mv -f "$pkg/python/fusebert/_fusebert.abi3.so.tmp" "$pkg/python/fusebert/_fusebert.abi3.so"
 # the CLI, for the tests that compare the two front ends (already built by `cargo test`)
 [ -x "$root/target/debug/fusebert" ] || cargo build --locked --profile test -p fusebert-cli --quiet
 echo "== pytest bindings/python/tests"
