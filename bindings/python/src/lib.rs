@@ -1,6 +1,6 @@
 //! `fusebert._fusebert`: the extension module behind the `fusebert` Python package.
 //!
-//! One class, [`Model`]: a model folder opened as a [`fusebert::Pipeline`] on a backend, with the
+//! One class, `Model`: a model folder opened as a [`fusebert::Pipeline`] on a backend, with the
 //! calls the Python layer (`fusebert.SentenceTransformer`, `fusebert.CrossEncoder`) needs. It
 //! uses the pipeline exactly as the CLI's `embed` / `rerank` / `classify` do: the model's own
 //! tokenisation policy (special tokens, token types, position offset, prompts and their pooling
@@ -423,7 +423,7 @@ impl Model {
 #[pyfunction]
 fn cuda_available(py: Python<'_>) -> bool {
     py.detach(|| {
-        guarded("the CUDA probe", || fusebert::kernels::device::cuda::device_count()).map(|n| n > 0).unwrap_or(false)
+        guarded("the CUDA probe", fusebert::kernels::device::cuda::device_count).map(|n| n > 0).unwrap_or(false)
     })
 }
 
