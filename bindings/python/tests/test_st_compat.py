@@ -213,3 +213,12 @@ def test_unsupported_arguments_say_so(st_cpu):
         st_cpu.encode(["x"], no_such_argument=1)
     with pytest.raises(fusebert.InvalidInputError):
         st_cpu.encode([1, 2])
+
+
+def test_progress_bar_and_callback(st_cpu):
+    texts = [f"text {i}" for i in range(50)]
+    seen = []
+    emb = st_cpu._model.embed(texts, max_texts=8, progress=seen.append)
+    assert sum(seen) == 50 and len(seen) == 7  # one call per batch of at most 8 texts
+    pytest.importorskip("tqdm")
+    assert np.array_equal(st_cpu.encode(texts, batch_size=8, show_progress_bar=True), emb)

@@ -84,15 +84,15 @@ class FusebertEmbedder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """``[len(texts), dim]`` float32 (hook for subclasses)."""
-        emb = self.model.encode(texts, batch_size=max(len(texts), 1), **self.encode_kwargs)
-        return emb.reshape(len(texts), -1) if len(texts) == 0 else emb
+        if not texts:
+            return np.zeros((0, self.model.get_sentence_embedding_dimension()), dtype=np.float32)
+        return self.model.encode(texts, batch_size=len(texts), **self.encode_kwargs)
 
     def __call__(self, batch: pa.Table | dict[str, np.ndarray]) -> pa.Table | dict[str, np.ndarray]:
         if isinstance(batch, pa.Table):
             texts = batch.column(self.text_column).to_pylist()
             emb = self.embed(texts)
-            dim = emb.shape[1] if emb.ndim == 2 else self.model.get_sentence_embedding_dimension()
-            column = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), type=pa.float32()), dim)
+            column = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), type=pa.float32()), emb.shape[1])
             return batch.append_column(self.embedding_column, column)
         texts = [str(t) for t in batch[self.text_column]]
         out = dict(batch)
