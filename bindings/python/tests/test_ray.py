@@ -82,6 +82,7 @@ def cluster():
     # Workers inherit the driver's environment: make fusebert and this module importable there.
     paths = [str(Path(fusebert.__file__).resolve().parents[1]), str(HERE)]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")])
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # offline: no usage report
     # 4 logical CPUs on 2 cores: the checkpoint filter actor reserves one (research: with 2 the
     # resumed job deadlocks).
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
