@@ -53,5 +53,5 @@ run_pytest "$root/.venv-python/bin/python" -m pytest "$pkg/tests" -q -m "not ray
 if [ "${FUSEBERT_RAY_TESTS:-1}" = 1 ]; then
   echo "== pytest -m ray (.venv-ray)"
   venv "$root/.venv-ray" "$pkg/requirements-ray.txt"
-  run_pytest "$root/.venv-ray/bin/python" -m pytest "$pkg/tests/test_ray.py" -q -m ray -p no:cacheprovider "$@"
+  run_pytest "$root/.venv-ray/bin/python" -m pytest "$pkg/tests/test_ray.py" -q -m ray -p no:cacheprovider --disable-warnings "$@"
 fi
