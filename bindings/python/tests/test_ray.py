@@ -147,6 +147,8 @@ def test_failed_job_resumes_writing_every_row_once(cluster, expected, tmp_path):
 
 
 def test_serve_batches_concurrent_calls(cluster, tmp_path):
+    """2 replicas, 256 concurrent handle calls equal to in-process encode in batches > 1, and
+    one HTTP POST through Serve's proxy on loopback."""
     from ray import serve
 
     from fusebert.ray import serve_app
@@ -162,11 +164,27 @@ def test_serve_batches_concurrent_calls(cluster, tmp_path):
         batch_wait_timeout_s=0.02,
         ray_actor_options={"num_cpus": 0.5},
     )
-    handle = serve.run(app, name="fusebert-test", route_prefix=None)
+    import json
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:  # a free loopback port for Serve's HTTP proxy
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    handle = serve.run(app, name="fusebert-test", route_prefix="/embed")
     try:
         responses = [handle.embed.remote(t) for t in texts]
         got = np.asarray([r.result() for r in responses], dtype=np.float32)
         assert np.array_equal(got, want), "Serve answers differ from in-process encode"
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/embed",
+            data=json.dumps({"text": texts[3]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as r:
+            body = json.loads(r.read())
+        assert np.array_equal(np.asarray(body["embedding"], dtype=np.float32), want[3])
         sizes = {}
         for _ in range(20):  # concurrent stats calls spread over the replicas: ask until both answered
             for s in [r.result() for r in [handle.stats.remote() for _ in range(64)]]:
@@ -175,7 +193,8 @@ def test_serve_batches_concurrent_calls(cluster, tmp_path):
                 break
         all_sizes = [b for bs in sizes.values() for b in bs]
         # max_ongoing_requests = 4 * 16 per replica: 256 calls at once need both replicas
-        assert len(sizes) == 2 and all(sizes.values()) and sum(all_sizes) == 256, sizes
+        # the 256 handle calls and the HTTP one
+        assert len(sizes) == 2 and all(sizes.values()) and sum(all_sizes) == 257, sizes
         assert max(all_sizes) > 1 and np.mean(all_sizes) > 1, sizes
         print(f"serve: {len(sizes)} replicas seen, {len(all_sizes)} batches, mean {np.mean(all_sizes):.1f}, max {max(all_sizes)}")
     finally:
