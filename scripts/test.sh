@@ -3,7 +3,7 @@
 # and model (scripts/setup.sh, quick when present), checks formatting, clippy and rustdoc
 # (warnings are errors), the build promises (scripts/check-build.sh: shipped PTX, dependency
 # trees, packaging) and the docs (scripts/check-docs.sh: generated tables, links), then
-# `cargo test --workspace` (optimised test profile). Kernel tests run on
+# `cargo test --workspace` (optimised test profile), then the Python package (scripts/test-python.sh). Kernel tests run on
 # the PTX emulator; GPU tests also run on CUDA when a GPU is present.
 # FUSEBERT_SKIP_LINT=1 skips these checks (for quick local runs; CI never sets it).
 set -euo pipefail
@@ -47,4 +47,10 @@ if [ "$#" -eq 0 ]; then
   echo "== FUSEBERT_EMU_MATH=envelope: kernel and forward-pass tests"
   FUSEBERT_EMU_MATH=envelope cargo test --locked --workspace --test kernels_gemm \
     --test kernels_attention --test kernels_layernorm --test kernels_misc --test forward_device
+fi
+# The Python package (bindings/python): its extension module from the same test-profile build,
+# then pytest (parity with sentence-transformers, LangChain/LlamaIndex, Ray on a local cluster).
+if [ "$#" -eq 0 ]; then
+  echo "== Python package (scripts/test-python.sh)"
+  bash scripts/test-python.sh
 fi

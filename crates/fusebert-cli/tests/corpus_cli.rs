@@ -1,6 +1,7 @@
 //! Corpus-scale `embed` through the real binary: streamed input in budgeted batches equals each
 //! text embedded alone, `.npy`/`.safetensors` outputs equal the JSON lines, `--resume` after a
-//! kill gives the same file as an uninterrupted run, memory stays flat in the number of texts.
+//! kill gives the same file as an uninterrupted run, memory stays flat in the number of texts,
+//! `--shard K/N` parts (one killed and resumed) concatenate to the unsharded output.
 #[path = "../../fusebert/tests/golden_support/mod.rs"]
 mod golden_support;
 #[path = "../../fusebert/tests/tiny_model/mod.rs"]
@@ -12,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use golden_support::model_dir;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn fusebert(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fusebert"));
@@ -304,4 +305,166 @@ fn rerank_streams_its_input_and_ranks_every_text() {
     }
     seen.sort();
     assert_eq!(seen, (0..texts.len() as u64).collect::<Vec<_>>(), "every text once");
+}
+
+/// `embed --shard K/N` stdout (JSON lines) of `input` with the tiny model.
+fn shard_run(model: &str, input: &Path, shard: Option<&str>, extra: &[&str]) -> Vec<u8> {
+    let mut args =
+        vec!["embed", "--model", model, "--truncate", "--batch-tokens", "40", "--input", input.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    if let Some(s) = shard {
+        args.extend_from_slice(&["--shard", s]);
+    }
+    ok(fusebert(&args, None)).stdout
+}
+
+/// Every shard count, awkward files included (empty lines, CRLF, no final newline, JSON lines with
+/// blank lines, more shards than lines: empty shards succeed with no rows): the shards' outputs
+/// concatenated in shard order are the unsharded output, byte for byte.
+#[test]
+fn shards_concatenated_in_order_are_the_unsharded_output() {
+    let model = tiny_model();
+    let m = model.path().to_str().unwrap();
+    let dir = tiny_model::TempDir::new("corpus-shards");
+    let mut lines = corpus(17);
+    lines[3].clear();
+    lines[4] = "carriage return\r".into();
+    let plain = dir.path().join("in.txt");
+    std::fs::write(&plain, lines.join("\n")).unwrap(); // no final newline
+    let jsonl = dir.path().join("in.jsonl");
+    let records: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, t)| if i % 5 == 2 { String::new() } else { json!({ "text": t }).to_string() })
+        .collect();
+    std::fs::write(&jsonl, records.join("\n") + "\n\n").unwrap();
+    for (input, n_values) in [(&plain, &[1u64, 2, 5, 24][..]), (&jsonl, &[3, 40][..])] {
+        let whole = shard_run(m, input, None, &[]);
+        assert!(!whole.is_empty());
+        for n in n_values {
+            let mut joined = Vec::new();
+            let mut empty = 0;
+            for k in 0..*n {
+                let part = shard_run(m, input, Some(&format!("{k}/{n}")), &[]);
+                empty += usize::from(part.is_empty());
+                joined.extend(part);
+            }
+            assert!(joined == whole, "{}: {n} shards concatenated differ from the unsharded output", input.display());
+            if *n > 17 {
+                assert!(empty > 0, "{n} shards of 17 lines: some must be empty");
+            }
+        }
+    }
+}
+
+/// Three shards of a 4000-line corpus as three processes, one of them killed mid-run and resumed
+/// with `--resume`: the `.npy` parts' rows concatenated in shard order are the unsharded `.npy`'s
+/// rows bit for bit, and the `.jsonl` parts concatenated are the unsharded file byte for byte.
+#[test]
+fn a_killed_shard_resumes_and_the_shards_concatenate_to_the_unsharded_file() {
+    let model = tiny_model();
+    let m = model.path().to_str().unwrap();
+    let dir = tiny_model::TempDir::new("corpus-shard-kill");
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, corpus(4000).join("\n") + "\n").unwrap();
+    let args = |out: &Path, shard: Option<String>| {
+        let mut a: Vec<String> =
+            ["embed", "--model", m, "--truncate", "--batch-tokens", "64", "--input", input.to_str().unwrap()]
+                .map(String::from)
+                .to_vec();
+        a.extend(["--output".into(), out.to_str().unwrap().into()]);
+        if let Some(s) = shard {
+            a.extend(["--shard".into(), s]);
+        }
+        a
+    };
+    let run = |a: Vec<String>| ok(Command::new(env!("CARGO_BIN_EXE_fusebert")).args(a).output().unwrap());
+    for ext in ["npy", "jsonl"] {
+        let full = dir.path().join(format!("full.{ext}"));
+        run(args(&full, None));
+        let part = |k: usize| dir.path().join(format!("part-{k}.{ext}"));
+        for k in [0, 2] {
+            run(args(&part(k), Some(format!("{k}/3"))));
+        }
+        // shard 1: killed once its output holds a few batches, then resumed
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fusebert"))
+            .args(args(&part(1), Some("1/3".into())))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let full_len = std::fs::metadata(&full).unwrap().len();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::metadata(part(1)).map(|m| m.len()).unwrap_or(0) <= full_len / 30 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let cut_len = std::fs::metadata(part(1)).unwrap().len();
+        run([args(&part(1), Some("1/3".into())), vec!["--resume".into()]].concat());
+        let resumed_len = std::fs::metadata(part(1)).unwrap().len();
+        assert!(
+            cut_len < resumed_len,
+            "{ext}: shard 1 finished before the kill ({cut_len} bytes): nothing was resumed"
+        );
+        if ext == "npy" {
+            let (shape, data) = read_npy(&full);
+            let parts: Vec<(Vec<usize>, Vec<f32>)> = (0..3).map(|k| read_npy(&part(k))).collect();
+            let shapes: Vec<&Vec<usize>> = parts.iter().map(|(s, _)| s).collect();
+            assert!(shapes.iter().all(|s| s[0] > 1000 && s[1] == shape[1]), "balanced shards: {shapes:?}");
+            assert_eq!(parts.iter().map(|(s, _)| s[0]).sum::<usize>(), shape[0], "every row exactly once");
+            let joined: Vec<u32> = parts.iter().flat_map(|(_, d)| d.iter().map(|v| v.to_bits())).collect();
+            let want: Vec<u32> = data.iter().map(|v| v.to_bits()).collect();
+            assert!(joined == want, "npy: shard rows concatenated differ from the unsharded rows");
+        } else {
+            let joined: Vec<u8> = (0..3).flat_map(|k| std::fs::read(part(k)).unwrap()).collect();
+            assert!(
+                joined == std::fs::read(&full).unwrap(),
+                "jsonl: shards concatenated differ from the unsharded file"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_shards_are_errors_naming_the_flag() {
+    let model = tiny_model();
+    let m = model.path().to_str().unwrap();
+    let dir = tiny_model::TempDir::new("corpus-shard-bad");
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "a\nb\n").unwrap();
+    let i = input.to_str().unwrap();
+    for (shard, says) in [
+        ("2/2", "K must be below N"),
+        ("0/0", "N must be at least 1"),
+        ("x", "expected K/N"),
+        ("1/2/3", "not a non-negative integer"),
+        ("-1/2", "not a non-negative integer"),
+        ("$(JOB_COMPLETION_INDEX)/4", "unexpanded variable"),
+    ] {
+        let out = fusebert(&["embed", "--model", m, "--input", i, &format!("--shard={shard}")], None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{shard}: {err}");
+        assert!(err.contains("--shard") && err.contains(says) && !err.contains("panicked"), "{shard}: {err}");
+    }
+    // the environment's value is checked the same way, and used like the flag
+    let env = |value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_fusebert"))
+            .args(["embed", "--model", m, "--input", i])
+            .env("FUSEBERT_SHARD", value)
+            .output()
+            .unwrap()
+    };
+    let bad = env("3/3");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("K must be below N"));
+    let second = json_lines(&String::from_utf8(ok(env("1/2")).stdout).unwrap());
+    assert_eq!(second.iter().map(|l| l["text"].as_str().unwrap()).collect::<Vec<_>>(), ["b"]);
+    // a shard of arguments or stdin: an error before anything is written
+    let out_file = dir.path().join("never.npy");
+    let o = out_file.to_str().unwrap();
+    let out = fusebert(&["embed", "--model", m, "--shard", "0/2", "--output", o, "some text"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--shard 0/2 needs --input FILE"), "{err}");
+    assert!(!out_file.exists(), "the output was created before the error");
 }

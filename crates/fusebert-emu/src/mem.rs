@@ -12,6 +12,15 @@ use crate::state::*;
 
 type R<T> = Result<T, Error>;
 
+/// One lane's shared access, as the shadow checker sees it.
+struct ShAccess {
+    lane: usize,
+    off: u32,
+    size: u32,
+    write: bool,
+    atomic: bool,
+}
+
 impl<'l, 'a> Block<'l, 'a> {
     #[inline(always)]
     pub(crate) fn addr_of(w: &Warp, i: &Inst, lane: usize) -> u64 {
@@ -254,99 +263,133 @@ impl<'l, 'a> Block<'l, 'a> {
         if self.shadow.is_empty() {
             return Ok(());
         }
-        let (races, uninit) = (self.l.opts.races, self.l.opts.uninit);
-        let wid = w.id as u16;
-        let epoch = self.epoch;
+        let acc = ShAccess { lane, off, size, write, atomic };
         let end = off + size;
+        if off % 4 == 0 && size % 4 == 0 {
+            // whole words (every vector and ldmatrix row access): one byte mask for all
+            for word in off / 4..end / 4 {
+                self.check_shared_word(w, i, &acc, word, 0xf)?;
+            }
+            return Ok(());
+        }
         let mut word = off / 4;
-        let (step, lane8) = (w.steps as u32, lane as u8);
         while word * 4 < end {
             let lo = (word * 4).max(off) - word * 4;
             let hi = ((word * 4 + 4).min(end)) - word * 4;
             let bm: u8 = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u8;
-            let s = self.shadow[word as usize];
-            if s.pending != 0 {
-                let why = match s.pending {
-                    CP_UNCOMMITTED => "still in flight: a cp.async.wait_group passed over it because it was never committed (missing cp.async.commit_group before the wait)",
-                    CP_ORPHAN => "issued by a thread that exited with the copy in flight: nothing orders it for other threads (missing cp.async.wait_group / wait_all before the exit)",
-                    _ => "still in flight (missing cp.async.wait_group / bar.sync)",
-                };
-                return Err(self.err(
-                    w,
-                    Some(lane),
-                    i,
-                    FindingKind::CpAsyncHazard,
-                    format!("shared offset {:#x} is the destination of a cp.async {why}", word * 4),
-                ));
-            }
-            // the last write / read was by another lane of this warp, since its last __syncwarp,
-            // by an earlier instruction, on some of these bytes
-            let unordered = |e: u32, wp: u16, st: u32, ln: u8, by: u8| {
-                e == epoch
-                    && wp == wid
-                    && ln != MULTI_LANES
-                    && ln != lane8
-                    && st != step
-                    && by & bm != 0
-                    && Self::after_sync(w, st)
-            };
-            if write {
-                if races && !atomic {
-                    if s.w_epoch == epoch && s.w_warp != wid {
-                        return Err(self.race(w, i, lane, word, "write", "written", s.w_warp));
-                    }
-                    if s.r_epoch == epoch && s.r_warp != wid {
-                        return Err(self.race(w, i, lane, word, "write", "read", s.r_warp));
-                    }
-                    if unordered(s.w_epoch, s.w_warp, s.w_step, s.w_lane, s.w_bytes) {
-                        return Err(self.lane_race(w, i, lane, word, "write", "wrote", s.w_lane));
-                    }
-                    if unordered(s.r_epoch, s.r_warp, s.r_step, s.r_lane, s.r_bytes) {
-                        return Err(self.lane_race(w, i, lane, word, "write", "read", s.r_lane));
-                    }
-                }
-                let s = &mut self.shadow[word as usize];
-                // several lanes writing one word in one instruction (e.g. adjacent bytes)
-                let same_inst = s.w_epoch == epoch && s.w_warp == wid && s.w_step == step && s.w_lane != lane8;
-                s.w_lane = if same_inst || atomic { MULTI_LANES } else { lane8 };
-                s.w_bytes = if same_inst { s.w_bytes | bm } else { bm };
-                s.w_epoch = epoch;
-                s.w_warp = wid;
-                s.w_step = step;
-                s.init |= bm;
-                if atomic {
-                    s.r_epoch = epoch;
-                    s.r_warp = wid;
-                    s.r_lane = MULTI_LANES;
-                }
-            } else {
-                if uninit && s.init & bm != bm {
-                    return Err(self.err(w, Some(lane), i, FindingKind::UninitialisedRead, format!("shared load of {size} bytes at offset {off:#x} reads bytes never written since the block started")));
-                }
-                if races && !atomic {
-                    if s.w_epoch == epoch && s.w_warp != wid {
-                        return Err(self.race(w, i, lane, word, "read", "written", s.w_warp));
-                    }
-                    if unordered(s.w_epoch, s.w_warp, s.w_step, s.w_lane, s.w_bytes) {
-                        return Err(self.lane_race(w, i, lane, word, "read", "wrote", s.w_lane));
-                    }
-                }
-                let s = &mut self.shadow[word as usize];
-                if s.r_epoch != epoch {
-                    s.r_epoch = epoch;
-                    s.r_warp = wid;
-                    (s.r_lane, s.r_step, s.r_bytes) = (lane8, step, bm);
-                } else if s.r_warp != wid {
-                    s.r_warp = MULTI_READERS;
-                } else if s.r_lane != lane8 && Self::after_sync(w, s.r_step) {
-                    s.r_lane = MULTI_LANES; // several lanes read since the last __syncwarp
-                } else {
-                    (s.r_lane, s.r_step, s.r_bytes) = (lane8, step, bm);
-                }
-            }
+            self.check_shared_word(w, i, &acc, word, bm)?;
             word += 1;
         }
         Ok(())
+    }
+
+    /// [`Self::check_shared`] on one word, bytes `bm` of it. The race checks only look at an
+    /// access made in this barrier interval (`epoch`): the common case, a word last touched
+    /// before the latest `bar.sync`, skips them whole.
+    #[inline(always)]
+    fn check_shared_word(&mut self, w: &Warp, i: &Inst, acc: &ShAccess, word: u32, bm: u8) -> R<()> {
+        let (races, uninit) = (self.l.opts.races, self.l.opts.uninit);
+        let (wid, epoch) = (w.id as u16, self.epoch);
+        let (step, lane8) = (w.steps as u32, acc.lane as u8);
+        let s = self.shadow[word as usize];
+        if s.pending != 0 {
+            return Err(self.cp_async_hazard(w, i, acc.lane, word, s.pending));
+        }
+        // the last write / read was by another lane of this warp, since its last __syncwarp,
+        // by an earlier instruction, on some of these bytes
+        let unordered = |e: u32, wp: u16, st: u32, ln: u8, by: u8| {
+            e == epoch
+                && wp == wid
+                && ln != MULTI_LANES
+                && ln != lane8
+                && st != step
+                && by & bm != 0
+                && Self::after_sync(w, st)
+        };
+        let lane = acc.lane;
+        if acc.write {
+            if races && !acc.atomic && (s.w_epoch == epoch || s.r_epoch == epoch) {
+                if s.w_epoch == epoch && s.w_warp != wid {
+                    return Err(self.race(w, i, lane, word, "write", "written", s.w_warp));
+                }
+                if s.r_epoch == epoch && s.r_warp != wid {
+                    return Err(self.race(w, i, lane, word, "write", "read", s.r_warp));
+                }
+                if unordered(s.w_epoch, s.w_warp, s.w_step, s.w_lane, s.w_bytes) {
+                    return Err(self.lane_race(w, i, lane, word, "write", "wrote", s.w_lane));
+                }
+                if unordered(s.r_epoch, s.r_warp, s.r_step, s.r_lane, s.r_bytes) {
+                    return Err(self.lane_race(w, i, lane, word, "write", "read", s.r_lane));
+                }
+            }
+            let s = &mut self.shadow[word as usize];
+            // several lanes writing one word in one instruction (e.g. adjacent bytes)
+            let same_inst = s.w_epoch == epoch && s.w_warp == wid && s.w_step == step && s.w_lane != lane8;
+            s.w_lane = if same_inst || acc.atomic { MULTI_LANES } else { lane8 };
+            s.w_bytes = if same_inst { s.w_bytes | bm } else { bm };
+            s.w_epoch = epoch;
+            s.w_warp = wid;
+            s.w_step = step;
+            s.init |= bm;
+            if acc.atomic {
+                s.r_epoch = epoch;
+                s.r_warp = wid;
+                s.r_lane = MULTI_LANES;
+            }
+        } else {
+            if uninit && s.init & bm != bm {
+                return Err(self.uninit_shared(w, i, lane, acc));
+            }
+            if races && !acc.atomic && s.w_epoch == epoch {
+                if s.w_warp != wid {
+                    return Err(self.race(w, i, lane, word, "read", "written", s.w_warp));
+                }
+                if unordered(s.w_epoch, s.w_warp, s.w_step, s.w_lane, s.w_bytes) {
+                    return Err(self.lane_race(w, i, lane, word, "read", "wrote", s.w_lane));
+                }
+            }
+            let s = &mut self.shadow[word as usize];
+            if s.r_epoch != epoch {
+                s.r_epoch = epoch;
+                s.r_warp = wid;
+                (s.r_lane, s.r_step, s.r_bytes) = (lane8, step, bm);
+            } else if s.r_warp != wid {
+                s.r_warp = MULTI_READERS;
+            } else if s.r_lane != lane8 && Self::after_sync(w, s.r_step) {
+                s.r_lane = MULTI_LANES; // several lanes read since the last __syncwarp
+            } else {
+                (s.r_lane, s.r_step, s.r_bytes) = (lane8, step, bm);
+            }
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn cp_async_hazard(&self, w: &Warp, i: &Inst, lane: usize, word: u32, pending: u8) -> Error {
+        let why = match pending {
+            CP_UNCOMMITTED => "still in flight: a cp.async.wait_group passed over it because it was never committed (missing cp.async.commit_group before the wait)",
+            CP_ORPHAN => "issued by a thread that exited with the copy in flight: nothing orders it for other threads (missing cp.async.wait_group / wait_all before the exit)",
+            _ => "still in flight (missing cp.async.wait_group / bar.sync)",
+        };
+        self.err(
+            w,
+            Some(lane),
+            i,
+            FindingKind::CpAsyncHazard,
+            format!("shared offset {:#x} is the destination of a cp.async {why}", word * 4),
+        )
+    }
+
+    #[cold]
+    fn uninit_shared(&self, w: &Warp, i: &Inst, lane: usize, acc: &ShAccess) -> Error {
+        let (size, off) = (acc.size, acc.off);
+        self.err(
+            w,
+            Some(lane),
+            i,
+            FindingKind::UninitialisedRead,
+            format!("shared load of {size} bytes at offset {off:#x} reads bytes never written since the block started"),
+        )
     }
 
     /// Whether an access at warp step `st` (low 32 bits) came after `w`'s last __syncwarp.
@@ -356,6 +399,7 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     #[allow(clippy::too_many_arguments)] // hot path: the warp, instruction, lane and access tuple stay scalar arguments
+    #[cold]
     fn race(&self, w: &Warp, i: &Inst, lane: usize, word: u32, what: &str, other: &str, other_warp: u16) -> Error {
         let who = if other_warp == MULTI_READERS {
             "several other warps".to_string()
@@ -372,6 +416,7 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     #[allow(clippy::too_many_arguments)] // hot path: the warp, instruction, lane and access tuple stay scalar arguments
+    #[cold]
     fn lane_race(&self, w: &Warp, i: &Inst, lane: usize, word: u32, what: &str, other: &str, other_lane: u8) -> Error {
         self.err(
             w,
@@ -863,12 +908,19 @@ pub(crate) fn shared_wavefronts(offs: &[u32; 32], mask: u32, size: u32) -> (u64,
         let mut clash = false;
         lanes!(pm, k, {
             let o = offs[ph * per_phase + k];
-            let mut wd = o / 4;
-            while wd * 4 < o + size.max(1) {
-                let bit = 1u32 << (wd % 32);
-                clash |= banks & bit != 0;
-                banks |= bit;
-                wd += 1;
+            // the lane's words as one run of bank bits (they wrap past bank 31 only when unaligned)
+            let (w0, w1) = (o / 4, (o + size.max(1) - 1) / 4);
+            let (first, nw) = (w0 % 32, w1 - w0 + 1);
+            if first + nw <= 32 {
+                let bits = (u32::MAX >> (32 - nw)) << first;
+                clash |= banks & bits != 0;
+                banks |= bits;
+            } else {
+                for wd in w0..=w1 {
+                    let bit = 1u32 << (wd % 32);
+                    clash |= banks & bit != 0;
+                    banks |= bit;
+                }
             }
         });
         if !clash {

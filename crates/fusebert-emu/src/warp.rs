@@ -464,29 +464,56 @@ struct MmaFrags<'k> {
     k: usize,
 }
 
-/// The C fragment of every lane as a 16x8 matrix: f32 (from f16 or f32 registers) or i32.
+/// The f16 or f32 accumulator fragment C of every lane as a 16x8 f32 tile.
 #[allow(clippy::needless_range_loop)] // lane and fragment indices address several parallel arrays
-fn mma_c(regs: &[u64], i: &Inst, cs: &[u32], int: bool) -> ([[f32; 8]; 16], [[i64; 8]; 16]) {
-    let nc = if i.ty2 == Ty::F16 { 2 } else { 4 };
+fn mma_c_float(regs: &[u64], i: &Inst, cs: &[u32]) -> [[f32; 8]; 16] {
     let r = |slot: u32, l: usize| regs[slot as usize * 32 + l];
     let mut cf = [[0f32; 8]; 16];
-    let mut ci = [[0i64; 8]; 16];
-    let table = fp::f16_table();
-    for l in 0..32usize {
-        let (g, t) = (l >> 2, l & 3);
-        for e in 0..4 {
-            let (row, col) = (g + 8 * (e >> 1), 2 * t + (e & 1));
-            if int {
-                ci[row][col] = r(cs[e], l) as u32 as i32 as i64;
-            } else if nc == 2 {
+    if i.ty2 == Ty::F16 {
+        let table = fp::f16_table();
+        for l in 0..32usize {
+            let (g, t) = (l >> 2, l & 3);
+            for e in 0..4 {
                 let v = r(cs[e >> 1], l) >> (16 * (e & 1));
-                cf[row][col] = table[(v & 0xffff) as usize];
-            } else {
-                cf[row][col] = f32::from_bits(r(cs[e], l) as u32);
+                cf[g + 8 * (e >> 1)][2 * t + (e & 1)] = table[(v & 0xffff) as usize];
+            }
+        }
+    } else {
+        for (e, &slot) in cs[..4].iter().enumerate() {
+            let lanes = &regs[slot as usize * 32..slot as usize * 32 + 32];
+            for (l, &v) in lanes.iter().enumerate() {
+                cf[(l >> 2) + 8 * (e >> 1)][2 * (l & 3) + (e & 1)] = f32::from_bits(v as u32);
             }
         }
     }
-    (cf, ci)
+    cf
+}
+
+/// The s32 accumulator fragment C as a 16x8 tile.
+fn mma_c_int(regs: &[u64], cs: &[u32]) -> [[i64; 8]; 16] {
+    let mut ci = [[0i64; 8]; 16];
+    for (e, &slot) in cs[..4].iter().enumerate() {
+        let lanes = &regs[slot as usize * 32..slot as usize * 32 + 32];
+        for (l, &v) in lanes.iter().enumerate() {
+            ci[(l >> 2) + 8 * (e >> 1)][2 * (l & 3) + (e & 1)] = v as u32 as i32 as i64;
+        }
+    }
+    ci
+}
+
+/// Whether any of `h` is an f16 infinity or NaN (exponent all ones), four halves per 64-bit
+/// word: a lane of `(x & EXP) ^ EXP` is zero exactly for such a half, and the classic
+/// zero-lane test `(v - 1s) & !v & 8s` is non-zero exactly when some lane is zero.
+fn any_f16_special(h: &[u16]) -> bool {
+    const EXP: u64 = 0x7c00_7c00_7c00_7c00;
+    let (ones, highs) = (0x0001_0001_0001_0001u64, 0x8000_8000_8000_8000u64);
+    let mut words = h.chunks_exact(4);
+    let hit = words.by_ref().fold(0u64, |acc, q| {
+        let x = q[0] as u64 | (q[1] as u64) << 16 | (q[2] as u64) << 32 | (q[3] as u64) << 48;
+        let v = (x & EXP) ^ EXP;
+        acc | (v.wrapping_sub(ones) & !v & highs)
+    });
+    hit != 0 || words.remainder().iter().any(|x| x & 0x7c00 == 0x7c00)
 }
 
 /// Integer `mma` (s8/u8 inputs, s32 accumulators, optionally saturating). A is held as i32
@@ -495,7 +522,7 @@ fn mma_c(regs: &[u64], i: &Inst, cs: &[u32], int: bool) -> ([[f32; 8]; 16], [[i6
 #[allow(clippy::needless_range_loop)] // lane and fragment indices address several parallel arrays
 fn mma_int(regs: &mut [u64], i: &Inst, f: &MmaFrags) {
     let MmaFrags { ds, as_, bs, k, .. } = *f;
-    let (_, ci) = mma_c(regs, i, f.cs, true);
+    let ci = mma_c_int(regs, f.cs);
     let r = |slot: u32, l: usize| regs[slot as usize * 32 + l];
     let signed = i.sub != sub::MMA_U8_M16N8K32;
     // each register holds four consecutive k of one row of A (one column of B): copy the raw
@@ -583,7 +610,7 @@ fn mma_float(regs: &mut [u64], i: &Inst, f: &MmaFrags, tensor: TensorAccum) {
         }
     }
     let MmaFrags { ds, as_, bs, k, .. } = *f;
-    let (cf, _) = mma_c(regs, i, f.cs, false);
+    let cf = mma_c_float(regs, i, f.cs);
     let r = |slot: u32, l: usize| regs[slot as usize * 32 + l];
     let mut a = [[0f32; 16]; 16];
     let mut b = [[0f32; 8]; 16];
@@ -690,11 +717,10 @@ fn mma_f16_fast(regs: &mut [u64], i: &Inst, f: &MmaFrags, block: usize, extra: u
             (bth[g][kk], bth[g][kk + 1]) = (v as u16, (v >> 16) as u16);
         }
     }
-    let special = |h: &u16| h & 0x7c00 == 0x7c00;
-    if ah.as_flattened().iter().any(special) || bth.as_flattened().iter().any(special) {
+    if any_f16_special(ah.as_flattened()) || any_f16_special(bth.as_flattened()) {
         return false;
     }
-    let (c, _) = mma_c(regs, i, f.cs, false);
+    let c = mma_c_float(regs, i, f.cs);
     if !c.as_flattened().iter().all(|x| x.is_finite()) {
         return false;
     }
@@ -719,20 +745,63 @@ fn mma_f16_fast(regs: &mut [u64], i: &Inst, f: &MmaFrags, block: usize, extra: u
 
 /// The D fragments of every lane from the 16x8 result: f16 pairs (two registers) or f32 (four).
 fn write_d(regs: &mut [u64], ds: &[u32], out: &[[f32; 8]; 16]) {
-    let nd = ds.len();
-    for l in 0..32usize {
-        let (g, t) = (l >> 2, l & 3);
-        if nd == 2 {
+    if ds.len() == 2 {
+        for l in 0..32usize {
+            let (g, t) = (l >> 2, l & 3);
             for e in 0..2 {
                 let row = g + 8 * e;
                 let lo = fp::Fmt::F16.rn(out[row][2 * t] as f64) as u64;
                 let hi = fp::Fmt::F16.rn(out[row][2 * t + 1] as f64) as u64;
                 regs[ds[e] as usize * 32 + l] = lo | (hi << 16);
             }
-        } else {
-            for e in 0..4 {
-                regs[ds[e] as usize * 32 + l] = out[g + 8 * (e >> 1)][2 * t + (e & 1)].to_bits() as u64;
+        }
+        return;
+    }
+    for (e, &slot) in ds[..4].iter().enumerate() {
+        let lanes = &mut regs[slot as usize * 32..slot as usize * 32 + 32];
+        for (l, v) in lanes.iter_mut().enumerate() {
+            *v = out[(l >> 2) + 8 * (e >> 1)][2 * (l & 3) + (e & 1)].to_bits() as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_special_scan_matches_the_scalar_test() {
+        let scalar = |h: &[u16]| h.iter().any(|x| x & 0x7c00 == 0x7c00);
+        let mut seed = 0x9e37_79b9u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for len in [0usize, 1, 3, 4, 7, 16, 256, 257] {
+            for _ in 0..200 {
+                // mostly finite halves, a special one now and then, at any position
+                let h: Vec<u16> = (0..len)
+                    .map(|_| {
+                        let x = next() as u16;
+                        if next() % 97 == 0 {
+                            x | 0x7c00
+                        } else {
+                            x & !0x4000
+                        }
+                    })
+                    .collect();
+                assert_eq!(any_f16_special(&h), scalar(&h), "{h:04x?}");
             }
         }
+        for special in [0x7c00u16, 0xfc00, 0x7e00, 0x7fff, 0xffff, 0x7c01] {
+            for pos in 0..9 {
+                let mut h = vec![0x3c00u16; 9];
+                h[pos] = special;
+                assert!(any_f16_special(&h));
+            }
+        }
+        assert!(!any_f16_special(&[0x7bff, 0xfbff, 0x0000, 0x8000, 0x3c00]));
     }
 }

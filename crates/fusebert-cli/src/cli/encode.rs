@@ -10,7 +10,7 @@ use fusebert::model::Pooling;
 use fusebert::pipeline::{sigmoid, Classification};
 use fusebert::tokenize::Batch;
 use fusebert::{Error, Pipeline, Result};
-use fusebert_cli::corpus::{open_output, Row};
+use fusebert_cli::corpus::{open_output, Row, Shard};
 
 use super::forward::{self, DeviceKind, PrecisionArg};
 use super::input;
@@ -76,6 +76,12 @@ pub struct EmbedArgs {
     /// device). Batches go to whichever device is free; the output keeps the input order.
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     pub devices: Vec<usize>,
+    /// Embed only shard K of N (K from 0) of --input: the lines whose first byte lies in bytes
+    /// [K*S/N, (K+1)*S/N) of the S-byte file. The N shards' outputs concatenated in K order are
+    /// the unsharded output; each shard resumes on its own with --resume. In a Kubernetes Indexed
+    /// Job: `--shard $(JOB_COMPLETION_INDEX)/N`.
+    #[arg(long, value_name = "K/N", env = "FUSEBERT_SHARD")]
+    pub shard: Option<Shard>,
 }
 
 #[derive(Debug, Args)]
@@ -156,7 +162,14 @@ fn embed_devices(a: &EmbedArgs) -> Result<Vec<usize>> {
     }
 }
 
-pub fn embed(a: EmbedArgs) -> Result<()> {
+pub fn embed(mut a: EmbedArgs) -> Result<()> {
+    if let (Some(shard), None) = (a.shard, &a.run.stream.input) {
+        // before the output is opened (and truncated)
+        return Err(Error::Input(format!(
+            "--shard {shard} needs --input FILE: a shard is a byte range of a file, not of arguments or stdin"
+        )));
+    }
+    a.run.stream.shard = a.shard;
     let devices = embed_devices(&a)?;
     let mut pipelines = Vec::with_capacity(devices.len());
     for &d in &devices {

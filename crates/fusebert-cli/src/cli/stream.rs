@@ -10,7 +10,7 @@ use clap::Args;
 
 use fusebert::tokenize::Batch;
 use fusebert::{Error, Result};
-use fusebert_cli::corpus::{BatchPlanner, Budget, InputFormat, TextReader};
+use fusebert_cli::corpus::{BatchPlanner, Budget, InputFormat, Shard, TextReader};
 
 /// Where texts come from and how they are batched.
 #[derive(Debug, Args, Clone)]
@@ -28,6 +28,10 @@ pub struct StreamArgs {
     /// Print a one-line summary (texts, tokens, seconds, tokens/s) on stderr at the end.
     #[arg(long)]
     pub stats: bool,
+    /// Only this shard of `--input` (`embed --shard K/N`, see `fusebert_cli::corpus::shard`); an
+    /// empty shard is a success with no rows.
+    #[arg(skip)]
+    pub shard: Option<Shard>,
 }
 
 /// One finished batch: its texts (in input order), their token counts and the forward pass's
@@ -57,10 +61,24 @@ impl Source {
             } else {
                 InputFormat::Lines
             };
-            let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-            let total = count_lines(path)?;
-            let reader: Box<dyn BufRead> = Box::new(BufReader::new(file));
-            return Ok((Source::Reader(TextReader::new(reader, format, path.display().to_string())), Some(total)));
+            let (reader, total, name): (Box<dyn BufRead>, _, _) = match args.shard {
+                Some(shard) => {
+                    let (reader, (start, end)) = shard.open(path)?;
+                    // errors name the shard's byte range: its line numbers count from its start
+                    let name = format!("{} (shard {shard}, bytes {start}..{end})", path.display());
+                    (reader, count_lines(path, start..end)?, name)
+                }
+                None => {
+                    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+                    (Box::new(BufReader::new(file)), count_lines(path, 0..u64::MAX)?, path.display().to_string())
+                }
+            };
+            return Ok((Source::Reader(TextReader::new(reader, format, name)), Some(total)));
+        }
+        if let Some(shard) = args.shard {
+            return Err(Error::Input(format!(
+                "--shard {shard} needs --input FILE: a shard is a byte range of a file, not of arguments or stdin"
+            )));
         }
         if !texts.is_empty() {
             let n = texts.len();
@@ -86,10 +104,12 @@ impl Source {
     }
 }
 
-/// Lines in a file (for the progress bar's total), read in blocks.
-fn count_lines(path: &Path) -> Result<usize> {
-    use std::io::Read;
+/// Lines in bytes `range` of a file (for the progress bar's total), read in blocks.
+fn count_lines(path: &Path, range: std::ops::Range<u64>) -> Result<usize> {
+    use std::io::{Read, Seek};
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    f.seek(std::io::SeekFrom::Start(range.start)).map_err(|e| Error::io(path, e))?;
+    let mut f = f.take(range.end - range.start);
     let (mut n, mut buf, mut last) = (0, vec![0u8; 1 << 16], b'\n');
     loop {
         let k = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
@@ -264,7 +284,8 @@ fn batches(
     }
     flush(&mut pending, &mut ids, &mut types)?;
     progress.finish();
-    if index == 0 {
+    // An empty shard is a normal part of a split (more shards than lines): no rows, no error.
+    if index == 0 && args.shard.is_none() {
         return Err(Error::Input("no input: no text in the arguments, --input or stdin".into()));
     }
     if args.stats {
