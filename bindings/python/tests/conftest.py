@@ -1,4 +1,4 @@
-"""Fixtures: the goldens and tiny models in ../shared (sentence-transformers 6.2's outputs, see
+"""Fixtures: the goldens and tiny models in testdata/ (the repository's copy of ../shared: sentence-transformers 6.2's outputs, see
 shared/golden/README.md), the bundled all-MiniLM-L6-v2 (scripts/setup.sh), the CLI binary."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-SHARED = Path(os.environ.get("FUSEBERT_SHARED", ROOT.parent / "shared"))
+SHARED = Path(os.environ.get("FUSEBERT_SHARED", ROOT / "testdata"))
 GOLDEN = SHARED / "golden"
 MODELS = SHARED / "models"
 
