@@ -20,7 +20,7 @@ use numpy::{IntoPyArray, PyArray2};
 use pyo3::prelude::*;
 
 use fusebert::tokenize::Batch;
-use fusebert::{Backend, Error, Pipeline, Precision};
+use fusebert::{Backend, BatchPlanner, Budget, Error, Pipeline, Precision};
 
 pyo3::import_exception!(fusebert.errors, FusebertError);
 pyo3::import_exception!(fusebert.errors, ModelLoadError);
@@ -28,9 +28,6 @@ pyo3::import_exception!(fusebert.errors, InputTooLongError);
 pyo3::import_exception!(fusebert.errors, InvalidInputError);
 pyo3::import_exception!(fusebert.errors, NoCudaDeviceError);
 pyo3::import_exception!(fusebert.errors, DeviceError);
-
-/// Most tokens in one packed batch: the CLI's default (`--batch-tokens`).
-const BATCH_TOKENS: usize = 8192;
 
 /// A library error on its way to Python (the orphan rule forbids `From<fusebert::Error> for
 /// PyErr`).
@@ -120,26 +117,6 @@ fn backend(device: &str, precision: Option<&str>) -> fusebert::Result<(Backend, 
     Ok((backend, precision))
 }
 
-/// Consecutive runs of `lengths` under the token budget (and at most `max_texts` texts): the
-/// CLI's batch planner (`fusebert_cli::corpus::BatchPlanner`) rule; a longer single text forms
-/// a batch of its own.
-fn plan(lengths: &[usize], max_texts: usize) -> Vec<std::ops::Range<usize>> {
-    let (mut out, mut start, mut tokens) = (Vec::new(), 0usize, 0usize);
-    for (i, &len) in lengths.iter().enumerate() {
-        let texts = i - start;
-        if texts > 0 && (tokens + len > BATCH_TOKENS || texts >= max_texts) {
-            out.push(start..i);
-            start = i;
-            tokens = 0;
-        }
-        tokens += len;
-    }
-    if start < lengths.len() {
-        out.push(start..lengths.len());
-    }
-    out
-}
-
 /// The sequences `range` of `batch` as a batch of their own (keeping the position offset).
 fn sub_batch(batch: &Batch, range: std::ops::Range<usize>) -> fusebert::Result<Batch> {
     let offset = batch.packed.position_ids.first().copied().unwrap_or(0);
@@ -186,7 +163,9 @@ impl Model {
         forward: impl Fn(&mut Pipeline, &Batch) -> fusebert::Result<Vec<Vec<f32>>> + Sync,
     ) -> PyResult<Vec<f32>> {
         let mut flat = Vec::with_capacity(batch.len() * width);
-        for range in plan(&batch.lengths, max_texts.max(1)) {
+        // the CLI's batches: consecutive texts under its token budget, at most `max_texts` each
+        let budget = Budget { texts: max_texts, ..Budget::default() };
+        for range in BatchPlanner::ranges(budget, &batch.lengths) {
             let k = range.len();
             let rows = py.detach(|| {
                 self.run("the forward pass", || {

@@ -7,11 +7,13 @@
 //! forward pass), [`tokenize`], [`pipeline`] (a model folder opened for a backend: what every
 //! front end uses) and [`perf`] (launch plan, roofline). The server
 //! (`fusebert-server`) and the command line (`fusebert-cli`) sit on top.
+pub mod batches;
 pub mod model;
 pub mod perf;
 pub mod pipeline;
 pub mod tokenize;
 
+pub use batches::{BatchPlanner, Budget};
 pub use model::Precision;
 pub use pipeline::{Backend, Pipeline};
 

@@ -9,6 +9,7 @@ is loaded at run time; the kernels ship as PTX). See docs/python.md.
 
 from ._fusebert import __version__
 from ._st import CrossEncoder, SentenceTransformer, cuda_available, default_model_path
+from . import errors
 from .errors import (
     DeviceError,
     FusebertError,
@@ -24,10 +25,5 @@ __all__ = [
     "CrossEncoder",
     "cuda_available",
     "default_model_path",
-    "FusebertError",
-    "ModelLoadError",
-    "InputTooLongError",
-    "InvalidInputError",
-    "NoCudaDeviceError",
-    "DeviceError",
+    *errors.__all__,
 ]

@@ -147,17 +147,21 @@ impl Block<'_, '_> {
             | Op::BarWarp => {
                 return self.warp_op(w, i, mask, active);
             }
-            Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::Bar | Op::BarRed | Op::Trap => {
-                unreachable!("control handled by run_warp")
-            }
-            Op::Elect
+            Op::Bra
+            | Op::Call
+            | Op::Ret
+            | Op::Exit
+            | Op::Bar
+            | Op::BarRed
+            | Op::Trap
+            | Op::Elect
             | Op::SetMaxNReg
             | Op::FenceProxyAsync
             | Op::Mbar
             | Op::BulkTensor
             | Op::BulkGroup
             | Op::Wgmma => {
-                unreachable!("Hopper instructions handled by run_warp")
+                unreachable!("control and Hopper instructions are handled by run_warp")
             }
         }
         Ok(())

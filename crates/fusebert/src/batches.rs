@@ -72,6 +72,18 @@ impl BatchPlanner {
         }
         sizes
     }
+
+    /// [`Self::split`] as index ranges of `lengths`.
+    pub fn ranges(budget: Budget, lengths: &[usize]) -> Vec<std::ops::Range<usize>> {
+        let mut start = 0;
+        Self::split(budget, lengths.iter().copied())
+            .into_iter()
+            .map(|n| {
+                start += n;
+                start - n..start
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -86,5 +98,6 @@ mod tests {
         assert_eq!(BatchPlanner::split(b, [3, 25, 3]), [1, 1, 1]);
         assert_eq!(BatchPlanner::split(b, []), Vec::<usize>::new());
         assert_eq!(BatchPlanner::split(Budget { tokens: 100, texts: 2 }, [1; 5]), [2, 2, 1]);
+        assert_eq!(BatchPlanner::ranges(b, &[4, 4, 4, 2, 2, 2, 2]), [0..2, 2..5, 5..7]);
     }
 }
