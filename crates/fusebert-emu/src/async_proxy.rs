@@ -53,13 +53,14 @@ pub(crate) struct WgOp {
     pub bdesc: u64,
     pub scale_d: bool,
     pub group: u32,
-    /// Guards over the shared ranges of A and B.
+    /// Guards over the shared ranges of A and B (`u64::MAX`: none, A from registers).
     pub guards: [u64; 2],
 }
 
 /// A warp's wgmma state: operations in flight, groups committed, whether a `wgmma.fence`
 /// came since the last wait (or the start), the (pc, A, B descriptors) of every wgmma issued
-/// (compared across the warpgroup), the accumulator slots in flight.
+/// (compared across the warpgroup), the accumulator and A-register slots in flight, and the
+/// registers written since the last `wgmma.fence` (with the writing pc: S2).
 #[derive(Debug, Default)]
 pub(crate) struct WarpWgmma {
     pub ops: Vec<WgOp>,
@@ -67,6 +68,7 @@ pub(crate) struct WarpWgmma {
     pub fenced: bool,
     pub issued: Vec<(u32, u64, u64)>,
     pub inflight: Vec<u32>,
+    pub touched: Vec<(u32, u32)>,
 }
 
 /// Why a shared range may not be touched by generic loads and stores.

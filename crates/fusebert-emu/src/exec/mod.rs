@@ -693,7 +693,7 @@ impl<'l, 'a> Block<'l, 'a> {
         if let Some(ru) = &self.l.reg_use {
             // (a register sanitizer, so on the checked path only: unsanitised runs pay nothing)
             if w.wg_inflight && i.op != Op::Wgmma {
-                self.check_wgmma_regs(w, i)?;
+                self.check_wgmma_regs(w, i, pc)?;
             }
             self.check_defined(w, ru, pc as usize, i, mask, active)?;
         }
