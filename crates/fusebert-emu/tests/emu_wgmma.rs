@@ -186,7 +186,8 @@ struct Marks<'a> {
     desc: &'a str,
 }
 
-const CLEAN: Marks = Marks { fence_proxy: true, wgfence: true, after_fence: "", inflight: "", after_wait: "", desc: "" };
+const CLEAN: Marks =
+    Marks { fence_proxy: true, wgfence: true, after_fence: "", inflight: "", after_wait: "", desc: "" };
 
 /// One warpgroup copies a shared image (param 0, param 1 bytes) into shared memory, fences it
 /// for the async proxy, loads its accumulators from cin[tid * nacc + j] (param 6) and, for a
@@ -330,7 +331,13 @@ fn extent(l: &Layout, base: u32, rows: u32, f: &Form) -> u32 {
 }
 
 /// Runs one case with random operands; returns (out, expected) as raw 32-bit words.
-fn run_case(mode: AsyncMode, ptx: &str, c: &Case, scale_d: bool, seed: u64) -> fusebert_emu::Result<(Vec<u32>, Vec<u32>)> {
+fn run_case(
+    mode: AsyncMode,
+    ptx: &str,
+    c: &Case,
+    scale_d: bool,
+    seed: u64,
+) -> fusebert_emu::Result<(Vec<u32>, Vec<u32>)> {
     let f = &c.f;
     let (kd, e, n) = (f.kdim() as usize, f.esize(), f.n as usize);
     let mut r = rng(seed);
@@ -359,16 +366,13 @@ fn run_case(mode: AsyncMode, ptx: &str, c: &Case, scale_d: bool, seed: u64) -> f
     let put = |img: &mut Vec<u8>, at: u32, v: u32| {
         img[at as usize..at as usize + e as usize].copy_from_slice(&v.to_le_bytes()[..e as usize]);
     };
-    if !f.rs {
-        for m in 0..64 {
-            for k in 0..kd {
-                put(&mut img, c.la.addr(0, m as u32, k as u32, e), bits(a[m][k]));
+    // element (r, k) of each operand at the note's address
+    let operands = [(&a, &c.la, 0u32, !f.rs), (&b, &c.lb, BBASE, true)];
+    for (x, l, base, _) in operands.into_iter().filter(|o| o.3) {
+        for (r, row) in x.iter().enumerate() {
+            for (k, &v) in row.iter().enumerate() {
+                put(&mut img, l.addr(base, r as u32, k as u32, e), bits(v));
             }
-        }
-    }
-    for nn in 0..n {
-        for k in 0..kd {
-            put(&mut img, c.lb.addr(BBASE, nn as u32, k as u32, e), bits(b[nn][k]));
         }
     }
     // register A (note 1.4): reg j, element h of thread t = 32 w + 4 g + q holds
@@ -588,7 +592,10 @@ fn negation_and_two_wgmmas_on_one_accumulator() {
     // a second wgmma accumulating onto the first (same shape: no fence needed between them),
     // landing in order under `wait_group 1` then `wait_group 0`
     for (acc, rs) in [(Acc::F32, false), (Acc::F16, true), (Acc::S32, false)] {
-        let f = Form { twice: true, ..if acc == Acc::S32 { Form::int(32, rs, true, true, false) } else { Form::f(acc, 32, rs) } };
+        let f = Form {
+            twice: true,
+            ..if acc == Acc::S32 { Form::int(32, rs, true, true, false) } else { Form::f(acc, 32, rs) }
+        };
         let l = if acc == Acc::S32 { kmaj(128, 16, 1024) } else { ksw(64) };
         cases.push((Case { f, la: l, lb: l }, false, false));
     }
@@ -621,4 +628,227 @@ fn int8_ss_and_rs_every_signedness_wrapping_and_saturating() {
         }
     }
     check_cases(&cases, 100);
+}
+
+/// `wg_ptx` with its mma line replaced (forms ptxas rejects: not ptxas-checked).
+fn load_err(f: &Form, from: &str, to: &str) -> String {
+    let ptx = wg_ptx(f, false, false, CLEAN).replace(from, to);
+    assert!(ptx.contains(to), "{from} not in the PTX");
+    match emu90(AsyncMode::Lazy).load_module("m", &ptx) {
+        Ok(_) => panic!("`{to}` was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn forms_outside_the_isa_are_refused_at_load() {
+    let i8 = Form::int(32, false, true, true, false);
+    // integer operands are K-major only: no transpose (nor scale) immediates
+    let e = load_err(&i8, "%rd3, %p1;", "%rd3, %p1, 1, 1, 0, 1;");
+    assert!(e.contains("K-major") && e.contains("imm-trans"), "{e}");
+    // s8 N: 8, 16, 24, then multiples of 16
+    let e = load_err(&i8, "m64n32k32", "m64n40k32");
+    assert!(e.contains("N = 40"), "{e}");
+    let e = load_err(&Form::f(Acc::F32, 32, false), "m64n32k16", "m64n36k16");
+    assert!(e.contains("N = 36"), "{e}");
+    // the k of the types, the trans immediates' values, .satfinite on floats, A register count
+    let e = load_err(&i8, "m64n32k32", "m64n32k16");
+    assert!(e.contains("k32"), "{e}");
+    let e = load_err(&Form::f(Acc::F32, 8, false), "1, 1, 0, 0;", "1, 1, 0, 2;");
+    assert!(e.contains("imm-trans"), "{e}");
+    let e = load_err(&Form::f(Acc::F32, 8, false), "k16.f32", "k16.satfinite.f32");
+    assert!(e.contains("satfinite"), "{e}");
+    let e = load_err(&Form::f(Acc::F32, 8, true), "{%a0, %a1, %a2, %a3}", "{%a0, %a1, %a2}");
+    assert!(e.contains("4 registers"), "{e}");
+    let e = load_err(&Form::f(Acc::F16, 16, false), "{%d0, %d1, %d2, %d3}", "{%d0, %d1, %d2}");
+    assert!(e.contains("needs 4 registers"), "{e}");
+    let e = load_err(&Form::f(Acc::F32, 8, false), "k16.f32.f16.f16", "k16.f32.bf16.bf16");
+    assert!(e.contains("emulated"), "{e}");
+}
+
+#[test]
+fn descriptor_base_offset_only_where_the_isa_prescribes_it() {
+    let f = Form::f(Acc::F32, 64, false);
+    // A's 128B-swizzled pattern starts 256 bytes past a 1024 boundary: prescribed base offset
+    // (start >> 7) & 7 = 2; the layout is the absolute-address swizzle either way
+    let off = ksw(128).with_start(1024 + 256, 2);
+    let ok = Case { f, la: off, lb: ksw(128) };
+    check_cases(&[(ok, false, false), (Case { la: off.with_start(1024 + 256 + 32, 2), ..ok }, false, false)], 120);
+    // base offset 0 there too (CUTLASS always writes 0): accepted, same layout
+    check_cases(&[(Case { la: off.with_start(1024 + 256, 0), ..ok }, false, false)], 121);
+    let ptx = wg_ptx(&f, false, false, CLEAN);
+    for (what, la, lb, expect) in [
+        ("wrong value", off.with_start(1024 + 256, 3), ksw(128), "prescribes (start >> 7) & 7 = 2"),
+        ("on its boundary", ksw(128).with_start(0, 1), ksw(128), "on its 1024-byte repeat boundary"),
+        ("no swizzle", KN, KN.with_start(0, 1), "no swizzle"),
+    ] {
+        let r = finding(run_case(AsyncMode::Lazy, &ptx, &Case { f, la, lb }, true, 122));
+        assert!(r.contains(expect) && r.contains("base offset"), "{what}: {r}");
+        assert!(r.contains(&ptx_loc(&ptx, "// MMA")), "{what}: {r}");
+    }
+}
+
+/// Every planted bug is reported (with the planted line, or the wgmma's), and its clean twin
+/// -- the same instruction where it is legal -- runs and gives the reference result.
+#[test]
+fn misuse_is_reported_with_a_clean_twin() {
+    let ss = Case { f: Form::f(Acc::F32, 128, false), la: ksw(128), lb: ksw(128) };
+    let rs = Case { f: Form::f(Acc::F16, 64, true), la: KN, lb: ksw(64) };
+    let i8 = Case { f: Form::int(48, false, true, false, true), la: iksw(128), lb: iksw(32) };
+    let m = |after_fence: &'static str, inflight: &'static str| Marks { after_fence, inflight, ..CLEAN };
+    let store_late = "    bar.sync 0;\n    shl.b32 %r24, %r1, 2;\n    add.u32 %r24, %r24, %r4;\n    st.shared.u32 [%r24], %r1; // BUG";
+    let desc_differs = "    shr.u32 %r7, %r1, 5;\n    setp.eq.u32 %p6, %r7, 1;\n    @%p6 add.u64 %rd3, %rd3, 2;\n";
+    // (what, case, bug, twin, expected words)
+    let cases: Vec<(&str, Case, Marks, Marks, &str)> = vec![
+        // S1: accumulator or A register touched in flight; twin: after the wait
+        (
+            "accumulator read in flight",
+            ss,
+            m("", "    mov.f32 %g0, %d3; // BUG"),
+            Marks { after_wait: "    mov.f32 %g0, %d3;", ..CLEAN },
+            "still in flight",
+        ),
+        (
+            "accumulator written in flight",
+            ss,
+            m("", "    mov.f32 %d5, %d5; // BUG"),
+            Marks { after_wait: "    mov.f32 %d5, %d5;", ..CLEAN },
+            "still in flight",
+        ),
+        (
+            "s32 accumulator written in flight",
+            i8,
+            m("", "    mov.s32 %d5, %d5; // BUG"),
+            Marks { after_wait: "    mov.s32 %d5, %d5;", ..CLEAN },
+            "still in flight",
+        ),
+        (
+            "A register read in flight",
+            rs,
+            m("", "    mov.b32 %r30, %a2; // BUG"),
+            Marks { after_wait: "    mov.b32 %r30, %a2;", ..CLEAN },
+            "A register of a wgmma still in flight",
+        ),
+        (
+            "A register written in flight",
+            rs,
+            m("", "    mov.b32 %a1, %a1; // BUG"),
+            Marks { after_wait: "    mov.b32 %a1, %a1;", ..CLEAN },
+            "A register of a wgmma still in flight",
+        ),
+        // S2: written after the wgmma.fence (ptxas: C7515); twin: the same write before it
+        (
+            "accumulator written after the fence",
+            ss,
+            m("    mov.f32 %d1, %d1; // BUG", ""),
+            Marks { desc: "    mov.f32 %d1, %d1;\n", ..CLEAN },
+            "after the last wgmma.fence",
+        ),
+        (
+            "s32 accumulator written after the fence",
+            i8,
+            m("    mov.s32 %d0, %d0; // BUG", ""),
+            Marks { desc: "    mov.s32 %d0, %d0;\n", ..CLEAN },
+            "after the last wgmma.fence",
+        ),
+        (
+            "A register written after the fence",
+            rs,
+            m("    mov.b32 %a3, %a3; // BUG", ""),
+            Marks { desc: "    mov.b32 %a3, %a3;\n", ..CLEAN },
+            "after the last wgmma.fence",
+        ),
+        ("no wgmma.fence", ss, Marks { wgfence: false, ..CLEAN }, CLEAN, "without a wgmma.fence"),
+        // S4: an operand overwritten before the wait; twin: after it (and a barrier)
+        ("operand overwritten", ss, m("", store_late), Marks { after_wait: store_late, ..CLEAN }, "operand of a wgmma"),
+        (
+            "s8 operand overwritten",
+            i8,
+            m("", store_late),
+            Marks { after_wait: store_late, ..CLEAN },
+            "operand of a wgmma",
+        ),
+        // S3: the image written by st.shared with no fence.proxy.async
+        ("no fence.proxy.async", rs, Marks { fence_proxy: false, ..CLEAN }, CLEAN, "missing fence.proxy.async"),
+        // S5: warp 1's B descriptor differs
+        ("descriptor differs", ss, Marks { desc: desc_differs, ..CLEAN }, CLEAN, "differs from warp"),
+        ("descriptor differs (register A)", rs, Marks { desc: desc_differs, ..CLEAN }, CLEAN, "differs from warp"),
+    ];
+    for (what, c, bug, twin, expect) in cases {
+        let ptx = wg_ptx(&c.f, false, false, bug);
+        let r = finding(run_case(AsyncMode::Lazy, &ptx, &c, true, 3));
+        assert!(r.contains(expect), "{what}: {r}");
+        let marker = if ptx.contains("// BUG") { "// BUG" } else { "// MMA" };
+        assert!(r.contains(&ptx_loc(&ptx, marker)), "{what}: {r}");
+        let ptx = wg_ptx(&c.f, false, false, twin);
+        for mode in MODES {
+            let (got, want) =
+                run_case(mode, &ptx, &c, true, 3).unwrap_or_else(|e| panic!("{what} twin, {mode:?}: {e}"));
+            assert!(got == want, "{what} twin, {mode:?}");
+        }
+    }
+}
+
+/// ptxas's diagnostics (stderr) for `ptx`.
+fn ptxas_says(ptx: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("fusebert-wgmma-ptxas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join(format!("{:x}.ptx", ptx.len() ^ ptx.lines().count() << 20));
+    std::fs::write(&f, ptx).unwrap();
+    let out = std::process::Command::new(ptxas_path())
+        .arg("-arch=sm_90a")
+        .arg("-o")
+        .arg(f.with_extension("cubin"))
+        .arg(&f)
+        .output()
+        .expect("run ptxas");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The register hazards ptxas repairs behind the programmer's back: a non-wgmma write to an
+/// accumulator in flight (ptxas C7515: the pipeline is serialized) and a write to an
+/// accumulator after the wgmma.fence (C7519: ptxas injects a warpgroup.arrive).
+/// The ISA leaves both undefined and the emulator reports both (S1, S2); the twins -- the same
+/// write after the wait, or before the fence -- draw neither a ptxas note nor a finding.
+#[test]
+fn s1_s2_fire_where_ptxas_serializes_or_injects_a_fence() {
+    let ss = Case { f: Form::f(Acc::F32, 64, false), la: ksw(128), lb: ksw(128) };
+    let rs = Case { f: Form::f(Acc::F32, 32, true), la: KN, lb: ksw(64) };
+    let i8 = Case { f: Form::int(32, false, true, true, false), la: iksw(128), lb: iksw(128) };
+    let zero_d = "    mov.f32 %d1, 0f00000000;";
+    let zero_a = "    mov.b32 %a3, 0;";
+    let zero_i = "    mov.s32 %d2, 0;";
+    for (what, c, line, code) in [
+        ("accumulator after the fence", ss, zero_d, "C7519"),
+        // ptxas is silent here (free to schedule the write before its own fence); the ISA
+        // still calls it undefined, so the emulator reports it (S2 may fire on more)
+        ("A register after the fence", rs, zero_a, "(none)"),
+        ("s32 accumulator after the fence", i8, zero_i, "C7519"),
+        ("accumulator in flight", ss, zero_d, "C7515"),
+        ("s32 accumulator in flight", i8, zero_i, "C7515"),
+    ] {
+        let s2 = code != "C7515";
+        let planted = format!("{line} // BUG");
+        let (bug, twin) = if s2 {
+            (Marks { after_fence: &planted, ..CLEAN }, Marks { desc: &format!("{line}\n"), ..CLEAN })
+        } else {
+            (Marks { inflight: &planted, ..CLEAN }, Marks { after_wait: line, ..CLEAN })
+        };
+        let ptx = wg_ptx(&c.f, false, false, bug);
+        let said = ptxas_says(&ptx);
+        if code != "(none)" {
+            assert!(said.contains(code), "{what}: ptxas no longer prints {code}: {said}");
+        }
+        let r = finding(run_case(AsyncMode::Lazy, &ptx, &c, true, 9));
+        let expect = if s2 { "after the last wgmma.fence" } else { "still in flight" };
+        assert!(r.contains(expect) && r.contains(&ptx_loc(&ptx, "// BUG")), "{what}: {r}");
+        let ptx = wg_ptx(&c.f, false, false, twin);
+        let said = ptxas_says(&ptx);
+        assert!(!said.contains("C7519") && !said.contains("C7515"), "{what} twin: {said}");
+        for mode in MODES {
+            run_case(mode, &ptx, &c, true, 9).unwrap_or_else(|e| panic!("{what} twin, {mode:?}: {e}"));
+        }
+    }
 }

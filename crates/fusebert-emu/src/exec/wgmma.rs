@@ -60,12 +60,8 @@ impl Desc {
         let t = 16 / e;
         let w = self.swizzle.span();
         match (self.swizzle, mn) {
-            (Swizzle::None, false) => {
-                self.start + (r / 8) * self.sbo + (r % 8) * 16 + (k / t) * self.lbo + (k % t) * e
-            }
-            (Swizzle::None, true) => {
-                self.start + (r / t) * self.sbo + (k / 8) * self.lbo + (k % 8) * 16 + (r % t) * e
-            }
+            (Swizzle::None, false) => self.start + (r / 8) * self.sbo + (r % 8) * 16 + (k / t) * self.lbo + (k % t) * e,
+            (Swizzle::None, true) => self.start + (r / t) * self.sbo + (k / 8) * self.lbo + (k % 8) * 16 + (r % t) * e,
             (s, false) => s.apply(self.start + (r / 8) * self.sbo + (r % 8) * w + k * e),
             (s, true) => {
                 let per = w / e;
@@ -106,7 +102,9 @@ impl Desc {
             return None;
         }
         if self.swizzle == Swizzle::None {
-            return Some(format!("base offset {bo} on a descriptor with no swizzle (the ISA defines it for swizzled layouts only)"));
+            return Some(format!(
+                "base offset {bo} on a descriptor with no swizzle (the ISA defines it for swizzled layouts only)"
+            ));
         }
         let rep = self.swizzle.repeat();
         if self.start % rep == 0 {
@@ -117,7 +115,10 @@ impl Desc {
         }
         let want = (self.start >> 7) & 7;
         (bo != want).then(|| {
-            format!("base offset {bo}, but the ISA prescribes (start >> 7) & 7 = {want} for the start {:#x}", self.start)
+            format!(
+                "base offset {bo}, but the ISA prescribes (start >> 7) & 7 = {want} for the start {:#x}",
+                self.start
+            )
         })
     }
 }

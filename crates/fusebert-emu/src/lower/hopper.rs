@@ -355,8 +355,8 @@ fn wgmma_mma(fs: &mut FnState, cx: &Ctx, mut i: Inst) -> PResult<()> {
         if ![0, 1].contains(&tra) || ![0, 1].contains(&trb) {
             return Err((line, "wgmma imm-trans-a/b must be 0 or 1".into()));
         }
-        bits |= (sa == -1) as u8 * sub::WG_NEG_A | (sb == -1) as u8 * sub::WG_NEG_B;
-        bits |= (tra == 1) as u8 * sub::WG_TRANS_A | (trb == 1) as u8 * sub::WG_TRANS_B;
+        bits |= ((sa == -1) as u8 * sub::WG_NEG_A) | ((sb == -1) as u8 * sub::WG_NEG_B);
+        bits |= ((tra == 1) as u8 * sub::WG_TRANS_A) | ((trb == 1) as u8 * sub::WG_TRANS_B);
     }
     if rs {
         let a = vec_slots(fs, &ops[1], Ty::B32, line, false)?;
