@@ -1,5 +1,5 @@
 //! `wgmma` (PTX ISA 9.7.15, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate"):
-//! `fence`, `commit_group`, `wait_group` and `mma_async` in these forms (ISA 9.7.15.5.2):
+//! `fence`, `commit_group`, `wait_group` and `mma_async` in these forms (ISA "wgmma.mma_async"):
 //! * m64nNk16 `.f32.f16.f16` and `.f16.f16.f16` (f16x2 accumulators), A from shared memory
 //!   (descriptor) or from four registers, B from shared memory; K-major or MN-major
 //!   (`imm-trans-a/b`) operands, no swizzle (INTERLEAVE) or 32/64/128-byte swizzle;

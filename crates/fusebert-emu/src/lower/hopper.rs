@@ -237,7 +237,7 @@ pub(super) fn setmaxnreg(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
 }
 
 /// `wgmma.fence/commit_group/wait_group.sync.aligned` and `wgmma.mma_async.sync.aligned` in the
-/// forms of PTX ISA 9.7.15.5.2 (see [`wgmma_mma`]); anything else is refused here rather than run
+/// forms of the PTX ISA section "wgmma.mma_async" (see [`wgmma_mma`]); anything else is refused here rather than run
 /// from a guess.
 pub(super) fn wgmma(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     let (ops, m, line) = (&cx.ops[..], &cx.m, cx.line);
@@ -302,7 +302,7 @@ fn wgmma_mma(fs: &mut FnState, cx: &Ctx, mut i: Inst) -> PResult<()> {
         .and_then(|r| r.strip_suffix(kdim))
         .and_then(|v| v.parse().ok())
         .ok_or((line, format!("wgmma shape `{shape}`: these types need m64nN{kdim}")))?;
-    // ISA 9.7.15.5.1 (the shapes table): f16 N = 8..256 step 8; s8/u8 N = 8, 16, 24 then 32..256 step 16
+    // ISA, "Matrix shape" table of wgmma (research note 1.1): f16 N = 8..256 step 8; s8/u8 N = 8, 16, 24 then 32..256 step 16
     let n_ok = (8..=256).contains(&n) && n % 8 == 0 && (!int || n <= 24 || n % 16 == 0);
     if !n_ok {
         let allowed = if int { "8, 16, 24, or a multiple of 16 in 32..=256" } else { "a multiple of 8 in 8..=256" };
