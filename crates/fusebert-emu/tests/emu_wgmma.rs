@@ -184,10 +184,12 @@ struct Marks<'a> {
     after_wait: &'a str,
     /// before the mma (descriptor tampering)
     desc: &'a str,
+    /// the accumulators loaded before the wgmma (false: never written)
+    init: bool,
 }
 
 const CLEAN: Marks =
-    Marks { fence_proxy: true, wgfence: true, after_fence: "", inflight: "", after_wait: "", desc: "" };
+    Marks { fence_proxy: true, wgfence: true, after_fence: "", inflight: "", after_wait: "", desc: "", init: true };
 
 /// One warpgroup copies a shared image (param 0, param 1 bytes) into shared memory, fences it
 /// for the async proxy, loads its accumulators from cin[tid * nacc + j] (param 6) and, for a
@@ -239,6 +241,7 @@ fn wg_ptx(f: &Form, ta: bool, tb: bool, mk: Marks) -> String {
     let fence = if mk.fence_proxy { "    fence.proxy.async.shared::cta;" } else { "" };
     let wgfence = if mk.wgfence { "    wgmma.fence.sync.aligned; // WGFENCE" } else { "" };
     let Marks { after_fence, inflight, after_wait, desc, .. } = mk;
+    let init = if mk.init { init } else { String::new() };
     format!(
         r#"{HEADER}
 .extern .shared .align 1024 .b8 smem[];
@@ -850,5 +853,24 @@ fn s1_s2_fire_where_ptxas_serializes_or_injects_a_fence() {
         for mode in MODES {
             run_case(mode, &ptx, &c, true, 9).unwrap_or_else(|e| panic!("{what} twin, {mode:?}: {e}"));
         }
+    }
+}
+
+/// scale-d false (D = A B) reads no accumulator: registers never written are fine there (the
+/// CUTLASS first k-block), and reported by the register sanitizer when scale-d is true.
+#[test]
+fn scale_d_false_needs_no_initialised_accumulators() {
+    for c in [
+        Case { f: Form::f(Acc::F32, 32, false), la: ksw(128), lb: ksw(128) },
+        Case { f: Form::f(Acc::F16, 64, true), la: KN, lb: ksw(64) },
+        Case { f: Form::int(24, false, false, true, true), la: iksw(64), lb: iksw(32) },
+    ] {
+        let ptx = wg_ptx(&c.f, false, false, Marks { init: false, ..CLEAN });
+        for mode in MODES {
+            let (got, want) = run_case(mode, &ptx, &c, false, 11).unwrap_or_else(|e| panic!("{c:?} {mode:?}: {e}"));
+            assert!(got == want, "{c:?} {mode:?}");
+        }
+        let r = finding(run_case(AsyncMode::Lazy, &ptx, &c, true, 11));
+        assert!(r.contains("read before any instruction wrote it") && r.contains(&ptx_loc(&ptx, "// MMA")), "{r}");
     }
 }

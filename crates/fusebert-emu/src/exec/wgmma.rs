@@ -433,6 +433,23 @@ impl Block<'_, '_> {
         self.c.tensor_macs += 16 * n as u64 * kdim as u64;
     }
 
+    /// The lanes in which `slot` is an accumulator of the wgmma `i` that is not read: scale-d
+    /// false (D = A B) makes its old value irrelevant, and kernels rely on it to skip zeroing
+    /// (CUTLASS's first k-block, `ScaleOut::Zero`). None for any other instruction or slot.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn wgmma_unread_accumulator(&self, w: &Warp, i: &Inst, slot: u32) -> u32 {
+        if i.op != Op::Wgmma || i.sub != sub::WG_MMA {
+            return 0;
+        }
+        let accs = &self.l.kernel.lists[i.list as usize][..i.wgmma_accs()];
+        if !accs.contains(&slot) {
+            return 0;
+        }
+        let p = i.s[2] as usize * 32;
+        (0..32).filter(|&l| w.regs[p + l] & 1 == 0).fold(0u32, |m, l| m | 1 << l)
+    }
+
     /// An instruction of a warp with a wgmma in flight or a `wgmma.fence` not yet followed by
     /// its `wait_group`: reading or writing an accumulator or A register of a wgmma in flight
     /// is undefined (S1: the result lands at `wait_group`, A is read asynchronously); a write
