@@ -1,7 +1,8 @@
 //! A block's asynchronous-proxy state (sm_90): its mbarriers, the TMA copies in flight, the
 //! shared ranges those copies own until the reader may touch them, TMA-store bulk groups,
-//! generic writes not yet ordered for the async proxy by `fence.proxy.async`, and the
-//! warpgroup `setmaxnreg` record. Only kernels that use these features have one
+//! generic writes not yet ordered for the async proxy by `fence.proxy.async`, the warpgroup
+//! `setmaxnreg` record, and each warp's wgmma state (operations in flight, their registers,
+//! the registers written since the last `wgmma.fence`). Only kernels that use these features have one
 //! ([`crate::ir::Kernel::uses_async`]), so the other kernels pay nothing.
 use std::collections::{HashMap, VecDeque};
 

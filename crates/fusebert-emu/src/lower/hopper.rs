@@ -1,5 +1,6 @@
 //! Lowering of Hopper's (sm_90) asynchronous machinery: `mbarrier`, `cp.async.bulk(.tensor)`
-//! with its bulk groups, `elect.sync` and `setmaxnreg` (PTX ISA 9.7.13.15, 9.7.9.25, 9.7.12.x).
+//! with its bulk groups, `elect.sync` and `setmaxnreg` (PTX ISA 9.7.13.15, 9.7.9.25, 9.7.12.x),
+//! and `wgmma` (9.7.15: f16 and s8/u8 `mma_async`, SS and RS, `fence`/`commit_group`/`wait_group`).
 
 use super::*;
 
