@@ -457,11 +457,14 @@ impl Block<'_, '_> {
     #[cold]
     #[inline(never)]
     pub(super) fn check_wgmma_regs(&mut self, w: &Warp, i: &Inst, pc: u32) -> R<()> {
-        let (reads, writes) = crate::regdef::operands(self.l.kernel, i);
+        // (only called with the register sanitizer on, so its per-instruction slot lists exist)
+        let l = self.l;
+        let Some(ru) = l.reg_use.as_ref() else { return Ok(()) };
+        let (reads, writes) = (ru.reads(pc as usize), ru.writes(pc as usize));
         let wg = &mut self.hop().wg[w.id as usize];
-        let hit = reads.iter().chain(&writes).find(|s| wg.inflight.contains(s)).copied();
+        let hit = reads.iter().chain(writes).find(|s| wg.inflight.contains(s)).copied();
         if wg.fenced {
-            for s in writes.into_iter().filter(|&s| s != NONE) {
+            for &s in writes {
                 if !wg.touched.iter().any(|t| t.0 == s) {
                     wg.touched.push((s, pc));
                 }
