@@ -324,3 +324,20 @@ fn counters_of_one_launch() {
         }
     }
 }
+
+/// The CUDA backend's half of the device layer, through the CUDA driver stand-in reporting an
+/// sm_90 device: `cuTensorMapEncodeTiled` through cudarc, the 128-byte map passed by value
+/// through `cuLaunchKernel`'s parameter pointers, the SM count attribute (the persistent grid).
+#[test]
+fn the_cuda_backend_encodes_and_passes_tensor_maps() {
+    use fusebert_cuda_standin::{install, StandinOptions};
+    install(StandinOptions { compute_capability: (9, 0), ..Default::default() }).expect("stand-in");
+    let dev = Device::cuda(0).expect("the stand-in's sm_90 device");
+    load_wip(&dev);
+    assert!(dev.multiprocessors() >= 1);
+    let c = Case::new(&mut rng(96), 130, 144, 136);
+    for epi in [1u32, 2] {
+        check(&dev, &c, epi, GemmSm90Launch::default(), "CUDA stand-in");
+        check(&dev, &c, epi, GemmSm90Launch { ctas: Some(1) }, "CUDA stand-in");
+    }
+}
