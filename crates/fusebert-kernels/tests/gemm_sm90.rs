@@ -115,8 +115,9 @@ fn check(dev: &Device, c: &Case, epi: u32, how: GemmSm90Launch, what: &str) -> (
 }
 
 /// (M, N, K): tails in M (67, 130, 200), N (80, 144: a partial 128-column tile) and K (72, 136:
-/// a partly zero-filled 64-wide stage; 64..192: one to three stages).
-const SHAPES: [(usize, usize, usize); 4] = [(67, 80, 64), (130, 144, 136), (200, 80, 192), (96, 144, 72)];
+/// a partly zero-filled 64-wide stage; 64..192: one to three stages); the smallest legal GEMM
+/// (one row, N = K = 8: a box mostly outside the matrix).
+const SHAPES: [(usize, usize, usize); 5] = [(67, 80, 64), (130, 144, 136), (200, 80, 192), (96, 144, 72), (1, 8, 8)];
 
 #[test]
 fn hopper_gemm_matches_the_reference_with_every_epilogue_in_every_completion_mode() {
