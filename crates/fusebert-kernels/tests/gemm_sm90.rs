@@ -236,6 +236,19 @@ fn bad_shapes_and_buffers_are_typed_errors() {
     map(&[72, 64], &[144], &[64, 64]).unwrap();
 }
 
+/// Arch-specific PTX runs on its exact architecture only: an sm_80 device refuses the module
+/// (as the driver would), so the launch is an error, not an emulation of wgmma on an A100.
+#[test]
+fn an_sm_80_device_refuses_the_hopper_kernel() {
+    let dev = Device::emulator().unwrap();
+    assert!(matches!(dev.load_module(gemm_sm90::MODULE, &sm90a_ptx()), Err(fusebert_kernels::Error::PtxParse { .. })));
+    let a = dev.upload(&vec![f16::ONE; 64 * 64]).unwrap();
+    let mut c = dev.alloc::<f16>(64 * 64).unwrap();
+    let g = GemmF16 { a: &a, w: &a, bias: None, epilogue: Epilogue::None, shape: GemmShape { m: 64, n: 64, k: 64 } };
+    let r = fusebert_kernels::gemm_f16_sm90(&dev, &g, &mut c, GemmSm90Launch::default());
+    assert!(r.is_err(), "{r:?}");
+}
+
 /// The sanitizer report of a launch of `ptx` (a mutation of the kernel's PTX) on a small GEMM,
 /// or "clean" when it runs clean and matches the reference.
 fn run_mutant(ptx: &str, mode: AsyncMode) -> String {
