@@ -16,11 +16,12 @@ use half::f16;
 use super::gemm_int8::check_epilogue;
 use super::{check_align, check_len, check_u32, kerr, opt_ptr, GemmF16, GemmShape};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig, TensorMapDtype, TensorMapSwizzle, TiledTensorMap};
+use crate::ptx::ids;
 use fusebert_core::error::Result;
 
 /// The module (`kernels/gemm_sm90.cu`) and its entry.
 pub const MODULE: &str = "gemm_sm90";
-pub const KERNEL: &str = "gemm_f16_sm90";
+pub const KERNEL: &str = ids::GEMM_F16_SM90;
 
 /// Output tile rows and columns, K per pipeline stage, stages, threads (`kernels/gemm_sm90.cu`).
 pub const BM: usize = 128;
@@ -113,5 +114,6 @@ pub fn gemm_f16_sm90(dev: &Device, g: &GemmF16<'_>, out: &mut DeviceBuffer<f16>,
     let t = tiles(m, n);
     let ctas = how.ctas.unwrap_or_else(|| dev.multiprocessors()).min(t as u32);
     let cfg = LaunchConfig::linear(ctas, THREADS, SMEM);
-    dev.launch_in(MODULE, KERNEL, cfg, &args)
+    // by module: a device that did not load the sm_90a module (not an sm_90) says so
+    dev.launch_in(MODULE, ids::GEMM_F16_SM90, cfg, &args)
 }

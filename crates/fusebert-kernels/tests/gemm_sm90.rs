@@ -21,22 +21,17 @@ const MODES: [AsyncMode; 3] = [AsyncMode::Lazy, AsyncMode::Eager, AsyncMode::Ran
 
 /// The emulator as an H100 (sm_90: arch-specific sm_90a PTX loads), all sanitizers on.
 fn sm90(mode: AsyncMode) -> Device {
-    let dev = Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
-        .expect("emulator");
-    load_wip(&dev);
-    dev
+    Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
+        .expect("emulator")
 }
 
-/// Until build.rs compiles sm_90a modules: the hand-compiled PTX.
-fn load_wip(dev: &Device) {
-    if fusebert_kernels::ptx::module(gemm_sm90::MODULE).is_none() {
-        dev.load_module(gemm_sm90::MODULE, &sm90a_ptx()).unwrap();
-    }
-}
-
-/// The kernel's sm_90a PTX.
+/// The kernel's embedded sm_90a PTX (its only variant).
 fn sm90a_ptx() -> String {
-    std::fs::read_to_string("/tmp/sm90/gemm_sm90.ptx").expect("hand-compiled PTX")
+    let m = fusebert_kernels::ptx::module(gemm_sm90::MODULE).expect("gemm_sm90 is embedded");
+    assert_eq!(m.by_arch.len(), 1, "gemm_sm90 has one variant");
+    let (arch, ptx) = m.by_arch[0];
+    assert_eq!(arch, "sm_90a");
+    ptx.to_string()
 }
 
 fn epilogue(code: u32, residual: &DeviceBuffer<f16>) -> Epilogue<'_> {
@@ -347,7 +342,6 @@ fn the_cuda_backend_encodes_and_passes_tensor_maps() {
     use fusebert_cuda_standin::{install, StandinOptions};
     install(StandinOptions { compute_capability: (9, 0), ..Default::default() }).expect("stand-in");
     let dev = Device::cuda(0).expect("the stand-in's sm_90 device");
-    load_wip(&dev);
     assert!(dev.multiprocessors() >= 1);
     let c = Case::new(&mut rng(96), 130, 144, 136);
     for epi in [1u32, 2] {
