@@ -46,6 +46,7 @@
 //! ```
 pub mod device;
 pub mod ptx;
+pub mod ptxas_gate;
 
 /// The codes kernels take as arguments (epilogues, pooling modes), generated from
 /// `kernels/codes.cuh`, their one definition.
@@ -63,6 +64,7 @@ pub mod gather;
 pub mod gemm_f16;
 pub mod gemm_int8;
 pub mod gemm_plan;
+pub mod gemm_sm90;
 pub mod layernorm;
 pub mod pooling;
 pub mod quantize;
@@ -78,6 +80,7 @@ pub use gemm_int8::{
     gemm_int8, gemm_int8_i32, weight_sums, FusedLayerNorm, FusedQ8, GemmInt8, GemmLaunch, GemmShape, Tile, ZeroPoint,
 };
 pub use gemm_plan::{GemmPlan, SplitWorkspace};
+pub use gemm_sm90::{gemm_f16_sm90, GemmSm90Launch};
 pub use layernorm::{layernorm_f16, LayerNormF16, Q8Out};
 pub use pooling::{pool, PoolF16, Pooling};
 pub use quantize::{quantize_i8, QuantizeF16, QuantizedI8};

@@ -24,7 +24,10 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{result, sys, CudaContext};
 
-use super::{read_layout, DeviceBackend, KernelArg, LaunchConfig, ReadPart, RecordedLaunch};
+use super::{
+    read_layout, DeviceBackend, KernelArg, LaunchConfig, ReadPart, RecordedLaunch, TensorMap, TiledTensorMap,
+    TENSOR_MAP_BYTES,
+};
 use fusebert_core::error::{Error, Result};
 
 pub struct CudaBackend {
@@ -40,6 +43,8 @@ pub struct CudaBackend {
     next_graph: Mutex<u64>,
     /// Largest shared memory per block after opt-in (static + dynamic).
     shared_optin: u32,
+    /// Streaming multiprocessors.
+    sms: u32,
 }
 
 struct LoadedModule {
@@ -156,6 +161,14 @@ impl CudaBackend {
         }
         .map_err(|e| cuda_err("shared memory limit", e))?
         .max(0) as u32;
+        let sms = unsafe {
+            result::device::get_attribute(
+                ctx.cu_device(),
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
+        }
+        .map_err(|e| cuda_err("multiprocessor count", e))?
+        .max(1) as u32;
         let stream = result::stream::create(result::stream::StreamKind::NonBlocking)
             .map_err(|e| cuda_err("create stream", e))?;
         let empty = || Pinned { ptr: std::ptr::null_mut(), cap: 0, busy: None };
@@ -168,11 +181,20 @@ impl CudaBackend {
             graphs: Mutex::new(HashMap::new()),
             next_graph: Mutex::new(1),
             shared_optin,
+            sms,
         };
         for m in crate::ptx::MODULES {
-            let (_arch, ptx) = m.for_compute_capability(maj as u32, min as u32).ok_or_else(|| {
-                Error::NoCudaDevice(format!("sm_{maj}{min} is older than every compiled PTX target of `{}`", m.name))
-            })?;
+            let Some((_arch, ptx)) = m.for_compute_capability(maj as u32, min as u32) else {
+                // Hopper-native modules (sm_90a only) are skipped elsewhere; launching one of
+                // their kernels then says the module is not loaded
+                if m.is_arch_specific() {
+                    continue;
+                }
+                return Err(Error::NoCudaDevice(format!(
+                    "sm_{maj}{min} is older than every compiled PTX target of `{}`",
+                    m.name
+                )));
+            };
             backend.load_module(m.name, ptx)?;
         }
         Ok(backend)
@@ -228,8 +250,9 @@ impl CudaBackend {
     fn enqueue_launch(&self, module: &str, kernel: &str, cfg: &LaunchConfig, args: &[KernelArg]) -> Result<()> {
         let f = self.function(module, kernel)?;
         self.allow_shared(module, kernel, f, cfg.shared_mem_bytes)?;
-        // Each parameter lives in its own 8-byte slot; the driver reads `size` bytes from it
-        // (and copies them before cuLaunchKernel returns, so the slots may die right after).
+        // Each scalar parameter lives in its own 8-byte slot; the driver reads `size` bytes from
+        // it (and copies them before cuLaunchKernel returns, so the slots may die right after).
+        // A tensor map is read from the argument itself (128 bytes, 128-aligned, alive here).
         let mut slots: Vec<[u8; 8]> = args
             .iter()
             .map(|a| {
@@ -238,7 +261,15 @@ impl CudaBackend {
                 s
             })
             .collect();
-        let mut ptrs: Vec<*mut c_void> = slots.iter_mut().map(|s| s.as_mut_ptr() as *mut c_void).collect();
+        let mut ptrs: Vec<*mut c_void> = slots
+            .iter_mut()
+            .zip(args)
+            .map(|(s, a)| match a {
+                // the driver only reads parameter memory
+                KernelArg::TensorMap(m) => m.bytes().as_ptr() as *mut c_void,
+                _ => s.as_mut_ptr() as *mut c_void,
+            })
+            .collect();
         unsafe { result::launch_kernel(f.f, cfg.grid, cfg.block, cfg.shared_mem_bytes, self.stream, &mut ptrs) }
             .map_err(|e| Error::Kernel { kernel: kernel.into(), msg: format!("launch failed: {e:?}") })
     }
@@ -408,6 +439,57 @@ impl DeviceBackend for CudaBackend {
 
     fn native_graphs(&self) -> bool {
         true
+    }
+
+    fn multiprocessors(&self) -> u32 {
+        self.sms
+    }
+
+    /// `cuTensorMapEncodeTiled`: element strides 1, no interleave, no L2 promotion, zeros for
+    /// out-of-bounds elements.
+    fn encode_tensor_map(&self, map: &TiledTensorMap<'_>) -> Result<TensorMap> {
+        use sys::{
+            CUtensorMapDataType, CUtensorMapFloatOOBfill, CUtensorMapInterleave, CUtensorMapL2promotion,
+            CUtensorMapSwizzle,
+        };
+        self.bind()?;
+        let dtype = match map.dtype {
+            super::TensorMapDtype::F16 => CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+            super::TensorMapDtype::S8 => CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+        };
+        let swizzle = match map.swizzle {
+            super::TensorMapSwizzle::None => CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
+            super::TensorMapSwizzle::B32 => CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_32B,
+            super::TensorMapSwizzle::B64 => CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_64B,
+            super::TensorMapSwizzle::B128 => CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+        };
+        let ones = [1u32; 5];
+        let mut out = sys::CUtensorMap { opaque: [0; 16] };
+        // SAFETY: the arrays hold rank (strides: rank - 1) elements (checked by the device
+        // layer) and outlive the call; `out` is a 128-byte, 128-aligned CUtensorMap.
+        unsafe {
+            sys::cuTensorMapEncodeTiled(
+                &mut out,
+                dtype,
+                map.dims.len() as u32,
+                map.addr as *mut c_void,
+                map.dims.as_ptr(),
+                map.strides.as_ptr(),
+                map.box_dims.as_ptr(),
+                ones.as_ptr(),
+                CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                swizzle,
+                CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+            .result()
+        }
+        .map_err(|e| Error::Kernel { kernel: "cuTensorMapEncodeTiled".into(), msg: format!("{e:?}") })?;
+        let mut bytes = [0u8; TENSOR_MAP_BYTES];
+        for (chunk, q) in bytes.chunks_exact_mut(8).zip(out.opaque) {
+            chunk.copy_from_slice(&q.to_le_bytes());
+        }
+        Ok(TensorMap::from_bytes(bytes))
     }
 
     /// Captures the launches on the stream and instantiates the graph once. Thread-local capture

@@ -3,21 +3,28 @@
 //! synchronously and every launch's counters are recorded.
 use std::sync::Arc;
 
+pub use fusebert_emu::arch::{Arch, AsyncMode};
 pub use fusebert_emu::engine::{Emulator, EmulatorOptions, LaunchRecord};
-use fusebert_emu::{LaunchDims, ModuleLibrary, Param};
+use fusebert_emu::{LaunchDims, ModuleLibrary, Param, ParamBytes};
 
-use super::{DeviceBackend, KernelArg, LaunchConfig};
-use fusebert_core::error::Result;
+use super::{DeviceBackend, KernelArg, LaunchConfig, TensorMap, TiledTensorMap, TENSOR_MAP_BYTES};
+use fusebert_core::error::{Error, Result};
 
 /// The emulator as a device backend (the same type: the device API is implemented on it).
 pub type EmulatorBackend = Emulator;
 
 /// fusebert's embedded PTX, for the emulator to load on first use.
-struct EmbeddedKernels;
+struct EmbeddedKernels {
+    arch: Arch,
+}
 
 impl ModuleLibrary for EmbeddedKernels {
+    /// The module's arch-specific variant for the emulated architecture (`sm_90a` on sm_90:
+    /// the Hopper kernels exist only as such), else its default PTX.
     fn ptx(&self, name: &str) -> Option<&str> {
-        crate::ptx::module(name).map(|m| m.ptx)
+        let m = crate::ptx::module(name)?;
+        let specific = format!("{}a", self.arch.ptxas_target());
+        Some(m.by_arch.iter().find(|(a, _)| *a == specific).map_or(m.ptx, |&(_, p)| p))
     }
     fn registers(&self, module: &str, kernel: &str, ptxas_target: &str) -> Option<u32> {
         crate::ptx::module(module)?;
@@ -27,7 +34,8 @@ impl ModuleLibrary for EmbeddedKernels {
 
 /// An emulator that knows fusebert's kernels.
 pub fn backend(opts: EmulatorOptions) -> Result<EmulatorBackend> {
-    Ok(Emulator::with_library(opts, Arc::new(EmbeddedKernels))?)
+    let arch = opts.arch;
+    Ok(Emulator::with_library(opts, Arc::new(EmbeddedKernels { arch }))?)
 }
 
 /// A device-layer argument as the emulator's parameter.
@@ -40,6 +48,8 @@ pub fn param(a: &KernelArg) -> Param {
         KernelArg::I64(v) => Param::I64(v),
         KernelArg::F32(v) => Param::F32(v),
         KernelArg::F64(v) => Param::F64(v),
+        // 128 bytes always fit (ParamBytes::MAX is 512)
+        KernelArg::TensorMap(m) => Param::Bytes(ParamBytes::new(m.bytes()).expect("a tensor map fits ParamBytes")),
     }
 }
 
@@ -79,5 +89,35 @@ impl DeviceBackend for Emulator {
     }
     fn as_emulator(&self) -> Option<&EmulatorBackend> {
         Some(self)
+    }
+    /// The emulated architecture's SM count (H100 SXM: 132; A100: 108; the others their
+    /// largest part's): only the grid of persistent kernels depends on it.
+    fn multiprocessors(&self) -> u32 {
+        match self.options().arch {
+            Arch::Sm90 => 132,
+            Arch::Sm80 => 108,
+            Arch::Sm86 => 84,
+            Arch::Sm89 => 142,
+        }
+    }
+    /// The emulator's own encoder (`fusebert_emu::tma::encode_tiled`: the driver's checks, the
+    /// emulator's opaque format, which its TMA instructions decode).
+    fn encode_tensor_map(&self, map: &TiledTensorMap<'_>) -> Result<TensorMap> {
+        let ones = [1u32; 5];
+        let bytes = fusebert_emu::tma::encode_tiled(
+            map.dtype as u32,
+            map.dims.len() as u32,
+            map.addr,
+            map.dims,
+            map.strides,
+            map.box_dims,
+            &ones[..map.dims.len()],
+            0,
+            map.swizzle as u32,
+            false,
+        )
+        .map_err(|msg| Error::Kernel { kernel: "cuTensorMapEncodeTiled".into(), msg })?;
+        let bytes: [u8; TENSOR_MAP_BYTES] = bytes;
+        Ok(TensorMap::from_bytes(bytes))
     }
 }

@@ -52,6 +52,8 @@ impl LaunchConfig {
 
 /// A kernel argument, passed by value into the `.param` space. Pointers are device addresses.
 #[derive(Debug, Clone, Copy, PartialEq)]
+// (the tensor map inline keeps `KernelArg` Copy, as every caller uses it; argument lists are short)
+#[allow(clippy::large_enum_variant)]
 pub enum KernelArg {
     Ptr(u64),
     U32(u32),
@@ -60,26 +62,37 @@ pub enum KernelArg {
     I64(i64),
     F32(f32),
     F64(f64),
+    /// A `CUtensorMap` by value (`__grid_constant__ const CUtensorMap`, in PTX
+    /// `.param .align 128 .b8 p[128]`), made by [`Device::encode_tensor_map`].
+    TensorMap(TensorMap),
 }
 
 impl KernelArg {
-    /// Size in bytes in the parameter buffer (also its natural alignment).
+    /// Size in bytes in the parameter buffer (also its natural alignment, except for a tensor
+    /// map: 128 bytes aligned to 128).
     pub fn size(&self) -> usize {
         match self {
             KernelArg::U32(_) | KernelArg::I32(_) | KernelArg::F32(_) => 4,
+            KernelArg::TensorMap(_) => TENSOR_MAP_BYTES,
             _ => 8,
         }
     }
     /// Little-endian bytes as they sit in the parameter buffer.
     pub fn bytes(&self) -> Vec<u8> {
+        if let KernelArg::TensorMap(m) = self {
+            return m.bytes().to_vec();
+        }
         let mut slot = [0u8; 8];
         let n = self.write_le(&mut slot);
         slot[..n].to_vec()
     }
-    /// Writes the little-endian bytes into the front of an 8-byte slot (no allocation: the
-    /// CUDA backend fills its parameter slots with this on every launch); returns the size.
+    /// Writes a scalar's little-endian bytes into the front of an 8-byte slot (no allocation:
+    /// the CUDA backend fills its parameter slots with this on every launch); returns the
+    /// bytes written. A tensor map does not fit a slot: it writes nothing and returns 0 (the
+    /// CUDA backend passes the driver the map's own address).
     pub fn write_le(&self, slot: &mut [u8; 8]) -> usize {
         match *self {
+            KernelArg::TensorMap(_) => return 0,
             KernelArg::Ptr(v) | KernelArg::U64(v) => slot.copy_from_slice(&v.to_le_bytes()),
             KernelArg::I64(v) => slot.copy_from_slice(&v.to_le_bytes()),
             KernelArg::F64(v) => slot.copy_from_slice(&v.to_le_bytes()),
@@ -88,6 +101,105 @@ impl KernelArg {
             KernelArg::F32(v) => slot[..4].copy_from_slice(&v.to_le_bytes()),
         }
         self.size()
+    }
+}
+
+/// Bytes of a `CUtensorMap` (`CU_TENSOR_MAP_NUM_QWORDS * 8`).
+pub const TENSOR_MAP_BYTES: usize = 128;
+
+/// A `CUtensorMap`: the 128 opaque bytes of a TMA descriptor, as the backend's encoder wrote
+/// them (the driver's format on CUDA, the emulator's own on the emulator: never portable
+/// between backends). Aligned like CUDA 13's `CUtensorMap` (`alignas(128)`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(128))]
+pub struct TensorMap {
+    bytes: [u8; TENSOR_MAP_BYTES],
+}
+
+impl TensorMap {
+    /// Wraps bytes an encoder wrote (a backend's [`DeviceBackend::encode_tensor_map`]).
+    pub fn from_bytes(bytes: [u8; TENSOR_MAP_BYTES]) -> TensorMap {
+        TensorMap { bytes }
+    }
+    pub fn bytes(&self) -> &[u8; TENSOR_MAP_BYTES] {
+        &self.bytes
+    }
+}
+
+impl std::fmt::Debug for TensorMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TensorMap({} bytes)", TENSOR_MAP_BYTES)
+    }
+}
+
+impl From<TensorMap> for KernelArg {
+    fn from(m: TensorMap) -> Self {
+        KernelArg::TensorMap(m)
+    }
+}
+
+/// Element type of a tensor map (`CUtensorMapDataType`; the codes are the driver's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorMapDtype {
+    /// `CU_TENSOR_MAP_DATA_TYPE_FLOAT16`
+    F16 = 6,
+    /// `CU_TENSOR_MAP_DATA_TYPE_UINT8` (TMA copies bytes: int8 travels as u8)
+    S8 = 0,
+}
+
+impl TensorMapDtype {
+    pub fn size(self) -> usize {
+        match self {
+            TensorMapDtype::F16 => 2,
+            TensorMapDtype::S8 => 1,
+        }
+    }
+}
+
+/// How a box is laid out in shared memory (`CUtensorMapSwizzle`; the codes are the driver's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorMapSwizzle {
+    None = 0,
+    B32 = 1,
+    B64 = 2,
+    B128 = 3,
+}
+
+/// A tiled tensor map (`cuTensorMapEncodeTiled`) of rank 2 or 3 over `addr`: dimensions
+/// innermost first, byte strides of dimensions 1.., the box copied per TMA instruction; element
+/// strides 1, no interleave, no L2 promotion, out-of-bounds elements filled with zeros.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TiledTensorMap<'a> {
+    pub dtype: TensorMapDtype,
+    /// Device address of element (0, 0, ..): 16-byte aligned.
+    pub addr: u64,
+    /// Elements per dimension, innermost (contiguous) first.
+    pub dims: &'a [u64],
+    /// Bytes between consecutive indices of dimensions 1.. (multiples of 16).
+    pub strides: &'a [u64],
+    /// Elements per box dimension (1..=256; the inner one times the element size a multiple of
+    /// 16 bytes, and equal to the swizzle span when swizzled).
+    pub box_dims: &'a [u32],
+    pub swizzle: TensorMapSwizzle,
+}
+
+impl TiledTensorMap<'_> {
+    /// The checks the device layer makes on every backend (the encoder makes the rest).
+    fn check(&self) -> Result<()> {
+        let r = self.dims.len();
+        let bad = |msg: String| Error::Kernel { kernel: "cuTensorMapEncodeTiled".into(), msg };
+        if !(2..=3).contains(&r) {
+            return Err(bad(format!("tensor maps of rank 2 or 3 are supported, got rank {r}")));
+        }
+        if self.strides.len() + 1 != r || self.box_dims.len() != r {
+            return Err(bad(format!(
+                "rank {r} needs {} strides and {r} box sizes, got {} and {}",
+                r - 1,
+                self.strides.len(),
+                self.box_dims.len()
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -149,6 +261,15 @@ pub trait DeviceBackend: Send + Sync {
     fn synchronize(&self) -> Result<()>;
     /// Loads an extra PTX module (kernel researchers' variants) under `name`.
     fn load_module(&self, name: &str, ptx: &str) -> Result<()>;
+    /// Streaming multiprocessors (the grid of a persistent kernel: one CTA per SM).
+    fn multiprocessors(&self) -> u32 {
+        1
+    }
+    /// Encodes a tiled tensor map (already checked by [`Device::encode_tensor_map`]).
+    fn encode_tensor_map(&self, map: &TiledTensorMap<'_>) -> Result<TensorMap> {
+        let _ = map;
+        Err(Error::Other(format!("{} cannot encode tensor maps", self.name())))
+    }
     /// The emulator backend, when this is one (counters and sanitizer access).
     #[cfg(feature = "emulator")]
     fn as_emulator(&self) -> Option<&emulator::EmulatorBackend> {
@@ -412,6 +533,20 @@ impl Device {
 
     pub fn load_module(&self, name: &str, ptx: &str) -> Result<()> {
         self.backend.load_module(name, ptx)
+    }
+
+    /// A tiled tensor map for TMA (`cuTensorMapEncodeTiled` on CUDA, the emulator's encoder on
+    /// the emulator), to pass by value as [`KernelArg::TensorMap`]. Bad descriptions (rank,
+    /// alignment, strides, box sizes, swizzle span) are typed errors, never panics.
+    pub fn encode_tensor_map(&self, map: &TiledTensorMap<'_>) -> Result<TensorMap> {
+        map.check()?;
+        self.backend.encode_tensor_map(map)
+    }
+
+    /// Streaming multiprocessors of the device (the emulator reports its architecture's
+    /// nominal count): the grid of a persistent kernel.
+    pub fn multiprocessors(&self) -> u32 {
+        self.backend.multiprocessors().max(1)
     }
 
     pub fn synchronize(&self) -> Result<()> {
