@@ -1,6 +1,6 @@
 //! Hopper fp16 GEMM (`kernels/gemm_sm90.cu`, sm_90a only): `C[M,N] = A[M,K] . W[N,K]^T +
-//! bias[n]` then the [`Epilogue`], as [`gemm_f16`](crate::gemm_f16) computes it, on a
-//! warp-specialised wgmma kernel: a TMA producer warpgroup and two wgmma consumer warpgroups
+//! bias[n]` then the [`Epilogue`](crate::Epilogue), as [`gemm_f16`](crate::gemm_f16()) computes
+//! it, on a warp-specialised wgmma kernel: a TMA producer warpgroup and two wgmma consumer warpgroups
 //! over a 128 x 128 output tile, a 4-stage mbarrier ring, a persistent grid.
 //!
 //! A and W reach the kernel as tensor maps (TMA descriptors, [`Device::encode_tensor_map`])
