@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Recompiles every crates/fusebert-kernels/kernels/*.cu with nvcc 13.0 (sm_80 and sm_90) and
-# writes the PTX, the ptxas report and the source manifest to crates/fusebert-kernels/ptx/ (the
-# PTX that ships with the crate). With --check DIR it writes to DIR instead, for comparing.
+# Recompiles every crates/fusebert-kernels/kernels/*.cu with nvcc 13.0 (sm_80 and sm_90; *_sm90.cu
+# for sm_90a only) and writes the PTX, the ptxas report and the source manifest to
+# crates/fusebert-kernels/ptx/ (the PTX that ships with the crate). With --check DIR it writes to DIR instead, for comparing.
 # Run it after editing a .cu; commit ptx/ with the source.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -29,6 +29,7 @@ use std::ffi::{c_char, CStr};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::{Mode, StandinOptions};
+use crate::gpus::GpuModel;
 use fusebert_emu::arch::Arch;
 use fusebert_emu::engine::{build_params, Emulator, EmulatorOptions, LaunchDims, Param};
 use fusebert_emu::ir::Ty;
@@ -388,6 +389,8 @@ fn call(name: &str, a: &[u64]) -> u32 {
     // Which device the call is for: the one it names, else the current context's.
     let named = match name {
         "cuInit" => {
+            // tells the CUDA backend that cudarc reached this driver, not one loaded before
+            fusebert_kernels::device::cuda::mark_standin_served();
             for &i in &visible {
                 let r = state(i).init();
                 if r != SUCCESS {
@@ -487,7 +490,7 @@ impl Driver {
 
     fn init(&mut self) -> u32 {
         // The emulator enforces the same per-arch limits as the device reported here.
-        let arch = if self.opts.compute_capability.0 >= 9 { Arch::Sm90 } else { Arch::Sm80 };
+        let arch = if self.cc().0 >= 9 { Arch::Sm90 } else { Arch::Sm80 };
         if self.emu.is_none() || self.emu_arch != Some(arch) {
             match fusebert_kernels::device::emulator::backend(EmulatorOptions { arch, ..EmulatorOptions::default() }) {
                 Ok(e) => {
@@ -501,51 +504,51 @@ impl Driver {
     }
 
     fn cc(&self) -> (u32, u32) {
-        self.opts.compute_capability
+        self.opts.gpu.map_or(self.opts.compute_capability, |g| g.compute_capability)
+    }
+
+    /// The GPU whose attributes are reported (the one presented, else the A100 / H100 SXM).
+    fn gpu(&self) -> GpuModel {
+        self.opts.gpu.unwrap_or_else(|| crate::gpus::default_for(self.cc()))
+    }
+
+    /// The device memory: the presented GPU's, else 80 GiB.
+    fn total_mem(&self) -> u64 {
+        self.opts.gpu.map_or(TOTAL_MEM, |g| g.total_mem)
     }
 
     /// Largest static + dynamic shared memory per block (the opt-in limit).
     fn shared_limit(&self) -> u32 {
-        if self.cc().0 >= 9 {
-            227 * 1024
-        } else {
-            163 * 1024
-        }
+        self.gpu().shared_per_block_optin as u32
     }
 
     fn device_attribute(&self, attr: i32) -> i32 {
-        let sm90 = self.cc().0 >= 9;
+        let g = self.gpu();
         match attr {
-            1 => 1024,                  // MAX_THREADS_PER_BLOCK
-            2 | 3 => 1024,              // MAX_BLOCK_DIM_X/Y
-            4 => 64,                    // MAX_BLOCK_DIM_Z
-            5 => i32::MAX,              // MAX_GRID_DIM_X
-            6 | 7 => 65535,             // MAX_GRID_DIM_Y/Z
-            8 => DEFAULT_SHARED as i32, // MAX_SHARED_MEMORY_PER_BLOCK
-            9 => 65536,                 // TOTAL_CONSTANT_MEMORY
-            10 => 32,                   // WARP_SIZE
-            12 => 65536,                // MAX_REGISTERS_PER_BLOCK
-            13 => 1_410_000,            // CLOCK_RATE (kHz)
-            16 => {
-                if sm90 {
-                    132
-                } else {
-                    108
-                }
-            } // MULTIPROCESSOR_COUNT
-            39 => 2048,                 // MAX_THREADS_PER_MULTIPROCESSOR
-            75 => self.cc().0 as i32,   // COMPUTE_CAPABILITY_MAJOR
-            76 => self.cc().1 as i32,   // COMPUTE_CAPABILITY_MINOR
-            81 => {
-                if sm90 {
-                    228 * 1024
-                } else {
-                    164 * 1024
-                }
-            } // MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
-            82 => 65536,                // MAX_REGISTERS_PER_MULTIPROCESSOR
-            97 => self.shared_limit() as i32, // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
-            _ => 0,                     // everything else (incl. 115 memory pools): not supported
+            1 => 1024,                          // MAX_THREADS_PER_BLOCK
+            2 | 3 => 1024,                      // MAX_BLOCK_DIM_X/Y
+            4 => 64,                            // MAX_BLOCK_DIM_Z
+            5 => i32::MAX,                      // MAX_GRID_DIM_X
+            6 | 7 => 65535,                     // MAX_GRID_DIM_Y/Z
+            8 => DEFAULT_SHARED as i32,         // MAX_SHARED_MEMORY_PER_BLOCK
+            9 => 65536,                         // TOTAL_CONSTANT_MEMORY
+            10 => 32,                           // WARP_SIZE
+            12 => 65536,                        // MAX_REGISTERS_PER_BLOCK
+            13 => g.clock_khz,                  // CLOCK_RATE (kHz)
+            16 => g.sms,                        // MULTIPROCESSOR_COUNT
+            36 => g.memory_clock_khz,           // MEMORY_CLOCK_RATE (kHz)
+            37 => g.bus_width_bits,             // GLOBAL_MEMORY_BUS_WIDTH
+            38 => g.l2_bytes,                   // L2_CACHE_SIZE
+            39 => 2048,                         // MAX_THREADS_PER_MULTIPROCESSOR
+            75 => self.cc().0 as i32,           // COMPUTE_CAPABILITY_MAJOR
+            76 => self.cc().1 as i32,           // COMPUTE_CAPABILITY_MINOR
+            81 => g.shared_per_sm,              // MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
+            82 => 65536,                        // MAX_REGISTERS_PER_MULTIPROCESSOR
+            97 => g.shared_per_block_optin,     // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+            106 => g.max_blocks_per_sm,         // MAX_BLOCKS_PER_MULTIPROCESSOR
+            111 => g.reserved_shared_per_block, // RESERVED_SHARED_MEMORY_PER_BLOCK
+            120 => g.cluster_launch as i32,     // CLUSTER_LAUNCH
+            _ => 0,                             // everything else (incl. 115 memory pools): not supported
         }
     }
 
@@ -556,9 +559,13 @@ impl Driver {
                 SUCCESS
             }),
             "cuDeviceGetName" => self.with_device(a[2], |d| {
-                // The backend appends the compute capability itself.
+                // The backend appends the compute capability itself. A presented GPU has its
+                // driver name exactly (the backend knows the stand-in by `cuInit`, not by name).
                 let mode = if d.opts.mode == Mode::Eager { "eager" } else { "deferred" };
-                let n = format!("fusebert CUDA stand-in on the PTX emulator, {mode}, device {}\0", d.ordinal);
+                let n = match d.opts.gpu {
+                    Some(g) => format!("{}\0", g.name),
+                    None => format!("fusebert CUDA stand-in on the PTX emulator, {mode}, device {}\0", d.ordinal),
+                };
                 let len = (a[1] as i32).max(0) as usize;
                 if a[0] == 0 || len == 0 {
                     return fail(INVALID_VALUE, "no room for the device name");
@@ -571,8 +578,8 @@ impl Driver {
                 unsafe { *(a[0] as *mut u8).add(k - 1) = 0 };
                 SUCCESS
             }),
-            "cuDeviceTotalMem_v2" => self.with_device(a[1], |_| {
-                put!(a[0], TOTAL_MEM as usize);
+            "cuDeviceTotalMem_v2" => self.with_device(a[1], |d| {
+                put!(a[0], d.total_mem() as usize);
                 SUCCESS
             }),
             "cuDevicePrimaryCtxRetain" => self.with_device(a[1], |d| {
@@ -664,8 +671,8 @@ impl Driver {
             "cuMemFreeHost" => self.host_free(a[0] as usize),
             "cuMemGetInfo_v2" => {
                 let used: u64 = self.allocs.values().sum();
-                out(a[0], TOTAL_MEM.saturating_sub(used) as usize);
-                out(a[1], TOTAL_MEM as usize);
+                out(a[0], self.total_mem().saturating_sub(used) as usize);
+                out(a[1], self.total_mem() as usize);
                 SUCCESS
             }
             "cuMemcpyHtoD_v2" => self.blocking(|d| d.htod(a[0], a[1] as usize, a[2] as usize, None)),
@@ -924,8 +931,8 @@ impl Driver {
             return fail(INVALID_VALUE, "cuMemAlloc of 0 bytes");
         }
         let used: u64 = self.allocs.values().sum();
-        if used + bytes as u64 > TOTAL_MEM {
-            return fail(OUT_OF_MEMORY, format!("{bytes} bytes requested, {} free", TOTAL_MEM - used));
+        if used + bytes as u64 > self.total_mem() {
+            return fail(OUT_OF_MEMORY, format!("{bytes} bytes requested, {} free", self.total_mem() - used));
         }
         match self.emu().alloc(bytes) {
             Ok(addr) => {
@@ -1116,7 +1123,9 @@ impl Driver {
             let arch = t.split(',').next().unwrap_or("").trim();
             let digits: String = arch.trim_start_matches("sm_").chars().take_while(|c| c.is_ascii_digit()).collect();
             let (maj, min) = self.cc();
-            if digits.parse::<u32>().is_ok_and(|v| v > maj * 10 + min) {
+            // arch-specific PTX (sm_90a) runs on exactly its capability, other PTX on any newer
+            let exact = arch.ends_with('a');
+            if digits.parse::<u32>().is_ok_and(|v| v > maj * 10 + min || (exact && v != maj * 10 + min)) {
                 return Some(fail(NO_BINARY_FOR_GPU, format!("PTX .target {arch} on an sm_{maj}{min} device")));
             }
         }

@@ -17,7 +17,9 @@
 //! Selection: `FUSEBERT_CUDA_DRIVER=emulator` (= `emulator:deferred`), `emulator:eager` or
 //! `emulator:deferred` makes [`install_from_env`] (called by the `fusebert` binary at start-up
 //! and by the tests) install it; `FUSEBERT_CUDA_STANDIN_ARCH=sm_90`
-//! reports an sm_90 device (default sm_80); `FUSEBERT_CUDA_STANDIN_DEVICES=N` reports N devices
+//! reports an sm_90 device (default sm_80); `FUSEBERT_CUDA_STANDIN_GPU=a100-80gb|h100-sxm|h200`
+//! presents that GPU (its driver name, memory and attributes, [`gpus`]; the compute capability
+//! follows); `FUSEBERT_CUDA_STANDIN_DEVICES=N` reports N devices
 //! (default 1), each with its own emulator; `FUSEBERT_CUDA_STANDIN_FAIL=DEVICE:AFTER` makes
 //! device DEVICE fail for good (the sticky `CUDA_ERROR_ILLEGAL_ADDRESS`) once it has run AFTER
 //! kernels; `CUDA_VISIBLE_DEVICES` chooses among the reported devices as with a real driver.
@@ -32,6 +34,7 @@ use fusebert_core::{Error, Result};
 use fusebert_kernels::Device;
 
 pub mod driver;
+pub mod gpus;
 
 /// When queued work runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +51,11 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StandinOptions {
     pub mode: Mode,
-    /// Compute capability reported: (8, 0) or (9, 0).
+    /// Compute capability reported: (8, 0) or (9, 0) (the GPU's when `gpu` is set).
     pub compute_capability: (u32, u32),
+    /// The GPU presented (name, total memory, attributes); `None`: a device named as the
+    /// stand-in, with the attributes of the A100 (8.0) or H100 SXM (9.0) and 80 GiB.
+    pub gpu: Option<gpus::GpuModel>,
     /// Devices reported (1 to [`driver::MAX_DEVICES`]), each with its own emulator.
     pub devices: usize,
     /// `(device, after)`: that device fails for good once it has run `after` kernels (every
@@ -59,7 +65,7 @@ pub struct StandinOptions {
 
 impl Default for StandinOptions {
     fn default() -> Self {
-        StandinOptions { mode: Mode::Deferred, compute_capability: (8, 0), devices: 1, fail: None }
+        StandinOptions { mode: Mode::Deferred, compute_capability: (8, 0), gpu: None, devices: 1, fail: None }
     }
 }
 
@@ -70,6 +76,8 @@ pub const TRAMPOLINE: &str = env!("FUSEBERT_STANDIN_TRAMPOLINE");
 pub const DRIVER_ENV: &str = "FUSEBERT_CUDA_DRIVER";
 /// The environment variable that selects the reported architecture (`sm_80` or `sm_90`).
 pub const ARCH_ENV: &str = "FUSEBERT_CUDA_STANDIN_ARCH";
+/// The environment variable that selects the GPU presented (`a100-80gb`, `h100-sxm`, `h200`).
+pub const GPU_ENV: &str = "FUSEBERT_CUDA_STANDIN_GPU";
 /// The environment variable that sets the number of devices reported.
 pub const DEVICES_ENV: &str = "FUSEBERT_CUDA_STANDIN_DEVICES";
 /// The environment variable that makes a device fail: `DEVICE:AFTER_LAUNCHES`.
@@ -89,17 +97,42 @@ pub fn options_from_env() -> Result<Option<StandinOptions>> {
             )))
         }
     };
-    let arch = std::env::var(ARCH_ENV).unwrap_or_default();
-    let compute_capability = match arch.trim() {
-        "" | "sm_80" => (8, 0),
-        "sm_90" => (9, 0),
-        other => return Err(Error::Input(format!("{ARCH_ENV}={other:?}: expected sm_80 or sm_90"))),
-    };
+    let (compute_capability, gpu) =
+        parse_arch_and_gpu(&std::env::var(ARCH_ENV).unwrap_or_default(), &std::env::var(GPU_ENV).unwrap_or_default())?;
     let (devices, fail) = parse_devices_and_fail(
         &std::env::var(DEVICES_ENV).unwrap_or_default(),
         &std::env::var(FAIL_ENV).unwrap_or_default(),
     )?;
-    Ok(Some(StandinOptions { mode, compute_capability, devices, fail }))
+    Ok(Some(StandinOptions { mode, compute_capability, gpu, devices, fail }))
+}
+
+/// The values of `FUSEBERT_CUDA_STANDIN_ARCH` (empty: sm_80, or the GPU's) and
+/// `FUSEBERT_CUDA_STANDIN_GPU` (empty: none): the compute capability and the GPU presented. An
+/// arch that contradicts the GPU is an error, not a silent choice.
+pub fn parse_arch_and_gpu(arch: &str, gpu: &str) -> Result<((u32, u32), Option<gpus::GpuModel>)> {
+    let gpu = match gpu.trim() {
+        "" => None,
+        key => Some(gpus::gpu(key).ok_or_else(|| {
+            let keys: Vec<&str> = gpus::GPUS.iter().map(|g| g.key).collect();
+            Error::Input(format!("{GPU_ENV}={key:?}: expected one of {}", keys.join(", ")))
+        })?),
+    };
+    let cc = match arch.trim() {
+        "" => gpu.map_or((8, 0), |g| g.compute_capability),
+        "sm_80" => (8, 0),
+        "sm_90" => (9, 0),
+        other => return Err(Error::Input(format!("{ARCH_ENV}={other:?}: expected sm_80 or sm_90"))),
+    };
+    if let Some(g) = gpu.filter(|g| g.compute_capability != cc) {
+        return Err(Error::Input(format!(
+            "{ARCH_ENV}={} contradicts {GPU_ENV}={} (compute capability {}.{})",
+            arch.trim(),
+            g.key,
+            g.compute_capability.0,
+            g.compute_capability.1
+        )));
+    }
+    Ok((cc, gpu))
 }
 
 /// The values of `FUSEBERT_CUDA_STANDIN_DEVICES` (empty: 1) and `FUSEBERT_CUDA_STANDIN_FAIL`

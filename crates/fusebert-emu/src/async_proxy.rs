@@ -9,6 +9,80 @@ use std::collections::{HashMap, VecDeque};
 use crate::arch::AsyncMode;
 use crate::mbarrier::MbarTable;
 use crate::tma::Swizzle;
+use std::sync::Mutex;
+
+/// `fence.proxy.async` and `fence.mbarrier_init` as `Inst::sub` of `Op::FenceProxyAsync`:
+/// which state spaces they order between the generic and the async proxy.
+pub(crate) mod fence {
+    /// `fence.proxy.async` (every state space).
+    pub const ALL: u8 = 0;
+    /// `fence.proxy.async.shared::cta` / `.shared::cluster`.
+    pub const SHARED: u8 = 1;
+    /// `fence.proxy.async.global`.
+    pub const GLOBAL: u8 = 2;
+    /// `fence.mbarrier_init.release.cluster`: orders the thread's prior `mbarrier.init`s only.
+    pub const MBAR_INIT: u8 = 3;
+}
+
+/// S17, per launch: global words written through the generic proxy (plain stores, atomics) and
+/// not yet followed by a `fence.proxy.async{.global}` of the writing thread. A TMA load that
+/// reads one of them may see stale data (split-K / stream-K partials read back by TMA). Only
+/// kept for kernels that issue TMA (or bulk) loads.
+#[derive(Default)]
+pub(crate) struct ProxyWrites {
+    /// word address (byte address / 4) -> (writer, PTX line of the write, bytes written mask)
+    words: std::collections::HashMap<u64, (u64, u32, u8)>,
+    /// writer -> the words it wrote since its last fence
+    by_writer: std::collections::HashMap<u64, Vec<u64>>,
+}
+
+/// A thread of the grid as a writer: block linear index and thread index in the block.
+pub(crate) fn writer_id(block: u64, thread: u32) -> u64 {
+    block << 32 | thread as u64
+}
+
+impl ProxyWrites {
+    pub fn new_shared() -> Mutex<ProxyWrites> {
+        Mutex::new(ProxyWrites::default())
+    }
+
+    /// A generic write of `size` bytes at `addr` by `writer` (PTX line `line`).
+    pub fn write(&mut self, writer: u64, addr: u64, size: u32, line: u32) {
+        let (lo, hi) = (addr, addr + size as u64);
+        for word in lo / 4..hi.div_ceil(4) {
+            let first = (lo.max(word * 4) - word * 4) as u8;
+            let last = (hi.min(word * 4 + 4) - word * 4) as u8;
+            let mask = ((1u16 << last) - (1u16 << first)) as u8;
+            let e = self.words.entry(word).or_insert((writer, line, 0));
+            if e.0 != writer {
+                *e = (writer, line, 0);
+            }
+            e.1 = line;
+            e.2 |= mask;
+            self.by_writer.entry(writer).or_default().push(word);
+        }
+    }
+
+    /// `fence.proxy.async{.global}` by `writer`: its writes so far are ordered for the async proxy.
+    pub fn fence(&mut self, writer: u64) {
+        for word in self.by_writer.remove(&writer).unwrap_or_default() {
+            if self.words.get(&word).is_some_and(|e| e.0 == writer) {
+                self.words.remove(&word);
+            }
+        }
+    }
+
+    /// The first byte of [addr, addr + size) written and not fenced: (byte address, writer, line).
+    pub fn unfenced(&self, addr: u64, size: u64) -> Option<(u64, u64, u32)> {
+        if self.words.is_empty() {
+            return None;
+        }
+        (addr..addr + size).find_map(|b| {
+            let &(writer, line, mask) = self.words.get(&(b / 4))?;
+            (mask >> (b % 4) & 1 != 0).then_some((b, writer, line))
+        })
+    }
+}
 
 /// Where an asynchronous operation was issued (for its reports).
 #[derive(Debug, Clone, Copy)]

@@ -30,6 +30,15 @@ pub struct MBarrier {
     pub live: bool,
     /// PTX line of the `init`.
     pub init_line: u32,
+    /// The thread (in its block) that executed the `init`.
+    pub init_thread: u32,
+    /// That thread has executed `fence.mbarrier_init` or `fence.proxy.async` since the init:
+    /// the init is ordered for the async proxy (the TMA unit's `complete_tx`).
+    pub init_fenced: bool,
+    /// A block barrier (`bar.sync`) completed since the init: other threads may use it.
+    pub init_synced: bool,
+    /// A block barrier completed after the fence: the TMA of other threads may use it (S12).
+    pub init_published: bool,
 }
 
 /// Misuse of a barrier.
@@ -47,6 +56,10 @@ pub enum MbarError {
     NoCompleteCompletes,
     /// More bytes delivered than `expect_tx` announced once every thread arrived.
     TxOverflow { expected: i64, delivered: i64 },
+    /// S12: a use whose ordering after the `init` nothing guarantees: by another thread before
+    /// a block barrier, or by a TMA copy before the initialising thread's fence (and, for a
+    /// copy issued by another thread, a block barrier after that fence).
+    InitNotVisible { init_line: u32, init_thread: u32, by_tma: bool, fenced: bool, synced: bool },
 }
 
 impl std::fmt::Display for MbarError {
@@ -70,6 +83,23 @@ impl std::fmt::Display for MbarError {
                 "{delivered} bytes were delivered to an mbarrier phase whose expect_tx announced {expected} \
                  (transaction count below zero after every arrival)"
             ),
+            MbarError::InitNotVisible { init_line, init_thread, by_tma, fenced, synced } => {
+                let what = if *by_tma { "a TMA copy completes on it" } else { "another thread uses it" };
+                let missing = match (by_tma, fenced, synced) {
+                    (true, false, _) => {
+                        "fence.mbarrier_init.release.cluster (or fence.proxy.async) by the \
+                                         initialising thread, then a bar.sync before other threads issue copies"
+                    }
+                    (true, true, _) => "a bar.sync after the initialising thread's fence",
+                    _ => "a bar.sync between the init and this use",
+                };
+                write!(
+                    f,
+                    "{what} before its mbarrier.init (PTX line {init_line}, thread {init_thread} of the block) is \
+                     made visible: missing {missing} (CUTLASS: fence_barrier_init + __syncthreads/cluster_sync); \
+                     uninitialised barrier state may be seen"
+                )
+            }
         }
     }
 }
@@ -96,8 +126,8 @@ impl MbarTable {
         }
     }
 
-    /// `mbarrier.init [off], count`.
-    pub fn init(&mut self, off: u32, count: i64, line: u32) -> Result<(), MbarError> {
+    /// `mbarrier.init [off], count` by thread `thread` of the block.
+    pub fn init(&mut self, off: u32, count: i64, line: u32, thread: u32) -> Result<(), MbarError> {
         if !(1..=MAX_COUNT).contains(&count) {
             return Err(MbarError::BadCount(count));
         }
@@ -105,10 +135,62 @@ impl MbarTable {
             return Err(MbarError::InitLive);
         }
         let n = count as u32;
-        let b = MBarrier { phase: 0, expected: n, pending: n, tx: 0, tx_expected: 0, live: true, init_line: line };
+        let b = MBarrier {
+            phase: 0,
+            expected: n,
+            pending: n,
+            tx: 0,
+            tx_expected: 0,
+            live: true,
+            init_line: line,
+            init_thread: thread,
+            init_fenced: false,
+            init_synced: false,
+            init_published: false,
+        };
         self.bars.insert(off, b);
         self.events += 1;
         Ok(())
+    }
+
+    /// `fence.mbarrier_init` / `fence.proxy.async` (shared) by thread `thread`: its inits so far
+    /// are ordered for the async proxy.
+    pub fn fence_inits(&mut self, thread: u32) {
+        for b in self.bars.values_mut().filter(|b| b.live && b.init_thread == thread) {
+            b.init_fenced = true;
+        }
+    }
+
+    /// A block barrier completed: every init so far is visible to the block's threads, and a
+    /// fenced one to their TMA copies.
+    pub fn block_synced(&mut self) {
+        for b in self.bars.values_mut().filter(|b| b.live) {
+            b.init_synced = true;
+            b.init_published |= b.init_fenced;
+        }
+    }
+
+    /// S12: whether thread `thread` may use barrier `off` (`by_tma`: as the barrier of a TMA copy
+    /// it issues). Not-live barriers pass (their use is reported as such).
+    pub fn check_visible(&self, off: u32, thread: u32, by_tma: bool) -> Result<(), MbarError> {
+        let Some(b) = self.bars.get(&off).filter(|b| b.live) else { return Ok(()) };
+        let own = thread == b.init_thread;
+        let ok = match (by_tma, own) {
+            (true, true) => b.init_fenced,
+            (true, false) => b.init_published,
+            (false, true) => true,
+            (false, false) => b.init_synced,
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(MbarError::InitNotVisible {
+            init_line: b.init_line,
+            init_thread: b.init_thread,
+            by_tma,
+            fenced: b.init_fenced,
+            synced: b.init_synced,
+        })
     }
 
     /// `mbarrier.inval [off]`.
@@ -212,7 +294,7 @@ mod tests {
     #[test]
     fn phases_complete_on_arrivals_and_bytes() {
         let mut t = MbarTable::default();
-        t.init(8, 2, 1).unwrap();
+        t.init(8, 2, 1, 0).unwrap();
         // a fresh barrier: parity 1 (the phase "before") has completed, parity 0 has not
         assert_eq!(t.wait(8, 1, true).unwrap(), (true, -1));
         assert!(!t.wait(8, 0, true).unwrap().0);
@@ -232,7 +314,7 @@ mod tests {
     #[test]
     fn bytes_may_land_before_the_expect() {
         let mut t = MbarTable::default();
-        t.init(0, 1, 1).unwrap();
+        t.init(0, 1, 1, 0).unwrap();
         assert!(!t.complete_tx(0, 16).unwrap());
         t.expect_tx(0, 16).unwrap();
         assert!(t.arrive(0, 1, false).unwrap().1);
@@ -242,9 +324,9 @@ mod tests {
     fn misuse_is_typed() {
         let mut t = MbarTable::default();
         assert_eq!(t.arrive(0, 1, false), Err(MbarError::NotInitialised));
-        assert_eq!(t.init(0, 0, 1), Err(MbarError::BadCount(0)));
-        t.init(0, 1, 1).unwrap();
-        assert_eq!(t.init(0, 1, 1), Err(MbarError::InitLive));
+        assert_eq!(t.init(0, 0, 1, 0), Err(MbarError::BadCount(0)));
+        t.init(0, 1, 1, 0).unwrap();
+        assert_eq!(t.init(0, 1, 1, 0), Err(MbarError::InitLive));
         assert_eq!(t.arrive(0, 2, false), Err(MbarError::ExtraArrival { count: 2, pending: 1 }));
         assert_eq!(t.arrive(0, 1, true), Err(MbarError::NoCompleteCompletes));
         t.expect_tx(0, 8).unwrap();
@@ -252,5 +334,30 @@ mod tests {
         assert_eq!(t.complete_tx(0, 16), Err(MbarError::TxOverflow { expected: 8, delivered: 16 }));
         t.inval(0).unwrap();
         assert_eq!(t.wait(0, 0, true), Err(MbarError::NotInitialised));
+    }
+
+    #[test]
+    fn an_init_becomes_visible_by_fence_and_barrier() {
+        let mut t = MbarTable::default();
+        t.init(0, 1, 7, 3).unwrap();
+        let not_visible =
+            |t: &MbarTable, th, tma| matches!(t.check_visible(0, th, tma), Err(MbarError::InitNotVisible { .. }));
+        // the initialising thread itself: program order, except for its own copies
+        assert!(t.check_visible(0, 3, false).is_ok() && not_visible(&t, 3, true));
+        assert!(not_visible(&t, 4, false) && not_visible(&t, 4, true));
+        // a barrier without the fence: other threads' generic use, not their TMA
+        let mut synced = t.clone();
+        synced.block_synced();
+        assert!(synced.check_visible(0, 4, false).is_ok() && not_visible(&synced, 4, true));
+        // another thread's fence does nothing; the initialiser's makes its own copies legal
+        t.fence_inits(4);
+        assert!(not_visible(&t, 3, true));
+        t.fence_inits(3);
+        assert!(t.check_visible(0, 3, true).is_ok() && not_visible(&t, 4, true));
+        // fence then barrier: everyone
+        t.block_synced();
+        assert!(t.check_visible(0, 4, true).is_ok() && t.check_visible(0, 4, false).is_ok());
+        let e = synced.check_visible(0, 4, true).unwrap_err().to_string();
+        assert!(e.contains("PTX line 7") && e.contains("thread 3") && e.contains("fence.mbarrier_init"), "{e}");
     }
 }

@@ -456,6 +456,9 @@ impl<'l, 'a> Block<'l, 'a> {
     #[allow(clippy::too_many_arguments)] // hot path: the warp, instruction, lane and access tuple stay scalar arguments
     #[inline(always)]
     fn global_shadow(&self, w: &Warp, i: &Inst, lane: usize, addr: u64, size: u32, write: bool, what: &str) -> R<()> {
+        if write && self.l.proxy_writes.is_some() {
+            self.note_proxy_write(w, i, lane, addr, size);
+        }
         if !self.l.opts.uninit || self.l.view.allocs[self.last_alloc].full.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }

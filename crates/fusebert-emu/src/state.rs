@@ -58,6 +58,8 @@ pub struct Launch<'a> {
     pub global_ww: bool,
     /// The recorded stores of every finished block.
     pub global_writes: std::sync::Mutex<Vec<super::global_race::Written>>,
+    /// S17: generic global writes not yet proxy-fenced (kernels that issue TMA loads only).
+    pub(crate) proxy_writes: Option<std::sync::Mutex<super::async_proxy::ProxyWrites>>,
     /// Allocation hints learnt by the blocks so far (each block starts from them).
     pub alloc_hints: [std::sync::atomic::AtomicU32; ALLOC_HINTS],
     /// The blocks' per-class profile (when profiling).

@@ -1071,3 +1071,188 @@ fn nvcc_sm90a_probe_runs() {
         assert!(read(&emu, out, n) == expected_box(&m, &g, &[40, 5], 1024), "{mode:?}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// S12: an mbarrier used before its init is published (fence.mbarrier_init / fence.proxy.async
+// by the initialising thread, then a bar.sync: CUTLASS's fence_barrier_init + __syncthreads)
+// ---------------------------------------------------------------------------------------------
+
+const MBAR_INIT_FENCE: &str = "    fence.mbarrier_init.release.cluster;\n";
+
+#[test]
+fn s12_mbarrier_use_before_the_init_is_published_is_reported_with_clean_twins() {
+    let m = maps_2d().remove(0);
+    let g = random_bytes(m.global_bytes(), 120);
+    let want = expected_box(&m, &g, &[0, 0], 1024);
+    let base = tma_load_ptx(2, "", 0);
+    let by5 = |p: &str| p.replace("elect.sync %r3|%p2, -1;", "setp.eq.u32 %p2, %r1, 5;");
+    let planted = [
+        // the TMA completes on a barrier whose init no fence ordered for the async proxy
+        (base.replace(MBAR_INIT_FENCE, ""), "a TMA copy completes on it"),
+        // thread 1 polls the barrier before the bar.sync that publishes thread 0's init
+        (
+            base.replace(
+                "    fence.mbarrier_init.release.cluster;\n    bar.sync 0;\n",
+                "    setp.eq.u32 %p6, %r1, 1;\n    @%p6 mbarrier.test_wait.parity.shared::cta.b64 %p7, [%r2], 1; // BUG\n    fence.mbarrier_init.release.cluster;\n    bar.sync 0;\n",
+            ),
+            "another thread uses it",
+        ),
+        // thread 5 issues the copy: the fence came after the only bar.sync, so nothing orders
+        // thread 0's fenced init before thread 5's copy
+        (
+            by5(&base).replace(
+                "    fence.mbarrier_init.release.cluster;\n    bar.sync 0;\n",
+                "    bar.sync 0;\n    fence.mbarrier_init.release.cluster;\n",
+            ),
+            "a bar.sync after the initialising thread's fence",
+        ),
+    ];
+    for (ptx, what) in &planted {
+        for mode in MODES {
+            let r = finding(run_tma_load(mode, ptx, &m, &g, &[0, 0], m.box_bytes()));
+            assert!(r.contains("mbarrier misuse") || r.contains("mbarrier"), "{mode:?}: {r}");
+            assert!(r.contains(what) && r.contains("made visible"), "{mode:?}: {r}");
+            assert!(r.contains(&format!("PTX line {}", line_of(ptx, "mbarrier.init"))), "{mode:?}: {r}");
+        }
+    }
+    // clean twins: the CUTLASS order; a copy by another thread after fence + bar.sync; the
+    // initialising thread's own copy after a fence.proxy.async.shared::cta
+    let clean = [
+        base.clone(),
+        by5(&base),
+        base.replace(MBAR_INIT_FENCE, "    fence.proxy.async.shared::cta;\n")
+            .replace("elect.sync %r3|%p2, -1;", "setp.eq.u32 %p2, %r1, 0;"),
+    ];
+    for ptx in &clean {
+        for mode in MODES {
+            let got =
+                run_tma_load(mode, ptx, &m, &g, &[0, 0], m.box_bytes()).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+            assert!(got == want, "{mode:?}: box differs");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// S17: generic global writes read back by TMA in the same kernel without fence.proxy.async.global
+// ---------------------------------------------------------------------------------------------
+
+/// Blocks whose index equals param 3 write out[t] = t + 1 (u32) to `g` (param 1) with st.global,
+/// then `fence`; blocks whose index equals param 4 load the 128 bytes of `g` with a 1-D TMA box
+/// (map param 0: 64 f16), wait, and copy the box to `out` (param 2) word by word.
+fn s17_ptx(fence: &str) -> String {
+    format!(
+        r#"{HEADER}
+.extern .shared .align 1024 .b8 smem[];
+
+.visible .entry s17(
+    .param .align 128 .b8 s17_param_0[128],
+    .param .u64 s17_param_1,
+    .param .u64 s17_param_2,
+    .param .u32 s17_param_3,
+    .param .u32 s17_param_4
+)
+{{
+    .reg .pred %p<8>;
+    .reg .b32 %r<32>;
+    .reg .b64 %rd<16>;
+    .shared .align 8 .b64 bar;
+
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, bar;
+    mov.u32 %r4, smem;
+    mov.u32 %r10, %ctaid.x;
+    ld.param.u32 %r11, [s17_param_3];
+    ld.param.u32 %r14, [s17_param_4];
+    ld.param.u64 %rd1, [s17_param_1];
+    cvta.to.global.u64 %rd1, %rd1;
+    setp.eq.u32 %p1, %r1, 0;
+    @%p1 mbarrier.init.shared::cta.b64 [%r2], 1;
+    fence.mbarrier_init.release.cluster;
+    setp.ne.u32 %p3, %r10, %r11;
+    @%p3 bra WRITTEN;
+    mul.wide.u32 %rd2, %r1, 4;
+    add.u64 %rd3, %rd1, %rd2;
+    add.u32 %r12, %r1, 1;
+    st.global.u32 [%rd3], %r12; // WRITE
+{fence}
+WRITTEN:
+    bar.sync 0;
+    setp.ne.u32 %p3, %r10, %r14;
+    @%p3 bra DONE;
+    mov.b64 %rd5, s17_param_0;
+    cvta.param.u64 %rd5, %rd5;
+    mov.u32 %r13, 0;
+    @%p1 mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r2], 128;
+    @%p1 cp.async.bulk.tensor.1d.shared::cluster.global.mbarrier::complete_tx::bytes [%r4], [%rd5, {{%r13}}], [%r2]; // TMA
+    {{
+    .reg .pred P1;
+    WAIT:
+    mbarrier.try_wait.parity.shared::cta.b64 P1, [%r2], 0;
+    @!P1 bra WAIT;
+    }}
+    shl.b32 %r15, %r1, 2;
+    add.u32 %r16, %r4, %r15;
+    ld.shared.u32 %r17, [%r16];
+    ld.param.u64 %rd6, [s17_param_2];
+    cvta.to.global.u64 %rd6, %rd6;
+    mul.wide.u32 %rd7, %r1, 4;
+    add.u64 %rd8, %rd6, %rd7;
+    st.global.u32 [%rd8], %r17;
+DONE:
+    ret;
+}}
+"#
+    )
+}
+
+/// Runs `s17_ptx` on `blocks` blocks (one host thread: blocks run in index order), block
+/// `writer` writing and block `reader` loading; returns `out`.
+fn run_s17(mode: AsyncMode, ptx: &str, blocks: u32, writer: u32, reader: u32) -> fusebert_emu::Result<Vec<u32>> {
+    let emu = Emulator::new(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, threads: 1, ..Default::default() })
+        .unwrap();
+    load(&emu, ptx);
+    let m = Map { esize: 2, dims: vec![64], strides: vec![], boxd: vec![64], swizzle: 0 };
+    let g = emu.alloc(128).unwrap();
+    let out = emu.alloc(128).unwrap();
+    emu.memset(out, 0xFF, 128).unwrap();
+    let map = m.encode(g);
+    let args = [
+        Param::Bytes(ParamBytes::new(&map).unwrap()),
+        Param::Ptr(g),
+        Param::Ptr(out),
+        Param::U32(writer),
+        Param::U32(reader),
+    ];
+    let dims = LaunchDims { grid: (blocks, 1, 1), block: (32, 1, 1), shared_mem_bytes: 128 };
+    emu.launch("m", "s17", &dims, &args)?;
+    Ok(read(&emu, out, 128).chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect())
+}
+
+#[test]
+fn s17_tma_reads_of_unfenced_generic_global_writes_are_reported_with_clean_twins() {
+    let want: Vec<u32> = (1..=32).collect();
+    // one block writes and reads; then block 0 writes and block 1 reads (split-K partials)
+    for (blocks, writer, reader) in [(1, 0, 0), (2, 0, 1)] {
+        for (fence, bug) in [("", true), ("    fence.proxy.async.shared::cta; // wrong state space", true)] {
+            let ptx = s17_ptx(fence);
+            for mode in MODES {
+                let r = finding(run_s17(mode, &ptx, blocks, writer, reader));
+                assert!(bug && r.contains("missing fence.proxy.async"), "{mode:?}: {r}");
+                assert!(r.contains(&format!("line {}", line_of(&ptx, "// TMA"))), "{mode:?}: {r}");
+                assert!(r.contains(&format!("PTX line {}", line_of(&ptx, "// WRITE"))), "{mode:?}: {r}");
+                assert!(r.contains(&format!("block ({writer},0,0) thread (0,0,0)")), "{mode:?}: {r}");
+                assert!(
+                    r.contains(&format!("block ({reader}, 0, 0)")) || r.contains(&format!("block ({reader},0,0)")),
+                    "{r}"
+                );
+            }
+        }
+        for fence in ["    fence.proxy.async.global;", "    fence.proxy.async;"] {
+            for mode in MODES {
+                let got = run_s17(mode, &s17_ptx(fence), blocks, writer, reader)
+                    .unwrap_or_else(|e| panic!("{fence} {mode:?}: {e}"));
+                assert_eq!(got, want, "{fence} {mode:?}");
+            }
+        }
+    }
+}

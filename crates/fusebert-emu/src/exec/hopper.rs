@@ -5,7 +5,7 @@
 //! would otherwise wait forever. State: [`crate::async_proxy::HopState`].
 use super::*;
 use crate::arch::AsyncMode;
-use crate::async_proxy::{GuardKind, HopState, Site, TmaLoad, TmaStore};
+use crate::async_proxy::{fence, writer_id, GuardKind, HopState, Site, TmaLoad, TmaStore};
 use crate::mbarrier::MbarError;
 use crate::tma::{self, TensorMap, TMAP_BYTES};
 
@@ -44,7 +44,7 @@ impl Block<'_, '_> {
             Op::Elect => self.elect(w, i, mask).map(|_| Flow::Next),
             Op::SetMaxNReg => self.setmaxnreg(w, i, pc, mask).map(|_| Flow::Next),
             Op::FenceProxyAsync => {
-                self.hop().fence(w.id * 32, mask);
+                self.proxy_fence(w, i.sub, mask);
                 Ok(Flow::Next)
             }
             Op::Mbar => self.mbar(w, i, pc, mask),
@@ -69,6 +69,81 @@ impl Block<'_, '_> {
             }
             _ => unreachable!("`{:?}` is not a Hopper instruction", i.op),
         }
+    }
+
+    /// `fence.proxy.async{.shared::cta,.global}` / `fence.mbarrier_init` by the lanes in `mask`:
+    /// their shared writes (for wgmma and TMA stores, S3), their mbarrier inits (for TMA copies,
+    /// S12) and their global writes (for TMA loads, S17) are ordered for the async proxy, as
+    /// far as the fence's state space reaches.
+    fn proxy_fence(&mut self, w: &Warp, kind: u8, mask: u32) {
+        let first = w.id * 32;
+        if matches!(kind, fence::ALL | fence::SHARED) {
+            self.hop().fence(first, mask);
+        }
+        if matches!(kind, fence::ALL | fence::SHARED | fence::MBAR_INIT) {
+            lanes!(mask, l, {
+                self.hop().mbar.fence_inits(first + l as u32);
+            });
+        }
+        if matches!(kind, fence::ALL | fence::GLOBAL) {
+            if let Some(pw) = &self.l.proxy_writes {
+                let block = self.block_linear();
+                let mut pw = pw.lock().unwrap_or_else(|p| p.into_inner());
+                lanes!(mask, l, {
+                    pw.fence(writer_id(block, first + l as u32));
+                });
+            }
+        }
+    }
+
+    /// This block's linear index in the grid.
+    fn block_linear(&self) -> u64 {
+        let g = self.l.grid;
+        self.ctaid[0] as u64 + g.0 as u64 * (self.ctaid[1] as u64 + g.1 as u64 * self.ctaid[2] as u64)
+    }
+
+    /// S17: a generic global write by lane `l` (kernels with TMA loads only).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn note_proxy_write(&self, w: &Warp, i: &Inst, l: usize, addr: u64, size: u32) {
+        if let Some(pw) = &self.l.proxy_writes {
+            let id = writer_id(self.block_linear(), w.id * 32 + l as u32);
+            pw.lock().unwrap_or_else(|p| p.into_inner()).write(id, addr, size, i.line);
+        }
+    }
+
+    /// S17: the global bytes a TMA (or bulk) load of lane `l` reads must not hold generic writes
+    /// of this kernel that their writer has not fenced for the async proxy.
+    fn check_proxy_reads(&self, w: &Warp, i: &Inst, l: usize, ranges: &mut dyn Iterator<Item = (u64, u64)>) -> R<()> {
+        let Some(pw) = &self.l.proxy_writes else { return Ok(()) };
+        let hit = {
+            let pw = pw.lock().unwrap_or_else(|p| p.into_inner());
+            let mut hit = None;
+            for (a, n) in ranges {
+                hit = pw.unfenced(a, n);
+                if hit.is_some() {
+                    break;
+                }
+            }
+            hit
+        };
+        let Some((addr, writer, line)) = hit else { return Ok(()) };
+        let (block, thread) = (writer >> 32, (writer & 0xffff_ffff) as u32);
+        let g = self.l.grid;
+        let b = [block % g.0 as u64, (block / g.0 as u64) % g.1 as u64, block / (g.0 as u64 * g.1 as u64)];
+        let t = thread_index(self.l.block, thread / 32, (thread % 32) as usize);
+        Err(self.err(
+            w,
+            Some(l),
+            i,
+            FindingKind::MissingProxyFence,
+            format!(
+                "this TMA load reads global byte {addr:#x}, written in this kernel through the generic proxy by \
+                 block ({},{},{}) thread ({},{},{}) at PTX line {line} with no fence.proxy.async.global (or \
+                 fence.proxy.async) by that thread after the write: the async proxy may read stale data",
+                b[0], b[1], b[2], t[0], t[1], t[2]
+            ),
+        ))
     }
 
     // ---- elect.sync, setmaxnreg --------------------------------------------------------------
@@ -179,10 +254,15 @@ impl Block<'_, '_> {
         lanes!(mask, l, {
             let off = self.mbar_offset(w, i, l, Self::addr_of(w, i, l))?;
             let val = if i.s[1] != NONE { w.regs[v + l] } else { 1 };
+            if i.sub != sub::MBAR_INIT {
+                // S12: used by another thread before the init is published
+                let r = self.hop().mbar.check_visible(off, w.id * 32 + l as u32, false);
+                r.map_err(|e| self.mbar_err(w, i, l, off, e))?;
+            }
             let t = &mut self.hop().mbar;
             let before = t.completions;
             let r = match i.sub {
-                sub::MBAR_INIT => t.init(off, val as i64, i.line).map(|_| 0),
+                sub::MBAR_INIT => t.init(off, val as i64, i.line, w.id * 32 + l as u32).map(|_| 0),
                 sub::MBAR_INVAL => t.inval(off).map(|_| 0),
                 sub::MBAR_EXPECT_TX => t.expect_tx(off, val as u32 as i64).map(|_| 0),
                 sub::MBAR_COMPLETE_TX => t.complete_tx(off, val as u32 as i64).map(|_| 0),
@@ -380,6 +460,7 @@ impl Block<'_, '_> {
         let elems = tma::box_elements(&m, &coords);
         self.tma_alloc_check(w, i, l, &m, &elems)?;
         let es = m.esize() as usize;
+        self.check_proxy_reads(w, i, l, &mut elems.iter().filter_map(|e| e.src.map(|s| (s, es as u64))))?;
         let mut data = vec![0u8; m.box_bytes() as usize];
         if m.oob_nan {
             // the canonical NaN of the element type (bit pattern unverified on hardware)
@@ -436,6 +517,7 @@ impl Block<'_, '_> {
             ));
         }
         let dst = self.shared_off(w, i, l, dst_addr, size, 16, "cp.async.bulk destination")?;
+        self.check_proxy_reads(w, i, l, &mut std::iter::once((src, size as u64)))?;
         let data = match self.resolve(w, i, l, Space::Generic, src, size, 16, "cp.async.bulk source")? {
             Loc::Global(p) => {
                 let a = &self.l.view.allocs[self.last_alloc];
@@ -478,6 +560,10 @@ impl Block<'_, '_> {
         mbar: u32,
     ) -> R<()> {
         let len = data.len() as u32;
+        // S12: the TMA unit completes on the barrier: its init must be fenced for the async
+        // proxy (and published by a block barrier when another thread initialised it)
+        let r = self.hop().mbar.check_visible(mbar, w.id * 32 + l as u32, true);
+        r.map_err(|e| self.mbar_err(w, i, l, mbar, e))?;
         let h = self.hop();
         let phase = match h.mbar.bars.get(&mbar) {
             Some(b) if b.live => b.phase,

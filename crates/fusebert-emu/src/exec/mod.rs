@@ -129,6 +129,13 @@ impl<'a> Launch<'a> {
             reg_use,
             global_ww,
             global_writes: std::sync::Mutex::new(Vec::new()),
+            // S17 is about TMA reads of the kernel's own generic writes: only kernels with
+            // TMA / bulk loads keep the record
+            proxy_writes: kernel
+                .insts
+                .iter()
+                .any(|i| i.op == Op::BulkTensor && i.sub == sub::BULK_LOAD)
+                .then(crate::async_proxy::ProxyWrites::new_shared),
             alloc_hints: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0)),
             profile: Default::default(),
             printed: std::sync::Mutex::new(String::new()),
@@ -491,6 +498,10 @@ impl<'l, 'a> Block<'l, 'a> {
             }
             self.arrivals[id as usize] = 0;
             self.epoch += 1;
+            if let Some(h) = self.hop.as_deref_mut() {
+                // S12: a completed block barrier publishes the mbarrier inits before it
+                h.mbar.block_synced();
+            }
             released = true;
         }
         Ok(released)

@@ -142,10 +142,26 @@ pub(super) fn cp(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
 }
 
 /// `membar`/`fence`: memory ordering is sequentially consistent in the emulator, except
-/// between the generic and the async proxy (`fence.proxy.async`, tracked).
+/// between the generic and the async proxy (`fence.proxy.async{.shared::cta,.global}`, tracked
+/// per state space) and for the publication of mbarrier inits (`fence.mbarrier_init`, S12).
 pub(super) fn fence(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
-    let op = if cx.m.has("proxy") && cx.m.has("async") { Op::FenceProxyAsync } else { Op::Membar };
-    push(fs, cx.mk(op));
+    use crate::async_proxy::fence;
+    let sub = if cx.m.has("mbarrier_init") {
+        Some(fence::MBAR_INIT)
+    } else if cx.m.has("proxy") && cx.m.has("async") {
+        Some(if cx.m.has("global") {
+            fence::GLOBAL
+        } else if cx.m.has("shared::cta") || cx.m.has("shared::cluster") {
+            fence::SHARED
+        } else {
+            fence::ALL
+        })
+    } else {
+        None
+    };
+    let mut i = cx.mk(if sub.is_some() { Op::FenceProxyAsync } else { Op::Membar });
+    i.sub = sub.unwrap_or(0);
+    push(fs, i);
     Ok(())
 }
 

@@ -98,6 +98,20 @@ pub fn standin_installed() -> bool {
     STANDIN_INSTALLED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+/// Set by the stand-in when cudarc's `cuInit` reaches it: proof that the driver in use is the
+/// stand-in whatever name its device has (it can present a GPU under its real name).
+static STANDIN_SERVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Called by the stand-in's `cuInit`.
+pub fn mark_standin_served() {
+    STANDIN_SERVED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// True once the stand-in has answered a `cuInit` in this process.
+pub fn standin_served() -> bool {
+    STANDIN_SERVED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// The variable that asks a program for the driver stand-in instead of the real driver.
 pub const STANDIN_ENV: &str = "FUSEBERT_CUDA_DRIVER";
 
@@ -146,12 +160,18 @@ impl CudaBackend {
         let ctx = CudaContext::new(ordinal).map_err(|e| Error::NoCudaDevice(format!("{e:?}")))?;
         let (maj, min) = ctx.compute_capability().map_err(|e| cuda_err("compute_capability", e))?;
         let dev_name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
-        if standin_installed() && !dev_name.contains("stand-in") {
+        if standin_installed() && !standin_served() {
             return Err(Error::NoCudaDevice(format!(
                 "the CUDA driver stand-in was selected, but this process had already loaded the real driver ({dev_name})"
             )));
         }
-        let name = format!("{dev_name} (sm_{maj}{min})");
+        // a stand-in presenting a real GPU keeps that GPU's name (so name-based lookups such as
+        // `perf::gpu` find it) and says what it is
+        let name = if standin_installed() && !dev_name.contains("stand-in") {
+            format!("{dev_name} (sm_{maj}{min}, fusebert CUDA stand-in)")
+        } else {
+            format!("{dev_name} (sm_{maj}{min})")
+        };
         ctx.bind_to_thread().map_err(|e| cuda_err("bind context", e))?;
         let shared_optin = unsafe {
             result::device::get_attribute(
