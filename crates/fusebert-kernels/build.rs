@@ -1,5 +1,7 @@
 //! Provides the PTX of every `kernels/*.cu` for each target architecture (sm_80 and sm_90), with
-//! the `ptxas -v` report of each, as `OUT_DIR/ptx_modules.rs`.
+//! the `ptxas -v` report of each, as `OUT_DIR/ptx_modules.rs`. A file whose stem ends in `_sm90`
+//! (`kernels/gemm_sm90.cu`: Hopper-native code, wgmma and setmaxnreg, which exist only in
+//! arch-specific PTX) is compiled for `sm_90a` only, with `-gencode arch=compute_90a,code=sm_90a`.
 //!
 //! The PTX ships with the crate in `ptx/` (made by nvcc 13.0, see `ptx/MANIFEST`), so a machine
 //! with no CUDA toolkit builds it. nvcc runs instead when
@@ -12,7 +14,10 @@
 //! `<dir>` (`scripts/build-ptx.sh` refreshes `ptx/`; CI compares the two).
 //!
 //! Each variant is validated with `ptxas -v` against its own architecture (nvcc -ptx does not
-//! check inline asm; ptxas does, and refuses PTX whose `.target` is above `-arch`).
+//! check inline asm; ptxas does, and refuses PTX whose `.target` is above `-arch`). The report
+//! then passes the gate of `src/ptxas_gate.rs`: ptxas' wgmma/setmaxnreg hazards (C7508, C7511,
+//! C7515, C7519, printed as info, not errors), any ptxas warning, and any spill fail the build,
+//! naming the file, target and kernel. The shipped report is gated too.
 //!
 //! Environment:
 //! - `FUSEBERT_CUDA_ARCH`: the variant the emulator runs and `PtxModule::ptx` holds (default
@@ -25,10 +30,37 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "src/ptxas_gate.rs"]
+mod ptxas_gate;
+
 /// Every module is compiled for each of these (and for `FUSEBERT_CUDA_ARCH` if it differs).
 const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
 /// nvcc flags besides `-arch`; part of the manifest, so a change of flags is a change of PTX.
 const NVCC_FLAGS: [&str; 3] = ["-std=c++17", "-lineinfo", "-O3"];
+/// Files whose stem ends in this are compiled for `ARCH_SPECIFIC` only (and not for `ARCHS`).
+const ARCH_SPECIFIC_SUFFIX: &str = "_sm90";
+const ARCH_SPECIFIC: &str = "sm_90a";
+
+/// The targets `stem` is compiled for.
+fn archs_of(stem: &str, archs: &[String]) -> Vec<String> {
+    if stem.ends_with(ARCH_SPECIFIC_SUFFIX) {
+        vec![ARCH_SPECIFIC.to_string()]
+    } else {
+        archs.to_vec()
+    }
+}
+
+/// nvcc's target flags: `-arch=sm_80`, or for arch-specific targets (`sm_90a`) the `-gencode`
+/// form nvcc 13.0 documents for them (`-arch=sm_90a -ptx` gives the same PTX with 13.0; the
+/// explicit form keeps meaning the same if that shorthand changes).
+fn nvcc_target(arch: &str) -> Vec<String> {
+    match arch.strip_suffix('a') {
+        Some(base) => {
+            vec!["-gencode".into(), format!("arch=compute_{}a,code={arch}", base.trim_start_matches("sm_"))]
+        }
+        None => vec![format!("-arch={arch}")],
+    }
+}
 
 /// The compiled modules: (stem, [(arch, path of the PTX file)]) and the ptxas report.
 struct Compiled {
@@ -83,6 +115,7 @@ fn main() {
         }
         compiled
     };
+    gate(&compiled.report);
     fs::write(out.join("ptx_modules.rs"), generate(&compiled, &arch)).unwrap();
     fs::write(out.join("codes.rs"), codes(&kdir.join("codes.cuh"))).unwrap();
 }
@@ -130,6 +163,7 @@ fn source_manifest(kdir: &Path, archs: &[String]) -> String {
     let _ = writeln!(m, "compiler nvcc 13.0");
     let _ = writeln!(m, "flags {}", NVCC_FLAGS.join(" "));
     let _ = writeln!(m, "archs {}", archs.join(" "));
+    let _ = writeln!(m, "arch-specific *{ARCH_SPECIFIC_SUFFIX}.cu: {}", nvcc_target(ARCH_SPECIFIC).join(" "));
     for f in files.iter().filter(|f| f.is_file()) {
         let bytes = fs::read(f).unwrap();
         let _ = writeln!(m, "source {} {:016x}", f.file_name().unwrap().to_string_lossy(), fnv1a64(&bytes));
@@ -146,7 +180,16 @@ fn use_shipped(shipped: &Path, stems: &[String], archs: &[String]) -> Compiled {
     let modules = stems
         .iter()
         .map(|stem| {
-            let variants = archs.iter().map(|a| (a.clone(), shipped.join(format!("{stem}.{a}.ptx")))).collect();
+            let variants: Vec<(String, PathBuf)> = archs_of(stem, archs)
+                .into_iter()
+                .map(|a| {
+                    let p = shipped.join(format!("{stem}.{a}.ptx"));
+                    (a, p)
+                })
+                .collect();
+            if let Some((_, p)) = variants.iter().find(|(_, p)| !p.is_file()) {
+                fail(&format!("{} is missing although ptx/MANIFEST lists its source: restore ptx/", p.display()));
+            }
             (stem.clone(), variants)
         })
         .collect();
@@ -180,13 +223,13 @@ fn compile_all(nvcc: &Path, kdir: &Path, out: &Path, stems: &[String], archs: &[
     let mut report = String::new();
     for stem in stems {
         let mut variants = Vec::new();
-        for a in archs {
+        for a in &archs_of(stem, archs) {
             let ptx_path = out.join(format!("{stem}.{a}.ptx"));
             run(
                 Command::new(nvcc)
                     .current_dir(kdir)
                     .arg("-ptx")
-                    .arg(format!("-arch={a}"))
+                    .args(nvcc_target(a))
                     .args(NVCC_FLAGS)
                     .args(["-I", "."])
                     .arg("-o")
@@ -255,7 +298,8 @@ fn generate(compiled: &Compiled, arch: &str) -> String {
     let mut g = String::from("/// Every kernel module: (module name, PTX text, kernel entry names, per-arch PTX).\n");
     g.push_str("pub static MODULES: &[PtxModule] = &[\n");
     for (stem, variants) in &compiled.modules {
-        let default = &variants.iter().find(|(a, _)| a == arch).expect("default arch compiled").1;
+        // an arch-specific module's only variant is its default
+        let default = &variants.iter().find(|(a, _)| a == arch).unwrap_or(&variants[0]).1;
         let ptx = fs::read_to_string(default).unwrap_or_else(|e| fail(&format!("{}: {e}", default.display())));
         let entries = entry_names(&ptx);
         let by_arch: Vec<String> =
@@ -350,6 +394,19 @@ fn run(cmd: &mut Command, what: &str) -> String {
         fail(&format!("{what} failed:\n{text}"));
     }
     text
+}
+
+/// Fails the build on every problem `ptxas_gate` finds in the report (all of them listed).
+fn gate(report: &str) {
+    let problems = ptxas_gate::report_problems(report);
+    if problems.is_empty() {
+        return;
+    }
+    let mut msg = String::from("ptxas reports problems that fail the build (see src/ptxas_gate.rs):\n");
+    for (module, arch, p) in &problems {
+        let _ = writeln!(msg, "  kernels/{module}.cu for {arch}: {p}");
+    }
+    fail(&msg)
 }
 
 fn fail(msg: &str) -> ! {

@@ -318,7 +318,28 @@ impl Emulator {
             self.library.as_ref().and_then(|l| l.ptx(name)).ok_or_else(|| {
                 Error::Emulator(format!("no PTX module named `{name}` (neither embedded nor loaded)"))
             })?;
-        self.install(name, crate::cached_module(name, src)?)
+        let m = crate::cached_module(name, src)?;
+        self.check_target(name, &m)?;
+        self.install(name, m)
+    }
+
+    /// Arch-specific PTX (`sm_90a`: wgmma, setmaxnreg) JITs on its exact compute capability
+    /// only, whether loaded explicitly or from the library.
+    fn check_target(&self, name: &str, m: &Module) -> Result<()> {
+        if let Some(t) = m.target.as_deref().filter(|t| t.ends_with('a')) {
+            let arch = self.opts.arch;
+            if t.trim_end_matches('a') != arch.ptxas_target() {
+                return Err(Error::PtxParse {
+                    module: name.to_string(),
+                    line: 0,
+                    msg: format!(
+                        "`.target {t}` is arch-specific PTX: it loads only on that exact architecture, and the \
+                         emulated device is {arch}"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn install(&self, name: &str, module: Arc<Module>) -> Result<Arc<Loaded>> {
@@ -575,20 +596,7 @@ impl Emulator {
     }
     pub fn load_module(&self, name: &str, ptx: &str) -> Result<()> {
         let m = crate::cached_module(name, ptx)?;
-        // arch-specific PTX (`sm_90a`: wgmma, setmaxnreg) JITs on its exact compute capability only
-        if let Some(t) = m.target.as_deref().filter(|t| t.ends_with('a')) {
-            let arch = self.opts.arch;
-            if t.trim_end_matches('a') != arch.ptxas_target() {
-                return Err(Error::PtxParse {
-                    module: name.to_string(),
-                    line: 0,
-                    msg: format!(
-                        "`.target {t}` is arch-specific PTX: it loads only on that exact architecture, and the \
-                         emulated device is {arch}"
-                    ),
-                });
-            }
-        }
+        self.check_target(name, &m)?;
         self.install(name, m)?;
         Ok(())
     }

@@ -46,6 +46,7 @@
 //! ```
 pub mod device;
 pub mod ptx;
+pub mod ptxas_gate;
 
 /// The codes kernels take as arguments (epilogues, pooling modes), generated from
 /// `kernels/codes.cuh`, their one definition.

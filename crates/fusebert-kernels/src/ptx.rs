@@ -10,22 +10,39 @@ pub struct PtxModule {
     /// Kernel entry points (`.visible .entry`), all `extern "C"` names.
     pub kernels: &'static [&'static str],
     /// The same module compiled for each target architecture (`("sm_80", ptx)`, `("sm_90", ptx)`,
-    /// ...), each checked by ptxas against its own architecture at build time.
+    /// ...), each checked by ptxas against its own architecture at build time. A Hopper-native
+    /// module (`kernels/*_sm90.cu`) has the one entry `("sm_90a", ptx)`, and `ptx` is that PTX.
     pub by_arch: &'static [(&'static str, &'static str)],
+}
+
+/// `"sm_90a"` -> (90, true), `"sm_80"` -> (80, false).
+fn parse_target(arch: &str) -> Option<(u32, bool)> {
+    let v = arch.strip_prefix("sm_")?;
+    match v.strip_suffix('a') {
+        Some(base) => Some((base.parse().ok()?, true)),
+        None => Some((v.parse().ok()?, false)),
+    }
 }
 
 impl PtxModule {
     /// The PTX for a device of compute capability `major.minor`: the variant with the highest
-    /// target that the device can run (PTX for sm_XY runs on any sm_AB >= XY), or `None` when
-    /// the device is older than every variant.
+    /// target that the device can run (PTX for sm_XY runs on any sm_AB >= XY; arch-specific PTX,
+    /// sm_90a, only on exactly 9.0, where it is preferred to sm_90), or `None` when the device
+    /// runs no variant.
     pub fn for_compute_capability(&self, major: u32, minor: u32) -> Option<(&'static str, &'static str)> {
         let cc = major * 10 + minor;
         self.by_arch
             .iter()
-            .filter_map(|&(a, ptx)| Some((a.strip_prefix("sm_")?.parse::<u32>().ok()?, a, ptx)))
-            .filter(|(v, _, _)| *v <= cc)
-            .max_by_key(|(v, _, _)| *v)
+            .filter_map(|&(a, ptx)| Some((parse_target(a)?, a, ptx)))
+            .filter(|&((v, specific), _, _)| if specific { v == cc } else { v <= cc })
+            .max_by_key(|&(key, _, _)| key)
             .map(|(_, a, ptx)| (a, ptx))
+    }
+
+    /// Whether every variant is arch-specific (`kernels/*_sm90.cu`): such a module runs on one
+    /// compute capability only, and devices of any other skip it instead of failing.
+    pub fn is_arch_specific(&self) -> bool {
+        self.by_arch.iter().all(|(a, _)| a.ends_with('a'))
     }
 }
 
@@ -98,17 +115,16 @@ fn number_before(text: &str, label: &str) -> u32 {
 }
 
 /// Registers per thread ptxas gave `kernel` of `module` for `target` (`sm_80`/`sm_90`), if the
-/// kernel is embedded.
+/// kernel is embedded. An arch-specific module's figures are its `sm_90a` ones (asked for as
+/// `sm_90`, the emulator's target name).
 pub fn kernel_registers(module: &str, kernel: &str, target: &str) -> Option<u32> {
     static PARSED: std::sync::OnceLock<Vec<KernelResources>> = std::sync::OnceLock::new();
-    PARSED
-        .get_or_init(|| parse_ptxas_report(PTXAS_REPORT))
-        .iter()
-        .find(|r| r.module == module && r.kernel == kernel && r.arch == target)
-        .map(|r| r.registers)
+    let parsed = PARSED.get_or_init(|| parse_ptxas_report(PTXAS_REPORT));
+    let find = |t: &str| parsed.iter().find(|r| r.module == module && r.kernel == kernel && r.arch == t);
+    find(target).or_else(|| find(&format!("{target}a"))).map(|r| r.registers)
 }
 
-/// ptxas' figures for `kernel` on `arch` (`"sm_80"` or `"sm_90"`), if compiled in.
+/// ptxas' figures for `kernel` on `arch` (`"sm_80"`, `"sm_90"`, `"sm_90a"`), if compiled in.
 pub fn kernel_resources(kernel: &str, arch: &str) -> Option<KernelResources> {
     parse_ptxas_report(PTXAS_REPORT).into_iter().find(|r| r.kernel == kernel && r.arch == arch)
 }
@@ -128,5 +144,21 @@ mod tests {
         assert_eq!((r[0].registers, r[0].stack_bytes, r[0].spill_store_bytes, r[0].spill_load_bytes), (25, 8, 4, 12));
         assert_eq!(r[0].kernel, "k");
         assert_eq!(r[0].static_shared_bytes, 1024);
+    }
+
+    #[test]
+    fn arch_specific_variants_run_on_their_exact_capability_only() {
+        let portable = PtxModule { name: "p", ptx: "", kernels: &[], by_arch: &[("sm_80", "a"), ("sm_90", "b")] };
+        let hopper = PtxModule { name: "h", ptx: "", kernels: &[], by_arch: &[("sm_90a", "c")] };
+        let both = PtxModule { name: "b", ptx: "", kernels: &[], by_arch: &[("sm_90", "b"), ("sm_90a", "c")] };
+        let pick = |m: &PtxModule, maj, min| m.for_compute_capability(maj, min).map(|(a, _)| a);
+        assert_eq!(pick(&hopper, 9, 0), Some("sm_90a"));
+        for (maj, min) in [(8, 0), (8, 9), (10, 0), (12, 0)] {
+            assert_eq!(pick(&hopper, maj, min), None, "sm_90a PTX does not JIT on {maj}.{min}");
+        }
+        assert_eq!(pick(&both, 9, 0), Some("sm_90a"), "the arch-specific variant is preferred on 9.0");
+        assert_eq!(pick(&both, 10, 0), Some("sm_90"));
+        assert_eq!(pick(&portable, 9, 0), Some("sm_90"));
+        assert!(hopper.is_arch_specific() && !portable.is_arch_specific() && !both.is_arch_specific());
     }
 }

@@ -170,9 +170,17 @@ impl CudaBackend {
             shared_optin,
         };
         for m in crate::ptx::MODULES {
-            let (_arch, ptx) = m.for_compute_capability(maj as u32, min as u32).ok_or_else(|| {
-                Error::NoCudaDevice(format!("sm_{maj}{min} is older than every compiled PTX target of `{}`", m.name))
-            })?;
+            let Some((_arch, ptx)) = m.for_compute_capability(maj as u32, min as u32) else {
+                // Hopper-native modules (sm_90a only) are skipped elsewhere; launching one of
+                // their kernels then says the module is not loaded
+                if m.is_arch_specific() {
+                    continue;
+                }
+                return Err(Error::NoCudaDevice(format!(
+                    "sm_{maj}{min} is older than every compiled PTX target of `{}`",
+                    m.name
+                )));
+            };
             backend.load_module(m.name, ptx)?;
         }
         Ok(backend)
