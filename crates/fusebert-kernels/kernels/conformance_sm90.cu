@@ -143,6 +143,10 @@ __device__ void wg_case(uint32_t* out) {
     float d[N / 2];
 #pragma unroll
     for (int i = 0; i < N / 2; ++i) d[i] = __uint_as_float(PRE_BITS);
+    // pin the accumulator writes before wgmma.fence (CUTLASS warpgroup_fence_operand): otherwise
+    // nvcc may sink them past the fence and ptxas injects its own (C7519)
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) asm volatile("" : "+f"(d[i])::"memory");
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
     for (int j = 0; j < KB; ++j) {
