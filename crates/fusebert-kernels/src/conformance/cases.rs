@@ -423,7 +423,8 @@ pub fn tma_load_reference(s: &TmaLoadSpec) -> Vec<u32> {
     for i2 in 0..n2 {
         for i1 in 0..n1 {
             for i0 in 0..n0 {
-                let c = [s.coords[0] as i64 + i0 as i64, s.coords[1] as i64 + i1 as i64, s.coords[2] as i64 + i2 as i64];
+                let c =
+                    [s.coords[0] as i64 + i0 as i64, s.coords[1] as i64 + i1 as i64, s.coords[2] as i64 + i2 as i64];
                 let inb = (0..s.rank).all(|d| c[d] >= 0 && (c[d] as u64) < s.dims[d]);
                 let v = if inb {
                     let mut off = c[0] as u64 * 2 + c[1] as u64 * s.strides[0];
@@ -476,7 +477,8 @@ pub const GRID_CONSTANT_BYTES: usize = 48;
 pub fn grid_constant_bytes() -> [u8; GRID_CONSTANT_BYTES] {
     let mut b = [0u8; GRID_CONSTANT_BYTES];
     for i in 0..5 {
-        b[4 * i..4 * i + 4].copy_from_slice(&(0x1111_1111u32 * (i as u32 + 1)).to_le_bytes()); // a[5] at 0
+        b[4 * i..4 * i + 4].copy_from_slice(&(0x1111_1111u32 * (i as u32 + 1)).to_le_bytes());
+        // a[5] at 0
     }
     b[24..32].copy_from_slice(&0x0123_4567_89ab_cdefu64.to_le_bytes()); // b at 24 (after 4 pad)
     b[32..36].copy_from_slice(&1.5f32.to_le_bytes()); // c
@@ -536,7 +538,11 @@ pub fn property(case: &Case, w: &[u32]) -> Option<std::result::Result<(), String
                         continue;
                     }
                     if v >> 16 != 1 || v & 0xff != leader {
-                        return Err(format!("mask {mask:#010x}: lane {l} saw leader {} (lane {} saw {leader})", v & 0xff, members[0]));
+                        return Err(format!(
+                            "mask {mask:#010x}: lane {l} saw leader {} (lane {} saw {leader})",
+                            v & 0xff,
+                            members[0]
+                        ));
                     }
                     if (v >> 8 & 1 == 1) != (l as u32 == leader) {
                         return Err(format!("mask {mask:#010x}: lane {l}'s predicate disagrees with leader {leader}"));
@@ -570,7 +576,11 @@ pub fn describe(case: &Case, index: usize) -> String {
             let lin = swizzle(byte, width) / 2;
             let (n0, n1) = (s.boxd[0] as usize, s.boxd[1] as usize);
             let (i0, i1, i2) = (lin % n0, lin / n0 % n1, lin / (n0 * n1));
-            format!("smem bytes {byte}..{}: box elements ({i0}..{}, {i1}, {i2}) by the note's swizzle", byte + 4, i0 + 1)
+            format!(
+                "smem bytes {byte}..{}: box elements ({i0}..{}, {i1}, {i2}) by the note's swizzle",
+                byte + 4,
+                i0 + 1
+            )
         }
         Kind::TmaStore(s) => {
             let row = (s.stride / 4) as usize;

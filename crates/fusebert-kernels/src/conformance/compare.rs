@@ -8,7 +8,8 @@ use super::cases;
 
 /// Indices of the first `max` differing words (a length difference counts from the shorter end).
 pub fn first_differences(a: &[u32], b: &[u32], max: usize) -> Vec<usize> {
-    let mut v: Vec<usize> = a.iter().zip(b).enumerate().filter(|(_, (x, y))| x != y).map(|(i, _)| i).take(max).collect();
+    let mut v: Vec<usize> =
+        a.iter().zip(b).enumerate().filter(|(_, (x, y))| x != y).map(|(i, _)| i).take(max).collect();
     if v.len() < max && a.len() != b.len() {
         v.push(a.len().min(b.len()));
     }

@@ -198,7 +198,12 @@ impl Runner {
                 let bytes = cases::grid_constant_bytes();
                 let mut packed = [0u64; cases::GRID_CONSTANT_BYTES / 8];
                 bytemuck::cast_slice_mut::<u64, u8>(&mut packed).copy_from_slice(&bytes);
-                self.launch(case.kernel, 32, 0, &mut [Arg::Bytes(Box::new(packed)), Arg::Word(out.0), u32_arg(words as u32)])?;
+                self.launch(
+                    case.kernel,
+                    32,
+                    0,
+                    &mut [Arg::Bytes(Box::new(packed)), Arg::Word(out.0), u32_arg(words as u32)],
+                )?;
                 out.read(words)
             }
             Kind::TmaLoad(s) => {
@@ -215,7 +220,8 @@ impl Runner {
                 let out = Buf::new(4 * words)?;
                 unsafe { result::memset_d8_sync(out.0, 0, 4 * words) }.map_err(cuda("cuMemsetD8"))?;
                 let bytes = cases::tma_box_bytes(s) as u32;
-                let mut args = vec![Arg::Map(Box::new(map)), Arg::Word(out.0), i32_arg(s.coords[0]), i32_arg(s.coords[1])];
+                let mut args =
+                    vec![Arg::Map(Box::new(map)), Arg::Word(out.0), i32_arg(s.coords[0]), i32_arg(s.coords[1])];
                 if s.rank == 3 {
                     args.push(i32_arg(s.coords[2]));
                 }
@@ -273,11 +279,12 @@ pub fn judge(case: &Case, data: &[u32]) -> (Verdict, Option<String>) {
     }
 }
 
-/// Runs the cases whose names contain `filter` (all if empty) on CUDA device 0 with `ptx` (the
-/// sm_90a conformance module): the real driver, or the stand-in when the process installed it.
-/// A case that fails to launch is a `Fail` with the error and no words; later cases still run
-/// (a sticky fault ends the run with every later case failed the same way).
-pub fn run(ptx: &str, filter: &str) -> Result<Report> {
+/// Runs the cases `select` picks on CUDA device 0 with `ptx` (the sm_90a conformance module):
+/// the real driver, or the stand-in when the process installed it. A case that fails to launch
+/// is a `Fail` with the error and no words; later cases still run (after a sticky fault every
+/// later case fails the same way: `fusebert conformance run --isolate` runs each case in its
+/// own process instead).
+pub fn run(ptx: &str, select: impl Fn(&Case) -> bool) -> Result<Report> {
     let n = crate::device::cuda::device_count()?;
     if n == 0 {
         return Err(Error::NoCudaDevice("no CUDA device".into()));
@@ -292,13 +299,12 @@ pub fn run(ptx: &str, filter: &str) -> Result<Report> {
         )));
     }
     let image = CString::new(ptx).map_err(|_| Error::Input("the PTX contains a NUL byte".into()))?;
-    let module =
-        unsafe { result::module::load_data(image.as_ptr() as *const c_void) }.map_err(cuda("load the conformance PTX"))?;
-    let stream =
-        result::stream::create(result::stream::StreamKind::NonBlocking).map_err(cuda("create stream"))?;
+    let module = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }
+        .map_err(cuda("load the conformance PTX"))?;
+    let stream = result::stream::create(result::stream::StreamKind::NonBlocking).map_err(cuda("create stream"))?;
     let runner = Runner { module, stream };
     let mut results = Vec::new();
-    for case in cases::all().into_iter().filter(|c| c.name.contains(filter)) {
+    for case in cases::all().into_iter().filter(|c| select(c)) {
         let (data, verdict, detail) = match runner.run(&case) {
             Ok(data) => {
                 let (v, d) = judge(&case, &data);
@@ -320,15 +326,49 @@ pub fn run(ptx: &str, filter: &str) -> Result<Report> {
     }
     let _ = unsafe { result::stream::destroy(runner.stream) };
     let _ = unsafe { result::module::unload(runner.module) };
-    let count = |v: Verdict| results.iter().filter(|r| r.verdict == v).count();
-    Ok(Report {
-        device,
-        compute_capability: format!("{maj}.{min}"),
-        passed: count(Verdict::Pass),
-        failed: count(Verdict::Fail),
-        recorded: count(Verdict::Recorded),
-        cases: results,
-    })
+    Ok(Report::new(device, format!("{maj}.{min}"), results))
+}
+
+impl Report {
+    /// A report over these results (the counts computed).
+    pub fn new(device: String, compute_capability: String, cases: Vec<CaseResult>) -> Report {
+        let count = |v: Verdict| cases.iter().filter(|r| r.verdict == v).count();
+        Report {
+            device,
+            compute_capability,
+            passed: count(Verdict::Pass),
+            failed: count(Verdict::Fail),
+            recorded: count(Verdict::Recorded),
+            cases,
+        }
+    }
+}
+
+/// A failed case that produced no words (a child process that crashed or timed out).
+pub fn failed_case(case: &Case, why: String) -> CaseResult {
+    CaseResult {
+        case: case.name.into(),
+        kernel: case.kernel.into(),
+        pins: case.pins.into(),
+        words: 0,
+        sha256: sha256_hex(&[]),
+        verdict: Verdict::Fail,
+        detail: Some(why),
+        data: Vec::new(),
+    }
+}
+
+/// Reads a folder written by [`write_dir`] back (the words from the `.bin` files).
+pub fn read_dir(dir: &Path) -> Result<Report> {
+    let p = dir.join("conformance.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::Io { path: p.clone(), source: e })?;
+    let mut report: Report = serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
+    for r in &mut report.cases {
+        let b = dir.join(format!("{}.bin", r.case));
+        let bytes = std::fs::read(&b).map_err(|e| Error::Io { path: b.clone(), source: e })?;
+        r.data = bytes.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
+    }
+    Ok(report)
 }
 
 /// Writes `<dir>/<case>.bin` (the words, little-endian) and `<dir>/conformance.json`.
