@@ -128,7 +128,7 @@ if [ -n "$bin" ] && [ -x "$bin" ]; then
   # is the same binary with the driver stand-in, so both sides share every line of host code.
   cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' ')"
   if [ "$cc" = "9.0" ]; then
-    step conformance_gpu 60 "$bin" conformance run --out "$out/conformance/gpu"
+    step conformance_gpu 60 "$bin" conformance run --isolate --out "$out/conformance/gpu"
     step conformance_emu 60 env FUSEBERT_CUDA_DRIVER=emulator FUSEBERT_CUDA_STANDIN_ARCH=sm_90 \
       "$bin" conformance run --out "$out/conformance/emulator"
     step conformance_compare 20 "$bin" conformance compare "$out/conformance/gpu" "$out/conformance/emulator"
