@@ -6,6 +6,15 @@
 # It checks what it needs first, then, each step under its own time limit:
 #   1. build:  `cargo build --release --locked` (skipped with --bin PATH: a fusebert binary built
 #              elsewhere for this OS; `cargo build --release -p fusebert-cli` on any machine makes one);
+#   1b. conformance (first thing the binary does, under a minute): the Hopper conformance kernels
+#              (kernels/conformance_sm90.cu, only on an sm_90 GPU) run on the GPU
+#              (`fusebert conformance run --out DIR/conformance/gpu`), then the same binary runs them
+#              on the PTX emulator behind the driver stand-in (FUSEBERT_CUDA_DRIVER=emulator
+#              FUSEBERT_CUDA_STANDIN_ARCH=sm_90, DIR/conformance/emulator), then
+#              `fusebert conformance compare` lists every case and decodes the first differing
+#              words (DIR/logs/conformance_compare.log). Raw words: DIR/conformance/*/<case>.bin
+#              (little-endian u32) + conformance.json; compare them again anywhere with
+#              `fusebert conformance compare A B` (docs/testing.md, "Hopper conformance");
 #   2. tests:  the "on CUDA when present" tests against the REAL driver (kernels, forward fp16/int8,
 #              packing invisibility, launch counts): `cargo test` when cargo exists, else every
 #              executable in --tests-dir (from `cargo test --no-run --release`, target/release/deps);
@@ -33,7 +42,7 @@ while [ $# -gt 0 ]; do
     --bin) bin="$2"; shift 2 ;;
     --tests-dir) tests_dir="$2"; shift 2 ;;
     --dry-run) dry=1; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -69,6 +78,7 @@ fi
 echo "gpu-check plan (output folder: $out):"
 echo "  GPU: $gpu"
 if [ -n "$bin" ]; then echo "  1. use the prebuilt binary $bin"; else echo "  1. cargo build --release --locked (limit 240 s)"; fi
+echo "  1b. Hopper conformance (sm_90 GPUs only): on the GPU, then on the emulator (stand-in, sm_90), then compare (limit 60 s each) -> $out/conformance/{gpu,emulator}"
 if [ -n "$tests_dir" ]; then echo "  2. run every test executable in $tests_dir on the real driver (limit 180 s)";
 elif [ $have_cargo = 1 ]; then echo "  2. cargo test --release --locked: device_cuda forward_device kernels_* on the real driver (limit 180 s)";
 else echo "  2. (skipped: no cargo and no --tests-dir)"; fi
@@ -114,6 +124,17 @@ if [ -z "$bin" ]; then
   step build 240 cargo build --release --locked -p fusebert-cli && bin="target/release/fusebert"
 fi
 if [ -n "$bin" ] && [ -x "$bin" ]; then
+  # Hopper conformance first: the cheapest, most informative minute of the loan. The emulator run
+  # is the same binary with the driver stand-in, so both sides share every line of host code.
+  cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' ')"
+  if [ "$cc" = "9.0" ]; then
+    step conformance_gpu 60 "$bin" conformance run --isolate --out "$out/conformance/gpu"
+    step conformance_emu 60 env FUSEBERT_CUDA_DRIVER=emulator FUSEBERT_CUDA_STANDIN_ARCH=sm_90 \
+      "$bin" conformance run --out "$out/conformance/emulator"
+    step conformance_compare 20 "$bin" conformance compare "$out/conformance/gpu" "$out/conformance/emulator"
+  else
+    note "conformance skipped: compute capability ${cc:-unknown}, the kernels are sm_90a"
+  fi
   step info 30 "$bin" info
   if [ -n "$tests_dir" ]; then
     step tests 180 bash -c 'rc=0; for t in "$0"/*; do [ -x "$t" ] && [ -f "$t" ] || continue; echo "== $t"; "$t" || rc=1; done; exit $rc' "$tests_dir"
@@ -154,11 +175,43 @@ if bl.exists():
             bench.append(json.loads(line))
         except json.JSONDecodeError:
             pass
-report = {"gpu": gpu, "wall_seconds": wall, "passed": all(s["exit"] == 0 for s in steps), "steps": steps, "bench": bench}
+def conformance_summary():
+    """Counts of both runs and the cases whose words differ (None when the step did not run)."""
+    sides = {}
+    for side in ("gpu", "emulator"):
+        f = out / "conformance" / side / "conformance.json"
+        if f.exists():
+            try:
+                j = json.loads(f.read_text())
+                sides[side] = {k: j.get(k) for k in ("device", "passed", "failed", "recorded")}
+                sides[side]["failing"] = [c["case"] for c in j.get("cases", []) if c.get("verdict") == "fail"]
+            except (json.JSONDecodeError, AttributeError):
+                sides[side] = {"error": "unreadable conformance.json"}
+    log = out / "logs/conformance_compare.log"
+    if not sides and not log.exists():
+        return None
+    differ = []
+    if log.exists():
+        for line in log.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[1] in ("DIFFERS", "MISSING"):
+                differ.append(parts[0])
+    return {"sides": sides, "compared": log.exists(), "differing_cases": differ, "folder": str(out / "conformance")}
+conf = conformance_summary()
+report = {"gpu": gpu, "wall_seconds": wall, "passed": all(s["exit"] == 0 for s in steps), "steps": steps, "bench": bench,
+          "conformance": conf}
 (out / "gpu-check.json").write_text(json.dumps(report, indent=1))
 md = [f"# gpu-check: {gpu}", "", f"wall time {wall} s; all steps passed: {report['passed']}", "",
       "| step | exit | seconds |", "|---|---|---|"]
 md += [f"| {s['step']} | {s['exit']} | {s['seconds']} |" for s in steps]
+if conf is not None:
+    g, e = conf["sides"].get("gpu", {}), conf["sides"].get("emulator", {})
+    md += ["", f"Hopper conformance: GPU {g.get('passed', '?')} passed / {g.get('failed', '?')} failed / "
+           f"{g.get('recorded', '?')} recorded; emulator {e.get('passed', '?')} / {e.get('failed', '?')} / {e.get('recorded', '?')}; "
+           + (f"GPU vs emulator: {len(conf['differing_cases'])} case(s) differ"
+              + (f" ({', '.join(conf['differing_cases'])})" if conf["differing_cases"] else ", bit for bit identical")
+              if conf["compared"] else "not compared")
+           + f"; raw words in {conf['folder']}"]
 md += ["", "| precision | batch | tokens | cuda_graph | mean ms | min ms | tokens/s |", "|---|---|---|---|---|---|---|"]
 for b in bench:
     md.append(f"| {b.get('precision')} | {b.get('batch')} | {b.get('tokens_per_sequence')} | {b.get('cuda_graph')} | "

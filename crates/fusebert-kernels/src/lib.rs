@@ -59,6 +59,9 @@ pub use fusebert_core::{Error, Result};
 pub use ptx::ids;
 
 pub mod attention;
+/// The Hopper conformance kit (`fusebert conformance`): sm_90a semantics, hardware vs emulator.
+#[cfg(feature = "cuda")]
+pub mod conformance;
 pub mod embedding;
 pub mod gather;
 pub mod gemm_f16;

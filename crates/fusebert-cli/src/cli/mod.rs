@@ -7,6 +7,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod conformance;
 mod emu;
 mod encode;
 mod forward;
@@ -46,6 +47,8 @@ pub enum Command {
     Kernels(kernels::KernelsArgs),
     /// The PTX emulator as a tool: run any kernel of any PTX file.
     Emu(emu::EmuArgs),
+    /// Hopper conformance kernels (sm_90a) on the GPU or the stand-in: raw words, compare two runs.
+    Conformance(conformance::ConformanceArgs),
     /// HTTP embedding server (TEI's API and OpenAI's /v1/embeddings).
     Serve(serve::ServeArgs),
 }
@@ -90,5 +93,6 @@ fn dispatch(cmd: Command) -> fusebert::Result<i32> {
         Command::Kernels(a) => kernels::run(a).map(|()| 0),
         Command::Emu(a) => emu::run(a).map(|()| 0),
         Command::Serve(a) => serve::run(a).map(|()| 0),
+        Command::Conformance(a) => conformance::run(a),
     }
 }

@@ -1,0 +1,677 @@
+//! The conformance cases: what each kernel of `kernels/conformance_sm90.cu` is launched with, the
+//! words it must write (computed here from the formulas of the research note, sections 1.3, 1.4,
+//! 1.6 and 1.7, not from the emulator's code), and how an output index reads (for mismatches).
+
+use half::f16;
+
+/// Shared-memory regions of every wgmma case (as `WG_A_BYTES` / `WG_B_BYTES` in the kernels).
+pub const WG_A_BYTES: usize = 8192;
+pub const WG_B_BYTES: usize = 16384;
+/// Dynamic shared memory of a wgmma launch.
+pub const WG_SMEM: u32 = (WG_A_BYTES + WG_B_BYTES) as u32;
+
+/// One wgmma case (the template arguments of `wg_case` in the kernel file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WgSpec {
+    pub n: usize,
+    /// K steps of 16 (K = 16 kb).
+    pub kb: usize,
+    /// Layout codes as in the descriptor: 0 no swizzle, 1 = 128B, 2 = 64B, 3 = 32B.
+    pub la: u32,
+    pub lboa: u32,
+    pub sboa: u32,
+    pub lb: u32,
+    pub lbob: u32,
+    pub sbob: u32,
+    /// Operand contents: 0 = B codes / A one-hot, 1 = A codes / B one-hot, 2 = fragment values,
+    /// 3 = numerics (no reference).
+    pub var: u32,
+    pub scale_d: bool,
+    pub neg_a: bool,
+    /// Bits of the f32 every accumulator holds before the first wgmma.
+    pub pre_bits: u32,
+}
+
+/// One TMA tile load (`conf_c9_tma_load_{2,3}d`): a u16 tensor whose element at byte offset `o`
+/// of its allocation holds `o / 2 + 1` (never 0, so the zero fill of out-of-bounds elements shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TmaLoadSpec {
+    pub rank: usize,
+    /// Elements per dimension, dimension 0 contiguous.
+    pub dims: [u64; 3],
+    /// Byte strides of dimensions 1 and 2 (>= the packed size: padding is allowed).
+    pub strides: [u64; 2],
+    pub boxd: [u32; 3],
+    /// 0 none, 1 = 32B, 2 = 64B, 3 = 128B (`CUtensorMapSwizzle`).
+    pub swizzle: u32,
+    pub coords: [i32; 3],
+}
+
+/// One TMA tile store (`conf_c10_tma_store_2d`) of box words `0xC0DE0000 + i` into a u32 tensor
+/// prefilled with [`STORE_SENTINEL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TmaStoreSpec {
+    pub dims: [u64; 2],
+    pub stride: u64,
+    pub boxd: [u32; 2],
+    pub coords: [i32; 2],
+}
+
+pub const STORE_SENTINEL: u32 = 0xA5A5_A5A5;
+/// Dynamic shared memory of the C12 launch (what `%dynamic_smem_size` must read).
+pub const C12_DYNAMIC_BYTES: u32 = 2048;
+/// The masks of C13, in test order (as `ELECT_MASKS` in the kernel file).
+pub const ELECT_MASKS: [u32; 6] = [0xffff_ffff, 0xffff_fff0, 0x0f0f_0f00, 0x8000_0001, 0x0001_0000, 0x7fff_fffe];
+
+/// What a case launches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Wgmma(WgSpec),
+    TmaLoad(TmaLoadSpec),
+    TmaStore(TmaStoreSpec),
+    Mbarrier,
+    SmemAddresses,
+    Elect,
+    GridConstant,
+}
+
+/// One conformance case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Case {
+    /// File name of its words (`<name>.bin`) and its name in `conformance.json`.
+    pub name: &'static str,
+    pub kernel: &'static str,
+    /// What it pins down (research note 2.3).
+    pub pins: &'static str,
+    pub kind: Kind,
+}
+
+const fn wg(n: usize, kb: usize, la: u32, lboa: u32, sboa: u32, lb: u32, lbob: u32, sbob: u32, var: u32) -> WgSpec {
+    WgSpec { n, kb, la, lboa, sboa, lb, lbob, sbob, var, scale_d: true, neg_a: false, pre_bits: 0 }
+}
+
+const fn load2(dims: [u64; 2], stride: u64, boxd: [u32; 2], swizzle: u32, coords: [i32; 2]) -> TmaLoadSpec {
+    TmaLoadSpec {
+        rank: 2,
+        dims: [dims[0], dims[1], 1],
+        strides: [stride, stride * dims[1]],
+        boxd: [boxd[0], boxd[1], 1],
+        swizzle,
+        coords: [coords[0], coords[1], 0],
+    }
+}
+
+/// Every case, in priority order (the note's C1, C3, C4, C9, C10, C11, C12, C13, C14, C8, C7).
+pub fn all() -> Vec<Case> {
+    let frag = wg(8, 1, 0, 128, 256, 0, 128, 256, 2);
+    let c = |name, kernel, pins, kind| Case { name, kernel, pins, kind };
+    vec![
+        c("c1_frag_n8", "conf_c1_frag_n8", "wgmma D fragment (m64n8k16 f32): d[i] of thread t -> (m, n)", Kind::Wgmma(frag)),
+        c("c1_frag_n64", "conf_c1_frag_n64", "wgmma D fragment, N = 64", Kind::Wgmma(WgSpec { n: 64, ..frag })),
+        c("c1_frag_n256", "conf_c1_frag_n256", "wgmma D fragment, N = 256", Kind::Wgmma(WgSpec { n: 256, ..frag })),
+        c(
+            "c3_kmajor_b_lbo128_sbo1024",
+            "conf_c3_kmajor_b_lbo128_sbo1024",
+            "K-major no-swizzle address function of B (LBO 128 < SBO 1024), K = 64 in 4 steps of 2 LBO",
+            Kind::Wgmma(wg(32, 4, 0, 128, 1024, 0, 128, 1024, 0)),
+        ),
+        c(
+            "c3_kmajor_b_lbo512_sbo128",
+            "conf_c3_kmajor_b_lbo512_sbo128",
+            "K-major no-swizzle address function of B with the roles swapped (LBO 512 > SBO 128)",
+            Kind::Wgmma(wg(32, 4, 0, 128, 1024, 0, 512, 128, 0)),
+        ),
+        c(
+            "c3_kmajor_a_lbo1024_sbo128",
+            "conf_c3_kmajor_a_lbo1024_sbo128",
+            "K-major no-swizzle address function of A (LBO 1024, SBO 128)",
+            Kind::Wgmma(wg(64, 4, 0, 1024, 128, 0, 128, 1024, 1)),
+        ),
+        c(
+            "c4_sw128_b",
+            "conf_c4_sw128_b",
+            "128B swizzle of B (XOR on absolute address bits), K advanced by start + 32 j",
+            Kind::Wgmma(wg(32, 4, 1, 16, 1024, 1, 16, 1024, 0)),
+        ),
+        c("c4_sw64_b", "conf_c4_sw64_b", "64B swizzle of B, start + 32 j", Kind::Wgmma(wg(32, 2, 2, 16, 512, 2, 16, 512, 0))),
+        c("c4_sw32_b", "conf_c4_sw32_b", "32B swizzle of B", Kind::Wgmma(wg(32, 1, 3, 16, 256, 3, 16, 256, 0))),
+        c("c4_sw128_a", "conf_c4_sw128_a", "128B swizzle of A, start + 32 j", Kind::Wgmma(wg(64, 4, 1, 16, 1024, 1, 16, 1024, 1))),
+        c(
+            "c9_load_2d_none",
+            "conf_c9_tma_load_2d",
+            "TMA 2D tile load, no swizzle, negative coordinates (zero fill), full-box complete_tx",
+            Kind::TmaLoad(load2([40, 20], 80, [16, 8], 0, [-3, -2])),
+        ),
+        c(
+            "c9_load_2d_sw32",
+            "conf_c9_tma_load_2d",
+            "TMA 2D load, 32B swizzle, past-end coordinates in both dimensions",
+            Kind::TmaLoad(load2([40, 20], 80, [16, 8], 1, [30, 15])),
+        ),
+        c(
+            "c9_load_2d_sw64",
+            "conf_c9_tma_load_2d",
+            "TMA 2D load, 64B swizzle, negative x",
+            Kind::TmaLoad(load2([40, 20], 80, [32, 8], 2, [-5, 3])),
+        ),
+        c(
+            "c9_load_2d_sw128_padded",
+            "conf_c9_tma_load_2d",
+            "TMA 2D load, 128B swizzle, padded row stride (96 B for 40 u16), box wider than the tensor",
+            Kind::TmaLoad(load2([40, 20], 96, [64, 8], 3, [-20, 14])),
+        ),
+        c(
+            "c9_load_3d_none",
+            "conf_c9_tma_load_3d",
+            "TMA 3D load, no swizzle, negative x, past-end z",
+            Kind::TmaLoad(TmaLoadSpec {
+                rank: 3,
+                dims: [24, 6, 4],
+                strides: [48, 288],
+                boxd: [8, 4, 2],
+                swizzle: 0,
+                coords: [-4, 3, 3],
+            }),
+        ),
+        c(
+            "c9_load_3d_sw128",
+            "conf_c9_tma_load_3d",
+            "TMA 3D load, 128B swizzle, negative z",
+            Kind::TmaLoad(TmaLoadSpec {
+                rank: 3,
+                dims: [72, 6, 4],
+                strides: [144, 864],
+                boxd: [64, 2, 2],
+                swizzle: 3,
+                coords: [-8, 5, -1],
+            }),
+        ),
+        c(
+            "c10_store_2d_tail",
+            "conf_c10_tma_store_2d",
+            "TMA store clipping at the far ends (only in-bounds elements written over a sentinel)",
+            Kind::TmaStore(TmaStoreSpec { dims: [20, 12], stride: 80, boxd: [8, 8], coords: [16, 8] }),
+        ),
+        c(
+            "c10_store_2d_negative",
+            "conf_c10_tma_store_2d",
+            "TMA store clipping at negative coordinates",
+            Kind::TmaStore(TmaStoreSpec { dims: [20, 12], stride: 80, boxd: [8, 8], coords: [-4, -3] }),
+        ),
+        c(
+            "c11_mbarrier",
+            "conf_c11_mbarrier",
+            "mbarrier state machine: parities over 5 phases, counts, expect_tx/complete_tx (bytes before expect), tokens, noComplete",
+            Kind::Mbarrier,
+        ),
+        c(
+            "c12_smem_addresses",
+            "conf_c12_smem_addresses",
+            "shared addresses: static vs .align 1024 dynamic, %dynamic_smem_size, %total_smem_size, generic low bits",
+            Kind::SmemAddresses,
+        ),
+        c("c13_elect_sync", "conf_c13_elect_sync", "elect.sync: which member lane is elected under 6 masks", Kind::Elect),
+        c(
+            "c14_grid_constant",
+            "conf_c14_grid_constant",
+            "__grid_constant__ struct read through its parameter address (cvta.param), padding included",
+            Kind::GridConstant,
+        ),
+        c(
+            "c8_scale_d0_neg_a",
+            "conf_c8_scale_d0_neg_a",
+            "scale-d = 0 ignores the accumulator (1000.0); imm-scale-a = -1 negates",
+            Kind::Wgmma(WgSpec { scale_d: false, neg_a: true, pre_bits: 0x447a_0000, ..frag }),
+        ),
+        c(
+            "c8_accumulate",
+            "conf_c8_accumulate",
+            "scale-d = 1 adds the accumulator (0.5)",
+            Kind::Wgmma(WgSpec { pre_bits: 0x3f00_0000, ..frag }),
+        ),
+        c(
+            "c7_numerics_n8",
+            "conf_c7_numerics_n8",
+            "f32 accumulation of 15 f16 products around one ulp of +-1.0, subnormal products (bits recorded, no reference)",
+            Kind::Wgmma(WgSpec { var: 3, ..frag }),
+        ),
+    ]
+}
+
+/// The case with this name.
+pub fn find(name: &str) -> Option<Case> {
+    all().into_iter().find(|c| c.name == name)
+}
+
+/// Number of 32-bit words a case writes.
+pub fn words(kind: &Kind) -> usize {
+    match kind {
+        Kind::Wgmma(s) => 128 * s.n / 2,
+        Kind::TmaLoad(s) => 1 + tma_box_bytes(s) / 4,
+        Kind::TmaStore(s) => (s.stride / 4 * s.dims[1]) as usize,
+        Kind::Mbarrier => 32,
+        Kind::SmemAddresses => 8,
+        Kind::Elect => 32 * ELECT_MASKS.len(),
+        Kind::GridConstant => GRID_CONSTANT_BYTES / 4,
+    }
+}
+
+pub fn tma_box_bytes(s: &TmaLoadSpec) -> usize {
+    2 * (0..s.rank).map(|d| s.boxd[d] as usize).product::<usize>()
+}
+
+/// Allocation bytes of a TMA load's tensor.
+pub fn tma_load_alloc_bytes(s: &TmaLoadSpec) -> usize {
+    (s.strides[s.rank - 2] * s.dims[s.rank - 1]) as usize
+}
+
+/// The u16 contents of a TMA load's tensor (element at byte offset o holds o/2 + 1).
+pub fn tma_load_source(s: &TmaLoadSpec) -> Vec<u16> {
+    (0..tma_load_alloc_bytes(s) / 2).map(|i| (i + 1) as u16).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The research note's formulas (1.3 address functions, 1.4 fragments, 1.6 TMA), written anew.
+// ---------------------------------------------------------------------------------------------
+
+/// XOR swizzle of an absolute shared address: the 16-byte chunk index (bits 4..6) ^= the 128-byte
+/// row index (bits 7..9) modulo 8 / 4 / 2 for 128 / 64 / 32 B; identity without swizzle.
+/// `width` is the swizzle span in bytes (0 = none).
+pub fn swizzle(addr: usize, width: usize) -> usize {
+    let mask = match width {
+        128 => 7,
+        64 => 3,
+        32 => 1,
+        _ => 0,
+    };
+    addr ^ (((addr >> 7) & mask) << 4)
+}
+
+/// Span in bytes of a descriptor layout code (0 none, 1 = 128B, 2 = 64B, 3 = 32B).
+fn desc_width(layout: u32) -> usize {
+    match layout {
+        1 => 128,
+        2 => 64,
+        3 => 32,
+        _ => 0,
+    }
+}
+
+/// Byte address that a K-major f16 descriptor (start, LBO, SBO, layout) gives element (r, k),
+/// k < 16, of one wgmma: INTERLEAVE `start + (r/8) SBO + (r%8) 16 + (k/8) LBO + (k%8) 2`,
+/// swizzled `swz(start + (r/8) SBO + (r%8) W + 2k)` (LBO unused).
+pub fn desc_addr(start: usize, lbo: usize, sbo: usize, layout: u32, r: usize, k: usize) -> usize {
+    let w = desc_width(layout);
+    if w == 0 {
+        start + (r / 8) * sbo + (r % 8) * 16 + (k / 8) * lbo + (k % 8) * 2
+    } else {
+        swizzle(start + (r / 8) * sbo + (r % 8) * w + 2 * k, w)
+    }
+}
+
+/// Start address of K step j: two 8-element core columns (2 LBO) without swizzle, 32 bytes
+/// inside the swizzled row otherwise (CUTLASS DescriptorIterator, TK chunk_descriptor).
+fn step_start(base: usize, layout: u32, lbo: usize, j: usize) -> usize {
+    if layout == 0 {
+        base + j * 2 * lbo
+    } else {
+        base + 32 * j
+    }
+}
+
+/// (m, n) held by accumulator `i` of warpgroup thread `t` (f32 D fragment, note 1.4).
+pub fn d_fragment(t: usize, i: usize) -> (usize, usize) {
+    let (w, l) = (t / 32, t % 32);
+    let (g, q) = (l >> 2, l & 3);
+    (16 * w + g + 8 * ((i >> 1) & 1), 8 * (i >> 2) + 2 * q + (i & 1))
+}
+
+/// The f16 code of slot s of a code-filled region: bits 0x0400 + s.
+fn code(s: usize) -> u16 {
+    (0x0400 + s) as u16
+}
+
+/// The shared-memory image (f16 slots) the wgmma kernel builds before its first wgmma; byte
+/// address = 2 x slot, relative to the 1024-aligned dynamic buffer.
+pub fn wg_image(s: &WgSpec) -> Vec<u16> {
+    let mut img = vec![0u16; (WG_A_BYTES + WG_B_BYTES) / 2];
+    let (a0, b0) = (0usize, WG_A_BYTES);
+    let k_total = 16 * s.kb;
+    let one = f16::from_f32(1.0).to_bits();
+    // the kernel's writes go through the same formula as the reads (element (r, k) of K step
+    // k/16 at the step's start): the write side is the note's "k*e" form for swizzled rows
+    let at = |layout: u32, lbo: u32, sbo: u32, base: usize, r: usize, k: usize| {
+        desc_addr(step_start(base, layout, lbo as usize, k / 16), lbo as usize, sbo as usize, layout, r, k % 16)
+    };
+    let mut put = |addr: usize, v: u16| img[addr / 2] = v;
+    match s.var {
+        0 => {
+            for slot in 0..WG_B_BYTES / 2 {
+                put(b0 + 2 * slot, code(slot));
+            }
+            for m in 0..64 {
+                put(at(s.la, s.lboa, s.sboa, a0, m, m % k_total), one);
+            }
+        }
+        1 => {
+            for slot in 0..WG_A_BYTES / 2 {
+                put(a0 + 2 * slot, code(slot));
+            }
+            for n in 0..s.n {
+                put(at(s.lb, s.lbob, s.sbob, b0, n, n % k_total), one);
+            }
+        }
+        2 => {
+            for m in 0..64 {
+                put(at(s.la, s.lboa, s.sboa, a0, m, 0), f16::from_f32((m + 1) as f32).to_bits());
+                put(at(s.la, s.lboa, s.sboa, a0, m, 1), one);
+            }
+            for n in 0..s.n {
+                put(at(s.lb, s.lbob, s.sbob, b0, n, 0), one);
+                put(at(s.lb, s.lbob, s.sbob, b0, n, 1), f16::from_f32(128.0 * n as f32).to_bits());
+            }
+        }
+        _ => {}
+    }
+    img
+}
+
+/// The words a wgmma case must write, or `None` for C7 (numerics: no reference). Exact: every
+/// D is a sum of at most two nonzero products of small integers or one code times 1.0.
+pub fn wg_reference(s: &WgSpec) -> Option<Vec<u32>> {
+    if s.var == 3 {
+        return None;
+    }
+    let img = wg_image(s);
+    let val = |addr: usize| f16::from_bits(img[addr / 2]).to_f64();
+    let (a0, b0) = (0usize, WG_A_BYTES);
+    let sign = if s.neg_a { -1.0 } else { 1.0 };
+    let mut out = vec![0u32; 128 * s.n / 2];
+    for t in 0..128 {
+        for i in 0..s.n / 2 {
+            let (m, n) = d_fragment(t, i);
+            let mut acc = if s.scale_d { f32::from_bits(s.pre_bits) as f64 } else { 0.0 };
+            for j in 0..s.kb {
+                let sa = step_start(a0, s.la, s.lboa as usize, j);
+                let sb = step_start(b0, s.lb, s.lbob as usize, j);
+                for k in 0..16 {
+                    let a = val(desc_addr(sa, s.lboa as usize, s.sboa as usize, s.la, m, k));
+                    let b = val(desc_addr(sb, s.lbob as usize, s.sbob as usize, s.lb, n, k));
+                    acc += sign * a * b;
+                }
+            }
+            out[t * s.n / 2 + i] = (acc as f32).to_bits();
+        }
+    }
+    Some(out)
+}
+
+/// The words a TMA load case must write: [1 (phase completed), the box as TMA leaves it in
+/// shared memory]: element i lands at swz(lin(i)), lin = 2 (i0 + n0 (i1 + n1 i2)), and holds the
+/// tensor's element at coords + i when every coordinate is in bounds, else 0.
+pub fn tma_load_reference(s: &TmaLoadSpec) -> Vec<u32> {
+    let src = tma_load_source(s);
+    let bytes = tma_box_bytes(s);
+    let width = match s.swizzle {
+        1 => 32,
+        2 => 64,
+        3 => 128,
+        _ => 0,
+    };
+    let mut smem = vec![0u8; bytes];
+    let (n0, n1, n2) = (s.boxd[0] as usize, s.boxd[1] as usize, if s.rank == 3 { s.boxd[2] as usize } else { 1 });
+    for i2 in 0..n2 {
+        for i1 in 0..n1 {
+            for i0 in 0..n0 {
+                let c =
+                    [s.coords[0] as i64 + i0 as i64, s.coords[1] as i64 + i1 as i64, s.coords[2] as i64 + i2 as i64];
+                let inb = (0..s.rank).all(|d| c[d] >= 0 && (c[d] as u64) < s.dims[d]);
+                let v = if inb {
+                    let mut off = c[0] as u64 * 2 + c[1] as u64 * s.strides[0];
+                    if s.rank == 3 {
+                        off += c[2] as u64 * s.strides[1];
+                    }
+                    src[off as usize / 2]
+                } else {
+                    0
+                };
+                let lin = 2 * (i0 + n0 * (i1 + n1 * i2));
+                let a = swizzle(lin, width);
+                smem[a..a + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    let mut out = vec![1u32];
+    out.extend(smem.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])));
+    out
+}
+
+/// The tensor after a TMA store case: box element (i0, i1) = 0xC0DE0000 + i0 + n0 i1 where
+/// coords + i is in bounds, the sentinel everywhere else.
+pub fn tma_store_reference(s: &TmaStoreSpec) -> Vec<u32> {
+    let row_words = (s.stride / 4) as usize;
+    let mut out = vec![STORE_SENTINEL; row_words * s.dims[1] as usize];
+    for i1 in 0..s.boxd[1] as i64 {
+        for i0 in 0..s.boxd[0] as i64 {
+            let (x, y) = (s.coords[0] as i64 + i0, s.coords[1] as i64 + i1);
+            if x >= 0 && y >= 0 && (x as u64) < s.dims[0] && (y as u64) < s.dims[1] {
+                out[y as usize * row_words + x as usize] = 0xC0DE_0000 + (i0 + s.boxd[0] as i64 * i1) as u32;
+            }
+        }
+    }
+    out
+}
+
+/// C11's records: `test_wait.parity p` is true iff the phase of parity p (the current one or the
+/// one before) has completed, a token's test iff its phase completed (note 1.7).
+pub fn mbarrier_reference() -> Vec<u32> {
+    let rec = [0, 1, 0, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1, 0, 1, 0, 1, 1, 0];
+    let mut out = vec![0u32; 32];
+    out[..rec.len()].copy_from_slice(&rec);
+    out[31] = rec.len() as u32;
+    out
+}
+
+/// C14's struct, as the host passes it: 48 bytes, padding zero.
+pub const GRID_CONSTANT_BYTES: usize = 48;
+pub fn grid_constant_bytes() -> [u8; GRID_CONSTANT_BYTES] {
+    let mut b = [0u8; GRID_CONSTANT_BYTES];
+    for i in 0..5 {
+        b[4 * i..4 * i + 4].copy_from_slice(&(0x1111_1111u32 * (i as u32 + 1)).to_le_bytes());
+        // a[5] at 0
+    }
+    b[24..32].copy_from_slice(&0x0123_4567_89ab_cdefu64.to_le_bytes()); // b at 24 (after 4 pad)
+    b[32..36].copy_from_slice(&1.5f32.to_le_bytes()); // c
+    for (i, h) in [0xbeefu16, 0xcafe, 0xf00d].iter().enumerate() {
+        b[36 + 2 * i..38 + 2 * i].copy_from_slice(&h.to_le_bytes()); // h[3]
+    }
+    for i in 0..6 {
+        b[42 + i] = i as u8 + 1; // tail[6]
+    }
+    b
+}
+
+/// The reference words of a case, where its values are fully determined.
+pub fn reference(case: &Case) -> Option<Vec<u32>> {
+    match &case.kind {
+        Kind::Wgmma(s) => wg_reference(s),
+        Kind::TmaLoad(s) => Some(tma_load_reference(s)),
+        Kind::TmaStore(s) => Some(tma_store_reference(s)),
+        Kind::Mbarrier => Some(mbarrier_reference()),
+        Kind::GridConstant => {
+            Some(grid_constant_bytes().chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect())
+        }
+        Kind::SmemAddresses | Kind::Elect => None,
+    }
+}
+
+/// Checks of what the ISA leaves open but still constrains (no exact reference): `Err` names
+/// the violated property.
+pub fn property(case: &Case, w: &[u32]) -> Option<std::result::Result<(), String>> {
+    match case.kind {
+        Kind::SmemAddresses => Some((|| {
+            if w[2] != 0 {
+                return Err(format!("dynamic shared memory at {:#x} is not 1024-aligned", w[1]));
+            }
+            if w[3] != C12_DYNAMIC_BYTES {
+                return Err(format!("%dynamic_smem_size = {}, launched with {C12_DYNAMIC_BYTES}", w[3]));
+            }
+            if w[5] != w[0] || w[6] != w[1] {
+                return Err(format!(
+                    "generic addresses' low 18 bits ({:#x}, {:#x}) differ from the shared offsets ({:#x}, {:#x})",
+                    w[5], w[6], w[0], w[1]
+                ));
+            }
+            Ok(())
+        })()),
+        Kind::Elect => Some((|| {
+            for (j, &mask) in ELECT_MASKS.iter().enumerate() {
+                let lanes = &w[32 * j..32 * j + 32];
+                let members: Vec<usize> = (0..32).filter(|l| mask >> l & 1 == 1).collect();
+                let leader = lanes[members[0]] & 0xff;
+                for l in 0..32 {
+                    let v = lanes[l];
+                    if mask >> l & 1 == 0 {
+                        if v != 0 {
+                            return Err(format!("mask {mask:#010x}: lane {l} is no member but wrote {v:#x}"));
+                        }
+                        continue;
+                    }
+                    if v >> 16 != 1 || v & 0xff != leader {
+                        return Err(format!(
+                            "mask {mask:#010x}: lane {l} saw leader {} (lane {} saw {leader})",
+                            v & 0xff,
+                            members[0]
+                        ));
+                    }
+                    if (v >> 8 & 1 == 1) != (l as u32 == leader) {
+                        return Err(format!("mask {mask:#010x}: lane {l}'s predicate disagrees with leader {leader}"));
+                    }
+                }
+                if mask >> leader & 1 == 0 {
+                    return Err(format!("mask {mask:#010x}: elected lane {leader} is no member"));
+                }
+            }
+            Ok(())
+        })()),
+        _ => None,
+    }
+}
+
+/// What output word `index` of a case is, for a person reading a mismatch.
+pub fn describe(case: &Case, index: usize) -> String {
+    match &case.kind {
+        Kind::Wgmma(s) => {
+            let (t, i) = (index / (s.n / 2), index % (s.n / 2));
+            let (m, n) = d_fragment(t, i);
+            format!("thread {t} d[{i}] = D(m {m}, n {n}) by the note's fragment")
+        }
+        Kind::TmaLoad(s) => {
+            if index == 0 {
+                return "phase completed (1) or the bounded wait gave up (0)".into();
+            }
+            let width = [0, 32, 64, 128][s.swizzle as usize];
+            let byte = 4 * (index - 1);
+            // swizzle is an involution: the element stored at `byte` has linear offset swz(byte)
+            let lin = swizzle(byte, width) / 2;
+            let (n0, n1) = (s.boxd[0] as usize, s.boxd[1] as usize);
+            let (i0, i1, i2) = (lin % n0, lin / n0 % n1, lin / (n0 * n1));
+            format!(
+                "smem bytes {byte}..{}: box elements ({i0}..{}, {i1}, {i2}) by the note's swizzle",
+                byte + 4,
+                i0 + 1
+            )
+        }
+        Kind::TmaStore(s) => {
+            let row = (s.stride / 4) as usize;
+            format!("tensor element (x {}, y {})", index % row, index / row)
+        }
+        Kind::Mbarrier => {
+            if index == 31 {
+                "number of records".into()
+            } else {
+                format!("record {index} (see conf_c11_mbarrier's comments)")
+            }
+        }
+        Kind::SmemAddresses => [
+            "shared address of the static array",
+            "shared address of the dynamic buffer",
+            "dynamic address & 1023",
+            "%dynamic_smem_size",
+            "%total_smem_size",
+            "generic address of the static array & 0x3FFFF",
+            "generic address of the dynamic buffer & 0x3FFFF",
+            "shared address of the second static variable",
+        ]
+        .get(index)
+        .unwrap_or(&"?")
+        .to_string(),
+        Kind::Elect => format!(
+            "mask {:#010x}, lane {} (0x10000 | pred << 8 | elected lane)",
+            ELECT_MASKS.get(index / 32).copied().unwrap_or(0),
+            index % 32
+        ),
+        Kind::GridConstant => format!("struct bytes {}..{}", 4 * index, 4 * index + 4),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragment_values_name_their_element() {
+        let s = match find("c1_frag_n64").unwrap().kind {
+            Kind::Wgmma(s) => s,
+            _ => unreachable!(),
+        };
+        let r = wg_reference(&s).unwrap();
+        for t in 0..128 {
+            for i in 0..32 {
+                let (m, n) = d_fragment(t, i);
+                assert_eq!(f32::from_bits(r[t * 32 + i]), (m + 1 + 128 * n) as f32);
+            }
+        }
+    }
+
+    #[test]
+    fn code_cases_read_one_slot_each() {
+        // D(m, n) of a B-code case is the code at B's address of (n, k = m % K): one product
+        for case in all() {
+            let Kind::Wgmma(s) = case.kind else { continue };
+            if s.var != 0 {
+                continue;
+            }
+            let r = wg_reference(&s).unwrap();
+            for t in 0..128 {
+                for i in 0..s.n / 2 {
+                    let (m, n) = d_fragment(t, i);
+                    let k = m % (16 * s.kb);
+                    let start = step_start(WG_A_BYTES, s.lb, s.lbob as usize, k / 16);
+                    let addr = desc_addr(start, s.lbob as usize, s.sbob as usize, s.lb, n, k % 16);
+                    let want = f16::from_bits(code((addr - WG_A_BYTES) / 2)).to_f32();
+                    assert_eq!(f32::from_bits(r[t * s.n / 2 + i]), want, "{} t {t} i {i}", case.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn swizzle_is_an_involution_within_its_repeat() {
+        for w in [32, 64, 128] {
+            for a in 0..2048 {
+                assert_eq!(swizzle(swizzle(a, w), w), a);
+            }
+        }
+    }
+
+    #[test]
+    fn store_reference_clips() {
+        let s = TmaStoreSpec { dims: [20, 12], stride: 80, boxd: [8, 8], coords: [16, 8] };
+        let r = tma_store_reference(&s);
+        assert_eq!(r[8 * 20 + 16], 0xC0DE_0000);
+        assert_eq!(r[8 * 20 + 19], 0xC0DE_0003);
+        assert_eq!(r[11 * 20 + 19], 0xC0DE_0000 + 3 + 8 * 3);
+        assert_eq!(r.iter().filter(|&&w| w != STORE_SENTINEL).count(), 4 * 4);
+    }
+}
