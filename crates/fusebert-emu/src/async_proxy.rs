@@ -1,7 +1,8 @@
 //! A block's asynchronous-proxy state (sm_90): its mbarriers, the TMA copies in flight, the
 //! shared ranges those copies own until the reader may touch them, TMA-store bulk groups,
-//! generic writes not yet ordered for the async proxy by `fence.proxy.async`, and the
-//! warpgroup `setmaxnreg` record. Only kernels that use these features have one
+//! generic writes not yet ordered for the async proxy by `fence.proxy.async`, the warpgroup
+//! `setmaxnreg` record, and each warp's wgmma state (operations in flight, their registers,
+//! the registers written since the last `wgmma.fence`). Only kernels that use these features have one
 //! ([`crate::ir::Kernel::uses_async`]), so the other kernels pay nothing.
 use std::collections::{HashMap, VecDeque};
 
@@ -53,13 +54,14 @@ pub(crate) struct WgOp {
     pub bdesc: u64,
     pub scale_d: bool,
     pub group: u32,
-    /// Guards over the shared ranges of A and B.
+    /// Guards over the shared ranges of A and B (`u64::MAX`: none, A from registers).
     pub guards: [u64; 2],
 }
 
 /// A warp's wgmma state: operations in flight, groups committed, whether a `wgmma.fence`
 /// came since the last wait (or the start), the (pc, A, B descriptors) of every wgmma issued
-/// (compared across the warpgroup), the accumulator slots in flight.
+/// (compared across the warpgroup), the accumulator and A-register slots in flight, and the
+/// registers written since the last `wgmma.fence` (with the writing pc: S2).
 #[derive(Debug, Default)]
 pub(crate) struct WarpWgmma {
     pub ops: Vec<WgOp>,
@@ -67,6 +69,7 @@ pub(crate) struct WarpWgmma {
     pub fenced: bool,
     pub issued: Vec<(u32, u64, u64)>,
     pub inflight: Vec<u32>,
+    pub touched: Vec<(u32, u32)>,
 }
 
 /// Why a shared range may not be touched by generic loads and stores.

@@ -263,8 +263,10 @@ pub enum Op {
     /// off = N, `fl::READ` for `.read`).
     BulkGroup,
     /// `wgmma.fence` (sub `WG_FENCE`), `commit_group` (`WG_COMMIT`), `wait_group N` (`WG_WAIT`,
-    /// off = N), `mma_async` (`WG_MMA`: list = the accumulators, `s[0]`/`s[1]` = the A/B
-    /// descriptors, `s[2]` = scale-d, n = N / 8, sub2 bit 0/1 = negate A/B).
+    /// off = N), `mma_async` (`WG_MMA`: ty = accumulator type, ty2 = A's element type, list =
+    /// the accumulators then (A from registers) the four A registers, `s[0]`/`s[1]` = the A/B
+    /// descriptors (`s[0]` NONE for register A), `s[2]` = scale-d, n = N / 8, sub2 = `WG_*`
+    /// bits, `fl::SATFINITE`).
     Wgmma,
 }
 
@@ -379,6 +381,14 @@ pub mod sub {
     pub const WG_COMMIT: u8 = 1;
     pub const WG_WAIT: u8 = 2;
     pub const WG_MMA: u8 = 3;
+    // wgmma.mma_async `sub2` bits: imm-scale-a/b = -1, imm-trans-a/b = 1, A from registers,
+    // B's elements signed (s8)
+    pub const WG_NEG_A: u8 = 1;
+    pub const WG_NEG_B: u8 = 2;
+    pub const WG_TRANS_A: u8 = 4;
+    pub const WG_TRANS_B: u8 = 8;
+    pub const WG_A_REGS: u8 = 16;
+    pub const WG_B_SIGNED: u8 = 32;
 }
 
 /// One lowered instruction.
@@ -441,6 +451,11 @@ impl Inst {
             line,
             loc: NONE,
         }
+    }
+    /// The number of accumulator registers of a `wgmma.mma_async` (the head of its list):
+    /// N/4 f16x2 registers for f16 accumulators, N/2 otherwise.
+    pub fn wgmma_accs(&self) -> usize {
+        self.n as usize * 8 / if self.ty == Ty::F16 { 4 } else { 2 }
     }
     #[inline(always)]
     pub fn has(&self, f: u32) -> bool {

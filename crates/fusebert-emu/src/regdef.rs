@@ -56,8 +56,12 @@ pub(crate) fn operands(k: &Kernel, i: &Inst) -> (Vec<u32>, Vec<u32>) {
         Op::Call | Op::Printf | Op::Bra | Op::Ret | Op::Exit | Op::Trap => (Vec::new(), Vec::new()),
         Op::St | Op::Stmatrix => ([s, list(i.list)].concat(), Vec::new()),
         Op::Ldmatrix => (s, list(i.list)),
-        // wgmma's accumulators are read and written (a list)
-        Op::Wgmma => ([s, list(i.list)].concat(), list(i.list)),
+        // wgmma's list: the accumulators (read and written), then any A registers (read)
+        Op::Wgmma => {
+            let l = list(i.list);
+            let nacc = if i.sub == sub::WG_MMA { i.wgmma_accs().min(l.len()) } else { l.len() };
+            ([s, l.clone()].concat(), l[..nacc].to_vec())
+        }
         // the tensor coordinates are a list
         Op::BulkTensor => ([s, list(i.list)].concat(), Vec::new()),
         Op::Mma => {

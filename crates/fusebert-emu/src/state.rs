@@ -149,7 +149,8 @@ pub(crate) struct Warp {
     /// (pc, async-event count) of this warp's last failed `test_wait`: failing again there with
     /// nothing changed is a spin loop (a first failure may be a non-blocking probe).
     pub(crate) test_fail: (u32, u64),
-    /// A wgmma of this warp is in flight: instructions touching its accumulators are checked.
+    /// A wgmma of this warp is in flight, or a `wgmma.fence` awaits its `wait_group`: the
+    /// warp's instructions are checked against its wgmma registers (exec/wgmma.rs).
     pub(crate) wg_inflight: bool,
     // barrier arrival
     pub(crate) bar_id: u32,

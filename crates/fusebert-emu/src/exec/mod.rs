@@ -693,7 +693,7 @@ impl<'l, 'a> Block<'l, 'a> {
         if let Some(ru) = &self.l.reg_use {
             // (a register sanitizer, so on the checked path only: unsanitised runs pay nothing)
             if w.wg_inflight && i.op != Op::Wgmma {
-                self.check_wgmma_regs(w, i)?;
+                self.check_wgmma_regs(w, i, pc)?;
             }
             self.check_defined(w, ru, pc as usize, i, mask, active)?;
         }
@@ -848,7 +848,11 @@ impl<'l, 'a> Block<'l, 'a> {
         }
         for &slot in ru.reads(pc) {
             if undefined(slot, mask) != 0 {
-                return Err(self.undefined_read(w, i, slot, undefined(slot, mask), "register"));
+                // (the exemption is looked up only for a read already found undefined)
+                let lanes = undefined(slot, mask) & !self.wgmma_unread_accumulator(w, i, slot);
+                if lanes != 0 {
+                    return Err(self.undefined_read(w, i, slot, lanes, "register"));
+                }
             }
         }
         for &slot in ru.writes(pc) {

@@ -1,5 +1,6 @@
 //! Lowering of Hopper's (sm_90) asynchronous machinery: `mbarrier`, `cp.async.bulk(.tensor)`
-//! with its bulk groups, `elect.sync` and `setmaxnreg` (PTX ISA 9.7.13.15, 9.7.9.25, 9.7.12.x).
+//! with its bulk groups, `elect.sync` and `setmaxnreg` (PTX ISA 9.7.13.15, 9.7.9.25, 9.7.12.x),
+//! and `wgmma` (9.7.15: f16 and s8/u8 `mma_async`, SS and RS, `fence`/`commit_group`/`wait_group`).
 
 use super::*;
 
@@ -236,10 +237,9 @@ pub(super) fn setmaxnreg(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     Ok(())
 }
 
-/// `wgmma.fence/commit_group/wait_group.sync.aligned` and
-/// `wgmma.mma_async.sync.aligned.m64nNk16.f32.f16.f16 {d}, a-desc, b-desc, scale-d, imm-scale-a,
-/// imm-scale-b, imm-trans-a, imm-trans-b` (both operands from shared memory, K-major: the form
-/// emulated so far; anything else is refused here rather than run from a guess).
+/// `wgmma.fence/commit_group/wait_group.sync.aligned` and `wgmma.mma_async.sync.aligned` in the
+/// forms of the PTX ISA section "wgmma.mma_async" (see [`wgmma_mma`]); anything else is refused here rather than run
+/// from a guess.
 pub(super) fn wgmma(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     let (ops, m, line) = (&cx.ops[..], &cx.m, cx.line);
     let mut i = cx.mk(Op::Wgmma);
@@ -266,49 +266,122 @@ pub(super) fn wgmma(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     Ok(())
 }
 
+/// `wgmma.mma_async.sync.aligned`, the forms emulated:
+/// * `.m64nNk16.f32.f16.f16` and `.m64nNk16.f16.f16.f16`, N = 8..256 step 8:
+///   `d, a-desc, b-desc, scale-d, imm-scale-a, imm-scale-b, imm-trans-a, imm-trans-b` (SS) or
+///   `d, {a0,a1,a2,a3}, b-desc, scale-d, imm-scale-a, imm-scale-b, imm-trans-b` (RS);
+/// * `.m64nNk32{.satfinite}.s32.{s8,u8}.{s8,u8}`, N in 8, 16, 24, 32, 48, .., 256:
+///   `d, a-desc, b-desc, scale-d` (SS) or `d, {a0,a1,a2,a3}, b-desc, scale-d` (RS); integer
+///   operands are K-major only (they have no transpose immediates).
+///
+/// Lowered as: `ty` = accumulator type, `ty2` = A's element type, `n` = N / 8, list = the
+/// accumulators then (RS) the four A registers, `s[0]`/`s[1]` = A/B descriptors (`s[0]` = NONE
+/// for RS), `s[2]` = scale-d, `sub2` = the `WG_*` bits, `fl::SATFINITE`.
 fn wgmma_mma(fs: &mut FnState, cx: &Ctx, mut i: Inst) -> PResult<()> {
     let (ops, m, line) = (&cx.ops[..], &cx.m, cx.line);
     let shape = m.parts.iter().find(|p| p.starts_with("m64n")).ok_or((line, "wgmma without a shape".to_string()))?;
+    let (acc, ta, tb) = match cx.types[..] {
+        [acc, ta, tb] => (acc, ta, tb),
+        _ => return Err((line, format!("`{}`: expected three types (D, A, B)", cx.opname))),
+    };
+    let int = match (acc, ta, tb) {
+        (Ty::F32 | Ty::F16, Ty::F16, Ty::F16) => false,
+        (Ty::S32, Ty::S8 | Ty::U8, Ty::S8 | Ty::U8) => true,
+        _ => {
+            return Err((
+                line,
+                format!(
+                    "`{}`: of wgmma's types only .f32.f16.f16, .f16.f16.f16 and .s32.{{s8,u8}}.{{s8,u8}} are emulated",
+                    cx.opname
+                ),
+            ))
+        }
+    };
+    let kdim = if int { "k32" } else { "k16" };
     let n: u32 = shape
         .strip_prefix("m64n")
-        .and_then(|r| r.strip_suffix("k16"))
+        .and_then(|r| r.strip_suffix(kdim))
         .and_then(|v| v.parse().ok())
-        .ok_or((line, format!("wgmma shape `{shape}`: only m64nNk16 (f16) is emulated")))?;
-    if n == 0 || n > 256 || n % 8 != 0 {
-        return Err((line, format!("wgmma N = {n}: must be a multiple of 8 in 8..=256")));
+        .ok_or((line, format!("wgmma shape `{shape}`: these types need m64nN{kdim}")))?;
+    // ISA, "Matrix shape" table of wgmma (research note 1.1): f16 N = 8..256 step 8; s8/u8 N = 8, 16, 24 then 32..256 step 16
+    let n_ok = (8..=256).contains(&n) && n % 8 == 0 && (!int || n <= 24 || n % 16 == 0);
+    if !n_ok {
+        let allowed = if int { "8, 16, 24, or a multiple of 16 in 32..=256" } else { "a multiple of 8 in 8..=256" };
+        return Err((line, format!("wgmma {shape}: N = {n} must be {allowed}")));
     }
-    if cx.types != [Ty::F32, Ty::F16, Ty::F16] {
-        return Err((line, format!("`{}`: only .f32.f16.f16 is emulated so far", cx.opname)));
+    if m.has("satfinite") {
+        if !int {
+            return Err((line, "wgmma .satfinite applies to the integer (.s32) forms only".into()));
+        }
+        i.flags |= fl::SATFINITE;
     }
-    if ops.len() != 8 {
+    let rs = matches!(ops.get(1), Some(Opnd::Vec(_)));
+    // operands after scale-d: float SS: scale-a, scale-b, trans-a, trans-b; float RS: scale-a,
+    // scale-b, trans-b; integer: none (K-major only, no negation)
+    let want = match (int, rs) {
+        (false, false) => 8,
+        (false, true) => 7,
+        (true, _) => 4,
+    };
+    if int && ops.len() > 4 {
         return Err((
             line,
-            "wgmma with a register A operand or without the trans immediates is not emulated so far".into(),
+            "integer wgmma takes `d, a, b-desc, scale-d` only: s8/u8 operands are K-major (no imm-trans; \
+             MN-major is for .f16/.bf16) and cannot be negated (no imm-scale)"
+                .into(),
         ));
     }
-    let d = vec_slots(fs, &ops[0], Ty::F32, line, true)?;
-    if d.len() != n as usize / 2 {
-        return Err((line, format!("m64n{n}k16 with f32 accumulators needs {} registers, got {}", n / 2, d.len())));
+    if ops.len() != want {
+        return Err((line, format!("`{}` expects {want} operands, got {}", cx.opname, ops.len())));
+    }
+    let per_thread = if acc == Ty::F16 { n / 4 } else { n / 2 };
+    let mut list = vec_slots(fs, &ops[0], acc, line, true)?;
+    if list.len() != per_thread as usize {
+        return Err((
+            line,
+            format!("{shape} with {acc:?} accumulators needs {per_thread} registers, got {}", list.len()),
+        ));
     }
     let imm = |o: &Opnd| match o {
         Opnd::Int(v) => Ok(*v),
         _ => Err((line, "wgmma scale/transpose operands must be immediates".to_string())),
     };
-    let (sa, sb, ta, tb) = (imm(&ops[4])?, imm(&ops[5])?, imm(&ops[6])?, imm(&ops[7])?);
-    if ta != 0 || tb != 0 {
-        return Err((line, "wgmma with MN-major (transposed) operands is not emulated so far".into()));
+    let mut bits = 0u8;
+    if !int {
+        let (sa, sb) = (imm(&ops[4])?, imm(&ops[5])?);
+        if ![1, -1].contains(&sa) || ![1, -1].contains(&sb) {
+            return Err((line, "wgmma imm-scale-a/b must be 1 or -1".into()));
+        }
+        let (tra, trb) = if rs { (0, imm(&ops[6])?) } else { (imm(&ops[6])?, imm(&ops[7])?) };
+        if ![0, 1].contains(&tra) || ![0, 1].contains(&trb) {
+            return Err((line, "wgmma imm-trans-a/b must be 0 or 1".into()));
+        }
+        bits |= ((sa == -1) as u8 * sub::WG_NEG_A) | ((sb == -1) as u8 * sub::WG_NEG_B);
+        bits |= ((tra == 1) as u8 * sub::WG_TRANS_A) | ((trb == 1) as u8 * sub::WG_TRANS_B);
     }
-    if ![1, -1].contains(&sa) || ![1, -1].contains(&sb) {
-        return Err((line, "wgmma imm-scale-a/b must be 1 or -1".into()));
+    if rs {
+        let a = vec_slots(fs, &ops[1], Ty::B32, line, false)?;
+        if a.len() != 4 {
+            return Err((line, format!("wgmma's register A operand is 4 registers, got {}", a.len())));
+        }
+        list.extend(a);
+        bits |= sub::WG_A_REGS;
+        i.s[0] = NONE;
+    } else {
+        i.s[0] = resolve(fs, &ops[1], Ty::U64, line)?;
+    }
+    if tb == Ty::S8 {
+        bits |= sub::WG_B_SIGNED;
     }
     i.sub = sub::WG_MMA;
+    i.ty = acc;
+    i.ty2 = ta;
     i.n = (n / 8) as u8;
-    i.sub2 = (sa == -1) as u8 | ((sb == -1) as u8) << 1;
-    i.s[0] = resolve(fs, &ops[1], Ty::U64, line)?;
+    i.sub2 = bits;
     i.s[1] = resolve(fs, &ops[2], Ty::U64, line)?;
     i.s[2] = resolve(fs, &ops[3], Ty::Pred, line)?;
     i.list = fs.lists.len() as u32;
-    fs.lists.push(d);
+    fs.lists.push(list);
     push(fs, i);
     Ok(())
 }
