@@ -59,6 +59,7 @@ pub use fusebert_core::{Error, Result};
 pub use ptx::ids;
 
 pub mod attention;
+pub mod attention_sm90;
 pub mod embedding;
 pub mod gather;
 pub mod gemm_f16;
@@ -73,6 +74,7 @@ pub mod reference;
 pub mod report;
 
 pub use attention::{attention, AttentionLaunch, AttentionShape, QueryTile};
+pub use attention_sm90::attention_sm90;
 pub use embedding::{embedding_layernorm, EmbeddingTables, TokenIds};
 pub use gather::gather_first_rows;
 pub use gemm_f16::{gemm_f16, GemmF16};
