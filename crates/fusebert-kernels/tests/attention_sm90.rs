@@ -235,6 +235,8 @@ fn run_mutant(ptx: &str, mode: AsyncMode) -> String {
 /// freshly packed P are registers written by ordinary instructions), and the wait before the
 /// softmax dropped (S1: the S accumulators read while their wgmmas may be in flight).
 ///
+/// A V operand read K-major instead of MN-major (imm-trans-b 0) is caught too (out of bounds).
+///
 /// Not caught today (emulator gap, reported, not asserted): the kernel without its
 /// fence.proxy.async after the cp.async copies land. Non-bulk cp.async writes shared memory
 /// through the generic proxy, so a wgmma reading them needs the fence as after st.shared (S3),
@@ -258,7 +260,30 @@ fn planted_ordering_bugs_are_reported() {
             eprintln!("missing {name} {mode:?}: {}", r.lines().next().unwrap_or(""));
         }
     }
+    // V read K-major (imm-trans-b 0): its descriptor's strides then reach past the block's shared
+    // memory (an out-of-bounds report) or give wrong outputs
+    let v_k_major = ptx.replace("p, 1, 1, 1;", "p, 1, 1, 0;");
+    assert!(v_k_major != ptx);
+    for mode in MODES {
+        let r = run_mutant(&v_k_major, mode);
+        assert!(r != "clean", "V K-major {mode:?}: {r}");
+    }
     let no_proxy_fence = ptx.replace("fence.proxy.async.shared::cta;", "");
     assert!(no_proxy_fence != ptx);
     eprintln!("missing fence.proxy.async (not asserted): {}", run_mutant(&no_proxy_fence, AsyncMode::Lazy));
+}
+
+/// The CUDA backend's half of the device layer, through the CUDA driver stand-in reporting an
+/// sm_90 device: the module's sm_90a variant chosen for compute capability 9.0, and the dynamic
+/// shared memory above 48 KiB (80 KiB at head dim 128) raised by the function attribute.
+#[test]
+fn the_cuda_backend_launches_it() {
+    use fusebert_cuda_standin::{install, StandinOptions};
+    install(StandinOptions { compute_capability: (9, 0), ..Default::default() }).expect("stand-in");
+    let dev = Device::cuda(0).expect("the stand-in's sm_90 device");
+    for (seed, d, lens) in [(100, 128usize, &[20u32, 70][..]), (101, 64, &LENS[..])] {
+        let c = Case::new(seed, d, 2, lens);
+        let got = c.run(&dev, true).unwrap();
+        check_close(&format!("CUDA stand-in: attention_sm90 d {d}"), &got, &c.reference(), |_, _| TOL);
+    }
 }
