@@ -146,7 +146,8 @@ fn hopper_attention_agrees_with_the_mma_sync_kernel() {
     eprintln!("attention_sm90 vs attention: max |diff| {max:e}, {same} of {total} outputs bit-identical");
 }
 
-/// The emulator's counters of one launch (printed for the docs).
+/// The emulator's counters of one launch (printed for the docs): the tensor work is the padded
+/// tiles', no bank conflicts, no local memory.
 #[test]
 fn counters_of_one_launch() {
     let dev = sm90(AsyncMode::Lazy);
@@ -165,6 +166,12 @@ fn counters_of_one_launch() {
             cn.global_store_efficiency(),
         );
         assert_no_local(&cn, name);
+        if hopper {
+            // (query tile, key block) pairs per head: 1 + 1 + 1 + 2 x 2; each 64 x 64 x d twice
+            let pairs: u64 = LENS.iter().map(|&l| (l as u64).div_ceil(64).pow(2)).sum::<u64>() * 2;
+            assert_eq!(cn.tensor_macs, pairs * 2 * 64 * 64 * 64, "tensor MACs: the padded tiles'");
+            assert_eq!(cn.shared_bank_conflicts, 0, "bank conflicts (16-byte cp.async rows, W = 128)");
+        }
     }
 }
 
