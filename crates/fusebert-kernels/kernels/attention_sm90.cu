@@ -211,32 +211,73 @@ FB_DEVICE void load_rows(uint32_t dst, const __half* src, size_t ld, int rows, i
     }
 }
 
-template <int D>
+// The sequence holding packed token `tok` (< T): the largest b < batch with cu_seqlens[b] <= tok
+// (the largest, so that empty sequences, cu[b] == cu[b + 1], are skipped).
+FB_DEVICE int seq_of(const uint32_t* __restrict__ cu, int batch, int tok) {
+    int lo = 0, hi = batch - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if ((int)cu[mid] <= tok) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+// PACKED = false: CTA (x, h, b) is query rows 64 x .. of sequence b; keys: sequence b.
+// PACKED = true: CTA (x, h) is packed tokens 64 x .. 64 x + 63, whatever sequences they belong
+// to (hopper.md 3.3: no tile padded to a sequence end); keys: the union of those sequences,
+// key k visible to row r iff both lie in one sequence (per-row segment [lo, hi)).
+template <int D, bool PACKED>
 FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restrict__ cu_seqlens,
-                       __half* __restrict__ out, uint32_t heads, float scale_log2) {
+                       __half* __restrict__ out, uint32_t heads, uint32_t batch, float scale_log2) {
     using L = Lay<D>;
     constexpr int NT = BN / 8, ND = D / 8;
     constexpr uint32_t QB = BM * D * 2, KB = BN * D * 2;
     static_assert(QB % 1024 == 0 && KB % 1024 == 0, "every tile starts on the 1024-byte swizzle repeat");
     extern __shared__ __align__(1024) uint8_t smem[];
-    const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * BM;
-    const int start = cu_seqlens[b], len = (int)cu_seqlens[b + 1] - start;
-    if (q0 >= len) return;  // the whole CTA: before any barrier or wgmma
+    const int h = blockIdx.y;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+    // qtok: first query token; qvalid: query rows that exist; [kstart, kend): the keys (tokens);
+    // [lo0, hi0), [lo1, hi1): the keys rows g and g + 8 of this warp may see
+    int qtok, qvalid, kstart, kend, lo0, hi0, lo1, hi1;
+    if constexpr (PACKED) {
+        const int T = cu_seqlens[batch];
+        qtok = blockIdx.x * BM;
+        if (qtok >= T) return;  // the whole CTA: before any barrier or wgmma
+        qvalid = min(BM, T - qtok);
+        kstart = cu_seqlens[seq_of(cu_seqlens, batch, qtok)];
+        kend = cu_seqlens[seq_of(cu_seqlens, batch, qtok + qvalid - 1) + 1];
+        const int r0 = warp * 16 + g, r1 = r0 + 8;
+        // rows past T (not stored) see every key: finite, like the valid rows
+        const int b0 = r0 < qvalid ? seq_of(cu_seqlens, batch, qtok + r0) : -1;
+        const int b1 = r1 < qvalid ? seq_of(cu_seqlens, batch, qtok + r1) : -1;
+        lo0 = b0 < 0 ? kstart : cu_seqlens[b0];
+        hi0 = b0 < 0 ? kend : cu_seqlens[b0 + 1];
+        lo1 = b1 < 0 ? kstart : cu_seqlens[b1];
+        hi1 = b1 < 0 ? kend : cu_seqlens[b1 + 1];
+    } else {
+        const int b = blockIdx.z, start = cu_seqlens[b], len = (int)cu_seqlens[b + 1] - start;
+        if ((int)blockIdx.x * BM >= len) return;  // the whole CTA: before any barrier or wgmma
+        qtok = start + blockIdx.x * BM;
+        qvalid = min(BM, start + len - qtok);
+        kstart = lo0 = lo1 = start;
+        kend = hi0 = hi1 = start + len;
+    }
+    const int klen = kend - kstart;
     const int H = heads * D;
     const size_t ld = 3 * (size_t)H;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
 
     const uint32_t sQ = smem_u32(smem);
     auto sK = [&](int s) { return sQ + QB + 2 * s * KB; };
     auto sV = [&](int s) { return sQ + QB + (2 * s + 1) * KB; };
-    const __half* qbase = qkv + (size_t)start * ld + h * D;
-    const __half* kbase = qbase + H;
-    const __half* vbase = qbase + 2 * H;
+    const __half* qbase = qkv + (size_t)qtok * ld + h * D;
+    const __half* kbase = qkv + (size_t)kstart * ld + H + h * D;
+    const __half* vbase = kbase + H;
 
-    const int ntiles = (len + BN - 1) / BN;
-    load_rows<D>(sQ, qbase + (size_t)q0 * ld, ld, BM, len - q0);
-    load_rows<D>(sK(0), kbase, ld, BN, len);
-    load_rows<D>(sV(0), vbase, ld, BN, len);
+    const int ntiles = (klen + BN - 1) / BN;
+    load_rows<D>(sQ, qbase, ld, BM, qvalid);
+    load_rows<D>(sK(0), kbase, ld, BN, klen);
+    load_rows<D>(sV(0), vbase, ld, BN, klen);
     cp_async_commit();
 
     float o[D / 2], sc[BN / 2];
@@ -253,8 +294,8 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
         __syncthreads();      // every thread's; and every wgmma of block j - 1 completed (wait 0)
         if (j + 1 < ntiles) {
             const int n1 = n0 + BN;
-            load_rows<D>(sK(s ^ 1), kbase + (size_t)n1 * ld, ld, BN, len - n1);
-            load_rows<D>(sV(s ^ 1), vbase + (size_t)n1 * ld, ld, BN, len - n1);
+            load_rows<D>(sK(s ^ 1), kbase + (size_t)n1 * ld, ld, BN, klen - n1);
+            load_rows<D>(sV(s ^ 1), vbase + (size_t)n1 * ld, ld, BN, klen - n1);
         }
         cp_async_commit();
 
@@ -269,13 +310,15 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
         wgmma_commit();
         wgmma_wait0(sc);
 
-        // online softmax (base 2): sc[4c + e] is row g + 8 (e >> 1), key n0 + 8c + 2q + (e & 1)
+        // online softmax (base 2): sc[4c + e] is row g + 8 (e >> 1), key n0 + 8c + 2q + (e & 1);
+        // keys outside the row's sequence (past its end, or another sequence's) are -inf
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
         for (int c = 0; c < NT; c++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const bool ok = n0 + 8 * c + 2 * q + (e & 1) < len;
+                const int key = kstart + n0 + 8 * c + 2 * q + (e & 1);
+                const bool ok = e < 2 ? (key >= lo0 && key < hi0) : (key >= lo1 && key < hi1);
                 sc[4 * c + e] = ok ? sc[4 * c + e] * scale_log2 : -INFINITY;
             }
             mx0 = fmaxf(mx0, fmaxf(sc[4 * c], sc[4 * c + 1]));
@@ -286,17 +329,20 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
             mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
         }
-        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);  // finite: block j has a valid key
-        const float a0 = fast_exp2(m0 - mn0), a1 = fast_exp2(m1 - mn1);
+        // a row may have seen no visible key yet (packed tiles: a block of another sequence's
+        // keys): then its max is -inf and it subtracts 0 instead, so that exp2 gives 0, not NaN
+        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+        const float u0 = mn0 == -INFINITY ? 0.f : mn0, u1 = mn1 == -INFINITY ? 0.f : mn1;
+        const float a0 = fast_exp2(m0 - u0), a1 = fast_exp2(m1 - u1);  // first visible keys: 0
         m0 = mn0;
         m1 = mn1;
         float rs0 = 0.f, rs1 = 0.f;
 #pragma unroll
         for (int c = 0; c < NT; c++) {
-            sc[4 * c] = fast_exp2(sc[4 * c] - mn0);
-            sc[4 * c + 1] = fast_exp2(sc[4 * c + 1] - mn0);
-            sc[4 * c + 2] = fast_exp2(sc[4 * c + 2] - mn1);
-            sc[4 * c + 3] = fast_exp2(sc[4 * c + 3] - mn1);
+            sc[4 * c] = fast_exp2(sc[4 * c] - u0);
+            sc[4 * c + 1] = fast_exp2(sc[4 * c + 1] - u0);
+            sc[4 * c + 2] = fast_exp2(sc[4 * c + 2] - u1);
+            sc[4 * c + 3] = fast_exp2(sc[4 * c + 3] - u1);
             rs0 += sc[4 * c] + sc[4 * c + 1];
             rs1 += sc[4 * c + 2] + sc[4 * c + 3];
         }
@@ -343,23 +389,29 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
         l1 += __shfl_xor_sync(0xffffffffu, l1, off);
     }
     const float il0 = 1.f / l0, il1 = 1.f / l1;
-    const int r0 = q0 + warp * 16 + g;
-    __half* orow = out + (size_t)(start + r0) * H + h * D + 2 * q;
+    const int r0 = warp * 16 + g;
+    __half* orow = out + (size_t)(qtok + r0) * H + h * D + 2 * q;
 #pragma unroll
     for (int i = 0; i < ND; i++) {
-        if (r0 < len) *reinterpret_cast<uint32_t*>(orow + 8 * i) = pack_half2(o[4 * i] * il0, o[4 * i + 1] * il0);
-        if (r0 + 8 < len)
+        if (r0 < qvalid) *reinterpret_cast<uint32_t*>(orow + 8 * i) = pack_half2(o[4 * i] * il0, o[4 * i + 1] * il0);
+        if (r0 + 8 < qvalid)
             *reinterpret_cast<uint32_t*>(orow + (size_t)8 * H + 8 * i) = pack_half2(o[4 * i + 2] * il1, o[4 * i + 3] * il1);
     }
 }
 }  // namespace attn90
 
-// One entry per head dim; dynamic shared memory (BM + 4 BN) * D * 2 bytes (src/attention_sm90.rs).
+// Two entries per head dim (per-sequence tiles, packed-token tiles `_packed`); dynamic shared
+// memory (BM + 4 BN) * D * 2 bytes (src/attention_sm90.rs).
 #define ATTN90_ENTRY(D)                                                                                      \
     extern "C" __global__ void __launch_bounds__(128, 1) attention_sm90_d##D(                                  \
         const __half* __restrict__ qkv, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,   \
-        uint32_t heads, float scale_log2) {                                                                   \
-        attn90::forward<D>(qkv, cu_seqlens, out, heads, scale_log2);                                          \
+        uint32_t heads, uint32_t batch, float scale_log2) {                                                   \
+        attn90::forward<D, false>(qkv, cu_seqlens, out, heads, batch, scale_log2);                            \
+    }                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(128, 1) attention_sm90_packed_d##D(                           \
+        const __half* __restrict__ qkv, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,   \
+        uint32_t heads, uint32_t batch, float scale_log2) {                                                   \
+        attn90::forward<D, true>(qkv, cu_seqlens, out, heads, batch, scale_log2);                             \
     }
 ATTN90_ENTRY(16)
 ATTN90_ENTRY(32)

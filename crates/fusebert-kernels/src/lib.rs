@@ -74,7 +74,7 @@ pub mod reference;
 pub mod report;
 
 pub use attention::{attention, AttentionLaunch, AttentionShape, QueryTile};
-pub use attention_sm90::attention_sm90;
+pub use attention_sm90::{attention_sm90, Sm90Tiling};
 pub use embedding::{embedding_layernorm, EmbeddingTables, TokenIds};
 pub use gather::gather_first_rows;
 pub use gemm_f16::{gemm_f16, GemmF16};

@@ -11,7 +11,7 @@
 //! <= 2^-11 max|v| = 4.9e-4), O is rounded to fp16 (<= 2^-11 |o| <= 4.9e-4), ex2.approx (2^-22)
 //! and f32 accumulation add ~1e-6. Against the mma.sync kernel: both bounds, 2e-3.
 mod kernels_util;
-use fusebert_kernels::attention_sm90::{self, attention_sm90};
+use fusebert_kernels::attention_sm90::{self, attention_sm90, Sm90Tiling};
 use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
 use fusebert_kernels::{reference, AttentionLaunch, AttentionShape, Device, DeviceBuffer};
 use half::f16;
@@ -55,14 +55,18 @@ impl Case {
     fn reference(&self) -> Vec<f32> {
         reference::attention(&self.qkv, &self.cu, self.heads, self.d, 1.0 / (self.d as f32).sqrt())
     }
-    /// The Hopper kernel (or the mma.sync one when `hopper` is false) into a poisoned output.
+    /// The Hopper kernel per sequence (or the mma.sync one when `hopper` is false) into a
+    /// poisoned output.
     fn run(&self, dev: &Device, hopper: bool) -> fusebert_kernels::Result<Vec<f32>> {
+        self.run_tiled(dev, hopper, Sm90Tiling::PerSequence)
+    }
+    fn run_tiled(&self, dev: &Device, hopper: bool, tiling: Sm90Tiling) -> fusebert_kernels::Result<Vec<f32>> {
         let s = self.shape();
         let (dq, dc) = (dev.upload(&self.qkv).unwrap(), dev.upload(&self.cu).unwrap());
         let mut out = poisoned::<f16>(dev, s.tokens * self.heads * self.d);
         clear(dev);
         if hopper {
-            attention_sm90(dev, &dq, &dc, &mut out, s)?;
+            attention_sm90(dev, &dq, &dc, &mut out, s, tiling)?;
         } else {
             fusebert_kernels::attention(dev, &dq, &dc, &mut out, s, AttentionLaunch::default())?;
         }
@@ -71,12 +75,17 @@ impl Case {
     /// The Hopper kernel against the reference; checks the entry launched, no local memory, and
     /// that exactly the output was stored. Returns the max |err|.
     fn check(&self, dev: &Device, what: &str) -> f32 {
+        self.check_tiled(dev, what, Sm90Tiling::PerSequence)
+    }
+    fn check_tiled(&self, dev: &Device, what: &str, tiling: Sm90Tiling) -> f32 {
         let lens: Vec<u32> = self.cu.windows(2).map(|w| w[1] - w[0]).collect();
-        let what = format!("{what}: attention_sm90 d {} heads {} lens {lens:?}", self.d, self.heads);
-        let got = self.run(dev, true).unwrap();
+        let what = format!("{what}: attention_sm90 {tiling:?} d {} heads {} lens {lens:?}", self.d, self.heads);
+        let got = self.run_tiled(dev, true, tiling).unwrap();
         let err = check_close(&what, &got, &self.reference(), |_, _| TOL);
         let emu = dev.emulator_backend().expect("emulator");
-        assert_eq!(emu.launches().last().unwrap().kernel, format!("attention_sm90_d{}", self.d), "{what}");
+        let packed = tiling.resolve(self.shape().max_seqlen) == Sm90Tiling::Packed;
+        let entry = format!("attention_sm90{}_d{}", if packed { "_packed" } else { "" }, self.d);
+        assert_eq!(emu.launches().last().unwrap().kernel, entry, "{what}");
         let c = last_counters(dev).unwrap();
         assert_no_local(&c, &what);
         assert_eq!(c.global_store_bytes, (got.len() * 2) as u64, "{what}: store bytes = output size");
@@ -146,6 +155,49 @@ fn hopper_attention_agrees_with_the_mma_sync_kernel() {
     eprintln!("attention_sm90 vs attention: max |diff| {max:e}, {same} of {total} outputs bit-identical");
 }
 
+/// Packed-token tiles: 64 consecutive tokens of any sequences per CTA, each row masked to its
+/// own sequence. LENS forced packed (a tile spans 3 sequences; the 67-token one crosses a tile
+/// boundary) in every mode; many short texts with empty sequences among them (Auto packs:
+/// longest 64); key ranges of several blocks where some rows see no key of the first block
+/// (the -inf row max guard); d128 once.
+#[test]
+fn hopper_attention_packed_tiles_match_the_reference() {
+    let mut max = 0f32;
+    for (mi, mode) in MODES.into_iter().enumerate() {
+        let dev = sm90(mode);
+        for (di, d) in [32usize, 64].into_iter().enumerate() {
+            let c = Case::new(110 + 10 * mi as u64 + di as u64, d, 2, &LENS);
+            max = max.max(c.check_tiled(&dev, &format!("{mode:?}"), Sm90Tiling::Packed));
+        }
+        let c = Case::new(120 + mi as u64, 64, 2, &[5, 0, 20, 1, 64, 3, 33, 0, 17, 2]);
+        max = max.max(c.check_tiled(&dev, &format!("{mode:?}"), Sm90Tiling::Auto));
+        let c = Case::new(130 + mi as u64, 32, 1, &[100, 30, 90]);
+        max = max.max(c.check_tiled(&dev, &format!("{mode:?}"), Sm90Tiling::Packed));
+    }
+    let dev = sm90(AsyncMode::Random(9));
+    let c = Case::new(140, 128, 1, &[10, 50, 7]);
+    max = max.max(c.check_tiled(&dev, "Random", Sm90Tiling::Packed));
+    eprintln!("attention_sm90 packed: max |err| = {max:e}");
+}
+
+/// `Auto` packs exactly up to `PACKED_MAX_SEQLEN`.
+#[test]
+fn tiling_selection_rule() {
+    use attention_sm90::PACKED_MAX_SEQLEN;
+    assert_eq!(Sm90Tiling::Auto.resolve(1), Sm90Tiling::Packed);
+    assert_eq!(Sm90Tiling::Auto.resolve(PACKED_MAX_SEQLEN), Sm90Tiling::Packed);
+    assert_eq!(Sm90Tiling::Auto.resolve(PACKED_MAX_SEQLEN + 1), Sm90Tiling::PerSequence);
+    assert_eq!(Sm90Tiling::Packed.resolve(500), Sm90Tiling::Packed);
+    assert_eq!(attention_sm90::kernel(32, Sm90Tiling::Packed).unwrap(), "attention_sm90_packed_d32");
+    assert_eq!(attention_sm90::kernel(32, Sm90Tiling::PerSequence).unwrap(), "attention_sm90_d32");
+}
+
+/// CTAs of the last launch on the emulator.
+fn last_grid_ctas(dev: &Device) -> u32 {
+    let l = dev.emulator_backend().unwrap().launches().last().unwrap().clone();
+    l.grid.0 * l.grid.1 * l.grid.2
+}
+
 /// The emulator's counters of one launch (printed for the docs): the tensor work is the padded
 /// tiles', no bank conflicts, no local memory.
 #[test]
@@ -173,6 +225,20 @@ fn counters_of_one_launch() {
             assert_eq!(cn.shared_bank_conflicts, 0, "bank conflicts (16-byte cp.async rows, W = 128)");
         }
     }
+    // many short texts: packed tiles against per-sequence tiles (tensor work of the padding)
+    let short = Case::new(71, 64, 2, &[5, 0, 20, 1, 64, 3, 33, 0, 17, 2]);
+    for tiling in [Sm90Tiling::PerSequence, Sm90Tiling::Packed] {
+        short.run_tiled(&dev, true, tiling).unwrap();
+        let cn = last_counters(&dev).unwrap();
+        eprintln!(
+            "attention_sm90 {tiling:?} d64 heads 2, 10 texts of 0-64 tokens (145): {} CTAs, {} warp instructions, \
+             {} tensor MACs",
+            last_grid_ctas(&dev),
+            cn.warp_instructions,
+            cn.tensor_macs
+        );
+        assert_no_local(&cn, "short texts");
+    }
 }
 
 #[test]
@@ -182,12 +248,13 @@ fn bad_shapes_and_buffers_are_typed_errors() {
     let cu = dev.upload(&[0u32, 5]).unwrap();
     let mut out = dev.alloc::<f16>(128 * 5).unwrap();
     let ok = AttentionShape { batch: 1, tokens: 5, max_seqlen: 5, heads: 2, head_dim: 64, scale: None };
-    let run =
-        |q: &DeviceBuffer<f16>, out: &mut DeviceBuffer<f16>, s: AttentionShape| attention_sm90(&dev, q, &cu, out, s);
+    let run = |q: &DeviceBuffer<f16>, out: &mut DeviceBuffer<f16>, s: AttentionShape| {
+        attention_sm90(&dev, q, &cu, out, s, Sm90Tiling::Auto)
+    };
     for head_dim in [0, 8, 40, 144] {
         assert_kernel_err(run(&qkv, &mut out, AttentionShape { head_dim, ..ok }), "attention_sm90");
     }
-    let k = "attention_sm90_d64";
+    let k = "attention_sm90_packed_d64"; // max_seqlen 5: Auto packs
     assert_kernel_err(run(&qkv, &mut out, AttentionShape { tokens: 0, ..ok }), k);
     assert_kernel_err(run(&qkv, &mut out, AttentionShape { heads: 0, ..ok }), k);
     assert_kernel_err(run(&qkv, &mut out, AttentionShape { max_seqlen: 0, ..ok }), k);
@@ -196,6 +263,9 @@ fn bad_shapes_and_buffers_are_typed_errors() {
     assert_kernel_err(run(&qkv, &mut out, AttentionShape { tokens: 6, ..ok }), k); // qkv too short
     let shifted = qkv.view(4, 3 * 128 * 5).unwrap(); // 8-byte aligned: cp.async needs 16
     assert_kernel_err(run(&shifted, &mut out, ok), k);
+    let per_seq =
+        attention_sm90(&dev, &qkv, &cu, &mut out, AttentionShape { tokens: 6, ..ok }, Sm90Tiling::PerSequence);
+    assert_kernel_err(per_seq, "attention_sm90_d64");
     // the launch itself works on the same buffers
     run(&qkv, &mut out, ok).unwrap();
 }
