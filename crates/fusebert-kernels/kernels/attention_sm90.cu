@@ -4,9 +4,11 @@
 // q | k | v (head h at columns h*D .. h*D+D of each part); out [T, H] fp16; H = heads * D.
 //
 // Design (docs/research/hopper.md 3.3, simplified v1):
-// - A CTA is one 64-row query tile of one (sequence, head): grid (ceil(max_seqlen / 64), heads,
-//   batch), one warpgroup of 128 threads (no producer: see loads). CTAs whose tile starts past
-//   their sequence's end exit at once, before any barrier or wgmma (the exit is CTA-uniform).
+// - A CTA is 64 query rows of one head, one warpgroup of 128 threads (no producer: see loads):
+//   `attention_sm90_d*` 64 rows of one sequence, grid (ceil(max_seqlen / 64), heads, batch);
+//   `attention_sm90_packed_d*` 64 consecutive packed tokens of any sequences, grid
+//   (ceil(T / 64), heads), keys the union of their sequences, each row masked to its own.
+//   CTAs with no rows exit at once, before any barrier or wgmma (the exit is CTA-uniform).
 // - Loads: plain cp.async (16 bytes a thread, zero-fill past the sequence end), not TMA: a box of
 //   one head's q/k/v columns is a strided 2-D slice that a tensor map could describe, but the
 //   sequence boundaries inside the packed T dimension would still need the mask, and v1 keeps
@@ -35,8 +37,7 @@
 // - Epilogue: normalise by the row sum, 4-byte stores of column pairs for valid rows only.
 //
 // Not (yet) FA3: no TMA producer warp, no intra-warpgroup overlap of the next S with this
-// block's softmax, no ping-pong of two consumer warpgroups, no packing of several short
-// sequences into one tile (hopper.md 3.3's "tile over packed tokens").
+// block's softmax, no ping-pong of two consumer warpgroups.
 #include "common.cuh"
 
 namespace attn90 {
