@@ -59,6 +59,7 @@ pub use fusebert_core::{Error, Result};
 pub use ptx::ids;
 
 pub mod attention;
+pub mod attention_sm90;
 /// The Hopper conformance kit (`fusebert conformance`): sm_90a semantics, hardware vs emulator.
 #[cfg(feature = "cuda")]
 pub mod conformance;
@@ -76,6 +77,7 @@ pub mod reference;
 pub mod report;
 
 pub use attention::{attention, AttentionLaunch, AttentionShape, QueryTile};
+pub use attention_sm90::{attention_sm90, Sm90Tiling};
 pub use embedding::{embedding_layernorm, EmbeddingTables, TokenIds};
 pub use gather::gather_first_rows;
 pub use gemm_f16::{gemm_f16, GemmF16};

@@ -1,0 +1,151 @@
+//! Hopper fused attention (`kernels/attention_sm90.cu`, sm_90a only): `out = softmax(Q K^T *
+//! scale) V` per packed sequence and head, as [`attention`](crate::attention) computes it, on
+//! wgmma: S = Q K^T by SS wgmma, online softmax in registers, P in registers as the RS A
+//! operand of O += P V with V read MN-major. A CTA is one warpgroup over 64 query rows of one
+//! head ([`Sm90Tiling`]: 64 rows of one sequence, or 64 consecutive packed tokens of any
+//! sequences with a per-row sequence mask), K/V blocks of 64 keys double-buffered by cp.async.
+//!
+//! Inputs and checks are those of [`attention`](crate::attention): `qkv` `[T, 3H]` (q | k | v,
+//! head `h` at columns `h*head_dim..`), `cu_seqlens` `[batch + 1]`, `out` `[T, H]`; head dims
+//! 16..128 in steps of 16. Results are not bit-identical to the mma.sync kernel's (the products
+//! of a wgmma are summed in another order): the two agree within the fp16 tolerance of the
+//! softmax and the output rounding.
+use half::f16;
+
+use super::{check_align, check_len, check_u32, kerr};
+use crate::attention::AttentionShape;
+use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
+use crate::ptx::ids;
+use fusebert_core::error::Result;
+
+/// The module (`kernels/attention_sm90.cu`).
+pub const MODULE: &str = "attention_sm90";
+/// Query rows per CTA (one warpgroup's wgmma M).
+pub const BLOCK_M: usize = 64;
+/// Keys per shared K/V block (the N of S = Q K^T).
+pub const BLOCK_N: usize = 64;
+/// Threads per CTA: one warpgroup.
+pub const THREADS: u32 = 128;
+/// Head dims the kernel is compiled for (`ATTN90_ENTRY` in the kernel).
+pub const HEAD_DIMS: [usize; 8] = [16, 32, 48, 64, 80, 96, 112, 128];
+const PACKED_KERNELS: [&str; 8] = [
+    ids::ATTENTION_SM90_PACKED_D16,
+    ids::ATTENTION_SM90_PACKED_D32,
+    ids::ATTENTION_SM90_PACKED_D48,
+    ids::ATTENTION_SM90_PACKED_D64,
+    ids::ATTENTION_SM90_PACKED_D80,
+    ids::ATTENTION_SM90_PACKED_D96,
+    ids::ATTENTION_SM90_PACKED_D112,
+    ids::ATTENTION_SM90_PACKED_D128,
+];
+const KERNELS: [&str; 8] = [
+    ids::ATTENTION_SM90_D16,
+    ids::ATTENTION_SM90_D32,
+    ids::ATTENTION_SM90_D48,
+    ids::ATTENTION_SM90_D64,
+    ids::ATTENTION_SM90_D80,
+    ids::ATTENTION_SM90_D96,
+    ids::ATTENTION_SM90_D112,
+    ids::ATTENTION_SM90_D128,
+];
+
+/// How query rows are grouped into CTAs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sm90Tiling {
+    /// [`Sm90Tiling::Packed`] when the batch's longest sequence is at most
+    /// [`PACKED_MAX_SEQLEN`] tokens, else [`Sm90Tiling::PerSequence`].
+    #[default]
+    Auto,
+    /// A CTA per (64 rows of one sequence, head): grid `ceil(max_seqlen / 64) x heads x batch`;
+    /// a 20-token text fills 20 of its CTA's 64 rows.
+    PerSequence,
+    /// A CTA per (64 consecutive packed tokens, head): grid `ceil(T / 64) x heads`; its keys are
+    /// the union of the sequences of its tokens (at most 64 + 2 (max_seqlen - 1) tokens), each
+    /// row seeing only its own sequence's. No row is padded except in the last tile.
+    Packed,
+}
+
+/// Longest sequence for which [`Sm90Tiling::Auto`] packs tokens: a tile's key range then spans
+/// at most 64 + 2 x 63 keys (3 blocks), against one block per 64-row tile per sequence.
+pub const PACKED_MAX_SEQLEN: usize = 64;
+
+impl Sm90Tiling {
+    /// The concrete tiling for a batch whose longest sequence is `max_seqlen` tokens.
+    pub fn resolve(self, max_seqlen: usize) -> Sm90Tiling {
+        match self {
+            Sm90Tiling::Auto if max_seqlen <= PACKED_MAX_SEQLEN => Sm90Tiling::Packed,
+            Sm90Tiling::Auto => Sm90Tiling::PerSequence,
+            t => t,
+        }
+    }
+}
+
+/// The entry point for `head_dim` and `tiling` (resolved: `Auto` counts as per-sequence), or a
+/// typed error for a head dim the kernel is not compiled for.
+pub fn kernel(head_dim: usize, tiling: Sm90Tiling) -> Result<&'static str> {
+    match HEAD_DIMS.iter().position(|&d| d == head_dim) {
+        Some(i) if tiling == Sm90Tiling::Packed => Ok(PACKED_KERNELS[i]),
+        Some(i) => Ok(KERNELS[i]),
+        None => Err(kerr(
+            "attention_sm90",
+            format!("head_dim = {head_dim}, expected a multiple of 16 up to 128 {HEAD_DIMS:?}"),
+        )),
+    }
+}
+
+/// Dynamic shared memory of one CTA: Q plus two stages of K and V, fp16 (80 KiB at head dim 128).
+pub fn shared_bytes(head_dim: usize) -> usize {
+    (BLOCK_M + 4 * BLOCK_N) * head_dim * 2
+}
+
+/// `out[T, H] = softmax(Q K^T * scale) V` per sequence and head on the Hopper kernel. Needs an
+/// sm_90 device (an H100/H200, or the emulator with `Arch::Sm90`): elsewhere the module does not
+/// load and the launch is an error. `cu_seqlens` is trusted as by [`attention`](crate::attention)
+/// (monotone, last entry `tokens`, no gap longer than `max_seqlen`).
+pub fn attention_sm90(
+    dev: &Device,
+    qkv: &DeviceBuffer<f16>,
+    cu_seqlens: &DeviceBuffer<u32>,
+    out: &mut DeviceBuffer<f16>,
+    s: AttentionShape,
+    tiling: Sm90Tiling,
+) -> Result<()> {
+    let tiling = tiling.resolve(s.max_seqlen);
+    let k = kernel(s.head_dim, tiling)?;
+    if s.batch == 0 || s.heads == 0 || s.max_seqlen == 0 || s.tokens == 0 {
+        return Err(kerr(k, format!("batch, heads, tokens and max_seqlen must be positive: {s:?}")));
+    }
+    if s.batch > 65_535 || s.heads > 65_535 {
+        return Err(kerr(k, format!("batch = {} and heads = {} must be <= 65535 (grid y/z)", s.batch, s.heads)));
+    }
+    let h = s.heads * s.head_dim;
+    // the kernel's row offsets are 32-bit ints
+    if s.tokens.checked_mul(3 * h).is_none_or(|n| n > i32::MAX as usize) {
+        return Err(kerr(k, format!("tokens = {} x 3H = {} exceeds 2^31 elements", s.tokens, 3 * h)));
+    }
+    check_len(k, "qkv", qkv, s.tokens * 3 * h)?;
+    check_len(k, "cu_seqlens", cu_seqlens, s.batch + 1)?;
+    check_len(k, "out", out, s.tokens * h)?;
+    // cp.async moves 16 bytes (rows are 6 H bytes, a multiple of 16 for head dims of 16 | D)
+    check_align(k, "qkv", qkv, 16)?;
+    check_align(k, "out", out, 4)?;
+    let scale = s.scale.unwrap_or(1.0 / (s.head_dim as f32).sqrt());
+    let cfg = LaunchConfig {
+        grid: match tiling {
+            Sm90Tiling::Packed => (check_u32(k, "tokens", s.tokens.div_ceil(BLOCK_M))?, s.heads as u32, 1),
+            _ => (check_u32(k, "max_seqlen", s.max_seqlen.div_ceil(BLOCK_M))?, s.heads as u32, s.batch as u32),
+        },
+        block: (THREADS, 1, 1),
+        shared_mem_bytes: shared_bytes(s.head_dim) as u32,
+    };
+    let args = [
+        KernelArg::from(qkv),
+        KernelArg::from(cu_seqlens),
+        KernelArg::from(&*out),
+        KernelArg::U32(s.heads as u32),
+        KernelArg::U32(s.batch as u32),
+        KernelArg::F32(scale * std::f32::consts::LOG2_E),
+    ];
+    // by module: a device that did not load the sm_90a module (not an sm_90) says so
+    dev.launch_in(MODULE, k, cfg, &args)
+}
