@@ -72,7 +72,9 @@ fn check_shape(kernel: &str, s: GemmShape, k_mult: usize) -> Result<(u32, u32, u
     if k == 0 || k % k_mult != 0 {
         return Err(kerr(
             kernel,
-            format!("K = {k} must be a positive multiple of {k_mult} (TMA: a row of A and W is a multiple of 16 bytes)"),
+            format!(
+                "K = {k} must be a positive multiple of {k_mult} (TMA: a row of A and W is a multiple of 16 bytes)"
+            ),
         ));
     }
     let m32 = check_u32(kernel, "M", m)?;

@@ -12,9 +12,7 @@
 mod kernels_util;
 use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
 use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch};
-use fusebert_kernels::{
-    reference, Device, DeviceBuffer, Epilogue, GemmInt8, GemmLaunch, GemmShape, Tile, ZeroPoint,
-};
+use fusebert_kernels::{reference, Device, DeviceBuffer, Epilogue, GemmInt8, GemmLaunch, GemmShape, Tile, ZeroPoint};
 use half::f16;
 use kernels_util::*;
 use rand::Rng;
@@ -74,7 +72,17 @@ impl Case {
         // scales of unit-sized outputs at these K (|acc| ~ 73^2 sqrt K)
         let a_scale = (0..m).map(|_| r.gen_range(0.0005f32..0.003)).collect();
         let w_scale = (0..n).map(|_| r.gen_range(0.0002f32..0.001)).collect();
-        Case { s: GemmShape { m, n, k }, a, w, a_scale, w_scale, zero, w_sum, bias: rand_f16(r, n, 1.0), res: rand_f16(r, m * n, 1.0) }
+        Case {
+            s: GemmShape { m, n, k },
+            a,
+            w,
+            a_scale,
+            w_scale,
+            zero,
+            w_sum,
+            bias: rand_f16(r, n, 1.0),
+            res: rand_f16(r, m * n, 1.0),
+        }
     }
 
     /// The reference after epilogue `epi` (f32).
@@ -205,6 +213,31 @@ fn int8_hopper_gemm_equals_every_gemm_int8_tile() {
     }
 }
 
+/// The bit-for-bit comparison has teeth: the module's PTX with the dequantisation's
+/// `x * a_scale` rounded toward zero instead of to nearest (`mul.rz` for `mul.rn`: a last-bit
+/// change of the f32 value before the fp16 rounding) no longer equals gemm_int8 on every output,
+/// while staying within the reference's tolerance; the unmutated PTX (the clean twin) does.
+/// The fp16 rounding hides most last-bit f32 changes (this one shows in 9 of 262,144 outputs),
+/// hence the large output here; the other bit-equality tests compare ~10^6 outputs in all.
+#[test]
+fn a_one_ulp_change_of_the_dequantisation_breaks_bit_equality() {
+    let m = fusebert_kernels::ptx::module(gemm_sm90::MODULE).expect("gemm_sm90 is embedded");
+    let ptx = m.by_arch[0].1.to_string();
+    let rz = ptx.replace("mul.rn.f32", "mul.rz.f32");
+    assert!(rz != ptx, "the mutation must change the PTX");
+    let c = Case::new(&mut rng(197), 256, 1024, 64, true);
+    for (what, module) in [("clean", &ptx), ("mul.rz", &rz)] {
+        let dev = sm90(AsyncMode::Lazy);
+        dev.load_module(gemm_sm90::MODULE, module).unwrap();
+        let hopper = c.run(&dev, 0, Some(GemmSm90Launch::default()), Tile::Auto);
+        let ampere = c.run(&dev, 0, None, Tile::Auto);
+        let differ = hopper.iter().zip(&ampere).filter(|(h, a)| h.to_bits() != a.to_bits()).count();
+        check_close(what, &to_f32(&hopper), &c.reference(0), |w, _| half_ulp(w) + 1e-5);
+        eprintln!("{what}: {differ} of {} outputs differ from gemm_int8's", hopper.len());
+        assert_eq!(differ == 0, what == "clean", "{what}: {differ} outputs differ");
+    }
+}
+
 /// Fewer CTAs than tiles: each CTA walks several tiles through one stage ring (phases wrap,
 /// stages are released across tile boundaries).
 #[test]
@@ -232,16 +265,15 @@ fn bad_shapes_and_buffers_are_typed_errors() {
     let mut c = dev.alloc::<f16>(m * n + 4).unwrap();
     let ok = GemmShape { m, n, k };
     let kn = gemm_sm90::KERNEL_INT8;
-    let g = |a: &'_ DeviceBuffer<i8>, s: GemmShape| GemmInt8 {
-        a,
-        a_scale: &scales,
-        zero_point: None,
-        w: &w,
-        w_scale: &scales,
-        bias: None,
-        epilogue: Epilogue::None,
-        shape: s,
-    };
+    fn gemm<'a>(
+        a: &'a DeviceBuffer<i8>,
+        w: &'a DeviceBuffer<i8>,
+        sc: &'a DeviceBuffer<f32>,
+        s: GemmShape,
+    ) -> GemmInt8<'a> {
+        GemmInt8 { a, a_scale: sc, zero_point: None, w, w_scale: sc, bias: None, epilogue: Epilogue::None, shape: s }
+    }
+    let g = |a, s| gemm(a, &w, &scales, s);
     let run = |g: &GemmInt8<'_>, c: &mut DeviceBuffer<f16>, how: GemmSm90Launch| {
         fusebert_kernels::gemm_int8_sm90(&dev, g, c, how)
     };
@@ -264,10 +296,8 @@ fn bad_shapes_and_buffers_are_typed_errors() {
     let big_a = dev.alloc::<i8>(65552).unwrap();
     let big_w = dev.alloc::<i8>(8 * 65552).unwrap();
     let big = GemmInt8 {
-        a: &big_a,
-        w: &big_w,
         zero_point: Some(ZeroPoint { zero: &zero, w_sum: &sums }),
-        ..g(&a, GemmShape { m: 1, n: 8, k: 65552 })
+        ..gemm(&big_a, &big_w, &scales, GemmShape { m: 1, n: 8, k: 65552 })
     };
     assert_kernel_err(run(&big, &mut c, Default::default()), kn);
     // the launches themselves work on the same buffers
