@@ -1,6 +1,13 @@
-// Hopper (sm_90a) fp16 GEMM: C[M,N] = A[M,K] . W[N,K]^T + bias[n] (+ activation or residual per
-// the `epi` codes of codes.cuh, the same semantics as gemm_f16: + bias, then the activation or
-// the residual add, in f32, one fp16 rounding), f32 accumulation in wgmma, fp16 out.
+// Hopper (sm_90a) GEMMs on one warp-specialised skeleton (`ws_gemm` below, templated on the
+// operand type and the epilogue):
+// - gemm_f16_sm90: C[M,N] = A[M,K] . W[N,K]^T + bias[n] (+ activation or residual per the `epi`
+//   codes of codes.cuh, the same semantics as gemm_f16: + bias, then the activation or the
+//   residual add, in f32, one fp16 rounding), f32 accumulation in wgmma, fp16 out.
+// - gemm_int8_sm90: the W8A8 GEMM of gemm_int8.cu, s8 x s8 -> s32 in wgmma (m64n128k32, exact),
+//   C = (acc - a_zero[m] w_sum[n]) * a_scale[m] * w_scale[n] + bias[n], then the same `epi`
+//   codes, fp16 out, with gemm_int8's float operations in gemm_int8's order (one mul, one fma:
+//   see S8Epilogue), so both kernels give the same bits.
+// - gemm_int8_i32_sm90: the same main loop, the raw s32 accumulators out (bit-exact checks).
 //
 // Design (docs/research/hopper.md 3.2, CUTLASS's warp-specialised "cooperative" kernel):
 // - 384 threads: warpgroup 0 is the producer (one elected thread issues every TMA load), warp
@@ -10,8 +17,11 @@
 //   blockIdx.x + gridDim.x, ... in a static order (column blocks outer, row blocks inner, so CTAs
 //   running at the same time share W's column strip). Producer and consumers walk the same
 //   sequence, so the stage/phase counters agree without communication.
-// - STAGES-deep ring of (A box 128 x 64, W box BN x 64) f16, both K-major with the 128-byte
-//   swizzle (rows of 64 f16 = 128 bytes, the canonical wgmma SW128 K-major layout: SBO = 1024).
+// - STAGES-deep ring of (A box 128 x BK, W box BN x BK), both K-major with the 128-byte swizzle:
+//   a row is 128 bytes whatever the type (BK = 64 f16 or 128 s8), the canonical wgmma SW128
+//   K-major layout (SBO = 1024); one wgmma's K is 32 bytes (k16 f16, k32 s8), so a stage is 4
+//   wgmmas per consumer with the descriptor start advanced 32 bytes each, for both types (s8 is
+//   K-major only on wgmma: A and W are both K-contiguous, which is what the GEMM is given).
 //   full[s]: 1 arrival (the producer's arrive.expect_tx) + the boxes' bytes (TMA complete_tx).
 //   empty[s]: 256 arrivals (every consumer thread, after the wgmma reading the stage has
 //   completed: wait_group 1 after the next stage's commit, never before - sanitizer S4).
@@ -31,18 +41,19 @@
 // Batch invariance: a row's result is its dot products summed over K in k order, 16 at a time,
 // by the same instruction sequence whatever M, the tile of the row, or the CTA that computes it.
 //
-// Host-checked requirements (src/gemm_sm90.rs): K % 8 == 0 (TMA: the row stride of A and W is a
-// multiple of 16 bytes), N % 8 == 0, 16-byte aligned A and W, 4-byte aligned C/bias/residual.
+// Host-checked requirements (src/gemm_sm90.rs): the row stride of A and W is a multiple of 16
+// bytes (TMA: K % 8 == 0 for f16, K % 16 == 0 for s8), N % 8 == 0, 16-byte aligned A and W,
+// 8-byte aligned C/bias/residual/w_scale/w_sum.
 #include <cuda.h>
 
 #include "codes.cuh"
 #include "common.cuh"
 
 namespace sm90 {
-constexpr int BM = 128, BN = 128, BK = 64;  // BK: f16 per 128-byte swizzled row
+constexpr int BM = 128, BN = 128, ROW_BYTES = 128;  // a K row of a box: 64 f16 or 128 s8, swizzled
 constexpr int STAGES = 4;
 constexpr int THREADS = 384;
-constexpr int A_BYTES = BM * BK * 2, B_BYTES = BN * BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
+constexpr int A_BYTES = BM * ROW_BYTES, B_BYTES = BN * ROW_BYTES, STAGE_BYTES = A_BYTES + B_BYTES;
 constexpr int SMEM = STAGES * STAGE_BYTES;  // dynamic shared bytes (src/gemm_sm90.rs: SMEM)
 static_assert(SMEM + 1024 <= 227 * 1024, "the ring and the barriers fit an sm_90 block");
 constexpr int CONSUMER_THREADS = 256;
@@ -90,94 +101,239 @@ FB_DEVICE uint64_t desc_sw128(uint32_t smem_addr) {
            ((uint64_t)1 << 62);
 }
 
-// d += A(64 x 16) . B(16 x 128)^T, A and B from shared memory; scale_d = 0: d = A . B.
+// The 64 accumulator registers of a 64 x 128 wgmma, as asm operands (f32: "+f", s32: "+r").
+#define WGMMA_D64(C)                                                                                           \
+    C(d[0]), C(d[1]), C(d[2]), C(d[3]), C(d[4]), C(d[5]), C(d[6]), C(d[7]), C(d[8]), C(d[9]), C(d[10]),        \
+        C(d[11]), C(d[12]), C(d[13]), C(d[14]), C(d[15]), C(d[16]), C(d[17]), C(d[18]), C(d[19]), C(d[20]),    \
+        C(d[21]), C(d[22]), C(d[23]), C(d[24]), C(d[25]), C(d[26]), C(d[27]), C(d[28]), C(d[29]), C(d[30]),    \
+        C(d[31]), C(d[32]), C(d[33]), C(d[34]), C(d[35]), C(d[36]), C(d[37]), C(d[38]), C(d[39]), C(d[40]),    \
+        C(d[41]), C(d[42]), C(d[43]), C(d[44]), C(d[45]), C(d[46]), C(d[47]), C(d[48]), C(d[49]), C(d[50]),    \
+        C(d[51]), C(d[52]), C(d[53]), C(d[54]), C(d[55]), C(d[56]), C(d[57]), C(d[58]), C(d[59]), C(d[60]),    \
+        C(d[61]), C(d[62]), C(d[63])
+#define WGMMA_REGS64                                                                                           \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                                  \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "                         \
+    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "                         \
+    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define F32_ACC(x) "+f"(x)
+#define S32_ACC(x) "+r"(x)
+
+// d += A(64 x 16) . B(16 x 128)^T (f16, f32 accumulation), A and B from shared memory;
+// scale_d = 0: d = A . B.
 FB_DEVICE void wgmma_m64n128k16(float (&d)[64], uint64_t da, uint64_t db, uint32_t scale_d) {
     asm volatile(
         "{\n"
         ".reg .pred p;\n"
         "setp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-        "%64, %65, p, 1, 1, 0, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " WGMMA_REGS64 ", %64, %65, p, 1, 1, 0, 0;\n"
         "}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : WGMMA_D64(F32_ACC)
         : "l"(da), "l"(db), "r"(scale_d));
 }
+// d += A(64 x 32) . B(32 x 128)^T (s8, exact s32 accumulation; integer wgmma has no scale or
+// transpose immediates: K-major only), A and B from shared memory; scale_d = 0: d = A . B.
+FB_DEVICE void wgmma_m64n128k32_s8(int (&d)[64], uint64_t da, uint64_t db, uint32_t scale_d) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 " WGMMA_REGS64 ", %64, %65, p;\n"
+        "}\n"
+        : WGMMA_D64(S32_ACC)
+        : "l"(da), "l"(db), "r"(scale_d));
+}
+
+// The operand types: accumulator type, elements per 128-byte K row (the TMA box's inner
+// extent and the K of a stage), and the wgmma of one 32-byte K step.
+struct F16Op {
+    using Acc = float;
+    static constexpr int BK = 64;
+    FB_DEVICE static void mma(float (&d)[64], uint64_t da, uint64_t db, uint32_t scale_d) {
+        wgmma_m64n128k16(d, da, db, scale_d);
+    }
+};
+struct S8Op {
+    using Acc = int;
+    static constexpr int BK = 128;
+    FB_DEVICE static void mma(int (&d)[64], uint64_t da, uint64_t db, uint32_t scale_d) {
+        wgmma_m64n128k32_s8(d, da, db, scale_d);
+    }
+};
+
 FB_DEVICE void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 FB_DEVICE void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N>
-FB_DEVICE void wgmma_wait(float (&d)[64]) {
+// Pins an accumulator register across an asm statement (the compiler neither reads nor moves it).
+FB_DEVICE void pin(float& x) { asm volatile("" : "+f"(x)::"memory"); }
+FB_DEVICE void pin(int& x) { asm volatile("" : "+r"(x)::"memory"); }
+template <int N, typename Acc>
+FB_DEVICE void wgmma_wait(Acc (&d)[64]) {
     // the accumulators are operands so that the compiler neither reads nor moves them across the
     // wait (reading them before it is sanitizer S1)
 #pragma unroll
-    for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
+    for (int i = 0; i < 64; i++) pin(d[i]);
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 #pragma unroll
-    for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
+    for (int i = 0; i < 64; i++) pin(d[i]);
 }
 
-// The epilogue of one consumer warpgroup's 64 x BN accumulators: rows m (< M), columns n (< N).
+// Applies epilogue code EPI to one column pair after + bias (f32): the activation, or the
+// residual's pair at `idx` (an even element index) added; NONE leaves it.
 template <uint32_t EPI>
-FB_DEVICE void store_acc(const float (&d)[64], const __half* __restrict__ bias, const __half* __restrict__ residual,
-                         __half* __restrict__ C, int M, int N, int row0, int col0) {
+FB_DEVICE void finish_pair(float& v0, float& v1, const __half* __restrict__ residual, size_t idx) {
+    if constexpr (EPI == EPI_GELU) {
+        v0 = gelu_erf(v0);
+        v1 = gelu_erf(v1);
+    } else if constexpr (EPI == EPI_TANH) {
+        v0 = tanhf(v0);
+        v1 = tanhf(v1);
+    } else if constexpr (EPI == EPI_GELU_TANH) {
+        v0 = gelu_tanh(v0);
+        v1 = gelu_tanh(v1);
+    } else if constexpr (EPI == EPI_RELU) {
+        v0 = fmaxf(v0, 0.f);
+        v1 = fmaxf(v1, 0.f);
+    } else if constexpr (EPI == EPI_SILU) {
+        v0 = silu(v0);
+        v1 = silu(v1);
+    } else if constexpr (EPI == EPI_RESIDUAL) {
+        const float2 r = __half22float2(*reinterpret_cast<const __half2*>(residual + idx));
+        v0 += r.x;
+        v1 += r.y;
+    }
+}
+
+// Runs e.store<EPI>(d, row0, col0) for the launch's epilogue code e.epi: one instantiation per
+// code, so the unrolled store loop holds no switch.
+template <class E, typename Acc>
+FB_DEVICE void dispatch_epi(const E& e, const Acc (&d)[64], int row0, int col0) {
+    switch (e.epi) {
+        case EPI_GELU: e.template store<EPI_GELU>(d, row0, col0); break;
+        case EPI_RESIDUAL: e.template store<EPI_RESIDUAL>(d, row0, col0); break;
+        case EPI_TANH: e.template store<EPI_TANH>(d, row0, col0); break;
+        case EPI_GELU_TANH: e.template store<EPI_GELU_TANH>(d, row0, col0); break;
+        case EPI_RELU: e.template store<EPI_RELU>(d, row0, col0); break;
+        case EPI_SILU: e.template store<EPI_SILU>(d, row0, col0); break;
+        default: e.template store<EPI_NONE>(d, row0, col0); break;
+    }
+}
+
+// The accumulator fragment (hopper.md 1.4) of a consumer thread: rows row0 + {0, 8} (h), column
+// pairs col0 + 8 c (c < BN/8); d[4c + 2h + {0, 1}] is the pair (row0 + 8h, col0 + 8c + {0, 1}).
+
+// gemm_f16_sm90's epilogue: + bias, then EPI, one fp16 rounding, 4-byte pair stores.
+struct F16Epilogue {
+    const __half* __restrict__ bias;
+    const __half* __restrict__ residual;
+    __half* __restrict__ C;
+    int M, N;
+    uint32_t epi;
+
+    template <uint32_t EPI>
+    FB_DEVICE void store(const float (&d)[64], int row0, int col0) const {
 #pragma unroll
-    for (int c = 0; c < BN / 8; c++) {
-        const int n = col0 + 8 * c;
-        if (n >= N) break;  // N % 8 == 0: a column pair is wholly inside or outside
-        float b0 = 0.f, b1 = 0.f;
-        if (bias) {
-            const float2 b = __half22float2(*reinterpret_cast<const __half2*>(bias + n));
-            b0 = b.x;
-            b1 = b.y;
-        }
+        for (int c = 0; c < BN / 8; c++) {
+            const int n = col0 + 8 * c;
+            if (n >= N) break;  // N % 8 == 0: a column pair is wholly inside or outside
+            float b0 = 0.f, b1 = 0.f;
+            if (bias) {
+                const float2 b = __half22float2(*reinterpret_cast<const __half2*>(bias + n));
+                b0 = b.x;
+                b1 = b.y;
+            }
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
-            const int m = row0 + 8 * h;
-            if (m < M) {
-                float v0 = d[4 * c + 2 * h] + b0, v1 = d[4 * c + 2 * h + 1] + b1;
-                if constexpr (EPI == EPI_GELU) {
-                    v0 = gelu_erf(v0);
-                    v1 = gelu_erf(v1);
-                } else if constexpr (EPI == EPI_TANH) {
-                    v0 = tanhf(v0);
-                    v1 = tanhf(v1);
-                } else if constexpr (EPI == EPI_GELU_TANH) {
-                    v0 = gelu_tanh(v0);
-                    v1 = gelu_tanh(v1);
-                } else if constexpr (EPI == EPI_RELU) {
-                    v0 = fmaxf(v0, 0.f);
-                    v1 = fmaxf(v1, 0.f);
-                } else if constexpr (EPI == EPI_SILU) {
-                    v0 = silu(v0);
-                    v1 = silu(v1);
-                } else if constexpr (EPI == EPI_RESIDUAL) {
-                    const float2 r = __half22float2(*reinterpret_cast<const __half2*>(residual + (size_t)m * N + n));
-                    v0 += r.x;
-                    v1 += r.y;
+            for (int h = 0; h < 2; h++) {
+                const int m = row0 + 8 * h;
+                if (m < M) {
+                    float v0 = d[4 * c + 2 * h] + b0, v1 = d[4 * c + 2 * h + 1] + b1;
+                    finish_pair<EPI>(v0, v1, residual, (size_t)m * N + n);
+                    *reinterpret_cast<uint32_t*>(C + (size_t)m * N + n) = pack_half2(v0, v1);
                 }
-                *reinterpret_cast<uint32_t*>(C + (size_t)m * N + n) = pack_half2(v0, v1);
             }
         }
     }
-}
-}  // namespace sm90
+    FB_DEVICE void operator()(const float (&d)[64], int row0, int col0) const { dispatch_epi(*this, d, row0, col0); }
+};
 
-using namespace sm90;
+// gemm_int8_sm90's epilogue, gemm_int8's arithmetic (gemm_core.cuh store_tile) operation for
+// operation: x = acc - a_zero[m] w_sum[n] (s32, exact; the zero point's term is 0 when a_zero is
+// null), v = fma(float(x) * a_scale[m], w_scale[n], bias[n]) (gemm_int8's PTX contracts its
+// `x * as * ws + b` into exactly this mul and fma; spelled out here with the _rn intrinsics so no
+// compiler choice can change it; bias 0 when null, as there), then EPI, one fp16 rounding.
+struct S8Epilogue {
+    const float* __restrict__ a_scale;
+    const int* __restrict__ a_zero;
+    const float* __restrict__ w_scale;
+    const int* __restrict__ w_sum;
+    const __half* __restrict__ bias;
+    const __half* __restrict__ residual;
+    __half* __restrict__ C;
+    int M, N;
+    uint32_t epi;
 
-extern "C" __global__ void __launch_bounds__(THREADS, 1)
-    gemm_f16_sm90(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
-                  const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C,
-                  uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
+    template <uint32_t EPI>
+    FB_DEVICE void store(const int (&d)[64], int row0, int col0) const {
+        float as[2];
+        int z[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int m = row0 + 8 * h;
+            as[h] = m < M ? a_scale[m] : 0.f;
+            z[h] = a_zero && m < M ? a_zero[m] : 0;
+        }
+#pragma unroll
+        for (int c = 0; c < BN / 8; c++) {
+            const int n = col0 + 8 * c;
+            if (n >= N) break;  // N % 8 == 0: a column pair is wholly inside or outside
+            const float2 ws = *reinterpret_cast<const float2*>(w_scale + n);
+            int2 wsum = make_int2(0, 0);
+            if (a_zero) wsum = *reinterpret_cast<const int2*>(w_sum + n);
+            float b0 = 0.f, b1 = 0.f;
+            if (bias) {
+                const float2 b = __half22float2(*reinterpret_cast<const __half2*>(bias + n));
+                b0 = b.x;
+                b1 = b.y;
+            }
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int m = row0 + 8 * h;
+                if (m < M) {
+                    const int x0 = d[4 * c + 2 * h] - z[h] * wsum.x, x1 = d[4 * c + 2 * h + 1] - z[h] * wsum.y;
+                    float v0 = __fmaf_rn(__fmul_rn((float)x0, as[h]), ws.x, b0);
+                    float v1 = __fmaf_rn(__fmul_rn((float)x1, as[h]), ws.y, b1);
+                    finish_pair<EPI>(v0, v1, residual, (size_t)m * N + n);
+                    *reinterpret_cast<uint32_t*>(C + (size_t)m * N + n) = pack_half2(v0, v1);
+                }
+            }
+        }
+    }
+    FB_DEVICE void operator()(const int (&d)[64], int row0, int col0) const { dispatch_epi(*this, d, row0, col0); }
+};
+
+// gemm_int8_i32_sm90's epilogue: the raw s32 accumulators, 8-byte pair stores.
+struct RawEpilogue {
+    int32_t* __restrict__ C;
+    int M, N;
+    FB_DEVICE void operator()(const int (&d)[64], int row0, int col0) const {
+#pragma unroll
+        for (int c = 0; c < BN / 8; c++) {
+            const int n = col0 + 8 * c;
+            if (n >= N) break;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int m = row0 + 8 * h;
+                if (m < M) *reinterpret_cast<int2*>(C + (size_t)m * N + n) = make_int2(d[4 * c + 2 * h], d[4 * c + 2 * h + 1]);
+            }
+        }
+    }
+};
+
+// The warp-specialised persistent GEMM (see the top of the file) on operand type Op, handing
+// each finished tile's accumulators to `epilogue(d, row0, col0)` in the consumer threads.
+template <class Op, class Epilogue>
+FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, uint32_t M, uint32_t N, uint32_t K,
+                       const Epilogue& epilogue) {
+    constexpr int BK = Op::BK;
+    using Acc = typename Op::Acc;
     extern __shared__ __align__(1024) uint8_t smem[];
     __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
     const uint32_t s0 = smem_u32(smem);
@@ -207,8 +363,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
                     const uint32_t fb = smem_u32(&full[stage]), sa = s0 + stage * STAGE_BYTES;
                     // the whole boxes, out-of-bounds (zero-filled) elements included
                     mbar_arrive_expect_tx(fb, STAGE_BYTES);
-                    tma_load_2d(sa, &tma_a, kb * BK, m0, fb);
-                    tma_load_2d(sa + A_BYTES, &tma_w, kb * BK, n0, fb);
+                    tma_load_2d(sa, tma_a, kb * BK, m0, fb);
+                    tma_load_2d(sa + A_BYTES, tma_w, kb * BK, n0, fb);
                     if (++stage == STAGES) {
                         stage = 0;
                         phase ^= 1;
@@ -219,9 +375,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
         const int cw = wg - 1, t = tid % 128, warp = t / 32, lane = t % 32;
-        float d[64];
+        Acc d[64];
 #pragma unroll
-        for (int i = 0; i < 64; i++) d[i] = 0.f;
+        for (int i = 0; i < 64; i++) d[i] = 0;
         int stage = 0;
         uint32_t phase = 0;
         for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
@@ -229,11 +385,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
             int prev = 0;
             for (int kb = 0; kb < kblocks; kb++) {
                 mbar_wait(smem_u32(&full[stage]), phase);
-                const uint32_t sa = s0 + stage * STAGE_BYTES + cw * (64 * BK * 2), sb = s0 + stage * STAGE_BYTES + A_BYTES;
+                const uint32_t sa = s0 + stage * STAGE_BYTES + cw * (64 * ROW_BYTES), sb = s0 + stage * STAGE_BYTES + A_BYTES;
                 wgmma_fence();
 #pragma unroll
-                for (int j = 0; j < BK / 16; j++)  // k16 steps: +32 bytes inside the swizzled row
-                    wgmma_m64n128k16(d, desc_sw128(sa + 32 * j), desc_sw128(sb + 32 * j), (kb > 0 || j > 0) ? 1u : 0u);
+                for (int j = 0; j < ROW_BYTES / 32; j++)  // 32-byte K steps inside the swizzled row
+                    Op::mma(d, desc_sw128(sa + 32 * j), desc_sw128(sb + 32 * j), (kb > 0 || j > 0) ? 1u : 0u);
                 wgmma_commit();
                 // the previous k-block's wgmmas are complete: its stage may be refilled
                 wgmma_wait<1>(d);
@@ -246,16 +402,34 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
             }
             wgmma_wait<0>(d);
             mbar_arrive(smem_u32(&empty[prev]));
-            const int row0 = m0 + cw * 64 + warp * 16 + lane / 4, col0 = n0 + 2 * (lane % 4);
-            switch (epi) {
-                case EPI_GELU: store_acc<EPI_GELU>(d, bias, residual, C, M, N, row0, col0); break;
-                case EPI_RESIDUAL: store_acc<EPI_RESIDUAL>(d, bias, residual, C, M, N, row0, col0); break;
-                case EPI_TANH: store_acc<EPI_TANH>(d, bias, residual, C, M, N, row0, col0); break;
-                case EPI_GELU_TANH: store_acc<EPI_GELU_TANH>(d, bias, residual, C, M, N, row0, col0); break;
-                case EPI_RELU: store_acc<EPI_RELU>(d, bias, residual, C, M, N, row0, col0); break;
-                case EPI_SILU: store_acc<EPI_SILU>(d, bias, residual, C, M, N, row0, col0); break;
-                default: store_acc<EPI_NONE>(d, bias, residual, C, M, N, row0, col0); break;
-            }
+            epilogue(d, m0 + cw * 64 + warp * 16 + lane / 4, n0 + 2 * (lane % 4));
         }
     }
+}
+}  // namespace sm90
+
+using namespace sm90;
+
+extern "C" __global__ void __launch_bounds__(THREADS, 1)
+    gemm_f16_sm90(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
+                  const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C,
+                  uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
+    ws_gemm<F16Op>(&tma_a, &tma_w, M, N, K, F16Epilogue{bias, residual, C, (int)M, (int)N, epi});
+}
+
+// The argument order of gemm_int8_f16 with the two operands as tensor maps.
+extern "C" __global__ void __launch_bounds__(THREADS, 1)
+    gemm_int8_sm90(const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,
+                   const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,
+                   const float* __restrict__ w_scale, const int* __restrict__ w_sum, const __half* __restrict__ bias,
+                   const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K,
+                   uint32_t epi) {
+    ws_gemm<S8Op>(&tma_a, &tma_w, M, N, K,
+                  S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, C, (int)M, (int)N, epi});
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 1)
+    gemm_int8_i32_sm90(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
+                       int32_t* __restrict__ C, uint32_t M, uint32_t N, uint32_t K) {
+    ws_gemm<S8Op>(&tma_a, &tma_w, M, N, K, RawEpilogue{C, (int)M, (int)N});
 }

@@ -1,36 +1,50 @@
-//! Hopper fp16 GEMM (`kernels/gemm_sm90.cu`, sm_90a only): `C[M,N] = A[M,K] . W[N,K]^T +
-//! bias[n]` then the [`Epilogue`](crate::Epilogue), as [`gemm_f16`](crate::gemm_f16()) computes
-//! it, on a warp-specialised wgmma kernel: a TMA producer warpgroup and two wgmma consumer warpgroups
-//! over a 128 x 128 output tile, a 4-stage mbarrier ring, a persistent grid.
+//! Hopper GEMMs (`kernels/gemm_sm90.cu`, sm_90a only) on one warp-specialised wgmma kernel: a
+//! TMA producer warpgroup and two wgmma consumer warpgroups over a 128 x 128 output tile, a
+//! 4-stage mbarrier ring, a persistent grid.
+//!
+//! - [`gemm_f16_sm90`]: `C[M,N] = A[M,K] . W[N,K]^T + bias[n]` then the
+//!   [`Epilogue`](crate::Epilogue), as [`gemm_f16`](crate::gemm_f16()) computes it. Each row
+//!   is summed over K in k order by the same instruction sequence whatever M or the tile:
+//!   results are batch-invariant. They are not
+//!   bit-identical to `gemm_f16`'s (which sums K in chunks): the two agree to f32 accumulation
+//!   rounding, i.e. within an fp16 ulp of the output.
+//! - [`gemm_int8_sm90`]: the W8A8 GEMM of [`gemm_int8`](crate::gemm_int8()) (s8 x s8 -> s32 in
+//!   `wgmma m64n128k32.s32.s8.s8`, zero points, per-token and per-channel scales, bias, the same
+//!   epilogues), with gemm_int8's float operations in gemm_int8's order: s32 sums are exact, so
+//!   the two give the same bits. [`gemm_int8_i32_sm90`]: the raw s32 accumulators.
 //!
 //! A and W reach the kernel as tensor maps (TMA descriptors, [`Device::encode_tensor_map`])
-//! with 64 x 128 and 64 x 128 boxes (K x rows) in the 128-byte swizzle; TMA zero-fills what lies
-//! past M, N or K, so no dimension needs a multiple of the tile. Host-checked: `K % 8 == 0`
-//! (a TMA row stride is a multiple of 16 bytes), `N % 8 == 0`, A and W 16-byte aligned.
-//!
-//! Each row is summed over K in k order by the same instruction sequence whatever M or the
-//! tile: results are batch-invariant. They are not bit-identical to `gemm_f16`'s (which sums K
-//! in chunks): the two agree to f32 accumulation rounding, i.e. within an fp16 ulp of the output.
+//! with boxes of one 128-byte K row (64 f16 or 128 s8) by 128 rows in the 128-byte swizzle; TMA
+//! zero-fills what lies past M, N or K, so no dimension needs a multiple of the tile.
+//! Host-checked: a row of A and W is a multiple of 16 bytes (TMA: `K % 8 == 0` f16, `K % 16 ==
+//! 0` s8), `N % 8 == 0`, A and W 16-byte aligned.
 use half::f16;
 
 use super::gemm_int8::check_epilogue;
-use super::{check_align, check_len, check_u32, kerr, opt_ptr, GemmF16, GemmShape};
+use super::{check_align, check_len, check_u32, kerr, opt_ptr, GemmF16, GemmInt8, GemmShape};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig, TensorMapDtype, TensorMapSwizzle, TiledTensorMap};
 use crate::ptx::ids;
 use fusebert_core::error::Result;
 
-/// The module (`kernels/gemm_sm90.cu`) and its entry.
+/// The module (`kernels/gemm_sm90.cu`) and its entries.
 pub const MODULE: &str = "gemm_sm90";
 pub const KERNEL: &str = ids::GEMM_F16_SM90;
+pub const KERNEL_INT8: &str = ids::GEMM_INT8_SM90;
+pub const KERNEL_INT8_I32: &str = ids::GEMM_INT8_I32_SM90;
 
-/// Output tile rows and columns, K per pipeline stage, stages, threads (`kernels/gemm_sm90.cu`).
+/// Output tile rows and columns, K per pipeline stage (fp16; int8: [`BK_INT8`]), stages,
+/// threads (`kernels/gemm_sm90.cu`).
 pub const BM: usize = 128;
 pub const BN: usize = 128;
 pub const BK: usize = 64;
+/// K per pipeline stage of the int8 kernels: a 128-byte row of s8.
+pub const BK_INT8: usize = 128;
 pub const STAGES: usize = 4;
 pub const THREADS: u32 = 384;
+/// Bytes of a box row: one 128-byte swizzle row, whatever the element type.
+const ROW_BYTES: usize = 128;
 /// Dynamic shared memory: the stage ring (`SMEM` in the kernel).
-pub const SMEM: u32 = (STAGES * (BM + BN) * BK * 2) as u32;
+pub const SMEM: u32 = (STAGES * (BM + BN) * ROW_BYTES) as u32;
 
 /// How to launch the Hopper GEMM.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,36 +59,69 @@ pub fn tiles(m: usize, n: usize) -> usize {
     m.div_ceil(BM) * n.div_ceil(BN)
 }
 
-/// The shape checks of the kernel: `M > 0`, `N` and `K` positive multiples of 8, all fitting
-/// u32 (and a TMA dimension: at most 2^32).
-fn check_shape(s: GemmShape) -> Result<(u32, u32, u32)> {
+/// The shape checks of the kernels: `M > 0`, `N` a positive multiple of 8, `K` a positive
+/// multiple of `k_mult` (the elements of 16 bytes: a TMA row stride), all fitting u32 (and a TMA
+/// dimension: at most 2^32).
+fn check_shape(kernel: &str, s: GemmShape, k_mult: usize) -> Result<(u32, u32, u32)> {
     let GemmShape { m, n, k } = s;
     if m == 0 {
-        return Err(kerr(KERNEL, "M (tokens) must be positive"));
+        return Err(kerr(kernel, "M (tokens) must be positive"));
     }
     if n == 0 || n % 8 != 0 {
-        return Err(kerr(KERNEL, format!("N = {n} must be a positive multiple of 8 (4-byte column-pair stores)")));
+        return Err(kerr(kernel, format!("N = {n} must be a positive multiple of 8 (column-pair stores)")));
     }
-    if k == 0 || k % 8 != 0 {
+    if k == 0 || k % k_mult != 0 {
         return Err(kerr(
-            KERNEL,
-            format!("K = {k} must be a positive multiple of 8 (TMA: a row of A and W is a multiple of 16 bytes)"),
+            kernel,
+            format!(
+                "K = {k} must be a positive multiple of {k_mult} (TMA: a row of A and W is a multiple of 16 bytes)"
+            ),
         ));
     }
-    let m32 = check_u32(KERNEL, "M", m)?;
-    let n32 = check_u32(KERNEL, "N", n)?;
-    let k32 = check_u32(KERNEL, "K", k)?;
+    let m32 = check_u32(kernel, "M", m)?;
+    let n32 = check_u32(kernel, "N", n)?;
+    let k32 = check_u32(kernel, "K", k)?;
     // the tile walk computes tile indices in 32-bit ints
     if m.div_ceil(BM).checked_mul(n.div_ceil(BN)).is_none_or(|t| t > i32::MAX as usize) {
-        return Err(kerr(KERNEL, format!("{m} x {n} has more than 2^31 output tiles")));
+        return Err(kerr(kernel, format!("{m} x {n} has more than 2^31 output tiles")));
     }
     Ok((m32, n32, k32))
+}
+
+/// The tensor map of a K-major `[rows, k]` operand: boxes of one 128-byte swizzled K row by
+/// `box_rows` rows.
+fn operand_map<T: bytemuck::Pod>(
+    dev: &Device,
+    buf: &DeviceBuffer<T>,
+    dtype: TensorMapDtype,
+    rows: usize,
+    k: usize,
+    box_rows: usize,
+) -> Result<crate::device::TensorMap> {
+    let e = std::mem::size_of::<T>();
+    dev.encode_tensor_map(&TiledTensorMap {
+        dtype,
+        addr: buf.addr(),
+        dims: &[k as u64, rows as u64],
+        strides: &[(k * e) as u64],
+        box_dims: &[(ROW_BYTES / e) as u32, box_rows as u32],
+        swizzle: TensorMapSwizzle::B128,
+    })
+}
+
+/// The persistent grid of an `m x n` launch: one CTA per SM (or `how.ctas`), at most one per tile.
+fn grid(kernel: &str, dev: &Device, m: usize, n: usize, how: GemmSm90Launch) -> Result<LaunchConfig> {
+    if how.ctas == Some(0) {
+        return Err(kerr(kernel, "a launch needs at least one CTA"));
+    }
+    let ctas = how.ctas.unwrap_or_else(|| dev.multiprocessors()).min(tiles(m, n) as u32);
+    Ok(LaunchConfig::linear(ctas, THREADS, SMEM))
 }
 
 /// The fp16 GEMM on the Hopper kernel into `out` `[m, n]`. Needs an sm_90 device (a CUDA
 /// H100/H200, or the emulator with `Arch::Sm90`): elsewhere the module does not load.
 pub fn gemm_f16_sm90(dev: &Device, g: &GemmF16<'_>, out: &mut DeviceBuffer<f16>, how: GemmSm90Launch) -> Result<()> {
-    let (m32, n32, k32) = check_shape(g.shape)?;
+    let (m32, n32, k32) = check_shape(KERNEL, g.shape, 8)?;
     let GemmShape { m, n, k } = g.shape;
     check_len(KERNEL, "a", g.a, m * k)?;
     check_len(KERNEL, "w", g.w, n * k)?;
@@ -83,23 +130,9 @@ pub fn gemm_f16_sm90(dev: &Device, g: &GemmF16<'_>, out: &mut DeviceBuffer<f16>,
     check_align(KERNEL, "a", g.a, 16)?;
     check_align(KERNEL, "w", g.w, 16)?;
     check_align(KERNEL, "out", out, 8)?;
-    if how.ctas == Some(0) {
-        return Err(kerr(KERNEL, "a launch needs at least one CTA"));
-    }
-    // K-major boxes of 64 f16 (one 128-byte swizzled row) by BM (A) or BN (W) rows
-    let row_bytes = k as u64 * 2;
-    let map = |buf: &DeviceBuffer<f16>, rows: usize, box_rows: usize| {
-        dev.encode_tensor_map(&TiledTensorMap {
-            dtype: TensorMapDtype::F16,
-            addr: buf.addr(),
-            dims: &[k as u64, rows as u64],
-            strides: &[row_bytes],
-            box_dims: &[BK as u32, box_rows as u32],
-            swizzle: TensorMapSwizzle::B128,
-        })
-    };
-    let tma_a = map(g.a, m, BM)?;
-    let tma_w = map(g.w, n, BN)?;
+    let cfg = grid(KERNEL, dev, m, n, how)?;
+    let tma_a = operand_map(dev, g.a, TensorMapDtype::F16, m, k, BM)?;
+    let tma_w = operand_map(dev, g.w, TensorMapDtype::F16, n, k, BN)?;
     let args = [
         KernelArg::TensorMap(tma_a),
         KernelArg::TensorMap(tma_w),
@@ -111,9 +144,90 @@ pub fn gemm_f16_sm90(dev: &Device, g: &GemmF16<'_>, out: &mut DeviceBuffer<f16>,
         KernelArg::U32(k32),
         KernelArg::U32(g.epilogue.code()),
     ];
-    let t = tiles(m, n);
-    let ctas = how.ctas.unwrap_or_else(|| dev.multiprocessors()).min(t as u32);
-    let cfg = LaunchConfig::linear(ctas, THREADS, SMEM);
     // by module: a device that did not load the sm_90a module (not an sm_90) says so
-    dev.launch_in(MODULE, ids::GEMM_F16_SM90, cfg, &args)
+    dev.launch_in(MODULE, KERNEL, cfg, &args)
+}
+
+/// The W8A8 GEMM on the Hopper kernel into `out` `[m, n]` (fp16): what
+/// [`gemm_int8`](crate::gemm_int8()) computes, bit for bit (same zero-point correction, scales,
+/// bias and epilogue, in the same float operations). Needs an sm_90 device. Requirements: `K %
+/// 16 == 0`, `N % 8 == 0`, `a` and `w` 16-byte aligned, `w_scale` (and `w_sum`) 8-byte aligned;
+/// with zero points `K <= 65536` (int32 accumulators, as gemm_int8).
+pub fn gemm_int8_sm90(dev: &Device, g: &GemmInt8<'_>, out: &mut DeviceBuffer<f16>, how: GemmSm90Launch) -> Result<()> {
+    let kernel = KERNEL_INT8;
+    let (m32, n32, k32) = check_shape(kernel, g.shape, 16)?;
+    let GemmShape { m, n, k } = g.shape;
+    check_len(kernel, "a", g.a, m * k)?;
+    check_len(kernel, "a_scale", g.a_scale, m)?;
+    check_len(kernel, "w", g.w, n * k)?;
+    check_len(kernel, "w_scale", g.w_scale, n)?;
+    check_len(kernel, "out", out, m * n)?;
+    check_epilogue(kernel, g.bias, &g.epilogue, m, n)?;
+    check_align(kernel, "a", g.a, 16)?;
+    check_align(kernel, "w", g.w, 16)?;
+    check_align(kernel, "a_scale", g.a_scale, 4)?;
+    check_align(kernel, "w_scale", g.w_scale, 8)?;
+    check_align(kernel, "out", out, 8)?;
+    if let Some(zp) = g.zero_point {
+        // |acc| and |zero * w_sum| are each at most 128 * 128 * K: their difference fits int32
+        if k > 65536 {
+            return Err(kerr(kernel, format!("K = {k} must be <= 65536 with zero points (int32 accumulators)")));
+        }
+        check_len(kernel, "zero", zp.zero, m)?;
+        check_len(kernel, "w_sum", zp.w_sum, n)?;
+        check_align(kernel, "zero", zp.zero, 4)?;
+        check_align(kernel, "w_sum", zp.w_sum, 8)?;
+    }
+    let cfg = grid(kernel, dev, m, n, how)?;
+    let tma_a = operand_map(dev, g.a, TensorMapDtype::S8, m, k, BM)?;
+    let tma_w = operand_map(dev, g.w, TensorMapDtype::S8, n, k, BN)?;
+    let args = [
+        KernelArg::TensorMap(tma_a),
+        KernelArg::from(g.a_scale),
+        opt_ptr(g.zero_point.map(|z| z.zero)),
+        KernelArg::TensorMap(tma_w),
+        KernelArg::from(g.w_scale),
+        opt_ptr(g.zero_point.map(|z| z.w_sum)),
+        opt_ptr(g.bias),
+        g.epilogue.residual_arg(),
+        KernelArg::from(&*out),
+        KernelArg::U32(m32),
+        KernelArg::U32(n32),
+        KernelArg::U32(k32),
+        KernelArg::U32(g.epilogue.code()),
+    ];
+    dev.launch_in(MODULE, kernel, cfg, &args)
+}
+
+/// The int8 Hopper main loop writing the raw s32 accumulators `out[m, n] = a . w^T` (bit-exact
+/// verification of the integer path). Requirements as [`gemm_int8_sm90`], `out` 8-byte aligned.
+pub fn gemm_int8_i32_sm90(
+    dev: &Device,
+    a: &DeviceBuffer<i8>,
+    w: &DeviceBuffer<i8>,
+    out: &mut DeviceBuffer<i32>,
+    shape: GemmShape,
+    how: GemmSm90Launch,
+) -> Result<()> {
+    let kernel = KERNEL_INT8_I32;
+    let (m32, n32, k32) = check_shape(kernel, shape, 16)?;
+    let GemmShape { m, n, k } = shape;
+    check_len(kernel, "a", a, m * k)?;
+    check_len(kernel, "w", w, n * k)?;
+    check_len(kernel, "out", out, m * n)?;
+    check_align(kernel, "a", a, 16)?;
+    check_align(kernel, "w", w, 16)?;
+    check_align(kernel, "out", out, 8)?;
+    let cfg = grid(kernel, dev, m, n, how)?;
+    let tma_a = operand_map(dev, a, TensorMapDtype::S8, m, k, BM)?;
+    let tma_w = operand_map(dev, w, TensorMapDtype::S8, n, k, BN)?;
+    let args = [
+        KernelArg::TensorMap(tma_a),
+        KernelArg::TensorMap(tma_w),
+        KernelArg::from(&*out),
+        KernelArg::U32(m32),
+        KernelArg::U32(n32),
+        KernelArg::U32(k32),
+    ];
+    dev.launch_in(MODULE, kernel, cfg, &args)
 }
