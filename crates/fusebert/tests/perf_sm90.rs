@@ -186,7 +186,8 @@ fn mma_sync_predictions_are_unchanged() {
 /// Totals (ms) of the mma.sync path (`fusebert roofline --graphs --kernels sm80`, all sequences
 /// 128 tokens); docs/performance.md printed them, rounded, before the Hopper path existed
 /// (1.56, 1.19, 0.198 on H100, 2.89 on A100).
-const PINNED: [f64; 5] = [1.5611406336244245, 1.1880301378005291, 0.19844731440125557, 2.887843736129792, 0.09319999999999998];
+const PINNED: [f64; 5] =
+    [1.5611406336244245, 1.1880301378005291, 0.19844731440125557, 2.887843736129792, 0.09319999999999998];
 
 #[test]
 fn family_comparison_pairs_every_step() {
