@@ -15,6 +15,8 @@ use crate::model::forward::OutputSelection;
 use crate::model::schedule::{schedule, LayerGemm, LayerNorm, Quantized, ScheduleShape, Step};
 use crate::model::{BertConfig, BertModel, Precision};
 
+use super::sm90::{self, KernelFamily, Sm90Tile};
+
 /// What the forward pass runs besides the encoder and the pooling: the heads whose outputs
 /// were asked for ([`Heads::of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +100,8 @@ pub struct LaunchPlan {
     pub launches: Vec<PlannedLaunch>,
     pub tokens: usize,
     pub sequences: usize,
+    /// The family of the GEMM and attention kernels (every other kernel is shared).
+    pub kernel_family: KernelFamily,
 }
 
 impl LaunchPlan {
@@ -124,6 +128,22 @@ struct Prec {
 /// forward pass launches), with the launch wrappers' geometry. The calibrated int8 path (what
 /// every front end builds) is assumed, with SmoothQuant multipliers on the QKV and FFN1 inputs.
 pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], heads: Heads) -> LaunchPlan {
+    forward_plan_for(c, precision, lengths, heads, KernelFamily::Sm80)
+}
+
+/// [`forward_plan`] with the GEMMs and the attention of `family`: for
+/// [`KernelFamily::Sm80`] the `mma.sync` kernels (the same plan), for [`KernelFamily::Sm90`]
+/// the Hopper kernels (`*_sm90`, see [`sm90`]) in place of each GEMM and attention launch, the
+/// same schedule otherwise (the same fusions, quantize steps and layernorms: the `_sm90`
+/// kernels replace launches one for one). The `_sm90` launches are the model's reading of the
+/// research note's designs, not of written kernels.
+pub fn forward_plan_for(
+    c: &BertConfig,
+    precision: Precision,
+    lengths: &[usize],
+    heads: Heads,
+    family: KernelFamily,
+) -> LaunchPlan {
     let p = Prec { int8: precision == Precision::Int8 };
     let t: usize = lengths.iter().sum();
     let b = lengths.len();
@@ -135,8 +155,44 @@ pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], hea
         pooler: heads.pooler,
         classifier: heads.pooler && heads.labels > 0,
     };
-    let launches = schedule(shape).into_iter().map(|step| planned(c, p, lengths, heads, step)).collect();
-    LaunchPlan { launches, tokens: t, sequences: b }
+    let launches = schedule(shape)
+        .into_iter()
+        .map(|step| match family {
+            KernelFamily::Sm80 => planned(c, p, lengths, heads, step),
+            KernelFamily::Sm90 => planned_sm90(c, p, lengths, heads, step),
+        })
+        .collect();
+    LaunchPlan { launches, tokens: t, sequences: b, kernel_family: family }
+}
+
+/// The planned launch of one step with the `_sm90` GEMMs and attention.
+fn planned_sm90(c: &BertConfig, p: Prec, lengths: &[usize], heads: Heads, step: Step) -> PlannedLaunch {
+    let (t, b) = (lengths.iter().sum::<usize>(), lengths.len());
+    let (h, f, e) = (c.hidden_size, c.intermediate_size, c.embedding_size);
+    let fp16 = Prec { int8: false };
+    let not_last = |l: usize| l + 1 < c.num_hidden_layers;
+    match step {
+        Step::Projection => gemm_sm90(fp16, "projection", None, t, h, e, Epi::None, false, None),
+        Step::Gemm { layer, gemm: g, layernorm } => {
+            let (m, n, k, epi, asym) = match g {
+                LayerGemm::Qkv => (t, 3 * h, h, Epi::None, false),
+                LayerGemm::AttnOut => (t, h, h, Epi::Residual, false),
+                LayerGemm::Ffn1 => (t, f, h, Epi::Gelu, false),
+                LayerGemm::Ffn2 => (t, h, f, Epi::Residual, true),
+            };
+            let ln = layernorm.map(|out| {
+                let smooth = out.which == LayerNorm::Ln1 || not_last(layer);
+                (out.q8, smooth)
+            });
+            gemm_sm90(p, g.name(), Some(layer), m, n, k, epi, asym, ln)
+        }
+        Step::Attention { layer } => attention_sm90(lengths, c.num_attention_heads, c.head_dim(), Some(layer)),
+        Step::Pooler => gemm_sm90(fp16, "pooler", None, b, h, h, Epi::Tanh, false, None),
+        Step::Classifier => {
+            gemm_sm90(fp16, "classifier", None, b, heads.labels.next_multiple_of(16), h, Epi::None, false, None)
+        }
+        other => planned(c, p, lengths, heads, other),
+    }
 }
 
 /// The planned launch of one step.
@@ -436,7 +492,21 @@ fn with_layernorm(mut g: PlannedLaunch, plan: GemmPlan, t: usize, h: usize, q8: 
         _ => "ffn2_ln2",
     };
     let (strip, _, threads, _) = plan.tile.dims();
-    let warps = threads as usize / 32;
+    fuse_layernorm(g, strip, threads as usize / 32, t, h, q8, smooth)
+}
+
+/// The byte counts of a layernorm over `h` columns fused into GEMM launch `g` whose row strips
+/// are `strip` tokens and whose blocks have `warps` warps (see [`with_layernorm`]).
+#[allow(clippy::too_many_arguments)] // one fusion: the launch, its strips and the layernorm's output
+fn fuse_layernorm(
+    mut g: PlannedLaunch,
+    strip: usize,
+    warps: usize,
+    t: usize,
+    h: usize,
+    q8: bool,
+    smooth: bool,
+) -> PlannedLaunch {
     let params = (if q8 && smooth { 3 } else { 2 }) * h * 2;
     let strips: Vec<usize> = (0..t.div_ceil(strip)).map(|i| (t - i * strip).min(strip)).collect();
     let param_loads: usize = strips.iter().map(|&rows| rows.min(warps) * params).sum();
@@ -447,4 +517,115 @@ fn with_layernorm(mut g: PlannedLaunch, plan: GemmPlan, t: usize, h: usize, q8: 
     let last = strips.first().copied().unwrap_or(0);
     g.tail_bytes += (last * (h * 2 + row_store) + last.min(warps) * params) as u64;
     g
+}
+
+/// An `_sm90` GEMM `[m, k] x [n, k]^T` with bias and epilogue (`ln`: a layernorm over its rows
+/// fused in, with `(q8, smooth)` as in [`with_layernorm`]), tiled as [`sm90::choose_gemm`]
+/// says: the same epilogue work as the `mma.sync` kernel's, operands by TMA (A once per column
+/// tile, W once per row tile; TMA clips the edges, so nothing past them is loaded), per-column
+/// parameters once per row tile and per-row ones once per column tile, f32 partial sums stored
+/// by every split and read back by the last.
+#[allow(clippy::too_many_arguments)] // one GEMM: shape, precision, epilogue and layernorm
+fn gemm_sm90(
+    p: Prec,
+    step: &'static str,
+    layer: Option<usize>,
+    m: usize,
+    n: usize,
+    k: usize,
+    epi: Epi,
+    asym: bool,
+    ln: Option<(bool, bool)>,
+) -> PlannedLaunch {
+    let tile = sm90::choose_gemm(m, n, k, p.int8, ln.is_some());
+    let asym = asym && p.int8;
+    let base = if p.int8 { "gemm_int8_f16" } else { "gemm_f16" };
+    let name = sm90::kernel_name(base, ln.is_some());
+    let (gt, gw) = (m.div_ceil(tile.rows), n.div_ceil(tile.cols));
+    let e = if p.int8 { 1 } else { 2 };
+    let col_bytes = 2 + if p.int8 { 4 } else { 0 } + if asym { 4 } else { 0 };
+    let row_bytes = if p.int8 { 4 } else { 0 } + if asym { 4 } else { 0 };
+    let residual = if epi == Epi::Residual { m * n * 2 } else { 0 };
+    let min = m * k * e + n * k * e + n * col_bytes + m * row_bytes + residual;
+    let load = gw * m * k * e + gt * n * k * e + gt * n * col_bytes + gw * m * row_bytes + residual;
+    let partials = if tile.splits > 1 { tile.splits * m * n * 4 } else { 0 };
+    // whole tiles, K in whole wgmma k-steps (16 f16, 32 s8)
+    let tensor = 2 * gt * tile.rows * gw * tile.cols * k.next_multiple_of(if p.int8 { 32 } else { 16 });
+    let cfg = ((tile.ctas(m, n) as u32, 1, 1), (tile.threads(), 1, 1), tile.shared_bytes());
+    let mut l = launch(&name, step, layer, cfg, (2 * m * n * k) as u64, min, load + partials, m * n * 2 + partials);
+    if tile.splits > 1 {
+        l.tail_bytes = (tile.splits * tile.rows * tile.cols * 4) as u64;
+    }
+    l.tensor_flops = tensor as u64;
+    l.gemm = Some((m, n, k));
+    l.reuse_bytes = (n * k * e + n * col_bytes) as u64;
+    l.reuse_bytes_per_block = (tile.rows * k * e).div_ceil(gw) as u64;
+    match ln {
+        None => l,
+        Some((q8, smooth)) => {
+            let mut l = fuse_layernorm(l, tile.rows.min(m), 4 * tile.consumers(), m, n, q8, smooth);
+            l.step = match l.step {
+                "attn_out" => "attn_out_ln1",
+                _ => "ffn2_ln2",
+            };
+            l
+        }
+    }
+}
+
+/// The tile [`gemm_sm90`] chose for launch `l` (an `_sm90` GEMM), recomputed from its shape:
+/// [`sm90::choose_gemm`] is a pure function of it.
+pub fn sm90_tile_of(l: &PlannedLaunch) -> Option<Sm90Tile> {
+    let (m, n, k) = l.gemm?;
+    if !sm90::is_sm90(&l.kernel) {
+        return None;
+    }
+    Some(sm90::choose_gemm(m, n, k, l.kernel.starts_with("gemm_int8"), l.kernel.contains("_ln_")))
+}
+
+/// FA3-style attention over packed tokens (note 3.3): a work item per (`rows` consecutive
+/// packed tokens, head), its keys the union of the sequences those tokens belong to (scores
+/// across sequences masked), Q, K and V by TMA (nothing past the last token is loaded: TMA
+/// zero-fills), one CTA per item (a producer warpgroup and a consumer per 64 query rows).
+/// Executed tensor FLOPs: whole 64-row `wgmma` groups (M is fixed) by the keys rounded up to
+/// 16 (P*V's k-step).
+fn attention_sm90(lengths: &[usize], heads: usize, d: usize, layer: Option<usize>) -> PlannedLaunch {
+    let (b, t) = (lengths.len(), lengths.iter().sum::<usize>());
+    let d = d.next_multiple_of(16).clamp(16, 128);
+    let h = heads * d;
+    let rows = sm90::attention_rows(t, heads);
+    let items = t.div_ceil(rows);
+    // sequence boundaries: seq i covers [starts[i], starts[i] + len)
+    let mut starts = Vec::with_capacity(b);
+    let mut acc = 0;
+    for &s in lengths {
+        starts.push(acc);
+        acc += s;
+    }
+    let keys_of = |i: usize| -> usize {
+        let (lo, hi) = (i * rows, ((i + 1) * rows).min(t));
+        starts.iter().zip(lengths).filter(|&(&s0, &len)| len > 0 && s0 < hi && s0 + len > lo).map(|(_, &len)| len).sum()
+    };
+    let keys: Vec<usize> = (0..items).map(keys_of).collect();
+    let max_keys = keys.iter().copied().max().unwrap_or(0).next_multiple_of(16);
+    let flops: usize = lengths.iter().map(|&s| 4 * heads * d * s * s).sum();
+    let tensor: usize = keys.iter().map(|&kk| heads * 4 * rows * kk.next_multiple_of(16) * d).sum();
+    let min = t * 3 * h * 2 + 4 * (b + 1);
+    // per item and head: its query rows, its keys' K and V, its sequences' offsets
+    let load: usize = (0..items)
+        .map(|i| {
+            let q = ((i + 1) * rows).min(t) - i * rows;
+            heads * (q * d * 2 + keys[i] * d * 2 * 2 + 4 * (b + 1).min(keys[i] + 2))
+        })
+        .sum();
+    // single pass with all keys in shared memory up to 256 keys, else 2 stages of 128-key blocks
+    let kv = if max_keys <= 256 { 2 * max_keys } else { 2 * 2 * 128 };
+    let shared = ((rows + kv) * d * 2) as u32;
+    let threads = 128 * (1 + rows as u32 / 64);
+    let base = format!("attention_f16_d{d}");
+    let cfg = ((items as u32, heads as u32, 1), (threads, 1, 1), shared);
+    let mut l = launch(&sm90::kernel_name(&base, false), "attention", layer, cfg, flops as u64, min, load, t * h * 2);
+    l.tensor_flops = tensor as u64;
+    l.reuse_bytes_per_block = (2 * rows * d * 2) as u64;
+    l
 }

@@ -29,12 +29,28 @@
 //! - **Bound**: the largest of the terms: `compute`, `memory` (DRAM or L2), or `latency` (the
 //!   minimum kernel time or the launch cost).
 //!
+//! **The Hopper path** (`*_sm90` kernels, [`super::sm90`]; research note `hopper.md` 3.4):
+//! - GEMMs: the compute term uses `wgmma_fraction` (0.80) instead of `mma_sync_fraction`, over
+//!   the persistent grid's work units (`ceil(units / SMs) * SMs / units`, units = tiles x
+//!   splits of [`super::sm90::choose_gemm`]), and the memory terms use `min(units, SMs)` SMs'
+//!   bandwidth. Then a fixed `wgmma_gemm_fixed_us` (~2 us: pipeline fill + the last tile's
+//!   epilogue + the graph node) per launch. The graph node is in that 2 us and every launch is
+//!   already charged `graph_node_us`, so the kernel time gets `fixed - graph_node_us` (1.4 us)
+//!   added **after** the largest term: `kernel = max(largest term + tails + 1.4 us, 2 us
+//!   minimum)`, `time = kernel + 0.6 us` in a graph (on a stream, at least `launch_us`). A
+//!   compute-bound `_sm90` GEMM thus costs its compute + 2 us, as the note derives.
+//! - Attention: tensor FLOPs at `wgmma_attention_fraction` (0.35) of the fp16 peak, with the
+//!   wave factor and launch costs of every other kernel (no fixed GEMM cost: the fraction is a
+//!   measured whole-kernel throughput).
+//! - Every other kernel (embedding, layernorm, quantize, pooling) is the same in both families.
+//!
 //! Blind spots: instruction issue (epilogues, softmax, layernorm arithmetic are not counted),
 //! latency hiding and pipeline depth, clocks under power limits, cache hit rates measured.
 use serde::Serialize;
 
 use super::gpu::GpuSpec;
-use super::plan::{LaunchPlan, PlannedLaunch};
+use super::plan::{sm90_tile_of, LaunchPlan, PlannedLaunch};
+use super::sm90::{self, KernelFamily, Sm90Tile};
 use crate::model::Precision;
 use crate::ptx;
 
@@ -109,6 +125,9 @@ pub struct LaunchPrediction {
     /// Time it adds to the pass, launch overhead included.
     pub time_us: f64,
     pub bound: Bound,
+    /// An `_sm90` GEMM's tiling (recomputed from its shape: [`sm90::choose_gemm`]); `None`
+    /// for every other kernel.
+    pub sm90_tile: Option<Sm90Tile>,
 }
 
 /// Launches of one kernel name and step summed over layers (what the plot and tables show).
@@ -138,6 +157,8 @@ pub struct KernelSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct Prediction {
     pub gpu: GpuSpec,
+    /// The family of the plan's GEMM and attention kernels.
+    pub kernel_family: KernelFamily,
     pub precision: &'static str,
     pub graphs: bool,
     pub tokens: usize,
@@ -164,6 +185,9 @@ fn peak(g: &GpuSpec, int8: bool) -> f64 {
 }
 
 fn registers(kernel: &str, g: &GpuSpec) -> u32 {
+    if sm90::is_sm90(kernel) {
+        return sm90::SM90_REGISTERS;
+    }
     let arch = if g.mma_sync_fraction < 1.0 { "sm_90" } else { "sm_80" };
     ptx::kernel_resources(kernel, arch).map_or(64, |r| r.registers)
 }
@@ -175,19 +199,41 @@ pub fn predict_launch(g: &GpuSpec, l: &PlannedLaunch, graphs: bool) -> LaunchPre
     let threads = l.threads_per_block();
     let per_sm = blocks_per_sm(g, threads, regs, l.shared_mem_bytes);
     let blocks = l.blocks();
-    let (w, factor) = waves(blocks, g.sms, per_sm);
+    let sm90_tile = sm90_tile_of(l);
+    // an _sm90 GEMM's persistent CTAs share out its work units: the busiest CTA's units set the
+    // time, and only min(units, SMs) SMs pull bandwidth
+    let work = match (sm90_tile, l.gemm) {
+        (Some(t), Some((m, n, _))) => t.units(m, n) as u64,
+        _ => blocks,
+    };
+    let (w, factor) = waves(work, g.sms, per_sm);
     // a grid smaller than the GPU pulls at most its SMs' own bandwidth
-    let active_gbps = blocks.min(g.sms as u64) as f64 * g.sm_gbps;
+    let active_gbps = work.min(g.sms as u64) as f64 * g.sm_gbps;
     let resident = blocks.min(g.sms as u64 * per_sm as u64);
     let reuse = l.reuse_bytes + resident * l.reuse_bytes_per_block;
     let dram = dram_bytes(l.min_bytes(), l.load_bytes + l.store_bytes, reuse, g.l2_bytes);
     let l2 = l.load_bytes + l.store_bytes;
-    let compute_us = l.tensor_flops as f64 / (peak(g, int8) * g.mma_sync_fraction) * factor * 1e6;
+    // the tensor path: wgmma for the _sm90 kernels (a GPU without it never gets them from
+    // KernelChoice::resolve; the note's constants stand in if a caller builds such a plan)
+    let fraction = if !sm90::is_sm90(&l.kernel) {
+        g.mma_sync_fraction
+    } else if l.gemm.is_some() {
+        g.wgmma_fraction.unwrap_or(super::gpu::WGMMA_FRACTION)
+    } else {
+        g.wgmma_attention_fraction.unwrap_or(super::gpu::WGMMA_ATTENTION_FRACTION)
+    };
+    let compute_us = l.tensor_flops as f64 / (peak(g, int8) * fraction) * factor * 1e6;
     let dram_us = dram as f64 / ((g.dram_gbps * g.dram_efficiency).min(active_gbps) * 1e9) * 1e6;
     let l2_us = l2 as f64 / (g.l2_gbps.min(active_gbps) * 1e9) * 1e6;
     // a serial tail (one block alone after the grid, e.g. a split-K reduction) at one SM's bandwidth
     let tail_us = l.tail_bytes as f64 / (g.sm_gbps * 1e9) * 1e6;
-    let kernel_us = (compute_us.max(dram_us).max(l2_us) + tail_us).max(MIN_KERNEL_US);
+    // an _sm90 GEMM's fixed cost less the graph node every launch pays below
+    let fixed_us = if sm90_tile.is_some() {
+        (g.wgmma_gemm_fixed_us.unwrap_or(super::gpu::WGMMA_GEMM_FIXED_US) - g.graph_node_us).max(0.0)
+    } else {
+        0.0
+    };
+    let kernel_us = (compute_us.max(dram_us).max(l2_us) + tail_us + fixed_us).max(MIN_KERNEL_US);
     // the GPU's gap between dependent kernels (graph_node_us) is paid either way; on a stream
     // the host must also enqueue each launch, which bounds short kernels
     let time_us = if graphs { kernel_us + g.graph_node_us } else { (kernel_us + g.graph_node_us).max(g.launch_us) };
@@ -219,6 +265,7 @@ pub fn predict_launch(g: &GpuSpec, l: &PlannedLaunch, graphs: bool) -> LaunchPre
         kernel_us,
         time_us,
         bound,
+        sm90_tile,
     }
 }
 
@@ -250,6 +297,7 @@ pub fn predict(g: &GpuSpec, plan: &LaunchPlan, precision: Precision, graphs: boo
     let byte_floor_ms = fb as f64 / (g.dram_gbps * 1e9) * 1e3;
     Prediction {
         gpu: g.clone(),
+        kernel_family: plan.kernel_family,
         precision: if int8 { "int8" } else { "f16" },
         graphs,
         tokens: plan.tokens,
@@ -316,4 +364,58 @@ pub fn summarize(g: &GpuSpec, launches: &[LaunchPrediction], int8: bool) -> Vec<
             k
         })
         .collect()
+}
+
+/// One step of the pass (e.g. `qkv`, summed over layers) in both kernel families.
+#[derive(Debug, Clone, Serialize)]
+pub struct FamilyRow {
+    pub step: &'static str,
+    pub launches: usize,
+    /// The `mma.sync` kernel(s) (`+`-joined when layers differ).
+    pub sm80_kernel: String,
+    pub sm80_us: f64,
+    /// The `_sm90` kernel(s), or the shared kernel for steps both families run alike.
+    pub sm90_kernel: String,
+    pub sm90_us: f64,
+    /// The `_sm90` GEMM's tiling (the first layer's), e.g. `128x192`.
+    pub sm90_tile: Option<String>,
+}
+
+/// The predicted time per step of the same pass in both families: `sm80` and `sm90` are
+/// predictions of plans of the two families (same config, lengths, GPU and graphs), whose
+/// schedules match step for step. Steps in first-launch order.
+pub fn compare_families(sm80: &Prediction, sm90: &Prediction) -> Vec<FamilyRow> {
+    let mut rows: Vec<FamilyRow> = Vec::new();
+    let join = |names: &mut String, k: &str| {
+        if !names.split('+').any(|n| n == k) {
+            if !names.is_empty() {
+                names.push('+');
+            }
+            names.push_str(k);
+        }
+    };
+    for (a, b) in sm80.launches.iter().zip(&sm90.launches) {
+        let i = match rows.iter().position(|r| r.step == a.step) {
+            Some(i) => i,
+            None => {
+                rows.push(FamilyRow {
+                    step: a.step,
+                    launches: 0,
+                    sm80_kernel: String::new(),
+                    sm80_us: 0.0,
+                    sm90_kernel: String::new(),
+                    sm90_us: 0.0,
+                    sm90_tile: b.sm90_tile.map(|t| t.describe()),
+                });
+                rows.len() - 1
+            }
+        };
+        let r = &mut rows[i];
+        r.launches += 1;
+        r.sm80_us += a.time_us;
+        r.sm90_us += b.time_us;
+        join(&mut r.sm80_kernel, &a.kernel);
+        join(&mut r.sm90_kernel, &b.kernel);
+    }
+    rows
 }
