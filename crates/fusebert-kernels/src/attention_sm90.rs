@@ -1,11 +1,11 @@
 //! Hopper fused attention (`kernels/attention_sm90.cu`, sm_90a only): `out = softmax(Q K^T *
-//! scale) V` per packed sequence and head, as [`attention`](crate::attention) computes it, on
+//! scale) V` per packed sequence and head, as [`attention`](crate::attention()) computes it, on
 //! wgmma: S = Q K^T by SS wgmma, online softmax in registers, P in registers as the RS A
 //! operand of O += P V with V read MN-major. A CTA is one warpgroup over 64 query rows of one
 //! head ([`Sm90Tiling`]: 64 rows of one sequence, or 64 consecutive packed tokens of any
 //! sequences with a per-row sequence mask), K/V blocks of 64 keys double-buffered by cp.async.
 //!
-//! Inputs and checks are those of [`attention`](crate::attention): `qkv` `[T, 3H]` (q | k | v,
+//! Inputs and checks are those of [`attention`](crate::attention()): `qkv` `[T, 3H]` (q | k | v,
 //! head `h` at columns `h*head_dim..`), `cu_seqlens` `[batch + 1]`, `out` `[T, H]`; head dims
 //! 16..128 in steps of 16. Results are not bit-identical to the mma.sync kernel's (the products
 //! of a wgmma are summed in another order): the two agree within the fp16 tolerance of the
@@ -100,7 +100,7 @@ pub fn shared_bytes(head_dim: usize) -> usize {
 
 /// `out[T, H] = softmax(Q K^T * scale) V` per sequence and head on the Hopper kernel. Needs an
 /// sm_90 device (an H100/H200, or the emulator with `Arch::Sm90`): elsewhere the module does not
-/// load and the launch is an error. `cu_seqlens` is trusted as by [`attention`](crate::attention)
+/// load and the launch is an error. `cu_seqlens` is trusted as by [`attention`](crate::attention())
 /// (monotone, last entry `tokens`, no gap longer than `max_seqlen`).
 pub fn attention_sm90(
     dev: &Device,

@@ -60,7 +60,6 @@ pub use ptx::ids;
 
 pub mod attention;
 pub mod attention_sm90;
-/// The Hopper conformance kit (`fusebert conformance`): sm_90a semantics, hardware vs emulator.
 #[cfg(feature = "cuda")]
 pub mod conformance;
 pub mod embedding;

@@ -86,6 +86,8 @@ pub struct Case {
     pub kind: Kind,
 }
 
+// One row of the wgmma case table: positional on purpose, the table reads as columns.
+#[allow(clippy::too_many_arguments)]
 const fn wg(n: usize, kb: usize, la: u32, lboa: u32, sboa: u32, lb: u32, lbob: u32, sbob: u32, var: u32) -> WgSpec {
     WgSpec { n, kb, la, lboa, sboa, lb, lbob, sbob, var, scale_d: true, neg_a: false, pre_bits: 0 }
 }
@@ -529,8 +531,7 @@ pub fn property(case: &Case, w: &[u32]) -> Option<std::result::Result<(), String
                 let lanes = &w[32 * j..32 * j + 32];
                 let members: Vec<usize> = (0..32).filter(|l| mask >> l & 1 == 1).collect();
                 let leader = lanes[members[0]] & 0xff;
-                for l in 0..32 {
-                    let v = lanes[l];
+                for (l, &v) in lanes.iter().enumerate() {
                     if mask >> l & 1 == 0 {
                         if v != 0 {
                             return Err(format!("mask {mask:#010x}: lane {l} is no member but wrote {v:#x}"));

@@ -7,7 +7,7 @@
 //! [`run`] runs every case and returns its words with a verdict against the reference of
 //! [`cases`] (computed from the note's formulas) where one exists; [`write_dir`] writes
 //! `<case>.bin` (little-endian u32) and `conformance.json`; [`compare_dirs`] compares two such
-//! folders and names, for each differing word, what it is (e.g. thread, d[i], m, n).
+//! folders and names, for each differing word, what it is (e.g. thread, `d[i]`, m, n).
 //!
 //! The launches use cudarc's `result`/`sys` layers directly (not [`crate::Device`]): a case needs
 //! by-value parameters the launch API does not carry (a 128-byte `CUtensorMap`, a 48-byte struct).

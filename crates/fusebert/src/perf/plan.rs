@@ -573,7 +573,7 @@ fn gemm_sm90(
     }
 }
 
-/// The tile [`gemm_sm90`] chose for launch `l` (an `_sm90` GEMM), recomputed from its shape:
+/// The tile `gemm_sm90` chose for launch `l` (an `_sm90` GEMM), recomputed from its shape:
 /// [`sm90::choose_gemm`] is a pure function of it.
 pub fn sm90_tile_of(l: &PlannedLaunch) -> Option<Sm90Tile> {
     let (m, n, k) = l.gemm?;
