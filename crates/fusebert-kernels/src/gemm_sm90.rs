@@ -59,6 +59,14 @@ pub fn tiles(m: usize, n: usize) -> usize {
     m.div_ceil(BM) * n.div_ceil(BN)
 }
 
+/// Whether the Hopper GEMMs take an `m x n x k` shape (fp16, or int8 when `int8`): what
+/// [`check_shape`] requires, so that a caller can fall back to the mma.sync GEMM instead of
+/// failing. Buffer alignment is checked at launch (whole allocations always pass).
+pub fn supports(s: GemmShape, int8: bool) -> bool {
+    let kernel = if int8 { KERNEL_INT8 } else { KERNEL };
+    check_shape(kernel, s, if int8 { 16 } else { 8 }).is_ok()
+}
+
 /// The shape checks of the kernels: `M > 0`, `N` a positive multiple of 8, `K` a positive
 /// multiple of `k_mult` (the elements of 16 bytes: a TMA row stride), all fitting u32 (and a TMA
 /// dimension: at most 2^32).

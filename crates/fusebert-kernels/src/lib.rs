@@ -74,6 +74,7 @@ pub mod quantize;
 pub mod reference;
 #[cfg(feature = "emulator")]
 pub mod report;
+pub mod select;
 
 pub use attention::{attention, AttentionLaunch, AttentionShape, QueryTile};
 pub use attention_sm90::{attention_sm90, Sm90Tiling};
@@ -88,6 +89,7 @@ pub use gemm_sm90::{gemm_f16_sm90, gemm_int8_i32_sm90, gemm_int8_sm90, GemmSm90L
 pub use layernorm::{layernorm_f16, LayerNormF16, Q8Out};
 pub use pooling::{pool, PoolF16, Pooling};
 pub use quantize::{quantize_i8, QuantizeF16, QuantizedI8};
+pub use select::{KernelFamily, Selected};
 
 /// Which implementation of a kernel to launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

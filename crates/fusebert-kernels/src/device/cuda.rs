@@ -45,6 +45,8 @@ pub struct CudaBackend {
     shared_optin: u32,
     /// Streaming multiprocessors.
     sms: u32,
+    /// Compute capability (major, minor).
+    cc: (u32, u32),
 }
 
 struct LoadedModule {
@@ -202,6 +204,7 @@ impl CudaBackend {
             next_graph: Mutex::new(1),
             shared_optin,
             sms,
+            cc: (maj as u32, min as u32),
         };
         for m in crate::ptx::MODULES {
             let Some((_arch, ptx)) = m.for_compute_capability(maj as u32, min as u32) else {
@@ -463,6 +466,10 @@ impl DeviceBackend for CudaBackend {
 
     fn multiprocessors(&self) -> u32 {
         self.sms
+    }
+
+    fn compute_capability(&self) -> (u32, u32) {
+        self.cc
     }
 
     /// `cuTensorMapEncodeTiled`: element strides 1, no interleave, no L2 promotion, zeros for

@@ -100,6 +100,14 @@ impl DeviceBackend for Emulator {
             Arch::Sm89 => 142,
         }
     }
+    fn compute_capability(&self) -> (u32, u32) {
+        match self.options().arch {
+            Arch::Sm90 => (9, 0),
+            Arch::Sm80 => (8, 0),
+            Arch::Sm86 => (8, 6),
+            Arch::Sm89 => (8, 9),
+        }
+    }
     /// The emulator's own encoder (`fusebert_emu::tma::encode_tiled`: the driver's checks, the
     /// emulator's opaque format, which its TMA instructions decode).
     fn encode_tensor_map(&self, map: &TiledTensorMap<'_>) -> Result<TensorMap> {

@@ -265,6 +265,11 @@ pub trait DeviceBackend: Send + Sync {
     fn multiprocessors(&self) -> u32 {
         1
     }
+    /// Compute capability (major, minor): which kernel family the device can run (9.0 runs the
+    /// `_sm90` kernels). Backends that do not know say 8.0, the oldest target fusebert builds.
+    fn compute_capability(&self) -> (u32, u32) {
+        (8, 0)
+    }
     /// Encodes a tiled tensor map (already checked by [`Device::encode_tensor_map`]).
     fn encode_tensor_map(&self, map: &TiledTensorMap<'_>) -> Result<TensorMap> {
         let _ = map;
@@ -388,6 +393,8 @@ pub struct Device {
     recording: Arc<Mutex<Option<Vec<RecordedLaunch>>>>,
     /// Host-device copies since creation (shared by every clone).
     transfers: Arc<TransferCounters>,
+    /// The Hopper self-check's verdict per head dim, once run (shared by every clone).
+    pub(crate) selection: Arc<crate::select::SelfCheckCache>,
 }
 
 impl std::fmt::Debug for Device {
@@ -421,7 +428,7 @@ impl Device {
 
     /// Wraps any backend (for tests and custom backends).
     pub fn from_backend(backend: Arc<dyn DeviceBackend>) -> Device {
-        Device { backend, recording: Arc::new(Mutex::new(None)), transfers: Arc::default() }
+        Device { backend, recording: Arc::new(Mutex::new(None)), transfers: Arc::default(), selection: Arc::default() }
     }
 
     pub fn backend(&self) -> &dyn DeviceBackend {
@@ -547,6 +554,27 @@ impl Device {
     /// nominal count): the grid of a persistent kernel.
     pub fn multiprocessors(&self) -> u32 {
         self.backend.multiprocessors().max(1)
+    }
+
+    /// Compute capability (major, minor); the emulator reports its architecture's.
+    pub fn compute_capability(&self) -> (u32, u32) {
+        self.backend.compute_capability()
+    }
+
+    /// This device's kernel family for `requested` and a model of attention head dim
+    /// `head_dim` (see [`crate::select`]); in `Auto` on a compute capability 9.0 device the
+    /// first call runs the Hopper self-check (cached per device and head dim).
+    pub fn kernel_family(
+        &self,
+        requested: crate::select::KernelFamily,
+        head_dim: usize,
+    ) -> Result<crate::select::Selected> {
+        crate::select::select(self, requested, head_dim)
+    }
+
+    /// The Hopper self-check's verdicts so far on this device (empty until `Auto` ran it).
+    pub fn self_check_verdicts(&self) -> Vec<crate::select::Verdict> {
+        self.selection.verdicts()
     }
 
     pub fn synchronize(&self) -> Result<()> {

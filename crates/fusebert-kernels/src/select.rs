@@ -1,0 +1,303 @@
+//! Which kernel family runs: the mma.sync kernels (sm_80 and later, the fallback everywhere) or
+//! the Hopper-native `_sm90` ones (wgmma, TMA, mbarrier; compute capability 9.0 only).
+//!
+//! [`KernelFamily`] is the request (`FUSEBERT_KERNELS=auto|sm80|sm90`, or the library option);
+//! [`select`] resolves it for a device. In `Auto` on a 9.0 device the first use runs
+//! [`self_check`]: the Hopper GEMMs (fp16, int8) and attention against the mma.sync kernels on
+//! random inputs at shapes that are not tile multiples, outputs poisoned first. On a mismatch it
+//! warns once (stderr) and falls back to mma.sync: a misreading of the ISA may cost speed, never
+//! answers. The verdict is cached per device (shared by its clones): the GEMMs once, attention
+//! once per head dim.
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use half::f16;
+
+use crate::attention::{attention, AttentionLaunch, AttentionShape};
+use crate::attention_sm90::{attention_sm90, Sm90Tiling};
+use crate::gemm_f16::{gemm_f16, GemmF16};
+use crate::gemm_int8::{gemm_int8, GemmInt8, GemmLaunch, GemmShape};
+use crate::gemm_sm90::{gemm_f16_sm90, gemm_int8_sm90, GemmSm90Launch};
+use crate::{Device, DeviceBuffer, Epilogue, Error, Result};
+
+/// The environment variable that selects the kernel family.
+pub const ENV: &str = "FUSEBERT_KERNELS";
+
+/// The requested kernel family.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KernelFamily {
+    /// `_sm90` on compute capability 9.0 when the self-check passes; mma.sync elsewhere.
+    #[default]
+    Auto,
+    /// The mma.sync kernels on every device.
+    Sm80,
+    /// The `_sm90` kernels, no self-check; an error on a device that is not 9.0.
+    Sm90,
+}
+
+impl std::str::FromStr for KernelFamily {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(KernelFamily::Auto),
+            "sm80" | "sm_80" | "mma" => Ok(KernelFamily::Sm80),
+            "sm90" | "sm_90" | "wgmma" => Ok(KernelFamily::Sm90),
+            other => Err(Error::Input(format!("kernel family `{other}`: expected auto, sm80 or sm90"))),
+        }
+    }
+}
+
+impl std::fmt::Display for KernelFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KernelFamily::Auto => "auto",
+            KernelFamily::Sm80 => "sm80",
+            KernelFamily::Sm90 => "sm90",
+        })
+    }
+}
+
+impl KernelFamily {
+    /// `FUSEBERT_KERNELS` (unset or empty: `Auto`); a value that is none of the three is an
+    /// error naming the variable.
+    pub fn from_env() -> Result<KernelFamily> {
+        match std::env::var(ENV) {
+            Ok(v) => v.parse().map_err(|e: Error| Error::Input(format!("{ENV}: {e}"))),
+            Err(_) => Ok(KernelFamily::Auto),
+        }
+    }
+}
+
+/// The family a device runs, as resolved by [`select`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selected {
+    Sm80,
+    Sm90,
+}
+
+impl Selected {
+    pub fn is_sm90(self) -> bool {
+        self == Selected::Sm90
+    }
+}
+
+/// One self-check's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// What was compared ("gemm", "attention d64").
+    pub what: String,
+    /// `None`: every output agreed; else the first disagreement (kernel, index, values).
+    pub mismatch: Option<String>,
+    /// Wall time of the check (launches, synchronisation, comparison).
+    pub elapsed: Duration,
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        self.mismatch.is_none()
+    }
+}
+
+/// A device's self-check verdicts (one per device, shared by its clones).
+#[derive(Debug, Default)]
+pub struct SelfCheckCache {
+    gemm: OnceLock<Verdict>,
+    attention: Mutex<HashMap<usize, Verdict>>,
+    warned: OnceLock<()>,
+}
+
+impl SelfCheckCache {
+    /// Every verdict so far (the GEMMs first, then attention by head dim).
+    pub fn verdicts(&self) -> Vec<Verdict> {
+        let mut v: Vec<Verdict> = self.gemm.get().cloned().into_iter().collect();
+        let att = self.attention.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dims: Vec<_> = att.keys().copied().collect();
+        dims.sort_unstable();
+        v.extend(dims.into_iter().map(|d| att[&d].clone()));
+        v
+    }
+}
+
+/// Whether `dev` can run the `_sm90` kernels: compute capability 9.0 (sm_90a code runs on
+/// nothing else).
+pub fn hopper(dev: &Device) -> bool {
+    dev.compute_capability() == (9, 0)
+}
+
+/// Resolves `requested` on `dev` for a model with attention head dim `head_dim`: `Sm80` always
+/// gives mma.sync; `Sm90` gives `_sm90` on a 9.0 device and an error elsewhere; `Auto` gives
+/// `_sm90` on a 9.0 device whose self-check passes (run on first use, cached), else mma.sync.
+pub fn select(dev: &Device, requested: KernelFamily, head_dim: usize) -> Result<Selected> {
+    match requested {
+        KernelFamily::Sm80 => Ok(Selected::Sm80),
+        KernelFamily::Sm90 if hopper(dev) => Ok(Selected::Sm90),
+        KernelFamily::Sm90 => {
+            let (maj, min) = dev.compute_capability();
+            Err(Error::Input(format!(
+                "{ENV}=sm90: the _sm90 kernels need compute capability 9.0 (H100/H200); {} is {maj}.{min} \
+                 (use auto or sm80)",
+                dev.name()
+            )))
+        }
+        KernelFamily::Auto if !hopper(dev) => Ok(Selected::Sm80),
+        KernelFamily::Auto => {
+            let cache = &dev.selection;
+            let gemm = cache.gemm.get_or_init(|| check_gemms(dev)).clone();
+            let att = {
+                let mut map = cache.attention.lock().unwrap_or_else(|e| e.into_inner());
+                map.entry(head_dim).or_insert_with(|| check_attention(dev, head_dim)).clone()
+            };
+            match [gemm, att].into_iter().find(|v| !v.passed()) {
+                None => Ok(Selected::Sm90),
+                Some(v) => {
+                    if cache.warned.set(()).is_ok() {
+                        eprintln!(
+                            "fusebert: warning: the Hopper self-check failed on {} ({}: {}); using the mma.sync kernels",
+                            dev.name(),
+                            v.what,
+                            v.mismatch.as_deref().unwrap_or("")
+                        );
+                    }
+                    Ok(Selected::Sm80)
+                }
+            }
+        }
+    }
+}
+
+/// Runs the whole self-check now (the GEMMs and attention at `head_dims`), uncached: what
+/// `fusebert info --self-check` and the tests call.
+pub fn self_check(dev: &Device, head_dims: &[usize]) -> Vec<Verdict> {
+    let mut v = vec![check_gemms(dev)];
+    v.extend(head_dims.iter().map(|&d| check_attention(dev, d)));
+    v
+}
+
+/// Deterministic inputs (the check must be reproducible: a failure is a bug report).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u32
+    }
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        self.next() as f32 / (1u64 << 30) as f32 - 1.0
+    }
+    fn f16s(&mut self, n: usize, scale: f32) -> Vec<f16> {
+        (0..n).map(|_| f16::from_f32(scale * self.unit())).collect()
+    }
+    fn i8s(&mut self, n: usize) -> Vec<i8> {
+        (0..n).map(|_| (self.next() % 255) as i32 - 127).map(|v| v as i8).collect()
+    }
+}
+
+/// Both kernels round one f32 sum to fp16 (the sums' order differs): they agree to about an
+/// fp16 ulp. A misread layout or a lost stage gives errors of the outputs' own size.
+fn agree(a: f16, b: f16) -> bool {
+    let (a, b) = (a.to_f32(), b.to_f32());
+    (a - b).abs() <= 2e-3 * b.abs().max(1.0)
+}
+
+/// The first index where `got` (the `_sm90` kernel's) and `want` (mma.sync's) disagree.
+fn first_mismatch(kernel: &str, got: &[f16], want: &[f16]) -> Option<String> {
+    got.iter()
+        .zip(want)
+        .position(|(&g, &w)| !agree(g, w))
+        .map(|i| format!("{kernel}: output {i} is {} where the mma.sync kernel gives {}", got[i], want[i]))
+}
+
+fn timed(what: String, f: impl FnOnce() -> Result<Option<String>>) -> Verdict {
+    let t0 = Instant::now();
+    let mismatch = f().unwrap_or_else(|e| Some(format!("launch failed: {e}")));
+    Verdict { what, mismatch, elapsed: t0.elapsed() }
+}
+
+/// Rows past one 128-row tile, columns past one 128-column tile, K past one 64-wide stage
+/// (and not a multiple of it): the tails of the tile walk.
+const GEMM_SHAPE: GemmShape = GemmShape { m: 136, n: 144, k: 80 };
+const GEMM_SHAPE_INT8: GemmShape = GemmShape { m: 136, n: 144, k: 160 };
+
+fn check_gemms(dev: &Device) -> Verdict {
+    timed("gemm".into(), || {
+        if let Some(m) = check_gemm_f16(dev)? {
+            return Ok(Some(m));
+        }
+        check_gemm_int8(dev)
+    })
+}
+
+fn poisoned(dev: &Device, n: usize) -> Result<DeviceBuffer<f16>> {
+    dev.alloc_filled::<f16>(n, 0xff) // fp16 NaN: an unwritten output fails the comparison
+}
+
+fn check_gemm_f16(dev: &Device) -> Result<Option<String>> {
+    let GemmShape { m, n, k } = GEMM_SHAPE;
+    let mut r = Lcg(0x5e1f_c4ec);
+    let a = dev.upload(&r.f16s(m * k, 1.0))?;
+    let w = dev.upload(&r.f16s(n * k, 0.25))?;
+    let bias = dev.upload(&r.f16s(n, 0.5))?;
+    let g = GemmF16 { a: &a, w: &w, bias: Some(&bias), epilogue: Epilogue::Gelu, shape: GEMM_SHAPE };
+    let (mut want, mut got) = (poisoned(dev, m * n)?, poisoned(dev, m * n)?);
+    gemm_f16(dev, &g, &mut want, GemmLaunch::default())?;
+    gemm_f16_sm90(dev, &g, &mut got, GemmSm90Launch::default())?;
+    Ok(first_mismatch(crate::gemm_sm90::KERNEL, &got.to_host()?, &want.to_host()?))
+}
+
+fn check_gemm_int8(dev: &Device) -> Result<Option<String>> {
+    let GemmShape { m, n, k } = GEMM_SHAPE_INT8;
+    let mut r = Lcg(0x1a78_0001);
+    let a = dev.upload(&r.i8s(m * k))?;
+    let w = dev.upload(&r.i8s(n * k))?;
+    let a_scale = dev.upload(&(0..m).map(|_| 1e-3 * (1.5 + r.unit())).collect::<Vec<f32>>())?;
+    let w_scale = dev.upload(&(0..n).map(|_| 1e-3 * (1.5 + r.unit())).collect::<Vec<f32>>())?;
+    let bias = dev.upload(&r.f16s(n, 0.5))?;
+    let g = GemmInt8 {
+        a: &a,
+        a_scale: &a_scale,
+        zero_point: None,
+        w: &w,
+        w_scale: &w_scale,
+        bias: Some(&bias),
+        epilogue: Epilogue::Gelu,
+        shape: GEMM_SHAPE_INT8,
+    };
+    let (mut want, mut got) = (poisoned(dev, m * n)?, poisoned(dev, m * n)?);
+    gemm_int8(dev, &g, &mut want, GemmLaunch::default())?;
+    gemm_int8_sm90(dev, &g, &mut got, GemmSm90Launch::default())?;
+    Ok(first_mismatch(crate::gemm_sm90::KERNEL_INT8, &got.to_host()?, &want.to_host()?))
+}
+
+/// Two sequences (70 tokens: two 64-row tiles and a second key block; 5 tokens), two heads,
+/// both tilings of the Hopper kernel against the mma.sync one.
+fn check_attention(dev: &Device, head_dim: usize) -> Verdict {
+    timed(format!("attention d{head_dim}"), || {
+        let lens = [70usize, 5];
+        let (heads, t) = (2, lens.iter().sum::<usize>());
+        let h = heads * head_dim;
+        let mut r = Lcg(0xa77e_0000 + head_dim as u64);
+        let qkv = dev.upload(&r.f16s(t * 3 * h, 1.0))?;
+        let cu: Vec<u32> = std::iter::once(0)
+            .chain(lens.iter().scan(0u32, |s, &l| {
+                *s += l as u32;
+                Some(*s)
+            }))
+            .collect();
+        let cu = dev.upload(&cu)?;
+        let shape = AttentionShape { batch: lens.len(), tokens: t, max_seqlen: 70, heads, head_dim, scale: None };
+        let mut want = poisoned(dev, t * h)?;
+        attention(dev, &qkv, &cu, &mut want, shape, AttentionLaunch::default())?;
+        let want = want.to_host()?;
+        for tiling in [Sm90Tiling::PerSequence, Sm90Tiling::Packed] {
+            let mut got = poisoned(dev, t * h)?;
+            attention_sm90(dev, &qkv, &cu, &mut got, shape, tiling)?;
+            let kernel = crate::attention_sm90::kernel(head_dim, tiling)?;
+            if let Some(m) = first_mismatch(kernel, &got.to_host()?, &want) {
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
+    })
+}

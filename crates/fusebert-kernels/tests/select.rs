@@ -1,0 +1,105 @@
+//! Kernel family selection (`select.rs`): the request (`FUSEBERT_KERNELS` syntax), the
+//! resolution per compute capability, and the Hopper self-check on the emulator: it passes on
+//! the shipped `_sm90` kernels (the clean twin), and a planted misreading of the ISA in their
+//! PTX (a descriptor swizzle that disagrees with the TMA box; V read K-major) fails it, so
+//! `Auto` falls back to mma.sync with the mismatch named.
+use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
+use fusebert_kernels::select::{self, KernelFamily, Selected};
+use fusebert_kernels::{attention_sm90, gemm_sm90, Device, Error};
+
+fn emu(arch: Arch, async_mode: AsyncMode) -> Device {
+    Device::emulator_with(EmulatorOptions { arch, async_mode, ..Default::default() }).expect("emulator")
+}
+
+/// The module's only (sm_90a) PTX.
+fn sm90a_ptx(module: &str) -> String {
+    fusebert_kernels::ptx::module(module).expect("embedded").by_arch[0].1.to_string()
+}
+
+#[test]
+fn family_requests_parse_and_bad_ones_are_typed_errors() {
+    for (s, f) in [
+        ("auto", KernelFamily::Auto),
+        ("", KernelFamily::Auto),
+        ("SM80", KernelFamily::Sm80),
+        ("sm_90", KernelFamily::Sm90),
+    ] {
+        assert_eq!(s.parse::<KernelFamily>().unwrap(), f, "{s}");
+    }
+    for f in [KernelFamily::Auto, KernelFamily::Sm80, KernelFamily::Sm90] {
+        assert_eq!(f.to_string().parse::<KernelFamily>().unwrap(), f);
+    }
+    let e = "hopper".parse::<KernelFamily>().unwrap_err();
+    assert!(matches!(&e, Error::Input(m) if m.contains("hopper") && m.contains("auto, sm80 or sm90")), "{e}");
+}
+
+#[test]
+fn an_sm80_device_runs_mma_sync_and_refuses_sm90() {
+    let dev = emu(Arch::Sm80, AsyncMode::Lazy);
+    assert_eq!(dev.compute_capability(), (8, 0));
+    assert_eq!(dev.kernel_family(KernelFamily::Auto, 64).unwrap(), Selected::Sm80);
+    assert_eq!(dev.kernel_family(KernelFamily::Sm80, 64).unwrap(), Selected::Sm80);
+    let e = dev.kernel_family(KernelFamily::Sm90, 64).unwrap_err();
+    assert!(
+        matches!(&e, Error::Input(m) if m.contains("FUSEBERT_KERNELS=sm90") && m.contains("9.0") && m.contains("8.0")),
+        "{e}"
+    );
+    assert!(dev.self_check_verdicts().is_empty(), "no self-check off Hopper");
+}
+
+/// The clean twin: on an sm_90 device `Auto` runs the self-check once (the GEMMs, then
+/// attention per head dim: cached on the device, shared by clones) and picks `_sm90`.
+#[test]
+fn auto_on_sm90_self_checks_once_and_selects_sm90() {
+    let dev = emu(Arch::Sm90, AsyncMode::Random(7));
+    assert_eq!(dev.compute_capability(), (9, 0));
+    assert_eq!(dev.kernel_family(KernelFamily::Sm80, 32).unwrap(), Selected::Sm80);
+    assert_eq!(dev.kernel_family(KernelFamily::Sm90, 32).unwrap(), Selected::Sm90);
+    assert!(dev.self_check_verdicts().is_empty(), "explicit choices run no self-check");
+    assert_eq!(dev.kernel_family(KernelFamily::Auto, 32).unwrap(), Selected::Sm90);
+    let v = dev.self_check_verdicts();
+    let names: Vec<_> = v.iter().map(|v| v.what.as_str()).collect();
+    assert_eq!(names, ["gemm", "attention d32"]);
+    assert!(v.iter().all(|v| v.passed()), "{v:?}");
+    for v in &v {
+        eprintln!("self-check {} on the emulator: {:?}", v.what, v.elapsed);
+    }
+    // cached: a clone asks again, nothing reruns
+    assert_eq!(dev.clone().kernel_family(KernelFamily::Auto, 32).unwrap(), Selected::Sm90);
+    assert_eq!(dev.self_check_verdicts(), v);
+}
+
+/// A misreading planted in the GEMM's PTX (the B descriptor's swizzle 64B where the TMA box is
+/// 128B): the self-check names the kernel and the first wrong output; `Auto` falls back.
+#[test]
+fn a_planted_gemm_misreading_fails_the_self_check_and_auto_falls_back() {
+    let dev = emu(Arch::Sm90, AsyncMode::Lazy);
+    let ptx = sm90a_ptx(gemm_sm90::MODULE);
+    let bad = ptx.replace("4611686293305360384", "9223372311732682752");
+    assert_ne!(bad, ptx, "the mutation must change the PTX");
+    dev.load_module(gemm_sm90::MODULE, &bad).unwrap();
+    assert_eq!(dev.kernel_family(KernelFamily::Auto, 32).unwrap(), Selected::Sm80);
+    let v = dev.self_check_verdicts();
+    let gemm = v.iter().find(|v| v.what == "gemm").expect("gemm verdict");
+    let m = gemm.mismatch.as_deref().expect("a mismatch");
+    assert!(m.contains("gemm_f16_sm90") && m.contains("output"), "{m}");
+    // an explicit request still gets what it asked for (benchmarking a suspect kernel)
+    assert_eq!(dev.kernel_family(KernelFamily::Sm90, 32).unwrap(), Selected::Sm90);
+}
+
+/// A misreading planted in attention (V's descriptor without the transpose flag: V read
+/// K-major) fails the attention check of that head dim only.
+#[test]
+fn a_planted_attention_misreading_fails_the_self_check() {
+    let dev = emu(Arch::Sm90, AsyncMode::Lazy);
+    let ptx = sm90a_ptx(attention_sm90::MODULE);
+    // imm-trans-b of every RS wgmma (P V): 1 -> 0
+    let bad = ptx.replace(", 1, 1, 1;", ", 1, 1, 0;");
+    assert_ne!(bad, ptx, "the mutation must change the PTX");
+    dev.load_module(attention_sm90::MODULE, &bad).unwrap();
+    let v = select::self_check(&dev, &[32]);
+    assert!(v[0].passed(), "the GEMMs are untouched: {:?}", v[0]);
+    let m = v[1].mismatch.as_deref().expect("a mismatch");
+    assert!(m.contains("attention_sm90_d32") || m.contains("launch failed"), "{m}");
+    assert_eq!(dev.kernel_family(KernelFamily::Auto, 32).unwrap(), Selected::Sm80);
+}
