@@ -91,6 +91,31 @@ impl Pipeline {
         Ok(Pipeline { model, tokenizer, sentence, engine, backend, precision })
     }
 
+    /// [`from_model`](Self::from_model) on a device the caller opened (e.g. the emulator as an
+    /// sm_90: `Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, .. })`); the pipeline
+    /// reports `backend` (`Emulator` or `Cuda(n)`, whichever `dev` is).
+    pub fn from_model_on(model: BertModel, dev: &Device, backend: Backend, precision: Precision) -> Result<Pipeline> {
+        if backend == Backend::Cpu {
+            return Err(Error::Input("Pipeline::from_model_on needs a device backend, not the cpu reference".into()));
+        }
+        let tokenizer = match model.dir.join("tokenizer.json").is_file() {
+            true => Some(Tokenizer::for_model(&model)?),
+            false => None,
+        };
+        let sentence = model.sentence_config();
+        let engine = Engine::Device(Box::new(device_model(dev, &model, precision)?));
+        Ok(Pipeline { model, tokenizer, sentence, engine, backend, precision })
+    }
+
+    /// Selects the device kernel family (the library form of `FUSEBERT_KERNELS`; see
+    /// [`crate::kernels::select`]); the CPU reference has none and ignores it.
+    pub fn set_kernel_family(&mut self, family: crate::kernels::KernelFamily) -> Result<()> {
+        match &mut self.engine {
+            Engine::Cpu => Ok(()),
+            Engine::Device(bert) => bert.set_kernel_family(family),
+        }
+    }
+
     /// Caps inputs at `max_len` tokens (special tokens included); more than the model's position
     /// table allows is an error.
     pub fn set_max_length(&mut self, max_len: usize) -> Result<()> {

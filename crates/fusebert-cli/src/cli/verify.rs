@@ -42,6 +42,15 @@ pub struct VerifyArgs {
     /// Print the emulator's counters for the forward pass (launches, global traffic).
     #[arg(long)]
     pub counters: bool,
+    /// The architecture the emulator presents (--device emu): sm_90 runs the Hopper `_sm90`
+    /// kernels (wgmma, TMA, mbarrier) where the kernel family selects them.
+    #[arg(long, value_enum, default_value_t = EmuArch::Sm80)]
+    pub arch: EmuArch,
+    /// Kernel family: auto (Hopper `_sm90` kernels on compute capability 9.0 after a
+    /// self-check), sm80 (mma.sync everywhere), sm90 (Hopper kernels; an error elsewhere).
+    /// Default: $FUSEBERT_KERNELS, else auto.
+    #[arg(long, value_name = "FAMILY")]
+    pub kernels: Option<String>,
     #[arg(long)]
     pub truncate: bool,
     /// A built-in shape with random weights instead of a model folder (bert-base, bert-large,
@@ -60,6 +69,37 @@ pub struct VerifyArgs {
     pub texts: Vec<String>,
 }
 
+/// `--arch` of the emulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EmuArch {
+    #[value(name = "sm_80")]
+    Sm80,
+    #[value(name = "sm_90")]
+    Sm90,
+}
+
+/// The pipeline on `a.device` (the emulator at `a.arch`), with `a.kernels` applied.
+fn pipeline(a: &VerifyArgs, model: fusebert::model::BertModel, precision: Precision) -> Result<Pipeline> {
+    let mut p = match (a.device, a.arch) {
+        (DeviceKind::Emu, EmuArch::Sm90) => {
+            use fusebert::device::emulator::{Arch, EmulatorOptions};
+            let dev = Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, ..Default::default() })?;
+            Pipeline::from_model_on(model, &dev, a.device.backend(), precision)?
+        }
+        (DeviceKind::Emu, EmuArch::Sm80) => Pipeline::from_model(model, a.device.backend(), precision)?,
+        (_, EmuArch::Sm90) => {
+            return Err(Error::Input(
+                "--arch applies to --device emu (a CUDA device has its own compute capability)".into(),
+            ))
+        }
+        _ => Pipeline::from_model(model, a.device.backend(), precision)?,
+    };
+    if let Some(k) = &a.kernels {
+        p.set_kernel_family(k.parse().map_err(|e: Error| Error::Input(format!("--kernels: {e}")))?)?;
+    }
+    Ok(p)
+}
+
 fn golden_texts() -> Vec<String> {
     GOLDEN_TEXTS.iter().map(|t| t.to_string()).collect()
 }
@@ -72,11 +112,11 @@ pub fn run(a: VerifyArgs) -> Result<i32> {
     if let Some(name) = &a.config {
         return run_synthetic(&a, name, precision);
     }
-    let dir = input::model_dir(a.model)?;
-    let texts = if a.texts.is_empty() { golden_texts() } else { a.texts };
+    let dir = input::model_dir(a.model.clone())?;
+    let texts = if a.texts.is_empty() { golden_texts() } else { a.texts.clone() };
     // The device model and the batch come from the pipeline every other command uses: the
     // model's own tokenisation (position offset, token types) on both sides of the comparison.
-    let mut pipeline = Pipeline::open(&dir, a.device.backend(), precision)?;
+    let mut pipeline = pipeline(&a, fusebert::model::BertModel::load(&dir)?, precision)?;
     let batch = pipeline.tokenize(&texts, a.truncate)?;
     let reference = reference::forward_with_hidden_states(pipeline.model(), &batch, &Options::default())?;
     let bert = pipeline.device_model().expect("a device backend");
@@ -96,7 +136,7 @@ fn run_synthetic(a: &VerifyArgs, name: &str, precision: Precision) -> Result<i32
         )));
     }
     let batch = synthetic::id_batch(&config, a.batch, a.tokens, 0)?;
-    let mut pipeline = Pipeline::from_model(synthetic::random_model(&config, 0), a.device.backend(), precision)?;
+    let mut pipeline = pipeline(a, synthetic::random_model(&config, 0), precision)?;
     let reference = reference::forward_with_hidden_states(pipeline.model(), &batch, &Options::default())?;
     let bert = pipeline.device_model().expect("a device backend");
     let what = format!("{name} with random weights, {} x {} ids", a.batch, a.tokens);
@@ -130,6 +170,15 @@ fn compare(
         dev.name(),
         batch.total_tokens()
     );
+    let family = match bert.kernel_family() {
+        fusebert::kernels::Selected::Sm90 => "sm90 (Hopper: wgmma, TMA, mbarrier)",
+        fusebert::kernels::Selected::Sm80 => "sm80 (mma.sync)",
+    };
+    println!("kernels: {family}");
+    for v in dev.self_check_verdicts() {
+        let verdict = v.mismatch.as_deref().unwrap_or("pass");
+        println!("self-check {}: {verdict} ({:.1} ms)", v.what, v.elapsed.as_secs_f64() * 1e3);
+    }
     println!("{:<14} {:>12} {:>12}", "stage", "max abs err", "cosine");
     if let Some(gs) = &got_states {
         for (l, (g, w)) in gs.layers.iter().zip(&states.layers).enumerate() {

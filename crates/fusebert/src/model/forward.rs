@@ -27,6 +27,14 @@
 //! embedding layernorm (+1 launch); the pooling is any sentence-transformers mode
 //! ([`DeviceBert::forward_pooled`]). A RoBERTa classification head (dense + tanh + out_proj)
 //! runs as the pooler + classifier pair, which the weights hold it as.
+//!
+//! Kernel family ([`kernels::select`]): on a compute capability 9.0 device (H100/H200, or the
+//! emulator at sm_90) the GEMMs and attention run on the Hopper `_sm90` kernels (wgmma, TMA,
+//! mbarrier) when `FUSEBERT_KERNELS` (or [`DeviceBert::set_kernel_family`]) says `auto` and the
+//! device's self-check passed, or says `sm90`. The `_sm90` GEMMs have no fused-layernorm
+//! epilogue: the two residual GEMMs then write the residual sum and a layernorm launch follows
+//! (the unfused schedule). Shapes the `_sm90` GEMMs refuse (`K` or `N` not a multiple of 8 /
+//! 16) and the heads' tiny GEMMs of other shapes run on mma.sync.
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
@@ -195,6 +203,8 @@ pub struct DeviceBert {
     /// Graphs of the launch sequences seen, keyed by the exact sequence (so by batch shape);
     /// emptied whenever the workspace they point into is reallocated.
     graphs: std::sync::Mutex<GraphCache>,
+    /// The kernel family the launches use (mma.sync, or Hopper's `_sm90` kernels).
+    kernels: kernels::Selected,
 }
 
 /// Graphs kept per model: a server's few recurring batch shapes.
@@ -419,6 +429,8 @@ impl DeviceBert {
                 c.num_attention_heads
             )));
         }
+        let family = kernels::KernelFamily::from_env()?;
+        let selected = dev.kernel_family(family, c.head_dim())?;
         let w = &model.weights;
         let layers = w
             .layers
@@ -469,7 +481,26 @@ impl DeviceBert {
             workspace: None,
             use_graphs: dev.native_graphs(),
             graphs: std::sync::Mutex::new(GraphCache::new(GRAPH_CACHE)),
+            kernels: selected,
         })
+    }
+
+    /// Selects the kernel family (the library form of `FUSEBERT_KERNELS`, which `new` reads):
+    /// `Auto` runs the device's Hopper self-check on first use (cached per device), `Sm90` is
+    /// an error off compute capability 9.0. Later passes use the new family (graphs captured
+    /// with the old one are dropped).
+    pub fn set_kernel_family(&mut self, family: kernels::KernelFamily) -> Result<()> {
+        let selected = self.dev.kernel_family(family, self.config.head_dim())?;
+        if selected != self.kernels {
+            self.graph_cache().invalidate();
+            self.kernels = selected;
+        }
+        Ok(())
+    }
+
+    /// The kernel family this model's launches use.
+    pub fn kernel_family(&self) -> kernels::Selected {
+        self.kernels
     }
 
     /// Turns graph replay of the forward pass on or off (on by default on CUDA). OutputSelection are
@@ -615,7 +646,8 @@ impl DeviceBert {
         schedule::schedule(ScheduleShape {
             layers: self.layers.len(),
             precision: self.precision,
-            fuse_layernorm: kernels::gemm_plan::fuses_layernorm(self.config.hidden_size),
+            // the _sm90 GEMMs have no fused-layernorm epilogue
+            fuse_layernorm: kernels::gemm_plan::fuses_layernorm(self.config.hidden_size) && !self.kernels.is_sm90(),
             projection: self.projection.is_some(),
             pooler,
             classifier,
@@ -802,8 +834,7 @@ impl DeviceBert {
         match step {
             Step::Embedding => self.embedding(ws, t),
             Step::Projection => match (&self.projection, &ws.emb) {
-                (Some(DeviceLinear::F16 { w, b }), Some(emb)) => kernels::gemm_f16(
-                    d,
+                (Some(DeviceLinear::F16 { w, b }), Some(emb)) => self.gemm_f16_head(
                     &kernels::GemmF16 {
                         a: emb,
                         w,
@@ -812,7 +843,6 @@ impl DeviceBert {
                         shape: kernels::GemmShape { m: t, n: h, k: self.config.embedding_size },
                     },
                     &mut ws.x,
-                    kernels::GemmLaunch::default(),
                 ),
                 _ => Err(Error::Other("DeviceBert: projection without its weights or workspace buffer".into())),
             },
@@ -846,7 +876,11 @@ impl DeviceBert {
                     head_dim: self.config.head_dim(),
                     scale: None,
                 };
-                kernels::attention(d, &ws.qkv, &ws.cu_seqlens, &mut ws.ctx, shape, kernels::AttentionLaunch::default())
+                if self.kernels.is_sm90() {
+                    kernels::attention_sm90(d, &ws.qkv, &ws.cu_seqlens, &mut ws.ctx, shape, kernels::Sm90Tiling::Auto)
+                } else {
+                    kernels::attention(d, &ws.qkv, &ws.cu_seqlens, &mut ws.ctx, shape, kernels::AttentionLaunch::default())
+                }
             }
             Step::Gemm { layer, gemm, layernorm } => self.layer_gemm(ws, layer, gemm, layernorm, t),
             Step::LayerNorm { layer, out } => {
@@ -879,8 +913,7 @@ impl DeviceBert {
             }
             Step::GatherCls => kernels::gather_first_rows(d, &ws.x, &ws.cu_seqlens, &mut ws.cls, b, t, h),
             Step::Pooler => match &self.pooler {
-                Some(DeviceLinear::F16 { w, b: bias }) => kernels::gemm_f16(
-                    d,
+                Some(DeviceLinear::F16 { w, b: bias }) => self.gemm_f16_head(
                     &kernels::GemmF16 {
                         a: &ws.cls,
                         w,
@@ -889,15 +922,13 @@ impl DeviceBert {
                         shape: kernels::GemmShape { m: b, n: h, k: h },
                     },
                     &mut ws.pooler_out,
-                    kernels::GemmLaunch::default(),
                 ),
                 _ => Err(Error::Other("DeviceBert: the schedule runs a pooler the model does not have".into())),
             },
             Step::Classifier => match &self.classifier {
                 Some((DeviceLinear::F16 { w, b: bias }, _)) => {
                     let np = self.classifier_padded();
-                    kernels::gemm_f16(
-                        d,
+                    self.gemm_f16_head(
                         &kernels::GemmF16 {
                             a: &ws.pooler_out,
                             w,
@@ -906,7 +937,6 @@ impl DeviceBert {
                             shape: kernels::GemmShape { m: b, n: np, k: h },
                         },
                         &mut ws.logits,
-                        kernels::GemmLaunch::default(),
                     )
                 }
                 _ => Err(Error::Other("DeviceBert: the schedule runs a classifier the model does not have".into())),
@@ -1066,7 +1096,28 @@ impl DeviceBert {
     ) -> Result<()> {
         let d = &self.dev;
         let ws = Some(split);
+        let shape = kernels::GemmShape { m, n, k };
+        let sm90 = ln.is_none() && self.kernels.is_sm90();
+        let how90 = kernels::GemmSm90Launch::default();
         match (lin, ln) {
+            (DeviceLinear::F16 { w, b }, None) if sm90 && kernels::gemm_sm90::supports(shape, false) => {
+                let g = kernels::GemmF16 { a, w, bias: Some(b), epilogue, shape };
+                kernels::gemm_f16_sm90(d, &g, out, how90)
+            }
+            (DeviceLinear::Int8 { w, scale, b, w_sum, .. }, None) if sm90 && kernels::gemm_sm90::supports(shape, true) => {
+                let zero_point = w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum });
+                let g = kernels::GemmInt8 {
+                    a: q8,
+                    a_scale: q8_scale,
+                    zero_point,
+                    w,
+                    w_scale: scale,
+                    bias: Some(b),
+                    epilogue,
+                    shape,
+                };
+                kernels::gemm_int8_sm90(d, &g, out, how90)
+            }
             (DeviceLinear::F16 { w, b }, None) => {
                 let plan = GemmPlan::choose(m, n, k, false);
                 kernels::gemm_f16(
@@ -1124,6 +1175,16 @@ impl DeviceBert {
                     ),
                 }
             }
+        }
+    }
+
+    /// A head's fp16 GEMM (projection, pooler, classifier): on the Hopper kernel when selected
+    /// and the shape allows, else mma.sync.
+    fn gemm_f16_head(&self, g: &kernels::GemmF16<'_>, out: &mut DeviceBuffer<f16>) -> Result<()> {
+        if self.kernels.is_sm90() && kernels::gemm_sm90::supports(g.shape, false) {
+            kernels::gemm_f16_sm90(&self.dev, g, out, kernels::GemmSm90Launch::default())
+        } else {
+            kernels::gemm_f16(&self.dev, g, out, kernels::GemmLaunch::default())
         }
     }
 
