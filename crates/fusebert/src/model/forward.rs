@@ -879,7 +879,14 @@ impl DeviceBert {
                 if self.kernels.is_sm90() {
                     kernels::attention_sm90(d, &ws.qkv, &ws.cu_seqlens, &mut ws.ctx, shape, kernels::Sm90Tiling::Auto)
                 } else {
-                    kernels::attention(d, &ws.qkv, &ws.cu_seqlens, &mut ws.ctx, shape, kernels::AttentionLaunch::default())
+                    kernels::attention(
+                        d,
+                        &ws.qkv,
+                        &ws.cu_seqlens,
+                        &mut ws.ctx,
+                        shape,
+                        kernels::AttentionLaunch::default(),
+                    )
                 }
             }
             Step::Gemm { layer, gemm, layernorm } => self.layer_gemm(ws, layer, gemm, layernorm, t),
@@ -1104,7 +1111,9 @@ impl DeviceBert {
                 let g = kernels::GemmF16 { a, w, bias: Some(b), epilogue, shape };
                 kernels::gemm_f16_sm90(d, &g, out, how90)
             }
-            (DeviceLinear::Int8 { w, scale, b, w_sum, .. }, None) if sm90 && kernels::gemm_sm90::supports(shape, true) => {
+            (DeviceLinear::Int8 { w, scale, b, w_sum, .. }, None)
+                if sm90 && kernels::gemm_sm90::supports(shape, true) =>
+            {
                 let zero_point = w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum });
                 let g = kernels::GemmInt8 {
                     a: q8,

@@ -1,0 +1,146 @@
+//! The device forward pass on the Hopper kernel family: the emulator presenting an sm_90
+//! (compute capability 9.0) selects the `_sm90` GEMMs and attention (after the self-check), in
+//! lazy, eager and random completion of the asynchronous work, fp16 and int8, against the f32
+//! CPU reference with the tolerances of tests/forward_device.rs; every GEMM and attention launch
+//! is an `_sm90` kernel, and `KernelFamily::Sm80` on the same device goes back to mma.sync.
+mod forward_support;
+
+use forward_support::{cosine, max_abs, random_batch, random_model, Shape};
+use fusebert::device::emulator::{Arch, AsyncMode, EmulatorOptions};
+use fusebert::kernels::{KernelFamily, Selected};
+use fusebert::model::forward::{DeviceBert, ForwardOptions};
+use fusebert::model::reference::{self, Options};
+use fusebert::model::Precision;
+use fusebert::Device;
+
+const F16_MIN_COS: f64 = 0.9999;
+const INT8_MIN_COS: f64 = 0.995;
+const F16_MAX_HIDDEN_ERR: f32 = 1.5e-2;
+
+fn sm90(mode: AsyncMode) -> Device {
+    Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
+        .expect("emulator")
+}
+
+/// Kernel names of the launches since the last clear.
+fn launched(dev: &Device) -> Vec<String> {
+    dev.emulator_backend().expect("emulator").launches().into_iter().map(|l| l.kernel).collect()
+}
+
+/// A GEMM or attention launch (the work the Hopper family takes over).
+fn is_matmul(k: &str) -> bool {
+    k.starts_with("gemm_") || k.starts_with("attention")
+}
+
+/// Shapes: head dims 32 and 64 (the 64- and 128-byte swizzles), ragged lengths, one sequence
+/// past a 64-row tile (per-sequence attention tiles) and batches of short ones (packed tiles).
+fn cases() -> Vec<(Shape, &'static [usize], AsyncMode)> {
+    vec![
+        (
+            Shape { hidden: 64, heads: 2, layers: 2, intermediate: 256, vocab: 97, max_pos: 80, labels: 3 },
+            &[1, 17, 70, 5],
+            AsyncMode::Lazy,
+        ),
+        (
+            Shape { hidden: 128, heads: 2, layers: 1, intermediate: 512, vocab: 101, max_pos: 160, labels: 0 },
+            &[130, 9],
+            AsyncMode::Eager,
+        ),
+        (
+            Shape { hidden: 96, heads: 3, layers: 2, intermediate: 384, vocab: 50, max_pos: 64, labels: 2 },
+            &[33, 2, 40],
+            AsyncMode::Random(11),
+        ),
+    ]
+}
+
+fn check(precision: Precision, min_cos: f64) {
+    for (i, (shape, lengths, mode)) in cases().into_iter().enumerate() {
+        let dev = sm90(mode);
+        let model = random_model(shape, 300 + i as u64);
+        let batch = random_batch(shape.vocab, lengths, 30 + i as u64);
+        let (want, states) = reference::forward_with_hidden_states(&model, &batch, &Options::default()).unwrap();
+        let mut bert = if precision == Precision::Int8 {
+            let calibration = random_batch(shape.vocab, &[9, 40], 99);
+            DeviceBert::new_calibrated(&dev, &model, precision, &calibration).unwrap()
+        } else {
+            DeviceBert::new(&dev, &model, precision).unwrap()
+        };
+        assert_eq!(bert.kernel_family(), Selected::Sm90, "auto on an sm_90 device");
+        assert!(dev.self_check_verdicts().iter().all(|v| v.passed()), "{:?}", dev.self_check_verdicts());
+        dev.emulator_backend().unwrap().clear_launches();
+        let (got, got_states) = bert.forward(&batch, ForwardOptions::all()).unwrap();
+        let names = launched(&dev);
+        let matmuls: Vec<_> = names.iter().filter(|k| is_matmul(k)).collect();
+        assert!(!matmuls.is_empty() && matmuls.iter().all(|k| k.contains("_sm90")), "{mode:?}: {names:?}");
+        assert_eq!(names.len(), bert.launches_for(ForwardOptions::all().outputs), "{names:?}");
+        let mut worst = 1.0f64;
+        for (s, (g, w)) in got.sequences.iter().zip(&want.sequences).enumerate() {
+            let cos = cosine(&g.pooled, &w.pooled);
+            worst = worst.min(cos);
+            assert!(cos >= min_cos, "{precision:?} case {i} seq {s}: pooled cosine {cos}");
+            let pc = cosine(g.pooler_output.as_ref().unwrap(), w.pooler_output.as_ref().unwrap());
+            assert!(pc >= min_cos, "{precision:?} case {i} seq {s}: pooler cosine {pc}");
+            if let (Some(gl), Some(wl)) = (&g.logits, &w.logits) {
+                let err = max_abs(gl, wl);
+                assert!(err < 0.1, "{precision:?} case {i} seq {s}: logits err {err}");
+            }
+        }
+        let mut worst_hidden = 0.0f32;
+        for (l, (g, w)) in got_states.unwrap().layers.iter().zip(&states.layers).enumerate() {
+            let cos = cosine(g, w);
+            assert!(cos >= min_cos, "{precision:?} case {i} layer {l}: hidden cosine {cos}");
+            worst_hidden = worst_hidden.max(max_abs(g, w));
+            if precision == Precision::F16 {
+                assert!(max_abs(g, w) <= F16_MAX_HIDDEN_ERR, "case {i} layer {l}: hidden max err {}", max_abs(g, w));
+            }
+        }
+        eprintln!(
+            "sm90 {precision:?} case {i} {mode:?}: min pooled cosine {worst:.7}, max hidden err {worst_hidden:.2e}"
+        );
+    }
+}
+
+#[test]
+fn f16_forward_on_the_hopper_kernels_matches_reference() {
+    check(Precision::F16, F16_MIN_COS);
+}
+
+#[test]
+fn int8_forward_on_the_hopper_kernels_matches_reference() {
+    check(Precision::Int8, INT8_MIN_COS);
+}
+
+/// The library option: `Sm80` on a Hopper device runs mma.sync (the fused-layernorm schedule,
+/// fewer launches), `Sm90` runs the Hopper kernels again; both agree with each other to fp16
+/// rounding. On an sm_80 device `Sm90` is a typed error.
+#[test]
+fn the_kernel_family_option_switches_families() {
+    let shape = Shape { hidden: 64, heads: 2, layers: 1, intermediate: 128, vocab: 60, max_pos: 100, labels: 0 };
+    let model = random_model(shape, 5);
+    let batch = random_batch(shape.vocab, &[23, 4], 11);
+    let dev = sm90(AsyncMode::Lazy);
+    let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
+    let mut run = |bert: &mut DeviceBert| {
+        dev.emulator_backend().unwrap().clear_launches();
+        let (out, _) = bert.forward(&batch, ForwardOptions::embeddings(false)).unwrap();
+        (out.sequences.into_iter().map(|s| s.pooled).collect::<Vec<_>>(), launched(&dev))
+    };
+    let (hopper, k90) = run(&mut bert);
+    bert.set_kernel_family(KernelFamily::Sm80).unwrap();
+    assert_eq!(bert.kernel_family(), Selected::Sm80);
+    let (mma, k80) = run(&mut bert);
+    assert!(k80.iter().all(|k| !k.contains("_sm90")), "{k80:?}");
+    assert!(k90.len() > k80.len(), "unfused layernorms on Hopper: {k90:?} vs {k80:?}");
+    for (a, b) in hopper.iter().zip(&mma) {
+        assert!(cosine(a, b) >= F16_MIN_COS, "{}", cosine(a, b));
+    }
+    bert.set_kernel_family(KernelFamily::Sm90).unwrap();
+    assert_eq!(run(&mut bert).1, k90);
+
+    let a100 = Device::emulator().unwrap();
+    let mut bert = DeviceBert::new(&a100, &model, Precision::F16).unwrap();
+    assert_eq!(bert.kernel_family(), Selected::Sm80);
+    let e = bert.set_kernel_family(KernelFamily::Sm90).unwrap_err();
+    assert!(e.to_string().contains("9.0"), "{e}");
+}
