@@ -60,7 +60,7 @@ pub fn tiles(m: usize, n: usize) -> usize {
 }
 
 /// Whether the Hopper GEMMs take an `m x n x k` shape (fp16, or int8 when `int8`): what
-/// [`check_shape`] requires, so that a caller can fall back to the mma.sync GEMM instead of
+/// `check_shape` requires, so that a caller can fall back to the mma.sync GEMM instead of
 /// failing. Buffer alignment is checked at launch (whole allocations always pass).
 pub fn supports(s: GemmShape, int8: bool) -> bool {
     let kernel = if int8 { KERNEL_INT8 } else { KERNEL };

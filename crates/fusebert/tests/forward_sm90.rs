@@ -121,7 +121,7 @@ fn the_kernel_family_option_switches_families() {
     let batch = random_batch(shape.vocab, &[23, 4], 11);
     let dev = sm90(AsyncMode::Lazy);
     let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
-    let mut run = |bert: &mut DeviceBert| {
+    let run = |bert: &mut DeviceBert| {
         dev.emulator_backend().unwrap().clear_launches();
         let (out, _) = bert.forward(&batch, ForwardOptions::embeddings(false)).unwrap();
         (out.sequences.into_iter().map(|s| s.pooled).collect::<Vec<_>>(), launched(&dev))
