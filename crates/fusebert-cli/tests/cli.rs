@@ -220,6 +220,29 @@ fn verify_passes_on_the_emulator_and_reports_launches() {
     assert!(text.contains("launches: 34 (expected 34"), "{text}");
 }
 
+/// `--arch sm_90`: the emulator as an H100 selects the Hopper kernels after their self-check
+/// (int8 and fp16 pass; the counters name the `_sm90` kernels; layernorms unfused: 46 launches);
+/// `--kernels sm80` on the same emulator goes back to mma.sync (34 launches).
+#[test]
+fn verify_on_an_sm90_emulator_runs_the_hopper_kernels() {
+    for precision in ["f16", "int8"] {
+        let o = fusebert(
+            &["verify", "--device", "emu", "--arch", "sm_90", "--precision", precision, "--counters", "Hello!"],
+            None,
+        );
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(o.status.success(), "{precision}: {text}{}", stderr(&o));
+        assert!(text.contains("kernels: sm90") && text.contains("self-check gemm: pass"), "{text}");
+        let gemm = if precision == "f16" { "gemm_f16_sm90" } else { "gemm_int8_sm90" };
+        assert!(text.contains(gemm) && text.contains("attention_sm90_packed_d32") && text.contains("PASS"), "{text}");
+    }
+    let o =
+        fusebert(&["verify", "--device", "emu", "--arch", "sm_90", "--kernels", "sm80", "--counters", "Hello!"], None);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success() && text.contains("kernels: sm80") && !text.contains("_sm90 "), "{text}");
+    assert!(text.contains("launches: 34 (expected 34"), "{text}");
+}
+
 /// `fusebert emu run` through the binary: a kernel from a PTX file with safetensors in and out,
 /// counters as JSON, and a sanitizer finding (out-of-bounds) as a non-zero exit with the report.
 #[test]
