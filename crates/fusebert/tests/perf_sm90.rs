@@ -231,22 +231,26 @@ fn sm90_is_faster_where_compute_bound() {
 /// 0.282 ms against 1.10, 0.65 and 0.15): the research note's estimate leaves out what this
 /// model charges every kernel alike (activations read from DRAM by every launch, the fused
 /// layernorm's serial strip, the separate int8 quantize launches, the 2 us per GEMM on top of
-/// streaming the weights at 1x128); docs/performance.md has the breakdown. Ignored so the suite
-/// passes; `cargo test -p fusebert --test perf_sm90 -- --ignored` shows the misses.
+/// streaming the weights at 1x128); docs/performance.md has the breakdown. This test keeps that
+/// statement true: the model's predictions are the ones the docs table reports (to its three
+/// decimals), and each is compared with its bound and printed. A model change that moves them,
+/// or that meets a bound, fails here until the docs (and the issue note) say so.
 #[test]
-#[ignore = "the sourced parameters miss issue 23's bounds (reported, not tuned): docs/performance.md"]
-fn issue_23_bounds() {
-    let mut failures = Vec::new();
-    for (config, batch, p, bound) in [
-        ("bert-base", 32, Precision::F16, 1.10),
-        ("bert-base", 32, Precision::Int8, 0.65),
-        ("bert-base", 1, Precision::F16, 0.15),
+fn issue_23_bounds_are_reported_as_documented() {
+    for (config, batch, p, bound, documented) in [
+        ("bert-base", 32, Precision::F16, 1.10, 1.248),
+        ("bert-base", 32, Precision::Int8, 0.65, 1.048),
+        ("bert-base", 1, Precision::F16, 0.15, 0.282),
     ] {
         let pr = prediction(config, batch, 128, p, "h100-sxm", KernelFamily::Sm90);
-        eprintln!("{config} {batch}x128 {p:?} h100-sxm sm90: {:.3} ms (bound {bound})", pr.total_ms);
-        if pr.total_ms > bound {
-            failures.push(format!("{config} {batch}x128 {p:?}: {:.3} ms > {bound}\n{}", pr.total_ms, table(&pr)));
-        }
+        let verdict = if pr.total_ms <= bound { "meets" } else { "misses" };
+        eprintln!("{config} {batch}x128 {p:?} h100-sxm sm90: {:.3} ms {verdict} the bound {bound}", pr.total_ms);
+        assert!(
+            (pr.total_ms - documented).abs() <= 5e-4,
+            "{config} {batch}x128 {p:?}: predicted {:.4} ms, docs/performance.md says {documented}\n{}",
+            pr.total_ms,
+            table(&pr)
+        );
+        assert!(pr.total_ms > bound, "{config} {batch}x128 {p:?} now meets {bound}: update the docs and the note");
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
