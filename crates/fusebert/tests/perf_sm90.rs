@@ -6,7 +6,7 @@
 use fusebert::model::{synthetic, Precision};
 use fusebert::perf::gpu::{gpu, GPU_NAMES, WGMMA_ATTENTION_FRACTION, WGMMA_FRACTION, WGMMA_GEMM_FIXED_US};
 use fusebert::perf::roofline::Bound;
-use fusebert::perf::sm90::{choose_gemm, KernelChoice, KernelFamily, Sm90Tile};
+use fusebert::perf::sm90::{choose_gemm, resolve, KernelChoice, KernelFamily, Sm90Tile};
 use fusebert::perf::{compare_families, forward_plan, forward_plan_for, predict, Heads, Prediction};
 
 fn prediction(config: &str, batch: usize, tokens: usize, p: Precision, g: &str, f: KernelFamily) -> Prediction {
@@ -48,10 +48,10 @@ fn auto_picks_sm90_on_hopper_only_and_sm90_elsewhere_is_a_typed_error() {
     for name in GPU_NAMES {
         let g = gpu(name).unwrap();
         let hopper = name == "h100-sxm" || name == "h200";
-        let auto = KernelChoice::Auto.resolve(&g).unwrap();
+        let auto = resolve(KernelChoice::Auto, &g).unwrap();
         assert_eq!(auto, if hopper { KernelFamily::Sm90 } else { KernelFamily::Sm80 }, "{name}");
-        assert_eq!(KernelChoice::Sm80.resolve(&g).unwrap(), KernelFamily::Sm80);
-        match KernelChoice::Sm90.resolve(&g) {
+        assert_eq!(resolve(KernelChoice::Sm80, &g).unwrap(), KernelFamily::Sm80);
+        match resolve(KernelChoice::Sm90, &g) {
             Ok(f) => assert!(hopper && f == KernelFamily::Sm90),
             Err(e) => {
                 assert!(!hopper);

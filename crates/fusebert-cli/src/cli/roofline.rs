@@ -85,7 +85,7 @@ pub fn run(a: RooflineArgs) -> Result<()> {
             a.tokens, c.max_position_embeddings
         )));
     }
-    let family = KernelChoice::from(a.kernels).resolve(&g)?;
+    let family = perf::sm90::resolve(KernelChoice::from(a.kernels), &g)?;
     let lengths = vec![a.tokens; a.batch];
     let precision: Precision = a.precision.into();
     let predict = |f: KernelFamily| {

@@ -214,7 +214,7 @@ pub fn predict_launch(g: &GpuSpec, l: &PlannedLaunch, graphs: bool) -> LaunchPre
     let dram = dram_bytes(l.min_bytes(), l.load_bytes + l.store_bytes, reuse, g.l2_bytes);
     let l2 = l.load_bytes + l.store_bytes;
     // the tensor path: wgmma for the _sm90 kernels (a GPU without it never gets them from
-    // KernelChoice::resolve; the note's constants stand in if a caller builds such a plan)
+    // sm90::resolve; the note's constants stand in if a caller builds such a plan)
     let fraction = if !sm90::is_sm90(&l.kernel) {
         g.mma_sync_fraction
     } else if l.gemm.is_some() {

@@ -50,29 +50,21 @@ impl KernelFamily {
     }
 }
 
-/// What `--kernels` (and `FUSEBERT_KERNELS` at run time) asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KernelChoice {
-    /// `_sm90` on compute capability 9.0, `mma.sync` elsewhere.
-    #[default]
-    Auto,
-    Sm80,
-    Sm90,
-}
+/// What `--kernels` asks for: the run-time request type (`FUSEBERT_KERNELS`), resolved here
+/// against a GPU spec instead of a device.
+pub use crate::kernels::KernelFamily as KernelChoice;
 
-impl KernelChoice {
-    /// The family that runs on `g`: a typed error for `Sm90` on a GPU without `wgmma`.
-    pub fn resolve(self, g: &GpuSpec) -> Result<KernelFamily> {
-        let hopper = g.compute_capability == (9, 0);
-        match self {
-            KernelChoice::Auto if hopper => Ok(KernelFamily::Sm90),
-            KernelChoice::Auto | KernelChoice::Sm80 => Ok(KernelFamily::Sm80),
-            KernelChoice::Sm90 if hopper => Ok(KernelFamily::Sm90),
-            KernelChoice::Sm90 => Err(Error::Input(format!(
-                "the sm90 kernels need compute capability 9.0 (wgmma); {} is {}.{}",
-                g.name, g.compute_capability.0, g.compute_capability.1
-            ))),
-        }
+/// The family that runs on `g` for `choice`: a typed error for `Sm90` on a GPU without `wgmma`.
+pub fn resolve(choice: KernelChoice, g: &GpuSpec) -> Result<KernelFamily> {
+    let hopper = g.compute_capability == (9, 0);
+    match choice {
+        KernelChoice::Auto if hopper => Ok(KernelFamily::Sm90),
+        KernelChoice::Auto | KernelChoice::Sm80 => Ok(KernelFamily::Sm80),
+        KernelChoice::Sm90 if hopper => Ok(KernelFamily::Sm90),
+        KernelChoice::Sm90 => Err(Error::Input(format!(
+            "the sm90 kernels need compute capability 9.0 (wgmma); {} is {}.{}",
+            g.name, g.compute_capability.0, g.compute_capability.1
+        ))),
     }
 }
 
