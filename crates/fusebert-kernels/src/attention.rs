@@ -72,6 +72,29 @@ pub struct AttentionLaunch {
 /// q | k | v (head `h` at columns `h*head_dim..` of each part), `H = heads * head_dim`.
 /// `cu_seqlens` is trusted to be monotone with last entry `tokens` and no gap longer than
 /// `max_seqlen` (the packer builds it).
+/// The checks every attention kernel makes of its shape and buffers: positive sizes, the grid's
+/// y/z limits, `qkv [T, 3H]` (16-byte aligned: 16-byte loads), `cu_seqlens [batch + 1]`,
+/// `out [T, H]`.
+pub(crate) fn check_io(
+    kernel: &str,
+    s: AttentionShape,
+    qkv: &DeviceBuffer<f16>,
+    cu_seqlens: &DeviceBuffer<u32>,
+    out: &DeviceBuffer<f16>,
+) -> Result<()> {
+    if s.batch == 0 || s.heads == 0 || s.max_seqlen == 0 || s.tokens == 0 {
+        return Err(kerr(kernel, format!("batch, heads, tokens and max_seqlen must be positive: {s:?}")));
+    }
+    if s.batch > 65_535 || s.heads > 65_535 {
+        return Err(kerr(kernel, format!("batch = {} and heads = {} must be <= 65535 (grid y/z)", s.batch, s.heads)));
+    }
+    let h = s.heads * s.head_dim;
+    check_len(kernel, "qkv", qkv, s.tokens * 3 * h)?;
+    check_len(kernel, "cu_seqlens", cu_seqlens, s.batch + 1)?;
+    check_len(kernel, "out", out, s.tokens * h)?;
+    check_align(kernel, "qkv", qkv, 16)
+}
+
 pub fn attention(
     dev: &Device,
     qkv: &DeviceBuffer<f16>,
@@ -86,17 +109,7 @@ pub fn attention(
     let tile = how.tile;
     let g = geometry(tile.resolve(s.max_seqlen), s.head_dim)?;
     let kernel = g.kernel;
-    if s.batch == 0 || s.heads == 0 || s.max_seqlen == 0 || s.tokens == 0 {
-        return Err(kerr(kernel, format!("batch, heads, tokens and max_seqlen must be positive: {s:?}")));
-    }
-    if s.batch > 65_535 || s.heads > 65_535 {
-        return Err(kerr(kernel, format!("batch = {} and heads = {} must be <= 65535 (grid y/z)", s.batch, s.heads)));
-    }
-    let h = s.heads * s.head_dim;
-    check_len(kernel, "qkv", qkv, s.tokens * 3 * h)?;
-    check_len(kernel, "cu_seqlens", cu_seqlens, s.batch + 1)?;
-    check_len(kernel, "out", out, s.tokens * h)?;
-    check_align(kernel, "qkv", qkv, 16)?;
+    check_io(kernel, s, qkv, cu_seqlens, out)?;
     check_align(kernel, "out", out, 16)?;
     let scale = s.scale.unwrap_or(1.0 / (s.head_dim as f32).sqrt());
     let cfg = LaunchConfig {

@@ -12,7 +12,7 @@
 //! softmax and the output rounding.
 use half::f16;
 
-use super::{check_align, check_len, check_u32, kerr};
+use super::{check_align, check_u32, kerr};
 use crate::attention::AttentionShape;
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
 use crate::ptx::ids;
@@ -112,22 +112,13 @@ pub fn attention_sm90(
 ) -> Result<()> {
     let tiling = tiling.resolve(s.max_seqlen);
     let k = kernel(s.head_dim, tiling)?;
-    if s.batch == 0 || s.heads == 0 || s.max_seqlen == 0 || s.tokens == 0 {
-        return Err(kerr(k, format!("batch, heads, tokens and max_seqlen must be positive: {s:?}")));
-    }
-    if s.batch > 65_535 || s.heads > 65_535 {
-        return Err(kerr(k, format!("batch = {} and heads = {} must be <= 65535 (grid y/z)", s.batch, s.heads)));
-    }
-    let h = s.heads * s.head_dim;
     // the kernel's row offsets are 32-bit ints
+    let h = s.heads * s.head_dim;
     if s.tokens.checked_mul(3 * h).is_none_or(|n| n > i32::MAX as usize) {
         return Err(kerr(k, format!("tokens = {} x 3H = {} exceeds 2^31 elements", s.tokens, 3 * h)));
     }
-    check_len(k, "qkv", qkv, s.tokens * 3 * h)?;
-    check_len(k, "cu_seqlens", cu_seqlens, s.batch + 1)?;
-    check_len(k, "out", out, s.tokens * h)?;
-    // cp.async moves 16 bytes (rows are 6 H bytes, a multiple of 16 for head dims of 16 | D)
-    check_align(k, "qkv", qkv, 16)?;
+    // cp.async moves 16 bytes of qkv (rows are 6 H bytes, a multiple of 16 for head dims of 16 | D)
+    crate::attention::check_io(k, s, qkv, cu_seqlens, out)?;
     check_align(k, "out", out, 4)?;
     let scale = s.scale.unwrap_or(1.0 / (s.head_dim as f32).sqrt());
     let cfg = LaunchConfig {
