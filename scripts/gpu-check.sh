@@ -19,7 +19,11 @@
 #              packing invisibility, launch counts): `cargo test` when cargo exists, else every
 #              executable in --tests-dir (from `cargo test --no-run --release`, target/release/deps);
 #   3. verify: `fusebert verify --device cuda` in fp16 and int8 on the golden texts;
-#   4. bench:  MiniLM, batch x tokens 1x128, 8x128, 32x128, 32x384, fp16 and int8, CUDA graphs on
+#   4. kernel times: `fusebert kernels time --device cuda` at BERT-base 32x128 and 1x128: CUDA-event
+#              time of every GEMM (fp16, int8) and attention of a layer, mma.sync beside the Hopper
+#              `_sm90` kernel (on compute capability 9.0), with each `_sm90` output's largest
+#              difference from mma.sync (DIR/logs/kernel_times_*.log, one JSON line each);
+#   5. bench:  MiniLM, batch x tokens 1x128, 8x128, 32x128, 32x384, fp16 and int8, CUDA graphs on
 #              and off (16 runs);
 # and writes DIR/gpu-check.json (everything, machine-readable) and DIR/gpu-check.md (summary).
 #
@@ -83,7 +87,8 @@ if [ -n "$tests_dir" ]; then echo "  2. run every test executable in $tests_dir 
 elif [ $have_cargo = 1 ]; then echo "  2. cargo test --release --locked: device_cuda forward_device kernels_* on the real driver (limit 180 s)";
 else echo "  2. (skipped: no cargo and no --tests-dir)"; fi
 echo "  3. fusebert verify --device cuda --precision f16, then int8 (limit 60 s each)"
-echo "  4. fusebert bench --device cuda: {f16,int8} x {1x128, 8x128, 32x128, 32x384} x {graph, --no-graph}, 30 iterations (limit 20 s each)"
+echo "  4. fusebert kernels time --device cuda: BERT-base layer kernels, mma.sync vs _sm90, at 32x128 and 1x128 (limit 60 s each)"
+echo "  5. fusebert bench --device cuda: {f16,int8} x {1x128, 8x128, 32x128, 32x384} x {graph, --no-graph}, 30 iterations (limit 20 s each)"
 echo "  -> $out/gpu-check.json, $out/gpu-check.md"
 if [ ${#problems[@]} -gt 0 ]; then
   for p in "${problems[@]}"; do echo "  MISSING: $p"; done
@@ -144,6 +149,10 @@ if [ -n "$bin" ] && [ -x "$bin" ]; then
   fi
   step verify_f16 60 "$bin" verify --device cuda --precision f16
   step verify_int8 60 "$bin" verify --device cuda --precision int8
+  # per-kernel device time before the end-to-end bench: the figures issue 23 asks a GPU day for
+  for shape in 32x128 1x128; do
+    step "kernel_times_${shape}" 60 "$bin" kernels time --device cuda --batch "${shape%x*}" --tokens "${shape#*x}" --iters 50 --json
+  done
   : > "$out/logs/bench.jsonl"
   for p in f16 int8; do
     for shape in 1x128 8x128 32x128 32x384; do
@@ -198,8 +207,14 @@ def conformance_summary():
                 differ.append(parts[0])
     return {"sides": sides, "compared": log.exists(), "differing_cases": differ, "folder": str(out / "conformance")}
 conf = conformance_summary()
+kernel_times = []
+for f in sorted((out / "logs").glob("kernel_times_*.log")):
+    try:
+        kernel_times.append(json.loads(f.read_text().strip().splitlines()[-1]))
+    except (json.JSONDecodeError, IndexError):
+        pass
 report = {"gpu": gpu, "wall_seconds": wall, "passed": all(s["exit"] == 0 for s in steps), "steps": steps, "bench": bench,
-          "conformance": conf}
+          "conformance": conf, "kernel_times": kernel_times}
 (out / "gpu-check.json").write_text(json.dumps(report, indent=1))
 md = [f"# gpu-check: {gpu}", "", f"wall time {wall} s; all steps passed: {report['passed']}", "",
       "| step | exit | seconds |", "|---|---|---|"]
@@ -216,6 +231,15 @@ md += ["", "| precision | batch | tokens | cuda_graph | mean ms | min ms | token
 for b in bench:
     md.append(f"| {b.get('precision')} | {b.get('batch')} | {b.get('tokens_per_sequence')} | {b.get('cuda_graph')} | "
               f"{b.get('mean_ms', 0):.3f} | {b.get('min_ms', 0):.3f} | {b.get('tokens_per_second', 0):.0f} |")
+for kt in kernel_times:
+    sh = kt["shape"]
+    md += ["", f"Kernel times, {sh['batch']} x {sh['tokens']} tokens (hidden {sh['hidden']}, FFN {sh['ffn']}), mean of {kt['iters']} graph replays:",
+           "", "| op | family | kernels | ms | TFLOP/s | max rel diff vs sm80 |", "|---|---|---|---|---|---|"]
+    for r in kt["rows"]:
+        ms = f"{r['mean_ms']:.4f}" if r.get("mean_ms") is not None else (r.get("skipped") or "-")
+        tf = f"{r['tflops']:.1f}" if r.get("tflops") is not None else "-"
+        d = f"{r['max_rel_diff_vs_sm80']:.2e}" if r.get("max_rel_diff_vs_sm80") is not None else "-"
+        md.append(f"| {r['op']} | {r['family']} | {', '.join(r['kernels'])} | {ms} | {tf} | {d} |")
 (out / "gpu-check.md").write_text("\n".join(md) + "\n")
 print("\n".join(md))
 sys.exit(0 if report["passed"] else 1)

@@ -132,3 +132,61 @@ fn embed_uses_every_gpu_and_keeps_the_order() {
     assert!(!out.status.success() && err.contains("injected failure"), "device 0 fails: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kernels time --device cuda` through the real CUDA host path (events, graphs) on the stand-in:
+/// as an H100, every GEMM and attention has an mma.sync row and an `_sm90` row, each with a
+/// device time (the stand-in's modelled clock) and the `_sm90` output equal to mma.sync's (int8
+/// exactly, fp16 within accumulation order); as an A100 the `_sm90` rows say why they are
+/// skipped. Shapes off every tile size (M 63, FFN 160).
+#[test]
+fn kernels_time_on_the_stand_in_times_both_families() {
+    let exe = env!("CARGO_BIN_EXE_fusebert");
+    let run = |gpu: &str| -> serde_json::Value {
+        let out = std::process::Command::new(exe)
+            .args(["kernels", "time", "--device", "cuda", "--batch", "3", "--tokens", "21"])
+            .args(["--hidden", "64", "--heads", "2", "--ffn", "160", "--iters", "2", "--json"])
+            .env("FUSEBERT_CUDA_DRIVER", "emulator")
+            .env("FUSEBERT_CUDA_STANDIN_GPU", gpu)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{gpu}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str(text.trim()).unwrap()
+    };
+    let h100 = run("h100-sxm");
+    let rows = h100["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 18, "4 GEMMs x fp16/int8 + attention, two families each: {h100}");
+    for pair in rows.chunks(2) {
+        let (mma, hop) = (&pair[0], &pair[1]);
+        assert_eq!((mma["family"].as_str(), hop["family"].as_str()), (Some("sm80"), Some("sm90")), "{pair:?}");
+        assert_eq!(mma["op"], hop["op"]);
+        for (row, hopper) in [(mma, false), (hop, true)] {
+            let kernels = row["kernels"].as_array().unwrap();
+            assert!(!kernels.is_empty(), "{row}");
+            for k in kernels {
+                assert_eq!(k.as_str().unwrap().contains("_sm90"), hopper, "{row}");
+            }
+            assert!(row["mean_ms"].as_f64().unwrap() > 0.0, "{row}");
+        }
+        let diff = hop["max_rel_diff_vs_sm80"].as_f64().unwrap();
+        let op = hop["op"].as_str().unwrap();
+        let tol = if op.contains("int8") { 0.0 } else { 2e-3 };
+        assert!(diff <= tol, "{op}: {diff} > {tol}");
+    }
+    let a100 = run("a100-80gb");
+    for row in a100["rows"].as_array().unwrap() {
+        match row["family"].as_str().unwrap() {
+            "sm90" => {
+                assert!(row["mean_ms"].is_null(), "{row}");
+                assert!(row["skipped"].as_str().unwrap().contains("compute capability 9.0"), "{row}");
+            }
+            _ => assert!(row["mean_ms"].as_f64().unwrap() > 0.0, "{row}"),
+        }
+    }
+    let bad = std::process::Command::new(exe)
+        .args(["kernels", "time", "--device", "emu", "--hidden", "64", "--heads", "5"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("multiple of heads"), "{err}");
+}

@@ -75,6 +75,7 @@ pub mod reference;
 #[cfg(feature = "emulator")]
 pub mod report;
 pub mod select;
+pub mod timing;
 
 pub use attention::{attention, AttentionLaunch, AttentionShape, QueryTile};
 pub use attention_sm90::{attention_sm90, Sm90Tiling};

@@ -2,7 +2,11 @@
 //! FLOPs and minimum bytes. `fusebert kernels markdown`: the tables of docs/kernels.md (ptxas
 //! resources of every kernel, the forward pass's launches), generated from the shipped PTX and
 //! the launch schedule; scripts/check-docs.sh fails CI when the document differs.
+//! `fusebert kernels time`: device time per kernel of one BERT layer, the Hopper `_sm90` kernels
+//! beside mma.sync (CUDA events; gpu-check.sh step 4).
 use clap::{Args, Subcommand};
+
+use super::verify::EmuArch;
 
 use fusebert::kernels::report;
 use fusebert::model::{synthetic, Precision};
@@ -25,6 +29,41 @@ pub enum KernelsCommand {
     },
     /// The generated tables of docs/kernels.md (ptxas resources, launch schedule) as Markdown.
     Markdown,
+    /// Device time (CUDA events over graph replays) of every GEMM of one BERT layer (fp16 and
+    /// int8) and its attention: the mma.sync kernels, and on compute capability 9.0 the Hopper
+    /// `_sm90` kernels beside them with their largest difference from mma.sync.
+    Time(TimeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TimeArgs {
+    /// cuda (the first GPU) or emu (runs and compares the kernels; the emulator has no clock).
+    #[arg(long, default_value = "cuda", value_parser = ["cuda", "emu"])]
+    pub device: String,
+    /// The architecture the emulator presents (--device emu).
+    #[arg(long, value_enum, default_value_t = EmuArch::Sm80)]
+    pub arch: EmuArch,
+    /// Sequences of the layer's batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    pub tokens: usize,
+    /// Hidden size (BERT-base: 768).
+    #[arg(long, default_value_t = 768)]
+    pub hidden: usize,
+    /// Attention heads (head dim = hidden / heads).
+    #[arg(long, default_value_t = 12)]
+    pub heads: usize,
+    /// FFN inner size.
+    #[arg(long, default_value_t = 3072)]
+    pub ffn: usize,
+    /// Graph replays averaged per kernel.
+    #[arg(long, default_value_t = 50)]
+    pub iters: usize,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(a: KernelsArgs) -> Result<()> {
@@ -43,7 +82,31 @@ pub fn run(a: KernelsArgs) -> Result<()> {
             print!("{}", markdown()?);
             Ok(())
         }
+        KernelsCommand::Time(t) => time(t),
     }
+}
+
+fn time(a: TimeArgs) -> Result<()> {
+    use fusebert::device::emulator::{Arch, EmulatorOptions};
+    use fusebert::kernels::timing::{render_table, time_layer, LayerShape};
+    let dev = match (a.device.as_str(), a.arch) {
+        ("cuda", EmuArch::Sm80) => Device::cuda(0)?,
+        ("cuda", EmuArch::Sm90) => {
+            return Err(fusebert::Error::Input(
+                "--arch applies to --device emu (a CUDA device has its own compute capability)".into(),
+            ))
+        }
+        (_, EmuArch::Sm80) => Device::emulator()?,
+        (_, EmuArch::Sm90) => Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, ..Default::default() })?,
+    };
+    let shape = LayerShape { batch: a.batch, tokens: a.tokens, hidden: a.hidden, heads: a.heads, ffn: a.ffn };
+    let times = time_layer(&dev, shape, a.iters)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&times).expect("JSON"));
+    } else {
+        print!("{}", render_table(&times));
+    }
+    Ok(())
 }
 
 /// The generated part of docs/kernels.md.

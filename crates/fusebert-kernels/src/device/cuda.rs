@@ -432,6 +432,31 @@ impl DeviceBackend for CudaBackend {
         unsafe { result::stream::synchronize(self.stream) }.map_err(|e| cuda_err("synchronize", e))
     }
 
+    fn device_time_ms(&self, enqueue: &mut dyn FnMut() -> Result<()>) -> Result<Option<f64>> {
+        self.bind()?;
+        let timing = sys::CUevent_flags::CU_EVENT_DEFAULT;
+        let start = result::event::create(timing).map_err(|e| cuda_err("create timing event", e))?;
+        let end = match result::event::create(timing) {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = unsafe { result::event::destroy(start) };
+                return Err(cuda_err("create timing event", e));
+            }
+        };
+        let timed = (|| {
+            unsafe { result::event::record(start, self.stream) }.map_err(|e| cuda_err("record start event", e))?;
+            enqueue()?;
+            self.bind()?;
+            unsafe { result::event::record(end, self.stream) }.map_err(|e| cuda_err("record end event", e))?;
+            unsafe { result::event::synchronize(end) }.map_err(|e| cuda_err("wait for end event", e))?;
+            unsafe { result::event::elapsed(start, end) }.map_err(|e| cuda_err("event elapsed time", e))
+        })();
+        for ev in [start, end] {
+            let _ = unsafe { result::event::destroy(ev) };
+        }
+        Ok(Some(timed? as f64))
+    }
+
     fn load_module(&self, name: &str, ptx: &str) -> Result<()> {
         self.bind()?;
         let image =

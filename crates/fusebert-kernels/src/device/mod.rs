@@ -296,6 +296,14 @@ pub trait DeviceBackend: Send + Sync {
     }
     /// Frees a native graph. Never fails loudly (called from `Drop`).
     fn graph_destroy(&self, _id: u64) {}
+    /// Runs `enqueue` and returns the device time, in milliseconds, between two events recorded
+    /// on the stream before and after the work it enqueued (waiting for the second). `None` where
+    /// the backend has no device clock: the emulator, whose measure is its counters.
+    fn device_time_ms(&self, enqueue: &mut dyn FnMut() -> Result<()>) -> Result<Option<f64>> {
+        enqueue()?;
+        self.synchronize()?;
+        Ok(None)
+    }
 }
 
 /// One range of a batched device-to-host read ([`Device::read_back`]).
@@ -580,6 +588,15 @@ impl Device {
     pub fn synchronize(&self) -> Result<()> {
         self.not_recording("synchronize")?;
         self.backend.synchronize()
+    }
+
+    /// Runs `enqueue` between two device events and returns the device time of what it enqueued,
+    /// in milliseconds (`None` on a backend without a device clock, after running it all the
+    /// same). Host time between launches counts as idle device time, so time a [`Graph`] replay
+    /// to measure kernels rather than the host.
+    pub fn device_time_ms(&self, mut enqueue: impl FnMut() -> Result<()>) -> Result<Option<f64>> {
+        self.not_recording("device timing")?;
+        self.backend.device_time_ms(&mut enqueue)
     }
 
     /// Runs `f` with launches recorded instead of executed, and returns them in order: the

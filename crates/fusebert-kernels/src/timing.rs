@@ -1,0 +1,341 @@
+//! Device time per kernel on one BERT layer's shapes: every Hopper `_sm90` kernel beside the
+//! mma.sync kernel it replaces, each timed with device events over graph replays
+//! (`fusebert kernels time`; step 4 of `scripts/gpu-check.sh`).
+//!
+//! Both families compute the same outputs from the same inputs, so each `_sm90` row also says
+//! how far its output is from the mma.sync one (int8: exactly equal; fp16: accumulation order
+//! only). On a backend without a device clock (the emulator) the launches run and the outputs
+//! are compared, but no time is reported: the emulator's measure is its counters.
+use half::f16;
+use serde::Serialize;
+
+use crate::device::{Device, DeviceBuffer};
+use crate::select::hopper;
+use crate::{AttentionLaunch, AttentionShape, Epilogue, GemmF16, GemmInt8, GemmLaunch, GemmShape};
+use crate::{GemmSm90Launch, Sm90Tiling};
+use fusebert_core::error::{Error, Result};
+
+/// The layer being timed: `batch` sequences of `tokens`, BERT widths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LayerShape {
+    pub batch: usize,
+    pub tokens: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub ffn: usize,
+}
+
+impl LayerShape {
+    /// BERT-base (hidden 768, 12 heads of 64, FFN 3072) at `batch x tokens`.
+    pub fn bert_base(batch: usize, tokens: usize) -> LayerShape {
+        LayerShape { batch, tokens, hidden: 768, heads: 12, ffn: 3072 }
+    }
+
+    fn rows(&self) -> usize {
+        self.batch * self.tokens
+    }
+
+    fn check(&self) -> Result<()> {
+        let positive = [self.batch, self.tokens, self.hidden, self.heads, self.ffn].iter().all(|&v| v > 0);
+        if !positive || self.hidden % self.heads != 0 || self.hidden % 16 != 0 || self.ffn % 16 != 0 {
+            return Err(Error::Input(format!(
+                "kernel timing: batch, tokens, hidden, heads and ffn must be positive, hidden a multiple of heads \
+                 and hidden, ffn multiples of 16: {self:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One kernel's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelTime {
+    /// The layer operation ("FFN1 fp16 (bias + GELU)").
+    pub op: String,
+    /// `sm80` (mma.sync) or `sm90` (wgmma/TMA).
+    pub family: &'static str,
+    /// The kernels one run launches (names as in the PTX).
+    pub kernels: Vec<String>,
+    /// `M x N x K` of a GEMM; sequences, heads and head dim of attention.
+    pub shape: String,
+    /// Useful operations per run (2 per multiply-add).
+    pub flops: u64,
+    /// Mean device time per run; `None` without a device clock.
+    pub mean_ms: Option<f64>,
+    /// `flops / mean_ms`, in TFLOP/s (or TOP/s for int8).
+    pub tflops: Option<f64>,
+    /// `sm90` rows: the largest `|sm90 - sm80| / max(1, |sm80|)` over the output.
+    pub max_rel_diff_vs_sm80: Option<f64>,
+    /// Why the row has no measurement (the `_sm90` kernel needs compute capability 9.0, or
+    /// does not take this shape).
+    pub skipped: Option<String>,
+}
+
+/// The figures of [`time_layer`]: the device, the shape, and one row per kernel and family.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerTimes {
+    pub device: String,
+    pub compute_capability: (u32, u32),
+    pub shape: LayerShape,
+    /// Graph replays averaged per row (after one warm-up replay).
+    pub iters: usize,
+    pub rows: Vec<KernelTime>,
+}
+
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn f16s(&mut self, n: usize, scale: f32) -> Vec<f16> {
+        (0..n).map(|_| f16::from_f32(self.next() * scale)).collect()
+    }
+    fn i8s(&mut self, n: usize) -> Vec<i8> {
+        (0..n).map(|_| (self.next() * 127.0) as i8).collect()
+    }
+}
+
+/// The four GEMMs of a BERT layer.
+#[derive(Clone, Copy)]
+enum LayerGemm {
+    Qkv,
+    AttentionOutput,
+    Ffn1,
+    Ffn2,
+}
+
+impl LayerGemm {
+    const ALL: [LayerGemm; 4] = [LayerGemm::Qkv, LayerGemm::AttentionOutput, LayerGemm::Ffn1, LayerGemm::Ffn2];
+
+    fn name(self) -> &'static str {
+        match self {
+            LayerGemm::Qkv => "QKV",
+            LayerGemm::AttentionOutput => "attention output",
+            LayerGemm::Ffn1 => "FFN1",
+            LayerGemm::Ffn2 => "FFN2",
+        }
+    }
+
+    /// `N` and `K`.
+    fn nk(self, s: &LayerShape) -> (usize, usize) {
+        match self {
+            LayerGemm::Qkv => (3 * s.hidden, s.hidden),
+            LayerGemm::AttentionOutput => (s.hidden, s.hidden),
+            LayerGemm::Ffn1 => (s.ffn, s.hidden),
+            LayerGemm::Ffn2 => (s.hidden, s.ffn),
+        }
+    }
+
+    /// The epilogue (`residual` is `[M, hidden]`) and its description.
+    fn epilogue<'a>(self, residual: &'a DeviceBuffer<f16>) -> (Epilogue<'a>, &'static str) {
+        match self {
+            LayerGemm::Qkv => (Epilogue::None, "bias"),
+            LayerGemm::Ffn1 => (Epilogue::Gelu, "bias + GELU"),
+            LayerGemm::AttentionOutput | LayerGemm::Ffn2 => (Epilogue::Residual(residual), "bias + residual"),
+        }
+    }
+}
+
+/// Times every GEMM of a BERT layer (fp16 and int8) and its attention, on mma.sync and, on a
+/// compute-capability-9.0 device, on the `_sm90` kernels; `iters` graph replays per row.
+pub fn time_layer(dev: &Device, s: LayerShape, iters: usize) -> Result<LayerTimes> {
+    s.check()?;
+    let iters = iters.max(1);
+    let sm90 = hopper(dev);
+    let mut rows = Vec::new();
+    let mut rng = Lcg(0x71e5_5eed);
+    let m = s.rows();
+    // inputs as wide as the widest K (A) and N (residual) of the four GEMMs
+    let residual = dev.upload(&rng.f16s(m * s.hidden, 1.0))?;
+    let a16 = dev.upload(&rng.f16s(m * s.hidden.max(s.ffn), 1.0))?;
+    let a8 = dev.upload(&rng.i8s(m * s.hidden.max(s.ffn)))?;
+    let a_scale = dev.upload(&(0..m).map(|_| 0.01 + rng.next().abs() * 0.01).collect::<Vec<f32>>())?;
+    for gemm in LayerGemm::ALL {
+        let (name, (n, k)) = (gemm.name(), gemm.nk(&s));
+        let shape = GemmShape { m, n, k };
+        let w16 = dev.upload(&rng.f16s(n * k, 0.05))?;
+        let w8 = dev.upload(&rng.i8s(n * k))?;
+        let w_scale = dev.upload(&(0..n).map(|_| 0.001 + rng.next().abs() * 0.001).collect::<Vec<f32>>())?;
+        let bias = dev.upload(&rng.f16s(n, 0.1))?;
+        let (epilogue, what) = gemm.epilogue(&residual);
+        let dims = format!("{m} x {n} x {k}");
+        let flops = (2 * m * n * k) as u64;
+        let a = a16.view(0, m * k)?;
+        let g = GemmF16 { a: &a, w: &w16, bias: Some(&bias), epilogue, shape };
+        let op = format!("{name} fp16 ({what})");
+        let mut out = dev.alloc::<f16>(m * n)?;
+        rows.push(time_op(dev, &op, "sm80", &dims, flops, iters, &mut out, |o| {
+            crate::gemm_f16(dev, &g, o, GemmLaunch::default())
+        })?);
+        let base = out.to_host()?;
+        rows.push(if !sm90 {
+            skipped(&op, &dims, flops, not_hopper(dev))
+        } else if !crate::gemm_sm90::supports(shape, false) {
+            skipped(&op, &dims, flops, "gemm_f16_sm90 does not take this shape".into())
+        } else {
+            let mut row = time_op(dev, &op, "sm90", &dims, flops, iters, &mut out, |o| {
+                crate::gemm_f16_sm90(dev, &g, o, GemmSm90Launch::default())
+            })?;
+            row.max_rel_diff_vs_sm80 = Some(max_rel_diff(&out.to_host()?, &base));
+            row
+        });
+        let a = a8.view(0, m * k)?;
+        let g = GemmInt8 {
+            a: &a,
+            a_scale: &a_scale,
+            zero_point: None,
+            w: &w8,
+            w_scale: &w_scale,
+            bias: Some(&bias),
+            epilogue,
+            shape,
+        };
+        let op = format!("{name} int8 ({what})");
+        rows.push(time_op(dev, &op, "sm80", &dims, flops, iters, &mut out, |o| {
+            crate::gemm_int8(dev, &g, o, GemmLaunch::default())
+        })?);
+        let base = out.to_host()?;
+        rows.push(if !sm90 {
+            skipped(&op, &dims, flops, not_hopper(dev))
+        } else if !crate::gemm_sm90::supports(shape, true) {
+            skipped(&op, &dims, flops, "gemm_int8_sm90 does not take this shape".into())
+        } else {
+            let mut row = time_op(dev, &op, "sm90", &dims, flops, iters, &mut out, |o| {
+                crate::gemm_int8_sm90(dev, &g, o, GemmSm90Launch::default())
+            })?;
+            row.max_rel_diff_vs_sm80 = Some(max_rel_diff(&out.to_host()?, &base));
+            row
+        });
+    }
+    rows.extend(time_attention(dev, s, iters, sm90, &mut rng)?);
+    Ok(LayerTimes { device: dev.name(), compute_capability: dev.compute_capability(), shape: s, iters, rows })
+}
+
+/// Attention over `batch` sequences of `tokens` (every sequence full length: the mma.sync and
+/// Hopper kernels on the same packed input).
+fn time_attention(dev: &Device, s: LayerShape, iters: usize, sm90: bool, rng: &mut Lcg) -> Result<Vec<KernelTime>> {
+    let d = s.hidden / s.heads;
+    let m = s.rows();
+    let cu_host: Vec<u32> = (0..=s.batch as u32).map(|i| i * s.tokens as u32).collect();
+    let cu = dev.upload(&cu_host)?;
+    let qkv = dev.upload(&rng.f16s(m * 3 * s.hidden, 1.0))?;
+    let shape = AttentionShape::from_cu_seqlens(&cu_host, s.heads, d)?;
+    let dims = format!("{} x {} tokens, {} heads x {d}", s.batch, s.tokens, s.heads);
+    let flops = (s.batch * s.heads * 4 * s.tokens * s.tokens * d) as u64;
+    let op = format!("attention fp16 (d{d})");
+    let mut out = dev.alloc::<f16>(m * s.hidden)?;
+    let mut rows = vec![time_op(dev, &op, "sm80", &dims, flops, iters, &mut out, |o| {
+        crate::attention(dev, &qkv, &cu, o, shape, AttentionLaunch::default())
+    })?];
+    let base = out.to_host()?;
+    rows.push(if !sm90 {
+        skipped(&op, &dims, flops, not_hopper(dev))
+    } else if crate::attention_sm90::kernel(d, Sm90Tiling::Auto.resolve(shape.max_seqlen)).is_err() {
+        skipped(&op, &dims, flops, format!("no attention_sm90 kernel for head dim {d}"))
+    } else {
+        let mut row = time_op(dev, &op, "sm90", &dims, flops, iters, &mut out, |o| {
+            crate::attention_sm90(dev, &qkv, &cu, o, shape, Sm90Tiling::Auto)
+        })?;
+        row.max_rel_diff_vs_sm80 = Some(max_rel_diff(&out.to_host()?, &base));
+        row
+    });
+    Ok(rows)
+}
+
+/// Records `run`'s launches into a graph, replays it once (warm-up, and the output the caller
+/// compares), then `iters` times between two device events.
+#[allow(clippy::too_many_arguments)]
+fn time_op(
+    dev: &Device,
+    op: &str,
+    family: &'static str,
+    shape: &str,
+    flops: u64,
+    iters: usize,
+    out: &mut DeviceBuffer<f16>,
+    mut run: impl FnMut(&mut DeviceBuffer<f16>) -> Result<()>,
+) -> Result<KernelTime> {
+    out.fill_bytes(0xff)?;
+    let ((), launches) = dev.record(|| run(out))?;
+    let kernels = launches.iter().map(|l| l.kernel.clone()).collect();
+    let graph = dev.graph(launches)?;
+    graph.launch()?;
+    dev.synchronize()?;
+    let total = dev.device_time_ms(|| (0..iters).try_for_each(|_| graph.launch()))?;
+    let mean_ms = total.map(|t| t / iters as f64);
+    Ok(KernelTime {
+        op: op.to_string(),
+        family,
+        kernels,
+        shape: shape.to_string(),
+        flops,
+        mean_ms,
+        tflops: mean_ms.filter(|&t| t > 0.0).map(|t| flops as f64 / (t * 1e9)),
+        max_rel_diff_vs_sm80: None,
+        skipped: None,
+    })
+}
+
+fn skipped(op: &str, shape: &str, flops: u64, why: String) -> KernelTime {
+    KernelTime {
+        op: op.to_string(),
+        family: "sm90",
+        kernels: Vec::new(),
+        shape: shape.to_string(),
+        flops,
+        mean_ms: None,
+        tflops: None,
+        max_rel_diff_vs_sm80: None,
+        skipped: Some(why),
+    }
+}
+
+fn not_hopper(dev: &Device) -> String {
+    let (major, minor) = dev.compute_capability();
+    format!("the _sm90 kernels need compute capability 9.0; this device is {major}.{minor}")
+}
+
+/// Largest `|a - b| / max(1, |b|)`; NaN anywhere is infinitely far.
+fn max_rel_diff(a: &[f16], b: &[f16]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let (x, y) = (x.to_f64(), y.to_f64());
+            if x.is_nan() || y.is_nan() {
+                f64::INFINITY
+            } else {
+                (x - y).abs() / y.abs().max(1.0)
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
+/// The rows as a Markdown table (op, family, kernels, ms, TFLOP/s, difference).
+pub fn render_table(t: &LayerTimes) -> String {
+    let (major, minor) = t.compute_capability;
+    let mut s = format!(
+        "{} (compute capability {major}.{minor}); batch {} x {} tokens, hidden {}, {} heads, FFN {}; mean of {} graph replays\n\n",
+        t.device, t.shape.batch, t.shape.tokens, t.shape.hidden, t.shape.heads, t.shape.ffn, t.iters
+    );
+    s += "| op | family | kernels | shape | ms | TFLOP/s | max rel diff vs sm80 |\n|---|---|---|---|---:|---:|---:|\n";
+    for r in &t.rows {
+        let ms = match (r.mean_ms, &r.skipped) {
+            (Some(ms), _) => format!("{ms:.4}"),
+            (None, Some(why)) => format!("skipped: {why}"),
+            (None, None) => "no device clock".into(),
+        };
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            r.op,
+            r.family,
+            r.kernels.join(", "),
+            r.shape,
+            ms,
+            r.tflops.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into()),
+            r.max_rel_diff_vs_sm80.map(|v| format!("{v:.2e}")).unwrap_or_else(|| "-".into()),
+        );
+    }
+    s
+}
