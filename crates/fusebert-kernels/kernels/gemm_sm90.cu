@@ -31,6 +31,10 @@
 // - Epilogue from the accumulator registers (wgmma D fragment, hopper.md 1.4): thread t of a
 //   consumer warpgroup holds rows 16 (t/32) + (t%32)/4 + {0, 8} and column pairs 8c + 2 (t%4),
 //   c < BN/8; pairs leave as 4-byte stores, guarded. (TMA store through smem: later.)
+// - Fused layernorm (the _ln entries, LnTail): after a tile's y is stored, the consumers count it
+//   in on its 128-row strip (one atomic); the last tile of a strip to arrive normalises the
+//   strip's rows with the consumers' 8 warps, with the mma.sync GEMMs' code (ln_fused.cuh): the
+//   same bits as layernorm_f16 on y, and the int8 codes of the next GEMM when asked.
 //
 // Why BN = 128: 64 f32 accumulators per consumer thread leave the epilogue (erf-GELU, bias and
 // residual) room without spills under the 168-register launch cap; 4 stages of 32 KiB fit with
@@ -48,6 +52,7 @@
 
 #include "codes.cuh"
 #include "common.cuh"
+#include "ln_fused.cuh"
 
 namespace sm90 {
 constexpr int BM = 128, BN = 128, ROW_BYTES = 128;  // a K row of a box: 64 f16 or 128 s8, swizzled
@@ -327,18 +332,58 @@ struct RawEpilogue {
     }
 };
 
+// Synchronises the two consumer warpgroups only (named barrier 1; the producer never joins).
+FB_DEVICE void consumer_sync() { asm volatile("bar.sync 1, %0;\n" ::"n"(CONSUMER_THREADS) : "memory"); }
+
+// After-tile step of the plain entries: nothing.
+struct NoTail {
+    FB_DEVICE void operator()(int, int, int, uint32_t*) const {}
+};
+
+// After-tile step of the _ln entries: every consumer thread's y of the tile stored, one arrival
+// on the row strip `strip` (rows m0..m0+BM) of `tiles_n` tiles; the last to arrive runs the
+// strip's layernorm (a consumer warp per row, rows in order, as gemm_core.cuh's
+// ln_strip_epilogue) and resets the counter for the next launch. `last` is a shared word the
+// consumers agree through.
+struct LnTail {
+    gemm::LnArgs ln;
+    const __half* y;
+    int M, N;
+    FB_DEVICE void operator()(int m0, int strip, int tiles_n, uint32_t* last) const {
+        __threadfence();  // release: this thread's y before the tile's arrival
+        consumer_sync();  // every consumer thread's y stored before the arrival
+        const int ct = threadIdx.x - 128;  // consumer thread 0..255
+        if (ct == 0) *last = atomicAdd(&ln.strips[strip], 1u) == (uint32_t)tiles_n - 1;
+        consumer_sync();
+        // (the next write of *last follows the next tile's first consumer_sync, which every
+        // consumer reaches only after this read)
+        if (!*last) return;
+        __threadfence();  // acquire: the strip's other tiles
+        const int end = m0 + BM < M ? m0 + BM : M;
+        const int first = m0 + (ct >> 5);
+        if (first < end) {
+            gemm::LnParams q;
+            gemm::ln_load_params(q, ln, N);
+            for (int row = first; row < end; row += CONSUMER_THREADS / 32) gemm::ln_row(y, ln, q, row, N);
+        }
+        if (ct == 0) atomicExch(&ln.strips[strip], 0u);
+    }
+};
+
 // The warp-specialised persistent GEMM (see the top of the file) on operand type Op, handing
-// each finished tile's accumulators to `epilogue(d, row0, col0)` in the consumer threads.
-template <class Op, class Epilogue>
+// each finished tile's accumulators to `epilogue(d, row0, col0)` in the consumer threads, then
+// running `tail(m0, strip, tiles_n, flag)` in all of them.
+template <class Op, class Epilogue, class Tail = NoTail>
 FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, uint32_t M, uint32_t N, uint32_t K,
-                       const Epilogue& epilogue) {
+                       const Epilogue& epilogue, const Tail& tail = Tail{}) {
     constexpr int BK = Op::BK;
     using Acc = typename Op::Acc;
     extern __shared__ __align__(1024) uint8_t smem[];
     __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
+    __shared__ uint32_t tail_flag;
     const uint32_t s0 = smem_u32(smem);
     const int tid = threadIdx.x, wg = tid / 128;
-    const int tiles_m = (M + BM - 1) / BM, tiles = tiles_m * ((N + BN - 1) / BN);
+    const int tiles_m = (M + BM - 1) / BM, tiles_n = (N + BN - 1) / BN, tiles = tiles_m * tiles_n;
     const int kblocks = (K + BK - 1) / BK;
     if (tid == 0) {
         for (int s = 0; s < STAGES; s++) {
@@ -403,6 +448,7 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, uint3
             wgmma_wait<0>(d);
             mbar_arrive(smem_u32(&empty[prev]));
             epilogue(d, m0 + cw * 64 + warp * 16 + lane / 4, n0 + 2 * (lane % 4));
+            tail(m0, tile % tiles_m, tiles_n, &tail_flag);
         }
     }
 }
@@ -417,6 +463,15 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     ws_gemm<F16Op>(&tma_a, &tma_w, M, N, K, F16Epilogue{bias, residual, C, (int)M, (int)N, epi});
 }
 
+// gemm_f16_sm90 with the layernorm of its rows fused in (ln_out = LN(C); gemm_f16_ln's LN_PARAMS).
+extern "C" __global__ void __launch_bounds__(THREADS, 1)
+    gemm_f16_sm90_ln(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
+                     const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C,
+                     uint32_t M, uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
+    ws_gemm<F16Op>(&tma_a, &tma_w, M, N, K, F16Epilogue{bias, residual, C, (int)M, (int)N, epi},
+                   LnTail{LN_ARGS, C, (int)M, (int)N});
+}
+
 // The argument order of gemm_int8_f16 with the two operands as tensor maps.
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
     gemm_int8_sm90(const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,
@@ -426,6 +481,18 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
                    uint32_t epi) {
     ws_gemm<S8Op>(&tma_a, &tma_w, M, N, K,
                   S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, C, (int)M, (int)N, epi});
+}
+
+// gemm_int8_sm90 with the layernorm of its rows fused in (and, with q_out, the next GEMM's codes).
+extern "C" __global__ void __launch_bounds__(THREADS, 1)
+    gemm_int8_sm90_ln(const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,
+                      const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,
+                      const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+                      const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C,
+                      uint32_t M, uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
+    ws_gemm<S8Op>(&tma_a, &tma_w, M, N, K,
+                  S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, C, (int)M, (int)N, epi},
+                  LnTail{LN_ARGS, C, (int)M, (int)N});
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1)

@@ -20,8 +20,9 @@
 //! 0` s8), `N % 8 == 0`, A and W 16-byte aligned.
 use half::f16;
 
-use super::gemm_int8::check_epilogue;
-use super::{check_align, check_len, check_u32, kerr, opt_ptr, GemmF16, GemmInt8, GemmShape};
+use super::gemm_int8::{check_epilogue, ln_args};
+use super::SplitWorkspace;
+use super::{check_align, check_len, check_u32, kerr, opt_ptr, FusedLayerNorm, GemmF16, GemmInt8, GemmShape};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig, TensorMapDtype, TensorMapSwizzle, TiledTensorMap};
 use crate::ptx::ids;
 use fusebert_core::error::Result;
@@ -31,6 +32,9 @@ pub const MODULE: &str = "gemm_sm90";
 pub const KERNEL: &str = ids::GEMM_F16_SM90;
 pub const KERNEL_INT8: &str = ids::GEMM_INT8_SM90;
 pub const KERNEL_INT8_I32: &str = ids::GEMM_INT8_I32_SM90;
+/// The entries with the layernorm of the output rows fused in.
+pub const KERNEL_LN: &str = ids::GEMM_F16_SM90_LN;
+pub const KERNEL_INT8_LN: &str = ids::GEMM_INT8_SM90_LN;
 
 /// Output tile rows and columns, K per pipeline stage (fp16; int8: [`BK_INT8`]), stages,
 /// threads (`kernels/gemm_sm90.cu`).
@@ -129,19 +133,45 @@ fn grid(kernel: &str, dev: &Device, m: usize, n: usize, how: GemmSm90Launch) -> 
 /// The fp16 GEMM on the Hopper kernel into `out` `[m, n]`. Needs an sm_90 device (a CUDA
 /// H100/H200, or the emulator with `Arch::Sm90`): elsewhere the module does not load.
 pub fn gemm_f16_sm90(dev: &Device, g: &GemmF16<'_>, out: &mut DeviceBuffer<f16>, how: GemmSm90Launch) -> Result<()> {
-    let (m32, n32, k32) = check_shape(KERNEL, g.shape, 8)?;
+    f16_launch(dev, g, out, None, how)
+}
+
+/// [`gemm_f16_sm90`] with the layernorm of the output rows fused in: `ln.out = LN(out)` (and its
+/// int8 codes with `ln.q8`), bit-identical to [`crate::layernorm_f16`] on `out`, as the mma.sync
+/// `_ln` GEMMs give it. `N <= 1024`, a multiple of 8; `ws` holds the row-strip counters (one per
+/// 128 rows; zero between launches, as every launch leaves them).
+pub fn gemm_f16_sm90_ln(
+    dev: &Device,
+    g: &GemmF16<'_>,
+    out: &mut DeviceBuffer<f16>,
+    ln: &FusedLayerNorm<'_>,
+    ws: &SplitWorkspace,
+    how: GemmSm90Launch,
+) -> Result<()> {
+    f16_launch(dev, g, out, Some((ln, ws)), how)
+}
+
+fn f16_launch(
+    dev: &Device,
+    g: &GemmF16<'_>,
+    out: &mut DeviceBuffer<f16>,
+    ln: Option<(&FusedLayerNorm<'_>, &SplitWorkspace)>,
+    how: GemmSm90Launch,
+) -> Result<()> {
+    let kernel = if ln.is_some() { KERNEL_LN } else { KERNEL };
+    let (m32, n32, k32) = check_shape(kernel, g.shape, 8)?;
     let GemmShape { m, n, k } = g.shape;
-    check_len(KERNEL, "a", g.a, m * k)?;
-    check_len(KERNEL, "w", g.w, n * k)?;
-    check_len(KERNEL, "out", out, m * n)?;
-    check_epilogue(KERNEL, g.bias, &g.epilogue, m, n)?;
-    check_align(KERNEL, "a", g.a, 16)?;
-    check_align(KERNEL, "w", g.w, 16)?;
-    check_align(KERNEL, "out", out, 8)?;
-    let cfg = grid(KERNEL, dev, m, n, how)?;
+    check_len(kernel, "a", g.a, m * k)?;
+    check_len(kernel, "w", g.w, n * k)?;
+    check_len(kernel, "out", out, m * n)?;
+    check_epilogue(kernel, g.bias, &g.epilogue, m, n)?;
+    check_align(kernel, "a", g.a, 16)?;
+    check_align(kernel, "w", g.w, 16)?;
+    check_align(kernel, "out", out, 8)?;
+    let cfg = grid(kernel, dev, m, n, how)?;
     let tma_a = operand_map(dev, g.a, TensorMapDtype::F16, m, k, BM)?;
     let tma_w = operand_map(dev, g.w, TensorMapDtype::F16, n, k, BN)?;
-    let args = [
+    let mut args = vec![
         KernelArg::TensorMap(tma_a),
         KernelArg::TensorMap(tma_w),
         opt_ptr(g.bias),
@@ -152,8 +182,11 @@ pub fn gemm_f16_sm90(dev: &Device, g: &GemmF16<'_>, out: &mut DeviceBuffer<f16>,
         KernelArg::U32(k32),
         KernelArg::U32(g.epilogue.code()),
     ];
+    if let Some((ln, ws)) = ln {
+        args.extend(ln_args(kernel, ln, BM, m, n, Some(ws))?);
+    }
     // by module: a device that did not load the sm_90a module (not an sm_90) says so
-    dev.launch_in(MODULE, KERNEL, cfg, &args)
+    dev.launch_in(MODULE, kernel, cfg, &args)
 }
 
 /// The W8A8 GEMM on the Hopper kernel into `out` `[m, n]` (fp16): what
@@ -162,7 +195,31 @@ pub fn gemm_f16_sm90(dev: &Device, g: &GemmF16<'_>, out: &mut DeviceBuffer<f16>,
 /// 16 == 0`, `N % 8 == 0`, `a` and `w` 16-byte aligned, `w_scale` (and `w_sum`) 8-byte aligned;
 /// with zero points `K <= 65536` (int32 accumulators, as gemm_int8).
 pub fn gemm_int8_sm90(dev: &Device, g: &GemmInt8<'_>, out: &mut DeviceBuffer<f16>, how: GemmSm90Launch) -> Result<()> {
-    let kernel = KERNEL_INT8;
+    int8_launch(dev, g, out, None, how)
+}
+
+/// [`gemm_int8_sm90`] with the layernorm of the output rows fused in, as
+/// [`gemm_f16_sm90_ln`]; `ln.q8` may overwrite the GEMM's own int8 input `a` when it has the same
+/// `[m, n]` layout (a strip is normalised only after every tile reading its rows is done).
+pub fn gemm_int8_sm90_ln(
+    dev: &Device,
+    g: &GemmInt8<'_>,
+    out: &mut DeviceBuffer<f16>,
+    ln: &FusedLayerNorm<'_>,
+    ws: &SplitWorkspace,
+    how: GemmSm90Launch,
+) -> Result<()> {
+    int8_launch(dev, g, out, Some((ln, ws)), how)
+}
+
+fn int8_launch(
+    dev: &Device,
+    g: &GemmInt8<'_>,
+    out: &mut DeviceBuffer<f16>,
+    ln: Option<(&FusedLayerNorm<'_>, &SplitWorkspace)>,
+    how: GemmSm90Launch,
+) -> Result<()> {
+    let kernel = if ln.is_some() { KERNEL_INT8_LN } else { KERNEL_INT8 };
     let (m32, n32, k32) = check_shape(kernel, g.shape, 16)?;
     let GemmShape { m, n, k } = g.shape;
     check_len(kernel, "a", g.a, m * k)?;
@@ -189,7 +246,7 @@ pub fn gemm_int8_sm90(dev: &Device, g: &GemmInt8<'_>, out: &mut DeviceBuffer<f16
     let cfg = grid(kernel, dev, m, n, how)?;
     let tma_a = operand_map(dev, g.a, TensorMapDtype::S8, m, k, BM)?;
     let tma_w = operand_map(dev, g.w, TensorMapDtype::S8, n, k, BN)?;
-    let args = [
+    let mut args = vec![
         KernelArg::TensorMap(tma_a),
         KernelArg::from(g.a_scale),
         opt_ptr(g.zero_point.map(|z| z.zero)),
@@ -204,6 +261,9 @@ pub fn gemm_int8_sm90(dev: &Device, g: &GemmInt8<'_>, out: &mut DeviceBuffer<f16
         KernelArg::U32(k32),
         KernelArg::U32(g.epilogue.code()),
     ];
+    if let Some((ln, ws)) = ln {
+        args.extend(ln_args(kernel, ln, BM, m, n, Some(ws))?);
+    }
     dev.launch_in(MODULE, kernel, cfg, &args)
 }
 

@@ -86,7 +86,9 @@ pub use gemm_int8::{
     gemm_int8, gemm_int8_i32, weight_sums, FusedLayerNorm, FusedQ8, GemmInt8, GemmLaunch, GemmShape, Tile, ZeroPoint,
 };
 pub use gemm_plan::{GemmPlan, SplitWorkspace};
-pub use gemm_sm90::{gemm_f16_sm90, gemm_int8_i32_sm90, gemm_int8_sm90, GemmSm90Launch};
+pub use gemm_sm90::{
+    gemm_f16_sm90, gemm_f16_sm90_ln, gemm_int8_i32_sm90, gemm_int8_sm90, gemm_int8_sm90_ln, GemmSm90Launch,
+};
 pub use layernorm::{layernorm_f16, LayerNormF16, Q8Out};
 pub use pooling::{pool, PoolF16, Pooling};
 pub use quantize::{quantize_i8, QuantizeF16, QuantizedI8};

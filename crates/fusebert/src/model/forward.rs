@@ -31,10 +31,10 @@
 //! Kernel family ([`kernels::select`]): on a compute capability 9.0 device (H100/H200, or the
 //! emulator at sm_90) the GEMMs and attention run on the Hopper `_sm90` kernels (wgmma, TMA,
 //! mbarrier) when `FUSEBERT_KERNELS` (or [`DeviceBert::set_kernel_family`]) says `auto` and the
-//! device's self-check passed, or says `sm90`. The `_sm90` GEMMs have no fused-layernorm
-//! epilogue: the two residual GEMMs then write the residual sum and a layernorm launch follows
-//! (the unfused schedule). Shapes the `_sm90` GEMMs refuse (`K` or `N` not a multiple of 8 /
-//! 16) and the heads' tiny GEMMs of other shapes run on mma.sync.
+//! device's self-check passed, or says `sm90`. The schedule is the same on both families: the
+//! two residual GEMMs fuse their layernorm (`gemm_*_sm90_ln` on Hopper). Shapes the `_sm90`
+//! GEMMs refuse (`K` or `N` not a multiple of 8 / 16) and the heads' tiny GEMMs of other shapes
+//! run on mma.sync.
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
@@ -646,8 +646,7 @@ impl DeviceBert {
         schedule::schedule(ScheduleShape {
             layers: self.layers.len(),
             precision: self.precision,
-            // the _sm90 GEMMs have no fused-layernorm epilogue
-            fuse_layernorm: kernels::gemm_plan::fuses_layernorm(self.config.hidden_size) && !self.kernels.is_sm90(),
+            fuse_layernorm: kernels::gemm_plan::fuses_layernorm(self.config.hidden_size),
             projection: self.projection.is_some(),
             pooler,
             classifier,
@@ -1104,14 +1103,17 @@ impl DeviceBert {
         let d = &self.dev;
         let ws = Some(split);
         let shape = kernels::GemmShape { m, n, k };
-        let sm90 = ln.is_none() && self.kernels.is_sm90();
+        let sm90 = self.kernels.is_sm90();
         let how90 = kernels::GemmSm90Launch::default();
         match (lin, ln) {
-            (DeviceLinear::F16 { w, b }, None) if sm90 && kernels::gemm_sm90::supports(shape, false) => {
+            (DeviceLinear::F16 { w, b }, ln) if sm90 && kernels::gemm_sm90::supports(shape, false) => {
                 let g = kernels::GemmF16 { a, w, bias: Some(b), epilogue, shape };
-                kernels::gemm_f16_sm90(d, &g, out, how90)
+                match ln {
+                    None => kernels::gemm_f16_sm90(d, &g, out, how90),
+                    Some(ln) => kernels::gemm_f16_sm90_ln(d, &g, out, ln, split, how90),
+                }
             }
-            (DeviceLinear::Int8 { w, scale, b, w_sum, .. }, None)
+            (DeviceLinear::Int8 { w, scale, b, w_sum, .. }, ln)
                 if sm90 && kernels::gemm_sm90::supports(shape, true) =>
             {
                 let zero_point = w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum });
@@ -1125,7 +1127,10 @@ impl DeviceBert {
                     epilogue,
                     shape,
                 };
-                kernels::gemm_int8_sm90(d, &g, out, how90)
+                match ln {
+                    None => kernels::gemm_int8_sm90(d, &g, out, how90),
+                    Some(ln) => kernels::gemm_int8_sm90_ln(d, &g, out, ln, split, how90),
+                }
             }
             (DeviceLinear::F16 { w, b }, None) => {
                 let plan = GemmPlan::choose(m, n, k, false);

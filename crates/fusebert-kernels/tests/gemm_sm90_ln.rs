@@ -1,0 +1,184 @@
+//! Layernorm fused into the Hopper GEMMs (`gemm_f16_sm90_ln`, `gemm_int8_sm90_ln`) on the
+//! emulator at sm_90: the GEMM output equals the plain `_sm90` GEMM's, and the layernorm output
+//! (int8: with its codes and scales, with and without smoothing) equals `layernorm_f16` /
+//! `layernorm_f16_q8` run on it, bit for bit, as for the mma.sync `_ln` GEMMs
+//! (tests/kernels_gemm_ln.rs). Ragged shapes (M 1, 70, 130, 200: one, two and partial 128-row
+//! strips; N 96, 136, 264, 384: partial column tiles; K off the stage), persistent grids of one
+//! CTA per tile and of 2 CTAs (each walking several tiles of a strip, so the strip's last arrival
+//! is a CTA that did other work first), lazy / eager / random completion, outputs poisoned,
+//! sanitizers on, every launch twice (the strip counters reset). The int8 attention-output case
+//! writes its codes over its own input (`n == k`), as the forward pass does.
+mod kernels_util;
+use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
+use fusebert_kernels::gemm_plan::SplitWorkspace;
+use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch};
+use fusebert_kernels::{Device, DeviceBuffer, Epilogue, FusedLayerNorm, FusedQ8, GemmShape, LayerNormF16, Q8Out};
+use half::f16;
+use kernels_util::*;
+
+const EPS: f32 = 1e-12;
+const MODES: [AsyncMode; 3] = [AsyncMode::Lazy, AsyncMode::Eager, AsyncMode::Random(11)];
+
+fn sm90(mode: AsyncMode) -> Device {
+    Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
+        .expect("emulator")
+}
+
+fn bits<T: bytemuck::Pod>(b: &DeviceBuffer<T>) -> Vec<T> {
+    b.to_host().unwrap()
+}
+
+fn f32_bits(b: &DeviceBuffer<f32>) -> Vec<u32> {
+    bits(b).iter().map(|v| v.to_bits()).collect()
+}
+
+/// gamma around 1, beta around 0, smoothing multipliers around 1 (`[n]` each).
+fn ln_params(r: &mut rand_chacha::ChaCha8Rng, n: usize) -> (Vec<f16>, Vec<f16>, Vec<f16>) {
+    let around_one = |v: Vec<f16>, s: f32| v.iter().map(|g| f16::from_f32(1.0 + s * g.to_f32())).collect();
+    (around_one(rand_f16(r, n, 1.0), 0.5), rand_f16(r, n, 0.5), around_one(rand_f16(r, n, 1.0), 0.4))
+}
+
+/// `layernorm_f16` (with codes when `q8`) of `y`: the unfused second half.
+fn layernorm(
+    dev: &Device,
+    y: &DeviceBuffer<f16>,
+    g: &DeviceBuffer<f16>,
+    b: &DeviceBuffer<f16>,
+    q8: Option<Q8Out<'_>>,
+    m: usize,
+    n: usize,
+) -> DeviceBuffer<f16> {
+    let mut x = poisoned::<f16>(dev, m * n);
+    let ln = LayerNormF16 { x: y, residual: None, bias: None, gamma: g, beta: b, rows: m, hidden: n, eps: EPS };
+    fusebert_kernels::layernorm_f16(dev, &ln, &mut x, q8, fusebert_kernels::Variant::Fast).unwrap();
+    x
+}
+
+fn launches(i: usize) -> GemmSm90Launch {
+    GemmSm90Launch { ctas: (i % 2 == 1).then_some(2) }
+}
+
+#[test]
+fn f16_sm90_fused_layernorm_equals_gemm_then_layernorm_bit_for_bit() {
+    let mut r = rng(61);
+    for (i, &(m, n, k)) in [(200, 264, 80), (1, 384, 64), (130, 136, 72), (70, 96, 96)].iter().enumerate() {
+        let dev = sm90(MODES[i % 3]);
+        let (a, w, bias, res) = (
+            rand_f16(&mut r, m * k, 1.0),
+            rand_f16(&mut r, n * k, 1.0),
+            rand_f16(&mut r, n, 1.0),
+            rand_f16(&mut r, m * n, 1.0),
+        );
+        let (gamma, beta, _) = ln_params(&mut r, n);
+        let up = |v: &[f16]| dev.upload(v).unwrap();
+        let (da, dw, db, dr, dg, dbe) = (up(&a), up(&w), up(&bias), up(&res), up(&gamma), up(&beta));
+        let g = fusebert_kernels::GemmF16 {
+            a: &da,
+            w: &dw,
+            bias: Some(&db),
+            epilogue: Epilogue::Residual(&dr),
+            shape: GemmShape { m, n, k },
+        };
+        let how = launches(i);
+        let mut y0 = poisoned::<f16>(&dev, m * n);
+        fusebert_kernels::gemm_f16_sm90(&dev, &g, &mut y0, how).unwrap();
+        let x0 = layernorm(&dev, &y0, &dg, &dbe, None, m, n);
+        let ws = SplitWorkspace::new(&dev, 1, 1, m).unwrap();
+        for rep in 0..2 {
+            let mut y = poisoned::<f16>(&dev, m * n);
+            let x = poisoned::<f16>(&dev, m * n);
+            let ln = FusedLayerNorm { gamma: &dg, beta: &dbe, out: &x, q8: None, eps: EPS };
+            clear(&dev);
+            fusebert_kernels::gemm_f16_sm90_ln(&dev, &g, &mut y, &ln, &ws, how).unwrap();
+            let cn = last_counters(&dev).expect("emulator counters");
+            assert_eq!(cn.shared_bank_conflicts, 0);
+            assert_no_local(&cn, "gemm_f16_sm90_ln");
+            let what = format!("gemm_f16_sm90_ln M {m} N {n} K {k} {how:?} launch {rep}");
+            assert_eq!(bits(&y), bits(&y0), "{what}: GEMM output");
+            assert_eq!(bits(&x), bits(&x0), "{what}: layernorm output");
+        }
+    }
+}
+
+#[test]
+fn int8_sm90_fused_layernorm_with_codes_equals_gemm_then_layernorm_q8_bit_for_bit() {
+    use rand::Rng;
+    let mut r = rng(62);
+    for (i, &(m, n, k)) in [(200, 264, 160), (1, 384, 64), (130, 136, 48), (70, 96, 96)].iter().enumerate() {
+        let dev = sm90(MODES[i % 3]);
+        let a: Vec<i8> = (0..m * k).map(|_| r.gen_range(-127..=127)).collect();
+        let w = rand_i8(&mut r, n * k);
+        let asc: Vec<f32> = (0..m).map(|i| 0.002 + 0.0001 * (i % 7) as f32).collect();
+        let wsc: Vec<f32> = (0..n).map(|i| 0.0005 + 0.00003 * (i % 11) as f32).collect();
+        let (bias, res) = (rand_f16(&mut r, n, 1.0), rand_f16(&mut r, m * n, 1.0));
+        let (gamma, beta, smooth) = ln_params(&mut r, n);
+        let (da, dw, das, dws) =
+            (dev.upload(&a).unwrap(), dev.upload(&w).unwrap(), dev.upload(&asc).unwrap(), dev.upload(&wsc).unwrap());
+        let up = |v: &[f16]| dev.upload(v).unwrap();
+        let (db, dr, dg, dbe, dsm) = (up(&bias), up(&res), up(&gamma), up(&beta), up(&smooth));
+        let sm = (i % 2 == 0).then_some(&dsm);
+        let how = launches(i);
+        let g = fusebert_kernels::GemmInt8 {
+            a: &da,
+            a_scale: &das,
+            zero_point: None,
+            w: &dw,
+            w_scale: &dws,
+            bias: Some(&db),
+            epilogue: Epilogue::Residual(&dr),
+            shape: GemmShape { m, n, k },
+        };
+        let mut y0 = poisoned::<f16>(&dev, m * n);
+        fusebert_kernels::gemm_int8_sm90(&dev, &g, &mut y0, how).unwrap();
+        let (mut q0, mut s0) = (poisoned::<i8>(&dev, m * n), poisoned::<f32>(&dev, m));
+        let x0 = layernorm(&dev, &y0, &dg, &dbe, Some(Q8Out { q: &mut q0, scale: &mut s0, smooth: sm }), m, n);
+        let ws = SplitWorkspace::new(&dev, 1, 1, m).unwrap();
+        // n == k: the codes overwrite the GEMM's own input, as LN1's do in the forward pass
+        let in_place = n == k;
+        for rep in 0..2 {
+            let a_run = dev.upload(&a).unwrap();
+            let g = fusebert_kernels::GemmInt8 { a: &a_run, ..g };
+            let mut y = poisoned::<f16>(&dev, m * n);
+            let (x, q_own, s) = (poisoned::<f16>(&dev, m * n), poisoned::<i8>(&dev, m * n), poisoned::<f32>(&dev, m));
+            let q = if in_place { &a_run } else { &q_own };
+            let ln = FusedLayerNorm {
+                gamma: &dg,
+                beta: &dbe,
+                out: &x,
+                q8: Some(FusedQ8 { q, scale: &s, smooth: sm }),
+                eps: EPS,
+            };
+            fusebert_kernels::gemm_int8_sm90_ln(&dev, &g, &mut y, &ln, &ws, how).unwrap();
+            let what = format!("gemm_int8_sm90_ln M {m} N {n} K {k} {how:?} smooth {} launch {rep}", sm.is_some());
+            assert_eq!(bits(&y), bits(&y0), "{what}: GEMM output");
+            assert_eq!(bits(&x), bits(&x0), "{what}: layernorm output");
+            assert_eq!(bits(q), bits(&q0), "{what}: codes");
+            assert_eq!(f32_bits(&s), f32_bits(&s0), "{what}: scales");
+        }
+    }
+}
+
+#[test]
+fn sm90_fused_layernorm_refuses_wide_rows_and_short_workspaces() {
+    let dev = sm90(AsyncMode::Lazy);
+    let one = |n: usize| dev.upload(&vec![f16::ONE; n]).unwrap();
+    let (m, k) = (300, 64);
+    for (n, strips_for, why) in [(1040, m, "at most 1024"), (96, 32, "strip counters")] {
+        let (a, w, g) = (one(m * k), one(n * k), one(n));
+        let x = dev.alloc::<f16>(m * n).unwrap();
+        let mut y = dev.alloc::<f16>(m * n).unwrap();
+        let ws = SplitWorkspace::new(&dev, 1, 1, strips_for).unwrap();
+        let ln = FusedLayerNorm { gamma: &g, beta: &g, out: &x, q8: None, eps: EPS };
+        let gemm = fusebert_kernels::GemmF16 {
+            a: &a,
+            w: &w,
+            bias: None,
+            epilogue: Epilogue::None,
+            shape: GemmShape { m, n, k },
+        };
+        let err =
+            fusebert_kernels::gemm_f16_sm90_ln(&dev, &gemm, &mut y, &ln, &ws, GemmSm90Launch::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(gemm_sm90::KERNEL_LN) && text.contains(why), "{text}");
+    }
+}
