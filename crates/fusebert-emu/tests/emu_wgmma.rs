@@ -341,6 +341,17 @@ fn run_case(
     scale_d: bool,
     seed: u64,
 ) -> fusebert_emu::Result<(Vec<u32>, Vec<u32>)> {
+    run_case_on(&emu90(mode), ptx, c, scale_d, seed)
+}
+
+/// [`run_case`] on a given emulator (whose counters the caller then reads).
+fn run_case_on(
+    emu: &Emulator,
+    ptx: &str,
+    c: &Case,
+    scale_d: bool,
+    seed: u64,
+) -> fusebert_emu::Result<(Vec<u32>, Vec<u32>)> {
     let f = &c.f;
     let (kd, e, n) = (f.kdim() as usize, f.esize(), f.n as usize);
     let mut r = rng(seed);
@@ -410,7 +421,6 @@ fn run_case(
             },
         })
         .collect();
-    let emu = emu90(mode);
     ptxas_check(ptx, "sm_90a");
     emu.load_module("m", ptx).unwrap_or_else(|e| panic!("load failed: {e}\n{}", numbered(ptx)));
     let words = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
@@ -872,5 +882,93 @@ fn scale_d_false_needs_no_initialised_accumulators() {
         }
         let r = finding(run_case(AsyncMode::Lazy, &ptx, &c, true, 11));
         assert!(r.contains("read before any instruction wrote it") && r.contains(&ptx_loc(&ptx, "// MMA")), "{r}");
+    }
+}
+
+/// A bulk copy (cp.async.bulk, the async proxy) into shared memory, issued by thread 0 on an
+/// mbarrier in the free gap between the operands (offset 12288), then waited for by it; the
+/// copy rewrites A's first 16 bytes with the image's own (the products do not change).
+const BULK_INTO_A: &str = r#"    {
+    .reg .pred P1, P2;
+    .reg .b32 B;
+    setp.eq.u32 P2, %r1, 0;
+    @!P2 bra SKIPB;
+    add.u32 B, %r4, 12288;
+    mbarrier.init.shared::cta.b64 [B], 1;
+    fence.mbarrier_init.release.cluster;
+    mbarrier.arrive.expect_tx.shared::cta.b64 _, [B], 16;
+    cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%r4], [%rd1], 16, [B]; // BULK
+    WAITB:
+    mbarrier.try_wait.parity.shared::cta.b64 P1, [B], 0;
+    @!P1 bra WAITB;
+    SKIPB:
+    }
+"#;
+
+/// S4 for the async proxy: a TMA (bulk) copy landing in an operand of a wgmma still in flight
+/// is reported at the copy (kernel, block, thread 0, its PTX line) in every completion mode;
+/// the clean twin issues the same copy after the wait.
+#[test]
+fn s4_tma_landing_in_a_wgmma_operand_in_flight_is_reported_with_a_clean_twin() {
+    let ss = Case { f: Form::f(Acc::F32, 128, false), la: ksw(128), lb: ksw(128) };
+    let bug = wg_ptx(&ss.f, false, false, Marks { inflight: BULK_INTO_A, ..CLEAN });
+    // (the barrier: every warp's share of the wgmma has retired before the copy)
+    let after = format!("    bar.sync 0;\n{BULK_INTO_A}");
+    let twin = wg_ptx(&ss.f, false, false, Marks { after_wait: &after, ..CLEAN });
+    for mode in MODES {
+        let r = finding(run_case(mode, &bug, &ss, true, 3));
+        assert!(r.contains("async-proxy hazard") && r.contains("an operand of a wgmma"), "{mode:?}: {r}");
+        assert!(r.contains(&format!("line {}", line_of(&bug, "// MMA"))), "{mode:?}: {r}");
+        assert_located(&r, "wg", (0, 0, 0), Some((0, 0, 0)), &[ptx_loc(&bug, "// BULK")]);
+        let (got, want) = run_case(mode, &twin, &ss, true, 3).unwrap_or_else(|e| panic!("twin, {mode:?}: {e}"));
+        assert!(got == want, "twin, {mode:?}");
+    }
+}
+
+/// A wgmma reading shared memory that a TMA copy still in flight writes (no wait on its
+/// mbarrier): reported at the wgmma; the clean twin waits first.
+#[test]
+fn a_wgmma_reading_a_tma_destination_before_its_phase_completes_is_reported() {
+    let ss = Case { f: Form::f(Acc::F32, 64, false), la: ksw(128), lb: ksw(128) };
+    // the copy issued without the wait, before the wgmma.fence
+    let nowait = BULK_INTO_A
+        .replace("    WAITB:\n    mbarrier.try_wait.parity.shared::cta.b64 P1, [B], 0;\n    @!P1 bra WAITB;\n", "");
+    let bug = wg_ptx(&ss.f, false, false, Marks { desc: &nowait, ..CLEAN });
+    // (thread 0 waits, then a barrier orders every warp after its wait)
+    let waited = format!("{BULK_INTO_A}    bar.sync 0;\n");
+    let twin = wg_ptx(&ss.f, false, false, Marks { desc: &waited, ..CLEAN });
+    for mode in [AsyncMode::Lazy, AsyncMode::Random(5)] {
+        let r = finding(run_case(mode, &bug, &ss, true, 3));
+        assert!(r.contains("async-proxy hazard") && r.contains("has not completed"), "{mode:?}: {r}");
+        assert!(r.contains(&ptx_loc(&bug, "// MMA")), "{mode:?}: {r}");
+    }
+    for mode in MODES {
+        let (got, want) = run_case(mode, &twin, &ss, true, 3).unwrap_or_else(|e| panic!("twin, {mode:?}: {e}"));
+        assert!(got == want, "twin, {mode:?}");
+    }
+}
+
+/// Tensor MACs: a warpgroup's wgmma m64nNkK counts 64 x N x K once (not once per warp), two
+/// wgmmas twice; f16 (K 16) and s8 (K 32).
+#[test]
+fn a_wgmma_counts_m_n_k_macs_once_per_warpgroup() {
+    let cases = [
+        (Case { f: Form::f(Acc::F32, 128, false), la: ksw(128), lb: ksw(128) }, 64 * 128 * 16),
+        (Case { f: Form::f(Acc::F16, 64, true), la: KN, lb: ksw(64) }, 64 * 64 * 16),
+        (Case { f: Form::int(48, false, true, false, true), la: iksw(128), lb: iksw(32) }, 64 * 48 * 32),
+        (
+            Case { f: Form { twice: true, ..Form::f(Acc::F32, 64, false) }, la: ksw(128), lb: ksw(128) },
+            2 * 64 * 64 * 16,
+        ),
+    ];
+    for (c, macs) in cases {
+        let ptx = wg_ptx(&c.f, false, false, CLEAN);
+        for mode in MODES {
+            let emu = emu90(mode);
+            let (got, want) = run_case_on(&emu, &ptx, &c, true, 9).unwrap();
+            assert!(got == want, "{c:?} {mode:?}");
+            let cn = emu.last_counters().unwrap();
+            assert_eq!(cn.tensor_macs, macs, "{c:?} {mode:?}: MACs of one warpgroup's wgmma");
+        }
     }
 }

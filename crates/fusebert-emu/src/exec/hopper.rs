@@ -564,6 +564,11 @@ impl Block<'_, '_> {
         // proxy (and published by a block barrier when another thread initialised it)
         let r = self.hop().mbar.check_visible(mbar, w.id * 32 + l as u32, true);
         r.map_err(|e| self.mbar_err(w, i, l, mbar, e))?;
+        // S4: the copy writes an operand of a wgmma still in flight (a stage refilled before
+        // the wgmma reading it retired); on hardware it may land any time from now
+        if let Some(msg) = self.tma_over_wgmma(dst, dst + len) {
+            return Err(self.err(w, Some(l), i, FindingKind::AsyncHazard, msg));
+        }
         let h = self.hop();
         let phase = match h.mbar.bars.get(&mbar) {
             Some(b) if b.live => b.phase,
@@ -589,7 +594,23 @@ impl Block<'_, '_> {
         Ok(true)
     }
 
+    /// S4 for the async proxy's own writes: the report when shared bytes [lo, hi) that a TMA
+    /// (or bulk) load writes overlap an operand of a wgmma still in flight.
+    fn tma_over_wgmma(&mut self, lo: u32, hi: u32) -> Option<String> {
+        let g = self.hop().guards.iter().find(|g| g.kind == GuardKind::Wgmma && g.lo < hi && lo < g.hi).copied()?;
+        let line = self.l.kernel.insts[g.site.pc as usize].line;
+        Some(format!(
+            "the TMA load writes shared [{lo:#x}, {hi:#x}), which overlaps [{:#x}, {:#x}), an operand of a wgmma (PTX \
+             line {line}, warp {}) still in flight: the copy may land while the wgmma reads it (wgmma.wait_group \
+             before refilling the buffer)",
+            g.lo, g.hi, g.site.warp
+        ))
+    }
+
     fn land(&mut self, op: TmaLoad) -> R<()> {
+        if let Some(msg) = self.tma_over_wgmma(op.dst, op.dst + op.data.len() as u32) {
+            return Err(self.site_err(op.site, FindingKind::AsyncHazard, msg));
+        }
         for (k, chunk) in op.data.chunks(16).enumerate() {
             let a = op.swizzle.apply(op.dst + 16 * k as u32) as usize;
             self.shared[a..a + chunk.len()].copy_from_slice(chunk);
