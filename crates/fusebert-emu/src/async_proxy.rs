@@ -100,6 +100,8 @@ pub(crate) struct TmaLoad {
     pub swizzle: Swizzle,
     /// Shared offset of the mbarrier the bytes complete on.
     pub mbar: u32,
+    /// That barrier's phase when the copy was issued (the phase its bytes are for).
+    pub phase: u32,
     pub site: Site,
     /// Index of its guard in `HopState::guards`' id space.
     pub guard: u64,
@@ -185,6 +187,8 @@ pub(crate) struct HopState {
     pub maxnreg: Vec<Vec<(u32, u32)>>,
     /// Per warp: its wgmma state.
     pub wg: Vec<WarpWgmma>,
+    /// Per mbarrier: the last TMA (or bulk) load that delivered bytes to it (S8 reports).
+    pub last_tx: HashMap<u32, Site>,
     pub rng: u64,
 }
 
@@ -205,6 +209,7 @@ impl HopState {
             seen_phase: HashMap::new(),
             maxnreg: vec![Vec::new(); warps as usize],
             wg: (0..warps).map(|_| WarpWgmma::default()).collect(),
+            last_tx: HashMap::new(),
             // splitmix of seed and block: each block draws its own sequence
             rng: (seed ^ block_index.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1,
         }

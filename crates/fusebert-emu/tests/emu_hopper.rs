@@ -324,6 +324,104 @@ fn expect_tx_below_the_bytes_delivered_is_reported_and_above_deadlocks() {
     }
 }
 
+/// One warp, `phases` rounds on one mbarrier (init 1): thread 0 announces param 1 bytes with
+/// `arrive.expect_tx` (before its two 16-byte bulk copies, or after them: `expect_last`, the
+/// legal order where bytes may land before the expect), every thread waits for the round's
+/// parity, then a block barrier.
+fn tx_ptx(expect_last: bool) -> String {
+    let expect = "    @%p1 mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r2], %r8; // EXPECT\n";
+    let copies = "    @%p1 cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%r4], [%rd1], 16, [%r2]; // COPY1\n\
+                  \x20   @%p1 cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%r5], [%rd2], 16, [%r2]; // COPY2\n";
+    let body = if expect_last { format!("{copies}{expect}") } else { format!("{expect}{copies}") };
+    format!(
+        r#"{HEADER}
+.visible .entry tx(
+    .param .u64 tx_param_0,
+    .param .u32 tx_param_1,
+    .param .u32 tx_param_2
+)
+{{
+    .reg .pred %p<8>;
+    .reg .b32 %r<32>;
+    .reg .b64 %rd<16>;
+    .shared .align 8 .b64 bar;
+    .shared .align 128 .b8 buf[256];
+
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, bar;
+    mov.u32 %r4, buf;
+    add.u32 %r5, %r4, 16;
+    ld.param.u64 %rd1, [tx_param_0];
+    cvta.to.global.u64 %rd1, %rd1;
+    add.u64 %rd2, %rd1, 16;
+    ld.param.u32 %r8, [tx_param_1];
+    ld.param.u32 %r9, [tx_param_2];
+    setp.eq.u32 %p1, %r1, 0;
+    @%p1 mbarrier.init.shared::cta.b64 [%r2], 1;
+    fence.mbarrier_init.release.cluster;
+    bar.sync 0;
+    mov.u32 %r10, 0;
+LOOP:
+{body}    and.b32 %r11, %r10, 1;
+    {{
+    .reg .pred P1;
+    WAIT:
+    mbarrier.try_wait.parity.shared::cta.b64 P1, [%r2], %r11;
+    @!P1 bra WAIT;
+    }}
+    bar.sync 0;
+    add.u32 %r10, %r10, 1;
+    setp.lt.u32 %p2, %r10, %r9;
+    @%p2 bra LOOP;
+    ret;
+}}
+"#
+    )
+}
+
+fn run_tx(mode: AsyncMode, ptx: &str, expect: u32, phases: u32) -> fusebert_emu::Result<()> {
+    let emu = emu90(mode);
+    load(&emu, ptx);
+    let g = emu.alloc(64).unwrap();
+    emu.write(g, &random_bytes(64, 21)).unwrap();
+    emu.launch("m", "tx", &dims1(32, 0), &[Param::Ptr(g), Param::U32(expect), Param::U32(phases)])
+}
+
+/// S8 across phases: two 16-byte copies per phase where expect_tx announces 16. The surplus
+/// never drives a phase's count below zero after its last arrival when the first copy
+/// completes the phase: the second copy's bytes land in the next phase. Reported (as
+/// "expect_tx bytes differ from the bytes delivered") at the copy whose bytes cross the phase
+/// boundary when it lands late (lazy, random), at the last copy once the block can go no
+/// further when it lands at issue (eager). Clean twins: expect_tx 32 announced before the
+/// copies, and after them (bytes landing before the expect: a transiently negative count,
+/// legal in the ISA), for one and three phases.
+#[test]
+fn expect_tx_surplus_crossing_a_phase_boundary_is_reported_with_clean_twins() {
+    let (first, last) = (tx_ptx(false), tx_ptx(true));
+    for mode in MODES {
+        for phases in [1, 3] {
+            let r = finding(run_tx(mode, &first, 16, phases));
+            assert!(
+                r.contains("mbarrier misuse") && r.contains("expect_tx bytes differ from the bytes delivered"),
+                "{mode:?} {phases}: {r}"
+            );
+            let at = [ptx_loc(&first, "// COPY1"), ptx_loc(&first, "// COPY2")];
+            assert!(at.iter().any(|a| r.contains(a.as_str())), "{mode:?} {phases}: {r}");
+            assert!(r.contains("kernel `tx`") && r.contains("block (0,0,0)") && r.contains("thread (0,0,0)"), "{r}");
+            if mode == AsyncMode::Lazy {
+                // the second copy of phase 0 lands after the first completed the phase
+                assert!(r.contains(&ptx_loc(&first, "// COPY2")) && r.contains("lands after it"), "{r}");
+            }
+            for ptx in [&first, &last] {
+                run_tx(mode, ptx, 32, phases).unwrap_or_else(|e| panic!("clean twin {mode:?} {phases}: {e}"));
+            }
+            // the surplus with the expect last: every arrival in, the count below zero
+            let r = finding(run_tx(mode, &last, 16, phases));
+            assert!(r.contains("expect_tx bytes differ from the bytes delivered"), "{mode:?} {phases}: {r}");
+        }
+    }
+}
+
 #[test]
 fn reading_a_tma_destination_before_its_phase_completes_is_reported_when_late() {
     let m = &maps_2d()[1];

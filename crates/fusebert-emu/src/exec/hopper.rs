@@ -575,7 +575,7 @@ impl Block<'_, '_> {
             _ => return Err(self.mbar_err(w, i, l, mbar, MbarError::NotInitialised)),
         };
         let guard = h.add_guard(dst, dst + len, GuardKind::Load { mbar, phase, landed: false }, site);
-        h.loads.push_back(TmaLoad { dst, data, swizzle, mbar, site, guard });
+        h.loads.push_back(TmaLoad { dst, data, swizzle, mbar, phase, site, guard });
         // in flight: the destination reads as poison until the copy lands
         self.shared[dst as usize..(dst + len) as usize].fill(0xFF);
         self.c.global_load_requests += 1;
@@ -632,26 +632,68 @@ impl Block<'_, '_> {
                 *landed = true;
             }
         }
+        // S8: the phase the copy was issued in completed without its bytes: the expect_tx of
+        // that phase announced fewer bytes than its copies deliver, and these spill into a
+        // later phase (which then completes early)
+        let crossed = match h.mbar.bars.get(&op.mbar) {
+            Some(b) if b.live && b.phase != op.phase => Some(MbarError::TxOverflow {
+                expected: b.last_expected,
+                delivered: op.data.len() as i64,
+                phase: op.phase,
+                crossed: true,
+            }),
+            _ => None,
+        };
+        if let Some(e) = crossed {
+            return Err(self.tx_err(op.site, op.mbar, e));
+        }
+        h.last_tx.insert(op.mbar, op.site);
         let before = h.mbar.completions;
         let r = h.mbar.complete_tx(op.mbar, op.data.len() as i64);
         let done = h.mbar.completions != before;
-        r.map_err(|e| {
-            let why = match e {
-                MbarError::TxOverflow { .. } => {
-                    format!("{e} (expect_tx must count every byte of every box, out-of-bounds fill included)")
-                }
-                e => e.to_string(),
-            };
-            self.site_err(
-                op.site,
-                FindingKind::MbarrierMisuse,
-                format!("TMA load completing on the mbarrier at shared offset {:#x}: {why}", op.mbar),
-            )
-        })?;
+        r.map_err(|e| self.tx_err(op.site, op.mbar, e))?;
         if done {
             self.phase_completed();
         }
         Ok(())
+    }
+
+    /// A finding about the bytes a TMA load (issued at `site`) delivers to the mbarrier at `mbar`.
+    fn tx_err(&self, site: Site, mbar: u32, e: MbarError) -> Error {
+        let why = match e {
+            MbarError::TxOverflow { .. } => {
+                format!("{e} (expect_tx must count every byte of every box, out-of-bounds fill included)")
+            }
+            e => e.to_string(),
+        };
+        self.site_err(
+            site,
+            FindingKind::MbarrierMisuse,
+            format!("TMA load completing on the mbarrier at shared offset {mbar:#x}: {why}"),
+        )
+    }
+
+    /// S8 where the block can go no further (a deadlock, or every warp exited with the copies
+    /// landed): a barrier whose transaction count is below zero got bytes no `expect_tx`
+    /// claimed. Located at the last load that delivered to it.
+    pub(super) fn tx_surplus(&self) -> Option<Error> {
+        let h = self.hop.as_deref()?;
+        let (off, e) = h.mbar.surplus()?;
+        Some(match h.last_tx.get(&off) {
+            Some(&site) => self.tx_err(site, off, e),
+            None => Finding {
+                kind: FindingKind::MbarrierMisuse,
+                kernel: self.l.kernel.name.clone(),
+                module: self.l.module.name.clone(),
+                block: (self.ctaid[0], self.ctaid[1], self.ctaid[2]),
+                thread: None,
+                warp: None,
+                ptx_line: None,
+                cu_location: None,
+                detail: format!("mbarrier at shared offset {off:#x} (mbarrier.complete_tx): {e}"),
+            }
+            .into(),
+        })
     }
 
     /// `cp.async.bulk.tensor` store by lane `l`: the source box must have been fenced for the
@@ -827,6 +869,9 @@ impl Block<'_, '_> {
             return Ok(());
         }
         while self.land_oldest()? {}
+        if let Some(e) = self.tx_surplus() {
+            return Err(e);
+        }
         if let Some(st) = self.hop().stores.first() {
             let site = st.site;
             return Err(self.site_err(

@@ -541,6 +541,10 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     fn deadlock(&self, warps: &[Warp]) -> Error {
+        // bytes delivered beyond expect_tx keep a phase open forever: the cause, not the hang
+        if let Some(e) = self.tx_surplus() {
+            return e;
+        }
         let mut s = "no warp can make progress;".to_string();
         for w in warps {
             match w.state {
