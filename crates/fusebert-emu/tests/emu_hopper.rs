@@ -1354,3 +1354,114 @@ fn s17_tma_reads_of_unfenced_generic_global_writes_are_reported_with_clean_twins
         }
     }
 }
+
+/// One block of 32 threads over a 1-D map of 64 f16 (128 bytes) at `g`: each thread writes
+/// `tid + 100` to the 4 bytes at smem + 4 tid, fences, and thread 0 TMA-stores the box to `g`
+/// (commit, wait_group 0); then thread 0 TMA-loads the box back to smem + 128 and every thread
+/// copies its word to `out`. `pre` goes before the store (after the shared writes), `post`
+/// after it (before the load); `%rd3` is the thread's word of `g`, `%r12` = tid + 1.
+fn s17_store_ptx(pre: &str, post: &str) -> String {
+    format!(
+        r#"{HEADER}
+.extern .shared .align 1024 .b8 smem[];
+
+.visible .entry s17st(
+    .param .align 128 .b8 s17st_param_0[128],
+    .param .u64 s17st_param_1,
+    .param .u64 s17st_param_2
+)
+{{
+    .reg .pred %p<8>;
+    .reg .b32 %r<32>;
+    .reg .b64 %rd<16>;
+    .shared .align 8 .b64 bar;
+
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, bar;
+    mov.u32 %r4, smem;
+    add.u32 %r5, %r4, 128;
+    ld.param.u64 %rd1, [s17st_param_1];
+    cvta.to.global.u64 %rd1, %rd1;
+    mul.wide.u32 %rd2, %r1, 4;
+    add.u64 %rd3, %rd1, %rd2;
+    add.u32 %r12, %r1, 1;
+    setp.eq.u32 %p1, %r1, 0;
+    @%p1 mbarrier.init.shared::cta.b64 [%r2], 1;
+    fence.mbarrier_init.release.cluster;
+    shl.b32 %r15, %r1, 2;
+    add.u32 %r16, %r4, %r15;
+    add.u32 %r17, %r1, 100;
+    st.shared.u32 [%r16], %r17;
+    fence.proxy.async.shared::cta;
+{pre}
+    bar.sync 0;
+    mov.b64 %rd5, s17st_param_0;
+    cvta.param.u64 %rd5, %rd5;
+    mov.u32 %r13, 0;
+    @%p1 cp.async.bulk.tensor.1d.global.shared::cta.bulk_group [%rd5, {{%r13}}], [%r4]; // STORE
+    @%p1 cp.async.bulk.commit_group;
+    @%p1 cp.async.bulk.wait_group 0;
+    bar.sync 0;
+{post}
+    bar.sync 0;
+    @%p1 mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r2], 128;
+    @%p1 cp.async.bulk.tensor.1d.shared::cluster.global.mbarrier::complete_tx::bytes [%r5], [%rd5, {{%r13}}], [%r2]; // LOAD
+    {{
+    .reg .pred P1;
+    WAIT:
+    mbarrier.try_wait.parity.shared::cta.b64 P1, [%r2], 0;
+    @!P1 bra WAIT;
+    }}
+    add.u32 %r18, %r5, %r15;
+    ld.shared.u32 %r19, [%r18];
+    ld.param.u64 %rd6, [s17st_param_2];
+    cvta.to.global.u64 %rd6, %rd6;
+    add.u64 %rd8, %rd6, %rd2;
+    st.global.u32 [%rd8], %r19;
+    ret;
+}}
+"#
+    )
+}
+
+fn run_s17_store(mode: AsyncMode, ptx: &str) -> fusebert_emu::Result<Vec<u32>> {
+    let emu = emu90(mode);
+    load(&emu, ptx);
+    let m = Map { esize: 2, dims: vec![64], strides: vec![], boxd: vec![64], swizzle: 0 };
+    let g = emu.alloc(128).unwrap();
+    emu.memset(g, 0, 128).unwrap();
+    let out = emu.alloc(128).unwrap();
+    emu.memset(out, 0xFF, 128).unwrap();
+    let map = m.encode(g);
+    let args = [Param::Bytes(ParamBytes::new(&map).unwrap()), Param::Ptr(g), Param::Ptr(out)];
+    emu.launch("m", "s17st", &dims1(32, 256), &args)?;
+    Ok(read(&emu, out, 128).chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect())
+}
+
+/// S17 and TMA stores: a TMA store's writes are async-proxy writes, so a TMA load of what a
+/// TMA store wrote needs no proxy fence (clean twins: nothing written generically; the region
+/// zeroed by generic stores fenced with fence.proxy.async.global before the store). Planted: a
+/// generic write after the store, read back by the TMA load (reported at the load, naming the
+/// writer); a generic write before the store with no fence (a cross-proxy write-write race,
+/// reported at the store). Every completion mode.
+#[test]
+fn s17_tma_store_then_tma_load_is_clean_and_generic_writes_around_it_are_reported() {
+    let want: Vec<u32> = (100..132).collect();
+    let write = "    st.global.u32 [%rd3], %r12; // WRITE";
+    let fenced = format!("{write}\n    fence.proxy.async.global;");
+    for mode in MODES {
+        for (pre, post) in [("", ""), (fenced.as_str(), "")] {
+            let got = run_s17_store(mode, &s17_store_ptx(pre, post)).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+            assert_eq!(got, want, "{mode:?}");
+        }
+        let after = s17_store_ptx("", write);
+        let r = finding(run_s17_store(mode, &after));
+        assert!(r.contains("missing fence.proxy.async") && r.contains("TMA load reads"), "{mode:?}: {r}");
+        assert_located(&r, "s17st", (0, 0, 0), Some((0, 0, 0)), &[ptx_loc(&after, "// LOAD")]);
+        assert!(r.contains(&format!("PTX line {}", line_of(&after, "// WRITE"))), "{mode:?}: {r}");
+        let before = s17_store_ptx(write, "");
+        let r = finding(run_s17_store(mode, &before));
+        assert!(r.contains("missing fence.proxy.async") && r.contains("TMA store overwrites"), "{mode:?}: {r}");
+        assert_located(&r, "s17st", (0, 0, 0), Some((0, 0, 0)), &[ptx_loc(&before, "// STORE")]);
+    }
+}

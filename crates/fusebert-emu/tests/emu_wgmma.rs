@@ -972,3 +972,59 @@ fn a_wgmma_counts_m_n_k_macs_once_per_warpgroup() {
         }
     }
 }
+
+/// The wgmma kernel with its shared image copied by `cp.async` (4 bytes a thread, the Ampere
+/// non-bulk form) instead of `ld.global` + `st.shared`; `wait` is placed after the copy loop,
+/// before the (optional) `fence.proxy.async`.
+fn cp_async_image(ptx: &str, wait: &str) -> String {
+    let st = "    ld.global.u32 %r22, [%rd5];\n    add.u32 %r21, %r4, %r20;\n    st.shared.u32 [%r21], %r22;\n";
+    assert!(ptx.contains(st) && ptx.contains("COPIED:\n"));
+    ptx.replace(st, "    add.u32 %r21, %r4, %r20;\n    cp.async.ca.shared.global [%r21], [%rd5], 4; // CP\n")
+        .replace("COPIED:\n", &format!("COPIED:\n{wait}"))
+}
+
+/// S3 with `cp.async`: its landings are generic-proxy writes (PTX ISA 9.7.9.25.3.1: "cp.async
+/// is treated as a weak memory operation performed in the generic proxy"), so a wgmma reading
+/// them needs `fence.proxy.async` by the copying thread after the copies landed. Planted: no
+/// fence; the fence before `cp.async.wait_all` (the copies land after it). Clean twin: wait,
+/// then fence. Reported at the wgmma (kernel, block, warp, PTX line), naming the writer.
+#[test]
+fn s3_cp_async_landings_read_by_a_wgmma_need_fence_proxy_async() {
+    let ss = Case { f: Form::f(Acc::F32, 64, false), la: ksw(128), lb: ksw(64) };
+    let wait = "    cp.async.wait_all;\n";
+    let no_fence = cp_async_image(&wg_ptx(&ss.f, false, false, Marks { fence_proxy: false, ..CLEAN }), wait);
+    let early = cp_async_image(
+        &wg_ptx(&ss.f, false, false, Marks { fence_proxy: false, ..CLEAN }),
+        &format!("    fence.proxy.async.shared::cta; // EARLY\n{wait}"),
+    );
+    let clean = cp_async_image(&wg_ptx(&ss.f, false, false, CLEAN), wait);
+    for mode in MODES {
+        for (what, bug) in [("no fence", &no_fence), ("fence before the wait", &early)] {
+            let r = finding(run_case(mode, bug, &ss, true, 4));
+            assert!(r.contains("missing fence.proxy.async") && r.contains("generic proxy"), "{what} {mode:?}: {r}");
+            assert!(r.contains("kernel `wg`") && r.contains("block (0,0,0)"), "{r}");
+            assert!(r.contains(&ptx_loc(bug, "// MMA")), "{what} {mode:?}: {r}");
+        }
+        let (got, want) = run_case(mode, &clean, &ss, true, 4).unwrap_or_else(|e| panic!("clean, {mode:?}: {e}"));
+        assert!(got == want, "clean, {mode:?}");
+    }
+}
+
+/// S4 with `cp.async`: a copy into an operand of a wgmma in flight is reported at the copy (its
+/// destination is written while the wgmma may read it); the clean twin copies after the wait.
+#[test]
+fn s4_cp_async_into_a_wgmma_operand_in_flight_is_reported_with_a_clean_twin() {
+    let ss = Case { f: Form::f(Acc::F32, 64, false), la: ksw(128), lb: ksw(64) };
+    // thread 0 rewrites A's first 16 bytes with the image's own
+    let cp = "    setp.eq.u32 %p6, %r1, 0;\n    @%p6 cp.async.cg.shared.global [%r4], [%rd1], 16; // CPA\n    cp.async.wait_all;\n";
+    let bug = wg_ptx(&ss.f, false, false, Marks { inflight: cp, ..CLEAN });
+    let after = format!("    bar.sync 0;\n{cp}");
+    let twin = wg_ptx(&ss.f, false, false, Marks { after_wait: &after, ..CLEAN });
+    for mode in MODES {
+        let r = finding(run_case(mode, &bug, &ss, true, 5));
+        assert!(r.contains("async-proxy hazard") && r.contains("operand of a wgmma"), "{mode:?}: {r}");
+        assert_located(&r, "wg", (0, 0, 0), Some((0, 0, 0)), &[ptx_loc(&bug, "// CPA")]);
+        let (got, want) = run_case(mode, &twin, &ss, true, 5).unwrap_or_else(|e| panic!("twin, {mode:?}: {e}"));
+        assert!(got == want, "twin, {mode:?}");
+    }
+}

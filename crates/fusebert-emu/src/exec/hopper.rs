@@ -115,6 +115,19 @@ impl Block<'_, '_> {
     /// S17: the global bytes a TMA (or bulk) load of lane `l` reads must not hold generic writes
     /// of this kernel that their writer has not fenced for the async proxy.
     fn check_proxy_reads(&self, w: &Warp, i: &Inst, l: usize, ranges: &mut dyn Iterator<Item = (u64, u64)>) -> R<()> {
+        self.check_proxy_writes(w, i, l, ranges, false)
+    }
+
+    /// S17 for the global bytes `ranges` a TMA load of lane `l` reads (`store` false) or a TMA
+    /// store writes (`store` true).
+    fn check_proxy_writes(
+        &self,
+        w: &Warp,
+        i: &Inst,
+        l: usize,
+        ranges: &mut dyn Iterator<Item = (u64, u64)>,
+        store: bool,
+    ) -> R<()> {
         let Some(pw) = &self.l.proxy_writes else { return Ok(()) };
         let hit = {
             let pw = pw.lock().unwrap_or_else(|p| p.into_inner());
@@ -138,10 +151,21 @@ impl Block<'_, '_> {
             i,
             FindingKind::MissingProxyFence,
             format!(
-                "this TMA load reads global byte {addr:#x}, written in this kernel through the generic proxy by \
+                "this TMA {} global byte {addr:#x}, written in this kernel through the generic proxy by \
                  block ({},{},{}) thread ({},{},{}) at PTX line {line} with no fence.proxy.async.global (or \
-                 fence.proxy.async) by that thread after the write: the async proxy may read stale data",
-                b[0], b[1], b[2], t[0], t[1], t[2]
+                 fence.proxy.async) by that thread after the write: {}",
+                if store { "store overwrites" } else { "load reads" },
+                b[0],
+                b[1],
+                b[2],
+                t[0],
+                t[1],
+                t[2],
+                if store {
+                    "the two writes race across proxies (either may land last)"
+                } else {
+                    "the async proxy may read stale data"
+                }
             ),
         ))
     }
@@ -720,6 +744,10 @@ impl Block<'_, '_> {
                 ),
             ));
         }
+        // S17 for stores: the global bytes the store overwrites must not hold generic writes of
+        // this kernel their writer has not fenced (a cross-proxy write-write race)
+        let es = m.esize() as u64;
+        self.check_proxy_writes(w, i, l, &mut elems.iter().filter_map(|e| e.src.map(|g| (g, es))), true)?;
         let thread = w.id * 32 + l as u32;
         let h = self.hop();
         let group = h.bulk_committed[thread as usize];
@@ -746,6 +774,13 @@ impl Block<'_, '_> {
                     std::ptr::copy_nonoverlapping(self.shared.as_ptr().add(a), al.ptr.add((g - al.base) as usize), es)
                 };
                 al.mark_init(g - al.base, es as u64);
+            }
+        }
+        if let Some(pw) = &self.l.proxy_writes {
+            // async-proxy writes: no generic write is left unfenced under them
+            let mut pw = pw.lock().unwrap_or_else(|p| p.into_inner());
+            for &(_, g) in &st.elems {
+                pw.overwritten(g, es as u64);
             }
         }
         self.c.global_store_requests += 1;
