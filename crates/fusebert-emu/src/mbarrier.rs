@@ -350,8 +350,8 @@ mod tests {
         t.expect_tx(0, 16).unwrap();
         assert!(t.arrive(0, 1, false).unwrap().1);
         // every arrival in, the bytes first, the expect last: legal, the expect completes it
-        assert!(!t.arrive(0, 1, false).unwrap().1);
         assert!(!t.complete_tx(0, 32).unwrap());
+        assert!(!t.arrive(0, 1, false).unwrap().1);
         assert!(t.surplus().is_some());
         assert!(t.expect_tx(0, 32).unwrap());
         assert!(t.surplus().is_none());
