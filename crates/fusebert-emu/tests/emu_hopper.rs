@@ -224,8 +224,19 @@ fn run_tma_load(
     coords: &[i64],
     expect: usize,
 ) -> fusebert_emu::Result<Vec<u8>> {
-    let emu = emu90(mode);
-    load(&emu, ptx);
+    run_tma_load_on(&emu90(mode), ptx, m, g, coords, expect)
+}
+
+/// [`run_tma_load`] on a given emulator (whose counters the caller then reads).
+fn run_tma_load_on(
+    emu: &Emulator,
+    ptx: &str,
+    m: &Map,
+    g: &[u8],
+    coords: &[i64],
+    expect: usize,
+) -> fusebert_emu::Result<Vec<u8>> {
+    load(emu, ptx);
     let ga = emu.alloc(g.len()).unwrap();
     emu.write(ga, g).unwrap();
     let map = m.encode(ga);
@@ -299,6 +310,48 @@ fn tma_1d_and_3d_tile_loads() {
         let want = expected_box(&m3, &g, &coords, 1024);
         for mode in MODES {
             assert_eq!(run_tma_load(mode, &tma_load_ptx(3, "", 0), &m3, &g, &coords, m3.box_bytes()).unwrap(), want);
+        }
+    }
+}
+
+/// The global-load counters of one TMA box: the useful bytes are the in-bounds elements'
+/// (out-of-bounds fill is read from no memory, the swizzle only permutes shared addresses),
+/// the transactions the distinct 32-byte sectors those elements lie in (the allocation is
+/// 256-byte aligned). Load efficiency = bytes / (32 x sectors). Hand-computed:
+/// * 24 x 5 f16 box of a 40 x 7 map, rows 96 bytes apart, at (0, 0): 5 rows of 48 bytes at
+///   96 r, each in sectors 3r and 3r + 1: 240 bytes, 10 sectors (0.75);
+/// * the same at (28, 1): columns 28..39 (24 bytes at 96 r + 56, sectors 3r + 1, 3r + 2) of
+///   rows 1..5: 120 bytes, 10 sectors (0.375);
+/// * 64 x 12 f16 box, 128-byte swizzle, rows 208 bytes apart, at (0, 0): 12 rows of 128 bytes,
+///   even rows 32-aligned (4 sectors), odd rows 16 past (5): 1536 bytes, 54 sectors;
+/// * 3-D 64 x 4 x 2 box of a 70 x 5 x 3 map (strides 144, 864) at (-4, -2, -1): columns 0..59
+///   of rows 0 and 1 of plane 0: 120 bytes at 0 (sectors 0..3) and at 144 (sectors 4..8):
+///   240 bytes, 9 sectors;
+/// * a linear bulk copy of 272 bytes: 272 bytes, 9 sectors.
+#[test]
+fn tma_load_counters_count_in_bounds_bytes_over_sectors() {
+    let m3 = Map { esize: 2, dims: vec![70, 5, 3], strides: vec![144, 864], boxd: vec![64, 4, 2], swizzle: 3 };
+    let cases: Vec<(Map, Vec<i64>, u64, u64)> = vec![
+        (maps_2d()[0].clone(), vec![0, 0], 240, 10),
+        (maps_2d()[0].clone(), vec![28, 1], 120, 10),
+        (maps_2d()[3].clone(), vec![0, 0], 1536, 54),
+        (m3, vec![-4, -2, -1], 240, 9),
+    ];
+    for (m, coords, bytes, sectors) in cases {
+        let g = random_bytes(m.global_bytes(), 8);
+        let ptx = tma_load_ptx(m.dims.len(), "", 0);
+        for mode in MODES {
+            let emu = emu90(mode);
+            run_tma_load_on(&emu, &ptx, &m, &g, &coords, m.box_bytes()).unwrap();
+            let c = emu.last_counters().unwrap();
+            let what = format!("box {:?} at {coords:?} ({mode:?})", m.boxd);
+            assert_eq!(
+                (c.global_load_requests, c.global_load_bytes, c.global_load_sectors),
+                (1, bytes, sectors),
+                "{what}"
+            );
+            assert_eq!(c.global_load_efficiency(), bytes as f64 / (32 * sectors) as f64, "{what}");
+            assert!(c.global_load_efficiency() <= 1.0, "{what}");
         }
     }
 }
@@ -1122,6 +1175,10 @@ fn linear_bulk_copies_land_late_on_their_mbarrier() {
             ];
             emu.launch("m", "tma_load", &dims1(32, n as u32), &args).unwrap_or_else(|e| panic!("{n} {mode:?}: {e}"));
             assert_eq!(read(&emu, out, n), g[..n], "{n} bytes, {mode:?}");
+            // one request of n bytes in ceil(n / 32) sectors (272 bytes: 9)
+            let c = emu.last_counters().unwrap();
+            let counted = (c.global_load_requests, c.global_load_bytes, c.global_load_sectors);
+            assert_eq!(counted, (1, n as u64, n.div_ceil(32) as u64), "{n} bytes, {mode:?}");
         }
     }
     // reading the destination before the wait is reported (lazy)
@@ -1425,6 +1482,11 @@ fn s17_store_ptx(pre: &str, post: &str) -> String {
 }
 
 fn run_s17_store(mode: AsyncMode, ptx: &str) -> fusebert_emu::Result<Vec<u32>> {
+    run_s17_store_counted(mode, ptx).map(|r| r.0)
+}
+
+/// [`run_s17_store`], with the launch's counters.
+fn run_s17_store_counted(mode: AsyncMode, ptx: &str) -> fusebert_emu::Result<(Vec<u32>, fusebert_emu::Counters)> {
     let emu = emu90(mode);
     load(&emu, ptx);
     let m = Map { esize: 2, dims: vec![64], strides: vec![], boxd: vec![64], swizzle: 0 };
@@ -1435,7 +1497,8 @@ fn run_s17_store(mode: AsyncMode, ptx: &str) -> fusebert_emu::Result<Vec<u32>> {
     let map = m.encode(g);
     let args = [Param::Bytes(ParamBytes::new(&map).unwrap()), Param::Ptr(g), Param::Ptr(out)];
     emu.launch("m", "s17st", &dims1(32, 256), &args)?;
-    Ok(read(&emu, out, 128).chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect())
+    let got = read(&emu, out, 128).chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    Ok((got, emu.last_counters().unwrap()))
 }
 
 /// S17 and TMA stores: a TMA store's writes are async-proxy writes, so a TMA load of what a
@@ -1451,8 +1514,17 @@ fn s17_tma_store_then_tma_load_is_clean_and_generic_writes_around_it_are_reporte
     let fenced = format!("{write}\n    fence.proxy.async.global;");
     for mode in MODES {
         for (pre, post) in [("", ""), (fenced.as_str(), "")] {
-            let got = run_s17_store(mode, &s17_store_ptx(pre, post)).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+            let (got, c) =
+                run_s17_store_counted(mode, &s17_store_ptx(pre, post)).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
             assert_eq!(got, want, "{mode:?}");
+            if pre.is_empty() {
+                // the TMA store (128 aligned bytes: 4 sectors) and the warp's 32 st.global.u32
+                // (4 sectors); the TMA load likewise
+                let st = (c.global_store_requests, c.global_store_bytes, c.global_store_sectors);
+                assert_eq!(st, (2, 256, 8), "{mode:?}");
+                let ld = (c.global_load_requests, c.global_load_bytes, c.global_load_sectors);
+                assert_eq!(ld, (1, 128, 4), "{mode:?}");
+            }
         }
         let after = s17_store_ptx("", write);
         let r = finding(run_s17_store(mode, &after));

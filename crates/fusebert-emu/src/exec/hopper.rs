@@ -521,7 +521,12 @@ impl Block<'_, '_> {
                 };
             }
         }
-        self.c.global_load_bytes += elems.iter().filter(|e| e.src.is_some()).count() as u64 * es as u64;
+        // TMA traffic in the global counters: the useful bytes are the in-bounds elements' (the
+        // out-of-bounds fill comes from no memory; the swizzle only permutes shared addresses),
+        // the transactions the distinct 32-byte sectors they lie in
+        let inb = || elems.iter().filter_map(|e| e.src.map(|g| (g, es as u64)));
+        self.c.global_load_bytes += inb().count() as u64 * es as u64;
+        self.c.global_load_sectors += sectors(inb());
         self.issue_load(w, i, l, site, dst, data, m.swizzle, mbar)
     }
 
@@ -566,6 +571,8 @@ impl Block<'_, '_> {
         };
         let mbar_addr = w.regs[i.s[2] as usize * 32 + l].wrapping_add(i.target as i32 as i64 as u64);
         let mbar = self.mbar_offset(w, i, l, mbar_addr)?;
+        self.c.global_load_bytes += size as u64;
+        self.c.global_load_sectors += sectors(std::iter::once((src, size as u64)));
         self.issue_load(w, i, l, site, dst, data, tma::Swizzle::None, mbar)
     }
 
@@ -785,6 +792,7 @@ impl Block<'_, '_> {
         }
         self.c.global_store_requests += 1;
         self.c.global_store_bytes += (st.elems.len() * es) as u64;
+        self.c.global_store_sectors += sectors(st.elems.iter().map(|&(_, g)| (g, es as u64)));
         self.hop().guards.retain(|g| g.id != st.guard);
     }
 
@@ -929,6 +937,15 @@ impl Block<'_, '_> {
         }
         s
     }
+}
+
+/// The distinct 32-byte sectors that the (address, bytes) ranges touch: a TMA or bulk copy's
+/// memory transactions, counted as the LSU's are (`mem::count_sectors`).
+fn sectors(ranges: impl Iterator<Item = (u64, u64)>) -> u64 {
+    let mut s: Vec<u64> = ranges.filter(|r| r.1 > 0).flat_map(|(a, n)| (a >> 5)..=((a + n - 1) >> 5)).collect();
+    s.sort_unstable();
+    s.dedup();
+    s.len() as u64
 }
 
 /// `loc` advanced by `k` bytes.
