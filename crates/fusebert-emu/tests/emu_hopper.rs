@@ -350,8 +350,11 @@ fn tma_load_counters_count_in_bounds_bytes_over_sectors() {
                 (1, bytes, sectors),
                 "{what}"
             );
-            assert_eq!(c.global_load_efficiency(), bytes as f64 / (32 * sectors) as f64, "{what}");
-            assert!(c.global_load_efficiency() <= 1.0, "{what}");
+            let tma = (c.tma_load_requests, c.tma_load_bytes, c.tma_load_sectors);
+            assert_eq!(tma, (1, bytes, sectors), "{what}");
+            assert_eq!(c.tma_load_efficiency(), bytes as f64 / (32 * sectors) as f64, "{what}");
+            assert_eq!(c.global_load_efficiency(), c.tma_load_efficiency(), "{what}: the only global loads");
+            assert!(c.tma_load_efficiency() <= 1.0, "{what}");
         }
     }
 }
@@ -1179,6 +1182,7 @@ fn linear_bulk_copies_land_late_on_their_mbarrier() {
             let c = emu.last_counters().unwrap();
             let counted = (c.global_load_requests, c.global_load_bytes, c.global_load_sectors);
             assert_eq!(counted, (1, n as u64, n.div_ceil(32) as u64), "{n} bytes, {mode:?}");
+            assert_eq!((c.tma_load_requests, c.tma_load_bytes, c.tma_load_sectors), counted, "{n} bytes, {mode:?}");
         }
     }
     // reading the destination before the wait is reported (lazy)

@@ -525,8 +525,7 @@ impl Block<'_, '_> {
         // out-of-bounds fill comes from no memory; the swizzle only permutes shared addresses),
         // the transactions the distinct 32-byte sectors they lie in
         let inb = || elems.iter().filter_map(|e| e.src.map(|g| (g, es as u64)));
-        self.c.global_load_bytes += inb().count() as u64 * es as u64;
-        self.c.global_load_sectors += sectors(inb());
+        self.count_tma_load(inb().count() as u64 * es as u64, sectors(inb()));
         self.issue_load(w, i, l, site, dst, data, m.swizzle, mbar)
     }
 
@@ -571,9 +570,17 @@ impl Block<'_, '_> {
         };
         let mbar_addr = w.regs[i.s[2] as usize * 32 + l].wrapping_add(i.target as i32 as i64 as u64);
         let mbar = self.mbar_offset(w, i, l, mbar_addr)?;
-        self.c.global_load_bytes += size as u64;
-        self.c.global_load_sectors += sectors(std::iter::once((src, size as u64)));
+        self.count_tma_load(size as u64, sectors(std::iter::once((src, size as u64))));
         self.issue_load(w, i, l, site, dst, data, tma::Swizzle::None, mbar)
+    }
+
+    /// One TMA / bulk load's traffic, in the global and the TMA counters (the request itself is
+    /// counted by `issue_load`).
+    fn count_tma_load(&mut self, bytes: u64, sectors: u64) {
+        self.c.global_load_bytes += bytes;
+        self.c.global_load_sectors += sectors;
+        self.c.tma_load_bytes += bytes;
+        self.c.tma_load_sectors += sectors;
     }
 
     /// Queues a load of `data` to shared offset `dst` completing on `mbar`: the destination
@@ -610,6 +617,7 @@ impl Block<'_, '_> {
         // in flight: the destination reads as poison until the copy lands
         self.shared[dst as usize..(dst + len) as usize].fill(0xFF);
         self.c.global_load_requests += 1;
+        self.c.tma_load_requests += 1;
         if self.l.opts.async_mode == AsyncMode::Eager {
             self.land_oldest()?;
         }
