@@ -254,7 +254,7 @@ fn run_tma_load_on(
         c(2),
     ];
     emu.launch("m", "tma_load", &dims1(32, n as u32), &args)?;
-    Ok(read(&emu, out, n))
+    Ok(read(emu, out, n))
 }
 
 fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
