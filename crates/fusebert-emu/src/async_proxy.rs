@@ -26,8 +26,11 @@ pub(crate) mod fence {
 
 /// S17, per launch: global words written through the generic proxy (plain stores, atomics) and
 /// not yet followed by a `fence.proxy.async{.global}` of the writing thread. A TMA load that
-/// reads one of them may see stale data (split-K / stream-K partials read back by TMA). Only
-/// kept for kernels that issue TMA (or bulk) loads.
+/// reads one of them may see stale data (split-K / stream-K partials read back by TMA); a TMA
+/// store that overwrites one races with it (PTX ISA 9.7.9.25.2, Async Proxy: accessing the
+/// same location across proxies needs a cross-proxy fence), and once performed leaves async-
+/// proxy bytes there (the record is cleared). Only kept for kernels that issue TMA (or bulk)
+/// loads.
 #[derive(Default)]
 pub(crate) struct ProxyWrites {
     /// word address (byte address / 4) -> (writer, PTX line of the write, bytes written mask)
@@ -72,6 +75,26 @@ impl ProxyWrites {
         }
     }
 
+    /// An async-proxy write (a TMA store) of [addr, addr + size): those bytes now hold what the
+    /// async proxy wrote, so no generic write is left unfenced under them.
+    pub fn overwritten(&mut self, addr: u64, size: u64) {
+        if self.words.is_empty() {
+            return;
+        }
+        let (lo, hi) = (addr, addr + size);
+        for word in lo / 4..hi.div_ceil(4) {
+            let first = (lo.max(word * 4) - word * 4) as u8;
+            let last = (hi.min(word * 4 + 4) - word * 4) as u8;
+            let mask = ((1u16 << last) - (1u16 << first)) as u8;
+            if let Some(e) = self.words.get_mut(&word) {
+                e.2 &= !mask;
+                if e.2 == 0 {
+                    self.words.remove(&word);
+                }
+            }
+        }
+    }
+
     /// The first byte of [addr, addr + size) written and not fenced: (byte address, writer, line).
     pub fn unfenced(&self, addr: u64, size: u64) -> Option<(u64, u64, u32)> {
         if self.words.is_empty() {
@@ -100,6 +123,8 @@ pub(crate) struct TmaLoad {
     pub swizzle: Swizzle,
     /// Shared offset of the mbarrier the bytes complete on.
     pub mbar: u32,
+    /// That barrier's phase when the copy was issued (the phase its bytes are for).
+    pub phase: u32,
     pub site: Site,
     /// Index of its guard in `HopState::guards`' id space.
     pub guard: u64,
@@ -185,6 +210,8 @@ pub(crate) struct HopState {
     pub maxnreg: Vec<Vec<(u32, u32)>>,
     /// Per warp: its wgmma state.
     pub wg: Vec<WarpWgmma>,
+    /// Per mbarrier: the last TMA (or bulk) load that delivered bytes to it (S8 reports).
+    pub last_tx: HashMap<u32, Site>,
     pub rng: u64,
 }
 
@@ -205,6 +232,7 @@ impl HopState {
             seen_phase: HashMap::new(),
             maxnreg: vec![Vec::new(); warps as usize],
             wg: (0..warps).map(|_| WarpWgmma::default()).collect(),
+            last_tx: HashMap::new(),
             // splitmix of seed and block: each block draws its own sequence
             rng: (seed ^ block_index.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1,
         }
@@ -270,5 +298,28 @@ impl HopState {
             Some(&x) if x != 0 => Some((w * 4, x - 1)),
             _ => None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tma_store_clears_the_generic_writes_it_overwrites() {
+        let mut pw = ProxyWrites::default();
+        pw.write(writer_id(0, 3), 0x100, 16, 7);
+        assert_eq!(pw.unfenced(0x100, 16), Some((0x100, writer_id(0, 3), 7)));
+        // the store covers bytes 0x100..0x10a: the two whole words and half of the third go
+        pw.overwritten(0x100, 10);
+        assert_eq!(pw.unfenced(0x100, 10), None);
+        assert_eq!(pw.unfenced(0x100, 16), Some((0x10a, writer_id(0, 3), 7)));
+        pw.overwritten(0x10a, 6);
+        assert_eq!(pw.unfenced(0x100, 16), None);
+        // a later generic write is recorded again; the writer's fence still clears it
+        pw.write(writer_id(0, 3), 0x104, 4, 9);
+        assert_eq!(pw.unfenced(0x100, 16), Some((0x104, writer_id(0, 3), 9)));
+        pw.fence(writer_id(0, 3));
+        assert_eq!(pw.unfenced(0x100, 16), None);
     }
 }

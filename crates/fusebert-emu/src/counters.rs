@@ -29,6 +29,11 @@ pub struct Counters {
     pub barriers: u64,
     pub atomics: u64,
     pub tensor_macs: u64,
+    /// The TMA and bulk loads among the global loads (also counted there): one request per
+    /// copy, the in-bounds bytes, the distinct 32-byte sectors they lie in.
+    pub tma_load_requests: u64,
+    pub tma_load_bytes: u64,
+    pub tma_load_sectors: u64,
     pub launches: u64,
 }
 
@@ -66,6 +71,9 @@ impl Counters {
             barriers,
             atomics,
             tensor_macs,
+            tma_load_requests,
+            tma_load_bytes,
+            tma_load_sectors,
             launches
         );
     }
@@ -76,12 +84,21 @@ impl Counters {
         }
         self.thread_instructions as f64 / (32.0 * self.warp_instructions as f64)
     }
-    /// Requested bytes over bytes moved in 32-byte sectors.
+    /// Requested bytes over bytes moved in 32-byte sectors (an LSU request counts each active
+    /// lane's bytes, so a broadcast -- many lanes reading one word -- can lift it above 1.0).
     pub fn global_load_efficiency(&self) -> f64 {
         if self.global_load_sectors == 0 {
             return 0.0;
         }
         self.global_load_bytes as f64 / (32.0 * self.global_load_sectors as f64)
+    }
+    /// TMA / bulk loads: useful bytes delivered (in-bounds elements; out-of-bounds fill and
+    /// swizzle excluded) over the bytes of the 32-byte sectors they lie in; at most 1.0.
+    pub fn tma_load_efficiency(&self) -> f64 {
+        if self.tma_load_sectors == 0 {
+            return 0.0;
+        }
+        self.tma_load_bytes as f64 / (32.0 * self.tma_load_sectors as f64)
     }
     pub fn global_store_efficiency(&self) -> f64 {
         if self.global_store_sectors == 0 {
@@ -96,6 +113,7 @@ impl Counters {
             m.insert("simt_efficiency".into(), self.simt_efficiency().into());
             m.insert("global_load_efficiency".into(), self.global_load_efficiency().into());
             m.insert("global_store_efficiency".into(), self.global_store_efficiency().into());
+            m.insert("tma_load_efficiency".into(), self.tma_load_efficiency().into());
         }
         v
     }

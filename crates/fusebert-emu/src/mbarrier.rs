@@ -26,6 +26,8 @@ pub struct MBarrier {
     pub tx: i64,
     /// Bytes announced by `expect_tx` in the current phase (for the S8 report).
     pub tx_expected: i64,
+    /// Bytes `expect_tx` announced in the last completed phase (for the S8 report).
+    pub last_expected: i64,
     /// Initialised and not invalidated.
     pub live: bool,
     /// PTX line of the `init`.
@@ -54,8 +56,13 @@ pub enum MbarError {
     ExtraArrival { count: u32, pending: u32 },
     /// `arrive.noComplete` that would complete the phase.
     NoCompleteCompletes,
-    /// More bytes delivered than `expect_tx` announced once every thread arrived.
-    TxOverflow { expected: i64, delivered: i64 },
+    /// S8: more bytes delivered than `expect_tx` announced: a copy issued in phase `phase`
+    /// landing after that phase completed (its bytes spill into a later phase), or bytes that
+    /// no `expect_tx` claimed when the block can go no further (the transaction count still
+    /// below zero at a deadlock or at block exit). A count below zero inside a phase is legal
+    /// (`complete_tx` may come before `expect_tx`): it is judged only where the surplus would
+    /// cross a phase boundary.
+    TxOverflow { expected: i64, delivered: i64, phase: u32, crossed: bool },
     /// S12: a use whose ordering after the `init` nothing guarantees: by another thread before
     /// a block barrier, or by a TMA copy before the initialising thread's fence (and, for a
     /// copy issued by another thread, a block barrier after that fence).
@@ -78,10 +85,18 @@ impl std::fmt::Display for MbarError {
                  than the init count (the extra ones would count towards the next phase on hardware)"
             ),
             MbarError::NoCompleteCompletes => write!(f, "mbarrier.arrive.noComplete would complete the phase"),
-            MbarError::TxOverflow { expected, delivered } => write!(
+            MbarError::TxOverflow { expected, delivered, phase, crossed: true } => write!(
                 f,
-                "{delivered} bytes were delivered to an mbarrier phase whose expect_tx announced {expected} \
-                 (transaction count below zero after every arrival)"
+                "expect_tx bytes differ from the bytes delivered: phase {phase} completed with the {expected} bytes \
+                 its expect_tx announced, and this copy of {delivered} bytes, issued in that phase, lands after it: \
+                 its bytes count towards phase {} (which completes early, racing with its own copies)",
+                phase + 1
+            ),
+            MbarError::TxOverflow { expected, delivered, phase, crossed: false } => write!(
+                f,
+                "expect_tx bytes differ from the bytes delivered: phase {phase} was delivered {delivered} bytes \
+                 where its expect_tx announced {expected} (transaction count below zero, and nothing left to \
+                 bring it back: the surplus spills into the next phase)"
             ),
             MbarError::InitNotVisible { init_line, init_thread, by_tma, fenced, synced } => {
                 let what = if *by_tma { "a TMA copy completes on it" } else { "another thread uses it" };
@@ -141,6 +156,7 @@ impl MbarTable {
             pending: n,
             tx: 0,
             tx_expected: 0,
+            last_expected: 0,
             live: true,
             init_line: line,
             init_thread: thread,
@@ -200,13 +216,14 @@ impl MbarTable {
         Ok(())
     }
 
-    /// `expect_tx` (alone or as part of `arrive.expect_tx`): the phase waits for `bytes` more.
-    pub fn expect_tx(&mut self, off: u32, bytes: i64) -> Result<(), MbarError> {
+    /// `expect_tx` (alone or as part of `arrive.expect_tx`): the phase waits for `bytes` more
+    /// (or, when they landed first and every arrival is in, completes).
+    pub fn expect_tx(&mut self, off: u32, bytes: i64) -> Result<Completed, MbarError> {
         let b = self.live(off)?;
         b.tx += bytes;
         b.tx_expected += bytes;
         self.events += 1;
-        Ok(())
+        self.try_complete(off)
     }
 
     /// `count` arrivals; returns the state token (the phase arrived on) and whether the phase
@@ -233,20 +250,34 @@ impl MbarTable {
         self.try_complete(off)
     }
 
-    /// Completes the current phase when every arrival and every byte is in.
+    /// Completes the current phase when every arrival and every byte is in. A transaction
+    /// count below zero keeps the phase open (an `expect_tx` may still bring it back to zero);
+    /// [`MbarTable::surplus`] reports it where the block can go no further.
     fn try_complete(&mut self, off: u32) -> Result<Completed, MbarError> {
         let b = self.live(off)?;
-        if b.pending == 0 && b.tx < 0 {
-            return Err(MbarError::TxOverflow { expected: b.tx_expected, delivered: b.tx_expected - b.tx });
-        }
         if b.pending != 0 || b.tx != 0 {
             return Ok(false);
         }
         b.phase += 1;
         b.pending = b.expected;
+        b.last_expected = b.tx_expected;
         b.tx_expected = 0;
         self.completions += 1;
         Ok(true)
+    }
+
+    /// S8, where nothing more can happen (deadlock, block exit): the first live barrier whose
+    /// transaction count is below zero, as (offset, the error).
+    pub fn surplus(&self) -> Option<(u32, MbarError)> {
+        self.bars.iter().find(|(_, b)| b.live && b.tx < 0).map(|(&off, b)| {
+            let e = MbarError::TxOverflow {
+                expected: b.tx_expected,
+                delivered: b.tx_expected - b.tx,
+                phase: b.phase,
+                crossed: false,
+            };
+            (off, e)
+        })
     }
 
     /// `test_wait`/`try_wait`: with `.parity`, whether the phase of parity `v` has completed;
@@ -318,6 +349,13 @@ mod tests {
         assert!(!t.complete_tx(0, 16).unwrap());
         t.expect_tx(0, 16).unwrap();
         assert!(t.arrive(0, 1, false).unwrap().1);
+        // every arrival in, the bytes first, the expect last: legal, the expect completes it
+        assert!(!t.complete_tx(0, 32).unwrap());
+        assert!(!t.arrive(0, 1, false).unwrap().1);
+        assert!(t.surplus().is_some());
+        assert!(t.expect_tx(0, 32).unwrap());
+        assert!(t.surplus().is_none());
+        assert_eq!((t.bars[&0].phase, t.bars[&0].last_expected), (2, 32));
     }
 
     #[test]
@@ -331,7 +369,9 @@ mod tests {
         assert_eq!(t.arrive(0, 1, true), Err(MbarError::NoCompleteCompletes));
         t.expect_tx(0, 8).unwrap();
         t.arrive(0, 1, false).unwrap();
-        assert_eq!(t.complete_tx(0, 16), Err(MbarError::TxOverflow { expected: 8, delivered: 16 }));
+        assert_eq!(t.complete_tx(0, 16), Ok(false));
+        let want = MbarError::TxOverflow { expected: 8, delivered: 16, phase: 0, crossed: false };
+        assert_eq!(t.surplus(), Some((0, want)));
         t.inval(0).unwrap();
         assert_eq!(t.wait(0, 0, true), Err(MbarError::NotInitialised));
     }

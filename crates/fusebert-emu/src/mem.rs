@@ -826,6 +826,10 @@ impl<'l, 'a> Block<'l, 'a> {
             };
             let dloc = self.resolve(w, i, l, Space::Shared, dst, size, size, "cp.async destination write")?;
             let Loc::Shared(doff) = dloc else { unreachable!() };
+            if self.hop.is_some() {
+                // a write into a wgmma operand in flight or a TMA destination (S4 and its kin)
+                self.check_async_shared(w, i, l, doff, size, true)?;
+            }
             self.check_shared(w, i, l, doff, size, true, false)?;
             let mut data = [0u8; 16];
             if src_size > 0 {

@@ -276,6 +276,14 @@ impl Block<'_, '_> {
             }
             let off = p.dst as usize;
             self.shared[off..off + p.len as usize].copy_from_slice(&p.data[..p.len as usize]);
+            // PTX ISA 9.7.9.25.3.1 (cp.async): "cp.async is treated as a weak memory operation
+            // performed in the generic proxy"; 9.7.9.25.2 (Async Proxy): accessing the same
+            // location across proxies needs `fence.proxy.async`. So the landed bytes are
+            // generic writes of the issuing thread, unfenced for wgmma / TMA stores (S3) until
+            // that thread's `fence.proxy.async` after its wait.
+            if let Some(h) = self.hop.as_deref_mut() {
+                h.generic_write(w.id * 32 + p.lane as u32, p.dst, p.dst + p.len as u32);
+            }
             if !self.shadow.is_empty() {
                 for word in (off / 4)..(off + p.len as usize).div_ceil(4) {
                     let s = &mut self.shadow[word];

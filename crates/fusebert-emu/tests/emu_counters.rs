@@ -343,6 +343,8 @@ fn launch_records_totals_and_json() {
         "simt_efficiency",
         "global_load_efficiency",
         "global_store_efficiency",
+        "tma_load_requests",
+        "tma_load_efficiency",
     ] {
         assert!(j.get(field).is_some(), "to_json lacks `{field}`");
     }

@@ -224,8 +224,19 @@ fn run_tma_load(
     coords: &[i64],
     expect: usize,
 ) -> fusebert_emu::Result<Vec<u8>> {
-    let emu = emu90(mode);
-    load(&emu, ptx);
+    run_tma_load_on(&emu90(mode), ptx, m, g, coords, expect)
+}
+
+/// [`run_tma_load`] on a given emulator (whose counters the caller then reads).
+fn run_tma_load_on(
+    emu: &Emulator,
+    ptx: &str,
+    m: &Map,
+    g: &[u8],
+    coords: &[i64],
+    expect: usize,
+) -> fusebert_emu::Result<Vec<u8>> {
+    load(emu, ptx);
     let ga = emu.alloc(g.len()).unwrap();
     emu.write(ga, g).unwrap();
     let map = m.encode(ga);
@@ -243,7 +254,7 @@ fn run_tma_load(
         c(2),
     ];
     emu.launch("m", "tma_load", &dims1(32, n as u32), &args)?;
-    Ok(read(&emu, out, n))
+    Ok(read(emu, out, n))
 }
 
 fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -303,6 +314,51 @@ fn tma_1d_and_3d_tile_loads() {
     }
 }
 
+/// The global-load counters of one TMA box: the useful bytes are the in-bounds elements'
+/// (out-of-bounds fill is read from no memory, the swizzle only permutes shared addresses),
+/// the transactions the distinct 32-byte sectors those elements lie in (the allocation is
+/// 256-byte aligned). Load efficiency = bytes / (32 x sectors). Hand-computed:
+/// * 24 x 5 f16 box of a 40 x 7 map, rows 96 bytes apart, at (0, 0): 5 rows of 48 bytes at
+///   96 r, each in sectors 3r and 3r + 1: 240 bytes, 10 sectors (0.75);
+/// * the same at (28, 1): columns 28..39 (24 bytes at 96 r + 56, sectors 3r + 1, 3r + 2) of
+///   rows 1..5: 120 bytes, 10 sectors (0.375);
+/// * 64 x 12 f16 box, 128-byte swizzle, rows 208 bytes apart, at (0, 0): 12 rows of 128 bytes,
+///   even rows 32-aligned (4 sectors), odd rows 16 past (5): 1536 bytes, 54 sectors;
+/// * 3-D 64 x 4 x 2 box of a 70 x 5 x 3 map (strides 144, 864) at (-4, -2, -1): columns 0..59
+///   of rows 0 and 1 of plane 0: 120 bytes at 0 (sectors 0..3) and at 144 (sectors 4..8):
+///   240 bytes, 9 sectors;
+/// * a linear bulk copy of 272 bytes: 272 bytes, 9 sectors.
+#[test]
+fn tma_load_counters_count_in_bounds_bytes_over_sectors() {
+    let m3 = Map { esize: 2, dims: vec![70, 5, 3], strides: vec![144, 864], boxd: vec![64, 4, 2], swizzle: 3 };
+    let cases: Vec<(Map, Vec<i64>, u64, u64)> = vec![
+        (maps_2d()[0].clone(), vec![0, 0], 240, 10),
+        (maps_2d()[0].clone(), vec![28, 1], 120, 10),
+        (maps_2d()[3].clone(), vec![0, 0], 1536, 54),
+        (m3, vec![-4, -2, -1], 240, 9),
+    ];
+    for (m, coords, bytes, sectors) in cases {
+        let g = random_bytes(m.global_bytes(), 8);
+        let ptx = tma_load_ptx(m.dims.len(), "", 0);
+        for mode in MODES {
+            let emu = emu90(mode);
+            run_tma_load_on(&emu, &ptx, &m, &g, &coords, m.box_bytes()).unwrap();
+            let c = emu.last_counters().unwrap();
+            let what = format!("box {:?} at {coords:?} ({mode:?})", m.boxd);
+            assert_eq!(
+                (c.global_load_requests, c.global_load_bytes, c.global_load_sectors),
+                (1, bytes, sectors),
+                "{what}"
+            );
+            let tma = (c.tma_load_requests, c.tma_load_bytes, c.tma_load_sectors);
+            assert_eq!(tma, (1, bytes, sectors), "{what}");
+            assert_eq!(c.tma_load_efficiency(), bytes as f64 / (32 * sectors) as f64, "{what}");
+            assert_eq!(c.global_load_efficiency(), c.tma_load_efficiency(), "{what}: the only global loads");
+            assert!(c.tma_load_efficiency() <= 1.0, "{what}");
+        }
+    }
+}
+
 #[test]
 fn expect_tx_below_the_bytes_delivered_is_reported_and_above_deadlocks() {
     // the classic bug: expect_tx computed from the clipped (in-bounds) part of a residue tile
@@ -321,6 +377,104 @@ fn expect_tx_below_the_bytes_delivered_is_reported_and_above_deadlocks() {
         assert!(r.contains("no copy in flight"), "{r}");
         // the clean twin
         run_tma_load(mode, &ptx, m, &g, &[64, 0], m.box_bytes()).unwrap();
+    }
+}
+
+/// One warp, `phases` rounds on one mbarrier (init 1): thread 0 announces param 1 bytes with
+/// `arrive.expect_tx` (before its two 16-byte bulk copies, or after them: `expect_last`, the
+/// legal order where bytes may land before the expect), every thread waits for the round's
+/// parity, then a block barrier.
+fn tx_ptx(expect_last: bool) -> String {
+    let expect = "    @%p1 mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r2], %r8; // EXPECT\n";
+    let copies = "    @%p1 cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%r4], [%rd1], 16, [%r2]; // COPY1\n\
+                  \x20   @%p1 cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%r5], [%rd2], 16, [%r2]; // COPY2\n";
+    let body = if expect_last { format!("{copies}{expect}") } else { format!("{expect}{copies}") };
+    format!(
+        r#"{HEADER}
+.visible .entry tx(
+    .param .u64 tx_param_0,
+    .param .u32 tx_param_1,
+    .param .u32 tx_param_2
+)
+{{
+    .reg .pred %p<8>;
+    .reg .b32 %r<32>;
+    .reg .b64 %rd<16>;
+    .shared .align 8 .b64 bar;
+    .shared .align 128 .b8 buf[256];
+
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, bar;
+    mov.u32 %r4, buf;
+    add.u32 %r5, %r4, 16;
+    ld.param.u64 %rd1, [tx_param_0];
+    cvta.to.global.u64 %rd1, %rd1;
+    add.u64 %rd2, %rd1, 16;
+    ld.param.u32 %r8, [tx_param_1];
+    ld.param.u32 %r9, [tx_param_2];
+    setp.eq.u32 %p1, %r1, 0;
+    @%p1 mbarrier.init.shared::cta.b64 [%r2], 1;
+    fence.mbarrier_init.release.cluster;
+    bar.sync 0;
+    mov.u32 %r10, 0;
+LOOP:
+{body}    and.b32 %r11, %r10, 1;
+    {{
+    .reg .pred P1;
+    WAIT:
+    mbarrier.try_wait.parity.shared::cta.b64 P1, [%r2], %r11;
+    @!P1 bra WAIT;
+    }}
+    bar.sync 0;
+    add.u32 %r10, %r10, 1;
+    setp.lt.u32 %p2, %r10, %r9;
+    @%p2 bra LOOP;
+    ret;
+}}
+"#
+    )
+}
+
+fn run_tx(mode: AsyncMode, ptx: &str, expect: u32, phases: u32) -> fusebert_emu::Result<()> {
+    let emu = emu90(mode);
+    load(&emu, ptx);
+    let g = emu.alloc(64).unwrap();
+    emu.write(g, &random_bytes(64, 21)).unwrap();
+    emu.launch("m", "tx", &dims1(32, 0), &[Param::Ptr(g), Param::U32(expect), Param::U32(phases)])
+}
+
+/// S8 across phases: two 16-byte copies per phase where expect_tx announces 16. The surplus
+/// never drives a phase's count below zero after its last arrival when the first copy
+/// completes the phase: the second copy's bytes land in the next phase. Reported (as
+/// "expect_tx bytes differ from the bytes delivered") at the copy whose bytes cross the phase
+/// boundary when it lands late (lazy, random), at the last copy once the block can go no
+/// further when it lands at issue (eager). Clean twins: expect_tx 32 announced before the
+/// copies, and after them (bytes landing before the expect: a transiently negative count,
+/// legal in the ISA), for one and three phases.
+#[test]
+fn expect_tx_surplus_crossing_a_phase_boundary_is_reported_with_clean_twins() {
+    let (first, last) = (tx_ptx(false), tx_ptx(true));
+    for mode in MODES {
+        for phases in [1, 3] {
+            let r = finding(run_tx(mode, &first, 16, phases));
+            assert!(
+                r.contains("mbarrier misuse") && r.contains("expect_tx bytes differ from the bytes delivered"),
+                "{mode:?} {phases}: {r}"
+            );
+            let at = [ptx_loc(&first, "// COPY1"), ptx_loc(&first, "// COPY2")];
+            assert!(at.iter().any(|a| r.contains(a.as_str())), "{mode:?} {phases}: {r}");
+            assert!(r.contains("kernel `tx`") && r.contains("block (0,0,0)") && r.contains("thread (0,0,0)"), "{r}");
+            if mode == AsyncMode::Lazy {
+                // the second copy of phase 0 lands after the first completed the phase
+                assert!(r.contains(&ptx_loc(&first, "// COPY2")) && r.contains("lands after it"), "{r}");
+            }
+            for ptx in [&first, &last] {
+                run_tx(mode, ptx, 32, phases).unwrap_or_else(|e| panic!("clean twin {mode:?} {phases}: {e}"));
+            }
+            // the surplus with the expect last: every arrival in, the count below zero
+            let r = finding(run_tx(mode, &last, 16, phases));
+            assert!(r.contains("expect_tx bytes differ from the bytes delivered"), "{mode:?} {phases}: {r}");
+        }
     }
 }
 
@@ -1024,6 +1178,11 @@ fn linear_bulk_copies_land_late_on_their_mbarrier() {
             ];
             emu.launch("m", "tma_load", &dims1(32, n as u32), &args).unwrap_or_else(|e| panic!("{n} {mode:?}: {e}"));
             assert_eq!(read(&emu, out, n), g[..n], "{n} bytes, {mode:?}");
+            // one request of n bytes in ceil(n / 32) sectors (272 bytes: 9)
+            let c = emu.last_counters().unwrap();
+            let counted = (c.global_load_requests, c.global_load_bytes, c.global_load_sectors);
+            assert_eq!(counted, (1, n as u64, n.div_ceil(32) as u64), "{n} bytes, {mode:?}");
+            assert_eq!((c.tma_load_requests, c.tma_load_bytes, c.tma_load_sectors), counted, "{n} bytes, {mode:?}");
         }
     }
     // reading the destination before the wait is reported (lazy)
@@ -1254,5 +1413,131 @@ fn s17_tma_reads_of_unfenced_generic_global_writes_are_reported_with_clean_twins
                 assert_eq!(got, want, "{fence} {mode:?}");
             }
         }
+    }
+}
+
+/// One block of 32 threads over a 1-D map of 64 f16 (128 bytes) at `g`: each thread writes
+/// `tid + 100` to the 4 bytes at smem + 4 tid, fences, and thread 0 TMA-stores the box to `g`
+/// (commit, wait_group 0); then thread 0 TMA-loads the box back to smem + 128 and every thread
+/// copies its word to `out`. `pre` goes before the store (after the shared writes), `post`
+/// after it (before the load); `%rd3` is the thread's word of `g`, `%r12` = tid + 1.
+fn s17_store_ptx(pre: &str, post: &str) -> String {
+    format!(
+        r#"{HEADER}
+.extern .shared .align 1024 .b8 smem[];
+
+.visible .entry s17st(
+    .param .align 128 .b8 s17st_param_0[128],
+    .param .u64 s17st_param_1,
+    .param .u64 s17st_param_2
+)
+{{
+    .reg .pred %p<8>;
+    .reg .b32 %r<32>;
+    .reg .b64 %rd<16>;
+    .shared .align 8 .b64 bar;
+
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, bar;
+    mov.u32 %r4, smem;
+    add.u32 %r5, %r4, 128;
+    ld.param.u64 %rd1, [s17st_param_1];
+    cvta.to.global.u64 %rd1, %rd1;
+    mul.wide.u32 %rd2, %r1, 4;
+    add.u64 %rd3, %rd1, %rd2;
+    add.u32 %r12, %r1, 1;
+    setp.eq.u32 %p1, %r1, 0;
+    @%p1 mbarrier.init.shared::cta.b64 [%r2], 1;
+    fence.mbarrier_init.release.cluster;
+    shl.b32 %r15, %r1, 2;
+    add.u32 %r16, %r4, %r15;
+    add.u32 %r17, %r1, 100;
+    st.shared.u32 [%r16], %r17;
+    fence.proxy.async.shared::cta;
+{pre}
+    bar.sync 0;
+    mov.b64 %rd5, s17st_param_0;
+    cvta.param.u64 %rd5, %rd5;
+    mov.u32 %r13, 0;
+    @%p1 cp.async.bulk.tensor.1d.global.shared::cta.bulk_group [%rd5, {{%r13}}], [%r4]; // STORE
+    @%p1 cp.async.bulk.commit_group;
+    @%p1 cp.async.bulk.wait_group 0;
+    bar.sync 0;
+{post}
+    bar.sync 0;
+    @%p1 mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r2], 128;
+    @%p1 cp.async.bulk.tensor.1d.shared::cluster.global.mbarrier::complete_tx::bytes [%r5], [%rd5, {{%r13}}], [%r2]; // LOAD
+    {{
+    .reg .pred P1;
+    WAIT:
+    mbarrier.try_wait.parity.shared::cta.b64 P1, [%r2], 0;
+    @!P1 bra WAIT;
+    }}
+    add.u32 %r18, %r5, %r15;
+    ld.shared.u32 %r19, [%r18];
+    ld.param.u64 %rd6, [s17st_param_2];
+    cvta.to.global.u64 %rd6, %rd6;
+    add.u64 %rd8, %rd6, %rd2;
+    st.global.u32 [%rd8], %r19;
+    ret;
+}}
+"#
+    )
+}
+
+fn run_s17_store(mode: AsyncMode, ptx: &str) -> fusebert_emu::Result<Vec<u32>> {
+    run_s17_store_counted(mode, ptx).map(|r| r.0)
+}
+
+/// [`run_s17_store`], with the launch's counters.
+fn run_s17_store_counted(mode: AsyncMode, ptx: &str) -> fusebert_emu::Result<(Vec<u32>, fusebert_emu::Counters)> {
+    let emu = emu90(mode);
+    load(&emu, ptx);
+    let m = Map { esize: 2, dims: vec![64], strides: vec![], boxd: vec![64], swizzle: 0 };
+    let g = emu.alloc(128).unwrap();
+    emu.memset(g, 0, 128).unwrap();
+    let out = emu.alloc(128).unwrap();
+    emu.memset(out, 0xFF, 128).unwrap();
+    let map = m.encode(g);
+    let args = [Param::Bytes(ParamBytes::new(&map).unwrap()), Param::Ptr(g), Param::Ptr(out)];
+    emu.launch("m", "s17st", &dims1(32, 256), &args)?;
+    let got = read(&emu, out, 128).chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    Ok((got, emu.last_counters().unwrap()))
+}
+
+/// S17 and TMA stores: a TMA store's writes are async-proxy writes, so a TMA load of what a
+/// TMA store wrote needs no proxy fence (clean twins: nothing written generically; the region
+/// zeroed by generic stores fenced with fence.proxy.async.global before the store). Planted: a
+/// generic write after the store, read back by the TMA load (reported at the load, naming the
+/// writer); a generic write before the store with no fence (a cross-proxy write-write race,
+/// reported at the store). Every completion mode.
+#[test]
+fn s17_tma_store_then_tma_load_is_clean_and_generic_writes_around_it_are_reported() {
+    let want: Vec<u32> = (100..132).collect();
+    let write = "    st.global.u32 [%rd3], %r12; // WRITE";
+    let fenced = format!("{write}\n    fence.proxy.async.global;");
+    for mode in MODES {
+        for (pre, post) in [("", ""), (fenced.as_str(), "")] {
+            let (got, c) =
+                run_s17_store_counted(mode, &s17_store_ptx(pre, post)).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+            assert_eq!(got, want, "{mode:?}");
+            if pre.is_empty() {
+                // the TMA store (128 aligned bytes: 4 sectors) and the warp's 32 st.global.u32
+                // (4 sectors); the TMA load likewise
+                let st = (c.global_store_requests, c.global_store_bytes, c.global_store_sectors);
+                assert_eq!(st, (2, 256, 8), "{mode:?}");
+                let ld = (c.global_load_requests, c.global_load_bytes, c.global_load_sectors);
+                assert_eq!(ld, (1, 128, 4), "{mode:?}");
+            }
+        }
+        let after = s17_store_ptx("", write);
+        let r = finding(run_s17_store(mode, &after));
+        assert!(r.contains("missing fence.proxy.async") && r.contains("TMA load reads"), "{mode:?}: {r}");
+        assert_located(&r, "s17st", (0, 0, 0), Some((0, 0, 0)), &[ptx_loc(&after, "// LOAD")]);
+        assert!(r.contains(&format!("PTX line {}", line_of(&after, "// WRITE"))), "{mode:?}: {r}");
+        let before = s17_store_ptx(write, "");
+        let r = finding(run_s17_store(mode, &before));
+        assert!(r.contains("missing fence.proxy.async") && r.contains("TMA store overwrites"), "{mode:?}: {r}");
+        assert_located(&r, "s17st", (0, 0, 0), Some((0, 0, 0)), &[ptx_loc(&before, "// STORE")]);
     }
 }

@@ -341,6 +341,17 @@ fn run_case(
     scale_d: bool,
     seed: u64,
 ) -> fusebert_emu::Result<(Vec<u32>, Vec<u32>)> {
+    run_case_on(&emu90(mode), ptx, c, scale_d, seed)
+}
+
+/// [`run_case`] on a given emulator (whose counters the caller then reads).
+fn run_case_on(
+    emu: &Emulator,
+    ptx: &str,
+    c: &Case,
+    scale_d: bool,
+    seed: u64,
+) -> fusebert_emu::Result<(Vec<u32>, Vec<u32>)> {
     let f = &c.f;
     let (kd, e, n) = (f.kdim() as usize, f.esize(), f.n as usize);
     let mut r = rng(seed);
@@ -410,7 +421,6 @@ fn run_case(
             },
         })
         .collect();
-    let emu = emu90(mode);
     ptxas_check(ptx, "sm_90a");
     emu.load_module("m", ptx).unwrap_or_else(|e| panic!("load failed: {e}\n{}", numbered(ptx)));
     let words = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
@@ -872,5 +882,149 @@ fn scale_d_false_needs_no_initialised_accumulators() {
         }
         let r = finding(run_case(AsyncMode::Lazy, &ptx, &c, true, 11));
         assert!(r.contains("read before any instruction wrote it") && r.contains(&ptx_loc(&ptx, "// MMA")), "{r}");
+    }
+}
+
+/// A bulk copy (cp.async.bulk, the async proxy) into shared memory, issued by thread 0 on an
+/// mbarrier in the free gap between the operands (offset 12288), then waited for by it; the
+/// copy rewrites A's first 16 bytes with the image's own (the products do not change).
+const BULK_INTO_A: &str = r#"    {
+    .reg .pred P1, P2;
+    .reg .b32 B;
+    setp.eq.u32 P2, %r1, 0;
+    @!P2 bra SKIPB;
+    add.u32 B, %r4, 12288;
+    mbarrier.init.shared::cta.b64 [B], 1;
+    fence.mbarrier_init.release.cluster;
+    mbarrier.arrive.expect_tx.shared::cta.b64 _, [B], 16;
+    cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%r4], [%rd1], 16, [B]; // BULK
+    WAITB:
+    mbarrier.try_wait.parity.shared::cta.b64 P1, [B], 0;
+    @!P1 bra WAITB;
+    SKIPB:
+    }
+"#;
+
+/// S4 for the async proxy: a TMA (bulk) copy landing in an operand of a wgmma still in flight
+/// is reported at the copy (kernel, block, thread 0, its PTX line) in every completion mode;
+/// the clean twin issues the same copy after the wait.
+#[test]
+fn s4_tma_landing_in_a_wgmma_operand_in_flight_is_reported_with_a_clean_twin() {
+    let ss = Case { f: Form::f(Acc::F32, 128, false), la: ksw(128), lb: ksw(128) };
+    let bug = wg_ptx(&ss.f, false, false, Marks { inflight: BULK_INTO_A, ..CLEAN });
+    // (the barrier: every warp's share of the wgmma has retired before the copy)
+    let after = format!("    bar.sync 0;\n{BULK_INTO_A}");
+    let twin = wg_ptx(&ss.f, false, false, Marks { after_wait: &after, ..CLEAN });
+    for mode in MODES {
+        let r = finding(run_case(mode, &bug, &ss, true, 3));
+        assert!(r.contains("async-proxy hazard") && r.contains("an operand of a wgmma"), "{mode:?}: {r}");
+        assert!(r.contains(&format!("line {}", line_of(&bug, "// MMA"))), "{mode:?}: {r}");
+        assert_located(&r, "wg", (0, 0, 0), Some((0, 0, 0)), &[ptx_loc(&bug, "// BULK")]);
+        let (got, want) = run_case(mode, &twin, &ss, true, 3).unwrap_or_else(|e| panic!("twin, {mode:?}: {e}"));
+        assert!(got == want, "twin, {mode:?}");
+    }
+}
+
+/// A wgmma reading shared memory that a TMA copy still in flight writes (no wait on its
+/// mbarrier): reported at the wgmma; the clean twin waits first.
+#[test]
+fn a_wgmma_reading_a_tma_destination_before_its_phase_completes_is_reported() {
+    let ss = Case { f: Form::f(Acc::F32, 64, false), la: ksw(128), lb: ksw(128) };
+    // the copy issued without the wait, before the wgmma.fence
+    let nowait = BULK_INTO_A
+        .replace("    WAITB:\n    mbarrier.try_wait.parity.shared::cta.b64 P1, [B], 0;\n    @!P1 bra WAITB;\n", "");
+    let bug = wg_ptx(&ss.f, false, false, Marks { desc: &nowait, ..CLEAN });
+    // (thread 0 waits, then a barrier orders every warp after its wait)
+    let waited = format!("{BULK_INTO_A}    bar.sync 0;\n");
+    let twin = wg_ptx(&ss.f, false, false, Marks { desc: &waited, ..CLEAN });
+    for mode in [AsyncMode::Lazy, AsyncMode::Random(5)] {
+        let r = finding(run_case(mode, &bug, &ss, true, 3));
+        assert!(r.contains("async-proxy hazard") && r.contains("has not completed"), "{mode:?}: {r}");
+        assert!(r.contains(&ptx_loc(&bug, "// MMA")), "{mode:?}: {r}");
+    }
+    for mode in MODES {
+        let (got, want) = run_case(mode, &twin, &ss, true, 3).unwrap_or_else(|e| panic!("twin, {mode:?}: {e}"));
+        assert!(got == want, "twin, {mode:?}");
+    }
+}
+
+/// Tensor MACs: a warpgroup's wgmma m64nNkK counts 64 x N x K once (not once per warp), two
+/// wgmmas twice; f16 (K 16) and s8 (K 32).
+#[test]
+fn a_wgmma_counts_m_n_k_macs_once_per_warpgroup() {
+    let cases = [
+        (Case { f: Form::f(Acc::F32, 128, false), la: ksw(128), lb: ksw(128) }, 64 * 128 * 16),
+        (Case { f: Form::f(Acc::F16, 64, true), la: KN, lb: ksw(64) }, 64 * 64 * 16),
+        (Case { f: Form::int(48, false, true, false, true), la: iksw(128), lb: iksw(32) }, 64 * 48 * 32),
+        (
+            Case { f: Form { twice: true, ..Form::f(Acc::F32, 64, false) }, la: ksw(128), lb: ksw(128) },
+            2 * 64 * 64 * 16,
+        ),
+    ];
+    for (c, macs) in cases {
+        let ptx = wg_ptx(&c.f, false, false, CLEAN);
+        for mode in MODES {
+            let emu = emu90(mode);
+            let (got, want) = run_case_on(&emu, &ptx, &c, true, 9).unwrap();
+            assert!(got == want, "{c:?} {mode:?}");
+            let cn = emu.last_counters().unwrap();
+            assert_eq!(cn.tensor_macs, macs, "{c:?} {mode:?}: MACs of one warpgroup's wgmma");
+        }
+    }
+}
+
+/// The wgmma kernel with its shared image copied by `cp.async` (4 bytes a thread, the Ampere
+/// non-bulk form) instead of `ld.global` + `st.shared`; `wait` is placed after the copy loop,
+/// before the (optional) `fence.proxy.async`.
+fn cp_async_image(ptx: &str, wait: &str) -> String {
+    let st = "    ld.global.u32 %r22, [%rd5];\n    add.u32 %r21, %r4, %r20;\n    st.shared.u32 [%r21], %r22;\n";
+    assert!(ptx.contains(st) && ptx.contains("COPIED:\n"));
+    ptx.replace(st, "    add.u32 %r21, %r4, %r20;\n    cp.async.ca.shared.global [%r21], [%rd5], 4; // CP\n")
+        .replace("COPIED:\n", &format!("COPIED:\n{wait}"))
+}
+
+/// S3 with `cp.async`: its landings are generic-proxy writes (PTX ISA 9.7.9.25.3.1: "cp.async
+/// is treated as a weak memory operation performed in the generic proxy"), so a wgmma reading
+/// them needs `fence.proxy.async` by the copying thread after the copies landed. Planted: no
+/// fence; the fence before `cp.async.wait_all` (the copies land after it). Clean twin: wait,
+/// then fence. Reported at the wgmma (kernel, block, warp, PTX line), naming the writer.
+#[test]
+fn s3_cp_async_landings_read_by_a_wgmma_need_fence_proxy_async() {
+    let ss = Case { f: Form::f(Acc::F32, 64, false), la: ksw(128), lb: ksw(64) };
+    let wait = "    cp.async.wait_all;\n";
+    let no_fence = cp_async_image(&wg_ptx(&ss.f, false, false, Marks { fence_proxy: false, ..CLEAN }), wait);
+    let early = cp_async_image(
+        &wg_ptx(&ss.f, false, false, Marks { fence_proxy: false, ..CLEAN }),
+        &format!("    fence.proxy.async.shared::cta; // EARLY\n{wait}"),
+    );
+    let clean = cp_async_image(&wg_ptx(&ss.f, false, false, CLEAN), wait);
+    for mode in MODES {
+        for (what, bug) in [("no fence", &no_fence), ("fence before the wait", &early)] {
+            let r = finding(run_case(mode, bug, &ss, true, 4));
+            assert!(r.contains("missing fence.proxy.async") && r.contains("generic proxy"), "{what} {mode:?}: {r}");
+            assert!(r.contains("kernel `wg`") && r.contains("block (0,0,0)"), "{r}");
+            assert!(r.contains(&ptx_loc(bug, "// MMA")), "{what} {mode:?}: {r}");
+        }
+        let (got, want) = run_case(mode, &clean, &ss, true, 4).unwrap_or_else(|e| panic!("clean, {mode:?}: {e}"));
+        assert!(got == want, "clean, {mode:?}");
+    }
+}
+
+/// S4 with `cp.async`: a copy into an operand of a wgmma in flight is reported at the copy (its
+/// destination is written while the wgmma may read it); the clean twin copies after the wait.
+#[test]
+fn s4_cp_async_into_a_wgmma_operand_in_flight_is_reported_with_a_clean_twin() {
+    let ss = Case { f: Form::f(Acc::F32, 64, false), la: ksw(128), lb: ksw(64) };
+    // thread 0 rewrites A's first 16 bytes with the image's own
+    let cp = "    setp.eq.u32 %p6, %r1, 0;\n    @%p6 cp.async.cg.shared.global [%r4], [%rd1], 16; // CPA\n    cp.async.wait_all;\n";
+    let bug = wg_ptx(&ss.f, false, false, Marks { inflight: cp, ..CLEAN });
+    let after = format!("    bar.sync 0;\n{cp}");
+    let twin = wg_ptx(&ss.f, false, false, Marks { after_wait: &after, ..CLEAN });
+    for mode in MODES {
+        let r = finding(run_case(mode, &bug, &ss, true, 5));
+        assert!(r.contains("async-proxy hazard") && r.contains("operand of a wgmma"), "{mode:?}: {r}");
+        assert_located(&r, "wg", (0, 0, 0), Some((0, 0, 0)), &[ptx_loc(&bug, "// CPA")]);
+        let (got, want) = run_case(mode, &twin, &ss, true, 5).unwrap_or_else(|e| panic!("twin, {mode:?}: {e}"));
+        assert!(got == want, "twin, {mode:?}");
     }
 }

@@ -314,10 +314,10 @@ fn run_mutant(ptx: &str, mode: AsyncMode) -> String {
 ///
 /// A V operand read K-major instead of MN-major (imm-trans-b 0) is caught too (out of bounds).
 ///
-/// Not caught today (emulator gap, reported, not asserted): the kernel without its
-/// fence.proxy.async after the cp.async copies land. Non-bulk cp.async writes shared memory
-/// through the generic proxy, so a wgmma reading them needs the fence as after st.shared (S3),
-/// but the emulator's unfenced-write shadow is fed by st.shared only, not by cp.async landings.
+/// And the kernel without its fence.proxy.async after the cp.async copies land (S3): non-bulk
+/// cp.async writes shared memory through the generic proxy (PTX ISA 9.7.9.25.3.1), so a wgmma
+/// reading them needs the fence as after st.shared; the emulator feeds cp.async landings into
+/// its unfenced-write shadow, and reports the wgmma in every mode.
 #[test]
 fn planted_ordering_bugs_are_reported() {
     let ptx = sm90a_ptx();
@@ -347,7 +347,13 @@ fn planted_ordering_bugs_are_reported() {
     }
     let no_proxy_fence = ptx.replace("fence.proxy.async.shared::cta;", "");
     assert!(no_proxy_fence != ptx);
-    eprintln!("missing fence.proxy.async (not asserted): {}", run_mutant(&no_proxy_fence, AsyncMode::Lazy));
+    for mode in MODES {
+        let r = run_mutant(&no_proxy_fence, mode);
+        assert!(
+            r.contains("missing fence.proxy.async") && r.contains("wgmma"),
+            "missing fence.proxy.async {mode:?}: {r}"
+        );
+    }
 }
 
 /// The CUDA backend's half of the device layer, through the CUDA driver stand-in reporting an

@@ -115,6 +115,19 @@ impl Block<'_, '_> {
     /// S17: the global bytes a TMA (or bulk) load of lane `l` reads must not hold generic writes
     /// of this kernel that their writer has not fenced for the async proxy.
     fn check_proxy_reads(&self, w: &Warp, i: &Inst, l: usize, ranges: &mut dyn Iterator<Item = (u64, u64)>) -> R<()> {
+        self.check_proxy_writes(w, i, l, ranges, false)
+    }
+
+    /// S17 for the global bytes `ranges` a TMA load of lane `l` reads (`store` false) or a TMA
+    /// store writes (`store` true).
+    fn check_proxy_writes(
+        &self,
+        w: &Warp,
+        i: &Inst,
+        l: usize,
+        ranges: &mut dyn Iterator<Item = (u64, u64)>,
+        store: bool,
+    ) -> R<()> {
         let Some(pw) = &self.l.proxy_writes else { return Ok(()) };
         let hit = {
             let pw = pw.lock().unwrap_or_else(|p| p.into_inner());
@@ -138,10 +151,21 @@ impl Block<'_, '_> {
             i,
             FindingKind::MissingProxyFence,
             format!(
-                "this TMA load reads global byte {addr:#x}, written in this kernel through the generic proxy by \
+                "this TMA {} global byte {addr:#x}, written in this kernel through the generic proxy by \
                  block ({},{},{}) thread ({},{},{}) at PTX line {line} with no fence.proxy.async.global (or \
-                 fence.proxy.async) by that thread after the write: the async proxy may read stale data",
-                b[0], b[1], b[2], t[0], t[1], t[2]
+                 fence.proxy.async) by that thread after the write: {}",
+                if store { "store overwrites" } else { "load reads" },
+                b[0],
+                b[1],
+                b[2],
+                t[0],
+                t[1],
+                t[2],
+                if store {
+                    "the two writes race across proxies (either may land last)"
+                } else {
+                    "the async proxy may read stale data"
+                }
             ),
         ))
     }
@@ -497,7 +521,11 @@ impl Block<'_, '_> {
                 };
             }
         }
-        self.c.global_load_bytes += elems.iter().filter(|e| e.src.is_some()).count() as u64 * es as u64;
+        // TMA traffic in the global counters: the useful bytes are the in-bounds elements' (the
+        // out-of-bounds fill comes from no memory; the swizzle only permutes shared addresses),
+        // the transactions the distinct 32-byte sectors they lie in
+        let inb = || elems.iter().filter_map(|e| e.src.map(|g| (g, es as u64)));
+        self.count_tma_load(inb().count() as u64 * es as u64, sectors(inb()));
         self.issue_load(w, i, l, site, dst, data, m.swizzle, mbar)
     }
 
@@ -542,7 +570,17 @@ impl Block<'_, '_> {
         };
         let mbar_addr = w.regs[i.s[2] as usize * 32 + l].wrapping_add(i.target as i32 as i64 as u64);
         let mbar = self.mbar_offset(w, i, l, mbar_addr)?;
+        self.count_tma_load(size as u64, sectors(std::iter::once((src, size as u64))));
         self.issue_load(w, i, l, site, dst, data, tma::Swizzle::None, mbar)
+    }
+
+    /// One TMA / bulk load's traffic, in the global and the TMA counters (the request itself is
+    /// counted by `issue_load`).
+    fn count_tma_load(&mut self, bytes: u64, sectors: u64) {
+        self.c.global_load_bytes += bytes;
+        self.c.global_load_sectors += sectors;
+        self.c.tma_load_bytes += bytes;
+        self.c.tma_load_sectors += sectors;
     }
 
     /// Queues a load of `data` to shared offset `dst` completing on `mbar`: the destination
@@ -564,16 +602,22 @@ impl Block<'_, '_> {
         // proxy (and published by a block barrier when another thread initialised it)
         let r = self.hop().mbar.check_visible(mbar, w.id * 32 + l as u32, true);
         r.map_err(|e| self.mbar_err(w, i, l, mbar, e))?;
+        // S4: the copy writes an operand of a wgmma still in flight (a stage refilled before
+        // the wgmma reading it retired); on hardware it may land any time from now
+        if let Some(msg) = self.tma_over_wgmma(dst, dst + len) {
+            return Err(self.err(w, Some(l), i, FindingKind::AsyncHazard, msg));
+        }
         let h = self.hop();
         let phase = match h.mbar.bars.get(&mbar) {
             Some(b) if b.live => b.phase,
             _ => return Err(self.mbar_err(w, i, l, mbar, MbarError::NotInitialised)),
         };
         let guard = h.add_guard(dst, dst + len, GuardKind::Load { mbar, phase, landed: false }, site);
-        h.loads.push_back(TmaLoad { dst, data, swizzle, mbar, site, guard });
+        h.loads.push_back(TmaLoad { dst, data, swizzle, mbar, phase, site, guard });
         // in flight: the destination reads as poison until the copy lands
         self.shared[dst as usize..(dst + len) as usize].fill(0xFF);
         self.c.global_load_requests += 1;
+        self.c.tma_load_requests += 1;
         if self.l.opts.async_mode == AsyncMode::Eager {
             self.land_oldest()?;
         }
@@ -589,7 +633,23 @@ impl Block<'_, '_> {
         Ok(true)
     }
 
+    /// S4 for the async proxy's own writes: the report when shared bytes [lo, hi) that a TMA
+    /// (or bulk) load writes overlap an operand of a wgmma still in flight.
+    fn tma_over_wgmma(&mut self, lo: u32, hi: u32) -> Option<String> {
+        let g = self.hop().guards.iter().find(|g| g.kind == GuardKind::Wgmma && g.lo < hi && lo < g.hi).copied()?;
+        let line = self.l.kernel.insts[g.site.pc as usize].line;
+        Some(format!(
+            "the TMA load writes shared [{lo:#x}, {hi:#x}), which overlaps [{:#x}, {:#x}), an operand of a wgmma (PTX \
+             line {line}, warp {}) still in flight: the copy may land while the wgmma reads it (wgmma.wait_group \
+             before refilling the buffer)",
+            g.lo, g.hi, g.site.warp
+        ))
+    }
+
     fn land(&mut self, op: TmaLoad) -> R<()> {
+        if let Some(msg) = self.tma_over_wgmma(op.dst, op.dst + op.data.len() as u32) {
+            return Err(self.site_err(op.site, FindingKind::AsyncHazard, msg));
+        }
         for (k, chunk) in op.data.chunks(16).enumerate() {
             let a = op.swizzle.apply(op.dst + 16 * k as u32) as usize;
             self.shared[a..a + chunk.len()].copy_from_slice(chunk);
@@ -611,26 +671,68 @@ impl Block<'_, '_> {
                 *landed = true;
             }
         }
+        // S8: the phase the copy was issued in completed without its bytes: the expect_tx of
+        // that phase announced fewer bytes than its copies deliver, and these spill into a
+        // later phase (which then completes early)
+        let crossed = match h.mbar.bars.get(&op.mbar) {
+            Some(b) if b.live && b.phase != op.phase => Some(MbarError::TxOverflow {
+                expected: b.last_expected,
+                delivered: op.data.len() as i64,
+                phase: op.phase,
+                crossed: true,
+            }),
+            _ => None,
+        };
+        if let Some(e) = crossed {
+            return Err(self.tx_err(op.site, op.mbar, e));
+        }
+        h.last_tx.insert(op.mbar, op.site);
         let before = h.mbar.completions;
         let r = h.mbar.complete_tx(op.mbar, op.data.len() as i64);
         let done = h.mbar.completions != before;
-        r.map_err(|e| {
-            let why = match e {
-                MbarError::TxOverflow { .. } => {
-                    format!("{e} (expect_tx must count every byte of every box, out-of-bounds fill included)")
-                }
-                e => e.to_string(),
-            };
-            self.site_err(
-                op.site,
-                FindingKind::MbarrierMisuse,
-                format!("TMA load completing on the mbarrier at shared offset {:#x}: {why}", op.mbar),
-            )
-        })?;
+        r.map_err(|e| self.tx_err(op.site, op.mbar, e))?;
         if done {
             self.phase_completed();
         }
         Ok(())
+    }
+
+    /// A finding about the bytes a TMA load (issued at `site`) delivers to the mbarrier at `mbar`.
+    fn tx_err(&self, site: Site, mbar: u32, e: MbarError) -> Error {
+        let why = match e {
+            MbarError::TxOverflow { .. } => {
+                format!("{e} (expect_tx must count every byte of every box, out-of-bounds fill included)")
+            }
+            e => e.to_string(),
+        };
+        self.site_err(
+            site,
+            FindingKind::MbarrierMisuse,
+            format!("TMA load completing on the mbarrier at shared offset {mbar:#x}: {why}"),
+        )
+    }
+
+    /// S8 where the block can go no further (a deadlock, or every warp exited with the copies
+    /// landed): a barrier whose transaction count is below zero got bytes no `expect_tx`
+    /// claimed. Located at the last load that delivered to it.
+    pub(super) fn tx_surplus(&self) -> Option<Error> {
+        let h = self.hop.as_deref()?;
+        let (off, e) = h.mbar.surplus()?;
+        Some(match h.last_tx.get(&off) {
+            Some(&site) => self.tx_err(site, off, e),
+            None => Finding {
+                kind: FindingKind::MbarrierMisuse,
+                kernel: self.l.kernel.name.clone(),
+                module: self.l.module.name.clone(),
+                block: (self.ctaid[0], self.ctaid[1], self.ctaid[2]),
+                thread: None,
+                warp: None,
+                ptx_line: None,
+                cu_location: None,
+                detail: format!("mbarrier at shared offset {off:#x} (mbarrier.complete_tx): {e}"),
+            }
+            .into(),
+        })
     }
 
     /// `cp.async.bulk.tensor` store by lane `l`: the source box must have been fenced for the
@@ -657,6 +759,10 @@ impl Block<'_, '_> {
                 ),
             ));
         }
+        // S17 for stores: the global bytes the store overwrites must not hold generic writes of
+        // this kernel their writer has not fenced (a cross-proxy write-write race)
+        let es = m.esize() as u64;
+        self.check_proxy_writes(w, i, l, &mut elems.iter().filter_map(|e| e.src.map(|g| (g, es))), true)?;
         let thread = w.id * 32 + l as u32;
         let h = self.hop();
         let group = h.bulk_committed[thread as usize];
@@ -685,8 +791,16 @@ impl Block<'_, '_> {
                 al.mark_init(g - al.base, es as u64);
             }
         }
+        if let Some(pw) = &self.l.proxy_writes {
+            // async-proxy writes: no generic write is left unfenced under them
+            let mut pw = pw.lock().unwrap_or_else(|p| p.into_inner());
+            for &(_, g) in &st.elems {
+                pw.overwritten(g, es as u64);
+            }
+        }
         self.c.global_store_requests += 1;
         self.c.global_store_bytes += (st.elems.len() * es) as u64;
+        self.c.global_store_sectors += sectors(st.elems.iter().map(|&(_, g)| (g, es as u64)));
         self.hop().guards.retain(|g| g.id != st.guard);
     }
 
@@ -806,6 +920,9 @@ impl Block<'_, '_> {
             return Ok(());
         }
         while self.land_oldest()? {}
+        if let Some(e) = self.tx_surplus() {
+            return Err(e);
+        }
         if let Some(st) = self.hop().stores.first() {
             let site = st.site;
             return Err(self.site_err(
@@ -828,6 +945,15 @@ impl Block<'_, '_> {
         }
         s
     }
+}
+
+/// The distinct 32-byte sectors that the (address, bytes) ranges touch: a TMA or bulk copy's
+/// memory transactions, counted as the LSU's are (`mem::count_sectors`).
+fn sectors(ranges: impl Iterator<Item = (u64, u64)>) -> u64 {
+    let mut s: Vec<u64> = ranges.filter(|r| r.1 > 0).flat_map(|(a, n)| (a >> 5)..=((a + n - 1) >> 5)).collect();
+    s.sort_unstable();
+    s.dedup();
+    s.len() as u64
 }
 
 /// `loc` advanced by `k` bytes.

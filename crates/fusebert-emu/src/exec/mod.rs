@@ -129,12 +129,12 @@ impl<'a> Launch<'a> {
             reg_use,
             global_ww,
             global_writes: std::sync::Mutex::new(Vec::new()),
-            // S17 is about TMA reads of the kernel's own generic writes: only kernels with
-            // TMA / bulk loads keep the record
+            // S17 is about TMA reads (and TMA-store overwrites) of the kernel's own generic
+            // writes: only kernels with TMA / bulk copies keep the record
             proxy_writes: kernel
                 .insts
                 .iter()
-                .any(|i| i.op == Op::BulkTensor && i.sub == sub::BULK_LOAD)
+                .any(|i| i.op == Op::BulkTensor)
                 .then(crate::async_proxy::ProxyWrites::new_shared),
             alloc_hints: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0)),
             profile: Default::default(),
@@ -541,6 +541,10 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     fn deadlock(&self, warps: &[Warp]) -> Error {
+        // bytes delivered beyond expect_tx keep a phase open forever: the cause, not the hang
+        if let Some(e) = self.tx_surplus() {
+            return e;
+        }
         let mut s = "no warp can make progress;".to_string();
         for w in warps {
             match w.state {

@@ -271,6 +271,26 @@ impl Block<'_, '_> {
                 ),
                 ));
             }
+            // a TMA load into the operand whose mbarrier phase has not completed: the wgmma may
+            // read the bytes before they land
+            let h = self.hop();
+            h.lift_completed();
+            let load = h.guards.iter().find(|g| matches!(g.kind, GuardKind::Load { .. }) && g.lo < hi && lo < g.hi);
+            if let Some(&g) = load {
+                let GuardKind::Load { mbar, phase, .. } = g.kind else { unreachable!() };
+                let line = k.insts[g.site.pc as usize].line;
+                return Err(self.err(
+                    w,
+                    None,
+                    i,
+                    FindingKind::AsyncHazard,
+                    format!(
+                        "wgmma operand {what} [{lo:#x}, {hi:#x}) overlaps the destination of a TMA load (PTX line \
+                         {line}) whose mbarrier (shared offset {mbar:#x}) phase {phase} has not completed: wait on \
+                         the mbarrier before the wgmma reads the tile"
+                    ),
+                ));
+            }
             let site = Site { pc, warp: w.id, lane: 0 };
             guards[j] = self.hop().add_guard(lo, hi, GuardKind::Wgmma, site);
         }
