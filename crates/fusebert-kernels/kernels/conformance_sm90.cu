@@ -280,6 +280,8 @@ __device__ void wg_case(uint32_t* out) {
 WG_CASE(conf_c1_frag_n8,                 8,   1, 0, 128,  256,  0, 128,  256,  2, 1, 0, 0)
 WG_CASE(conf_c1_frag_n64,                64,  1, 0, 128,  256,  0, 128,  256,  2, 1, 0, 0)
 WG_CASE(conf_c1_frag_n256,               256, 1, 0, 128,  256,  0, 128,  256,  2, 1, 0, 0)
+// C1: the f16-accumulator D fragment (m64n8k16.f16.f16.f16; D = m + 1 + 128 n < 2048, exact in f16)
+WG_CASE(conf_c1_frag_f16acc_n8,          8,   1, 0, 128,  256,  0, 128,  256,  2, 1, 0, 0, 0, 1)
 // C3: K-major without swizzle, LBO != SBO both ways round, on B and on A (K = 64: 4 steps)
 WG_CASE(conf_c3_kmajor_b_lbo128_sbo1024, 32,  4, 0, 128,  1024, 0, 128,  1024, 0, 1, 0, 0)
 WG_CASE(conf_c3_kmajor_b_lbo512_sbo128,  32,  4, 0, 128,  1024, 0, 512,  128,  0, 1, 0, 0)

@@ -147,6 +147,12 @@ pub fn all() -> Vec<Case> {
         c("c1_frag_n64", "conf_c1_frag_n64", "wgmma D fragment, N = 64", Kind::Wgmma(WgSpec { n: 64, ..frag })),
         c("c1_frag_n256", "conf_c1_frag_n256", "wgmma D fragment, N = 256", Kind::Wgmma(WgSpec { n: 256, ..frag })),
         c(
+            "c1_frag_f16acc_n8",
+            "conf_c1_frag_f16acc_n8",
+            "wgmma f16-accumulator D fragment (m64n8k16.f16): low/high half of d[j] of thread t -> (m, n), (m, n + 1)",
+            Kind::Wgmma(WgSpec { acc16: true, ..frag }),
+        ),
+        c(
             "c3_kmajor_b_lbo128_sbo1024",
             "conf_c3_kmajor_b_lbo128_sbo1024",
             "K-major no-swizzle address function of B (LBO 128 < SBO 1024), K = 64 in 4 steps of 2 LBO",
@@ -534,22 +540,45 @@ pub fn wg_reference(s: &WgSpec) -> Option<Vec<u32>> {
     let val = |addr: usize| f16::from_bits(img[addr / 2]).to_f64();
     let (a0, b0) = (0usize, WG_A_BYTES);
     let sign = if s.neg_a { -1.0 } else { 1.0 };
+    let d = |m: usize, n: usize| {
+        // f16 accumulators start at zero (the kernel ignores PRE_BITS for them)
+        let mut acc = if s.scale_d && !s.acc16 { f32::from_bits(s.pre_bits) as f64 } else { 0.0 };
+        for j in 0..s.kb {
+            for k in 0..16 {
+                let a = val(operand_addr(s.mn, a0, s.la, s.lboa, s.sboa, j, m, k));
+                let b = val(operand_addr(s.mn, b0, s.lb, s.lbob, s.sbob, j, n, k));
+                acc += sign * a * b;
+            }
+        }
+        acc
+    };
+    if s.acc16 {
+        // exact in f16 too (C1's fragment values stay below 2048)
+        let mut out = vec![0u32; 128 * s.n / 4];
+        for t in 0..128 {
+            for j in 0..s.n / 4 {
+                let (m, n) = d16_fragment(t, j);
+                let (lo, hi) = (f16::from_f64(d(m, n)).to_bits(), f16::from_f64(d(m, n + 1)).to_bits());
+                out[t * s.n / 4 + j] = lo as u32 | (hi as u32) << 16;
+            }
+        }
+        return Some(out);
+    }
     let mut out = vec![0u32; 128 * s.n / 2];
     for t in 0..128 {
         for i in 0..s.n / 2 {
             let (m, n) = d_fragment(t, i);
-            let mut acc = if s.scale_d { f32::from_bits(s.pre_bits) as f64 } else { 0.0 };
-            for j in 0..s.kb {
-                for k in 0..16 {
-                    let a = val(operand_addr(s.mn, a0, s.la, s.lboa, s.sboa, j, m, k));
-                    let b = val(operand_addr(s.mn, b0, s.lb, s.lbob, s.sbob, j, n, k));
-                    acc += sign * a * b;
-                }
-            }
-            out[t * s.n / 2 + i] = (acc as f32).to_bits();
+            out[t * s.n / 2 + i] = (d(m, n) as f32).to_bits();
         }
     }
     Some(out)
+}
+
+/// (m, n) of the low half of f16x2 accumulator `j` of warpgroup thread `t` (f16 D fragment,
+/// note 1.4: `m = 16w + g + 8 (j&1)`, `n = 8 (j>>1) + 2q`; the high half is column n + 1).
+pub fn d16_fragment(t: usize, j: usize) -> (usize, usize) {
+    let (w, l) = (t / 32, t % 32);
+    (16 * w + (l >> 2) + 8 * (j & 1), 8 * (j >> 1) + 2 * (l & 3))
 }
 
 /// (m, k) held by element `e` (f16: half e; s8: byte e) of A register `j` of warpgroup thread `t`
@@ -836,8 +865,7 @@ pub fn describe(case: &Case, index: usize) -> String {
     match &case.kind {
         Kind::Wgmma(s) if s.acc16 => {
             let (t, j) = (index / (s.n / 4), index % (s.n / 4));
-            let (w, l) = (t / 32, t % 32);
-            let (m, n) = (16 * w + (l >> 2) + 8 * (j & 1), 8 * (j >> 1) + 2 * (l & 3));
+            let (m, n) = d16_fragment(t, j);
             format!("thread {t} d[{j}] (f16x2) = D(m {m}, n {n}..{}) by the note's fragment", n + 1)
         }
         Kind::Wgmma(s) => {
@@ -933,7 +961,7 @@ mod tests {
 
     #[test]
     fn code_cases_read_one_slot_each() {
-        // D(m, n) of a B-code case is the code at B's address of (n, k = m % K): one product
+        // D(m, n) of a B-code case (K- or MN-major) is the code at B's address of (n, k = m % K): one product
         for case in all() {
             let Kind::Wgmma(s) = case.kind else { continue };
             if s.var != 0 {
@@ -944,11 +972,106 @@ mod tests {
                 for i in 0..s.n / 2 {
                     let (m, n) = d_fragment(t, i);
                     let k = m % (16 * s.kb);
-                    let start = step_start(WG_A_BYTES, s.lb, s.lbob as usize, k / 16);
-                    let addr = desc_addr(start, s.lbob as usize, s.sbob as usize, s.lb, n, k % 16);
+                    let addr = operand_addr(s.mn, WG_A_BYTES, s.lb, s.lbob, s.sbob, k / 16, n, k % 16);
                     let want = f16::from_bits(code((addr - WG_A_BYTES) / 2)).to_f32();
                     assert_eq!(f32::from_bits(r[t * s.n / 2 + i]), want, "{} t {t} i {i}", case.name);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn mn_major_cases_read_distinct_slots_and_catch_swapped_roles() {
+        // every (n, k) of B reads its own slot inside the B region (so D names it), and reading with
+        // LBO and SBO exchanged (the mistake C5 is for) reads another slot somewhere
+        let mut seen = 0;
+        for case in all() {
+            let Kind::Wgmma(s) = case.kind else { continue };
+            if !s.mn {
+                continue;
+            }
+            seen += 1;
+            let mut addrs = std::collections::HashSet::new();
+            let mut swapped_differs = false;
+            for n in 0..s.n {
+                for k in 0..16 * s.kb {
+                    let (j, kk) = (k / 16, k % 16);
+                    let a = operand_addr(true, WG_A_BYTES, s.lb, s.lbob, s.sbob, j, n, kk);
+                    assert!((WG_A_BYTES..WG_A_BYTES + WG_B_BYTES).contains(&a), "{} ({n}, {k})", case.name);
+                    assert!(addrs.insert(a), "{}: ({n}, {k}) shares slot {a}", case.name);
+                    swapped_differs |= operand_addr(true, WG_A_BYTES, s.lb, s.sbob, s.lbob, j, n, kk) != a;
+                }
+            }
+            assert!(swapped_differs, "{}", case.name);
+            // and the K-major reading of the same descriptor differs too
+            let r = wg_reference(&s).unwrap();
+            let k_major = wg_reference(&WgSpec { mn: false, ..s }).unwrap();
+            assert_ne!(r, k_major, "{}", case.name);
+        }
+        assert_eq!(seen, 5);
+    }
+
+    #[test]
+    fn rs_fragments_cover_the_a_tile_once() {
+        for s8 in [false, true] {
+            let (k_total, per) = if s8 { (32, 4) } else { (16, 2) };
+            let mut hit = vec![vec![0; k_total]; 64];
+            for t in 0..128 {
+                for j in 0..4 {
+                    for e in 0..per {
+                        let (m, k) = a_fragment(t, j, e, s8);
+                        hit[m][k] += 1;
+                    }
+                }
+            }
+            assert!(hit.iter().flatten().all(|&h| h == 1), "s8 {s8}");
+        }
+        // thread 37 (w 1, g 1, q 1), a[3] half 1: m = 16 + 1 + 8, k = 8 + 2 + 1
+        assert_eq!(a_fragment(37, 3, 1, false), (25, 11));
+        // s8: byte 2 of a[2]: m = 17, k = 16 + 4 + 2
+        assert_eq!(a_fragment(37, 2, 2, true), (17, 22));
+        // the f16 RS words are the codes themselves: all distinct
+        let r = rs_reference(&RsSpec { s8: false });
+        assert_eq!(r.iter().collect::<std::collections::HashSet<_>>().len(), r.len());
+    }
+
+    #[test]
+    fn int8_references_saturate_both_ways_and_see_the_sign_of_a() {
+        let sat = int8_reference(&Int8Spec { a_unsigned: false, satfinite: true, kb: 1 });
+        let v: Vec<i32> = sat.iter().map(|&w| w as i32).collect();
+        assert!(v.contains(&i32::MAX) && v.contains(&i32::MIN));
+        assert!(v.iter().any(|&x| x != i32::MAX && x != i32::MIN), "some sums do not overflow");
+        let s8 = int8_reference(&Int8Spec { a_unsigned: false, satfinite: false, kb: 2 });
+        let u8 = int8_reference(&Int8Spec { a_unsigned: true, satfinite: false, kb: 2 });
+        assert_ne!(s8, u8);
+        assert!(s8.iter().any(|&w| (w as i32) < 0) && s8.iter().any(|&w| (w as i32) > 0));
+    }
+
+    #[test]
+    fn gemm_reference_is_the_integer_matmul() {
+        let r = gemm_reference();
+        assert_eq!(r.len(), GEMM_M * GEMM_N + 1);
+        let d = |m: i64, n: i64| -> i64 { (0..256).map(|k| ((m + 2 * k) % 7 - 3) * ((3 * n + k) % 5 - 2)).sum() };
+        for (m, n) in [(0, 0), (5, 77), (127, 127), (64, 1)] {
+            assert_eq!(f32::from_bits(r[m * GEMM_N + n]), d(m as i64, n as i64) as f32, "({m}, {n})");
+        }
+        assert!(r[..GEMM_M * GEMM_N].iter().any(|&w| f32::from_bits(w) != 0.0));
+    }
+
+    #[test]
+    fn f16_accumulator_fragment_values_name_their_elements() {
+        let s = match find("c1_frag_f16acc_n8").unwrap().kind {
+            Kind::Wgmma(s) => s,
+            _ => unreachable!(),
+        };
+        let r = wg_reference(&s).unwrap();
+        assert_eq!(r.len(), words(&Kind::Wgmma(s)));
+        for t in 0..128 {
+            for j in 0..2 {
+                let (m, n) = d16_fragment(t, j);
+                let w = r[t * 2 + j];
+                assert_eq!(f16::from_bits(w as u16).to_f32(), (m + 1 + 128 * n) as f32);
+                assert_eq!(f16::from_bits((w >> 16) as u16).to_f32(), (m + 1 + 128 * (n + 1)) as f32);
             }
         }
     }
