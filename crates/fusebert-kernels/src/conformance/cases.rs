@@ -599,6 +599,11 @@ pub fn c2_code8(s: usize) -> i8 {
 /// The words of an RS case: the A tile from the register fragment (thread t's slot codes placed at
 /// their (m, k)), B one-hot B[k][n] = (k == n), so D(m, n) = A(m, n) at the D fragment's places.
 pub fn rs_reference(s: &RsSpec) -> Vec<u32> {
+    rs_reference_with(s, a_fragment)
+}
+
+/// [`rs_reference`] with another A fragment (the unit tests' wrong ones).
+fn rs_reference_with(s: &RsSpec, a_fragment: impl Fn(usize, usize, usize, bool) -> (usize, usize)) -> Vec<u32> {
     let (n_cols, per_reg) = if s.s8 { (32, 4) } else { (16, 2) };
     let mut a = vec![vec![0f64; n_cols]; 64];
     for t in 0..128 {
@@ -1030,6 +1035,23 @@ mod tests {
         assert_eq!(a_fragment(37, 3, 1, false), (25, 11));
         // s8: byte 2 of a[2]: m = 17, k = 16 + 4 + 2
         assert_eq!(a_fragment(37, 2, 2, true), (17, 22));
+        // plausible wrong fragments change the words: register roles exchanged (row half by j >> 1,
+        // K half by j & 1), element order reversed inside a register, lanes' g and q exchanged
+        for s8 in [false, true] {
+            let spec = RsSpec { s8 };
+            let right = rs_reference(&spec);
+            let per = if s8 { 4 } else { 2 };
+            let kq = if s8 { 16 } else { 8 };
+            let swapped_regs = |t: usize, j: usize, e: usize, s8: bool| a_fragment(t, (j >> 1) | (j & 1) << 1, e, s8);
+            let reversed = |t: usize, j: usize, e: usize, s8: bool| a_fragment(t, j, per - 1 - e, s8);
+            let gq = |t: usize, j: usize, e: usize, _: bool| {
+                let (w, l) = (t / 32, t % 32);
+                (16 * w + (l & 3) + 4 * ((l >> 2) & 1) + 8 * (j & 1), kq * (j >> 1) + per * (l >> 3) + e)
+            };
+            assert_ne!(rs_reference_with(&spec, swapped_regs), right, "s8 {s8}");
+            assert_ne!(rs_reference_with(&spec, reversed), right, "s8 {s8}");
+            assert_ne!(rs_reference_with(&spec, gq), right, "s8 {s8}");
+        }
         // the f16 RS words are the codes themselves: all distinct
         let r = rs_reference(&RsSpec { s8: false });
         assert_eq!(r.iter().collect::<std::collections::HashSet<_>>().len(), r.len());
