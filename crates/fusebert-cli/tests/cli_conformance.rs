@@ -114,7 +114,10 @@ fn f16_accumulators_are_plausible(w: &[u32], mode: &str) {
             for (h, half) in [(w[2 * t + j] & 0xffff) as u16, (w[2 * t + j] >> 16) as u16].into_iter().enumerate() {
                 let got = half::f16::from_bits(half).to_f64();
                 let want = exact(m, n + h);
-                assert!((got - want).abs() <= 2f64.powi(-9), "{mode}: thread {t} d[{j}] half {h} = {got}, exact {want}");
+                assert!(
+                    (got - want).abs() <= 2f64.powi(-9),
+                    "{mode}: thread {t} d[{j}] half {h} = {got}, exact {want}"
+                );
             }
         }
     }

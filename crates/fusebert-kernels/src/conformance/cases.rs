@@ -117,7 +117,22 @@ pub struct Case {
 // One row of the wgmma case table: positional on purpose, the table reads as columns.
 #[allow(clippy::too_many_arguments)]
 const fn wg(n: usize, kb: usize, la: u32, lboa: u32, sboa: u32, lb: u32, lbob: u32, sbob: u32, var: u32) -> WgSpec {
-    WgSpec { n, kb, la, lboa, sboa, lb, lbob, sbob, var, scale_d: true, neg_a: false, pre_bits: 0, mn: false, acc16: false }
+    WgSpec {
+        n,
+        kb,
+        la,
+        lboa,
+        sboa,
+        lb,
+        lbob,
+        sbob,
+        var,
+        scale_d: true,
+        neg_a: false,
+        pre_bits: 0,
+        mn: false,
+        acc16: false,
+    }
 }
 
 const fn load2(dims: [u64; 2], stride: u64, boxd: [u32; 2], swizzle: u32, coords: [i32; 2]) -> TmaLoadSpec {
@@ -701,9 +716,8 @@ pub fn gemm_reference() -> Vec<u32> {
     let mut out = Vec::with_capacity(GEMM_M * GEMM_N + 1);
     for m in 0..GEMM_M {
         for n in 0..GEMM_N {
-            let d: i64 = (0..GEMM_K)
-                .map(|k| a[m * GEMM_K + k].to_f32() as i64 * w[n * GEMM_K + k].to_f32() as i64)
-                .sum();
+            let d: i64 =
+                (0..GEMM_K).map(|k| a[m * GEMM_K + k].to_f32() as i64 * w[n * GEMM_K + k].to_f32() as i64).sum();
             out.push((d as f32).to_bits());
         }
     }

@@ -181,7 +181,10 @@ impl Runner {
                     smem as i32,
                 )
             }
-            .map_err(|e| Error::Kernel { kernel: kernel.into(), msg: format!("dynamic shared memory {smem}: {e:?}") })?;
+            .map_err(|e| Error::Kernel {
+                kernel: kernel.into(),
+                msg: format!("dynamic shared memory {smem}: {e:?}"),
+            })?;
         }
         let mut ptrs: Vec<*mut c_void> = args.iter_mut().map(Arg::ptr).collect();
         unsafe { result::launch_kernel(f, (1, 1, 1), (block, 1, 1), smem, self.stream, &mut ptrs) }
