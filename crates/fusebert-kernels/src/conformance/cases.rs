@@ -612,7 +612,7 @@ pub fn c2_code8(s: usize) -> i8 {
 }
 
 /// The words of an RS case: the A tile from the register fragment (thread t's slot codes placed at
-/// their (m, k)), B one-hot B[k][n] = (k == n), so D(m, n) = A(m, n) at the D fragment's places.
+/// their (m, k)), B one-hot, `B[k][n] = (k == n)`, so D(m, n) = A(m, n) at the D fragment's places.
 pub fn rs_reference(s: &RsSpec) -> Vec<u32> {
     rs_reference_with(s, a_fragment)
 }
@@ -699,12 +699,12 @@ pub const GEMM_K: usize = 256;
 /// Dynamic shared memory of the C15 launch: 2 stages of (A box 128 x 64 + W box 128 x 64) f16.
 pub const GEMM_SMEM: u32 = 2 * 32768;
 
-/// C15's A[m][k] = (m + 2k) mod 7 - 3 (f16, row-major, K contiguous).
+/// C15's `A[m][k]` = (m + 2k) mod 7 - 3 (f16, row-major, K contiguous).
 pub fn gemm_a() -> Vec<f16> {
     (0..GEMM_M * GEMM_K).map(|i| f16::from_f32(((i / GEMM_K + 2 * (i % GEMM_K)) % 7) as f32 - 3.0)).collect()
 }
 
-/// C15's W[n][k] = (3n + k) mod 5 - 2 (f16, row-major, K contiguous; D = A W^T).
+/// C15's `W[n][k]` = (3n + k) mod 5 - 2 (f16, row-major, K contiguous; D = A W^T).
 pub fn gemm_w() -> Vec<f16> {
     (0..GEMM_N * GEMM_K).map(|i| f16::from_f32(((3 * (i / GEMM_K) + i % GEMM_K) % 5) as f32 - 2.0)).collect()
 }
