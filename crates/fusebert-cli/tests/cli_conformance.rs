@@ -69,8 +69,11 @@ fn every_case_matches_its_reference_in_every_completion_mode() {
                 }
             }
         }
-        let c7 = json["cases"].as_array().unwrap().iter().find(|c| c["case"] == "c7_numerics_n8").unwrap();
-        assert_eq!(c7["verdict"], "recorded");
+        for name in ["c7_numerics_n8", "c7_numerics_f16acc_n8"] {
+            let c7 = json["cases"].as_array().unwrap().iter().find(|c| c["case"] == name).unwrap();
+            assert_eq!(c7["verdict"], "recorded", "{mode} {name}");
+        }
+        f16_accumulators_are_plausible(&words(&dir.join("c7_numerics_f16acc_n8.bin")), mode);
     }
     // lazy vs eager: identical; lazy vs random: only elect.sync's leader may differ
     let cmp = |a: &Path, b: &Path| {
@@ -86,6 +89,37 @@ fn every_case_matches_its_reference_in_every_completion_mode() {
     assert_eq!(code, Some(if differing.is_empty() { 0 } else { 1 }), "{text}");
     for (_, _, _, d) in &modes {
         let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// C7 with f16 accumulators has no reference (Hopper's accumulation model is unknown), but every
+/// result must lie within 2^-9 of the exact sum (two f16 ulps of 1.0, far less than any fragment or
+/// sign mistake): row m holds +-1 (m < 32: +1) times B[0][n] = 1 - (n&1) 2^-11, plus 15 products
+/// (m%16 + 1) 2^s(m) x 2^-(8 + n%8), s(m) = -24 for m >= 48, else -14 (the kernel's VAR 3 values).
+/// The f16 D fragment (note 1.4): thread t's d[j] holds (m, n) low and (m, n + 1) high, m = 16 w +
+/// g + 8 (j&1), n = 8 (j>>1) + 2q. That the words are the same in every completion mode is
+/// checked by the comparisons below.
+fn f16_accumulators_are_plausible(w: &[u32], mode: &str) {
+    assert_eq!(w.len(), 128 * 2, "{mode}");
+    let exact = |m: usize, n: usize| {
+        let a0 = if m < 32 { 1.0 } else { -1.0 };
+        let b0 = 1.0 - (n & 1) as f64 * 2f64.powi(-11);
+        let a = (m % 16 + 1) as f64 * 2f64.powi(if m >= 48 { -24 } else { -14 });
+        a0 * b0 + 15.0 * a * 2f64.powi(-(8 + (n % 8) as i32))
+    };
+    for t in 0..128 {
+        let (wq, l) = (t / 32, t % 32);
+        for j in 0..2 {
+            let (m, n) = (16 * wq + (l >> 2) + 8 * (j & 1), 8 * (j >> 1) + 2 * (l & 3));
+            for (h, half) in [(w[2 * t + j] & 0xffff) as u16, (w[2 * t + j] >> 16) as u16].into_iter().enumerate() {
+                let got = half::f16::from_bits(half).to_f64();
+                let want = exact(m, n + h);
+                assert!(
+                    (got - want).abs() <= 2f64.powi(-9),
+                    "{mode}: thread {t} d[{j}] half {h} = {got}, exact {want}"
+                );
+            }
+        }
     }
 }
 

@@ -30,6 +30,28 @@ pub struct WgSpec {
     pub neg_a: bool,
     /// Bits of the f32 every accumulator holds before the first wgmma.
     pub pre_bits: u32,
+    /// Both operands MN-major (imm-trans-a = imm-trans-b = 1; C5).
+    pub mn: bool,
+    /// f16 accumulators (m64n8k16.f16.f16.f16, N/4 f16x2 words per thread; C7 only).
+    pub acc16: bool,
+}
+
+/// One RS wgmma case (`conf_c2_rs_{f16,s8}`): A from registers holding codes, B one-hot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RsSpec {
+    /// s8 x s8 -> s32 m64n32k32 (else f16 x f16 -> f32 m64n16k16).
+    pub s8: bool,
+}
+
+/// One int8 case (`conf_c6_*`): m64n32k32, both operands K-major SW128 and byte-code filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Int8Spec {
+    /// A is u8 (else s8); B is always s8.
+    pub a_unsigned: bool,
+    /// `.satfinite` over accumulators preset near the s32 limits.
+    pub satfinite: bool,
+    /// K steps of 32 (start + 32 j).
+    pub kb: usize,
 }
 
 /// One TMA tile load (`conf_c9_tma_load_{2,3}d`): a u16 tensor whose element at byte offset `o`
@@ -73,6 +95,12 @@ pub enum Kind {
     SmemAddresses,
     Elect,
     GridConstant,
+    /// C2: A from registers.
+    Rs(RsSpec),
+    /// C6: s8 / u8 x s8.
+    Int8(Int8Spec),
+    /// C15: the producer/consumer GEMM ([`GEMM_M`] x [`GEMM_N`] x [`GEMM_K`]).
+    Gemm,
 }
 
 /// One conformance case.
@@ -89,7 +117,22 @@ pub struct Case {
 // One row of the wgmma case table: positional on purpose, the table reads as columns.
 #[allow(clippy::too_many_arguments)]
 const fn wg(n: usize, kb: usize, la: u32, lboa: u32, sboa: u32, lb: u32, lbob: u32, sbob: u32, var: u32) -> WgSpec {
-    WgSpec { n, kb, la, lboa, sboa, lb, lbob, sbob, var, scale_d: true, neg_a: false, pre_bits: 0 }
+    WgSpec {
+        n,
+        kb,
+        la,
+        lboa,
+        sboa,
+        lb,
+        lbob,
+        sbob,
+        var,
+        scale_d: true,
+        neg_a: false,
+        pre_bits: 0,
+        mn: false,
+        acc16: false,
+    }
 }
 
 const fn load2(dims: [u64; 2], stride: u64, boxd: [u32; 2], swizzle: u32, coords: [i32; 2]) -> TmaLoadSpec {
@@ -103,7 +146,14 @@ const fn load2(dims: [u64; 2], stride: u64, boxd: [u32; 2], swizzle: u32, coords
     }
 }
 
-/// Every case, in priority order (the note's C1, C3, C4, C9, C10, C11, C12, C13, C14, C8, C7).
+/// An MN-major (C5) row: both operands with the same layout, LBO and SBO, K = 32 in 2 steps, B
+/// code-filled, A one-hot.
+const fn mn(n: usize, layout: u32, lbo: u32, sbo: u32) -> WgSpec {
+    WgSpec { mn: true, ..wg(n, 2, layout, lbo, sbo, layout, lbo, sbo, 0) }
+}
+
+/// Every case, in priority order (the note's C1, C3, C4, C9, C10, C11, C12, C13, C14, C8, C7,
+/// then C2, C5, C6, C7 with f16 accumulators, C15).
 pub fn all() -> Vec<Case> {
     let frag = wg(8, 1, 0, 128, 256, 0, 128, 256, 2);
     let c = |name, kernel, pins, kind| Case { name, kernel, pins, kind };
@@ -111,6 +161,12 @@ pub fn all() -> Vec<Case> {
         c("c1_frag_n8", "conf_c1_frag_n8", "wgmma D fragment (m64n8k16 f32): d[i] of thread t -> (m, n)", Kind::Wgmma(frag)),
         c("c1_frag_n64", "conf_c1_frag_n64", "wgmma D fragment, N = 64", Kind::Wgmma(WgSpec { n: 64, ..frag })),
         c("c1_frag_n256", "conf_c1_frag_n256", "wgmma D fragment, N = 256", Kind::Wgmma(WgSpec { n: 256, ..frag })),
+        c(
+            "c1_frag_f16acc_n8",
+            "conf_c1_frag_f16acc_n8",
+            "wgmma f16-accumulator D fragment (m64n8k16.f16): low/high half of d[j] of thread t -> (m, n), (m, n + 1)",
+            Kind::Wgmma(WgSpec { acc16: true, ..frag }),
+        ),
         c(
             "c3_kmajor_b_lbo128_sbo1024",
             "conf_c3_kmajor_b_lbo128_sbo1024",
@@ -237,6 +293,78 @@ pub fn all() -> Vec<Case> {
             "f32 accumulation of 15 f16 products around one ulp of +-1.0, subnormal products (bits recorded, no reference)",
             Kind::Wgmma(WgSpec { var: 3, ..frag }),
         ),
+        c(
+            "c2_rs_f16",
+            "conf_c2_rs_f16",
+            "RS wgmma A-register fragment (m64n16k16 f16): half h of a[j] of thread t -> (m, k)",
+            Kind::Rs(RsSpec { s8: false }),
+        ),
+        c(
+            "c2_rs_s8",
+            "conf_c2_rs_s8",
+            "RS wgmma A-register fragment (m64n32k32 s8): byte b of a[j] of thread t -> (m, k)",
+            Kind::Rs(RsSpec { s8: true }),
+        ),
+        c(
+            "c5_mn_none",
+            "conf_c5_mn_none",
+            "MN-major (imm-trans = 1) INTERLEAVE: SBO strides 8-element M/N groups, LBO 8-row K groups (LBO 128, SBO 512)",
+            Kind::Wgmma(mn(32, 0, 128, 512)),
+        ),
+        c(
+            "c5_mn_none_swapped",
+            "conf_c5_mn_none_swapped",
+            "MN-major INTERLEAVE with the strides swapped (LBO 1024, SBO 128)",
+            Kind::Wgmma(mn(32, 0, 1024, 128)),
+        ),
+        c(
+            "c5_mn_sw32",
+            "conf_c5_mn_sw32",
+            "MN-major 32B swizzle: LBO strides 32-byte M/N chunks (1024), SBO 8-row K groups (256), K step 2 SBO",
+            Kind::Wgmma(mn(32, 3, 1024, 256)),
+        ),
+        c(
+            "c5_mn_sw64",
+            "conf_c5_mn_sw64",
+            "MN-major 64B swizzle, LBO 512 < SBO 1024 (chunks interleaved with K groups)",
+            Kind::Wgmma(mn(64, 2, 512, 1024)),
+        ),
+        c(
+            "c5_mn_sw128",
+            "conf_c5_mn_sw128",
+            "MN-major 128B swizzle, N = 128 (two 64-element chunks, LBO 4096), SBO 1024",
+            Kind::Wgmma(mn(128, 1, 4096, 1024)),
+        ),
+        c(
+            "c6_s8s8_sw128",
+            "conf_c6_s8s8_sw128",
+            "s8 x s8 -> s32 m64n32k32, K-major 128B swizzle of bytes, start + 32 j (K = 64)",
+            Kind::Int8(Int8Spec { a_unsigned: false, satfinite: false, kb: 2 }),
+        ),
+        c(
+            "c6_u8s8_sw128",
+            "conf_c6_u8s8_sw128",
+            "u8 x s8 -> s32 m64n32k32 (A unsigned), K = 64",
+            Kind::Int8(Int8Spec { a_unsigned: true, satfinite: false, kb: 2 }),
+        ),
+        c(
+            "c6_s8s8_satfinite",
+            "conf_c6_s8s8_satfinite",
+            ".satfinite: accumulators preset to +-(2^31 - 256) overflow both ways and clamp to the s32 limits",
+            Kind::Int8(Int8Spec { a_unsigned: false, satfinite: true, kb: 1 }),
+        ),
+        c(
+            "c7_numerics_f16acc_n8",
+            "conf_c7_numerics_f16acc_n8",
+            "C7's products with f16 accumulators (m64n8k16.f16.f16.f16; bits recorded, no reference)",
+            Kind::Wgmma(WgSpec { var: 3, acc16: true, ..frag }),
+        ),
+        c(
+            "c15_ws_gemm",
+            "conf_c15_ws_gemm",
+            "producer/consumer GEMM 128x128x256: TMA producer warpgroup, 2 consumer warpgroups, 2-stage full/empty mbarrier ring, setmaxnreg 40/232, no hang",
+            Kind::Gemm,
+        ),
     ]
 }
 
@@ -248,7 +376,10 @@ pub fn find(name: &str) -> Option<Case> {
 /// Number of 32-bit words a case writes.
 pub fn words(kind: &Kind) -> usize {
     match kind {
-        Kind::Wgmma(s) => 128 * s.n / 2,
+        Kind::Wgmma(s) => 128 * s.n / if s.acc16 { 4 } else { 2 },
+        Kind::Rs(s) => 128 * if s.s8 { 16 } else { 8 },
+        Kind::Int8(_) => 128 * 16,
+        Kind::Gemm => GEMM_M * GEMM_N + 1,
         Kind::TmaLoad(s) => 1 + tma_box_bytes(s) / 4,
         Kind::TmaStore(s) => (s.stride / 4 * s.dims[1]) as usize,
         Kind::Mbarrier => 32,
@@ -321,6 +452,42 @@ fn step_start(base: usize, layout: u32, lbo: usize, j: usize) -> usize {
     }
 }
 
+/// Byte address that an MN-major f16 descriptor (imm-trans = 1) gives element (r, k), k < 16, of
+/// one wgmma (note 1.3, CUTLASS `make_gmma_desc<Major::MN>`): INTERLEAVE
+/// `start + (r/8) SBO + (k/8) LBO + (k%8) 16 + (r%8) 2`; swizzled, with C = W/2 elements per
+/// W-byte chunk, `swz(start + (r/C) LBO + (k/8) SBO + (k%8) W + (r%C) 2)`: LBO strides the chunks
+/// along M/N and SBO the 8-row K groups, the reverse of the INTERLEAVE roles.
+pub fn desc_addr_mn(start: usize, lbo: usize, sbo: usize, layout: u32, r: usize, k: usize) -> usize {
+    let w = desc_width(layout);
+    if w == 0 {
+        start + (r / 8) * sbo + (k / 8) * lbo + (k % 8) * 16 + (r % 8) * 2
+    } else {
+        let c = w / 2;
+        swizzle(start + (r / c) * lbo + (k / 8) * sbo + (k % 8) * w + (r % c) * 2, w)
+    }
+}
+
+/// Start address of K step j of an MN-major operand: 16 K rows = two 8-row K groups, 2 LBO
+/// without swizzle, 2 SBO with.
+fn step_start_mn(base: usize, layout: u32, lbo: usize, sbo: usize, j: usize) -> usize {
+    if layout == 0 {
+        base + j * 2 * lbo
+    } else {
+        base + j * 2 * sbo
+    }
+}
+
+/// Address of element (r, k) of K step j of a wgmma operand, K-major or MN-major.
+#[allow(clippy::too_many_arguments)]
+fn operand_addr(mn: bool, base: usize, layout: u32, lbo: u32, sbo: u32, j: usize, r: usize, k: usize) -> usize {
+    let (lbo, sbo) = (lbo as usize, sbo as usize);
+    if mn {
+        desc_addr_mn(step_start_mn(base, layout, lbo, sbo, j), lbo, sbo, layout, r, k)
+    } else {
+        desc_addr(step_start(base, layout, lbo, j), lbo, sbo, layout, r, k)
+    }
+}
+
 /// (m, n) held by accumulator `i` of warpgroup thread `t` (f32 D fragment, note 1.4).
 pub fn d_fragment(t: usize, i: usize) -> (usize, usize) {
     let (w, l) = (t / 32, t % 32);
@@ -343,7 +510,7 @@ pub fn wg_image(s: &WgSpec) -> Vec<u16> {
     // the kernel's writes go through the same formula as the reads (element (r, k) of K step
     // k/16 at the step's start): the write side is the note's "k*e" form for swizzled rows
     let at = |layout: u32, lbo: u32, sbo: u32, base: usize, r: usize, k: usize| {
-        desc_addr(step_start(base, layout, lbo as usize, k / 16), lbo as usize, sbo as usize, layout, r, k % 16)
+        operand_addr(s.mn, base, layout, lbo, sbo, k / 16, r, k % 16)
     };
     let mut put = |addr: usize, v: u16| img[addr / 2] = v;
     match s.var {
@@ -388,24 +555,174 @@ pub fn wg_reference(s: &WgSpec) -> Option<Vec<u32>> {
     let val = |addr: usize| f16::from_bits(img[addr / 2]).to_f64();
     let (a0, b0) = (0usize, WG_A_BYTES);
     let sign = if s.neg_a { -1.0 } else { 1.0 };
+    let d = |m: usize, n: usize| {
+        // f16 accumulators start at zero (the kernel ignores PRE_BITS for them)
+        let mut acc = if s.scale_d && !s.acc16 { f32::from_bits(s.pre_bits) as f64 } else { 0.0 };
+        for j in 0..s.kb {
+            for k in 0..16 {
+                let a = val(operand_addr(s.mn, a0, s.la, s.lboa, s.sboa, j, m, k));
+                let b = val(operand_addr(s.mn, b0, s.lb, s.lbob, s.sbob, j, n, k));
+                acc += sign * a * b;
+            }
+        }
+        acc
+    };
+    if s.acc16 {
+        // exact in f16 too (C1's fragment values stay below 2048)
+        let mut out = vec![0u32; 128 * s.n / 4];
+        for t in 0..128 {
+            for j in 0..s.n / 4 {
+                let (m, n) = d16_fragment(t, j);
+                let (lo, hi) = (f16::from_f64(d(m, n)).to_bits(), f16::from_f64(d(m, n + 1)).to_bits());
+                out[t * s.n / 4 + j] = lo as u32 | (hi as u32) << 16;
+            }
+        }
+        return Some(out);
+    }
     let mut out = vec![0u32; 128 * s.n / 2];
     for t in 0..128 {
         for i in 0..s.n / 2 {
             let (m, n) = d_fragment(t, i);
-            let mut acc = if s.scale_d { f32::from_bits(s.pre_bits) as f64 } else { 0.0 };
-            for j in 0..s.kb {
-                let sa = step_start(a0, s.la, s.lboa as usize, j);
-                let sb = step_start(b0, s.lb, s.lbob as usize, j);
-                for k in 0..16 {
-                    let a = val(desc_addr(sa, s.lboa as usize, s.sboa as usize, s.la, m, k));
-                    let b = val(desc_addr(sb, s.lbob as usize, s.sbob as usize, s.lb, n, k));
-                    acc += sign * a * b;
-                }
-            }
-            out[t * s.n / 2 + i] = (acc as f32).to_bits();
+            out[t * s.n / 2 + i] = (d(m, n) as f32).to_bits();
         }
     }
     Some(out)
+}
+
+/// (m, n) of the low half of f16x2 accumulator `j` of warpgroup thread `t` (f16 D fragment,
+/// note 1.4: `m = 16w + g + 8 (j&1)`, `n = 8 (j>>1) + 2q`; the high half is column n + 1).
+pub fn d16_fragment(t: usize, j: usize) -> (usize, usize) {
+    let (w, l) = (t / 32, t % 32);
+    (16 * w + (l >> 2) + 8 * (j & 1), 8 * (j >> 1) + 2 * (l & 3))
+}
+
+/// (m, k) held by element `e` (f16: half e; s8: byte e) of A register `j` of warpgroup thread `t`
+/// in an RS wgmma (note 1.4; the mma.sync m16n8k16 / m16n8k32 A fragments stacked at rows 16 w).
+pub fn a_fragment(t: usize, j: usize, e: usize, s8: bool) -> (usize, usize) {
+    let (w, l) = (t / 32, t % 32);
+    let (g, q) = (l >> 2, l & 3);
+    let m = 16 * w + g + 8 * (j & 1);
+    let k = if s8 { 16 * (j >> 1) + 4 * q + e } else { 8 * (j >> 1) + 2 * q + e };
+    (m, k)
+}
+
+/// C2's s8 code of register slot s = 16 t + 4 j + b (as `C2_CODE8` in the kernel file).
+pub fn c2_code8(s: usize) -> i8 {
+    ((s / 16 + 37 * (s % 16)) & 0xff) as u8 as i8
+}
+
+/// The words of an RS case: the A tile from the register fragment (thread t's slot codes placed at
+/// their (m, k)), B one-hot, `B[k][n] = (k == n)`, so D(m, n) = A(m, n) at the D fragment's places.
+pub fn rs_reference(s: &RsSpec) -> Vec<u32> {
+    rs_reference_with(s, a_fragment)
+}
+
+/// [`rs_reference`] with another A fragment (the unit tests' wrong ones).
+fn rs_reference_with(s: &RsSpec, a_fragment: impl Fn(usize, usize, usize, bool) -> (usize, usize)) -> Vec<u32> {
+    let (n_cols, per_reg) = if s.s8 { (32, 4) } else { (16, 2) };
+    let mut a = vec![vec![0f64; n_cols]; 64];
+    for t in 0..128 {
+        for j in 0..4 {
+            for e in 0..per_reg {
+                let (m, k) = a_fragment(t, j, e, s.s8);
+                a[m][k] = if s.s8 {
+                    c2_code8(16 * t + 4 * j + e) as f64
+                } else {
+                    f16::from_bits(code(8 * t + 2 * j + e)).to_f64()
+                };
+            }
+        }
+    }
+    let mut out = vec![0u32; 128 * n_cols / 2];
+    for t in 0..128 {
+        for i in 0..n_cols / 2 {
+            let (m, n) = d_fragment(t, i);
+            let d = a[m][n];
+            out[t * n_cols / 2 + i] = if s.s8 { d as i32 as u32 } else { (d as f32).to_bits() };
+        }
+    }
+    out
+}
+
+/// C6's byte codes at offset `s` of the A and of the B region (`C6_CODE_A` / `C6_CODE_B`).
+pub fn c6_code_a(s: usize) -> u8 {
+    ((s * 13 + (s >> 8) * 7 + 1) & 0xff) as u8
+}
+pub fn c6_code_b(s: usize) -> u8 {
+    ((s * 29 + (s >> 7) * 5 + 3) & 0xff) as u8
+}
+
+/// Accumulator preset of d[i] in the `.satfinite` case: 2^31 - 256 (even i), -(2^31 - 256) (odd i).
+fn c6_preset(i: usize) -> i64 {
+    if i & 1 == 1 {
+        -(0x7fff_ff00i64)
+    } else {
+        0x7fff_ff00
+    }
+}
+
+/// The words of an int8 case: element (r, k) of K step j of either operand is the byte at
+/// `swz128(32 j + (r/8) 1024 + (r%8) 128 + k)` of its region (note 1.3, K-major SW128 with 1-byte
+/// elements: a row is 128 elements, LBO unused); D = sum over the steps of the exact products, A
+/// as u8 or s8, B as s8. `.satfinite` (PTX ISA, wgmma.mma_async "Integer" form: the s32 result is
+/// saturated to [MIN_INT32, MAX_INT32] instead of wrapping) clamps each instruction's result;
+/// with one K step here that is clamp(preset + A.B).
+pub fn int8_reference(s: &Int8Spec) -> Vec<u32> {
+    // both regions start on the 1024-byte swizzle repeat (A at 0, B at 8 KiB)
+    let addr = |j: usize, r: usize, k: usize| swizzle(32 * j + (r / 8) * 1024 + (r % 8) * 128 + k, 128);
+    let mut out = vec![0u32; 128 * 16];
+    for t in 0..128 {
+        for i in 0..16 {
+            let (m, n) = d_fragment(t, i);
+            let mut acc: i64 = if s.satfinite { c6_preset(i) } else { 0 };
+            for j in 0..s.kb {
+                for k in 0..32 {
+                    let ab = c6_code_a(addr(j, m, k));
+                    let a = if s.a_unsigned { ab as i64 } else { ab as i8 as i64 };
+                    let b = c6_code_b(addr(j, n, k)) as i8 as i64;
+                    acc += a * b;
+                }
+                if s.satfinite {
+                    acc = acc.clamp(i32::MIN as i64, i32::MAX as i64);
+                }
+            }
+            out[t * 16 + i] = acc as i32 as u32;
+        }
+    }
+    out
+}
+
+/// C15's GEMM shape (`conf_c15_ws_gemm`: one 128 x 128 tile, 4 k-blocks of 64).
+pub const GEMM_M: usize = 128;
+pub const GEMM_N: usize = 128;
+pub const GEMM_K: usize = 256;
+/// Dynamic shared memory of the C15 launch: 2 stages of (A box 128 x 64 + W box 128 x 64) f16.
+pub const GEMM_SMEM: u32 = 2 * 32768;
+
+/// C15's `A[m][k]` = (m + 2k) mod 7 - 3 (f16, row-major, K contiguous).
+pub fn gemm_a() -> Vec<f16> {
+    (0..GEMM_M * GEMM_K).map(|i| f16::from_f32(((i / GEMM_K + 2 * (i % GEMM_K)) % 7) as f32 - 3.0)).collect()
+}
+
+/// C15's `W[n][k]` = (3n + k) mod 5 - 2 (f16, row-major, K contiguous; D = A W^T).
+pub fn gemm_w() -> Vec<f16> {
+    (0..GEMM_N * GEMM_K).map(|i| f16::from_f32(((3 * (i / GEMM_K) + i % GEMM_K) % 5) as f32 - 2.0)).collect()
+}
+
+/// C15's words: D = A W^T row-major (an exact integer matmul: |D| <= 256 * 3 * 2, every partial
+/// sum exact in f32), then 0 (no bounded wait gave up).
+pub fn gemm_reference() -> Vec<u32> {
+    let (a, w) = (gemm_a(), gemm_w());
+    let mut out = Vec::with_capacity(GEMM_M * GEMM_N + 1);
+    for m in 0..GEMM_M {
+        for n in 0..GEMM_N {
+            let d: i64 =
+                (0..GEMM_K).map(|k| a[m * GEMM_K + k].to_f32() as i64 * w[n * GEMM_K + k].to_f32() as i64).sum();
+            out.push((d as f32).to_bits());
+        }
+    }
+    out.push(0);
+    out
 }
 
 /// The words a TMA load case must write: [1 (phase completed), the box as TMA leaves it in
@@ -503,6 +820,9 @@ pub fn reference(case: &Case) -> Option<Vec<u32>> {
         Kind::GridConstant => {
             Some(grid_constant_bytes().chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect())
         }
+        Kind::Rs(s) => Some(rs_reference(s)),
+        Kind::Int8(s) => Some(int8_reference(s)),
+        Kind::Gemm => Some(gemm_reference()),
         Kind::SmemAddresses | Kind::Elect => None,
     }
 }
@@ -562,10 +882,33 @@ pub fn property(case: &Case, w: &[u32]) -> Option<std::result::Result<(), String
 /// What output word `index` of a case is, for a person reading a mismatch.
 pub fn describe(case: &Case, index: usize) -> String {
     match &case.kind {
+        Kind::Wgmma(s) if s.acc16 => {
+            let (t, j) = (index / (s.n / 4), index % (s.n / 4));
+            let (m, n) = d16_fragment(t, j);
+            format!("thread {t} d[{j}] (f16x2) = D(m {m}, n {n}..{}) by the note's fragment", n + 1)
+        }
         Kind::Wgmma(s) => {
             let (t, i) = (index / (s.n / 2), index % (s.n / 2));
             let (m, n) = d_fragment(t, i);
             format!("thread {t} d[{i}] = D(m {m}, n {n}) by the note's fragment")
+        }
+        Kind::Rs(s) => {
+            let per = if s.s8 { 16 } else { 8 };
+            let (t, i) = (index / per, index % per);
+            let (m, n) = d_fragment(t, i);
+            format!("thread {t} d[{i}] = D(m {m}, n {n}) = A(m {m}, k {n}) from the register fragment")
+        }
+        Kind::Int8(_) => {
+            let (t, i) = (index / 16, index % 16);
+            let (m, n) = d_fragment(t, i);
+            format!("thread {t} d[{i}] = D(m {m}, n {n}) (s32)")
+        }
+        Kind::Gemm => {
+            if index == GEMM_M * GEMM_N {
+                "bounded mbarrier waits that gave up (0 = no hang)".into()
+            } else {
+                format!("D(m {}, n {})", index / GEMM_N, index % GEMM_N)
+            }
         }
         Kind::TmaLoad(s) => {
             if index == 0 {
@@ -637,7 +980,7 @@ mod tests {
 
     #[test]
     fn code_cases_read_one_slot_each() {
-        // D(m, n) of a B-code case is the code at B's address of (n, k = m % K): one product
+        // D(m, n) of a B-code case (K- or MN-major) is the code at B's address of (n, k = m % K): one product
         for case in all() {
             let Kind::Wgmma(s) = case.kind else { continue };
             if s.var != 0 {
@@ -648,11 +991,123 @@ mod tests {
                 for i in 0..s.n / 2 {
                     let (m, n) = d_fragment(t, i);
                     let k = m % (16 * s.kb);
-                    let start = step_start(WG_A_BYTES, s.lb, s.lbob as usize, k / 16);
-                    let addr = desc_addr(start, s.lbob as usize, s.sbob as usize, s.lb, n, k % 16);
+                    let addr = operand_addr(s.mn, WG_A_BYTES, s.lb, s.lbob, s.sbob, k / 16, n, k % 16);
                     let want = f16::from_bits(code((addr - WG_A_BYTES) / 2)).to_f32();
                     assert_eq!(f32::from_bits(r[t * s.n / 2 + i]), want, "{} t {t} i {i}", case.name);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn mn_major_cases_read_distinct_slots_and_catch_swapped_roles() {
+        // every (n, k) of B reads its own slot inside the B region (so D names it), and reading with
+        // LBO and SBO exchanged (the mistake C5 is for) reads another slot somewhere
+        let mut seen = 0;
+        for case in all() {
+            let Kind::Wgmma(s) = case.kind else { continue };
+            if !s.mn {
+                continue;
+            }
+            seen += 1;
+            let mut addrs = std::collections::HashSet::new();
+            let mut swapped_differs = false;
+            for n in 0..s.n {
+                for k in 0..16 * s.kb {
+                    let (j, kk) = (k / 16, k % 16);
+                    let a = operand_addr(true, WG_A_BYTES, s.lb, s.lbob, s.sbob, j, n, kk);
+                    assert!((WG_A_BYTES..WG_A_BYTES + WG_B_BYTES).contains(&a), "{} ({n}, {k})", case.name);
+                    assert!(addrs.insert(a), "{}: ({n}, {k}) shares slot {a}", case.name);
+                    swapped_differs |= operand_addr(true, WG_A_BYTES, s.lb, s.sbob, s.lbob, j, n, kk) != a;
+                }
+            }
+            assert!(swapped_differs, "{}", case.name);
+            // and the K-major reading of the same descriptor differs too
+            let r = wg_reference(&s).unwrap();
+            let k_major = wg_reference(&WgSpec { mn: false, ..s }).unwrap();
+            assert_ne!(r, k_major, "{}", case.name);
+        }
+        assert_eq!(seen, 5);
+    }
+
+    #[test]
+    fn rs_fragments_cover_the_a_tile_once() {
+        for s8 in [false, true] {
+            let (k_total, per) = if s8 { (32, 4) } else { (16, 2) };
+            let mut hit = vec![vec![0; k_total]; 64];
+            for t in 0..128 {
+                for j in 0..4 {
+                    for e in 0..per {
+                        let (m, k) = a_fragment(t, j, e, s8);
+                        hit[m][k] += 1;
+                    }
+                }
+            }
+            assert!(hit.iter().flatten().all(|&h| h == 1), "s8 {s8}");
+        }
+        // thread 37 (w 1, g 1, q 1), a[3] half 1: m = 16 + 1 + 8, k = 8 + 2 + 1
+        assert_eq!(a_fragment(37, 3, 1, false), (25, 11));
+        // s8: byte 2 of a[2]: m = 17, k = 16 + 4 + 2
+        assert_eq!(a_fragment(37, 2, 2, true), (17, 22));
+        // plausible wrong fragments change the words: register roles exchanged (row half by j >> 1,
+        // K half by j & 1), element order reversed inside a register, lanes' g and q exchanged
+        for s8 in [false, true] {
+            let spec = RsSpec { s8 };
+            let right = rs_reference(&spec);
+            let per = if s8 { 4 } else { 2 };
+            let kq = if s8 { 16 } else { 8 };
+            let swapped_regs = |t: usize, j: usize, e: usize, s8: bool| a_fragment(t, (j >> 1) | (j & 1) << 1, e, s8);
+            let reversed = |t: usize, j: usize, e: usize, s8: bool| a_fragment(t, j, per - 1 - e, s8);
+            let gq = |t: usize, j: usize, e: usize, _: bool| {
+                let (w, l) = (t / 32, t % 32);
+                (16 * w + (l & 3) + 4 * ((l >> 2) & 1) + 8 * (j & 1), kq * (j >> 1) + per * (l >> 3) + e)
+            };
+            assert_ne!(rs_reference_with(&spec, swapped_regs), right, "s8 {s8}");
+            assert_ne!(rs_reference_with(&spec, reversed), right, "s8 {s8}");
+            assert_ne!(rs_reference_with(&spec, gq), right, "s8 {s8}");
+        }
+        // the f16 RS words are the codes themselves: all distinct
+        let r = rs_reference(&RsSpec { s8: false });
+        assert_eq!(r.iter().collect::<std::collections::HashSet<_>>().len(), r.len());
+    }
+
+    #[test]
+    fn int8_references_saturate_both_ways_and_see_the_sign_of_a() {
+        let sat = int8_reference(&Int8Spec { a_unsigned: false, satfinite: true, kb: 1 });
+        let v: Vec<i32> = sat.iter().map(|&w| w as i32).collect();
+        assert!(v.contains(&i32::MAX) && v.contains(&i32::MIN));
+        assert!(v.iter().any(|&x| x != i32::MAX && x != i32::MIN), "some sums do not overflow");
+        let s8 = int8_reference(&Int8Spec { a_unsigned: false, satfinite: false, kb: 2 });
+        let u8 = int8_reference(&Int8Spec { a_unsigned: true, satfinite: false, kb: 2 });
+        assert_ne!(s8, u8);
+        assert!(s8.iter().any(|&w| (w as i32) < 0) && s8.iter().any(|&w| (w as i32) > 0));
+    }
+
+    #[test]
+    fn gemm_reference_is_the_integer_matmul() {
+        let r = gemm_reference();
+        assert_eq!(r.len(), GEMM_M * GEMM_N + 1);
+        let d = |m: i64, n: i64| -> i64 { (0..256).map(|k| ((m + 2 * k) % 7 - 3) * ((3 * n + k) % 5 - 2)).sum() };
+        for (m, n) in [(0, 0), (5, 77), (127, 127), (64, 1)] {
+            assert_eq!(f32::from_bits(r[m * GEMM_N + n]), d(m as i64, n as i64) as f32, "({m}, {n})");
+        }
+        assert!(r[..GEMM_M * GEMM_N].iter().any(|&w| f32::from_bits(w) != 0.0));
+    }
+
+    #[test]
+    fn f16_accumulator_fragment_values_name_their_elements() {
+        let s = match find("c1_frag_f16acc_n8").unwrap().kind {
+            Kind::Wgmma(s) => s,
+            _ => unreachable!(),
+        };
+        let r = wg_reference(&s).unwrap();
+        assert_eq!(r.len(), words(&Kind::Wgmma(s)));
+        for t in 0..128 {
+            for j in 0..2 {
+                let (m, n) = d16_fragment(t, j);
+                let w = r[t * 2 + j];
+                assert_eq!(f16::from_bits(w as u16).to_f32(), (m + 1 + 128 * n) as f32);
+                assert_eq!(f16::from_bits((w >> 16) as u16).to_f32(), (m + 1 + 128 * (n + 1)) as f32);
             }
         }
     }

@@ -172,6 +172,20 @@ impl Runner {
         let name = CString::new(kernel).map_err(|_| Error::Input(format!("kernel name {kernel:?}")))?;
         let f = unsafe { result::module::get_function(self.module, name) }
             .map_err(|e| Error::Kernel { kernel: kernel.into(), msg: format!("not in the conformance PTX: {e:?}") })?;
+        if smem > 48 * 1024 {
+            // past the default 48 KiB a kernel must opt in (C15's 64 KiB ring)
+            unsafe {
+                result::function::set_function_attribute(
+                    f,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem as i32,
+                )
+            }
+            .map_err(|e| Error::Kernel {
+                kernel: kernel.into(),
+                msg: format!("dynamic shared memory {smem}: {e:?}"),
+            })?;
+        }
         let mut ptrs: Vec<*mut c_void> = args.iter_mut().map(Arg::ptr).collect();
         unsafe { result::launch_kernel(f, (1, 1, 1), (block, 1, 1), smem, self.stream, &mut ptrs) }
             .map_err(|e| Error::Kernel { kernel: kernel.into(), msg: format!("launch failed: {e:?}") })?;
@@ -182,11 +196,11 @@ impl Runner {
     fn run(&self, case: &Case) -> Result<Vec<u32>> {
         let words = cases::words(&case.kind);
         match &case.kind {
-            Kind::Wgmma(_) | Kind::Mbarrier | Kind::SmemAddresses | Kind::Elect => {
+            Kind::Wgmma(_) | Kind::Rs(_) | Kind::Int8(_) | Kind::Mbarrier | Kind::SmemAddresses | Kind::Elect => {
                 let out = Buf::new(4 * words)?;
                 unsafe { result::memset_d8_sync(out.0, 0, 4 * words) }.map_err(cuda("cuMemsetD8"))?;
                 let (block, smem) = match case.kind {
-                    Kind::Wgmma(_) => (128, cases::WG_SMEM),
+                    Kind::Wgmma(_) | Kind::Rs(_) | Kind::Int8(_) => (128, cases::WG_SMEM),
                     Kind::SmemAddresses => (32, cases::C12_DYNAMIC_BYTES),
                     _ => (32, 0),
                 };
@@ -228,6 +242,27 @@ impl Runner {
                 args.push(u32_arg(bytes));
                 // 1024 bytes at least: the box sits at the start of a 1024-aligned buffer
                 self.launch(case.kernel, 128, bytes.max(1024), &mut args)?;
+                out.read(words)
+            }
+            Kind::Gemm => {
+                let (a, w) = (Buf::upload(&cases::gemm_a())?, Buf::upload(&cases::gemm_w())?);
+                // K-major boxes of 64 x 128 f16 with the 128-byte swizzle (the wgmma SW128 layout)
+                let map = |b: &Buf, rows: usize| {
+                    encode(
+                        sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                        2,
+                        b.0,
+                        &[cases::GEMM_K as u64, rows as u64],
+                        &[2 * cases::GEMM_K as u64],
+                        &[64, 128],
+                        3,
+                    )
+                };
+                let (ma, mw) = (map(&a, cases::GEMM_M)?, map(&w, cases::GEMM_N)?);
+                let out = Buf::new(4 * words)?;
+                unsafe { result::memset_d8_sync(out.0, 0xff, 4 * words) }.map_err(cuda("cuMemsetD8"))?;
+                let mut args = vec![Arg::Map(Box::new(ma)), Arg::Map(Box::new(mw)), Arg::Word(out.0)];
+                self.launch(case.kernel, 384, cases::GEMM_SMEM, &mut args)?;
                 out.read(words)
             }
             Kind::TmaStore(s) => {
