@@ -197,6 +197,10 @@ pub(crate) struct HopState {
     pub mbar: MbarTable,
     pub loads: VecDeque<TmaLoad>,
     pub stores: Vec<TmaStore>,
+    /// Stores performed early (eager completion) whose source guard stays until their thread's
+    /// `wait_group.read` covers them: (thread, group, guard id). Reusing the source before the
+    /// wait is a finding whatever the completion order (the hardware may be late).
+    pub performed_unwaited: Vec<(u32, u32, u64)>,
     pub guards: Vec<Guard>,
     pub next_guard: u64,
     /// Bulk (TMA store) groups committed per thread.
@@ -225,6 +229,7 @@ impl HopState {
             mbar: MbarTable::default(),
             loads: VecDeque::new(),
             stores: Vec::new(),
+            performed_unwaited: Vec::new(),
             guards: Vec::new(),
             next_guard: 0,
             bulk_committed: vec![0; threads as usize],

@@ -30,14 +30,21 @@
 //   rows < M and columns < N.
 // - Epilogue from the accumulator registers (wgmma D fragment, hopper.md 1.4): thread t of a
 //   consumer warpgroup holds rows 16 (t/32) + (t%32)/4 + {0, 8} and column pairs 8c + 2 (t%4),
-//   c < BN/8; pairs leave as 4-byte stores, guarded. (TMA store through smem: later.)
+//   c < BN/8. The fp16 outputs leave through shared memory and TMA (the _sm90 GEMMs' store
+//   epilogue): each consumer warpgroup writes its 64 x 128 half as two 64 x 64 boxes in the
+//   128-byte swizzle (the pair stores of a warp hit 32 distinct banks: 8 rows whose 16-byte
+//   chunks the swizzle spreads, 4 words each), fences them to the async proxy, and one thread
+//   stores both boxes with cp.async.bulk.tensor (whole 32-byte sectors, clipped at M and N by
+//   the tensor map); before the next tile overwrites the staging half it waits for the stores
+//   to have read it (wait_group.read). gemm_int8_i32_sm90 stores its s32 pairs directly.
 // - Fused layernorm (the _ln entries, LnTail): after a tile's y is stored, the consumers count it
 //   in on its 128-row strip (one atomic); the last tile of a strip to arrive normalises the
 //   strip's rows with the consumers' 8 warps, with the mma.sync GEMMs' code (ln_fused.cuh): the
 //   same bits as layernorm_f16 on y, and the int8 codes of the next GEMM when asked.
 //
 // Why BN = 128: 64 f32 accumulators per consumer thread leave the epilogue (erf-GELU, bias and
-// residual) room without spills under the 168-register launch cap; 4 stages of 32 KiB fit with
+// residual) room without spills under the 168-register launch cap; 4 stages of 32 KiB (and the
+// 32 KiB output staging) fit with
 // room to spare; BERT's N (768, 2304, 3072, 384, 1536) are multiples of 128, so no column tail
 // at real shapes; and a 128 x 128 tile gives twice the CTAs of 128 x 256 on the short batches
 // (T <= 512) where the grid, not the SM, is the limit.
@@ -50,6 +57,8 @@
 // 8-byte aligned C/bias/residual/w_scale/w_sum.
 #include <cuda.h>
 
+#include <type_traits>
+
 #include "codes.cuh"
 #include "common.cuh"
 #include "ln_fused.cuh"
@@ -59,8 +68,11 @@ constexpr int BM = 128, BN = 128, ROW_BYTES = 128;  // a K row of a box: 64 f16 
 constexpr int STAGES = 4;
 constexpr int THREADS = 384;
 constexpr int A_BYTES = BM * ROW_BYTES, B_BYTES = BN * ROW_BYTES, STAGE_BYTES = A_BYTES + B_BYTES;
-constexpr int SMEM = STAGES * STAGE_BYTES;  // dynamic shared bytes (src/gemm_sm90.rs: SMEM)
-static_assert(SMEM + 1024 <= 227 * 1024, "the ring and the barriers fit an sm_90 block");
+constexpr int RING_BYTES = STAGES * STAGE_BYTES;
+// the fp16 output staging: per consumer warpgroup two 64 x 64 boxes of 64 rows x 128 bytes
+constexpr int OUT_BOX_BYTES = 64 * ROW_BYTES, OUT_HALF_BYTES = 2 * OUT_BOX_BYTES;
+constexpr int SMEM = RING_BYTES + 2 * OUT_HALF_BYTES;  // dynamic shared bytes (src/gemm_sm90.rs: SMEM)
+static_assert(SMEM + 1024 <= 227 * 1024, "the ring, the output staging and the barriers fit an sm_90 block");
 constexpr int CONSUMER_THREADS = 256;
 static_assert(A_BYTES % 1024 == 0 && B_BYTES % 1024 == 0, "every box starts on the 1024-byte swizzle repeat");
 
@@ -93,6 +105,22 @@ FB_DEVICE void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c0, int c1,
         "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
         : "memory");
 }
+// 2-D TMA tile store of the box at shared `src` to {c0 (columns), c1 (rows)}, in a bulk group.
+FB_DEVICE void tma_store_2d(const CUtensorMap* map, uint32_t src, int c0, int c1) {
+    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
+                     reinterpret_cast<uint64_t>(map)),
+                 "r"(c0), "r"(c1), "r"(src)
+                 : "memory");
+}
+FB_DEVICE void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// This thread's bulk stores have read their shared sources (the staging may be rewritten).
+FB_DEVICE void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+// This thread's bulk stores are complete: their global writes are performed.
+FB_DEVICE void bulk_wait() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+// Generic-proxy shared-memory writes before this fence are visible to the async proxy after it.
+FB_DEVICE void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Orders async-proxy global writes (TMA stores) with this thread's later generic accesses.
+FB_DEVICE void fence_proxy_async_global() { asm volatile("fence.proxy.async.global;\n" ::: "memory"); }
 FB_DEVICE bool elect_one() {
     uint32_t leader;
     asm volatile("{\n.reg .pred P;\nelect.sync _|P, 0xffffffff;\nselp.u32 %0, 1, 0, P;\n}\n" : "=r"(leader));
@@ -209,74 +237,107 @@ FB_DEVICE void finish_pair(float& v0, float& v1, const __half* __restrict__ resi
 
 // Runs e.store<EPI>(d, row0, col0) for the launch's epilogue code e.epi: one instantiation per
 // code, so the unrolled store loop holds no switch.
-template <class E, typename Acc>
-FB_DEVICE void dispatch_epi(const E& e, const Acc (&d)[64], int row0, int col0) {
+template <class E, typename Acc, class S>
+FB_DEVICE void dispatch_epi(const E& e, const Acc (&d)[64], int row0, int col0, const S& st) {
     switch (e.epi) {
-        case EPI_GELU: e.template store<EPI_GELU>(d, row0, col0); break;
-        case EPI_RESIDUAL: e.template store<EPI_RESIDUAL>(d, row0, col0); break;
-        case EPI_TANH: e.template store<EPI_TANH>(d, row0, col0); break;
-        case EPI_GELU_TANH: e.template store<EPI_GELU_TANH>(d, row0, col0); break;
-        case EPI_RELU: e.template store<EPI_RELU>(d, row0, col0); break;
-        case EPI_SILU: e.template store<EPI_SILU>(d, row0, col0); break;
-        default: e.template store<EPI_NONE>(d, row0, col0); break;
+        case EPI_GELU: e.template store<EPI_GELU>(d, row0, col0, st); break;
+        case EPI_RESIDUAL: e.template store<EPI_RESIDUAL>(d, row0, col0, st); break;
+        case EPI_TANH: e.template store<EPI_TANH>(d, row0, col0, st); break;
+        case EPI_GELU_TANH: e.template store<EPI_GELU_TANH>(d, row0, col0, st); break;
+        case EPI_RELU: e.template store<EPI_RELU>(d, row0, col0, st); break;
+        case EPI_SILU: e.template store<EPI_SILU>(d, row0, col0, st); break;
+        default: e.template store<EPI_NONE>(d, row0, col0, st); break;
     }
 }
 
 // The accumulator fragment (hopper.md 1.4) of a consumer thread: rows row0 + {0, 8} (h), column
 // pairs col0 + 8 c (c < BN/8); d[4c + 2h + {0, 1}] is the pair (row0 + 8h, col0 + 8c + {0, 1}).
 
-// gemm_f16_sm90's epilogue: + bias, then EPI, one fp16 rounding, 4-byte pair stores.
+// A consumer thread's view of its warpgroup's output staging: the warpgroup's 64 x 128 half of
+// the tile as two 64 x 64 boxes of 128-byte rows in the 128-byte swizzle (the layout TMA reads
+// with CU_TENSOR_MAP_SWIZZLE_128B: 16-byte chunk j of row r at chunk j ^ (r % 8), on absolute
+// addresses, so every box starts on a 1024-byte boundary). The thread's fragment rows are
+// r0 = 16 warp + lane / 4 and r0 + 8 (the same r % 8), its column pairs 8 c + 2 (lane % 4): pair
+// (c, h) sits in box c / 8, row r0 + 8 h, chunk (c % 8) ^ (r0 % 8), word lane % 4. `base` holds
+// the row and word, `swz` the chunk's XOR, so a pair's address is one XOR and an immediate.
+struct Staging {
+    uint32_t base;  // half + r0 * 128 + 4 (lane % 4)
+    uint32_t swz;   // (r0 % 8) * 16
+    template <int C, int H>
+    FB_DEVICE void put(uint32_t pair) const {
+        const uint32_t a = (base + (C / 8) * OUT_BOX_BYTES + H * 8 * ROW_BYTES) + (((C % 8) * 16) ^ swz);
+        asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a), "r"(pair) : "memory");
+    }
+};
+
+// Unrolls f(integral_constant<C>) over the BN / 8 column pairs of a fragment.
+template <int C = 0, class F>
+FB_DEVICE void for_pairs(F&& f) {
+    if constexpr (C < BN / 8) {
+        f(std::integral_constant<int, C>{});
+        for_pairs<C + 1>(f);
+    }
+}
+
+// gemm_f16_sm90's epilogue: + bias, then EPI, one fp16 rounding, pairs into the staging (outputs
+// past M or N are written as 0 there, and clipped by the TMA store).
 struct F16Epilogue {
+    static constexpr bool STAGED = true;
     const __half* __restrict__ bias;
     const __half* __restrict__ residual;
-    __half* __restrict__ C;
     int M, N;
     uint32_t epi;
 
     template <uint32_t EPI>
-    FB_DEVICE void store(const float (&d)[64], int row0, int col0) const {
-#pragma unroll
-        for (int c = 0; c < BN / 8; c++) {
+    FB_DEVICE void store(const float (&d)[64], int row0, int col0, const Staging& st) const {
+        for_pairs([&](auto cc) {
+            constexpr int c = decltype(cc)::value;
             const int n = col0 + 8 * c;
-            if (n >= N) break;  // N % 8 == 0: a column pair is wholly inside or outside
+            const bool in_n = n < N;  // N % 8 == 0: a column pair is wholly inside or outside
             float b0 = 0.f, b1 = 0.f;
-            if (bias) {
+            if (bias && in_n) {
                 const float2 b = __half22float2(*reinterpret_cast<const __half2*>(bias + n));
                 b0 = b.x;
                 b1 = b.y;
             }
+            uint32_t pair[2] = {0, 0};
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const int m = row0 + 8 * h;
-                if (m < M) {
+                if (in_n && m < M) {
                     float v0 = d[4 * c + 2 * h] + b0, v1 = d[4 * c + 2 * h + 1] + b1;
                     finish_pair<EPI>(v0, v1, residual, (size_t)m * N + n);
-                    *reinterpret_cast<uint32_t*>(C + (size_t)m * N + n) = pack_half2(v0, v1);
+                    pair[h] = pack_half2(v0, v1);
                 }
             }
-        }
+            st.put<c, 0>(pair[0]);
+            st.put<c, 1>(pair[1]);
+        });
     }
-    FB_DEVICE void operator()(const float (&d)[64], int row0, int col0) const { dispatch_epi(*this, d, row0, col0); }
+    FB_DEVICE void operator()(const float (&d)[64], int row0, int col0, const Staging& st) const {
+        dispatch_epi(*this, d, row0, col0, st);
+    }
 };
 
 // gemm_int8_sm90's epilogue, gemm_int8's arithmetic (gemm_core.cuh store_tile) operation for
 // operation: x = acc - a_zero[m] w_sum[n] (s32, exact; the zero point's term is 0 when a_zero is
 // null), v = fma(float(x) * a_scale[m], w_scale[n], bias[n]) (gemm_int8's PTX contracts its
 // `x * as * ws + b` into exactly this mul and fma; spelled out here with the _rn intrinsics so no
-// compiler choice can change it; bias 0 when null, as there), then EPI, one fp16 rounding.
+// compiler choice can change it; bias 0 when null, as there), then EPI, one fp16 rounding, pairs
+// into the staging (0 past M or N).
 struct S8Epilogue {
+    static constexpr bool STAGED = true;
     const float* __restrict__ a_scale;
     const int* __restrict__ a_zero;
     const float* __restrict__ w_scale;
     const int* __restrict__ w_sum;
     const __half* __restrict__ bias;
     const __half* __restrict__ residual;
-    __half* __restrict__ C;
     int M, N;
     uint32_t epi;
 
     template <uint32_t EPI>
-    FB_DEVICE void store(const int (&d)[64], int row0, int col0) const {
+    FB_DEVICE void store(const int (&d)[64], int row0, int col0, const Staging& st) const {
         float as[2];
         int z[2];
 #pragma unroll
@@ -285,40 +346,50 @@ struct S8Epilogue {
             as[h] = m < M ? a_scale[m] : 0.f;
             z[h] = a_zero && m < M ? a_zero[m] : 0;
         }
-#pragma unroll
-        for (int c = 0; c < BN / 8; c++) {
+        for_pairs([&](auto cc) {
+            constexpr int c = decltype(cc)::value;
             const int n = col0 + 8 * c;
-            if (n >= N) break;  // N % 8 == 0: a column pair is wholly inside or outside
-            const float2 ws = *reinterpret_cast<const float2*>(w_scale + n);
+            const bool in_n = n < N;  // N % 8 == 0: a column pair is wholly inside or outside
+            float2 ws = make_float2(0.f, 0.f);
             int2 wsum = make_int2(0, 0);
-            if (a_zero) wsum = *reinterpret_cast<const int2*>(w_sum + n);
             float b0 = 0.f, b1 = 0.f;
-            if (bias) {
-                const float2 b = __half22float2(*reinterpret_cast<const __half2*>(bias + n));
-                b0 = b.x;
-                b1 = b.y;
+            if (in_n) {
+                ws = *reinterpret_cast<const float2*>(w_scale + n);
+                if (a_zero) wsum = *reinterpret_cast<const int2*>(w_sum + n);
+                if (bias) {
+                    const float2 b = __half22float2(*reinterpret_cast<const __half2*>(bias + n));
+                    b0 = b.x;
+                    b1 = b.y;
+                }
             }
+            uint32_t pair[2] = {0, 0};
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const int m = row0 + 8 * h;
-                if (m < M) {
+                if (in_n && m < M) {
                     const int x0 = d[4 * c + 2 * h] - z[h] * wsum.x, x1 = d[4 * c + 2 * h + 1] - z[h] * wsum.y;
                     float v0 = __fmaf_rn(__fmul_rn((float)x0, as[h]), ws.x, b0);
                     float v1 = __fmaf_rn(__fmul_rn((float)x1, as[h]), ws.y, b1);
                     finish_pair<EPI>(v0, v1, residual, (size_t)m * N + n);
-                    *reinterpret_cast<uint32_t*>(C + (size_t)m * N + n) = pack_half2(v0, v1);
+                    pair[h] = pack_half2(v0, v1);
                 }
             }
-        }
+            st.put<c, 0>(pair[0]);
+            st.put<c, 1>(pair[1]);
+        });
     }
-    FB_DEVICE void operator()(const int (&d)[64], int row0, int col0) const { dispatch_epi(*this, d, row0, col0); }
+    FB_DEVICE void operator()(const int (&d)[64], int row0, int col0, const Staging& st) const {
+        dispatch_epi(*this, d, row0, col0, st);
+    }
 };
 
-// gemm_int8_i32_sm90's epilogue: the raw s32 accumulators, 8-byte pair stores.
+// gemm_int8_i32_sm90's epilogue: the raw s32 accumulators, 8-byte pair stores straight to
+// global memory (no staging: a verification kernel).
 struct RawEpilogue {
+    static constexpr bool STAGED = false;
     int32_t* __restrict__ C;
     int M, N;
-    FB_DEVICE void operator()(const int (&d)[64], int row0, int col0) const {
+    FB_DEVICE void operator()(const int (&d)[64], int row0, int col0, const Staging&) const {
 #pragma unroll
         for (int c = 0; c < BN / 8; c++) {
             const int n = col0 + 8 * c;
@@ -335,8 +406,18 @@ struct RawEpilogue {
 // Synchronises the two consumer warpgroups only (named barrier 1; the producer never joins).
 FB_DEVICE void consumer_sync() { asm volatile("bar.sync 1, %0;\n" ::"n"(CONSUMER_THREADS) : "memory"); }
 
+// Synchronises one consumer warpgroup (named barrier 2 + cw; immediate ids, so ptxas reserves 4
+// barriers, not all 16).
+FB_DEVICE void warpgroup_sync(int cw) {
+    if (cw == 0)
+        asm volatile("bar.sync 2, 128;\n" ::: "memory");
+    else
+        asm volatile("bar.sync 3, 128;\n" ::: "memory");
+}
+
 // After-tile step of the plain entries: nothing.
 struct NoTail {
+    static constexpr bool READS_OUTPUT = false;
     FB_DEVICE void operator()(int, int, int, uint32_t*) const {}
 };
 
@@ -346,6 +427,7 @@ struct NoTail {
 // ln_strip_epilogue) and resets the counter for the next launch. `last` is a shared word the
 // consumers agree through.
 struct LnTail {
+    static constexpr bool READS_OUTPUT = true;  // the tile's TMA stores must be complete first
     gemm::LnArgs ln;
     const __half* y;
     int M, N;
@@ -374,8 +456,8 @@ struct LnTail {
 // each finished tile's accumulators to `epilogue(d, row0, col0)` in the consumer threads, then
 // running `tail(m0, strip, tiles_n, flag)` in all of them.
 template <class Op, class Epilogue, class Tail = NoTail>
-FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, uint32_t M, uint32_t N, uint32_t K,
-                       const Epilogue& epilogue, const Tail& tail = Tail{}) {
+FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const CUtensorMap* tma_c, uint32_t M,
+                       uint32_t N, uint32_t K, const Epilogue& epilogue, const Tail& tail = Tail{}) {
     constexpr int BK = Op::BK;
     using Acc = typename Op::Acc;
     extern __shared__ __align__(1024) uint8_t smem[];
@@ -447,8 +529,32 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, uint3
             }
             wgmma_wait<0>(d);
             mbar_arrive(smem_u32(&empty[prev]));
-            epilogue(d, m0 + cw * 64 + warp * 16 + lane / 4, n0 + 2 * (lane % 4));
+            const int mh = m0 + cw * 64;  // this warpgroup's rows
+            const uint32_t half = s0 + RING_BYTES + cw * OUT_HALF_BYTES;
+            const int r0 = warp * 16 + lane / 4;
+            const Staging st{half + r0 * ROW_BYTES + 4 * (lane % 4), (uint32_t)(r0 % 8) * 16};
+            if constexpr (Epilogue::STAGED) {
+                if (t == 0) bulk_wait_read();  // the previous tile's stores have read the staging
+                warpgroup_sync(cw);
+            }
+            epilogue(d, mh + warp * 16 + lane / 4, n0 + 2 * (lane % 4), st);
+            if constexpr (Epilogue::STAGED) {
+                fence_proxy_async_shared();
+                warpgroup_sync(cw);
+                if (t == 0 && mh < (int)M) {
+                    tma_store_2d(tma_c, half, n0, mh);
+                    if (n0 + 64 < (int)N) tma_store_2d(tma_c, half + OUT_BOX_BYTES, n0 + 64, mh);
+                    bulk_commit();
+                    if constexpr (Tail::READS_OUTPUT) {
+                        bulk_wait();                 // the tile's output is in global memory
+                        fence_proxy_async_global();  // before this thread's release (tail)
+                    }
+                }
+            }
             tail(m0, tile % tiles_m, tiles_n, &tail_flag);
+        }
+        if constexpr (Epilogue::STAGED) {
+            if (t == 0) bulk_wait();  // the staging outlives the stores reading it
         }
     }
 }
@@ -456,19 +562,22 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, uint3
 
 using namespace sm90;
 
+// tma_c: C [M, N] fp16, boxes of 64 x 64 in the 128-byte swizzle (the store epilogue); C itself
+// is read by the _ln entries' layernorm.
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
     gemm_f16_sm90(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
-                  const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C,
-                  uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
-    ws_gemm<F16Op>(&tma_a, &tma_w, M, N, K, F16Epilogue{bias, residual, C, (int)M, (int)N, epi});
+                  const __half* __restrict__ bias, const __half* __restrict__ residual,
+                  const __grid_constant__ CUtensorMap tma_c, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
+    ws_gemm<F16Op>(&tma_a, &tma_w, &tma_c, M, N, K, F16Epilogue{bias, residual, (int)M, (int)N, epi});
 }
 
 // gemm_f16_sm90 with the layernorm of its rows fused in (ln_out = LN(C); gemm_f16_ln's LN_PARAMS).
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
     gemm_f16_sm90_ln(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
-                     const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C,
-                     uint32_t M, uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
-    ws_gemm<F16Op>(&tma_a, &tma_w, M, N, K, F16Epilogue{bias, residual, C, (int)M, (int)N, epi},
+                     const __half* __restrict__ bias, const __half* __restrict__ residual,
+                     const __grid_constant__ CUtensorMap tma_c, const __half* C, uint32_t M, uint32_t N, uint32_t K,
+                     uint32_t epi, LN_PARAMS) {
+    ws_gemm<F16Op>(&tma_a, &tma_w, &tma_c, M, N, K, F16Epilogue{bias, residual, (int)M, (int)N, epi},
                    LnTail{LN_ARGS, C, (int)M, (int)N});
 }
 
@@ -477,10 +586,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     gemm_int8_sm90(const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,
                    const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,
                    const float* __restrict__ w_scale, const int* __restrict__ w_sum, const __half* __restrict__ bias,
-                   const __half* __restrict__ residual, __half* __restrict__ C, uint32_t M, uint32_t N, uint32_t K,
-                   uint32_t epi) {
-    ws_gemm<S8Op>(&tma_a, &tma_w, M, N, K,
-                  S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, C, (int)M, (int)N, epi});
+                   const __half* __restrict__ residual, const __grid_constant__ CUtensorMap tma_c, uint32_t M,
+                   uint32_t N, uint32_t K, uint32_t epi) {
+    ws_gemm<S8Op>(&tma_a, &tma_w, &tma_c, M, N, K,
+                  S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi});
 }
 
 // gemm_int8_sm90 with the layernorm of its rows fused in (and, with q_out, the next GEMM's codes).
@@ -488,15 +597,16 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1)
     gemm_int8_sm90_ln(const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,
                       const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,
                       const float* __restrict__ w_scale, const int* __restrict__ w_sum,
-                      const __half* __restrict__ bias, const __half* __restrict__ residual, __half* __restrict__ C,
-                      uint32_t M, uint32_t N, uint32_t K, uint32_t epi, LN_PARAMS) {
-    ws_gemm<S8Op>(&tma_a, &tma_w, M, N, K,
-                  S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, C, (int)M, (int)N, epi},
+                      const __half* __restrict__ bias, const __half* __restrict__ residual,
+                      const __grid_constant__ CUtensorMap tma_c, const __half* C, uint32_t M, uint32_t N, uint32_t K,
+                      uint32_t epi, LN_PARAMS) {
+    ws_gemm<S8Op>(&tma_a, &tma_w, &tma_c, M, N, K,
+                  S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi},
                   LnTail{LN_ARGS, C, (int)M, (int)N});
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
     gemm_int8_i32_sm90(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
                        int32_t* __restrict__ C, uint32_t M, uint32_t N, uint32_t K) {
-    ws_gemm<S8Op>(&tma_a, &tma_w, M, N, K, RawEpilogue{C, (int)M, (int)N});
+    ws_gemm<S8Op>(&tma_a, &tma_w, nullptr, M, N, K, RawEpilogue{C, (int)M, (int)N});
 }

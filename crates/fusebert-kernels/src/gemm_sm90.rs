@@ -17,7 +17,8 @@
 //! with boxes of one 128-byte K row (64 f16 or 128 s8) by 128 rows in the 128-byte swizzle; TMA
 //! zero-fills what lies past M, N or K, so no dimension needs a multiple of the tile.
 //! Host-checked: a row of A and W is a multiple of 16 bytes (TMA: `K % 8 == 0` f16, `K % 16 ==
-//! 0` s8), `N % 8 == 0`, A and W 16-byte aligned.
+//! 0` s8), `N % 8 == 0`, A, W and the fp16 output 16-byte aligned (the output leaves through a
+//! tensor map too: 64 x 64 boxes stored by TMA from a swizzled shared-memory staging tile).
 use half::f16;
 
 use super::gemm_int8::{check_epilogue, ln_args};
@@ -47,8 +48,11 @@ pub const STAGES: usize = 4;
 pub const THREADS: u32 = 384;
 /// Bytes of a box row: one 128-byte swizzle row, whatever the element type.
 const ROW_BYTES: usize = 128;
-/// Dynamic shared memory: the stage ring (`SMEM` in the kernel).
-pub const SMEM: u32 = (STAGES * (BM + BN) * ROW_BYTES) as u32;
+/// Output rows and columns of one TMA store box (fp16: a 128-byte swizzled row).
+const OUT_BOX: usize = 64;
+/// Dynamic shared memory: the stage ring and the output staging, a 128 x 128 fp16 tile (`SMEM`
+/// in the kernel).
+pub const SMEM: u32 = (STAGES * (BM + BN) * ROW_BYTES + BM * BN * 2) as u32;
 
 /// How to launch the Hopper GEMM.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -121,6 +125,19 @@ fn operand_map<T: bytemuck::Pod>(
     })
 }
 
+/// The tensor map of the fp16 output `[m, n]` the store epilogue writes: boxes of 64 x 64 in the
+/// 128-byte swizzle, clipped at `m` and `n`.
+fn output_map(dev: &Device, out: &DeviceBuffer<f16>, m: usize, n: usize) -> Result<crate::device::TensorMap> {
+    dev.encode_tensor_map(&TiledTensorMap {
+        dtype: TensorMapDtype::F16,
+        addr: out.addr(),
+        dims: &[n as u64, m as u64],
+        strides: &[(n * 2) as u64],
+        box_dims: &[OUT_BOX as u32, OUT_BOX as u32],
+        swizzle: TensorMapSwizzle::B128,
+    })
+}
+
 /// The persistent grid of an `m x n` launch: one CTA per SM (or `how.ctas`), at most one per tile.
 fn grid(kernel: &str, dev: &Device, m: usize, n: usize, how: GemmSm90Launch) -> Result<LaunchConfig> {
     if how.ctas == Some(0) {
@@ -167,7 +184,7 @@ fn f16_launch(
     check_epilogue(kernel, g.bias, &g.epilogue, m, n)?;
     check_align(kernel, "a", g.a, 16)?;
     check_align(kernel, "w", g.w, 16)?;
-    check_align(kernel, "out", out, 8)?;
+    check_align(kernel, "out", out, 16)?;
     let cfg = grid(kernel, dev, m, n, how)?;
     let tma_a = operand_map(dev, g.a, TensorMapDtype::F16, m, k, BM)?;
     let tma_w = operand_map(dev, g.w, TensorMapDtype::F16, n, k, BN)?;
@@ -176,12 +193,12 @@ fn f16_launch(
         KernelArg::TensorMap(tma_w),
         opt_ptr(g.bias),
         g.epilogue.residual_arg(),
-        KernelArg::from(&*out),
-        KernelArg::U32(m32),
-        KernelArg::U32(n32),
-        KernelArg::U32(k32),
-        KernelArg::U32(g.epilogue.code()),
+        KernelArg::TensorMap(output_map(dev, out, m, n)?),
     ];
+    if ln.is_some() {
+        args.push(KernelArg::from(&*out)); // what the layernorm reads
+    }
+    args.extend([KernelArg::U32(m32), KernelArg::U32(n32), KernelArg::U32(k32), KernelArg::U32(g.epilogue.code())]);
     if let Some((ln, ws)) = ln {
         args.extend(ln_args(kernel, ln, BM, m, n, Some(ws))?);
     }
@@ -192,7 +209,7 @@ fn f16_launch(
 /// The W8A8 GEMM on the Hopper kernel into `out` `[m, n]` (fp16): what
 /// [`gemm_int8`](crate::gemm_int8()) computes, bit for bit (same zero-point correction, scales,
 /// bias and epilogue, in the same float operations). Needs an sm_90 device. Requirements: `K %
-/// 16 == 0`, `N % 8 == 0`, `a` and `w` 16-byte aligned, `w_scale` (and `w_sum`) 8-byte aligned;
+/// 16 == 0`, `N % 8 == 0`, `a`, `w` and `out` 16-byte aligned, `w_scale` (and `w_sum`) 8-byte aligned;
 /// with zero points `K <= 65536` (int32 accumulators, as gemm_int8).
 pub fn gemm_int8_sm90(dev: &Device, g: &GemmInt8<'_>, out: &mut DeviceBuffer<f16>, how: GemmSm90Launch) -> Result<()> {
     int8_launch(dev, g, out, None, how)
@@ -232,7 +249,7 @@ fn int8_launch(
     check_align(kernel, "w", g.w, 16)?;
     check_align(kernel, "a_scale", g.a_scale, 4)?;
     check_align(kernel, "w_scale", g.w_scale, 8)?;
-    check_align(kernel, "out", out, 8)?;
+    check_align(kernel, "out", out, 16)?;
     if let Some(zp) = g.zero_point {
         // |acc| and |zero * w_sum| are each at most 128 * 128 * K: their difference fits int32
         if k > 65536 {
@@ -255,12 +272,12 @@ fn int8_launch(
         opt_ptr(g.zero_point.map(|z| z.w_sum)),
         opt_ptr(g.bias),
         g.epilogue.residual_arg(),
-        KernelArg::from(&*out),
-        KernelArg::U32(m32),
-        KernelArg::U32(n32),
-        KernelArg::U32(k32),
-        KernelArg::U32(g.epilogue.code()),
+        KernelArg::TensorMap(output_map(dev, out, m, n)?),
     ];
+    if ln.is_some() {
+        args.push(KernelArg::from(&*out)); // what the layernorm reads
+    }
+    args.extend([KernelArg::U32(m32), KernelArg::U32(n32), KernelArg::U32(k32), KernelArg::U32(g.epilogue.code())]);
     if let Some((ln, ws)) = ln {
         args.extend(ln_args(kernel, ln, BM, m, n, Some(ws))?);
     }

@@ -404,6 +404,9 @@ fn counters_of_one_launch() {
             // every box in bounds, its 128-byte rows on 128-byte boundaries: no wasted sector
             assert!(cn.tma_load_requests > 0, "TMA loads counted");
             assert_eq!(cn.tma_load_efficiency(), 1.0, "TMA load efficiency");
+            // the TMA store epilogue: each fp16 output written once, in whole sectors
+            assert_eq!(cn.global_store_bytes, (m * n * 2) as u64, "each output written once");
+            assert_eq!(cn.global_store_bytes, cn.global_store_sectors * 32, "store efficiency 1.0");
             assert_eq!(cn.shared_bank_conflicts, 0, "bank conflicts");
             assert_no_local(&cn, name);
         }

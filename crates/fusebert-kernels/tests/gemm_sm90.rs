@@ -273,14 +273,11 @@ fn run_mutant(ptx: &str, mode: AsyncMode) -> String {
 /// Bugs planted in the kernel's own PTX are caught (the unmutated PTX, the clean twin, runs
 /// clean in every mode): a consumer releasing a stage while the wgmma reading it may still be in
 /// flight (`wait_group 3` instead of 1: the producer's next TMA overwrites the operands) gives
-/// wrong products under random completion; a wgmma descriptor whose swizzle (64B) disagrees with
-/// the TMA box's (128B) gives wrong products in every mode.
-///
-/// Not caught today (emulator gaps, reported, not asserted): the early release under lazy
-/// completion (TMA and wgmma both land as late as possible, so the overwrite never overtakes the
-/// read) and as a report in any mode (the in-flight operand lock of S4 does not cover TMA
-/// writes); an `expect_tx` of half the stage (the second box's bytes count toward the next
-/// phase, where a negative transaction count is legal until its arrival).
+/// wrong products or an S4 report under random completion; a wgmma descriptor whose swizzle
+/// (64B) disagrees with the TMA box's (128B) gives wrong products in every mode. In the store
+/// epilogue (one CTA walking 2 tiles): the output staging rewritten without waiting for the
+/// previous tile's TMA store to read it (`wait_group.read` dropped), and the staging handed to the
+/// TMA store without `fence.proxy.async.shared::cta`, are reported in every mode.
 #[test]
 fn planted_pipeline_bugs_are_caught() {
     let ptx = sm90a_ptx();
@@ -296,6 +293,15 @@ fn planted_pipeline_bugs_are_caught() {
     for mode in [AsyncMode::Lazy, AsyncMode::Random(3)] {
         let r = run_mutant(&swizzle, mode);
         assert!(r != "clean", "swizzle {mode:?}: {r}");
+    }
+    let no_read_wait = ptx.replace("cp.async.bulk.wait_group.read 0;", "");
+    let no_fence = ptx.replace("fence.proxy.async.shared::cta;", "");
+    assert!(no_read_wait != ptx && no_fence != ptx, "the mutations must change the PTX");
+    for mode in MODES {
+        let r = run_mutant(&no_read_wait, mode);
+        assert!(r.contains("TMA store"), "staging reused before its store read it, {mode:?}: {r}");
+        let r = run_mutant(&no_fence, mode);
+        assert!(r.contains("fence.proxy.async"), "staging not fenced to the async proxy, {mode:?}: {r}");
     }
 }
 
@@ -330,6 +336,10 @@ fn counters_of_one_launch() {
             // every box in bounds, its 128-byte rows on 128-byte boundaries: no wasted sector
             assert!(cn.tma_load_requests > 0, "TMA loads counted");
             assert_eq!(cn.tma_load_efficiency(), 1.0, "TMA load efficiency");
+            // the store epilogue: whole sectors through TMA (the pair stores of before: 0.5),
+            // staged in shared memory without a bank conflict
+            assert_eq!(cn.global_store_bytes, (m * n * 2) as u64, "each output written once");
+            assert_eq!(cn.global_store_bytes, cn.global_store_sectors * 32, "store efficiency 1.0");
             assert_eq!(cn.shared_bank_conflicts, 0, "bank conflicts");
             assert_no_local(&cn, name);
         }

@@ -5,7 +5,7 @@
 //! would otherwise wait forever. State: [`crate::async_proxy::HopState`].
 use super::*;
 use crate::arch::AsyncMode;
-use crate::async_proxy::{fence, writer_id, GuardKind, HopState, Site, TmaLoad, TmaStore};
+use crate::async_proxy::{fence, writer_id, Guard, GuardKind, HopState, Site, TmaLoad, TmaStore};
 use crate::mbarrier::MbarError;
 use crate::tma::{self, TensorMap, TMAP_BYTES};
 
@@ -771,7 +771,15 @@ impl Block<'_, '_> {
         h.stores.push(TmaStore { thread, group, src, swizzle: m.swizzle, esize: m.esize(), elems, site, guard });
         if self.l.opts.async_mode == AsyncMode::Eager {
             let k = self.hop().stores.len() - 1;
+            let (thread, group, guard) = {
+                let st = &self.hop().stores[k];
+                (st.thread, st.group, st.guard)
+            };
             self.perform_store(k);
+            // the source stays guarded until the thread's wait, as if the store were late
+            let h = self.hop();
+            h.guards.push(Guard { id: guard, lo: src, hi: src + len, kind: GuardKind::Store, site });
+            h.performed_unwaited.push((thread, group, guard));
         }
         Ok(())
     }
@@ -826,9 +834,20 @@ impl Block<'_, '_> {
             });
             match k {
                 Some(k) => self.perform_store(k),
-                None => return Ok(()),
+                None => break,
             }
         }
+        // stores performed early whose groups this wait covers: their sources are free now
+        let h = self.hop();
+        let covered = |&(t, g, _): &(u32, u32, u64)| {
+            t >= first && t < first + 32 && mask >> (t - first) & 1 != 0 && g + n < h.bulk_committed[t as usize]
+        };
+        let lifted: Vec<u64> = h.performed_unwaited.iter().filter(|e| covered(e)).map(|e| e.2).collect();
+        if !lifted.is_empty() {
+            h.performed_unwaited.retain(|e| !lifted.contains(&e.2));
+            h.guards.retain(|g| !lifted.contains(&g.id));
+        }
+        Ok(())
     }
 
     // ---- generic accesses against the async proxy ----------------------------------------------
@@ -923,8 +942,12 @@ impl Block<'_, '_> {
         if let Some(e) = self.tx_surplus() {
             return Err(e);
         }
-        if let Some(st) = self.hop().stores.first() {
-            let site = st.site;
+        // a store still pending, or one performed early (eager completion) and never waited for
+        let h = self.hop();
+        let unwaited = h.stores.first().map(|st| st.site).or_else(|| {
+            h.performed_unwaited.first().and_then(|&(_, _, id)| h.guards.iter().find(|g| g.id == id).map(|g| g.site))
+        });
+        if let Some(site) = unwaited {
             return Err(self.site_err(
                 site,
                 FindingKind::AsyncHazard,
