@@ -67,21 +67,27 @@ fn the_stand_in_is_a_cuda_device_and_round_trips_memory() {
 
 /// The whole forward pass through cudarc and the stand-in equals the emulator backend bit for
 /// bit (same PTX, same emulator), in both modes and precisions, for sm_80 and sm_90 devices
-/// (each loading its own PTX variant).
+/// (each loading its own PTX variant and kernel family: on 9.0 the Hopper `_sm90` kernels after
+/// their self-check, compared with the emulator backend at sm_90, which selects them too).
 #[test]
 fn forward_on_the_stand_in_equals_the_emulator_backend_bit_for_bit() {
+    use fusebert::device::emulator::{Arch, EmulatorOptions};
     let model = random_model(SHAPE, 11);
     let lengths = [5, 17, 1, 40];
-    let emu = Device::emulator().unwrap();
+    let emu80 = Device::emulator().unwrap();
+    let emu90 = Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, ..Default::default() }).unwrap();
     for precision in [Precision::F16, Precision::Int8] {
-        let want = outputs(&mut DeviceBert::new(&emu, &model, precision).unwrap(), &lengths, 3);
+        let want80 = outputs(&mut DeviceBert::new(&emu80, &model, precision).unwrap(), &lengths, 3);
+        let want90 = outputs(&mut DeviceBert::new(&emu90, &model, precision).unwrap(), &lengths, 3);
         for (mode, cc) in [(Mode::Eager, (8, 0)), (Mode::Deferred, (8, 0)), (Mode::Deferred, (9, 0))] {
             let _g = setup(mode, cc);
             let dev = Device::cuda(0).unwrap();
             let mut bert = DeviceBert::new(&dev, &model, precision).unwrap();
             assert!(bert.graphs_enabled(), "graphs are on by default on CUDA");
+            assert_eq!(bert.kernel_family().is_sm90(), cc == (9, 0), "sm_{}{}", cc.0, cc.1);
             let got = outputs(&mut bert, &lengths, 3);
-            assert_eq!(bits(&got), bits(&want), "{precision:?} {mode:?} sm_{}{}", cc.0, cc.1);
+            let want = if cc == (9, 0) { &want90 } else { &want80 };
+            assert_eq!(bits(&got), bits(want), "{precision:?} {mode:?} sm_{}{}", cc.0, cc.1);
         }
     }
 }
