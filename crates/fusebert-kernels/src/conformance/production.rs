@@ -386,9 +386,10 @@ pub fn describe_attn(s: &AttnSpec, index: usize) -> String {
 }
 
 /// Opens CUDA device 0 through the crate's launch API (the process's primary context, where the
-/// kit's own launches run too).
+/// kit's own launches run too) with only the two shipped Hopper modules loaded: the driver then
+/// JIT-compiles their PTX alone, not every module's (seconds per process under `--isolate`).
 pub fn open() -> Result<Device> {
-    Device::cuda(0)
+    Device::cuda_modules(0, &[crate::gemm_sm90::MODULE, crate::attention_sm90::MODULE])
 }
 
 fn poisoned<T: bytemuck::Pod>(dev: &Device, len: usize) -> Result<DeviceBuffer<T>> {
