@@ -4,8 +4,8 @@
 
 use half::f16;
 
-pub use super::production::{AttnSpec, GemmOp, GemmSpec};
 use super::production;
+pub use super::production::{AttnSpec, GemmOp, GemmSpec};
 
 /// Shared-memory regions of every wgmma case (as `WG_A_BYTES` / `WG_B_BYTES` in the kernels).
 pub const WG_A_BYTES: usize = 8192;

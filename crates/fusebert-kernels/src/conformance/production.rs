@@ -198,8 +198,7 @@ pub fn int8_f16_values(s: &GemmSpec) -> Vec<f64> {
     for i in 0..s.m {
         for j in 0..s.n {
             let x = acc[i * s.n + j] - p.zero[i] as i64 * p.w_sum[j] as i64;
-            out[i * s.n + j] =
-                x as f64 * p.a_scale[i] as f64 * p.w_scale[j] as f64 + p.bias[j].to_f64();
+            out[i * s.n + j] = x as f64 * p.a_scale[i] as f64 * p.w_scale[j] as f64 + p.bias[j].to_f64();
         }
     }
     out
@@ -279,8 +278,9 @@ pub fn attn_bounds(s: &AttnSpec, qkv: &[f16], cu: &[u32]) -> Vec<(f64, f64)> {
         let (lo, hi) = (cu[b] as usize, cu[b + 1] as usize);
         for head in 0..s.heads {
             for qt in lo..hi {
-                let sc: Vec<f64> =
-                    (lo..hi).map(|kt| (0..d).map(|x| at(qt, 0, head, x) * at(kt, 1, head, x)).sum::<f64>() * scale).collect();
+                let sc: Vec<f64> = (lo..hi)
+                    .map(|kt| (0..d).map(|x| at(qt, 0, head, x) * at(kt, 1, head, x)).sum::<f64>() * scale)
+                    .collect();
                 let mag = (lo..hi)
                     .map(|kt| (0..d).map(|x| (at(qt, 0, head, x) * at(kt, 1, head, x)).abs()).sum::<f64>() * scale)
                     .fold(0f64, f64::max);
@@ -305,8 +305,7 @@ pub fn attn_bounds(s: &AttnSpec, qkv: &[f16], cu: &[u32]) -> Vec<(f64, f64)> {
 
 /// The first element of `got` outside its `(exact, bound)`, described by `what`.
 fn check_within(got: &[f16], want: &[(f64, f64)], what: impl Fn(usize) -> String) -> std::result::Result<(), String> {
-    let bad: Vec<usize> =
-        (0..want.len()).filter(|&i| !((got[i].to_f64() - want[i].0).abs() <= want[i].1)).collect();
+    let bad: Vec<usize> = (0..want.len()).filter(|&i| !((got[i].to_f64() - want[i].0).abs() <= want[i].1)).collect();
     match bad.first() {
         None => Ok(()),
         Some(&i) => Err(format!(
@@ -472,9 +471,35 @@ pub fn run_attn(dev: &Device, s: &AttnSpec) -> Result<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conformance::cases::Kind;
 
     fn spec(op: GemmOp, k: usize) -> GemmSpec {
         GemmSpec { op, m: 70, n: 136, k, ctas: None, seed: 16 }
+    }
+
+    /// `compare` names a C16 word by its output element(s).
+    #[test]
+    fn words_name_their_elements() {
+        let find = |n| crate::conformance::cases::find(n).unwrap();
+        let d = |n, i| crate::conformance::cases::describe(&find(n), i);
+        assert_eq!(d("c16_gemm_int8_i32", 136 * 5 + 7), "C(m 5, n 7) (s32)");
+        assert_eq!(d("c16_gemm_f16", 68 * 3 + 4), "out(m 3, n 8..9) (f16x2)");
+        assert_eq!(d("c16_gemm_f16_ln", 70 * 68 + 68 + 1), "ln.out(m 1, n 2..3) (f16x2)");
+        // d32, sequences 5 + 19, H = 64: word 300 is element 600, token 9 = sequence 1 position 4
+        assert_eq!(
+            d("c16_attn_d32_packed", 300),
+            "out(token 9 = sequence 1 position 4, head 0, dim 24) and the next dim (f16x2)"
+        );
+        // d64, H = 128: word 97 is element 194, token 1, column 66 = head 1 dim 2
+        assert_eq!(
+            d("c16_attn_d64_perseq", 97),
+            "out(token 1 = sequence 0 position 1, head 1, dim 2) and the next dim (f16x2)"
+        );
+        for c in crate::conformance::cases::all() {
+            if matches!(c.kind, Kind::Sm90Gemm(_) | Kind::Sm90Attention(_)) {
+                assert!(c.name.starts_with("c16_"), "{}", c.name);
+            }
+        }
     }
 
     /// The int8 fp16-out case's values are fp16s exactly (the premise of its exact reference).
@@ -495,32 +520,54 @@ mod tests {
         let s = spec(GemmOp::F16, 80);
         let p = f16_inputs(&s);
         let (m, n, k) = (s.m, s.n, s.k);
-        let good: Vec<f16> =
-            f16_gemm_bounds(&p.a, &p.w, &p.bias, m, n, k).iter().map(|v| f16::from_f64(v.0)).collect();
+        let good: Vec<f16> = f16_gemm_bounds(&p.a, &p.w, &p.bias, m, n, k).iter().map(|v| f16::from_f64(v.0)).collect();
         assert_eq!(gemm_property(&s, &pack_f16(&good)), Some(Ok(())));
         let wt: Vec<f16> = (0..n * k).map(|i| p.w[(i % k) * n + i / k]).collect();
         let bad: Vec<f16> = f16_gemm_bounds(&p.a, &wt, &p.bias, m, n, k).iter().map(|v| f16::from_f64(v.0)).collect();
         let e = gemm_property(&s, &pack_f16(&bad)).unwrap().unwrap_err();
         assert!(e.contains("outside the bound"), "{e}");
-        // one ulp off in one element is caught too (the bound is about half an ulp)
+        // two ulps off in the largest output is caught too (there the bound is about half an
+        // ulp: the accumulation term is ~2^-12 against an ulp of 2^-8 or more)
+        let big = (0..m * n).max_by(|&i, &j| good[i].to_f64().abs().total_cmp(&good[j].to_f64().abs())).unwrap();
+        assert!(good[big].to_f64().abs() >= 4.0);
         let mut off = good.clone();
-        off[5 * n + 7] = f16::from_bits(off[5 * n + 7].to_bits() + 2);
+        off[big] = f16::from_bits(off[big].to_bits() + 2);
         let e = gemm_property(&s, &pack_f16(&off)).unwrap().unwrap_err();
-        assert!(e.contains("1 of") && e.contains("out(m 5, n 7)"), "{e}");
+        assert!(e.starts_with("1 of") && e.contains(&format!("out(m {}, n {})", big / n, big % n)), "{e}");
 
         // s32 GEMM: the transposed W differs from the reference
-        let s = spec(GemmOp::Int8I32, 160);
+        let case = crate::conformance::cases::find("c16_gemm_int8_i32").unwrap();
+        let Kind::Sm90Gemm(s) = case.kind else { unreachable!() };
         let (a, w) = int8_i32_inputs(&s);
         let want = gemm_reference(&s).unwrap();
         let wt: Vec<i8> = (0..s.n * s.k).map(|i| w[(i % s.k) * s.n + i / s.k]).collect();
         let planted: Vec<u32> = matmul_i64(&a, &wt, s.m, s.n, s.k).iter().map(|&v| v as i32 as u32).collect();
         assert_ne!(planted, want);
+        assert_eq!(crate::conformance::judge(&case, &want).0, crate::conformance::Verdict::Pass);
+        let (v, why) = crate::conformance::judge(&case, &planted);
+        assert_eq!(v, crate::conformance::Verdict::Fail);
+        assert!(why.unwrap().contains("word 0 (C(m 0, n 0) (s32))"));
+        // the int8 fp16-out case: exact words pass, W^T words fail
+        let case = crate::conformance::cases::find("c16_gemm_int8_f16").unwrap();
+        let Kind::Sm90Gemm(s) = case.kind else { unreachable!() };
+        let good = pack_f16(&int8_f16_values(&s).iter().map(|&v| f16::from_f64(v)).collect::<Vec<_>>());
+        assert_eq!(crate::conformance::judge(&case, &good).0, crate::conformance::Verdict::Pass);
+        let mut q = int8_f16_inputs(&s);
+        q.w = (0..s.n * s.k).map(|i| q.w[(i % s.k) * s.n + i / s.k]).collect();
+        let acc = matmul_i64(&q.a, &q.w, s.m, s.n, s.k);
+        let bad: Vec<f16> = (0..s.m * s.n)
+            .map(|i| {
+                let (r, c) = (i / s.n, i % s.n);
+                let x = acc[i] - q.zero[r] as i64 * q.w_sum[c] as i64;
+                f16::from_f64(x as f64 * q.a_scale[r] as f64 * q.w_scale[c] as f64 + q.bias[c].to_f64())
+            })
+            .collect();
+        assert_eq!(crate::conformance::judge(&case, &pack_f16(&bad)).0, crate::conformance::Verdict::Fail);
 
         // _ln: a layernorm over the wrong rows is caught
         let s = spec(GemmOp::F16Ln, 160);
         let p = f16_inputs(&s);
-        let y: Vec<f16> =
-            f16_gemm_bounds(&p.a, &p.w, &p.bias, m, n, s.k).iter().map(|v| f16::from_f64(v.0)).collect();
+        let y: Vec<f16> = f16_gemm_bounds(&p.a, &p.w, &p.bias, m, n, s.k).iter().map(|v| f16::from_f64(v.0)).collect();
         let z: Vec<f16> = ln_bounds(&y, &p.gamma, &p.beta, m, n).iter().map(|v| f16::from_f64(v.0)).collect();
         let mut words = pack_f16(&y);
         words.extend(pack_f16(&z));
