@@ -106,7 +106,7 @@ pub enum Kind {
     Gemm,
     /// C16: a shipped `gemm_sm90` entry through the crate's launch API.
     Sm90Gemm(GemmSpec),
-    /// C16: a shipped `attention_sm90_*` entry through [`crate::attention_sm90`].
+    /// C16: a shipped `attention_sm90_*` entry through [`crate::attention_sm90()`].
     Sm90Attention(AttnSpec),
 }
 
@@ -160,7 +160,8 @@ const fn mn(n: usize, layout: u32, lbo: u32, sbo: u32) -> WgSpec {
 }
 
 /// Every case, in priority order (the note's C1, C3, C4, C9, C10, C11, C12, C13, C14, C8, C7,
-/// then C2, C5, C6, C7 with f16 accumulators, C15).
+/// then C2, C5, C6, C7 with f16 accumulators, C15, then C16: the shipped kernels, see
+/// [`super::production`]).
 pub fn all() -> Vec<Case> {
     let frag = wg(8, 1, 0, 128, 256, 0, 128, 256, 2);
     let c = |name, kernel, pins, kind| Case { name, kernel, pins, kind };

@@ -11,6 +11,9 @@
 //!
 //! The launches use cudarc's `result`/`sys` layers directly (not [`crate::Device`]): a case needs
 //! by-value parameters the launch API does not carry (a 128-byte `CUtensorMap`, a 48-byte struct).
+//! C16's cases are the exception ([`production`]): they run the shipped Hopper GEMMs and
+//! attention through the crate's own launch API, on a [`crate::Device`] opened on the same
+//! primary context (the embedded `gemm_sm90` / `attention_sm90` PTX, whatever `ptx` is given).
 use std::ffi::{c_void, CString};
 use std::path::Path;
 
