@@ -165,22 +165,24 @@ fn encode(
     Ok(map)
 }
 
-/// The loaded module and its stream; C16's device, opened by its first case.
+/// The loaded module and its stream; C16's devices, one per shipped module, opened by the first
+/// case that needs it.
 struct Runner {
     module: sys::CUmodule,
     stream: sys::CUstream,
-    device: std::cell::OnceCell<crate::Device>,
+    devices: std::cell::RefCell<Vec<(&'static str, crate::Device)>>,
 }
 
 impl Runner {
-    /// The crate's own device on CUDA device 0 (C16): it retains the same primary context.
-    fn device(&self) -> Result<&crate::Device> {
-        if let Some(d) = self.device.get() {
-            return Ok(d);
+    /// The crate's own device on CUDA device 0 with `module` loaded (C16): it retains the same
+    /// primary context, so the kit's launches keep running where they did.
+    fn device(&self, module: &'static str) -> Result<crate::Device> {
+        if let Some((_, d)) = self.devices.borrow().iter().find(|(m, _)| *m == module) {
+            return Ok(d.clone());
         }
-        let d = production::open()?;
-        // the kit's launches below keep using the context bound here (the same primary one)
-        Ok(self.device.get_or_init(|| d))
+        let d = production::open(module)?;
+        self.devices.borrow_mut().push((module, d.clone()));
+        Ok(d)
     }
 
     fn launch(&self, kernel: &str, block: u32, smem: u32, args: &mut [Arg]) -> Result<()> {
@@ -211,8 +213,8 @@ impl Runner {
     fn run(&self, case: &Case) -> Result<Vec<u32>> {
         let words = cases::words(&case.kind);
         match &case.kind {
-            Kind::Sm90Gemm(s) => production::run_gemm(self.device()?, s),
-            Kind::Sm90Attention(s) => production::run_attn(self.device()?, s),
+            Kind::Sm90Gemm(s) => production::run_gemm(&self.device(crate::gemm_sm90::MODULE)?, s),
+            Kind::Sm90Attention(s) => production::run_attn(&self.device(crate::attention_sm90::MODULE)?, s),
             Kind::Wgmma(_) | Kind::Rs(_) | Kind::Int8(_) | Kind::Mbarrier | Kind::SmemAddresses | Kind::Elect => {
                 let out = Buf::new(4 * words)?;
                 unsafe { result::memset_d8_sync(out.0, 0, 4 * words) }.map_err(cuda("cuMemsetD8"))?;
@@ -354,7 +356,7 @@ pub fn run(ptx: &str, select: impl Fn(&Case) -> bool) -> Result<Report> {
     let module = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }
         .map_err(cuda("load the conformance PTX"))?;
     let stream = result::stream::create(result::stream::StreamKind::NonBlocking).map_err(cuda("create stream"))?;
-    let runner = Runner { module, stream, device: std::cell::OnceCell::new() };
+    let runner = Runner { module, stream, devices: Default::default() };
     let mut results = Vec::new();
     for case in cases::all().into_iter().filter(|c| select(c)) {
         let (data, verdict, detail) = match runner.run(&case) {
@@ -376,7 +378,7 @@ pub fn run(ptx: &str, select: impl Fn(&Case) -> bool) -> Result<Report> {
             data,
         });
     }
-    drop(runner.device);
+    drop(runner.devices);
     let _ = unsafe { result::stream::destroy(runner.stream) };
     let _ = unsafe { result::module::unload(runner.module) };
     Ok(Report::new(device, format!("{maj}.{min}"), results))

@@ -1,7 +1,7 @@
 //! C16 (research note 2.3): fusebert's own shipped Hopper kernels (modules `gemm_sm90` and
 //! `attention_sm90`) end to end at tiny shapes that are not multiples of their tiles, launched
-//! through the crate's own launch API ([`crate::Device::cuda`], the same primary context as the
-//! rest of the kit), so that what runs on the GPU and on the stand-in is exactly what the
+//! through the crate's own launch API ([`crate::Device::cuda_modules`], the same primary context
+//! as the rest of the kit), so that what runs on the GPU and on the stand-in is exactly what the
 //! forward pass launches: host checks, tensor maps, grids and the kernels.
 //!
 //! Inputs come from a fixed LCG. References are computed here in f64 from the definitions, not
@@ -387,10 +387,10 @@ pub fn describe_attn(s: &AttnSpec, index: usize) -> String {
 }
 
 /// Opens CUDA device 0 through the crate's launch API (the process's primary context, where the
-/// kit's own launches run too) with only the two shipped Hopper modules loaded: the driver then
-/// JIT-compiles their PTX alone, not every module's (seconds per process under `--isolate`).
-pub fn open() -> Result<Device> {
-    Device::cuda_modules(0, &[crate::gemm_sm90::MODULE, crate::attention_sm90::MODULE])
+/// kit's own launches run too) with only `module` loaded: the driver then JIT-compiles that PTX
+/// alone, not every module's (seconds per process under `--isolate`, on a cold JIT cache).
+pub fn open(module: &str) -> Result<Device> {
+    Device::cuda_modules(0, &[module])
 }
 
 fn poisoned<T: bytemuck::Pod>(dev: &Device, len: usize) -> Result<DeviceBuffer<T>> {
