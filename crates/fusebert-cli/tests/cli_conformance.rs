@@ -41,7 +41,8 @@ fn words(path: &Path) -> Vec<u32> {
 }
 
 /// Every case runs; each with a reference equals it word for word (the runner judges, and the
-/// words on disk are checked again here against the reference); the numerics case is recorded;
+/// words on disk are checked again here against the reference), each with a property (C16's
+/// shipped fp16 GEMMs and attention: within the f64 bound) holds it; the numerics case is recorded;
 /// lazy, eager and random completion give the same words except where the emulator's choice is
 /// meant to vary (elect.sync's leader under random). The lazy run is the one gpu-check.sh makes
 /// (`--isolate`: each case in its own process); the stand-in's eager and deferred host modes both run.
@@ -74,6 +75,15 @@ fn every_case_matches_its_reference_in_every_completion_mode() {
             assert_eq!(c7["verdict"], "recorded", "{mode} {name}");
         }
         f16_accumulators_are_plausible(&words(&dir.join("c7_numerics_f16acc_n8.bin")), mode);
+        // C16: the shipped Hopper kernels, exact (int8) or within their f64 bound (fp16, attention)
+        let c16: Vec<&serde_json::Value> = json["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["case"].as_str().unwrap().starts_with("c16_"))
+            .collect();
+        assert_eq!(c16.len(), 8, "{mode}");
+        assert!(c16.iter().all(|c| c["verdict"] == "pass"), "{mode}: {c16:#?}");
     }
     // lazy vs eager: identical; lazy vs random: only elect.sync's leader may differ
     let cmp = |a: &Path, b: &Path| {
@@ -157,6 +167,50 @@ fn compare_names_the_case_and_element_of_a_planted_difference() {
     let out = Command::new(exe()).args(["conformance", "compare"]).arg(&a).arg(a.join("nope")).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a folder"));
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+/// C16 words in `compare`: a planted difference in the shipped attention's output is named by
+/// token, sequence, head and dim (and in the fp16 GEMM's by row and column).
+#[test]
+fn compare_names_the_output_element_of_a_c16_difference() {
+    let a = temp("c16-a");
+    let b = temp("c16-b");
+    for case in ["c16_attn_d32_packed", "c16_gemm_f16"] {
+        let out = Command::new(exe())
+            .args(["conformance", "run", "--case", case, "--out"])
+            .arg(a.join(case))
+            .env("FUSEBERT_CUDA_DRIVER", "emulator")
+            .env("FUSEBERT_CUDA_STANDIN_ARCH", "sm_90")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = format!("{case}.bin");
+        let mut w = words(&a.join(case).join(&file));
+        assert_eq!(w.len(), cases::words(&cases::find(case).unwrap().kind));
+        w[300] ^= 1 << 16;
+        std::fs::create_dir_all(b.join(case)).unwrap();
+        std::fs::write(b.join(case).join(&file), w.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+        let out =
+            Command::new(exe()).args(["conformance", "compare"]).arg(a.join(case)).arg(b.join(case)).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains(case) && text.contains("DIFFERS in 1 word(s)"), "{text}");
+        // d32 over sequences 5 + 19 (H = 64): word 300 = element 600, token 9; fp16 GEMM N 136: word 300 = m 4, n 56
+        let what = match case {
+            "c16_attn_d32_packed" => {
+                "word 300: out(token 9 = sequence 1 position 4, head 0, dim 24) and the next dim (f16x2)"
+            }
+            _ => "word 300: out(m 4, n 56..57) (f16x2)",
+        };
+        assert!(text.contains(what), "{text}");
+    }
     let _ = std::fs::remove_dir_all(&a);
     let _ = std::fs::remove_dir_all(&b);
 }

@@ -4,6 +4,9 @@
 
 use half::f16;
 
+use super::production;
+pub use super::production::{AttnSpec, GemmOp, GemmSpec};
+
 /// Shared-memory regions of every wgmma case (as `WG_A_BYTES` / `WG_B_BYTES` in the kernels).
 pub const WG_A_BYTES: usize = 8192;
 pub const WG_B_BYTES: usize = 16384;
@@ -101,6 +104,10 @@ pub enum Kind {
     Int8(Int8Spec),
     /// C15: the producer/consumer GEMM ([`GEMM_M`] x [`GEMM_N`] x [`GEMM_K`]).
     Gemm,
+    /// C16: a shipped `gemm_sm90` entry through the crate's launch API.
+    Sm90Gemm(GemmSpec),
+    /// C16: a shipped `attention_sm90_*` entry through [`crate::attention_sm90()`].
+    Sm90Attention(AttnSpec),
 }
 
 /// One conformance case.
@@ -153,7 +160,8 @@ const fn mn(n: usize, layout: u32, lbo: u32, sbo: u32) -> WgSpec {
 }
 
 /// Every case, in priority order (the note's C1, C3, C4, C9, C10, C11, C12, C13, C14, C8, C7,
-/// then C2, C5, C6, C7 with f16 accumulators, C15).
+/// then C2, C5, C6, C7 with f16 accumulators, C15, then C16: the shipped kernels, see
+/// [`super::production`]).
 pub fn all() -> Vec<Case> {
     let frag = wg(8, 1, 0, 128, 256, 0, 128, 256, 2);
     let c = |name, kernel, pins, kind| Case { name, kernel, pins, kind };
@@ -365,6 +373,54 @@ pub fn all() -> Vec<Case> {
             "producer/consumer GEMM 128x128x256: TMA producer warpgroup, 2 consumer warpgroups, 2-stage full/empty mbarrier ring, setmaxnreg 40/232, no hang",
             Kind::Gemm,
         ),
+        c(
+            "c16_gemm_int8_i32",
+            "gemm_int8_i32_sm90",
+            "shipped Hopper int8 GEMM, raw s32, M 70 x N 136 x K 160 (ragged tiles, K 1.25 stages), one CTA walking both tiles: exact",
+            Kind::Sm90Gemm(GemmSpec { op: GemmOp::Int8I32, m: 70, n: 136, k: 160, ctas: Some(1), seed: 161 }),
+        ),
+        c(
+            "c16_gemm_int8_f16",
+            "gemm_int8_sm90",
+            "shipped W8A8 GEMM, fp16 out, zero points, power-of-two scales, bias, 70 x 136 x 80: every output an exact fp16",
+            Kind::Sm90Gemm(GemmSpec { op: GemmOp::Int8F16, m: 70, n: 136, k: 80, ctas: None, seed: 162 }),
+        ),
+        c(
+            "c16_gemm_f16",
+            "gemm_f16_sm90",
+            "shipped fp16 GEMM + bias, 70 x 136 x 80 (K 1.25 stages): within f32 accumulation + one fp16 rounding of f64",
+            Kind::Sm90Gemm(GemmSpec { op: GemmOp::F16, m: 70, n: 136, k: 80, ctas: None, seed: 163 }),
+        ),
+        c(
+            "c16_gemm_f16_ln",
+            "gemm_f16_sm90_ln",
+            "shipped fp16 GEMM with the layernorm fused, 70 x 136 x 160: out as c16_gemm_f16, ln.out within bound of LN(out)",
+            Kind::Sm90Gemm(GemmSpec { op: GemmOp::F16Ln, m: 70, n: 136, k: 160, ctas: None, seed: 164 }),
+        ),
+        c(
+            "c16_attn_d64_packed",
+            "attention_sm90_packed_d64",
+            "shipped Hopper attention, packed tiling, sequences 19 + 5, 2 heads of 64: within the f16-P bound of f64",
+            Kind::Sm90Attention(AttnSpec { seqlens: [19, 5], heads: 2, head_dim: 64, packed: true, seed: 165 }),
+        ),
+        c(
+            "c16_attn_d64_perseq",
+            "attention_sm90_d64",
+            "shipped Hopper attention, per-sequence tiling, sequences 19 + 5, 2 heads of 64",
+            Kind::Sm90Attention(AttnSpec { seqlens: [19, 5], heads: 2, head_dim: 64, packed: false, seed: 165 }),
+        ),
+        c(
+            "c16_attn_d32_packed",
+            "attention_sm90_packed_d32",
+            "shipped Hopper attention, packed tiling, sequences 5 + 19, 2 heads of 32",
+            Kind::Sm90Attention(AttnSpec { seqlens: [5, 19], heads: 2, head_dim: 32, packed: true, seed: 166 }),
+        ),
+        c(
+            "c16_attn_d32_perseq",
+            "attention_sm90_d32",
+            "shipped Hopper attention, per-sequence tiling, sequences 5 + 19, 2 heads of 32",
+            Kind::Sm90Attention(AttnSpec { seqlens: [5, 19], heads: 2, head_dim: 32, packed: false, seed: 166 }),
+        ),
     ]
 }
 
@@ -386,6 +442,8 @@ pub fn words(kind: &Kind) -> usize {
         Kind::SmemAddresses => 8,
         Kind::Elect => 32 * ELECT_MASKS.len(),
         Kind::GridConstant => GRID_CONSTANT_BYTES / 4,
+        Kind::Sm90Gemm(s) => production::gemm_words(s),
+        Kind::Sm90Attention(s) => production::attn_words(s),
     }
 }
 
@@ -823,7 +881,8 @@ pub fn reference(case: &Case) -> Option<Vec<u32>> {
         Kind::Rs(s) => Some(rs_reference(s)),
         Kind::Int8(s) => Some(int8_reference(s)),
         Kind::Gemm => Some(gemm_reference()),
-        Kind::SmemAddresses | Kind::Elect => None,
+        Kind::Sm90Gemm(s) => production::gemm_reference(s),
+        Kind::SmemAddresses | Kind::Elect | Kind::Sm90Attention(_) => None,
     }
 }
 
@@ -875,6 +934,8 @@ pub fn property(case: &Case, w: &[u32]) -> Option<std::result::Result<(), String
             }
             Ok(())
         })()),
+        Kind::Sm90Gemm(s) => production::gemm_property(&s, w),
+        Kind::Sm90Attention(s) => Some(production::attn_property(&s, w)),
         _ => None,
     }
 }
@@ -956,6 +1017,8 @@ pub fn describe(case: &Case, index: usize) -> String {
             index % 32
         ),
         Kind::GridConstant => format!("struct bytes {}..{}", 4 * index, 4 * index + 4),
+        Kind::Sm90Gemm(s) => production::describe_gemm(s, index),
+        Kind::Sm90Attention(s) => production::describe_attn(s, index),
     }
 }
 

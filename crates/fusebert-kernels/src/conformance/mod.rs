@@ -11,6 +11,9 @@
 //!
 //! The launches use cudarc's `result`/`sys` layers directly (not [`crate::Device`]): a case needs
 //! by-value parameters the launch API does not carry (a 128-byte `CUtensorMap`, a 48-byte struct).
+//! C16's cases are the exception ([`production`]): they run the shipped Hopper GEMMs and
+//! attention through the crate's own launch API, on a [`crate::Device`] opened on the same
+//! primary context (the embedded `gemm_sm90` / `attention_sm90` PTX, whatever `ptx` is given).
 use std::ffi::{c_void, CString};
 use std::path::Path;
 
@@ -19,6 +22,7 @@ use fusebert_core::error::{Error, Result};
 
 pub mod cases;
 pub mod compare;
+pub mod production;
 
 pub use cases::{Case, Kind};
 pub use compare::{compare_dirs, sha256_hex, Comparison};
@@ -161,13 +165,26 @@ fn encode(
     Ok(map)
 }
 
-/// The loaded module and its stream.
+/// The loaded module and its stream; C16's devices, one per shipped module, opened by the first
+/// case that needs it.
 struct Runner {
     module: sys::CUmodule,
     stream: sys::CUstream,
+    devices: std::cell::RefCell<Vec<(&'static str, crate::Device)>>,
 }
 
 impl Runner {
+    /// The crate's own device on CUDA device 0 with `module` loaded (C16): it retains the same
+    /// primary context, so the kit's launches keep running where they did.
+    fn device(&self, module: &'static str) -> Result<crate::Device> {
+        if let Some((_, d)) = self.devices.borrow().iter().find(|(m, _)| *m == module) {
+            return Ok(d.clone());
+        }
+        let d = production::open(module)?;
+        self.devices.borrow_mut().push((module, d.clone()));
+        Ok(d)
+    }
+
     fn launch(&self, kernel: &str, block: u32, smem: u32, args: &mut [Arg]) -> Result<()> {
         let name = CString::new(kernel).map_err(|_| Error::Input(format!("kernel name {kernel:?}")))?;
         let f = unsafe { result::module::get_function(self.module, name) }
@@ -196,6 +213,8 @@ impl Runner {
     fn run(&self, case: &Case) -> Result<Vec<u32>> {
         let words = cases::words(&case.kind);
         match &case.kind {
+            Kind::Sm90Gemm(s) => production::run_gemm(&self.device(crate::gemm_sm90::MODULE)?, s),
+            Kind::Sm90Attention(s) => production::run_attn(&self.device(crate::attention_sm90::MODULE)?, s),
             Kind::Wgmma(_) | Kind::Rs(_) | Kind::Int8(_) | Kind::Mbarrier | Kind::SmemAddresses | Kind::Elect => {
                 let out = Buf::new(4 * words)?;
                 unsafe { result::memset_d8_sync(out.0, 0, 4 * words) }.map_err(cuda("cuMemsetD8"))?;
@@ -337,7 +356,7 @@ pub fn run(ptx: &str, select: impl Fn(&Case) -> bool) -> Result<Report> {
     let module = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }
         .map_err(cuda("load the conformance PTX"))?;
     let stream = result::stream::create(result::stream::StreamKind::NonBlocking).map_err(cuda("create stream"))?;
-    let runner = Runner { module, stream };
+    let runner = Runner { module, stream, devices: Default::default() };
     let mut results = Vec::new();
     for case in cases::all().into_iter().filter(|c| select(c)) {
         let (data, verdict, detail) = match runner.run(&case) {
@@ -359,6 +378,7 @@ pub fn run(ptx: &str, select: impl Fn(&Case) -> bool) -> Result<Report> {
             data,
         });
     }
+    drop(runner.devices);
     let _ = unsafe { result::stream::destroy(runner.stream) };
     let _ = unsafe { result::module::unload(runner.module) };
     Ok(Report::new(device, format!("{maj}.{min}"), results))

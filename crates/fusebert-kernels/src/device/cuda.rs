@@ -155,6 +155,12 @@ pub fn device_count() -> Result<usize> {
 
 impl CudaBackend {
     pub fn open(ordinal: usize) -> Result<Self> {
+        Self::open_with(ordinal, None)
+    }
+
+    /// [`CudaBackend::open`] loading only the embedded modules named in `only` (every one when
+    /// `None`): a process that launches a few kernels need not JIT-compile all the PTX.
+    pub fn open_with(ordinal: usize, only: Option<&[&str]>) -> Result<Self> {
         let n = device_count()?;
         if ordinal >= n {
             return Err(Error::NoCudaDevice(format!("device {ordinal} requested, {n} found")));
@@ -206,7 +212,7 @@ impl CudaBackend {
             sms,
             cc: (maj as u32, min as u32),
         };
-        for m in crate::ptx::MODULES {
+        for m in crate::ptx::MODULES.iter().filter(|m| only.is_none_or(|o| o.contains(&m.name))) {
             let Some((_arch, ptx)) = m.for_compute_capability(maj as u32, min as u32) else {
                 // Hopper-native modules (sm_90a only) are skipped elsewhere; launching one of
                 // their kernels then says the module is not loaded

@@ -423,6 +423,20 @@ impl Device {
         )));
     }
 
+    /// [`Device::cuda`] with only the embedded modules named in `modules` loaded (launching a
+    /// kernel of another one is an error saying its module is not loaded): what a process that
+    /// runs a few kernels opens, so that the driver JIT-compiles only their PTX (the conformance
+    /// kit's C16 cases, each in its own process under `--isolate`).
+    pub fn cuda_modules(ordinal: usize, modules: &[&str]) -> Result<Device> {
+        #[cfg(feature = "cuda")]
+        return Ok(Device::from_backend(Arc::new(cuda::CudaBackend::open_with(ordinal, Some(modules))?)));
+        #[cfg(not(feature = "cuda"))]
+        return Err(Error::NoCudaDevice(format!(
+            "device {ordinal} ({} modules): fusebert-kernels was built without its `cuda` feature",
+            modules.len()
+        )));
+    }
+
     /// The PTX emulator with default options (all sanitizers on).
     #[cfg(feature = "emulator")]
     pub fn emulator() -> Result<Device> {
