@@ -138,6 +138,30 @@ fn output_map(dev: &Device, out: &DeviceBuffer<f16>, m: usize, n: usize) -> Resu
     })
 }
 
+/// The arguments after the operands of every fp16-output entry: the output's tensor map, the
+/// output itself (what an `_ln` entry's layernorm reads), M, N, K, the epilogue code, then the
+/// layernorm's.
+fn output_args(
+    dev: &Device,
+    kernel: &str,
+    out: &DeviceBuffer<f16>,
+    s: GemmShape,
+    epi: u32,
+    ln: Option<(&FusedLayerNorm<'_>, &SplitWorkspace)>,
+) -> Result<Vec<KernelArg>> {
+    let GemmShape { m, n, k } = s;
+    let mut args = vec![KernelArg::TensorMap(output_map(dev, out, m, n)?)];
+    if ln.is_some() {
+        args.push(KernelArg::from(out));
+    }
+    // (check_shape has made sure each fits u32)
+    args.extend([KernelArg::U32(m as u32), KernelArg::U32(n as u32), KernelArg::U32(k as u32), KernelArg::U32(epi)]);
+    if let Some((ln, ws)) = ln {
+        args.extend(ln_args(kernel, ln, BM, m, n, Some(ws))?);
+    }
+    Ok(args)
+}
+
 /// The persistent grid of an `m x n` launch: one CTA per SM (or `how.ctas`), at most one per tile.
 fn grid(kernel: &str, dev: &Device, m: usize, n: usize, how: GemmSm90Launch) -> Result<LaunchConfig> {
     if how.ctas == Some(0) {
@@ -176,7 +200,7 @@ fn f16_launch(
     how: GemmSm90Launch,
 ) -> Result<()> {
     let kernel = if ln.is_some() { KERNEL_LN } else { KERNEL };
-    let (m32, n32, k32) = check_shape(kernel, g.shape, 8)?;
+    check_shape(kernel, g.shape, 8)?;
     let GemmShape { m, n, k } = g.shape;
     check_len(kernel, "a", g.a, m * k)?;
     check_len(kernel, "w", g.w, n * k)?;
@@ -188,20 +212,9 @@ fn f16_launch(
     let cfg = grid(kernel, dev, m, n, how)?;
     let tma_a = operand_map(dev, g.a, TensorMapDtype::F16, m, k, BM)?;
     let tma_w = operand_map(dev, g.w, TensorMapDtype::F16, n, k, BN)?;
-    let mut args = vec![
-        KernelArg::TensorMap(tma_a),
-        KernelArg::TensorMap(tma_w),
-        opt_ptr(g.bias),
-        g.epilogue.residual_arg(),
-        KernelArg::TensorMap(output_map(dev, out, m, n)?),
-    ];
-    if ln.is_some() {
-        args.push(KernelArg::from(&*out)); // what the layernorm reads
-    }
-    args.extend([KernelArg::U32(m32), KernelArg::U32(n32), KernelArg::U32(k32), KernelArg::U32(g.epilogue.code())]);
-    if let Some((ln, ws)) = ln {
-        args.extend(ln_args(kernel, ln, BM, m, n, Some(ws))?);
-    }
+    let mut args =
+        vec![KernelArg::TensorMap(tma_a), KernelArg::TensorMap(tma_w), opt_ptr(g.bias), g.epilogue.residual_arg()];
+    args.extend(output_args(dev, kernel, out, g.shape, g.epilogue.code(), ln)?);
     // by module: a device that did not load the sm_90a module (not an sm_90) says so
     dev.launch_in(MODULE, kernel, cfg, &args)
 }
@@ -237,7 +250,7 @@ fn int8_launch(
     how: GemmSm90Launch,
 ) -> Result<()> {
     let kernel = if ln.is_some() { KERNEL_INT8_LN } else { KERNEL_INT8 };
-    let (m32, n32, k32) = check_shape(kernel, g.shape, 16)?;
+    check_shape(kernel, g.shape, 16)?;
     let GemmShape { m, n, k } = g.shape;
     check_len(kernel, "a", g.a, m * k)?;
     check_len(kernel, "a_scale", g.a_scale, m)?;
@@ -272,15 +285,8 @@ fn int8_launch(
         opt_ptr(g.zero_point.map(|z| z.w_sum)),
         opt_ptr(g.bias),
         g.epilogue.residual_arg(),
-        KernelArg::TensorMap(output_map(dev, out, m, n)?),
     ];
-    if ln.is_some() {
-        args.push(KernelArg::from(&*out)); // what the layernorm reads
-    }
-    args.extend([KernelArg::U32(m32), KernelArg::U32(n32), KernelArg::U32(k32), KernelArg::U32(g.epilogue.code())]);
-    if let Some((ln, ws)) = ln {
-        args.extend(ln_args(kernel, ln, BM, m, n, Some(ws))?);
-    }
+    args.extend(output_args(dev, kernel, out, g.shape, g.epilogue.code(), ln)?);
     dev.launch_in(MODULE, kernel, cfg, &args)
 }
 

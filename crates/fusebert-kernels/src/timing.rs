@@ -164,23 +164,17 @@ pub fn time_layer(dev: &Device, s: LayerShape, iters: usize) -> Result<LayerTime
         let flops = (2 * m * n * k) as u64;
         let a = a16.view(0, m * k)?;
         let g = GemmF16 { a: &a, w: &w16, bias: Some(&bias), epilogue, shape };
-        let op = format!("{name} fp16 ({what})");
         let mut out = dev.alloc::<f16>(m * n)?;
-        rows.push(time_op(dev, &op, "sm80", &dims, flops, iters, &mut out, |o| {
-            crate::gemm_f16(dev, &g, o, GemmLaunch::default())
-        })?);
-        let base = out.to_host()?;
-        rows.push(if !sm90 {
-            skipped(&op, &dims, flops, not_hopper(dev))
-        } else if !crate::gemm_sm90::supports(shape, false) {
-            skipped(&op, &dims, flops, "gemm_f16_sm90 does not take this shape".into())
-        } else {
-            let mut row = time_op(dev, &op, "sm90", &dims, flops, iters, &mut out, |o| {
-                crate::gemm_f16_sm90(dev, &g, o, GemmSm90Launch::default())
-            })?;
-            row.max_rel_diff_vs_sm80 = Some(max_rel_diff(&out.to_host()?, &base));
-            row
-        });
+        let op = Op { name: format!("{name} fp16 ({what})"), shape: dims.clone(), flops, iters };
+        let why_not = unavailable(dev, sm90, crate::gemm_sm90::supports(shape, false), "gemm_f16_sm90");
+        rows.extend(time_pair(
+            dev,
+            &op,
+            &mut out,
+            |o| crate::gemm_f16(dev, &g, o, GemmLaunch::default()),
+            why_not,
+            |o| crate::gemm_f16_sm90(dev, &g, o, GemmSm90Launch::default()),
+        )?);
         let a = a8.view(0, m * k)?;
         let g = GemmInt8 {
             a: &a,
@@ -192,22 +186,16 @@ pub fn time_layer(dev: &Device, s: LayerShape, iters: usize) -> Result<LayerTime
             epilogue,
             shape,
         };
-        let op = format!("{name} int8 ({what})");
-        rows.push(time_op(dev, &op, "sm80", &dims, flops, iters, &mut out, |o| {
-            crate::gemm_int8(dev, &g, o, GemmLaunch::default())
-        })?);
-        let base = out.to_host()?;
-        rows.push(if !sm90 {
-            skipped(&op, &dims, flops, not_hopper(dev))
-        } else if !crate::gemm_sm90::supports(shape, true) {
-            skipped(&op, &dims, flops, "gemm_int8_sm90 does not take this shape".into())
-        } else {
-            let mut row = time_op(dev, &op, "sm90", &dims, flops, iters, &mut out, |o| {
-                crate::gemm_int8_sm90(dev, &g, o, GemmSm90Launch::default())
-            })?;
-            row.max_rel_diff_vs_sm80 = Some(max_rel_diff(&out.to_host()?, &base));
-            row
-        });
+        let op = Op { name: format!("{name} int8 ({what})"), shape: dims, flops, iters };
+        let why_not = unavailable(dev, sm90, crate::gemm_sm90::supports(shape, true), "gemm_int8_sm90");
+        rows.extend(time_pair(
+            dev,
+            &op,
+            &mut out,
+            |o| crate::gemm_int8(dev, &g, o, GemmLaunch::default()),
+            why_not,
+            |o| crate::gemm_int8_sm90(dev, &g, o, GemmSm90Launch::default()),
+        )?);
     }
     rows.extend(time_attention(dev, s, iters, sm90, &mut rng)?);
     Ok(LayerTimes { device: dev.name(), compute_capability: dev.compute_capability(), shape: s, iters, rows })
@@ -224,36 +212,80 @@ fn time_attention(dev: &Device, s: LayerShape, iters: usize, sm90: bool, rng: &m
     let shape = AttentionShape::from_cu_seqlens(&cu_host, s.heads, d)?;
     let dims = format!("{} x {} tokens, {} heads x {d}", s.batch, s.tokens, s.heads);
     let flops = (s.batch * s.heads * 4 * s.tokens * s.tokens * d) as u64;
-    let op = format!("attention fp16 (d{d})");
+    let op = Op { name: format!("attention fp16 (d{d})"), shape: dims, flops, iters };
     let mut out = dev.alloc::<f16>(m * s.hidden)?;
-    let mut rows = vec![time_op(dev, &op, "sm80", &dims, flops, iters, &mut out, |o| {
-        crate::attention(dev, &qkv, &cu, o, shape, AttentionLaunch::default())
-    })?];
-    let base = out.to_host()?;
-    rows.push(if !sm90 {
-        skipped(&op, &dims, flops, not_hopper(dev))
-    } else if crate::attention_sm90::kernel(d, Sm90Tiling::Auto.resolve(shape.max_seqlen)).is_err() {
-        skipped(&op, &dims, flops, format!("no attention_sm90 kernel for head dim {d}"))
+    let has_kernel = crate::attention_sm90::kernel(d, Sm90Tiling::Auto.resolve(shape.max_seqlen)).is_ok();
+    Ok(time_pair(
+        dev,
+        &op,
+        &mut out,
+        |o| crate::attention(dev, &qkv, &cu, o, shape, AttentionLaunch::default()),
+        unavailable(dev, sm90, has_kernel, "attention_sm90"),
+        |o| crate::attention_sm90(dev, &qkv, &cu, o, shape, Sm90Tiling::Auto),
+    )?
+    .to_vec())
+}
+
+/// What a pair of rows times: the operation, its shape, its work and the replays.
+struct Op {
+    name: String,
+    shape: String,
+    flops: u64,
+    iters: usize,
+}
+
+/// Why the `_sm90` kernel `kernel` cannot run here, if it cannot: not a 9.0 device, or a shape
+/// it does not take.
+fn unavailable(dev: &Device, hopper: bool, takes_shape: bool, kernel: &str) -> Option<String> {
+    if !hopper {
+        let (major, minor) = dev.compute_capability();
+        Some(format!("the _sm90 kernels need compute capability 9.0; this device is {major}.{minor}"))
+    } else if !takes_shape {
+        Some(format!("{kernel} does not take this shape"))
     } else {
-        let mut row = time_op(dev, &op, "sm90", &dims, flops, iters, &mut out, |o| {
-            crate::attention_sm90(dev, &qkv, &cu, o, shape, Sm90Tiling::Auto)
-        })?;
-        row.max_rel_diff_vs_sm80 = Some(max_rel_diff(&out.to_host()?, &base));
-        row
-    });
-    Ok(rows)
+        None
+    }
+}
+
+/// Times `sm80`, then `sm90` on the same inputs and output buffer (or a skipped row saying why
+/// not), the `sm90` row with its output's difference from `sm80`'s.
+fn time_pair(
+    dev: &Device,
+    op: &Op,
+    out: &mut DeviceBuffer<f16>,
+    sm80: impl FnMut(&mut DeviceBuffer<f16>) -> Result<()>,
+    unavailable: Option<String>,
+    sm90: impl FnMut(&mut DeviceBuffer<f16>) -> Result<()>,
+) -> Result<[KernelTime; 2]> {
+    let mma = time_op(dev, op, "sm80", out, sm80)?;
+    let base = out.to_host()?;
+    let hopper = match unavailable {
+        Some(why) => KernelTime {
+            op: op.name.clone(),
+            family: "sm90",
+            kernels: Vec::new(),
+            shape: op.shape.clone(),
+            flops: op.flops,
+            mean_ms: None,
+            tflops: None,
+            max_rel_diff_vs_sm80: None,
+            skipped: Some(why),
+        },
+        None => {
+            let mut row = time_op(dev, op, "sm90", out, sm90)?;
+            row.max_rel_diff_vs_sm80 = Some(max_rel_diff(&out.to_host()?, &base));
+            row
+        }
+    };
+    Ok([mma, hopper])
 }
 
 /// Records `run`'s launches into a graph, replays it once (warm-up, and the output the caller
-/// compares), then `iters` times between two device events.
-#[allow(clippy::too_many_arguments)]
+/// compares), then `op.iters` times between two device events.
 fn time_op(
     dev: &Device,
-    op: &str,
+    op: &Op,
     family: &'static str,
-    shape: &str,
-    flops: u64,
-    iters: usize,
     out: &mut DeviceBuffer<f16>,
     mut run: impl FnMut(&mut DeviceBuffer<f16>) -> Result<()>,
 ) -> Result<KernelTime> {
@@ -263,38 +295,19 @@ fn time_op(
     let graph = dev.graph(launches)?;
     graph.launch()?;
     dev.synchronize()?;
-    let total = dev.device_time_ms(|| (0..iters).try_for_each(|_| graph.launch()))?;
-    let mean_ms = total.map(|t| t / iters as f64);
+    let total = dev.device_time_ms(|| (0..op.iters).try_for_each(|_| graph.launch()))?;
+    let mean_ms = total.map(|t| t / op.iters as f64);
     Ok(KernelTime {
-        op: op.to_string(),
+        op: op.name.clone(),
         family,
         kernels,
-        shape: shape.to_string(),
-        flops,
+        shape: op.shape.clone(),
+        flops: op.flops,
         mean_ms,
-        tflops: mean_ms.filter(|&t| t > 0.0).map(|t| flops as f64 / (t * 1e9)),
+        tflops: mean_ms.filter(|&t| t > 0.0).map(|t| op.flops as f64 / (t * 1e9)),
         max_rel_diff_vs_sm80: None,
         skipped: None,
     })
-}
-
-fn skipped(op: &str, shape: &str, flops: u64, why: String) -> KernelTime {
-    KernelTime {
-        op: op.to_string(),
-        family: "sm90",
-        kernels: Vec::new(),
-        shape: shape.to_string(),
-        flops,
-        mean_ms: None,
-        tflops: None,
-        max_rel_diff_vs_sm80: None,
-        skipped: Some(why),
-    }
-}
-
-fn not_hopper(dev: &Device) -> String {
-    let (major, minor) = dev.compute_capability();
-    format!("the _sm90 kernels need compute capability 9.0; this device is {major}.{minor}")
 }
 
 /// Largest `|a - b| / max(1, |b|)`; NaN anywhere is infinitely far.
