@@ -539,8 +539,7 @@ fn gemm_sm90(
 ) -> PlannedLaunch {
     let tile = sm90::choose_gemm(m, n, k, p.int8, ln.is_some());
     let asym = asym && p.int8;
-    let base = if p.int8 { "gemm_int8_f16" } else { "gemm_f16" };
-    let name = sm90::kernel_name(base, ln.is_some());
+    let name = sm90::gemm_kernel(p.int8, ln.is_some());
     let (gt, gw) = (m.div_ceil(tile.rows), n.div_ceil(tile.cols));
     let e = if p.int8 { 1 } else { 2 };
     let col_bytes = 2 + if p.int8 { 4 } else { 0 } + if asym { 4 } else { 0 };
@@ -622,9 +621,9 @@ fn attention_sm90(lengths: &[usize], heads: usize, d: usize, layer: Option<usize
     let kv = if max_keys <= 256 { 2 * max_keys } else { 2 * 2 * 128 };
     let shared = ((rows + kv) * d * 2) as u32;
     let threads = 128 * (1 + rows as u32 / 64);
-    let base = format!("attention_f16_d{d}");
+    let name = sm90::attention_kernel(d, lengths.iter().copied().max().unwrap_or(1));
     let cfg = ((items as u32, heads as u32, 1), (threads, 1, 1), shared);
-    let mut l = launch(&sm90::kernel_name(&base, false), "attention", layer, cfg, flops as u64, min, load, t * h * 2);
+    let mut l = launch(&name, "attention", layer, cfg, flops as u64, min, load, t * h * 2);
     l.tensor_flops = tensor as u64;
     l.reuse_bytes_per_block = (2 * rows * d * 2) as u64;
     l

@@ -230,13 +230,28 @@ pub fn attention_rows(tokens: usize, heads: usize) -> usize {
     }
 }
 
-/// The kernel name of an `_sm90` launch: the `mma.sync` base name it replaces (`gemm_f16`,
-/// `gemm_int8_f16`, `attention_f16_d64`), `_ln` when a layernorm is fused, then `_sm90`.
-pub fn kernel_name(base: &str, layernorm: bool) -> String {
-    format!("{base}{}_sm90", if layernorm { "_ln" } else { "" })
+/// The PTX entry an `_sm90` GEMM step launches (as the forward pass does): `gemm_f16_sm90`,
+/// `gemm_int8_sm90`, `_ln` when the layernorm is fused. The same names as the emulator's
+/// counters and `fusebert kernels time`, so predictions and measurements meet by name.
+pub fn gemm_kernel(int8: bool, layernorm: bool) -> &'static str {
+    use crate::kernels::gemm_sm90::{KERNEL, KERNEL_INT8, KERNEL_INT8_LN, KERNEL_LN};
+    match (int8, layernorm) {
+        (false, false) => KERNEL,
+        (false, true) => KERNEL_LN,
+        (true, false) => KERNEL_INT8,
+        (true, true) => KERNEL_INT8_LN,
+    }
+}
+
+/// The PTX entry of `_sm90` attention at head dim `d` for a batch whose longest sequence has
+/// `max_len` tokens (the tiling `Sm90Tiling::Auto` picks, as the forward pass does).
+pub fn attention_kernel(d: usize, max_len: usize) -> String {
+    use crate::kernels::{attention_sm90, Sm90Tiling};
+    attention_sm90::kernel(d, Sm90Tiling::Auto.resolve(max_len.max(1)))
+        .map_or_else(|_| format!("attention_sm90_d{d}"), str::to_string)
 }
 
 /// Whether `kernel` is one of the `_sm90` kernels.
 pub fn is_sm90(kernel: &str) -> bool {
-    kernel.ends_with("_sm90")
+    kernel.contains("_sm90")
 }
