@@ -652,7 +652,10 @@ pub fn wg_reference(s: &WgSpec) -> Option<Vec<u32>> {
 
 /// [`wg_reference`] with another read-side address function (the unit tests' misreadings); the
 /// shared-memory image stays the kernel's.
-fn wg_reference_with(s: &WgSpec, read: impl Fn(bool, usize, u32, u32, u32, usize, usize, usize) -> usize) -> Option<Vec<u32>> {
+fn wg_reference_with(
+    s: &WgSpec,
+    read: impl Fn(bool, usize, u32, u32, u32, usize, usize, usize) -> usize,
+) -> Option<Vec<u32>> {
     if s.var == 3 {
         return None;
     }
