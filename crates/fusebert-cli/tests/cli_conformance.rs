@@ -214,3 +214,56 @@ fn compare_names_the_output_element_of_a_c16_difference() {
     let _ = std::fs::remove_dir_all(&a);
     let _ = std::fs::remove_dir_all(&b);
 }
+
+/// C4's base-offset cases (the swizzle pattern off its repeat boundary, the descriptor's base
+/// offset `(pattern start >> 7) & 7`): `list` knows them; on the emulator they equal the reference
+/// (the absolute-address swizzle) in lazy, eager and random completion; a word names the slot at
+/// the absolute swizzled address; `compare` decodes a planted difference as for every wgmma case.
+#[test]
+fn base_offset_cases_read_the_absolute_swizzle_in_every_completion_mode() {
+    let names = ["c4_sw128_base_offset", "c4_sw64_base_offset", "c4_sw32_base_offset"];
+    let out = Command::new(exe()).args(["conformance", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for name in names {
+        assert!(list.lines().any(|l| l.starts_with(name) && l.contains(&format!("conf_{name}"))), "{list}");
+    }
+    let modes = [
+        ("lazy", "emulator:deferred", temp("bo-lazy")),
+        ("eager", "emulator:eager", temp("bo-eager")),
+        ("random:11", "emulator:deferred", temp("bo-random")),
+    ];
+    for (mode, driver, dir) in &modes {
+        let json = run(dir, driver, mode, &["--filter", "base_offset"]);
+        assert_eq!(json["cases"].as_array().unwrap().len(), names.len(), "{mode}: {json:#}");
+        assert_eq!(json["failed"], 0, "{mode}: {json:#}");
+        for name in names {
+            let case = cases::find(name).unwrap();
+            assert_eq!(words(&dir.join(format!("{name}.bin"))), cases::reference(&case).unwrap(), "{mode} {name}");
+        }
+    }
+    // SW128, B's pattern at 8192 + 384 of the 1024-aligned buffer: thread 37 d[13] is D(m 17, n 27)
+    // = B(n 27, k 17) (A one-hot at k = m), K step 1 (start + 32), k 1 of it, read at
+    // swz128(start + (27 / 8) 1024 + (27 % 8) 128 + 2): the code 0x400 + its slot in the B region
+    let (a, b) = (&modes[0].2, temp("bo-planted"));
+    let file = "c4_sw128_base_offset.bin";
+    let mut w = words(&a.join(file));
+    let index = 37 * 16 + 13;
+    let addr = cases::swizzle(8192 + 384 + 32 + 3 * 1024 + 3 * 128 + 2, 128);
+    assert_eq!(f32::from_bits(w[index]), half::f16::from_bits((0x400 + (addr - 8192) / 2) as u16).to_f32());
+    w[index] ^= 1;
+    std::fs::create_dir_all(&b).unwrap();
+    for name in &names[1..] {
+        std::fs::copy(a.join(format!("{name}.bin")), b.join(format!("{name}.bin"))).unwrap();
+    }
+    std::fs::write(b.join(file), w.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let out = Command::new(exe()).args(["conformance", "compare"]).arg(a).arg(&b).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("c4_sw128_base_offset") && text.contains("DIFFERS in 1 word(s)"), "{text}");
+    assert!(text.contains(&format!("word {index}: thread 37 d[13] = D(m 17, n 27)")), "{text}");
+    assert!(text.contains("2 identical, 1 differ"), "{text}");
+    for d in modes.iter().map(|m| &m.2).chain([&b]) {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -146,10 +146,21 @@ __device__ __forceinline__ void wg(float* d, uint64_t da, uint64_t db, uint32_t 
 // Layout codes as in the descriptor's bits 62-63: 0 no swizzle (INTERLEAVE), 1 = 128B, 2 = 64B, 3 = 32B.
 __device__ __forceinline__ uint32_t swz_width(int layout) { return layout == 1 ? 128 : layout == 2 ? 64 : 32; }
 
-// 64-bit matrix descriptor: start, LBO, SBO encoded as (x & 0x3FFFF) >> 4, base offset 0.
-__device__ __forceinline__ uint64_t make_desc(uint32_t saddr, uint32_t lbo, uint32_t sbo, int layout) {
+// 64-bit matrix descriptor: start, LBO, SBO encoded as (x & 0x3FFFF) >> 4, base offset in bits
+// 49-51 (0 unless the swizzle pattern starts off its repeat boundary, see base_offset).
+__device__ __forceinline__ uint64_t make_desc(uint32_t saddr, uint32_t lbo, uint32_t sbo, int layout, uint32_t bo = 0) {
     return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)((lbo & 0x3FFFF) >> 4) << 16) |
-           ((uint64_t)((sbo & 0x3FFFF) >> 4) << 32) | ((uint64_t)layout << 62);
+           ((uint64_t)((sbo & 0x3FFFF) >> 4) << 32) | ((uint64_t)(bo & 7) << 49) | ((uint64_t)layout << 62);
+}
+
+// The descriptor's base offset for a swizzle pattern starting at the absolute shared address
+// `pattern` (PTX ISA 9.7.15.5.1.2.2 "Matrix Descriptor Format", bits 51-49: 0 when the pattern
+// starts on its repeat boundary -- 1024 / 512 / 256 B for 128 / 64 / 32B swizzle -- otherwise
+// "base offset = (pattern start addr >> 0x7) & 0x7"; undefined without swizzle).
+__device__ __forceinline__ uint32_t base_offset(uint32_t pattern, int layout) {
+    if (layout == 0) return 0;
+    const uint32_t repeat = 8 * swz_width(layout);
+    return pattern % repeat == 0 ? 0 : (pattern >> 7) & 7;
 }
 
 // Absolute shared address of element (r, k) of a K-major f16 operand at `base` (note 1.3):
@@ -190,12 +201,18 @@ __device__ __forceinline__ uint16_t h(float x) { return __half_as_ushort(__float
 // A[m][1] = 1, B[0][n] = 1, B[1][n] = 128 n (D = m + 1 + 128 n); 3 = numerics (C7, bits only).
 // TRANS = 1: both operands MN-major (imm-trans-a = imm-trans-b = 1, addresses by mnaddr). ACC16 = 1:
 // f16 accumulators (N/4 f16x2 registers, zero before the first wgmma; C7 only).
+// OFFA / OFFB (C4 base offset): the operand's swizzle pattern starts OFFA / OFFB bytes into its
+// region (off the repeat boundary), the descriptors carry the ISA's base offset for it; the code
+// fill still covers the whole region, so the words name the absolute slot that was read.
 template <int N, int KB, int LA, int LBOA, int SBOA, int LB, int LBOB, int SBOB, int VAR, int SCALE_D, int NEGA, int PRE_BITS,
-          int TRANS = 0, int ACC16 = 0>
+          int TRANS = 0, int ACC16 = 0, int OFFA = 0, int OFFB = 0>
 __device__ void wg_case(uint32_t* out) {
     const uint32_t t = threadIdx.x;
     const uint32_t s0 = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-    const uint32_t a0 = s0, b0 = s0 + WG_A_BYTES;
+    const uint32_t a0 = s0 + OFFA, b0 = s0 + WG_A_BYTES + OFFB;
+    // the pattern starts at a0 / b0; K step j moves the start by 32 j < 128 inside it, which leaves
+    // (start >> 7) & 7 as it is, so one base offset serves every step
+    const uint32_t boa = OFFA ? base_offset(a0, LA) : 0, bob = OFFB ? base_offset(b0, LB) : 0;
     constexpr uint32_t K = KB * 16;
     uint16_t* sm16 = reinterpret_cast<uint16_t*>(smem);
     auto put = [&](uint32_t addr, uint16_t v) { sm16[(addr - s0) / 2] = v; };
@@ -263,7 +280,7 @@ __device__ void wg_case(uint32_t* out) {
         // 32 B; swizzled MN-major operands move two 8-row K groups (2 SBO)
         const uint32_t sa = LA == 0 ? a0 + j * 2 * LBOA : TRANS ? a0 + j * 2 * SBOA : a0 + 32 * j;
         const uint32_t sb = LB == 0 ? b0 + j * 2 * LBOB : TRANS ? b0 + j * 2 * SBOB : b0 + 32 * j;
-        wg<N, NEGA, TRANS>(d, make_desc(sa, LBOA, SBOA, LA), make_desc(sb, LBOB, SBOB, LB), j == 0 ? SCALE_D : 1);
+        wg<N, NEGA, TRANS>(d, make_desc(sa, LBOA, SBOA, LA, boa), make_desc(sb, LBOB, SBOB, LB, bob), j == 0 ? SCALE_D : 1);
     }
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
@@ -291,6 +308,15 @@ WG_CASE(conf_c4_sw128_b,                 32,  4, 1, 16,   1024, 1, 16,   1024, 0
 WG_CASE(conf_c4_sw64_b,                  32,  2, 2, 16,   512,  2, 16,   512,  0, 1, 0, 0)
 WG_CASE(conf_c4_sw32_b,                  32,  1, 3, 16,   256,  3, 16,   256,  0, 1, 0, 0)
 WG_CASE(conf_c4_sw128_a,                 64,  4, 1, 16,   1024, 1, 16,   1024, 1, 1, 0, 0)
+// C4: the same with the pattern off its repeat boundary and the ISA's nonzero base offset: B at
+// +384 of 1024 (128B, base offset 3); A +256 / B +384 of 512 (64B, 2 / 3, different phases so a
+// misread of both cannot cancel); A code-filled at +128 of 256 (32B, 1; B one-hot on the repeat:
+// every 32B offset has the same phase, so offsetting both would hide a misread). A's SW128 rows
+// fill its whole 8 KiB region, so the 128B case offsets B only.
+//      name                             N   KB LA LBOA  SBOA  LB LBOB  SBOB VAR SC NEG PRE TR A16 OFFA OFFB
+WG_CASE(conf_c4_sw128_base_offset,       32,  4, 1, 16,   1024, 1, 16,   1024, 0, 1, 0, 0,  0, 0,  0,   384)
+WG_CASE(conf_c4_sw64_base_offset,        32,  2, 2, 16,   512,  2, 16,   512,  0, 1, 0, 0,  0, 0,  256, 384)
+WG_CASE(conf_c4_sw32_base_offset,        32,  1, 3, 16,   256,  3, 16,   256,  1, 1, 0, 0,  0, 0,  128, 0)
 // C8: scale-d = 0 over accumulators holding 1000.0 with imm-scale-a = -1; scale-d = 1 over 0.5
 WG_CASE(conf_c8_scale_d0_neg_a,          8,   1, 0, 128,  256,  0, 128,  256,  2, 0, 1, 0x447a0000)
 WG_CASE(conf_c8_accumulate,              8,   1, 0, 128,  256,  0, 128,  256,  2, 1, 0, 0x3f000000)

@@ -37,6 +37,11 @@ pub struct WgSpec {
     pub mn: bool,
     /// f16 accumulators (m64n8k16.f16.f16.f16, N/4 f16x2 words per thread; C7 only).
     pub acc16: bool,
+    /// Bytes from the start of the A / B region to where the operand's swizzle pattern starts
+    /// (`OFFA` / `OFFB`; C4's base-offset cases put it off the repeat boundary and set the
+    /// descriptor's base offset by [`base_offset`]). 0 elsewhere.
+    pub offa: usize,
+    pub offb: usize,
 }
 
 /// One RS wgmma case (`conf_c2_rs_{f16,s8}`): A from registers holding codes, B one-hot.
@@ -139,6 +144,8 @@ const fn wg(n: usize, kb: usize, la: u32, lboa: u32, sboa: u32, lb: u32, lbob: u
         pre_bits: 0,
         mn: false,
         acc16: false,
+        offa: 0,
+        offb: 0,
     }
 }
 
@@ -202,6 +209,24 @@ pub fn all() -> Vec<Case> {
         c("c4_sw64_b", "conf_c4_sw64_b", "64B swizzle of B, start + 32 j", Kind::Wgmma(wg(32, 2, 2, 16, 512, 2, 16, 512, 0))),
         c("c4_sw32_b", "conf_c4_sw32_b", "32B swizzle of B", Kind::Wgmma(wg(32, 1, 3, 16, 256, 3, 16, 256, 0))),
         c("c4_sw128_a", "conf_c4_sw128_a", "128B swizzle of A, start + 32 j", Kind::Wgmma(wg(64, 4, 1, 16, 1024, 1, 16, 1024, 1))),
+        c(
+            "c4_sw128_base_offset",
+            "conf_c4_sw128_base_offset",
+            "128B swizzle of B starting 384 B past the 1024 B repeat: descriptor base offset 3 (ISA), absolute-address XOR, start + 32 j",
+            Kind::Wgmma(WgSpec { offb: 384, ..wg(32, 4, 1, 16, 1024, 1, 16, 1024, 0) }),
+        ),
+        c(
+            "c4_sw64_base_offset",
+            "conf_c4_sw64_base_offset",
+            "64B swizzle, A at +256 and B at +384 of the 512 B repeat: base offsets 2 and 3 (ISA), start + 32 j",
+            Kind::Wgmma(WgSpec { offa: 256, offb: 384, ..wg(32, 2, 2, 16, 512, 2, 16, 512, 0) }),
+        ),
+        c(
+            "c4_sw32_base_offset",
+            "conf_c4_sw32_base_offset",
+            "32B swizzle of A (code-filled) starting 128 B past the 256 B repeat: base offset 1 (ISA)",
+            Kind::Wgmma(WgSpec { offa: 128, ..wg(32, 1, 3, 16, 256, 3, 16, 256, 1) }),
+        ),
         c(
             "c9_load_2d_none",
             "conf_c9_tma_load_2d",
@@ -488,6 +513,19 @@ fn desc_width(layout: u32) -> usize {
     }
 }
 
+/// The base offset (descriptor bits 49-51) of a swizzle pattern starting at absolute shared
+/// address `pattern`, by PTX ISA 9.7.15.5.1.2.2 "Matrix Descriptor Format": 0 when the pattern
+/// starts on its repeat boundary (1024 / 512 / 256 B for 128 / 64 / 32B swizzle), otherwise
+/// `(pattern start addr >> 0x7) & 0x7`; 0 without swizzle (the field is not valid there).
+pub fn base_offset(pattern: usize, layout: u32) -> u32 {
+    let w = desc_width(layout);
+    if w == 0 || pattern % (8 * w) == 0 {
+        0
+    } else {
+        ((pattern >> 7) & 7) as u32
+    }
+}
+
 /// Byte address that a K-major f16 descriptor (start, LBO, SBO, layout) gives element (r, k),
 /// k < 16, of one wgmma: INTERLEAVE `start + (r/8) SBO + (r%8) 16 + (k/8) LBO + (k%8) 2`,
 /// swizzled `swz(start + (r/8) SBO + (r%8) W + 2k)` (LBO unused).
@@ -562,7 +600,8 @@ fn code(s: usize) -> u16 {
 /// address = 2 x slot, relative to the 1024-aligned dynamic buffer.
 pub fn wg_image(s: &WgSpec) -> Vec<u16> {
     let mut img = vec![0u16; (WG_A_BYTES + WG_B_BYTES) / 2];
-    let (a0, b0) = (0usize, WG_A_BYTES);
+    // the operands' pattern starts; the code fills cover the whole regions
+    let (a0, b0) = (s.offa, WG_A_BYTES + s.offb);
     let k_total = 16 * s.kb;
     let one = f16::from_f32(1.0).to_bits();
     // the kernel's writes go through the same formula as the reads (element (r, k) of K step
@@ -574,7 +613,7 @@ pub fn wg_image(s: &WgSpec) -> Vec<u16> {
     match s.var {
         0 => {
             for slot in 0..WG_B_BYTES / 2 {
-                put(b0 + 2 * slot, code(slot));
+                put(WG_A_BYTES + 2 * slot, code(slot));
             }
             for m in 0..64 {
                 put(at(s.la, s.lboa, s.sboa, a0, m, m % k_total), one);
@@ -582,7 +621,7 @@ pub fn wg_image(s: &WgSpec) -> Vec<u16> {
         }
         1 => {
             for slot in 0..WG_A_BYTES / 2 {
-                put(a0 + 2 * slot, code(slot));
+                put(2 * slot, code(slot));
             }
             for n in 0..s.n {
                 put(at(s.lb, s.lbob, s.sbob, b0, n, n % k_total), one);
@@ -604,14 +643,26 @@ pub fn wg_image(s: &WgSpec) -> Vec<u16> {
 }
 
 /// The words a wgmma case must write, or `None` for C7 (numerics: no reference). Exact: every
-/// D is a sum of at most two nonzero products of small integers or one code times 1.0.
+/// D is a sum of at most two nonzero products of small integers or one code times 1.0. The
+/// reads, like the kernel's writes, swizzle the absolute address (the buffer is 1024-aligned, so
+/// its offsets swizzle as the absolute addresses do), wherever the pattern starts.
 pub fn wg_reference(s: &WgSpec) -> Option<Vec<u32>> {
+    wg_reference_with(s, operand_addr)
+}
+
+/// [`wg_reference`] with another read-side address function (the unit tests' misreadings); the
+/// shared-memory image stays the kernel's.
+fn wg_reference_with(
+    s: &WgSpec,
+    read: impl Fn(bool, usize, u32, u32, u32, usize, usize, usize) -> usize,
+) -> Option<Vec<u32>> {
     if s.var == 3 {
         return None;
     }
     let img = wg_image(s);
     let val = |addr: usize| f16::from_bits(img[addr / 2]).to_f64();
-    let (a0, b0) = (0usize, WG_A_BYTES);
+    let (a0, b0) = (s.offa, WG_A_BYTES + s.offb);
+    let operand_addr = read;
     let sign = if s.neg_a { -1.0 } else { 1.0 };
     let d = |m: usize, n: usize| {
         // f16 accumulators start at zero (the kernel ignores PRE_BITS for them)
@@ -1054,7 +1105,7 @@ mod tests {
                 for i in 0..s.n / 2 {
                     let (m, n) = d_fragment(t, i);
                     let k = m % (16 * s.kb);
-                    let addr = operand_addr(s.mn, WG_A_BYTES, s.lb, s.lbob, s.sbob, k / 16, n, k % 16);
+                    let addr = operand_addr(s.mn, WG_A_BYTES + s.offb, s.lb, s.lbob, s.sbob, k / 16, n, k % 16);
                     let want = f16::from_bits(code((addr - WG_A_BYTES) / 2)).to_f32();
                     assert_eq!(f32::from_bits(r[t * s.n / 2 + i]), want, "{} t {t} i {i}", case.name);
                 }
@@ -1173,6 +1224,70 @@ mod tests {
                 assert_eq!(f16::from_bits((w >> 16) as u16).to_f32(), (m + 1 + 128 * (n + 1)) as f32);
             }
         }
+    }
+
+    #[test]
+    fn base_offset_cases_start_off_the_repeat_and_catch_a_relative_swizzle() {
+        let mut seen = 0;
+        for case in all() {
+            let Kind::Wgmma(s) = case.kind else { continue };
+            if s.offa == 0 && s.offb == 0 {
+                continue;
+            }
+            seen += 1;
+            // each offset operand starts off its repeat boundary, with the ISA's nonzero base offset
+            for (off, base, layout) in [(s.offa, s.offa, s.la), (s.offb, WG_A_BYTES + s.offb, s.lb)] {
+                if off == 0 {
+                    continue;
+                }
+                let w = desc_width(layout);
+                assert!(w > 0 && base % (8 * w) != 0, "{}: {base} is on the repeat", case.name);
+                let bo = base_offset(base, layout);
+                assert_eq!(bo as usize, (base >> 7) & 7, "{}", case.name);
+                assert_ne!(bo, 0, "{}", case.name);
+                // every K step's start (pattern + 32 j) gives the same base offset
+                for j in 0..s.kb {
+                    assert_eq!(((base + 32 * j) >> 7) & 7, bo as usize, "{} step {j}", case.name);
+                }
+            }
+            // every read stays inside its operand's region
+            for j in 0..s.kb {
+                for k in 0..16 {
+                    for m in 0..64 {
+                        let a = operand_addr(false, s.offa, s.la, s.lboa, s.sboa, j, m, k);
+                        assert!(a < WG_A_BYTES, "{}: A ({m}, {k}) at {a}", case.name);
+                    }
+                    for n in 0..s.n {
+                        let b = operand_addr(false, WG_A_BYTES + s.offb, s.lb, s.lbob, s.sbob, j, n, k);
+                        assert!((WG_A_BYTES..WG_A_BYTES + WG_B_BYTES).contains(&b), "{}: B ({n}, {k})", case.name);
+                    }
+                }
+            }
+            // the plausible misreadings -- the base offset ignored, the XOR taken relative to the
+            // pattern start or to each K step's start instead of the absolute address -- change
+            // the words; so does the base-offset-free placement (the operands on the repeat)
+            let right = wg_reference(&s).unwrap();
+            let rel = |from_step: bool| {
+                move |mn: bool, base: usize, layout: u32, lbo: u32, sbo: u32, j: usize, r: usize, k: usize| {
+                    assert!(!mn);
+                    let w = desc_width(layout);
+                    let start = step_start(base, layout, lbo as usize, j);
+                    let lin = start + (r / 8) * sbo as usize + (r % 8) * w + 2 * k;
+                    let origin = if from_step { start } else { base };
+                    origin + swizzle(lin - origin, w)
+                }
+            };
+            // (assert!, not assert_ne!: the word vectors are long)
+            assert!(wg_reference_with(&s, rel(false)).unwrap() != right, "{}: relative to the pattern", case.name);
+            assert!(wg_reference_with(&s, rel(true)).unwrap() != right, "{}: relative to the step", case.name);
+            assert!(wg_reference(&WgSpec { offa: 0, offb: 0, ..s }).unwrap() != right, "{}: on the repeat", case.name);
+        }
+        assert_eq!(seen, 3);
+        assert_eq!(base_offset(WG_A_BYTES + 384, 1), 3);
+        assert_eq!(base_offset(256, 2), 2);
+        assert_eq!(base_offset(128, 3), 1);
+        assert_eq!(base_offset(WG_A_BYTES, 1), 0);
+        assert_eq!(base_offset(384, 0), 0);
     }
 
     #[test]
