@@ -551,7 +551,7 @@ fn gemm_sm90(
     // whole tiles, K in whole wgmma k-steps (16 f16, 32 s8)
     let tensor = 2 * gt * tile.rows * gw * tile.cols * k.next_multiple_of(if p.int8 { 32 } else { 16 });
     let cfg = ((tile.ctas(m, n) as u32, 1, 1), (tile.threads(), 1, 1), tile.shared_bytes());
-    let mut l = launch(&name, step, layer, cfg, (2 * m * n * k) as u64, min, load + partials, m * n * 2 + partials);
+    let mut l = launch(name, step, layer, cfg, (2 * m * n * k) as u64, min, load + partials, m * n * 2 + partials);
     if tile.splits > 1 {
         l.tail_bytes = (tile.splits * tile.rows * tile.cols * 4) as u64;
     }
