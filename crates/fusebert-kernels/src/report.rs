@@ -6,8 +6,10 @@
 //! runs in seconds on the emulator: int8 GEMM = FFN1 (N 3072, K 768, GELU), int32 GEMM = QKV
 //! (N 2304, K 768), fp16 GEMM = FFN2 (N 768, K 3072, + residual), attention for every head dim
 //! (heads * head_dim ~ 768); the two epilogue GEMMs run
-//! with both block tiles (`..._l` = 128x128). On a GPU the same launches run, without
-//! counters.
+//! with both block tiles (`..._l` = 128x128). On a compute-capability-9.0 device (the emulator
+//! at sm_90) the Hopper kernels follow their mma.sync twins on the same operands:
+//! `gemm_int8_sm90` (FFN1), `gemm_int8_i32_sm90` (QKV), `gemm_f16_sm90` (FFN2) and
+//! `attention_sm90*` for every head dim. On a GPU the same launches run, without counters.
 use half::f16;
 use serde::Serialize;
 
@@ -161,6 +163,28 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
             (m * k + n * k + 2 * m * n + 4 * m + 6 * n) as u64,
         )?;
     }
+    let hopper = crate::select::hopper(dev);
+    let sm90 = super::GemmSm90Launch::default();
+    if hopper {
+        let g = super::GemmInt8 {
+            a: &q,
+            a_scale: &qs,
+            zero_point: None,
+            w: &w8,
+            w_scale: &ws,
+            bias: Some(&bias_ffn),
+            epilogue: Epilogue::Gelu,
+            shape: super::GemmShape { m, n, k },
+        };
+        super::gemm_int8_sm90(dev, &g, &mut c, sm90)?;
+        record(
+            dev,
+            "gemm_int8_sm90",
+            format!("M {m}, N {n}, K {k}, bias + GELU (FFN1)"),
+            (2 * m * n * k) as u64,
+            (m * k + n * k + 2 * m * n + 4 * m + 6 * n) as u64,
+        )?;
+    }
     let n = 3 * h;
     let mut c32 = dev.alloc::<i32>(m * n)?;
     super::gemm_int8_i32(dev, &q, &w8, &mut c32, super::GemmShape { m, n, k }, super::GemmLaunch::tiled(Tile::Small))?;
@@ -171,6 +195,16 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
         (2 * m * n * k) as u64,
         (m * k + n * k + 4 * m * n) as u64,
     )?;
+    if hopper {
+        super::gemm_int8_i32_sm90(dev, &q, &w8, &mut c32, super::GemmShape { m, n, k }, sm90)?;
+        record(
+            dev,
+            "gemm_int8_i32_sm90",
+            format!("M {m}, N {n}, K {k} (QKV)"),
+            (2 * m * n * k) as u64,
+            (m * k + n * k + 4 * m * n) as u64,
+        )?;
+    }
     let (n, k) = (h, ffn);
     let w16 = dev.upload(&rand_f16(n * k, &mut seed))?;
     for tile in [Tile::Small, Tile::Large] {
@@ -189,6 +223,23 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
         record(
             dev,
             "gemm_f16",
+            format!("M {m}, N {n}, K {k}, bias + residual (FFN2)"),
+            (2 * m * n * k) as u64,
+            (2 * (m * k + n * k + 2 * m * n + n)) as u64,
+        )?;
+    }
+    if hopper {
+        let g = super::GemmF16 {
+            a: &c,
+            w: &w16,
+            bias: Some(&bias),
+            epilogue: Epilogue::Residual(&res),
+            shape: super::GemmShape { m, n, k },
+        };
+        super::gemm_f16_sm90(dev, &g, &mut y, sm90)?;
+        record(
+            dev,
+            "gemm_f16_sm90",
             format!("M {m}, N {n}, K {k}, bias + residual (FFN2)"),
             (2 * m * n * k) as u64,
             (2 * (m * k + n * k + 2 * m * n + n)) as u64,
@@ -213,13 +264,16 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
             super::AttentionLaunch::default(),
         )?;
         let aflops = (batch * heads * 2 * 2 * seq * seq * d) as u64;
-        record(
-            dev,
-            &format!("attention_f16_d{d}"),
+        let (what, min) = (
             format!("{batch} sequences x {seq} tokens, {heads} heads x {d}"),
-            aflops,
             (t * 3 * hd * 2 + t * hd * 2 + 4 * (batch + 1)) as u64,
-        )?;
+        );
+        record(dev, &format!("attention_f16_d{d}"), what.clone(), aflops, min)?;
+        if hopper {
+            let shape = AttentionShape::from_cu_seqlens(&cu_host, heads, d)?;
+            super::attention_sm90(dev, &qkv, &cu, &mut o, shape, super::Sm90Tiling::Auto)?;
+            record(dev, &format!("attention_sm90_d{d}"), what, aflops, min)?;
+        }
     }
 
     // pooling (mean + L2) and the embedding

@@ -26,6 +26,10 @@ pub enum KernelsCommand {
         /// JSON (one entry per kernel, counters under their names) instead of a table.
         #[arg(long)]
         json: bool,
+        /// The architecture the emulator presents: sm_90 adds the Hopper `_sm90` kernels, each
+        /// after its mma.sync twin on the same operands.
+        #[arg(long, value_enum, default_value_t = EmuArch::Sm80)]
+        arch: EmuArch,
     },
     /// The generated tables of docs/kernels.md (ptxas resources, launch schedule) as Markdown.
     Markdown,
@@ -68,8 +72,13 @@ pub struct TimeArgs {
 
 pub fn run(a: KernelsArgs) -> Result<()> {
     match a.command {
-        KernelsCommand::Report { json } => {
-            let dev = Device::emulator()?;
+        KernelsCommand::Report { json, arch } => {
+            use fusebert::device::emulator::{Arch, EmulatorOptions};
+            let arch = match arch {
+                EmuArch::Sm80 => Arch::Sm80,
+                EmuArch::Sm90 => Arch::Sm90,
+            };
+            let dev = Device::emulator_with(EmulatorOptions { arch, ..Default::default() })?;
             let reports = report::report(&dev)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report::to_json(&reports)).expect("JSON"));
