@@ -197,9 +197,9 @@ pub(crate) struct HopState {
     pub mbar: MbarTable,
     pub loads: VecDeque<TmaLoad>,
     pub stores: Vec<TmaStore>,
-    /// Stores performed early (eager completion) whose source guard stays until their thread's
-    /// `wait_group.read` covers them: (thread, group, guard id). Reusing the source before the
-    /// wait is a finding whatever the completion order (the hardware may be late).
+    /// Stores performed whose source guard stays until their thread's `wait_group{.read}` covers
+    /// them: (thread, group, guard id). Reusing the source before the wait is a finding whatever
+    /// the completion order (the hardware may be late).
     pub performed_unwaited: Vec<(u32, u32, u64)>,
     pub guards: Vec<Guard>,
     pub next_guard: u64,

@@ -45,6 +45,11 @@ fn rand_i8(n: usize, seed: &mut u64) -> Vec<i8> {
     (0..n).map(|_| (lcg(seed) * 127.0) as i8).collect()
 }
 
+/// A GEMM's report shape (`M m, N n, K k` + `what`), FLOPs and minimum bytes.
+fn gemm_figures(m: usize, n: usize, k: usize, what: &str, min_bytes: usize) -> (String, u64, u64) {
+    (format!("M {m}, N {n}, K {k}{what}"), (2 * m * n * k) as u64, min_bytes as u64)
+}
+
 /// Runs every kernel once on `dev` and returns one report per kernel.
 pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     let mut out = Vec::new();
@@ -138,112 +143,57 @@ pub fn report(dev: &Device) -> Result<Vec<KernelReport>> {
     let ws = dev.upload(&(0..ffn).map(|_| 0.01 + lcg(&mut seed).abs() * 0.01).collect::<Vec<f32>>())?;
     let bias_ffn = dev.upload(&rand_f16(ffn, &mut seed))?;
     let mut c = dev.alloc::<f16>(t * ffn)?;
-    let (m, n, k) = (t, ffn, h);
-    for tile in [Tile::Small, Tile::Large] {
-        super::gemm_int8(
-            dev,
-            &super::GemmInt8 {
-                a: &q,
-                a_scale: &qs,
-                zero_point: None,
-                w: &w8,
-                w_scale: &ws,
-                bias: Some(&bias_ffn),
-                epilogue: Epilogue::Gelu,
-                shape: super::GemmShape { m, n, k },
-            },
-            &mut c,
-            super::GemmLaunch::tiled(tile),
-        )?;
-        record(
-            dev,
-            "gemm_int8_f16",
-            format!("M {m}, N {n}, K {k}, bias + GELU (FFN1)"),
-            (2 * m * n * k) as u64,
-            (m * k + n * k + 2 * m * n + 4 * m + 6 * n) as u64,
-        )?;
-    }
+    // each GEMM's operands, shape and figures once: its mma.sync tiles, then (on sm_90) its
+    // Hopper twin, on the same operands
     let hopper = crate::select::hopper(dev);
     let sm90 = super::GemmSm90Launch::default();
+    let (m, n, k) = (t, ffn, h);
+    let ffn1 = super::GemmInt8 {
+        a: &q,
+        a_scale: &qs,
+        zero_point: None,
+        w: &w8,
+        w_scale: &ws,
+        bias: Some(&bias_ffn),
+        epilogue: Epilogue::Gelu,
+        shape: super::GemmShape { m, n, k },
+    };
+    let (what, flops, min) = gemm_figures(m, n, k, ", bias + GELU (FFN1)", m * k + n * k + 2 * m * n + 4 * m + 6 * n);
+    for tile in [Tile::Small, Tile::Large] {
+        super::gemm_int8(dev, &ffn1, &mut c, super::GemmLaunch::tiled(tile))?;
+        record(dev, "gemm_int8_f16", what.clone(), flops, min)?;
+    }
     if hopper {
-        let g = super::GemmInt8 {
-            a: &q,
-            a_scale: &qs,
-            zero_point: None,
-            w: &w8,
-            w_scale: &ws,
-            bias: Some(&bias_ffn),
-            epilogue: Epilogue::Gelu,
-            shape: super::GemmShape { m, n, k },
-        };
-        super::gemm_int8_sm90(dev, &g, &mut c, sm90)?;
-        record(
-            dev,
-            "gemm_int8_sm90",
-            format!("M {m}, N {n}, K {k}, bias + GELU (FFN1)"),
-            (2 * m * n * k) as u64,
-            (m * k + n * k + 2 * m * n + 4 * m + 6 * n) as u64,
-        )?;
+        super::gemm_int8_sm90(dev, &ffn1, &mut c, sm90)?;
+        record(dev, "gemm_int8_sm90", what, flops, min)?;
     }
     let n = 3 * h;
+    let qkv_shape = super::GemmShape { m, n, k };
+    let (what, flops, min) = gemm_figures(m, n, k, " (QKV)", m * k + n * k + 4 * m * n);
     let mut c32 = dev.alloc::<i32>(m * n)?;
-    super::gemm_int8_i32(dev, &q, &w8, &mut c32, super::GemmShape { m, n, k }, super::GemmLaunch::tiled(Tile::Small))?;
-    record(
-        dev,
-        "gemm_int8_i32",
-        format!("M {m}, N {n}, K {k} (QKV)"),
-        (2 * m * n * k) as u64,
-        (m * k + n * k + 4 * m * n) as u64,
-    )?;
+    super::gemm_int8_i32(dev, &q, &w8, &mut c32, qkv_shape, super::GemmLaunch::tiled(Tile::Small))?;
+    record(dev, "gemm_int8_i32", what.clone(), flops, min)?;
     if hopper {
-        super::gemm_int8_i32_sm90(dev, &q, &w8, &mut c32, super::GemmShape { m, n, k }, sm90)?;
-        record(
-            dev,
-            "gemm_int8_i32_sm90",
-            format!("M {m}, N {n}, K {k} (QKV)"),
-            (2 * m * n * k) as u64,
-            (m * k + n * k + 4 * m * n) as u64,
-        )?;
+        super::gemm_int8_i32_sm90(dev, &q, &w8, &mut c32, qkv_shape, sm90)?;
+        record(dev, "gemm_int8_i32_sm90", what, flops, min)?;
     }
     let (n, k) = (h, ffn);
     let w16 = dev.upload(&rand_f16(n * k, &mut seed))?;
+    let ffn2 = super::GemmF16 {
+        a: &c,
+        w: &w16,
+        bias: Some(&bias),
+        epilogue: Epilogue::Residual(&res),
+        shape: super::GemmShape { m, n, k },
+    };
+    let (what, flops, min) = gemm_figures(m, n, k, ", bias + residual (FFN2)", 2 * (m * k + n * k + 2 * m * n + n));
     for tile in [Tile::Small, Tile::Large] {
-        super::gemm_f16(
-            dev,
-            &super::GemmF16 {
-                a: &c,
-                w: &w16,
-                bias: Some(&bias),
-                epilogue: Epilogue::Residual(&res),
-                shape: super::GemmShape { m, n, k },
-            },
-            &mut y,
-            super::GemmLaunch::tiled(tile),
-        )?;
-        record(
-            dev,
-            "gemm_f16",
-            format!("M {m}, N {n}, K {k}, bias + residual (FFN2)"),
-            (2 * m * n * k) as u64,
-            (2 * (m * k + n * k + 2 * m * n + n)) as u64,
-        )?;
+        super::gemm_f16(dev, &ffn2, &mut y, super::GemmLaunch::tiled(tile))?;
+        record(dev, "gemm_f16", what.clone(), flops, min)?;
     }
     if hopper {
-        let g = super::GemmF16 {
-            a: &c,
-            w: &w16,
-            bias: Some(&bias),
-            epilogue: Epilogue::Residual(&res),
-            shape: super::GemmShape { m, n, k },
-        };
-        super::gemm_f16_sm90(dev, &g, &mut y, sm90)?;
-        record(
-            dev,
-            "gemm_f16_sm90",
-            format!("M {m}, N {n}, K {k}, bias + residual (FFN2)"),
-            (2 * m * n * k) as u64,
-            (2 * (m * k + n * k + 2 * m * n + n)) as u64,
-        )?;
+        super::gemm_f16_sm90(dev, &ffn2, &mut y, sm90)?;
+        record(dev, "gemm_f16_sm90", what, flops, min)?;
     }
 
     // attention: four sequences of 128 over a [t, 3 * heads * d] qkv, every head dim, heads

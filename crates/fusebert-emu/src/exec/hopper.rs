@@ -5,7 +5,7 @@
 //! would otherwise wait forever. State: [`crate::async_proxy::HopState`].
 use super::*;
 use crate::arch::AsyncMode;
-use crate::async_proxy::{fence, writer_id, Guard, GuardKind, HopState, Site, TmaLoad, TmaStore};
+use crate::async_proxy::{fence, writer_id, GuardKind, HopState, Site, TmaLoad, TmaStore};
 use crate::mbarrier::MbarError;
 use crate::tma::{self, TensorMap, TMAP_BYTES};
 
@@ -19,6 +19,22 @@ impl Block<'_, '_> {
 
     /// A finding located at an asynchronous operation's issue site (the op may complete while
     /// another warp runs).
+    /// A finding of the whole block (no thread, warp or PTX line: a deadlock, a state at exit).
+    pub(super) fn block_finding(&self, kind: FindingKind, detail: String) -> Error {
+        Finding {
+            kind,
+            kernel: self.l.kernel.name.clone(),
+            module: self.l.module.name.clone(),
+            block: (self.ctaid[0], self.ctaid[1], self.ctaid[2]),
+            thread: None,
+            warp: None,
+            ptx_line: None,
+            cu_location: None,
+            detail,
+        }
+        .into()
+    }
+
     pub(super) fn site_err(&self, site: Site, kind: FindingKind, msg: String) -> Error {
         let i = &self.l.kernel.insts[site.pc as usize];
         let t = thread_index(self.l.block, site.warp, site.lane as usize);
@@ -720,18 +736,10 @@ impl Block<'_, '_> {
         let (off, e) = h.mbar.surplus()?;
         Some(match h.last_tx.get(&off) {
             Some(&site) => self.tx_err(site, off, e),
-            None => Finding {
-                kind: FindingKind::MbarrierMisuse,
-                kernel: self.l.kernel.name.clone(),
-                module: self.l.module.name.clone(),
-                block: (self.ctaid[0], self.ctaid[1], self.ctaid[2]),
-                thread: None,
-                warp: None,
-                ptx_line: None,
-                cu_location: None,
-                detail: format!("mbarrier at shared offset {off:#x} (mbarrier.complete_tx): {e}"),
-            }
-            .into(),
+            None => self.block_finding(
+                FindingKind::MbarrierMisuse,
+                format!("mbarrier at shared offset {off:#x} (mbarrier.complete_tx): {e}"),
+            ),
         })
     }
 
@@ -771,20 +779,14 @@ impl Block<'_, '_> {
         h.stores.push(TmaStore { thread, group, src, swizzle: m.swizzle, esize: m.esize(), elems, site, guard });
         if self.l.opts.async_mode == AsyncMode::Eager {
             let k = self.hop().stores.len() - 1;
-            let (thread, group, guard) = {
-                let st = &self.hop().stores[k];
-                (st.thread, st.group, st.guard)
-            };
             self.perform_store(k);
-            // the source stays guarded until the thread's wait, as if the store were late
-            let h = self.hop();
-            h.guards.push(Guard { id: guard, lo: src, hi: src + len, kind: GuardKind::Store, site });
-            h.performed_unwaited.push((thread, group, guard));
         }
         Ok(())
     }
 
-    /// Performs store `k`: reads its source box (swizzled) and writes the in-bounds elements.
+    /// Performs store `k`: reads its source box (swizzled) and writes the in-bounds elements. Its
+    /// source stays guarded until its thread's `wait_group` covers it, whenever it was performed
+    /// (hardware may be late even where this emulator was early).
     fn perform_store(&mut self, k: usize) {
         let st = self.hop().stores.remove(k);
         let es = st.esize as usize;
@@ -809,7 +811,7 @@ impl Block<'_, '_> {
         self.c.global_store_requests += 1;
         self.c.global_store_bytes += (st.elems.len() * es) as u64;
         self.c.global_store_sectors += sectors(st.elems.iter().map(|&(_, g)| (g, es as u64)));
-        self.hop().guards.retain(|g| g.id != st.guard);
+        self.hop().performed_unwaited.push((st.thread, st.group, st.guard));
     }
 
     /// `cp.async.bulk.commit_group` / `wait_group{.read} N` by the lanes in `mask`.
@@ -837,7 +839,7 @@ impl Block<'_, '_> {
                 None => break,
             }
         }
-        // stores performed early whose groups this wait covers: their sources are free now
+        // performed stores whose groups this wait covers: their sources are free now
         let h = self.hop();
         let covered = |&(t, g, _): &(u32, u32, u64)| {
             t >= first && t < first + 32 && mask >> (t - first) & 1 != 0 && g + n < h.bulk_committed[t as usize]
@@ -942,7 +944,7 @@ impl Block<'_, '_> {
         if let Some(e) = self.tx_surplus() {
             return Err(e);
         }
-        // a store still pending, or one performed early (eager completion) and never waited for
+        // a store still pending, or one performed and never waited for
         let h = self.hop();
         let unwaited = h.stores.first().map(|st| st.site).or_else(|| {
             h.performed_unwaited.first().and_then(|&(_, _, id)| h.guards.iter().find(|g| g.id == id).map(|g| g.site))

@@ -568,18 +568,7 @@ impl<'l, 'a> Block<'l, 'a> {
             }
         }
         s += &self.async_deadlock_detail();
-        Finding {
-            kind: FindingKind::Deadlock,
-            kernel: self.l.kernel.name.clone(),
-            module: self.l.module.name.clone(),
-            block: (self.ctaid[0], self.ctaid[1], self.ctaid[2]),
-            thread: None,
-            warp: None,
-            ptx_line: None,
-            cu_location: None,
-            detail: s,
-        }
-        .into()
+        self.block_finding(FindingKind::Deadlock, s)
     }
 
     /// Runs one warp until it blocks, exits or its slice ends.

@@ -1101,21 +1101,25 @@ impl DeviceBert {
         ln: Option<&FusedLayerNorm<'_>>,
     ) -> Result<()> {
         let d = &self.dev;
-        let ws = Some(split);
         let shape = kernels::GemmShape { m, n, k };
-        let sm90 = self.kernels.is_sm90();
         let how90 = kernels::GemmSm90Launch::default();
-        match (lin, ln) {
-            (DeviceLinear::F16 { w, b }, ln) if sm90 && kernels::gemm_sm90::supports(shape, false) => {
+        // mma.sync: the planner's tile and split, with the layernorm fused when asked
+        let mma = |int8: bool| match ln {
+            None => kernels::GemmLaunch::planned(GemmPlan::choose(m, n, k, int8), Some(split)),
+            Some(ln) => kernels::GemmLaunch::fused(GemmPlan::choose_with_layernorm(m, n, k, int8), split, ln),
+        };
+        match lin {
+            DeviceLinear::F16 { w, b } => {
                 let g = kernels::GemmF16 { a, w, bias: Some(b), epilogue, shape };
                 match ln {
+                    _ if !(self.kernels.is_sm90() && kernels::gemm_sm90::supports(shape, false)) => {
+                        kernels::gemm_f16(d, &g, out, mma(false))
+                    }
                     None => kernels::gemm_f16_sm90(d, &g, out, how90),
                     Some(ln) => kernels::gemm_f16_sm90_ln(d, &g, out, ln, split, how90),
                 }
             }
-            (DeviceLinear::Int8 { w, scale, b, w_sum, .. }, ln)
-                if sm90 && kernels::gemm_sm90::supports(shape, true) =>
-            {
+            DeviceLinear::Int8 { w, scale, b, w_sum, .. } => {
                 let zero_point = w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum });
                 let g = kernels::GemmInt8 {
                     a: q8,
@@ -1128,65 +1132,11 @@ impl DeviceBert {
                     shape,
                 };
                 match ln {
+                    _ if !(self.kernels.is_sm90() && kernels::gemm_sm90::supports(shape, true)) => {
+                        kernels::gemm_int8(d, &g, out, mma(true))
+                    }
                     None => kernels::gemm_int8_sm90(d, &g, out, how90),
                     Some(ln) => kernels::gemm_int8_sm90_ln(d, &g, out, ln, split, how90),
-                }
-            }
-            (DeviceLinear::F16 { w, b }, None) => {
-                let plan = GemmPlan::choose(m, n, k, false);
-                kernels::gemm_f16(
-                    d,
-                    &kernels::GemmF16 { a, w, bias: Some(b), epilogue, shape: kernels::GemmShape { m, n, k } },
-                    out,
-                    kernels::GemmLaunch::planned(plan, ws),
-                )
-            }
-            (DeviceLinear::F16 { w, b }, Some(ln)) => {
-                let plan = GemmPlan::choose_with_layernorm(m, n, k, false);
-                kernels::gemm_f16(
-                    d,
-                    &kernels::GemmF16 { a, w, bias: Some(b), epilogue, shape: kernels::GemmShape { m, n, k } },
-                    out,
-                    kernels::GemmLaunch::fused(plan, split, ln),
-                )
-            }
-            (DeviceLinear::Int8 { w, scale, b, w_sum, .. }, ln) => {
-                let zp = w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum });
-                let plan = match ln {
-                    None => GemmPlan::choose(m, n, k, true),
-                    Some(_) => GemmPlan::choose_with_layernorm(m, n, k, true),
-                };
-                match ln {
-                    None => kernels::gemm_int8(
-                        d,
-                        &kernels::GemmInt8 {
-                            a: q8,
-                            a_scale: q8_scale,
-                            zero_point: zp,
-                            w,
-                            w_scale: scale,
-                            bias: Some(b),
-                            epilogue,
-                            shape: kernels::GemmShape { m, n, k },
-                        },
-                        out,
-                        kernels::GemmLaunch::planned(plan, ws),
-                    ),
-                    Some(ln) => kernels::gemm_int8(
-                        d,
-                        &kernels::GemmInt8 {
-                            a: q8,
-                            a_scale: q8_scale,
-                            zero_point: zp,
-                            w,
-                            w_scale: scale,
-                            bias: Some(b),
-                            epilogue,
-                            shape: kernels::GemmShape { m, n, k },
-                        },
-                        out,
-                        kernels::GemmLaunch::fused(plan, split, ln),
-                    ),
                 }
             }
         }
