@@ -8,13 +8,15 @@
 //   codes, fp16 out, with gemm_int8's float operations in gemm_int8's order (one mul, one fma:
 //   see S8Epilogue), so both kernels give the same bits.
 // - gemm_int8_i32_sm90: the same main loop, the raw s32 accumulators out (bit-exact checks).
+// - Each comes split over K too (_sk: gemm_f16_sm90_sk, ..._sk_ln, gemm_int8_sm90_sk, ...): a
+//   tile's K chunks on separate CTAs, for grids with fewer tiles than SMs (SplitK below).
 //
 // Design (docs/research/hopper.md 3.2, CUTLASS's warp-specialised "cooperative" kernel):
 // - 384 threads: warpgroup 0 is the producer (one elected thread issues every TMA load), warp
 //   groups 1 and 2 are consumers, each owning 64 rows of a 128 x BN output tile.
 //   `__launch_bounds__(384, 1)`; setmaxnreg gives the producer's registers to the consumers.
-// - Persistent: gridDim.x CTAs (host: min(tiles, SMs)) walk the tiles t = blockIdx.x,
-//   blockIdx.x + gridDim.x, ... in a static order (column blocks outer, row blocks inner, so CTAs
+// - Persistent: gridDim.x CTAs (host: min(units, SMs)) walk the work units (tiles; _sk: tile x
+//   K chunk) u = blockIdx.x, blockIdx.x + gridDim.x, ... in a static order (column blocks outer, row blocks inner, so CTAs
 //   running at the same time share W's column strip). Producer and consumers walk the same
 //   sequence, so the stage/phase counters agree without communication.
 // - STAGES-deep ring of (A box 128 x BK, W box BN x BK), both K-major with the 128-byte swizzle:
@@ -43,14 +45,15 @@
 //   same bits as layernorm_f16 on y, and the int8 codes of the next GEMM when asked.
 //
 // Why BN = 128: 64 f32 accumulators per consumer thread leave the epilogue (erf-GELU, bias and
-// residual) room without spills under the 168-register launch cap; 4 stages of 32 KiB (and the
-// 32 KiB output staging) fit with
-// room to spare; BERT's N (768, 2304, 3072, 384, 1536) are multiples of 128, so no column tail
+// residual) room without spills under the 168-register launch cap; 4 stages of 32 KiB, the
+// 32 KiB output staging and the 64 KiB fp16 K-chunk fold fit; BERT's N (768, 2304, 3072, 384, 1536) are multiples of 128, so no column tail
 // at real shapes; and a 128 x 128 tile gives twice the CTAs of 128 x 256 on the short batches
 // (T <= 512) where the grid, not the SM, is the limit.
 //
-// Batch invariance: a row's result is its dot products summed over K in k order, 16 at a time,
-// by the same instruction sequence whatever M, the tile of the row, or the CTA that computes it.
+// Batch invariance: a row's result does not depend on M, the tile of the row, the CTA that
+// computes it, or whether K is split: fp16 sums K in fixed chunks (a function of K alone), each
+// chunk in k order from zero, then the chunks' sums in chunk order, in every entry (see SplitK);
+// s32 sums are exact in any order.
 //
 // Host-checked requirements (src/gemm_sm90.rs): the row stride of A and W is a multiple of 16
 // bytes (TMA: K % 8 == 0 for f16, K % 16 == 0 for s8), N % 8 == 0, 16-byte aligned A and W,
@@ -71,7 +74,9 @@ constexpr int A_BYTES = BM * ROW_BYTES, B_BYTES = BN * ROW_BYTES, STAGE_BYTES = 
 constexpr int RING_BYTES = STAGES * STAGE_BYTES;
 // the fp16 output staging: per consumer warpgroup two 64 x 64 boxes of 64 rows x 128 bytes
 constexpr int OUT_BOX_BYTES = 64 * ROW_BYTES, OUT_HALF_BYTES = 2 * OUT_BOX_BYTES;
-constexpr int SMEM = RING_BYTES + 2 * OUT_HALF_BYTES;  // dynamic shared bytes (src/gemm_sm90.rs: SMEM)
+// the fp16 kernels' K-chunk fold: 128 x 128 f32 (see SplitK), word i of consumer thread ct at i * 256 + ct
+constexpr int FOLD_OFFSET = RING_BYTES + 2 * OUT_HALF_BYTES, FOLD_BYTES = BM * BN * 4;
+constexpr int SMEM = FOLD_OFFSET + FOLD_BYTES;  // dynamic shared bytes (src/gemm_sm90.rs: SMEM)
 static_assert(SMEM + 1024 <= 227 * 1024, "the ring, the output staging and the barriers fit an sm_90 block");
 constexpr int CONSUMER_THREADS = 256;
 static_assert(A_BYTES % 1024 == 0 && B_BYTES % 1024 == 0, "every box starts on the 1024-byte swizzle repeat");
@@ -181,6 +186,7 @@ FB_DEVICE void wgmma_m64n128k32_s8(int (&d)[64], uint64_t da, uint64_t db, uint3
 struct F16Op {
     using Acc = float;
     static constexpr int BK = 64;
+    static constexpr bool CHUNKED = true;  // f32 sums are folded in K-chunk order (see SplitK)
     FB_DEVICE static void mma(float (&d)[64], uint64_t da, uint64_t db, uint32_t scale_d) {
         wgmma_m64n128k16(d, da, db, scale_d);
     }
@@ -188,6 +194,7 @@ struct F16Op {
 struct S8Op {
     using Acc = int;
     static constexpr int BK = 128;
+    static constexpr bool CHUNKED = false;  // s32 sums are exact in any order
     FB_DEVICE static void mma(int (&d)[64], uint64_t da, uint64_t db, uint32_t scale_d) {
         wgmma_m64n128k32_s8(d, da, db, scale_d);
     }
@@ -452,21 +459,204 @@ struct LnTail {
     }
 };
 
+// ---- K chunks and split-K ----
+// K's k-blocks are cut into at most MAX_CHUNKS chunks of at least MIN_CHUNK_KBLOCKS k-blocks, a
+// function of K alone (mirrored by `k_chunks` in src/gemm_sm90.rs). fp16 always sums in this
+// order, whatever the launch: each chunk from fresh accumulators (scale-d = 0), then the chunk
+// partials in chunk order, tot = p0, tot += p1, ... - in registers when one CTA walks all of K,
+// through the workspace when a split launch gives each chunk its own CTA. So a row's result does
+// not depend on the split, the tile or the other rows of the batch. s32 sums are exact in any
+// order: the int8 kernels accumulate across chunks and add split partials as they come.
+constexpr int MAX_CHUNKS = 4, MIN_CHUNK_KBLOCKS = 4;
+FB_DEVICE int chunk_kblocks(int kblocks) {
+    const int c = (kblocks + MAX_CHUNKS - 1) / MAX_CHUNKS;
+    return c > MIN_CHUNK_KBLOCKS ? c : MIN_CHUNK_KBLOCKS;
+}
+
+// Split-K in one launch (the _sk entries): `splits` = K's chunk count, work unit u is chunk
+// u % splits of tile u / splits, so a tile's chunks go to neighbouring CTAs and run at once.
+// A unit's consumers store their fragment to the tile's slot for the chunk (word i of consumer
+// thread ct at i * 256 + ct: a warp's stores are one 128-byte line) and count the unit in on
+// counters[tile]; the last to arrive adds the slots in chunk order and runs the epilogue, and
+// leaves the counter at zero for the next launch or graph replay. Partials bypass L1 (st/ld.cg):
+// other CTAs wrote them.
+struct SplitK {
+    uint32_t splits;  // set by ws_gemm
+    uint32_t* partials;  // [tile][chunk][64][256] words
+    uint32_t* counters;  // [tile]
+};
+constexpr int SLOT_WORDS = 64 * CONSUMER_THREADS;
+
+// The k-blocks [begin, end) of chunk z (splits > 1) or of all of K (splits == 1).
+struct KRange {
+    int begin, end;
+};
+FB_DEVICE KRange k_range(int z, int splits, int kblocks, int ckb) {
+    if (splits == 1) return {0, kblocks};
+    const int end = (z + 1) * ckb;
+    return {z * ckb, end < kblocks ? end : kblocks};
+}
+
+FB_DEVICE void st_shared_f32(uint32_t a, float v) { asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(a), "f"(v) : "memory"); }
+FB_DEVICE float ld_shared_f32(uint32_t a) {
+    float v;
+    asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(v) : "r"(a) : "memory");
+    return v;
+}
+// v = the f32 at shared `a` when p (a predicated load: no branch), else v unchanged.
+FB_DEVICE void ld_shared_if(bool p, float& v, uint32_t a) {
+    asm volatile("{\n.reg .pred q;\nsetp.ne.b32 q, %1, 0;\n@q ld.shared.f32 %0, [%2];\n}\n"
+                 : "+f"(v)
+                 : "r"((uint32_t)p), "r"(a)
+                 : "memory");
+}
+// An accumulator to a partial slot, bypassing L1, straight from its register: storing
+// __float_as_uint(x) instead makes ptxas serialise the fp16 wgmmas (C7520).
+FB_DEVICE void st_cg(uint32_t* p, float v) { asm volatile("st.global.cg.f32 [%0], %1;\n" ::"l"(p), "f"(v) : "memory"); }
+FB_DEVICE void st_cg(uint32_t* p, int v) { asm volatile("st.global.cg.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory"); }
+FB_DEVICE void acc_from_bits(float& x, uint32_t b) { x = __uint_as_float(b); }
+FB_DEVICE void acc_from_bits(int& x, uint32_t b) { x = (int)b; }
+
+// Word i of consumer thread ct of chunk c's slot among `slots` (bypassing L1: other CTAs wrote it).
+FB_DEVICE uint32_t ld_partial(const uint32_t* slots, int c, int i, int ct) {
+    return __ldcg(slots + (size_t)c * SLOT_WORDS + i * CONSUMER_THREADS + ct);
+}
+
+// Publishes a split unit's partial (chunk z of `tile`, the fragment d) and returns whether this
+// CTA arrived last: then every other chunk's partial is visible to it (and the counter is reset).
+template <typename Acc>
+FB_DEVICE bool split_arrive(const Acc (&d)[64], const SplitK& sk, int tile, int z, uint32_t* flag) {
+    const int ct = threadIdx.x - 128, S = (int)sk.splits;
+    uint32_t* slots = sk.partials + (size_t)tile * S * SLOT_WORDS;
+#pragma unroll
+    for (int i = 0; i < 64; i++) st_cg(slots + (size_t)z * SLOT_WORDS + i * CONSUMER_THREADS + ct, d[i]);
+    __threadfence();  // release: this thread's partial before the unit's arrival
+    consumer_sync();  // every consumer thread's partial stored before the arrival
+    if (ct == 0) *flag = atomicAdd(&sk.counters[tile], 1u) == (uint32_t)S - 1;
+    consumer_sync();
+    // (the next write of *flag follows the next split unit's first consumer_sync, which every
+    // consumer reaches only after this read)
+    if (!*flag) return false;
+    __threadfence();  // acquire: the other chunks' partials, after their arrivals
+    if (ct == 0) atomicExch(&sk.counters[tile], 0u);  // (an atomic: no plain store races a read)
+    return true;
+}
+
+// The last CTA of a split tile: d becomes the tile's sum, the chunks' partials (its own among
+// them, as stored) added in chunk order, t = p0, t += p1, ... (s32: exact in any order).
+template <class Op, typename Acc>
+FB_DEVICE void split_fold(Acc (&d)[64], const SplitK& sk, int tile) {
+    const int ct = threadIdx.x - 128, S = (int)sk.splits;
+    const uint32_t* slots = sk.partials + (size_t)tile * S * SLOT_WORDS;
+#pragma unroll
+    for (int i = 0; i < 64; i++) {
+        Acc t, p;
+        acc_from_bits(t, ld_partial(slots, 0, i, ct));
+        for (int c = 1; c < S; c++) {
+            acc_from_bits(p, ld_partial(slots, c, i, ct));
+            t += p;
+        }
+        d[i] = t;
+    }
+}
+
+// A consumer warpgroup's side of the stage ring: where it is in the ring, and the sum of a run
+// of k-blocks from it.
+template <class Op>
+struct ConsumerRing {
+    using Acc = typename Op::Acc;
+    uint32_t s0;  // shared address of the ring
+    uint64_t* full;
+    uint64_t* empty;
+    int cw;  // consumer warpgroup 0 or 1: rows 64 cw.. of the A box
+    int stage = 0;
+    uint32_t phase = 0;
+
+    // d = the sum over k-blocks [kb0, kb1) from fresh accumulators; every stage read is released.
+    FB_DEVICE void sum(Acc (&d)[64], int kb0, int kb1) {
+        int prev = -1;  // the stage whose wgmmas may still be reading it
+        for (int kb = kb0; kb < kb1; kb++) {
+            mbar_wait(smem_u32(&full[stage]), phase);
+            const uint32_t base = s0 + stage * STAGE_BYTES, sa = base + cw * (64 * ROW_BYTES), sb = base + A_BYTES;
+            wgmma_fence();
+#pragma unroll
+            for (int j = 0; j < ROW_BYTES / 32; j++)  // 32-byte K steps inside the swizzled row
+                Op::mma(d, desc_sw128(sa + 32 * j), desc_sw128(sb + 32 * j), (kb > kb0 || j > 0) ? 1u : 0u);
+            wgmma_commit();
+            // the previous k-block's wgmmas are complete: its stage may be refilled
+            wgmma_wait<1>(d);
+            if (prev >= 0) mbar_arrive(smem_u32(&empty[prev]));
+            prev = stage;
+            if (++stage == STAGES) {
+                stage = 0;
+                phase ^= 1;
+            }
+        }
+        wgmma_wait<0>(d);
+        if (prev >= 0) mbar_arrive(smem_u32(&empty[prev]));
+    }
+};
+
+// A consumer warpgroup's end of a tile: the epilogue from the tile's sums `d`, through the
+// output staging and TMA stores, then the tail (the _ln entries' strip layernorm).
+template <class Epilogue, class Tail>
+struct TileOut {
+    const Epilogue& epilogue;
+    const Tail& tail;
+    const CUtensorMap* tma_c;
+    uint32_t s0;  // shared address of the ring (the staging follows it)
+    int cw, M, N, tiles_m, tiles_n;
+    uint32_t* tail_flag;
+
+    template <typename Acc>
+    FB_DEVICE void tile(const Acc (&d)[64], int tile) const {
+        const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
+        const int m0 = (tile % tiles_m) * BM, n0 = (tile / tiles_m) * BN;
+        const int mh = m0 + cw * 64;  // this warpgroup's rows
+        const uint32_t half = s0 + RING_BYTES + cw * OUT_HALF_BYTES;
+        const int r0 = warp * 16 + lane / 4;
+        const Staging st{half + r0 * ROW_BYTES + 4 * (lane % 4), (uint32_t)(r0 % 8) * 16};
+        if constexpr (Epilogue::STAGED) {
+            if (t == 0) bulk_wait_read();  // the previous tile's stores have read the staging
+            warpgroup_sync(cw);
+        }
+        epilogue(d, mh + warp * 16 + lane / 4, n0 + 2 * (lane % 4), st);
+        if constexpr (Epilogue::STAGED) {
+            fence_proxy_async_shared();
+            warpgroup_sync(cw);
+            if (t == 0 && mh < M) {
+                tma_store_2d(tma_c, half, n0, mh);
+                if (n0 + 64 < N) tma_store_2d(tma_c, half + OUT_BOX_BYTES, n0 + 64, mh);
+                bulk_commit();
+                if constexpr (Tail::READS_OUTPUT) {
+                    bulk_wait();                 // the tile's output is in global memory
+                    fence_proxy_async_global();  // before this thread's release (tail)
+                }
+            }
+        }
+        tail(m0, tile % tiles_m, tiles_n, tail_flag);
+    }
+};
+
 // The warp-specialised persistent GEMM (see the top of the file) on operand type Op, handing
 // each finished tile's accumulators to `epilogue(d, row0, col0)` in the consumer threads, then
-// running `tail(m0, strip, tiles_n, flag)` in all of them.
-template <class Op, class Epilogue, class Tail = NoTail>
+// running `tail(m0, strip, tiles_n, flag)` in all of them. SPLIT (the _sk entries): each tile is
+// split over K's chunks (SplitK); only the tile's last CTA to finish runs the epilogue and tail.
+template <class Op, bool SPLIT, class Epilogue, class Tail = NoTail>
 FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const CUtensorMap* tma_c, uint32_t M,
-                       uint32_t N, uint32_t K, const Epilogue& epilogue, const Tail& tail = Tail{}) {
+                       uint32_t N, uint32_t K, SplitK sk, const Epilogue& epilogue, const Tail& tail = Tail{}) {
     constexpr int BK = Op::BK;
     using Acc = typename Op::Acc;
     extern __shared__ __align__(1024) uint8_t smem[];
     __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
-    __shared__ uint32_t tail_flag;
+    __shared__ uint32_t tail_flag, split_flag;
     const uint32_t s0 = smem_u32(smem);
     const int tid = threadIdx.x, wg = tid / 128;
     const int tiles_m = (M + BM - 1) / BM, tiles_n = (N + BN - 1) / BN, tiles = tiles_m * tiles_n;
-    const int kblocks = (K + BK - 1) / BK;
+    const int kblocks = (K + BK - 1) / BK, ckb = chunk_kblocks(kblocks);
+    // split-K: a unit per (tile, chunk) (the host launches the _sk entries only for K of several chunks)
+    const int S = SPLIT ? (kblocks + ckb - 1) / ckb : 1, units = tiles * S;
+    sk.splits = S;
     if (tid == 0) {
         for (int s = 0; s < STAGES; s++) {
             mbar_init(smem_u32(&full[s]), 1);
@@ -482,9 +672,10 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
         if (tid < 32 && elect_one()) {
             int stage = 0;
             uint32_t phase = 0;
-            for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-                const int m0 = (t % tiles_m) * BM, n0 = (t / tiles_m) * BN;
-                for (int kb = 0; kb < kblocks; kb++) {
+            for (int u = blockIdx.x; u < units; u += gridDim.x) {
+                const int t = u / S, m0 = (t % tiles_m) * BM, n0 = (t / tiles_m) * BN;
+                const KRange r = k_range(u % S, S, kblocks, ckb);
+                for (int kb = r.begin; kb < r.end; kb++) {
                     // a fresh barrier passes parity 1 at once: the first lap does not wait
                     mbar_wait(smem_u32(&empty[stage]), phase ^ 1);
                     const uint32_t fb = smem_u32(&full[stage]), sa = s0 + stage * STAGE_BYTES;
@@ -502,56 +693,47 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
         const int cw = wg - 1, t = tid % 128, warp = t / 32, lane = t % 32;
+        ConsumerRing<Op> ring{s0, full, empty, cw};
+        const TileOut<Epilogue, Tail> out{epilogue, tail, tma_c, s0, cw, (int)M, (int)N, tiles_m, tiles_n, &tail_flag};
         Acc d[64];
 #pragma unroll
         for (int i = 0; i < 64; i++) d[i] = 0;
-        int stage = 0;
-        uint32_t phase = 0;
-        for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-            const int m0 = (tile % tiles_m) * BM, n0 = (tile / tiles_m) * BN;
-            int prev = 0;
-            for (int kb = 0; kb < kblocks; kb++) {
-                mbar_wait(smem_u32(&full[stage]), phase);
-                const uint32_t sa = s0 + stage * STAGE_BYTES + cw * (64 * ROW_BYTES), sb = s0 + stage * STAGE_BYTES + A_BYTES;
-                wgmma_fence();
+        for (int u = blockIdx.x; u < units; u += gridDim.x) {
+            const int tile = u / S, z = u % S;
+            const KRange r = k_range(z, S, kblocks, ckb);
+            if constexpr (SPLIT) {
+                // one chunk; the last CTA of the tile adds the others' partials to it
+                ring.sum(d, r.begin, r.end);
+                if (!split_arrive(d, sk, tile, z, &split_flag)) continue;
+                split_fold<Op>(d, sk, tile);
+            } else if constexpr (Op::CHUNKED) {
+                // The chunks before the last are folded in shared memory (fold = p0, fold +=
+                // p1, ...: a second set of 64 accumulators would not fit the registers); the
+                // last chunk is summed in d and added to the fold. (d is written on every path,
+                // + 0 when K is one chunk, whose zero sign the epilogue's + bias drops anyway:
+                // accumulators written in a branch make ptxas serialise the wgmmas, C7520.)
+                const uint32_t fold = s0 + FOLD_OFFSET + 4 * (tid - 128);
+                int c0 = r.begin;
+                for (; c0 + ckb < r.end; c0 += ckb) {
+                    ring.sum(d, c0, c0 + ckb);
 #pragma unroll
-                for (int j = 0; j < ROW_BYTES / 32; j++)  // 32-byte K steps inside the swizzled row
-                    Op::mma(d, desc_sw128(sa + 32 * j), desc_sw128(sb + 32 * j), (kb > 0 || j > 0) ? 1u : 0u);
-                wgmma_commit();
-                // the previous k-block's wgmmas are complete: its stage may be refilled
-                wgmma_wait<1>(d);
-                if (kb > 0) mbar_arrive(smem_u32(&empty[prev]));
-                prev = stage;
-                if (++stage == STAGES) {
-                    stage = 0;
-                    phase ^= 1;
-                }
-            }
-            wgmma_wait<0>(d);
-            mbar_arrive(smem_u32(&empty[prev]));
-            const int mh = m0 + cw * 64;  // this warpgroup's rows
-            const uint32_t half = s0 + RING_BYTES + cw * OUT_HALF_BYTES;
-            const int r0 = warp * 16 + lane / 4;
-            const Staging st{half + r0 * ROW_BYTES + 4 * (lane % 4), (uint32_t)(r0 % 8) * 16};
-            if constexpr (Epilogue::STAGED) {
-                if (t == 0) bulk_wait_read();  // the previous tile's stores have read the staging
-                warpgroup_sync(cw);
-            }
-            epilogue(d, mh + warp * 16 + lane / 4, n0 + 2 * (lane % 4), st);
-            if constexpr (Epilogue::STAGED) {
-                fence_proxy_async_shared();
-                warpgroup_sync(cw);
-                if (t == 0 && mh < (int)M) {
-                    tma_store_2d(tma_c, half, n0, mh);
-                    if (n0 + 64 < (int)N) tma_store_2d(tma_c, half + OUT_BOX_BYTES, n0 + 64, mh);
-                    bulk_commit();
-                    if constexpr (Tail::READS_OUTPUT) {
-                        bulk_wait();                 // the tile's output is in global memory
-                        fence_proxy_async_global();  // before this thread's release (tail)
+                    for (int i = 0; i < 64; i++) {
+                        const uint32_t a = fold + i * 4 * CONSUMER_THREADS;
+                        st_shared_f32(a, c0 == r.begin ? d[i] : ld_shared_f32(a) + d[i]);
                     }
                 }
+                ring.sum(d, c0, r.end);
+                const bool folded = c0 > r.begin;
+#pragma unroll
+                for (int i = 0; i < 64; i++) {
+                    float pre = 0.f;
+                    ld_shared_if(folded, pre, fold + i * 4 * CONSUMER_THREADS);
+                    d[i] = pre + d[i];
+                }
+            } else {
+                ring.sum(d, r.begin, r.end);  // s32: exact, no chunk order needed
             }
-            tail(m0, tile % tiles_m, tiles_n, &tail_flag);
+            out.tile(d, tile);
         }
         if constexpr (Epilogue::STAGED) {
             if (t == 0) bulk_wait();  // the staging outlives the stores reading it
@@ -562,51 +744,67 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
 
 using namespace sm90;
 
+// Every GEMM comes unsplit and split over K (_sk: SplitK, with the workspace's partial slots and
+// per-tile counters); ENTRIES(X) instantiates X(suffix, SPLIT, the split parameters, SplitK).
+#define NO_SK_PARAMS
+#define NO_SK_ARGS \
+    SplitK { 1, nullptr, nullptr }
+#define SK_PARAMS , uint32_t *__restrict__ partials, uint32_t *__restrict__ counters
+#define SK_ARGS \
+    SplitK { 1, partials, counters }
+#define ENTRIES(X)                            \
+    X(, false, NO_SK_PARAMS, NO_SK_ARGS) \
+    X(_sk, true, SK_PARAMS, SK_ARGS)
+
 // tma_c: C [M, N] fp16, boxes of 64 x 64 in the 128-byte swizzle (the store epilogue); C itself
 // is read by the _ln entries' layernorm.
-extern "C" __global__ void __launch_bounds__(THREADS, 1)
-    gemm_f16_sm90(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
-                  const __half* __restrict__ bias, const __half* __restrict__ residual,
-                  const __grid_constant__ CUtensorMap tma_c, uint32_t M, uint32_t N, uint32_t K, uint32_t epi) {
-    ws_gemm<F16Op>(&tma_a, &tma_w, &tma_c, M, N, K, F16Epilogue{bias, residual, (int)M, (int)N, epi});
-}
+#define GEMM_F16(SUF, SPLIT, SPLIT_PARAMS, SPLIT_ARGS)                                                            \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1)                                                      \
+        gemm_f16_sm90##SUF(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,  \
+                           const __half* __restrict__ bias, const __half* __restrict__ residual,                  \
+                           const __grid_constant__ CUtensorMap tma_c, uint32_t M, uint32_t N, uint32_t K,         \
+                           uint32_t epi SPLIT_PARAMS) {                                                          \
+        ws_gemm<F16Op, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
+                              F16Epilogue{bias, residual, (int)M, (int)N, epi});                                 \
+    }                                                                                                             \
+    /* with the layernorm of its rows fused in (ln_out = LN(C); gemm_f16_ln's LN_PARAMS) */                       \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1) gemm_f16_sm90##SUF##_ln(                            \
+        const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,                     \
+        const __half* __restrict__ bias, const __half* __restrict__ residual,                                     \
+        const __grid_constant__ CUtensorMap tma_c, const __half* C, uint32_t M, uint32_t N, uint32_t K,           \
+        uint32_t epi SPLIT_PARAMS, LN_PARAMS) {                                                                  \
+        ws_gemm<F16Op, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
+                              F16Epilogue{bias, residual, (int)M, (int)N, epi}, LnTail{LN_ARGS, C, (int)M, (int)N}); \
+    }
 
-// gemm_f16_sm90 with the layernorm of its rows fused in (ln_out = LN(C); gemm_f16_ln's LN_PARAMS).
-extern "C" __global__ void __launch_bounds__(THREADS, 1)
-    gemm_f16_sm90_ln(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
-                     const __half* __restrict__ bias, const __half* __restrict__ residual,
-                     const __grid_constant__ CUtensorMap tma_c, const __half* C, uint32_t M, uint32_t N, uint32_t K,
-                     uint32_t epi, LN_PARAMS) {
-    ws_gemm<F16Op>(&tma_a, &tma_w, &tma_c, M, N, K, F16Epilogue{bias, residual, (int)M, (int)N, epi},
-                   LnTail{LN_ARGS, C, (int)M, (int)N});
-}
+// The argument order of gemm_int8_f16 with the two operands as tensor maps (and, _ln, the
+// layernorm with, given q_out, the next GEMM's codes).
+#define GEMM_INT8(SUF, SPLIT, SPLIT_PARAMS, SPLIT_ARGS)                                                          \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1) gemm_int8_sm90##SUF(                               \
+        const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,                            \
+        const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,                               \
+        const float* __restrict__ w_scale, const int* __restrict__ w_sum, const __half* __restrict__ bias,       \
+        const __half* __restrict__ residual, const __grid_constant__ CUtensorMap tma_c, uint32_t M, uint32_t N,  \
+        uint32_t K, uint32_t epi SPLIT_PARAMS) {                                                                \
+        ws_gemm<S8Op, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
+                             S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi});  \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1) gemm_int8_sm90##SUF##_ln(                          \
+        const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,                            \
+        const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,                               \
+        const float* __restrict__ w_scale, const int* __restrict__ w_sum, const __half* __restrict__ bias,       \
+        const __half* __restrict__ residual, const __grid_constant__ CUtensorMap tma_c, const __half* C,         \
+        uint32_t M, uint32_t N, uint32_t K, uint32_t epi SPLIT_PARAMS, LN_PARAMS) {                             \
+        ws_gemm<S8Op, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
+                             S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi},   \
+                             LnTail{LN_ARGS, C, (int)M, (int)N});                                                \
+    }                                                                                                            \
+    /* the raw s32 accumulators (bit-exact checks of the integer path) */                                       \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1) gemm_int8_i32_sm90##SUF(                           \
+        const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,                    \
+        int32_t* __restrict__ C, uint32_t M, uint32_t N, uint32_t K SPLIT_PARAMS) {                             \
+        ws_gemm<S8Op, SPLIT>(&tma_a, &tma_w, nullptr, M, N, K, SPLIT_ARGS, RawEpilogue{C, (int)M, (int)N});     \
+    }
 
-// The argument order of gemm_int8_f16 with the two operands as tensor maps.
-extern "C" __global__ void __launch_bounds__(THREADS, 1)
-    gemm_int8_sm90(const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,
-                   const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,
-                   const float* __restrict__ w_scale, const int* __restrict__ w_sum, const __half* __restrict__ bias,
-                   const __half* __restrict__ residual, const __grid_constant__ CUtensorMap tma_c, uint32_t M,
-                   uint32_t N, uint32_t K, uint32_t epi) {
-    ws_gemm<S8Op>(&tma_a, &tma_w, &tma_c, M, N, K,
-                  S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi});
-}
-
-// gemm_int8_sm90 with the layernorm of its rows fused in (and, with q_out, the next GEMM's codes).
-extern "C" __global__ void __launch_bounds__(THREADS, 1)
-    gemm_int8_sm90_ln(const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,
-                      const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,
-                      const float* __restrict__ w_scale, const int* __restrict__ w_sum,
-                      const __half* __restrict__ bias, const __half* __restrict__ residual,
-                      const __grid_constant__ CUtensorMap tma_c, const __half* C, uint32_t M, uint32_t N, uint32_t K,
-                      uint32_t epi, LN_PARAMS) {
-    ws_gemm<S8Op>(&tma_a, &tma_w, &tma_c, M, N, K,
-                  S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi},
-                  LnTail{LN_ARGS, C, (int)M, (int)N});
-}
-
-extern "C" __global__ void __launch_bounds__(THREADS, 1)
-    gemm_int8_i32_sm90(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
-                       int32_t* __restrict__ C, uint32_t M, uint32_t N, uint32_t K) {
-    ws_gemm<S8Op>(&tma_a, &tma_w, nullptr, M, N, K, RawEpilogue{C, (int)M, (int)N});
-}
+ENTRIES(GEMM_F16)
+ENTRIES(GEMM_INT8)

@@ -1,13 +1,15 @@
 //! Hopper GEMMs (`kernels/gemm_sm90.cu`, sm_90a only) on one warp-specialised wgmma kernel: a
 //! TMA producer warpgroup and two wgmma consumer warpgroups over a 128 x 128 output tile, a
-//! 4-stage mbarrier ring, a persistent grid.
+//! 4-stage mbarrier ring, a persistent grid; optionally split over K ([`GemmSm90Launch::split`],
+//! the `_sk` entries: a tile's K chunks on separate CTAs, the last adding their partial sums).
 //!
 //! - [`gemm_f16_sm90`]: `C[M,N] = A[M,K] . W[N,K]^T + bias[n]` then the
-//!   [`Epilogue`](crate::Epilogue), as [`gemm_f16`](crate::gemm_f16()) computes it. Each row
-//!   is summed over K in k order by the same instruction sequence whatever M or the tile:
-//!   results are batch-invariant. They are not
-//!   bit-identical to `gemm_f16`'s (which sums K in chunks): the two agree to f32 accumulation
-//!   rounding, i.e. within an fp16 ulp of the output.
+//!   [`Epilogue`](crate::Epilogue), as [`gemm_f16`](crate::gemm_f16()) computes it. K is
+//!   summed in fixed chunks ([`k_chunks`], a function of K alone), each in k order, then the
+//!   chunks' sums in order, whether one CTA or a split computes the tile: results are
+//!   batch-invariant and the same bits split or not. They are not bit-identical to `gemm_f16`'s
+//!   (other chunks, other instruction): the two agree to f32 accumulation rounding, i.e. within
+//!   an fp16 ulp of the output.
 //! - [`gemm_int8_sm90`]: the W8A8 GEMM of [`gemm_int8`](crate::gemm_int8()) (s8 x s8 -> s32 in
 //!   `wgmma m64n128k32.s32.s8.s8`, zero points, per-token and per-channel scales, bias, the same
 //!   epilogues), with gemm_int8's float operations in gemm_int8's order: s32 sums are exact, so
@@ -36,6 +38,12 @@ pub const KERNEL_INT8_I32: &str = ids::GEMM_INT8_I32_SM90;
 /// The entries with the layernorm of the output rows fused in.
 pub const KERNEL_LN: &str = ids::GEMM_F16_SM90_LN;
 pub const KERNEL_INT8_LN: &str = ids::GEMM_INT8_SM90_LN;
+/// The split-K entries ([`GemmSm90Launch::split`]): each tile's K chunks on separate CTAs.
+pub const KERNEL_SK: &str = ids::GEMM_F16_SM90_SK;
+pub const KERNEL_SK_LN: &str = ids::GEMM_F16_SM90_SK_LN;
+pub const KERNEL_INT8_SK: &str = ids::GEMM_INT8_SM90_SK;
+pub const KERNEL_INT8_SK_LN: &str = ids::GEMM_INT8_SM90_SK_LN;
+pub const KERNEL_INT8_I32_SK: &str = ids::GEMM_INT8_I32_SM90_SK;
 
 /// Output tile rows and columns, K per pipeline stage (fp16; int8: [`BK_INT8`]), stages,
 /// threads (`kernels/gemm_sm90.cu`).
@@ -50,21 +58,109 @@ pub const THREADS: u32 = 384;
 const ROW_BYTES: usize = 128;
 /// Output rows and columns of one TMA store box (fp16: a 128-byte swizzled row).
 const OUT_BOX: usize = 64;
-/// Dynamic shared memory: the stage ring and the output staging, a 128 x 128 fp16 tile (`SMEM`
-/// in the kernel).
-pub const SMEM: u32 = (STAGES * (BM + BN) * ROW_BYTES + BM * BN * 2) as u32;
+/// Dynamic shared memory: the stage ring, the output staging (a 128 x 128 fp16 tile) and the
+/// fp16 K-chunk fold (a 128 x 128 f32 tile) (`SMEM` in the kernel).
+pub const SMEM: u32 = (STAGES * (BM + BN) * ROW_BYTES + BM * BN * 2 + BM * BN * 4) as u32;
+
+/// Most K chunks (`MAX_CHUNKS` in the kernel), so the most CTAs a split tile is spread over.
+pub const MAX_CHUNKS: usize = 4;
+/// Fewest k-blocks (128 bytes of K: one pipeline stage) per chunk (`MIN_CHUNK_KBLOCKS`).
+const MIN_CHUNK_KBLOCKS: usize = 4;
+/// SMs the split choice ([`splits`]) fills: the H100's and H200's, on every device, so that a
+/// launch is a function of its shape alone (as the roofline model, which predicts it, needs).
+pub const SPLIT_SMS: usize = 132;
+
+/// K chunks of a GEMM of depth `k` (`chunk_kblocks` in the kernel): at most [`MAX_CHUNKS`] of
+/// at least 4 k-blocks, a function of K alone. The fp16 kernels sum K chunk by chunk and add the
+/// chunks' sums in order whether one CTA or `k_chunks` CTAs compute a tile, so splitting K does
+/// not change a bit (int8: s32, exact in any order).
+pub fn k_chunks(k: usize, int8: bool) -> usize {
+    let kblocks = (k * if int8 { 1 } else { 2 }).div_ceil(ROW_BYTES).max(1);
+    let per_chunk = kblocks.div_ceil(MAX_CHUNKS).max(MIN_CHUNK_KBLOCKS);
+    kblocks.div_ceil(per_chunk)
+}
+
+/// CTAs per output tile of the `m x n x k` GEMM as the forward pass launches it: K's chunks
+/// ([`k_chunks`]) when the tiles leave more than half of [`SPLIT_SMS`] idle and the split work
+/// still fits one wave, else 1 (unsplit).
+pub fn splits(m: usize, n: usize, k: usize, int8: bool) -> usize {
+    let (t, c) = (tiles(m, n), k_chunks(k, int8));
+    if c > 1 && 2 * t < SPLIT_SMS && t * c <= SPLIT_SMS {
+        c
+    } else {
+        1
+    }
+}
+
+/// Partial-sum words and tile counters a split launch of `m x n` over `splits` chunks needs
+/// from its [`SplitWorkspace`] (`[tile][chunk][128 x 128]` words; none unsplit).
+pub fn split_needs(m: usize, n: usize, splits: usize) -> (usize, usize) {
+    if splits > 1 {
+        (tiles(m, n) * splits * BM * BN, tiles(m, n))
+    } else {
+        (0, 0)
+    }
+}
 
 /// How to launch the Hopper GEMM.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GemmSm90Launch {
-    /// CTAs of the persistent grid; `None`: one per SM, at most one per output tile. (Tests set
-    /// fewer to make each CTA walk several tiles.)
+#[derive(Clone, Copy, Default)]
+pub struct GemmSm90Launch<'a> {
+    /// CTAs of the persistent grid; `None`: one per SM, at most one per work unit. (Tests set
+    /// fewer to make each CTA walk several units.)
     pub ctas: Option<u32>,
+    /// Split K over its chunks ([`k_chunks`]; the `_sk` entries) with this workspace's partial
+    /// sums and tile counters; `None`, or K of one chunk: unsplit. The result is the same bits
+    /// either way.
+    pub split: Option<&'a SplitWorkspace>,
+}
+
+impl std::fmt::Debug for GemmSm90Launch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GemmSm90Launch").field("ctas", &self.ctas).field("split", &self.split.is_some()).finish()
+    }
 }
 
 /// Output tiles of an `m x n` GEMM.
 pub fn tiles(m: usize, n: usize) -> usize {
     m.div_ceil(BM) * n.div_ceil(BN)
+}
+
+/// The chunks a launch splits K into (1: unsplit) and, split, the workspace's arguments (the
+/// partial sums and the tile counters, checked to be large enough).
+fn split_args(kernel: &str, s: GemmShape, int8: bool, how: &GemmSm90Launch) -> Result<(usize, Vec<KernelArg>)> {
+    let Some(ws) = how.split else { return Ok((1, Vec::new())) };
+    let chunks = k_chunks(s.k, int8);
+    if chunks == 1 {
+        return Ok((1, Vec::new()));
+    }
+    let (words, counters) = split_needs(s.m, s.n, chunks);
+    if ws.partials.len() < words || ws.counters.len() < counters {
+        return Err(kerr(
+            kernel,
+            format!(
+                "split workspace holds {} partial words and {} tile counters; {} x {} over {chunks} K chunks needs {words} and {counters}",
+                ws.partials.len(),
+                ws.counters.len(),
+                s.m,
+                s.n
+            ),
+        ));
+    }
+    Ok((chunks, vec![KernelArg::from(&ws.partials), KernelArg::from(&ws.counters)]))
+}
+
+/// The entry of a launch: `base` (the unsplit entry) or its `_sk` twin.
+fn entry(base: &'static str, split: bool) -> &'static str {
+    if !split {
+        return base;
+    }
+    match base {
+        KERNEL => KERNEL_SK,
+        KERNEL_LN => KERNEL_SK_LN,
+        KERNEL_INT8 => KERNEL_INT8_SK,
+        KERNEL_INT8_LN => KERNEL_INT8_SK_LN,
+        _ => KERNEL_INT8_I32_SK,
+    }
 }
 
 /// Whether the Hopper GEMMs take an `m x n x k` shape (fp16, or int8 when `int8`): what
@@ -97,9 +193,9 @@ fn check_shape(kernel: &str, s: GemmShape, k_mult: usize) -> Result<(u32, u32, u
     let m32 = check_u32(kernel, "M", m)?;
     let n32 = check_u32(kernel, "N", n)?;
     let k32 = check_u32(kernel, "K", k)?;
-    // the tile walk computes tile indices in 32-bit ints
-    if m.div_ceil(BM).checked_mul(n.div_ceil(BN)).is_none_or(|t| t > i32::MAX as usize) {
-        return Err(kerr(kernel, format!("{m} x {n} has more than 2^31 output tiles")));
+    // the tile walk computes work-unit indices (tile x K chunk) in 32-bit ints
+    if m.div_ceil(BM).checked_mul(n.div_ceil(BN) * MAX_CHUNKS).is_none_or(|t| t > i32::MAX as usize) {
+        return Err(kerr(kernel, format!("{m} x {n} has more than 2^29 output tiles")));
     }
     Ok((m32, n32, k32))
 }
@@ -147,6 +243,7 @@ fn output_args(
     out: &DeviceBuffer<f16>,
     s: GemmShape,
     epi: u32,
+    split: Vec<KernelArg>,
     ln: Option<(&FusedLayerNorm<'_>, &SplitWorkspace)>,
 ) -> Result<Vec<KernelArg>> {
     let GemmShape { m, n, k } = s;
@@ -156,24 +253,32 @@ fn output_args(
     }
     // (check_shape has made sure each fits u32)
     args.extend([KernelArg::U32(m as u32), KernelArg::U32(n as u32), KernelArg::U32(k as u32), KernelArg::U32(epi)]);
+    args.extend(split);
     if let Some((ln, ws)) = ln {
         args.extend(ln_args(kernel, ln, BM, m, n, Some(ws))?);
     }
     Ok(args)
 }
 
-/// The persistent grid of an `m x n` launch: one CTA per SM (or `how.ctas`), at most one per tile.
-fn grid(kernel: &str, dev: &Device, m: usize, n: usize, how: GemmSm90Launch) -> Result<LaunchConfig> {
+/// The persistent grid of an `m x n` launch over `splits` K chunks: one CTA per SM (or
+/// `how.ctas`), at most one per work unit (tile x chunk).
+fn grid(kernel: &str, dev: &Device, m: usize, n: usize, splits: usize, how: &GemmSm90Launch) -> Result<LaunchConfig> {
     if how.ctas == Some(0) {
         return Err(kerr(kernel, "a launch needs at least one CTA"));
     }
-    let ctas = how.ctas.unwrap_or_else(|| dev.multiprocessors()).min(tiles(m, n) as u32);
+    let units = (tiles(m, n) * splits).min(u32::MAX as usize) as u32;
+    let ctas = how.ctas.unwrap_or_else(|| dev.multiprocessors()).min(units);
     Ok(LaunchConfig::linear(ctas, THREADS, SMEM))
 }
 
 /// The fp16 GEMM on the Hopper kernel into `out` `[m, n]`. Needs an sm_90 device (a CUDA
 /// H100/H200, or the emulator with `Arch::Sm90`): elsewhere the module does not load.
-pub fn gemm_f16_sm90(dev: &Device, g: &GemmF16<'_>, out: &mut DeviceBuffer<f16>, how: GemmSm90Launch) -> Result<()> {
+pub fn gemm_f16_sm90(
+    dev: &Device,
+    g: &GemmF16<'_>,
+    out: &mut DeviceBuffer<f16>,
+    how: GemmSm90Launch<'_>,
+) -> Result<()> {
     f16_launch(dev, g, out, None, how)
 }
 
@@ -187,7 +292,7 @@ pub fn gemm_f16_sm90_ln(
     out: &mut DeviceBuffer<f16>,
     ln: &FusedLayerNorm<'_>,
     ws: &SplitWorkspace,
-    how: GemmSm90Launch,
+    how: GemmSm90Launch<'_>,
 ) -> Result<()> {
     f16_launch(dev, g, out, Some((ln, ws)), how)
 }
@@ -197,10 +302,12 @@ fn f16_launch(
     g: &GemmF16<'_>,
     out: &mut DeviceBuffer<f16>,
     ln: Option<(&FusedLayerNorm<'_>, &SplitWorkspace)>,
-    how: GemmSm90Launch,
+    how: GemmSm90Launch<'_>,
 ) -> Result<()> {
-    let kernel = if ln.is_some() { KERNEL_LN } else { KERNEL };
-    check_shape(kernel, g.shape, 8)?;
+    let base = if ln.is_some() { KERNEL_LN } else { KERNEL };
+    check_shape(base, g.shape, 8)?;
+    let (splits, split) = split_args(base, g.shape, false, &how)?;
+    let kernel = entry(base, splits > 1);
     let GemmShape { m, n, k } = g.shape;
     check_len(kernel, "a", g.a, m * k)?;
     check_len(kernel, "w", g.w, n * k)?;
@@ -209,12 +316,12 @@ fn f16_launch(
     check_align(kernel, "a", g.a, 16)?;
     check_align(kernel, "w", g.w, 16)?;
     check_align(kernel, "out", out, 16)?;
-    let cfg = grid(kernel, dev, m, n, how)?;
+    let cfg = grid(kernel, dev, m, n, splits, &how)?;
     let tma_a = operand_map(dev, g.a, TensorMapDtype::F16, m, k, BM)?;
     let tma_w = operand_map(dev, g.w, TensorMapDtype::F16, n, k, BN)?;
     let mut args =
         vec![KernelArg::TensorMap(tma_a), KernelArg::TensorMap(tma_w), opt_ptr(g.bias), g.epilogue.residual_arg()];
-    args.extend(output_args(dev, kernel, out, g.shape, g.epilogue.code(), ln)?);
+    args.extend(output_args(dev, kernel, out, g.shape, g.epilogue.code(), split, ln)?);
     // by module: a device that did not load the sm_90a module (not an sm_90) says so
     dev.launch_in(MODULE, kernel, cfg, &args)
 }
@@ -224,7 +331,12 @@ fn f16_launch(
 /// bias and epilogue, in the same float operations). Needs an sm_90 device. Requirements: `K %
 /// 16 == 0`, `N % 8 == 0`, `a`, `w` and `out` 16-byte aligned, `w_scale` (and `w_sum`) 8-byte aligned;
 /// with zero points `K <= 65536` (int32 accumulators, as gemm_int8).
-pub fn gemm_int8_sm90(dev: &Device, g: &GemmInt8<'_>, out: &mut DeviceBuffer<f16>, how: GemmSm90Launch) -> Result<()> {
+pub fn gemm_int8_sm90(
+    dev: &Device,
+    g: &GemmInt8<'_>,
+    out: &mut DeviceBuffer<f16>,
+    how: GemmSm90Launch<'_>,
+) -> Result<()> {
     int8_launch(dev, g, out, None, how)
 }
 
@@ -237,7 +349,7 @@ pub fn gemm_int8_sm90_ln(
     out: &mut DeviceBuffer<f16>,
     ln: &FusedLayerNorm<'_>,
     ws: &SplitWorkspace,
-    how: GemmSm90Launch,
+    how: GemmSm90Launch<'_>,
 ) -> Result<()> {
     int8_launch(dev, g, out, Some((ln, ws)), how)
 }
@@ -247,10 +359,12 @@ fn int8_launch(
     g: &GemmInt8<'_>,
     out: &mut DeviceBuffer<f16>,
     ln: Option<(&FusedLayerNorm<'_>, &SplitWorkspace)>,
-    how: GemmSm90Launch,
+    how: GemmSm90Launch<'_>,
 ) -> Result<()> {
-    let kernel = if ln.is_some() { KERNEL_INT8_LN } else { KERNEL_INT8 };
-    check_shape(kernel, g.shape, 16)?;
+    let base = if ln.is_some() { KERNEL_INT8_LN } else { KERNEL_INT8 };
+    check_shape(base, g.shape, 16)?;
+    let (splits, split) = split_args(base, g.shape, true, &how)?;
+    let kernel = entry(base, splits > 1);
     let GemmShape { m, n, k } = g.shape;
     check_len(kernel, "a", g.a, m * k)?;
     check_len(kernel, "a_scale", g.a_scale, m)?;
@@ -273,7 +387,7 @@ fn int8_launch(
         check_align(kernel, "zero", zp.zero, 4)?;
         check_align(kernel, "w_sum", zp.w_sum, 8)?;
     }
-    let cfg = grid(kernel, dev, m, n, how)?;
+    let cfg = grid(kernel, dev, m, n, splits, &how)?;
     let tma_a = operand_map(dev, g.a, TensorMapDtype::S8, m, k, BM)?;
     let tma_w = operand_map(dev, g.w, TensorMapDtype::S8, n, k, BN)?;
     let mut args = vec![
@@ -286,7 +400,7 @@ fn int8_launch(
         opt_ptr(g.bias),
         g.epilogue.residual_arg(),
     ];
-    args.extend(output_args(dev, kernel, out, g.shape, g.epilogue.code(), ln)?);
+    args.extend(output_args(dev, kernel, out, g.shape, g.epilogue.code(), split, ln)?);
     dev.launch_in(MODULE, kernel, cfg, &args)
 }
 
@@ -298,10 +412,11 @@ pub fn gemm_int8_i32_sm90(
     w: &DeviceBuffer<i8>,
     out: &mut DeviceBuffer<i32>,
     shape: GemmShape,
-    how: GemmSm90Launch,
+    how: GemmSm90Launch<'_>,
 ) -> Result<()> {
-    let kernel = KERNEL_INT8_I32;
-    let (m32, n32, k32) = check_shape(kernel, shape, 16)?;
+    let (m32, n32, k32) = check_shape(KERNEL_INT8_I32, shape, 16)?;
+    let (splits, split) = split_args(KERNEL_INT8_I32, shape, true, &how)?;
+    let kernel = entry(KERNEL_INT8_I32, splits > 1);
     let GemmShape { m, n, k } = shape;
     check_len(kernel, "a", a, m * k)?;
     check_len(kernel, "w", w, n * k)?;
@@ -309,10 +424,10 @@ pub fn gemm_int8_i32_sm90(
     check_align(kernel, "a", a, 16)?;
     check_align(kernel, "w", w, 16)?;
     check_align(kernel, "out", out, 8)?;
-    let cfg = grid(kernel, dev, m, n, how)?;
+    let cfg = grid(kernel, dev, m, n, splits, &how)?;
     let tma_a = operand_map(dev, a, TensorMapDtype::S8, m, k, BM)?;
     let tma_w = operand_map(dev, w, TensorMapDtype::S8, n, k, BN)?;
-    let args = [
+    let mut args = vec![
         KernelArg::TensorMap(tma_a),
         KernelArg::TensorMap(tma_w),
         KernelArg::from(&*out),
@@ -320,5 +435,6 @@ pub fn gemm_int8_i32_sm90(
         KernelArg::U32(n32),
         KernelArg::U32(k32),
     ];
+    args.extend(split);
     dev.launch_in(MODULE, kernel, cfg, &args)
 }

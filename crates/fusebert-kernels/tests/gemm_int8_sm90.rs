@@ -150,7 +150,7 @@ fn int8_accumulators_are_exact_in_every_completion_mode() {
             let c = Case::new(&mut r, m, n, k, false);
             let (da, dw) = (dev.upload(&c.a).unwrap(), dev.upload(&c.w).unwrap());
             let want = reference::gemm_i32(&c.a, &c.w, m, n, k);
-            for how in [GemmSm90Launch::default(), GemmSm90Launch { ctas: Some(1) }] {
+            for how in [GemmSm90Launch::default(), GemmSm90Launch { ctas: Some(1), ..Default::default() }] {
                 let mut out = poisoned::<i32>(&dev, m * n);
                 clear(&dev);
                 fusebert_kernels::gemm_int8_i32_sm90(&dev, &da, &dw, &mut out, c.s, how).unwrap();
@@ -248,7 +248,7 @@ fn a_persistent_cta_walks_several_tiles_through_one_ring() {
         // 3 x 2 tiles, 3 stages each: 18 stage fills over 4 stages with 1 CTA
         let c = Case::new(&mut r, 300, 144, 272, true);
         for ctas in [1, 4] {
-            check(&dev, &c, 2, GemmSm90Launch { ctas: Some(ctas) }, &format!("{mode:?}"));
+            check(&dev, &c, 2, GemmSm90Launch { ctas: Some(ctas), ..Default::default() }, &format!("{mode:?}"));
         }
     }
 }
@@ -282,7 +282,7 @@ fn bad_shapes_and_buffers_are_typed_errors() {
     assert_kernel_err(run(&g(&a, GemmShape { m: 0, ..ok }), &mut c, Default::default()), kn);
     assert_kernel_err(run(&g(&a, GemmShape { m: 65, ..ok }), &mut c, Default::default()), kn); // a too short
     assert_kernel_err(run(&g(&a, GemmShape { m: 129, n: 8, k: 16 }), &mut c, Default::default()), kn); // a_scale
-    assert_kernel_err(run(&g(&a, ok), &mut c, GemmSm90Launch { ctas: Some(0) }), kn);
+    assert_kernel_err(run(&g(&a, ok), &mut c, GemmSm90Launch { ctas: Some(0), ..Default::default() }), kn);
     let shifted = a.view(8, m * k).unwrap(); // 8-byte aligned: TMA needs 16
     assert_kernel_err(run(&g(&shifted, ok), &mut c, Default::default()), kn);
     let scale_odd = scales.view(1, 100).unwrap(); // 4-byte aligned: the pair loads need 8
@@ -324,7 +324,14 @@ fn run_mutant(ptx: &str, mode: AsyncMode) -> String {
     let c = Case::new(&mut rng(194), 130, 80, 384, false);
     let (da, dw) = (dev.upload(&c.a).unwrap(), dev.upload(&c.w).unwrap());
     let mut out = poisoned::<i32>(&dev, 130 * 80);
-    match fusebert_kernels::gemm_int8_i32_sm90(&dev, &da, &dw, &mut out, c.s, GemmSm90Launch { ctas: Some(1) }) {
+    match fusebert_kernels::gemm_int8_i32_sm90(
+        &dev,
+        &da,
+        &dw,
+        &mut out,
+        c.s,
+        GemmSm90Launch { ctas: Some(1), ..Default::default() },
+    ) {
         Err(e) => e.to_string(),
         Ok(()) => {
             let want = reference::gemm_i32(&c.a, &c.w, 130, 80, 384);

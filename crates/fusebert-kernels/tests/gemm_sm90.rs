@@ -141,7 +141,7 @@ fn a_persistent_cta_walks_several_tiles_through_one_ring() {
         // 3 x 2 tiles, 3 stages each: 18 stage fills over 4 stages with 1 CTA
         let c = Case::new(&mut r, 300, 144, 136);
         for ctas in [1, 4] {
-            check(&dev, &c, 2, GemmSm90Launch { ctas: Some(ctas) }, &format!("{mode:?}"));
+            check(&dev, &c, 2, GemmSm90Launch { ctas: Some(ctas), ..Default::default() }, &format!("{mode:?}"));
         }
     }
 }
@@ -187,7 +187,7 @@ fn results_are_batch_invariant() {
     };
     for epi in [1u32, 2] {
         let all = big.run(&dev, epi, Some(GemmSm90Launch::default()));
-        let few = small.run(&dev, epi, Some(GemmSm90Launch { ctas: Some(1) }));
+        let few = small.run(&dev, epi, Some(GemmSm90Launch { ctas: Some(1), ..Default::default() }));
         assert!(all[..m * 80].iter().zip(&few).all(|(x, y)| x.to_bits() == y.to_bits()), "epi {epi}");
     }
 }
@@ -208,7 +208,7 @@ fn bad_shapes_and_buffers_are_typed_errors() {
     assert_kernel_err(run(&a, &mut c, GemmShape { n: 76, ..ok }, Default::default()), k); // N % 8
     assert_kernel_err(run(&a, &mut c, GemmShape { m: 0, ..ok }, Default::default()), k);
     assert_kernel_err(run(&a, &mut c, GemmShape { m: 65, ..ok }, Default::default()), k); // a too short
-    assert_kernel_err(run(&a, &mut c, ok, GemmSm90Launch { ctas: Some(0) }), k);
+    assert_kernel_err(run(&a, &mut c, ok, GemmSm90Launch { ctas: Some(0), ..Default::default() }), k);
     let shifted = a.view(1, 64 * 72).unwrap(); // 2-byte aligned: TMA needs 16
     assert_kernel_err(run(&shifted, &mut c, ok, Default::default()), k);
     // the launch itself works on the same buffers
@@ -255,7 +255,7 @@ fn run_mutant(ptx: &str, mode: AsyncMode) -> String {
     let (da, dw) = (dev.upload(&c.a).unwrap(), dev.upload(&c.w).unwrap());
     let mut out = poisoned::<f16>(&dev, 130 * 80);
     let g = GemmF16 { a: &da, w: &dw, bias: None, epilogue: Epilogue::None, shape: c.s };
-    match fusebert_kernels::gemm_f16_sm90(&dev, &g, &mut out, GemmSm90Launch { ctas: Some(1) }) {
+    match fusebert_kernels::gemm_f16_sm90(&dev, &g, &mut out, GemmSm90Launch { ctas: Some(1), ..Default::default() }) {
         Err(e) => e.to_string(),
         Ok(()) => {
             let got = to_f32(&out.to_host().unwrap());
@@ -358,6 +358,6 @@ fn the_cuda_backend_encodes_and_passes_tensor_maps() {
     let c = Case::new(&mut rng(96), 130, 144, 136);
     for epi in [1u32, 2] {
         check(&dev, &c, epi, GemmSm90Launch::default(), "CUDA stand-in");
-        check(&dev, &c, epi, GemmSm90Launch { ctas: Some(1) }, "CUDA stand-in");
+        check(&dev, &c, epi, GemmSm90Launch { ctas: Some(1), ..Default::default() }, "CUDA stand-in");
     }
 }

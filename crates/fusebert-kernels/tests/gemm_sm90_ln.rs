@@ -54,8 +54,8 @@ fn layernorm(
     x
 }
 
-fn launches(i: usize) -> GemmSm90Launch {
-    GemmSm90Launch { ctas: (i % 2 == 1).then_some(2) }
+fn launches(i: usize) -> GemmSm90Launch<'static> {
+    GemmSm90Launch { ctas: (i % 2 == 1).then_some(2), ..Default::default() }
 }
 
 #[test]

@@ -402,7 +402,7 @@ pub fn run_gemm(dev: &Device, s: &GemmSpec) -> Result<Vec<u32>> {
     use crate::gemm_sm90::GemmSm90Launch;
     use crate::{Epilogue, GemmShape};
     let shape = GemmShape { m: s.m, n: s.n, k: s.k };
-    let how = GemmSm90Launch { ctas: s.ctas };
+    let how = GemmSm90Launch { ctas: s.ctas, ..Default::default() };
     match s.op {
         GemmOp::Int8I32 => {
             let (a, w) = int8_i32_inputs(s);

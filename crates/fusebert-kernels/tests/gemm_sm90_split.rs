@@ -1,0 +1,278 @@
+//! Split-K on the Hopper GEMMs (`kernels/gemm_sm90.cu`, the `_sk` entries: a tile's K chunks on
+//! separate CTAs, the last to finish adding their partial sums in chunk order) on the emulator
+//! at sm_90, in lazy, eager and random completion, outputs poisoned, sanitizers on:
+//! - the s32 accumulators of `gemm_int8_i32_sm90_sk` equal the exact CPU product;
+//! - every split result equals the unsplit kernel's bit for bit (fp16: both sum K in the same
+//!   fixed chunks and add the chunks in order; int8: s32 is exact), with every kind of epilogue,
+//!   zero points, and the fused layernorm with its int8 codes;
+//! - batch invariance: a row split in a short batch equals the same row unsplit in a long one;
+//! - fewer CTAs than work units (each walks several tiles' chunks), two launches on one
+//!   workspace (the tile counters are left at zero), a workspace too small (typed error), K of
+//!   one chunk (no split: the unsplit entry runs).
+//!
+//! K chunks: 4 k-blocks of 128 bytes at least, at most 4 chunks. The shapes: fp16 K 1024 (16
+//! k-blocks: 4 chunks), K 600 (a partly zero-filled tenth k-block: chunks of 4, 4, 2); int8 K 1040
+//! (9 k-blocks: 4, 4, 1), K 2048 (4 chunks); M and N off the 128 x 128 tile.
+mod kernels_util;
+use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
+use fusebert_kernels::gemm_plan::SplitWorkspace;
+use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch};
+use fusebert_kernels::{
+    reference, Device, DeviceBuffer, Epilogue, FusedLayerNorm, FusedQ8, GemmF16, GemmInt8, GemmShape, ZeroPoint,
+};
+use half::f16;
+use kernels_util::*;
+use rand::Rng;
+
+const MODES: [AsyncMode; 3] = [AsyncMode::Lazy, AsyncMode::Eager, AsyncMode::Random(7)];
+
+fn sm90(mode: AsyncMode) -> Device {
+    Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
+        .expect("emulator")
+}
+
+fn bits<T: bytemuck::Pod>(b: &DeviceBuffer<T>) -> Vec<T> {
+    b.to_host().unwrap()
+}
+
+/// A workspace exactly as large as a split `m x n x k` launch needs (and strip counters).
+fn workspace(dev: &Device, m: usize, n: usize, k: usize, int8: bool) -> SplitWorkspace {
+    let (words, counters) = gemm_sm90::split_needs(m, n, gemm_sm90::k_chunks(k, int8));
+    SplitWorkspace::new(dev, words, counters, m).unwrap()
+}
+
+/// The kernel of the last launch and its counters' sanity (no spills, no bank conflicts).
+fn last_kernel(dev: &Device, what: &str) -> String {
+    let e = dev.emulator_backend().expect("emulator");
+    let l = e.launches().last().expect("a launch").clone();
+    assert_no_local(&l.counters, what);
+    assert_eq!(l.counters.shared_bank_conflicts, 0, "{what}: bank conflicts");
+    l.kernel
+}
+
+fn split(ws: &SplitWorkspace, ctas: Option<u32>) -> GemmSm90Launch<'_> {
+    GemmSm90Launch { ctas, split: Some(ws) }
+}
+
+#[test]
+fn chunk_counts_and_the_split_choice_follow_k_and_the_grid() {
+    // fp16: 128 bytes of K = 64 elements a k-block
+    assert_eq!(gemm_sm90::k_chunks(1024, false), 4);
+    assert_eq!(gemm_sm90::k_chunks(600, false), 3);
+    assert_eq!(gemm_sm90::k_chunks(256, false), 1);
+    assert_eq!(gemm_sm90::k_chunks(768, false), 3);
+    assert_eq!(gemm_sm90::k_chunks(3072, false), 4);
+    // int8: 128 elements a k-block
+    assert_eq!(gemm_sm90::k_chunks(1040, true), 3);
+    assert_eq!(gemm_sm90::k_chunks(768, true), 2);
+    assert_eq!(gemm_sm90::k_chunks(384, true), 1);
+    // BERT-base at 128 tokens: 6 to 24 tiles, split; at 4096 tokens: hundreds of tiles, not
+    assert_eq!(gemm_sm90::splits(128, 768, 768, false), 3);
+    assert_eq!(gemm_sm90::splits(128, 768, 3072, true), 4);
+    assert_eq!(gemm_sm90::splits(128, 3072, 768, false), 3);
+    assert_eq!(gemm_sm90::splits(4096, 768, 768, false), 1);
+    // one chunk: nothing to split
+    assert_eq!(gemm_sm90::splits(1, 384, 384, true), 1);
+}
+
+#[test]
+fn int8_i32_split_is_the_exact_product() {
+    let mut r = rng(71);
+    for (i, &(m, n, k)) in [(70, 144, 1040), (130, 80, 2048)].iter().enumerate() {
+        let dev = sm90(MODES[i]);
+        let (a, w) = (rand_i8(&mut r, m * k), rand_i8(&mut r, n * k));
+        let want = reference::gemm_i32(&a, &w, m, n, k);
+        let (da, dw) = (dev.upload(&a).unwrap(), dev.upload(&w).unwrap());
+        let ws = workspace(&dev, m, n, k, true);
+        for ctas in [None, Some(3)] {
+            let mut c = poisoned::<i32>(&dev, m * n);
+            clear(&dev);
+            fusebert_kernels::gemm_int8_i32_sm90(&dev, &da, &dw, &mut c, GemmShape { m, n, k }, split(&ws, ctas))
+                .unwrap();
+            let what = format!("gemm_int8_i32_sm90 split M {m} N {n} K {k} ctas {ctas:?}");
+            assert_eq!(last_kernel(&dev, &what), gemm_sm90::KERNEL_INT8_I32_SK);
+            assert!(bits(&c) == want, "{what}: not the exact product");
+        }
+    }
+}
+
+/// Runs the fp16 GEMM of `a [m, k]` with epilogue `epi` (0 none, 1 GELU, 2 residual) into a
+/// poisoned output.
+#[allow(clippy::too_many_arguments)]
+fn f16_gemm(
+    dev: &Device,
+    a: &[f16],
+    w: &[f16],
+    bias: &[f16],
+    res: &[f16],
+    s: GemmShape,
+    epi: u32,
+    how: GemmSm90Launch<'_>,
+) -> Vec<f16> {
+    let up = |v: &[f16]| dev.upload(v).unwrap();
+    let (da, dw, db, dr) = (up(a), up(w), up(bias), up(&res[..s.m * s.n]));
+    let epilogue = match epi {
+        1 => Epilogue::Gelu,
+        2 => Epilogue::Residual(&dr),
+        _ => Epilogue::None,
+    };
+    let g = GemmF16 { a: &da, w: &dw, bias: Some(&db), epilogue, shape: s };
+    let mut c = poisoned::<f16>(dev, s.m * s.n);
+    clear(dev);
+    fusebert_kernels::gemm_f16_sm90(dev, &g, &mut c, how).unwrap();
+    bits(&c)
+}
+
+#[test]
+fn f16_split_equals_unsplit_bit_for_bit_and_the_reference() {
+    let mut r = rng(72);
+    for (i, &(m, n, k)) in [(70, 136, 1024), (130, 96, 600), (1, 264, 1024)].iter().enumerate() {
+        let dev = sm90(MODES[i]);
+        let (a, w) = (rand_f16(&mut r, m * k, 1.0), rand_f16(&mut r, n * k, 1.0));
+        let (bias, res) = (rand_f16(&mut r, n, 1.0), rand_f16(&mut r, m * n, 1.0));
+        let s = GemmShape { m, n, k };
+        let epi = i as u32;
+        let whole = f16_gemm(&dev, &a, &w, &bias, &res, s, epi, GemmSm90Launch::default());
+        assert_eq!(last_kernel(&dev, "unsplit"), gemm_sm90::KERNEL);
+        // the reference: f64 sums, one fp16 rounding, f32 accumulation-order bound
+        let acc = reference::gemm_f32(&a, &w, m, n, k);
+        let want = reference::epilogue(&acc, Some(&bias), epi, Some(&res), n);
+        let bound: Vec<f32> = (0..m * n)
+            .map(|j| {
+                let (mi, ni) = (j / n, j % n);
+                let abs: f32 = (0..k).map(|kk| (a[mi * k + kk].to_f32() * w[ni * k + kk].to_f32()).abs()).sum();
+                2.0 * k as f32 * abs / 16_777_216.0
+            })
+            .collect();
+        let what = format!("gemm_f16_sm90 M {m} N {n} K {k} epi {epi}");
+        check_close(&what, &to_f32(&whole), &want, |v, j| half_ulp(v) + bound[j] + 1e-5);
+        let ws = workspace(&dev, m, n, k, false);
+        // fewer CTAs than units, then two launches on one workspace (its counters back at 0)
+        for ctas in [Some(2), None, None] {
+            let got = f16_gemm(&dev, &a, &w, &bias, &res, s, epi, split(&ws, ctas));
+            let what = format!("{what} split ctas {ctas:?}");
+            assert_eq!(last_kernel(&dev, &what), gemm_sm90::KERNEL_SK);
+            assert!(got.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits()), "{what}: not the unsplit bits");
+        }
+    }
+}
+
+#[test]
+fn f16_rows_are_the_same_split_in_a_short_batch_or_unsplit_in_a_long_one() {
+    let mut r = rng(73);
+    let (n, k) = (136, 1024);
+    let dev = sm90(AsyncMode::Random(3));
+    let long = 260; // 3 row strips x 2 column tiles: unsplit by the planner's rule too
+    let (a, w) = (rand_f16(&mut r, long * k, 1.0), rand_f16(&mut r, n * k, 1.0));
+    let (bias, res) = (rand_f16(&mut r, n, 1.0), rand_f16(&mut r, long * n, 1.0));
+    let all = f16_gemm(&dev, &a, &w, &bias, &res, GemmShape { m: long, n, k }, 1, GemmSm90Launch::default());
+    for m in [1, 70] {
+        let ws = workspace(&dev, m, n, k, false);
+        let got = f16_gemm(&dev, &a[..m * k], &w, &bias, &res, GemmShape { m, n, k }, 1, split(&ws, None));
+        assert_eq!(last_kernel(&dev, "short batch"), gemm_sm90::KERNEL_SK);
+        let same = got.iter().zip(&all[..m * n]).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "M {m} split differs from the same rows of M {long} unsplit");
+    }
+}
+
+#[test]
+fn int8_split_equals_unsplit_with_zero_points_and_residual() {
+    let mut r = rng(74);
+    let (m, n, k) = (70, 144, 1040);
+    let dev = sm90(AsyncMode::Lazy);
+    let a: Vec<i8> = (0..m * k).map(|_| r.gen_range(-128..=127)).collect();
+    let w = rand_i8(&mut r, n * k);
+    let w_sum = fusebert_kernels::weight_sums(&w, n, k);
+    let zero: Vec<i32> = (0..m).map(|_| r.gen_range(-128..=127)).collect();
+    let asc: Vec<f32> = (0..m).map(|_| r.gen_range(0.0005f32..0.003)).collect();
+    let wsc: Vec<f32> = (0..n).map(|_| r.gen_range(0.0002f32..0.001)).collect();
+    let (bias, res) = (rand_f16(&mut r, n, 1.0), rand_f16(&mut r, m * n, 1.0));
+    let (da, dw, dsum, dz) =
+        (dev.upload(&a).unwrap(), dev.upload(&w).unwrap(), dev.upload(&w_sum).unwrap(), dev.upload(&zero).unwrap());
+    let (das, dws, db, dr) =
+        (dev.upload(&asc).unwrap(), dev.upload(&wsc).unwrap(), dev.upload(&bias).unwrap(), dev.upload(&res).unwrap());
+    let g = GemmInt8 {
+        a: &da,
+        a_scale: &das,
+        zero_point: Some(ZeroPoint { zero: &dz, w_sum: &dsum }),
+        w: &dw,
+        w_scale: &dws,
+        bias: Some(&db),
+        epilogue: Epilogue::Residual(&dr),
+        shape: GemmShape { m, n, k },
+    };
+    let run = |how: GemmSm90Launch<'_>| {
+        let mut c = poisoned::<f16>(&dev, m * n);
+        clear(&dev);
+        fusebert_kernels::gemm_int8_sm90(&dev, &g, &mut c, how).unwrap();
+        (bits(&c), last_kernel(&dev, "gemm_int8_sm90"))
+    };
+    let (whole, kernel) = run(GemmSm90Launch::default());
+    assert_eq!(kernel, gemm_sm90::KERNEL_INT8);
+    let ws = workspace(&dev, m, n, k, true);
+    let (got, kernel) = run(split(&ws, Some(2)));
+    assert_eq!(kernel, gemm_sm90::KERNEL_INT8_SK);
+    assert!(got.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits()), "int8 split differs from unsplit");
+    // K of one chunk: a split launch runs the unsplit entry (nothing to split)
+    let g1 = GemmInt8 { shape: GemmShape { m, n, k: 384 }, ..g };
+    let mut c = poisoned::<f16>(&dev, m * n);
+    fusebert_kernels::gemm_int8_sm90(&dev, &g1, &mut c, split(&ws, None)).unwrap();
+    assert_eq!(last_kernel(&dev, "one chunk"), gemm_sm90::KERNEL_INT8);
+}
+
+#[test]
+fn split_with_fused_layernorm_equals_unsplit_bit_for_bit() {
+    let mut r = rng(75);
+    let (m, n, k) = (130, 264, 1024);
+    let dev = sm90(AsyncMode::Random(9));
+    let (a, w) = (rand_f16(&mut r, m * k, 1.0), rand_f16(&mut r, n * k, 1.0));
+    let (bias, res) = (rand_f16(&mut r, n, 1.0), rand_f16(&mut r, m * n, 1.0));
+    let gamma: Vec<f16> = rand_f16(&mut r, n, 0.5).iter().map(|g| f16::from_f32(1.0 + g.to_f32())).collect();
+    let beta = rand_f16(&mut r, n, 0.5);
+    let up = |v: &[f16]| dev.upload(v).unwrap();
+    let (da, dw, db, dr, dg, dbe) = (up(&a), up(&w), up(&bias), up(&res), up(&gamma), up(&beta));
+    let g =
+        GemmF16 { a: &da, w: &dw, bias: Some(&db), epilogue: Epilogue::Residual(&dr), shape: GemmShape { m, n, k } };
+    let ws = workspace(&dev, m, n, k, false);
+    let run = |how: GemmSm90Launch<'_>| {
+        let mut y = poisoned::<f16>(&dev, m * n);
+        let x = poisoned::<f16>(&dev, m * n);
+        let q = poisoned::<i8>(&dev, m * n);
+        let qs = poisoned::<f32>(&dev, m);
+        let ln = FusedLayerNorm {
+            gamma: &dg,
+            beta: &dbe,
+            out: &x,
+            q8: Some(FusedQ8 { q: &q, scale: &qs, smooth: None }),
+            eps: 1e-12,
+        };
+        clear(&dev);
+        fusebert_kernels::gemm_f16_sm90_ln(&dev, &g, &mut y, &ln, &ws, how).unwrap();
+        let kernel = last_kernel(&dev, "gemm_f16_sm90_ln");
+        let f = |v: Vec<f16>| v.iter().map(|h| h.to_bits()).collect::<Vec<u16>>();
+        (f(bits(&y)), f(bits(&x)), bits(&q), bits(&qs).iter().map(|s| s.to_bits()).collect::<Vec<u32>>(), kernel)
+    };
+    let whole = run(GemmSm90Launch::default());
+    assert_eq!(whole.4, gemm_sm90::KERNEL_LN);
+    for ctas in [Some(5), None] {
+        let got = run(split(&ws, ctas));
+        assert_eq!(got.4, gemm_sm90::KERNEL_SK_LN);
+        assert!(got.0 == whole.0 && got.1 == whole.1, "GEMM or layernorm output differs split (ctas {ctas:?})");
+        assert!(got.2 == whole.2 && got.3 == whole.3, "int8 codes or scales differ split (ctas {ctas:?})");
+    }
+}
+
+#[test]
+fn a_split_workspace_too_small_is_a_typed_error() {
+    let dev = sm90(AsyncMode::Lazy);
+    let (m, n, k) = (70, 136, 1024);
+    let mut r = rng(76);
+    let (da, dw) = (dev.upload(&rand_i8(&mut r, m * k)).unwrap(), dev.upload(&rand_i8(&mut r, n * k)).unwrap());
+    let (words, counters) = gemm_sm90::split_needs(m, n, gemm_sm90::k_chunks(k, true));
+    for (w, c) in [(words - 1, counters), (words, counters - 1)] {
+        let ws = SplitWorkspace::new(&dev, w, c, m).unwrap();
+        let mut out = poisoned::<i32>(&dev, m * n);
+        let e = fusebert_kernels::gemm_int8_i32_sm90(&dev, &da, &dw, &mut out, GemmShape { m, n, k }, split(&ws, None));
+        assert_kernel_err(e, gemm_sm90::KERNEL_INT8_I32);
+    }
+}
