@@ -30,7 +30,9 @@
 //   conflict without touching the layout. Restaging every D in the 128-byte swizzle would remove
 //   them too, but pads rows to 64 halves (d48 +33%, d80 +60% shared memory), changes Q/K/V
 //   descriptors, and splits V's N across partial blocks, for no gain: the layout, the
-//   descriptors and every wgmma are v1's, so the outputs are v1's bit for bit.
+//   descriptors and every wgmma are v1's, so the outputs are v1's bit for bit. (The emulator
+//   counts no wgmma operand reads: how the tensor core reads SW32/SW64 operands on hardware is
+//   unmeasured, and the one reason left to revisit SW128 there.)
 // - S = Q K^T: D/16 SS wgmmas m64n64k16 (f32). Online softmax in registers in base 2 (scale *
 //   log2 e folded into one multiply, ex2.approx), keys past the sequence end masked to -inf;
 //   the row max and sum are reduced over the 4 threads (quad) that share a row.
@@ -213,12 +215,10 @@ struct Lay {
 
 // cp.async of `rows` rows (D halves each) starting at `src`, row stride `ld`; rows at or past
 // `valid` are zero-filled without reading (finite V rows: masked P is 0 and 0 * 0 = 0).
-// Column block by column block: consecutive threads take consecutive 16-byte chunks of one block
-// (rows x W bytes, contiguous), so the 8 threads of a 16-byte store phase fill one 128-byte line
-// (the swizzle permutes chunks inside it): conflict-free at every W. Row by row (the v1 order)
-// a phase straddled column blocks whenever a row is more than one block (D = 48, 80, 96, 112),
-// and blocks rows * W apart start in the same banks. In global memory a phase still reads whole
-// 32-byte sectors (W >= 32, block and head offsets multiples of 32 bytes).
+// Column block by column block (header: bank conflicts): consecutive threads take consecutive
+// 16-byte chunks of one block (rows x W bytes, contiguous), so the 8 threads of a 16-byte store
+// phase fill one 128-byte line, which the swizzle only permutes. In global memory a phase still
+// reads whole 32-byte sectors (W >= 32; block and head offsets are multiples of 32 bytes).
 template <int D>
 FB_DEVICE void load_rows(uint32_t dst, const __half* src, size_t ld, int rows, int valid) {
     using L = Lay<D>;
