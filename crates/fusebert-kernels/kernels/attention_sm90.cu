@@ -23,6 +23,16 @@
 //   inside a block add 32 bytes to the start), and the same bytes read as an MN-major SW-W B
 //   operand are V with N = head dim, K = keys (LBO = rows * W between column blocks, SBO = 8 W),
 //   so V is used as stored (imm-trans-b = 1). Every block starts on a 1024-byte boundary.
+// - Bank conflicts: the only shared accesses besides the wgmma operand reads are the cp.async
+//   stores and the epilogue's staging. v1 copied row by row, and at D = 48, 80, 96, 112 (rows of
+//   several 32- or 64-byte blocks) a 16-byte store phase straddled blocks that start in the same
+//   banks. The copies now go column block by column block (load_rows), which removes every
+//   conflict without touching the layout. Restaging every D in the 128-byte swizzle would remove
+//   them too, but pads rows to 64 halves (d48 +33%, d80 +60% shared memory), changes Q/K/V
+//   descriptors, and splits V's N across partial blocks, for no gain: the layout, the
+//   descriptors and every wgmma are v1's, so the outputs are v1's bit for bit. (The emulator
+//   counts no wgmma operand reads: how the tensor core reads SW32/SW64 operands on hardware is
+//   unmeasured, and the one reason left to revisit SW128 there.)
 // - S = Q K^T: D/16 SS wgmmas m64n64k16 (f32). Online softmax in registers in base 2 (scale *
 //   log2 e folded into one multiply, ex2.approx), keys past the sequence end masked to -inf;
 //   the row max and sum are reduced over the 4 threads (quad) that share a row.
@@ -34,7 +44,14 @@
 //   before O is rescaled or P rewritten (S1); the barrier at the top of the next iteration
 //   comes after every thread's wait_group 0, so no wgmma still reads a stage when it is refilled
 //   (S4).
-// - Epilogue: normalise by the row sum, 4-byte stores of column pairs for valid rows only.
+// - Epilogue: normalise by the row sum; column pairs from the accumulator layout stored to
+//   global memory directly would be 4-byte stores touching half of each 32-byte sector per
+//   instruction (store efficiency 0.5). So the warpgroup waits at a barrier (every wgmma done:
+//   Q and the K/V stages are free), each warp writes its 16 rows into a swizzled staging tile
+//   (OStage: conflict-free for the fragment writes and the 16-byte reads), and reads them back
+//   as 16-byte chunks, whole sectors of each row per instruction, stored for valid rows only
+//   (rows past the sequence end, or past T when packed, are never written). A warp reads only
+//   the rows it wrote, so __syncwarp orders the two.
 //
 // Not (yet) FA3: no TMA producer warp, no intra-warpgroup overlap of the next S with this
 // block's softmax, no ping-pong of two consumer warpgroups.
@@ -198,18 +215,49 @@ struct Lay {
 
 // cp.async of `rows` rows (D halves each) starting at `src`, row stride `ld`; rows at or past
 // `valid` are zero-filled without reading (finite V rows: masked P is 0 and 0 * 0 = 0).
-// Consecutive threads take consecutive 16-byte chunks of a row: one W-byte block row is
-// contiguous and the swizzle permutes chunks inside 128-byte lines, so shared stores are
-// conflict-free for W >= 64.
+// Column block by column block (header: bank conflicts): consecutive threads take consecutive
+// 16-byte chunks of one block (rows x W bytes, contiguous), so the 8 threads of a 16-byte store
+// phase fill one 128-byte line, which the swizzle only permutes. In global memory a phase still
+// reads whole 32-byte sectors (W >= 32; block and head offsets are multiples of 32 bytes).
 template <int D>
 FB_DEVICE void load_rows(uint32_t dst, const __half* src, size_t ld, int rows, int valid) {
     using L = Lay<D>;
-    constexpr int NCH = D / 8;
-    for (int c = threadIdx.x; c < rows * NCH; c += THREADS) {
-        const int r = c / NCH, ch = c % NCH;
+    constexpr uint32_t CPR = L::W / 16;  // 16-byte chunks per block row
+    const uint32_t per_block = rows * CPR;
+    // in this order chunk c of the tile is at dst + 16 c (before the swizzle)
+    for (uint32_t c = threadIdx.x; c < rows * (D / 8); c += THREADS) {
+        const int r = (c % per_block) / CPR, col = (c / per_block) * L::CB + (c % CPR) * 8;
         const bool ok = r < valid;
-        cp_async16(L::swz(L::at(dst, rows, r, ch * 8)), src + (size_t)(ok ? r : 0) * ld + ch * 8, ok ? 16 : 0);
+        cp_async16(L::swz(dst + 16 * c), src + (size_t)(ok ? r : 0) * ld + col, ok ? 16 : 0);
     }
+}
+
+// Staging tile of the normalised O [64, D] for 16-byte stores: row r at r * RS (RS: the row
+// rounded up to 128 bytes, so that a row's chunk k sits in bank group k mod 8 of its line), its
+// 16-byte chunk c at c ^ s(r), s(r) = (r mod 8) rotated left by log2 CW in 3 bits. The fragment
+// writes (8 rows, one chunk) see s bijective on r mod 8; a read phase (8 / CW rows, CW aligned
+// chunks) sees the rows' s differ in exactly the bits the chunks do not vary: both conflict-free.
+template <int D>
+struct OStage {
+    static constexpr int ND = D / 8;                                    // 16-byte chunks per row
+    static constexpr int RS = 128 * ((ND + 7) / 8);                     // bytes per staged row
+    static constexpr int CW = ND % 8 == 0 ? 8 : ND % 4 == 0 ? 4 : 2;  // chunks of a row per store
+    static constexpr int LG = CW == 8 ? 3 : CW == 4 ? 2 : 1;          // log2 CW
+    static FB_DEVICE uint32_t at(uint32_t base, int r, int c) {
+        const int s = ((r << LG) | ((r & 7) >> (3 - LG))) & 7;
+        return base + r * RS + ((c ^ s) << 4);
+    }
+};
+
+FB_DEVICE void st_shared_b32(uint32_t a, uint32_t v) { asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a), "r"(v) : "memory"); }
+FB_DEVICE uint4 ld_shared_v4(uint32_t a) {
+    uint4 v;
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a) : "memory");
+    return v;
+}
+// as asm: nvcc 13.0 splits some `*(uint4*)p = v` into four st.global.u32 (store efficiency 0.5)
+FB_DEVICE void st_global_v4(void* p, const uint4& v) {
+    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w) : "memory");
 }
 
 // The sequence holding packed token `tok` (< T): the largest b < batch with cu_seqlens[b] <= tok
@@ -390,19 +438,34 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
         l1 += __shfl_xor_sync(0xffffffffu, l1, off);
     }
     const float il0 = 1.f / l0, il1 = 1.f / l1;
+    using S = OStage<D>;
+    static_assert(BM * S::RS <= QB + 4 * KB, "the staged O fits in the Q and K/V tiles");
+    // every thread is past its last wait_group 0: after the barrier no wgmma reads Q or a stage
+    __syncthreads();
     const int r0 = warp * 16 + g;
-    __half* orow = out + (size_t)(qtok + r0) * H + h * D + 2 * q;
 #pragma unroll
     for (int i = 0; i < ND; i++) {
-        if (r0 < qvalid) *reinterpret_cast<uint32_t*>(orow + 8 * i) = pack_half2(o[4 * i] * il0, o[4 * i + 1] * il0);
-        if (r0 + 8 < qvalid)
-            *reinterpret_cast<uint32_t*>(orow + (size_t)8 * H + 8 * i) = pack_half2(o[4 * i + 2] * il1, o[4 * i + 3] * il1);
+        st_shared_b32(S::at(sQ, r0, i) + 4 * q, pack_half2(o[4 * i] * il0, o[4 * i + 1] * il0));
+        st_shared_b32(S::at(sQ, r0 + 8, i) + 4 * q, pack_half2(o[4 * i + 2] * il1, o[4 * i + 3] * il1));
+    }
+    __syncwarp();  // each warp stores the 16 rows it staged
+    // per instruction 32 / CW rows x CW chunks: whole 32-byte sectors of each row, valid rows only
+    constexpr int RPI = 32 / S::CW;
+    const int rr = lane / S::CW, cc = lane % S::CW;
+#pragma unroll
+    for (int rb = 0; rb < 16; rb += RPI) {
+#pragma unroll
+        for (int cb = 0; cb < ND; cb += S::CW) {
+            const int r = warp * 16 + rb + rr, c = cb + cc;
+            const uint4 v = ld_shared_v4(S::at(sQ, r, c));
+            if (r < qvalid) st_global_v4(out + (size_t)(qtok + r) * H + h * D + 8 * c, v);
+        }
     }
 }
 }  // namespace attn90
 
 // Two entries per head dim (per-sequence tiles, packed-token tiles `_packed`); dynamic shared
-// memory (BM + 4 BN) * D * 2 bytes (src/attention_sm90.rs).
+// memory (BM + 4 BN) * D * 2 bytes (src/attention_sm90.rs); `out` 16-byte aligned (the stores).
 #define ATTN90_ENTRY(D)                                                                                      \
     extern "C" __global__ void __launch_bounds__(128, 1) attention_sm90_d##D(                                  \
         const __half* __restrict__ qkv, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,   \

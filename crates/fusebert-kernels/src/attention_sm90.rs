@@ -119,7 +119,8 @@ pub fn attention_sm90(
     }
     // cp.async moves 16 bytes of qkv (rows are 6 H bytes, a multiple of 16 for head dims of 16 | D)
     crate::attention::check_io(k, s, qkv, cu_seqlens, out)?;
-    check_align(k, "out", out, 4)?;
+    // the epilogue stores 16-byte chunks of O rows (H x 2 bytes, a multiple of 32)
+    check_align(k, "out", out, 16)?;
     let scale = s.scale.unwrap_or(1.0 / (s.head_dim as f32).sqrt());
     let cfg = LaunchConfig {
         grid: match tiling {
