@@ -47,7 +47,10 @@ fn hopper_defaults_to_sm90_and_compares_both_families() {
         assert_eq!(c["sm90_total_ms"].as_f64(), v["total_ms"].as_f64());
         let steps = c["steps"].as_array().unwrap();
         let qkv = steps.iter().find(|s| s["step"] == "qkv").unwrap();
-        assert_eq!(qkv["sm90_kernel"], "gemm_f16_sm90");
+        // MiniLM, two 128-token texts: 2 x 9 tiles for 132 SMs, so K (384: 6 k-blocks of 128
+        // bytes, chunks of 4) is split over its 2 chunks
+        assert_eq!(qkv["sm90_kernel"], "gemm_f16_sm90_sk");
+        assert_eq!(qkv["sm90_tile"], "128x128 split 2");
         assert!(qkv["sm80_us"].as_f64().unwrap() > 0.0 && qkv["sm90_us"].as_f64().unwrap() > 0.0);
         assert!(qkv["sm90_tile"].is_string());
         // --kernels sm80: the mma.sync plan, the same comparison
@@ -78,7 +81,7 @@ fn table_shows_both_families_per_step() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("sm90 kernels (PREDICTED"), "{out}");
     assert!(out.contains("mma.sync (sm80) vs wgmma (_sm90)") && out.contains("verified only on the emulator"));
-    for k in ["gemm_int8_sm90", "gemm_int8_sm90_ln", "attention_sm90_d64", "total sm80"] {
+    for k in ["gemm_int8_sm90_sk ", "gemm_int8_sm90_sk_ln", "attention_sm90_d64", "total sm80"] {
         assert!(out.contains(k), "{k} missing:\n{out}");
     }
 }

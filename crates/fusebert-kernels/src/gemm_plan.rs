@@ -9,6 +9,7 @@
 //! the last block to arrive adds the partials). So a row's fp16 result does not depend on the
 //! tile, the split, or the rows it is batched with; int8 accumulates exactly in int32.
 use crate::device::{Device, DeviceBuffer, LaunchConfig};
+use crate::gemm_sm90 as sm90;
 use fusebert_core::error::Result;
 
 /// Block tile of the tensor-core GEMMs.
@@ -320,13 +321,16 @@ impl SplitWorkspace {
         })
     }
     /// Room for the plans of every `(m, n, k, int8)` shape in `shapes` ([`GemmPlan::choose`]
-    /// and, a layernorm fused in, [`GemmPlan::choose_with_layernorm`]).
+    /// and, a layernorm fused in, [`GemmPlan::choose_with_layernorm`]), and for the Hopper GEMMs'
+    /// split of each ([`crate::gemm_sm90::splits`]).
     pub fn for_shapes(dev: &Device, shapes: &[(usize, usize, usize, bool)]) -> Result<Self> {
         let plans = shapes.iter().flat_map(|&(m, n, k, i)| {
             [(GemmPlan::choose(m, n, k, i), m, n), (GemmPlan::choose_with_layernorm(m, n, k, i), m, n)]
         });
-        let (words, counters) =
-            plans.fold((0, 0), |(w, c), (p, m, n)| (w.max(p.partial_words(m, n)), c.max(p.counters(m, n))));
+        let needs = plans
+            .map(|(p, m, n)| (p.partial_words(m, n), p.counters(m, n)))
+            .chain(shapes.iter().map(|&(m, n, k, i)| sm90::split_needs(m, n, sm90::splits(m, n, k, i))));
+        let (words, counters) = needs.fold((0, 0), |(w, c), (pw, pc)| (w.max(pw), c.max(pc)));
         let rows = shapes.iter().map(|s| s.0).max().unwrap_or(0);
         SplitWorkspace::new(dev, words, counters, rows)
     }

@@ -18,6 +18,7 @@ use crate::attention::{attention, AttentionLaunch, AttentionShape};
 use crate::attention_sm90::{attention_sm90, Sm90Tiling};
 use crate::gemm_f16::{gemm_f16, GemmF16};
 use crate::gemm_int8::{gemm_int8, GemmInt8, GemmLaunch, GemmShape};
+use crate::gemm_plan::SplitWorkspace;
 use crate::gemm_sm90::{gemm_f16_sm90, gemm_int8_sm90, GemmSm90Launch};
 use crate::{Device, DeviceBuffer, Epilogue, Error, Result};
 
@@ -216,8 +217,9 @@ fn timed(what: String, f: impl FnOnce() -> Result<Option<String>>) -> Verdict {
 }
 
 /// Rows past one 128-row tile, columns past one 128-column tile, K past one 64-wide stage
-/// (and not a multiple of it): the tails of the tile walk.
-const GEMM_SHAPE: GemmShape = GemmShape { m: 136, n: 144, k: 80 };
+/// (and not a multiple of it): the tails of the tile walk. fp16 K 336: 6 stages, two K chunks
+/// (4 + 2 stages), so the split-K entry runs too.
+const GEMM_SHAPE: GemmShape = GemmShape { m: 136, n: 144, k: 336 };
 const GEMM_SHAPE_INT8: GemmShape = GemmShape { m: 136, n: 144, k: 160 };
 
 fn check_gemms(dev: &Device) -> Verdict {
@@ -243,7 +245,19 @@ fn check_gemm_f16(dev: &Device) -> Result<Option<String>> {
     let (mut want, mut got) = (poisoned(dev, m * n)?, poisoned(dev, m * n)?);
     gemm_f16(dev, &g, &mut want, GemmLaunch::default())?;
     gemm_f16_sm90(dev, &g, &mut got, GemmSm90Launch::default())?;
-    Ok(first_mismatch(crate::gemm_sm90::KERNEL, &got.to_host()?, &want.to_host()?))
+    let got = got.to_host()?;
+    if let Some(m) = first_mismatch(crate::gemm_sm90::KERNEL, &got, &want.to_host()?) {
+        return Ok(Some(m));
+    }
+    // split over K: the same bits as unsplit (K summed in the same chunks, in the same order)
+    let (words, counters) = crate::gemm_sm90::split_needs(m, n, crate::gemm_sm90::k_chunks(k, false));
+    let ws = SplitWorkspace::new(dev, words, counters, 0)?;
+    let mut split = poisoned(dev, m * n)?;
+    gemm_f16_sm90(dev, &g, &mut split, GemmSm90Launch { ctas: None, split: Some(&ws) })?;
+    let split = split.to_host()?;
+    Ok(split.iter().zip(&got).position(|(x, y)| x.to_bits() != y.to_bits()).map(|i| {
+        format!("{}: output {i} is {} where the unsplit kernel gives {}", crate::gemm_sm90::KERNEL_SK, split[i], got[i])
+    }))
 }
 
 fn check_gemm_int8(dev: &Device) -> Result<Option<String>> {

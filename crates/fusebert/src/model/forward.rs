@@ -682,8 +682,20 @@ impl DeviceBert {
         let cu_seqlens = inputs.view(3 * t, b + 1)?;
         let int8 = self.precision == Precision::Int8;
         // every token count up to t may run: size for the largest split launch of each shape
-        let split_shapes: Vec<_> =
-            (1..=t).flat_map(|m| [(m, 3 * h, h, int8), (m, h, h, int8), (m, i, h, int8), (m, h, i, int8)]).collect();
+        // (and the fp16 heads: the projection, the classifier)
+        let (e, np) = (self.config.embedding_size, labels);
+        let split_shapes: Vec<_> = (1..=t)
+            .flat_map(|m| {
+                [
+                    (m, 3 * h, h, int8),
+                    (m, h, h, int8),
+                    (m, i, h, int8),
+                    (m, h, i, int8),
+                    (m, h, e, false),
+                    (m, np.max(8), h, false),
+                ]
+            })
+            .collect();
         let split = SplitWorkspace::for_shapes(d, &split_shapes)?;
         self.workspace = Some(Workspace {
             tokens: t,
@@ -841,6 +853,7 @@ impl DeviceBert {
                         epilogue: Epilogue::None,
                         shape: kernels::GemmShape { m: t, n: h, k: self.config.embedding_size },
                     },
+                    &ws.split,
                     &mut ws.x,
                 ),
                 _ => Err(Error::Other("DeviceBert: projection without its weights or workspace buffer".into())),
@@ -927,6 +940,7 @@ impl DeviceBert {
                         epilogue: Epilogue::Tanh,
                         shape: kernels::GemmShape { m: b, n: h, k: h },
                     },
+                    &ws.split,
                     &mut ws.pooler_out,
                 ),
                 _ => Err(Error::Other("DeviceBert: the schedule runs a pooler the model does not have".into())),
@@ -942,6 +956,7 @@ impl DeviceBert {
                             epilogue: Epilogue::None,
                             shape: kernels::GemmShape { m: b, n: np, k: h },
                         },
+                        &ws.split,
                         &mut ws.logits,
                     )
                 }
@@ -1102,7 +1117,8 @@ impl DeviceBert {
     ) -> Result<()> {
         let d = &self.dev;
         let shape = kernels::GemmShape { m, n, k };
-        let how90 = kernels::GemmSm90Launch::default();
+        // Hopper: split over K where the planner splits (the same bits either way)
+        let how90 = |int8: bool| sm90_launch(split, m, n, k, int8);
         // mma.sync: the planner's tile and split, with the layernorm fused when asked
         let mma = |int8: bool| match ln {
             None => kernels::GemmLaunch::planned(GemmPlan::choose(m, n, k, int8), Some(split)),
@@ -1115,8 +1131,8 @@ impl DeviceBert {
                     _ if !(self.kernels.is_sm90() && kernels::gemm_sm90::supports(shape, false)) => {
                         kernels::gemm_f16(d, &g, out, mma(false))
                     }
-                    None => kernels::gemm_f16_sm90(d, &g, out, how90),
-                    Some(ln) => kernels::gemm_f16_sm90_ln(d, &g, out, ln, split, how90),
+                    None => kernels::gemm_f16_sm90(d, &g, out, how90(false)),
+                    Some(ln) => kernels::gemm_f16_sm90_ln(d, &g, out, ln, split, how90(false)),
                 }
             }
             DeviceLinear::Int8 { w, scale, b, w_sum, .. } => {
@@ -1135,8 +1151,8 @@ impl DeviceBert {
                     _ if !(self.kernels.is_sm90() && kernels::gemm_sm90::supports(shape, true)) => {
                         kernels::gemm_int8(d, &g, out, mma(true))
                     }
-                    None => kernels::gemm_int8_sm90(d, &g, out, how90),
-                    Some(ln) => kernels::gemm_int8_sm90_ln(d, &g, out, ln, split, how90),
+                    None => kernels::gemm_int8_sm90(d, &g, out, how90(true)),
+                    Some(ln) => kernels::gemm_int8_sm90_ln(d, &g, out, ln, split, how90(true)),
                 }
             }
         }
@@ -1144,9 +1160,15 @@ impl DeviceBert {
 
     /// A head's fp16 GEMM (projection, pooler, classifier): on the Hopper kernel when selected
     /// and the shape allows, else mma.sync.
-    fn gemm_f16_head(&self, g: &kernels::GemmF16<'_>, out: &mut DeviceBuffer<f16>) -> Result<()> {
+    fn gemm_f16_head(
+        &self,
+        g: &kernels::GemmF16<'_>,
+        split: &SplitWorkspace,
+        out: &mut DeviceBuffer<f16>,
+    ) -> Result<()> {
         if self.kernels.is_sm90() && kernels::gemm_sm90::supports(g.shape, false) {
-            kernels::gemm_f16_sm90(&self.dev, g, out, kernels::GemmSm90Launch::default())
+            let kernels::GemmShape { m, n, k } = g.shape;
+            kernels::gemm_f16_sm90(&self.dev, g, out, sm90_launch(split, m, n, k, false))
         } else {
             kernels::gemm_f16(&self.dev, g, out, kernels::GemmLaunch::default())
         }
@@ -1232,4 +1254,11 @@ fn to_f32(v: &[f16]) -> Vec<f32> {
 /// The first `n` elements of `buf`, read back (one synchronisation) and converted to f32.
 fn read_f32(buf: &DeviceBuffer<f16>, n: usize) -> Result<Vec<f32>> {
     buf.device().read_back(&[buf.read_part(n)?], |bytes| Ok(to_f32(as_elements(bytes[0])?)))
+}
+
+/// The Hopper GEMM launch of an `m x n x k` step: split over K on `split` where
+/// [`kernels::gemm_sm90::splits`] splits (the roofline plan predicts the same launch).
+fn sm90_launch(split: &SplitWorkspace, m: usize, n: usize, k: usize, int8: bool) -> kernels::GemmSm90Launch<'_> {
+    let split = (kernels::gemm_sm90::splits(m, n, k, int8) > 1).then_some(split);
+    kernels::GemmSm90Launch { ctas: None, split }
 }

@@ -537,9 +537,9 @@ fn gemm_sm90(
     asym: bool,
     ln: Option<(bool, bool)>,
 ) -> PlannedLaunch {
-    let tile = sm90::choose_gemm(m, n, k, p.int8, ln.is_some());
+    let tile = sm90::choose_gemm(m, n, k, p.int8);
     let asym = asym && p.int8;
-    let name = sm90::gemm_kernel(p.int8, ln.is_some());
+    let name = sm90::gemm_kernel(p.int8, ln.is_some(), tile.splits > 1);
     let (gt, gw) = (m.div_ceil(tile.rows), n.div_ceil(tile.cols));
     let e = if p.int8 { 1 } else { 2 };
     let col_bytes = 2 + if p.int8 { 4 } else { 0 } + if asym { 4 } else { 0 };
@@ -579,7 +579,7 @@ pub fn sm90_tile_of(l: &PlannedLaunch) -> Option<Sm90Tile> {
     if !sm90::is_sm90(&l.kernel) {
         return None;
     }
-    Some(sm90::choose_gemm(m, n, k, l.kernel.starts_with("gemm_int8"), l.kernel.contains("_ln_")))
+    Some(sm90::choose_gemm(m, n, k, l.kernel.starts_with("gemm_int8")))
 }
 
 /// FA3-style attention over packed tokens (note 3.3): a work item per (`rows` consecutive
