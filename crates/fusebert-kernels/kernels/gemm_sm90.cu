@@ -1,5 +1,5 @@
 // Hopper (sm_90a) GEMMs on one warp-specialised skeleton (`ws_gemm` below, templated on the
-// operand type and the epilogue):
+// operand type, the tile geometry and the epilogue):
 // - gemm_f16_sm90: C[M,N] = A[M,K] . W[N,K]^T + bias[n] (+ activation or residual per the `epi`
 //   codes of codes.cuh, the same semantics as gemm_f16: + bias, then the activation or the
 //   residual add, in f32, one fp16 rounding), f32 accumulation in wgmma, fp16 out.
@@ -9,15 +9,17 @@
 //   see S8Epilogue), so both kernels give the same bits.
 // - gemm_int8_i32_sm90: the same main loop, the raw s32 accumulators out (bit-exact checks).
 // - Each comes split over K too (_sk: gemm_f16_sm90_sk, ..._sk_ln, gemm_int8_sm90_sk, ...): a
-//   tile's K chunks on separate CTAs, for grids with fewer tiles than SMs (SplitK below).
+//   tile's K chunks on separate CTAs, for grids with fewer tiles than SMs (SplitK below); and
+//   in two tile widths, 128 x 128 and 128 x 192 (_n192: Geom below), every combination the
+//   same bits.
 //
 // Design (docs/research/hopper.md 3.2, CUTLASS's warp-specialised "cooperative" kernel):
 // - 384 threads: warpgroup 0 is the producer (one elected thread issues every TMA load), warp
 //   groups 1 and 2 are consumers, each owning 64 rows of a 128 x BN output tile.
 //   `__launch_bounds__(384, 1)`; setmaxnreg gives the producer's registers to the consumers.
 // - Persistent: gridDim.x CTAs (host: min(units, SMs)) walk the work units (tiles; _sk: tile x
-//   K chunk) u = blockIdx.x, blockIdx.x + gridDim.x, ... in a static order (column blocks outer, row blocks inner, so CTAs
-//   running at the same time share W's column strip). Producer and consumers walk the same
+//   K chunk) u = blockIdx.x, blockIdx.x + gridDim.x, ... in a static order (column blocks
+//   outer, row blocks inner, so CTAs running at the same time share W's column strip). Producer and consumers walk the same
 //   sequence, so the stage/phase counters agree without communication.
 // - STAGES-deep ring of (A box 128 x BK, W box BN x BK), both K-major with the 128-byte swizzle:
 //   a row is 128 bytes whatever the type (BK = 64 f16 or 128 s8), the canonical wgmma SW128
@@ -33,10 +35,10 @@
 // - Epilogue from the accumulator registers (wgmma D fragment, hopper.md 1.4): thread t of a
 //   consumer warpgroup holds rows 16 (t/32) + (t%32)/4 + {0, 8} and column pairs 8c + 2 (t%4),
 //   c < BN/8. The fp16 outputs leave through shared memory and TMA (the _sm90 GEMMs' store
-//   epilogue): each consumer warpgroup writes its 64 x 128 half as two 64 x 64 boxes in the
-//   128-byte swizzle (the pair stores of a warp hit 32 distinct banks: 8 rows whose 16-byte
+//   epilogue): each consumer warpgroup writes its 64 x BN half as BN / 64 boxes of 64 x 64 in
+//   the 128-byte swizzle (the pair stores of a warp hit 32 distinct banks: 8 rows whose 16-byte
 //   chunks the swizzle spreads, 4 words each), fences them to the async proxy, and one thread
-//   stores both boxes with cp.async.bulk.tensor (whole 32-byte sectors, clipped at M and N by
+//   stores the boxes with cp.async.bulk.tensor (whole 32-byte sectors, clipped at M and N by
 //   the tensor map); before the next tile overwrites the staging half it waits for the stores
 //   to have read it (wait_group.read). gemm_int8_i32_sm90 stores its s32 pairs directly.
 // - Fused layernorm (the _ln entries, LnTail): after a tile's y is stored, the consumers count it
@@ -44,11 +46,12 @@
 //   strip's rows with the consumers' 8 warps, with the mma.sync GEMMs' code (ln_fused.cuh): the
 //   same bits as layernorm_f16 on y, and the int8 codes of the next GEMM when asked.
 //
-// Why BN = 128: 64 f32 accumulators per consumer thread leave the epilogue (erf-GELU, bias and
-// residual) room without spills under the 168-register launch cap; 4 stages of 32 KiB, the
-// 32 KiB output staging and the 64 KiB fp16 K-chunk fold fit; BERT's N (768, 2304, 3072, 384, 1536) are multiples of 128, so no column tail
-// at real shapes; and a 128 x 128 tile gives twice the CTAs of 128 x 256 on the short batches
-// (T <= 512) where the grid, not the SM, is the limit.
+// Why BN = 128 and 192: 64 or 96 f32 accumulators per consumer thread leave the epilogue
+// (erf-GELU, bias and residual) room without spills under the 168-register launch cap (256
+// would not: 128 accumulators); 128 gives the most CTAs on short batches, 192 fills the last
+// wave where 128 leaves it part-empty (BERT-base at 4096 tokens: QKV 384 tiles in 3 waves at
+// 97%, against 576 in 5 at 87%). BERT's N (384, 768, 1152, 1536, 2304, 3072) are multiples
+// of both, so no column tail at real shapes.
 //
 // Batch invariance: a row's result does not depend on M, the tile of the row, the CTA that
 // computes it, or whether K is split: fp16 sums K in fixed chunks (a function of K alone), each
@@ -67,19 +70,33 @@
 #include "ln_fused.cuh"
 
 namespace sm90 {
-constexpr int BM = 128, BN = 128, ROW_BYTES = 128;  // a K row of a box: 64 f16 or 128 s8, swizzled
-constexpr int STAGES = 4;
-constexpr int THREADS = 384;
-constexpr int A_BYTES = BM * ROW_BYTES, B_BYTES = BN * ROW_BYTES, STAGE_BYTES = A_BYTES + B_BYTES;
-constexpr int RING_BYTES = STAGES * STAGE_BYTES;
-// the fp16 output staging: per consumer warpgroup two 64 x 64 boxes of 64 rows x 128 bytes
-constexpr int OUT_BOX_BYTES = 64 * ROW_BYTES, OUT_HALF_BYTES = 2 * OUT_BOX_BYTES;
-// the fp16 kernels' K-chunk fold: 128 x 128 f32 (see SplitK), word i of consumer thread ct at i * 256 + ct
-constexpr int FOLD_OFFSET = RING_BYTES + 2 * OUT_HALF_BYTES, FOLD_BYTES = BM * BN * 4;
-constexpr int SMEM = FOLD_OFFSET + FOLD_BYTES;  // dynamic shared bytes (src/gemm_sm90.rs: SMEM)
-static_assert(SMEM + 1024 <= 227 * 1024, "the ring, the output staging and the barriers fit an sm_90 block");
-constexpr int CONSUMER_THREADS = 256;
-static_assert(A_BYTES % 1024 == 0 && B_BYTES % 1024 == 0, "every box starts on the 1024-byte swizzle repeat");
+constexpr int BM = 128, ROW_BYTES = 128;  // a K row of a box: 64 f16 or 128 s8, swizzled
+constexpr int THREADS = 384, CONSUMER_THREADS = 256, WG_THREADS = 128;
+constexpr int A_BYTES = BM * ROW_BYTES;
+// one 64 x 64 fp16 output box: 64 rows of 128 bytes in the 128-byte swizzle
+constexpr int OUT_BOX_BYTES = 64 * ROW_BYTES;
+
+// The geometry of a BM x BN tile (the entries without a suffix: BN 128; _n192: 192).
+// - ACC: accumulators per consumer thread (a warpgroup's 64 x BN f32 or s32 over 128 threads).
+// - The ring: STAGES of (A box, W box); 4 at BN 128, 3 at 192, so that everything fits 227 KiB.
+// - A region per consumer warpgroup after the ring, its K-chunk fold (the fp16 entries: word i
+//   of warpgroup thread t at (i * 128 + t) * 4, a warp's accesses one 128-byte line) and, from
+//   the epilogue on, its output staging (BN / 64 boxes of 64 x 64 fp16): the two never live at
+//   once, and each warpgroup touches only its own region, so a warpgroup barrier orders them.
+template <int BN_>
+struct Geom {
+    static constexpr int BN = BN_, ACC = BN / 2, PAIRS = BN / 8, BOXES = BN / 64;
+    static constexpr int B_BYTES = BN * ROW_BYTES, STAGE_BYTES = A_BYTES + B_BYTES;
+    static constexpr int STAGES = BN <= 128 ? 4 : 3;
+    static constexpr int RING_BYTES = STAGES * STAGE_BYTES;
+    static constexpr int REGION_BYTES = ACC * WG_THREADS * 4;
+    static constexpr int SMEM = RING_BYTES + 2 * REGION_BYTES;  // dynamic shared bytes (src/gemm_sm90.rs: smem)
+    static_assert(SMEM + 1024 <= 227 * 1024, "the ring, the regions and the barriers fit an sm_90 block");
+    static_assert(B_BYTES % 1024 == 0 && RING_BYTES % 1024 == 0 && REGION_BYTES % 1024 == 0,
+                  "every box starts on the 1024-byte swizzle repeat");
+    static_assert(BOXES * OUT_BOX_BYTES <= REGION_BYTES, "the staging fits the region");
+};
+static_assert(A_BYTES % 1024 == 0, "every box starts on the 1024-byte swizzle repeat");
 
 FB_DEVICE void mbar_init(uint32_t bar, uint32_t count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
@@ -181,14 +198,43 @@ FB_DEVICE void wgmma_m64n128k32_s8(int (&d)[64], uint64_t da, uint64_t db, uint3
         : "l"(da), "l"(db), "r"(scale_d));
 }
 
+// The 96 accumulator registers of a 64 x 192 wgmma.
+#define WGMMA_D96(C) C(d[0]), C(d[1]), C(d[2]), C(d[3]), C(d[4]), C(d[5]), C(d[6]), C(d[7]), C(d[8]), C(d[9]), C(d[10]), C(d[11]), C(d[12]), C(d[13]), C(d[14]), C(d[15]), C(d[16]), C(d[17]), C(d[18]), C(d[19]), C(d[20]), C(d[21]), C(d[22]), C(d[23]), C(d[24]), C(d[25]), C(d[26]), C(d[27]), C(d[28]), C(d[29]), C(d[30]), C(d[31]), C(d[32]), C(d[33]), C(d[34]), C(d[35]), C(d[36]), C(d[37]), C(d[38]), C(d[39]), C(d[40]), C(d[41]), C(d[42]), C(d[43]), C(d[44]), C(d[45]), C(d[46]), C(d[47]), C(d[48]), C(d[49]), C(d[50]), C(d[51]), C(d[52]), C(d[53]), C(d[54]), C(d[55]), C(d[56]), C(d[57]), C(d[58]), C(d[59]), C(d[60]), C(d[61]), C(d[62]), C(d[63]), C(d[64]), C(d[65]), C(d[66]), C(d[67]), C(d[68]), C(d[69]), C(d[70]), C(d[71]), C(d[72]), C(d[73]), C(d[74]), C(d[75]), C(d[76]), C(d[77]), C(d[78]), C(d[79]), C(d[80]), C(d[81]), C(d[82]), C(d[83]), C(d[84]), C(d[85]), C(d[86]), C(d[87]), C(d[88]), C(d[89]), C(d[90]), C(d[91]), C(d[92]), C(d[93]), C(d[94]), C(d[95])
+#define WGMMA_REGS96 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}"
+// d += A(64 x 16) . B(16 x 192)^T (f16, f32 accumulation) from shared memory; scale_d = 0: d = A . B.
+FB_DEVICE void wgmma_m64n192k16(float (&d)[96], uint64_t da, uint64_t db, uint32_t scale_d) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %98, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n192k16.f32.f16.f16 " WGMMA_REGS96 ", %96, %97, p, 1, 1, 0, 0;\n"
+        "}\n"
+        : WGMMA_D96(F32_ACC)
+        : "l"(da), "l"(db), "r"(scale_d));
+}
+// d += A(64 x 32) . B(32 x 192)^T (s8, exact s32) from shared memory; scale_d = 0: d = A . B.
+FB_DEVICE void wgmma_m64n192k32_s8(int (&d)[96], uint64_t da, uint64_t db, uint32_t scale_d) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %98, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n192k32.s32.s8.s8 " WGMMA_REGS96 ", %96, %97, p;\n"
+        "}\n"
+        : WGMMA_D96(S32_ACC)
+        : "l"(da), "l"(db), "r"(scale_d));
+}
+
 // The operand types: accumulator type, elements per 128-byte K row (the TMA box's inner
-// extent and the K of a stage), and the wgmma of one 32-byte K step.
+// extent and the K of a stage), and the wgmma of one 32-byte K step (N = 2 x the accumulators).
 struct F16Op {
     using Acc = float;
     static constexpr int BK = 64;
     static constexpr bool CHUNKED = true;  // f32 sums are folded in K-chunk order (see SplitK)
     FB_DEVICE static void mma(float (&d)[64], uint64_t da, uint64_t db, uint32_t scale_d) {
         wgmma_m64n128k16(d, da, db, scale_d);
+    }
+    FB_DEVICE static void mma(float (&d)[96], uint64_t da, uint64_t db, uint32_t scale_d) {
+        wgmma_m64n192k16(d, da, db, scale_d);
     }
 };
 struct S8Op {
@@ -198,6 +244,9 @@ struct S8Op {
     FB_DEVICE static void mma(int (&d)[64], uint64_t da, uint64_t db, uint32_t scale_d) {
         wgmma_m64n128k32_s8(d, da, db, scale_d);
     }
+    FB_DEVICE static void mma(int (&d)[96], uint64_t da, uint64_t db, uint32_t scale_d) {
+        wgmma_m64n192k32_s8(d, da, db, scale_d);
+    }
 };
 
 FB_DEVICE void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -205,15 +254,15 @@ FB_DEVICE void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n
 // Pins an accumulator register across an asm statement (the compiler neither reads nor moves it).
 FB_DEVICE void pin(float& x) { asm volatile("" : "+f"(x)::"memory"); }
 FB_DEVICE void pin(int& x) { asm volatile("" : "+r"(x)::"memory"); }
-template <int N, typename Acc>
-FB_DEVICE void wgmma_wait(Acc (&d)[64]) {
+template <int N, typename Acc, int A>
+FB_DEVICE void wgmma_wait(Acc (&d)[A]) {
     // the accumulators are operands so that the compiler neither reads nor moves them across the
     // wait (reading them before it is sanitizer S1)
 #pragma unroll
-    for (int i = 0; i < 64; i++) pin(d[i]);
+    for (int i = 0; i < A; i++) pin(d[i]);
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 #pragma unroll
-    for (int i = 0; i < 64; i++) pin(d[i]);
+    for (int i = 0; i < A; i++) pin(d[i]);
 }
 
 // Applies epilogue code EPI to one column pair after + bias (f32): the activation, or the
@@ -244,8 +293,8 @@ FB_DEVICE void finish_pair(float& v0, float& v1, const __half* __restrict__ resi
 
 // Runs e.store<EPI>(d, row0, col0) for the launch's epilogue code e.epi: one instantiation per
 // code, so the unrolled store loop holds no switch.
-template <class E, typename Acc, class S>
-FB_DEVICE void dispatch_epi(const E& e, const Acc (&d)[64], int row0, int col0, const S& st) {
+template <class E, typename Acc, int A, class S>
+FB_DEVICE void dispatch_epi(const E& e, const Acc (&d)[A], int row0, int col0, const S& st) {
     switch (e.epi) {
         case EPI_GELU: e.template store<EPI_GELU>(d, row0, col0, st); break;
         case EPI_RESIDUAL: e.template store<EPI_RESIDUAL>(d, row0, col0, st); break;
@@ -258,10 +307,10 @@ FB_DEVICE void dispatch_epi(const E& e, const Acc (&d)[64], int row0, int col0, 
 }
 
 // The accumulator fragment (hopper.md 1.4) of a consumer thread: rows row0 + {0, 8} (h), column
-// pairs col0 + 8 c (c < BN/8); d[4c + 2h + {0, 1}] is the pair (row0 + 8h, col0 + 8c + {0, 1}).
+// pairs col0 + 8 c (c < BN/8 = A/4); d[4c + 2h + {0, 1}] is the pair (row0 + 8h, col0 + 8c + {0, 1}).
 
-// A consumer thread's view of its warpgroup's output staging: the warpgroup's 64 x 128 half of
-// the tile as two 64 x 64 boxes of 128-byte rows in the 128-byte swizzle (the layout TMA reads
+// A consumer thread's view of its warpgroup's output staging: the warpgroup's 64 x BN half of
+// the tile as BN / 64 boxes of 64 x 64, 128-byte rows in the 128-byte swizzle (the layout TMA reads
 // with CU_TENSOR_MAP_SWIZZLE_128B: 16-byte chunk j of row r at chunk j ^ (r % 8), on absolute
 // addresses, so every box starts on a 1024-byte boundary). The thread's fragment rows are
 // r0 = 16 warp + lane / 4 and r0 + 8 (the same r % 8), its column pairs 8 c + 2 (lane % 4): pair
@@ -277,12 +326,12 @@ struct Staging {
     }
 };
 
-// Unrolls f(integral_constant<C>) over the BN / 8 column pairs of a fragment.
-template <int C = 0, class F>
+// Unrolls f(integral_constant<C>) over the PAIRS column pairs of a fragment (BN / 8).
+template <int PAIRS, int C = 0, class F>
 FB_DEVICE void for_pairs(F&& f) {
-    if constexpr (C < BN / 8) {
+    if constexpr (C < PAIRS) {
         f(std::integral_constant<int, C>{});
-        for_pairs<C + 1>(f);
+        for_pairs<PAIRS, C + 1>(f);
     }
 }
 
@@ -295,9 +344,9 @@ struct F16Epilogue {
     int M, N;
     uint32_t epi;
 
-    template <uint32_t EPI>
-    FB_DEVICE void store(const float (&d)[64], int row0, int col0, const Staging& st) const {
-        for_pairs([&](auto cc) {
+    template <uint32_t EPI, int A>
+    FB_DEVICE void store(const float (&d)[A], int row0, int col0, const Staging& st) const {
+        for_pairs<A / 4>([&](auto cc) {
             constexpr int c = decltype(cc)::value;
             const int n = col0 + 8 * c;
             const bool in_n = n < N;  // N % 8 == 0: a column pair is wholly inside or outside
@@ -321,7 +370,8 @@ struct F16Epilogue {
             st.put<c, 1>(pair[1]);
         });
     }
-    FB_DEVICE void operator()(const float (&d)[64], int row0, int col0, const Staging& st) const {
+    template <int A>
+    FB_DEVICE void operator()(const float (&d)[A], int row0, int col0, const Staging& st) const {
         dispatch_epi(*this, d, row0, col0, st);
     }
 };
@@ -343,8 +393,8 @@ struct S8Epilogue {
     int M, N;
     uint32_t epi;
 
-    template <uint32_t EPI>
-    FB_DEVICE void store(const int (&d)[64], int row0, int col0, const Staging& st) const {
+    template <uint32_t EPI, int A>
+    FB_DEVICE void store(const int (&d)[A], int row0, int col0, const Staging& st) const {
         float as[2];
         int z[2];
 #pragma unroll
@@ -353,7 +403,7 @@ struct S8Epilogue {
             as[h] = m < M ? a_scale[m] : 0.f;
             z[h] = a_zero && m < M ? a_zero[m] : 0;
         }
-        for_pairs([&](auto cc) {
+        for_pairs<A / 4>([&](auto cc) {
             constexpr int c = decltype(cc)::value;
             const int n = col0 + 8 * c;
             const bool in_n = n < N;  // N % 8 == 0: a column pair is wholly inside or outside
@@ -385,7 +435,8 @@ struct S8Epilogue {
             st.put<c, 1>(pair[1]);
         });
     }
-    FB_DEVICE void operator()(const int (&d)[64], int row0, int col0, const Staging& st) const {
+    template <int A>
+    FB_DEVICE void operator()(const int (&d)[A], int row0, int col0, const Staging& st) const {
         dispatch_epi(*this, d, row0, col0, st);
     }
 };
@@ -396,9 +447,10 @@ struct RawEpilogue {
     static constexpr bool STAGED = false;
     int32_t* __restrict__ C;
     int M, N;
-    FB_DEVICE void operator()(const int (&d)[64], int row0, int col0, const Staging&) const {
+    template <int A>
+    FB_DEVICE void operator()(const int (&d)[A], int row0, int col0, const Staging&) const {
 #pragma unroll
-        for (int c = 0; c < BN / 8; c++) {
+        for (int c = 0; c < A / 4; c++) {
             const int n = col0 + 8 * c;
             if (n >= N) break;
 #pragma unroll
@@ -482,10 +534,9 @@ FB_DEVICE int chunk_kblocks(int kblocks) {
 // other CTAs wrote them.
 struct SplitK {
     uint32_t splits;  // set by ws_gemm
-    uint32_t* partials;  // [tile][chunk][64][256] words
+    uint32_t* partials;  // [tile][chunk][ACC][256] words
     uint32_t* counters;  // [tile]
 };
-constexpr int SLOT_WORDS = 64 * CONSUMER_THREADS;
 
 // The k-blocks [begin, end) of chunk z (splits > 1) or of all of K (splits == 1).
 struct KRange {
@@ -517,19 +568,21 @@ FB_DEVICE void st_cg(uint32_t* p, int v) { asm volatile("st.global.cg.s32 [%0], 
 FB_DEVICE void acc_from_bits(float& x, uint32_t b) { x = __uint_as_float(b); }
 FB_DEVICE void acc_from_bits(int& x, uint32_t b) { x = (int)b; }
 
-// Word i of consumer thread ct of chunk c's slot among `slots` (bypassing L1: other CTAs wrote it).
+// Word i of consumer thread ct of chunk c's slot among `slots` (slots of A x 256 words;
+// bypassing L1: other CTAs wrote it).
+template <int A>
 FB_DEVICE uint32_t ld_partial(const uint32_t* slots, int c, int i, int ct) {
-    return __ldcg(slots + (size_t)c * SLOT_WORDS + i * CONSUMER_THREADS + ct);
+    return __ldcg(slots + (size_t)c * A * CONSUMER_THREADS + i * CONSUMER_THREADS + ct);
 }
 
 // Publishes a split unit's partial (chunk z of `tile`, the fragment d) and returns whether this
 // CTA arrived last: then every other chunk's partial is visible to it (and the counter is reset).
-template <typename Acc>
-FB_DEVICE bool split_arrive(const Acc (&d)[64], const SplitK& sk, int tile, int z, uint32_t* flag) {
+template <typename Acc, int A>
+FB_DEVICE bool split_arrive(const Acc (&d)[A], const SplitK& sk, int tile, int z, uint32_t* flag) {
     const int ct = threadIdx.x - 128, S = (int)sk.splits;
-    uint32_t* slots = sk.partials + (size_t)tile * S * SLOT_WORDS;
+    uint32_t* slots = sk.partials + (size_t)tile * S * A * CONSUMER_THREADS;
 #pragma unroll
-    for (int i = 0; i < 64; i++) st_cg(slots + (size_t)z * SLOT_WORDS + i * CONSUMER_THREADS + ct, d[i]);
+    for (int i = 0; i < A; i++) st_cg(slots + (size_t)z * A * CONSUMER_THREADS + i * CONSUMER_THREADS + ct, d[i]);
     __threadfence();  // release: this thread's partial before the unit's arrival
     consumer_sync();  // every consumer thread's partial stored before the arrival
     if (ct == 0) *flag = atomicAdd(&sk.counters[tile], 1u) == (uint32_t)S - 1;
@@ -544,16 +597,16 @@ FB_DEVICE bool split_arrive(const Acc (&d)[64], const SplitK& sk, int tile, int 
 
 // The last CTA of a split tile: d becomes the tile's sum, the chunks' partials (its own among
 // them, as stored) added in chunk order, t = p0, t += p1, ... (s32: exact in any order).
-template <class Op, typename Acc>
-FB_DEVICE void split_fold(Acc (&d)[64], const SplitK& sk, int tile) {
+template <class Op, typename Acc, int A>
+FB_DEVICE void split_fold(Acc (&d)[A], const SplitK& sk, int tile) {
     const int ct = threadIdx.x - 128, S = (int)sk.splits;
-    const uint32_t* slots = sk.partials + (size_t)tile * S * SLOT_WORDS;
+    const uint32_t* slots = sk.partials + (size_t)tile * S * A * CONSUMER_THREADS;
 #pragma unroll
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; i < A; i++) {
         Acc t, p;
-        acc_from_bits(t, ld_partial(slots, 0, i, ct));
+        acc_from_bits(t, ld_partial<A>(slots, 0, i, ct));
         for (int c = 1; c < S; c++) {
-            acc_from_bits(p, ld_partial(slots, c, i, ct));
+            acc_from_bits(p, ld_partial<A>(slots, c, i, ct));
             t += p;
         }
         d[i] = t;
@@ -562,7 +615,7 @@ FB_DEVICE void split_fold(Acc (&d)[64], const SplitK& sk, int tile) {
 
 // A consumer warpgroup's side of the stage ring: where it is in the ring, and the sum of a run
 // of k-blocks from it.
-template <class Op>
+template <class Op, class G>
 struct ConsumerRing {
     using Acc = typename Op::Acc;
     uint32_t s0;  // shared address of the ring
@@ -573,11 +626,11 @@ struct ConsumerRing {
     uint32_t phase = 0;
 
     // d = the sum over k-blocks [kb0, kb1) from fresh accumulators; every stage read is released.
-    FB_DEVICE void sum(Acc (&d)[64], int kb0, int kb1) {
+    FB_DEVICE void sum(Acc (&d)[G::ACC], int kb0, int kb1) {
         int prev = -1;  // the stage whose wgmmas may still be reading it
         for (int kb = kb0; kb < kb1; kb++) {
             mbar_wait(smem_u32(&full[stage]), phase);
-            const uint32_t base = s0 + stage * STAGE_BYTES, sa = base + cw * (64 * ROW_BYTES), sb = base + A_BYTES;
+            const uint32_t base = s0 + stage * G::STAGE_BYTES, sa = base + cw * (64 * ROW_BYTES), sb = base + A_BYTES;
             wgmma_fence();
 #pragma unroll
             for (int j = 0; j < ROW_BYTES / 32; j++)  // 32-byte K steps inside the swizzled row
@@ -587,7 +640,7 @@ struct ConsumerRing {
             wgmma_wait<1>(d);
             if (prev >= 0) mbar_arrive(smem_u32(&empty[prev]));
             prev = stage;
-            if (++stage == STAGES) {
+            if (++stage == G::STAGES) {
                 stage = 0;
                 phase ^= 1;
             }
@@ -599,7 +652,7 @@ struct ConsumerRing {
 
 // A consumer warpgroup's end of a tile: the epilogue from the tile's sums `d`, through the
 // output staging and TMA stores, then the tail (the _ln entries' strip layernorm).
-template <class Epilogue, class Tail>
+template <class Epilogue, class Tail, class G>
 struct TileOut {
     const Epilogue& epilogue;
     const Tail& tail;
@@ -609,11 +662,11 @@ struct TileOut {
     uint32_t* tail_flag;
 
     template <typename Acc>
-    FB_DEVICE void tile(const Acc (&d)[64], int tile) const {
+    FB_DEVICE void tile(const Acc (&d)[G::ACC], int tile) const {
         const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
-        const int m0 = (tile % tiles_m) * BM, n0 = (tile / tiles_m) * BN;
+        const int m0 = (tile % tiles_m) * BM, n0 = (tile / tiles_m) * G::BN;
         const int mh = m0 + cw * 64;  // this warpgroup's rows
-        const uint32_t half = s0 + RING_BYTES + cw * OUT_HALF_BYTES;
+        const uint32_t half = s0 + G::RING_BYTES + cw * G::REGION_BYTES;
         const int r0 = warp * 16 + lane / 4;
         const Staging st{half + r0 * ROW_BYTES + 4 * (lane % 4), (uint32_t)(r0 % 8) * 16};
         if constexpr (Epilogue::STAGED) {
@@ -625,8 +678,9 @@ struct TileOut {
             fence_proxy_async_shared();
             warpgroup_sync(cw);
             if (t == 0 && mh < M) {
-                tma_store_2d(tma_c, half, n0, mh);
-                if (n0 + 64 < N) tma_store_2d(tma_c, half + OUT_BOX_BYTES, n0 + 64, mh);
+#pragma unroll
+                for (int b = 0; b < G::BOXES; b++)
+                    if (n0 + 64 * b < N) tma_store_2d(tma_c, half + b * OUT_BOX_BYTES, n0 + 64 * b, mh);
                 bulk_commit();
                 if constexpr (Tail::READS_OUTPUT) {
                     bulk_wait();                 // the tile's output is in global memory
@@ -642,23 +696,23 @@ struct TileOut {
 // each finished tile's accumulators to `epilogue(d, row0, col0)` in the consumer threads, then
 // running `tail(m0, strip, tiles_n, flag)` in all of them. SPLIT (the _sk entries): each tile is
 // split over K's chunks (SplitK); only the tile's last CTA to finish runs the epilogue and tail.
-template <class Op, bool SPLIT, class Epilogue, class Tail = NoTail>
+template <class Op, class G, bool SPLIT, class Epilogue, class Tail = NoTail>
 FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const CUtensorMap* tma_c, uint32_t M,
                        uint32_t N, uint32_t K, SplitK sk, const Epilogue& epilogue, const Tail& tail = Tail{}) {
     constexpr int BK = Op::BK;
     using Acc = typename Op::Acc;
     extern __shared__ __align__(1024) uint8_t smem[];
-    __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
+    __shared__ __align__(8) uint64_t full[G::STAGES], empty[G::STAGES];
     __shared__ uint32_t tail_flag, split_flag;
     const uint32_t s0 = smem_u32(smem);
     const int tid = threadIdx.x, wg = tid / 128;
-    const int tiles_m = (M + BM - 1) / BM, tiles_n = (N + BN - 1) / BN, tiles = tiles_m * tiles_n;
+    const int tiles_m = (M + BM - 1) / BM, tiles_n = (N + G::BN - 1) / G::BN, tiles = tiles_m * tiles_n;
     const int kblocks = (K + BK - 1) / BK, ckb = chunk_kblocks(kblocks);
     // split-K: a unit per (tile, chunk) (the host launches the _sk entries only for K of several chunks)
     const int S = SPLIT ? (kblocks + ckb - 1) / ckb : 1, units = tiles * S;
-    sk.splits = S;
+    if constexpr (SPLIT) sk.splits = S;
     if (tid == 0) {
-        for (int s = 0; s < STAGES; s++) {
+        for (int s = 0; s < G::STAGES; s++) {
             mbar_init(smem_u32(&full[s]), 1);
             mbar_init(smem_u32(&empty[s]), CONSUMER_THREADS);
         }
@@ -673,17 +727,17 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
             int stage = 0;
             uint32_t phase = 0;
             for (int u = blockIdx.x; u < units; u += gridDim.x) {
-                const int t = u / S, m0 = (t % tiles_m) * BM, n0 = (t / tiles_m) * BN;
+                const int t = u / S, m0 = (t % tiles_m) * BM, n0 = (t / tiles_m) * G::BN;
                 const KRange r = k_range(u % S, S, kblocks, ckb);
                 for (int kb = r.begin; kb < r.end; kb++) {
                     // a fresh barrier passes parity 1 at once: the first lap does not wait
                     mbar_wait(smem_u32(&empty[stage]), phase ^ 1);
-                    const uint32_t fb = smem_u32(&full[stage]), sa = s0 + stage * STAGE_BYTES;
+                    const uint32_t fb = smem_u32(&full[stage]), sa = s0 + stage * G::STAGE_BYTES;
                     // the whole boxes, out-of-bounds (zero-filled) elements included
-                    mbar_arrive_expect_tx(fb, STAGE_BYTES);
+                    mbar_arrive_expect_tx(fb, G::STAGE_BYTES);
                     tma_load_2d(sa, tma_a, kb * BK, m0, fb);
                     tma_load_2d(sa + A_BYTES, tma_w, kb * BK, n0, fb);
-                    if (++stage == STAGES) {
+                    if (++stage == G::STAGES) {
                         stage = 0;
                         phase ^= 1;
                     }
@@ -692,12 +746,12 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
         }
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
-        const int cw = wg - 1, t = tid % 128, warp = t / 32, lane = t % 32;
-        ConsumerRing<Op> ring{s0, full, empty, cw};
-        const TileOut<Epilogue, Tail> out{epilogue, tail, tma_c, s0, cw, (int)M, (int)N, tiles_m, tiles_n, &tail_flag};
-        Acc d[64];
+        const int cw = wg - 1, t = tid % 128;
+        ConsumerRing<Op, G> ring{s0, full, empty, cw};
+        const TileOut<Epilogue, Tail, G> out{epilogue, tail, tma_c, s0, cw, (int)M, (int)N, tiles_m, tiles_n, &tail_flag};
+        Acc d[G::ACC];
 #pragma unroll
-        for (int i = 0; i < 64; i++) d[i] = 0;
+        for (int i = 0; i < G::ACC; i++) d[i] = 0;
         for (int u = blockIdx.x; u < units; u += gridDim.x) {
             const int tile = u / S, z = u % S;
             const KRange r = k_range(z, S, kblocks, ckb);
@@ -707,27 +761,32 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
                 if (!split_arrive(d, sk, tile, z, &split_flag)) continue;
                 split_fold<Op>(d, sk, tile);
             } else if constexpr (Op::CHUNKED) {
-                // The chunks before the last are folded in shared memory (fold = p0, fold +=
-                // p1, ...: a second set of 64 accumulators would not fit the registers); the
+                // The chunks before the last are folded in the warpgroup's region (fold = p0,
+                // fold += p1, ...: a second set of accumulators would not fit the registers); the
                 // last chunk is summed in d and added to the fold. (d is written on every path,
                 // + 0 when K is one chunk, whose zero sign the epilogue's + bias drops anyway:
                 // accumulators written in a branch make ptxas serialise the wgmmas, C7520.)
-                const uint32_t fold = s0 + FOLD_OFFSET + 4 * (tid - 128);
+                const uint32_t fold = s0 + G::RING_BYTES + cw * G::REGION_BYTES + 4 * t;
                 int c0 = r.begin;
+                if (c0 + ckb < r.end) {
+                    // the region holds the previous tile's staging: its TMA stores must have read it
+                    if (t == 0) bulk_wait_read();
+                    warpgroup_sync(cw);
+                }
                 for (; c0 + ckb < r.end; c0 += ckb) {
                     ring.sum(d, c0, c0 + ckb);
 #pragma unroll
-                    for (int i = 0; i < 64; i++) {
-                        const uint32_t a = fold + i * 4 * CONSUMER_THREADS;
+                    for (int i = 0; i < G::ACC; i++) {
+                        const uint32_t a = fold + i * 4 * WG_THREADS;
                         st_shared_f32(a, c0 == r.begin ? d[i] : ld_shared_f32(a) + d[i]);
                     }
                 }
                 ring.sum(d, c0, r.end);
                 const bool folded = c0 > r.begin;
 #pragma unroll
-                for (int i = 0; i < 64; i++) {
+                for (int i = 0; i < G::ACC; i++) {
                     float pre = 0.f;
-                    ld_shared_if(folded, pre, fold + i * 4 * CONSUMER_THREADS);
+                    ld_shared_if(folded, pre, fold + i * 4 * WG_THREADS);
                     d[i] = pre + d[i];
                 }
             } else {
@@ -745,7 +804,8 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
 using namespace sm90;
 
 // Every GEMM comes unsplit and split over K (_sk: SplitK, with the workspace's partial slots and
-// per-tile counters); ENTRIES(X) instantiates X(suffix, SPLIT, the split parameters, SplitK).
+// per-tile counters), in two tile widths (BN 128, and 192: _n192); ENTRIES(X) instantiates
+// X(suffix, geometry, SPLIT, the split parameters, SplitK).
 #define NO_SK_PARAMS
 #define NO_SK_ARGS \
     SplitK { 1, nullptr, nullptr }
@@ -753,18 +813,20 @@ using namespace sm90;
 #define SK_ARGS \
     SplitK { 1, partials, counters }
 #define ENTRIES(X)                            \
-    X(, false, NO_SK_PARAMS, NO_SK_ARGS) \
-    X(_sk, true, SK_PARAMS, SK_ARGS)
+    X(, Geom<128>, false, NO_SK_PARAMS, NO_SK_ARGS) \
+    X(_sk, Geom<128>, true, SK_PARAMS, SK_ARGS) \
+    X(_n192, Geom<192>, false, NO_SK_PARAMS, NO_SK_ARGS) \
+    X(_n192_sk, Geom<192>, true, SK_PARAMS, SK_ARGS)
 
 // tma_c: C [M, N] fp16, boxes of 64 x 64 in the 128-byte swizzle (the store epilogue); C itself
 // is read by the _ln entries' layernorm.
-#define GEMM_F16(SUF, SPLIT, SPLIT_PARAMS, SPLIT_ARGS)                                                            \
+#define GEMM_F16(SUF, G, SPLIT, SPLIT_PARAMS, SPLIT_ARGS)                                                            \
     extern "C" __global__ void __launch_bounds__(THREADS, 1)                                                      \
         gemm_f16_sm90##SUF(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,  \
                            const __half* __restrict__ bias, const __half* __restrict__ residual,                  \
                            const __grid_constant__ CUtensorMap tma_c, uint32_t M, uint32_t N, uint32_t K,         \
                            uint32_t epi SPLIT_PARAMS) {                                                          \
-        ws_gemm<F16Op, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
+        ws_gemm<F16Op, G, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
                               F16Epilogue{bias, residual, (int)M, (int)N, epi});                                 \
     }                                                                                                             \
     /* with the layernorm of its rows fused in (ln_out = LN(C); gemm_f16_ln's LN_PARAMS) */                       \
@@ -773,20 +835,20 @@ using namespace sm90;
         const __half* __restrict__ bias, const __half* __restrict__ residual,                                     \
         const __grid_constant__ CUtensorMap tma_c, const __half* C, uint32_t M, uint32_t N, uint32_t K,           \
         uint32_t epi SPLIT_PARAMS, LN_PARAMS) {                                                                  \
-        ws_gemm<F16Op, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
+        ws_gemm<F16Op, G, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
                               F16Epilogue{bias, residual, (int)M, (int)N, epi}, LnTail{LN_ARGS, C, (int)M, (int)N}); \
     }
 
 // The argument order of gemm_int8_f16 with the two operands as tensor maps (and, _ln, the
 // layernorm with, given q_out, the next GEMM's codes).
-#define GEMM_INT8(SUF, SPLIT, SPLIT_PARAMS, SPLIT_ARGS)                                                          \
+#define GEMM_INT8(SUF, G, SPLIT, SPLIT_PARAMS, SPLIT_ARGS)                                                          \
     extern "C" __global__ void __launch_bounds__(THREADS, 1) gemm_int8_sm90##SUF(                               \
         const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,                            \
         const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,                               \
         const float* __restrict__ w_scale, const int* __restrict__ w_sum, const __half* __restrict__ bias,       \
         const __half* __restrict__ residual, const __grid_constant__ CUtensorMap tma_c, uint32_t M, uint32_t N,  \
         uint32_t K, uint32_t epi SPLIT_PARAMS) {                                                                \
-        ws_gemm<S8Op, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
+        ws_gemm<S8Op, G, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
                              S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi});  \
     }                                                                                                            \
     extern "C" __global__ void __launch_bounds__(THREADS, 1) gemm_int8_sm90##SUF##_ln(                          \
@@ -795,7 +857,7 @@ using namespace sm90;
         const float* __restrict__ w_scale, const int* __restrict__ w_sum, const __half* __restrict__ bias,       \
         const __half* __restrict__ residual, const __grid_constant__ CUtensorMap tma_c, const __half* C,         \
         uint32_t M, uint32_t N, uint32_t K, uint32_t epi SPLIT_PARAMS, LN_PARAMS) {                             \
-        ws_gemm<S8Op, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
+        ws_gemm<S8Op, G, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
                              S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi},   \
                              LnTail{LN_ARGS, C, (int)M, (int)N});                                                \
     }                                                                                                            \
@@ -803,7 +865,7 @@ using namespace sm90;
     extern "C" __global__ void __launch_bounds__(THREADS, 1) gemm_int8_i32_sm90##SUF(                           \
         const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,                    \
         int32_t* __restrict__ C, uint32_t M, uint32_t N, uint32_t K SPLIT_PARAMS) {                             \
-        ws_gemm<S8Op, SPLIT>(&tma_a, &tma_w, nullptr, M, N, K, SPLIT_ARGS, RawEpilogue{C, (int)M, (int)N});     \
+        ws_gemm<S8Op, G, SPLIT>(&tma_a, &tma_w, nullptr, M, N, K, SPLIT_ARGS, RawEpilogue{C, (int)M, (int)N});     \
     }
 
 ENTRIES(GEMM_F16)

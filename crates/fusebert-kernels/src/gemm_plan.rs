@@ -322,14 +322,17 @@ impl SplitWorkspace {
     }
     /// Room for the plans of every `(m, n, k, int8)` shape in `shapes` ([`GemmPlan::choose`]
     /// and, a layernorm fused in, [`GemmPlan::choose_with_layernorm`]), and for the Hopper GEMMs'
-    /// split of each ([`crate::gemm_sm90::splits`]).
+    /// split of each ([`crate::gemm_sm90::plan`]).
     pub fn for_shapes(dev: &Device, shapes: &[(usize, usize, usize, bool)]) -> Result<Self> {
         let plans = shapes.iter().flat_map(|&(m, n, k, i)| {
             [(GemmPlan::choose(m, n, k, i), m, n), (GemmPlan::choose_with_layernorm(m, n, k, i), m, n)]
         });
-        let needs = plans
-            .map(|(p, m, n)| (p.partial_words(m, n), p.counters(m, n)))
-            .chain(shapes.iter().map(|&(m, n, k, i)| sm90::split_needs(m, n, sm90::splits(m, n, k, i))));
+        let needs = plans.map(|(p, m, n)| (p.partial_words(m, n), p.counters(m, n))).chain(shapes.iter().map(
+            |&(m, n, k, i)| {
+                let p = sm90::plan(m, n, k, i);
+                sm90::split_needs(m, n, p.cols, p.splits)
+            },
+        ));
         let (words, counters) = needs.fold((0, 0), |(w, c), (pw, pc)| (w.max(pw), c.max(pc)));
         let rows = shapes.iter().map(|s| s.0).max().unwrap_or(0);
         SplitWorkspace::new(dev, words, counters, rows)

@@ -45,22 +45,74 @@ pub const KERNEL_INT8_SK: &str = ids::GEMM_INT8_SM90_SK;
 pub const KERNEL_INT8_SK_LN: &str = ids::GEMM_INT8_SM90_SK_LN;
 pub const KERNEL_INT8_I32_SK: &str = ids::GEMM_INT8_I32_SM90_SK;
 
-/// Output tile rows and columns, K per pipeline stage (fp16; int8: [`BK_INT8`]), stages,
-/// threads (`kernels/gemm_sm90.cu`).
+/// Every entry of a kind, by tile width and split: `[128, 128 _sk, 192 (_n192), 192 _sk]`.
+const F16_ENTRIES: [&str; 4] = [KERNEL, KERNEL_SK, ids::GEMM_F16_SM90_N192, ids::GEMM_F16_SM90_N192_SK];
+const F16_LN_ENTRIES: [&str; 4] = [KERNEL_LN, KERNEL_SK_LN, ids::GEMM_F16_SM90_N192_LN, ids::GEMM_F16_SM90_N192_SK_LN];
+const INT8_ENTRIES: [&str; 4] = [KERNEL_INT8, KERNEL_INT8_SK, ids::GEMM_INT8_SM90_N192, ids::GEMM_INT8_SM90_N192_SK];
+const INT8_LN_ENTRIES: [&str; 4] =
+    [KERNEL_INT8_LN, KERNEL_INT8_SK_LN, ids::GEMM_INT8_SM90_N192_LN, ids::GEMM_INT8_SM90_N192_SK_LN];
+const I32_ENTRIES: [&str; 4] =
+    [KERNEL_INT8_I32, KERNEL_INT8_I32_SK, ids::GEMM_INT8_I32_SM90_N192, ids::GEMM_INT8_I32_SM90_N192_SK];
+
+/// The entry of `entries` (one kind) for a tile of `cols` columns, split or not.
+fn entry(entries: &[&'static str; 4], cols: usize, split: bool) -> &'static str {
+    entries[2 * usize::from(cols == 192) + usize::from(split)]
+}
+
+/// The PTX entry of a launch: fp16 or int8 output (or, `i32`, the raw s32 one), with a fused
+/// layernorm or not, a tile of `cols` columns (128 or 192), split over K or not. The same names
+/// as the emulator's counters, the roofline plan and `fusebert kernels time`.
+pub fn kernel_name(int8: bool, layernorm: bool, cols: usize, split: bool) -> &'static str {
+    let entries = match (int8, layernorm) {
+        (false, false) => &F16_ENTRIES,
+        (false, true) => &F16_LN_ENTRIES,
+        (true, false) => &INT8_ENTRIES,
+        (true, true) => &INT8_LN_ENTRIES,
+    };
+    entry(entries, cols, split)
+}
+
+/// Output tile rows, the two tile widths (columns) the kernels come in, K per pipeline stage
+/// (fp16; int8: [`BK_INT8`]), threads (`kernels/gemm_sm90.cu`).
 pub const BM: usize = 128;
-pub const BN: usize = 128;
+pub const COLS: [usize; 2] = [128, 192];
 pub const BK: usize = 64;
 /// K per pipeline stage of the int8 kernels: a 128-byte row of s8.
 pub const BK_INT8: usize = 128;
-pub const STAGES: usize = 4;
 pub const THREADS: u32 = 384;
 /// Bytes of a box row: one 128-byte swizzle row, whatever the element type.
 const ROW_BYTES: usize = 128;
 /// Output rows and columns of one TMA store box (fp16: a 128-byte swizzled row).
 const OUT_BOX: usize = 64;
-/// Dynamic shared memory: the stage ring, the output staging (a 128 x 128 fp16 tile) and the
-/// fp16 K-chunk fold (a 128 x 128 f32 tile) (`SMEM` in the kernel).
-pub const SMEM: u32 = (STAGES * (BM + BN) * ROW_BYTES + BM * BN * 2 + BM * BN * 4) as u32;
+
+/// Pipeline stages of a tile `cols` wide (`Geom::STAGES` in the kernel): 4 at 128, 3 at 192.
+pub fn stages(cols: usize) -> usize {
+    if cols <= 128 {
+        4
+    } else {
+        3
+    }
+}
+
+/// Dynamic shared memory of a tile `cols` wide (`Geom::SMEM`): the stage ring and, per consumer
+/// warpgroup, a region of 64 x `cols` words (its fp16 K-chunk fold, then its output staging).
+pub fn smem(cols: usize) -> u32 {
+    (stages(cols) * (BM + cols) * ROW_BYTES + BM * cols * 4) as u32
+}
+
+/// Which tile width a launch uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sm90Cols {
+    /// The width [`plan`] picks for the shape.
+    #[default]
+    Auto,
+    /// 128 x 128 tiles (64 accumulators per consumer thread).
+    N128,
+    /// 128 x 192 tiles (the `_n192` entries; 96 accumulators, 3 stages): fewer, larger tiles,
+    /// a fuller last wave where 128 wastes one (BERT-base at 4096 tokens: QKV 384 tiles, 3 waves
+    /// at 97%, against 576 tiles, 5 waves at 87%).
+    N192,
+}
 
 /// Most K chunks (`MAX_CHUNKS` in the kernel), so the most CTAs a split tile is spread over.
 pub const MAX_CHUNKS: usize = 4;
@@ -80,23 +132,51 @@ pub fn k_chunks(k: usize, int8: bool) -> usize {
     kblocks.div_ceil(per_chunk)
 }
 
-/// CTAs per output tile of the `m x n x k` GEMM as the forward pass launches it: K's chunks
-/// ([`k_chunks`]) when the tiles leave more than half of [`SPLIT_SMS`] idle and the split work
-/// still fits one wave, else 1 (unsplit).
-pub fn splits(m: usize, n: usize, k: usize, int8: bool) -> usize {
-    let (t, c) = (tiles(m, n), k_chunks(k, int8));
-    if c > 1 && 2 * t < SPLIT_SMS && t * c <= SPLIT_SMS {
-        c
+/// The tile width and K split of an `_sm90` GEMM launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sm90Plan {
+    /// Output columns per tile: 128 or 192.
+    pub cols: usize,
+    /// CTAs per tile along K: 1, or K's chunks ([`k_chunks`]).
+    pub splits: usize,
+}
+
+/// How the forward pass launches the `m x n x k` GEMM (a function of the shape alone, as the
+/// roofline model, which predicts it, needs). Per width, K is split over its chunks when the
+/// tiles would keep at most a quarter of [`SPLIT_SMS`] busy and the split work still fits one
+/// wave (between a quarter and a half, the partial sums' traffic costs about what the idle SMs
+/// would give);
+/// then the width whose busiest CTA has the least work (`ceil(units / 132)` units of `cols / splits`
+/// columns' worth of K each) wins, 128 on a tie (fewer registers, a shorter layernorm strip's
+/// share of columns).
+pub fn plan(m: usize, n: usize, k: usize, int8: bool) -> Sm90Plan {
+    let chunks = k_chunks(k, int8);
+    let for_cols = |cols: usize| {
+        let t = tiles(m, n, cols);
+        let splits = if chunks > 1 && 4 * t <= SPLIT_SMS && t * chunks <= SPLIT_SMS { chunks } else { 1 };
+        // the busiest CTA's work, in units of (128-column tile x one chunk)'s: exact integers
+        let work = (t * splits).div_ceil(SPLIT_SMS) * cols * chunks / splits;
+        (Sm90Plan { cols, splits }, work)
+    };
+    let (narrow, wide) = (for_cols(COLS[0]), for_cols(COLS[1]));
+    if wide.1 < narrow.1 {
+        wide.0
     } else {
-        1
+        narrow.0
     }
 }
 
-/// Partial-sum words and tile counters a split launch of `m x n` over `splits` chunks needs
-/// from its [`SplitWorkspace`] (`[tile][chunk][128 x 128]` words; none unsplit).
-pub fn split_needs(m: usize, n: usize, splits: usize) -> (usize, usize) {
+/// CTAs per output tile of the `m x n x k` GEMM as the forward pass launches it ([`plan`]).
+pub fn splits(m: usize, n: usize, k: usize, int8: bool) -> usize {
+    plan(m, n, k, int8).splits
+}
+
+/// Partial-sum words and tile counters a split launch of `m x n` in tiles `cols` wide over
+/// `splits` chunks needs from its [`SplitWorkspace`] (`[tile][chunk][128 x cols]` words; none
+/// unsplit).
+pub fn split_needs(m: usize, n: usize, cols: usize, splits: usize) -> (usize, usize) {
     if splits > 1 {
-        (tiles(m, n) * splits * BM * BN, tiles(m, n))
+        (tiles(m, n, cols) * splits * BM * cols, tiles(m, n, cols))
     } else {
         (0, 0)
     }
@@ -108,6 +188,8 @@ pub struct GemmSm90Launch<'a> {
     /// CTAs of the persistent grid; `None`: one per SM, at most one per work unit. (Tests set
     /// fewer to make each CTA walk several units.)
     pub ctas: Option<u32>,
+    /// The tile width; `Auto`: [`plan`]'s for the shape.
+    pub cols: Sm90Cols,
     /// Split K over its chunks ([`k_chunks`]; the `_sk` entries) with this workspace's partial
     /// sums and tile counters; `None`, or K of one chunk: unsplit. The result is the same bits
     /// either way.
@@ -116,24 +198,45 @@ pub struct GemmSm90Launch<'a> {
 
 impl std::fmt::Debug for GemmSm90Launch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GemmSm90Launch").field("ctas", &self.ctas).field("split", &self.split.is_some()).finish()
+        f.debug_struct("GemmSm90Launch")
+            .field("ctas", &self.ctas)
+            .field("cols", &self.cols)
+            .field("split", &self.split.is_some())
+            .finish()
     }
 }
 
-/// Output tiles of an `m x n` GEMM.
-pub fn tiles(m: usize, n: usize) -> usize {
-    m.div_ceil(BM) * n.div_ceil(BN)
+impl GemmSm90Launch<'_> {
+    /// The tile width of an `m x n x k` launch: the requested one, or [`plan`]'s.
+    pub fn resolve_cols(&self, m: usize, n: usize, k: usize, int8: bool) -> usize {
+        match self.cols {
+            Sm90Cols::Auto => plan(m, n, k, int8).cols,
+            Sm90Cols::N128 => 128,
+            Sm90Cols::N192 => 192,
+        }
+    }
+}
+
+/// Output tiles of an `m x n` GEMM in tiles `cols` wide.
+pub fn tiles(m: usize, n: usize, cols: usize) -> usize {
+    m.div_ceil(BM) * n.div_ceil(cols)
 }
 
 /// The chunks a launch splits K into (1: unsplit) and, split, the workspace's arguments (the
 /// partial sums and the tile counters, checked to be large enough).
-fn split_args(kernel: &str, s: GemmShape, int8: bool, how: &GemmSm90Launch) -> Result<(usize, Vec<KernelArg>)> {
+fn split_args(
+    kernel: &str,
+    s: GemmShape,
+    int8: bool,
+    cols: usize,
+    how: &GemmSm90Launch,
+) -> Result<(usize, Vec<KernelArg>)> {
     let Some(ws) = how.split else { return Ok((1, Vec::new())) };
     let chunks = k_chunks(s.k, int8);
     if chunks == 1 {
         return Ok((1, Vec::new()));
     }
-    let (words, counters) = split_needs(s.m, s.n, chunks);
+    let (words, counters) = split_needs(s.m, s.n, cols, chunks);
     if ws.partials.len() < words || ws.counters.len() < counters {
         return Err(kerr(
             kernel,
@@ -147,20 +250,6 @@ fn split_args(kernel: &str, s: GemmShape, int8: bool, how: &GemmSm90Launch) -> R
         ));
     }
     Ok((chunks, vec![KernelArg::from(&ws.partials), KernelArg::from(&ws.counters)]))
-}
-
-/// The entry of a launch: `base` (the unsplit entry) or its `_sk` twin.
-fn entry(base: &'static str, split: bool) -> &'static str {
-    if !split {
-        return base;
-    }
-    match base {
-        KERNEL => KERNEL_SK,
-        KERNEL_LN => KERNEL_SK_LN,
-        KERNEL_INT8 => KERNEL_INT8_SK,
-        KERNEL_INT8_LN => KERNEL_INT8_SK_LN,
-        _ => KERNEL_INT8_I32_SK,
-    }
 }
 
 /// Whether the Hopper GEMMs take an `m x n x k` shape (fp16, or int8 when `int8`): what
@@ -194,7 +283,7 @@ fn check_shape(kernel: &str, s: GemmShape, k_mult: usize) -> Result<(u32, u32, u
     let n32 = check_u32(kernel, "N", n)?;
     let k32 = check_u32(kernel, "K", k)?;
     // the tile walk computes work-unit indices (tile x K chunk) in 32-bit ints
-    if m.div_ceil(BM).checked_mul(n.div_ceil(BN) * MAX_CHUNKS).is_none_or(|t| t > i32::MAX as usize) {
+    if m.div_ceil(BM).checked_mul(n.div_ceil(COLS[0]) * MAX_CHUNKS).is_none_or(|t| t > i32::MAX as usize) {
         return Err(kerr(kernel, format!("{m} x {n} has more than 2^29 output tiles")));
     }
     Ok((m32, n32, k32))
@@ -260,15 +349,23 @@ fn output_args(
     Ok(args)
 }
 
-/// The persistent grid of an `m x n` launch over `splits` K chunks: one CTA per SM (or
-/// `how.ctas`), at most one per work unit (tile x chunk).
-fn grid(kernel: &str, dev: &Device, m: usize, n: usize, splits: usize, how: &GemmSm90Launch) -> Result<LaunchConfig> {
+/// The persistent grid of an `m x n` launch in tiles `cols` wide over `splits` K chunks: one
+/// CTA per SM (or `how.ctas`), at most one per work unit (tile x chunk).
+fn grid(
+    kernel: &str,
+    dev: &Device,
+    m: usize,
+    n: usize,
+    cols: usize,
+    splits: usize,
+    how: &GemmSm90Launch,
+) -> Result<LaunchConfig> {
     if how.ctas == Some(0) {
         return Err(kerr(kernel, "a launch needs at least one CTA"));
     }
-    let units = (tiles(m, n) * splits).min(u32::MAX as usize) as u32;
+    let units = (tiles(m, n, cols) * splits).min(u32::MAX as usize) as u32;
     let ctas = how.ctas.unwrap_or_else(|| dev.multiprocessors()).min(units);
-    Ok(LaunchConfig::linear(ctas, THREADS, SMEM))
+    Ok(LaunchConfig::linear(ctas, THREADS, smem(cols)))
 }
 
 /// The fp16 GEMM on the Hopper kernel into `out` `[m, n]`. Needs an sm_90 device (a CUDA
@@ -306,9 +403,10 @@ fn f16_launch(
 ) -> Result<()> {
     let base = if ln.is_some() { KERNEL_LN } else { KERNEL };
     check_shape(base, g.shape, 8)?;
-    let (splits, split) = split_args(base, g.shape, false, &how)?;
-    let kernel = entry(base, splits > 1);
     let GemmShape { m, n, k } = g.shape;
+    let cols = how.resolve_cols(m, n, k, false);
+    let (splits, split) = split_args(base, g.shape, false, cols, &how)?;
+    let kernel = kernel_name(false, ln.is_some(), cols, splits > 1);
     check_len(kernel, "a", g.a, m * k)?;
     check_len(kernel, "w", g.w, n * k)?;
     check_len(kernel, "out", out, m * n)?;
@@ -316,9 +414,9 @@ fn f16_launch(
     check_align(kernel, "a", g.a, 16)?;
     check_align(kernel, "w", g.w, 16)?;
     check_align(kernel, "out", out, 16)?;
-    let cfg = grid(kernel, dev, m, n, splits, &how)?;
+    let cfg = grid(kernel, dev, m, n, cols, splits, &how)?;
     let tma_a = operand_map(dev, g.a, TensorMapDtype::F16, m, k, BM)?;
-    let tma_w = operand_map(dev, g.w, TensorMapDtype::F16, n, k, BN)?;
+    let tma_w = operand_map(dev, g.w, TensorMapDtype::F16, n, k, cols)?;
     let mut args =
         vec![KernelArg::TensorMap(tma_a), KernelArg::TensorMap(tma_w), opt_ptr(g.bias), g.epilogue.residual_arg()];
     args.extend(output_args(dev, kernel, out, g.shape, g.epilogue.code(), split, ln)?);
@@ -363,9 +461,10 @@ fn int8_launch(
 ) -> Result<()> {
     let base = if ln.is_some() { KERNEL_INT8_LN } else { KERNEL_INT8 };
     check_shape(base, g.shape, 16)?;
-    let (splits, split) = split_args(base, g.shape, true, &how)?;
-    let kernel = entry(base, splits > 1);
     let GemmShape { m, n, k } = g.shape;
+    let cols = how.resolve_cols(m, n, k, true);
+    let (splits, split) = split_args(base, g.shape, true, cols, &how)?;
+    let kernel = kernel_name(true, ln.is_some(), cols, splits > 1);
     check_len(kernel, "a", g.a, m * k)?;
     check_len(kernel, "a_scale", g.a_scale, m)?;
     check_len(kernel, "w", g.w, n * k)?;
@@ -387,9 +486,9 @@ fn int8_launch(
         check_align(kernel, "zero", zp.zero, 4)?;
         check_align(kernel, "w_sum", zp.w_sum, 8)?;
     }
-    let cfg = grid(kernel, dev, m, n, splits, &how)?;
+    let cfg = grid(kernel, dev, m, n, cols, splits, &how)?;
     let tma_a = operand_map(dev, g.a, TensorMapDtype::S8, m, k, BM)?;
-    let tma_w = operand_map(dev, g.w, TensorMapDtype::S8, n, k, BN)?;
+    let tma_w = operand_map(dev, g.w, TensorMapDtype::S8, n, k, cols)?;
     let mut args = vec![
         KernelArg::TensorMap(tma_a),
         KernelArg::from(g.a_scale),
@@ -415,18 +514,19 @@ pub fn gemm_int8_i32_sm90(
     how: GemmSm90Launch<'_>,
 ) -> Result<()> {
     let (m32, n32, k32) = check_shape(KERNEL_INT8_I32, shape, 16)?;
-    let (splits, split) = split_args(KERNEL_INT8_I32, shape, true, &how)?;
-    let kernel = entry(KERNEL_INT8_I32, splits > 1);
     let GemmShape { m, n, k } = shape;
+    let cols = how.resolve_cols(m, n, k, true);
+    let (splits, split) = split_args(KERNEL_INT8_I32, shape, true, cols, &how)?;
+    let kernel = entry(&I32_ENTRIES, cols, splits > 1);
     check_len(kernel, "a", a, m * k)?;
     check_len(kernel, "w", w, n * k)?;
     check_len(kernel, "out", out, m * n)?;
     check_align(kernel, "a", a, 16)?;
     check_align(kernel, "w", w, 16)?;
     check_align(kernel, "out", out, 8)?;
-    let cfg = grid(kernel, dev, m, n, splits, &how)?;
+    let cfg = grid(kernel, dev, m, n, cols, splits, &how)?;
     let tma_a = operand_map(dev, a, TensorMapDtype::S8, m, k, BM)?;
-    let tma_w = operand_map(dev, w, TensorMapDtype::S8, n, k, BN)?;
+    let tma_w = operand_map(dev, w, TensorMapDtype::S8, n, k, cols)?;
     let mut args = vec![
         KernelArg::TensorMap(tma_a),
         KernelArg::TensorMap(tma_w),

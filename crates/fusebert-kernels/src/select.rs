@@ -19,7 +19,7 @@ use crate::attention_sm90::{attention_sm90, Sm90Tiling};
 use crate::gemm_f16::{gemm_f16, GemmF16};
 use crate::gemm_int8::{gemm_int8, GemmInt8, GemmLaunch, GemmShape};
 use crate::gemm_plan::SplitWorkspace;
-use crate::gemm_sm90::{gemm_f16_sm90, gemm_int8_sm90, GemmSm90Launch};
+use crate::gemm_sm90::{gemm_f16_sm90, gemm_int8_sm90, GemmSm90Launch, Sm90Cols};
 use crate::{Device, DeviceBuffer, Epilogue, Error, Result};
 
 /// The environment variable that selects the kernel family.
@@ -218,7 +218,7 @@ fn timed(what: String, f: impl FnOnce() -> Result<Option<String>>) -> Verdict {
 
 /// Rows past one 128-row tile, columns past one 128-column tile, K past one 64-wide stage
 /// (and not a multiple of it): the tails of the tile walk. fp16 K 336: 6 stages, two K chunks
-/// (4 + 2 stages), so the split-K entry runs too.
+/// (4 + 2 stages), so the split-K entry runs too (in the 192-column tile).
 const GEMM_SHAPE: GemmShape = GemmShape { m: 136, n: 144, k: 336 };
 const GEMM_SHAPE_INT8: GemmShape = GemmShape { m: 136, n: 144, k: 160 };
 
@@ -244,20 +244,25 @@ fn check_gemm_f16(dev: &Device) -> Result<Option<String>> {
     let g = GemmF16 { a: &a, w: &w, bias: Some(&bias), epilogue: Epilogue::Gelu, shape: GEMM_SHAPE };
     let (mut want, mut got) = (poisoned(dev, m * n)?, poisoned(dev, m * n)?);
     gemm_f16(dev, &g, &mut want, GemmLaunch::default())?;
-    gemm_f16_sm90(dev, &g, &mut got, GemmSm90Launch::default())?;
+    let narrow = GemmSm90Launch { cols: Sm90Cols::N128, ..Default::default() };
+    gemm_f16_sm90(dev, &g, &mut got, narrow)?;
     let got = got.to_host()?;
     if let Some(m) = first_mismatch(crate::gemm_sm90::KERNEL, &got, &want.to_host()?) {
         return Ok(Some(m));
     }
-    // split over K: the same bits as unsplit (K summed in the same chunks, in the same order)
-    let (words, counters) = crate::gemm_sm90::split_needs(m, n, crate::gemm_sm90::k_chunks(k, false));
+    // the 192-column tile split over K: the same bits as unsplit 128 x 128 (every output sums
+    // K in the same chunks, in the same order, whatever the tile or the split)
+    let (words, counters) = crate::gemm_sm90::split_needs(m, n, 192, crate::gemm_sm90::k_chunks(k, false));
     let ws = SplitWorkspace::new(dev, words, counters, 0)?;
     let mut split = poisoned(dev, m * n)?;
-    gemm_f16_sm90(dev, &g, &mut split, GemmSm90Launch { ctas: None, split: Some(&ws) })?;
+    gemm_f16_sm90(dev, &g, &mut split, GemmSm90Launch { ctas: None, cols: Sm90Cols::N192, split: Some(&ws) })?;
     let split = split.to_host()?;
-    Ok(split.iter().zip(&got).position(|(x, y)| x.to_bits() != y.to_bits()).map(|i| {
-        format!("{}: output {i} is {} where the unsplit kernel gives {}", crate::gemm_sm90::KERNEL_SK, split[i], got[i])
-    }))
+    let kernel = crate::gemm_sm90::kernel_name(false, false, 192, true);
+    Ok(split
+        .iter()
+        .zip(&got)
+        .position(|(x, y)| x.to_bits() != y.to_bits())
+        .map(|i| format!("{kernel}: output {i} is {} where the unsplit 128-column kernel gives {}", split[i], got[i])))
 }
 
 fn check_gemm_int8(dev: &Device) -> Result<Option<String>> {

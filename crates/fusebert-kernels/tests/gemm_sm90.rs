@@ -12,7 +12,7 @@
 mod kernels_util;
 use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
 use fusebert_kernels::device::{TensorMapDtype, TensorMapSwizzle, TiledTensorMap};
-use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch};
+use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch, Sm90Cols};
 use fusebert_kernels::{reference, Device, DeviceBuffer, Epilogue, GemmF16, GemmLaunch, GemmShape};
 use half::f16;
 use kernels_util::*;
@@ -316,7 +316,9 @@ fn counters_of_one_launch() {
     let dev = sm90(AsyncMode::Lazy);
     let (m, n, k) = (256, 256, 256);
     let c = Case::new(&mut r, m, n, k);
-    for (name, how) in [("gemm_f16_sm90", Some(GemmSm90Launch::default())), ("gemm_f16", None)] {
+    for (name, how) in
+        [("gemm_f16_sm90", Some(GemmSm90Launch { cols: Sm90Cols::N128, ..Default::default() })), ("gemm_f16", None)]
+    {
         c.run(&dev, 1, how);
         let cn = last_counters(&dev).expect("emulator counters");
         eprintln!(
@@ -330,7 +332,7 @@ fn counters_of_one_launch() {
         );
         if how.is_some() {
             let stages = k.div_ceil(gemm_sm90::BK);
-            let want = gemm_sm90::tiles(m, n) * gemm_sm90::BM * gemm_sm90::BN * stages * gemm_sm90::BK;
+            let want = gemm_sm90::tiles(m, n, 128) * gemm_sm90::BM * 128 * stages * gemm_sm90::BK;
             let want = want as u64;
             assert_eq!(cn.tensor_macs, want, "tensor MACs: the padded tiles' work, once");
             // every box in bounds, its 128-byte rows on 128-byte boundaries: no wasted sector

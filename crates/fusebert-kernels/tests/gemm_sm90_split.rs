@@ -1,9 +1,12 @@
-//! Split-K on the Hopper GEMMs (`kernels/gemm_sm90.cu`, the `_sk` entries: a tile's K chunks on
-//! separate CTAs, the last to finish adding their partial sums in chunk order) on the emulator
-//! at sm_90, in lazy, eager and random completion, outputs poisoned, sanitizers on:
-//! - the s32 accumulators of `gemm_int8_i32_sm90_sk` equal the exact CPU product;
-//! - every split result equals the unsplit kernel's bit for bit (fp16: both sum K in the same
-//!   fixed chunks and add the chunks in order; int8: s32 is exact), with every kind of epilogue,
+//! Split-K and the 192-column tile on the Hopper GEMMs (`kernels/gemm_sm90.cu`: the `_sk`
+//! entries, a tile's K chunks on separate CTAs, the last to finish adding their partial sums in
+//! chunk order; the `_n192` entries, 128 x 192 tiles in a 3-stage ring) on the emulator at
+//! sm_90, in lazy, eager and random completion, outputs poisoned, sanitizers on:
+//! - the s32 accumulators of `gemm_int8_i32_sm90_sk` / `_n192` / `_n192_sk` equal the exact CPU
+//!   product;
+//! - every result, split or not, in either width, equals the unsplit 128-column kernel's bit for
+//!   bit (fp16: all sum K in the same fixed chunks and add the chunks in order, and a wgmma's
+//!   output element does not depend on its N; int8: s32 is exact), with every kind of epilogue,
 //!   zero points, and the fused layernorm with its int8 codes;
 //! - batch invariance: a row split in a short batch equals the same row unsplit in a long one;
 //! - fewer CTAs than work units (each walks several tiles' chunks), two launches on one
@@ -16,7 +19,7 @@
 mod kernels_util;
 use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
 use fusebert_kernels::gemm_plan::SplitWorkspace;
-use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch};
+use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch, Sm90Cols, Sm90Plan};
 use fusebert_kernels::{
     reference, Device, DeviceBuffer, Epilogue, FusedLayerNorm, FusedQ8, GemmF16, GemmInt8, GemmShape, ZeroPoint,
 };
@@ -35,10 +38,18 @@ fn bits<T: bytemuck::Pod>(b: &DeviceBuffer<T>) -> Vec<T> {
     b.to_host().unwrap()
 }
 
-/// A workspace exactly as large as a split `m x n x k` launch needs (and strip counters).
+/// A workspace exactly as large as a split `m x n x k` launch needs in either tile width (and
+/// strip counters).
 fn workspace(dev: &Device, m: usize, n: usize, k: usize, int8: bool) -> SplitWorkspace {
-    let (words, counters) = gemm_sm90::split_needs(m, n, gemm_sm90::k_chunks(k, int8));
-    SplitWorkspace::new(dev, words, counters, m).unwrap()
+    let chunks = gemm_sm90::k_chunks(k, int8);
+    let (a, b) = (gemm_sm90::split_needs(m, n, 128, chunks), gemm_sm90::split_needs(m, n, 192, chunks));
+    SplitWorkspace::new(dev, a.0.max(b.0), a.1.max(b.1), m).unwrap()
+}
+
+const WIDTHS: [(Sm90Cols, usize); 2] = [(Sm90Cols::N128, 128), (Sm90Cols::N192, 192)];
+
+fn narrow() -> GemmSm90Launch<'static> {
+    GemmSm90Launch { cols: Sm90Cols::N128, ..Default::default() }
 }
 
 /// The kernel of the last launch and its counters' sanity (no spills, no bank conflicts).
@@ -50,8 +61,8 @@ fn last_kernel(dev: &Device, what: &str) -> String {
     l.kernel
 }
 
-fn split(ws: &SplitWorkspace, ctas: Option<u32>) -> GemmSm90Launch<'_> {
-    GemmSm90Launch { ctas, split: Some(ws) }
+fn split(ws: &SplitWorkspace, ctas: Option<u32>, cols: Sm90Cols) -> GemmSm90Launch<'_> {
+    GemmSm90Launch { ctas, cols, split: Some(ws) }
 }
 
 #[test]
@@ -73,6 +84,14 @@ fn chunk_counts_and_the_split_choice_follow_k_and_the_grid() {
     assert_eq!(gemm_sm90::splits(4096, 768, 768, false), 1);
     // one chunk: nothing to split
     assert_eq!(gemm_sm90::splits(1, 384, 384, true), 1);
+    // the width: 192 where it fills the last wave better (BERT-base at 4096 tokens: QKV 384
+    // tiles in 3 waves against 576 in 5; attention-out 128 in 1 against 192 in 2), 128 on a tie
+    // (FFN1: 512 tiles in 4 waves of 192 columns = 768 in 6 of 128) and on small grids
+    let plan = |m, n, k| gemm_sm90::plan(m, n, k, false);
+    assert_eq!(plan(4096, 2304, 768), Sm90Plan { cols: 192, splits: 1 });
+    assert_eq!(plan(4096, 768, 768), Sm90Plan { cols: 192, splits: 1 });
+    assert_eq!(plan(4096, 3072, 768), Sm90Plan { cols: 128, splits: 1 });
+    assert_eq!(plan(128, 768, 768), Sm90Plan { cols: 128, splits: 3 });
 }
 
 #[test]
@@ -84,13 +103,18 @@ fn int8_i32_split_is_the_exact_product() {
         let want = reference::gemm_i32(&a, &w, m, n, k);
         let (da, dw) = (dev.upload(&a).unwrap(), dev.upload(&w).unwrap());
         let ws = workspace(&dev, m, n, k, true);
-        for ctas in [None, Some(3)] {
+        let s = GemmShape { m, n, k };
+        for (ctas, cols, split_ws) in
+            [(None, Sm90Cols::N128, true), (Some(3), Sm90Cols::N192, true), (None, Sm90Cols::N192, false)]
+        {
+            let how = GemmSm90Launch { ctas, cols, split: split_ws.then_some(&ws) };
             let mut c = poisoned::<i32>(&dev, m * n);
             clear(&dev);
-            fusebert_kernels::gemm_int8_i32_sm90(&dev, &da, &dw, &mut c, GemmShape { m, n, k }, split(&ws, ctas))
-                .unwrap();
-            let what = format!("gemm_int8_i32_sm90 split M {m} N {n} K {k} ctas {ctas:?}");
-            assert_eq!(last_kernel(&dev, &what), gemm_sm90::KERNEL_INT8_I32_SK);
+            fusebert_kernels::gemm_int8_i32_sm90(&dev, &da, &dw, &mut c, s, how).unwrap();
+            let what = format!("gemm_int8_i32_sm90 M {m} N {n} K {k} {how:?}");
+            let kernel = last_kernel(&dev, &what);
+            assert_eq!(kernel.contains("_n192"), cols == Sm90Cols::N192, "{what}: {kernel}");
+            assert_eq!(kernel.ends_with("_sk"), split_ws, "{what}: {kernel}");
             assert!(bits(&c) == want, "{what}: not the exact product");
         }
     }
@@ -132,7 +156,7 @@ fn f16_split_equals_unsplit_bit_for_bit_and_the_reference() {
         let (bias, res) = (rand_f16(&mut r, n, 1.0), rand_f16(&mut r, m * n, 1.0));
         let s = GemmShape { m, n, k };
         let epi = i as u32;
-        let whole = f16_gemm(&dev, &a, &w, &bias, &res, s, epi, GemmSm90Launch::default());
+        let whole = f16_gemm(&dev, &a, &w, &bias, &res, s, epi, narrow());
         assert_eq!(last_kernel(&dev, "unsplit"), gemm_sm90::KERNEL);
         // the reference: f64 sums, one fp16 rounding, f32 accumulation-order bound
         let acc = reference::gemm_f32(&a, &w, m, n, k);
@@ -147,12 +171,17 @@ fn f16_split_equals_unsplit_bit_for_bit_and_the_reference() {
         let what = format!("gemm_f16_sm90 M {m} N {n} K {k} epi {epi}");
         check_close(&what, &to_f32(&whole), &want, |v, j| half_ulp(v) + bound[j] + 1e-5);
         let ws = workspace(&dev, m, n, k, false);
-        // fewer CTAs than units, then two launches on one workspace (its counters back at 0)
-        for ctas in [Some(2), None, None] {
-            let got = f16_gemm(&dev, &a, &w, &bias, &res, s, epi, split(&ws, ctas));
-            let what = format!("{what} split ctas {ctas:?}");
-            assert_eq!(last_kernel(&dev, &what), gemm_sm90::KERNEL_SK);
-            assert!(got.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits()), "{what}: not the unsplit bits");
+        for (cols, width) in WIDTHS {
+            // unsplit in this width, then split: fewer CTAs than units, then two launches on
+            // one workspace (its counters back at 0)
+            let unsplit = GemmSm90Launch { cols, ..Default::default() };
+            for how in [unsplit, split(&ws, Some(2), cols), split(&ws, None, cols), split(&ws, None, cols)] {
+                let got = f16_gemm(&dev, &a, &w, &bias, &res, s, epi, how);
+                let what = format!("{what} {how:?}");
+                assert_eq!(last_kernel(&dev, &what), gemm_sm90::kernel_name(false, false, width, how.split.is_some()));
+                let same = got.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{what}: not the unsplit 128-column bits");
+            }
         }
     }
 }
@@ -165,13 +194,13 @@ fn f16_rows_are_the_same_split_in_a_short_batch_or_unsplit_in_a_long_one() {
     let long = 260; // 3 row strips x 2 column tiles: unsplit by the planner's rule too
     let (a, w) = (rand_f16(&mut r, long * k, 1.0), rand_f16(&mut r, n * k, 1.0));
     let (bias, res) = (rand_f16(&mut r, n, 1.0), rand_f16(&mut r, long * n, 1.0));
-    let all = f16_gemm(&dev, &a, &w, &bias, &res, GemmShape { m: long, n, k }, 1, GemmSm90Launch::default());
-    for m in [1, 70] {
+    let all = f16_gemm(&dev, &a, &w, &bias, &res, GemmShape { m: long, n, k }, 1, narrow());
+    for (m, cols) in [(1, Sm90Cols::N128), (70, Sm90Cols::N192)] {
         let ws = workspace(&dev, m, n, k, false);
-        let got = f16_gemm(&dev, &a[..m * k], &w, &bias, &res, GemmShape { m, n, k }, 1, split(&ws, None));
-        assert_eq!(last_kernel(&dev, "short batch"), gemm_sm90::KERNEL_SK);
+        let got = f16_gemm(&dev, &a[..m * k], &w, &bias, &res, GemmShape { m, n, k }, 1, split(&ws, None, cols));
+        assert!(last_kernel(&dev, "short batch").ends_with("_sk"));
         let same = got.iter().zip(&all[..m * n]).all(|(x, y)| x.to_bits() == y.to_bits());
-        assert!(same, "M {m} split differs from the same rows of M {long} unsplit");
+        assert!(same, "M {m} split ({cols:?}) differs from the same rows of M {long} unsplit");
     }
 }
 
@@ -207,16 +236,20 @@ fn int8_split_equals_unsplit_with_zero_points_and_residual() {
         fusebert_kernels::gemm_int8_sm90(&dev, &g, &mut c, how).unwrap();
         (bits(&c), last_kernel(&dev, "gemm_int8_sm90"))
     };
-    let (whole, kernel) = run(GemmSm90Launch::default());
+    let (whole, kernel) = run(narrow());
     assert_eq!(kernel, gemm_sm90::KERNEL_INT8);
     let ws = workspace(&dev, m, n, k, true);
-    let (got, kernel) = run(split(&ws, Some(2)));
-    assert_eq!(kernel, gemm_sm90::KERNEL_INT8_SK);
-    assert!(got.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits()), "int8 split differs from unsplit");
+    for (cols, width) in WIDTHS {
+        for how in [GemmSm90Launch { cols, ..Default::default() }, split(&ws, Some(2), cols)] {
+            let (got, kernel) = run(how);
+            assert_eq!(kernel, gemm_sm90::kernel_name(true, false, width, how.split.is_some()));
+            assert!(got.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits()), "int8 {how:?} differs");
+        }
+    }
     // K of one chunk: a split launch runs the unsplit entry (nothing to split)
     let g1 = GemmInt8 { shape: GemmShape { m, n, k: 384 }, ..g };
     let mut c = poisoned::<f16>(&dev, m * n);
-    fusebert_kernels::gemm_int8_sm90(&dev, &g1, &mut c, split(&ws, None)).unwrap();
+    fusebert_kernels::gemm_int8_sm90(&dev, &g1, &mut c, split(&ws, None, Sm90Cols::N128)).unwrap();
     assert_eq!(last_kernel(&dev, "one chunk"), gemm_sm90::KERNEL_INT8);
 }
 
@@ -252,13 +285,17 @@ fn split_with_fused_layernorm_equals_unsplit_bit_for_bit() {
         let f = |v: Vec<f16>| v.iter().map(|h| h.to_bits()).collect::<Vec<u16>>();
         (f(bits(&y)), f(bits(&x)), bits(&q), bits(&qs).iter().map(|s| s.to_bits()).collect::<Vec<u32>>(), kernel)
     };
-    let whole = run(GemmSm90Launch::default());
+    let whole = run(narrow());
     assert_eq!(whole.4, gemm_sm90::KERNEL_LN);
-    for ctas in [Some(5), None] {
-        let got = run(split(&ws, ctas));
-        assert_eq!(got.4, gemm_sm90::KERNEL_SK_LN);
-        assert!(got.0 == whole.0 && got.1 == whole.1, "GEMM or layernorm output differs split (ctas {ctas:?})");
-        assert!(got.2 == whole.2 && got.3 == whole.3, "int8 codes or scales differ split (ctas {ctas:?})");
+    let wide = GemmSm90Launch { cols: Sm90Cols::N192, ..Default::default() };
+    for how in
+        [split(&ws, Some(5), Sm90Cols::N128), split(&ws, None, Sm90Cols::N128), wide, split(&ws, None, Sm90Cols::N192)]
+    {
+        let got = run(how);
+        let width = if how.cols == Sm90Cols::N192 { 192 } else { 128 };
+        assert_eq!(got.4, gemm_sm90::kernel_name(false, true, width, how.split.is_some()));
+        assert!(got.0 == whole.0 && got.1 == whole.1, "GEMM or layernorm output differs: {how:?}");
+        assert!(got.2 == whole.2 && got.3 == whole.3, "int8 codes or scales differ: {how:?}");
     }
 }
 
@@ -268,11 +305,12 @@ fn a_split_workspace_too_small_is_a_typed_error() {
     let (m, n, k) = (70, 136, 1024);
     let mut r = rng(76);
     let (da, dw) = (dev.upload(&rand_i8(&mut r, m * k)).unwrap(), dev.upload(&rand_i8(&mut r, n * k)).unwrap());
-    let (words, counters) = gemm_sm90::split_needs(m, n, gemm_sm90::k_chunks(k, true));
+    let (words, counters) = gemm_sm90::split_needs(m, n, 128, gemm_sm90::k_chunks(k, true));
     for (w, c) in [(words - 1, counters), (words, counters - 1)] {
         let ws = SplitWorkspace::new(&dev, w, c, m).unwrap();
         let mut out = poisoned::<i32>(&dev, m * n);
-        let e = fusebert_kernels::gemm_int8_i32_sm90(&dev, &da, &dw, &mut out, GemmShape { m, n, k }, split(&ws, None));
+        let how = split(&ws, None, Sm90Cols::N128);
+        let e = fusebert_kernels::gemm_int8_i32_sm90(&dev, &da, &dw, &mut out, GemmShape { m, n, k }, how);
         assert_kernel_err(e, gemm_sm90::KERNEL_INT8_I32);
     }
 }

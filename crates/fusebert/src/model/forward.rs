@@ -1256,9 +1256,10 @@ fn read_f32(buf: &DeviceBuffer<f16>, n: usize) -> Result<Vec<f32>> {
     buf.device().read_back(&[buf.read_part(n)?], |bytes| Ok(to_f32(as_elements(bytes[0])?)))
 }
 
-/// The Hopper GEMM launch of an `m x n x k` step: split over K on `split` where
-/// [`kernels::gemm_sm90::splits`] splits (the roofline plan predicts the same launch).
+/// The Hopper GEMM launch of an `m x n x k` step: [`kernels::gemm_sm90::plan`]'s tile width,
+/// split over K on `split` where it splits (the roofline plan predicts the same launch).
 fn sm90_launch(split: &SplitWorkspace, m: usize, n: usize, k: usize, int8: bool) -> kernels::GemmSm90Launch<'_> {
-    let split = (kernels::gemm_sm90::splits(m, n, k, int8) > 1).then_some(split);
-    kernels::GemmSm90Launch { ctas: None, split }
+    let plan = kernels::gemm_sm90::plan(m, n, k, int8);
+    let cols = if plan.cols == 192 { kernels::Sm90Cols::N192 } else { kernels::Sm90Cols::N128 };
+    kernels::GemmSm90Launch { ctas: None, cols, split: (plan.splits > 1).then_some(split) }
 }

@@ -539,7 +539,7 @@ fn gemm_sm90(
 ) -> PlannedLaunch {
     let tile = sm90::choose_gemm(m, n, k, p.int8);
     let asym = asym && p.int8;
-    let name = sm90::gemm_kernel(p.int8, ln.is_some(), tile.splits > 1);
+    let name = sm90::gemm_kernel(p.int8, ln.is_some(), tile);
     let (gt, gw) = (m.div_ceil(tile.rows), n.div_ceil(tile.cols));
     let e = if p.int8 { 1 } else { 2 };
     let col_bytes = 2 + if p.int8 { 4 } else { 0 } + if asym { 4 } else { 0 };

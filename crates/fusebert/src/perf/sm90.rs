@@ -3,18 +3,18 @@
 //!
 //! The `_sm90` kernels (TMA + warp-specialised `wgmma`, research note `hopper.md` 3.1-3.3) are
 //! **not measured anywhere**: they are verified only on the emulator. What this module models
-//! is the launch the forward pass makes, no other: one 128 x 128 tile (two consumer warpgroups
-//! of 64 rows, `wgmma`'s fixed M), a persistent grid of `min(units, 132)` CTAs walking the work
-//! units in a static order (the busiest CTA's `ceil(units / 132)` units set the compute time,
-//! the wave factor of the `mma.sync` path over work units), and split-K where
-//! [`crate::kernels::gemm_sm90::splits`] splits (a tile's K chunks on separate CTAs while the
-//! tiles leave more than half the SMs idle and the split fits one wave; every split stores f32
-//! partial sums, the last per tile reads them back: a serial tail of `splits * tile * 4` bytes
-//! at one SM's bandwidth, as the `mma.sync` path's `_sk` kernels are modelled). A fused
-//! layernorm keeps the `mma.sync` kernels' scheme (the last tile of a row strip normalises it):
-//! its last strip is a serial tail too. Tilings the research note proposes and the kernels do
-//! not have (64-row and 192/256-column tiles, swap-AB for a handful of tokens) are not modelled:
-//! the prediction is of the kernels that run.
+//! is the launch the forward pass makes, no other ([`crate::kernels::gemm_sm90::plan`]): a
+//! 128 x 128 or 128 x 192 tile (two consumer warpgroups of 64 rows, `wgmma`'s fixed M), a
+//! persistent grid of `min(units, 132)` CTAs walking the work units in a static order (the
+//! busiest CTA's `ceil(units / 132)` units set the compute time, the wave factor of the
+//! `mma.sync` path over work units), and split-K on small grids (a tile's K chunks on separate
+//! CTAs while the tiles would keep at most a quarter of the SMs busy and the split fits one
+//! wave; every split stores f32 partial sums, the last per tile reads them back: a serial tail
+//! of `splits * tile * 4` bytes at one SM's bandwidth, as the `mma.sync` path's `_sk` kernels
+//! are modelled). A fused layernorm keeps the `mma.sync` kernels' scheme (the last tile of a
+//! row strip normalises it): its last strip is a serial tail too. Tilings the research note
+//! proposes and the kernels do not have (64-row and 256-column tiles, swap-AB for a handful of
+//! tokens) are not modelled: the prediction is of the kernels that run.
 use serde::Serialize;
 
 use super::gpu::GpuSpec;
@@ -67,11 +67,6 @@ pub const SM90_CTAS: usize = 132;
 /// `setmaxnreg.dec` hands its share to the consumers. One CTA per SM either way.
 pub const SM90_REGISTERS: u32 = 168;
 
-/// Bytes of K per pipeline stage (one 128-byte swizzle row: 64 f16 or 128 s8 elements).
-const K_BLOCK_BYTES: usize = 128;
-/// Pipeline stages of the kernel's ring.
-const STAGES: usize = 4;
-
 /// One `_sm90` GEMM launch's tiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Sm90Tile {
@@ -104,26 +99,25 @@ impl Sm90Tile {
     pub fn threads(&self) -> u32 {
         128 * (1 + self.consumers() as u32)
     }
-    /// Dynamic shared memory: the 4-stage ring of both operands' k-blocks, the fp16 output
-    /// staging and the fp16 K-chunk fold (f32), as the kernel allocates it.
+    /// Dynamic shared memory, as the kernel allocates it (`gemm_sm90::smem`).
     pub fn shared_bytes(&self) -> u32 {
-        let stage = (self.rows + self.cols) * K_BLOCK_BYTES;
-        (STAGES * stage + self.rows * self.cols * (2 + 4)) as u32
+        crate::kernels::gemm_sm90::smem(self.cols)
     }
-    /// Short description for tables: `128x128`, `128x128 split 3`.
+    /// Short description for tables: `128x192`, `128x128 split 3`.
     pub fn describe(&self) -> String {
         let split = if self.splits > 1 { format!(" split {}", self.splits) } else { String::new() };
         format!("{}x{}{split}", self.rows, self.cols)
     }
 }
 
-/// The tiling of an `_sm90` GEMM `[m, k] x [n, k]^T` as the forward pass launches it: the
-/// kernel's 128 x 128 tile, split over K's chunks where [`crate::kernels::gemm_sm90::splits`]
-/// splits (with or without a fused layernorm). A pure function of the shape: `perf::plan`,
-/// `perf::roofline` and the forward pass agree.
+/// The tiling of an `_sm90` GEMM `[m, k] x [n, k]^T` as the forward pass launches it:
+/// [`crate::kernels::gemm_sm90::plan`]'s tile width (128 or 192 columns) and K split (with or
+/// without a fused layernorm). A pure function of the shape: `perf::plan`, `perf::roofline`
+/// and the forward pass agree.
 pub fn choose_gemm(m: usize, n: usize, k: usize, int8: bool) -> Sm90Tile {
-    use crate::kernels::gemm_sm90::{splits, BM, BN};
-    Sm90Tile { rows: BM, cols: BN, splits: splits(m, n, k, int8) }
+    use crate::kernels::gemm_sm90::{plan, BM};
+    let p = plan(m, n, k, int8);
+    Sm90Tile { rows: BM, cols: p.cols, splits: p.splits }
 }
 
 /// Query rows per `_sm90` attention work item (note 3.3: 64 or 128 packed tokens per
@@ -137,21 +131,12 @@ pub fn attention_rows(tokens: usize, heads: usize) -> usize {
     }
 }
 
-/// The PTX entry an `_sm90` GEMM step launches (as the forward pass does): `gemm_f16_sm90`,
-/// `gemm_int8_sm90`, `_sk` split over K, `_ln` when the layernorm is fused. The same names as the emulator's
-/// counters and `fusebert kernels time`, so predictions and measurements meet by name.
-pub fn gemm_kernel(int8: bool, layernorm: bool, split: bool) -> &'static str {
-    use crate::kernels::gemm_sm90::*;
-    match (int8, layernorm, split) {
-        (false, false, false) => KERNEL,
-        (false, true, false) => KERNEL_LN,
-        (true, false, false) => KERNEL_INT8,
-        (true, true, false) => KERNEL_INT8_LN,
-        (false, false, true) => KERNEL_SK,
-        (false, true, true) => KERNEL_SK_LN,
-        (true, false, true) => KERNEL_INT8_SK,
-        (true, true, true) => KERNEL_INT8_SK_LN,
-    }
+/// The PTX entry an `_sm90` GEMM step launches with tiling `t` (as the forward pass does):
+/// `gemm_f16_sm90` / `gemm_int8_sm90`, `_n192` for 192-column tiles, `_sk` split over K, `_ln`
+/// when the layernorm is fused. The same names as the emulator's counters and `fusebert
+/// kernels time`, so predictions and measurements meet by name.
+pub fn gemm_kernel(int8: bool, layernorm: bool, t: Sm90Tile) -> &'static str {
+    crate::kernels::gemm_sm90::kernel_name(int8, layernorm, t.cols, t.splits > 1)
 }
 
 /// The PTX entry of `_sm90` attention at head dim `d` for a batch whose longest sequence has
