@@ -206,7 +206,15 @@ impl std::fmt::Debug for GemmSm90Launch<'_> {
     }
 }
 
-impl GemmSm90Launch<'_> {
+impl<'a> GemmSm90Launch<'a> {
+    /// The launch [`plan`] makes of an `m x n x k` GEMM (the forward pass's, the roofline's):
+    /// its tile width, split over K on `split` where it splits.
+    pub fn planned(m: usize, n: usize, k: usize, int8: bool, split: &'a SplitWorkspace) -> Self {
+        let p = plan(m, n, k, int8);
+        let cols = if p.cols == COLS[1] { Sm90Cols::N192 } else { Sm90Cols::N128 };
+        GemmSm90Launch { ctas: None, cols, split: (p.splits > 1).then_some(split) }
+    }
+
     /// The tile width of an `m x n x k` launch: the requested one, or [`plan`]'s.
     pub fn resolve_cols(&self, m: usize, n: usize, k: usize, int8: bool) -> usize {
         match self.cols {

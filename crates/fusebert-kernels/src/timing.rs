@@ -2,7 +2,8 @@
 //! mma.sync kernel it replaces, each timed with device events over graph replays
 //! (`fusebert kernels time`; step 4 of `scripts/gpu-check.sh`).
 //!
-//! Both families compute the same outputs from the same inputs, so each `_sm90` row also says
+//! Both families launch as the forward pass does (their planned tiles, K split where planned;
+//! no layernorm fused) and compute the same outputs from the same inputs, so each `_sm90` row also says
 //! how far its output is from the mma.sync one (int8: exactly equal; fp16: accumulation order
 //! only). On a backend without a device clock (the emulator) the launches run and the outputs
 //! are compared, but no time is reported: the emulator's measure is its counters.
@@ -10,6 +11,7 @@ use half::f16;
 use serde::Serialize;
 
 use crate::device::{Device, DeviceBuffer};
+use crate::gemm_plan::{GemmPlan, SplitWorkspace};
 use crate::select::hopper;
 use crate::{AttentionLaunch, AttentionShape, Epilogue, GemmF16, GemmInt8, GemmLaunch, GemmShape};
 use crate::{GemmSm90Launch, Sm90Tiling};
@@ -152,6 +154,10 @@ pub fn time_layer(dev: &Device, s: LayerShape, iters: usize) -> Result<LayerTime
     let a16 = dev.upload(&rng.f16s(m * s.hidden.max(s.ffn), 1.0))?;
     let a8 = dev.upload(&rng.i8s(m * s.hidden.max(s.ffn)))?;
     let a_scale = dev.upload(&(0..m).map(|_| 0.01 + rng.next().abs() * 0.01).collect::<Vec<f32>>())?;
+    // both families launch as the forward pass does: planned tiles, K split where planned
+    let shapes: Vec<_> =
+        LayerGemm::ALL.iter().flat_map(|g| [false, true].map(|i| (m, g.nk(&s).0, g.nk(&s).1, i))).collect();
+    let ws = SplitWorkspace::for_shapes(dev, &shapes)?;
     for gemm in LayerGemm::ALL {
         let (name, (n, k)) = (gemm.name(), gemm.nk(&s));
         let shape = GemmShape { m, n, k };
@@ -171,9 +177,9 @@ pub fn time_layer(dev: &Device, s: LayerShape, iters: usize) -> Result<LayerTime
             dev,
             &op,
             &mut out,
-            |o| crate::gemm_f16(dev, &g, o, GemmLaunch::default()),
+            |o| crate::gemm_f16(dev, &g, o, GemmLaunch::planned(GemmPlan::choose(m, n, k, false), Some(&ws))),
             why_not,
-            |o| crate::gemm_f16_sm90(dev, &g, o, GemmSm90Launch::default()),
+            |o| crate::gemm_f16_sm90(dev, &g, o, GemmSm90Launch::planned(m, n, k, false, &ws)),
         )?);
         let a = a8.view(0, m * k)?;
         let g = GemmInt8 {
@@ -192,9 +198,9 @@ pub fn time_layer(dev: &Device, s: LayerShape, iters: usize) -> Result<LayerTime
             dev,
             &op,
             &mut out,
-            |o| crate::gemm_int8(dev, &g, o, GemmLaunch::default()),
+            |o| crate::gemm_int8(dev, &g, o, GemmLaunch::planned(GemmPlan::choose(m, n, k, true), Some(&ws))),
             why_not,
-            |o| crate::gemm_int8_sm90(dev, &g, o, GemmSm90Launch::default()),
+            |o| crate::gemm_int8_sm90(dev, &g, o, GemmSm90Launch::planned(m, n, k, true, &ws)),
         )?);
     }
     rows.extend(time_attention(dev, s, iters, sm90, &mut rng)?);

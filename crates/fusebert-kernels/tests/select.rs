@@ -105,13 +105,14 @@ fn a_planted_attention_misreading_fails_the_self_check() {
 }
 
 /// The per-kernel timing of `fusebert kernels time` on the emulator (random completion): every
-/// layer kernel runs on both families with the same inputs, the `_sm90` outputs match mma.sync
-/// (int8 exactly) and, without a device clock, no time is claimed. On sm_80 the `_sm90` rows are
-/// skipped with the reason.
+/// layer kernel runs on both families with the same inputs, launched as the forward pass
+/// launches it (fp16 FFN2, K 320 = two chunks on 1 tile: split over K), the `_sm90` outputs match
+/// mma.sync (int8 exactly) and, without a device clock, no time is claimed. On sm_80 the `_sm90`
+/// rows are skipped with the reason.
 #[test]
 fn layer_timing_compares_both_families_and_claims_no_time_without_a_clock() {
     use fusebert_kernels::timing::{time_layer, LayerShape};
-    let shape = LayerShape { batch: 2, tokens: 13, hidden: 48, heads: 3, ffn: 80 };
+    let shape = LayerShape { batch: 2, tokens: 13, hidden: 48, heads: 3, ffn: 320 };
     let t = time_layer(&emu(Arch::Sm90, AsyncMode::Random(7)), shape, 1).unwrap();
     assert_eq!(t.rows.len(), 18);
     for r in &t.rows {
@@ -122,6 +123,8 @@ fn layer_timing_compares_both_families_and_claims_no_time_without_a_clock() {
             assert!(r.max_rel_diff_vs_sm80.unwrap() <= tol, "{r:?}");
         }
     }
+    let ffn2 = t.rows.iter().find(|r| r.family == "sm90" && r.op.starts_with("FFN2 fp16")).unwrap();
+    assert_eq!(ffn2.kernels, ["gemm_f16_sm90_sk"], "{ffn2:?}");
     let t = time_layer(&emu(Arch::Sm80, AsyncMode::Lazy), shape, 1).unwrap();
     let skipped: Vec<_> = t.rows.iter().filter(|r| r.family == "sm90").collect();
     assert_eq!(skipped.len(), 9);

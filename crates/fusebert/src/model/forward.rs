@@ -1118,7 +1118,7 @@ impl DeviceBert {
         let d = &self.dev;
         let shape = kernels::GemmShape { m, n, k };
         // Hopper: split over K where the planner splits (the same bits either way)
-        let how90 = |int8: bool| sm90_launch(split, m, n, k, int8);
+        let how90 = |int8: bool| kernels::GemmSm90Launch::planned(m, n, k, int8, split);
         // mma.sync: the planner's tile and split, with the layernorm fused when asked
         let mma = |int8: bool| match ln {
             None => kernels::GemmLaunch::planned(GemmPlan::choose(m, n, k, int8), Some(split)),
@@ -1168,7 +1168,7 @@ impl DeviceBert {
     ) -> Result<()> {
         if self.kernels.is_sm90() && kernels::gemm_sm90::supports(g.shape, false) {
             let kernels::GemmShape { m, n, k } = g.shape;
-            kernels::gemm_f16_sm90(&self.dev, g, out, sm90_launch(split, m, n, k, false))
+            kernels::gemm_f16_sm90(&self.dev, g, out, kernels::GemmSm90Launch::planned(m, n, k, false, split))
         } else {
             kernels::gemm_f16(&self.dev, g, out, kernels::GemmLaunch::default())
         }
@@ -1254,12 +1254,4 @@ fn to_f32(v: &[f16]) -> Vec<f32> {
 /// The first `n` elements of `buf`, read back (one synchronisation) and converted to f32.
 fn read_f32(buf: &DeviceBuffer<f16>, n: usize) -> Result<Vec<f32>> {
     buf.device().read_back(&[buf.read_part(n)?], |bytes| Ok(to_f32(as_elements(bytes[0])?)))
-}
-
-/// The Hopper GEMM launch of an `m x n x k` step: [`kernels::gemm_sm90::plan`]'s tile width,
-/// split over K on `split` where it splits (the roofline plan predicts the same launch).
-fn sm90_launch(split: &SplitWorkspace, m: usize, n: usize, k: usize, int8: bool) -> kernels::GemmSm90Launch<'_> {
-    let plan = kernels::gemm_sm90::plan(m, n, k, int8);
-    let cols = if plan.cols == 192 { kernels::Sm90Cols::N192 } else { kernels::Sm90Cols::N128 };
-    kernels::GemmSm90Launch { ctas: None, cols, split: (plan.splits > 1).then_some(split) }
 }
