@@ -175,7 +175,10 @@ fn f16_split_equals_unsplit_bit_for_bit_and_the_reference() {
             // unsplit in this width, then split: fewer CTAs than units, then two launches on
             // one workspace (its counters back at 0)
             let unsplit = GemmSm90Launch { cols, ..Default::default() };
-            for how in [unsplit, split(&ws, Some(2), cols), split(&ws, None, cols), split(&ws, None, cols)] {
+            // one CTA walking every tile: each tile's K-chunk fold reuses the shared region the
+            // previous tile's output was staged in (and TMA-stored from)
+            let walk = GemmSm90Launch { ctas: Some(1), cols, split: None };
+            for how in [unsplit, walk, split(&ws, Some(2), cols), split(&ws, None, cols), split(&ws, None, cols)] {
                 let got = f16_gemm(&dev, &a, &w, &bias, &res, s, epi, how);
                 let what = format!("{what} {how:?}");
                 assert_eq!(last_kernel(&dev, &what), gemm_sm90::kernel_name(false, false, width, how.split.is_some()));
