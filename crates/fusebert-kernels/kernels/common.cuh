@@ -149,6 +149,20 @@ FB_DEVICE int q8_asym(float v, float inv, int zero) {
     const int q = __float2int_rn(v * inv) + zero;
     return max(-128, min(127, q));
 }
+// A row's asymmetric quantisation from max(0, max x) and max(0, -min x) (quantize.cu's formula,
+// shared with the Hopper GEMM's fused quantisation so both give the same bits): code step
+// `inv`, zero point and scale (an all-zero row: 0, 0, 0).
+struct Q8Asym {
+    float inv, scale;
+    int zero;
+};
+FB_DEVICE Q8Asym q8_asym_params(float pmax, float nmin) {
+    const float range = pmax + nmin;
+    const float inv = range > 0.f ? 255.f / range : 0.f;
+    // __fmul_rn: no fma contraction, so the host reference reproduces the zero point exactly
+    const int z = range > 0.f ? __float2int_rn(__fmul_rn(nmin, inv) - 128.f) : 0;
+    return {inv, range / 255.f, z};
+}
 FB_DEVICE uint32_t pack_s8x4(int a, int b, int c, int d) {
     return (uint32_t)(a & 0xff) | ((uint32_t)(b & 0xff) << 8) | ((uint32_t)(c & 0xff) << 16) | ((uint32_t)d << 24);
 }

@@ -45,6 +45,10 @@
 //   in on its 128-row strip (one atomic); the last tile of a strip to arrive normalises the
 //   strip's rows with the consumers' 8 warps, with the mma.sync GEMMs' code (ln_fused.cuh): the
 //   same bits as layernorm_f16 on y, and the int8 codes of the next GEMM when asked.
+// - Fused asymmetric quantisation (gemm_int8_sm90*_qa, QaTail): the same strip count; the last
+//   tile of a strip quantises the strip's rows of y per row, asymmetrically (the FFN1 GELU
+//   output for FFN2), with quantize_i8_asym_f16_wide's arithmetic: the same codes, scales and
+//   zero points, without the quantize launch re-reading y from DRAM (here from L2).
 //
 // Why BN = 128 and 192: 64 or 96 f32 accumulators per consumer thread leave the epilogue
 // (erf-GELU, bias and residual) room without spills under the 168-register launch cap (256
@@ -474,32 +478,49 @@ FB_DEVICE void warpgroup_sync(int cw) {
         asm volatile("bar.sync 3, 128;\n" ::: "memory");
 }
 
+// A consumer warpgroup's region (its staging) as scratch for a tail: free once the tile's TMA
+// stores have completed (READS_OUTPUT tails), until the warpgroup's next epilogue, which every
+// warp of it reaches only after its tail.
+struct Scratch {
+    uint32_t base;   // shared address
+    uint32_t bytes;
+};
+
 // After-tile step of the plain entries: nothing.
 struct NoTail {
     static constexpr bool READS_OUTPUT = false;
-    FB_DEVICE void operator()(int, int, int, uint32_t*) const {}
+    FB_DEVICE void operator()(int, int, int, uint32_t*, Scratch) const {}
 };
 
-// After-tile step of the _ln entries: every consumer thread's y of the tile stored, one arrival
-// on the row strip `strip` (rows m0..m0+BM) of `tiles_n` tiles; the last to arrive runs the
-// strip's layernorm (a consumer warp per row, rows in order, as gemm_core.cuh's
-// ln_strip_epilogue) and resets the counter for the next launch. `last` is a shared word the
+// Counts a finished tile in on its row strip `strip` of `tiles_n` tiles (every consumer thread's
+// output of the tile stored first); true, in every consumer thread, for the strip's last tile,
+// which then sees the strip's other tiles' outputs. The last arrival resets the counter for the
+// next launch (an atomic: no plain store races an arrival). `last` is a shared word the
 // consumers agree through.
+FB_DEVICE bool strip_arrive(uint32_t* strips, int strip, int tiles_n, uint32_t* last) {
+    __threadfence();  // release: this thread's output before the tile's arrival
+    consumer_sync();  // every consumer thread's output stored before the arrival
+    const int ct = threadIdx.x - 128;  // consumer thread 0..255
+    if (ct == 0) *last = atomicAdd(&strips[strip], 1u) == (uint32_t)tiles_n - 1;
+    consumer_sync();
+    // (the next write of *last follows the next tile's first consumer_sync, which every
+    // consumer reaches only after this read)
+    if (!*last) return false;
+    __threadfence();  // acquire: the strip's other tiles
+    if (ct == 0) atomicExch(&strips[strip], 0u);
+    return true;
+}
+
+// After-tile step of the _ln entries: the last tile of a strip (strip_arrive) runs the strip's
+// layernorm (a consumer warp per row, rows in order, as gemm_core.cuh's ln_strip_epilogue).
 struct LnTail {
     static constexpr bool READS_OUTPUT = true;  // the tile's TMA stores must be complete first
     gemm::LnArgs ln;
     const __half* y;
     int M, N;
-    FB_DEVICE void operator()(int m0, int strip, int tiles_n, uint32_t* last) const {
-        __threadfence();  // release: this thread's y before the tile's arrival
-        consumer_sync();  // every consumer thread's y stored before the arrival
-        const int ct = threadIdx.x - 128;  // consumer thread 0..255
-        if (ct == 0) *last = atomicAdd(&ln.strips[strip], 1u) == (uint32_t)tiles_n - 1;
-        consumer_sync();
-        // (the next write of *last follows the next tile's first consumer_sync, which every
-        // consumer reaches only after this read)
-        if (!*last) return;
-        __threadfence();  // acquire: the strip's other tiles
+    FB_DEVICE void operator()(int m0, int strip, int tiles_n, uint32_t* last, Scratch) const {
+        if (!strip_arrive(ln.strips, strip, tiles_n, last)) return;
+        const int ct = threadIdx.x - 128;
         const int end = m0 + BM < M ? m0 + BM : M;
         const int first = m0 + (ct >> 5);
         if (first < end) {
@@ -507,7 +528,101 @@ struct LnTail {
             gemm::ln_load_params(q, ln, N);
             for (int row = first; row < end; row += CONSUMER_THREADS / 32) gemm::ln_row(y, ln, q, row, N);
         }
-        if (ct == 0) atomicExch(&ln.strips[strip], 0u);
+    }
+};
+
+// The operands of the _qa entries' fused quantisation (QaTail): the next GEMM's asymmetric int8
+// input, as quantize_i8_asym_f16_wide writes it from the GEMM's fp16 output. q_scale and q_zero
+// may be the GEMM's own a_scale / a_zero (a strip's rows are written after every tile reading
+// them is done); q_out must not overlap the GEMM's A.
+struct QaArgs {
+    int8_t* q;              // [M, N] codes
+    float* scale;           // [M] scales
+    int32_t* zero;          // [M] zero points
+    const __half* smooth;   // [N] smoothing multipliers of the next GEMM, or null
+    uint32_t* strips;       // [strips] arrival counters, zero between launches
+};
+#define QA_PARAMS                                                                                  \
+    int8_t *q_out, float *q_scale, int32_t *q_zero, const __half *__restrict__ q_smooth,          \
+        uint32_t *__restrict__ strips
+#define QA_ARGS QaArgs{q_out, q_scale, q_zero, q_smooth, strips}
+
+// 16 bytes to / from shared memory.
+FB_DEVICE void st_shared_v4(uint32_t a, const uint4& v) {
+    asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(a), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w) : "memory");
+}
+FB_DEVICE uint4 ld_shared_v4(uint32_t a) {
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a) : "memory");
+    return v;
+}
+
+// 8 fp16 of y as f32, times the smoothing multipliers of vector v when given (quantize_rows'
+// order: round to f32, then one multiply).
+FB_DEVICE void qa_f32(float (&f)[8], const uint4& raw, const __half* smooth, uint32_t v) {
+    half8_to_float(*reinterpret_cast<const half8*>(&raw), f);
+    if (smooth) {
+        float m[8];
+        half8_to_float(ld_half8(smooth + 8 * v), m);
+#pragma unroll
+        for (int j = 0; j < 8; j++) f[j] *= m[j];
+    }
+}
+
+// One row's asymmetric quantisation by one warp, quantize_rows<false, true>'s arithmetic: the
+// row's max(0, max x) and max(0, -min x) (exact, so the reduction order does not matter), the
+// shared q8_asym_params, then each code. y is read once, through L2 (other CTAs wrote it,
+// bypassing L1); the warp keeps its first `slot_vecs` vectors in its shared `slot` for the
+// codes' pass (the accumulators of the next tile are live: no room for the row in registers),
+// and reads any beyond from L2 again. Each lane reads back only the vectors it wrote.
+FB_DEVICE void qa_row(const QaArgs& qa, const __half* y, int row, int N, uint32_t slot, uint32_t slot_vecs) {
+    const int lane = threadIdx.x & 31;
+    const uint32_t nvec = N / 8;
+    const uint4* yr = reinterpret_cast<const uint4*>(y + (size_t)row * N);
+    float pmax = 0.f, nmin = 0.f;
+    for (uint32_t v = lane; v < nvec; v += 32) {
+        const uint4 raw = __ldcg(yr + v);
+        if (v < slot_vecs) st_shared_v4(slot + 16 * v, raw);
+        float f[8];
+        qa_f32(f, raw, qa.smooth, v);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            pmax = fmaxf(pmax, f[j]);
+            nmin = fmaxf(nmin, -f[j]);
+        }
+    }
+    const Q8Asym p = q8_asym_params(warp_max(pmax), warp_max(nmin));
+    uint2* qr = reinterpret_cast<uint2*>(qa.q + (size_t)row * N);
+    for (uint32_t v = lane; v < nvec; v += 32) {
+        const uint4 raw = v < slot_vecs ? ld_shared_v4(slot + 16 * v) : __ldcg(yr + v);
+        float f[8];
+        qa_f32(f, raw, qa.smooth, v);
+        int c[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) c[j] = q8_asym(f[j], p.inv, p.zero);
+        qr[v] = make_uint2(pack_s8x4(c[0], c[1], c[2], c[3]), pack_s8x4(c[4], c[5], c[6], c[7]));
+    }
+    if (lane == 0) {
+        qa.scale[row] = p.scale;
+        qa.zero[row] = p.zero;
+    }
+}
+
+// After-tile step of the _qa entries: the last tile of a strip (strip_arrive) quantises the
+// strip's rows of the GEMM output (a consumer warp per row, each warp a quarter of its
+// warpgroup's region as its row's slot: 8 KiB, rows of up to 4096 columns, at 128-column
+// tiles), in place of a quantize launch re-reading the output from DRAM.
+struct QaTail {
+    static constexpr bool READS_OUTPUT = true;  // the tile's TMA stores must be complete first
+    QaArgs qa;
+    const __half* y;
+    int M, N;
+    FB_DEVICE void operator()(int m0, int strip, int tiles_n, uint32_t* last, Scratch scratch) const {
+        if (!strip_arrive(qa.strips, strip, tiles_n, last)) return;
+        const int warp = (threadIdx.x - 128) >> 5;  // consumer warp 0..7, warpgroup warp % 4
+        const uint32_t slot_bytes = scratch.bytes / 4, slot = scratch.base + (warp % 4) * slot_bytes;
+        const int end = m0 + BM < M ? m0 + BM : M;
+        for (int row = m0 + warp; row < end; row += CONSUMER_THREADS / 32) qa_row(qa, y, row, N, slot, slot_bytes / 16);
     }
 };
 
@@ -688,7 +803,7 @@ struct TileOut {
                 }
             }
         }
-        tail(m0, tile % tiles_m, tiles_n, tail_flag);
+        tail(m0, tile % tiles_m, tiles_n, tail_flag, Scratch{half, (uint32_t)G::REGION_BYTES});
     }
 };
 
@@ -860,6 +975,17 @@ using namespace sm90;
         ws_gemm<S8Op, G, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
                              S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi},   \
                              LnTail{LN_ARGS, C, (int)M, (int)N});                                                \
+    }                                                                                                            \
+    /* with the asymmetric int8 quantisation of its rows fused in (QaTail: the next GEMM's input) */            \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1) gemm_int8_sm90##SUF##_qa(                          \
+        const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,                            \
+        const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,                               \
+        const float* __restrict__ w_scale, const int* __restrict__ w_sum, const __half* __restrict__ bias,       \
+        const __half* __restrict__ residual, const __grid_constant__ CUtensorMap tma_c, const __half* C,         \
+        uint32_t M, uint32_t N, uint32_t K, uint32_t epi SPLIT_PARAMS, QA_PARAMS) {                             \
+        ws_gemm<S8Op, G, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
+                             S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi},   \
+                             QaTail{QA_ARGS, C, (int)M, (int)N});                                                \
     }                                                                                                            \
     /* the raw s32 accumulators (bit-exact checks of the integer path) */                                       \
     extern "C" __global__ void __launch_bounds__(THREADS, 1) gemm_int8_i32_sm90##SUF(                           \

@@ -53,10 +53,9 @@ __device__ __forceinline__ void quantize_rows(const __half* __restrict__ x, int8
         }
         amax = WARP_ROW ? warp_max(amax) : block_max(amax, scratch);
         if (ASYM) nmin = WARP_ROW ? warp_max(nmin) : block_max(nmin, scratch);
-        const float range = amax + nmin;
-        const float inv = ASYM ? (range > 0.f ? 255.f / range : 0.f) : q8_inv_scale(amax);
-        // __fmul_rn: no fma contraction, so the host reference reproduces the zero point exactly
-        const int z = ASYM && range > 0.f ? __float2int_rn(__fmul_rn(nmin, inv) - 128.f) : 0;
+        const Q8Asym asym = q8_asym_params(amax, nmin);  // (common.cuh: shared with gemm_sm90's _qa)
+        const float inv = ASYM ? asym.inv : q8_inv_scale(amax);
+        const int z = ASYM ? asym.zero : 0;
 #pragma unroll
         for (int i = 0; i < VPT; i++) {
             const uint32_t v = gt + i * gs;
@@ -69,7 +68,7 @@ __device__ __forceinline__ void quantize_rows(const __half* __restrict__ x, int8
             }
         }
         if (gt == 0) {
-            scale[row] = ASYM ? range / 255.f : amax / 127.f;
+            scale[row] = ASYM ? asym.scale : amax / 127.f;
             if (ASYM) zero[row] = z;
         }
     }

@@ -10,6 +10,9 @@
 //!   batch-invariant and the same bits split or not. They are not bit-identical to `gemm_f16`'s
 //!   (other chunks, other instruction): the two agree to f32 accumulation rounding, i.e. within
 //!   an fp16 ulp of the output.
+//! - [`gemm_int8_sm90_qa`]: [`gemm_int8_sm90`] with the asymmetric per-row int8 quantisation
+//!   of its output fused in (the FFN1 GELU output for FFN2): the codes, scales and zero points
+//!   [`crate::quantize_i8`] gives on the output, bit for bit, without re-reading it from DRAM.
 //! - [`gemm_int8_sm90`]: the W8A8 GEMM of [`gemm_int8`](crate::gemm_int8()) (s8 x s8 -> s32 in
 //!   `wgmma m64n128k32.s32.s8.s8`, zero points, per-token and per-channel scales, bias, the same
 //!   epilogues), with gemm_int8's float operations in gemm_int8's order: s32 sums are exact, so
@@ -38,6 +41,8 @@ pub const KERNEL_INT8_I32: &str = ids::GEMM_INT8_I32_SM90;
 /// The entries with the layernorm of the output rows fused in.
 pub const KERNEL_LN: &str = ids::GEMM_F16_SM90_LN;
 pub const KERNEL_INT8_LN: &str = ids::GEMM_INT8_SM90_LN;
+/// The int8 entry with the asymmetric quantisation of the output rows fused in.
+pub const KERNEL_INT8_QA: &str = ids::GEMM_INT8_SM90_QA;
 /// The split-K entries ([`GemmSm90Launch::split`]): each tile's K chunks on separate CTAs.
 pub const KERNEL_SK: &str = ids::GEMM_F16_SM90_SK;
 pub const KERNEL_SK_LN: &str = ids::GEMM_F16_SM90_SK_LN;
@@ -51,6 +56,8 @@ const F16_LN_ENTRIES: [&str; 4] = [KERNEL_LN, KERNEL_SK_LN, ids::GEMM_F16_SM90_N
 const INT8_ENTRIES: [&str; 4] = [KERNEL_INT8, KERNEL_INT8_SK, ids::GEMM_INT8_SM90_N192, ids::GEMM_INT8_SM90_N192_SK];
 const INT8_LN_ENTRIES: [&str; 4] =
     [KERNEL_INT8_LN, KERNEL_INT8_SK_LN, ids::GEMM_INT8_SM90_N192_LN, ids::GEMM_INT8_SM90_N192_SK_LN];
+const INT8_QA_ENTRIES: [&str; 4] =
+    [KERNEL_INT8_QA, ids::GEMM_INT8_SM90_SK_QA, ids::GEMM_INT8_SM90_N192_QA, ids::GEMM_INT8_SM90_N192_SK_QA];
 const I32_ENTRIES: [&str; 4] =
     [KERNEL_INT8_I32, KERNEL_INT8_I32_SK, ids::GEMM_INT8_I32_SM90_N192, ids::GEMM_INT8_I32_SM90_N192_SK];
 
@@ -59,15 +66,43 @@ fn entry(entries: &[&'static str; 4], cols: usize, split: bool) -> &'static str 
     entries[2 * usize::from(cols == 192) + usize::from(split)]
 }
 
-/// The PTX entry of a launch: fp16 or int8 output (or, `i32`, the raw s32 one), with a fused
-/// layernorm or not, a tile of `cols` columns (128 or 192), split over K or not. The same names
-/// as the emulator's counters, the roofline plan and `fusebert kernels time`.
-pub fn kernel_name(int8: bool, layernorm: bool, cols: usize, split: bool) -> &'static str {
-    let entries = match (int8, layernorm) {
-        (false, false) => &F16_ENTRIES,
-        (false, true) => &F16_LN_ENTRIES,
-        (true, false) => &INT8_ENTRIES,
-        (true, true) => &INT8_LN_ENTRIES,
+/// The kinds of fp16-output `_sm90` GEMM entry: the operand type and what runs after the tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sm90Entry {
+    /// `gemm_f16_sm90`
+    F16,
+    /// `gemm_f16_sm90_ln`: the layernorm of the output rows fused in.
+    F16Ln,
+    /// `gemm_int8_sm90`
+    Int8,
+    /// `gemm_int8_sm90_ln`
+    Int8Ln,
+    /// `gemm_int8_sm90_qa`: the asymmetric int8 codes of the output rows fused in.
+    Int8Qa,
+}
+
+impl Sm90Entry {
+    /// The plain or layernorm-fused entry of an fp16 or int8 GEMM.
+    pub fn of(int8: bool, layernorm: bool) -> Self {
+        match (int8, layernorm) {
+            (false, false) => Sm90Entry::F16,
+            (false, true) => Sm90Entry::F16Ln,
+            (true, false) => Sm90Entry::Int8,
+            (true, true) => Sm90Entry::Int8Ln,
+        }
+    }
+}
+
+/// The PTX entry of a launch of kind `kind`, a tile of `cols` columns (128 or 192), split over
+/// K or not. The same names as the emulator's counters, the roofline plan and `fusebert kernels
+/// time`.
+pub fn kernel_name(kind: Sm90Entry, cols: usize, split: bool) -> &'static str {
+    let entries = match kind {
+        Sm90Entry::F16 => &F16_ENTRIES,
+        Sm90Entry::F16Ln => &F16_LN_ENTRIES,
+        Sm90Entry::Int8 => &INT8_ENTRIES,
+        Sm90Entry::Int8Ln => &INT8_LN_ENTRIES,
+        Sm90Entry::Int8Qa => &INT8_QA_ENTRIES,
     };
     entry(entries, cols, split)
 }
@@ -331,29 +366,89 @@ fn output_map(dev: &Device, out: &DeviceBuffer<f16>, m: usize, n: usize) -> Resu
     })
 }
 
+/// What a launch runs on its row strips after their tiles (the `_ln` and `_qa` entries), with
+/// the workspace holding the strip counters.
+#[derive(Clone, Copy)]
+enum Tail<'a> {
+    None,
+    LayerNorm(&'a FusedLayerNorm<'a>, &'a SplitWorkspace),
+    Quantize(&'a FusedQuantize<'a>, &'a SplitWorkspace),
+}
+
+/// The asymmetric per-row int8 quantisation fused into [`gemm_int8_sm90_qa`]: what
+/// [`crate::quantize_i8`] with a zero point writes from the GEMM's fp16 output (`x * smooth`
+/// with multipliers), the next GEMM's int8 input.
+#[derive(Clone, Copy)]
+pub struct FusedQuantize<'a> {
+    /// `[m, n]` codes; must not overlap the GEMM's int8 input `a` (other strips still read it).
+    pub q: &'a DeviceBuffer<i8>,
+    /// `[m]` scales (`(max - min) / 255`); may be the GEMM's own `a_scale` (a strip's rows are
+    /// written after every tile reading them).
+    pub scale: &'a DeviceBuffer<f32>,
+    /// `[m]` zero points; may be the GEMM's own zero points, as `scale`.
+    pub zero: &'a DeviceBuffer<i32>,
+    /// The next GEMM's smoothing multipliers `[n]` (optional).
+    pub smooth: Option<&'a DeviceBuffer<f16>>,
+}
+
+/// Checks a fused quantisation of an `m x n` output read from int8 input `a` (`[m, k]`) and
+/// returns its kernel arguments (after the split ones).
+fn qa_args(
+    kernel: &str,
+    qa: &FusedQuantize<'_>,
+    a: &DeviceBuffer<i8>,
+    s: GemmShape,
+    ws: &SplitWorkspace,
+) -> Result<Vec<KernelArg>> {
+    let GemmShape { m, n, k } = s;
+    let strips = m.div_ceil(BM);
+    if ws.strips.len() < strips {
+        return Err(kerr(kernel, format!("workspace has {} strip counters, M {m} needs {strips}", ws.strips.len())));
+    }
+    check_len(kernel, "q_out", qa.q, m * n)?;
+    check_align(kernel, "q_out", qa.q, 8)?;
+    check_len(kernel, "q_scale", qa.scale, m)?;
+    check_align(kernel, "q_scale", qa.scale, 4)?;
+    check_len(kernel, "q_zero", qa.zero, m)?;
+    check_align(kernel, "q_zero", qa.zero, 4)?;
+    if let Some(sm) = qa.smooth {
+        check_len(kernel, "q_smooth", sm, n)?;
+        check_align(kernel, "q_smooth", sm, 16)?;
+    }
+    // the codes of a finished strip would overwrite A rows that other strips' tiles still read
+    let (q0, a0) = (qa.q.addr(), a.addr());
+    if q0 < a0 + (m * k) as u64 && a0 < q0 + (m * n) as u64 {
+        return Err(kerr(kernel, "q_out overlaps the GEMM's input a (the codes need their own buffer)"));
+    }
+    Ok(vec![
+        KernelArg::from(qa.q),
+        KernelArg::from(qa.scale),
+        KernelArg::from(qa.zero),
+        opt_ptr(qa.smooth),
+        KernelArg::from(&ws.strips),
+    ])
+}
+
 /// The arguments after the operands of every fp16-output entry: the output's tensor map, the
-/// output itself (what an `_ln` entry's layernorm reads), M, N, K, the epilogue code, then the
-/// layernorm's.
+/// output itself (what an `_ln` entry's layernorm and an `_qa` entry's quantisation read), M,
+/// N, K, the epilogue code, then the split's and the tail's (`tail_args`).
 fn output_args(
     dev: &Device,
-    kernel: &str,
     out: &DeviceBuffer<f16>,
     s: GemmShape,
     epi: u32,
     split: Vec<KernelArg>,
-    ln: Option<(&FusedLayerNorm<'_>, &SplitWorkspace)>,
+    tail_args: Vec<KernelArg>,
 ) -> Result<Vec<KernelArg>> {
     let GemmShape { m, n, k } = s;
     let mut args = vec![KernelArg::TensorMap(output_map(dev, out, m, n)?)];
-    if ln.is_some() {
+    if !tail_args.is_empty() {
         args.push(KernelArg::from(out));
     }
     // (check_shape has made sure each fits u32)
     args.extend([KernelArg::U32(m as u32), KernelArg::U32(n as u32), KernelArg::U32(k as u32), KernelArg::U32(epi)]);
     args.extend(split);
-    if let Some((ln, ws)) = ln {
-        args.extend(ln_args(kernel, ln, BM, m, n, Some(ws))?);
-    }
+    args.extend(tail_args);
     Ok(args)
 }
 
@@ -414,7 +509,7 @@ fn f16_launch(
     let GemmShape { m, n, k } = g.shape;
     let cols = how.resolve_cols(m, n, k, false);
     let (splits, split) = split_args(base, g.shape, false, cols, &how)?;
-    let kernel = kernel_name(false, ln.is_some(), cols, splits > 1);
+    let kernel = kernel_name(Sm90Entry::of(false, ln.is_some()), cols, splits > 1);
     check_len(kernel, "a", g.a, m * k)?;
     check_len(kernel, "w", g.w, n * k)?;
     check_len(kernel, "out", out, m * n)?;
@@ -427,7 +522,11 @@ fn f16_launch(
     let tma_w = operand_map(dev, g.w, TensorMapDtype::F16, n, k, cols)?;
     let mut args =
         vec![KernelArg::TensorMap(tma_a), KernelArg::TensorMap(tma_w), opt_ptr(g.bias), g.epilogue.residual_arg()];
-    args.extend(output_args(dev, kernel, out, g.shape, g.epilogue.code(), split, ln)?);
+    let tail = match ln {
+        Some((ln, ws)) => ln_args(kernel, ln, BM, m, n, Some(ws))?,
+        None => Vec::new(),
+    };
+    args.extend(output_args(dev, out, g.shape, g.epilogue.code(), split, tail)?);
     // by module: a device that did not load the sm_90a module (not an sm_90) says so
     dev.launch_in(MODULE, kernel, cfg, &args)
 }
@@ -443,7 +542,24 @@ pub fn gemm_int8_sm90(
     out: &mut DeviceBuffer<f16>,
     how: GemmSm90Launch<'_>,
 ) -> Result<()> {
-    int8_launch(dev, g, out, None, how)
+    int8_launch(dev, g, out, Tail::None, how)
+}
+
+/// [`gemm_int8_sm90`] with the asymmetric per-row int8 quantisation of the output fused in:
+/// `qa` receives the codes, scales and zero points [`crate::quantize_i8`] (with a zero point,
+/// and `qa.smooth`) gives on `out`, bit for bit; `out` holds the same fp16 output as
+/// [`gemm_int8_sm90`]'s. The last tile of each 128-row strip quantises the strip (its rows read
+/// back through L2); `ws` holds the strip counters (one per 128 rows, zero between launches,
+/// as every launch leaves them). `qa.q` must not overlap `g.a`.
+pub fn gemm_int8_sm90_qa(
+    dev: &Device,
+    g: &GemmInt8<'_>,
+    out: &mut DeviceBuffer<f16>,
+    qa: &FusedQuantize<'_>,
+    ws: &SplitWorkspace,
+    how: GemmSm90Launch<'_>,
+) -> Result<()> {
+    int8_launch(dev, g, out, Tail::Quantize(qa, ws), how)
 }
 
 /// [`gemm_int8_sm90`] with the layernorm of the output rows fused in, as
@@ -457,22 +573,27 @@ pub fn gemm_int8_sm90_ln(
     ws: &SplitWorkspace,
     how: GemmSm90Launch<'_>,
 ) -> Result<()> {
-    int8_launch(dev, g, out, Some((ln, ws)), how)
+    int8_launch(dev, g, out, Tail::LayerNorm(ln, ws), how)
 }
 
 fn int8_launch(
     dev: &Device,
     g: &GemmInt8<'_>,
     out: &mut DeviceBuffer<f16>,
-    ln: Option<(&FusedLayerNorm<'_>, &SplitWorkspace)>,
+    tail: Tail<'_>,
     how: GemmSm90Launch<'_>,
 ) -> Result<()> {
-    let base = if ln.is_some() { KERNEL_INT8_LN } else { KERNEL_INT8 };
+    let kind = match tail {
+        Tail::None => Sm90Entry::Int8,
+        Tail::LayerNorm(..) => Sm90Entry::Int8Ln,
+        Tail::Quantize(..) => Sm90Entry::Int8Qa,
+    };
+    let base = kernel_name(kind, COLS[0], false);
     check_shape(base, g.shape, 16)?;
     let GemmShape { m, n, k } = g.shape;
     let cols = how.resolve_cols(m, n, k, true);
     let (splits, split) = split_args(base, g.shape, true, cols, &how)?;
-    let kernel = kernel_name(true, ln.is_some(), cols, splits > 1);
+    let kernel = kernel_name(kind, cols, splits > 1);
     check_len(kernel, "a", g.a, m * k)?;
     check_len(kernel, "a_scale", g.a_scale, m)?;
     check_len(kernel, "w", g.w, n * k)?;
@@ -507,7 +628,12 @@ fn int8_launch(
         opt_ptr(g.bias),
         g.epilogue.residual_arg(),
     ];
-    args.extend(output_args(dev, kernel, out, g.shape, g.epilogue.code(), split, ln)?);
+    let tail = match tail {
+        Tail::None => Vec::new(),
+        Tail::LayerNorm(ln, ws) => ln_args(kernel, ln, BM, m, n, Some(ws))?,
+        Tail::Quantize(qa, ws) => qa_args(kernel, qa, g.a, g.shape, ws)?,
+    };
+    args.extend(output_args(dev, out, g.shape, g.epilogue.code(), split, tail)?);
     dev.launch_in(MODULE, kernel, cfg, &args)
 }
 

@@ -257,7 +257,7 @@ fn check_gemm_f16(dev: &Device) -> Result<Option<String>> {
     let mut split = poisoned(dev, m * n)?;
     gemm_f16_sm90(dev, &g, &mut split, GemmSm90Launch { ctas: None, cols: Sm90Cols::N192, split: Some(&ws) })?;
     let split = split.to_host()?;
-    let kernel = crate::gemm_sm90::kernel_name(false, false, 192, true);
+    let kernel = crate::gemm_sm90::kernel_name(crate::gemm_sm90::Sm90Entry::F16, 192, true);
     Ok(split
         .iter()
         .zip(&got)

@@ -181,7 +181,10 @@ fn f16_split_equals_unsplit_bit_for_bit_and_the_reference() {
             for how in [unsplit, walk, split(&ws, Some(2), cols), split(&ws, None, cols), split(&ws, None, cols)] {
                 let got = f16_gemm(&dev, &a, &w, &bias, &res, s, epi, how);
                 let what = format!("{what} {how:?}");
-                assert_eq!(last_kernel(&dev, &what), gemm_sm90::kernel_name(false, false, width, how.split.is_some()));
+                assert_eq!(
+                    last_kernel(&dev, &what),
+                    gemm_sm90::kernel_name(gemm_sm90::Sm90Entry::F16, width, how.split.is_some())
+                );
                 let same = got.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(same, "{what}: not the unsplit 128-column bits");
             }
@@ -245,7 +248,7 @@ fn int8_split_equals_unsplit_with_zero_points_and_residual() {
     for (cols, width) in WIDTHS {
         for how in [GemmSm90Launch { cols, ..Default::default() }, split(&ws, Some(2), cols)] {
             let (got, kernel) = run(how);
-            assert_eq!(kernel, gemm_sm90::kernel_name(true, false, width, how.split.is_some()));
+            assert_eq!(kernel, gemm_sm90::kernel_name(gemm_sm90::Sm90Entry::Int8, width, how.split.is_some()));
             assert!(got.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits()), "int8 {how:?} differs");
         }
     }
@@ -296,7 +299,7 @@ fn split_with_fused_layernorm_equals_unsplit_bit_for_bit() {
     {
         let got = run(how);
         let width = if how.cols == Sm90Cols::N192 { 192 } else { 128 };
-        assert_eq!(got.4, gemm_sm90::kernel_name(false, true, width, how.split.is_some()));
+        assert_eq!(got.4, gemm_sm90::kernel_name(gemm_sm90::Sm90Entry::F16Ln, width, how.split.is_some()));
         assert!(got.0 == whole.0 && got.1 == whole.1, "GEMM or layernorm output differs: {how:?}");
         assert!(got.2 == whole.2 && got.3 == whole.3, "int8 codes or scales differ: {how:?}");
     }

@@ -76,6 +76,13 @@ fn check(precision: Precision, min_cos: f64) {
         assert!(!matmuls.is_empty() && matmuls.iter().all(|k| k.contains("_sm90")), "{mode:?}: {names:?}");
         assert_eq!(names.len(), bert.launches_for(ForwardOptions::all().outputs), "{names:?}");
         split.extend(names.iter().filter(|k| k.contains("_sk")).cloned());
+        if precision == Precision::Int8 {
+            // FFN1 quantises its own output for FFN2: one `_qa` GEMM per layer, no asymmetric
+            // quantize launch (3 + 8 L launches)
+            let qa = names.iter().filter(|k| k.starts_with("gemm_int8_sm90") && k.ends_with("_qa")).count();
+            assert_eq!(qa, shape.layers, "{names:?}");
+            assert!(!names.iter().any(|k| k.starts_with("quantize_i8_asym")), "{names:?}");
+        }
         let mut worst = 1.0f64;
         for (s, (g, w)) in got.sequences.iter().zip(&want.sequences).enumerate() {
             let cos = cosine(&g.pooled, &w.pooled);
@@ -155,4 +162,36 @@ fn the_kernel_family_option_switches_families() {
     assert_eq!(bert.kernel_family(), Selected::Sm80);
     let e = bert.set_kernel_family(KernelFamily::Sm90).unwrap_err();
     assert!(e.to_string().contains("9.0"), "{e}");
+}
+
+/// int8: the Hopper FFN1 quantises its own output (`gemm_int8_sm90*_qa`), so the `_sm90` pass
+/// has one launch fewer per layer than the mma.sync pass, which keeps its `quantize_i8_asym`
+/// launch; both agree to int8 rounding.
+#[test]
+fn int8_hopper_ffn1_replaces_the_asymmetric_quantize_launch() {
+    let shape = Shape { hidden: 64, heads: 2, layers: 2, intermediate: 256, vocab: 60, max_pos: 100, labels: 0 };
+    let model = random_model(shape, 7);
+    let batch = random_batch(shape.vocab, &[23, 4, 70], 12);
+    let dev = sm90(AsyncMode::Random(4));
+    let calibration = random_batch(shape.vocab, &[9, 40], 99);
+    let mut bert = DeviceBert::new_calibrated(&dev, &model, Precision::Int8, &calibration).unwrap();
+    let run = |bert: &mut DeviceBert| {
+        dev.emulator_backend().unwrap().clear_launches();
+        let (out, _) = bert.forward(&batch, ForwardOptions::embeddings(false)).unwrap();
+        (out.sequences.into_iter().map(|s| s.pooled).collect::<Vec<_>>(), launched(&dev))
+    };
+    let (hopper, k90) = run(&mut bert);
+    bert.set_kernel_family(KernelFamily::Sm80).unwrap();
+    let (mma, k80) = run(&mut bert);
+    assert_eq!(k80.len(), k90.len() + shape.layers, "{k90:?} vs {k80:?}");
+    assert_eq!(k80.iter().filter(|k| k.starts_with("quantize_i8_asym")).count(), shape.layers, "{k80:?}");
+    assert_eq!(k90.iter().filter(|k| k.ends_with("_qa")).count(), shape.layers, "{k90:?}");
+    for (a, b) in hopper.iter().zip(&mma) {
+        assert!(cosine(a, b) >= INT8_MIN_COS, "{}", cosine(a, b));
+    }
+    // back on Hopper, a second pass launches the same sequence (the code buffers are not swapped)
+    bert.set_kernel_family(KernelFamily::Sm90).unwrap();
+    let (again, k90b) = run(&mut bert);
+    assert_eq!(k90b, k90);
+    assert_eq!(again, hopper);
 }

@@ -32,7 +32,9 @@
 //! emulator at sm_90) the GEMMs and attention run on the Hopper `_sm90` kernels (wgmma, TMA,
 //! mbarrier) when `FUSEBERT_KERNELS` (or [`DeviceBert::set_kernel_family`]) says `auto` and the
 //! device's self-check passed, or says `sm90`. The schedule is the same on both families: the
-//! two residual GEMMs fuse their layernorm (`gemm_*_sm90_ln` on Hopper). Shapes the `_sm90`
+//! two residual GEMMs fuse their layernorm (`gemm_*_sm90_ln` on Hopper), except that on the
+//! int8 path the Hopper FFN1 quantises its own output for FFN2 (`gemm_int8_sm90*_qa`: the same
+//! codes as `quantize_i8_asym` on it), one launch fewer per layer. Shapes the `_sm90`
 //! GEMMs refuse (`K` or `N` not a multiple of 8 / 16) and the heads' tiny GEMMs of other shapes
 //! run on mma.sync.
 use half::f16;
@@ -48,8 +50,8 @@ use super::{BertModel, Precision};
 use crate::device::{as_elements, Device, DeviceBuffer, GraphCache, GraphStats, ReadPart};
 use crate::error::{Error, Result};
 use crate::kernels::{
-    self, AttentionShape, EmbeddingTables, Epilogue, FusedLayerNorm, FusedQ8, GemmPlan, Pooling, Q8Out, SplitWorkspace,
-    TokenIds,
+    self, AttentionShape, EmbeddingTables, Epilogue, FusedLayerNorm, FusedQ8, FusedQuantize, GemmPlan, Pooling, Q8Out,
+    SplitWorkspace, TokenIds,
 };
 use crate::tokenize::Batch;
 
@@ -606,7 +608,7 @@ impl DeviceBert {
                 let smooth = l.and_then(|l| layer(l).ffn2.smooth());
                 (t * i * 2 + smooth_bytes(smooth), q8_out(i, true))
             }
-            Step::Gemm { layer: l, gemm, layernorm } => {
+            Step::Gemm { layer: l, gemm, layernorm, quantize } => {
                 let (lin, k, n, residual) = match gemm {
                     LayerGemm::Qkv => (&layer(l).qkv, h, 3 * h, 0),
                     LayerGemm::AttnOut => (&layer(l).attn_out, h, h, t * h * 2),
@@ -614,6 +616,8 @@ impl DeviceBert {
                     LayerGemm::Ffn2 => (&layer(l).ffn2, i, h, t * h * 2),
                 };
                 let g = (lin.input_bytes(t, k) + lin.gemm_bytes() + residual, t * n * 2);
+                // a quantising FFN1: FFN2's multipliers in, its codes out (its output is not re-read)
+                let g = if quantize { plus(g, (smooth_bytes(layer(l).ffn2.smooth()), q8_out(n, true))) } else { g };
                 layernorm.map_or(g, |out| plus(g, ln(l, out)))
             }
             Step::Attention { .. } => (t * 3 * h * 2 + cu, t * h * 2),
@@ -650,7 +654,18 @@ impl DeviceBert {
             projection: self.projection.is_some(),
             pooler,
             classifier,
+            fuse_ffn_quantize: self.fuses_ffn_quantize(),
         })
+    }
+
+    /// Whether FFN1 quantises its own output for FFN2 (`gemm_int8_sm90*_qa`, no `quantize_ffn`
+    /// launch): int8 on the Hopper kernels, which take FFN1's shape (a function of the model:
+    /// every token count gives the same schedule).
+    fn fuses_ffn_quantize(&self) -> bool {
+        let (h, i) = (self.config.hidden_size, self.config.intermediate_size);
+        self.precision == Precision::Int8
+            && self.kernels.is_sm90()
+            && kernels::gemm_sm90::supports(kernels::GemmShape { m: 1, n: i, k: h }, true)
     }
 
     /// Whether a pass asking for `outputs` runs the pooler and the classifier: the pooler for
@@ -901,7 +916,7 @@ impl DeviceBert {
                     )
                 }
             }
-            Step::Gemm { layer, gemm, layernorm } => self.layer_gemm(ws, layer, gemm, layernorm, t),
+            Step::Gemm { layer, gemm, layernorm, quantize } => self.layer_gemm(ws, layer, gemm, layernorm, quantize, t),
             Step::LayerNorm { layer, out } => {
                 let l = &self.layers[layer];
                 let Workspace { x, y, h: hbuf, q8, q8_scale, .. } = ws;
@@ -990,13 +1005,21 @@ impl DeviceBert {
         }
     }
 
-    /// One of a layer's four GEMMs, with its layernorm fused in when `layernorm` says so.
+    /// One of a layer's four GEMMs, with its layernorm fused in when `layernorm` says so (and
+    /// FFN1 quantising its output for FFN2 when `quantize` does).
+    ///
+    /// int8 codes: LN1's go to q8, which FFN1 reads. When FFN1 quantises its own output, FFN2's
+    /// codes go to q8_next (q8 is still read by other row strips while a strip's codes are
+    /// written), FFN2 reads them there and LN2's go to q8 (free again), where the next layer
+    /// reads them. Otherwise the quantize launch writes FFN2's into q8, LN2's go to q8_next
+    /// (FFN2 reads q8 while they are written) and the two are swapped.
     fn layer_gemm(
         &self,
         ws: &mut Workspace,
         layer: usize,
         gemm: LayerGemm,
         layernorm: Option<LayerNormOut>,
+        quantize: bool,
         t: usize,
     ) -> Result<()> {
         let (h, i, eps) = (self.config.hidden_size, self.config.intermediate_size, self.config.layer_norm_eps);
@@ -1018,23 +1041,40 @@ impl DeviceBert {
                 let ln = FusedLayerNorm { gamma: &l.ln1.gamma, beta: &l.ln1.beta, out: hbuf, q8: q, eps };
                 self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h, Some(&ln))
             }
+            (LayerGemm::Ffn1, _) if quantize => {
+                let codes = FusedQuantize { q: q8_next, scale: q8_scale, zero: q8_zero, smooth: l.ffn2.smooth() };
+                self.ffn1_quantized(&l.ffn1, q8, q8_scale, q8_zero, &codes, sp, ffn, t, i, h)
+            }
             (LayerGemm::Ffn1, _) => {
                 self.gemm(&l.ffn1, hbuf, q8, q8_scale, q8_zero, sp, self.ffn_act, ffn, t, i, h, None)
             }
-            (LayerGemm::Ffn2, None) => {
-                self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, sp, Epilogue::Residual(hbuf), y, t, h, i, None)
-            }
-            (LayerGemm::Ffn2, Some(out)) => {
-                // int8: LN2's codes (for the next layer's QKV, smoothed for it) go to q8_next;
-                // its scales overwrite q8_scale rows only after their strip's tiles read them
-                let q =
-                    next.filter(|_| out.q8).map(|n| FusedQ8 { q: &*q8_next, scale: q8_scale, smooth: n.qkv.smooth() });
-                let ln = FusedLayerNorm { gamma: &l.ln2.gamma, beta: &l.ln2.beta, out: x, q8: q, eps };
-                self.gemm(&l.ffn2, ffn, q8, q8_scale, q8_zero, sp, Epilogue::Residual(hbuf), y, t, h, i, Some(&ln))?;
+            (LayerGemm::Ffn2, ln2) => {
+                // FFN2's codes and where LN2's go (see above)
+                let fused = self.fuses_ffn_quantize();
+                let (input, ln2_codes) = if fused { (&*q8_next, &*q8) } else { (&*q8, &*q8_next) };
+                let res = Epilogue::Residual(hbuf);
+                match ln2 {
+                    None => self.gemm(&l.ffn2, ffn, input, q8_scale, q8_zero, sp, res, y, t, h, i, None)?,
+                    Some(out) => {
+                        // int8: LN2's codes are smoothed for the next layer's QKV; its scales
+                        // overwrite q8_scale rows only after their strip's tiles read them
+                        let q = next.filter(|_| out.q8).map(|n| FusedQ8 {
+                            q: ln2_codes,
+                            scale: q8_scale,
+                            smooth: n.qkv.smooth(),
+                        });
+                        let ln = FusedLayerNorm { gamma: &l.ln2.gamma, beta: &l.ln2.beta, out: x, q8: q, eps };
+                        self.gemm(&l.ffn2, ffn, input, q8_scale, q8_zero, sp, res, y, t, h, i, Some(&ln))?
+                    }
+                }
                 // the next layer reads LN2's codes from q8; an even number of swaps per pass
                 // keeps every pass's launch sequence (and so its captured graph) the same
                 let swaps = self.layers.len() - 1;
-                if self.precision == Precision::Int8 && (next.is_some() || swaps % 2 == 1) {
+                if self.precision == Precision::Int8
+                    && !fused
+                    && layernorm.is_some()
+                    && (next.is_some() || swaps % 2 == 1)
+                {
                     std::mem::swap(&mut ws.q8, &mut ws.q8_next);
                 }
                 Ok(())
@@ -1156,6 +1196,41 @@ impl DeviceBert {
                 }
             }
         }
+    }
+
+    /// The Hopper int8 FFN1 quantising its own output (`gemm_int8_sm90*_qa`): `out` = the
+    /// activation of `q8 . W^T`, and `codes` = FFN2's asymmetric int8 input, the same bits as
+    /// the `quantize_ffn` launch it replaces. No mma.sync fallback: the schedule planned no
+    /// quantize launch ([`DeviceBert::fuses_ffn_quantize`]).
+    #[allow(clippy::too_many_arguments)] // one GEMM step: inputs, weights, outputs and the codes
+    fn ffn1_quantized(
+        &self,
+        lin: &DeviceLinear,
+        q8: &DeviceBuffer<i8>,
+        q8_scale: &DeviceBuffer<f32>,
+        q8_zero: &DeviceBuffer<i32>,
+        codes: &FusedQuantize<'_>,
+        split: &SplitWorkspace,
+        out: &mut DeviceBuffer<f16>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        let DeviceLinear::Int8 { w, scale, b, w_sum, .. } = lin else {
+            return Err(Error::Other("DeviceBert: a quantising FFN1 needs int8 weights".into()));
+        };
+        let g = kernels::GemmInt8 {
+            a: q8,
+            a_scale: q8_scale,
+            zero_point: w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum }),
+            w,
+            w_scale: scale,
+            bias: Some(b),
+            epilogue: self.ffn_act,
+            shape: kernels::GemmShape { m, n, k },
+        };
+        let how = kernels::GemmSm90Launch::planned(m, n, k, true, split);
+        kernels::gemm_int8_sm90_qa(&self.dev, &g, out, codes, split, how)
     }
 
     /// A head's fp16 GEMM (projection, pooler, classifier): on the Hopper kernel when selected

@@ -81,11 +81,14 @@ pub enum Step {
         layer: Option<usize>,
         what: Quantized,
     },
-    /// A layer GEMM; `layernorm` when the following layernorm runs in its epilogue.
+    /// A layer GEMM; `layernorm` when the following layernorm runs in its epilogue;
+    /// `quantize` when it also writes the int8 codes of its own output for the next GEMM (the
+    /// Hopper int8 FFN1, `gemm_int8_sm90*_qa`, in place of a `quantize_ffn` launch).
     Gemm {
         layer: usize,
         gemm: LayerGemm,
         layernorm: Option<LayerNormOut>,
+        quantize: bool,
     },
     /// Fused multi-head attention over the packed sequences.
     Attention {
@@ -148,6 +151,9 @@ pub struct ScheduleShape {
     pub pooler: bool,
     /// The classifier runs (after the pooler).
     pub classifier: bool,
+    /// FFN1 quantises its own output for FFN2 (int8 on the Hopper kernels): no `quantize_ffn`
+    /// launch.
+    pub fuse_ffn_quantize: bool,
 }
 
 /// Every launch of one forward pass, in order.
@@ -165,14 +171,15 @@ pub fn schedule(s: ScheduleShape) -> Vec<Step> {
         let ln1 = LayerNormOut { which: LayerNorm::Ln1, q8: int8 };
         // the last layer's output feeds only pooling and the fp16 heads: no int8 codes
         let ln2 = LayerNormOut { which: LayerNorm::Ln2, q8: int8 && !last };
-        v.push(Step::Gemm { layer, gemm: LayerGemm::Qkv, layernorm: None });
+        v.push(Step::Gemm { layer, gemm: LayerGemm::Qkv, layernorm: None, quantize: false });
         v.push(Step::Attention { layer });
         if int8 {
             v.push(Step::Quantize { layer: Some(layer), what: Quantized::Context });
         }
         residual_and_layernorm(&mut v, s.fuse_layernorm, layer, LayerGemm::AttnOut, ln1);
-        v.push(Step::Gemm { layer, gemm: LayerGemm::Ffn1, layernorm: None });
-        if int8 {
+        let fused_quantize = int8 && s.fuse_ffn_quantize;
+        v.push(Step::Gemm { layer, gemm: LayerGemm::Ffn1, layernorm: None, quantize: fused_quantize });
+        if int8 && !fused_quantize {
             v.push(Step::Quantize { layer: Some(layer), what: Quantized::Ffn });
         }
         residual_and_layernorm(&mut v, s.fuse_layernorm, layer, LayerGemm::Ffn2, ln2);
@@ -190,9 +197,9 @@ pub fn schedule(s: ScheduleShape) -> Vec<Step> {
 /// A residual GEMM and its layernorm: one launch when fused, else two.
 fn residual_and_layernorm(v: &mut Vec<Step>, fuse: bool, layer: usize, gemm: LayerGemm, out: LayerNormOut) {
     if fuse {
-        v.push(Step::Gemm { layer, gemm, layernorm: Some(out) });
+        v.push(Step::Gemm { layer, gemm, layernorm: Some(out), quantize: false });
     } else {
-        v.push(Step::Gemm { layer, gemm, layernorm: None });
+        v.push(Step::Gemm { layer, gemm, layernorm: None, quantize: false });
         v.push(Step::LayerNorm { layer, out });
     }
 }
@@ -202,7 +209,15 @@ mod tests {
     use super::*;
 
     fn shape(precision: Precision, fuse_layernorm: bool) -> ScheduleShape {
-        ScheduleShape { layers: 3, precision, fuse_layernorm, projection: false, pooler: false, classifier: false }
+        ScheduleShape {
+            layers: 3,
+            precision,
+            fuse_layernorm,
+            projection: false,
+            pooler: false,
+            classifier: false,
+            fuse_ffn_quantize: false,
+        }
     }
 
     /// The counts the module docs of `model::forward` state: 2 + 7 L (fp16), 3 + 9 L (int8), two
@@ -218,7 +233,21 @@ mod tests {
             assert_eq!(schedule(shape(p, fuse)).len(), fixed + 3 * per_layer, "{p:?} fused {fuse}");
             let all = ScheduleShape { projection: true, pooler: true, classifier: true, ..shape(p, fuse) };
             assert_eq!(schedule(all).len(), fixed + 3 * per_layer + 4);
+            // FFN1 quantising its own output: one launch fewer per layer on the int8 path only
+            let fused = ScheduleShape { fuse_ffn_quantize: true, ..shape(p, fuse) };
+            let fewer = if p == Precision::Int8 { 3 } else { 0 };
+            assert_eq!(schedule(fused).len(), fixed + 3 * per_layer - fewer, "{p:?} fused {fuse}, FFN1 quantises");
         }
+    }
+
+    #[test]
+    fn a_quantising_ffn1_replaces_the_ffn_quantize_launch() {
+        let s = ScheduleShape { fuse_ffn_quantize: true, ..shape(Precision::Int8, true) };
+        let steps = schedule(s);
+        assert!(!steps.iter().any(|s| matches!(s, Step::Quantize { what: Quantized::Ffn, .. })));
+        let quantizing: Vec<_> = steps.iter().filter(|s| matches!(s, Step::Gemm { quantize: true, .. })).collect();
+        assert_eq!(quantizing.len(), 3);
+        assert!(quantizing.iter().all(|s| matches!(s, Step::Gemm { gemm: LayerGemm::Ffn1, .. })));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::model::schedule::{schedule, LayerGemm, LayerNorm, Quantized, Schedule
 use crate::model::{BertConfig, BertModel, Precision};
 
 use super::sm90::{self, KernelFamily, Sm90Tile};
+use crate::kernels::gemm_sm90::Sm90Entry;
 
 /// What the forward pass runs besides the encoder and the pooling: the heads whose outputs
 /// were asked for ([`Heads::of`]).
@@ -135,8 +136,9 @@ pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], hea
 /// [`KernelFamily::Sm80`] the `mma.sync` kernels (the same plan), for [`KernelFamily::Sm90`]
 /// the Hopper kernels (`*_sm90`, see [`sm90`]) in place of each GEMM and attention launch, the
 /// same schedule otherwise (the same fusions, quantize steps and layernorms: the `_sm90`
-/// kernels replace launches one for one). The `_sm90` launches are the model's reading of the
-/// research note's designs, not of written kernels.
+/// kernels replace launches one for one), except on the int8 path, where FFN1 quantises its
+/// own output for FFN2 (`gemm_int8_sm90*_qa`, [`fuse_quantize`]) and no `quantize_ffn` launch
+/// follows it, as in the forward pass.
 pub fn forward_plan_for(
     c: &BertConfig,
     precision: Precision,
@@ -154,6 +156,13 @@ pub fn forward_plan_for(
         projection: c.embedding_size != c.hidden_size,
         pooler: heads.pooler,
         classifier: heads.pooler && heads.labels > 0,
+        // the forward pass's rule (`DeviceBert::fuses_ffn_quantize`)
+        fuse_ffn_quantize: family == KernelFamily::Sm90
+            && p.int8
+            && crate::kernels::gemm_sm90::supports(
+                crate::kernels::GemmShape { m: 1, n: c.intermediate_size, k: c.hidden_size },
+                true,
+            ),
     };
     let launches = schedule(shape)
         .into_iter()
@@ -172,24 +181,28 @@ fn planned_sm90(c: &BertConfig, p: Prec, lengths: &[usize], heads: Heads, step: 
     let fp16 = Prec { int8: false };
     let not_last = |l: usize| l + 1 < c.num_hidden_layers;
     match step {
-        Step::Projection => gemm_sm90(fp16, "projection", None, t, h, e, Epi::None, false, None),
-        Step::Gemm { layer, gemm: g, layernorm } => {
+        Step::Projection => gemm_sm90(fp16, "projection", None, t, h, e, Epi::None, false, Sm90Tail::None),
+        Step::Gemm { layer, gemm: g, layernorm, quantize } => {
             let (m, n, k, epi, asym) = match g {
                 LayerGemm::Qkv => (t, 3 * h, h, Epi::None, false),
                 LayerGemm::AttnOut => (t, h, h, Epi::Residual, false),
                 LayerGemm::Ffn1 => (t, f, h, Epi::Gelu, false),
                 LayerGemm::Ffn2 => (t, h, f, Epi::Residual, true),
             };
-            let ln = layernorm.map(|out| {
-                let smooth = out.which == LayerNorm::Ln1 || not_last(layer);
-                (out.q8, smooth)
-            });
-            gemm_sm90(p, g.name(), Some(layer), m, n, k, epi, asym, ln)
+            let tail = match layernorm {
+                // LN1's codes feed FFN1 (smoothed); LN2's the next layer's QKV (smoothed)
+                Some(out) => Sm90Tail::LayerNorm { q8: out.q8, smooth: out.which == LayerNorm::Ln1 || not_last(layer) },
+                // FFN2's input is not smoothed (see forward_plan)
+                None if quantize => Sm90Tail::Quantize { smooth: false },
+                None => Sm90Tail::None,
+            };
+            gemm_sm90(p, g.name(), Some(layer), m, n, k, epi, asym, tail)
         }
         Step::Attention { layer } => attention_sm90(lengths, c.num_attention_heads, c.head_dim(), Some(layer)),
-        Step::Pooler => gemm_sm90(fp16, "pooler", None, b, h, h, Epi::Tanh, false, None),
+        Step::Pooler => gemm_sm90(fp16, "pooler", None, b, h, h, Epi::Tanh, false, Sm90Tail::None),
         Step::Classifier => {
-            gemm_sm90(fp16, "classifier", None, b, heads.labels.next_multiple_of(16), h, Epi::None, false, None)
+            let n = heads.labels.next_multiple_of(16);
+            gemm_sm90(fp16, "classifier", None, b, n, h, Epi::None, false, Sm90Tail::None)
         }
         other => planned(c, p, lengths, heads, other),
     }
@@ -207,7 +220,7 @@ fn planned(c: &BertConfig, p: Prec, lengths: &[usize], heads: Heads, step: Step)
         Step::Quantize { layer, what: Quantized::Embeddings } => quantize(t, h, false, true, layer),
         Step::Quantize { layer, what: Quantized::Context } => quantize(t, h, false, false, layer),
         Step::Quantize { layer, what: Quantized::Ffn } => quantize(t, f, true, false, layer),
-        Step::Gemm { layer, gemm: g, layernorm } => {
+        Step::Gemm { layer, gemm: g, layernorm, .. } => {
             let li = Some(layer);
             let (m, n, k, epi, asym) = match g {
                 LayerGemm::Qkv => (t, 3 * h, h, Epi::None, false),
@@ -519,8 +532,24 @@ fn fuse_layernorm(
     g
 }
 
-/// An `_sm90` GEMM `[m, k] x [n, k]^T` with bias and epilogue (`ln`: a layernorm over its rows
-/// fused in, with `(q8, smooth)` as in [`with_layernorm`]), tiled as [`sm90::choose_gemm`]
+/// What an `_sm90` GEMM runs on its row strips after their tiles.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sm90Tail {
+    None,
+    /// The layernorm of its rows (`_ln`), with `q8` and `smooth` as in [`with_layernorm`].
+    LayerNorm {
+        q8: bool,
+        smooth: bool,
+    },
+    /// The asymmetric int8 codes of its rows (`_qa`, [`fuse_quantize`]), times the next GEMM's
+    /// multipliers when `smooth`.
+    Quantize {
+        smooth: bool,
+    },
+}
+
+/// An `_sm90` GEMM `[m, k] x [n, k]^T` with bias and epilogue (`tail`: a layernorm or the int8
+/// quantisation of its rows fused in), tiled as [`sm90::choose_gemm`]
 /// says: the same epilogue work as the `mma.sync` kernel's, operands by TMA (A once per column
 /// tile, W once per row tile; TMA clips the edges, so nothing past them is loaded), per-column
 /// parameters once per row tile and per-row ones once per column tile, f32 partial sums stored
@@ -535,11 +564,16 @@ fn gemm_sm90(
     k: usize,
     epi: Epi,
     asym: bool,
-    ln: Option<(bool, bool)>,
+    tail: Sm90Tail,
 ) -> PlannedLaunch {
     let tile = sm90::choose_gemm(m, n, k, p.int8);
     let asym = asym && p.int8;
-    let name = sm90::gemm_kernel(p.int8, ln.is_some(), tile);
+    let kind = match tail {
+        Sm90Tail::None => Sm90Entry::of(p.int8, false),
+        Sm90Tail::LayerNorm { .. } => Sm90Entry::of(p.int8, true),
+        Sm90Tail::Quantize { .. } => Sm90Entry::Int8Qa,
+    };
+    let name = sm90::gemm_kernel(kind, tile);
     let (gt, gw) = (m.div_ceil(tile.rows), n.div_ceil(tile.cols));
     let e = if p.int8 { 1 } else { 2 };
     let col_bytes = 2 + if p.int8 { 4 } else { 0 } + if asym { 4 } else { 0 };
@@ -559,17 +593,40 @@ fn gemm_sm90(
     l.gemm = Some((m, n, k));
     l.reuse_bytes = (n * k * e + n * col_bytes) as u64;
     l.reuse_bytes_per_block = (tile.rows * k * e).div_ceil(gw) as u64;
-    match ln {
-        None => l,
-        Some((q8, smooth)) => {
-            let mut l = fuse_layernorm(l, tile.rows.min(m), 4 * tile.consumers(), m, n, q8, smooth);
+    let warps = 4 * tile.consumers();
+    match tail {
+        Sm90Tail::None => l,
+        Sm90Tail::LayerNorm { q8, smooth } => {
+            let mut l = fuse_layernorm(l, tile.rows.min(m), warps, m, n, q8, smooth);
             l.step = match l.step {
                 "attn_out" => "attn_out_ln1",
                 _ => "ffn2_ln2",
             };
             l
         }
+        Sm90Tail::Quantize { smooth } => fuse_quantize(l, tile.rows.min(m), tile.cols, m, n, smooth),
     }
+}
+
+/// The byte counts of the asymmetric int8 quantisation of the `t x n` output fused into `_sm90`
+/// GEMM launch `g` (`gemm_int8_sm90*_qa`), whose row strips are `strip` tokens and whose tiles
+/// are `cols` wide: the last tile of each strip reads the strip's rows back once (through L2;
+/// the second pass over a row reads the copy its warp keeps in shared memory, `32 cols`
+/// columns of it, and the rest from L2 again), with the multipliers once per row and pass when
+/// `smooth`, and stores their codes, scales and zero points. As the layernorm's
+/// ([`fuse_layernorm`]), the last strip's quantisation runs after every other CTA is done: a
+/// serial tail of that strip's bytes at one SM's bandwidth.
+fn fuse_quantize(mut g: PlannedLaunch, strip: usize, cols: usize, t: usize, n: usize, smooth: bool) -> PlannedLaunch {
+    let smooth_row = if smooth { 2 * n * 2 } else { 0 };
+    let reread = n.saturating_sub(32 * cols) * 2;
+    let row_load = n * 2 + reread + smooth_row;
+    let row_store = n + 4 + 4;
+    g.load_bytes += (t * row_load) as u64;
+    g.store_bytes += (t * row_store) as u64;
+    g.min_load_bytes += if smooth { (n * 2) as u64 } else { 0 };
+    let last = t.min(strip);
+    g.tail_bytes += (last * (row_load + row_store)) as u64;
+    g
 }
 
 /// The tile `gemm_sm90` chose for launch `l` (an `_sm90` GEMM), recomputed from its shape:

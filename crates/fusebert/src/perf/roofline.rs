@@ -383,7 +383,10 @@ pub struct FamilyRow {
 
 /// The predicted time per step of the same pass in both families: `sm80` and `sm90` are
 /// predictions of plans of the two families (same config, lengths, GPU and graphs), whose
-/// schedules match step for step. Steps in first-launch order.
+/// launches are paired by step and layer. A step the `_sm90` pass fuses into another launch
+/// (the int8 `quantize_ffn`, which the Hopper FFN1 does) has no `_sm90` launch: its row shows
+/// `-` and 0 us there, and the launch that took it over carries its time. Steps in first-launch
+/// order.
 pub fn compare_families(sm80: &Prediction, sm90: &Prediction) -> Vec<FamilyRow> {
     let mut rows: Vec<FamilyRow> = Vec::new();
     let join = |names: &mut String, k: &str| {
@@ -394,7 +397,8 @@ pub fn compare_families(sm80: &Prediction, sm90: &Prediction) -> Vec<FamilyRow> 
             names.push_str(k);
         }
     };
-    for (a, b) in sm80.launches.iter().zip(&sm90.launches) {
+    for a in &sm80.launches {
+        let b = sm90.launches.iter().find(|b| b.step == a.step && b.layer == a.layer);
         let i = match rows.iter().position(|r| r.step == a.step) {
             Some(i) => i,
             None => {
@@ -405,7 +409,7 @@ pub fn compare_families(sm80: &Prediction, sm90: &Prediction) -> Vec<FamilyRow> 
                     sm80_us: 0.0,
                     sm90_kernel: String::new(),
                     sm90_us: 0.0,
-                    sm90_tile: b.sm90_tile.map(|t| t.describe()),
+                    sm90_tile: b.and_then(|b| b.sm90_tile).map(|t| t.describe()),
                 });
                 rows.len() - 1
             }
@@ -413,9 +417,9 @@ pub fn compare_families(sm80: &Prediction, sm90: &Prediction) -> Vec<FamilyRow> 
         let r = &mut rows[i];
         r.launches += 1;
         r.sm80_us += a.time_us;
-        r.sm90_us += b.time_us;
+        r.sm90_us += b.map_or(0.0, |b| b.time_us);
         join(&mut r.sm80_kernel, &a.kernel);
-        join(&mut r.sm90_kernel, &b.kernel);
+        join(&mut r.sm90_kernel, b.map_or("-", |b| b.kernel.as_str()));
     }
     rows
 }

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use super::gpu::GpuSpec;
 use crate::error::{Error, Result};
+use crate::kernels::gemm_sm90::Sm90Entry;
 
 /// Which kernels run the GEMMs and the attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -131,12 +132,13 @@ pub fn attention_rows(tokens: usize, heads: usize) -> usize {
     }
 }
 
-/// The PTX entry an `_sm90` GEMM step launches with tiling `t` (as the forward pass does):
-/// `gemm_f16_sm90` / `gemm_int8_sm90`, `_n192` for 192-column tiles, `_sk` split over K, `_ln`
-/// when the layernorm is fused. The same names as the emulator's counters and `fusebert
-/// kernels time`, so predictions and measurements meet by name.
-pub fn gemm_kernel(int8: bool, layernorm: bool, t: Sm90Tile) -> &'static str {
-    crate::kernels::gemm_sm90::kernel_name(int8, layernorm, t.cols, t.splits > 1)
+/// The PTX entry an `_sm90` GEMM step of kind `kind` launches with tiling `t` (as the forward
+/// pass does): `gemm_f16_sm90` / `gemm_int8_sm90`, `_n192` for 192-column tiles, `_sk` split
+/// over K, `_ln` when the layernorm is fused, `_qa` when the int8 codes of the output are. The
+/// same names as the emulator's counters and `fusebert kernels time`, so predictions and
+/// measurements meet by name.
+pub fn gemm_kernel(kind: Sm90Entry, t: Sm90Tile) -> &'static str {
+    crate::kernels::gemm_sm90::kernel_name(kind, t.cols, t.splits > 1)
 }
 
 /// The PTX entry of `_sm90` attention at head dim `d` for a batch whose longest sequence has
