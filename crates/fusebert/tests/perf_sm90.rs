@@ -224,8 +224,8 @@ fn family_comparison_pairs_every_step() {
 }
 
 /// At 32x128 the `_sm90` path is predicted faster than `mma.sync` on both Hopper GPUs (fp16
-/// by 18-20%, int8 by 7-8%: the int8 GEMMs' share is smaller, and its fused layernorm's serial
-/// strip is 128 rows); at 1x128 (weight streaming) it is predicted slower:
+/// by 18-20%, int8 by 5-9%: the int8 GEMMs' share is smaller, and its fused layernorm's and
+/// fused quantisation's serial strips are 128 rows); at 1x128 (weight streaming) it is predicted slower:
 /// its fixed 2 us per GEMM is added to the memory time, while the `mma.sync` kernels' ramp-up
 /// is only the 2 us floor of every kernel, and its layernorm strip is 4 times the `mma.sync`
 /// Narrow tile's (see docs/performance.md).
@@ -245,12 +245,12 @@ fn sm90_is_faster_where_compute_bound() {
 }
 
 /// Issue 23's bounds on the `_sm90` path's predictions (CUDA graphs, H100 SXM, embedding pass),
-/// with the sourced constants above, not tuned to pass. **They do not hold** (1.274, 1.099 and
+/// with the sourced constants above, not tuned to pass. **They do not hold** (1.274, 1.082 and
 /// 0.461 ms against 1.10, 0.65 and 0.15): the model predicts the kernels that exist (128x128 and
-/// 128x192 tiles, split-K, the fused layernorm's 128-row serial strip), not the research note's
-/// whole design (128x256 and 64-row tiles, swap-AB), and it charges every kernel alike for
-/// what the note's estimate leaves out (activations read from DRAM by every launch, the
-/// separate int8 quantize launches, the 2 us per GEMM on top of streaming the weights at 1x128);
+/// 128x192 tiles, split-K, the fused layernorm's and fused int8 quantisation's 128-row serial
+/// strips), not the research note's whole design (128x256 and 64-row tiles, swap-AB), and it
+/// charges every kernel alike for what the note's estimate leaves out (activations read from
+/// DRAM by every launch, the int8 quantisation, the 2 us per GEMM on top of streaming the weights at 1x128);
 /// docs/performance.md has the breakdown. This test keeps that statement true: the model's
 /// predictions are the ones the docs table reports (to its three decimals), and each is
 /// compared with its bound and printed. A model or kernel change that moves them, or that meets
