@@ -4,7 +4,9 @@
 //! [`KernelFamily`] is the request (`FUSEBERT_KERNELS=auto|sm80|sm90`, or the library option);
 //! [`select`] resolves it for a device. In `Auto` on a 9.0 device the first use runs
 //! [`self_check`]: the Hopper GEMMs (fp16, int8) and attention against the mma.sync kernels on
-//! random inputs at shapes that are not tile multiples, outputs poisoned first. On a mismatch it
+//! random inputs at shapes that are not tile multiples, outputs poisoned first (and the int8
+//! GEMM with its quantisation fused, `gemm_int8_sm90_qa`, against `quantize_i8` on the plain
+//! GEMM's output, bit for bit). On a mismatch it
 //! warns once (stderr) and falls back to mma.sync: a misreading of the ISA may cost speed, never
 //! answers. The verdict is cached per device (shared by its clones): the GEMMs once, attention
 //! once per head dim.
@@ -19,7 +21,7 @@ use crate::attention_sm90::{attention_sm90, Sm90Tiling};
 use crate::gemm_f16::{gemm_f16, GemmF16};
 use crate::gemm_int8::{gemm_int8, GemmInt8, GemmLaunch, GemmShape};
 use crate::gemm_plan::SplitWorkspace;
-use crate::gemm_sm90::{gemm_f16_sm90, gemm_int8_sm90, GemmSm90Launch, Sm90Cols};
+use crate::gemm_sm90::{gemm_f16_sm90, gemm_int8_sm90, gemm_int8_sm90_qa, FusedQuantize, GemmSm90Launch, Sm90Cols};
 use crate::{Device, DeviceBuffer, Epilogue, Error, Result};
 
 /// The environment variable that selects the kernel family.
@@ -286,7 +288,44 @@ fn check_gemm_int8(dev: &Device) -> Result<Option<String>> {
     let (mut want, mut got) = (poisoned(dev, m * n)?, poisoned(dev, m * n)?);
     gemm_int8(dev, &g, &mut want, GemmLaunch::default())?;
     gemm_int8_sm90(dev, &g, &mut got, GemmSm90Launch::default())?;
-    Ok(first_mismatch(crate::gemm_sm90::KERNEL_INT8, &got.to_host()?, &want.to_host()?))
+    if let Some(m) = first_mismatch(crate::gemm_sm90::KERNEL_INT8, &got.to_host()?, &want.to_host()?) {
+        return Ok(Some(m));
+    }
+    check_gemm_int8_qa(dev, &g, &got)
+}
+
+/// The fused quantisation (`gemm_int8_sm90_qa`, two strips): its output the same bits as the
+/// plain entry's `plain`, and its codes, scales and zero points those `quantize_i8` gives on it.
+fn check_gemm_int8_qa(dev: &Device, g: &GemmInt8<'_>, plain: &DeviceBuffer<f16>) -> Result<Option<String>> {
+    let GemmShape { m, n, .. } = g.shape;
+    let kernel = crate::gemm_sm90::KERNEL_INT8_QA;
+    let (mut q0, mut s0, mut z0) = (dev.alloc::<i8>(m * n)?, dev.alloc::<f32>(m)?, dev.alloc::<i32>(m)?);
+    let x = crate::quantize::QuantizeF16 { x: plain, smooth: None, rows: m, hidden: n };
+    crate::quantize::quantize_i8(
+        dev,
+        &x,
+        crate::quantize::QuantizedI8 { q: &mut q0, scale: &mut s0, zero: Some(&mut z0) },
+    )?;
+    let (q, s, z) =
+        (dev.alloc_filled::<i8>(m * n, 0x55)?, dev.alloc_filled::<f32>(m, 0xff)?, dev.alloc_filled::<i32>(m, 0xff)?);
+    let ws = SplitWorkspace::new(dev, 1, 1, m)?;
+    let mut out = poisoned(dev, m * n)?;
+    let qa = FusedQuantize { q: &q, scale: &s, zero: &z, smooth: None };
+    gemm_int8_sm90_qa(dev, g, &mut out, &qa, &ws, GemmSm90Launch { cols: Sm90Cols::N128, ..Default::default() })?;
+    let checks = [
+        ("fp16 outputs (against gemm_int8_sm90's)", as_bytes(&out.to_host()?) == as_bytes(&plain.to_host()?)),
+        ("codes", as_bytes(&q.to_host()?) == as_bytes(&q0.to_host()?)),
+        ("scales", as_bytes(&s.to_host()?) == as_bytes(&s0.to_host()?)),
+        ("zero points", as_bytes(&z.to_host()?) == as_bytes(&z0.to_host()?)),
+    ];
+    Ok(checks
+        .iter()
+        .find(|c| !c.1)
+        .map(|(what, _)| format!("{kernel}: its {what} differ from quantize_i8's on the plain output")))
+}
+
+fn as_bytes<T: bytemuck::Pod>(v: &[T]) -> &[u8] {
+    bytemuck::cast_slice(v)
 }
 
 /// Two sequences (70 tokens: two 64-row tiles and a second key block; 5 tokens), two heads,
