@@ -11,8 +11,8 @@
 //   (ceil(max_seqlen / 128), heads, batch); `attention_sm90_packed_d*`: 128 consecutive packed
 //   tokens of any sequences, grid (ceil(T / 128), heads), keys the union of their sequences,
 //   each row masked to its own. CTAs with no rows exit at once, before any barrier (the exit is
-//   CTA-uniform). A consumer whose 64 rows are all past the end still runs the loop (it must
-//   arrive on every stage's `empty`); its rows are never stored.
+//   CTA-uniform). A consumer whose 64 rows are all past the end computes nothing: it only takes
+//   and releases every block (the `empty` barriers count it) and joins the epilogue barrier.
 //   A whole producer warpgroup, not one warp: wgmma needs a block of whole warpgroups (the
 //   emulator refuses 9 warps). As in gemm_sm90.cu, setmaxnreg gives the producer's registers to
 //   the consumers (40 / 232; ptxas fits every entry under the 168 of 384 threads anyway, the
@@ -414,6 +414,18 @@ FB_DEVICE void consume(const uint32_t* __restrict__ cu_seqlens, __half* __restri
     }
     const uint32_t sQ = M::q(base, cw);
     const int blocks = sp.blocks();
+    if (qvalid <= 0) {
+        // no row of this warpgroup exists (the CTA's last rows): take and release every block
+        // (the empty barriers count all 256 consumer threads) without computing, then meet the
+        // other consumer at its epilogue barrier. Waiting for full[s] first keeps each arrival in
+        // the lap it belongs to.
+        for (int j = 0; j < blocks; j++) {
+            mbar_wait(M::full(base, j % STAGES), (j / STAGES) & 1);
+            mbar_arrive(M::empty(base, j % STAGES));
+        }
+        consumer_sync();
+        return;
+    }
 
     float o[D / 2], sc[BN / 2];
 #pragma unroll

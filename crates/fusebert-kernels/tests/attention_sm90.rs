@@ -274,10 +274,9 @@ fn counters_of_one_launch() {
         );
         assert_no_local(&cn, name);
         if hopper {
-            // (consumer warpgroup, key block) pairs per head: a 128-row CTA per sequence here, both
-            // consumers over every block (1 + 1 + 1 + 2) x 2; each 64 x 64 x d twice
-            let pairs: u64 =
-                LENS.iter().map(|&l| (l as u64).div_ceil(128) * (l as u64).div_ceil(64)).sum::<u64>() * 2 * 2;
+            // (consumer warpgroup with rows, key block) pairs per head: 1 + 1 + 1 + 2 x 2 (a consumer
+            // with no row computes nothing); each 64 x 64 x d twice
+            let pairs: u64 = LENS.iter().map(|&l| (l as u64).div_ceil(64).pow(2)).sum::<u64>() * 2;
             assert_eq!(cn.tensor_macs, pairs * 2 * 64 * 64 * 64, "tensor MACs: the padded tiles'");
             assert_eq!(cn.shared_bank_conflicts, 0, "bank conflicts");
         }
