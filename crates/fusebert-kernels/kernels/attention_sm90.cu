@@ -3,62 +3,80 @@
 // Sequence b owns tokens cu_seqlens[b] .. cu_seqlens[b+1] (no padding); qkv [T, 3H] fp16 holds
 // q | k | v (head h at columns h*D .. h*D+D of each part); out [T, H] fp16; H = heads * D.
 //
-// Design (docs/research/hopper.md 3.3, simplified v1):
-// - A CTA is 64 query rows of one head, one warpgroup of 128 threads (no producer: see loads):
-//   `attention_sm90_d*` 64 rows of one sequence, grid (ceil(max_seqlen / 64), heads, batch);
-//   `attention_sm90_packed_d*` 64 consecutive packed tokens of any sequences, grid
-//   (ceil(T / 64), heads), keys the union of their sequences, each row masked to its own.
-//   CTAs with no rows exit at once, before any barrier or wgmma (the exit is CTA-uniform).
-// - Loads: plain cp.async (16 bytes a thread, zero-fill past the sequence end), not TMA: a box of
-//   one head's q/k/v columns is a strided 2-D slice that a tensor map could describe, but the
-//   sequence boundaries inside the packed T dimension would still need the mask, and v1 keeps
-//   one warpgroup that does everything. K/V blocks of 64 keys are double-buffered: block j+1
-//   loads while block j is computed. cp.async writes through the generic proxy, so every thread
-//   issues fence.proxy.async after its copies land and before the barrier that publishes them to
-//   the wgmmas (sanitizer S3).
-// - Shared layout of Q [64, D], K [64, D], V [64, D]: rows split in column blocks of CB halves
-//   (CB = W / 2, W = 128 bytes when 64 | D, 64 when 32 | D, else 32), block c of row r at
-//   c * rows * W + r * W, swizzled on the absolute address with the W-byte pattern (hopper.md
-//   1.3). That is the canonical K-major SW-W layout for Q (A) and K (B) (SBO = 8 W, K steps of 16
-//   inside a block add 32 bytes to the start), and the same bytes read as an MN-major SW-W B
-//   operand are V with N = head dim, K = keys (LBO = rows * W between column blocks, SBO = 8 W),
-//   so V is used as stored (imm-trans-b = 1). Every block starts on a 1024-byte boundary.
-// - Bank conflicts: the only shared accesses besides the wgmma operand reads are the cp.async
-//   stores and the epilogue's staging. v1 copied row by row, and at D = 48, 80, 96, 112 (rows of
-//   several 32- or 64-byte blocks) a 16-byte store phase straddled blocks that start in the same
-//   banks. The copies now go column block by column block (load_rows), which removes every
-//   conflict without touching the layout. Restaging every D in the 128-byte swizzle would remove
-//   them too, but pads rows to 64 halves (d48 +33%, d80 +60% shared memory), changes Q/K/V
-//   descriptors, and splits V's N across partial blocks, for no gain: the layout, the
-//   descriptors and every wgmma are v1's, so the outputs are v1's bit for bit. (The emulator
-//   counts no wgmma operand reads: how the tensor core reads SW32/SW64 operands on hardware is
-//   unmeasured, and the one reason left to revisit SW128 there.)
-// - S = Q K^T: D/16 SS wgmmas m64n64k16 (f32). Online softmax in registers in base 2 (scale *
-//   log2 e folded into one multiply, ex2.approx), keys past the sequence end masked to -inf;
-//   the row max and sum are reduced over the 4 threads (quad) that share a row.
+// Design (docs/research/hopper.md 3.3):
+// - Warp-specialised CTA of 384 threads: consumer warpgroups 0 and 1 own query rows 0-63 and
+//   64-127 of a 128-row tile of one head; warpgroup 2 is the producer (one elected thread of its
+//   first warp issues every load). Each K/V block is loaded once for both consumers: half the K/V traffic
+//   per query row of 64-row CTAs. `attention_sm90_d*`: 128 rows of one sequence, grid
+//   (ceil(max_seqlen / 128), heads, batch); `attention_sm90_packed_d*`: 128 consecutive packed
+//   tokens of any sequences, grid (ceil(T / 128), heads), keys the union of their sequences,
+//   each row masked to its own. CTAs with no rows exit at once, before any barrier (the exit is
+//   CTA-uniform). A consumer whose 64 rows are all past the end computes nothing: it only takes
+//   and releases every block (the `empty` barriers count it) and joins the epilogue barrier.
+//   A whole producer warpgroup, not one warp: wgmma needs a block of whole warpgroups (the
+//   emulator refuses 9 warps). As in gemm_sm90.cu, setmaxnreg gives the producer's registers to
+//   the consumers (40 / 232; ptxas fits every entry under the 168 of 384 threads anyway, the
+//   largest, packed d112, in ~156).
+// - Loads by TMA (cp.async.bulk.tensor.2d, one tensor map over qkv as [T, 3H], box {W / 2
+//   halves, 64 rows} in the W-byte swizzle): a box is exactly one column block of the layout
+//   below, so Q, K and V land in the layout the wgmma descriptors read, a tile being D / (W / 2)
+//   boxes. Q: 2 x 64 rows on `qfull`; K/V: a ring of STAGES = 2 stages of (K [64, D], V [64, D])
+//   with full[s] (1 arrival, the producer's arrive.expect_tx, + the boxes' bytes) and empty[s]
+//   (256 arrivals: every consumer thread once its P V wgmmas, the last to read stage s, have
+//   completed, wait_group 0: sanitizer S4). Stage s, lap n: full parity n & 1; the producer waits
+//   empty parity (n & 1) ^ 1 (a fresh barrier passes parity 1 at once: the first lap does not
+//   wait). TMA writes shared memory through the async proxy, which the wgmmas read: no proxy
+//   fence (v1's cp.async needed fence.proxy.async). Rows past T are zero-filled by TMA (counted in
+//   the transaction bytes). Rows past a sequence end but inside T hold the next sequence's
+//   tokens: keys there are masked to -inf in S, so P is exactly 0, and 0 * v = 0 for the finite
+//   v of valid inputs (as in v1's packed tiles, whose key range already spanned sequences; a
+//   non-finite v in a neighbouring sequence would reach the rows through 0 * inf = NaN); query
+//   rows there are never stored. Not 1-D cp.async.bulk row copies: those cannot swizzle.
+// - Shared layout of Q [64, D] (one per consumer), K [64, D], V [64, D]: rows split in column
+//   blocks of CB halves (CB = W / 2, W = 128 bytes when 64 | D, 64 when 32 | D, else 32), block c
+//   of row r at c * rows * W + r * W, swizzled on the absolute address with the W-byte pattern
+//   (hopper.md 1.3, TMA's swizzle). That is the canonical K-major SW-W layout for Q (A) and K (B)
+//   (SBO = 8 W, K steps of 16 inside a block add 32 bytes to the start), and the same bytes read
+//   as an MN-major SW-W B operand are V with N = head dim, K = keys (LBO = rows * W between
+//   column blocks, SBO = 8 W), so V is used as stored (imm-trans-b = 1). Every block starts on a
+//   1024-byte boundary. The only other shared accesses are the epilogue's staging (below): no
+//   bank conflicts at any head dim. (The emulator counts no wgmma operand or TMA shared traffic:
+//   how the tensor core reads SW32/SW64 operands on hardware is unmeasured.)
+// - Per consumer warpgroup, per key block (v1's arithmetic, unchanged: per-sequence tiles give
+//   v1's outputs bit for bit; packed tiles start their key blocks at the first key of the
+//   128-row tile instead of the 64-row one, so the online softmax sums in other blocks, within
+//   the fp16 tolerance): S = Q K^T: D/16 SS wgmmas m64n64k16 (f32). Online softmax in registers
+//   in base 2 (scale * log2 e folded into one multiply, ex2.approx), keys outside the row's
+//   sequence masked to -inf; row max and sum reduced over the 4 threads (quad) that share a row.
 // - P -> f16x2 in registers: the S accumulator of thread t (rows 16w + g, +8; columns 8c + 2q,
 //   +1) *is* the RS A fragment of P (hopper.md 1.4): k-block kb takes accumulator n-blocks 2kb,
 //   2kb+1. O += P V: 4 RS wgmmas m64nDk16 per key block (f32 accumulators in registers).
 // - Ordering: wgmma.fence before the first wgmma of each batch (the accumulators and P were
 //   written by ordinary instructions), commit, wait_group 0 before the softmax touches S and
-//   before O is rescaled or P rewritten (S1); the barrier at the top of the next iteration
-//   comes after every thread's wait_group 0, so no wgmma still reads a stage when it is refilled
-//   (S4).
+//   before O is rescaled or P rewritten (S1), then the arrival on empty[s] (S4).
 // - Epilogue: normalise by the row sum; column pairs from the accumulator layout stored to
 //   global memory directly would be 4-byte stores touching half of each 32-byte sector per
-//   instruction (store efficiency 0.5). So the warpgroup waits at a barrier (every wgmma done:
-//   Q and the K/V stages are free), each warp writes its 16 rows into a swizzled staging tile
-//   (OStage: conflict-free for the fragment writes and the 16-byte reads), and reads them back
-//   as 16-byte chunks, whole sectors of each row per instruction, stored for valid rows only
-//   (rows past the sequence end, or past T when packed, are never written). A warp reads only
-//   the rows it wrote, so __syncwarp orders the two.
+//   instruction (store efficiency 0.5). So the consumers wait at a named barrier (every wgmma
+//   of both done: Q and the stages are free; every load was consumed, so no TMA is in flight),
+//   each warp writes its 16 rows into a swizzled staging tile (OStage: conflict-free for the
+//   fragment writes and the 16-byte reads; consumer c's at c * 64 RS from the start of shared
+//   memory), and reads them back as 16-byte chunks, whole sectors of each row per instruction,
+//   stored for valid rows only (rows past the sequence end, or past T when packed, are never
+//   written). A warp reads only the rows it wrote, so __syncwarp orders the two.
 //
-// Not (yet) FA3: no TMA producer warp, no intra-warpgroup overlap of the next S with this
-// block's softmax, no ping-pong of two consumer warpgroups.
+// FA3 now: the TMA producer, the mbarrier ring, two consumer warpgroups sharing each K/V
+// stage. Not (yet): the intra-warpgroup overlap of the next block's S = Q K^T with this block's
+// softmax, and the ping-pong of the two consumers (named barriers ordering one's softmax
+// against the other's wgmmas).
+#include <cuda.h>
+
 #include "common.cuh"
 
 namespace attn90 {
-constexpr int BM = 64, BN = 64, THREADS = 128;
+// BM query rows per consumer warpgroup (the wgmma M), BN keys per K/V block
+constexpr int BM = 64, BN = 64, CONSUMERS = 2, STAGES = 2;
+constexpr int CONSUMER_THREADS = 128 * CONSUMERS, THREADS = CONSUMER_THREADS + 128;  // + the producer warpgroup
+constexpr int CTA_M = CONSUMERS * BM;
 
 // d (64 x 64 f32) = A(64 x 16) . B(64 x 16)^T (+ d if scale_d), A and B K-major in shared memory.
 FB_DEVICE void wgmma_ss_n64(float (&d)[32], uint64_t da, uint64_t db, uint32_t scale_d) {
@@ -182,7 +200,6 @@ struct WgmmaRs<128> {
 
 FB_DEVICE void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 FB_DEVICE void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-FB_DEVICE void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // wait_group 0; the registers of the in-flight wgmmas are asm operands on both sides so that the
 // compiler neither reads nor reuses them across the wait (touching them before it is S1).
 template <int N>
@@ -213,25 +230,54 @@ struct Lay {
     }
 };
 
-// cp.async of `rows` rows (D halves each) starting at `src`, row stride `ld`; rows at or past
-// `valid` are zero-filled without reading (finite V rows: masked P is 0 and 0 * 0 = 0).
-// Column block by column block (header: bank conflicts): consecutive threads take consecutive
-// 16-byte chunks of one block (rows x W bytes, contiguous), so the 8 threads of a 16-byte store
-// phase fill one 128-byte line, which the swizzle only permutes. In global memory a phase still
-// reads whole 32-byte sectors (W >= 32; block and head offsets are multiples of 32 bytes).
-template <int D>
-FB_DEVICE void load_rows(uint32_t dst, const __half* src, size_t ld, int rows, int valid) {
-    using L = Lay<D>;
-    constexpr uint32_t CPR = L::W / 16;  // 16-byte chunks per block row
-    const uint32_t per_block = rows * CPR;
-    // in this order chunk c of the tile is at dst + 16 c (before the swizzle)
-    for (uint32_t c = threadIdx.x; c < rows * (D / 8); c += THREADS) {
-        const int r = (c % per_block) / CPR, col = (c / per_block) * L::CB + (c % CPR) * 8;
-        const bool ok = r < valid;
-        cp_async16(L::swz(dst + 16 * c), src + (size_t)(ok ? r : 0) * ld + col, ok ? 16 : 0);
-    }
-}
 
+// mbarrier and TMA helpers (hopper.md 1.6, 1.7; the conventions of gemm_sm90.cu).
+FB_DEVICE void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+// Blocks until the phase of parity `parity` of the barrier has completed.
+FB_DEVICE void mbar_wait(uint32_t bar, uint32_t parity) {
+    asm volatile(
+        "{\n"
+        ".reg .pred P1;\n"
+        "WAIT:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
+        "@!P1 bra WAIT;\n"
+        "}\n" ::"r"(bar),
+        "r"(parity)
+        : "memory");
+}
+FB_DEVICE void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+FB_DEVICE void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// 2-D TMA load of the box at {c0 (columns), c1 (rows)} into shared `dst`, completing on `bar`.
+FB_DEVICE void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+            dst),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+        : "memory");
+}
+FB_DEVICE bool elect_one() {
+    uint32_t leader;
+    asm volatile("{\n.reg .pred P;\nelect.sync _|P, 0xffffffff;\nselp.u32 %0, 1, 0, P;\n}\n" : "=r"(leader));
+    return leader != 0;
+}
+// Synchronises the consumer warpgroups only (named barrier 1; the producer never joins).
+FB_DEVICE void consumer_sync() { asm volatile("bar.sync 1, %0;\n" ::"n"(CONSUMER_THREADS) : "memory"); }
+
+// TMA of one [64, D] tile of qkv (one head's D columns from column `col`, rows from `row`) into
+// the layout above at `dst`: column block c is box {CB halves, 64 rows} at c * 64 * W, its rows
+// W bytes that TMA swizzles with the same W-byte pattern.
+template <int D>
+FB_DEVICE void tma_tile(uint32_t dst, const CUtensorMap* map, int col, int row, uint32_t bar) {
+    using L = Lay<D>;
+#pragma unroll
+    for (int c = 0; c < D / L::CB; c++) tma_load_2d(dst + c * 64 * L::W, map, col + c * L::CB, row, bar);
+}
 // Staging tile of the normalised O [64, D] for 16-byte stores: row r at r * RS (RS: the row
 // rounded up to 128 bytes, so that a row's chunk k sits in bank group k mod 8 of its line), its
 // 16-byte chunk c at c ^ s(r), s(r) = (r mod 8) rotated left by log2 CW in 3 bits. The fragment
@@ -272,62 +318,114 @@ FB_DEVICE int seq_of(const uint32_t* __restrict__ cu, int batch, int tok) {
     return lo;
 }
 
-// PACKED = false: CTA (x, h, b) is query rows 64 x .. of sequence b; keys: sequence b.
-// PACKED = true: CTA (x, h) is packed tokens 64 x .. 64 x + 63, whatever sequences they belong
-// to (hopper.md 3.3: no tile padded to a sequence end); keys: the union of those sequences,
-// key k visible to row r iff both lie in one sequence (per-row segment [lo, hi)).
-template <int D, bool PACKED>
-FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restrict__ cu_seqlens,
-                       __half* __restrict__ out, uint32_t heads, uint32_t batch, float scale_log2) {
-    using L = Lay<D>;
-    constexpr int NT = BN / 8, ND = D / 8;
-    constexpr uint32_t QB = BM * D * 2, KB = BN * D * 2;
+// Dynamic shared memory at head dim D: Q of each consumer, then the K/V ring; at the end the
+// consumers' O staging tiles reuse it from the start; after it the mbarriers (full[STAGES],
+// empty[STAGES], qfull: 8 bytes each, BARRIERS bytes reserved). No static shared memory: the
+// launch's dynamic bytes are the whole (src/attention_sm90.rs: shared_bytes).
+template <int D>
+struct Smem {
+    static constexpr uint32_t QB = BM * D * 2, KB = BN * D * 2;
+    static constexpr uint32_t RING = CONSUMERS * QB;
+    static constexpr uint32_t MAIN = RING + STAGES * 2 * KB, STAGED = CONSUMERS * BM * OStage<D>::RS;
+    static constexpr uint32_t BYTES = MAIN > STAGED ? MAIN : STAGED, BARRIERS = 64;
+    static_assert(8 * (2 * STAGES + 1) <= BARRIERS, "the mbarriers fit their reservation");
     static_assert(QB % 1024 == 0 && KB % 1024 == 0, "every tile starts on the 1024-byte swizzle repeat");
-    extern __shared__ __align__(1024) uint8_t smem[];
-    const int h = blockIdx.y;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
-    // qtok: first query token; qvalid: query rows that exist; [kstart, kend): the keys (tokens);
-    // [lo0, hi0), [lo1, hi1): the keys rows g and g + 8 of this warp may see
-    int qtok, qvalid, kstart, kend, lo0, hi0, lo1, hi1;
+    static FB_DEVICE uint32_t q(uint32_t base, int c) { return base + c * QB; }
+    static FB_DEVICE uint32_t k(uint32_t base, int s) { return base + RING + 2 * s * KB; }
+    static FB_DEVICE uint32_t v(uint32_t base, int s) { return base + RING + (2 * s + 1) * KB; }
+    static FB_DEVICE uint32_t full(uint32_t base, int s) { return base + BYTES + 8 * s; }
+    static FB_DEVICE uint32_t empty(uint32_t base, int s) { return base + BYTES + 8 * (STAGES + s); }
+    static FB_DEVICE uint32_t qfull(uint32_t base) { return base + BYTES + 16 * STAGES; }
+};
+
+// A CTA's query rows and keys: qtok the first query token, qvalid the rows that exist, [kstart,
+// kend) the keys (tokens).
+struct Span {
+    int qtok, qvalid, kstart, kend;
+    FB_DEVICE int blocks() const { return (kend - kstart + BN - 1) / BN; }
+};
+
+// PACKED = false: CTA (x, h, b) is query rows 128 x .. of sequence b; keys: sequence b.
+// PACKED = true: CTA (x, h) is packed tokens 128 x .. 128 x + 127, whatever sequences they
+// belong to (hopper.md 3.3: no tile padded to a sequence end); keys: the union of those
+// sequences. False when the CTA has no rows (the same answer in every thread).
+template <bool PACKED>
+FB_DEVICE bool cta_span(const uint32_t* __restrict__ cu, uint32_t batch, Span& sp) {
     if constexpr (PACKED) {
-        const int T = cu_seqlens[batch];
-        qtok = blockIdx.x * BM;
-        if (qtok >= T) return;  // the whole CTA: before any barrier or wgmma
-        qvalid = min(BM, T - qtok);
-        kstart = cu_seqlens[seq_of(cu_seqlens, batch, qtok)];
-        kend = cu_seqlens[seq_of(cu_seqlens, batch, qtok + qvalid - 1) + 1];
+        const int T = cu[batch];
+        sp.qtok = blockIdx.x * CTA_M;
+        if (sp.qtok >= T) return false;
+        sp.qvalid = min(CTA_M, T - sp.qtok);
+        sp.kstart = cu[seq_of(cu, batch, sp.qtok)];
+        sp.kend = cu[seq_of(cu, batch, sp.qtok + sp.qvalid - 1) + 1];
+    } else {
+        const int b = blockIdx.z, start = cu[b], len = (int)cu[b + 1] - start;
+        if ((int)blockIdx.x * CTA_M >= len) return false;
+        sp.qtok = start + blockIdx.x * CTA_M;
+        sp.qvalid = min(CTA_M, start + len - sp.qtok);
+        sp.kstart = start;
+        sp.kend = start + len;
+    }
+    return true;
+}
+
+// The producer (one thread): both Q tiles on `qfull`, then every K/V block of the span
+// into the ring, stage s = j mod STAGES once the consumers have released its previous lap.
+template <int D>
+FB_DEVICE void produce(const CUtensorMap* map, uint32_t base, const Span& sp, int col, int H) {
+    using M = Smem<D>;
+    const uint32_t qb = M::qfull(base);
+    mbar_arrive_expect_tx(qb, CONSUMERS * M::QB);
+#pragma unroll
+    for (int c = 0; c < CONSUMERS; c++) tma_tile<D>(M::q(base, c), map, col, sp.qtok + c * BM, qb);
+    const int blocks = sp.blocks();
+    for (int j = 0; j < blocks; j++) {
+        const int s = j % STAGES;
+        // a fresh barrier passes parity 1 at once: the first lap does not wait
+        mbar_wait(M::empty(base, s), ((j / STAGES) & 1) ^ 1);
+        const uint32_t fb = M::full(base, s);
+        // the whole boxes, out-of-bounds (zero-filled) rows included
+        mbar_arrive_expect_tx(fb, 2 * M::KB);
+        tma_tile<D>(M::k(base, s), map, H + col, sp.kstart + j * BN, fb);
+        tma_tile<D>(M::v(base, s), map, 2 * H + col, sp.kstart + j * BN, fb);
+    }
+}
+
+// Consumer warpgroup c: query rows 64 c .. 64 c + 63 of the span, every key block from the ring.
+// Packed spans mask each row to its own sequence's keys (per-row segment [lo, hi)).
+template <int D, bool PACKED>
+FB_DEVICE void consume(const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out, uint32_t batch, int h,
+                       int H, float scale_log2, uint32_t base, const Span& sp, int cw) {
+    using L = Lay<D>;
+    using M = Smem<D>;
+    constexpr int NT = BN / 8, ND = D / 8;
+    const int tid = threadIdx.x % 128, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+    const int qtok = sp.qtok + cw * BM, qvalid = sp.qvalid - cw * BM;  // this warpgroup's (qvalid may be <= 0)
+    const int kstart = sp.kstart;
+    // [lo0, hi0), [lo1, hi1): the keys rows g and g + 8 of this warp may see
+    int lo0 = kstart, hi0 = sp.kend, lo1 = kstart, hi1 = sp.kend;
+    if constexpr (PACKED) {
         const int r0 = warp * 16 + g, r1 = r0 + 8;
         // rows past T (not stored) see every key: finite, like the valid rows
         const int b0 = r0 < qvalid ? seq_of(cu_seqlens, batch, qtok + r0) : -1;
         const int b1 = r1 < qvalid ? seq_of(cu_seqlens, batch, qtok + r1) : -1;
-        lo0 = b0 < 0 ? kstart : cu_seqlens[b0];
-        hi0 = b0 < 0 ? kend : cu_seqlens[b0 + 1];
-        lo1 = b1 < 0 ? kstart : cu_seqlens[b1];
-        hi1 = b1 < 0 ? kend : cu_seqlens[b1 + 1];
-    } else {
-        const int b = blockIdx.z, start = cu_seqlens[b], len = (int)cu_seqlens[b + 1] - start;
-        if ((int)blockIdx.x * BM >= len) return;  // the whole CTA: before any barrier or wgmma
-        qtok = start + blockIdx.x * BM;
-        qvalid = min(BM, start + len - qtok);
-        kstart = lo0 = lo1 = start;
-        kend = hi0 = hi1 = start + len;
+        if (b0 >= 0) lo0 = cu_seqlens[b0], hi0 = cu_seqlens[b0 + 1];
+        if (b1 >= 0) lo1 = cu_seqlens[b1], hi1 = cu_seqlens[b1 + 1];
     }
-    const int klen = kend - kstart;
-    const int H = heads * D;
-    const size_t ld = 3 * (size_t)H;
-
-    const uint32_t sQ = smem_u32(smem);
-    auto sK = [&](int s) { return sQ + QB + 2 * s * KB; };
-    auto sV = [&](int s) { return sQ + QB + (2 * s + 1) * KB; };
-    const __half* qbase = qkv + (size_t)qtok * ld + h * D;
-    const __half* kbase = qkv + (size_t)kstart * ld + H + h * D;
-    const __half* vbase = kbase + H;
-
-    const int ntiles = (klen + BN - 1) / BN;
-    load_rows<D>(sQ, qbase, ld, BM, qvalid);
-    load_rows<D>(sK(0), kbase, ld, BN, klen);
-    load_rows<D>(sV(0), vbase, ld, BN, klen);
-    cp_async_commit();
+    const uint32_t sQ = M::q(base, cw);
+    const int blocks = sp.blocks();
+    if (qvalid <= 0) {
+        // no row of this warpgroup exists (the CTA's last rows): take and release every block
+        // (the empty barriers count all 256 consumer threads) without computing, then meet the
+        // other consumer at its epilogue barrier. Waiting for full[s] first keeps each arrival in
+        // the lap it belongs to.
+        for (int j = 0; j < blocks; j++) {
+            mbar_wait(M::full(base, j % STAGES), (j / STAGES) & 1);
+            mbar_arrive(M::empty(base, j % STAGES));
+        }
+        consumer_sync();
+        return;
+    }
 
     float o[D / 2], sc[BN / 2];
 #pragma unroll
@@ -336,29 +434,21 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
     for (int i = 0; i < BN / 2; i++) sc[i] = 0.f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // rows g and g + 8 of the warp
 
-    for (int j = 0; j < ntiles; j++) {
-        const int s = j & 1, n0 = j * BN;
-        cp_async_wait<0>();   // this thread's copies of block j (and Q) landed
-        fence_proxy_async();  // ... and are visible to the async proxy (wgmma operands)
-        __syncthreads();      // every thread's; and every wgmma of block j - 1 completed (wait 0)
-        if (j + 1 < ntiles) {
-            const int n1 = n0 + BN;
-            load_rows<D>(sK(s ^ 1), kbase + (size_t)n1 * ld, ld, BN, klen - n1);
-            load_rows<D>(sV(s ^ 1), vbase + (size_t)n1 * ld, ld, BN, klen - n1);
-        }
-        cp_async_commit();
+    mbar_wait(M::qfull(base), 0);
+    for (int j = 0; j < blocks; j++) {
+        const int s = j % STAGES, n0 = j * BN;
+        mbar_wait(M::full(base, s), (j / STAGES) & 1);  // block j is in stage s
 
         // S = Q K^T: K steps of 16 inside a column block add 32 bytes to both starts
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
             const int c = kk * 16;
-            const uint64_t da = L::desc(L::at(sQ, BM, 0, c), 16), db = L::desc(L::at(sK(s), BN, 0, c), 16);
+            const uint64_t da = L::desc(L::at(sQ, BM, 0, c), 16), db = L::desc(L::at(M::k(base, s), BN, 0, c), 16);
             wgmma_ss_n64(sc, da, db, kk > 0 ? 1u : 0u);
         }
         wgmma_commit();
         wgmma_wait0(sc);
-
         // online softmax (base 2): sc[4c + e] is row g + 8 (e >> 1), key n0 + 8c + 2q + (e & 1);
         // keys outside the row's sequence (past its end, or another sequence's) are -inf
         float mx0 = -INFINITY, mx1 = -INFINITY;
@@ -418,7 +508,7 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
         wgmma_fence();
 #pragma unroll
         for (int kb = 0; kb < BN / 16; kb++)
-            WgmmaRs<D>::run(o, pa[kb], L::desc(sV(s) + kb * 16 * L::W, BN * L::W));
+            WgmmaRs<D>::run(o, pa[kb], L::desc(M::v(base, s) + kb * 16 * L::W, BN * L::W));
         wgmma_commit();
 #pragma unroll
         for (int kb = 0; kb < BN / 16; kb++)
@@ -429,6 +519,8 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
         for (int kb = 0; kb < BN / 16; kb++)
 #pragma unroll
             for (int i = 0; i < 4; i++) asm volatile("" : "+r"(pa[kb][i])::"memory");
+        // every wgmma reading stage s has completed (the wait above): the producer may refill it
+        mbar_arrive(M::empty(base, s));
     }
 
     // normalise; o[4i + e] is row g + 8 (e >> 1), column 8i + 2q + (e & 1)
@@ -439,14 +531,15 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
     }
     const float il0 = 1.f / l0, il1 = 1.f / l1;
     using S = OStage<D>;
-    static_assert(BM * S::RS <= QB + 4 * KB, "the staged O fits in the Q and K/V tiles");
-    // every thread is past its last wait_group 0: after the barrier no wgmma reads Q or a stage
-    __syncthreads();
+    // every consumer thread is past its last wait_group 0 and every load was consumed: after the
+    // barrier no wgmma reads Q or a stage and no TMA writes one
+    consumer_sync();
+    const uint32_t stage_o = base + cw * BM * S::RS;
     const int r0 = warp * 16 + g;
 #pragma unroll
     for (int i = 0; i < ND; i++) {
-        st_shared_b32(S::at(sQ, r0, i) + 4 * q, pack_half2(o[4 * i] * il0, o[4 * i + 1] * il0));
-        st_shared_b32(S::at(sQ, r0 + 8, i) + 4 * q, pack_half2(o[4 * i + 2] * il1, o[4 * i + 3] * il1));
+        st_shared_b32(S::at(stage_o, r0, i) + 4 * q, pack_half2(o[4 * i] * il0, o[4 * i + 1] * il0));
+        st_shared_b32(S::at(stage_o, r0 + 8, i) + 4 * q, pack_half2(o[4 * i + 2] * il1, o[4 * i + 3] * il1));
     }
     __syncwarp();  // each warp stores the 16 rows it staged
     // per instruction 32 / CW rows x CW chunks: whole 32-byte sectors of each row, valid rows only
@@ -457,25 +550,54 @@ FB_DEVICE void forward(const __half* __restrict__ qkv, const uint32_t* __restric
 #pragma unroll
         for (int cb = 0; cb < ND; cb += S::CW) {
             const int r = warp * 16 + rb + rr, c = cb + cc;
-            const uint4 v = ld_shared_v4(S::at(sQ, r, c));
+            const uint4 v = ld_shared_v4(S::at(stage_o, r, c));
             if (r < qvalid) st_global_v4(out + (size_t)(qtok + r) * H + h * D + 8 * c, v);
         }
     }
 }
+
+template <int D, bool PACKED>
+FB_DEVICE void forward(const CUtensorMap* map, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,
+                       uint32_t heads, uint32_t batch, float scale_log2) {
+    using M = Smem<D>;
+    extern __shared__ __align__(1024) uint8_t smem[];
+    Span sp;
+    if (!cta_span<PACKED>(cu_seqlens, batch, sp)) return;  // the whole CTA: before any barrier
+    const int h = blockIdx.y, H = heads * D, wg = threadIdx.x / 128;
+    const uint32_t base = smem_u32(smem);
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; s++) {
+            mbar_init(M::full(base, s), 1);
+            mbar_init(M::empty(base, s), CONSUMER_THREADS);
+        }
+        mbar_init(M::qfull(base), 1);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    if (wg == CONSUMERS) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+        if (threadIdx.x / 32 == CONSUMER_THREADS / 32 && elect_one()) produce<D>(map, base, sp, h * D, H);
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+        consume<D, PACKED>(cu_seqlens, out, batch, h, H, scale_log2, base, sp, wg);
+    }
+}
 }  // namespace attn90
 
-// Two entries per head dim (per-sequence tiles, packed-token tiles `_packed`); dynamic shared
-// memory (BM + 4 BN) * D * 2 bytes (src/attention_sm90.rs); `out` 16-byte aligned (the stores).
+// Two entries per head dim (per-sequence tiles, packed-token tiles `_packed`), THREADS = 384
+// threads, dynamic shared memory Smem<D>::BYTES + BARRIERS (src/attention_sm90.rs: shared_bytes); `tma_qkv`
+// the tensor map of qkv [T, 3H], boxes {W / 2, 64} in the W-byte swizzle (Lay<D>::W); `out`
+// 16-byte aligned (the stores).
 #define ATTN90_ENTRY(D)                                                                                      \
-    extern "C" __global__ void __launch_bounds__(128, 1) attention_sm90_d##D(                                  \
-        const __half* __restrict__ qkv, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,   \
-        uint32_t heads, uint32_t batch, float scale_log2) {                                                   \
-        attn90::forward<D, false>(qkv, cu_seqlens, out, heads, batch, scale_log2);                            \
+    extern "C" __global__ void __launch_bounds__(attn90::THREADS, 1) attention_sm90_d##D(                     \
+        const __grid_constant__ CUtensorMap tma_qkv, const uint32_t* __restrict__ cu_seqlens,                 \
+        __half* __restrict__ out, uint32_t heads, uint32_t batch, float scale_log2) {                        \
+        attn90::forward<D, false>(&tma_qkv, cu_seqlens, out, heads, batch, scale_log2);                      \
     }                                                                                                         \
-    extern "C" __global__ void __launch_bounds__(128, 1) attention_sm90_packed_d##D(                           \
-        const __half* __restrict__ qkv, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,   \
-        uint32_t heads, uint32_t batch, float scale_log2) {                                                   \
-        attn90::forward<D, true>(qkv, cu_seqlens, out, heads, batch, scale_log2);                             \
+    extern "C" __global__ void __launch_bounds__(attn90::THREADS, 1) attention_sm90_packed_d##D(              \
+        const __grid_constant__ CUtensorMap tma_qkv, const uint32_t* __restrict__ cu_seqlens,                 \
+        __half* __restrict__ out, uint32_t heads, uint32_t batch, float scale_log2) {                        \
+        attn90::forward<D, true>(&tma_qkv, cu_seqlens, out, heads, batch, scale_log2);                       \
     }
 ATTN90_ENTRY(16)
 ATTN90_ENTRY(32)

@@ -1,31 +1,40 @@
 //! Hopper fused attention (`kernels/attention_sm90.cu`, sm_90a only): `out = softmax(Q K^T *
 //! scale) V` per packed sequence and head, as [`attention`](crate::attention()) computes it, on
-//! wgmma: S = Q K^T by SS wgmma, online softmax in registers, P in registers as the RS A
-//! operand of O += P V with V read MN-major. A CTA is one warpgroup over 64 query rows of one
-//! head ([`Sm90Tiling`]: 64 rows of one sequence, or 64 consecutive packed tokens of any
-//! sequences with a per-row sequence mask), K/V blocks of 64 keys double-buffered by cp.async.
+//! wgmma, FlashAttention-3 style: a CTA is 128 query rows of one head ([`Sm90Tiling`]: 128 rows
+//! of one sequence, or 128 consecutive packed tokens of any sequences with a per-row sequence
+//! mask), two consumer warpgroups of 64 rows each sharing every K/V block of 64 keys, which a
+//! producer warpgroup loads by TMA into a two-stage mbarrier ring. Per consumer: S = Q K^T by SS
+//! wgmma, online softmax in registers, P in registers as the RS A operand of O += P V with V
+//! read MN-major.
 //!
 //! Inputs and checks are those of [`attention`](crate::attention()): `qkv` `[T, 3H]` (q | k | v,
 //! head `h` at columns `h*head_dim..`), `cu_seqlens` `[batch + 1]`, `out` `[T, H]`; head dims
-//! 16..128 in steps of 16. Results are not bit-identical to the mma.sync kernel's (the products
-//! of a wgmma are summed in another order): the two agree within the fp16 tolerance of the
-//! softmax and the output rounding.
+//! 16..128 in steps of 16. `qkv` reaches the kernel as a tensor map (boxes of one swizzled
+//! column block by 64 rows). Results are not bit-identical to the mma.sync kernel's (the
+//! products of a wgmma are summed in another order): the two agree within the fp16 tolerance of
+//! the softmax and the output rounding.
 use half::f16;
 
 use super::{check_align, check_u32, kerr};
 use crate::attention::AttentionShape;
-use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig};
+use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig, TensorMapDtype, TensorMapSwizzle, TiledTensorMap};
 use crate::ptx::ids;
 use fusebert_core::error::Result;
 
 /// The module (`kernels/attention_sm90.cu`).
 pub const MODULE: &str = "attention_sm90";
-/// Query rows per CTA (one warpgroup's wgmma M).
-pub const BLOCK_M: usize = 64;
+/// Query rows per consumer warpgroup (its wgmma M).
+pub const WARPGROUP_M: usize = 64;
+/// Consumer warpgroups per CTA, sharing every K/V block.
+pub const CONSUMERS: usize = 2;
+/// Query rows per CTA.
+pub const BLOCK_M: usize = CONSUMERS * WARPGROUP_M;
 /// Keys per shared K/V block (the N of S = Q K^T).
 pub const BLOCK_N: usize = 64;
-/// Threads per CTA: one warpgroup.
-pub const THREADS: u32 = 128;
+/// K/V blocks in flight: the depth of the ring.
+pub const STAGES: usize = 2;
+/// Threads per CTA: the consumer warpgroups and the producer warpgroup.
+pub const THREADS: u32 = 128 * (CONSUMERS as u32 + 1);
 /// Head dims the kernel is compiled for (`ATTN90_ENTRY` in the kernel).
 pub const HEAD_DIMS: [usize; 8] = [16, 32, 48, 64, 80, 96, 112, 128];
 const PACKED_KERNELS: [&str; 8] = [
@@ -56,17 +65,18 @@ pub enum Sm90Tiling {
     /// [`PACKED_MAX_SEQLEN`] tokens, else [`Sm90Tiling::PerSequence`].
     #[default]
     Auto,
-    /// A CTA per (64 rows of one sequence, head): grid `ceil(max_seqlen / 64) x heads x batch`;
-    /// a 20-token text fills 20 of its CTA's 64 rows.
+    /// A CTA per (128 rows of one sequence, head): grid `ceil(max_seqlen / 128) x heads x batch`;
+    /// a 20-token text fills 20 of its CTA's 128 rows.
     PerSequence,
-    /// A CTA per (64 consecutive packed tokens, head): grid `ceil(T / 64) x heads`; its keys are
-    /// the union of the sequences of its tokens (at most 64 + 2 (max_seqlen - 1) tokens), each
-    /// row seeing only its own sequence's. No row is padded except in the last tile.
+    /// A CTA per (128 consecutive packed tokens, head): grid `ceil(T / 128) x heads`; its keys
+    /// are the union of the sequences of its tokens (at most 128 + 2 (max_seqlen - 1) tokens),
+    /// each row seeing only its own sequence's. No row is padded except in the last tile.
     Packed,
 }
 
-/// Longest sequence for which [`Sm90Tiling::Auto`] packs tokens: a tile's key range then spans
-/// at most 64 + 2 x 63 keys (3 blocks), against one block per 64-row tile per sequence.
+/// Longest sequence for which [`Sm90Tiling::Auto`] packs tokens: a 128-row tile's key range then
+/// spans at most 128 + 2 x 63 keys (4 blocks), against a CTA of 128 rows per sequence whose
+/// rows past 64 are all padding.
 pub const PACKED_MAX_SEQLEN: usize = 64;
 
 impl Sm90Tiling {
@@ -93,9 +103,39 @@ pub fn kernel(head_dim: usize, tiling: Sm90Tiling) -> Result<&'static str> {
     }
 }
 
-/// Dynamic shared memory of one CTA: Q plus two stages of K and V, fp16 (80 KiB at head dim 128).
+/// Dynamic shared memory of one CTA (the kernel's `Smem<D>::BYTES + BARRIERS`; it has no static
+/// shared memory): the consumers' Q tiles plus the ring's K and V blocks, fp16 (96 KiB at head
+/// dim 128), or the consumers' O staging tiles (rows rounded up to 128 bytes) that reuse it at
+/// the end, whichever is larger; then 64 bytes of mbarriers.
 pub fn shared_bytes(head_dim: usize) -> usize {
-    (BLOCK_M + 4 * BLOCK_N) * head_dim * 2
+    let main = (BLOCK_M + 2 * STAGES * BLOCK_N) * head_dim * 2;
+    let staged = BLOCK_M * 128 * head_dim.div_ceil(64);
+    main.max(staged) + 64
+}
+
+/// The swizzle of head dim `head_dim`'s shared tiles (the kernel's `Lay<D>::W`): 128 bytes when
+/// 64 divides it, 64 when 32 does, else 32; a TMA box is one such row wide.
+fn swizzle(head_dim: usize) -> (TensorMapSwizzle, usize) {
+    match head_dim {
+        d if d % 64 == 0 => (TensorMapSwizzle::B128, 128),
+        d if d % 32 == 0 => (TensorMapSwizzle::B64, 64),
+        _ => (TensorMapSwizzle::B32, 32),
+    }
+}
+
+/// The tensor map of `qkv` `[tokens, 3H]` the producer loads Q, K and V through: boxes of one
+/// swizzled column block (`W / 2` halves) by 64 rows; rows past `tokens` read as zeros.
+fn qkv_map(dev: &Device, qkv: &DeviceBuffer<f16>, s: AttentionShape) -> Result<crate::device::TensorMap> {
+    let (swz, w) = swizzle(s.head_dim);
+    let cols = 3 * s.heads * s.head_dim;
+    dev.encode_tensor_map(&TiledTensorMap {
+        dtype: TensorMapDtype::F16,
+        addr: qkv.addr(),
+        dims: &[cols as u64, s.tokens as u64],
+        strides: &[(cols * 2) as u64],
+        box_dims: &[(w / 2) as u32, WARPGROUP_M as u32],
+        swizzle: swz,
+    })
 }
 
 /// `out[T, H] = softmax(Q K^T * scale) V` per sequence and head on the Hopper kernel. Needs an
@@ -117,7 +157,7 @@ pub fn attention_sm90(
     if s.tokens.checked_mul(3 * h).is_none_or(|n| n > i32::MAX as usize) {
         return Err(kerr(k, format!("tokens = {} x 3H = {} exceeds 2^31 elements", s.tokens, 3 * h)));
     }
-    // cp.async moves 16 bytes of qkv (rows are 6 H bytes, a multiple of 16 for head dims of 16 | D)
+    // TMA reads qkv: 16-byte aligned, rows of 6 H bytes (a multiple of 16 for head dims of 16 | D)
     crate::attention::check_io(k, s, qkv, cu_seqlens, out)?;
     // the epilogue stores 16-byte chunks of O rows (H x 2 bytes, a multiple of 32)
     check_align(k, "out", out, 16)?;
@@ -131,7 +171,7 @@ pub fn attention_sm90(
         shared_mem_bytes: shared_bytes(s.head_dim) as u32,
     };
     let args = [
-        KernelArg::from(qkv),
+        KernelArg::TensorMap(qkv_map(dev, qkv, s)?),
         KernelArg::from(cu_seqlens),
         KernelArg::from(&*out),
         KernelArg::U32(s.heads as u32),

@@ -180,6 +180,61 @@ fn hopper_attention_packed_tiles_match_the_reference() {
     eprintln!("attention_sm90 packed: max |err| = {max:e}");
 }
 
+/// Two consumer warpgroups per 128-row CTA at the edges of their halves: a one-token text, 63 /
+/// 64 / 65 rows (the second consumer with no row or one), 129 (a second CTA whose second consumer
+/// has no row: it still takes every block from the ring and releases it), per sequence and
+/// packed, at d16, d32, d64 and d128, in lazy and random completion.
+#[test]
+fn two_consumers_at_the_edges_of_their_halves() {
+    let mut max = 0f32;
+    for (mi, mode) in [AsyncMode::Lazy, AsyncMode::Random(11)].into_iter().enumerate() {
+        let dev = sm90(mode);
+        for (di, d) in [16usize, 32, 64, 128].into_iter().enumerate() {
+            let c = Case::new(200 + 10 * mi as u64 + di as u64, d, 1, &[1, 63, 64, 65, 129]);
+            for tiling in [Sm90Tiling::PerSequence, Sm90Tiling::Packed] {
+                max = max.max(c.check_tiled(&dev, &format!("{mode:?}"), tiling));
+            }
+        }
+    }
+    eprintln!("attention_sm90 lens [1, 63, 64, 65, 129]: max |err| = {max:e}");
+}
+
+/// Key ranges of many blocks through the 2-stage ring (each stage refilled several times: 517
+/// keys are 9 blocks, 5 laps of stage 0), per sequence and packed, in every completion mode.
+#[test]
+fn long_sequences_cycle_the_ring() {
+    let mut max = 0f32;
+    for (mi, mode) in MODES.into_iter().enumerate() {
+        let dev = sm90(mode);
+        for (di, d) in [32usize, 128].into_iter().enumerate() {
+            let c = Case::new(230 + 10 * mi as u64 + di as u64, d, 1, &[300, 517, 3]);
+            for tiling in [Sm90Tiling::PerSequence, Sm90Tiling::Packed] {
+                max = max.max(c.check_tiled(&dev, &format!("{mode:?}"), tiling));
+            }
+        }
+    }
+    eprintln!("attention_sm90 lens [300, 517, 3]: max |err| = {max:e}");
+}
+
+/// Where a packed tile's key blocks start at its rows' sequence start (one sequence; or lengths
+/// that are multiples of the 128-row tile before the last), every row sees the same blocks in
+/// the same order as per sequence: the two entries agree bit for bit. (Elsewhere packed tiles
+/// start their blocks at the tile's first sequence, and agree within the tolerance.)
+#[test]
+fn packed_and_per_sequence_tiles_agree_bitwise_where_their_blocks_align() {
+    let dev = sm90(AsyncMode::Random(13));
+    for (i, d) in [16usize, 32, 64, 128].into_iter().enumerate() {
+        for lens in [&[300u32][..], &[128, 200][..], &[256, 1, 0][..]] {
+            let c = Case::new(260 + i as u64, d, 2, lens);
+            let per_seq = c.run_tiled(&dev, true, Sm90Tiling::PerSequence).unwrap();
+            let packed = c.run_tiled(&dev, true, Sm90Tiling::Packed).unwrap();
+            let differ = per_seq.iter().zip(&packed).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(differ, 0, "d{d} lens {lens:?}: {differ} outputs differ between the two tilings");
+            check_close(&format!("d{d} lens {lens:?}"), &packed, &c.reference(), |_, _| TOL);
+        }
+    }
+}
+
 /// `Auto` packs exactly up to `PACKED_MAX_SEQLEN`.
 #[test]
 fn tiling_selection_rule() {
@@ -219,10 +274,11 @@ fn counters_of_one_launch() {
         );
         assert_no_local(&cn, name);
         if hopper {
-            // (query tile, key block) pairs per head: 1 + 1 + 1 + 2 x 2; each 64 x 64 x d twice
+            // (consumer warpgroup with rows, key block) pairs per head: 1 + 1 + 1 + 2 x 2 (a consumer
+            // with no row computes nothing); each 64 x 64 x d twice
             let pairs: u64 = LENS.iter().map(|&l| (l as u64).div_ceil(64).pow(2)).sum::<u64>() * 2;
             assert_eq!(cn.tensor_macs, pairs * 2 * 64 * 64 * 64, "tensor MACs: the padded tiles'");
-            assert_eq!(cn.shared_bank_conflicts, 0, "bank conflicts (16-byte cp.async rows, W = 128)");
+            assert_eq!(cn.shared_bank_conflicts, 0, "bank conflicts");
         }
     }
     // many short texts: packed tiles against per-sequence tiles (tensor work of the padding)
@@ -287,13 +343,13 @@ fn sm90a_ptx() -> String {
     m.by_arch[0].1.to_string()
 }
 
-/// The sanitizer report of a launch of `ptx` (a mutation of the kernel's PTX), or "clean" when
-/// it runs clean and matches the reference.
-fn run_mutant(ptx: &str, mode: AsyncMode) -> String {
+/// The sanitizer report of a launch of `ptx` (a mutation of the kernel's PTX) on `lens` at d32,
+/// or "clean" when it runs clean and matches the reference.
+fn run_mutant_on(ptx: &str, mode: AsyncMode, lens: &[u32]) -> String {
     let dev = sm90(mode);
     // loaded under the module's name, it replaces the embedded one on this device
     dev.load_module(attention_sm90::MODULE, ptx).unwrap();
-    let c = Case::new(90, 32, 1, &[70, 9]);
+    let c = Case::new(90, 32, 1, lens);
     match c.run(&dev, true) {
         Err(e) => e.to_string(),
         Ok(got) => {
@@ -307,6 +363,10 @@ fn run_mutant(ptx: &str, mode: AsyncMode) -> String {
     }
 }
 
+fn run_mutant(ptx: &str, mode: AsyncMode) -> String {
+    run_mutant_on(ptx, mode, &[70, 9])
+}
+
 /// Ordering bugs planted in the kernel's own PTX are reported (the unmutated PTX, the clean
 /// twin, runs clean in every mode): no wgmma.fence before the wgmmas (S2: the rescaled O and the
 /// freshly packed P are registers written by ordinary instructions), and the wait before the
@@ -314,15 +374,16 @@ fn run_mutant(ptx: &str, mode: AsyncMode) -> String {
 ///
 /// A V operand read K-major instead of MN-major (imm-trans-b 0) is caught too (out of bounds).
 ///
-/// And the kernel without its fence.proxy.async after the cp.async copies land (S3): non-bulk
-/// cp.async writes shared memory through the generic proxy (PTX ISA 9.7.9.25.3.1), so a wgmma
-/// reading them needs the fence as after st.shared; the emulator feeds cp.async landings into
-/// its unfenced-write shadow, and reports the wgmma in every mode.
+/// And a stage released too early (S4): the consumers' arrival on `empty[s]` moved before the
+/// wait_group of the P V wgmmas that read stage s, on a sequence of 200 keys (4 blocks through a
+/// 2-stage ring: stages refilled twice), so the producer's TMA may overwrite V while a wgmma
+/// still reads it.
 #[test]
 fn planted_ordering_bugs_are_reported() {
     let ptx = sm90a_ptx();
     for mode in MODES {
         assert_eq!(run_mutant(&ptx, mode), "clean", "{mode:?}");
+        assert_eq!(run_mutant_on(&ptx, mode, &[200, 9]), "clean", "{mode:?}");
     }
     let no_wg_fence = ptx.replace("wgmma.fence.sync.aligned;", "");
     // the first wait of the d32 entry (the one the mutant runs): the wait after S = Q K^T
@@ -345,14 +406,20 @@ fn planted_ordering_bugs_are_reported() {
         let r = run_mutant(&v_k_major, mode);
         assert!(r != "clean", "V K-major {mode:?}: {r}");
     }
-    let no_proxy_fence = ptx.replace("fence.proxy.async.shared::cta;", "");
-    assert!(no_proxy_fence != ptx);
+    // early release: the P V wait (the last wait before the d32 consumer's empty arrival)
+    // dropped, so the arrival precedes the completion of the wgmmas reading the stage (the next
+    // block's wait_group 0 would complete them, after the producer may have refilled it)
+    const WAIT: &str = "wgmma.wait_group.sync.aligned 0;";
+    let arrive = d32 + ptx[d32..].find("mbarrier.arrive.shared::cta.b64 _,").expect("the empty arrival in d32");
+    let wait = d32 + ptx[d32..arrive].rfind(WAIT).expect("the P V wait");
+    let early = format!("{}{}", &ptx[..wait], &ptx[wait + WAIT.len()..]);
     for mode in MODES {
-        let r = run_mutant(&no_proxy_fence, mode);
+        let r = run_mutant_on(&early, mode, &[200, 9]);
         assert!(
-            r.contains("missing fence.proxy.async") && r.contains("wgmma"),
-            "missing fence.proxy.async {mode:?}: {r}"
+            r.contains("TMA load writes") && r.contains("still in flight"),
+            "early release of a stage {mode:?}: {r}"
         );
+        eprintln!("early empty arrival {mode:?}: {}", r.lines().next().unwrap_or(""));
     }
 }
 

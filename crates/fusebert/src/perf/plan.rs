@@ -642,14 +642,16 @@ pub fn sm90_tile_of(l: &PlannedLaunch) -> Option<Sm90Tile> {
 /// FA3-style attention over packed tokens (note 3.3): a work item per (`rows` consecutive
 /// packed tokens, head), its keys the union of the sequences those tokens belong to (scores
 /// across sequences masked), Q, K and V by TMA (nothing past the last token is loaded: TMA
-/// zero-fills), one CTA per item (a producer warpgroup and a consumer per 64 query rows).
+/// zero-fills), one CTA per item with the kernel's geometry (`attention_sm90`: 128 rows, a
+/// producer warpgroup and two consumers of 64 rows, its dynamic shared memory).
 /// Executed tensor FLOPs: whole 64-row `wgmma` groups (M is fixed) by the keys rounded up to
 /// 16 (P*V's k-step).
 fn attention_sm90(lengths: &[usize], heads: usize, d: usize, layer: Option<usize>) -> PlannedLaunch {
+    use crate::kernels::attention_sm90 as kernel;
     let (b, t) = (lengths.len(), lengths.iter().sum::<usize>());
     let d = d.next_multiple_of(16).clamp(16, 128);
     let h = heads * d;
-    let rows = sm90::attention_rows(t, heads);
+    let rows = kernel::BLOCK_M;
     let items = t.div_ceil(rows);
     // sequence boundaries: seq i covers [starts[i], starts[i] + len)
     let mut starts = Vec::with_capacity(b);
@@ -663,7 +665,6 @@ fn attention_sm90(lengths: &[usize], heads: usize, d: usize, layer: Option<usize
         starts.iter().zip(lengths).filter(|&(&s0, &len)| len > 0 && s0 < hi && s0 + len > lo).map(|(_, &len)| len).sum()
     };
     let keys: Vec<usize> = (0..items).map(keys_of).collect();
-    let max_keys = keys.iter().copied().max().unwrap_or(0).next_multiple_of(16);
     let flops: usize = lengths.iter().map(|&s| 4 * heads * d * s * s).sum();
     let tensor: usize = keys.iter().map(|&kk| heads * 4 * rows * kk.next_multiple_of(16) * d).sum();
     let min = t * 3 * h * 2 + 4 * (b + 1);
@@ -674,10 +675,8 @@ fn attention_sm90(lengths: &[usize], heads: usize, d: usize, layer: Option<usize
             heads * (q * d * 2 + keys[i] * d * 2 * 2 + 4 * (b + 1).min(keys[i] + 2))
         })
         .sum();
-    // single pass with all keys in shared memory up to 256 keys, else 2 stages of 128-key blocks
-    let kv = if max_keys <= 256 { 2 * max_keys } else { 2 * 2 * 128 };
-    let shared = ((rows + kv) * d * 2) as u32;
-    let threads = 128 * (1 + rows as u32 / 64);
+    let shared = kernel::shared_bytes(d) as u32;
+    let threads = kernel::THREADS;
     let name = sm90::attention_kernel(d, lengths.iter().copied().max().unwrap_or(1));
     let cfg = ((items as u32, heads as u32, 1), (threads, 1, 1), shared);
     let mut l = launch(&name, "attention", layer, cfg, flops as u64, min, load, t * h * 2);
