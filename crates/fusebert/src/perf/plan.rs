@@ -137,7 +137,7 @@ pub fn forward_plan(c: &BertConfig, precision: Precision, lengths: &[usize], hea
 /// the Hopper kernels (`*_sm90`, see [`sm90`]) in place of each GEMM and attention launch, the
 /// same schedule otherwise (the same fusions, quantize steps and layernorms: the `_sm90`
 /// kernels replace launches one for one), except on the int8 path, where FFN1 quantises its
-/// own output for FFN2 (`gemm_int8_sm90*_qa`, [`fuse_quantize`]) and no `quantize_ffn` launch
+/// own output for FFN2 (`gemm_int8_sm90*_qa`, `fuse_quantize`) and no `quantize_ffn` launch
 /// follows it, as in the forward pass.
 pub fn forward_plan_for(
     c: &BertConfig,
