@@ -71,6 +71,7 @@
 #include <cuda.h>
 
 #include "common.cuh"
+#include "hopper_async.cuh"
 
 namespace attn90 {
 // BM query rows per consumer warpgroup (the wgmma M), BN keys per K/V block
@@ -198,8 +199,6 @@ struct WgmmaRs<128> {
     }
 };
 
-FB_DEVICE void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-FB_DEVICE void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 // wait_group 0; the registers of the in-flight wgmmas are asm operands on both sides so that the
 // compiler neither reads nor reuses them across the wait (touching them before it is S1).
 template <int N>
@@ -231,42 +230,6 @@ struct Lay {
 };
 
 
-// mbarrier and TMA helpers (hopper.md 1.6, 1.7; the conventions of gemm_sm90.cu).
-FB_DEVICE void mbar_init(uint32_t bar, uint32_t count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
-}
-// Blocks until the phase of parity `parity` of the barrier has completed.
-FB_DEVICE void mbar_wait(uint32_t bar, uint32_t parity) {
-    asm volatile(
-        "{\n"
-        ".reg .pred P1;\n"
-        "WAIT:\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
-        "@!P1 bra WAIT;\n"
-        "}\n" ::"r"(bar),
-        "r"(parity)
-        : "memory");
-}
-FB_DEVICE void mbar_arrive(uint32_t bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-FB_DEVICE void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-// 2-D TMA load of the box at {c0 (columns), c1 (rows)} into shared `dst`, completing on `bar`.
-FB_DEVICE void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
-    asm volatile(
-        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
-            dst),
-        "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
-        : "memory");
-}
-FB_DEVICE bool elect_one() {
-    uint32_t leader;
-    asm volatile("{\n.reg .pred P;\nelect.sync _|P, 0xffffffff;\nselp.u32 %0, 1, 0, P;\n}\n" : "=r"(leader));
-    return leader != 0;
-}
-// Synchronises the consumer warpgroups only (named barrier 1; the producer never joins).
 FB_DEVICE void consumer_sync() { asm volatile("bar.sync 1, %0;\n" ::"n"(CONSUMER_THREADS) : "memory"); }
 
 // TMA of one [64, D] tile of qkv (one head's D columns from column `col`, rows from `row`) into

@@ -71,6 +71,7 @@
 
 #include "codes.cuh"
 #include "common.cuh"
+#include "hopper_async.cuh"
 #include "ln_fused.cuh"
 
 namespace sm90 {
@@ -102,35 +103,6 @@ struct Geom {
 };
 static_assert(A_BYTES % 1024 == 0, "every box starts on the 1024-byte swizzle repeat");
 
-FB_DEVICE void mbar_init(uint32_t bar, uint32_t count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
-}
-// Blocks until the phase of parity `parity` of the barrier has completed.
-FB_DEVICE void mbar_wait(uint32_t bar, uint32_t parity) {
-    asm volatile(
-        "{\n"
-        ".reg .pred P1;\n"
-        "WAIT:\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
-        "@!P1 bra WAIT;\n"
-        "}\n" ::"r"(bar),
-        "r"(parity)
-        : "memory");
-}
-FB_DEVICE void mbar_arrive(uint32_t bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-FB_DEVICE void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-// 2-D TMA tile load of box {c0 (inner, K), c1 (rows)} into shared `dst`, completing on `bar`.
-FB_DEVICE void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
-    asm volatile(
-        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
-            dst),
-        "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
-        : "memory");
-}
 // 2-D TMA tile store of the box at shared `src` to {c0 (columns), c1 (rows)}, in a bulk group.
 FB_DEVICE void tma_store_2d(const CUtensorMap* map, uint32_t src, int c0, int c1) {
     asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
@@ -147,11 +119,6 @@ FB_DEVICE void bulk_wait() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "m
 FB_DEVICE void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Orders async-proxy global writes (TMA stores) with this thread's later generic accesses.
 FB_DEVICE void fence_proxy_async_global() { asm volatile("fence.proxy.async.global;\n" ::: "memory"); }
-FB_DEVICE bool elect_one() {
-    uint32_t leader;
-    asm volatile("{\n.reg .pred P;\nelect.sync _|P, 0xffffffff;\nselp.u32 %0, 1, 0, P;\n}\n" : "=r"(leader));
-    return leader != 0;
-}
 
 // K-major, 128-byte-swizzled matrix descriptor (hopper.md 1.2): start >> 4, LBO 16 (encoded 1;
 // unused by swizzled K-major layouts), SBO 1024 (8 rows of 128 bytes), swizzle code 1 = 128B.
@@ -253,8 +220,6 @@ struct S8Op {
     }
 };
 
-FB_DEVICE void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-FB_DEVICE void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 // Pins an accumulator register across an asm statement (the compiler neither reads nor moves it).
 FB_DEVICE void pin(float& x) { asm volatile("" : "+f"(x)::"memory"); }
 FB_DEVICE void pin(int& x) { asm volatile("" : "+r"(x)::"memory"); }
