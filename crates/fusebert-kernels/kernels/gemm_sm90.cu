@@ -43,8 +43,11 @@
 //   to have read it (wait_group.read). gemm_int8_i32_sm90 stores its s32 pairs directly.
 // - Fused layernorm (the _ln entries, LnTail): after a tile's y is stored, the consumers count it
 //   in on its 128-row strip (one atomic); the last tile of a strip to arrive normalises the
-//   strip's rows with the consumers' 8 warps, with the mma.sync GEMMs' code (ln_fused.cuh): the
-//   same bits as layernorm_f16 on y, and the int8 codes of the next GEMM when asked.
+//   strip's rows with the consumers' 8 warps, in the family's blocked reduction order
+//   (ln_blocked.cuh: within fp16 rounding of layernorm_f16, no longer its bits), and the int8
+//   codes of the next GEMM when asked. The cluster entries (_n192_cln2, _n192_cln4, _cln8,
+//   cln_gemm below) do the same without the serial tail: a cluster of CTAs per strip exchanges
+//   the rows' block sums through distributed shared memory; the same bits as the tail.
 // - Fused asymmetric quantisation (gemm_int8_sm90*_qa, QaTail): the same strip count; the last
 //   tile of a strip quantises the strip's rows of y per row, asymmetrically (the FFN1 GELU
 //   output for FFN2), with quantize_i8_asym_f16_wide's arithmetic: the same codes, scales and
@@ -72,6 +75,7 @@
 #include "codes.cuh"
 #include "common.cuh"
 #include "hopper_async.cuh"
+#include "ln_blocked.cuh"
 #include "ln_fused.cuh"
 
 namespace sm90 {
@@ -293,6 +297,14 @@ struct Staging {
         const uint32_t a = (base + (C / 8) * OUT_BOX_BYTES + H * 8 * ROW_BYTES) + (((C % 8) * 16) ^ swz);
         asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a), "r"(pair) : "memory");
     }
+    // The pair put<C, H> wrote (the cluster entries keep y, then the output, in the staging).
+    template <int C, int H>
+    FB_DEVICE uint32_t get() const {
+        const uint32_t a = (base + (C / 8) * OUT_BOX_BYTES + H * 8 * ROW_BYTES) + (((C % 8) * 16) ^ swz);
+        uint32_t pair;
+        asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(pair) : "r"(a) : "memory");
+        return pair;
+    }
 };
 
 // Unrolls f(integral_constant<C>) over the PAIRS column pairs of a fragment (BN / 8).
@@ -313,8 +325,8 @@ struct F16Epilogue {
     int M, N;
     uint32_t epi;
 
-    template <uint32_t EPI, int A>
-    FB_DEVICE void store(const float (&d)[A], int row0, int col0, const Staging& st) const {
+    template <uint32_t EPI, int A, class S>
+    FB_DEVICE void store(const float (&d)[A], int row0, int col0, const S& st) const {
         for_pairs<A / 4>([&](auto cc) {
             constexpr int c = decltype(cc)::value;
             const int n = col0 + 8 * c;
@@ -335,12 +347,12 @@ struct F16Epilogue {
                     pair[h] = pack_half2(v0, v1);
                 }
             }
-            st.put<c, 0>(pair[0]);
-            st.put<c, 1>(pair[1]);
+            st.template put<c, 0>(pair[0]);
+            st.template put<c, 1>(pair[1]);
         });
     }
-    template <int A>
-    FB_DEVICE void operator()(const float (&d)[A], int row0, int col0, const Staging& st) const {
+    template <int A, class S>
+    FB_DEVICE void operator()(const float (&d)[A], int row0, int col0, const S& st) const {
         dispatch_epi(*this, d, row0, col0, st);
     }
 };
@@ -362,8 +374,8 @@ struct S8Epilogue {
     int M, N;
     uint32_t epi;
 
-    template <uint32_t EPI, int A>
-    FB_DEVICE void store(const int (&d)[A], int row0, int col0, const Staging& st) const {
+    template <uint32_t EPI, int A, class S>
+    FB_DEVICE void store(const int (&d)[A], int row0, int col0, const S& st) const {
         float as[2];
         int z[2];
 #pragma unroll
@@ -400,12 +412,12 @@ struct S8Epilogue {
                     pair[h] = pack_half2(v0, v1);
                 }
             }
-            st.put<c, 0>(pair[0]);
-            st.put<c, 1>(pair[1]);
+            st.template put<c, 0>(pair[0]);
+            st.template put<c, 1>(pair[1]);
         });
     }
-    template <int A>
-    FB_DEVICE void operator()(const int (&d)[A], int row0, int col0, const Staging& st) const {
+    template <int A, class S>
+    FB_DEVICE void operator()(const int (&d)[A], int row0, int col0, const S& st) const {
         dispatch_epi(*this, d, row0, col0, st);
     }
 };
@@ -477,7 +489,7 @@ FB_DEVICE bool strip_arrive(uint32_t* strips, int strip, int tiles_n, uint32_t* 
 }
 
 // After-tile step of the _ln entries: the last tile of a strip (strip_arrive) runs the strip's
-// layernorm (a consumer warp per row, rows in order, as gemm_core.cuh's ln_strip_epilogue).
+// layernorm (a consumer warp per row, rows in order) in the blocked order (lnb::ln_row).
 struct LnTail {
     static constexpr bool READS_OUTPUT = true;  // the tile's TMA stores must be complete first
     gemm::LnArgs ln;
@@ -488,11 +500,7 @@ struct LnTail {
         const int ct = threadIdx.x - 128;
         const int end = m0 + BM < M ? m0 + BM : M;
         const int first = m0 + (ct >> 5);
-        if (first < end) {
-            gemm::LnParams q;
-            gemm::ln_load_params(q, ln, N);
-            for (int row = first; row < end; row += CONSUMER_THREADS / 32) gemm::ln_row(y, ln, q, row, N);
-        }
+        for (int row = first; row < end; row += CONSUMER_THREADS / 32) lnb::ln_row(y, ln, row, N);
     }
 };
 
@@ -730,6 +738,45 @@ struct ConsumerRing {
     }
 };
 
+// The sum of one tile over k-blocks r (all of K) by one CTA: fp16 in K-chunk order, s32 at once.
+template <class Op, class G>
+FB_DEVICE void sum_unsplit(ConsumerRing<Op, G>& ring, typename Op::Acc (&d)[G::ACC], uint32_t s0, int cw, KRange r,
+                            int ckb) {
+    if constexpr (Op::CHUNKED) {
+        const int t = threadIdx.x % 128;
+        // The chunks before the last are folded in the warpgroup's region (fold = p0,
+        // fold += p1, ...: a second set of accumulators would not fit the registers); the
+        // last chunk is summed in d and added to the fold. (d is written on every path,
+        // + 0 when K is one chunk, whose zero sign the epilogue's + bias drops anyway:
+        // accumulators written in a branch make ptxas serialise the wgmmas, C7520.)
+        const uint32_t fold = s0 + G::RING_BYTES + cw * G::REGION_BYTES + 4 * t;
+        int c0 = r.begin;
+        if (c0 + ckb < r.end) {
+            // the region holds the previous tile's staging: its TMA stores must have read it
+            if (t == 0) bulk_wait_read();
+            warpgroup_sync(cw);
+        }
+        for (; c0 + ckb < r.end; c0 += ckb) {
+            ring.sum(d, c0, c0 + ckb);
+#pragma unroll
+            for (int i = 0; i < G::ACC; i++) {
+                const uint32_t a = fold + i * 4 * WG_THREADS;
+                st_shared_f32(a, c0 == r.begin ? d[i] : ld_shared_f32(a) + d[i]);
+            }
+        }
+        ring.sum(d, c0, r.end);
+        const bool folded = c0 > r.begin;
+#pragma unroll
+        for (int i = 0; i < G::ACC; i++) {
+            float pre = 0.f;
+            ld_shared_if(folded, pre, fold + i * 4 * WG_THREADS);
+            d[i] = pre + d[i];
+        }
+    } else {
+        ring.sum(d, r.begin, r.end);  // s32: exact, no chunk order needed
+    }
+}
+
 // A consumer warpgroup's end of a tile: the epilogue from the tile's sums `d`, through the
 // output staging and TMA stores, then the tail (the _ln entries' strip layernorm).
 template <class Epilogue, class Tail, class G>
@@ -840,43 +887,287 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
                 ring.sum(d, r.begin, r.end);
                 if (!split_arrive(d, sk, tile, z, &split_flag)) continue;
                 split_fold<Op>(d, sk, tile);
-            } else if constexpr (Op::CHUNKED) {
-                // The chunks before the last are folded in the warpgroup's region (fold = p0,
-                // fold += p1, ...: a second set of accumulators would not fit the registers); the
-                // last chunk is summed in d and added to the fold. (d is written on every path,
-                // + 0 when K is one chunk, whose zero sign the epilogue's + bias drops anyway:
-                // accumulators written in a branch make ptxas serialise the wgmmas, C7520.)
-                const uint32_t fold = s0 + G::RING_BYTES + cw * G::REGION_BYTES + 4 * t;
-                int c0 = r.begin;
-                if (c0 + ckb < r.end) {
-                    // the region holds the previous tile's staging: its TMA stores must have read it
-                    if (t == 0) bulk_wait_read();
-                    warpgroup_sync(cw);
-                }
-                for (; c0 + ckb < r.end; c0 += ckb) {
-                    ring.sum(d, c0, c0 + ckb);
-#pragma unroll
-                    for (int i = 0; i < G::ACC; i++) {
-                        const uint32_t a = fold + i * 4 * WG_THREADS;
-                        st_shared_f32(a, c0 == r.begin ? d[i] : ld_shared_f32(a) + d[i]);
-                    }
-                }
-                ring.sum(d, c0, r.end);
-                const bool folded = c0 > r.begin;
-#pragma unroll
-                for (int i = 0; i < G::ACC; i++) {
-                    float pre = 0.f;
-                    ld_shared_if(folded, pre, fold + i * 4 * WG_THREADS);
-                    d[i] = pre + d[i];
-                }
             } else {
-                ring.sum(d, r.begin, r.end);  // s32: exact, no chunk order needed
+                sum_unsplit(ring, d, s0, cw, r, ckb);
             }
             out.tile(d, tile);
         }
         if constexpr (Epilogue::STAGED) {
             if (t == 0) bulk_wait();  // the staging outlives the stores reading it
         }
+    }
+}
+
+// ---- The cluster entries (_n192_cln2, _n192_cln4, _cln8): the fused layernorm without a tail ----
+// A cluster of CS CTAs (__cluster_dims__(CS, 1, 1)) owns one 128-row strip at a time: rank r
+// computes the strip's column tile r (ranks past the last column tile compute nothing but take
+// part in every cluster barrier), unsplit over K; clusters walk the strips s = %clusterid.x,
+// + %nclusterid.x, .... Each CTA keeps y (the fp16-rounded GEMM output) in its accumulator
+// registers, publishes per row and 64-column block its block sums (ln_blocked.cuh) in its own
+// shared memory, and after a cluster barrier reads every rank's, rank by rank (so the row sum
+// is the serial tail's sequential block order: the same bits), from the peers' shared memory
+// (mapa + ld.shared::cluster); then the same for the squares and, for the int8 codes, the row's
+// amax. It normalises its fragment and writes only ln_out (staging + TMA store through the
+// tensor map tma_ln) and the codes / scales: y itself is never stored.
+// Barriers per strip: after the sums (B1), after the squares (B2), after the amax (B3, int8
+// codes only). A partial array is rewritten one strip later only after a barrier every peer
+// passes after its reads of it (sums: rewritten after B2, read before it; squares: rewritten
+// after the next B1, read before it; amax: rewritten after the next B2, read before the next
+// B1), so no barrier of its own guards reuse; a final barrier keeps every CTA's shared memory
+// alive until its peers' last reads.
+// The producer warpgroup takes part in every barrier too: its elected thread issues a strip's
+// loads and the next strip's first STAGES (whose ring slots the consumers release in this
+// strip's main loop, before any barrier), then the whole warpgroup passes the strip's barriers.
+
+FB_DEVICE uint32_t cluster_ctarank() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    return r;
+}
+FB_DEVICE uint32_t cluster_id_x() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%clusterid.x;\n" : "=r"(r));
+    return r;
+}
+FB_DEVICE uint32_t cluster_nid_x() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%nclusterid.x;\n" : "=r"(r));
+    return r;
+}
+// Every thread of the cluster: shared writes before it are visible to the peers' reads after it.
+FB_DEVICE void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+// The f32 at this CTA's shared address `a` in the shared memory of cluster rank `rank`.
+FB_DEVICE float ld_peer_f32(uint32_t a, uint32_t rank) {
+    uint32_t p;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(p) : "r"(a), "r"(rank));
+    float v;
+    asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(p) : "memory");
+    return v;
+}
+
+// The layernorm operands of the cluster entries (ln_out is the tensor map tma_ln).
+struct ClnArgs {
+    const __half* gamma;
+    const __half* beta;
+    int8_t* q_out;           // [M, N] int8 codes of ln_out (* q_smooth), or null
+    float* q_scale;          // [M]
+    const __half* q_smooth;  // [N] or null
+    float eps;
+};
+#define CLN_PARAMS                                                                                  \
+    const __half *__restrict__ gamma, const __half *__restrict__ beta, int8_t *q_out, float *q_scale, \
+        const __half *__restrict__ q_smooth, float eps
+#define CLN_ARGS ClnArgs{gamma, beta, q_out, q_scale, q_smooth, eps}
+
+// The row sum (in block order) of the partials `part` (words [row][BPT]) of blocks 0..nb-1
+// over the cluster's ranks (block b at rank b / BPT).
+template <int BPT>
+FB_DEVICE float gather_blocks(const float* part, int row, int nb) {
+    const uint32_t base = smem_u32(part + row * BPT);
+    float t = 0.f;
+    for (int b = 0; b < nb; b++) t = __fadd_rn(t, ld_peer_f32(base + 4 * (b % BPT), b / BPT));
+    return t;
+}
+
+template <class Op, class G, int CS, class Epilogue>
+FB_DEVICE void cln_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const CUtensorMap* tma_ln, uint32_t M,
+                        uint32_t N, uint32_t K, const Epilogue& epilogue, const ClnArgs& ln) {
+    constexpr int BK = Op::BK, BPT = G::BN / lnb::BLOCK;
+    using Acc = typename Op::Acc;
+    extern __shared__ __align__(1024) uint8_t smem[];
+    __shared__ __align__(8) uint64_t full[G::STAGES], empty[G::STAGES];
+    // this CTA's partials of the strip: per row and block of its tile, per row
+    __shared__ float red_sum[BM * BPT], red_sq[BM * BPT], red_amax[BM];
+    const uint32_t s0 = smem_u32(smem);
+    const int tid = threadIdx.x, wg = tid / 128;
+    const int rank = (int)cluster_ctarank(), cid = (int)cluster_id_x(), ncl = (int)cluster_nid_x();
+    const int strips = (M + BM - 1) / BM, tiles_n = (N + G::BN - 1) / G::BN;
+    const bool active = rank < tiles_n;  // (uniform over the CTA)
+    const int kblocks = (K + BK - 1) / BK, ckb = chunk_kblocks(kblocks);
+    const bool q8out = ln.q_out != nullptr;
+    const int syncs = q8out ? 3 : 2;  // cluster barriers per strip
+    if (tid == 0) {
+        for (int s = 0; s < G::STAGES; s++) {
+            mbar_init(smem_u32(&full[s]), 1);
+            mbar_init(smem_u32(&empty[s]), CONSUMER_THREADS);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+        bool leader = false;
+        if (tid < 32) leader = elect_one();
+        const int n0 = rank * G::BN, per = active ? kblocks : 0;
+        const int mine = cid < strips ? (strips - cid + ncl - 1) / ncl : 0;  // strips this cluster walks
+        const int total = mine * per;
+        int next = 0, stage = 0;
+        uint32_t phase = 0;
+        for (int i = 0; i < mine; i++) {
+            if (leader) {
+                const int ahead = per < G::STAGES ? per : G::STAGES;
+                const int lim = (i + 1) * per + ahead < total ? (i + 1) * per + ahead : total;
+                for (; next < lim; next++) {
+                    const int m0 = (cid + (next / per) * ncl) * BM, kb = next % per;
+                    mbar_wait(smem_u32(&empty[stage]), phase ^ 1);
+                    const uint32_t fb = smem_u32(&full[stage]), sa = s0 + stage * G::STAGE_BYTES;
+                    mbar_arrive_expect_tx(fb, G::STAGE_BYTES);
+                    tma_load_2d(sa, tma_a, kb * BK, m0, fb);
+                    tma_load_2d(sa + A_BYTES, tma_w, kb * BK, n0, fb);
+                    if (++stage == G::STAGES) {
+                        stage = 0;
+                        phase ^= 1;
+                    }
+                }
+            }
+            __syncwarp();
+            for (int b = 0; b < syncs; b++) cluster_sync();
+        }
+        cluster_sync();
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+        const int cw = wg - 1, t = tid % 128, warp = t / 32, lane = t % 32, q = lane % 4;
+        ConsumerRing<Op, G> ring{s0, full, empty, cw};
+        const uint32_t half = s0 + G::RING_BYTES + cw * G::REGION_BYTES;
+        const int r0 = warp * 16 + lane / 4;
+        const Staging st{half + r0 * ROW_BYTES + 4 * q, (uint32_t)(r0 % 8) * 16};
+        const int n0 = rank * G::BN, col0 = n0 + 2 * q, nb = lnb::blocks(N);
+        const float inv = lnb::inv_h(N);
+        int rl[2];  // the thread's rows in the strip
+        rl[0] = cw * 64 + r0;
+        rl[1] = rl[0] + 8;
+        Acc d[G::ACC];
+#pragma unroll
+        for (int i = 0; i < G::ACC; i++) d[i] = 0;
+        for (int strip = cid; strip < strips; strip += ncl) {
+            const int m0 = strip * BM;
+            const bool in_m[2] = {m0 + rl[0] < (int)M, m0 + rl[1] < (int)M};
+            float mu[2] = {0.f, 0.f}, amax[2] = {0.f, 0.f};
+            if (active) {
+                sum_unsplit(ring, d, s0, cw, KRange{0, kblocks}, ckb);
+                if (t == 0) bulk_wait_read();  // the previous strip's stores have read the staging
+                warpgroup_sync(cw);
+                // y into the staging (each thread reads back only the pairs it wrote, until
+                // the TMA store: no barrier), then its block sums
+                epilogue(d, m0 + rl[0], col0, st);
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    float s = 0.f;
+                    for_pairs<G::PAIRS>([&](auto cc) {
+                        constexpr int c = decltype(cc)::value;
+                        if (c % 8 == 0) s = 0.f;
+                        if (col0 + 8 * c < (int)N) {
+                            const float2 y = lnb::half2_bits_to_float2(h ? st.get<c, 1>() : st.get<c, 0>());
+                            s = lnb::add_pair(s, y.x, y.y);
+                        }
+                        if (c % 8 == 7) {
+                            const float b = lnb::quad_sum(s);
+                            if (q == 0) red_sum[rl[h] * BPT + c / 8] = b;
+                        }
+                    });
+                }
+            }
+            cluster_sync();  // B1: the block sums
+            if (active) {
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    mu[h] = lnb::mean(in_m[h] ? gather_blocks<BPT>(red_sum, rl[h], nb) : 0.f, inv);
+                    float s = 0.f;
+                    for_pairs<G::PAIRS>([&](auto cc) {
+                        constexpr int c = decltype(cc)::value;
+                        if (c % 8 == 0) s = 0.f;
+                        if (col0 + 8 * c < (int)N) {
+                            const float2 y = lnb::half2_bits_to_float2(h ? st.get<c, 1>() : st.get<c, 0>());
+                            s = lnb::add_sq_pair(s, y.x, y.y, mu[h]);
+                        }
+                        if (c % 8 == 7) {
+                            const float b = lnb::quad_sum(s);
+                            if (q == 0) red_sq[rl[h] * BPT + c / 8] = b;
+                        }
+                    });
+                }
+            }
+            cluster_sync();  // B2: the square sums
+            if (active) {
+                float rs[2];
+#pragma unroll
+                for (int h = 0; h < 2; h++) rs[h] = lnb::rstd(in_m[h] ? gather_blocks<BPT>(red_sq, rl[h], nb) : 0.f, inv, ln.eps);
+                const __half* smooth = q8out ? ln.q_smooth : nullptr;
+                // the output over y in the staging
+                for_pairs<G::PAIRS>([&](auto cc) {
+                    constexpr int c = decltype(cc)::value;
+                    const int n = col0 + 8 * c;
+                    if (n < (int)N) {
+                        const float2 g = lnb::ld_half2_f32(ln.gamma + n), b = lnb::ld_half2_f32(ln.beta + n);
+#pragma unroll
+                        for (int h = 0; h < 2; h++) {
+                            if (!in_m[h]) continue;
+                            const float2 y = lnb::half2_bits_to_float2(h ? st.get<c, 1>() : st.get<c, 0>());
+                            float f0, f1;
+                            const uint32_t o = lnb::out_pair(lnb::norm(y.x, mu[h], rs[h], g.x, b.x),
+                                                             lnb::norm(y.y, mu[h], rs[h], g.y, b.y),
+                                                             smooth ? smooth + n : nullptr, f0, f1);
+                            if (h) st.put<c, 1>(o);
+                            else st.put<c, 0>(o);
+                            amax[h] = fmaxf(amax[h], fmaxf(fabsf(f0), fabsf(f1)));
+                        }
+                    }
+                });
+                fence_proxy_async_shared();
+                warpgroup_sync(cw);
+                const int mh = m0 + cw * 64;
+                if (t == 0 && mh < (int)M) {
+#pragma unroll
+                    for (int b = 0; b < G::BOXES; b++)
+                        if (n0 + 64 * b < (int)N) tma_store_2d(tma_ln, half + b * OUT_BOX_BYTES, n0 + 64 * b, mh);
+                    bulk_commit();
+                }
+            }
+            if (q8out) {
+                if (active) {
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const float a = lnb::quad_max(amax[h]);
+                        if (q == 0) red_amax[rl[h]] = a;
+                    }
+                }
+                cluster_sync();  // B3: the tiles' amax
+                if (active) {
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        if (!in_m[h]) continue;
+                        const int m = m0 + rl[h];
+                        float a = 0.f;
+                        for (int r = 0; r < tiles_n; r++) a = fmaxf(a, ld_peer_f32(smem_u32(&red_amax[rl[h]]), r));
+                        const float qi = q8_inv_scale(a);
+                        // the codes of the staged output (the TMA store only reads it too)
+                        for_pairs<G::PAIRS>([&](auto cc) {
+                            constexpr int c = decltype(cc)::value;
+                            const int n = col0 + 8 * c;
+                            if (n < (int)N) {
+                                float f0, f1;
+                                const uint32_t o = h ? st.get<c, 1>() : st.get<c, 0>();
+                                const float2 v = lnb::half2_bits_to_float2(o);
+                                f0 = v.x;
+                                f1 = v.y;
+                                if (ln.q_smooth) {
+                                    const float2 sm = lnb::ld_half2_f32(ln.q_smooth + n);
+                                    f0 = __fmul_rn(f0, sm.x);
+                                    f1 = __fmul_rn(f1, sm.y);
+                                }
+                                *reinterpret_cast<uint16_t*>(ln.q_out + (size_t)m * N + n) = lnb::code_pair(f0, f1, qi);
+                            }
+                        });
+                        if (rank == 0 && q == 0) ln.q_scale[m] = a / 127.f;
+                    }
+                }
+            }
+        }
+        cluster_sync();  // the peers' last reads of this CTA's partials are done
+        if (t == 0) bulk_wait();  // the staging outlives the stores reading it
     }
 }
 }  // namespace sm90
@@ -961,3 +1252,29 @@ using namespace sm90;
 
 ENTRIES(GEMM_F16)
 ENTRIES(GEMM_INT8)
+
+// The cluster entries (cln_gemm): a cluster of CS CTAs per 128-row strip, BN x CS >= N. They
+// write ln_out (through tma_ln: the same 64 x 64 swizzled boxes as tma_c) and the codes only,
+// never y: there is no C argument.
+#define CLN_ENTRIES(X) X(_n192_cln2, Geom<192>, 2) X(_n192_cln4, Geom<192>, 4) X(_cln8, Geom<128>, 8)
+#define GEMM_F16_CLN(SUF, G, CS)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1) __cluster_dims__(CS, 1, 1) gemm_f16_sm90##SUF(        \
+        const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,                       \
+        const __half* __restrict__ bias, const __half* __restrict__ residual,                                       \
+        const __grid_constant__ CUtensorMap tma_ln, uint32_t M, uint32_t N, uint32_t K, uint32_t epi, CLN_PARAMS) { \
+        cln_gemm<F16Op, G, CS>(&tma_a, &tma_w, &tma_ln, M, N, K, F16Epilogue{bias, residual, (int)M, (int)N, epi},  \
+                               CLN_ARGS);                                                                           \
+    }
+#define GEMM_INT8_CLN(SUF, G, CS)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1) __cluster_dims__(CS, 1, 1) gemm_int8_sm90##SUF(       \
+        const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,                               \
+        const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,                                  \
+        const float* __restrict__ w_scale, const int* __restrict__ w_sum, const __half* __restrict__ bias,          \
+        const __half* __restrict__ residual, const __grid_constant__ CUtensorMap tma_ln, uint32_t M, uint32_t N,    \
+        uint32_t K, uint32_t epi, CLN_PARAMS) {                                                                     \
+        cln_gemm<S8Op, G, CS>(&tma_a, &tma_w, &tma_ln, M, N, K,                                                    \
+                              S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi},     \
+                              CLN_ARGS);                                                                            \
+    }
+CLN_ENTRIES(GEMM_F16_CLN)
+CLN_ENTRIES(GEMM_INT8_CLN)

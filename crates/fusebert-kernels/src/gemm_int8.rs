@@ -121,6 +121,20 @@ pub(crate) fn ln_args(
     if ws.strips.len() < strips {
         return Err(kerr(kernel, format!("workspace has {} strip counters, M {m} needs {strips}", ws.strips.len())));
     }
+    let mut args = ln_operands(kernel, ln, m, n)?;
+    args.extend([KernelArg::from(&ws.strips), KernelArg::F32(ln.eps)]);
+    Ok(args)
+}
+
+/// Checks the operands of a fused layernorm of `m` rows of `n` and returns them as kernel
+/// arguments: gamma, beta, out, q_out, q_scale, q_smooth.
+pub(crate) fn ln_operands(kernel: &str, ln: &FusedLayerNorm<'_>, m: usize, n: usize) -> Result<Vec<KernelArg>> {
+    if !fuses_layernorm(n) {
+        return Err(kerr(
+            kernel,
+            format!("no fused layernorm for rows of {n} (at most {FUSED_LN_MAX}, a multiple of 8)"),
+        ));
+    }
     check_len(kernel, "gamma", ln.gamma, n)?;
     check_len(kernel, "beta", ln.beta, n)?;
     check_len(kernel, "ln_out", ln.out, m * n)?;
@@ -143,8 +157,6 @@ pub(crate) fn ln_args(
         opt_ptr(ln.q8.map(|q| q.q)),
         opt_ptr(ln.q8.map(|q| q.scale)),
         opt_ptr(ln.q8.and_then(|q| q.smooth)),
-        KernelArg::from(&ws.strips),
-        KernelArg::F32(ln.eps),
     ])
 }
 

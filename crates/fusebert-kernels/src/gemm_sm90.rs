@@ -10,6 +10,11 @@
 //!   batch-invariant and the same bits split or not. They are not bit-identical to `gemm_f16`'s
 //!   (other chunks, other instruction): the two agree to f32 accumulation rounding, i.e. within
 //!   an fp16 ulp of the output.
+//! - [`gemm_f16_sm90_ln`], [`gemm_int8_sm90_ln`]: the layernorm of the output rows fused in,
+//!   either by the last tile of each 128-row strip (the serial strip tail, `_ln` / `_sk_ln`) or,
+//!   unsplit with `N <= 1024`, by thread-block clusters owning a strip each (`_n192_cln2`,
+//!   `_n192_cln4`, `_cln8`: the row statistics exchanged through distributed shared memory, y
+//!   never stored); one reduction order for all, so the same bits ([`Sm90Layernorm`]).
 //! - [`gemm_int8_sm90_qa`]: [`gemm_int8_sm90`] with the asymmetric per-row int8 quantisation
 //!   of its output fused in (the FFN1 GELU output for FFN2): the codes, scales and zero points
 //!   [`crate::quantize_i8`] gives on the output, bit for bit, without re-reading it from DRAM.
@@ -26,7 +31,7 @@
 //! tensor map too: 64 x 64 boxes stored by TMA from a swizzled shared-memory staging tile).
 use half::f16;
 
-use super::gemm_int8::{check_epilogue, ln_args};
+use super::gemm_int8::{check_epilogue, ln_args, ln_operands};
 use super::SplitWorkspace;
 use super::{check_align, check_len, check_u32, kerr, opt_ptr, FusedLayerNorm, GemmF16, GemmInt8, GemmShape};
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig, TensorMapDtype, TensorMapSwizzle, TiledTensorMap};
@@ -105,6 +110,57 @@ pub fn kernel_name(kind: Sm90Entry, cols: usize, split: bool) -> &'static str {
         Sm90Entry::Int8Qa => &INT8_QA_ENTRIES,
     };
     entry(entries, cols, split)
+}
+
+/// The cluster entries of the fused layernorm (`_cln*`: a cluster of CTAs per 128-row strip,
+/// the row statistics exchanged through distributed shared memory, no serial strip tail), by
+/// cluster size: 2 and 4 CTAs of 192 columns, 8 of 128 (N <= 1024).
+const F16_CLN_ENTRIES: [(usize, &str); 3] =
+    [(2, ids::GEMM_F16_SM90_N192_CLN2), (4, ids::GEMM_F16_SM90_N192_CLN4), (8, ids::GEMM_F16_SM90_CLN8)];
+const INT8_CLN_ENTRIES: [(usize, &str); 3] =
+    [(2, ids::GEMM_INT8_SM90_N192_CLN2), (4, ids::GEMM_INT8_SM90_N192_CLN4), (8, ids::GEMM_INT8_SM90_CLN8)];
+
+/// The most columns a cluster entry normalises (8 CTAs of 128 columns).
+pub const CLUSTER_LN_MAX: usize = 1024;
+
+/// The cluster size of the cluster entry for rows of `n` columns: 2 (`_n192_cln2`) for `n <=
+/// 384`, 4 (`_n192_cln4`) for `n <= 768`, 8 (`_cln8`, 128-column tiles) for `n <= 1024`; `None`
+/// beyond (or for `n` not a positive multiple of 8).
+pub fn cluster_size(n: usize) -> Option<usize> {
+    match n {
+        _ if n == 0 || n % 8 != 0 => None,
+        ..=384 => Some(2),
+        ..=768 => Some(4),
+        ..=CLUSTER_LN_MAX => Some(8),
+        _ => None,
+    }
+}
+
+/// Output columns per CTA of the cluster entry of `cs` CTAs: 192 for 2 and 4, 128 for 8.
+pub fn cluster_cols(cs: usize) -> usize {
+    if cs == 8 {
+        COLS[0]
+    } else {
+        COLS[1]
+    }
+}
+
+/// The PTX entry of the cluster layernorm GEMM of `cs` CTAs (2, 4 or 8; fp16 or int8); `None`
+/// for another size.
+pub fn cluster_kernel_name(int8: bool, cs: usize) -> Option<&'static str> {
+    let entries = if int8 { &INT8_CLN_ENTRIES } else { &F16_CLN_ENTRIES };
+    entries.iter().find(|(c, _)| *c == cs).map(|(_, e)| *e)
+}
+
+/// The cluster size the forward pass's `_ln` launch of the `m x n x k` GEMM uses
+/// ([`GemmSm90Launch::planned`], [`Sm90Layernorm::Auto`]): [`cluster_size`] when [`plan`] does
+/// not split K; `None`: the serial strip tail (`_ln` / `_sk_ln`).
+pub fn ln_cluster(m: usize, n: usize, k: usize, int8: bool) -> Option<usize> {
+    if plan(m, n, k, int8).splits > 1 {
+        None
+    } else {
+        cluster_size(n)
+    }
 }
 
 /// Output tile rows, the two tile widths (columns) the kernels come in, K per pipeline stage
@@ -217,6 +273,22 @@ pub fn split_needs(m: usize, n: usize, cols: usize, splits: usize) -> (usize, us
     }
 }
 
+/// How an `_ln` launch normalises its rows. Every way gives the same bits (ln_out, codes and
+/// scales): one reduction order for the family (`kernels/ln_blocked.cuh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sm90Layernorm {
+    /// The cluster entries where they apply (an unsplit launch, `N <= 1024`), else the strip
+    /// tail.
+    #[default]
+    Auto,
+    /// The serial strip tail (`_ln`, `_sk_ln`): y is stored, and the last tile of each 128-row
+    /// strip normalises it.
+    Strip,
+    /// The cluster entries (`_n192_cln2`, `_n192_cln4`, `_cln8`); an error where they do not
+    /// apply (a split launch, `N > 1024`). They do not write `out`.
+    Cluster,
+}
+
 /// How to launch the Hopper GEMM.
 #[derive(Clone, Copy, Default)]
 pub struct GemmSm90Launch<'a> {
@@ -229,6 +301,9 @@ pub struct GemmSm90Launch<'a> {
     /// sums and tile counters; `None`, or K of one chunk: unsplit. The result is the same bits
     /// either way.
     pub split: Option<&'a SplitWorkspace>,
+    /// How an `_ln` launch normalises its rows (ignored by the other entries); `Auto`: the
+    /// cluster entries where they apply.
+    pub layernorm: Sm90Layernorm,
 }
 
 impl std::fmt::Debug for GemmSm90Launch<'_> {
@@ -237,6 +312,7 @@ impl std::fmt::Debug for GemmSm90Launch<'_> {
             .field("ctas", &self.ctas)
             .field("cols", &self.cols)
             .field("split", &self.split.is_some())
+            .field("layernorm", &self.layernorm)
             .finish()
     }
 }
@@ -247,7 +323,7 @@ impl<'a> GemmSm90Launch<'a> {
     pub fn planned(m: usize, n: usize, k: usize, int8: bool, split: &'a SplitWorkspace) -> Self {
         let p = plan(m, n, k, int8);
         let cols = if p.cols == COLS[1] { Sm90Cols::N192 } else { Sm90Cols::N128 };
-        GemmSm90Launch { ctas: None, cols, split: (p.splits > 1).then_some(split) }
+        GemmSm90Launch { ctas: None, cols, split: (p.splits > 1).then_some(split), layernorm: Sm90Layernorm::Auto }
     }
 
     /// The tile width of an `m x n x k` launch: the requested one, or [`plan`]'s.
@@ -471,6 +547,66 @@ fn grid(
     Ok(LaunchConfig::linear(ctas, THREADS, smem(cols)))
 }
 
+/// The cluster size of an `_ln` launch of rows of `n` columns over `splits` K chunks as `how`
+/// asks ([`Sm90Layernorm`]); `None`: the serial strip tail.
+fn ln_cluster_of(kernel: &str, n: usize, splits: usize, how: &GemmSm90Launch) -> Result<Option<usize>> {
+    let cs = if splits > 1 { None } else { cluster_size(n) };
+    match how.layernorm {
+        Sm90Layernorm::Strip => Ok(None),
+        Sm90Layernorm::Auto => Ok(cs),
+        Sm90Layernorm::Cluster => cs.map(Some).ok_or_else(|| {
+            kerr(
+                kernel,
+                format!(
+                    "the cluster layernorm needs an unsplit launch and N <= {CLUSTER_LN_MAX} (N = {n}, {splits} K chunks)"
+                ),
+            )
+        }),
+    }
+}
+
+/// The grid of a cluster entry of `cs` CTAs: `cs` x min(strips, 128 / `cs`) CTAs, or `how.ctas`
+/// rounded down to a multiple of `cs` (at least one cluster, at most one per strip); the
+/// clusters walk the 128-row strips.
+fn cluster_grid(kernel: &str, m: usize, cs: usize, how: &GemmSm90Launch) -> Result<LaunchConfig> {
+    if how.ctas == Some(0) {
+        return Err(kerr(kernel, "a launch needs at least one CTA"));
+    }
+    let strips = m.div_ceil(BM);
+    let clusters = match how.ctas {
+        Some(c) => (c as usize / cs).max(1),
+        None => 128 / cs,
+    }
+    .min(strips);
+    Ok(LaunchConfig::linear((clusters * cs) as u32, THREADS, smem(cluster_cols(cs))))
+}
+
+/// The arguments of a cluster entry after the operands: the tensor map of `ln.out` (the 64 x
+/// 64 boxes of the store epilogue), M, N, K, the epilogue code, then the layernorm's (as
+/// [`ln_args`] less `ln.out` and the strip counters: the cluster entries need none).
+fn cluster_args(
+    dev: &Device,
+    kernel: &str,
+    ln: &FusedLayerNorm<'_>,
+    s: GemmShape,
+    epi: u32,
+) -> Result<Vec<KernelArg>> {
+    let GemmShape { m, n, k } = s;
+    let mut args = ln_operands(kernel, ln, m, n)?;
+    // gamma, beta, ln_out, q_out, q_scale, q_smooth: ln_out goes as the tensor map
+    args.remove(2);
+    args.push(KernelArg::F32(ln.eps));
+    let mut all = vec![
+        KernelArg::TensorMap(output_map(dev, ln.out, m, n)?),
+        KernelArg::U32(m as u32),
+        KernelArg::U32(n as u32),
+        KernelArg::U32(k as u32),
+        KernelArg::U32(epi),
+    ];
+    all.extend(args);
+    Ok(all)
+}
+
 /// The fp16 GEMM on the Hopper kernel into `out` `[m, n]`. Needs an sm_90 device (a CUDA
 /// H100/H200, or the emulator with `Arch::Sm90`): elsewhere the module does not load.
 pub fn gemm_f16_sm90(
@@ -483,9 +619,15 @@ pub fn gemm_f16_sm90(
 }
 
 /// [`gemm_f16_sm90`] with the layernorm of the output rows fused in: `ln.out = LN(out)` (and its
-/// int8 codes with `ln.q8`), bit-identical to [`crate::layernorm_f16`] on `out`, as the mma.sync
-/// `_ln` GEMMs give it. `N <= 1024`, a multiple of 8; `ws` holds the row-strip counters (one per
-/// 128 rows; zero between launches, as every launch leaves them).
+/// int8 codes with `ln.q8`) in the Hopper family's blocked reduction order
+/// (`kernels/ln_blocked.cuh`): within fp16 rounding of [`crate::layernorm_f16`] on `out`, and the
+/// same bits whichever way the launch runs ([`Sm90Layernorm`]: the cluster entries, the serial
+/// strip tail, split or not) and whatever M. `N <= 1024`, a multiple of 8.
+///
+/// With the cluster entries ([`Sm90Layernorm::Auto`] on an unsplit launch, or `Cluster`) `out`
+/// is NOT written: y = GEMM + bias + residual stays on chip. The strip tail stores it, and `ws`
+/// holds its row-strip counters (one per 128 rows; zero between launches, as every launch leaves
+/// them).
 pub fn gemm_f16_sm90_ln(
     dev: &Device,
     g: &GemmF16<'_>,
@@ -507,9 +649,20 @@ fn f16_launch(
     let base = if ln.is_some() { KERNEL_LN } else { KERNEL };
     check_shape(base, g.shape, 8)?;
     let GemmShape { m, n, k } = g.shape;
-    let cols = how.resolve_cols(m, n, k, false);
-    let (splits, split) = split_args(base, g.shape, false, cols, &how)?;
-    let kernel = kernel_name(Sm90Entry::of(false, ln.is_some()), cols, splits > 1);
+    let mut cols = how.resolve_cols(m, n, k, false);
+    let (splits, mut split) = split_args(base, g.shape, false, cols, &how)?;
+    let cluster = match ln {
+        Some(_) => ln_cluster_of(base, n, splits, &how)?,
+        None => None,
+    };
+    let kernel = match cluster {
+        Some(cs) => {
+            cols = cluster_cols(cs);
+            split = Vec::new();
+            cluster_kernel_name(false, cs).expect("a cluster size of cluster_size")
+        }
+        None => kernel_name(Sm90Entry::of(false, ln.is_some()), cols, splits > 1),
+    };
     check_len(kernel, "a", g.a, m * k)?;
     check_len(kernel, "w", g.w, n * k)?;
     check_len(kernel, "out", out, m * n)?;
@@ -517,11 +670,18 @@ fn f16_launch(
     check_align(kernel, "a", g.a, 16)?;
     check_align(kernel, "w", g.w, 16)?;
     check_align(kernel, "out", out, 16)?;
-    let cfg = grid(kernel, dev, m, n, cols, splits, &how)?;
+    let cfg = match cluster {
+        Some(cs) => cluster_grid(kernel, m, cs, &how)?,
+        None => grid(kernel, dev, m, n, cols, splits, &how)?,
+    };
     let tma_a = operand_map(dev, g.a, TensorMapDtype::F16, m, k, BM)?;
     let tma_w = operand_map(dev, g.w, TensorMapDtype::F16, n, k, cols)?;
     let mut args =
         vec![KernelArg::TensorMap(tma_a), KernelArg::TensorMap(tma_w), opt_ptr(g.bias), g.epilogue.residual_arg()];
+    if let (Some(_), Some((ln, _))) = (cluster, ln) {
+        args.extend(cluster_args(dev, kernel, ln, g.shape, g.epilogue.code())?);
+        return dev.launch_in(MODULE, kernel, cfg, &args);
+    }
     let tail = match ln {
         Some((ln, ws)) => ln_args(kernel, ln, BM, m, n, Some(ws))?,
         None => Vec::new(),
@@ -563,7 +723,7 @@ pub fn gemm_int8_sm90_qa(
 }
 
 /// [`gemm_int8_sm90`] with the layernorm of the output rows fused in, as
-/// [`gemm_f16_sm90_ln`]; `ln.q8` may overwrite the GEMM's own int8 input `a` when it has the same
+/// [`gemm_f16_sm90_ln`] (the cluster entries do not write `out`); `ln.q8` may overwrite the GEMM's own int8 input `a` when it has the same
 /// `[m, n]` layout (a strip is normalised only after every tile reading its rows is done).
 pub fn gemm_int8_sm90_ln(
     dev: &Device,
@@ -591,9 +751,20 @@ fn int8_launch(
     let base = kernel_name(kind, COLS[0], false);
     check_shape(base, g.shape, 16)?;
     let GemmShape { m, n, k } = g.shape;
-    let cols = how.resolve_cols(m, n, k, true);
-    let (splits, split) = split_args(base, g.shape, true, cols, &how)?;
-    let kernel = kernel_name(kind, cols, splits > 1);
+    let mut cols = how.resolve_cols(m, n, k, true);
+    let (splits, mut split) = split_args(base, g.shape, true, cols, &how)?;
+    let cluster = match tail {
+        Tail::LayerNorm(..) => ln_cluster_of(base, n, splits, &how)?,
+        _ => None,
+    };
+    let kernel = match cluster {
+        Some(cs) => {
+            cols = cluster_cols(cs);
+            split = Vec::new();
+            cluster_kernel_name(true, cs).expect("a cluster size of cluster_size")
+        }
+        None => kernel_name(kind, cols, splits > 1),
+    };
     check_len(kernel, "a", g.a, m * k)?;
     check_len(kernel, "a_scale", g.a_scale, m)?;
     check_len(kernel, "w", g.w, n * k)?;
@@ -615,7 +786,10 @@ fn int8_launch(
         check_align(kernel, "zero", zp.zero, 4)?;
         check_align(kernel, "w_sum", zp.w_sum, 8)?;
     }
-    let cfg = grid(kernel, dev, m, n, cols, splits, &how)?;
+    let cfg = match cluster {
+        Some(cs) => cluster_grid(kernel, m, cs, &how)?,
+        None => grid(kernel, dev, m, n, cols, splits, &how)?,
+    };
     let tma_a = operand_map(dev, g.a, TensorMapDtype::S8, m, k, BM)?;
     let tma_w = operand_map(dev, g.w, TensorMapDtype::S8, n, k, cols)?;
     let mut args = vec![
@@ -628,6 +802,10 @@ fn int8_launch(
         opt_ptr(g.bias),
         g.epilogue.residual_arg(),
     ];
+    if let (Some(_), Tail::LayerNorm(ln, _)) = (cluster, tail) {
+        args.extend(cluster_args(dev, kernel, ln, g.shape, g.epilogue.code())?);
+        return dev.launch_in(MODULE, kernel, cfg, &args);
+    }
     let tail = match tail {
         Tail::None => Vec::new(),
         Tail::LayerNorm(ln, ws) => ln_args(kernel, ln, BM, m, n, Some(ws))?,

@@ -1,17 +1,21 @@
-//! Layernorm fused into the Hopper GEMMs (`gemm_f16_sm90_ln`, `gemm_int8_sm90_ln`) on the
-//! emulator at sm_90: the GEMM output equals the plain `_sm90` GEMM's, and the layernorm output
-//! (int8: with its codes and scales, with and without smoothing) equals `layernorm_f16` /
-//! `layernorm_f16_q8` run on it, bit for bit, as for the mma.sync `_ln` GEMMs
-//! (tests/kernels_gemm_ln.rs). Ragged shapes (M 1, 70, 130, 200: one, two and partial 128-row
-//! strips; N 96, 136, 264, 384: partial column tiles; K off the stage), persistent grids of one
-//! CTA per tile and of 2 CTAs (each walking several tiles of a strip, so the strip's last arrival
-//! is a CTA that did other work first), lazy / eager / random completion, outputs poisoned,
-//! sanitizers on, every launch twice (the strip counters reset). The int8 attention-output case
-//! writes its codes over its own input (`n == k`), as the forward pass does.
+//! Layernorm fused into the Hopper GEMMs (`gemm_f16_sm90_ln`, `gemm_int8_sm90_ln`) by the serial
+//! strip tail ([`Sm90Layernorm::Strip`]) on the emulator at sm_90: the GEMM output equals the plain
+//! `_sm90` GEMM's bit for bit; the layernorm output is the Hopper family's blocked reduction order
+//! (`kernels/ln_blocked.cuh`), so it is no longer `layernorm_f16`'s bits: it agrees with
+//! `layernorm_f16` run on the GEMM output within an fp16 ulp (|err| <= (|want| + 1) 2^-10: the
+//! two differ only in the f32 summation order of the mean and variance), and the int8 codes and
+//! scales (with and without smoothing) are exactly those `layernorm_f16_q8` defines on the
+//! layernorm output. Ragged shapes (M 1, 70, 130, 200: one, two and partial 128-row strips; N 96,
+//! 136, 264, 384: partial column tiles; K off the stage), persistent grids of one CTA per tile and
+//! of 2 CTAs (each walking several tiles of a strip, so the strip's last arrival is a CTA that did
+//! other work first), lazy / eager / random completion, outputs poisoned, sanitizers on, every
+//! launch twice (the strip counters reset). The int8 attention-output case writes its codes over
+//! its own input (`n == k`), as the forward pass does. The cluster entries and the split tail
+//! against this one, bit for bit: tests/gemm_sm90_cln.rs.
 mod kernels_util;
 use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
 use fusebert_kernels::gemm_plan::SplitWorkspace;
-use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch};
+use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch, Sm90Layernorm};
 use fusebert_kernels::{Device, DeviceBuffer, Epilogue, FusedLayerNorm, FusedQ8, GemmShape, LayerNormF16, Q8Out};
 use half::f16;
 use kernels_util::*;
@@ -55,11 +59,35 @@ fn layernorm(
 }
 
 fn launches(i: usize) -> GemmSm90Launch<'static> {
-    GemmSm90Launch { ctas: (i % 2 == 1).then_some(2), ..Default::default() }
+    GemmSm90Launch { ctas: (i % 2 == 1).then_some(2), layernorm: Sm90Layernorm::Strip, ..Default::default() }
+}
+
+/// The layernorm output against layernorm_f16's: within an fp16 ulp; the max |err|.
+fn check_ln(what: &str, got: &DeviceBuffer<f16>, want: &DeviceBuffer<f16>) -> f32 {
+    let (g, w) = (to_f32(&bits(got)), to_f32(&bits(want)));
+    check_close(what, &g, &w, |w, _| (w.abs() + 1.0) / 1024.0)
+}
+
+/// The codes and scales layernorm_f16_q8 defines on the fp16 output `x` (f32 operations as the
+/// device's: the same bits).
+fn codes_of(x: &[f16], smooth: Option<&[f16]>, m: usize, n: usize) -> (Vec<i8>, Vec<u32>) {
+    let mut q = vec![0i8; m * n];
+    let mut s = vec![0u32; m];
+    for i in 0..m {
+        let f: Vec<f32> =
+            (0..n).map(|j| x[i * n + j].to_f32() * smooth.map_or(1.0, |sm| sm[j].to_f32())).collect();
+        let amax = f.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        for j in 0..n {
+            q[i * n + j] = ((f[j] * inv).round_ties_even() as i32).clamp(-127, 127) as i8;
+        }
+        s[i] = (amax / 127.0).to_bits();
+    }
+    (q, s)
 }
 
 #[test]
-fn f16_sm90_fused_layernorm_equals_gemm_then_layernorm_bit_for_bit() {
+fn f16_sm90_fused_layernorm_is_gemm_then_layernorm_to_an_ulp() {
     let mut r = rng(61);
     for (i, &(m, n, k)) in [(200, 264, 80), (1, 384, 64), (130, 136, 72), (70, 96, 96)].iter().enumerate() {
         let dev = sm90(MODES[i % 3]);
@@ -95,13 +123,14 @@ fn f16_sm90_fused_layernorm_equals_gemm_then_layernorm_bit_for_bit() {
             assert_no_local(&cn, "gemm_f16_sm90_ln");
             let what = format!("gemm_f16_sm90_ln M {m} N {n} K {k} {how:?} launch {rep}");
             assert_eq!(bits(&y), bits(&y0), "{what}: GEMM output");
-            assert_eq!(bits(&x), bits(&x0), "{what}: layernorm output");
+            let err = check_ln(&what, &x, &x0);
+            eprintln!("{what}: max |err| vs layernorm_f16 {err:.2e}");
         }
     }
 }
 
 #[test]
-fn int8_sm90_fused_layernorm_with_codes_equals_gemm_then_layernorm_q8_bit_for_bit() {
+fn int8_sm90_fused_layernorm_with_codes_is_gemm_then_layernorm_q8_to_an_ulp() {
     use rand::Rng;
     let mut r = rng(62);
     for (i, &(m, n, k)) in [(200, 264, 160), (1, 384, 64), (130, 136, 48), (70, 96, 96)].iter().enumerate() {
@@ -151,9 +180,14 @@ fn int8_sm90_fused_layernorm_with_codes_equals_gemm_then_layernorm_q8_bit_for_bi
             fusebert_kernels::gemm_int8_sm90_ln(&dev, &g, &mut y, &ln, &ws, how).unwrap();
             let what = format!("gemm_int8_sm90_ln M {m} N {n} K {k} {how:?} smooth {} launch {rep}", sm.is_some());
             assert_eq!(bits(&y), bits(&y0), "{what}: GEMM output");
-            assert_eq!(bits(&x), bits(&x0), "{what}: layernorm output");
-            assert_eq!(bits(q), bits(&q0), "{what}: codes");
-            assert_eq!(f32_bits(&s), f32_bits(&s0), "{what}: scales");
+            let err = check_ln(&what, &x, &x0);
+            eprintln!("{what}: max |err| vs layernorm_f16_q8 {err:.2e}");
+            let (wq, ws) = codes_of(&bits(&x), sm.map(|_| &smooth[..]), m, n);
+            assert_eq!(bits(q), wq, "{what}: codes");
+            assert_eq!(f32_bits(&s), ws, "{what}: scales");
+            // layernorm_f16_q8's codes of its own output differ only where the outputs do
+            let diff = bits(q).iter().zip(bits(&q0)).filter(|(a, b)| (**a as i32 - *b as i32).abs() > 1).count();
+            assert_eq!(diff, 0, "{what}: codes more than 1 apart from layernorm_f16_q8's");
         }
     }
 }
@@ -176,8 +210,8 @@ fn sm90_fused_layernorm_refuses_wide_rows_and_short_workspaces() {
             epilogue: Epilogue::None,
             shape: GemmShape { m, n, k },
         };
-        let err =
-            fusebert_kernels::gemm_f16_sm90_ln(&dev, &gemm, &mut y, &ln, &ws, GemmSm90Launch::default()).unwrap_err();
+        let how = GemmSm90Launch { layernorm: Sm90Layernorm::Strip, ..Default::default() };
+        let err = fusebert_kernels::gemm_f16_sm90_ln(&dev, &gemm, &mut y, &ln, &ws, how).unwrap_err();
         let text = err.to_string();
         assert!(text.contains(gemm_sm90::KERNEL_LN) && text.contains(why), "{text}");
     }

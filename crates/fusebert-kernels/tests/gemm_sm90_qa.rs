@@ -189,7 +189,7 @@ fn int8_sm90_fused_quantize_equals_gemm_then_quantize_asym_bit_for_bit() {
         let dsum = dev.upload(&o.w_sum).unwrap();
         let smooth = c.smooth.then_some(&dsm);
         let ws = workspace(&dev, c);
-        let how = GemmSm90Launch { ctas: c.two_ctas.then_some(2), cols: c.cols, split: c.split.then_some(&ws) };
+        let how = GemmSm90Launch { ctas: c.two_ctas.then_some(2), cols: c.cols, split: c.split.then_some(&ws), ..Default::default() };
         // the reference on its own copies of the operands (the fused run overwrites scales and zero points)
         let (da, das, dz) = (dev.upload(&o.a).unwrap(), dev.upload(&o.a_scale).unwrap(), dev.upload(&o.zero).unwrap());
         let g = GemmInt8 {
@@ -312,7 +312,7 @@ fn rows_past_the_shared_slot_are_quantized_as_the_host_rule() {
         shape: GemmShape { m, n, k },
     };
     let ws = workspace(&dev, &c);
-    let how = GemmSm90Launch { ctas: Some(2), cols: c.cols, split: None };
+    let how = GemmSm90Launch { ctas: Some(2), cols: c.cols, ..Default::default() };
     let mut y0 = poisoned::<f16>(&dev, m * n);
     fusebert_kernels::gemm_int8_sm90(&dev, &g, &mut y0, how).unwrap();
     let (q0, s0, z0) = fusebert_kernels::reference::quantize_asym(&bits(&y0), Some(&o.smooth), m, n);

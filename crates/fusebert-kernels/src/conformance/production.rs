@@ -443,6 +443,8 @@ pub fn run_gemm(dev: &Device, s: &GemmSpec) -> Result<Vec<u32>> {
             let ln_out = poisoned::<f16>(dev, s.m * s.n)?;
             let ws = crate::SplitWorkspace::new(dev, 0, 0, s.m)?;
             let ln = crate::FusedLayerNorm { gamma: &dg, beta: &dbe, out: &ln_out, q8: None, eps: LN_EPS };
+            // the strip tail: y is stored too (the cluster entries write ln.out only)
+            let how = GemmSm90Launch { layernorm: crate::gemm_sm90::Sm90Layernorm::Strip, ..how };
             crate::gemm_f16_sm90_ln(dev, &g, &mut out, &ln, &ws, how)?;
             let mut v = pack_f16(&out.to_host()?);
             v.extend(pack_f16(&ln_out.to_host()?));
