@@ -24,6 +24,8 @@ pub struct Counters {
     pub shared_store_requests: u64,
     pub shared_wavefronts: u64,
     pub shared_bank_conflicts: u64,
+    /// Bytes loaded from or stored to other CTAs' shared memory (`ld`/`st.shared::cluster`).
+    pub dsmem_bytes: u64,
     pub local_load_bytes: u64,
     pub local_store_bytes: u64,
     pub barriers: u64,
@@ -66,6 +68,7 @@ impl Counters {
             shared_store_requests,
             shared_wavefronts,
             shared_bank_conflicts,
+            dsmem_bytes,
             local_load_bytes,
             local_store_bytes,
             barriers,

@@ -497,6 +497,17 @@ fn check_config(
             return Err(bad(format!("block {b:?} exceeds .maxntid {mx:?}")));
         }
     }
+    if let Some(c) = k.cluster {
+        // cudaErrorClusterOutOfResources / invalid cluster size: a cluster shape must tile the
+        // grid, and more than 8 CTAs per cluster is non-portable (an opt-in attribute we do not have)
+        let ranks = c.0 as u64 * c.1 as u64 * c.2 as u64;
+        if ranks == 0 || ranks > 8 {
+            return Err(bad(format!("cluster {c:?} (.reqnctapercluster) has {ranks} CTAs: 1 to 8 are portable")));
+        }
+        if g.0 % c.0 != 0 || g.1 % c.1 != 0 || g.2 % c.2 != 0 {
+            return Err(bad(format!("grid {g:?} is not a whole number of clusters {c:?} (.reqnctapercluster)")));
+        }
+    }
     arch::check_shared(arch, static_shared, cfg.shared_mem_bytes, max_dynamic)
         .map_err(|m| bad(format!("launch refused on {arch}: {m}")))?;
     if let Some(regs) = library.and_then(|l| l.registers(module, &k.name, arch.ptxas_target())) {

@@ -248,6 +248,11 @@ pub enum Op {
     /// `elect.sync d|p, membermask`: `d[0]` = elected lane (or the sink), `d[1]` = predicate,
     /// `s[0]` = membermask.
     Elect,
+    /// `mapa.shared::cluster.u32 d, a, rank`: `d` = `a`'s shared address in the cluster CTA of
+    /// that rank (`s[0]` = a, `s[1]` = rank).
+    Mapa,
+    /// `barrier.cluster.arrive` (sub 0) / `barrier.cluster.wait` (sub 1).
+    ClusterBar,
     /// `setmaxnreg.{inc,dec}.sync.aligned.u32 n`: sub = 1 for inc, off = n.
     SetMaxNReg,
     /// `fence.proxy.async{.shared::cta|.global}`: orders this thread's generic-proxy accesses
@@ -308,6 +313,8 @@ pub mod fl {
     pub const PARITY: u32 = 1 << 29;
     /// `cp.async.bulk.wait_group.read`: wait until the sources are read, not the writes done.
     pub const READ: u32 = 1 << 30;
+    /// `ld`/`st` `.shared::cluster`: the address may name a peer CTA's shared memory (`mapa`).
+    pub const CLUSTER: u32 = 1 << 31;
 }
 
 /// Sub-operation codes (in `Inst::sub`) for families with a mode.
@@ -483,6 +490,20 @@ pub enum Special {
     SmId,
     NSmId,
     GridId,
+    /// `%cluster_ctarank`: the CTA's rank in its cluster.
+    ClusterCtaRank,
+    /// `%cluster_nctarank`: CTAs per cluster.
+    ClusterNCtaRank,
+    /// `%clusterid.{x,y,z}`: the cluster's index in the grid.
+    ClusterId(u8),
+    /// `%nclusterid.{x,y,z}`: clusters in the grid.
+    NClusterId(u8),
+    /// `%cluster_ctaid.{x,y,z}`: the CTA's index in its cluster.
+    ClusterCtaId(u8),
+    /// `%cluster_nctaid.{x,y,z}`: the cluster's shape.
+    ClusterNCtaId(u8),
+    /// `%is_explicit_cluster`: whether the launch declared a cluster shape.
+    IsExplicitCluster,
 }
 
 impl Special {
@@ -500,6 +521,10 @@ impl Special {
                 "%ntid" => Special::Ntid(d),
                 "%ctaid" => Special::Ctaid(d),
                 "%nctaid" => Special::Nctaid(d),
+                "%clusterid" => Special::ClusterId(d),
+                "%nclusterid" => Special::NClusterId(d),
+                "%cluster_ctaid" => Special::ClusterCtaId(d),
+                "%cluster_nctaid" => Special::ClusterNCtaId(d),
                 _ => return None,
             });
         }
@@ -517,6 +542,9 @@ impl Special {
             "%smid" => Special::SmId,
             "%nsmid" => Special::NSmId,
             "%gridid" => Special::GridId,
+            "%cluster_ctarank" => Special::ClusterCtaRank,
+            "%cluster_nctarank" => Special::ClusterNCtaRank,
+            "%is_explicit_cluster" => Special::IsExplicitCluster,
             _ => return None,
         })
     }
@@ -565,6 +593,9 @@ pub struct Kernel {
     /// Required/maximum threads per block if declared.
     pub maxntid: Option<(u32, u32, u32)>,
     pub reqntid: Option<(u32, u32, u32)>,
+    /// `.reqnctapercluster`: the cluster shape every launch of the kernel has (`None`: a
+    /// cluster of one CTA).
+    pub cluster: Option<(u32, u32, u32)>,
     /// Name of each declared register slot (for messages).
     pub reg_names: HashMap<u32, String>,
     /// Whether the kernel uses Hopper's asynchronous machinery (mbarrier, TMA, proxy fences):

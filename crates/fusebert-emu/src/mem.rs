@@ -210,7 +210,7 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     #[inline(always)]
-    fn read_raw(&self, loc: Loc, k: u32, size: u32) -> u64 {
+    pub(crate) fn read_raw(&self, loc: Loc, k: u32, size: u32) -> u64 {
         unsafe {
             let p: *const u8 = match loc {
                 Loc::Global(p) => p.add(k as usize),
@@ -229,7 +229,7 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     #[inline(always)]
-    fn write_raw(&mut self, loc: Loc, k: u32, size: u32, v: u64) {
+    pub(crate) fn write_raw(&mut self, loc: Loc, k: u32, size: u32, v: u64) {
         unsafe {
             let p: *mut u8 = match loc {
                 Loc::Global(p) => p.add(k as usize),
@@ -542,6 +542,9 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     fn ld_st(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
+        if i.has(fl::CLUSTER) {
+            return self.ld_st_cluster(w, i, mask);
+        }
         if mask == FULL && self.ld_st_global_warp(w, i)? {
             return Ok(());
         }
@@ -565,6 +568,9 @@ impl<'l, 'a> Block<'l, 'a> {
                         self.check_async_shared(w, i, l, o, total, !is_ld)?;
                     }
                     self.check_shared(w, i, l, o, total, !is_ld, false)?;
+                    if let Some(cl) = &self.cl {
+                        self.cluster_track(w, i, l, cl.rank(), o, total, !is_ld)?;
+                    }
                     shared_offs[l] = o;
                     kind = Space::Shared;
                 }

@@ -324,7 +324,7 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
     let name = c.ident()?.to_string();
     let mut fs = FnState::new(ms);
     let param_off = parse_params(c, &mut fs)?;
-    let (maxntid, reqntid) = parse_directives(c)?;
+    let (maxntid, reqntid, cluster) = parse_directives(c)?;
     if c.eat_punct(';') {
         return Err((c.line(), format!("kernel `{name}` has no body")));
     }
@@ -369,6 +369,7 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
         has_atomics: fs.has_atomics,
         maxntid,
         reqntid,
+        cluster,
         reg_names: fs.reg_names,
         uses_async: false,
     };
@@ -432,11 +433,12 @@ fn parse_params(c: &mut Cursor, fs: &mut FnState) -> PResult<u32> {
 /// A `.maxntid`/`.reqntid` triple, when given.
 type Dims = Option<(u32, u32, u32)>;
 
-/// Performance directives after the parameters: `.maxntid`/`.reqntid` are kept (launch checks),
-/// the others only parsed.
-fn parse_directives(c: &mut Cursor) -> PResult<(Dims, Dims)> {
+/// Performance directives after the parameters: `.maxntid`/`.reqntid` and the cluster shape
+/// (`.reqnctapercluster`) are kept (launch checks, cluster execution), the others only parsed.
+fn parse_directives(c: &mut Cursor) -> PResult<(Dims, Dims, Dims)> {
     let mut maxntid = None;
     let mut reqntid = None;
+    let mut cluster = None;
     loop {
         match c.peek() {
             Some(Tok::Ident(s)) if s == ".maxntid" => {
@@ -456,7 +458,7 @@ fn parse_directives(c: &mut Cursor) -> PResult<(Dims, Dims)> {
             Some(Tok::Ident(s)) if s == ".reqnctapercluster" || s == ".explicitcluster" => {
                 c.i += 1;
                 if matches!(c.peek(), Some(Tok::Int(_))) {
-                    parse_dims(c)?;
+                    cluster = Some(parse_dims(c)?);
                 }
             }
             Some(Tok::Ident(s)) if s == ".pragma" => {
@@ -466,7 +468,7 @@ fn parse_directives(c: &mut Cursor) -> PResult<(Dims, Dims)> {
             _ => break,
         }
     }
-    Ok((maxntid, reqntid))
+    Ok((maxntid, reqntid, cluster))
 }
 
 /// Gives the special-register and constant slots (numbered from `TMP_BASE` while parsing)

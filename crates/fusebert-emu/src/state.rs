@@ -89,6 +89,8 @@ impl Launch<'_> {
 pub(crate) enum WState {
     Run,
     Bar,
+    /// Waiting at `barrier.cluster.wait` for the cluster's barrier phase to complete.
+    ClusterWait,
     Done,
 }
 
@@ -159,6 +161,10 @@ pub(crate) struct Warp {
     pub(crate) bar_count: u32,
     pub(crate) bar_pc: u32,
     pub(crate) bar_pred: u32,
+    /// Lanes that passed `barrier.cluster.arrive` and not yet the matching `wait`.
+    pub(crate) cl_arrived: u32,
+    /// Per lane, the cluster barrier phase its pending arrival belongs to.
+    pub(crate) cl_phase: [u32; 32],
 }
 
 /// Shadow state of one 4-byte shared word for the race / uninitialised / cp.async checkers.
@@ -205,6 +211,9 @@ pub(crate) struct Block<'l, 'a> {
     pub(crate) warps: Vec<Warp>,
     /// mbarriers, TMA copies in flight and the async-proxy checks (kernels that use them).
     pub(crate) hop: Option<Box<super::async_proxy::HopState>>,
+    /// The cluster this CTA belongs to and its rank, for kernels that use clusters
+    /// (`exec/cluster.rs`).
+    pub(crate) cl: Option<super::exec::cluster::ClusterRef>,
 }
 
 /// Location of a resolved memory access.

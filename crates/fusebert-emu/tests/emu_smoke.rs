@@ -414,7 +414,7 @@ fn unsupported_ptx_is_a_load_time_error_naming_the_line() {
     let ok = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k(.param .u64 p)\n{\n.reg .b64 %rd<3>;\n.reg .b32 %r<3>;\nld.param.u64 %rd1, [p];\n";
     for (body, line, what) in [
         ("frobnicate.b32 %r1, %r2;\nret;\n}\n", 9, "frobnicate"),
-        ("ld.shared::cluster.u32 %r1, [%rd1];\nret;\n}\n", 9, "shared::cluster"),
+        ("red.shared::cluster.add.u32 [%rd1], %r1;\nret;\n}\n", 9, "shared::cluster"),
         ("add.s32 %r1, %r2;\nret;\n}\n", 9, "operands"),
         ("bra $L__missing;\nret;\n}\n", 9, "label"),
     ] {

@@ -155,6 +155,8 @@ impl Block<'_, '_> {
             | Op::BarRed
             | Op::Trap
             | Op::Elect
+            | Op::Mapa
+            | Op::ClusterBar
             | Op::SetMaxNReg
             | Op::FenceProxyAsync
             | Op::Mbar

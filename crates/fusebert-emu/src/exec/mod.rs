@@ -16,6 +16,7 @@ use crate::state::*;
 /// The launch types keep their `exec::` paths.
 pub use crate::state::{ExecOpts, Launch, FULL};
 
+pub(crate) mod cluster;
 mod hopper;
 mod inst;
 mod wgmma;
@@ -56,7 +57,8 @@ fn classify(i: &Inst) -> u8 {
         Op::Mbar | Op::FenceProxyAsync | Op::SetMaxNReg => CTRL,
         Op::BulkTensor | Op::BulkGroup => MEM,
         Op::Wgmma => TENSOR,
-        Op::Elect => SPECIAL,
+        Op::Elect | Op::Mapa => SPECIAL,
+        Op::ClusterBar => CTRL,
         Op::Shfl | Op::Vote | Op::Match | Op::Redux | Op::Activemask | Op::ReadClock | Op::Printf => SPECIAL,
         Op::Rcp | Op::Sqrt | Op::Rsqrt | Op::Ex2 | Op::Lg2 | Op::Sin | Op::Cos | Op::Tanh if i.ty != Ty::F64 => SPECIAL,
         _ => {
@@ -144,13 +146,17 @@ impl<'a> Launch<'a> {
 
     /// Runs every block; returns the summed counters or the error of the lowest failing block.
     pub fn run(&self) -> Result<Counters, Error> {
-        let nb = self.grid.0 as u64 * self.grid.1 as u64 * self.grid.2 as u64;
+        // a unit of work per block, or per cluster for kernels that use clusters (its CTAs run
+        // together on one host thread)
+        let clustered = cluster::uses_clusters(self.kernel);
+        let nb = self.grid.0 as u64 * self.grid.1 as u64 * self.grid.2 as u64
+            / if clustered { cluster::ranks(self.kernel) as u64 } else { 1 };
         let first_fail = AtomicU64::new(u64::MAX);
         let run_one = |b: u64| -> Result<Counters, (u64, Error)> {
             if b > first_fail.load(Ordering::Relaxed) {
                 return Ok(Counters::default());
             }
-            let r = self.run_block(b);
+            let r = if clustered { self.run_cluster(b) } else { self.run_block(b) };
             if r.is_err() {
                 first_fail.fetch_min(b, Ordering::Relaxed);
             }
@@ -240,6 +246,11 @@ impl<'a> Launch<'a> {
         let ctaid = [(b % gx) as u32, ((b / gx) % gy) as u32, (b / (gx * gy)) as u32];
         let mut blk = Block::new(self, ctaid);
         blk.run()?;
+        Ok(self.finish_block(&mut blk))
+    }
+
+    /// A finished block's counters, with its profile and global writes handed to the launch.
+    pub(crate) fn finish_block(&self, blk: &mut Block) -> Counters {
         if let Some(p) = &blk.prof {
             if let Ok(mut all) = self.profile.lock() {
                 all.add(&p.finish());
@@ -260,7 +271,7 @@ impl<'a> Launch<'a> {
         c.inst_memory += k[class::MEM as usize];
         c.inst_control += k[class::CTRL as usize];
         c.inst_special += k[class::SPECIAL as usize];
-        Ok(std::mem::take(&mut blk.c))
+        std::mem::take(&mut blk.c)
     }
 }
 
@@ -335,6 +346,7 @@ impl<'l, 'a> Block<'l, 'a> {
     fn new(l: &'l Launch<'a>, ctaid: [u32; 3]) -> Self {
         let k = l.kernel;
         let checks = l.opts.races || l.opts.uninit;
+        let cd = k.cluster.unwrap_or((1, 1, 1));
         let mut warps = Vec::with_capacity(l.nwarps as usize);
         for w in 0..l.nwarps {
             let mut regs = take_regs(l);
@@ -362,6 +374,15 @@ impl<'l, 'a> Block<'l, 'a> {
                         Special::DynSmem => l.dyn_smem as u64,
                         Special::TotalSmem => l.smem_total as u64,
                         Special::SmId | Special::GridId => 0,
+                        Special::ClusterCtaRank => cluster::rank_of(ctaid, cd) as u64,
+                        Special::ClusterNCtaRank => (cd.0 * cd.1 * cd.2) as u64,
+                        Special::ClusterId(d) => (ctaid[d as usize] / [cd.0, cd.1, cd.2][d as usize]) as u64,
+                        Special::NClusterId(d) => {
+                            ([l.grid.0, l.grid.1, l.grid.2][d as usize] / [cd.0, cd.1, cd.2][d as usize]) as u64
+                        }
+                        Special::ClusterCtaId(d) => (ctaid[d as usize] % [cd.0, cd.1, cd.2][d as usize]) as u64,
+                        Special::ClusterNCtaId(d) => [cd.0, cd.1, cd.2][d as usize] as u64,
+                        Special::IsExplicitCluster => l.kernel.cluster.is_some() as u64,
                         // one emulated SM (blocks run in parallel on host threads instead)
                         Special::NSmId => 1,
                     };
@@ -388,6 +409,8 @@ impl<'l, 'a> Block<'l, 'a> {
                 bar_count: 0,
                 bar_pc: 0,
                 bar_pred: 0,
+                cl_arrived: 0,
+                cl_phase: [0; 32],
             });
         }
         let local_total = k.local_bytes as usize * l.nthreads as usize;
@@ -410,6 +433,7 @@ impl<'l, 'a> Block<'l, 'a> {
             class_count: [0; 8],
             prof: l.opts.profile.then(crate::profile::BlockProfile::start),
             warps,
+            cl: None,
             hop: k.uses_async.then(|| {
                 let b = ctaid[0] as u64 + l.grid.0 as u64 * (ctaid[1] as u64 + l.grid.1 as u64 * ctaid[2] as u64);
                 Box::new(crate::async_proxy::HopState::new(l.opts.async_mode, l.nthreads, l.nwarps, l.smem_total, b))
@@ -417,7 +441,9 @@ impl<'l, 'a> Block<'l, 'a> {
         }
     }
 
-    fn run(&mut self) -> Result<(), Error> {
+    /// Runs the block until every warp is done (true) or, in a cluster, until every warp that
+    /// is not done waits for the cluster's other CTAs (false: run them, then call again).
+    pub(crate) fn run(&mut self) -> Result<bool, Error> {
         let mut warps = std::mem::take(&mut self.warps);
         let result = (|| {
             loop {
@@ -429,7 +455,7 @@ impl<'l, 'a> Block<'l, 'a> {
                     }
                 }
                 if warps.iter().all(|w| w.state == WState::Done) {
-                    return self.drain_async();
+                    return self.drain_async().map(|_| true);
                 }
                 if self.hop.is_some() {
                     self.async_round()?;
@@ -445,8 +471,16 @@ impl<'l, 'a> Block<'l, 'a> {
                 } else if any_run && warps.iter().any(|w| w.state == WState::Run) {
                     continue;
                 }
+                // warps at a cluster barrier whose phase has completed go on
+                if self.release_cluster_waits(&mut warps) {
+                    continue;
+                }
                 // every live warp waits at a barrier: release those whose barrier is complete
                 if !self.release_barriers(&mut warps)? {
+                    // the cluster's other CTAs must arrive first: run them, then come back
+                    if warps.iter().any(|w| w.state == WState::ClusterWait) {
+                        return Ok(false);
+                    }
                     return Err(self.deadlock(&warps));
                 }
             }
@@ -559,6 +593,15 @@ impl<'l, 'a> Block<'l, 'a> {
                     );
                 }
                 WState::Done => s += &format!(" warp {} exited;", w.id),
+                WState::ClusterWait => {
+                    let i = &self.l.kernel.insts[w.bar_pc as usize];
+                    s += &format!(
+                        " warp {} waits at barrier.cluster.wait (PTX line {}{});",
+                        w.id,
+                        i.line,
+                        self.cu_loc(i)
+                    );
+                }
                 WState::Run => {
                     // yielded at a failed mbarrier wait (the instruction before its pc)
                     let pc = w.stack.last().map_or(0, |f| f.pc).saturating_sub(1);
@@ -624,6 +667,13 @@ impl<'l, 'a> Block<'l, 'a> {
                     | Op::Wgmma => {
                         if mask != 0 {
                             self.hopper_op(w, i, pc, mask)?
+                        } else {
+                            Flow::Next
+                        }
+                    }
+                    Op::Mapa | Op::ClusterBar => {
+                        if mask != 0 {
+                            self.cluster_op(w, i, pc, mask, active)?
                         } else {
                             Flow::Next
                         }
@@ -1001,6 +1051,7 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     fn exit_lanes(&mut self, w: &mut Warp, mask: u32) -> Result<(), Error> {
+        self.cluster_exit(w, mask & w.valid & !w.exited);
         w.exited |= mask;
         // copies still in flight land when their thread exits, but nothing orders them for the
         // other threads: their destinations stay flagged (`CP_ORPHAN`)
@@ -1011,6 +1062,7 @@ impl<'l, 'a> Block<'l, 'a> {
     }
 
     fn finish_warp(&mut self, w: &mut Warp) -> Result<(), Error> {
+        self.cluster_exit(w, w.valid & !w.exited);
         w.exited = FULL;
         if !w.pending.is_empty() {
             self.complete_cp(w, |_| true, true);

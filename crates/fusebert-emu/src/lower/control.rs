@@ -127,6 +127,23 @@ pub(super) fn bar(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     let line = cx.line;
     // `bar.sync` is `barrier.sync.aligned`; plain `barrier.*` is the non-aligned form
     let unaligned = if m.base == "barrier" && !m.has("aligned") { fl::UNALIGNED } else { 0 };
+    if m.base == "barrier" && m.has("cluster") {
+        // barrier.cluster.arrive{.release|.relaxed}{.aligned} / barrier.cluster.wait{.acquire}{.aligned}
+        if !ops.is_empty() {
+            return Err((line, "barrier.cluster takes no operands".into()));
+        }
+        let mut i = cx.mk(Op::ClusterBar);
+        i.sub = if m.has("arrive") {
+            0
+        } else if m.has("wait") {
+            1
+        } else {
+            return Err((line, "barrier.cluster needs .arrive or .wait".into()));
+        };
+        i.flags |= unaligned;
+        push(fs, i);
+        return Ok(());
+    }
     if m.has("warp") {
         let mut i = cx.mk(Op::BarWarp);
         if let Some(o) = ops.first() {

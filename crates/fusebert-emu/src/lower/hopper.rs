@@ -214,6 +214,21 @@ pub(super) fn elect(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     Ok(())
 }
 
+/// `mapa.shared::cluster.u32 d, a, rank` (the generic-address forms are not emulated).
+pub(super) fn mapa(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
+    let (ops, line) = (&cx.ops[..], cx.line);
+    need(ops, 3, line, cx.opname)?;
+    if !cx.m.has("shared::cluster") || cx.ty.bytes() != 4 {
+        return Err((line, "only `mapa.shared::cluster.u32` is emulated (not the generic-address forms)".into()));
+    }
+    let mut i = cx.mk(Op::Mapa);
+    i.d[0] = dst(fs, &ops[0], line)?;
+    i.s[0] = resolve(fs, &ops[1], Ty::U32, line)?;
+    i.s[1] = resolve(fs, &ops[2], Ty::U32, line)?;
+    push(fs, i);
+    Ok(())
+}
+
 /// `setmaxnreg.{inc,dec}.sync.aligned.u32 n`: n in 24..=256, a multiple of 8 (checked here:
 /// ptxas rejects anything else too).
 pub(super) fn setmaxnreg(fs: &mut FnState, cx: &Ctx) -> PResult<()> {

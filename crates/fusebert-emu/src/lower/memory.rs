@@ -13,6 +13,10 @@ pub(super) fn ld_st(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     let is_ld = m.base != "st";
     let mut i = cx.mk(if is_ld { Op::Ld } else { Op::St });
     i.space = m.space();
+    if m.has("shared::cluster") {
+        // the address may name a peer CTA's shared memory (from `mapa`)
+        i.flags |= fl::CLUSTER;
+    }
     i.n = if m.has("v4") {
         4
     } else if m.has("v2") {

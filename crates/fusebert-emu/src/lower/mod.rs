@@ -265,6 +265,7 @@ const KNOWN_MODS: &[&str] = &[
     "red",
     "popc",
     "arrive",
+    "wait",
     "m8n8",
     "x1",
     "x2",
@@ -324,10 +325,11 @@ const KNOWN_MODS: &[&str] = &[
 
 fn check_mods(m: &Mods, opname: &str, line: u32) -> PResult<()> {
     for p in &m.parts {
-        // a cluster of one CTA: TMA and mbarrier name their own CTA's barrier and buffer through
-        // the cluster window; other shared::cluster accesses (a peer's memory) are not emulated
-        if *p == "shared::cluster" && !matches!(m.base, "cp" | "mbarrier" | "fence") {
-            return Err((line, format!("`{opname}`: unsupported modifier `.{p}` (clusters are not emulated)")));
+        // TMA and mbarrier name their own CTA's barrier and buffer through the cluster window;
+        // ld/st reach a peer's shared memory through it (addresses from `mapa`); multicast
+        // copies and remote mbarrier arrivals are not emulated
+        if *p == "shared::cluster" && !matches!(m.base, "cp" | "mbarrier" | "fence" | "ld" | "st" | "mapa") {
+            return Err((line, format!("`{opname}`: unsupported modifier `.{p}` (only ld/st/mapa reach a peer CTA)")));
         }
         // wgmma's own modifiers (the shape is checked by its lowering)
         if m.base == "wgmma" && (*p == "fence" || p.starts_with("m64n")) {
@@ -397,6 +399,7 @@ pub(super) fn parse_instruction(c: &mut Cursor, fs: &mut FnState, opname: &str, 
         "membar" | "fence" => memory::fence,
         "mbarrier" => hopper::mbarrier,
         "elect" => hopper::elect,
+        "mapa" => hopper::mapa,
         "setmaxnreg" => hopper::setmaxnreg,
         "wgmma" => hopper::wgmma,
         "prefetch" | "prefetchu" | "discard" | "applypriority" | "nanosleep" | "pmevent" => memory::hint,
