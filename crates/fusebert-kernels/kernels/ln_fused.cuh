@@ -1,6 +1,7 @@
 // The layernorm of a residual GEMM's output rows, fused into its epilogue (hidden = N <= 1024,
-// N % 8 == 0): shared by the mma.sync GEMMs (gemm_core.cuh, ln_strip_epilogue) and the Hopper
-// GEMMs (gemm_sm90.cu, LnTail), so both give layernorm_f16's bits.
+// N % 8 == 0), as the mma.sync GEMMs run it (gemm_core.cuh, ln_strip_epilogue): layernorm_f16's
+// bits. The Hopper GEMMs (gemm_sm90.cu) use only LnArgs from here: their strip tail and cluster
+// entries share another reduction order (ln_blocked.cuh), within fp16 rounding of this one.
 #pragma once
 #include "common.cuh"
 

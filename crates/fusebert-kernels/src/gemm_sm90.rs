@@ -584,13 +584,7 @@ fn cluster_grid(kernel: &str, m: usize, cs: usize, how: &GemmSm90Launch) -> Resu
 /// The arguments of a cluster entry after the operands: the tensor map of `ln.out` (the 64 x
 /// 64 boxes of the store epilogue), M, N, K, the epilogue code, then the layernorm's (as
 /// [`ln_args`] less `ln.out` and the strip counters: the cluster entries need none).
-fn cluster_args(
-    dev: &Device,
-    kernel: &str,
-    ln: &FusedLayerNorm<'_>,
-    s: GemmShape,
-    epi: u32,
-) -> Result<Vec<KernelArg>> {
+fn cluster_args(dev: &Device, kernel: &str, ln: &FusedLayerNorm<'_>, s: GemmShape, epi: u32) -> Result<Vec<KernelArg>> {
     let GemmShape { m, n, k } = s;
     let mut args = ln_operands(kernel, ln, m, n)?;
     // gamma, beta, ln_out, q_out, q_scale, q_smooth: ln_out goes as the tensor map

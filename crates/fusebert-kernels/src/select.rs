@@ -257,7 +257,12 @@ fn check_gemm_f16(dev: &Device) -> Result<Option<String>> {
     let (words, counters) = crate::gemm_sm90::split_needs(m, n, 192, crate::gemm_sm90::k_chunks(k, false));
     let ws = SplitWorkspace::new(dev, words, counters, 0)?;
     let mut split = poisoned(dev, m * n)?;
-    gemm_f16_sm90(dev, &g, &mut split, GemmSm90Launch { ctas: None, cols: Sm90Cols::N192, split: Some(&ws), ..Default::default() })?;
+    gemm_f16_sm90(
+        dev,
+        &g,
+        &mut split,
+        GemmSm90Launch { ctas: None, cols: Sm90Cols::N192, split: Some(&ws), ..Default::default() },
+    )?;
     let split = split.to_host()?;
     let kernel = crate::gemm_sm90::kernel_name(crate::gemm_sm90::Sm90Entry::F16, 192, true);
     Ok(split

@@ -37,10 +37,13 @@ fn f32_bits(b: &DeviceBuffer<f32>) -> Vec<u32> {
     bits(b).iter().map(|v| v.to_bits()).collect()
 }
 
-fn last_kernel(dev: &Device) -> (String, u32) {
+/// The last launch's kernel and CTAs, its counters checked: no local memory, no bank conflicts.
+fn last_kernel(dev: &Device) -> (String, u32, u64) {
     let e = dev.emulator_backend().expect("emulator");
     let l = e.launches().last().expect("a launch").clone();
-    (l.kernel, l.grid.0)
+    assert_no_local(&l.counters, &l.kernel);
+    assert_eq!(l.counters.shared_bank_conflicts, 0, "{}: bank conflicts", l.kernel);
+    (l.kernel, l.grid.0, l.counters.dsmem_bytes)
 }
 
 /// The operands of one N: gamma around 1, beta around 0, smoothing around 1, bias and the
@@ -85,7 +88,8 @@ fn layernorm_f64(y: &[f64], g: &[f16], b: &[f16], m: usize, n: usize) -> (Vec<f6
 fn check_vs_f64(what: &str, got: &[f16], y: &[f64], p: &Params, m: usize, n: usize) -> f64 {
     let (want, rstd) = layernorm_f64(y, &p.gamma, &p.beta, m, n);
     // each row's mean |y|: the most the fp16 rounding of y moves its mean
-    let mean_abs: Vec<f64> = (0..m).map(|i| y[i * n..(i + 1) * n].iter().map(|v| v.abs()).sum::<f64>() / n as f64).collect();
+    let mean_abs: Vec<f64> =
+        (0..m).map(|i| y[i * n..(i + 1) * n].iter().map(|v| v.abs()).sum::<f64>() / n as f64).collect();
     let mut max = 0f64;
     for i in 0..m * n {
         let (row, col) = (i / n, i % n);
@@ -108,8 +112,7 @@ fn codes_of(x: &[f16], smooth: Option<&[f16]>, m: usize, n: usize) -> (Vec<i8>, 
     let mut q = vec![0i8; m * n];
     let mut s = vec![0u32; m];
     for i in 0..m {
-        let f: Vec<f32> =
-            (0..n).map(|j| x[i * n + j].to_f32() * smooth.map_or(1.0, |sm| sm[j].to_f32())).collect();
+        let f: Vec<f32> = (0..n).map(|j| x[i * n + j].to_f32() * smooth.map_or(1.0, |sm| sm[j].to_f32())).collect();
         let amax = f.iter().fold(0f32, |a, v| a.max(v.abs()));
         let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
         for j in 0..n {
@@ -193,13 +196,14 @@ fn run(
         };
         fusebert_kernels::gemm_f16_sm90_ln(dev, &g, &mut y, &ln, &ws, how).unwrap();
     }
-    let (kernel, ctas) = last_kernel(dev);
+    let (kernel, ctas, dsmem) = last_kernel(dev);
     let kind = if int8 { "int8" } else { "f16" };
     match way {
         Way::Cluster(_) => {
             let cs = gemm_sm90::cluster_size(n).unwrap();
             assert_eq!(Some(kernel.as_str()), gemm_sm90::cluster_kernel_name(int8, cs), "{kind} N {n}");
             assert_eq!(ctas as usize % cs, 0, "{kernel}: {ctas} CTAs");
+            assert!(dsmem > 0, "{kernel}: no distributed shared memory traffic");
             // y is never stored
             assert!(bits(&y).iter().all(|v| v.to_bits() == 0xFFFF), "{kernel} wrote out");
         }
@@ -343,9 +347,15 @@ fn cluster_layernorm_refuses_split_launches_and_wide_rows() {
         let x = dev.alloc::<f16>(m * n).unwrap();
         let mut y = dev.alloc::<f16>(m * n).unwrap();
         let ln = FusedLayerNorm { gamma: &g, beta: &g, out: &x, q8: None, eps: EPS };
-        let gemm =
-            fusebert_kernels::GemmF16 { a: &a, w: &w, bias: None, epilogue: Epilogue::None, shape: GemmShape { m, n, k } };
-        let how = GemmSm90Launch { layernorm: Sm90Layernorm::Cluster, split: split.then_some(&ws), ..Default::default() };
+        let gemm = fusebert_kernels::GemmF16 {
+            a: &a,
+            w: &w,
+            bias: None,
+            epilogue: Epilogue::None,
+            shape: GemmShape { m, n, k },
+        };
+        let how =
+            GemmSm90Launch { layernorm: Sm90Layernorm::Cluster, split: split.then_some(&ws), ..Default::default() };
         let err = fusebert_kernels::gemm_f16_sm90_ln(&dev, &gemm, &mut y, &ln, &ws, how).unwrap_err().to_string();
         assert!(err.contains("cluster layernorm") || err.contains("at most 1024"), "{err}");
     }

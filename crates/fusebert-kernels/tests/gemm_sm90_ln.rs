@@ -9,8 +9,9 @@
 //! 136, 264, 384: partial column tiles; K off the stage), persistent grids of one CTA per tile and
 //! of 2 CTAs (each walking several tiles of a strip, so the strip's last arrival is a CTA that did
 //! other work first), lazy / eager / random completion, outputs poisoned, sanitizers on, every
-//! launch twice (the strip counters reset). The int8 attention-output case writes its codes over
-//! its own input (`n == k`), as the forward pass does. The cluster entries and the split tail
+//! launch twice (the strip counters reset); int8 a third time by the cluster entry, the same bits.
+//! The int8 attention-output case writes its codes over its own input (`n == k`), as the forward
+//! pass does (the cluster entry too). The cluster entries and the split tail
 //! against this one, bit for bit: tests/gemm_sm90_cln.rs.
 mod kernels_util;
 use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
@@ -74,8 +75,7 @@ fn codes_of(x: &[f16], smooth: Option<&[f16]>, m: usize, n: usize) -> (Vec<i8>, 
     let mut q = vec![0i8; m * n];
     let mut s = vec![0u32; m];
     for i in 0..m {
-        let f: Vec<f32> =
-            (0..n).map(|j| x[i * n + j].to_f32() * smooth.map_or(1.0, |sm| sm[j].to_f32())).collect();
+        let f: Vec<f32> = (0..n).map(|j| x[i * n + j].to_f32() * smooth.map_or(1.0, |sm| sm[j].to_f32())).collect();
         let amax = f.iter().fold(0f32, |a, v| a.max(v.abs()));
         let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
         for j in 0..n {
@@ -164,7 +164,11 @@ fn int8_sm90_fused_layernorm_with_codes_is_gemm_then_layernorm_q8_to_an_ulp() {
         let ws = SplitWorkspace::new(&dev, 1, 1, m).unwrap();
         // n == k: the codes overwrite the GEMM's own input, as LN1's do in the forward pass
         let in_place = n == k;
-        for rep in 0..2 {
+        // launches 0 and 1: the strip tail (its counters reset); 2: the cluster entry, which
+        // gives the same bits (and, in place, reads its input rows before overwriting them)
+        let mut first: Option<(Vec<f16>, Vec<i8>, Vec<u32>)> = None;
+        for rep in 0..3 {
+            let how = if rep == 2 { GemmSm90Launch { layernorm: Sm90Layernorm::Cluster, ..how } } else { how };
             let a_run = dev.upload(&a).unwrap();
             let g = fusebert_kernels::GemmInt8 { a: &a_run, ..g };
             let mut y = poisoned::<f16>(&dev, m * n);
@@ -179,7 +183,16 @@ fn int8_sm90_fused_layernorm_with_codes_is_gemm_then_layernorm_q8_to_an_ulp() {
             };
             fusebert_kernels::gemm_int8_sm90_ln(&dev, &g, &mut y, &ln, &ws, how).unwrap();
             let what = format!("gemm_int8_sm90_ln M {m} N {n} K {k} {how:?} smooth {} launch {rep}", sm.is_some());
-            assert_eq!(bits(&y), bits(&y0), "{what}: GEMM output");
+            if rep < 2 {
+                assert_eq!(bits(&y), bits(&y0), "{what}: GEMM output");
+            } else {
+                assert!(bits(&y).iter().all(|v| v.to_bits() == 0xFFFF), "{what}: the cluster entry wrote y");
+            }
+            let got = (bits(&x), bits(q), f32_bits(&s));
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert!(f == &got, "{what}: not the bits of launch 0"),
+            }
             let err = check_ln(&what, &x, &x0);
             eprintln!("{what}: max |err| vs layernorm_f16_q8 {err:.2e}");
             let (wq, ws) = codes_of(&bits(&x), sm.map(|_| &smooth[..]), m, n);

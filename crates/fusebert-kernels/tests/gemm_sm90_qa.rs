@@ -189,7 +189,12 @@ fn int8_sm90_fused_quantize_equals_gemm_then_quantize_asym_bit_for_bit() {
         let dsum = dev.upload(&o.w_sum).unwrap();
         let smooth = c.smooth.then_some(&dsm);
         let ws = workspace(&dev, c);
-        let how = GemmSm90Launch { ctas: c.two_ctas.then_some(2), cols: c.cols, split: c.split.then_some(&ws), ..Default::default() };
+        let how = GemmSm90Launch {
+            ctas: c.two_ctas.then_some(2),
+            cols: c.cols,
+            split: c.split.then_some(&ws),
+            ..Default::default()
+        };
         // the reference on its own copies of the operands (the fused run overwrites scales and zero points)
         let (da, das, dz) = (dev.upload(&o.a).unwrap(), dev.upload(&o.a_scale).unwrap(), dev.upload(&o.zero).unwrap());
         let g = GemmInt8 {
