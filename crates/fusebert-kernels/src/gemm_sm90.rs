@@ -127,11 +127,13 @@ pub const CLUSTER_LN_MAX: usize = 1024;
 /// 384`, 4 (`_n192_cln4`) for `n <= 768`, 8 (`_cln8`, 128-column tiles) for `n <= 1024`; `None`
 /// beyond (or for `n` not a positive multiple of 8).
 pub fn cluster_size(n: usize) -> Option<usize> {
+    if n == 0 || n % 8 != 0 {
+        return None;
+    }
     match n {
-        _ if n == 0 || n % 8 != 0 => None,
-        ..=384 => Some(2),
-        ..=768 => Some(4),
-        ..=CLUSTER_LN_MAX => Some(8),
+        1..=384 => Some(2),
+        385..=768 => Some(4),
+        769..=CLUSTER_LN_MAX => Some(8),
         _ => None,
     }
 }
