@@ -14,7 +14,9 @@
 //!   checked per lane.
 //! - `barrier.cluster.arrive{.release,.relaxed}{.aligned}` / `barrier.cluster.wait{.acquire}
 //!   {.aligned}`: a phase completes when every thread of the cluster that has not exited has
-//!   arrived; a wait passes once the phase of the thread's arrival has completed. A second
+//!   arrived; a wait passes once the phase of the thread's arrival has completed, and starts a
+//!   new interval for the CTA's own shared-race checks (between warps and between the lanes of
+//!   a warp), as `bar.sync` does. A second
 //!   arrive before the wait, and a wait without an arrive, are findings.
 //! - The CTAs of a cluster take turns in rank order (lazy, eager completion) or in a seeded
 //!   rotation of it (random completion).
@@ -109,6 +111,8 @@ pub(crate) struct ClusterCtx {
 pub(crate) struct ClusterRef {
     ctx: Rc<ClusterCtx>,
     rank: u32,
+    /// The cluster barrier phase up to which this CTA's shared-race interval has advanced.
+    seen_phase: u32,
 }
 
 impl ClusterRef {
@@ -178,7 +182,7 @@ impl<'a> Launch<'a> {
                 shadow: b.shadow.as_ptr(),
                 shadow_len: b.shadow.len(),
             }));
-            b.cl = Some(ClusterRef { ctx: ctx.clone(), rank: r as u32 });
+            b.cl = Some(ClusterRef { ctx: ctx.clone(), rank: r as u32, seen_phase: 0 });
         }
         let mut done = vec![false; n as usize];
         loop {
@@ -316,6 +320,16 @@ impl Block<'_, '_> {
         }
         if Self::cluster_passed(w, mask, phase) {
             w.cl_arrived &= !mask;
+            // a cluster barrier orders every thread of the cluster, so also the threads of this
+            // CTA and of this warp: a new barrier interval for the block's and the warp's
+            // shared-race checks (as bar.sync / bar.warp.sync start one)
+            w.sync_step = w.steps;
+            if let Some(cl) = self.cl.as_mut() {
+                if cl.seen_phase < phase {
+                    cl.seen_phase = phase;
+                    self.epoch += 1;
+                }
+            }
             return Ok(Flow::Next);
         }
         w.state = WState::ClusterWait;
