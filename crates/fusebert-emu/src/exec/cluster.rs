@@ -88,7 +88,7 @@ struct DsWord {
 struct RankMem {
     shared: *mut u8,
     len: usize,
-    shadow: *const ShWord,
+    shadow: *mut ShWord,
     shadow_len: usize,
 }
 
@@ -179,7 +179,7 @@ impl<'a> Launch<'a> {
             ctx.mem[r].set(Some(RankMem {
                 shared: b.shared.as_mut_ptr(),
                 len: b.shared.len(),
-                shadow: b.shadow.as_ptr(),
+                shadow: b.shadow.as_mut_ptr(),
                 shadow_len: b.shadow.len(),
             }));
             b.cl = Some(ClusterRef { ctx: ctx.clone(), rank: r as u32, seen_phase: 0 });
@@ -516,6 +516,9 @@ impl Block<'_, '_> {
                         unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), p, esz as usize) };
                     }
                 }
+                if !is_ld {
+                    Self::peer_written(&m, off, total);
+                }
                 self.c.dsmem_bytes += total as u64;
             }
         });
@@ -525,6 +528,24 @@ impl Block<'_, '_> {
             self.c.shared_store_requests += 1;
         }
         Ok(())
+    }
+
+    /// Marks `[off, off + size)` of a peer's shared memory written (its shadow's initialised
+    /// bytes; the interval checks are the cluster's, `cluster_track`).
+    fn peer_written(m: &RankMem, off: u32, size: u32) {
+        if m.shadow_len == 0 {
+            return;
+        }
+        for byte in off..off + size {
+            let word = (byte / 4) as usize;
+            if word < m.shadow_len {
+                // SAFETY: inside the peer's shadow; the cluster's CTAs run on this thread one at a time
+                let s = unsafe { &mut *m.shadow.add(word) };
+                s.init |= 1 << (byte % 4);
+                // ordered for the owner's own warps by the cluster barrier (cluster_track)
+                s.w_epoch = 0;
+            }
+        }
     }
 
     /// A peer's shared memory for an access of `size` bytes at `off`: it must exist (the peer
