@@ -120,3 +120,23 @@ fn a_skipped_cluster_barrier_is_a_reported_deadlock() {
     let r = finding(emu.launch("m", "BUG_skipped_barrier", &grid(2), &[Param::Ptr(out)]));
     assert!(r.contains("barrier.cluster") && r.contains("never completes"), "{r}");
 }
+
+/// A cluster barrier is a barrier for the CTA's own threads too (no false race between warps,
+/// or lanes of a warp, that it orders).
+#[test]
+fn a_cluster_barrier_orders_the_ctas_own_threads() {
+    for mode in MODES {
+        let emu = emu90(mode);
+        let out = emu.alloc(4 * 64 * 4).unwrap();
+        emu.launch("m", "cluster_orders_own_cta", &grid(4), &[Param::Ptr(out)])
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        let mut o = vec![0u8; 4 * 64 * 4];
+        emu.read(out, &mut o).unwrap();
+        let o: &[f32] = bytemuck::cast_slice(&o);
+        for b in 0..4 {
+            for t in 0..64 {
+                assert_eq!(o[b * 64 + t], (63 - t) as f32 + 100.0 * (b % 2) as f32, "{mode:?}");
+            }
+        }
+    }
+}

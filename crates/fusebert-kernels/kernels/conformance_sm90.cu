@@ -764,3 +764,48 @@ extern "C" __global__ void conf_c14_grid_constant(const __grid_constant__ ConfPa
     const uint32_t* w = reinterpret_cast<const uint32_t*>(&p);
     for (uint32_t i = threadIdx.x; i < words; i += blockDim.x) out[i] = w[i];
 }
+
+// ---------------------------------------------------------------------------------------------
+// C17: thread block clusters and distributed shared memory (the fused-layernorm GEMMs' _cln
+// entries rely on them). 2 clusters of 4 CTAs of 64 threads. CTA r of cluster c fills its
+// `mine[t]` = 0x10000 c + 0x100 r + t and stores 0x20000 c + 0x100 r + t into `theirs[t]` of CTA
+// (r + 2) % 4 (st.shared::cluster), then after a cluster barrier reads mine[t] of CTA (r + 1) % 4
+// and mine[63 - t] of CTA (r + 3) % 4 (ld.shared::cluster), and its own theirs[t]; a second
+// barrier keeps every CTA's shared memory alive until its peers are done. Thread t of CTA b
+// writes out[3 (64 b + t) + {0, 1, 2}]; thread 0 also the special registers at 1536 + 4 b.
+// ---------------------------------------------------------------------------------------------
+__device__ __forceinline__ uint32_t c17_peer(uint32_t shared_addr, uint32_t rank) {
+    uint32_t a;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(a) : "r"(shared_addr), "r"(rank));
+    return a;
+}
+
+extern "C" __global__ void __cluster_dims__(4, 1, 1) conf_c17_cluster(uint32_t* out) {
+    __shared__ uint32_t mine[64], theirs[64];
+    const uint32_t t = threadIdx.x;
+    uint32_t r, n, c, nc;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(n));
+    asm volatile("mov.u32 %0, %%clusterid.x;" : "=r"(c));
+    asm volatile("mov.u32 %0, %%nclusterid.x;" : "=r"(nc));
+    mine[t] = 0x10000u * c + 0x100u * r + t;
+    const uint32_t dst = c17_peer(static_cast<uint32_t>(__cvta_generic_to_shared(&theirs[t])), (r + 2) % n);
+    asm volatile("st.shared::cluster.u32 [%0], %1;" ::"r"(dst), "r"(0x20000u * c + 0x100u * r + t) : "memory");
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+    uint32_t a, b;
+    const uint32_t pa = c17_peer(static_cast<uint32_t>(__cvta_generic_to_shared(&mine[t])), (r + 1) % n);
+    const uint32_t pb = c17_peer(static_cast<uint32_t>(__cvta_generic_to_shared(&mine[63 - t])), (r + 3) % n);
+    asm volatile("ld.shared::cluster.u32 %0, [%1];" : "=r"(a) : "r"(pa) : "memory");
+    asm volatile("ld.shared::cluster.u32 %0, [%1];" : "=r"(b) : "r"(pb) : "memory");
+    const uint32_t o = 3 * (64 * blockIdx.x + t);
+    out[o] = a;
+    out[o + 1] = b;
+    out[o + 2] = theirs[t];
+    if (t == 0) {
+        out[1536 + 4 * blockIdx.x] = r;
+        out[1536 + 4 * blockIdx.x + 1] = n;
+        out[1536 + 4 * blockIdx.x + 2] = c;
+        out[1536 + 4 * blockIdx.x + 3] = nc;
+    }
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}

@@ -2,8 +2,11 @@
 //! mma.sync kernel it replaces, each timed with device events over graph replays
 //! (`fusebert kernels time`; step 4 of `scripts/gpu-check.sh`).
 //!
-//! Both families launch as the forward pass does (their planned tiles, K split where planned;
-//! no layernorm fused) and compute the same outputs from the same inputs, so each `_sm90` row also says
+//! Both families launch as the forward pass does (their planned tiles, K split where planned)
+//! and compute the same outputs from the same inputs: the four GEMMs alone, then the fused
+//! steps the forward pass runs (the residual GEMMs with their layernorm, in fp16 and int8 with
+//! codes: on Hopper the cluster entries where the host picks them; the int8 FFN1 with FFN2's
+//! codes: `_qa` against the mma.sync GEMM + quantize launch), so each `_sm90` row also says
 //! how far its output is from the mma.sync one (int8: exactly equal; fp16: accumulation order
 //! only). On a backend without a device clock (the emulator) the launches run and the outputs
 //! are compared, but no time is reported: the emulator's measure is its counters.
@@ -203,8 +206,145 @@ pub fn time_layer(dev: &Device, s: LayerShape, iters: usize) -> Result<LayerTime
             |o| crate::gemm_int8_sm90(dev, &g, o, GemmSm90Launch::planned(m, n, k, true, &ws)),
         )?);
     }
+    rows.extend(time_fused(dev, s, iters, sm90, &mut rng, &ws, &residual)?);
     rows.extend(time_attention(dev, s, iters, sm90, &mut rng)?);
     Ok(LayerTimes { device: dev.name(), compute_capability: dev.compute_capability(), shape: s, iters, rows })
+}
+
+/// The fused steps the forward pass launches: the residual GEMMs with their layernorm (fp16;
+/// int8 with the next GEMM's codes), compared on the normalised rows, and the int8 FFN1 with
+/// FFN2's asymmetric codes (mma.sync: the GEMM, then the quantize launch; Hopper: one `_qa`
+/// launch), compared on the GEMM output. Nothing without a fused layernorm (hidden > 1024).
+fn time_fused(
+    dev: &Device,
+    s: LayerShape,
+    iters: usize,
+    sm90: bool,
+    rng: &mut Lcg,
+    ws: &SplitWorkspace,
+    residual: &DeviceBuffer<f16>,
+) -> Result<Vec<KernelTime>> {
+    use crate::{FusedLayerNorm, FusedQ8, FusedQuantize};
+    let mut rows = Vec::new();
+    let (m, h) = (s.rows(), s.hidden);
+    if !crate::gemm_plan::fuses_layernorm(h) {
+        return Ok(rows);
+    }
+    let gamma = dev.upload(&(0..h).map(|_| f16::from_f32(1.0 + 0.1 * rng.next())).collect::<Vec<_>>())?;
+    let beta = dev.upload(&rng.f16s(h, 0.1))?;
+    let a16 = dev.upload(&rng.f16s(m * s.ffn, 1.0))?;
+    let a8 = dev.upload(&rng.i8s(m * s.ffn))?;
+    let a_scale = dev.upload(&(0..m).map(|_| 0.01 + rng.next().abs() * 0.01).collect::<Vec<f32>>())?;
+    // the GEMM outputs y (the mma.sync `_ln` stores y; the Hopper cluster entries do not) and
+    // the normalised rows, compared
+    let (mut y80, mut y90, mut lnout) = (dev.alloc::<f16>(m * h)?, dev.alloc::<f16>(m * h)?, dev.alloc::<f16>(m * h)?);
+    let (q80, q90) = (dev.alloc::<i8>(m * s.ffn)?, dev.alloc::<i8>(m * s.ffn)?);
+    let (qs80, qs90) = (dev.alloc::<f32>(m)?, dev.alloc::<f32>(m)?);
+    let mut out = dev.alloc::<f16>(m * s.ffn)?;
+    for gemm in [LayerGemm::AttentionOutput, LayerGemm::Ffn2] {
+        let (n, k) = gemm.nk(&s);
+        let shape = GemmShape { m, n, k };
+        let dims = format!("{m} x {n} x {k}");
+        let flops = (2 * m * n * k) as u64;
+        let bias = dev.upload(&rng.f16s(n, 0.1))?;
+        let (w16, w8) = (dev.upload(&rng.f16s(n * k, 0.05))?, dev.upload(&rng.i8s(n * k))?);
+        let w_scale = dev.upload(&(0..n).map(|_| 0.001 + rng.next().abs() * 0.001).collect::<Vec<f32>>())?;
+        let epilogue = Epilogue::Residual(residual);
+        let a = a16.view(0, m * k)?;
+        let g = GemmF16 { a: &a, w: &w16, bias: Some(&bias), epilogue, shape };
+        let op = Op { name: format!("{} + layernorm fp16", gemm.name()), shape: dims.clone(), flops, iters };
+        let why_not = unavailable(dev, sm90, crate::gemm_sm90::supports(shape, false), "gemm_f16_sm90_ln");
+        rows.extend(time_pair(
+            dev,
+            &op,
+            &mut lnout,
+            |o| {
+                let ln = FusedLayerNorm { gamma: &gamma, beta: &beta, out: o, q8: None, eps: 1e-12 };
+                let plan = GemmPlan::choose_with_layernorm(m, n, k, false);
+                crate::gemm_f16(dev, &g, &mut y80, GemmLaunch::fused(plan, ws, &ln))
+            },
+            why_not,
+            |o| {
+                let ln = FusedLayerNorm { gamma: &gamma, beta: &beta, out: o, q8: None, eps: 1e-12 };
+                let how = GemmSm90Launch::planned(m, n, k, false, ws);
+                crate::gemm_f16_sm90_ln(dev, &g, &mut y90, &ln, ws, how)
+            },
+        )?);
+        let a = a8.view(0, m * k)?;
+        let g = GemmInt8 {
+            a: &a,
+            a_scale: &a_scale,
+            zero_point: None,
+            w: &w8,
+            w_scale: &w_scale,
+            bias: Some(&bias),
+            epilogue,
+            shape,
+        };
+        let op = Op { name: format!("{} + layernorm int8 (+ codes)", gemm.name()), shape: dims, flops, iters };
+        let why_not = unavailable(dev, sm90, crate::gemm_sm90::supports(shape, true), "gemm_int8_sm90_ln");
+        rows.extend(time_pair(
+            dev,
+            &op,
+            &mut lnout,
+            |o| {
+                let q8 = Some(FusedQ8 { q: &q80, scale: &qs80, smooth: None });
+                let ln = FusedLayerNorm { gamma: &gamma, beta: &beta, out: o, q8, eps: 1e-12 };
+                let plan = GemmPlan::choose_with_layernorm(m, n, k, true);
+                crate::gemm_int8(dev, &g, &mut y80, GemmLaunch::fused(plan, ws, &ln))
+            },
+            why_not,
+            |o| {
+                let q8 = Some(FusedQ8 { q: &q90, scale: &qs90, smooth: None });
+                let ln = FusedLayerNorm { gamma: &gamma, beta: &beta, out: o, q8, eps: 1e-12 };
+                let how = GemmSm90Launch::planned(m, n, k, true, ws);
+                crate::gemm_int8_sm90_ln(dev, &g, &mut y90, &ln, ws, how)
+            },
+        )?);
+    }
+    // FFN1 int8 with FFN2's asymmetric codes
+    let (n, k) = LayerGemm::Ffn1.nk(&s);
+    let shape = GemmShape { m, n, k };
+    let bias = dev.upload(&rng.f16s(n, 0.1))?;
+    let w8 = dev.upload(&rng.i8s(n * k))?;
+    let w_scale = dev.upload(&(0..n).map(|_| 0.001 + rng.next().abs() * 0.001).collect::<Vec<f32>>())?;
+    let a = a8.view(0, m * k)?;
+    let g = GemmInt8 {
+        a: &a,
+        a_scale: &a_scale,
+        zero_point: None,
+        w: &w8,
+        w_scale: &w_scale,
+        bias: Some(&bias),
+        epilogue: Epilogue::Gelu,
+        shape,
+    };
+    let (mut z80, z90) = (dev.alloc::<i32>(m)?, dev.alloc::<i32>(m)?);
+    let (mut q80, mut qs80) = (q80, qs80);
+    let op = Op {
+        name: "FFN1 int8 (bias + GELU + FFN2's asymmetric codes)".into(),
+        shape: format!("{m} x {n} x {k}"),
+        flops: (2 * m * n * k) as u64,
+        iters,
+    };
+    let why_not = unavailable(dev, sm90, crate::gemm_sm90::supports(shape, true), "gemm_int8_sm90_qa");
+    rows.extend(time_pair(
+        dev,
+        &op,
+        &mut out,
+        |o| {
+            let plan = GemmPlan::choose(m, n, k, true);
+            crate::gemm_int8(dev, &g, o, GemmLaunch::planned(plan, Some(ws)))?;
+            let x = crate::QuantizeF16 { x: o, smooth: None, rows: m, hidden: n };
+            crate::quantize_i8(dev, &x, crate::QuantizedI8 { q: &mut q80, scale: &mut qs80, zero: Some(&mut z80) })
+        },
+        why_not,
+        |o| {
+            let qa = FusedQuantize { q: &q90, scale: &qs90, zero: &z90, smooth: None };
+            crate::gemm_int8_sm90_qa(dev, &g, o, &qa, ws, GemmSm90Launch::planned(m, n, k, true, ws))
+        },
+    )?);
+    Ok(rows)
 }
 
 /// Attention over `batch` sequences of `tokens` (every sequence full length: the mma.sync and

@@ -14,7 +14,9 @@
 //!   checked per lane.
 //! - `barrier.cluster.arrive{.release,.relaxed}{.aligned}` / `barrier.cluster.wait{.acquire}
 //!   {.aligned}`: a phase completes when every thread of the cluster that has not exited has
-//!   arrived; a wait passes once the phase of the thread's arrival has completed. A second
+//!   arrived; a wait passes once the phase of the thread's arrival has completed, and starts a
+//!   new interval for the CTA's own shared-race checks (between warps and between the lanes of
+//!   a warp), as `bar.sync` does. A second
 //!   arrive before the wait, and a wait without an arrive, are findings.
 //! - The CTAs of a cluster take turns in rank order (lazy, eager completion) or in a seeded
 //!   rotation of it (random completion).
@@ -86,7 +88,7 @@ struct DsWord {
 struct RankMem {
     shared: *mut u8,
     len: usize,
-    shadow: *const ShWord,
+    shadow: *mut ShWord,
     shadow_len: usize,
 }
 
@@ -109,6 +111,8 @@ pub(crate) struct ClusterCtx {
 pub(crate) struct ClusterRef {
     ctx: Rc<ClusterCtx>,
     rank: u32,
+    /// The cluster barrier phase up to which this CTA's shared-race interval has advanced.
+    seen_phase: u32,
 }
 
 impl ClusterRef {
@@ -175,10 +179,10 @@ impl<'a> Launch<'a> {
             ctx.mem[r].set(Some(RankMem {
                 shared: b.shared.as_mut_ptr(),
                 len: b.shared.len(),
-                shadow: b.shadow.as_ptr(),
+                shadow: b.shadow.as_mut_ptr(),
                 shadow_len: b.shadow.len(),
             }));
-            b.cl = Some(ClusterRef { ctx: ctx.clone(), rank: r as u32 });
+            b.cl = Some(ClusterRef { ctx: ctx.clone(), rank: r as u32, seen_phase: 0 });
         }
         let mut done = vec![false; n as usize];
         loop {
@@ -316,6 +320,16 @@ impl Block<'_, '_> {
         }
         if Self::cluster_passed(w, mask, phase) {
             w.cl_arrived &= !mask;
+            // a cluster barrier orders every thread of the cluster, so also the threads of this
+            // CTA and of this warp: a new barrier interval for the block's and the warp's
+            // shared-race checks (as bar.sync / bar.warp.sync start one)
+            w.sync_step = w.steps;
+            if let Some(cl) = self.cl.as_mut() {
+                if cl.seen_phase < phase {
+                    cl.seen_phase = phase;
+                    self.epoch += 1;
+                }
+            }
             return Ok(Flow::Next);
         }
         w.state = WState::ClusterWait;
@@ -502,6 +516,9 @@ impl Block<'_, '_> {
                         unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), p, esz as usize) };
                     }
                 }
+                if !is_ld {
+                    Self::peer_written(&m, off, total);
+                }
                 self.c.dsmem_bytes += total as u64;
             }
         });
@@ -511,6 +528,24 @@ impl Block<'_, '_> {
             self.c.shared_store_requests += 1;
         }
         Ok(())
+    }
+
+    /// Marks `[off, off + size)` of a peer's shared memory written (its shadow's initialised
+    /// bytes; the interval checks are the cluster's, `cluster_track`).
+    fn peer_written(m: &RankMem, off: u32, size: u32) {
+        if m.shadow_len == 0 {
+            return;
+        }
+        for byte in off..off + size {
+            let word = (byte / 4) as usize;
+            if word < m.shadow_len {
+                // SAFETY: inside the peer's shadow; the cluster's CTAs run on this thread one at a time
+                let s = unsafe { &mut *m.shadow.add(word) };
+                s.init |= 1 << (byte % 4);
+                // ordered for the owner's own warps by the cluster barrier (cluster_track)
+                s.w_epoch = 0;
+            }
+        }
     }
 
     /// A peer's shared memory for an access of `size` bytes at `off`: it must exist (the peer

@@ -71,3 +71,14 @@ extern "C" __global__ void __cluster_dims__(2, 1, 1) BUG_skipped_barrier(float* 
     __syncthreads();
     out[blockIdx.x * 64 + threadIdx.x] = 1.f;
 }
+
+// the cluster barrier orders the CTA's own threads too: thread t reads what thread 63 - t (of
+// the other warp, or another lane of its own) wrote before it, with no __syncthreads
+extern "C" __global__ void __cluster_dims__(2, 1, 1) cluster_orders_own_cta(float* out) {
+    __shared__ float buf[64];
+    const uint32_t t = threadIdx.x;
+    buf[t] = (float)t;
+    cluster_sync();
+    out[blockIdx.x * 64 + t] = buf[63 - t] + 100.f * special_rank();
+    cluster_sync();
+}

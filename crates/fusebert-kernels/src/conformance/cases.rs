@@ -113,7 +113,13 @@ pub enum Kind {
     Sm90Gemm(GemmSpec),
     /// C16: a shipped `attention_sm90_*` entry through [`crate::attention_sm90()`].
     Sm90Attention(AttnSpec),
+    /// C17: thread block clusters: distributed shared memory and `barrier.cluster`
+    /// ([`C17_CTAS`] CTAs of 64 threads in clusters of 4).
+    Cluster,
 }
+
+/// C17's grid: two clusters of 4 CTAs.
+pub const C17_CTAS: u32 = 8;
 
 /// One conformance case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +174,7 @@ const fn mn(n: usize, layout: u32, lbo: u32, sbo: u32) -> WgSpec {
 
 /// Every case, in priority order (the note's C1, C3, C4, C9, C10, C11, C12, C13, C14, C8, C7,
 /// then C2, C5, C6, C7 with f16 accumulators, C15, then C16: the shipped kernels, see
-/// [`super::production`]).
+/// [`super::production`]; then C17, clusters).
 pub fn all() -> Vec<Case> {
     let frag = wg(8, 1, 0, 128, 256, 0, 128, 256, 2);
     let c = |name, kernel, pins, kind| Case { name, kernel, pins, kind };
@@ -446,6 +452,12 @@ pub fn all() -> Vec<Case> {
             "shipped Hopper attention, per-sequence tiling, sequences 5 + 19, 2 heads of 32",
             Kind::Sm90Attention(AttnSpec { seqlens: [5, 19], heads: 2, head_dim: 32, packed: false, seed: 166 }),
         ),
+        c(
+            "c17_cluster_dsmem",
+            "conf_c17_cluster",
+            "thread block clusters of 4: cluster special registers, mapa + ld/st.shared::cluster to peer CTAs, barrier.cluster.arrive.release / wait.acquire (what the _cln GEMMs rely on)",
+            Kind::Cluster,
+        ),
     ]
 }
 
@@ -469,7 +481,28 @@ pub fn words(kind: &Kind) -> usize {
         Kind::GridConstant => GRID_CONSTANT_BYTES / 4,
         Kind::Sm90Gemm(s) => production::gemm_words(s),
         Kind::Sm90Attention(s) => production::attn_words(s),
+        Kind::Cluster => C17_CTAS as usize * (64 * 3 + 4),
     }
+}
+
+/// C17's words (see `conf_c17_cluster`): per CTA b (cluster b / 4, rank b % 4) and thread t,
+/// its right neighbour's `mine[t]`, its left neighbour's `mine[63 - t]`, what the CTA two ranks
+/// away stored into its `theirs[t]`; then per CTA rank, cluster size, cluster, clusters.
+fn cluster_reference() -> Vec<u32> {
+    let mine = |c: u32, r: u32, t: u32| 0x10000 * c + 0x100 * r + t;
+    let mut w = vec![0u32; words(&Kind::Cluster)];
+    for b in 0..C17_CTAS {
+        let (c, r) = (b / 4, b % 4);
+        for t in 0..64 {
+            let o = 3 * (64 * b + t) as usize;
+            w[o] = mine(c, (r + 1) % 4, t);
+            w[o + 1] = mine(c, (r + 3) % 4, 63 - t);
+            w[o + 2] = 0x20000 * c + 0x100 * ((r + 2) % 4) + t;
+        }
+        let h = 1536 + 4 * b as usize;
+        w[h..h + 4].copy_from_slice(&[r, 4, c, C17_CTAS / 4]);
+    }
+    w
 }
 
 pub fn tma_box_bytes(s: &TmaLoadSpec) -> usize {
@@ -933,6 +966,7 @@ pub fn reference(case: &Case) -> Option<Vec<u32>> {
         Kind::Int8(s) => Some(int8_reference(s)),
         Kind::Gemm => Some(gemm_reference()),
         Kind::Sm90Gemm(s) => production::gemm_reference(s),
+        Kind::Cluster => Some(cluster_reference()),
         Kind::SmemAddresses | Kind::Elect | Kind::Sm90Attention(_) => None,
     }
 }
@@ -1070,6 +1104,16 @@ pub fn describe(case: &Case, index: usize) -> String {
         Kind::GridConstant => format!("struct bytes {}..{}", 4 * index, 4 * index + 4),
         Kind::Sm90Gemm(s) => production::describe_gemm(s, index),
         Kind::Sm90Attention(s) => production::describe_attn(s, index),
+        Kind::Cluster if index < 1536 => {
+            let (b, t) = (index / 3 / 64, index / 3 % 64);
+            let what = ["mine[t] of rank + 1", "mine[63 - t] of rank + 3", "theirs[t] (stored by rank + 2)"][index % 3];
+            format!("CTA {b} (cluster {}, rank {}), thread {t}: {what}", b / 4, b % 4)
+        }
+        Kind::Cluster => {
+            let j = index - 1536;
+            let what = ["%cluster_ctarank", "%cluster_nctarank", "%clusterid.x", "%nclusterid.x"][j % 4];
+            format!("CTA {}: {what}", j / 4)
+        }
     }
 }
 

@@ -186,6 +186,10 @@ impl Runner {
     }
 
     fn launch(&self, kernel: &str, block: u32, smem: u32, args: &mut [Arg]) -> Result<()> {
+        self.launch_grid(kernel, 1, block, smem, args)
+    }
+
+    fn launch_grid(&self, kernel: &str, grid: u32, block: u32, smem: u32, args: &mut [Arg]) -> Result<()> {
         let name = CString::new(kernel).map_err(|_| Error::Input(format!("kernel name {kernel:?}")))?;
         let f = unsafe { result::module::get_function(self.module, name) }
             .map_err(|e| Error::Kernel { kernel: kernel.into(), msg: format!("not in the conformance PTX: {e:?}") })?;
@@ -204,7 +208,7 @@ impl Runner {
             })?;
         }
         let mut ptrs: Vec<*mut c_void> = args.iter_mut().map(Arg::ptr).collect();
-        unsafe { result::launch_kernel(f, (1, 1, 1), (block, 1, 1), smem, self.stream, &mut ptrs) }
+        unsafe { result::launch_kernel(f, (grid, 1, 1), (block, 1, 1), smem, self.stream, &mut ptrs) }
             .map_err(|e| Error::Kernel { kernel: kernel.into(), msg: format!("launch failed: {e:?}") })?;
         unsafe { result::stream::synchronize(self.stream) }.map_err(cuda(kernel))
     }
@@ -224,6 +228,13 @@ impl Runner {
                     _ => (32, 0),
                 };
                 self.launch(case.kernel, block, smem, &mut [Arg::Word(out.0)])?;
+                out.read(words)
+            }
+            Kind::Cluster => {
+                let out = Buf::new(4 * words)?;
+                unsafe { result::memset_d8_sync(out.0, 0xff, 4 * words) }.map_err(cuda("cuMemsetD8"))?;
+                // the kernel's __cluster_dims__(4, 1, 1) makes a plain launch a cluster launch
+                self.launch_grid(case.kernel, cases::C17_CTAS, 64, 0, &mut [Arg::Word(out.0)])?;
                 out.read(words)
             }
             Kind::GridConstant => {
