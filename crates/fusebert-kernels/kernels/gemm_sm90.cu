@@ -934,12 +934,10 @@ FB_DEVICE uint32_t cluster_nid_x() {
     asm volatile("mov.u32 %0, %%nclusterid.x;\n" : "=r"(r));
     return r;
 }
-// Every thread of the cluster: shared writes before it are visible to the peers' reads after it.
-// (The __syncwarp orders nothing the cluster barrier does not; the emulator's intra-warp race
-// check does not yet count barrier.cluster as ordering the lanes of a warp.)
+// Every thread of the cluster: shared writes before it are visible to the peers' reads after it
+// (and to the other threads of this CTA, lanes of one warp included).
 FB_DEVICE void cluster_sync() {
     asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-    __syncwarp();
 }
 // The f32 at this CTA's shared address `a` in the shared memory of cluster rank `rank`.
 FB_DEVICE float ld_peer_f32(uint32_t a, uint32_t rank) {
