@@ -62,7 +62,7 @@ fn last_kernel(dev: &Device, what: &str) -> String {
 }
 
 fn split(ws: &SplitWorkspace, ctas: Option<u32>, cols: Sm90Cols) -> GemmSm90Launch<'_> {
-    GemmSm90Launch { ctas, cols, split: Some(ws) }
+    GemmSm90Launch { ctas, cols, split: Some(ws), ..Default::default() }
 }
 
 #[test]
@@ -107,7 +107,7 @@ fn int8_i32_split_is_the_exact_product() {
         for (ctas, cols, split_ws) in
             [(None, Sm90Cols::N128, true), (Some(3), Sm90Cols::N192, true), (None, Sm90Cols::N192, false)]
         {
-            let how = GemmSm90Launch { ctas, cols, split: split_ws.then_some(&ws) };
+            let how = GemmSm90Launch { ctas, cols, split: split_ws.then_some(&ws), ..Default::default() };
             let mut c = poisoned::<i32>(&dev, m * n);
             clear(&dev);
             fusebert_kernels::gemm_int8_i32_sm90(&dev, &da, &dw, &mut c, s, how).unwrap();
@@ -177,7 +177,7 @@ fn f16_split_equals_unsplit_bit_for_bit_and_the_reference() {
             let unsplit = GemmSm90Launch { cols, ..Default::default() };
             // one CTA walking every tile: each tile's K-chunk fold reuses the shared region the
             // previous tile's output was staged in (and TMA-stored from)
-            let walk = GemmSm90Launch { ctas: Some(1), cols, split: None };
+            let walk = GemmSm90Launch { ctas: Some(1), cols, ..Default::default() };
             for how in [unsplit, walk, split(&ws, Some(2), cols), split(&ws, None, cols), split(&ws, None, cols)] {
                 let got = f16_gemm(&dev, &a, &w, &bias, &res, s, epi, how);
                 let what = format!("{what} {how:?}");
