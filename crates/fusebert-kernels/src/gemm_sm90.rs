@@ -172,16 +172,17 @@ pub const QA_CLUSTER: usize = 8;
 /// SMs): the cluster entry's grid, at most one cluster per strip.
 pub const QA_CLUSTERS: usize = 16;
 
-/// The cluster size of the fused quantisation of the `m x n x k` int8 GEMM as the forward pass
-/// launches it ([`GemmSm90Launch::planned`], [`Sm90Qa::Auto`]): `Some(QA_CLUSTER)` when [`plan`]
-/// leaves K unsplit (the cluster entry), `None` for the strip tail.
+/// The cluster size of the fused quantisation of the `m x n x k` int8 GEMM as an
+/// [`Sm90Qa::Auto`] launch of [`plan`]'s split makes it: `Some(QA_CLUSTER)` when [`plan`]
+/// leaves K unsplit (the cluster entry), `None` for the strip tail. (For the roofline model;
+/// [`GemmSm90Launch::planned`] still asks for the strip tail.)
 pub fn qa_cluster(m: usize, n: usize, k: usize) -> Option<usize> {
     (plan(m, n, k, true).splits == 1).then_some(QA_CLUSTER)
 }
 
-/// The PTX entry of the forward pass's fused-quantisation launch of `m x n x k` (for the perf
-/// model and the emulator's counters): [`KERNEL_INT8_CQA`] where [`qa_cluster`] says so, else
-/// the strip-tail entry of [`plan`]'s width and split.
+/// The PTX entry of an [`Sm90Qa::Auto`] fused-quantisation launch of `m x n x k` with [`plan`]'s
+/// width and split (for the perf model and the emulator's counters): [`KERNEL_INT8_CQA`] where
+/// [`qa_cluster`] says so, else the strip-tail entry of the plan.
 pub fn qa_kernel_name(m: usize, n: usize, k: usize) -> &'static str {
     let p = plan(m, n, k, true);
     if qa_cluster(m, n, k).is_some() {
@@ -295,11 +296,13 @@ impl std::fmt::Debug for GemmSm90Launch<'_> {
 
 impl<'a> GemmSm90Launch<'a> {
     /// The launch [`plan`] makes of an `m x n x k` GEMM (the forward pass's, the roofline's):
-    /// its tile width, split over K on `split` where it splits.
+    /// its tile width, split over K on `split` where it splits. The fused quantisation stays on
+    /// the strip tail ([`Sm90Qa::StripTail`]) until the roofline model prices the cluster entry
+    /// ([`qa_cluster`], [`qa_kernel_name`]); then this becomes [`Sm90Qa::Auto`].
     pub fn planned(m: usize, n: usize, k: usize, int8: bool, split: &'a SplitWorkspace) -> Self {
         let p = plan(m, n, k, int8);
         let cols = if p.cols == COLS[1] { Sm90Cols::N192 } else { Sm90Cols::N128 };
-        GemmSm90Launch { ctas: None, cols, split: (p.splits > 1).then_some(split), qa: Sm90Qa::Auto }
+        GemmSm90Launch { ctas: None, cols, split: (p.splits > 1).then_some(split), qa: Sm90Qa::StripTail }
     }
 
     /// The tile width of an `m x n x k` launch: the requested one, or [`plan`]'s.
