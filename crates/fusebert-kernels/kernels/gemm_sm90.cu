@@ -49,6 +49,10 @@
 //   tile of a strip quantises the strip's rows of y per row, asymmetrically (the FFN1 GELU
 //   output for FFN2), with quantize_i8_asym_f16_wide's arithmetic: the same codes, scales and
 //   zero points, without the quantize launch re-reading y from DRAM (here from L2).
+// - Cluster-distributed quantisation (gemm_int8_sm90_n192_cqa, ws_gemm_cluster): the same
+//   results without the strip tail's serial pass: a cluster of 8 CTAs owns a strip, each CTA
+//   folds its tiles' per-row ranges as they are stored, the ranges meet through distributed
+//   shared memory, and each CTA codes its own columns.
 //
 // Why BN = 128 and 192: 64 or 96 f32 accumulators per consumer thread leave the epilogue
 // (erf-GELU, bias and residual) room without spills under the 168-register launch cap (256

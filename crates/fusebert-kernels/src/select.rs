@@ -259,7 +259,12 @@ fn check_gemm_f16(dev: &Device) -> Result<Option<String>> {
     let (words, counters) = crate::gemm_sm90::split_needs(m, n, 192, crate::gemm_sm90::k_chunks(k, false));
     let ws = SplitWorkspace::new(dev, words, counters, 0)?;
     let mut split = poisoned(dev, m * n)?;
-    gemm_f16_sm90(dev, &g, &mut split, GemmSm90Launch { cols: Sm90Cols::N192, split: Some(&ws), ..Default::default() })?;
+    gemm_f16_sm90(
+        dev,
+        &g,
+        &mut split,
+        GemmSm90Launch { cols: Sm90Cols::N192, split: Some(&ws), ..Default::default() },
+    )?;
     let split = split.to_host()?;
     let kernel = crate::gemm_sm90::kernel_name(crate::gemm_sm90::Sm90Entry::F16, 192, true);
     Ok(split
@@ -312,8 +317,11 @@ fn check_gemm_int8_qa(dev: &Device, g: &GemmInt8<'_>, plain: &DeviceBuffer<f16>)
     for (kernel, qa_mode) in
         [(crate::gemm_sm90::KERNEL_INT8_QA, Sm90Qa::StripTail), (crate::gemm_sm90::KERNEL_INT8_CQA, Sm90Qa::Auto)]
     {
-        let (q, s, z) =
-            (dev.alloc_filled::<i8>(m * n, 0x55)?, dev.alloc_filled::<f32>(m, 0xff)?, dev.alloc_filled::<i32>(m, 0xff)?);
+        let (q, s, z) = (
+            dev.alloc_filled::<i8>(m * n, 0x55)?,
+            dev.alloc_filled::<f32>(m, 0xff)?,
+            dev.alloc_filled::<i32>(m, 0xff)?,
+        );
         let mut out = poisoned(dev, m * n)?;
         let qa = FusedQuantize { q: &q, scale: &s, zero: &z, smooth: None };
         let how = GemmSm90Launch { cols: Sm90Cols::N128, qa: qa_mode, ..Default::default() };

@@ -276,8 +276,7 @@ fn sm90_fused_quantize_refuses_overlapping_codes_and_short_workspaces() {
         [(&a, &s, &full, "overlaps"), (&q, &s, &short, "strip counters"), (&q, &short_scale, &full, "q_scale")]
     {
         let qa = FusedQuantize { q: codes, scale, zero: &z, smooth: None };
-        let err =
-            fusebert_kernels::gemm_int8_sm90_qa(&dev, &g, &mut y, &qa, ws, strip_tail).unwrap_err();
+        let err = fusebert_kernels::gemm_int8_sm90_qa(&dev, &g, &mut y, &qa, ws, strip_tail).unwrap_err();
         let text = err.to_string();
         assert!(text.contains(gemm_sm90::KERNEL_INT8_QA) && text.contains(why), "{why}: {text}");
     }
