@@ -52,6 +52,10 @@
 //   tile of a strip quantises the strip's rows of y per row, asymmetrically (the FFN1 GELU
 //   output for FFN2), with quantize_i8_asym_f16_wide's arithmetic: the same codes, scales and
 //   zero points, without the quantize launch re-reading y from DRAM (here from L2).
+// - Cluster-distributed quantisation (gemm_int8_sm90_n192_cqa, ws_gemm_cluster): the same
+//   results without the strip tail's serial pass: a cluster of 8 CTAs owns a strip, each CTA
+//   folds its tiles' per-row ranges as they are stored, the ranges meet through distributed
+//   shared memory, and each CTA codes its own columns.
 //
 // Why BN = 128 and 192: 64 or 96 f32 accumulators per consumer thread leave the epilogue
 // (erf-GELU, bias and residual) room without spills under the 168-register launch cap (256
@@ -1171,6 +1175,185 @@ FB_DEVICE void cln_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, cons
         if (t == 0) bulk_wait();  // the staging outlives the stores reading it
     }
 }
+
+// ---- Cluster-distributed quantisation (gemm_int8_sm90_n192_cqa) ----
+// The _qa entries' strip tail (QaTail) has one CTA re-read a whole 128-row strip of y and
+// quantise it alone after the strip's last tile. Here a cluster of CQA_CLUSTER CTAs owns a
+// strip at a time (strips clusterid, clusterid + nclusterid, ...), CTA rank r computing the
+// strip's column tiles r, r + 8, ... (ranks with none still take part in every cluster
+// barrier). Each tile's consumer threads fold the tile's fp16 outputs (read back from their own
+// staging, times the smoothing multipliers: qa_f32's arithmetic) into running max(0, max x)
+// and max(0, -min x) of their two fragment rows; after the CTA's last tile of the strip a quad
+// shuffle gives each row's pair (a row of a tile lies in one quad of one warp), written to the
+// CTA's slot; a cluster barrier; each CTA combines the 8 ranks' pairs of a row (mapa +
+// ld.shared::cluster), q8_asym_params, and codes its own columns of the strip from y (its TMA
+// stores completed: bulk_wait + fence.proxy.async.global before the barrier), rank 0 writing
+// the scales and zero points. max is exact and order-free, so the codes are quantize_rows'.
+// The slots are double-buffered by strip parity: a strip's slot is rewritten two strips later,
+// after the next strip's barrier, which every peer reaches only after reading it; a last
+// cluster barrier keeps every CTA's shared memory alive until its peers' reads are done.
+constexpr int CQA_CLUSTER = 8;
+
+// (cluster_ctarank, cluster_id_x, cluster_nid_x, cluster_sync, ld_peer_f32: above)
+
+// The cluster walk (see above) of the int8 GEMM with the quantisation of its rows: the
+// producer and the consumers of ws_gemm (ConsumerRing, TileOut), K unsplit.
+template <class G, class Epilogue>
+FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const CUtensorMap* tma_c,
+                               uint32_t M, uint32_t N, uint32_t K, const Epilogue& epilogue, const QaArgs& qa,
+                               const __half* y) {
+    using Op = S8Op;
+    constexpr int BK = Op::BK, CL = CQA_CLUSTER;
+    extern __shared__ __align__(1024) uint8_t smem[];
+    __shared__ __align__(8) uint64_t full[G::STAGES], empty[G::STAGES];
+    // [strip parity][max, -min][tile row]: the CTA's per-row pair, read by its peers
+    __shared__ __align__(16) float pair_slot[2][2][BM];
+    __shared__ float row_inv[BM];
+    __shared__ int row_zero[BM];
+    static_assert(G::SMEM + 1024 + (int)(sizeof(pair_slot) + sizeof(row_inv) + sizeof(row_zero)) <= 227 * 1024,
+                  "the ring, the regions, the slots and the barriers fit an sm_90 block");
+    const uint32_t s0 = smem_u32(smem);
+    const int tid = threadIdx.x, wg = tid / 128;
+    const int tiles_m = (M + BM - 1) / BM, tiles_n = (N + G::BN - 1) / G::BN;
+    const int kblocks = (K + BK - 1) / BK;
+    const int rank = (int)cluster_ctarank(), cid = (int)cluster_id_x(), ncl = (int)cluster_nid_x();
+    if (tid == 0) {
+        for (int s = 0; s < G::STAGES; s++) {
+            mbar_init(smem_u32(&full[s]), 1);
+            mbar_init(smem_u32(&empty[s]), CONSUMER_THREADS);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        // producer: one elected thread of warp 0 issues the loads, in the consumers' order
+        // (its warpgroup then exits: a cluster barrier waits only for non-exited threads)
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+        if (tid < 32 && elect_one()) {
+            int stage = 0;
+            uint32_t phase = 0;
+            for (int sp = cid; sp < tiles_m; sp += ncl)
+                for (int tn = rank; tn < tiles_n; tn += CL) {
+                    const int m0 = sp * BM, n0 = tn * G::BN;
+                    for (int kb = 0; kb < kblocks; kb++) {
+                        mbar_wait(smem_u32(&empty[stage]), phase ^ 1);
+                        const uint32_t fb = smem_u32(&full[stage]), sa = s0 + stage * G::STAGE_BYTES;
+                        mbar_arrive_expect_tx(fb, G::STAGE_BYTES);
+                        tma_load_2d(sa, tma_a, kb * BK, m0, fb);
+                        tma_load_2d(sa + A_BYTES, tma_w, kb * BK, n0, fb);
+                        if (++stage == G::STAGES) {
+                            stage = 0;
+                            phase ^= 1;
+                        }
+                    }
+                }
+        }
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+        const int cw = wg - 1, t = tid % 128, ct = tid - 128, warp = t / 32, lane = t % 32;
+        ConsumerRing<Op, G> ring{s0, full, empty, cw};
+        const NoTail none{};
+        const TileOut<Epilogue, NoTail, G> out{epilogue, none, tma_c, s0, cw, (int)M, (int)N, tiles_m, tiles_n, nullptr};
+        // this thread's fragment rows (tile rows r0 + {0, 8}) and its words of the staging
+        const int r0 = cw * 64 + warp * 16 + lane / 4;
+        const uint32_t half = s0 + G::RING_BYTES + cw * G::REGION_BYTES;
+        const uint32_t sbase = half + (warp * 16 + lane / 4) * ROW_BYTES + 4 * (lane % 4);
+        const uint32_t swz = (uint32_t)((lane / 4) % 8) * 16;
+        int d[G::ACC];
+#pragma unroll
+        for (int i = 0; i < G::ACC; i++) d[i] = 0;
+        int par = 0;
+        for (int sp = cid; sp < tiles_m; sp += ncl, par ^= 1) {
+            const int m0 = sp * BM;
+            float pmax[2] = {0.f, 0.f}, nmin[2] = {0.f, 0.f};
+            for (int tn = rank; tn < tiles_n; tn += CL) {
+                ring.sum(d, 0, kblocks);
+                out.tile(d, tn * tiles_m + sp);
+                // fold the tile's fp16 outputs (this thread's staged pairs; 0 past M and N)
+                const int n0 = tn * G::BN + 2 * (lane % 4);
+#pragma unroll
+                for (int c = 0; c < G::PAIRS; c++) {
+                    const int n = n0 + 8 * c;
+                    float2 m2 = make_float2(1.f, 1.f);
+                    if (qa.smooth && n < (int)N) m2 = __half22float2(*reinterpret_cast<const __half2*>(qa.smooth + n));
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const uint32_t a = sbase + (c / 8) * OUT_BOX_BYTES + h * 8 * ROW_BYTES + (((c % 8) * 16) ^ swz);
+                        uint32_t raw;
+                        asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(raw) : "r"(a) : "memory");
+                        float2 f = __half22float2(*reinterpret_cast<const __half2*>(&raw));
+                        if (qa.smooth) {
+                            f.x *= m2.x;
+                            f.y *= m2.y;
+                        }
+                        pmax[h] = fmaxf(pmax[h], fmaxf(f.x, f.y));
+                        nmin[h] = fmaxf(nmin[h], fmaxf(-f.x, -f.y));
+                    }
+                }
+            }
+            if (t == 0) {
+                bulk_wait();                 // this warpgroup's stores of the strip are in global memory
+                fence_proxy_async_global();  // before the cluster barrier's release
+            }
+            // a tile row lies in the 4 lanes of a quad
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+#pragma unroll
+                for (int o = 1; o < 4; o <<= 1) {
+                    pmax[h] = fmaxf(pmax[h], __shfl_xor_sync(0xffffffffu, pmax[h], o));
+                    nmin[h] = fmaxf(nmin[h], __shfl_xor_sync(0xffffffffu, nmin[h], o));
+                }
+                if (lane % 4 == 0) {
+                    pair_slot[par][0][r0 + 8 * h] = pmax[h];
+                    pair_slot[par][1][r0 + 8 * h] = nmin[h];
+                }
+            }
+            cluster_sync();
+            // (barrier.cluster orders the CTA's own threads too; the emulator's intra-CTA race
+            // check counts only bar.sync, so the consumers also meet here)
+            consumer_sync();
+            const int rows = (int)M - m0 < BM ? (int)M - m0 : BM;
+            if (ct < BM) {
+                float px = 0.f, nx = 0.f;
+                const uint32_t ap = smem_u32(&pair_slot[par][0][ct]), an = smem_u32(&pair_slot[par][1][ct]);
+#pragma unroll
+                for (int p = 0; p < CL; p++) {
+                    px = fmaxf(px, ld_peer_f32(ap, p));
+                    nx = fmaxf(nx, ld_peer_f32(an, p));
+                }
+                const Q8Asym q = q8_asym_params(px, nx);
+                row_inv[ct] = q.inv;
+                row_zero[ct] = q.zero;
+                if (rank == 0 && ct < rows) {
+                    qa.scale[m0 + ct] = q.scale;
+                    qa.zero[m0 + ct] = q.zero;
+                }
+            }
+            consumer_sync();
+            // this CTA's columns of the strip's rows, 8 codes per thread and step
+            for (int tn = rank; tn < tiles_n; tn += CL) {
+                const int v0 = tn * (G::BN / 8), nv = (int)N / 8 - v0 < G::BN / 8 ? (int)N / 8 - v0 : G::BN / 8;
+                for (int i = ct; i < rows * nv; i += CONSUMER_THREADS) {
+                    const int r = i / nv, v = v0 + i % nv;
+                    const size_t row = (size_t)(m0 + r);
+                    const uint4 raw = __ldcg(reinterpret_cast<const uint4*>(y + row * N) + v);
+                    float f[8];
+                    qa_f32(f, raw, qa.smooth, v);
+                    const float inv = row_inv[r];
+                    const int zero = row_zero[r];
+                    int c[8];
+#pragma unroll
+                    for (int j = 0; j < 8; j++) c[j] = q8_asym(f[j], inv, zero);
+                    reinterpret_cast<uint2*>(qa.q + row * N)[v] =
+                        make_uint2(pack_s8x4(c[0], c[1], c[2], c[3]), pack_s8x4(c[4], c[5], c[6], c[7]));
+                }
+            }
+        }
+        // no CTA exits (its shared memory gone) while a peer may still read its slots
+        cluster_sync();
+    }
+}
 }  // namespace sm90
 
 using namespace sm90;
@@ -1279,3 +1462,21 @@ ENTRIES(GEMM_INT8)
     }
 CLN_ENTRIES(GEMM_F16_CLN)
 CLN_ENTRIES(GEMM_INT8_CLN)
+
+
+// gemm_int8_sm90_n192_qa with the quantisation distributed over a cluster of 8 CTAs per strip
+// (ws_gemm_cluster): the same outputs, codes, scales and zero points; no strip counters. The
+// grid is a multiple of 8 CTAs (host: 8 x min(strips, 16)).
+#define QA_CLUSTER_PARAMS \
+    int8_t *q_out, float *q_scale, int32_t *q_zero, const __half *__restrict__ q_smooth
+extern "C" __global__ void __cluster_dims__(CQA_CLUSTER, 1, 1) __launch_bounds__(THREADS, 1)
+    gemm_int8_sm90_n192_cqa(const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,
+                            const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,
+                            const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+                            const __half* __restrict__ bias, const __half* __restrict__ residual,
+                            const __grid_constant__ CUtensorMap tma_c, const __half* C, uint32_t M, uint32_t N,
+                            uint32_t K, uint32_t epi, QA_CLUSTER_PARAMS) {
+    ws_gemm_cluster<Geom<192>>(&tma_a, &tma_w, &tma_c, M, N, K,
+                               S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi},
+                               QaArgs{q_out, q_scale, q_zero, q_smooth, nullptr}, C);
+}

@@ -18,6 +18,9 @@
 //! - [`gemm_int8_sm90_qa`]: [`gemm_int8_sm90`] with the asymmetric per-row int8 quantisation
 //!   of its output fused in (the FFN1 GELU output for FFN2): the codes, scales and zero points
 //!   [`crate::quantize_i8`] gives on the output, bit for bit, without re-reading it from DRAM.
+//!   Unsplit, by default ([`Sm90Qa::Auto`]), a cluster of [`QA_CLUSTER`] CTAs owns each 128-row
+//!   strip and quantises it together ([`KERNEL_INT8_CQA`]); else the strip's last tile does it
+//!   alone.
 //! - [`gemm_int8_sm90`]: the W8A8 GEMM of [`gemm_int8`](crate::gemm_int8()) (s8 x s8 -> s32 in
 //!   `wgmma m64n128k32.s32.s8.s8`, zero points, per-token and per-channel scales, bias, the same
 //!   epilogues), with gemm_int8's float operations in gemm_int8's order: s32 sums are exact, so
@@ -48,6 +51,10 @@ pub const KERNEL_LN: &str = ids::GEMM_F16_SM90_LN;
 pub const KERNEL_INT8_LN: &str = ids::GEMM_INT8_SM90_LN;
 /// The int8 entry with the asymmetric quantisation of the output rows fused in.
 pub const KERNEL_INT8_QA: &str = ids::GEMM_INT8_SM90_QA;
+/// [`KERNEL_INT8_QA`] with the quantisation distributed over a cluster of [`QA_CLUSTER`] CTAs
+/// per 128-row strip (128 x 192 tiles, K unsplit): what [`gemm_int8_sm90_qa`] launches
+/// unsplit ([`qa_cluster`]).
+pub const KERNEL_INT8_CQA: &str = ids::GEMM_INT8_SM90_N192_CQA;
 /// The split-K entries ([`GemmSm90Launch::split`]): each tile's K chunks on separate CTAs.
 pub const KERNEL_SK: &str = ids::GEMM_F16_SM90_SK;
 pub const KERNEL_SK_LN: &str = ids::GEMM_F16_SM90_SK_LN;
@@ -207,6 +214,52 @@ pub enum Sm90Cols {
     N192,
 }
 
+/// How [`gemm_int8_sm90_qa`] quantises the output rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sm90Qa {
+    /// The cluster entry ([`KERNEL_INT8_CQA`], 128 x 192 tiles whatever [`Sm90Cols`] says) when
+    /// the launch is unsplit, else the strip tail.
+    #[default]
+    Auto,
+    /// The strip-tail entries (`gemm_int8_sm90*_qa`: the last tile of a strip quantises it
+    /// alone), at the requested width and split.
+    StripTail,
+}
+
+/// CTAs per cluster of the cluster-quantising entry ([`KERNEL_INT8_CQA`]): each cluster owns a
+/// 128-row strip at a time, rank r computing its column tiles r, r + 8, ...
+pub const QA_CLUSTER: usize = 8;
+/// Clusters of [`QA_CLUSTER`] CTAs an H100 / H200 holds at once (its GPCs: 16 x 8 = 128 of 132
+/// SMs): the cluster entry's grid, at most one cluster per strip.
+pub const QA_CLUSTERS: usize = 16;
+
+/// The cluster size of the fused quantisation of the `m x n x k` int8 GEMM as an
+/// [`Sm90Qa::Auto`] launch of [`plan`]'s split makes it: `Some(QA_CLUSTER)` when [`plan`]
+/// leaves K unsplit (the cluster entry), `None` for the strip tail. (For the roofline model;
+/// [`GemmSm90Launch::planned`] still asks for the strip tail.)
+pub fn qa_cluster(m: usize, n: usize, k: usize) -> Option<usize> {
+    (plan(m, n, k, true).splits == 1).then_some(QA_CLUSTER)
+}
+
+/// The PTX entry of an [`Sm90Qa::Auto`] fused-quantisation launch of `m x n x k` with [`plan`]'s
+/// width and split (for the perf model and the emulator's counters): [`KERNEL_INT8_CQA`] where
+/// [`qa_cluster`] says so, else the strip-tail entry of the plan.
+pub fn qa_kernel_name(m: usize, n: usize, k: usize) -> &'static str {
+    let p = plan(m, n, k, true);
+    if qa_cluster(m, n, k).is_some() {
+        KERNEL_INT8_CQA
+    } else {
+        kernel_name(Sm90Entry::Int8Qa, p.cols, p.splits > 1)
+    }
+}
+
+/// CTAs of the cluster entry's grid for `m` rows: [`QA_CLUSTER`] x the clusters (`ctas` / 8
+/// rounded up, or [`QA_CLUSTERS`]), at most one cluster per 128-row strip.
+pub fn qa_cluster_ctas(m: usize, ctas: Option<u32>) -> usize {
+    let clusters = ctas.map_or(QA_CLUSTERS, |c| (c as usize).div_ceil(QA_CLUSTER));
+    clusters.min(m.div_ceil(BM)).max(1) * QA_CLUSTER
+}
+
 /// Most K chunks (`MAX_CHUNKS` in the kernel), so the most CTAs a split tile is spread over.
 pub const MAX_CHUNKS: usize = 4;
 /// Fewest k-blocks (128 bytes of K: one pipeline stage) per chunk (`MIN_CHUNK_KBLOCKS`).
@@ -306,6 +359,8 @@ pub struct GemmSm90Launch<'a> {
     /// How an `_ln` launch normalises its rows (ignored by the other entries); `Auto`: the
     /// cluster entries where they apply.
     pub layernorm: Sm90Layernorm,
+    /// [`gemm_int8_sm90_qa`] only: the cluster entry or the strip tail ([`Sm90Qa`]).
+    pub qa: Sm90Qa,
 }
 
 impl std::fmt::Debug for GemmSm90Launch<'_> {
@@ -315,17 +370,25 @@ impl std::fmt::Debug for GemmSm90Launch<'_> {
             .field("cols", &self.cols)
             .field("split", &self.split.is_some())
             .field("layernorm", &self.layernorm)
+            .field("qa", &self.qa)
             .finish()
     }
 }
 
 impl<'a> GemmSm90Launch<'a> {
     /// The launch [`plan`] makes of an `m x n x k` GEMM (the forward pass's, the roofline's):
-    /// its tile width, split over K on `split` where it splits.
+    /// its tile width, split over K on `split` where it splits, and the cluster entries of the
+    /// fused layernorm and quantisation where they apply ([`ln_cluster`], [`qa_cluster`]).
     pub fn planned(m: usize, n: usize, k: usize, int8: bool, split: &'a SplitWorkspace) -> Self {
         let p = plan(m, n, k, int8);
         let cols = if p.cols == COLS[1] { Sm90Cols::N192 } else { Sm90Cols::N128 };
-        GemmSm90Launch { ctas: None, cols, split: (p.splits > 1).then_some(split), layernorm: Sm90Layernorm::Auto }
+        GemmSm90Launch {
+            ctas: None,
+            cols,
+            split: (p.splits > 1).then_some(split),
+            layernorm: Sm90Layernorm::Auto,
+            qa: Sm90Qa::Auto,
+        }
     }
 
     /// The tile width of an `m x n x k` launch: the requested one, or [`plan`]'s.
@@ -476,11 +539,11 @@ fn qa_args(
     qa: &FusedQuantize<'_>,
     a: &DeviceBuffer<i8>,
     s: GemmShape,
-    ws: &SplitWorkspace,
+    ws: Option<&SplitWorkspace>,
 ) -> Result<Vec<KernelArg>> {
     let GemmShape { m, n, k } = s;
     let strips = m.div_ceil(BM);
-    if ws.strips.len() < strips {
+    if let Some(ws) = ws.filter(|ws| ws.strips.len() < strips) {
         return Err(kerr(kernel, format!("workspace has {} strip counters, M {m} needs {strips}", ws.strips.len())));
     }
     check_len(kernel, "q_out", qa.q, m * n)?;
@@ -498,13 +561,10 @@ fn qa_args(
     if q0 < a0 + (m * k) as u64 && a0 < q0 + (m * n) as u64 {
         return Err(kerr(kernel, "q_out overlaps the GEMM's input a (the codes need their own buffer)"));
     }
-    Ok(vec![
-        KernelArg::from(qa.q),
-        KernelArg::from(qa.scale),
-        KernelArg::from(qa.zero),
-        opt_ptr(qa.smooth),
-        KernelArg::from(&ws.strips),
-    ])
+    let mut args = vec![KernelArg::from(qa.q), KernelArg::from(qa.scale), KernelArg::from(qa.zero), opt_ptr(qa.smooth)];
+    // (the cluster entry counts no strips)
+    args.extend(ws.map(|ws| KernelArg::from(&ws.strips)));
+    Ok(args)
 }
 
 /// The arguments after the operands of every fp16-output entry: the output's tensor map, the
@@ -704,9 +764,12 @@ pub fn gemm_int8_sm90(
 /// [`gemm_int8_sm90`] with the asymmetric per-row int8 quantisation of the output fused in:
 /// `qa` receives the codes, scales and zero points [`crate::quantize_i8`] (with a zero point,
 /// and `qa.smooth`) gives on `out`, bit for bit; `out` holds the same fp16 output as
-/// [`gemm_int8_sm90`]'s. The last tile of each 128-row strip quantises the strip (its rows read
-/// back through L2); `ws` holds the strip counters (one per 128 rows, zero between launches,
-/// as every launch leaves them). `qa.q` must not overlap `g.a`.
+/// [`gemm_int8_sm90`]'s. Unsplit (and [`Sm90Qa::Auto`]), a cluster of [`QA_CLUSTER`] CTAs
+/// computes each 128-row strip's tiles and quantises the strip together ([`KERNEL_INT8_CQA`]:
+/// per-row ranges combined through distributed shared memory, each CTA coding its own columns);
+/// else the last tile of each strip quantises the strip (its rows read back through L2), with
+/// `ws`'s strip counters (one per 128 rows, zero between launches, as every launch leaves
+/// them). `qa.q` must not overlap `g.a`.
 pub fn gemm_int8_sm90_qa(
     dev: &Device,
     g: &GemmInt8<'_>,
@@ -749,15 +812,21 @@ fn int8_launch(
     let GemmShape { m, n, k } = g.shape;
     let mut cols = how.resolve_cols(m, n, k, true);
     let (splits, mut split) = split_args(base, g.shape, true, cols, &how)?;
-    let cluster = match tail {
+    let ln_cluster = match tail {
         Tail::LayerNorm(..) => ln_cluster_of(base, n, splits, &how)?,
         _ => None,
     };
-    let kernel = match cluster {
+    // the quantising cluster entry: unsplit launches (128 x 192 tiles)
+    let qa_cluster = matches!(tail, Tail::Quantize(..)) && splits == 1 && how.qa == Sm90Qa::Auto;
+    let kernel = match ln_cluster {
         Some(cs) => {
             cols = cluster_cols(cs);
             split = Vec::new();
             cluster_kernel_name(true, cs).expect("a cluster size of cluster_size")
+        }
+        None if qa_cluster => {
+            cols = COLS[1];
+            KERNEL_INT8_CQA
         }
         None => kernel_name(kind, cols, splits > 1),
     };
@@ -782,8 +851,14 @@ fn int8_launch(
         check_align(kernel, "zero", zp.zero, 4)?;
         check_align(kernel, "w_sum", zp.w_sum, 8)?;
     }
-    let cfg = match cluster {
+    let cfg = match ln_cluster {
         Some(cs) => cluster_grid(kernel, m, cs, &how)?,
+        None if qa_cluster => {
+            if how.ctas == Some(0) {
+                return Err(kerr(kernel, "a launch needs at least one CTA"));
+            }
+            LaunchConfig::linear(qa_cluster_ctas(m, how.ctas) as u32, THREADS, smem(cols))
+        }
         None => grid(kernel, dev, m, n, cols, splits, &how)?,
     };
     let tma_a = operand_map(dev, g.a, TensorMapDtype::S8, m, k, BM)?;
@@ -798,14 +873,14 @@ fn int8_launch(
         opt_ptr(g.bias),
         g.epilogue.residual_arg(),
     ];
-    if let (Some(_), Tail::LayerNorm(ln, _)) = (cluster, tail) {
+    if let (Some(_), Tail::LayerNorm(ln, _)) = (ln_cluster, tail) {
         args.extend(cluster_args(dev, kernel, ln, g.shape, g.epilogue.code())?);
         return dev.launch_in(MODULE, kernel, cfg, &args);
     }
     let tail = match tail {
         Tail::None => Vec::new(),
         Tail::LayerNorm(ln, ws) => ln_args(kernel, ln, BM, m, n, Some(ws))?,
-        Tail::Quantize(qa, ws) => qa_args(kernel, qa, g.a, g.shape, ws)?,
+        Tail::Quantize(qa, ws) => qa_args(kernel, qa, g.a, g.shape, (!qa_cluster).then_some(ws))?,
     };
     args.extend(output_args(dev, out, g.shape, g.epilogue.code(), split, tail)?);
     dev.launch_in(MODULE, kernel, cfg, &args)

@@ -88,7 +88,7 @@ pub use gemm_int8::{
 pub use gemm_plan::{GemmPlan, SplitWorkspace};
 pub use gemm_sm90::{
     gemm_f16_sm90, gemm_f16_sm90_ln, gemm_int8_i32_sm90, gemm_int8_sm90, gemm_int8_sm90_ln, gemm_int8_sm90_qa,
-    FusedQuantize, GemmSm90Launch, Sm90Cols, Sm90Entry, Sm90Layernorm,
+    FusedQuantize, GemmSm90Launch, Sm90Cols, Sm90Entry, Sm90Layernorm, Sm90Qa,
 };
 pub use layernorm::{layernorm_f16, LayerNormF16, Q8Out};
 pub use pooling::{pool, PoolF16, Pooling};

@@ -21,7 +21,9 @@ use crate::attention_sm90::{attention_sm90, Sm90Tiling};
 use crate::gemm_f16::{gemm_f16, GemmF16};
 use crate::gemm_int8::{gemm_int8, GemmInt8, GemmLaunch, GemmShape};
 use crate::gemm_plan::SplitWorkspace;
-use crate::gemm_sm90::{gemm_f16_sm90, gemm_int8_sm90, gemm_int8_sm90_qa, FusedQuantize, GemmSm90Launch, Sm90Cols};
+use crate::gemm_sm90::{
+    gemm_f16_sm90, gemm_int8_sm90, gemm_int8_sm90_qa, FusedQuantize, GemmSm90Launch, Sm90Cols, Sm90Qa,
+};
 use crate::{Device, DeviceBuffer, Epilogue, Error, Result};
 
 /// The environment variable that selects the kernel family.
@@ -261,7 +263,7 @@ fn check_gemm_f16(dev: &Device) -> Result<Option<String>> {
         dev,
         &g,
         &mut split,
-        GemmSm90Launch { ctas: None, cols: Sm90Cols::N192, split: Some(&ws), ..Default::default() },
+        GemmSm90Launch { cols: Sm90Cols::N192, split: Some(&ws), ..Default::default() },
     )?;
     let split = split.to_host()?;
     let kernel = crate::gemm_sm90::kernel_name(crate::gemm_sm90::Sm90Entry::F16, 192, true);
@@ -299,11 +301,11 @@ fn check_gemm_int8(dev: &Device) -> Result<Option<String>> {
     check_gemm_int8_qa(dev, &g, &got)
 }
 
-/// The fused quantisation (`gemm_int8_sm90_qa`, two strips): its output the same bits as the
-/// plain entry's `plain`, and its codes, scales and zero points those `quantize_i8` gives on it.
+/// The fused quantisation (`gemm_int8_sm90_qa`, two strips, the strip tail and the cluster
+/// entry): its output the same bits as the plain entry's `plain`, and its codes, scales and zero
+/// points those `quantize_i8` gives on it.
 fn check_gemm_int8_qa(dev: &Device, g: &GemmInt8<'_>, plain: &DeviceBuffer<f16>) -> Result<Option<String>> {
     let GemmShape { m, n, .. } = g.shape;
-    let kernel = crate::gemm_sm90::KERNEL_INT8_QA;
     let (mut q0, mut s0, mut z0) = (dev.alloc::<i8>(m * n)?, dev.alloc::<f32>(m)?, dev.alloc::<i32>(m)?);
     let x = crate::quantize::QuantizeF16 { x: plain, smooth: None, rows: m, hidden: n };
     crate::quantize::quantize_i8(
@@ -311,22 +313,30 @@ fn check_gemm_int8_qa(dev: &Device, g: &GemmInt8<'_>, plain: &DeviceBuffer<f16>)
         &x,
         crate::quantize::QuantizedI8 { q: &mut q0, scale: &mut s0, zero: Some(&mut z0) },
     )?;
-    let (q, s, z) =
-        (dev.alloc_filled::<i8>(m * n, 0x55)?, dev.alloc_filled::<f32>(m, 0xff)?, dev.alloc_filled::<i32>(m, 0xff)?);
     let ws = SplitWorkspace::new(dev, 1, 1, m)?;
-    let mut out = poisoned(dev, m * n)?;
-    let qa = FusedQuantize { q: &q, scale: &s, zero: &z, smooth: None };
-    gemm_int8_sm90_qa(dev, g, &mut out, &qa, &ws, GemmSm90Launch { cols: Sm90Cols::N128, ..Default::default() })?;
-    let checks = [
-        ("fp16 outputs (against gemm_int8_sm90's)", as_bytes(&out.to_host()?) == as_bytes(&plain.to_host()?)),
-        ("codes", as_bytes(&q.to_host()?) == as_bytes(&q0.to_host()?)),
-        ("scales", as_bytes(&s.to_host()?) == as_bytes(&s0.to_host()?)),
-        ("zero points", as_bytes(&z.to_host()?) == as_bytes(&z0.to_host()?)),
-    ];
-    Ok(checks
-        .iter()
-        .find(|c| !c.1)
-        .map(|(what, _)| format!("{kernel}: its {what} differ from quantize_i8's on the plain output")))
+    for (kernel, qa_mode) in
+        [(crate::gemm_sm90::KERNEL_INT8_QA, Sm90Qa::StripTail), (crate::gemm_sm90::KERNEL_INT8_CQA, Sm90Qa::Auto)]
+    {
+        let (q, s, z) = (
+            dev.alloc_filled::<i8>(m * n, 0x55)?,
+            dev.alloc_filled::<f32>(m, 0xff)?,
+            dev.alloc_filled::<i32>(m, 0xff)?,
+        );
+        let mut out = poisoned(dev, m * n)?;
+        let qa = FusedQuantize { q: &q, scale: &s, zero: &z, smooth: None };
+        let how = GemmSm90Launch { cols: Sm90Cols::N128, qa: qa_mode, ..Default::default() };
+        gemm_int8_sm90_qa(dev, g, &mut out, &qa, &ws, how)?;
+        let checks = [
+            ("fp16 outputs (against gemm_int8_sm90's)", as_bytes(&out.to_host()?) == as_bytes(&plain.to_host()?)),
+            ("codes", as_bytes(&q.to_host()?) == as_bytes(&q0.to_host()?)),
+            ("scales", as_bytes(&s.to_host()?) == as_bytes(&s0.to_host()?)),
+            ("zero points", as_bytes(&z.to_host()?) == as_bytes(&z0.to_host()?)),
+        ];
+        if let Some((what, _)) = checks.iter().find(|c| !c.1) {
+            return Ok(Some(format!("{kernel}: its {what} differ from quantize_i8's on the plain output")));
+        }
+    }
+    Ok(None)
 }
 
 fn as_bytes<T: bytemuck::Pod>(v: &[T]) -> &[u8] {

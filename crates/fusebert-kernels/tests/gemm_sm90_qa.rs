@@ -12,7 +12,7 @@
 mod kernels_util;
 use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
 use fusebert_kernels::gemm_plan::SplitWorkspace;
-use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch, Sm90Cols, Sm90Entry};
+use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch, Sm90Cols, Sm90Entry, Sm90Qa};
 use fusebert_kernels::{
     Device, DeviceBuffer, Epilogue, FusedQuantize, GemmInt8, GemmShape, QuantizeF16, QuantizedI8, ZeroPoint,
 };
@@ -193,6 +193,7 @@ fn int8_sm90_fused_quantize_equals_gemm_then_quantize_asym_bit_for_bit() {
             ctas: c.two_ctas.then_some(2),
             cols: c.cols,
             split: c.split.then_some(&ws),
+            qa: Sm90Qa::StripTail,
             ..Default::default()
         };
         // the reference on its own copies of the operands (the fused run overwrites scales and zero points)
@@ -271,12 +272,12 @@ fn sm90_fused_quantize_refuses_overlapping_codes_and_short_workspaces() {
     let full = SplitWorkspace::new(&dev, 1, 1, m).unwrap();
     let short = SplitWorkspace::new(&dev, 1, 1, 32).unwrap();
     let short_scale = dev.alloc::<f32>(m - 1).unwrap();
+    let strip_tail = GemmSm90Launch { qa: Sm90Qa::StripTail, ..Default::default() };
     for (codes, scale, ws, why) in
         [(&a, &s, &full, "overlaps"), (&q, &s, &short, "strip counters"), (&q, &short_scale, &full, "q_scale")]
     {
         let qa = FusedQuantize { q: codes, scale, zero: &z, smooth: None };
-        let err =
-            fusebert_kernels::gemm_int8_sm90_qa(&dev, &g, &mut y, &qa, ws, GemmSm90Launch::default()).unwrap_err();
+        let err = fusebert_kernels::gemm_int8_sm90_qa(&dev, &g, &mut y, &qa, ws, strip_tail).unwrap_err();
         let text = err.to_string();
         assert!(text.contains(gemm_sm90::KERNEL_INT8_QA) && text.contains(why), "{why}: {text}");
     }
@@ -317,7 +318,7 @@ fn rows_past_the_shared_slot_are_quantized_as_the_host_rule() {
         shape: GemmShape { m, n, k },
     };
     let ws = workspace(&dev, &c);
-    let how = GemmSm90Launch { ctas: Some(2), cols: c.cols, ..Default::default() };
+    let how = GemmSm90Launch { ctas: Some(2), cols: c.cols, qa: Sm90Qa::StripTail, ..Default::default() };
     let mut y0 = poisoned::<f16>(&dev, m * n);
     fusebert_kernels::gemm_int8_sm90(&dev, &g, &mut y0, how).unwrap();
     let (q0, s0, z0) = fusebert_kernels::reference::quantize_asym(&bits(&y0), Some(&o.smooth), m, n);

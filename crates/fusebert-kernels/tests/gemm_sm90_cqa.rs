@@ -1,0 +1,219 @@
+//! The cluster-distributed quantisation of the Hopper int8 GEMM (`gemm_int8_sm90_n192_cqa`: a
+//! cluster of 8 CTAs per 128-row strip, the per-row ranges combined through distributed shared
+//! memory) on the emulator at sm_90, against the strip-tail entry `gemm_int8_sm90_n192_qa` (itself
+//! checked against `quantize_i8` in tests/gemm_sm90_qa.rs): the fp16 output, codes, scales and
+//! zero points bit for bit. Ragged shapes (M 1, 70, 130, 300: one to three strips, partial ones;
+//! N 264, 1040, 1536, 3072: ranks with no tile, one, two, partial tiles), grids of one cluster
+//! (8 CTAs: a cluster walks several strips, its slots double-buffered) and of one cluster per
+//! strip, lazy / eager / random completion, outputs poisoned, with and without smoothing and
+//! zero points (the scales and zero points written over the GEMM's own).
+mod kernels_util;
+use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
+use fusebert_kernels::gemm_plan::SplitWorkspace;
+use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch, Sm90Cols, Sm90Qa};
+use fusebert_kernels::{Device, DeviceBuffer, Epilogue, FusedQuantize, GemmInt8, GemmShape, ZeroPoint};
+use half::f16;
+use kernels_util::*;
+use rand::Rng;
+
+fn sm90(mode: AsyncMode) -> Device {
+    Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
+        .expect("emulator")
+}
+
+fn bits<T: bytemuck::Pod>(b: &DeviceBuffer<T>) -> Vec<T> {
+    b.to_host().unwrap()
+}
+
+fn f16_bits(b: &DeviceBuffer<f16>) -> Vec<u16> {
+    bits(b).iter().map(|v| v.to_bits()).collect()
+}
+
+fn f32_bits(b: &DeviceBuffer<f32>) -> Vec<u32> {
+    bits(b).iter().map(|v| v.to_bits()).collect()
+}
+
+/// The last launch: its kernel and counters, after their sanity (no local memory, no bank
+/// conflicts).
+fn last_launch(dev: &Device, what: &str) -> (String, fusebert_emu::Counters) {
+    let e = dev.emulator_backend().expect("emulator");
+    let l = e.launches().last().expect("a launch").clone();
+    assert_no_local(&l.counters, what);
+    assert_eq!(l.counters.shared_bank_conflicts, 0, "{what}: bank conflicts");
+    (l.kernel, l.counters)
+}
+
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    /// 8 CTAs (one cluster walks every strip), or the default grid (a cluster per strip)
+    one_cluster: bool,
+    mode: AsyncMode,
+    smooth: bool,
+    zero_points: bool,
+}
+
+const CASES: [Case; 6] = [
+    Case { m: 1, n: 264, k: 64, one_cluster: false, mode: AsyncMode::Lazy, smooth: false, zero_points: false },
+    Case { m: 70, n: 1040, k: 128, one_cluster: true, mode: AsyncMode::Eager, smooth: true, zero_points: true },
+    Case { m: 130, n: 264, k: 96, one_cluster: true, mode: AsyncMode::Random(7), smooth: true, zero_points: false },
+    Case { m: 300, n: 1536, k: 64, one_cluster: true, mode: AsyncMode::Random(3), smooth: false, zero_points: true },
+    Case { m: 300, n: 264, k: 32, one_cluster: false, mode: AsyncMode::Lazy, smooth: true, zero_points: false },
+    Case { m: 70, n: 3072, k: 32, one_cluster: false, mode: AsyncMode::Random(19), smooth: true, zero_points: false },
+];
+
+struct Operands {
+    a: Vec<i8>,
+    w: Vec<i8>,
+    a_scale: Vec<f32>,
+    w_scale: Vec<f32>,
+    bias: Vec<f16>,
+    smooth: Vec<f16>,
+    zero: Vec<i32>,
+    w_sum: Vec<i32>,
+}
+
+fn operands(r: &mut rand_chacha::ChaCha8Rng, c: &Case) -> Operands {
+    let (m, n, k) = (c.m, c.n, c.k);
+    let a: Vec<i8> = (0..m * k).map(|_| r.gen_range(-128..=127)).collect();
+    let w = rand_i8(r, n * k);
+    // pre-activations of a few units (as tests/gemm_sm90_qa.rs)
+    let s = 0.006 * (160.0 / k as f32).sqrt();
+    let a_scale = (0..m).map(|_| r.gen_range(0.5 * s..1.5 * s)).collect();
+    let w_scale = (0..n).map(|_| r.gen_range(0.003f32..0.007)).collect();
+    let smooth = rand_f16(r, n, 1.0).iter().map(|g| f16::from_f32(1.0 + 0.4 * g.to_f32())).collect();
+    let zero = (0..m).map(|_| r.gen_range(-128..=127)).collect();
+    let w_sum = fusebert_kernels::weight_sums(&w, n, k);
+    Operands { a, w, a_scale, w_scale, bias: rand_f16(r, n, 1.0), smooth, zero, w_sum }
+}
+
+/// One fused launch on fresh copies of A, its scales and zero points (the codes' scales and zero
+/// points go over the GEMM's own with zero points): the output, codes, scales, zero points, the
+/// kernel and its counters.
+#[allow(clippy::type_complexity)]
+fn fused(
+    dev: &Device,
+    o: &Operands,
+    c: &Case,
+    how: GemmSm90Launch<'_>,
+) -> (Vec<u16>, Vec<i8>, Vec<u32>, Vec<i32>, String, fusebert_emu::Counters) {
+    let (m, n, k) = (c.m, c.n, c.k);
+    let (da, das, dz) = (dev.upload(&o.a).unwrap(), dev.upload(&o.a_scale).unwrap(), dev.upload(&o.zero).unwrap());
+    let (dw, dws, db, dsm) = (
+        dev.upload(&o.w).unwrap(),
+        dev.upload(&o.w_scale).unwrap(),
+        dev.upload(&o.bias).unwrap(),
+        dev.upload(&o.smooth).unwrap(),
+    );
+    let dsum = dev.upload(&o.w_sum).unwrap();
+    let g = GemmInt8 {
+        a: &da,
+        a_scale: &das,
+        zero_point: c.zero_points.then_some(ZeroPoint { zero: &dz, w_sum: &dsum }),
+        w: &dw,
+        w_scale: &dws,
+        bias: Some(&db),
+        epilogue: Epilogue::Gelu,
+        shape: GemmShape { m, n, k },
+    };
+    let mut y = poisoned::<f16>(dev, m * n);
+    let (q, s_own, z_own) = (poisoned::<i8>(dev, m * n), poisoned::<f32>(dev, m), poisoned::<i32>(dev, m));
+    let (s, z) = if c.zero_points { (&das, &dz) } else { (&s_own, &z_own) };
+    let qa = FusedQuantize { q: &q, scale: s, zero: z, smooth: c.smooth.then_some(&dsm) };
+    let ws = SplitWorkspace::new(dev, 1, 1, m).unwrap();
+    clear(dev);
+    fusebert_kernels::gemm_int8_sm90_qa(dev, &g, &mut y, &qa, &ws, how).unwrap();
+    let (kernel, cn) = last_launch(dev, "gemm_int8_sm90_qa");
+    (f16_bits(&y), bits(&q), f32_bits(s), bits(z), kernel, cn)
+}
+
+#[test]
+fn cluster_quantize_equals_the_strip_tail_bit_for_bit() {
+    let mut r = rng(93);
+    for c in &CASES {
+        let (m, n, k) = (c.m, c.n, c.k);
+        let dev = sm90(c.mode);
+        let o = operands(&mut r, c);
+        let tail = GemmSm90Launch { cols: Sm90Cols::N192, qa: Sm90Qa::StripTail, ..Default::default() };
+        let (y0, q0, s0, z0, k0, c0) = fused(&dev, &o, c, tail);
+        assert_eq!(k0, gemm_sm90::kernel_name(gemm_sm90::Sm90Entry::Int8Qa, 192, false));
+        let how = GemmSm90Launch { ctas: c.one_cluster.then_some(8), ..Default::default() };
+        let (y, q, s, z, kernel, cn) = fused(&dev, &o, c, how);
+        assert_eq!(kernel, gemm_sm90::KERNEL_INT8_CQA);
+        assert_eq!(gemm_sm90::qa_cluster(m, n, k), Some(gemm_sm90::QA_CLUSTER));
+        let what = format!("M {m} N {n} K {k} {how:?} smooth {} zero points {}", c.smooth, c.zero_points);
+        for (name, x) in [(k0.as_str(), &c0), (kernel.as_str(), &cn)] {
+            eprintln!(
+                "{what}: {name}: global load {} B, store {} B, dsmem {} B, warp instructions {}, barriers {}, atomics {}",
+                x.global_load_bytes, x.global_store_bytes, x.dsmem_bytes, x.warp_instructions, x.barriers, x.atomics
+            );
+        }
+        assert_eq!(y, y0, "{what}: GEMM output");
+        assert_eq!(q, q0, "{what}: codes");
+        assert_eq!(s, s0, "{what}: scales");
+        assert_eq!(z, z0, "{what}: zero points");
+        assert!(z0.iter().all(|&z| z > -128 && z < 127), "{what}: degenerate zero points {z0:?}");
+        assert!(cn.dsmem_bytes > 0 && cn.atomics == 0, "{what}: the ranges cross the cluster, no strip counters");
+    }
+}
+
+#[test]
+fn launch_choice_and_grid() {
+    // unsplit: the cluster entry; split (small grids): the strip tail
+    assert_eq!(gemm_sm90::qa_cluster(512, 3072, 768), Some(8));
+    assert_eq!(gemm_sm90::qa_kernel_name(512, 3072, 768), gemm_sm90::KERNEL_INT8_CQA);
+    assert_eq!(gemm_sm90::qa_cluster(128, 768, 3072), None);
+    let p = gemm_sm90::plan(128, 768, 3072, true);
+    assert!(p.splits > 1);
+    assert_eq!(
+        gemm_sm90::qa_kernel_name(128, 768, 3072),
+        gemm_sm90::kernel_name(gemm_sm90::Sm90Entry::Int8Qa, p.cols, true)
+    );
+    assert_eq!(gemm_sm90::qa_cluster_ctas(4096, None), 128);
+    assert_eq!(gemm_sm90::qa_cluster_ctas(300, None), 24);
+    assert_eq!(gemm_sm90::qa_cluster_ctas(300, Some(2)), 8);
+    assert_eq!(gemm_sm90::qa_cluster_ctas(4096, Some(20)), 24);
+    assert_eq!(gemm_sm90::qa_cluster_ctas(1, Some(64)), 8);
+}
+
+#[test]
+fn cluster_quantize_refuses_bad_inputs_and_needs_no_strip_counters() {
+    let dev = sm90(AsyncMode::Lazy);
+    let (m, n, k) = (300, 264, 272); // K >= N: A can pose as the codes
+    let a = dev.upload(&vec![1i8; m * k]).unwrap();
+    let w = dev.upload(&vec![1i8; n * k]).unwrap();
+    let ones = |len: usize| dev.upload(&vec![1f32; len]).unwrap();
+    let (asc, wsc) = (ones(m), ones(n));
+    let g = GemmInt8 {
+        a: &a,
+        a_scale: &asc,
+        zero_point: None,
+        w: &w,
+        w_scale: &wsc,
+        bias: None,
+        epilogue: Epilogue::Gelu,
+        shape: GemmShape { m, n, k },
+    };
+    let (q, s, z) = (dev.alloc::<i8>(m * n).unwrap(), dev.alloc::<f32>(m).unwrap(), dev.alloc::<i32>(m).unwrap());
+    let mut y = dev.alloc::<f16>(m * n).unwrap();
+    // one strip counter for three strips: the cluster entry counts none
+    let short = SplitWorkspace::new(&dev, 1, 1, 32).unwrap();
+    let short_scale = dev.alloc::<f32>(m - 1).unwrap();
+    let auto = GemmSm90Launch::default();
+    let none = GemmSm90Launch { ctas: Some(0), ..Default::default() };
+    for (codes, scale, how, why) in
+        [(&a, &s, auto, "overlaps"), (&q, &short_scale, auto, "q_scale"), (&q, &s, none, "at least one CTA")]
+    {
+        let qa = FusedQuantize { q: codes, scale, zero: &z, smooth: None };
+        let err = fusebert_kernels::gemm_int8_sm90_qa(&dev, &g, &mut y, &qa, &short, how).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(gemm_sm90::KERNEL_INT8_CQA) && text.contains(why), "{why}: {text}");
+    }
+    let qa = FusedQuantize { q: &q, scale: &s, zero: &z, smooth: None };
+    fusebert_kernels::gemm_int8_sm90_qa(&dev, &g, &mut y, &qa, &short, auto).unwrap();
+    let (kernel, _) = last_launch(&dev, "gemm_int8_sm90_n192_cqa");
+    assert_eq!(kernel, gemm_sm90::KERNEL_INT8_CQA);
+    // y is all GELU(272) = 272: every code the top one
+    assert!(bits(&q).iter().all(|&c| c == 127), "codes");
+}
