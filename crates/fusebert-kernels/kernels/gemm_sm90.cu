@@ -1309,10 +1309,7 @@ FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_
                     pair_slot[par][1][r0 + 8 * h] = nmin[h];
                 }
             }
-            cluster_sync();
-            // (barrier.cluster orders the CTA's own threads too; the emulator's intra-CTA race
-            // check counts only bar.sync, so the consumers also meet here)
-            consumer_sync();
+            cluster_sync();  // (orders the CTA's own threads too: no consumer_sync needed)
             const int rows = (int)M - m0 < BM ? (int)M - m0 : BM;
             if (ct < BM) {
                 float px = 0.f, nx = 0.f;

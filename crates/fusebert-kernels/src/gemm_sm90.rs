@@ -235,8 +235,8 @@ pub const QA_CLUSTERS: usize = 16;
 
 /// The cluster size of the fused quantisation of the `m x n x k` int8 GEMM as an
 /// [`Sm90Qa::Auto`] launch of [`plan`]'s split makes it: `Some(QA_CLUSTER)` when [`plan`]
-/// leaves K unsplit (the cluster entry), `None` for the strip tail. (For the roofline model;
-/// [`GemmSm90Launch::planned`] still asks for the strip tail.)
+/// leaves K unsplit (the cluster entry), `None` for the strip tail: what
+/// [`GemmSm90Launch::planned`] (the forward pass) launches and the roofline model prices.
 pub fn qa_cluster(m: usize, n: usize, k: usize) -> Option<usize> {
     (plan(m, n, k, true).splits == 1).then_some(QA_CLUSTER)
 }
@@ -293,8 +293,8 @@ pub struct Sm90Plan {
 /// wave (between a quarter and a half, the partial sums' traffic costs about what the idle SMs
 /// would give);
 /// then the width whose busiest CTA has the least work (`ceil(units / 132)` units of `cols / splits`
-/// columns' worth of K each) wins, 128 on a tie (fewer registers, a shorter layernorm strip's
-/// share of columns).
+/// columns' worth of K each) wins, 192 on a tie (the same work in fewer, wider tiles: A is
+/// re-read by a third fewer column tiles, less L2 traffic).
 pub fn plan(m: usize, n: usize, k: usize, int8: bool) -> Sm90Plan {
     let chunks = k_chunks(k, int8);
     let for_cols = |cols: usize| {
@@ -305,7 +305,7 @@ pub fn plan(m: usize, n: usize, k: usize, int8: bool) -> Sm90Plan {
         (Sm90Plan { cols, splits }, work)
     };
     let (narrow, wide) = (for_cols(COLS[0]), for_cols(COLS[1]));
-    if wide.1 < narrow.1 {
+    if wide.1 <= narrow.1 {
         wide.0
     } else {
         narrow.0

@@ -60,6 +60,7 @@ fn launch(flops: u64, bytes: u64, blocks: u32) -> PlannedLaunch {
         reuse_bytes: bytes,
         reuse_bytes_per_block: 0,
         tail_bytes: 0,
+        sm90_tile: None,
     }
 }
 

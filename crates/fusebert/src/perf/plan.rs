@@ -80,6 +80,8 @@ pub struct PlannedLaunch {
     /// Bytes one block moves alone after the rest of the grid is done (a serial tail no other
     /// block overlaps): a split-K GEMM's last block per tile reading its tile's partial sums.
     pub tail_bytes: u64,
+    /// An `_sm90` GEMM's tiling (what [`sm90::choose_gemm`] gave the launch); `None` elsewhere.
+    pub sm90_tile: Option<Sm90Tile>,
 }
 
 impl PlannedLaunch {
@@ -287,6 +289,7 @@ fn launch(
         reuse_bytes: 0,
         reuse_bytes_per_block: 0,
         tail_bytes: 0,
+        sm90_tile: None,
     }
 }
 
@@ -566,13 +569,13 @@ fn gemm_sm90(
     asym: bool,
     tail: Sm90Tail,
 ) -> PlannedLaunch {
-    let tile = sm90::choose_gemm(m, n, k, p.int8);
     let asym = asym && p.int8;
     let kind = match tail {
         Sm90Tail::None => Sm90Entry::of(p.int8, false),
         Sm90Tail::LayerNorm { .. } => Sm90Entry::of(p.int8, true),
         Sm90Tail::Quantize { .. } => Sm90Entry::Int8Qa,
     };
+    let tile = sm90::choose_gemm(kind, m, n, k);
     let name = sm90::gemm_kernel(kind, tile);
     let (gt, gw) = (m.div_ceil(tile.rows), n.div_ceil(tile.cols));
     let e = if p.int8 { 1 } else { 2 };
@@ -591,21 +594,69 @@ fn gemm_sm90(
     }
     l.tensor_flops = tensor as u64;
     l.gemm = Some((m, n, k));
+    l.sm90_tile = Some(tile);
     l.reuse_bytes = (n * k * e + n * col_bytes) as u64;
     l.reuse_bytes_per_block = (tile.rows * k * e).div_ceil(gw) as u64;
     let warps = 4 * tile.consumers();
     match tail {
         Sm90Tail::None => l,
         Sm90Tail::LayerNorm { q8, smooth } => {
-            let mut l = fuse_layernorm(l, tile.rows.min(m), warps, m, n, q8, smooth);
+            let mut l = if tile.cluster > 1 {
+                cluster_layernorm(l, tile, m, n, q8, smooth)
+            } else {
+                fuse_layernorm(l, tile.rows.min(m), warps, m, n, q8, smooth)
+            };
             l.step = match l.step {
                 "attn_out" => "attn_out_ln1",
                 _ => "ffn2_ln2",
             };
             l
         }
+        Sm90Tail::Quantize { smooth } if tile.cluster > 1 => cluster_quantize(l, tile, m, n, smooth),
         Sm90Tail::Quantize { smooth } => fuse_quantize(l, tile.rows.min(m), tile.cols, m, n, smooth),
     }
+}
+
+/// The byte counts of a layernorm over `n` columns fused into cluster launch `g` (`_cln`): each
+/// CTA of a strip's cluster normalises its own tile from its accumulators once the cluster has
+/// exchanged the rows' partial sums through distributed shared memory (on chip, not counted),
+/// so the GEMM's output `y` is never stored or read back: the normalised rows (and their int8
+/// codes and scales with `q8`) are the launch's only output. Each CTA loads its columns'
+/// gamma and beta (and smoothing multipliers) once per strip. No serial tail.
+fn cluster_layernorm(
+    mut g: PlannedLaunch,
+    tile: Sm90Tile,
+    t: usize,
+    n: usize,
+    q8: bool,
+    smooth: bool,
+) -> PlannedLaunch {
+    let params = (if q8 && smooth { 3 } else { 2 }) * n * 2;
+    g.load_bytes += (t.div_ceil(tile.rows) * params) as u64;
+    g.min_load_bytes += params as u64;
+    // (store_bytes already has t x n fp16: the normalised rows instead of y)
+    if q8 {
+        g.store_bytes += (t * (n + 4)) as u64;
+    }
+    g
+}
+
+/// The byte counts of the asymmetric int8 quantisation of the `t x n` output fused into
+/// cluster launch `g` (`_cqa`): the tiles' epilogues fold their rows' extremes, the cluster
+/// exchanges them through distributed shared memory, then each CTA reads its own columns of
+/// the strip back (through L2: its own TMA stores) and stores their codes; rank 0 the scales
+/// and zero points. The multipliers (with `smooth`) are read by both passes. The last
+/// strip's codes pass runs after the rest of the grid, but on all of its cluster's CTAs at
+/// once: a tail of one CTA's columns.
+fn cluster_quantize(mut g: PlannedLaunch, tile: Sm90Tile, t: usize, n: usize, smooth: bool) -> PlannedLaunch {
+    let strips = t.div_ceil(tile.rows);
+    let smooth_bytes = if smooth { 2 * strips * n * 2 } else { 0 };
+    g.load_bytes += (t * n * 2 + smooth_bytes) as u64;
+    g.store_bytes += (t * (n + 8)) as u64;
+    g.min_load_bytes += if smooth { (n * 2) as u64 } else { 0 };
+    let cols = n.div_ceil(tile.cols).div_ceil(tile.cluster) * tile.cols;
+    g.tail_bytes += (t.min(tile.rows) * cols.min(n) * 3) as u64;
+    g
 }
 
 /// The byte counts of the asymmetric int8 quantisation of the `t x n` output fused into `_sm90`
@@ -629,14 +680,9 @@ fn fuse_quantize(mut g: PlannedLaunch, strip: usize, cols: usize, t: usize, n: u
     g
 }
 
-/// The tile `gemm_sm90` chose for launch `l` (an `_sm90` GEMM), recomputed from its shape:
-/// [`sm90::choose_gemm`] is a pure function of it.
+/// The tile `gemm_sm90` chose for launch `l` (an `_sm90` GEMM).
 pub fn sm90_tile_of(l: &PlannedLaunch) -> Option<Sm90Tile> {
-    let (m, n, k) = l.gemm?;
-    if !sm90::is_sm90(&l.kernel) {
-        return None;
-    }
-    Some(sm90::choose_gemm(m, n, k, l.kernel.starts_with("gemm_int8")))
+    l.sm90_tile
 }
 
 /// FA3-style attention over packed tokens (note 3.3): a work item per (`rows` consecutive

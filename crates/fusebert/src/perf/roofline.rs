@@ -39,6 +39,9 @@
 //!   added **after** the largest term: `kernel = max(largest term + tails + 1.4 us, 2 us
 //!   minimum)`, `time = kernel + 0.6 us` in a graph (on a stream, at least `launch_us`). A
 //!   compute-bound `_sm90` GEMM thus costs its compute + 2 us, as the note derives.
+//!   Cluster entries (`_cln`, `_cqa`): a cluster per 128-row strip, at most
+//!   [`super::sm90::CLUSTER_CTAS`] CTAs; the compute term is stretched by the busiest CTA's
+//!   tiles over the machine's fair share, and they have no serial strip tail.
 //! - Attention: tensor FLOPs at `wgmma_attention_fraction` (0.35) of the fp16 peak, with the
 //!   wave factor and launch costs of every other kernel (no fixed GEMM cost: the fraction is a
 //!   measured whole-kernel throughput).
@@ -202,13 +205,23 @@ pub fn predict_launch(g: &GpuSpec, l: &PlannedLaunch, graphs: bool) -> LaunchPre
     let sm90_tile = sm90_tile_of(l);
     // an _sm90 GEMM's persistent CTAs share out its work units: the busiest CTA's units set the
     // time, and only min(units, SMs) SMs pull bandwidth
-    let work = match (sm90_tile, l.gemm) {
-        (Some(t), Some((m, n, _))) => t.units(m, n) as u64,
-        _ => blocks,
+    let (work, active) = match (sm90_tile, l.gemm) {
+        (Some(t), Some((m, n, _))) => (t.units(m, n) as u64, t.ctas(m, n) as u64),
+        _ => (blocks, blocks),
     };
-    let (w, factor) = waves(work, g.sms, per_sm);
+    let (w, factor) = match (sm90_tile, l.gemm) {
+        // clusters: the busiest CTA's units over the machine's fair share
+        (Some(t), Some((m, n, _))) if t.cluster > 1 => {
+            let busiest = t.busiest(m, n) as u64;
+            (
+                m.div_ceil(t.rows).div_ceil(t.ctas(m, n) / t.cluster) as u64,
+                (busiest * g.sms as u64) as f64 / work as f64,
+            )
+        }
+        _ => waves(work, g.sms, per_sm),
+    };
     // a grid smaller than the GPU pulls at most its SMs' own bandwidth
-    let active_gbps = work.min(g.sms as u64) as f64 * g.sm_gbps;
+    let active_gbps = active.min(g.sms as u64) as f64 * g.sm_gbps;
     let resident = blocks.min(g.sms as u64 * per_sm as u64);
     let reuse = l.reuse_bytes + resident * l.reuse_bytes_per_block;
     let dram = dram_bytes(l.min_bytes(), l.load_bytes + l.store_bytes, reuse, g.l2_bytes);

@@ -12,7 +12,10 @@
 //! wave; every split stores f32 partial sums, the last per tile reads them back: a serial tail
 //! of `splits * tile * 4` bytes at one SM's bandwidth, as the `mma.sync` path's `_sk` kernels
 //! are modelled). A fused layernorm keeps the `mma.sync` kernels' scheme (the last tile of a
-//! row strip normalises it): its last strip is a serial tail too. Tilings the research note
+//! row strip normalises it): its last strip is a serial tail too, except where the host launches
+//! the cluster entries (`_cln`, `_cqa`: a thread-block cluster per strip whose CTAs exchange
+//! their rows' statistics through distributed shared memory; no serial tail, and the
+//! layernorm's input never leaves the chip). Tilings the research note
 //! proposes and the kernels do not have (64-row and 256-column tiles, swap-AB for a handful of
 //! tokens) are not modelled: the prediction is of the kernels that run.
 use serde::Serialize;
@@ -68,6 +71,12 @@ pub const SM90_CTAS: usize = 132;
 /// `setmaxnreg.dec` hands its share to the consumers. One CTA per SM either way.
 pub const SM90_REGISTERS: u32 = 168;
 
+/// CTAs of a cluster-launched `_sm90` grid at most (`_cln` / `_cqa` entries): an H100's GPCs
+/// of 16 to 18 SMs hold 32 clusters of 4, 16 of 8 with one CTA per SM (the grid the host
+/// launches: `cluster * min(strips, 128 / cluster)`). **To confirm on a GPU** with
+/// `cudaOccupancyMaxActiveClusters`; a larger grid would run its extra clusters after the rest.
+pub const CLUSTER_CTAS: usize = 128;
+
 /// One `_sm90` GEMM launch's tiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Sm90Tile {
@@ -77,6 +86,10 @@ pub struct Sm90Tile {
     pub cols: usize,
     /// CTAs per tile along K (the `_sk` kernels when more than 1).
     pub splits: usize,
+    /// CTAs per thread-block cluster (1: no cluster): the `_cln` / `_cqa` entries, whose
+    /// clusters each own a 128-row strip and share its rows' statistics through distributed
+    /// shared memory instead of a serial strip tail.
+    pub cluster: usize,
 }
 
 impl Sm90Tile {
@@ -88,9 +101,23 @@ impl Sm90Tile {
     pub fn units(&self, m: usize, n: usize) -> usize {
         self.tiles(m, n) * self.splits
     }
-    /// CTAs launched: `min(units, SM90_CTAS)`.
+    /// CTAs launched: `min(units, SM90_CTAS)`, or whole clusters of at most [`CLUSTER_CTAS`].
     pub fn ctas(&self, m: usize, n: usize) -> usize {
-        self.units(m, n).min(SM90_CTAS)
+        if self.cluster > 1 {
+            self.cluster * m.div_ceil(self.rows).min(CLUSTER_CTAS / self.cluster).max(1)
+        } else {
+            self.units(m, n).min(SM90_CTAS)
+        }
+    }
+    /// Work units (tile x split) of the busiest CTA: `ceil(units / 132)`, or with clusters
+    /// its strips' share (`ceil(strips / clusters)`) times its tiles per strip.
+    pub fn busiest(&self, m: usize, n: usize) -> usize {
+        if self.cluster > 1 {
+            let clusters = self.ctas(m, n) / self.cluster;
+            m.div_ceil(self.rows).div_ceil(clusters) * n.div_ceil(self.cols).div_ceil(self.cluster)
+        } else {
+            self.units(m, n).div_ceil(SM90_CTAS)
+        }
     }
     /// Consumer warpgroups of a CTA: one per 64 rows of `wgmma` M.
     pub fn consumers(&self) -> usize {
@@ -104,41 +131,55 @@ impl Sm90Tile {
     pub fn shared_bytes(&self) -> u32 {
         crate::kernels::gemm_sm90::smem(self.cols)
     }
-    /// Short description for tables: `128x192`, `128x128 split 3`.
+    /// Short description for tables: `128x192`, `128x128 split 3`, `128x192 cluster 4`.
     pub fn describe(&self) -> String {
         let split = if self.splits > 1 { format!(" split {}", self.splits) } else { String::new() };
-        format!("{}x{}{split}", self.rows, self.cols)
+        let cluster = if self.cluster > 1 { format!(" cluster {}", self.cluster) } else { String::new() };
+        format!("{}x{}{split}{cluster}", self.rows, self.cols)
     }
 }
 
-/// The tiling of an `_sm90` GEMM `[m, k] x [n, k]^T` as the forward pass launches it:
-/// [`crate::kernels::gemm_sm90::plan`]'s tile width (128 or 192 columns) and K split (with or
-/// without a fused layernorm). A pure function of the shape: `perf::plan`, `perf::roofline`
-/// and the forward pass agree.
-pub fn choose_gemm(m: usize, n: usize, k: usize, int8: bool) -> Sm90Tile {
+/// The tiling of an `_sm90` GEMM `[m, k] x [n, k]^T` of entry kind `kind` as the forward pass
+/// launches it: [`crate::kernels::gemm_sm90::plan`]'s tile width (128 or 192 columns) and K
+/// split, or, for a fused layernorm or quantisation the host gives a cluster, the cluster
+/// entry's width and cluster size. A pure function of the shape and kind: `perf::plan`,
+/// `perf::roofline` and the forward pass agree.
+pub fn choose_gemm(kind: Sm90Entry, m: usize, n: usize, k: usize) -> Sm90Tile {
     use crate::kernels::gemm_sm90::{plan, BM};
+    let int8 = matches!(kind, Sm90Entry::Int8 | Sm90Entry::Int8Ln | Sm90Entry::Int8Qa);
+    if let Some((cols, cluster)) = cluster_of(kind, m, n, k) {
+        return Sm90Tile { rows: BM, cols, splits: 1, cluster };
+    }
     let p = plan(m, n, k, int8);
-    Sm90Tile { rows: BM, cols: p.cols, splits: p.splits }
+    Sm90Tile { rows: BM, cols: p.cols, splits: p.splits, cluster: 1 }
 }
 
-/// Query rows per `_sm90` attention work item (note 3.3: 64 or 128 packed tokens per
-/// (tile, head)): 128 when that still gives every SM of the reference machine one item, else
-/// 64 (twice the items for small batches).
-pub fn attention_rows(tokens: usize, heads: usize) -> usize {
-    if tokens.div_ceil(128) * heads >= SM90_CTAS {
-        128
-    } else {
-        64
+/// The (tile width, cluster size) of the cluster entry the host launches for `kind` at this
+/// shape, if any.
+fn cluster_of(kind: Sm90Entry, m: usize, n: usize, k: usize) -> Option<(usize, usize)> {
+    use crate::kernels::gemm_sm90 as g;
+    match kind {
+        Sm90Entry::F16Ln => g::ln_cluster(m, n, k, false).map(|cs| (g::cluster_cols(cs), cs)),
+        Sm90Entry::Int8Ln => g::ln_cluster(m, n, k, true).map(|cs| (g::cluster_cols(cs), cs)),
+        Sm90Entry::Int8Qa => g::qa_cluster(m, n, k).map(|cs| (g::COLS[1], cs)),
+        _ => None,
     }
 }
 
 /// The PTX entry an `_sm90` GEMM step of kind `kind` launches with tiling `t` (as the forward
 /// pass does): `gemm_f16_sm90` / `gemm_int8_sm90`, `_n192` for 192-column tiles, `_sk` split
-/// over K, `_ln` when the layernorm is fused, `_qa` when the int8 codes of the output are. The
-/// same names as the emulator's counters and `fusebert kernels time`, so predictions and
-/// measurements meet by name.
+/// over K, `_ln` when the layernorm is fused, `_qa` when the int8 codes of the output are, and
+/// the cluster entries (`_cln{N}`, `_cqa`). The same names as the emulator's counters and
+/// `fusebert kernels time`, so predictions and measurements meet by name.
 pub fn gemm_kernel(kind: Sm90Entry, t: Sm90Tile) -> &'static str {
-    crate::kernels::gemm_sm90::kernel_name(kind, t.cols, t.splits > 1)
+    use crate::kernels::gemm_sm90 as g;
+    match kind {
+        Sm90Entry::Int8Qa if t.cluster > 1 => g::KERNEL_INT8_CQA,
+        Sm90Entry::F16Ln | Sm90Entry::Int8Ln if t.cluster > 1 => {
+            g::cluster_kernel_name(kind == Sm90Entry::Int8Ln, t.cluster).unwrap_or(g::KERNEL_LN)
+        }
+        _ => g::kernel_name(kind, t.cols, t.splits > 1),
+    }
 }
 
 /// The PTX entry of `_sm90` attention at head dim `d` for a batch whose longest sequence has
