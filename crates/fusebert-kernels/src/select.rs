@@ -5,8 +5,10 @@
 //! [`select`] resolves it for a device. In `Auto` on a 9.0 device the first use runs
 //! [`self_check`]: the Hopper GEMMs (fp16, int8) and attention against the mma.sync kernels on
 //! random inputs at shapes that are not tile multiples, outputs poisoned first (and the int8
-//! GEMM with its quantisation fused, `gemm_int8_sm90_qa`, against `quantize_i8` on the plain
-//! GEMM's output, bit for bit). On a mismatch it
+//! GEMM with its quantisation fused, `gemm_int8_sm90_qa` and its cluster entry, against
+//! `quantize_i8` on the plain GEMM's output, and the fused layernorm's cluster entries against
+//! its strip tail, bit for bit: the thread-block-cluster and distributed-shared-memory semantics
+//! they rely on). On a mismatch it
 //! warns once (stderr) and falls back to mma.sync: a misreading of the ISA may cost speed, never
 //! answers. The verdict is cached per device (shared by its clones): the GEMMs once, attention
 //! once per head dim.
@@ -231,8 +233,76 @@ fn check_gemms(dev: &Device) -> Verdict {
         if let Some(m) = check_gemm_f16(dev)? {
             return Ok(Some(m));
         }
-        check_gemm_int8(dev)
+        if let Some(m) = check_gemm_int8(dev)? {
+            return Ok(Some(m));
+        }
+        check_layernorm_cluster(dev)
     })
+}
+
+/// The fused layernorm's cluster entries (thread-block clusters, distributed shared memory:
+/// what the forward pass launches unsplit) against the strip tail (no cluster feature), bit for
+/// bit on the normalised rows, fp16 and int8 with codes: N 520 (a cluster of 4, one rank idle,
+/// a partial 64-column block), two strips.
+fn check_layernorm_cluster(dev: &Device) -> Result<Option<String>> {
+    use crate::gemm_int8::{FusedLayerNorm, FusedQ8};
+    use crate::gemm_sm90::{gemm_f16_sm90_ln, gemm_int8_sm90_ln, Sm90Layernorm};
+    let (m, n, k) = (136, 520, 160);
+    let shape = GemmShape { m, n, k };
+    let mut r = Lcg(0xc1a5_7e25);
+    let a = dev.upload(&r.f16s(m * k, 1.0))?;
+    let a8 = dev.upload(&r.i8s(m * k))?;
+    let w = dev.upload(&r.f16s(n * k, 0.25))?;
+    let w8 = dev.upload(&r.i8s(n * k))?;
+    let a_scale = dev.upload(&(0..m).map(|_| 1e-3 * (1.5 + r.unit())).collect::<Vec<f32>>())?;
+    let w_scale = dev.upload(&(0..n).map(|_| 1e-3 * (1.5 + r.unit())).collect::<Vec<f32>>())?;
+    let bias = dev.upload(&r.f16s(n, 0.5))?;
+    let residual = dev.upload(&r.f16s(m * n, 1.0))?;
+    let gamma = dev.upload(&(0..n).map(|_| f16::from_f32(1.0 + 0.25 * r.unit())).collect::<Vec<_>>())?;
+    let beta = dev.upload(&r.f16s(n, 0.25))?;
+    let ws = SplitWorkspace::new(dev, 1, 1, m)?;
+    let epilogue = Epilogue::Residual(&residual);
+    let f16g = GemmF16 { a: &a, w: &w, bias: Some(&bias), epilogue, shape };
+    let i8g = GemmInt8 {
+        a: &a8,
+        a_scale: &a_scale,
+        zero_point: None,
+        w: &w8,
+        w_scale: &w_scale,
+        bias: Some(&bias),
+        epilogue,
+        shape,
+    };
+    // (ln out, codes, scales) of one launch
+    let run = |int8: bool, layernorm: Sm90Layernorm| -> Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+        let (out, q, s) =
+            (poisoned(dev, m * n)?, dev.alloc_filled::<i8>(m * n, 0x55)?, dev.alloc_filled::<f32>(m, 0xff)?);
+        let mut y = poisoned(dev, m * n)?;
+        let how = GemmSm90Launch { layernorm, ..Default::default() };
+        if int8 {
+            let q8 = Some(FusedQ8 { q: &q, scale: &s, smooth: None });
+            let ln = FusedLayerNorm { gamma: &gamma, beta: &beta, out: &out, q8, eps: 1e-12 };
+            gemm_int8_sm90_ln(dev, &i8g, &mut y, &ln, &ws, how)?;
+        } else {
+            let ln = FusedLayerNorm { gamma: &gamma, beta: &beta, out: &out, q8: None, eps: 1e-12 };
+            gemm_f16_sm90_ln(dev, &f16g, &mut y, &ln, &ws, how)?;
+        }
+        Ok((as_bytes(&out.to_host()?).to_vec(), as_bytes(&q.to_host()?).to_vec(), as_bytes(&s.to_host()?).to_vec()))
+    };
+    for int8 in [false, true] {
+        let (strip, cluster) = (run(int8, Sm90Layernorm::Strip)?, run(int8, Sm90Layernorm::Cluster)?);
+        let kernel = crate::gemm_sm90::cluster_kernel_name(int8, 4).unwrap_or("cluster layernorm");
+        for (what, a, b) in [
+            ("normalised rows", &cluster.0, &strip.0),
+            ("codes", &cluster.1, &strip.1),
+            ("scales", &cluster.2, &strip.2),
+        ] {
+            if a != b {
+                return Ok(Some(format!("{kernel}: its {what} differ from the strip tail's (_ln) on the same GEMM")));
+            }
+        }
+    }
+    Ok(None)
 }
 
 fn poisoned(dev: &Device, n: usize) -> Result<DeviceBuffer<f16>> {

@@ -87,6 +87,23 @@ fn a_planted_gemm_misreading_fails_the_self_check_and_auto_falls_back() {
     assert_eq!(dev.kernel_family(KernelFamily::Sm90, 32).unwrap(), Selected::Sm90);
 }
 
+/// A misreading planted in the cluster entries (the CTA's rank in its cluster read as its grid
+/// index, right for the first cluster only) fails the GEMM check: their outputs differ from the
+/// strip tail's and the plain GEMM's quantisation.
+#[test]
+fn a_planted_cluster_misreading_fails_the_self_check() {
+    let dev = emu(Arch::Sm90, AsyncMode::Lazy);
+    let ptx = sm90a_ptx(gemm_sm90::MODULE);
+    let bad = ptx.replace("%cluster_ctarank;", "%ctaid.x;");
+    assert_ne!(bad, ptx, "the mutation must change the PTX");
+    dev.load_module(gemm_sm90::MODULE, &bad).unwrap();
+    assert_eq!(dev.kernel_family(KernelFamily::Auto, 32).unwrap(), Selected::Sm80);
+    let v = dev.self_check_verdicts();
+    let gemm = v.iter().find(|v| v.what == "gemm").expect("gemm verdict");
+    let m = gemm.mismatch.as_deref().expect("a mismatch");
+    assert!(m.contains("_cqa") || m.contains("_cln"), "{m}");
+}
+
 /// A misreading planted in attention (V's descriptor without the transpose flag: V read
 /// K-major) fails the attention check of that head dim only.
 #[test]
