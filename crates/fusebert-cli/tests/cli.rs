@@ -223,8 +223,8 @@ fn verify_passes_on_the_emulator_and_reports_launches() {
 /// `--arch sm_90`: the emulator as an H100 selects the Hopper kernels after their self-check
 /// (int8 and fp16 pass; the counters name the `_sm90` kernels, the residual GEMMs with their
 /// layernorm fused and split over K: 34 launches as on mma.sync in fp16; int8 41, the
-/// mma.sync pass's 47 less one per layer: FFN1 quantises its own output, `gemm_int8_sm90_qa`,
-/// and no `quantize_i8_asym` launch runs); `--kernels sm80` on the same emulator goes back to
+/// mma.sync pass's 47 less one per layer: FFN1 quantises its own output, `gemm_int8_sm90_n192_cqa`
+/// here (unsplit: the cluster entry), and no `quantize_i8_asym` launch runs); `--kernels sm80` on the same emulator goes back to
 /// mma.sync (34 launches).
 #[test]
 fn verify_on_an_sm90_emulator_runs_the_hopper_kernels() {
@@ -241,7 +241,10 @@ fn verify_on_an_sm90_emulator_runs_the_hopper_kernels() {
         // the mma.sync schedule's count (int8 adds the quantize launches, less FFN1's, fused)
         let launches = if precision == "f16" { 34 } else { 41 };
         if precision == "int8" {
-            assert!(text.contains("gemm_int8_sm90_qa") && !text.contains("quantize_i8_asym"), "{text}");
+            // (K 384 is one int8 chunk: unsplit, so the cluster entries: FFN1's quantisation on
+            // 8 CTAs, the attention-output layernorm on 2)
+            assert!(text.contains("gemm_int8_sm90_n192_cqa") && !text.contains("quantize_i8_asym"), "{text}");
+            assert!(text.contains("gemm_int8_sm90_n192_cln2"), "{text}");
         }
         // one short text: the GEMMs are split over K where K has several chunks (fp16: all of
         // MiniLM's; int8: FFN2, K 1536; K 384 is one int8 chunk)
