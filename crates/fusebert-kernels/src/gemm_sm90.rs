@@ -447,7 +447,7 @@ pub fn supports(s: GemmShape, int8: bool) -> bool {
 /// The shape checks of the kernels: `M > 0`, `N` a positive multiple of 8, `K` a positive
 /// multiple of `k_mult` (the elements of 16 bytes: a TMA row stride), all fitting u32 (and a TMA
 /// dimension: at most 2^32).
-fn check_shape(kernel: &str, s: GemmShape, k_mult: usize) -> Result<(u32, u32, u32)> {
+pub(crate) fn check_shape(kernel: &str, s: GemmShape, k_mult: usize) -> Result<(u32, u32, u32)> {
     let GemmShape { m, n, k } = s;
     if m == 0 {
         return Err(kerr(kernel, "M (tokens) must be positive"));
@@ -475,7 +475,7 @@ fn check_shape(kernel: &str, s: GemmShape, k_mult: usize) -> Result<(u32, u32, u
 
 /// The tensor map of a K-major `[rows, k]` operand: boxes of one 128-byte swizzled K row by
 /// `box_rows` rows.
-fn operand_map<T: bytemuck::Pod>(
+pub(crate) fn operand_map<T: bytemuck::Pod>(
     dev: &Device,
     buf: &DeviceBuffer<T>,
     dtype: TensorMapDtype,

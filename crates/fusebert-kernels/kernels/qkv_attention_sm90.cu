@@ -1,0 +1,193 @@
+// Hopper (sm_90a) QKV projection and multi-head self-attention of a BERT layer in one launch, for
+// head dim 64 and packed batches whose sequences are at most 128 tokens (docs/research/hopper.md
+// 3.3: "fuse attention into the QKV GEMM epilogue when tiles align with sequences"): the
+// QKV output [T, 3H] (19 MB per layer at 4096 tokens) never goes to memory.
+// - qkv_attention_f16_sm90_d64: x [T, H] fp16, Wqkv [3H, H] fp16 (rows q 0..H, k H..2H, v
+//   2H..3H; head h's rows h*64.. of each part), bias [3H] -> ctx [T, H] fp16, ctx[:, h*64..] =
+//   softmax(q k^T / 8) v of head h per sequence.
+// - qkv_attention_int8_sm90_d64: the same from gemm_int8_sm90's W8A8 GEMM (s8 codes of x with
+//   per-row a_scale (and a_zero), s8 W with per-column w_scale (and w_sum), bias).
+//
+// The results are the bits of the unfused chain, gemm_f16_sm90 / gemm_int8_sm90 (+ bias, no
+// activation) writing qkv, then attention_sm90_d64 (per-sequence tiles), for every sequence,
+// so the forward pass may take the fused kernel for some batches only (batch invariance):
+// - The GEMM is the _sm90 family's own device code (gemm_sm90.cuh): its 128 x 192 tile
+//   (Geom<192>: the 3-stage ring of A 128 x 64 and W 192 x 64 boxes, K-major, 128-byte swizzle,
+//   m64n192k16 f16 / m64n192k32 s8 wgmmas, 4 per stage), ConsumerRing and sum_unsplit (K in
+//   the family's fixed chunks, each from zero in k order, then the chunk sums in chunk order),
+//   and F16Epilogue / S8Epilogue's store with EPI_NONE (+ bias, one fp16 rounding) - called per
+//   64-column third of the tile, as the same code at the columns the unfused GEMM gives them.
+// - The attention is attention_sm90's consumer (attention_sm90.cuh: attn90::consume<64,
+//   false>) on the shared-memory layout attention_sm90 loads Q, K and V into, unchanged.
+//
+// Design:
+// - A CTA per (head h, sequence b): grid (heads, batch), 384 threads; warpgroup 0 is the
+//   producer (one elected thread issues every TMA), warpgroups 1 and 2 the consumers (rows
+//   0-63 and 64-127 of the sequence); setmaxnreg 40 / 232 as in the other _sm90 kernels. A
+//   sequence of length 0 exits at once, before any barrier (CTA-uniform). Host: max_seqlen <=
+//   128 (one CTA holds the whole sequence: its queries and its keys).
+// - Main loop: the GEMM tile of rows cu_seqlens[b] .. +128 of x (TMA at any row; rows past T
+//   zero-filled; rows past the sequence end inside T are the next sequence's tokens: computed,
+//   masked as keys, never stored) by the 192 rows h*64, H + h*64, 2H + h*64 (64 each) of Wqkv:
+//   three 64-row TMA boxes stacked in the stage, which is the 128-byte swizzled K-major layout
+//   of one 192-row box, so the weights need no reordering. Both consumers compute all their
+//   rows (a consumer past the end would otherwise still have to take and release every stage).
+// - Epilogue: after a consumer barrier (every wgmma of both consumers complete, every stage
+//   consumed: the ring and the fold regions are free), consumer c writes its fragment + bias as
+//   fp16 into three 64 x 64 boxes in the 128-byte swizzle - exactly the boxes attention_sm90's
+//   TMA loads: Q_c at attention Smem<64>::q(c), its 64 rows as key block c, K_c at k(c) and V_c at
+//   v(c) (stage c of attention_sm90's two-stage ring: a sequence of <= 128 keys has at most two
+//   key blocks, block j in stage j, lap 0). The fp16 of rows past T is 0, as TMA's zero fill gives
+//   the unfused attention. The region is the attention's area (Smem<64>::BYTES = 48 KiB) at the
+//   end of the GEMM's shared memory (consumer 1's fold region), its mbarriers right after.
+//   The writes are generic-proxy and the wgmmas reading them async-proxy: each writer fences
+//   (fence.proxy.async.shared::cta), then the consumers meet at their named barrier (consumer c
+//   reads the other consumer's K and V block); then one thread arrives once on the attention's
+//   qfull and full[0], full[1] (count 1 each, no transaction bytes), which the unchanged
+//   consumer code waits on as if the producer's TMA had completed them.
+// - Attention: attn90::consume: S = Q K^T (SS wgmma), online base-2 softmax with ex2.approx and
+//   the scale * log2 e multiply, keys >= len masked to -inf, P in registers as the RS operand,
+//   O += P V (V MN-major), normalise, O staged through shared memory (reusing the attention
+//   area's Q tiles) and stored for rows < len only. A consumer with no row (len <= 64: consumer
+//   1) takes and releases its blocks without computing and joins the epilogue barrier.
+// - Registers: the GEMM's 96 accumulators are dead once stored; the attention's live after.
+// Dynamic shared memory: Geom<192>::SMEM (the ring and the two fold regions, 216 KiB) + 64 bytes
+// of the attention's mbarriers (src/qkv_attention_sm90.rs: shared_bytes); the ring's mbarriers
+// are static, as in ws_gemm.
+#include <cuda.h>
+
+#include "attention_sm90.cuh"
+#include "gemm_sm90.cuh"
+
+namespace qkva {
+using G = sm90::Geom<192>;
+constexpr int D = 64;
+using AM = attn90::Smem<D>;
+// the attention area: the last 48 KiB of the GEMM's shared memory (consumer 1's fold region)
+constexpr uint32_t ATTN = G::RING_BYTES + G::REGION_BYTES;
+static_assert(ATTN + AM::BYTES == G::SMEM, "the attention area is consumer 1's region");
+static_assert(ATTN % 1024 == 0, "every attention box starts on the 1024-byte swizzle repeat");
+constexpr uint32_t SMEM = G::SMEM + AM::BARRIERS;  // dynamic shared bytes
+static_assert(SMEM + 1024 <= 227 * 1024, "the GEMM, the attention barriers and the ring barriers fit");
+static_assert(attn90::CONSUMER_THREADS == sm90::CONSUMER_THREADS, "one consumer barrier for both");
+
+// The fragment's third B (0: q, 1: k, 2: v) as the accumulator array of a 64-column tile.
+template <int B, typename Acc>
+FB_DEVICE const Acc (&third(const Acc (&d)[G::ACC]))[G::ACC / 3] {
+    return *reinterpret_cast<const Acc(*)[G::ACC / 3]>(&d[B * G::ACC / 3]);
+}
+
+// Consumer warpgroup cw's epilogue: its 64 x 192 fragment d (the q, k and v columns of head h)
+// + bias, fp16, into Q_cw, K_cw, V_cw of the attention area at `ab`, with the unfused GEMM's
+// epilogue code E (columns B * H + h * 64 + ...: the columns qkv gives them).
+template <class E, typename Acc>
+FB_DEVICE void store_qkv(const E& e, const Acc (&d)[G::ACC], uint32_t ab, int cw, int row0, int H, int h) {
+    const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
+    const int r0 = warp * 16 + lane / 4;
+    const uint32_t off = r0 * sm90::ROW_BYTES + 4 * (lane % 4), swz = (uint32_t)(r0 % 8) * 16;
+    const int col = h * D + 2 * (lane % 4);
+    e.template store<EPI_NONE>(third<0>(d), row0, col, sm90::Staging{AM::q(ab, cw) + off, swz});
+    e.template store<EPI_NONE>(third<1>(d), row0, H + col, sm90::Staging{AM::k(ab, cw) + off, swz});
+    e.template store<EPI_NONE>(third<2>(d), row0, 2 * H + col, sm90::Staging{AM::v(ab, cw) + off, swz});
+}
+
+template <class Op, class E>
+FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const E& e,
+                       const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out, uint32_t heads,
+                       uint32_t batch, float scale_log2) {
+    using Acc = typename Op::Acc;
+    extern __shared__ __align__(1024) uint8_t smem[];
+    __shared__ __align__(8) uint64_t full[G::STAGES], empty[G::STAGES];
+    const int h = blockIdx.x, b = blockIdx.y;
+    const int start = cu_seqlens[b], len = (int)cu_seqlens[b + 1] - start;
+    if (len <= 0) return;  // the whole CTA: before any barrier
+    const int H = heads * D, kblocks = (H + Op::BK - 1) / Op::BK, ckb = sm90::chunk_kblocks(kblocks);
+    const uint32_t s0 = smem_u32(smem), ab = s0 + ATTN;
+    const int tid = threadIdx.x, wg = tid / 128;
+    if (tid == 0) {
+        for (int s = 0; s < G::STAGES; s++) {
+            mbar_init(smem_u32(&full[s]), 1);
+            mbar_init(smem_u32(&empty[s]), sm90::CONSUMER_THREADS);
+        }
+        for (int s = 0; s < attn90::STAGES; s++) {
+            mbar_init(AM::full(ab, s), 1);
+            mbar_init(AM::empty(ab, s), attn90::CONSUMER_THREADS);
+        }
+        mbar_init(AM::qfull(ab), 1);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        // producer: one elected thread of warp 0 issues the loads
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+        if (tid < 32 && elect_one()) {
+            int stage = 0;
+            uint32_t phase = 0;
+            for (int kb = 0; kb < kblocks; kb++) {
+                // a fresh barrier passes parity 1 at once: the first lap does not wait
+                mbar_wait(smem_u32(&empty[stage]), phase ^ 1);
+                const uint32_t fb = smem_u32(&full[stage]), sa = s0 + stage * G::STAGE_BYTES;
+                // the whole boxes, out-of-bounds (zero-filled) elements included
+                mbar_arrive_expect_tx(fb, G::STAGE_BYTES);
+                tma_load_2d(sa, tma_a, kb * Op::BK, start, fb);
+#pragma unroll
+                for (int p = 0; p < 3; p++)  // q, k, v rows of head h: one 192-row B tile
+                    tma_load_2d(sa + sm90::A_BYTES + p * D * sm90::ROW_BYTES, tma_w, kb * Op::BK, p * H + h * D, fb);
+                if (++stage == G::STAGES) {
+                    stage = 0;
+                    phase ^= 1;
+                }
+            }
+        }
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+        const int cw = wg - 1, t = tid % 128;
+        {
+            sm90::ConsumerRing<Op, G> ring{s0, full, empty, cw};
+            Acc d[G::ACC];
+#pragma unroll
+            for (int i = 0; i < G::ACC; i++) d[i] = 0;
+            sm90::sum_unsplit(ring, d, s0, cw, sm90::KRange{0, kblocks}, ckb);
+            // both consumers' wgmmas are complete and every stage consumed: the ring and the
+            // fold regions (the attention area among them) are free
+            sm90::consumer_sync();
+            store_qkv(e, d, ab, cw, start + cw * 64 + (t / 32) * 16 + (t % 32) / 4, H, h);
+        }
+        sm90::fence_proxy_async_shared();  // the fp16 q, k, v to the wgmmas (async proxy)
+        sm90::consumer_sync();       // both consumers' blocks written (each reads the other's K, V)
+        if (t == 0 && cw == 0) {
+            // Q and both key blocks are in place: what the producer's TMA completes in attention_sm90
+            mbar_arrive(AM::qfull(ab));
+            for (int s = 0; s < attn90::STAGES; s++) mbar_arrive(AM::full(ab, s));
+        }
+        const attn90::Span sp{start, len, start, start + len};
+        attn90::consume<D, false>(cu_seqlens, out, batch, h, H, scale_log2, ab, sp, cw);
+    }
+}
+}  // namespace qkva
+
+// THREADS = 384, grid (heads, batch), dynamic shared memory qkva::SMEM (src/qkv_attention_sm90.rs:
+// shared_bytes). tma_a: x [T, H] (box 64 f16 / 128 s8 x 128 rows), tma_w: Wqkv [3H, H] (box
+// 64 f16 / 128 s8 x 64 rows), both in the 128-byte swizzle; `out` [T, H] 16-byte aligned;
+// scale_log2 = scale * log2 e as attention_sm90 takes it.
+extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1)
+    qkv_attention_f16_sm90_d64(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
+                               const __half* __restrict__ bias, const uint32_t* __restrict__ cu_seqlens,
+                               __half* __restrict__ out, uint32_t T, uint32_t heads, uint32_t batch,
+                               float scale_log2) {
+    qkva::forward<sm90::F16Op>(&tma_a, &tma_w,
+                               sm90::F16Epilogue{bias, nullptr, (int)T, (int)(3 * heads * qkva::D), EPI_NONE},
+                               cu_seqlens, out, heads, batch, scale_log2);
+}
+
+extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1) qkv_attention_int8_sm90_d64(
+    const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
+    const __grid_constant__ CUtensorMap tma_w, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
+    const __half* __restrict__ bias, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out, uint32_t T,
+    uint32_t heads, uint32_t batch, float scale_log2) {
+    qkva::forward<sm90::S8Op>(
+        &tma_a, &tma_w,
+        sm90::S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, nullptr, (int)T, (int)(3 * heads * qkva::D), EPI_NONE},
+        cu_seqlens, out, heads, batch, scale_log2);
+}

@@ -1,0 +1,269 @@
+//! The fused QKV projection + attention (`kernels/qkv_attention_sm90.cu`) on the emulator at
+//! sm_90: bit for bit the unfused chain it replaces (`gemm_f16_sm90` / `gemm_int8_sm90` writing
+//! qkv [T, 3H] with the bias, then `attention_sm90` per sequence), on random non-zero inputs,
+//! outputs poisoned (NaN) before every launch, ragged packed batches whose lengths are not
+//! multiples of 64 (1, 64, 65, 128 among them), in lazy, eager and random completion of the
+//! asynchronous work; the fp16 path also against the CPU reference (f32 GEMM, fp16 qkv, f64
+//! attention), and the typed errors.
+mod kernels_util;
+use fusebert_kernels::attention_sm90::{attention_sm90, Sm90Tiling};
+use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
+use fusebert_kernels::gemm_sm90::GemmSm90Launch;
+use fusebert_kernels::qkv_attention_sm90::{self as qa, qkv_attention_f16_sm90, qkv_attention_int8_sm90};
+use fusebert_kernels::{
+    reference, AttentionShape, Device, DeviceBuffer, Epilogue, GemmF16, GemmInt8, GemmShape, ZeroPoint,
+};
+use half::f16;
+use kernels_util::*;
+use rand::Rng;
+
+const MODES: [AsyncMode; 3] = [AsyncMode::Lazy, AsyncMode::Eager, AsyncMode::Random(11)];
+const D: usize = 64;
+/// One-token text, a full 64-key block, one key past it, the full 128, and the rest ragged.
+const LENS: [u32; 6] = [97, 1, 128, 65, 64, 30];
+
+fn sm90(mode: AsyncMode) -> Device {
+    Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
+        .expect("emulator")
+}
+
+fn cu(lens: &[u32]) -> Vec<u32> {
+    let mut cu = vec![0u32];
+    for &l in lens {
+        cu.push(cu.last().unwrap() + l);
+    }
+    cu
+}
+
+fn bits(v: &[f16]) -> Vec<u16> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Non-zero int8 codes in [lo, 127].
+fn codes(r: &mut rand_chacha::ChaCha8Rng, n: usize, lo: i32) -> Vec<i8> {
+    (0..n)
+        .map(|_| loop {
+            let c = r.gen_range(lo..=127);
+            if c != 0 {
+                break c as i8;
+            }
+        })
+        .collect()
+}
+
+/// A ragged batch: x [T, H], Wqkv [3H, H], bias [3H] (fp16), and the int8 operands.
+struct Case {
+    cu: Vec<u32>,
+    heads: usize,
+    x: Vec<f16>,
+    w: Vec<f16>,
+    bias: Vec<f16>,
+    a8: Vec<i8>,
+    w8: Vec<i8>,
+    a_scale: Vec<f32>,
+    w_scale: Vec<f32>,
+    zero: Vec<i32>,
+    w_sum: Vec<i32>,
+}
+
+impl Case {
+    fn new(seed: u64, heads: usize, lens: &[u32]) -> Case {
+        let cu = cu(lens);
+        let t = *cu.last().unwrap() as usize;
+        let h = heads * D;
+        let r = &mut rng(seed);
+        // q, k, v of about unit size: |x| <= 1, |w| <= 1 / sqrt(H) x 2
+        let wa = 2.0 / (h as f32).sqrt();
+        let (x, w, bias) = (rand_f16(r, t * h, 1.0), rand_f16(r, 3 * h * h, wa), rand_f16(r, 3 * h, 0.5));
+        let a8 = codes(r, t * h, -128);
+        let w8 = codes(r, 3 * h * h, -127);
+        let w_sum = fusebert_kernels::weight_sums(&w8, 3 * h, h);
+        let zero = codes(r, t, -128).into_iter().map(i32::from).collect();
+        // unit-sized q, k, v: |acc| ~ 73^2 sqrt(H), x 0.0017 x 0.012 sqrt(128 / H)
+        let a_scale = (0..t).map(|_| r.gen_range(0.0005f32..0.003)).collect();
+        let w_scale = (0..3 * h).map(|_| r.gen_range(0.005f32..0.02) * (128.0 / h as f32).sqrt()).collect();
+        Case { cu, heads, x, w, bias, a8, w8, a_scale, w_scale, zero, w_sum }
+    }
+    fn t(&self) -> usize {
+        *self.cu.last().unwrap() as usize
+    }
+    fn h(&self) -> usize {
+        self.heads * D
+    }
+    fn shape(&self) -> AttentionShape {
+        AttentionShape::from_cu_seqlens(&self.cu, self.heads, D).unwrap()
+    }
+    fn gemm_shape(&self) -> GemmShape {
+        GemmShape { m: self.t(), n: 3 * self.h(), k: self.h() }
+    }
+
+    /// fp16: the fused kernel (`fused`) or the chain, into a poisoned output.
+    fn run_f16(&self, dev: &Device, fused: bool) -> Vec<f16> {
+        let (t, h) = (self.t(), self.h());
+        let s = self.shape();
+        let (dx, dw, db, dc) = (
+            dev.upload(&self.x).unwrap(),
+            dev.upload(&self.w).unwrap(),
+            dev.upload(&self.bias).unwrap(),
+            dev.upload(&self.cu).unwrap(),
+        );
+        let g = GemmF16 { a: &dx, w: &dw, bias: Some(&db), epilogue: Epilogue::None, shape: self.gemm_shape() };
+        let mut out = poisoned::<f16>(dev, t * h);
+        clear(dev);
+        if fused {
+            qkv_attention_f16_sm90(dev, &g, &dc, &mut out, s).unwrap();
+            self.check_launch(dev, false, &out);
+        } else {
+            let mut qkv = poisoned::<f16>(dev, t * 3 * h);
+            fusebert_kernels::gemm_f16_sm90(dev, &g, &mut qkv, GemmSm90Launch::default()).unwrap();
+            attention_sm90(dev, &qkv, &dc, &mut out, s, Sm90Tiling::PerSequence).unwrap();
+        }
+        out.to_host().unwrap()
+    }
+
+    /// int8 (asymmetric codes with zero points when `asym`): fused or the chain.
+    fn run_int8(&self, dev: &Device, fused: bool, asym: bool) -> Vec<f16> {
+        let (t, h) = (self.t(), self.h());
+        let s = self.shape();
+        let up = |v: &[i8]| -> DeviceBuffer<i8> { dev.upload(v).unwrap() };
+        let (da, dw) = (up(&self.a8), up(&self.w8));
+        let (das, dws) = (dev.upload(&self.a_scale).unwrap(), dev.upload(&self.w_scale).unwrap());
+        let (dz, dsum) = (dev.upload(&self.zero).unwrap(), dev.upload(&self.w_sum).unwrap());
+        let (db, dc) = (dev.upload(&self.bias).unwrap(), dev.upload(&self.cu).unwrap());
+        let g = GemmInt8 {
+            a: &da,
+            a_scale: &das,
+            zero_point: asym.then_some(ZeroPoint { zero: &dz, w_sum: &dsum }),
+            w: &dw,
+            w_scale: &dws,
+            bias: Some(&db),
+            epilogue: Epilogue::None,
+            shape: self.gemm_shape(),
+        };
+        let mut out = poisoned::<f16>(dev, t * h);
+        clear(dev);
+        if fused {
+            qkv_attention_int8_sm90(dev, &g, &dc, &mut out, s).unwrap();
+            self.check_launch(dev, true, &out);
+        } else {
+            let mut qkv = poisoned::<f16>(dev, t * 3 * h);
+            fusebert_kernels::gemm_int8_sm90(dev, &g, &mut qkv, GemmSm90Launch::default()).unwrap();
+            attention_sm90(dev, &qkv, &dc, &mut out, s, Sm90Tiling::PerSequence).unwrap();
+        }
+        out.to_host().unwrap()
+    }
+
+    /// The fused entry launched, no local memory, every output element written exactly once.
+    fn check_launch(&self, dev: &Device, int8: bool, out: &DeviceBuffer<f16>) {
+        let emu = dev.emulator_backend().expect("emulator");
+        assert_eq!(emu.launches().last().unwrap().kernel, qa::kernel_name(int8));
+        let c = last_counters(dev).unwrap();
+        let what = format!("{} lens {:?}", qa::kernel_name(int8), self.cu);
+        assert_no_local(&c, &what);
+        assert_eq!(c.global_store_bytes, (self.t() * self.h() * 2) as u64, "{what}: store bytes = output size");
+        let host = out.to_host().unwrap();
+        assert!(host.iter().all(|v| !v.is_nan()), "{what}: an output element was not written");
+    }
+
+    /// The CPU reference: the f32 GEMM + bias rounded to fp16 (the qkv the chain stores), then
+    /// the f64 attention.
+    fn reference_f16(&self) -> Vec<f32> {
+        let (t, h) = (self.t(), self.h());
+        let acc = reference::gemm_f32(&self.x, &self.w, t, 3 * h, h);
+        let qkv: Vec<f16> =
+            reference::epilogue(&acc, Some(&self.bias), 0, None, 3 * h).into_iter().map(f16::from_f32).collect();
+        reference::attention(&qkv, &self.cu, self.heads, D, 1.0 / (D as f32).sqrt())
+    }
+}
+
+/// fp16, heads 2 (H = K = 128: one K chunk), every completion mode: the fused output is the
+/// chain's, bit for bit; and within the fp16 tolerance of the CPU reference. Tolerance 2e-3
+/// absolute: the attention's own bound on unit-scale data (tests/attention_sm90.rs: P rounded
+/// to fp16 before P V, <= 2^-11 max|v|; O rounded to fp16, <= 2^-11 |o|; here |v| <= ~1.5, so
+/// <= 1.5e-3), plus the reference's qkv rounding from the f32 CPU GEMM against the kernel's
+/// f32 wgmma sums in another order (an element may round to the neighbouring fp16: one ulp of
+/// one q, k or v, 2^-11 relative, moving the output by far less than 1e-4).
+#[test]
+fn f16_bitwise_equals_chain_and_reference() {
+    let case = Case::new(1, 2, &LENS);
+    let want = case.reference_f16();
+    let mut max_err = 0f32;
+    for mode in MODES {
+        let dev = sm90(mode);
+        let fused = case.run_f16(&dev, true);
+        let chain = case.run_f16(&dev, false);
+        assert_eq!(bits(&fused), bits(&chain), "fp16 fused != chain ({mode:?})");
+        let err = check_close(&format!("fp16 fused vs reference ({mode:?})"), &to_f32(&fused), &want, |_, _| 2e-3);
+        max_err = max_err.max(err);
+    }
+    eprintln!("fp16 fused == chain bitwise in {MODES:?}; max |err| vs the CPU reference {max_err:e}");
+}
+
+/// fp16 with K = H = 320 (heads 5: five k-blocks in chunks of 4 + 1, so the first chunk is
+/// folded in the consumers' shared regions, consumer 1's being the attention's area).
+#[test]
+fn f16_chunked_k_bitwise_equals_chain() {
+    let case = Case::new(2, 5, &[128, 33]);
+    for mode in [AsyncMode::Lazy, AsyncMode::Random(3)] {
+        let dev = sm90(mode);
+        let fused = case.run_f16(&dev, true);
+        let chain = case.run_f16(&dev, false);
+        assert_eq!(bits(&fused), bits(&chain), "fp16 K 320 fused != chain ({mode:?})");
+    }
+}
+
+/// int8 (symmetric, and asymmetric with zero points), every completion mode: the chain's bits.
+#[test]
+fn int8_bitwise_equals_chain() {
+    let case = Case::new(3, 2, &LENS);
+    for (i, mode) in MODES.into_iter().enumerate() {
+        let dev = sm90(mode);
+        let asym = i % 2 == 1;
+        let fused = case.run_int8(&dev, true, asym);
+        let chain = case.run_int8(&dev, false, asym);
+        assert_eq!(bits(&fused), bits(&chain), "int8 fused != chain ({mode:?}, asym {asym})");
+    }
+}
+
+/// Typed errors naming the kernel: head dim 32, max_seqlen 129, a wrong GEMM shape, an
+/// activation epilogue.
+#[test]
+fn typed_errors() {
+    let dev = sm90(AsyncMode::Lazy);
+    let case = Case::new(4, 2, &[5, 3]);
+    let (t, h) = (case.t(), case.h());
+    let (dx, dw, dc) = (dev.upload(&case.x).unwrap(), dev.upload(&case.w).unwrap(), dev.upload(&case.cu).unwrap());
+    let mut out = poisoned::<f16>(&dev, t * h);
+    let g = GemmF16 { a: &dx, w: &dw, bias: None, epilogue: Epilogue::None, shape: case.gemm_shape() };
+    let k = qa::kernel_name(false);
+    let s = case.shape();
+    assert!(qa::supports(&s));
+    let d32 = AttentionShape { head_dim: 32, ..s };
+    assert!(!qa::supports(&d32));
+    assert_kernel_err(qkv_attention_f16_sm90(&dev, &g, &dc, &mut out, d32), k);
+    let long = AttentionShape { max_seqlen: 129, ..s };
+    assert!(!qa::supports(&long));
+    assert_kernel_err(qkv_attention_f16_sm90(&dev, &g, &dc, &mut out, long), k);
+    let wrong = GemmF16 { shape: GemmShape { m: t, n: 2 * h, k: h }, ..g };
+    assert_kernel_err(qkv_attention_f16_sm90(&dev, &wrong, &dc, &mut out, s), k);
+    let gelu = GemmF16 { epilogue: Epilogue::Gelu, ..g };
+    assert_kernel_err(qkv_attention_f16_sm90(&dev, &gelu, &dc, &mut out, s), k);
+    // int8: a K that is not H
+    let (da, dw8) = (dev.upload(&case.a8).unwrap(), dev.upload(&case.w8).unwrap());
+    let (das, dws) = (dev.upload(&case.a_scale).unwrap(), dev.upload(&case.w_scale).unwrap());
+    let g8 = GemmInt8 {
+        a: &da,
+        a_scale: &das,
+        zero_point: None,
+        w: &dw8,
+        w_scale: &dws,
+        bias: None,
+        epilogue: Epilogue::None,
+        shape: GemmShape { m: t, n: 3 * h, k: 2 * h },
+    };
+    assert_kernel_err(qkv_attention_int8_sm90(&dev, &g8, &dc, &mut out, s), qa::kernel_name(true));
+    assert_kernel_err(
+        qkv_attention_int8_sm90(&dev, &g8, &dc, &mut out, AttentionShape { head_dim: 32, ..s }),
+        qa::kernel_name(true),
+    );
+}
