@@ -8,10 +8,10 @@
 mod kernels_util;
 use fusebert_kernels::attention_sm90::{attention_sm90, Sm90Tiling};
 use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
-use fusebert_kernels::gemm_sm90::GemmSm90Launch;
+use fusebert_kernels::gemm_sm90::{GemmSm90Launch, Sm90Cols};
 use fusebert_kernels::qkv_attention_sm90::{self as qa, qkv_attention_f16_sm90, qkv_attention_int8_sm90};
 use fusebert_kernels::{
-    reference, AttentionShape, Device, DeviceBuffer, Epilogue, GemmF16, GemmInt8, GemmShape, ZeroPoint,
+    reference, AttentionShape, Device, DeviceBuffer, Epilogue, GemmF16, GemmInt8, GemmShape, SplitWorkspace, ZeroPoint,
 };
 use half::f16;
 use kernels_util::*;
@@ -99,6 +99,10 @@ impl Case {
 
     /// fp16: the fused kernel (`fused`) or the chain, into a poisoned output.
     fn run_f16(&self, dev: &Device, fused: bool) -> Vec<f16> {
+        self.run_f16_with(dev, fused, GemmSm90Launch::default())
+    }
+    /// As `run_f16`, the chain's GEMM launched as `how`.
+    fn run_f16_with(&self, dev: &Device, fused: bool, how: GemmSm90Launch<'_>) -> Vec<f16> {
         let (t, h) = (self.t(), self.h());
         let s = self.shape();
         let (dx, dw, db, dc) = (
@@ -115,7 +119,7 @@ impl Case {
             self.check_launch(dev, false, &out);
         } else {
             let mut qkv = poisoned::<f16>(dev, t * 3 * h);
-            fusebert_kernels::gemm_f16_sm90(dev, &g, &mut qkv, GemmSm90Launch::default()).unwrap();
+            fusebert_kernels::gemm_f16_sm90(dev, &g, &mut qkv, how).unwrap();
             attention_sm90(dev, &qkv, &dc, &mut out, s, Sm90Tiling::PerSequence).unwrap();
         }
         out.to_host().unwrap()
@@ -163,6 +167,9 @@ impl Case {
         assert_eq!(c.global_store_bytes, (self.t() * self.h() * 2) as u64, "{what}: store bytes = output size");
         let host = out.to_host().unwrap();
         assert!(host.iter().all(|v| !v.is_nan()), "{what}: an output element was not written");
+        // not a degenerate output (the bitwise comparisons would hold for zeros too)
+        let max = host.iter().map(|v| v.to_f32().abs()).fold(0f32, f32::max);
+        assert!(max > 0.1, "{what}: max |out| = {max}");
     }
 
     /// The CPU reference: the f32 GEMM + bias rounded to fp16 (the qkv the chain stores), then
@@ -200,15 +207,26 @@ fn f16_bitwise_equals_chain_and_reference() {
 }
 
 /// fp16 with K = H = 320 (heads 5: five k-blocks in chunks of 4 + 1, so the first chunk is
-/// folded in the consumers' shared regions, consumer 1's being the attention's area).
+/// folded in the consumers' shared regions, consumer 1's being the attention's area), with empty
+/// sequences in the batch; the chain's GEMM in either tile width and as the planner launches it
+/// (split over K at this M): the same bits every way.
 #[test]
 fn f16_chunked_k_bitwise_equals_chain() {
-    let case = Case::new(2, 5, &[128, 33]);
-    for mode in [AsyncMode::Lazy, AsyncMode::Random(3)] {
+    let lens = [0, 128, 0, 33, 64];
+    let case = Case::new(2, 5, &lens);
+    let (m, n, k) = (case.t(), 3 * case.h(), case.h());
+    for mode in MODES {
         let dev = sm90(mode);
+        let ws = SplitWorkspace::for_shapes(&dev, &[(m, n, k, false)]).unwrap();
         let fused = case.run_f16(&dev, true);
-        let chain = case.run_f16(&dev, false);
-        assert_eq!(bits(&fused), bits(&chain), "fp16 K 320 fused != chain ({mode:?})");
+        for how in [
+            GemmSm90Launch::default(),
+            GemmSm90Launch { cols: Sm90Cols::N128, ..Default::default() },
+            GemmSm90Launch::planned(m, n, k, false, &ws),
+        ] {
+            let chain = case.run_f16_with(&dev, false, how);
+            assert_eq!(bits(&fused), bits(&chain), "fp16 K 320 fused != chain ({mode:?}, {how:?})");
+        }
     }
 }
 
@@ -216,12 +234,13 @@ fn f16_chunked_k_bitwise_equals_chain() {
 #[test]
 fn int8_bitwise_equals_chain() {
     let case = Case::new(3, 2, &LENS);
-    for (i, mode) in MODES.into_iter().enumerate() {
+    for mode in MODES {
         let dev = sm90(mode);
-        let asym = i % 2 == 1;
-        let fused = case.run_int8(&dev, true, asym);
-        let chain = case.run_int8(&dev, false, asym);
-        assert_eq!(bits(&fused), bits(&chain), "int8 fused != chain ({mode:?}, asym {asym})");
+        for asym in [false, true] {
+            let fused = case.run_int8(&dev, true, asym);
+            let chain = case.run_int8(&dev, false, asym);
+            assert_eq!(bits(&fused), bits(&chain), "int8 fused != chain ({mode:?}, asym {asym})");
+        }
     }
 }
 
