@@ -30,8 +30,9 @@
 //   zero-filled; rows past the sequence end inside T are the next sequence's tokens: computed,
 //   masked as keys, never stored) by the 192 rows h*64, H + h*64, 2H + h*64 (64 each) of Wqkv:
 //   three 64-row TMA boxes stacked in the stage, which is the 128-byte swizzled K-major layout
-//   of one 192-row box, so the weights need no reordering. Both consumers compute all their
-//   rows (a consumer past the end would otherwise still have to take and release every stage).
+//   of one 192-row box, so the weights need no reordering. A consumer with no row (len <= 64:
+//   consumer 1) computes nothing: its q, k, v would never be read; it only takes and releases
+//   every stage (the empty barriers count it), as attention_sm90's idle consumer does.
 // - Epilogue: after a consumer barrier (every wgmma of both consumers complete, every stage
 //   consumed: the ring and the fold regions are free), consumer c writes its fragment + bias as
 //   fp16 into three 64 x 64 boxes in the 128-byte swizzle - exactly the boxes attention_sm90's
@@ -143,7 +144,23 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
         const int cw = wg - 1, t = tid % 128;
-        {
+        if (cw * 64 >= len) {
+            // no row of this warpgroup exists (len <= 64: consumer 1): its q, k, v are never
+            // read (the attention has one key block, and no query row here), so it computes
+            // nothing; it takes and releases every stage (the empty barriers count all 256
+            // consumer threads), waiting for full[s] first to keep each arrival in its lap
+            int stage = 0;
+            uint32_t phase = 0;
+            for (int kb = 0; kb < kblocks; kb++) {
+                mbar_wait(smem_u32(&full[stage]), phase);
+                mbar_arrive(smem_u32(&empty[stage]));
+                if (++stage == G::STAGES) {
+                    stage = 0;
+                    phase ^= 1;
+                }
+            }
+            sm90::consumer_sync();  // the other consumer's main loop is complete
+        } else {
             sm90::ConsumerRing<Op, G> ring{s0, full, empty, cw};
             Acc d[G::ACC];
 #pragma unroll
@@ -155,7 +172,7 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
             store_qkv(e, d, ab, cw, start + cw * 64 + (t / 32) * 16 + (t % 32) / 4, H, h);
         }
         sm90::fence_proxy_async_shared();  // the fp16 q, k, v to the wgmmas (async proxy)
-        sm90::consumer_sync();       // both consumers' blocks written (each reads the other's K, V)
+        sm90::consumer_sync();             // both consumers' blocks written (each reads the other's K, V)
         if (t == 0 && cw == 0) {
             // Q and both key blocks are in place: what the producer's TMA completes in attention_sm90
             mbar_arrive(AM::qfull(ab));
