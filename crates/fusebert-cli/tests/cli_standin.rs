@@ -144,7 +144,7 @@ fn kernels_time_on_the_stand_in_times_both_families() {
     let run = |gpu: &str| -> serde_json::Value {
         let out = std::process::Command::new(exe)
             .args(["kernels", "time", "--device", "cuda", "--batch", "3", "--tokens", "21"])
-            .args(["--hidden", "64", "--heads", "2", "--ffn", "160", "--iters", "2", "--json"])
+            .args(["--hidden", "128", "--heads", "2", "--ffn", "160", "--iters", "2", "--json"])
             .env("FUSEBERT_CUDA_DRIVER", "emulator")
             .env("FUSEBERT_CUDA_STANDIN_GPU", gpu)
             .output()
@@ -155,7 +155,7 @@ fn kernels_time_on_the_stand_in_times_both_families() {
     };
     let h100 = run("h100-sxm");
     let rows = h100["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 28, "4 GEMMs x fp16/int8, 2 fused layernorms x fp16/int8, the fused FFN1 codes, attention; two families each: {h100}");
+    assert_eq!(rows.len(), 30, "4 GEMMs x fp16/int8, 2 fused layernorms x fp16/int8, the fused FFN1 codes, attention, QKV + attention; two families each: {h100}");
     for pair in rows.chunks(2) {
         let (mma, hop) = (&pair[0], &pair[1]);
         assert_eq!((mma["family"].as_str(), hop["family"].as_str()), (Some("sm80"), Some("sm90")), "{pair:?}");

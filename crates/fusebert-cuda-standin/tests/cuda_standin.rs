@@ -104,7 +104,7 @@ fn graph_replay_is_one_host_call_and_bit_identical() {
         let mut with = DeviceBert::new(&dev, &model, precision).unwrap();
         let mut without = DeviceBert::new(&dev, &model, precision).unwrap();
         without.set_graphs(false);
-        let per_forward = with.launches_for(OutputSelection::ALL) as u64;
+        let per_forward = with.launches_for(&random_batch(SHAPE.vocab, &lengths, 5), OutputSelection::ALL) as u64;
 
         let a0 = outputs(&mut with, &lengths, 5); // captures
         standin::reset_call_counts();

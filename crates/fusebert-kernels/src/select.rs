@@ -8,7 +8,8 @@
 //! GEMM with its quantisation fused, `gemm_int8_sm90_qa` and its cluster entry, against
 //! `quantize_i8` on the plain GEMM's output, and the fused layernorm's cluster entries against
 //! its strip tail, bit for bit: the thread-block-cluster and distributed-shared-memory semantics
-//! they rely on). On a mismatch it
+//! they rely on; at head dim 64 the fused QKV attention against the QKV GEMM and attention it
+//! replaces, bit for bit). On a mismatch it
 //! warns once (stderr) and falls back to mma.sync: a misreading of the ISA may cost speed, never
 //! answers. The verdict is cached per device (shared by its clones): the GEMMs once, attention
 //! once per head dim.
@@ -441,6 +442,63 @@ fn check_attention(dev: &Device, head_dim: usize) -> Verdict {
                 return Ok(Some(m));
             }
         }
+        if head_dim != crate::qkv_attention_sm90::HEAD_DIM {
+            return Ok(None);
+        }
+        for int8 in [false, true] {
+            if let Some(m) = check_qkv_attention(dev, &cu, shape, int8)? {
+                return Ok(Some(m));
+            }
+        }
         Ok(None)
     })
+}
+
+/// The fused QKV attention (`qkv_attention_*_sm90`, head dim 64) against the two launches it
+/// replaces, `gemm_*_sm90` then `attention_sm90` per sequence: the same bits (shared memory
+/// written by the GEMM's epilogue and read by wgmma, the hand-over between the two).
+fn check_qkv_attention(
+    dev: &Device,
+    cu: &DeviceBuffer<u32>,
+    shape: AttentionShape,
+    int8: bool,
+) -> Result<Option<String>> {
+    use crate::qkv_attention_sm90 as fused;
+    let (t, h) = (shape.tokens, shape.heads * shape.head_dim);
+    let gs = GemmShape { m: t, n: 3 * h, k: h };
+    let mut r = Lcg(0x9a77_0000 + int8 as u64);
+    let bias = dev.upload(&r.f16s(3 * h, 0.5))?;
+    let (mut qkv, mut want, mut got) = (poisoned(dev, t * 3 * h)?, poisoned(dev, t * h)?, poisoned(dev, t * h)?);
+    if int8 {
+        let a = dev.upload(&r.i8s(t * h))?;
+        let w = dev.upload(&r.i8s(3 * h * h))?;
+        let a_scale = dev.upload(&(0..t).map(|_| 2e-3 * (1.5 + r.unit())).collect::<Vec<f32>>())?;
+        let w_scale = dev.upload(&(0..3 * h).map(|_| 2e-3 * (1.5 + r.unit())).collect::<Vec<f32>>())?;
+        let g = GemmInt8 {
+            a: &a,
+            a_scale: &a_scale,
+            zero_point: None,
+            w: &w,
+            w_scale: &w_scale,
+            bias: Some(&bias),
+            epilogue: Epilogue::None,
+            shape: gs,
+        };
+        gemm_int8_sm90(dev, &g, &mut qkv, GemmSm90Launch::default())?;
+        fused::qkv_attention_int8_sm90(dev, &g, cu, &mut got, shape)?;
+    } else {
+        let a = dev.upload(&r.f16s(t * h, 1.0))?;
+        let w = dev.upload(&r.f16s(3 * h * h, 0.1))?;
+        let g = GemmF16 { a: &a, w: &w, bias: Some(&bias), epilogue: Epilogue::None, shape: gs };
+        gemm_f16_sm90(dev, &g, &mut qkv, GemmSm90Launch::default())?;
+        fused::qkv_attention_f16_sm90(dev, &g, cu, &mut got, shape)?;
+    }
+    attention_sm90(dev, &qkv, cu, &mut want, shape, Sm90Tiling::PerSequence)?;
+    let (got, want) = (got.to_host()?, want.to_host()?);
+    let kernel = fused::kernel_name(int8);
+    Ok(got
+        .iter()
+        .zip(&want)
+        .position(|(g, w)| g.to_bits() != w.to_bits())
+        .map(|i| format!("{kernel}: output {i} is {} where gemm_sm90 + attention_sm90 give {}", got[i], want[i])))
 }

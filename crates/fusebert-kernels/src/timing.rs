@@ -208,6 +208,7 @@ pub fn time_layer(dev: &Device, s: LayerShape, iters: usize) -> Result<LayerTime
     }
     rows.extend(time_fused(dev, s, iters, sm90, &mut rng, &ws, &residual)?);
     rows.extend(time_attention(dev, s, iters, sm90, &mut rng)?);
+    rows.extend(time_qkv_attention(dev, s, iters, sm90, &mut rng, &a16, &ws)?);
     Ok(LayerTimes { device: dev.name(), compute_capability: dev.compute_capability(), shape: s, iters, rows })
 }
 
@@ -368,6 +369,52 @@ fn time_attention(dev: &Device, s: LayerShape, iters: usize, sm90: bool, rng: &m
         |o| crate::attention(dev, &qkv, &cu, o, shape, AttentionLaunch::default()),
         unavailable(dev, sm90, has_kernel, "attention_sm90"),
         |o| crate::attention_sm90(dev, &qkv, &cu, o, shape, Sm90Tiling::Auto),
+    )?
+    .to_vec())
+}
+
+/// The QKV GEMM and attention, fp16: mma.sync's two launches against the Hopper pass's one
+/// (`qkv_attention_f16_sm90_d64`, where it takes the shape: head dim 64, sequences of at most
+/// 128 tokens), which keeps Q, K and V on chip.
+fn time_qkv_attention(
+    dev: &Device,
+    s: LayerShape,
+    iters: usize,
+    sm90: bool,
+    rng: &mut Lcg,
+    a16: &DeviceBuffer<f16>,
+    ws: &SplitWorkspace,
+) -> Result<Vec<KernelTime>> {
+    let (d, m, h) = (s.hidden / s.heads, s.rows(), s.hidden);
+    let cu_host: Vec<u32> = (0..=s.batch as u32).map(|i| i * s.tokens as u32).collect();
+    let cu = dev.upload(&cu_host)?;
+    let shape = AttentionShape::from_cu_seqlens(&cu_host, s.heads, d)?;
+    let gs = GemmShape { m, n: 3 * h, k: h };
+    let w = dev.upload(&rng.f16s(3 * h * h, 0.05))?;
+    let bias = dev.upload(&rng.f16s(3 * h, 0.1))?;
+    let a = a16.view(0, m * h)?;
+    let g = GemmF16 { a: &a, w: &w, bias: Some(&bias), epilogue: Epilogue::None, shape: gs };
+    let mut qkv = dev.alloc::<f16>(m * 3 * h)?;
+    let attention_flops = s.batch * s.heads * 4 * s.tokens * s.tokens * d;
+    let op = Op {
+        name: format!("QKV + attention fp16 (d{d})"),
+        shape: format!("{m} x {} x {h}, {} x {} tokens", 3 * h, s.batch, s.tokens),
+        flops: (2 * m * 3 * h * h + attention_flops) as u64,
+        iters,
+    };
+    let mut out = dev.alloc::<f16>(m * h)?;
+    let takes = crate::gemm_sm90::supports(gs, false) && crate::qkv_attention_sm90::supports(&shape);
+    Ok(time_pair(
+        dev,
+        &op,
+        &mut out,
+        |o| {
+            let plan = GemmPlan::choose(m, 3 * h, h, false);
+            crate::gemm_f16(dev, &g, &mut qkv, GemmLaunch::planned(plan, Some(ws)))?;
+            crate::attention(dev, &qkv, &cu, o, shape, AttentionLaunch::default())
+        },
+        unavailable(dev, sm90, takes, crate::qkv_attention_sm90::KERNEL),
+        |o| crate::qkv_attention_sm90::qkv_attention_f16_sm90(dev, &g, &cu, o, shape),
     )?
     .to_vec())
 }

@@ -181,7 +181,7 @@ fn launch_count_is_2_plus_5_per_layer_for_f16_and_3_plus_7_per_layer_for_int8() 
             "{precision:?}: {:?}",
             launches.iter().map(|l| &l.kernel).collect::<Vec<_>>()
         );
-        assert_eq!(bert.launches_per_forward(), body + 3);
+        assert_eq!(bert.launches_per_forward(&batch), body + 3);
         for l in &launches {
             assert_eq!(l.counters.local_load_bytes + l.counters.local_store_bytes, 0, "{} spills", l.kernel);
         }
@@ -330,7 +330,7 @@ fn outputs_select_what_runs_and_what_is_read_back() {
     for precision in [Precision::F16, Precision::Int8] {
         for dev in devices() {
             let mut bert = DeviceBert::new(&dev, &model, precision).unwrap();
-            let body = bert.launches_for(OutputSelection::NONE);
+            let body = bert.launches_for(&batch, OutputSelection::NONE);
             let opts = |outputs| ForwardOptions { normalize: true, outputs };
             let (all, _) = bert.forward(&batch, opts(everything)).unwrap();
             for (outputs, heads, d2h) in cases {
@@ -345,7 +345,7 @@ fn outputs_select_what_runs_and_what_is_read_back() {
                 // one packed upload: ids, positions, token types (t each) and cu_seqlens (b + 1)
                 assert_eq!((moved.h2d_copies, moved.h2d_bytes), (1, 4 * (3 * t + b + 1)), "{what}: uploads");
                 assert_eq!(moved.d2h_bytes, d2h, "{what}: bytes read back");
-                assert_eq!(bert.launches_for(outputs), body + heads, "{what}");
+                assert_eq!(bert.launches_for(&batch, outputs), body + heads, "{what}");
                 if let Some(e) = dev.emulator_backend() {
                     let launches = e.launches();
                     assert_eq!(launches.len(), body + heads, "{what}: launches");
@@ -385,10 +385,14 @@ fn embedding_model_reads_back_only_the_pooled_embeddings() {
     let batch = random_batch(shape.vocab, &[7, 31], 24);
     for dev in devices() {
         let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
-        assert_eq!(bert.launches_per_forward(), bert.launches_for(OutputSelection::NONE), "no pooler by default");
         assert_eq!(
-            bert.launches_for(OutputSelection::ALL),
-            bert.launches_for(OutputSelection::NONE) + 2,
+            bert.launches_per_forward(&batch),
+            bert.launches_for(&batch, OutputSelection::NONE),
+            "no pooler by default"
+        );
+        assert_eq!(
+            bert.launches_for(&batch, OutputSelection::ALL),
+            bert.launches_for(&batch, OutputSelection::NONE) + 2,
             "gather + pooler"
         );
         for (opts, d2h) in [(ForwardOptions::default(), 2 * 96 * 4), (ForwardOptions::classification(), 0)] {

@@ -11,6 +11,7 @@ use fusebert::kernels::{KernelFamily, Selected};
 use fusebert::model::forward::{DeviceBert, ForwardOptions};
 use fusebert::model::reference::{self, Options};
 use fusebert::model::Precision;
+use fusebert::perf::KernelFamily::Sm90 as Sm90Plan;
 use fusebert::Device;
 
 const F16_MIN_COS: f64 = 0.9999;
@@ -74,7 +75,7 @@ fn check(precision: Precision, min_cos: f64) {
         let names = launched(&dev);
         let matmuls: Vec<_> = names.iter().filter(|k| is_matmul(k)).collect();
         assert!(!matmuls.is_empty() && matmuls.iter().all(|k| k.contains("_sm90")), "{mode:?}: {names:?}");
-        assert_eq!(names.len(), bert.launches_for(ForwardOptions::all().outputs), "{names:?}");
+        assert_eq!(names.len(), bert.launches_for(&batch, ForwardOptions::all().outputs), "{names:?}");
         split.extend(names.iter().filter(|k| k.contains("_sk")).cloned());
         if precision == Precision::Int8 {
             // FFN1 quantises its own output for FFN2: one `_qa` (or, unsplit, cluster `_cqa`)
@@ -195,4 +196,70 @@ fn int8_hopper_ffn1_replaces_the_asymmetric_quantize_launch() {
     let (again, k90b) = run(&mut bert);
     assert_eq!(k90b, k90);
     assert_eq!(again, hopper);
+}
+
+/// A batch the fused QKV attention takes (head dim 64, every sequence at most 128 tokens and
+/// near it, 2 heads x 17 sequences > 132 / 4 CTAs) runs one `qkv_attention_f16_sm90_d64`
+/// launch per layer instead of the QKV GEMM and attention, matches the reference, and gives
+/// its sequences the same bits as a batch of two of them, which runs the two launches: the
+/// fused kernel is bit-identical to them, and the rest of the `_sm90` pass is batch invariant.
+#[test]
+fn fused_qkv_attention_gives_the_bits_of_the_two_launches() {
+    let shape = Shape { hidden: 128, heads: 2, layers: 1, intermediate: 256, vocab: 61, max_pos: 130, labels: 0 };
+    let model = random_model(shape, 17);
+    let lengths: Vec<usize> = (0..17).map(|i| 104 + (i * 7) % 25).collect();
+    let batch = random_batch(shape.vocab, &lengths, 18);
+    let dev = sm90(AsyncMode::Random(5));
+    let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
+    dev.emulator_backend().unwrap().clear_launches();
+    let (all, _) = bert.forward(&batch, ForwardOptions::all()).unwrap();
+    let names = launched(&dev);
+    assert_eq!(names.iter().filter(|k| *k == "qkv_attention_f16_sm90_d64").count(), shape.layers, "{names:?}");
+    // the roofline's plan of that launch: its geometry, tensor work and stores as the emulator
+    // counted them
+    let rec = dev.emulator_backend().unwrap().launches();
+    let r = rec.iter().find(|l| l.kernel == "qkv_attention_f16_sm90_d64").unwrap();
+    let heads = fusebert::perf::Heads::of(&model, ForwardOptions::all().outputs);
+    let plan = fusebert::perf::forward_plan_for(
+        &model.config,
+        Precision::F16,
+        &lengths,
+        heads,
+        fusebert::perf::KernelFamily::Sm90,
+    );
+    let p = plan.launches.iter().find(|l| l.step == "qkv_attention").unwrap();
+    assert_eq!(plan.launches.len(), names.len());
+    assert_eq!(
+        (r.grid, r.block, r.shared_mem_bytes, 2 * r.counters.tensor_macs, r.counters.global_store_bytes),
+        (p.grid, p.block, p.shared_mem_bytes, p.tensor_flops, p.store_bytes)
+    );
+    assert!(!names.iter().any(|k| k.starts_with("attention")), "{names:?}");
+    assert_eq!(names.len(), bert.launches_for(&batch, ForwardOptions::all().outputs), "{names:?}");
+    let want = reference::forward(&model, &batch, &Options::default()).unwrap();
+    for (s, (g, w)) in all.sequences.iter().zip(&want.sequences).enumerate() {
+        let err = max_abs(&g.last_hidden_state, &w.last_hidden_state);
+        assert!(err <= F16_MAX_HIDDEN_ERR, "seq {s}: hidden max err {err}");
+    }
+    // two of the sequences alone: 2 x 2 CTAs, so the QKV GEMM and attention launch apart
+    let pick = [0, 1];
+    let ids = pick.iter().map(|&i| batch.input_ids[i].clone()).collect();
+    let types = pick.iter().map(|&i| batch.token_type_ids[i].clone()).collect();
+    let two = fusebert::tokenize::Batch::new(ids, types).unwrap();
+    dev.emulator_backend().unwrap().clear_launches();
+    let (apart, _) = bert.forward(&two, ForwardOptions::all()).unwrap();
+    let names = launched(&dev);
+    assert!(names.iter().any(|k| k == "attention_sm90_d64"), "{names:?}");
+    let rec = dev.emulator_backend().unwrap().launches();
+    let r = rec.iter().find(|l| l.kernel == "attention_sm90_d64").unwrap();
+    let plan = fusebert::perf::forward_plan_for(&model.config, Precision::F16, &two.lengths, heads, Sm90Plan);
+    let p = plan.launches.iter().find(|l| l.step == "attention").unwrap();
+    assert_eq!(
+        (r.grid, r.shared_mem_bytes, 2 * r.counters.tensor_macs, r.counters.global_store_bytes),
+        (p.grid, p.shared_mem_bytes, p.tensor_flops, p.store_bytes)
+    );
+    assert!(!names.iter().any(|k| k.starts_with("qkv_attention")), "{names:?}");
+    for (j, &i) in pick.iter().enumerate() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&apart.sequences[j].last_hidden_state), bits(&all.sequences[i].last_hidden_state), "seq {i}");
+    }
 }

@@ -178,7 +178,7 @@ fn check(precision: Precision, min_cos: f64) {
                 }
             }
             eprintln!("{what}: max hidden err {worst_hidden:.2e}, max logit err {worst_logit:.2e}");
-            let launches = bert.launches_per_forward();
+            let launches = bert.launches_per_forward(&b);
             if let Some(e) = dev.emulator_backend() {
                 e.clear_launches();
                 bert.forward(&b, ForwardOptions::default()).unwrap();

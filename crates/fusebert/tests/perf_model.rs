@@ -54,6 +54,7 @@ fn launch(flops: u64, bytes: u64, blocks: u32) -> PlannedLaunch {
         gemm: Some((64, 64, 64)),
         flops,
         tensor_flops: flops,
+        attention_tensor_flops: 0,
         min_load_bytes: bytes,
         load_bytes: bytes,
         store_bytes: 0,

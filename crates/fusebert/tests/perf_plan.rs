@@ -45,7 +45,7 @@ fn check(model: &BertModel, precision: Precision, lengths: &[usize]) {
     let labels = model.weights.classifier.as_ref().map_or(0, |c| c.labels.len());
     let plan = forward_plan(&model.config, precision, lengths, Heads::of(model, OutputSelection::ALL));
     assert_eq!(rec.len(), plan.launches.len(), "launch count: emulator vs plan");
-    assert_eq!(rec.len(), bert.launches_for(OutputSelection::ALL));
+    assert_eq!(rec.len(), bert.launches_for(&batch, OutputSelection::ALL));
     let mut bad = Vec::new();
     for (i, (r, p)) in rec.iter().zip(&plan.launches).enumerate() {
         let c = &r.counters;

@@ -221,7 +221,7 @@ fn print_counters(dev: &Device, bert: &DeviceBert, batch: &fusebert::tokenize::B
         e.1 += l.counters.global_load_bytes;
         e.2 += l.counters.global_store_bytes;
     }
-    let expected = bert.launches_for(OutputSelection::ALL);
+    let expected = bert.launches_for(batch, OutputSelection::ALL);
     println!("launches: {} (expected {expected} for this model and precision)", launches.len());
     println!("{:<28} {:>8} {:>14} {:>14}", "kernel", "launches", "load bytes", "store bytes");
     for (k, (n, ld, st)) in &per_kernel {

@@ -565,7 +565,7 @@ impl DeviceBert {
     /// pooler and the classifier run).
     pub fn minimum_traffic_for(&self, batch: &Batch, outputs: OutputSelection) -> Traffic {
         let mut tr = Traffic::default();
-        for step in self.schedule(outputs) {
+        for step in self.schedule(batch, outputs) {
             let (load, store) = self.step_traffic(step, batch);
             tr.add(load, store);
         }
@@ -621,6 +621,11 @@ impl DeviceBert {
                 layernorm.map_or(g, |out| plus(g, ln(l, out)))
             }
             Step::Attention { .. } => (t * 3 * h * 2 + cu, t * h * 2),
+            // the QKV GEMM's inputs and attention's offsets in, the context out
+            Step::QkvAttention { layer: l } => {
+                let lin = &layer(l).qkv;
+                (lin.input_bytes(t, h) + lin.gemm_bytes() + cu, t * h * 2)
+            }
             Step::LayerNorm { layer: l, out } => ln(l, out),
             // pooling (mean: every row; the counters show the other modes' less)
             Step::Pool => (t * h * 2 + cu, b * h * 4),
@@ -633,19 +638,23 @@ impl DeviceBert {
         }
     }
 
-    /// Kernel launches of one forward pass with the default [`OutputSelection`] (see the module docs).
-    pub fn launches_per_forward(&self) -> usize {
-        self.launches_for(OutputSelection::default())
+    /// Kernel launches of one forward pass over `batch` with the default [`OutputSelection`]
+    /// (see the module docs).
+    pub fn launches_per_forward(&self, batch: &Batch) -> usize {
+        self.launches_for(batch, OutputSelection::default())
     }
 
-    /// Kernel launches of one forward pass asking for `outputs`.
-    pub fn launches_for(&self, outputs: OutputSelection) -> usize {
-        self.schedule(outputs).len()
+    /// Kernel launches of one forward pass over `batch` asking for `outputs`. The batch
+    /// matters only on the Hopper kernels, where the QKV GEMM and attention of a batch of
+    /// sequences that fill their tiles run as one launch ([`schedule::fuses_qkv_attention`]).
+    pub fn launches_for(&self, batch: &Batch, outputs: OutputSelection) -> usize {
+        self.schedule(batch, outputs).len()
     }
 
-    /// Every launch of a pass asking for `outputs`, in order: what [`DeviceBert::forward`]
-    /// launches, and what the launch count and the minimum traffic are counted over.
-    pub fn schedule(&self, outputs: OutputSelection) -> Vec<Step> {
+    /// Every launch of a pass over `batch` asking for `outputs`, in order: what
+    /// [`DeviceBert::forward`] launches, and what the launch count and the minimum traffic are
+    /// counted over.
+    pub fn schedule(&self, batch: &Batch, outputs: OutputSelection) -> Vec<Step> {
         let (pooler, classifier) = self.heads_run(outputs);
         schedule::schedule(ScheduleShape {
             layers: self.layers.len(),
@@ -655,7 +664,20 @@ impl DeviceBert {
             pooler,
             classifier,
             fuse_ffn_quantize: self.fuses_ffn_quantize(),
+            fuse_qkv_attention: self.fuses_qkv_attention(batch),
         })
+    }
+
+    /// Whether each layer's QKV GEMM and attention run as one launch over `batch`
+    /// (`qkv_attention_*_sm90`): on the Hopper kernels, where the QKV GEMM runs on them (its
+    /// shape), for the batches [`schedule::fuses_qkv_attention`] takes. The same bits as the two
+    /// launches.
+    fn fuses_qkv_attention(&self, batch: &Batch) -> bool {
+        let h = self.config.hidden_size;
+        let int8 = self.precision == Precision::Int8;
+        self.kernels.is_sm90()
+            && kernels::gemm_sm90::supports(kernels::GemmShape { m: 1, n: 3 * h, k: h }, int8)
+            && schedule::fuses_qkv_attention(self.config.num_attention_heads, self.config.head_dim(), &batch.lengths)
     }
 
     /// Whether FFN1 quantises its own output for FFN2 (`gemm_int8_sm90*_qa`, no `quantize_ffn`
@@ -833,9 +855,9 @@ impl DeviceBert {
         pooling: DevicePooling,
         mut after: impl FnMut(&DeviceBuffer<f16>) -> Result<()>,
     ) -> Result<()> {
-        for step in self.schedule(opts.outputs) {
+        for step in self.schedule(batch, opts.outputs) {
             // a layer's first launch and pooling read the hidden state the steps before made
-            if matches!(step, Step::Gemm { gemm: LayerGemm::Qkv, .. } | Step::Pool) {
+            if matches!(step, Step::Gemm { gemm: LayerGemm::Qkv, .. } | Step::QkvAttention { .. } | Step::Pool) {
                 after(&ws.x)?;
             }
             self.launch_step(ws, batch, opts, pooling, step)?;
@@ -916,6 +938,7 @@ impl DeviceBert {
                     )
                 }
             }
+            Step::QkvAttention { layer } => self.qkv_attention(ws, batch, layer),
             Step::Gemm { layer, gemm, layernorm, quantize } => self.layer_gemm(ws, layer, gemm, layernorm, quantize, t),
             Step::LayerNorm { layer, out } => {
                 let l = &self.layers[layer];
@@ -1078,6 +1101,45 @@ impl DeviceBert {
                     std::mem::swap(&mut ws.q8, &mut ws.q8_next);
                 }
                 Ok(())
+            }
+        }
+    }
+
+    /// Layer `layer`'s QKV GEMM and attention in one Hopper launch (`qkv_attention_*_sm90`,
+    /// scheduled where [`DeviceBert::fuses_qkv_attention`] holds): ws.x (or its int8 codes in
+    /// ws.q8) in, the context in ws.ctx; Q, K and V stay on chip (ws.qkv is not written).
+    fn qkv_attention(&self, ws: &mut Workspace, batch: &Batch, layer: usize) -> Result<()> {
+        use kernels::qkv_attention_sm90 as fused;
+        let h = self.config.hidden_size;
+        let t = batch.total_tokens();
+        let shape = AttentionShape {
+            batch: batch.len(),
+            tokens: t,
+            max_seqlen: batch.max_len(),
+            heads: self.config.num_attention_heads,
+            head_dim: self.config.head_dim(),
+            scale: None,
+        };
+        let gemm_shape = kernels::GemmShape { m: t, n: 3 * h, k: h };
+        let Workspace { x, ctx, q8, q8_scale, q8_zero, cu_seqlens, .. } = ws;
+        match &self.layers[layer].qkv {
+            DeviceLinear::F16 { w, b } => {
+                let g = kernels::GemmF16 { a: x, w, bias: Some(b), epilogue: Epilogue::None, shape: gemm_shape };
+                fused::qkv_attention_f16_sm90(&self.dev, &g, cu_seqlens, ctx, shape)
+            }
+            DeviceLinear::Int8 { w, scale, b, w_sum, .. } => {
+                let zero_point = w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum });
+                let g = kernels::GemmInt8 {
+                    a: q8,
+                    a_scale: q8_scale,
+                    zero_point,
+                    w,
+                    w_scale: scale,
+                    bias: Some(b),
+                    epilogue: Epilogue::None,
+                    shape: gemm_shape,
+                };
+                fused::qkv_attention_int8_sm90(&self.dev, &g, cu_seqlens, ctx, shape)
             }
         }
     }

@@ -94,6 +94,11 @@ pub enum Step {
     Attention {
         layer: usize,
     },
+    /// The QKV GEMM and attention in one launch (the Hopper `qkv_attention_*_sm90` kernels,
+    /// where [`fuses_qkv_attention`] holds): the context out, Q, K and V never stored.
+    QkvAttention {
+        layer: usize,
+    },
     /// A layernorm on its own (when the row is too wide to fuse into the GEMM).
     LayerNorm {
         layer: usize,
@@ -120,6 +125,7 @@ impl Step {
             Step::Quantize { what: Quantized::Ffn, .. } => "quantize_ffn",
             Step::Gemm { gemm, .. } => gemm.name(),
             Step::Attention { .. } => "attention",
+            Step::QkvAttention { .. } => "qkv_attention",
             Step::LayerNorm { out, .. } => out.which.name(),
             Step::Pool => "pool",
             Step::GatherCls => "gather_cls",
@@ -132,7 +138,10 @@ impl Step {
     pub fn layer(&self) -> Option<usize> {
         match *self {
             Step::Quantize { layer, .. } => layer,
-            Step::Gemm { layer, .. } | Step::Attention { layer } | Step::LayerNorm { layer, .. } => Some(layer),
+            Step::Gemm { layer, .. }
+            | Step::Attention { layer }
+            | Step::QkvAttention { layer }
+            | Step::LayerNorm { layer, .. } => Some(layer),
             _ => None,
         }
     }
@@ -154,6 +163,28 @@ pub struct ScheduleShape {
     /// FFN1 quantises its own output for FFN2 (int8 on the Hopper kernels): no `quantize_ffn`
     /// launch.
     pub fuse_ffn_quantize: bool,
+    /// Each layer's QKV GEMM and attention run as one launch ([`Step::QkvAttention`]; the
+    /// Hopper kernels, for batches [`fuses_qkv_attention`] takes).
+    pub fuse_qkv_attention: bool,
+}
+
+/// Whether the Hopper pass runs a layer's QKV GEMM and attention as one launch for sequences
+/// of `lengths` tokens with `heads` heads of `head_dim`: the fused kernel's head dim, every
+/// sequence of at most its 128 rows; the rows it computes (a CTA per sequence and head: each
+/// sequence rounded up to its 64-row consumer tiles) at most 5/4 of the tokens, so that short
+/// sequences, which the separate GEMM packs, do not multiply the QKV GEMM's work; and its
+/// `heads x sequences` CTAs more than a quarter of the SMs, where the separate GEMM would
+/// split K over more CTAs instead (`gemm_sm90::plan`'s rule; the fused kernel cannot). The
+/// fused kernel gives the same bits as the separate launches (the per-sequence attention
+/// tiles), so this choice changes speed, never a result.
+pub fn fuses_qkv_attention(heads: usize, head_dim: usize, lengths: &[usize]) -> bool {
+    use crate::kernels::{attention_sm90::WARPGROUP_M, gemm_sm90::SPLIT_SMS, qkv_attention_sm90 as fused};
+    let tokens: usize = lengths.iter().sum();
+    let rows: usize = lengths.iter().map(|&l| l.next_multiple_of(WARPGROUP_M)).sum();
+    head_dim == fused::HEAD_DIM
+        && lengths.iter().all(|&l| l <= fused::MAX_SEQLEN)
+        && 4 * rows <= 5 * tokens
+        && 4 * heads * lengths.len() > SPLIT_SMS
 }
 
 /// Every launch of one forward pass, in order.
@@ -171,8 +202,12 @@ pub fn schedule(s: ScheduleShape) -> Vec<Step> {
         let ln1 = LayerNormOut { which: LayerNorm::Ln1, q8: int8 };
         // the last layer's output feeds only pooling and the fp16 heads: no int8 codes
         let ln2 = LayerNormOut { which: LayerNorm::Ln2, q8: int8 && !last };
-        v.push(Step::Gemm { layer, gemm: LayerGemm::Qkv, layernorm: None, quantize: false });
-        v.push(Step::Attention { layer });
+        if s.fuse_qkv_attention {
+            v.push(Step::QkvAttention { layer });
+        } else {
+            v.push(Step::Gemm { layer, gemm: LayerGemm::Qkv, layernorm: None, quantize: false });
+            v.push(Step::Attention { layer });
+        }
         if int8 {
             v.push(Step::Quantize { layer: Some(layer), what: Quantized::Context });
         }
@@ -217,6 +252,7 @@ mod tests {
             pooler: false,
             classifier: false,
             fuse_ffn_quantize: false,
+            fuse_qkv_attention: false,
         }
     }
 
@@ -238,6 +274,44 @@ mod tests {
             let fewer = if p == Precision::Int8 { 3 } else { 0 };
             assert_eq!(schedule(fused).len(), fixed + 3 * per_layer - fewer, "{p:?} fused {fuse}, FFN1 quantises");
         }
+    }
+
+    #[test]
+    fn a_fused_qkv_attention_replaces_two_launches_per_layer() {
+        for p in [Precision::F16, Precision::Int8] {
+            let plain = schedule(shape(p, true));
+            let fused = schedule(ScheduleShape { fuse_qkv_attention: true, ..shape(p, true) });
+            assert_eq!(fused.len(), plain.len() - 3, "{p:?}");
+            assert!(!fused
+                .iter()
+                .any(|s| matches!(s, Step::Attention { .. } | Step::Gemm { gemm: LayerGemm::Qkv, .. })));
+            let layers: Vec<_> =
+                fused.iter().filter(|s| matches!(s, Step::QkvAttention { .. })).map(|s| s.layer()).collect();
+            assert_eq!(layers, [Some(0), Some(1), Some(2)]);
+            // the int8 context is still quantised for the output GEMM, right after
+            let at = fused.iter().position(|s| matches!(s, Step::QkvAttention { .. })).unwrap();
+            let next = fused[at + 1];
+            assert_eq!(matches!(next, Step::Quantize { what: Quantized::Context, .. }), p == Precision::Int8);
+        }
+    }
+
+    #[test]
+    fn qkv_and_attention_fuse_for_head_dim_64_and_sequences_that_fill_their_tiles() {
+        assert!(fuses_qkv_attention(12, 64, &[128; 32]));
+        assert!(fuses_qkv_attention(12, 64, &[100, 128, 65, 120]));
+        assert!(fuses_qkv_attention(16, 64, &[64, 64, 64]));
+        // a sequence past one 128-row tile, another head dim, nothing to do
+        assert!(!fuses_qkv_attention(12, 64, &[129, 128, 128]));
+        assert!(!fuses_qkv_attention(12, 32, &[128; 4]));
+        assert!(!fuses_qkv_attention(12, 64, &[]));
+        // short texts: 64 rows computed per 20 tokens, the packed GEMM does 3x less
+        assert!(!fuses_qkv_attention(12, 64, &[20; 32]));
+        // 5/4 exactly: 4 x 64 rows for 4 x 52 = 208 tokens is 256 <= 260
+        assert!(fuses_qkv_attention(12, 64, &[52; 4]));
+        assert!(!fuses_qkv_attention(12, 64, &[51; 4]));
+        // too few CTAs (12 x 2 = 24 <= 132 / 4): the separate GEMM splits K instead
+        assert!(!fuses_qkv_attention(12, 64, &[128; 2]));
+        assert!(fuses_qkv_attention(12, 64, &[128; 3]));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::kernels::gemm_plan::{fuses_layernorm, GemmPlan};
 use crate::kernels::quantize as kq;
 use crate::kernels::{attention as attn, embedding as emb, gather as kgather, ids, layernorm as kln, pooling as kpool};
 use crate::model::forward::OutputSelection;
-use crate::model::schedule::{schedule, LayerGemm, LayerNorm, Quantized, ScheduleShape, Step};
+use crate::model::schedule::{fuses_qkv_attention, schedule, LayerGemm, LayerNorm, Quantized, ScheduleShape, Step};
 use crate::model::{BertConfig, BertModel, Precision};
 
 use super::sm90::{self, KernelFamily, Sm90Tile};
@@ -64,6 +64,10 @@ pub struct PlannedLaunch {
     /// Tensor-core FLOPs executed: the matrix products over whole tiles (the emulator's
     /// `2 * tensor_macs`).
     pub tensor_flops: u64,
+    /// The part of `tensor_flops` that is attention's in a launch that also runs a GEMM (the
+    /// fused QKV attention: its GEMM and its attention reach different fractions of the
+    /// peak); 0 elsewhere.
+    pub attention_tensor_flops: u64,
     /// Least bytes loaded: each weight and input activation once.
     pub min_load_bytes: u64,
     /// Global loads issued by the kernel (what the emulator counts), tile re-reads included.
@@ -111,9 +115,9 @@ impl LaunchPlan {
     pub fn flops(&self) -> u64 {
         self.launches.iter().map(|l| l.flops).sum()
     }
-    /// FLOPs of the GEMM launches only.
+    /// FLOPs of the GEMMs only (a fused QKV attention launch counts its GEMM's).
     pub fn gemm_flops(&self) -> u64 {
-        self.launches.iter().filter(|l| l.gemm.is_some()).map(|l| l.flops).sum()
+        self.launches.iter().filter_map(|l| l.gemm).map(|(m, n, k)| 2 * (m * n * k) as u64).sum()
     }
     pub fn min_bytes(&self) -> u64 {
         self.launches.iter().map(|l| l.min_bytes()).sum()
@@ -165,6 +169,13 @@ pub fn forward_plan_for(
                 crate::kernels::GemmShape { m: 1, n: c.intermediate_size, k: c.hidden_size },
                 true,
             ),
+        // the forward pass's rule (`DeviceBert::fuses_qkv_attention`)
+        fuse_qkv_attention: family == KernelFamily::Sm90
+            && crate::kernels::gemm_sm90::supports(
+                crate::kernels::GemmShape { m: 1, n: 3 * c.hidden_size, k: c.hidden_size },
+                p.int8,
+            )
+            && fuses_qkv_attention(c.num_attention_heads, c.head_dim(), lengths),
     };
     let launches = schedule(shape)
         .into_iter()
@@ -201,6 +212,7 @@ fn planned_sm90(c: &BertConfig, p: Prec, lengths: &[usize], heads: Heads, step: 
             gemm_sm90(p, g.name(), Some(layer), m, n, k, epi, asym, tail)
         }
         Step::Attention { layer } => attention_sm90(lengths, c.num_attention_heads, c.head_dim(), Some(layer)),
+        Step::QkvAttention { layer } => qkv_attention_sm90(p, lengths, c.num_attention_heads, c.head_dim(), layer),
         Step::Pooler => gemm_sm90(fp16, "pooler", None, b, h, h, Epi::Tanh, false, Sm90Tail::None),
         Step::Classifier => {
             let n = heads.labels.next_multiple_of(16);
@@ -242,6 +254,8 @@ fn planned(c: &BertConfig, p: Prec, lengths: &[usize], heads: Heads, step: Step)
             }
         }
         Step::Attention { layer } => attention(lengths, c.num_attention_heads, c.head_dim(), Some(layer)),
+        // (only the Hopper plans schedule it: `fuse_qkv_attention`)
+        Step::QkvAttention { layer } => qkv_attention_sm90(p, lengths, c.num_attention_heads, c.head_dim(), layer),
         Step::LayerNorm { layer, out } => {
             let smooth = out.which == LayerNorm::Ln1 || not_last(layer);
             layernorm(out.q8, smooth, t, h, out.which.name(), Some(layer))
@@ -283,6 +297,7 @@ fn launch(
         gemm: None,
         flops,
         tensor_flops: 0,
+        attention_tensor_flops: 0,
         min_load_bytes: min_load as u64,
         load_bytes: load as u64,
         store_bytes: store as u64,
@@ -685,48 +700,126 @@ pub fn sm90_tile_of(l: &PlannedLaunch) -> Option<Sm90Tile> {
     l.sm90_tile
 }
 
-/// FA3-style attention over packed tokens (note 3.3): a work item per (`rows` consecutive
-/// packed tokens, head), its keys the union of the sequences those tokens belong to (scores
-/// across sequences masked), Q, K and V by TMA (nothing past the last token is loaded: TMA
-/// zero-fills), one CTA per item with the kernel's geometry (`attention_sm90`: 128 rows, a
-/// producer warpgroup and two consumers of 64 rows, its dynamic shared memory).
-/// Executed tensor FLOPs: whole 64-row `wgmma` groups (M is fixed) by the keys rounded up to
-/// 16 (P*V's k-step).
+/// FA3-style attention (note 3.3) in the tiling the forward pass picks
+/// (`Sm90Tiling::Auto`): per sequence (a CTA per 128 rows of one sequence and head, grid
+/// `ceil(max_len / 128) x heads x batch`; CTAs past a shorter sequence's end exit at once), or,
+/// for batches of short sequences, over packed tokens (a work item per 128 consecutive packed
+/// tokens and head, its keys the union of the sequences those tokens belong to, scores across
+/// sequences masked). Q, K and V by TMA (nothing past the last token is loaded: TMA
+/// zero-fills), the kernel's geometry (`attention_sm90`: a producer warpgroup and two
+/// consumers of 64 rows, its dynamic shared memory). Executed tensor FLOPs: per sequence, each
+/// consumer with rows computes its 64 rows against whole 64-key blocks (S = Q K^T is n64);
+/// packed, whole 64-row `wgmma` groups by the keys rounded up to 16 (P*V's k-step).
 fn attention_sm90(lengths: &[usize], heads: usize, d: usize, layer: Option<usize>) -> PlannedLaunch {
     use crate::kernels::attention_sm90 as kernel;
+    use crate::kernels::Sm90Tiling;
     let (b, t) = (lengths.len(), lengths.iter().sum::<usize>());
     let d = d.next_multiple_of(16).clamp(16, 128);
     let h = heads * d;
     let rows = kernel::BLOCK_M;
-    let items = t.div_ceil(rows);
-    // sequence boundaries: seq i covers [starts[i], starts[i] + len)
-    let mut starts = Vec::with_capacity(b);
-    let mut acc = 0;
-    for &s in lengths {
-        starts.push(acc);
-        acc += s;
-    }
-    let keys_of = |i: usize| -> usize {
-        let (lo, hi) = (i * rows, ((i + 1) * rows).min(t));
-        starts.iter().zip(lengths).filter(|&(&s0, &len)| len > 0 && s0 < hi && s0 + len > lo).map(|(_, &len)| len).sum()
-    };
-    let keys: Vec<usize> = (0..items).map(keys_of).collect();
+    let max_len = lengths.iter().copied().max().unwrap_or(1);
     let flops: usize = lengths.iter().map(|&s| 4 * heads * d * s * s).sum();
-    let tensor: usize = keys.iter().map(|&kk| heads * 4 * rows * kk.next_multiple_of(16) * d).sum();
     let min = t * 3 * h * 2 + 4 * (b + 1);
-    // per item and head: its query rows, its keys' K and V, its sequences' offsets
-    let load: usize = (0..items)
-        .map(|i| {
-            let q = ((i + 1) * rows).min(t) - i * rows;
-            heads * (q * d * 2 + keys[i] * d * 2 * 2 + 4 * (b + 1).min(keys[i] + 2))
-        })
-        .sum();
     let shared = kernel::shared_bytes(d) as u32;
     let threads = kernel::THREADS;
-    let name = sm90::attention_kernel(d, lengths.iter().copied().max().unwrap_or(1));
-    let cfg = ((items as u32, heads as u32, 1), (threads, 1, 1), shared);
-    let mut l = launch(&name, "attention", layer, cfg, flops as u64, min, load, t * h * 2);
+    let name = sm90::attention_kernel(d, max_len);
+    let (grid, tensor, load) = if Sm90Tiling::Auto.resolve(max_len.max(1)) == Sm90Tiling::PerSequence {
+        // per (128-row tile, sequence): its rows, all of its sequence's keys, its two offsets
+        let tiles = |len: usize| (0..len.div_ceil(rows)).map(move |i| (len - i * rows).min(rows));
+        let tensor: usize = lengths
+            .iter()
+            .flat_map(|&len| {
+                tiles(len).map(move |q| {
+                    heads * 4 * q.next_multiple_of(kernel::WARPGROUP_M) * len.next_multiple_of(kernel::BLOCK_N) * d
+                })
+            })
+            .sum();
+        let load: usize =
+            lengths.iter().flat_map(|&len| tiles(len).map(move |q| heads * (q * d * 2 + len * d * 2 * 2 + 8))).sum();
+        ((max_len.div_ceil(rows) as u32, heads as u32, b as u32), tensor, load)
+    } else {
+        let items = t.div_ceil(rows);
+        // sequence boundaries: seq i covers [starts[i], starts[i] + len)
+        let mut starts = Vec::with_capacity(b);
+        let mut acc = 0;
+        for &s in lengths {
+            starts.push(acc);
+            acc += s;
+        }
+        let keys_of = |i: usize| -> usize {
+            let (lo, hi) = (i * rows, ((i + 1) * rows).min(t));
+            starts
+                .iter()
+                .zip(lengths)
+                .filter(|&(&s0, &len)| len > 0 && s0 < hi && s0 + len > lo)
+                .map(|(_, &len)| len)
+                .sum()
+        };
+        let keys: Vec<usize> = (0..items).map(keys_of).collect();
+        let tensor: usize = keys.iter().map(|&kk| heads * 4 * rows * kk.next_multiple_of(16) * d).sum();
+        // per item and head: its query rows, its keys' K and V, its sequences' offsets
+        let load: usize = (0..items)
+            .map(|i| {
+                let q = ((i + 1) * rows).min(t) - i * rows;
+                heads * (q * d * 2 + keys[i] * d * 2 * 2 + 4 * (b + 1).min(keys[i] + 2))
+            })
+            .sum();
+        ((items as u32, heads as u32, 1), tensor, load)
+    };
+    let mut l = launch(&name, "attention", layer, (grid, (threads, 1, 1), shared), flops as u64, min, load, t * h * 2);
     l.tensor_flops = tensor as u64;
     l.reuse_bytes_per_block = (2 * rows * d * 2) as u64;
+    l
+}
+
+/// The QKV GEMM and attention in one launch (`qkv_attention_*_sm90`, research note 3.3's
+/// "attention in the QKV GEMM's epilogue when tiles align with sequences"): a CTA per
+/// (sequence, head) computes the sequence's 128-row x 192-column tile of Q, K and V for its
+/// head (`_sm90` GEMM main loop; a consumer whose 64 rows are all past the sequence computes
+/// nothing), keeps it in shared memory and runs the per-sequence attention on it. Loads: the
+/// sequence's 128-row box of the input (TMA clips at the last token; rows past the sequence
+/// belong to the next one and are loaded) once per head, the head's 3 x 64 weight rows once per
+/// sequence; stores: the context only. The GEMM's tensor FLOPs reach `wgmma_fraction`, the
+/// attention's (`attention_tensor_flops`) the attention fraction, one after the other in a CTA;
+/// the grid is not persistent (`heads x batch` CTAs in waves).
+fn qkv_attention_sm90(p: Prec, lengths: &[usize], heads: usize, d: usize, layer: usize) -> PlannedLaunch {
+    use crate::kernels::attention_sm90::{BLOCK_N, WARPGROUP_M};
+    use crate::kernels::{gemm_sm90::BM, qkv_attention_sm90 as kernel};
+    let (b, t) = (lengths.len(), lengths.iter().sum::<usize>());
+    let (h, e) = (heads * d, if p.int8 { 1 } else { 2 });
+    let n = 3 * h;
+    // per-column bias (+ int8 weight scales), per-row int8 activation scales
+    let col_bytes = 2 + if p.int8 { 4 } else { 0 };
+    let row_bytes = if p.int8 { 4 } else { 0 };
+    let cu = 4 * (b + 1);
+    let mut starts = Vec::with_capacity(b);
+    let mut acc = 0;
+    for &len in lengths {
+        starts.push(acc);
+        acc += len;
+    }
+    // rows of the input box each CTA loads (TMA clips at T), rows its consumers compute
+    let boxed: usize = starts.iter().map(|&s0| BM.min(t - s0)).sum();
+    let computed: usize = lengths.iter().map(|&len| len.next_multiple_of(WARPGROUP_M)).sum();
+    let k_steps = h.next_multiple_of(if p.int8 { 32 } else { 16 });
+    let gemm_tensor = 2 * computed * 3 * d * k_steps * heads;
+    // attention: each computing consumer's 64 rows against whole 64-key blocks (S = Q K^T is
+    // n64, P V four k16 steps a block)
+    let attention_tensor: usize = lengths
+        .iter()
+        .map(|&len| heads * 4 * len.next_multiple_of(WARPGROUP_M) * len.next_multiple_of(BLOCK_N) * d)
+        .sum();
+    let flops: usize = 2 * t * n * h + lengths.iter().map(|&len| 4 * heads * d * len * len).sum::<usize>();
+    let min = t * h * e + t * row_bytes + n * h * e + n * col_bytes + cu;
+    let load = heads * (boxed * (h * e + row_bytes) + cu) + b * (n * h * e + n * col_bytes);
+    let cfg = ((heads as u32, b as u32, 1), (kernel::THREADS, 1, 1), kernel::shared_bytes() as u32);
+    let mut l =
+        launch(kernel::kernel_name(p.int8), "qkv_attention", Some(layer), cfg, flops as u64, min, load, t * h * 2);
+    l.gemm = Some((t, n, h));
+    l.tensor_flops = (gemm_tensor + attention_tensor) as u64;
+    l.attention_tensor_flops = attention_tensor as u64;
+    // the weights are re-read by every sequence; an input strip by the sequence's heads
+    l.reuse_bytes = (n * h * e + n * col_bytes) as u64;
+    l.reuse_bytes_per_block = (BM * h * e).div_ceil(heads) as u64;
     l
 }

@@ -45,6 +45,11 @@
 //! - Attention: tensor FLOPs at `wgmma_attention_fraction` (0.35) of the fp16 peak, with the
 //!   wave factor and launch costs of every other kernel (no fixed GEMM cost: the fraction is a
 //!   measured whole-kernel throughput).
+//! - The fused QKV attention (`qkv_attention_*_sm90`): its GEMM's tensor FLOPs at
+//!   `wgmma_fraction` of the precision's peak plus its attention's (`attention_tensor_flops`) at
+//!   `wgmma_attention_fraction` of the fp16 peak, one after the other (a CTA runs its GEMM, then
+//!   attention on the tile it kept), a grid of `heads x batch` CTAs in waves, and a GEMM's fixed
+//!   cost.
 //! - Every other kernel (embedding, layernorm, quantize, pooling) is the same in both families.
 //!
 //! Blind spots: instruction issue (epilogues, softmax, layernorm arithmetic are not counted),
@@ -195,9 +200,14 @@ fn registers(kernel: &str, g: &GpuSpec) -> u32 {
     ptx::kernel_resources(kernel, arch).map_or(64, |r| r.registers)
 }
 
+/// Whether `kernel` multiplies int8 operands (its GEMM reaches the int8 peak).
+fn int8_gemm(kernel: &str) -> bool {
+    kernel.starts_with("gemm_int8") || kernel.starts_with("qkv_attention_int8")
+}
+
 /// Predicts one launch.
 pub fn predict_launch(g: &GpuSpec, l: &PlannedLaunch, graphs: bool) -> LaunchPrediction {
-    let int8 = l.kernel.starts_with("gemm_int8");
+    let int8 = int8_gemm(&l.kernel);
     let regs = registers(&l.kernel, g);
     let threads = l.threads_per_block();
     let per_sm = blocks_per_sm(g, threads, regs, l.shared_mem_bytes);
@@ -235,13 +245,20 @@ pub fn predict_launch(g: &GpuSpec, l: &PlannedLaunch, graphs: bool) -> LaunchPre
     } else {
         g.wgmma_attention_fraction.unwrap_or(super::gpu::WGMMA_ATTENTION_FRACTION)
     };
-    let compute_us = l.tensor_flops as f64 / (peak(g, int8) * fraction) * factor * 1e6;
+    // a fused QKV attention runs its attention after its GEMM, at the attention's fraction of
+    // the fp16 peak
+    let attention_fraction = g.wgmma_attention_fraction.unwrap_or(super::gpu::WGMMA_ATTENTION_FRACTION);
+    let gemm_flops = l.tensor_flops - l.attention_tensor_flops;
+    let compute_us = (gemm_flops as f64 / (peak(g, int8) * fraction)
+        + l.attention_tensor_flops as f64 / (peak(g, false) * attention_fraction))
+        * factor
+        * 1e6;
     let dram_us = dram as f64 / ((g.dram_gbps * g.dram_efficiency).min(active_gbps) * 1e9) * 1e6;
     let l2_us = l2 as f64 / (g.l2_gbps.min(active_gbps) * 1e9) * 1e6;
     // a serial tail (one block alone after the grid, e.g. a split-K reduction) at one SM's bandwidth
     let tail_us = l.tail_bytes as f64 / (g.sm_gbps * 1e9) * 1e6;
     // an _sm90 GEMM's fixed cost less the graph node every launch pays below
-    let fixed_us = if sm90_tile.is_some() {
+    let fixed_us = if sm90_tile.is_some() || (sm90::is_sm90(&l.kernel) && l.gemm.is_some()) {
         (g.wgmma_gemm_fixed_us.unwrap_or(super::gpu::WGMMA_GEMM_FIXED_US) - g.graph_node_us).max(0.0)
     } else {
         0.0
@@ -290,8 +307,7 @@ pub fn floor_bytes(plan: &LaunchPlan, int8: bool) -> u64 {
         .launches
         .iter()
         .filter_map(|l| {
-            l.gemm
-                .map(|(_, n, k)| if l.kernel.starts_with("gemm_int8") { n * k * e + 6 * n } else { n * k * 2 + 2 * n })
+            l.gemm.map(|(_, n, k)| if int8_gemm(&l.kernel) { n * k * e + 6 * n } else { n * k * 2 + 2 * n })
         })
         .sum();
     let emb = plan.launches.first().map_or(0, |l| l.min_load_bytes + l.store_bytes);
@@ -368,7 +384,7 @@ pub fn summarize(g: &GpuSpec, launches: &[LaunchPrediction], int8: bool) -> Vec<
         .map(|(mut k, by_bound)| {
             let top = (0..3).max_by(|&a, &b| by_bound[a].total_cmp(&by_bound[b])).unwrap_or(0);
             k.bound = [Bound::Compute, Bound::Memory, Bound::Latency][top];
-            let p = if k.name.starts_with("gemm_int8") && int8 { g.peak_tops_int8 } else { g.peak_tflops_f16 };
+            let p = if int8_gemm(&k.name) && int8 { g.peak_tops_int8 } else { g.peak_tflops_f16 };
             k.intensity = k.flops as f64 / k.dram_bytes.max(1) as f64;
             k.tflops = k.flops as f64 / (k.time_us * 1e-6) / 1e12;
             k.roof_tflops = p.min(k.intensity * g.dram_gbps * 1e9 / 1e12);
@@ -397,9 +413,10 @@ pub struct FamilyRow {
 /// The predicted time per step of the same pass in both families: `sm80` and `sm90` are
 /// predictions of plans of the two families (same config, lengths, GPU and graphs), whose
 /// launches are paired by step and layer. A step the `_sm90` pass fuses into another launch
-/// (the int8 `quantize_ffn`, which the Hopper FFN1 does) has no `_sm90` launch: its row shows
-/// `-` and 0 us there, and the launch that took it over carries its time. Steps in first-launch
-/// order.
+/// (the int8 `quantize_ffn`, which the Hopper FFN1 does; `attention`, which the fused QKV
+/// attention does) has no `_sm90` launch: its row shows `-` and 0 us there, and the launch that
+/// took it over carries its time (the fused `qkv_attention` launch in the `qkv` row). Steps in
+/// first-launch order.
 pub fn compare_families(sm80: &Prediction, sm90: &Prediction) -> Vec<FamilyRow> {
     let mut rows: Vec<FamilyRow> = Vec::new();
     let join = |names: &mut String, k: &str| {
@@ -411,7 +428,15 @@ pub fn compare_families(sm80: &Prediction, sm90: &Prediction) -> Vec<FamilyRow> 
         }
     };
     for a in &sm80.launches {
-        let b = sm90.launches.iter().find(|b| b.step == a.step && b.layer == a.layer);
+        // the fused QKV attention stands in the QKV GEMM's row
+        fn twin(step: &str) -> &str {
+            if step == "qkv_attention" {
+                "qkv"
+            } else {
+                step
+            }
+        }
+        let b = sm90.launches.iter().find(|b| twin(b.step) == a.step && b.layer == a.layer);
         let i = match rows.iter().position(|r| r.step == a.step) {
             Some(i) => i,
             None => {
@@ -422,7 +447,11 @@ pub fn compare_families(sm80: &Prediction, sm90: &Prediction) -> Vec<FamilyRow> 
                     sm80_us: 0.0,
                     sm90_kernel: String::new(),
                     sm90_us: 0.0,
-                    sm90_tile: b.and_then(|b| b.sm90_tile).map(|t| t.describe()),
+                    sm90_tile: b.and_then(|b| match b.sm90_tile {
+                        Some(t) => Some(t.describe()),
+                        None if b.step == "qkv_attention" => Some("128x192 per seq".into()),
+                        None => None,
+                    }),
                 });
                 rows.len() - 1
             }
