@@ -19,8 +19,9 @@
 //!   of its output fused in (the FFN1 GELU output for FFN2): the codes, scales and zero points
 //!   [`crate::quantize_i8`] gives on the output, bit for bit, without re-reading it from DRAM.
 //!   Unsplit, by default ([`Sm90Qa::Auto`]), a cluster of [`QA_CLUSTER`] CTAs owns each 128-row
-//!   strip and quantises it together ([`KERNEL_INT8_CQA`]); else the strip's last tile does it
-//!   alone.
+//!   strip and quantises it together ([`KERNEL_INT8_CQA`]; at N <= 3072, [`qa_resident`], the
+//!   output stays in shared memory and `out` is not written); else the strip's last tile does
+//!   it alone.
 //! - [`gemm_int8_sm90`]: the W8A8 GEMM of [`gemm_int8`](crate::gemm_int8()) (s8 x s8 -> s32 in
 //!   `wgmma m64n128k32.s32.s8.s8`, zero points, per-token and per-channel scales, bias, the same
 //!   epilogues), with gemm_int8's float operations in gemm_int8's order: s32 sums are exact, so

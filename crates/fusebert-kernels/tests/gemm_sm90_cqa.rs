@@ -7,7 +7,7 @@
 //! emulator's counters must show y neither stored nor read back (against the same launch with
 //! y stored, `Sm90Qa::ClusterStored`, whose output is gemm_int8_sm90's bit for bit); at N > 3072
 //! y is stored and read back. Ragged shapes (M 1, 70, 130, 136, 300: one to three strips,
-//! partial ones; N 264, 520, 1000, 2304, 3072, 3080: ranks with no tile, one, two, three,
+//! partial ones; N 264, 520, 1000, 1536, 2304, 3072, 3080, 3456: ranks with no tile, one, two, three,
 //! partial tiles), grids of one cluster (8 CTAs: a cluster walks several strips, its slots and
 //! staging reused) and of one cluster per strip, lazy / eager / random completion, outputs
 //! poisoned, with and without smoothing and zero points (the scales and zero points written over
@@ -70,13 +70,14 @@ const fn case(m: usize, n: usize, k: usize, one_cluster: bool, mode: AsyncMode, 
 }
 
 /// N <= 3072: the resident launch (y kept in shared memory)
-const CASES: [Case; 6] = [
+const CASES: [Case; 7] = [
     case(1, 264, 64, false, AsyncMode::Lazy, [false, false, false]),
     case(136, 1000, 128, true, AsyncMode::Eager, [true, true, true]),
     case(130, 264, 96, true, AsyncMode::Random(7), [true, false, false]),
     case(300, 2304, 128, true, AsyncMode::Random(3), [false, true, true]),
     case(300, 520, 32, false, AsyncMode::Lazy, [true, false, false]),
     case(70, 3072, 32, false, AsyncMode::Random(19), [true, false, false]),
+    case(136, 1536, 256, false, AsyncMode::Random(11), [false, false, true]),
 ];
 
 struct Operands {
