@@ -219,7 +219,8 @@ pub enum Sm90Cols {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Sm90Qa {
     /// The cluster entry ([`KERNEL_INT8_CQA`], 128 x 192 tiles whatever [`Sm90Cols`] says) when
-    /// the launch is unsplit, else the strip tail.
+    /// the launch is unsplit, else the strip tail. The cluster entry keeps the output on chip
+    /// at N <= 3072 ([`qa_resident`]): `out` is then not written.
     #[default]
     Auto,
     /// The strip-tail entries (`gemm_int8_sm90*_qa`: the last tile of a strip quantises it
