@@ -55,7 +55,12 @@
 // - Cluster-distributed quantisation (gemm_int8_sm90_n192_cqa, ws_gemm_cluster): the same
 //   results without the strip tail's serial pass: a cluster of 8 CTAs owns a strip, each CTA
 //   folds its tiles' per-row ranges as they are stored, the ranges meet through distributed
-//   shared memory, and each CTA codes its own columns.
+//   shared memory, and each CTA codes its own columns. When every CTA owns at most 2 column
+//   tiles of a strip (N <= 3072, BERT-base's FFN1 included: the `resident` argument), y never
+//   leaves the chip: each tile stays in its consumers' staging (tile j of the CTA at 24 KiB x j
+//   of the 48 KiB regions), nothing is TMA-stored, and the codes are read from shared memory
+//   (M x N x 2 bytes fewer stored and read back per launch); C is not written. Else y is
+//   stored and read back through L2.
 //
 // Why BN = 128 and 192: 64 or 96 f32 accumulators per consumer thread leave the epilogue
 // (erf-GELU, bias and residual) room without spills under the 168-register launch cap (256
@@ -184,9 +189,11 @@ CLN_ENTRIES(GEMM_INT8_CLN)
 
 // gemm_int8_sm90_n192_qa with the quantisation distributed over a cluster of 8 CTAs per strip
 // (ws_gemm_cluster): the same outputs, codes, scales and zero points; no strip counters. The
-// grid is a multiple of 8 CTAs (host: 8 x min(strips, 16)).
+// grid is a multiple of 8 CTAs (host: 8 x min(strips, 16)). resident != 0 (host: N <= 8 x 2 x
+// 192, every CTA owns at most 2 column tiles of a strip): y stays in shared memory, C and
+// tma_c are neither written nor read.
 #define QA_CLUSTER_PARAMS \
-    int8_t *q_out, float *q_scale, int32_t *q_zero, const __half *__restrict__ q_smooth
+    int8_t *q_out, float *q_scale, int32_t *q_zero, const __half *__restrict__ q_smooth, uint32_t resident
 extern "C" __global__ void __cluster_dims__(CQA_CLUSTER, 1, 1) __launch_bounds__(THREADS, 1)
     gemm_int8_sm90_n192_cqa(const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,
                             const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,
@@ -196,5 +203,5 @@ extern "C" __global__ void __cluster_dims__(CQA_CLUSTER, 1, 1) __launch_bounds__
                             uint32_t K, uint32_t epi, QA_CLUSTER_PARAMS) {
     ws_gemm_cluster<Geom<192>>(&tma_a, &tma_w, &tma_c, M, N, K,
                                S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi},
-                               QaArgs{q_out, q_scale, q_zero, q_smooth, nullptr}, C);
+                               QaArgs{q_out, q_scale, q_zero, q_smooth, nullptr}, C, resident != 0);
 }

@@ -722,30 +722,37 @@ struct TileOut {
     int cw, M, N, tiles_m, tiles_n;
     uint32_t* tail_flag;
 
+    // `off`: the staging's byte offset in the warpgroup's region; !store (the resident cluster
+    // quantisation, ws_gemm_cluster): the tile stays staged, no TMA store (the caller orders
+    // the staging's reuse).
     template <typename Acc>
-    FB_DEVICE void tile(const Acc (&d)[G::ACC], int tile) const {
+    FB_DEVICE void tile(const Acc (&d)[G::ACC], int tile, uint32_t off = 0, bool store = true) const {
         const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
         const int m0 = (tile % tiles_m) * BM, n0 = (tile / tiles_m) * G::BN;
         const int mh = m0 + cw * 64;  // this warpgroup's rows
         const uint32_t half = s0 + G::RING_BYTES + cw * G::REGION_BYTES;
         const int r0 = warp * 16 + lane / 4;
-        const Staging st{half + r0 * ROW_BYTES + 4 * (lane % 4), (uint32_t)(r0 % 8) * 16};
+        const Staging st{half + off + r0 * ROW_BYTES + 4 * (lane % 4), (uint32_t)(r0 % 8) * 16};
         if constexpr (Epilogue::STAGED) {
-            if (t == 0) bulk_wait_read();  // the previous tile's stores have read the staging
-            warpgroup_sync(cw);
+            if (store) {
+                if (t == 0) bulk_wait_read();  // the previous tile's stores have read the staging
+                warpgroup_sync(cw);
+            }
         }
         epilogue(d, mh + warp * 16 + lane / 4, n0 + 2 * (lane % 4), st);
         if constexpr (Epilogue::STAGED) {
-            fence_proxy_async_shared();
-            warpgroup_sync(cw);
-            if (t == 0 && mh < M) {
+            if (store) {
+                fence_proxy_async_shared();
+                warpgroup_sync(cw);
+                if (t == 0 && mh < M) {
 #pragma unroll
-                for (int b = 0; b < G::BOXES; b++)
-                    if (n0 + 64 * b < N) tma_store_2d(tma_c, half + b * OUT_BOX_BYTES, n0 + 64 * b, mh);
-                bulk_commit();
-                if constexpr (Tail::READS_OUTPUT) {
-                    bulk_wait();                 // the tile's output is in global memory
-                    fence_proxy_async_global();  // before this thread's release (tail)
+                    for (int b = 0; b < G::BOXES; b++)
+                        if (n0 + 64 * b < N) tma_store_2d(tma_c, half + off + b * OUT_BOX_BYTES, n0 + 64 * b, mh);
+                    bulk_commit();
+                    if constexpr (Tail::READS_OUTPUT) {
+                        bulk_wait();                 // the tile's output is in global memory
+                        fence_proxy_async_global();  // before this thread's release (tail)
+                    }
                 }
             }
         }
@@ -1122,7 +1129,17 @@ FB_DEVICE void cln_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, cons
 // The slots are double-buffered by strip parity: a strip's slot is rewritten two strips later,
 // after the next strip's barrier, which every peer reaches only after reading it; a last
 // cluster barrier keeps every CTA's shared memory alive until its peers' reads are done.
+// Resident (`resident`, the host's choice when N <= CQA_CLUSTER x CQA_RESIDENT_TILES x 192, so
+// every CTA owns at most 2 tiles of a strip: BERT-base's FFN1 at N = 3072): y never leaves the
+// chip. Tile j of the CTA's tiles of the strip stays in its consumers' staging at byte j x
+// TILE_STAGE (24 KiB) of each 48 KiB region (rows 64c..64c+63 in consumer c's), no TMA store,
+// and the codes pass reads the 8 values of a step from that staging (box lv / 8, 16-byte chunk
+// (lv % 8) ^ (row % 8): the 128-byte swizzle) instead of global memory; the cluster barrier
+// orders the CTA's own staging writes before those reads, and a consumer barrier after the
+// codes pass orders the reads before the next strip's staging writes. y (C) is not written.
 constexpr int CQA_CLUSTER = 8;
+// Column tiles of a strip a CTA keeps resident (N <= CQA_CLUSTER x 2 x 192: the host's choice).
+constexpr int CQA_RESIDENT_TILES = 2;
 
 // (cluster_ctarank, cluster_id_x, cluster_nid_x, cluster_sync, ld_peer_f32: above)
 
@@ -1131,9 +1148,12 @@ constexpr int CQA_CLUSTER = 8;
 template <class G, class Epilogue>
 FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const CUtensorMap* tma_c,
                                uint32_t M, uint32_t N, uint32_t K, const Epilogue& epilogue, const QaArgs& qa,
-                               const __half* y) {
+                               const __half* y, bool resident) {
     using Op = S8Op;
     constexpr int BK = Op::BK, CL = CQA_CLUSTER;
+    // resident: a tile's staging (BOXES boxes) at TILE_STAGE x its index among the CTA's tiles
+    constexpr int TILE_STAGE = G::BOXES * OUT_BOX_BYTES;
+    static_assert(CQA_RESIDENT_TILES * TILE_STAGE <= G::REGION_BYTES, "the resident tiles fit the region");
     extern __shared__ __align__(1024) uint8_t smem[];
     __shared__ __align__(8) uint64_t full[G::STAGES], empty[G::STAGES];
     // [strip parity][max, -min][tile row]: the CTA's per-row pair, read by its peers
@@ -1147,6 +1167,9 @@ FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_
     const int tiles_m = (M + BM - 1) / BM, tiles_n = (N + G::BN - 1) / G::BN;
     const int kblocks = (K + BK - 1) / BK;
     const int rank = (int)cluster_ctarank(), cid = (int)cluster_id_x(), ncl = (int)cluster_nid_x();
+    // resident only where each CTA owns at most CQA_RESIDENT_TILES tiles of a strip (the host asks
+    // for it only then; a larger N falls back to the stored path)
+    resident = resident && tiles_n <= CL * CQA_RESIDENT_TILES;
     if (tid == 0) {
         for (int s = 0; s < G::STAGES; s++) {
             mbar_init(smem_u32(&full[s]), 1);
@@ -1157,28 +1180,45 @@ FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_
     __syncthreads();
 
     if (wg == 0) {
-        // producer: one elected thread of warp 0 issues the loads, in the consumers' order
-        // (its warpgroup then exits: a cluster barrier waits only for non-exited threads)
+        // producer: one elected thread of warp 0 issues the loads, in the consumers' order, and
+        // the whole warpgroup takes part in the consumers' cluster barriers (one per strip, one
+        // last): a barrier.cluster waits for every non-exited thread, so a producer blocked on
+        // an empty stage that the consumers free only after a strip's barrier would deadlock
+        // it. Before strip i's barrier it loads strip i's blocks and at most STAGES (and at
+        // most one strip's) of the next: every stage it waits for is freed by then (cln_gemm's
+        // rule).
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
-        if (tid < 32 && elect_one()) {
-            int stage = 0;
-            uint32_t phase = 0;
-            for (int sp = cid; sp < tiles_m; sp += ncl)
-                for (int tn = rank; tn < tiles_n; tn += CL) {
-                    const int m0 = sp * BM, n0 = tn * G::BN;
-                    for (int kb = 0; kb < kblocks; kb++) {
-                        mbar_wait(smem_u32(&empty[stage]), phase ^ 1);
-                        const uint32_t fb = smem_u32(&full[stage]), sa = s0 + stage * G::STAGE_BYTES;
-                        mbar_arrive_expect_tx(fb, G::STAGE_BYTES);
-                        tma_load_2d(sa, tma_a, kb * BK, m0, fb);
-                        tma_load_2d(sa + A_BYTES, tma_w, kb * BK, n0, fb);
-                        if (++stage == G::STAGES) {
-                            stage = 0;
-                            phase ^= 1;
-                        }
+        bool leader = false;
+        if (tid < 32) leader = elect_one();
+        const int mine_tiles = rank < tiles_n ? (tiles_n - rank + CL - 1) / CL : 0;  // per strip
+        const int per = mine_tiles * kblocks;
+        const int mine = cid < tiles_m ? (tiles_m - cid + ncl - 1) / ncl : 0;  // strips this cluster walks
+        const int total = mine * per;
+        int next = 0, stage = 0;
+        uint32_t phase = 0;
+        for (int i = 0; i < mine; i++) {
+            if (leader) {
+                const int ahead = per < G::STAGES ? per : G::STAGES;
+                const int lim = (i + 1) * per + ahead < total ? (i + 1) * per + ahead : total;
+                for (; next < lim; next++) {
+                    const int j = next / kblocks;  // the CTA's j-th tile of the walk
+                    const int sp = cid + (j / mine_tiles) * ncl, tn = rank + (j % mine_tiles) * CL;
+                    const int m0 = sp * BM, n0 = tn * G::BN, kb = next % kblocks;
+                    mbar_wait(smem_u32(&empty[stage]), phase ^ 1);
+                    const uint32_t fb = smem_u32(&full[stage]), sa = s0 + stage * G::STAGE_BYTES;
+                    mbar_arrive_expect_tx(fb, G::STAGE_BYTES);
+                    tma_load_2d(sa, tma_a, kb * BK, m0, fb);
+                    tma_load_2d(sa + A_BYTES, tma_w, kb * BK, n0, fb);
+                    if (++stage == G::STAGES) {
+                        stage = 0;
+                        phase ^= 1;
                     }
                 }
+            }
+            __syncwarp();
+            cluster_sync();  // the consumers' barrier of strip i
         }
+        cluster_sync();  // the consumers' last barrier
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
         const int cw = wg - 1, t = tid % 128, ct = tid - 128, warp = t / 32, lane = t % 32;
@@ -1197,9 +1237,10 @@ FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_
         for (int sp = cid; sp < tiles_m; sp += ncl, par ^= 1) {
             const int m0 = sp * BM;
             float pmax[2] = {0.f, 0.f}, nmin[2] = {0.f, 0.f};
-            for (int tn = rank; tn < tiles_n; tn += CL) {
+            for (int tn = rank, j = 0; tn < tiles_n; tn += CL, j++) {
                 ring.sum(d, 0, kblocks);
-                out.tile(d, tn * tiles_m + sp);
+                const uint32_t joff = resident ? (uint32_t)(j * TILE_STAGE) : 0u;
+                out.tile(d, tn * tiles_m + sp, joff, !resident);
                 // fold the tile's fp16 outputs (this thread's staged pairs; 0 past M and N)
                 const int n0 = tn * G::BN + 2 * (lane % 4);
 #pragma unroll
@@ -1209,7 +1250,8 @@ FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_
                     if (qa.smooth && n < (int)N) m2 = __half22float2(*reinterpret_cast<const __half2*>(qa.smooth + n));
 #pragma unroll
                     for (int h = 0; h < 2; h++) {
-                        const uint32_t a = sbase + (c / 8) * OUT_BOX_BYTES + h * 8 * ROW_BYTES + (((c % 8) * 16) ^ swz);
+                        const uint32_t a =
+                            sbase + joff + (c / 8) * OUT_BOX_BYTES + h * 8 * ROW_BYTES + (((c % 8) * 16) ^ swz);
                         uint32_t raw;
                         asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(raw) : "r"(a) : "memory");
                         float2 f = __half22float2(*reinterpret_cast<const __half2*>(&raw));
@@ -1222,7 +1264,7 @@ FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_
                     }
                 }
             }
-            if (t == 0) {
+            if (t == 0 && !resident) {
                 bulk_wait();                 // this warpgroup's stores of the strip are in global memory
                 fence_proxy_async_global();  // before the cluster barrier's release
             }
@@ -1259,12 +1301,29 @@ FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_
             }
             consumer_sync();
             // this CTA's columns of the strip's rows, 8 codes per thread and step
-            for (int tn = rank; tn < tiles_n; tn += CL) {
+            for (int tn = rank, j = 0; tn < tiles_n; tn += CL, j++) {
                 const int v0 = tn * (G::BN / 8), nv = (int)N / 8 - v0 < G::BN / 8 ? (int)N / 8 - v0 : G::BN / 8;
-                for (int i = ct; i < rows * nv; i += CONSUMER_THREADS) {
-                    const int r = i / nv, v = v0 + i % nv;
+                // resident: rows padded to whole 8-step groups (a quarter warp's 16-byte loads
+                // then read one row's 8 chunks of a box: distinct banks, also in a partial tile)
+                const int nvp = resident ? (nv + 7) / 8 * 8 : nv;
+                for (int i = ct; i < rows * nvp; i += CONSUMER_THREADS) {
+                    const int r = i / nvp, lv = i % nvp, v = v0 + lv;
+                    if (lv >= nv) continue;
                     const size_t row = (size_t)(m0 + r);
-                    const uint4 raw = __ldcg(reinterpret_cast<const uint4*>(y + row * N) + v);
+                    uint4 raw;
+                    if (resident) {
+                        // tile row r: consumer r / 64's region, staging row r % 64; the 16-byte
+                        // chunk of the 8 values: box lv / 8, chunk (lv % 8) ^ (row % 8) (swizzle)
+                        const int rr = r % 64;
+                        const uint32_t a = s0 + G::RING_BYTES + (r / 64) * G::REGION_BYTES + j * TILE_STAGE +
+                                           (lv / 8) * OUT_BOX_BYTES + rr * ROW_BYTES + (((lv % 8) ^ (rr % 8)) * 16);
+                        asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                                     : "=r"(raw.x), "=r"(raw.y), "=r"(raw.z), "=r"(raw.w)
+                                     : "r"(a)
+                                     : "memory");
+                    } else {
+                        raw = __ldcg(reinterpret_cast<const uint4*>(y + row * N) + v);
+                    }
                     float f[8];
                     qa_f32(f, raw, qa.smooth, v);
                     const float inv = row_inv[r];
@@ -1276,6 +1335,8 @@ FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_
                         make_uint2(pack_s8x4(c[0], c[1], c[2], c[3]), pack_s8x4(c[4], c[5], c[6], c[7]));
                 }
             }
+            // resident: every consumer's reads of both regions before the next strip's staging
+            if (resident) consumer_sync();
         }
         // no CTA exits (its shared memory gone) while a peer may still read its slots
         cluster_sync();

@@ -19,8 +19,9 @@
 //!   of its output fused in (the FFN1 GELU output for FFN2): the codes, scales and zero points
 //!   [`crate::quantize_i8`] gives on the output, bit for bit, without re-reading it from DRAM.
 //!   Unsplit, by default ([`Sm90Qa::Auto`]), a cluster of [`QA_CLUSTER`] CTAs owns each 128-row
-//!   strip and quantises it together ([`KERNEL_INT8_CQA`]); else the strip's last tile does it
-//!   alone.
+//!   strip and quantises it together ([`KERNEL_INT8_CQA`]; at N <= 3072, [`qa_resident`], the
+//!   output stays in shared memory and `out` is not written); else the strip's last tile does
+//!   it alone.
 //! - [`gemm_int8_sm90`]: the W8A8 GEMM of [`gemm_int8`](crate::gemm_int8()) (s8 x s8 -> s32 in
 //!   `wgmma m64n128k32.s32.s8.s8`, zero points, per-token and per-channel scales, bias, the same
 //!   epilogues), with gemm_int8's float operations in gemm_int8's order: s32 sums are exact, so
@@ -218,12 +219,17 @@ pub enum Sm90Cols {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Sm90Qa {
     /// The cluster entry ([`KERNEL_INT8_CQA`], 128 x 192 tiles whatever [`Sm90Cols`] says) when
-    /// the launch is unsplit, else the strip tail.
+    /// the launch is unsplit, else the strip tail. The cluster entry keeps the output on chip
+    /// at N <= 3072 ([`qa_resident`]): `out` is then not written.
     #[default]
     Auto,
     /// The strip-tail entries (`gemm_int8_sm90*_qa`: the last tile of a strip quantises it
     /// alone), at the requested width and split.
     StripTail,
+    /// The cluster entry as [`Sm90Qa::Auto`] launches it, but with y stored to `out` and read
+    /// back for the codes whatever N (what `Auto` does only where [`qa_resident`] is false):
+    /// the same codes, scales and zero points, for comparing the two paths.
+    ClusterStored,
 }
 
 /// CTAs per cluster of the cluster-quantising entry ([`KERNEL_INT8_CQA`]): each cluster owns a
@@ -232,6 +238,18 @@ pub const QA_CLUSTER: usize = 8;
 /// Clusters of [`QA_CLUSTER`] CTAs an H100 / H200 holds at once (its GPCs: 16 x 8 = 128 of 132
 /// SMs): the cluster entry's grid, at most one cluster per strip.
 pub const QA_CLUSTERS: usize = 16;
+/// Column tiles (192 wide) of a strip each CTA of the cluster entry keeps in shared memory at
+/// most: two per consumer warpgroup's region.
+pub const QA_RESIDENT_TILES: usize = 2;
+
+/// Whether the cluster entry ([`KERNEL_INT8_CQA`]) keeps the fp16 output y of an `n`-column
+/// launch on chip (`n <= QA_CLUSTER x QA_RESIDENT_TILES x 192` = 3072, BERT-base's FFN1
+/// included): every CTA owns at most [`QA_RESIDENT_TILES`] tiles of a strip, keeps them staged
+/// in shared memory and codes them from there; y is neither stored (`out` is not written) nor
+/// read back. Else y is stored to `out` and the codes read it back through L2.
+pub fn qa_resident(n: usize) -> bool {
+    n <= QA_CLUSTER * QA_RESIDENT_TILES * COLS[1]
+}
 
 /// The cluster size of the fused quantisation of the `m x n x k` int8 GEMM as an
 /// [`Sm90Qa::Auto`] launch of [`plan`]'s split makes it: `Some(QA_CLUSTER)` when [`plan`]
@@ -763,13 +781,18 @@ pub fn gemm_int8_sm90(
 
 /// [`gemm_int8_sm90`] with the asymmetric per-row int8 quantisation of the output fused in:
 /// `qa` receives the codes, scales and zero points [`crate::quantize_i8`] (with a zero point,
-/// and `qa.smooth`) gives on `out`, bit for bit; `out` holds the same fp16 output as
-/// [`gemm_int8_sm90`]'s. Unsplit (and [`Sm90Qa::Auto`]), a cluster of [`QA_CLUSTER`] CTAs
-/// computes each 128-row strip's tiles and quantises the strip together ([`KERNEL_INT8_CQA`]:
-/// per-row ranges combined through distributed shared memory, each CTA coding its own columns);
-/// else the last tile of each strip quantises the strip (its rows read back through L2), with
-/// `ws`'s strip counters (one per 128 rows, zero between launches, as every launch leaves
-/// them). `qa.q` must not overlap `g.a`.
+/// and `qa.smooth`) gives on [`gemm_int8_sm90`]'s fp16 output y, bit for bit. Unsplit (and
+/// [`Sm90Qa::Auto`]), a cluster of [`QA_CLUSTER`] CTAs computes each 128-row strip's tiles and
+/// quantises the strip together ([`KERNEL_INT8_CQA`]: per-row ranges combined through
+/// distributed shared memory, each CTA coding its own columns); else the last tile of each
+/// strip quantises the strip (its rows read back through L2), with `ws`'s strip counters (one
+/// per 128 rows, zero between launches, as every launch leaves them). `qa.q` must not overlap
+/// `g.a`.
+///
+/// `out` receives y with the strip-tail entries, and with the cluster entry where N > 3072
+/// (or with [`Sm90Qa::ClusterStored`]). With the cluster entry at N <= 3072 ([`qa_resident`]:
+/// BERT-base's FFN1 included) y stays in shared memory and `out` is NOT written (it must
+/// still be `m x n` and 16-byte aligned): only the codes, scales and zero points are outputs.
 pub fn gemm_int8_sm90_qa(
     dev: &Device,
     g: &GemmInt8<'_>,
@@ -817,7 +840,10 @@ fn int8_launch(
         _ => None,
     };
     // the quantising cluster entry: unsplit launches (128 x 192 tiles)
-    let qa_cluster = matches!(tail, Tail::Quantize(..)) && splits == 1 && how.qa == Sm90Qa::Auto;
+    let qa_cluster = matches!(tail, Tail::Quantize(..))
+        && ((splits == 1 && how.qa == Sm90Qa::Auto) || how.qa == Sm90Qa::ClusterStored);
+    // y kept on chip (`out` not written) where every CTA owns at most QA_RESIDENT_TILES tiles
+    let resident = qa_cluster && how.qa == Sm90Qa::Auto && qa_resident(n);
     let kernel = match ln_cluster {
         Some(cs) => {
             cols = cluster_cols(cs);
@@ -826,6 +852,7 @@ fn int8_launch(
         }
         None if qa_cluster => {
             cols = COLS[1];
+            split = Vec::new(); // K unsplit (ClusterStored whatever the split asked)
             KERNEL_INT8_CQA
         }
         None => kernel_name(kind, cols, splits > 1),
@@ -880,7 +907,13 @@ fn int8_launch(
     let tail = match tail {
         Tail::None => Vec::new(),
         Tail::LayerNorm(ln, ws) => ln_args(kernel, ln, BM, m, n, Some(ws))?,
-        Tail::Quantize(qa, ws) => qa_args(kernel, qa, g.a, g.shape, (!qa_cluster).then_some(ws))?,
+        Tail::Quantize(qa, ws) => {
+            let mut args = qa_args(kernel, qa, g.a, g.shape, (!qa_cluster).then_some(ws))?;
+            if qa_cluster {
+                args.push(KernelArg::U32(u32::from(resident)));
+            }
+            args
+        }
     };
     args.extend(output_args(dev, out, g.shape, g.epilogue.code(), split, tail)?);
     dev.launch_in(MODULE, kernel, cfg, &args)

@@ -658,19 +658,26 @@ fn cluster_layernorm(
 
 /// The byte counts of the asymmetric int8 quantisation of the `t x n` output fused into
 /// cluster launch `g` (`_cqa`): the tiles' epilogues fold their rows' extremes, the cluster
-/// exchanges them through distributed shared memory, then each CTA reads its own columns of
-/// the strip back (through L2: its own TMA stores) and stores their codes; rank 0 the scales
-/// and zero points. The multipliers (with `smooth`) are read by both passes. The last
-/// strip's codes pass runs after the rest of the grid, but on all of its cluster's CTAs at
-/// once: a tail of one CTA's columns.
+/// exchanges them through distributed shared memory, then each CTA codes its own columns of
+/// the strip and stores the codes; rank 0 the scales and zero points. At `n <= 3072`
+/// ([`qa_resident`](crate::kernels::gemm_sm90::qa_resident)) y stays in shared memory: it is
+/// neither stored (the `t x n` fp16 of `g` go) nor read back; else each CTA reads its columns
+/// back (through L2: its own TMA stores). The multipliers (with `smooth`) are read by both
+/// passes. The last strip's codes pass runs after the rest of the grid, but on all of its
+/// cluster's CTAs at once: a tail of one CTA's columns.
 fn cluster_quantize(mut g: PlannedLaunch, tile: Sm90Tile, t: usize, n: usize, smooth: bool) -> PlannedLaunch {
+    let resident = crate::kernels::gemm_sm90::qa_resident(n);
     let strips = t.div_ceil(tile.rows);
     let smooth_bytes = if smooth { 2 * strips * n * 2 } else { 0 };
-    g.load_bytes += (t * n * 2 + smooth_bytes) as u64;
+    let read_back = if resident { 0 } else { t * n * 2 };
+    g.load_bytes += (read_back + smooth_bytes) as u64;
+    if resident {
+        g.store_bytes -= (t * n * 2) as u64;
+    }
     g.store_bytes += (t * (n + 8)) as u64;
     g.min_load_bytes += if smooth { (n * 2) as u64 } else { 0 };
     let cols = n.div_ceil(tile.cols).div_ceil(tile.cluster) * tile.cols;
-    g.tail_bytes += (t.min(tile.rows) * cols.min(n) * 3) as u64;
+    g.tail_bytes += (t.min(tile.rows) * cols.min(n) * if resident { 1 } else { 3 }) as u64;
     g
 }
 
