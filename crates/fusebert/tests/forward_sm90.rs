@@ -263,3 +263,29 @@ fn fused_qkv_attention_gives_the_bits_of_the_two_launches() {
         assert_eq!(bits(&apart.sequences[j].last_hidden_state), bits(&all.sequences[i].last_hidden_state), "seq {i}");
     }
 }
+
+/// The roofline's plan of `_sm90` attention in both tilings the forward pass picks (packed for
+/// sequences of at most 64 tokens, per sequence above): grid, shared memory, tensor work and
+/// stores as the emulator counts them.
+#[test]
+fn sm90_attention_plan_matches_the_emulator_in_both_tilings() {
+    let shape = Shape { hidden: 128, heads: 2, layers: 1, intermediate: 128, vocab: 61, max_pos: 200, labels: 0 };
+    let model = random_model(shape, 19);
+    let dev = sm90(AsyncMode::Lazy);
+    let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
+    for lengths in [&[20usize, 33, 7, 64, 1][..], &[20, 13, 5], &[150, 9, 70]] {
+        let batch = random_batch(shape.vocab, lengths, 20);
+        dev.emulator_backend().unwrap().clear_launches();
+        bert.forward(&batch, ForwardOptions::embeddings(false)).unwrap();
+        let rec = dev.emulator_backend().unwrap().launches();
+        let r = rec.iter().find(|l| l.kernel.starts_with("attention_sm90")).unwrap();
+        let heads = fusebert::perf::Heads::of(&model, ForwardOptions::embeddings(false).outputs);
+        let plan = fusebert::perf::forward_plan_for(&model.config, Precision::F16, lengths, heads, Sm90Plan);
+        let p = plan.launches.iter().find(|l| l.step == "attention").unwrap();
+        assert_eq!(
+            (r.kernel.as_str(), r.grid, r.shared_mem_bytes, 2 * r.counters.tensor_macs, r.counters.global_store_bytes),
+            (p.kernel.as_str(), p.grid, p.shared_mem_bytes, p.tensor_flops, p.store_bytes),
+            "{lengths:?}"
+        );
+    }
+}

@@ -714,9 +714,9 @@ pub fn sm90_tile_of(l: &PlannedLaunch) -> Option<Sm90Tile> {
 /// tokens and head, its keys the union of the sequences those tokens belong to, scores across
 /// sequences masked). Q, K and V by TMA (nothing past the last token is loaded: TMA
 /// zero-fills), the kernel's geometry (`attention_sm90`: a producer warpgroup and two
-/// consumers of 64 rows, its dynamic shared memory). Executed tensor FLOPs: per sequence, each
-/// consumer with rows computes its 64 rows against whole 64-key blocks (S = Q K^T is n64);
-/// packed, whole 64-row `wgmma` groups by the keys rounded up to 16 (P*V's k-step).
+/// consumers of 64 rows, its dynamic shared memory). Executed tensor FLOPs: each consumer with
+/// rows computes its 64 rows against whole 64-key blocks of its CTA's keys (S = Q K^T is n64,
+/// P V four k16 steps a block); a consumer with no rows computes nothing.
 fn attention_sm90(lengths: &[usize], heads: usize, d: usize, layer: Option<usize>) -> PlannedLaunch {
     use crate::kernels::attention_sm90 as kernel;
     use crate::kernels::Sm90Tiling;
@@ -763,7 +763,12 @@ fn attention_sm90(lengths: &[usize], heads: usize, d: usize, layer: Option<usize
                 .sum()
         };
         let keys: Vec<usize> = (0..items).map(keys_of).collect();
-        let tensor: usize = keys.iter().map(|&kk| heads * 4 * rows * kk.next_multiple_of(16) * d).sum();
+        let tensor: usize = (0..items)
+            .map(|i| {
+                let q = ((i + 1) * rows).min(t) - i * rows;
+                heads * 4 * q.next_multiple_of(kernel::WARPGROUP_M) * keys[i].next_multiple_of(kernel::BLOCK_N) * d
+            })
+            .sum();
         // per item and head: its query rows, its keys' K and V, its sequences' offsets
         let load: usize = (0..items)
             .map(|i| {
