@@ -34,7 +34,10 @@
 //! device's self-check passed, or says `sm90`. The schedule is the same on both families: the
 //! two residual GEMMs fuse their layernorm (`gemm_*_sm90_ln` on Hopper), except that on the
 //! int8 path the Hopper FFN1 quantises its own output for FFN2 (`gemm_int8_sm90*_qa`: the same
-//! codes as `quantize_i8_asym` on it), one launch fewer per layer. Shapes the `_sm90`
+//! codes as `quantize_i8_asym` on it), one launch fewer per layer, and that a batch whose
+//! sequences fill the fused kernel's tiles (head dim 64, at most 128 tokens each:
+//! [`schedule::fuses_qkv_attention`]) runs each layer's QKV GEMM and attention as one launch
+//! (`qkv_attention_*_sm90`, the same bits), one launch fewer again. Shapes the `_sm90`
 //! GEMMs refuse (`K` or `N` not a multiple of 8 / 16) and the heads' tiny GEMMs of other shapes
 //! run on mma.sync.
 use half::f16;
