@@ -635,6 +635,58 @@ FB_DEVICE void split_fold(Acc (&d)[A], const SplitK& sk, int tile) {
     }
 }
 
+// The stage ring's barriers: full[s] completes on the producer's one arrival and the stage's
+// transaction bytes, empty[s] on every consumer thread's release.
+template <class G>
+FB_DEVICE void init_ring_barriers(uint64_t* full, uint64_t* empty) {
+    for (int s = 0; s < G::STAGES; s++) {
+        mbar_init(smem_u32(&full[s]), 1);
+        mbar_init(smem_u32(&empty[s]), CONSUMER_THREADS);
+    }
+}
+// The ring's barriers, initialised by thread 0 and visible to the whole CTA (and to the async
+// proxy: the TMA completes on them) before any thread uses them.
+template <class G>
+FB_DEVICE void init_ring(uint64_t* full, uint64_t* empty) {
+    if (threadIdx.x == 0) {
+        init_ring_barriers<G>(full, empty);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+}
+
+// The producer's side of the stage ring (its elected thread only): where it is in the ring, and
+// the load of one k-block into the next stage.
+template <class G>
+struct ProducerRing {
+    uint32_t s0;  // shared address of the ring
+    uint64_t* full;
+    uint64_t* empty;
+    int stage = 0;
+    uint32_t phase = 0;
+
+    // The A box at (k, m0) and the stage's B part by `load_w(sb, fb)` (its shared address, the
+    // stage's full barrier), once the consumers have released the stage.
+    template <class LoadW>
+    FB_DEVICE void load(const CUtensorMap* tma_a, int k, int m0, const LoadW& load_w) {
+        // a fresh barrier passes parity 1 at once: the first lap does not wait
+        mbar_wait(smem_u32(&empty[stage]), phase ^ 1);
+        const uint32_t fb = smem_u32(&full[stage]), sa = s0 + stage * G::STAGE_BYTES;
+        // the whole boxes, out-of-bounds (zero-filled) elements included
+        mbar_arrive_expect_tx(fb, G::STAGE_BYTES);
+        tma_load_2d(sa, tma_a, k, m0, fb);
+        load_w(sa + A_BYTES, fb);
+        if (++stage == G::STAGES) {
+            stage = 0;
+            phase ^= 1;
+        }
+    }
+    // The A box at (k, m0) and the W box at (k, n0).
+    FB_DEVICE void load(const CUtensorMap* tma_a, const CUtensorMap* tma_w, int k, int m0, int n0) {
+        load(tma_a, k, m0, [&](uint32_t sb, uint32_t fb) { tma_load_2d(sb, tma_w, k, n0, fb); });
+    }
+};
+
 // A consumer warpgroup's side of the stage ring: where it is in the ring, and the sum of a run
 // of k-blocks from it.
 template <class Op, class G>
@@ -779,37 +831,17 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
     // split-K: a unit per (tile, chunk) (the host launches the _sk entries only for K of several chunks)
     const int S = SPLIT ? (kblocks + ckb - 1) / ckb : 1, units = tiles * S;
     if constexpr (SPLIT) sk.splits = S;
-    if (tid == 0) {
-        for (int s = 0; s < G::STAGES; s++) {
-            mbar_init(smem_u32(&full[s]), 1);
-            mbar_init(smem_u32(&empty[s]), CONSUMER_THREADS);
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
+    init_ring<G>(full, empty);
 
     if (wg == 0) {
         // producer: one elected thread of warp 0 issues the loads
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
         if (tid < 32 && elect_one()) {
-            int stage = 0;
-            uint32_t phase = 0;
+            ProducerRing<G> ring{s0, full, empty};
             for (int u = blockIdx.x; u < units; u += gridDim.x) {
                 const int t = u / S, m0 = (t % tiles_m) * BM, n0 = (t / tiles_m) * G::BN;
                 const KRange r = k_range(u % S, S, kblocks, ckb);
-                for (int kb = r.begin; kb < r.end; kb++) {
-                    // a fresh barrier passes parity 1 at once: the first lap does not wait
-                    mbar_wait(smem_u32(&empty[stage]), phase ^ 1);
-                    const uint32_t fb = smem_u32(&full[stage]), sa = s0 + stage * G::STAGE_BYTES;
-                    // the whole boxes, out-of-bounds (zero-filled) elements included
-                    mbar_arrive_expect_tx(fb, G::STAGE_BYTES);
-                    tma_load_2d(sa, tma_a, kb * BK, m0, fb);
-                    tma_load_2d(sa + A_BYTES, tma_w, kb * BK, n0, fb);
-                    if (++stage == G::STAGES) {
-                        stage = 0;
-                        phase ^= 1;
-                    }
-                }
+                for (int kb = r.begin; kb < r.end; kb++) ring.load(tma_a, tma_w, kb * BK, m0, n0);
             }
         }
     } else {
@@ -930,14 +962,7 @@ FB_DEVICE void cln_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, cons
     const int kblocks = (K + BK - 1) / BK, ckb = chunk_kblocks(kblocks);
     const bool q8out = ln.q_out != nullptr;
     const int syncs = q8out ? 3 : 2;  // cluster barriers per strip
-    if (tid == 0) {
-        for (int s = 0; s < G::STAGES; s++) {
-            mbar_init(smem_u32(&full[s]), 1);
-            mbar_init(smem_u32(&empty[s]), CONSUMER_THREADS);
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
+    init_ring<G>(full, empty);
 
     if (wg == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
@@ -946,23 +971,15 @@ FB_DEVICE void cln_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, cons
         const int n0 = rank * G::BN, per = active ? kblocks : 0;
         const int mine = cid < strips ? (strips - cid + ncl - 1) / ncl : 0;  // strips this cluster walks
         const int total = mine * per;
-        int next = 0, stage = 0;
-        uint32_t phase = 0;
+        int next = 0;
+        ProducerRing<G> ring{s0, full, empty};
         for (int i = 0; i < mine; i++) {
             if (leader) {
                 const int ahead = per < G::STAGES ? per : G::STAGES;
                 const int lim = (i + 1) * per + ahead < total ? (i + 1) * per + ahead : total;
                 for (; next < lim; next++) {
                     const int m0 = (cid + (next / per) * ncl) * BM, kb = next % per;
-                    mbar_wait(smem_u32(&empty[stage]), phase ^ 1);
-                    const uint32_t fb = smem_u32(&full[stage]), sa = s0 + stage * G::STAGE_BYTES;
-                    mbar_arrive_expect_tx(fb, G::STAGE_BYTES);
-                    tma_load_2d(sa, tma_a, kb * BK, m0, fb);
-                    tma_load_2d(sa + A_BYTES, tma_w, kb * BK, n0, fb);
-                    if (++stage == G::STAGES) {
-                        stage = 0;
-                        phase ^= 1;
-                    }
+                    ring.load(tma_a, tma_w, kb * BK, m0, n0);
                 }
             }
             __syncwarp();
@@ -1170,14 +1187,7 @@ FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_
     // resident only where each CTA owns at most CQA_RESIDENT_TILES tiles of a strip (the host asks
     // for it only then; a larger N falls back to the stored path)
     resident = resident && tiles_n <= CL * CQA_RESIDENT_TILES;
-    if (tid == 0) {
-        for (int s = 0; s < G::STAGES; s++) {
-            mbar_init(smem_u32(&full[s]), 1);
-            mbar_init(smem_u32(&empty[s]), CONSUMER_THREADS);
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
+    init_ring<G>(full, empty);
 
     if (wg == 0) {
         // producer: one elected thread of warp 0 issues the loads, in the consumers' order, and
@@ -1194,8 +1204,8 @@ FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_
         const int per = mine_tiles * kblocks;
         const int mine = cid < tiles_m ? (tiles_m - cid + ncl - 1) / ncl : 0;  // strips this cluster walks
         const int total = mine * per;
-        int next = 0, stage = 0;
-        uint32_t phase = 0;
+        int next = 0;
+        ProducerRing<G> ring{s0, full, empty};
         for (int i = 0; i < mine; i++) {
             if (leader) {
                 const int ahead = per < G::STAGES ? per : G::STAGES;
@@ -1204,15 +1214,7 @@ FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_
                     const int j = next / kblocks;  // the CTA's j-th tile of the walk
                     const int sp = cid + (j / mine_tiles) * ncl, tn = rank + (j % mine_tiles) * CL;
                     const int m0 = sp * BM, n0 = tn * G::BN, kb = next % kblocks;
-                    mbar_wait(smem_u32(&empty[stage]), phase ^ 1);
-                    const uint32_t fb = smem_u32(&full[stage]), sa = s0 + stage * G::STAGE_BYTES;
-                    mbar_arrive_expect_tx(fb, G::STAGE_BYTES);
-                    tma_load_2d(sa, tma_a, kb * BK, m0, fb);
-                    tma_load_2d(sa + A_BYTES, tma_w, kb * BK, n0, fb);
-                    if (++stage == G::STAGES) {
-                        stage = 0;
-                        phase ^= 1;
-                    }
+                    ring.load(tma_a, tma_w, kb * BK, m0, n0);
                 }
             }
             __syncwarp();

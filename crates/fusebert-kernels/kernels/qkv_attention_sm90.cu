@@ -106,10 +106,7 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
     const uint32_t s0 = smem_u32(smem), ab = s0 + ATTN;
     const int tid = threadIdx.x, wg = tid / 128;
     if (tid == 0) {
-        for (int s = 0; s < G::STAGES; s++) {
-            mbar_init(smem_u32(&full[s]), 1);
-            mbar_init(smem_u32(&empty[s]), sm90::CONSUMER_THREADS);
-        }
+        sm90::init_ring_barriers<G>(full, empty);
         for (int s = 0; s < attn90::STAGES; s++) {
             mbar_init(AM::full(ab, s), 1);
             mbar_init(AM::empty(ab, s), attn90::CONSUMER_THREADS);
@@ -123,22 +120,14 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
         // producer: one elected thread of warp 0 issues the loads
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
         if (tid < 32 && elect_one()) {
-            int stage = 0;
-            uint32_t phase = 0;
+            sm90::ProducerRing<G> ring{s0, full, empty};
             for (int kb = 0; kb < kblocks; kb++) {
-                // a fresh barrier passes parity 1 at once: the first lap does not wait
-                mbar_wait(smem_u32(&empty[stage]), phase ^ 1);
-                const uint32_t fb = smem_u32(&full[stage]), sa = s0 + stage * G::STAGE_BYTES;
-                // the whole boxes, out-of-bounds (zero-filled) elements included
-                mbar_arrive_expect_tx(fb, G::STAGE_BYTES);
-                tma_load_2d(sa, tma_a, kb * Op::BK, start, fb);
+                const int k = kb * Op::BK;
+                ring.load(tma_a, k, start, [&](uint32_t sb, uint32_t fb) {
 #pragma unroll
-                for (int p = 0; p < 3; p++)  // q, k, v rows of head h: one 192-row B tile
-                    tma_load_2d(sa + sm90::A_BYTES + p * D * sm90::ROW_BYTES, tma_w, kb * Op::BK, p * H + h * D, fb);
-                if (++stage == G::STAGES) {
-                    stage = 0;
-                    phase ^= 1;
-                }
+                    for (int p = 0; p < 3; p++)  // q, k, v rows of head h: one 192-row B tile
+                        tma_load_2d(sb + p * D * sm90::ROW_BYTES, tma_w, k, p * H + h * D, fb);
+                });
             }
         }
     } else {
