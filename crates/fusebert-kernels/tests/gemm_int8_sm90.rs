@@ -10,44 +10,15 @@
 //!   tests/kernels_gemm.rs), and against the mma.sync GEMM (`gemm_int8`) bit for bit: the
 //!   integer sums are exact and the epilogue's float operations are gemm_int8's, in its order.
 mod kernels_util;
-use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
+use fusebert_kernels::device::emulator::AsyncMode;
 use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch, Sm90Cols};
 use fusebert_kernels::{reference, Device, DeviceBuffer, Epilogue, GemmInt8, GemmLaunch, GemmShape, Tile, ZeroPoint};
 use half::f16;
+use kernels_util::hopper::*;
 use kernels_util::*;
 use rand::Rng;
 
 const MODES: [AsyncMode; 3] = [AsyncMode::Lazy, AsyncMode::Eager, AsyncMode::Random(5)];
-
-/// The emulator as an H100 (sm_90: arch-specific sm_90a PTX loads), all sanitizers on.
-fn sm90(mode: AsyncMode) -> Device {
-    Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
-        .expect("emulator")
-}
-
-fn epilogue(code: u32, residual: &DeviceBuffer<f16>) -> Epilogue<'_> {
-    match code {
-        1 => Epilogue::Gelu,
-        2 => Epilogue::Residual(residual),
-        3 => Epilogue::Tanh,
-        4 => Epilogue::GeluTanh,
-        5 => Epilogue::Relu,
-        6 => Epilogue::Silu,
-        _ => Epilogue::None,
-    }
-}
-
-/// Non-zero int8 codes in `[lo, 127]` (a zero would hide a dropped product).
-fn codes(r: &mut rand_chacha::ChaCha8Rng, n: usize, lo: i32) -> Vec<i8> {
-    (0..n)
-        .map(|_| loop {
-            let c = r.gen_range(lo..=127);
-            if c != 0 {
-                break c as i8;
-            }
-        })
-        .collect()
-}
 
 /// Random operands of one W8A8 GEMM; `asym`: activations over the full code range with per-row
 /// non-zero zero points.
@@ -65,10 +36,10 @@ struct Case {
 
 impl Case {
     fn new(r: &mut rand_chacha::ChaCha8Rng, m: usize, n: usize, k: usize, asym: bool) -> Case {
-        let a = codes(r, m * k, if asym { -128 } else { -127 });
-        let w = codes(r, n * k, -127);
+        let a = nonzero_codes(r, m * k, if asym { -128 } else { -127 });
+        let w = nonzero_codes(r, n * k, -127);
         let w_sum = fusebert_kernels::weight_sums(&w, n, k);
-        let zero = asym.then(|| codes(r, m, -128).into_iter().map(i32::from).collect());
+        let zero = asym.then(|| nonzero_codes(r, m, -128).into_iter().map(i32::from).collect());
         // scales of unit-sized outputs at these K (|acc| ~ 73^2 sqrt K)
         let a_scale = (0..m).map(|_| r.gen_range(0.0005f32..0.003)).collect();
         let w_scale = (0..n).map(|_| r.gen_range(0.0002f32..0.001)).collect();
@@ -111,7 +82,7 @@ impl Case {
             w: &dw,
             w_scale: &dws,
             bias: Some(&db),
-            epilogue: epilogue(epi, &dr),
+            epilogue: epilogue_by_code(epi, &dr),
             shape: self.s,
         };
         clear(dev);

@@ -15,15 +15,10 @@ use fusebert_kernels::device::{TensorMapDtype, TensorMapSwizzle, TiledTensorMap}
 use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch, Sm90Cols};
 use fusebert_kernels::{reference, Device, DeviceBuffer, Epilogue, GemmF16, GemmLaunch, GemmShape};
 use half::f16;
+use kernels_util::hopper::*;
 use kernels_util::*;
 
 const MODES: [AsyncMode; 3] = [AsyncMode::Lazy, AsyncMode::Eager, AsyncMode::Random(5)];
-
-/// The emulator as an H100 (sm_90: arch-specific sm_90a PTX loads), all sanitizers on.
-fn sm90(mode: AsyncMode) -> Device {
-    Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
-        .expect("emulator")
-}
 
 /// The kernel's embedded sm_90a PTX (its only variant).
 fn sm90a_ptx() -> String {
@@ -32,18 +27,6 @@ fn sm90a_ptx() -> String {
     let (arch, ptx) = m.by_arch[0];
     assert_eq!(arch, "sm_90a");
     ptx.to_string()
-}
-
-fn epilogue(code: u32, residual: &DeviceBuffer<f16>) -> Epilogue<'_> {
-    match code {
-        1 => Epilogue::Gelu,
-        2 => Epilogue::Residual(residual),
-        3 => Epilogue::Tanh,
-        4 => Epilogue::GeluTanh,
-        5 => Epilogue::Relu,
-        6 => Epilogue::Silu,
-        _ => Epilogue::None,
-    }
 }
 
 /// Random operands of one GEMM, on the host and the device.
@@ -86,7 +69,7 @@ impl Case {
         let (da, dw) = (dev.upload(&self.a).unwrap(), dev.upload(&self.w).unwrap());
         let (db, dr) = (dev.upload(&self.bias).unwrap(), dev.upload(&self.res).unwrap());
         let mut c = poisoned::<f16>(dev, m * n);
-        let g = GemmF16 { a: &da, w: &dw, bias: Some(&db), epilogue: epilogue(epi, &dr), shape: self.s };
+        let g = GemmF16 { a: &da, w: &dw, bias: Some(&db), epilogue: epilogue_by_code(epi, &dr), shape: self.s };
         clear(dev);
         match how {
             Some(how) => fusebert_kernels::gemm_f16_sm90(dev, &g, &mut c, how).unwrap(),

@@ -13,29 +13,17 @@
 //! mean |y|) + |want - beta|) + 1e-6. Rows of a smaller M are the same bits as the first rows of
 //! M 300 (batch invariance).
 mod kernels_util;
-use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
+use fusebert_kernels::device::emulator::AsyncMode;
 use fusebert_kernels::gemm_plan::SplitWorkspace;
 use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch, Sm90Layernorm};
-use fusebert_kernels::{Device, DeviceBuffer, Epilogue, FusedLayerNorm, FusedQ8, GemmShape};
+use fusebert_kernels::{Device, Epilogue, FusedLayerNorm, FusedQ8, GemmShape};
 use half::f16;
+use kernels_util::hopper::*;
 use kernels_util::*;
 use rand::Rng;
 
 const EPS: f32 = 1e-12;
 const MODES: [AsyncMode; 3] = [AsyncMode::Lazy, AsyncMode::Eager, AsyncMode::Random(23)];
-
-fn sm90(mode: AsyncMode) -> Device {
-    Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
-        .expect("emulator")
-}
-
-fn bits<T: bytemuck::Pod>(b: &DeviceBuffer<T>) -> Vec<T> {
-    b.to_host().unwrap()
-}
-
-fn f32_bits(b: &DeviceBuffer<f32>) -> Vec<u32> {
-    bits(b).iter().map(|v| v.to_bits()).collect()
-}
 
 /// The last launch's kernel and CTAs, its counters checked: no local memory, no bank conflicts.
 fn last_kernel(dev: &Device) -> (String, u32, u64) {
@@ -57,11 +45,10 @@ struct Params {
 }
 
 fn params(r: &mut rand_chacha::ChaCha8Rng, n: usize, m: usize) -> Params {
-    let around_one = |v: Vec<f16>, s: f32| v.iter().map(|g| f16::from_f32(1.0 + s * g.to_f32())).collect();
     Params {
-        gamma: around_one(rand_f16(r, n, 1.0), 0.5),
+        gamma: rand_around_one(r, n, 0.5),
         beta: rand_f16(r, n, 0.5),
-        smooth: around_one(rand_f16(r, n, 1.0), 0.4),
+        smooth: rand_around_one(r, n, 0.4),
         bias: rand_f16(r, n, 1.0),
         res: rand_f16(r, m * n, 1.0),
     }
@@ -103,24 +90,6 @@ fn check_vs_f64(what: &str, got: &[f16], y: &[f64], p: &Params, m: usize, n: usi
         max = max.max(err);
     }
     max
-}
-
-/// The int8 codes and scales layernorm_f16_q8 defines on the fp16 output `x`: f = x (* smooth)
-/// in f32, amax = max |f|, code = round-half-even(f * (127 / amax)) clamped to 127, scale =
-/// amax / 127 (the device's f32 operations, so the same bits).
-fn codes_of(x: &[f16], smooth: Option<&[f16]>, m: usize, n: usize) -> (Vec<i8>, Vec<u32>) {
-    let mut q = vec![0i8; m * n];
-    let mut s = vec![0u32; m];
-    for i in 0..m {
-        let f: Vec<f32> = (0..n).map(|j| x[i * n + j].to_f32() * smooth.map_or(1.0, |sm| sm[j].to_f32())).collect();
-        let amax = f.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-        for j in 0..n {
-            q[i * n + j] = ((f[j] * inv).round_ties_even() as i32).clamp(-127, 127) as i8;
-        }
-        s[i] = (amax / 127.0).to_bits();
-    }
-    (q, s)
 }
 
 /// One layernorm launch's outputs: ln_out, and with codes the codes and scales.
@@ -280,7 +249,7 @@ fn check_family(int8: bool, seed: u64) {
             }
             if let Some((q, s)) = &c1.q {
                 let sm = (codes == Some(true)).then_some(&p.smooth[..]);
-                let (wq, ws) = codes_of(&c1.x, sm, m, n);
+                let (wq, ws) = layernorm_q8_codes(&c1.x, sm, m, n);
                 assert!(q == &wq && s == &ws, "{what}: codes are not those of ln_out");
             }
             let y = y_f64(int8, &ops, &p, m, n, k);

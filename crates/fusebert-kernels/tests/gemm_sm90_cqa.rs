@@ -13,42 +13,15 @@
 //! poisoned, with and without smoothing and zero points (the scales and zero points written over
 //! the GEMM's own).
 mod kernels_util;
-use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
+use fusebert_kernels::device::emulator::AsyncMode;
 use fusebert_kernels::gemm_plan::SplitWorkspace;
 use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch, Sm90Cols, Sm90Qa};
 use fusebert_kernels::{
     Device, DeviceBuffer, Epilogue, FusedQuantize, GemmInt8, GemmShape, QuantizeF16, QuantizedI8, ZeroPoint,
 };
 use half::f16;
+use kernels_util::hopper::*;
 use kernels_util::*;
-use rand::Rng;
-
-fn sm90(mode: AsyncMode) -> Device {
-    Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
-        .expect("emulator")
-}
-
-fn bits<T: bytemuck::Pod>(b: &DeviceBuffer<T>) -> Vec<T> {
-    b.to_host().unwrap()
-}
-
-fn f16_bits(b: &DeviceBuffer<f16>) -> Vec<u16> {
-    bits(b).iter().map(|v| v.to_bits()).collect()
-}
-
-fn f32_bits(b: &DeviceBuffer<f32>) -> Vec<u32> {
-    bits(b).iter().map(|v| v.to_bits()).collect()
-}
-
-/// The last launch: its kernel and counters, after their sanity (no local memory, no bank
-/// conflicts).
-fn last_launch(dev: &Device, what: &str) -> (String, fusebert_emu::Counters) {
-    let e = dev.emulator_backend().expect("emulator");
-    let l = e.launches().last().expect("a launch").clone();
-    assert_no_local(&l.counters, what);
-    assert_eq!(l.counters.shared_bank_conflicts, 0, "{what}: bank conflicts");
-    (l.kernel, l.counters)
-}
 
 struct Case {
     m: usize,
@@ -80,29 +53,51 @@ const CASES: [Case; 7] = [
     case(136, 1536, 256, false, AsyncMode::Random(11), [false, false, true]),
 ];
 
-struct Operands {
-    a: Vec<i8>,
-    w: Vec<i8>,
-    a_scale: Vec<f32>,
-    w_scale: Vec<f32>,
-    bias: Vec<f16>,
-    smooth: Vec<f16>,
-    zero: Vec<i32>,
-    w_sum: Vec<i32>,
+/// The operands of tests/gemm_sm90_qa.rs (pre-activations of a few units).
+fn operands(r: &mut rand_chacha::ChaCha8Rng, c: &Case) -> GeluInt8Operands {
+    gelu_int8_operands(r, c.m, c.n, c.k)
 }
 
-fn operands(r: &mut rand_chacha::ChaCha8Rng, c: &Case) -> Operands {
-    let (m, n, k) = (c.m, c.n, c.k);
-    let a: Vec<i8> = (0..m * k).map(|_| r.gen_range(-128..=127)).collect();
-    let w = rand_i8(r, n * k);
-    // pre-activations of a few units (as tests/gemm_sm90_qa.rs)
-    let s = 0.006 * (160.0 / k as f32).sqrt();
-    let a_scale = (0..m).map(|_| r.gen_range(0.5 * s..1.5 * s)).collect();
-    let w_scale = (0..n).map(|_| r.gen_range(0.003f32..0.007)).collect();
-    let smooth = rand_f16(r, n, 1.0).iter().map(|g| f16::from_f32(1.0 + 0.4 * g.to_f32())).collect();
-    let zero = (0..m).map(|_| r.gen_range(-128..=127)).collect();
-    let w_sum = fusebert_kernels::weight_sums(&w, n, k);
-    Operands { a, w, a_scale, w_scale, bias: rand_f16(r, n, 1.0), smooth, zero, w_sum }
+/// The operands on the device, a fresh copy per launch (a fused launch writes its scales and
+/// zero points over A's with zero points).
+struct Buffers {
+    a: DeviceBuffer<i8>,
+    a_scale: DeviceBuffer<f32>,
+    zero: DeviceBuffer<i32>,
+    w: DeviceBuffer<i8>,
+    w_scale: DeviceBuffer<f32>,
+    bias: DeviceBuffer<f16>,
+    smooth: DeviceBuffer<f16>,
+    w_sum: DeviceBuffer<i32>,
+}
+
+impl Buffers {
+    fn upload(dev: &Device, o: &GeluInt8Operands) -> Buffers {
+        let (a, a_scale, zero) =
+            (dev.upload(&o.a).unwrap(), dev.upload(&o.a_scale).unwrap(), dev.upload(&o.zero).unwrap());
+        let (w, w_scale, bias, smooth) = (
+            dev.upload(&o.w).unwrap(),
+            dev.upload(&o.w_scale).unwrap(),
+            dev.upload(&o.bias).unwrap(),
+            dev.upload(&o.smooth).unwrap(),
+        );
+        let w_sum = dev.upload(&o.w_sum).unwrap();
+        Buffers { a, a_scale, zero, w, w_scale, bias, smooth, w_sum }
+    }
+
+    /// The case's GEMM: GELU with bias, zero points on A if the case has them.
+    fn gemm(&self, c: &Case) -> GemmInt8<'_> {
+        GemmInt8 {
+            a: &self.a,
+            a_scale: &self.a_scale,
+            zero_point: c.zero_points.then_some(ZeroPoint { zero: &self.zero, w_sum: &self.w_sum }),
+            w: &self.w,
+            w_scale: &self.w_scale,
+            bias: Some(&self.bias),
+            epilogue: Epilogue::Gelu,
+            shape: GemmShape { m: c.m, n: c.n, k: c.k },
+        }
+    }
 }
 
 /// One fused launch on fresh copies of A, its scales and zero points (the codes' scales and zero
@@ -111,33 +106,17 @@ fn operands(r: &mut rand_chacha::ChaCha8Rng, c: &Case) -> Operands {
 #[allow(clippy::type_complexity)]
 fn fused(
     dev: &Device,
-    o: &Operands,
+    o: &GeluInt8Operands,
     c: &Case,
     how: GemmSm90Launch<'_>,
 ) -> (Vec<u16>, Vec<i8>, Vec<u32>, Vec<i32>, String, fusebert_emu::Counters) {
-    let (m, n, k) = (c.m, c.n, c.k);
-    let (da, das, dz) = (dev.upload(&o.a).unwrap(), dev.upload(&o.a_scale).unwrap(), dev.upload(&o.zero).unwrap());
-    let (dw, dws, db, dsm) = (
-        dev.upload(&o.w).unwrap(),
-        dev.upload(&o.w_scale).unwrap(),
-        dev.upload(&o.bias).unwrap(),
-        dev.upload(&o.smooth).unwrap(),
-    );
-    let dsum = dev.upload(&o.w_sum).unwrap();
-    let g = GemmInt8 {
-        a: &da,
-        a_scale: &das,
-        zero_point: c.zero_points.then_some(ZeroPoint { zero: &dz, w_sum: &dsum }),
-        w: &dw,
-        w_scale: &dws,
-        bias: Some(&db),
-        epilogue: Epilogue::Gelu,
-        shape: GemmShape { m, n, k },
-    };
+    let (m, n) = (c.m, c.n);
+    let d = Buffers::upload(dev, o);
+    let g = d.gemm(c);
     let mut y = poisoned::<f16>(dev, m * n);
     let (q, s_own, z_own) = (poisoned::<i8>(dev, m * n), poisoned::<f32>(dev, m), poisoned::<i32>(dev, m));
-    let (s, z) = if c.zero_points { (&das, &dz) } else { (&s_own, &z_own) };
-    let qa = FusedQuantize { q: &q, scale: s, zero: z, smooth: c.smooth.then_some(&dsm) };
+    let (s, z) = if c.zero_points { (&d.a_scale, &d.zero) } else { (&s_own, &z_own) };
+    let qa = FusedQuantize { q: &q, scale: s, zero: z, smooth: c.smooth.then_some(&d.smooth) };
     let ws = SplitWorkspace::new(dev, 1, 1, m).unwrap();
     clear(dev);
     fusebert_kernels::gemm_int8_sm90_qa(dev, &g, &mut y, &qa, &ws, how).unwrap();
@@ -147,31 +126,15 @@ fn fused(
 
 /// gemm_int8_sm90 (192-column tiles) then quantize_i8 on its output, on fresh copies of the
 /// operands: the output, codes, scales and zero points the fused launches must give.
-fn reference(dev: &Device, o: &Operands, c: &Case) -> (Vec<u16>, Vec<i8>, Vec<u32>, Vec<i32>) {
-    let (m, n, k) = (c.m, c.n, c.k);
-    let (da, das, dz) = (dev.upload(&o.a).unwrap(), dev.upload(&o.a_scale).unwrap(), dev.upload(&o.zero).unwrap());
-    let (dw, dws, db, dsm) = (
-        dev.upload(&o.w).unwrap(),
-        dev.upload(&o.w_scale).unwrap(),
-        dev.upload(&o.bias).unwrap(),
-        dev.upload(&o.smooth).unwrap(),
-    );
-    let dsum = dev.upload(&o.w_sum).unwrap();
-    let g = GemmInt8 {
-        a: &da,
-        a_scale: &das,
-        zero_point: c.zero_points.then_some(ZeroPoint { zero: &dz, w_sum: &dsum }),
-        w: &dw,
-        w_scale: &dws,
-        bias: Some(&db),
-        epilogue: Epilogue::Gelu,
-        shape: GemmShape { m, n, k },
-    };
+fn reference(dev: &Device, o: &GeluInt8Operands, c: &Case) -> (Vec<u16>, Vec<i8>, Vec<u32>, Vec<i32>) {
+    let (m, n) = (c.m, c.n);
+    let d = Buffers::upload(dev, o);
+    let g = d.gemm(c);
     let mut y = poisoned::<f16>(dev, m * n);
     let how = GemmSm90Launch { cols: Sm90Cols::N192, ..Default::default() };
     fusebert_kernels::gemm_int8_sm90(dev, &g, &mut y, how).unwrap();
     let (mut q, mut s, mut z) = (poisoned::<i8>(dev, m * n), poisoned::<f32>(dev, m), poisoned::<i32>(dev, m));
-    let x = QuantizeF16 { x: &y, smooth: c.smooth.then_some(&dsm), rows: m, hidden: n };
+    let x = QuantizeF16 { x: &y, smooth: c.smooth.then_some(&d.smooth), rows: m, hidden: n };
     fusebert_kernels::quantize_i8(dev, &x, QuantizedI8 { q: &mut q, scale: &mut s, zero: Some(&mut z) }).unwrap();
     (f16_bits(&y), bits(&q), f32_bits(&s), bits(&z))
 }
@@ -285,20 +248,8 @@ fn launch_choice_and_grid() {
 fn cluster_quantize_refuses_bad_inputs_and_needs_no_strip_counters() {
     let dev = sm90(AsyncMode::Lazy);
     let (m, n, k) = (300, 264, 272); // K >= N: A can pose as the codes
-    let a = dev.upload(&vec![1i8; m * k]).unwrap();
-    let w = dev.upload(&vec![1i8; n * k]).unwrap();
-    let ones = |len: usize| dev.upload(&vec![1f32; len]).unwrap();
-    let (asc, wsc) = (ones(m), ones(n));
-    let g = GemmInt8 {
-        a: &a,
-        a_scale: &asc,
-        zero_point: None,
-        w: &w,
-        w_scale: &wsc,
-        bias: None,
-        epilogue: Epilogue::Gelu,
-        shape: GemmShape { m, n, k },
-    };
+    let ones = OnesInt8::upload(&dev, GemmShape { m, n, k });
+    let (a, g) = (&ones.a, ones.gemm());
     let (q, s, z) = (dev.alloc::<i8>(m * n).unwrap(), dev.alloc::<f32>(m).unwrap(), dev.alloc::<i32>(m).unwrap());
     let mut y = dev.alloc::<f16>(m * n).unwrap();
     // one strip counter for three strips: the cluster entry counts none
@@ -307,7 +258,7 @@ fn cluster_quantize_refuses_bad_inputs_and_needs_no_strip_counters() {
     let auto = GemmSm90Launch::default();
     let none = GemmSm90Launch { ctas: Some(0), ..Default::default() };
     for (codes, scale, how, why) in
-        [(&a, &s, auto, "overlaps"), (&q, &short_scale, auto, "q_scale"), (&q, &s, none, "at least one CTA")]
+        [(a, &s, auto, "overlaps"), (&q, &short_scale, auto, "q_scale"), (&q, &s, none, "at least one CTA")]
     {
         let qa = FusedQuantize { q: codes, scale, zero: &z, smooth: None };
         let err = fusebert_kernels::gemm_int8_sm90_qa(&dev, &g, &mut y, &qa, &short, how).unwrap_err();

@@ -14,33 +14,20 @@
 //! pass does (the cluster entry too). The cluster entries and the split tail
 //! against this one, bit for bit: tests/gemm_sm90_cln.rs.
 mod kernels_util;
-use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
+use fusebert_kernels::device::emulator::AsyncMode;
 use fusebert_kernels::gemm_plan::SplitWorkspace;
 use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch, Sm90Layernorm};
 use fusebert_kernels::{Device, DeviceBuffer, Epilogue, FusedLayerNorm, FusedQ8, GemmShape, LayerNormF16, Q8Out};
 use half::f16;
+use kernels_util::hopper::*;
 use kernels_util::*;
 
 const EPS: f32 = 1e-12;
 const MODES: [AsyncMode; 3] = [AsyncMode::Lazy, AsyncMode::Eager, AsyncMode::Random(11)];
 
-fn sm90(mode: AsyncMode) -> Device {
-    Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
-        .expect("emulator")
-}
-
-fn bits<T: bytemuck::Pod>(b: &DeviceBuffer<T>) -> Vec<T> {
-    b.to_host().unwrap()
-}
-
-fn f32_bits(b: &DeviceBuffer<f32>) -> Vec<u32> {
-    bits(b).iter().map(|v| v.to_bits()).collect()
-}
-
 /// gamma around 1, beta around 0, smoothing multipliers around 1 (`[n]` each).
 fn ln_params(r: &mut rand_chacha::ChaCha8Rng, n: usize) -> (Vec<f16>, Vec<f16>, Vec<f16>) {
-    let around_one = |v: Vec<f16>, s: f32| v.iter().map(|g| f16::from_f32(1.0 + s * g.to_f32())).collect();
-    (around_one(rand_f16(r, n, 1.0), 0.5), rand_f16(r, n, 0.5), around_one(rand_f16(r, n, 1.0), 0.4))
+    (rand_around_one(r, n, 0.5), rand_f16(r, n, 0.5), rand_around_one(r, n, 0.4))
 }
 
 /// `layernorm_f16` (with codes when `q8`) of `y`: the unfused second half.
@@ -67,23 +54,6 @@ fn launches(i: usize) -> GemmSm90Launch<'static> {
 fn check_ln(what: &str, got: &DeviceBuffer<f16>, want: &DeviceBuffer<f16>) -> f32 {
     let (g, w) = (to_f32(&bits(got)), to_f32(&bits(want)));
     check_close(what, &g, &w, |w, _| (w.abs() + 1.0) / 1024.0)
-}
-
-/// The codes and scales layernorm_f16_q8 defines on the fp16 output `x` (f32 operations as the
-/// device's: the same bits).
-fn codes_of(x: &[f16], smooth: Option<&[f16]>, m: usize, n: usize) -> (Vec<i8>, Vec<u32>) {
-    let mut q = vec![0i8; m * n];
-    let mut s = vec![0u32; m];
-    for i in 0..m {
-        let f: Vec<f32> = (0..n).map(|j| x[i * n + j].to_f32() * smooth.map_or(1.0, |sm| sm[j].to_f32())).collect();
-        let amax = f.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-        for j in 0..n {
-            q[i * n + j] = ((f[j] * inv).round_ties_even() as i32).clamp(-127, 127) as i8;
-        }
-        s[i] = (amax / 127.0).to_bits();
-    }
-    (q, s)
 }
 
 #[test]
@@ -195,7 +165,7 @@ fn int8_sm90_fused_layernorm_with_codes_is_gemm_then_layernorm_q8_to_an_ulp() {
             }
             let err = check_ln(&what, &x, &x0);
             eprintln!("{what}: max |err| vs layernorm_f16_q8 {err:.2e}");
-            let (wq, ws) = codes_of(&bits(&x), sm.map(|_| &smooth[..]), m, n);
+            let (wq, ws) = layernorm_q8_codes(&bits(&x), sm.map(|_| &smooth[..]), m, n);
             assert_eq!(bits(q), wq, "{what}: codes");
             assert_eq!(f32_bits(&s), ws, "{what}: scales");
             // layernorm_f16_q8's codes of its own output differ only where the outputs do

@@ -10,41 +10,15 @@
 //! as LN1's are), every launch twice (the strip counters reset). As tests/gemm_sm90_ln.rs for
 //! the fused layernorm.
 mod kernels_util;
-use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
+use fusebert_kernels::device::emulator::AsyncMode;
 use fusebert_kernels::gemm_plan::SplitWorkspace;
 use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch, Sm90Cols, Sm90Entry, Sm90Qa};
 use fusebert_kernels::{
     Device, DeviceBuffer, Epilogue, FusedQuantize, GemmInt8, GemmShape, QuantizeF16, QuantizedI8, ZeroPoint,
 };
 use half::f16;
+use kernels_util::hopper::*;
 use kernels_util::*;
-use rand::Rng;
-
-fn sm90(mode: AsyncMode) -> Device {
-    Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
-        .expect("emulator")
-}
-
-fn bits<T: bytemuck::Pod>(b: &DeviceBuffer<T>) -> Vec<T> {
-    b.to_host().unwrap()
-}
-
-fn f16_bits(b: &DeviceBuffer<f16>) -> Vec<u16> {
-    bits(b).iter().map(|v| v.to_bits()).collect()
-}
-
-fn f32_bits(b: &DeviceBuffer<f32>) -> Vec<u32> {
-    bits(b).iter().map(|v| v.to_bits()).collect()
-}
-
-/// The last launch: its kernel, after its counters' sanity (no spills, no bank conflicts).
-fn last_launch(dev: &Device, what: &str) -> (String, fusebert_emu::Counters) {
-    let e = dev.emulator_backend().expect("emulator");
-    let l = e.launches().last().expect("a launch").clone();
-    assert_no_local(&l.counters, what);
-    assert_eq!(l.counters.shared_bank_conflicts, 0, "{what}: bank conflicts");
-    (l.kernel, l.counters)
-}
 
 /// One case: the shape, the tile width, whether K is split (K of 2 chunks), 2 CTAs or one per
 /// unit, the completion mode, smoothing multipliers, zero points on the GEMM's input.
@@ -118,37 +92,13 @@ const CASES: [Case; 5] = [
     },
 ];
 
-/// The int8 GEMM's host operands: codes, scales that put the GELU input around +-2, bias,
-/// smoothing multipliers around 1, zero points with their weight sums.
-struct Operands {
-    a: Vec<i8>,
-    w: Vec<i8>,
-    a_scale: Vec<f32>,
-    w_scale: Vec<f32>,
-    bias: Vec<f16>,
-    smooth: Vec<f16>,
-    zero: Vec<i32>,
-    w_sum: Vec<i32>,
+fn operands(r: &mut rand_chacha::ChaCha8Rng, c: &Case) -> GeluInt8Operands {
+    gelu_int8_operands(r, c.m, c.n, c.k)
 }
 
-fn operands(r: &mut rand_chacha::ChaCha8Rng, c: &Case) -> Operands {
-    let (m, n, k) = (c.m, c.n, c.k);
-    let a: Vec<i8> = (0..m * k).map(|_| r.gen_range(-128..=127)).collect();
-    let w = rand_i8(r, n * k);
-    // |acc| ~ 73^2 sqrt(k): a_scale * w_scale ~ 3e-5 sqrt(160 / k) gives pre-activations of a few units
-    let s = 0.006 * (160.0 / k as f32).sqrt();
-    let a_scale = (0..m).map(|_| r.gen_range(0.5 * s..1.5 * s)).collect();
-    let w_scale = (0..n).map(|_| r.gen_range(0.003f32..0.007)).collect();
-    let smooth = rand_f16(r, n, 1.0).iter().map(|g| f16::from_f32(1.0 + 0.4 * g.to_f32())).collect();
-    let zero = (0..m).map(|_| r.gen_range(-128..=127)).collect();
-    let w_sum = fusebert_kernels::weight_sums(&w, n, k);
-    Operands { a, w, a_scale, w_scale, bias: rand_f16(r, n, 1.0), smooth, zero, w_sum }
-}
-
+/// One workspace for the case's split launches in either tile width.
 fn workspace(dev: &Device, c: &Case) -> SplitWorkspace {
-    let chunks = gemm_sm90::k_chunks(c.k, true);
-    let (a, b) = (gemm_sm90::split_needs(c.m, c.n, 128, chunks), gemm_sm90::split_needs(c.m, c.n, 192, chunks));
-    SplitWorkspace::new(dev, a.0.max(b.0), a.1.max(b.1), c.m).unwrap()
+    split_workspace(dev, c.m, c.n, c.k, true)
 }
 
 /// The unfused pair: `gemm_int8_sm90` then `quantize_i8` (asymmetric) on its output. Returns
@@ -253,20 +203,8 @@ fn int8_sm90_fused_quantize_equals_gemm_then_quantize_asym_bit_for_bit() {
 fn sm90_fused_quantize_refuses_overlapping_codes_and_short_workspaces() {
     let dev = sm90(AsyncMode::Lazy);
     let (m, n, k) = (300, 128, 128);
-    let a = dev.upload(&vec![1i8; m * k]).unwrap();
-    let w = dev.upload(&vec![1i8; n * k]).unwrap();
-    let ones = |len: usize| dev.upload(&vec![1f32; len]).unwrap();
-    let (asc, wsc) = (ones(m), ones(n));
-    let g = GemmInt8 {
-        a: &a,
-        a_scale: &asc,
-        zero_point: None,
-        w: &w,
-        w_scale: &wsc,
-        bias: None,
-        epilogue: Epilogue::Gelu,
-        shape: GemmShape { m, n, k },
-    };
+    let ones = OnesInt8::upload(&dev, GemmShape { m, n, k });
+    let (a, g) = (&ones.a, ones.gemm());
     let (q, s, z) = (dev.alloc::<i8>(m * n).unwrap(), dev.alloc::<f32>(m).unwrap(), dev.alloc::<i32>(m).unwrap());
     let mut y = dev.alloc::<f16>(m * n).unwrap();
     let full = SplitWorkspace::new(&dev, 1, 1, m).unwrap();
@@ -274,7 +212,7 @@ fn sm90_fused_quantize_refuses_overlapping_codes_and_short_workspaces() {
     let short_scale = dev.alloc::<f32>(m - 1).unwrap();
     let strip_tail = GemmSm90Launch { qa: Sm90Qa::StripTail, ..Default::default() };
     for (codes, scale, ws, why) in
-        [(&a, &s, &full, "overlaps"), (&q, &s, &short, "strip counters"), (&q, &short_scale, &full, "q_scale")]
+        [(a, &s, &full, "overlaps"), (&q, &s, &short, "strip counters"), (&q, &short_scale, &full, "q_scale")]
     {
         let qa = FusedQuantize { q: codes, scale, zero: &z, smooth: None };
         let err = fusebert_kernels::gemm_int8_sm90_qa(&dev, &g, &mut y, &qa, ws, strip_tail).unwrap_err();

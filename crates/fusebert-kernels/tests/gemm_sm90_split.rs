@@ -17,34 +17,16 @@
 //! k-blocks: 4 chunks), K 600 (a partly zero-filled tenth k-block: chunks of 4, 4, 2); int8 K 1040
 //! (9 k-blocks: 4, 4, 1), K 2048 (4 chunks); M and N off the 128 x 128 tile.
 mod kernels_util;
-use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
+use fusebert_kernels::device::emulator::AsyncMode;
 use fusebert_kernels::gemm_plan::SplitWorkspace;
 use fusebert_kernels::gemm_sm90::{self, GemmSm90Launch, Sm90Cols, Sm90Plan};
-use fusebert_kernels::{
-    reference, Device, DeviceBuffer, Epilogue, FusedLayerNorm, FusedQ8, GemmF16, GemmInt8, GemmShape, ZeroPoint,
-};
+use fusebert_kernels::{reference, Device, Epilogue, FusedLayerNorm, FusedQ8, GemmF16, GemmInt8, GemmShape, ZeroPoint};
 use half::f16;
+use kernels_util::hopper::*;
 use kernels_util::*;
 use rand::Rng;
 
 const MODES: [AsyncMode; 3] = [AsyncMode::Lazy, AsyncMode::Eager, AsyncMode::Random(7)];
-
-fn sm90(mode: AsyncMode) -> Device {
-    Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
-        .expect("emulator")
-}
-
-fn bits<T: bytemuck::Pod>(b: &DeviceBuffer<T>) -> Vec<T> {
-    b.to_host().unwrap()
-}
-
-/// A workspace exactly as large as a split `m x n x k` launch needs in either tile width (and
-/// strip counters).
-fn workspace(dev: &Device, m: usize, n: usize, k: usize, int8: bool) -> SplitWorkspace {
-    let chunks = gemm_sm90::k_chunks(k, int8);
-    let (a, b) = (gemm_sm90::split_needs(m, n, 128, chunks), gemm_sm90::split_needs(m, n, 192, chunks));
-    SplitWorkspace::new(dev, a.0.max(b.0), a.1.max(b.1), m).unwrap()
-}
 
 const WIDTHS: [(Sm90Cols, usize); 2] = [(Sm90Cols::N128, 128), (Sm90Cols::N192, 192)];
 
@@ -52,13 +34,9 @@ fn narrow() -> GemmSm90Launch<'static> {
     GemmSm90Launch { cols: Sm90Cols::N128, ..Default::default() }
 }
 
-/// The kernel of the last launch and its counters' sanity (no spills, no bank conflicts).
+/// The kernel of the last launch, after its counters' sanity (no spills, no bank conflicts).
 fn last_kernel(dev: &Device, what: &str) -> String {
-    let e = dev.emulator_backend().expect("emulator");
-    let l = e.launches().last().expect("a launch").clone();
-    assert_no_local(&l.counters, what);
-    assert_eq!(l.counters.shared_bank_conflicts, 0, "{what}: bank conflicts");
-    l.kernel
+    last_launch(dev, what).0
 }
 
 fn split(ws: &SplitWorkspace, ctas: Option<u32>, cols: Sm90Cols) -> GemmSm90Launch<'_> {
@@ -103,7 +81,7 @@ fn int8_i32_split_is_the_exact_product() {
         let (a, w) = (rand_i8(&mut r, m * k), rand_i8(&mut r, n * k));
         let want = reference::gemm_i32(&a, &w, m, n, k);
         let (da, dw) = (dev.upload(&a).unwrap(), dev.upload(&w).unwrap());
-        let ws = workspace(&dev, m, n, k, true);
+        let ws = split_workspace(&dev, m, n, k, true);
         let s = GemmShape { m, n, k };
         for (ctas, cols, split_ws) in
             [(None, Sm90Cols::N128, true), (Some(3), Sm90Cols::N192, true), (None, Sm90Cols::N192, false)]
@@ -171,7 +149,7 @@ fn f16_split_equals_unsplit_bit_for_bit_and_the_reference() {
             .collect();
         let what = format!("gemm_f16_sm90 M {m} N {n} K {k} epi {epi}");
         check_close(&what, &to_f32(&whole), &want, |v, j| half_ulp(v) + bound[j] + 1e-5);
-        let ws = workspace(&dev, m, n, k, false);
+        let ws = split_workspace(&dev, m, n, k, false);
         for (cols, width) in WIDTHS {
             // unsplit in this width, then split: fewer CTAs than units, then two launches on
             // one workspace (its counters back at 0)
@@ -203,7 +181,7 @@ fn f16_rows_are_the_same_split_in_a_short_batch_or_unsplit_in_a_long_one() {
     let (bias, res) = (rand_f16(&mut r, n, 1.0), rand_f16(&mut r, long * n, 1.0));
     let all = f16_gemm(&dev, &a, &w, &bias, &res, GemmShape { m: long, n, k }, 1, narrow());
     for (m, cols) in [(1, Sm90Cols::N128), (70, Sm90Cols::N192)] {
-        let ws = workspace(&dev, m, n, k, false);
+        let ws = split_workspace(&dev, m, n, k, false);
         let got = f16_gemm(&dev, &a[..m * k], &w, &bias, &res, GemmShape { m, n, k }, 1, split(&ws, None, cols));
         assert!(last_kernel(&dev, "short batch").ends_with("_sk"));
         let same = got.iter().zip(&all[..m * n]).all(|(x, y)| x.to_bits() == y.to_bits());
@@ -245,7 +223,7 @@ fn int8_split_equals_unsplit_with_zero_points_and_residual() {
     };
     let (whole, kernel) = run(narrow());
     assert_eq!(kernel, gemm_sm90::KERNEL_INT8);
-    let ws = workspace(&dev, m, n, k, true);
+    let ws = split_workspace(&dev, m, n, k, true);
     for (cols, width) in WIDTHS {
         for how in [GemmSm90Launch { cols, ..Default::default() }, split(&ws, Some(2), cols)] {
             let (got, kernel) = run(how);
@@ -273,7 +251,7 @@ fn split_with_fused_layernorm_equals_unsplit_bit_for_bit() {
     let (da, dw, db, dr, dg, dbe) = (up(&a), up(&w), up(&bias), up(&res), up(&gamma), up(&beta));
     let g =
         GemmF16 { a: &da, w: &dw, bias: Some(&db), epilogue: Epilogue::Residual(&dr), shape: GemmShape { m, n, k } };
-    let ws = workspace(&dev, m, n, k, false);
+    let ws = split_workspace(&dev, m, n, k, false);
     let run = |how: GemmSm90Launch<'_>| {
         // the strip tail, which stores y too (tests/gemm_sm90_cln.rs: the cluster entries)
         let how = GemmSm90Launch { layernorm: gemm_sm90::Sm90Layernorm::Strip, ..how };

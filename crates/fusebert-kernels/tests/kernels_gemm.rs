@@ -21,18 +21,6 @@ const TAILS: [(usize, usize); 3] = [(16, 16), (48, 80), (16, 48)];
 /// Epilogue codes: 0 none, 1 GELU, 2 residual, 3 tanh, 4 GELU (tanh form), 5 ReLU, 6 SiLU.
 const EPILOGUES: u32 = 7;
 
-fn epilogue(code: u32, residual: &fusebert_kernels::DeviceBuffer<f16>) -> Epilogue<'_> {
-    match code {
-        1 => Epilogue::Gelu,
-        2 => Epilogue::Residual(residual),
-        3 => Epilogue::Tanh,
-        4 => Epilogue::GeluTanh,
-        5 => Epilogue::Relu,
-        6 => Epilogue::Silu,
-        _ => Epilogue::None,
-    }
-}
-
 #[test]
 fn int8_accumulators_bit_exact_on_ragged_shapes() {
     let mut r = rng(1);
@@ -98,7 +86,7 @@ fn int8_case(
     let (db, dr) = (dev.upload(&bias).unwrap(), dev.upload(&res).unwrap());
     let (dz, dsum) = (dev.upload(&zero).unwrap(), dev.upload(&w_sum).unwrap());
     let mut c = poisoned::<f16>(dev, m * n);
-    let e = epilogue(epi, &dr);
+    let e = epilogue_by_code(epi, &dr);
     clear(dev);
     let zp = fusebert_kernels::ZeroPoint { zero: &dz, w_sum: &dsum };
     let g = fusebert_kernels::GemmInt8 {
@@ -262,7 +250,7 @@ fn f16_case(
     let (da, dw, db, dr) =
         (dev.upload(&a).unwrap(), dev.upload(&w).unwrap(), dev.upload(&bias).unwrap(), dev.upload(&res).unwrap());
     let mut c = poisoned::<f16>(dev, m * n);
-    let e = epilogue(epi, &dr);
+    let e = epilogue_by_code(epi, &dr);
     clear(dev);
     let g = fusebert_kernels::GemmF16 { a: &da, w: &dw, bias: Some(&db), epilogue: e, shape: s };
     let how = fusebert_kernels::GemmLaunch { variant, tile, ..Default::default() };
@@ -322,20 +310,22 @@ fn gemm_shape_errors_name_the_kernel() {
     let w = dev.upload(&[1i8; 40 * 40]).unwrap();
     let s = dev.upload(&[1f32; 40]).unwrap();
     let mut c = dev.alloc::<f16>(8 * 40).unwrap();
+    // all-one operands of the given shape
+    let ones = |shape| fusebert_kernels::GemmInt8 {
+        a: &a,
+        a_scale: &s,
+        zero_point: None,
+        w: &w,
+        w_scale: &s,
+        bias: None,
+        epilogue: Epilogue::None,
+        shape,
+    };
     // N = 40 is not a multiple of 16
     assert_kernel_err(
         fusebert_kernels::gemm_int8(
             &dev,
-            &fusebert_kernels::GemmInt8 {
-                a: &a,
-                a_scale: &s,
-                zero_point: None,
-                w: &w,
-                w_scale: &s,
-                bias: None,
-                epilogue: Epilogue::None,
-                shape: fusebert_kernels::GemmShape { m: 8, n: 40, k: 32 },
-            },
+            &ones(GemmShape { m: 8, n: 40, k: 32 }),
             &mut c,
             fusebert_kernels::GemmLaunch::default(),
         ),
@@ -346,16 +336,7 @@ fn gemm_shape_errors_name_the_kernel() {
     assert_kernel_err(
         fusebert_kernels::gemm_int8(
             &dev,
-            &fusebert_kernels::GemmInt8 {
-                a: &a,
-                a_scale: &s,
-                zero_point: None,
-                w: &w,
-                w_scale: &s,
-                bias: None,
-                epilogue: Epilogue::None,
-                shape: fusebert_kernels::GemmShape { m: 8, n: 32, k: 32 },
-            },
+            &ones(GemmShape { m: 8, n: 32, k: 32 }),
             &mut small,
             fusebert_kernels::GemmLaunch::default(),
         ),

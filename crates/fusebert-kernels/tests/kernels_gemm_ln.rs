@@ -9,18 +9,14 @@
 //! twice (the strip counters reset).
 mod kernels_util;
 use fusebert_kernels::gemm_plan::{fuses_layernorm, k_chunks, GemmPlan, SplitWorkspace, Tile};
+use fusebert_kernels::Device;
 use fusebert_kernels::{self, Epilogue, FusedLayerNorm, FusedQ8, Q8Out};
-use fusebert_kernels::{Device, DeviceBuffer};
 use half::f16;
 use kernels_util::*;
 
 const SHAPES: [(usize, usize, usize); 6] =
     [(1, 96, 400), (17, 384, 400), (70, 48, 784), (129, 96, 96), (17, 384, 96), (33, 96, 400)];
 const EPS: f32 = 1e-12;
-
-fn bits<T: bytemuck::Pod>(b: &DeviceBuffer<T>) -> Vec<T> {
-    b.to_host().unwrap()
-}
 
 fn plans(k: usize, int8: bool) -> Vec<GemmPlan> {
     let mut p: Vec<GemmPlan> = [Tile::Small, Tile::Large, Tile::Narrow, Tile::NarrowWide]
@@ -46,8 +42,7 @@ fn f16_fused_layernorm_equals_gemm_then_layernorm_bit_for_bit() {
                 rand_f16(&mut r, n, 1.0),
                 rand_f16(&mut r, m * n, 1.0),
             );
-            let gamma: Vec<f16> =
-                rand_f16(&mut r, n, 1.0).iter().map(|g| f16::from_f32(1.0 + 0.5 * g.to_f32())).collect();
+            let gamma = rand_around_one(&mut r, n, 0.5);
             let beta = rand_f16(&mut r, n, 0.5);
             let (da, dw, db, dr, dg, dbe) = (
                 dev.upload(&a).unwrap(),
@@ -57,24 +52,20 @@ fn f16_fused_layernorm_equals_gemm_then_layernorm_bit_for_bit() {
                 dev.upload(&gamma).unwrap(),
                 dev.upload(&beta).unwrap(),
             );
+            let g = fusebert_kernels::GemmF16 {
+                a: &da,
+                w: &dw,
+                bias: Some(&db),
+                epilogue: Epilogue::Residual(&dr),
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            };
             for plan in plans(k, false) {
                 assert!(fuses_layernorm(n));
                 let ws = SplitWorkspace::new(&dev, plan.partial_words(m, n), plan.counters(m, n), m).unwrap();
                 // unfused: GEMM, then layernorm_f16
                 let mut y0 = poisoned::<f16>(&dev, m * n);
-                fusebert_kernels::gemm_f16(
-                    &dev,
-                    &fusebert_kernels::GemmF16 {
-                        a: &da,
-                        w: &dw,
-                        bias: Some(&db),
-                        epilogue: Epilogue::Residual(&dr),
-                        shape: fusebert_kernels::GemmShape { m, n, k },
-                    },
-                    &mut y0,
-                    fusebert_kernels::GemmLaunch::planned(plan, Some(&ws)),
-                )
-                .unwrap();
+                fusebert_kernels::gemm_f16(&dev, &g, &mut y0, fusebert_kernels::GemmLaunch::planned(plan, Some(&ws)))
+                    .unwrap();
                 let mut x0 = poisoned::<f16>(&dev, m * n);
                 fusebert_kernels::layernorm_f16(
                     &dev,
@@ -98,19 +89,8 @@ fn f16_fused_layernorm_equals_gemm_then_layernorm_bit_for_bit() {
                     let x = poisoned::<f16>(&dev, m * n);
                     let ln = FusedLayerNorm { gamma: &dg, beta: &dbe, out: &x, q8: None, eps: EPS };
                     clear(&dev);
-                    fusebert_kernels::gemm_f16(
-                        &dev,
-                        &fusebert_kernels::GemmF16 {
-                            a: &da,
-                            w: &dw,
-                            bias: Some(&db),
-                            epilogue: Epilogue::Residual(&dr),
-                            shape: fusebert_kernels::GemmShape { m, n, k },
-                        },
-                        &mut y,
-                        fusebert_kernels::GemmLaunch::fused(plan, &ws, &ln),
-                    )
-                    .unwrap();
+                    fusebert_kernels::gemm_f16(&dev, &g, &mut y, fusebert_kernels::GemmLaunch::fused(plan, &ws, &ln))
+                        .unwrap();
                     if let Some(cn) = last_counters(&dev) {
                         assert_eq!(cn.shared_bank_conflicts, 0, "{plan:?} M {m} N {n} K {k}");
                         assert_no_local(&cn, "gemm_f16 ln");
@@ -135,11 +115,9 @@ fn int8_fused_layernorm_with_codes_equals_gemm_then_layernorm_q8_bit_for_bit() {
             let asc: Vec<f32> = (0..m).map(|i| 0.002 + 0.0001 * (i % 7) as f32).collect();
             let wsc: Vec<f32> = (0..n).map(|i| 0.0005 + 0.00003 * (i % 11) as f32).collect();
             let (bias, res) = (rand_f16(&mut r, n, 1.0), rand_f16(&mut r, m * n, 1.0));
-            let gamma: Vec<f16> =
-                rand_f16(&mut r, n, 1.0).iter().map(|g| f16::from_f32(1.0 + 0.5 * g.to_f32())).collect();
+            let gamma = rand_around_one(&mut r, n, 0.5);
             let beta = rand_f16(&mut r, n, 0.5);
-            let smooth: Vec<f16> =
-                rand_f16(&mut r, n, 1.0).iter().map(|g| f16::from_f32(1.0 + 0.4 * g.to_f32())).collect();
+            let smooth = rand_around_one(&mut r, n, 0.4);
             let (da, dw, das, dws) = (
                 dev.upload(&a).unwrap(),
                 dev.upload(&w).unwrap(),
@@ -154,25 +132,21 @@ fn int8_fused_layernorm_with_codes_equals_gemm_then_layernorm_q8_bit_for_bit() {
                 dev.upload(&smooth).unwrap(),
             );
             let sm = (i % 2 == 0).then_some(&dsm);
+            let g = fusebert_kernels::GemmInt8 {
+                a: &da,
+                a_scale: &das,
+                zero_point: None,
+                w: &dw,
+                w_scale: &dws,
+                bias: Some(&db),
+                epilogue: Epilogue::Residual(&dr),
+                shape: fusebert_kernels::GemmShape { m, n, k },
+            };
             for plan in plans(k, true) {
                 let ws = SplitWorkspace::new(&dev, plan.partial_words(m, n), plan.counters(m, n), m).unwrap();
                 let mut y0 = poisoned::<f16>(&dev, m * n);
-                fusebert_kernels::gemm_int8(
-                    &dev,
-                    &fusebert_kernels::GemmInt8 {
-                        a: &da,
-                        a_scale: &das,
-                        zero_point: None,
-                        w: &dw,
-                        w_scale: &dws,
-                        bias: Some(&db),
-                        epilogue: Epilogue::Residual(&dr),
-                        shape: fusebert_kernels::GemmShape { m, n, k },
-                    },
-                    &mut y0,
-                    fusebert_kernels::GemmLaunch::planned(plan, Some(&ws)),
-                )
-                .unwrap();
+                fusebert_kernels::gemm_int8(&dev, &g, &mut y0, fusebert_kernels::GemmLaunch::planned(plan, Some(&ws)))
+                    .unwrap();
                 let (mut x0, mut q0, mut s0) =
                     (poisoned::<f16>(&dev, m * n), poisoned::<i8>(&dev, m * n), poisoned::<f32>(&dev, m));
                 let q8 = Q8Out { q: &mut q0, scale: &mut s0, smooth: sm };
@@ -204,31 +178,13 @@ fn int8_fused_layernorm_with_codes_equals_gemm_then_layernorm_q8_bit_for_bit() {
                         q8: Some(FusedQ8 { q: &q, scale: &s, smooth: sm }),
                         eps: EPS,
                     };
-                    fusebert_kernels::gemm_int8(
-                        &dev,
-                        &fusebert_kernels::GemmInt8 {
-                            a: &da,
-                            a_scale: &das,
-                            zero_point: None,
-                            w: &dw,
-                            w_scale: &dws,
-                            bias: Some(&db),
-                            epilogue: Epilogue::Residual(&dr),
-                            shape: fusebert_kernels::GemmShape { m, n, k },
-                        },
-                        &mut y,
-                        fusebert_kernels::GemmLaunch::fused(plan, &ws, &ln),
-                    )
-                    .unwrap();
+                    fusebert_kernels::gemm_int8(&dev, &g, &mut y, fusebert_kernels::GemmLaunch::fused(plan, &ws, &ln))
+                        .unwrap();
                     let what = format!("gemm_int8 ln {plan:?} M {m} N {n} K {k} smooth {}", sm.is_some());
                     assert_eq!(bits(&y), bits(&y0), "{what}: GEMM output");
                     assert_eq!(bits(&x), bits(&x0), "{what}: layernorm output");
                     assert_eq!(bits(&q), bits(&q0), "{what}: codes");
-                    assert_eq!(
-                        bits(&s).iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                        bits(&s0).iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                        "{what}: scales"
-                    );
+                    assert_eq!(f32_bits(&s), f32_bits(&s0), "{what}: scales");
                 }
             }
         }

@@ -13,9 +13,9 @@
 //!   same output again (a stale counter would leave the poisoned output unwritten).
 mod kernels_util;
 use fusebert_kernels::gemm_plan::{k_chunks, GemmPlan, SplitWorkspace, Tile};
+use fusebert_kernels::Device;
 use fusebert_kernels::GemmShape;
 use fusebert_kernels::{self, reference, Epilogue};
-use fusebert_kernels::{Device, DeviceBuffer};
 use half::f16;
 use kernels_util::*;
 
@@ -38,10 +38,6 @@ fn split_plan_on(tile: Tile, k: usize, int8: bool) -> GemmPlan {
     let s = k_chunks(k, int8);
     assert!(s > 1, "K = {k} must have several chunks for this test");
     GemmPlan { tile, splits: s }
-}
-
-fn f16_bits(c: &DeviceBuffer<f16>) -> Vec<u16> {
-    c.to_host().unwrap().iter().map(|v| v.to_bits()).collect()
 }
 
 struct F16Case {
@@ -331,85 +327,24 @@ fn bad_split_plans_are_typed_errors_naming_the_kernel() {
     let mut out = dev.alloc::<f16>(m * n).unwrap();
     let plan = split_plan(k, false);
     let small = SplitWorkspace::new(&dev, 16, 1, 1).unwrap();
-    let e = Epilogue::None;
-    assert_kernel_err(
-        fusebert_kernels::gemm_f16(
-            &dev,
-            &fusebert_kernels::GemmF16 {
-                a: &a,
-                w: &w,
-                bias: None,
-                epilogue: e,
-                shape: fusebert_kernels::GemmShape { m, n, k },
-            },
-            &mut out,
-            fusebert_kernels::GemmLaunch::planned(plan, None),
-        ),
-        "gemm_f16_sk",
-    );
-    assert_kernel_err(
-        fusebert_kernels::gemm_f16(
-            &dev,
-            &fusebert_kernels::GemmF16 {
-                a: &a,
-                w: &w,
-                bias: None,
-                epilogue: e,
-                shape: fusebert_kernels::GemmShape { m, n, k },
-            },
-            &mut out,
-            fusebert_kernels::GemmLaunch::planned(plan, Some(&small)),
-        ),
-        "gemm_f16_sk",
-    );
+    let g = fusebert_kernels::GemmF16 {
+        a: &a,
+        w: &w,
+        bias: None,
+        epilogue: Epilogue::None,
+        shape: fusebert_kernels::GemmShape { m, n, k },
+    };
+    let mut launch = |plan: GemmPlan, ws: Option<&SplitWorkspace>| {
+        fusebert_kernels::gemm_f16(&dev, &g, &mut out, fusebert_kernels::GemmLaunch::planned(plan, ws))
+    };
+    assert_kernel_err(launch(plan, None), "gemm_f16_sk");
+    assert_kernel_err(launch(plan, Some(&small)), "gemm_f16_sk");
     let wrong = GemmPlan { tile: Tile::Small, splits: plan.splits + 1 };
-    assert_kernel_err(
-        fusebert_kernels::gemm_f16(
-            &dev,
-            &fusebert_kernels::GemmF16 {
-                a: &a,
-                w: &w,
-                bias: None,
-                epilogue: e,
-                shape: fusebert_kernels::GemmShape { m, n, k },
-            },
-            &mut out,
-            fusebert_kernels::GemmLaunch::planned(wrong, Some(&small)),
-        ),
-        "gemm_f16_sk",
-    );
+    assert_kernel_err(launch(wrong, Some(&small)), "gemm_f16_sk");
     let large = GemmPlan { tile: Tile::Large, splits: plan.splits };
-    assert_kernel_err(
-        fusebert_kernels::gemm_f16(
-            &dev,
-            &fusebert_kernels::GemmF16 {
-                a: &a,
-                w: &w,
-                bias: None,
-                epilogue: e,
-                shape: fusebert_kernels::GemmShape { m, n, k },
-            },
-            &mut out,
-            fusebert_kernels::GemmLaunch::planned(large, Some(&small)),
-        ),
-        "gemm_f16_sk",
-    );
+    assert_kernel_err(launch(large, Some(&small)), "gemm_f16_sk");
     let auto = GemmPlan { tile: Tile::Auto, splits: 1 };
-    assert_kernel_err(
-        fusebert_kernels::gemm_f16(
-            &dev,
-            &fusebert_kernels::GemmF16 {
-                a: &a,
-                w: &w,
-                bias: None,
-                epilogue: e,
-                shape: fusebert_kernels::GemmShape { m, n, k },
-            },
-            &mut out,
-            fusebert_kernels::GemmLaunch::planned(auto, None),
-        ),
-        "gemm_f16",
-    );
+    assert_kernel_err(launch(auto, None), "gemm_f16");
 }
 
 /// The plan splits weight-streaming shapes (few output tiles, long K) and leaves large grids

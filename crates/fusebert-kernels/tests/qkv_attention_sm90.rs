@@ -7,13 +7,14 @@
 //! attention), and the typed errors.
 mod kernels_util;
 use fusebert_kernels::attention_sm90::{attention_sm90, Sm90Tiling};
-use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
+use fusebert_kernels::device::emulator::AsyncMode;
 use fusebert_kernels::gemm_sm90::{GemmSm90Launch, Sm90Cols};
 use fusebert_kernels::qkv_attention_sm90::{self as qa, qkv_attention_f16_sm90, qkv_attention_int8_sm90};
 use fusebert_kernels::{
     reference, AttentionShape, Device, DeviceBuffer, Epilogue, GemmF16, GemmInt8, GemmShape, SplitWorkspace, ZeroPoint,
 };
 use half::f16;
+use kernels_util::hopper::*;
 use kernels_util::*;
 use rand::Rng;
 
@@ -21,11 +22,6 @@ const MODES: [AsyncMode; 3] = [AsyncMode::Lazy, AsyncMode::Eager, AsyncMode::Ran
 const D: usize = 64;
 /// One-token text, a full 64-key block, one key past it, the full 128, and the rest ragged.
 const LENS: [u32; 6] = [97, 1, 128, 65, 64, 30];
-
-fn sm90(mode: AsyncMode) -> Device {
-    Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
-        .expect("emulator")
-}
 
 fn cu(lens: &[u32]) -> Vec<u32> {
     let mut cu = vec![0u32];
@@ -37,18 +33,6 @@ fn cu(lens: &[u32]) -> Vec<u32> {
 
 fn bits(v: &[f16]) -> Vec<u16> {
     v.iter().map(|x| x.to_bits()).collect()
-}
-
-/// Non-zero int8 codes in [lo, 127].
-fn codes(r: &mut rand_chacha::ChaCha8Rng, n: usize, lo: i32) -> Vec<i8> {
-    (0..n)
-        .map(|_| loop {
-            let c = r.gen_range(lo..=127);
-            if c != 0 {
-                break c as i8;
-            }
-        })
-        .collect()
 }
 
 /// A ragged batch: x [T, H], Wqkv [3H, H], bias [3H] (fp16), and the int8 operands.
@@ -75,10 +59,10 @@ impl Case {
         // q, k, v of about unit size: |x| <= 1, |w| <= 1 / sqrt(H) x 2
         let wa = 2.0 / (h as f32).sqrt();
         let (x, w, bias) = (rand_f16(r, t * h, 1.0), rand_f16(r, 3 * h * h, wa), rand_f16(r, 3 * h, 0.5));
-        let a8 = codes(r, t * h, -128);
-        let w8 = codes(r, 3 * h * h, -127);
+        let a8 = nonzero_codes(r, t * h, -128);
+        let w8 = nonzero_codes(r, 3 * h * h, -127);
         let w_sum = fusebert_kernels::weight_sums(&w8, 3 * h, h);
-        let zero = codes(r, t, -128).into_iter().map(i32::from).collect();
+        let zero = nonzero_codes(r, t, -128).into_iter().map(i32::from).collect();
         // unit-sized q, k, v: |acc| ~ 73^2 sqrt(H), x 0.0017 x 0.012 sqrt(128 / H)
         let a_scale = (0..t).map(|_| r.gen_range(0.0005f32..0.003)).collect();
         let w_scale = (0..3 * h).map(|_| r.gen_range(0.005f32..0.02) * (128.0 / h as f32).sqrt()).collect();
