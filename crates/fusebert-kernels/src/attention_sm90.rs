@@ -138,6 +138,12 @@ fn qkv_map(dev: &Device, qkv: &DeviceBuffer<f16>, s: AttentionShape) -> Result<c
     })
 }
 
+/// The softmax scale the kernels take: `scale` (default `1 / sqrt(head_dim)`) times `log2 e`
+/// (they exponentiate in base 2).
+pub(crate) fn scale_log2(s: AttentionShape) -> f32 {
+    s.scale.unwrap_or(1.0 / (s.head_dim as f32).sqrt()) * std::f32::consts::LOG2_E
+}
+
 /// `out[T, H] = softmax(Q K^T * scale) V` per sequence and head on the Hopper kernel. Needs an
 /// sm_90 device (an H100/H200, or the emulator with `Arch::Sm90`): elsewhere the module does not
 /// load and the launch is an error. `cu_seqlens` is trusted as by [`attention`](crate::attention())
@@ -161,7 +167,6 @@ pub fn attention_sm90(
     crate::attention::check_io(k, s, qkv, cu_seqlens, out)?;
     // the epilogue stores 16-byte chunks of O rows (H x 2 bytes, a multiple of 32)
     check_align(k, "out", out, 16)?;
-    let scale = s.scale.unwrap_or(1.0 / (s.head_dim as f32).sqrt());
     let cfg = LaunchConfig {
         grid: match tiling {
             Sm90Tiling::Packed => (check_u32(k, "tokens", s.tokens.div_ceil(BLOCK_M))?, s.heads as u32, 1),
@@ -176,7 +181,7 @@ pub fn attention_sm90(
         KernelArg::from(&*out),
         KernelArg::U32(s.heads as u32),
         KernelArg::U32(s.batch as u32),
-        KernelArg::F32(scale * std::f32::consts::LOG2_E),
+        KernelArg::F32(scale_log2(s)),
     ];
     // by module: a device that did not load the sm_90a module (not an sm_90) says so
     dev.launch_in(MODULE, k, cfg, &args)

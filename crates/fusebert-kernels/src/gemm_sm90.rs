@@ -765,6 +765,32 @@ fn f16_launch(
     dev.launch_in(MODULE, kernel, cfg, &args)
 }
 
+/// The checks of a W8A8 `_sm90` launch's operands (`g.a` `[m, k]` codes with per-row scales and
+/// zero points, `g.w` `[n, k]` with per-column scales and sums, the epilogue's vectors): lengths,
+/// the alignments TMA and the epilogue's vector loads need, and K's int32 limit with zero points.
+pub(crate) fn check_int8_operands(kernel: &str, g: &GemmInt8<'_>, m: usize, n: usize, k: usize) -> Result<()> {
+    check_len(kernel, "a", g.a, m * k)?;
+    check_len(kernel, "a_scale", g.a_scale, m)?;
+    check_len(kernel, "w", g.w, n * k)?;
+    check_len(kernel, "w_scale", g.w_scale, n)?;
+    check_epilogue(kernel, g.bias, &g.epilogue, m, n)?;
+    check_align(kernel, "a", g.a, 16)?;
+    check_align(kernel, "w", g.w, 16)?;
+    check_align(kernel, "a_scale", g.a_scale, 4)?;
+    check_align(kernel, "w_scale", g.w_scale, 8)?;
+    if let Some(zp) = g.zero_point {
+        // |acc| and |zero * w_sum| are each at most 128 * 128 * K: their difference fits int32
+        if k > 65536 {
+            return Err(kerr(kernel, format!("K = {k} must be <= 65536 with zero points (int32 accumulators)")));
+        }
+        check_len(kernel, "zero", zp.zero, m)?;
+        check_len(kernel, "w_sum", zp.w_sum, n)?;
+        check_align(kernel, "zero", zp.zero, 4)?;
+        check_align(kernel, "w_sum", zp.w_sum, 8)?;
+    }
+    Ok(())
+}
+
 /// The W8A8 GEMM on the Hopper kernel into `out` `[m, n]` (fp16): what
 /// [`gemm_int8`](crate::gemm_int8()) computes, bit for bit (same zero-point correction, scales,
 /// bias and epilogue, in the same float operations). Needs an sm_90 device. Requirements: `K %
@@ -857,27 +883,9 @@ fn int8_launch(
         }
         None => kernel_name(kind, cols, splits > 1),
     };
-    check_len(kernel, "a", g.a, m * k)?;
-    check_len(kernel, "a_scale", g.a_scale, m)?;
-    check_len(kernel, "w", g.w, n * k)?;
-    check_len(kernel, "w_scale", g.w_scale, n)?;
+    check_int8_operands(kernel, g, m, n, k)?;
     check_len(kernel, "out", out, m * n)?;
-    check_epilogue(kernel, g.bias, &g.epilogue, m, n)?;
-    check_align(kernel, "a", g.a, 16)?;
-    check_align(kernel, "w", g.w, 16)?;
-    check_align(kernel, "a_scale", g.a_scale, 4)?;
-    check_align(kernel, "w_scale", g.w_scale, 8)?;
     check_align(kernel, "out", out, 16)?;
-    if let Some(zp) = g.zero_point {
-        // |acc| and |zero * w_sum| are each at most 128 * 128 * K: their difference fits int32
-        if k > 65536 {
-            return Err(kerr(kernel, format!("K = {k} must be <= 65536 with zero points (int32 accumulators)")));
-        }
-        check_len(kernel, "zero", zp.zero, m)?;
-        check_len(kernel, "w_sum", zp.w_sum, n)?;
-        check_align(kernel, "zero", zp.zero, 4)?;
-        check_align(kernel, "w_sum", zp.w_sum, 8)?;
-    }
     let cfg = match ln_cluster {
         Some(cs) => cluster_grid(kernel, m, cs, &how)?,
         None if qa_cluster => {

@@ -14,8 +14,9 @@
 //! may take either path (batch invariance).
 use half::f16;
 
+use super::attention_sm90::scale_log2;
 use super::gemm_int8::check_epilogue;
-use super::gemm_sm90::{check_shape, operand_map, smem, BM};
+use super::gemm_sm90::{check_int8_operands, check_shape, operand_map, smem, BM};
 use super::{check_align, check_len, check_u32, kerr, opt_ptr, Epilogue, GemmF16, GemmInt8, GemmShape};
 use crate::attention::AttentionShape;
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig, TensorMapDtype};
@@ -120,11 +121,6 @@ fn launch_cfg(k: &str, s: AttentionShape) -> Result<LaunchConfig> {
     })
 }
 
-/// `scale * log2 e`, as [`attention_sm90`](crate::attention_sm90()) passes it.
-fn scale_log2(s: AttentionShape) -> f32 {
-    s.scale.unwrap_or(1.0 / (s.head_dim as f32).sqrt()) * std::f32::consts::LOG2_E
-}
-
 /// `out[T, H]` = the attention of `g.a . g.w^T + g.bias` (fp16 QKV projection) per sequence and
 /// head, bit-identical to [`gemm_f16_sm90`](crate::gemm_f16_sm90()) into `qkv` then
 /// [`attention_sm90`](crate::attention_sm90()) per sequence. `g.shape` must be `m = T`, `n =
@@ -177,25 +173,7 @@ pub fn qkv_attention_int8_sm90(
     let k = KERNEL_INT8;
     let (t, h) = check_common(k, g.shape, 16, &g.epilogue, cu_seqlens, out, s)?;
     let n = 3 * h;
-    check_len(k, "a", g.a, t * h)?;
-    check_len(k, "a_scale", g.a_scale, t)?;
-    check_len(k, "w", g.w, n * h)?;
-    check_len(k, "w_scale", g.w_scale, n)?;
-    check_epilogue(k, g.bias, &g.epilogue, t, n)?;
-    check_align(k, "a", g.a, 16)?;
-    check_align(k, "w", g.w, 16)?;
-    check_align(k, "a_scale", g.a_scale, 4)?;
-    check_align(k, "w_scale", g.w_scale, 8)?;
-    if let Some(zp) = g.zero_point {
-        // |acc| and |zero * w_sum| are each at most 128 * 128 * K: their difference fits int32
-        if h > 65536 {
-            return Err(kerr(k, format!("K = {h} must be <= 65536 with zero points (int32 accumulators)")));
-        }
-        check_len(k, "zero", zp.zero, t)?;
-        check_len(k, "w_sum", zp.w_sum, n)?;
-        check_align(k, "zero", zp.zero, 4)?;
-        check_align(k, "w_sum", zp.w_sum, 8)?;
-    }
+    check_int8_operands(k, g, t, n, h)?;
     let tma_a = operand_map(dev, g.a, TensorMapDtype::S8, t, h, BM)?;
     let tma_w = operand_map(dev, g.w, TensorMapDtype::S8, n, h, W_BOX_ROWS)?;
     let args = [

@@ -102,6 +102,29 @@ impl DeviceLinear {
         }
     }
 
+    /// The int8 GEMM of these weights on input codes `q8` (per-row `q8_scale`, and `q8_zero`
+    /// where the weights carry code sums: an asymmetric input); `None` for fp16 weights.
+    fn int8_gemm<'a>(
+        &'a self,
+        q8: &'a DeviceBuffer<i8>,
+        q8_scale: &'a DeviceBuffer<f32>,
+        q8_zero: &'a DeviceBuffer<i32>,
+        epilogue: Epilogue<'a>,
+        shape: kernels::GemmShape,
+    ) -> Option<kernels::GemmInt8<'a>> {
+        let DeviceLinear::Int8 { w, scale, b, w_sum, .. } = self else { return None };
+        Some(kernels::GemmInt8 {
+            a: q8,
+            a_scale: q8_scale,
+            zero_point: w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum }),
+            w,
+            w_scale: scale,
+            bias: Some(b),
+            epilogue,
+            shape,
+        })
+    }
+
     fn smooth(&self) -> Option<&DeviceBuffer<f16>> {
         match self {
             DeviceLinear::Int8 { smooth, .. } => smooth.as_ref(),
@@ -1125,23 +1148,14 @@ impl DeviceBert {
         };
         let gemm_shape = kernels::GemmShape { m: t, n: 3 * h, k: h };
         let Workspace { x, ctx, q8, q8_scale, q8_zero, cu_seqlens, .. } = ws;
-        match &self.layers[layer].qkv {
+        let lin = &self.layers[layer].qkv;
+        match lin {
             DeviceLinear::F16 { w, b } => {
                 let g = kernels::GemmF16 { a: x, w, bias: Some(b), epilogue: Epilogue::None, shape: gemm_shape };
                 fused::qkv_attention_f16_sm90(&self.dev, &g, cu_seqlens, ctx, shape)
             }
-            DeviceLinear::Int8 { w, scale, b, w_sum, .. } => {
-                let zero_point = w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum });
-                let g = kernels::GemmInt8 {
-                    a: q8,
-                    a_scale: q8_scale,
-                    zero_point,
-                    w,
-                    w_scale: scale,
-                    bias: Some(b),
-                    epilogue: Epilogue::None,
-                    shape: gemm_shape,
-                };
+            DeviceLinear::Int8 { .. } => {
+                let g = lin.int8_gemm(q8, q8_scale, q8_zero, Epilogue::None, gemm_shape).expect("int8 weights");
                 fused::qkv_attention_int8_sm90(&self.dev, &g, cu_seqlens, ctx, shape)
             }
         }
@@ -1240,18 +1254,8 @@ impl DeviceBert {
                     Some(ln) => kernels::gemm_f16_sm90_ln(d, &g, out, ln, split, how90(false)),
                 }
             }
-            DeviceLinear::Int8 { w, scale, b, w_sum, .. } => {
-                let zero_point = w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum });
-                let g = kernels::GemmInt8 {
-                    a: q8,
-                    a_scale: q8_scale,
-                    zero_point,
-                    w,
-                    w_scale: scale,
-                    bias: Some(b),
-                    epilogue,
-                    shape,
-                };
+            DeviceLinear::Int8 { .. } => {
+                let g = lin.int8_gemm(q8, q8_scale, q8_zero, epilogue, shape).expect("int8 weights");
                 match ln {
                     _ if !(self.kernels.is_sm90() && kernels::gemm_sm90::supports(shape, true)) => {
                         kernels::gemm_int8(d, &g, out, mma(true))
@@ -1281,18 +1285,9 @@ impl DeviceBert {
         n: usize,
         k: usize,
     ) -> Result<()> {
-        let DeviceLinear::Int8 { w, scale, b, w_sum, .. } = lin else {
+        let shape = kernels::GemmShape { m, n, k };
+        let Some(g) = lin.int8_gemm(q8, q8_scale, q8_zero, self.ffn_act, shape) else {
             return Err(Error::Other("DeviceBert: a quantising FFN1 needs int8 weights".into()));
-        };
-        let g = kernels::GemmInt8 {
-            a: q8,
-            a_scale: q8_scale,
-            zero_point: w_sum.as_ref().map(|w_sum| kernels::ZeroPoint { zero: q8_zero, w_sum }),
-            w,
-            w_scale: scale,
-            bias: Some(b),
-            epilogue: self.ffn_act,
-            shape: kernels::GemmShape { m, n, k },
         };
         let how = kernels::GemmSm90Launch::planned(m, n, k, true, split);
         kernels::gemm_int8_sm90_qa(&self.dev, &g, out, codes, split, how)
