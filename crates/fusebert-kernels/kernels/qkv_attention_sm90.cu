@@ -6,7 +6,9 @@
 //   2H..3H; head h's rows h*64.. of each part), bias [3H] -> ctx [T, H] fp16, ctx[:, h*64..] =
 //   softmax(q k^T / 8) v of head h per sequence.
 // - qkv_attention_int8_sm90_d64: the same from gemm_int8_sm90's W8A8 GEMM (s8 codes of x with
-//   per-row a_scale (and a_zero), s8 W with per-column w_scale (and w_sum), bias).
+//   per-row a_scale (and a_zero), s8 W with per-column w_scale (and w_sum), bias), and also
+//   ctx's per-token symmetric int8 codes q [T, H] and scales [T], the bits quantize_i8_f16
+//   (no smoothing) gives from ctx: the attention-out GEMM's input, without a quantize launch.
 //
 // The results are the bits of the unfused chain, gemm_f16_sm90 / gemm_int8_sm90 (+ bias, no
 // activation) writing qkv, then attention_sm90_d64 (per-sequence tiles), for every sequence,
@@ -52,6 +54,14 @@
 //   area's Q tiles) and stored for rows < len only. A consumer with no row (len <= 64: consumer
 //   1) takes and releases its blocks without computing and joins the epilogue barrier.
 // - Registers: the GEMM's 96 accumulators are dead once stored; the attention's live after.
+// - Context codes (int8 entry): a token's scale is the absmax of its whole ctx row, all heads,
+//   and a CTA holds one head. So each CTA, its ctx rows stored, counts itself in on the
+//   sequence's arrival counter (gemm_sm90's strip_arrive: fence, atomic, fence); the last of the
+//   sequence's `heads` CTAs reads the sequence's ctx rows back once through L2 (__ldcg: other
+//   SMs wrote them; each warp keeps its row in a slot of the idle shared memory for the codes'
+//   pass) and quantises them, a consumer warp per row, with quantize_i8_f16's arithmetic
+//   (absmax exact in any order, q8_inv_scale, q8, absmax / 127), then resets the counter for the
+//   next launch or graph replay. The fp16 ctx is still stored (read back from L2 at once).
 // Dynamic shared memory: Geom<192>::SMEM (the ring and the two fold regions, 216 KiB) + 64 bytes
 // of the attention's mbarriers (src/qkv_attention_sm90.rs: shared_bytes); the ring's mbarriers
 // are static, as in ws_gemm.
@@ -92,13 +102,72 @@ FB_DEVICE void store_qkv(const E& e, const Acc (&d)[G::ACC], uint32_t ab, int cw
     e.template store<EPI_NONE>(third<2>(d), row0, 2 * H + col, sm90::Staging{AM::v(ab, cw) + off, swz});
 }
 
-template <class Op, class E>
+// The int8 entry's context codes: q [T, H], scale [T], and the per-sequence arrival counters
+// [batch] (zero between launches; the last arrival leaves its counter at zero).
+struct CtxCodes {
+    int8_t* q;
+    float* scale;
+    uint32_t* arrivals;
+};
+
+// Each consumer warp's slot for a ctx row in the (then idle) dynamic shared memory: 27 KiB,
+// rows of up to 13,824 columns (src/qkv_attention_sm90.rs: CTX_ROW_SLOT_COLUMNS).
+constexpr uint32_t CTX_SLOT_BYTES = G::SMEM / 8;
+static_assert(CTX_SLOT_BYTES % 16 == 0, "16-byte vectors in each slot");
+
+// One ctx row's symmetric quantisation by one warp, quantize_rows<true, false>'s arithmetic
+// without smoothing: the row's absmax (exact, so the reduction order does not matter),
+// q8_inv_scale, q8 per element, absmax / 127. The row is read once through L2 (other CTAs
+// wrote it, bypassing L1) into the warp's shared slot, and the codes' pass reads it there
+// (vectors past the slot from L2 again); each lane reads back only the vectors it wrote.
+FB_DEVICE void ctx_codes_row(const CtxCodes& cc, const __half* ctx, int row, int H, uint32_t slot) {
+    const int lane = threadIdx.x & 31;
+    const int nvec = H / 8, slot_vecs = CTX_SLOT_BYTES / 16;
+    const uint4* xr = reinterpret_cast<const uint4*>(ctx + (size_t)row * H);
+    float amax = 0.f;
+    for (int v = lane; v < nvec; v += 32) {
+        const uint4 raw = __ldcg(xr + v);
+        if (v < slot_vecs) sm90::st_shared_v4(slot + 16 * v, raw);
+        float f[8];
+        half8_to_float(*reinterpret_cast<const half8*>(&raw), f);
+#pragma unroll
+        for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(f[j]));
+    }
+    amax = warp_max(amax);
+    const float inv = q8_inv_scale(amax);
+    uint2* qr = reinterpret_cast<uint2*>(cc.q + (size_t)row * H);
+    for (int v = lane; v < nvec; v += 32) {
+        const uint4 raw = v < slot_vecs ? sm90::ld_shared_v4(slot + 16 * v) : __ldcg(xr + v);
+        float f[8];
+        half8_to_float(*reinterpret_cast<const half8*>(&raw), f);
+        int c[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) c[j] = q8(f[j], inv);
+        qr[v] = make_uint2(pack_s8x4(c[0], c[1], c[2], c[3]), pack_s8x4(c[4], c[5], c[6], c[7]));
+    }
+    if (lane == 0) cc.scale[row] = amax / 127.f;
+}
+
+// After the attention's stores (every consumer thread): the last of sequence b's `heads` CTAs
+// quantises the sequence's ctx rows start .. start + len (a consumer warp per row). By then no
+// wgmma or TMA of this CTA touches shared memory (strip_arrive's barriers follow the
+// attention's last reads and stores), so the warps' slots may take all of it.
+FB_DEVICE void ctx_codes(const CtxCodes& cc, const __half* ctx, int b, int heads, int start, int len, int H,
+                         uint32_t s0, uint32_t* last) {
+    if (!sm90::strip_arrive(cc.arrivals, b, heads, last)) return;
+    const int warp = (threadIdx.x - 128) >> 5;  // consumer warp 0..7
+    const uint32_t slot = s0 + warp * CTX_SLOT_BYTES;
+    for (int r = warp; r < len; r += sm90::CONSUMER_THREADS / 32) ctx_codes_row(cc, ctx, start + r, H, slot);
+}
+
+template <class Op, bool CODES, class E>
 FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const E& e,
                        const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out, uint32_t heads,
-                       uint32_t batch, float scale_log2) {
+                       uint32_t batch, float scale_log2, const CtxCodes& cc) {
     using Acc = typename Op::Acc;
     extern __shared__ __align__(1024) uint8_t smem[];
     __shared__ __align__(8) uint64_t full[G::STAGES], empty[G::STAGES];
+    __shared__ uint32_t last;  // ctx_codes: whether this CTA arrived last for its sequence
     const int h = blockIdx.x, b = blockIdx.y;
     const int start = cu_seqlens[b], len = (int)cu_seqlens[b + 1] - start;
     if (len <= 0) return;  // the whole CTA: before any barrier
@@ -169,6 +238,7 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
         }
         const attn90::Span sp{start, len, start, start + len};
         attn90::consume<D, false>(cu_seqlens, out, batch, h, H, scale_log2, ab, sp, cw);
+        if constexpr (CODES) ctx_codes(cc, out, b, (int)heads, start, len, H, s0, &last);
     }
 }
 }  // namespace qkva
@@ -176,24 +246,26 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
 // THREADS = 384, grid (heads, batch), dynamic shared memory qkva::SMEM (src/qkv_attention_sm90.rs:
 // shared_bytes). tma_a: x [T, H] (box 64 f16 / 128 s8 x 128 rows), tma_w: Wqkv [3H, H] (box
 // 64 f16 / 128 s8 x 64 rows), both in the 128-byte swizzle; `out` [T, H] 16-byte aligned;
-// scale_log2 = scale * log2 e as attention_sm90 takes it.
+// scale_log2 = scale * log2 e as attention_sm90 takes it. int8 entry: q_out [T, H] 8-byte aligned,
+// q_scale [T], arrivals [batch] zero (each launch leaves them zero).
 extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1)
     qkv_attention_f16_sm90_d64(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
                                const __half* __restrict__ bias, const uint32_t* __restrict__ cu_seqlens,
                                __half* __restrict__ out, uint32_t T, uint32_t heads, uint32_t batch,
                                float scale_log2) {
-    qkva::forward<sm90::F16Op>(&tma_a, &tma_w,
-                               sm90::F16Epilogue{bias, nullptr, (int)T, (int)(3 * heads * qkva::D), EPI_NONE},
-                               cu_seqlens, out, heads, batch, scale_log2);
+    qkva::forward<sm90::F16Op, false>(
+        &tma_a, &tma_w, sm90::F16Epilogue{bias, nullptr, (int)T, (int)(3 * heads * qkva::D), EPI_NONE}, cu_seqlens,
+        out, heads, batch, scale_log2, qkva::CtxCodes{nullptr, nullptr, nullptr});
 }
 
 extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1) qkv_attention_int8_sm90_d64(
     const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
     const __grid_constant__ CUtensorMap tma_w, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
-    const __half* __restrict__ bias, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out, uint32_t T,
+    const __half* __restrict__ bias, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,
+    int8_t* __restrict__ q_out, float* __restrict__ q_scale, uint32_t* __restrict__ arrivals, uint32_t T,
     uint32_t heads, uint32_t batch, float scale_log2) {
-    qkva::forward<sm90::S8Op>(
+    qkva::forward<sm90::S8Op, true>(
         &tma_a, &tma_w,
         sm90::S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, nullptr, (int)T, (int)(3 * heads * qkva::D), EPI_NONE},
-        cu_seqlens, out, heads, batch, scale_log2);
+        cu_seqlens, out, heads, batch, scale_log2, qkva::CtxCodes{q_out, q_scale, arrivals});
 }

@@ -12,6 +12,12 @@
 //! (`attention_sm90_d64`): the kernel runs those kernels' own device code (the GEMM's K-chunk
 //! order, wgmmas and epilogue arithmetic, the attention consumer's softmax and P V), so a batch
 //! may take either path (batch invariance).
+//!
+//! The int8 entry also writes the context's per-token int8 codes and scales, the bits
+//! [`quantize_i8`](crate::quantize_i8()) (symmetric, no smoothing) gives from `ctx`: the
+//! attention-out GEMM's input without a quantize launch. A token's scale needs its whole row (all
+//! heads), so the last of a sequence's CTAs to finish (an arrival counter per sequence) quantises
+//! the sequence's rows, read back through L2.
 use half::f16;
 
 use super::attention_sm90::scale_log2;
@@ -59,6 +65,13 @@ pub fn kernel_name(int8: bool) -> &'static str {
 /// region), then 64 bytes of the attention's mbarriers.
 pub fn shared_bytes() -> usize {
     smem(COLS) as usize + 64
+}
+
+/// Columns of a context row the int8 entry's quantising warp keeps in shared memory (its slot:
+/// an eighth of the GEMM's dynamic shared memory, the kernel's `CTX_SLOT_BYTES`); the codes'
+/// pass reads any further columns from L2 again.
+pub fn ctx_row_slot_columns() -> usize {
+    smem(COLS) as usize / 8 / 2
 }
 
 /// The checks common to both entries: the attention shape, `g.shape == [T, 3H, H]`, the
@@ -158,22 +171,48 @@ pub fn qkv_attention_f16_sm90(
     dev.launch_in(MODULE, k, launch_cfg(k, s)?, &args)
 }
 
-/// [`qkv_attention_f16_sm90`] on the W8A8 QKV projection: bit-identical to
+/// The int8 entry's second output: the context's per-token symmetric int8 codes, as
+/// [`quantize_i8`](crate::quantize_i8()) writes them into a [`QuantizedI8`](crate::QuantizedI8) with no zero points.
+pub struct ContextCodes<'a> {
+    /// `[T, H]` codes.
+    pub q: &'a mut DeviceBuffer<i8>,
+    /// `[T]` scales (`absmax / 127`).
+    pub scale: &'a mut DeviceBuffer<f32>,
+    /// `[batch]` (or more) per-sequence arrival counters, zero before the first launch (e.g.
+    /// [`Device::alloc_filled`]); every launch leaves them zero, so CUDA-graph replays need no
+    /// memset.
+    pub arrivals: &'a mut DeviceBuffer<u32>,
+}
+
+fn check_codes(k: &str, c: &ContextCodes<'_>, t: usize, h: usize, batch: usize) -> Result<()> {
+    check_len(k, "ctx codes q", c.q, t * h)?;
+    check_len(k, "ctx codes scale", c.scale, t)?;
+    check_len(k, "ctx codes arrivals", c.arrivals, batch)?;
+    // a warp writes a row's codes in 8-byte stores
+    check_align(k, "ctx codes q", c.q, 8)
+}
+
+/// [`qkv_attention_f16_sm90`] on the W8A8 QKV projection: `out` bit-identical to
 /// [`gemm_int8_sm90`](crate::gemm_int8_sm90()) into `qkv` then
 /// [`attention_sm90`](crate::attention_sm90()) per sequence (the same int32 sums, zero-point
 /// correction, scales and bias in the same float operations). `g.a` `[T, H]` codes with
-/// `g.a_scale` (and zero points), `g.w` `[3H, H]` with `g.w_scale` (and `w_sum`).
+/// `g.a_scale` (and zero points), `g.w` `[3H, H]` with `g.w_scale` (and `w_sum`). Also `codes`:
+/// `out`'s per-token codes and scales, bit-identical to [`quantize_i8`](crate::quantize_i8())
+/// on `out` (symmetric, no smoothing). `codes.q` must not overlap `g.a` (other sequences'
+/// CTAs may still read it).
 pub fn qkv_attention_int8_sm90(
     dev: &Device,
     g: &GemmInt8<'_>,
     cu_seqlens: &DeviceBuffer<u32>,
     out: &mut DeviceBuffer<f16>,
+    codes: ContextCodes<'_>,
     s: AttentionShape,
 ) -> Result<()> {
     let k = KERNEL_INT8;
     let (t, h) = check_common(k, g.shape, 16, &g.epilogue, cu_seqlens, out, s)?;
     let n = 3 * h;
     check_int8_operands(k, g, t, n, h)?;
+    check_codes(k, &codes, t, h, s.batch)?;
     let tma_a = operand_map(dev, g.a, TensorMapDtype::S8, t, h, BM)?;
     let tma_w = operand_map(dev, g.w, TensorMapDtype::S8, n, h, W_BOX_ROWS)?;
     let args = [
@@ -186,6 +225,9 @@ pub fn qkv_attention_int8_sm90(
         opt_ptr(g.bias),
         KernelArg::from(cu_seqlens),
         KernelArg::from(&*out),
+        KernelArg::from(&*codes.q),
+        KernelArg::from(&*codes.scale),
+        KernelArg::from(&*codes.arrivals),
         KernelArg::U32(t as u32),
         KernelArg::U32(s.heads as u32),
         KernelArg::U32(s.batch as u32),

@@ -464,7 +464,9 @@ fn check_attention(dev: &Device, head_dim: usize) -> Verdict {
 
 /// The fused QKV attention (`qkv_attention_*_sm90`, head dim 64) against the two launches it
 /// replaces, `gemm_*_sm90` then `attention_sm90` per sequence: the same bits (shared memory
-/// written by the GEMM's epilogue and read by wgmma, the hand-over between the two).
+/// written by the GEMM's epilogue and read by wgmma, the hand-over between the two); int8 also
+/// its context codes and scales against `quantize_i8` on the chain's context (the arrival
+/// counters and the read-back of other CTAs' rows).
 fn check_qkv_attention(
     dev: &Device,
     cu: &DeviceBuffer<u32>,
@@ -493,15 +495,36 @@ fn check_qkv_attention(
             shape: gs,
         };
         gemm_int8_sm90(dev, &g, &mut qkv, GemmSm90Launch::default())?;
-        fused::qkv_attention_int8_sm90(dev, &g, cu, &mut got, shape)?;
+        let (mut q, mut scale, mut arrivals) =
+            (dev.alloc(t * h)?, dev.alloc(t)?, dev.alloc_filled::<u32>(shape.batch, 0)?);
+        let codes = fused::ContextCodes { q: &mut q, scale: &mut scale, arrivals: &mut arrivals };
+        fused::qkv_attention_int8_sm90(dev, &g, cu, &mut got, codes, shape)?;
+        attention_sm90(dev, &qkv, cu, &mut want, shape, Sm90Tiling::PerSequence)?;
+        let (mut want_q, mut want_scale) = (dev.alloc(t * h)?, dev.alloc(t)?);
+        crate::quantize_i8(
+            dev,
+            &crate::QuantizeF16 { x: &want, smooth: None, rows: t, hidden: h },
+            crate::QuantizedI8 { q: &mut want_q, scale: &mut want_scale, zero: None },
+        )?;
+        let kernel = fused::kernel_name(true);
+        if q.to_host()? != want_q.to_host()? {
+            return Ok(Some(format!("{kernel}: its context codes differ from quantize_i8's")));
+        }
+        let (got_s, want_s) = (scale.to_host()?, want_scale.to_host()?);
+        if let Some(i) = got_s.iter().zip(&want_s).position(|(g, w)| g.to_bits() != w.to_bits()) {
+            return Ok(Some(format!(
+                "{kernel}: context scale {i} is {} where quantize_i8 gives {}",
+                got_s[i], want_s[i]
+            )));
+        }
     } else {
         let a = dev.upload(&r.f16s(t * h, 1.0))?;
         let w = dev.upload(&r.f16s(3 * h * h, 0.1))?;
         let g = GemmF16 { a: &a, w: &w, bias: Some(&bias), epilogue: Epilogue::None, shape: gs };
         gemm_f16_sm90(dev, &g, &mut qkv, GemmSm90Launch::default())?;
         fused::qkv_attention_f16_sm90(dev, &g, cu, &mut got, shape)?;
+        attention_sm90(dev, &qkv, cu, &mut want, shape, Sm90Tiling::PerSequence)?;
     }
-    attention_sm90(dev, &qkv, cu, &mut want, shape, Sm90Tiling::PerSequence)?;
     let (got, want) = (got.to_host()?, want.to_host()?);
     let kernel = fused::kernel_name(int8);
     Ok(got

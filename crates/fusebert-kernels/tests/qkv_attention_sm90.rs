@@ -9,9 +9,10 @@ mod kernels_util;
 use fusebert_kernels::attention_sm90::{attention_sm90, Sm90Tiling};
 use fusebert_kernels::device::emulator::AsyncMode;
 use fusebert_kernels::gemm_sm90::{GemmSm90Launch, Sm90Cols};
-use fusebert_kernels::qkv_attention_sm90::{self as qa, qkv_attention_f16_sm90, qkv_attention_int8_sm90};
+use fusebert_kernels::qkv_attention_sm90::{self as qa, qkv_attention_f16_sm90, qkv_attention_int8_sm90, ContextCodes};
 use fusebert_kernels::{
-    reference, AttentionShape, Device, DeviceBuffer, Epilogue, GemmF16, GemmInt8, GemmShape, SplitWorkspace, ZeroPoint,
+    quantize_i8, reference, AttentionShape, Device, DeviceBuffer, Epilogue, GemmF16, GemmInt8, GemmShape, QuantizeF16,
+    QuantizedI8, SplitWorkspace, ZeroPoint,
 };
 use half::f16;
 use kernels_util::hopper::*;
@@ -109,8 +110,9 @@ impl Case {
         out.to_host().unwrap()
     }
 
-    /// int8 (asymmetric codes with zero points when `asym`): fused or the chain.
-    fn run_int8(&self, dev: &Device, fused: bool, asym: bool) -> Vec<f16> {
+    /// int8 (asymmetric codes with zero points when `asym`): fused or the chain (+
+    /// `quantize_i8`): the context, its codes and scales.
+    fn run_int8(&self, dev: &Device, fused: bool, asym: bool) -> (Vec<f16>, Vec<i8>, Vec<f32>) {
         let (t, h) = (self.t(), self.h());
         let s = self.shape();
         let up = |v: &[i8]| -> DeviceBuffer<i8> { dev.upload(v).unwrap() };
@@ -129,16 +131,27 @@ impl Case {
             shape: self.gemm_shape(),
         };
         let mut out = poisoned::<f16>(dev, t * h);
+        // codes poisoned too: every one must be written (127 is a code only a row's absmax gets)
+        let mut q: DeviceBuffer<i8> = dev.upload(&vec![127i8; t * h]).unwrap();
+        let mut scale = poisoned::<f32>(dev, t);
         clear(dev);
         if fused {
-            qkv_attention_int8_sm90(dev, &g, &dc, &mut out, s).unwrap();
+            let mut arrivals = dev.alloc_filled::<u32>(s.batch, 0).unwrap();
+            // twice: the first launch must leave the arrival counters at zero for the second
+            for _ in 0..2 {
+                let codes = ContextCodes { q: &mut q, scale: &mut scale, arrivals: &mut arrivals };
+                qkv_attention_int8_sm90(dev, &g, &dc, &mut out, codes, s).unwrap();
+            }
             self.check_launch(dev, true, &out);
+            assert!(arrivals.to_host().unwrap().iter().all(|&a| a == 0), "arrival counters left non-zero");
         } else {
             let mut qkv = poisoned::<f16>(dev, t * 3 * h);
             fusebert_kernels::gemm_int8_sm90(dev, &g, &mut qkv, GemmSm90Launch::default()).unwrap();
             attention_sm90(dev, &qkv, &dc, &mut out, s, Sm90Tiling::PerSequence).unwrap();
+            let x = QuantizeF16 { x: &out, smooth: None, rows: t, hidden: h };
+            quantize_i8(dev, &x, QuantizedI8 { q: &mut q, scale: &mut scale, zero: None }).unwrap();
         }
-        out.to_host().unwrap()
+        (out.to_host().unwrap(), q.to_host().unwrap(), scale.to_host().unwrap())
     }
 
     /// The fused entry launched, no local memory, every output element written exactly once.
@@ -148,7 +161,10 @@ impl Case {
         let c = last_counters(dev).unwrap();
         let what = format!("{} lens {:?}", qa::kernel_name(int8), self.cu);
         assert_no_local(&c, &what);
-        assert_eq!(c.global_store_bytes, (self.t() * self.h() * 2) as u64, "{what}: store bytes = output size");
+        // the context, and in int8 its codes and scales
+        let (t, h) = (self.t(), self.h());
+        let stored = t * h * 2 + if int8 { t * h + 4 * t } else { 0 };
+        assert_eq!(c.global_store_bytes, stored as u64, "{what}: store bytes = output size");
         let host = out.to_host().unwrap();
         assert!(host.iter().all(|v| !v.is_nan()), "{what}: an output element was not written");
         // not a degenerate output (the bitwise comparisons would hold for zeros too)
@@ -214,16 +230,24 @@ fn f16_chunked_k_bitwise_equals_chain() {
     }
 }
 
-/// int8 (symmetric, and asymmetric with zero points), every completion mode: the chain's bits.
+/// int8 (symmetric, and asymmetric with zero points), every completion mode: the chain's bits,
+/// and the context codes and scales `quantize_i8` gives from the chain's context (launched
+/// twice: the arrival counters reset). Heads 3 (the last CTA of a sequence quantises all three
+/// heads' columns: rows of 192, not a multiple of 256 codes).
 #[test]
 fn int8_bitwise_equals_chain() {
-    let case = Case::new(3, 2, &LENS);
+    let case = Case::new(3, 3, &LENS);
     for mode in MODES {
         let dev = sm90(mode);
         for asym in [false, true] {
-            let fused = case.run_int8(&dev, true, asym);
-            let chain = case.run_int8(&dev, false, asym);
+            let (fused, fq, fs) = case.run_int8(&dev, true, asym);
+            let (chain, cq, cs) = case.run_int8(&dev, false, asym);
             assert_eq!(bits(&fused), bits(&chain), "int8 fused != chain ({mode:?}, asym {asym})");
+            assert_eq!(fq, cq, "int8 context codes != quantize_i8's ({mode:?}, asym {asym})");
+            let sbits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(sbits(&fs), sbits(&cs), "int8 context scales != quantize_i8's ({mode:?}, asym {asym})");
+            // not degenerate: codes span the range
+            assert!(fq.iter().any(|&c| c == 127 || c == -127) && fq.iter().any(|&c| c.abs() < 64));
         }
     }
 }
@@ -264,9 +288,21 @@ fn typed_errors() {
         epilogue: Epilogue::None,
         shape: GemmShape { m: t, n: 3 * h, k: 2 * h },
     };
-    assert_kernel_err(qkv_attention_int8_sm90(&dev, &g8, &dc, &mut out, s), qa::kernel_name(true));
-    assert_kernel_err(
-        qkv_attention_int8_sm90(&dev, &g8, &dc, &mut out, AttentionShape { head_dim: 32, ..s }),
-        qa::kernel_name(true),
-    );
+    let (mut q, mut scale) = (dev.alloc::<i8>(t * h).unwrap(), dev.alloc::<f32>(t).unwrap());
+    let mut arrivals = dev.alloc_filled::<u32>(s.batch, 0).unwrap();
+    let k8 = qa::kernel_name(true);
+    let codes = ContextCodes { q: &mut q, scale: &mut scale, arrivals: &mut arrivals };
+    assert_kernel_err(qkv_attention_int8_sm90(&dev, &g8, &dc, &mut out, codes, s), k8);
+    let codes = ContextCodes { q: &mut q, scale: &mut scale, arrivals: &mut arrivals };
+    let d32 = AttentionShape { head_dim: 32, ..s };
+    assert_kernel_err(qkv_attention_int8_sm90(&dev, &g8, &dc, &mut out, codes, d32), k8);
+    // context codes: too few scales, too few arrival counters
+    let g8 = GemmInt8 { shape: case.gemm_shape(), ..g8 };
+    let (mut q, mut short_scale) = (dev.alloc::<i8>(t * h).unwrap(), dev.alloc::<f32>(t - 1).unwrap());
+    let mut arrivals = dev.alloc_filled::<u32>(s.batch, 0).unwrap();
+    let codes = ContextCodes { q: &mut q, scale: &mut short_scale, arrivals: &mut arrivals };
+    assert_kernel_err(qkv_attention_int8_sm90(&dev, &g8, &dc, &mut out, codes, s), k8);
+    let (mut scale, mut few) = (dev.alloc::<f32>(t).unwrap(), dev.alloc_filled::<u32>(s.batch - 1, 0).unwrap());
+    let codes = ContextCodes { q: &mut q, scale: &mut scale, arrivals: &mut few };
+    assert_kernel_err(qkv_attention_int8_sm90(&dev, &g8, &dc, &mut out, codes, s), k8);
 }

@@ -205,28 +205,43 @@ fn int8_hopper_ffn1_replaces_the_asymmetric_quantize_launch() {
 /// fused kernel is bit-identical to them, and the rest of the `_sm90` pass is batch invariant.
 #[test]
 fn fused_qkv_attention_gives_the_bits_of_the_two_launches() {
+    fused_qkv_attention_matches_the_two_launches(Precision::F16);
+}
+
+/// int8: the fused kernel also writes the context's codes (no `quantize_ctx` launch), the bits
+/// the separate `quantize_i8_f16` gives, so the rest of the layer sees the same input.
+#[test]
+fn int8_fused_qkv_attention_gives_the_bits_of_the_two_launches_and_the_quantize() {
+    fused_qkv_attention_matches_the_two_launches(Precision::Int8);
+}
+
+fn fused_qkv_attention_matches_the_two_launches(precision: Precision) {
     let shape = Shape { hidden: 128, heads: 2, layers: 1, intermediate: 256, vocab: 61, max_pos: 130, labels: 0 };
     let model = random_model(shape, 17);
     let lengths: Vec<usize> = (0..17).map(|i| 104 + (i * 7) % 25).collect();
     let batch = random_batch(shape.vocab, &lengths, 18);
     let dev = sm90(AsyncMode::Random(5));
-    let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
+    let int8 = precision == Precision::Int8;
+    let mut bert = if int8 {
+        DeviceBert::new_calibrated(&dev, &model, precision, &random_batch(shape.vocab, &[9, 40], 99)).unwrap()
+    } else {
+        DeviceBert::new(&dev, &model, precision).unwrap()
+    };
+    let fused = if int8 { "qkv_attention_int8_sm90_d64" } else { "qkv_attention_f16_sm90_d64" };
+    // the symmetric per-token quantisations: the embeddings' (int8), and each layer's context
+    // when it is not fused
+    let quantizes = |names: &[String]| names.iter().filter(|k| *k == "quantize_i8_f16").count();
     dev.emulator_backend().unwrap().clear_launches();
     let (all, _) = bert.forward(&batch, ForwardOptions::all()).unwrap();
     let names = launched(&dev);
-    assert_eq!(names.iter().filter(|k| *k == "qkv_attention_f16_sm90_d64").count(), shape.layers, "{names:?}");
+    assert_eq!(names.iter().filter(|k| *k == fused).count(), shape.layers, "{names:?}");
+    assert_eq!(quantizes(&names), int8 as usize, "{names:?}");
     // the roofline's plan of that launch: its geometry, tensor work and stores as the emulator
     // counted them
     let rec = dev.emulator_backend().unwrap().launches();
-    let r = rec.iter().find(|l| l.kernel == "qkv_attention_f16_sm90_d64").unwrap();
+    let r = rec.iter().find(|l| l.kernel == fused).unwrap();
     let heads = fusebert::perf::Heads::of(&model, ForwardOptions::all().outputs);
-    let plan = fusebert::perf::forward_plan_for(
-        &model.config,
-        Precision::F16,
-        &lengths,
-        heads,
-        fusebert::perf::KernelFamily::Sm90,
-    );
+    let plan = fusebert::perf::forward_plan_for(&model.config, precision, &lengths, heads, Sm90Plan);
     let p = plan.launches.iter().find(|l| l.step == "qkv_attention").unwrap();
     assert_eq!(plan.launches.len(), names.len());
     assert_eq!(
@@ -237,10 +252,16 @@ fn fused_qkv_attention_gives_the_bits_of_the_two_launches() {
     assert_eq!(names.len(), bert.launches_for(&batch, ForwardOptions::all().outputs), "{names:?}");
     let want = reference::forward(&model, &batch, &Options::default()).unwrap();
     for (s, (g, w)) in all.sequences.iter().zip(&want.sequences).enumerate() {
-        let err = max_abs(&g.last_hidden_state, &w.last_hidden_state);
-        assert!(err <= F16_MAX_HIDDEN_ERR, "seq {s}: hidden max err {err}");
+        if int8 {
+            let cos = cosine(&g.last_hidden_state, &w.last_hidden_state);
+            assert!(cos >= INT8_MIN_COS, "seq {s}: hidden cosine {cos}");
+        } else {
+            let err = max_abs(&g.last_hidden_state, &w.last_hidden_state);
+            assert!(err <= F16_MAX_HIDDEN_ERR, "seq {s}: hidden max err {err}");
+        }
     }
     // two of the sequences alone: 2 x 2 CTAs, so the QKV GEMM and attention launch apart
+    // (int8: and the context's quantize)
     let pick = [0, 1];
     let ids = pick.iter().map(|&i| batch.input_ids[i].clone()).collect();
     let types = pick.iter().map(|&i| batch.token_type_ids[i].clone()).collect();
@@ -249,9 +270,10 @@ fn fused_qkv_attention_gives_the_bits_of_the_two_launches() {
     let (apart, _) = bert.forward(&two, ForwardOptions::all()).unwrap();
     let names = launched(&dev);
     assert!(names.iter().any(|k| k == "attention_sm90_d64"), "{names:?}");
+    assert_eq!(quantizes(&names), if int8 { 1 + shape.layers } else { 0 }, "{names:?}");
     let rec = dev.emulator_backend().unwrap().launches();
     let r = rec.iter().find(|l| l.kernel == "attention_sm90_d64").unwrap();
-    let plan = fusebert::perf::forward_plan_for(&model.config, Precision::F16, &two.lengths, heads, Sm90Plan);
+    let plan = fusebert::perf::forward_plan_for(&model.config, precision, &two.lengths, heads, Sm90Plan);
     let p = plan.launches.iter().find(|l| l.step == "attention").unwrap();
     assert_eq!(
         (r.grid, r.shared_mem_bytes, 2 * r.counters.tensor_macs, r.counters.global_store_bytes),

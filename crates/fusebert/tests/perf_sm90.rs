@@ -116,7 +116,8 @@ fn sm90_plan_replaces_gemms_and_attention_one_for_one() {
         let fused_count =
             |plan: &fusebert::perf::LaunchPlan| plan.launches.iter().filter(|l| l.step == "qkv_attention").count();
         assert_eq!((fused_count(&a), fused_count(&f)), (0, 12));
-        assert_eq!(a.launches.len() - f.launches.len(), 12 + if int8 { 12 } else { 0 });
+        // int8: and no quantize_ffn (FFN1 quantises) nor quantize_ctx (the fused kernel does)
+        assert_eq!(a.launches.len() - f.launches.len(), 12 + if int8 { 24 } else { 0 });
         for layer in 0..12 {
             let of = |plan: &fusebert::perf::LaunchPlan, step: &str| {
                 plan.launches.iter().find(|l| l.step == step && l.layer == Some(layer)).cloned().unwrap()
@@ -126,7 +127,9 @@ fn sm90_plan_replaces_gemms_and_attention_one_for_one() {
             assert_eq!((fused.gemm, fused.flops), (qkv.gemm, qkv.flops + att.flops));
             let qkv_out = qkv.store_bytes;
             assert_eq!(fused.min_load_bytes + qkv_out, qkv.min_load_bytes + att.min_load_bytes, "layer {layer}");
-            assert_eq!(fused.store_bytes, att.store_bytes);
+            // int8: the context's codes and scales, what quantize_ctx stores
+            let codes = if int8 { of(&a, "quantize_ctx").store_bytes } else { 0 };
+            assert_eq!(fused.store_bytes, att.store_bytes + codes);
         }
         assert_eq!(f.gemm_flops(), a.gemm_flops());
     }
@@ -315,7 +318,7 @@ fn sm90_is_faster_where_compute_bound() {
 
 /// Issue 23's bounds on the `_sm90` path's predictions (CUDA graphs, H100 SXM, embedding pass),
 /// with the sourced constants above, not tuned to pass. **One of three holds**: BERT-base 32x128
-/// fp16 1.087 ms <= 1.10 (the fused QKV attention keeps Q, K and V on chip); int8 0.725 ms
+/// fp16 1.087 ms <= 1.10 (the fused QKV attention keeps Q, K and V on chip); int8 0.706 ms
 /// against 0.65 and 1x128 0.461 ms against 0.15 do not: the model predicts the kernels that
 /// exist (128x128 and 128x192 tiles, split-K, the cluster entries' fused layernorm and
 /// quantisation at 32x128, the split launches' 128-row serial strips at 1x128), not the
@@ -330,7 +333,7 @@ fn sm90_is_faster_where_compute_bound() {
 fn issue_23_bounds_are_reported_as_documented() {
     for (config, batch, p, bound, documented, meets) in [
         ("bert-base", 32, Precision::F16, 1.10, 1.087, true),
-        ("bert-base", 32, Precision::Int8, 0.65, 0.725, false),
+        ("bert-base", 32, Precision::Int8, 0.65, 0.706, false),
         ("bert-base", 1, Precision::F16, 0.15, 0.461, false),
     ] {
         let pr = prediction(config, batch, 128, p, "h100-sxm", KernelFamily::Sm90);

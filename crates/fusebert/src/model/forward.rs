@@ -196,6 +196,11 @@ struct Workspace {
     q8_scale: DeviceBuffer<f32>,
     /// Zero points of the asymmetric int8 activations (FFN2 input).
     q8_zero: DeviceBuffer<i32>,
+    /// The context's per-token scales (its codes go to `q8_next`): apart from `q8_scale`,
+    /// which the fused QKV attention still reads (other sequences' rows) while it writes these.
+    ctx_scale: DeviceBuffer<f32>,
+    /// The fused int8 QKV attention's per-sequence arrival counters (zero between launches).
+    ctx_arrivals: DeviceBuffer<u32>,
     /// ELECTRA: the embedding layernorm's `[T, embedding_size]` output, before the projection.
     emb: Option<DeviceBuffer<f16>>,
     /// Partial sums and arrival counters of the split-K layer GEMMs (`GemmPlan::choose`).
@@ -647,10 +652,10 @@ impl DeviceBert {
                 layernorm.map_or(g, |out| plus(g, ln(l, out)))
             }
             Step::Attention { .. } => (t * 3 * h * 2 + cu, t * h * 2),
-            // the QKV GEMM's inputs and attention's offsets in, the context out
+            // the QKV GEMM's inputs and attention's offsets in, the context (int8: + its codes) out
             Step::QkvAttention { layer: l } => {
                 let lin = &layer(l).qkv;
-                (lin.input_bytes(t, h) + lin.gemm_bytes() + cu, t * h * 2)
+                (lin.input_bytes(t, h) + lin.gemm_bytes() + cu, t * h * 2 + q8_out(h, false))
             }
             Step::LayerNorm { layer: l, out } => ln(l, out),
             // pooling (mean: every row; the counters show the other modes' less)
@@ -779,6 +784,8 @@ impl DeviceBert {
             q8_next: d.alloc(t * i.max(h))?,
             q8_scale: d.alloc(t)?,
             q8_zero: d.alloc(t)?,
+            ctx_scale: d.alloc(t)?,
+            ctx_arrivals: d.alloc_filled(b, 0)?,
             emb: self.projection.as_ref().map(|_| d.alloc(t * self.config.embedding_size)).transpose()?,
             split,
             pooled: d.alloc(b * h)?,
@@ -929,10 +936,11 @@ impl DeviceBert {
                     kernels::QuantizedI8 { q: &mut ws.q8, scale: &mut ws.q8_scale, zero: None },
                 )
             }
+            // into q8_next and ctx_scale, where the fused QKV attention writes them too
             Step::Quantize { layer: _, what: Quantized::Context } => kernels::quantize_i8(
                 d,
                 &kernels::QuantizeF16 { x: &ws.ctx, smooth: None, rows: t, hidden: h },
-                kernels::QuantizedI8 { q: &mut ws.q8, scale: &mut ws.q8_scale, zero: None },
+                kernels::QuantizedI8 { q: &mut ws.q8_next, scale: &mut ws.ctx_scale, zero: None },
             ),
             Step::Quantize { layer, what: Quantized::Ffn } => {
                 let smooth = layer.and_then(|l| self.layers[l].ffn2.smooth());
@@ -1074,21 +1082,24 @@ impl DeviceBert {
         let (h, i, eps) = (self.config.hidden_size, self.config.intermediate_size, self.config.layer_norm_eps);
         let l = &self.layers[layer];
         let next = self.layers.get(layer + 1);
-        let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_next, q8_scale, q8_zero, split, .. } = ws;
+        let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_next, q8_scale, q8_zero, ctx_scale, split, .. } = ws;
         let sp = &*split;
         match (gemm, layernorm) {
             (LayerGemm::Qkv, _) => {
                 self.gemm(&l.qkv, x, q8, q8_scale, q8_zero, sp, Epilogue::None, qkv, t, 3 * h, h, None)
             }
+            // int8: the context's codes are in q8_next and ctx_scale (Step::Quantize or the fused
+            // QKV attention)
             (LayerGemm::AttnOut, None) => {
-                self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h, None)
+                self.gemm(&l.attn_out, ctx, q8_next, ctx_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h, None)
             }
             (LayerGemm::AttnOut, Some(out)) => {
-                // LN1's int8 codes go to q8 (attn_out's own [t, h] input: each strip is
-                // normalised after its own tiles have read it)
+                // LN1's int8 codes go to q8 (the layer's input codes, read by nothing after
+                // the QKV projection)
                 let q = out.q8.then_some(FusedQ8 { q: q8, scale: q8_scale, smooth: l.ffn1.smooth() });
                 let ln = FusedLayerNorm { gamma: &l.ln1.gamma, beta: &l.ln1.beta, out: hbuf, q8: q, eps };
-                self.gemm(&l.attn_out, ctx, q8, q8_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h, Some(&ln))
+                let res = Epilogue::Residual(x);
+                self.gemm(&l.attn_out, ctx, q8_next, ctx_scale, q8_zero, sp, res, y, t, h, h, Some(&ln))
             }
             (LayerGemm::Ffn1, _) if quantize => {
                 let codes = FusedQuantize { q: q8_next, scale: q8_scale, zero: q8_zero, smooth: l.ffn2.smooth() };
@@ -1147,7 +1158,7 @@ impl DeviceBert {
             scale: None,
         };
         let gemm_shape = kernels::GemmShape { m: t, n: 3 * h, k: h };
-        let Workspace { x, ctx, q8, q8_scale, q8_zero, cu_seqlens, .. } = ws;
+        let Workspace { x, ctx, q8, q8_next, q8_scale, q8_zero, ctx_scale, ctx_arrivals, cu_seqlens, .. } = ws;
         let lin = &self.layers[layer].qkv;
         match lin {
             DeviceLinear::F16 { w, b } => {
@@ -1156,7 +1167,9 @@ impl DeviceBert {
             }
             DeviceLinear::Int8 { .. } => {
                 let g = lin.int8_gemm(q8, q8_scale, q8_zero, Epilogue::None, gemm_shape).expect("int8 weights");
-                fused::qkv_attention_int8_sm90(&self.dev, &g, cu_seqlens, ctx, shape)
+                // the context's codes, as Step::Quantize would write them (no quantize launch)
+                let codes = fused::ContextCodes { q: q8_next, scale: ctx_scale, arrivals: ctx_arrivals };
+                fused::qkv_attention_int8_sm90(&self.dev, &g, cu_seqlens, ctx, codes, shape)
             }
         }
     }

@@ -791,7 +791,8 @@ fn attention_sm90(lengths: &[usize], heads: usize, d: usize, layer: Option<usize
 /// nothing), keeps it in shared memory and runs the per-sequence attention on it. Loads: the
 /// sequence's 128-row box of the input (TMA clips at the last token; rows past the sequence
 /// belong to the next one and are loaded) once per head, the head's 3 x 64 weight rows once per
-/// sequence; stores: the context only. The GEMM's tensor FLOPs reach `wgmma_fraction`, the
+/// sequence; stores: the context (int8: and its codes, made by the last CTA of each sequence
+/// from the context read back through L2). The GEMM's tensor FLOPs reach `wgmma_fraction`, the
 /// attention's (`attention_tensor_flops`) the attention fraction, one after the other in a CTA;
 /// the grid is not persistent (`heads x batch` CTAs in waves).
 fn qkv_attention_sm90(p: Prec, lengths: &[usize], heads: usize, d: usize, layer: usize) -> PlannedLaunch {
@@ -833,5 +834,17 @@ fn qkv_attention_sm90(p: Prec, lengths: &[usize], heads: usize, d: usize, layer:
     // the weights are re-read by every sequence; an input strip by the sequence's heads
     l.reuse_bytes = (n * h * e + n * col_bytes) as u64;
     l.reuse_bytes_per_block = (BM * h * e).div_ceil(heads) as u64;
+    if p.int8 {
+        // the context's codes: the last CTA of each sequence reads its rows back through L2
+        // once (a warp keeps its row in shared memory for the codes' pass; columns past its
+        // slot are read again) and stores codes and scales; the grid's last sequence does so
+        // after every other CTA is done: a serial tail, the longest sequence's bytes
+        let row_load = h * 2 + h.saturating_sub(kernel::ctx_row_slot_columns()) * 2;
+        let row_store = h + 4;
+        l.load_bytes += (t * row_load) as u64;
+        l.store_bytes += (t * row_store) as u64;
+        let last = lengths.iter().copied().max().unwrap_or(0);
+        l.tail_bytes += (last * (row_load + row_store)) as u64;
+    }
     l
 }
