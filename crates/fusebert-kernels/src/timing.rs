@@ -208,7 +208,7 @@ pub fn time_layer(dev: &Device, s: LayerShape, iters: usize) -> Result<LayerTime
     }
     rows.extend(time_fused(dev, s, iters, sm90, &mut rng, &ws, &residual)?);
     rows.extend(time_attention(dev, s, iters, sm90, &mut rng)?);
-    rows.extend(time_qkv_attention(dev, s, iters, sm90, &mut rng, &a16, &ws)?);
+    rows.extend(time_qkv_attention(dev, s, iters, sm90, &mut rng, (&a16, &a8, &a_scale), &ws)?);
     Ok(LayerTimes { device: dev.name(), compute_capability: dev.compute_capability(), shape: s, iters, rows })
 }
 
@@ -396,7 +396,7 @@ fn time_qkv_attention(
     iters: usize,
     sm90: bool,
     rng: &mut Lcg,
-    a16: &DeviceBuffer<f16>,
+    (a16, a8, a_scale): (&DeviceBuffer<f16>, &DeviceBuffer<i8>, &DeviceBuffer<f32>),
     ws: &SplitWorkspace,
 ) -> Result<Vec<KernelTime>> {
     let (d, m, h) = (s.hidden / s.heads, s.rows(), s.hidden);
@@ -417,8 +417,8 @@ fn time_qkv_attention(
         iters,
     };
     let mut out = dev.alloc::<f16>(m * h)?;
-    let takes = crate::gemm_sm90::supports(gs, false) && crate::qkv_attention_sm90::supports(&shape);
-    Ok(time_pair(
+    let takes = |int8| crate::gemm_sm90::supports(gs, int8) && crate::qkv_attention_sm90::supports(&shape);
+    let mut rows = time_pair(
         dev,
         &op,
         &mut out,
@@ -427,10 +427,47 @@ fn time_qkv_attention(
             crate::gemm_f16(dev, &g, &mut qkv, GemmLaunch::planned(plan, Some(ws)))?;
             crate::attention(dev, &qkv, &cu, o, shape, AttentionLaunch::default())
         },
-        unavailable(dev, sm90, takes, crate::qkv_attention_sm90::KERNEL),
+        unavailable(dev, sm90, takes(false), crate::qkv_attention_sm90::KERNEL),
         |o| crate::qkv_attention_sm90::qkv_attention_f16_sm90(dev, &g, &cu, o, shape),
     )?
-    .to_vec())
+    .to_vec();
+    // int8: the W8A8 projection, attention and the context's codes for the output GEMM (the
+    // fused kernel writes them itself; mma.sync quantises in a launch of its own)
+    let w8 = dev.upload(&rng.i8s(3 * h * h))?;
+    let w_scale = dev.upload(&(0..3 * h).map(|_| 0.001 + rng.next().abs() * 0.001).collect::<Vec<f32>>())?;
+    let a = a8.view(0, m * h)?;
+    let g = GemmInt8 {
+        a: &a,
+        a_scale,
+        zero_point: None,
+        w: &w8,
+        w_scale: &w_scale,
+        bias: Some(&bias),
+        epilogue: Epilogue::None,
+        shape: gs,
+    };
+    let op = Op { name: format!("QKV + attention + ctx codes int8 (d{d})"), ..op };
+    let (mut q80, mut s80) = (dev.alloc::<i8>(m * h)?, dev.alloc::<f32>(m)?);
+    let (mut q90, mut s90) = (dev.alloc::<i8>(m * h)?, dev.alloc::<f32>(m)?);
+    let mut arrivals = dev.alloc_filled::<u32>(s.batch, 0)?;
+    rows.extend(time_pair(
+        dev,
+        &op,
+        &mut out,
+        |o| {
+            let plan = GemmPlan::choose(m, 3 * h, h, true);
+            crate::gemm_int8(dev, &g, &mut qkv, GemmLaunch::planned(plan, Some(ws)))?;
+            crate::attention(dev, &qkv, &cu, o, shape, AttentionLaunch::default())?;
+            let x = crate::QuantizeF16 { x: o, smooth: None, rows: m, hidden: h };
+            crate::quantize_i8(dev, &x, crate::QuantizedI8 { q: &mut q80, scale: &mut s80, zero: None })
+        },
+        unavailable(dev, sm90, takes(true), crate::qkv_attention_sm90::KERNEL_INT8),
+        |o| {
+            let codes = crate::ContextCodes { q: &mut q90, scale: &mut s90, arrivals: &mut arrivals };
+            crate::qkv_attention_sm90::qkv_attention_int8_sm90(dev, &g, &cu, o, codes, shape)
+        },
+    )?);
+    Ok(rows)
 }
 
 /// What a pair of rows times: the operation, its shape, its work and the replays.

@@ -125,21 +125,22 @@ fn a_planted_attention_misreading_fails_the_self_check() {
 /// layer kernel runs on both families with the same inputs, launched as the forward pass
 /// launches it (fp16 FFN2, K 320 = two chunks on 1 tile: split over K), the fused steps too
 /// (the residual GEMMs with their layernorm, the int8 FFN1 with FFN2's codes, the QKV GEMM and
-/// attention in one launch at head dim 64), the `_sm90`
-/// outputs match mma.sync (int8 GEMM outputs exactly; layernorm outputs to fp16 rounding: the
-/// families reduce a row in different orders) and, without a device clock, no time is claimed.
+/// attention in one launch at head dim 64, fp16 and int8 with the context's codes), the `_sm90`
+/// outputs match mma.sync (int8 GEMM outputs exactly; layernorm and attention outputs to fp16
+/// rounding: the families reduce a row in different orders) and, without a device clock, no time is claimed.
 /// On sm_80 the `_sm90` rows are skipped with the reason.
 #[test]
 fn layer_timing_compares_both_families_and_claims_no_time_without_a_clock() {
     use fusebert_kernels::timing::{time_layer, LayerShape};
     let shape = LayerShape { batch: 2, tokens: 13, hidden: 128, heads: 2, ffn: 320 };
     let t = time_layer(&emu(Arch::Sm90, AsyncMode::Random(7)), shape, 1).unwrap();
-    assert_eq!(t.rows.len(), 30);
+    assert_eq!(t.rows.len(), 32);
     for r in &t.rows {
         assert!(r.mean_ms.is_none() && r.tflops.is_none() && r.skipped.is_none(), "{r:?}");
         assert!(r.kernels.iter().all(|k| k.contains("_sm90") == (r.family == "sm90")), "{r:?}");
         if r.family == "sm90" {
-            let tol = if r.op.contains("int8") && !r.op.contains("layernorm") { 0.0 } else { 2e-3 };
+            let exact = r.op.contains("int8") && !r.op.contains("layernorm") && !r.op.contains("attention");
+            let tol = if exact { 0.0 } else { 2e-3 };
             assert!(r.max_rel_diff_vs_sm80.unwrap() <= tol, "{r:?}");
         }
     }
@@ -149,9 +150,12 @@ fn layer_timing_compares_both_families_and_claims_no_time_without_a_clock() {
     assert_eq!(ffn1.kernels.len(), 2, "the mma.sync GEMM and the quantize launch: {ffn1:?}");
     let fused = t.rows.iter().find(|r| r.family == "sm90" && r.op.starts_with("QKV + attention")).unwrap();
     assert_eq!(fused.kernels, ["qkv_attention_f16_sm90_d64"], "{fused:?}");
+    let codes = |family: &str| t.rows.iter().find(|r| r.family == family && r.op.contains("ctx codes int8")).unwrap();
+    assert_eq!(codes("sm90").kernels, ["qkv_attention_int8_sm90_d64"], "{:?}", codes("sm90"));
+    assert_eq!(codes("sm80").kernels.len(), 3, "GEMM, attention, quantize: {:?}", codes("sm80"));
     let t = time_layer(&emu(Arch::Sm80, AsyncMode::Lazy), shape, 1).unwrap();
     let skipped: Vec<_> = t.rows.iter().filter(|r| r.family == "sm90").collect();
-    assert_eq!(skipped.len(), 15);
+    assert_eq!(skipped.len(), 16);
     assert!(skipped.iter().all(|r| r.skipped.as_deref().unwrap().contains("9.0")), "{skipped:?}");
     let bad = LayerShape { heads: 5, ..shape };
     assert!(matches!(time_layer(&emu(Arch::Sm80, AsyncMode::Lazy), bad, 1), Err(Error::Input(_))));
