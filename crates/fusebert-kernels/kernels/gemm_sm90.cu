@@ -45,7 +45,7 @@
 //   in on its 128-row strip (one atomic); the last tile of a strip to arrive normalises the
 //   strip's rows with the consumers' 8 warps, in the family's blocked reduction order
 //   (ln_blocked.cuh: within fp16 rounding of layernorm_f16, no longer its bits), and the int8
-//   codes of the next GEMM when asked. The cluster entries (_n192_cln2, _n192_cln4, _cln8,
+//   codes of the next GEMM when asked. The cluster entries (_n192_cln2, _cln3, _n192_cln4, _cln8,
 //   cln_gemm below) do the same without the serial tail: a cluster of CTAs per strip exchanges
 //   the rows' block sums through distributed shared memory; the same bits as the tail.
 // - Fused asymmetric quantisation (gemm_int8_sm90*_qa, QaTail): the same strip count; the last
@@ -163,7 +163,10 @@ ENTRIES(GEMM_INT8)
 // The cluster entries (cln_gemm): a cluster of CS CTAs per 128-row strip, BN x CS >= N. They
 // write ln_out (through tma_ln: the same 64 x 64 swizzled boxes as tma_c) and the codes only,
 // never y: there is no C argument.
-#define CLN_ENTRIES(X) X(_n192_cln2, Geom<192>, 2) X(_n192_cln4, Geom<192>, 4) X(_cln8, Geom<128>, 8)
+// _cln3: 128-column tiles for rows of 257..384 (hidden 384: MiniLM, bge-small, e5-small), 3 CTAs
+// per strip instead of _n192_cln2's 2, so a 32-strip grid keeps 96 SMs busy instead of 64.
+#define CLN_ENTRIES(X) \
+    X(_n192_cln2, Geom<192>, 2) X(_cln3, Geom<128>, 3) X(_n192_cln4, Geom<192>, 4) X(_cln8, Geom<128>, 8)
 #define GEMM_F16_CLN(SUF, G, CS)                                                                                   \
     extern "C" __global__ void __launch_bounds__(THREADS, 1) __cluster_dims__(CS, 1, 1) gemm_f16_sm90##SUF(        \
         const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,                       \

@@ -871,7 +871,7 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
     }
 }
 
-// ---- The cluster entries (_n192_cln2, _n192_cln4, _cln8): the fused layernorm without a tail ----
+// ---- The cluster entries (_n192_cln2, _cln3, _n192_cln4, _cln8): the fused layernorm without a tail ----
 // A cluster of CS CTAs (__cluster_dims__(CS, 1, 1)) owns one 128-row strip at a time: rank r
 // computes the strip's column tile r (ranks past the last column tile compute nothing but take
 // part in every cluster barrier), unsplit over K; clusters walk the strips s = %clusterid.x,

@@ -12,7 +12,7 @@
 //!   an fp16 ulp of the output.
 //! - [`gemm_f16_sm90_ln`], [`gemm_int8_sm90_ln`]: the layernorm of the output rows fused in,
 //!   either by the last tile of each 128-row strip (the serial strip tail, `_ln` / `_sk_ln`) or,
-//!   unsplit with `N <= 1024`, by thread-block clusters owning a strip each (`_n192_cln2`,
+//!   unsplit with `N <= 1024`, by thread-block clusters owning a strip each (`_n192_cln2`, `_cln3`,
 //!   `_n192_cln4`, `_cln8`: the row statistics exchanged through distributed shared memory, y
 //!   never stored); one reduction order for all, so the same bits ([`Sm90Layernorm`]).
 //! - [`gemm_int8_sm90_qa`]: [`gemm_int8_sm90`] with the asymmetric per-row int8 quantisation
@@ -122,33 +122,46 @@ pub fn kernel_name(kind: Sm90Entry, cols: usize, split: bool) -> &'static str {
 
 /// The cluster entries of the fused layernorm (`_cln*`: a cluster of CTAs per 128-row strip,
 /// the row statistics exchanged through distributed shared memory, no serial strip tail), by
-/// cluster size: 2 and 4 CTAs of 192 columns, 8 of 128 (N <= 1024).
-const F16_CLN_ENTRIES: [(usize, &str); 3] =
-    [(2, ids::GEMM_F16_SM90_N192_CLN2), (4, ids::GEMM_F16_SM90_N192_CLN4), (8, ids::GEMM_F16_SM90_CLN8)];
-const INT8_CLN_ENTRIES: [(usize, &str); 3] =
-    [(2, ids::GEMM_INT8_SM90_N192_CLN2), (4, ids::GEMM_INT8_SM90_N192_CLN4), (8, ids::GEMM_INT8_SM90_CLN8)];
+/// cluster size: 2 and 4 CTAs of 192 columns, 3 and 8 of 128 (N <= 1024).
+const F16_CLN_ENTRIES: [(usize, &str); 4] = [
+    (2, ids::GEMM_F16_SM90_N192_CLN2),
+    (3, ids::GEMM_F16_SM90_CLN3),
+    (4, ids::GEMM_F16_SM90_N192_CLN4),
+    (8, ids::GEMM_F16_SM90_CLN8),
+];
+const INT8_CLN_ENTRIES: [(usize, &str); 4] = [
+    (2, ids::GEMM_INT8_SM90_N192_CLN2),
+    (3, ids::GEMM_INT8_SM90_CLN3),
+    (4, ids::GEMM_INT8_SM90_N192_CLN4),
+    (8, ids::GEMM_INT8_SM90_CLN8),
+];
 
 /// The most columns a cluster entry normalises (8 CTAs of 128 columns).
 pub const CLUSTER_LN_MAX: usize = 1024;
 
 /// The cluster size of the cluster entry for rows of `n` columns: 2 (`_n192_cln2`) for `n <=
-/// 384`, 4 (`_n192_cln4`) for `n <= 768`, 8 (`_cln8`, 128-column tiles) for `n <= 1024`; `None`
-/// beyond (or for `n` not a positive multiple of 8).
+/// 256`, 3 (`_cln3`, 128-column tiles) for `n <= 384`, 4 (`_n192_cln4`) for `n <= 768`, 8
+/// (`_cln8`, 128-column tiles) for `n <= 1024`; `None` beyond (or for `n` not a positive
+/// multiple of 8). At 257..384 columns (hidden 384: MiniLM, bge-small, e5-small) three CTAs of
+/// 128 columns instead of two of 192: a strip's busiest CTA has a third less work and a grid of
+/// strips keeps 1.5 times the SMs busy (the result is the same bits: K's chunk order and the
+/// layernorm's block order do not depend on the tile width).
 pub fn cluster_size(n: usize) -> Option<usize> {
     if n == 0 || n % 8 != 0 {
         return None;
     }
     match n {
-        1..=384 => Some(2),
+        1..=256 => Some(2),
+        257..=384 => Some(3),
         385..=768 => Some(4),
         769..=CLUSTER_LN_MAX => Some(8),
         _ => None,
     }
 }
 
-/// Output columns per CTA of the cluster entry of `cs` CTAs: 192 for 2 and 4, 128 for 8.
+/// Output columns per CTA of the cluster entry of `cs` CTAs: 192 for 2 and 4, 128 for 3 and 8.
 pub fn cluster_cols(cs: usize) -> usize {
-    if cs == 8 {
+    if cs == 3 || cs == 8 {
         COLS[0]
     } else {
         COLS[1]
@@ -357,7 +370,7 @@ pub enum Sm90Layernorm {
     /// The serial strip tail (`_ln`, `_sk_ln`): y is stored, and the last tile of each 128-row
     /// strip normalises it.
     Strip,
-    /// The cluster entries (`_n192_cln2`, `_n192_cln4`, `_cln8`); an error where they do not
+    /// The cluster entries (`_n192_cln2`, `_cln3`, `_n192_cln4`, `_cln8`); an error where they do not
     /// apply (a split launch, `N > 1024`). They do not write `out`.
     Cluster,
 }

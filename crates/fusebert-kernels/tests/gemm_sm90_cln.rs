@@ -1,11 +1,11 @@
 //! The fused layernorm of the Hopper residual GEMMs three ways, on the emulator at sm_90: the
-//! cluster entries (`gemm_*_sm90_n192_cln2`, `_n192_cln4`, `_cln8`: a cluster of CTAs per
+//! cluster entries (`gemm_*_sm90_n192_cln2`, `_cln3`, `_n192_cln4`, `_cln8`: a cluster of CTAs per
 //! 128-row strip, the row statistics exchanged through distributed shared memory), the serial
 //! strip tail (`_ln`) and the split strip tail (`_sk_ln`) give the same bits (ln_out, int8 codes
 //! and scales, with and without smoothing): one reduction order for the family
 //! (`kernels/ln_blocked.cuh`). M 1, 70, 130, 300 (one, two, three partial strips); N 200 (a
-//! partial 64-column block, CS 2), 384 (CS 2), 520 (CS 4, one rank idle), 768 (CS 4), 1000 (CS 8,
-//! a partial 128-column tile); grids of one cluster (walking every strip) and of one cluster
+//! partial 64-column block, CS 2), 384 (CS 3 of 128 columns), 264 (CS 3, the last rank's tile 8
+//! columns), 520 (CS 4, one rank idle), 768 (CS 4), 1000 (CS 8, a partial 128-column tile); grids of one cluster (walking every strip) and of one cluster
 //! per strip; lazy, eager and random async completion; outputs poisoned. Each ln_out is checked
 //! against an f64 layernorm of the f64 GEMM: within one fp16 rounding of the output plus the
 //! fp16 rounding of y (what the kernel normalises) carried through the normalisation (into the
@@ -226,8 +226,14 @@ fn check_family(int8: bool, seed: u64) {
     let k = if int8 { 640 } else { 320 };
     assert_eq!(gemm_sm90::k_chunks(k, int8), 2);
     let mut r = rng(seed);
-    let cases: [(usize, &[usize]); 5] =
-        [(200, &[1, 130, 300]), (384, &[70, 300]), (520, &[130, 300]), (768, &[1, 300]), (1000, &[70, 300])];
+    let cases: [(usize, &[usize]); 6] = [
+        (200, &[1, 130, 300]),
+        (384, &[70, 300]),
+        (520, &[130, 300]),
+        (768, &[1, 300]),
+        (1000, &[70, 300]),
+        (264, &[130]),
+    ];
     let mut worst = 0f64;
     for (ci, &(n, ms)) in cases.iter().enumerate() {
         let m_max = *ms.iter().max().unwrap();
@@ -285,7 +291,9 @@ fn int8_cluster_strip_and_split_layernorms_agree_bit_for_bit() {
 #[test]
 fn cluster_choice_and_names() {
     assert_eq!(gemm_sm90::cluster_size(200), Some(2));
-    assert_eq!(gemm_sm90::cluster_size(384), Some(2));
+    assert_eq!(gemm_sm90::cluster_size(256), Some(2));
+    assert_eq!(gemm_sm90::cluster_size(264), Some(3));
+    assert_eq!(gemm_sm90::cluster_size(384), Some(3));
     assert_eq!(gemm_sm90::cluster_size(392), Some(4));
     assert_eq!(gemm_sm90::cluster_size(768), Some(4));
     assert_eq!(gemm_sm90::cluster_size(776), Some(8));
@@ -294,7 +302,9 @@ fn cluster_choice_and_names() {
     assert_eq!(gemm_sm90::cluster_kernel_name(false, 2), Some("gemm_f16_sm90_n192_cln2"));
     assert_eq!(gemm_sm90::cluster_kernel_name(true, 4), Some("gemm_int8_sm90_n192_cln4"));
     assert_eq!(gemm_sm90::cluster_kernel_name(false, 8), Some("gemm_f16_sm90_cln8"));
-    assert_eq!(gemm_sm90::cluster_kernel_name(true, 3), None);
+    assert_eq!(gemm_sm90::cluster_kernel_name(true, 3), Some("gemm_int8_sm90_cln3"));
+    assert_eq!((gemm_sm90::cluster_cols(3), gemm_sm90::cluster_cols(2)), (128, 192));
+    assert_eq!(gemm_sm90::cluster_kernel_name(true, 5), None);
     // BERT-base: unsplit at 4096 tokens, split (strip tail) at 1 token with K 3072
     assert_eq!(gemm_sm90::ln_cluster(4096, 768, 3072, false), Some(4));
     assert_eq!(gemm_sm90::ln_cluster(4096, 1024, 4096, true), Some(8));
