@@ -658,7 +658,19 @@ fn ln_cluster_of(kernel: &str, n: usize, splits: usize, how: &GemmSm90Launch) ->
     }
 }
 
-/// The grid of a cluster entry of `cs` CTAs: `cs` x min(strips, 128 / `cs`) CTAs, or `how.ctas`
+/// An H100's GPCs and the fewest SMs one of them has (132 SMs in 8 GPCs of 16 to 18).
+const GPCS: usize = 8;
+const MIN_GPC_SMS: usize = 16;
+
+/// Clusters of `cs` CTAs (one CTA per SM) that run at once, at most: a cluster never spans GPCs,
+/// so each GPC holds `16 / cs` whole clusters: 64 of 2, 40 of 3, 32 of 4, 16 of 8. **To confirm
+/// on a GPU** (`cudaOccupancyMaxActiveClusters`); a larger grid would run its extra clusters after
+/// the rest.
+pub fn max_clusters(cs: usize) -> usize {
+    GPCS * (MIN_GPC_SMS / cs.max(1))
+}
+
+/// The grid of a cluster entry of `cs` CTAs: `cs` x min(strips, [`max_clusters`]) CTAs, or `how.ctas`
 /// rounded down to a multiple of `cs` (at least one cluster, at most one per strip); the
 /// clusters walk the 128-row strips.
 fn cluster_grid(kernel: &str, m: usize, cs: usize, how: &GemmSm90Launch) -> Result<LaunchConfig> {
@@ -668,7 +680,7 @@ fn cluster_grid(kernel: &str, m: usize, cs: usize, how: &GemmSm90Launch) -> Resu
     let strips = m.div_ceil(BM);
     let clusters = match how.ctas {
         Some(c) => (c as usize / cs).max(1),
-        None => 128 / cs,
+        None => max_clusters(cs),
     }
     .min(strips);
     Ok(LaunchConfig::linear((clusters * cs) as u32, THREADS, smem(cluster_cols(cs))))

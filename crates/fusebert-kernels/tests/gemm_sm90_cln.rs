@@ -305,6 +305,9 @@ fn cluster_choice_and_names() {
     assert_eq!(gemm_sm90::cluster_kernel_name(true, 3), Some("gemm_int8_sm90_cln3"));
     assert_eq!((gemm_sm90::cluster_cols(3), gemm_sm90::cluster_cols(2)), (128, 192));
     assert_eq!(gemm_sm90::cluster_kernel_name(true, 5), None);
+    // whole clusters per GPC (8 GPCs of at least 16 SMs): the grid's cap
+    let caps: Vec<usize> = [2, 3, 4, 8].iter().map(|&cs| gemm_sm90::max_clusters(cs)).collect();
+    assert_eq!(caps, [64, 40, 32, 16]);
     // BERT-base: unsplit at 4096 tokens, split (strip tail) at 1 token with K 3072
     assert_eq!(gemm_sm90::ln_cluster(4096, 768, 3072, false), Some(4));
     assert_eq!(gemm_sm90::ln_cluster(4096, 1024, 4096, true), Some(8));

@@ -72,9 +72,10 @@ pub const SM90_CTAS: usize = 132;
 pub const SM90_REGISTERS: u32 = 168;
 
 /// CTAs of a cluster-launched `_sm90` grid at most (`_cln` / `_cqa` entries): an H100's GPCs
-/// of 16 to 18 SMs hold 32 clusters of 4, 16 of 8 with one CTA per SM (the grid the host
-/// launches: `cluster * min(strips, 128 / cluster)`). **To confirm on a GPU** with
-/// `cudaOccupancyMaxActiveClusters`; a larger grid would run its extra clusters after the rest.
+/// of 16 to 18 SMs hold 64 clusters of 2, 40 of 3, 32 of 4, 16 of 8 with one CTA per SM (the
+/// grid the host launches: `cluster * min(strips, gemm_sm90::max_clusters(cluster))`). **To
+/// confirm on a GPU** with `cudaOccupancyMaxActiveClusters`; a larger grid would run its extra
+/// clusters after the rest.
 pub const CLUSTER_CTAS: usize = 128;
 
 /// One `_sm90` GEMM launch's tiling.
@@ -104,7 +105,7 @@ impl Sm90Tile {
     /// CTAs launched: `min(units, SM90_CTAS)`, or whole clusters of at most [`CLUSTER_CTAS`].
     pub fn ctas(&self, m: usize, n: usize) -> usize {
         if self.cluster > 1 {
-            self.cluster * m.div_ceil(self.rows).min(CLUSTER_CTAS / self.cluster).max(1)
+            self.cluster * m.div_ceil(self.rows).min(crate::kernels::gemm_sm90::max_clusters(self.cluster)).max(1)
         } else {
             self.units(m, n).min(SM90_CTAS)
         }
