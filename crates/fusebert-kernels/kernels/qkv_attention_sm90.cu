@@ -111,7 +111,7 @@ struct CtxCodes {
 };
 
 // Each consumer warp's slot for a ctx row in the (then idle) dynamic shared memory: 27 KiB,
-// rows of up to 13,824 columns (src/qkv_attention_sm90.rs: CTX_ROW_SLOT_COLUMNS).
+// rows of up to 13,824 columns (src/qkv_attention_sm90.rs: ctx_row_slot_columns).
 constexpr uint32_t CTX_SLOT_BYTES = G::SMEM / 8;
 static_assert(CTX_SLOT_BYTES % 16 == 0, "16-byte vectors in each slot");
 
