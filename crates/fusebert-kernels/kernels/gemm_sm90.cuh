@@ -476,42 +476,58 @@ FB_DEVICE void qa_f32(float (&f)[8], const uint4& raw, const __half* smooth, uin
     }
 }
 
-// One row's asymmetric quantisation by one warp, quantize_rows<false, true>'s arithmetic: the
-// row's max(0, max x) and max(0, -min x) (exact, so the reduction order does not matter), the
-// shared q8_asym_params, then each code. y is read once, through L2 (other CTAs wrote it,
-// bypassing L1); the warp keeps its first `slot_vecs` vectors in its shared `slot` for the
-// codes' pass (the accumulators of the next tile are live: no room for the row in registers),
-// and reads any beyond from L2 again. Each lane reads back only the vectors it wrote.
-FB_DEVICE void qa_row(const QaArgs& qa, const __half* y, int row, int N, uint32_t slot, uint32_t slot_vecs) {
+// Where a row's codes go: q [rows, N], scale [rows], zero [rows] (asymmetric only), and the
+// smoothing multipliers [N] of the next GEMM, or null.
+struct RowCodes {
+    int8_t* q;
+    float* scale;
+    int32_t* zero;
+    const __half* smooth;
+};
+
+// One row's int8 quantisation by one warp, quantize_rows' arithmetic: asymmetric (ASYM: the
+// row's max(0, max x) and max(0, -min x), q8_asym_params, q8_asym) or symmetric (the absmax,
+// q8_inv_scale, q8, absmax / 127); the extremes are exact, so the reduction order does not
+// matter. y is read once, through L2 (other CTAs wrote it, bypassing L1); the warp keeps its
+// first `slot_vecs` vectors in its shared `slot` for the codes' pass (the caller's idle shared
+// memory: no room for the row in registers), and reads any beyond from L2 again. Each lane
+// reads back only the vectors it wrote.
+template <bool ASYM>
+FB_DEVICE void row_codes(const RowCodes& rc, const __half* y, int row, int N, uint32_t slot, uint32_t slot_vecs) {
     const int lane = threadIdx.x & 31;
     const uint32_t nvec = N / 8;
     const uint4* yr = reinterpret_cast<const uint4*>(y + (size_t)row * N);
-    float pmax = 0.f, nmin = 0.f;
+    float pmax = 0.f, nmin = 0.f;  // max(0, max x) (absmax when symmetric), max(0, -min x)
     for (uint32_t v = lane; v < nvec; v += 32) {
         const uint4 raw = __ldcg(yr + v);
         if (v < slot_vecs) st_shared_v4(slot + 16 * v, raw);
         float f[8];
-        qa_f32(f, raw, qa.smooth, v);
+        qa_f32(f, raw, rc.smooth, v);
 #pragma unroll
         for (int j = 0; j < 8; j++) {
-            pmax = fmaxf(pmax, f[j]);
-            nmin = fmaxf(nmin, -f[j]);
+            if (ASYM) {
+                pmax = fmaxf(pmax, f[j]);
+                nmin = fmaxf(nmin, -f[j]);
+            } else {
+                pmax = fmaxf(pmax, fabsf(f[j]));
+            }
         }
     }
-    const Q8Asym p = q8_asym_params(warp_max(pmax), warp_max(nmin));
-    uint2* qr = reinterpret_cast<uint2*>(qa.q + (size_t)row * N);
+    pmax = warp_max(pmax);
+    const Q8Asym p = ASYM ? q8_asym_params(pmax, warp_max(nmin)) : Q8Asym{q8_inv_scale(pmax), pmax / 127.f, 0};
+    uint2* qr = reinterpret_cast<uint2*>(rc.q + (size_t)row * N);
     for (uint32_t v = lane; v < nvec; v += 32) {
         const uint4 raw = v < slot_vecs ? ld_shared_v4(slot + 16 * v) : __ldcg(yr + v);
         float f[8];
-        qa_f32(f, raw, qa.smooth, v);
+        qa_f32(f, raw, rc.smooth, v);
         int c[8];
 #pragma unroll
-        for (int j = 0; j < 8; j++) c[j] = q8_asym(f[j], p.inv, p.zero);
+        for (int j = 0; j < 8; j++) c[j] = ASYM ? q8_asym(f[j], p.inv, p.zero) : q8(f[j], p.inv);
         qr[v] = make_uint2(pack_s8x4(c[0], c[1], c[2], c[3]), pack_s8x4(c[4], c[5], c[6], c[7]));
     }
     if (lane == 0) {
-        qa.scale[row] = p.scale;
-        qa.zero[row] = p.zero;
+        rc.scale[row] = p.scale;
+        if (ASYM) rc.zero[row] = p.zero;
     }
 }
 
@@ -529,7 +545,9 @@ struct QaTail {
         const int warp = (threadIdx.x - 128) >> 5;  // consumer warp 0..7, warpgroup warp % 4
         const uint32_t slot_bytes = scratch.bytes / 4, slot = scratch.base + (warp % 4) * slot_bytes;
         const int end = m0 + BM < M ? m0 + BM : M;
-        for (int row = m0 + warp; row < end; row += CONSUMER_THREADS / 32) qa_row(qa, y, row, N, slot, slot_bytes / 16);
+        const RowCodes rc{qa.q, qa.scale, qa.zero, qa.smooth};
+        for (int row = m0 + warp; row < end; row += CONSUMER_THREADS / 32)
+            row_codes<true>(rc, y, row, N, slot, slot_bytes / 16);
     }
 };
 

@@ -115,39 +115,6 @@ struct CtxCodes {
 constexpr uint32_t CTX_SLOT_BYTES = G::SMEM / 8;
 static_assert(CTX_SLOT_BYTES % 16 == 0, "16-byte vectors in each slot");
 
-// One ctx row's symmetric quantisation by one warp, quantize_rows<true, false>'s arithmetic
-// without smoothing: the row's absmax (exact, so the reduction order does not matter),
-// q8_inv_scale, q8 per element, absmax / 127. The row is read once through L2 (other CTAs
-// wrote it, bypassing L1) into the warp's shared slot, and the codes' pass reads it there
-// (vectors past the slot from L2 again); each lane reads back only the vectors it wrote.
-FB_DEVICE void ctx_codes_row(const CtxCodes& cc, const __half* ctx, int row, int H, uint32_t slot) {
-    const int lane = threadIdx.x & 31;
-    const int nvec = H / 8, slot_vecs = CTX_SLOT_BYTES / 16;
-    const uint4* xr = reinterpret_cast<const uint4*>(ctx + (size_t)row * H);
-    float amax = 0.f;
-    for (int v = lane; v < nvec; v += 32) {
-        const uint4 raw = __ldcg(xr + v);
-        if (v < slot_vecs) sm90::st_shared_v4(slot + 16 * v, raw);
-        float f[8];
-        half8_to_float(*reinterpret_cast<const half8*>(&raw), f);
-#pragma unroll
-        for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(f[j]));
-    }
-    amax = warp_max(amax);
-    const float inv = q8_inv_scale(amax);
-    uint2* qr = reinterpret_cast<uint2*>(cc.q + (size_t)row * H);
-    for (int v = lane; v < nvec; v += 32) {
-        const uint4 raw = v < slot_vecs ? sm90::ld_shared_v4(slot + 16 * v) : __ldcg(xr + v);
-        float f[8];
-        half8_to_float(*reinterpret_cast<const half8*>(&raw), f);
-        int c[8];
-#pragma unroll
-        for (int j = 0; j < 8; j++) c[j] = q8(f[j], inv);
-        qr[v] = make_uint2(pack_s8x4(c[0], c[1], c[2], c[3]), pack_s8x4(c[4], c[5], c[6], c[7]));
-    }
-    if (lane == 0) cc.scale[row] = amax / 127.f;
-}
-
 // After the attention's stores (every consumer thread): the last of sequence b's `heads` CTAs
 // quantises the sequence's ctx rows start .. start + len (a consumer warp per row). By then no
 // wgmma or TMA of this CTA touches shared memory (strip_arrive's barriers follow the
@@ -157,7 +124,10 @@ FB_DEVICE void ctx_codes(const CtxCodes& cc, const __half* ctx, int b, int heads
     if (!sm90::strip_arrive(cc.arrivals, b, heads, last)) return;
     const int warp = (threadIdx.x - 128) >> 5;  // consumer warp 0..7
     const uint32_t slot = s0 + warp * CTX_SLOT_BYTES;
-    for (int r = warp; r < len; r += sm90::CONSUMER_THREADS / 32) ctx_codes_row(cc, ctx, start + r, H, slot);
+    // quantize_i8_f16's symmetric codes, no smoothing (gemm_sm90.cuh: the _qa tails' row code)
+    const sm90::RowCodes rc{cc.q, cc.scale, nullptr, nullptr};
+    for (int r = warp; r < len; r += sm90::CONSUMER_THREADS / 32)
+        sm90::row_codes<false>(rc, ctx, start + r, H, slot, CTX_SLOT_BYTES / 16);
 }
 
 template <class Op, bool CODES, class E>

@@ -267,6 +267,26 @@ pub struct GemmInt8<'a> {
     pub shape: GemmShape,
 }
 
+/// The operand checks every int8 GEMM entry shares (each adds the alignments its loads need):
+/// the lengths of `g`'s buffers for an `m x n x k` GEMM, its epilogue, and with zero points
+/// their lengths and K's int32 limit.
+pub(crate) fn check_int8_lengths(kernel: &str, g: &GemmInt8<'_>, m: usize, n: usize, k: usize) -> Result<()> {
+    check_len(kernel, "a", g.a, m * k)?;
+    check_len(kernel, "a_scale", g.a_scale, m)?;
+    check_len(kernel, "w", g.w, n * k)?;
+    check_len(kernel, "w_scale", g.w_scale, n)?;
+    check_epilogue(kernel, g.bias, &g.epilogue, m, n)?;
+    if let Some(zp) = g.zero_point {
+        // |acc| and |zero * w_sum| are each at most 128 * 128 * K: their difference fits int32
+        if k > 65536 {
+            return Err(kerr(kernel, format!("K = {k} must be <= 65536 with zero points (int32 accumulators)")));
+        }
+        check_len(kernel, "zero", zp.zero, m)?;
+        check_len(kernel, "w_sum", zp.w_sum, n)?;
+    }
+    Ok(())
+}
+
 /// The W8A8 GEMM on tensor cores into `out` `[m, n]` (fp16), launched as `how` says. Same result
 /// whatever the tile or split (int32 sums are exact).
 pub fn gemm_int8(dev: &Device, g: &GemmInt8<'_>, out: &mut DeviceBuffer<f16>, how: GemmLaunch<'_>) -> Result<()> {
@@ -276,12 +296,8 @@ pub fn gemm_int8(dev: &Device, g: &GemmInt8<'_>, out: &mut DeviceBuffer<f16>, ho
     let kernel =
         if fast { gemm_kernel("gemm_int8_f16", plan, how.layernorm.is_some())? } else { ids::GEMM_INT8_SIMPLE };
     let (m32, n32, k32) = check_shape(kernel, m, n, k)?;
-    check_len(kernel, "a", g.a, m * k)?;
-    check_len(kernel, "a_scale", g.a_scale, m)?;
-    check_len(kernel, "w", g.w, n * k)?;
-    check_len(kernel, "w_scale", g.w_scale, n)?;
+    check_int8_lengths(kernel, g, m, n, k)?;
     check_len(kernel, "out", out, m * n)?;
-    check_epilogue(kernel, g.bias, &g.epilogue, m, n)?;
     for (name, addr) in [("a", g.a.addr()), ("w", g.w.addr())] {
         if addr % 16 != 0 {
             return Err(kerr(kernel, format!("buffer `{name}` at {addr:#x} is not 16-byte aligned")));
@@ -290,12 +306,6 @@ pub fn gemm_int8(dev: &Device, g: &GemmInt8<'_>, out: &mut DeviceBuffer<f16>, ho
     check_align(kernel, "w_scale", g.w_scale, 16)?;
     check_align(kernel, "out", out, 8)?;
     if let Some(zp) = g.zero_point {
-        // |acc| and |zero * w_sum| are each at most 128 * 128 * K: their difference fits int32
-        if k > 65536 {
-            return Err(kerr(kernel, format!("K = {k} must be <= 65536 with zero points (int32 accumulators)")));
-        }
-        check_len(kernel, "zero", zp.zero, m)?;
-        check_len(kernel, "w_sum", zp.w_sum, n)?;
         check_align(kernel, "w_sum", zp.w_sum, 16)?;
     }
     let ws = how.workspace;
