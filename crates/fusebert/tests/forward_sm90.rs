@@ -311,3 +311,54 @@ fn sm90_attention_plan_matches_the_emulator_in_both_tilings() {
         );
     }
 }
+
+/// The forward pass launches the GEMM entries the performance plan prices, launch by launch,
+/// grids included, where the plan chose between two launches with the same bits: hidden 96,
+/// 128 tokens in one 128-row strip. fp16 FFN2 (K = 384: two K chunks) would split over K and
+/// leave its layernorm to the strip's last CTA; the model predicts its cluster entry
+/// (`_n192_cln2`) faster, and that is what runs. int8: the attention-output and FFN2
+/// layernorms and FFN1's codes all on clusters.
+#[test]
+fn the_forward_pass_launches_the_planned_gemm_entries() {
+    let (shape, _, _) = cases()[2];
+    let lengths = &[33, 2, 40, 53];
+    let model = random_model(shape, 302);
+    let batch = random_batch(shape.vocab, lengths, 32);
+    let outputs = ForwardOptions::embeddings(false).outputs;
+    let heads = fusebert::perf::Heads::of(&model, outputs);
+    for precision in [Precision::F16, Precision::Int8] {
+        let dev = sm90(AsyncMode::Lazy);
+        let mut bert = if precision == Precision::Int8 {
+            let calibration = random_batch(shape.vocab, &[9, 40], 99);
+            DeviceBert::new_calibrated(&dev, &model, precision, &calibration).unwrap()
+        } else {
+            DeviceBert::new(&dev, &model, precision).unwrap()
+        };
+        bert.set_kernel_family(KernelFamily::Sm90).unwrap();
+        dev.emulator_backend().unwrap().clear_launches();
+        bert.forward(&batch, ForwardOptions::embeddings(false)).unwrap();
+        let ran: Vec<_> = dev
+            .emulator_backend()
+            .unwrap()
+            .launches()
+            .into_iter()
+            .filter(|l| l.kernel.starts_with("gemm_"))
+            .map(|l| (l.kernel, l.grid))
+            .collect();
+        let plan = fusebert::perf::forward_plan_for(&model.config, precision, lengths, heads, Sm90Plan);
+        let planned: Vec<_> = plan
+            .launches
+            .iter()
+            .filter(|l| l.kernel.starts_with("gemm_"))
+            .map(|l| (l.kernel.clone(), l.grid))
+            .collect();
+        assert_eq!(ran, planned, "{precision:?}");
+        let ffn2 = plan.launches.iter().find(|l| l.step == "ffn2_ln2").unwrap();
+        let (m, n, k) = ffn2.gemm.unwrap();
+        let int8 = precision == Precision::Int8;
+        if !int8 {
+            assert!(fusebert::kernels::gemm_sm90::plan(m, n, k, int8).splits > 1, "FFN2's plan splits K");
+        }
+        assert!(ffn2.kernel.ends_with("_n192_cln2"), "{}", ffn2.kernel);
+    }
+}

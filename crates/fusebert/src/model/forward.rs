@@ -711,6 +711,17 @@ impl DeviceBert {
             && schedule::fuses_qkv_attention(self.config.num_attention_heads, self.config.head_dim(), &batch.lengths)
     }
 
+    /// Whether the Hopper launch of layer GEMM `step` over `t` tokens is a cluster entry
+    /// (`_cln`, `_cqa`) where [`kernels::gemm_sm90::plan`] would split K ahead of a strip tail:
+    /// the roofline model's choice between the two bit-identical launches
+    /// ([`crate::perf::plan::sm90_layer_tile`], the launch the performance plan prices). The
+    /// cluster entry is launched by passing no split workspace.
+    fn sm90_cluster(&self, step: Step, t: usize) -> bool {
+        self.kernels.is_sm90()
+            && crate::perf::plan::sm90_layer_tile(&self.config, self.precision, t, step)
+                .is_some_and(|tile| tile.cluster > 1)
+    }
+
     /// Whether FFN1 quantises its own output for FFN2 (`gemm_int8_sm90*_qa`, no `quantize_ffn`
     /// launch): int8 on the Hopper kernels, which take FFN1's shape (a function of the model:
     /// every token count gives the same schedule).
@@ -1082,31 +1093,44 @@ impl DeviceBert {
         let (h, i, eps) = (self.config.hidden_size, self.config.intermediate_size, self.config.layer_norm_eps);
         let l = &self.layers[layer];
         let next = self.layers.get(layer + 1);
+        let cluster = self.sm90_cluster(Step::Gemm { layer, gemm, layernorm, quantize }, t);
         let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_next, q8_scale, q8_zero, ctx_scale, split, .. } = ws;
         let sp = &*split;
         match (gemm, layernorm) {
             (LayerGemm::Qkv, _) => {
-                self.gemm(&l.qkv, x, q8, q8_scale, q8_zero, sp, Epilogue::None, qkv, t, 3 * h, h, None)
+                self.gemm(&l.qkv, x, q8, q8_scale, q8_zero, sp, Epilogue::None, qkv, t, 3 * h, h, None, false)
             }
             // int8: the context's codes are in q8_next and ctx_scale (Step::Quantize or the fused
             // QKV attention)
-            (LayerGemm::AttnOut, None) => {
-                self.gemm(&l.attn_out, ctx, q8_next, ctx_scale, q8_zero, sp, Epilogue::Residual(x), y, t, h, h, None)
-            }
+            (LayerGemm::AttnOut, None) => self.gemm(
+                &l.attn_out,
+                ctx,
+                q8_next,
+                ctx_scale,
+                q8_zero,
+                sp,
+                Epilogue::Residual(x),
+                y,
+                t,
+                h,
+                h,
+                None,
+                false,
+            ),
             (LayerGemm::AttnOut, Some(out)) => {
                 // LN1's int8 codes go to q8 (the layer's input codes, read by nothing after
                 // the QKV projection)
                 let q = out.q8.then_some(FusedQ8 { q: q8, scale: q8_scale, smooth: l.ffn1.smooth() });
                 let ln = FusedLayerNorm { gamma: &l.ln1.gamma, beta: &l.ln1.beta, out: hbuf, q8: q, eps };
                 let res = Epilogue::Residual(x);
-                self.gemm(&l.attn_out, ctx, q8_next, ctx_scale, q8_zero, sp, res, y, t, h, h, Some(&ln))
+                self.gemm(&l.attn_out, ctx, q8_next, ctx_scale, q8_zero, sp, res, y, t, h, h, Some(&ln), cluster)
             }
             (LayerGemm::Ffn1, _) if quantize => {
                 let codes = FusedQuantize { q: q8_next, scale: q8_scale, zero: q8_zero, smooth: l.ffn2.smooth() };
-                self.ffn1_quantized(&l.ffn1, q8, q8_scale, q8_zero, &codes, sp, ffn, t, i, h)
+                self.ffn1_quantized(&l.ffn1, q8, q8_scale, q8_zero, &codes, sp, ffn, t, i, h, cluster)
             }
             (LayerGemm::Ffn1, _) => {
-                self.gemm(&l.ffn1, hbuf, q8, q8_scale, q8_zero, sp, self.ffn_act, ffn, t, i, h, None)
+                self.gemm(&l.ffn1, hbuf, q8, q8_scale, q8_zero, sp, self.ffn_act, ffn, t, i, h, None, false)
             }
             (LayerGemm::Ffn2, ln2) => {
                 // FFN2's codes and where LN2's go (see above)
@@ -1114,7 +1138,7 @@ impl DeviceBert {
                 let (input, ln2_codes) = if fused { (&*q8_next, &*q8) } else { (&*q8, &*q8_next) };
                 let res = Epilogue::Residual(hbuf);
                 match ln2 {
-                    None => self.gemm(&l.ffn2, ffn, input, q8_scale, q8_zero, sp, res, y, t, h, i, None)?,
+                    None => self.gemm(&l.ffn2, ffn, input, q8_scale, q8_zero, sp, res, y, t, h, i, None, false)?,
                     Some(out) => {
                         // int8: LN2's codes are smoothed for the next layer's QKV; its scales
                         // overwrite q8_scale rows only after their strip's tiles read them
@@ -1124,7 +1148,7 @@ impl DeviceBert {
                             smooth: n.qkv.smooth(),
                         });
                         let ln = FusedLayerNorm { gamma: &l.ln2.gamma, beta: &l.ln2.beta, out: x, q8: q, eps };
-                        self.gemm(&l.ffn2, ffn, input, q8_scale, q8_zero, sp, res, y, t, h, i, Some(&ln))?
+                        self.gemm(&l.ffn2, ffn, input, q8_scale, q8_zero, sp, res, y, t, h, i, Some(&ln), cluster)?
                     }
                 }
                 // the next layer reads LN2's codes from q8; an even number of swaps per pass
@@ -1246,11 +1270,16 @@ impl DeviceBert {
         n: usize,
         k: usize,
         ln: Option<&FusedLayerNorm<'_>>,
+        cluster: bool,
     ) -> Result<()> {
         let d = &self.dev;
         let shape = kernels::GemmShape { m, n, k };
-        // Hopper: split over K where the planner splits (the same bits either way)
-        let how90 = |int8: bool| kernels::GemmSm90Launch::planned(m, n, k, int8, split);
+        // Hopper: split over K where the planner splits, unless the layernorm's cluster entry
+        // was chosen (the same bits either way)
+        let how90 = |int8: bool| kernels::GemmSm90Launch {
+            split: (!cluster).then_some(split),
+            ..kernels::GemmSm90Launch::planned(m, n, k, int8, split)
+        };
         // mma.sync: the planner's tile and split, with the layernorm fused when asked
         let mma = |int8: bool| match ln {
             None => kernels::GemmLaunch::planned(GemmPlan::choose(m, n, k, int8), Some(split)),
@@ -1297,12 +1326,17 @@ impl DeviceBert {
         m: usize,
         n: usize,
         k: usize,
+        cluster: bool,
     ) -> Result<()> {
         let shape = kernels::GemmShape { m, n, k };
         let Some(g) = lin.int8_gemm(q8, q8_scale, q8_zero, self.ffn_act, shape) else {
             return Err(Error::Other("DeviceBert: a quantising FFN1 needs int8 weights".into()));
         };
-        let how = kernels::GemmSm90Launch::planned(m, n, k, true, split);
+        // no split workspace: the cluster entry (`_cqa`) where it was chosen
+        let how = kernels::GemmSm90Launch {
+            split: (!cluster).then_some(split),
+            ..kernels::GemmSm90Launch::planned(m, n, k, true, split)
+        };
         kernels::gemm_int8_sm90_qa(&self.dev, &g, out, codes, split, how)
     }
 

@@ -567,8 +567,9 @@ enum Sm90Tail {
 }
 
 /// An `_sm90` GEMM `[m, k] x [n, k]^T` with bias and epilogue (`tail`: a layernorm or the int8
-/// quantisation of its rows fused in), tiled as [`sm90::choose_gemm`]
-/// says: the same epilogue work as the `mma.sync` kernel's, operands by TMA (A once per column
+/// quantisation of its rows fused in), tiled as [`sm90::choose_gemm`] says or, where that
+/// splits K ahead of a strip tail, as its cluster entry ([`sm90::cluster_alternative`]) if the
+/// model predicts that faster: the same epilogue work as the `mma.sync` kernel's, operands by TMA (A once per column
 /// tile, W once per row tile; TMA clips the edges, so nothing past them is loaded), per-column
 /// parameters once per row tile and per-row ones once per column tile, f32 partial sums stored
 /// by every split and read back by the last.
@@ -584,13 +585,67 @@ fn gemm_sm90(
     asym: bool,
     tail: Sm90Tail,
 ) -> PlannedLaunch {
-    let asym = asym && p.int8;
     let kind = match tail {
         Sm90Tail::None => Sm90Entry::of(p.int8, false),
         Sm90Tail::LayerNorm { .. } => Sm90Entry::of(p.int8, true),
         Sm90Tail::Quantize { .. } => Sm90Entry::Int8Qa,
     };
-    let tile = sm90::choose_gemm(kind, m, n, k);
+    let tiled = |tile| gemm_sm90_tiled(p, step, layer, m, n, k, epi, asym, tail, kind, tile);
+    let planned = tiled(sm90::choose_gemm(kind, m, n, k));
+    // where the plan splits K and leaves the rows' layernorm or codes to the strip's last CTA,
+    // the cluster entry gives the same bits: the faster of the two on an H100 runs
+    match sm90::cluster_alternative(kind, m, n, k) {
+        Some(tile) => {
+            let cluster = tiled(tile);
+            if predicted_kernel_us(&cluster) < predicted_kernel_us(&planned) {
+                cluster
+            } else {
+                planned
+            }
+        }
+        None => planned,
+    }
+}
+
+/// The kernel time the roofline model predicts for `l` on an H100 SXM in a CUDA graph: what
+/// decides between bit-identical `_sm90` launches of a GEMM ([`gemm_sm90`]). One GPU for every
+/// device, as the kernels' own split rule (`gemm_sm90::SPLIT_SMS`): a launch is a function of
+/// its shape alone.
+fn predicted_kernel_us(l: &PlannedLaunch) -> f64 {
+    static H100: std::sync::OnceLock<super::gpu::GpuSpec> = std::sync::OnceLock::new();
+    let g = H100.get_or_init(|| super::gpu::gpu("h100-sxm").expect("a built-in GPU"));
+    super::roofline::predict_launch(g, l, true).kernel_us
+}
+
+/// The tile the forward pass's `_sm90` launch of layer GEMM `step` over `tokens` tokens uses:
+/// the plan's choice between a split and its cluster entry (a cluster when `cluster > 1`);
+/// `None` for a step that is not a layer GEMM.
+pub fn sm90_layer_tile(c: &BertConfig, precision: Precision, tokens: usize, step: Step) -> Option<Sm90Tile> {
+    match step {
+        Step::Gemm { .. } => {
+            let p = Prec { int8: precision == Precision::Int8 };
+            planned_sm90(c, p, &[tokens], Heads::NONE, step).sm90_tile
+        }
+        _ => None,
+    }
+}
+
+/// [`gemm_sm90`] in tiling `tile`.
+#[allow(clippy::too_many_arguments)] // one GEMM: shape, precision, epilogue, tail and tiling
+fn gemm_sm90_tiled(
+    p: Prec,
+    step: &'static str,
+    layer: Option<usize>,
+    m: usize,
+    n: usize,
+    k: usize,
+    epi: Epi,
+    asym: bool,
+    tail: Sm90Tail,
+    kind: Sm90Entry,
+    tile: Sm90Tile,
+) -> PlannedLaunch {
+    let asym = asym && p.int8;
     let name = sm90::gemm_kernel(kind, tile);
     let (gt, gw) = (m.div_ceil(tile.rows), n.div_ceil(tile.cols));
     let e = if p.int8 { 1 } else { 2 };
