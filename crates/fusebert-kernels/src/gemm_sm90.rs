@@ -186,6 +186,26 @@ pub fn ln_cluster(m: usize, n: usize, k: usize, int8: bool) -> Option<usize> {
     }
 }
 
+/// The cluster entry (tile width, cluster size) that can replace the [`plan`] of a fused
+/// layernorm or quantisation launch of kind `kind` that splits K (`_sk_ln`, `_sk_qa`: the
+/// strip's last CTA normalises or codes its rows alone): the same bits (K summed in the same
+/// chunks, rows reduced in the same order), no serial tail, the whole of K on each CTA. The
+/// host launches it by passing no split workspace. `None` where the plan does not split (it is
+/// then the cluster entry already, where one applies) or the kind has none (plain GEMMs, rows
+/// wider than the cluster layernorm's). Which of the two is faster is the caller's question
+/// (the forward pass asks the roofline model, `perf::plan`).
+pub fn cluster_alternative(kind: Sm90Entry, m: usize, n: usize, k: usize) -> Option<(usize, usize)> {
+    let int8 = matches!(kind, Sm90Entry::Int8 | Sm90Entry::Int8Ln | Sm90Entry::Int8Qa);
+    if plan(m, n, k, int8).splits == 1 {
+        return None;
+    }
+    match kind {
+        Sm90Entry::F16Ln | Sm90Entry::Int8Ln => cluster_size(n).map(|cs| (cluster_cols(cs), cs)),
+        Sm90Entry::Int8Qa => Some((COLS[1], QA_CLUSTER)),
+        Sm90Entry::F16 | Sm90Entry::Int8 => None,
+    }
+}
+
 /// Output tile rows, the two tile widths (columns) the kernels come in, K per pipeline stage
 /// (fp16; int8: [`BK_INT8`]), threads (`kernels/gemm_sm90.cu`).
 pub const BM: usize = 128;

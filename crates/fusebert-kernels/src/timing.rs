@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::device::{Device, DeviceBuffer};
 use crate::gemm_plan::{GemmPlan, SplitWorkspace};
+use crate::gemm_sm90::Sm90Entry;
 use crate::select::hopper;
 use crate::{AttentionLaunch, AttentionShape, Epilogue, GemmF16, GemmInt8, GemmLaunch, GemmShape};
 use crate::{GemmSm90Launch, Sm90Tiling};
@@ -271,6 +272,22 @@ fn time_fused(
                 crate::gemm_f16_sm90_ln(dev, &g, &mut y90, &ln, ws, how)
             },
         )?);
+        if crate::gemm_sm90::cluster_alternative(Sm90Entry::F16Ln, m, n, k).is_some() {
+            let split = rows.last().expect("the pair's sm90 row").clone();
+            rows.extend(time_cluster_alternative(
+                dev,
+                &op,
+                &mut lnout,
+                &split,
+                true,
+                || Ok(Vec::new()),
+                |o| {
+                    let ln = FusedLayerNorm { gamma: &gamma, beta: &beta, out: o, q8: None, eps: 1e-12 };
+                    let how = GemmSm90Launch { split: None, ..GemmSm90Launch::planned(m, n, k, false, ws) };
+                    crate::gemm_f16_sm90_ln(dev, &g, &mut y90, &ln, ws, how)
+                },
+            )?);
+        }
         let a = a8.view(0, m * k)?;
         let g = GemmInt8 {
             a: &a,
@@ -302,6 +319,16 @@ fn time_fused(
                 crate::gemm_int8_sm90_ln(dev, &g, &mut y90, &ln, ws, how)
             },
         )?);
+        if crate::gemm_sm90::cluster_alternative(Sm90Entry::Int8Ln, m, n, k).is_some() {
+            let split = rows.last().expect("the pair's sm90 row").clone();
+            let codes = || Ok([bytes(&q90.to_host()?), bytes(&qs90.to_host()?)].concat());
+            rows.extend(time_cluster_alternative(dev, &op, &mut lnout, &split, true, codes, |o| {
+                let q8 = Some(FusedQ8 { q: &q90, scale: &qs90, smooth: None });
+                let ln = FusedLayerNorm { gamma: &gamma, beta: &beta, out: o, q8, eps: 1e-12 };
+                let how = GemmSm90Launch { split: None, ..GemmSm90Launch::planned(m, n, k, true, ws) };
+                crate::gemm_int8_sm90_ln(dev, &g, &mut y90, &ln, ws, how)
+            })?);
+        }
     }
     // FFN1 int8 with FFN2's asymmetric codes
     let (n, k) = LayerGemm::Ffn1.nk(&s);
@@ -358,8 +385,51 @@ fn time_fused(
             (true, false) => *diff,
         };
     }
+    let split = pair[1].clone();
     rows.extend(pair);
+    if crate::gemm_sm90::cluster_alternative(Sm90Entry::Int8Qa, m, n, k).is_some() {
+        // the cluster entry keeps y on chip at N <= 3072: the codes are what is compared
+        let codes = || Ok([bytes(&q90.to_host()?), bytes(&qs90.to_host()?), bytes(&z90.to_host()?)].concat());
+        let y = !crate::gemm_sm90::qa_resident(n);
+        rows.extend(time_cluster_alternative(dev, &op, &mut out, &split, y, codes, |o| {
+            let qa = FusedQuantize { q: &q90, scale: &qs90, zero: &z90, smooth: None };
+            let how = GemmSm90Launch { split: None, ..GemmSm90Launch::planned(m, n, k, true, ws) };
+            crate::gemm_int8_sm90_qa(dev, &g, o, &qa, ws, how)
+        })?);
+    }
     Ok(rows)
+}
+
+/// The cluster entry in place of a split `_sk_ln` / `_sk_qa` launch (`gemm_sm90::
+/// cluster_alternative`: what the forward pass launches where the roofline model predicts it
+/// faster), timed as a row of its own after the split's (`split`, whose outputs `out` and
+/// `codes()` still hold): its outputs must be the split's bits (`out` compared where `check_out`;
+/// the cluster `_cqa` keeps y on chip), so its difference from mma.sync is the split's, and
+/// infinite if any bit differs. Nothing where the split's row was skipped.
+fn time_cluster_alternative(
+    dev: &Device,
+    op: &Op,
+    out: &mut DeviceBuffer<f16>,
+    split: &KernelTime,
+    check_out: bool,
+    codes: impl Fn() -> Result<Vec<u8>>,
+    run: impl FnMut(&mut DeviceBuffer<f16>) -> Result<()>,
+) -> Result<Option<KernelTime>> {
+    if split.skipped.is_some() {
+        return Ok(None);
+    }
+    let (want_out, want_codes) = (out.to_host()?, codes()?);
+    let op = Op {
+        name: format!("{} (cluster entry for the split)", op.name),
+        shape: op.shape.clone(),
+        flops: op.flops,
+        iters: op.iters,
+    };
+    let mut row = time_op(dev, &op, "sm90", out, run)?;
+    let same_out = !check_out || bytes(&out.to_host()?) == bytes(&want_out);
+    let same = same_out && codes()? == want_codes;
+    row.max_rel_diff_vs_sm80 = if same { split.max_rel_diff_vs_sm80 } else { Some(f64::INFINITY) };
+    Ok(Some(row))
 }
 
 /// Attention over `batch` sequences of `tokens` (every sequence full length: the mma.sync and

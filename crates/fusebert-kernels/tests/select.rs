@@ -134,7 +134,8 @@ fn layer_timing_compares_both_families_and_claims_no_time_without_a_clock() {
     use fusebert_kernels::timing::{time_layer, LayerShape};
     let shape = LayerShape { batch: 2, tokens: 13, hidden: 128, heads: 2, ffn: 320 };
     let t = time_layer(&emu(Arch::Sm90, AsyncMode::Random(7)), shape, 1).unwrap();
-    assert_eq!(t.rows.len(), 32);
+    // 32 rows, and the cluster entry in place of the split fp16 FFN2 + layernorm
+    assert_eq!(t.rows.len(), 33);
     for r in &t.rows {
         assert!(r.mean_ms.is_none() && r.tflops.is_none() && r.skipped.is_none(), "{r:?}");
         assert!(r.kernels.iter().all(|k| k.contains("_sm90") == (r.family == "sm90")), "{r:?}");
@@ -146,6 +147,15 @@ fn layer_timing_compares_both_families_and_claims_no_time_without_a_clock() {
     }
     let ffn2 = t.rows.iter().find(|r| r.family == "sm90" && r.op.starts_with("FFN2 fp16")).unwrap();
     assert_eq!(ffn2.kernels, ["gemm_f16_sm90_sk"], "{ffn2:?}");
+    // the split's alternative, timed after it: the same bits (so the same difference from
+    // mma.sync), no strip tail
+    let ln2 = |split: bool| {
+        let (s, c) = ("FFN2 + layernorm fp16", "FFN2 + layernorm fp16 (cluster entry for the split)");
+        t.rows.iter().find(|r| r.family == "sm90" && r.op == if split { s } else { c }).unwrap()
+    };
+    assert_eq!(ln2(true).kernels, ["gemm_f16_sm90_sk_ln"]);
+    assert_eq!(ln2(false).kernels, ["gemm_f16_sm90_n192_cln2"]);
+    assert_eq!(ln2(false).max_rel_diff_vs_sm80, ln2(true).max_rel_diff_vs_sm80);
     let ffn1 = t.rows.iter().find(|r| r.op.starts_with("FFN1 int8 (bias + GELU + FFN2")).unwrap();
     assert_eq!(ffn1.kernels.len(), 2, "the mma.sync GEMM and the quantize launch: {ffn1:?}");
     let fused = t.rows.iter().find(|r| r.family == "sm90" && r.op.starts_with("QKV + attention")).unwrap();
@@ -153,6 +163,18 @@ fn layer_timing_compares_both_families_and_claims_no_time_without_a_clock() {
     let codes = |family: &str| t.rows.iter().find(|r| r.family == family && r.op.contains("ctx codes int8")).unwrap();
     assert_eq!(codes("sm90").kernels, ["qkv_attention_int8_sm90_d64"], "{:?}", codes("sm90"));
     assert_eq!(codes("sm80").kernels.len(), 3, "GEMM, attention, quantize: {:?}", codes("sm80"));
+    // int8: FFN2's K of 1024 (8 k-blocks: two chunks) splits; its cluster entry's rows and
+    // codes are the split's bits
+    let t = time_layer(&emu(Arch::Sm90, AsyncMode::Lazy), LayerShape { ffn: 1024, ..shape }, 1).unwrap();
+    let ln2 = |op: &str| t.rows.iter().find(|r| r.family == "sm90" && r.op == op).unwrap();
+    let split = ln2("FFN2 + layernorm int8 (+ codes)");
+    let cluster = ln2("FFN2 + layernorm int8 (+ codes) (cluster entry for the split)");
+    assert_eq!(
+        (split.kernels[0].as_str(), cluster.kernels[0].as_str()),
+        ("gemm_int8_sm90_sk_ln", "gemm_int8_sm90_n192_cln2")
+    );
+    assert!(cluster.max_rel_diff_vs_sm80.unwrap() <= 2e-3, "{cluster:?}");
+    assert_eq!(cluster.max_rel_diff_vs_sm80, split.max_rel_diff_vs_sm80);
     let t = time_layer(&emu(Arch::Sm80, AsyncMode::Lazy), shape, 1).unwrap();
     let skipped: Vec<_> = t.rows.iter().filter(|r| r.family == "sm90").collect();
     assert_eq!(skipped.len(), 16);

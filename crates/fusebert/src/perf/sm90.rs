@@ -156,23 +156,13 @@ pub fn choose_gemm(kind: Sm90Entry, m: usize, n: usize, k: usize) -> Sm90Tile {
 }
 
 /// The cluster entry that can replace the plan of a fused layernorm or quantisation launch
-/// that splits K (`_sk_ln`, `_sk_qa`): the same bits (K is summed in the same chunks, the rows
-/// reduced in the same order), no serial strip tail, but the whole of K on each CTA. `None`
-/// where the plan is already a cluster, or the kind has no cluster entry (the plain GEMMs, rows
-/// too wide for the cluster layernorm). Which of the two runs is the model's choice
-/// (`perf::plan::gemm_sm90`); the host launches the cluster by passing no split workspace.
+/// that splits K (`_sk_ln`, `_sk_qa`), as a tiling
+/// ([`crate::kernels::gemm_sm90::cluster_alternative`]: the same bits, no serial strip tail,
+/// the whole of K on each CTA). Which of the two runs is the model's choice
+/// (`perf::plan::sm90_layer_tile`).
 pub fn cluster_alternative(kind: Sm90Entry, m: usize, n: usize, k: usize) -> Option<Sm90Tile> {
     use crate::kernels::gemm_sm90 as g;
-    let int8 = matches!(kind, Sm90Entry::Int8 | Sm90Entry::Int8Ln | Sm90Entry::Int8Qa);
-    if g::plan(m, n, k, int8).splits == 1 {
-        return None;
-    }
-    let (cols, cluster) = match kind {
-        Sm90Entry::F16Ln | Sm90Entry::Int8Ln => g::cluster_size(n).map(|cs| (g::cluster_cols(cs), cs))?,
-        Sm90Entry::Int8Qa => (g::COLS[1], g::QA_CLUSTER),
-        _ => return None,
-    };
-    Some(Sm90Tile { rows: g::BM, cols, splits: 1, cluster })
+    g::cluster_alternative(kind, m, n, k).map(|(cols, cluster)| Sm90Tile { rows: g::BM, cols, splits: 1, cluster })
 }
 
 /// The (tile width, cluster size) of the cluster entry the host launches for `kind` at this
