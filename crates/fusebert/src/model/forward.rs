@@ -1102,21 +1102,10 @@ impl DeviceBert {
             }
             // int8: the context's codes are in q8_next and ctx_scale (Step::Quantize or the fused
             // QKV attention)
-            (LayerGemm::AttnOut, None) => self.gemm(
-                &l.attn_out,
-                ctx,
-                q8_next,
-                ctx_scale,
-                q8_zero,
-                sp,
-                Epilogue::Residual(x),
-                y,
-                t,
-                h,
-                h,
-                None,
-                false,
-            ),
+            (LayerGemm::AttnOut, None) => {
+                let res = Epilogue::Residual(x);
+                self.gemm(&l.attn_out, ctx, q8_next, ctx_scale, q8_zero, sp, res, y, t, h, h, None, false)
+            }
             (LayerGemm::AttnOut, Some(out)) => {
                 // LN1's int8 codes go to q8 (the layer's input codes, read by nothing after
                 // the QKV projection)

@@ -569,10 +569,10 @@ enum Sm90Tail {
 /// An `_sm90` GEMM `[m, k] x [n, k]^T` with bias and epilogue (`tail`: a layernorm or the int8
 /// quantisation of its rows fused in), tiled as [`sm90::choose_gemm`] says or, where that
 /// splits K ahead of a strip tail, as its cluster entry ([`sm90::cluster_alternative`]) if the
-/// model predicts that faster: the same epilogue work as the `mma.sync` kernel's, operands by TMA (A once per column
-/// tile, W once per row tile; TMA clips the edges, so nothing past them is loaded), per-column
-/// parameters once per row tile and per-row ones once per column tile, f32 partial sums stored
-/// by every split and read back by the last.
+/// model predicts that faster: the same epilogue work as the `mma.sync` kernel's, operands by
+/// TMA (A once per column tile, W once per row tile; TMA clips the edges, so nothing past them
+/// is loaded), per-column parameters once per row tile and per-row ones once per column tile,
+/// f32 partial sums stored by every split and read back by the last.
 #[allow(clippy::too_many_arguments)] // one GEMM: shape, precision, epilogue and layernorm
 fn gemm_sm90(
     p: Prec,
