@@ -590,7 +590,8 @@ fn gemm_sm90(
         Sm90Tail::LayerNorm { .. } => Sm90Entry::of(p.int8, true),
         Sm90Tail::Quantize { .. } => Sm90Entry::Int8Qa,
     };
-    let tiled = |tile| gemm_sm90_tiled(p, step, layer, m, n, k, epi, asym, tail, kind, tile);
+    let gemm = Sm90Gemm { p, step, layer, m, n, k, epi, asym, tail };
+    let tiled = |tile| gemm_sm90_tiled(&gemm, kind, tile);
     let planned = tiled(sm90::choose_gemm(kind, m, n, k));
     // where the plan splits K and leaves the rows' layernorm or codes to the strip's last CTA,
     // the cluster entry gives the same bits: the faster of the two on an H100 runs
@@ -630,9 +631,9 @@ pub fn sm90_layer_tile(c: &BertConfig, precision: Precision, tokens: usize, step
     }
 }
 
-/// [`gemm_sm90`] in tiling `tile`.
-#[allow(clippy::too_many_arguments)] // one GEMM: shape, precision, epilogue, tail and tiling
-fn gemm_sm90_tiled(
+/// The arguments of one [`gemm_sm90`] step.
+#[derive(Clone, Copy)]
+struct Sm90Gemm {
     p: Prec,
     step: &'static str,
     layer: Option<usize>,
@@ -642,9 +643,11 @@ fn gemm_sm90_tiled(
     epi: Epi,
     asym: bool,
     tail: Sm90Tail,
-    kind: Sm90Entry,
-    tile: Sm90Tile,
-) -> PlannedLaunch {
+}
+
+/// [`gemm_sm90`]'s launch of `g` (PTX entry kind `kind`) in tiling `tile`.
+fn gemm_sm90_tiled(g: &Sm90Gemm, kind: Sm90Entry, tile: Sm90Tile) -> PlannedLaunch {
+    let Sm90Gemm { p, step, layer, m, n, k, epi, asym, tail } = *g;
     let asym = asym && p.int8;
     let name = sm90::gemm_kernel(kind, tile);
     let (gt, gw) = (m.div_ceil(tile.rows), n.div_ceil(tile.cols));
