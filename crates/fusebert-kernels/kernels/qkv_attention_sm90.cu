@@ -72,15 +72,27 @@
 
 namespace qkva {
 using G = sm90::Geom<192>;
-constexpr int D = 64;
-using AM = attn90::Smem<D>;
-// the attention area: the last 48 KiB of the GEMM's shared memory (consumer 1's fold region)
+// Columns a CTA takes from each of q, k and v: one head of 64, or two heads of 32 (a head pair,
+// whose q, k and v columns are again 64 consecutive ones of each part: the same three 64-row W
+// boxes, the same 128 x 192 GEMM tile).
+constexpr int GROUP = 64;
+// the attention areas: from consumer 1's fold region (the last 48 KiB of the GEMM's shared memory) on
 constexpr uint32_t ATTN = G::RING_BYTES + G::REGION_BYTES;
-static_assert(ATTN + AM::BYTES == G::SMEM, "the attention area is consumer 1's region");
 static_assert(ATTN % 1024 == 0, "every attention box starts on the 1024-byte swizzle repeat");
-constexpr uint32_t SMEM = G::SMEM + AM::BARRIERS;  // dynamic shared bytes
-static_assert(SMEM + 1024 <= 227 * 1024, "the GEMM, the attention barriers and the ring barriers fit");
 static_assert(attn90::CONSUMER_THREADS == sm90::CONSUMER_THREADS, "one consumer barrier for both");
+
+// A CTA's attention areas at head dim D: one per head of its column group (GROUP / D), each
+// attention_sm90's layout (attn90::Smem<D>) with its mbarriers right after it, areas 1024 apart.
+template <int D>
+struct Areas {
+    using AM = attn90::Smem<D>;
+    static constexpr int N = GROUP / D;
+    static constexpr uint32_t STRIDE = (AM::BYTES + AM::BARRIERS + 1023) / 1024 * 1024;
+    static constexpr uint32_t SMEM = ATTN + (N - 1) * STRIDE + AM::BYTES + AM::BARRIERS;  // dynamic shared bytes
+    static FB_DEVICE uint32_t at(uint32_t s0, int i) { return s0 + ATTN + i * STRIDE; }
+};
+static_assert(Areas<64>::N == 1 && Areas<64>::SMEM == G::SMEM + 64, "d64: consumer 1's region and 64 barrier bytes");
+static_assert(Areas<32>::SMEM + 1024 <= 227 * 1024, "the GEMM, two d32 areas and the ring barriers fit");
 
 // The fragment's third B (0: q, 1: k, 2: v) as the accumulator array of a 64-column tile.
 template <int B, typename Acc>
@@ -88,18 +100,45 @@ FB_DEVICE const Acc (&third(const Acc (&d)[G::ACC]))[G::ACC / 3] {
     return *reinterpret_cast<const Acc(*)[G::ACC / 3]>(&d[B * G::ACC / 3]);
 }
 
-// Consumer warpgroup cw's epilogue: its 64 x 192 fragment d (the q, k and v columns of head h)
-// + bias, fp16, into Q_cw, K_cw, V_cw of the attention area at `ab`, with the unfused GEMM's
-// epilogue code E (columns B * H + h * 64 + ...: the columns qkv gives them).
-template <class E, typename Acc>
-FB_DEVICE void store_qkv(const E& e, const Acc (&d)[G::ACC], uint32_t ab, int cw, int row0, int H, int h) {
+// A consumer thread's view of a 64-column third as two heads' [64, 32] tiles in attention's d32
+// layout (attn90::Lay<32>: 64-byte rows, the 64-byte swizzle on absolute addresses, tiles on
+// 1024-byte boundaries): column pair (c, h) of the fragment (columns 8 c + 2 (lane % 4), row r0 +
+// 8 h) sits in head c / 4's tile, row r0 + 8 h, 16-byte chunk (c % 4) ^ ((r0 / 2) % 4).
+struct PairStaging {
+    uint32_t base0, base1;  // head 0's / head 1's tile + r0 * 64 + 4 (lane % 4)
+    uint32_t swz;           // ((r0 / 2) % 4) * 16: the same for row r0 + 8
+    template <int C, int H>
+    FB_DEVICE void put(uint32_t pair) const {
+        const uint32_t a = (C < 4 ? base0 : base1) + H * 8 * 64 + (((C % 4) * 16) ^ swz);
+        asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(a), "r"(pair) : "memory");
+    }
+};
+
+// Consumer warpgroup cw's epilogue: its 64 x 192 fragment d (the q, k and v columns of column
+// group g) + bias, fp16, into Q_cw, K_cw, V_cw of the CTA's attention area(s), with the unfused
+// GEMM's epilogue code E (columns B * H + g * 64 + ...: the columns qkv gives them).
+template <int D, class E, typename Acc>
+FB_DEVICE void store_qkv(const E& e, const Acc (&d)[G::ACC], uint32_t s0, int cw, int row0, int H, int g) {
+    using A = Areas<D>;
+    using AM = typename A::AM;
     const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
     const int r0 = warp * 16 + lane / 4;
-    const uint32_t off = r0 * sm90::ROW_BYTES + 4 * (lane % 4), swz = (uint32_t)(r0 % 8) * 16;
-    const int col = h * D + 2 * (lane % 4);
-    e.template store<EPI_NONE>(third<0>(d), row0, col, sm90::Staging{AM::q(ab, cw) + off, swz});
-    e.template store<EPI_NONE>(third<1>(d), row0, H + col, sm90::Staging{AM::k(ab, cw) + off, swz});
-    e.template store<EPI_NONE>(third<2>(d), row0, 2 * H + col, sm90::Staging{AM::v(ab, cw) + off, swz});
+    const int col = g * GROUP + 2 * (lane % 4);
+    if constexpr (D == 64) {
+        const uint32_t ab = A::at(s0, 0);
+        const uint32_t off = r0 * sm90::ROW_BYTES + 4 * (lane % 4), swz = (uint32_t)(r0 % 8) * 16;
+        e.template store<EPI_NONE>(third<0>(d), row0, col, sm90::Staging{AM::q(ab, cw) + off, swz});
+        e.template store<EPI_NONE>(third<1>(d), row0, H + col, sm90::Staging{AM::k(ab, cw) + off, swz});
+        e.template store<EPI_NONE>(third<2>(d), row0, 2 * H + col, sm90::Staging{AM::v(ab, cw) + off, swz});
+    } else {
+        static_assert(D == 32, "head dims 64 and 32");
+        const uint32_t a0 = A::at(s0, 0), a1 = A::at(s0, 1);
+        const uint32_t off = r0 * 64 + 4 * (lane % 4), swz = (uint32_t)((r0 / 2) % 4) * 16;
+        e.template store<EPI_NONE>(third<0>(d), row0, col, PairStaging{AM::q(a0, cw) + off, AM::q(a1, cw) + off, swz});
+        e.template store<EPI_NONE>(third<1>(d), row0, H + col, PairStaging{AM::k(a0, cw) + off, AM::k(a1, cw) + off, swz});
+        e.template store<EPI_NONE>(third<2>(d), row0, 2 * H + col,
+                                   PairStaging{AM::v(a0, cw) + off, AM::v(a1, cw) + off, swz});
+    }
 }
 
 // The int8 entry's context codes: q [T, H], scale [T], and the per-sequence arrival counters
@@ -130,7 +169,7 @@ FB_DEVICE void ctx_codes(const CtxCodes& cc, const __half* ctx, int b, int heads
         sm90::row_codes<false>(rc, ctx, start + r, H, slot, CTX_SLOT_BYTES / 16);
 }
 
-template <class Op, bool CODES, class E>
+template <int D, class Op, bool CODES, class E>
 FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const E& e,
                        const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out, uint32_t heads,
                        uint32_t batch, float scale_log2, const CtxCodes& cc) {
@@ -138,19 +177,24 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
     extern __shared__ __align__(1024) uint8_t smem[];
     __shared__ __align__(8) uint64_t full[G::STAGES], empty[G::STAGES];
     __shared__ uint32_t last;  // ctx_codes: whether this CTA arrived last for its sequence
-    const int h = blockIdx.x, b = blockIdx.y;
+    using A = Areas<D>;
+    using AM = typename A::AM;
+    const int g = blockIdx.x, b = blockIdx.y;  // column group g: heads g * A::N ..
     const int start = cu_seqlens[b], len = (int)cu_seqlens[b + 1] - start;
     if (len <= 0) return;  // the whole CTA: before any barrier
     const int H = heads * D, kblocks = (H + Op::BK - 1) / Op::BK, ckb = sm90::chunk_kblocks(kblocks);
-    const uint32_t s0 = smem_u32(smem), ab = s0 + ATTN;
+    const uint32_t s0 = smem_u32(smem);
     const int tid = threadIdx.x, wg = tid / 128;
     if (tid == 0) {
         sm90::init_ring_barriers<G>(full, empty);
-        for (int s = 0; s < attn90::STAGES; s++) {
-            mbar_init(AM::full(ab, s), 1);
-            mbar_init(AM::empty(ab, s), attn90::CONSUMER_THREADS);
+        for (int i = 0; i < A::N; i++) {
+            const uint32_t ab = A::at(s0, i);
+            for (int s = 0; s < attn90::STAGES; s++) {
+                mbar_init(AM::full(ab, s), 1);
+                mbar_init(AM::empty(ab, s), attn90::CONSUMER_THREADS);
+            }
+            mbar_init(AM::qfull(ab), 1);
         }
-        mbar_init(AM::qfull(ab), 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
@@ -164,8 +208,8 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
                 const int k = kb * Op::BK;
                 ring.load(tma_a, k, start, [&](uint32_t sb, uint32_t fb) {
 #pragma unroll
-                    for (int p = 0; p < 3; p++)  // q, k, v rows of head h: one 192-row B tile
-                        tma_load_2d(sb + p * D * sm90::ROW_BYTES, tma_w, k, p * H + h * D, fb);
+                    for (int p = 0; p < 3; p++)  // q, k, v rows of column group g: one 192-row B tile
+                        tma_load_2d(sb + p * GROUP * sm90::ROW_BYTES, tma_w, k, p * H + g * GROUP, fb);
                 });
             }
         }
@@ -197,45 +241,54 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
             // both consumers' wgmmas are complete and every stage consumed: the ring and the
             // fold regions (the attention area among them) are free
             sm90::consumer_sync();
-            store_qkv(e, d, ab, cw, start + cw * 64 + (t / 32) * 16 + (t % 32) / 4, H, h);
+            store_qkv<D>(e, d, s0, cw, start + cw * 64 + (t / 32) * 16 + (t % 32) / 4, H, g);
         }
         sm90::fence_proxy_async_shared();  // the fp16 q, k, v to the wgmmas (async proxy)
         sm90::consumer_sync();             // both consumers' blocks written (each reads the other's K, V)
         if (t == 0 && cw == 0) {
-            // Q and both key blocks are in place: what the producer's TMA completes in attention_sm90
-            mbar_arrive(AM::qfull(ab));
-            for (int s = 0; s < attn90::STAGES; s++) mbar_arrive(AM::full(ab, s));
+            // Q and both key blocks of every head are in place: what the producer's TMA completes
+            // in attention_sm90
+            for (int i = 0; i < A::N; i++) {
+                mbar_arrive(AM::qfull(A::at(s0, i)));
+                for (int s = 0; s < attn90::STAGES; s++) mbar_arrive(AM::full(A::at(s0, i), s));
+            }
         }
         const attn90::Span sp{start, len, start, start + len};
-        attn90::consume<D, false>(cu_seqlens, out, batch, h, H, scale_log2, ab, sp, cw);
-        if constexpr (CODES) ctx_codes(cc, out, b, (int)heads, start, len, H, s0, &last);
+        // the heads one after the other, each on its own area and mbarriers (lap 0 of each)
+        for (int i = 0; i < A::N; i++)
+            attn90::consume<D, false>(cu_seqlens, out, batch, g * A::N + i, H, scale_log2, A::at(s0, i), sp, cw);
+        if constexpr (CODES) ctx_codes(cc, out, b, (int)gridDim.x, start, len, H, s0, &last);
     }
 }
 }  // namespace qkva
 
-// THREADS = 384, grid (heads, batch), dynamic shared memory qkva::SMEM (src/qkv_attention_sm90.rs:
+// THREADS = 384, grid (H / 64, batch): a CTA per column group of 64 (one head of 64, two of 32)
+// and sequence; dynamic shared memory qkva::Areas<D>::SMEM (src/qkv_attention_sm90.rs:
 // shared_bytes). tma_a: x [T, H] (box 64 f16 / 128 s8 x 128 rows), tma_w: Wqkv [3H, H] (box
 // 64 f16 / 128 s8 x 64 rows), both in the 128-byte swizzle; `out` [T, H] 16-byte aligned;
 // scale_log2 = scale * log2 e as attention_sm90 takes it. int8 entry: q_out [T, H] 8-byte aligned,
 // q_scale [T], arrivals [batch] zero (each launch leaves them zero).
-extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1)
-    qkv_attention_f16_sm90_d64(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
-                               const __half* __restrict__ bias, const uint32_t* __restrict__ cu_seqlens,
-                               __half* __restrict__ out, uint32_t T, uint32_t heads, uint32_t batch,
-                               float scale_log2) {
-    qkva::forward<sm90::F16Op, false>(
-        &tma_a, &tma_w, sm90::F16Epilogue{bias, nullptr, (int)T, (int)(3 * heads * qkva::D), EPI_NONE}, cu_seqlens,
-        out, heads, batch, scale_log2, qkva::CtxCodes{nullptr, nullptr, nullptr});
-}
+#define QKVA_ENTRIES(D)                                                                                              \
+    extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1) qkv_attention_f16_sm90_d##D(                    \
+        const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,                      \
+        const __half* __restrict__ bias, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,         \
+        uint32_t T, uint32_t heads, uint32_t batch, float scale_log2) {                                             \
+        qkva::forward<D, sm90::F16Op, false>(&tma_a, &tma_w,                                                        \
+                                             sm90::F16Epilogue{bias, nullptr, (int)T, (int)(3 * heads * D), EPI_NONE}, \
+                                             cu_seqlens, out, heads, batch, scale_log2,                             \
+                                             qkva::CtxCodes{nullptr, nullptr, nullptr});                            \
+    }                                                                                                               \
+    extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1) qkv_attention_int8_sm90_d##D(                   \
+        const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale, const int* __restrict__ a_zero, \
+        const __grid_constant__ CUtensorMap tma_w, const float* __restrict__ w_scale, const int* __restrict__ w_sum, \
+        const __half* __restrict__ bias, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,         \
+        int8_t* __restrict__ q_out, float* __restrict__ q_scale, uint32_t* __restrict__ arrivals, uint32_t T,        \
+        uint32_t heads, uint32_t batch, float scale_log2) {                                                         \
+        qkva::forward<D, sm90::S8Op, true>(                                                                         \
+            &tma_a, &tma_w,                                                                                         \
+            sm90::S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, nullptr, (int)T, (int)(3 * heads * D), EPI_NONE}, \
+            cu_seqlens, out, heads, batch, scale_log2, qkva::CtxCodes{q_out, q_scale, arrivals});                   \
+    }
 
-extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1) qkv_attention_int8_sm90_d64(
-    const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale, const int* __restrict__ a_zero,
-    const __grid_constant__ CUtensorMap tma_w, const float* __restrict__ w_scale, const int* __restrict__ w_sum,
-    const __half* __restrict__ bias, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,
-    int8_t* __restrict__ q_out, float* __restrict__ q_scale, uint32_t* __restrict__ arrivals, uint32_t T,
-    uint32_t heads, uint32_t batch, float scale_log2) {
-    qkva::forward<sm90::S8Op, true>(
-        &tma_a, &tma_w,
-        sm90::S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, nullptr, (int)T, (int)(3 * heads * qkva::D), EPI_NONE},
-        cu_seqlens, out, heads, batch, scale_log2, qkva::CtxCodes{q_out, q_scale, arrivals});
-}
+QKVA_ENTRIES(64)
+QKVA_ENTRIES(32)

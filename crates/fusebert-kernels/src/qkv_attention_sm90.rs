@@ -1,15 +1,17 @@
 //! Hopper QKV projection fused with multi-head attention (`kernels/qkv_attention_sm90.cu`,
-//! sm_90a only): `ctx = attention(x . Wqkv^T + bias)` of a BERT layer in one launch, for head dim
-//! [`HEAD_DIM`] and packed batches whose sequences are at most [`MAX_SEQLEN`] tokens. A CTA per
-//! (head, sequence) computes the 128 x 192 GEMM tile of the sequence's rows by the head's q, k
-//! and v weight rows, keeps q, k, v (fp16, + bias) in shared memory, and runs the attention of
-//! the head on them: the `[T, 3H]` QKV activation never goes to memory.
+//! sm_90a only): `ctx = attention(x . Wqkv^T + bias)` of a BERT layer in one launch, for head dims
+//! [`HEAD_DIMS`] (64: BERT-base, -large; 32: MiniLM, bge-small, e5-small) and packed batches whose
+//! sequences are at most [`MAX_SEQLEN`] tokens. A CTA per (column group, sequence) computes the
+//! 128 x 192 GEMM tile of the sequence's rows by the q, k and v weight rows of its 64-column
+//! group (one head of 64, or a pair of heads of 32), keeps q, k, v (fp16, + bias) in shared
+//! memory, and runs the attention of its head(s) on them, one after the other: the `[T, 3H]` QKV
+//! activation never goes to memory.
 //!
 //! The output is **bit-identical** to the unfused chain the forward pass runs otherwise:
 //! [`gemm_f16_sm90`](crate::gemm_f16_sm90()) (or [`gemm_int8_sm90`](crate::gemm_int8_sm90()))
 //! writing `qkv` `[T, 3H]` with the bias and no activation, then
 //! [`attention_sm90`](crate::attention_sm90()) with [`Sm90Tiling::PerSequence`](crate::Sm90Tiling)
-//! (`attention_sm90_d64`): the kernel runs those kernels' own device code (the GEMM's K-chunk
+//! (`attention_sm90_d64` / `_d32`): the kernel runs those kernels' own device code (the GEMM's K-chunk
 //! order, wgmmas and epilogue arithmetic, the attention consumer's softmax and P V), so a batch
 //! may take either path (batch invariance).
 //!
@@ -31,40 +33,64 @@ use fusebert_core::error::Result;
 
 /// The module (`kernels/qkv_attention_sm90.cu`).
 pub const MODULE: &str = "qkv_attention_sm90";
-/// The only head dim the kernel is compiled for.
-pub const HEAD_DIM: usize = 64;
+/// The head dims the kernel is compiled for.
+pub const HEAD_DIMS: [usize; 2] = [32, 64];
+/// Columns of each of q, k and v one CTA computes: one head of 64 or two of 32, so `H` must be a
+/// multiple of it.
+pub const GROUP: usize = 64;
 /// Longest sequence: one CTA holds a whole sequence (its 128-row GEMM tile).
 pub const MAX_SEQLEN: usize = 128;
-/// The fp16 entry.
+/// The fp16 entry at head dim 64.
 pub const KERNEL: &str = ids::QKV_ATTENTION_F16_SM90_D64;
-/// The int8 (W8A8 QKV GEMM) entry.
+/// The int8 (W8A8 QKV GEMM) entry at head dim 64.
 pub const KERNEL_INT8: &str = ids::QKV_ATTENTION_INT8_SM90_D64;
+/// The fp16 and int8 entries at head dim 32.
+pub const KERNEL_D32: &str = ids::QKV_ATTENTION_F16_SM90_D32;
+pub const KERNEL_INT8_D32: &str = ids::QKV_ATTENTION_INT8_SM90_D32;
 /// Threads per CTA: the producer warpgroup and two consumer warpgroups.
 pub const THREADS: u32 = 384;
-/// Columns of a CTA's GEMM tile: the q, k and v columns of one head.
-const COLS: usize = 3 * HEAD_DIM;
-/// Weight rows per TMA box: one of the three parts of a head's tile.
-const W_BOX_ROWS: usize = HEAD_DIM;
+/// Columns of a CTA's GEMM tile: the q, k and v columns of its group.
+const COLS: usize = 3 * GROUP;
+/// Weight rows per TMA box: one of the three parts of a group's tile.
+const W_BOX_ROWS: usize = GROUP;
 
-/// Whether the fused kernel takes this batch: head_dim 64, 0 < max_seqlen <= 128.
-pub fn supports(s: &AttentionShape) -> bool {
-    s.head_dim == HEAD_DIM && s.max_seqlen > 0 && s.max_seqlen <= MAX_SEQLEN
+/// Whether the fused kernel takes `heads` heads of `head_dim`: a head dim it is compiled for,
+/// and `H` whole column groups (an even number of heads at 32).
+pub fn takes_heads(heads: usize, head_dim: usize) -> bool {
+    HEAD_DIMS.contains(&head_dim) && heads > 0 && (heads * head_dim) % GROUP == 0
 }
 
-/// The entry point: fp16 or int8.
-pub fn kernel_name(int8: bool) -> &'static str {
-    if int8 {
-        KERNEL_INT8
-    } else {
-        KERNEL
+/// Whether the fused kernel takes this batch: [`takes_heads`], 0 < max_seqlen <= 128.
+pub fn supports(s: &AttentionShape) -> bool {
+    takes_heads(s.heads, s.head_dim) && s.max_seqlen > 0 && s.max_seqlen <= MAX_SEQLEN
+}
+
+/// The entry point: fp16 or int8, at head dim 64 or 32 (any other: the d64 name, which
+/// [`supports`] refuses).
+pub fn kernel_name(int8: bool, head_dim: usize) -> &'static str {
+    match (int8, head_dim) {
+        (false, 32) => KERNEL_D32,
+        (true, 32) => KERNEL_INT8_D32,
+        (false, _) => KERNEL,
+        (true, _) => KERNEL_INT8,
     }
 }
 
-/// Dynamic shared memory of one CTA (the kernel's `qkva::SMEM`): the 128 x 192 GEMM's ring and
-/// its two consumer regions (`gemm_sm90::smem(192)`; the attention's q, k, v reuse the second
-/// region), then 64 bytes of the attention's mbarriers.
-pub fn shared_bytes() -> usize {
-    smem(COLS) as usize + 64
+/// CTAs per sequence: one per column group.
+pub fn ctas_per_sequence(heads: usize, head_dim: usize) -> usize {
+    (heads * head_dim).div_ceil(GROUP)
+}
+
+/// Dynamic shared memory of one CTA at `head_dim` (the kernel's `qkva::Areas<D>::SMEM`): the
+/// 128 x 192 GEMM's ring and its two consumer regions (`gemm_sm90::smem(192)`), the attention
+/// area(s) from the second region on: one per head of the group (attention_sm90's layout and
+/// its mbarriers, [`crate::attention_sm90::shared_bytes`]), 1024 bytes apart. d64: the region
+/// and 64 bytes; d32: two areas of 24 KiB + 64, 25 KiB apart.
+pub fn shared_bytes(head_dim: usize) -> usize {
+    let region = crate::gemm_sm90::BM / 2 * COLS * 4;
+    let area = crate::attention_sm90::shared_bytes(head_dim);
+    let areas = GROUP / head_dim.clamp(1, GROUP);
+    smem(COLS) as usize - region + (areas - 1) * area.next_multiple_of(1024) + area
 }
 
 /// Columns of a context row the int8 entry's quantising warp keeps in shared memory (its slot:
@@ -85,8 +111,17 @@ fn check_common(
     out: &DeviceBuffer<f16>,
     s: AttentionShape,
 ) -> Result<(usize, usize)> {
-    if s.head_dim != HEAD_DIM {
-        return Err(kerr(k, format!("head_dim = {}, expected {HEAD_DIM}", s.head_dim)));
+    if !HEAD_DIMS.contains(&s.head_dim) {
+        return Err(kerr(k, format!("head_dim = {}, expected one of {HEAD_DIMS:?}", s.head_dim)));
+    }
+    if !takes_heads(s.heads, s.head_dim) {
+        return Err(kerr(
+            k,
+            format!(
+                "heads = {} of {}: H must be a multiple of {GROUP} (one CTA per {GROUP} columns)",
+                s.heads, s.head_dim
+            ),
+        ));
     }
     if s.max_seqlen == 0 || s.max_seqlen > MAX_SEQLEN {
         return Err(kerr(
@@ -100,12 +135,12 @@ fn check_common(
     if s.batch > 65_535 || s.heads > 65_535 {
         return Err(kerr(k, format!("batch = {} and heads = {} must be <= 65535 (grid x/y)", s.batch, s.heads)));
     }
-    let h = s.heads * HEAD_DIM;
+    let h = s.heads * s.head_dim;
     let want = GemmShape { m: s.tokens, n: 3 * h, k: h };
     if shape != want {
         return Err(kerr(
             k,
-            format!("g.shape = {shape:?}, expected m = tokens, n = 3H, k = H (H = heads x 64): {want:?}"),
+            format!("g.shape = {shape:?}, expected m = tokens, n = 3H, k = H (H = heads x head_dim): {want:?}"),
         ));
     }
     check_shape(k, shape, k_mult)?;
@@ -128,17 +163,18 @@ fn check_common(
 
 fn launch_cfg(k: &str, s: AttentionShape) -> Result<LaunchConfig> {
     Ok(LaunchConfig {
-        grid: (check_u32(k, "heads", s.heads)?, check_u32(k, "batch", s.batch)?, 1),
+        grid: (ctas_per_sequence(s.heads, s.head_dim) as u32, check_u32(k, "batch", s.batch)?, 1),
         block: (THREADS, 1, 1),
-        shared_mem_bytes: shared_bytes() as u32,
+        shared_mem_bytes: shared_bytes(s.head_dim) as u32,
     })
 }
 
 /// `out[T, H]` = the attention of `g.a . g.w^T + g.bias` (fp16 QKV projection) per sequence and
 /// head, bit-identical to [`gemm_f16_sm90`](crate::gemm_f16_sm90()) into `qkv` then
 /// [`attention_sm90`](crate::attention_sm90()) per sequence. `g.shape` must be `m = T`, `n =
-/// 3H`, `k = H` (`H = heads * 64`), `g.w` the `[3H, H]` q | k | v weight, `g.epilogue`
-/// `None`; `s.head_dim == 64` and `s.max_seqlen <= 128` ([`supports`]). `cu_seqlens` is
+/// 3H`, `k = H` (`H = heads * head_dim`), `g.w` the `[3H, H]` q | k | v weight, `g.epilogue`
+/// `None`; `s.head_dim` 64 or 32 with `H` a multiple of 64, and `s.max_seqlen <= 128`
+/// ([`supports`]). `cu_seqlens` is
 /// trusted as by [`attention`](crate::attention()). Needs an sm_90 device.
 pub fn qkv_attention_f16_sm90(
     dev: &Device,
@@ -147,7 +183,7 @@ pub fn qkv_attention_f16_sm90(
     out: &mut DeviceBuffer<f16>,
     s: AttentionShape,
 ) -> Result<()> {
-    let k = KERNEL;
+    let k = kernel_name(false, s.head_dim);
     let (t, h) = check_common(k, g.shape, 8, &g.epilogue, cu_seqlens, out, s)?;
     check_len(k, "a", g.a, t * h)?;
     check_len(k, "w", g.w, 3 * h * h)?;
@@ -208,7 +244,7 @@ pub fn qkv_attention_int8_sm90(
     codes: ContextCodes<'_>,
     s: AttentionShape,
 ) -> Result<()> {
-    let k = KERNEL_INT8;
+    let k = kernel_name(true, s.head_dim);
     let (t, h) = check_common(k, g.shape, 16, &g.epilogue, cu_seqlens, out, s)?;
     let n = 3 * h;
     check_int8_operands(k, g, t, n, h)?;

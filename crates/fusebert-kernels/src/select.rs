@@ -8,7 +8,7 @@
 //! GEMM with its quantisation fused, `gemm_int8_sm90_qa` and its cluster entry, against
 //! `quantize_i8` on the plain GEMM's output, and the fused layernorm's cluster entries against
 //! its strip tail, bit for bit: the thread-block-cluster and distributed-shared-memory semantics
-//! they rely on; at head dim 64 the fused QKV attention against the QKV GEMM and attention it
+//! they rely on; at head dims 64 and 32 the fused QKV attention against the QKV GEMM and attention it
 //! replaces, bit for bit). On a mismatch it
 //! warns once (stderr) and falls back to mma.sync: a misreading of the ISA may cost speed, never
 //! answers. The verdict is cached per device (shared by its clones): the GEMMs once, attention
@@ -450,7 +450,7 @@ fn check_attention(dev: &Device, head_dim: usize) -> Verdict {
                 return Ok(Some(m));
             }
         }
-        if head_dim != crate::qkv_attention_sm90::HEAD_DIM {
+        if !crate::qkv_attention_sm90::takes_heads(heads, head_dim) {
             return Ok(None);
         }
         for int8 in [false, true] {
@@ -462,7 +462,7 @@ fn check_attention(dev: &Device, head_dim: usize) -> Verdict {
     })
 }
 
-/// The fused QKV attention (`qkv_attention_*_sm90`, head dim 64) against the two launches it
+/// The fused QKV attention (`qkv_attention_*_sm90`, head dims 64 and 32) against the two launches it
 /// replaces, `gemm_*_sm90` then `attention_sm90` per sequence: the same bits (shared memory
 /// written by the GEMM's epilogue and read by wgmma, the hand-over between the two); int8 also
 /// its context codes and scales against `quantize_i8` on the chain's context (the arrival
@@ -506,7 +506,7 @@ fn check_qkv_attention(
             &crate::QuantizeF16 { x: &want, smooth: None, rows: t, hidden: h },
             crate::QuantizedI8 { q: &mut want_q, scale: &mut want_scale, zero: None },
         )?;
-        let kernel = fused::kernel_name(true);
+        let kernel = fused::kernel_name(true, shape.head_dim);
         if q.to_host()? != want_q.to_host()? {
             return Ok(Some(format!("{kernel}: its context codes differ from quantize_i8's")));
         }
@@ -526,7 +526,7 @@ fn check_qkv_attention(
         attention_sm90(dev, &qkv, cu, &mut want, shape, Sm90Tiling::PerSequence)?;
     }
     let (got, want) = (got.to_host()?, want.to_host()?);
-    let kernel = fused::kernel_name(int8);
+    let kernel = fused::kernel_name(int8, shape.head_dim);
     Ok(got
         .iter()
         .zip(&want)

@@ -458,8 +458,8 @@ fn time_attention(dev: &Device, s: LayerShape, iters: usize, sm90: bool, rng: &m
 }
 
 /// The QKV GEMM and attention, fp16: mma.sync's two launches against the Hopper pass's one
-/// (`qkv_attention_f16_sm90_d64`, where it takes the shape: head dim 64, sequences of at most
-/// 128 tokens), which keeps Q, K and V on chip.
+/// (`qkv_attention_f16_sm90_d64` / `_d32`, where it takes the shape: head dim 64, or 32 with an
+/// even number of heads, sequences of at most 128 tokens), which keeps Q, K and V on chip.
 fn time_qkv_attention(
     dev: &Device,
     s: LayerShape,
@@ -497,7 +497,7 @@ fn time_qkv_attention(
             crate::gemm_f16(dev, &g, &mut qkv, GemmLaunch::planned(plan, Some(ws)))?;
             crate::attention(dev, &qkv, &cu, o, shape, AttentionLaunch::default())
         },
-        unavailable(dev, sm90, takes(false), crate::qkv_attention_sm90::KERNEL),
+        unavailable(dev, sm90, takes(false), crate::qkv_attention_sm90::kernel_name(false, d)),
         |o| crate::qkv_attention_sm90::qkv_attention_f16_sm90(dev, &g, &cu, o, shape),
     )?
     .to_vec();
@@ -531,7 +531,7 @@ fn time_qkv_attention(
             let x = crate::QuantizeF16 { x: o, smooth: None, rows: m, hidden: h };
             crate::quantize_i8(dev, &x, crate::QuantizedI8 { q: &mut q80, scale: &mut s80, zero: None })
         },
-        unavailable(dev, sm90, takes(true), crate::qkv_attention_sm90::KERNEL_INT8),
+        unavailable(dev, sm90, takes(true), crate::qkv_attention_sm90::kernel_name(true, d)),
         |o| {
             let codes = crate::ContextCodes { q: &mut q90, scale: &mut s90, arrivals: &mut arrivals };
             crate::qkv_attention_sm90::qkv_attention_int8_sm90(dev, &g, &cu, o, codes, shape)

@@ -20,7 +20,6 @@ use kernels_util::*;
 use rand::Rng;
 
 const MODES: [AsyncMode; 3] = [AsyncMode::Lazy, AsyncMode::Eager, AsyncMode::Random(11)];
-const D: usize = 64;
 /// One-token text, a full 64-key block, one key past it, the full 128, and the rest ragged.
 const LENS: [u32; 6] = [97, 1, 128, 65, 64, 30];
 
@@ -40,6 +39,7 @@ fn bits(v: &[f16]) -> Vec<u16> {
 struct Case {
     cu: Vec<u32>,
     heads: usize,
+    d: usize,
     x: Vec<f16>,
     w: Vec<f16>,
     bias: Vec<f16>,
@@ -53,9 +53,12 @@ struct Case {
 
 impl Case {
     fn new(seed: u64, heads: usize, lens: &[u32]) -> Case {
+        Case::with_head_dim(seed, heads, 64, lens)
+    }
+    fn with_head_dim(seed: u64, heads: usize, d: usize, lens: &[u32]) -> Case {
         let cu = cu(lens);
         let t = *cu.last().unwrap() as usize;
-        let h = heads * D;
+        let h = heads * d;
         let r = &mut rng(seed);
         // q, k, v of about unit size: |x| <= 1, |w| <= 1 / sqrt(H) x 2
         let wa = 2.0 / (h as f32).sqrt();
@@ -67,16 +70,16 @@ impl Case {
         // unit-sized q, k, v: |acc| ~ 73^2 sqrt(H), x 0.0017 x 0.012 sqrt(128 / H)
         let a_scale = (0..t).map(|_| r.gen_range(0.0005f32..0.003)).collect();
         let w_scale = (0..3 * h).map(|_| r.gen_range(0.005f32..0.02) * (128.0 / h as f32).sqrt()).collect();
-        Case { cu, heads, x, w, bias, a8, w8, a_scale, w_scale, zero, w_sum }
+        Case { cu, heads, d, x, w, bias, a8, w8, a_scale, w_scale, zero, w_sum }
     }
     fn t(&self) -> usize {
         *self.cu.last().unwrap() as usize
     }
     fn h(&self) -> usize {
-        self.heads * D
+        self.heads * self.d
     }
     fn shape(&self) -> AttentionShape {
-        AttentionShape::from_cu_seqlens(&self.cu, self.heads, D).unwrap()
+        AttentionShape::from_cu_seqlens(&self.cu, self.heads, self.d).unwrap()
     }
     fn gemm_shape(&self) -> GemmShape {
         GemmShape { m: self.t(), n: 3 * self.h(), k: self.h() }
@@ -157,9 +160,12 @@ impl Case {
     /// The fused entry launched, no local memory, every output element written exactly once.
     fn check_launch(&self, dev: &Device, int8: bool, out: &DeviceBuffer<f16>) {
         let emu = dev.emulator_backend().expect("emulator");
-        assert_eq!(emu.launches().last().unwrap().kernel, qa::kernel_name(int8));
+        let kernel = qa::kernel_name(int8, self.d);
+        assert_eq!(emu.launches().last().unwrap().kernel, kernel);
+        let launch = emu.launches().last().unwrap().clone();
+        assert_eq!(launch.grid, ((self.h() / qa::GROUP) as u32, self.cu.len() as u32 - 1, 1), "a CTA per 64 columns");
         let c = last_counters(dev).unwrap();
-        let what = format!("{} lens {:?}", qa::kernel_name(int8), self.cu);
+        let what = format!("{kernel} lens {:?}", self.cu);
         assert_no_local(&c, &what);
         // the context, and in int8 its codes and scales
         let (t, h) = (self.t(), self.h());
@@ -179,7 +185,7 @@ impl Case {
         let acc = reference::gemm_f32(&self.x, &self.w, t, 3 * h, h);
         let qkv: Vec<f16> =
             reference::epilogue(&acc, Some(&self.bias), 0, None, 3 * h).into_iter().map(f16::from_f32).collect();
-        reference::attention(&qkv, &self.cu, self.heads, D, 1.0 / (D as f32).sqrt())
+        reference::attention(&qkv, &self.cu, self.heads, self.d, 1.0 / (self.d as f32).sqrt())
     }
 }
 
@@ -252,7 +258,42 @@ fn int8_bitwise_equals_chain() {
     }
 }
 
-/// Typed errors naming the kernel: head dim 32, max_seqlen 129, a wrong GEMM shape, an
+/// Head dim 32 (MiniLM, bge-small, e5-small): a CTA per pair of heads (the same 128 x 192 GEMM
+/// tile, both heads' q, k, v staged in attention_sm90's d32 layout, two attention areas), 4
+/// heads (two CTAs a sequence), fp16 every completion mode: the chain's bits (its
+/// attention_sm90_d32), and within the CPU reference's tolerance (see above).
+#[test]
+fn d32_f16_bitwise_equals_chain_and_reference() {
+    let case = Case::with_head_dim(5, 4, 32, &LENS);
+    let want = case.reference_f16();
+    for mode in MODES {
+        let dev = sm90(mode);
+        let fused = case.run_f16(&dev, true);
+        let chain = case.run_f16(&dev, false);
+        assert_eq!(bits(&fused), bits(&chain), "d32 fp16 fused != chain ({mode:?})");
+        check_close(&format!("d32 fp16 fused vs reference ({mode:?})"), &to_f32(&fused), &want, |_, _| 2e-3);
+    }
+}
+
+/// Head dim 32, int8 (symmetric and with zero points), 6 heads (three CTAs a sequence count in
+/// on its arrival counter): the chain's context, codes and scales, bit for bit.
+#[test]
+fn d32_int8_bitwise_equals_chain() {
+    let case = Case::with_head_dim(6, 6, 32, &[97, 1, 128, 30]);
+    for mode in MODES {
+        let dev = sm90(mode);
+        for asym in [false, true] {
+            let (fused, fq, fs) = case.run_int8(&dev, true, asym);
+            let (chain, cq, cs) = case.run_int8(&dev, false, asym);
+            assert_eq!(bits(&fused), bits(&chain), "d32 int8 fused != chain ({mode:?}, asym {asym})");
+            assert_eq!(fq, cq, "d32 int8 context codes ({mode:?}, asym {asym})");
+            let sbits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(sbits(&fs), sbits(&cs), "d32 int8 context scales ({mode:?}, asym {asym})");
+        }
+    }
+}
+
+/// Typed errors naming the kernel: head dim 16, an odd number of heads of 32, max_seqlen 129, a wrong GEMM shape, an
 /// activation epilogue.
 #[test]
 fn typed_errors() {
@@ -262,12 +303,16 @@ fn typed_errors() {
     let (dx, dw, dc) = (dev.upload(&case.x).unwrap(), dev.upload(&case.w).unwrap(), dev.upload(&case.cu).unwrap());
     let mut out = poisoned::<f16>(&dev, t * h);
     let g = GemmF16 { a: &dx, w: &dw, bias: None, epilogue: Epilogue::None, shape: case.gemm_shape() };
-    let k = qa::kernel_name(false);
+    let k = qa::kernel_name(false, 64);
     let s = case.shape();
     assert!(qa::supports(&s));
-    let d32 = AttentionShape { head_dim: 32, ..s };
-    assert!(!qa::supports(&d32));
-    assert_kernel_err(qkv_attention_f16_sm90(&dev, &g, &dc, &mut out, d32), k);
+    let d16 = AttentionShape { head_dim: 16, ..s };
+    assert!(!qa::supports(&d16));
+    assert_kernel_err(qkv_attention_f16_sm90(&dev, &g, &dc, &mut out, d16), k);
+    // head dim 32 takes heads in pairs: 3 heads of 32 (H = 96) is not whole 64-column groups
+    let odd = AttentionShape { head_dim: 32, heads: 3, ..s };
+    assert!(!qa::supports(&odd));
+    assert_kernel_err(qkv_attention_f16_sm90(&dev, &g, &dc, &mut out, odd), qa::kernel_name(false, 32));
     let long = AttentionShape { max_seqlen: 129, ..s };
     assert!(!qa::supports(&long));
     assert_kernel_err(qkv_attention_f16_sm90(&dev, &g, &dc, &mut out, long), k);
@@ -290,12 +335,11 @@ fn typed_errors() {
     };
     let (mut q, mut scale) = (dev.alloc::<i8>(t * h).unwrap(), dev.alloc::<f32>(t).unwrap());
     let mut arrivals = dev.alloc_filled::<u32>(s.batch, 0).unwrap();
-    let k8 = qa::kernel_name(true);
+    let k8 = qa::kernel_name(true, 64);
     let codes = ContextCodes { q: &mut q, scale: &mut scale, arrivals: &mut arrivals };
     assert_kernel_err(qkv_attention_int8_sm90(&dev, &g8, &dc, &mut out, codes, s), k8);
     let codes = ContextCodes { q: &mut q, scale: &mut scale, arrivals: &mut arrivals };
-    let d32 = AttentionShape { head_dim: 32, ..s };
-    assert_kernel_err(qkv_attention_int8_sm90(&dev, &g8, &dc, &mut out, codes, d32), k8);
+    assert_kernel_err(qkv_attention_int8_sm90(&dev, &g8, &dc, &mut out, codes, d16), k8);
     // context codes: too few scales, too few arrival counters
     let g8 = GemmInt8 { shape: case.gemm_shape(), ..g8 };
     let (mut q, mut short_scale) = (dev.alloc::<i8>(t * h).unwrap(), dev.alloc::<f32>(t - 1).unwrap());

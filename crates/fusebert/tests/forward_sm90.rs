@@ -205,18 +205,28 @@ fn int8_hopper_ffn1_replaces_the_asymmetric_quantize_launch() {
 /// fused kernel is bit-identical to them, and the rest of the `_sm90` pass is batch invariant.
 #[test]
 fn fused_qkv_attention_gives_the_bits_of_the_two_launches() {
-    fused_qkv_attention_matches_the_two_launches(Precision::F16);
+    fused_qkv_attention_matches_the_two_launches(Precision::F16, 2);
 }
 
 /// int8: the fused kernel also writes the context's codes (no `quantize_ctx` launch), the bits
 /// the separate `quantize_i8_f16` gives, so the rest of the layer sees the same input.
 #[test]
 fn int8_fused_qkv_attention_gives_the_bits_of_the_two_launches_and_the_quantize() {
-    fused_qkv_attention_matches_the_two_launches(Precision::Int8);
+    fused_qkv_attention_matches_the_two_launches(Precision::Int8, 2);
 }
 
-fn fused_qkv_attention_matches_the_two_launches(precision: Precision) {
-    let shape = Shape { hidden: 128, heads: 2, layers: 1, intermediate: 256, vocab: 61, max_pos: 130, labels: 0 };
+/// Head dim 32 (4 heads of 32: a CTA per pair of heads, 2 x 17 > 132 / 4 CTAs), fp16 and int8:
+/// `qkv_attention_*_sm90_d32`, the same bits as `attention_sm90_d32` after the QKV GEMM.
+#[test]
+fn d32_fused_qkv_attention_gives_the_bits_of_the_two_launches() {
+    fused_qkv_attention_matches_the_two_launches(Precision::F16, 4);
+    fused_qkv_attention_matches_the_two_launches(Precision::Int8, 4);
+}
+
+/// Hidden 128 in `heads` heads (2: head dim 64; 4: head dim 32), 17 sequences of 104..128.
+fn fused_qkv_attention_matches_the_two_launches(precision: Precision, heads: usize) {
+    let shape = Shape { hidden: 128, heads, layers: 1, intermediate: 256, vocab: 61, max_pos: 130, labels: 0 };
+    let d = shape.hidden / heads;
     let model = random_model(shape, 17);
     let lengths: Vec<usize> = (0..17).map(|i| 104 + (i * 7) % 25).collect();
     let batch = random_batch(shape.vocab, &lengths, 18);
@@ -227,7 +237,8 @@ fn fused_qkv_attention_matches_the_two_launches(precision: Precision) {
     } else {
         DeviceBert::new(&dev, &model, precision).unwrap()
     };
-    let fused = if int8 { "qkv_attention_int8_sm90_d64" } else { "qkv_attention_f16_sm90_d64" };
+    let fused = &format!("qkv_attention_{}_sm90_d{d}", if int8 { "int8" } else { "f16" });
+    let attention = &format!("attention_sm90_d{d}");
     // the symmetric per-token quantisations: the embeddings' (int8), and each layer's context
     // when it is not fused
     let quantizes = |names: &[String]| names.iter().filter(|k| *k == "quantize_i8_f16").count();
@@ -239,7 +250,7 @@ fn fused_qkv_attention_matches_the_two_launches(precision: Precision) {
     // the roofline's plan of that launch: its geometry, tensor work and stores as the emulator
     // counted them
     let rec = dev.emulator_backend().unwrap().launches();
-    let r = rec.iter().find(|l| l.kernel == fused).unwrap();
+    let r = rec.iter().find(|l| &l.kernel == fused).unwrap();
     let heads = fusebert::perf::Heads::of(&model, ForwardOptions::all().outputs);
     let plan = fusebert::perf::forward_plan_for(&model.config, precision, &lengths, heads, Sm90Plan);
     let p = plan.launches.iter().find(|l| l.step == "qkv_attention").unwrap();
@@ -269,10 +280,10 @@ fn fused_qkv_attention_matches_the_two_launches(precision: Precision) {
     dev.emulator_backend().unwrap().clear_launches();
     let (apart, _) = bert.forward(&two, ForwardOptions::all()).unwrap();
     let names = launched(&dev);
-    assert!(names.iter().any(|k| k == "attention_sm90_d64"), "{names:?}");
+    assert!(names.iter().any(|k| k == attention), "{names:?}");
     assert_eq!(quantizes(&names), if int8 { 1 + shape.layers } else { 0 }, "{names:?}");
     let rec = dev.emulator_backend().unwrap().launches();
-    let r = rec.iter().find(|l| l.kernel == "attention_sm90_d64").unwrap();
+    let r = rec.iter().find(|l| &l.kernel == attention).unwrap();
     let plan = fusebert::perf::forward_plan_for(&model.config, precision, &two.lengths, heads, Sm90Plan);
     let p = plan.launches.iter().find(|l| l.step == "attention").unwrap();
     assert_eq!(

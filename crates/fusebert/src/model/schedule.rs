@@ -170,22 +170,22 @@ pub struct ScheduleShape {
 }
 
 /// Whether the Hopper pass runs a layer's QKV GEMM and attention as one launch for sequences
-/// of `lengths` tokens with `heads` heads of `head_dim`: the fused kernel's head dim, every
-/// sequence of at most its 128 rows; the rows it computes (a CTA per sequence and head: each
-/// sequence rounded up to its 64-row consumer tiles) at most 5/4 of the tokens, so that short
-/// sequences, which the separate GEMM packs, do not multiply the QKV GEMM's work; and its
-/// `heads x sequences` CTAs more than a quarter of the SMs, where the separate GEMM would
-/// split K over more CTAs instead (`gemm_sm90::plan`'s rule; the fused kernel cannot). The
+/// of `lengths` tokens with `heads` heads of `head_dim`: heads the fused kernel takes (head dim
+/// 64, or 32 in pairs), every sequence of at most its 128 rows; the rows it computes (a CTA per
+/// sequence and 64-column group: each sequence rounded up to its 64-row consumer tiles) at most
+/// 5/4 of the tokens, so that short sequences, which the separate GEMM packs, do not multiply
+/// the QKV GEMM's work; and its `groups x sequences` CTAs more than a quarter of the SMs,
+/// where the separate GEMM would split K over more CTAs instead (`gemm_sm90::plan`'s rule; the fused kernel cannot). The
 /// fused kernel gives the same bits as the separate launches (the per-sequence attention
 /// tiles), so this choice changes speed, never a result.
 pub fn fuses_qkv_attention(heads: usize, head_dim: usize, lengths: &[usize]) -> bool {
     use crate::kernels::{attention_sm90::WARPGROUP_M, gemm_sm90::SPLIT_SMS, qkv_attention_sm90 as fused};
     let tokens: usize = lengths.iter().sum();
     let rows: usize = lengths.iter().map(|&l| l.next_multiple_of(WARPGROUP_M)).sum();
-    head_dim == fused::HEAD_DIM
+    fused::takes_heads(heads, head_dim)
         && lengths.iter().all(|&l| l <= fused::MAX_SEQLEN)
         && 4 * rows <= 5 * tokens
-        && 4 * heads * lengths.len() > SPLIT_SMS
+        && 4 * fused::ctas_per_sequence(heads, head_dim) * lengths.len() > SPLIT_SMS
 }
 
 /// Every launch of one forward pass, in order.
@@ -306,7 +306,12 @@ mod tests {
         assert!(fuses_qkv_attention(16, 64, &[64, 64, 64]));
         // a sequence past one 128-row tile, another head dim, nothing to do
         assert!(!fuses_qkv_attention(12, 64, &[129, 128, 128]));
-        assert!(!fuses_qkv_attention(12, 32, &[128; 4]));
+        // head dim 32 in pairs (MiniLM: 6 CTAs a sequence, 4 x 6 x 6 > 132), not 16 nor an odd
+        // number of 32s
+        assert!(fuses_qkv_attention(12, 32, &[128; 6]));
+        assert!(!fuses_qkv_attention(12, 32, &[128; 5]));
+        assert!(!fuses_qkv_attention(11, 32, &[128; 40]));
+        assert!(!fuses_qkv_attention(12, 16, &[128; 40]));
         assert!(!fuses_qkv_attention(12, 64, &[]));
         // short texts: 64 rows computed per 20 tokens, the packed GEMM does 3x less
         assert!(!fuses_qkv_attention(12, 64, &[20; 32]));

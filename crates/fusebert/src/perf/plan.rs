@@ -844,15 +844,16 @@ fn attention_sm90(lengths: &[usize], heads: usize, d: usize, layer: Option<usize
 
 /// The QKV GEMM and attention in one launch (`qkv_attention_*_sm90`, research note 3.3's
 /// "attention in the QKV GEMM's epilogue when tiles align with sequences"): a CTA per
-/// (sequence, head) computes the sequence's 128-row x 192-column tile of Q, K and V for its
-/// head (`_sm90` GEMM main loop; a consumer whose 64 rows are all past the sequence computes
-/// nothing), keeps it in shared memory and runs the per-sequence attention on it. Loads: the
-/// sequence's 128-row box of the input (TMA clips at the last token; rows past the sequence
-/// belong to the next one and are loaded) once per head, the head's 3 x 64 weight rows once per
-/// sequence; stores: the context (int8: and its codes, made by the last CTA of each sequence
-/// from the context read back through L2). The GEMM's tensor FLOPs reach `wgmma_fraction`, the
-/// attention's (`attention_tensor_flops`) the attention fraction, one after the other in a CTA;
-/// the grid is not persistent (`heads x batch` CTAs in waves).
+/// (sequence, 64-column group: one head of 64 or two of 32) computes the sequence's 128-row x
+/// 192-column tile of Q, K and V for its group (`_sm90` GEMM main loop; a consumer whose 64
+/// rows are all past the sequence computes nothing), keeps it in shared memory and runs the
+/// per-sequence attention of its head(s) on it. Loads: the sequence's 128-row box of the input
+/// (TMA clips at the last token; rows past the sequence belong to the next one and are loaded)
+/// once per group, the group's 3 x 64 weight rows once per sequence; stores: the context (int8:
+/// and its codes, made by the last CTA of each sequence from the context read back through L2).
+/// The GEMM's tensor FLOPs reach `wgmma_fraction`, the attention's (`attention_tensor_flops`)
+/// the attention fraction, one after the other in a CTA; the grid is not persistent (`groups x
+/// batch` CTAs in waves).
 fn qkv_attention_sm90(p: Prec, lengths: &[usize], heads: usize, d: usize, layer: usize) -> PlannedLaunch {
     use crate::kernels::attention_sm90::{BLOCK_N, WARPGROUP_M};
     use crate::kernels::{gemm_sm90::BM, qkv_attention_sm90 as kernel};
@@ -882,16 +883,18 @@ fn qkv_attention_sm90(p: Prec, lengths: &[usize], heads: usize, d: usize, layer:
         .sum();
     let flops: usize = 2 * t * n * h + lengths.iter().map(|&len| 4 * heads * d * len * len).sum::<usize>();
     let min = t * h * e + t * row_bytes + n * h * e + n * col_bytes + cu;
-    let load = heads * (boxed * (h * e + row_bytes) + cu) + b * (n * h * e + n * col_bytes);
-    let cfg = ((heads as u32, b as u32, 1), (kernel::THREADS, 1, 1), kernel::shared_bytes() as u32);
-    let mut l =
-        launch(kernel::kernel_name(p.int8), "qkv_attention", Some(layer), cfg, flops as u64, min, load, t * h * 2);
+    // a CTA per 64-column group (one head of 64, two of 32) and sequence
+    let groups = kernel::ctas_per_sequence(heads, d);
+    let load = groups * (boxed * (h * e + row_bytes) + cu) + b * (n * h * e + n * col_bytes);
+    let cfg = ((groups as u32, b as u32, 1), (kernel::THREADS, 1, 1), kernel::shared_bytes(d) as u32);
+    let name = kernel::kernel_name(p.int8, d);
+    let mut l = launch(name, "qkv_attention", Some(layer), cfg, flops as u64, min, load, t * h * 2);
     l.gemm = Some((t, n, h));
     l.tensor_flops = (gemm_tensor + attention_tensor) as u64;
     l.attention_tensor_flops = attention_tensor as u64;
     // the weights are re-read by every sequence; an input strip by the sequence's heads
     l.reuse_bytes = (n * h * e + n * col_bytes) as u64;
-    l.reuse_bytes_per_block = (BM * h * e).div_ceil(heads) as u64;
+    l.reuse_bytes_per_block = (BM * h * e).div_ceil(groups) as u64;
     if p.int8 {
         // the context's codes: the last CTA of each sequence reads its rows back through L2
         // once (a warp keeps its row in shared memory for the codes' pass; columns past its
