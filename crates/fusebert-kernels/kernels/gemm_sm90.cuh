@@ -571,7 +571,10 @@ FB_DEVICE int chunk_kblocks(int kblocks) {
 // thread ct at i * 256 + ct: a warp's stores are one 128-byte line) and count the unit in on
 // counters[tile]; the last to arrive adds the slots in chunk order and runs the epilogue, and
 // leaves the counter at zero for the next launch or graph replay. Partials bypass L1 (st/ld.cg):
-// other CTAs wrote them.
+// other CTAs wrote them. A warp whose 16 rows all lie past M (a short batch's only tile: 20
+// tokens live in 2 of 8 warps) neither stores nor reads partials: its rows' A is TMA's zero
+// fill, so every chunk's sum there is 0, as its own chunk's already is, and no row past M is
+// stored. The serial tail (the last CTA's reads) and the partial traffic shrink with M.
 struct SplitK {
     uint32_t splits;  // set by ws_gemm
     uint32_t* partials;  // [tile][chunk][ACC][256] words
@@ -586,6 +589,12 @@ FB_DEVICE KRange k_range(int z, int splits, int kblocks, int ckb) {
     if (splits == 1) return {0, kblocks};
     const int end = (z + 1) * ckb;
     return {z * ckb, end < kblocks ? end : kblocks};
+}
+
+// Whether the calling consumer thread's warp (rows m0 + 64 cw + 16 warp .. + 15 of its tile,
+// hopper.md 1.4) has a row below M: the warp-uniform condition for its split partials.
+FB_DEVICE bool split_live(int M, int m0, int cw) {
+    return m0 + 64 * cw + 16 * ((threadIdx.x % 128) / 32) < M;
 }
 
 FB_DEVICE void st_shared_f32(uint32_t a, float v) { asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(a), "f"(v) : "memory"); }
@@ -617,12 +626,15 @@ FB_DEVICE uint32_t ld_partial(const uint32_t* slots, int c, int i, int ct) {
 
 // Publishes a split unit's partial (chunk z of `tile`, the fragment d) and returns whether this
 // CTA arrived last: then every other chunk's partial is visible to it (and the counter is reset).
+// `live`: whether this thread's warp has a row below M (split_live).
 template <typename Acc, int A>
-FB_DEVICE bool split_arrive(const Acc (&d)[A], const SplitK& sk, int tile, int z, uint32_t* flag) {
+FB_DEVICE bool split_arrive(const Acc (&d)[A], const SplitK& sk, int tile, int z, bool live, uint32_t* flag) {
     const int ct = threadIdx.x - 128, S = (int)sk.splits;
     uint32_t* slots = sk.partials + (size_t)tile * S * A * CONSUMER_THREADS;
+    if (live) {
 #pragma unroll
-    for (int i = 0; i < A; i++) st_cg(slots + (size_t)z * A * CONSUMER_THREADS + i * CONSUMER_THREADS + ct, d[i]);
+        for (int i = 0; i < A; i++) st_cg(slots + (size_t)z * A * CONSUMER_THREADS + i * CONSUMER_THREADS + ct, d[i]);
+    }
     __threadfence();  // release: this thread's partial before the unit's arrival
     consumer_sync();  // every consumer thread's partial stored before the arrival
     if (ct == 0) *flag = atomicAdd(&sk.counters[tile], 1u) == (uint32_t)S - 1;
@@ -638,7 +650,8 @@ FB_DEVICE bool split_arrive(const Acc (&d)[A], const SplitK& sk, int tile, int z
 // The last CTA of a split tile: d becomes the tile's sum, the chunks' partials (its own among
 // them, as stored) added in chunk order, t = p0, t += p1, ... (s32: exact in any order).
 template <class Op, typename Acc, int A>
-FB_DEVICE void split_fold(Acc (&d)[A], const SplitK& sk, int tile) {
+FB_DEVICE void split_fold(Acc (&d)[A], const SplitK& sk, int tile, bool live) {
+    if (!live) return;  // rows past M: d (this chunk's zeros) is already the sum
     const int ct = threadIdx.x - 128, S = (int)sk.splits;
     const uint32_t* slots = sk.partials + (size_t)tile * S * A * CONSUMER_THREADS;
 #pragma unroll
@@ -876,8 +889,9 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
             if constexpr (SPLIT) {
                 // one chunk; the last CTA of the tile adds the others' partials to it
                 ring.sum(d, r.begin, r.end);
-                if (!split_arrive(d, sk, tile, z, &split_flag)) continue;
-                split_fold<Op>(d, sk, tile);
+                const bool live = split_live((int)M, (tile % tiles_m) * BM, cw);
+                if (!split_arrive(d, sk, tile, z, live, &split_flag)) continue;
+                split_fold<Op>(d, sk, tile, live);
             } else {
                 sum_unsplit(ring, d, s0, cw, r, ckb);
             }

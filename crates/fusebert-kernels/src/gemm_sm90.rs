@@ -379,6 +379,18 @@ pub fn split_needs(m: usize, n: usize, cols: usize, splits: usize) -> (usize, us
     }
 }
 
+/// Rows per consumer warp of a tile (a wgmma m64 fragment spans 16 rows per warp): the unit in
+/// which a split launch skips partial sums.
+pub const WARP_ROWS: usize = 16;
+
+/// Rows of an `m`-row tile strip whose partial sums a split launch stores and reads back: those
+/// of the warps with a row below `m` (`split_live` in `kernels/gemm_sm90.cuh`); a warp wholly past
+/// `m` holds zeros (its A rows are TMA's zero fill) and skips both. 20 tokens: 32 rows, a quarter
+/// of a 128-row tile's partial traffic.
+pub fn split_live_rows(m: usize) -> usize {
+    m.next_multiple_of(WARP_ROWS)
+}
+
 /// How an `_ln` launch normalises its rows. Every way gives the same bits (ln_out, codes and
 /// scales): one reduction order for the family (`kernels/ln_blocked.cuh`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

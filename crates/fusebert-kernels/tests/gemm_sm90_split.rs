@@ -9,6 +9,7 @@
 //!   output element does not depend on its N; int8: s32 is exact), with every kind of epilogue,
 //!   zero points, and the fused layernorm with its int8 codes;
 //! - batch invariance: a row split in a short batch equals the same row unsplit in a long one;
+//! - a short batch stores and reads partial sums only for the warps with a row below M;
 //! - fewer CTAs than work units (each walks several tiles' chunks), two launches on one
 //!   workspace (the tile counters are left at zero), a workspace too small (typed error), K of
 //!   one chunk (no split: the unsplit entry runs).
@@ -186,6 +187,32 @@ fn f16_rows_are_the_same_split_in_a_short_batch_or_unsplit_in_a_long_one() {
         assert!(last_kernel(&dev, "short batch").ends_with("_sk"));
         let same = got.iter().zip(&all[..m * n]).all(|(x, y)| x.to_bits() == y.to_bits());
         assert!(same, "M {m} split ({cols:?}) differs from the same rows of M {long} unsplit");
+    }
+}
+
+#[test]
+fn a_short_batch_moves_partials_only_for_the_warps_with_live_rows() {
+    // a split tile's partial sums travel per consumer warp of 16 rows: at M 20 two of the
+    // tile's 8 warps hold a row below M, at M 128 all 8; the rest hold zeros and move nothing
+    let mut r = rng(76);
+    let (n, k) = (128, 1024); // one column tile, 4 chunks
+    let dev = sm90(AsyncMode::Random(5));
+    let (a, w) = (rand_f16(&mut r, 128 * k, 1.0), rand_f16(&mut r, n * k, 1.0));
+    let (bias, res) = (rand_f16(&mut r, n, 1.0), rand_f16(&mut r, 128 * n, 1.0));
+    for (m, warps) in [(20, 2), (128, 8)] {
+        let s = GemmShape { m, n, k };
+        let whole = f16_gemm(&dev, &a[..m * k], &w, &bias, &res, s, 1, narrow());
+        let (_, unsplit) = last_launch(&dev, "unsplit");
+        let ws = split_workspace(&dev, m, n, k, false);
+        let got = f16_gemm(&dev, &a[..m * k], &w, &bias, &res, s, 1, split(&ws, None, Sm90Cols::N128));
+        let (kernel, split) = last_launch(&dev, "split");
+        assert_eq!(kernel, gemm_sm90::KERNEL_SK);
+        assert!(got.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits()), "M {m}: not the unsplit bits");
+        assert_eq!(gemm_sm90::split_live_rows(m), warps * gemm_sm90::WARP_ROWS);
+        // every chunk stores its live warps' fragments; the tile's last CTA reads all 4 back
+        let partials = (4 * warps * gemm_sm90::WARP_ROWS * n * 4) as u64;
+        assert_eq!(split.global_store_bytes - unsplit.global_store_bytes, partials, "M {m}: partial stores");
+        assert_eq!(split.global_load_bytes - unsplit.global_load_bytes, partials, "M {m}: partial loads");
     }
 }
 

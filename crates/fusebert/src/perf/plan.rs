@@ -657,13 +657,15 @@ fn gemm_sm90_tiled(g: &Sm90Gemm, kind: Sm90Entry, tile: Sm90Tile) -> PlannedLaun
     let residual = if epi == Epi::Residual { m * n * 2 } else { 0 };
     let min = m * k * e + n * k * e + n * col_bytes + m * row_bytes + residual;
     let load = gw * m * k * e + gt * n * k * e + gt * n * col_bytes + gw * m * row_bytes + residual;
-    let partials = if tile.splits > 1 { tile.splits * m * n * 4 } else { 0 };
+    // f32 partials of the warps with a row below m only (a short batch's tile is mostly empty)
+    let live = crate::kernels::gemm_sm90::split_live_rows(m);
+    let partials = if tile.splits > 1 { tile.splits * live * n * 4 } else { 0 };
     // whole tiles, K in whole wgmma k-steps (16 f16, 32 s8)
     let tensor = 2 * gt * tile.rows * gw * tile.cols * k.next_multiple_of(if p.int8 { 32 } else { 16 });
     let cfg = ((tile.ctas(m, n) as u32, 1, 1), (tile.threads(), 1, 1), tile.shared_bytes());
     let mut l = launch(name, step, layer, cfg, (2 * m * n * k) as u64, min, load + partials, m * n * 2 + partials);
     if tile.splits > 1 {
-        l.tail_bytes = (tile.splits * tile.rows * tile.cols * 4) as u64;
+        l.tail_bytes = (tile.splits * tile.rows.min(live) * tile.cols * 4) as u64;
     }
     l.tensor_flops = tensor as u64;
     l.gemm = Some((m, n, k));
