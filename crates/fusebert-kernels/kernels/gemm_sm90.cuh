@@ -753,6 +753,20 @@ struct ConsumerRing {
         wgmma_wait<0>(d);
         if (prev >= 0) mbar_arrive(smem_u32(&empty[prev]));
     }
+
+    // The stages of k-blocks [kb0, kb1) released unread (a warpgroup with no row below M), each
+    // once its load completed: that needs the other warpgroup's release of the stage's previous
+    // fill, so this warpgroup never arrives twice in one phase of an empty barrier.
+    FB_DEVICE void release(int kb0, int kb1) {
+        for (int kb = kb0; kb < kb1; kb++) {
+            mbar_wait(smem_u32(&full[stage]), phase);
+            mbar_arrive(smem_u32(&empty[stage]));
+            if (++stage == G::STAGES) {
+                stage = 0;
+                phase ^= 1;
+            }
+        }
+    }
 };
 
 // The sum of one tile over k-blocks r (all of K) by one CTA: fp16 in K-chunk order, s32 at once.
@@ -841,6 +855,13 @@ struct TileOut {
         }
         tail(m0, tile % tiles_m, tiles_n, tail_flag, Scratch{half, (uint32_t)G::REGION_BYTES});
     }
+
+    // The end of a tile for a warpgroup with no row below M: nothing to store (its epilogue's
+    // barriers are its own warpgroup's), only its part in the tail's strip arrival.
+    FB_DEVICE void rows_past_m(int tile) const {
+        const int m0 = (tile % tiles_m) * BM;
+        tail(m0, tile % tiles_m, tiles_n, tail_flag, Scratch{s0 + G::RING_BYTES + cw * G::REGION_BYTES, (uint32_t)G::REGION_BYTES});
+    }
 };
 
 // The warp-specialised persistent GEMM (see the top of the file) on operand type Op, handing
@@ -880,22 +901,37 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
         const int cw = wg - 1, t = tid % 128;
         ConsumerRing<Op, G> ring{s0, full, empty, cw};
         const TileOut<Epilogue, Tail, G> out{epilogue, tail, tma_c, s0, cw, (int)M, (int)N, tiles_m, tiles_n, &tail_flag};
-        Acc d[G::ACC];
-#pragma unroll
-        for (int i = 0; i < G::ACC; i++) d[i] = 0;
         for (int u = blockIdx.x; u < units; u += gridDim.x) {
             const int tile = u / S, z = u % S;
             const KRange r = k_range(z, S, kblocks, ckb);
-            if constexpr (SPLIT) {
-                // one chunk; the last CTA of the tile adds the others' partials to it
-                ring.sum(d, r.begin, r.end);
-                const bool live = split_live((int)M, (tile % tiles_m) * BM, cw);
-                if (!split_arrive(d, sk, tile, z, live, &split_flag)) continue;
-                split_fold<Op>(d, sk, tile, live);
+            if ((tile % tiles_m) * BM + 64 * cw < (int)M) {
+                // the accumulators live in this branch only: a dead-warpgroup path that shares
+                // them makes ptxas serialise the wgmmas (C7515 / C7520)
+                Acc d[G::ACC];
+#pragma unroll
+                for (int i = 0; i < G::ACC; i++) d[i] = 0;
+                if constexpr (SPLIT) {
+                    // one chunk; the last CTA of the tile adds the others' partials to it
+                    ring.sum(d, r.begin, r.end);
+                    const bool live = split_live((int)M, (tile % tiles_m) * BM, cw);
+                    if (!split_arrive(d, sk, tile, z, live, &split_flag)) continue;
+                    split_fold<Op>(d, sk, tile, live);
+                } else {
+                    sum_unsplit(ring, d, s0, cw, r, ckb);
+                }
+                out.tile(d, tile);
             } else {
-                sum_unsplit(ring, d, s0, cw, r, ckb);
+                // the warpgroup's 64 rows all lie past M (a 1..64-row tile): TMA's zero fill,
+                // so no wgmma (half the tile's tensor work) and nothing to store; its stages are
+                // released unread and it takes its part in the split arrival (publishing no
+                // partials) and in the tail's
+                ring.release(r.begin, r.end);
+                if constexpr (SPLIT) {
+                    Acc none[G::ACC];  // (not stored: split_arrive's `live` is false)
+                    if (!split_arrive(none, sk, tile, z, false, &split_flag)) continue;
+                }
+                out.rows_past_m(tile);
             }
-            out.tile(d, tile);
         }
         if constexpr (Epilogue::STAGED) {
             if (t == 0) bulk_wait();  // the staging outlives the stores reading it

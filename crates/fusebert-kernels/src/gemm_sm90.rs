@@ -391,6 +391,21 @@ pub fn split_live_rows(m: usize) -> usize {
     m.next_multiple_of(WARP_ROWS)
 }
 
+/// Rows per consumer warpgroup of a tile (one m64 wgmma): a warpgroup whose rows all lie past
+/// M issues no wgmma.
+pub const WARPGROUP_ROWS: usize = 64;
+
+/// Rows whose wgmmas a split or unsplit (not cluster) launch of `m` rows runs per tile when
+/// its tiles are one 128-row strip (`m <= 128`): those of the consumer warpgroups with a row
+/// below `m`, so a 1..64-row batch does half a tile's tensor work; 128 for taller launches.
+pub fn computed_rows(m: usize) -> usize {
+    if m <= BM {
+        m.next_multiple_of(WARPGROUP_ROWS).min(BM)
+    } else {
+        BM
+    }
+}
+
 /// How an `_ln` launch normalises its rows. Every way gives the same bits (ln_out, codes and
 /// scales): one reduction order for the family (`kernels/ln_blocked.cuh`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -6,6 +6,8 @@
 //! `tests/fixtures/`):
 //! - C7515: wgmma serialized because a non-wgmma instruction defines an accumulator inside a
 //!   pipeline stage (e.g. a write between `commit_group` and `wait_group`);
+//! - C7520: wgmma serialized for a warpgroup arrive ptxas inserted in a divergent path (a wgmma
+//!   under a branch or a predicate whose accumulators another path shares);
 //! - C7511: wgmma serialized for lack of registers;
 //! - C7508: `setmaxnreg` ignored (register count at entry unknown: no `.maxntid`);
 //! - C7519: `warpgroup.arrive` injected by ptxas (an accumulator written between `wgmma.fence`
@@ -33,7 +35,7 @@ impl std::fmt::Display for PtxasProblem {
 }
 
 /// The diagnostic codes that fail the build (see the module comment).
-pub const FAILING_CODES: [&str; 4] = ["C7508", "C7511", "C7515", "C7519"];
+pub const FAILING_CODES: [&str; 5] = ["C7508", "C7511", "C7515", "C7519", "C7520"];
 
 /// Every problem in the output of one `ptxas -v` run (one module, one target).
 pub fn ptxas_problems(output: &str) -> Vec<PtxasProblem> {
@@ -122,6 +124,7 @@ mod tests {
         assert_eq!(ptxas_problems(&fixture("ptxas_wgmma_clean.txt")), vec![]);
         assert_eq!(codes(&ptxas_problems(&fixture("ptxas_wgmma_c7515.txt"))), vec![(Some("wgmma_c7515"), "C7515")]);
         assert_eq!(codes(&ptxas_problems(&fixture("ptxas_wgmma_c7519.txt"))), vec![(Some("wgmma_c7519"), "C7519")]);
+        assert_eq!(codes(&ptxas_problems(&fixture("ptxas_wgmma_c7520.txt"))), vec![(Some("wgmma_c7520"), "C7520")]);
         assert_eq!(codes(&ptxas_problems(&fixture("ptxas_setmaxnreg_c7508.txt"))), vec![(None, "C7508")]);
     }
 

@@ -9,7 +9,8 @@
 //!   output element does not depend on its N; int8: s32 is exact), with every kind of epilogue,
 //!   zero points, and the fused layernorm with its int8 codes;
 //! - batch invariance: a row split in a short batch equals the same row unsplit in a long one;
-//! - a short batch stores and reads partial sums only for the warps with a row below M;
+//! - a short batch stores and reads partial sums only for the warps with a row below M, and a
+//!   warpgroup with no row below M issues no wgmma (tensor MACs counted);
 //! - fewer CTAs than work units (each walks several tiles' chunks), two launches on one
 //!   workspace (the tile counters are left at zero), a workspace too small (typed error), K of
 //!   one chunk (no split: the unsplit entry runs).
@@ -191,7 +192,7 @@ fn f16_rows_are_the_same_split_in_a_short_batch_or_unsplit_in_a_long_one() {
 }
 
 #[test]
-fn a_short_batch_moves_partials_only_for_the_warps_with_live_rows() {
+fn a_short_batch_moves_partials_and_computes_only_for_the_warps_with_live_rows() {
     // a split tile's partial sums travel per consumer warp of 16 rows: at M 20 two of the
     // tile's 8 warps hold a row below M, at M 128 all 8; the rest hold zeros and move nothing
     let mut r = rng(76);
@@ -213,6 +214,10 @@ fn a_short_batch_moves_partials_only_for_the_warps_with_live_rows() {
         let partials = (4 * warps * gemm_sm90::WARP_ROWS * n * 4) as u64;
         assert_eq!(split.global_store_bytes - unsplit.global_store_bytes, partials, "M {m}: partial stores");
         assert_eq!(split.global_load_bytes - unsplit.global_load_bytes, partials, "M {m}: partial loads");
+        // wgmmas only for the consumer warpgroups with a row below M: 64 rows at M 20, split or not
+        let macs = (gemm_sm90::computed_rows(m) * n * k) as u64;
+        assert_eq!(gemm_sm90::computed_rows(m), if m <= 64 { 64 } else { 128 });
+        assert_eq!((unsplit.tensor_macs, split.tensor_macs), (macs, macs), "M {m}: tensor work");
     }
 }
 

@@ -136,6 +136,7 @@ fn real_ptxas_flags_the_planted_hazards_and_passes_the_clean_twin() {
         ("wgmma_clean", vec![]),
         ("wgmma_c7515", vec![(Some("wgmma_c7515".to_string()), "C7515")]),
         ("wgmma_c7519", vec![(Some("wgmma_c7519".to_string()), "C7519")]),
+        ("wgmma_c7520", vec![(Some("wgmma_c7520".to_string()), "C7520")]),
         ("setmaxnreg_c7508", vec![(None, "C7508")]),
     ] {
         let out = std::process::Command::new(&ptxas)
