@@ -1066,14 +1066,18 @@ FB_DEVICE void cln_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, cons
         int rl[2];  // the thread's rows in the strip
         rl[0] = cw * 64 + r0;
         rl[1] = rl[0] + 8;
-        Acc d[G::ACC];
-#pragma unroll
-        for (int i = 0; i < G::ACC; i++) d[i] = 0;
         for (int strip = cid; strip < strips; strip += ncl) {
             const int m0 = strip * BM;
             const bool in_m[2] = {m0 + rl[0] < (int)M, m0 + rl[1] < (int)M};
             float mu[2] = {0.f, 0.f}, amax[2] = {0.f, 0.f};
-            if (active) {
+            // a warpgroup with no row below M (ws_gemm's rule) releases its stages unread and
+            // sits out the strip but for the cluster barriers: peers read only rows below M
+            const bool live = active && m0 + 64 * cw < (int)M;
+            if (active && !live) ring.release(0, kblocks);
+            if (live) {
+                Acc d[G::ACC];  // (in this branch only: see ws_gemm)
+#pragma unroll
+                for (int i = 0; i < G::ACC; i++) d[i] = 0;
                 sum_unsplit(ring, d, s0, cw, KRange{0, kblocks}, ckb);
                 if (t == 0) bulk_wait_read();  // the previous strip's stores have read the staging
                 warpgroup_sync(cw);
@@ -1098,7 +1102,7 @@ FB_DEVICE void cln_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, cons
                 }
             }
             cluster_sync();  // B1: the block sums
-            if (active) {
+            if (live) {
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
                     mu[h] = lnb::mean(in_m[h] ? gather_blocks<BPT>(red_sum, rl[h], nb) : 0.f, inv);
@@ -1118,7 +1122,7 @@ FB_DEVICE void cln_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, cons
                 }
             }
             cluster_sync();  // B2: the square sums
-            if (active) {
+            if (live) {
                 float rs[2];
 #pragma unroll
                 for (int h = 0; h < 2; h++) rs[h] = lnb::rstd(in_m[h] ? gather_blocks<BPT>(red_sq, rl[h], nb) : 0.f, inv, ln.eps);
@@ -1154,7 +1158,7 @@ FB_DEVICE void cln_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, cons
                 }
             }
             if (q8out) {
-                if (active) {
+                if (live) {
 #pragma unroll
                     for (int h = 0; h < 2; h++) {
                         const float a = lnb::quad_max(amax[h]);
@@ -1162,7 +1166,7 @@ FB_DEVICE void cln_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, cons
                     }
                 }
                 cluster_sync();  // B3: the tiles' amax
-                if (active) {
+                if (live) {
 #pragma unroll
                     for (int h = 0; h < 2; h++) {
                         if (!in_m[h]) continue;
@@ -1300,14 +1304,21 @@ FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_
         const uint32_t half = s0 + G::RING_BYTES + cw * G::REGION_BYTES;
         const uint32_t sbase = half + (warp * 16 + lane / 4) * ROW_BYTES + 4 * (lane % 4);
         const uint32_t swz = (uint32_t)((lane / 4) % 8) * 16;
-        int d[G::ACC];
-#pragma unroll
-        for (int i = 0; i < G::ACC; i++) d[i] = 0;
         int par = 0;
         for (int sp = cid; sp < tiles_m; sp += ncl, par ^= 1) {
             const int m0 = sp * BM;
             float pmax[2] = {0.f, 0.f}, nmin[2] = {0.f, 0.f};
+            // a warpgroup with no row below M (ws_gemm's rule): its stages released unread, no
+            // tile, and zero pairs published (its peers combine every row's pairs)
+            const bool live = m0 + 64 * cw < (int)M;
             for (int tn = rank, j = 0; tn < tiles_n; tn += CL, j++) {
+                if (!live) {
+                    ring.release(0, kblocks);
+                    continue;
+                }
+                int d[G::ACC];  // (in this branch only: see ws_gemm)
+#pragma unroll
+                for (int i = 0; i < G::ACC; i++) d[i] = 0;
                 ring.sum(d, 0, kblocks);
                 const uint32_t joff = resident ? (uint32_t)(j * TILE_STAGE) : 0u;
                 out.tile(d, tn * tiles_m + sp, joff, !resident);

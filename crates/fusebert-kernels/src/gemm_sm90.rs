@@ -395,9 +395,10 @@ pub fn split_live_rows(m: usize) -> usize {
 /// M issues no wgmma.
 pub const WARPGROUP_ROWS: usize = 64;
 
-/// Rows whose wgmmas a split or unsplit (not cluster) launch of `m` rows runs per tile when
-/// its tiles are one 128-row strip (`m <= 128`): those of the consumer warpgroups with a row
-/// below `m`, so a 1..64-row batch does half a tile's tensor work; 128 for taller launches.
+/// Rows whose wgmmas a launch of `m` rows (split, unsplit or cluster) runs per tile when its
+/// tiles are one 128-row strip (`m <= 128`): those of the consumer warpgroups with a row below
+/// `m`, so a 1..64-row batch does half a tile's tensor work; 128 for taller launches (whose
+/// last strip may also compute 64: the roofline's compute term counts the full strips).
 pub fn computed_rows(m: usize) -> usize {
     if m <= BM {
         m.next_multiple_of(WARPGROUP_ROWS).min(BM)
