@@ -470,6 +470,22 @@ impl<'a> GemmSm90Launch<'a> {
         }
     }
 
+    /// [`planned`](Self::planned), or its cluster entry (`_cln`, `_cqa`) with `cluster`: the
+    /// same launch unsplit (the entries run where a launch has no split and its rows fit a
+    /// cluster). A plan that does not split stays unsplit either way: passing the workspace
+    /// would make every K of several chunks split.
+    pub fn planned_or_cluster(
+        m: usize,
+        n: usize,
+        k: usize,
+        int8: bool,
+        split: &'a SplitWorkspace,
+        cluster: bool,
+    ) -> Self {
+        let p = Self::planned(m, n, k, int8, split);
+        GemmSm90Launch { split: p.split.filter(|_| !cluster), ..p }
+    }
+
     /// The tile width of an `m x n x k` launch: the requested one, or [`plan`]'s.
     pub fn resolve_cols(&self, m: usize, n: usize, k: usize, int8: bool) -> usize {
         match self.cols {

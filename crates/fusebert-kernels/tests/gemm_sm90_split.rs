@@ -191,6 +191,27 @@ fn f16_rows_are_the_same_split_in_a_short_batch_or_unsplit_in_a_long_one() {
     }
 }
 
+/// The forward pass's launch: the plan's split, dropped for a chosen cluster entry, and never
+/// added where the plan does not split (BERT-base's QKV at 4096 tokens, K 768 in 3 chunks: a
+/// workspace passed there would split it, beyond the workspace sized for the planned splits).
+#[test]
+fn the_planned_launch_splits_only_where_the_plan_does() {
+    let dev = sm90(AsyncMode::Lazy);
+    let ws = split_workspace(&dev, 128, 768, 768, false);
+    for (m, n, k, int8) in
+        [(128, 768, 768, false), (829, 1152, 384, false), (4096, 2304, 768, false), (128, 3072, 768, true)]
+    {
+        let splits = gemm_sm90::plan(m, n, k, int8).splits;
+        assert!(gemm_sm90::k_chunks(k, int8) > 1, "{m} x {n} x {k}: K of several chunks");
+        for cluster in [false, true] {
+            let how = GemmSm90Launch::planned_or_cluster(m, n, k, int8, &ws, cluster);
+            let want = splits > 1 && !cluster;
+            assert_eq!(how.split.is_some(), want, "{m} x {n} x {k} (plan: {splits} splits), cluster {cluster}");
+            assert_eq!(how.cols, GemmSm90Launch::planned(m, n, k, int8, &ws).cols);
+        }
+    }
+}
+
 #[test]
 fn a_short_batch_moves_partials_and_computes_only_for_the_warps_with_live_rows() {
     // a split tile's partial sums travel per consumer warp of 16 rows: at M 20 two of the

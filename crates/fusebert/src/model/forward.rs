@@ -1265,10 +1265,7 @@ impl DeviceBert {
         let shape = kernels::GemmShape { m, n, k };
         // Hopper: split over K where the planner splits, unless the layernorm's cluster entry
         // was chosen (the same bits either way)
-        let how90 = |int8: bool| kernels::GemmSm90Launch {
-            split: (!cluster).then_some(split),
-            ..kernels::GemmSm90Launch::planned(m, n, k, int8, split)
-        };
+        let how90 = |int8: bool| kernels::GemmSm90Launch::planned_or_cluster(m, n, k, int8, split, cluster);
         // mma.sync: the planner's tile and split, with the layernorm fused when asked
         let mma = |int8: bool| match ln {
             None => kernels::GemmLaunch::planned(GemmPlan::choose(m, n, k, int8), Some(split)),
@@ -1322,10 +1319,7 @@ impl DeviceBert {
             return Err(Error::Other("DeviceBert: a quantising FFN1 needs int8 weights".into()));
         };
         // no split workspace: the cluster entry (`_cqa`) where it was chosen
-        let how = kernels::GemmSm90Launch {
-            split: (!cluster).then_some(split),
-            ..kernels::GemmSm90Launch::planned(m, n, k, true, split)
-        };
+        let how = kernels::GemmSm90Launch::planned_or_cluster(m, n, k, true, split, cluster);
         kernels::gemm_int8_sm90_qa(&self.dev, &g, out, codes, split, how)
     }
 
