@@ -373,3 +373,38 @@ fn the_forward_pass_launches_the_planned_gemm_entries() {
         assert!(ffn2.kernel.ends_with("_n192_cln2"), "{}", ffn2.kernel);
     }
 }
+
+/// A GEMM the plan leaves unsplit although its K has several chunks (hidden 512 at 640 tokens:
+/// the QKV GEMM's 60 tiles of 128 x 128 keep more than a quarter of 132 SMs busy, K 512 is two
+/// chunks) runs unsplit: the forward pass passes its split workspace only where the plan
+/// splits (a workspace passed anyway made it split, past the workspace sized for the planned
+/// splits: an error).
+#[test]
+fn a_gemm_the_plan_leaves_unsplit_runs_unsplit() {
+    let shape = Shape { hidden: 512, heads: 8, layers: 1, intermediate: 512, vocab: 50, max_pos: 400, labels: 0 };
+    let lengths = &[300, 340];
+    let model = random_model(shape, 303);
+    let batch = random_batch(shape.vocab, lengths, 33);
+    let dev = sm90(AsyncMode::Lazy);
+    let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
+    bert.set_kernel_family(KernelFamily::Sm90).unwrap();
+    dev.emulator_backend().unwrap().clear_launches();
+    bert.forward(&batch, ForwardOptions::embeddings(false)).unwrap();
+    let ran: Vec<_> = dev
+        .emulator_backend()
+        .unwrap()
+        .launches()
+        .into_iter()
+        .filter(|l| l.kernel.starts_with("gemm_"))
+        .map(|l| (l.kernel, l.grid))
+        .collect();
+    let heads = fusebert::perf::Heads::of(&model, ForwardOptions::embeddings(false).outputs);
+    let plan = fusebert::perf::forward_plan_for(&model.config, Precision::F16, lengths, heads, Sm90Plan);
+    let planned: Vec<_> =
+        plan.launches.iter().filter(|l| l.kernel.starts_with("gemm_")).map(|l| (l.kernel.clone(), l.grid)).collect();
+    assert_eq!(ran, planned);
+    let (m, n, k) = (640, 3 * 512, 512);
+    assert!(fusebert::kernels::gemm_sm90::k_chunks(k, false) > 1);
+    assert_eq!(fusebert::kernels::gemm_sm90::plan(m, n, k, false).splits, 1);
+    assert_eq!(ran[0].0, "gemm_f16_sm90", "the QKV GEMM, unsplit");
+}
