@@ -335,8 +335,6 @@ fn the_forward_pass_launches_the_planned_gemm_entries() {
     let lengths = &[33, 2, 40, 53];
     let model = random_model(shape, 302);
     let batch = random_batch(shape.vocab, lengths, 32);
-    let outputs = ForwardOptions::embeddings(false).outputs;
-    let heads = fusebert::perf::Heads::of(&model, outputs);
     for precision in [Precision::F16, Precision::Int8] {
         let dev = sm90(AsyncMode::Lazy);
         let mut bert = if precision == Precision::Int8 {
@@ -345,25 +343,7 @@ fn the_forward_pass_launches_the_planned_gemm_entries() {
         } else {
             DeviceBert::new(&dev, &model, precision).unwrap()
         };
-        bert.set_kernel_family(KernelFamily::Sm90).unwrap();
-        dev.emulator_backend().unwrap().clear_launches();
-        bert.forward(&batch, ForwardOptions::embeddings(false)).unwrap();
-        let ran: Vec<_> = dev
-            .emulator_backend()
-            .unwrap()
-            .launches()
-            .into_iter()
-            .filter(|l| l.kernel.starts_with("gemm_"))
-            .map(|l| (l.kernel, l.grid))
-            .collect();
-        let plan = fusebert::perf::forward_plan_for(&model.config, precision, lengths, heads, Sm90Plan);
-        let planned: Vec<_> = plan
-            .launches
-            .iter()
-            .filter(|l| l.kernel.starts_with("gemm_"))
-            .map(|l| (l.kernel.clone(), l.grid))
-            .collect();
-        assert_eq!(ran, planned, "{precision:?}");
+        let (_, plan) = gemms_run_as_planned(&dev, &mut bert, &model, &batch, lengths, precision);
         let ffn2 = plan.launches.iter().find(|l| l.step == "ffn2_ln2").unwrap();
         let (m, n, k) = ffn2.gemm.unwrap();
         let int8 = precision == Precision::Int8;
@@ -372,6 +352,33 @@ fn the_forward_pass_launches_the_planned_gemm_entries() {
         }
         assert!(ffn2.kernel.ends_with("_n192_cln2"), "{}", ffn2.kernel);
     }
+}
+
+/// A launch's entry and grid.
+type Launch = (String, (u32, u32, u32));
+
+/// Runs an embedding pass of `bert` on the `_sm90` kernels and asserts its GEMM launches
+/// (entries and grids, in order) are the Hopper plan's; returns them and the plan.
+fn gemms_run_as_planned(
+    dev: &Device,
+    bert: &mut DeviceBert,
+    model: &fusebert::model::BertModel,
+    batch: &fusebert::tokenize::Batch,
+    lengths: &[usize],
+    precision: Precision,
+) -> (Vec<Launch>, fusebert::perf::LaunchPlan) {
+    let options = ForwardOptions::embeddings(false);
+    bert.set_kernel_family(KernelFamily::Sm90).unwrap();
+    dev.emulator_backend().unwrap().clear_launches();
+    bert.forward(batch, options).unwrap();
+    let gemms = |l: &[Launch]| l.iter().filter(|(k, _)| k.starts_with("gemm_")).cloned().collect();
+    let ran: Vec<_> =
+        gemms(&dev.emulator_backend().unwrap().launches().into_iter().map(|l| (l.kernel, l.grid)).collect::<Vec<_>>());
+    let heads = fusebert::perf::Heads::of(model, options.outputs);
+    let plan = fusebert::perf::forward_plan_for(&model.config, precision, lengths, heads, Sm90Plan);
+    let planned: Vec<_> = gemms(&plan.launches.iter().map(|l| (l.kernel.clone(), l.grid)).collect::<Vec<_>>());
+    assert_eq!(ran, planned, "{precision:?}");
+    (ran, plan)
 }
 
 /// A GEMM the plan leaves unsplit although its K has several chunks (hidden 512 at 640 tokens:
@@ -387,22 +394,7 @@ fn a_gemm_the_plan_leaves_unsplit_runs_unsplit() {
     let batch = random_batch(shape.vocab, lengths, 33);
     let dev = sm90(AsyncMode::Lazy);
     let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
-    bert.set_kernel_family(KernelFamily::Sm90).unwrap();
-    dev.emulator_backend().unwrap().clear_launches();
-    bert.forward(&batch, ForwardOptions::embeddings(false)).unwrap();
-    let ran: Vec<_> = dev
-        .emulator_backend()
-        .unwrap()
-        .launches()
-        .into_iter()
-        .filter(|l| l.kernel.starts_with("gemm_"))
-        .map(|l| (l.kernel, l.grid))
-        .collect();
-    let heads = fusebert::perf::Heads::of(&model, ForwardOptions::embeddings(false).outputs);
-    let plan = fusebert::perf::forward_plan_for(&model.config, Precision::F16, lengths, heads, Sm90Plan);
-    let planned: Vec<_> =
-        plan.launches.iter().filter(|l| l.kernel.starts_with("gemm_")).map(|l| (l.kernel.clone(), l.grid)).collect();
-    assert_eq!(ran, planned);
+    let (ran, _) = gemms_run_as_planned(&dev, &mut bert, &model, &batch, lengths, Precision::F16);
     let (m, n, k) = (640, 3 * 512, 512);
     assert!(fusebert::kernels::gemm_sm90::k_chunks(k, false) > 1);
     assert_eq!(fusebert::kernels::gemm_sm90::plan(m, n, k, false).splits, 1);
