@@ -40,6 +40,31 @@ pub struct Limits {
     pub shared_per_block_optin: u32,
 }
 
+/// Per-SM limits of one architecture (occupancy), and its SM count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SmLimits {
+    pub sms: u32,
+    pub threads_per_sm: u32,
+    pub blocks_per_sm: u32,
+    /// Shared memory per SM; each resident block also takes 1 KiB of it for the system.
+    pub shared_per_sm: u32,
+}
+
+impl SmLimits {
+    /// Blocks of `threads` threads and `shared` bytes of shared memory (static + dynamic) one SM
+    /// holds at once, by threads (whole warps), blocks and shared memory. Registers are not
+    /// counted: ptxas allocates them, the PTX does not say how many.
+    pub fn blocks_per_sm(&self, threads: u32, shared: u32) -> u32 {
+        let warps = threads.div_ceil(32).max(1);
+        let by_threads = self.threads_per_sm / (32 * warps);
+        let by_shared = self.shared_per_sm / (shared + SYSTEM_SHARED_PER_BLOCK);
+        self.blocks_per_sm.min(by_threads).min(by_shared)
+    }
+}
+
+/// Shared memory the system reserves per resident block (sm_80 and later).
+pub const SYSTEM_SHARED_PER_BLOCK: u32 = 1024;
+
 /// How `mma` with floating-point inputs accumulates (see `crate::warp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TensorAccum {
@@ -86,6 +111,21 @@ impl Arch {
     /// docs/emulator-fidelity.md) rather than invent one.
     pub fn tensor_accum(self) -> TensorAccum {
         TensorAccum::FusedTruncate { block: 8, extra_bits: 3 }
+    }
+
+    /// What one SM of this architecture holds at once, for the blocks a launch keeps resident
+    /// (`exec::resident`): the CUDA C++ Programming Guide's per-SM limits, on the product the
+    /// project targets for the architecture (sm_80 A100, sm_86 A10, sm_89 L4, sm_90 H100 SXM
+    /// and H200; other products of an architecture have other SM counts: set
+    /// `EmulatorOptions::resident_blocks` for them).
+    pub fn sm_limits(self) -> SmLimits {
+        let (sms, threads, blocks, shared_kib) = match self {
+            Arch::Sm80 => (108, 2048, 32, 164),
+            Arch::Sm86 => (72, 1536, 16, 100),
+            Arch::Sm89 => (58, 1536, 24, 100),
+            Arch::Sm90 => (132, 2048, 32, 228),
+        };
+        SmLimits { sms, threads_per_sm: threads, blocks_per_sm: blocks, shared_per_sm: shared_kib * 1024 }
     }
 
     /// The ptxas report target whose register counts apply (the project compiles sm_80 and

@@ -135,6 +135,11 @@ pub struct EmulatorOptions {
     /// When TMA copies land: lazily (default), at issue, or in a seeded random order. The
     /// default comes from `FUSEBERT_EMU_ASYNC` (see [`arch::ASYNC_ENV`]).
     pub async_mode: AsyncMode,
+    /// Blocks resident at once in a launch whose blocks wait on each other (`exec::resident`):
+    /// `None` = as many as the arch's SMs hold ([`Arch::sm_limits`]: SMs x blocks per SM by
+    /// threads and shared memory). Set it for another product of the architecture, or small to
+    /// test that a kernel never waits on a block that cannot be resident yet.
+    pub resident_blocks: Option<u32>,
 }
 
 impl Default for EmulatorOptions {
@@ -153,6 +158,7 @@ impl Default for EmulatorOptions {
             tensor_accum: None,
             profile: false,
             async_mode: AsyncMode::from_env().unwrap_or_default(),
+            resident_blocks: None,
         }
     }
 }
@@ -401,6 +407,8 @@ impl Emulator {
             tensor: self.opts.tensor_accum.unwrap_or_else(|| self.opts.arch.tensor_accum()),
             profile: self.opts.profile,
             async_mode: self.opts.async_mode,
+            resident_blocks: self.opts.resident_blocks.unwrap_or(0),
+            sm: self.opts.arch.sm_limits(),
         }
     }
 }

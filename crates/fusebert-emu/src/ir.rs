@@ -319,6 +319,9 @@ pub mod fl {
 
 /// Sub-operation codes (in `Inst::sub`) for families with a mode.
 pub mod sub {
+    // ld (in `sub2`): a strong load (`.volatile`, `.relaxed`, `.acquire`), which observes other
+    // blocks' stores: a poll when it repeats (exec::resident)
+    pub const LD_STRONG: u8 = 1;
     // shfl
     pub const SHFL_UP: u8 = 0;
     pub const SHFL_DOWN: u8 = 1;
@@ -590,6 +593,10 @@ pub struct Kernel {
     pub locs: Vec<(u32, u32)>,
     /// Whether the kernel contains float atomics (deterministic mode serialises blocks).
     pub has_atomics: bool,
+    /// Whether the kernel polls global memory (a strong `ld`: `.volatile`, `.relaxed` or
+    /// `.acquire`, or `atom.cas`): its blocks may wait on each other, so its launches run
+    /// co-scheduled (`exec::resident`).
+    pub polls_global: bool,
     /// Required/maximum threads per block if declared.
     pub maxntid: Option<(u32, u32, u32)>,
     pub reqntid: Option<(u32, u32, u32)>,

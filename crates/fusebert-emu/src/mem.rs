@@ -545,7 +545,8 @@ impl<'l, 'a> Block<'l, 'a> {
         if i.has(fl::CLUSTER) {
             return self.ld_st_cluster(w, i, mask);
         }
-        if mask == FULL && self.ld_st_global_warp(w, i)? {
+        // (a poll takes the per-lane path: it digests what each lane read)
+        if mask == FULL && i.sub2 != sub::LD_STRONG && self.ld_st_global_warp(w, i)? {
             return Ok(());
         }
         let is_ld = i.op == Op::Ld;
@@ -599,6 +600,21 @@ impl<'l, 'a> Block<'l, 'a> {
             }
         });
         let active = mask.count_ones() as u64;
+        if !is_ld {
+            w.poll.stores += 1;
+            if kind == Space::Global {
+                self.l.epoch.fetch_add(1, Ordering::Relaxed);
+            }
+        } else if kind == Space::Global && i.sub2 == sub::LD_STRONG {
+            let mut digest = Digest::new(i.line);
+            lanes!(mask, l, {
+                digest.add(addrs[l]);
+                for &v in &vals[..n as usize] {
+                    digest.add(w.regs[v as usize * 32 + l]);
+                }
+            });
+            self.note_poll(w, i, digest.0);
+        }
         match kind {
             Space::Global => self.count_global(is_ld, active * total as u64, count_sectors(&addrs, mask, total)),
             Space::Shared => {
@@ -706,6 +722,8 @@ impl<'l, 'a> Block<'l, 'a> {
             for (l, &addr) in addrs.iter().enumerate() {
                 self.record_global_write(w, i, l, addr, total);
             }
+            w.poll.stores += 1;
+            self.l.epoch.fetch_add(1, Ordering::Relaxed);
         }
         self.count_global(is_ld, 32 * total as u64, count_sectors(&addrs, FULL, total));
         Ok(true)
@@ -719,6 +737,10 @@ impl<'l, 'a> Block<'l, 'a> {
         }
         let has_d = i.op == Op::Atom;
         self.c.atomics += 1;
+        // whether any lane changed memory; a failed compare-and-swap's digest (what it found)
+        let mut changed = false;
+        let mut digest = Digest::new(i.line);
+        let mut global = false;
         lanes!(mask, l, {
             let addr = Self::addr_of(w, i, l);
             let loc = self.resolve(w, i, l, i.space, addr, size, size, "atomic")?;
@@ -736,7 +758,10 @@ impl<'l, 'a> Block<'l, 'a> {
                         loop {
                             let new = alu::atom_apply_global(i.sub, ty, cur as u64, b, c) as u32;
                             match at.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
-                                Ok(_) => break cur as u64,
+                                Ok(_) => {
+                                    changed |= new != cur;
+                                    break cur as u64;
+                                }
                                 Err(x) => cur = x,
                             }
                         }
@@ -746,7 +771,10 @@ impl<'l, 'a> Block<'l, 'a> {
                         loop {
                             let new = alu::atom_apply_global(i.sub, ty, cur, b, c);
                             match at.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
-                                Ok(_) => break cur,
+                                Ok(_) => {
+                                    changed |= new != cur;
+                                    break cur;
+                                }
                                 Err(x) => cur = x,
                             }
                         }
@@ -772,6 +800,7 @@ impl<'l, 'a> Block<'l, 'a> {
                     let cur = self.read_raw(loc, 0, size);
                     let new = alu::atom_apply(i.sub, ty, cur, b, c);
                     self.write_raw(loc, 0, size, new);
+                    changed |= new != cur;
                     cur
                 }
                 _ => {
@@ -784,11 +813,35 @@ impl<'l, 'a> Block<'l, 'a> {
                     ))
                 }
             };
+            if let Loc::Global(_) = loc {
+                global = true;
+                digest.add(addr);
+                digest.add(old);
+            }
             if has_d {
                 w.regs[i.d[0] as usize * 32 + l] = ext(ty, old);
             }
         });
+        if changed {
+            w.poll.stores += 1;
+            if global {
+                self.l.epoch.fetch_add(1, Ordering::Relaxed);
+            }
+        } else if global && i.sub == sub::A_CAS {
+            self.note_poll(w, i, digest.0);
+        }
         Ok(())
+    }
+
+    /// A poll of global memory (a strong load, a failed `atom.cas`) that read `digest`: when
+    /// the warp saw the same since its last store, it spins on memory only another block (or
+    /// another warp) can change, and parks (exec/resident.rs).
+    fn note_poll(&mut self, w: &mut Warp, i: &Inst, digest: u64) {
+        if w.poll.repeats(digest) {
+            w.poll.parked = true;
+            w.poll.epoch = self.l.epoch.load(Ordering::Relaxed);
+            w.poll.line = i.line;
+        }
     }
 
     fn cp_async(&mut self, w: &mut Warp, i: &Inst, mask: u32) -> R<()> {
@@ -1095,6 +1148,20 @@ impl<'l, 'a> Block<'l, 'a> {
             }
         }
         Ok(out)
+    }
+}
+
+/// A running digest (FNV-1a over 64-bit words) of a poll: the PTX line, then each lane's
+/// address and values.
+pub(crate) struct Digest(pub(crate) u64);
+impl Digest {
+    pub(crate) fn new(line: u32) -> Self {
+        let mut d = Digest(0xcbf2_9ce4_8422_2325);
+        d.add(line as u64);
+        d
+    }
+    pub(crate) fn add(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x0000_0100_0000_01b3);
     }
 }
 

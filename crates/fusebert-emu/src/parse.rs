@@ -367,6 +367,7 @@ fn parse_function(c: &mut Cursor, ms: &mut ModState, _is_entry: bool) -> PResult
         shared_static: fs.shared_bytes,
         locs: fs.locs,
         has_atomics: fs.has_atomics,
+        polls_global: fs.polls_global,
         maxntid,
         reqntid,
         cluster,

@@ -31,6 +31,11 @@ pub struct ExecOpts {
     pub profile: bool,
     /// When asynchronous copies land.
     pub async_mode: super::arch::AsyncMode,
+    /// Blocks a co-scheduled launch keeps resident at once (`exec::resident`); 0: as many as
+    /// the architecture's SMs hold.
+    pub resident_blocks: u32,
+    /// The architecture's per-SM limits.
+    pub sm: super::arch::SmLimits,
 }
 
 /// Everything a launch shares between its blocks (read-only).
@@ -56,6 +61,12 @@ pub struct Launch<'a> {
     pub reg_use: Option<super::regdef::RegUse>,
     /// Whether plain global stores are recorded for the cross-block write-write check.
     pub global_ww: bool,
+    /// Global stores and memory-changing atomics so far, plus blocks started and finished: a
+    /// co-scheduled launch (exec/resident.rs) whose count stands still while every resident
+    /// block polls is deadlocked.
+    pub epoch: std::sync::atomic::AtomicU64,
+    /// The launch runs co-scheduled (exec/resident.rs): the kernel polls global memory.
+    pub coscheduled: bool,
     /// The recorded stores of every finished block.
     pub global_writes: std::sync::Mutex<Vec<super::global_race::Written>>,
     /// S17: generic global writes not yet proxy-fenced (kernels that issue TMA loads only).
@@ -165,6 +176,46 @@ pub(crate) struct Warp {
     pub(crate) cl_arrived: u32,
     /// Per lane, the cluster barrier phase its pending arrival belongs to.
     pub(crate) cl_phase: [u32; 32],
+    /// Global polling (exec/resident.rs): the warp repeated a poll (a strong load or a failed
+    /// `atom.cas`) that saw nothing new, so it waits for another block's store.
+    pub(crate) poll: PollState,
+}
+
+/// A warp's recent global polls: a poll is a digest of (PTX line, addresses, values read);
+/// the same digest again with no store of the warp in between is a spin that waits for
+/// another block.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct PollState {
+    /// The last few digests (a spin loop may poll several words per iteration).
+    pub(crate) seen: [u64; 4],
+    pub(crate) next: u8,
+    /// `stores` when `seen` was last cleared.
+    pub(crate) stores_at: u64,
+    /// Stores and atomics of the warp so far.
+    pub(crate) stores: u64,
+    /// Parked: the warp spins; it runs again when a global store happens (`Launch::epoch`) or
+    /// at its block's next turn.
+    pub(crate) parked: bool,
+    /// `Launch::epoch` when it parked, and the PTX line of the repeated poll.
+    pub(crate) epoch: u64,
+    pub(crate) line: u32,
+}
+
+impl PollState {
+    /// Notes a poll's digest; returns whether it repeats one seen since the warp's last store.
+    pub(crate) fn repeats(&mut self, digest: u64) -> bool {
+        if self.stores != self.stores_at {
+            self.seen = [0; 4];
+            self.stores_at = self.stores;
+        }
+        let digest = digest | 1; // (0 marks an empty entry)
+        if self.seen.contains(&digest) {
+            return true;
+        }
+        self.seen[self.next as usize % 4] = digest;
+        self.next = self.next.wrapping_add(1);
+        false
+    }
 }
 
 /// Shadow state of one 4-byte shared word for the race / uninitialised / cp.async checkers.

@@ -178,6 +178,7 @@ pub(super) struct FnState<'m> {
     pub(super) local_vars: HashMap<String, u32>,
     pub(super) reg_names: HashMap<u32, String>,
     pub(super) has_atomics: bool,
+    pub(super) polls_global: bool,
     pub(super) sink: u32,
     pub(super) cc: u32,
     /// While compiling a device function: its .param names -> local offsets, label prefix.
@@ -259,6 +260,7 @@ impl<'m> FnState<'m> {
             local_vars: HashMap::new(),
             reg_names: HashMap::new(),
             has_atomics: false,
+            polls_global: false,
             sink: 0,
             cc: 0,
             param_alias: HashMap::new(),

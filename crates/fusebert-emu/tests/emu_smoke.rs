@@ -214,11 +214,35 @@ fn sanitizer_reports_shared_race_uninit_and_hazards() {
     assert!(msg.contains("deadlock"), "{msg}");
 }
 
+/// A volatile poll of a flag nobody sets: the launch runs co-scheduled (src/exec/resident.rs)
+/// and the poll that keeps reading the same value is a deadlock, named with its line, long
+/// before any step limit.
 #[test]
-fn sanitizer_step_limit_stops_spin() {
+fn sanitizer_reports_a_poll_nobody_answers_as_a_deadlock() {
     let dev = san_dev(fusebert_kernels::device::emulator::EmulatorOptions { step_limit: 10_000, ..Default::default() });
     let flag = dev.alloc_filled::<i32>(1, 0).unwrap();
     let msg = run_err("spin_forever", LaunchConfig::linear(1, 32, 0), &[KernelArg::from(&flag)], &dev);
+    assert!(msg.contains("deadlock") && msg.contains(&cu_line("while (*flag == 0) {")), "{msg}");
+}
+
+/// A loop that polls nothing (it only counts) runs until the step limit stops it.
+#[test]
+fn sanitizer_step_limit_stops_a_runaway_loop() {
+    const PTX: &str =
+        ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry count_forever(.param .u64 out)\n{\n\
+        .reg .b32 %r<2>;\n.reg .b64 %rd<2>;\nld.param.u64 %rd1, [out];\nmov.u32 %r1, 0;\n$L_loop:\n\
+        add.u32 %r1, %r1, 1;\nbra.uni $L_loop;\n}\n";
+    let dev = Device::emulator_with(fusebert_kernels::device::emulator::EmulatorOptions {
+        step_limit: 10_000,
+        ..Default::default()
+    })
+    .unwrap();
+    dev.load_module("loop", PTX).unwrap();
+    let out = dev.alloc_filled::<u32>(1, 0).unwrap();
+    let msg = match dev.launch_in("loop", "count_forever", LaunchConfig::linear(1, 32, 0), &[KernelArg::from(&out)]) {
+        Ok(()) => panic!("the runaway loop was NOT stopped"),
+        Err(e) => e.to_string(),
+    };
     assert!(msg.contains("step limit"), "{msg}");
 }
 

@@ -19,6 +19,7 @@ pub use crate::state::{ExecOpts, Launch, FULL};
 pub(crate) mod cluster;
 mod hopper;
 mod inst;
+mod resident;
 mod wgmma;
 
 /// Instructions a warp runs before the scheduler moves to the next warp (lets spin-waits on
@@ -131,6 +132,8 @@ impl<'a> Launch<'a> {
             reg_use,
             global_ww,
             global_writes: std::sync::Mutex::new(Vec::new()),
+            epoch: Default::default(),
+            coscheduled: kernel.polls_global && !cluster::uses_clusters(kernel),
             // S17 is about TMA reads (and TMA-store overwrites) of the kernel's own generic
             // writes: only kernels with TMA / bulk copies keep the record
             proxy_writes: kernel
@@ -148,6 +151,9 @@ impl<'a> Launch<'a> {
     pub fn run(&self) -> Result<Counters, Error> {
         // a unit of work per block, or per cluster for kernels that use clusters (its CTAs run
         // together on one host thread)
+        if self.coscheduled {
+            return self.run_resident();
+        }
         let clustered = cluster::uses_clusters(self.kernel);
         let nb = self.grid.0 as u64 * self.grid.1 as u64 * self.grid.2 as u64
             / if clustered { cluster::ranks(self.kernel) as u64 } else { 1 };
@@ -411,6 +417,7 @@ impl<'l, 'a> Block<'l, 'a> {
                 bar_pred: 0,
                 cl_arrived: 0,
                 cl_phase: [0; 32],
+                poll: Default::default(),
             });
         }
         let local_total = k.local_bytes as usize * l.nthreads as usize;
@@ -445,11 +452,22 @@ impl<'l, 'a> Block<'l, 'a> {
     /// is not done waits for the cluster's other CTAs (false: run them, then call again).
     pub(crate) fn run(&mut self) -> Result<bool, Error> {
         let mut warps = std::mem::take(&mut self.warps);
+        // a turn of a co-scheduled block (exec/resident.rs): parked warps poll again
+        for w in warps.iter_mut() {
+            w.poll.parked = false;
+        }
         let result = (|| {
             loop {
+                // a parked warp (spinning on global memory) runs again once any store happened
+                let epoch = self.l.epoch.load(Ordering::Relaxed);
+                for w in warps.iter_mut() {
+                    if w.poll.parked && w.poll.epoch != epoch {
+                        w.poll.parked = false;
+                    }
+                }
                 let mut any_run = false;
                 for w in warps.iter_mut() {
-                    if w.state == WState::Run {
+                    if w.state == WState::Run && !w.poll.parked {
                         self.run_warp(w)?;
                         any_run = true;
                     }
@@ -457,18 +475,22 @@ impl<'l, 'a> Block<'l, 'a> {
                 if warps.iter().all(|w| w.state == WState::Done) {
                     return self.drain_async().map(|_| true);
                 }
+                let runnable = |w: &Warp| w.state == WState::Run && !w.poll.parked;
                 if self.hop.is_some() {
                     self.async_round()?;
                     // a warp whose mbarrier wait failed with nothing changed since cannot progress
                     let events = self.hop.as_ref().map_or(0, |h| h.mbar.events);
-                    if any_run && warps.iter().any(|w| w.state == WState::Run && w.spin != events) {
+                    if any_run && warps.iter().any(|w| runnable(w) && w.spin != events) {
                         continue;
                     }
                     // every runnable warp waits: the copies land now, at the latest
                     if self.land_oldest()? {
                         continue;
                     }
-                } else if any_run && warps.iter().any(|w| w.state == WState::Run) {
+                } else if any_run && warps.iter().any(runnable) {
+                    continue;
+                }
+                if warps.iter().any(|w| w.poll.parked && w.poll.epoch != self.l.epoch.load(Ordering::Relaxed)) {
                     continue;
                 }
                 // warps at a cluster barrier whose phase has completed go on
@@ -479,6 +501,11 @@ impl<'l, 'a> Block<'l, 'a> {
                 if !self.release_barriers(&mut warps)? {
                     // the cluster's other CTAs must arrive first: run them, then come back
                     if warps.iter().any(|w| w.state == WState::ClusterWait) {
+                        return Ok(false);
+                    }
+                    // spinning on global memory: other blocks must store first (a co-scheduled
+                    // launch gives them their turns; elsewhere nothing else runs for it)
+                    if warps.iter().any(|w| w.state == WState::Run && w.poll.parked) && self.l.coscheduled {
                         return Ok(false);
                     }
                     return Err(self.deadlock(&warps));
@@ -602,6 +629,15 @@ impl<'l, 'a> Block<'l, 'a> {
                         self.cu_loc(i)
                     );
                 }
+                WState::Run if w.poll.parked => {
+                    let at = self.l.kernel.insts.iter().find(|i| i.line == w.poll.line);
+                    s += &format!(
+                        " warp {} polls global memory that nothing changes (PTX line {}{});",
+                        w.id,
+                        w.poll.line,
+                        at.map_or(String::new(), |i| self.cu_loc(i))
+                    );
+                }
                 WState::Run => {
                     // yielded at a failed mbarrier wait (the instruction before its pc)
                     let pc = w.stack.last().map_or(0, |f| f.pc).saturating_sub(1);
@@ -682,7 +718,12 @@ impl<'l, 'a> Block<'l, 'a> {
                         if mask != 0 {
                             self.exec(w, i, mask, active)?;
                         }
-                        Flow::Next
+                        // a repeated poll parks the warp after the load (exec/resident.rs)
+                        if w.poll.parked {
+                            Flow::Yield
+                        } else {
+                            Flow::Next
+                        }
                     }
                 };
                 if let Some(p) = &mut self.prof {

@@ -13,6 +13,13 @@ pub(super) fn ld_st(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     let is_ld = m.base != "st";
     let mut i = cx.mk(if is_ld { Op::Ld } else { Op::St });
     i.space = m.space();
+    if is_ld
+        && ["volatile", "relaxed", "acquire"].iter().any(|q| m.has(q))
+        && matches!(i.space, Space::Global | Space::Generic)
+    {
+        i.sub2 = sub::LD_STRONG;
+        fs.polls_global = true;
+    }
     if m.has("shared::cluster") {
         // the address may name a peer CTA's shared memory (from `mapa`)
         i.flags |= fl::CLUSTER;
@@ -61,6 +68,8 @@ pub(super) fn atom(fs: &mut FnState, cx: &Ctx) -> PResult<()> {
     fs.has_atomics |= ty.is_float();
     i.space = m.space();
     i.sub = atom_op(m).ok_or((line, format!("`{opname}`: unknown atomic operation")))?;
+    // a compare-and-swap that fails leaves memory as it was: a lock or a claim retried in a loop
+    fs.polls_global |= i.sub == sub::A_CAS && matches!(i.space, Space::Global | Space::Generic);
     if m.has("v2") || m.has("v4") || m.has("v8") {
         return cx.unsupported();
     }
