@@ -265,6 +265,9 @@ pub(crate) struct Block<'l, 'a> {
     /// The cluster this CTA belongs to and its rank, for kernels that use clusters
     /// (`exec/cluster.rs`).
     pub(crate) cl: Option<super::exec::cluster::ClusterRef>,
+    /// The block's last turn in a co-scheduled launch ended on its time slice (it can go on),
+    /// not because every warp waits (exec/resident.rs).
+    pub(crate) sliced: bool,
 }
 
 /// Location of a resolved memory access.

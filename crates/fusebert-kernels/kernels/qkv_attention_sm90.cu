@@ -55,13 +55,22 @@
 //   1) takes and releases its blocks without computing and joins the epilogue barrier.
 // - Registers: the GEMM's 96 accumulators are dead once stored; the attention's live after.
 // - Context codes (int8 entry): a token's scale is the absmax of its whole ctx row, all heads,
-//   and a CTA holds one head. So each CTA, its ctx rows stored, counts itself in on the
-//   sequence's arrival counter (gemm_sm90's strip_arrive: fence, atomic, fence); the last of the
-//   sequence's `heads` CTAs reads the sequence's ctx rows back once through L2 (__ldcg: other
-//   SMs wrote them; each warp keeps its row in a slot of the idle shared memory for the codes'
-//   pass) and quantises them, a consumer warp per row, with quantize_i8_f16's arithmetic
-//   (absmax exact in any order, q8_inv_scale, q8, absmax / 127), then resets the counter for the
-//   next launch or graph replay. The fp16 ctx is still stored (read back from L2 at once).
+//   and a CTA holds one column group (one head of 64, two of 32). So the sequence's `groups`
+//   CTAs share the codes' pass through four per-sequence counters (CtxCodes): each CTA counts
+//   itself in on `started` as it begins and, its ctx rows stored, on `arrived` (fence, atomic,
+//   fence: gemm_sm90's strip_arrive). A CTA that arrives last, or that finds every CTA of its
+//   sequence started, then quantises rows: each consumer warp claims the next row on `claimed`
+//   until the rows run out (absmax exact in any order, q8_inv_scale, q8, absmax / 127:
+//   quantize_i8_f16's arithmetic; the warp reads the row back once through L2, __ldcg: other
+//   SMs wrote it, keeping it in a slot of the idle shared memory for the codes' pass). A CTA
+//   that is not last waits for the sequence's last arrival first (polling `arrived`), but only
+//   when every CTA of the sequence has started: a started CTA reaches its arrival without
+//   waiting on anything, so the wait always ends, however few CTAs the GPU holds at once; when
+//   some have not started (they may need this SM) it leaves the rows to the others. The last
+//   CTA to count itself in on `done` resets the four counters for the next launch or graph
+//   replay. A sequence's rows are thus spread over its CTAs (a wave holds whole sequences:
+//   132 SMs = 11 x 12 BERT-base CTAs, 22 x 6 MiniLM ones), instead of one CTA's serial pass.
+//   The fp16 ctx is still stored (read back from L2 at once).
 // Dynamic shared memory: Geom<192>::SMEM (the ring and the two fold regions, 216 KiB) + 64 bytes
 // of the attention's mbarriers (src/qkv_attention_sm90.rs: shared_bytes); the ring's mbarriers
 // are static, as in ws_gemm.
@@ -141,12 +150,17 @@ FB_DEVICE void store_qkv(const E& e, const Acc (&d)[G::ACC], uint32_t s0, int cw
     }
 }
 
-// The int8 entry's context codes: q [T, H], scale [T], and the per-sequence arrival counters
-// [batch] (zero between launches; the last arrival leaves its counter at zero).
+// The int8 entry's context codes: q [T, H], scale [T], and per-sequence counters [4][batch]
+// (started, arrived, claimed rows, done; zero between launches: the last CTA of a sequence to
+// finish resets its four).
 struct CtxCodes {
     int8_t* q;
     float* scale;
-    uint32_t* arrivals;
+    uint32_t* counters;
+    FB_DEVICE uint32_t* started(int b, int batch) const { return counters + b; }
+    FB_DEVICE uint32_t* arrived(int b, int batch) const { return counters + batch + b; }
+    FB_DEVICE uint32_t* claimed(int b, int batch) const { return counters + 2 * batch + b; }
+    FB_DEVICE uint32_t* done(int b, int batch) const { return counters + 3 * batch + b; }
 };
 
 // Each consumer warp's slot for a ctx row in the (then idle) dynamic shared memory: 27 KiB,
@@ -154,19 +168,53 @@ struct CtxCodes {
 constexpr uint32_t CTX_SLOT_BYTES = G::SMEM / 8;
 static_assert(CTX_SLOT_BYTES % 16 == 0, "16-byte vectors in each slot");
 
-// After the attention's stores (every consumer thread): the last of sequence b's `heads` CTAs
-// quantises the sequence's ctx rows start .. start + len (a consumer warp per row). By then no
-// wgmma or TMA of this CTA touches shared memory (strip_arrive's barriers follow the
-// attention's last reads and stores), so the warps' slots may take all of it.
-FB_DEVICE void ctx_codes(const CtxCodes& cc, const __half* ctx, int b, int heads, int start, int len, int H,
-                         uint32_t s0, uint32_t* last) {
-    if (!sm90::strip_arrive(cc.arrivals, b, heads, last)) return;
-    const int warp = (threadIdx.x - 128) >> 5;  // consumer warp 0..7
-    const uint32_t slot = s0 + warp * CTX_SLOT_BYTES;
-    // quantize_i8_f16's symmetric codes, no smoothing (gemm_sm90.cuh: the _qa tails' row code)
-    const sm90::RowCodes rc{cc.q, cc.scale, nullptr, nullptr};
-    for (int r = warp; r < len; r += sm90::CONSUMER_THREADS / 32)
-        sm90::row_codes<false>(rc, ctx, start + r, H, slot, CTX_SLOT_BYTES / 16);
+FB_DEVICE uint32_t ld_acquire(const uint32_t* p) {
+    uint32_t v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+// After the attention's stores (every consumer thread): this CTA's part in the codes of
+// sequence b's rows start .. start + len (see the top of the file). By then no wgmma or TMA of
+// this CTA touches shared memory (the barriers below follow the attention's last reads and
+// stores), so the warps' slots may take all of it. `flag`: a shared word for the CTA's choice.
+FB_DEVICE void ctx_codes(const CtxCodes& cc, const __half* ctx, int b, int batch, int groups, int start, int len,
+                         int H, uint32_t s0, uint32_t* flag) {
+    __threadfence();      // release: this thread's ctx stores before the CTA's arrival
+    sm90::consumer_sync();  // every consumer thread's stores before the arrival
+    const int ct = threadIdx.x - 128;  // consumer thread 0..255
+    if (ct == 0) {
+        const bool last = atomicAdd(cc.arrived(b, batch), 1u) == (uint32_t)groups - 1;
+        // every CTA of the sequence started: each arrives without waiting, so waiting ends
+        const bool join = last || ld_acquire(cc.started(b, batch)) == (uint32_t)groups;
+        if (join && !last)
+            while (ld_acquire(cc.arrived(b, batch)) != (uint32_t)groups) {
+            }
+        *flag = join;
+    }
+    sm90::consumer_sync();
+    if (*flag) {
+        __threadfence();  // acquire: every CTA's ctx rows, after the last arrival
+        const int lane = threadIdx.x & 31, warp = ct >> 5;
+        const uint32_t slot = s0 + warp * CTX_SLOT_BYTES;
+        // quantize_i8_f16's symmetric codes, no smoothing (gemm_sm90.cuh: the _qa tails' row code)
+        const sm90::RowCodes rc{cc.q, cc.scale, nullptr, nullptr};
+        for (;;) {
+            int r = 0;
+            if (lane == 0) r = (int)atomicAdd(cc.claimed(b, batch), 1u);
+            r = __shfl_sync(0xffffffffu, r, 0);
+            if (r >= len) break;
+            sm90::row_codes<false>(rc, ctx, start + r, H, slot, CTX_SLOT_BYTES / 16);
+        }
+    }
+    sm90::consumer_sync();  // this CTA's claims are over
+    if (ct == 0 && atomicAdd(cc.done(b, batch), 1u) == (uint32_t)groups - 1) {
+        // every CTA of the sequence is past its last use of the counters
+        atomicExch(cc.started(b, batch), 0u);
+        atomicExch(cc.arrived(b, batch), 0u);
+        atomicExch(cc.claimed(b, batch), 0u);
+        atomicExch(cc.done(b, batch), 0u);
+    }
 }
 
 template <int D, class Op, bool CODES, class E>
@@ -176,7 +224,7 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
     using Acc = typename Op::Acc;
     extern __shared__ __align__(1024) uint8_t smem[];
     __shared__ __align__(8) uint64_t full[G::STAGES], empty[G::STAGES];
-    __shared__ uint32_t last;  // ctx_codes: whether this CTA arrived last for its sequence
+    __shared__ uint32_t join;  // ctx_codes: whether this CTA quantises rows of its sequence
     using A = Areas<D>;
     using AM = typename A::AM;
     const int g = blockIdx.x, b = blockIdx.y;  // column group g: heads g * A::N ..
@@ -186,6 +234,7 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
     const uint32_t s0 = smem_u32(smem);
     const int tid = threadIdx.x, wg = tid / 128;
     if (tid == 0) {
+        if constexpr (CODES) atomicAdd(cc.started(b, (int)batch), 1u);  // (ctx_codes)
         sm90::init_ring_barriers<G>(full, empty);
         for (int i = 0; i < A::N; i++) {
             const uint32_t ab = A::at(s0, i);
@@ -257,7 +306,7 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
         // the heads one after the other, each on its own area and mbarriers (lap 0 of each)
         for (int i = 0; i < A::N; i++)
             attn90::consume<D, false>(cu_seqlens, out, batch, g * A::N + i, H, scale_log2, A::at(s0, i), sp, cw);
-        if constexpr (CODES) ctx_codes(cc, out, b, (int)gridDim.x, start, len, H, s0, &last);
+        if constexpr (CODES) ctx_codes(cc, out, b, (int)batch, (int)gridDim.x, start, len, H, s0, &join);
     }
 }
 }  // namespace qkva
@@ -267,7 +316,7 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
 // shared_bytes). tma_a: x [T, H] (box 64 f16 / 128 s8 x 128 rows), tma_w: Wqkv [3H, H] (box
 // 64 f16 / 128 s8 x 64 rows), both in the 128-byte swizzle; `out` [T, H] 16-byte aligned;
 // scale_log2 = scale * log2 e as attention_sm90 takes it. int8 entry: q_out [T, H] 8-byte aligned,
-// q_scale [T], arrivals [batch] zero (each launch leaves them zero).
+// q_scale [T], counters [4][batch] zero (each launch leaves them zero).
 #define QKVA_ENTRIES(D)                                                                                              \
     extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1) qkv_attention_f16_sm90_d##D(                    \
         const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,                      \
@@ -282,12 +331,12 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
         const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale, const int* __restrict__ a_zero, \
         const __grid_constant__ CUtensorMap tma_w, const float* __restrict__ w_scale, const int* __restrict__ w_sum, \
         const __half* __restrict__ bias, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,         \
-        int8_t* __restrict__ q_out, float* __restrict__ q_scale, uint32_t* __restrict__ arrivals, uint32_t T,        \
+        int8_t* __restrict__ q_out, float* __restrict__ q_scale, uint32_t* __restrict__ counters, uint32_t T,        \
         uint32_t heads, uint32_t batch, float scale_log2) {                                                         \
         qkva::forward<D, sm90::S8Op, true>(                                                                         \
             &tma_a, &tma_w,                                                                                         \
             sm90::S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, nullptr, (int)T, (int)(3 * heads * D), EPI_NONE}, \
-            cu_seqlens, out, heads, batch, scale_log2, qkva::CtxCodes{q_out, q_scale, arrivals});                   \
+            cu_seqlens, out, heads, batch, scale_log2, qkva::CtxCodes{q_out, q_scale, counters});                   \
     }
 
 QKVA_ENTRIES(64)

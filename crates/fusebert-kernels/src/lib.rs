@@ -93,7 +93,7 @@ pub use gemm_sm90::{
 };
 pub use layernorm::{layernorm_f16, LayerNormF16, Q8Out};
 pub use pooling::{pool, PoolF16, Pooling};
-pub use qkv_attention_sm90::{qkv_attention_f16_sm90, qkv_attention_int8_sm90, ContextCodes};
+pub use qkv_attention_sm90::{qkv_attention_f16_sm90, qkv_attention_int8_sm90, ContextCodes, CTX_COUNTERS};
 pub use quantize::{quantize_i8, QuantizeF16, QuantizedI8};
 pub use select::{KernelFamily, Selected};
 

@@ -214,16 +214,20 @@ pub struct ContextCodes<'a> {
     pub q: &'a mut DeviceBuffer<i8>,
     /// `[T]` scales (`absmax / 127`).
     pub scale: &'a mut DeviceBuffer<f32>,
-    /// `[batch]` (or more) per-sequence arrival counters, zero before the first launch (e.g.
-    /// [`Device::alloc_filled`]); every launch leaves them zero, so CUDA-graph replays need no
-    /// memset.
-    pub arrivals: &'a mut DeviceBuffer<u32>,
+    /// `[CTX_COUNTERS x batch]` per-sequence counters (the kernel's started, arrived, claimed
+    /// rows and done: the sequence's CTAs share its rows' codes through them), zero before the
+    /// first launch (e.g. [`Device::alloc_filled`]); every launch leaves them zero, so
+    /// CUDA-graph replays need no memset.
+    pub counters: &'a mut DeviceBuffer<u32>,
 }
+
+/// Counters [`ContextCodes::counters`] holds per sequence.
+pub const CTX_COUNTERS: usize = 4;
 
 fn check_codes(k: &str, c: &ContextCodes<'_>, t: usize, h: usize, batch: usize) -> Result<()> {
     check_len(k, "ctx codes q", c.q, t * h)?;
     check_len(k, "ctx codes scale", c.scale, t)?;
-    check_len(k, "ctx codes arrivals", c.arrivals, batch)?;
+    check_len(k, "ctx codes counters", c.counters, CTX_COUNTERS * batch)?;
     // a warp writes a row's codes in 8-byte stores
     check_align(k, "ctx codes q", c.q, 8)
 }
@@ -263,7 +267,7 @@ pub fn qkv_attention_int8_sm90(
         KernelArg::from(&*out),
         KernelArg::from(&*codes.q),
         KernelArg::from(&*codes.scale),
-        KernelArg::from(&*codes.arrivals),
+        KernelArg::from(&*codes.counters),
         KernelArg::U32(t as u32),
         KernelArg::U32(s.heads as u32),
         KernelArg::U32(s.batch as u32),

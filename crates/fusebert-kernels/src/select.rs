@@ -495,9 +495,9 @@ fn check_qkv_attention(
             shape: gs,
         };
         gemm_int8_sm90(dev, &g, &mut qkv, GemmSm90Launch::default())?;
-        let (mut q, mut scale, mut arrivals) =
-            (dev.alloc(t * h)?, dev.alloc(t)?, dev.alloc_filled::<u32>(shape.batch, 0)?);
-        let codes = fused::ContextCodes { q: &mut q, scale: &mut scale, arrivals: &mut arrivals };
+        let (mut q, mut scale, mut counters) =
+            (dev.alloc(t * h)?, dev.alloc(t)?, dev.alloc_filled::<u32>(fused::CTX_COUNTERS * shape.batch, 0)?);
+        let codes = fused::ContextCodes { q: &mut q, scale: &mut scale, counters: &mut counters };
         fused::qkv_attention_int8_sm90(dev, &g, cu, &mut got, codes, shape)?;
         attention_sm90(dev, &qkv, cu, &mut want, shape, Sm90Tiling::PerSequence)?;
         let (mut want_q, mut want_scale) = (dev.alloc(t * h)?, dev.alloc(t)?);

@@ -519,7 +519,7 @@ fn time_qkv_attention(
     let op = Op { name: format!("QKV + attention + ctx codes int8 (d{d})"), ..op };
     let (mut q80, mut s80) = (dev.alloc::<i8>(m * h)?, dev.alloc::<f32>(m)?);
     let (mut q90, mut s90) = (dev.alloc::<i8>(m * h)?, dev.alloc::<f32>(m)?);
-    let mut arrivals = dev.alloc_filled::<u32>(s.batch, 0)?;
+    let mut counters = dev.alloc_filled::<u32>(crate::qkv_attention_sm90::CTX_COUNTERS * s.batch, 0)?;
     rows.extend(time_pair(
         dev,
         &op,
@@ -533,7 +533,7 @@ fn time_qkv_attention(
         },
         unavailable(dev, sm90, takes(true), crate::qkv_attention_sm90::kernel_name(true, d)),
         |o| {
-            let codes = crate::ContextCodes { q: &mut q90, scale: &mut s90, arrivals: &mut arrivals };
+            let codes = crate::ContextCodes { q: &mut q90, scale: &mut s90, counters: &mut counters };
             crate::qkv_attention_sm90::qkv_attention_int8_sm90(dev, &g, &cu, o, codes, shape)
         },
     )?);

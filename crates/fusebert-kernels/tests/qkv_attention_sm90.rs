@@ -7,9 +7,11 @@
 //! attention), and the typed errors.
 mod kernels_util;
 use fusebert_kernels::attention_sm90::{attention_sm90, Sm90Tiling};
-use fusebert_kernels::device::emulator::AsyncMode;
+use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
 use fusebert_kernels::gemm_sm90::{GemmSm90Launch, Sm90Cols};
-use fusebert_kernels::qkv_attention_sm90::{self as qa, qkv_attention_f16_sm90, qkv_attention_int8_sm90, ContextCodes};
+use fusebert_kernels::qkv_attention_sm90::{
+    self as qa, qkv_attention_f16_sm90, qkv_attention_int8_sm90, ContextCodes, CTX_COUNTERS,
+};
 use fusebert_kernels::{
     quantize_i8, reference, AttentionShape, Device, DeviceBuffer, Epilogue, GemmF16, GemmInt8, GemmShape, QuantizeF16,
     QuantizedI8, SplitWorkspace, ZeroPoint,
@@ -139,14 +141,14 @@ impl Case {
         let mut scale = poisoned::<f32>(dev, t);
         clear(dev);
         if fused {
-            let mut arrivals = dev.alloc_filled::<u32>(s.batch, 0).unwrap();
-            // twice: the first launch must leave the arrival counters at zero for the second
+            let mut counters = dev.alloc_filled::<u32>(CTX_COUNTERS * s.batch, 0).unwrap();
+            // twice: the first launch must leave the counters at zero for the second
             for _ in 0..2 {
-                let codes = ContextCodes { q: &mut q, scale: &mut scale, arrivals: &mut arrivals };
+                let codes = ContextCodes { q: &mut q, scale: &mut scale, counters: &mut counters };
                 qkv_attention_int8_sm90(dev, &g, &dc, &mut out, codes, s).unwrap();
             }
             self.check_launch(dev, true, &out);
-            assert!(arrivals.to_host().unwrap().iter().all(|&a| a == 0), "arrival counters left non-zero");
+            assert!(counters.to_host().unwrap().iter().all(|&a| a == 0), "sequence counters left non-zero");
         } else {
             let mut qkv = poisoned::<f16>(dev, t * 3 * h);
             fusebert_kernels::gemm_int8_sm90(dev, &g, &mut qkv, GemmSm90Launch::default()).unwrap();
@@ -238,7 +240,7 @@ fn f16_chunked_k_bitwise_equals_chain() {
 
 /// int8 (symmetric, and asymmetric with zero points), every completion mode: the chain's bits,
 /// and the context codes and scales `quantize_i8` gives from the chain's context (launched
-/// twice: the arrival counters reset). Heads 3 (the last CTA of a sequence quantises all three
+/// twice: the sequence counters reset). Heads 3 (the last CTA of a sequence quantises all three
 /// heads' columns: rows of 192, not a multiple of 256 codes).
 #[test]
 fn int8_bitwise_equals_chain() {
@@ -254,6 +256,43 @@ fn int8_bitwise_equals_chain() {
             assert_eq!(sbits(&fs), sbits(&cs), "int8 context scales != quantize_i8's ({mode:?}, asym {asym})");
             // not degenerate: codes span the range
             assert!(fq.iter().any(|&c| c == 127 || c == -127) && fq.iter().any(|&c| c.abs() < 64));
+        }
+    }
+}
+
+/// The context codes' pass is shared by a sequence's CTAs: with all of them resident (the
+/// emulator's H100: 132), every CTA joins and each of its 8 consumer warps claims rows until
+/// they run out (atomics per sequence: started, arrived and done per CTA, 4 resets, a claim per
+/// row, and a last, empty claim per joined warp); with one CTA resident at a time, a CTA that
+/// arrives while others have not started must not wait for them (on a GPU they might need its
+/// SM): only the last arrival joins. The same bits either way, in every completion mode.
+#[test]
+fn int8_context_codes_are_shared_by_the_sequences_ctas() {
+    let case = Case::new(3, 3, &LENS);
+    let groups = qa::ctas_per_sequence(case.heads, case.d) as u64;
+    let (chain, cq, cs) = case.run_int8(&sm90(AsyncMode::Lazy), false, false);
+    for (resident, joined) in [(None, groups), (Some(1), 1)] {
+        for mode in MODES {
+            let dev = Device::emulator_with(EmulatorOptions {
+                arch: Arch::Sm90,
+                async_mode: mode,
+                resident_blocks: resident,
+                ..Default::default()
+            })
+            .unwrap();
+            let (fused, fq, fs) = case.run_int8(&dev, true, false);
+            let what = format!("resident {resident:?}, {mode:?}");
+            let (kernel, c) = last_launch(&dev, &what);
+            assert_eq!(kernel, qa::kernel_name(true, 64));
+            let want: u64 = LENS.iter().map(|&len| 3 * groups + 4 + len as u64 + 8 * joined).sum();
+            assert_eq!(c.atomics, want, "{what}: atomics");
+            assert_eq!(bits(&fused), bits(&chain), "{what}: context");
+            assert_eq!(fq, cq, "{what}: codes");
+            assert_eq!(
+                fs.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                cs.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "{what}: scales"
+            );
         }
     }
 }
@@ -275,8 +314,8 @@ fn d32_f16_bitwise_equals_chain_and_reference() {
     }
 }
 
-/// Head dim 32, int8 (symmetric and with zero points), 6 heads (three CTAs a sequence count in
-/// on its arrival counter): the chain's context, codes and scales, bit for bit.
+/// Head dim 32, int8 (symmetric and with zero points), 6 heads (three CTAs a sequence share
+/// its counters): the chain's context, codes and scales, bit for bit.
 #[test]
 fn d32_int8_bitwise_equals_chain() {
     let case = Case::with_head_dim(6, 6, 32, &[97, 1, 128, 30]);
@@ -334,19 +373,20 @@ fn typed_errors() {
         shape: GemmShape { m: t, n: 3 * h, k: 2 * h },
     };
     let (mut q, mut scale) = (dev.alloc::<i8>(t * h).unwrap(), dev.alloc::<f32>(t).unwrap());
-    let mut arrivals = dev.alloc_filled::<u32>(s.batch, 0).unwrap();
+    let mut counters = dev.alloc_filled::<u32>(CTX_COUNTERS * s.batch, 0).unwrap();
     let k8 = qa::kernel_name(true, 64);
-    let codes = ContextCodes { q: &mut q, scale: &mut scale, arrivals: &mut arrivals };
+    let codes = ContextCodes { q: &mut q, scale: &mut scale, counters: &mut counters };
     assert_kernel_err(qkv_attention_int8_sm90(&dev, &g8, &dc, &mut out, codes, s), k8);
-    let codes = ContextCodes { q: &mut q, scale: &mut scale, arrivals: &mut arrivals };
+    let codes = ContextCodes { q: &mut q, scale: &mut scale, counters: &mut counters };
     assert_kernel_err(qkv_attention_int8_sm90(&dev, &g8, &dc, &mut out, codes, d16), k8);
-    // context codes: too few scales, too few arrival counters
+    // context codes: too few scales, too few sequence counters (one sequence's four short)
     let g8 = GemmInt8 { shape: case.gemm_shape(), ..g8 };
     let (mut q, mut short_scale) = (dev.alloc::<i8>(t * h).unwrap(), dev.alloc::<f32>(t - 1).unwrap());
-    let mut arrivals = dev.alloc_filled::<u32>(s.batch, 0).unwrap();
-    let codes = ContextCodes { q: &mut q, scale: &mut short_scale, arrivals: &mut arrivals };
+    let mut counters = dev.alloc_filled::<u32>(CTX_COUNTERS * s.batch, 0).unwrap();
+    let codes = ContextCodes { q: &mut q, scale: &mut short_scale, counters: &mut counters };
     assert_kernel_err(qkv_attention_int8_sm90(&dev, &g8, &dc, &mut out, codes, s), k8);
-    let (mut scale, mut few) = (dev.alloc::<f32>(t).unwrap(), dev.alloc_filled::<u32>(s.batch - 1, 0).unwrap());
-    let codes = ContextCodes { q: &mut q, scale: &mut scale, arrivals: &mut few };
+    let few = CTX_COUNTERS * s.batch - 1;
+    let (mut scale, mut few) = (dev.alloc::<f32>(t).unwrap(), dev.alloc_filled::<u32>(few, 0).unwrap());
+    let codes = ContextCodes { q: &mut q, scale: &mut scale, counters: &mut few };
     assert_kernel_err(qkv_attention_int8_sm90(&dev, &g8, &dc, &mut out, codes, s), k8);
 }

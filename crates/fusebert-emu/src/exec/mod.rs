@@ -441,6 +441,7 @@ impl<'l, 'a> Block<'l, 'a> {
             prof: l.opts.profile.then(crate::profile::BlockProfile::start),
             warps,
             cl: None,
+            sliced: false,
             hop: k.uses_async.then(|| {
                 let b = ctaid[0] as u64 + l.grid.0 as u64 * (ctaid[1] as u64 + l.grid.1 as u64 * ctaid[2] as u64);
                 Box::new(crate::async_proxy::HopState::new(l.opts.async_mode, l.nthreads, l.nwarps, l.smem_total, b))
@@ -452,12 +453,19 @@ impl<'l, 'a> Block<'l, 'a> {
     /// is not done waits for the cluster's other CTAs (false: run them, then call again).
     pub(crate) fn run(&mut self) -> Result<bool, Error> {
         let mut warps = std::mem::take(&mut self.warps);
-        // a turn of a co-scheduled block (exec/resident.rs): parked warps poll again
+        // a turn of a co-scheduled block (exec/resident.rs): parked warps poll again, and the
+        // turn ends after TURN_STEPS warp instructions (resident blocks run side by side)
         for w in warps.iter_mut() {
             w.poll.parked = false;
         }
+        self.sliced = false;
+        let turn_start = self.c.warp_instructions;
         let result = (|| {
             loop {
+                if self.l.coscheduled && self.c.warp_instructions - turn_start >= resident::TURN_STEPS {
+                    self.sliced = true;
+                    return Ok(false);
+                }
                 // a parked warp (spinning on global memory) runs again once any store happened
                 let epoch = self.l.epoch.load(Ordering::Relaxed);
                 for w in warps.iter_mut() {

@@ -12,15 +12,16 @@
 //!   resident when one finishes, in blockIdx order (lazy, eager completion) or in a seeded
 //!   random order (random completion: the hardware does not promise an order, so a kernel
 //!   that relies on one is caught).
-//! - The resident blocks take turns on one host thread; a turn runs a block until every warp
-//!   is done, waits at a barrier, or *polls*: a poll that reads what the same warp's earlier
-//!   poll read, with no store of the warp in between, parks the warp (it can only go on after
+//! - The resident blocks take turns on one host thread, so that they run side by side as on
+//!   the SMs: a turn runs a block for `TURN_STEPS` warp instructions, or until every warp is
+//!   done, waits at a barrier, or *polls*: a poll that reads what the same warp's earlier poll
+//!   read, with no store of the warp in between, parks the warp (it can only go on after
 //!   another block's store). A parked warp runs again at its block's next turn, or at once when
 //!   a global store happens.
-//! - Deadlock: two whole rounds of turns in which no global store or memory-changing atomic
-//!   happens and no block starts or finishes. The finding names the polls, and how many blocks
-//!   were resident of the grid: a block that waits for one that cannot be resident hangs a
-//!   GPU the same way.
+//! - Deadlock: two whole rounds of turns in which no block used up its time slice, no global
+//!   store or memory-changing atomic happened and no block started or finished. The finding
+//!   names the polls, and how many blocks were resident of the grid: a block that waits for one
+//!   that cannot be resident hangs a GPU the same way.
 use std::sync::atomic::Ordering;
 
 use super::Counters;
@@ -33,6 +34,8 @@ type R<T> = Result<T, Error>;
 
 /// Rounds without progress before a co-scheduled launch is declared deadlocked.
 const IDLE_ROUNDS: u32 = 2;
+/// Warp instructions a resident block runs per turn.
+pub(crate) const TURN_STEPS: u64 = 2048;
 
 impl Launch<'_> {
     /// Blocks resident at once: the option, else the architecture's SMs x blocks per SM.
@@ -101,12 +104,14 @@ impl Launch<'_> {
                 _ => 0,
             };
             let mut finished = vec![false; resident.len()];
+            let mut sliced = false;
             for k in 0..resident.len() {
                 let r = (start + k) % resident.len();
                 if resident[r].run()? {
                     finished[r] = true;
                     self.epoch.fetch_add(1, Ordering::Relaxed);
                 }
+                sliced |= resident[r].sliced;
             }
             let mut k = 0;
             resident.retain_mut(|b| {
@@ -118,7 +123,7 @@ impl Launch<'_> {
                 !done
             });
             round += 1;
-            idle = if self.epoch.load(Ordering::Relaxed) == before { idle + 1 } else { 0 };
+            idle = if !sliced && self.epoch.load(Ordering::Relaxed) == before { idle + 1 } else { 0 };
             if idle >= IDLE_ROUNDS {
                 return Err(self.resident_deadlock(&resident, n - next as u64, capacity));
             }

@@ -200,7 +200,7 @@ struct Workspace {
     /// which the fused QKV attention still reads (other sequences' rows) while it writes these.
     ctx_scale: DeviceBuffer<f32>,
     /// The fused int8 QKV attention's per-sequence arrival counters (zero between launches).
-    ctx_arrivals: DeviceBuffer<u32>,
+    ctx_counters: DeviceBuffer<u32>,
     /// ELECTRA: the embedding layernorm's `[T, embedding_size]` output, before the projection.
     emb: Option<DeviceBuffer<f16>>,
     /// Partial sums and arrival counters of the split-K layer GEMMs (`GemmPlan::choose`).
@@ -796,7 +796,7 @@ impl DeviceBert {
             q8_scale: d.alloc(t)?,
             q8_zero: d.alloc(t)?,
             ctx_scale: d.alloc(t)?,
-            ctx_arrivals: d.alloc_filled(b, 0)?,
+            ctx_counters: d.alloc_filled(fusebert_kernels::qkv_attention_sm90::CTX_COUNTERS * b, 0)?,
             emb: self.projection.as_ref().map(|_| d.alloc(t * self.config.embedding_size)).transpose()?,
             split,
             pooled: d.alloc(b * h)?,
@@ -1171,7 +1171,7 @@ impl DeviceBert {
             scale: None,
         };
         let gemm_shape = kernels::GemmShape { m: t, n: 3 * h, k: h };
-        let Workspace { x, ctx, q8, q8_next, q8_scale, q8_zero, ctx_scale, ctx_arrivals, cu_seqlens, .. } = ws;
+        let Workspace { x, ctx, q8, q8_next, q8_scale, q8_zero, ctx_scale, ctx_counters, cu_seqlens, .. } = ws;
         let lin = &self.layers[layer].qkv;
         match lin {
             DeviceLinear::F16 { w, b } => {
@@ -1181,7 +1181,7 @@ impl DeviceBert {
             DeviceLinear::Int8 { .. } => {
                 let g = lin.int8_gemm(q8, q8_scale, q8_zero, Epilogue::None, gemm_shape).expect("int8 weights");
                 // the context's codes, as Step::Quantize would write them (no quantize launch)
-                let codes = fused::ContextCodes { q: q8_next, scale: ctx_scale, arrivals: ctx_arrivals };
+                let codes = fused::ContextCodes { q: q8_next, scale: ctx_scale, counters: ctx_counters };
                 fused::qkv_attention_int8_sm90(&self.dev, &g, cu_seqlens, ctx, codes, shape)
             }
         }

@@ -900,16 +900,18 @@ fn qkv_attention_sm90(p: Prec, lengths: &[usize], heads: usize, d: usize, layer:
     l.reuse_bytes = (n * h * e + n * col_bytes) as u64;
     l.reuse_bytes_per_block = (BM * h * e).div_ceil(groups) as u64;
     if p.int8 {
-        // the context's codes: the last CTA of each sequence reads its rows back through L2
-        // once (a warp keeps its row in shared memory for the codes' pass; columns past its
-        // slot are read again) and stores codes and scales; the grid's last sequence does so
-        // after every other CTA is done: a serial tail, the longest sequence's bytes
+        // the context's codes: once a sequence's CTAs have all stored their heads, they read its
+        // rows back through L2 once (a warp keeps its row in shared memory for the codes' pass;
+        // columns past its slot are read again) and store codes and scales, each claiming rows
+        // (every CTA of a sequence started by then: waves hold whole sequences). The grid's last
+        // sequence does so after every other CTA is done: a serial tail of its rows spread over
+        // its CTAs, the longest sequence's share per CTA
         let row_load = h * 2 + h.saturating_sub(kernel::ctx_row_slot_columns()) * 2;
         let row_store = h + 4;
         l.load_bytes += (t * row_load) as u64;
         l.store_bytes += (t * row_store) as u64;
         let last = lengths.iter().copied().max().unwrap_or(0);
-        l.tail_bytes += (last * (row_load + row_store)) as u64;
+        l.tail_bytes += (last.div_ceil(groups) * (row_load + row_store)) as u64;
     }
     l
 }
