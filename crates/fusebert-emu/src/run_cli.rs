@@ -5,7 +5,7 @@
 //!  --inputs IN.safetensors --output OUT.safetensors --arg buf:NAME --arg out:NAME:DTYPE:LEN
 //!  --arg u32:V --arg i32:V --arg f32:V --arg u64:V --arg tmap:BUF:DTYPE:DIMS:STRIDES:BOX:SWIZZLE
 //!  --arg bytes:BUF [--counters] [--arch sm_80|sm_86|sm_89|sm_90] [--math exact|envelope]
-//!  [--async lazy|eager|random:SEED]`
+//!  [--async lazy|eager|random:SEED] [--resident-blocks N]`
 use std::path::PathBuf;
 
 use safetensors::{Dtype, SafeTensors};
@@ -58,6 +58,10 @@ pub struct EmuRunArgs {
     /// Default: `$FUSEBERT_EMU_ASYNC`, else lazy.
     #[arg(long = "async")]
     pub async_mode: Option<String>,
+    /// Blocks resident at once when the kernel's blocks wait on each other (it polls global
+    /// memory: a co-scheduled launch). Default: the arch's SMs x blocks per SM.
+    #[arg(long)]
+    pub resident_blocks: Option<u32>,
 }
 
 /// `X` or `AxBxC` (innermost first) as numbers; `-` for an empty list.
@@ -139,7 +143,17 @@ pub fn run(args: &EmuRunArgs) -> Result<()> {
         Some(m) => m.parse::<AsyncMode>().map_err(Error::Input)?,
         None => AsyncMode::from_env().map_err(Error::Input)?,
     };
-    let opts = EmulatorOptions { sanitize: !args.no_sanitize, arch, math, async_mode, ..Default::default() };
+    if args.resident_blocks == Some(0) {
+        return Err(Error::Input("--resident-blocks must be at least 1".into()));
+    }
+    let opts = EmulatorOptions {
+        sanitize: !args.no_sanitize,
+        arch,
+        math,
+        async_mode,
+        resident_blocks: args.resident_blocks,
+        ..Default::default()
+    };
     let emu = Emulator::new(opts)?;
     let name = args.file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "module".into());
     emu.load_module(&name, &ptx)?;

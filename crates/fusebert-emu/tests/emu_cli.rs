@@ -203,3 +203,47 @@ fn emu_run_reports_planted_bug_and_bad_arguments() {
     assert!(!out.status.success(), "a missing kernel argument must fail");
     assert!(String::from_utf8_lossy(&out.stderr).contains("saxpy"), "the error names the kernel");
 }
+
+/// `--resident-blocks`: a grid-wide barrier over 4 blocks (src/testdata/coresident_probe.cu)
+/// completes with the arch's residency and is a deadlock finding (exit non-zero) with 2 blocks
+/// resident; 0 is refused.
+#[test]
+fn resident_blocks_flag_bounds_a_co_scheduled_launch() {
+    let dir = TempDir::new("emu-cli-resident");
+    let file = dir.0.join("coresident_probe.ptx");
+    std::fs::write(&file, include_str!("../src/testdata/coresident_probe.ptx")).unwrap();
+    // the barrier's counter and slots start at zero (outputs start poisoned)
+    let zeros = [0u8; 20];
+    let tensors = vec![
+        (
+            "published".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::U32, vec![4], &zeros[..16]).unwrap(),
+        ),
+        (
+            "count".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::U32, vec![1], &zeros[16..]).unwrap(),
+        ),
+    ];
+    safetensors::serialize_to_file(tensors, None, &dir.0.join("in.safetensors")).unwrap();
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ptxemu"));
+        cmd.args(["run"]).arg(&file).args(["--kernel", "grid_barrier", "--grid", "4", "--block", "32"]);
+        cmd.arg("--inputs").arg(dir.0.join("in.safetensors")).arg("--output").arg(dir.0.join("out.safetensors"));
+        cmd.args(["--arg", "buf:published", "--arg", "buf:count", "--arg", "out:sums:u32:128"]);
+        cmd.args(extra).output().expect("run ptxemu")
+    };
+    let ok = run(&[]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let out = std::fs::read(dir.0.join("out.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&out).unwrap();
+    let sums: Vec<u32> = bytemuck::pod_collect_to_vec(st.tensor("sums").unwrap().data());
+    assert_eq!(sums, vec![1 + 2 + 3 + 4; 128]);
+    let bad = run(&["--resident-blocks", "2"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("deadlock") && err.contains("2 of the grid's 4 blocks are resident"),
+        "{err}"
+    );
+    let zero = run(&["--resident-blocks", "0"]);
+    assert!(!zero.status.success() && String::from_utf8_lossy(&zero.stderr).contains("at least 1"));
+}
