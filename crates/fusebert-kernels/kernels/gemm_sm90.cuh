@@ -397,44 +397,108 @@ struct Scratch {
     uint32_t bytes;
 };
 
+// Where a tile's strip stands: its strip, the strip's tiles, and whether its tail may be shared
+// (StripShare below).
+struct StripAt {
+    int strip, tiles_n;
+    int units;    // work units of the strip (tiles_n x the split's chunks)
+    bool spread;  // every CTA of the grid has one unit: a CTA's tail holds up no later unit of its own
+};
+
 // After-tile step of the plain entries: nothing.
 struct NoTail {
     static constexpr bool READS_OUTPUT = false;
-    FB_DEVICE void operator()(int, int, int, uint32_t*, Scratch) const {}
+    FB_DEVICE void begin(int) const {}
+    FB_DEVICE void operator()(int, StripAt, uint32_t*, Scratch) const {}
 };
 
-// Counts a finished tile in on its row strip `strip` of `tiles_n` tiles (every consumer thread's
-// output of the tile stored first); true, in every consumer thread, for the strip's last tile,
-// which then sees the strip's other tiles' outputs. The last arrival resets the counter for the
-// next launch (an atomic: no plain store races an arrival). `last` is a shared word the
-// consumers agree through.
-FB_DEVICE bool strip_arrive(uint32_t* strips, int strip, int tiles_n, uint32_t* last) {
-    __threadfence();  // release: this thread's output before the tile's arrival
-    consumer_sync();  // every consumer thread's output stored before the arrival
-    const int ct = threadIdx.x - 128;  // consumer thread 0..255
-    if (ct == 0) *last = atomicAdd(&strips[strip], 1u) == (uint32_t)tiles_n - 1;
-    consumer_sync();
-    // (the next write of *last follows the next tile's first consumer_sync, which every
-    // consumer reaches only after this read)
-    if (!*last) return false;
-    __threadfence();  // acquire: the strip's other tiles
-    if (ct == 0) atomicExch(&strips[strip], 0u);
-    return true;
+FB_DEVICE uint32_t ld_acquire(const uint32_t* p) {
+    uint32_t v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
 }
 
-// After-tile step of the _ln entries: the last tile of a strip (strip_arrive) runs the strip's
-// layernorm (a consumer warp per row, rows in order) in the blocked order (lnb::ln_row).
+// The strip tails' counters ([4][strips] words, zero between launches): per strip, the units
+// started, the tiles arrived, the rows claimed, and the tail's CTAs done.
+struct StripCounters {
+    uint32_t* base;
+    int strips;
+    FB_DEVICE uint32_t* arrived(int s) const { return base + s; }
+    FB_DEVICE uint32_t* started(int s) const { return base + strips + s; }
+    FB_DEVICE uint32_t* claimed(int s) const { return base + 2 * strips + s; }
+    FB_DEVICE uint32_t* done(int s) const { return base + 3 * strips + s; }
+};
+
+// A strip's tail (its rows' layernorm or codes, once all its tiles are stored), shared by the
+// CTAs of its tiles. Each CTA counts every unit it starts in on `started` (begin) and each tile
+// it finishes on `arrived` (every consumer thread's output stored first: fence, atomic, fence).
+// The strip's last tile takes part in the tail; so does any other tile's CTA, after waiting for
+// the last arrival, when the launch gives each CTA one unit (`spread`) and every unit of the
+// strip has started: then each of them reaches its arrival without waiting on anything, so the
+// wait ends however few CTAs the GPU holds at once (and a CTA whose strip siblings have not all
+// started never waits: they might need its SM). Taking part, each consumer warp claims the
+// strip's next row until none is left; the same bits whoever takes a row. The last of the
+// strip's tiles to finish its part resets the four counters for the next launch (atomics: no
+// plain store races another CTA's). `flag` is a shared word the consumers agree through.
+struct StripShare {
+    StripCounters c;
+    FB_DEVICE void begin(int strip) const {
+        if (threadIdx.x == 128) atomicAdd(c.started(strip), 1u);
+    }
+    // Whether this CTA takes part in strip `at.strip`'s tail (every consumer thread).
+    FB_DEVICE bool join(StripAt at, uint32_t* flag) const {
+        __threadfence();  // release: this thread's output before the tile's arrival
+        consumer_sync();  // every consumer thread's output stored before the arrival
+        if (threadIdx.x == 128) {
+            const bool last = atomicAdd(c.arrived(at.strip), 1u) == (uint32_t)at.tiles_n - 1;
+            const bool join = last || (at.spread && ld_acquire(c.started(at.strip)) == (uint32_t)at.units);
+            if (join && !last)
+                while (ld_acquire(c.arrived(at.strip)) != (uint32_t)at.tiles_n) {
+                }
+            *flag = join;
+        }
+        consumer_sync();
+        // (the next write of *flag follows this tile's `leave`, which every consumer reaches
+        // only after this read)
+        if (!*flag) return false;
+        __threadfence();  // acquire: the strip's other tiles
+        return true;
+    }
+    // The next row of the strip for the calling warp (rows m0 + 0, 1, ...), or -1 past `end`.
+    FB_DEVICE int claim(int strip, int m0, int end) const {
+        int r = 0;
+        if ((threadIdx.x & 31) == 0) r = m0 + (int)atomicAdd(c.claimed(strip), 1u);
+        r = __shfl_sync(0xffffffffu, r, 0);
+        return r < end ? r : -1;
+    }
+    // This CTA is done with the strip's tail (every consumer thread, taking part or not).
+    FB_DEVICE void leave(StripAt at) const {
+        consumer_sync();  // every warp's claims and reads are over
+        if (threadIdx.x == 128 && atomicAdd(c.done(at.strip), 1u) == (uint32_t)at.tiles_n - 1) {
+            atomicExch(c.arrived(at.strip), 0u);
+            atomicExch(c.started(at.strip), 0u);
+            atomicExch(c.claimed(at.strip), 0u);
+            atomicExch(c.done(at.strip), 0u);
+        }
+    }
+};
+
+// After-tile step of the _ln entries: the strip's layernorm once its tiles are stored
+// (StripShare: a consumer warp per row, rows claimed), in the blocked order (lnb::ln_row).
 struct LnTail {
     static constexpr bool READS_OUTPUT = true;  // the tile's TMA stores must be complete first
     gemm::LnArgs ln;
     const __half* y;
     int M, N;
-    FB_DEVICE void operator()(int m0, int strip, int tiles_n, uint32_t* last, Scratch) const {
-        if (!strip_arrive(ln.strips, strip, tiles_n, last)) return;
-        const int ct = threadIdx.x - 128;
-        const int end = m0 + BM < M ? m0 + BM : M;
-        const int first = m0 + (ct >> 5);
-        for (int row = first; row < end; row += CONSUMER_THREADS / 32) lnb::ln_row(y, ln, row, N);
+    FB_DEVICE StripShare share() const { return StripShare{StripCounters{ln.strips, (M + BM - 1) / BM}}; }
+    FB_DEVICE void begin(int strip) const { share().begin(strip); }
+    FB_DEVICE void operator()(int m0, StripAt at, uint32_t* flag, Scratch) const {
+        const StripShare sh = share();
+        if (sh.join(at, flag)) {
+            const int end = m0 + BM < M ? m0 + BM : M;
+            for (int row; (row = sh.claim(at.strip, m0, end)) >= 0;) lnb::ln_row(y, ln, row, N);
+        }
+        sh.leave(at);
     }
 };
 
@@ -540,14 +604,18 @@ struct QaTail {
     QaArgs qa;
     const __half* y;
     int M, N;
-    FB_DEVICE void operator()(int m0, int strip, int tiles_n, uint32_t* last, Scratch scratch) const {
-        if (!strip_arrive(qa.strips, strip, tiles_n, last)) return;
-        const int warp = (threadIdx.x - 128) >> 5;  // consumer warp 0..7, warpgroup warp % 4
-        const uint32_t slot_bytes = scratch.bytes / 4, slot = scratch.base + (warp % 4) * slot_bytes;
-        const int end = m0 + BM < M ? m0 + BM : M;
-        const RowCodes rc{qa.q, qa.scale, qa.zero, qa.smooth};
-        for (int row = m0 + warp; row < end; row += CONSUMER_THREADS / 32)
-            row_codes<true>(rc, y, row, N, slot, slot_bytes / 16);
+    FB_DEVICE StripShare share() const { return StripShare{StripCounters{qa.strips, (M + BM - 1) / BM}}; }
+    FB_DEVICE void begin(int strip) const { share().begin(strip); }
+    FB_DEVICE void operator()(int m0, StripAt at, uint32_t* flag, Scratch scratch) const {
+        const StripShare sh = share();
+        if (sh.join(at, flag)) {
+            const int warp = (threadIdx.x - 128) >> 5;  // consumer warp 0..7, warpgroup warp % 4
+            const uint32_t slot_bytes = scratch.bytes / 4, slot = scratch.base + (warp % 4) * slot_bytes;
+            const int end = m0 + BM < M ? m0 + BM : M;
+            const RowCodes rc{qa.q, qa.scale, qa.zero, qa.smooth};
+            for (int row; (row = sh.claim(at.strip, m0, end)) >= 0;) row_codes<true>(rc, y, row, N, slot, slot_bytes / 16);
+        }
+        sh.leave(at);
     }
 };
 
@@ -818,6 +886,10 @@ struct TileOut {
     uint32_t s0;  // shared address of the ring (the staging follows it)
     int cw, M, N, tiles_m, tiles_n;
     uint32_t* tail_flag;
+    int strip_units;  // units of a strip (tiles_n x the split's chunks)
+    bool spread;      // one unit per CTA (StripShare)
+
+    FB_DEVICE StripAt at(int tile) const { return StripAt{tile % tiles_m, tiles_n, strip_units, spread}; }
 
     // `off`: the staging's byte offset in the warpgroup's region; !store (the resident cluster
     // quantisation, ws_gemm_cluster): the tile stays staged, no TMA store (the caller orders
@@ -853,14 +925,14 @@ struct TileOut {
                 }
             }
         }
-        tail(m0, tile % tiles_m, tiles_n, tail_flag, Scratch{half, (uint32_t)G::REGION_BYTES});
+        tail(m0, at(tile), tail_flag, Scratch{half, (uint32_t)G::REGION_BYTES});
     }
 
     // The end of a tile for a warpgroup with no row below M: nothing to store (its epilogue's
     // barriers are its own warpgroup's), only its part in the tail's strip arrival.
     FB_DEVICE void rows_past_m(int tile) const {
         const int m0 = (tile % tiles_m) * BM;
-        tail(m0, tile % tiles_m, tiles_n, tail_flag, Scratch{s0 + G::RING_BYTES + cw * G::REGION_BYTES, (uint32_t)G::REGION_BYTES});
+        tail(m0, at(tile), tail_flag, Scratch{s0 + G::RING_BYTES + cw * G::REGION_BYTES, (uint32_t)G::REGION_BYTES});
     }
 };
 
@@ -900,10 +972,12 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
         const int cw = wg - 1, t = tid % 128;
         ConsumerRing<Op, G> ring{s0, full, empty, cw};
-        const TileOut<Epilogue, Tail, G> out{epilogue, tail, tma_c, s0, cw, (int)M, (int)N, tiles_m, tiles_n, &tail_flag};
+        const TileOut<Epilogue, Tail, G> out{epilogue, tail,    tma_c,   s0,         cw, (int)M, (int)N, tiles_m,
+                                             tiles_n,  &tail_flag, tiles_n * S, units <= (int)gridDim.x};
         for (int u = blockIdx.x; u < units; u += gridDim.x) {
             const int tile = u / S, z = u % S;
             const KRange r = k_range(z, S, kblocks, ckb);
+            tail.begin(tile % tiles_m);  // (StripShare: the strip's units started)
             if ((tile % tiles_m) * BM + 64 * cw < (int)M) {
                 // the accumulators live in this branch only: a dead-warpgroup path that shares
                 // them makes ptxas serialise the wgmmas (C7515 / C7520)
@@ -1298,7 +1372,7 @@ FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_
         const int cw = wg - 1, t = tid % 128, ct = tid - 128, warp = t / 32, lane = t % 32;
         ConsumerRing<Op, G> ring{s0, full, empty, cw};
         const NoTail none{};
-        const TileOut<Epilogue, NoTail, G> out{epilogue, none, tma_c, s0, cw, (int)M, (int)N, tiles_m, tiles_n, nullptr};
+        const TileOut<Epilogue, NoTail, G> out{epilogue, none, tma_c, s0, cw, (int)M, (int)N, tiles_m, tiles_n, nullptr, 0, false};
         // this thread's fragment rows (tile rows r0 + {0, 8}) and its words of the staging
         const int r0 = cw * 64 + warp * 16 + lane / 4;
         const uint32_t half = s0 + G::RING_BYTES + cw * G::REGION_BYTES;

@@ -168,12 +168,6 @@ struct CtxCodes {
 constexpr uint32_t CTX_SLOT_BYTES = G::SMEM / 8;
 static_assert(CTX_SLOT_BYTES % 16 == 0, "16-byte vectors in each slot");
 
-FB_DEVICE uint32_t ld_acquire(const uint32_t* p) {
-    uint32_t v;
-    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
-
 // After the attention's stores (every consumer thread): this CTA's part in the codes of
 // sequence b's rows start .. start + len (see the top of the file). By then no wgmma or TMA of
 // this CTA touches shared memory (the barriers below follow the attention's last reads and
@@ -186,9 +180,9 @@ FB_DEVICE void ctx_codes(const CtxCodes& cc, const __half* ctx, int b, int batch
     if (ct == 0) {
         const bool last = atomicAdd(cc.arrived(b, batch), 1u) == (uint32_t)groups - 1;
         // every CTA of the sequence started: each arrives without waiting, so waiting ends
-        const bool join = last || ld_acquire(cc.started(b, batch)) == (uint32_t)groups;
+        const bool join = last || sm90::ld_acquire(cc.started(b, batch)) == (uint32_t)groups;
         if (join && !last)
-            while (ld_acquire(cc.arrived(b, batch)) != (uint32_t)groups) {
+            while (sm90::ld_acquire(cc.arrived(b, batch)) != (uint32_t)groups) {
             }
         *flag = join;
     }

@@ -51,7 +51,7 @@ pub fn gemm_f16(dev: &Device, g: &GemmF16<'_>, out: &mut DeviceBuffer<f16>, how:
     ];
     args.extend(split);
     if let Some(ln) = how.layernorm {
-        args.extend(ln_args(kernel, ln, plan.tile.dims().0, m, n, ws)?);
+        args.extend(ln_args(kernel, ln, (plan.tile.dims().0, 1), m, n, ws)?);
     }
     let cfg = if fast { plan.launch_config(m, n) } else { simple_grid(m, n) };
     launch(dev, kernel, cfg, &args)

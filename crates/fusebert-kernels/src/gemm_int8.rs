@@ -100,12 +100,13 @@ pub struct FusedQ8<'a> {
     pub smooth: Option<&'a DeviceBuffer<f16>>,
 }
 
-/// Checks a fused layernorm of a GEMM whose row strips (one counter each) are `strip_rows` tall
-/// and returns its kernel arguments (after the split ones).
+/// Checks a fused layernorm of a GEMM whose row strips (`per_strip` counters each: 1 for the
+/// mma.sync kernels, [`crate::gemm_sm90::STRIP_COUNTERS`] for the Hopper ones) are
+/// `strip_rows` tall and returns its kernel arguments (after the split ones).
 pub(crate) fn ln_args(
     kernel: &str,
     ln: &FusedLayerNorm<'_>,
-    strip_rows: usize,
+    (strip_rows, per_strip): (usize, usize),
     m: usize,
     n: usize,
     ws: Option<&SplitWorkspace>,
@@ -117,7 +118,7 @@ pub(crate) fn ln_args(
         ));
     }
     let Some(ws) = ws else { return Err(kerr(kernel, "a fused layernorm needs a SplitWorkspace (strip counters)")) };
-    let strips = m.div_ceil(strip_rows);
+    let strips = m.div_ceil(strip_rows) * per_strip;
     if ws.strips.len() < strips {
         return Err(kerr(kernel, format!("workspace has {} strip counters, M {m} needs {strips}", ws.strips.len())));
     }
@@ -327,7 +328,7 @@ pub fn gemm_int8(dev: &Device, g: &GemmInt8<'_>, out: &mut DeviceBuffer<f16>, ho
     ];
     args.extend(split);
     if let Some(ln) = how.layernorm {
-        args.extend(ln_args(kernel, ln, plan.tile.dims().0, m, n, ws)?);
+        args.extend(ln_args(kernel, ln, (plan.tile.dims().0, 1), m, n, ws)?);
     }
     let cfg = if fast { plan.launch_config(m, n) } else { simple_grid(m, n) };
     launch(dev, kernel, cfg, &args)

@@ -302,8 +302,8 @@ pub fn plan_clocks_with_layernorm(plan: GemmPlan, m: usize, n: usize, k: usize, 
 /// enough for (launches on one stream run one after the other). The counters are zeroed once
 /// here; every split launch leaves them at zero (its last block per tile resets its counter),
 /// so CUDA-graph replays need no memset.
-/// It also holds the row-strip arrival counters of the GEMMs with a fused layernorm (one per
-/// row strip of the shortest tile, [`MIN_STRIP_ROWS`]; same reset rule).
+/// It also holds the row-strip counters of the GEMMs with a fused layernorm or quantisation
+/// ([`strip_counters`]; same reset rule).
 pub struct SplitWorkspace {
     pub(crate) partials: DeviceBuffer<u32>,
     pub(crate) counters: DeviceBuffer<u32>,
@@ -317,7 +317,7 @@ impl SplitWorkspace {
         Ok(SplitWorkspace {
             partials: dev.alloc(partial_words.max(1))?,
             counters: dev.alloc_filled(counters.max(1), 0)?,
-            strips: dev.alloc_filled(max_rows.div_ceil(MIN_STRIP_ROWS).max(1), 0)?,
+            strips: dev.alloc_filled(strip_counters(max_rows), 0)?,
         })
     }
     /// Room for the plans of every `(m, n, k, int8)` shape in `shapes` ([`GemmPlan::choose`]
@@ -345,6 +345,14 @@ impl SplitWorkspace {
 
 /// Rows of the shortest tile (`Narrow`): one strip counter per this many rows covers every tile.
 pub const MIN_STRIP_ROWS: usize = 32;
+
+/// Strip counters for layernorm- or quantisation-fused GEMMs of up to `rows` rows: one per
+/// strip of [`MIN_STRIP_ROWS`] (mma.sync), or [`crate::gemm_sm90::STRIP_COUNTERS`] per 128-row
+/// strip (Hopper), whichever is more.
+pub fn strip_counters(rows: usize) -> usize {
+    let sm90 = rows.div_ceil(crate::gemm_sm90::BM) * crate::gemm_sm90::STRIP_COUNTERS;
+    rows.div_ceil(MIN_STRIP_ROWS).max(sm90).max(1)
+}
 
 /// Largest row a layernorm fused into a GEMM handles (a warp per row, 4 vectors of 8 per lane:
 /// `LN_FUSED_VPT` in `gemm_core.cuh`).

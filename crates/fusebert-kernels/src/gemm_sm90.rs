@@ -209,6 +209,11 @@ pub fn cluster_alternative(kind: Sm90Entry, m: usize, n: usize, k: usize) -> Opt
 /// Output tile rows, the two tile widths (columns) the kernels come in, K per pipeline stage
 /// (fp16; int8: [`BK_INT8`]), threads (`kernels/gemm_sm90.cu`).
 pub const BM: usize = 128;
+
+/// Counters the `_ln` and `_qa` entries keep per 128-row strip in a [`SplitWorkspace`]'s strip
+/// counters (the kernels' StripShare: units started, tiles arrived, rows claimed, tail done):
+/// the strip's tail is shared by its tiles' CTAs where each CTA has one unit.
+pub const STRIP_COUNTERS: usize = 4;
 pub const COLS: [usize; 2] = [128, 192];
 pub const BK: usize = 64;
 /// K per pipeline stage of the int8 kernels: a 128-byte row of s8.
@@ -637,7 +642,7 @@ fn qa_args(
     ws: Option<&SplitWorkspace>,
 ) -> Result<Vec<KernelArg>> {
     let GemmShape { m, n, k } = s;
-    let strips = m.div_ceil(BM);
+    let strips = m.div_ceil(BM) * STRIP_COUNTERS;
     if let Some(ws) = ws.filter(|ws| ws.strips.len() < strips) {
         return Err(kerr(kernel, format!("workspace has {} strip counters, M {m} needs {strips}", ws.strips.len())));
     }
@@ -846,7 +851,7 @@ fn f16_launch(
         return dev.launch_in(MODULE, kernel, cfg, &args);
     }
     let tail = match ln {
-        Some((ln, ws)) => ln_args(kernel, ln, BM, m, n, Some(ws))?,
+        Some((ln, ws)) => ln_args(kernel, ln, (BM, STRIP_COUNTERS), m, n, Some(ws))?,
         None => Vec::new(),
     };
     args.extend(output_args(dev, out, g.shape, g.epilogue.code(), split, tail)?);
@@ -993,7 +998,7 @@ fn int8_launch(
     }
     let tail = match tail {
         Tail::None => Vec::new(),
-        Tail::LayerNorm(ln, ws) => ln_args(kernel, ln, BM, m, n, Some(ws))?,
+        Tail::LayerNorm(ln, ws) => ln_args(kernel, ln, (BM, STRIP_COUNTERS), m, n, Some(ws))?,
         Tail::Quantize(qa, ws) => {
             let mut args = qa_args(kernel, qa, g.a, g.shape, (!qa_cluster).then_some(ws))?;
             if qa_cluster {

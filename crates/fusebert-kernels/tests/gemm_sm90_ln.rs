@@ -175,6 +175,79 @@ fn int8_sm90_fused_layernorm_with_codes_is_gemm_then_layernorm_q8_to_an_ulp() {
     }
 }
 
+/// The strip's layernorm is shared by its tiles' CTAs where each CTA has one unit (here one
+/// strip of 100 rows, 3 column tiles, unsplit and split over K's 4 chunks): with the grid
+/// resident (the emulator's H100) every tile's CTA joins and its 8 consumer warps claim rows
+/// until none is left; with one CTA resident at a time, a tile's CTA whose strip siblings have
+/// not all started must not wait for them (on a GPU they might need its SM), so only the last
+/// tile normalises. Counted by the atomics: split arrivals (a unit each) and resets (a tile
+/// each), then per strip: started (a unit each), arrived and done (a tile each), a claim per row
+/// and a last, empty one per joined warp, 4 resets. The same bits every way, every mode.
+#[test]
+fn sm90_strip_layernorm_is_shared_by_the_strips_ctas() {
+    let (m, n, k) = (100, 264, 1024);
+    let mut r = rng(62);
+    let (a, w, bias, res) = (
+        rand_f16(&mut r, m * k, 1.0),
+        rand_f16(&mut r, n * k, 0.1),
+        rand_f16(&mut r, n, 1.0),
+        rand_f16(&mut r, m * n, 1.0),
+    );
+    let (gamma, beta, _) = ln_params(&mut r, n);
+    let tiles = n.div_ceil(128) as u64;
+    let chunks = gemm_sm90::k_chunks(k, false) as u64;
+    let mut want: Option<(Vec<f16>, Vec<f16>)> = None;
+    for split in [false, true] {
+        for (resident, joined) in [(None, tiles), (Some(1), 1)] {
+            for mode in MODES {
+                let dev =
+                    fusebert_kernels::Device::emulator_with(fusebert_kernels::device::emulator::EmulatorOptions {
+                        arch: fusebert_kernels::device::emulator::Arch::Sm90,
+                        async_mode: mode,
+                        resident_blocks: resident,
+                        ..Default::default()
+                    })
+                    .unwrap();
+                let up = |v: &[f16]| dev.upload(v).unwrap();
+                let (da, dw, db, dr, dg, dbe) = (up(&a), up(&w), up(&bias), up(&res), up(&gamma), up(&beta));
+                let g = fusebert_kernels::GemmF16 {
+                    a: &da,
+                    w: &dw,
+                    bias: Some(&db),
+                    epilogue: Epilogue::Residual(&dr),
+                    shape: GemmShape { m, n, k },
+                };
+                let ws = split_workspace(&dev, m, n, k, false);
+                let how = GemmSm90Launch {
+                    cols: gemm_sm90::Sm90Cols::N128,
+                    split: split.then_some(&ws),
+                    layernorm: Sm90Layernorm::Strip,
+                    ..Default::default()
+                };
+                let mut y = poisoned::<f16>(&dev, m * n);
+                let x = poisoned::<f16>(&dev, m * n);
+                let ln = FusedLayerNorm { gamma: &dg, beta: &dbe, out: &x, q8: None, eps: EPS };
+                clear(&dev);
+                fusebert_kernels::gemm_f16_sm90_ln(&dev, &g, &mut y, &ln, &ws, how).unwrap();
+                let what = format!("split {split}, resident {resident:?}, {mode:?}");
+                let (_, c) = last_launch(&dev, &what);
+                let units = tiles * if split { chunks } else { 1 };
+                let split_atomics = if split { units + tiles } else { 0 };
+                let strip_atomics = units + 2 * tiles + m as u64 + 8 * joined + 4;
+                assert_eq!(c.atomics, split_atomics + strip_atomics, "{what}: atomics");
+                let got = (bits(&y), bits(&x));
+                match &want {
+                    None => want = Some(got),
+                    Some(w) => assert!(
+                        w.0.iter().zip(&got.0).chain(w.1.iter().zip(&got.1)).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{what}: not the same bits"
+                    ),
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn sm90_fused_layernorm_refuses_wide_rows_and_short_workspaces() {
     let dev = sm90(AsyncMode::Lazy);

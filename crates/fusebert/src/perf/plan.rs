@@ -523,15 +523,17 @@ fn with_layernorm(mut g: PlannedLaunch, plan: GemmPlan, t: usize, h: usize, q8: 
         _ => "ffn2_ln2",
     };
     let (strip, _, threads, _) = plan.tile.dims();
-    fuse_layernorm(g, strip, threads as usize / 32, t, h, q8, smooth)
+    fuse_layernorm(g, (strip, 1), threads as usize / 32, t, h, q8, smooth)
 }
 
 /// The byte counts of a layernorm over `h` columns fused into GEMM launch `g` whose row strips
-/// are `strip` tokens and whose blocks have `warps` warps (see [`with_layernorm`]).
+/// are `strip` tokens and whose blocks have `warps` warps (see [`with_layernorm`]). The last
+/// strip's rows are shared by `share` CTAs (1: its last tile's alone; an `_sm90` launch with a
+/// unit per CTA: its tiles', [`sm90_strip_share`]).
 #[allow(clippy::too_many_arguments)] // one fusion: the launch, its strips and the layernorm's output
 fn fuse_layernorm(
     mut g: PlannedLaunch,
-    strip: usize,
+    (strip, share): (usize, usize),
     warps: usize,
     t: usize,
     h: usize,
@@ -545,9 +547,21 @@ fn fuse_layernorm(
     g.load_bytes += (t * h * 2 + param_loads) as u64;
     g.store_bytes += (t * row_store) as u64;
     g.min_load_bytes += params as u64;
-    let last = strips.first().copied().unwrap_or(0);
+    let last = strips.first().copied().unwrap_or(0).div_ceil(share);
     g.tail_bytes += (last * (h * 2 + row_store) + last.min(warps) * params) as u64;
     g
+}
+
+/// The CTAs that share a strip's tail in an `_sm90` `_ln` / `_qa` launch (the kernels'
+/// StripShare): with one work unit per CTA (units <= the grid) a strip's `tiles_n` tiles'
+/// CTAs each normalise or code a share of its rows (every unit of the strip has started: the
+/// grid is resident); otherwise the strip's last tile does all of them.
+fn sm90_strip_share(tile: Sm90Tile, m: usize, n: usize) -> usize {
+    if tile.units(m, n) <= tile.ctas(m, n) {
+        n.div_ceil(tile.cols)
+    } else {
+        1
+    }
 }
 
 /// What an `_sm90` GEMM runs on its row strips after their tiles.
@@ -681,7 +695,7 @@ fn gemm_sm90_tiled(g: &Sm90Gemm, kind: Sm90Entry, tile: Sm90Tile) -> PlannedLaun
             let mut l = if tile.cluster > 1 {
                 cluster_layernorm(l, tile, m, n, q8, smooth)
             } else {
-                fuse_layernorm(l, tile.rows.min(m), warps, m, n, q8, smooth)
+                fuse_layernorm(l, (tile.rows.min(m), sm90_strip_share(tile, m, n)), warps, m, n, q8, smooth)
             };
             l.step = match l.step {
                 "attn_out" => "attn_out_ln1",
@@ -690,7 +704,9 @@ fn gemm_sm90_tiled(g: &Sm90Gemm, kind: Sm90Entry, tile: Sm90Tile) -> PlannedLaun
             l
         }
         Sm90Tail::Quantize { smooth } if tile.cluster > 1 => cluster_quantize(l, tile, m, n, smooth),
-        Sm90Tail::Quantize { smooth } => fuse_quantize(l, tile.rows.min(m), tile.cols, m, n, smooth),
+        Sm90Tail::Quantize { smooth } => {
+            fuse_quantize(l, (tile.rows.min(m), sm90_strip_share(tile, m, n)), tile.cols, m, n, smooth)
+        }
     }
 }
 
@@ -751,7 +767,14 @@ fn cluster_quantize(mut g: PlannedLaunch, tile: Sm90Tile, t: usize, n: usize, sm
 /// `smooth`, and stores their codes, scales and zero points. As the layernorm's
 /// ([`fuse_layernorm`]), the last strip's quantisation runs after every other CTA is done: a
 /// serial tail of that strip's bytes at one SM's bandwidth.
-fn fuse_quantize(mut g: PlannedLaunch, strip: usize, cols: usize, t: usize, n: usize, smooth: bool) -> PlannedLaunch {
+fn fuse_quantize(
+    mut g: PlannedLaunch,
+    (strip, share): (usize, usize),
+    cols: usize,
+    t: usize,
+    n: usize,
+    smooth: bool,
+) -> PlannedLaunch {
     let smooth_row = if smooth { 2 * n * 2 } else { 0 };
     let reread = n.saturating_sub(32 * cols) * 2;
     let row_load = n * 2 + reread + smooth_row;
@@ -759,7 +782,7 @@ fn fuse_quantize(mut g: PlannedLaunch, strip: usize, cols: usize, t: usize, n: u
     g.load_bytes += (t * row_load) as u64;
     g.store_bytes += (t * row_store) as u64;
     g.min_load_bytes += if smooth { (n * 2) as u64 } else { 0 };
-    let last = t.min(strip);
+    let last = t.min(strip).div_ceil(share);
     g.tail_bytes += (last * (row_load + row_store)) as u64;
     g
 }
