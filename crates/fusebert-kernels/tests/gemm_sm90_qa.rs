@@ -195,6 +195,16 @@ fn int8_sm90_fused_quantize_equals_gemm_then_quantize_asym_bit_for_bit() {
             assert_eq!(bits(z), z0, "{what}: zero points");
             // the output spans both signs, so every row uses a real zero point
             assert!(z0.iter().all(|&z| z > -128 && z < 127), "{what}: degenerate zero points {z0:?}");
+            if !c.two_ctas && m <= 128 {
+                // one unit per CTA, the grid resident: every tile's CTA of the strip takes
+                // rows (StripShare): split arrivals and resets, then started (a unit each),
+                // arrived and done (a tile each), a claim per row and a last, empty one per
+                // warp of every tile's CTA, 4 resets
+                let tiles = n.div_ceil(width) as u64;
+                let units = tiles * if c.split { gemm_sm90::k_chunks(k, true) as u64 } else { 1 };
+                let split = if c.split { units + tiles } else { 0 };
+                assert_eq!(cn.atomics, split + units + 2 * tiles + m as u64 + 8 * tiles + 4, "{what}: atomics");
+            }
         }
     }
 }
