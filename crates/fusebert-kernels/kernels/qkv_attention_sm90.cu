@@ -56,9 +56,10 @@
 // - Registers: the GEMM's 96 accumulators are dead once stored; the attention's live after.
 // - Context codes (int8 entry): a token's scale is the absmax of its whole ctx row, all heads,
 //   and a CTA holds one column group (one head of 64, two of 32). So the sequence's `groups`
-//   CTAs share the codes' pass through four per-sequence counters (CtxCodes): each CTA counts
+//   CTAs share the codes' pass through four per-sequence counters, the GEMMs' strip-tail
+//   protocol with a sequence for a strip (gemm_sm90.cuh's StripShare; CtxCodes): each CTA counts
 //   itself in on `started` as it begins and, its ctx rows stored, on `arrived` (fence, atomic,
-//   fence: gemm_sm90's strip_arrive). A CTA that arrives last, or that finds every CTA of its
+//   fence). A CTA that arrives last, or that finds every CTA of its
 //   sequence started, then quantises rows: each consumer warp claims the next row on `claimed`
 //   until the rows run out (absmax exact in any order, q8_inv_scale, q8, absmax / 127:
 //   quantize_i8_f16's arithmetic; the warp reads the row back once through L2, __ldcg: other
@@ -151,16 +152,15 @@ FB_DEVICE void store_qkv(const E& e, const Acc (&d)[G::ACC], uint32_t s0, int cw
 }
 
 // The int8 entry's context codes: q [T, H], scale [T], and per-sequence counters [4][batch]
-// (started, arrived, claimed rows, done; zero between launches: the last CTA of a sequence to
-// finish resets its four).
+// (gemm_sm90.cuh's StripCounters with a sequence for a strip; zero between launches).
 struct CtxCodes {
     int8_t* q;
     float* scale;
     uint32_t* counters;
-    FB_DEVICE uint32_t* started(int b, int batch) const { return counters + b; }
-    FB_DEVICE uint32_t* arrived(int b, int batch) const { return counters + batch + b; }
-    FB_DEVICE uint32_t* claimed(int b, int batch) const { return counters + 2 * batch + b; }
-    FB_DEVICE uint32_t* done(int b, int batch) const { return counters + 3 * batch + b; }
+    // the sequences' codes shared as the GEMMs' strip tails are: a sequence of `groups` CTAs,
+    // one unit each (every CTA of the grid has one), joins once all of them started
+    FB_DEVICE sm90::StripShare share(int batch) const { return sm90::StripShare{sm90::StripCounters{counters, batch}}; }
+    FB_DEVICE sm90::StripAt at(int b, int groups) const { return sm90::StripAt{b, groups, groups, true}; }
 };
 
 // Each consumer warp's slot for a ctx row in the (then idle) dynamic shared memory: 27 KiB,
@@ -170,45 +170,19 @@ static_assert(CTX_SLOT_BYTES % 16 == 0, "16-byte vectors in each slot");
 
 // After the attention's stores (every consumer thread): this CTA's part in the codes of
 // sequence b's rows start .. start + len (see the top of the file). By then no wgmma or TMA of
-// this CTA touches shared memory (the barriers below follow the attention's last reads and
+// this CTA touches shared memory (StripShare's barriers follow the attention's last reads and
 // stores), so the warps' slots may take all of it. `flag`: a shared word for the CTA's choice.
 FB_DEVICE void ctx_codes(const CtxCodes& cc, const __half* ctx, int b, int batch, int groups, int start, int len,
                          int H, uint32_t s0, uint32_t* flag) {
-    __threadfence();      // release: this thread's ctx stores before the CTA's arrival
-    sm90::consumer_sync();  // every consumer thread's stores before the arrival
-    const int ct = threadIdx.x - 128;  // consumer thread 0..255
-    if (ct == 0) {
-        const bool last = atomicAdd(cc.arrived(b, batch), 1u) == (uint32_t)groups - 1;
-        // every CTA of the sequence started: each arrives without waiting, so waiting ends
-        const bool join = last || sm90::ld_acquire(cc.started(b, batch)) == (uint32_t)groups;
-        if (join && !last)
-            while (sm90::ld_acquire(cc.arrived(b, batch)) != (uint32_t)groups) {
-            }
-        *flag = join;
-    }
-    sm90::consumer_sync();
-    if (*flag) {
-        __threadfence();  // acquire: every CTA's ctx rows, after the last arrival
-        const int lane = threadIdx.x & 31, warp = ct >> 5;
-        const uint32_t slot = s0 + warp * CTX_SLOT_BYTES;
+    const sm90::StripShare sh = cc.share(batch);
+    const sm90::StripAt at = cc.at(b, groups);
+    if (sh.join(at, flag)) {
+        const uint32_t slot = s0 + ((threadIdx.x - 128) >> 5) * CTX_SLOT_BYTES;
         // quantize_i8_f16's symmetric codes, no smoothing (gemm_sm90.cuh: the _qa tails' row code)
         const sm90::RowCodes rc{cc.q, cc.scale, nullptr, nullptr};
-        for (;;) {
-            int r = 0;
-            if (lane == 0) r = (int)atomicAdd(cc.claimed(b, batch), 1u);
-            r = __shfl_sync(0xffffffffu, r, 0);
-            if (r >= len) break;
-            sm90::row_codes<false>(rc, ctx, start + r, H, slot, CTX_SLOT_BYTES / 16);
-        }
+        for (int r; (r = sh.claim(b, 0, len)) >= 0;) sm90::row_codes<false>(rc, ctx, start + r, H, slot, CTX_SLOT_BYTES / 16);
     }
-    sm90::consumer_sync();  // this CTA's claims are over
-    if (ct == 0 && atomicAdd(cc.done(b, batch), 1u) == (uint32_t)groups - 1) {
-        // every CTA of the sequence is past its last use of the counters
-        atomicExch(cc.started(b, batch), 0u);
-        atomicExch(cc.arrived(b, batch), 0u);
-        atomicExch(cc.claimed(b, batch), 0u);
-        atomicExch(cc.done(b, batch), 0u);
-    }
+    sh.leave(at);
 }
 
 template <int D, class Op, bool CODES, class E>
@@ -228,7 +202,6 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
     const uint32_t s0 = smem_u32(smem);
     const int tid = threadIdx.x, wg = tid / 128;
     if (tid == 0) {
-        if constexpr (CODES) atomicAdd(cc.started(b, (int)batch), 1u);  // (ctx_codes)
         sm90::init_ring_barriers<G>(full, empty);
         for (int i = 0; i < A::N; i++) {
             const uint32_t ab = A::at(s0, i);
@@ -258,6 +231,7 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
         }
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+        if constexpr (CODES) cc.share((int)batch).begin(b);  // (ctx_codes: this CTA started)
         const int cw = wg - 1, t = tid % 128;
         if (cw * 64 >= len) {
             // no row of this warpgroup exists (len <= 64: consumer 1): its q, k, v are never

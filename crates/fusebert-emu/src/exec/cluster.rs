@@ -150,17 +150,7 @@ impl<'a> Launch<'a> {
     /// until it is done or waits for the others, until all are done; a round in which no
     /// barrier phase completes, no thread arrives and no CTA finishes is a deadlock.
     pub(crate) fn run_cluster(&self, c: u64) -> R<Counters> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_cluster_inner(c))).unwrap_or_else(|p| {
-            let what = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(Error::Emulator(format!(
-                "internal emulator error in kernel `{}` cluster {c}: {what}",
-                self.kernel.name
-            )))
-        })
+        self.guarded(&format!(" cluster {c}"), || self.run_cluster_inner(c))
     }
 
     fn run_cluster_inner(&self, c: u64) -> R<Counters> {

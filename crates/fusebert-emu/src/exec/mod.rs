@@ -236,13 +236,19 @@ impl<'a> Launch<'a> {
 
     fn run_block(&self, b: u64) -> Result<Counters, Error> {
         // an emulator bug must surface as an error naming the kernel, not abort the caller
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_block_inner(b))).unwrap_or_else(|p| {
+        self.guarded(&format!(" block {b}"), || self.run_block_inner(b))
+    }
+
+    /// `f`, with a panic inside it (an emulator bug) turned into an error naming the kernel and
+    /// `at`: it must surface as an error, not abort the caller.
+    pub(crate) fn guarded<T>(&self, at: &str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
             let what = p
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            Err(Error::Emulator(format!("internal emulator error in kernel `{}` block {b}: {what}", self.kernel.name)))
+            Err(Error::Emulator(format!("internal emulator error in kernel `{}`{at}: {what}", self.kernel.name)))
         })
     }
 

@@ -70,14 +70,7 @@ impl Launch<'_> {
 
     /// Runs the grid co-scheduled (see the top of the file).
     pub(crate) fn run_resident(&self) -> R<Counters> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_resident_inner())).unwrap_or_else(|p| {
-            let what = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(Error::Emulator(format!("internal emulator error in kernel `{}`: {what}", self.kernel.name)))
-        })
+        self.guarded("", || self.run_resident_inner())
     }
 
     fn run_resident_inner(&self) -> R<Counters> {
