@@ -81,10 +81,10 @@ fn table_shows_both_families_per_step() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("sm90 kernels (PREDICTED"), "{out}");
     assert!(out.contains("mma.sync (sm80) vs wgmma (_sm90)") && out.contains("verified only on the emulator"));
-    // FFN1 quantises its own output (on the cluster entry `_cqa` at 1x128, predicted faster
-    // than the split's strip tail): the quantize_ffn row has no _sm90 launch ("-")
-    for k in
-        ["gemm_int8_sm90_sk ", "gemm_int8_sm90_sk_ln", "gemm_int8_sm90_n192_cqa", "attention_sm90_d64", "total sm80"]
+    // FFN1 quantises its own output (split at 1x128, its strip's codes shared by the strip's 24
+    // CTAs: predicted faster than the cluster entry `_cqa`): the quantize_ffn row has no _sm90
+    // launch ("-")
+    for k in ["gemm_int8_sm90_sk ", "gemm_int8_sm90_sk_ln", "gemm_int8_sm90_sk_qa", "attention_sm90_d64", "total sm80"]
     {
         assert!(out.contains(k), "{k} missing:\n{out}");
     }
