@@ -257,7 +257,7 @@ fn cluster_quantize_refuses_bad_inputs_and_needs_no_strip_counters() {
     let (a, g) = (&ones.a, ones.gemm());
     let (q, s, z) = (dev.alloc::<i8>(m * n).unwrap(), dev.alloc::<f32>(m).unwrap(), dev.alloc::<i32>(m).unwrap());
     let mut y = dev.alloc::<f16>(m * n).unwrap();
-    // one strip counter for three strips: the cluster entry counts none
+    // one strip's counters for three strips: the cluster entry counts none
     let short = SplitWorkspace::new(&dev, 1, 1, 32).unwrap();
     let short_scale = dev.alloc::<f32>(m - 1).unwrap();
     let auto = GemmSm90Launch::default();
