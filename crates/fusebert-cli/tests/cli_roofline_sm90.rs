@@ -83,8 +83,9 @@ fn table_shows_both_families_per_step() {
     assert!(out.contains("mma.sync (sm80) vs wgmma (_sm90)") && out.contains("verified only on the emulator"));
     // FFN1 quantises its own output (split at 1x128, its strip's codes shared by the strip's 24
     // CTAs: predicted faster than the cluster entry `_cqa`): the quantize_ffn row has no _sm90
-    // launch ("-")
-    for k in ["gemm_int8_sm90_sk ", "gemm_int8_sm90_sk_ln", "gemm_int8_sm90_sk_qa", "attention_sm90_d64", "total sm80"]
+    // launch ("-"); the attention writes the context's codes (`attention_int8_sm90_d64`)
+    for k in
+        ["gemm_int8_sm90_sk ", "gemm_int8_sm90_sk_ln", "gemm_int8_sm90_sk_qa", "attention_int8_sm90_d64", "total sm80"]
     {
         assert!(out.contains(k), "{k} missing:\n{out}");
     }

@@ -69,11 +69,37 @@
 // softmax, and the ping-pong of the two consumers (named barriers ordering one's softmax
 // against the other's wgmmas).
 #include "attention_sm90.cuh"
+#include "gemm_sm90.cuh"
 
-// Two entries per head dim (per-sequence tiles, packed-token tiles `_packed`), THREADS = 384
-// threads, dynamic shared memory Smem<D>::BYTES + BARRIERS (src/attention_sm90.rs: shared_bytes); `tma_qkv`
-// the tensor map of qkv [T, 3H], boxes {W / 2, 64} in the W-byte swizzle (Lay<D>::W); `out`
-// 16-byte aligned (the stores).
+namespace attn90 {
+// The int8 entries' context codes (gemm_sm90.cuh's SharedRowCodes: the per-token symmetric codes
+// and scales quantize_i8_f16 gives, for the attention-out GEMM, without a quantize launch): a
+// token's scale is the absmax of its whole row, all heads, and a CTA stores one head. A strip is
+// a CTA row tile's rows (per-sequence: tile blockIdx.x of sequence blockIdx.z; packed:
+// blockIdx.x), shared by its heads' CTAs (gridDim.y), which meet once their rows are stored;
+// each consumer warp keeps a claimed row in an eighth of the then idle shared memory (rows of up
+// to Smem<D>::BYTES / 16 columns; columns past it are read from L2 again). A tile with no rows
+// exits in all of its CTAs before counting in.
+template <int D, bool PACKED>
+struct CtxCodes {
+    sm90::SharedRowCodes rc;
+    static constexpr uint32_t SLOT = Smem<D>::BYTES / 8 / 16 * 16;
+    static FB_DEVICE int strip() { return PACKED ? blockIdx.x : blockIdx.z * gridDim.x + blockIdx.x; }
+    FB_DEVICE void begin() const { rc.begin(strip()); }
+    // after the attention's stores: every wgmma, TMA and staging read of this CTA is over once
+    // StripShare's first barrier has passed, so the slots may take the shared memory
+    FB_DEVICE void operator()(const __half* out, const Span& sp, int H, uint32_t base, uint32_t* flag) const {
+        rc(out, strip(), (int)gridDim.y, sp.qtok, sp.qvalid, H, base + (threadIdx.x >> 5) * SLOT, SLOT, flag);
+    }
+};
+}  // namespace attn90
+
+// Four entries per head dim (per-sequence tiles, packed-token tiles `_packed`; each also as
+// `attention_int8_sm90*`, which writes the context's codes too), THREADS = 384 threads, dynamic
+// shared memory Smem<D>::BYTES + BARRIERS (src/attention_sm90.rs: shared_bytes); `tma_qkv` the
+// tensor map of qkv [T, 3H], boxes {W / 2, 64} in the W-byte swizzle (Lay<D>::W); `out` 16-byte
+// aligned (the stores). int8: q_out [T, H] 8-byte aligned, q_scale [T], counters [4][strips]
+// zero (strips: the grid's row tiles, x * z; each launch leaves them zero).
 #define ATTN90_ENTRY(D)                                                                                      \
     extern "C" __global__ void __launch_bounds__(attn90::THREADS, 1) attention_sm90_d##D(                     \
         const __grid_constant__ CUtensorMap tma_qkv, const uint32_t* __restrict__ cu_seqlens,                 \
@@ -84,6 +110,22 @@
         const __grid_constant__ CUtensorMap tma_qkv, const uint32_t* __restrict__ cu_seqlens,                 \
         __half* __restrict__ out, uint32_t heads, uint32_t batch, float scale_log2) {                        \
         attn90::forward<D, true>(&tma_qkv, cu_seqlens, out, heads, batch, scale_log2);                       \
+    }                                                                                                         \
+    /* int8 forward passes: also the context's per-token codes and scales (CtxCodes) */                      \
+    extern "C" __global__ void __launch_bounds__(attn90::THREADS, 1) attention_int8_sm90_d##D(                \
+        const __grid_constant__ CUtensorMap tma_qkv, const uint32_t* __restrict__ cu_seqlens,                 \
+        __half* __restrict__ out, int8_t* __restrict__ q_out, float* __restrict__ q_scale,                    \
+        uint32_t* __restrict__ counters, uint32_t heads, uint32_t batch, float scale_log2) {                  \
+        const int strips = gridDim.x * gridDim.z;                                                            \
+        attn90::forward<D, false>(&tma_qkv, cu_seqlens, out, heads, batch, scale_log2,                        \
+                                  attn90::CtxCodes<D, false>{{q_out, q_scale, counters, strips}});            \
+    }                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(attn90::THREADS, 1) attention_int8_sm90_packed_d##D(         \
+        const __grid_constant__ CUtensorMap tma_qkv, const uint32_t* __restrict__ cu_seqlens,                 \
+        __half* __restrict__ out, int8_t* __restrict__ q_out, float* __restrict__ q_scale,                    \
+        uint32_t* __restrict__ counters, uint32_t heads, uint32_t batch, float scale_log2) {                  \
+        attn90::forward<D, true>(&tma_qkv, cu_seqlens, out, heads, batch, scale_log2,                         \
+                                 attn90::CtxCodes<D, true>{{q_out, q_scale, counters, (int)gridDim.x}});      \
     }
 ATTN90_ENTRY(16)
 ATTN90_ENTRY(32)

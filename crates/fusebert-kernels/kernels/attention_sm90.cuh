@@ -217,7 +217,7 @@ FB_DEVICE int seq_of(const uint32_t* __restrict__ cu, int batch, int tok) {
 
 // Dynamic shared memory at head dim D: Q of each consumer, then the K/V ring; at the end the
 // consumers' O staging tiles reuse it from the start; after it the mbarriers (full[STAGES],
-// empty[STAGES], qfull: 8 bytes each, BARRIERS bytes reserved). No static shared memory: the
+// empty[STAGES], qfull: 8 bytes each, then the codes' flag: BARRIERS bytes reserved). No static shared memory: the
 // launch's dynamic bytes are the whole (src/attention_sm90.rs: shared_bytes).
 template <int D>
 struct Smem {
@@ -225,7 +225,9 @@ struct Smem {
     static constexpr uint32_t RING = CONSUMERS * QB;
     static constexpr uint32_t MAIN = RING + STAGES * 2 * KB, STAGED = CONSUMERS * BM * OStage<D>::RS;
     static constexpr uint32_t BYTES = MAIN > STAGED ? MAIN : STAGED, BARRIERS = 64;
-    static_assert(8 * (2 * STAGES + 1) <= BARRIERS, "the mbarriers fit their reservation");
+    // after the mbarriers: a shared word the consumers agree through (the int8 entries' codes)
+    static constexpr uint32_t FLAG = BYTES + 8 * (2 * STAGES + 1);
+    static_assert(FLAG + 4 <= BYTES + BARRIERS, "the mbarriers and the flag fit their reservation");
     static_assert(QB % 1024 == 0 && KB % 1024 == 0, "every tile starts on the 1024-byte swizzle repeat");
     static FB_DEVICE uint32_t q(uint32_t base, int c) { return base + c * QB; }
     static FB_DEVICE uint32_t k(uint32_t base, int s) { return base + RING + 2 * s * KB; }
@@ -453,9 +455,17 @@ FB_DEVICE void consume(const uint32_t* __restrict__ cu_seqlens, __half* __restri
     }
 }
 
-template <int D, bool PACKED>
+// What a CTA's consumers do besides the attention: nothing (the fp16 entries), or the int8
+// entries' context codes (attention_sm90.cu: CtxCodes). begin: as a CTA with rows starts;
+// operator(): after its stores; both by every consumer thread.
+struct NoCodes {
+    FB_DEVICE void begin() const {}
+    FB_DEVICE void operator()(const __half*, const Span&, int, uint32_t, uint32_t*) const {}
+};
+
+template <int D, bool PACKED, class Codes = NoCodes>
 FB_DEVICE void forward(const CUtensorMap* map, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,
-                       uint32_t heads, uint32_t batch, float scale_log2) {
+                       uint32_t heads, uint32_t batch, float scale_log2, const Codes& codes = Codes{}) {
     using M = Smem<D>;
     extern __shared__ __align__(1024) uint8_t smem[];
     Span sp;
@@ -476,7 +486,9 @@ FB_DEVICE void forward(const CUtensorMap* map, const uint32_t* __restrict__ cu_s
         if (threadIdx.x / 32 == CONSUMER_THREADS / 32 && elect_one()) produce<D>(map, base, sp, h * D, H);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+        codes.begin();
         consume<D, PACKED>(cu_seqlens, out, batch, h, H, scale_log2, base, sp, wg);
+        codes(out, sp, H, base, reinterpret_cast<uint32_t*>(smem + M::FLAG));
     }
 }
 }  // namespace attn90

@@ -595,6 +595,36 @@ FB_DEVICE void row_codes(const RowCodes& rc, const __half* y, int row, int N, ui
     }
 }
 
+// The per-token symmetric int8 codes (quantize_i8_f16's, no smoothing) of an fp16 output
+// whose columns several CTAs store, a head or a head pair each (the fused attentions' context,
+// the attention-out GEMM's input): a token's scale is the absmax of its whole row, so the
+// strip's CTAs (one unit each: the grid is not persistent) meet through StripShare, counters
+// [4][strips] (zero between launches; the last CTA out resets them). Each CTA calls begin as
+// it starts and, its columns of the strip's rows stored, operator(): the last to arrive, and
+// any that finds every CTA of the strip started, quantises rows, a consumer warp per claimed
+// row, keeping the row in its shared `slot` (the CTA's idle shared memory) for the codes'
+// pass. Same bits whoever takes a row.
+struct SharedRowCodes {
+    int8_t* q;           // [rows, N]
+    float* scale;        // [rows]
+    uint32_t* counters;  // [4][strips]
+    int strips;
+    FB_DEVICE StripShare share() const { return StripShare{StripCounters{counters, strips}}; }
+    FB_DEVICE void begin(int strip) const { share().begin(strip); }
+    // (every consumer thread) rows row0 .. row0 + rows of y [.., N] of `strip`, stored by `ctas`
+    // CTAs; `flag` a shared word the consumers agree through
+    FB_DEVICE void operator()(const __half* y, int strip, int ctas, int row0, int rows, int N, uint32_t slot,
+                              uint32_t slot_bytes, uint32_t* flag) const {
+        const StripShare sh = share();
+        const StripAt at{strip, ctas, ctas, true};
+        if (sh.join(at, flag)) {
+            const RowCodes rc{q, scale, nullptr, nullptr};
+            for (int r; (r = sh.claim(strip, 0, rows)) >= 0;) row_codes<false>(rc, y, row0 + r, N, slot, slot_bytes / 16);
+        }
+        sh.leave(at);
+    }
+};
+
 // After-tile step of the _qa entries: the last tile of a strip (strip_arrive) quantises the
 // strip's rows of the GEMM output (a consumer warp per row, each warp a quarter of its
 // warpgroup's region as its row's slot: 8 KiB, rows of up to 4096 columns, at 128-column

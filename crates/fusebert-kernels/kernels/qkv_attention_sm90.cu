@@ -57,7 +57,7 @@
 // - Context codes (int8 entry): a token's scale is the absmax of its whole ctx row, all heads,
 //   and a CTA holds one column group (one head of 64, two of 32). So the sequence's `groups`
 //   CTAs share the codes' pass through four per-sequence counters, the GEMMs' strip-tail
-//   protocol with a sequence for a strip (gemm_sm90.cuh's StripShare; CtxCodes): each CTA counts
+//   protocol with a sequence for a strip (gemm_sm90.cuh's StripShare, as SharedRowCodes): each CTA counts
 //   itself in on `started` as it begins and, its ctx rows stored, on `arrived` (fence, atomic,
 //   fence). A CTA that arrives last, or that finds every CTA of its
 //   sequence started, then quantises rows: each consumer warp claims the next row on `claimed`
@@ -151,48 +151,19 @@ FB_DEVICE void store_qkv(const E& e, const Acc (&d)[G::ACC], uint32_t s0, int cw
     }
 }
 
-// The int8 entry's context codes: q [T, H], scale [T], and per-sequence counters [4][batch]
-// (gemm_sm90.cuh's StripCounters with a sequence for a strip; zero between launches).
-struct CtxCodes {
-    int8_t* q;
-    float* scale;
-    uint32_t* counters;
-    // the sequences' codes shared as the GEMMs' strip tails are: a sequence of `groups` CTAs,
-    // one unit each (every CTA of the grid has one), joins once all of them started
-    FB_DEVICE sm90::StripShare share(int batch) const { return sm90::StripShare{sm90::StripCounters{counters, batch}}; }
-    FB_DEVICE sm90::StripAt at(int b, int groups) const { return sm90::StripAt{b, groups, groups, true}; }
-};
-
 // Each consumer warp's slot for a ctx row in the (then idle) dynamic shared memory: 27 KiB,
 // rows of up to 13,824 columns (src/qkv_attention_sm90.rs: ctx_row_slot_columns).
 constexpr uint32_t CTX_SLOT_BYTES = G::SMEM / 8;
 static_assert(CTX_SLOT_BYTES % 16 == 0, "16-byte vectors in each slot");
 
-// After the attention's stores (every consumer thread): this CTA's part in the codes of
-// sequence b's rows start .. start + len (see the top of the file). By then no wgmma or TMA of
-// this CTA touches shared memory (StripShare's barriers follow the attention's last reads and
-// stores), so the warps' slots may take all of it. `flag`: a shared word for the CTA's choice.
-FB_DEVICE void ctx_codes(const CtxCodes& cc, const __half* ctx, int b, int batch, int groups, int start, int len,
-                         int H, uint32_t s0, uint32_t* flag) {
-    const sm90::StripShare sh = cc.share(batch);
-    const sm90::StripAt at = cc.at(b, groups);
-    if (sh.join(at, flag)) {
-        const uint32_t slot = s0 + ((threadIdx.x - 128) >> 5) * CTX_SLOT_BYTES;
-        // quantize_i8_f16's symmetric codes, no smoothing (gemm_sm90.cuh: the _qa tails' row code)
-        const sm90::RowCodes rc{cc.q, cc.scale, nullptr, nullptr};
-        for (int r; (r = sh.claim(b, 0, len)) >= 0;) sm90::row_codes<false>(rc, ctx, start + r, H, slot, CTX_SLOT_BYTES / 16);
-    }
-    sh.leave(at);
-}
-
 template <int D, class Op, bool CODES, class E>
 FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const E& e,
                        const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out, uint32_t heads,
-                       uint32_t batch, float scale_log2, const CtxCodes& cc) {
+                       uint32_t batch, float scale_log2, const sm90::SharedRowCodes& cc) {
     using Acc = typename Op::Acc;
     extern __shared__ __align__(1024) uint8_t smem[];
     __shared__ __align__(8) uint64_t full[G::STAGES], empty[G::STAGES];
-    __shared__ uint32_t join;  // ctx_codes: whether this CTA quantises rows of its sequence
+    __shared__ uint32_t join;  // the context codes: whether this CTA quantises rows of its sequence
     using A = Areas<D>;
     using AM = typename A::AM;
     const int g = blockIdx.x, b = blockIdx.y;  // column group g: heads g * A::N ..
@@ -231,7 +202,7 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
         }
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
-        if constexpr (CODES) cc.share((int)batch).begin(b);  // (ctx_codes: this CTA started)
+        if constexpr (CODES) cc.begin(b);  // (the context codes: this CTA started)
         const int cw = wg - 1, t = tid % 128;
         if (cw * 64 >= len) {
             // no row of this warpgroup exists (len <= 64: consumer 1): its q, k, v are never
@@ -274,7 +245,11 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
         // the heads one after the other, each on its own area and mbarriers (lap 0 of each)
         for (int i = 0; i < A::N; i++)
             attn90::consume<D, false>(cu_seqlens, out, batch, g * A::N + i, H, scale_log2, A::at(s0, i), sp, cw);
-        if constexpr (CODES) ctx_codes(cc, out, b, (int)batch, (int)gridDim.x, start, len, H, s0, &join);
+        // the context codes (int8 entry), a sequence for a strip: by then no wgmma or TMA of
+        // this CTA touches shared memory (StripShare's barriers follow the attention's last
+        // reads and stores), so the warps' slots may take all of it
+        if constexpr (CODES)
+            cc(out, b, (int)gridDim.x, start, len, H, s0 + ((tid - 128) >> 5) * CTX_SLOT_BYTES, CTX_SLOT_BYTES, &join);
     }
 }
 }  // namespace qkva
@@ -293,7 +268,7 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
         qkva::forward<D, sm90::F16Op, false>(&tma_a, &tma_w,                                                        \
                                              sm90::F16Epilogue{bias, nullptr, (int)T, (int)(3 * heads * D), EPI_NONE}, \
                                              cu_seqlens, out, heads, batch, scale_log2,                             \
-                                             qkva::CtxCodes{nullptr, nullptr, nullptr});                            \
+                                             sm90::SharedRowCodes{nullptr, nullptr, nullptr, 0});                    \
     }                                                                                                               \
     extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1) qkv_attention_int8_sm90_d##D(                   \
         const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale, const int* __restrict__ a_zero, \
@@ -304,7 +279,7 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
         qkva::forward<D, sm90::S8Op, true>(                                                                         \
             &tma_a, &tma_w,                                                                                         \
             sm90::S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, nullptr, (int)T, (int)(3 * heads * D), EPI_NONE}, \
-            cu_seqlens, out, heads, batch, scale_log2, qkva::CtxCodes{q_out, q_scale, counters});                   \
+            cu_seqlens, out, heads, batch, scale_log2, sm90::SharedRowCodes{q_out, q_scale, counters, (int)batch});  \
     }
 
 QKVA_ENTRIES(64)

@@ -15,7 +15,7 @@
 //! the softmax and the output rounding.
 use half::f16;
 
-use super::{check_align, check_u32, kerr};
+use super::{check_align, check_len, check_u32, kerr};
 use crate::attention::AttentionShape;
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig, TensorMapDtype, TensorMapSwizzle, TiledTensorMap};
 use crate::ptx::ids;
@@ -56,6 +56,27 @@ const KERNELS: [&str; 8] = [
     ids::ATTENTION_SM90_D96,
     ids::ATTENTION_SM90_D112,
     ids::ATTENTION_SM90_D128,
+];
+
+const INT8_KERNELS: [&str; 8] = [
+    ids::ATTENTION_INT8_SM90_D16,
+    ids::ATTENTION_INT8_SM90_D32,
+    ids::ATTENTION_INT8_SM90_D48,
+    ids::ATTENTION_INT8_SM90_D64,
+    ids::ATTENTION_INT8_SM90_D80,
+    ids::ATTENTION_INT8_SM90_D96,
+    ids::ATTENTION_INT8_SM90_D112,
+    ids::ATTENTION_INT8_SM90_D128,
+];
+const INT8_PACKED_KERNELS: [&str; 8] = [
+    ids::ATTENTION_INT8_SM90_PACKED_D16,
+    ids::ATTENTION_INT8_SM90_PACKED_D32,
+    ids::ATTENTION_INT8_SM90_PACKED_D48,
+    ids::ATTENTION_INT8_SM90_PACKED_D64,
+    ids::ATTENTION_INT8_SM90_PACKED_D80,
+    ids::ATTENTION_INT8_SM90_PACKED_D96,
+    ids::ATTENTION_INT8_SM90_PACKED_D112,
+    ids::ATTENTION_INT8_SM90_PACKED_D128,
 ];
 
 /// How query rows are grouped into CTAs.
@@ -156,8 +177,98 @@ pub fn attention_sm90(
     s: AttentionShape,
     tiling: Sm90Tiling,
 ) -> Result<()> {
+    launch(dev, qkv, cu_seqlens, out, None, s, tiling)
+}
+
+/// The context's per-token symmetric int8 codes, as [`quantize_i8`](crate::quantize_i8())
+/// writes them into a [`QuantizedI8`](crate::QuantizedI8) with no zero points: the second output
+/// of the int8 attentions ([`attention_int8_sm90`], and the fused QKV attention's
+/// [`qkv_attention_int8_sm90`](crate::qkv_attention_int8_sm90())).
+pub struct ContextCodes<'a> {
+    /// `[T, H]` codes.
+    pub q: &'a mut DeviceBuffer<i8>,
+    /// `[T]` scales (`absmax / 127`).
+    pub scale: &'a mut DeviceBuffer<f32>,
+    /// [`CTX_COUNTERS`] words per strip of rows whose CTAs share the rows' codes (the kernels'
+    /// started, arrived, claimed rows and done): per sequence for the fused QKV attention, per
+    /// row tile for [`attention_int8_sm90`] ([`codes_strips`]). Zero before the first launch
+    /// (e.g. [`Device::alloc_filled`]); every launch leaves them zero, so CUDA-graph replays
+    /// need no memset.
+    pub counters: &'a mut DeviceBuffer<u32>,
+}
+
+/// Counters [`ContextCodes::counters`] holds per strip.
+pub const CTX_COUNTERS: usize = 4;
+
+/// The strips of [`attention_int8_sm90`]'s codes: the grid's row tiles (`ceil(max_seqlen / 128)
+/// x batch` per sequence, `ceil(T / 128)` packed), each shared by its heads' CTAs.
+pub fn codes_strips(s: AttentionShape, tiling: Sm90Tiling) -> usize {
+    match tiling.resolve(s.max_seqlen) {
+        Sm90Tiling::Packed => s.tokens.div_ceil(BLOCK_M),
+        _ => s.max_seqlen.div_ceil(BLOCK_M) * s.batch,
+    }
+}
+
+/// The most [`codes_strips`] of any batch of at most `batch` sequences and `tokens` tokens (a
+/// workspace's counters hold `CTX_COUNTERS` times this).
+pub fn max_codes_strips(batch: usize, tokens: usize) -> usize {
+    tokens.div_ceil(BLOCK_M).max(1) * batch.max(1)
+}
+
+/// Columns of a context row the int8 entries' quantising warp keeps in shared memory (its slot:
+/// an eighth of the CTA's idle dynamic shared memory, the kernel's `CtxCodes::SLOT`); the codes'
+/// pass reads any further columns from L2 again.
+pub fn codes_slot_columns(head_dim: usize) -> usize {
+    (shared_bytes(head_dim) - 64) / 8 / 16 * 16 / 2
+}
+
+pub(crate) fn check_codes(k: &str, c: &ContextCodes<'_>, t: usize, h: usize, strips: usize) -> Result<()> {
+    check_len(k, "ctx codes q", c.q, t * h)?;
+    check_len(k, "ctx codes scale", c.scale, t)?;
+    check_len(k, "ctx codes counters", c.counters, CTX_COUNTERS * strips)?;
+    // a warp writes a row's codes in 8-byte stores
+    check_align(k, "ctx codes q", c.q, 8)
+}
+
+/// [`attention_sm90`] for int8 forward passes (`attention_int8_sm90_*`): `out` the same bits,
+/// and also `codes`: `out`'s per-token codes and scales, bit-identical to
+/// [`quantize_i8`](crate::quantize_i8()) on `out` (symmetric, no smoothing), the attention-out
+/// GEMM's input without a quantize launch. A token's scale needs its whole row (all heads): the
+/// heads' CTAs of a row tile meet once their rows are stored (a counter per tile) and share the
+/// tile's rows, read back through L2.
+pub fn attention_int8_sm90(
+    dev: &Device,
+    qkv: &DeviceBuffer<f16>,
+    cu_seqlens: &DeviceBuffer<u32>,
+    out: &mut DeviceBuffer<f16>,
+    codes: ContextCodes<'_>,
+    s: AttentionShape,
+    tiling: Sm90Tiling,
+) -> Result<()> {
+    launch(dev, qkv, cu_seqlens, out, Some(codes), s, tiling)
+}
+
+/// The int8 entry for `head_dim` and `tiling` (resolved), or a typed error.
+pub fn kernel_int8(head_dim: usize, tiling: Sm90Tiling) -> Result<&'static str> {
+    match HEAD_DIMS.iter().position(|&d| d == head_dim) {
+        Some(i) if tiling == Sm90Tiling::Packed => Ok(INT8_PACKED_KERNELS[i]),
+        Some(i) => Ok(INT8_KERNELS[i]),
+        // the fp16 entry's error names the head dims
+        None => kernel(head_dim, tiling),
+    }
+}
+
+fn launch(
+    dev: &Device,
+    qkv: &DeviceBuffer<f16>,
+    cu_seqlens: &DeviceBuffer<u32>,
+    out: &mut DeviceBuffer<f16>,
+    codes: Option<ContextCodes<'_>>,
+    s: AttentionShape,
+    tiling: Sm90Tiling,
+) -> Result<()> {
     let tiling = tiling.resolve(s.max_seqlen);
-    let k = kernel(s.head_dim, tiling)?;
+    let k = if codes.is_some() { kernel_int8(s.head_dim, tiling)? } else { kernel(s.head_dim, tiling)? };
     // the kernel's row offsets are 32-bit ints
     let h = s.heads * s.head_dim;
     if s.tokens.checked_mul(3 * h).is_none_or(|n| n > i32::MAX as usize) {
@@ -175,14 +286,13 @@ pub fn attention_sm90(
         block: (THREADS, 1, 1),
         shared_mem_bytes: shared_bytes(s.head_dim) as u32,
     };
-    let args = [
-        KernelArg::TensorMap(qkv_map(dev, qkv, s)?),
-        KernelArg::from(cu_seqlens),
-        KernelArg::from(&*out),
-        KernelArg::U32(s.heads as u32),
-        KernelArg::U32(s.batch as u32),
-        KernelArg::F32(scale_log2(s)),
-    ];
+    let mut args =
+        vec![KernelArg::TensorMap(qkv_map(dev, qkv, s)?), KernelArg::from(cu_seqlens), KernelArg::from(&*out)];
+    if let Some(c) = &codes {
+        check_codes(k, c, s.tokens, h, codes_strips(s, tiling))?;
+        args.extend([KernelArg::from(&*c.q), KernelArg::from(&*c.scale), KernelArg::from(&*c.counters)]);
+    }
+    args.extend([KernelArg::U32(s.heads as u32), KernelArg::U32(s.batch as u32), KernelArg::F32(scale_log2(s))]);
     // by module: a device that did not load the sm_90a module (not an sm_90) says so
     dev.launch_in(MODULE, k, cfg, &args)
 }

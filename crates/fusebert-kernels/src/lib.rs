@@ -79,7 +79,7 @@ pub mod select;
 pub mod timing;
 
 pub use attention::{attention, AttentionLaunch, AttentionShape, QueryTile};
-pub use attention_sm90::{attention_sm90, Sm90Tiling};
+pub use attention_sm90::{attention_int8_sm90, attention_sm90, Sm90Tiling};
 pub use embedding::{embedding_layernorm, EmbeddingTables, TokenIds};
 pub use gather::gather_first_rows;
 pub use gemm_f16::{gemm_f16, GemmF16};

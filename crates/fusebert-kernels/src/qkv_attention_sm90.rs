@@ -22,7 +22,8 @@
 //! the sequence's rows, read back through L2.
 use half::f16;
 
-use super::attention_sm90::scale_log2;
+use super::attention_sm90::{check_codes, scale_log2};
+pub use super::attention_sm90::{ContextCodes, CTX_COUNTERS};
 use super::gemm_int8::check_epilogue;
 use super::gemm_sm90::{check_int8_operands, check_shape, operand_map, smem, BM};
 use super::{check_align, check_len, check_u32, kerr, opt_ptr, Epilogue, GemmF16, GemmInt8, GemmShape};
@@ -207,31 +208,6 @@ pub fn qkv_attention_f16_sm90(
     dev.launch_in(MODULE, k, launch_cfg(k, s)?, &args)
 }
 
-/// The int8 entry's second output: the context's per-token symmetric int8 codes, as
-/// [`quantize_i8`](crate::quantize_i8()) writes them into a [`QuantizedI8`](crate::QuantizedI8) with no zero points.
-pub struct ContextCodes<'a> {
-    /// `[T, H]` codes.
-    pub q: &'a mut DeviceBuffer<i8>,
-    /// `[T]` scales (`absmax / 127`).
-    pub scale: &'a mut DeviceBuffer<f32>,
-    /// `[CTX_COUNTERS x batch]` per-sequence counters (the kernel's started, arrived, claimed
-    /// rows and done: the sequence's CTAs share its rows' codes through them), zero before the
-    /// first launch (e.g. [`Device::alloc_filled`]); every launch leaves them zero, so
-    /// CUDA-graph replays need no memset.
-    pub counters: &'a mut DeviceBuffer<u32>,
-}
-
-/// Counters [`ContextCodes::counters`] holds per sequence.
-pub const CTX_COUNTERS: usize = 4;
-
-fn check_codes(k: &str, c: &ContextCodes<'_>, t: usize, h: usize, batch: usize) -> Result<()> {
-    check_len(k, "ctx codes q", c.q, t * h)?;
-    check_len(k, "ctx codes scale", c.scale, t)?;
-    check_len(k, "ctx codes counters", c.counters, CTX_COUNTERS * batch)?;
-    // a warp writes a row's codes in 8-byte stores
-    check_align(k, "ctx codes q", c.q, 8)
-}
-
 /// [`qkv_attention_f16_sm90`] on the W8A8 QKV projection: `out` bit-identical to
 /// [`gemm_int8_sm90`](crate::gemm_int8_sm90()) into `qkv` then
 /// [`attention_sm90`](crate::attention_sm90()) per sequence (the same int32 sums, zero-point
@@ -252,7 +228,7 @@ pub fn qkv_attention_int8_sm90(
     let (t, h) = check_common(k, g.shape, 16, &g.epilogue, cu_seqlens, out, s)?;
     let n = 3 * h;
     check_int8_operands(k, g, t, n, h)?;
-    check_codes(k, &codes, t, h, s.batch)?;
+    check_codes(k, &codes, t, h, s.batch)?; // a sequence for a strip
     let tma_a = operand_map(dev, g.a, TensorMapDtype::S8, t, h, BM)?;
     let tma_w = operand_map(dev, g.w, TensorMapDtype::S8, n, h, W_BOX_ROWS)?;
     let args = [

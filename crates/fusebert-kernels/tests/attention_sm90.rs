@@ -11,9 +11,12 @@
 //! <= 2^-11 max|v| = 4.9e-4), O is rounded to fp16 (<= 2^-11 |o| <= 4.9e-4), ex2.approx (2^-22)
 //! and f32 accumulation add ~1e-6. Against the mma.sync kernel: both bounds, 2e-3.
 mod kernels_util;
-use fusebert_kernels::attention_sm90::{self, attention_sm90, Sm90Tiling};
+use fusebert_kernels::attention_sm90::{self, attention_int8_sm90, attention_sm90, codes_strips, Sm90Tiling};
 use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
-use fusebert_kernels::{reference, AttentionLaunch, AttentionShape, Device, DeviceBuffer};
+use fusebert_kernels::{
+    quantize_i8, reference, AttentionLaunch, AttentionShape, ContextCodes, Device, DeviceBuffer, QuantizeF16,
+    QuantizedI8, CTX_COUNTERS,
+};
 use half::f16;
 use kernels_util::*;
 
@@ -245,6 +248,75 @@ fn tiling_selection_rule() {
     assert_eq!(Sm90Tiling::Packed.resolve(500), Sm90Tiling::Packed);
     assert_eq!(attention_sm90::kernel(32, Sm90Tiling::Packed).unwrap(), "attention_sm90_packed_d32");
     assert_eq!(attention_sm90::kernel(32, Sm90Tiling::PerSequence).unwrap(), "attention_sm90_d32");
+}
+
+/// The int8 entries (`attention_int8_sm90*`, int8 forward passes): the fp16 entry's output bits,
+/// and the context's codes and scales bit for bit what quantize_i8 (symmetric, no smoothing)
+/// gives from it, a row tile's heads' CTAs meeting once their rows are stored and sharing the
+/// tile's rows. Per-sequence tiles (a sequence of 150 tokens: two tiles; one of 0) and packed
+/// tiles, 3 heads of 48 (rows of 144 columns: 18 vectors, not a multiple of a warp's 32), with
+/// the grid resident (every CTA of a tile takes part) and with one CTA at a time (only a tile's
+/// last CTA does: it never waits), every completion mode, twice per device (the counters left zero for the next
+/// launch). Atomics counted: per tile with rows, each CTA counts in 3 times, the last resets 4
+/// counters, every row is claimed once, and each of a taking-part CTA's 8 consumer warps
+/// claims once past the end.
+#[test]
+fn int8_entries_write_the_context_codes() {
+    let case = Case::new(72, 48, 3, &[150, 0, 19, 63, 5]);
+    let s = case.shape();
+    let (t, h) = (s.tokens, case.heads * case.d);
+    let lens: Vec<usize> = case.cu.windows(2).map(|w| (w[1] - w[0]) as usize).collect();
+    for tiling in [Sm90Tiling::PerSequence, Sm90Tiling::Packed] {
+        let plain = sm90(AsyncMode::Lazy);
+        let dq = plain.upload(&case.qkv).unwrap();
+        let dc = plain.upload(&case.cu).unwrap();
+        let mut want = poisoned::<f16>(&plain, t * h);
+        attention_sm90(&plain, &dq, &dc, &mut want, s, tiling).unwrap();
+        let (mut wq, mut ws) = (poisoned::<i8>(&plain, t * h), poisoned::<f32>(&plain, t));
+        let x = QuantizeF16 { x: &want, smooth: None, rows: t, hidden: h };
+        quantize_i8(&plain, &x, QuantizedI8 { q: &mut wq, scale: &mut ws, zero: None }).unwrap();
+        // rows per tile with rows
+        let tiles: Vec<u64> = match tiling {
+            Sm90Tiling::Packed => (0..t.div_ceil(128)).map(|i| (t - 128 * i).min(128) as u64).collect(),
+            _ => lens.iter().flat_map(|&l| (0..l.div_ceil(128)).map(move |i| (l - 128 * i).min(128) as u64)).collect(),
+        };
+        let atomics = |joined: u64| tiles.iter().map(|&rows| 3 * 3 + 4 + rows + 8 * joined).sum::<u64>();
+        for resident in [None, Some(1)] {
+            for mode in MODES {
+                let what = format!("{tiling:?}, resident {resident:?}, {mode:?}");
+                let dev = Device::emulator_with(EmulatorOptions {
+                    arch: Arch::Sm90,
+                    async_mode: mode,
+                    resident_blocks: resident,
+                    ..Default::default()
+                })
+                .unwrap();
+                let (dq, dc) = (dev.upload(&case.qkv).unwrap(), dev.upload(&case.cu).unwrap());
+                let mut counters = dev.alloc_filled::<u32>(CTX_COUNTERS * codes_strips(s, tiling), 0).unwrap();
+                for launch in 0..2 {
+                    let mut out = poisoned::<f16>(&dev, t * h);
+                    let (mut q, mut scale) = (poisoned::<i8>(&dev, t * h), poisoned::<f32>(&dev, t));
+                    clear(&dev);
+                    let codes = ContextCodes { q: &mut q, scale: &mut scale, counters: &mut counters };
+                    attention_int8_sm90(&dev, &dq, &dc, &mut out, codes, s, tiling).unwrap();
+                    let what = format!("{what}, launch {launch}");
+                    let packed = if tiling == Sm90Tiling::Packed { "_packed" } else { "" };
+                    let entry = format!("attention_int8_sm90{packed}_d48");
+                    assert_eq!(dev.emulator_backend().unwrap().launches().last().unwrap().kernel, entry);
+                    assert_eq!(bits(&out), bits(&want), "{what}: context");
+                    assert_eq!(bits(&q), bits(&wq), "{what}: codes");
+                    assert_eq!(f32_bits(&scale), f32_bits(&ws), "{what}: scales");
+                    assert!(counters.to_host().unwrap().iter().all(|&c| c == 0), "{what}: counters left non-zero");
+                    let c = last_counters(&dev).unwrap();
+                    assert_no_local(&c, &what);
+                    // one CTA at a time: only each tile's last CTA takes part; the grid resident
+                    // (every CTA counted in on `started` before the first arrival): all of them
+                    let joined = if resident.is_some() { 1 } else { 3 };
+                    assert_eq!(c.atomics, atomics(joined), "{what}: atomics");
+                }
+            }
+        }
+    }
 }
 
 /// CTAs of the last launch on the emulator.

@@ -10,7 +10,7 @@ use fusebert::device::emulator::{Arch, AsyncMode, EmulatorOptions};
 use fusebert::kernels::{KernelFamily, Selected};
 use fusebert::model::forward::{DeviceBert, ForwardOptions};
 use fusebert::model::reference::{self, Options};
-use fusebert::model::Precision;
+use fusebert::model::{BertModel, Precision};
 use fusebert::perf::KernelFamily::Sm90 as Sm90Plan;
 use fusebert::Device;
 
@@ -166,9 +166,10 @@ fn the_kernel_family_option_switches_families() {
     assert!(e.to_string().contains("9.0"), "{e}");
 }
 
-/// int8: the Hopper FFN1 quantises its own output (`gemm_int8_sm90*_qa`), so the `_sm90` pass
-/// has one launch fewer per layer than the mma.sync pass, which keeps its `quantize_i8_asym`
-/// launch; both agree to int8 rounding.
+/// int8: the Hopper FFN1 quantises its own output (`gemm_int8_sm90*_qa`) and the Hopper
+/// attention writes the context's codes (`attention_int8_sm90_*`), so the `_sm90` pass has two
+/// launches fewer per layer than the mma.sync pass, which keeps its `quantize_i8_asym` and
+/// context `quantize_i8` launches; both agree to int8 rounding.
 #[test]
 fn int8_hopper_ffn1_replaces_the_asymmetric_quantize_launch() {
     let shape = Shape { hidden: 64, heads: 2, layers: 2, intermediate: 256, vocab: 60, max_pos: 100, labels: 0 };
@@ -185,9 +186,14 @@ fn int8_hopper_ffn1_replaces_the_asymmetric_quantize_launch() {
     let (hopper, k90) = run(&mut bert);
     bert.set_kernel_family(KernelFamily::Sm80).unwrap();
     let (mma, k80) = run(&mut bert);
-    assert_eq!(k80.len(), k90.len() + shape.layers, "{k90:?} vs {k80:?}");
+    assert_eq!(k80.len(), k90.len() + 2 * shape.layers, "{k90:?} vs {k80:?}");
     assert_eq!(k80.iter().filter(|k| k.starts_with("quantize_i8_asym")).count(), shape.layers, "{k80:?}");
     assert_eq!(k90.iter().filter(|k| k.ends_with("qa")).count(), shape.layers, "{k90:?}");
+    // the symmetric quantisations: the embeddings' and each layer's context on mma.sync, the
+    // embeddings' alone on Hopper (the attentions write the context's codes)
+    let symmetric = |ks: &[String]| ks.iter().filter(|k| *k == "quantize_i8_f16").count();
+    assert_eq!((symmetric(&k80), symmetric(&k90)), (1 + shape.layers, 1), "{k90:?} vs {k80:?}");
+    assert_eq!(k90.iter().filter(|k| k.starts_with("attention_int8_sm90")).count(), shape.layers, "{k90:?}");
     for (a, b) in hopper.iter().zip(&mma) {
         assert!(cosine(a, b) >= INT8_MIN_COS, "{}", cosine(a, b));
     }
@@ -238,9 +244,10 @@ fn fused_qkv_attention_matches_the_two_launches(precision: Precision, heads: usi
         DeviceBert::new(&dev, &model, precision).unwrap()
     };
     let fused = &format!("qkv_attention_{}_sm90_d{d}", if int8 { "int8" } else { "f16" });
-    let attention = &format!("attention_sm90_d{d}");
-    // the symmetric per-token quantisations: the embeddings' (int8), and each layer's context
-    // when it is not fused
+    // (int8: the entry that also writes the context's codes)
+    let attention = &format!("attention{}_sm90_d{d}", if int8 { "_int8" } else { "" });
+    // the symmetric per-token quantisations: the embeddings' (int8) only, the contexts' codes
+    // written by the attentions, fused or not
     let quantizes = |names: &[String]| names.iter().filter(|k| *k == "quantize_i8_f16").count();
     dev.emulator_backend().unwrap().clear_launches();
     let (all, _) = bert.forward(&batch, ForwardOptions::all()).unwrap();
@@ -272,7 +279,6 @@ fn fused_qkv_attention_matches_the_two_launches(precision: Precision, heads: usi
         }
     }
     // two of the sequences alone: 2 x 2 CTAs, so the QKV GEMM and attention launch apart
-    // (int8: and the context's quantize)
     let pick = [0, 1];
     let ids = pick.iter().map(|&i| batch.input_ids[i].clone()).collect();
     let types = pick.iter().map(|&i| batch.token_type_ids[i].clone()).collect();
@@ -281,7 +287,7 @@ fn fused_qkv_attention_matches_the_two_launches(precision: Precision, heads: usi
     let (apart, _) = bert.forward(&two, ForwardOptions::all()).unwrap();
     let names = launched(&dev);
     assert!(names.iter().any(|k| k == attention), "{names:?}");
-    assert_eq!(quantizes(&names), if int8 { 1 + shape.layers } else { 0 }, "{names:?}");
+    assert_eq!(quantizes(&names), int8 as usize, "{names:?}");
     let rec = dev.emulator_backend().unwrap().launches();
     let r = rec.iter().find(|l| &l.kernel == attention).unwrap();
     let plan = fusebert::perf::forward_plan_for(&model.config, precision, &two.lengths, heads, Sm90Plan);
@@ -298,28 +304,41 @@ fn fused_qkv_attention_matches_the_two_launches(precision: Precision, heads: usi
 }
 
 /// The roofline's plan of `_sm90` attention in both tilings the forward pass picks (packed for
-/// sequences of at most 64 tokens, per sequence above): grid, shared memory, tensor work and
-/// stores as the emulator counts them.
+/// sequences of at most 64 tokens, per sequence above), fp16 and int8 (the entry that also
+/// stores the context's codes and scales): grid, shared memory, tensor work and stores as the
+/// emulator counts them.
 #[test]
 fn sm90_attention_plan_matches_the_emulator_in_both_tilings() {
     let shape = Shape { hidden: 128, heads: 2, layers: 1, intermediate: 128, vocab: 61, max_pos: 200, labels: 0 };
     let model = random_model(shape, 19);
     let dev = sm90(AsyncMode::Lazy);
-    let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
+    for precision in [Precision::F16, Precision::Int8] {
+        let calibration = random_batch(shape.vocab, &[9, 40], 99);
+        let mut bert = match precision {
+            Precision::Int8 => DeviceBert::new_calibrated(&dev, &model, precision, &calibration).unwrap(),
+            _ => DeviceBert::new(&dev, &model, precision).unwrap(),
+        };
+        attention_plan_matches(&dev, &model, &mut bert, precision);
+    }
+}
+
+fn attention_plan_matches(dev: &Device, model: &BertModel, bert: &mut DeviceBert, precision: Precision) {
+    let shape_vocab = model.config.vocab_size;
     for lengths in [&[20usize, 33, 7, 64, 1][..], &[20, 13, 5], &[150, 9, 70]] {
-        let batch = random_batch(shape.vocab, lengths, 20);
+        let batch = random_batch(shape_vocab, lengths, 20);
         dev.emulator_backend().unwrap().clear_launches();
         bert.forward(&batch, ForwardOptions::embeddings(false)).unwrap();
         let rec = dev.emulator_backend().unwrap().launches();
-        let r = rec.iter().find(|l| l.kernel.starts_with("attention_sm90")).unwrap();
-        let heads = fusebert::perf::Heads::of(&model, ForwardOptions::embeddings(false).outputs);
-        let plan = fusebert::perf::forward_plan_for(&model.config, Precision::F16, lengths, heads, Sm90Plan);
+        let r = rec.iter().find(|l| l.kernel.starts_with("attention")).unwrap();
+        let heads = fusebert::perf::Heads::of(model, ForwardOptions::embeddings(false).outputs);
+        let plan = fusebert::perf::forward_plan_for(&model.config, precision, lengths, heads, Sm90Plan);
         let p = plan.launches.iter().find(|l| l.step == "attention").unwrap();
         assert_eq!(
             (r.kernel.as_str(), r.grid, r.shared_mem_bytes, 2 * r.counters.tensor_macs, r.counters.global_store_bytes),
             (p.kernel.as_str(), p.grid, p.shared_mem_bytes, p.tensor_flops, p.store_bytes),
-            "{lengths:?}"
+            "{precision:?} {lengths:?}"
         );
+        assert_eq!(r.kernel.contains("_int8_"), precision == Precision::Int8, "{}", r.kernel);
     }
 }
 

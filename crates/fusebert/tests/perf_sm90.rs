@@ -72,11 +72,13 @@ fn sm90_plan_replaces_gemms_and_attention_one_for_one() {
         let b = forward_plan_for(&c, p, &[256; 2], Heads::NONE, KernelFamily::Sm90);
         assert_eq!(a, forward_plan_for(&c, p, &[256; 2], Heads::NONE, KernelFamily::Sm80));
         assert_eq!((a.kernel_family, b.kernel_family), (KernelFamily::Sm80, KernelFamily::Sm90));
-        // int8: the Hopper FFN1 quantises its own output, so the sm80 plan's quantize_ffn
-        // launches have no counterpart; everything else pairs one for one
-        let fused = |l: &&fusebert::perf::PlannedLaunch| p == Precision::Int8 && l.step == "quantize_ffn";
-        assert_eq!(a.launches.iter().filter(fused).count(), if p == Precision::Int8 { 12 } else { 0 });
-        assert!(!b.launches.iter().any(|l| l.step == "quantize_ffn"));
+        // int8: the Hopper FFN1 quantises its own output and the Hopper attention writes the
+        // context's codes, so the sm80 plan's quantize_ffn and quantize_ctx launches have no
+        // counterpart; everything else pairs one for one
+        let own = ["quantize_ffn", "quantize_ctx"];
+        let fused = |l: &&fusebert::perf::PlannedLaunch| p == Precision::Int8 && own.contains(&l.step);
+        assert_eq!(a.launches.iter().filter(fused).count(), if p == Precision::Int8 { 24 } else { 0 });
+        assert!(!b.launches.iter().any(|l| own.contains(&l.step)));
         let a_paired: Vec<_> = a.launches.iter().filter(|l| !fused(l)).collect();
         assert_eq!(a_paired.len(), b.launches.len());
         for (x, y) in a_paired.into_iter().zip(&b.launches) {
@@ -109,7 +111,9 @@ fn sm90_plan_replaces_gemms_and_attention_one_for_one() {
             assert_eq!(l.kernel, fusebert::perf::sm90::gemm_kernel(kind, tile), "{}", l.step);
         }
         let gemm = if int8 { "gemm_int8_sm90" } else { "gemm_f16_sm90" };
-        for n in [format!("{gemm}_sk_ln"), "attention_sm90_d64".into()] {
+        // (int8: the attention entry that also writes the context's codes)
+        let attention = if int8 { "attention_int8_sm90_d64" } else { "attention_sm90_d64" };
+        for n in [format!("{gemm}_sk_ln"), attention.into()] {
             assert!(names.contains(&n.as_str()), "{n} not in {names:?}");
         }
         // sequences of at most 128 tokens: one fused launch per layer in place of the QKV GEMM

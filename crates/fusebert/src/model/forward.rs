@@ -34,7 +34,9 @@
 //! device's self-check passed, or says `sm90`. The schedule is the same on both families: the
 //! two residual GEMMs fuse their layernorm (`gemm_*_sm90_ln` on Hopper), except that on the
 //! int8 path the Hopper FFN1 quantises its own output for FFN2 (`gemm_int8_sm90*_qa`: the same
-//! codes as `quantize_i8_asym` on it), one launch fewer per layer, and that a batch whose
+//! codes as `quantize_i8_asym` on it) and the Hopper attention writes the context's codes
+//! (`attention_int8_sm90_*`: the same codes as `quantize_i8` on it), two launches fewer per
+//! layer, and that a batch whose
 //! sequences fill the fused kernel's tiles (head dim 64, at most 128 tokens each:
 //! [`schedule::fuses_qkv_attention`]) runs each layer's QKV GEMM and attention as one launch
 //! (`qkv_attention_*_sm90`, the same bits), one launch fewer again. Shapes the `_sm90`
@@ -696,6 +698,7 @@ impl DeviceBert {
             classifier,
             fuse_ffn_quantize: self.fuses_ffn_quantize(),
             fuse_qkv_attention: self.fuses_qkv_attention(batch),
+            attention_quantizes_context: self.kernels.is_sm90() && self.precision == Precision::Int8,
         })
     }
 
@@ -796,7 +799,11 @@ impl DeviceBert {
             q8_scale: d.alloc(t)?,
             q8_zero: d.alloc(t)?,
             ctx_scale: d.alloc(t)?,
-            ctx_counters: d.alloc_filled(fusebert_kernels::qkv_attention_sm90::CTX_COUNTERS * b, 0)?,
+            // per sequence (the fused QKV attention) or per row tile (attention_int8_sm90)
+            ctx_counters: d.alloc_filled(
+                fusebert_kernels::CTX_COUNTERS * b.max(fusebert_kernels::attention_sm90::max_codes_strips(b, t)),
+                0,
+            )?,
             emb: self.projection.as_ref().map(|_| d.alloc(t * self.config.embedding_size)).transpose()?,
             split,
             pooled: d.alloc(b * h)?,
@@ -970,7 +977,12 @@ impl DeviceBert {
                     head_dim: self.config.head_dim(),
                     scale: None,
                 };
-                if self.kernels.is_sm90() {
+                if self.kernels.is_sm90() && self.precision == Precision::Int8 {
+                    // the context's codes too, as Step::Quantize would write them (no quantize launch)
+                    let Workspace { qkv, ctx, q8_next, ctx_scale, ctx_counters, cu_seqlens, .. } = ws;
+                    let codes = kernels::ContextCodes { q: q8_next, scale: ctx_scale, counters: ctx_counters };
+                    kernels::attention_int8_sm90(d, qkv, cu_seqlens, ctx, codes, shape, kernels::Sm90Tiling::Auto)
+                } else if self.kernels.is_sm90() {
                     kernels::attention_sm90(d, &ws.qkv, &ws.cu_seqlens, &mut ws.ctx, shape, kernels::Sm90Tiling::Auto)
                 } else {
                     kernels::attention(

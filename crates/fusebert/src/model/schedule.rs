@@ -90,7 +90,8 @@ pub enum Step {
         layernorm: Option<LayerNormOut>,
         quantize: bool,
     },
-    /// Fused multi-head attention over the packed sequences.
+    /// Fused multi-head attention over the packed sequences (int8 on the Hopper kernels: also
+    /// the context's codes, where [`ScheduleShape::attention_quantizes_context`] holds).
     Attention {
         layer: usize,
     },
@@ -167,6 +168,9 @@ pub struct ScheduleShape {
     /// Each layer's QKV GEMM and attention run as one launch ([`Step::QkvAttention`]; the
     /// Hopper kernels, for batches [`fuses_qkv_attention`] takes).
     pub fuse_qkv_attention: bool,
+    /// The attention writes the int8 context's codes itself (the Hopper kernels:
+    /// `attention_int8_sm90_*`): no `quantize_ctx` launch after a separate attention either.
+    pub attention_quantizes_context: bool,
 }
 
 /// Whether the Hopper pass runs a layer's QKV GEMM and attention as one launch for sequences
@@ -209,8 +213,8 @@ pub fn schedule(s: ScheduleShape) -> Vec<Step> {
             v.push(Step::Gemm { layer, gemm: LayerGemm::Qkv, layernorm: None, quantize: false });
             v.push(Step::Attention { layer });
         }
-        // the fused int8 kernel writes the context's codes itself
-        if int8 && !s.fuse_qkv_attention {
+        // the fused int8 kernel (and the Hopper attention) writes the context's codes itself
+        if int8 && !s.fuse_qkv_attention && !s.attention_quantizes_context {
             v.push(Step::Quantize { layer: Some(layer), what: Quantized::Context });
         }
         residual_and_layernorm(&mut v, s.fuse_layernorm, layer, LayerGemm::AttnOut, ln1);
@@ -255,6 +259,7 @@ mod tests {
             classifier: false,
             fuse_ffn_quantize: false,
             fuse_qkv_attention: false,
+            attention_quantizes_context: false,
         }
     }
 
@@ -275,6 +280,21 @@ mod tests {
             let fused = ScheduleShape { fuse_ffn_quantize: true, ..shape(p, fuse) };
             let fewer = if p == Precision::Int8 { 3 } else { 0 };
             assert_eq!(schedule(fused).len(), fixed + 3 * per_layer - fewer, "{p:?} fused {fuse}, FFN1 quantises");
+        }
+    }
+
+    #[test]
+    fn a_quantizing_attention_replaces_the_context_quantize_launch() {
+        for p in [Precision::F16, Precision::Int8] {
+            let plain = schedule(shape(p, true));
+            let own = schedule(ScheduleShape { attention_quantizes_context: true, ..shape(p, true) });
+            let fewer = if p == Precision::Int8 { 3 } else { 0 };
+            assert_eq!(own.len(), plain.len() - fewer, "{p:?}");
+            assert!(!own.iter().any(|s| matches!(s, Step::Quantize { what: Quantized::Context, .. })));
+            // the output GEMM right after each attention
+            for (i, _) in own.iter().enumerate().filter(|(_, s)| matches!(s, Step::Attention { .. })) {
+                assert!(matches!(own[i + 1], Step::Gemm { gemm: LayerGemm::AttnOut, .. }), "{p:?}");
+            }
         }
     }
 

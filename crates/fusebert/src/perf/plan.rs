@@ -176,6 +176,8 @@ pub fn forward_plan_for(
                 p.int8,
             )
             && fuses_qkv_attention(c.num_attention_heads, c.head_dim(), lengths),
+        // the forward pass's rule (`DeviceBert::schedule`)
+        attention_quantizes_context: family == KernelFamily::Sm90 && p.int8,
     };
     let launches = schedule(shape)
         .into_iter()
@@ -211,7 +213,7 @@ fn planned_sm90(c: &BertConfig, p: Prec, lengths: &[usize], heads: Heads, step: 
             };
             gemm_sm90(p, g.name(), Some(layer), m, n, k, epi, asym, tail)
         }
-        Step::Attention { layer } => attention_sm90(lengths, c.num_attention_heads, c.head_dim(), Some(layer)),
+        Step::Attention { layer } => attention_sm90(p, lengths, c.num_attention_heads, c.head_dim(), Some(layer)),
         Step::QkvAttention { layer } => qkv_attention_sm90(p, lengths, c.num_attention_heads, c.head_dim(), layer),
         Step::Pooler => gemm_sm90(fp16, "pooler", None, b, h, h, Epi::Tanh, false, Sm90Tail::None),
         Step::Classifier => {
@@ -802,7 +804,7 @@ pub fn sm90_tile_of(l: &PlannedLaunch) -> Option<Sm90Tile> {
 /// consumers of 64 rows, its dynamic shared memory). Executed tensor FLOPs: each consumer with
 /// rows computes its 64 rows against whole 64-key blocks of its CTA's keys (S = Q K^T is n64,
 /// P V four k16 steps a block); a consumer with no rows computes nothing.
-fn attention_sm90(lengths: &[usize], heads: usize, d: usize, layer: Option<usize>) -> PlannedLaunch {
+fn attention_sm90(p: Prec, lengths: &[usize], heads: usize, d: usize, layer: Option<usize>) -> PlannedLaunch {
     use crate::kernels::attention_sm90 as kernel;
     use crate::kernels::Sm90Tiling;
     let (b, t) = (lengths.len(), lengths.iter().sum::<usize>());
@@ -814,8 +816,9 @@ fn attention_sm90(lengths: &[usize], heads: usize, d: usize, layer: Option<usize
     let min = t * 3 * h * 2 + 4 * (b + 1);
     let shared = kernel::shared_bytes(d) as u32;
     let threads = kernel::THREADS;
-    let name = sm90::attention_kernel(d, max_len);
-    let (grid, tensor, load) = if Sm90Tiling::Auto.resolve(max_len.max(1)) == Sm90Tiling::PerSequence {
+    let name = sm90::attention_kernel(d, max_len, p.int8);
+    let per_sequence = Sm90Tiling::Auto.resolve(max_len.max(1)) == Sm90Tiling::PerSequence;
+    let (grid, tensor, load) = if per_sequence {
         // per (128-row tile, sequence): its rows, all of its sequence's keys, its two offsets
         let tiles = |len: usize| (0..len.div_ceil(rows)).map(move |i| (len - i * rows).min(rows));
         let tensor: usize = lengths
@@ -866,7 +869,28 @@ fn attention_sm90(lengths: &[usize], heads: usize, d: usize, layer: Option<usize
     let mut l = launch(&name, "attention", layer, (grid, (threads, 1, 1), shared), flops as u64, min, load, t * h * 2);
     l.tensor_flops = tensor as u64;
     l.reuse_bytes_per_block = (2 * rows * d * 2) as u64;
+    if p.int8 {
+        // the context's codes, per row tile of the grid: the last tile's rows (a per-sequence
+        // tile's share of its sequence, or a packed tile's tokens) over its heads' CTAs
+        let last = if per_sequence { max_len.min(rows) } else { t - (t.max(1) - 1) / rows * rows };
+        add_context_codes(&mut l, t, h, kernel::codes_slot_columns(d), last, heads);
+    }
     l
+}
+
+/// The int8 attentions' context codes (`attention_int8_sm90`, the fused QKV attention): once a
+/// strip's CTAs (a row tile's heads, or a sequence's column groups) have all stored their
+/// columns, they read its rows back through L2 once (a warp keeps its row in shared memory for
+/// the codes' pass, `slot_columns`; columns past it are read again) and store codes and scales,
+/// each claiming rows (every CTA of a strip started by then: waves hold whole strips). The
+/// grid's last strip does so after every other CTA is done: a serial tail of its `tail_rows`
+/// spread over its `ctas`.
+fn add_context_codes(l: &mut PlannedLaunch, t: usize, h: usize, slot_columns: usize, tail_rows: usize, ctas: usize) {
+    let row_load = h * 2 + h.saturating_sub(slot_columns) * 2;
+    let row_store = h + 4;
+    l.load_bytes += (t * row_load) as u64;
+    l.store_bytes += (t * row_store) as u64;
+    l.tail_bytes += (tail_rows.div_ceil(ctas.max(1)) * (row_load + row_store)) as u64;
 }
 
 /// The QKV GEMM and attention in one launch (`qkv_attention_*_sm90`, research note 3.3's
@@ -923,18 +947,9 @@ fn qkv_attention_sm90(p: Prec, lengths: &[usize], heads: usize, d: usize, layer:
     l.reuse_bytes = (n * h * e + n * col_bytes) as u64;
     l.reuse_bytes_per_block = (BM * h * e).div_ceil(groups) as u64;
     if p.int8 {
-        // the context's codes: once a sequence's CTAs have all stored their heads, they read its
-        // rows back through L2 once (a warp keeps its row in shared memory for the codes' pass;
-        // columns past its slot are read again) and store codes and scales, each claiming rows
-        // (every CTA of a sequence started by then: waves hold whole sequences). The grid's last
-        // sequence does so after every other CTA is done: a serial tail of its rows spread over
-        // its CTAs, the longest sequence's share per CTA
-        let row_load = h * 2 + h.saturating_sub(kernel::ctx_row_slot_columns()) * 2;
-        let row_store = h + 4;
-        l.load_bytes += (t * row_load) as u64;
-        l.store_bytes += (t * row_store) as u64;
+        // the context's codes, a sequence for a strip: the longest sequence's share per CTA
         let last = lengths.iter().copied().max().unwrap_or(0);
-        l.tail_bytes += (last.div_ceil(groups) * (row_load + row_store)) as u64;
+        add_context_codes(&mut l, t, h, kernel::ctx_row_slot_columns(), last, groups);
     }
     l
 }

@@ -194,11 +194,13 @@ pub fn gemm_kernel(kind: Sm90Entry, t: Sm90Tile) -> &'static str {
 }
 
 /// The PTX entry of `_sm90` attention at head dim `d` for a batch whose longest sequence has
-/// `max_len` tokens (the tiling `Sm90Tiling::Auto` picks, as the forward pass does).
-pub fn attention_kernel(d: usize, max_len: usize) -> String {
+/// `max_len` tokens (the tiling `Sm90Tiling::Auto` picks, as the forward pass does); `int8`: the
+/// entry that also writes the context's codes.
+pub fn attention_kernel(d: usize, max_len: usize, int8: bool) -> String {
     use crate::kernels::{attention_sm90, Sm90Tiling};
-    attention_sm90::kernel(d, Sm90Tiling::Auto.resolve(max_len.max(1)))
-        .map_or_else(|_| format!("attention_sm90_d{d}"), str::to_string)
+    let tiling = Sm90Tiling::Auto.resolve(max_len.max(1));
+    let k = if int8 { attention_sm90::kernel_int8(d, tiling) } else { attention_sm90::kernel(d, tiling) };
+    k.map_or_else(|_| format!("attention{}_sm90_d{d}", if int8 { "_int8" } else { "" }), str::to_string)
 }
 
 /// Whether `kernel` is one of the `_sm90` kernels.
