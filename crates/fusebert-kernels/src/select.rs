@@ -8,8 +8,9 @@
 //! GEMM with its quantisation fused, `gemm_int8_sm90_qa` and its cluster entry, against
 //! `quantize_i8` on the plain GEMM's output, and the fused layernorm's cluster entries against
 //! its strip tail, bit for bit: the thread-block-cluster and distributed-shared-memory semantics
-//! they rely on; at head dims 64 and 32 the fused QKV attention against the QKV GEMM and attention it
-//! replaces, bit for bit). On a mismatch it
+//! they rely on; the int8 passes' attention, which also writes the context's codes, against
+//! `attention_sm90` and `quantize_i8` on its output, bit for bit; at head dims 64 and 32 the
+//! fused QKV attention against the QKV GEMM and attention it replaces, bit for bit). On a mismatch it
 //! warns once (stderr) and falls back to mma.sync: a misreading of the ISA may cost speed, never
 //! answers. The verdict is cached per device (shared by its clones): the GEMMs once, attention
 //! once per head dim.
@@ -449,6 +450,9 @@ fn check_attention(dev: &Device, head_dim: usize) -> Verdict {
             if let Some(m) = first_mismatch(kernel, &got.to_host()?, &want) {
                 return Ok(Some(m));
             }
+            if let Some(m) = check_attention_codes(dev, &qkv, &cu, &got, shape, tiling)? {
+                return Ok(Some(m));
+            }
         }
         if !crate::qkv_attention_sm90::takes_heads(heads, head_dim) {
             return Ok(None);
@@ -460,6 +464,59 @@ fn check_attention(dev: &Device, head_dim: usize) -> Verdict {
         }
         Ok(None)
     })
+}
+
+/// The int8 passes' attention (`attention_int8_sm90_*`) against `attention_sm90`'s output `fp16`
+/// (the same bits) and `quantize_i8` on it (the context's codes and scales: the row tile's
+/// counters and the read-back of the other heads' columns).
+fn check_attention_codes(
+    dev: &Device,
+    qkv: &DeviceBuffer<f16>,
+    cu: &DeviceBuffer<u32>,
+    fp16: &DeviceBuffer<f16>,
+    shape: AttentionShape,
+    tiling: Sm90Tiling,
+) -> Result<Option<String>> {
+    use crate::attention_sm90::{attention_int8_sm90, codes_strips, kernel_int8, ContextCodes, CTX_COUNTERS};
+    let (t, h) = (shape.tokens, shape.heads * shape.head_dim);
+    let kernel = kernel_int8(shape.head_dim, tiling.resolve(shape.max_seqlen))?;
+    let mut got = poisoned(dev, t * h)?;
+    let (mut q, mut scale) = (dev.alloc(t * h)?, dev.alloc(t)?);
+    let mut counters = dev.alloc_filled::<u32>(CTX_COUNTERS * codes_strips(shape, tiling), 0)?;
+    let codes = ContextCodes { q: &mut q, scale: &mut scale, counters: &mut counters };
+    attention_int8_sm90(dev, qkv, cu, &mut got, codes, shape, tiling)?;
+    if let Some(m) = first_mismatch(kernel, &got.to_host()?, &fp16.to_host()?) {
+        return Ok(Some(m));
+    }
+    codes_mismatch(dev, kernel, fp16, &q, &scale, t, h)
+}
+
+/// Whether `q` and `scale` are the bits `quantize_i8` (symmetric, no smoothing) gives from `ctx`
+/// `[t, h]`: a message naming `kernel` where they are not.
+fn codes_mismatch(
+    dev: &Device,
+    kernel: &str,
+    ctx: &DeviceBuffer<f16>,
+    q: &DeviceBuffer<i8>,
+    scale: &DeviceBuffer<f32>,
+    t: usize,
+    h: usize,
+) -> Result<Option<String>> {
+    let (mut want_q, mut want_scale) = (dev.alloc(t * h)?, dev.alloc(t)?);
+    crate::quantize_i8(
+        dev,
+        &crate::QuantizeF16 { x: ctx, smooth: None, rows: t, hidden: h },
+        crate::QuantizedI8 { q: &mut want_q, scale: &mut want_scale, zero: None },
+    )?;
+    if q.to_host()? != want_q.to_host()? {
+        return Ok(Some(format!("{kernel}: its context codes differ from quantize_i8's")));
+    }
+    let (got_s, want_s) = (scale.to_host()?, want_scale.to_host()?);
+    Ok(got_s
+        .iter()
+        .zip(&want_s)
+        .position(|(g, w)| g.to_bits() != w.to_bits())
+        .map(|i| format!("{kernel}: context scale {i} is {} where quantize_i8 gives {}", got_s[i], want_s[i])))
 }
 
 /// The fused QKV attention (`qkv_attention_*_sm90`, head dims 64 and 32) against the two launches it
@@ -500,22 +557,9 @@ fn check_qkv_attention(
         let codes = fused::ContextCodes { q: &mut q, scale: &mut scale, counters: &mut counters };
         fused::qkv_attention_int8_sm90(dev, &g, cu, &mut got, codes, shape)?;
         attention_sm90(dev, &qkv, cu, &mut want, shape, Sm90Tiling::PerSequence)?;
-        let (mut want_q, mut want_scale) = (dev.alloc(t * h)?, dev.alloc(t)?);
-        crate::quantize_i8(
-            dev,
-            &crate::QuantizeF16 { x: &want, smooth: None, rows: t, hidden: h },
-            crate::QuantizedI8 { q: &mut want_q, scale: &mut want_scale, zero: None },
-        )?;
         let kernel = fused::kernel_name(true, shape.head_dim);
-        if q.to_host()? != want_q.to_host()? {
-            return Ok(Some(format!("{kernel}: its context codes differ from quantize_i8's")));
-        }
-        let (got_s, want_s) = (scale.to_host()?, want_scale.to_host()?);
-        if let Some(i) = got_s.iter().zip(&want_s).position(|(g, w)| g.to_bits() != w.to_bits()) {
-            return Ok(Some(format!(
-                "{kernel}: context scale {i} is {} where quantize_i8 gives {}",
-                got_s[i], want_s[i]
-            )));
+        if let Some(m) = codes_mismatch(dev, kernel, &want, &q, &scale, t, h)? {
+            return Ok(Some(m));
         }
     } else {
         let a = dev.upload(&r.f16s(t * h, 1.0))?;
