@@ -446,7 +446,7 @@ fn time_attention(dev: &Device, s: LayerShape, iters: usize, sm90: bool, rng: &m
     let op = Op { name: format!("attention fp16 (d{d})"), shape: dims, flops, iters };
     let mut out = dev.alloc::<f16>(m * s.hidden)?;
     let has_kernel = crate::attention_sm90::kernel(d, Sm90Tiling::Auto.resolve(shape.max_seqlen)).is_ok();
-    Ok(time_pair(
+    let mut rows = time_pair(
         dev,
         &op,
         &mut out,
@@ -454,7 +454,30 @@ fn time_attention(dev: &Device, s: LayerShape, iters: usize, sm90: bool, rng: &m
         unavailable(dev, sm90, has_kernel, "attention_sm90"),
         |o| crate::attention_sm90(dev, &qkv, &cu, o, shape, Sm90Tiling::Auto),
     )?
-    .to_vec())
+    .to_vec();
+    // the int8 passes: attention and the context's codes for the output GEMM (the Hopper kernel
+    // writes them itself; mma.sync quantises in a launch of its own)
+    let op = Op { name: format!("attention + ctx codes int8 (d{d})"), ..op };
+    let (mut q80, mut s80) = (dev.alloc::<i8>(m * s.hidden)?, dev.alloc::<f32>(m)?);
+    let (mut q90, mut s90) = (dev.alloc::<i8>(m * s.hidden)?, dev.alloc::<f32>(m)?);
+    let strips = crate::attention_sm90::codes_strips(shape, Sm90Tiling::Auto);
+    let mut counters = dev.alloc_filled::<u32>(crate::CTX_COUNTERS * strips, 0)?;
+    rows.extend(time_pair(
+        dev,
+        &op,
+        &mut out,
+        |o| {
+            crate::attention(dev, &qkv, &cu, o, shape, AttentionLaunch::default())?;
+            let x = crate::QuantizeF16 { x: o, smooth: None, rows: m, hidden: s.hidden };
+            crate::quantize_i8(dev, &x, crate::QuantizedI8 { q: &mut q80, scale: &mut s80, zero: None })
+        },
+        unavailable(dev, sm90, has_kernel, "attention_int8_sm90"),
+        |o| {
+            let codes = crate::ContextCodes { q: &mut q90, scale: &mut s90, counters: &mut counters };
+            crate::attention_int8_sm90(dev, &qkv, &cu, o, codes, shape, Sm90Tiling::Auto)
+        },
+    )?);
+    Ok(rows)
 }
 
 /// The QKV GEMM and attention, fp16: mma.sync's two launches against the Hopper pass's one

@@ -125,7 +125,8 @@ fn a_planted_attention_misreading_fails_the_self_check() {
 /// layer kernel runs on both families with the same inputs, launched as the forward pass
 /// launches it (fp16 FFN2, K 320 = two chunks on 1 tile: split over K), the fused steps too
 /// (the residual GEMMs with their layernorm, the int8 FFN1 with FFN2's codes, the QKV GEMM and
-/// attention in one launch at head dim 64, fp16 and int8 with the context's codes), the `_sm90`
+/// attention in one launch at head dim 64, fp16 and int8 with the context's codes, and the int8
+/// attention writing the context's codes against mma.sync's attention + quantize launch), the `_sm90`
 /// outputs match mma.sync (int8 GEMM outputs exactly; layernorm and attention outputs to fp16
 /// rounding: the families reduce a row in different orders) and, without a device clock, no time is claimed.
 /// On sm_80 the `_sm90` rows are skipped with the reason.
@@ -134,8 +135,8 @@ fn layer_timing_compares_both_families_and_claims_no_time_without_a_clock() {
     use fusebert_kernels::timing::{time_layer, LayerShape};
     let shape = LayerShape { batch: 2, tokens: 13, hidden: 128, heads: 2, ffn: 320 };
     let t = time_layer(&emu(Arch::Sm90, AsyncMode::Random(7)), shape, 1).unwrap();
-    // 32 rows, and the cluster entry in place of the split fp16 FFN2 + layernorm
-    assert_eq!(t.rows.len(), 33);
+    // 34 rows, and the cluster entry in place of the split fp16 FFN2 + layernorm
+    assert_eq!(t.rows.len(), 35);
     for r in &t.rows {
         assert!(r.mean_ms.is_none() && r.tflops.is_none() && r.skipped.is_none(), "{r:?}");
         assert!(r.kernels.iter().all(|k| k.contains("_sm90") == (r.family == "sm90")), "{r:?}");
@@ -160,9 +161,16 @@ fn layer_timing_compares_both_families_and_claims_no_time_without_a_clock() {
     assert_eq!(ffn1.kernels.len(), 2, "the mma.sync GEMM and the quantize launch: {ffn1:?}");
     let fused = t.rows.iter().find(|r| r.family == "sm90" && r.op.starts_with("QKV + attention")).unwrap();
     assert_eq!(fused.kernels, ["qkv_attention_f16_sm90_d64"], "{fused:?}");
-    let codes = |family: &str| t.rows.iter().find(|r| r.family == family && r.op.contains("ctx codes int8")).unwrap();
-    assert_eq!(codes("sm90").kernels, ["qkv_attention_int8_sm90_d64"], "{:?}", codes("sm90"));
-    assert_eq!(codes("sm80").kernels.len(), 3, "GEMM, attention, quantize: {:?}", codes("sm80"));
+    let codes = |family: &str, op: &str| {
+        t.rows.iter().find(|r| r.family == family && r.op.starts_with(op) && r.op.contains("ctx codes int8")).unwrap()
+    };
+    let (q90, q80) = (codes("sm90", "QKV + attention"), codes("sm80", "QKV + attention"));
+    assert_eq!(q90.kernels, ["qkv_attention_int8_sm90_d64"], "{q90:?}");
+    assert_eq!(q80.kernels.len(), 3, "GEMM, attention, quantize: {q80:?}");
+    // 13-token sequences: packed tiles
+    let (a90, a80) = (codes("sm90", "attention"), codes("sm80", "attention"));
+    assert_eq!(a90.kernels, ["attention_int8_sm90_packed_d64"], "{a90:?}");
+    assert_eq!(a80.kernels.len(), 2, "attention, quantize: {a80:?}");
     // int8: FFN2's K of 1024 (8 k-blocks: two chunks) splits; its cluster entry's rows and
     // codes are the split's bits
     let t = time_layer(&emu(Arch::Sm90, AsyncMode::Lazy), LayerShape { ffn: 1024, ..shape }, 1).unwrap();
@@ -177,7 +185,7 @@ fn layer_timing_compares_both_families_and_claims_no_time_without_a_clock() {
     assert_eq!(cluster.max_rel_diff_vs_sm80, split.max_rel_diff_vs_sm80);
     let t = time_layer(&emu(Arch::Sm80, AsyncMode::Lazy), shape, 1).unwrap();
     let skipped: Vec<_> = t.rows.iter().filter(|r| r.family == "sm90").collect();
-    assert_eq!(skipped.len(), 16);
+    assert_eq!(skipped.len(), 17);
     assert!(skipped.iter().all(|r| r.skipped.as_deref().unwrap().contains("9.0")), "{skipped:?}");
     let bad = LayerShape { heads: 5, ..shape };
     assert!(matches!(time_layer(&emu(Arch::Sm80, AsyncMode::Lazy), bad, 1), Err(Error::Input(_))));
