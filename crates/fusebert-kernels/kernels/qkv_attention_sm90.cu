@@ -86,6 +86,8 @@ using G = sm90::Geom<192>;
 // whose q, k and v columns are again 64 consecutive ones of each part: the same three 64-row W
 // boxes, the same 128 x 192 GEMM tile).
 constexpr int GROUP = 64;
+// Columns of an attention-out tile of the attention blocks (the same 128 x 192 GEMM tile).
+constexpr int COLS = G::BN;
 // the attention areas: from consumer 1's fold region (the last 48 KiB of the GEMM's shared memory) on
 constexpr uint32_t ATTN = G::RING_BYTES + G::REGION_BYTES;
 static_assert(ATTN % 1024 == 0, "every attention box starts on the 1024-byte swizzle repeat");
@@ -156,14 +158,137 @@ FB_DEVICE void store_qkv(const E& e, const Acc (&d)[G::ACC], uint32_t s0, int cw
 constexpr uint32_t CTX_SLOT_BYTES = G::SMEM / 8;
 static_assert(CTX_SLOT_BYTES % 16 == 0, "16-byte vectors in each slot");
 
-template <int D, class Op, bool CODES, class E>
+// ---- The attention blocks (attention_block_*_sm90): + the attention-out GEMM and LN1 ----
+// Per sequence, FOLD_COUNTERS words ([FOLD_COUNTERS][batch], zero between launches): the CTAs
+// begun, the CTAs whose context (int8: codes) is stored, the output tiles claimed, the tiles
+// stored, the layernorm rows claimed, the CTAs done.
+enum FoldCounter { BEGUN, READY, TILE, STORED, LN_ROWS, DONE, FOLD_COUNTERS };
+
+// A consumer thread's fragment pairs stored straight to global memory: rows below the
+// sequence's end only (a TMA box would write the next sequence's rows).
+struct RowStore {
+    __half* p;  // the thread's first pair: y + row0 * N + col0
+    int N;
+    bool live0, live1;  // rows row0 and row0 + 8 inside the sequence
+    template <int C, int H>
+    FB_DEVICE void put(uint32_t pair) const {
+        if (H ? live1 : live0) *reinterpret_cast<uint32_t*>(p + (size_t)H * 8 * N + 8 * C) = pair;
+    }
+};
+
+// The attention-out GEMM (y = ctx . Wo^T + bias + x, E2 with EPI_RESIDUAL) and LN1 of the
+// sequence's rows, after its attention: the attention block's second half.
+template <class E2>
+struct Fold {
+    const CUtensorMap* tma_a;  // [T, H]: the context (fp16) or its codes (int8), box 128 rows
+    const CUtensorMap* tma_w;  // Wo [H, H], box 64 rows
+    E2 epilogue;               // + bias + residual, M = T, N = H
+    __half* y;                 // [T, H]: the pre-layernorm rows
+    gemm::LnArgs ln;           // LN1: h1 and (int8) its codes
+    uint32_t* counters;        // [FOLD_COUNTERS][batch]
+    int batch;
+    FB_DEVICE uint32_t* at(FoldCounter c, int b) const { return counters + (int)c * batch + b; }
+};
+// The A operand's row m of the epilogue (its a_scale[m]) at row m + delta: the int8 codes'
+// scales sit in the sequence's slot (fp16 has none).
+FB_DEVICE void a_rows_at(sm90::F16Epilogue&, int) {}
+FB_DEVICE void a_rows_at(sm90::S8Epilogue& e, int delta) { e.a_scale += delta; }
+
+// The fp16 and int8 entries without the fold.
+struct NoFold {};
+template <class F>
+constexpr bool FOLDS = !std::is_same<F, NoFold>::value;
+
+// The next row for the calling warp from counter `c` (lane 0 claims, the warp agrees).
+FB_DEVICE int claim_row(uint32_t* c) {
+    int r = 0;
+    if ((threadIdx.x & 31) == 0) r = (int)atomicAdd(c, 1u);
+    return __shfl_sync(0xffffffffu, r, 0);
+}
+
+// The consumers' half of the fold (every consumer thread, after the sequence's context, and in
+// int8 its codes, are stored by this CTA). The sequence's `groups` CTAs meet (READY); as the
+// context codes' StripShare, a CTA waits for the others only when all of them have begun (then
+// each reaches READY without waiting, so the wait ends on any GPU), and otherwise leaves the
+// rest to the others (the last to arrive always stays). The staying CTAs claim the output
+// tiles (TILE) one at a time, hand each to the producer (task, task_full), sum it from the ring
+// (the GEMM tile's own K order: the unfused attention-out GEMM's bits) and store y = + bias +
+// residual for the sequence's rows (STORED); once a claim comes back past the last tile every
+// tile is being computed by a running CTA, so they wait for STORED and share LN1's rows
+// (LN_ROWS; ln_blocked's order: the unfused strip and cluster layernorms' bits). The last CTA
+// out (DONE) zeroes the counters for the next launch. `flag`: a shared word for the choice.
+template <class Op, class E2>
+FB_DEVICE void attention_out(const Fold<E2>& f, sm90::ConsumerRing<Op, G>& ring, uint32_t s0, int cw, int b,
+                             int start, int len, int H, int groups, uint32_t* task, uint64_t* task_full,
+                             uint32_t* flag) {
+    using Acc = typename Op::Acc;
+    const int tid = threadIdx.x, t = tid % 128, tiles = H / COLS;
+    const int kblocks = (H + Op::BK - 1) / Op::BK, ckb = sm90::chunk_kblocks(kblocks);
+    sm90::fence_proxy_async_global();  // this thread's context (codes) to the TMA loads of them
+    sm90::fence_proxy_async_shared();  // its generic writes of the shared memory (the codes'
+                                       // slots) before the ring's TMA writes
+    __threadfence();                   // release: ... before the arrival
+    sm90::consumer_sync();             // every consumer thread's stores before it
+    if (tid == 128) {
+        const bool last = atomicAdd(f.at(READY, b), 1u) == (uint32_t)groups - 1;
+        const bool stay = last || sm90::ld_acquire(f.at(BEGUN, b)) == (uint32_t)groups;
+        if (stay && !last)
+            while (sm90::ld_acquire(f.at(READY, b)) != (uint32_t)groups) {
+            }
+        *flag = stay;
+    }
+    sm90::consumer_sync();
+    const bool stay = *flag;
+    if (stay) __threadfence();  // acquire: the other CTAs' context
+    E2 e = f.epilogue;
+    e.M = start + len;  // rows past the sequence: 0, and not stored
+    a_rows_at(e, b * sm90::BM - start);  // (int8: the codes' scales in the sequence's slot)
+    for (;;) {
+        if (tid == 128) {
+            const int c = stay ? (int)atomicAdd(f.at(TILE, b), 1u) : tiles;
+            *task = c < tiles ? c : tiles;
+            mbar_arrive(smem_u32(task_full));  // (the producer stops at `tiles`)
+        }
+        sm90::consumer_sync();
+        const int tile = *reinterpret_cast<volatile uint32_t*>(task);
+        if (tile >= tiles) break;
+        if (cw * 64 < len) {
+            Acc d[G::ACC];
+#pragma unroll
+            for (int i = 0; i < G::ACC; i++) d[i] = 0;
+            sm90::sum_unsplit(ring, d, s0, cw, sm90::KRange{0, kblocks}, ckb);
+            const int row0 = start + cw * 64 + (t / 32) * 16 + (t % 32) / 4, col0 = tile * COLS + 2 * (t % 4);
+            const RowStore rs{f.y + (size_t)row0 * H + col0, H, row0 < start + len, row0 + 8 < start + len};
+            e.template store<EPI_RESIDUAL>(d, row0, col0, rs);
+        } else {
+            ring.release(0, kblocks);
+        }
+        __threadfence();  // release: this tile's rows of y
+        sm90::consumer_sync();
+        if (tid == 128) atomicAdd(f.at(STORED, b), 1u);
+    }
+    if (stay) {
+        if (tid == 128)
+            while (sm90::ld_acquire(f.at(STORED, b)) != (uint32_t)tiles) {
+            }
+        sm90::consumer_sync();
+        __threadfence();  // acquire: every tile's rows of y
+        for (int r; (r = claim_row(f.at(LN_ROWS, b))) < len;) lnb::ln_row(f.y, f.ln, start + r, H);
+    }
+    sm90::consumer_sync();  // every warp's rows are done (and every read of the counters)
+    if (tid == 128 && atomicAdd(f.at(DONE, b), 1u) == (uint32_t)groups - 1)
+        for (int c = 0; c < FOLD_COUNTERS; c++) atomicExch(f.at((FoldCounter)c, b), 0u);
+}
+
+template <int D, class Op, bool CODES, class E, class F = NoFold>
 FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const E& e,
                        const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out, uint32_t heads,
-                       uint32_t batch, float scale_log2, const sm90::SharedRowCodes& cc) {
+                       uint32_t batch, float scale_log2, const sm90::SharedRowCodes& cc, const F& fold = F{}) {
     using Acc = typename Op::Acc;
     extern __shared__ __align__(1024) uint8_t smem[];
-    __shared__ __align__(8) uint64_t full[G::STAGES], empty[G::STAGES];
+    __shared__ __align__(8) uint64_t full[G::STAGES], empty[G::STAGES], task_full;
     __shared__ uint32_t join;  // the context codes: whether this CTA quantises rows of its sequence
+    __shared__ uint32_t task;  // the fold: the output tile the consumers hand the producer
     using A = Areas<D>;
     using AM = typename A::AM;
     const int g = blockIdx.x, b = blockIdx.y;  // column group g: heads g * A::N ..
@@ -182,6 +307,7 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
             }
             mbar_init(AM::qfull(ab), 1);
         }
+        if constexpr (FOLDS<F>) mbar_init(smem_u32(&task_full), 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
@@ -199,29 +325,44 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
                         tma_load_2d(sb + p * GROUP * sm90::ROW_BYTES, tma_w, k, p * H + g * GROUP, fb);
                 });
             }
+            if constexpr (FOLDS<F>) {
+                // the attention-out tiles the consumers claim, one after the other, into the same
+                // ring: the sequence's rows of the context (codes) by Wo's 192 rows of the tile
+                const int tiles = H / COLS;
+                for (uint32_t tp = 0;; tp ^= 1) {
+                    mbar_wait(smem_u32(&task_full), tp);
+                    const int t = *reinterpret_cast<volatile uint32_t*>(&task);
+                    if (t >= tiles) break;
+                    // other CTAs' generic stores wrote the context: ordered before this thread's
+                    // async-proxy reads (the consumers' acquire, then task_full's arrival)
+                    sm90::fence_proxy_async_global();
+                    for (int kb = 0; kb < kblocks; kb++) {
+                        const int k = kb * Op::BK;
+                        ring.load(fold.tma_a, k, (int)b * sm90::BM, [&](uint32_t sb, uint32_t fb) {
+#pragma unroll
+                            for (int p = 0; p < 3; p++)
+                                tma_load_2d(sb + p * GROUP * sm90::ROW_BYTES, fold.tma_w, k, t * COLS + p * GROUP, fb);
+                        });
+                    }
+                }
+            }
         }
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
         if constexpr (CODES) cc.begin(b);  // (the context codes: this CTA started)
+        if constexpr (FOLDS<F>) {
+            if (tid == 128) atomicAdd(fold.at(BEGUN, b), 1u);
+        }
         const int cw = wg - 1, t = tid % 128;
+        sm90::ConsumerRing<Op, G> ring{s0, full, empty, cw};
         if (cw * 64 >= len) {
             // no row of this warpgroup exists (len <= 64: consumer 1): its q, k, v are never
             // read (the attention has one key block, and no query row here), so it computes
             // nothing; it takes and releases every stage (the empty barriers count all 256
             // consumer threads), waiting for full[s] first to keep each arrival in its lap
-            int stage = 0;
-            uint32_t phase = 0;
-            for (int kb = 0; kb < kblocks; kb++) {
-                mbar_wait(smem_u32(&full[stage]), phase);
-                mbar_arrive(smem_u32(&empty[stage]));
-                if (++stage == G::STAGES) {
-                    stage = 0;
-                    phase ^= 1;
-                }
-            }
+            ring.release(0, kblocks);
             sm90::consumer_sync();  // the other consumer's main loop is complete
         } else {
-            sm90::ConsumerRing<Op, G> ring{s0, full, empty, cw};
             Acc d[G::ACC];
 #pragma unroll
             for (int i = 0; i < G::ACC; i++) d[i] = 0;
@@ -241,7 +382,9 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
                 for (int s = 0; s < attn90::STAGES; s++) mbar_arrive(AM::full(A::at(s0, i), s));
             }
         }
-        const attn90::Span sp{start, len, start, start + len};
+        // the blocks store the context (and its codes) in the sequence's slot of 128 rows
+        const int row0 = FOLDS<F> ? b * sm90::BM : start;
+        const attn90::Span sp{row0, len, start, start + len};
         // the heads one after the other, each on its own area and mbarriers (lap 0 of each)
         for (int i = 0; i < A::N; i++)
             attn90::consume<D, false>(cu_seqlens, out, batch, g * A::N + i, H, scale_log2, A::at(s0, i), sp, cw);
@@ -249,7 +392,8 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
         // this CTA touches shared memory (StripShare's barriers follow the attention's last
         // reads and stores), so the warps' slots may take all of it
         if constexpr (CODES)
-            cc(out, b, (int)gridDim.x, start, len, H, s0 + ((tid - 128) >> 5) * CTX_SLOT_BYTES, CTX_SLOT_BYTES, &join);
+            cc(out, b, (int)gridDim.x, row0, len, H, s0 + ((tid - 128) >> 5) * CTX_SLOT_BYTES, CTX_SLOT_BYTES, &join);
+        if constexpr (FOLDS<F>) attention_out<Op>(fold, ring, s0, cw, b, start, len, H, (int)gridDim.x, &task, &task_full, &join);
     }
 }
 }  // namespace qkva
@@ -284,3 +428,49 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
 
 QKVA_ENTRIES(64)
 QKVA_ENTRIES(32)
+
+// The attention blocks: the entries above, then the attention-out GEMM (+ bias + residual) and
+// LN1 of each sequence's rows (qkva::attention_out): tma_ctx the context [T, H] (fp16: `out`;
+// int8: its codes `q_out`), box 64 f16 / 128 s8 x 128 rows, tma_wo Wo [H, H] (box 64 f16 / 128
+// s8 x 64 rows), bo [H], residual [T, H] (the layer's input), y [T, H] the pre-layernorm rows,
+// LN1's operands (ln_out [T, H], its codes and scales, or null), fold [6][batch] zero (each
+// launch leaves them zero); H a multiple of 192.
+#define BLOCK_LN_PARAMS                                                                                             \
+    const __half *__restrict__ gamma, const __half *__restrict__ beta, __half *__restrict__ ln_out,                \
+        int8_t *__restrict__ ln_q, float *__restrict__ ln_scale, const __half *__restrict__ ln_smooth, float eps
+#define BLOCK_LN_ARGS gemm::LnArgs{gamma, beta, ln_out, ln_q, ln_scale, ln_smooth, nullptr, eps}
+#define BLOCK_ENTRIES(D)                                                                                             \
+    extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1) attention_block_f16_sm90_d##D(                  \
+        const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,                      \
+        const __half* __restrict__ bias, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,         \
+        const __grid_constant__ CUtensorMap tma_ctx, const __grid_constant__ CUtensorMap tma_wo,                   \
+        const __half* __restrict__ bo, const __half* __restrict__ residual, __half* __restrict__ y,                 \
+        BLOCK_LN_PARAMS, uint32_t* __restrict__ fold, uint32_t T, uint32_t heads, uint32_t batch, float scale_log2) { \
+        const int H = (int)(heads * D);                                                                             \
+        qkva::forward<D, sm90::F16Op, false>(                                                                       \
+            &tma_a, &tma_w, sm90::F16Epilogue{bias, nullptr, (int)T, 3 * H, EPI_NONE}, cu_seqlens, out, heads,      \
+            batch, scale_log2, sm90::SharedRowCodes{nullptr, nullptr, nullptr, 0},                                  \
+            qkva::Fold<sm90::F16Epilogue>{&tma_ctx, &tma_wo, sm90::F16Epilogue{bo, residual, (int)T, H, EPI_RESIDUAL}, \
+                                          y, BLOCK_LN_ARGS, fold, (int)batch});                                    \
+    }                                                                                                               \
+    extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1) attention_block_int8_sm90_d##D(                 \
+        const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale, const int* __restrict__ a_zero, \
+        const __grid_constant__ CUtensorMap tma_w, const float* __restrict__ w_scale, const int* __restrict__ w_sum, \
+        const __half* __restrict__ bias, const uint32_t* __restrict__ cu_seqlens, __half* __restrict__ out,         \
+        int8_t* __restrict__ q_out, float* __restrict__ q_scale, uint32_t* __restrict__ counters,                   \
+        const __grid_constant__ CUtensorMap tma_ctx, const __grid_constant__ CUtensorMap tma_wo,                   \
+        const float* __restrict__ wo_scale, const __half* __restrict__ bo, const __half* __restrict__ residual,     \
+        __half* __restrict__ y, BLOCK_LN_PARAMS, uint32_t* __restrict__ fold, uint32_t T, uint32_t heads,           \
+        uint32_t batch, float scale_log2) {                                                                         \
+        const int H = (int)(heads * D);                                                                             \
+        qkva::forward<D, sm90::S8Op, true>(                                                                         \
+            &tma_a, &tma_w, sm90::S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, nullptr, (int)T, 3 * H, EPI_NONE}, \
+            cu_seqlens, out, heads, batch, scale_log2, sm90::SharedRowCodes{q_out, q_scale, counters, (int)batch},  \
+            qkva::Fold<sm90::S8Epilogue>{                                                                           \
+                &tma_ctx, &tma_wo,                                                                                  \
+                sm90::S8Epilogue{q_scale, nullptr, wo_scale, nullptr, bo, residual, (int)T, H, EPI_RESIDUAL}, y,    \
+                BLOCK_LN_ARGS, fold, (int)batch});                                                                  \
+    }
+
+BLOCK_ENTRIES(64)
+BLOCK_ENTRIES(32)

@@ -26,7 +26,7 @@ use super::attention_sm90::{check_codes, scale_log2};
 pub use super::attention_sm90::{ContextCodes, CTX_COUNTERS};
 use super::gemm_int8::check_epilogue;
 use super::gemm_sm90::{check_int8_operands, check_shape, operand_map, smem, BM};
-use super::{check_align, check_len, check_u32, kerr, opt_ptr, Epilogue, GemmF16, GemmInt8, GemmShape};
+use super::{check_align, check_len, check_u32, kerr, opt_ptr, Epilogue, FusedLayerNorm, GemmF16, GemmInt8, GemmShape};
 use crate::attention::AttentionShape;
 use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig, TensorMapDtype};
 use crate::ptx::ids;
@@ -249,5 +249,188 @@ pub fn qkv_attention_int8_sm90(
         KernelArg::U32(s.batch as u32),
         KernelArg::F32(scale_log2(s)),
     ];
+    dev.launch_in(MODULE, k, launch_cfg(k, s)?, &args)
+}
+
+/// The attention blocks (`attention_block_{f16,int8}_sm90_d{64,32}`): the fused QKV attention
+/// above, then in the same launch the attention-out GEMM of each sequence's rows, `y = ctx .
+/// w^T + bias + residual`, and LN1 of `y`, the sequence's CTAs meeting once its context (int8:
+/// its codes) is stored and claiming the output's 128 x 192 tiles, then LN1's rows. `y` and
+/// `ln.out` (and `ln.q8`) bit-identical to the chain: [`qkv_attention_f16_sm90`] (or int8), then
+/// [`gemm_f16_sm90_ln`](crate::gemm_f16_sm90_ln()) (or int8) with `Epilogue::Residual`.
+///
+/// The context (and its codes and scales) are the kernel's scratch, stored in a slot of
+/// [`SLOT_ROWS`] rows per sequence (`[batch x 128, H]`: sequence b's row r at `128 b + r`), so
+/// that the attention-out GEMM's 128-row TMA box of a sequence reads no row another sequence's
+/// CTAs are writing; rows past a sequence's length are never written (zero them once, e.g.
+/// [`Device::alloc_filled`]: they are read, and unused).
+pub struct AttentionOut<'a, W: bytemuck::Pod> {
+    /// `[H, H]` output projection (fp16, or int8 codes with `w_scale`).
+    pub w: &'a DeviceBuffer<W>,
+    /// `[H]` per-output-column scales of int8 `w` (`None` for fp16).
+    pub w_scale: Option<&'a DeviceBuffer<f32>>,
+    /// `[H]`
+    pub bias: &'a DeviceBuffer<f16>,
+    /// `[T, H]` the residual (the layer's input).
+    pub residual: &'a DeviceBuffer<f16>,
+    /// `[T, H]` the pre-layernorm rows (written, then read back by LN1).
+    pub y: &'a mut DeviceBuffer<f16>,
+    /// LN1: `out` `[T, H]`, and (int8) its codes for FFN1; `ln.q8` may be the QKV GEMM's own
+    /// input codes (a sequence's rows are normalised once all of its CTAs are past the GEMM;
+    /// other sequences' CTAs only read them past their own rows, unused).
+    pub ln: FusedLayerNorm<'a>,
+    /// [`FOLD_COUNTERS`] x batch per-sequence counters, zero before the first launch; every
+    /// launch leaves them zero.
+    pub counters: &'a mut DeviceBuffer<u32>,
+}
+
+/// Rows of a sequence's slot in the attention blocks' context scratch.
+pub const SLOT_ROWS: usize = BM;
+
+/// Counters [`AttentionOut::counters`] holds per sequence.
+pub const FOLD_COUNTERS: usize = 6;
+/// Columns of an attention-out tile: `H` must be a multiple of it.
+pub const OUT_COLS: usize = COLS;
+
+/// Whether the attention blocks take this batch: [`supports`], `H` a multiple of [`OUT_COLS`]
+/// and a row the fused layernorm takes.
+pub fn block_supports(s: &AttentionShape) -> bool {
+    supports(s) && block_takes_hidden(s.heads * s.head_dim)
+}
+
+/// Whether the attention blocks take rows of `h`: whole attention-out tiles ([`OUT_COLS`]) and
+/// a row the fused layernorm takes (BERT-base's 768 and MiniLM's 384 among them).
+pub fn block_takes_hidden(h: usize) -> bool {
+    h > 0 && h % OUT_COLS == 0 && crate::gemm_plan::fuses_layernorm(h)
+}
+
+/// The attention block's entry point: fp16 or int8, at head dim 64 or 32.
+pub fn block_kernel_name(int8: bool, head_dim: usize) -> &'static str {
+    match (int8, head_dim) {
+        (false, 32) => ids::ATTENTION_BLOCK_F16_SM90_D32,
+        (true, 32) => ids::ATTENTION_BLOCK_INT8_SM90_D32,
+        (false, _) => ids::ATTENTION_BLOCK_F16_SM90_D64,
+        (true, _) => ids::ATTENTION_BLOCK_INT8_SM90_D64,
+    }
+}
+
+/// Checks the second half's operands and returns its kernel arguments after the first half's:
+/// the context's tensor map (`ctx` as `dtype`), Wo's, (int8: w_scale,) bias, residual, y, LN1's
+/// operands and eps, the counters.
+fn block_args<C: bytemuck::Pod, W: bytemuck::Pod>(
+    dev: &Device,
+    k: &str,
+    ctx: &DeviceBuffer<C>,
+    o: &AttentionOut<'_, W>,
+    dtype: TensorMapDtype,
+    s: AttentionShape,
+) -> Result<Vec<KernelArg>> {
+    let (t, h) = (s.tokens, s.heads * s.head_dim);
+    if !block_supports(&s) {
+        return Err(kerr(
+            k,
+            format!("H = {h}: the attention block needs H a multiple of {OUT_COLS} and a fused layernorm's row"),
+        ));
+    }
+    check_len(k, "wo", o.w, h * h)?;
+    check_align(k, "wo", o.w, 16)?;
+    check_len(k, "bo", o.bias, h)?;
+    check_len(k, "residual", o.residual, t * h)?;
+    check_len(k, "y", o.y, t * h)?;
+    check_len(k, "fold counters", o.counters, FOLD_COUNTERS * s.batch)?;
+    let slots = s.batch * SLOT_ROWS;
+    check_len(k, "ctx (slots of 128 rows a sequence)", ctx, slots * h)?;
+    let mut args = vec![
+        KernelArg::TensorMap(operand_map(dev, ctx, dtype, slots, h, BM)?),
+        KernelArg::TensorMap(operand_map(dev, o.w, dtype, h, h, W_BOX_ROWS)?),
+    ];
+    if dtype == TensorMapDtype::S8 {
+        let Some(ws) = o.w_scale else { return Err(kerr(k, "int8 wo needs its w_scale")) };
+        check_len(k, "wo_scale", ws, h)?;
+        check_align(k, "wo_scale", ws, 8)?;
+        args.push(KernelArg::from(ws));
+    }
+    args.extend([KernelArg::from(o.bias), KernelArg::from(o.residual), KernelArg::from(&*o.y)]);
+    args.extend(crate::gemm_int8::ln_operands(k, &o.ln, t, h)?);
+    args.extend([KernelArg::F32(o.ln.eps), KernelArg::from(&*o.counters)]);
+    Ok(args)
+}
+
+/// The fp16 attention block: [`qkv_attention_f16_sm90`]'s context into `out` (`[batch x 128, H]`
+/// slots), then `o.y` and LN1 into `o.ln` (see [`AttentionOut`]). Needs an sm_90 device;
+/// [`block_supports`].
+pub fn attention_block_f16_sm90(
+    dev: &Device,
+    g: &GemmF16<'_>,
+    cu_seqlens: &DeviceBuffer<u32>,
+    out: &mut DeviceBuffer<f16>,
+    o: AttentionOut<'_, f16>,
+    s: AttentionShape,
+) -> Result<()> {
+    let k = block_kernel_name(false, s.head_dim);
+    let (t, h) = check_common(k, g.shape, 8, &g.epilogue, cu_seqlens, out, s)?;
+    check_len(k, "a", g.a, t * h)?;
+    check_len(k, "w", g.w, 3 * h * h)?;
+    check_epilogue(k, g.bias, &g.epilogue, t, 3 * h)?;
+    check_align(k, "a", g.a, 16)?;
+    check_align(k, "w", g.w, 16)?;
+    let mut args = vec![
+        KernelArg::TensorMap(operand_map(dev, g.a, TensorMapDtype::F16, t, h, BM)?),
+        KernelArg::TensorMap(operand_map(dev, g.w, TensorMapDtype::F16, 3 * h, h, W_BOX_ROWS)?),
+        opt_ptr(g.bias),
+        KernelArg::from(cu_seqlens),
+        KernelArg::from(&*out),
+    ];
+    args.extend(block_args(dev, k, &*out, &o, TensorMapDtype::F16, s)?);
+    args.extend([
+        KernelArg::U32(t as u32),
+        KernelArg::U32(s.heads as u32),
+        KernelArg::U32(s.batch as u32),
+        KernelArg::F32(scale_log2(s)),
+    ]);
+    dev.launch_in(MODULE, k, launch_cfg(k, s)?, &args)
+}
+
+/// The int8 attention block: [`qkv_attention_int8_sm90`]'s context and codes into `out` and
+/// `codes` (`[batch x 128, H]` slots; scales `[batch x 128]`; counters per sequence), then the
+/// W8A8 attention-out GEMM on the codes (`o.w` int8 with `o.w_scale`), `o.y` and LN1 into
+/// `o.ln` (see [`AttentionOut`]). Needs an sm_90 device; [`block_supports`].
+pub fn attention_block_int8_sm90(
+    dev: &Device,
+    g: &GemmInt8<'_>,
+    cu_seqlens: &DeviceBuffer<u32>,
+    out: &mut DeviceBuffer<f16>,
+    codes: ContextCodes<'_>,
+    o: AttentionOut<'_, i8>,
+    s: AttentionShape,
+) -> Result<()> {
+    let k = block_kernel_name(true, s.head_dim);
+    let (t, h) = check_common(k, g.shape, 16, &g.epilogue, cu_seqlens, out, s)?;
+    let n = 3 * h;
+    check_int8_operands(k, g, t, n, h)?;
+    let slots = s.batch * SLOT_ROWS;
+    check_len(k, "out (slots of 128 rows a sequence)", out, slots * h)?;
+    check_codes(k, &codes, slots, h, s.batch)?;
+    let mut args = vec![
+        KernelArg::TensorMap(operand_map(dev, g.a, TensorMapDtype::S8, t, h, BM)?),
+        KernelArg::from(g.a_scale),
+        opt_ptr(g.zero_point.map(|z| z.zero)),
+        KernelArg::TensorMap(operand_map(dev, g.w, TensorMapDtype::S8, n, h, W_BOX_ROWS)?),
+        KernelArg::from(g.w_scale),
+        opt_ptr(g.zero_point.map(|z| z.w_sum)),
+        opt_ptr(g.bias),
+        KernelArg::from(cu_seqlens),
+        KernelArg::from(&*out),
+        KernelArg::from(&*codes.q),
+        KernelArg::from(&*codes.scale),
+        KernelArg::from(&*codes.counters),
+    ];
+    args.extend(block_args(dev, k, &*codes.q, &o, TensorMapDtype::S8, s)?);
+    args.extend([
+        KernelArg::U32(t as u32),
+        KernelArg::U32(s.heads as u32),
+        KernelArg::U32(s.batch as u32),
+        KernelArg::F32(scale_log2(s)),
+    ]);
     dev.launch_in(MODULE, k, launch_cfg(k, s)?, &args)
 }

@@ -10,7 +10,8 @@
 //! its strip tail, bit for bit: the thread-block-cluster and distributed-shared-memory semantics
 //! they rely on; the int8 passes' attention, which also writes the context's codes, against
 //! `attention_sm90` and `quantize_i8` on its output, bit for bit; at head dims 64 and 32 the
-//! fused QKV attention against the QKV GEMM and attention it replaces, bit for bit). On a mismatch it
+//! fused QKV attention against the QKV GEMM and attention it replaces, and the int8 attention
+//! block against those and the attention-out GEMM with its layernorm, bit for bit). On a mismatch it
 //! warns once (stderr) and falls back to mma.sync: a misreading of the ISA may cost speed, never
 //! answers. The verdict is cached per device (shared by its clones): the GEMMs once, attention
 //! once per head dim.
@@ -462,8 +463,90 @@ fn check_attention(dev: &Device, head_dim: usize) -> Verdict {
                 return Ok(Some(m));
             }
         }
-        Ok(None)
+        check_attention_block(dev, &cu, AttentionShape { heads: 192 / head_dim, ..shape })
     })
+}
+
+/// The int8 attention block (`attention_block_int8_sm90_*`, H = 192: one output tile) against
+/// the chain it replaces, `qkv_attention_int8_sm90` then `gemm_int8_sm90_ln` with the residual
+/// (the strip layernorm): LN1's rows, codes and scales bit for bit (the sequences' meeting, the
+/// hand-over of the tiles to the producer, the TMA reads of other CTAs' codes).
+fn check_attention_block(dev: &Device, cu: &DeviceBuffer<u32>, shape: AttentionShape) -> Result<Option<String>> {
+    use crate::qkv_attention_sm90 as fused;
+    if !fused::block_supports(&shape) {
+        return Ok(None);
+    }
+    let (t, h, slots) = (shape.tokens, shape.heads * shape.head_dim, shape.batch * fused::SLOT_ROWS);
+    let mut r = Lcg(0xb10c_0000 + shape.head_dim as u64);
+    let x = dev.upload(&r.f16s(t * h, 1.0))?;
+    let (a, w, wo) = (dev.upload(&r.i8s(t * h))?, dev.upload(&r.i8s(3 * h * h))?, dev.upload(&r.i8s(h * h))?);
+    let mut scales = |n: usize, s: f32| dev.upload(&(0..n).map(|_| s * (1.5 + r.unit())).collect::<Vec<f32>>());
+    let (a_scale, w_scale, wo_scale) = (scales(t, 2e-3)?, scales(3 * h, 2e-3)?, scales(h, 1e-3)?);
+    let (bias, bo) = (dev.upload(&r.f16s(3 * h, 0.5))?, dev.upload(&r.f16s(h, 0.5))?);
+    let (gamma, beta) = (dev.upload(&r.f16s(h, 1.0))?, dev.upload(&r.f16s(h, 0.5))?);
+    let g = GemmInt8 {
+        a: &a,
+        a_scale: &a_scale,
+        zero_point: None,
+        w: &w,
+        w_scale: &w_scale,
+        bias: Some(&bias),
+        epilogue: Epilogue::None,
+        shape: GemmShape { m: t, n: 3 * h, k: h },
+    };
+    // (out, LN1's rows, codes, scales) of the block or of the chain
+    let run = |block: bool| -> Result<(Vec<f16>, Vec<i8>, Vec<f32>)> {
+        let rows = if block { slots } else { t };
+        let (mut ctx, mut q, mut qs) =
+            (dev.alloc_filled(rows * h, 0)?, dev.alloc_filled(rows * h, 0)?, dev.alloc_filled(rows, 0)?);
+        let mut counters = dev.alloc_filled::<u32>(fused::CTX_COUNTERS * shape.batch, 0)?;
+        let (mut y, h1) = (poisoned(dev, t * h)?, poisoned(dev, t * h)?);
+        let (lq, ls) = (dev.alloc_filled::<i8>(t * h, 0xff)?, dev.alloc_filled::<f32>(t, 0xff)?);
+        let ln = crate::FusedLayerNorm {
+            gamma: &gamma,
+            beta: &beta,
+            out: &h1,
+            q8: Some(crate::FusedQ8 { q: &lq, scale: &ls, smooth: None }),
+            eps: 1e-12,
+        };
+        let codes = fused::ContextCodes { q: &mut q, scale: &mut qs, counters: &mut counters };
+        if block {
+            let mut fold = dev.alloc_filled::<u32>(fused::FOLD_COUNTERS * shape.batch, 0)?;
+            let o = fused::AttentionOut {
+                w: &wo,
+                w_scale: Some(&wo_scale),
+                bias: &bo,
+                residual: &x,
+                y: &mut y,
+                ln,
+                counters: &mut fold,
+            };
+            fused::attention_block_int8_sm90(dev, &g, cu, &mut ctx, codes, o, shape)?;
+        } else {
+            fused::qkv_attention_int8_sm90(dev, &g, cu, &mut ctx, codes, shape)?;
+            let go = GemmInt8 {
+                a: &q,
+                a_scale: &qs,
+                zero_point: None,
+                w: &wo,
+                w_scale: &wo_scale,
+                bias: Some(&bo),
+                epilogue: Epilogue::Residual(&x),
+                shape: GemmShape { m: t, n: h, k: h },
+            };
+            let ws = SplitWorkspace::for_shapes(dev, &[(t, h, h, true)])?;
+            let how = GemmSm90Launch { layernorm: crate::gemm_sm90::Sm90Layernorm::Strip, ..Default::default() };
+            crate::gemm_int8_sm90_ln(dev, &go, &mut y, &ln, &ws, how)?;
+        }
+        Ok((h1.to_host()?, lq.to_host()?, ls.to_host()?))
+    };
+    let (got, want) = (run(true)?, run(false)?);
+    let kernel = fused::block_kernel_name(true, shape.head_dim);
+    if let Some(m) = first_mismatch(kernel, &got.0, &want.0) {
+        return Ok(Some(m));
+    }
+    let same_scales = got.2.iter().zip(&want.2).all(|(a, b)| a.to_bits() == b.to_bits());
+    Ok((got.1 != want.1 || !same_scales).then(|| format!("{kernel}: LN1's codes differ from the chain's")))
 }
 
 /// The int8 passes' attention (`attention_int8_sm90_*`) against `attention_sm90`'s output `fp16`

@@ -303,6 +303,71 @@ fn fused_qkv_attention_matches_the_two_launches(precision: Precision, heads: usi
     }
 }
 
+/// Hidden 192 (3 heads of 64: whole 192-column attention-out tiles), 17 sequences of 104..128,
+/// int8 (the passes that take the blocks: `schedule::takes_attention_blocks`): each layer's QKV
+/// GEMM, attention, attention-out GEMM and LN1 run as one `attention_block_int8_sm90_d64` launch, within the reference's tolerance, its grid, tensor work
+/// and stores as the plan prices them, and the sequences get the bits a batch of two of them
+/// gets (the separate launches: split QKV GEMM, attention, attention-out GEMM + LN1).
+fn attention_block_matches_the_separate_launches(precision: Precision) {
+    let shape = Shape { hidden: 192, heads: 3, layers: 2, intermediate: 256, vocab: 61, max_pos: 130, labels: 0 };
+    let model = random_model(shape, 23);
+    let lengths: Vec<usize> = (0..17).map(|i| 104 + (i * 7) % 25).collect();
+    let batch = random_batch(shape.vocab, &lengths, 24);
+    let dev = sm90(AsyncMode::Random(6));
+    let int8 = precision == Precision::Int8;
+    let mut bert = if int8 {
+        DeviceBert::new_calibrated(&dev, &model, precision, &random_batch(shape.vocab, &[9, 40], 99)).unwrap()
+    } else {
+        DeviceBert::new(&dev, &model, precision).unwrap()
+    };
+    let block = &format!("attention_block_{}_sm90_d64", if int8 { "int8" } else { "f16" });
+    dev.emulator_backend().unwrap().clear_launches();
+    let (all, _) = bert.forward(&batch, ForwardOptions::all()).unwrap();
+    let names = launched(&dev);
+    assert_eq!(names.iter().filter(|k| *k == block).count(), shape.layers, "{names:?}");
+    // no other QKV, attention or attention-out launch: the layernorm GEMMs are FFN2's
+    let other = |k: &String| k.starts_with("qkv_attention") || (k.starts_with("attention_") && k != block);
+    assert!(!names.iter().any(other), "{names:?}");
+    assert_eq!(names.iter().filter(|k| k.starts_with("gemm") && k.contains("ln")).count(), shape.layers, "{names:?}");
+    assert_eq!(names.len(), bert.launches_for(&batch, ForwardOptions::all().outputs), "{names:?}");
+    let rec = dev.emulator_backend().unwrap().launches();
+    let r = rec.iter().find(|l| &l.kernel == block).unwrap();
+    let heads = fusebert::perf::Heads::of(&model, ForwardOptions::all().outputs);
+    let plan = fusebert::perf::forward_plan_for(&model.config, precision, &lengths, heads, Sm90Plan);
+    let p = plan.launches.iter().find(|l| l.step == "attention_block").unwrap();
+    assert_eq!(plan.launches.len(), names.len());
+    assert_eq!(
+        (r.grid, r.block, r.shared_mem_bytes, 2 * r.counters.tensor_macs, r.counters.global_store_bytes),
+        (p.grid, p.block, p.shared_mem_bytes, p.tensor_flops, p.store_bytes)
+    );
+    let want = reference::forward(&model, &batch, &Options::default()).unwrap();
+    for (s, (g, w)) in all.sequences.iter().zip(&want.sequences).enumerate() {
+        if int8 {
+            let cos = cosine(&g.last_hidden_state, &w.last_hidden_state);
+            assert!(cos >= INT8_MIN_COS, "seq {s}: hidden cosine {cos}");
+        } else {
+            let err = max_abs(&g.last_hidden_state, &w.last_hidden_state);
+            assert!(err <= F16_MAX_HIDDEN_ERR, "seq {s}: hidden max err {err}");
+        }
+    }
+    let pick = [0, 1];
+    let ids = pick.iter().map(|&i| batch.input_ids[i].clone()).collect();
+    let types = pick.iter().map(|&i| batch.token_type_ids[i].clone()).collect();
+    let two = fusebert::tokenize::Batch::new(ids, types).unwrap();
+    dev.emulator_backend().unwrap().clear_launches();
+    let (apart, _) = bert.forward(&two, ForwardOptions::all()).unwrap();
+    assert!(!launched(&dev).iter().any(|k| k.starts_with("attention_block")));
+    for (j, &i) in pick.iter().enumerate() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&apart.sequences[j].last_hidden_state), bits(&all.sequences[i].last_hidden_state), "seq {i}");
+    }
+}
+
+#[test]
+fn int8_attention_block_gives_the_bits_of_the_separate_launches() {
+    attention_block_matches_the_separate_launches(Precision::Int8);
+}
+
 /// The roofline's plan of `_sm90` attention in both tilings the forward pass picks (packed for
 /// sequences of at most 64 tokens, per sequence above), fp16 and int8 (the entry that also
 /// stores the context's codes and scales): grid, shared memory, tensor work and stores as the

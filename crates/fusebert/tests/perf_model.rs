@@ -61,8 +61,23 @@ fn launch(flops: u64, bytes: u64, blocks: u32) -> PlannedLaunch {
         reuse_bytes: bytes,
         reuse_bytes_per_block: 0,
         tail_bytes: 0,
+        tail_tensor_flops: 0,
         sm90_tile: None,
     }
+}
+
+/// Tensor work one CTA does after the rest of its grid (the attention block's last output
+/// tile) adds its time on one SM's share of the path's peak: an `_sm90` launch's at
+/// `wgmma_fraction` of the fp16 peak / 132.
+#[test]
+fn a_tail_of_tensor_work_runs_on_one_sm() {
+    let g = gpu("h100-sxm").unwrap();
+    let base = PlannedLaunch { kernel: "gemm_f16_sm90".into(), ..launch(1 << 30, 1 << 20, 132) };
+    let tail = PlannedLaunch { tail_tensor_flops: 37_748_736, ..base.clone() };
+    let (a, b) = (predict_launch(&g, &base, true), predict_launch(&g, &tail, true));
+    let want = 37_748_736.0 / (989.4e12 * 0.8 / 132.0) * 1e6;
+    assert!((b.kernel_us - a.kernel_us - want).abs() < 1e-9, "{} - {} vs {want}", b.kernel_us, a.kernel_us);
+    assert!((want - 6.295).abs() < 0.01, "{want}");
 }
 
 #[test]

@@ -203,6 +203,18 @@ struct Workspace {
     ctx_scale: DeviceBuffer<f32>,
     /// The fused int8 QKV attention's per-sequence arrival counters (zero between launches).
     ctx_counters: DeviceBuffer<u32>,
+    /// The attention blocks' scratch: the context (and int8 its codes and scales) in a slot of
+    /// 128 rows a sequence (zeroed once: rows past a sequence are read, unused), their
+    /// per-sequence counters, and LN1's codes and scales (apart from `q8`, which other
+    /// sequences' CTAs still read while a sequence's LN1 writes these).
+    block_ctx: DeviceBuffer<f16>,
+    block_q8: DeviceBuffer<i8>,
+    block_scale: DeviceBuffer<f32>,
+    block_counters: DeviceBuffer<u32>,
+    ln1_q8: DeviceBuffer<i8>,
+    ln1_scale: DeviceBuffer<f32>,
+    /// Whether this pass runs the attention blocks (FFN1 then reads LN1's codes from `ln1_q8`).
+    blocks: bool,
     /// ELECTRA: the embedding layernorm's `[T, embedding_size]` output, before the projection.
     emb: Option<DeviceBuffer<f16>>,
     /// Partial sums and arrival counters of the split-K layer GEMMs (`GemmPlan::choose`).
@@ -659,6 +671,13 @@ impl DeviceBert {
                 let lin = &layer(l).qkv;
                 (lin.input_bytes(t, h) + lin.gemm_bytes() + cu, t * h * 2 + q8_out(h, false))
             }
+            // the fused QKV attention's inputs, then the attention-out GEMM's weights and residual
+            // in, LN1's (context's scratch out, as the fused kernel's)
+            Step::AttentionBlock { layer: l, ln1 } => {
+                let (lin, out) = (&layer(l).qkv, &layer(l).attn_out);
+                let qkv = (lin.input_bytes(t, h) + lin.gemm_bytes() + cu, t * h * 2 + q8_out(h, false));
+                plus(plus(qkv, (out.gemm_bytes() + t * h * 2, t * h * 2)), ln(l, ln1))
+            }
             Step::LayerNorm { layer: l, out } => ln(l, out),
             // pooling (mean: every row; the counters show the other modes' less)
             Step::Pool => (t * h * 2 + cu, b * h * 4),
@@ -699,7 +718,16 @@ impl DeviceBert {
             fuse_ffn_quantize: self.fuses_ffn_quantize(),
             fuse_qkv_attention: self.fuses_qkv_attention(batch),
             attention_quantizes_context: self.kernels.is_sm90() && self.precision == Precision::Int8,
+            attention_block: self.takes_attention_blocks(),
         })
+    }
+
+    /// Whether a fused QKV attention also runs the attention-out GEMM and LN1
+    /// (`attention_block_int8_sm90_*`): [`schedule::takes_attention_blocks`], on an
+    /// attention-out GEMM of symmetric, unsmoothed codes (the context's).
+    fn takes_attention_blocks(&self) -> bool {
+        schedule::takes_attention_blocks(self.precision, self.config.hidden_size)
+            && self.layers.iter().all(|l| matches!(&l.attn_out, DeviceLinear::Int8 { smooth: None, w_sum: None, .. }))
     }
 
     /// Whether each layer's QKV GEMM and attention run as one launch over `batch`
@@ -799,6 +827,13 @@ impl DeviceBert {
             q8_scale: d.alloc(t)?,
             q8_zero: d.alloc(t)?,
             ctx_scale: d.alloc(t)?,
+            block_ctx: d.alloc_filled(b * fusebert_kernels::qkv_attention_sm90::SLOT_ROWS * h, 0)?,
+            block_q8: d.alloc_filled(b * fusebert_kernels::qkv_attention_sm90::SLOT_ROWS * h, 0)?,
+            block_scale: d.alloc_filled(b * fusebert_kernels::qkv_attention_sm90::SLOT_ROWS, 0)?,
+            block_counters: d.alloc_filled(fusebert_kernels::qkv_attention_sm90::FOLD_COUNTERS * b, 0)?,
+            ln1_q8: d.alloc(t * h)?,
+            ln1_scale: d.alloc(t)?,
+            blocks: false,
             // per sequence (the fused QKV attention) or per row tile (attention_int8_sm90)
             ctx_counters: d.alloc_filled(
                 fusebert_kernels::CTX_COUNTERS * b.max(fusebert_kernels::attention_sm90::max_codes_strips(b, t)),
@@ -906,9 +941,17 @@ impl DeviceBert {
         pooling: DevicePooling,
         mut after: impl FnMut(&DeviceBuffer<f16>) -> Result<()>,
     ) -> Result<()> {
-        for step in self.schedule(batch, opts.outputs) {
+        let steps = self.schedule(batch, opts.outputs);
+        ws.blocks = steps.iter().any(|s| matches!(s, Step::AttentionBlock { .. }));
+        for step in steps {
             // a layer's first launch and pooling read the hidden state the steps before made
-            if matches!(step, Step::Gemm { gemm: LayerGemm::Qkv, .. } | Step::QkvAttention { .. } | Step::Pool) {
+            if matches!(
+                step,
+                Step::Gemm { gemm: LayerGemm::Qkv, .. }
+                    | Step::QkvAttention { .. }
+                    | Step::AttentionBlock { .. }
+                    | Step::Pool
+            ) {
                 after(&ws.x)?;
             }
             self.launch_step(ws, batch, opts, pooling, step)?;
@@ -996,6 +1039,7 @@ impl DeviceBert {
                 }
             }
             Step::QkvAttention { layer } => self.qkv_attention(ws, batch, layer),
+            Step::AttentionBlock { layer, ln1 } => self.attention_block(ws, batch, layer, ln1),
             Step::Gemm { layer, gemm, layernorm, quantize } => self.layer_gemm(ws, layer, gemm, layernorm, quantize, t),
             Step::LayerNorm { layer, out } => {
                 let l = &self.layers[layer];
@@ -1106,8 +1150,27 @@ impl DeviceBert {
         let l = &self.layers[layer];
         let next = self.layers.get(layer + 1);
         let cluster = self.sm90_cluster(Step::Gemm { layer, gemm, layernorm, quantize }, t);
-        let Workspace { x, qkv, ctx, y, h: hbuf, ffn, q8, q8_next, q8_scale, q8_zero, ctx_scale, split, .. } = ws;
+        let Workspace {
+            x,
+            qkv,
+            ctx,
+            y,
+            h: hbuf,
+            ffn,
+            q8,
+            q8_next,
+            q8_scale,
+            q8_zero,
+            ctx_scale,
+            split,
+            ln1_q8,
+            ln1_scale,
+            blocks,
+            ..
+        } = ws;
         let sp = &*split;
+        // LN1's codes: where the attention block wrote them, else where the layernorm did
+        let (ln1_codes, ln1_scales) = if *blocks { (&*ln1_q8, &*ln1_scale) } else { (&*q8, &*q8_scale) };
         match (gemm, layernorm) {
             (LayerGemm::Qkv, _) => {
                 self.gemm(&l.qkv, x, q8, q8_scale, q8_zero, sp, Epilogue::None, qkv, t, 3 * h, h, None, false)
@@ -1128,10 +1191,10 @@ impl DeviceBert {
             }
             (LayerGemm::Ffn1, _) if quantize => {
                 let codes = FusedQuantize { q: q8_next, scale: q8_scale, zero: q8_zero, smooth: l.ffn2.smooth() };
-                self.ffn1_quantized(&l.ffn1, q8, q8_scale, q8_zero, &codes, sp, ffn, t, i, h, cluster)
+                self.ffn1_quantized(&l.ffn1, ln1_codes, ln1_scales, q8_zero, &codes, sp, ffn, t, i, h, cluster)
             }
             (LayerGemm::Ffn1, _) => {
-                self.gemm(&l.ffn1, hbuf, q8, q8_scale, q8_zero, sp, self.ffn_act, ffn, t, i, h, None, false)
+                self.gemm(&l.ffn1, hbuf, ln1_codes, ln1_scales, q8_zero, sp, self.ffn_act, ffn, t, i, h, None, false)
             }
             (LayerGemm::Ffn2, ln2) => {
                 // FFN2's codes and where LN2's go (see above)
@@ -1196,6 +1259,80 @@ impl DeviceBert {
                 let codes = fused::ContextCodes { q: q8_next, scale: ctx_scale, counters: ctx_counters };
                 fused::qkv_attention_int8_sm90(&self.dev, &g, cu_seqlens, ctx, codes, shape)
             }
+        }
+    }
+
+    /// The attention block of `layer` (`attention_block_*_sm90`): as [`DeviceBert::qkv_attention`],
+    /// the context into the block's slot scratch, then ws.y = ctx . Wo^T + bias + ws.x and LN1
+    /// into ws.h (int8: and its codes into ws.ln1_q8 / ln1_scale, which FFN1 reads).
+    fn attention_block(&self, ws: &mut Workspace, batch: &Batch, layer: usize, ln1: LayerNormOut) -> Result<()> {
+        use kernels::qkv_attention_sm90 as fused;
+        let h = self.config.hidden_size;
+        let t = batch.total_tokens();
+        let shape = AttentionShape {
+            batch: batch.len(),
+            tokens: t,
+            max_seqlen: batch.max_len(),
+            heads: self.config.num_attention_heads,
+            head_dim: self.config.head_dim(),
+            scale: None,
+        };
+        let gemm_shape = kernels::GemmShape { m: t, n: 3 * h, k: h };
+        let l = &self.layers[layer];
+        let Workspace {
+            x,
+            y,
+            h: hbuf,
+            q8,
+            q8_scale,
+            q8_zero,
+            block_ctx,
+            block_q8,
+            block_scale,
+            block_counters,
+            ctx_counters,
+            ln1_q8,
+            ln1_scale,
+            cu_seqlens,
+            ..
+        } = ws;
+        let q = ln1.q8.then_some(FusedQ8 { q: ln1_q8, scale: ln1_scale, smooth: l.ffn1.smooth() });
+        let ln = FusedLayerNorm {
+            gamma: &l.ln1.gamma,
+            beta: &l.ln1.beta,
+            out: hbuf,
+            q8: q,
+            eps: self.config.layer_norm_eps,
+        };
+        match (&l.qkv, &l.attn_out) {
+            (DeviceLinear::F16 { w, b }, DeviceLinear::F16 { w: wo, b: bo }) => {
+                let g = kernels::GemmF16 { a: x, w, bias: Some(b), epilogue: Epilogue::None, shape: gemm_shape };
+                let o = fused::AttentionOut {
+                    w: wo,
+                    w_scale: None,
+                    bias: bo,
+                    residual: x,
+                    y,
+                    ln,
+                    counters: block_counters,
+                };
+                fused::attention_block_f16_sm90(&self.dev, &g, cu_seqlens, block_ctx, o, shape)
+            }
+            (lin @ DeviceLinear::Int8 { .. }, DeviceLinear::Int8 { w: wo, scale: wo_scale, b: bo, .. }) => {
+                let g = lin.int8_gemm(q8, q8_scale, q8_zero, Epilogue::None, gemm_shape).expect("int8 weights");
+                let codes = fused::ContextCodes { q: block_q8, scale: block_scale, counters: ctx_counters };
+                let o = fused::AttentionOut {
+                    w: wo,
+                    w_scale: Some(wo_scale),
+                    bias: bo,
+                    residual: x,
+                    y,
+                    ln,
+                    counters: block_counters,
+                };
+                fused::attention_block_int8_sm90(&self.dev, &g, cu_seqlens, block_ctx, codes, o, shape)
+            }
+            _ => Err(Error::Other("DeviceBert: an attention block over mixed-precision weights".into())),
         }
     }
 

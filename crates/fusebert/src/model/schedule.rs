@@ -101,6 +101,13 @@ pub enum Step {
     QkvAttention {
         layer: usize,
     },
+    /// The QKV GEMM, attention, attention-out GEMM (+ residual) and LN1 in one launch (the
+    /// Hopper `attention_block_*_sm90` kernels, where the QKV attention is fused and
+    /// [`ScheduleShape::attention_block`] holds): LN1's rows (and int8 their codes) out.
+    AttentionBlock {
+        layer: usize,
+        ln1: LayerNormOut,
+    },
     /// A layernorm on its own (when the row is too wide to fuse into the GEMM).
     LayerNorm {
         layer: usize,
@@ -128,6 +135,7 @@ impl Step {
             Step::Gemm { gemm, .. } => gemm.name(),
             Step::Attention { .. } => "attention",
             Step::QkvAttention { .. } => "qkv_attention",
+            Step::AttentionBlock { .. } => "attention_block",
             Step::LayerNorm { out, .. } => out.which.name(),
             Step::Pool => "pool",
             Step::GatherCls => "gather_cls",
@@ -143,6 +151,7 @@ impl Step {
             Step::Gemm { layer, .. }
             | Step::Attention { layer }
             | Step::QkvAttention { layer }
+            | Step::AttentionBlock { layer, .. }
             | Step::LayerNorm { layer, .. } => Some(layer),
             _ => None,
         }
@@ -171,6 +180,9 @@ pub struct ScheduleShape {
     /// The attention writes the int8 context's codes itself (the Hopper kernels:
     /// `attention_int8_sm90_*`): no `quantize_ctx` launch after a separate attention either.
     pub attention_quantizes_context: bool,
+    /// Where the QKV attention is fused, it also runs the attention-out GEMM and LN1
+    /// ([`Step::AttentionBlock`]; the row width the blocks take).
+    pub attention_block: bool,
 }
 
 /// Whether the Hopper pass runs a layer's QKV GEMM and attention as one launch for sequences
@@ -192,6 +204,16 @@ pub fn fuses_qkv_attention(heads: usize, head_dim: usize, lengths: &[usize]) -> 
         && 4 * fused::ctas_per_sequence(heads, head_dim) * lengths.len() > SPLIT_SMS
 }
 
+/// Whether the passes of `precision` over rows of `hidden` take the attention blocks where the
+/// QKV attention is fused: rows the blocks take (`qkv_attention_sm90::block_takes_hidden`), int8
+/// only. The fp16 block is predicted slower than the two launches it replaces (BERT-base 32x128
+/// on an H100: 38.5 us per layer against 34.7): the grid's last sequence computes its 128 x 192
+/// output tiles after everything else, 6.3 us of fp16 tensor work on one SM (int8 3.1 us, and
+/// the block saves more there: the attention-out launch it removes is memory-bound).
+pub fn takes_attention_blocks(precision: Precision, hidden: usize) -> bool {
+    precision == Precision::Int8 && crate::kernels::qkv_attention_sm90::block_takes_hidden(hidden)
+}
+
 /// Every launch of one forward pass, in order.
 pub fn schedule(s: ScheduleShape) -> Vec<Step> {
     let int8 = s.precision == Precision::Int8;
@@ -207,7 +229,10 @@ pub fn schedule(s: ScheduleShape) -> Vec<Step> {
         let ln1 = LayerNormOut { which: LayerNorm::Ln1, q8: int8 };
         // the last layer's output feeds only pooling and the fp16 heads: no int8 codes
         let ln2 = LayerNormOut { which: LayerNorm::Ln2, q8: int8 && !last };
-        if s.fuse_qkv_attention {
+        let block = s.fuse_qkv_attention && s.attention_block && s.fuse_layernorm;
+        if block {
+            v.push(Step::AttentionBlock { layer, ln1 });
+        } else if s.fuse_qkv_attention {
             v.push(Step::QkvAttention { layer });
         } else {
             v.push(Step::Gemm { layer, gemm: LayerGemm::Qkv, layernorm: None, quantize: false });
@@ -217,7 +242,9 @@ pub fn schedule(s: ScheduleShape) -> Vec<Step> {
         if int8 && !s.fuse_qkv_attention && !s.attention_quantizes_context {
             v.push(Step::Quantize { layer: Some(layer), what: Quantized::Context });
         }
-        residual_and_layernorm(&mut v, s.fuse_layernorm, layer, LayerGemm::AttnOut, ln1);
+        if !block {
+            residual_and_layernorm(&mut v, s.fuse_layernorm, layer, LayerGemm::AttnOut, ln1);
+        }
         let fused_quantize = int8 && s.fuse_ffn_quantize;
         v.push(Step::Gemm { layer, gemm: LayerGemm::Ffn1, layernorm: None, quantize: fused_quantize });
         if int8 && !fused_quantize {
@@ -260,6 +287,7 @@ mod tests {
             fuse_ffn_quantize: false,
             fuse_qkv_attention: false,
             attention_quantizes_context: false,
+            attention_block: false,
         }
     }
 
@@ -295,6 +323,32 @@ mod tests {
             for (i, _) in own.iter().enumerate().filter(|(_, s)| matches!(s, Step::Attention { .. })) {
                 assert!(matches!(own[i + 1], Step::Gemm { gemm: LayerGemm::AttnOut, .. }), "{p:?}");
             }
+        }
+    }
+
+    #[test]
+    fn an_attention_block_also_takes_the_attention_out_gemm() {
+        for p in [Precision::F16, Precision::Int8] {
+            let fused = schedule(ScheduleShape { fuse_qkv_attention: true, ..shape(p, true) });
+            let block = schedule(ScheduleShape { fuse_qkv_attention: true, attention_block: true, ..shape(p, true) });
+            assert_eq!(block.len(), fused.len() - 3, "{p:?}");
+            let layers: Vec<_> =
+                block.iter().filter(|s| matches!(s, Step::AttentionBlock { .. })).map(|s| s.layer()).collect();
+            assert_eq!(layers, [Some(0), Some(1), Some(2)]);
+            assert!(!block
+                .iter()
+                .any(|s| matches!(s, Step::QkvAttention { .. } | Step::Gemm { gemm: LayerGemm::AttnOut, .. })));
+            // FFN1 right after each block, which wrote LN1 (int8: and its codes)
+            for (i, s) in block.iter().enumerate() {
+                if let Step::AttentionBlock { ln1, .. } = s {
+                    assert_eq!((ln1.which, ln1.q8), (LayerNorm::Ln1, p == Precision::Int8));
+                    assert!(matches!(block[i + 1], Step::Gemm { gemm: LayerGemm::Ffn1, .. }), "{p:?}");
+                }
+            }
+            // not without the fused QKV attention, nor without fused layernorms
+            assert_eq!(schedule(ScheduleShape { attention_block: true, ..shape(p, true) }), schedule(shape(p, true)));
+            let unfused = ScheduleShape { fuse_qkv_attention: true, attention_block: true, ..shape(p, false) };
+            assert!(!schedule(unfused).iter().any(|s| matches!(s, Step::AttentionBlock { .. })));
         }
     }
 

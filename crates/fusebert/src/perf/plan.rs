@@ -84,6 +84,9 @@ pub struct PlannedLaunch {
     /// Bytes one block moves alone after the rest of the grid is done (a serial tail no other
     /// block overlaps): a split-K GEMM's last block per tile reading its tile's partial sums.
     pub tail_bytes: u64,
+    /// Tensor FLOPs one CTA computes alone after the rest of the grid is done (the attention
+    /// block's last sequence's output tile, on one SM's share of the peak).
+    pub tail_tensor_flops: u64,
     /// An `_sm90` GEMM's tiling (what [`sm90::choose_gemm`] gave the launch); `None` elsewhere.
     pub sm90_tile: Option<Sm90Tile>,
 }
@@ -117,7 +120,13 @@ impl LaunchPlan {
     }
     /// FLOPs of the GEMMs only (a fused QKV attention launch counts its GEMM's).
     pub fn gemm_flops(&self) -> u64 {
-        self.launches.iter().filter_map(|l| l.gemm).map(|(m, n, k)| 2 * (m * n * k) as u64).sum()
+        let of = |l: &PlannedLaunch| {
+            let Some((m, n, k)) = l.gemm else { return 0 };
+            // the attention block's second GEMM: its attention-out projection, m x k x k
+            let out = if l.step == "attention_block" { 2 * m * k * k } else { 0 };
+            (2 * m * n * k + out) as u64
+        };
+        self.launches.iter().map(of).sum()
     }
     pub fn min_bytes(&self) -> u64 {
         self.launches.iter().map(|l| l.min_bytes()).sum()
@@ -178,6 +187,8 @@ pub fn forward_plan_for(
             && fuses_qkv_attention(c.num_attention_heads, c.head_dim(), lengths),
         // the forward pass's rule (`DeviceBert::schedule`)
         attention_quantizes_context: family == KernelFamily::Sm90 && p.int8,
+        // the forward pass's rule (`DeviceBert::attention_blocks`)
+        attention_block: crate::model::schedule::takes_attention_blocks(precision, c.hidden_size),
     };
     let launches = schedule(shape)
         .into_iter()
@@ -215,6 +226,9 @@ fn planned_sm90(c: &BertConfig, p: Prec, lengths: &[usize], heads: Heads, step: 
         }
         Step::Attention { layer } => attention_sm90(p, lengths, c.num_attention_heads, c.head_dim(), Some(layer)),
         Step::QkvAttention { layer } => qkv_attention_sm90(p, lengths, c.num_attention_heads, c.head_dim(), layer),
+        Step::AttentionBlock { layer, ln1 } => {
+            attention_block_sm90(p, lengths, c.num_attention_heads, c.head_dim(), layer, ln1.q8)
+        }
         Step::Pooler => gemm_sm90(fp16, "pooler", None, b, h, h, Epi::Tanh, false, Sm90Tail::None),
         Step::Classifier => {
             let n = heads.labels.next_multiple_of(16);
@@ -256,8 +270,11 @@ fn planned(c: &BertConfig, p: Prec, lengths: &[usize], heads: Heads, step: Step)
             }
         }
         Step::Attention { layer } => attention(lengths, c.num_attention_heads, c.head_dim(), Some(layer)),
-        // (only the Hopper plans schedule it: `fuse_qkv_attention`)
+        // (only the Hopper plans schedule them: `fuse_qkv_attention`)
         Step::QkvAttention { layer } => qkv_attention_sm90(p, lengths, c.num_attention_heads, c.head_dim(), layer),
+        Step::AttentionBlock { layer, ln1 } => {
+            attention_block_sm90(p, lengths, c.num_attention_heads, c.head_dim(), layer, ln1.q8)
+        }
         Step::LayerNorm { layer, out } => {
             let smooth = out.which == LayerNorm::Ln1 || not_last(layer);
             layernorm(out.q8, smooth, t, h, out.which.name(), Some(layer))
@@ -306,6 +323,7 @@ fn launch(
         reuse_bytes: 0,
         reuse_bytes_per_block: 0,
         tail_bytes: 0,
+        tail_tensor_flops: 0,
         sm90_tile: None,
     }
 }
@@ -878,6 +896,54 @@ fn attention_sm90(p: Prec, lengths: &[usize], heads: usize, d: usize, layer: Opt
     l
 }
 
+/// The attention block (`attention_block_*_sm90`): the fused QKV attention's launch
+/// ([`qkv_attention_sm90`]), then in it each sequence's attention-out GEMM (+ bias + residual)
+/// and LN1. Once a sequence's CTAs have stored its context (int8: its codes, in the sequence's
+/// 128-row slot), they claim the output's 128 x 192 tiles: per tile the slot's 128-row box of
+/// the context (codes) and Wo's 192 rows, the tensor work of its consumers with rows (64-row
+/// halves), y stored for the sequence's rows; then they share LN1's rows (y read back through
+/// L2, LN1's rows and int8 codes stored). The tiles' tensor FLOPs reach `wgmma_fraction` as the
+/// QKV GEMM's do; the grid's last sequence adds a tail: its output tile computed on one SM
+/// after everything else (its sequence's CTAs run its tiles side by side), then its LN rows
+/// spread over its CTAs.
+fn attention_block_sm90(
+    p: Prec,
+    lengths: &[usize],
+    heads: usize,
+    d: usize,
+    layer: usize,
+    ln_q8: bool,
+) -> PlannedLaunch {
+    use crate::kernels::qkv_attention_sm90 as kernel;
+    let mut l = qkv_attention_sm90(p, lengths, heads, d, layer);
+    let (b, t) = (lengths.len(), lengths.iter().sum::<usize>());
+    let (h, e) = (heads * d, if p.int8 { 1 } else { 2 });
+    let (tiles, cols) = (h / kernel::OUT_COLS, kernel::OUT_COLS);
+    // whole k-blocks (128 bytes of K): the wgmmas run over the last one's zero fill too
+    let k_steps = h.next_multiple_of(if p.int8 { 128 } else { 64 });
+    let computed: usize = lengths.iter().map(|&len| len.next_multiple_of(64)).sum();
+    l.kernel = kernel::block_kernel_name(p.int8, d).into();
+    l.step = "attention_block";
+    l.flops += (2 * t * h * h) as u64;
+    l.tensor_flops += (2 * computed * h * k_steps) as u64;
+    // Wo, its bias (int8: and scales), gamma, beta (int8: FFN1's smoothing), the residual rows
+    let params = h * 2 + if p.int8 { h * 4 } else { 0 } + 2 * h * 2 + if ln_q8 { h * 2 } else { 0 };
+    l.min_load_bytes += (h * h * e + params + t * h * 2) as u64;
+    // per tile: the slot's box and Wo's rows (and their columns' parameters); per row: the
+    // residual, y read back, gamma and beta
+    let per_tile = kernel::SLOT_ROWS * h * e + cols * h * e + cols * (2 + if p.int8 { 4 } else { 0 });
+    l.load_bytes += (b * tiles * per_tile + t * (h * 2 + h * 2 + 2 * h * 2)) as u64;
+    // y, LN1's rows, int8 their codes and scales
+    let row_store = h * 2 + h * 2 + if ln_q8 { h + 4 } else { 0 };
+    l.store_bytes += (t * row_store) as u64;
+    l.reuse_bytes += (h * h * e) as u64;
+    let last = lengths.iter().copied().max().unwrap_or(0);
+    l.tail_tensor_flops += (2 * last.next_multiple_of(64) * cols * k_steps) as u64;
+    let groups = kernel::ctas_per_sequence(heads, d);
+    l.tail_bytes += (last.div_ceil(groups) * (h * 2 + row_store - h * 2)) as u64;
+    l
+}
+
 /// The int8 attentions' context codes (`attention_int8_sm90`, the fused QKV attention): once a
 /// strip's CTAs (a row tile's heads, or a sequence's column groups) have all stored their
 /// columns, they read its rows back through L2 once (a warp keeps its row in shared memory for
@@ -924,7 +990,8 @@ fn qkv_attention_sm90(p: Prec, lengths: &[usize], heads: usize, d: usize, layer:
     // rows of the input box each CTA loads (TMA clips at T), rows its consumers compute
     let boxed: usize = starts.iter().map(|&s0| BM.min(t - s0)).sum();
     let computed: usize = lengths.iter().map(|&len| len.next_multiple_of(WARPGROUP_M)).sum();
-    let k_steps = h.next_multiple_of(if p.int8 { 32 } else { 16 });
+    // whole k-blocks (128 bytes of K): the wgmmas run over the last one's zero fill too
+    let k_steps = h.next_multiple_of(if p.int8 { 128 } else { 64 });
     let gemm_tensor = 2 * computed * 3 * d * k_steps * heads;
     // attention: each computing consumer's 64 rows against whole 64-key blocks (S = Q K^T is
     // n64, P V four k16 steps a block)

@@ -202,7 +202,9 @@ fn registers(kernel: &str, g: &GpuSpec) -> u32 {
 
 /// Whether `kernel` multiplies int8 operands (its GEMM reaches the int8 peak).
 fn int8_gemm(kernel: &str) -> bool {
-    kernel.starts_with("gemm_int8") || kernel.starts_with("qkv_attention_int8")
+    kernel.starts_with("gemm_int8")
+        || kernel.starts_with("qkv_attention_int8")
+        || kernel.starts_with("attention_block_int8")
 }
 
 /// Predicts one launch.
@@ -256,7 +258,8 @@ pub fn predict_launch(g: &GpuSpec, l: &PlannedLaunch, graphs: bool) -> LaunchPre
     let dram_us = dram as f64 / ((g.dram_gbps * g.dram_efficiency).min(active_gbps) * 1e9) * 1e6;
     let l2_us = l2 as f64 / (g.l2_gbps.min(active_gbps) * 1e9) * 1e6;
     // a serial tail (one block alone after the grid, e.g. a split-K reduction) at one SM's bandwidth
-    let tail_us = l.tail_bytes as f64 / (g.sm_gbps * 1e9) * 1e6;
+    let tail_us = l.tail_bytes as f64 / (g.sm_gbps * 1e9) * 1e6
+        + l.tail_tensor_flops as f64 / (peak(g, int8) * fraction / g.sms as f64) * 1e6;
     // an _sm90 GEMM's fixed cost less the graph node every launch pays below
     let fixed_us = if sm90_tile.is_some() || (sm90::is_sm90(&l.kernel) && l.gemm.is_some()) {
         (g.wgmma_gemm_fixed_us.unwrap_or(super::gpu::WGMMA_GEMM_FIXED_US) - g.graph_node_us).max(0.0)
@@ -430,7 +433,7 @@ pub fn compare_families(sm80: &Prediction, sm90: &Prediction) -> Vec<FamilyRow> 
     for a in &sm80.launches {
         // the fused QKV attention stands in the QKV GEMM's row
         fn twin(step: &str) -> &str {
-            if step == "qkv_attention" {
+            if step == "qkv_attention" || step == "attention_block" {
                 "qkv"
             } else {
                 step
@@ -449,7 +452,9 @@ pub fn compare_families(sm80: &Prediction, sm90: &Prediction) -> Vec<FamilyRow> 
                     sm90_us: 0.0,
                     sm90_tile: b.and_then(|b| match b.sm90_tile {
                         Some(t) => Some(t.describe()),
-                        None if b.step == "qkv_attention" => Some("128x192 per seq".into()),
+                        None if b.step == "qkv_attention" || b.step == "attention_block" => {
+                            Some("128x192 per seq".into())
+                        }
                         None => None,
                     }),
                 });
