@@ -170,6 +170,75 @@ fn launch_cfg(k: &str, s: AttentionShape) -> Result<LaunchConfig> {
     })
 }
 
+/// Checks the fp16 entries' QKV operands and returns their arguments up to `out`, and `T`.
+fn f16_args(
+    dev: &Device,
+    k: &str,
+    g: &GemmF16<'_>,
+    cu_seqlens: &DeviceBuffer<u32>,
+    out: &DeviceBuffer<f16>,
+    s: AttentionShape,
+) -> Result<(Vec<KernelArg>, usize)> {
+    let (t, h) = check_common(k, g.shape, 8, &g.epilogue, cu_seqlens, out, s)?;
+    check_len(k, "a", g.a, t * h)?;
+    check_len(k, "w", g.w, 3 * h * h)?;
+    check_epilogue(k, g.bias, &g.epilogue, t, 3 * h)?;
+    check_align(k, "a", g.a, 16)?;
+    check_align(k, "w", g.w, 16)?;
+    let args = vec![
+        KernelArg::TensorMap(operand_map(dev, g.a, TensorMapDtype::F16, t, h, BM)?),
+        KernelArg::TensorMap(operand_map(dev, g.w, TensorMapDtype::F16, 3 * h, h, W_BOX_ROWS)?),
+        opt_ptr(g.bias),
+        KernelArg::from(cu_seqlens),
+        KernelArg::from(out),
+    ];
+    Ok((args, t))
+}
+
+/// Checks the int8 entries' QKV operands and the context's codes (`code_rows` rows) and returns
+/// their arguments up to the codes' counters, and `T`.
+#[allow(clippy::too_many_arguments)] // the QKV GEMM, offsets, output and codes of one launch
+fn int8_args(
+    dev: &Device,
+    k: &str,
+    g: &GemmInt8<'_>,
+    cu_seqlens: &DeviceBuffer<u32>,
+    out: &DeviceBuffer<f16>,
+    codes: &ContextCodes<'_>,
+    code_rows: usize,
+    s: AttentionShape,
+) -> Result<(Vec<KernelArg>, usize)> {
+    let (t, h) = check_common(k, g.shape, 16, &g.epilogue, cu_seqlens, out, s)?;
+    let n = 3 * h;
+    check_int8_operands(k, g, t, n, h)?;
+    check_codes(k, codes, code_rows, h, s.batch)?; // a sequence for a strip
+    let args = vec![
+        KernelArg::TensorMap(operand_map(dev, g.a, TensorMapDtype::S8, t, h, BM)?),
+        KernelArg::from(g.a_scale),
+        opt_ptr(g.zero_point.map(|z| z.zero)),
+        KernelArg::TensorMap(operand_map(dev, g.w, TensorMapDtype::S8, n, h, W_BOX_ROWS)?),
+        KernelArg::from(g.w_scale),
+        opt_ptr(g.zero_point.map(|z| z.w_sum)),
+        opt_ptr(g.bias),
+        KernelArg::from(cu_seqlens),
+        KernelArg::from(out),
+        KernelArg::from(&*codes.q),
+        KernelArg::from(&*codes.scale),
+        KernelArg::from(&*codes.counters),
+    ];
+    Ok((args, t))
+}
+
+/// Every entry's last arguments: T, heads, batch and the softmax scale.
+fn shape_args(t: usize, s: AttentionShape) -> [KernelArg; 4] {
+    [
+        KernelArg::U32(t as u32),
+        KernelArg::U32(s.heads as u32),
+        KernelArg::U32(s.batch as u32),
+        KernelArg::F32(scale_log2(s)),
+    ]
+}
+
 /// `out[T, H]` = the attention of `g.a . g.w^T + g.bias` (fp16 QKV projection) per sequence and
 /// head, bit-identical to [`gemm_f16_sm90`](crate::gemm_f16_sm90()) into `qkv` then
 /// [`attention_sm90`](crate::attention_sm90()) per sequence. `g.shape` must be `m = T`, `n =
@@ -185,25 +254,8 @@ pub fn qkv_attention_f16_sm90(
     s: AttentionShape,
 ) -> Result<()> {
     let k = kernel_name(false, s.head_dim);
-    let (t, h) = check_common(k, g.shape, 8, &g.epilogue, cu_seqlens, out, s)?;
-    check_len(k, "a", g.a, t * h)?;
-    check_len(k, "w", g.w, 3 * h * h)?;
-    check_epilogue(k, g.bias, &g.epilogue, t, 3 * h)?;
-    check_align(k, "a", g.a, 16)?;
-    check_align(k, "w", g.w, 16)?;
-    let tma_a = operand_map(dev, g.a, TensorMapDtype::F16, t, h, BM)?;
-    let tma_w = operand_map(dev, g.w, TensorMapDtype::F16, 3 * h, h, W_BOX_ROWS)?;
-    let args = [
-        KernelArg::TensorMap(tma_a),
-        KernelArg::TensorMap(tma_w),
-        opt_ptr(g.bias),
-        KernelArg::from(cu_seqlens),
-        KernelArg::from(&*out),
-        KernelArg::U32(t as u32),
-        KernelArg::U32(s.heads as u32),
-        KernelArg::U32(s.batch as u32),
-        KernelArg::F32(scale_log2(s)),
-    ];
+    let (mut args, t) = f16_args(dev, k, g, cu_seqlens, out, s)?;
+    args.extend(shape_args(t, s));
     // by module: a device that did not load the sm_90a module (not an sm_90) says so
     dev.launch_in(MODULE, k, launch_cfg(k, s)?, &args)
 }
@@ -225,30 +277,8 @@ pub fn qkv_attention_int8_sm90(
     s: AttentionShape,
 ) -> Result<()> {
     let k = kernel_name(true, s.head_dim);
-    let (t, h) = check_common(k, g.shape, 16, &g.epilogue, cu_seqlens, out, s)?;
-    let n = 3 * h;
-    check_int8_operands(k, g, t, n, h)?;
-    check_codes(k, &codes, t, h, s.batch)?; // a sequence for a strip
-    let tma_a = operand_map(dev, g.a, TensorMapDtype::S8, t, h, BM)?;
-    let tma_w = operand_map(dev, g.w, TensorMapDtype::S8, n, h, W_BOX_ROWS)?;
-    let args = [
-        KernelArg::TensorMap(tma_a),
-        KernelArg::from(g.a_scale),
-        opt_ptr(g.zero_point.map(|z| z.zero)),
-        KernelArg::TensorMap(tma_w),
-        KernelArg::from(g.w_scale),
-        opt_ptr(g.zero_point.map(|z| z.w_sum)),
-        opt_ptr(g.bias),
-        KernelArg::from(cu_seqlens),
-        KernelArg::from(&*out),
-        KernelArg::from(&*codes.q),
-        KernelArg::from(&*codes.scale),
-        KernelArg::from(&*codes.counters),
-        KernelArg::U32(t as u32),
-        KernelArg::U32(s.heads as u32),
-        KernelArg::U32(s.batch as u32),
-        KernelArg::F32(scale_log2(s)),
-    ];
+    let (mut args, t) = int8_args(dev, k, g, cu_seqlens, out, &codes, s.tokens, s)?;
+    args.extend(shape_args(t, s));
     dev.launch_in(MODULE, k, launch_cfg(k, s)?, &args)
 }
 
@@ -368,26 +398,9 @@ pub fn attention_block_f16_sm90(
     s: AttentionShape,
 ) -> Result<()> {
     let k = block_kernel_name(false, s.head_dim);
-    let (t, h) = check_common(k, g.shape, 8, &g.epilogue, cu_seqlens, out, s)?;
-    check_len(k, "a", g.a, t * h)?;
-    check_len(k, "w", g.w, 3 * h * h)?;
-    check_epilogue(k, g.bias, &g.epilogue, t, 3 * h)?;
-    check_align(k, "a", g.a, 16)?;
-    check_align(k, "w", g.w, 16)?;
-    let mut args = vec![
-        KernelArg::TensorMap(operand_map(dev, g.a, TensorMapDtype::F16, t, h, BM)?),
-        KernelArg::TensorMap(operand_map(dev, g.w, TensorMapDtype::F16, 3 * h, h, W_BOX_ROWS)?),
-        opt_ptr(g.bias),
-        KernelArg::from(cu_seqlens),
-        KernelArg::from(&*out),
-    ];
+    let (mut args, t) = f16_args(dev, k, g, cu_seqlens, out, s)?;
     args.extend(block_args(dev, k, &*out, &o, TensorMapDtype::F16, s)?);
-    args.extend([
-        KernelArg::U32(t as u32),
-        KernelArg::U32(s.heads as u32),
-        KernelArg::U32(s.batch as u32),
-        KernelArg::F32(scale_log2(s)),
-    ]);
+    args.extend(shape_args(t, s));
     dev.launch_in(MODULE, k, launch_cfg(k, s)?, &args)
 }
 
@@ -405,32 +418,10 @@ pub fn attention_block_int8_sm90(
     s: AttentionShape,
 ) -> Result<()> {
     let k = block_kernel_name(true, s.head_dim);
-    let (t, h) = check_common(k, g.shape, 16, &g.epilogue, cu_seqlens, out, s)?;
-    let n = 3 * h;
-    check_int8_operands(k, g, t, n, h)?;
     let slots = s.batch * SLOT_ROWS;
-    check_len(k, "out (slots of 128 rows a sequence)", out, slots * h)?;
-    check_codes(k, &codes, slots, h, s.batch)?;
-    let mut args = vec![
-        KernelArg::TensorMap(operand_map(dev, g.a, TensorMapDtype::S8, t, h, BM)?),
-        KernelArg::from(g.a_scale),
-        opt_ptr(g.zero_point.map(|z| z.zero)),
-        KernelArg::TensorMap(operand_map(dev, g.w, TensorMapDtype::S8, n, h, W_BOX_ROWS)?),
-        KernelArg::from(g.w_scale),
-        opt_ptr(g.zero_point.map(|z| z.w_sum)),
-        opt_ptr(g.bias),
-        KernelArg::from(cu_seqlens),
-        KernelArg::from(&*out),
-        KernelArg::from(&*codes.q),
-        KernelArg::from(&*codes.scale),
-        KernelArg::from(&*codes.counters),
-    ];
+    let (mut args, t) = int8_args(dev, k, g, cu_seqlens, out, &codes, slots, s)?;
+    check_len(k, "out (slots of 128 rows a sequence)", out, slots * s.heads * s.head_dim)?;
     args.extend(block_args(dev, k, &*codes.q, &o, TensorMapDtype::S8, s)?);
-    args.extend([
-        KernelArg::U32(t as u32),
-        KernelArg::U32(s.heads as u32),
-        KernelArg::U32(s.batch as u32),
-        KernelArg::F32(scale_log2(s)),
-    ]);
+    args.extend(shape_args(t, s));
     dev.launch_in(MODULE, k, launch_cfg(k, s)?, &args)
 }

@@ -1012,14 +1012,7 @@ impl DeviceBert {
                 )
             }
             Step::Attention { .. } => {
-                let shape = AttentionShape {
-                    batch: b,
-                    tokens: t,
-                    max_seqlen: batch.max_len(),
-                    heads: self.config.num_attention_heads,
-                    head_dim: self.config.head_dim(),
-                    scale: None,
-                };
+                let shape = self.attention_shape(batch);
                 if self.kernels.is_sm90() && self.precision == Precision::Int8 {
                     // the context's codes too, as Step::Quantize would write them (no quantize launch)
                     let Workspace { qkv, ctx, q8_next, ctx_scale, ctx_counters, cu_seqlens, .. } = ws;
@@ -1237,14 +1230,7 @@ impl DeviceBert {
         use kernels::qkv_attention_sm90 as fused;
         let h = self.config.hidden_size;
         let t = batch.total_tokens();
-        let shape = AttentionShape {
-            batch: batch.len(),
-            tokens: t,
-            max_seqlen: batch.max_len(),
-            heads: self.config.num_attention_heads,
-            head_dim: self.config.head_dim(),
-            scale: None,
-        };
+        let shape = self.attention_shape(batch);
         let gemm_shape = kernels::GemmShape { m: t, n: 3 * h, k: h };
         let Workspace { x, ctx, q8, q8_next, q8_scale, q8_zero, ctx_scale, ctx_counters, cu_seqlens, .. } = ws;
         let lin = &self.layers[layer].qkv;
@@ -1262,6 +1248,18 @@ impl DeviceBert {
         }
     }
 
+    /// The attention's shape over `batch` (the model's heads, the default scale).
+    fn attention_shape(&self, batch: &Batch) -> AttentionShape {
+        AttentionShape {
+            batch: batch.len(),
+            tokens: batch.total_tokens(),
+            max_seqlen: batch.max_len(),
+            heads: self.config.num_attention_heads,
+            head_dim: self.config.head_dim(),
+            scale: None,
+        }
+    }
+
     /// The attention block of `layer` (`attention_block_*_sm90`): as [`DeviceBert::qkv_attention`],
     /// the context into the block's slot scratch, then ws.y = ctx . Wo^T + bias + ws.x and LN1
     /// into ws.h (int8: and its codes into ws.ln1_q8 / ln1_scale, which FFN1 reads).
@@ -1269,14 +1267,7 @@ impl DeviceBert {
         use kernels::qkv_attention_sm90 as fused;
         let h = self.config.hidden_size;
         let t = batch.total_tokens();
-        let shape = AttentionShape {
-            batch: batch.len(),
-            tokens: t,
-            max_seqlen: batch.max_len(),
-            heads: self.config.num_attention_heads,
-            head_dim: self.config.head_dim(),
-            scale: None,
-        };
+        let shape = self.attention_shape(batch);
         let gemm_shape = kernels::GemmShape { m: t, n: 3 * h, k: h };
         let l = &self.layers[layer];
         let Workspace {
