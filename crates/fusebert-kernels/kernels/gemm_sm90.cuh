@@ -133,12 +133,41 @@ FB_DEVICE void wgmma_m64n192k32_s8(int (&d)[96], uint64_t da, uint64_t db, uint3
         : "l"(da), "l"(db), "r"(scale_d));
 }
 
+// The 32 accumulator registers of a 64 x 64 wgmma (the attention blocks' output tiles).
+#define WGMMA_D32(C) C(d[0]), C(d[1]), C(d[2]), C(d[3]), C(d[4]), C(d[5]), C(d[6]), C(d[7]), C(d[8]), C(d[9]), C(d[10]), C(d[11]), C(d[12]), C(d[13]), C(d[14]), C(d[15]), C(d[16]), C(d[17]), C(d[18]), C(d[19]), C(d[20]), C(d[21]), C(d[22]), C(d[23]), C(d[24]), C(d[25]), C(d[26]), C(d[27]), C(d[28]), C(d[29]), C(d[30]), C(d[31])
+#define WGMMA_REGS32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+// d += A(64 x 16) . B(16 x 64)^T (f16, f32 accumulation) from shared memory; scale_d = 0: d = A . B.
+FB_DEVICE void wgmma_m64n64k16(float (&d)[32], uint64_t da, uint64_t db, uint32_t scale_d) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_REGS32 ", %32, %33, p, 1, 1, 0, 0;\n"
+        "}\n"
+        : WGMMA_D32(F32_ACC)
+        : "l"(da), "l"(db), "r"(scale_d));
+}
+// d += A(64 x 32) . B(32 x 64)^T (s8, exact s32) from shared memory; scale_d = 0: d = A . B.
+FB_DEVICE void wgmma_m64n64k32_s8(int (&d)[32], uint64_t da, uint64_t db, uint32_t scale_d) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8 " WGMMA_REGS32 ", %32, %33, p;\n"
+        "}\n"
+        : WGMMA_D32(S32_ACC)
+        : "l"(da), "l"(db), "r"(scale_d));
+}
+
 // The operand types: accumulator type, elements per 128-byte K row (the TMA box's inner
 // extent and the K of a stage), and the wgmma of one 32-byte K step (N = 2 x the accumulators).
 struct F16Op {
     using Acc = float;
     static constexpr int BK = 64;
     static constexpr bool CHUNKED = true;  // f32 sums are folded in K-chunk order (see SplitK)
+    FB_DEVICE static void mma(float (&d)[32], uint64_t da, uint64_t db, uint32_t scale_d) {
+        wgmma_m64n64k16(d, da, db, scale_d);
+    }
     FB_DEVICE static void mma(float (&d)[64], uint64_t da, uint64_t db, uint32_t scale_d) {
         wgmma_m64n128k16(d, da, db, scale_d);
     }
@@ -150,6 +179,9 @@ struct S8Op {
     using Acc = int;
     static constexpr int BK = 128;
     static constexpr bool CHUNKED = false;  // s32 sums are exact in any order
+    FB_DEVICE static void mma(int (&d)[32], uint64_t da, uint64_t db, uint32_t scale_d) {
+        wgmma_m64n64k32_s8(d, da, db, scale_d);
+    }
     FB_DEVICE static void mma(int (&d)[64], uint64_t da, uint64_t db, uint32_t scale_d) {
         wgmma_m64n128k32_s8(d, da, db, scale_d);
     }
@@ -796,13 +828,14 @@ struct ProducerRing {
 
     // The A box at (k, m0) and the stage's B part by `load_w(sb, fb)` (its shared address, the
     // stage's full barrier), once the consumers have released the stage.
+    // `bytes`: the boxes' (the stage's, or A and a narrower W part).
     template <class LoadW>
-    FB_DEVICE void load(const CUtensorMap* tma_a, int k, int m0, const LoadW& load_w) {
+    FB_DEVICE void load(const CUtensorMap* tma_a, int k, int m0, const LoadW& load_w, uint32_t bytes = G::STAGE_BYTES) {
         // a fresh barrier passes parity 1 at once: the first lap does not wait
         mbar_wait(smem_u32(&empty[stage]), phase ^ 1);
         const uint32_t fb = smem_u32(&full[stage]), sa = s0 + stage * G::STAGE_BYTES;
         // the whole boxes, out-of-bounds (zero-filled) elements included
-        mbar_arrive_expect_tx(fb, G::STAGE_BYTES);
+        mbar_arrive_expect_tx(fb, bytes);
         tma_load_2d(sa, tma_a, k, m0, fb);
         load_w(sa + A_BYTES, fb);
         if (++stage == G::STAGES) {
@@ -829,7 +862,9 @@ struct ConsumerRing {
     uint32_t phase = 0;
 
     // d = the sum over k-blocks [kb0, kb1) from fresh accumulators; every stage read is released.
-    FB_DEVICE void sum(Acc (&d)[G::ACC], int kb0, int kb1) {
+    // (A = G::ACC, or fewer: the first 2 A rows of the stage's W box, a narrower wgmma)
+    template <int A>
+    FB_DEVICE void sum(Acc (&d)[A], int kb0, int kb1) {
         int prev = -1;  // the stage whose wgmmas may still be reading it
         for (int kb = kb0; kb < kb1; kb++) {
             mbar_wait(smem_u32(&full[stage]), phase);
@@ -868,9 +903,10 @@ struct ConsumerRing {
 };
 
 // The sum of one tile over k-blocks r (all of K) by one CTA: fp16 in K-chunk order, s32 at once.
-template <class Op, class G>
-FB_DEVICE void sum_unsplit(ConsumerRing<Op, G>& ring, typename Op::Acc (&d)[G::ACC], uint32_t s0, int cw, KRange r,
+template <class Op, class G, int A>
+FB_DEVICE void sum_unsplit(ConsumerRing<Op, G>& ring, typename Op::Acc (&d)[A], uint32_t s0, int cw, KRange r,
                             int ckb) {
+    static_assert(A <= G::ACC, "the fold fits the warpgroup's region");
     if constexpr (Op::CHUNKED) {
         const int t = threadIdx.x % 128;
         // The chunks before the last are folded in the warpgroup's region (fold = p0,
@@ -888,7 +924,7 @@ FB_DEVICE void sum_unsplit(ConsumerRing<Op, G>& ring, typename Op::Acc (&d)[G::A
         for (; c0 + ckb < r.end; c0 += ckb) {
             ring.sum(d, c0, c0 + ckb);
 #pragma unroll
-            for (int i = 0; i < G::ACC; i++) {
+            for (int i = 0; i < A; i++) {
                 const uint32_t a = fold + i * 4 * WG_THREADS;
                 st_shared_f32(a, c0 == r.begin ? d[i] : ld_shared_f32(a) + d[i]);
             }
@@ -896,7 +932,7 @@ FB_DEVICE void sum_unsplit(ConsumerRing<Op, G>& ring, typename Op::Acc (&d)[G::A
         ring.sum(d, c0, r.end);
         const bool folded = c0 > r.begin;
 #pragma unroll
-        for (int i = 0; i < G::ACC; i++) {
+        for (int i = 0; i < A; i++) {
             float pre = 0.f;
             ld_shared_if(folded, pre, fold + i * 4 * WG_THREADS);
             d[i] = pre + d[i];

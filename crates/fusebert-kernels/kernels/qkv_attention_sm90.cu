@@ -86,8 +86,9 @@ using G = sm90::Geom<192>;
 // whose q, k and v columns are again 64 consecutive ones of each part: the same three 64-row W
 // boxes, the same 128 x 192 GEMM tile).
 constexpr int GROUP = 64;
-// Columns of an attention-out tile of the attention blocks (the same 128 x 192 GEMM tile).
-constexpr int COLS = G::BN;
+// Columns of an attention-out tile of the attention blocks: 128 x 64 (m64n64 wgmmas on the
+// first 64 rows of a stage's W part), one per CTA of a BERT-base sequence.
+constexpr int COLS = 64, OUT_ACC = COLS / 2;
 // the attention areas: from consumer 1's fold region (the last 48 KiB of the GEMM's shared memory) on
 constexpr uint32_t ATTN = G::RING_BYTES + G::REGION_BYTES;
 static_assert(ATTN % 1024 == 0, "every attention box starts on the 1024-byte swizzle repeat");
@@ -253,9 +254,9 @@ FB_DEVICE void attention_out(const Fold<E2>& f, sm90::ConsumerRing<Op, G>& ring,
         const int tile = *reinterpret_cast<volatile uint32_t*>(task);
         if (tile >= tiles) break;
         if (cw * 64 < len) {
-            Acc d[G::ACC];
+            Acc d[OUT_ACC];
 #pragma unroll
-            for (int i = 0; i < G::ACC; i++) d[i] = 0;
+            for (int i = 0; i < OUT_ACC; i++) d[i] = 0;
             sm90::sum_unsplit(ring, d, s0, cw, sm90::KRange{0, kblocks}, ckb);
             const int row0 = start + cw * 64 + (t / 32) * 16 + (t % 32) / 4, col0 = tile * COLS + 2 * (t % 4);
             const RowStore rs{f.y + (size_t)row0 * H + col0, H, row0 < start + len, row0 + 8 < start + len};
@@ -338,11 +339,10 @@ FB_DEVICE void forward(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
                     sm90::fence_proxy_async_global();
                     for (int kb = 0; kb < kblocks; kb++) {
                         const int k = kb * Op::BK;
-                        ring.load(fold.tma_a, k, (int)b * sm90::BM, [&](uint32_t sb, uint32_t fb) {
-#pragma unroll
-                            for (int p = 0; p < 3; p++)
-                                tma_load_2d(sb + p * GROUP * sm90::ROW_BYTES, fold.tma_w, k, t * COLS + p * GROUP, fb);
-                        });
+                        ring.load(
+                            fold.tma_a, k, (int)b * sm90::BM,
+                            [&](uint32_t sb, uint32_t fb) { tma_load_2d(sb, fold.tma_w, k, t * COLS, fb); },
+                            sm90::A_BYTES + COLS * sm90::ROW_BYTES);
                     }
                 }
             }

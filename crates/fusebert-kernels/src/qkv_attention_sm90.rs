@@ -285,7 +285,7 @@ pub fn qkv_attention_int8_sm90(
 /// The attention blocks (`attention_block_{f16,int8}_sm90_d{64,32}`): the fused QKV attention
 /// above, then in the same launch the attention-out GEMM of each sequence's rows, `y = ctx .
 /// w^T + bias + residual`, and LN1 of `y`, the sequence's CTAs meeting once its context (int8:
-/// its codes) is stored and claiming the output's 128 x 192 tiles, then LN1's rows. `y` and
+/// its codes) is stored and claiming the output's 128 x 64 tiles, then LN1's rows. `y` and
 /// `ln.out` (and `ln.q8`) bit-identical to the chain: [`qkv_attention_f16_sm90`] (or int8), then
 /// [`gemm_f16_sm90_ln`](crate::gemm_f16_sm90_ln()) (or int8) with `Epilogue::Residual`.
 ///
@@ -319,8 +319,9 @@ pub const SLOT_ROWS: usize = BM;
 
 /// Counters [`AttentionOut::counters`] holds per sequence.
 pub const FOLD_COUNTERS: usize = 6;
-/// Columns of an attention-out tile: `H` must be a multiple of it.
-pub const OUT_COLS: usize = COLS;
+/// Columns of an attention-out tile (128 x 64: m64n64 wgmmas, one tile per CTA of a BERT-base
+/// sequence): `H` must be a multiple of it.
+pub const OUT_COLS: usize = 64;
 
 /// Whether the attention blocks take this batch: [`supports`], `H` a multiple of [`OUT_COLS`]
 /// and a row the fused layernorm takes.
@@ -329,7 +330,7 @@ pub fn block_supports(s: &AttentionShape) -> bool {
 }
 
 /// Whether the attention blocks take rows of `h`: whole attention-out tiles ([`OUT_COLS`]) and
-/// a row the fused layernorm takes (BERT-base's 768 and MiniLM's 384 among them).
+/// a row the fused layernorm takes (BERT-base's 768, BERT-large's 1024 and MiniLM's 384 among them).
 pub fn block_takes_hidden(h: usize) -> bool {
     h > 0 && h % OUT_COLS == 0 && crate::gemm_plan::fuses_layernorm(h)
 }

@@ -723,11 +723,13 @@ impl DeviceBert {
     }
 
     /// Whether a fused QKV attention also runs the attention-out GEMM and LN1
-    /// (`attention_block_int8_sm90_*`): [`schedule::takes_attention_blocks`], on an
-    /// attention-out GEMM of symmetric, unsmoothed codes (the context's).
+    /// (`attention_block_*_sm90_*`): [`schedule::takes_attention_blocks`], on an fp16
+    /// attention-out GEMM or an int8 one of symmetric, unsmoothed codes (the context's).
     fn takes_attention_blocks(&self) -> bool {
         schedule::takes_attention_blocks(self.precision, self.config.hidden_size)
-            && self.layers.iter().all(|l| matches!(&l.attn_out, DeviceLinear::Int8 { smooth: None, w_sum: None, .. }))
+            && self.layers.iter().all(|l| {
+                matches!(&l.attn_out, DeviceLinear::F16 { .. } | DeviceLinear::Int8 { smooth: None, w_sum: None, .. })
+            })
     }
 
     /// Whether each layer's QKV GEMM and attention run as one launch over `batch`
