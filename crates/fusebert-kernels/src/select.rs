@@ -202,6 +202,10 @@ impl Lcg {
     fn i8s(&mut self, n: usize) -> Vec<i8> {
         (0..n).map(|_| (self.next() % 255) as i32 - 127).map(|v| v as i8).collect()
     }
+    /// Dequantisation scales in `[0.5, 2.5) x scale`.
+    fn scales(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| scale * (1.5 + self.unit())).collect()
+    }
 }
 
 /// Both kernels round one f32 sum to fp16 (the sums' order differs): they agree to about an
@@ -257,8 +261,8 @@ fn check_layernorm_cluster(dev: &Device) -> Result<Option<String>> {
     let a8 = dev.upload(&r.i8s(m * k))?;
     let w = dev.upload(&r.f16s(n * k, 0.25))?;
     let w8 = dev.upload(&r.i8s(n * k))?;
-    let a_scale = dev.upload(&(0..m).map(|_| 1e-3 * (1.5 + r.unit())).collect::<Vec<f32>>())?;
-    let w_scale = dev.upload(&(0..n).map(|_| 1e-3 * (1.5 + r.unit())).collect::<Vec<f32>>())?;
+    let a_scale = dev.upload(&r.scales(m, 1e-3))?;
+    let w_scale = dev.upload(&r.scales(n, 1e-3))?;
     let bias = dev.upload(&r.f16s(n, 0.5))?;
     let residual = dev.upload(&r.f16s(m * n, 1.0))?;
     let gamma = dev.upload(&(0..n).map(|_| f16::from_f32(1.0 + 0.25 * r.unit())).collect::<Vec<_>>())?;
@@ -352,8 +356,8 @@ fn check_gemm_int8(dev: &Device) -> Result<Option<String>> {
     let mut r = Lcg(0x1a78_0001);
     let a = dev.upload(&r.i8s(m * k))?;
     let w = dev.upload(&r.i8s(n * k))?;
-    let a_scale = dev.upload(&(0..m).map(|_| 1e-3 * (1.5 + r.unit())).collect::<Vec<f32>>())?;
-    let w_scale = dev.upload(&(0..n).map(|_| 1e-3 * (1.5 + r.unit())).collect::<Vec<f32>>())?;
+    let a_scale = dev.upload(&r.scales(m, 1e-3))?;
+    let w_scale = dev.upload(&r.scales(n, 1e-3))?;
     let bias = dev.upload(&r.f16s(n, 0.5))?;
     let g = GemmInt8 {
         a: &a,
@@ -478,22 +482,13 @@ fn check_attention_block(dev: &Device, cu: &DeviceBuffer<u32>, shape: AttentionS
     }
     let (t, h, slots) = (shape.tokens, shape.heads * shape.head_dim, shape.batch * fused::SLOT_ROWS);
     let mut r = Lcg(0xb10c_0000 + shape.head_dim as u64);
+    let qkv = Int8Qkv::random(dev, &mut r, t, h)?;
+    let g = qkv.gemm();
     let x = dev.upload(&r.f16s(t * h, 1.0))?;
-    let (a, w, wo) = (dev.upload(&r.i8s(t * h))?, dev.upload(&r.i8s(3 * h * h))?, dev.upload(&r.i8s(h * h))?);
-    let mut scales = |n: usize, s: f32| dev.upload(&(0..n).map(|_| s * (1.5 + r.unit())).collect::<Vec<f32>>());
-    let (a_scale, w_scale, wo_scale) = (scales(t, 2e-3)?, scales(3 * h, 2e-3)?, scales(h, 1e-3)?);
-    let (bias, bo) = (dev.upload(&r.f16s(3 * h, 0.5))?, dev.upload(&r.f16s(h, 0.5))?);
+    let wo = dev.upload(&r.i8s(h * h))?;
+    let wo_scale = dev.upload(&r.scales(h, 1e-3))?;
+    let bo = dev.upload(&r.f16s(h, 0.5))?;
     let (gamma, beta) = (dev.upload(&r.f16s(h, 1.0))?, dev.upload(&r.f16s(h, 0.5))?);
-    let g = GemmInt8 {
-        a: &a,
-        a_scale: &a_scale,
-        zero_point: None,
-        w: &w,
-        w_scale: &w_scale,
-        bias: Some(&bias),
-        epilogue: Epilogue::None,
-        shape: GemmShape { m: t, n: 3 * h, k: h },
-    };
     // (out, LN1's rows, codes, scales) of the block or of the chain
     let run = |block: bool| -> Result<(Vec<f16>, Vec<i8>, Vec<f32>)> {
         let rows = if block { slots } else { t };
@@ -547,6 +542,43 @@ fn check_attention_block(dev: &Device, cu: &DeviceBuffer<u32>, shape: AttentionS
     }
     let same_scales = got.2.iter().zip(&want.2).all(|(a, b)| a.to_bits() == b.to_bits());
     Ok((got.1 != want.1 || !same_scales).then(|| format!("{kernel}: LN1's codes differ from the chain's")))
+}
+
+/// Random operands of an int8 QKV GEMM over `t` rows of `h`: codes, per-token and per-column
+/// scales (symmetric, unsmoothed: the fused kernels' input), bias.
+struct Int8Qkv {
+    a: DeviceBuffer<i8>,
+    w: DeviceBuffer<i8>,
+    a_scale: DeviceBuffer<f32>,
+    w_scale: DeviceBuffer<f32>,
+    bias: DeviceBuffer<f16>,
+    shape: GemmShape,
+}
+
+impl Int8Qkv {
+    fn random(dev: &Device, r: &mut Lcg, t: usize, h: usize) -> Result<Self> {
+        Ok(Int8Qkv {
+            a: dev.upload(&r.i8s(t * h))?,
+            w: dev.upload(&r.i8s(3 * h * h))?,
+            a_scale: dev.upload(&r.scales(t, 2e-3))?,
+            w_scale: dev.upload(&r.scales(3 * h, 2e-3))?,
+            bias: dev.upload(&r.f16s(3 * h, 0.5))?,
+            shape: GemmShape { m: t, n: 3 * h, k: h },
+        })
+    }
+
+    fn gemm(&self) -> GemmInt8<'_> {
+        GemmInt8 {
+            a: &self.a,
+            a_scale: &self.a_scale,
+            zero_point: None,
+            w: &self.w,
+            w_scale: &self.w_scale,
+            bias: Some(&self.bias),
+            epilogue: Epilogue::None,
+            shape: self.shape,
+        }
+    }
 }
 
 /// The int8 passes' attention (`attention_int8_sm90_*`) against `attention_sm90`'s output `fp16`
@@ -617,23 +649,10 @@ fn check_qkv_attention(
     let (t, h) = (shape.tokens, shape.heads * shape.head_dim);
     let gs = GemmShape { m: t, n: 3 * h, k: h };
     let mut r = Lcg(0x9a77_0000 + int8 as u64);
-    let bias = dev.upload(&r.f16s(3 * h, 0.5))?;
     let (mut qkv, mut want, mut got) = (poisoned(dev, t * 3 * h)?, poisoned(dev, t * h)?, poisoned(dev, t * h)?);
     if int8 {
-        let a = dev.upload(&r.i8s(t * h))?;
-        let w = dev.upload(&r.i8s(3 * h * h))?;
-        let a_scale = dev.upload(&(0..t).map(|_| 2e-3 * (1.5 + r.unit())).collect::<Vec<f32>>())?;
-        let w_scale = dev.upload(&(0..3 * h).map(|_| 2e-3 * (1.5 + r.unit())).collect::<Vec<f32>>())?;
-        let g = GemmInt8 {
-            a: &a,
-            a_scale: &a_scale,
-            zero_point: None,
-            w: &w,
-            w_scale: &w_scale,
-            bias: Some(&bias),
-            epilogue: Epilogue::None,
-            shape: gs,
-        };
+        let operands = Int8Qkv::random(dev, &mut r, t, h)?;
+        let g = operands.gemm();
         gemm_int8_sm90(dev, &g, &mut qkv, GemmSm90Launch::default())?;
         let (mut q, mut scale, mut counters) =
             (dev.alloc(t * h)?, dev.alloc(t)?, dev.alloc_filled::<u32>(fused::CTX_COUNTERS * shape.batch, 0)?);
@@ -645,6 +664,7 @@ fn check_qkv_attention(
             return Ok(Some(m));
         }
     } else {
+        let bias = dev.upload(&r.f16s(3 * h, 0.5))?;
         let a = dev.upload(&r.f16s(t * h, 1.0))?;
         let w = dev.upload(&r.f16s(3 * h * h, 0.1))?;
         let g = GemmF16 { a: &a, w: &w, bias: Some(&bias), epilogue: Epilogue::None, shape: gs };

@@ -62,6 +62,7 @@ fn launch(flops: u64, bytes: u64, blocks: u32) -> PlannedLaunch {
         reuse_bytes_per_block: 0,
         tail_bytes: 0,
         tail_tensor_flops: 0,
+        extra_gemm_flops: 0,
         sm90_tile: None,
     }
 }

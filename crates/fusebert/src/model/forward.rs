@@ -213,8 +213,6 @@ struct Workspace {
     block_counters: DeviceBuffer<u32>,
     ln1_q8: DeviceBuffer<i8>,
     ln1_scale: DeviceBuffer<f32>,
-    /// Whether this pass runs the attention blocks (FFN1 then reads LN1's codes from `ln1_q8`).
-    blocks: bool,
     /// ELECTRA: the embedding layernorm's `[T, embedding_size]` output, before the projection.
     emb: Option<DeviceBuffer<f16>>,
     /// Partial sums and arrival counters of the split-K layer GEMMs (`GemmPlan::choose`).
@@ -541,6 +539,8 @@ impl DeviceBert {
         if selected != self.kernels {
             self.graph_cache().invalidate();
             self.kernels = selected;
+            // the workspace's Hopper scratch depends on the family: sized anew on next use
+            self.workspace = None;
         }
         Ok(())
     }
@@ -732,6 +732,16 @@ impl DeviceBert {
             })
     }
 
+    /// Whether some batch's pass runs the attention blocks: the kernel family, the model's
+    /// shapes and weights allow them ([`Self::fuses_qkv_attention`] less the batch's rule).
+    fn may_run_attention_blocks(&self) -> bool {
+        let (h, int8) = (self.config.hidden_size, self.precision == Precision::Int8);
+        self.kernels.is_sm90()
+            && self.takes_attention_blocks()
+            && kernels::gemm_sm90::supports(kernels::GemmShape { m: 1, n: 3 * h, k: h }, int8)
+            && kernels::qkv_attention_sm90::takes_heads(self.config.num_attention_heads, self.config.head_dim())
+    }
+
     /// Whether each layer's QKV GEMM and attention run as one launch over `batch`
     /// (`qkv_attention_*_sm90`): on the Hopper kernels, where the QKV GEMM runs on them (its
     /// shape), for the batches [`schedule::fuses_qkv_attention`] takes. The same bits as the two
@@ -809,6 +819,9 @@ impl DeviceBert {
             })
             .collect();
         let split = SplitWorkspace::for_shapes(d, &split_shapes)?;
+        // the attention blocks' scratch only where a pass may run them (empty elsewhere)
+        let (block_t, block_b) = if self.may_run_attention_blocks() { (t, b) } else { (0, 0) };
+        let slots = block_b * fusebert_kernels::qkv_attention_sm90::SLOT_ROWS;
         self.workspace = Some(Workspace {
             tokens: t,
             batch: b,
@@ -829,13 +842,12 @@ impl DeviceBert {
             q8_scale: d.alloc(t)?,
             q8_zero: d.alloc(t)?,
             ctx_scale: d.alloc(t)?,
-            block_ctx: d.alloc_filled(b * fusebert_kernels::qkv_attention_sm90::SLOT_ROWS * h, 0)?,
-            block_q8: d.alloc_filled(b * fusebert_kernels::qkv_attention_sm90::SLOT_ROWS * h, 0)?,
-            block_scale: d.alloc_filled(b * fusebert_kernels::qkv_attention_sm90::SLOT_ROWS, 0)?,
-            block_counters: d.alloc_filled(fusebert_kernels::qkv_attention_sm90::FOLD_COUNTERS * b, 0)?,
-            ln1_q8: d.alloc(t * h)?,
-            ln1_scale: d.alloc(t)?,
-            blocks: false,
+            block_ctx: d.alloc_filled(slots * h, 0)?,
+            block_q8: d.alloc_filled(if int8 { slots * h } else { 0 }, 0)?,
+            block_scale: d.alloc_filled(if int8 { slots } else { 0 }, 0)?,
+            block_counters: d.alloc_filled(fusebert_kernels::qkv_attention_sm90::FOLD_COUNTERS * block_b, 0)?,
+            ln1_q8: d.alloc(if int8 { block_t * h } else { 0 })?,
+            ln1_scale: d.alloc(if int8 { block_t } else { 0 })?,
             // per sequence (the fused QKV attention) or per row tile (attention_int8_sm90)
             ctx_counters: d.alloc_filled(
                 fusebert_kernels::CTX_COUNTERS * b.max(fusebert_kernels::attention_sm90::max_codes_strips(b, t)),
@@ -944,7 +956,8 @@ impl DeviceBert {
         mut after: impl FnMut(&DeviceBuffer<f16>) -> Result<()>,
     ) -> Result<()> {
         let steps = self.schedule(batch, opts.outputs);
-        ws.blocks = steps.iter().any(|s| matches!(s, Step::AttentionBlock { .. }));
+        // FFN1 then reads LN1's codes where the attention blocks wrote them
+        let blocks = steps.iter().any(|s| matches!(s, Step::AttentionBlock { .. }));
         for step in steps {
             // a layer's first launch and pooling read the hidden state the steps before made
             if matches!(
@@ -956,7 +969,7 @@ impl DeviceBert {
             ) {
                 after(&ws.x)?;
             }
-            self.launch_step(ws, batch, opts, pooling, step)?;
+            self.launch_step(ws, batch, opts, pooling, step, blocks)?;
         }
         Ok(())
     }
@@ -971,6 +984,7 @@ impl DeviceBert {
         opts: ForwardOptions,
         pooling: DevicePooling,
         step: Step,
+        blocks: bool,
     ) -> Result<()> {
         let d = &self.dev;
         let (t, b) = (batch.total_tokens(), batch.len());
@@ -1035,7 +1049,7 @@ impl DeviceBert {
             }
             Step::QkvAttention { layer } => self.qkv_attention(ws, batch, layer),
             Step::AttentionBlock { layer, ln1 } => self.attention_block(ws, batch, layer, ln1),
-            Step::Gemm { layer, gemm, layernorm, quantize } => self.layer_gemm(ws, layer, gemm, layernorm, quantize, t),
+            Step::Gemm { .. } => self.layer_gemm(ws, step, t, blocks),
             Step::LayerNorm { layer, out } => {
                 let l = &self.layers[layer];
                 let Workspace { x, y, h: hbuf, q8, q8_scale, .. } = ws;
@@ -1131,20 +1145,16 @@ impl DeviceBert {
     /// codes go to q8_next (q8 is still read by other row strips while a strip's codes are
     /// written), FFN2 reads them there and LN2's go to q8 (free again), where the next layer
     /// reads them. Otherwise the quantize launch writes FFN2's into q8, LN2's go to q8_next
-    /// (FFN2 reads q8 while they are written) and the two are swapped.
-    fn layer_gemm(
-        &self,
-        ws: &mut Workspace,
-        layer: usize,
-        gemm: LayerGemm,
-        layernorm: Option<LayerNormOut>,
-        quantize: bool,
-        t: usize,
-    ) -> Result<()> {
+    /// (FFN2 reads q8 while they are written) and the two are swapped. Where the pass runs the
+    /// attention blocks (`blocks`), LN1's codes are in ln1_q8 instead.
+    fn layer_gemm(&self, ws: &mut Workspace, step: Step, t: usize, blocks: bool) -> Result<()> {
+        let Step::Gemm { layer, gemm, layernorm, quantize } = step else {
+            return Err(Error::Other(format!("DeviceBert::layer_gemm: {step:?} is not a layer GEMM")));
+        };
         let (h, i, eps) = (self.config.hidden_size, self.config.intermediate_size, self.config.layer_norm_eps);
         let l = &self.layers[layer];
         let next = self.layers.get(layer + 1);
-        let cluster = self.sm90_cluster(Step::Gemm { layer, gemm, layernorm, quantize }, t);
+        let cluster = self.sm90_cluster(step, t);
         let Workspace {
             x,
             qkv,
@@ -1160,12 +1170,11 @@ impl DeviceBert {
             split,
             ln1_q8,
             ln1_scale,
-            blocks,
             ..
         } = ws;
         let sp = &*split;
         // LN1's codes: where the attention block wrote them, else where the layernorm did
-        let (ln1_codes, ln1_scales) = if *blocks { (&*ln1_q8, &*ln1_scale) } else { (&*q8, &*q8_scale) };
+        let (ln1_codes, ln1_scales) = if blocks { (&*ln1_q8, &*ln1_scale) } else { (&*q8, &*q8_scale) };
         match (gemm, layernorm) {
             (LayerGemm::Qkv, _) => {
                 self.gemm(&l.qkv, x, q8, q8_scale, q8_zero, sp, Epilogue::None, qkv, t, 3 * h, h, None, false)

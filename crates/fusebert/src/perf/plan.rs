@@ -87,6 +87,9 @@ pub struct PlannedLaunch {
     /// Tensor FLOPs one CTA computes alone after the rest of the grid is done (the attention
     /// block's last sequence's output tile, on one SM's share of the peak).
     pub tail_tensor_flops: u64,
+    /// Useful FLOPs of a GEMM the launch runs besides `gemm` (the attention block's
+    /// attention-out projection: `2 t h h`); 0 elsewhere. In `flops` too.
+    pub extra_gemm_flops: u64,
     /// An `_sm90` GEMM's tiling (what [`sm90::choose_gemm`] gave the launch); `None` elsewhere.
     pub sm90_tile: Option<Sm90Tile>,
 }
@@ -122,9 +125,7 @@ impl LaunchPlan {
     pub fn gemm_flops(&self) -> u64 {
         let of = |l: &PlannedLaunch| {
             let Some((m, n, k)) = l.gemm else { return 0 };
-            // the attention block's second GEMM: its attention-out projection, m x k x k
-            let out = if l.step == "attention_block" { 2 * m * k * k } else { 0 };
-            (2 * m * n * k + out) as u64
+            (2 * m * n * k) as u64 + l.extra_gemm_flops
         };
         self.launches.iter().map(of).sum()
     }
@@ -324,6 +325,7 @@ fn launch(
         reuse_bytes_per_block: 0,
         tail_bytes: 0,
         tail_tensor_flops: 0,
+        extra_gemm_flops: 0,
         sm90_tile: None,
     }
 }
@@ -694,10 +696,10 @@ fn gemm_sm90_tiled(g: &Sm90Gemm, kind: Sm90Entry, tile: Sm90Tile) -> PlannedLaun
     // f32 partials of the warps with a row below m only (a short batch's tile is mostly empty)
     let live = crate::kernels::gemm_sm90::split_live_rows(m);
     let partials = if tile.splits > 1 { tile.splits * live * n * 4 } else { 0 };
-    // whole tiles, K in whole wgmma k-steps (16 f16, 32 s8); a one-strip launch's warpgroup
-    // with no row below m issues none
+    // whole tiles, K in whole 128-byte k-blocks (the wgmmas run over the last one's TMA zero
+    // fill too); a one-strip launch's warpgroup with no row below m issues none
     let rows = crate::kernels::gemm_sm90::computed_rows(m).min(tile.rows);
-    let tensor = 2 * gt * rows * gw * tile.cols * k.next_multiple_of(if p.int8 { 32 } else { 16 });
+    let tensor = 2 * gt * rows * gw * tile.cols * k.next_multiple_of(128 / e);
     let cfg = ((tile.ctas(m, n) as u32, 1, 1), (tile.threads(), 1, 1), tile.shared_bytes());
     let mut l = launch(name, step, layer, cfg, (2 * m * n * k) as u64, min, load + partials, m * n * 2 + partials);
     if tile.splits > 1 {
@@ -899,8 +901,8 @@ fn attention_sm90(p: Prec, lengths: &[usize], heads: usize, d: usize, layer: Opt
 /// The attention block (`attention_block_*_sm90`): the fused QKV attention's launch
 /// ([`qkv_attention_sm90`]), then in it each sequence's attention-out GEMM (+ bias + residual)
 /// and LN1. Once a sequence's CTAs have stored its context (int8: its codes, in the sequence's
-/// 128-row slot), they claim the output's 128 x 192 tiles: per tile the slot's 128-row box of
-/// the context (codes) and Wo's 192 rows, the tensor work of its consumers with rows (64-row
+/// 128-row slot), they claim the output's 128 x `OUT_COLS` (64) tiles: per tile the slot's
+/// 128-row box of the context (codes) and Wo's 64 rows, the tensor work of its consumers with rows (64-row
 /// halves), y stored for the sequence's rows; then they share LN1's rows (y read back through
 /// L2, LN1's rows and int8 codes stored). The tiles' tensor FLOPs reach `wgmma_fraction` as the
 /// QKV GEMM's do; the grid's last sequence adds a tail: its output tile computed on one SM
@@ -925,6 +927,7 @@ fn attention_block_sm90(
     l.kernel = kernel::block_kernel_name(p.int8, d).into();
     l.step = "attention_block";
     l.flops += (2 * t * h * h) as u64;
+    l.extra_gemm_flops += (2 * t * h * h) as u64;
     l.tensor_flops += (2 * computed * h * k_steps) as u64;
     // Wo, its bias (int8: and scales), gamma, beta (int8: FFN1's smoothing), the residual rows
     let params = h * 2 + if p.int8 { h * 4 } else { 0 } + 2 * h * 2 + if ln_q8 { h * 2 } else { 0 };
