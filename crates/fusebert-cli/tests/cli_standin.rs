@@ -155,7 +155,7 @@ fn kernels_time_on_the_stand_in_times_both_families() {
     };
     let h100 = run("h100-sxm");
     let rows = h100["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 34, "4 GEMMs x fp16/int8, 2 fused layernorms x fp16/int8, the fused FFN1 codes, attention x fp16/int8 (+ the context's codes), QKV + attention x fp16/int8; two families each: {h100}");
+    assert_eq!(rows.len(), 36, "4 GEMMs x fp16/int8, 2 fused layernorms x fp16/int8, the fused FFN1 codes, attention x fp16/int8 (+ the context's codes), QKV + attention x fp16/int8, the FFN block; two families each: {h100}");
     for pair in rows.chunks(2) {
         let (mma, hop) = (&pair[0], &pair[1]);
         assert_eq!((mma["family"].as_str(), hop["family"].as_str()), (Some("sm80"), Some("sm90")), "{pair:?}");

@@ -1002,6 +1002,45 @@ struct TileOut {
     }
 };
 
+// One work unit of a consumer warpgroup: tile `tile` summed from the ring over k-blocks r (SPLIT:
+// its chunk z; the tile's last CTA then adds the other chunks' partials), then the epilogue and
+// tail through `out`. (ws_gemm's unit, and the FFN block's GEMM units: the same bits.)
+template <class Op, class G, bool SPLIT, class Epilogue, class Tail>
+FB_DEVICE void consume_unit(ConsumerRing<Op, G>& ring, const TileOut<Epilogue, Tail, G>& out, const SplitK& sk,
+                            int tile, int z, KRange r, int ckb, uint32_t* split_flag) {
+    using Acc = typename Op::Acc;
+    const int cw = ring.cw, M = out.M, m0 = (tile % out.tiles_m) * BM;
+    out.tail.begin(tile % out.tiles_m);  // (StripShare: the strip's units started)
+    if (m0 + 64 * cw < M) {
+        // the accumulators live in this branch only: a dead-warpgroup path that shares
+        // them makes ptxas serialise the wgmmas (C7515 / C7520)
+        Acc d[G::ACC];
+#pragma unroll
+        for (int i = 0; i < G::ACC; i++) d[i] = 0;
+        if constexpr (SPLIT) {
+            // one chunk; the last CTA of the tile adds the others' partials to it
+            ring.sum(d, r.begin, r.end);
+            const bool live = split_live(M, m0, cw);
+            if (!split_arrive(d, sk, tile, z, live, split_flag)) return;
+            split_fold<Op>(d, sk, tile, live);
+        } else {
+            sum_unsplit(ring, d, out.s0, cw, r, ckb);
+        }
+        out.tile(d, tile);
+    } else {
+        // the warpgroup's 64 rows all lie past M (a 1..64-row tile): TMA's zero fill,
+        // so no wgmma (half the tile's tensor work) and nothing to store; its stages are
+        // released unread and it takes its part in the split arrival (publishing no
+        // partials) and in the tail's
+        ring.release(r.begin, r.end);
+        if constexpr (SPLIT) {
+            Acc none[G::ACC];  // (not stored: split_arrive's `live` is false)
+            if (!split_arrive(none, sk, tile, z, false, split_flag)) return;
+        }
+        out.rows_past_m(tile);
+    }
+}
+
 // The warp-specialised persistent GEMM (see the top of the file) on operand type Op, handing
 // each finished tile's accumulators to `epilogue(d, row0, col0)` in the consumer threads, then
 // running `tail(m0, strip, tiles_n, flag)` in all of them. SPLIT (the _sk entries): each tile is
@@ -1010,7 +1049,6 @@ template <class Op, class G, bool SPLIT, class Epilogue, class Tail = NoTail>
 FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const CUtensorMap* tma_c, uint32_t M,
                        uint32_t N, uint32_t K, SplitK sk, const Epilogue& epilogue, const Tail& tail = Tail{}) {
     constexpr int BK = Op::BK;
-    using Acc = typename Op::Acc;
     extern __shared__ __align__(1024) uint8_t smem[];
     __shared__ __align__(8) uint64_t full[G::STAGES], empty[G::STAGES];
     __shared__ uint32_t tail_flag, split_flag;
@@ -1042,36 +1080,7 @@ FB_DEVICE void ws_gemm(const CUtensorMap* tma_a, const CUtensorMap* tma_w, const
                                              tiles_n,  &tail_flag, tiles_n * S, units <= (int)gridDim.x};
         for (int u = blockIdx.x; u < units; u += gridDim.x) {
             const int tile = u / S, z = u % S;
-            const KRange r = k_range(z, S, kblocks, ckb);
-            tail.begin(tile % tiles_m);  // (StripShare: the strip's units started)
-            if ((tile % tiles_m) * BM + 64 * cw < (int)M) {
-                // the accumulators live in this branch only: a dead-warpgroup path that shares
-                // them makes ptxas serialise the wgmmas (C7515 / C7520)
-                Acc d[G::ACC];
-#pragma unroll
-                for (int i = 0; i < G::ACC; i++) d[i] = 0;
-                if constexpr (SPLIT) {
-                    // one chunk; the last CTA of the tile adds the others' partials to it
-                    ring.sum(d, r.begin, r.end);
-                    const bool live = split_live((int)M, (tile % tiles_m) * BM, cw);
-                    if (!split_arrive(d, sk, tile, z, live, &split_flag)) continue;
-                    split_fold<Op>(d, sk, tile, live);
-                } else {
-                    sum_unsplit(ring, d, s0, cw, r, ckb);
-                }
-                out.tile(d, tile);
-            } else {
-                // the warpgroup's 64 rows all lie past M (a 1..64-row tile): TMA's zero fill,
-                // so no wgmma (half the tile's tensor work) and nothing to store; its stages are
-                // released unread and it takes its part in the split arrival (publishing no
-                // partials) and in the tail's
-                ring.release(r.begin, r.end);
-                if constexpr (SPLIT) {
-                    Acc none[G::ACC];  // (not stored: split_arrive's `live` is false)
-                    if (!split_arrive(none, sk, tile, z, false, &split_flag)) continue;
-                }
-                out.rows_past_m(tile);
-            }
+            consume_unit<Op, G, SPLIT>(ring, out, sk, tile, z, k_range(z, S, kblocks, ckb), ckb, &split_flag);
         }
         if constexpr (Epilogue::STAGED) {
             if (t == 0) bulk_wait();  // the staging outlives the stores reading it

@@ -63,6 +63,7 @@ pub mod attention_sm90;
 #[cfg(feature = "cuda")]
 pub mod conformance;
 pub mod embedding;
+pub mod ffn_block_sm90;
 pub mod gather;
 pub mod gemm_f16;
 pub mod gemm_int8;
@@ -81,6 +82,7 @@ pub mod timing;
 pub use attention::{attention, AttentionLaunch, AttentionShape, QueryTile};
 pub use attention_sm90::{attention_int8_sm90, attention_sm90, Sm90Tiling};
 pub use embedding::{embedding_layernorm, EmbeddingTables, TokenIds};
+pub use ffn_block_sm90::{ffn_block_f16_sm90, FfnBlockF16, FfnBlockLaunch, FfnBlockWorkspace};
 pub use gather::gather_first_rows;
 pub use gemm_f16::{gemm_f16, GemmF16};
 pub use gemm_int8::{

@@ -210,6 +210,7 @@ pub fn time_layer(dev: &Device, s: LayerShape, iters: usize) -> Result<LayerTime
     rows.extend(time_fused(dev, s, iters, sm90, &mut rng, &ws, &residual)?);
     rows.extend(time_attention(dev, s, iters, sm90, &mut rng)?);
     rows.extend(time_qkv_attention(dev, s, iters, sm90, &mut rng, (&a16, &a8, &a_scale), &ws)?);
+    rows.extend(time_ffn_block(dev, s, iters, sm90, &mut rng, &residual, &ws)?);
     Ok(LayerTimes { device: dev.name(), compute_capability: dev.compute_capability(), shape: s, iters, rows })
 }
 
@@ -478,6 +479,75 @@ fn time_attention(dev: &Device, s: LayerShape, iters: usize, sm90: bool, rng: &m
         },
     )?);
     Ok(rows)
+}
+
+/// The FFN, fp16: mma.sync's two launches (FFN1 with GELU, FFN2 with the residual and LN2)
+/// against the Hopper FFN block's one (`ffn_block_f16_sm90_n64`, the width the forward pass's
+/// short batches take), compared on LN2's rows. (The `_sm90` chain's two launches are the FFN1
+/// and FFN2 + layernorm rows.) Nothing without a fused layernorm.
+fn time_ffn_block(
+    dev: &Device,
+    s: LayerShape,
+    iters: usize,
+    sm90: bool,
+    rng: &mut Lcg,
+    residual: &DeviceBuffer<f16>,
+    ws: &SplitWorkspace,
+) -> Result<Vec<KernelTime>> {
+    use crate::ffn_block_sm90::{self as fb, FfnBlockF16, FfnBlockLaunch, FfnBlockWorkspace};
+    let (m, h, i) = (s.rows(), s.hidden, s.ffn);
+    if !crate::gemm_plan::fuses_layernorm(h) {
+        return Ok(Vec::new());
+    }
+    let x = residual.view(0, m * h)?;
+    let (w1, b1) = (dev.upload(&rng.f16s(i * h, 0.05))?, dev.upload(&rng.f16s(i, 0.1))?);
+    let (w2, b2) = (dev.upload(&rng.f16s(h * i, 0.05))?, dev.upload(&rng.f16s(h, 0.1))?);
+    let gamma = dev.upload(&(0..h).map(|_| f16::from_f32(1.0 + 0.1 * rng.next())).collect::<Vec<_>>())?;
+    let beta = dev.upload(&rng.f16s(h, 0.1))?;
+    // each family's own intermediates (the two closures live at once)
+    let (mut f80, mut y80) = (dev.alloc::<f16>(m * i)?, dev.alloc::<f16>(m * h)?);
+    let (mut f90, mut y90) = (dev.alloc::<f16>(m * i)?, dev.alloc::<f16>(m * h)?);
+    let mut lnout = dev.alloc::<f16>(m * h)?;
+    let scratch = if sm90 && fb::supports(h, i) { Some(FfnBlockWorkspace::new(dev, m, h, i)?) } else { None };
+    let op = Op {
+        name: "FFN1 + FFN2 + LN2 fp16 (FFN block)".into(),
+        shape: format!("{m} x {h} x {i}"),
+        flops: (4 * m * h * i) as u64,
+        iters,
+    };
+    let rows = time_pair(
+        dev,
+        &op,
+        &mut lnout,
+        |o| {
+            let g1 = GemmF16 {
+                a: &x,
+                w: &w1,
+                bias: Some(&b1),
+                epilogue: Epilogue::Gelu,
+                shape: GemmShape { m, n: i, k: h },
+            };
+            crate::gemm_f16(dev, &g1, &mut f80, GemmLaunch::planned(GemmPlan::choose(m, i, h, false), Some(ws)))?;
+            let res = Epilogue::Residual(&x);
+            let g2 = GemmF16 { a: &f80, w: &w2, bias: Some(&b2), epilogue: res, shape: GemmShape { m, n: h, k: i } };
+            let ln = crate::FusedLayerNorm { gamma: &gamma, beta: &beta, out: o, q8: None, eps: 1e-12 };
+            crate::gemm_f16(
+                dev,
+                &g2,
+                &mut y80,
+                GemmLaunch::fused(GemmPlan::choose_with_layernorm(m, h, i, false), ws, &ln),
+            )
+        },
+        unavailable(dev, sm90, fb::supports(h, i), fb::KERNEL_N64),
+        |o| {
+            let op = FfnBlockF16 { x: &x, w1: &w1, b1: &b1, act: Epilogue::Gelu, w2: &w2, b2: &b2, m, h, i };
+            let ln = crate::FusedLayerNorm { gamma: &gamma, beta: &beta, out: o, q8: None, eps: 1e-12 };
+            let scratch = scratch.as_ref().expect("the block's workspace where it runs");
+            let how = FfnBlockLaunch { cols: 64, ctas: None };
+            fb::ffn_block_f16_sm90(dev, &op, &mut f90, &mut y90, &ln, scratch, how)
+        },
+    )?;
+    Ok(rows.to_vec())
 }
 
 /// The QKV GEMM and attention, fp16: mma.sync's two launches against the Hopper pass's one

@@ -135,8 +135,8 @@ fn layer_timing_compares_both_families_and_claims_no_time_without_a_clock() {
     use fusebert_kernels::timing::{time_layer, LayerShape};
     let shape = LayerShape { batch: 2, tokens: 13, hidden: 128, heads: 2, ffn: 320 };
     let t = time_layer(&emu(Arch::Sm90, AsyncMode::Random(7)), shape, 1).unwrap();
-    // 34 rows, and the cluster entry in place of the split fp16 FFN2 + layernorm
-    assert_eq!(t.rows.len(), 35);
+    // 36 rows, and the cluster entry in place of the split fp16 FFN2 + layernorm
+    assert_eq!(t.rows.len(), 37);
     for r in &t.rows {
         assert!(r.mean_ms.is_none() && r.tflops.is_none() && r.skipped.is_none(), "{r:?}");
         assert!(r.kernels.iter().all(|k| k.contains("_sm90") == (r.family == "sm90")), "{r:?}");
@@ -171,6 +171,10 @@ fn layer_timing_compares_both_families_and_claims_no_time_without_a_clock() {
     let (a90, a80) = (codes("sm90", "attention"), codes("sm80", "attention"));
     assert_eq!(a90.kernels, ["attention_int8_sm90_packed_d64"], "{a90:?}");
     assert_eq!(a80.kernels.len(), 2, "attention, quantize: {a80:?}");
+    // the FFN: mma.sync's two launches against the block's one, on LN2's rows
+    let ffn = |family: &str| t.rows.iter().find(|r| r.family == family && r.op.contains("FFN block")).unwrap();
+    assert_eq!(ffn("sm90").kernels, ["ffn_block_f16_sm90_n64"], "{:?}", ffn("sm90"));
+    assert_eq!(ffn("sm80").kernels.len(), 2, "{:?}", ffn("sm80"));
     // int8: FFN2's K of 1024 (8 k-blocks: two chunks) splits; its cluster entry's rows and
     // codes are the split's bits
     let t = time_layer(&emu(Arch::Sm90, AsyncMode::Lazy), LayerShape { ffn: 1024, ..shape }, 1).unwrap();
@@ -185,7 +189,7 @@ fn layer_timing_compares_both_families_and_claims_no_time_without_a_clock() {
     assert_eq!(cluster.max_rel_diff_vs_sm80, split.max_rel_diff_vs_sm80);
     let t = time_layer(&emu(Arch::Sm80, AsyncMode::Lazy), shape, 1).unwrap();
     let skipped: Vec<_> = t.rows.iter().filter(|r| r.family == "sm90").collect();
-    assert_eq!(skipped.len(), 17);
+    assert_eq!(skipped.len(), 18);
     assert!(skipped.iter().all(|r| r.skipped.as_deref().unwrap().contains("9.0")), "{skipped:?}");
     let bad = LayerShape { heads: 5, ..shape };
     assert!(matches!(time_layer(&emu(Arch::Sm80, AsyncMode::Lazy), bad, 1), Err(Error::Input(_))));

@@ -76,7 +76,8 @@ fn check(precision: Precision, min_cos: f64) {
         let matmuls: Vec<_> = names.iter().filter(|k| is_matmul(k)).collect();
         assert!(!matmuls.is_empty() && matmuls.iter().all(|k| k.contains("_sm90")), "{mode:?}: {names:?}");
         assert_eq!(names.len(), bert.launches_for(&batch, ForwardOptions::all().outputs), "{names:?}");
-        split.extend(names.iter().filter(|k| k.contains("_sk")).cloned());
+        // (the FFN block splits both its GEMMs over K)
+        split.extend(names.iter().filter(|k| k.contains("_sk") || k.starts_with("ffn_block")).cloned());
         if precision == Precision::Int8 {
             // FFN1 quantises its own output for FFN2: one `_qa` (or, unsplit, cluster `_cqa`)
             // GEMM per layer, no asymmetric quantize launch (3 + 8 L launches)
@@ -110,9 +111,10 @@ fn check(precision: Precision, min_cos: f64) {
         );
     }
     // fp16 FFN2 at K 512 and 384 (8 and 6 k-blocks of 128 bytes: two chunks) on a few row tiles
-    // is split over K; int8 K of at most 512 (4 k-blocks) is one chunk
+    // is split over K, in the FFN block these short batches run; int8 K of at most 512 (4
+    // k-blocks) is one chunk
     if precision == Precision::F16 {
-        assert!(split.iter().any(|k| k == "gemm_f16_sm90_sk_ln"), "no split-K launch: {split:?}");
+        assert!(split.iter().any(|k| k.starts_with("ffn_block_f16_sm90")), "no split-K launch: {split:?}");
     } else {
         assert!(split.is_empty(), "{split:?}");
     }
@@ -148,10 +150,11 @@ fn the_kernel_family_option_switches_families() {
     assert_eq!(bert.kernel_family(), Selected::Sm80);
     let (mma, k80) = run(&mut bert);
     assert!(k80.iter().all(|k| !k.contains("_sm90")), "{k80:?}");
-    // the same schedule on both families: the residual GEMMs fuse their layernorm (unsplit on
-    // Hopper: the cluster entries)
-    assert_eq!(k90.len(), k80.len(), "{k90:?} vs {k80:?}");
-    assert!(k90.iter().filter(|k| k.ends_with("_sm90_n192_cln2")).count() == 2, "{k90:?}");
+    // the residual GEMMs fuse their layernorm on both families (unsplit on Hopper: a cluster
+    // entry); Hopper runs the FFN as one block (a launch fewer)
+    assert_eq!(k90.len(), k80.len() - 1, "{k90:?} vs {k80:?}");
+    assert!(k90.iter().filter(|k| k.ends_with("_sm90_n192_cln2")).count() == 1, "{k90:?}");
+    assert!(k90.iter().filter(|k| k.starts_with("ffn_block_f16_sm90")).count() == 1, "{k90:?}");
     assert!(!k90.iter().any(|k| k.starts_with("layernorm")), "{k90:?}");
     for (a, b) in hopper.iter().zip(&mma) {
         assert!(cosine(a, b) >= F16_MIN_COS, "{}", cosine(a, b));
@@ -416,10 +419,10 @@ fn attention_plan_matches(dev: &Device, model: &BertModel, bert: &mut DeviceBert
 
 /// The forward pass launches the GEMM entries the performance plan prices, launch by launch,
 /// grids included, where the plan chose between two launches with the same bits: hidden 96,
-/// 128 tokens in one 128-row strip. fp16 FFN2 (K = 384: two K chunks) would split over K and
-/// leave its layernorm to the strip's last CTA; the model predicts its cluster entry
-/// (`_n192_cln2`) faster, and that is what runs. int8: the attention-output and FFN2
-/// layernorms and FFN1's codes all on clusters.
+/// 128 tokens in one 128-row strip. int8 FFN2 and the attention-out GEMM run their layernorm
+/// on clusters (`_n192_cln2`), FFN1's codes too; fp16 runs the FFN block (FFN1, FFN2 and LN2
+/// in one launch: predicted faster than the two launches at this size), the attention-out GEMM
+/// on its cluster entry.
 #[test]
 fn the_forward_pass_launches_the_planned_gemm_entries() {
     let (shape, _, _) = cases()[2];
@@ -435,13 +438,13 @@ fn the_forward_pass_launches_the_planned_gemm_entries() {
             DeviceBert::new(&dev, &model, precision).unwrap()
         };
         let (_, plan) = gemms_run_as_planned(&dev, &mut bert, &model, &batch, lengths, precision);
-        let ffn2 = plan.launches.iter().find(|l| l.step == "ffn2_ln2").unwrap();
-        let (m, n, k) = ffn2.gemm.unwrap();
         let int8 = precision == Precision::Int8;
-        if !int8 {
-            assert!(fusebert::kernels::gemm_sm90::plan(m, n, k, int8).splits > 1, "FFN2's plan splits K");
+        let steps = if int8 { &["attn_out_ln1", "ffn2_ln2"][..] } else { &["attn_out_ln1"] };
+        for step in steps {
+            let l = plan.launches.iter().find(|l| l.step == *step).unwrap();
+            assert!(l.kernel.ends_with("_n192_cln2"), "{}", l.kernel);
         }
-        assert!(ffn2.kernel.ends_with("_n192_cln2"), "{}", ffn2.kernel);
+        assert_eq!(plan.launches.iter().filter(|l| l.step == "ffn_block").count(), if int8 { 0 } else { shape.layers });
     }
 }
 
@@ -493,4 +496,48 @@ fn a_gemm_the_plan_leaves_unsplit_runs_unsplit() {
     assert!(fusebert::kernels::gemm_sm90::k_chunks(k, false) > 1);
     assert_eq!(fusebert::kernels::gemm_sm90::plan(m, n, k, false).splits, 1);
     assert_eq!(ran[0].0, "gemm_f16_sm90", "the QKV GEMM, unsplit");
+}
+
+/// fp16 over a short batch (where the roofline model predicts the FFN block faster than its two
+/// launches, `perf::plan::ffn_block_cols`): each layer's FFN1, FFN2 and LN2 run as one
+/// `ffn_block_f16_sm90*` launch and no FFN GEMM runs, the pass stays within the reference's
+/// tolerance, its launch count is the schedule's and the plan's, and the block's grid, tensor
+/// work and stores are what the plan prices (its parts' sums). (Its bits are the two launches':
+/// `fusebert-kernels/tests/ffn_block_sm90.rs`.)
+#[test]
+fn an_ffn_block_runs_each_layers_ffn_in_one_launch() {
+    let shape = Shape { hidden: 128, heads: 2, layers: 2, intermediate: 320, vocab: 61, max_pos: 130, labels: 0 };
+    let model = random_model(shape, 27);
+    let lengths = [20usize, 45];
+    let batch = random_batch(shape.vocab, &lengths, 28);
+    let cols = fusebert::perf::plan::ffn_block_cols(&model.config, 65).expect("the block at 65 tokens");
+    let block = if cols == 64 { "ffn_block_f16_sm90_n64" } else { "ffn_block_f16_sm90" };
+    let dev = sm90(AsyncMode::Random(7));
+    let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
+    dev.emulator_backend().unwrap().clear_launches();
+    let (got, states) = bert.forward(&batch, ForwardOptions::all()).unwrap();
+    let names = launched(&dev);
+    assert_eq!(names.iter().filter(|k| *k == block).count(), shape.layers, "{names:?}");
+    // the layernorm GEMMs are the attention-out's; the plain ones QKV's and the pooler's
+    let ln = names.iter().filter(|k| k.starts_with("gemm") && k.contains("ln")).count();
+    let plain = names.iter().filter(|k| k.starts_with("gemm") && !k.contains("ln")).count();
+    assert_eq!((ln, plain), (shape.layers, shape.layers + 1), "{names:?}");
+    assert_eq!(names.len(), bert.launches_for(&batch, ForwardOptions::all().outputs), "{names:?}");
+    let heads = fusebert::perf::Heads::of(&model, ForwardOptions::all().outputs);
+    let plan = fusebert::perf::forward_plan_for(&model.config, Precision::F16, &lengths, heads, Sm90Plan);
+    assert_eq!(plan.launches.len(), names.len());
+    let rec = dev.emulator_backend().unwrap().launches();
+    for (r, p) in rec.iter().filter(|l| l.kernel == block).zip(plan.launches.iter().filter(|l| l.step == "ffn_block")) {
+        assert_eq!(
+            (r.grid, r.block, r.shared_mem_bytes, 2 * r.counters.tensor_macs, r.counters.global_store_bytes),
+            (p.grid, p.block, p.shared_mem_bytes, p.tensor_flops, p.store_bytes)
+        );
+    }
+    let (want, want_states) = reference::forward_with_hidden_states(&model, &batch, &Options::default()).unwrap();
+    for (l, (g, w)) in states.unwrap().layers.iter().zip(&want_states.layers).enumerate() {
+        assert!(max_abs(g, w) <= F16_MAX_HIDDEN_ERR, "layer {l}: hidden max err {}", max_abs(g, w));
+    }
+    for (s, (g, w)) in got.sequences.iter().zip(&want.sequences).enumerate() {
+        assert!(cosine(&g.pooled, &w.pooled) >= F16_MIN_COS, "seq {s}");
+    }
 }

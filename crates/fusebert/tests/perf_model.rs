@@ -64,6 +64,7 @@ fn launch(flops: u64, bytes: u64, blocks: u32) -> PlannedLaunch {
         tail_tensor_flops: 0,
         extra_gemm_flops: 0,
         sm90_tile: None,
+        parts: Vec::new(),
     }
 }
 

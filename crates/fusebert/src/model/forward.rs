@@ -213,6 +213,8 @@ struct Workspace {
     block_counters: DeviceBuffer<u32>,
     ln1_q8: DeviceBuffer<i8>,
     ln1_scale: DeviceBuffer<f32>,
+    /// The FFN blocks' scratch (split-K slots, counters), where a pass may run them.
+    ffn_block: Option<kernels::FfnBlockWorkspace>,
     /// ELECTRA: the embedding layernorm's `[T, embedding_size]` output, before the projection.
     emb: Option<DeviceBuffer<f16>>,
     /// Partial sums and arrival counters of the split-K layer GEMMs (`GemmPlan::choose`).
@@ -678,6 +680,13 @@ impl DeviceBert {
                 let qkv = (lin.input_bytes(t, h) + lin.gemm_bytes() + cu, t * h * 2 + q8_out(h, false));
                 plus(plus(qkv, (out.gemm_bytes() + t * h * 2, t * h * 2)), ln(l, ln1))
             }
+            // the chain's: FFN1's launch, then FFN2's with LN2
+            Step::FfnBlock { layer: l, ln2 } => {
+                let (w1, w2) = (&layer(l).ffn1, &layer(l).ffn2);
+                let ffn1 = (w1.input_bytes(t, h) + w1.gemm_bytes(), t * i * 2);
+                let ffn2 = (w2.input_bytes(t, i) + w2.gemm_bytes() + t * h * 2, t * h * 2);
+                plus(plus(ffn1, ffn2), ln(l, ln2))
+            }
             Step::LayerNorm { layer: l, out } => ln(l, out),
             // pooling (mean: every row; the counters show the other modes' less)
             Step::Pool => (t * h * 2 + cu, b * h * 4),
@@ -719,7 +728,32 @@ impl DeviceBert {
             fuse_qkv_attention: self.fuses_qkv_attention(batch),
             attention_quantizes_context: self.kernels.is_sm90() && self.precision == Precision::Int8,
             attention_block: self.takes_attention_blocks(),
+            ffn_block: self.ffn_block_cols(batch.total_tokens()).is_some(),
         })
+    }
+
+    /// Whether some pass may run the FFN blocks (`ffn_block_f16_sm90*`): fp16 on the Hopper
+    /// kernels, fp16 FFN weights, an FFN the block takes (a fused layernorm's row).
+    fn may_run_ffn_block(&self) -> bool {
+        let (h, i) = (self.config.hidden_size, self.config.intermediate_size);
+        self.kernels.is_sm90()
+            && self.precision == Precision::F16
+            && kernels::ffn_block_sm90::supports(h, i)
+            && kernels::gemm_plan::fuses_layernorm(h)
+            && self
+                .layers
+                .iter()
+                .all(|l| matches!((&l.ffn1, &l.ffn2), (DeviceLinear::F16 { .. }, DeviceLinear::F16 { .. })))
+    }
+
+    /// The tile width of the FFN block a pass over `t` tokens runs, or `None` where it runs FFN1
+    /// and FFN2 + LN2 as two launches: [`Self::may_run_ffn_block`], and the roofline model's
+    /// choice between the bit-identical launches ([`crate::perf::plan::ffn_block_cols`]).
+    fn ffn_block_cols(&self, t: usize) -> Option<usize> {
+        if !self.may_run_ffn_block() {
+            return None;
+        }
+        crate::perf::plan::ffn_block_cols(&self.config, t)
     }
 
     /// Whether a fused QKV attention also runs the attention-out GEMM and LN1
@@ -848,6 +882,7 @@ impl DeviceBert {
             block_counters: d.alloc_filled(fusebert_kernels::qkv_attention_sm90::FOLD_COUNTERS * block_b, 0)?,
             ln1_q8: d.alloc(if int8 { block_t * h } else { 0 })?,
             ln1_scale: d.alloc(if int8 { block_t } else { 0 })?,
+            ffn_block: self.may_run_ffn_block().then(|| kernels::FfnBlockWorkspace::new(d, t, h, i)).transpose()?,
             // per sequence (the fused QKV attention) or per row tile (attention_int8_sm90)
             ctx_counters: d.alloc_filled(
                 fusebert_kernels::CTX_COUNTERS * b.max(fusebert_kernels::attention_sm90::max_codes_strips(b, t)),
@@ -1050,6 +1085,7 @@ impl DeviceBert {
             Step::QkvAttention { layer } => self.qkv_attention(ws, batch, layer),
             Step::AttentionBlock { layer, ln1 } => self.attention_block(ws, batch, layer, ln1),
             Step::Gemm { .. } => self.layer_gemm(ws, step, t, blocks),
+            Step::FfnBlock { layer, .. } => self.ffn_block(ws, layer, t),
             Step::LayerNorm { layer, out } => {
                 let l = &self.layers[layer];
                 let Workspace { x, y, h: hbuf, q8, q8_scale, .. } = ws;
@@ -1232,6 +1268,33 @@ impl DeviceBert {
                 Ok(())
             }
         }
+    }
+
+    /// Layer `layer`'s FFN1, FFN2 (+ residual) and LN2 in one Hopper launch
+    /// (`ffn_block_f16_sm90*`, scheduled where [`DeviceBert::ffn_block_cols`] gives a width):
+    /// ws.h (LN1's rows) in, FFN1's output in ws.ffn, FFN2's in ws.y, LN2's rows in ws.x: the
+    /// chain's buffers and bits.
+    fn ffn_block(&self, ws: &mut Workspace, layer: usize, t: usize) -> Result<()> {
+        let (h, i) = (self.config.hidden_size, self.config.intermediate_size);
+        let l = &self.layers[layer];
+        let what = |s: &str| Error::Other(format!("DeviceBert: an FFN block of layer {layer} {s}"));
+        let cols = self.ffn_block_cols(t).ok_or_else(|| what("over a batch the block does not take"))?;
+        let (DeviceLinear::F16 { w: w1, b: b1 }, DeviceLinear::F16 { w: w2, b: b2 }) = (&l.ffn1, &l.ffn2) else {
+            return Err(what("on int8 weights"));
+        };
+        let Workspace { x, h: hbuf, ffn, y, ffn_block: Some(scratch), .. } = ws else {
+            return Err(what("without its workspace"));
+        };
+        let op = kernels::FfnBlockF16 { x: hbuf, w1, b1, act: self.ffn_act, w2, b2, m: t, h, i };
+        let ln = FusedLayerNorm {
+            gamma: &l.ln2.gamma,
+            beta: &l.ln2.beta,
+            out: x,
+            q8: None,
+            eps: self.config.layer_norm_eps,
+        };
+        let how = kernels::FfnBlockLaunch { cols, ctas: None };
+        kernels::ffn_block_f16_sm90(&self.dev, &op, ffn, y, &ln, scratch, how)
     }
 
     /// Layer `layer`'s QKV GEMM and attention in one Hopper launch (`qkv_attention_*_sm90`,

@@ -108,6 +108,12 @@ pub enum Step {
         layer: usize,
         ln1: LayerNormOut,
     },
+    /// FFN1 (+ activation), FFN2 (+ residual) and LN2 in one launch (the Hopper fp16
+    /// `ffn_block_f16_sm90*` kernels, where [`ScheduleShape::ffn_block`] holds): LN2's rows out.
+    FfnBlock {
+        layer: usize,
+        ln2: LayerNormOut,
+    },
     /// A layernorm on its own (when the row is too wide to fuse into the GEMM).
     LayerNorm {
         layer: usize,
@@ -136,6 +142,7 @@ impl Step {
             Step::Attention { .. } => "attention",
             Step::QkvAttention { .. } => "qkv_attention",
             Step::AttentionBlock { .. } => "attention_block",
+            Step::FfnBlock { .. } => "ffn_block",
             Step::LayerNorm { out, .. } => out.which.name(),
             Step::Pool => "pool",
             Step::GatherCls => "gather_cls",
@@ -152,6 +159,7 @@ impl Step {
             | Step::Attention { layer }
             | Step::QkvAttention { layer }
             | Step::AttentionBlock { layer, .. }
+            | Step::FfnBlock { layer, .. }
             | Step::LayerNorm { layer, .. } => Some(layer),
             _ => None,
         }
@@ -183,6 +191,10 @@ pub struct ScheduleShape {
     /// Where the QKV attention is fused, it also runs the attention-out GEMM and LN1
     /// ([`Step::AttentionBlock`]; the row width the blocks take).
     pub attention_block: bool,
+    /// fp16 with fused layernorms: each layer's FFN1, FFN2 and LN2 run as one launch
+    /// ([`Step::FfnBlock`]; the Hopper kernels, for the token counts the roofline model
+    /// predicts it faster at: `perf::plan::ffn_block_cols`).
+    pub ffn_block: bool,
 }
 
 /// Whether the Hopper pass runs a layer's QKV GEMM and attention as one launch for sequences
@@ -245,6 +257,10 @@ pub fn schedule(s: ScheduleShape) -> Vec<Step> {
         if !block {
             residual_and_layernorm(&mut v, s.fuse_layernorm, layer, LayerGemm::AttnOut, ln1);
         }
+        if s.ffn_block && s.fuse_layernorm && !int8 {
+            v.push(Step::FfnBlock { layer, ln2 });
+            continue;
+        }
         let fused_quantize = int8 && s.fuse_ffn_quantize;
         v.push(Step::Gemm { layer, gemm: LayerGemm::Ffn1, layernorm: None, quantize: fused_quantize });
         if int8 && !fused_quantize {
@@ -288,6 +304,40 @@ mod tests {
             fuse_qkv_attention: false,
             attention_quantizes_context: false,
             attention_block: false,
+            ffn_block: false,
+        }
+    }
+
+    /// fp16 with fused layernorms: one FFN block per layer in place of FFN1 and FFN2 + LN2,
+    /// right after the layer's LN1 (blocks or not); never for int8 or unfused layernorms.
+    #[test]
+    fn an_ffn_block_replaces_the_ffn_launches() {
+        let plain = schedule(shape(Precision::F16, true));
+        for attention_block in [false, true] {
+            let s = ScheduleShape {
+                ffn_block: true,
+                fuse_qkv_attention: true,
+                attention_block,
+                ..shape(Precision::F16, true)
+            };
+            let with = schedule(s);
+            let without = schedule(ScheduleShape { ffn_block: false, ..s });
+            assert_eq!(with.len(), without.len() - 3, "one launch a layer fewer");
+            assert!(!with.iter().any(|s| matches!(s, Step::Gemm { gemm: LayerGemm::Ffn1 | LayerGemm::Ffn2, .. })));
+            let blocks: Vec<_> = with
+                .iter()
+                .filter_map(|s| if let Step::FfnBlock { layer, ln2 } = s { Some((*layer, *ln2)) } else { None })
+                .collect();
+            let ln2 = LayerNormOut { which: LayerNorm::Ln2, q8: false };
+            assert_eq!(blocks, (0..3).map(|l| (l, ln2)).collect::<Vec<_>>());
+            assert_eq!(with.last(), without.last());
+        }
+        assert!(plain.iter().all(|s| !matches!(s, Step::FfnBlock { .. })));
+        for s in [
+            ScheduleShape { ffn_block: true, ..shape(Precision::Int8, true) },
+            ScheduleShape { ffn_block: true, ..shape(Precision::F16, false) },
+        ] {
+            assert!(!schedule(s).iter().any(|s| matches!(s, Step::FfnBlock { .. })), "{:?}", s.precision);
         }
     }
 

@@ -12,7 +12,9 @@ use crate::kernels::gemm_plan::{fuses_layernorm, GemmPlan};
 use crate::kernels::quantize as kq;
 use crate::kernels::{attention as attn, embedding as emb, gather as kgather, ids, layernorm as kln, pooling as kpool};
 use crate::model::forward::OutputSelection;
-use crate::model::schedule::{fuses_qkv_attention, schedule, LayerGemm, LayerNorm, Quantized, ScheduleShape, Step};
+use crate::model::schedule::{
+    fuses_qkv_attention, schedule, LayerGemm, LayerNorm, LayerNormOut, Quantized, ScheduleShape, Step,
+};
 use crate::model::{BertConfig, BertModel, Precision};
 
 use super::sm90::{self, KernelFamily, Sm90Tile};
@@ -92,6 +94,10 @@ pub struct PlannedLaunch {
     pub extra_gemm_flops: u64,
     /// An `_sm90` GEMM's tiling (what [`sm90::choose_gemm`] gave the launch); `None` elsewhere.
     pub sm90_tile: Option<Sm90Tile>,
+    /// A persistent launch's phases, one after the other (the FFN block: FFN1's GEMM, FFN2's,
+    /// LN2's rows), each planned as a launch of its own on the same grid; the launch's counts
+    /// are their sums. Empty elsewhere.
+    pub parts: Vec<PlannedLaunch>,
 }
 
 impl PlannedLaunch {
@@ -104,6 +110,11 @@ impl PlannedLaunch {
     /// Bytes of the working set this launch touches once (inputs and outputs).
     pub fn min_bytes(&self) -> u64 {
         self.min_load_bytes + self.store_bytes
+    }
+    /// The launch's GEMMs: itself, or its parts.
+    pub fn gemm_launches(&self) -> impl Iterator<Item = &PlannedLaunch> {
+        let own = self.parts.is_empty().then_some(self);
+        own.into_iter().chain(self.parts.iter())
     }
 }
 
@@ -127,7 +138,7 @@ impl LaunchPlan {
             let Some((m, n, k)) = l.gemm else { return 0 };
             (2 * m * n * k) as u64 + l.extra_gemm_flops
         };
-        self.launches.iter().map(of).sum()
+        self.launches.iter().flat_map(|l| l.gemm_launches()).map(of).sum()
     }
     pub fn min_bytes(&self) -> u64 {
         self.launches.iter().map(|l| l.min_bytes()).sum()
@@ -190,6 +201,8 @@ pub fn forward_plan_for(
         attention_quantizes_context: family == KernelFamily::Sm90 && p.int8,
         // the forward pass's rule (`DeviceBert::attention_blocks`)
         attention_block: crate::model::schedule::takes_attention_blocks(precision, c.hidden_size),
+        // the forward pass's rule (`DeviceBert::ffn_block_cols`)
+        ffn_block: family == KernelFamily::Sm90 && !p.int8 && ffn_block_cols(c, t).is_some(),
     };
     let launches = schedule(shape)
         .into_iter()
@@ -230,6 +243,7 @@ fn planned_sm90(c: &BertConfig, p: Prec, lengths: &[usize], heads: Heads, step: 
         Step::AttentionBlock { layer, ln1 } => {
             attention_block_sm90(p, lengths, c.num_attention_heads, c.head_dim(), layer, ln1.q8)
         }
+        Step::FfnBlock { layer, ln2 } => ffn_block_planned(c, t, layer, ln2),
         Step::Pooler => gemm_sm90(fp16, "pooler", None, b, h, h, Epi::Tanh, false, Sm90Tail::None),
         Step::Classifier => {
             let n = heads.labels.next_multiple_of(16);
@@ -276,6 +290,7 @@ fn planned(c: &BertConfig, p: Prec, lengths: &[usize], heads: Heads, step: Step)
         Step::AttentionBlock { layer, ln1 } => {
             attention_block_sm90(p, lengths, c.num_attention_heads, c.head_dim(), layer, ln1.q8)
         }
+        Step::FfnBlock { layer, ln2 } => ffn_block_planned(c, t, layer, ln2),
         Step::LayerNorm { layer, out } => {
             let smooth = out.which == LayerNorm::Ln1 || not_last(layer);
             layernorm(out.q8, smooth, t, h, out.which.name(), Some(layer))
@@ -327,6 +342,7 @@ fn launch(
         tail_tensor_flops: 0,
         extra_gemm_flops: 0,
         sm90_tile: None,
+        parts: Vec::new(),
     }
 }
 
@@ -654,6 +670,43 @@ fn predicted_kernel_us(l: &PlannedLaunch) -> f64 {
     super::roofline::predict_launch(g, l, true).kernel_us
 }
 
+/// The predicted time of `l` on an H100 SXM in a CUDA graph (its kernel and graph node).
+fn predicted_time_us(l: &PlannedLaunch) -> f64 {
+    predicted_kernel_us(l) + super::gpu::gpu("h100-sxm").map_or(0.0, |g| g.graph_node_us)
+}
+
+/// The tile width of the FFN block (`ffn_block_f16_sm90*`) a pass over `t` tokens runs: the
+/// width the roofline model predicts fastest on an H100 SXM in a CUDA graph, where that is
+/// faster than the two launches it replaces (FFN1's and FFN2's + LN2's `_sm90` launches: the
+/// same bits); `None` there, for an FFN the block does not take, and for int8 (fp16 only).
+pub fn ffn_block_cols(c: &BertConfig, t: usize) -> Option<usize> {
+    use crate::kernels::ffn_block_sm90 as kernel;
+    let (h, f) = (c.hidden_size, c.intermediate_size);
+    if t == 0 || !kernel::supports(h, f) || !fuses_layernorm(h) {
+        return None;
+    }
+    let p = Prec { int8: false };
+    let ln2 = LayerNormOut { which: LayerNorm::Ln2, q8: false };
+    let ffn = |gemm, layernorm| Step::Gemm { layer: 0, gemm, layernorm, quantize: false };
+    let chain: f64 = [ffn(LayerGemm::Ffn1, None), ffn(LayerGemm::Ffn2, Some(ln2))]
+        .into_iter()
+        .map(|s| predicted_time_us(&planned_sm90(c, p, &[t], Heads::NONE, s)))
+        .sum();
+    kernel::COLS
+        .into_iter()
+        .map(|cols| (cols, predicted_time_us(&ffn_block_sm90(c, t, 0, cols, ln2, false))))
+        .filter(|&(_, us)| us < chain)
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(cols, _)| cols)
+}
+
+/// The FFN block's launch at the width [`ffn_block_cols`] picks (128 where it picks none: a
+/// plan the forward pass does not run).
+fn ffn_block_planned(c: &BertConfig, t: usize, layer: usize, ln2: LayerNormOut) -> PlannedLaunch {
+    let cols = ffn_block_cols(c, t).unwrap_or(128);
+    ffn_block_sm90(c, t, layer, cols, ln2, layer + 1 < c.num_hidden_layers)
+}
+
 /// The tile the forward pass's `_sm90` launch of layer GEMM `step` over `tokens` tokens uses:
 /// the plan's choice between a split and its cluster entry (a cluster when `cluster > 1`);
 /// `None` for a step that is not a layer GEMM.
@@ -944,6 +997,78 @@ fn attention_block_sm90(
     l.tail_tensor_flops += (2 * last.next_multiple_of(64) * cols * k_steps) as u64;
     let groups = kernel::ctas_per_sequence(heads, d);
     l.tail_bytes += (last.div_ceil(groups) * (h * 2 + row_store - h * 2)) as u64;
+    l
+}
+
+/// The FFN block (`ffn_block_f16_sm90`, `_n64`): FFN1's GEMM (+ activation), FFN2's (+ bias +
+/// residual) and LN2's rows as the parts of one persistent launch on `cols`-wide tiles. Each GEMM
+/// part is the split launch of its shape ([`gemm_sm90_tiled`]: every K chunk a unit, so its
+/// partials and the tile's fold; one chunk is stored and read back too), priced with the wgmma
+/// path's fixed cost each: the block is credited with one graph node, the layernorm's rows
+/// spread over CTAs instead of a strip tail, and the narrower tiles' parallelism, not with the
+/// overlap of FFN2's weight loads with FFN1 (to be measured). LN2's part: groups of
+/// [`ffn_block_sm90::LN_ROWS`] rows, each row's y read back through L2, gamma and beta per row.
+fn ffn_block_sm90(
+    c: &BertConfig,
+    t: usize,
+    layer: usize,
+    cols: usize,
+    ln2: LayerNormOut,
+    smooth: bool,
+) -> PlannedLaunch {
+    use crate::kernels::ffn_block_sm90 as kernel;
+    let (h, f) = (c.hidden_size, c.intermediate_size);
+    let name = kernel::kernel_name(cols).expect("a compiled tile width");
+    let cfg =
+        linear(kernel::units(t, h, f, cols).min(sm90::SM90_CTAS), kernel::THREADS, kernel::shared_bytes(cols) as usize);
+    let part = |step, n, k, epi| {
+        let gemm = Sm90Gemm {
+            p: Prec { int8: false },
+            step,
+            layer: Some(layer),
+            m: t,
+            n,
+            k,
+            epi,
+            asym: false,
+            tail: Sm90Tail::None,
+        };
+        let splits = crate::kernels::gemm_sm90::k_chunks(k, false);
+        let mut l = gemm_sm90_tiled(&gemm, Sm90Entry::F16, Sm90Tile { rows: 128, cols, splits, cluster: 1 });
+        if splits == 1 {
+            // the block's one chunk still goes through its partial slot
+            let partials = (crate::kernels::gemm_sm90::split_live_rows(t) * n * 4) as u64;
+            l.load_bytes += partials;
+            l.store_bytes += partials;
+            l.tail_bytes += (128.min(crate::kernels::gemm_sm90::split_live_rows(t)) * cols * 4) as u64;
+        }
+        l.kernel = name.into();
+        l
+    };
+    let ffn1 = part("ffn1", f, h, Epi::Gelu);
+    let ffn2 = part("ffn2", h, f, Epi::Residual);
+    let groups = t.div_ceil(128) * (128 / kernel::LN_ROWS);
+    let params = if ln2.q8 && smooth { 3 } else { 2 } * h * 2;
+    let row_out = h * 2 + if ln2.q8 { h + 4 } else { 0 };
+    let mut ln = launch(
+        name,
+        "ln2",
+        Some(layer),
+        linear(groups, kernel::THREADS, 0),
+        0,
+        t * h * 2 + params,
+        t * (h * 2 + params),
+        t * row_out,
+    );
+    ln.reuse_bytes = params as u64;
+    let sum = |f: fn(&PlannedLaunch) -> u64| f(&ffn1) + f(&ffn2) + f(&ln);
+    let mut l = launch(name, "ffn_block", Some(layer), cfg, 0, 0, 0, 0);
+    l.flops = sum(|p| p.flops);
+    l.tensor_flops = sum(|p| p.tensor_flops);
+    l.min_load_bytes = sum(|p| p.min_load_bytes);
+    l.load_bytes = sum(|p| p.load_bytes);
+    l.store_bytes = sum(|p| p.store_bytes);
+    l.parts = vec![ffn1, ffn2, ln];
     l
 }
 

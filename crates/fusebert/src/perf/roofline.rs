@@ -207,8 +207,88 @@ fn int8_gemm(kernel: &str) -> bool {
         || kernel.starts_with("attention_block_int8")
 }
 
-/// Predicts one launch.
+/// The time terms of one launch's body (or of one part of a persistent launch).
+struct Body {
+    per_sm: u32,
+    waves: u64,
+    factor: f64,
+    dram: u64,
+    l2: u64,
+    compute_us: f64,
+    dram_us: f64,
+    l2_us: f64,
+    /// Serial tails and the wgmma path's fixed cost, after the largest term.
+    after_us: f64,
+}
+
+impl Body {
+    fn us(&self) -> f64 {
+        self.compute_us.max(self.dram_us).max(self.l2_us) + self.after_us
+    }
+}
+
+/// Predicts one launch. A launch with parts (a persistent kernel running phases that wait on
+/// each other, `PlannedLaunch::parts`) takes the sum of its parts' bodies, each priced as a
+/// launch of its own (its grid, bytes, tails and, a GEMM, the fixed cost), with one launch's
+/// minimum time and graph node.
 pub fn predict_launch(g: &GpuSpec, l: &PlannedLaunch, graphs: bool) -> LaunchPrediction {
+    let b = if l.parts.is_empty() {
+        body(g, l)
+    } else {
+        let parts: Vec<Body> = l.parts.iter().map(|p| body(g, p)).collect();
+        let sum = |f: fn(&Body) -> f64| parts.iter().map(f).sum::<f64>();
+        Body {
+            per_sm: parts.iter().map(|p| p.per_sm).min().unwrap_or(1),
+            waves: parts.iter().map(|p| p.waves).sum(),
+            factor: parts.iter().map(|p| p.factor).fold(1.0, f64::max),
+            dram: parts.iter().map(|p| p.dram).sum(),
+            l2: parts.iter().map(|p| p.l2).sum(),
+            compute_us: sum(|p| p.compute_us),
+            dram_us: sum(|p| p.dram_us),
+            l2_us: sum(|p| p.l2_us),
+            // (each part's largest term in full, not the largest of the sums)
+            after_us: sum(|p| p.us()) - sum(|p| p.compute_us).max(sum(|p| p.dram_us)).max(sum(|p| p.l2_us)),
+        }
+    };
+    let Body { per_sm, waves: w, factor, dram, l2, compute_us, dram_us, l2_us, .. } = b;
+    let kernel_us = b.us().max(MIN_KERNEL_US);
+    // the GPU's gap between dependent kernels (graph_node_us) is paid either way; on a stream
+    // the host must also enqueue each launch, which bounds short kernels
+    let time_us = if graphs { kernel_us + g.graph_node_us } else { (kernel_us + g.graph_node_us).max(g.launch_us) };
+    let launch_bound = !graphs && g.launch_us > kernel_us + g.graph_node_us;
+    let bound = if launch_bound || kernel_us == MIN_KERNEL_US {
+        Bound::Latency
+    } else if compute_us >= dram_us.max(l2_us) {
+        Bound::Compute
+    } else {
+        Bound::Memory
+    };
+    LaunchPrediction {
+        kernel: l.kernel.clone(),
+        step: l.step,
+        layer: l.layer,
+        blocks: l.blocks(),
+        threads: l.threads_per_block(),
+        registers: registers(&l.kernel, g),
+        blocks_per_sm: per_sm,
+        waves: w,
+        wave_factor: factor,
+        flops: l.flops,
+        tensor_flops: l.tensor_flops,
+        dram_bytes: dram,
+        l2_bytes: l2,
+        compute_us,
+        dram_us,
+        l2_us,
+        kernel_us,
+        time_us,
+        bound,
+        sm90_tile: sm90_tile_of(l),
+    }
+}
+
+/// The body of one launch (or part): the roofline terms, tails and fixed cost.
+fn body(g: &GpuSpec, l: &PlannedLaunch) -> Body {
     let int8 = int8_gemm(&l.kernel);
     let regs = registers(&l.kernel, g);
     let threads = l.threads_per_block();
@@ -266,40 +346,7 @@ pub fn predict_launch(g: &GpuSpec, l: &PlannedLaunch, graphs: bool) -> LaunchPre
     } else {
         0.0
     };
-    let kernel_us = (compute_us.max(dram_us).max(l2_us) + tail_us + fixed_us).max(MIN_KERNEL_US);
-    // the GPU's gap between dependent kernels (graph_node_us) is paid either way; on a stream
-    // the host must also enqueue each launch, which bounds short kernels
-    let time_us = if graphs { kernel_us + g.graph_node_us } else { (kernel_us + g.graph_node_us).max(g.launch_us) };
-    let launch_bound = !graphs && g.launch_us > kernel_us + g.graph_node_us;
-    let bound = if launch_bound || kernel_us == MIN_KERNEL_US {
-        Bound::Latency
-    } else if compute_us >= dram_us.max(l2_us) {
-        Bound::Compute
-    } else {
-        Bound::Memory
-    };
-    LaunchPrediction {
-        kernel: l.kernel.clone(),
-        step: l.step,
-        layer: l.layer,
-        blocks,
-        threads,
-        registers: regs,
-        blocks_per_sm: per_sm,
-        waves: w,
-        wave_factor: factor,
-        flops: l.flops,
-        tensor_flops: l.tensor_flops,
-        dram_bytes: dram,
-        l2_bytes: l2,
-        compute_us,
-        dram_us,
-        l2_us,
-        kernel_us,
-        time_us,
-        bound,
-        sm90_tile,
-    }
+    Body { per_sm, waves: w, factor, dram, l2, compute_us, dram_us, l2_us, after_us: tail_us + fixed_us }
 }
 
 /// Bytes no implementation can avoid: every GEMM weight (with its per-column parameters) once,
@@ -309,6 +356,7 @@ pub fn floor_bytes(plan: &LaunchPlan, int8: bool) -> u64 {
     let weights: usize = plan
         .launches
         .iter()
+        .flat_map(|l| l.gemm_launches())
         .filter_map(|l| {
             l.gemm.map(|(_, n, k)| if int8_gemm(&l.kernel) { n * k * e + 6 * n } else { n * k * 2 + 2 * n })
         })
@@ -418,8 +466,8 @@ pub struct FamilyRow {
 /// launches are paired by step and layer. A step the `_sm90` pass fuses into another launch
 /// (the int8 `quantize_ffn`, which the Hopper FFN1 does; `attention`, which the fused QKV
 /// attention does) has no `_sm90` launch: its row shows `-` and 0 us there, and the launch that
-/// took it over carries its time (the fused `qkv_attention` launch in the `qkv` row). Steps in
-/// first-launch order.
+/// took it over carries its time (the fused `qkv_attention` launch in the `qkv` row, the FFN
+/// block in the `ffn1` row). Steps in first-launch order.
 pub fn compare_families(sm80: &Prediction, sm90: &Prediction) -> Vec<FamilyRow> {
     let mut rows: Vec<FamilyRow> = Vec::new();
     let join = |names: &mut String, k: &str| {
@@ -431,12 +479,12 @@ pub fn compare_families(sm80: &Prediction, sm90: &Prediction) -> Vec<FamilyRow> 
         }
     };
     for a in &sm80.launches {
-        // the fused QKV attention stands in the QKV GEMM's row
+        // the fused QKV attention stands in the QKV GEMM's row, the FFN block in FFN1's
         fn twin(step: &str) -> &str {
-            if step == "qkv_attention" || step == "attention_block" {
-                "qkv"
-            } else {
-                step
+            match step {
+                "qkv_attention" | "attention_block" => "qkv",
+                "ffn_block" => "ffn1",
+                _ => step,
             }
         }
         let b = sm90.launches.iter().find(|b| twin(b.step) == a.step && b.layer == a.layer);
@@ -454,6 +502,9 @@ pub fn compare_families(sm80: &Prediction, sm90: &Prediction) -> Vec<FamilyRow> 
                         Some(t) => Some(t.describe()),
                         None if b.step == "qkv_attention" || b.step == "attention_block" => {
                             Some("128x192 per seq".into())
+                        }
+                        None if b.step == "ffn_block" => {
+                            Some(if b.kernel.ends_with("_n64") { "128x64 block" } else { "128x128 block" }.into())
                         }
                         None => None,
                     }),
