@@ -18,9 +18,11 @@
 use half::f16;
 
 use super::gemm_int8::ln_operands;
-use super::gemm_sm90::{check_shape, k_chunks, operand_map, smem, BM};
-use super::{check_align, check_len, kerr, Epilogue, FusedLayerNorm};
-use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig, TensorMapDtype, TensorMapSwizzle, TiledTensorMap};
+use super::gemm_sm90::{check_shape, gemm_f16_sm90, gemm_f16_sm90_ln, k_chunks, operand_map, output_map, smem, BM};
+use super::{
+    check_align, check_len, kerr, Epilogue, FusedLayerNorm, GemmF16, GemmShape, GemmSm90Launch, SplitWorkspace,
+};
+use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig, TensorMapDtype};
 use fusebert_core::error::Result;
 
 /// The module (`kernels/ffn_block_sm90.cu`).
@@ -145,18 +147,6 @@ pub fn launch_config(dev: &Device, m: usize, h: usize, i: usize, how: FfnBlockLa
     Ok(LaunchConfig::linear(ctas, THREADS, shared_bytes(how.cols)))
 }
 
-/// The fp16 output map `[m, n]` of a GEMM's TMA stores (64 x 64 boxes, 128-byte swizzle).
-fn store_map(dev: &Device, out: &DeviceBuffer<f16>, m: usize, n: usize) -> Result<crate::device::TensorMap> {
-    dev.encode_tensor_map(&TiledTensorMap {
-        dtype: TensorMapDtype::F16,
-        addr: out.addr(),
-        dims: &[n as u64, m as u64],
-        strides: &[(n * 2) as u64],
-        box_dims: &[64, 64],
-        swizzle: TensorMapSwizzle::B128,
-    })
-}
-
 /// Runs the block: FFN1's output into `f` `[m, i]`, FFN2's (+ residual) into `y` `[m, h]`, LN2
 /// into `ln.out` (see the module docs), on the tiles and grid of `how`. Needs an sm_90 device;
 /// [`supports`].
@@ -197,12 +187,12 @@ pub fn ffn_block_f16_sm90(
         KernelArg::TensorMap(map(op.x, m, h, BM)?),
         KernelArg::TensorMap(map(op.w1, i, h, how.cols)?),
         KernelArg::from(op.b1),
-        KernelArg::TensorMap(store_map(dev, f, m, i)?),
+        KernelArg::TensorMap(output_map(dev, f, m, i)?),
         KernelArg::TensorMap(map(f, m, i, BM)?),
         KernelArg::TensorMap(map(op.w2, h, i, how.cols)?),
         KernelArg::from(op.b2),
         KernelArg::from(op.x),
-        KernelArg::TensorMap(store_map(dev, y, m, h)?),
+        KernelArg::TensorMap(output_map(dev, y, m, h)?),
         KernelArg::from(&*y),
         KernelArg::U32(m as u32),
         KernelArg::U32(h as u32),
@@ -218,4 +208,25 @@ pub fn ffn_block_f16_sm90(
     // LN_PARAMS' strip counters (unused: the block's own counters order its rows) and eps
     args.extend([KernelArg::from(&ws.counters), KernelArg::F32(ln.eps)]);
     dev.launch_in(MODULE, k, launch_config(dev, m, h, i, how)?, &args)
+}
+
+/// The two launches the block replaces, on the same operands and outputs: `gemm_f16_sm90`
+/// (FFN1 with `op.act`) into `f`, then `gemm_f16_sm90_ln` (FFN2 with the residual, the strip
+/// layernorm, which stores `y`) into `y` and `ln.out`; K split where it has several chunks
+/// (`ws`: room for both shapes). The block's bits: what the tests and the self-check hold it to.
+pub fn ffn_chain_f16_sm90(
+    dev: &Device,
+    op: &FfnBlockF16<'_>,
+    f: &mut DeviceBuffer<f16>,
+    y: &mut DeviceBuffer<f16>,
+    ln: &FusedLayerNorm<'_>,
+    ws: &SplitWorkspace,
+) -> Result<()> {
+    let (m, h, i) = (op.m, op.h, op.i);
+    let how = GemmSm90Launch { split: Some(ws), layernorm: crate::Sm90Layernorm::Strip, ..Default::default() };
+    let g1 = GemmF16 { a: op.x, w: op.w1, bias: Some(op.b1), epilogue: op.act, shape: GemmShape { m, n: i, k: h } };
+    gemm_f16_sm90(dev, &g1, f, how)?;
+    let residual = Epilogue::Residual(op.x);
+    let g2 = GemmF16 { a: f, w: op.w2, bias: Some(op.b2), epilogue: residual, shape: GemmShape { m, n: h, k: i } };
+    gemm_f16_sm90_ln(dev, &g2, y, ln, ws, how)
 }

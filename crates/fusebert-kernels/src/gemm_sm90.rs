@@ -596,7 +596,12 @@ pub(crate) fn operand_map<T: bytemuck::Pod>(
 
 /// The tensor map of the fp16 output `[m, n]` the store epilogue writes: boxes of 64 x 64 in the
 /// 128-byte swizzle, clipped at `m` and `n`.
-fn output_map(dev: &Device, out: &DeviceBuffer<f16>, m: usize, n: usize) -> Result<crate::device::TensorMap> {
+pub(crate) fn output_map(
+    dev: &Device,
+    out: &DeviceBuffer<f16>,
+    m: usize,
+    n: usize,
+) -> Result<crate::device::TensorMap> {
     dev.encode_tensor_map(&TiledTensorMap {
         dtype: TensorMapDtype::F16,
         addr: out.addr(),

@@ -255,7 +255,9 @@ fn check_gemms(dev: &Device) -> Verdict {
 /// `gemm_f16_sm90_ln` (residual): FFN1's output, FFN2's and LN2's rows bit for bit. 40 rows,
 /// an FFN of 64 x 192 (FFN2's K in two chunks).
 fn check_ffn_block(dev: &Device) -> Result<Option<String>> {
-    use crate::ffn_block_sm90::{ffn_block_f16_sm90, FfnBlockF16, FfnBlockLaunch, FfnBlockWorkspace, KERNEL_N64};
+    use crate::ffn_block_sm90::{
+        ffn_block_f16_sm90, ffn_chain_f16_sm90, FfnBlockF16, FfnBlockLaunch, FfnBlockWorkspace, KERNEL_N64,
+    };
     let (m, h, i) = (40, 64, 192);
     let mut r = Lcg(0xff7b_10c0);
     let x = dev.upload(&r.f16s(m * h, 1.0))?;
@@ -266,26 +268,13 @@ fn check_ffn_block(dev: &Device) -> Result<Option<String>> {
     let run = |block: bool| -> Result<[Vec<f16>; 3]> {
         let (mut f, mut y, out) = (poisoned(dev, m * i)?, poisoned(dev, m * h)?, poisoned(dev, m * h)?);
         let ln = crate::FusedLayerNorm { gamma: &gamma, beta: &beta, out: &out, q8: None, eps: 1e-12 };
+        let op = FfnBlockF16 { x: &x, w1: &w1, b1: &b1, act: Epilogue::Gelu, w2: &w2, b2: &b2, m, h, i };
         if block {
-            let op = FfnBlockF16 { x: &x, w1: &w1, b1: &b1, act: Epilogue::Gelu, w2: &w2, b2: &b2, m, h, i };
             let ws = FfnBlockWorkspace::new(dev, m, h, i)?;
             ffn_block_f16_sm90(dev, &op, &mut f, &mut y, &ln, &ws, FfnBlockLaunch { cols: 64, ctas: None })?;
         } else {
             let ws = SplitWorkspace::for_shapes(dev, &[(m, i, h, false), (m, h, i, false)])?;
-            // the strip layernorm stores y (a cluster entry keeps it on chip)
-            let layernorm = crate::gemm_sm90::Sm90Layernorm::Strip;
-            let how = GemmSm90Launch { split: Some(&ws), layernorm, ..Default::default() };
-            let g1 = GemmF16 {
-                a: &x,
-                w: &w1,
-                bias: Some(&b1),
-                epilogue: Epilogue::Gelu,
-                shape: GemmShape { m, n: i, k: h },
-            };
-            gemm_f16_sm90(dev, &g1, &mut f, how)?;
-            let res = Epilogue::Residual(&x);
-            let g2 = GemmF16 { a: &f, w: &w2, bias: Some(&b2), epilogue: res, shape: GemmShape { m, n: h, k: i } };
-            crate::gemm_f16_sm90_ln(dev, &g2, &mut y, &ln, &ws, how)?;
+            ffn_chain_f16_sm90(dev, &op, &mut f, &mut y, &ln, &ws)?;
         }
         Ok([f.to_host()?, y.to_host()?, out.to_host()?])
     };

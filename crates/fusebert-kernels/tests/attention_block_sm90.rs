@@ -9,7 +9,7 @@
 //! part) and one CTA at a time (a sequence's last CTA does its tiles and rows alone), and twice
 //! on one device (the counters left zero).
 mod kernels_util;
-use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
+use fusebert_kernels::device::emulator::AsyncMode;
 use fusebert_kernels::gemm_sm90::{GemmSm90Launch, Sm90Layernorm};
 use fusebert_kernels::qkv_attention_sm90::{self as qa, AttentionOut, ContextCodes, CTX_COUNTERS, FOLD_COUNTERS};
 use fusebert_kernels::{
@@ -234,13 +234,7 @@ impl Case {
 }
 
 fn emu(mode: AsyncMode, resident: Option<u32>) -> Device {
-    Device::emulator_with(EmulatorOptions {
-        arch: Arch::Sm90,
-        async_mode: mode,
-        resident_blocks: resident,
-        ..Default::default()
-    })
-    .unwrap()
+    kernels_util::hopper::sm90_resident(mode, resident)
 }
 
 /// The block against the chain: the grid resident in every completion mode (twice in lazy:

@@ -8,10 +8,9 @@
 //! tiles), three CTAs and one CTA at a time (every unit in ticket order in one CTA), and twice
 //! on one device (the counters left zero).
 mod kernels_util;
-use fusebert_kernels::device::emulator::{Arch, AsyncMode, EmulatorOptions};
+use fusebert_kernels::device::emulator::AsyncMode;
 use fusebert_kernels::ffn_block_sm90::{self as fb, FfnBlockF16, FfnBlockLaunch, FfnBlockWorkspace};
-use fusebert_kernels::gemm_sm90::Sm90Layernorm;
-use fusebert_kernels::{Device, Epilogue, FusedLayerNorm, GemmF16, GemmShape, GemmSm90Launch, SplitWorkspace};
+use fusebert_kernels::{Device, Epilogue, FusedLayerNorm, SplitWorkspace};
 use half::f16;
 use kernels_util::*;
 
@@ -59,33 +58,10 @@ impl Case {
         for _ in 0..launches {
             let (mut f, mut y, out) = (poisoned(dev, m * I), poisoned(dev, m * H), poisoned(dev, m * H));
             let ln = FusedLayerNorm { gamma: &gamma, beta: &beta, out: &out, q8: None, eps: 1e-12 };
+            let op = FfnBlockF16 { x: &x, w1: &w1, b1: &b1, act: Epilogue::Gelu, w2: &w2, b2: &b2, m, h: H, i: I };
             match block {
-                Some(how) => {
-                    let op =
-                        FfnBlockF16 { x: &x, w1: &w1, b1: &b1, act: Epilogue::Gelu, w2: &w2, b2: &b2, m, h: H, i: I };
-                    fb::ffn_block_f16_sm90(dev, &op, &mut f, &mut y, &ln, &ws, how).unwrap();
-                }
-                None => {
-                    // the strip layernorm stores y (a cluster entry keeps it on chip)
-                    let how =
-                        GemmSm90Launch { split: Some(&split), layernorm: Sm90Layernorm::Strip, ..Default::default() };
-                    let g1 = GemmF16 {
-                        a: &x,
-                        w: &w1,
-                        bias: Some(&b1),
-                        epilogue: Epilogue::Gelu,
-                        shape: GemmShape { m, n: I, k: H },
-                    };
-                    fusebert_kernels::gemm_f16_sm90(dev, &g1, &mut f, how).unwrap();
-                    let g2 = GemmF16 {
-                        a: &f,
-                        w: &w2,
-                        bias: Some(&b2),
-                        epilogue: Epilogue::Residual(&x),
-                        shape: GemmShape { m, n: H, k: I },
-                    };
-                    fusebert_kernels::gemm_f16_sm90_ln(dev, &g2, &mut y, &ln, &split, how).unwrap();
-                }
+                Some(how) => fb::ffn_block_f16_sm90(dev, &op, &mut f, &mut y, &ln, &ws, how).unwrap(),
+                None => fb::ffn_chain_f16_sm90(dev, &op, &mut f, &mut y, &ln, &split).unwrap(),
             }
             outs = Some((f16_bits(&f), f16_bits(&y), f16_bits(&out)));
         }
@@ -94,13 +70,7 @@ impl Case {
 }
 
 fn emu(mode: AsyncMode, resident: Option<u32>) -> Device {
-    Device::emulator_with(EmulatorOptions {
-        arch: Arch::Sm90,
-        async_mode: mode,
-        resident_blocks: resident,
-        ..Default::default()
-    })
-    .unwrap()
+    kernels_util::hopper::sm90_resident(mode, resident)
 }
 
 /// Both tile widths against the chain, in every completion mode (twice in lazy: the counters

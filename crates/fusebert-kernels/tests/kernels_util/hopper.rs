@@ -13,8 +13,14 @@ use rand_chacha::ChaCha8Rng;
 /// The emulator as an H100 (sm_90: arch-specific sm_90a PTX loads), all sanitizers on, the
 /// asynchronous copies completing in `mode`'s order.
 pub fn sm90(mode: AsyncMode) -> Device {
-    Device::emulator_with(EmulatorOptions { arch: Arch::Sm90, async_mode: mode, ..Default::default() })
-        .expect("emulator")
+    sm90_resident(mode, None)
+}
+
+/// `sm90(mode)` holding at most `resident` CTAs at once (`Some(1)`: one CTA at a time).
+pub fn sm90_resident(mode: AsyncMode, resident: Option<u32>) -> Device {
+    let options =
+        EmulatorOptions { arch: Arch::Sm90, async_mode: mode, resident_blocks: resident, ..Default::default() };
+    Device::emulator_with(options).expect("emulator")
 }
 
 /// The last launch: its kernel and counters, after their sanity (no local memory, no bank
