@@ -398,3 +398,18 @@ fn issue_23_bounds_are_reported_as_documented() {
         );
     }
 }
+
+/// The token counts the forward pass takes the FFN block at (fp16; `perf::plan::ffn_block_cols`,
+/// docs/performance.md): BERT-base 1..=256, MiniLM 1..=576, the 128 x 64 tiles each time, the
+/// two launches above.
+#[test]
+fn the_ffn_block_takes_the_documented_token_counts() {
+    use fusebert::perf::plan::ffn_block_cols;
+    for (config, last) in [("bert-base", 256), ("minilm-l6", 576)] {
+        let c = synthetic::shape_config(config).unwrap();
+        for t in 1..=4 * last {
+            let want = (t <= last).then_some(64);
+            assert_eq!(ffn_block_cols(&c, t), want, "{config} at {t} tokens");
+        }
+    }
+}

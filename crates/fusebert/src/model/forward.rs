@@ -213,7 +213,7 @@ struct Workspace {
     block_counters: DeviceBuffer<u32>,
     ln1_q8: DeviceBuffer<i8>,
     ln1_scale: DeviceBuffer<f32>,
-    /// The FFN blocks' scratch (split-K slots, counters), where a pass may run them.
+    /// The FFN blocks' scratch (split-K slots, counters) for the most tokens a pass runs them at.
     ffn_block: Option<kernels::FfnBlockWorkspace>,
     /// ELECTRA: the embedding layernorm's `[T, embedding_size]` output, before the projection.
     emb: Option<DeviceBuffer<f16>>,
@@ -856,6 +856,8 @@ impl DeviceBert {
         // the attention blocks' scratch only where a pass may run them (empty elsewhere)
         let (block_t, block_b) = if self.may_run_attention_blocks() { (t, b) } else { (0, 0) };
         let slots = block_b * fusebert_kernels::qkv_attention_sm90::SLOT_ROWS;
+        // the FFN blocks' scratch for the most tokens a pass runs them at (short batches only)
+        let ffn_block_rows = (1..=t).rev().find(|&m| self.ffn_block_cols(m).is_some());
         self.workspace = Some(Workspace {
             tokens: t,
             batch: b,
@@ -882,7 +884,7 @@ impl DeviceBert {
             block_counters: d.alloc_filled(fusebert_kernels::qkv_attention_sm90::FOLD_COUNTERS * block_b, 0)?,
             ln1_q8: d.alloc(if int8 { block_t * h } else { 0 })?,
             ln1_scale: d.alloc(if int8 { block_t } else { 0 })?,
-            ffn_block: self.may_run_ffn_block().then(|| kernels::FfnBlockWorkspace::new(d, t, h, i)).transpose()?,
+            ffn_block: ffn_block_rows.map(|m| kernels::FfnBlockWorkspace::new(d, m, h, i)).transpose()?,
             // per sequence (the fused QKV attention) or per row tile (attention_int8_sm90)
             ctx_counters: d.alloc_filled(
                 fusebert_kernels::CTX_COUNTERS * b.max(fusebert_kernels::attention_sm90::max_codes_strips(b, t)),
