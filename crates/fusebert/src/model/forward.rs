@@ -39,7 +39,10 @@
 //! layer, and that a batch whose
 //! sequences fill the fused kernel's tiles (head dim 64, at most 128 tokens each:
 //! [`schedule::fuses_qkv_attention`]) runs each layer's QKV GEMM and attention as one launch
-//! (`qkv_attention_*_sm90`, the same bits), one launch fewer again. Shapes the `_sm90`
+//! (`qkv_attention_*_sm90`, the same bits), one launch fewer again (with the attention-out
+//! GEMM and LN1: `attention_block_*_sm90_*`, one more); and an fp16 pass over the token counts
+//! the roofline model predicts it faster at (short batches) runs each layer's FFN1, FFN2 and
+//! LN2 as one persistent launch (`ffn_block_f16_sm90*`, the same bits). Shapes the `_sm90`
 //! GEMMs refuse (`K` or `N` not a multiple of 8 / 16) and the heads' tiny GEMMs of other shapes
 //! run on mma.sync.
 use half::f16;
