@@ -684,7 +684,7 @@ impl DeviceBert {
                 plus(plus(qkv, (out.gemm_bytes() + t * h * 2, t * h * 2)), ln(l, ln1))
             }
             // the chain's: FFN1's launch, then FFN2's with LN2
-            Step::FfnBlock { layer: l, ln2 } => {
+            Step::FfnBlock { layer: l, ln2, .. } => {
                 let (w1, w2) = (&layer(l).ffn1, &layer(l).ffn2);
                 let ffn1 = (w1.input_bytes(t, h) + w1.gemm_bytes(), t * i * 2);
                 let ffn2 = (w2.input_bytes(t, i) + w2.gemm_bytes() + t * h * 2, t * h * 2);
@@ -731,7 +731,7 @@ impl DeviceBert {
             fuse_qkv_attention: self.fuses_qkv_attention(batch),
             attention_quantizes_context: self.kernels.is_sm90() && self.precision == Precision::Int8,
             attention_block: self.takes_attention_blocks(),
-            ffn_block: self.ffn_block_cols(batch.total_tokens()).is_some(),
+            ffn_block: self.ffn_block_cols(batch.total_tokens()),
         })
     }
 
@@ -1090,7 +1090,7 @@ impl DeviceBert {
             Step::QkvAttention { layer } => self.qkv_attention(ws, batch, layer),
             Step::AttentionBlock { layer, ln1 } => self.attention_block(ws, batch, layer, ln1),
             Step::Gemm { .. } => self.layer_gemm(ws, step, t, blocks),
-            Step::FfnBlock { layer, .. } => self.ffn_block(ws, layer, t),
+            Step::FfnBlock { layer, cols, .. } => self.ffn_block(ws, layer, cols, t),
             Step::LayerNorm { layer, out } => {
                 let l = &self.layers[layer];
                 let Workspace { x, y, h: hbuf, q8, q8_scale, .. } = ws;
@@ -1276,14 +1276,13 @@ impl DeviceBert {
     }
 
     /// Layer `layer`'s FFN1, FFN2 (+ residual) and LN2 in one Hopper launch
-    /// (`ffn_block_f16_sm90*`, scheduled where [`DeviceBert::ffn_block_cols`] gives a width):
+    /// (`ffn_block_f16_sm90*`, on the width the schedule carries: [`DeviceBert::ffn_block_cols`]):
     /// ws.h (LN1's rows) in, FFN1's output in ws.ffn, FFN2's in ws.y, LN2's rows in ws.x: the
     /// chain's buffers and bits.
-    fn ffn_block(&self, ws: &mut Workspace, layer: usize, t: usize) -> Result<()> {
+    fn ffn_block(&self, ws: &mut Workspace, layer: usize, cols: usize, t: usize) -> Result<()> {
         let (h, i) = (self.config.hidden_size, self.config.intermediate_size);
         let l = &self.layers[layer];
         let what = |s: &str| Error::Other(format!("DeviceBert: an FFN block of layer {layer} {s}"));
-        let cols = self.ffn_block_cols(t).ok_or_else(|| what("over a batch the block does not take"))?;
         let (DeviceLinear::F16 { w: w1, b: b1 }, DeviceLinear::F16 { w: w2, b: b2 }) = (&l.ffn1, &l.ffn2) else {
             return Err(what("on int8 weights"));
         };

@@ -109,10 +109,12 @@ pub enum Step {
         ln1: LayerNormOut,
     },
     /// FFN1 (+ activation), FFN2 (+ residual) and LN2 in one launch (the Hopper fp16
-    /// `ffn_block_f16_sm90*` kernels, where [`ScheduleShape::ffn_block`] holds): LN2's rows out.
+    /// `ffn_block_f16_sm90*` kernels, where [`ScheduleShape::ffn_block`] gives a width): LN2's
+    /// rows out; `cols` its tiles' width.
     FfnBlock {
         layer: usize,
         ln2: LayerNormOut,
+        cols: usize,
     },
     /// A layernorm on its own (when the row is too wide to fuse into the GEMM).
     LayerNorm {
@@ -193,8 +195,8 @@ pub struct ScheduleShape {
     pub attention_block: bool,
     /// fp16 with fused layernorms: each layer's FFN1, FFN2 and LN2 run as one launch
     /// ([`Step::FfnBlock`]; the Hopper kernels, for the token counts the roofline model
-    /// predicts it faster at: `perf::plan::ffn_block_cols`).
-    pub ffn_block: bool,
+    /// predicts it faster at, on the tiles' width it predicts fastest: `perf::plan::ffn_block_cols`).
+    pub ffn_block: Option<usize>,
 }
 
 /// Whether the Hopper pass runs a layer's QKV GEMM and attention as one launch for sequences
@@ -257,8 +259,8 @@ pub fn schedule(s: ScheduleShape) -> Vec<Step> {
         if !block {
             residual_and_layernorm(&mut v, s.fuse_layernorm, layer, LayerGemm::AttnOut, ln1);
         }
-        if s.ffn_block && s.fuse_layernorm && !int8 {
-            v.push(Step::FfnBlock { layer, ln2 });
+        if let Some(cols) = s.ffn_block.filter(|_| s.fuse_layernorm && !int8) {
+            v.push(Step::FfnBlock { layer, ln2, cols });
             continue;
         }
         let fused_quantize = int8 && s.fuse_ffn_quantize;
@@ -304,7 +306,7 @@ mod tests {
             fuse_qkv_attention: false,
             attention_quantizes_context: false,
             attention_block: false,
-            ffn_block: false,
+            ffn_block: None,
         }
     }
 
@@ -315,27 +317,33 @@ mod tests {
         let plain = schedule(shape(Precision::F16, true));
         for attention_block in [false, true] {
             let s = ScheduleShape {
-                ffn_block: true,
+                ffn_block: Some(64),
                 fuse_qkv_attention: true,
                 attention_block,
                 ..shape(Precision::F16, true)
             };
             let with = schedule(s);
-            let without = schedule(ScheduleShape { ffn_block: false, ..s });
+            let without = schedule(ScheduleShape { ffn_block: None, ..s });
             assert_eq!(with.len(), without.len() - 3, "one launch a layer fewer");
             assert!(!with.iter().any(|s| matches!(s, Step::Gemm { gemm: LayerGemm::Ffn1 | LayerGemm::Ffn2, .. })));
             let blocks: Vec<_> = with
                 .iter()
-                .filter_map(|s| if let Step::FfnBlock { layer, ln2 } = s { Some((*layer, *ln2)) } else { None })
+                .filter_map(|s| {
+                    if let Step::FfnBlock { layer, ln2, cols } = s {
+                        Some((*layer, *ln2, *cols))
+                    } else {
+                        None
+                    }
+                })
                 .collect();
             let ln2 = LayerNormOut { which: LayerNorm::Ln2, q8: false };
-            assert_eq!(blocks, (0..3).map(|l| (l, ln2)).collect::<Vec<_>>());
+            assert_eq!(blocks, (0..3).map(|l| (l, ln2, 64)).collect::<Vec<_>>());
             assert_eq!(with.last(), without.last());
         }
         assert!(plain.iter().all(|s| !matches!(s, Step::FfnBlock { .. })));
         for s in [
-            ScheduleShape { ffn_block: true, ..shape(Precision::Int8, true) },
-            ScheduleShape { ffn_block: true, ..shape(Precision::F16, false) },
+            ScheduleShape { ffn_block: Some(64), ..shape(Precision::Int8, true) },
+            ScheduleShape { ffn_block: Some(64), ..shape(Precision::F16, false) },
         ] {
             assert!(!schedule(s).iter().any(|s| matches!(s, Step::FfnBlock { .. })), "{:?}", s.precision);
         }

@@ -202,7 +202,7 @@ pub fn forward_plan_for(
         // the forward pass's rule (`DeviceBert::attention_blocks`)
         attention_block: crate::model::schedule::takes_attention_blocks(precision, c.hidden_size),
         // the forward pass's rule (`DeviceBert::ffn_block_cols`)
-        ffn_block: family == KernelFamily::Sm90 && !p.int8 && ffn_block_cols(c, t).is_some(),
+        ffn_block: ffn_block_cols(c, t).filter(|_| family == KernelFamily::Sm90 && !p.int8),
     };
     let launches = schedule(shape)
         .into_iter()
@@ -243,7 +243,7 @@ fn planned_sm90(c: &BertConfig, p: Prec, lengths: &[usize], heads: Heads, step: 
         Step::AttentionBlock { layer, ln1 } => {
             attention_block_sm90(p, lengths, c.num_attention_heads, c.head_dim(), layer, ln1.q8)
         }
-        Step::FfnBlock { layer, ln2 } => ffn_block_planned(c, t, layer, ln2),
+        Step::FfnBlock { layer, ln2, cols } => ffn_block_sm90(c, t, layer, cols, ln2),
         Step::Pooler => gemm_sm90(fp16, "pooler", None, b, h, h, Epi::Tanh, false, Sm90Tail::None),
         Step::Classifier => {
             let n = heads.labels.next_multiple_of(16);
@@ -290,7 +290,7 @@ fn planned(c: &BertConfig, p: Prec, lengths: &[usize], heads: Heads, step: Step)
         Step::AttentionBlock { layer, ln1 } => {
             attention_block_sm90(p, lengths, c.num_attention_heads, c.head_dim(), layer, ln1.q8)
         }
-        Step::FfnBlock { layer, ln2 } => ffn_block_planned(c, t, layer, ln2),
+        Step::FfnBlock { layer, ln2, cols } => ffn_block_sm90(c, t, layer, cols, ln2),
         Step::LayerNorm { layer, out } => {
             let smooth = out.which == LayerNorm::Ln1 || not_last(layer);
             layernorm(out.q8, smooth, t, h, out.which.name(), Some(layer))
@@ -694,17 +694,10 @@ pub fn ffn_block_cols(c: &BertConfig, t: usize) -> Option<usize> {
         .sum();
     kernel::COLS
         .into_iter()
-        .map(|cols| (cols, predicted_time_us(&ffn_block_sm90(c, t, 0, cols, ln2, false))))
+        .map(|cols| (cols, predicted_time_us(&ffn_block_sm90(c, t, 0, cols, ln2))))
         .filter(|&(_, us)| us < chain)
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(cols, _)| cols)
-}
-
-/// The FFN block's launch at the width [`ffn_block_cols`] picks (128 where it picks none: a
-/// plan the forward pass does not run).
-fn ffn_block_planned(c: &BertConfig, t: usize, layer: usize, ln2: LayerNormOut) -> PlannedLaunch {
-    let cols = ffn_block_cols(c, t).unwrap_or(128);
-    ffn_block_sm90(c, t, layer, cols, ln2, layer + 1 < c.num_hidden_layers)
 }
 
 /// The tile the forward pass's `_sm90` launch of layer GEMM `step` over `tokens` tokens uses:
@@ -1008,14 +1001,7 @@ fn attention_block_sm90(
 /// spread over CTAs instead of a strip tail, and the narrower tiles' parallelism, not with the
 /// overlap of FFN2's weight loads with FFN1 (to be measured). LN2's part: groups of
 /// [`ffn_block_sm90::LN_ROWS`] rows, each row's y read back through L2, gamma and beta per row.
-fn ffn_block_sm90(
-    c: &BertConfig,
-    t: usize,
-    layer: usize,
-    cols: usize,
-    ln2: LayerNormOut,
-    smooth: bool,
-) -> PlannedLaunch {
+fn ffn_block_sm90(c: &BertConfig, t: usize, layer: usize, cols: usize, ln2: LayerNormOut) -> PlannedLaunch {
     use crate::kernels::ffn_block_sm90 as kernel;
     let (h, f) = (c.hidden_size, c.intermediate_size);
     let name = kernel::kernel_name(cols).expect("a compiled tile width");
@@ -1048,7 +1034,8 @@ fn ffn_block_sm90(
     let ffn1 = part("ffn1", f, h, Epi::Gelu);
     let ffn2 = part("ffn2", h, f, Epi::Residual);
     let groups = t.div_ceil(128) * (128 / kernel::LN_ROWS);
-    let params = if ln2.q8 && smooth { 3 } else { 2 } * h * 2;
+    // gamma and beta (fp16: no next GEMM's smoothing multipliers)
+    let params = 2 * h * 2;
     let row_out = h * 2 + if ln2.q8 { h + 4 } else { 0 };
     let mut ln = launch(
         name,
