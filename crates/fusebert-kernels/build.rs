@@ -29,6 +29,9 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread;
 
 #[path = "src/ptxas_gate.rs"]
 mod ptxas_gate;
@@ -216,48 +219,100 @@ fn stable_source_dir(kdir: &Path, manifest: &str) -> PathBuf {
 }
 
 /// nvcc runs in the source folder on relative names; `.file` lines are made relative too, so the
-/// PTX does not depend on where the crate was checked out.
+/// PTX does not depend on where the crate was checked out. The (module, arch) compilations are
+/// independent, so they run on `NUM_JOBS` threads (cargo's `-j`), the costliest first: the Hopper
+/// files take minutes each and would otherwise start last. Results are gathered in module order,
+/// so the report and the generated table do not depend on the schedule.
 fn compile_all(nvcc: &Path, kdir: &Path, out: &Path, stems: &[String], archs: &[String]) -> Compiled {
-    let ptxas = nvcc.with_file_name("ptxas");
-    let mut modules = Vec::new();
-    let mut report = String::new();
-    for stem in stems {
-        let mut variants = Vec::new();
-        for a in &archs_of(stem, archs) {
-            let ptx_path = out.join(format!("{stem}.{a}.ptx"));
-            run(
-                Command::new(nvcc)
-                    .current_dir(kdir)
-                    .arg("-ptx")
-                    .args(nvcc_target(a))
-                    .args(NVCC_FLAGS)
-                    .args(["-I", "."])
-                    .arg("-o")
-                    .arg(&ptx_path)
-                    .arg(format!("{stem}.cu")),
-                &format!("nvcc -arch={a} {stem}.cu"),
-            );
-            let ptx = fs::read_to_string(&ptx_path).unwrap();
-            fs::write(&ptx_path, portable_file_names(&ptx, kdir)).unwrap();
-            let stderr = run(
-                Command::new(&ptxas)
-                    .current_dir(out)
-                    .arg(format!("-arch={a}"))
-                    .arg("-v")
-                    .arg("-o")
-                    .arg(format!("{stem}.{a}.cubin"))
-                    .arg(format!("{stem}.{a}.ptx")),
-                &format!("ptxas -arch={a} {stem}.{a}.ptx"),
-            );
-            // "Compile time = ..." changes run to run; the rest is the kernel's resources.
-            for line in stderr.lines().filter(|l| !l.contains("Compile time")) {
-                let _ = writeln!(report, "{stem} {a}: {line}");
-            }
-            variants.push((a.clone(), ptx_path));
+    let jobs: Vec<(usize, String)> =
+        stems.iter().enumerate().flat_map(|(i, s)| archs_of(s, archs).into_iter().map(move |a| (i, a))).collect();
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_cached_key(|&j| std::cmp::Reverse(source_bytes(kdir, &format!("{}.cu", stems[jobs[j].0]))));
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<(PathBuf, String)>>> = Mutex::new(vec![None; jobs.len()]);
+    thread::scope(|scope| {
+        for _ in 0..build_threads().min(jobs.len()) {
+            scope.spawn(|| {
+                while let Some(&j) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let (i, a) = &jobs[j];
+                    let result = compile_one(nvcc, kdir, out, &stems[*i], a);
+                    done.lock().unwrap()[j] = Some(result);
+                }
+            });
         }
-        modules.push((stem.clone(), variants));
+    });
+    let mut done = done.into_inner().unwrap().into_iter();
+    let mut modules: Vec<(String, Vec<(String, PathBuf)>)> = stems.iter().map(|s| (s.clone(), Vec::new())).collect();
+    let mut report = String::new();
+    for (i, a) in jobs {
+        let (ptx_path, stderr) = done.next().flatten().expect("every compilation ran");
+        // "Compile time = ..." changes run to run; the rest is the kernel's resources.
+        for line in stderr.lines().filter(|l| !l.contains("Compile time")) {
+            let _ = writeln!(report, "{} {a}: {line}", stems[i]);
+        }
+        modules[i].1.push((a, ptx_path));
     }
     Compiled { modules, report }
+}
+
+/// One module for one arch: nvcc to PTX, then ptxas -v; the PTX's path and ptxas' report.
+fn compile_one(nvcc: &Path, kdir: &Path, out: &Path, stem: &str, arch: &str) -> (PathBuf, String) {
+    let ptx_path = out.join(format!("{stem}.{arch}.ptx"));
+    run(
+        Command::new(nvcc)
+            .current_dir(kdir)
+            .arg("-ptx")
+            .args(nvcc_target(arch))
+            .args(NVCC_FLAGS)
+            .args(["-I", "."])
+            .arg("-o")
+            .arg(&ptx_path)
+            .arg(format!("{stem}.cu")),
+        &format!("nvcc -arch={arch} {stem}.cu"),
+    );
+    let ptx = fs::read_to_string(&ptx_path).unwrap();
+    fs::write(&ptx_path, portable_file_names(&ptx, kdir)).unwrap();
+    let stderr = run(
+        Command::new(nvcc.with_file_name("ptxas"))
+            .current_dir(out)
+            .arg(format!("-arch={arch}"))
+            .arg("-v")
+            .arg("-o")
+            .arg(format!("{stem}.{arch}.cubin"))
+            .arg(format!("{stem}.{arch}.ptx")),
+        &format!("ptxas -arch={arch} {stem}.{arch}.ptx"),
+    );
+    (ptx_path, stderr)
+}
+
+/// Compiler threads: cargo's `NUM_JOBS` for build scripts, else the machine's parallelism.
+fn build_threads() -> usize {
+    env::var("NUM_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
+/// Bytes of `file` and of the local headers it includes (transitively, each once): how long
+/// nvcc takes on it, roughly, for ordering the compilations.
+fn source_bytes(kdir: &Path, file: &str) -> u64 {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo = vec![file.to_string()];
+    let mut bytes = 0;
+    while let Some(f) = todo.pop() {
+        if !seen.insert(f.clone()) {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(kdir.join(&f)) else { continue };
+        bytes += text.len() as u64;
+        for line in text.lines().map(str::trim).filter(|l| l.starts_with("#include \"")) {
+            if let Some(name) = line.split('"').nth(1) {
+                todo.push(name.to_string());
+            }
+        }
+    }
+    bytes
 }
 
 /// nvcc writes absolute paths into `.file` (debug line info): our sources become their names in
