@@ -34,7 +34,9 @@ venv() {
 echo "== Python package: .venv-python"
 venv "$root/.venv-python" "$pkg/requirements-test.txt"
 echo "== Python package: extension module (cargo, test profile)"
-PYO3_BUILD_EXTENSION_MODULE=1 cargo build --locked --profile test -p fusebert-python --quiet
+# --workspace: the feature resolution `cargo test --workspace` used (with `-p fusebert-python`
+# alone, serde, tokenizers and every fusebert crate resolve other features and compile again)
+PYO3_BUILD_EXTENSION_MODULE=1 cargo build --locked --profile test --workspace --lib --quiet
 # a new file renamed into place: a running Python that has the old one mapped is not disturbed
 cp "$root/target/debug/lib_fusebert.so" "$pkg/python/fusebert/_fusebert.abi3.so.tmp"
 mv -f "$pkg/python/fusebert/_fusebert.abi3.so.tmp" "$pkg/python/fusebert/_fusebert.abi3.so"

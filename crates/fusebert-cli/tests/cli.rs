@@ -228,39 +228,50 @@ fn verify_passes_on_the_emulator_and_reports_launches() {
 /// here (unsplit: the cluster entry), and no `quantize_i8_asym` launch runs; the attention writes
 /// the context's codes, `attention_int8_sm90_packed_d32`, and no context quantize launch runs);
 /// `--kernels sm80` on the same emulator goes back to
-/// mma.sync (34 launches).
+/// mma.sync (34 launches). One test per run, so the two test threads share them.
 #[test]
-fn verify_on_an_sm90_emulator_runs_the_hopper_kernels() {
-    for precision in ["f16", "int8"] {
-        let o = fusebert(
-            &["verify", "--device", "emu", "--arch", "sm_90", "--precision", precision, "--counters", "Hello!"],
-            None,
-        );
-        let text = String::from_utf8_lossy(&o.stdout).to_string();
-        assert!(o.status.success(), "{precision}: {text}{}", stderr(&o));
-        assert!(text.contains("kernels: sm90") && text.contains("self-check gemm: pass"), "{text}");
-        let gemm = if precision == "f16" { "gemm_f16_sm90" } else { "gemm_int8_sm90" };
-        let attention = if precision == "f16" { "attention_sm90_packed_d32" } else { "attention_int8_sm90_packed_d32" };
-        assert!(text.contains(gemm) && text.contains(attention) && text.contains("PASS"), "{text}");
-        // fp16: the mma.sync schedule's count less one a layer (FFN1, FFN2 and LN2 run as the
-        // FFN block for a short text); int8 adds the embeddings' quantize launch, and FFN1 and
-        // the attention quantise their own outputs
-        let launches = if precision == "f16" { 28 } else { 35 };
-        if precision == "int8" {
-            // (K 384 is one int8 chunk: unsplit, so the cluster entries: FFN1's quantisation on
-            // 8 CTAs, the attention-output layernorm on 3 of 128 columns)
-            assert!(text.contains("gemm_int8_sm90_n192_cqa") && !text.contains("quantize_i8_asym"), "{text}");
-            assert!(text.contains("gemm_int8_sm90_cln3"), "{text}");
-        }
-        // one short text: the GEMMs are split over K where K has several chunks (fp16: all of
-        // MiniLM's, FFN1 and FFN2 inside the block; int8: FFN2, K 1536; K 384 is one int8 chunk)
-        if precision == "f16" {
-            assert!(text.contains("ffn_block_f16_sm90_n64") && text.contains("gemm_f16_sm90_sk "), "{text}");
-        } else {
-            assert!(text.contains("gemm_int8_sm90_sk_ln"), "{text}");
-        }
-        assert!(text.contains(&format!("launches: {launches} (expected {launches}")), "{text}");
+fn verify_on_an_sm90_emulator_runs_the_hopper_kernels_in_fp16() {
+    verify_on_an_sm90_emulator("f16");
+}
+
+#[test]
+fn verify_on_an_sm90_emulator_runs_the_hopper_kernels_in_int8() {
+    verify_on_an_sm90_emulator("int8");
+}
+
+fn verify_on_an_sm90_emulator(precision: &str) {
+    let o = fusebert(
+        &["verify", "--device", "emu", "--arch", "sm_90", "--precision", precision, "--counters", "Hello!"],
+        None,
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{precision}: {text}{}", stderr(&o));
+    assert!(text.contains("kernels: sm90") && text.contains("self-check gemm: pass"), "{text}");
+    let gemm = if precision == "f16" { "gemm_f16_sm90" } else { "gemm_int8_sm90" };
+    let attention = if precision == "f16" { "attention_sm90_packed_d32" } else { "attention_int8_sm90_packed_d32" };
+    assert!(text.contains(gemm) && text.contains(attention) && text.contains("PASS"), "{text}");
+    // fp16: the mma.sync schedule's count less one a layer (FFN1, FFN2 and LN2 run as the
+    // FFN block for a short text); int8 adds the embeddings' quantize launch, and FFN1 and
+    // the attention quantise their own outputs
+    let launches = if precision == "f16" { 28 } else { 35 };
+    if precision == "int8" {
+        // (K 384 is one int8 chunk: unsplit, so the cluster entries: FFN1's quantisation on
+        // 8 CTAs, the attention-output layernorm on 3 of 128 columns)
+        assert!(text.contains("gemm_int8_sm90_n192_cqa") && !text.contains("quantize_i8_asym"), "{text}");
+        assert!(text.contains("gemm_int8_sm90_cln3"), "{text}");
     }
+    // one short text: the GEMMs are split over K where K has several chunks (fp16: all of
+    // MiniLM's, FFN1 and FFN2 inside the block; int8: FFN2, K 1536; K 384 is one int8 chunk)
+    if precision == "f16" {
+        assert!(text.contains("ffn_block_f16_sm90_n64") && text.contains("gemm_f16_sm90_sk "), "{text}");
+    } else {
+        assert!(text.contains("gemm_int8_sm90_sk_ln"), "{text}");
+    }
+    assert!(text.contains(&format!("launches: {launches} (expected {launches}")), "{text}");
+}
+
+#[test]
+fn verify_with_kernels_sm80_on_an_sm90_emulator_runs_mma_sync() {
     let o =
         fusebert(&["verify", "--device", "emu", "--arch", "sm_90", "--kernels", "sm80", "--counters", "Hello!"], None);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
