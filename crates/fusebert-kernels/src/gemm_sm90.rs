@@ -400,16 +400,12 @@ pub fn split_live_rows(m: usize) -> usize {
 /// M issues no wgmma.
 pub const WARPGROUP_ROWS: usize = 64;
 
-/// Rows whose wgmmas a launch of `m` rows (split, unsplit or cluster) runs per tile when its
-/// tiles are one 128-row strip (`m <= 128`): those of the consumer warpgroups with a row below
-/// `m`, so a 1..64-row batch does half a tile's tensor work; 128 for taller launches (whose
-/// last strip may also compute 64: the roofline's compute term counts the full strips).
+/// Rows whose wgmmas a launch of `m` rows (split, unsplit or cluster) runs per tile column, over
+/// all its 128-row strips: a strip's consumer warpgroups with a row below `m` compute, so every
+/// strip but the last computes 128 rows and the last `64` or `128` (a 1..64-row batch does half
+/// a tile's tensor work, and so does the last strip of 513 rows).
 pub fn computed_rows(m: usize) -> usize {
-    if m <= BM {
-        m.next_multiple_of(WARPGROUP_ROWS).min(BM)
-    } else {
-        BM
-    }
+    m / BM * BM + (m % BM).next_multiple_of(WARPGROUP_ROWS)
 }
 
 /// How an `_ln` launch normalises its rows. Every way gives the same bits (ln_out, codes and

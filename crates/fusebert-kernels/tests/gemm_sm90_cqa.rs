@@ -169,8 +169,7 @@ fn resident_cluster_quantize_equals_quantize_i8_and_leaves_out_unwritten() {
         assert!(cn.dsmem_bytes > 0 && cn.atomics == 0, "{what}: the ranges cross the cluster, no strip counters");
         // wgmmas only for the consumer warpgroups with a row below M: a strip of <= 64 rows
         // computes 64 of its 128 (M 1, and the last strips of M 136 and 300)
-        let rows: usize = (0..m.div_ceil(128)).map(|s| gemm_sm90::computed_rows(m - 128 * s)).sum();
-        let macs = rows * n.div_ceil(192) * 192 * k.next_multiple_of(128);
+        let macs = gemm_sm90::computed_rows(m) * n.div_ceil(192) * 192 * k.next_multiple_of(128);
         assert_eq!(cn.tensor_macs, macs as u64, "{what}: tensor work");
         if c.stored {
             // the same launch with y stored and read back: its output, the same codes, and

@@ -478,21 +478,21 @@ fn gemms_run_as_planned(
     (ran, plan)
 }
 
-/// A GEMM the plan leaves unsplit although its K has several chunks (hidden 512 at 640 tokens:
-/// the QKV GEMM's 60 tiles of 128 x 128 keep more than a quarter of 132 SMs busy, K 512 is two
-/// chunks) runs unsplit: the forward pass passes its split workspace only where the plan
+/// A GEMM the plan leaves unsplit although its K has several chunks (hidden 448 at 513 tokens,
+/// the fewest that do it: the QKV GEMM's 5 x 11 tiles of 128 x 128 keep more than a quarter of
+/// 132 SMs busy, K 448 is two chunks) runs unsplit: the forward pass passes its split workspace only where the plan
 /// splits (a workspace passed anyway made it split, past the workspace sized for the planned
 /// splits: an error).
 #[test]
 fn a_gemm_the_plan_leaves_unsplit_runs_unsplit() {
-    let shape = Shape { hidden: 512, heads: 8, layers: 1, intermediate: 512, vocab: 50, max_pos: 400, labels: 0 };
-    let lengths = &[300, 340];
+    let shape = Shape { hidden: 448, heads: 7, layers: 1, intermediate: 256, vocab: 50, max_pos: 300, labels: 0 };
+    let lengths = &[250, 263];
     let model = random_model(shape, 303);
     let batch = random_batch(shape.vocab, lengths, 33);
     let dev = sm90(AsyncMode::Lazy);
     let mut bert = DeviceBert::new(&dev, &model, Precision::F16).unwrap();
     let (ran, _) = gemms_run_as_planned(&dev, &mut bert, &model, &batch, lengths, Precision::F16);
-    let (m, n, k) = (640, 3 * 512, 512);
+    let (m, n, k) = (513, 3 * 448, 448);
     assert!(fusebert::kernels::gemm_sm90::k_chunks(k, false) > 1);
     assert_eq!(fusebert::kernels::gemm_sm90::plan(m, n, k, false).splits, 1);
     assert_eq!(ran[0].0, "gemm_f16_sm90", "the QKV GEMM, unsplit");

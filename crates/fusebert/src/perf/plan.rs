@@ -743,9 +743,9 @@ fn gemm_sm90_tiled(g: &Sm90Gemm, kind: Sm90Entry, tile: Sm90Tile) -> PlannedLaun
     let live = crate::kernels::gemm_sm90::split_live_rows(m);
     let partials = if tile.splits > 1 { tile.splits * live * n * 4 } else { 0 };
     // whole tiles, K in whole 128-byte k-blocks (the wgmmas run over the last one's TMA zero
-    // fill too); a one-strip launch's warpgroup with no row below m issues none
-    let rows = crate::kernels::gemm_sm90::computed_rows(m).min(tile.rows);
-    let tensor = 2 * gt * rows * gw * tile.cols * k.next_multiple_of(128 / e);
+    // fill too); a strip's warpgroup with no row below m issues none
+    let rows = crate::kernels::gemm_sm90::computed_rows(m);
+    let tensor = 2 * rows * gw * tile.cols * k.next_multiple_of(128 / e);
     let cfg = ((tile.ctas(m, n) as u32, 1, 1), (tile.threads(), 1, 1), tile.shared_bytes());
     let mut l = launch(name, step, layer, cfg, (2 * m * n * k) as u64, min, load + partials, m * n * 2 + partials);
     if tile.splits > 1 {
