@@ -408,7 +408,9 @@ fn issue_23_bounds_are_reported_as_documented() {
 #[test]
 fn the_ffn_block_takes_the_documented_token_counts() {
     use fusebert::perf::plan::ffn_block_cols;
-    let windows: [(&str, &[(usize, usize, usize)]); 2] =
+    // (config, [(first token count, last, tile width)])
+    type Windows = (&'static str, &'static [(usize, usize, usize)]);
+    let windows: [Windows; 2] =
         [("bert-base", &[(1, 256, 64), (1025, 1040, 128), (1089, 1120, 128)]), ("minilm-l6", &[(1, 532, 64)])];
     for (config, windows) in windows {
         let c = synthetic::shape_config(config).unwrap();
