@@ -251,16 +251,22 @@ fn block_equals_chain(case: &Case, int8: bool) {
 
 /// Head dim 64, 6 heads (H 384: two attention-out tiles a sequence, 6 CTAs to claim them).
 #[test]
-fn d64_blocks_are_the_chains_bits() {
-    let case = Case::new(41, 6, 64);
-    block_equals_chain(&case, false);
-    block_equals_chain(&case, true);
+fn d64_f16_blocks_are_the_chains_bits() {
+    block_equals_chain(&Case::new(41, 6, 64), false);
+}
+
+#[test]
+fn d64_int8_blocks_are_the_chains_bits() {
+    block_equals_chain(&Case::new(41, 6, 64), true);
 }
 
 /// Head dim 32 in pairs, 6 heads (H 192: one tile, 3 CTAs a sequence).
 #[test]
-fn d32_blocks_are_the_chains_bits() {
-    let case = Case::new(42, 6, 32);
-    block_equals_chain(&case, false);
-    block_equals_chain(&case, true);
+fn d32_f16_blocks_are_the_chains_bits() {
+    block_equals_chain(&Case::new(42, 6, 32), false);
+}
+
+#[test]
+fn d32_int8_blocks_are_the_chains_bits() {
+    block_equals_chain(&Case::new(42, 6, 32), true);
 }
