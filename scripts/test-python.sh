@@ -7,7 +7,7 @@
 #
 # Then the Ray tests (`-m ray`, a local Ray cluster: about 40 s) with ray[data,serve] pinned in
 # bindings/python/requirements-ray.txt, installed into .venv-ray (about 30 s and 770 MB once);
-# FUSEBERT_RAY_TESTS=0 skips them. Extra arguments
+# FUSEBERT_RAY_TESTS=0 skips them. `--venvs` alone only makes the venvs. Extra arguments
 # go to pytest. The wheel users install (`pip install ./bindings/python`) is the same code
 # built by maturin in the release profile.
 set -euo pipefail
@@ -30,6 +30,14 @@ venv() {
   # the sources in place (what `maturin develop` does), plus the tests' helpers for Ray workers
   echo "$pkg/python" > "$site/fusebert-dev.pth"
 }
+
+# --venvs: only make the two venvs (scripts/test.sh runs this in the background while cargo
+# builds: pip waits on the network, not the CPU)
+if [ "${1:-}" = "--venvs" ]; then
+  venv "$root/.venv-python" "$pkg/requirements-test.txt"
+  if [ "${FUSEBERT_RAY_TESTS:-1}" = 1 ]; then venv "$root/.venv-ray" "$pkg/requirements-ray.txt"; fi
+  exit 0
+fi
 
 echo "== Python package: .venv-python"
 venv "$root/.venv-python" "$pkg/requirements-test.txt"

@@ -16,6 +16,16 @@ if [ "${CI:-}" = true ]; then
   df -h . | tail -1 | awk '{print "== disk: " $4 " free"}'
 fi
 bash scripts/setup.sh
+# The Python venvs (pip installs, network-bound: about 80 s in CI) are made in the background
+# while cargo builds; step 8 waits for them.
+venvs_pid=""
+if [ "$#" -eq 0 ]; then
+  mkdir -p target
+  bash scripts/test-python.sh --venvs >target/python-venvs.log 2>&1 &
+  venvs_pid=$!
+  # a step that fails ends the run, and the venvs' job with it
+  trap 'pkill -P "$venvs_pid" 2>/dev/null; kill "$venvs_pid" 2>/dev/null; true' EXIT
+fi
 if [ "${FUSEBERT_SKIP_LINT:-0}" != 1 ]; then
   echo "== cargo fmt --check"
   cargo fmt --all -- --check
@@ -52,5 +62,10 @@ fi
 # then pytest (parity with sentence-transformers, LangChain/LlamaIndex, Ray on a local cluster).
 if [ "$#" -eq 0 ]; then
   echo "== Python package (scripts/test-python.sh)"
+  if ! wait "$venvs_pid"; then
+    cat target/python-venvs.log >&2
+    echo "error: making the Python venvs failed (log above)" >&2
+    exit 1
+  fi
   bash scripts/test-python.sh
 fi
