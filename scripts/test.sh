@@ -24,7 +24,8 @@ if [ "$#" -eq 0 ]; then
   bash scripts/test-python.sh --venvs >target/python-venvs.log 2>&1 &
   venvs_pid=$!
   # a step that fails ends the run, and the venvs' job with it
-  trap 'pkill -P "$venvs_pid" 2>/dev/null; kill "$venvs_pid" 2>/dev/null; true' EXIT
+  # (each command `|| true`: under set -e a failing command in the trap would be the exit status)
+  trap 'pkill -P "$venvs_pid" 2>/dev/null || true; kill "$venvs_pid" 2>/dev/null || true' EXIT
 fi
 if [ "${FUSEBERT_SKIP_LINT:-0}" != 1 ]; then
   echo "== cargo fmt --check"
@@ -67,5 +68,6 @@ if [ "$#" -eq 0 ]; then
     echo "error: making the Python venvs failed (log above)" >&2
     exit 1
   fi
+  trap - EXIT
   bash scripts/test-python.sh
 fi
