@@ -133,8 +133,9 @@ if [ -n "$bin" ] && [ -x "$bin" ]; then
   # is the same binary with the driver stand-in, so both sides share every line of host code.
   cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' ')"
   if [ "$cc" = "9.0" ]; then
-    # 120 s: C16's 8 processes each JIT-compile a shipped module (gemm_sm90: ~6 s of ptxas on a
-    # slow core, attention_sm90: ~2 s) when the driver's JIT cache is cold or disabled
+    # 120 s: C16's 8 processes each JIT-compile a shipped module (gemm_sm90, gemm_int8_sm90: ~3 s
+    # of ptxas each on a slow core, attention_sm90: ~2 s) when the driver's JIT cache is cold or
+    # disabled
     step conformance_gpu 120 "$bin" conformance run --isolate --out "$out/conformance/gpu"
     step conformance_emu 60 env FUSEBERT_CUDA_DRIVER=emulator FUSEBERT_CUDA_STANDIN_ARCH=sm_90 \
       "$bin" conformance run --out "$out/conformance/emulator"

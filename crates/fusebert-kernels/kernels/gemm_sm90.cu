@@ -1,5 +1,6 @@
-// Hopper (sm_90a) GEMMs on one warp-specialised skeleton (`ws_gemm` below, templated on the
-// operand type, the tile geometry and the epilogue):
+// Hopper (sm_90a) GEMMs on one warp-specialised skeleton (`ws_gemm` in gemm_sm90.cuh, templated
+// on the operand type, the tile geometry and the epilogue). This file holds the fp16 entries,
+// gemm_int8_sm90.cu the int8 ones (two files: nvcc and ptxas take minutes on each, in parallel):
 // - gemm_f16_sm90: C[M,N] = A[M,K] . W[N,K]^T + bias[n] (+ activation or residual per the `epi`
 //   codes of codes.cuh, the same semantics as gemm_f16: + bias, then the activation or the
 //   residual add, in f32, one fp16 rounding), f32 accumulation in wgmma, fp16 out.
@@ -81,21 +82,6 @@
 
 using namespace sm90;
 
-// Every GEMM comes unsplit and split over K (_sk: SplitK, with the workspace's partial slots and
-// per-tile counters), in two tile widths (BN 128, and 192: _n192); ENTRIES(X) instantiates
-// X(suffix, geometry, SPLIT, the split parameters, SplitK).
-#define NO_SK_PARAMS
-#define NO_SK_ARGS \
-    SplitK { 1, nullptr, nullptr }
-#define SK_PARAMS , uint32_t *__restrict__ partials, uint32_t *__restrict__ counters
-#define SK_ARGS \
-    SplitK { 1, partials, counters }
-#define ENTRIES(X)                            \
-    X(, Geom<128>, false, NO_SK_PARAMS, NO_SK_ARGS) \
-    X(_sk, Geom<128>, true, SK_PARAMS, SK_ARGS) \
-    X(_n192, Geom<192>, false, NO_SK_PARAMS, NO_SK_ARGS) \
-    X(_n192_sk, Geom<192>, true, SK_PARAMS, SK_ARGS)
-
 // tma_c: C [M, N] fp16, boxes of 64 x 64 in the 128-byte swizzle (the store epilogue); C itself
 // is read by the _ln entries' layernorm.
 #define GEMM_F16(SUF, G, SPLIT, SPLIT_PARAMS, SPLIT_ARGS)                                                            \
@@ -117,56 +103,9 @@ using namespace sm90;
                               F16Epilogue{bias, residual, (int)M, (int)N, epi}, LnTail{LN_ARGS, C, (int)M, (int)N}); \
     }
 
-// The argument order of gemm_int8_f16 with the two operands as tensor maps (and, _ln, the
-// layernorm with, given q_out, the next GEMM's codes).
-#define GEMM_INT8(SUF, G, SPLIT, SPLIT_PARAMS, SPLIT_ARGS)                                                          \
-    extern "C" __global__ void __launch_bounds__(THREADS, 1) gemm_int8_sm90##SUF(                               \
-        const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,                            \
-        const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,                               \
-        const float* __restrict__ w_scale, const int* __restrict__ w_sum, const __half* __restrict__ bias,       \
-        const __half* __restrict__ residual, const __grid_constant__ CUtensorMap tma_c, uint32_t M, uint32_t N,  \
-        uint32_t K, uint32_t epi SPLIT_PARAMS) {                                                                \
-        ws_gemm<S8Op, G, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
-                             S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi});  \
-    }                                                                                                            \
-    extern "C" __global__ void __launch_bounds__(THREADS, 1) gemm_int8_sm90##SUF##_ln(                          \
-        const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,                            \
-        const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,                               \
-        const float* __restrict__ w_scale, const int* __restrict__ w_sum, const __half* __restrict__ bias,       \
-        const __half* __restrict__ residual, const __grid_constant__ CUtensorMap tma_c, const __half* C,         \
-        uint32_t M, uint32_t N, uint32_t K, uint32_t epi SPLIT_PARAMS, LN_PARAMS) {                             \
-        ws_gemm<S8Op, G, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
-                             S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi},   \
-                             LnTail{LN_ARGS, C, (int)M, (int)N});                                                \
-    }                                                                                                            \
-    /* with the asymmetric int8 quantisation of its rows fused in (QaTail: the next GEMM's input) */            \
-    extern "C" __global__ void __launch_bounds__(THREADS, 1) gemm_int8_sm90##SUF##_qa(                          \
-        const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,                            \
-        const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,                               \
-        const float* __restrict__ w_scale, const int* __restrict__ w_sum, const __half* __restrict__ bias,       \
-        const __half* __restrict__ residual, const __grid_constant__ CUtensorMap tma_c, const __half* C,         \
-        uint32_t M, uint32_t N, uint32_t K, uint32_t epi SPLIT_PARAMS, QA_PARAMS) {                             \
-        ws_gemm<S8Op, G, SPLIT>(&tma_a, &tma_w, &tma_c, M, N, K, SPLIT_ARGS,                                       \
-                             S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi},   \
-                             QaTail{QA_ARGS, C, (int)M, (int)N});                                                \
-    }                                                                                                            \
-    /* the raw s32 accumulators (bit-exact checks of the integer path) */                                       \
-    extern "C" __global__ void __launch_bounds__(THREADS, 1) gemm_int8_i32_sm90##SUF(                           \
-        const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,                    \
-        int32_t* __restrict__ C, uint32_t M, uint32_t N, uint32_t K SPLIT_PARAMS) {                             \
-        ws_gemm<S8Op, G, SPLIT>(&tma_a, &tma_w, nullptr, M, N, K, SPLIT_ARGS, RawEpilogue{C, (int)M, (int)N});     \
-    }
-
 ENTRIES(GEMM_F16)
-ENTRIES(GEMM_INT8)
 
-// The cluster entries (cln_gemm): a cluster of CS CTAs per 128-row strip, BN x CS >= N. They
-// write ln_out (through tma_ln: the same 64 x 64 swizzled boxes as tma_c) and the codes only,
-// never y: there is no C argument.
-// _cln3: 128-column tiles for rows of 257..384 (hidden 384: MiniLM, bge-small, e5-small), 3 CTAs
-// per strip instead of _n192_cln2's 2, so a 32-strip grid keeps 96 SMs busy instead of 64.
-#define CLN_ENTRIES(X) \
-    X(_n192_cln2, Geom<192>, 2) X(_cln3, Geom<128>, 3) X(_n192_cln4, Geom<192>, 4) X(_cln8, Geom<128>, 8)
+// The cluster entries (cln_gemm, CLN_ENTRIES in gemm_sm90.cuh: what they write and why _cln3).
 #define GEMM_F16_CLN(SUF, G, CS)                                                                                   \
     extern "C" __global__ void __launch_bounds__(THREADS, 1) __cluster_dims__(CS, 1, 1) gemm_f16_sm90##SUF(        \
         const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,                       \
@@ -175,36 +114,4 @@ ENTRIES(GEMM_INT8)
         cln_gemm<F16Op, G, CS>(&tma_a, &tma_w, &tma_ln, M, N, K, F16Epilogue{bias, residual, (int)M, (int)N, epi},  \
                                CLN_ARGS);                                                                           \
     }
-#define GEMM_INT8_CLN(SUF, G, CS)                                                                                  \
-    extern "C" __global__ void __launch_bounds__(THREADS, 1) __cluster_dims__(CS, 1, 1) gemm_int8_sm90##SUF(       \
-        const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,                               \
-        const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,                                  \
-        const float* __restrict__ w_scale, const int* __restrict__ w_sum, const __half* __restrict__ bias,          \
-        const __half* __restrict__ residual, const __grid_constant__ CUtensorMap tma_ln, uint32_t M, uint32_t N,    \
-        uint32_t K, uint32_t epi, CLN_PARAMS) {                                                                     \
-        cln_gemm<S8Op, G, CS>(&tma_a, &tma_w, &tma_ln, M, N, K,                                                    \
-                              S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi},     \
-                              CLN_ARGS);                                                                            \
-    }
 CLN_ENTRIES(GEMM_F16_CLN)
-CLN_ENTRIES(GEMM_INT8_CLN)
-
-
-// gemm_int8_sm90_n192_qa with the quantisation distributed over a cluster of 8 CTAs per strip
-// (ws_gemm_cluster): the same outputs, codes, scales and zero points; no strip counters. The
-// grid is a multiple of 8 CTAs (host: 8 x min(strips, 16)). resident != 0 (host: N <= 8 x 2 x
-// 192, every CTA owns at most 2 column tiles of a strip): y stays in shared memory, C and
-// tma_c are neither written nor read.
-#define QA_CLUSTER_PARAMS \
-    int8_t *q_out, float *q_scale, int32_t *q_zero, const __half *__restrict__ q_smooth, uint32_t resident
-extern "C" __global__ void __cluster_dims__(CQA_CLUSTER, 1, 1) __launch_bounds__(THREADS, 1)
-    gemm_int8_sm90_n192_cqa(const __grid_constant__ CUtensorMap tma_a, const float* __restrict__ a_scale,
-                            const int* __restrict__ a_zero, const __grid_constant__ CUtensorMap tma_w,
-                            const float* __restrict__ w_scale, const int* __restrict__ w_sum,
-                            const __half* __restrict__ bias, const __half* __restrict__ residual,
-                            const __grid_constant__ CUtensorMap tma_c, const __half* C, uint32_t M, uint32_t N,
-                            uint32_t K, uint32_t epi, QA_CLUSTER_PARAMS) {
-    ws_gemm_cluster<Geom<192>>(&tma_a, &tma_w, &tma_c, M, N, K,
-                               S8Epilogue{a_scale, a_zero, w_scale, w_sum, bias, residual, (int)M, (int)N, epi},
-                               QaArgs{q_out, q_scale, q_zero, q_smooth, nullptr}, C, resident != 0);
-}

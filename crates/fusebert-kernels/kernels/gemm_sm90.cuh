@@ -1573,3 +1573,28 @@ FB_DEVICE void ws_gemm_cluster(const CUtensorMap* tma_a, const CUtensorMap* tma_
     }
 }
 }  // namespace sm90
+
+// The entries of gemm_sm90.cu (fp16) and gemm_int8_sm90.cu (int8) are instantiated by these.
+// Every GEMM comes unsplit and split over K (_sk: SplitK, with the workspace's partial slots and
+// per-tile counters), in two tile widths (BN 128, and 192: _n192); ENTRIES(X) instantiates
+// X(suffix, geometry, SPLIT, the split parameters, SplitK).
+#define NO_SK_PARAMS
+#define NO_SK_ARGS \
+    SplitK { 1, nullptr, nullptr }
+#define SK_PARAMS , uint32_t *__restrict__ partials, uint32_t *__restrict__ counters
+#define SK_ARGS \
+    SplitK { 1, partials, counters }
+#define ENTRIES(X)                            \
+    X(, Geom<128>, false, NO_SK_PARAMS, NO_SK_ARGS) \
+    X(_sk, Geom<128>, true, SK_PARAMS, SK_ARGS) \
+    X(_n192, Geom<192>, false, NO_SK_PARAMS, NO_SK_ARGS) \
+    X(_n192_sk, Geom<192>, true, SK_PARAMS, SK_ARGS)
+
+// The cluster entries (cln_gemm): a cluster of CS CTAs per 128-row strip, BN x CS >= N. They
+// write ln_out (through tma_ln: the same 64 x 64 swizzled boxes as tma_c) and the codes only,
+// never y: there is no C argument.
+// _cln3: 128-column tiles for rows of 257..384 (hidden 384: MiniLM, bge-small, e5-small), 3 CTAs
+// per strip instead of _n192_cln2's 2, so a 32-strip grid keeps 96 SMs busy instead of 64.
+// CLN_ENTRIES(X) instantiates X(suffix, geometry, CS).
+#define CLN_ENTRIES(X) \
+    X(_n192_cln2, Geom<192>, 2) X(_cln3, Geom<128>, 3) X(_n192_cln4, Geom<192>, 4) X(_cln8, Geom<128>, 8)

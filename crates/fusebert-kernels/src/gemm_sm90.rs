@@ -1,7 +1,8 @@
-//! Hopper GEMMs (`kernels/gemm_sm90.cu`, sm_90a only) on one warp-specialised wgmma kernel: a
-//! TMA producer warpgroup and two wgmma consumer warpgroups over a 128 x 128 output tile, a
-//! 4-stage mbarrier ring, a persistent grid; optionally split over K ([`GemmSm90Launch::split`],
-//! the `_sk` entries: a tile's K chunks on separate CTAs, the last adding their partial sums).
+//! Hopper GEMMs (`kernels/gemm_sm90.cu` fp16, `kernels/gemm_int8_sm90.cu` int8, sm_90a only) on one
+//! warp-specialised wgmma kernel: a TMA producer warpgroup and two wgmma consumer warpgroups over a
+//! 128 x 128 output tile, a 4-stage mbarrier ring, a persistent grid; optionally split over K
+//! ([`GemmSm90Launch::split`], the `_sk` entries: a tile's K chunks on separate CTAs, the last
+//! adding their partial sums).
 //!
 //! - [`gemm_f16_sm90`]: `C[M,N] = A[M,K] . W[N,K]^T + bias[n]` then the
 //!   [`Epilogue`](crate::Epilogue), as [`gemm_f16`](crate::gemm_f16()) computes it. K is
@@ -42,8 +43,10 @@ use crate::device::{Device, DeviceBuffer, KernelArg, LaunchConfig, TensorMapDtyp
 use crate::ptx::ids;
 use fusebert_core::error::Result;
 
-/// The module (`kernels/gemm_sm90.cu`) and its entries.
+/// The modules: the fp16 entries (`kernels/gemm_sm90.cu`) and the int8 ones
+/// (`kernels/gemm_int8_sm90.cu`), and the entries.
 pub const MODULE: &str = "gemm_sm90";
+pub const MODULE_INT8: &str = "gemm_int8_sm90";
 pub const KERNEL: &str = ids::GEMM_F16_SM90;
 pub const KERNEL_INT8: &str = ids::GEMM_INT8_SM90;
 pub const KERNEL_INT8_I32: &str = ids::GEMM_INT8_I32_SM90;
@@ -995,7 +998,7 @@ fn int8_launch(
     ];
     if let (Some(_), Tail::LayerNorm(ln, _)) = (ln_cluster, tail) {
         args.extend(cluster_args(dev, kernel, ln, g.shape, g.epilogue.code())?);
-        return dev.launch_in(MODULE, kernel, cfg, &args);
+        return dev.launch_in(MODULE_INT8, kernel, cfg, &args);
     }
     let tail = match tail {
         Tail::None => Vec::new(),
@@ -1009,7 +1012,7 @@ fn int8_launch(
         }
     };
     args.extend(output_args(dev, out, g.shape, g.epilogue.code(), split, tail)?);
-    dev.launch_in(MODULE, kernel, cfg, &args)
+    dev.launch_in(MODULE_INT8, kernel, cfg, &args)
 }
 
 /// The int8 Hopper main loop writing the raw s32 accumulators `out[m, n] = a . w^T` (bit-exact
@@ -1045,5 +1048,5 @@ pub fn gemm_int8_i32_sm90(
         KernelArg::U32(k32),
     ];
     args.extend(split);
-    dev.launch_in(MODULE, kernel, cfg, &args)
+    dev.launch_in(MODULE_INT8, kernel, cfg, &args)
 }

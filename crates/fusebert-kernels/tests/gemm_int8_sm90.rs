@@ -1,4 +1,4 @@
-//! The Hopper W8A8 GEMM (`kernels/gemm_sm90.cu`: `gemm_int8_sm90`, `gemm_int8_i32_sm90`; TMA +
+//! The Hopper W8A8 GEMM (`kernels/gemm_int8_sm90.cu`: `gemm_int8_sm90`, `gemm_int8_i32_sm90`; TMA +
 //! mbarrier + `wgmma m64n128k32.s32.s8.s8`, warp-specialised, persistent) on the emulator at
 //! sm_90, on random non-zero codes, outputs poisoned before every launch, shapes that are not
 //! multiples of the 128 x 128 tile or of the 128-wide K stage, in lazy, eager and random
@@ -192,14 +192,14 @@ fn int8_hopper_gemm_equals_every_gemm_int8_tile() {
 /// hence the large output here; the other bit-equality tests compare ~10^6 outputs in all.
 #[test]
 fn a_one_ulp_change_of_the_dequantisation_breaks_bit_equality() {
-    let m = fusebert_kernels::ptx::module(gemm_sm90::MODULE).expect("gemm_sm90 is embedded");
+    let m = fusebert_kernels::ptx::module(gemm_sm90::MODULE_INT8).expect("gemm_int8_sm90 is embedded");
     let ptx = m.by_arch[0].1.to_string();
     let rz = ptx.replace("mul.rn.f32", "mul.rz.f32");
     assert!(rz != ptx, "the mutation must change the PTX");
     let c = Case::new(&mut rng(197), 256, 1024, 64, true);
     for (what, module) in [("clean", &ptx), ("mul.rz", &rz)] {
         let dev = sm90(AsyncMode::Lazy);
-        dev.load_module(gemm_sm90::MODULE, module).unwrap();
+        dev.load_module(gemm_sm90::MODULE_INT8, module).unwrap();
         let hopper = c.run(&dev, 0, Some(GemmSm90Launch::default()), Tile::Auto);
         let ampere = c.run(&dev, 0, None, Tile::Auto);
         let differ = hopper.iter().zip(&ampere).filter(|(h, a)| h.to_bits() != a.to_bits()).count();
@@ -291,7 +291,7 @@ fn bad_shapes_and_buffers_are_typed_errors() {
 /// GEMM, or "clean" when it runs clean and its accumulators are exact.
 fn run_mutant(ptx: &str, mode: AsyncMode) -> String {
     let dev = sm90(mode);
-    dev.load_module(gemm_sm90::MODULE, ptx).unwrap();
+    dev.load_module(gemm_sm90::MODULE_INT8, ptx).unwrap();
     let c = Case::new(&mut rng(194), 130, 80, 384, false);
     let (da, dw) = (dev.upload(&c.a).unwrap(), dev.upload(&c.w).unwrap());
     let mut out = poisoned::<i32>(&dev, 130 * 80);
@@ -322,7 +322,7 @@ fn run_mutant(ptx: &str, mode: AsyncMode) -> String {
 /// (64B) disagrees with the TMA box's (128B) in every mode.
 #[test]
 fn planted_bugs_in_the_int8_path_are_caught() {
-    let m = fusebert_kernels::ptx::module(gemm_sm90::MODULE).expect("gemm_sm90 is embedded");
+    let m = fusebert_kernels::ptx::module(gemm_sm90::MODULE_INT8).expect("gemm_int8_sm90 is embedded");
     let ptx = m.by_arch[0].1.to_string();
     for mode in MODES {
         assert_eq!(run_mutant(&ptx, mode), "clean", "{mode:?}");

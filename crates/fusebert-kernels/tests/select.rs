@@ -93,10 +93,12 @@ fn a_planted_gemm_misreading_fails_the_self_check_and_auto_falls_back() {
 #[test]
 fn a_planted_cluster_misreading_fails_the_self_check() {
     let dev = emu(Arch::Sm90, AsyncMode::Lazy);
-    let ptx = sm90a_ptx(gemm_sm90::MODULE);
-    let bad = ptx.replace("%cluster_ctarank;", "%ctaid.x;");
-    assert_ne!(bad, ptx, "the mutation must change the PTX");
-    dev.load_module(gemm_sm90::MODULE, &bad).unwrap();
+    for module in [gemm_sm90::MODULE, gemm_sm90::MODULE_INT8] {
+        let ptx = sm90a_ptx(module);
+        let bad = ptx.replace("%cluster_ctarank;", "%ctaid.x;");
+        assert_ne!(bad, ptx, "the mutation must change {module}'s PTX");
+        dev.load_module(module, &bad).unwrap();
+    }
     assert_eq!(dev.kernel_family(KernelFamily::Auto, 32).unwrap(), Selected::Sm80);
     let v = dev.self_check_verdicts();
     let gemm = v.iter().find(|v| v.what == "gemm").expect("gemm verdict");

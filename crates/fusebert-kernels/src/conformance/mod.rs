@@ -217,7 +217,7 @@ impl Runner {
     fn run(&self, case: &Case) -> Result<Vec<u32>> {
         let words = cases::words(&case.kind);
         match &case.kind {
-            Kind::Sm90Gemm(s) => production::run_gemm(&self.device(crate::gemm_sm90::MODULE)?, s),
+            Kind::Sm90Gemm(s) => production::run_gemm(&self.device(s.op.module())?, s),
             Kind::Sm90Attention(s) => production::run_attn(&self.device(crate::attention_sm90::MODULE)?, s),
             Kind::Wgmma(_) | Kind::Rs(_) | Kind::Int8(_) | Kind::Mbarrier | Kind::SmemAddresses | Kind::Elect => {
                 let out = Buf::new(4 * words)?;

@@ -31,6 +31,16 @@ pub enum GemmOp {
     F16Ln,
 }
 
+impl GemmOp {
+    /// The module defining the op's entry.
+    pub fn module(self) -> &'static str {
+        match self {
+            GemmOp::Int8I32 | GemmOp::Int8F16 => crate::gemm_sm90::MODULE_INT8,
+            GemmOp::F16 | GemmOp::F16Ln => crate::gemm_sm90::MODULE,
+        }
+    }
+}
+
 /// A C16 GEMM case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GemmSpec {
