@@ -121,6 +121,7 @@ fn one_short_strip_is_the_chains_bits_on_64_wide_tiles() {
     block_equals_chain(&Case::new(52, 20), 64);
 }
 
+/// Bad operands are typed errors naming the kernel, never a launch.
 #[test]
 fn bad_operands_are_errors() {
     let dev = emu(AsyncMode::Lazy, None);
